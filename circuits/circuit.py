@@ -1,0 +1,188 @@
+"""``Circuit``: a validated, compiled sum-product network as a torch module."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from circuits import passes
+from circuits.analysis import analyse
+from circuits.compile import Plan, compile_plan
+from circuits.distribution import CircuitDistribution
+from circuits.nodes import Node
+from circuits.tables import TablePlan, build_table_plan
+from circuits.validation import check_params
+
+__all__ = ["Circuit"]
+
+
+class Circuit(nn.Module):
+    """A smooth, decomposable circuit over variables ``0..num_vars-1``.
+
+    Construction validates the node DAG (raising :class:`~circuits.CircuitError` that names
+    the offending node by its path from the root) and compiles it once into layers of
+    index tensors. The learnable parameters are one flat vector ``logits`` of length
+    ``num_params``; queries on the circuit itself use them, and ``distribution(params)``
+    evaluates the same structure with a batch of external logits (a policy head's output).
+
+    Example::
+
+        >>> import torch
+        >>> from circuits import Categorical, Sum, Product, Circuit
+        >>> root = Sum([Product([Categorical(0, 2, probs=[.9, .1]), Categorical(1, 2)]),
+        ...             Product([Categorical(0, 2, probs=[.2, .8]), Categorical(1, 2)])])
+        >>> c = Circuit(root)
+        >>> c.log_prob(torch.tensor([[0, -1]])).exp()
+        tensor([0.5500], grad_fn=<ViewBackward0>)
+    """
+
+    def __init__(self, root: Node):
+        super().__init__()
+        structure = analyse(root)
+        self.root = root
+        self._structure = structure
+        self._plans: dict = {}
+        self._plans[torch.device("cpu")] = compile_plan(structure)
+        self._table_plans: dict = {}
+        plan = self._plans[torch.device("cpu")]
+        self.logits = nn.Parameter(plan.init_logits.to(torch.get_default_dtype()))
+
+    # --- structure ---------------------------------------------------------------------------
+    @property
+    def num_vars(self) -> int:
+        return len(self._structure.num_states)
+
+    @property
+    def num_states(self) -> tuple[int, ...]:
+        """Number of states of each variable."""
+        return self._structure.num_states
+
+    @property
+    def max_states(self) -> int:
+        return max(self._structure.num_states)
+
+    @property
+    def num_params(self) -> int:
+        return self._plans[torch.device("cpu")].num_params
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self._structure.order)
+
+    @property
+    def num_edges(self) -> int:
+        """Number of parent-child links of sum and product nodes."""
+        return sum(len(n.children) for n in self._structure.order)
+
+    @property
+    def is_smooth(self) -> bool:
+        """Always True: construction rejects non-smooth circuits."""
+        return True
+
+    @property
+    def is_decomposable(self) -> bool:
+        """Always True: construction rejects non-decomposable circuits."""
+        return True
+
+    @property
+    def is_deterministic(self) -> bool:
+        """Structural determinism: each pair of a sum's children is disjoint on some variable.
+        A sufficient condition: a circuit that fails it may still be deterministic."""
+        return self._structure.is_deterministic
+
+    def extra_repr(self) -> str:
+        return (f"num_vars={self.num_vars}, num_nodes={self.num_nodes}, num_edges={self.num_edges}, "
+                f"num_params={self.num_params}, deterministic={self.is_deterministic}")
+
+    # --- execution ---------------------------------------------------------------------------
+    def _plan_on(self, device: torch.device) -> Plan:
+        device = torch.device(device)
+        if device not in self._plans:
+            self._plans[device] = self._plans[torch.device("cpu")].to(device)
+        return self._plans[device]
+
+    def _table_plan(self, scopes: tuple, device: torch.device) -> TablePlan:
+        key = (scopes, torch.device(device))
+        if key not in self._table_plans:
+            cpu = build_table_plan(self._plans[torch.device("cpu")], self.root, list(scopes))
+            self._table_plans[key] = _table_plan_to(cpu, device)
+        return self._table_plans[key]
+
+    def distribution(self, params: torch.Tensor | None = None) -> CircuitDistribution:
+        """The distribution of this circuit.
+
+        Args:
+            params: optional unnormalised logits ``[B, num_params]`` (any leading batch
+                shape): one parameter set per batch element. Default: the circuit's own
+                ``logits`` (batch shape ``[]``).
+        """
+        if params is None:
+            logp = passes.normalise(self._plan_on(self.logits.device), self.logits.unsqueeze(0))
+            return CircuitDistribution(self, logp, torch.Size())
+        params = check_params(params, self.num_params)
+        batch_shape = params.shape[:-1]
+        flat = params.reshape(-1, self.num_params)
+        logp = passes.normalise(self._plan_on(params.device), flat)
+        return CircuitDistribution(self, logp, batch_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`log_prob`."""
+        return self.log_prob(x)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x)`` for ``x [..., num_vars]`` (-1 = marginalised) -> ``[...]``."""
+        return self.distribution().log_prob(x)
+
+    def marginals(self) -> torch.Tensor:
+        """Single-variable marginals ``[num_vars, max_states]``."""
+        return self.distribution().marginals()
+
+    def scope_marginals(self, scopes) -> torch.Tensor:
+        """Joint tables ``[len(scopes), K, K(, K)]`` for scopes of 2 or 3 variables."""
+        return self.distribution().scope_marginals(scopes)
+
+    def condition(self, evidence: torch.Tensor) -> CircuitDistribution:
+        """The conditional distribution given ``evidence [num_vars]`` (-1 = free)."""
+        return self.distribution().condition(evidence)
+
+    def sample(self, num_samples: int, evidence: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Exact samples ``[num_samples, num_vars]``, conditional on ``evidence`` if given."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+            raise ValueError(f"num_samples must be a non-negative int, got {num_samples!r}")
+        dist = self.distribution() if evidence is None else self.condition(evidence)
+        return dist.sample((num_samples,), generator=generator)
+
+    def mpe(self, evidence: torch.Tensor | None = None) -> torch.Tensor:
+        """Most probable completion ``[num_vars]`` of ``evidence`` (exact when deterministic;
+        the max-product approximation otherwise, see :attr:`CircuitDistribution.mode`)."""
+        dist = self.distribution() if evidence is None else self.condition(evidence)
+        return dist.mode
+
+    def entropy(self) -> torch.Tensor:
+        """Exact entropy (scalar); raises NotDeterministicError unless deterministic."""
+        return self.distribution().entropy()
+
+    def leave_one_out_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x_i | x_-i)`` for every variable: ``[..., num_vars]``."""
+        return self.distribution().leave_one_out_log_prob(x)
+
+
+def _table_plan_to(table_plan: TablePlan, device) -> TablePlan:
+    if torch.device(device) == torch.device("cpu"):
+        return table_plan
+    from dataclasses import replace
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if hasattr(value, "chunks"):
+            return replace(value, ids=value.ids.to(device))
+        if isinstance(value, (list, tuple)):
+            return type(value)(move(v) for v in value)
+        return value
+
+    steps = [replace(step, patterns=[replace(p, **{f: move(getattr(p, f)) for f in
+                                                   ("rows", "weights", "pieces", "a", "b") if hasattr(p, f)})
+                                     for p in step.patterns]) for step in table_plan.steps]
+    return replace(table_plan, steps=steps, result=move(table_plan.result),
+                   order=table_plan.order.to(device))

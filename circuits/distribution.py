@@ -1,0 +1,202 @@
+"""``CircuitDistribution``: a compiled circuit with one parameter set per batch element.
+
+Shapes follow ``torch.distributions``: ``batch_shape`` is the shape of the parameter
+batch (``[]`` for a circuit's own parameters, ``[B]`` for ``c.distribution(params)``)
+and ``event_shape`` is ``[num_vars]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Distribution
+
+from circuits import passes
+from circuits.errors import NotDeterministicError
+from circuits.tables import build_table_plan, scope_tables
+from circuits.validation import check_assignment, check_scopes
+
+__all__ = ["CircuitDistribution"]
+
+
+class CircuitDistribution(Distribution):
+    """A distribution over ``num_vars`` discrete variables given by a circuit.
+
+    Build it with ``circuit.distribution(params)``, not directly. All queries are exact,
+    batched, computed in log space and differentiable w.r.t. the parameters.
+
+    Args:
+        circuit: the :class:`~circuits.Circuit` (structure and compiled plan).
+        logp: normalised log-parameters ``[prod(batch_shape) or 1, num_params]``.
+        batch_shape: the distribution's batch shape.
+        base: for a conditioned distribution, ``(logp, evidence)`` of the unconditioned one
+            with the evidence ``[B, num_vars]`` (used by ``mode``).
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, circuit, logp: torch.Tensor, batch_shape: torch.Size, base=None):
+        self._circuit = circuit
+        self._plan = circuit._plan_on(logp.device)
+        self._logp = logp
+        self._base = base
+        super().__init__(batch_shape=torch.Size(batch_shape),
+                         event_shape=torch.Size([self._plan.num_vars]), validate_args=False)
+
+    # --- helpers -------------------------------------------------------------------------
+    @property
+    def _rows(self) -> int:
+        return math.prod(self.batch_shape)
+
+    def _ext(self) -> torch.Tensor:
+        return passes.extend(self._logp)
+
+    def _flatten(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Size]:
+        """``[*sample, *batch, V]`` -> ``[S * rows, V]`` and the leading shape."""
+        nb = len(self.batch_shape)
+        lead = x.shape[:-1]
+        if tuple(lead[len(lead) - nb:]) != tuple(self.batch_shape) or len(lead) < nb:
+            raise ValueError(f"{name} must have shape [*sample_shape, *batch_shape="
+                             f"{list(self.batch_shape)}, {self._plan.num_vars}], got {list(x.shape)}")
+        return x.reshape(-1, self._plan.num_vars), lead
+
+    def _params_for(self, rows: int) -> torch.Tensor:
+        """Extended params repeated to cover ``rows`` (a multiple of the batch rows)."""
+        ext = self._ext()
+        return ext if ext.shape[0] == 1 or ext.shape[0] == rows else ext.repeat(rows // ext.shape[0], 1)
+
+    # --- queries -------------------------------------------------------------------------
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log p(value)``: value ``[*sample, *batch, num_vars]`` with -1 = marginalised -> ``[*sample, *batch]``."""
+        value = check_assignment(value, self._plan, "value", allow_missing=True).to(self._logp.device)
+        flat, lead = self._flatten(value, "value")
+        vals = passes.log_values(self._plan, self._params_for(flat.shape[0]), flat, flat.shape[0])
+        return vals[:, self._plan.root].reshape(lead)
+
+    def marginals(self) -> torch.Tensor:
+        """Single-variable marginals ``[*batch, num_vars, max_states]`` (0 for missing states).
+
+        One upward and one top-down (differential) pass: ``p(X_i = a)`` is the derivative
+        of the circuit w.r.t. the indicator of ``X_i = a``.
+        """
+        plan, ext = self._plan, self._ext()
+        vals = passes.log_values(plan, ext, None, ext.shape[0])
+        grads = passes.log_derivatives(plan, ext, vals)
+        theta = passes.leaf_log_probs(plan, ext)
+        per_leaf = grads[:, 1:plan.num_leaves + 1].unsqueeze(-1) + theta        # [B', L, K]
+        k = plan.max_states
+        index = (plan.leaf_var.unsqueeze(-1) * k + torch.arange(k, device=ext.device)).reshape(-1)
+        out = passes.scatter_logsumexp(per_leaf.reshape(ext.shape[0], -1), index, plan.num_vars * k)
+        return self._batched(torch.exp(out).view(-1, plan.num_vars, k))
+
+    def scope_marginals(self, scopes) -> torch.Tensor:
+        """Joint marginal tables ``[*batch, len(scopes), K, K(, K)]`` for scopes of 2 or 3
+        variables, axes in the order each scope lists its variables."""
+        scopes = check_scopes(scopes, self._plan.num_vars)
+        table_plan = self._circuit._table_plan(tuple(scopes), self._logp.device)
+        ext = self._ext()
+        theta = passes.leaf_log_probs(self._plan, ext)
+        return self._batched(scope_tables(self._plan, table_plan, ext, theta))
+
+    def entropy(self) -> torch.Tensor:
+        """Exact entropy ``[*batch]``; deterministic circuits only (else NotDeterministicError)."""
+        if not self._circuit.is_deterministic:
+            raise NotDeterministicError(
+                "entropy() is exact only for deterministic circuits and this circuit is not "
+                "(structurally) deterministic; no estimate is returned")
+        return self._batched(passes.entropy(self._plan, self._ext()))
+
+    def condition(self, evidence: torch.Tensor) -> CircuitDistribution:
+        """The conditional distribution given ``evidence`` ``[num_vars]`` or ``[*batch, num_vars]``
+        (-1 = free). Raises ValueError when the evidence has probability zero."""
+        plan = self._plan
+        evidence = check_assignment(evidence, plan, "evidence", allow_missing=True).to(self._logp.device)
+        rows = max(self._rows, 1)
+        if evidence.dim() == 1:
+            evidence = evidence.expand(rows, -1)
+        else:
+            evidence, _ = self._flatten(evidence, "evidence")
+            if evidence.shape[0] != rows:
+                raise ValueError(f"evidence must have shape [num_vars] or [*batch_shape, num_vars] "
+                                 f"with batch_shape {list(self.batch_shape)}, got {list(evidence.shape)}")
+        ext = self._ext()
+        vals = passes.log_values(plan, ext, evidence, rows)
+        impossible = torch.isneginf(vals[:, plan.root])
+        if bool(impossible.any()):
+            row = int(torch.nonzero(impossible)[0])
+            raise ValueError(f"evidence has probability zero (batch row {row}: "
+                             f"{evidence[row].tolist()})")
+        logp = passes.posterior(plan, self._logp, vals, evidence)
+        base_logp, base_ev = self._base if self._base is not None else (self._logp, None)
+        if base_ev is not None:
+            evidence = torch.where(evidence >= 0, evidence, base_ev)
+        return CircuitDistribution(self._circuit, logp, self.batch_shape, base=(base_logp, evidence))
+
+    def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
+        """Exact ancestral samples ``[*sample_shape, *batch, num_vars]``."""
+        sample_shape = torch.Size(sample_shape)
+        plan = self._plan
+        rows = math.prod(sample_shape) * max(self._rows, 1)
+        ext = self._params_for(rows)
+        with torch.no_grad():
+            theta = passes.leaf_log_probs(plan, ext).expand(rows, -1, -1)
+            leaf_states = (theta + _gumbel(theta.shape, theta, generator)).argmax(-1)
+
+            def choose(index, group):
+                logw = ext[:, group.weights].expand(rows, -1, -1)
+                return (logw + _gumbel(logw.shape, logw, generator)).argmax(-1)
+
+            x = passes.descend(plan, rows, choose, leaf_states)
+        return x.reshape(tuple(sample_shape) + tuple(self.batch_shape) + (plan.num_vars,))
+
+    @property
+    def mode(self) -> torch.Tensor:
+        """The most probable assignment ``[*batch, num_vars]`` by max-product.
+
+        Exact on deterministic circuits (each assignment has one induced tree). On other
+        circuits this is the max-product approximation: the assignment of the most
+        probable induced tree, not necessarily the most probable assignment.
+        """
+        logp, evidence = self._base if self._base is not None else (self._logp, None)
+        rows = max(self._rows, 1) if evidence is None else evidence.shape[0]
+        ext = passes.extend(logp)
+        with torch.no_grad():
+            theta, choices = passes.max_product(self._plan, ext, evidence, rows)
+            x = passes.descend(self._plan, rows, lambda index, group: choices[index],
+                               theta.argmax(-1))
+        return x.reshape(tuple(self.batch_shape) + (self._plan.num_vars,))
+
+    def leave_one_out_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log p(x_i | x_-i)`` for every variable ``i``: value ``[*sample, *batch, num_vars]``
+        (complete) -> same shape. One upward and one top-down pass."""
+        plan = self._plan
+        value = check_assignment(value, plan, "value", allow_missing=False).to(self._logp.device)
+        flat, lead = self._flatten(value, "value")
+        ext = self._params_for(flat.shape[0])
+        vals = passes.log_values(plan, ext, flat, flat.shape[0])
+        grads = passes.log_derivatives(plan, ext, vals)
+        rest = passes.scatter_logsumexp(grads[:, 1:plan.num_leaves + 1], plan.leaf_var, plan.num_vars)
+        return (-rest).reshape(tuple(lead) + (plan.num_vars,))
+
+    # --- torch.distributions API ------------------------------------------------------------
+    @property
+    def support(self):
+        return torch.distributions.constraints.integer_interval(0, self._plan.max_states - 1)
+
+    def _batched(self, out: torch.Tensor) -> torch.Tensor:
+        """``[B', ...]`` -> ``[*batch_shape, ...]`` (B' = 1 for an empty batch shape)."""
+        out = out.expand(max(self._rows, 1), *out.shape[1:])
+        return out.reshape(tuple(self.batch_shape) + tuple(out.shape[1:]))
+
+    def __repr__(self) -> str:
+        conditioned = ", conditioned" if self._base is not None else ""
+        return (f"CircuitDistribution(batch_shape={list(self.batch_shape)}, "
+                f"num_vars={self._plan.num_vars}{conditioned})")
+
+
+def _gumbel(shape, like: torch.Tensor, generator) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+    tiny = torch.finfo(like.dtype).tiny
+    return -torch.log(-torch.log(u.clamp(min=tiny, max=1 - 1e-7)))

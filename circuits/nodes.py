@@ -1,0 +1,211 @@
+"""Immutable circuit nodes: the structure of a sum-product network.
+
+Nodes are plain descriptions. They hold no tensors and are never modified after
+construction; a :class:`circuits.Circuit` compiles them into index tensors once.
+Nodes compare and hash by identity, so one node object used as the child of several
+parents is a shared sub-circuit (the circuit is a DAG, not a tree).
+
+Example::
+
+    >>> from circuits import Categorical, Sum, Product
+    >>> a0 = Categorical(var=0, num_states=3, probs=[.2, .3, .5])
+    >>> a1 = Categorical(var=1, num_states=3, support=[0, 2])
+    >>> root = Sum([Product([a0, a1]), Product([Categorical(0, 3), Categorical(1, 3)])],
+    ...            weights=[.4, .6])
+    >>> sorted(root.scope)
+    [0, 1]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from circuits.errors import CircuitError
+
+__all__ = ["Node", "Categorical", "Sum", "Product"]
+
+
+def _finite_floats(values: Sequence[float], what: str, owner: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise CircuitError(f"{owner}: {what} must be a sequence of numbers, got {values!r}") from None
+    if any(math.isnan(v) for v in out):
+        raise CircuitError(f"{owner}: {what} contains NaN: {list(out)}")
+    return out
+
+
+def _logits_from_probs(probs: tuple[float, ...], what: str, owner: str) -> tuple[float, ...]:
+    if any(p < 0 or math.isinf(p) for p in probs):
+        raise CircuitError(f"{owner}: {what} must be finite and non-negative, got {list(probs)}")
+    total = sum(probs)
+    if total <= 0:
+        raise CircuitError(f"{owner}: {what} must have positive total mass, got {list(probs)}")
+    if abs(total - 1.0) > 1e-4:
+        raise CircuitError(f"{owner}: {what} must sum to 1 (got sum {total:.6g}); "
+                           f"pass logits=... for unnormalised scores")
+    return tuple(math.log(p) if p > 0 else -math.inf for p in probs)
+
+
+class Node:
+    """Base class of circuit nodes. Immutable; equality and hashing are by identity."""
+
+    __slots__ = ("_scope", "_children")
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} nodes are immutable (tried to set {name!r})")
+
+    def _init(self, **fields) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def scope(self) -> frozenset[int]:
+        """The variables this node is a distribution over."""
+        return self._scope
+
+    @property
+    def children(self) -> tuple[Node, ...]:
+        return self._children
+
+
+class Categorical(Node):
+    """A categorical input distribution over one variable.
+
+    Args:
+        var: variable index (>= 0).
+        num_states: number of states of the variable.
+        probs: ``num_states`` probabilities summing to 1; zeros mark states outside the support.
+        logits: ``num_states`` unnormalised log-probabilities (``-inf`` = outside the support).
+        support: states with nonzero mass; the others get probability 0. If neither probs
+            nor logits is given the distribution is uniform over the support.
+
+    The log-probabilities of the support states are learnable parameters of the circuit
+    (a support of size one, an indicator, has none).
+    """
+
+    __slots__ = ("var", "num_states", "support", "logits")
+
+    def __init__(self, var: int, num_states: int, probs: Sequence[float] | None = None,
+                 logits: Sequence[float] | None = None, support: Sequence[int] | None = None):
+        owner = f"Categorical(var={var!r})"
+        if isinstance(var, bool) or not isinstance(var, int) or var < 0:
+            raise CircuitError(f"Categorical: var must be a non-negative int, got {var!r}")
+        if isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 1:
+            raise CircuitError(f"{owner}: num_states must be a positive int, got {num_states!r}")
+        if probs is not None and logits is not None:
+            raise CircuitError(f"{owner}: pass probs or logits, not both")
+        scores = None
+        if probs is not None:
+            scores = _logits_from_probs(_finite_floats(probs, "probs", owner), "probs", owner)
+        elif logits is not None:
+            scores = _finite_floats(logits, "logits", owner)
+            if any(v == math.inf for v in scores):
+                raise CircuitError(f"{owner}: logits must not contain +inf, got {list(scores)}")
+        if scores is not None and len(scores) != num_states:
+            name = "probs" if probs is not None else "logits"
+            raise CircuitError(f"{owner}: {name} must have num_states={num_states} entries, "
+                               f"got {len(scores)}")
+        if support is not None:
+            states = sorted({int(s) for s in support})
+            if not states or states[0] < 0 or states[-1] >= num_states:
+                raise CircuitError(f"{owner}: support must be a non-empty subset of "
+                                   f"range({num_states}), got {list(support)!r}")
+            if scores is not None and any(scores[s] != -math.inf
+                                          for s in range(num_states) if s not in states):
+                raise CircuitError(f"{owner}: probs/logits put mass outside support={states}")
+        else:
+            states = [s for s in range(num_states) if scores is None or scores[s] != -math.inf]
+            if not states:
+                raise CircuitError(f"{owner}: all states have zero probability")
+        if scores is None:
+            scores = tuple(0.0 if s in states else -math.inf for s in range(num_states))
+        top = max(scores[s] for s in states)
+        log_norm = top + math.log(sum(math.exp(scores[s] - top) for s in states))
+        logits_n = tuple(scores[s] - log_norm if s in states else -math.inf
+                         for s in range(num_states))
+        self._init(_scope=frozenset((var,)), _children=(), var=var, num_states=num_states,
+                   support=tuple(states), logits=logits_n)
+
+    @classmethod
+    def indicator(cls, var: int, value: int, num_states: int) -> Categorical:
+        """A point mass on ``var == value`` (no learnable parameters)."""
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < num_states:
+            raise CircuitError(f"Categorical.indicator(var={var!r}): value must be an int in "
+                               f"range({num_states}), got {value!r}")
+        return cls(var, num_states, support=[value])
+
+    @property
+    def probs(self) -> tuple[float, ...]:
+        return tuple(math.exp(v) for v in self.logits)
+
+    def __repr__(self) -> str:
+        return f"Categorical(var={self.var}, num_states={self.num_states}, support={list(self.support)})"
+
+
+class Sum(Node):
+    """A weighted mixture of children over the same scope.
+
+    Args:
+        children: at least one node; all must have the same scope (smoothness).
+        weights: non-negative mixture weights summing to 1 (default uniform).
+        logits: unnormalised log-weights, as an alternative to ``weights``.
+    """
+
+    __slots__ = ("log_weights",)
+
+    def __init__(self, children: Sequence[Node], weights: Sequence[float] | None = None,
+                 logits: Sequence[float] | None = None):
+        children = _check_children(children, "Sum")
+        owner = f"Sum(scope={sorted(frozenset().union(*(c.scope for c in children)))})"
+        if weights is not None and logits is not None:
+            raise CircuitError(f"{owner}: pass weights or logits, not both")
+        if weights is not None:
+            scores = _logits_from_probs(_finite_floats(weights, "weights", owner), "weights", owner)
+        elif logits is not None:
+            scores = _finite_floats(logits, "logits", owner)
+            if any(math.isinf(v) for v in scores):
+                raise CircuitError(f"{owner}: logits must be finite, got {list(scores)}")
+        else:
+            scores = (0.0,) * len(children)
+        if len(scores) != len(children):
+            raise CircuitError(f"{owner}: got {len(scores)} weights for {len(children)} children")
+        finite = [v for v in scores if v != -math.inf]
+        top = max(finite)
+        log_norm = top + math.log(sum(math.exp(v - top) for v in finite))
+        self._init(_scope=frozenset().union(*(c.scope for c in children)), _children=children,
+                   log_weights=tuple(v - log_norm for v in scores))
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return tuple(math.exp(v) for v in self.log_weights)
+
+    def __repr__(self) -> str:
+        return f"Sum(scope={sorted(self.scope)}, num_children={len(self.children)})"
+
+
+class Product(Node):
+    """A factorisation: the product of children over disjoint scopes (decomposability)."""
+
+    __slots__ = ()
+
+    def __init__(self, children: Sequence[Node]):
+        children = _check_children(children, "Product")
+        self._init(_scope=frozenset().union(*(c.scope for c in children)), _children=children)
+
+    def __repr__(self) -> str:
+        return f"Product(scope={sorted(self.scope)}, num_children={len(self.children)})"
+
+
+def _check_children(children: Sequence[Node], kind: str) -> tuple[Node, ...]:
+    try:
+        children = tuple(children)
+    except TypeError:
+        raise CircuitError(f"{kind}: children must be a sequence of nodes, got {children!r}") from None
+    if not children:
+        raise CircuitError(f"{kind}: needs at least one child, got an empty list")
+    for i, child in enumerate(children):
+        if not isinstance(child, Node):
+            raise CircuitError(f"{kind}: child {i} is not a circuit node: {child!r}")
+    return children

@@ -1,0 +1,116 @@
+"""Ready-made circuit structures. Each builder returns a compiled :class:`~circuits.Circuit`.
+
+- :func:`mean_field`: fully factorised, ``prod_i p(x_i)``; deterministic.
+- :func:`selective`: Shih & Ermon (2020)'s selective SPN generalised to k states;
+  deterministic, smooth, decomposable, ``O(num_vars * width**2)`` edges, and able to
+  represent correlated joint distributions (any distribution when ``width >= k**num_vars``).
+- :func:`mixture`: a mixture of mean-field components; not deterministic.
+- :func:`random_tensorized`: a RAT-SPN (Peharz et al. 2020) region graph; not deterministic.
+"""
+
+from __future__ import annotations
+
+import random
+
+from circuits.circuit import Circuit
+from circuits.nodes import Categorical, Node, Product, Sum
+
+__all__ = ["mean_field", "selective", "mixture", "random_tensorized"]
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def mean_field(num_vars: int, num_states: int) -> Circuit:
+    """A product of ``num_vars`` independent categoricals (uniform at initialisation)."""
+    _check_int("num_vars", num_vars, 1)
+    _check_int("num_states", num_states, 1)
+    return Circuit(Product([Categorical(v, num_states) for v in range(num_vars)]))
+
+
+def selective(num_vars: int, num_states: int, width: int) -> Circuit:
+    """A deterministic circuit over a balanced binary tree of variables.
+
+    A leaf region holds the ``num_states`` indicators of its variable. An inner region
+    takes the cartesian product of its two child regions' nodes; if that gives more than
+    ``width`` products, they are dealt round-robin into ``width`` sums. All nodes of a
+    region have pairwise disjoint supports (by induction), so every sum is deterministic.
+    The root is one sum over the top region's nodes. The parameters are the sum weights.
+
+    With ``width >= num_states**num_vars`` no region is ever summed before the root, whose
+    children are then all joint assignments: any distribution is representable.
+    """
+    _check_int("num_vars", num_vars, 1)
+    _check_int("num_states", num_states, 1)
+    _check_int("width", width, 1)
+
+    def region(variables: list[int]) -> list[Node]:
+        if len(variables) == 1:
+            return [Categorical.indicator(variables[0], s, num_states) for s in range(num_states)]
+        half = len(variables) // 2
+        left, right = region(variables[:half]), region(variables[half:])
+        products = [Product([a, b]) for a in left for b in right]
+        if len(products) <= width:
+            return products
+        groups = [products[g::width] for g in range(width)]
+        return [Sum(group) for group in groups]
+
+    top = region(list(range(num_vars)))
+    return Circuit(top[0] if len(top) == 1 else Sum(top))
+
+
+def mixture(num_vars: int, num_states: int, components: int, seed: int = 0) -> Circuit:
+    """A mixture of ``components`` mean-field components with random initial leaves."""
+    _check_int("num_vars", num_vars, 1)
+    _check_int("num_states", num_states, 1)
+    _check_int("components", components, 1)
+    rng = random.Random(seed)
+    comps = [Product([Categorical(v, num_states, logits=[rng.gauss(0, 1) for _ in range(num_states)])
+                      for v in range(num_vars)]) for _ in range(components)]
+    return Circuit(Sum(comps))
+
+
+def random_tensorized(num_vars: int, num_states: int, depth: int = 2, num_repetitions: int = 2,
+                      num_sums: int = 4, num_input_distributions: int = 4, seed: int = 0) -> Circuit:
+    """A RAT-SPN: random binary region graphs, dense sum layers (Peharz et al. 2020).
+
+    Per repetition, the variables are randomly permuted and split in halves ``depth``
+    times. A leaf region has ``num_input_distributions`` inputs, each a product of one
+    categorical per variable of the region. Every inner region has ``num_sums`` sums over
+    all products of its two child regions' nodes (one dense block); the root sums over
+    the top regions of all repetitions. Weights and leaf logits are random (``seed``).
+    """
+    _check_int("num_vars", num_vars, 1)
+    _check_int("num_states", num_states, 1)
+    _check_int("depth", depth, 0)
+    _check_int("num_repetitions", num_repetitions, 1)
+    _check_int("num_sums", num_sums, 1)
+    _check_int("num_input_distributions", num_input_distributions, 1)
+    if 2 ** depth > num_vars:
+        raise ValueError(f"depth={depth} splits the variables into {2 ** depth} regions but "
+                         f"num_vars={num_vars}; use depth <= {num_vars.bit_length() - 1}")
+    rng = random.Random(seed)
+
+    def leaf_inputs(variables: list[int]) -> list[Node]:
+        def categorical(v: int) -> Categorical:
+            return Categorical(v, num_states, logits=[rng.gauss(0, 1) for _ in range(num_states)])
+        return [Product([categorical(v) for v in variables]) if len(variables) > 1
+                else categorical(variables[0]) for _ in range(num_input_distributions)]
+
+    def region(variables: list[int], level: int) -> list[Node]:
+        if level == depth:
+            return leaf_inputs(variables)
+        half = len(variables) // 2
+        left, right = region(variables[:half], level + 1), region(variables[half:], level + 1)
+        products = [Product([a, b]) for a in left for b in right]
+        return [Sum(products, logits=[rng.gauss(0, 1) for _ in products]) for _ in range(num_sums)]
+
+    tops = []
+    for _ in range(num_repetitions):
+        order = list(range(num_vars))
+        rng.shuffle(order)
+        tops.extend(region(order, 0))
+    return Circuit(Sum(tops, logits=[rng.gauss(0, 1) for _ in tops]))
