@@ -1,0 +1,89 @@
+"""Agent-steps per second of the vectorised coverage gridworld (`CoverageVecEnv`).
+
+    python benchmarks/env_speed.py            # 256 envs x 6 agents, 20x20 grid, sparse reward
+
+Random joint actions are drawn before timing; each repeat times `steps` calls of `step`
+(auto-resets included) after a warm-up, and the figure is the median over repeats of
+num_envs * num_agents * steps / seconds. Writes `benchmarks/results/env_speed.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spnpolicy.envs.coverage_vec import CoverageVecEnv
+
+RESULTS = Path(__file__).resolve().parent / "results" / "env_speed.json"
+
+
+def measure(num_envs: int, num_agents: int, grid_size: int, max_steps: int, reward: str,
+            steps: int, repeats: int, warmup: int) -> list[float]:
+    """Agent-steps/s of each timed repeat."""
+    env = CoverageVecEnv(num_envs, num_agents, grid_size, max_steps, reward, seed=0)
+    env.reset()
+    actions = np.random.default_rng(0).integers(0, 6, size=(steps, num_envs, num_agents))
+    for t in range(warmup):
+        env.step(actions[t % steps])
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for t in range(steps):
+            env.step(actions[t])
+        rates.append(num_envs * num_agents * steps / (time.perf_counter() - start))
+    return rates
+
+
+def cpu_model() -> str:
+    """The CPU's model name where the OS says it, else `platform.processor()`."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-envs", type=int, default=256)
+    parser.add_argument("--num-agents", type=int, default=6)
+    parser.add_argument("--grid-size", type=int, default=20)
+    parser.add_argument("--max-steps", type=int, default=200)
+    parser.add_argument("--reward", default="sparse")
+    parser.add_argument("--steps", type=int, default=2000, help="env steps per repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    rates = measure(args.num_envs, args.num_agents, args.grid_size, args.max_steps,
+                    args.reward, args.steps, args.repeats, args.warmup)
+    result = {
+        "benchmark": "coverage_vec_env_speed",
+        "agent_steps_per_s": statistics.median(rates),
+        "repeats_agent_steps_per_s": rates,
+        "config": {key: value for key, value in vars(args).items() if key != "out"},
+        "machine": {"platform": platform.platform(), "processor": cpu_model(),
+                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "numpy": np.__version__},
+        "command": shlex.join(["python", "benchmarks/env_speed.py",
+                               *(sys.argv[1:] if argv is None else argv)]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['agent_steps_per_s']:.3g} agent-steps/s "
+          f"({args.num_envs} envs x {args.num_agents} agents) -> {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

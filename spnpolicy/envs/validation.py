@@ -1,0 +1,64 @@
+"""Argument checks shared by the environments: each raises one `ValueError` that names the
+argument, what was expected and what was given."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """`value` as a Python int >= `minimum` (bools refused), else a ValueError naming `name`."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {number}")
+    return number
+
+
+def check_indices(name: str, value: object, size: int) -> tuple[int, ...]:
+    """`value`, a collection of indices in [0, size), as a sorted tuple without repeats."""
+    expected = f"{name} must be a collection of indices in [0, {size}), got {value!r}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(expected)
+    indices = set()
+    for index in value:
+        if isinstance(index, bool):
+            raise ValueError(expected)
+        try:
+            index = operator.index(index)
+        except TypeError:
+            raise ValueError(expected) from None
+        if not 0 <= index < size:
+            raise ValueError(expected)
+        indices.add(index)
+    return tuple(sorted(indices))
+
+
+def check_joint_action(actions: object, live_agents: list[str], num_actions: int) -> list[int]:
+    """The actions of `live_agents`, in their order, from a PettingZoo `actions` dict.
+
+    Every live agent needs exactly one integer action in [0, num_actions); a finished
+    episode (no live agents) raises RuntimeError.
+    """
+    if not live_agents:
+        raise RuntimeError("step() called on a finished episode; call reset() first")
+    if not isinstance(actions, dict) or set(actions) != set(live_agents):
+        given = sorted(actions) if isinstance(actions, dict) else type(actions).__name__
+        raise ValueError(f"actions must be a dict with one action for each agent in "
+                         f"{live_agents}, got {given}")
+    joint = []
+    for agent in live_agents:
+        action = actions[agent]
+        if (np.ndim(action) != 0 or not np.issubdtype(np.asarray(action).dtype, np.integer)
+                or not 0 <= action < num_actions):
+            raise ValueError(f"actions[{agent!r}] must be an integer in [0, {num_actions}), "
+                             f"got {action!r}")
+        joint.append(int(action))
+    return joint

@@ -1,0 +1,108 @@
+"""CoverageVecEnv against the PettingZoo coverage env, step for step, resets included."""
+
+import numpy as np
+import pytest
+
+from spnpolicy.envs import coverage_v0
+from spnpolicy.envs.coverage_vec import CoverageVecEnv
+
+CONFIGS = [
+    {"num_agents": 2, "grid_size": 2, "max_steps": 9, "reward": "sparse"},
+    {"num_agents": 3, "grid_size": 3, "max_steps": 12, "reward": "sparse", "broken_agents": (1,)},
+    {"num_agents": 3, "grid_size": 4, "max_steps": 7, "reward": "coverage"},
+    {"num_agents": 4, "grid_size": 5, "max_steps": 11, "reward": "distance"},
+]
+
+
+def stacked(values, agents):
+    return np.stack([values[agent] for agent in agents])
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS)
+def test_vec_env_replays_the_pettingzoo_env_with_seed_plus_index(kwargs):
+    num_envs, seed, steps = 5, 17, 120
+    vec = CoverageVecEnv(num_envs, seed=seed, **kwargs)
+    envs = [coverage_v0.parallel_env(**kwargs) for _ in range(num_envs)]
+    agents = envs[0].possible_agents
+    obs = vec.reset()
+    for e, env in enumerate(envs):
+        first, _ = env.reset(seed=seed + e)
+        np.testing.assert_array_equal(obs[e], stacked(first, agents))
+    np.testing.assert_array_equal(vec.state(), np.stack([env.state() for env in envs]))
+    rng = np.random.default_rng(0)
+    resets = 0
+    for _ in range(steps):
+        actions = rng.integers(0, 6, size=(num_envs, len(agents)))
+        obs, reward, terminated, truncated, info = vec.step(actions)
+        for e, env in enumerate(envs):
+            ref_obs, ref_rew, ref_term, ref_trunc, ref_info = env.step(
+                dict(zip(agents, actions[e].tolist(), strict=True)))
+            np.testing.assert_array_equal(info["final_observation"][e], stacked(ref_obs, agents))
+            np.testing.assert_array_equal(info["final_state"][e], env.state())
+            assert reward[e] == ref_rew["agent_0"]
+            assert terminated[e] == ref_term["agent_0"]
+            assert truncated[e] == ref_trunc["agent_0"]
+            assert info["success"][e] == ref_info["agent_0"]["success"]
+            assert info["covered_fraction"][e] == pytest.approx(
+                ref_info["agent_0"]["covered_fraction"])
+            if terminated[e] or truncated[e]:
+                resets += 1
+                ref_obs, _ = env.reset()
+            np.testing.assert_array_equal(obs[e], stacked(ref_obs, agents))
+            np.testing.assert_array_equal(vec.agent_positions[e], env.agent_positions)
+            np.testing.assert_array_equal(vec.goal_positions[e], env.goal_positions)
+    assert resets >= num_envs * 5
+
+
+def test_auto_reset_returns_the_next_first_observation():
+    vec = CoverageVecEnv(3, num_agents=2, grid_size=3, max_steps=2, reward="coverage", seed=0)
+    vec.reset()
+    vec.step(np.zeros((3, 2), dtype=np.int64))
+    obs, _, terminated, truncated, info = vec.step(np.zeros((3, 2), dtype=np.int64))
+    assert truncated.all() and not terminated.any()
+    time_index = 5 * 2
+    assert (info["final_observation"][:, :, time_index] == 1.0).all()
+    assert (obs[:, :, time_index] == 0.0).all()
+    assert (vec.elapsed == 0).all()
+
+
+def test_reset_with_a_seed_restarts_the_generators():
+    vec = CoverageVecEnv(4, num_agents=3, grid_size=5, seed=1)
+    first = vec.reset()
+    assert not np.array_equal(vec.reset(), first)
+    np.testing.assert_array_equal(vec.reset(seed=1), first)
+    assert vec.reset().shape == (4, 3, 6 * 3 + 1)
+
+
+def test_broken_agents_never_move():
+    vec = CoverageVecEnv(8, num_agents=3, grid_size=6, max_steps=50, broken_agents=(0,),
+                         reward="coverage", seed=2)
+    vec.reset()
+    start = vec.agent_positions[:, 0].copy()
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        vec.step(rng.integers(0, 6, size=(8, 3)))
+    np.testing.assert_array_equal(vec.agent_positions[:, 0], start)
+
+
+@pytest.mark.parametrize("actions, match", [
+    (np.zeros((2, 3), dtype=np.int64), "shape"),
+    (np.zeros((2, 2), dtype=np.float32), "integer"),
+    (np.full((2, 2), 6), r"\[0, 6\)"),
+])
+def test_bad_actions_are_refused(actions, match):
+    vec = CoverageVecEnv(2, num_agents=2, grid_size=3, seed=0)
+    vec.reset()
+    with pytest.raises(ValueError, match=match):
+        vec.step(actions)
+
+
+def test_step_before_reset_and_bad_arguments():
+    with pytest.raises(RuntimeError, match="reset"):
+        CoverageVecEnv(2, num_agents=2, grid_size=3).step(np.zeros((2, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="num_envs"):
+        CoverageVecEnv(0)
+    with pytest.raises(ValueError, match="seed"):
+        CoverageVecEnv(2, seed=-1)
+    with pytest.raises(ValueError, match="reward"):
+        CoverageVecEnv(2, reward="dense")

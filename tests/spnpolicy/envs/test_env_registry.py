@@ -1,0 +1,71 @@
+"""spnpolicy.make_env: every name, and errors that name the argument."""
+
+import sys
+
+import pytest
+from pettingzoo import ParallelEnv
+
+import spnpolicy
+from spnpolicy.envs import ENV_NAMES, coverage_v0, matrix_v0
+
+BUILT_IN = ["coverage", *matrix_v0.GAMES]
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_built_in_names_make_parallel_envs(name):
+    env = spnpolicy.make_env(name)
+    assert isinstance(env, ParallelEnv)
+    env.reset(seed=0)
+
+
+def test_names_listed():
+    assert set(BUILT_IN) <= set(ENV_NAMES)
+    assert {"mpe/simple_spread", "mpe/simple_speaker_listener", "mpe/simple_tag",
+            "mpe/simple_adversary"} <= set(ENV_NAMES)
+
+
+def test_kwargs_reach_the_env():
+    env = spnpolicy.make_env("coverage", num_agents=3, grid_size=6, reward="distance",
+                             broken_agents=(2,))
+    assert isinstance(env, coverage_v0.CoverageEnv)
+    assert env.possible_agents == ["agent_0", "agent_1", "agent_2"]
+    assert env.config.grid_size == 6 and env.config.broken_agents == (2,)
+    assert spnpolicy.make_env("penalty", k=50).payoff[0, 0] == -50
+    assert spnpolicy.make_env("linear", episode_length=4).episode_length == 4
+
+
+def test_unknown_name_lists_the_valid_names():
+    with pytest.raises(ValueError, match="unknown env 'gridworld'") as error:
+        spnpolicy.make_env("gridworld")
+    for name in ENV_NAMES:
+        assert name in str(error.value)
+    assert "lbf/" in str(error.value)
+    with pytest.raises(ValueError, match="unknown env 'mpe/simple_crypto'"):
+        spnpolicy.make_env("mpe/simple_crypto")
+    with pytest.raises(ValueError, match="name"):
+        spnpolicy.make_env(3)
+
+
+@pytest.mark.parametrize("name, kwargs, argument", [
+    ("coverage", {"num_agents": 0}, "num_agents"),
+    ("coverage", {"num_agents": 6, "grid_size": 2}, "grid_size"),
+    ("coverage", {"reward": "shaped"}, "reward"),
+    ("coverage", {"agents": 3}, "agents"),
+    ("climbing", {"game": "linear"}, "game"),
+    ("climbing", {"k": 3}, "k"),
+    ("penalty", {"k": -3}, "k"),
+])
+def test_bad_kwargs_name_the_argument(name, kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        spnpolicy.make_env(name, **kwargs)
+
+
+@pytest.mark.parametrize("name, modules, extra", [
+    ("mpe/simple_spread", ("mpe2", "mpe2.simple_spread_v3"), "mpe"),
+    ("lbf/Foraging-8x8-2p-3f-v3", ("lbforaging",), "lbf"),
+])
+def test_missing_extra_says_what_to_install(monkeypatch, name, modules, extra):
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError, match=rf"spnpolicy\[{extra}\]"):
+        spnpolicy.make_env(name)
