@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -121,7 +123,7 @@ class Circuit(nn.Module):
             return CircuitDistribution(self, logp, torch.Size())
         params = check_params(params, self.num_params)
         batch_shape = params.shape[:-1]
-        flat = params.reshape(-1, self.num_params)
+        flat = params.reshape(math.prod(batch_shape), self.num_params)
         logp = passes.normalise(self._plan_on(params.device), flat)
         return CircuitDistribution(self, logp, batch_shape)
 
@@ -181,8 +183,10 @@ def _table_plan_to(table_plan: TablePlan, device) -> TablePlan:
             return type(value)(move(v) for v in value)
         return value
 
-    steps = [replace(step, patterns=[replace(p, **{f: move(getattr(p, f)) for f in
-                                                   ("rows", "weights", "pieces", "a", "b") if hasattr(p, f)})
-                                     for p in step.patterns]) for step in table_plan.steps]
+    steps = [replace(step, nodes=move(step.nodes), targets=move(step.targets),
+                     patterns=[replace(p, **{f: move(getattr(p, f)) for f in
+                                             ("rows", "weights", "pieces", "a", "b") if hasattr(p, f)})
+                               for p in step.patterns]) for step in table_plan.steps]
     return replace(table_plan, steps=steps, result=move(table_plan.result),
+                   pair_index=move(table_plan.pair_index),
                    order=table_plan.order.to(device))

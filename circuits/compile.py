@@ -186,7 +186,9 @@ def _edge_index(layers: list[list[Group]], num_leaves: int, layer_of: torch.Tens
             children.append(group.child_matrix().reshape(-1)[mask])
     parent = torch.cat(parents) if parents else torch.zeros(0, dtype=torch.long)
     child = torch.cat(children) if children else torch.zeros(0, dtype=torch.long)
-    ranges = [(1, num_leaves + 1)] + [(layer[0].start, layer[-1].stop) for layer in layers[:-1]]
+    # Every layer below the root's (a lone leaf is its own root: no layer takes edges).
+    ranges = ([(1, num_leaves + 1)] if layers else []) + [
+        (layer[0].start, layer[-1].stop) for layer in layers[:-1]]
     into_layer = []
     for start, stop in ranges:
         ids = torch.nonzero((child >= start) & (child < stop)).flatten()

@@ -60,7 +60,7 @@ class CircuitDistribution(Distribution):
         if tuple(lead[len(lead) - nb:]) != tuple(self.batch_shape) or len(lead) < nb:
             raise ValueError(f"{name} must have shape [*sample_shape, *batch_shape="
                              f"{list(self.batch_shape)}, {self._plan.num_vars}], got {list(x.shape)}")
-        return x.reshape(-1, self._plan.num_vars), lead
+        return x.reshape(math.prod(lead), self._plan.num_vars), lead
 
     def _params_for(self, rows: int) -> torch.Tensor:
         """Extended params repeated to cover ``rows`` (a multiple of the batch rows)."""
@@ -85,11 +85,12 @@ class CircuitDistribution(Distribution):
         vals = passes.log_values(plan, ext, None, ext.shape[0])
         grads = passes.log_derivatives(plan, ext, vals)
         theta = passes.leaf_log_probs(plan, ext)
-        per_leaf = grads[:, 1:plan.num_leaves + 1].unsqueeze(-1) + theta        # [B', L, K]
+        log_z = vals[:, plan.root, None, None]
+        per_leaf = grads[:, 1:plan.num_leaves + 1].unsqueeze(-1) + theta - log_z  # [B', L, K]
         k = plan.max_states
         index = (plan.leaf_var.unsqueeze(-1) * k + torch.arange(k, device=ext.device)).reshape(-1)
         out = passes.scatter_logsumexp(per_leaf.reshape(ext.shape[0], -1), index, plan.num_vars * k)
-        return self._batched(torch.exp(out).view(-1, plan.num_vars, k))
+        return self._batched(torch.exp(out).view(ext.shape[0], plan.num_vars, k))
 
     def scope_marginals(self, scopes) -> torch.Tensor:
         """Joint marginal tables ``[*batch, len(scopes), K, K(, K)]`` for scopes of 2 or 3
@@ -178,7 +179,10 @@ class CircuitDistribution(Distribution):
         vals = passes.log_values(plan, ext, flat, flat.shape[0])
         grads = passes.log_derivatives(plan, ext, vals)
         rest = passes.scatter_logsumexp(grads[:, 1:plan.num_leaves + 1], plan.leaf_var, plan.num_vars)
-        return (-rest).reshape(tuple(lead) + (plan.num_vars,))
+        log_z = vals[:, plan.root, None].expand_as(rest)
+        # p(x_-i) = 0 leaves p(x_i | x_-i) undefined; x itself then has probability zero: -inf.
+        out = torch.where(torch.isneginf(rest), torch.full_like(rest, float("-inf")), log_z - rest)
+        return out.reshape(tuple(lead) + (plan.num_vars,))
 
     # --- torch.distributions API ------------------------------------------------------------
     @property

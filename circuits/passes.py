@@ -50,6 +50,8 @@ def scatter_logsumexp(src: torch.Tensor, index: torch.Tensor, size: int) -> torc
 
 def normalise(plan: Plan, params: torch.Tensor) -> torch.Tensor:
     """Log-softmax of ``params [B, P]`` within each leaf's and each sum's parameter group."""
+    if plan.num_params == 0:
+        return params
     group = plan.param_group.to(params.device)
     lse = scatter_logsumexp(params, group, plan.num_param_groups)
     return params - lse.index_select(1, group)
@@ -77,7 +79,7 @@ def _children(vals: torch.Tensor, group: Group, matrix: bool = True) -> torch.Te
     """Child values ``[B, M, A]``; with ``matrix=False`` dense blocks give ``[B, G, C]``."""
     children = group.child_matrix() if matrix else group.children
     rows, width = children.shape
-    return vals.index_select(1, children.reshape(-1)).view(-1, rows, width)
+    return vals.index_select(1, children.reshape(-1)).view(vals.shape[0], rows, width)
 
 
 def _sum_group(group: Group, vals: torch.Tensor, logp_ext: torch.Tensor) -> torch.Tensor:
@@ -139,21 +141,22 @@ def _edge_terms(plan: Plan, vals: torch.Tensor, logp_ext: torch.Tensor) -> torch
             term = prefix + suffix
         else:
             term = logp_ext[:, group.weights].expand(batch, -1, -1)
-        terms.append(term.reshape(batch, -1)[:, group.edge_mask.reshape(-1)])
-    return torch.cat(terms, dim=1)
+        terms.append(term.reshape(batch, term.shape[1] * term.shape[2])[:, group.edge_mask.reshape(-1)])
+    return torch.cat(terms, dim=1) if terms else vals.new_zeros(batch, 0)
 
 
 def log_derivatives(plan: Plan, logp_ext: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
-    """``G[b, n] = log dZ/dv_n - log Z`` for every node, from one top-down pass: ``[B, N]``.
+    """``G[b, n] = log dZ/dv_n`` for every node (``Z`` the root), one top-down pass: ``[B, N]``.
 
     For a leaf ``l`` of variable ``i``, ``exp(G_l)`` is the mass of the evidence with
-    ``l``'s value replaced by 1, relative to ``Z``; summing over variable ``i``'s leaves
-    gives ``p(x_-i) / p(x)`` (leaves are normalised).
+    ``l``'s value replaced by 1; summing over variable ``i``'s leaves gives ``p(x_-i)``
+    (leaves are normalised). Without evidence, ``exp(G_n)`` is the probability that node
+    ``n`` is in the induced tree (its flow).
     """
     edges = plan.edges
     terms = _edge_terms(plan, vals, logp_ext)
     grads = torch.full_like(vals, NEG_INF)
-    grads[:, plan.root] = -vals[:, plan.root]
+    grads[:, plan.root] = 0.0
     for start, stop, edge_ids, local in reversed(edges.into_layer):
         contrib = grads.index_select(1, edges.parent[edge_ids]) + terms.index_select(1, edge_ids)
         grads[:, start:stop] = scatter_logsumexp(contrib, local, stop - start)
@@ -214,7 +217,7 @@ def descend(plan: Plan, batch: int, choose_child, leaf_states: torch.Tensor) -> 
         active = hits[:, group.start:group.stop].clone()            # [B, M]
         children = group.child_matrix()
         if group.kind == "product":
-            src = active.unsqueeze(-1).expand(-1, -1, children.shape[1]).reshape(batch, -1)
+            src = active.unsqueeze(-1).expand(-1, -1, children.shape[1]).reshape(batch, children.numel())
             hits.scatter_add_(1, children.reshape(1, -1).expand(batch, -1), src)
         else:
             pick = choose_child(index, group)                        # [B, M]

@@ -9,9 +9,15 @@ independent); a sum's table is the weighted sum of its children's tables (smooth
 Only sums and leaves get stored *slots*: products are inlined into their parent sums'
 edges as a list of "pieces" (slots over disjoint parts of ``t``), so a sum slot is
 ``sum_c w_c * outer(pieces_c)``, one batched einsum per (height, arity, piece pattern).
-Sub-scope tables are shared between scopes and across the circuit. For circuits over a
-balanced variable tree (selective, RAT-SPN) a variable is in O(depth) regions, so the
-work grows like ``n log n`` rather than ``n^2``.
+Sub-scope tables are shared between scopes and across the circuit.
+
+Tables over a whole requested scope are never carried up to the root. By linearity the
+root's table is the sum, over every sum node ``n`` and each child edge that *splits* the
+scope (pieces over more than one part), of ``flow(n) * w * outer(pieces)``, where
+``flow(n)`` is the probability that ``n`` is in the induced tree: one scalar top-down
+pass. So a pair's ``k x k`` work is done only where the pair splits, and the rest is
+single-variable marginals along each variable's path: ``O(n log n * k)`` for circuits
+over a balanced variable tree (selective, RAT-SPN).
 
 Slots are numbered per arity ``d`` and stored in chunks ``[B, slots, K**d]`` in
 sorted-variable axis order (the leaves, then one chunk per step): each operand gathers
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from circuits.compile import Plan
+from circuits.passes import log_derivatives
 from circuits.nodes import Categorical, Product, Sum
 
 __all__ = ["TablePlan", "build_table_plan", "scope_tables"]
@@ -78,6 +85,8 @@ class _Step:
     start: int
     stop: int
     patterns: list
+    nodes: torch.Tensor | None = None     # final steps: node id of each slot (for its flow)
+    targets: torch.Tensor | None = None   # final steps: result table of each slot
 
 
 @dataclass
@@ -85,9 +94,10 @@ class TablePlan:
     """How to compute the tables of one list of scopes (built once, then cached)."""
 
     arity: int
-    num_slots: dict          # arity -> number of slots (arity 1 includes the leaves first)
-    steps: list
-    result: _Source          # [num_scopes] slots (arity ``arity``)
+    steps: list              # final steps (arity ``arity``) add flow-weighted splits to results
+    num_tables: int          # distinct sorted scopes
+    pair_index: torch.Tensor | None   # arity 2: [num_tables, M] split terms of each table (pad: last)
+    result: torch.Tensor     # [num_scopes] table of each requested scope
     order: torch.Tensor      # [num_scopes, K**arity] user-order flat index -> sorted flat index
 
 
@@ -95,9 +105,15 @@ def build_table_plan(plan: Plan, root, scopes: list[tuple[int, ...]]) -> TablePl
     """Plan the tables for ``scopes`` (validated tuples of 2 or 3 distinct variables)."""
     builder = _Builder(plan)
     arity = len(scopes[0])
-    finals = [builder.final(root, tuple(sorted(s))) for s in scopes]
-    steps, num_slots, index = builder.layout()
-    result = _localise(steps, plan.num_leaves, arity, [index[key] for key in finals])
+    tables = {}
+    for s in scopes:
+        t = tuple(sorted(s))
+        if t not in tables:
+            tables[t] = len(tables)
+            builder.final(root, t)
+    steps = builder.layout(arity, tables)
+    pair_index = _pair_index(steps, len(tables)) if arity == 2 else None
+    result = torch.tensor([tables[tuple(sorted(s))] for s in scopes], dtype=torch.long)
     k = plan.max_states
     order = torch.empty(len(scopes), k ** arity, dtype=torch.long)
     for row, scope in enumerate(scopes):
@@ -105,7 +121,25 @@ def build_table_plan(plan: Plan, root, scopes: list[tuple[int, ...]]) -> TablePl
         for flat, states in enumerate(itertools.product(range(k), repeat=arity)):
             sorted_states = [states[scope.index(v)] for v in ranked]
             order[row, flat] = sum(s * k ** (arity - 1 - m) for m, s in enumerate(sorted_states))
-    return TablePlan(arity, num_slots, steps, result, order)
+    return TablePlan(arity, steps, len(tables), pair_index, result, order)
+
+
+def _pair_index(steps: list, num_tables: int) -> torch.Tensor:
+    """For pair scopes: the split terms (one per final slot and shared piece, in execution
+    order) that add up to each table, padded with the index one past the last term."""
+    targets = []
+    for step in steps:
+        if step.targets is not None:
+            for pattern in step.patterns:
+                per_row = step.targets[pattern.rows]
+                targets.append(per_row.repeat_interleave(pattern.b.ids.shape[1]))
+    targets = torch.cat(targets)
+    members = [torch.nonzero(targets == t).flatten() for t in range(num_tables)]
+    width = max(len(m) for m in members)
+    index = torch.full((num_tables, width), len(targets), dtype=torch.long)
+    for t, m in enumerate(members):
+        index[t, :len(m)] = m
+    return index
 
 
 def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
@@ -117,11 +151,20 @@ def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
         theta: leaf log-probabilities ``[B', L, K]``.
     """
     batch, k = logp_ext.shape[0], plan.max_states
+    flows = torch.exp(log_derivatives(plan, logp_ext, logp_ext.new_zeros(batch, plan.num_nodes)))
     chunks = {1: [torch.exp(theta).expand(batch, -1, -1)], 2: [], 3: []}
+    tables = logp_ext.new_zeros(batch, table_plan.num_tables, k ** table_plan.arity)
+    firsts, seconds = [], []
     for step in table_plan.steps:
         out = logp_ext.new_zeros(batch, step.stop - step.start, k ** step.arity)
         for pattern in step.patterns:
             w = _merged_weights(pattern, logp_ext)
+            if table_plan.pair_index is not None and step.targets is not None:
+                first, second = _factored_vectors(pattern, w, chunks[1], batch)
+                flow = flows.index_select(1, step.nodes[pattern.rows])
+                firsts.append((first * flow[..., None, None]).flatten(1, 2))
+                seconds.append(second.flatten(1, 2))
+                continue
             if isinstance(pattern, _Factored):
                 part = _factored(pattern, w, chunks[1], batch)
             else:
@@ -132,8 +175,18 @@ def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
                     operands = [t.view(*t.shape[:3], *([k] * d)) for t, d in zip(operands, pattern.arities)]
                     part = torch.einsum(_EQUATIONS[pattern.key], w, *operands)
             out = out.index_add(1, pattern.rows, part.reshape(batch, pattern.rows.numel(), -1))
-        chunks[step.arity].append(out)
-    tables = _gather(chunks[table_plan.arity], table_plan.result, batch)
+        if step.targets is None:
+            chunks[step.arity].append(out)
+        elif table_plan.pair_index is None:
+            weighted = out * flows.index_select(1, step.nodes).unsqueeze(-1)
+            tables = tables.index_add(1, step.targets, weighted)
+    if table_plan.pair_index is not None:
+        pad = logp_ext.new_zeros(batch, 1, k)
+        index = table_plan.pair_index
+        first = torch.cat(firsts + [pad], 1).index_select(1, index.reshape(-1)).view(batch, *index.shape, k)
+        second = torch.cat(seconds + [pad], 1).index_select(1, index.reshape(-1)).view(batch, *index.shape, k)
+        tables = torch.einsum("btmi,btmj->btij", first, second).reshape(batch, -1, k * k)
+    tables = tables.index_select(1, table_plan.result)
     tables = tables.gather(2, table_plan.order.expand(batch, -1, -1))
     return tables.view(batch, -1, *([k] * table_plan.arity))
 
@@ -153,13 +206,17 @@ def _merged_weights(pattern, logp_ext: torch.Tensor) -> torch.Tensor:
     return w.index_add(1, positions, torch.exp(logp_ext.index_select(1, slots))).view(-1, *shape)
 
 
-def _factored(pattern: _Factored, w: torch.Tensor, singles: list, batch: int) -> torch.Tensor:
+def _factored_vectors(pattern: _Factored, w: torch.Tensor, singles: list, batch: int):
+    """The two factors of each term, first variable first: ``[B, S, R, K]`` each."""
     # Contractions here are over a handful of children: broadcast-multiply-sum beats the
     # tiny batched matmuls einsum would dispatch to.
-    u = (w.unsqueeze(-1) * _gather(singles, pattern.a, batch)).sum(-2)        # [B, S, R, K]
-    v = _gather(singles, pattern.b, batch)                                     # [B, S, R, K]
-    if pattern.swap:
-        u, v = v, u
+    u = (w.unsqueeze(-1) * _gather(singles, pattern.a, batch)).sum(-2)
+    v = _gather(singles, pattern.b, batch)
+    return (v, u) if pattern.swap else (u, v)
+
+
+def _factored(pattern: _Factored, w: torch.Tensor, singles: list, batch: int) -> torch.Tensor:
+    u, v = _factored_vectors(pattern, w, singles, batch)
     return (u.unsqueeze(-1) * v.unsqueeze(-2)).sum(2)
 
 
@@ -201,7 +258,9 @@ class _Builder:
             self.slots[key] = (int(self.plan.layer_of[key[0]]), len(scope), edges)
         return key
 
-    def layout(self):
+    def layout(self, final_arity: int, tables: dict) -> list:
+        """Number the slots and group them in steps. Slots of ``final_arity`` are not stored:
+        their splitting edges are added, flow-weighted, into the result ``tables``."""
         index = {("leaf", i): i for i in range(self.plan.num_leaves)}
         num_slots = {1: self.plan.num_leaves, 2: 0, 3: 0}
         steps = []
@@ -212,7 +271,13 @@ class _Builder:
             for offset, (key, _) in enumerate(items):
                 index[key] = start + offset
             num_slots[arity] = start + len(items)
-            steps.append(_Step(arity, start, start + len(items), self._patterns(items, index)))
+            final = arity == final_arity
+            step = _Step(arity, start, start + len(items), self._patterns(items, index, skip_alias=final))
+            if final:
+                step.nodes = torch.tensor([self.plan.root if key[0] == "root" else key[0]
+                                           for key, _ in items], dtype=torch.long)
+                step.targets = torch.tensor([tables[key[1]] for key, _ in items], dtype=torch.long)
+            steps.append(step)
         for step in steps:
             for pattern in step.patterns:
                 if isinstance(pattern, _Factored):
@@ -221,9 +286,9 @@ class _Builder:
                 else:
                     pattern.pieces = [_localise(steps, self.plan.num_leaves, d, ids)
                                       for ids, d in zip(pattern.pieces, pattern.arities)]
-        return steps, {d: n for d, n in num_slots.items() if n or d == 1}, index
+        return steps
 
-    def _patterns(self, items, index) -> list:
+    def _patterns(self, items, index, skip_alias: bool) -> list:
         grouped: dict = {}
         for row, (_, (_, arity, edges)) in enumerate(items):
             for weight, pieces in edges:
@@ -232,6 +297,8 @@ class _Builder:
                 grouped.setdefault(key, {}).setdefault(row, {}).setdefault(ids, []).append(weight)
         patterns = []
         for key, rows in grouped.items():
+            if skip_alias and key == ("a",):
+                continue
             if key == (1, 1):
                 patterns.extend(self._factored(rows))
                 continue

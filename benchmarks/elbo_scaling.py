@@ -1,0 +1,189 @@
+"""Cost of the exact ELBO and its gradient against the number of agents n (DESIGN.md s. 6).
+
+For each n: a batch of 256 states, k = 6 actions, the policy ``selective(n, 6, width=8)``
+with parameters from a random ``[256, num_params]`` tensor that requires grad, and a
+Q-function on ``FactorGraph.random(n, 2n, order=2)`` (all C(n, 2) pairs when 2n exceeds
+that, i.e. n = 4) with random unary and pairwise tables. One timed call is
+``elbo(values, dist).sum().backward()`` including ``selective(...).distribution(params)``.
+
+Beside it, exact enumeration: a softmax policy over all k^n joint actions (logits
+``[256, k^n]`` requiring grad), Q from ``FactorValues.table()``, ELBO
+``sum_u p(u) (Q(u) - log p(u))`` and backward, for the n where 256 * k^n entries fit in
+``--max-enum-entries``.
+
+Each figure is the median over ``--repeats`` calls after two warm-up calls (the first
+builds and caches the circuit's table plan). Wall time and process CPU time are both
+recorded; the machine may be shared, in which case the CPU time is the steadier figure.
+
+Usage::
+
+    python benchmarks/elbo_scaling.py                    # writes benchmarks/results/elbo_scaling.{json,png}
+    python benchmarks/elbo_scaling.py --sizes 4 8 16 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from circuits.structures import selective
+from factor_q import FactorGraph, FactorValues, elbo
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def time_call(fn, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median wall and process-CPU milliseconds of ``fn()`` over ``repeats`` calls."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return {"wall_ms": 1e3 * statistics.median(wall), "cpu_ms": 1e3 * statistics.median(cpu)}
+
+
+def random_values(n: int, k: int, batch: int, seed: int) -> FactorValues:
+    """Random unary and pairwise tables on ``min(2n, C(n, 2))`` random pairwise factors."""
+    graph = FactorGraph.random(n, min(2 * n, math.comb(n, 2)), order=2, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    return FactorValues(graph, torch.randn(batch, n, k, generator=gen),
+                        torch.randn(batch, graph.num_factors, k, k, generator=gen))
+
+
+def circuit_case(n: int, k: int, width: int, batch: int, repeats: int, seed: int) -> dict:
+    """Exact ELBO + backward through a selective circuit."""
+    values = random_values(n, k, batch, seed)
+    circuit = selective(n, k, width=width)
+    gen = torch.Generator().manual_seed(seed)
+    params = torch.randn(batch, circuit.num_params, generator=gen).requires_grad_(True)
+
+    def step():
+        params.grad = None
+        elbo(values, circuit.distribution(params)).sum().backward()
+
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    return {"factors": values.graph.num_factors, "num_params": circuit.num_params,
+            "first_call_ms": 1e3 * first, **time_call(step, repeats)}
+
+
+def enumeration_case(n: int, k: int, batch: int, repeats: int, seed: int) -> dict:
+    """Exact ELBO + backward of a softmax policy over all k^n joint actions."""
+    values = random_values(n, k, batch, seed)
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, k**n, generator=gen).requires_grad_(True)
+
+    def step():
+        logits.grad = None
+        q = values.table().flatten(1)
+        logp = torch.log_softmax(logits, dim=1)
+        (logp.exp() * (q - logp)).sum().backward()
+
+    return time_call(step, repeats)
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo where there is one, else platform's answer."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ns = [r["n"] for r in rows]
+    for key, label, style in (("circuit", "exact ELBO, selective(n, 6, 8)", "o-"),
+                              ("enumeration", "enumeration, softmax over 6^n", "s-")):
+        pts = [(r["n"], r[key]["cpu_ms"]) for r in rows if r[key] is not None]
+        ax.plot(*zip(*pts), style, label=label)
+    ref = next(r for r in rows if r["n"] == 8) if 8 in ns else rows[0]
+    ax.plot(ns, [ref["circuit"]["cpu_ms"] * n / ref["n"] for n in ns], "k:", label="linear in n")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("agents n")
+    ax.set_ylabel("forward + backward, CPU ms (batch 256)")
+    ax.set_title("Exact ELBO cost vs agents (k = 6, 2n pairwise factors)", fontsize=10)
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64])
+    parser.add_argument("--actions", type=int, default=6)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--max-enum-entries", type=int, default=2**27,
+                        help="run enumeration when batch * k^n is at most this")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS / "elbo_scaling.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    k = args.actions
+    rows = []
+    load_before = os.getloadavg()
+    for n in args.sizes:
+        row = {"n": n, "circuit": circuit_case(n, k, args.width, args.batch, args.repeats, args.seed),
+               "enumeration": None}
+        if args.batch * k**n <= args.max_enum_entries:
+            row["enumeration"] = enumeration_case(n, k, args.batch, args.repeats, args.seed)
+        rows.append(row)
+        enum = row["enumeration"]
+        print(f"n={n:3d}  factors={row['circuit']['factors']:3d}  "
+              f"ELBO+grad {row['circuit']['wall_ms']:9.1f} ms wall {row['circuit']['cpu_ms']:9.1f} ms cpu"
+              + (f"  enumeration {enum['wall_ms']:9.1f} ms wall {enum['cpu_ms']:9.1f} ms cpu" if enum else ""),
+              flush=True)
+    by_n = {r["n"]: r["circuit"] for r in rows}
+    ratio = ({unit: by_n[64][unit] / by_n[8][unit] for unit in ("wall_ms", "cpu_ms")}
+             if {8, 64} <= by_n.keys() else None)
+    result = {
+        "benchmark": "elbo_scaling",
+        "command": "python benchmarks/elbo_scaling.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {"platform": platform.platform(), "processor": cpu_model(),
+                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "threads": args.threads, "load_average_before": load_before,
+                    "load_average_after": os.getloadavg()},
+        "config": {"actions": k, "width": args.width, "batch": args.batch, "repeats": args.repeats,
+                   "alpha": 1.0, "seed": args.seed, "max_enum_entries": args.max_enum_entries},
+        "results": rows,
+        "ratio_64_over_8": ratio,
+        "target_ratio": 16,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(rows, args.out.with_suffix(".png"))
+    if ratio is not None:
+        print(f"time(n=64) / time(n=8): {ratio['cpu_ms']:.1f} (cpu), {ratio['wall_ms']:.1f} (wall); "
+              f"target <= 16")
+    return result
+
+
+if __name__ == "__main__":
+    main()

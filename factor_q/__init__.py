@@ -1,0 +1,9 @@
+"""Multilinear factor-graph Q-functions over agents' actions, with exact expectations
+under circuit policies, argmax, and the exact ELBO of seed 000 eq. (2)-(3)."""
+
+from factor_q.elbo import elbo, log_partition
+from factor_q.graph import FactorGraph
+from factor_q.q import FactorQ
+from factor_q.values import FactorValues
+
+__all__ = ["FactorGraph", "FactorQ", "FactorValues", "elbo", "log_partition"]

@@ -1,0 +1,173 @@
+"""The factor-graph Q-network: state -> unary utilities and factor tables.
+
+``FactorQ`` is seed 000's eq. (3) with a neural ``f_theta``: an MLP torso embeds the global
+state, a unary head gives ``[B, n, k]`` utilities and payoff heads give one table per factor.
+It returns a :class:`factor_q.FactorValues`, on which Q is evaluated, maximised or
+taken in expectation under a circuit policy.
+
+Example::
+
+    >>> import torch
+    >>> from factor_q import FactorGraph, FactorQ
+    >>> g = FactorGraph.random(num_agents=6, num_factors=20, order=2, seed=0)
+    >>> q = FactorQ(g, state_dim=10, num_actions=6, hidden=(64, 64))
+    >>> v = q(torch.randn(32, 10))
+    >>> v.unary.shape, v.pairwise.shape
+    (torch.Size([32, 6, 6]), torch.Size([32, 20, 6, 6]))
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from factor_q.graph import FactorGraph
+from factor_q.values import FactorValues
+
+__all__ = ["FactorQ"]
+
+
+def _low_rank_table(factors: torch.Tensor) -> torch.Tensor:
+    """``[B, F, order, rank, k]`` factor vectors -> ``[B, F, k, ...]`` sum of outer products."""
+    order = factors.shape[2]
+    table = factors[:, :, 0]
+    for p in range(1, order):
+        table = table.unsqueeze(-1) * factors[:, :, p].reshape(
+            factors.shape[:2] + (factors.shape[3],) + (1,) * p + (factors.shape[4],))
+    return table.sum(2)
+
+
+class _SharedPayoff(nn.Module):
+    """One payoff network for every factor of an order, told which agents by their ids.
+
+    The hidden layer is ``relu(W_s h + sum_p E_p[agent_p])`` (``E_p`` one-hot agent ids times
+    a matrix, i.e. an embedding per scope position), computed for all factors at once.
+
+    Full tables are symmetrised as in Deep Coordination Graphs (Boehmer et al. 2020): the
+    average over the orderings of the scope, each mapped back to the scope's axis order, so
+    a factor's function does not depend on how its scope is listed. Low-rank tables are
+    symmetric by construction: the vector for position ``p`` sees its own agent's id and the
+    set of the others, through the same weights for every position.
+    """
+
+    def __init__(self, embed_dim: int, num_agents: int, order: int, num_actions: int,
+                 rank: int | None):
+        super().__init__()
+        self.order, self.num_actions, self.rank = order, num_actions, rank
+        width = embed_dim
+        self.state_in = nn.Linear(embed_dim, width)
+        positions = 2 if rank is not None else order  # (own, others) or one per position
+        self.agent_in = nn.Embedding(positions * num_agents, width)
+        self.num_agents = num_agents
+        out = rank * num_actions if rank is not None else num_actions**order
+        self.out = nn.Sequential(nn.ReLU(), nn.Linear(width, out))
+
+    def forward(self, h: torch.Tensor, scopes: torch.Tensor) -> torch.Tensor:
+        """``h`` ``[B, E]``, ``scopes`` ``[F, order]`` -> tables ``[B, F, k, ...]``."""
+        state = self.state_in(h)[:, None, None, :]  # [B, 1, 1, W]
+        k, order, n = self.num_actions, self.order, self.num_agents
+        if self.rank is not None:
+            own = self.agent_in(scopes)  # [F, order, W]
+            others = self.agent_in(scopes + n).sum(1, keepdim=True) - self.agent_in(scopes + n)
+            vectors = self.out(state + own + others)  # [B, F, order, rank * k]
+            return _low_rank_table(vectors.unflatten(-1, (self.rank, k)))
+        tables = []
+        for perm in itertools.permutations(range(order)):
+            ids = scopes[:, perm] + n * torch.arange(order, device=scopes.device)
+            flat = self.out(state[:, :, 0] + self.agent_in(ids).sum(1))  # [B, F, k**order]
+            table = flat.unflatten(-1, (k,) * order)
+            inverse = [perm.index(p) for p in range(order)]
+            tables.append(table.permute(0, 1, *(2 + a for a in inverse)))
+        return torch.stack(tables).mean(0)
+
+
+class FactorQ(nn.Module):
+    """Multilinear factor-graph Q-function ``Q(s, u)`` over ``n`` agents with ``k`` actions.
+
+    Args:
+        graph: the factor graph (factors of order 2 and/or 3).
+        state_dim: size of the global state vector.
+        num_actions: actions per agent, ``k``.
+        hidden: widths of the state MLP (ReLU); ``()`` feeds the state to the heads directly.
+        unary: include per-agent utilities ``unary_i(s)[u_i]``.
+        rank: if given, each factor table is a sum of ``rank`` outer products of
+            per-agent vectors (CP rank <= rank): ``rank * order * k`` outputs per factor
+            instead of ``k ** order``.
+        share_params: ``False`` (default) gives every factor its own output head, the
+            ``f_theta^(i)`` of seed 000 eq. (3). ``True`` uses one payoff network per factor
+            order that also takes the factor's agent ids (Deep Coordination Graphs); its
+            parameter count does not grow with the number of factors. The unary head is
+            an ``n * k`` linear layer in both cases.
+
+    ``forward(state)`` takes ``[B, state_dim]`` and returns a :class:`FactorValues` with
+    ``unary`` ``[B, n, k]`` (zeros if ``unary=False``), ``pairwise`` ``[B, F2, k, k]`` and
+    ``triple`` ``[B, F3, k, k, k]``.
+    """
+
+    def __init__(self, graph: FactorGraph, state_dim: int, num_actions: int,
+                 hidden: Sequence[int] = (128, 128), unary: bool = True,
+                 rank: int | None = None, share_params: bool = False):
+        super().__init__()
+        if not isinstance(graph, FactorGraph):
+            raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__}")
+        for name, value, low in (("state_dim", state_dim, 1), ("num_actions", num_actions, 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"rank must be None or a positive int, got {rank!r}")
+        hidden = tuple(hidden)
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+            raise ValueError(f"hidden must be a sequence of positive ints, got {hidden!r}")
+        if not unary and graph.num_factors == 0:
+            raise ValueError("unary=False with a graph without factors leaves Q identically 0")
+        self.graph, self.state_dim, self.num_actions = graph, state_dim, num_actions
+        self.rank, self.share_params = rank, bool(share_params)
+        layers: list[nn.Module] = []
+        width = state_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.torso = nn.Sequential(*layers)
+        n, k = graph.num_agents, num_actions
+        self.unary_head = nn.Linear(width, n * k) if unary else None
+        self.payoff = nn.ModuleDict()
+        for order in graph.orders:
+            scopes = torch.tensor(graph.scopes(order), dtype=torch.long)
+            self.register_buffer(f"scopes{order}", scopes, persistent=False)
+            if share_params:
+                self.payoff[str(order)] = _SharedPayoff(width, n, order, k, rank)
+            else:
+                per_factor = k**order if rank is None else order * rank * k
+                self.payoff[str(order)] = nn.Linear(width, len(scopes) * per_factor)
+
+    def forward(self, state: torch.Tensor) -> FactorValues:
+        if not isinstance(state, torch.Tensor) or not state.is_floating_point():
+            raise TypeError(f"state must be a floating-point tensor [B, {self.state_dim}], got "
+                            f"{getattr(state, 'dtype', type(state).__name__)}")
+        if state.dim() != 2 or state.shape[1] != self.state_dim:
+            raise ValueError(f"state must have shape [B, state_dim={self.state_dim}], "
+                             f"got {list(state.shape)}")
+        if not torch.isfinite(state).all():
+            raise ValueError("state contains NaN or infinite values")
+        h = self.torso(state)
+        batch, n, k = state.shape[0], self.graph.num_agents, self.num_actions
+        unary = None if self.unary_head is None else self.unary_head(h).view(batch, n, k)
+        tables = {}
+        for key, head in self.payoff.items():
+            order = int(key)
+            scopes = getattr(self, f"scopes{order}")
+            if self.share_params:
+                tables[order] = head(h, scopes)
+            elif self.rank is None:
+                tables[order] = head(h).view((batch, len(scopes)) + (k,) * order)
+            else:
+                vectors = head(h).view(batch, len(scopes), order, self.rank, k)
+                tables[order] = _low_rank_table(vectors)
+        return FactorValues(self.graph, unary, tables.get(2), tables.get(3))
+
+    def extra_repr(self) -> str:
+        return (f"agents={self.graph.num_agents}, factors={self.graph.num_factors}, "
+                f"actions={self.num_actions}, rank={self.rank}, share_params={self.share_params}")

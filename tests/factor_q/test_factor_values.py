@@ -1,0 +1,220 @@
+"""FactorValues queries against brute-force enumeration of all k^n joint actions."""
+
+import itertools
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from circuits import NotDeterministicError
+from circuits.structures import mean_field, mixture, selective
+from factor_q import FactorGraph, FactorQ, FactorValues, elbo, log_partition
+
+BATCH = 3
+
+
+def joint_actions(n, k):
+    """All joint actions, ``[k**n, n]`` in row-major (table) order."""
+    return torch.tensor(list(itertools.product(range(k), repeat=n)), dtype=torch.long)
+
+
+def brute_force_q(values):
+    """``[B, k**n]`` Q of every joint action, by plain loops over actions and factors."""
+    unary = values.unary.detach().numpy()
+    tables = [t.detach().numpy() for t in values.tables]
+    n, k = values.graph.num_agents, values.num_actions
+    out = np.zeros((values.batch_size, k**n))
+    for j, u in enumerate(itertools.product(range(k), repeat=n)):
+        out[:, j] = sum(unary[:, i, u[i]] for i in range(n))
+        for scope, table in zip(values.graph.factors, tables):
+            out[:, j] += table[(slice(None),) + tuple(u[a] for a in scope)]
+    return torch.from_numpy(out)
+
+
+@st.composite
+def random_values(draw, max_agents=5, max_actions=4):
+    """FactorValues (float64) from a random FactorQ on a random graph of order 2, 3 or both."""
+    n = draw(st.integers(2, max_agents), label="agents")
+    k = draw(st.integers(2, max_actions), label="actions")
+    kind = draw(st.sampled_from(["pairs", "triples", "mixed"] if n >= 3 else ["pairs"]))
+    seed = draw(st.integers(0, 2**16), label="seed")
+    pairs = draw(st.integers(1, min(6, n * (n - 1) // 2))) if kind != "triples" else 0
+    triples = draw(st.integers(1, min(4, n * (n - 1) * (n - 2) // 6))) if kind != "pairs" else 0
+    factors = []
+    if pairs:
+        factors += FactorGraph.random(n, pairs, 2, seed=seed).factors
+    if triples:
+        factors += FactorGraph.random(n, triples, 3, seed=seed + 1).factors
+    graph = FactorGraph(n, [f[::-1] if i % 3 == 1 else f for i, f in enumerate(factors)])
+    unary = draw(st.booleans(), label="unary")
+    rank = draw(st.sampled_from([None, 1, 2, 3]), label="rank")
+    share = draw(st.booleans(), label="share_params")
+    torch.manual_seed(seed)
+    q = FactorQ(graph, state_dim=3, num_actions=k, hidden=(8,), unary=unary, rank=rank,
+                share_params=share).double()
+    return q(torch.randn(BATCH, 3, dtype=torch.float64))
+
+
+def circuit_distribution(kind, n, k, seed):
+    """A random, batched circuit distribution over (n, k): selective or mean field."""
+    circuit = selective(n, k, width=2 * k) if kind == "selective" else mean_field(n, k)
+    params = torch.randn(BATCH, circuit.num_params, generator=torch.Generator().manual_seed(seed))
+    return circuit.distribution(2 * params.double())
+
+
+def enumerated_probs(dist, n, k):
+    """``[B, k**n]`` probabilities of every joint action by ``dist.log_prob``."""
+    u = joint_actions(n, k)[:, None, :].expand(-1, BATCH, -1)
+    return dist.log_prob(u).exp().T
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=random_values(), seed=st.integers(0, 2**16))
+def test_evaluate_and_table_match_brute_force(values, seed):
+    n, k = values.graph.num_agents, values.num_actions
+    expected = brute_force_q(values)
+    torch.testing.assert_close(values.table().flatten(1), expected)
+    index = torch.randint(k**n, (BATCH,), generator=torch.Generator().manual_seed(seed))
+    actions = joint_actions(n, k)[index]
+    torch.testing.assert_close(values.evaluate(actions), expected[torch.arange(BATCH), index])
+
+
+@pytest.mark.parametrize("kind", ["selective", "mean_field"])
+@settings(max_examples=25, deadline=None)
+@given(values=random_values(), seed=st.integers(0, 2**16))
+def test_expectation_and_elbo_match_enumeration(kind, values, seed):
+    n, k = values.graph.num_agents, values.num_actions
+    dist = circuit_distribution(kind, n, k, seed)
+    probs = enumerated_probs(dist, n, k)
+    q = brute_force_q(values)
+    torch.testing.assert_close(values.expectation(dist), (probs * q).sum(1))
+    entropy = -(probs * probs.clamp_min(1e-300).log()).sum(1)
+    torch.testing.assert_close(elbo(values, dist, alpha=0.7), (probs * q).sum(1) + 0.7 * entropy)
+    assert (elbo(values, dist, alpha=0.7) <= log_partition(values, alpha=0.7) + 1e-9).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=random_values())
+def test_log_partition_matches_brute_force(values):
+    torch.testing.assert_close(log_partition(values, alpha=0.5),
+                               0.5 * torch.logsumexp(brute_force_q(values) / 0.5, dim=1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=random_values())
+def test_argmax_by_elimination_is_exact(values):
+    actions, exact = values.argmax(return_exact=True)
+    assert exact and actions.dtype == torch.long and actions.shape == (BATCH, values.graph.num_agents)
+    torch.testing.assert_close(values.evaluate(actions), brute_force_q(values).max(1).values)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 6), k=st.integers(2, 4), seed=st.integers(0, 2**16), unary=st.booleans())
+def test_max_plus_is_exact_on_trees(n, k, seed, unary):
+    tree = nx.random_labeled_tree(n, seed=seed)
+    graph = FactorGraph.from_networkx(tree)
+    torch.manual_seed(seed)
+    q = FactorQ(graph, state_dim=2, num_actions=k, hidden=(), unary=unary).double()
+    values = q(torch.randn(BATCH, 2, dtype=torch.float64))
+    actions, exact = values.argmax("max_plus", return_exact=True)
+    assert not exact
+    torch.testing.assert_close(values.evaluate(actions), brute_force_q(values).max(1).values)
+
+
+@settings(max_examples=20, deadline=None)
+@given(values=random_values())
+def test_max_plus_fallback_is_anytime_on_loopy_graphs(values):
+    actions, exact = values.argmax(max_table_size=1, return_exact=True)
+    assert not exact
+    best = brute_force_q(values).max(1).values
+    found = [values.evaluate(values.argmax("max_plus", iterations=t)) for t in (0, 2, 10)]
+    assert torch.equal(values.evaluate(actions), values.evaluate(values.argmax("max_plus")))
+    assert (found[0] >= values.evaluate(values.unary.argmax(-1))).all()
+    assert (found[0] <= found[1]).all() and (found[1] <= found[2]).all()
+    assert (found[2] <= best + 1e-9).all()
+
+
+@pytest.mark.parametrize("build", [lambda: selective(4, 3, width=5), lambda: mixture(4, 3, components=3)])
+def test_expectation_under_conditioned_and_non_deterministic_circuits(build):
+    graph = FactorGraph(4, [(0, 1), (3, 1), (1, 2, 3)])
+    values = FactorQ(graph, state_dim=2, num_actions=3, hidden=(4,)).double()(
+        torch.randn(BATCH, 2, dtype=torch.float64))
+    circuit = build()
+    dist = circuit.distribution(torch.randn(BATCH, circuit.num_params, dtype=torch.float64))
+    for d in (dist, dist.condition(torch.tensor([-1, 2, -1, -1]))):
+        expected = (enumerated_probs(d, 4, 3) * brute_force_q(values)).sum(1)
+        torch.testing.assert_close(values.expectation(d), expected)
+    if not circuit.is_deterministic:
+        with pytest.raises(NotDeterministicError):
+            elbo(values, dist)
+
+
+def test_contract_shapes_and_tables_view():
+    g = FactorGraph(4, [(0, 2, 3), (1, 2), (0, 3)])
+    v = FactorQ(g, state_dim=5, num_actions=3, hidden=(16,))(torch.randn(7, 5))
+    assert v.unary.shape == (7, 4, 3)
+    assert [tuple(t.shape) for t in v.tables] == [(7, 3, 3, 3), (7, 3, 3), (7, 3, 3)]
+    assert torch.equal(v.tables[0], v.triple[:, 0]) and torch.equal(v.tables[2], v.pairwise[:, 1])
+    assert v.table().shape == (7, 3, 3, 3, 3)
+    assert v.evaluate(torch.zeros(7, 4, dtype=torch.long)).shape == (7,)
+    assert v.argmax().shape == (7, 4)
+
+
+def test_from_tables_round_trip():
+    g = FactorGraph(3, [(0, 1), (0, 1, 2), (2, 1)])
+    tables = [torch.randn(2, 2, 2), torch.randn(2, 2, 2, 2), torch.randn(2, 2, 2)]
+    v = FactorValues.from_tables(g, tables, unary=torch.randn(2, 3, 2))
+    assert all(torch.equal(a, b) for a, b in zip(v.tables, tables))
+
+
+def test_expectation_broadcasts_a_batch_one_distribution():
+    g = FactorGraph.ring(3)
+    v = FactorQ(g, state_dim=2, num_actions=2, hidden=()).double()(torch.randn(4, 2, dtype=torch.float64))
+    circuit = selective(3, 2, width=4)
+    params = torch.randn(1, circuit.num_params, dtype=torch.float64)
+    one = v.expectation(circuit.distribution(params))
+    many = v.expectation(circuit.distribution(params.expand(4, -1)))
+    assert one.shape == (4,)
+    torch.testing.assert_close(one, many)
+
+
+def test_gradients_flow_through_the_elbo_to_policy_and_critic():
+    g = FactorGraph.random(4, 5, 2, seed=1)
+    q = FactorQ(g, state_dim=3, num_actions=3, hidden=(8,))
+    circuit = selective(4, 3, width=6)
+    params = torch.randn(2, circuit.num_params, requires_grad=True)
+    elbo(q(torch.randn(2, 3)), circuit.distribution(params), alpha=0.1).sum().backward()
+    assert params.grad is not None and params.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in q.parameters())
+
+
+def test_bad_inputs_are_named():
+    g = FactorGraph.line(3)
+    v = FactorValues.from_tables(g, [torch.randn(2, 3, 3)] * 2)
+    with pytest.raises(TypeError, match="actions must be an integer tensor"):
+        v.evaluate(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"actions must have shape \[2, 3\]"):
+        v.evaluate(torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"actions must be in range\(3\)"):
+        v.evaluate(torch.full((2, 3), 3))
+    with pytest.raises(ValueError, match="tables: got 1 tables for 2 factors"):
+        FactorValues.from_tables(g, [torch.randn(2, 3, 3)])
+    with pytest.raises(ValueError, match="pairwise must have shape"):
+        FactorValues(g, torch.randn(2, 3, 3), torch.randn(2, 2, 3, 4))
+    with pytest.raises(ValueError, match="pairwise tables are missing"):
+        FactorValues(g, torch.randn(2, 3, 3))
+    with pytest.raises(ValueError, match="method must be one of"):
+        v.argmax("greedy")
+    with pytest.raises(ValueError, match="variable elimination needs"):
+        v.argmax("elimination", max_table_size=4)
+    with pytest.raises(ValueError, match="MAX_TABLE_ENTRIES"):
+        FactorValues.from_tables(FactorGraph.line(40), [torch.randn(1, 2, 2)] * 39).table()
+    with pytest.raises(ValueError, match="dist must be over 3 variables with 3 states"):
+        v.expectation(mean_field(4, 3).distribution(torch.zeros(2, mean_field(4, 3).num_params)))
+    with pytest.raises(TypeError, match="dist must be a CircuitDistribution"):
+        v.expectation(torch.distributions.Categorical(logits=torch.zeros(2, 3)))
+    with pytest.raises(ValueError, match="alpha must be"):
+        elbo(v, mean_field(3, 3).distribution(torch.zeros(2, mean_field(3, 3).num_params)), -1.0)
