@@ -38,7 +38,10 @@ class Circuit(nn.Module):
         tensor([0.5500], grad_fn=<ViewBackward0>)
     """
 
-    def __init__(self, root: Node):
+    def __init__(self, root: Node, dtype: torch.dtype | None = None):
+        """Validate and compile ``root``; ``dtype`` of the parameters (default: torch's default
+        dtype). Pass ``torch.float64`` rather than calling ``.double()`` afterwards, which
+        cannot restore the precision lost in a float32 copy of the node weights."""
         super().__init__()
         structure = analyse(root)
         self.root = root
@@ -47,7 +50,7 @@ class Circuit(nn.Module):
         self._plans[torch.device("cpu")] = compile_plan(structure)
         self._table_plans: dict = {}
         plan = self._plans[torch.device("cpu")]
-        self.logits = nn.Parameter(plan.init_logits.to(torch.get_default_dtype()))
+        self.logits = nn.Parameter(plan.init_logits.to(dtype or torch.get_default_dtype()))
 
     # --- structure ---------------------------------------------------------------------------
     @property
