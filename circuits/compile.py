@@ -80,7 +80,7 @@ class Plan:
     root: int
     leaf_var: torch.Tensor            # [L] variable of each leaf (leaf i is node i + 1)
     leaf_slots: torch.Tensor          # [L, K] slot of each state's log-prob in extended logp
-    leaf_offsets: torch.Tensor        # [L] = arange(L) * K, row offsets into leaf_slots.view(-1)
+    leaf_offsets: torch.Tensor        # [L] = arange(L) * (K + 1): rows of leaf slots plus a log-1 column
     layers: list[list[Group]]         # layer 1.. (leaves are layer 0), groups in order
     param_group: torch.Tensor         # [P] normalisation group of each parameter
     num_param_groups: int
@@ -165,7 +165,7 @@ def compile_plan(structure: Structure) -> Plan:
         num_nodes=next_id, num_vars=len(num_states), num_states=num_states,
         max_states=max_states, num_params=params.count, root=node_of[order[-1]],
         leaf_var=torch.tensor([leaf.var for leaf in leaves], dtype=torch.long),
-        leaf_slots=leaf_slots, leaf_offsets=torch.arange(len(leaves)) * max_states, layers=layers,
+        leaf_slots=leaf_slots, leaf_offsets=torch.arange(len(leaves)) * (max_states + 1), layers=layers,
         param_group=torch.tensor(params.group, dtype=torch.long),
         num_param_groups=params.num_groups,
         init_logits=torch.tensor(params.init, dtype=torch.float64),

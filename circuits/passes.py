@@ -82,46 +82,59 @@ def _children(vals: torch.Tensor, group: Group, matrix: bool = True) -> torch.Te
     return vals.index_select(1, children.reshape(-1)).view(vals.shape[0], rows, width)
 
 
-def _sum_group(group: Group, vals: torch.Tensor, logp_ext: torch.Tensor) -> torch.Tensor:
+def _group_values(group: Group, vals: torch.Tensor, logp_ext: torch.Tensor) -> torch.Tensor:
+    """Log-values ``[M, B]`` of one group from node-major values ``vals [N, B]``."""
+    batch = vals.shape[1]
     if group.kind == "product":
         if group.children.shape[1] > 4:
-            return _children(vals, group).sum(-1)
-        columns = group.children.T                                   # few children: add columns
-        out = vals.index_select(1, columns[0])
+            rows, width = group.children.shape
+            return vals.index_select(0, group.children.reshape(-1)).view(rows, width, batch).sum(1)
+        columns = group.children.T                                   # few children: add rows
+        out = vals.index_select(0, columns[0])
         for column in columns[1:]:
-            out = out + vals.index_select(1, column)
+            out = out + vals.index_select(0, column)
         return out
-    logw = logp_ext[:, group.weights]                                # [B', M, A]
+    logw = logp_ext[:, group.weights].permute(1, 2, 0)               # [M, A, B']
     if group.kind == "sum":
-        return safe_logsumexp(_children(vals, group) + logw, -1)
-    ch = _children(vals, group, matrix=False)                        # [B, G, C]
-    m = _shift(ch.amax(-1, keepdim=True))
-    e = torch.exp(ch - m)
+        rows, width = group.children.shape
+        ch = vals.index_select(0, group.children.reshape(-1)).view(rows, width, batch)
+        return safe_logsumexp(ch + logw, 1)
     blocks, width = group.children.shape
-    w = torch.exp(logw).view(logw.shape[0], blocks, -1, width)       # [B', G, M, C]
-    s = torch.einsum("bgc,gmc->bgm", e, w[0]) if w.shape[0] == 1 else torch.einsum("bgc,bgmc->bgm", e, w)
-    return (safe_log(s) + m).reshape(vals.shape[0], -1)
+    ch = vals.index_select(0, group.children.reshape(-1)).view(blocks, width, batch)
+    m = _shift(ch.amax(1, keepdim=True))                             # [G, 1, B]
+    e = torch.exp(ch - m)
+    w = torch.exp(logw).view(blocks, -1, width, logw.shape[-1])      # [G, M, C, B']
+    s = torch.bmm(w[..., 0], e) if w.shape[-1] == 1 else torch.einsum("gmcb,gcb->gmb", w, e)
+    return (safe_log(s) + m).reshape(-1, batch)
 
 
 def _leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int):
+    """Leaf log-values ``[L, B]``."""
     if x is None:
-        return logp_ext.new_zeros(batch, plan.num_leaves)
-    observed = x.index_select(1, plan.leaf_var)                      # [B, L]
-    theta = logp_ext.index_select(1, plan.leaf_slots.view(-1))       # [B', L * K]
-    flat = plan.leaf_offsets + observed.clamp(min=0)
-    picked = theta[0].take(flat) if theta.shape[0] == 1 else theta.gather(1, flat)
-    return torch.where(observed >= 0, picked, torch.zeros_like(picked))
+        return logp_ext.new_zeros(plan.num_leaves, batch)
+    # Column K of each leaf's row holds log 1: a missing value (-1) reads it.
+    missing = torch.full((plan.num_leaves, 1), logp_ext.shape[1] - 1, dtype=torch.long,
+                         device=x.device)
+    slots = torch.cat([plan.leaf_slots, missing], 1).view(-1)
+    theta = logp_ext.index_select(1, slots)                          # [B', L * (K + 1)]
+    states = torch.where(x < 0, plan.max_states, x).T                # [V, B]
+    flat = plan.leaf_offsets.unsqueeze(1) + states.index_select(0, plan.leaf_var)
+    return theta[0].take(flat) if theta.shape[0] == 1 else theta.gather(1, flat.T).T
 
 
 def log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
-    """Log-value of every node ``[B, N]`` under evidence ``x [B, V]`` (-1 = marginalised)."""
-    vals = logp_ext.new_empty(batch, plan.num_nodes)
-    vals[:, 0] = 0.0
-    vals[:, 1:plan.num_leaves + 1] = _leaf_values(plan, logp_ext, x, batch)
+    """Log-value of every node ``[B, N]`` under evidence ``x [B, V]`` (-1 = marginalised).
+
+    Computed node-major (``[N, B]``: every gather copies whole rows and dense blocks are
+    matrix products with the batch as columns), returned as a transposed view.
+    """
+    vals = logp_ext.new_empty(plan.num_nodes, batch)
+    vals[0] = 0.0
+    vals[1:plan.num_leaves + 1] = _leaf_values(plan, logp_ext, x, batch)
     for layer in plan.layers:
         for group in layer:
-            vals[:, group.start:group.stop] = _sum_group(group, vals, logp_ext)
-    return vals
+            vals[group.start:group.stop] = _group_values(group, vals, logp_ext)
+    return vals.T
 
 
 def _edge_terms(plan: Plan, vals: torch.Tensor, logp_ext: torch.Tensor) -> torch.Tensor:
