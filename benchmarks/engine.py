@@ -1,0 +1,216 @@
+"""Engine speed on CPU: our layered circuit execution against SPFlow's node-by-node one.
+
+1. Log-likelihood throughput on one RAT-SPN (``random_tensorized``: 32 variables x 6
+   states, 4 repetitions, depth 3, 8 sums and 8 inputs per region, 18,976 edges), built
+   once with our node API and converted node for node to SPFlow 0.0.48's classic API
+   (:mod:`spflow_reference`). Both evaluate the same 1000 samples; their values must agree
+   to 1e-3. Throughput is ``edges * batch / seconds`` (median over repeats after warm-up,
+   the two engines timed alternately so that load changes hit both alike).
+2. The cost of what the exact actor loss needs, on ``selective(n, 6, 8)`` with a batch of
+   256 parameter sets: 2n pairwise scope marginals + entropy + backward, for several n.
+
+Run from the repository root (SPFlow: ``pip install --no-deps spflow==0.0.48``)::
+
+    .venv/bin/python benchmarks/engine.py
+
+Figures and the machine go to ``benchmarks/results/engine.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from circuits.structures import random_tensorized, selective
+from spflow_reference import count_edges, import_spflow, spflow_log_likelihood, to_spflow
+
+RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"
+RAT = dict(num_vars=32, num_states=6, depth=3, num_repetitions=4, num_sums=8,
+           num_input_distributions=8, seed=0)
+BATCH = 1000
+TOLERANCE = 1e-3
+SELECTIVE_SIZES = (8, 16, 32, 64)
+SELECTIVE_BATCH = 256
+TARGET_RATIO = 20.0
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_log_likelihood(rounds: int, ours_per_round: int) -> dict:
+    """Time ``log_prob`` of the RAT-SPN, ours and SPFlow's, and check that they agree."""
+    circuit = random_tensorized(**RAT)
+    edges = count_edges(circuit.root)
+    reference = to_spflow(circuit.root)
+    x = torch.randint(0, RAT["num_states"], (BATCH, RAT["num_vars"]),
+                      generator=torch.Generator().manual_seed(0))
+    x_np = x.numpy()
+
+    def ours():
+        with torch.no_grad():
+            return circuit.log_prob(x)
+
+    ours_values = ours().double().numpy()
+    spflow_values = spflow_log_likelihood(reference, x_np)[:, 0]
+    max_abs_diff = float(np.abs(ours_values - spflow_values).max())
+    if not max_abs_diff <= TOLERANCE:
+        raise SystemExit(f"engine benchmark: our log-likelihoods differ from SPFlow's by "
+                         f"{max_abs_diff:.3g} (> {TOLERANCE}); not timing a wrong answer")
+
+    for _ in range(3):
+        ours()
+    ours_s, spflow_s = [], []
+    for _ in range(rounds):
+        ours_s.extend(_seconds(ours) for _ in range(ours_per_round))
+        spflow_s.append(_seconds(lambda: spflow_log_likelihood(reference, x_np)))
+    ours_t, spflow_t = statistics.median(ours_s), statistics.median(spflow_s)
+    return {
+        "circuit": {"builder": "circuits.structures.random_tensorized", **RAT,
+                    "edges": edges, "nodes": circuit.num_nodes},
+        "batch": BATCH,
+        "dtype": {"ours": str(circuit.logits.dtype).removeprefix("torch."), "spflow": "float64"},
+        "max_abs_diff": max_abs_diff,
+        "ours": _timing(ours_s, ours_t, edges),
+        "spflow": _timing(spflow_s, spflow_t, edges),
+        "ratio": spflow_t / ours_t,
+        "target_ratio": TARGET_RATIO,
+    }
+
+
+def _timing(samples: list[float], median: float, edges: int) -> dict:
+    return {"median_ms": median * 1e3, "min_ms": min(samples) * 1e3, "repeats": len(samples),
+            "edge_samples_per_s": edges * BATCH / median}
+
+
+def bench_selective(repeats: int, seed: int = 0) -> list[dict]:
+    """Median time of scope marginals (2n pairs) + entropy + backward on selective(n, 6, 8)."""
+    rows = []
+    for n in SELECTIVE_SIZES:
+        start = time.perf_counter()
+        circuit = selective(n, 6, 8)
+        build_s = time.perf_counter() - start
+        rng = random.Random(seed)
+        pairs = rng.sample(list(itertools.combinations(range(n), 2)), 2 * n)
+        params = torch.randn(SELECTIVE_BATCH, circuit.num_params,
+                             generator=torch.Generator().manual_seed(seed), requires_grad=True)
+
+        def step():
+            params.grad = None
+            dist = circuit.distribution(params)
+            loss = dist.scope_marginals(pairs).sum() + dist.entropy().sum()
+            loss.backward()
+
+        first_s = _seconds(step)  # includes building the cached table plan for these pairs
+        for _ in range(2):
+            step()
+        times = [_seconds(step) for _ in range(repeats)]
+        rows.append({"num_vars": n, "num_states": 6, "width": 8, "batch": SELECTIVE_BATCH,
+                     "num_pairs": len(pairs), "edges": circuit.num_edges,
+                     "num_params": circuit.num_params, "build_ms": build_s * 1e3,
+                     "first_call_ms": first_s * 1e3, "median_ms": statistics.median(times) * 1e3,
+                     "min_ms": min(times) * 1e3, "repeats": repeats})
+    return rows
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def machine() -> dict:
+    """Where and how the figures were produced."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = _git("rev-parse", "HEAD")
+    engine_changes = _git("status", "--porcelain", "--", "circuits")
+    python = Path(sys.executable)
+    if python.is_relative_to(Path.cwd()):
+        python = python.relative_to(Path.cwd())
+    return {
+        "command": " ".join(shlex.quote(str(a)) for a in [python, *sys.argv]),
+        "git_commit": commit,
+        "circuits_differs_from_commit": None if engine_changes is None else bool(engine_changes),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "spflow": version("spflow"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice). On a busy "
+                             "machine, 1 thread or OMP_WAIT_POLICY=PASSIVE avoids OpenMP "
+                             "spin-wait stalls that make timings erratic")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="timing rounds; each times SPFlow once and ours --ours-per-round times")
+    parser.add_argument("--ours-per-round", type=int, default=5)
+    parser.add_argument("--selective-repeats", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    args = parser.parse_args(argv)
+    try:
+        import_spflow()
+    except ImportError as err:
+        print(f"engine benchmark: {err}", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    # Other processes on the machine distort the timings; the load average says how much.
+    result = {"machine": machine(), "load_average_1min": {"start": os.getloadavg()[0]}}
+    ll = bench_log_likelihood(args.rounds, args.ours_per_round)
+    result["log_likelihood"] = ll
+    print(f"RAT-SPN log-likelihood, {ll['circuit']['edges']} edges, batch {BATCH}: "
+          f"max |ours - SPFlow| = {ll['max_abs_diff']:.2e}")
+    for name in ("ours", "spflow"):
+        t = ll[name]
+        print(f"  {name:7s} {t['median_ms']:9.2f} ms  {t['edge_samples_per_s']:.3e} edge*samples/s")
+    verdict = "meets" if ll["ratio"] >= TARGET_RATIO else "MISSES"
+    print(f"  ratio   {ll['ratio']:.1f}x ({verdict} the {TARGET_RATIO:.0f}x target)")
+
+    result["selective"] = bench_selective(args.selective_repeats)
+    print(f"selective(n, 6, 8), batch {SELECTIVE_BATCH}: 2n scope marginals + entropy + backward")
+    for row in result["selective"]:
+        print(f"  n={row['num_vars']:3d}  {row['edges']:6d} edges  {row['median_ms']:8.2f} ms")
+
+    result["load_average_1min"]["end"] = os.getloadavg()[0]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
