@@ -75,9 +75,9 @@ def leaf_log_probs(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None = 
     return torch.where(keep, theta, NEG_INF)
 
 
-def _children(vals: torch.Tensor, group: Group, matrix: bool = True) -> torch.Tensor:
-    """Child values ``[B, M, A]``; with ``matrix=False`` dense blocks give ``[B, G, C]``."""
-    children = group.child_matrix() if matrix else group.children
+def _children(vals: torch.Tensor, group: Group) -> torch.Tensor:
+    """Child values ``[B, M, A]`` from batch-major values ``vals [B, N]`` (dense blocks expanded)."""
+    children = group.child_matrix()
     rows, width = children.shape
     return vals.index_select(1, children.reshape(-1)).view(vals.shape[0], rows, width)
 
