@@ -1,0 +1,77 @@
+"""spn-ac on the matrix games: does the greedy joint action reach the optimum?
+
+    python benchmarks/matrix_spn_ac.py                 # 10 seeds x climbing, penalty, coordination
+    python benchmarks/matrix_spn_ac.py --seeds 3 --algo meanfield-ac
+
+Each run uses the algorithm's default budget and hyperparameters for the game (penalty with
+k = 100), one torch thread, and is timed on its own (runs are sequential). A seed succeeds
+when the final greedy joint action (the policy's mode) is an optimal joint action.
+Writes `benchmarks/results/matrix_spn_ac.json` (or `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import spnpolicy
+from spnpolicy.envs import make_env
+
+RESULTS = Path(__file__).resolve().parent / "results" / "matrix_spn_ac.json"
+GAMES = {"climbing": {}, "penalty": {"k": 100}, "coordination": {}}
+
+
+def run(algo: str, game: str, seed: int) -> dict:
+    env_kwargs = GAMES[game]
+    optimal = make_env(game, **env_kwargs).unwrapped.optimal_joint_actions
+    start = time.perf_counter()
+    result = spnpolicy.train(algo, game, seed=seed, env_kwargs=env_kwargs, progress=False,
+                             verbose=False)
+    seconds = time.perf_counter() - start
+    joint = tuple(int(a) for a in result.agent.act([[1.0]])[0])
+    return {"game": game, "seed": seed, "greedy_joint_action": list(joint),
+            "optimal": joint in optimal, "return_mean": result.eval["return_mean"],
+            "env_steps": result.eval["step"], "wall_time_s": round(seconds, 2)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", default="spn-ac")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--games", nargs="+", default=list(GAMES), choices=list(GAMES))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    runs = []
+    for game in args.games:
+        for seed in range(args.seeds):
+            runs.append(run(args.algo, game, seed))
+            print(json.dumps(runs[-1]), flush=True)
+    summary = {game: {"optimal_seeds": sum(r["optimal"] for r in runs if r["game"] == game),
+                      "seeds": args.seeds,
+                      "max_wall_time_s": max(r["wall_time_s"] for r in runs if r["game"] == game),
+                      "mean_wall_time_s": round(sum(r["wall_time_s"] for r in runs
+                                                    if r["game"] == game) / args.seeds, 2)}
+               for game in args.games}
+    report = {"benchmark": "matrix_spn_ac", "algo": args.algo, "summary": summary, "runs": runs,
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                          "torch": torch.__version__, "torch_threads": 1},
+              "command": shlex.join(["python", "benchmarks/matrix_spn_ac.py",
+                                     *(argv if argv is not None else sys.argv[1:])])}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

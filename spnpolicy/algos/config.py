@@ -1,0 +1,142 @@
+"""Helpers for algorithm config dataclasses: value checks that name the field, the fields'
+one-line docstrings, and parsing ``key=value`` strings to a field's type (for the CLI)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import math
+import textwrap
+import typing
+from functools import cache
+from typing import Any
+
+__all__ = ["AlgorithmSpec", "RunConfig", "check_choice", "check_float", "check_hidden",
+           "check_int", "field_docs", "parse_field_value"]
+
+
+def check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_float(name: str, value: Any, low: float, high: float = math.inf,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """``value`` must be a real number in the interval (``_open`` bounds excluded)."""
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+          and (value > low if low_open else value >= low)
+          and (value < high if high_open else value <= high))
+    if not ok:
+        interval = (f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_hidden(name: str, value: Any) -> None:
+    if not isinstance(value, tuple) or any(isinstance(h, bool) or not isinstance(h, int)
+                                           or h < 1 for h in value):
+        raise ValueError(f"{name} must be a tuple of positive ints (layer widths), got {value!r}")
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of the dataclass ``cls`` (and its bases)."""
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Fields every algorithm config has: budget, parallel envs, evaluation, checkpoints.
+
+    Algorithm configs subclass it (calling ``super().__post_init__()``); the values here
+    are generic defaults, each algorithm's own defaults and per-env overrides come first.
+    """
+
+    total_steps: int = 100_000
+    """Env-step budget: transitions collected, summed over the parallel env copies."""
+    num_envs: int = 8
+    """Env copies stepped together (each loop iteration collects num_envs transitions)."""
+    eval_interval: int = 10_000
+    """Env steps between greedy evaluations (also one at step 0 and one at the end)."""
+    eval_episodes: int = 32
+    """Episodes per evaluation, played in fixed-seed eval envs."""
+    eval_stochastic: bool = True
+    """Also evaluate the sampling policy (metrics prefixed stochastic_)."""
+    checkpoint_interval: int = 10_000
+    """Env steps between checkpoints (runs with an out_dir; one is also written at the end)."""
+    device: str = "cpu"
+    """Torch device for networks and updates."""
+    torch_threads: int = 1
+    """Torch CPU threads during the run (small networks run fastest on 1); 0 keeps torch's."""
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "num_envs", "eval_interval", "eval_episodes",
+                     "checkpoint_interval"):
+            check_int(name, getattr(self, name), 1)
+        check_int("torch_threads", self.torch_threads, 0)
+        if not isinstance(self.eval_stochastic, bool):
+            raise ValueError(f"eval_stochastic must be a bool, got {self.eval_stochastic!r}")
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string such as 'cpu', got {self.device!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmSpec:
+    """A registry entry: how to configure and train one algorithm.
+
+    ``train(config, env, env_kwargs, seed, session)`` runs the training loop of the
+    algorithm inside a :class:`~spnpolicy.training.Session` and returns the trained agent
+    (with ``act(observations, deterministic=True)``). ``fixed`` are the config values that
+    define the algorithm (variants share a config class); ``env_defaults`` maps an env name
+    or family (``matrix``, ``coverage``, ``mpe``, ``lbf``) to default overrides.
+    """
+
+    name: str
+    summary: str
+    config_cls: type
+    train: Any
+    fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
+    env_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+def parse_field_value(cls: type, name: str, text: str) -> Any:
+    """Convert the string ``text`` to the type of field ``name`` of dataclass ``cls``.
+
+    ints and floats as Python literals (``1e-3``, ``100_000``), bools as true/false/1/0,
+    tuples of ints as ``128,128`` (empty string = ``()``); strings as given.
+    """
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    if name not in hints or name not in valid:
+        raise ValueError(f"unknown config key {name!r}; valid keys: {', '.join(valid)}")
+    kind = hints[name]
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if kind is int:
+            return int(text.replace("_", ""))
+        if kind is float:
+            return float(text)
+        if typing.get_origin(kind) is tuple:
+            parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+            return tuple(int(p) for p in parts)
+        return text
+    except ValueError:
+        raise ValueError(f"{name}: cannot read {text!r} as {getattr(kind, '__name__', kind)}"
+                         ) from None

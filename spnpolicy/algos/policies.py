@@ -1,0 +1,208 @@
+"""Joint policies ``pi(u | s)`` over ``n`` agents' ``k`` actions, given the global state.
+
+A :class:`JointPolicy` is an MLP state encoder whose output parametrises either a circuit
+(``selective``: correlated and tractable; ``mean_field``: independent agents) or, for the
+``softmax`` reference, a categorical over all ``k**n`` joint actions
+(:class:`JointCategorical`). Both distributions answer the queries the actor-critic needs:
+``log_prob``, ``sample``, ``mode``, ``entropy``, ``marginals`` and ``scope_marginals`` (so
+``FactorValues.expectation`` works on either).
+
+```python
+policy = JointPolicy(state_dim=16, num_agents=3, num_actions=6, kind="selective", width=16)
+dist = policy.distribution(states)                    # states [B, 16] -> batch_shape [B]
+actions = policy.act(states, deterministic=True)      # [B, 3] joint actions (the mode)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Distribution, constraints
+
+from circuits.structures import mean_field, selective
+
+__all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "POLICY_KINDS",
+           "SharedMarginals", "mlp"]
+
+POLICY_KINDS = ("selective", "mean_field", "softmax")
+#: The softmax policy enumerates k**n joint actions; it is a reference for small n only.
+MAX_SOFTMAX_AGENTS = 5
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_scale: float = 1.0) -> nn.Sequential:
+    """ReLU MLP ``in_dim -> hidden... -> out_dim``; the last layer's weights scaled by
+    ``out_scale`` (small values start a policy near its uniform distribution)."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    last = nn.Linear(width, out_dim)
+    with torch.no_grad():
+        last.weight.mul_(out_scale)
+        last.bias.mul_(out_scale)
+    return nn.Sequential(*layers, last)
+
+
+class JointCategorical(Distribution):
+    """A categorical over the ``k**n`` joint actions, with agent 0 the most significant digit.
+
+    Args:
+        logits: ``[B, k**n]`` unnormalised log-probabilities.
+        num_agents: ``n``; ``num_actions``: ``k``.
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, logits: torch.Tensor, num_agents: int, num_actions: int) -> None:
+        if logits.dim() != 2 or logits.shape[1] != num_actions**num_agents:
+            raise ValueError(f"logits must have shape [B, k**n = {num_actions**num_agents}], "
+                             f"got {list(logits.shape)}")
+        self.logp = torch.log_softmax(logits, dim=-1)
+        self.n, self.k = num_agents, num_actions
+        self._digits = num_actions ** torch.arange(num_agents - 1, -1, -1, device=logits.device)
+        super().__init__(batch_shape=logits.shape[:1], event_shape=torch.Size([num_agents]),
+                         validate_args=False)
+
+    @property
+    def support(self):
+        return constraints.integer_interval(0, self.k - 1)
+
+    def _decode(self, index: torch.Tensor) -> torch.Tensor:
+        return (index.unsqueeze(-1) // self._digits) % self.k
+
+    def _table(self) -> torch.Tensor:
+        """Probabilities ``[B, k, ..., k]`` (axis ``1 + i`` is agent ``i``)."""
+        return self.logp.exp().view((-1,) + (self.k,) * self.n)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``value [*sample, B, n]`` -> ``[*sample, B]``."""
+        index = (value.long() * self._digits).sum(-1)
+        logp = self.logp.expand(index.shape + self.logp.shape[-1:])
+        return logp.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+
+    def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None):
+        shape = torch.Size(sample_shape) + self.logp.shape
+        with torch.no_grad():
+            u = torch.rand(shape, generator=generator, dtype=self.logp.dtype,
+                           device=self.logp.device).clamp_(1e-20, 1.0)
+            index = (self.logp - torch.log(-torch.log(u))).argmax(-1)
+        return self._decode(index)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self._decode(self.logp.argmax(-1))
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.logp.exp() * self.logp).sum(-1)
+
+    def marginals(self) -> torch.Tensor:
+        """``[B, n, k]`` single-agent marginals."""
+        table = self._table()
+        axes = range(1, self.n + 1)
+        return torch.stack([table.sum(dim=tuple(a for a in axes if a != 1 + i))
+                            if self.n > 1 else table for i in range(self.n)], dim=1)
+
+    def scope_marginals(self, scopes) -> torch.Tensor:
+        """``[B, len(scopes), k, k(, k)]`` joint marginals, axes in each scope's order."""
+        table = self._table()
+        out = []
+        for scope in scopes:
+            others = tuple(1 + a for a in range(self.n) if a not in scope)
+            joint = table.sum(dim=others) if others else table
+            order = sorted(range(len(scope)), key=lambda p: scope[p])  # kept axes are sorted
+            out.append(joint.permute(0, *(1 + order.index(p) for p in range(len(scope)))))
+        return torch.stack(out, dim=1)
+
+
+class SharedMarginals:
+    """A view of ``dist`` whose ``marginals()`` and ``scope_marginals(scopes)`` are computed
+    once and reused: expectations of several critics under one policy (twin critics) then
+    cost one pass through the circuit instead of one per critic."""
+
+    def __init__(self, dist: Distribution) -> None:
+        self.dist = dist
+        self._marginals: torch.Tensor | None = None
+        self._scopes: dict[tuple, torch.Tensor] = {}
+
+    def marginals(self) -> torch.Tensor:
+        if self._marginals is None:
+            self._marginals = self.dist.marginals()
+        return self._marginals
+
+    def scope_marginals(self, scopes) -> torch.Tensor:
+        key = tuple(tuple(scope) for scope in scopes)
+        if key not in self._scopes:
+            self._scopes[key] = self.dist.scope_marginals(scopes)
+        return self._scopes[key]
+
+
+class JointPolicy(nn.Module):
+    """``pi(u | s)``: state encoder MLP -> parameters of a joint action distribution.
+
+    Args:
+        state_dim: global state size.
+        num_agents, num_actions: ``n`` agents with ``k`` actions each.
+        kind: ``selective`` (deterministic selective circuit of ``width``), ``mean_field``
+            (product of per-agent categoricals, as a circuit) or ``softmax`` (all ``k**n``
+            joint actions; ``n <= MAX_SOFTMAX_AGENTS``).
+        width: sum nodes per region of the selective circuit.
+        hidden: encoder widths.
+    """
+
+    def __init__(self, state_dim: int, num_agents: int, num_actions: int,
+                 kind: str = "selective", width: int = 16, hidden: Sequence[int] = (128, 128)):
+        super().__init__()
+        if kind not in POLICY_KINDS:
+            raise ValueError(f"kind must be one of {POLICY_KINDS}, got {kind!r}")
+        self.state_dim, self.num_agents, self.num_actions = state_dim, num_agents, num_actions
+        self.kind = kind
+        if kind == "softmax":
+            if num_agents > MAX_SOFTMAX_AGENTS:
+                raise ValueError(f"the softmax policy enumerates k**n joint actions and is for "
+                                 f"n <= {MAX_SOFTMAX_AGENTS} agents, got n = {num_agents}")
+            self.circuit = None
+            out_dim = num_actions**num_agents
+        else:
+            self.circuit = (selective(num_agents, num_actions, width) if kind == "selective"
+                            else mean_field(num_agents, num_actions))
+            # the circuit's own weights are unused: its parameters come from the encoder
+            self.circuit.requires_grad_(False)
+            out_dim = self.circuit.num_params
+        self.encoder = mlp(state_dim, hidden, out_dim, out_scale=0.01)
+
+    def _states(self, observations) -> torch.Tensor:
+        device = next(self.encoder.parameters()).device
+        states = torch.as_tensor(observations, dtype=torch.float32, device=device)
+        if states.dim() == 1:
+            states = states.unsqueeze(0)
+        if states.dim() != 2 or states.shape[1] != self.state_dim:
+            raise ValueError(f"observations must be global states [B, state_dim="
+                             f"{self.state_dim}] or [state_dim], got {list(states.shape)}")
+        return states
+
+    def distribution(self, observations) -> Distribution:
+        """``pi(. | s)`` for global states ``[B, state_dim]`` (array or tensor; ``[state_dim]``
+        is a batch of one): a ``CircuitDistribution`` (or :class:`JointCategorical` for
+        ``softmax``) with batch shape ``[B]`` over the ``n`` agents' actions."""
+        params = self.encoder(self._states(observations))
+        if self.circuit is None:
+            return JointCategorical(params, self.num_agents, self.num_actions)
+        return self.circuit.distribution(params)
+
+    @torch.no_grad()
+    def act(self, observations, deterministic: bool = True,
+            generator: torch.Generator | None = None):
+        """Joint actions ``[B, n]`` for global states ``[B, state_dim]`` (or ``[n]`` for one
+        state ``[state_dim]``): the mode when ``deterministic``, else a sample. Returns a
+        numpy int64 array for numpy (or list) input, a LongTensor for tensor input."""
+        dist = self.distribution(observations)
+        actions = dist.mode if deterministic else dist.sample(generator=generator)
+        if np.ndim(observations) == 1:
+            actions = actions[0]
+        return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()

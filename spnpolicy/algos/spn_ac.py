@@ -1,0 +1,366 @@
+"""spn-ac: the exact-ELBO max-ent actor-critic (DESIGN.md 5.1, seed 000 section 4).
+
+A joint policy ``pi(u | s)`` over the ``n`` agents' actions (a selective circuit) and twin
+factor-graph critics ``Q_1, Q_2`` with Polyak targets ``Qbar_j``. Both losses are exact,
+with no sampling:
+
+- soft value: ``V(s') = min_j E_pi[Qbar_j(s', u')] + alpha H(pi(. | s'))``
+- critic:     ``sum_j mean (Q_j(s, u) - (r + gamma (1 - term) V(s')))^2`` (with ``n_step > 1``:
+  the discounted n-step return and ``gamma^m V(s_{t+m})``)
+- actor:      ``-(min_j E_pi[Q_j(s, u)] + alpha H(pi(. | s)))``, the negative ELBO of seed
+  000 eq. (2), differentiated through the circuit (the min is over the two critics'
+  exact expectations, per state)
+- alpha:      fixed, or tuned so that ``H(pi)`` tracks ``target_entropy_scale * n log k``.
+
+Variants on the same code path (registry names): ``meanfield-ac`` (``policy="mean_field"``),
+``reinforce`` (``actor_gradient="reinforce"``: the same circuit, the actor gradient by the
+score function over ``reinforce_samples`` samples per state with a leave-one-out baseline)
+and ``exact-softmax`` (``policy="softmax"``: all ``k**n`` joint actions enumerated, for
+``n <= 5``; its optimum is the Boltzmann policy, the reference optimum of the objective).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spnpolicy.algos.config import (
+    AlgorithmSpec,
+    RunConfig,
+    check_choice,
+    check_float,
+    check_hidden,
+    check_int,
+)
+from spnpolicy.algos.critics import FACTOR_GRAPHS, TwinFactorQ, build_factor_graph
+from spnpolicy.algos.policies import POLICY_KINDS, JointPolicy, SharedMarginals
+from spnpolicy.training import (
+    NStepAccumulator,
+    ReplayBuffer,
+    Runner,
+    Session,
+    evaluate,
+    get_rng_state,
+    make_target,
+    make_vec_env,
+    seed_everything,
+    set_rng_state,
+    soft_update,
+)
+
+__all__ = ["SPECS", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value", "train"]
+
+
+@dataclass(frozen=True)
+class SpnAcConfig(RunConfig):
+    """Hyperparameters of spn-ac and its variants (per-env overrides in ``ENV_DEFAULTS``)."""
+
+    policy: str = "selective"
+    """Joint policy: selective circuit, mean_field circuit, or softmax (enumerates k**n)."""
+    actor_gradient: str = "exact"
+    """Actor gradient: exact (the ELBO through the circuit) or reinforce (score function)."""
+    width: int = 16
+    """Sum nodes per region of the selective circuit (k**n makes it fully expressive)."""
+    policy_hidden: tuple[int, ...] = (128, 128)
+    """Hidden widths of the policy's state encoder MLP."""
+    critic_hidden: tuple[int, ...] = (128, 128)
+    """Hidden widths of each FactorQ critic's state MLP."""
+    factor_graph: str = "auto"
+    """Critic factor graph: auto, complete, random, line, ring, star, none (build_factor_graph)."""
+    num_factors: int = 20
+    """Number of factors of a random factor graph (seed 000: 20)."""
+    factor_order: int = 2
+    """Agents per factor, 2 or 3."""
+    graph_seed: int = 0
+    """Seed of the random factor graph (the same graph for every run seed)."""
+    critic_rank: int = 0
+    """CP rank of the factor tables; 0 for full tables."""
+    unary: bool = True
+    """Give the critics per-agent unary terms."""
+    buffer_size: int = 200_000
+    """Replay buffer capacity in transitions."""
+    batch_size: int = 128
+    """Transitions per gradient step."""
+    learning_starts: int = 5_000
+    """Env steps of uniformly random joint actions before the first update."""
+    update_every: int = 1
+    """Loop iterations (each num_envs env steps) between update rounds."""
+    gradient_steps: int = 1
+    """Gradient steps per update round."""
+    gamma: float = 0.99
+    """Discount factor."""
+    n_step: int = 1
+    """Steps of reward summed before bootstrapping from V (1: the one-step target of DESIGN 5.1)."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the policy."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critics."""
+    alpha_lr: float = 1e-3
+    """Adam learning rate of log alpha (autotune_alpha)."""
+    alpha: float = 0.01
+    """Entropy temperature; its initial value when autotune_alpha."""
+    autotune_alpha: bool = True
+    """Tune alpha so that the policy entropy tracks the target entropy."""
+    target_entropy_scale: float = 0.3
+    """Target entropy as a fraction of the maximum joint entropy n log k."""
+    reinforce_samples: int = 8
+    """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
+    max_grad_norm: float = 10.0
+    """Gradient-norm clipping of every network; 0 disables it."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("policy", self.policy, POLICY_KINDS)
+        check_choice("actor_gradient", self.actor_gradient, ("exact", "reinforce"))
+        check_choice("factor_graph", self.factor_graph, FACTOR_GRAPHS)
+        for name in ("policy_hidden", "critic_hidden"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_hidden("policy_hidden", self.policy_hidden)
+        check_hidden("critic_hidden", self.critic_hidden)
+        for name, minimum in (("width", 1), ("num_factors", 0), ("graph_seed", 0),
+                              ("critic_rank", 0), ("buffer_size", 1), ("batch_size", 1),
+                              ("learning_starts", 0), ("update_every", 1),
+                              ("gradient_steps", 1), ("reinforce_samples", 2), ("n_step", 1)):
+            check_int(name, getattr(self, name), minimum)
+        check_choice("factor_order", self.factor_order, (2, 3))
+        check_float("gamma", self.gamma, 0.0, 1.0)
+        check_float("tau", self.tau, 0.0, 1.0, low_open=True)
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
+            check_float(name, getattr(self, name), 0.0, low_open=True)
+        check_float("target_entropy_scale", self.target_entropy_scale, 0.0, 1.0)
+        check_float("max_grad_norm", self.max_grad_norm, 0.0)
+        for name in ("unary", "autotune_alpha"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+
+#: Per-env (or env-family) defaults; everything else comes from ``SpnAcConfig``.
+ENV_DEFAULTS = {
+    # One-step games: the critic regresses the payoff; a short random warm-up shows it
+    # every joint action, then the policy concentrates on the best one.
+    "matrix": dict(total_steps=2_000, num_envs=8, learning_starts=200, batch_size=64,
+                   gradient_steps=2, policy_hidden=(32,), critic_hidden=(32,), actor_lr=3e-3,
+                   critic_lr=1e-2, alpha=1.0, alpha_lr=3e-2, eval_interval=250,
+                   eval_episodes=8, checkpoint_interval=500),
+    # Sparse coverage: with 2 agents on 4x4 (20 steps) these learn from ~10% random
+    # success to ~100% in 50k steps; 3 agents on 6x6 (0.6% random success) is not
+    # learned in a few CPU minutes (benchmarks/coverage_quick_spn_ac.py).
+    "coverage": dict(total_steps=300_000, num_envs=16, eval_interval=20_000,
+                     eval_episodes=200, checkpoint_interval=20_000),
+}
+
+
+# --- losses ------------------------------------------------------------------------------
+def soft_value(target_values, dist, alpha: torch.Tensor) -> torch.Tensor:
+    """``V(s') = min_j E_pi[Qbar_j(s', .)] + alpha H(pi(. | s'))`` -> ``[B]``, exact."""
+    shared = SharedMarginals(dist)
+    expected = torch.stack([v.expectation(shared) for v in target_values]).min(0).values
+    return expected + alpha * dist.entropy()
+
+
+def critic_loss(values, actions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``sum_j mean_B (Q_j(s, u) - target)^2``."""
+    return sum(F.mse_loss(v.evaluate(actions), target) for v in values)
+
+
+def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
+               samples: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The actor loss and the (exact) policy entropy ``[B]``.
+
+    ``exact``: ``-mean(min_j E_pi[Q_j(s, .)] + alpha H(pi))`` differentiated through ``dist``.
+    ``reinforce``: a surrogate whose gradient is the score-function estimate of the same
+    objective's gradient, ``-mean((f(u) - b) grad log pi(u))`` with
+    ``f(u) = min_j Q_j(s, u) - alpha log pi(u)`` over ``samples`` draws and ``b`` the mean
+    of ``f`` over the other draws (leave-one-out baseline).
+    """
+    entropy = dist.entropy()
+    if gradient == "exact":
+        shared = SharedMarginals(dist)
+        expected = torch.stack([v.expectation(shared) for v in values]).min(0).values
+        return -(expected + alpha * entropy).mean(), entropy
+    draws = dist.sample((samples,))                                      # [M, B, n]
+    log_prob = dist.log_prob(draws)                                      # [M, B]
+    with torch.no_grad():
+        q = torch.stack([torch.stack([v.evaluate(d) for v in values]).min(0).values
+                         for d in draws])
+        f = q - alpha * log_prob
+        baseline = (f.sum(0, keepdim=True) - f) / (samples - 1)
+    return -((f - baseline) * log_prob).mean(), entropy
+
+
+class Temperature(nn.Module):
+    """The entropy temperature ``alpha = exp(log_alpha)``, learnable when ``tune``."""
+
+    def __init__(self, alpha: float, tune: bool) -> None:
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)), requires_grad=tune)
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp()
+
+    def loss(self, entropy: torch.Tensor, target: float) -> torch.Tensor:
+        """Lowers alpha while the entropy is above ``target``, raises it while below."""
+        return self.log_alpha.exp() * (entropy.detach() - target).mean()
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_norm > 0:
+        for group in optimizer.param_groups:
+            nn.utils.clip_grad_norm_(group["params"], max_norm)
+    optimizer.step()
+
+
+# --- training ----------------------------------------------------------------------------
+EVAL_SEED_OFFSET = 1_000_003  # eval envs never replay the training envs' episodes
+
+
+def _evaluate(policy: JointPolicy, cfg: SpnAcConfig, env: str, env_kwargs: dict,
+              seed: int, step: int) -> dict[str, float]:
+    def run(act) -> dict[str, float]:
+        envs = make_vec_env(env, min(cfg.eval_episodes, 64), seed=seed + EVAL_SEED_OFFSET,
+                            **env_kwargs)
+        try:
+            return evaluate(act, envs, cfg.eval_episodes, seed=seed + EVAL_SEED_OFFSET)
+        finally:
+            envs.close()
+
+    metrics = run(lambda state, obs: policy.act(state, deterministic=True))
+    if cfg.eval_stochastic:
+        generator = torch.Generator(cfg.device).manual_seed(seed * 1_000_003 + step)
+        sampled = run(lambda state, obs: policy.act(state, deterministic=False,
+                                                    generator=generator))
+        metrics |= {f"stochastic_{k}": v for k, v in sampled.items() if k != "episodes"}
+    return metrics
+
+
+def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
+          session: Session) -> JointPolicy:
+    """Train spn-ac (or a variant, as ``cfg`` says) on ``env``; returns the policy."""
+    seed_everything(seed)
+    device = torch.device(cfg.device)
+    envs = make_vec_env(env, cfg.num_envs, seed=seed, **env_kwargs)
+    runner = Runner(envs)
+    runner.reset(seed=seed)
+    n, k, state_dim = envs.num_agents, envs.num_actions, envs.state_dim
+
+    policy = JointPolicy(state_dim, n, k, cfg.policy, cfg.width, cfg.policy_hidden).to(device)
+    graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
+                               seed=cfg.graph_seed)
+    critic = TwinFactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
+                         cfg.critic_rank or None).to(device)
+    critic_target = make_target(critic)
+    temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
+    target_entropy = cfg.target_entropy_scale * n * math.log(k)
+    optimizers = {"actor": torch.optim.Adam(policy.encoder.parameters(), lr=cfg.actor_lr),
+                  "critic": torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr),
+                  "alpha": torch.optim.Adam([temperature.log_alpha], lr=cfg.alpha_lr)}
+    buffer = ReplayBuffer(cfg.buffer_size, state_dim, n, seed=seed, device=device)
+    nstep = NStepAccumulator(cfg.num_envs, cfg.n_step, cfg.gamma)
+    warmup_rng = np.random.default_rng(seed)
+    act_generator = torch.Generator(device).manual_seed(seed)
+    modules = {"policy": policy, "critic": critic, "critic_target": critic_target,
+               "temperature": temperature}
+    stats = {"sum": {}, "count": 0}  # training metrics averaged between evaluations
+
+    payload = session.restore()
+    if payload is not None:
+        for name, module in modules.items():
+            module.load_state_dict(payload["modules"][name])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(payload["optimizers"][name])
+        buffer.load_state_dict(payload["buffer"])
+        runner.load_state_dict(payload["runner"])
+        nstep.load_state_dict(payload["nstep"])
+        warmup_rng.bit_generator.state = payload["warmup_rng"]
+        act_generator.set_state(payload["act_generator"])
+        set_rng_state(payload["rng"])
+        stats = payload["stats"]
+    step = session.begin(payload)
+
+    while True:
+        if session.eval_due(step):
+            count = max(stats["count"], 1)
+            means = {name: total / count for name, total in stats["sum"].items()}
+            session.record(step, _evaluate(policy, cfg, env, env_kwargs, seed, step) | means)
+            stats = {"sum": {}, "count": 0}
+        if session.checkpoint_due(step):
+            session.save(step, {
+                "modules": {name: m.state_dict() for name, m in modules.items()},
+                "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+                "buffer": buffer.state_dict(), "runner": runner.state_dict(),
+                "nstep": nstep.state_dict(),
+                "warmup_rng": warmup_rng.bit_generator.state,
+                "act_generator": act_generator.get_state(), "rng": get_rng_state(),
+                "stats": stats})
+        if step >= cfg.total_steps:
+            break
+
+        # collect -> store
+        if step < cfg.learning_starts:
+            actions = warmup_rng.integers(0, k, size=(cfg.num_envs, n))
+        else:
+            actions = policy.act(runner.state, deterministic=False, generator=act_generator)
+        buffer.add(nstep.push(runner.step(actions)))
+        step += cfg.num_envs
+        session.advance(cfg.num_envs)
+        if step < cfg.learning_starts or (step // cfg.num_envs) % cfg.update_every:
+            continue
+
+        for _ in range(cfg.gradient_steps):
+            # sample -> critic loss -> step
+            batch = buffer.sample(cfg.batch_size)
+            alpha = temperature.value
+            with torch.no_grad():
+                next_value = soft_value(critic_target(batch.next_state),
+                                        policy.distribution(batch.next_state), alpha)
+                discount = cfg.gamma ** batch.steps.to(next_value.dtype)
+                target = batch.reward + discount * (1.0 - batch.terminated) * next_value
+            loss_critic = critic_loss(critic(batch.state), batch.actions, target)
+            _step(optimizers["critic"], loss_critic, cfg.max_grad_norm)
+
+            # actor loss -> step (critic values are constants here)
+            with torch.no_grad():
+                values = critic(batch.state)
+            loss_actor, entropy = actor_loss(values, policy.distribution(batch.state), alpha,
+                                             cfg.actor_gradient, cfg.reinforce_samples)
+            _step(optimizers["actor"], loss_actor, cfg.max_grad_norm)
+            if cfg.autotune_alpha:
+                _step(optimizers["alpha"], temperature.loss(entropy, target_entropy), 0.0)
+
+            # target update -> log
+            soft_update(critic_target, critic, cfg.tau)
+            for name, value in (("loss_critic", loss_critic), ("loss_actor", loss_actor),
+                                ("entropy", entropy.mean()), ("alpha", alpha)):
+                stats["sum"][name] = stats["sum"].get(name, 0.0) + float(value.detach())
+            stats["count"] += 1
+
+    envs.close()
+    session.close()
+    return policy.eval()
+
+
+SPECS = (
+    AlgorithmSpec("spn-ac", "exact-ELBO max-ent actor-critic with a selective-circuit joint "
+                  "policy", SpnAcConfig, train, {"policy": "selective", "actor_gradient": "exact"},
+                  ENV_DEFAULTS),
+    AlgorithmSpec("meanfield-ac", "spn-ac with a mean-field (independent agents) policy",
+                  SpnAcConfig, train, {"policy": "mean_field", "actor_gradient": "exact"},
+                  ENV_DEFAULTS),
+    AlgorithmSpec("reinforce", "spn-ac's circuit policy trained by the score-function "
+                  "gradient with a leave-one-out baseline", SpnAcConfig, train,
+                  {"policy": "selective", "actor_gradient": "reinforce"}, ENV_DEFAULTS),
+    AlgorithmSpec("exact-softmax", "spn-ac with a softmax over all k^n joint actions "
+                  "(n <= 5): the reference optimum", SpnAcConfig, train,
+                  {"policy": "softmax", "actor_gradient": "exact"}, ENV_DEFAULTS),
+)

@@ -1,0 +1,61 @@
+"""Evaluation: a fixed number of complete episodes with a given acting function.
+
+Episodes are shared out among the copies before the run (copy ``e`` plays its first
+``quota[e]`` episodes), so the result does not favour short episodes, which would finish
+first if episodes were counted as they end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from spnpolicy.training.runner import Runner
+from spnpolicy.training.vec_env import VecEnv
+
+__all__ = ["evaluate"]
+
+ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def evaluate(act: ActFn, envs: VecEnv, episodes: int, seed: int | None = None,
+             max_steps: int = 1_000_000) -> dict[str, float]:
+    """Play ``episodes`` episodes in ``envs``.
+
+    Args:
+        act: ``act(state [E, state_dim], obs [E, n, obs_dim]) -> actions [E, n]``; greedy or
+            stochastic as the caller chooses.
+        envs: the copies to play in (reset with ``seed`` first).
+        episodes: number of episodes, shared out as evenly as possible among the copies.
+        max_steps: safety limit on vectorised steps (RuntimeError when exceeded).
+
+    Returns:
+        ``return_mean``, ``return_std``, ``length_mean``, ``episodes``, and ``success_rate``
+        when the env reports a success flag.
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
+    quota = np.full(envs.num_envs, episodes // envs.num_envs)
+    quota[: episodes % envs.num_envs] += 1
+    runner = Runner(envs)
+    runner.reset(seed=seed)
+    kept: list = []
+    played = np.zeros(envs.num_envs, dtype=np.int64)
+    for _ in range(max_steps):
+        if (played >= quota).all():
+            break
+        runner.step(act(runner.state, runner.obs))
+        for episode in runner.pop_episodes():
+            if played[episode.env_index] < quota[episode.env_index]:
+                kept.append(episode)
+            played[episode.env_index] += 1
+    else:
+        raise RuntimeError(f"evaluation did not finish {episodes} episodes in {max_steps} steps")
+    returns = np.array([ep.ret for ep in kept])
+    result = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+              "length_mean": float(np.mean([ep.length for ep in kept])),
+              "episodes": len(kept)}
+    if envs.has_success:
+        result["success_rate"] = float(np.mean([ep.success for ep in kept]))
+    return result

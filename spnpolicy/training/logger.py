@@ -1,0 +1,117 @@
+"""The metrics logger: one record per evaluation point, to stdout, ``metrics.jsonl``,
+``metrics.csv`` and TensorBoard (when the ``tensorboard`` package is installed).
+
+Every record has ``step`` (env steps so far); the others are numbers (``return_mean``,
+``success_rate``, ``wall_time``, losses, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLogger", "format_record"]
+
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+_SHOWN = ("return_mean", "success_rate", "stochastic_success_rate", "alpha", "entropy",
+          "wall_time")
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """One stdout line: the step, then the main metrics present in ``record``."""
+    parts = [f"step {record['step']:>9,d}"]
+    parts += [f"{key} {record[key]:.4g}" for key in _SHOWN
+              if isinstance(record.get(key), (int, float))]
+    return " | ".join(parts)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsLogger:
+    """Logs evaluation records.
+
+    Args:
+        out_dir: run directory for ``metrics.jsonl`` / ``metrics.csv`` / ``tensorboard/``;
+            ``None`` writes no files.
+        stdout: print one line per record (through ``print_fn``).
+        tensorboard: ``None`` = when ``out_dir`` is given and tensorboard is installed.
+        print_fn: how lines are printed (a progress bar's ``write`` keeps the bar intact).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike | None, stdout: bool = True,
+                 tensorboard: bool | None = None, print_fn=None) -> None:
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.stdout = stdout
+        self.print_fn = print_fn or (lambda line: print(line, file=sys.stdout, flush=True))
+        self.records: list[dict[str, Any]] = []
+        self._tb = None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if tensorboard is not False:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    if tensorboard:
+                        raise ImportError("tensorboard=True needs the tensorboard package: "
+                                          "pip install 'spnpolicy[tensorboard]'") from None
+                else:
+                    self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Record one evaluation point (``record["step"]`` is required)."""
+        if "step" not in record:
+            raise ValueError(f"a metrics record needs a 'step', got keys {sorted(record)}")
+        record = {key: _json_safe(value) for key, value in record.items()}
+        self.records.append(record)
+        if self.stdout:
+            self.print_fn(format_record(record))
+        if self.out_dir is not None:
+            with open(self.out_dir / METRICS_JSONL, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            self._write_csv()
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, record["step"])
+            self._tb.flush()
+
+    def restore(self, records: list[dict[str, Any]]) -> None:
+        """Start from ``records`` (a resumed run's history): rewrites the files, dropping
+        lines that a killed run wrote after its last checkpoint."""
+        self.records = [dict(r) for r in records]
+        if self.out_dir is not None:
+            _write_atomic(self.out_dir / METRICS_JSONL,
+                          "".join(json.dumps(r) + "\n" for r in self.records))
+            self._write_csv()
+
+    def _write_csv(self) -> None:
+        columns: list[str] = []
+        for record in self.records:
+            columns += [key for key in record if key not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.records)
+        _write_atomic(self.out_dir / METRICS_CSV, buffer.getvalue())
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

@@ -1,0 +1,194 @@
+"""The bookkeeping of one training run, shared by every algorithm's training loop.
+
+A :class:`Session` owns the run directory (``config.json``, ``metrics.jsonl``,
+``metrics.csv``, ``checkpoints/last.pt``), the evaluation and checkpoint schedule, the
+progress bar and the logger. The algorithm keeps its own loop and calls it:
+
+```python
+session = Session(spec, total_steps=cfg.total_steps, eval_interval=cfg.eval_interval,
+                  checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir, resume=True)
+payload = session.restore()            # the last checkpoint's payload, or None
+step = session.begin(payload)          # env steps already done (0 for a new run)
+while step < cfg.total_steps:
+    ...                                # collect -> store -> sample -> loss -> step -> targets
+    step += num_envs
+    session.advance(num_envs)
+    if session.eval_due(step):
+        session.record(step, evaluate(...) | train_stats)
+    if session.checkpoint_due(step):
+        session.save(step, {"agent": ..., "optimizers": ..., ...})
+session.close()
+```
+
+Evaluation happens at step 0, at every multiple of ``eval_interval`` crossed and at the
+end; checkpoints at every multiple of ``checkpoint_interval`` crossed and at the end (the
+history and wall time are saved with them). Resuming restores the history and rewrites
+the metrics files from it, so a killed-and-resumed run leaves the same files as an
+uninterrupted one (except wall times).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spnpolicy.training.checkpoint import LAST, load_checkpoint, save_checkpoint
+from spnpolicy.training.logger import MetricsLogger
+from spnpolicy.training.progress import ProgressBar
+
+__all__ = ["RunSpec", "Session"]
+
+CONFIG_JSON = "config.json"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What defines a run: resuming requires the same spec (``total_steps`` may differ)."""
+
+    algo: str
+    env: str
+    seed: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"algo": self.algo, "env": self.env, "seed": self.seed,
+                "env_kwargs": self.env_kwargs, "config": self.config}
+
+
+def _normalise(value: Any) -> Any:
+    """JSON round trip, so that tuples and lists compare equal."""
+    return json.loads(json.dumps(value))
+
+
+class Session:
+    """Run directory, schedules, logger and progress bar of one training run.
+
+    Args:
+        spec: the run's algorithm, env, seed and full config (written to ``config.json``).
+        total_steps: env-step budget.
+        eval_interval: env steps between evaluations.
+        checkpoint_interval: env steps between checkpoints (only with ``out_dir``).
+        out_dir: run directory; ``None`` writes nothing and cannot resume.
+        resume: continue from ``out_dir/checkpoints/last.pt`` if it exists. Without it, a
+            directory that already holds a checkpoint is refused (ValueError).
+        progress: show a tqdm bar on stderr.
+        stdout: print one line per evaluation.
+    """
+
+    def __init__(self, spec: RunSpec, total_steps: int, eval_interval: int,
+                 checkpoint_interval: int, out_dir: str | os.PathLike | None = None,
+                 resume: bool = False, progress: bool = False, stdout: bool = True) -> None:
+        self.spec = spec
+        self.total_steps = total_steps
+        self.eval_interval = eval_interval
+        self.checkpoint_interval = checkpoint_interval
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume = resume
+        self._progress_enabled = progress
+        self._stdout = stdout
+        self.history: list[dict[str, Any]] = []
+        self._bar: ProgressBar | None = None
+        self._logger: MetricsLogger | None = None
+        self._wall_base = 0.0
+        self._start_time = time.perf_counter()
+        self._start_step = 0
+        self._next_eval = 0
+        self._next_checkpoint = checkpoint_interval
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / "checkpoints" / LAST if self.out_dir is not None else None
+
+    def restore(self) -> dict[str, Any] | None:
+        """The payload of the run directory's last checkpoint when resuming, else None."""
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return None
+        if not self.resume:
+            raise ValueError(f"out_dir {self.out_dir} already holds a run (checkpoint {path}); "
+                             f"resume it (resume=True, CLI --resume) or use another out_dir")
+        saved = json.loads((self.out_dir / CONFIG_JSON).read_text())
+        current = _normalise(self.spec.to_json())
+        for run in (saved, current):  # a resumed run may extend its budget
+            run.get("config", {}).pop("total_steps", None)
+        differ = sorted(key for key in current if saved.get(key) != current[key])
+        if differ:
+            details = "; ".join(f"{k}: saved {saved.get(k)!r}, given {current[k]!r}"
+                                for k in differ)
+            raise ValueError(f"cannot resume {self.out_dir}: the run differs in {details}")
+        return load_checkpoint(path)
+
+    def begin(self, payload: dict[str, Any] | None = None) -> int:
+        """Open the logger and progress bar; returns the env steps already done."""
+        step = 0
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(dict(self.spec.to_json(), total_steps=self.total_steps), indent=2)
+            (self.out_dir / CONFIG_JSON).write_text(text + "\n")
+        self._bar = ProgressBar(self.total_steps, enabled=self._progress_enabled,
+                                description=f"{self.spec.algo} {self.spec.env}")
+        self._logger = MetricsLogger(self.out_dir, stdout=self._stdout,
+                                     print_fn=self._bar.write if self._progress_enabled else None)
+        if payload is not None:
+            step = int(payload["session"]["step"])
+            self.history = [dict(r) for r in payload["session"]["history"]]
+            self._wall_base = float(payload["session"]["wall_time"])
+            self._logger.restore(self.history)
+            self._bar.update(step)
+            if self._stdout:
+                self._logger.print_fn(f"resumed from step {step:,d} ({self.checkpoint_path})")
+        last_eval = self.history[-1]["step"] if self.history else None
+        self._next_eval = 0 if last_eval is None else self._after(last_eval, self.eval_interval)
+        self._next_checkpoint = self._after(step, self.checkpoint_interval)
+        self._start_time, self._start_step = time.perf_counter(), step
+        return step
+
+    @staticmethod
+    def _after(step: int, interval: int) -> int:
+        return (step // interval + 1) * interval
+
+    def wall_time(self) -> float:
+        """Seconds spent on this run, over all its resumed segments."""
+        return self._wall_base + time.perf_counter() - self._start_time
+
+    def advance(self, steps: int) -> None:
+        """Count ``steps`` more env steps on the progress bar."""
+        self._bar.update(steps)
+
+    def eval_due(self, step: int) -> bool:
+        return step >= self._next_eval or (step >= self.total_steps and
+                                           (not self.history or self.history[-1]["step"] != step))
+
+    def record(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Log an evaluation at ``step`` (adds ``wall_time`` and ``steps_per_second``)."""
+        elapsed = max(time.perf_counter() - self._start_time, 1e-9)
+        record = {"step": int(step), **metrics, "wall_time": round(self.wall_time(), 3),
+                  "steps_per_second": round((step - self._start_step) / elapsed, 1)}
+        self.history.append(record)
+        self._logger.log(record)
+        shown = {k: record[k] for k in ("return_mean", "success_rate") if k in record}
+        self._bar.set_postfix(**shown)
+        self._next_eval = self._after(step, self.eval_interval)
+        return record
+
+    def checkpoint_due(self, step: int) -> bool:
+        return self.out_dir is not None and (step >= self._next_checkpoint
+                                             or step >= self.total_steps)
+
+    def save(self, step: int, payload: dict[str, Any]) -> Path:
+        """Write ``payload`` (plus the session's step, history and wall time) atomically."""
+        payload = dict(payload, session={"step": int(step), "history": self.history,
+                                         "wall_time": self.wall_time()})
+        self._next_checkpoint = self._after(step, self.checkpoint_interval)
+        return save_checkpoint(self.checkpoint_path, payload)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._logger is not None:
+            self._logger.close()

@@ -1,0 +1,305 @@
+"""A small vectorised multi-agent environment protocol and its two adapters.
+
+Training code sees every environment as ``E`` copies stepped together with a fixed number
+of agents ``n`` that all act every step:
+
+```python
+envs = make_vec_env("coverage", num_envs=8, seed=0, num_agents=3, grid_size=6)
+state, obs = envs.reset()               # [E, state_dim], [E, n, obs_dim] float32
+out = envs.step(actions)                # actions [E, n] ints -> VecStep
+```
+
+Copies reset themselves when their episode ends (auto-reset): ``VecStep.state`` / ``obs``
+are then the first state / observations of the next episode, and ``final_state`` /
+``final_obs`` the last ones of the episode that ended (what a replay buffer stores as the
+next state). Rewards are team rewards, counted once per step.
+
+- :class:`CoverageVec` wraps the batched numpy :class:`~spnpolicy.envs.CoverageVecEnv`.
+- :class:`ParallelEnvVec` steps ``E`` copies of any PettingZoo ``ParallelEnv`` in a loop.
+
+Both support ``state_dict()`` / ``load_state_dict()`` for exact resumption of a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from spnpolicy.envs import CoverageVecEnv, make_env
+from spnpolicy.envs import coverage_core as core
+
+__all__ = ["VecEnv", "VecStep", "CoverageVec", "ParallelEnvVec", "make_vec_env"]
+
+
+class VecStep(NamedTuple):
+    """One step of ``E`` copies (``n`` agents); arrays have a leading ``[E]`` axis."""
+
+    state: np.ndarray        #: [E, state_dim] float32, after any auto-reset
+    obs: np.ndarray          #: [E, n, obs_dim] float32, after any auto-reset
+    reward: np.ndarray       #: [E] float32 team reward of the step
+    terminated: np.ndarray   #: [E] bool
+    truncated: np.ndarray    #: [E] bool
+    final_state: np.ndarray  #: [E, state_dim] state the step reached, before any reset
+    final_obs: np.ndarray    #: [E, n, obs_dim] observations the step reached
+    success: np.ndarray      #: [E] bool task success flag of the step (False if undefined)
+
+
+class VecEnv(Protocol):
+    """What the runner, buffer and evaluation need from a batch of environments."""
+
+    num_envs: int
+    num_agents: int
+    num_actions: int
+    state_dim: int
+    obs_dim: int
+    has_success: bool  # whether VecStep.success is meaningful for this env
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def step(self, actions: np.ndarray) -> VecStep: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class CoverageVec:
+    """:class:`~spnpolicy.envs.CoverageVecEnv` behind the :class:`VecEnv` protocol.
+
+    Arguments are ``CoverageVecEnv``'s. ``success`` is the env's ``info["success"]``
+    (every goal holds an agent).
+    """
+
+    has_success = True
+
+    def __init__(self, num_envs: int, seed: int | None = None, **env_kwargs: Any) -> None:
+        self.env = CoverageVecEnv(num_envs, seed=seed, **env_kwargs)
+        self.num_envs, self.num_agents = self.env.num_envs, self.env.num_agents
+        self.num_actions, self.state_dim = self.env.num_actions, self.env.state_dim
+        self.obs_dim = self.env.obs_dim
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        obs = self.env.reset(seed=seed)
+        return self.env.state(), obs
+
+    def step(self, actions: np.ndarray) -> VecStep:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        return VecStep(self.env.state(), obs, reward, terminated, truncated,
+                       info["final_state"], info["final_observation"], info["success"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Positions, step counters and every copy's generator state."""
+        env = self.env
+        # CoverageVecEnv has no public accessor for its per-copy generators.
+        return {"agent_positions": env.agent_positions.tolist(),
+                "goal_positions": env.goal_positions.tolist(), "elapsed": env.elapsed.tolist(),
+                "rngs": [rng.bit_generator.state for rng in env._rngs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        env = self.env
+        self.reset()
+        for rng, rng_state in zip(env._rngs, state["rngs"], strict=True):
+            rng.bit_generator.state = rng_state
+        env.agent_positions[...] = np.asarray(state["agent_positions"])
+        env.goal_positions[...] = np.asarray(state["goal_positions"])
+        env.elapsed[...] = np.asarray(state["elapsed"])
+        covered = core.goal_distances(env.agent_positions, env.goal_positions) == 0
+        env._state = core.global_state(env.agent_positions, env.goal_positions, covered,
+                                       env.elapsed, env.config)
+        return env.state(), core.observations(env.state(), self.num_agents)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _flat_dim(space: spaces.Space, what: str) -> int:
+    if not isinstance(space, spaces.Box):
+        raise ValueError(f"{what} must be a gymnasium Box, got {space}")
+    return int(np.prod(space.shape))
+
+
+class ParallelEnvVec:
+    """``num_envs`` copies of a PettingZoo ``ParallelEnv`` stepped in a Python loop.
+
+    Args:
+        env_fn: makes one environment.
+        num_envs: number of copies ``E``.
+        seed: copy ``e``'s ``j``-th episode is reset with a seed drawn from
+            ``SeedSequence([seed, e, j])``, so runs are reproducible and a copy's state can
+            be rebuilt from its episode seed and the actions taken since (how
+            :meth:`load_state_dict` restores exactly, for any env that is deterministic
+            given its reset seed and actions, as ``parallel_seed_test`` checks).
+            ``None`` leaves episodes unseeded (and restores approximately: episodes in
+            flight restart).
+
+    Conventions (all agents in ``possible_agents`` act every step):
+        - actions: every agent needs the same ``Discrete(k)`` action space.
+        - obs: each agent's Box observation flattened (zero-padded to the largest); agents
+          that already left the episode observe zeros and their actions are dropped.
+        - state: ``env.state()`` flattened when the env implements it, else the
+          concatenation of all agents' observations.
+        - team reward: ``infos[agent]["team_reward"]`` when any agent's info has it (the
+          toolkit's envs do), else the **mean** of the agents' rewards (equal to the common
+          reward when every agent receives the same one).
+        - an episode ends when every agent is terminated or truncated; it counts as
+          terminated if any agent terminated.
+        - success: the step's ``infos[agent]["success"]``, else ``["optimal"]`` (matrix
+          games: the joint action was optimal), else False.
+    """
+
+    def __init__(self, env_fn: Callable[[], ParallelEnv], num_envs: int,
+                 seed: int | None = None) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        self.envs = [env_fn() for _ in range(num_envs)]
+        env = self.envs[0]
+        self.agents = list(env.possible_agents)
+        action_spaces = [env.action_space(a) for a in self.agents]
+        if not all(isinstance(s, spaces.Discrete) and s.n == action_spaces[0].n
+                   for s in action_spaces):
+            raise ValueError(f"every agent needs the same Discrete action space, got "
+                             f"{dict(zip(self.agents, action_spaces))}")
+        self.num_envs, self.num_agents = num_envs, len(self.agents)
+        self.num_actions = int(action_spaces[0].n)
+        self.obs_dim = max(_flat_dim(env.observation_space(a), f"observation space of {a}")
+                           for a in self.agents)
+        self.seed = seed
+        self._episode = np.zeros(num_envs, dtype=np.int64)   # episodes started per copy
+        self._history: list[list[list[int]]] = [[] for _ in range(num_envs)]
+        self._live: list[list[str]] = [[] for _ in range(num_envs)]
+        state, _ = self._reset_copy(0)
+        self.state_dim = state.shape[0]
+        self.has_success = False  # set once a step's infos carry "success" or "optimal"
+        self._state: np.ndarray | None = None
+        self._obs: np.ndarray | None = None
+
+    def _episode_seed(self, e: int) -> int | None:
+        if self.seed is None:
+            return None
+        sequence = np.random.SeedSequence([self.seed, e, int(self._episode[e])])
+        return int(sequence.generate_state(1)[0])
+
+    def _reset_copy(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+        observations, _ = self.envs[e].reset(seed=self._episode_seed(e))
+        self._live[e] = list(self.envs[e].agents)
+        self._history[e] = []
+        return self._state_of(e, observations), self._obs_of(observations)
+
+    def _obs_of(self, observations: dict[str, np.ndarray]) -> np.ndarray:
+        out = np.zeros((self.num_agents, self.obs_dim), dtype=np.float32)
+        for i, agent in enumerate(self.agents):
+            if agent in observations:
+                flat = np.asarray(observations[agent], dtype=np.float32).reshape(-1)
+                out[i, :flat.size] = flat
+        return out
+
+    def _state_of(self, e: int, observations: dict[str, np.ndarray]) -> np.ndarray:
+        try:
+            return np.asarray(self.envs[e].state(), dtype=np.float32).reshape(-1)
+        except NotImplementedError:
+            return self._obs_of(observations).reshape(-1)
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Reset every copy; with ``seed``, episode seeds restart from that seed."""
+        if seed is not None:
+            self.seed = seed
+            self._episode[:] = 0
+        states, obs = zip(*(self._reset_copy(e) for e in range(self.num_envs)))
+        self._state, self._obs = np.stack(states), np.stack(obs)
+        return self._state.copy(), self._obs.copy()
+
+    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
+        actions = np.asarray(actions)
+        expected = (self.num_envs, self.num_agents)
+        if actions.shape != expected or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be an integer array of shape {expected}, "
+                             f"got {actions.dtype} {actions.shape}")
+        if actions.min() < 0 or actions.max() >= self.num_actions:
+            raise ValueError(f"actions must lie in [0, {self.num_actions}), got values in "
+                             f"[{actions.min()}, {actions.max()}]")
+        return actions
+
+    def _step_copy(self, e: int, joint: np.ndarray):
+        env = self.envs[e]
+        live = self._live[e]
+        actions = {a: int(joint[i]) for i, a in enumerate(self.agents) if a in live}
+        observations, rewards, terms, truncs, infos = env.step(actions)
+        self._history[e].append([int(u) for u in joint])
+        self._live[e] = list(env.agents)
+        team = next((info["team_reward"] for info in infos.values() if "team_reward" in info),
+                    None)
+        if team is None:
+            team = float(np.mean(list(rewards.values()))) if rewards else 0.0
+        flags = [bool(info[key]) for key in ("success", "optimal")
+                 for info in infos.values() if key in info]
+        self.has_success = self.has_success or bool(flags)
+        done = not env.agents or all(terms.get(a, False) or truncs.get(a, False) for a in live)
+        terminated = done and any(terms.get(a, False) for a in live)
+        return observations, float(team), terminated, done and not terminated, \
+            bool(flags and flags[0])
+
+    def step(self, actions: np.ndarray) -> VecStep:
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        actions = self._check_actions(actions)
+        E = self.num_envs
+        reward = np.zeros(E, dtype=np.float32)
+        terminated, truncated, success = (np.zeros(E, dtype=bool) for _ in range(3))
+        final_state, final_obs = self._state.copy(), self._obs.copy()
+        for e in range(E):
+            observations, reward[e], terminated[e], truncated[e], success[e] = \
+                self._step_copy(e, actions[e])
+            final_state[e] = self._state_of(e, observations)
+            final_obs[e] = self._obs_of(observations)
+            if terminated[e] or truncated[e]:
+                self._episode[e] += 1
+                self._state[e], self._obs[e] = self._reset_copy(e)
+            else:
+                self._state[e], self._obs[e] = final_state[e], final_obs[e]
+        return VecStep(self._state.copy(), self._obs.copy(), reward, terminated, truncated,
+                       final_state, final_obs, success)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Episode counters and the actions of every copy's episode in flight."""
+        return {"seed": self.seed, "episode": self._episode.tolist(),
+                "history": [[list(step) for step in h] for h in self._history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Rebuild every copy: reset with its episode seed, replay its in-flight actions."""
+        self.seed = state["seed"]
+        self._episode[:] = np.asarray(state["episode"])
+        self.reset()
+        if self.seed is not None:
+            for e, history in enumerate(state["history"]):
+                for joint in history:
+                    observations = self._step_copy(e, np.asarray(joint))[0]
+                    self._state[e] = self._state_of(e, observations)
+                    self._obs[e] = self._obs_of(observations)
+        return self._state.copy(), self._obs.copy()
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_vec_env(name: str, num_envs: int, seed: int | None = None,
+                 **env_kwargs: Any) -> VecEnv:
+    """``num_envs`` copies of the registry env ``name`` (see :func:`spnpolicy.make_env`).
+
+    ``coverage`` uses the batched numpy :class:`CoverageVec` (``render_mode`` is not
+    accepted); every other env is stepped through :class:`ParallelEnvVec`.
+    """
+    if name == "coverage":
+        if env_kwargs.get("render_mode") is not None:
+            raise ValueError("render_mode: the vectorised coverage env does not render")
+        env_kwargs = {k: v for k, v in env_kwargs.items() if k != "render_mode"}
+        make_env(name, **env_kwargs)  # validates names and values with the env's own messages
+        return CoverageVec(num_envs, seed=seed, **env_kwargs)
+    make_env(name, **env_kwargs)
+    return ParallelEnvVec(lambda: make_env(name, **env_kwargs), num_envs, seed=seed)

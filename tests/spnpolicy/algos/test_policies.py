@@ -1,0 +1,98 @@
+"""Joint policies: the enumerated softmax distribution against brute force, acting API."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from circuits import CircuitDistribution
+from spnpolicy.algos.policies import JointCategorical, JointPolicy, SharedMarginals
+
+N, K = 3, 3
+
+
+def _joint():
+    torch.manual_seed(0)
+    logits = torch.randn(2, K**N, dtype=torch.float64)
+    return JointCategorical(logits, N, K), torch.softmax(logits, -1)
+
+
+def _all_actions():
+    return torch.tensor(list(itertools.product(range(K), repeat=N)))
+
+
+def test_joint_categorical_matches_enumeration():
+    dist, probs = _joint()
+    actions = _all_actions()                                # row j = digits of j, agent 0 first
+    log_probs = dist.log_prob(actions[:, None, :].expand(-1, 2, -1))   # [K**N, 2]
+    torch.testing.assert_close(log_probs.exp().T, probs)
+    torch.testing.assert_close(dist.entropy(), -(probs * probs.log()).sum(-1))
+    assert dist.mode.tolist() == [actions[j].tolist() for j in probs.argmax(-1)]
+    marg = torch.zeros(2, N, K, dtype=torch.float64)
+    pair = torch.zeros(2, K, K, dtype=torch.float64)  # scope (2, 0): axis 0 = agent 2
+    for j, u in enumerate(actions.tolist()):
+        for i in range(N):
+            marg[:, i, u[i]] += probs[:, j]
+        pair[:, u[2], u[0]] += probs[:, j]
+    torch.testing.assert_close(dist.marginals(), marg)
+    torch.testing.assert_close(dist.scope_marginals([(2, 0)])[:, 0], pair)
+    triple = dist.scope_marginals([(1, 2, 0)])[:, 0]
+    torch.testing.assert_close(triple.permute(0, 3, 1, 2).reshape(2, -1), probs)
+
+
+def test_joint_categorical_sampling_frequencies():
+    dist, probs = _joint()
+    draws = dist.sample((20_000,), generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (20_000, 2, N)
+    index = (draws * torch.tensor([K * K, K, 1])).sum(-1)
+    freq = torch.stack([torch.bincount(index[:, b], minlength=K**N) for b in range(2)]) / 20_000
+    assert (freq - probs).abs().max() < 0.015
+
+
+@pytest.mark.parametrize("kind", ["selective", "mean_field", "softmax"])
+def test_policy_act_and_distribution(kind):
+    torch.manual_seed(0)
+    policy = JointPolicy(state_dim=5, num_agents=N, num_actions=K, kind=kind, width=4,
+                         hidden=(8,))
+    states = np.random.default_rng(0).random((4, 5), dtype=np.float32)
+    dist = policy.distribution(states)
+    assert dist.batch_shape == (4,)
+    assert isinstance(dist, JointCategorical if kind == "softmax" else CircuitDistribution)
+    greedy = policy.act(states)
+    assert isinstance(greedy, np.ndarray) and greedy.shape == (4, N)
+    np.testing.assert_array_equal(greedy, dist.mode.numpy())
+    one = policy.act(torch.as_tensor(states[0]), deterministic=False)
+    assert isinstance(one, torch.Tensor) and one.shape == (N,)
+    # near-uniform at initialisation: a policy starts by exploring
+    assert torch.allclose(dist.entropy(), torch.tensor(N * np.log(K), dtype=torch.float32),
+                          atol=0.05)
+
+
+def test_policy_errors():
+    policy = JointPolicy(state_dim=5, num_agents=2, num_actions=3)
+    with pytest.raises(ValueError, match=r"state_dim=5\] or \[state_dim\], got \[2, 4\]"):
+        policy.act(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="n <= 5"):
+        JointPolicy(state_dim=5, num_agents=6, num_actions=2, kind="softmax")
+    with pytest.raises(ValueError, match="kind"):
+        JointPolicy(state_dim=5, num_agents=2, num_actions=2, kind="rat")
+
+
+def test_shared_marginals_compute_once():
+    calls = []
+
+    class Counting:
+        def marginals(self):
+            calls.append("m")
+            return torch.ones(1)
+
+        def scope_marginals(self, scopes):
+            calls.append(tuple(scopes))
+            return torch.ones(1)
+
+    shared = SharedMarginals(Counting())
+    for _ in range(3):
+        shared.marginals()
+        shared.scope_marginals([(0, 1), (1, 2)])
+    assert calls == ["m", ((0, 1), (1, 2))]

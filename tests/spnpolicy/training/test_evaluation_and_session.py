@@ -1,0 +1,92 @@
+"""Evaluation (fixed episode quotas) and the session's schedules and run directory."""
+
+import json
+
+import numpy as np
+import pytest
+
+from spnpolicy.training import RunSpec, Session, evaluate, make_vec_env
+
+
+def test_matrix_evaluation_of_fixed_joint_actions():
+    envs = make_vec_env("climbing", 4, seed=0)
+    best = evaluate(lambda s, o: np.zeros((4, 2), dtype=int), envs, episodes=10)
+    assert best == {"return_mean": 11.0, "return_std": 0.0, "length_mean": 1.0,
+                    "episodes": 10, "success_rate": 1.0}
+    worse = evaluate(lambda s, o: np.ones((4, 2), dtype=int), make_vec_env("climbing", 4), 3)
+    assert (worse["return_mean"], worse["success_rate"]) == (7.0, 0.0)
+
+
+def test_episode_quotas_do_not_favour_short_episodes():
+    """Copy 0 succeeds at once (episodes of 1 step); copy 1 never does (10 steps). Counting
+    episodes as they end would report mostly copy 0's; quotas give exactly half each."""
+    envs = make_vec_env("coverage", 2, seed=0, num_agents=1, grid_size=1, max_steps=10)
+    # on a 1x1 grid the single agent always stands on the goal: every episode succeeds...
+    result = evaluate(lambda s, o: np.zeros((2, 1), dtype=int), envs, episodes=6)
+    assert result["episodes"] == 6 and result["success_rate"] == 1.0
+    # ...while a 2x2 grid with a policy that never moves mixes instant and failed episodes
+    envs = make_vec_env("coverage", 3, seed=1, num_agents=1, grid_size=2, max_steps=10)
+    result = evaluate(lambda s, o: np.zeros((3, 1), dtype=int), envs, episodes=30, seed=1)
+    lengths_one = result["success_rate"]
+    assert result["episodes"] == 30
+    assert result["length_mean"] == pytest.approx(1 * lengths_one + 10 * (1 - lengths_one))
+
+
+def test_evaluation_arguments():
+    envs = make_vec_env("climbing", 2)
+    with pytest.raises(ValueError, match="episodes"):
+        evaluate(lambda s, o: np.zeros((2, 2), dtype=int), envs, 0)
+    with pytest.raises(RuntimeError, match="did not finish"):
+        evaluate(lambda s, o: np.zeros((2, 2), dtype=int),
+                 make_vec_env("climbing", 2, episode_length=5), 2, max_steps=3)
+
+
+def _session(tmp_path, resume=False, seed=0, total=100):
+    return Session(RunSpec("algo", "climbing", seed, {}, {"lr": 1.0, "total_steps": total}),
+                   total_steps=total, eval_interval=30, checkpoint_interval=50,
+                   out_dir=tmp_path, resume=resume, stdout=False)
+
+
+def test_schedules(tmp_path):
+    session = _session(tmp_path)
+    assert session.restore() is None
+    assert session.begin() == 0
+    evals, checkpoints = [], []
+    for step in range(0, 105, 8):
+        if session.eval_due(step):
+            session.record(step, {"return_mean": 0.0})
+            evals.append(step)
+        if session.checkpoint_due(step):
+            session.save(step, {})
+            checkpoints.append(step)
+    session.close()
+    assert evals == [0, 32, 64, 96, 104]  # every multiple of 30 crossed, and the end
+    assert checkpoints == [56, 104]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["algo"] == "algo" and config["total_steps"] == 100
+
+
+def test_final_step_is_always_evaluated(tmp_path):
+    session = _session(tmp_path, total=40)
+    session.begin()
+    evals = [s for s in (0, 10, 20, 40) if session.eval_due(s) and session.record(s, {})]
+    assert evals == [0, 40]
+
+
+def test_resume_rules(tmp_path):
+    session = _session(tmp_path)
+    session.begin()
+    session.record(0, {"return_mean": 1.0})
+    session.save(8, {"payload": 1})
+    session.close()
+    with pytest.raises(ValueError, match="already holds a run"):
+        _session(tmp_path).restore()
+    with pytest.raises(ValueError, match="seed: saved 0, given 1"):
+        _session(tmp_path, resume=True, seed=1).restore()
+    resumed = _session(tmp_path, resume=True, total=200)  # a longer budget may resume
+    payload = resumed.restore()
+    assert payload["payload"] == 1
+    assert resumed.begin(payload) == 8
+    assert resumed.history == [dict(payload["session"]["history"][0])]
+    assert not resumed.eval_due(16) and resumed.eval_due(30)
+    resumed.close()

@@ -1,0 +1,131 @@
+"""The vectorised-env protocol: both adapters, auto-reset, team rewards, exact restore."""
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from spnpolicy.envs import CoverageVecEnv, make_env
+from spnpolicy.training import CoverageVec, ParallelEnvVec, make_vec_env
+
+SMALL = dict(num_agents=3, grid_size=4, max_steps=6)
+
+
+def _play(envs, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        actions = rng.integers(0, envs.num_actions, size=(envs.num_envs, envs.num_agents))
+        out.append(envs.step(actions))
+    return out
+
+
+def test_coverage_adapter_matches_the_vectorised_env():
+    adapter, raw = CoverageVec(4, seed=3, **SMALL), CoverageVecEnv(4, seed=3, **SMALL)
+    state, obs = adapter.reset()
+    np.testing.assert_array_equal(obs, raw.reset())
+    np.testing.assert_array_equal(state, raw.state())
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        actions = rng.integers(0, 6, size=(4, 3))
+        out = adapter.step(actions)
+        obs, reward, term, trunc, info = raw.step(actions)
+        np.testing.assert_array_equal(out.obs, obs)
+        np.testing.assert_array_equal(out.state, raw.state())
+        np.testing.assert_array_equal(out.final_state, info["final_state"])
+        np.testing.assert_array_equal(out.reward, reward)
+        np.testing.assert_array_equal(out.terminated, term)
+        np.testing.assert_array_equal(out.truncated, trunc)
+        np.testing.assert_array_equal(out.success, info["success"])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: make_vec_env("coverage", 3, seed=1, **SMALL),
+    lambda: ParallelEnvVec(lambda: make_env("coverage", **SMALL), 3, seed=1),
+], ids=["CoverageVec", "ParallelEnvVec"])
+def test_state_dict_restores_exactly(make):
+    envs = make()
+    envs.reset()
+    _play(envs, 9, seed=0)
+    saved = envs.state_dict()
+    continued = _play(envs, 15, seed=1)
+    fresh = make()
+    state, obs = fresh.load_state_dict(saved)
+    assert state.shape == (3, fresh.state_dim) and obs.shape == (3, 3, fresh.obs_dim)
+    for a, b in zip(continued, _play(fresh, 15, seed=1)):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_parallel_adapter_on_a_matrix_game():
+    envs = make_vec_env("climbing", 2, seed=0)
+    assert (envs.num_agents, envs.num_actions, envs.state_dim, envs.obs_dim) == (2, 3, 1, 1)
+    state, obs = envs.reset()
+    out = envs.step(np.array([[0, 0], [0, 1]]))
+    np.testing.assert_array_equal(out.reward, [11.0, -30.0])
+    np.testing.assert_array_equal(out.terminated, [True, True])
+    np.testing.assert_array_equal(out.success, [True, False])
+    assert envs.has_success
+    np.testing.assert_array_equal(out.state, state)  # auto-reset to the constant state
+
+
+class _TwoAgents(ParallelEnv):
+    """Agents get rewards 1 and 3, no team_reward, no state(); 2-step episodes."""
+
+    metadata = {"name": "two_agents"}
+
+    def __init__(self):
+        self.possible_agents = ["a", "b"]
+        self.agents = []
+
+    def observation_space(self, agent):
+        return spaces.Box(0, 1, (2,) if agent == "a" else (1,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(4)
+
+    def reset(self, seed=None, options=None):
+        self.agents, self.t = list(self.possible_agents), 0
+        return self._obs(), {a: {} for a in self.agents}
+
+    def _obs(self):
+        return {"a": np.array([self.t, 1], np.float32), "b": np.array([0.5], np.float32)}
+
+    def step(self, actions):
+        self.t += 1
+        done = self.t >= 2
+        rewards = {"a": 1.0, "b": 3.0}
+        obs = self._obs()
+        if done:
+            self.agents = []
+        return obs, rewards, dict.fromkeys(rewards, False), dict.fromkeys(rewards, done), \
+            {"a": {}, "b": {}}
+
+
+def test_parallel_adapter_conventions_without_team_reward_or_state():
+    envs = ParallelEnvVec(_TwoAgents, 2, seed=0)
+    assert (envs.obs_dim, envs.state_dim) == (2, 4)  # padded obs; state = all obs
+    state, obs = envs.reset()
+    np.testing.assert_array_equal(obs[0], [[0, 1], [0.5, 0]])
+    np.testing.assert_array_equal(state[0], [0, 1, 0.5, 0])
+    first = envs.step(np.zeros((2, 2), dtype=int))
+    np.testing.assert_array_equal(first.reward, [2.0, 2.0])  # mean of the agents' rewards
+    second = envs.step(np.zeros((2, 2), dtype=int))
+    np.testing.assert_array_equal(second.truncated, [True, True])
+    np.testing.assert_array_equal(second.terminated, [False, False])
+    np.testing.assert_array_equal(second.final_state[0], [2, 1, 0.5, 0])
+    np.testing.assert_array_equal(second.state[0], [0, 1, 0.5, 0])
+    assert not envs.has_success
+
+
+def test_bad_actions_and_names():
+    envs = make_vec_env("climbing", 2, seed=0)
+    envs.reset()
+    with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
+        envs.step(np.zeros((2, 3), dtype=int))
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        envs.step(np.full((2, 2), 3))
+    with pytest.raises(ValueError, match="unknown env"):
+        make_vec_env("nope", 2)
+    with pytest.raises(ValueError, match="num_envs"):
+        ParallelEnvVec(_TwoAgents, 0)
