@@ -29,7 +29,7 @@ import numpy as np
 
 from spnpolicy.envs import coverage_core as core
 from spnpolicy.envs.coverage_core import CoverageConfig as Config
-from spnpolicy.envs.validation import check_int
+from spnpolicy.envs.validation import check_int, check_joint_actions
 
 
 class CoverageVecEnv:
@@ -95,7 +95,7 @@ class CoverageVecEnv:
             bool, `final_observation [E, n, obs_dim]` and `final_state [E, 5n + 1]`.
         """
         self._require_state()
-        actions = self._check_actions(actions)
+        actions = check_joint_actions(actions, self.num_envs, self.num_agents, core.NUM_ACTIONS)
         positions = core.move(self.agent_positions, actions, self._move_table,
                               self.config.grid_size)
         self.agent_positions = positions
@@ -138,14 +138,3 @@ class CoverageVecEnv:
         if self._state is None:
             raise RuntimeError("call reset() before step() or state()")
         return self._state
-
-    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
-        actions = np.asarray(actions)
-        expected = (self.num_envs, self.num_agents)
-        if actions.shape != expected or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions must be an integer array of shape {expected}, "
-                             f"got {actions.dtype} {actions.shape}")
-        if actions.min() < 0 or actions.max() >= core.NUM_ACTIONS:
-            raise ValueError(f"actions must lie in [0, {core.NUM_ACTIONS}), got values in "
-                             f"[{actions.min()}, {actions.max()}]")
-        return actions

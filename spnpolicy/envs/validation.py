@@ -62,3 +62,16 @@ def check_joint_action(actions: object, live_agents: list[str], num_actions: int
                              f"got {action!r}")
         joint.append(int(action))
     return joint
+
+
+def check_joint_actions(actions, num_envs: int, num_agents: int, num_actions: int) -> np.ndarray:
+    """`actions` as an integer array `[num_envs, num_agents]` in `[0, num_actions)`."""
+    actions = np.asarray(actions)
+    expected = (num_envs, num_agents)
+    if actions.shape != expected or not np.issubdtype(actions.dtype, np.integer):
+        raise ValueError(f"actions must be an integer array of shape {expected}, "
+                         f"got {actions.dtype} {actions.shape}")
+    if actions.min() < 0 or actions.max() >= num_actions:
+        raise ValueError(f"actions must lie in [0, {num_actions}), got values in "
+                         f"[{actions.min()}, {actions.max()}]")
+    return actions

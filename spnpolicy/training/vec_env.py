@@ -31,6 +31,7 @@ from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import CoverageVecEnv, make_env
 from spnpolicy.envs import coverage_core as core
+from spnpolicy.envs.validation import check_joint_actions
 
 __all__ = ["VecEnv", "VecStep", "CoverageVec", "ParallelEnvVec", "make_vec_env"]
 
@@ -214,17 +215,6 @@ class ParallelEnvVec:
         self._state, self._obs = np.stack(states), np.stack(obs)
         return self._state.copy(), self._obs.copy()
 
-    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
-        actions = np.asarray(actions)
-        expected = (self.num_envs, self.num_agents)
-        if actions.shape != expected or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions must be an integer array of shape {expected}, "
-                             f"got {actions.dtype} {actions.shape}")
-        if actions.min() < 0 or actions.max() >= self.num_actions:
-            raise ValueError(f"actions must lie in [0, {self.num_actions}), got values in "
-                             f"[{actions.min()}, {actions.max()}]")
-        return actions
-
     def _step_copy(self, e: int, joint: np.ndarray):
         env = self.envs[e]
         live = self._live[e]
@@ -247,7 +237,7 @@ class ParallelEnvVec:
     def step(self, actions: np.ndarray) -> VecStep:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        actions = self._check_actions(actions)
+        actions = check_joint_actions(actions, self.num_envs, self.num_agents, self.num_actions)
         E = self.num_envs
         reward = np.zeros(E, dtype=np.float32)
         terminated, truncated, success = (np.zeros(E, dtype=bool) for _ in range(3))
