@@ -82,10 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument("--quiet", action="store_true", help="no line per evaluation")
 
+    train.set_defaults(handler=_train)
+
     config = commands.add_parser("config", help="show an algorithm's config for an env")
     config.add_argument("algo", metavar="ALGO")
     config.add_argument("env", metavar="ENV")
+    config.set_defaults(handler=_config)
+
+    # Other commands live in their own modules: each `register(commands)` adds a
+    # subparser whose `handler(args) -> int` runs it.
+    for register in _registrars():
+        register(commands)
     return parser
+
+
+def _registrars() -> list:
+    """The ``register(commands)`` functions of the commands defined outside this module."""
+    return []
 
 
 def _overrides(algo: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -133,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _train(args) if args.command == "train" else _config(args)
+        return args.handler(args)
     except (ValueError, ImportError) as error:
         parser.exit(2, f"spnpolicy: error: {error}\n")
 
