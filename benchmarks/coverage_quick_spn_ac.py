@@ -30,8 +30,7 @@ import torch
 import spnpolicy
 from spnpolicy.algos.config import parse_field_value
 from spnpolicy.algos.registry import get_algorithm
-from spnpolicy.algos.spn_ac import EVAL_SEED_OFFSET
-from spnpolicy.training import evaluate, make_vec_env
+from spnpolicy.training import EVAL_SEED_OFFSET, evaluate, make_vec_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "coverage_quick_spn_ac.json"
 #: name -> (env kwargs, config overrides)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import spnpolicy
-from spnpolicy.envs import make_env
+from spnpolicy.bench.matrix import greedy_joint_action, optimal_joint_actions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "matrix_spn_ac.json"
 GAMES = {"climbing": {}, "penalty": {"k": 100}, "coordination": {}}
@@ -31,12 +31,12 @@ GAMES = {"climbing": {}, "penalty": {"k": 100}, "coordination": {}}
 
 def run(algo: str, game: str, seed: int) -> dict:
     env_kwargs = GAMES[game]
-    optimal = make_env(game, **env_kwargs).unwrapped.optimal_joint_actions
+    optimal = optimal_joint_actions(game, env_kwargs)
     start = time.perf_counter()
     result = spnpolicy.train(algo, game, seed=seed, env_kwargs=env_kwargs, progress=False,
                              verbose=False)
     seconds = time.perf_counter() - start
-    joint = tuple(int(a) for a in result.agent.act([[1.0]])[0])
+    joint = greedy_joint_action(result.agent)
     return {"game": game, "seed": seed, "greedy_joint_action": list(joint),
             "optimal": joint in optimal, "return_mean": result.eval["return_mean"],
             "env_steps": result.eval["step"], "wall_time_s": round(seconds, 2)}

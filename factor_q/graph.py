@@ -87,6 +87,10 @@ class FactorGraph:
     def __setattr__(self, name, value):
         raise AttributeError(f"FactorGraph is immutable (tried to set {name!r})")
 
+    def __reduce__(self):
+        # pickle and copy.deepcopy rebuild through __init__ (slots cannot be set directly)
+        return type(self), (self._num_agents, self._factors)
+
     @property
     def num_agents(self) -> int:
         return self._num_agents

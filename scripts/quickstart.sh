@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up the environment, then run the main example: build a circuit and query it.
+# Set up the environment, then run the main example: the reduced coverage benchmark
+# (every algorithm, 3 seeds each, 2 worker processes), which prints the results table and
+# the paths of its plots. Extra arguments go to `spnpolicy bench`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-echo "[quickstart] .venv/bin/python examples/build_and_query.py"
-exec .venv/bin/python examples/build_and_query.py
+echo "[quickstart] .venv/bin/python -m spnpolicy.cli bench coverage-quick-small --workers 2 $*"
+exec .venv/bin/python -m spnpolicy.cli bench coverage-quick-small --workers 2 "$@"

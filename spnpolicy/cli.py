@@ -6,6 +6,9 @@ spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
     --set total_steps=100000 --out-dir runs/cov3
 spnpolicy train spn-ac coverage --out-dir runs/cov3 --resume ...   # same arguments
 spnpolicy config spn-ac climbing          # every config field, its value and meaning
+spnpolicy bench matrix --workers 2        # a benchmark suite: runs, table, plots
+spnpolicy plot runs/bench/matrix          # redraw a benchmark's table and plots
+spnpolicy query runs/cov3 --fix 2=noop    # a trained policy given agent 2's noop
 ```
 
 A run directory holds ``config.json``, ``metrics.jsonl`` / ``metrics.csv`` (one line per
@@ -98,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _registrars() -> list:
     """The ``register(commands)`` functions of the commands defined outside this module."""
-    return []
+    from spnpolicy import query
+    from spnpolicy.bench import cli as bench_cli
+
+    return [bench_cli.register, query.register]
 
 
 def _overrides(algo: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import typing
 from functools import cache
 from typing import Any
 
-__all__ = ["AlgorithmSpec", "RunConfig", "check_choice", "check_float", "check_hidden",
-           "check_int", "field_docs", "parse_field_value"]
+__all__ = ["AlgorithmSpec", "OffPolicyConfig", "RunConfig", "check_bool", "check_choice",
+           "check_float", "check_hidden", "check_int", "field_docs", "parse_field_value"]
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:
@@ -30,6 +30,11 @@ def check_float(name: str, value: Any, low: float, high: float = math.inf,
     if not ok:
         interval = (f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool (true or false), got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -87,10 +92,39 @@ class RunConfig:
                      "checkpoint_interval"):
             check_int(name, getattr(self, name), 1)
         check_int("torch_threads", self.torch_threads, 0)
-        if not isinstance(self.eval_stochastic, bool):
-            raise ValueError(f"eval_stochastic must be a bool, got {self.eval_stochastic!r}")
+        check_bool("eval_stochastic", self.eval_stochastic)
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string such as 'cpu', got {self.device!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OffPolicyConfig(RunConfig):
+    """Fields of the replay-based algorithms (spn-ac's family and the Q-learners)."""
+
+    buffer_size: int = 200_000
+    """Replay buffer capacity in transitions."""
+    batch_size: int = 128
+    """Transitions per gradient step."""
+    learning_starts: int = 5_000
+    """Env steps collected before the first update."""
+    update_every: int = 1
+    """Loop iterations (each num_envs env steps) between update rounds."""
+    gradient_steps: int = 1
+    """Gradient steps per update round."""
+    gamma: float = 0.99
+    """Discount factor."""
+    n_step: int = 1
+    """Steps of reward summed before bootstrapping (1: the one-step target)."""
+    max_grad_norm: float = 10.0
+    """Gradient-norm clipping of every network; 0 disables it."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name, minimum in (("buffer_size", 1), ("batch_size", 1), ("learning_starts", 0),
+                              ("update_every", 1), ("gradient_steps", 1), ("n_step", 1)):
+            check_int(name, getattr(self, name), minimum)
+        check_float("gamma", self.gamma, 0.0, 1.0)
+        check_float("max_grad_norm", self.max_grad_norm, 0.0)
 
 
 @dataclasses.dataclass(frozen=True)

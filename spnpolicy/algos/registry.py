@@ -16,14 +16,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from spnpolicy.algos import spn_ac
+from spnpolicy.algos import dcg, spn_ac, value_based
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.envs.matrix_v0 import GAMES
 
 __all__ = ["ALGORITHMS", "algorithm_names", "env_family", "get_algorithm", "make_config"]
 
 #: Modules whose ``SPECS`` are registered, in listing order.
-_MODULES = (spn_ac,)
+_MODULES = (spn_ac, value_based, dcg)
 ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for module in _MODULES
                                         for spec in module.SPECS}
 

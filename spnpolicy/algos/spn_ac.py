@@ -31,7 +31,8 @@ from torch import nn
 
 from spnpolicy.algos.config import (
     AlgorithmSpec,
-    RunConfig,
+    OffPolicyConfig,
+    check_bool,
     check_choice,
     check_float,
     check_hidden,
@@ -44,7 +45,7 @@ from spnpolicy.training import (
     ReplayBuffer,
     Runner,
     Session,
-    evaluate,
+    evaluate_run,
     get_rng_state,
     make_target,
     make_vec_env,
@@ -57,7 +58,7 @@ __all__ = ["SPECS", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value", "t
 
 
 @dataclass(frozen=True)
-class SpnAcConfig(RunConfig):
+class SpnAcConfig(OffPolicyConfig):
     """Hyperparameters of spn-ac and its variants (per-env overrides in ``ENV_DEFAULTS``)."""
 
     policy: str = "selective"
@@ -82,20 +83,6 @@ class SpnAcConfig(RunConfig):
     """CP rank of the factor tables; 0 for full tables."""
     unary: bool = True
     """Give the critics per-agent unary terms."""
-    buffer_size: int = 200_000
-    """Replay buffer capacity in transitions."""
-    batch_size: int = 128
-    """Transitions per gradient step."""
-    learning_starts: int = 5_000
-    """Env steps of uniformly random joint actions before the first update."""
-    update_every: int = 1
-    """Loop iterations (each num_envs env steps) between update rounds."""
-    gradient_steps: int = 1
-    """Gradient steps per update round."""
-    gamma: float = 0.99
-    """Discount factor."""
-    n_step: int = 1
-    """Steps of reward summed before bootstrapping from V (1: the one-step target of DESIGN 5.1)."""
     tau: float = 0.005
     """Polyak rate of the target critics."""
     actor_lr: float = 1e-3
@@ -110,36 +97,33 @@ class SpnAcConfig(RunConfig):
     """Tune alpha so that the policy entropy tracks the target entropy."""
     target_entropy_scale: float = 0.3
     """Target entropy as a fraction of the maximum joint entropy n log k."""
+    regulariser: str = "entropy"
+    """Bonus in the soft value: entropy (alpha H, seed 000) or kl_uniform (-alpha KL(pi || U) =
+    alpha (H - n log k): the same actor gradient, but no per-step bonus for staying alive)."""
     reinforce_samples: int = 8
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
-    max_grad_norm: float = 10.0
-    """Gradient-norm clipping of every network; 0 disables it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("policy", self.policy, POLICY_KINDS)
         check_choice("actor_gradient", self.actor_gradient, ("exact", "reinforce"))
         check_choice("factor_graph", self.factor_graph, FACTOR_GRAPHS)
+        check_choice("regulariser", self.regulariser, ("entropy", "kl_uniform"))
         for name in ("policy_hidden", "critic_hidden"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         check_hidden("policy_hidden", self.policy_hidden)
         check_hidden("critic_hidden", self.critic_hidden)
         for name, minimum in (("width", 1), ("num_factors", 0), ("graph_seed", 0),
-                              ("critic_rank", 0), ("buffer_size", 1), ("batch_size", 1),
-                              ("learning_starts", 0), ("update_every", 1),
-                              ("gradient_steps", 1), ("reinforce_samples", 2), ("n_step", 1)):
+                              ("critic_rank", 0), ("reinforce_samples", 2)):
             check_int(name, getattr(self, name), minimum)
         check_choice("factor_order", self.factor_order, (2, 3))
-        check_float("gamma", self.gamma, 0.0, 1.0)
         check_float("tau", self.tau, 0.0, 1.0, low_open=True)
         for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
             check_float(name, getattr(self, name), 0.0, low_open=True)
         check_float("target_entropy_scale", self.target_entropy_scale, 0.0, 1.0)
-        check_float("max_grad_norm", self.max_grad_norm, 0.0)
         for name in ("unary", "autotune_alpha"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
 
 
 #: Per-env (or env-family) defaults; everything else comes from ``SpnAcConfig``.
@@ -159,11 +143,15 @@ ENV_DEFAULTS = {
 
 
 # --- losses ------------------------------------------------------------------------------
-def soft_value(target_values, dist, alpha: torch.Tensor) -> torch.Tensor:
-    """``V(s') = min_j E_pi[Qbar_j(s', .)] + alpha H(pi(. | s'))`` -> ``[B]``, exact."""
+def soft_value(target_values, dist, alpha: torch.Tensor,
+               max_entropy: float = 0.0) -> torch.Tensor:
+    """``V(s') = min_j E_pi[Qbar_j(s', .)] + alpha (H(pi(. | s')) - max_entropy)`` -> ``[B]``.
+
+    Exact. ``max_entropy = n log k`` turns the entropy bonus into ``-alpha KL(pi || uniform)``.
+    """
     shared = SharedMarginals(dist)
     expected = torch.stack([v.expectation(shared) for v in target_values]).min(0).values
-    return expected + alpha * dist.entropy()
+    return expected + alpha * (dist.entropy() - max_entropy)
 
 
 def critic_loss(values, actions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -222,26 +210,14 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float)
 
 
 # --- training ----------------------------------------------------------------------------
-EVAL_SEED_OFFSET = 1_000_003  # eval envs never replay the training envs' episodes
-
-
 def _evaluate(policy: JointPolicy, cfg: SpnAcConfig, env: str, env_kwargs: dict,
               seed: int, step: int) -> dict[str, float]:
-    def run(act) -> dict[str, float]:
-        envs = make_vec_env(env, min(cfg.eval_episodes, 64), seed=seed + EVAL_SEED_OFFSET,
-                            **env_kwargs)
-        try:
-            return evaluate(act, envs, cfg.eval_episodes, seed=seed + EVAL_SEED_OFFSET)
-        finally:
-            envs.close()
+    def sampler(generator: torch.Generator):
+        return lambda state, obs: policy.act(state, deterministic=False, generator=generator)
 
-    metrics = run(lambda state, obs: policy.act(state, deterministic=True))
-    if cfg.eval_stochastic:
-        generator = torch.Generator(cfg.device).manual_seed(seed * 1_000_003 + step)
-        sampled = run(lambda state, obs: policy.act(state, deterministic=False,
-                                                    generator=generator))
-        metrics |= {f"stochastic_{k}": v for k, v in sampled.items() if k != "episodes"}
-    return metrics
+    return evaluate_run(env, env_kwargs, seed, step, cfg.eval_episodes,
+                        lambda state, obs: policy.act(state, deterministic=True),
+                        sampler if cfg.eval_stochastic else None, cfg.device)
 
 
 def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
@@ -262,6 +238,7 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
     critic_target = make_target(critic)
     temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
     target_entropy = cfg.target_entropy_scale * n * math.log(k)
+    value_offset = n * math.log(k) if cfg.regulariser == "kl_uniform" else 0.0
     optimizers = {"actor": torch.optim.Adam(policy.encoder.parameters(), lr=cfg.actor_lr),
                   "critic": torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr),
                   "alpha": torch.optim.Adam([temperature.log_alpha], lr=cfg.alpha_lr)}
@@ -323,7 +300,8 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
             alpha = temperature.value
             with torch.no_grad():
                 next_value = soft_value(critic_target(batch.next_state),
-                                        policy.distribution(batch.next_state), alpha)
+                                        policy.distribution(batch.next_state), alpha,
+                                        value_offset)
                 discount = cfg.gamma ** batch.steps.to(next_value.dtype)
                 target = batch.reward + discount * (1.0 - batch.terminated) * next_value
             loss_critic = critic_loss(critic(batch.state), batch.actions, target)

@@ -82,6 +82,35 @@ class CoverageVecEnv:
         """Global states `[E, 5n + 1]` float32 (a copy)."""
         return self._require_state().copy()
 
+    def snapshot(self) -> dict:
+        """Everything that determines the future: positions, step counters and every copy's
+        generator state, as JSON-friendly lists; :meth:`restore` continues from it exactly."""
+        self._require_state()
+        return {"agent_positions": self.agent_positions.tolist(),
+                "goal_positions": self.goal_positions.tolist(),
+                "elapsed": self.elapsed.tolist(),
+                "rngs": [rng.bit_generator.state for rng in self._rngs]}
+
+    def restore(self, snapshot: dict) -> np.ndarray:
+        """Continue from a :meth:`snapshot` (of an env with the same settings and
+        `num_envs`); returns the observations `[E, n, obs_dim]` at that point."""
+        shape = self.agent_positions.shape
+        agents = np.asarray(snapshot["agent_positions"], dtype=np.int64)
+        goals = np.asarray(snapshot["goal_positions"], dtype=np.int64)
+        elapsed = np.asarray(snapshot["elapsed"], dtype=np.int64)
+        if (agents.shape != shape or goals.shape != shape or elapsed.shape != (self.num_envs,)
+                or len(snapshot["rngs"]) != self.num_envs):
+            raise ValueError(f"snapshot does not fit this env (num_envs={self.num_envs}, "
+                             f"num_agents={self.num_agents}): positions {list(agents.shape)}, "
+                             f"goals {list(goals.shape)}, elapsed {list(elapsed.shape)}")
+        self._rngs = [np.random.default_rng() for _ in range(self.num_envs)]
+        for rng, state in zip(self._rngs, snapshot["rngs"]):
+            rng.bit_generator.state = state
+        self.agent_positions, self.goal_positions, self.elapsed = agents, goals, elapsed
+        covered = core.goal_distances(agents, goals) == 0
+        self._state = core.global_state(agents, goals, covered, elapsed, self.config)
+        return core.observations(self._state, self.num_agents)
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                  np.ndarray, dict[str, np.ndarray]]:
         """Advance every copy by one joint action.

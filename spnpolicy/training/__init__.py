@@ -3,7 +3,7 @@ seeding, evaluation, logging, checkpoints, progress, and the run session tying t
 
 from spnpolicy.training.buffer import Batch, ReplayBuffer
 from spnpolicy.training.checkpoint import load_checkpoint, save_checkpoint
-from spnpolicy.training.evaluation import evaluate
+from spnpolicy.training.evaluation import EVAL_SEED_OFFSET, evaluate, evaluate_run
 from spnpolicy.training.logger import MetricsLogger
 from spnpolicy.training.nstep import NStepAccumulator, NStepTransition
 from spnpolicy.training.progress import ProgressBar
@@ -13,8 +13,8 @@ from spnpolicy.training.session import RunSpec, Session
 from spnpolicy.training.targets import hard_update, make_target, soft_update
 from spnpolicy.training.vec_env import CoverageVec, ParallelEnvVec, VecEnv, VecStep, make_vec_env
 
-__all__ = ["Batch", "CoverageVec", "Episode", "MetricsLogger", "NStepAccumulator",
+__all__ = ["EVAL_SEED_OFFSET", "Batch", "CoverageVec", "Episode", "MetricsLogger", "NStepAccumulator",
            "NStepTransition", "ParallelEnvVec", "ProgressBar",
            "ReplayBuffer", "RunSpec", "Runner", "Session", "Transition", "VecEnv", "VecStep",
-           "evaluate", "get_rng_state", "hard_update", "load_checkpoint", "make_target",
+           "evaluate", "evaluate_run", "get_rng_state", "hard_update", "load_checkpoint", "make_target",
            "make_vec_env", "save_checkpoint", "seed_everything", "set_rng_state", "soft_update"]

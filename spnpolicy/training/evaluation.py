@@ -8,15 +8,19 @@ first if episodes were counted as they end.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import torch
 
 from spnpolicy.training.runner import Runner
-from spnpolicy.training.vec_env import VecEnv
+from spnpolicy.training.vec_env import VecEnv, make_vec_env
 
-__all__ = ["evaluate"]
+__all__ = ["EVAL_SEED_OFFSET", "evaluate", "evaluate_run"]
 
 ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+EVAL_SEED_OFFSET = 1_000_003
+"""Eval envs are seeded ``seed + EVAL_SEED_OFFSET``: they never replay training episodes."""
 
 
 def evaluate(act: ActFn, envs: VecEnv, episodes: int, seed: int | None = None,
@@ -59,3 +63,27 @@ def evaluate(act: ActFn, envs: VecEnv, episodes: int, seed: int | None = None,
     if envs.has_success:
         result["success_rate"] = float(np.mean([ep.success for ep in kept]))
     return result
+
+
+def evaluate_run(env: str, env_kwargs: dict[str, Any], seed: int, step: int, episodes: int,
+                 greedy: ActFn, stochastic: Callable[[torch.Generator], ActFn] | None = None,
+                 device: str | torch.device = "cpu") -> dict[str, float]:
+    """A training run's evaluation at ``step``: ``greedy`` in fresh fixed-seed eval envs.
+
+    With ``stochastic`` (``generator -> act``), the sampling policy is evaluated too on the
+    same episodes, its metrics prefixed ``stochastic_``; its generator is seeded from
+    ``seed`` and ``step`` so an evaluation repeats exactly after a resume.
+    """
+    def run(act: ActFn) -> dict[str, float]:
+        envs = make_vec_env(env, min(episodes, 64), seed=seed + EVAL_SEED_OFFSET, **env_kwargs)
+        try:
+            return evaluate(act, envs, episodes, seed=seed + EVAL_SEED_OFFSET)
+        finally:
+            envs.close()
+
+    metrics = run(greedy)
+    if stochastic is not None:
+        generator = torch.Generator(device).manual_seed(seed * 1_000_003 + step)
+        sampled = run(stochastic(generator))
+        metrics |= {f"stochastic_{k}": v for k, v in sampled.items() if k != "episodes"}
+    return metrics

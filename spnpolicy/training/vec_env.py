@@ -30,7 +30,6 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import CoverageVecEnv, make_env
-from spnpolicy.envs import coverage_core as core
 from spnpolicy.envs.validation import check_joint_actions
 
 __all__ = ["VecEnv", "VecStep", "CoverageVec", "ParallelEnvVec", "make_vec_env"]
@@ -96,24 +95,11 @@ class CoverageVec:
 
     def state_dict(self) -> dict[str, Any]:
         """Positions, step counters and every copy's generator state."""
-        env = self.env
-        # CoverageVecEnv has no public accessor for its per-copy generators.
-        return {"agent_positions": env.agent_positions.tolist(),
-                "goal_positions": env.goal_positions.tolist(), "elapsed": env.elapsed.tolist(),
-                "rngs": [rng.bit_generator.state for rng in env._rngs]}
+        return self.env.snapshot()
 
     def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        env = self.env
-        self.reset()
-        for rng, rng_state in zip(env._rngs, state["rngs"], strict=True):
-            rng.bit_generator.state = rng_state
-        env.agent_positions[...] = np.asarray(state["agent_positions"])
-        env.goal_positions[...] = np.asarray(state["goal_positions"])
-        env.elapsed[...] = np.asarray(state["elapsed"])
-        covered = core.goal_distances(env.agent_positions, env.goal_positions) == 0
-        env._state = core.global_state(env.agent_positions, env.goal_positions, covered,
-                                       env.elapsed, env.config)
-        return env.state(), core.observations(env.state(), self.num_agents)
+        obs = self.env.restore(state)
+        return self.env.state(), obs
 
     def close(self) -> None:
         """Nothing to release."""

@@ -98,6 +98,15 @@ def test_graph_is_immutable_and_hashable():
     assert {g: 1}[FactorGraph(3, [(0, 1), (1, 2)])] == 1
 
 
+def test_graph_survives_pickle_and_deepcopy():
+    import copy
+    import pickle
+
+    g = FactorGraph(4, [(0, 1), (2, 1, 3), (3, 0)])
+    for clone in (pickle.loads(pickle.dumps(g)), copy.deepcopy(g)):
+        assert clone == g and clone.factors == g.factors and clone.num_agents == 4
+
+
 @pytest.mark.parametrize("graph, width", [
     (FactorGraph.line(8), 2),
     (FactorGraph.star(8), 2),

@@ -23,8 +23,9 @@ def test_auto_factor_graph():
         build_factor_graph("grid", 4)
 
 
-def test_registry_lists_spn_ac_and_its_variants():
-    assert list(ALGORITHMS) == ["spn-ac", "meanfield-ac", "reinforce", "exact-softmax"]
+def test_registry_lists_spn_ac_its_variants_and_the_baselines():
+    assert list(ALGORITHMS) == ["spn-ac", "meanfield-ac", "reinforce", "exact-softmax",
+                                "iql", "vdn", "qmix", "dcg"]
     assert make_config("meanfield-ac", "coverage").policy == "mean_field"
     assert make_config("reinforce", "coverage").actor_gradient == "reinforce"
     assert make_config("exact-softmax", "coverage").policy == "softmax"
@@ -53,7 +54,8 @@ def test_unknown_keys_and_fixed_values():
     ("policy_hidden", (0,)), ("critic_hidden", "64"), ("factor_graph", "grid"),
     ("factor_order", 4), ("reinforce_samples", 1), ("total_steps", 0), ("num_envs", 0),
     ("eval_episodes", 0), ("autotune_alpha", 1), ("max_grad_norm", float("nan")),
-    ("learning_starts", -1), ("critic_rank", -1), ("device", 0),
+    ("learning_starts", -1), ("critic_rank", -1), ("device", 0), ("regulariser", "kl"),
+    ("n_step", 0), ("eval_stochastic", "yes"),
 ])
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field} must"):

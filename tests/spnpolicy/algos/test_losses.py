@@ -51,6 +51,10 @@ def test_soft_value_and_exact_actor_loss_equal_enumeration(dist_and_params):
     e2, _ = _brute(q2, dist)
     alpha = torch.tensor(0.3, dtype=torch.float64)
     torch.testing.assert_close(soft_value([q1, q2], dist, alpha), torch.minimum(e1, e2) + 0.3 * h)
+    # regulariser="kl_uniform": -alpha KL(pi || uniform), the KL by enumeration too
+    kl = N * math.log(K) - h
+    torch.testing.assert_close(soft_value([q1, q2], dist, alpha, N * math.log(K)),
+                               torch.minimum(e1, e2) - 0.3 * kl)
     loss, entropy = actor_loss([q1, q2], dist, alpha)
     torch.testing.assert_close(loss, -(torch.minimum(e1, e2) + 0.3 * h).mean())
     torch.testing.assert_close(entropy, h)

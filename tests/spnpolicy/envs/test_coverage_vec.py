@@ -106,3 +106,31 @@ def test_step_before_reset_and_bad_arguments():
         CoverageVecEnv(2, seed=-1)
     with pytest.raises(ValueError, match="reward"):
         CoverageVecEnv(2, reward="dense")
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS[:2])
+def test_snapshot_restore_continues_exactly(kwargs):
+    rng = np.random.default_rng(0)
+    first, second = CoverageVecEnv(3, seed=5, **kwargs), CoverageVecEnv(3, seed=99, **kwargs)
+    first.reset()
+    for _ in range(7):
+        first.step(rng.integers(0, 6, (3, kwargs["num_agents"])))
+    obs = second.restore(first.snapshot())
+    n = kwargs["num_agents"]
+    np.testing.assert_array_equal(obs[:, :, : first.state_dim],
+                                  np.repeat(first.state()[:, None], n, axis=1))
+    np.testing.assert_array_equal(second.state(), first.state())
+    for _ in range(40):  # long enough for resets: the generators were restored too
+        actions = rng.integers(0, 6, (3, kwargs["num_agents"]))
+        a, b = first.step(actions), second.step(actions)
+        for x, y in zip(a[:4], b[:4]):
+            np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(first.state(), second.state())
+
+
+def test_restore_rejects_a_snapshot_of_another_shape():
+    env = CoverageVecEnv(2, num_agents=2, grid_size=3, seed=0)
+    env.reset()
+    other = CoverageVecEnv(3, num_agents=2, grid_size=3, seed=0)
+    with pytest.raises(ValueError, match="num_envs=3"):
+        other.restore(env.snapshot())

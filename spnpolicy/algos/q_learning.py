@@ -1,0 +1,307 @@
+"""The deep Q-learning loop shared by ``iql``, ``vdn``, ``qmix`` and ``dcg``.
+
+Each of those algorithms is a :class:`QModel` (how to pick greedy joint actions and how to
+value a joint action) plus a config subclassing :class:`QLearningConfig`; :func:`train_q`
+runs the rest, in EPyMARL's ``q_learner`` order:
+
+- act epsilon-greedily, epsilon annealed linearly from ``epsilon_start`` to
+  ``epsilon_finish`` over ``epsilon_anneal_steps`` env steps (each agent independently
+  takes a uniform random action with probability epsilon);
+- store one-step (or ``n_step``) transitions in a uniform replay buffer;
+- TD target with double Q-learning: ``u' = argmax Q(s', .)`` of the online network, valued
+  by the target network, ``y = r + gamma^m (1 - terminated) Qbar(s', u')``; rewards
+  optionally standardised by running statistics (EPyMARL ``standardise_rewards``);
+- mean squared TD error, Adam, gradient-norm clipping;
+- hard target update every ``target_update_interval`` env steps.
+
+Differences from EPyMARL, for the step budgets of this toolkit: transitions are replayed
+one at a time by feedforward networks (no RNN, no episode batches), and intervals count env
+steps rather than episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spnpolicy.algos.config import (OffPolicyConfig, check_bool, check_float, check_hidden,
+                                     check_int)
+from spnpolicy.training import (
+    NStepAccumulator,
+    ReplayBuffer,
+    Runner,
+    Session,
+    VecEnv,
+    evaluate_run,
+    get_rng_state,
+    hard_update,
+    make_target,
+    make_vec_env,
+    seed_everything,
+    set_rng_state,
+)
+
+__all__ = ["ENV_DEFAULTS", "QLearningConfig", "QModel", "RunningMeanStd", "epsilon_greedy",
+           "linear_epsilon", "train_q"]
+
+
+@dataclass(frozen=True)
+class QLearningConfig(OffPolicyConfig):
+    """Hyperparameters shared by the Q-learning baselines (EPyMARL's defaults where it has one)."""
+
+    eval_stochastic: bool = False
+    """Also evaluate the epsilon-greedy policy at epsilon_finish (metrics prefixed stochastic_)."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden widths of the Q network's MLP (EPyMARL: 64-unit feedforward agent)."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    epsilon_start: float = 1.0
+    """Exploration rate at step 0."""
+    epsilon_finish: float = 0.05
+    """Exploration rate after annealing."""
+    epsilon_anneal_steps: int = 50_000
+    """Env steps over which epsilon falls linearly from epsilon_start to epsilon_finish."""
+    target_update_interval: int = 10_000
+    """Env steps between hard target-network copies (EPyMARL: 200 episodes)."""
+    double_q: bool = True
+    """Pick the bootstrap action with the online network, value it with the target one."""
+    standardise_rewards: bool = True
+    """Standardise sampled rewards by their running mean and std (EPyMARL's QMIX default)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.hidden, list):
+            object.__setattr__(self, "hidden", tuple(self.hidden))
+        check_hidden("hidden", self.hidden)
+        for name, minimum in (("epsilon_anneal_steps", 1), ("target_update_interval", 1)):
+            check_int(name, getattr(self, name), minimum)
+        check_float("lr", self.lr, 0.0, low_open=True)
+        check_float("epsilon_start", self.epsilon_start, 0.0, 1.0)
+        check_float("epsilon_finish", self.epsilon_finish, 0.0, 1.0)
+        for name in ("double_q", "standardise_rewards"):
+            check_bool(name, getattr(self, name))
+
+
+#: Per-env-family defaults of the Q-learners (the algorithms' ``ENV_DEFAULTS`` start from them).
+ENV_DEFAULTS = {
+    # One-step games, spn-ac's budget: epsilon anneals over the first half so the values
+    # see every joint action; no bootstrapping, so the target interval does not matter.
+    "matrix": dict(total_steps=2_000, num_envs=8, learning_starts=200, batch_size=64,
+                   gradient_steps=2, hidden=(32,), lr=5e-3, epsilon_anneal_steps=1_000,
+                   target_update_interval=200, eval_interval=250, eval_episodes=8,
+                   checkpoint_interval=500),
+    "coverage": dict(total_steps=300_000, num_envs=16, eval_interval=20_000,
+                     eval_episodes=200, checkpoint_interval=20_000),
+}
+
+
+class QModel(nn.Module):
+    """What :func:`train_q` needs from a Q-learner's network, and the trained agent's ``act``.
+
+    Subclasses define ``greedy(state, obs)`` -> ``[B, n]`` LongTensor of greedy joint
+    actions; ``evaluate(state, obs, actions)`` -> the values the TD error is taken on:
+    ``[B]`` (a joint ``Q(s, u)``) or ``[B, n]`` (independent per-agent values);
+    ``input_shape``, the shape of one input of :meth:`act`; and ``num_actions`` (``k``).
+    ``state`` is ``[B, state_dim]``, ``obs`` ``[B, n, obs_dim]`` (``None`` unless
+    ``needs_obs``: then :meth:`act` takes observations, else global states).
+    """
+
+    needs_obs: bool = True
+    explore_epsilon: float = 0.05
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def greedy(self, state: torch.Tensor | None, obs: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, state: torch.Tensor, obs: torch.Tensor | None,
+                 actions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, observations, deterministic: bool = True,
+            generator: torch.Generator | None = None):
+        """Joint actions ``[B, n]`` for a batch of inputs ``[B, *input_shape]`` (per-agent
+        observations ``[B, n, obs_dim]`` when ``needs_obs``, else global states
+        ``[B, state_dim]``), or ``[n]`` for one input: greedy, or epsilon-greedy at
+        ``explore_epsilon`` (the config's epsilon_finish) when not ``deterministic``.
+        A numpy int64 array for numpy (or list) input, a LongTensor for tensor input."""
+        shape = tuple(self.input_shape)
+        device = next(self.parameters()).device
+        x = torch.as_tensor(observations, dtype=torch.float32, device=device)
+        single = x.dim() == len(shape)
+        x = x.unsqueeze(0) if single else x
+        if tuple(x.shape[1:]) != shape:
+            what = "per-agent observations [B, n, obs_dim]" if self.needs_obs else \
+                "global states [B, state_dim]"
+            raise ValueError(f"observations must be {what} = [B, {', '.join(map(str, shape))}] "
+                             f"or one of them, got shape {list(np.shape(observations))}")
+        actions = self.greedy(None, x) if self.needs_obs else self.greedy(x, None)
+        if not deterministic:
+            actions = epsilon_greedy(actions, self.explore_epsilon, self.num_actions, generator)
+        actions = actions[0] if single else actions
+        return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()
+
+
+def linear_epsilon(step: int, cfg: QLearningConfig) -> float:
+    """Epsilon at env step ``step``: linear from ``epsilon_start`` to ``epsilon_finish``."""
+    fraction = min(step / cfg.epsilon_anneal_steps, 1.0)
+    return cfg.epsilon_start + fraction * (cfg.epsilon_finish - cfg.epsilon_start)
+
+
+def epsilon_greedy(greedy: torch.Tensor, epsilon: float, num_actions: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each entry of ``greedy`` ``[B, n]`` replaced by a uniform action with prob. ``epsilon``.
+
+    Draws the same random numbers whatever ``epsilon`` is (resumed runs stay in step).
+    """
+    explore = torch.rand(greedy.shape, generator=generator, device=greedy.device) < epsilon
+    random = torch.randint(num_actions, greedy.shape, generator=generator, device=greedy.device)
+    return torch.where(explore, random, greedy)
+
+
+class RunningMeanStd:
+    """Running mean and variance of a stream of scalars (parallel update; EPyMARL's
+    ``RunningMeanStd``), used to standardise rewards."""
+
+    def __init__(self, epsilon: float = 1e-4) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, epsilon
+
+    def update(self, x: torch.Tensor) -> None:
+        batch_mean, batch_var, batch_count = float(x.mean()), float(x.var(False)), x.numel()
+        delta, total = batch_mean - self.mean, self.count + batch_count
+        m2 = (self.var * self.count + batch_var * batch_count
+              + delta**2 * self.count * batch_count / total)
+        self.mean, self.var, self.count = self.mean + delta * batch_count / total, m2 / total, total
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / max(self.var, 1e-8) ** 0.5
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+
+
+def td_loss(model: QModel, target_model: QModel, batch, cfg: QLearningConfig,
+            rewards: RunningMeanStd | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean squared double-Q TD error and the values ``Q(s, u)`` it was taken on."""
+    reward = batch.reward if rewards is None else rewards.standardise(batch.reward)
+    with torch.no_grad():
+        chooser = model if cfg.double_q else target_model
+        next_actions = chooser.greedy(batch.next_state, batch.next_obs)
+        next_q = target_model.evaluate(batch.next_state, batch.next_obs, next_actions)
+        shape = (-1,) + (1,) * (next_q.dim() - 1)  # per-agent values share the team reward
+        discount = (cfg.gamma ** batch.steps.to(next_q.dtype)) * (1.0 - batch.terminated)
+        target = reward.view(shape) + discount.view(shape) * next_q
+    q = model.evaluate(batch.state, batch.obs, batch.actions)
+    return F.mse_loss(q, target), q
+
+
+def _evaluate(act: Callable, cfg: QLearningConfig, env: str, env_kwargs: dict,
+              seed: int, step: int, num_actions: int) -> dict[str, float]:
+    def sampler(generator: torch.Generator):
+        return lambda state, obs: epsilon_greedy(act(state, obs), cfg.epsilon_finish,
+                                                 num_actions, generator).cpu().numpy()
+
+    return evaluate_run(env, env_kwargs, seed, step, cfg.eval_episodes,
+                        lambda state, obs: act(state, obs).cpu().numpy(),
+                        sampler if cfg.eval_stochastic else None, cfg.device)
+
+
+def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session: Session,
+            build: Callable[[QLearningConfig, VecEnv], QModel]) -> QModel:
+    """Run deep Q-learning with the network ``build(cfg, envs)``; returns it trained."""
+    seed_everything(seed)
+    device = torch.device(cfg.device)
+    envs = make_vec_env(env, cfg.num_envs, seed=seed, **env_kwargs)
+    runner = Runner(envs)
+    runner.reset(seed=seed)
+    model = build(cfg, envs).to(device)
+    target_model = make_target(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    buffer = ReplayBuffer(cfg.buffer_size, envs.state_dim, envs.num_agents,
+                          obs_dim=envs.obs_dim if model.needs_obs else None, seed=seed,
+                          device=device)
+    nstep = NStepAccumulator(cfg.num_envs, cfg.n_step, cfg.gamma)
+    rewards = RunningMeanStd() if cfg.standardise_rewards else None
+    act_generator = torch.Generator(device).manual_seed(seed)
+    stats = {"sum": {}, "count": 0}  # training metrics averaged between evaluations
+
+    def tensors(state: np.ndarray, obs: np.ndarray):
+        return (torch.as_tensor(state, device=device),
+                torch.as_tensor(obs, device=device) if model.needs_obs else None)
+
+    @torch.no_grad()
+    def greedy(state: np.ndarray, obs: np.ndarray) -> torch.Tensor:
+        return model.greedy(*tensors(state, obs))
+
+    payload = session.restore()
+    if payload is not None:
+        model.load_state_dict(payload["model"])
+        target_model.load_state_dict(payload["target_model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        buffer.load_state_dict(payload["buffer"])
+        runner.load_state_dict(payload["runner"])
+        nstep.load_state_dict(payload["nstep"])
+        if rewards is not None:
+            rewards.load_state_dict(payload["rewards"])
+        act_generator.set_state(payload["act_generator"])
+        set_rng_state(payload["rng"])
+        stats = payload["stats"]
+    step = session.begin(payload)
+
+    while True:
+        if session.eval_due(step):
+            count = max(stats["count"], 1)
+            means = {name: total / count for name, total in stats["sum"].items()}
+            metrics = _evaluate(greedy, cfg, env, env_kwargs, seed, step, envs.num_actions)
+            session.record(step, metrics | means | {"epsilon": linear_epsilon(step, cfg)})
+            stats = {"sum": {}, "count": 0}
+        if session.checkpoint_due(step):
+            session.save(step, {
+                "model": model.state_dict(), "target_model": target_model.state_dict(),
+                "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(),
+                "runner": runner.state_dict(), "nstep": nstep.state_dict(),
+                "rewards": rewards.state_dict() if rewards is not None else {},
+                "act_generator": act_generator.get_state(), "rng": get_rng_state(),
+                "stats": stats})
+        if step >= cfg.total_steps:
+            break
+
+        # collect -> store
+        actions = epsilon_greedy(greedy(runner.state, runner.obs), linear_epsilon(step, cfg),
+                                 envs.num_actions, act_generator)
+        buffer.add(nstep.push(runner.step(actions.cpu().numpy())))
+        previous, step = step, step + cfg.num_envs
+        session.advance(cfg.num_envs)
+        if step >= cfg.learning_starts and (step // cfg.num_envs) % cfg.update_every == 0:
+            for _ in range(cfg.gradient_steps):
+                # sample -> loss -> step
+                batch = buffer.sample(cfg.batch_size)
+                if rewards is not None:
+                    rewards.update(batch.reward)
+                loss, q = td_loss(model, target_model, batch, cfg, rewards)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                for name, value in (("loss_td", loss), ("q_taken", q.mean())):
+                    stats["sum"][name] = stats["sum"].get(name, 0.0) + float(value.detach())
+                stats["count"] += 1
+        # target update
+        if step // cfg.target_update_interval > previous // cfg.target_update_interval:
+            hard_update(target_model, model)
+
+    envs.close()
+    session.close()
+    return model.eval()

@@ -1,0 +1,127 @@
+"""The ``bench`` and ``plot`` commands (registered in ``spnpolicy.cli``).
+
+```
+spnpolicy bench coverage-quick-small --workers 2            # the README's few-minute demo
+spnpolicy bench matrix --algos spn-ac,vdn --seeds 3 --out runs/bench/matrix
+spnpolicy bench coverage-paper --seeds 0,1 --algos spn-ac,vdn --ray auto
+spnpolicy plot runs/bench/matrix                              # redraw from the run dirs
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _suite_listing() -> str:
+    from spnpolicy.bench.suites import SUITES
+
+    lines = []
+    for suite in SUITES.values():
+        p = suite.protocol
+        lines.append(f"  {suite.name}: {suite.description}\n      tasks: "
+                     f"{', '.join(suite.task_names())}\n      algorithms: "
+                     f"{', '.join(suite.algos)}; {suite.seeds} seeds; {p.total_steps:,d} env "
+                     f"steps, greedy evaluation every {p.eval_interval:,d} over "
+                     f"{p.eval_episodes} episodes")
+    return "suites:\n" + "\n".join(lines)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``bench`` and ``plot`` to the ``spnpolicy`` subcommands."""
+    bench = commands.add_parser(
+        "bench", help="run a benchmark suite (multi-seed, with tables and plots)",
+        epilog=_suite_listing(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every (task, algorithm, seed) of SUITE under the same env-step "
+        "budget and greedy evaluation, each in OUT/runs/<task>/<algo>/s<seed>; finished "
+        "runs are skipped and interrupted ones resumed. Writes OUT/summary.json, "
+        "OUT/summary.md and PNG plots, and prints the table and the plots' paths.")
+    bench.add_argument("suite", metavar="SUITE", help="suite name (listed below)")
+    bench.add_argument("--out", default=None, help="output directory (default runs/bench/SUITE)")
+    bench.add_argument("--seeds", default=None, help="a count (3: seeds 0, 1, 2) or a list "
+                       "(0,4,7); default the suite's count")
+    bench.add_argument("--total-steps", type=int, default=None,
+                       help="env-step budget of every run (default the suite's)")
+    bench.add_argument("--algos", type=_names, default=None, metavar="A,B",
+                       help="only these algorithms of the suite")
+    bench.add_argument("--tasks", type=_names, default=None, metavar="T,U",
+                       help="only these tasks of the suite")
+    bench.add_argument("--workers", type=int, default=1,
+                       help="parallel worker processes, one torch thread each (default 1)")
+    bench.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run on the Ray cluster at ADDRESS ('auto' for the local one; "
+                       "needs the ray extra and OUT on a filesystem the nodes share)")
+    bench.set_defaults(handler=_bench)
+
+    plot = commands.add_parser(
+        "plot", help="redraw a benchmark's summary and plots from run directories",
+        description="Read config.json and metrics.jsonl of the run directories (or of every "
+        "run directory inside the given directories) and write summary.json, summary.md and "
+        "the PNG plots.")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                      help="run directories, or directories holding them (a bench's OUT)")
+    plot.add_argument("--out", default=None,
+                      help="output directory (default: RUN_DIR when only one is given)")
+    plot.add_argument("--metric", default=None, help="evaluation metric to report (default "
+                      "success_rate where every run has it, else return_mean)")
+    plot.set_defaults(handler=_plot)
+
+
+def _show(summary: dict, paths: list[Path]) -> None:
+    from spnpolicy.bench.report import markdown
+
+    print("\n" + markdown(summary))
+    print("written:\n" + "\n".join(f"  {path}" for path in paths))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from spnpolicy.bench.report import write_report
+    from spnpolicy.bench.runner import parse_seeds, plan, run_all
+    from spnpolicy.bench.suites import get_suite
+
+    suite = get_suite(args.suite)
+    out = Path(args.out if args.out is not None else f"runs/bench/{suite.name}")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    runs = plan(suite, out, algos=args.algos, tasks=args.tasks, seeds=seeds,
+                total_steps=args.total_steps)
+    protocol = runs[0].config
+    print(f"{suite.name}: {len(runs)} runs, {protocol['total_steps']:,d} env steps each, greedy "
+          f"evaluation every {protocol['eval_interval']:,d} steps over "
+          f"{protocol['eval_episodes']} episodes; output in {out}", flush=True)
+    outcome = run_all(runs, workers=args.workers, ray_address=args.ray, metric=suite.metric,
+                      log=lambda line: print(line, flush=True))
+    for run, error in outcome.failures:
+        print(f"spnpolicy bench: {run.label()} failed ({run.run_dir}): {error}",
+              file=sys.stderr)
+    if not outcome.records:
+        raise ValueError(f"no run of suite {suite.name!r} finished; see the errors above")
+    summary, paths = write_report(outcome.records, out, suite.name, suite.metric,
+                                  suite.task_names())
+    _show(summary, paths)
+    return 1 if outcome.failures else 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from spnpolicy.bench.records import find_run_dirs, load_run
+    from spnpolicy.bench.report import write_report
+    from spnpolicy.bench.suites import SUITES
+
+    if args.out is None and len(args.run_dirs) > 1:
+        raise ValueError(f"give --out when plotting {len(args.run_dirs)} paths")
+    out = Path(args.out if args.out is not None else args.run_dirs[0])
+    records = [load_run(path) for path in find_run_dirs(args.run_dirs)]
+    suites = {r.suite for r in records}
+    suite = SUITES.get(suites.pop()) if len(suites) == 1 else None
+    summary, paths = write_report(records, out, suite.name if suite else None,
+                                  args.metric or (suite.metric if suite else None),
+                                  suite.task_names() if suite else ())
+    _show(summary, paths)
+    return 0

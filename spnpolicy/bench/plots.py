@@ -1,0 +1,134 @@
+"""Plots of a benchmark (matplotlib, Agg backend, PNG files).
+
+- ``learning_curves.png``: the metric of the greedy evaluations vs env steps, mean over
+  seeds with a 95% bootstrap CI band, one panel per task, one line per algorithm.
+- ``matrix_optimal.png``: per matrix game and algorithm, the fraction of seeds whose final
+  greedy joint action is optimal, with its 95% bootstrap CI.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spnpolicy.bench.records import RunRecord, ordered
+from spnpolicy.bench.stats import mean_ci
+
+__all__ = ["LEARNING_CURVES_PNG", "MATRIX_PNG", "learning_curve", "plot_learning_curves",
+           "plot_matrix_optimal"]
+
+LEARNING_CURVES_PNG = "learning_curves.png"
+MATRIX_PNG = "matrix_optimal.png"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curve(runs: Sequence[RunRecord], metric: str) -> np.ndarray:
+    """``[4, steps]``: env steps, mean, CI low, CI high of ``metric`` over ``runs`` (seeds)
+    at the evaluation steps every run has reached (NaN bounds with one run)."""
+    steps = sorted(set.intersection(*({h["step"] for h in r.history if metric in h}
+                                      for r in runs)))
+    rows = []
+    for step in steps:
+        values = [next(h[metric] for h in r.history if h["step"] == step) for r in runs]
+        estimate = mean_ci(values)
+        rows.append((step, estimate.value, estimate.low, estimate.high))
+    return np.array(rows, dtype=float).T.reshape(4, len(steps))
+
+
+def _colors(algos: Sequence[str]) -> dict[str, Any]:
+    plt = _pyplot()
+    cycle = plt.get_cmap("tab10")
+    return {algo: cycle(i % 10) for i, algo in enumerate(algos)}
+
+
+def plot_learning_curves(records: Sequence[RunRecord], metric: str, path: str | os.PathLike,
+                         task_order: Sequence[str] = ()) -> Path:
+    """Draw the learning curves of ``records`` (finished or not) to ``path``."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    records = [r for r in records if r.history]
+    tasks, algos = ordered(records, task_order)
+    colors = _colors(algos)
+    cols = min(4, len(tasks))
+    rows = math.ceil(len(tasks) / cols)
+    legend_inches = 0.35 + 0.22 * math.ceil(len(algos) / 4)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.0 * cols, 8.0),
+                                                  3.2 * rows + legend_inches), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for algo in algos:
+            runs = [r for r in records if r.task == task and r.algo == algo]
+            if not runs:
+                continue
+            steps, mean, low, high = learning_curve(runs, metric)
+            ax.plot(steps, mean, color=colors[algo])
+            if not np.isnan(low).all():
+                ax.fill_between(steps, low, high, color=colors[algo], alpha=0.15, linewidth=0)
+        ax.set_title(task)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(metric)
+        if metric.endswith("_rate"):
+            ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    seeds = {algo: len({r.seed for r in records if r.algo == algo}) for algo in algos}
+    handles = [Line2D([], [], color=colors[algo], label=f"{algo} ({seeds[algo]} seeds)")
+               for algo in algos]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(algos), 4), frameon=False,
+               fontsize="small", title_fontsize="small",
+               title="mean over seeds; bands: 95% bootstrap CI")
+    fig.tight_layout(rect=(0, legend_inches / fig.get_figheight(), 1, 1))
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_matrix_optimal(summary: dict[str, Any], path: str | os.PathLike) -> Path | None:
+    """Bar chart of the optimal-joint-action fraction per matrix game and algorithm from a
+    summary (``report.summarise``); None (and no file) when it has no matrix game."""
+    games = [t for t in summary["tasks"]
+             if any("optimal_fraction" in e for e in summary["results"][t].values())]
+    if not games:
+        return None
+    plt = _pyplot()
+    algos = summary["algos"]
+    colors = _colors(algos)
+    width = 0.8 / len(algos)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(games) * len(algos) + 3), 4.2))
+    x = np.arange(len(games))
+    for i, algo in enumerate(algos):
+        entries = [summary["results"][g].get(algo, {}).get("optimal_fraction") for g in games]
+        value = np.array([np.nan if e is None else e["value"] for e in entries])
+        low = np.array([np.nan if e is None or e["ci95"][0] is None else e["ci95"][0]
+                        for e in entries])
+        high = np.array([np.nan if e is None or e["ci95"][1] is None else e["ci95"][1]
+                         for e in entries])
+        errors = np.nan_to_num(np.stack([value - low, high - value]), nan=0.0)
+        ax.bar(x + (i - (len(algos) - 1) / 2) * width, np.nan_to_num(value), width,
+               yerr=errors, error_kw={"elinewidth": 0.8, "capsize": 1.5}, color=colors[algo],
+               label=algo)
+    ax.set_xticks(x, games, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction of seeds optimal")
+    ax.set_title("Final greedy joint action optimal (95% bootstrap CI)")
+    ax.legend(fontsize="small", frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

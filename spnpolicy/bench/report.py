@@ -1,0 +1,158 @@
+"""Summarise runs into ``summary.json`` and ``summary.md``.
+
+Scores are the final greedy evaluation of each finished run. Per (task, algorithm): the
+metric's and the return's mean with a 95% bootstrap CI over seeds and, for matrix games,
+the fraction of seeds whose greedy joint action is optimal; per algorithm: the IQM of the
+metric over all its runs of all tasks.
+
+``summary.json`` layout::
+
+    {"suite": "matrix" | null, "metric": "success_rate", "tasks": [...], "algos": [...],
+     "total_steps": [5000], "unfinished": ["climbing spn-ac s3", ...],
+     "results": {task: {algo: {"seeds": [0, 1, ...], "metric": E, "return": E,
+                               "optimal_fraction": E, "optimal_seeds": 7}}},   # matrix only
+     "iqm": {algo: E}}
+
+where ``E`` is ``{"value": v, "ci95": [low, high], "n": runs}`` (null bounds: one run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from spnpolicy.bench.matrix import is_matrix_game, reached_optimum
+from spnpolicy.bench.records import RunRecord, ordered
+from spnpolicy.bench.stats import Estimate, iqm_ci, mean_ci
+
+__all__ = ["SUMMARY_JSON", "SUMMARY_MD", "choose_metric", "markdown", "summarise", "write_report",
+           "write_summary"]
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+
+def choose_metric(records: Sequence[RunRecord]) -> str:
+    """``success_rate`` when every run's evaluations report it, else ``return_mean``."""
+    has_success = all("success_rate" in r.final for r in records if r.history)
+    return "success_rate" if has_success else "return_mean"
+
+
+def _cell(runs: list[RunRecord], metric: str) -> dict[str, Any]:
+    cell = {"seeds": [r.seed for r in runs],
+            "metric": mean_ci([r.final[metric] for r in runs]).to_json(),
+            "return": mean_ci([r.final["return_mean"] for r in runs]).to_json()}
+    if is_matrix_game(runs[0].env):
+        flags = [float(reached_optimum(r.final)) for r in runs]
+        cell["optimal_fraction"] = mean_ci(flags).to_json()
+        cell["optimal_seeds"] = int(sum(flags))
+    return cell
+
+
+def summarise(records: Sequence[RunRecord], suite: str | None = None,
+              metric: str | None = None, task_order: Sequence[str] = ()) -> dict[str, Any]:
+    """The summary (module docstring) of the finished runs among ``records``."""
+    finished = [r for r in records if r.finished]
+    if not finished:
+        raise ValueError(f"no finished run among the {len(records)} given: nothing to "
+                         f"summarise")
+    metric = metric or choose_metric(finished)
+    lacking = sorted({f"{r.task} {r.algo}" for r in finished if metric not in r.final})
+    if lacking:
+        raise ValueError(f"metric {metric!r} is missing from the evaluations of {lacking}")
+    tasks, algos = ordered(finished, task_order)
+    results: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        for algo in algos:
+            runs = sorted((r for r in finished if r.task == task and r.algo == algo),
+                          key=lambda r: r.seed)
+            if runs:
+                results.setdefault(task, {})[algo] = _cell(runs, metric)
+    iqm = {}
+    for algo in algos:
+        per_task = [[r.final[metric] for r in finished if r.task == task and r.algo == algo]
+                    for task in tasks]
+        iqm[algo] = iqm_ci([scores for scores in per_task if scores]).to_json()
+    return {"suite": suite, "metric": metric, "tasks": tasks, "algos": algos,
+            "total_steps": sorted({r.total_steps for r in finished}),
+            "unfinished": [f"{r.task} {r.algo} s{r.seed}" for r in records if not r.finished],
+            "results": results, "iqm": iqm}
+
+
+def _estimate(entry: dict[str, Any] | None, digits: int = 2) -> str:
+    if entry is None:
+        return "–"
+    low, high = entry["ci95"]
+    nan = float("nan")
+    return Estimate(entry["value"], nan if low is None else low, nan if high is None else high,
+                    entry["n"]).format(digits)
+
+
+def _table(summary: dict[str, Any], rows: list[str], cell) -> list[str]:
+    algos = summary["algos"]
+    lines = ["| task | " + " | ".join(algos) + " |", "|---" * (len(algos) + 1) + "|"]
+    for task in rows:
+        entries = summary["results"].get(task, {})
+        lines.append(f"| {task} | " + " | ".join(cell(entries.get(a)) for a in algos) + " |")
+    return lines
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as markdown: the metric per task (and its IQM), the seeds reaching an
+    optimal joint action in the matrix games, and the return per task."""
+    metric, tasks = summary["metric"], summary["tasks"]
+    budgets = ", ".join(f"{b:,d}" for b in summary["total_steps"])
+    title = f"## {summary['suite']}" if summary["suite"] else "## Benchmark summary"
+    protocol = (f"Final greedy evaluation after {budgets} env steps per run; mean [95% "
+                f"bootstrap CI] over seeds; IQM over all runs of all tasks.")
+    lines = [title, "", protocol, "", f"### {metric}", ""]
+    lines += _table(summary, tasks, lambda e: _estimate(e and e["metric"]))
+    lines.append("| **IQM** | " + " | ".join(_estimate(summary["iqm"][a])
+                                               for a in summary["algos"]) + " |")
+    games = [t for t in tasks if any("optimal_seeds" in e
+                                     for e in summary["results"][t].values())]
+    if games:
+        lines += ["", "### Seeds reaching an optimal joint action", ""]
+        lines += _table(summary, games, lambda e: "–" if e is None else
+                        f"{e['optimal_seeds']}/{len(e['seeds'])}")
+    lines += ["", "### return_mean", ""]
+    lines += _table(summary, tasks, lambda e: _estimate(e and e["return"], 3))
+    if summary["unfinished"]:
+        lines += ["", f"Not counted (unfinished): {', '.join(summary['unfinished'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``summary.json`` and ``summary.md`` into ``out``; their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / SUMMARY_JSON, out / SUMMARY_MD
+    json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    md_path.write_text(markdown(summary))
+    return json_path, md_path
+
+
+def write_report(records: Sequence[RunRecord], out: str | os.PathLike, suite: str | None = None,
+                 metric: str | None = None, task_order: Sequence[str] = ()
+                 ) -> tuple[dict[str, Any], list[Path]]:
+    """Summarise ``records`` and draw their plots into ``out``; the summary and the paths
+    written (summary.json, summary.md, the PNGs)."""
+    from spnpolicy.bench.plots import (
+        LEARNING_CURVES_PNG,
+        MATRIX_PNG,
+        plot_learning_curves,
+        plot_matrix_optimal,
+    )
+
+    summary = summarise(records, suite, metric, task_order)
+    paths = list(write_summary(summary, out))
+    out = Path(out)
+    paths.append(plot_learning_curves(records, summary["metric"], out / LEARNING_CURVES_PNG,
+                                      summary["tasks"]))
+    matrix = plot_matrix_optimal(summary, out / MATRIX_PNG)
+    if matrix is not None:
+        paths.append(matrix)
+    return summary, paths

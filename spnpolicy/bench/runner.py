@@ -1,0 +1,258 @@
+"""Run a suite: expand it into runs, skip the finished ones, train the rest in parallel.
+
+```python
+from spnpolicy.bench.runner import plan, run_all
+runs = plan(get_suite("matrix"), "bench/matrix", algos=["spn-ac"], seeds=3)
+outcome = run_all(runs, workers=2)          # outcome.records: a RunRecord per finished run
+```
+
+Each run trains in ``OUT/runs/<task>/<algo>/s<seed>/`` with ``resume=True``: a run that
+reached its budget is skipped, one that was interrupted continues from its last
+checkpoint (a run killed before its first checkpoint starts over). Workers are spawned
+processes with one torch thread each; with a Ray address the runs are Ray tasks instead
+(one CPU each; skipping and resuming then need ``OUT`` on a filesystem the nodes share).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spnpolicy.algos.registry import ALGORITHMS, get_algorithm
+from spnpolicy.bench.records import BENCH_JSON, RunRecord, load_run
+from spnpolicy.bench.suites import Protocol, Suite, Task
+from spnpolicy.training.checkpoint import LAST
+
+__all__ = ["BenchRun", "Outcome", "execute", "finished_record", "parse_seeds", "plan", "run_all"]
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One (task, algorithm, seed) of a suite, with everything a worker needs."""
+
+    suite: str
+    task: Task
+    algo: str
+    seed: int
+    config: dict[str, Any]
+    """Config overrides: the suite's protocol and the suite config fields the algo has."""
+    run_dir: Path
+
+    @property
+    def total_steps(self) -> int:
+        return self.config["total_steps"]
+
+    def label(self) -> str:
+        return f"{self.task.name} {self.algo} s{self.seed}"
+
+
+@dataclass
+class Outcome:
+    """What :func:`run_all` returns: the runs' records (finished or skipped, in plan
+    order) and the runs that raised, with the error message."""
+
+    records: list[RunRecord] = field(default_factory=list)
+    failures: list[tuple[BenchRun, str]] = field(default_factory=list)
+
+
+def parse_seeds(text: str) -> int | tuple[int, ...]:
+    """``"3"`` -> 3 (seeds 0, 1, 2); ``"0,4,7"`` or ``"5,"`` -> those seeds."""
+    try:
+        if "," not in text:
+            return int(text)
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"seeds must be a count (3) or a comma-separated list (0,4,7), got "
+                         f"{text!r}") from None
+
+
+def _seed_list(seeds: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"the number of seeds must be >= 1, got {seeds}")
+        return tuple(range(seeds))
+    chosen = tuple(seeds)
+    if not chosen or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in chosen):
+        raise ValueError(f"seeds must be ints >= 0, got {list(chosen)}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"seeds must not repeat, got {list(chosen)}")
+    return chosen
+
+
+def _select(kind: str, suite: Suite, chosen: Sequence[str] | None,
+            valid: tuple[str, ...]) -> tuple[str, ...]:
+    if chosen is None:
+        return valid
+    unknown = [name for name in chosen if name not in valid]
+    if unknown or not chosen:
+        raise ValueError(f"unknown {kind}(s) {unknown or list(chosen)} for suite "
+                         f"{suite.name!r}; valid: {', '.join(valid)}")
+    return tuple(dict.fromkeys(chosen))
+
+
+def _config(suite: Suite, algo: str, protocol: Protocol) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(get_algorithm(algo).config_cls)}
+    return protocol.overrides() | {k: v for k, v in suite.config.items() if k in names}
+
+
+def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = None,
+         tasks: Sequence[str] | None = None, seeds: int | Sequence[int] | None = None,
+         total_steps: int | None = None) -> list[BenchRun]:
+    """The runs of ``suite`` under ``out``, seed by seed (so that a partly run suite has
+    every task and algorithm), filtered by ``algos`` / ``tasks`` (names from the suite),
+    ``seeds`` (a count or a list; default the suite's count) and with ``total_steps`` as
+    every run's budget (default the suite's). ValueError for a name the suite lacks or an
+    algorithm this install does not register."""
+    algos = _select("algorithm", suite, algos, suite.algos)
+    missing = [a for a in algos if a not in ALGORITHMS]
+    if missing:
+        raise ValueError(f"suite {suite.name!r} needs algorithm(s) {missing} that are not "
+                         f"registered; registered: {', '.join(ALGORITHMS)}; choose others "
+                         f"with --algos")
+    task_names = _select("task", suite, tasks, suite.task_names())
+    protocol = suite.protocol.with_budget(total_steps)
+    configs = {algo: _config(suite, algo, protocol) for algo in algos}
+    out = Path(out).absolute()  # workers (Ray tasks) may run in another directory
+    return [BenchRun(suite.name, suite.task(name), algo, seed, configs[algo],
+                     out / "runs" / name / algo / f"s{seed}")
+            for seed in _seed_list(suite.seeds if seeds is None else seeds)
+            for name in task_names for algo in algos]
+
+
+def _checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / LAST
+
+
+def finished_record(run: BenchRun) -> RunRecord | None:
+    """The record of ``run`` if its directory holds it trained to its budget, else None."""
+    if not _checkpoint(run.run_dir).exists():
+        return None
+    record = load_run(run.run_dir)
+    done = record.history and record.final["step"] >= run.total_steps
+    return record if done else None
+
+
+def execute(run: BenchRun) -> RunRecord:
+    """Train ``run`` (resuming from its checkpoint if it has one); its record."""
+    import spnpolicy
+
+    torch.set_num_threads(1)
+    if run.run_dir.exists() and not _checkpoint(run.run_dir).exists():
+        shutil.rmtree(run.run_dir)  # its metrics would be appended to, not replaced
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / BENCH_JSON).write_text(json.dumps({"suite": run.suite,
+                                                      "task": run.task.name}) + "\n")
+    spnpolicy.train(run.algo, run.task.env, seed=run.seed, out_dir=run.run_dir,
+                    env_kwargs=dict(run.task.env_kwargs), resume=True, progress=False,
+                    verbose=False, **run.config)
+    return load_run(run.run_dir)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+#: ``done(index, record, error)``: called once per run, with a record or an error message.
+Done = Callable[[int, "RunRecord | None", "str | None"], None]
+Todo = list[tuple[int, BenchRun]]
+
+
+def _message(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _run_processes(todo: Todo, workers: int, done: Done) -> None:
+    if workers == 1:
+        for index, run in todo:
+            try:
+                record = execute(run)
+            except Exception as error:  # noqa: BLE001  (one broken run must not lose the others)
+                done(index, None, _message(error))
+            else:
+                done(index, record, None)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        futures = {pool.submit(execute, run): index for index, run in todo}
+        try:
+            for future in as_completed(futures):
+                error = future.exception()
+                done(futures[future], None if error else future.result(),
+                     _message(error) if error else None)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _run_ray(todo: Todo, address: str, done: Done) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--ray needs the ray package: pip install 'spnpolicy[ray]'") from None
+    ray.init(address=address, ignore_reinit_error=True)
+    remote = ray.remote(num_cpus=1)(execute)
+    pending = {remote.remote(run): index for index, run in todo}
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        index = pending.pop(ref)
+        try:
+            record = ray.get(ref)
+        except Exception as error:  # noqa: BLE001  (as in _run_processes)
+            done(index, None, _message(error))
+        else:
+            done(index, record, None)
+
+
+def _progress_line(count: int, total: int, run: BenchRun, record: RunRecord | None,
+                   error: str | None, metric: str, skipped: bool = False) -> str:
+    head = f"[{count}/{total}] {run.label()}"
+    if error is not None:
+        return f"{head}: FAILED {error}"
+    final = record.final
+    shown = [f"{key} {final[key]:.3g}" for key in dict.fromkeys((metric, "return_mean"))
+             if isinstance(final.get(key), (int, float))]
+    note = "already finished" if skipped else f"{final.get('wall_time', 0):.0f} s"
+    return f"{head}: {', '.join(shown)} at step {final['step']:,d} ({note})"
+
+
+def run_all(runs: Sequence[BenchRun], workers: int = 1, ray_address: str | None = None,
+            metric: str = "success_rate", log: Callable[[str], None] = print) -> Outcome:
+    """Train the runs that are not finished, ``workers`` at a time (or as Ray tasks on the
+    cluster at ``ray_address``), logging a progress line per finished run."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    results: dict[int, RunRecord] = {}
+    outcome = Outcome()
+    todo: Todo = []
+    for index, run in enumerate(runs):
+        record = finished_record(run)
+        if record is None:
+            todo.append((index, run))
+            continue
+        results[index] = record
+        log(_progress_line(len(results), len(runs), run, record, None, metric, skipped=True))
+
+    def done(index: int, record: RunRecord | None, error: str | None) -> None:
+        if record is not None:
+            results[index] = record
+        else:
+            outcome.failures.append((runs[index], error))
+        count = len(results) + len(outcome.failures)
+        log(_progress_line(count, len(runs), runs[index], record, error, metric))
+
+    if todo and ray_address is not None:
+        _run_ray(todo, ray_address, done)
+    elif todo:
+        _run_processes(todo, workers, done)
+    outcome.records = [results[i] for i in sorted(results)]
+    return outcome

@@ -1,0 +1,141 @@
+"""Benchmark suites: which tasks, algorithms, seeds and evaluation protocol a bench runs.
+
+```python
+from spnpolicy.bench.suites import get_suite
+suite = get_suite("matrix")
+suite.task_names()          # ('climbing', 'penalty-k0', ..., 'stag_hunt')
+suite.protocol.total_steps  # the env-step budget of every algorithm on every task
+```
+
+Protocol (Gorsane et al. 2022): every algorithm gets the same env-step budget on a task,
+and is evaluated greedily every ``eval_interval`` env steps (and at step 0 and at the end)
+over ``eval_episodes`` episodes. The suite sets these fields in every algorithm's config;
+the algorithm's other hyperparameters are its own defaults for the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from spnpolicy.algos.config import check_int
+
+__all__ = ["SUITES", "Protocol", "Suite", "Task", "get_suite"]
+
+#: The algorithms every full suite compares, in table order.
+ALL_ALGOS = ("spn-ac", "meanfield-ac", "reinforce", "iql", "vdn", "qmix", "dcg")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One environment setting: ``make_env(env, **env_kwargs)``, called ``name`` in tables
+    and in run directories (``runs/<name>/<algo>/s<seed>``)."""
+
+    name: str
+    env: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The evaluation protocol, the same for every algorithm of a suite."""
+
+    total_steps: int
+    """Env-step budget of every run."""
+    eval_interval: int
+    """Env steps between greedy evaluations (also one at step 0 and one at the end)."""
+    eval_episodes: int
+    """Episodes per greedy evaluation."""
+    checkpoint_interval: int
+    """Env steps between checkpoints: how much an interrupted run loses."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check_int(f.name, getattr(self, f.name), 1)
+
+    def with_budget(self, total_steps: int | None) -> Protocol:
+        """This protocol with another budget (intervals capped by it); None keeps it.
+
+        The intervals stay as they are otherwise, so that a run can later be extended to a
+        larger budget by resuming it (its config must not change).
+        """
+        if total_steps is None:
+            return self
+        check_int("total_steps", total_steps, 1)
+        return Protocol(total_steps, min(self.eval_interval, total_steps), self.eval_episodes,
+                        min(self.checkpoint_interval, total_steps))
+
+    def overrides(self) -> dict[str, int]:
+        """The config overrides that impose this protocol on an algorithm."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A benchmark: every (task, algorithm, seed) combination is one run."""
+
+    name: str
+    description: str
+    tasks: tuple[Task, ...]
+    algos: tuple[str, ...]
+    seeds: int
+    """Seeds per (task, algorithm): seeds 0 .. seeds-1 unless the user picks others."""
+    protocol: Protocol
+    metric: str = "success_rate"
+    """The evaluation metric that tables and learning curves report."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Config overrides for every algorithm whose config has the field (e.g. the factor
+    graph of the factored critics); algorithms without the field ignore it."""
+
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(task.name for task in self.tasks)
+
+    def task(self, name: str) -> Task:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise ValueError(f"unknown task {name!r} for suite {self.name!r}; valid: "
+                         f"{', '.join(self.task_names())}")
+
+
+_MATRIX_TASKS = (Task("climbing", "climbing"),
+                 *(Task(f"penalty-k{k}", "penalty", {"k": k}) for k in (0, 25, 50, 75, 100)),
+                 Task("coordination", "coordination"), Task("linear", "linear"),
+                 Task("monotonic", "monotonic"), Task("stag_hunt", "stag_hunt"))
+
+_COVERAGE_QUICK = {"num_agents": 3, "grid_size": 6, "max_steps": 50, "reward": "sparse"}
+_COVERAGE_SMALL = {"num_agents": 2, "grid_size": 4, "max_steps": 20, "reward": "sparse"}
+_COVERAGE_PAPER = {"num_agents": 6, "grid_size": 20, "max_steps": 200, "reward": "sparse"}
+
+SUITES: dict[str, Suite] = {suite.name: suite for suite in (
+    Suite("matrix", "the matrix games (penalty with k = 0 .. 100); greedy success = the "
+          "optimal joint action", _MATRIX_TASKS, ALL_ALGOS, 10,
+          Protocol(total_steps=2_000, eval_interval=250, eval_episodes=8,
+                   checkpoint_interval=500)),
+    Suite("coverage-quick", "coverage, 3 agents on 6x6, 50 steps, sparse reward",
+          (Task("coverage-3x6x6", "coverage", _COVERAGE_QUICK),), ALL_ALGOS, 10,
+          Protocol(total_steps=300_000, eval_interval=20_000, eval_episodes=100,
+                   checkpoint_interval=20_000)),
+    # The README's few-minute demo: 3 agents on 6x6 are not learned in a few CPU minutes
+    # (benchmarks/coverage_quick_spn_ac.py), 2 agents on 4x4 are, from 10% random success.
+    Suite("coverage-quick-small", "coverage-quick reduced to run in about 10 minutes on 2 "
+          "cores: 2 agents on 4x4, 20 steps, sparse reward, 3 seeds",
+          (Task("coverage-2x4x4", "coverage", _COVERAGE_SMALL),),
+          ALL_ALGOS, 3,
+          Protocol(total_steps=60_000, eval_interval=5_000, eval_episodes=100,
+                   checkpoint_interval=10_000)),
+    Suite("coverage-paper", "seed 000's setting: coverage, 6 agents on 20x20, 200 steps, "
+          "sparse reward, critics on 20 random pairwise factors (hours per run)",
+          (Task("coverage-6x20x20", "coverage", _COVERAGE_PAPER),), ALL_ALGOS, 10,
+          Protocol(total_steps=2_000_000, eval_interval=50_000, eval_episodes=100,
+                   checkpoint_interval=25_000),
+          config={"factor_graph": "random", "num_factors": 20, "factor_order": 2}),
+)}
+
+
+def get_suite(name: str) -> Suite:
+    """The suite ``name``; ValueError listing the valid names otherwise."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; valid: {', '.join(SUITES)}")
+    return SUITES[name]

@@ -1,0 +1,187 @@
+"""``spnpolicy query``: ask a trained joint policy about one state of its environment.
+
+```
+spnpolicy query runs/cov4 --fix 3=noop                 # agent 3 is broken: the others?
+spnpolicy query runs/cov4 --drop 2 --samples 10        # agent 2 is lost: the rest's marginal
+spnpolicy query runs/cov4/checkpoints/last.pt --env coverage --env-kw grid_size=5 --seed 7
+```
+
+The state is given (``--state``) or the env's reset state for ``--seed`` (the run's env and
+env arguments unless ``--env`` / ``--env-kw`` say otherwise). Printed: the state, each agent's
+conditional marginal over its actions (named where the env names them), samples of the joint
+action, and the most likely joint action with its probability.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["action_names", "register", "reset_state"]
+
+
+def register(commands) -> None:
+    """Add the ``query`` subcommand to the CLI's subparsers."""
+    from spnpolicy.cli import _key_value
+
+    query = commands.add_parser(
+        "query", help="query a trained joint policy: conditionals, marginals, samples, MPE",
+        description="Ask a trained joint policy about the reset state of its env (for --seed): "
+        "each agent's marginal given the --fix evidence with the --drop agents summed out, "
+        "samples of the joint action, and the most likely joint action.")
+    query.add_argument("checkpoint", metavar="CHECKPOINT",
+                       help="run directory (config.json + checkpoints/last.pt) or a checkpoint")
+    query.add_argument("--env", default=None, help="environment (default: the run's)")
+    query.add_argument("--env-kw", type=_key_value, action="append", default=[],
+                       metavar="KEY=VALUE", help="environment argument (repeatable); "
+                       "overrides the run's, e.g. broken_agents=(3,)")
+    query.add_argument("--fix", type=_key_value, action="append", default=[],
+                       metavar="AGENT=ACTION", help="condition on agent AGENT taking ACTION "
+                       "(an index or an action name such as noop; repeatable)")
+    query.add_argument("--drop", type=int, action="append", default=[], metavar="AGENT",
+                       help="marginalise agent AGENT out: its action is unknown (repeatable)")
+    query.add_argument("--seed", type=int, default=0,
+                       help="seed of the env reset and of the samples (default 0)")
+    query.add_argument("--state", default=None, metavar="X,X,...",
+                       help="a given global state, comma-separated (default: the env's reset "
+                       "state for --seed)")
+    query.add_argument("--samples", type=int, default=5,
+                       help="joint actions to sample (default 5)")
+    query.set_defaults(handler=run)
+
+
+def action_names(env: str, num_actions: int) -> list[str]:
+    """Names of the env's actions (``coverage``: noop, up, ...), else ``0..k-1``."""
+    if env == "coverage":
+        from spnpolicy.envs.coverage_core import ACTION_NAMES
+        return list(ACTION_NAMES)
+    return [str(a) for a in range(num_actions)]
+
+
+def reset_state(env: str, env_kwargs: dict[str, Any], seed: int):
+    """``(global state [state_dim], env)`` after ``reset(seed=seed)``; the state as training
+    sees it (``state()``, or the agents' observations concatenated when there is none)."""
+    from spnpolicy.envs import make_env
+
+    instance = make_env(env, **env_kwargs)
+    observations, _ = instance.reset(seed=seed)
+    try:
+        state = instance.state()
+    except NotImplementedError:
+        state = np.concatenate([np.asarray(observations[a], dtype=np.float32).reshape(-1)
+                                for a in instance.possible_agents])
+    return np.asarray(state, dtype=np.float32).reshape(-1), instance
+
+
+def _given_state(text: str) -> np.ndarray:
+    try:
+        return np.array([float(x) for x in text.replace(" ", "").strip("[]()").split(",")],
+                        dtype=np.float32)
+    except ValueError:
+        raise ValueError(f"--state must be comma-separated numbers, got {text!r}") from None
+
+
+def _action(text: str, names: list[str], agent: int) -> int:
+    if text in names:
+        return names.index(text)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--fix {agent}={text}: unknown action {text!r}; expected an index "
+                         f"0..{len(names) - 1} or one of {', '.join(names)}") from None
+
+
+def _fixed(pairs: list[tuple[str, str]], names: list[str]) -> dict[int, int]:
+    fixed: dict[int, int] = {}
+    for agent_text, action_text in pairs:
+        try:
+            agent = int(agent_text)
+        except ValueError:
+            raise ValueError(f"--fix {agent_text}={action_text}: AGENT must be an agent index"
+                             ) from None
+        fixed[agent] = _action(action_text, names, agent)
+    return fixed
+
+
+def _joint(actions, names: list[str]) -> str:
+    return "(" + ", ".join(names[int(a)] for a in actions) + ")"
+
+
+def run(args: argparse.Namespace) -> int:
+    from spnpolicy.cli import _literal
+    from spnpolicy.inference import conditional_policy, drop_agents, load_agent, load_run_config
+
+    torch.set_num_threads(1)
+    if args.samples < 0:
+        raise ValueError(f"--samples must be >= 0, got {args.samples}")
+    agent = load_agent(args.checkpoint)
+    run_config = load_run_config(args.checkpoint)
+    env = args.env or run_config["env"]
+    env_kwargs = dict(run_config.get("env_kwargs", {})) if env == run_config["env"] else {}
+    env_kwargs.update((k, _literal(v)) for k, v in args.env_kw)
+    if args.state is None:
+        state, instance = reset_state(env, env_kwargs, args.seed)
+    else:
+        state, instance = _given_state(args.state), None
+    if state.shape[0] != agent.state_dim:
+        raise ValueError(f"{'--state' if instance is None else f'env {env!r} {env_kwargs}'} "
+                         f"has states of size {state.shape[0]}, but "
+                         f"the policy was trained on {run_config['env']!r} "
+                         f"{run_config.get('env_kwargs', {})} with states of size "
+                         f"{agent.state_dim}")
+    n, k = agent.num_agents, agent.num_actions
+    names = action_names(env, k)
+    fixed = _fixed(args.fix, names)
+    states = torch.as_tensor(state).unsqueeze(0)
+
+    generator = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        if args.drop:
+            policy = drop_agents(agent, states, args.drop, fixed=fixed or None)
+            kept = policy.agents
+        else:
+            policy = conditional_policy(agent, states, fixed)
+            kept = tuple(range(n))
+        marginals = policy.marginals()[0]                                # [m, k]
+        samples = policy.sample((args.samples,), generator=generator)[:, 0]  # [N, m]
+        mode = policy.mode                                                # [1, m]
+        mode_prob = float(policy.log_prob(mode).exp()[0])
+
+    shown = " ".join(f"{key}={value!r}" for key, value in env_kwargs.items())
+    if instance is None:
+        print(f"state: given ({env} {shown}): " + ", ".join(f"{x:.4g}" for x in state))
+    else:
+        print(f"state: {env} {shown} reset with seed {args.seed}")
+        _print_layout(instance)
+    given = ", ".join(f"agent {a} = {names[u]}" for a, u in sorted(fixed.items())) or "nothing"
+    dropped = ", ".join(map(str, sorted(set(args.drop)))) or "none"
+    print(f"given: {given}; dropped (marginalised): {dropped}\n")
+    width = max(6, *map(len, names))
+    print("agent  " + " ".join(f"{name:>{width}}" for name in names))
+    for i in range(n):
+        if i not in kept:
+            print(f"{i:<5}  {'dropped':>{width}}")
+            continue
+        row = marginals[kept.index(i)]
+        note = "   (fixed)" if i in fixed else ""
+        print(f"{i:<5}  " + " ".join(f"{float(p):>{width}.3f}" for p in row[:k]) + note)
+    agents = "agents " + ", ".join(map(str, kept))
+    print(f"\n{args.samples} samples of the joint action ({agents}):")
+    for sample in samples:
+        print("  " + _joint(sample, names))
+    print(f"most likely joint action ({agents}): {_joint(mode[0], names)}, probability "
+          f"{mode_prob:.4f}")
+    return 0
+
+
+def _print_layout(instance) -> None:
+    """Agent and goal positions for gridworlds that expose them (coverage)."""
+    env = getattr(instance, "unwrapped", instance)
+    for what in ("agent_positions", "goal_positions"):
+        positions = getattr(env, what, None)
+        if positions is not None:
+            cells = " ".join(f"({r},{c})" for r, c in np.asarray(positions).tolist())
+            print(f"  {what.replace('_', ' ')} (row, col): {cells}")

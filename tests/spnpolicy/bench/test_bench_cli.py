@@ -1,0 +1,52 @@
+"""``spnpolicy bench`` and ``spnpolicy plot``: one real run end to end, and errors."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spnpolicy.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_bench_then_plot_end_to_end(tmp_path):
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "spnpolicy.cli", "bench", "matrix", "--tasks", "climbing",
+               "--algos", "spn-ac", "--seeds", "2", "--total-steps", "96", "--workers", "2",
+               "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr
+    assert "[2/2] climbing spn-ac s" in done.stdout and "| climbing |" in done.stdout
+    for name in ("summary.json", "summary.md", "learning_curves.png", "matrix_optimal.png"):
+        assert (out / name).is_file() and str(out / name) in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["suite"] == "matrix" and summary["total_steps"] == [96]
+    assert summary["results"]["climbing"]["spn-ac"]["seeds"] == [0, 1]
+    assert sorted(p.name for p in (out / "runs" / "climbing" / "spn-ac").iterdir()) == \
+        ["s0", "s1"]
+
+    redrawn = tmp_path / "redrawn"
+    assert main(["plot", str(out), "--out", str(redrawn)]) == 0
+    assert json.loads((redrawn / "summary.json").read_text()) == summary
+    assert (redrawn / "matrix_optimal.png").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "nope"], "unknown suite 'nope'; valid: matrix"),
+    (["bench", "matrix", "--algos", "spn-ac,vdnn"], r"unknown algorithm\(s\) \['vdnn'\]"),
+    (["bench", "matrix", "--tasks", "penalty"], r"unknown task\(s\) \['penalty'\]"),
+    (["bench", "matrix", "--seeds", "x"], "seeds must be a count"),
+    (["plot", "a", "b"], "give --out when plotting 2 paths"),
+])
+def test_bad_input_is_one_clear_error(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + (["--out", str(tmp_path)] if args[0] == "bench" else []))
+    assert exit_info.value.code == 2
+    assert "spnpolicy: error:" in (err := capsys.readouterr().err)
+    assert re.search(message, err), err

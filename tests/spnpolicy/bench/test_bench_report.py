@@ -1,0 +1,105 @@
+"""Reading run directories, summaries, markdown tables and plots from synthetic runs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from spnpolicy.bench.plots import learning_curve
+from spnpolicy.bench.records import find_run_dirs, load_run, task_label
+from spnpolicy.bench.report import choose_metric, markdown, summarise, write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def load_all(root):
+    return [load_run(path) for path in find_run_dirs([root])]
+
+
+def test_runs_are_found_and_read(matrix_runs):
+    records = load_all(matrix_runs)
+    assert len(records) == 12
+    record = next(r for r in records if r.task == "penalty-k25" and r.algo == "vdn")
+    assert record.env_kwargs == {"k": 25} and record.suite == "matrix" and record.finished
+    assert find_run_dirs([record_dir := matrix_runs / "runs" / "climbing" / "vdn" / "s1"]) == \
+        [record_dir]
+
+
+def test_summary_counts_seeds_reaching_the_optimum(matrix_runs):
+    summary = summarise(load_all(matrix_runs), "matrix", task_order=["penalty-k25", "climbing"])
+    assert summary["tasks"] == ["penalty-k25", "climbing"]
+    assert summary["algos"] == ["spn-ac", "vdn"]  # the suites' order
+    cell = summary["results"]["climbing"]["spn-ac"]
+    assert cell["seeds"] == [0, 1, 2] and cell["optimal_seeds"] == 2
+    assert cell["optimal_fraction"]["value"] == pytest.approx(2 / 3)
+    assert cell["return"]["value"] == pytest.approx((11 + 11 + 7) / 3)
+    assert summary["results"]["climbing"]["vdn"]["optimal_fraction"] == {
+        "value": 0.0, "ci95": [0.0, 0.0], "n": 3}
+    # spn-ac's 6 final scores are 1, 1, 0, 1, 1, 1: the IQM trims the 0
+    assert summary["iqm"]["spn-ac"]["value"] == 1.0 and summary["total_steps"] == [200]
+    text = markdown(summary)
+    assert "| climbing | 0.67 [0.00, 1.00] | 0.00 [0.00, 0.00] |" in text
+    assert "| climbing | 2/3 | 0/3 |" in text and "| **IQM** |" in text
+
+
+def test_unfinished_runs_are_listed_not_counted(matrix_runs, make_run):
+    make_run(matrix_runs, "climbing", "spn-ac", 3, "climbing", [0.0, 1.0], total_steps=1_000)
+    summary = summarise(load_all(matrix_runs))
+    assert summary["unfinished"] == ["climbing spn-ac s3"]
+    assert summary["results"]["climbing"]["spn-ac"]["seeds"] == [0, 1, 2]
+    assert "Not counted (unfinished): climbing spn-ac s3." in markdown(summary)
+
+
+def test_runs_without_success_report_the_return(tmp_path, make_run):
+    for seed in range(2):
+        make_run(tmp_path, "mpe/simple_spread", "spn-ac", seed, "mpe/simple_spread", [None, None],
+                 returns=[-50.0, -20.0 - seed], suite=None)
+    records = load_all(tmp_path)
+    assert choose_metric(records) == "return_mean"
+    summary = summarise(records)
+    cell = summary["results"]["mpe/simple_spread"]["spn-ac"]  # named after env, no bench.json
+    assert cell["metric"]["value"] == -20.5 and "optimal_seeds" not in cell
+    with pytest.raises(ValueError, match="metric 'success_rate' is missing .*spread spn-ac"):
+        summarise(records, metric="success_rate")
+
+
+def test_report_files_are_written(matrix_runs, tmp_path):
+    out = tmp_path / "report"
+    summary, paths = write_report(load_all(matrix_runs), out, "matrix")
+    assert [p.name for p in paths] == ["summary.json", "summary.md", "learning_curves.png",
+                                       "matrix_optimal.png"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert (out / "summary.md").read_text() == markdown(summary)
+    for png in paths[2:]:
+        assert png.read_bytes().startswith(PNG)
+
+
+def test_learning_curve_averages_seeds_at_common_steps(matrix_runs, make_run):
+    runs = [r for r in load_all(matrix_runs) if r.task == "climbing" and r.algo == "spn-ac"]
+    steps, mean, low, high = learning_curve(runs, "success_rate")
+    assert steps.tolist() == [0, 100, 200]
+    assert mean.tolist() == pytest.approx([0.0, 0.0, 2 / 3])
+    assert (low <= mean).all() and (mean <= high).all()
+    (single,) = learning_curve(runs[:1], "return_mean")[2:3]
+    assert np.isnan(single).all()
+
+
+def test_bad_run_directories_are_named(tmp_path, make_run):
+    with pytest.raises(ValueError, match="holds no run directory"):
+        find_run_dirs([tmp_path])
+    with pytest.raises(ValueError, match="does not exist"):
+        find_run_dirs([tmp_path / "missing"])
+    with pytest.raises(ValueError, match="is not a run directory: it has no config.json"):
+        load_run(tmp_path)
+    run_dir = make_run(tmp_path, "climbing", "spn-ac", 0, "climbing", [0.0, 1.0])
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 2')  # a line cut off by a kill
+    assert len(load_run(run_dir).history) == 2
+    with pytest.raises(ValueError, match="no finished run among the 0 given"):
+        summarise([])
+
+
+def test_task_label():
+    assert task_label("climbing", {}) == "climbing"
+    assert task_label("coverage", {"num_agents": 3, "grid_size": 6}) == \
+        "coverage[grid_size=6,num_agents=3]"

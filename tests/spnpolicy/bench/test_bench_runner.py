@@ -1,0 +1,125 @@
+"""Expanding suites into runs, skipping finished runs, resuming, failures, backends."""
+
+import importlib.util
+import json
+
+import pytest
+
+from spnpolicy.bench import runner
+from spnpolicy.bench.records import RunRecord
+from spnpolicy.bench.runner import execute, finished_record, parse_seeds, plan, run_all
+from spnpolicy.bench.suites import Protocol, Suite, Task, get_suite
+
+TINY = Suite("tiny", "one game, spn-ac variants", (Task("climbing", "climbing"),
+                                                   Task("penalty-k25", "penalty", {"k": 25})),
+             ("spn-ac", "meanfield-ac"), 2, Protocol(192, 96, 2, 96),
+             config={"num_factors": 5, "no_such_field": 1})
+
+
+def test_plan_expands_seed_by_seed_with_one_protocol(tmp_path):
+    runs = plan(TINY, tmp_path)
+    assert [(r.seed, r.task.name, r.algo) for r in runs] == [
+        (s, t, a) for s in (0, 1) for t in ("climbing", "penalty-k25")
+        for a in ("spn-ac", "meanfield-ac")]
+    assert runs[0].run_dir == tmp_path / "runs" / "climbing" / "spn-ac" / "s0"
+    for run in runs:  # the same budget and evaluation for every algorithm
+        assert {k: run.config[k] for k in ("total_steps", "eval_interval", "eval_episodes")} \
+            == {"total_steps": 192, "eval_interval": 96, "eval_episodes": 2}
+        assert run.config["num_factors"] == 5 and "no_such_field" not in run.config
+
+
+def test_plan_filters(tmp_path):
+    runs = plan(TINY, tmp_path, algos=["meanfield-ac"], tasks=["penalty-k25"], seeds=[3, 7],
+                total_steps=48)
+    assert [(r.task.name, r.algo, r.seed) for r in runs] == [("penalty-k25", "meanfield-ac", 3),
+                                                             ("penalty-k25", "meanfield-ac", 7)]
+    assert runs[0].config["total_steps"] == runs[0].config["eval_interval"] == 48
+    assert len(plan(TINY, tmp_path, seeds=1)) == 4
+
+
+def test_plan_errors_name_the_input_and_the_valid_names(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown algorithm\(s\) \['vdnn'\] for suite 'tiny'; "
+                                         r"valid: spn-ac, meanfield-ac"):
+        plan(TINY, tmp_path, algos=["vdnn"])
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['penalty'\] .* valid: climbing"):
+        plan(TINY, tmp_path, tasks=["penalty"])
+    with pytest.raises(ValueError, match="seeds must not repeat"):
+        plan(TINY, tmp_path, seeds=[1, 1])
+    with pytest.raises(ValueError, match="number of seeds must be >= 1"):
+        plan(TINY, tmp_path, seeds=0)
+    missing = Suite("m", "", TINY.tasks, ("spn-ac", "not-an-algo"), 1, TINY.protocol)
+    with pytest.raises(ValueError, match=r"needs algorithm\(s\) \['not-an-algo'\] that are not "
+                                         r"registered; registered: spn-ac"):
+        plan(missing, tmp_path)
+    assert plan(get_suite("matrix"), tmp_path, algos=["spn-ac"], seeds=1)  # filters first
+
+
+def test_parse_seeds():
+    assert parse_seeds("3") == 3
+    assert parse_seeds("0,4,7") == (0, 4, 7) and parse_seeds("5,") == (5,)
+    with pytest.raises(ValueError, match="got 'a,b'"):
+        parse_seeds("a,b")
+
+
+def test_finished_runs_are_skipped(tmp_path, make_run, monkeypatch):
+    (run,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1)
+    make_run(tmp_path, "climbing", "spn-ac", 0, "climbing", [0.0, 1.0, 1.0], interval=96,
+             suite="tiny")
+    monkeypatch.setattr(runner, "execute", lambda run: pytest.fail("a finished run ran"))
+    lines = []
+    outcome = run_all([run], log=lines.append)
+    assert [r.final["step"] for r in outcome.records] == [192] and not outcome.failures
+    assert lines == [("[1/1] climbing spn-ac s0: success_rate 1, return_mean 10 at step 192 "
+                      "(already finished)")]
+
+
+def test_a_run_resumes_to_a_larger_budget_and_keeps_its_history(tmp_path):
+    (short,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1,
+                    total_steps=96)
+    first = execute(short)
+    assert [h["step"] for h in first.history] == [0, 96]
+    assert json.loads((short.run_dir / "bench.json").read_text()) == {"suite": "tiny",
+                                                                      "task": "climbing"}
+    (longer,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1)
+    assert finished_record(short) is not None and finished_record(longer) is None
+    outcome = run_all([longer], log=lambda line: None)
+    (record,) = outcome.records
+    assert [h["step"] for h in record.history] == [0, 96, 192]
+    assert record.history[:2] == first.history
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, make_run):
+    (run,) = plan(TINY, tmp_path, algos=["meanfield-ac"], tasks=["climbing"], seeds=1,
+                  total_steps=96)  # a multiple of the 8 env copies
+    make_run(tmp_path, "climbing", "meanfield-ac", 0, "climbing", [0.5, 0.5], interval=50,
+             checkpoint=False)
+    record = execute(run)
+    assert [h["step"] for h in record.history] == [0, 96]  # no stale line appended to
+
+
+def test_failures_are_reported_and_the_other_runs_finish(tmp_path, monkeypatch):
+    runs = plan(TINY, tmp_path, tasks=["climbing"], seeds=1)
+
+    done = RunRecord("climbing", "spn-ac", "climbing", 0, 192, ({"step": 192,
+                                                                 "return_mean": 11.0},))
+
+    def fake(run):
+        if run.algo == "meanfield-ac":
+            raise RuntimeError("boom")
+        return done
+
+    monkeypatch.setattr(runner, "execute", fake)
+    lines = []
+    outcome = run_all(runs, log=lines.append)
+    assert outcome.records == [done]
+    assert [(r.algo, e) for r, e in outcome.failures] == [("meanfield-ac", "RuntimeError: boom")]
+    assert lines[1] == "[2/2] climbing meanfield-ac s0: FAILED RuntimeError: boom"
+    with pytest.raises(ValueError, match="workers must be an int >= 1, got 0"):
+        run_all(runs, workers=0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
+def test_the_ray_backend_explains_a_missing_ray(tmp_path):
+    runs = plan(TINY, tmp_path, seeds=1)
+    with pytest.raises(ImportError, match=r"pip install 'spnpolicy\[ray\]'"):
+        run_all(runs, ray_address="auto")

@@ -1,0 +1,98 @@
+"""``spnpolicy query``, run as a real subprocess on a run trained here."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import spnpolicy
+from spnpolicy.inference import load_agent, most_likely
+from spnpolicy.query import reset_state
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+COVERAGE = dict(num_agents=3, grid_size=4, max_steps=5, reward="coverage")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("query") / "run"
+    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=out, env_kwargs=COVERAGE,
+                    total_steps=64, num_envs=8, learning_starts=32, batch_size=16,
+                    eval_interval=64, eval_episodes=2, policy_hidden=(16,),
+                    critic_hidden=(16,), width=4, verbose=False, progress=False)
+    return out
+
+
+def query(*args):
+    return subprocess.run([sys.executable, "-m", "spnpolicy.cli", "query", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+
+
+def table_rows(stdout: str) -> dict[int, list[str]]:
+    return {int(m.group(1)): m.group(2).split() for m in
+            re.finditer(r"^(\d+)\s+(.*)$", stdout, flags=re.MULTILINE)}
+
+
+def test_query_prints_conditional_marginals_samples_and_the_mpe(run_dir):
+    out = query(run_dir, "--fix", "1=noop", "--samples", "4", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    assert "noop" in out.stdout and "right" in out.stdout and "given: agent 1 = noop" in out.stdout
+    rows = table_rows(out.stdout)
+    assert rows[1][:6] == ["1.000", "0.000", "0.000", "0.000", "0.000", "0.000"]
+    for i in (0, 2):
+        assert abs(sum(float(p) for p in rows[i][:6]) - 1.0) < 0.01
+    samples = re.findall(r"^  \((.*)\)$", out.stdout, flags=re.MULTILINE)
+    assert len(samples) == 4 and all(s.split(", ")[1] == "noop" for s in samples)
+    # the printed MPE is the API's, for the same reset state
+    state, _ = reset_state("coverage", COVERAGE, 3)
+    best = most_likely(load_agent(run_dir), torch.as_tensor(state)[None], {1: 0})[0]
+    names = ("noop", "up", "down", "left", "right", "stay")
+    assert ("most likely joint action (agents 0, 1, 2): ("
+            + ", ".join(names[a] for a in best.tolist()) + ")") in out.stdout
+
+
+def test_query_drops_agents_from_a_checkpoint_file(run_dir):
+    out = query(run_dir / "checkpoints" / "last.pt", "--drop", "0", "--fix", "2=4",
+                "--env-kw", "broken_agents=(0,)")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^0\s+dropped$", out.stdout, flags=re.MULTILINE)
+    assert "dropped (marginalised): 0" in out.stdout and "broken_agents=(0,)" in out.stdout
+    assert "most likely joint action (agents 1, 2): (" in out.stdout
+    assert table_rows(out.stdout)[2][4] == "1.000"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--fix", "5=noop"), "agent index 5 is out of range; the policy has 3 agents"),
+    (("--fix", "0=6"), r"fixed\[0\]: action 6 is out of range"),
+    (("--fix", "0=jump"), "unknown action 'jump'"),
+    (("--drop", "3"), "agent index 3 is out of range"),
+    (("--drop", "1", "--fix", "1=0"), "both dropped and fixed"),
+    (("--env-kw", "num_agents=4"), "states of size 21, but the policy was trained"),
+    (("--state", "0.5,0.5"), "--state has states of size 2"),
+    (("--state", "0.5,x"), "--state must be comma-separated numbers"),
+])
+def test_query_bad_input_is_one_clear_error(run_dir, args, message):
+    out = query(run_dir, *args)
+    assert out.returncode == 2
+    assert re.search(message, out.stderr), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_query_of_a_given_state(run_dir):
+    state = [0.25] * 16
+    out = query(run_dir, "--state", ",".join(map(str, state)), "--fix", "0=2")
+    assert out.returncode == 0, out.stderr
+    assert "state: given" in out.stdout
+    best = most_likely(load_agent(run_dir), torch.tensor([state]), {0: 2})[0]
+    names = ("noop", "up", "down", "left", "right", "stay")
+    assert "(" + ", ".join(names[a] for a in best.tolist()) + "), probability" in out.stdout
+
+
+def test_query_of_a_missing_run():
+    out = query("/nonexistent/run")
+    assert out.returncode == 2 and "no run directory or checkpoint file" in out.stderr
