@@ -11,7 +11,9 @@ metric over all its runs of all tasks.
      "total_steps": [5000], "unfinished": ["climbing spn-ac s3", ...],
      "results": {task: {algo: {"seeds": [0, 1, ...], "metric": E, "return": E,
                                "optimal_fraction": E, "optimal_seeds": 7}}},   # matrix only
-     "iqm": {algo: E}}
+     "iqm": {algo: E},
+     "provenance": {"command": "spnpolicy bench ...", "commit": "a1b2c3d" | null,
+                    "machine": {"platform": ..., "cpu_count": 2, "torch": ...}}}
 
 where ``E`` is ``{"value": v, "ci95": [low, high], "n": runs}`` (null bounds: one run).
 """
@@ -20,6 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shlex
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +58,25 @@ def _cell(runs: list[RunRecord], metric: str) -> dict[str, Any]:
     return cell
 
 
+def provenance() -> dict[str, Any]:
+    """How the summary was made: the command line, the git commit of the package's checkout
+    (None outside one; ``+dirty`` with uncommitted changes) and the machine."""
+    import torch
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=root,
+                                capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    command = shlex.join(["spnpolicy", *sys.argv[1:]]) if sys.argv[1:] else None
+    return {"command": command, "commit": commit,
+            "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                        "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                        "torch": torch.__version__}}
+
+
 def summarise(records: Sequence[RunRecord], suite: str | None = None,
               metric: str | None = None, task_order: Sequence[str] = ()) -> dict[str, Any]:
     """The summary (module docstring) of the finished runs among ``records``."""
@@ -79,7 +104,7 @@ def summarise(records: Sequence[RunRecord], suite: str | None = None,
     return {"suite": suite, "metric": metric, "tasks": tasks, "algos": algos,
             "total_steps": sorted({r.total_steps for r in finished}),
             "unfinished": [f"{r.task} {r.algo} s{r.seed}" for r in records if not r.finished],
-            "results": results, "iqm": iqm}
+            "results": results, "iqm": iqm, "provenance": provenance()}
 
 
 def _estimate(entry: dict[str, Any] | None, digits: int = 2) -> str:
@@ -122,6 +147,12 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += _table(summary, tasks, lambda e: _estimate(e and e["return"], 3))
     if summary["unfinished"]:
         lines += ["", f"Not counted (unfinished): {', '.join(summary['unfinished'])}."]
+    made = summary.get("provenance") or {}
+    if made:
+        machine = made.get("machine", {})
+        lines += ["", f"Command: `{made.get('command')}`; commit {made.get('commit')}; "
+                      f"{machine.get('platform')}, {machine.get('cpu_count')} CPUs, "
+                      f"torch {machine.get('torch')}."]
     return "\n".join(lines) + "\n"
 
 

@@ -103,3 +103,12 @@ def test_task_label():
     assert task_label("climbing", {}) == "climbing"
     assert task_label("coverage", {"num_agents": 3, "grid_size": 6}) == \
         "coverage[grid_size=6,num_agents=3]"
+
+
+def test_summary_records_command_commit_and_machine(matrix_runs):
+    summary = summarise(load_all(matrix_runs), "matrix")
+    made = summary["provenance"]
+    assert made["machine"]["cpu_count"] >= 1 and made["machine"]["torch"]
+    # the tests run from a git checkout of the package: its commit is recorded
+    assert made["commit"] is None or len(made["commit"].split("+")[0]) >= 7
+    assert f"commit {made['commit']}" in markdown(summary)
