@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -150,7 +151,9 @@ def _config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["spnpolicy", *argv])  # recorded by bench summaries
     try:
         return args.handler(args)
     except (ValueError, ImportError) as error:

@@ -36,6 +36,7 @@ from spnpolicy.training import (
     ReplayBuffer,
     Runner,
     Session,
+    UpdateMeans,
     VecEnv,
     evaluate_run,
     get_rng_state,
@@ -234,7 +235,7 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
     nstep = NStepAccumulator(cfg.num_envs, cfg.n_step, cfg.gamma)
     rewards = RunningMeanStd() if cfg.standardise_rewards else None
     act_generator = torch.Generator(device).manual_seed(seed)
-    stats = {"sum": {}, "count": 0}  # training metrics averaged between evaluations
+    stats = UpdateMeans()  # training metrics averaged between evaluations
 
     def tensors(state: np.ndarray, obs: np.ndarray):
         return (torch.as_tensor(state, device=device),
@@ -256,16 +257,13 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
             rewards.load_state_dict(payload["rewards"])
         act_generator.set_state(payload["act_generator"])
         set_rng_state(payload["rng"])
-        stats = payload["stats"]
+        stats.load_state_dict(payload["stats"])
     step = session.begin(payload)
 
     while True:
         if session.eval_due(step):
-            count = max(stats["count"], 1)
-            means = {name: total / count for name, total in stats["sum"].items()}
             metrics = _evaluate(greedy, cfg, env, env_kwargs, seed, step, envs.num_actions)
-            session.record(step, metrics | means | {"epsilon": linear_epsilon(step, cfg)})
-            stats = {"sum": {}, "count": 0}
+            session.record(step, metrics | stats.pop() | {"epsilon": linear_epsilon(step, cfg)})
         if session.checkpoint_due(step):
             session.save(step, {
                 "model": model.state_dict(), "target_model": target_model.state_dict(),
@@ -273,7 +271,7 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
                 "runner": runner.state_dict(), "nstep": nstep.state_dict(),
                 "rewards": rewards.state_dict() if rewards is not None else {},
                 "act_generator": act_generator.get_state(), "rng": get_rng_state(),
-                "stats": stats})
+                "stats": stats.state_dict()})
         if step >= cfg.total_steps:
             break
 
@@ -295,9 +293,7 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
                 if cfg.max_grad_norm > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
-                for name, value in (("loss_td", loss), ("q_taken", q.mean())):
-                    stats["sum"][name] = stats["sum"].get(name, 0.0) + float(value.detach())
-                stats["count"] += 1
+                stats.add(loss_td=loss, q_taken=q.mean())
         # target update
         if step // cfg.target_update_interval > previous // cfg.target_update_interval:
             hard_update(target_model, model)

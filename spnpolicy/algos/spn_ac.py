@@ -45,6 +45,7 @@ from spnpolicy.training import (
     ReplayBuffer,
     Runner,
     Session,
+    UpdateMeans,
     evaluate_run,
     get_rng_state,
     make_target,
@@ -248,7 +249,7 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
     act_generator = torch.Generator(device).manual_seed(seed)
     modules = {"policy": policy, "critic": critic, "critic_target": critic_target,
                "temperature": temperature}
-    stats = {"sum": {}, "count": 0}  # training metrics averaged between evaluations
+    stats = UpdateMeans()  # training metrics averaged between evaluations
 
     payload = session.restore()
     if payload is not None:
@@ -262,15 +263,13 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
         warmup_rng.bit_generator.state = payload["warmup_rng"]
         act_generator.set_state(payload["act_generator"])
         set_rng_state(payload["rng"])
-        stats = payload["stats"]
+        stats.load_state_dict(payload["stats"])
     step = session.begin(payload)
 
     while True:
         if session.eval_due(step):
-            count = max(stats["count"], 1)
-            means = {name: total / count for name, total in stats["sum"].items()}
-            session.record(step, _evaluate(policy, cfg, env, env_kwargs, seed, step) | means)
-            stats = {"sum": {}, "count": 0}
+            session.record(step, _evaluate(policy, cfg, env, env_kwargs, seed, step)
+                           | stats.pop())
         if session.checkpoint_due(step):
             session.save(step, {
                 "modules": {name: m.state_dict() for name, m in modules.items()},
@@ -279,7 +278,7 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
                 "nstep": nstep.state_dict(),
                 "warmup_rng": warmup_rng.bit_generator.state,
                 "act_generator": act_generator.get_state(), "rng": get_rng_state(),
-                "stats": stats})
+                "stats": stats.state_dict()})
         if step >= cfg.total_steps:
             break
 
@@ -318,10 +317,8 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
 
             # target update -> log
             soft_update(critic_target, critic, cfg.tau)
-            for name, value in (("loss_critic", loss_critic), ("loss_actor", loss_actor),
-                                ("entropy", entropy.mean()), ("alpha", alpha)):
-                stats["sum"][name] = stats["sum"].get(name, 0.0) + float(value.detach())
-            stats["count"] += 1
+            stats.add(loss_critic=loss_critic, loss_actor=loss_actor, entropy=entropy.mean(),
+                      alpha=alpha)
 
     envs.close()
     session.close()

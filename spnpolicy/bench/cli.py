@@ -104,7 +104,7 @@ def _bench(args: argparse.Namespace) -> int:
     if not outcome.records:
         raise ValueError(f"no run of suite {suite.name!r} finished; see the errors above")
     summary, paths = write_report(outcome.records, out, suite.name, suite.metric,
-                                  suite.task_names())
+                                  suite.task_names(), command=args.command_line)
     _show(summary, paths)
     return 1 if outcome.failures else 0
 
@@ -122,6 +122,7 @@ def _plot(args: argparse.Namespace) -> int:
     suite = SUITES.get(suites.pop()) if len(suites) == 1 else None
     summary, paths = write_report(records, out, suite.name if suite else None,
                                   args.metric or (suite.metric if suite else None),
-                                  suite.task_names() if suite else ())
+                                  suite.task_names() if suite else (),
+                                  command=args.command_line)
     _show(summary, paths)
     return 0

@@ -23,9 +23,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shlex
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,9 +56,10 @@ def _cell(runs: list[RunRecord], metric: str) -> dict[str, Any]:
     return cell
 
 
-def provenance() -> dict[str, Any]:
-    """How the summary was made: the command line, the git commit of the package's checkout
-    (None outside one; ``+dirty`` with uncommitted changes) and the machine."""
+def provenance(command: str | None = None) -> dict[str, Any]:
+    """How the summary was made: ``command`` (the command line, if known), the git commit of
+    the package's checkout (None outside one; ``+dirty`` with uncommitted changes) and the
+    machine."""
     import torch
 
     root = Path(__file__).resolve().parents[2]
@@ -70,7 +69,6 @@ def provenance() -> dict[str, Any]:
                                 check=True).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    command = shlex.join(["spnpolicy", *sys.argv[1:]]) if sys.argv[1:] else None
     return {"command": command, "commit": commit,
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "cpu_count": os.cpu_count(), "python": platform.python_version(),
@@ -78,7 +76,8 @@ def provenance() -> dict[str, Any]:
 
 
 def summarise(records: Sequence[RunRecord], suite: str | None = None,
-              metric: str | None = None, task_order: Sequence[str] = ()) -> dict[str, Any]:
+              metric: str | None = None, task_order: Sequence[str] = (),
+              command: str | None = None) -> dict[str, Any]:
     """The summary (module docstring) of the finished runs among ``records``."""
     finished = [r for r in records if r.finished]
     if not finished:
@@ -104,7 +103,7 @@ def summarise(records: Sequence[RunRecord], suite: str | None = None,
     return {"suite": suite, "metric": metric, "tasks": tasks, "algos": algos,
             "total_steps": sorted({r.total_steps for r in finished}),
             "unfinished": [f"{r.task} {r.algo} s{r.seed}" for r in records if not r.finished],
-            "results": results, "iqm": iqm, "provenance": provenance()}
+            "results": results, "iqm": iqm, "provenance": provenance(command)}
 
 
 def _estimate(entry: dict[str, Any] | None, digits: int = 2) -> str:
@@ -167,10 +166,10 @@ def write_summary(summary: dict[str, Any], out: str | os.PathLike) -> tuple[Path
 
 
 def write_report(records: Sequence[RunRecord], out: str | os.PathLike, suite: str | None = None,
-                 metric: str | None = None, task_order: Sequence[str] = ()
-                 ) -> tuple[dict[str, Any], list[Path]]:
+                 metric: str | None = None, task_order: Sequence[str] = (),
+                 command: str | None = None) -> tuple[dict[str, Any], list[Path]]:
     """Summarise ``records`` and draw their plots into ``out``; the summary and the paths
-    written (summary.json, summary.md, the PNGs)."""
+    written (summary.json, summary.md, the PNGs). ``command``: recorded in the summary."""
     from spnpolicy.bench.plots import (
         LEARNING_CURVES_PNG,
         MATRIX_PNG,
@@ -178,7 +177,7 @@ def write_report(records: Sequence[RunRecord], out: str | os.PathLike, suite: st
         plot_matrix_optimal,
     )
 
-    summary = summarise(records, suite, metric, task_order)
+    summary = summarise(records, suite, metric, task_order, command)
     paths = list(write_summary(summary, out))
     out = Path(out)
     paths.append(plot_learning_curves(records, summary["metric"], out / LEARNING_CURVES_PNG,

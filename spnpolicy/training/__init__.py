@@ -5,6 +5,7 @@ from spnpolicy.training.buffer import Batch, ReplayBuffer
 from spnpolicy.training.checkpoint import load_checkpoint, save_checkpoint
 from spnpolicy.training.evaluation import EVAL_SEED_OFFSET, evaluate, evaluate_run
 from spnpolicy.training.logger import MetricsLogger
+from spnpolicy.training.metrics import UpdateMeans
 from spnpolicy.training.nstep import NStepAccumulator, NStepTransition
 from spnpolicy.training.progress import ProgressBar
 from spnpolicy.training.runner import Episode, Runner, Transition
@@ -13,8 +14,9 @@ from spnpolicy.training.session import RunSpec, Session
 from spnpolicy.training.targets import hard_update, make_target, soft_update
 from spnpolicy.training.vec_env import CoverageVec, ParallelEnvVec, VecEnv, VecStep, make_vec_env
 
-__all__ = ["EVAL_SEED_OFFSET", "Batch", "CoverageVec", "Episode", "MetricsLogger", "NStepAccumulator",
-           "NStepTransition", "ParallelEnvVec", "ProgressBar",
-           "ReplayBuffer", "RunSpec", "Runner", "Session", "Transition", "VecEnv", "VecStep",
-           "evaluate", "evaluate_run", "get_rng_state", "hard_update", "load_checkpoint", "make_target",
-           "make_vec_env", "save_checkpoint", "seed_everything", "set_rng_state", "soft_update"]
+__all__ = ["Batch", "CoverageVec", "EVAL_SEED_OFFSET", "Episode", "MetricsLogger",
+           "NStepAccumulator", "NStepTransition", "ParallelEnvVec", "ProgressBar", "ReplayBuffer",
+           "RunSpec", "Runner", "Session", "Transition", "UpdateMeans", "VecEnv", "VecStep",
+           "evaluate", "evaluate_run", "get_rng_state", "hard_update", "load_checkpoint",
+           "make_target", "make_vec_env", "save_checkpoint", "seed_everything", "set_rng_state",
+           "soft_update"]

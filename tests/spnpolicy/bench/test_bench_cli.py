@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,10 @@ def test_bench_then_plot_end_to_end(tmp_path):
 
     redrawn = tmp_path / "redrawn"
     assert main(["plot", str(out), "--out", str(redrawn)]) == 0
-    assert json.loads((redrawn / "summary.json").read_text()) == summary
+    again = json.loads((redrawn / "summary.json").read_text())
+    assert summary.pop("provenance")["command"] == shlex.join(["spnpolicy", *command[3:]])
+    assert again.pop("provenance")["command"] == f"spnpolicy plot {out} --out {redrawn}"
+    assert again == summary
     assert (redrawn / "matrix_optimal.png").is_file()
 
 
