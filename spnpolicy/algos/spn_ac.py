@@ -136,8 +136,8 @@ ENV_DEFAULTS = {
                    critic_lr=1e-2, alpha=1.0, alpha_lr=3e-2, eval_interval=250,
                    eval_episodes=8, checkpoint_interval=500),
     # Sparse coverage: with 2 agents on 4x4 (20 steps) these learn from ~10% random
-    # success to ~100% in 50k steps; 3 agents on 6x6 (0.6% random success) is not
-    # learned in a few CPU minutes (benchmarks/coverage_quick_spn_ac.py).
+    # success to ~100% in 60k steps; 3 agents on 6x6 (0.8% random success) is not learned
+    # in 300k steps, nor by any baseline in 100k (benchmarks/README.md, "sparse coverage").
     "coverage": dict(total_steps=300_000, num_envs=16, eval_interval=20_000,
                      eval_episodes=200, checkpoint_interval=20_000),
 }
