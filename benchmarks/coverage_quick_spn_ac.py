@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -30,6 +28,7 @@ import torch
 import spnpolicy
 from spnpolicy.algos.config import parse_field_value
 from spnpolicy.algos.registry import get_algorithm
+from spnpolicy.bench.machine import machine
 from spnpolicy.training import EVAL_SEED_OFFSET, evaluate, make_vec_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "coverage_quick_spn_ac.json"
@@ -93,9 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "final_success_rate_mean": float(np.mean(finals)),
                          "final_success_rates": finals, "runs": runs}
     report = {"benchmark": "coverage_quick_spn_ac", "algo": args.algo, "settings": results,
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                          "torch": torch.__version__, "torch_threads": 1},
+              "machine": machine(),
               "command": shlex.join(["python", "benchmarks/coverage_quick_spn_ac.py",
                                      *(argv if argv is not None else sys.argv[1:])])}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ import torch
 
 from circuits.structures import selective
 from factor_q import FactorGraph, FactorValues, elbo
+from spnpolicy.bench.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -93,17 +93,6 @@ def enumeration_case(n: int, k: int, batch: int, repeats: int, seed: int) -> dic
         (logp.exp() * (q - logp)).sum().backward()
 
     return time_call(step, repeats)
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo where there is one, else platform's answer."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -166,10 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "elbo_scaling",
         "command": "python benchmarks/elbo_scaling.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {"platform": platform.platform(), "processor": cpu_model(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "threads": args.threads, "load_average_before": load_before,
-                    "load_average_after": os.getloadavg()},
+        "machine": machine(threads=args.threads, load_average_before=load_before,
+                           load_average_after=os.getloadavg()),
         "config": {"actions": k, "width": args.width, "batch": args.batch, "repeats": args.repeats,
                    "alpha": 1.0, "seed": args.seed, "max_enum_entries": args.max_enum_entries},
         "results": rows,

@@ -22,11 +22,9 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import random
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from importlib.metadata import version
@@ -37,6 +35,7 @@ import torch
 
 from circuits.structures import random_tensorized, selective
 from spflow_reference import count_edges, import_spflow, spflow_log_likelihood, to_spflow
+from spnpolicy.bench.machine import git_commit, machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"
 RAT = dict(num_vars=32, num_states=6, depth=3, num_repetitions=4, num_sums=8,
@@ -129,43 +128,15 @@ def bench_selective(repeats: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def machine() -> dict:
+def machine_record() -> dict:
     """Where and how the figures were produced."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = _git("rev-parse", "HEAD")
-    engine_changes = _git("status", "--porcelain", "--", "circuits")
     python = Path(sys.executable)
     if python.is_relative_to(Path.cwd()):
         python = python.relative_to(Path.cwd())
-    return {
-        "command": " ".join(shlex.quote(str(a)) for a in [python, *sys.argv]),
-        "git_commit": commit,
-        "circuits_differs_from_commit": None if engine_changes is None else bool(engine_changes),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "spflow": version("spflow"),
-    }
+    return machine(command=" ".join(shlex.quote(str(a)) for a in [python, *sys.argv]),
+                   git_commit=git_commit("circuits"),
+                   omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+                   spflow=version("spflow"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     # Other processes on the machine distort the timings; the load average says how much.
-    result = {"machine": machine(), "load_average_1min": {"start": os.getloadavg()[0]}}
+    result = {"machine": machine_record(), "load_average_1min": {"start": os.getloadavg()[0]}}
     ll = bench_log_likelihood(args.rounds, args.ours_per_round)
     result["log_likelihood"] = ll
     print(f"RAT-SPN log-likelihood, {ll['circuit']['edges']} edges, batch {BATCH}: "

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spnpolicy.bench.machine import machine
 from spnpolicy.envs.coverage_vec import CoverageVecEnv
 
 RESULTS = Path(__file__).resolve().parent / "results" / "env_speed.json"
@@ -43,16 +42,6 @@ def measure(num_envs: int, num_agents: int, grid_size: int, max_steps: int, rewa
     return rates
 
 
-def cpu_model() -> str:
-    """The CPU's model name where the OS says it, else `platform.processor()`."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-envs", type=int, default=256)
@@ -72,9 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         "agent_steps_per_s": statistics.median(rates),
         "repeats_agent_steps_per_s": rates,
         "config": {key: value for key, value in vars(args).items() if key != "out"},
-        "machine": {"platform": platform.platform(), "processor": cpu_model(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__},
+        "machine": machine(),
         "command": shlex.join(["python", "benchmarks/env_speed.py",
                                *(sys.argv[1:] if argv is None else argv)]),
     }

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -44,9 +43,16 @@ import torch
 from scipy.stats import mannwhitneyu
 
 import spnpolicy
+from spnpolicy.bench.machine import machine
 from spnpolicy.bench.stats import mean_ci
-from spnpolicy.inference import (anomaly_scores, conditional_policy, drop_agents,
-                                 load_agent, marginal_scores, most_likely)
+from spnpolicy.inference import (
+    anomaly_scores,
+    conditional_policy,
+    drop_agents,
+    load_agent,
+    marginal_scores,
+    most_likely,
+)
 from spnpolicy.training import make_vec_env
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -272,8 +278,7 @@ def main(argv=None) -> int:
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]]),
         "env": ENV, "train": TRAIN | {"total_steps": args.total_steps},
         "seeds": args.seeds, "episodes": args.episodes,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "torch_threads": 1, "wall_seconds": round(time.perf_counter() - start, 1),
+        "machine": machine(), "wall_seconds": round(time.perf_counter() - start, 1),
         **summary}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "inference.json").write_text(json.dumps(record, indent=2) + "\n")

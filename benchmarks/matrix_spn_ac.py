@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -23,6 +21,7 @@ from pathlib import Path
 import torch
 
 import spnpolicy
+from spnpolicy.bench.machine import machine
 from spnpolicy.bench.matrix import greedy_joint_action, optimal_joint_actions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "matrix_spn_ac.json"
@@ -62,9 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                     if r["game"] == game) / args.seeds, 2)}
                for game in args.games}
     report = {"benchmark": "matrix_spn_ac", "algo": args.algo, "summary": summary, "runs": runs,
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                          "torch": torch.__version__, "torch_threads": 1},
+              "machine": machine(),
               "command": shlex.join(["python", "benchmarks/matrix_spn_ac.py",
                                      *(argv if argv is not None else sys.argv[1:])])}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,17 +63,14 @@ def action_names(env: str, num_actions: int) -> list[str]:
 
 def reset_state(env: str, env_kwargs: dict[str, Any], seed: int):
     """``(global state [state_dim], env)`` after ``reset(seed=seed)``; the state as training
-    sees it (``state()``, or the agents' observations concatenated when there is none)."""
+    sees it (``state()``, or the agents' padded observations concatenated when there is
+    none: :func:`~spnpolicy.training.vec_env.global_state`)."""
     from spnpolicy.envs import make_env
+    from spnpolicy.training.vec_env import global_state
 
     instance = make_env(env, **env_kwargs)
     observations, _ = instance.reset(seed=seed)
-    try:
-        state = instance.state()
-    except NotImplementedError:
-        state = np.concatenate([np.asarray(observations[a], dtype=np.float32).reshape(-1)
-                                for a in instance.possible_agents])
-    return np.asarray(state, dtype=np.float32).reshape(-1), instance
+    return global_state(instance, observations), instance
 
 
 def _given_state(text: str) -> np.ndarray:
@@ -112,7 +109,12 @@ def _joint(actions, names: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from spnpolicy.cli import _literal
-    from spnpolicy.inference import conditional_policy, drop_agents, load_agent, load_run_config
+    from spnpolicy.inference import (
+        conditional_policy,
+        drop_agents,
+        load_agent,
+        load_run_config,
+    )
 
     torch.set_num_threads(1)
     if args.samples < 0:

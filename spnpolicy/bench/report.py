@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spnpolicy.bench.machine import git_commit, machine
 from spnpolicy.bench.matrix import is_matrix_game, reached_optimum
 from spnpolicy.bench.records import RunRecord, ordered
 from spnpolicy.bench.stats import Estimate, iqm_ci, mean_ci
@@ -60,19 +59,7 @@ def provenance(command: str | None = None) -> dict[str, Any]:
     """How the summary was made: ``command`` (the command line, if known), the git commit of
     the package's checkout (None outside one; ``+dirty`` with uncommitted changes) and the
     machine."""
-    import torch
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=root,
-                                capture_output=True, text=True, timeout=10,
-                                check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"command": command, "commit": commit,
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                        "torch": torch.__version__}}
+    return {"command": command, "commit": git_commit(), "machine": machine()}
 
 
 def summarise(records: Sequence[RunRecord], suite: str | None = None,

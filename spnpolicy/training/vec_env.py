@@ -105,6 +105,35 @@ class CoverageVec:
         """Nothing to release."""
 
 
+def max_obs_dim(env: ParallelEnv) -> int:
+    """The largest flattened observation of ``env``'s agents: the padded obs size."""
+    return max(_flat_dim(env.observation_space(a), f"observation space of {a}")
+               for a in env.possible_agents)
+
+
+def stack_observations(observations: dict[str, np.ndarray], agents: list[str],
+                       obs_dim: int) -> np.ndarray:
+    """``[n, obs_dim]``: each agent's observation flattened and zero-padded (zeros for an
+    agent absent from ``observations``)."""
+    out = np.zeros((len(agents), obs_dim), dtype=np.float32)
+    for i, agent in enumerate(agents):
+        if agent in observations:
+            flat = np.asarray(observations[agent], dtype=np.float32).reshape(-1)
+            out[i, :flat.size] = flat
+    return out
+
+
+def global_state(env: ParallelEnv, observations: dict[str, np.ndarray],
+                 obs_dim: int | None = None) -> np.ndarray:
+    """The state the training stack sees ``[state_dim]``: ``env.state()`` flattened, else
+    the agents' padded observations (:func:`stack_observations`) concatenated."""
+    try:
+        return np.asarray(env.state(), dtype=np.float32).reshape(-1)
+    except NotImplementedError:
+        obs_dim = max_obs_dim(env) if obs_dim is None else obs_dim
+        return stack_observations(observations, list(env.possible_agents), obs_dim).reshape(-1)
+
+
 def _flat_dim(space: spaces.Space, what: str) -> int:
     if not isinstance(space, spaces.Box):
         raise ValueError(f"{what} must be a gymnasium Box, got {space}")
@@ -154,8 +183,7 @@ class ParallelEnvVec:
                              f"{dict(zip(self.agents, action_spaces))}")
         self.num_envs, self.num_agents = num_envs, len(self.agents)
         self.num_actions = int(action_spaces[0].n)
-        self.obs_dim = max(_flat_dim(env.observation_space(a), f"observation space of {a}")
-                           for a in self.agents)
+        self.obs_dim = max_obs_dim(env)
         self.seed = seed
         self._episode = np.zeros(num_envs, dtype=np.int64)   # episodes started per copy
         self._history: list[list[list[int]]] = [[] for _ in range(num_envs)]
@@ -179,18 +207,10 @@ class ParallelEnvVec:
         return self._state_of(e, observations), self._obs_of(observations)
 
     def _obs_of(self, observations: dict[str, np.ndarray]) -> np.ndarray:
-        out = np.zeros((self.num_agents, self.obs_dim), dtype=np.float32)
-        for i, agent in enumerate(self.agents):
-            if agent in observations:
-                flat = np.asarray(observations[agent], dtype=np.float32).reshape(-1)
-                out[i, :flat.size] = flat
-        return out
+        return stack_observations(observations, self.agents, self.obs_dim)
 
     def _state_of(self, e: int, observations: dict[str, np.ndarray]) -> np.ndarray:
-        try:
-            return np.asarray(self.envs[e].state(), dtype=np.float32).reshape(-1)
-        except NotImplementedError:
-            return self._obs_of(observations).reshape(-1)
+        return global_state(self.envs[e], observations, self.obs_dim)
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Reset every copy; with ``seed``, episode seeds restart from that seed."""

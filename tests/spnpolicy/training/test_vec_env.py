@@ -7,6 +7,7 @@ from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import CoverageVecEnv, make_env
 from spnpolicy.training import CoverageVec, ParallelEnvVec, make_vec_env
+from spnpolicy.training.vec_env import global_state
 
 SMALL = dict(num_agents=3, grid_size=4, max_steps=6)
 
@@ -116,6 +117,17 @@ def test_parallel_adapter_conventions_without_team_reward_or_state():
     np.testing.assert_array_equal(second.final_state[0], [2, 1, 0.5, 0])
     np.testing.assert_array_equal(second.state[0], [0, 1, 0.5, 0])
     assert not envs.has_success
+
+
+def test_global_state_is_the_adapters_state_for_a_single_env():
+    """What `spnpolicy query` feeds a policy equals what training fed it."""
+    env = _TwoAgents()
+    observations, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(global_state(env, observations), [0, 1, 0.5, 0])
+    climbing = make_env("climbing")
+    observations, _ = climbing.reset(seed=0)
+    np.testing.assert_array_equal(global_state(climbing, observations),
+                                  make_vec_env("climbing", 1, seed=0).reset()[0][0])
 
 
 def test_bad_actions_and_names():
