@@ -117,6 +117,9 @@ class OffPolicyConfig(RunConfig):
     """Steps of reward summed before bootstrapping (1: the one-step target)."""
     max_grad_norm: float = 10.0
     """Gradient-norm clipping of every network; 0 disables it."""
+    hindsight: bool = False
+    """Also store every finished episode's transitions with hindsight goals (HER's future
+    strategy; envs with goals to move: coverage)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -125,6 +128,7 @@ class OffPolicyConfig(RunConfig):
             check_int(name, getattr(self, name), minimum)
         check_float("gamma", self.gamma, 0.0, 1.0)
         check_float("max_grad_norm", self.max_grad_norm, 0.0)
+        check_bool("hindsight", self.hindsight)
 
 
 @dataclasses.dataclass(frozen=True)

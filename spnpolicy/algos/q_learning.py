@@ -32,6 +32,7 @@ from torch import nn
 from spnpolicy.algos.config import (OffPolicyConfig, check_bool, check_float, check_hidden,
                                      check_int)
 from spnpolicy.training import (
+    Hindsight,
     NStepAccumulator,
     ReplayBuffer,
     Runner,
@@ -233,6 +234,7 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
                           obs_dim=envs.obs_dim if model.needs_obs else None, seed=seed,
                           device=device)
     nstep = NStepAccumulator(cfg.num_envs, cfg.n_step, cfg.gamma)
+    hindsight = Hindsight(envs, seed=seed) if cfg.hindsight else None
     rewards = RunningMeanStd() if cfg.standardise_rewards else None
     act_generator = torch.Generator(device).manual_seed(seed)
     stats = UpdateMeans()  # training metrics averaged between evaluations
@@ -253,6 +255,8 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
         buffer.load_state_dict(payload["buffer"])
         runner.load_state_dict(payload["runner"])
         nstep.load_state_dict(payload["nstep"])
+        if hindsight is not None:
+            hindsight.load_state_dict(payload["hindsight"])
         if rewards is not None:
             rewards.load_state_dict(payload["rewards"])
         act_generator.set_state(payload["act_generator"])
@@ -269,6 +273,7 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
                 "model": model.state_dict(), "target_model": target_model.state_dict(),
                 "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(),
                 "runner": runner.state_dict(), "nstep": nstep.state_dict(),
+                "hindsight": hindsight.state_dict() if hindsight is not None else {},
                 "rewards": rewards.state_dict() if rewards is not None else {},
                 "act_generator": act_generator.get_state(), "rng": get_rng_state(),
                 "stats": stats.state_dict()})
@@ -278,7 +283,10 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
         # collect -> store
         actions = epsilon_greedy(greedy(runner.state, runner.obs), linear_epsilon(step, cfg),
                                  envs.num_actions, act_generator)
-        buffer.add(nstep.push(runner.step(actions.cpu().numpy())))
+        transition = runner.step(actions.cpu().numpy())
+        buffer.add(nstep.push(transition))
+        if hindsight is not None:
+            buffer.add(hindsight.push(transition))
         previous, step = step, step + cfg.num_envs
         session.advance(cfg.num_envs)
         if step >= cfg.learning_starts and (step // cfg.num_envs) % cfg.update_every == 0:

@@ -57,8 +57,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--workers", type=int, default=1,
                        help="parallel worker processes, one torch thread each (default 1)")
     bench.add_argument("--ray", default=None, metavar="ADDRESS",
-                       help="run on the Ray cluster at ADDRESS ('auto' for the local one; "
-                       "needs the ray extra and OUT on a filesystem the nodes share)")
+                       help="run each run as a Ray task on the cluster at ADDRESS ('auto': "
+                       "the cluster `ray start --head` started on this machine; 'local': a "
+                       "new Ray instance for this command); needs the ray extra and OUT on "
+                       "a filesystem the nodes share")
     bench.set_defaults(handler=_bench)
 
     plot = commands.add_parser(

@@ -117,6 +117,14 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           (Task("coverage-3x6x6", "coverage", _COVERAGE_QUICK),), ALL_ALGOS, 10,
           Protocol(total_steps=300_000, eval_interval=20_000, eval_episodes=100,
                    checkpoint_interval=20_000)),
+    # The same task with hindsight goal relabelling (training.Hindsight) for every
+    # algorithm: the sparse reward then reaches the critics from the first episodes.
+    Suite("coverage-quick-hindsight", "coverage-quick with hindsight goal relabelling "
+          "(HER, future strategy) for every algorithm, 5 seeds, 150,000 steps",
+          (Task("coverage-3x6x6", "coverage", _COVERAGE_QUICK),), ALL_ALGOS, 5,
+          Protocol(total_steps=150_000, eval_interval=10_000, eval_episodes=100,
+                   checkpoint_interval=10_000),
+          config={"hindsight": True}),
     # The README's few-minute demo: 3 agents on 6x6 are not learned in a few CPU minutes
     # (benchmarks/coverage_quick_spn_ac.py), 2 agents on 4x4 are, from 10% random success.
     Suite("coverage-quick-small", "coverage-quick reduced to run in about 10 minutes on 2 "

@@ -151,3 +151,31 @@ def observations(state: np.ndarray, num_agents: int) -> np.ndarray:
     obs[..., :dim] = state[..., None, :]
     obs[..., dim:] = np.eye(num_agents, dtype=np.float32)
     return obs
+
+
+def relabel_goals(states: np.ndarray, goal_states: np.ndarray, order: np.ndarray,
+                  config: CoverageConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hindsight goals: `states [..., S]` with the goals moved to where the agents are in
+    `goal_states [..., S]`, goal j on agent `order[..., j]`'s cell.
+
+    `order [..., n]` is a permutation of the agents per row (shuffled by the caller, so that
+    goal j is not always agent j's). The covered flags are recomputed; positions and the
+    step counter are kept. Returns `(relabelled [..., S], success [...], valid [...])`:
+    `success` where every new goal holds an agent, `valid` where the agents' cells in
+    `goal_states` are distinct (goals must be; other rows are returned unchanged).
+    """
+    n, size = config.num_agents, config.grid_size
+    lead = states.shape[:-1]
+    agents = np.rint(states[..., : 2 * n] * size).astype(np.int64).reshape(lead + (n, 2))
+    targets = np.rint(goal_states[..., : 2 * n] * size).astype(np.int64).reshape(lead + (n, 2))
+    goals = np.take_along_axis(targets, order[..., None], axis=-2)
+    cells = targets[..., 0] * size + targets[..., 1]
+    ordered = np.sort(cells, axis=-1)
+    valid = (ordered[..., 1:] != ordered[..., :-1]).all(axis=-1)
+    goals = np.where(valid[..., None, None], goals,
+                     np.rint(states[..., 2 * n : 4 * n] * size).astype(np.int64)
+                     .reshape(lead + (n, 2)))
+    covered = goal_distances(agents, goals) == 0
+    elapsed = np.rint(states[..., 5 * n] * config.max_steps)
+    relabelled = global_state(agents, goals, covered, elapsed, config)
+    return relabelled, covered.all(axis=-1), valid

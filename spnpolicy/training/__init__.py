@@ -4,6 +4,7 @@ seeding, evaluation, logging, checkpoints, progress, and the run session tying t
 from spnpolicy.training.buffer import Batch, ReplayBuffer
 from spnpolicy.training.checkpoint import load_checkpoint, save_checkpoint
 from spnpolicy.training.evaluation import EVAL_SEED_OFFSET, evaluate, evaluate_run
+from spnpolicy.training.hindsight import Hindsight
 from spnpolicy.training.logger import MetricsLogger
 from spnpolicy.training.metrics import UpdateMeans
 from spnpolicy.training.nstep import NStepAccumulator, NStepTransition
@@ -14,7 +15,7 @@ from spnpolicy.training.session import RunSpec, Session
 from spnpolicy.training.targets import hard_update, make_target, soft_update
 from spnpolicy.training.vec_env import CoverageVec, ParallelEnvVec, VecEnv, VecStep, make_vec_env
 
-__all__ = ["Batch", "CoverageVec", "EVAL_SEED_OFFSET", "Episode", "MetricsLogger",
+__all__ = ["Batch", "CoverageVec", "EVAL_SEED_OFFSET", "Episode", "Hindsight", "MetricsLogger",
            "NStepAccumulator", "NStepTransition", "ParallelEnvVec", "ProgressBar", "ReplayBuffer",
            "RunSpec", "Runner", "Session", "Transition", "UpdateMeans", "VecEnv", "VecStep",
            "evaluate", "evaluate_run", "get_rng_state", "hard_update", "load_checkpoint",

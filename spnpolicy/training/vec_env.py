@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from spnpolicy.envs import CoverageVecEnv, make_env
+from spnpolicy.envs import CoverageVecEnv, coverage_core, make_env
 from spnpolicy.envs.validation import check_joint_actions
 
 __all__ = ["VecEnv", "VecStep", "CoverageVec", "ParallelEnvVec", "make_vec_env"]
@@ -92,6 +92,21 @@ class CoverageVec:
         obs, reward, terminated, truncated, info = self.env.step(actions)
         return VecStep(self.env.state(), obs, reward, terminated, truncated,
                        info["final_state"], info["final_observation"], info["success"])
+
+    def relabel_goals(self, states: np.ndarray, goal_states: np.ndarray,
+                      rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Hindsight goals for :class:`~spnpolicy.training.Hindsight`: ``states [M, S]``
+        with the goals on the agents' cells in ``goal_states [M, S]``, in a random order.
+
+        Returns ``(states [M, S], obs [M, n, obs_dim], success [M], valid [M])``; rows whose
+        agents share a cell in ``goal_states`` are not ``valid`` (goals are distinct).
+        """
+        order = rng.permuted(np.broadcast_to(np.arange(self.num_agents),
+                                             (len(states), self.num_agents)), axis=-1)
+        relabelled, success, valid = coverage_core.relabel_goals(states, goal_states, order,
+                                                                 self.env.config)
+        return (relabelled, coverage_core.observations(relabelled, self.num_agents), success,
+                valid)
 
     def state_dict(self) -> dict[str, Any]:
         """Positions, step counters and every copy's generator state."""

@@ -123,3 +123,29 @@ def test_the_ray_backend_explains_a_missing_ray(tmp_path):
     runs = plan(TINY, tmp_path, seeds=1)
     with pytest.raises(ImportError, match=r"pip install 'spnpolicy\[ray\]'"):
         run_all(runs, ray_address="auto")
+
+
+@pytest.mark.slow  # starting Ray and its workers takes from half a minute to minutes
+def test_the_ray_backend_gives_the_results_of_the_process_backend(tmp_path):
+    """A real local Ray instance (``--ray local``) trains the runs as Ray tasks; training is
+    seeded, so the histories equal those of the same runs trained in this process."""
+    ray = pytest.importorskip("ray")
+    local = plan(TINY, tmp_path / "local", tasks=["climbing"], seeds=1)
+    remote = plan(TINY, tmp_path / "ray", tasks=["climbing"], seeds=1)
+    try:
+        lines = []
+        on_ray = run_all(remote, ray_address="local", log=lines.append)
+    finally:
+        ray.shutdown()
+    here = run_all(local, log=lambda line: None)
+    assert not on_ray.failures and len(on_ray.records) == 2
+    assert sum("at step 192" in line for line in lines) == 2
+
+    def strip(record):
+        return [{k: v for k, v in h.items() if k not in ("wall_time", "steps_per_second")}
+                for h in record.history]
+
+    for a, b in zip(here.records, on_ray.records, strict=True):
+        assert (a.algo, a.seed) == (b.algo, b.seed)
+        assert strip(a) == strip(b)
+    assert all((run.run_dir / "checkpoints" / "last.pt").exists() for run in remote)

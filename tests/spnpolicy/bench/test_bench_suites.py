@@ -2,6 +2,8 @@
 
 import pytest
 
+from spnpolicy.algos.registry import make_config
+from spnpolicy.bench.runner import plan
 from spnpolicy.bench.suites import SUITES, Protocol, get_suite
 from spnpolicy.envs import make_env
 
@@ -29,6 +31,17 @@ def test_coverage_suites_follow_the_issue():
     small = get_suite("coverage-quick-small")
     assert small.algos == ALGOS and small.seeds == 3  # DESIGN: 3 seeds in quick mode
     assert small.protocol.total_steps < get_suite("coverage-quick").protocol.total_steps
+
+
+def test_hindsight_suite_is_coverage_quick_with_relabelling_for_everyone(tmp_path):
+    suite, quick = get_suite("coverage-quick-hindsight"), get_suite("coverage-quick")
+    assert suite.tasks == quick.tasks and suite.algos == ALGOS
+    runs = plan(suite, tmp_path)
+    assert {run.algo for run in runs} == set(ALGOS) and len(runs) == 7 * suite.seeds
+    for run in runs:
+        assert run.config["hindsight"] is True
+        assert make_config(run.algo, "coverage", run.config).hindsight is True
+    assert all("hindsight" not in run.config for run in plan(quick, tmp_path))
 
 
 @pytest.mark.parametrize("name", list(SUITES))
