@@ -8,6 +8,8 @@ import torch
 import spnpolicy
 from circuits import CircuitDistribution
 
+from tests.run_helpers import assert_same_run
+
 QUICK = dict(total_steps=400, learning_starts=200, eval_interval=200, eval_episodes=2,
              eval_stochastic=False)
 
@@ -48,14 +50,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     spnpolicy.train("spn-ac", "penalty", seed=2, out_dir=tmp_path / "b", **config)
     resumed = spnpolicy.train("spn-ac", "penalty", seed=2, out_dir=tmp_path / "b", resume=True,
                               **dict(config, total_steps=800))
-
-    def strip(history):
-        return [{k: v for k, v in h.items() if k not in ("wall_time", "steps_per_second")}
-                for h in history]
-
-    assert strip(resumed.history) == strip(whole.history)
-    for a, b in zip(whole.agent.state_dict().values(), resumed.agent.state_dict().values()):
-        assert torch.equal(a, b)
+    assert_same_run(whole, resumed)
 
 
 def test_errors(tmp_path):

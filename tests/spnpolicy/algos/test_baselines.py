@@ -23,6 +23,8 @@ from spnpolicy.algos.q_learning import (
 from spnpolicy.algos.value_based import AgentQNetwork, MixedQ, ValueBasedConfig
 from spnpolicy.training import Batch, make_vec_env
 
+from tests.run_helpers import assert_same_run
+
 QUICK = dict(total_steps=400, learning_starts=80, eval_interval=200, eval_episodes=2)
 
 
@@ -232,16 +234,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, algo):
                     **dict(config, total_steps=480))
     resumed = spnpolicy.train(algo, "penalty", seed=2, out_dir=tmp_path / "b", resume=True,
                               **dict(config, total_steps=960))
-
-    def strip(history):
-        return [{k: v for k, v in h.items() if k not in ("wall_time", "steps_per_second")}
-                for h in history]
-
-    assert strip(resumed.history) == strip(whole.history)
+    assert_same_run(whole, resumed)
     assert len(whole.history) == 5
-    for a, b in zip(whole.agent.state_dict().values(), resumed.agent.state_dict().values(),
-                    strict=True):
-        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("algo", ["vdn", "qmix", "dcg"])

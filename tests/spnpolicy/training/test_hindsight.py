@@ -8,6 +8,8 @@ import spnpolicy
 from spnpolicy.envs import coverage_core as core
 from spnpolicy.training import Hindsight, Runner, make_vec_env
 
+from tests.run_helpers import assert_same_run
+
 ENV = dict(num_agents=3, grid_size=4, max_steps=7)
 
 
@@ -148,12 +150,4 @@ def test_resumed_hindsight_run_equals_uninterrupted_run(tmp_path, algo):
                     **dict(config, total_steps=60))
     resumed = spnpolicy.train(algo, "coverage", seed=4, out_dir=tmp_path / "b", resume=True,
                               **dict(config, total_steps=120))
-
-    def strip(history):
-        return [{k: v for k, v in h.items() if k not in ("wall_time", "steps_per_second")}
-                for h in history]
-
-    assert strip(resumed.history) == strip(whole.history)
-    for a, b in zip(whole.agent.state_dict().values(), resumed.agent.state_dict().values(),
-                    strict=True):
-        assert torch.equal(a, b)
+    assert_same_run(whole, resumed)
