@@ -119,7 +119,8 @@ class OffPolicyConfig(RunConfig):
     """Gradient-norm clipping of every network; 0 disables it."""
     hindsight: bool = False
     """Also store every finished episode's transitions with hindsight goals (HER's future
-    strategy; envs with goals to move: coverage)."""
+    strategy; envs with goals to move: coverage). About doubles the rows stored per env
+    step, so the buffer then spans about half as many env steps."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
