@@ -154,28 +154,31 @@ def observations(state: np.ndarray, num_agents: int) -> np.ndarray:
 
 
 def relabel_goals(states: np.ndarray, goal_states: np.ndarray, order: np.ndarray,
-                  config: CoverageConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  config: CoverageConfig) -> tuple[np.ndarray, ...]:
     """Hindsight goals: `states [..., S]` with the goals moved to where the agents are in
     `goal_states [..., S]`, goal j on agent `order[..., j]`'s cell.
 
     `order [..., n]` is a permutation of the agents per row (shuffled by the caller, so that
     goal j is not always agent j's). The covered flags are recomputed; positions and the
-    step counter are kept. Returns `(relabelled [..., S], success [...], valid [...])`:
-    `success` where every new goal holds an agent, `valid` where the agents' cells in
-    `goal_states` are distinct (goals must be; other rows are returned unchanged).
+    step counter are kept. Returns `(relabelled [..., S], reward [...], terminated [...],
+    valid [...])`: the team reward (float32) and termination of a step that arrives in the
+    relabelled state (`team_reward`; only `sparse` terminates, when every goal holds an
+    agent), and `valid` where the agents' cells in `goal_states` are distinct (goals must
+    be; other rows keep their goals).
     """
     n, size = config.num_agents, config.grid_size
     lead = states.shape[:-1]
     agents = np.rint(states[..., : 2 * n] * size).astype(np.int64).reshape(lead + (n, 2))
     targets = np.rint(goal_states[..., : 2 * n] * size).astype(np.int64).reshape(lead + (n, 2))
     goals = np.take_along_axis(targets, order[..., None], axis=-2)
-    cells = targets[..., 0] * size + targets[..., 1]
-    ordered = np.sort(cells, axis=-1)
-    valid = (ordered[..., 1:] != ordered[..., :-1]).all(axis=-1)
+    cells = np.sort(targets[..., 0] * size + targets[..., 1], axis=-1)
+    valid = (cells[..., 1:] != cells[..., :-1]).all(axis=-1)
     goals = np.where(valid[..., None, None], goals,
                      np.rint(states[..., 2 * n : 4 * n] * size).astype(np.int64)
                      .reshape(lead + (n, 2)))
-    covered = goal_distances(agents, goals) == 0
+    distances = goal_distances(agents, goals)
+    covered = distances == 0
     elapsed = np.rint(states[..., 5 * n] * config.max_steps)
     relabelled = global_state(agents, goals, covered, elapsed, config)
-    return relabelled, covered.all(axis=-1), valid
+    terminated = covered.all(axis=-1) & (config.reward == "sparse")
+    return relabelled, team_reward(distances, config), terminated, valid

@@ -34,7 +34,8 @@ class Hindsight:
 
     Args:
         envs: the vectorised env; it must have ``relabel_goals(states, goal_states, rng)``
-            (see :meth:`~spnpolicy.training.vec_env.CoverageVec.relabel_goals`).
+            (see :meth:`~spnpolicy.training.vec_env.CoverageVec.relabel_goals`); every
+            reward of the coverage env works (``sparse`` is the one HER is for).
         seed: seed of the generator choosing the future steps and goal orders.
     """
 
@@ -69,22 +70,24 @@ class Hindsight:
 
     def _relabel(self, episode: list[tuple[np.ndarray, ...]]) -> NStepTransition:
         """Step ``t`` of ``episode`` with the goals of the state reached after a uniform
-        step ``t' >= t``; rows whose relabelled start already succeeds, or whose goal cells
-        are not distinct, are dropped."""
+        step ``t' >= t``, its reward and termination recomputed by the env; rows whose
+        relabelled start would already have ended the episode, or whose goal cells are not
+        distinct, are dropped."""
         length = len(episode)
         state, actions, next_state = (np.stack(column) for column in zip(*episode))
         future = self.rng.integers(np.arange(length), length)          # t' in [t, T - 1]
         goal_states = next_state[future]
         # one goal order per row, used for both ends of the transition
         seed = self.rng.integers(2**63)
-        start, start_obs, start_done, valid = self.envs.relabel_goals(
+        start, start_obs, _, start_done, valid = self.envs.relabel_goals(
             state, goal_states, np.random.default_rng(seed))
-        end, end_obs, success, _ = self.envs.relabel_goals(
+        end, end_obs, reward, terminated, _ = self.envs.relabel_goals(
             next_state, goal_states, np.random.default_rng(seed))
         keep = valid & ~start_done
-        reward = success[keep].astype(np.float32)
-        return NStepTransition(start[keep], start_obs[keep], actions[keep], reward, end[keep],
-                               end_obs[keep], reward.copy(), np.ones(int(keep.sum()), np.int64))
+        return NStepTransition(start[keep], start_obs[keep], actions[keep],
+                               reward[keep].astype(np.float32), end[keep], end_obs[keep],
+                               terminated[keep].astype(np.float32),
+                               np.ones(int(keep.sum()), np.int64))
 
     def state_dict(self) -> dict[str, Any]:
         return {"episodes": [[[np.asarray(x).tolist() for x in step] for step in episode]

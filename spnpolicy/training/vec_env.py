@@ -98,15 +98,17 @@ class CoverageVec:
         """Hindsight goals for :class:`~spnpolicy.training.Hindsight`: ``states [M, S]``
         with the goals on the agents' cells in ``goal_states [M, S]``, in a random order.
 
-        Returns ``(states [M, S], obs [M, n, obs_dim], success [M], valid [M])``; rows whose
-        agents share a cell in ``goal_states`` are not ``valid`` (goals are distinct).
+        Returns ``(states [M, S], obs [M, n, obs_dim], reward [M], terminated [M],
+        valid [M])``: the reward and termination of a step arriving in each relabelled state
+        (the env's reward; only ``sparse`` terminates), and whether the row is ``valid``
+        (its agents occupy distinct cells in ``goal_states``, as goals must).
         """
         order = rng.permuted(np.broadcast_to(np.arange(self.num_agents),
                                              (len(states), self.num_agents)), axis=-1)
-        relabelled, success, valid = coverage_core.relabel_goals(states, goal_states, order,
-                                                                 self.env.config)
-        return (relabelled, coverage_core.observations(relabelled, self.num_agents), success,
-                valid)
+        relabelled, reward, terminated, valid = coverage_core.relabel_goals(
+            states, goal_states, order, self.env.config)
+        obs = coverage_core.observations(relabelled, self.num_agents)
+        return relabelled, obs, reward, terminated, valid
 
     def state_dict(self) -> dict[str, Any]:
         """Positions, step counters and every copy's generator state."""

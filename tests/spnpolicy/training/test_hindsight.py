@@ -26,8 +26,9 @@ def _rollout(envs, steps, seed):
             for _ in range(steps)]
 
 
-def test_relabel_goals_matches_global_state_of_moved_goals():
-    config = core.CoverageConfig(num_agents=3, grid_size=5, max_steps=9)
+@pytest.mark.parametrize("reward", ["sparse", "coverage", "distance"])
+def test_relabel_goals_matches_global_state_of_moved_goals(reward):
+    config = core.CoverageConfig(num_agents=3, grid_size=5, max_steps=9, reward=reward)
     rng = np.random.default_rng(0)
     for _ in range(200):
         agents, goals = core.sample_layout(rng, config)
@@ -38,18 +39,24 @@ def test_relabel_goals_matches_global_state_of_moved_goals():
         goal_state = core.global_state(target_agents, goals, covered, 0, config)
         order = rng.permutation(3)
 
-        out, success, valid = core.relabel_goals(state, goal_state, order, config)
+        out, out_reward, terminated, valid = core.relabel_goals(state, goal_state, order, config)
 
         distinct = len({tuple(c) for c in target_agents}) == 3
         assert valid == distinct
         new_goals = target_agents[order] if distinct else goals
-        new_covered = core.goal_distances(agents, new_goals) == 0
+        distances = core.goal_distances(agents, new_goals)
         np.testing.assert_allclose(
-            out, core.global_state(agents, new_goals, new_covered, elapsed, config), atol=1e-6)
-        assert success == new_covered.all()
+            out, core.global_state(agents, new_goals, distances == 0, elapsed, config),
+            atol=1e-6)
+        assert out_reward == core.team_reward(distances, config)
+        assert terminated == (reward == "sparse" and (distances == 0).all())
         # goals on the agents' own cells are all covered
-        _, own_success, own_valid = core.relabel_goals(state, state, order, config)
-        assert own_success == own_valid == (len({tuple(c) for c in agents}) == 3)
+        _, own_reward, own_terminated, own_valid = core.relabel_goals(state, state, order,
+                                                                      config)
+        assert own_valid == (len({tuple(c) for c in agents}) == 3)
+        if own_valid:
+            assert own_reward == (0.0 if reward == "distance" else 1.0)
+            assert own_terminated == (reward == "sparse")
 
 
 def test_push_relabels_each_episode_when_it_ends():
@@ -73,6 +80,19 @@ def test_push_relabels_each_episode_when_it_ends():
             assert len(set(_cells(start, 2 * n, n, size))) == n
             assert not start[4 * n:5 * n].all()          # the start is not already solved
             assert reward == end[4 * n:5 * n].all()
+
+
+def test_dense_rewards_are_recomputed_and_never_terminate():
+    envs = make_vec_env("coverage", 2, seed=4, reward="coverage", **ENV)
+    hindsight = Hindsight(envs, seed=0)
+    n = ENV["num_agents"]
+    rewards = []
+    for transition in _rollout(envs, 2 * ENV["max_steps"], seed=4):
+        out = hindsight.push(transition)
+        np.testing.assert_array_equal(out.terminated, 0.0)
+        np.testing.assert_allclose(out.reward, out.next_state[:, 4 * n:5 * n].mean(-1))
+        rewards.extend(out.reward)
+    assert len(rewards) > ENV["max_steps"] and max(rewards) == 1.0
 
 
 def test_goals_come_from_a_later_step_of_the_same_episode():
