@@ -125,8 +125,9 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           Protocol(total_steps=150_000, eval_interval=10_000, eval_episodes=100,
                    checkpoint_interval=10_000),
           config={"hindsight": True}),
-    # The README's few-minute demo: 3 agents on 6x6 are not learned in a few CPU minutes
-    # (benchmarks/coverage_quick_spn_ac.py), 2 agents on 4x4 are, from 10% random success.
+    # The README's few-minute demo: 3 agents on 6x6 are not learned from the sparse reward
+    # alone in a few CPU minutes (benchmarks/README.md), 2 agents on 4x4 are, from 10%
+    # random success.
     Suite("coverage-quick-small", "coverage-quick reduced to run in about 10 minutes on 2 "
           "cores: 2 agents on 4x4, 20 steps, sparse reward, 3 seeds",
           (Task("coverage-2x4x4", "coverage", _COVERAGE_SMALL),),
