@@ -32,11 +32,10 @@ from torch import nn
 from spnpolicy.algos.config import (OffPolicyConfig, check_bool, check_float, check_hidden,
                                      check_int)
 from spnpolicy.training import (
-    Hindsight,
-    NStepAccumulator,
     ReplayBuffer,
     Runner,
     Session,
+    TransitionStream,
     UpdateMeans,
     VecEnv,
     evaluate_run,
@@ -233,8 +232,7 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
     buffer = ReplayBuffer(cfg.buffer_size, envs.state_dim, envs.num_agents,
                           obs_dim=envs.obs_dim if model.needs_obs else None, seed=seed,
                           device=device)
-    nstep = NStepAccumulator(cfg.num_envs, cfg.n_step, cfg.gamma)
-    hindsight = Hindsight(envs, seed=seed) if cfg.hindsight else None
+    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed)
     rewards = RunningMeanStd() if cfg.standardise_rewards else None
     act_generator = torch.Generator(device).manual_seed(seed)
     stats = UpdateMeans()  # training metrics averaged between evaluations
@@ -254,9 +252,7 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
         optimizer.load_state_dict(payload["optimizer"])
         buffer.load_state_dict(payload["buffer"])
         runner.load_state_dict(payload["runner"])
-        nstep.load_state_dict(payload["nstep"])
-        if hindsight is not None:
-            hindsight.load_state_dict(payload["hindsight"])
+        stream.load_state_dict(payload["stream"])
         if rewards is not None:
             rewards.load_state_dict(payload["rewards"])
         act_generator.set_state(payload["act_generator"])
@@ -272,8 +268,7 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
             session.save(step, {
                 "model": model.state_dict(), "target_model": target_model.state_dict(),
                 "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(),
-                "runner": runner.state_dict(), "nstep": nstep.state_dict(),
-                "hindsight": hindsight.state_dict() if hindsight is not None else {},
+                "runner": runner.state_dict(), "stream": stream.state_dict(),
                 "rewards": rewards.state_dict() if rewards is not None else {},
                 "act_generator": act_generator.get_state(), "rng": get_rng_state(),
                 "stats": stats.state_dict()})
@@ -283,10 +278,7 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
         # collect -> store
         actions = epsilon_greedy(greedy(runner.state, runner.obs), linear_epsilon(step, cfg),
                                  envs.num_actions, act_generator)
-        transition = runner.step(actions.cpu().numpy())
-        buffer.add(nstep.push(transition))
-        if hindsight is not None:
-            buffer.add(hindsight.push(transition))
+        buffer.add(stream.push(runner.step(actions.cpu().numpy())))
         previous, step = step, step + cfg.num_envs
         session.advance(cfg.num_envs)
         if step >= cfg.learning_starts and (step // cfg.num_envs) % cfg.update_every == 0:

@@ -41,11 +41,10 @@ from spnpolicy.algos.config import (
 from spnpolicy.algos.critics import FACTOR_GRAPHS, TwinFactorQ, build_factor_graph
 from spnpolicy.algos.policies import POLICY_KINDS, JointPolicy, SharedMarginals
 from spnpolicy.training import (
-    Hindsight,
-    NStepAccumulator,
     ReplayBuffer,
     Runner,
     Session,
+    TransitionStream,
     UpdateMeans,
     evaluate_run,
     get_rng_state,
@@ -246,8 +245,7 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
                   "critic": torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr),
                   "alpha": torch.optim.Adam([temperature.log_alpha], lr=cfg.alpha_lr)}
     buffer = ReplayBuffer(cfg.buffer_size, state_dim, n, seed=seed, device=device)
-    nstep = NStepAccumulator(cfg.num_envs, cfg.n_step, cfg.gamma)
-    hindsight = Hindsight(envs, seed=seed) if cfg.hindsight else None
+    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed)
     warmup_rng = np.random.default_rng(seed)
     act_generator = torch.Generator(device).manual_seed(seed)
     modules = {"policy": policy, "critic": critic, "critic_target": critic_target,
@@ -262,9 +260,7 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
             optimizer.load_state_dict(payload["optimizers"][name])
         buffer.load_state_dict(payload["buffer"])
         runner.load_state_dict(payload["runner"])
-        nstep.load_state_dict(payload["nstep"])
-        if hindsight is not None:
-            hindsight.load_state_dict(payload["hindsight"])
+        stream.load_state_dict(payload["stream"])
         warmup_rng.bit_generator.state = payload["warmup_rng"]
         act_generator.set_state(payload["act_generator"])
         set_rng_state(payload["rng"])
@@ -280,8 +276,7 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
                 "modules": {name: m.state_dict() for name, m in modules.items()},
                 "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
                 "buffer": buffer.state_dict(), "runner": runner.state_dict(),
-                "nstep": nstep.state_dict(),
-                "hindsight": hindsight.state_dict() if hindsight is not None else {},
+                "stream": stream.state_dict(),
                 "warmup_rng": warmup_rng.bit_generator.state,
                 "act_generator": act_generator.get_state(), "rng": get_rng_state(),
                 "stats": stats.state_dict()})
@@ -293,10 +288,7 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
             actions = warmup_rng.integers(0, k, size=(cfg.num_envs, n))
         else:
             actions = policy.act(runner.state, deterministic=False, generator=act_generator)
-        transition = runner.step(actions)
-        buffer.add(nstep.push(transition))
-        if hindsight is not None:
-            buffer.add(hindsight.push(transition))
+        buffer.add(stream.push(runner.step(actions)))
         step += cfg.num_envs
         session.advance(cfg.num_envs)
         if step < cfg.learning_starts or (step // cfg.num_envs) % cfg.update_every:

@@ -8,10 +8,11 @@ move goals (``envs.relabel_goals``, coverage only); the copies are one-step tran
 
 ```python
 hindsight = Hindsight(envs, seed=0)
-transition = runner.step(actions)
-buffer.add(nstep.push(transition))
-buffer.add(hindsight.push(transition))    # relabelled copies of the episodes that ended
+buffer.add(hindsight.push(runner.step(actions)))  # relabelled copies of the ended episodes
 ```
+
+The training loops use it through :class:`~spnpolicy.training.TransitionStream` (``hindsight``
+config field), next to their n-step transitions.
 """
 
 from __future__ import annotations

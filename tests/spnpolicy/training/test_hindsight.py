@@ -6,7 +6,8 @@ import torch
 
 import spnpolicy
 from spnpolicy.envs import coverage_core as core
-from spnpolicy.training import Hindsight, Runner, make_vec_env
+from spnpolicy.training import (Hindsight, NStepAccumulator, Runner, TransitionStream,
+                                 make_vec_env)
 
 from tests.run_helpers import assert_same_run
 
@@ -171,3 +172,21 @@ def test_resumed_hindsight_run_equals_uninterrupted_run(tmp_path, algo):
     resumed = spnpolicy.train(algo, "coverage", seed=4, out_dir=tmp_path / "b", resume=True,
                               **dict(config, total_steps=120))
     assert_same_run(whole, resumed)
+
+
+@pytest.mark.parametrize("hindsight", [False, True])
+def test_transition_stream_is_nstep_rows_then_relabelled_rows(tmp_path, hindsight):
+    envs = make_vec_env("coverage", 2, seed=6, **ENV)
+    steps = _rollout(envs, 3 * ENV["max_steps"], seed=6)
+    stream = TransitionStream(envs, n_step=3, gamma=0.9, hindsight=hindsight, seed=1)
+    nstep, relabel = NStepAccumulator(2, 3, 0.9), Hindsight(envs, seed=1)
+    for i, transition in enumerate(steps):
+        if i == 10:  # a checkpoint mid-episode, through torch.save / torch.load
+            torch.save(stream.state_dict(), tmp_path / "stream.pt")
+            stream = TransitionStream(envs, n_step=3, gamma=0.9, hindsight=hindsight, seed=9)
+            stream.load_state_dict(torch.load(tmp_path / "stream.pt", weights_only=True))
+        out, rows = stream.push(transition), nstep.push(transition)
+        extra = relabel.push(transition)
+        expected = [np.concatenate(p) for p in zip(rows, extra)] if hindsight else rows
+        for got, want in zip(out, expected, strict=True):
+            np.testing.assert_array_equal(got, want)

@@ -1,0 +1,46 @@
+"""What a training loop stores per env step: n-step transitions and hindsight copies.
+
+```python
+stream = TransitionStream(envs, n_step=5, gamma=0.99, hindsight=True, seed=0)
+buffer.add(stream.push(runner.step(actions)))     # checkpoint stream.state_dict() too
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from spnpolicy.training.hindsight import Hindsight
+from spnpolicy.training.nstep import NStepAccumulator, NStepTransition
+from spnpolicy.training.runner import Transition
+
+__all__ = ["TransitionStream"]
+
+
+class TransitionStream:
+    """An :class:`NStepAccumulator` and, when ``hindsight``, a :class:`Hindsight` fed the
+    same steps; ``push`` returns the n-step rows followed by the relabelled ones."""
+
+    def __init__(self, envs: Any, n_step: int, gamma: float, hindsight: bool = False,
+                 seed: int | None = None) -> None:
+        self.nstep = NStepAccumulator(envs.num_envs, n_step, gamma)
+        self.hindsight = Hindsight(envs, seed=seed) if hindsight else None
+
+    def push(self, transition: Transition) -> NStepTransition:
+        """One step of every copy -> the rows to store (``[M]``, ``M`` may be 0)."""
+        rows = self.nstep.push(transition)
+        if self.hindsight is None:
+            return rows
+        relabelled = self.hindsight.push(transition)
+        return NStepTransition(*(np.concatenate(pair) for pair in zip(rows, relabelled)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"nstep": self.nstep.state_dict(),
+                "hindsight": self.hindsight.state_dict() if self.hindsight is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.nstep.load_state_dict(state["nstep"])
+        if self.hindsight is not None:
+            self.hindsight.load_state_dict(state["hindsight"])
