@@ -10,10 +10,13 @@ goals; positions are int64 `(row, col)` pairs.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from spnpolicy.envs.validation import check_indices, check_int
 
@@ -22,6 +25,11 @@ ACTION_NAMES = ("noop", "up", "down", "left", "right", "stay")
 # (row, col) displacement of each action; "up" decreases the row index.
 MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1], [0, 0]], dtype=np.int64)
 REWARDS = ("sparse", "coverage", "distance")
+LAYOUTS = ("random", "fixed")
+OBSERVATIONS = ("absolute", "relative")
+#: Largest team whose assignment potential is computed by enumerating the n! assignments
+#: (batched); larger teams use scipy's `linear_sum_assignment` row by row.
+ENUMERATE_MAX_AGENTS = 6
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,9 @@ class CoverageConfig:
     max_steps: int = 200
     reward: str = "sparse"
     broken_agents: tuple[int, ...] = ()
+    layout: str = "random"
+    layout_seed: int = 0
+    observation: str = "absolute"
 
     def __post_init__(self) -> None:
         n = check_int("num_agents", self.num_agents, 1)
@@ -52,16 +63,39 @@ class CoverageConfig:
             raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
         object.__setattr__(self, "broken_agents",
                            check_indices("broken_agents", self.broken_agents, n))
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        object.__setattr__(self, "layout_seed", check_int("layout_seed", self.layout_seed, 0))
+        if self.observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, "
+                             f"got {self.observation!r}")
+
+    @property
+    def relative(self) -> bool:
+        return self.observation == "relative"
 
     @property
     def state_dim(self) -> int:
-        """Length of the global state vector: 5n + 1."""
-        return 5 * self.num_agents + 1
+        """Length of the global state vector: 5n + 1, plus 2n^2 offsets when relative."""
+        n = self.num_agents
+        return 5 * n + 1 + (2 * n * n if self.relative else 0)
 
     @property
     def obs_dim(self) -> int:
-        """Length of one agent's observation: the state plus a one-hot of n: 6n + 1."""
-        return self.state_dim + self.num_agents
+        """Length of one agent's observation: the state, a one-hot of n, and when relative
+        2n goal offsets and 2(n - 1) agent offsets: 6n + 1 or 2n^2 + 10n - 1."""
+        n = self.num_agents
+        return self.state_dim + n + (4 * n - 2 if self.relative else 0)
+
+    @property
+    def low(self) -> float:
+        """Lower bound of state and observation entries: -1 with offsets, else 0."""
+        return -1.0 if self.relative else 0.0
+
+    def fixed_goals(self) -> np.ndarray:
+        """`[n, 2]` goal cells of the `fixed` layout: the first draw of `sample_layout`
+        with `numpy.random.default_rng(layout_seed)`, whatever the reset seed."""
+        return _fixed_goals(self.num_agents, self.grid_size, self.layout_seed).copy()
 
     def move_table(self) -> np.ndarray:
         """`[n * 6, 2]` displacement of agent i taking action a at row `6 i + a`.
@@ -73,20 +107,30 @@ class CoverageConfig:
         return table.reshape(-1, 2)
 
 
+@cache
+def _fixed_goals(n: int, size: int, layout_seed: int) -> np.ndarray:
+    goal_cells = np.random.default_rng(layout_seed).choice(size * size, size=n, replace=False)
+    return np.stack(np.divmod(goal_cells, size), axis=-1).astype(np.int64)
+
+
 def sample_layout(rng: np.random.Generator,
                   config: CoverageConfig) -> tuple[np.ndarray, np.ndarray]:
     """Draw one episode's start: `(agent_positions [n, 2], goal_positions [n, 2])`.
 
     Goals occupy n distinct cells; agents are uniform over all cells, independently, so
     they may share cells with each other and with goals. The draws are, in this order,
-    `rng.choice(cells, n, replace=False)` for the goals and `rng.integers(0, cells, n)` for
-    the agents (cells numbered row-major); both environments use exactly this.
+    `rng.choice(cells, n, replace=False)` for the goals (`random` layout only; `fixed`
+    takes `config.fixed_goals()` and draws nothing for them) and `rng.integers(0, cells,
+    n)` for the agents (cells numbered row-major); both environments use exactly this.
     """
     size, n = config.grid_size, config.num_agents
-    goal_cells = rng.choice(size * size, size=n, replace=False)
+    if config.layout == "fixed":
+        goals = config.fixed_goals()
+    else:
+        goal_cells = rng.choice(size * size, size=n, replace=False)
+        goals = np.stack(np.divmod(goal_cells, size), axis=-1).astype(np.int64)
     agent_cells = rng.integers(0, size * size, size=n)
     agents = np.stack(np.divmod(agent_cells, size), axis=-1).astype(np.int64)
-    goals = np.stack(np.divmod(goal_cells, size), axis=-1).astype(np.int64)
     return agents, goals
 
 
@@ -112,6 +156,47 @@ def goal_distances(agent_positions: np.ndarray, goal_positions: np.ndarray) -> n
     return np.ascontiguousarray(np.moveaxis(distance.min(axis=1), 0, -1))
 
 
+@cache
+def _permutations(n: int) -> np.ndarray:
+    return np.array(list(itertools.permutations(range(n))), dtype=np.int64)   # [n!, n]
+
+
+def assignment_cost(agent_positions: np.ndarray, goal_positions: np.ndarray) -> np.ndarray:
+    """Minimum over one-to-one assignments of agents to goals of the summed Manhattan
+    distances, `[...]` int64 (exact: enumeration of the n! assignments for n <= 6, batched;
+    scipy's `linear_sum_assignment` per row above)."""
+    n = agent_positions.shape[-2]
+    cost = np.abs(agent_positions[..., :, None, :] - goal_positions[..., None, :, :]).sum(-1)
+    if n <= ENUMERATE_MAX_AGENTS:                                   # cost [..., agent, goal]
+        perms = _permutations(n)                                    # agent i -> goal perm[i]
+        return cost[..., np.arange(n), perms].sum(-1).min(-1)
+    flat = cost.reshape(-1, n, n)
+    out = np.array([c[linear_sum_assignment(c)].sum() for c in flat], dtype=np.int64)
+    return out.reshape(cost.shape[:-2])
+
+
+def potential(agent_positions: np.ndarray, goal_positions: np.ndarray,
+              grid_size: int) -> np.ndarray:
+    """Phi `[...]` float64: `-assignment_cost(...) / grid_size`; 0 exactly when every goal
+    holds an agent (n agents, n goals: then each agent is on its own goal)."""
+    return -assignment_cost(agent_positions, goal_positions) / grid_size
+
+
+def state_positions(states: np.ndarray, config: CoverageConfig
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """`(agent_positions [..., n, 2], goal_positions [..., n, 2])` int64 read back from
+    global states `[..., S]` (exact: positions are stored as integers / grid_size)."""
+    n, size = config.num_agents, config.grid_size
+    lead = states.shape[:-1]
+    cells = np.rint(np.asarray(states[..., : 4 * n], dtype=np.float64) * size).astype(np.int64)
+    return cells[..., : 2 * n].reshape(lead + (n, 2)), cells[..., 2 * n:].reshape(lead + (n, 2))
+
+
+def state_potential(states: np.ndarray, config: CoverageConfig) -> np.ndarray:
+    """`potential` `[...]` of the global states `[..., S]`."""
+    return potential(*state_positions(states, config), config.grid_size)
+
+
 def team_reward(distances: np.ndarray, config: CoverageConfig) -> np.ndarray:
     """Team reward `[...]` (float32) given `goal_distances(...) [..., n]`.
 
@@ -130,7 +215,8 @@ def team_reward(distances: np.ndarray, config: CoverageConfig) -> np.ndarray:
 
 def global_state(agent_positions: np.ndarray, goal_positions: np.ndarray, covered: np.ndarray,
                  elapsed: np.ndarray | int, config: CoverageConfig) -> np.ndarray:
-    """Global state `[..., 5n + 1]` float32 in [0, 1] (layout in `coverage_v0`'s docstring).
+    """Global state `[..., S]` float32 (layout in `coverage_v0`'s docstring): in [0, 1], and
+    with `relative` observations the agent-goal offsets in [-1, 1] after them.
 
     `covered [..., n]` is bool per goal; `elapsed [...]` counts steps since reset.
     """
@@ -141,15 +227,35 @@ def global_state(agent_positions: np.ndarray, goal_positions: np.ndarray, covere
     np.divide(goal_positions.reshape(lead + (2 * n,)), size, out=state[..., 2 * n : 4 * n])
     state[..., 4 * n : 5 * n] = covered
     state[..., 5 * n] = np.divide(elapsed, config.max_steps)
+    if config.relative:   # [agent i, goal j, (row, col)] = (goal_j - agent_i) / size
+        offsets = goal_positions[..., None, :, :] - agent_positions[..., :, None, :]
+        np.divide(offsets.reshape(lead + (2 * n * n,)), size, out=state[..., 5 * n + 1:])
     return state
 
 
-def observations(state: np.ndarray, num_agents: int) -> np.ndarray:
-    """Per-agent observations `[..., n, S + n]`: the state `[..., S]` then a one-hot of i."""
+def observations(state: np.ndarray, config: CoverageConfig | int) -> np.ndarray:
+    """Per-agent observations `[..., n, obs_dim]` of global states `[..., S]`.
+
+    Agent i sees the state, then one-hot(i, n); with `relative` observations then its
+    offsets to goals 0..n-1 (`(goal_j - agent_i) / grid_size`, row then col) and to the
+    other agents in index order (`(agent_m - agent_i) / grid_size`, m != i). An int
+    `config` is the number of agents of an `absolute` env.
+    """
+    if not isinstance(config, CoverageConfig):
+        config = CoverageConfig(num_agents=config, grid_size=max(1, math.isqrt(config - 1) + 1))
+    n, relative = config.num_agents, config.relative
     lead, dim = state.shape[:-1], state.shape[-1]
-    obs = np.empty(lead + (num_agents, dim + num_agents), dtype=np.float32)
+    obs = np.empty(lead + (n, config.obs_dim), dtype=np.float32)
     obs[..., :dim] = state[..., None, :]
-    obs[..., dim:] = np.eye(num_agents, dtype=np.float32)
+    obs[..., dim : dim + n] = np.eye(n, dtype=np.float32)
+    if relative:
+        start = dim + n
+        obs[..., start : start + 2 * n] = state[..., 5 * n + 1:].reshape(lead + (n, 2 * n))
+        agents, _ = state_positions(state, config)
+        others = ~np.eye(n, dtype=bool)
+        offsets = agents[..., None, :, :] - agents[..., :, None, :]       # [..., i, m, 2]
+        offsets = offsets[..., others, :].reshape(lead + (n, 2 * (n - 1)))
+        np.divide(offsets, config.grid_size, out=obs[..., start + 2 * n:])
     return obs
 
 
@@ -167,15 +273,12 @@ def relabel_goals(states: np.ndarray, goal_states: np.ndarray, order: np.ndarray
     be; other rows keep their goals).
     """
     n, size = config.num_agents, config.grid_size
-    lead = states.shape[:-1]
-    agents = np.rint(states[..., : 2 * n] * size).astype(np.int64).reshape(lead + (n, 2))
-    targets = np.rint(goal_states[..., : 2 * n] * size).astype(np.int64).reshape(lead + (n, 2))
+    agents, own_goals = state_positions(states, config)
+    targets, _ = state_positions(goal_states, config)
     goals = np.take_along_axis(targets, order[..., None], axis=-2)
     cells = np.sort(targets[..., 0] * size + targets[..., 1], axis=-1)
     valid = (cells[..., 1:] != cells[..., :-1]).all(axis=-1)
-    goals = np.where(valid[..., None, None], goals,
-                     np.rint(states[..., 2 * n : 4 * n] * size).astype(np.int64)
-                     .reshape(lead + (n, 2)))
+    goals = np.where(valid[..., None, None], goals, own_goals)
     distances = goal_distances(agents, goals)
     covered = distances == 0
     elapsed = np.rint(states[..., 5 * n] * config.max_steps)

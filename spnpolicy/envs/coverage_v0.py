@@ -2,7 +2,8 @@
 
 ```python
 from spnpolicy.envs import coverage_v0
-env = coverage_v0.parallel_env(num_agents=6, grid_size=20, max_steps=200, reward="sparse")
+env = coverage_v0.parallel_env(num_agents=6, grid_size=20, max_steps=200, reward="sparse",
+                               layout="random", layout_seed=0, observation="absolute")
 observations, infos = env.reset(seed=0)
 ```
 
@@ -10,12 +11,15 @@ observations, infos = env.reset(seed=0)
 |---|---|
 | Agents | `agent_0` ... `agent_{n-1}` |
 | Actions | `Discrete(6)`: 0 noop, 1 up (row-1), 2 down (row+1), 3 left (col-1), 4 right, 5 stay |
-| Observation | `Box(0, 1, (6n + 1,), float32)`: the global state, then one-hot(agent index) |
-| State | `Box(0, 1, (5n + 1,), float32)`, layout below |
+| Observation | `absolute`: `Box(0, 1, (6n + 1,), float32)`, the global state then one-hot(agent index); `relative`: `Box(-1, 1, (2n^2 + 10n - 1,), float32)`, tables below |
+| State | `absolute`: `Box(0, 1, (5n + 1,), float32)`; `relative`: `Box(-1, 1, (2n^2 + 5n + 1,), float32)` |
 
 **Layout.** At reset the n goals are put on n distinct cells of the `grid_size x grid_size`
 grid and each agent on a uniformly random cell (agents may share cells with each other and
-with goals). Goals do not move. A move off the grid leaves the agent where it is; agents do
+with goals). Goals do not move. `layout="random"` (the default) draws new goal cells at
+every reset; `layout="fixed"` draws them once from `numpy.random.default_rng(layout_seed)`,
+independently of `reset(seed=...)`, and keeps them for every episode of every env made
+with that `layout_seed` (only the agents' start cells are drawn at reset). A move off the grid leaves the agent where it is; agents do
 not block each other. Agents in `broken_agents` (indices) always execute noop, whatever
 action they are given (seed 000 section 3.3's non-operational robot).
 
@@ -28,7 +32,17 @@ action they are given (seed 000 section 3.3's non-operational robot).
 | `[4n, 5n)` | 1.0 where goal j holds at least one agent, else 0.0 |
 | `[5n]` | steps elapsed since reset / max_steps |
 
-Agent i's observation is the state followed by `one_hot(i, n)`.
+With `observation="relative"` the state gains, at `[5n + 1, 5n + 1 + 2n^2)`, every
+agent-goal offset: entry `5n + 1 + 2(i n + j) + c` is `(goal_j - agent_i)[c] / grid_size`
+(c = 0 row, 1 col), in [-1, 1].
+
+Agent i's observation is the state followed by `one_hot(i, n)`; with `relative`, then its
+egocentric offsets, normalised by grid_size:
+
+| slice (after the state and the one-hot) | content |
+|---|---|
+| `[0, 2n)` | `(goal_j - agent_i) / grid_size` for j = 0..n-1, row then col |
+| `[2n, 4n - 2)` | `(agent_m - agent_i) / grid_size` for the other agents m != i in index order |
 
 **Rewards** (a team reward, the same for every agent; distances are Manhattan):
 - `sparse` (seed 000): 1 on the step when every goal holds an agent, and the episode
@@ -41,8 +55,10 @@ Only `sparse` terminates; `coverage` and `distance` run to `max_steps` so that h
 goals keeps paying. Every episode is truncated after `max_steps` steps (a step that
 terminates is not also marked truncated).
 
-**Infos** per agent: `covered_fraction` (float) and `success` (every goal holds an agent),
-and after each step `team_reward` (the team reward, to be counted once per step in returns,
+**Infos** per agent: `covered_fraction` (float), `success` (every goal holds an agent),
+`potential` (float: minus the minimum, over one-to-one assignments of agents to goals, of
+the summed Manhattan distances, divided by grid_size; exactly 0.0 when every goal holds an
+agent; what `shaping=True` of the training algorithms uses), and after each step `team_reward` (the team reward, to be counted once per step in returns,
 not summed over agents).
 
 `env.unwrapped.agent_positions` and `env.unwrapped.goal_positions` are `[n, 2]` int64 arrays
@@ -86,13 +102,14 @@ class CoverageEnv(ParallelEnv):
         n = self.config.num_agents
         self.possible_agents = [f"agent_{i}" for i in range(n)]
         self.agents: list[str] = []
+        low = self.config.low
         self._observation_spaces = {
-            agent: spaces.Box(0.0, 1.0, (self.config.obs_dim,), np.float32)
+            agent: spaces.Box(low, 1.0, (self.config.obs_dim,), np.float32)
             for agent in self.possible_agents
         }
         self._action_spaces = {agent: spaces.Discrete(core.NUM_ACTIONS)
                                for agent in self.possible_agents}
-        self.state_space = spaces.Box(0.0, 1.0, (self.config.state_dim,), np.float32)
+        self.state_space = spaces.Box(low, 1.0, (self.config.state_dim,), np.float32)
         self._move_table = self.config.move_table()
         self._rng = np.random.default_rng()
         self._renderer = GridworldRenderer(self.config.grid_size)
@@ -153,14 +170,16 @@ class CoverageEnv(ParallelEnv):
                                  self.elapsed, self.config)
 
     def _observe(self, distances: np.ndarray) -> dict[str, np.ndarray]:
-        obs = core.observations(self._state(distances), self.config.num_agents)
+        obs = core.observations(self._state(distances), self.config)
         return {agent: obs[i] for i, agent in enumerate(self.possible_agents)}
 
     def _infos(self, distances: np.ndarray, reward: float | None = None
                ) -> dict[str, dict[str, Any]]:
         """Per-agent infos; `team_reward` only after a step (`reward` given)."""
         covered = distances == 0
-        info = {"covered_fraction": float(covered.mean()), "success": bool(covered.all())}
+        phi = core.potential(self.agent_positions, self.goal_positions, self.config.grid_size)
+        info = {"covered_fraction": float(covered.mean()), "success": bool(covered.all()),
+                "potential": float(phi)}
         if reward is not None:
             info["team_reward"] = reward
         return {agent: dict(info) for agent in self.possible_agents}
@@ -169,10 +188,14 @@ class CoverageEnv(ParallelEnv):
 def parallel_env(num_agents: int = Config.num_agents, grid_size: int = Config.grid_size,
                  max_steps: int = Config.max_steps, reward: str = Config.reward,
                  broken_agents: tuple[int, ...] = Config.broken_agents,
-                 render_mode: str | None = None) -> CoverageEnv:
+                 render_mode: str | None = None, layout: str = Config.layout,
+                 layout_seed: int = Config.layout_seed,
+                 observation: str = Config.observation) -> CoverageEnv:
     """Make the coverage gridworld; arguments as in the module docstring.
 
-    Raises ValueError naming the argument when one is out of range.
+    Raises ValueError naming the argument when one is out of range (an unknown `reward`,
+    `layout` or `observation`, a negative `layout_seed`, ...).
     """
-    config = Config(num_agents, grid_size, max_steps, reward, broken_agents)
+    config = Config(num_agents, grid_size, max_steps, reward, broken_agents, layout,
+                    layout_seed, observation)
     return CoverageEnv(config, render_mode)

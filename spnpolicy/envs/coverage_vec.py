@@ -45,9 +45,12 @@ class CoverageVecEnv:
                  grid_size: int = Config.grid_size, max_steps: int = Config.max_steps,
                  reward: str = Config.reward,
                  broken_agents: tuple[int, ...] = Config.broken_agents,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, layout: str = Config.layout,
+                 layout_seed: int = Config.layout_seed,
+                 observation: str = Config.observation) -> None:
         self.num_envs = check_int("num_envs", num_envs, 1)
-        self.config = Config(num_agents, grid_size, max_steps, reward, broken_agents)
+        self.config = Config(num_agents, grid_size, max_steps, reward, broken_agents, layout,
+                             layout_seed, observation)
         self.num_agents = self.config.num_agents
         self.num_actions = core.NUM_ACTIONS
         self.obs_dim = self.config.obs_dim
@@ -76,10 +79,10 @@ class CoverageVecEnv:
         everyone = np.arange(self.num_envs)
         self._state = np.empty((self.num_envs, self.state_dim), dtype=np.float32)
         self._reset_copies(everyone)
-        return core.observations(self._state, self.num_agents)
+        return core.observations(self._state, self.config)
 
     def state(self) -> np.ndarray:
-        """Global states `[E, 5n + 1]` float32 (a copy)."""
+        """Global states `[E, state_dim]` float32 (a copy)."""
         return self._require_state().copy()
 
     def snapshot(self) -> dict:
@@ -109,7 +112,7 @@ class CoverageVecEnv:
         self.agent_positions, self.goal_positions, self.elapsed = agents, goals, elapsed
         covered = core.goal_distances(agents, goals) == 0
         self._state = core.global_state(agents, goals, covered, elapsed, self.config)
-        return core.observations(self._state, self.num_agents)
+        return core.observations(self._state, self.config)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                  np.ndarray, dict[str, np.ndarray]]:
@@ -121,7 +124,8 @@ class CoverageVecEnv:
         Returns:
             obs `[E, n, obs_dim]` float32, reward `[E]` float32, terminated `[E]` bool,
             truncated `[E]` bool, info with `covered_fraction [E]` float32, `success [E]`
-            bool, `final_observation [E, n, obs_dim]` and `final_state [E, 5n + 1]`.
+            bool, `potential [E]` float64 (of the state the step reached, before any
+            reset), `final_observation [E, n, obs_dim]` and `final_state [E, state_dim]`.
         """
         self._require_state()
         actions = check_joint_actions(actions, self.num_envs, self.num_agents, core.NUM_ACTIONS)
@@ -140,7 +144,8 @@ class CoverageVecEnv:
         truncated = (self.elapsed >= self.config.max_steps) & ~terminated
         final_state = core.global_state(positions, self.goal_positions, covered,
                                         self.elapsed, self.config)
-        final_obs = core.observations(final_state, self.num_agents)
+        final_obs = core.observations(final_state, self.config)
+        phi = core.potential(positions, self.goal_positions, self.config.grid_size)
         done = np.flatnonzero(terminated | truncated)
         self._state = final_state
         obs = final_obs
@@ -148,9 +153,11 @@ class CoverageVecEnv:
             self._state = final_state.copy()
             self._reset_copies(done)
             obs = final_obs.copy()
-            obs[done] = core.observations(self._state[done], self.num_agents)
+            obs[done] = core.observations(self._state[done], self.config)
         info = {"covered_fraction": covered.mean(axis=-1, dtype=np.float32),
-                "success": success, "final_observation": final_obs, "final_state": final_state}
+                "success": success,
+                "potential": phi,
+                "final_observation": final_obs, "final_state": final_state}
         return obs, reward, terminated, truncated, info
 
     def _reset_copies(self, indices: np.ndarray) -> None:

@@ -107,7 +107,7 @@ class CoverageVec:
                                              (len(states), self.num_agents)), axis=-1)
         relabelled, reward, terminated, valid = coverage_core.relabel_goals(
             states, goal_states, order, self.env.config)
-        obs = coverage_core.observations(relabelled, self.num_agents)
+        obs = coverage_core.observations(relabelled, self.env.config)
         return relabelled, obs, reward, terminated, valid
 
     def state_dict(self) -> dict[str, Any]:

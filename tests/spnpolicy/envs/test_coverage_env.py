@@ -99,7 +99,8 @@ def test_sparse_reward_terminates_exactly_when_every_goal_is_covered():
     _, rewards, terminated, truncated, infos = act(env, STAY, LEFT)
     assert rewards == {"agent_0": 1.0, "agent_1": 1.0}
     assert all(terminated.values()) and not any(truncated.values())
-    assert infos["agent_1"] == {"covered_fraction": 1.0, "success": True, "team_reward": 1.0}
+    assert infos["agent_1"] == {"covered_fraction": 1.0, "success": True, "potential": 0.0,
+                                "team_reward": 1.0}
     assert env.agents == []
 
 
