@@ -86,6 +86,9 @@ class RunConfig:
     """Torch device for networks and updates."""
     torch_threads: int = 1
     """Torch CPU threads during the run (small networks run fastest on 1); 0 keeps torch's."""
+    shaping: bool = False
+    """Learn from r + gamma Phi(s') - Phi(s) with the env's potential (Ng et al. 1999; Phi of a
+    terminal state is 0; envs with a potential: coverage). Evaluation keeps the env's reward."""
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "num_envs", "eval_interval", "eval_episodes",
@@ -93,6 +96,7 @@ class RunConfig:
             check_int(name, getattr(self, name), 1)
         check_int("torch_threads", self.torch_threads, 0)
         check_bool("eval_stochastic", self.eval_stochastic)
+        check_bool("shaping", self.shaping)
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string such as 'cpu', got {self.device!r}")
 

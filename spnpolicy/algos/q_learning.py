@@ -232,7 +232,8 @@ def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session
     buffer = ReplayBuffer(cfg.buffer_size, envs.state_dim, envs.num_agents,
                           obs_dim=envs.obs_dim if model.needs_obs else None, seed=seed,
                           device=device)
-    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed)
+    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed,
+                              shaping=cfg.shaping)
     rewards = RunningMeanStd() if cfg.standardise_rewards else None
     act_generator = torch.Generator(device).manual_seed(seed)
     stats = UpdateMeans()  # training metrics averaged between evaluations

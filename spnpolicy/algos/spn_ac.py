@@ -245,7 +245,8 @@ def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
                   "critic": torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr),
                   "alpha": torch.optim.Adam([temperature.log_alpha], lr=cfg.alpha_lr)}
     buffer = ReplayBuffer(cfg.buffer_size, state_dim, n, seed=seed, device=device)
-    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed)
+    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed,
+                              shaping=cfg.shaping)
     warmup_rng = np.random.default_rng(seed)
     act_generator = torch.Generator(device).manual_seed(seed)
     modules = {"policy": policy, "critic": critic, "critic_target": critic_target,

@@ -110,6 +110,11 @@ class CoverageVec:
         obs = coverage_core.observations(relabelled, self.env.config)
         return relabelled, obs, reward, terminated, valid
 
+    def potential(self, states: np.ndarray) -> np.ndarray:
+        """The env's ``infos["potential"]`` of global states ``[M, S]`` -> ``[M]`` float64
+        (for :class:`~spnpolicy.training.shaping.PotentialShaping`)."""
+        return coverage_core.state_potential(states, self.env.config)
+
     def state_dict(self) -> dict[str, Any]:
         """Positions, step counters and every copy's generator state."""
         return self.env.snapshot()
