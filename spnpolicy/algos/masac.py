@@ -1,0 +1,265 @@
+"""masac: multi-agent soft actor-critic (seed 001), for discrete actions.
+
+Every agent ``i`` has a categorical policy ``pi_i(. | o_i)`` (one network shared by the
+agents, fed the agent's observation and a one-hot of its id) and a centralised critic
+``Q_i(s, u_i, u_-i)`` on the global state and all agents' actions: one network shared by
+the agents, fed the state, the agent id and the others' one-hot actions, that outputs a
+value for each of the agent's own ``k`` actions. Twin critics ``Q^1, Q^2`` (the min of the
+two, Fujimoto et al. 2018) and Polyak target copies of the critics and the policy (seed
+001 uses target policy and Q networks). With the team reward every ``Q_i`` regresses the
+same return; they differ in whose action is summed out:
+
+- soft target: ``y_i = r + gamma (1 - term) sum_a pibar_i(a | o'_i) (min_j Qbar^j_i(s', a,
+  u'_-i) - alpha log pibar_i(a | o'_i))``, the agent's own next action summed exactly
+  under its (target) policy, the others' ``u'_-i`` one joint sample of theirs;
+- critic: ``sum_j mean_{B, i} (Q^j_i(s, u_i, u_-i) - y_i)^2`` on replayed joint actions;
+- actor: ``mean_{B, i} sum_a pi_i(a | o_i) (alpha log pi_i(a | o_i) - min_j Q^j_i(s, a,
+  u_-i))``, the own action summed exactly, the others' actions ``u_-i`` as taken (the
+  critic values are constants here);
+- temperature: ``alpha`` tuned so that the mean per-agent entropy tracks
+  ``target_entropy_scale * log k`` (Haarnoja et al. 2018b; seed 001 fixes alpha per task
+  and leaves the tuning to future work; ``autotune_alpha=False`` is seed 001's setting).
+
+Seed 001's other choices kept: 128-128 ReLU networks, Polyak rate 0.01, gamma 0.95, one
+alpha shared by the cooperating agents. Its learning rate 0.01 and batch 1024 are replaced
+by 1e-3 and 128 (smaller budgets here). Summing the own action exactly replaces seed 001's
+Gumbel-softmax sample (discrete actions make the sum cheap and exact).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spnpolicy.algos.config import (AlgorithmSpec, OffPolicyConfig, check_bool, check_float,
+                                     check_hidden)
+from spnpolicy.algos.policies import mlp
+from spnpolicy.algos.value_based import AgentQNetwork
+from spnpolicy.training import Session, VecEnv, make_target
+from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
+                                          gradient_step, train_offpolicy)
+
+__all__ = ["SPECS", "CategoricalAgents", "Masac", "MasacConfig", "TwinCentralCritic",
+           "actor_loss", "others_onehot", "soft_target"]
+
+
+@dataclass(frozen=True)
+class MasacConfig(OffPolicyConfig):
+    """Hyperparameters of masac (per-env overrides in ``ENV_DEFAULTS``)."""
+
+    gamma: float = 0.95
+    """Discount factor (seed 001: 0.95)."""
+    actor_hidden: tuple[int, ...] = (128, 128)
+    """Hidden widths of the shared policy network (seed 001: 128, 128)."""
+    critic_hidden: tuple[int, ...] = (128, 128)
+    """Hidden widths of each centralised critic (seed 001: 128, 128)."""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the policy."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the twin critics."""
+    alpha_lr: float = 1e-3
+    """Adam learning rate of log alpha (autotune_alpha)."""
+    tau: float = 0.01
+    """Polyak rate of the target critics and policy (seed 001: 0.01)."""
+    alpha: float = 0.02
+    """Entropy temperature; its initial value when autotune_alpha (seed 001: 0.02 on
+    cooperative navigation)."""
+    autotune_alpha: bool = True
+    """Tune alpha so that the mean per-agent entropy tracks the target entropy."""
+    target_entropy_scale: float = 0.3
+    """Target per-agent entropy as a fraction of the maximum, log k."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("actor_hidden", "critic_hidden"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+            check_hidden(name, getattr(self, name))
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
+            check_float(name, getattr(self, name), 0.0, low_open=True)
+        check_float("tau", self.tau, 0.0, 1.0, low_open=True)
+        check_float("target_entropy_scale", self.target_entropy_scale, 0.0, 1.0)
+        check_bool("autotune_alpha", self.autotune_alpha)
+
+
+#: Per-env-family defaults; everything else comes from ``MasacConfig``.
+ENV_DEFAULTS = {
+    # One-step games, spn-ac's budget: a uniform warm-up shows the critics every joint
+    # action, then the policies concentrate.
+    "matrix": dict(total_steps=2_000, num_envs=8, learning_starts=200, batch_size=64,
+                   gradient_steps=2, actor_hidden=(32,), critic_hidden=(32,), actor_lr=3e-3,
+                   critic_lr=1e-2, alpha=1.0, alpha_lr=3e-2, eval_interval=250,
+                   eval_episodes=8, checkpoint_interval=500),
+    "coverage": dict(total_steps=300_000, num_envs=16, eval_interval=20_000,
+                     eval_episodes=200, checkpoint_interval=20_000),
+}
+
+
+# --- networks ----------------------------------------------------------------------------
+class CategoricalAgents(ActingAgent):
+    """Per-agent categorical policies from one shared logits network
+    (:class:`~spnpolicy.algos.value_based.AgentQNetwork`): ``[B, n, obs_dim]`` -> logits
+    ``[B, n, k]``. Greedy: the argmax; sampled: a draw from each agent's softmax."""
+
+    needs_obs = True
+
+    def __init__(self, obs_dim: int, num_agents: int, num_actions: int,
+                 hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.logits = AgentQNetwork(obs_dim, num_agents, num_actions, hidden)
+        self.input_shape = (num_agents, obs_dim)
+        self.num_actions = num_actions
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.logits(obs)
+
+    def greedy_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        return self(obs).argmax(-1)
+
+    def sampled_actions(self, obs: torch.Tensor, generator: torch.Generator | None
+                        ) -> torch.Tensor:
+        probs = torch.softmax(self(obs), -1)
+        draws = torch.multinomial(probs.reshape(-1, self.num_actions), 1, generator=generator)
+        return draws.view(probs.shape[:-1])
+
+
+def others_onehot(actions: torch.Tensor, num_actions: int) -> torch.Tensor:
+    """Row ``i`` of the result is every agent's one-hot action with agent ``i``'s own block
+    zeroed: ``[B, n]`` -> ``[B, n, n * k]``."""
+    n = actions.shape[-1]
+    onehot = F.one_hot(actions, num_actions).float().flatten(-2)       # [B, n * k]
+    keep = 1.0 - torch.eye(n, device=actions.device).repeat_interleave(num_actions, dim=1)
+    return onehot.unsqueeze(-2) * keep                                 # [B, n, n * k]
+
+
+class TwinCentralCritic(nn.Module):
+    """Two critics ``Q^j_i(s, ., u_-i)``: ``state [B, S]``, joint actions ``[B, n]`` ->
+    ``[2, B, n, k]``, the value of each own action of each agent given the others' actions.
+    Each critic is one MLP shared by the agents on (state, agent one-hot, others' one-hots).
+    """
+
+    def __init__(self, state_dim: int, num_agents: int, num_actions: int,
+                 hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.num_agents, self.num_actions = num_agents, num_actions
+        width = state_dim + num_agents + num_agents * num_actions
+        self.critics = nn.ModuleList(mlp(width, hidden, num_actions) for _ in range(2))
+        self.register_buffer("agent_ids", torch.eye(num_agents), persistent=False)
+
+    def forward(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        batch, n = state.shape[0], self.num_agents
+        x = torch.cat([state.unsqueeze(1).expand(batch, n, -1),
+                       self.agent_ids.expand(batch, -1, -1),
+                       others_onehot(actions, self.num_actions)], dim=-1)
+        return torch.stack([critic(x) for critic in self.critics])
+
+
+# --- losses ------------------------------------------------------------------------------
+def soft_target(reward: torch.Tensor, discount: torch.Tensor, next_q: torch.Tensor,
+                next_log_probs: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+    """``y_i = r + discount * sum_a p_i(a) (q_i(a) - alpha log p_i(a))`` -> ``[B, n]``.
+
+    ``reward``, ``discount`` ``[B]`` (discount already ``gamma^m (1 - terminated)``);
+    ``next_q`` ``[B, n, k]`` (the min over the twin target critics at ``s'`` with the
+    others' sampled next actions); ``next_log_probs`` ``[B, n, k]``.
+    """
+    probs = next_log_probs.exp()
+    value = (probs * (next_q - alpha * next_log_probs)).sum(-1)
+    return reward.unsqueeze(-1) + discount.unsqueeze(-1) * value
+
+
+def actor_loss(q: torch.Tensor, log_probs: torch.Tensor,
+               alpha: float | torch.Tensor) -> torch.Tensor:
+    """``mean_{B, i} sum_a p_i(a) (alpha log p_i(a) - q_i(a))`` for ``q``, ``log_probs``
+    ``[B, n, k]`` (``q`` treated as a constant)."""
+    return (log_probs.exp() * (alpha * log_probs - q.detach())).sum(-1).mean()
+
+
+# --- the algorithm -----------------------------------------------------------------------
+class Masac(OffPolicyAlgorithm):
+    """masac's networks, optimizers and update, for :func:`train_offpolicy`."""
+
+    needs_obs = True
+    uniform_warmup = True
+
+    def __init__(self, cfg: MasacConfig, envs: VecEnv) -> None:
+        device = torch.device(cfg.device)
+        n, k = envs.num_agents, envs.num_actions
+        self.cfg, self.num_actions = cfg, k
+        self.agent = CategoricalAgents(envs.obs_dim, n, k, cfg.actor_hidden).to(device)
+        self.critic = TwinCentralCritic(envs.state_dim, n, k, cfg.critic_hidden).to(device)
+        self.agent_target, self.critic_target = make_target(self.agent), make_target(self.critic)
+        self.log_alpha = torch.tensor(math.log(cfg.alpha), device=device,
+                                      requires_grad=cfg.autotune_alpha)
+        self.target_entropy = cfg.target_entropy_scale * math.log(k)
+        self.optimizers = {
+            "actor": torch.optim.Adam(self.agent.parameters(), lr=cfg.actor_lr),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr),
+            "alpha": torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)}
+        self.target_sync = TargetSync(((self.critic_target, self.critic),
+                                       (self.agent_target, self.agent)), tau=cfg.tau)
+
+    def explore(self, state, obs, step, generator):
+        return self.agent.sampled_actions(obs, generator)
+
+    def greedy(self, state, obs):
+        return self.agent.greedy_actions(obs)
+
+    def sample(self, state, obs, generator):
+        return self.agent.sampled_actions(obs, generator)
+
+    def update(self, batch):
+        alpha = self.log_alpha.detach().exp()
+        with torch.no_grad():
+            next_log_probs = torch.log_softmax(self.agent_target(batch.next_obs), -1)
+            next_actions = self.agent_target.sampled_actions(batch.next_obs, None)
+            next_q = self.critic_target(batch.next_state, next_actions).min(0).values
+            discount = self.cfg.gamma ** batch.steps.float() * (1.0 - batch.terminated)
+            target = soft_target(batch.reward, discount, next_q, next_log_probs, alpha)
+        taken = batch.actions.unsqueeze(0).unsqueeze(-1).expand(2, -1, -1, -1)
+        q_taken = self.critic(batch.state, batch.actions).gather(-1, taken).squeeze(-1)
+        loss_critic = sum(F.mse_loss(q, target) for q in q_taken)
+        gradient_step(self.optimizers["critic"], loss_critic, self.cfg.max_grad_norm)
+
+        with torch.no_grad():
+            q = self.critic(batch.state, batch.actions).min(0).values
+        log_probs = torch.log_softmax(self.agent(batch.obs), -1)
+        loss_actor = actor_loss(q, log_probs, alpha)
+        gradient_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
+
+        entropy = -(log_probs.exp() * log_probs).sum(-1).mean().detach()
+        if self.cfg.autotune_alpha:
+            loss_alpha = self.log_alpha.exp() * (entropy - self.target_entropy)
+            gradient_step(self.optimizers["alpha"], loss_alpha)
+        return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
+                "entropy": entropy, "alpha": alpha}
+
+    def state_dict(self):
+        return {"agent": self.agent.state_dict(), "critic": self.critic.state_dict(),
+                "agent_target": self.agent_target.state_dict(),
+                "critic_target": self.critic_target.state_dict(),
+                "log_alpha": self.log_alpha.detach().clone(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+
+    def load_state_dict(self, state):
+        for name in ("agent", "critic", "agent_target", "critic_target"):
+            getattr(self, name).load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+
+
+def train(cfg: MasacConfig, env: str, env_kwargs: dict, seed: int,
+          session: Session) -> CategoricalAgents:
+    """Train masac on ``env``; returns the agents' policies."""
+    return train_offpolicy(cfg, env, env_kwargs, seed, session, Masac)
+
+
+SPECS = (AlgorithmSpec("masac", "multi-agent soft actor-critic (seed 001): per-agent "
+                       "policies, centralised twin critics, tuned temperature", MasacConfig,
+                       train, {}, ENV_DEFAULTS),)

@@ -1,0 +1,250 @@
+"""The one off-policy training loop: collect -> store -> sample -> update -> targets -> log.
+
+An algorithm is an :class:`OffPolicyAlgorithm`: its networks, optimizers and losses behind
+``update(batch) -> metrics`` (one gradient step, callable alone in a test), how it acts
+(``explore`` while collecting, ``greedy`` and ``sample`` when evaluated) and which target
+networks follow which online ones (:class:`TargetSync`). :func:`train_offpolicy` owns the
+rest, in this order per loop iteration:
+
+1. evaluate (``session.eval_due``) and checkpoint (``session.checkpoint_due``);
+2. collect one step of every env copy: uniform random joint actions before
+   ``learning_starts`` when the algorithm asks for them (``uniform_warmup``), else
+   ``algorithm.explore``; store the rows of :class:`~spnpolicy.training.TransitionStream`
+   (n-step returns, hindsight copies) in the replay buffer;
+3. every ``update_every`` iterations from ``learning_starts`` on: ``gradient_steps`` times
+   sample a batch, ``algorithm.update(batch)``, Polyak-update the targets (``TargetSync.tau``);
+4. hard-copy the targets whenever ``TargetSync.interval`` env steps are crossed.
+
+Everything random is either a generator checkpointed here or the global generators
+(``get_rng_state``), so a run resumed from a checkpoint is the uninterrupted run.
+
+```python
+def train(cfg, env, env_kwargs, seed, session):       # an AlgorithmSpec's train
+    return train_offpolicy(cfg, env, env_kwargs, seed, session, MyAlgorithm)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from spnpolicy.training.buffer import Batch, ReplayBuffer
+from spnpolicy.training.evaluation import evaluate_run
+from spnpolicy.training.metrics import UpdateMeans
+from spnpolicy.training.runner import Runner
+from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
+from spnpolicy.training.session import Session
+from spnpolicy.training.stream import TransitionStream
+from spnpolicy.training.targets import hard_update, soft_update
+from spnpolicy.training.vec_env import VecEnv, make_vec_env
+
+__all__ = ["ActingAgent", "OffPolicyAlgorithm", "TargetSync", "gradient_step", "train_offpolicy"]
+
+
+@dataclass(frozen=True)
+class TargetSync:
+    """Which target networks track which online ones, and how.
+
+    ``pairs``: ``(target, online)`` modules. ``tau``: Polyak rate applied after every
+    gradient step (``None``: no soft update). ``interval``: env steps between hard copies
+    (``None``: no hard copy). Both may be set.
+    """
+
+    pairs: Sequence[tuple[nn.Module, nn.Module]] = ()
+    tau: float | None = None
+    interval: int | None = None
+
+
+class OffPolicyAlgorithm:
+    """What :func:`train_offpolicy` needs from an algorithm (subclass and fill in).
+
+    Inputs are tensors on the algorithm's device: ``state`` ``[E, state_dim]``, ``obs``
+    ``[E, n, obs_dim]`` (``None`` unless ``needs_obs``); actions are LongTensors ``[E, n]``.
+    """
+
+    needs_obs: bool = True
+    """The replay buffer stores per-agent observations (decentralised networks read them)."""
+    uniform_warmup: bool = True
+    """Act uniformly at random before ``learning_starts`` (else ``explore`` from step 0)."""
+    agent: nn.Module
+    """The trained agent the loop returns (``act(observations, deterministic=True)``)."""
+    target_sync: TargetSync = TargetSync()
+
+    def explore(self, state: torch.Tensor, obs: torch.Tensor | None, step: int,
+                generator: torch.Generator) -> torch.Tensor:
+        """Joint actions for collection at env step ``step``."""
+        raise NotImplementedError
+
+    def greedy(self, state: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
+        """Greedy joint actions (evaluation)."""
+        raise NotImplementedError
+
+    def sample(self, state: torch.Tensor, obs: torch.Tensor | None,
+               generator: torch.Generator) -> torch.Tensor:
+        """The stochastic policy's joint actions (evaluated when ``eval_stochastic``)."""
+        raise NotImplementedError
+
+    def update(self, batch: Batch) -> dict[str, float | torch.Tensor]:
+        """One gradient step on ``batch``; returns scalar metrics (averaged between evals)."""
+        raise NotImplementedError
+
+    def schedule_metrics(self, step: int) -> dict[str, float]:
+        """Scheduled values logged with each evaluation (e.g. epsilon)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, targets, optimizers and any counters: what a resume needs."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class ActingAgent(nn.Module):
+    """A trained agent's ``act`` on one input kind: per-agent observations ``[B, n, obs_dim]``
+    when ``needs_obs``, else global states ``[B, state_dim]`` (or one of either).
+
+    Subclasses set ``needs_obs``, ``input_shape`` and define ``greedy_actions(x)`` and
+    ``sampled_actions(x, generator)`` on a batch ``x`` -> ``[B, n]``.
+    """
+
+    needs_obs: bool = True
+    input_shape: tuple[int, ...] = ()
+
+    def greedy_actions(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sampled_actions(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, observations, deterministic: bool = True,
+            generator: torch.Generator | None = None):
+        """Joint actions ``[B, n]`` (``[n]`` for one input): greedy, or sampled from the
+        exploring policy when not ``deterministic``. numpy int64 for numpy or list input,
+        a LongTensor for tensor input."""
+        shape = tuple(self.input_shape)
+        device = next(self.parameters()).device
+        x = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor)
+                            else observations, dtype=torch.float32, device=device)
+        single = x.dim() == len(shape)
+        x = x.unsqueeze(0) if single else x
+        if tuple(x.shape[1:]) != shape:
+            what = "per-agent observations [B, n, obs_dim]" if self.needs_obs else \
+                "global states [B, state_dim]"
+            raise ValueError(f"observations must be {what} = [B, {', '.join(map(str, shape))}] "
+                             f"or one of them, got shape {list(np.shape(observations))}")
+        actions = self.greedy_actions(x) if deterministic else self.sampled_actions(x, generator)
+        actions = actions[0] if single else actions
+        return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                  max_norm: float = 0.0) -> None:
+    """Zero the gradients, backpropagate ``loss``, clip each parameter group's gradient norm
+    to ``max_norm`` (0: no clipping) and step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_norm > 0:
+        for group in optimizer.param_groups:
+            nn.utils.clip_grad_norm_(group["params"], max_norm)
+    optimizer.step()
+
+
+def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Session,
+                    build: Callable[[Any, VecEnv], OffPolicyAlgorithm]) -> nn.Module:
+    """Train ``build(cfg, envs)`` (an :class:`OffPolicyAlgorithm`) on ``env`` with the
+    :class:`~spnpolicy.algos.config.OffPolicyConfig` fields of ``cfg``; returns its agent.
+
+    ``build`` runs after the global generators are seeded, so initial weights depend on
+    ``seed`` only.
+    """
+    seed_everything(seed)
+    device = torch.device(cfg.device)
+    envs = make_vec_env(env, cfg.num_envs, seed=seed, **env_kwargs)
+    runner = Runner(envs)
+    runner.reset(seed=seed)
+    algorithm = build(cfg, envs)
+    buffer = ReplayBuffer(cfg.buffer_size, envs.state_dim, envs.num_agents,
+                          obs_dim=envs.obs_dim if algorithm.needs_obs else None, seed=seed,
+                          device=device)
+    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed)
+    warmup_rng = np.random.default_rng(seed)
+    act_generator = torch.Generator(device).manual_seed(seed)
+    stats = UpdateMeans()  # training metrics averaged between evaluations
+    sync = algorithm.target_sync
+
+    def tensors(state: np.ndarray, obs: np.ndarray):
+        return (torch.as_tensor(state, device=device),
+                torch.as_tensor(obs, device=device) if algorithm.needs_obs else None)
+
+    @torch.no_grad()
+    def greedy(state: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        return algorithm.greedy(*tensors(state, obs)).cpu().numpy()
+
+    def sampler(generator: torch.Generator):
+        @torch.no_grad()
+        def act(state: np.ndarray, obs: np.ndarray) -> np.ndarray:
+            return algorithm.sample(*tensors(state, obs), generator).cpu().numpy()
+        return act
+
+    payload = session.restore()
+    if payload is not None:
+        algorithm.load_state_dict(payload["algorithm"])
+        buffer.load_state_dict(payload["buffer"])
+        runner.load_state_dict(payload["runner"])
+        stream.load_state_dict(payload["stream"])
+        warmup_rng.bit_generator.state = payload["warmup_rng"]
+        act_generator.set_state(payload["act_generator"])
+        set_rng_state(payload["rng"])
+        stats.load_state_dict(payload["stats"])
+    step = session.begin(payload)
+
+    while True:
+        if session.eval_due(step):
+            metrics = evaluate_run(env, env_kwargs, seed, step, cfg.eval_episodes, greedy,
+                                   sampler if cfg.eval_stochastic else None, device)
+            session.record(step, metrics | stats.pop() | algorithm.schedule_metrics(step))
+        if session.checkpoint_due(step):
+            session.save(step, {
+                "algorithm": algorithm.state_dict(), "buffer": buffer.state_dict(),
+                "runner": runner.state_dict(), "stream": stream.state_dict(),
+                "warmup_rng": warmup_rng.bit_generator.state,
+                "act_generator": act_generator.get_state(), "rng": get_rng_state(),
+                "stats": stats.state_dict()})
+        if step >= cfg.total_steps:
+            break
+
+        # collect -> store
+        if algorithm.uniform_warmup and step < cfg.learning_starts:
+            actions = warmup_rng.integers(0, envs.num_actions, size=(cfg.num_envs,
+                                                                     envs.num_agents))
+        else:
+            with torch.no_grad():
+                actions = algorithm.explore(*tensors(runner.state, runner.obs), step,
+                                            act_generator).cpu().numpy()
+        buffer.add(stream.push(runner.step(actions)))
+        previous, step = step, step + cfg.num_envs
+        session.advance(cfg.num_envs)
+
+        # sample -> update -> soft targets
+        if step >= cfg.learning_starts and (step // cfg.num_envs) % cfg.update_every == 0:
+            for _ in range(cfg.gradient_steps):
+                stats.add(**algorithm.update(buffer.sample(cfg.batch_size)))
+                if sync.tau is not None:
+                    for target, online in sync.pairs:
+                        soft_update(target, online, sync.tau)
+        # hard targets
+        if sync.interval is not None and step // sync.interval > previous // sync.interval:
+            for target, online in sync.pairs:
+                hard_update(target, online)
+
+    envs.close()
+    session.close()
+    return algorithm.agent.eval()

@@ -1,0 +1,132 @@
+"""The shared off-policy loop (issue 15): its schedule with a scripted algorithm, and exact
+resumption of a real one."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import spnpolicy
+from spnpolicy.algos.config import OffPolicyConfig
+from spnpolicy.training import RunSpec, Session
+from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
+                                          train_offpolicy)
+from tests.run_helpers import assert_same_run
+
+
+class _Constant(ActingAgent):
+    needs_obs = False
+    input_shape = (1,)
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def greedy_actions(self, x):
+        return torch.ones(x.shape[0], 2, dtype=torch.long)
+
+
+class _Scripted(OffPolicyAlgorithm):
+    """Records what the loop asks of it; its 'update' adds 1 to a weight."""
+
+    needs_obs = False
+
+    def __init__(self, cfg, envs, tau, interval):
+        self.agent, self.target = _Constant(), _Constant()
+        self.target_sync = TargetSync(((self.target, self.agent),), tau=tau, interval=interval)
+        self.explored, self.batches = [], []
+
+    def explore(self, state, obs, step, generator):
+        self.explored.append(step)
+        return torch.zeros(state.shape[0], 2, dtype=torch.long)
+
+    def greedy(self, state, obs):
+        return self.agent.greedy_actions(state)
+
+    def update(self, batch):
+        self.batches.append(batch.state.shape[0])
+        with torch.no_grad():
+            self.agent.weight += 1.0
+        return {"updates": len(self.batches)}
+
+    def state_dict(self):
+        return {}
+
+
+def _run(uniform_warmup=True, tau=None, interval=None, **overrides):
+    cfg = OffPolicyConfig(**dict(dict(total_steps=64, num_envs=4, learning_starts=16,
+                                      batch_size=5, update_every=2, gradient_steps=3,
+                                      eval_interval=32, eval_episodes=2, eval_stochastic=False),
+                                 **overrides))
+    session = Session(RunSpec("scripted", "coordination", 0), cfg.total_steps,
+                      cfg.eval_interval, cfg.checkpoint_interval, stdout=False)
+    made = []
+
+    def build(cfg, envs):
+        algorithm = _Scripted(cfg, envs, tau, interval)
+        algorithm.uniform_warmup = uniform_warmup
+        made.append(algorithm)
+        return algorithm
+
+    agent = train_offpolicy(cfg, "coordination", {}, 0, session, build)
+    return made[0], agent, session
+
+
+def test_schedule_of_collection_updates_and_evaluations():
+    algorithm, agent, session = _run()
+    # uniform warm-up below learning_starts=16, then explore at every iteration
+    assert algorithm.explored == list(range(16, 64, 4))
+    # iterations end at steps 4, 8, ..., 64; update rounds from 16 where step / 4 is even:
+    # 16, 24, ..., 64, 7 rounds of 3 gradient steps
+    assert algorithm.batches == [5] * (7 * 3)
+    assert [h["step"] for h in session.history] == [0, 32, 64]
+    assert session.history[-1]["success_rate"] == 1.0      # greedy (1, 1) is optimal
+    # the evaluation at 32 follows the round at 32: updates 1..9 before it, 10..21 after
+    assert session.history[1]["updates"] == pytest.approx(5.0)
+    assert session.history[-1]["updates"] == pytest.approx((10 + 21) / 2)
+    assert agent is algorithm.agent and not agent.training
+
+
+def test_explore_from_step_zero_without_uniform_warmup():
+    algorithm, _, _ = _run(uniform_warmup=False)
+    assert algorithm.explored == list(range(0, 64, 4))
+
+
+def test_soft_targets_follow_every_gradient_step():
+    algorithm, _, _ = _run(tau=0.5)
+    expected = 0.0
+    for value in range(1, 22):
+        expected = 0.5 * value + 0.5 * expected
+    assert float(algorithm.target.weight.detach()) == pytest.approx(expected)
+
+
+def test_hard_targets_copy_when_an_interval_is_crossed():
+    algorithm, _, _ = _run(interval=40)
+    # step 40 is crossed at the iteration ending at 40: 3 update rounds (16, 24, 32, 40 -> 4)
+    assert float(algorithm.target.weight.detach()) == 4 * 3
+
+
+RESUME = dict(total_steps=960, num_envs=8, learning_starts=96, batch_size=16,
+              gradient_steps=1, checkpoint_interval=240, eval_interval=240, eval_episodes=4,
+              n_step=2, eval_stochastic=True)
+
+
+@pytest.mark.parametrize("algo", ["masac"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, algo):
+    """Stop at step 480 (a checkpoint), resume to 960: the same history and weights as one
+    run to 960, with multi-step episodes, n-step returns and target updates in both halves."""
+    env_kwargs = {"episode_length": 3}
+    whole = spnpolicy.train(algo, "penalty", seed=2, out_dir=tmp_path / "a",
+                            env_kwargs=env_kwargs, **RESUME)
+    spnpolicy.train(algo, "penalty", seed=2, out_dir=tmp_path / "b", env_kwargs=env_kwargs,
+                    **dict(RESUME, total_steps=480))
+    resumed = spnpolicy.train(algo, "penalty", seed=2, out_dir=tmp_path / "b", resume=True,
+                              env_kwargs=env_kwargs, **RESUME)
+    assert_same_run(whole, resumed)
+    assert len(whole.history) == 5
+
+
+def test_config_is_checked_before_the_loop():
+    with pytest.raises(ValueError, match="gradient_steps"):
+        dataclasses.replace(OffPolicyConfig(), gradient_steps=0)
