@@ -112,17 +112,22 @@ RESUME = dict(total_steps=960, num_envs=8, learning_starts=96, batch_size=16,
               n_step=2, eval_stochastic=True)
 
 
-@pytest.mark.parametrize("algo", ["masac"])
+#: Per algorithm: config that makes target copies happen in both halves of the run.
+EXTRA = {"masac": {}, "qtran": {"target_update_interval": 96}}
+
+
+@pytest.mark.parametrize("algo", sorted(EXTRA))
 def test_resumed_run_equals_uninterrupted_run(tmp_path, algo):
     """Stop at step 480 (a checkpoint), resume to 960: the same history and weights as one
     run to 960, with multi-step episodes, n-step returns and target updates in both halves."""
     env_kwargs = {"episode_length": 3}
+    config = dict(RESUME, **EXTRA[algo])
     whole = spnpolicy.train(algo, "penalty", seed=2, out_dir=tmp_path / "a",
-                            env_kwargs=env_kwargs, **RESUME)
+                            env_kwargs=env_kwargs, **config)
     spnpolicy.train(algo, "penalty", seed=2, out_dir=tmp_path / "b", env_kwargs=env_kwargs,
-                    **dict(RESUME, total_steps=480))
+                    **dict(config, total_steps=480))
     resumed = spnpolicy.train(algo, "penalty", seed=2, out_dir=tmp_path / "b", resume=True,
-                              env_kwargs=env_kwargs, **RESUME)
+                              env_kwargs=env_kwargs, **config)
     assert_same_run(whole, resumed)
     assert len(whole.history) == 5
 
