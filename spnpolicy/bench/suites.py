@@ -128,14 +128,14 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     # The README's few-minute demo: 3 agents on 6x6 are not learned from the sparse reward
     # alone in a few CPU minutes (benchmarks/README.md), 2 agents on 4x4 are, from 10%
     # random success.
-    Suite("coverage-quick-small", "coverage-quick reduced to run in about 10 minutes on 2 "
-          "cores: 2 agents on 4x4, 20 steps, sparse reward, 3 seeds",
+    Suite("coverage-quick-small", "coverage-quick reduced for the README's quick start: 2 "
+          "agents on 4x4, 20 steps, sparse reward, 3 seeds",
           (Task("coverage-2x4x4", "coverage", _COVERAGE_SMALL),),
           ALL_ALGOS, 3,
           Protocol(total_steps=60_000, eval_interval=5_000, eval_episodes=100,
                    checkpoint_interval=10_000)),
-    Suite("coverage-paper", "seed 000's setting: coverage, 6 agents on 20x20, 200 steps, "
-          "sparse reward, critics on 20 random pairwise factors (hours per run)",
+    Suite("coverage-paper", "the setting of the spn-ac paper: coverage, 6 agents on "
+          "20x20, 200 steps, sparse reward, critics on 20 random pairwise factors",
           (Task("coverage-6x20x20", "coverage", _COVERAGE_PAPER),), ALL_ALGOS, 10,
           Protocol(total_steps=2_000_000, eval_interval=50_000, eval_episodes=100,
                    checkpoint_interval=25_000),
