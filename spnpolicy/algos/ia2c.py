@@ -1,0 +1,80 @@
+"""``ia2c``: independent advantage actor-critic (EPyMARL's ``actor_critic_learner``).
+
+Every agent ``i`` has a policy ``pi_i(u_i | o_i)`` and a critic ``V_i(o_i)`` (one shared
+network each, fed the agent id). Per rollout:
+
+- critic targets ``y_t``: n-step returns (``q_nstep`` steps of the team reward, bootstrapped
+  from the *target* critic) or lambda-returns (``returns="gae"``);
+- advantage ``A_t = y_t - V_i(o_t)``, with the critic's value *before* its update;
+- critic loss ``mean (V_i - y)^2``; actor loss ``-mean(A log pi_i(u_i)) - c H(pi_i)``;
+- one Adam step each, then a Polyak step of the target critic.
+
+``maa2c`` (:mod:`spnpolicy.algos.maa2c`) is the same learner with a critic on the global
+state. The loop is :func:`spnpolicy.training.onpolicy.train_onpolicy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from spnpolicy.algos.config import AlgorithmSpec
+from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
+                                             clip_grad_step)
+from spnpolicy.training import Session
+from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+
+__all__ = ["A2CConfig", "A2CLearner", "SPECS", "policy_gradient_loss", "train"]
+
+
+@dataclass(frozen=True)
+class A2CConfig(OnPolicyConfig):
+    """Hyperparameters of ia2c and maa2c (EPyMARL: lr 5e-4, entropy 0.01, 5-step returns,
+    target critic tau 0.01, standardised rewards)."""
+
+
+def policy_gradient_loss(advantage: torch.Tensor, logits: torch.Tensor, actions: torch.Tensor,
+                         entropy_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``-mean(A log pi(u)) - entropy_coef mean H(pi)`` and the mean entropy.
+
+    ``advantage`` ``[...]`` (constant), ``logits`` ``[..., k]``, ``actions`` ``[...]``.
+    """
+    log_pi = F.log_softmax(logits, -1)
+    log_pi_taken = log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_pi.exp() * log_pi).sum(-1).mean()
+    return -(advantage.detach() * log_pi_taken).mean() - entropy_coef * entropy, entropy
+
+
+class A2CLearner(OnPolicyLearner):
+    """Actor ``pi_i(u_i | o_i)``, critic ``V_i`` on ``cfg.critic_input``, one update per rollout."""
+
+    def update(self, rollout: Rollout) -> dict[str, torch.Tensor]:
+        # critic targets (target critic) -> advantage with the critic before its step
+        targets = self.default_targets(rollout, self.team_reward(rollout))
+        values = self.values(self.critic, rollout.state, rollout.obs)          # [T, E, n]
+        advantage = (targets - values).detach()
+        loss_critic = F.mse_loss(values, targets)
+        clip_grad_step(self.optimizers["critic"], loss_critic, self.cfg.max_grad_norm)
+
+        # actor: policy gradient with the advantage
+        loss_actor, entropy = policy_gradient_loss(advantage, self.agent.logits(rollout.obs),
+                                                   rollout.actions, self.cfg.entropy_coef)
+        clip_grad_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
+
+        self.update_target()
+        return {"loss_critic": loss_critic, "loss_actor": loss_actor, "entropy": entropy,
+                "advantage_abs": advantage.abs().mean()}
+
+
+def train(cfg: A2CConfig, env: str, env_kwargs: dict, seed: int, session: Session):
+    """Train ia2c or maa2c (as ``cfg.critic_input`` says) on ``env``; returns the agent."""
+    return train_onpolicy(cfg, env, env_kwargs, seed, session, A2CLearner)
+
+
+SPECS = (
+    AlgorithmSpec("ia2c", "independent advantage actor-critic: shared-parameter actors, "
+                  "critics on each agent's observation", A2CConfig, train,
+                  {"critic_input": "obs"}, ENV_DEFAULTS),
+)

@@ -1,0 +1,50 @@
+"""Every on-policy algorithm learns the coordination game with its defaults, validates its
+config, and its trained agent acts."""
+
+import numpy as np
+import pytest
+
+import spnpolicy
+from spnpolicy.algos.registry import make_config
+
+ONPOLICY = ["ia2c", "maa2c", "ippo", "mappo"]
+
+
+@pytest.mark.parametrize("algo", ONPOLICY)
+def test_solves_coordination_with_defaults(algo):
+    """[[0, -5], [-5, 10]]: the optimum (1, 1) pays 10; greedy evaluation at the end."""
+    result = spnpolicy.train(algo, "coordination", seed=0)
+    assert result.eval["return_mean"] == 10.0
+    assert result.history[-1]["step"] == 2_000
+    assert result.agent.act(np.ones((1, 2, 1), np.float32)).tolist() == [[1, 1]]
+    assert result.agent.act(np.ones((2, 1), np.float32), deterministic=False).shape == (2,)
+
+
+@pytest.mark.parametrize("algo", ONPOLICY)
+@pytest.mark.parametrize("key, value", [("rollout_steps", 0), ("gamma", 1.5), ("returns", "td"),
+                                        ("q_nstep", 0), ("hidden", (0,)), ("entropy_coef", -1.0),
+                                        ("tau", 0.0), ("share_parameters", "yes")])
+def test_bad_config_values_name_the_field(algo, key, value):
+    with pytest.raises(ValueError, match=key):
+        make_config(algo, "coordination", {key: value})
+
+
+@pytest.mark.parametrize("key, value", [("epochs", 0), ("minibatches", 0), ("clip", 0.0)])
+def test_bad_ppo_values_name_the_field(key, value):
+    with pytest.raises(ValueError, match=key):
+        make_config("mappo", "coordination", {key: value})
+
+
+@pytest.mark.parametrize("algo, critic", [("ia2c", "obs"), ("maa2c", "state"),
+                                          ("ippo", "obs"), ("mappo", "state")])
+def test_critic_input_defines_the_algorithm(algo, critic):
+    assert make_config(algo, "climbing").critic_input == critic
+    other = "state" if critic == "obs" else "obs"
+    with pytest.raises(ValueError, match="critic_input"):
+        make_config(algo, "climbing", {"critic_input": other})
+
+
+def test_agent_act_rejects_bad_shapes():
+    result = spnpolicy.train("ia2c", "coordination", seed=0, total_steps=16, eval_episodes=2)
+    with pytest.raises(ValueError, match=r"\[B, 2, 1\]"):
+        result.agent.act(np.zeros((3, 4)))

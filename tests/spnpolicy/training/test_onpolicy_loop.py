@@ -1,0 +1,40 @@
+"""The on-policy loop: a killed-and-resumed run equals an uninterrupted one, through a
+checkpoint file read with ``torch.load(weights_only=True)``."""
+
+import pytest
+import torch
+
+import spnpolicy
+from tests.run_helpers import assert_same_run
+
+COVERAGE = {"num_agents": 2, "grid_size": 4, "max_steps": 6}
+
+
+@pytest.mark.parametrize("algo, env, env_kwargs, extra", [
+    # multi-step terminating episodes, n-step returns
+    ("ia2c", "penalty", {"episode_length": 3}, {}),
+    # time-limit truncations, GAE, random minibatches (torch's generator is checkpointed)
+    ("mappo", "coverage", COVERAGE, {"returns": "gae", "minibatches": 3}),
+])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, algo, env, env_kwargs, extra):
+    config = dict(num_envs=4, rollout_steps=5, eval_interval=120, checkpoint_interval=120,
+                  eval_episodes=4, hidden=(16,), critic_hidden=(16,), **extra)
+    whole = spnpolicy.train(algo, env, seed=3, out_dir=tmp_path / "a", env_kwargs=env_kwargs,
+                            total_steps=480, **config)
+    spnpolicy.train(algo, env, seed=3, out_dir=tmp_path / "b", env_kwargs=env_kwargs,
+                    total_steps=240, **config)
+    payload = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["session"]["step"] == 240
+    resumed = spnpolicy.train(algo, env, seed=3, out_dir=tmp_path / "b", env_kwargs=env_kwargs,
+                              total_steps=480, resume=True, **config)
+    assert_same_run(whole, resumed)
+    assert [h["step"] for h in whole.history] == [0, 120, 240, 360, 480]
+    for a, b in zip(whole.agent.parameters(), resumed.agent.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_budget_not_a_multiple_of_the_rollout():
+    """The last rollout is shortened to the budget: 4 copies x (5 + 5 + 1) steps = 44."""
+    result = spnpolicy.train("ia2c", "penalty", seed=0, total_steps=41, num_envs=4,
+                             rollout_steps=5, eval_episodes=2, env_kwargs={"episode_length": 3})
+    assert result.history[-1]["step"] == 44
