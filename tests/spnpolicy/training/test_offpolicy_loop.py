@@ -113,7 +113,7 @@ RESUME = dict(total_steps=960, num_envs=8, learning_starts=96, batch_size=16,
 
 
 #: Per algorithm: config that makes target copies happen in both halves of the run.
-EXTRA = {"masac": {}, "qtran": {"target_update_interval": 96}}
+EXTRA = {"masac": {}, "maddpg": {}, "qtran": {"target_update_interval": 96}}
 
 
 @pytest.mark.parametrize("algo", sorted(EXTRA))
