@@ -26,7 +26,7 @@ __all__ = ["ALGORITHMS", "algorithm_names", "env_family", "get_algorithm", "make
 
 #: Modules whose ``SPECS`` are registered, in listing order.
 _MODULES = (spn_ac, value_based, dcg)
-_MODULES += (masac, maddpg, qtran, ma2ql)  # off-policy baselines (issue 15)
+_MODULES += (masac, maddpg, qtran, ma2ql, i2q)  # off-policy baselines (issue 15)
 _MODULES += (ia2c, maa2c, ippo, mappo)  # on-policy actor-critics (issue 14)
 ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for module in _MODULES
                                         for spec in module.SPECS}

@@ -114,7 +114,8 @@ RESUME = dict(total_steps=960, num_envs=8, learning_starts=96, batch_size=16,
 
 #: Per algorithm: config that makes target copies happen in both halves of the run.
 EXTRA = {"masac": {}, "maddpg": {}, "qtran": {"target_update_interval": 96},
-         "ma2ql": {"target_update_interval": 96, "turn_length": 7}}
+         "ma2ql": {"target_update_interval": 96, "turn_length": 7},
+         "i2q": {"target_update_interval": 96, "n_step": 1}}
 
 
 @pytest.mark.parametrize("algo", sorted(EXTRA))
