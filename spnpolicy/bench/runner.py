@@ -109,11 +109,14 @@ def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = Non
          tasks: Sequence[str] | None = None, seeds: int | Sequence[int] | None = None,
          total_steps: int | None = None) -> list[BenchRun]:
     """The runs of ``suite`` under ``out``, seed by seed (so that a partly run suite has
-    every task and algorithm), filtered by ``algos`` / ``tasks`` (names from the suite),
+    every task and algorithm), filtered by ``algos`` (names from the suite, or any other
+    registered algorithm) / ``tasks`` (names from the suite),
     ``seeds`` (a count or a list; default the suite's count) and with ``total_steps`` as
     every run's budget (default the suite's). ValueError for a name the suite lacks or an
     algorithm this install does not register."""
-    algos = _select("algorithm", suite, algos, suite.algos)
+    # ``algos`` may also name registered algorithms that the suite does not list
+    extra = () if algos is None else tuple(a for a in ALGORITHMS if a not in suite.algos)
+    algos = _select("algorithm", suite, algos, suite.algos + extra)
     missing = [a for a in algos if a not in ALGORITHMS]
     if missing:
         raise ValueError(f"suite {suite.name!r} needs algorithm(s) {missing} that are not "

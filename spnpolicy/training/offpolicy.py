@@ -174,7 +174,8 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
     buffer = ReplayBuffer(cfg.buffer_size, envs.state_dim, envs.num_agents,
                           obs_dim=envs.obs_dim if algorithm.needs_obs else None, seed=seed,
                           device=device)
-    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed)
+    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed,
+                              shaping=cfg.shaping)
     warmup_rng = np.random.default_rng(seed)
     act_generator = torch.Generator(device).manual_seed(seed)
     stats = UpdateMeans()  # training metrics averaged between evaluations
