@@ -32,14 +32,14 @@ from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPol
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 
-__all__ = ["PPO_ENV_DEFAULTS", "PPOConfig", "PPOLearner", "SPECS", "clipped_surrogate_loss",
-           "minibatch_indices", "train"]
+__all__ = ["EpochsConfig", "PPO_ENV_DEFAULTS", "PPOConfig", "PPOLearner", "SPECS",
+           "clipped_surrogate_loss", "minibatch_indices", "taken_log_probs", "train"]
 
 
 @dataclass(frozen=True)
-class PPOConfig(OnPolicyConfig):
-    """Hyperparameters of ippo and mappo (EPyMARL: lr 3e-4, 4 epochs, clip 0.2,
-    entropy 0.001, 5-step returns)."""
+class EpochsConfig(OnPolicyConfig):
+    """Fields of the learners that make several passes over each rollout (ippo, mappo, dpo,
+    mdpo; EPyMARL's PPO: lr 3e-4, 4 epochs, entropy 0.001, 5-step returns)."""
 
     lr: float = 3e-4
     """Adam learning rate of the actor."""
@@ -51,13 +51,22 @@ class PPOConfig(OnPolicyConfig):
     """Passes over each rollout."""
     minibatches: int = 1
     """Random minibatches per epoch (1: the whole rollout, as EPyMARL)."""
-    clip: float = 0.2
-    """PPO's ratio clipping epsilon."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int("epochs", self.epochs, 1)
         check_int("minibatches", self.minibatches, 1)
+
+
+@dataclass(frozen=True)
+class PPOConfig(EpochsConfig):
+    """Hyperparameters of ippo and mappo (EPyMARL's, with clip 0.2)."""
+
+    clip: float = 0.2
+    """PPO's ratio clipping epsilon."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check_float("clip", self.clip, 0.0, 1.0, low_open=True)
 
 
@@ -86,7 +95,8 @@ def minibatch_indices(rows: int, minibatches: int) -> list[torch.Tensor]:
     return list(torch.randperm(rows).chunk(min(minibatches, rows)))
 
 
-def taken_log_probs(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def taken_log_probs(logits: torch.Tensor,
+                    actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``log pi(u)`` ``[...]`` of ``actions`` and the entropies ``H(pi)`` ``[...]``."""
     log_pi = F.log_softmax(logits, -1)
     return (log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1),
@@ -94,38 +104,60 @@ def taken_log_probs(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.
 
 
 class PPOLearner(OnPolicyLearner):
-    """Clipped-ratio policy updates over ``epochs``, critic on ``cfg.critic_input``."""
+    """Clipped-ratio policy updates over ``epochs``, critic on ``cfg.critic_input``.
 
-    def update(self, rollout: Rollout) -> dict[str, torch.Tensor]:
+    dpo and mdpo subclass it and replace :meth:`actor_loss` (and :meth:`advantages`,
+    :meth:`after_update`); the epochs, minibatches and critic steps are this class's.
+    """
+
+    def advantages(self, advantage: torch.Tensor) -> torch.Tensor:
+        """The advantages the actor loss sees (PPO: as estimated)."""
+        return advantage
+
+    def actor_loss(self, logits: torch.Tensor, old_logits: torch.Tensor, actions: torch.Tensor,
+                   advantage: torch.Tensor, rollout: Rollout
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The clipped surrogate minus the entropy bonus; rows ``[M, n]``, logits ``[M, n, k]``."""
+        log_pi, entropy = taken_log_probs(logits, actions)
+        old_log_pi, _ = taken_log_probs(old_logits, actions)
+        loss = (clipped_surrogate_loss(log_pi, old_log_pi, advantage, self.cfg.clip)
+                - self.cfg.entropy_coef * entropy.mean())
+        ratio = torch.exp(log_pi.detach() - old_log_pi)
+        return loss, {"entropy": entropy.mean(),
+                      "ratio_clipped": ((ratio - 1).abs() > self.cfg.clip).float().mean()}
+
+    def after_update(self, metrics: dict[str, float]) -> None:
+        """Hook run once per rollout after the epochs (dpo adapts its penalties here)."""
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
         cfg = self.cfg
         targets = self.default_targets(rollout, self.team_reward(rollout)).flatten(0, 1)
         state, obs = rollout.state.flatten(0, 1), rollout.obs.flatten(0, 1)      # rows = T*E
         actions = rollout.actions.flatten(0, 1)
         with torch.no_grad():
-            old_log_pi, _ = taken_log_probs(self.agent.logits(obs), actions)
-        totals = {"loss_critic": 0.0, "loss_actor": 0.0, "entropy": 0.0, "ratio_clipped": 0.0}
+            old_logits = self.agent.logits(obs)                                  # pi_old
+        totals: dict[str, float] = {}
         steps = 0
         for _ in range(cfg.epochs):
             for idx in minibatch_indices(targets.shape[0], cfg.minibatches):
                 # critic: advantage with the critic before its step
                 values = self.values(self.critic, state[idx], obs[idx])          # [M, n]
-                advantage = (targets[idx] - values).detach()
+                advantage = self.advantages((targets[idx] - values).detach())
                 loss_critic = F.mse_loss(values, targets[idx])
                 clip_grad_step(self.optimizers["critic"], loss_critic, cfg.max_grad_norm)
 
-                # actor: clipped surrogate plus entropy bonus
-                log_pi, entropy = taken_log_probs(self.agent.logits(obs[idx]), actions[idx])
-                loss_actor = (clipped_surrogate_loss(log_pi, old_log_pi[idx], advantage, cfg.clip)
-                              - cfg.entropy_coef * entropy.mean())
+                # actor
+                loss_actor, extra = self.actor_loss(self.agent.logits(obs[idx]), old_logits[idx],
+                                                    actions[idx], advantage, rollout)
                 clip_grad_step(self.optimizers["actor"], loss_actor, cfg.max_grad_norm)
-                ratio = torch.exp(log_pi.detach() - old_log_pi[idx])
-                for key, value in (("loss_critic", loss_critic), ("loss_actor", loss_actor),
-                                   ("entropy", entropy.mean()),
-                                   ("ratio_clipped", ((ratio - 1).abs() > cfg.clip).float().mean())):
-                    totals[key] += float(value.detach())
+                for key, value in {"loss_critic": loss_critic, "loss_actor": loss_actor,
+                                   **extra}.items():
+                    totals[key] = totals.get(key, 0.0) + float(value.detach())
                 steps += 1
         self.update_target()
-        return {key: value / steps for key, value in totals.items()}
+        metrics = {key: value / steps for key, value in totals.items()}
+        self.after_update(metrics)
+        return metrics
 
 
 def train(cfg: PPOConfig, env: str, env_kwargs: dict, seed: int, session: Session):

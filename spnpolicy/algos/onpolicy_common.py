@@ -43,11 +43,11 @@ class OnPolicyConfig(RunConfig):
     """Fields of every on-policy actor-critic (EPyMARL's defaults where it has one)."""
 
     rollout_steps: int = 5
-    """Steps each env copy takes per rollout; one update per rollout of rollout_steps x num_envs rows."""
+    """Steps each env copy takes per rollout (one update per rollout_steps x num_envs rows)."""
     gamma: float = 0.99
     """Discount factor."""
     returns: str = "nstep"
-    """Critic targets: nstep (EPyMARL: q_nstep-step returns) or gae (lambda-returns, GAE advantages)."""
+    """Critic targets: nstep (EPyMARL: q_nstep-step returns) or gae (lambda-returns, GAE)."""
     q_nstep: int = 5
     """Steps of reward before bootstrapping from the target critic (returns=nstep)."""
     gae_lambda: float = 0.95
@@ -113,7 +113,8 @@ class PerAgentNet(nn.Module):
     def __init__(self, in_dim: int, num_agents: int, out_dim: int, hidden: tuple[int, ...],
                  shared: bool = True, out_scale: float = 1.0) -> None:
         super().__init__()
-        self.in_dim, self.num_agents, self.out_dim, self.shared = in_dim, num_agents, out_dim, shared
+        self.in_dim, self.num_agents, self.out_dim = in_dim, num_agents, out_dim
+        self.shared = shared
         if shared:
             self.net = mlp(in_dim + num_agents, hidden, out_dim, out_scale)
             self.register_buffer("agent_ids", torch.eye(num_agents), persistent=False)
@@ -215,7 +216,7 @@ class OnPolicyLearner:
         return PerAgentNet(in_dim, self.num_agents, 1, self.cfg.critic_hidden,
                            self.cfg.share_parameters)
 
-    def critic_inputs(self, state: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+    def critic_inputs(self, state: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
         """``[..., n, in_dim]``: each agent's observation, or the state repeated per agent."""
         if self.cfg.critic_input == "obs":
             return obs

@@ -7,7 +7,7 @@ import pytest
 import spnpolicy
 from spnpolicy.algos.registry import make_config
 
-ONPOLICY = ["ia2c", "maa2c", "ippo", "mappo"]
+ONPOLICY = ["ia2c", "maa2c", "ippo", "mappo", "coma", "pac", "dpo", "mdpo"]
 
 
 @pytest.mark.parametrize("algo", ONPOLICY)
@@ -20,6 +20,13 @@ def test_solves_coordination_with_defaults(algo):
     assert result.agent.act(np.ones((2, 1), np.float32), deterministic=False).shape == (2,)
 
 
+def test_pac_solves_climbing():
+    """The optimistic critic selects climbing's optimum (0, 0), payoff 11, which the other
+    actor-critics miss (Christianos et al. 2023)."""
+    result = spnpolicy.train("pac", "climbing", seed=0)
+    assert result.eval["return_mean"] == 11.0
+
+
 @pytest.mark.parametrize("algo", ONPOLICY)
 @pytest.mark.parametrize("key, value", [("rollout_steps", 0), ("gamma", 1.5), ("returns", "td"),
                                         ("q_nstep", 0), ("hidden", (0,)), ("entropy_coef", -1.0),
@@ -29,14 +36,19 @@ def test_bad_config_values_name_the_field(algo, key, value):
         make_config(algo, "coordination", {key: value})
 
 
-@pytest.mark.parametrize("key, value", [("epochs", 0), ("minibatches", 0), ("clip", 0.0)])
-def test_bad_ppo_values_name_the_field(key, value):
+@pytest.mark.parametrize("algo, key, value", [
+    ("mappo", "epochs", 0), ("mappo", "minibatches", 0), ("mappo", "clip", 0.0),
+    ("pac", "entropy_start", -0.1), ("pac", "entropy_anneal_fraction", 0.0),
+    ("dpo", "kl_target", 0.0), ("dpo", "beta_factor", 0.5), ("dpo", "beta_min", 1e5),
+    ("mdpo", "epochs", 1.5)])
+def test_bad_algorithm_values_name_the_field(algo, key, value):
     with pytest.raises(ValueError, match=key):
-        make_config("mappo", "coordination", {key: value})
+        make_config(algo, "coordination", {key: value})
 
 
 @pytest.mark.parametrize("algo, critic", [("ia2c", "obs"), ("maa2c", "state"),
-                                          ("ippo", "obs"), ("mappo", "state")])
+                                          ("ippo", "obs"), ("mappo", "state"),
+                                          ("coma", "state"), ("pac", "state")])
 def test_critic_input_defines_the_algorithm(algo, critic):
     assert make_config(algo, "climbing").critic_input == critic
     other = "state" if critic == "obs" else "obs"

@@ -17,7 +17,8 @@ class FakeEnvs:
 
 def tiny_rollout(T=2, E=3, n=2, k=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return Rollout(state=torch.randn(T, E, 5, generator=g), obs=torch.randn(T, E, n, 4, generator=g),
+    return Rollout(state=torch.randn(T, E, 5, generator=g),
+                   obs=torch.randn(T, E, n, 4, generator=g),
                    actions=torch.randint(k, (T, E, n), generator=g),
                    reward=torch.randn(T, E, generator=g),
                    next_state=torch.randn(T, E, 5, generator=g),
@@ -50,7 +51,8 @@ def test_ppo_clip_by_hand():
 
 def test_ppo_clip_gradient_is_zero_where_clipped():
     log_pi = torch.log(torch.tensor([1.5, 0.5, 1.1, 0.7])).requires_grad_()
-    clipped_surrogate_loss(log_pi, torch.zeros(4), torch.tensor([1.0, 1.0, -2.0, -1.0]), 0.2).backward()
+    advantage = torch.tensor([1.0, 1.0, -2.0, -1.0])
+    clipped_surrogate_loss(log_pi, torch.zeros(4), advantage, 0.2).backward()
     # sample 0 (rho > 1 + eps, A > 0) and 3 (rho < 1 - eps, A < 0) are clipped: no gradient
     assert log_pi.grad[0] == 0 and log_pi.grad[3] == 0
     assert log_pi.grad[1] == pytest.approx(-0.5 / 4) and log_pi.grad[2] == pytest.approx(2.2 / 4)
