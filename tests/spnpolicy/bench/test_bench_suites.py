@@ -20,28 +20,37 @@ def test_matrix_suite_has_every_game_and_penalty_level():
 
 
 def test_coverage_suites_follow_the_issue():
-    quick = get_suite("coverage-quick").tasks[0]
-    assert quick.env_kwargs == {"num_agents": 3, "grid_size": 6, "max_steps": 50,
-                                "reward": "sparse"}
+    learnable = {"reward": "sparse", "layout": "fixed", "layout_seed": 0,
+                 "observation": "relative"}
+    quick = get_suite("coverage-quick")
+    assert quick.tasks[0].env_kwargs == {"num_agents": 3, "grid_size": 6, "max_steps": 50,
+                                         **learnable}
+    assert quick.seeds == 10 and quick.protocol.total_steps == 100_000
+    random = get_suite("coverage-random")
+    assert random.tasks[0].env_kwargs == {**quick.tasks[0].env_kwargs, "layout": "random"}
+    assert random.algos == ("spn-ac", "vdn", "qmix", "dcg") and random.seeds == 5
+    assert random.protocol.total_steps == 1_000_000
     paper = get_suite("coverage-paper")
     assert paper.tasks[0].env_kwargs == {"num_agents": 6, "grid_size": 20, "max_steps": 200,
-                                         "reward": "sparse"}
-    assert paper.config == {"factor_graph": "random", "num_factors": 20, "factor_order": 2}
-    assert get_suite("coverage-quick").algos == paper.algos == ALGOS
+                                         **learnable}
+    assert paper.config == {"factor_graph": "random", "num_factors": 20, "factor_order": 2,
+                            "shaping": True}
+    assert quick.algos == paper.algos == ALGOS
     small = get_suite("coverage-quick-small")
     assert small.algos == ALGOS and small.seeds == 3  # DESIGN: 3 seeds in quick mode
-    assert small.protocol.total_steps < get_suite("coverage-quick").protocol.total_steps
+    assert small.tasks[0].env_kwargs["layout"] == "fixed"
+    assert small.protocol.total_steps < quick.protocol.total_steps
 
 
-def test_hindsight_suite_is_coverage_quick_with_relabelling_for_everyone(tmp_path):
-    suite, quick = get_suite("coverage-quick-hindsight"), get_suite("coverage-quick")
-    assert suite.tasks == quick.tasks and suite.algos == ALGOS
+@pytest.mark.parametrize("name", ["coverage-quick", "coverage-random", "coverage-quick-small",
+                                  "coverage-paper"])
+def test_coverage_suites_shape_every_algorithm(tmp_path, name):
+    suite = get_suite(name)
     runs = plan(suite, tmp_path)
-    assert {run.algo for run in runs} == set(ALGOS) and len(runs) == 7 * suite.seeds
+    assert {run.algo for run in runs} == set(suite.algos)
+    assert len(runs) == len(suite.algos) * suite.seeds
     for run in runs:
-        assert run.config["hindsight"] is True
-        assert make_config(run.algo, "coverage", run.config).hindsight is True
-    assert all("hindsight" not in run.config for run in plan(quick, tmp_path))
+        assert make_config(run.algo, "coverage", run.config).shaping is True
 
 
 @pytest.mark.parametrize("name", list(SUITES))
