@@ -13,6 +13,10 @@ agent (``agent.sample(obs, generator)``); the steps become one :class:`Rollout`
 averaged between evaluations. Evaluations and checkpoints happen between rollouts, so a
 checkpoint holds no partial rollout and a resumed run repeats the uninterrupted one exactly.
 
+With ``cfg.shaping`` the rollout's rewards are shaped, ``r + gamma (1 - terminated) Phi(s')
+- Phi(s)`` (:class:`~spnpolicy.training.shaping.PotentialShaping`); evaluation keeps the
+env's reward.
+
 Returns are computed with the episode boundaries of auto-resetting envs: a step that
 ``terminated`` bootstraps from nothing; one that was truncated (time limit) bootstraps from
 the value of its final state (``next_state``), and no return runs across a ``done`` step.
@@ -28,9 +32,11 @@ import torch
 
 from spnpolicy.training.evaluation import evaluate_run
 from spnpolicy.training.metrics import UpdateMeans
+from spnpolicy.training.nstep import NStepTransition
 from spnpolicy.training.runner import Runner, Transition
 from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
 from spnpolicy.training.session import Session
+from spnpolicy.training.shaping import PotentialShaping
 from spnpolicy.training.vec_env import make_vec_env
 
 __all__ = ["Rollout", "RolloutStorage", "gae_advantages", "nstep_returns", "train_onpolicy"]
@@ -147,7 +153,7 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
     """Run the on-policy loop with the learner ``build(cfg, envs)``; returns its trained agent.
 
     ``cfg`` needs ``num_envs``, ``rollout_steps``, ``total_steps``, ``eval_episodes``,
-    ``eval_stochastic`` and ``device``. The learner has ``agent`` (with ``sample(obs,
+    ``eval_stochastic``, ``shaping``, ``gamma`` and ``device``. The learner has ``agent`` (with ``sample(obs,
     generator)`` and ``act(obs, deterministic)``), ``update(rollout) -> metrics`` and
     ``state_dict()`` / ``load_state_dict()`` (networks, optimisers and any other state).
     """
@@ -156,6 +162,7 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
     envs = make_vec_env(env, cfg.num_envs, seed=seed, **env_kwargs)
     runner = Runner(envs)
     runner.reset(seed=seed)
+    shaping = PotentialShaping(envs, cfg.gamma) if cfg.shaping else None
     learner = build(cfg, envs)
     agent = learner.agent
     storage = RolloutStorage(device)
@@ -198,7 +205,12 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
         length = min(cfg.rollout_steps, -(-(cfg.total_steps - step) // cfg.num_envs))
         for _ in range(length):
             obs = torch.as_tensor(runner.obs, dtype=torch.float32, device=device)
-            storage.add(runner.step(sample(obs).cpu().numpy()))
+            transition = runner.step(sample(obs).cpu().numpy())
+            if shaping is not None:
+                steps = np.ones(len(transition.reward), dtype=np.int64)
+                shaped = shaping(NStepTransition(*transition[:7], steps=steps))
+                transition = transition._replace(reward=shaped.reward)
+            storage.add(transition)
             step += cfg.num_envs
             session.advance(cfg.num_envs)
         runner.pop_episodes()  # evaluation reports returns; keep the list from growing

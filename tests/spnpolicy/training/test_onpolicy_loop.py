@@ -58,3 +58,58 @@ def test_budget_not_a_multiple_of_the_rollout():
     result = spnpolicy.train("ia2c", "penalty", seed=0, total_steps=41, num_envs=4,
                              rollout_steps=5, eval_episodes=2, env_kwargs={"episode_length": 3})
     assert result.history[-1]["step"] == 44
+
+
+class Recorder:
+    """A learner that records its rollouts and does not learn."""
+
+    def __init__(self, cfg, envs):
+        from spnpolicy.algos.onpolicy_common import OnPolicyAgent
+
+        self.agent = OnPolicyAgent(envs.obs_dim, envs.num_agents, envs.num_actions, (8,))
+        self.envs, self.rollouts = envs, []
+
+    def update(self, rollout):
+        self.rollouts.append(rollout)
+        return {}
+
+    def state_dict(self):
+        return {}
+
+
+def _record(shaping):
+    from spnpolicy.algos.registry import make_config
+    from spnpolicy.training import RunSpec, Session
+    from spnpolicy.training.onpolicy import train_onpolicy
+
+    cfg = make_config("ia2c", "coverage", dict(total_steps=60, num_envs=3, rollout_steps=4,
+                                               eval_episodes=1, shaping=shaping, gamma=0.9))
+    learners = []
+
+    def build(cfg, envs):
+        learners.append(Recorder(cfg, envs))
+        return learners[-1]
+
+    session = Session(RunSpec("ia2c", "coverage", 0), 60, 60, 60, stdout=False)
+    train_onpolicy(cfg, "coverage", COVERAGE, 0, session, build)
+    return learners[0]
+
+
+def test_shaping_adds_the_potential_difference():
+    """The learner sees r + gamma (1 - terminated) Phi(s') - Phi(s); the env's own reward
+    otherwise (the same seed gives the same steps: the recorder never learns)."""
+    plain, shaped = _record(False), _record(True)
+    potential = shaped.envs.potential
+    for a, b in zip(plain.rollouts, shaped.rollouts, strict=True):
+        assert torch.equal(a.actions, b.actions)
+        start, end = (torch.as_tensor(potential(x.flatten(0, 1).numpy())).view(a.reward.shape)
+                      for x in (a.state, a.next_state))
+        expected = a.reward.double() + 0.9 * (1 - a.terminated.double()) * end - start
+        torch.testing.assert_close(b.reward.double(), expected, rtol=1e-5, atol=1e-5)
+    assert any(bool((a.reward != b.reward).any())
+               for a, b in zip(plain.rollouts, shaped.rollouts))
+
+
+def test_shaping_needs_a_potential():
+    with pytest.raises(ValueError, match="shaping"):
+        spnpolicy.train("ippo", "climbing", seed=0, total_steps=16, shaping=True)
