@@ -103,13 +103,7 @@ def test_shaping_without_a_potential_names_shaping():
         spnpolicy.train("vdn", "coverage", seed=0, shaping="yes")
 
 
-# on-policy algorithms added alongside this test whose loops do not yet read `shaping`
-PENDING = {"ia2c", "maa2c", "ippo", "mappo", "masac"}
-
-
-@pytest.mark.parametrize("algo", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="loop ignores shaping"))
-    if name in PENDING else name for name in algorithm_names()])
+@pytest.mark.parametrize("algo", algorithm_names())
 def test_every_algorithm_honours_shaping(algo):
     """shaping=True on an env without a potential is refused by every algorithm's loop (an
     algorithm that ignored the field would train without complaint)."""
