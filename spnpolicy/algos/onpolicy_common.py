@@ -32,7 +32,7 @@ from spnpolicy.training import make_target, soft_update
 from spnpolicy.training.onpolicy import Rollout, gae_advantages, nstep_returns
 
 __all__ = ["CRITIC_INPUTS", "OnPolicyAgent", "OnPolicyConfig", "OnPolicyLearner",
-           "PerAgentNet", "ENV_DEFAULTS", "categorical_kl", "clip_grad_step"]
+           "PerAgentNet", "ENV_DEFAULTS", "agent_from_run", "categorical_kl", "clip_grad_step"]
 
 CRITIC_INPUTS = ("obs", "state")
 RETURNS = ("nstep", "gae")
@@ -170,6 +170,30 @@ class OnPolicyAgent(nn.Module):
         actions = self.logits(x).argmax(-1) if deterministic else self.sample(x, generator)
         actions = actions[0] if single else actions
         return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()
+
+
+def agent_from_run(run: dict[str, Any], payload: dict[str, Any]) -> OnPolicyAgent:
+    """The trained agent of an on-policy run, in eval mode.
+
+    ``run``: the run's ``config.json`` content (``env``, ``env_kwargs``, ``config``);
+    ``payload``: its checkpoint (as :func:`~spnpolicy.training.onpolicy.train_onpolicy`
+    saves it). ValueError when the checkpoint does not hold the agent the config describes.
+    """
+    from spnpolicy.training.vec_env import make_vec_env
+
+    cfg = run["config"]
+    envs = make_vec_env(run["env"], 1, **run.get("env_kwargs", {}))
+    try:
+        agent = OnPolicyAgent(envs.obs_dim, envs.num_agents, envs.num_actions,
+                              tuple(cfg["hidden"]), cfg["share_parameters"])
+    finally:
+        envs.close()
+    try:
+        agent.load_state_dict(payload["learner"]["modules"]["agent"])
+    except (KeyError, RuntimeError, TypeError):
+        raise ValueError(f"the checkpoint does not hold the {run.get('algo')!r} agent that the "
+                         f"run's config describes (written by another run or version)") from None
+    return agent.eval()
 
 
 def categorical_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

@@ -60,3 +60,24 @@ def test_agent_act_rejects_bad_shapes():
     result = spnpolicy.train("ia2c", "coordination", seed=0, total_steps=16, eval_episodes=2)
     with pytest.raises(ValueError, match=r"\[B, 2, 1\]"):
         result.agent.act(np.zeros((3, 4)))
+
+
+def test_agent_from_run_directory(tmp_path):
+    """The agent rebuilt from config.json and the checkpoint acts as the trained one."""
+    import json
+
+    from spnpolicy.algos.onpolicy_common import agent_from_run
+    from spnpolicy.training.checkpoint import load_checkpoint
+
+    result = spnpolicy.train("mappo", "coverage", seed=0, total_steps=64, num_envs=4,
+                             eval_episodes=2, out_dir=tmp_path / "run", hidden=(8,),
+                             env_kwargs={"num_agents": 2, "grid_size": 4, "max_steps": 5})
+    session_files = sorted(p.name for p in (tmp_path / "run").rglob("*.pt"))
+    assert len(session_files) == 1
+    run = json.loads((tmp_path / "run" / "config.json").read_text())
+    payload = load_checkpoint(next((tmp_path / "run").rglob("*.pt")))
+    agent = agent_from_run(run, payload)
+    obs = np.random.default_rng(0).random((5, 2, result.agent.obs_dim)).astype(np.float32)
+    assert agent.act(obs).tolist() == result.agent.act(obs).tolist()
+    with pytest.raises(ValueError, match="mappo"):
+        agent_from_run(dict(run, config=dict(run["config"], hidden=[4])), payload)
