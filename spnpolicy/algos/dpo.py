@@ -9,7 +9,9 @@ policy that collected the rollout and ``D_i = KL(pi_old_i(. | o_i) || pi_i(. | o
 
     L_i = -mean(rho_i A_i) + beta_sqrt_i mean(sqrt(D_i)) + beta_kl_i mean(D_i)
 
-averaged over agents, with advantages ``A_i`` standardised over the rollout (as DPO's code).
+averaged over agents (minus ``entropy_coef`` times the mean policy entropy: 0 by default,
+DPO's objective has no entropy term), with advantages ``A_i`` standardised over the rollout
+(as DPO's code).
 Both coefficients adapt per agent after each rollout's epochs, as PPO's adaptive KL
 penalty: halved (divided by ``beta_factor``) when the mean penalty term fell below
 ``target / kl_tolerance``, doubled when it rose above ``target * kl_tolerance``, and kept in
@@ -38,6 +40,8 @@ __all__ = ["DpoConfig", "DpoLearner", "SPECS", "adapt_coefficient", "dpo_loss", 
 class DpoConfig(EpochsConfig):
     """Hyperparameters of dpo (epochs and learning rates as ippo's)."""
 
+    entropy_coef: float = 0.0
+    """Weight of an entropy bonus in the actor loss (DPO's objective has none)."""
     kl_target: float = 0.01
     """Target of each agent's mean KL(pi_old || pi) per rollout (sqrt of it for the sqrt term)."""
     kl_tolerance: float = 1.5
@@ -107,8 +111,9 @@ class DpoLearner(PPOLearner):
         loss, sqrt_kl, kl = dpo_loss(logits, old_logits, actions, advantage,
                                      self.beta_sqrt_kl.to(logits), self.beta_kl.to(logits))
         self._last_terms = (sqrt_kl.detach().double().cpu(), kl.detach().double().cpu())
-        return loss, {"kl": kl.mean(), "sqrt_kl": sqrt_kl.mean(),
-                      "entropy": taken_log_probs(logits, actions)[1].mean()}
+        entropy = taken_log_probs(logits, actions)[1].mean()
+        metrics = {"kl": kl.mean(), "sqrt_kl": sqrt_kl.mean(), "entropy": entropy}
+        return loss - self.cfg.entropy_coef * entropy, metrics
 
     def after_update(self, metrics: dict[str, float]) -> None:
         """Adapt both coefficients from the last minibatch's penalty terms."""
