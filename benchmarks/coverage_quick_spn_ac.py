@@ -10,7 +10,8 @@ Each run uses spn-ac's coverage defaults (plus the setting's budget and any --se
 torch thread, and records its greedy and stochastic success rate at every evaluation with
 wall-clock and CPU minutes. The random policy is evaluated with the same protocol (same
 eval seeds) over --random-episodes episodes. Writes
-`benchmarks/results/coverage_quick_spn_ac.json` (or `--out`).
+`runs/benchmarks/coverage_quick_spn_ac.json` (or `--out`; `--out
+benchmarks/results/coverage_quick_spn_ac.json` updates the tracked figures).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from spnpolicy.algos.registry import get_algorithm
 from spnpolicy.bench.machine import machine
 from spnpolicy.training import EVAL_SEED_OFFSET, evaluate, make_vec_env
 
-RESULTS = Path(__file__).resolve().parent / "results" / "coverage_quick_spn_ac.json"
+RESULTS = Path("runs/benchmarks/coverage_quick_spn_ac.json")  # tracked copy: benchmarks/results/
 #: name -> (env kwargs, config overrides)
 SETTINGS = {
     "3x6x6": (dict(num_agents=3, grid_size=6, max_steps=50, reward="sparse"), {}),
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
                                      *(argv if argv is not None else sys.argv[1:])])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
     return report
 
 

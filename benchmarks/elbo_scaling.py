@@ -17,7 +17,8 @@ recorded; the machine may be shared, in which case the CPU time is the steadier 
 
 Usage::
 
-    python benchmarks/elbo_scaling.py                    # writes benchmarks/results/elbo_scaling.{json,png}
+    python benchmarks/elbo_scaling.py           # writes runs/benchmarks/elbo_scaling.{json,png}
+    python benchmarks/elbo_scaling.py --out benchmarks/results/elbo_scaling.json  # tracked
     python benchmarks/elbo_scaling.py --sizes 4 8 16 --repeats 3
 """
 
@@ -38,7 +39,7 @@ from circuits.structures import selective
 from factor_q import FactorGraph, FactorValues, elbo
 from spnpolicy.bench.machine import machine
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path("runs/benchmarks")  # tracked copy: benchmarks/results/ (--out)
 
 
 def time_call(fn, repeats: int, warmup: int = 2) -> dict[str, float]:
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     plot(rows, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     if ratio is not None:
         print(f"time(n=64) / time(n=8): {ratio['cpu_ms']:.1f} (cpu), {ratio['wall_ms']:.1f} (wall); "
               f"target <= 16")

@@ -4,7 +4,7 @@
 
 Random joint actions are drawn before timing; each repeat times `steps` calls of `step`
 (auto-resets included) after a warm-up, and the figure is the median over repeats of
-num_envs * num_agents * steps / seconds. Writes `benchmarks/results/env_speed.json`.
+num_envs * num_agents * steps / seconds. Writes `runs/benchmarks/env_speed.json` (`--out benchmarks/results/env_speed.json`: the tracked copy).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from spnpolicy.bench.machine import machine
 from spnpolicy.envs.coverage_vec import CoverageVecEnv
 
-RESULTS = Path(__file__).resolve().parent / "results" / "env_speed.json"
+RESULTS = Path("runs/benchmarks/env_speed.json")  # tracked copy: benchmarks/results/ (--out)
 
 
 def measure(num_envs: int, num_agents: int, grid_size: int, max_steps: int, reward: str,

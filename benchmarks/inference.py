@@ -1,4 +1,4 @@
-"""Inference on trained joint policies (issue 7): broken agent, lost agent, anomaly scores.
+"""Inference on trained joint policies: broken agent, lost agent, anomaly scores.
 
     python benchmarks/inference.py                                # 3 seeds, 40k steps each
     python benchmarks/inference.py --seeds 5 --total-steps 60000 --episodes 100
@@ -26,7 +26,8 @@ run is loaded, not retrained). Then, on the same fixed test layouts for every me
 Metrics are per seed (means over test episodes), reported as the mean over seeds with a 95%
 percentile bootstrap CI (``scipy.stats.bootstrap``), plus paired per-seed differences of the
 main comparisons (same seeds, same test layouts). Writes
-``benchmarks/results/inference.json`` and ``inference_{broken,lost,anomaly}.png``.
+``runs/benchmarks/inference.json`` and ``inference_{broken,lost,anomaly}.png`` (``--out
+benchmarks/results`` updates the tracked figures).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from spnpolicy.inference import (
 )
 from spnpolicy.training import make_vec_env
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path("runs/benchmarks")  # tracked copy: benchmarks/results/ (--out)
 ENV = dict(num_agents=4, grid_size=5, max_steps=30, reward="coverage")
 NOOP = 0
 TEST_SEED = 50_000  # test layouts: fixed per (experiment, agent), shared by every method
@@ -295,6 +296,7 @@ def main(argv=None) -> int:
             shown = ("  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
                      if "value" not in metrics else _fmt(metrics))
             print(f"  {name}: {shown}")
+    print(f"\nwrote {args.out / 'inference.json'} and the plots beside it")
     return 0
 
 

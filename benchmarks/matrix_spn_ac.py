@@ -6,7 +6,8 @@
 Each run uses the algorithm's default budget and hyperparameters for the game (penalty with
 k = 100), one torch thread, and is timed on its own (runs are sequential). A seed succeeds
 when the final greedy joint action (the policy's mode) is an optimal joint action.
-Writes `benchmarks/results/matrix_spn_ac.json` (or `--out`).
+Writes `runs/benchmarks/matrix_spn_ac.json` (or `--out`; `--out
+benchmarks/results/matrix_spn_ac.json` updates the tracked figures).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import spnpolicy
 from spnpolicy.bench.machine import machine
 from spnpolicy.bench.matrix import greedy_joint_action, optimal_joint_actions
 
-RESULTS = Path(__file__).resolve().parent / "results" / "matrix_spn_ac.json"
+RESULTS = Path("runs/benchmarks/matrix_spn_ac.json")  # tracked copy: benchmarks/results/ (--out)
 GAMES = {"climbing": {}, "penalty": {"k": 100}, "coordination": {}}
 
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}")
     return report
 
 

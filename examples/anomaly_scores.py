@@ -1,7 +1,7 @@
 """Per-agent anomaly scores -log pi(u_i | u_-i, s): which agent has gone rogue?
 
-Run: python examples/anomaly_scores.py                # a tiny training run (under a minute)
-     python examples/anomaly_scores.py runs/cov3      # or a run trained on this env
+Run: .venv/bin/python examples/anomaly_scores.py            # a tiny training run (4,000 env steps)
+     .venv/bin/python examples/anomaly_scores.py runs/cov3  # or a run trained on this env
 
 The team follows its joint policy; from step ROGUE_FROM on, agent ROGUE acts uniformly at
 random. Every step's joint action is scored per agent by the leave-one-out surprise

@@ -1,7 +1,7 @@
 """A broken agent: condition a trained joint policy on its noop and let the others adapt.
 
-Run: python examples/broken_agent.py                  # a tiny training run (under a minute)
-     python examples/broken_agent.py runs/cov3        # or a run trained on this env
+Run: .venv/bin/python examples/broken_agent.py            # a tiny training run (4,000 env steps)
+     .venv/bin/python examples/broken_agent.py runs/cov3  # or a run trained on this env
 
 Agent 2 of 3 breaks (the env forces its noop). Compare (a) acting from the joint policy,
 the env overriding agent 2, with (b) sampling the others from pi(u | s, u_2 = noop).

@@ -1,6 +1,6 @@
 """Build a sum-product network in code and ask it every query the engine supports.
 
-Run: python examples/build_and_query.py
+Run: .venv/bin/python examples/build_and_query.py
 """
 
 import torch

@@ -6,7 +6,7 @@ where the ELBO E_pi[Q] + H(pi) equals log Z. A selective circuit of width 27 can
 every distribution over the 27 joint actions, so gradient ascent on its exact ELBO reaches
 log Z; a mean-field (factored) policy cannot represent the correlations and stops short.
 
-Run: python examples/elbo_demo.py
+Run: .venv/bin/python examples/elbo_demo.py
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ penalties, so independent learners drift to the safe (2, 2). spn-ac's joint poli
 selective circuit over both agents' actions, trained by the exact max-ent ELBO against a
 factor-graph critic; its greedy joint action is the circuit's mode.
 
-Run: python examples/train_matrix.py   (a few seconds on a CPU)
+Run: .venv/bin/python examples/train_matrix.py
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,11 @@ from typing import Any
 import torch
 
 from spnpolicy.algos.registry import get_algorithm, make_config
-from spnpolicy.envs.registry import ENV_NAMES, LBF_PREFIX, make_env
+from spnpolicy.envs.registry import action_names, check_env_name, make_env, register_env
 from spnpolicy.training import RunSpec, Session
+from spnpolicy.training.rundir import RunDir
 
-__all__ = ["TrainResult", "check_env_name", "train"]
+__all__ = ["TrainResult", "check_device", "check_env_name", "env_name", "train"]
 
 
 @dataclass
@@ -44,15 +47,68 @@ class TrainResult:
     """The run directory, or None."""
 
 
-def check_env_name(env: Any) -> None:
-    """ValueError listing the valid environments unless ``env`` is a registered name."""
-    if not isinstance(env, str) or not (env in ENV_NAMES or (
-            env.startswith(LBF_PREFIX) and len(env) > len(LBF_PREFIX))):
-        raise ValueError(f"unknown environment {env!r}; valid: {', '.join(ENV_NAMES)}, or "
-                         f"'lbf/<lbforaging id>'")
+def env_name(env: Any) -> str:
+    """The registry name of ``env``: a name is checked and returned; a callable returning a
+    PettingZoo ``ParallelEnv`` becomes ``"module:qualname"`` (importable again by that name,
+    also in another process) or, for lambdas and local functions, is registered in this
+    process as ``"custom:<qualname>"``."""
+    if isinstance(env, str):
+        check_env_name(env)
+        return env
+    if not callable(env):
+        raise ValueError(f"env must be an environment name or a callable returning a "
+                         f"PettingZoo ParallelEnv, got {env!r}")
+    module, qualname = getattr(env, "__module__", None), getattr(env, "__qualname__", None)
+    if module and qualname and "<" not in qualname and "." not in qualname:
+        found = getattr(sys.modules.get(module), qualname, None)
+        if found is env:
+            return f"{module}:{qualname}"
+    label = qualname or type(env).__name__
+    return register_env(f"custom:{label}", env, overwrite=True)
 
 
-def train(algo: str, env: str, seed: int = 0, total_steps: int | None = None,
+def check_device(device: str) -> None:
+    """ValueError naming ``device`` unless torch can use it here."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device: 'cpu', 'cuda', 'cuda:N' or 'mps', "
+                         f"got {device!r}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but this torch ({torch.__version__}) has no "
+                             f"usable CUDA device; use device='cpu'")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}, but there are only "
+                             f"{torch.cuda.device_count()} CUDA device(s) (cuda:0..)")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r}, but MPS is not available here; use 'cpu'")
+    elif parsed.type != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+
+
+def _saved_overrides(algo: str, env: str, run: RunDir) -> tuple[dict[str, Any], dict, int]:
+    """``(config, env_kwargs, total_steps)`` saved in ``run``'s ``config.json``, the
+    config with its tuple fields as tuples. ValueError when the run is another algo/env."""
+    saved = run.read_config()
+    if saved["algo"] != algo or saved["env"] != env:
+        raise ValueError(f"cannot resume {run.path}: it trained {saved['algo']!r} on "
+                         f"{saved['env']!r}, not {algo!r} on {env!r}")
+    cls = get_algorithm(algo).config_cls
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(saved["config"]) - fields)
+    if unknown:
+        raise ValueError(f"cannot resume {run.path}: its config.json has config keys "
+                         f"{unknown} that {algo!r} does not have (written by another version)")
+    config = {key: tuple(value) if isinstance(value, list) and
+              typing.get_origin(hints[key]) is tuple else value
+              for key, value in saved["config"].items()}
+    return config, dict(saved["env_kwargs"]), run.total_steps()
+
+
+def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
           out_dir: str | os.PathLike | None = None, env_kwargs: dict[str, Any] | None = None,
           *, resume: bool = False, progress: bool | None = None, verbose: bool | None = None,
           **config: Any) -> TrainResult:
@@ -60,31 +116,51 @@ def train(algo: str, env: str, seed: int = 0, total_steps: int | None = None,
 
     Args:
         algo: a registered algorithm (``spnpolicy.algos.ALGORITHMS``), e.g. ``"spn-ac"``.
-        env: a registered environment (``spnpolicy.envs.ENV_NAMES``), e.g. ``"climbing"``.
+        env: a registered environment (``spnpolicy.envs.ENV_NAMES``, or a name given to
+            ``spnpolicy.register_env``), e.g. ``"climbing"``; or a callable returning a
+            PettingZoo ``ParallelEnv`` with discrete actions (your own env; ``env_kwargs``
+            are passed to it).
         seed: seeds torch, numpy, Python's random and the environments.
-        total_steps: env-step budget; ``None`` = the algorithm's default for ``env``.
+        total_steps: env-step budget; ``None`` = the algorithm's default for ``env`` (when
+            resuming: the saved budget).
         out_dir: run directory for ``config.json``, ``metrics.jsonl``/``.csv`` and
             ``checkpoints/last.pt``; ``None`` writes nothing.
         env_kwargs: arguments of the environment (``make_env(env, **env_kwargs)``).
         resume: continue from ``out_dir``'s last checkpoint if there is one; the result is
-            then the same as an uninterrupted run's.
+            then the same as an uninterrupted run's. The env arguments and config saved in
+            ``out_dir/config.json`` are used where not given again; given ones must match
+            (ValueError naming the keys that differ), except a larger ``total_steps``.
         progress: tqdm bar on stderr (default: when stderr is a terminal).
         verbose: one line per evaluation on stdout (default: when stdout is a terminal).
         **config: overrides of the algorithm's config fields (unknown keys: ValueError).
+
+    Raises ValueError, naming the argument, for every bad input, before anything is written.
     """
     spec = get_algorithm(algo)
-    check_env_name(env)
+    env = env_name(env)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     if total_steps is not None:
+        if "total_steps" in config and config["total_steps"] != total_steps:
+            raise ValueError(f"total_steps is given twice: {total_steps!r} and "
+                             f"{config['total_steps']!r} (as a config override)")
         config["total_steps"] = total_steps
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise ValueError(f"env_kwargs must be a dict or None, got {env_kwargs!r}")
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs an out_dir to resume from")
+    given = set(config)
+    if resume and RunDir(out_dir).is_run():
+        saved, saved_env_kwargs, saved_steps = _saved_overrides(algo, env, RunDir(out_dir))
+        config = saved | {"total_steps": saved_steps} | config
+        env_kwargs = saved_env_kwargs if env_kwargs is None else env_kwargs
     env_kwargs = dict(env_kwargs or {})
     make_env(env, **env_kwargs).close()  # bad env arguments fail here, before any file is written
     cfg = make_config(algo, env, config)
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs an out_dir to resume from")
+    check_device(cfg.device)
+    _check_learning_starts(cfg, explicit="learning_starts" in given)
+    if out_dir is not None:
+        RunDir(out_dir).ensure_writable()
     run = RunSpec(algo, env, seed, env_kwargs, dataclasses.asdict(cfg))
     session = Session(run, total_steps=cfg.total_steps, eval_interval=cfg.eval_interval,
                       checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir,
@@ -99,5 +175,30 @@ def train(algo: str, env: str, seed: int = 0, total_steps: int | None = None,
     finally:
         session.close()
         torch.set_num_threads(threads)
+    _name_actions(agent, env, env_kwargs)
     return TrainResult(eval=session.history[-1], history=session.history, agent=agent,
                        config=cfg, out_dir=session.out_dir)
+
+
+def _check_learning_starts(cfg: Any, explicit: bool) -> None:
+    """A run whose ``learning_starts`` is above its budget never updates: ValueError when
+    the user set both, a warning when ``learning_starts`` is the algorithm's default."""
+    starts = getattr(cfg, "learning_starts", None)
+    if not isinstance(starts, int) or starts <= cfg.total_steps:
+        return
+    message = (f"learning_starts={starts:,d} is above total_steps={cfg.total_steps:,d}: the "
+               f"run would end before its first update")
+    if explicit:
+        raise ValueError(f"{message}; give learning_starts <= total_steps")
+    warnings.warn(f"{message} (learning_starts is the algorithm's default here; set it "
+                  f"lower to train)", UserWarning, stacklevel=3)
+
+
+def _name_actions(agent: Any, env: str, env_kwargs: dict[str, Any]) -> None:
+    """Give a circuit-policy agent ``action_names`` (so queries take ``fixed={1: "noop"}``)."""
+    k = getattr(agent, "num_actions", None)
+    if isinstance(k, int):
+        try:
+            agent.action_names = action_names(env, k)
+        except AttributeError:
+            pass

@@ -3,8 +3,8 @@
 ```
 spnpolicy train spn-ac climbing --seed 0
 spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
-    --set total_steps=100000 --out-dir runs/cov3
-spnpolicy train spn-ac coverage --out-dir runs/cov3 --resume ...   # same arguments
+    --total-steps 100000 --out-dir runs/cov3
+spnpolicy train --out-dir runs/cov3 --resume                  # continue with the saved config
 spnpolicy config spn-ac climbing          # every config field, its value and meaning
 spnpolicy bench matrix --workers 2        # a benchmark suite: runs, table, plots
 spnpolicy plot runs/bench/matrix          # redraw a benchmark's table and plots
@@ -12,52 +12,68 @@ spnpolicy query runs/cov3 --fix 2=noop    # a trained policy given agent 2's noo
 ```
 
 A run directory holds ``config.json``, ``metrics.jsonl`` / ``metrics.csv`` (one line per
-evaluation) and ``checkpoints/last.pt``; progress goes to stderr, evaluations to stdout.
+evaluation) and ``checkpoints/last.pt`` (:mod:`spnpolicy.training.rundir`); progress goes to
+stderr, evaluations to stdout. Every bad input ends in one ``spnpolicy: error:`` line and
+exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import shlex
 import sys
+import textwrap
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from spnpolicy.algos.config import field_docs, parse_field_value
 from spnpolicy.algos.registry import ALGORITHMS, get_algorithm, make_config
-from spnpolicy.envs.registry import ENV_NAMES, LBF_EXAMPLE
+from spnpolicy.cli_args import key_value, literal
+from spnpolicy.envs.registry import ENV_DESCRIPTIONS, ENV_NAMES, LBF_EXAMPLE, registered_envs
 
 __all__ = ["build_parser", "main"]
+
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
+
+def _env_listing() -> str:
+    from spnpolicy.envs.mpe import MPE_TASKS
+
+    def entry(title: str, description: str) -> str:
+        return f"  {title}\n" + textwrap.fill(description, width=88, initial_indent="      ",
+                                              subsequent_indent="      ")
+
+    lines = [entry(name, ENV_DESCRIPTIONS[name]) for name in ENV_NAMES
+             if not name.startswith("mpe/")]
+    lines.append(entry(", ".join(f"mpe/{task}" for task in MPE_TASKS), ENV_DESCRIPTIONS["mpe/"]))
+    lines.append(entry(f"lbf/<lbforaging id>, e.g. {LBF_EXAMPLE}", ENV_DESCRIPTIONS["lbf/"]))
+    lines += [f"  {name} (registered with spnpolicy.register_env)" for name in registered_envs()]
+    lines.append(entry("MODULE:FACTORY or FILE.py:FACTORY", "your own env: a callable returning "
+                       "a PettingZoo ParallelEnv with discrete actions (examples/own_env.py)"))
+    return "\n".join(lines)
 
 
 def _listing() -> str:
     width = max(map(len, ALGORITHMS))
     algos = "\n".join(f"  {name:<{width}}  {spec.summary}" for name, spec in ALGORITHMS.items())
-    envs = "\n".join(f"  {name}" for name in ENV_NAMES)
-    return (f"algorithms:\n{algos}\n\nenvironments:\n{envs}\n  lbf/<lbforaging id>, e.g. "
-            f"{LBF_EXAMPLE}\n\n'spnpolicy config ALGO ENV' lists an algorithm's config keys.")
+    return (f"algorithms:\n{algos}\n\nenvironments (--env-kw sets their arguments):\n"
+            f"{_env_listing()}\n\n'spnpolicy config ALGO ENV' lists an algorithm's config "
+            f"keys.")
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``PROG: error: ... (see PROG --help)``."""
 
-
-def _literal(text: str) -> Any:
-    """An env argument: a Python literal (3, 0.5, (1, 2), None, True) or else the string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spnpolicy", description="Train and evaluate tractable joint policies for "
         "cooperative multi-agent RL.", epilog=_listing(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,23 +83,34 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train an algorithm on an environment", epilog=_listing(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train ALGO on ENV, evaluating greedily at fixed intervals; writes a run "
-        "directory (config.json, metrics.jsonl, metrics.csv, checkpoints/last.pt).")
-    train.add_argument("algo", metavar="ALGO", help="algorithm name (listed below)")
-    train.add_argument("env", metavar="ENV", help="environment name (listed below)")
-    train.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+        "directory: config.json, metrics.jsonl and metrics.csv (one record per evaluation), "
+        "checkpoints/last.pt, and TensorBoard event files in tensorboard/ when the "
+        "tensorboard package is installed (view them with 'tensorboard --logdir OUT_DIR'). "
+        "Ctrl-C writes a checkpoint and prints how to resume.")
+    train.add_argument("algo", metavar="ALGO", nargs="?", default=None,
+                       help="algorithm name (listed below); optional with --resume")
+    train.add_argument("env", metavar="ENV", nargs="?", default=None,
+                       help="environment name (listed below); optional with --resume")
+    train.add_argument("--seed", type=int, default=None,
+                       help="run seed (default 0; with --resume the saved one)")
     train.add_argument("--total-steps", type=int, default=None,
-                       help="env-step budget (default: the algorithm's default for ENV)")
+                       help="env-step budget (default: the algorithm's default for ENV; with "
+                       "--resume the saved one, or a larger one to extend the run)")
     train.add_argument("--out-dir", default=None,
                        help="run directory (default runs/ALGO_ENV_sSEED_TIMESTAMP)")
-    train.add_argument("--env-kw", type=_key_value, action="append", default=[],
+    train.add_argument("--env-kw", type=key_value, action="append", default=[],
                        metavar="KEY=VALUE", help="environment argument (repeatable), "
                        "value as a Python literal, e.g. num_agents=3 reward=sparse")
-    train.add_argument("--set", type=_key_value, action="append", default=[], dest="config",
+    train.add_argument("--set", type=key_value, action="append", default=[], dest="config",
                        metavar="KEY=VALUE", help="config override (repeatable), e.g. "
                        "actor_lr=1e-3 policy_hidden=64,64; see 'spnpolicy config'")
     train.add_argument("--resume", action="store_true",
-                       help="continue from OUT_DIR's last checkpoint if it has one")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+                       help="continue the run in OUT_DIR from its last checkpoint, with its "
+                       "saved algorithm, env, seed, env arguments and config (any given "
+                       "again must match)")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="show a progress bar on stderr (default: when stderr is a "
+                       "terminal)")
     train.add_argument("--quiet", action="store_true", help="no line per evaluation")
 
     train.set_defaults(handler=_train)
@@ -113,21 +140,56 @@ def _overrides(algo: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return {key: parse_field_value(cls, key, value) for key, value in pairs}
 
 
+def _resumed(args: argparse.Namespace) -> None:
+    """Fill ALGO, ENV and --seed from the saved run when resuming without them."""
+    from spnpolicy.training.rundir import RunDir
+
+    if args.out_dir is None:
+        raise ValueError("--resume needs the --out-dir of the run to resume")
+    run = RunDir(args.out_dir)
+    if not run.is_run():
+        if args.algo is None or args.env is None:
+            what = "holds no run (config.json is missing)" if run.path.is_dir() else \
+                "does not exist"
+            raise ValueError(f"--out-dir {args.out_dir} {what}; give ALGO and ENV to start a "
+                             f"run there")
+        return  # nothing to resume yet: a new run starts
+    saved = run.read_config()
+    for name in ("algo", "env", "seed"):
+        if getattr(args, name) is None:
+            setattr(args, name, saved[name])
+
+
 def _train(args: argparse.Namespace) -> int:
     import spnpolicy
 
+    if args.resume:
+        _resumed(args)
+    elif args.algo is None or args.env is None:
+        raise ValueError("train needs ALGO and ENV (or --out-dir DIR --resume to continue a "
+                         "run); 'spnpolicy --help' lists them")
+    seed = 0 if args.seed is None else args.seed
     overrides = _overrides(args.algo, args.config)
+    total_steps = args.total_steps
+    if "total_steps" in overrides:
+        if total_steps is not None and total_steps != overrides["total_steps"]:
+            raise ValueError(f"--total-steps {total_steps} and --set total_steps="
+                             f"{overrides['total_steps']} disagree; give one of them")
+        total_steps = overrides.pop("total_steps")
     out_dir = args.out_dir
-    if args.resume and out_dir is None:
-        raise ValueError("--resume needs the --out-dir of the run to resume")
     if out_dir is None:
-        env = args.env.replace("/", "-")
-        out_dir = f"runs/{args.algo}_{env}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-    result = spnpolicy.train(args.algo, args.env, seed=args.seed, total_steps=args.total_steps,
-                             out_dir=out_dir, env_kwargs=dict((k, _literal(v)) for k, v in
-                                                               args.env_kw),
-                             resume=args.resume, progress=not args.no_progress,
-                             verbose=not args.quiet, **overrides)
+        env = args.env.replace("/", "-").replace(":", "-")
+        out_dir = f"runs/{args.algo}_{env}_s{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    env_kwargs = dict((k, literal(v)) for k, v in args.env_kw) if args.env_kw else None
+    if env_kwargs is None and not args.resume:
+        env_kwargs = {}
+    try:
+        result = spnpolicy.train(args.algo, args.env, seed=seed, total_steps=total_steps,
+                                 out_dir=out_dir, env_kwargs=env_kwargs, resume=args.resume,
+                                 progress=args.progress, verbose=not args.quiet, **overrides)
+    except KeyboardInterrupt:
+        _interrupted(out_dir)
+        return INTERRUPTED
     shown = ", ".join(f"{k} {result.eval[k]:.4g}" for k in ("return_mean", "success_rate")
                       if k in result.eval)
     print(f"final greedy evaluation at step {result.eval['step']:,d}: {shown}")
@@ -135,8 +197,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(out_dir: str) -> None:
+    """Say where an interrupted run stands and how to continue it."""
+    from spnpolicy.training.rundir import RunDir
+
+    step = RunDir(out_dir).checkpoint_step()
+    if step is None:
+        print(f"\nspnpolicy: interrupted before the first checkpoint of {out_dir}; nothing "
+              f"to resume, run the command again to start over", file=sys.stderr)
+        return
+    print(f"\nspnpolicy: interrupted; {out_dir} holds a checkpoint at step {step:,d}. "
+          f"Continue with:\n  spnpolicy train --out-dir {shlex.quote(str(out_dir))} --resume",
+          file=sys.stderr)
+
+
 def _config(args: argparse.Namespace) -> int:
-    from spnpolicy.api import check_env_name
+    from spnpolicy.envs.registry import check_env_name
 
     get_algorithm(args.algo)
     check_env_name(args.env)
@@ -149,7 +225,13 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``spnpolicy: warning:`` line, without the source location."""
+    print(f"spnpolicy: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -157,7 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (ValueError, ImportError) as error:
-        parser.exit(2, f"spnpolicy: error: {error}\n")
+        message = " ".join(str(error).split()) or type(error).__name__
+        parser.exit(2, f"spnpolicy: error: {message}\n")
+    except KeyboardInterrupt:
+        parser.exit(INTERRUPTED, "\nspnpolicy: interrupted\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Questions to a trained joint policy ``pi(u | s)`` (DESIGN.md 1.3, seed 000 section 3.3).
+"""Questions to a trained joint policy ``pi(u | s)``: a broken agent, a lost agent, an
+anomalous action.
 
 Every helper takes an agent with ``distribution(states)`` returning a
 :class:`~circuits.CircuitDistribution` (spn-ac, meanfield-ac, reinforce: ``result.agent`` of
@@ -9,7 +10,7 @@ Every helper takes an agent with ``distribution(states)`` returning a
 from spnpolicy.inference import (anomaly_scores, conditional_policy, drop_agents,
                                  load_agent, most_likely)
 agent = load_agent("runs/cov4")                          # or spnpolicy.train(...).agent
-dist = conditional_policy(agent, states, fixed={3: 0})  # agent 3 is broken: it takes noop
+dist = conditional_policy(agent, states, fixed={3: "noop"})  # agent 3 is broken: noop
 dist.marginals()                                         # [B, n, k]; agent 3's row is one-hot
 actions = dist.sample()                                  # [B, n], agent 3 always 0
 most_likely(agent, states, fixed={3: 0})                 # [B, n]: the MPE given the evidence
@@ -22,14 +23,14 @@ anomaly_scores(agent, states, joint_actions)             # [B, n]: -log pi(u_i |
 from __future__ import annotations
 
 import itertools
-import json
 import operator
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from spnpolicy.training.rundir import RunDir
 
 __all__ = ["MAX_ENUMERATION", "MarginalPolicy", "anomaly_scores", "conditional_policy",
            "drop_agents", "load_agent", "load_run_config", "marginal_scores", "most_likely"]
@@ -38,7 +39,8 @@ __all__ = ["MAX_ENUMERATION", "MarginalPolicy", "anomaly_scores", "conditional_p
 MAX_ENUMERATION = 1 << 16
 
 Fixed = Mapping[int, Any]
-"""Evidence: agent index -> action, an int (every state) or a sequence/tensor ``[B]``."""
+"""Evidence: agent index -> action, an int or an action name such as ``"noop"`` (every
+state), or a sequence/tensor ``[B]`` of ints."""
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -84,7 +86,8 @@ def _agent_index(agent: Any, n: int, name: str) -> int:
     return index
 
 
-def _evidence(fixed: Fixed | None, batch: int, n: int, k: int, device) -> torch.Tensor:
+def _evidence(fixed: Fixed | None, batch: int, n: int, k: int, device,
+              names: tuple[str, ...] | None = None) -> torch.Tensor:
     """``fixed`` as evidence ``[B, n]`` (-1 = free), every entry validated."""
     evidence = torch.full((batch, n), -1, dtype=torch.long, device=device)
     if fixed is None:
@@ -93,6 +96,8 @@ def _evidence(fixed: Fixed | None, batch: int, n: int, k: int, device) -> torch.
         raise ValueError(f"fixed must be a dict {{agent index: action}}, got {fixed!r}")
     for agent, action in fixed.items():
         i = _agent_index(agent, n, "fixed")
+        if isinstance(action, str):
+            action = _named_action(names, action, i)
         value = torch.as_tensor(action, device=device)
         if value.is_floating_point() or value.dtype == torch.bool or value.dim() > 1 or (
                 value.dim() == 1 and value.shape[0] != batch):
@@ -105,6 +110,17 @@ def _evidence(fixed: Fixed | None, batch: int, n: int, k: int, device) -> torch.
                              f"actions (0..{k - 1})")
         evidence[:, i] = value.long()
     return evidence
+
+
+def _named_action(names: tuple[str, ...] | None, action: str, agent: int) -> int:
+    """The index of the action called ``action`` (``names``: the agent's action_names)."""
+    if names is None:
+        raise ValueError(f"fixed[{agent}] = {action!r}: this agent has no action names; give "
+                         f"an action index (int)")
+    if action not in names:
+        raise ValueError(f"fixed[{agent}]: unknown action {action!r}; expected an index "
+                         f"0..{len(names) - 1} or one of {', '.join(names)}")
+    return names.index(action)
 
 
 def _condition(dist, evidence: torch.Tensor, what: str):
@@ -142,7 +158,9 @@ def conditional_policy(agent, states, fixed: Fixed):
     Args:
         agent: a circuit-policy agent (``distribution(states)``).
         states: global states ``[B, state_dim]``.
-        fixed: ``{agent index: action}``; an action is an int or ``[B]`` ints (one per state).
+        fixed: ``{agent index: action}``; an action is an int, an action name (agents from
+            ``spnpolicy.train`` or :func:`load_agent` know their env's, e.g. ``"noop"``), or
+            ``[B]`` ints (one per state).
 
     Returns:
         A ``CircuitDistribution`` with batch shape ``[B]`` over all ``n`` agents; the fixed
@@ -154,7 +172,8 @@ def conditional_policy(agent, states, fixed: Fixed):
     """
     dist = _distribution(agent, states)
     batch, n, k = _sizes(dist)
-    evidence = _evidence(fixed, batch, n, k, _device(agent))
+    names = getattr(agent, "action_names", None)
+    evidence = _evidence(fixed, batch, n, k, _device(agent), names)
     return _condition(dist, evidence, f"fixed={dict(fixed)}")
 
 
@@ -320,59 +339,59 @@ class MarginalPolicy:
 
 
 # --- loading trained agents ---------------------------------------------------------------
-def _run_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``(config.json, checkpoint)`` of a run directory or a checkpoint file in one."""
-    path = Path(path)
-    if path.is_dir():
-        checkpoint = path / "checkpoints" / "last.pt"
-        candidates = [path]
-    elif path.is_file():
-        checkpoint = path
-        candidates = [path.parent, path.parent.parent]
-    else:
-        raise ValueError(f"no run directory or checkpoint file at {str(path)!r}")
-    config = next((d / "config.json" for d in candidates if (d / "config.json").is_file()), None)
-    if config is None:
-        raise ValueError(f"no config.json for {str(path)!r} (looked in "
-                         f"{', '.join(str(d) for d in candidates)}); pass a run directory "
-                         f"written by spnpolicy.train(out_dir=...)")
-    if not checkpoint.is_file():
-        raise ValueError(f"run {str(path)!r} has no checkpoint at {checkpoint}")
-    return config, checkpoint
-
-
 def load_run_config(path: str | os.PathLike) -> dict[str, Any]:
     """The ``config.json`` of a run directory (or of the run a checkpoint belongs to):
     ``algo``, ``env``, ``seed``, ``env_kwargs``, ``config``."""
-    return json.loads(_run_paths(path)[0].read_text())
+    return RunDir.locate(path)[0].read_config()
 
 
 def load_agent(path: str | os.PathLike):
-    """Rebuild a trained circuit-policy agent (a ``JointPolicy`` in eval mode) from a run
-    directory (``config.json`` + ``checkpoints/last.pt``) or a checkpoint file in one.
+    """Rebuild the trained agent of a run directory (``config.json`` +
+    ``checkpoints/last.pt``) or of a checkpoint file in one, in eval mode, through the
+    algorithm's registry entry (``AlgorithmSpec.load_agent``); spn-ac and its variants give
+    a ``JointPolicy``, the circuit policy the queries here take. The agent knows its env's
+    ``action_names``.
 
-    Raises ValueError when the path holds no run, or the run's algorithm has no joint
-    policy (only spn-ac and its variants do).
+    Raises ValueError when the path holds no run, its files cannot be read (naming the
+    file), or the run's algorithm cannot rebuild its agent.
     """
-    from spnpolicy.algos.policies import JointPolicy
     from spnpolicy.algos.registry import get_algorithm
     from spnpolicy.algos.spn_ac import SpnAcConfig
-    from spnpolicy.training.checkpoint import load_checkpoint
+    from spnpolicy.envs.registry import action_names
+
+    run, checkpoint = RunDir.locate(path)
+    saved = run.read_config()
+    spec = get_algorithm(saved["algo"])
+    loader = spec.load_agent or (_joint_policy if spec.config_cls is SpnAcConfig else None)
+    if loader is None:
+        raise ValueError(f"run {str(path)!r} trained {saved['algo']!r}, which has no joint "
+                         f"circuit policy and no load_agent in its registry entry; load_agent "
+                         f"reads spn-ac runs, its variants, and algorithms that register one")
+    agent = loader(saved, run.load_checkpoint(checkpoint))
+    num_actions = getattr(agent, "num_actions", None)
+    if isinstance(num_actions, int):
+        agent.action_names = action_names(saved["env"], num_actions)
+    return agent.eval()
+
+
+def _joint_policy(saved: dict[str, Any], payload: dict[str, Any]):
+    """spn-ac's (and its variants') trained ``JointPolicy`` from a run's config and checkpoint."""
+    from spnpolicy.algos.policies import JointPolicy
     from spnpolicy.training.vec_env import make_vec_env
 
-    config_path, checkpoint = _run_paths(path)
-    run = json.loads(config_path.read_text())
-    algo = run.get("algo")
-    if get_algorithm(algo).config_cls is not SpnAcConfig:
-        raise ValueError(f"run {str(path)!r} trained {algo!r}, which has no joint circuit "
-                         f"policy; load_agent reads spn-ac runs and its variants")
-    cfg = run["config"]
-    envs = make_vec_env(run["env"], 1, **run.get("env_kwargs", {}))
+    cfg = saved["config"]
+    envs = make_vec_env(saved["env"], 1, **saved["env_kwargs"])
     try:
         policy = JointPolicy(envs.state_dim, envs.num_agents, envs.num_actions, cfg["policy"],
                              cfg["width"], tuple(cfg["policy_hidden"]))
     finally:
         envs.close()
-    payload = load_checkpoint(checkpoint)
-    policy.load_state_dict(payload["modules"]["policy"])
-    return policy.eval()
+    # the modules sit at the top of the payload, or in the shared loop's "algorithm" entry
+    modules = payload.get("modules") or payload.get("algorithm", {}).get("modules", {})
+    try:
+        policy.load_state_dict(modules["policy"])
+    except (KeyError, RuntimeError, TypeError):
+        raise ValueError(f"the checkpoint does not hold the {saved['algo']!r} policy that the "
+                         f"run's config describes (written by another run or version)"
+                         ) from None
+    return policy

@@ -3,7 +3,7 @@
 ```
 spnpolicy query runs/cov4 --fix 3=noop                 # agent 3 is broken: the others?
 spnpolicy query runs/cov4 --drop 2 --samples 10        # agent 2 is lost: the rest's marginal
-spnpolicy query runs/cov4/checkpoints/last.pt --env coverage --env-kw grid_size=5 --seed 7
+spnpolicy query runs/cov4/checkpoints/last.pt --env-kw grid_size=5 --seed 7
 ```
 
 The state is given (``--state``) or the env's reset state for ``--seed`` (the run's env and
@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from spnpolicy.cli_args import key_value, literal
+from spnpolicy.envs.registry import action_names
+
 __all__ = ["action_names", "register", "reset_state"]
 
 
 def register(commands) -> None:
     """Add the ``query`` subcommand to the CLI's subparsers."""
-    from spnpolicy.cli import _key_value
-
     query = commands.add_parser(
         "query", help="query a trained joint policy: conditionals, marginals, samples, MPE",
         description="Ask a trained joint policy about the reset state of its env (for --seed): "
@@ -35,10 +36,10 @@ def register(commands) -> None:
     query.add_argument("checkpoint", metavar="CHECKPOINT",
                        help="run directory (config.json + checkpoints/last.pt) or a checkpoint")
     query.add_argument("--env", default=None, help="environment (default: the run's)")
-    query.add_argument("--env-kw", type=_key_value, action="append", default=[],
+    query.add_argument("--env-kw", type=key_value, action="append", default=[],
                        metavar="KEY=VALUE", help="environment argument (repeatable); "
                        "overrides the run's, e.g. broken_agents=(3,)")
-    query.add_argument("--fix", type=_key_value, action="append", default=[],
+    query.add_argument("--fix", type=key_value, action="append", default=[],
                        metavar="AGENT=ACTION", help="condition on agent AGENT taking ACTION "
                        "(an index or an action name such as noop; repeatable)")
     query.add_argument("--drop", type=int, action="append", default=[], metavar="AGENT",
@@ -51,14 +52,6 @@ def register(commands) -> None:
     query.add_argument("--samples", type=int, default=5,
                        help="joint actions to sample (default 5)")
     query.set_defaults(handler=run)
-
-
-def action_names(env: str, num_actions: int) -> list[str]:
-    """Names of the env's actions (``coverage``: noop, up, ...), else ``0..k-1``."""
-    if env == "coverage":
-        from spnpolicy.envs.coverage_core import ACTION_NAMES
-        return list(ACTION_NAMES)
-    return [str(a) for a in range(num_actions)]
 
 
 def reset_state(env: str, env_kwargs: dict[str, Any], seed: int):
@@ -81,7 +74,7 @@ def _given_state(text: str) -> np.ndarray:
         raise ValueError(f"--state must be comma-separated numbers, got {text!r}") from None
 
 
-def _action(text: str, names: list[str], agent: int) -> int:
+def _action(text: str, names: tuple[str, ...], agent: int) -> int:
     if text in names:
         return names.index(text)
     try:
@@ -91,7 +84,7 @@ def _action(text: str, names: list[str], agent: int) -> int:
                          f"0..{len(names) - 1} or one of {', '.join(names)}") from None
 
 
-def _fixed(pairs: list[tuple[str, str]], names: list[str]) -> dict[int, int]:
+def _fixed(pairs: list[tuple[str, str]], names: tuple[str, ...]) -> dict[int, int]:
     fixed: dict[int, int] = {}
     for agent_text, action_text in pairs:
         try:
@@ -103,18 +96,12 @@ def _fixed(pairs: list[tuple[str, str]], names: list[str]) -> dict[int, int]:
     return fixed
 
 
-def _joint(actions, names: list[str]) -> str:
+def _joint(actions, names: tuple[str, ...]) -> str:
     return "(" + ", ".join(names[int(a)] for a in actions) + ")"
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnpolicy.cli import _literal
-    from spnpolicy.inference import (
-        conditional_policy,
-        drop_agents,
-        load_agent,
-        load_run_config,
-    )
+    from spnpolicy.inference import conditional_policy, drop_agents, load_agent, load_run_config
 
     torch.set_num_threads(1)
     if args.samples < 0:
@@ -123,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     run_config = load_run_config(args.checkpoint)
     env = args.env or run_config["env"]
     env_kwargs = dict(run_config.get("env_kwargs", {})) if env == run_config["env"] else {}
-    env_kwargs.update((k, _literal(v)) for k, v in args.env_kw)
+    env_kwargs.update((k, literal(v)) for k, v in args.env_kw)
     if args.state is None:
         state, instance = reset_state(env, env_kwargs, args.seed)
     else:
@@ -137,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     n, k = agent.num_agents, agent.num_actions
     names = action_names(env, k)
     fixed = _fixed(args.fix, names)
+    _check_some_free(fixed, args.drop, n)
     states = torch.as_tensor(state).unsqueeze(0)
 
     generator = torch.Generator().manual_seed(args.seed)
@@ -162,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     dropped = ", ".join(map(str, sorted(set(args.drop)))) or "none"
     print(f"given: {given}; dropped (marginalised): {dropped}\n")
     width = max(6, *map(len, names))
+    print("probability of each action (columns) for each agent (rows):")
     print("agent  " + " ".join(f"{name:>{width}}" for name in names))
     for i in range(n):
         if i not in kept:
@@ -177,6 +166,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"most likely joint action ({agents}): {_joint(mode[0], names)}, probability "
           f"{mode_prob:.4f}")
     return 0
+
+
+def _check_some_free(fixed: dict[int, int], dropped: list[int], n: int) -> None:
+    """ValueError when --fix and --drop leave no agent of the ``n`` to ask about."""
+    taken = set(fixed) | set(dropped)
+    if set(range(n)) <= taken:
+        shown = [", ".join(map(str, sorted(set(a)))) or "none" for a in (fixed, dropped)]
+        raise ValueError(f"--fix (agents {shown[0]}) and --drop (agents {shown[1]}) cover all "
+                         f"{n} agents of the policy (0..{n - 1}); leave at least one agent "
+                         f"free to query")
 
 
 def _print_layout(instance) -> None:

@@ -145,6 +145,8 @@ class AlgorithmSpec:
     (with ``act(observations, deterministic=True)``). ``fixed`` are the config values that
     define the algorithm (variants share a config class); ``env_defaults`` maps an env name
     or family (``matrix``, ``coverage``, ``mpe``, ``lbf``) to default overrides.
+    ``load_agent(run, payload)`` rebuilds the trained agent from a run's ``config.json``
+    content and checkpoint payload (``spnpolicy.inference.load_agent`` calls it).
     """
 
     name: str
@@ -153,6 +155,7 @@ class AlgorithmSpec:
     train: Any
     fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
     env_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    load_agent: Any = None
 
 
 def parse_field_value(cls: type, name: str, text: str) -> Any:

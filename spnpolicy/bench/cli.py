@@ -1,7 +1,7 @@
 """The ``bench`` and ``plot`` commands (registered in ``spnpolicy.cli``).
 
 ```
-spnpolicy bench coverage-quick-small --workers 2            # the README's few-minute demo
+spnpolicy bench coverage-quick-small --workers 2            # the README's quick start
 spnpolicy bench matrix --algos spn-ac,vdn --seeds 3 --out runs/bench/matrix
 spnpolicy bench coverage-paper --seeds 0,1 --algos spn-ac,vdn --ray auto
 spnpolicy plot runs/bench/matrix                              # redraw from the run dirs
@@ -98,8 +98,14 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"{suite.name}: {len(runs)} runs, {protocol['total_steps']:,d} env steps each, greedy "
           f"evaluation every {protocol['eval_interval']:,d} steps over "
           f"{protocol['eval_episodes']} episodes; output in {out}", flush=True)
-    outcome = run_all(runs, workers=args.workers, ray_address=args.ray, metric=suite.metric,
-                      log=lambda line: print(line, flush=True))
+    try:
+        outcome = run_all(runs, workers=args.workers, ray_address=args.ray,
+                          metric=suite.metric, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"\nspnpolicy bench: interrupted; run the same command again to continue: "
+              f"finished runs in {out} are skipped, interrupted ones resume from their last "
+              f"checkpoint", file=sys.stderr)
+        return 130
     for run, error in outcome.failures:
         print(f"spnpolicy bench: {run.label()} failed ({run.run_dir}): {error}",
               file=sys.stderr)
@@ -111,6 +117,18 @@ def _bench(args: argparse.Namespace) -> int:
     return 1 if outcome.failures else 0
 
 
+def _warn_mixed_budgets(records) -> None:
+    """A warning on stderr for each task whose runs have different env-step budgets."""
+    budgets: dict[str, set[int]] = {}
+    for record in records:
+        budgets.setdefault(record.task, set()).add(record.total_steps)
+    for task, steps in sorted(budgets.items()):
+        if len(steps) > 1:
+            print(f"spnpolicy plot: warning: the runs of task {task!r} have different budgets "
+                  f"({', '.join(f'{s:,d}' for s in sorted(steps))} env steps); each run's "
+                  f"final evaluation is compared as it is", file=sys.stderr)
+
+
 def _plot(args: argparse.Namespace) -> int:
     from spnpolicy.bench.records import find_run_dirs, load_run
     from spnpolicy.bench.report import write_report
@@ -120,6 +138,7 @@ def _plot(args: argparse.Namespace) -> int:
         raise ValueError(f"give --out when plotting {len(args.run_dirs)} paths")
     out = Path(args.out if args.out is not None else args.run_dirs[0])
     records = [load_run(path) for path in find_run_dirs(args.run_dirs)]
+    _warn_mixed_budgets(records)
     suites = {r.suite for r in records}
     suite = SUITES.get(suites.pop()) if len(suites) == 1 else None
     summary, paths = write_report(records, out, suite.name if suite else None,

@@ -1,6 +1,7 @@
 """Finished runs as the reports see them, read from run directories.
 
-A run directory (written by ``spnpolicy.train``) holds ``config.json`` (``algo``, ``env``,
+A run directory (written by ``spnpolicy.train``, read through
+:class:`~spnpolicy.training.rundir.RunDir`) holds ``config.json`` (``algo``, ``env``,
 ``seed``, ``env_kwargs``, ``config``, ``total_steps``) and ``metrics.jsonl`` (one JSON
 record per greedy evaluation, each with ``step``, ``return_mean`` and, where the env
 defines success, ``success_rate``). A bench also writes ``bench.json``
@@ -10,7 +11,6 @@ their env and env arguments (``penalty[k=25]``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from spnpolicy.bench.suites import ALL_ALGOS
+from spnpolicy.training.rundir import CONFIG_JSON, RunDir
 
-__all__ = ["BENCH_JSON", "RunRecord", "find_run_dirs", "load_run", "ordered", "task_label"]
-
-BENCH_JSON = "bench.json"
-CONFIG_JSON = "config.json"
-METRICS_JSONL = "metrics.jsonl"
+__all__ = ["RunRecord", "find_run_dirs", "load_run", "ordered", "task_label"]
 
 
 @dataclass(frozen=True)
@@ -57,32 +54,16 @@ def task_label(env: str, env_kwargs: dict[str, Any]) -> str:
     return f"{env}[{','.join(f'{k}={v}' for k, v in sorted(env_kwargs.items()))}]"
 
 
-def _read_history(path: Path) -> tuple[dict[str, Any], ...]:
-    if not path.exists():
-        return ()
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut off by a kill; everything before it is whole
-    return tuple(records)
-
-
 def load_run(run_dir: str | os.PathLike) -> RunRecord:
-    """Read ``run_dir``; ValueError naming it when it is not a run directory."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_JSON
-    if not config_path.is_file():
-        raise ValueError(f"{run_dir} is not a run directory: it has no {CONFIG_JSON}")
-    config = json.loads(config_path.read_text())
-    env_kwargs = dict(config.get("env_kwargs") or {})
-    bench_path = run_dir / BENCH_JSON
-    bench = json.loads(bench_path.read_text()) if bench_path.is_file() else {}
+    """Read ``run_dir``; ValueError naming it when it is not a run directory or its
+    ``config.json`` cannot be read."""
+    run = RunDir(run_dir)
+    config = run.read_config()
+    env_kwargs = dict(config["env_kwargs"])
+    bench = run.read_bench()
     task = bench.get("task") or task_label(config["env"], env_kwargs)
-    total = config.get("total_steps", config.get("config", {}).get("total_steps"))
     return RunRecord(task=task, algo=config["algo"], env=config["env"], seed=int(config["seed"]),
-                     total_steps=int(total), history=_read_history(run_dir / METRICS_JSONL),
+                     total_steps=run.total_steps(), history=run.read_history(),
                      env_kwargs=env_kwargs, suite=bench.get("suite"))
 
 
@@ -93,7 +74,7 @@ def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise ValueError(f"run directory {path} does not exist")
-        if (path / CONFIG_JSON).is_file():
+        if RunDir(path).is_run():
             found.append(path)
             continue
         inside = sorted(p.parent for p in path.rglob(CONFIG_JSON))

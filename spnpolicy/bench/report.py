@@ -73,7 +73,11 @@ def summarise(records: Sequence[RunRecord], suite: str | None = None,
     metric = metric or choose_metric(finished)
     lacking = sorted({f"{r.task} {r.algo}" for r in finished if metric not in r.final})
     if lacking:
-        raise ValueError(f"metric {metric!r} is missing from the evaluations of {lacking}")
+        common = set.intersection(*({k for k, v in r.final.items() if k != "step" and
+                                     isinstance(v, (int, float))} for r in finished))
+        raise ValueError(f"metric {metric!r} is missing from the evaluations of "
+                         f"{', '.join(lacking)}; metrics every run has: "
+                         f"{', '.join(sorted(common))}")
     tasks, algos = ordered(finished, task_order)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:

@@ -16,9 +16,9 @@ processes with one torch thread each; with a Ray address the runs are Ray tasks 
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing
 import os
+import pickle
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from spnpolicy.algos.registry import ALGORITHMS, get_algorithm
-from spnpolicy.bench.records import BENCH_JSON, RunRecord, load_run
+from spnpolicy.bench.records import RunRecord, load_run
 from spnpolicy.bench.suites import Protocol, Suite, Task
-from spnpolicy.training.checkpoint import LAST
+from spnpolicy.training.rundir import RunDir
 
 __all__ = ["BenchRun", "Outcome", "execute", "finished_record", "parse_seeds", "plan", "run_all"]
 
@@ -132,13 +132,9 @@ def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = Non
             for name in task_names for algo in algos]
 
 
-def _checkpoint(run_dir: Path) -> Path:
-    return run_dir / "checkpoints" / LAST
-
-
 def finished_record(run: BenchRun) -> RunRecord | None:
     """The record of ``run`` if its directory holds it trained to its budget, else None."""
-    if not _checkpoint(run.run_dir).exists():
+    if not RunDir(run.run_dir).has_checkpoint():
         return None
     record = load_run(run.run_dir)
     done = record.history and record.final["step"] >= run.total_steps
@@ -150,19 +146,37 @@ def execute(run: BenchRun) -> RunRecord:
     import spnpolicy
 
     torch.set_num_threads(1)
-    if run.run_dir.exists() and not _checkpoint(run.run_dir).exists():
+    if run.run_dir.exists() and not RunDir(run.run_dir).has_checkpoint():
         shutil.rmtree(run.run_dir)  # its metrics would be appended to, not replaced
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    (run.run_dir / BENCH_JSON).write_text(json.dumps({"suite": run.suite,
-                                                      "task": run.task.name}) + "\n")
+    RunDir(run.run_dir).write_bench(run.suite, run.task.name)
     spnpolicy.train(run.algo, run.task.env, seed=run.seed, out_dir=run.run_dir,
                     env_kwargs=dict(run.task.env_kwargs), resume=True, progress=False,
                     verbose=False, **run.config)
     return load_run(run.run_dir)
 
 
-def _init_worker() -> None:
+def _init_worker(envs: dict[str, Callable] | None = None) -> None:
+    """A worker process: one torch thread, and the envs the parent registered."""
+    from spnpolicy.envs.registry import register_env
+
     torch.set_num_threads(1)
+    for name, factory in (envs or {}).items():
+        register_env(name, factory, overwrite=True)
+
+
+def _picklable_envs() -> dict[str, Callable]:
+    """The parent's registered envs that can be sent to spawned workers (module-level
+    factories; a lambda cannot, its runs fail with 'unknown env' there)."""
+    from spnpolicy.envs.registry import registered_envs
+
+    envs = {}
+    for name, factory in registered_envs().items():
+        try:
+            pickle.dumps(factory)
+        except Exception:  # noqa: BLE001  (any pickling failure: leave it out)
+            continue
+        envs[name] = factory
+    return envs
 
 
 #: ``done(index, record, error)``: called once per run, with a record or an error message.
@@ -185,7 +199,8 @@ def _run_processes(todo: Todo, workers: int, done: Done) -> None:
                 done(index, record, None)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(_picklable_envs(),)) as pool:
         futures = {pool.submit(execute, run): index for index, run in todo}
         try:
             for future in as_completed(futures):

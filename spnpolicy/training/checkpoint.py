@@ -1,30 +1,41 @@
 """Checkpoints: atomic writes, safe loads (``torch.load(weights_only=True)``).
 
 A checkpoint is a dict of tensors, numbers, strings, lists, tuples and dicts. It is written
-to a temporary file in the same directory, flushed to disk, then renamed over the target,
-so a run killed while saving leaves the previous checkpoint intact.
+to a temporary file ``.NAME.<pid>.<random>.tmp`` in the same directory, flushed to disk,
+then renamed over the target, so a run killed while saving leaves the previous checkpoint
+intact (:func:`remove_stale_temporaries` deletes what such a kill leaves behind). The file
+gets the same permissions as the run's other files (``0666`` less the umask, usually 0644).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import re
+import secrets
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["LAST", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "load_checkpoint", "remove_stale_temporaries", "save_checkpoint"]
 
-#: File name of the latest checkpoint in a run's ``checkpoints/`` directory.
-LAST = "last.pt"
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: empty, truncated, corrupt or not a checkpoint."""
+
+
+def _temporary_pattern(name: str) -> str:
+    return f".{name}.*.tmp"
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
@@ -32,14 +43,54 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed :func:`save_checkpoint` of ``path`` left behind
+    (call it before a run starts writing); returns them."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(_temporary_pattern(path.name)))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def _reason(error: BaseException) -> str:
+    """One short line saying why ``torch.load`` failed."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split())
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        return ("it holds Python objects that torch.load(weights_only=True) refuses"
+                + (f" (Unsupported global {found.group(1)})" if found else "")
+                + "; it was not written by spnpolicy")
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"truncated, corrupt, or not a spnpolicy checkpoint ({type(error).__name__}: {text})"
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Raises FileNotFoundError when there is no file, and :class:`CheckpointError` (a
+    ValueError naming the file) when it is empty, truncated, corrupt, holds objects other
+    than tensors and plain containers, or is not a dict.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+            KeyError, AttributeError, TypeError, OSError) as error:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {_reason(error)}") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a "
+                              f"spnpolicy checkpoint (a dict)")
+    return payload

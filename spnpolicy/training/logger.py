@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spnpolicy.training.rundir import METRICS_CSV, METRICS_JSONL, TENSORBOARD, write_text_atomic
+
 __all__ = ["MetricsLogger", "format_record"]
 
-METRICS_JSONL = "metrics.jsonl"
-METRICS_CSV = "metrics.csv"
 _SHOWN = ("return_mean", "success_rate", "stochastic_success_rate", "alpha", "entropy",
           "wall_time")
 
@@ -30,12 +30,6 @@ def format_record(record: dict[str, Any]) -> str:
     parts += [f"{key} {record[key]:.4g}" for key in _SHOWN
               if isinstance(record.get(key), (int, float))]
     return " | ".join(parts)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _json_safe(value: Any) -> Any:
@@ -72,7 +66,7 @@ class MetricsLogger:
                         raise ImportError("tensorboard=True needs the tensorboard package: "
                                           "pip install 'spnpolicy[tensorboard]'") from None
                 else:
-                    self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+                    self._tb = SummaryWriter(str(self.out_dir / TENSORBOARD))
 
     def log(self, record: dict[str, Any]) -> None:
         """Record one evaluation point (``record["step"]`` is required)."""
@@ -97,7 +91,7 @@ class MetricsLogger:
         lines that a killed run wrote after its last checkpoint."""
         self.records = [dict(r) for r in records]
         if self.out_dir is not None:
-            _write_atomic(self.out_dir / METRICS_JSONL,
+            write_text_atomic(self.out_dir / METRICS_JSONL,
                           "".join(json.dumps(r) + "\n" for r in self.records))
             self._write_csv()
 
@@ -109,7 +103,7 @@ class MetricsLogger:
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         writer.writerows(self.records)
-        _write_atomic(self.out_dir / METRICS_CSV, buffer.getvalue())
+        write_text_atomic(self.out_dir / METRICS_CSV, buffer.getvalue())
 
     def close(self) -> None:
         if self._tb is not None:

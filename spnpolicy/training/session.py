@@ -24,25 +24,40 @@ Evaluation happens at step 0, at every multiple of ``eval_interval`` crossed and
 end; checkpoints at every multiple of ``checkpoint_interval`` crossed and at the end (the
 history and wall time are saved with them). Resuming restores the history and rewrites
 the metrics files from it, so a killed-and-resumed run leaves the same files as an
-uninterrupted one (except wall times).
+uninterrupted one (except wall times). With a run directory, Ctrl-C makes the next
+``checkpoint_due`` true and ``save`` then raises :class:`TrainingInterrupted`, so an
+interrupted run can be resumed from where it stopped. The directory's layout is
+:mod:`spnpolicy.training.rundir`'s.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import reprlib
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spnpolicy.training.checkpoint import LAST, load_checkpoint, save_checkpoint
+from spnpolicy.training.checkpoint import save_checkpoint
 from spnpolicy.training.logger import MetricsLogger
 from spnpolicy.training.progress import ProgressBar
+from spnpolicy.training.rundir import RunDir
 
-__all__ = ["RunSpec", "Session"]
+__all__ = ["RunSpec", "Session", "TrainingInterrupted", "spec_differences"]
 
-CONFIG_JSON = "config.json"
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run with a run directory: raised right after the checkpoint that the
+    interrupt asked for was written (``step``, ``path``)."""
+
+    def __init__(self, step: int, path: Path) -> None:
+        super().__init__(f"interrupted at step {step:,d}; checkpoint {path}")
+        self.step, self.path = step, path
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,30 @@ class RunSpec:
 def _normalise(value: Any) -> Any:
     """JSON round trip, so that tuples and lists compare equal."""
     return json.loads(json.dumps(value))
+
+
+def _short(value: Any) -> str:
+    return reprlib.repr(value)
+
+
+def spec_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """``"key (saved X, given Y)"`` for each key where two ``config.json`` contents differ
+    (``config`` and ``env_kwargs`` key by key; ``total_steps`` is ignored, and a config key
+    the saved run lacks, added by a newer version, counts as its default)."""
+    saved, given = _normalise(saved), _normalise(given)
+    out = []
+    for key in ("algo", "env", "seed"):
+        if saved.get(key) != given.get(key):
+            out.append(f"{key} (saved {_short(saved.get(key))}, given {_short(given.get(key))})")
+    for part in ("env_kwargs", "config"):
+        old, new = saved.get(part) or {}, given.get(part) or {}
+        for key in sorted(set(old) | set(new)):
+            if key == "total_steps" or (part == "config" and key not in old):
+                continue
+            if old.get(key, "<unset>") != new.get(key, "<unset>"):
+                out.append(f"{part}.{key} (saved {_short(old.get(key, '<unset>'))}, given "
+                           f"{_short(new.get(key, '<unset>'))})")
+    return out
 
 
 class Session:
@@ -99,37 +138,48 @@ class Session:
         self._start_step = 0
         self._next_eval = 0
         self._next_checkpoint = checkpoint_interval
+        self.interrupted = False
+        self._previous_handler = None
 
     @property
     def checkpoint_path(self) -> Path | None:
-        return self.out_dir / "checkpoints" / LAST if self.out_dir is not None else None
+        return RunDir(self.out_dir).checkpoint if self.out_dir is not None else None
 
     def restore(self) -> dict[str, Any] | None:
-        """The payload of the run directory's last checkpoint when resuming, else None."""
-        path = self.checkpoint_path
-        if path is None or not path.exists():
+        """The payload of the run directory's last checkpoint when resuming, else None.
+
+        ValueError (nothing on disk changed) when the directory holds a run but ``resume``
+        is off, when the saved run differs from this one (naming the keys), when the budget
+        is below the steps already done, or when ``config.json`` or the checkpoint cannot
+        be read."""
+        if self.out_dir is None:
+            return None
+        run = RunDir(self.out_dir)
+        if not run.has_checkpoint():
             return None
         if not self.resume:
-            raise ValueError(f"out_dir {self.out_dir} already holds a run (checkpoint {path}); "
-                             f"resume it (resume=True, CLI --resume) or use another out_dir")
-        saved = json.loads((self.out_dir / CONFIG_JSON).read_text())
-        current = _normalise(self.spec.to_json())
-        for run in (saved, current):  # a resumed run may extend its budget
-            run.get("config", {}).pop("total_steps", None)
-        differ = sorted(key for key in current if saved.get(key) != current[key])
+            raise ValueError(f"out_dir {self.out_dir} already holds a run (checkpoint "
+                             f"{run.checkpoint}); resume it (resume=True, CLI --resume) or "
+                             f"use another out_dir")
+        differ = spec_differences(run.read_config(), self.spec.to_json())
         if differ:
-            details = "; ".join(f"{k}: saved {saved.get(k)!r}, given {current[k]!r}"
-                                for k in differ)
-            raise ValueError(f"cannot resume {self.out_dir}: the run differs in {details}")
-        return load_checkpoint(path)
+            raise ValueError(f"cannot resume {self.out_dir}: the saved run differs in "
+                             f"{'; '.join(differ)}")
+        payload = run.load_checkpoint()
+        done = int(payload["session"]["step"])
+        if done > self.total_steps:
+            raise ValueError(f"total_steps={self.total_steps:,d} is below the {done:,d} env "
+                             f"steps the run in {self.out_dir} has already done; give "
+                             f"total_steps >= {done} (or leave it out to keep the saved one)")
+        return payload
 
     def begin(self, payload: dict[str, Any] | None = None) -> int:
         """Open the logger and progress bar; returns the env steps already done."""
         step = 0
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            text = json.dumps(dict(self.spec.to_json(), total_steps=self.total_steps), indent=2)
-            (self.out_dir / CONFIG_JSON).write_text(text + "\n")
+            run = RunDir(self.out_dir)
+            run.remove_stale_temporaries()
+            run.write_config(dict(self.spec.to_json(), total_steps=self.total_steps))
         self._bar = ProgressBar(self.total_steps, enabled=self._progress_enabled,
                                 description=f"{self.spec.algo} {self.spec.env}")
         self._logger = MetricsLogger(self.out_dir, stdout=self._stdout,
@@ -146,7 +196,24 @@ class Session:
         self._next_eval = 0 if last_eval is None else self._after(last_eval, self.eval_interval)
         self._next_checkpoint = self._after(step, self.checkpoint_interval)
         self._start_time, self._start_step = time.perf_counter(), step
+        self._catch_interrupt()
         return step
+
+    def _catch_interrupt(self) -> None:
+        """With a run directory, the first Ctrl-C (SIGINT) makes the next loop iteration
+        write a checkpoint (a point where the state is whole) and then raise
+        :class:`TrainingInterrupted`; a second Ctrl-C stops at once."""
+        if (self.out_dir is None or threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            return
+        self._previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
+
+    def _on_interrupt(self, signum, frame) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        print("\ninterrupted: saving a checkpoint at the end of this step (Ctrl-C again to "
+              "stop at once)", file=sys.stderr, flush=True)
 
     @staticmethod
     def _after(step: int, interval: int) -> int:
@@ -177,7 +244,7 @@ class Session:
         return record
 
     def checkpoint_due(self, step: int) -> bool:
-        return self.out_dir is not None and (step >= self._next_checkpoint
+        return self.out_dir is not None and (self.interrupted or step >= self._next_checkpoint
                                              or step >= self.total_steps)
 
     def save(self, step: int, payload: dict[str, Any]) -> Path:
@@ -185,9 +252,15 @@ class Session:
         payload = dict(payload, session={"step": int(step), "history": self.history,
                                          "wall_time": self.wall_time()})
         self._next_checkpoint = self._after(step, self.checkpoint_interval)
-        return save_checkpoint(self.checkpoint_path, payload)
+        path = save_checkpoint(self.checkpoint_path, payload)
+        if self.interrupted:
+            raise TrainingInterrupted(step, path)
+        return path
 
     def close(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
         if self._bar is not None:
             self._bar.close()
         if self._logger is not None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import spnpolicy
 from spnpolicy.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,18 +33,90 @@ def test_help_lists_algorithms_and_environments():
     assert "--env-kw" in cli("train", "--help").stdout
 
 
-def test_train_writes_a_run_directory(tmp_path):
+def test_train_writes_a_run_directory_and_resumes_from_its_saved_config(tmp_path):
     out = cli("train", "spn-ac", "climbing", "--seed", "1", "--out-dir", str(tmp_path),
-              "--total-steps", "400", "--set", "learning_starts=200", "--set",
+              "--set", "total_steps=400", "--set", "learning_starts=200", "--set",
               "eval_interval=200", "--set", "policy_hidden=16")
     assert out.returncode == 0, out.stderr
-    assert "step/s" in out.stderr or "step/" in out.stderr  # the tqdm bar shows the rate
+    assert "it/s" not in out.stderr and "step/s" not in out.stderr  # stderr is no terminal
     assert "final greedy evaluation at step 400" in out.stdout
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["seed"] == 1 and config["config"]["policy_hidden"] == [16]
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 200, 400]
     assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+    # --resume needs nothing but the directory; a larger budget extends the run
+    out = cli("train", "--out-dir", str(tmp_path), "--resume", "--total-steps", "600",
+              "--progress")
+    assert out.returncode == 0, out.stderr
+    assert "step/s" in out.stderr  # --progress draws the bar even off a terminal
+    assert "resumed from step 400" in out.stdout
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["seed"], config["config"]["policy_hidden"], config["total_steps"]) == (
+        1, [16], 600)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 200, 400, 600]
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory):
+    """A finished 200-step climbing run."""
+    out = tmp_path_factory.mktemp("done") / "run"
+    spnpolicy.train("spn-ac", "climbing", seed=0, out_dir=out, total_steps=200,
+                    learning_starts=100, eval_interval=200, eval_episodes=2,
+                    policy_hidden=(8,), critic_hidden=(8,), verbose=False, progress=False)
+    return out
+
+
+def _files(path: Path) -> dict:
+    return {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("positional, options, message", [
+    ((), ("--total-steps", "100"), "total_steps=100 is below the 200 env steps"),
+    ((), ("--set", "actor_lr=0.5"), "differs in config.actor_lr (saved "),
+    ((), ("--seed", "4"), "differs in seed (saved 0, given 4)"),
+    ((), ("--env-kw", "episode_length=2"),
+     "env_kwargs.episode_length (saved '<unset>', given 2)"),
+    (("vdn", "climbing"), (), "it trained 'spn-ac' on 'climbing', not 'vdn' on 'climbing'"),
+])
+def test_resume_mismatches_are_one_line_and_change_nothing(done_run, positional, options,
+                                                           message, capsys):
+    before = _files(done_run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *positional, "--out-dir", str(done_run), "--resume", "--quiet",
+              *options])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert _files(done_run) == before
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run: (run / "checkpoints" / "last.pt").write_bytes(b""), "is empty"),
+    (lambda run: (run / "checkpoints" / "last.pt").write_bytes(
+        (run / "checkpoints" / "last.pt").read_bytes()[:300]), "cannot be read"),
+    (lambda run: torch.save({"policy": torch.ones(1)}, run / "checkpoints" / "last.pt"),
+     "not a spnpolicy training checkpoint"),
+    (lambda run: (run / "config.json").write_text("{"), "is not valid JSON"),
+    (lambda run: (run / "config.json").unlink(), "holds no run (config.json is missing)"),
+])
+def test_damaged_runs_fail_resume_and_query_in_one_line(done_run, tmp_path, damage, message,
+                                                        capsys):
+    run = tmp_path / "run"
+    shutil.copytree(done_run, run)
+    damage(run)
+    before = _files(run)
+    for command in (["train", "--out-dir", str(run), "--resume"], ["query", str(run)]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(command)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("spnpolicy: error: "), err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        if command[0] == "train":
+            assert message in err, err
+    assert _files(run) == before
 
 
 def test_unknown_algorithm_is_a_one_line_error():
@@ -60,12 +134,47 @@ def test_unknown_algorithm_is_a_one_line_error():
     (("train", "spn-ac", "coverage", "--env-kw", "size=3"), "unknown argument(s) ['size']"),
     (("config", "spn-ac", "chess"), "unknown environment 'chess'"),
     (("train", "spn-ac", "climbing", "--resume"), "--resume needs the --out-dir"),
+    (("train", "spn-ac", "climbing", "--total-steps", "100", "--set", "total_steps=200"),
+     "--total-steps 100 and --set total_steps=200 disagree"),
+    (("train", "spn-ac", "climbing", "--set", "learning_starts=500", "--total-steps", "400"),
+     "learning_starts=500 is above total_steps=400"),
+    (("train", "spn-ac", "climbing", "--set", "device=foo"),
+     "device must be a torch device: 'cpu', 'cuda', 'cuda:N' or 'mps', got 'foo'"),
+    (("train",), "train needs ALGO and ENV"),
+    (("train", "spn-ac", "nosuchmodule_xyz:make"), "cannot import 'nosuchmodule_xyz'"),
 ])
 def test_errors_exit_with_status_2_and_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(list(args))
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+def test_cuda_device_on_a_cpu_only_torch_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "spn-ac", "climbing", "--set", "device=cuda:0"])
+    assert exit_info.value.code == 2
+    assert "device='cuda:0', but this torch" in capsys.readouterr().err
+
+
+def test_out_dir_that_cannot_be_written_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "spn-ac", "climbing", "--out-dir", str(blocker / "run")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"out_dir '{blocker / 'run'}': cannot write a run directory there ({blocker} is a " \
+           f"file, not a directory)" in err
+    assert blocker.read_text() == "keep me"
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(SystemExit):
+            main(["train", "spn-ac", "climbing", "--out-dir", str(locked / "run")])
+        assert "cannot write a run directory there" in capsys.readouterr().err
 
 
 def test_config_lists_fields_with_docs():
@@ -82,36 +191,63 @@ def _final(run: Path):
              for h in history], checkpoint)
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path):
-    """SIGKILL a coverage run after its first checkpoint; resuming it gives exactly the
-    metrics and weights of an uninterrupted run with the same seed."""
+def _wait_for(path: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 240
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_killed_and_interrupted_runs_resume_to_the_same_result(tmp_path):
+    """SIGKILL one coverage run and Ctrl-C (SIGINT) another after their first checkpoint;
+    resuming them gives exactly the metrics and weights of an uninterrupted run with the
+    same seed. Ctrl-C writes a checkpoint where it stops and prints how to resume."""
     args = ["train", "spn-ac", "coverage", "--seed", "3", "--total-steps", "6000",
             "--env-kw", "num_agents=2", "--env-kw", "grid_size=4", "--env-kw", "max_steps=20",
             "--set", "num_envs=4", "--set", "learning_starts=400", "--set", "batch_size=32",
             "--set", "policy_hidden=32", "--set", "critic_hidden=32", "--set", "width=8",
             "--set", "eval_interval=1000", "--set", "eval_episodes=4",
             "--set", "checkpoint_interval=1000", "--no-progress"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole, killed, stopped = tmp_path / "whole", tmp_path / "killed", tmp_path / "stopped"
     command = [sys.executable, "-m", "spnpolicy.cli", *args]
     reference = subprocess.Popen([*command, "--out-dir", str(whole)], cwd=ROOT, env=ENV,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     victim = subprocess.Popen([*command, "--out-dir", str(killed)], cwd=ROOT, env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    interrupted = subprocess.Popen([*command, "--out-dir", str(stopped)], cwd=ROOT, env=ENV,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True)
     checkpoint = killed / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 240
-    while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_for(checkpoint, victim)
     victim.send_signal(signal.SIGKILL)
+    _wait_for(stopped / "checkpoints" / "last.pt", interrupted)
+    interrupted.send_signal(signal.SIGINT)
     assert victim.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    _, err = interrupted.communicate(timeout=240)
+    assert interrupted.returncode == 130, err
     saved = torch.load(checkpoint, weights_only=True)["session"]["step"]
     assert 0 < saved < 6000
+    assert "Traceback" not in err and f"spnpolicy train --out-dir {stopped} --resume" in err
+    stopped_at = torch.load(stopped / "checkpoints" / "last.pt",
+                            weights_only=True)["session"]["step"]
+    assert f"holds a checkpoint at step {stopped_at:,d}" in err and stopped_at < 6000
 
-    out = cli(*args, "--out-dir", str(killed), "--resume")
+    out = cli("train", "--out-dir", str(killed), "--resume")  # ALGO, ENV, flags: saved
     assert out.returncode == 0, out.stderr
     assert f"resumed from step {saved:,d}" in out.stdout
+    out = cli(*args, "--out-dir", str(stopped), "--resume")  # all flags again: fine too
+    assert out.returncode == 0, out.stderr
+    assert f"resumed from step {stopped_at:,d}" in out.stdout
+
     assert reference.wait(timeout=300) == 0
-    (history_a, ckpt_a), (history_b, ckpt_b) = _final(whole), _final(killed)
-    assert history_b == history_a and history_a[-1]["step"] == 6000
-    for name, module in ckpt_a["modules"].items():
-        for key, value in module.items():
-            assert torch.equal(value, ckpt_b["modules"][name][key]), (name, key)
+    history_a, ckpt_a = _final(whole)
+    for run in (killed, stopped):
+        history_b, ckpt_b = _final(run)
+        assert history_b == history_a and history_a[-1]["step"] == 6000
+        for name, module in _modules(ckpt_a).items():
+            for key, value in module.items():
+                assert torch.equal(value, _modules(ckpt_b)[name][key]), (run, name, key)
+
+
+def _modules(checkpoint: dict) -> dict:
+    """The networks' state dicts (at the top, or in the shared loop's algorithm entry)."""
+    return checkpoint.get("modules") or checkpoint["algorithm"]["modules"]

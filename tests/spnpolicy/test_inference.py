@@ -325,6 +325,19 @@ def test_load_agent_rebuilds_the_trained_policy(tmp_path, algo):
         torch.testing.assert_close(agent.distribution(s).marginals(), want)
         assert torch.equal(most_likely(agent, s, {0: 0}), most_likely(result.agent, s, {0: 0}))
     assert load_run_config(tmp_path / "run")["env_kwargs"] == COVERAGE
+    # the env's action names work as evidence, in Python as on the command line
+    for agent in (load_agent(tmp_path / "run"), result.agent):
+        torch.testing.assert_close(conditional_policy(agent, s, {1: "noop"}).marginals(),
+                                   conditional_policy(agent, s, {1: 0}).marginals())
+        with pytest.raises(ValueError, match="unknown action 'jump'; expected an index 0..5 "
+                                             "or one of noop, up, down, left, right, stay"):
+            conditional_policy(agent, s, {1: "jump"})
+
+
+def test_action_names_need_an_agent_that_has_them():
+    policy = random_policy(3, 3, "selective", 0)
+    with pytest.raises(ValueError, match="this agent has no action names"):
+        conditional_policy(policy, torch.zeros(1, STATE_DIM), {0: "noop"})
 
 
 def test_load_agent_errors(tmp_path):
@@ -332,13 +345,13 @@ def test_load_agent_errors(tmp_path):
         load_agent(tmp_path / "missing")
     with pytest.raises(ValueError, match="no config.json"):
         load_agent(tmp_path)
-    (tmp_path / "config.json").write_text('{"algo": "spn-ac", "env": "climbing", '
+    (tmp_path / "config.json").write_text('{"algo": "spn-ac", "env": "climbing", "seed": 0, '
                                           '"env_kwargs": {}, "config": {}}')
     with pytest.raises(ValueError, match="has no checkpoint"):
         load_agent(tmp_path)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
-    (tmp_path / "config.json").write_text('{"algo": "iql", "env": "climbing", '
+    (tmp_path / "config.json").write_text('{"algo": "iql", "env": "climbing", "seed": 0, '
                                           '"env_kwargs": {}, "config": {}}')
     with pytest.raises(ValueError, match="'iql', which has no joint circuit policy"):
         load_agent(tmp_path)

@@ -41,6 +41,8 @@ def table_rows(stdout: str) -> dict[int, list[str]]:
 def test_query_prints_conditional_marginals_samples_and_the_mpe(run_dir):
     out = query(run_dir, "--fix", "1=noop", "--samples", "4", "--seed", "3")
     assert out.returncode == 0, out.stderr
+    assert "probability of each action (columns) for each agent (rows):\nagent    noop" \
+        in out.stdout
     assert "noop" in out.stdout and "right" in out.stdout and "given: agent 1 = noop" in out.stdout
     rows = table_rows(out.stdout)
     assert rows[1][:6] == ["1.000", "0.000", "0.000", "0.000", "0.000", "0.000"]
@@ -75,12 +77,15 @@ def test_query_drops_agents_from_a_checkpoint_file(run_dir):
     (("--env-kw", "num_agents=4"), "states of size 21, but the policy was trained"),
     (("--state", "0.5,0.5"), "--state has states of size 2"),
     (("--state", "0.5,x"), "--state must be comma-separated numbers"),
+    (("--fix", "0=noop", "--fix", "1=up", "--drop", "2"),
+     r"--fix \(agents 0, 1\) and --drop \(agents 2\) cover all 3 agents"),
+    (("--samples", "-1"), "--samples must be >= 0, got -1"),
 ])
 def test_query_bad_input_is_one_clear_error(run_dir, args, message):
     out = query(run_dir, *args)
     assert out.returncode == 2
     assert re.search(message, out.stderr), out.stderr
-    assert "Traceback" not in out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
 
 
 def test_query_of_a_given_state(run_dir):

@@ -54,3 +54,31 @@ def test_bad_input_is_one_clear_error(args, message, capsys, tmp_path):
     assert exit_info.value.code == 2
     assert "spnpolicy: error:" in (err := capsys.readouterr().err)
     assert re.search(message, err), err
+
+
+def test_plot_warns_when_a_task_mixes_budgets(matrix_runs, make_run, tmp_path, capsys):
+    make_run(matrix_runs, "climbing", "qmix", 0, "climbing", [0.0, 1.0, 1.0, 1.0])  # 300 steps
+    assert main(["plot", str(matrix_runs), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert ("spnpolicy plot: warning: the runs of task 'climbing' have different budgets "
+            "(200, 300 env steps)") in err
+    assert "penalty-k25" not in err  # its runs share one budget
+
+
+def test_plot_metric_typo_lists_the_valid_metrics(matrix_runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", str(matrix_runs), "--out", str(tmp_path / "out"), "--metric",
+              "sucess_rate"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "metric 'sucess_rate' is missing" in err
+    assert "metrics every run has: return_mean, success_rate" in err
+
+
+def test_plot_of_a_corrupt_config_is_one_clear_error(make_run, tmp_path, capsys):
+    run_dir = make_run(tmp_path, "climbing", "spn-ac", 0, "climbing", [0.0, 1.0])
+    (run_dir / "config.json").write_text('{"algo": ')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", str(run_dir)])
+    assert exit_info.value.code == 2
+    assert "config.json is not valid JSON" in capsys.readouterr().err

@@ -1,11 +1,16 @@
 """Evaluation (fixed episode quotas) and the session's schedules and run directory."""
 
 import json
+import signal
+import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from spnpolicy.training import RunSpec, Session, evaluate, make_vec_env
+from spnpolicy.training import RunSpec, Session, evaluate, load_checkpoint, make_vec_env
+from spnpolicy.training.session import TrainingInterrupted
 
 
 def test_matrix_evaluation_of_fixed_joint_actions():
@@ -81,7 +86,7 @@ def test_resume_rules(tmp_path):
     session.close()
     with pytest.raises(ValueError, match="already holds a run"):
         _session(tmp_path).restore()
-    with pytest.raises(ValueError, match="seed: saved 0, given 1"):
+    with pytest.raises(ValueError, match=r"differs in seed \(saved 0, given 1\)"):
         _session(tmp_path, resume=True, seed=1).restore()
     resumed = _session(tmp_path, resume=True, total=200)  # a longer budget may resume
     payload = resumed.restore()
@@ -90,3 +95,96 @@ def test_resume_rules(tmp_path):
     assert resumed.history == [dict(payload["session"]["history"][0])]
     assert not resumed.eval_due(16) and resumed.eval_due(30)
     resumed.close()
+
+
+def _saved_run(tmp_path, step=56):
+    session = _session(tmp_path)
+    session.begin()
+    session.record(0, {"return_mean": 1.0})
+    session.save(step, {"payload": 1})
+    session.close()
+    return tmp_path / "config.json", tmp_path / "checkpoints" / "last.pt"
+
+
+def test_resume_names_the_differing_keys_in_one_short_line(tmp_path):
+    _saved_run(tmp_path)
+    other = Session(RunSpec("algo", "climbing", 0, {"k": 3}, {"lr": 2.0, "total_steps": 100}),
+                    total_steps=100, eval_interval=30, checkpoint_interval=50,
+                    out_dir=tmp_path, resume=True, stdout=False)
+    with pytest.raises(ValueError) as error:
+        other.restore()
+    message = str(error.value)
+    assert "config.lr (saved 1.0, given 2.0)" in message
+    assert "env_kwargs.k (saved '<unset>', given 3)" in message
+    assert "\n" not in message and len(message) < 300
+
+
+def test_a_smaller_budget_than_done_is_refused_and_config_kept(tmp_path):
+    config, _ = _saved_run(tmp_path, step=56)
+    before = config.read_text()
+    with pytest.raises(ValueError, match="total_steps=50 is below the 56 env steps"):
+        _session(tmp_path, resume=True, total=50).restore()
+    assert config.read_text() == before
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda config, ckpt: ckpt.write_bytes(b""), "is empty"),
+    (lambda config, ckpt: ckpt.write_bytes(ckpt.read_bytes()[:200]), "cannot be read"),
+    (lambda config, ckpt: ckpt.write_text("not a checkpoint"), "cannot be read"),
+    (lambda config, ckpt: torch.save({"weights": torch.ones(2)}, ckpt),
+     "not a spnpolicy training checkpoint"),
+    (lambda config, ckpt: config.write_text('{"algo": "algo", "env"'), "is not valid JSON"),
+    (lambda config, ckpt: config.write_text("[1, 2]"), "is not a spnpolicy run config"),
+    (lambda config, ckpt: config.unlink(), "has no config.json"),
+])
+def test_damaged_run_files_give_one_clear_error_and_change_nothing(tmp_path, damage, message):
+    config, ckpt = _saved_run(tmp_path)
+    damage(config, ckpt)
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=message) as error:
+        _session(tmp_path, resume=True).restore()
+    assert "\n" not in str(error.value)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+
+
+def test_checkpoints_get_the_run_files_mode_and_stale_temporaries_go(tmp_path):
+    _, ckpt = _saved_run(tmp_path)
+    mode = stat.S_IMODE((tmp_path / "config.json").stat().st_mode)
+    assert stat.S_IMODE(ckpt.stat().st_mode) == mode
+    stale = ckpt.parent / ".last.pt.1234.abcd.tmp"  # what a kill during a save leaves
+    stale.write_bytes(b"partial")
+    session = _session(tmp_path, resume=True)
+    session.begin(session.restore())
+    session.close()
+    assert not stale.exists() and ckpt.exists()
+
+
+def test_config_json_is_replaced_atomically(tmp_path, monkeypatch):
+    config, _ = _saved_run(tmp_path)
+    before = config.read_text()
+
+    def fail(self, text, *args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(Path, "write_text", fail)
+    session = _session(tmp_path, resume=True)
+    with pytest.raises(OSError, match="disk full"):
+        session.begin(session.restore())
+    monkeypatch.undo()
+    assert config.read_text() == before
+
+
+def test_ctrl_c_checkpoints_at_the_next_step_then_stops(tmp_path):
+    handler = signal.getsignal(signal.SIGINT)
+    session = _session(tmp_path)
+    session.begin()
+    assert not session.checkpoint_due(8)
+    session._on_interrupt(signal.SIGINT, None)     # the first Ctrl-C only asks
+    assert session.checkpoint_due(8)
+    with pytest.raises(TrainingInterrupted) as stop:
+        session.save(8, {"payload": 2})
+    assert stop.value.step == 8 and isinstance(stop.value, KeyboardInterrupt)
+    assert load_checkpoint(stop.value.path)["session"]["step"] == 8
+    with pytest.raises(KeyboardInterrupt):         # a second one stops at once
+        session._on_interrupt(signal.SIGINT, None)
+    session.close()
+    assert signal.getsignal(signal.SIGINT) is handler

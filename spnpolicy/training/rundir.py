@@ -1,0 +1,229 @@
+"""The run directory: the one place that knows its files and their layout.
+
+```
+RUN_DIR/
+  config.json          what the run is: algo, env, seed, env_kwargs, config, total_steps
+  metrics.jsonl        one JSON record per greedy evaluation (``step``, ``return_mean``, ...)
+  metrics.csv          the same records as a table
+  checkpoints/last.pt  the latest checkpoint (atomic writes, ``torch.load(weights_only=True)``)
+  tensorboard/         TensorBoard event files (when the tensorboard package is installed)
+  bench.json           written by ``spnpolicy bench``: ``{"suite": ..., "task": ...}``
+```
+
+```python
+run = RunDir("runs/cov")
+run.read_config()["env"]       # 'coverage'; ValueError naming the file if missing/corrupt
+run.load_checkpoint()          # the payload; ValueError if empty/truncated/corrupt/foreign
+run.read_history()             # the evaluation records, oldest first
+RunDir.locate("runs/cov/checkpoints/last.pt")   # (RunDir("runs/cov"), that checkpoint)
+```
+
+Training (:class:`~spnpolicy.training.Session`), inference (``load_agent``), ``query``,
+``bench`` and ``plot`` all read and write runs through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from spnpolicy.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    remove_stale_temporaries,
+)
+
+__all__ = ["BENCH_JSON", "CHECKPOINTS", "CONFIG_JSON", "LAST", "METRICS_CSV", "METRICS_JSONL",
+           "RunDir", "TENSORBOARD", "write_text_atomic"]
+
+CONFIG_JSON = "config.json"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+CHECKPOINTS = "checkpoints"
+LAST = "last.pt"
+TENSORBOARD = "tensorboard"
+BENCH_JSON = "bench.json"
+
+#: Keys every ``config.json`` has.
+CONFIG_KEYS = ("algo", "env", "seed", "env_kwargs", "config")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a kill leaves the
+    old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """The files of one run directory (which need not exist yet)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # --- paths ----------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_JSON
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.path / METRICS_JSONL
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / METRICS_CSV
+
+    @property
+    def checkpoint(self) -> Path:
+        """``checkpoints/last.pt``: the latest checkpoint."""
+        return self.path / CHECKPOINTS / LAST
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def bench(self) -> Path:
+        return self.path / BENCH_JSON
+
+    def is_run(self) -> bool:
+        """Whether the directory holds a ``config.json``."""
+        return self.config.is_file()
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint.is_file()
+
+    # --- locating -------------------------------------------------------------------------
+    @classmethod
+    def locate(cls, path: str | os.PathLike) -> tuple[RunDir, Path]:
+        """``(run directory, checkpoint)`` of a run directory or of a checkpoint file in one
+        (its ``config.json`` sits in the file's directory or the one above). ValueError naming
+        ``path`` when there is no such run or it has no checkpoint."""
+        path = Path(path)
+        if path.is_dir():
+            run, checkpoint = cls(path), cls(path).checkpoint
+            candidates = [run]
+        elif path.is_file():
+            checkpoint = path
+            candidates = [cls(path.parent), cls(path.parent.parent)]
+            run = next((c for c in candidates if c.is_run()), candidates[0])
+        else:
+            raise ValueError(f"no run directory or checkpoint file at {str(path)!r}")
+        if not run.is_run():
+            raise ValueError(f"no {CONFIG_JSON} for {str(path)!r} (looked in "
+                             f"{', '.join(str(c.path) for c in candidates)}); pass a run "
+                             f"directory written by spnpolicy.train(out_dir=...) or "
+                             f"'spnpolicy train --out-dir'")
+        if not checkpoint.is_file():
+            raise ValueError(f"run {str(path)!r} has no checkpoint at {checkpoint}")
+        return run, checkpoint
+
+    # --- config.json ----------------------------------------------------------------------
+    def read_config(self) -> dict[str, Any]:
+        """The parsed ``config.json``; ValueError naming the file when it is missing, not
+        JSON, or lacks the keys a run's config has."""
+        if not self.config.is_file():
+            raise ValueError(f"{self.path} is not a run directory: it has no {CONFIG_JSON}")
+        try:
+            config = json.loads(self.config.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{self.config} is not valid JSON ({error}); the run's config "
+                             f"is lost, so it cannot be resumed or loaded") from None
+        missing = [key for key in CONFIG_KEYS if not isinstance(config, dict) or key not in config]
+        if missing:
+            raise ValueError(f"{self.config} is not a spnpolicy run config: it lacks "
+                             f"{', '.join(missing)}")
+        if not isinstance(config["config"], dict) or not isinstance(config["env_kwargs"], dict):
+            raise ValueError(f"{self.config} is not a spnpolicy run config: 'config' and "
+                             f"'env_kwargs' must be JSON objects")
+        return config
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json`` atomically (a kill never leaves half a file)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.config, json.dumps(config, indent=2) + "\n")
+
+    def total_steps(self) -> int:
+        """The budget recorded in ``config.json``."""
+        config = self.read_config()
+        return int(config.get("total_steps", config["config"].get("total_steps", 0)))
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def load_checkpoint(self, path: str | os.PathLike | None = None) -> dict[str, Any]:
+        """The payload of ``path`` (default ``checkpoints/last.pt``), checked to be a
+        training checkpoint; ValueError naming the file otherwise."""
+        path = Path(path) if path is not None else self.checkpoint
+        payload = load_checkpoint(path)
+        session = payload.get("session")
+        if not isinstance(session, dict) or "step" not in session or "history" not in session:
+            raise CheckpointError(f"checkpoint {path} is not a spnpolicy training checkpoint "
+                                  f"(it has no session step and history)")
+        return payload
+
+    def checkpoint_step(self) -> int | None:
+        """The env step of the last checkpoint, or None when there is none or it is
+        unreadable."""
+        try:
+            return int(self.load_checkpoint()["session"]["step"])
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the partial files of a checkpoint save that a kill interrupted."""
+        return remove_stale_temporaries(self.checkpoint)
+
+    # --- metrics --------------------------------------------------------------------------
+    def read_history(self) -> tuple[dict[str, Any], ...]:
+        """The evaluation records of ``metrics.jsonl``, oldest first (``()`` when there is no
+        file); stops at a line cut off by a kill."""
+        if not self.metrics_jsonl.is_file():
+            return ()
+        records = []
+        for line in self.metrics_jsonl.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut off by a kill; everything before it is whole
+            if not isinstance(record, dict) or "step" not in record:
+                break
+            records.append(record)
+        return tuple(records)
+
+    def read_bench(self) -> dict[str, Any]:
+        """``bench.json`` (``{}`` when the run was not made by a bench)."""
+        if not self.bench.is_file():
+            return {}
+        try:
+            bench = json.loads(self.bench.read_text())
+        except json.JSONDecodeError:
+            raise ValueError(f"{self.bench} is not valid JSON") from None
+        return bench if isinstance(bench, dict) else {}
+
+    def write_bench(self, suite: str, task: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.bench, json.dumps({"suite": suite, "task": task}) + "\n")
+
+    # --- preparing a directory to write ---------------------------------------------------
+    def ensure_writable(self, what: str = "out_dir") -> None:
+        """Create the directory (and ``checkpoints/``) and check files can be written there;
+        ValueError naming ``what``, the path and the reason otherwise. Writes nothing else."""
+        try:
+            (self.path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test.{os.getpid()}.tmp"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            blocker = next((p for p in [self.path, *self.path.parents]
+                            if p.exists() and not p.is_dir()), None)
+            if blocker is not None:
+                reason = f"{blocker} is a file, not a directory"
+            raise ValueError(f"{what} {str(self.path)!r}: cannot write a run directory there "
+                             f"({reason}); choose another directory") from None
