@@ -26,7 +26,7 @@ from torch import nn
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ia2c import policy_gradient_loss
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             PerAgentNet, clip_grad_step)
+                                             PerAgentNet, agent_from_run, clip_grad_step)
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 
@@ -121,5 +121,5 @@ def train(cfg: ComaConfig, env: str, env_kwargs: dict, seed: int, session: Sessi
 SPECS = (
     AlgorithmSpec("coma", "counterfactual multi-agent policy gradients: centralised critic "
                   "Q(s, u_-a, .), baseline sum_u pi(u) Q", ComaConfig, train,
-                  {"critic_input": "state"}, ENV_DEFAULTS),
+                  {"critic_input": "state"}, ENV_DEFAULTS, load_agent=agent_from_run),
 )

@@ -29,7 +29,7 @@ import torch
 
 from spnpolicy.algos.config import AlgorithmSpec, check_float
 from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, EpochsConfig, PPOLearner, taken_log_probs
-from spnpolicy.algos.onpolicy_common import categorical_kl
+from spnpolicy.algos.onpolicy_common import agent_from_run, categorical_kl
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 
@@ -143,5 +143,6 @@ def train(cfg: DpoConfig, env: str, env_kwargs: dict, seed: int, session: Sessio
 
 SPECS = (
     AlgorithmSpec("dpo", "decentralised policy optimisation: per-agent surrogate with "
-                  "adaptive KL and sqrt-KL penalties", DpoConfig, train, {}, PPO_ENV_DEFAULTS),
+                  "adaptive KL and sqrt-KL penalties", DpoConfig, train, {}, PPO_ENV_DEFAULTS,
+                  load_agent=agent_from_run),
 )

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             clip_grad_step)
+                                             agent_from_run, clip_grad_step)
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 
@@ -76,5 +76,5 @@ def train(cfg: A2CConfig, env: str, env_kwargs: dict, seed: int, session: Sessio
 SPECS = (
     AlgorithmSpec("ia2c", "independent advantage actor-critic: shared-parameter actors, "
                   "critics on each agent's observation", A2CConfig, train,
-                  {"critic_input": "obs"}, ENV_DEFAULTS),
+                  {"critic_input": "obs"}, ENV_DEFAULTS, load_agent=agent_from_run),
 )

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from spnpolicy.algos.config import AlgorithmSpec, check_float, check_int
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             clip_grad_step)
+                                             agent_from_run, clip_grad_step)
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 
@@ -168,5 +168,5 @@ def train(cfg: PPOConfig, env: str, env_kwargs: dict, seed: int, session: Sessio
 SPECS = (
     AlgorithmSpec("ippo", "independent PPO: clipped-ratio shared-parameter actors, critics on "
                   "each agent's observation", PPOConfig, train, {"critic_input": "obs"},
-                  PPO_ENV_DEFAULTS),
+                  PPO_ENV_DEFAULTS, load_agent=agent_from_run),
 )

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ia2c import A2CConfig, train
-from spnpolicy.algos.onpolicy_common import ENV_DEFAULTS
+from spnpolicy.algos.onpolicy_common import ENV_DEFAULTS, agent_from_run
 
 __all__ = ["SPECS"]
 
 SPECS = (
     AlgorithmSpec("maa2c", "advantage actor-critic with a centralised critic on the global "
-                  "state", A2CConfig, train, {"critic_input": "state"}, ENV_DEFAULTS),
+                  "state", A2CConfig, train, {"critic_input": "state"}, ENV_DEFAULTS,
+                  load_agent=agent_from_run),
 )

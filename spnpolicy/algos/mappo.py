@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, PPOConfig, train
+from spnpolicy.algos.onpolicy_common import agent_from_run
 
 __all__ = ["SPECS"]
 
 SPECS = (
     AlgorithmSpec("mappo", "PPO with a centralised critic on the global state", PPOConfig,
-                  train, {"critic_input": "state"}, PPO_ENV_DEFAULTS),
+                  train, {"critic_input": "state"}, PPO_ENV_DEFAULTS, load_agent=agent_from_run),
 )

@@ -23,7 +23,7 @@ import torch
 
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, EpochsConfig, PPOLearner, taken_log_probs
-from spnpolicy.algos.onpolicy_common import categorical_kl
+from spnpolicy.algos.onpolicy_common import agent_from_run, categorical_kl
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 
@@ -74,5 +74,6 @@ def train(cfg: MdpoConfig, env: str, env_kwargs: dict, seed: int, session: Sessi
 
 SPECS = (
     AlgorithmSpec("mdpo", "mirror-descent policy optimisation: ratio * A - KL(new || old) / "
-                  "t_k, t_k decreasing", MdpoConfig, train, {}, PPO_ENV_DEFAULTS),
+                  "t_k, t_k decreasing", MdpoConfig, train, {}, PPO_ENV_DEFAULTS,
+                  load_agent=agent_from_run),
 )

@@ -32,7 +32,7 @@ from torch import nn
 from spnpolicy.algos.config import AlgorithmSpec, check_float
 from spnpolicy.algos.ia2c import policy_gradient_loss
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             PerAgentNet, clip_grad_step)
+                                             PerAgentNet, agent_from_run, clip_grad_step)
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 
@@ -153,5 +153,5 @@ def train(cfg: PacConfig, env: str, env_kwargs: dict, seed: int, session: Sessio
 SPECS = (
     AlgorithmSpec("pac", "Pareto actor-critic: per-agent joint-action critics, optimistic "
                   "max over the others' actions, annealed entropy", PacConfig, train,
-                  {"critic_input": "state"}, ENV_DEFAULTS),
+                  {"critic_input": "state"}, ENV_DEFAULTS, load_agent=agent_from_run),
 )

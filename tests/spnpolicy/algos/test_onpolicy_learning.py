@@ -62,22 +62,22 @@ def test_agent_act_rejects_bad_shapes():
         result.agent.act(np.zeros((3, 4)))
 
 
-def test_agent_from_run_directory(tmp_path):
-    """The agent rebuilt from config.json and the checkpoint acts as the trained one."""
-    import json
-
+@pytest.mark.parametrize("algo", ["mappo", "pac"])
+def test_trained_agent_loads_from_its_run_directory(tmp_path, algo):
+    """``inference.load_agent`` rebuilds the agent through the registry entry's load_agent;
+    it acts as the trained one. A checkpoint of other networks is refused by name."""
     from spnpolicy.algos.onpolicy_common import agent_from_run
-    from spnpolicy.training.checkpoint import load_checkpoint
+    from spnpolicy.inference import load_agent
+    from spnpolicy.training.rundir import RunDir
 
-    result = spnpolicy.train("mappo", "coverage", seed=0, total_steps=64, num_envs=4,
+    result = spnpolicy.train(algo, "coverage", seed=0, total_steps=64, num_envs=4,
                              eval_episodes=2, out_dir=tmp_path / "run", hidden=(8,),
                              env_kwargs={"num_agents": 2, "grid_size": 4, "max_steps": 5})
-    session_files = sorted(p.name for p in (tmp_path / "run").rglob("*.pt"))
-    assert len(session_files) == 1
-    run = json.loads((tmp_path / "run" / "config.json").read_text())
-    payload = load_checkpoint(next((tmp_path / "run").rglob("*.pt")))
-    agent = agent_from_run(run, payload)
+    agent = load_agent(tmp_path / "run")
     obs = np.random.default_rng(0).random((5, 2, result.agent.obs_dim)).astype(np.float32)
     assert agent.act(obs).tolist() == result.agent.act(obs).tolist()
-    with pytest.raises(ValueError, match="mappo"):
-        agent_from_run(dict(run, config=dict(run["config"], hidden=[4])), payload)
+    run = RunDir(tmp_path / "run")
+    saved = run.read_config()
+    with pytest.raises(ValueError, match=algo):
+        agent_from_run(dict(saved, config=dict(saved["config"], hidden=[4])),
+                       run.load_checkpoint())
