@@ -47,7 +47,7 @@ class DcgConfig(QLearningConfig):
     factor_graph: str = "auto"
     """Coordination graph: auto, complete, random, line, ring, star, none (build_factor_graph)."""
     num_factors: int = 20
-    """Number of edges of a random graph (seed 000: 20)."""
+    """Number of edges of a random graph."""
     graph_seed: int = 0
     """Seed of the random graph (the same graph for every run seed)."""
     payoff_rank: int = 0

@@ -52,11 +52,11 @@ class MasacConfig(OffPolicyConfig):
     """Hyperparameters of masac (per-env overrides in ``ENV_DEFAULTS``)."""
 
     gamma: float = 0.95
-    """Discount factor (seed 001: 0.95)."""
+    """Discount factor."""
     actor_hidden: tuple[int, ...] = (128, 128)
-    """Hidden widths of the shared policy network (seed 001: 128, 128)."""
+    """Hidden widths of the shared policy network."""
     critic_hidden: tuple[int, ...] = (128, 128)
-    """Hidden widths of each centralised critic (seed 001: 128, 128)."""
+    """Hidden widths of each centralised critic."""
     actor_lr: float = 1e-3
     """Adam learning rate of the policy."""
     critic_lr: float = 1e-3
@@ -64,10 +64,10 @@ class MasacConfig(OffPolicyConfig):
     alpha_lr: float = 1e-3
     """Adam learning rate of log alpha (autotune_alpha)."""
     tau: float = 0.01
-    """Polyak rate of the target critics and policy (seed 001: 0.01)."""
+    """Polyak rate of the target critics and policy."""
     alpha: float = 0.02
-    """Entropy temperature; its initial value when autotune_alpha (seed 001: 0.02 on
-    cooperative navigation)."""
+    """Entropy temperature; its initial value when autotune_alpha (MASAC's published value
+    on cooperative navigation: 0.02)."""
     autotune_alpha: bool = True
     """Tune alpha so that the mean per-agent entropy tracks the target entropy."""
     target_entropy_scale: float = 0.3
@@ -260,6 +260,6 @@ def train(cfg: MasacConfig, env: str, env_kwargs: dict, seed: int,
     return train_offpolicy(cfg, env, env_kwargs, seed, session, Masac)
 
 
-SPECS = (AlgorithmSpec("masac", "multi-agent soft actor-critic (seed 001): per-agent "
+SPECS = (AlgorithmSpec("masac", "multi-agent soft actor-critic: per-agent "
                        "policies, centralised twin critics, tuned temperature", MasacConfig,
                        train, {}, ENV_DEFAULTS),)

@@ -75,7 +75,7 @@ class SpnAcConfig(OffPolicyConfig):
     factor_graph: str = "auto"
     """Critic factor graph: auto, complete, random, line, ring, star, none (build_factor_graph)."""
     num_factors: int = 20
-    """Number of factors of a random factor graph (seed 000: 20)."""
+    """Number of factors of a random factor graph."""
     factor_order: int = 2
     """Agents per factor, 2 or 3."""
     graph_seed: int = 0
@@ -99,7 +99,7 @@ class SpnAcConfig(OffPolicyConfig):
     target_entropy_scale: float = 0.3
     """Target entropy as a fraction of the maximum joint entropy n log k."""
     regulariser: str = "entropy"
-    """Bonus in the soft value: entropy (alpha H, seed 000) or kl_uniform (-alpha KL(pi || U) =
+    """Bonus in the soft value: entropy (alpha H) or kl_uniform (-alpha KL(pi || U) =
     alpha (H - n log k): the same actor gradient, but no per-step bonus for staying alive)."""
     reinforce_samples: int = 8
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""

@@ -251,3 +251,29 @@ def test_killed_and_interrupted_runs_resume_to_the_same_result(tmp_path):
 def _modules(checkpoint: dict) -> dict:
     """The networks' state dicts (at the top, or in the shared loop's algorithm entry)."""
     return checkpoint.get("modules") or checkpoint["algorithm"]["modules"]
+
+
+def test_help_texts_explain_themselves_without_outside_references():
+    """--help, 'spnpolicy config' and 'bench --help' point to nothing outside the repository
+    (seed papers, issue numbers, design-document sections) and state no unmeasured times."""
+    import argparse
+    import re
+
+    from spnpolicy.algos.config import field_docs
+    from spnpolicy.algos.registry import ALGORITHMS
+    from spnpolicy.bench.suites import SUITES
+    from spnpolicy.cli import build_parser
+
+    parser = build_parser()
+    texts = [parser.format_help()]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            texts += [sub.format_help() for sub in action.choices.values()]
+    for spec in ALGORITHMS.values():
+        texts += [spec.summary, *field_docs(spec.config_cls).values()]
+    texts += [suite.description for suite in SUITES.values()]
+    outside = re.compile(r"seed 0\d\d|\(issue \d+\)|issue \d+|DESIGN\.md|slides 0\d\d|"
+                         r"lecture 0\d\d|about \d+ minutes|\d+ minutes on")
+    found = sorted({m.group(0) + ": " + text[max(0, m.start() - 40):m.end() + 20]
+                    for text in texts for m in outside.finditer(text)})
+    assert found == []
