@@ -7,6 +7,8 @@ find the offending node in the code that built it.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 from circuits.errors import CircuitError
@@ -55,11 +57,11 @@ def _topological_order(root: Node) -> tuple[list[Node], dict]:
     order: list[Node] = []
     paths = {root: "root"}
     state: dict = {}  # node -> 1 while on the stack, 2 when finished
-    stack = [(root, iter(root.children))]
+    stack = [(root, iter(enumerate(root.children)))]
     state[root] = 1
     while stack:
         node, it = stack[-1]
-        child = next(it, None)
+        index, child = next(it, (None, None))
         if child is None:
             stack.pop()
             state[node] = 2
@@ -68,10 +70,9 @@ def _topological_order(root: Node) -> tuple[list[Node], dict]:
         if state.get(child) == 1:
             raise CircuitError(f"Circuit: cycle through node {paths[node]} ({node!r})")
         if child not in state:
-            index = node.children.index(child)
             paths[child] = f"{paths[node]}.children[{index}]"
             state[child] = 1
-            stack.append((child, iter(child.children)))
+            stack.append((child, iter(enumerate(child.children))))
     return order, paths
 
 
@@ -121,16 +122,111 @@ def _check_smooth_decomposable(order: list[Node], paths: dict) -> None:
 def _is_deterministic(order: list[Node]) -> bool:
     """Structural determinism: the children of every sum have pairwise disjoint supports.
 
-    Supports are compared by :class:`_Overlap`, which never misses an overlap, so this is
-    a sufficient (not necessary) condition.
+    Decided by :class:`_Atoms` in time linear in the edges wherever the circuit is
+    structured (the children of a sum decompose their scope the same way below, as in
+    selective and mean-field circuits); other sums fall back to :class:`_Overlap`, which
+    never misses an overlap. So this is a sufficient (not necessary) condition.
     """
-    overlap = _Overlap()
-    for node in order:
-        if isinstance(node, Sum):
+    atoms = _Atoms()
+    factors = {child for node in order if isinstance(node, Product) for child in node.children}
+    overlap = None
+    by_size = sorted(range(len(order)), key=lambda i: (len(order[i].scope), i))
+    size = 0
+    for i in by_size:
+        node = order[i]
+        if len(node.scope) != size:
+            atoms.compress(factors)
+            size = len(node.scope)
+        disjoint = atoms.add(node)
+        if disjoint is None:                       # unstructured sum: pairwise fallback
+            overlap = overlap or _Overlap()
             kids = node.children
-            if any(overlap(kids[i], kids[j]) for i in range(len(kids)) for j in range(i + 1, len(kids))):
-                return False
+            disjoint = not any(overlap(kids[a], kids[b])
+                               for a in range(len(kids)) for b in range(a + 1, len(kids)))
+        if not disjoint:
+            return False
     return True
+
+
+class _Atoms:
+    """Supports as sets of disjoint *atoms*, so a sum's children are pairwise disjoint iff
+    their atom sets are (sizes add up under union): linear in the edges.
+
+    Each node gets ``(space, atoms)``: atoms of one space are pairwise disjoint parts of the
+    scope's assignments, so two nodes of one space overlap iff they share an atom. A leaf's
+    atoms are its states (space: its variable); a product's are the tuples of its
+    children's atoms (space: the tuple of its children's spaces); a sum's are the union of
+    its children's, when they share a space. Once every node over a scope is known, nodes
+    of one space whose atom sets are pairwise equal or disjoint (each region of a selective
+    circuit) get one atom per distinct set, which keeps products from multiplying sizes.
+    A node whose atoms would exceed ``limit`` or mix spaces is unknown (None).
+    """
+
+    def __init__(self, limit: int = 4096):
+        self.limit = limit
+        self.known: dict = {}        # node -> (space, frozenset of atom ids)
+        self.ids: dict = {}          # interned atoms and spaces -> int
+        self.pending: list = []      # nodes over the current scope size
+        self.first: dict = {}        # node -> its smallest variable (orders product factors)
+
+    def _id(self, key) -> int:
+        return self.ids.setdefault(key, len(self.ids))
+
+    def add(self, node: Node) -> bool | None:
+        """Record ``node``; for a sum, whether its children are pairwise disjoint (None: unknown)."""
+        self.pending.append(node)
+        if isinstance(node, Categorical):
+            self.first[node] = node.var
+            space = self._id(("leaf", node.var))
+            self.known[node] = (space, frozenset(self._id(("state", node.var, s)) for s in node.support))
+            return True
+        known, first = self.known, self.first
+        kids = [known.get(child) for child in node.children]
+        firsts = [first[child] for child in node.children]
+        first[node] = min(firsts)
+        if isinstance(node, Product):
+            if all(kids):
+                ordered = [kid for _, kid in sorted(zip(firsts, kids))]
+                size = math.prod(len(a) for _, a in ordered)
+                if size <= self.limit:
+                    space = self._id(("product",) + tuple(sp for sp, _ in ordered))
+                    if size == 1:
+                        atom = self._id((space,) + tuple(next(iter(a)) for _, a in ordered))
+                        known[node] = (space, frozenset((atom,)))
+                    else:
+                        tuples = itertools.product(*(sorted(a) for _, a in ordered))
+                        known[node] = (space, frozenset(self._id((space,) + t) for t in tuples))
+            return True
+        if not all(kids) or len({space for space, _ in kids}) != 1:
+            return None
+        union = frozenset().union(*(a for _, a in kids))
+        if len(union) <= self.limit:
+            self.known[node] = (kids[0][0], union)
+        return len(union) == sum(len(a) for _, a in kids)
+
+    def compress(self, factors: set) -> None:
+        """Merge the atoms that no node of the finished scope size tells apart.
+
+        Only nodes that are ``factors`` (children of products over larger scopes) are read
+        again; per scope and space, atoms in exactly the same of their sets become one atom,
+        so a region of pairwise disjoint nodes ends with one atom per node.
+        """
+        families: dict = {}
+        for node in self.pending:
+            if node in factors and node in self.known:
+                space, atoms = self.known[node]
+                families.setdefault((node.scope, space), []).append(node)
+        self.pending = []
+        for (scope, space), nodes in families.items():
+            sets = {self.known[n][1]: None for n in nodes}
+            member: dict = {}
+            for index, atoms in enumerate(sets):
+                for atom in atoms:
+                    member.setdefault(atom, []).append(index)
+            new_space = self._id(("compressed", space, scope))
+            renamed = {atom: self._id((new_space, tuple(ids))) for atom, ids in member.items()}
+            for n in nodes:
+                self.known[n] = (new_space, frozenset(renamed[a] for a in self.known[n][1]))
 
 
 class _Overlap:

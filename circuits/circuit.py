@@ -7,13 +7,13 @@ import math
 import torch
 from torch import nn
 
-from circuits import passes
+from circuits import parameters
 from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
 from circuits.distribution import CircuitDistribution
 from circuits.nodes import Node
 from circuits.tables import TablePlan, build_table_plan
-from circuits.validation import check_params
+from circuits.validation import check_dtype, check_params
 
 __all__ = ["Circuit"]
 
@@ -50,7 +50,7 @@ class Circuit(nn.Module):
         self._plans[torch.device("cpu")] = compile_plan(structure)
         self._table_plans: dict = {}
         plan = self._plans[torch.device("cpu")]
-        self.logits = nn.Parameter(plan.init_logits.to(dtype or torch.get_default_dtype()))
+        self.logits = nn.Parameter(plan.init_logits.to(check_dtype(dtype)))
 
     # --- structure ---------------------------------------------------------------------------
     @property
@@ -122,12 +122,13 @@ class Circuit(nn.Module):
                 ``logits`` (batch shape ``[]``).
         """
         if params is None:
-            logp = passes.normalise(self._plan_on(self.logits.device), self.logits.unsqueeze(0))
+            plan = self._plan_on(self.logits.device)
+            logp = parameters.normalise(plan, self.logits.unsqueeze(0), "logits")
             return CircuitDistribution(self, logp, torch.Size())
         params = check_params(params, self.num_params)
         batch_shape = params.shape[:-1]
         flat = params.reshape(math.prod(batch_shape), self.num_params)
-        logp = passes.normalise(self._plan_on(params.device), flat)
+        logp = parameters.normalise(self._plan_on(params.device), flat)
         return CircuitDistribution(self, logp, batch_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,10 @@ import math
 import torch
 from torch.distributions import Distribution
 
-from circuits import passes
+from circuits import downward, passes
 from circuits.errors import NotDeterministicError
 from circuits.tables import build_table_plan, scope_tables
-from circuits.validation import check_assignment, check_scopes
+from circuits.validation import check_assignment, check_generator, check_sample_shape, check_scopes
 
 __all__ = ["CircuitDistribution"]
 
@@ -137,20 +137,12 @@ class CircuitDistribution(Distribution):
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Exact ancestral samples ``[*sample_shape, *batch, num_vars]``."""
-        sample_shape = torch.Size(sample_shape)
-        plan = self._plan
+        sample_shape = check_sample_shape(sample_shape)
+        generator = check_generator(generator, self._logp.device)
         rows = math.prod(sample_shape) * max(self._rows, 1)
-        ext = self._params_for(rows)
         with torch.no_grad():
-            theta = passes.leaf_log_probs(plan, ext).expand(rows, -1, -1)
-            leaf_states = (theta + _gumbel(theta.shape, theta, generator)).argmax(-1)
-
-            def choose(index, group):
-                logw = ext[:, group.weights].expand(rows, -1, -1)
-                return (logw + _gumbel(logw.shape, logw, generator)).argmax(-1)
-
-            x = passes.descend(plan, rows, choose, leaf_states)
-        return x.reshape(tuple(sample_shape) + tuple(self.batch_shape) + (plan.num_vars,))
+            x = downward.sample(self._plan, self._ext(), rows, generator)
+        return x.reshape(tuple(sample_shape) + tuple(self.batch_shape) + (self._plan.num_vars,))
 
     @property
     def mode(self) -> torch.Tensor:
@@ -165,8 +157,8 @@ class CircuitDistribution(Distribution):
         ext = passes.extend(logp)
         with torch.no_grad():
             theta, choices = passes.max_product(self._plan, ext, evidence, rows)
-            x = passes.descend(self._plan, rows, lambda index, group: choices[index],
-                               theta.argmax(-1))
+            x = downward.descend(self._plan, rows, lambda index, group: choices[index],
+                                 theta.argmax(-1))
         return x.reshape(tuple(self.batch_shape) + (self._plan.num_vars,))
 
     def leave_one_out_log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -181,7 +173,9 @@ class CircuitDistribution(Distribution):
         rest = passes.scatter_logsumexp(grads[:, 1:plan.num_leaves + 1], plan.leaf_var, plan.num_vars)
         log_z = vals[:, plan.root, None].expand_as(rest)
         # p(x_-i) = 0 leaves p(x_i | x_-i) undefined; x itself then has probability zero: -inf.
-        out = torch.where(torch.isneginf(rest), torch.full_like(rest, float("-inf")), log_z - rest)
+        # p(x_i | x_-i) <= 1; rounding (float32) must not push its log above 0.
+        out = torch.where(torch.isneginf(rest), torch.full_like(rest, float("-inf")),
+                          (log_z - rest).clamp(max=0.0))
         return out.reshape(tuple(lead) + (plan.num_vars,))
 
     # --- torch.distributions API ------------------------------------------------------------
@@ -198,9 +192,3 @@ class CircuitDistribution(Distribution):
         conditioned = ", conditioned" if self._base is not None else ""
         return (f"CircuitDistribution(batch_shape={list(self.batch_shape)}, "
                 f"num_vars={self._plan.num_vars}{conditioned})")
-
-
-def _gumbel(shape, like: torch.Tensor, generator) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
-    tiny = torch.finfo(like.dtype).tiny
-    return -torch.log(-torch.log(u.clamp(min=tiny, max=1 - 1e-7)))

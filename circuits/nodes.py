@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 from circuits.errors import CircuitError
@@ -34,6 +35,17 @@ def _finite_floats(values: Sequence[float], what: str, owner: str) -> tuple[floa
     if any(math.isnan(v) for v in out):
         raise CircuitError(f"{owner}: {what} contains NaN: {list(out)}")
     return out
+
+
+def _state_indices(support, owner: str) -> list[int]:
+    """The integer states of ``support``; non-integers (``1.7``, ``True``) are an error."""
+    try:
+        if isinstance(support, (str, bytes)) or any(isinstance(s, bool) for s in support):
+            raise TypeError
+        return [operator.index(s) for s in support]
+    except TypeError:
+        raise CircuitError(f"{owner}: support must be a sequence of int states, "
+                           f"got {support!r}") from None
 
 
 def _logits_from_probs(probs: tuple[float, ...], what: str, owner: str) -> tuple[float, ...]:
@@ -108,7 +120,7 @@ class Categorical(Node):
             raise CircuitError(f"{owner}: {name} must have num_states={num_states} entries, "
                                f"got {len(scores)}")
         if support is not None:
-            states = sorted({int(s) for s in support})
+            states = sorted(set(_state_indices(support, owner)))
             if not states or states[0] < 0 or states[-1] >= num_states:
                 raise CircuitError(f"{owner}: support must be a non-empty subset of "
                                    f"range({num_states}), got {list(support)!r}")

@@ -3,11 +3,14 @@ what was given."""
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from circuits.compile import Plan
 
-__all__ = ["check_assignment", "check_params", "check_scopes"]
+__all__ = ["check_assignment", "check_dtype", "check_generator", "check_params", "check_sample_shape",
+           "check_scopes"]
 
 
 def check_assignment(x, plan: Plan, name: str, allow_missing: bool) -> torch.Tensor:
@@ -46,10 +49,59 @@ def check_params(params, num_params: int) -> torch.Tensor:
     if params.dim() < 1 or params.shape[-1] != num_params:
         raise ValueError(f"params must have shape [B, num_params={num_params}], "
                          f"got shape {list(params.shape)}")
-    if bool(torch.isnan(params).any()) or bool((params == float("inf")).any()):
-        bad = torch.nonzero(torch.isnan(params) | (params == float("inf")))[0].tolist()
-        raise ValueError(f"params contains NaN or +inf (first at index {bad})")
+    bad = torch.isnan(params) | (params == float("inf"))
+    if bool(bad.any()):
+        where = torch.nonzero(bad)
+        first = where[0].tolist()
+        value = params[tuple(first)].item()
+        rows = where[:, :-1].unique(dim=0).shape[0] if params.dim() > 1 else 1
+        raise ValueError(f"params (the logits passed to distribution(params), shape "
+                         f"{list(params.shape)}) contains NaN or +inf: {value} at index {first}, "
+                         f"in {rows} batch row(s); allowed: finite values or -inf. If a network "
+                         f"computed them, its input for those rows is the place to look")
     return params
+
+
+def check_dtype(dtype) -> torch.dtype:
+    """A floating-point ``torch.dtype`` from ``dtype`` (None: torch's default; a name such as
+    ``"float64"`` is accepted)."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    named = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(named, torch.dtype) or not named.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype (torch.float32, torch.float64) "
+                         f"or its name ('float64'), got {dtype!r}")
+    return named
+
+
+def check_sample_shape(sample_shape) -> torch.Size:
+    """A ``torch.Size`` of non-negative ints (a bare int is a 1-d shape)."""
+    given = sample_shape
+    if isinstance(sample_shape, int) and not isinstance(sample_shape, bool):
+        sample_shape = (sample_shape,)
+    try:
+        if any(isinstance(d, bool) for d in sample_shape):
+            raise TypeError
+        dims = tuple(operator.index(d) for d in sample_shape)
+    except TypeError:
+        dims = None
+    if dims is None or any(d < 0 for d in dims):
+        raise ValueError(f"sample_shape must be a tuple of non-negative ints (or torch.Size), "
+                         f"got {given!r}")
+    return torch.Size(dims)
+
+
+def check_generator(generator, device: torch.device) -> torch.Generator | None:
+    """``None`` or a ``torch.Generator`` on ``device``'s type."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                         f"{generator!r}")
+    if generator.device.type != torch.device(device).type:
+        raise ValueError(f"generator must be on the distribution's device ({torch.device(device)}), "
+                         f"got a generator on {generator.device}")
+    return generator
 
 
 def check_scopes(scopes, num_vars: int) -> list[tuple[int, ...]]:

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from circuits import Categorical, Circuit, NotDeterministicError, Product, Sum
+from circuits import Categorical, Circuit, CircuitError, NotDeterministicError, Product, Sum
 from circuits.structures import mixture, selective
 
 
@@ -116,3 +116,51 @@ def test_sample_rejects_a_bad_count():
     c = selective(3, 2, width=2)
     with raises("num_samples", "-1"):
         c.sample(-1)
+
+
+def test_a_parameter_group_of_all_minus_inf_is_rejected(c):
+    params = torch.zeros(3, c.num_params)
+    root_weights = [j for j in range(c.num_params) if int(c._plans[torch.device("cpu")].param_node[j]) >= 0]
+    params[2, root_weights] = -math.inf
+    with raises("params", "-inf", "row 2", "zero total mass"):
+        c.distribution(params)
+    with torch.no_grad():
+        c.logits[root_weights] = -math.inf
+    with raises("logits", "-inf", "zero total mass"):
+        c.marginals()
+
+
+def test_nan_params_name_the_argument_and_the_rows():
+    c = selective(3, 2, width=2)
+    params = torch.zeros(4, c.num_params)
+    params[1] = math.nan
+    params[3, 0] = math.nan
+    with raises("params", "distribution(params)", "2 batch row(s)", "[1, 0]", "[4, "):
+        c.distribution(params)
+
+
+def test_support_must_be_integer_states():
+    for bad in ([1.7], [True], "01", [0, 0.5]):
+        with raises("support", repr(bad), exc=CircuitError):
+            Categorical(0, 3, support=bad)
+    assert Categorical(0, 3, support=torch.tensor([2, 0])).support == (0, 2)
+
+
+def test_circuit_dtype_by_name_or_a_clear_error():
+    root = Product([Categorical(0, 2), Categorical(1, 3)])
+    assert Circuit(root, dtype="float64").logits.dtype == torch.float64
+    assert Circuit(root, dtype=torch.float32).logits.dtype == torch.float32
+    for bad in (torch.int64, "int64", "float65", 3):
+        with raises("dtype", repr(bad)):
+            Circuit(root, dtype=bad)
+
+
+def test_sample_rejects_a_bad_shape_or_generator():
+    d = selective(3, 2, width=2).distribution()
+    for bad in ((-1,), (2, -3), (1.5,), "x", (True,)):
+        with raises("sample_shape", repr(bad)):
+            d.sample(bad)
+    for bad in ("x", 0):
+        with raises("generator", repr(bad)):
+            d.sample((2,), generator=bad)
+    assert d.sample(3).shape == (3, 3)

@@ -1,5 +1,7 @@
 """Sampling: seeded chi-square tests against the exact (enumerated) distribution."""
 
+import math
+
 import numpy as np
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -119,3 +121,17 @@ def test_sampling_through_shared_sub_circuits():
     c = Circuit(root).double()
     x = c.sample(NUM_SAMPLES, generator=seeded(7))
     assert chi_square_pvalue(x, oracle.joint_table(root)) > P_MIN
+
+
+def test_samples_in_small_chunks_follow_each_row(monkeypatch):
+    """Chunks of a few rows (not a multiple of the batch) still pair each row with its params."""
+    from circuits import downward
+    c = mixture(3, 3, 3).double()
+    params = 1.5 * torch.randn(3, c.num_params, generator=seeded(4), dtype=torch.float64)
+    params[:, :2] = torch.tensor([0.0, -math.inf], dtype=torch.float64)   # a zero-mass state
+    d = c.distribution(params)
+    monkeypatch.setattr(downward, "CHUNK_ELEMENTS", 7 * (c._plan_on("cpu").num_nodes + 40))
+    x = d.sample((NUM_SAMPLES // 2,), generator=seeded(8))
+    tables = engine_joint(d, c.num_states)
+    for row in range(3):
+        assert chi_square_pvalue(x[:, row], tables[row]) > P_MIN

@@ -102,3 +102,35 @@ def test_logits_of_plus_minus_50_give_no_nan(name, dtype):
         total = total + h.sum()
     (grad,) = torch.autograd.grad(total, params)
     assert not torch.isnan(grad).any()
+
+
+@pytest.mark.parametrize("scale", [1e6, 1e8, 1e30])
+def test_equal_huge_logits_give_uniform_marginals(scale):
+    m = mean_field(1, 3).distribution(torch.full((1, 3), scale)).marginals()
+    torch.testing.assert_close(m, torch.full((1, 1, 3), 1 / 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_huge_random_logits_keep_total_mass_one(dtype):
+    c = selective(4, 3, width=4)
+    g = torch.Generator().manual_seed(0)
+    params = ((torch.randint(0, 2, (8, c.num_params), generator=g) * 2 - 1) * 1e4).to(dtype)
+    d = c.distribution(params)
+    x = torch.cartesian_prod(*[torch.arange(3)] * 4)                 # every joint assignment
+    logp = d.log_prob(x.unsqueeze(1).expand(-1, 8, -1))              # [81, 8]
+    torch.testing.assert_close(torch.logsumexp(logp.double(), 0), torch.zeros(8, dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+    reference = c.distribution(params.double()).log_prob(x.unsqueeze(1).expand(-1, 8, -1))
+    finite = torch.isfinite(reference)
+    assert torch.equal(torch.isfinite(logp), finite)
+    torch.testing.assert_close(logp.double()[finite], reference[finite], atol=1e-3, rtol=1e-5)
+
+
+def test_float32_leave_one_out_never_exceeds_zero():
+    c = selective(500, 6, width=8)
+    g = torch.Generator().manual_seed(0)
+    params = torch.randn(4, c.num_params, generator=g) * 3
+    d = c.distribution(params)
+    x = d.sample((8,), generator=g)
+    loo = d.leave_one_out_log_prob(x)
+    assert torch.isfinite(loo).all() and (loo <= 0).all(), loo.max()
