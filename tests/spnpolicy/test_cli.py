@@ -201,7 +201,7 @@ def test_killed_and_interrupted_runs_resume_to_the_same_result(tmp_path):
     """SIGKILL one coverage run and Ctrl-C (SIGINT) another after their first checkpoint;
     resuming them gives exactly the metrics and weights of an uninterrupted run with the
     same seed. Ctrl-C writes a checkpoint where it stops and prints how to resume."""
-    args = ["train", "spn-ac", "coverage", "--seed", "3", "--total-steps", "6000",
+    args = ["train", "spn-ac", "coverage", "--seed", "3", "--total-steps", "3000",
             "--env-kw", "num_agents=2", "--env-kw", "grid_size=4", "--env-kw", "max_steps=20",
             "--set", "num_envs=4", "--set", "learning_starts=400", "--set", "batch_size=32",
             "--set", "policy_hidden=32", "--set", "critic_hidden=32", "--set", "width=8",
@@ -225,11 +225,11 @@ def test_killed_and_interrupted_runs_resume_to_the_same_result(tmp_path):
     _, err = interrupted.communicate(timeout=240)
     assert interrupted.returncode == 130, err
     saved = torch.load(checkpoint, weights_only=True)["session"]["step"]
-    assert 0 < saved < 6000
+    assert 0 < saved < 3000
     assert "Traceback" not in err and f"spnpolicy train --out-dir {stopped} --resume" in err
     stopped_at = torch.load(stopped / "checkpoints" / "last.pt",
                             weights_only=True)["session"]["step"]
-    assert f"holds a checkpoint at step {stopped_at:,d}" in err and stopped_at < 6000
+    assert f"holds a checkpoint at step {stopped_at:,d}" in err and stopped_at < 3000
 
     out = cli("train", "--out-dir", str(killed), "--resume")  # ALGO, ENV, flags: saved
     assert out.returncode == 0, out.stderr
@@ -242,7 +242,7 @@ def test_killed_and_interrupted_runs_resume_to_the_same_result(tmp_path):
     history_a, ckpt_a = _final(whole)
     for run in (killed, stopped):
         history_b, ckpt_b = _final(run)
-        assert history_b == history_a and history_a[-1]["step"] == 6000
+        assert history_b == history_a and history_a[-1]["step"] == 3000
         for name, module in _modules(ckpt_a).items():
             for key, value in module.items():
                 assert torch.equal(value, _modules(ckpt_b)[name][key]), (run, name, key)
