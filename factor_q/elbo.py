@@ -23,6 +23,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from circuits import CircuitDistribution
@@ -33,10 +35,13 @@ __all__ = ["elbo", "log_partition"]
 
 def _check_alpha(alpha) -> None:
     if isinstance(alpha, torch.Tensor):
-        if alpha.numel() and bool((alpha < 0).any()):
-            raise ValueError("alpha must be non-negative")
-    elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
-        raise ValueError(f"alpha must be a non-negative number or tensor, got {alpha!r}")
+        bad = ~torch.isfinite(alpha) | (alpha < 0)
+        if alpha.numel() and bool(bad.any()):
+            raise ValueError(f"alpha must be finite and non-negative, got a tensor holding "
+                             f"{alpha[bad].flatten()[0].item()}")
+    elif (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+          or not math.isfinite(alpha) or not alpha >= 0):
+        raise ValueError(f"alpha must be a finite non-negative number or tensor, got {alpha!r}")
 
 
 def elbo(values: FactorValues, dist: CircuitDistribution, alpha: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -63,6 +68,7 @@ def log_partition(values: FactorValues, alpha: float = 1.0) -> torch.Tensor:
     """
     if not isinstance(values, FactorValues):
         raise TypeError(f"values must be a FactorValues, got {type(values).__name__}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+    if (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+            or not math.isfinite(alpha) or not alpha > 0):
+        raise ValueError(f"alpha must be a finite positive number, got {alpha!r}")
     return alpha * torch.logsumexp(values.table().flatten(1) / alpha, dim=1)

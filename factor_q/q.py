@@ -27,10 +27,10 @@ from torch import nn
 from factor_q.graph import FactorGraph
 from factor_q.values import FactorValues
 
-__all__ = ["FactorQ"]
+__all__ = ["FactorQ", "check_arguments", "low_rank_table"]
 
 
-def _low_rank_table(factors: torch.Tensor) -> torch.Tensor:
+def low_rank_table(factors: torch.Tensor) -> torch.Tensor:
     """``[B, F, order, rank, k]`` factor vectors -> ``[B, F, k, ...]`` sum of outer products."""
     order = factors.shape[2]
     table = factors[:, :, 0]
@@ -38,6 +38,24 @@ def _low_rank_table(factors: torch.Tensor) -> torch.Tensor:
         table = table.unsqueeze(-1) * factors[:, :, p].reshape(
             factors.shape[:2] + (factors.shape[3],) + (1,) * p + (factors.shape[4],))
     return table.sum(2)
+
+
+def check_arguments(graph, state_dim, num_actions, hidden, unary, rank) -> tuple[int, ...]:
+    """Validate :class:`FactorQ`'s arguments (ValueError/TypeError naming the argument);
+    returns ``hidden`` as a tuple."""
+    if not isinstance(graph, FactorGraph):
+        raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__}")
+    for name, value, low in (("state_dim", state_dim, 1), ("num_actions", num_actions, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise ValueError(f"rank must be None or a positive int, got {rank!r}")
+    hidden = tuple(hidden)
+    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+        raise ValueError(f"hidden must be a sequence of positive ints, got {hidden!r}")
+    if not unary and graph.num_factors == 0:
+        raise ValueError("unary=False with a graph without factors leaves Q identically 0")
+    return hidden
 
 
 class _SharedPayoff(nn.Module):
@@ -73,7 +91,7 @@ class _SharedPayoff(nn.Module):
             own = self.agent_in(scopes)  # [F, order, W]
             others = self.agent_in(scopes + n).sum(1, keepdim=True) - self.agent_in(scopes + n)
             vectors = self.out(state + own + others)  # [B, F, order, rank * k]
-            return _low_rank_table(vectors.unflatten(-1, (self.rank, k)))
+            return low_rank_table(vectors.unflatten(-1, (self.rank, k)))
         tables = []
         for perm in itertools.permutations(range(order)):
             ids = scopes[:, perm] + n * torch.arange(order, device=scopes.device)
@@ -111,18 +129,7 @@ class FactorQ(nn.Module):
                  hidden: Sequence[int] = (128, 128), unary: bool = True,
                  rank: int | None = None, share_params: bool = False):
         super().__init__()
-        if not isinstance(graph, FactorGraph):
-            raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__}")
-        for name, value, low in (("state_dim", state_dim, 1), ("num_actions", num_actions, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-            raise ValueError(f"rank must be None or a positive int, got {rank!r}")
-        hidden = tuple(hidden)
-        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
-            raise ValueError(f"hidden must be a sequence of positive ints, got {hidden!r}")
-        if not unary and graph.num_factors == 0:
-            raise ValueError("unary=False with a graph without factors leaves Q identically 0")
+        hidden = check_arguments(graph, state_dim, num_actions, hidden, unary, rank)
         self.graph, self.state_dim, self.num_actions = graph, state_dim, num_actions
         self.rank, self.share_params = rank, bool(share_params)
         layers: list[nn.Module] = []
@@ -165,8 +172,8 @@ class FactorQ(nn.Module):
                 tables[order] = head(h).view((batch, len(scopes)) + (k,) * order)
             else:
                 vectors = head(h).view(batch, len(scopes), order, self.rank, k)
-                tables[order] = _low_rank_table(vectors)
-        return FactorValues(self.graph, unary, tables.get(2), tables.get(3))
+                tables[order] = low_rank_table(vectors)
+        return FactorValues.trusted(self.graph, unary, tables.get(2), tables.get(3))
 
     def extra_repr(self) -> str:
         return (f"agents={self.graph.num_agents}, factors={self.graph.num_factors}, "

@@ -39,6 +39,10 @@ def _check_tensor(t, name: str, dim: int) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
     if t.dim() != dim:
         raise ValueError(f"{name} must have {dim} dimensions, got shape {list(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        bad = t[~torch.isfinite(t)][0].item()
+        raise ValueError(f"{name} must hold finite values, got {bad} (at {int((~torch.isfinite(t)).sum())} "
+                         f"of {t.numel()} entries)")
     return t
 
 
@@ -89,6 +93,20 @@ class FactorValues:
         self.unary = unary if unary is not None else ref.new_zeros(expected["unary"])
         self.pairwise = pairwise if expected["pairwise"][1] > 0 else None
         self.triple = triple if expected["triple"][1] > 0 else None
+
+    @classmethod
+    def trusted(cls, graph: FactorGraph, unary: torch.Tensor | None,
+                pairwise: torch.Tensor | None, triple: torch.Tensor | None) -> FactorValues:
+        """Build without checks, for a network's own outputs whose shapes are right by
+        construction (:class:`~factor_q.FactorQ`); user input goes through the constructor."""
+        values = cls.__new__(cls)
+        ref = next(t for t in (unary, pairwise, triple) if t is not None)
+        values.graph, values.num_actions = graph, ref.shape[-1]
+        values.unary = unary if unary is not None else ref.new_zeros(
+            (ref.shape[0], graph.num_agents, ref.shape[-1]))
+        values.pairwise = pairwise if graph.factor_ids(2) else None
+        values.triple = triple if graph.factor_ids(3) else None
+        return values
 
     @classmethod
     def from_tables(cls, graph: FactorGraph, tables: Sequence[torch.Tensor],

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from factor_q import FactorGraph, FactorQ, FactorValues
+from factor_q import FactorGraph, FactorValues
+from factor_q.q import check_arguments, low_rank_table
 
 __all__ = ["FACTOR_GRAPHS", "TwinFactorQ", "build_factor_graph"]
 
@@ -37,18 +38,72 @@ def build_factor_graph(kind: str, num_agents: int, num_factors: int = 20, order:
     return getattr(FactorGraph, kind)(num_agents)
 
 
-class TwinFactorQ(nn.Module):
-    """Two independently initialised :class:`~factor_q.FactorQ` critics on one graph.
+class _TwinLinear(nn.Module):
+    """Two independent ``nn.Linear(in_dim, out_dim)`` as one batched matmul:
+    ``[2, B, in_dim]`` (or ``[B, in_dim]``, fed to both) -> ``[2, B, out_dim]``."""
 
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default initialisation
+        self.weight = nn.Parameter(torch.empty(2, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(2, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return torch.baddbmm(self.bias, x.expand(2, -1, -1), self.weight)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class TwinFactorQ(nn.Module):
+    """Two independently initialised factor-graph critics on one graph, computed together.
+
+    Each critic is a :class:`~factor_q.FactorQ` with one output head per factor order
+    (``share_params=False``): a ReLU MLP torso, a unary head and per-order payoff heads,
+    full tables or CP rank ``rank``. The two critics' layers are stacked into batched
+    matmuls (half the ops and parameter tensors of two separate networks), so
     ``forward(state [B, S])`` returns a list of two :class:`~factor_q.FactorValues`.
-    Arguments are ``FactorQ``'s (``rank=None`` for full tables).
     """
 
     def __init__(self, graph: FactorGraph, state_dim: int, num_actions: int,
                  hidden: Sequence[int] = (128, 128), unary: bool = True, rank: int | None = None):
         super().__init__()
-        self.critics = nn.ModuleList(FactorQ(graph, state_dim, num_actions, hidden=tuple(hidden),
-                                             unary=unary, rank=rank) for _ in range(2))
+        hidden = check_arguments(graph, state_dim, num_actions, hidden, unary, rank)
+        self.graph, self.state_dim, self.num_actions, self.rank = graph, state_dim, num_actions, rank
+        layers: list[nn.Module] = []
+        width = state_dim
+        for h in hidden:
+            layers += [_TwinLinear(width, h), nn.ReLU()]
+            width = h
+        self.torso = nn.Sequential(*layers)
+        n, k = graph.num_agents, num_actions
+        self.unary_head = _TwinLinear(width, n * k) if unary else None
+        self.payoff = nn.ModuleDict()
+        for order in graph.orders:
+            per_factor = k**order if rank is None else order * rank * k
+            self.payoff[str(order)] = _TwinLinear(width, len(graph.scopes(order)) * per_factor)
 
     def forward(self, state: torch.Tensor) -> list[FactorValues]:
-        return [critic(state) for critic in self.critics]
+        if not isinstance(state, torch.Tensor) or not state.is_floating_point():
+            raise TypeError(f"state must be a floating-point tensor [B, {self.state_dim}], got "
+                            f"{getattr(state, 'dtype', type(state).__name__)}")
+        if state.dim() != 2 or state.shape[1] != self.state_dim:
+            raise ValueError(f"state must have shape [B, state_dim={self.state_dim}], "
+                             f"got {list(state.shape)}")
+        if not torch.isfinite(state).all():
+            raise ValueError("state contains NaN or infinite values")
+        h = self.torso(state) if len(self.torso) else state.expand(2, -1, -1)
+        batch, n, k = state.shape[0], self.graph.num_agents, self.num_actions
+        unary = (None if self.unary_head is None
+                 else self.unary_head(h).view(2, batch, n, k))
+        tables = {}
+        for key, head in self.payoff.items():
+            order, factors = int(key), len(self.graph.scopes(int(key)))
+            if self.rank is None:
+                tables[order] = head(h).view((2, batch, factors) + (k,) * order)
+            else:
+                vectors = head(h).view(2 * batch, factors, order, self.rank, k)
+                tables[order] = low_rank_table(vectors).view(
+                    (2, batch, factors) + (k,) * order)
+        return [FactorValues.trusted(self.graph, None if unary is None else unary[j],
+                             tables[2][j] if 2 in tables else None,
+                             tables[3][j] if 3 in tables else None) for j in range(2)]

@@ -23,12 +23,13 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from circuits.structures import mean_field, selective
+from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
+from spnpolicy.algos.region_tree import RegionTree
 
 __all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "POLICY_KINDS",
            "SharedMarginals", "mlp"]
 
-POLICY_KINDS = ("selective", "mean_field", "softmax")
+POLICY_KINDS = BUILTIN_POLICIES
 #: The softmax policy enumerates k**n joint actions; it is a reference for small n only.
 MAX_SOFTMAX_AGENTS = 5
 
@@ -81,7 +82,19 @@ class JointCategorical(Distribution):
         return self.logp.exp().view((-1,) + (self.k,) * self.n)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """``value [*sample, B, n]`` -> ``[*sample, B]``."""
+        """``value [*sample, B, n]`` (integer actions in ``range(k)``) -> ``[*sample, B]``."""
+        batch = self.logp.shape[0]
+        if not isinstance(value, torch.Tensor) or value.is_floating_point() or \
+                value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"value must be an integer tensor of joint actions [*sample, "
+                             f"B={batch}, n={self.n}], got "
+                             f"{getattr(value, 'dtype', type(value).__name__)}")
+        if value.dim() < 2 or value.shape[-1] != self.n or value.shape[-2] != batch:
+            raise ValueError(f"value must have shape [*sample, B={batch}, n={self.n}], got "
+                             f"{list(value.shape)}")
+        if value.numel() and (value.min() < 0 or value.max() >= self.k):
+            raise ValueError(f"value must hold actions in range({self.k}), got values from "
+                             f"{int(value.min())} to {int(value.max())}")
         index = (value.long() * self._digits).sum(-1)
         logp = self.logp.expand(index.shape + self.logp.shape[-1:])
         return logp.gather(-1, index.unsqueeze(-1)).squeeze(-1)
@@ -121,25 +134,49 @@ class JointCategorical(Distribution):
 
 
 class SharedMarginals:
-    """A view of ``dist`` whose ``marginals()`` and ``scope_marginals(scopes)`` are computed
-    once and reused: expectations of several critics under one policy (twin critics) then
-    cost one pass through the circuit instead of one per critic."""
+    """A view of ``dist`` whose ``marginals()``, ``scope_marginals(scopes)`` and
+    ``entropy()`` are computed once and reused: expectations of several critics under one
+    policy (twin critics) then cost one pass through the circuit instead of one per critic.
+    ``rows(index)`` is a view of some batch rows that shares these results."""
 
     def __init__(self, dist: Distribution) -> None:
         self.dist = dist
-        self._marginals: torch.Tensor | None = None
-        self._scopes: dict[tuple, torch.Tensor] = {}
+        self._cache: dict = {}
+
+    def _get(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def marginals(self) -> torch.Tensor:
-        if self._marginals is None:
-            self._marginals = self.dist.marginals()
-        return self._marginals
+        return self._get("marginals", self.dist.marginals)
 
     def scope_marginals(self, scopes) -> torch.Tensor:
         key = tuple(tuple(scope) for scope in scopes)
-        if key not in self._scopes:
-            self._scopes[key] = self.dist.scope_marginals(scopes)
-        return self._scopes[key]
+        return self._get(key, lambda: self.dist.scope_marginals(scopes))
+
+    def entropy(self) -> torch.Tensor:
+        return self._get("entropy", self.dist.entropy)
+
+    def rows(self, index: slice) -> _Rows:
+        """The batch rows ``index`` (a slice) of every query."""
+        return _Rows(self, index)
+
+
+class _Rows:
+    """Rows of a :class:`SharedMarginals`' queries (see :meth:`SharedMarginals.rows`)."""
+
+    def __init__(self, shared: SharedMarginals, index: slice) -> None:
+        self.shared, self.index = shared, index
+
+    def marginals(self) -> torch.Tensor:
+        return self.shared.marginals()[self.index]
+
+    def scope_marginals(self, scopes) -> torch.Tensor:
+        return self.shared.scope_marginals(scopes)[self.index]
+
+    def entropy(self) -> torch.Tensor:
+        return self.shared.entropy()[self.index]
 
 
 class JointPolicy(nn.Module):
@@ -149,31 +186,32 @@ class JointPolicy(nn.Module):
         state_dim: global state size.
         num_agents, num_actions: ``n`` agents with ``k`` actions each.
         kind: ``selective`` (deterministic selective circuit of ``width``), ``mean_field``
-            (product of per-agent categoricals, as a circuit) or ``softmax`` (all ``k**n``
-            joint actions; ``n <= MAX_SOFTMAX_AGENTS``).
+            (product of per-agent categoricals, as a circuit), ``softmax`` (all ``k**n``
+            joint actions; ``n <= MAX_SOFTMAX_AGENTS``), a name registered with
+            :func:`~spnpolicy.algos.policy_structures.register_policy`, or the user's own
+            structure: a callable ``(num_agents, num_actions) -> Circuit`` or a Circuit
+            (validated by :func:`~spnpolicy.algos.policy_structures.policy_circuit`).
         width: sum nodes per region of the selective circuit.
         hidden: encoder widths.
     """
 
     def __init__(self, state_dim: int, num_agents: int, num_actions: int,
-                 kind: str = "selective", width: int = 16, hidden: Sequence[int] = (128, 128)):
+                 kind="selective", width: int = 16, hidden: Sequence[int] = (128, 128)):
         super().__init__()
-        if kind not in POLICY_KINDS:
-            raise ValueError(f"kind must be one of {POLICY_KINDS}, got {kind!r}")
+        if kind == "softmax" and num_agents > MAX_SOFTMAX_AGENTS:
+            raise ValueError(f"the softmax policy enumerates k**n joint actions and is for "
+                             f"n <= {MAX_SOFTMAX_AGENTS} agents, got n = {num_agents}")
         self.state_dim, self.num_agents, self.num_actions = state_dim, num_agents, num_actions
         self.kind = kind
-        if kind == "softmax":
-            if num_agents > MAX_SOFTMAX_AGENTS:
-                raise ValueError(f"the softmax policy enumerates k**n joint actions and is for "
-                                 f"n <= {MAX_SOFTMAX_AGENTS} agents, got n = {num_agents}")
-            self.circuit = None
+        self.circuit = policy_circuit(kind, num_agents, num_actions, width)
+        if self.circuit is None:
             out_dim = num_actions**num_agents
         else:
-            self.circuit = (selective(num_agents, num_actions, width) if kind == "selective"
-                            else mean_field(num_agents, num_actions))
             # the circuit's own weights are unused: its parameters come from the encoder
             self.circuit.requires_grad_(False)
             out_dim = self.circuit.num_params
+        # selective circuits are answered on their region tree: the same values, fewer ops
+        self.tree = None if self.circuit is None else RegionTree.from_circuit(self.circuit)
         self.encoder = mlp(state_dim, hidden, out_dim, out_scale=0.01)
 
     def _states(self, observations) -> torch.Tensor:
@@ -188,11 +226,15 @@ class JointPolicy(nn.Module):
 
     def distribution(self, observations) -> Distribution:
         """``pi(. | s)`` for global states ``[B, state_dim]`` (array or tensor; ``[state_dim]``
-        is a batch of one): a ``CircuitDistribution`` (or :class:`JointCategorical` for
-        ``softmax``) with batch shape ``[B]`` over the ``n`` agents' actions."""
+        is a batch of one) with batch shape ``[B]`` over the ``n`` agents' actions: a
+        :class:`~spnpolicy.algos.region_tree.TreeDistribution` for a region-tree circuit
+        (selective; equal to the circuit's, see there), else a ``CircuitDistribution``, or a
+        :class:`JointCategorical` for ``softmax``."""
         params = self.encoder(self._states(observations))
         if self.circuit is None:
             return JointCategorical(params, self.num_agents, self.num_actions)
+        if self.tree is not None:
+            return self.tree.distribution(params)
         return self.circuit.distribution(params)
 
     @torch.no_grad()

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,31 +39,24 @@ from spnpolicy.algos.config import (
     check_int,
 )
 from spnpolicy.algos.critics import FACTOR_GRAPHS, TwinFactorQ, build_factor_graph
-from spnpolicy.algos.policies import POLICY_KINDS, JointPolicy, SharedMarginals
-from spnpolicy.training import (
-    ReplayBuffer,
-    Runner,
-    Session,
-    TransitionStream,
-    UpdateMeans,
-    evaluate_run,
-    get_rng_state,
-    make_target,
-    make_vec_env,
-    seed_everything,
-    set_rng_state,
-    soft_update,
-)
+from spnpolicy.algos.policies import JointPolicy, SharedMarginals
+from spnpolicy.algos.policy_structures import check_policy
+from spnpolicy.training import Batch, Session, VecEnv, make_target
+from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, gradient_step,
+                                          train_offpolicy)
 
-__all__ = ["SPECS", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value", "train"]
+__all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value",
+           "train"]
 
 
 @dataclass(frozen=True)
 class SpnAcConfig(OffPolicyConfig):
     """Hyperparameters of spn-ac and its variants (per-env overrides in ``ENV_DEFAULTS``)."""
 
-    policy: str = "selective"
-    """Joint policy: selective circuit, mean_field circuit, or softmax (enumerates k**n)."""
+    policy: Any = "selective"
+    """Joint policy: selective circuit, mean_field circuit, softmax (enumerates k**n), a name
+    registered with register_policy, or (from Python) a builder (n, k) -> Circuit or a
+    Circuit, deterministic, whose parameters the policy network predicts."""
     actor_gradient: str = "exact"
     """Actor gradient: exact (the ELBO through the circuit) or reinforce (score function)."""
     width: int = 16
@@ -106,7 +99,7 @@ class SpnAcConfig(OffPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("policy", self.policy, POLICY_KINDS)
+        check_policy(self.policy)
         check_choice("actor_gradient", self.actor_gradient, ("exact", "reinforce"))
         check_choice("factor_graph", self.factor_graph, FACTOR_GRAPHS)
         check_choice("regulariser", self.regulariser, ("entropy", "kl_uniform"))
@@ -204,135 +197,109 @@ class Temperature(nn.Module):
         return self.log_alpha.exp() * (entropy.detach() - target).mean()
 
 
-def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if max_norm > 0:
-        for group in optimizer.param_groups:
-            nn.utils.clip_grad_norm_(group["params"], max_norm)
-    optimizer.step()
+# --- the algorithm ---------------------------------------------------------------------
+class SpnAc(OffPolicyAlgorithm):
+    """spn-ac's networks, optimizers and one update, for :func:`train_offpolicy`.
 
+    ``update(batch)`` is one gradient step of each loss, in order: soft value of the next
+    states (target critics) -> critic loss -> step; actor loss on the stepped critics (their
+    values are constants there) -> step; alpha -> step. The loop then Polyak-updates the
+    target critics (``target_sync``).
+    """
 
-# --- training ----------------------------------------------------------------------------
-def _evaluate(policy: JointPolicy, cfg: SpnAcConfig, env: str, env_kwargs: dict,
-              seed: int, step: int) -> dict[str, float]:
-    def sampler(generator: torch.Generator):
-        return lambda state, obs: policy.act(state, deterministic=False, generator=generator)
+    needs_obs = False  # the joint policy and the critics read the global state
+    uniform_warmup = True
 
-    return evaluate_run(env, env_kwargs, seed, step, cfg.eval_episodes,
-                        lambda state, obs: policy.act(state, deterministic=True),
-                        sampler if cfg.eval_stochastic else None, cfg.device)
+    def __init__(self, cfg: SpnAcConfig, envs: VecEnv) -> None:
+        device = torch.device(cfg.device)
+        n, k, state_dim = envs.num_agents, envs.num_actions, envs.state_dim
+        self.cfg = cfg
+        self.policy = JointPolicy(state_dim, n, k, cfg.policy, cfg.width,
+                                  cfg.policy_hidden).to(device)
+        graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
+                                   seed=cfg.graph_seed)
+        self.critic = TwinFactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
+                                  cfg.critic_rank or None).to(device)
+        self.critic_target = make_target(self.critic)
+        self.temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
+        self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
+        self.value_offset = n * math.log(k) if cfg.regulariser == "kl_uniform" else 0.0
+        self.optimizers = {
+            "actor": torch.optim.Adam(self.policy.encoder.parameters(), lr=cfg.actor_lr,
+                                      fused=True),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True),
+            "alpha": torch.optim.Adam([self.temperature.log_alpha], lr=cfg.alpha_lr,
+                                      fused=True)}
+        self.modules = {"policy": self.policy, "critic": self.critic,
+                        "critic_target": self.critic_target, "temperature": self.temperature}
+        self.agent = self.policy
+        self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
+
+    def explore(self, state, obs, step, generator):
+        return self.policy.distribution(state).sample(generator=generator)
+
+    def greedy(self, state, obs):
+        return self.policy.distribution(state).mode
+
+    def sample(self, state, obs, generator):
+        return self.policy.distribution(state).sample(generator=generator)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step of the critics, the actor and alpha on ``batch``; the metrics."""
+        cfg, alpha = self.cfg, self.temperature.value
+        if cfg.actor_gradient == "exact":
+            # One policy pass for next states and states: the policy does not change before
+            # the actor step, so the soft value and the actor loss share its queries.
+            size = batch.state.shape[0]
+            both = SharedMarginals(self.policy.distribution(
+                torch.cat([batch.next_state, batch.state])))
+            next_dist, dist = both.rows(slice(0, size)), both.rows(slice(size, None))
+        else:
+            with torch.no_grad():
+                next_dist = self.policy.distribution(batch.next_state)
+            dist = None
+        with torch.no_grad():
+            next_values = self.critic_target(batch.next_state)
+        next_value = soft_value(next_values, next_dist, alpha, self.value_offset).detach()
+        discount = cfg.gamma ** batch.steps.to(next_value.dtype)
+        target = batch.reward + discount * (1.0 - batch.terminated) * next_value
+        loss_critic = critic_loss(self.critic(batch.state), batch.actions, target)
+        gradient_step(self.optimizers["critic"], loss_critic, cfg.max_grad_norm)
+
+        with torch.no_grad():
+            values = self.critic(batch.state)
+        if dist is None:
+            dist = self.policy.distribution(batch.state)
+        loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
+                                         cfg.reinforce_samples)
+        gradient_step(self.optimizers["actor"], loss_actor, cfg.max_grad_norm)
+        if cfg.autotune_alpha:
+            gradient_step(self.optimizers["alpha"],
+                          self.temperature.loss(entropy, self.target_entropy))
+        return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
+                "entropy": entropy.detach().mean(), "alpha": alpha}
+
+    def state_dict(self) -> dict:
+        return {"modules": {name: m.state_dict() for name, m in self.modules.items()},
+                "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
 
 
 def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
           session: Session) -> JointPolicy:
     """Train spn-ac (or a variant, as ``cfg`` says) on ``env``; returns the policy."""
-    seed_everything(seed)
-    device = torch.device(cfg.device)
-    envs = make_vec_env(env, cfg.num_envs, seed=seed, **env_kwargs)
-    runner = Runner(envs)
-    runner.reset(seed=seed)
-    n, k, state_dim = envs.num_agents, envs.num_actions, envs.state_dim
-
-    policy = JointPolicy(state_dim, n, k, cfg.policy, cfg.width, cfg.policy_hidden).to(device)
-    graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
-                               seed=cfg.graph_seed)
-    critic = TwinFactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
-                         cfg.critic_rank or None).to(device)
-    critic_target = make_target(critic)
-    temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
-    target_entropy = cfg.target_entropy_scale * n * math.log(k)
-    value_offset = n * math.log(k) if cfg.regulariser == "kl_uniform" else 0.0
-    optimizers = {"actor": torch.optim.Adam(policy.encoder.parameters(), lr=cfg.actor_lr),
-                  "critic": torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr),
-                  "alpha": torch.optim.Adam([temperature.log_alpha], lr=cfg.alpha_lr)}
-    buffer = ReplayBuffer(cfg.buffer_size, state_dim, n, seed=seed, device=device)
-    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed,
-                              shaping=cfg.shaping)
-    warmup_rng = np.random.default_rng(seed)
-    act_generator = torch.Generator(device).manual_seed(seed)
-    modules = {"policy": policy, "critic": critic, "critic_target": critic_target,
-               "temperature": temperature}
-    stats = UpdateMeans()  # training metrics averaged between evaluations
-
-    payload = session.restore()
-    if payload is not None:
-        for name, module in modules.items():
-            module.load_state_dict(payload["modules"][name])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(payload["optimizers"][name])
-        buffer.load_state_dict(payload["buffer"])
-        runner.load_state_dict(payload["runner"])
-        stream.load_state_dict(payload["stream"])
-        warmup_rng.bit_generator.state = payload["warmup_rng"]
-        act_generator.set_state(payload["act_generator"])
-        set_rng_state(payload["rng"])
-        stats.load_state_dict(payload["stats"])
-    step = session.begin(payload)
-
-    while True:
-        if session.eval_due(step):
-            session.record(step, _evaluate(policy, cfg, env, env_kwargs, seed, step)
-                           | stats.pop())
-        if session.checkpoint_due(step):
-            session.save(step, {
-                "modules": {name: m.state_dict() for name, m in modules.items()},
-                "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
-                "buffer": buffer.state_dict(), "runner": runner.state_dict(),
-                "stream": stream.state_dict(),
-                "warmup_rng": warmup_rng.bit_generator.state,
-                "act_generator": act_generator.get_state(), "rng": get_rng_state(),
-                "stats": stats.state_dict()})
-        if step >= cfg.total_steps:
-            break
-
-        # collect -> store
-        if step < cfg.learning_starts:
-            actions = warmup_rng.integers(0, k, size=(cfg.num_envs, n))
-        else:
-            actions = policy.act(runner.state, deterministic=False, generator=act_generator)
-        buffer.add(stream.push(runner.step(actions)))
-        step += cfg.num_envs
-        session.advance(cfg.num_envs)
-        if step < cfg.learning_starts or (step // cfg.num_envs) % cfg.update_every:
-            continue
-
-        for _ in range(cfg.gradient_steps):
-            # sample -> critic loss -> step
-            batch = buffer.sample(cfg.batch_size)
-            alpha = temperature.value
-            with torch.no_grad():
-                next_value = soft_value(critic_target(batch.next_state),
-                                        policy.distribution(batch.next_state), alpha,
-                                        value_offset)
-                discount = cfg.gamma ** batch.steps.to(next_value.dtype)
-                target = batch.reward + discount * (1.0 - batch.terminated) * next_value
-            loss_critic = critic_loss(critic(batch.state), batch.actions, target)
-            _step(optimizers["critic"], loss_critic, cfg.max_grad_norm)
-
-            # actor loss -> step (critic values are constants here)
-            with torch.no_grad():
-                values = critic(batch.state)
-            loss_actor, entropy = actor_loss(values, policy.distribution(batch.state), alpha,
-                                             cfg.actor_gradient, cfg.reinforce_samples)
-            _step(optimizers["actor"], loss_actor, cfg.max_grad_norm)
-            if cfg.autotune_alpha:
-                _step(optimizers["alpha"], temperature.loss(entropy, target_entropy), 0.0)
-
-            # target update -> log
-            soft_update(critic_target, critic, cfg.tau)
-            stats.add(loss_critic=loss_critic, loss_actor=loss_actor, entropy=entropy.mean(),
-                      alpha=alpha)
-
-    envs.close()
-    session.close()
-    return policy.eval()
+    return train_offpolicy(cfg, env, env_kwargs, seed, session, SpnAc)
 
 
 SPECS = (
+    # spn-ac's policy is the selective circuit by default, or the user's own structure
     AlgorithmSpec("spn-ac", "exact-ELBO max-ent actor-critic with a selective-circuit joint "
-                  "policy", SpnAcConfig, train, {"policy": "selective", "actor_gradient": "exact"},
-                  ENV_DEFAULTS),
+                  "policy", SpnAcConfig, train, {"actor_gradient": "exact"}, ENV_DEFAULTS),
     AlgorithmSpec("meanfield-ac", "spn-ac with a mean-field (independent agents) policy",
                   SpnAcConfig, train, {"policy": "mean_field", "actor_gradient": "exact"},
                   ENV_DEFAULTS),

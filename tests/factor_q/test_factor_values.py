@@ -218,3 +218,27 @@ def test_bad_inputs_are_named():
         v.expectation(torch.distributions.Categorical(logits=torch.zeros(2, 3)))
     with pytest.raises(ValueError, match="alpha must be"):
         elbo(v, mean_field(3, 3).distribution(torch.zeros(2, mean_field(3, 3).num_params)), -1.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_and_alpha_are_rejected(bad):
+    g = FactorGraph.line(3)
+    table = torch.randn(2, 3, 3)
+    table[1, 2, 0] = bad
+    with pytest.raises(ValueError, match=rf"tables\[1\] \(factor \(1, 2\)\) must hold finite "
+                                         rf"values, got {bad}"):
+        FactorValues.from_tables(g, [torch.randn(2, 3, 3), table])
+    with pytest.raises(ValueError, match="pairwise must hold finite values"):
+        FactorValues(g, None, torch.stack([table, table], dim=1))
+    unary = torch.zeros(2, 3, 3)
+    unary[0, 0, 0] = bad
+    with pytest.raises(ValueError, match="unary must hold finite values"):
+        FactorValues(g, unary, torch.zeros(2, 2, 3, 3))
+    v = FactorValues.from_tables(g, [torch.randn(2, 3, 3)] * 2)
+    dist = mean_field(3, 3).distribution(torch.zeros(2, mean_field(3, 3).num_params))
+    with pytest.raises(ValueError, match=r"alpha must be a finite non-negative number"):
+        elbo(v, dist, alpha=bad)
+    with pytest.raises(ValueError, match=r"alpha must be finite and non-negative, got a tensor"):
+        elbo(v, dist, alpha=torch.tensor([0.5, bad]))
+    with pytest.raises(ValueError, match=r"alpha must be a finite positive number"):
+        log_partition(v, alpha=bad)

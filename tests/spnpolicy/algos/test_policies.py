@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from circuits import CircuitDistribution
+from circuits import Categorical, Circuit, CircuitDistribution, Product, Sum
+from circuits.structures import mixture, selective
 from spnpolicy.algos.policies import JointCategorical, JointPolicy, SharedMarginals
+from spnpolicy.algos.policy_structures import register_policy
+from spnpolicy.algos.region_tree import TreeDistribution
+from spnpolicy.algos.spn_ac import SpnAcConfig
 
 N, K = 3, 3
 
@@ -58,7 +62,9 @@ def test_policy_act_and_distribution(kind):
     states = np.random.default_rng(0).random((4, 5), dtype=np.float32)
     dist = policy.distribution(states)
     assert dist.batch_shape == (4,)
-    assert isinstance(dist, JointCategorical if kind == "softmax" else CircuitDistribution)
+    expected = {"softmax": JointCategorical, "selective": TreeDistribution,
+                "mean_field": CircuitDistribution}[kind]
+    assert isinstance(dist, expected)
     greedy = policy.act(states)
     assert isinstance(greedy, np.ndarray) and greedy.shape == (4, N)
     np.testing.assert_array_equal(greedy, dist.mode.numpy())
@@ -96,3 +102,64 @@ def test_shared_marginals_compute_once():
         shared.marginals()
         shared.scope_marginals([(0, 1), (1, 2)])
     assert calls == ["m", ((0, 1), (1, 2))]
+
+
+def test_joint_categorical_checks_actions():
+    dist, _ = _joint()
+    with pytest.raises(ValueError, match=r"value must hold actions in range\(3\), got values "
+                                         r"from 0 to 3"):
+        dist.log_prob(torch.tensor([[0, 1, 3], [0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"from -1 to 2"):
+        dist.log_prob(torch.tensor([[0, 1, 2], [-1, 0, 0]]))
+    with pytest.raises(ValueError, match=r"shape \[\*sample, B=2, n=3\], got \[2, 2\]"):
+        dist.log_prob(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer tensor"):
+        dist.log_prob(torch.zeros(2, 3))
+
+
+def _chain(n, k):
+    """A deterministic circuit that is not a region tree: x_0's value picks the rest's mean field."""
+    def rest(state):
+        return Product([Categorical.indicator(0, state, k)]
+                       + [Categorical(v, k) for v in range(1, n)])
+    return Circuit(Sum([rest(s) for s in range(k)]))
+
+
+@pytest.mark.parametrize("structure", [lambda n, k: selective(n, k, 2), _chain,
+                                       _chain(N, K), "registered"])
+def test_user_policy_structures(structure):
+    if structure == "registered":
+        register_policy("chain-test", _chain)
+        structure = "chain-test"
+    policy = JointPolicy(state_dim=4, num_agents=N, num_actions=K, kind=structure, hidden=(8,))
+    states = torch.randn(5, 4)
+    dist = policy.distribution(states)
+    assert dist.batch_shape == (5,) and policy.act(states).shape == (5, N)
+    probs = dist.log_prob(torch.tensor(list(itertools.product(range(K), repeat=N)))[:, None]
+                          .expand(-1, 5, -1)).exp()
+    torch.testing.assert_close(probs.sum(0), torch.ones(5))
+    assert torch.isfinite(dist.entropy()).all()
+    loss = -dist.entropy().sum()
+    loss.backward()
+    assert policy.encoder[0].weight.grad.abs().sum() > 0
+    assert SpnAcConfig(policy=structure).policy is structure
+
+
+def test_user_policy_structures_are_validated():
+    with pytest.raises(ValueError, match="must be deterministic"):
+        JointPolicy(4, N, K, kind=lambda n, k: mixture(n, k, 2))
+    with pytest.raises(ValueError, match=r"must have 3 variables \(agents\) with 3 states"):
+        JointPolicy(4, N, K, kind=lambda n, k: selective(n, k + 1, 2))
+    with pytest.raises(ValueError, match="must return a circuits.Circuit, got int"):
+        JointPolicy(4, N, K, kind=lambda n, k: 3)
+    with pytest.raises(ValueError, match="no parameters"):
+        JointPolicy(4, 1, K, kind=lambda n, k: Circuit(Sum([Categorical.indicator(0, 1, k)])))
+    with pytest.raises(ValueError, match=r"failed: .*"):
+        JointPolicy(4, 2, K, kind=lambda n, k: Circuit(Product([Categorical(0, k),
+                                                                Categorical(0, k)])))
+    with pytest.raises(ValueError, match=r"policy must be one of .*'selective'.*got 'nope'"):
+        SpnAcConfig(policy="nope")
+    with pytest.raises(ValueError, match="policy must be a policy name"):
+        SpnAcConfig(policy=3)
+    with pytest.raises(ValueError, match="built-in"):
+        register_policy("selective", _chain)

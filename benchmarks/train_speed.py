@@ -1,0 +1,172 @@
+"""Training speed of spn-ac against vdn on coverage: env steps/s of the training loop and
+milliseconds per update, at equal num_envs, batch_size and gradient_steps.
+
+    python benchmarks/train_speed.py                       # both settings, 2 repeats
+    python benchmarks/train_speed.py --settings 3x6x6 --steps 4000 --out /tmp/speed.json
+
+Settings: ``3x6x6`` (3 agents, 6x6 grid; spn-ac's critic has the 3 pairwise factors) and
+``6x20x20`` (6 agents, 20x20 grid; 20 random pairwise factors, spn-ac's default). Both
+algorithms run their coverage defaults with the same ``num_envs``, ``batch_size``,
+``gradient_steps`` and ``learning_starts`` (given below), one evaluation episode and no
+checkpoints, in this one process on one torch thread. A figure is CPU seconds
+(``time.process_time``), the median over ``--repeats``; the algorithms alternate within
+each repeat so that both see the same machine load, and the ratio is taken in this run.
+
+- ``env_steps_per_s``: ``total_steps`` / CPU seconds of ``spnpolicy.train`` (acting, env
+  steps, replay and every update; the two evaluations of one episode are included).
+- ``update_ms``: one ``update`` (spn-ac) or one TD step (vdn: loss, backward, clip, Adam)
+  on a replayed batch of ``batch_size``, timed alone after a warm-up.
+
+Writes ``benchmarks/results/train_speed.json`` only with ``--out`` (or ``--save``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import spnpolicy
+from spnpolicy.algos.q_learning import RunningMeanStd, td_loss
+from spnpolicy.algos.registry import make_config
+from spnpolicy.algos.spn_ac import SpnAc
+from spnpolicy.algos.value_based import build as build_vdn
+from spnpolicy.bench.machine import machine
+from spnpolicy.training import (ReplayBuffer, Runner, TransitionStream, make_target,
+                                make_vec_env, soft_update)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
+#: name -> coverage env kwargs
+SETTINGS = {
+    "3x6x6": dict(num_agents=3, grid_size=6, max_steps=50, reward="sparse"),
+    "6x20x20": dict(num_agents=6, grid_size=20, max_steps=200, reward="sparse"),
+}
+ALGOS = ("spn-ac", "vdn")
+
+
+def run_config(algo: str, env_kwargs: dict, args) -> object:
+    return make_config(algo, "coverage", {
+        "total_steps": args.steps, "num_envs": args.num_envs, "batch_size": args.batch_size,
+        "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
+        "eval_episodes": 1, "eval_interval": args.steps, "checkpoint_interval": args.steps,
+        "eval_stochastic": False, "torch_threads": 1})
+
+
+def train_rate(algo: str, env_kwargs: dict, args) -> float:
+    """Env steps per CPU second of one ``spnpolicy.train`` run."""
+    cfg = run_config(algo, env_kwargs, args)
+    overrides = {f: getattr(cfg, f) for f in ("num_envs", "batch_size", "gradient_steps",
+                                              "learning_starts", "eval_episodes",
+                                              "eval_interval", "checkpoint_interval",
+                                              "eval_stochastic", "torch_threads")}
+    start = time.process_time()
+    spnpolicy.train(algo, "coverage", seed=0, total_steps=args.steps, env_kwargs=env_kwargs,
+                    progress=False, verbose=False, **overrides)
+    return args.steps / (time.process_time() - start)
+
+
+def update_ms(algo: str, env_kwargs: dict, args, updates: int) -> float:
+    """CPU milliseconds of one update on a replayed batch."""
+    torch.manual_seed(0)
+    cfg = run_config(algo, env_kwargs, args)
+    envs = make_vec_env("coverage", cfg.num_envs, seed=0, **env_kwargs)
+    needs_obs = algo != "spn-ac"
+    buffer = ReplayBuffer(1000, envs.state_dim, envs.num_agents,
+                          obs_dim=envs.obs_dim if needs_obs else None, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    runner, stream = Runner(envs), TransitionStream(envs, 1, cfg.gamma, False, seed=0)
+    runner.reset(seed=0)
+    for _ in range(1000 // cfg.num_envs + 1):
+        actions = torch.randint(envs.num_actions, (cfg.num_envs, envs.num_agents),
+                                generator=gen).numpy()
+        buffer.add(stream.push(runner.step(actions)))
+    if algo == "spn-ac":
+        algorithm = SpnAc(cfg, envs)
+        pairs = algorithm.target_sync.pairs
+
+        def step(batch):
+            algorithm.update(batch)
+            for target, online in pairs:
+                soft_update(target, online, cfg.tau)
+    else:
+        model = build_vdn(cfg, envs)
+        target_model = make_target(model)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        rewards = RunningMeanStd()
+
+        def step(batch):
+            rewards.update(batch.reward)
+            loss, _ = td_loss(model, target_model, batch, cfg, rewards)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+    batches = [buffer.sample(cfg.batch_size) for _ in range(updates)]
+    for batch in batches[:10]:
+        step(batch)
+    start = time.process_time()
+    for batch in batches:
+        step(batch)
+    envs.close()
+    return (time.process_time() - start) / updates * 1e3
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--steps", type=int, default=8000, help="env steps per training run")
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--gradient-steps", type=int, default=1)
+    parser.add_argument("--learning-starts", type=int, default=256)
+    parser.add_argument("--updates", type=int, default=200, help="updates timed for update_ms")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the figures here (default: print only)")
+    parser.add_argument("--save", action="store_true", help=f"write them to {RESULTS}")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = []
+    for name in args.settings:
+        env_kwargs = SETTINGS[name]
+        rates = {a: [] for a in ALGOS}
+        updates = {a: [] for a in ALGOS}
+        for _ in range(args.repeats):
+            for algo in ALGOS:
+                updates[algo].append(update_ms(algo, env_kwargs, args, args.updates))
+                rates[algo].append(train_rate(algo, env_kwargs, args))
+        row = {"setting": name, "env_kwargs": env_kwargs}
+        for algo in ALGOS:
+            row[algo] = {"env_steps_per_s": statistics.median(rates[algo]),
+                         "update_ms": statistics.median(updates[algo]),
+                         "env_steps_per_s_repeats": rates[algo],
+                         "update_ms_repeats": updates[algo]}
+        row["ratio_env_steps_per_s"] = (row["spn-ac"]["env_steps_per_s"]
+                                        / row["vdn"]["env_steps_per_s"])
+        row["ratio_update_ms"] = row["spn-ac"]["update_ms"] / row["vdn"]["update_ms"]
+        rows.append(row)
+        print(f"{name}: spn-ac {row['spn-ac']['env_steps_per_s']:.0f} env steps/s, "
+              f"{row['spn-ac']['update_ms']:.2f} ms/update; vdn "
+              f"{row['vdn']['env_steps_per_s']:.0f} env steps/s, "
+              f"{row['vdn']['update_ms']:.2f} ms/update; ratio of env steps/s "
+              f"{row['ratio_env_steps_per_s']:.2f}", flush=True)
+    result = {"benchmark": "train_speed", "command": shlex.join([sys.argv[0], *(argv or sys.argv[1:])]),
+              "machine": machine(), "num_envs": args.num_envs, "batch_size": args.batch_size,
+              "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
+              "steps": args.steps, "repeats": args.repeats, "clock": "process_time (CPU)",
+              "torch_threads": 1, "settings": rows}
+    out = args.out or (RESULTS if args.save else None)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

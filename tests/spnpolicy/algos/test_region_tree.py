@@ -1,0 +1,141 @@
+"""The region-tree path gives the circuit engine's values (which tests/circuits checks against
+brute force) on selective circuits and on hand-built region trees with shuffled node orders."""
+
+import itertools
+import random
+
+import pytest
+import torch
+
+from circuits import Categorical, Circuit, Product, Sum
+from circuits.structures import mean_field, mixture, random_tensorized, selective
+from spnpolicy.algos.region_tree import RegionTree, TreeDistribution
+
+SHAPES = [(1, 3, 4), (2, 3, 4), (3, 4, 5), (4, 3, 5), (5, 2, 3), (3, 2, 100), (6, 3, 4)]
+
+
+def shuffled_tree(num_vars: int, k: int, width: int, seed: int) -> Circuit:
+    """A deterministic region tree like ``selective`` but with every node list shuffled,
+    products dealt into sums at random, and some regions left unsummed."""
+    rng = random.Random(seed)
+
+    def region(variables):
+        if len(variables) == 1:
+            states = list(range(k))
+            rng.shuffle(states)
+            return [Categorical.indicator(variables[0], s, k) for s in states]
+        half = len(variables) // 2
+        left, right = region(variables[:half]), region(variables[half:])
+        products = [Product([a, b]) for a in left for b in right]
+        rng.shuffle(products)
+        if len(products) <= width or rng.random() < 0.3:
+            return products
+        groups = [[] for _ in range(width)]
+        for i, p in enumerate(products):
+            groups[i if i < width else rng.randrange(width)].append(p)
+        return [Sum(g) for g in groups]
+
+    return Circuit(Sum(region(list(range(num_vars)))))
+
+
+def _pair(circuit: Circuit, batch: int = 3, seed: int = 0, scale: float = 2.0):
+    torch.manual_seed(seed)
+    tree = RegionTree.from_circuit(circuit)
+    assert tree is not None
+    params = scale * torch.randn(batch, circuit.num_params, dtype=torch.float64)
+    return circuit.double().distribution(params), tree.distribution(params), params
+
+
+def _circuits():
+    for n, k, w in SHAPES:
+        yield f"selective{(n, k, w)}", selective(n, k, w)
+    for seed, (n, k, w) in enumerate([(3, 3, 4), (4, 2, 3), (5, 3, 6)]):
+        yield f"shuffled{(n, k, w, seed)}", shuffled_tree(n, k, w, seed)
+
+
+@pytest.mark.parametrize("name,circuit", list(_circuits()), ids=lambda x: x if isinstance(x, str) else "")
+def test_queries_equal_the_engine(name, circuit):
+    engine, tree, _ = _pair(circuit)
+    n = circuit.num_vars
+    torch.testing.assert_close(tree.marginals(), engine.marginals())
+    if circuit.is_deterministic:
+        torch.testing.assert_close(tree.entropy(), engine.entropy())
+        torch.testing.assert_close(tree.mode, engine.mode)
+    if n >= 2:
+        scopes = list(itertools.permutations(range(n), 2))
+        torch.testing.assert_close(tree.scope_marginals(scopes), engine.scope_marginals(scopes))
+    x = engine.sample((5,))
+    torch.testing.assert_close(tree.log_prob(x), engine.log_prob(x))
+
+
+def test_gradients_equal_the_engine():
+    circuit = selective(4, 3, 5)
+    tree = RegionTree.from_circuit(circuit)
+    params = torch.randn(2, circuit.num_params, dtype=torch.float64, requires_grad=True)
+    scopes = [(0, 3), (2, 1), (1, 3)]
+    weights = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+
+    def objective(dist):
+        return (dist.entropy().sum() + (dist.scope_marginals(scopes) * weights).sum()
+                + dist.marginals()[:, 1, 2].sum())
+
+    expected, = torch.autograd.grad(objective(circuit.double().distribution(params)), params)
+    got, = torch.autograd.grad(objective(tree.distribution(params)), params)
+    torch.testing.assert_close(got, expected)
+
+
+def test_samples_follow_the_probabilities():
+    circuit = shuffled_tree(3, 2, 3, seed=4)
+    engine, tree, _ = _pair(circuit, batch=2, seed=1)
+    draws = tree.sample((40_000,), generator=torch.Generator().manual_seed(0))  # [S, 2, 3]
+    assert draws.shape == (40_000, 2, 3)
+    every = torch.tensor(list(itertools.product(range(2), repeat=3)))
+    probs = engine.log_prob(every[:, None].expand(-1, 2, -1)).exp()              # [8, 2]
+    for row in range(2):
+        index = (draws[:, row] * torch.tensor([4, 2, 1])).sum(-1)
+        freq = torch.bincount(index, minlength=8).double() / 40_000
+        # 5 standard errors of a frequency
+        tol = 5 * (probs[:, row] * (1 - probs[:, row]) / 40_000).sqrt() + 1e-3
+        assert bool(((freq - probs[:, row]).abs() <= tol).all()), (freq, probs[:, row])
+
+
+def test_other_queries_go_to_the_engine():
+    circuit = selective(3, 3, 4)
+    engine, tree, _ = _pair(circuit)
+    partial = torch.tensor([[0, -1, 2]] * 3)
+    torch.testing.assert_close(tree.log_prob(partial), engine.log_prob(partial))
+    full = engine.sample()
+    torch.testing.assert_close(tree.leave_one_out_log_prob(full),
+                               engine.leave_one_out_log_prob(full))
+    torch.testing.assert_close(tree.condition(torch.tensor([1, -1, -1])).marginals(),
+                               engine.condition(torch.tensor([1, -1, -1])).marginals())
+    torch.testing.assert_close(tree.scope_marginals([(0, 1, 2)]),
+                               engine.scope_marginals([(0, 1, 2)]))
+
+
+def test_large_logits_stay_normalised():
+    circuit = selective(3, 3, 4)
+    tree = RegionTree.from_circuit(circuit)
+    params = 1e4 * torch.randn(2, circuit.num_params)
+    dist = tree.distribution(params)
+    torch.testing.assert_close(dist.marginals().sum(-1), torch.ones(2, 3))
+    assert torch.isfinite(dist.entropy()).all()
+
+
+def test_other_layouts_are_not_trees():
+    for circuit in (mean_field(3, 2), mixture(3, 2, 2), random_tensorized(4, 2, depth=1)):
+        assert RegionTree.from_circuit(circuit) is None
+
+
+def test_bad_values():
+    tree = RegionTree.from_circuit(selective(2, 3, 4))
+    dist = tree.distribution(torch.zeros(2, tree.num_params))
+    assert isinstance(dist, TreeDistribution) and dist.batch_shape == (2,)
+    with pytest.raises(ValueError, match=r"range\(3\), got values from 0 to 3"):
+        dist.log_prob(torch.tensor([[0, 3], [1, 1]]))
+    with pytest.raises(ValueError, match=r"shape \[\*sample, B=2, n=2\]"):
+        dist.log_prob(torch.tensor([[0, 1, 1]]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        dist.log_prob(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"params must have shape \[B, num_params"):
+        tree.distribution(torch.zeros(2, 3))
