@@ -130,13 +130,13 @@ def _is_deterministic(order: list[Node]) -> bool:
     atoms = _Atoms()
     factors = {child for node in order if isinstance(node, Product) for child in node.children}
     overlap = None
-    by_size = sorted(range(len(order)), key=lambda i: (len(order[i].scope), i))
+    sizes = [len(node.scope) for node in order]
     size = 0
-    for i in by_size:
+    for i in sorted(range(len(order)), key=sizes.__getitem__):     # stable: children first
         node = order[i]
-        if len(node.scope) != size:
+        if sizes[i] != size:
             atoms.compress(factors)
-            size = len(node.scope)
+            size = sizes[i]
         disjoint = atoms.add(node)
         if disjoint is None:                       # unstructured sum: pairwise fallback
             overlap = overlap or _Overlap()
@@ -167,7 +167,6 @@ class _Atoms:
         self.known: dict = {}        # node -> (space, frozenset of atom ids)
         self.ids: dict = {}          # interned atoms and spaces -> int
         self.pending: list = []      # nodes over the current scope size
-        self.first: dict = {}        # node -> its smallest variable (orders product factors)
 
     def _id(self, key) -> int:
         return self.ids.setdefault(key, len(self.ids))
@@ -176,17 +175,15 @@ class _Atoms:
         """Record ``node``; for a sum, whether its children are pairwise disjoint (None: unknown)."""
         self.pending.append(node)
         if isinstance(node, Categorical):
-            self.first[node] = node.var
             space = self._id(("leaf", node.var))
             self.known[node] = (space, frozenset(self._id(("state", node.var, s)) for s in node.support))
             return True
-        known, first = self.known, self.first
+        known = self.known
         kids = [known.get(child) for child in node.children]
-        firsts = [first[child] for child in node.children]
-        first[node] = min(firsts)
         if isinstance(node, Product):
             if all(kids):
-                ordered = [kid for _, kid in sorted(zip(firsts, kids))]
+                # A space determines its scope, so ordering factors by space is canonical.
+                ordered = sorted(kids, key=lambda kid: kid[0])
                 size = math.prod(len(a) for _, a in ordered)
                 if size <= self.limit:
                     space = self._id(("product",) + tuple(sp for sp, _ in ordered))

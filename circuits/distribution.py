@@ -42,6 +42,7 @@ class CircuitDistribution(Distribution):
         self._plan = circuit._plan_on(logp.device)
         self._logp = logp
         self._base = base
+        self._node_flows = None
         super().__init__(batch_shape=torch.Size(batch_shape),
                          event_shape=torch.Size([self._plan.num_vars]), validate_args=False)
 
@@ -49,6 +50,13 @@ class CircuitDistribution(Distribution):
     @property
     def _rows(self) -> int:
         return math.prod(self.batch_shape)
+
+    def _flows(self) -> torch.Tensor:
+        """Node flows ``[B', N]``, computed once per distribution (marginals and scope tables
+        of one distribution share them, also inside one autograd graph)."""
+        if self._node_flows is None:
+            self._node_flows = downward.flows(self._plan, self._ext())
+        return self._node_flows
 
     def _ext(self) -> torch.Tensor:
         return passes.extend(self._logp)
@@ -78,19 +86,12 @@ class CircuitDistribution(Distribution):
     def marginals(self) -> torch.Tensor:
         """Single-variable marginals ``[*batch, num_vars, max_states]`` (0 for missing states).
 
-        One upward and one top-down (differential) pass: ``p(X_i = a)`` is the derivative
-        of the circuit w.r.t. the indicator of ``X_i = a``.
+        ``p(X_i = a)`` sums, over the leaves of ``X_i``, each leaf's flow (the probability it
+        is in the induced tree) times its probability of ``a``: one top-down pass, shared
+        with :meth:`scope_marginals` on the same distribution.
         """
-        plan, ext = self._plan, self._ext()
-        vals = passes.log_values(plan, ext, None, ext.shape[0])
-        grads = passes.log_derivatives(plan, ext, vals)
-        theta = passes.leaf_log_probs(plan, ext)
-        log_z = vals[:, plan.root, None, None]
-        per_leaf = grads[:, 1:plan.num_leaves + 1].unsqueeze(-1) + theta - log_z  # [B', L, K]
-        k = plan.max_states
-        index = (plan.leaf_var.unsqueeze(-1) * k + torch.arange(k, device=ext.device)).reshape(-1)
-        out = passes.scatter_logsumexp(per_leaf.reshape(ext.shape[0], -1), index, plan.num_vars * k)
-        return self._batched(torch.exp(out).view(ext.shape[0], plan.num_vars, k))
+        plan = self._plan
+        return self._batched(downward.leaf_marginals(plan, self._ext(), self._flows()))
 
     def scope_marginals(self, scopes) -> torch.Tensor:
         """Joint marginal tables ``[*batch, len(scopes), K, K(, K)]`` for scopes of 2 or 3
@@ -99,7 +100,7 @@ class CircuitDistribution(Distribution):
         table_plan = self._circuit._table_plan(tuple(scopes), self._logp.device)
         ext = self._ext()
         theta = passes.leaf_log_probs(self._plan, ext)
-        return self._batched(scope_tables(self._plan, table_plan, ext, theta))
+        return self._batched(scope_tables(self._plan, table_plan, ext, theta, self._flows()))
 
     def entropy(self) -> torch.Tensor:
         """Exact entropy ``[*batch]``; deterministic circuits only (else NotDeterministicError)."""
@@ -168,10 +169,10 @@ class CircuitDistribution(Distribution):
         value = check_assignment(value, plan, "value", allow_missing=False).to(self._logp.device)
         flat, lead = self._flatten(value, "value")
         ext = self._params_for(flat.shape[0])
-        vals = passes.log_values(plan, ext, flat, flat.shape[0])
-        grads = passes.log_derivatives(plan, ext, vals)
-        rest = passes.scatter_logsumexp(grads[:, 1:plan.num_leaves + 1], plan.leaf_var, plan.num_vars)
-        log_z = vals[:, plan.root, None].expand_as(rest)
+        vals = passes.log_values(plan, ext, flat, flat.shape[0]).T     # node-major [N, B]
+        grads = downward.log_derivatives(plan, ext, vals)
+        rest = downward.per_variable_logsumexp(plan, grads[1:plan.num_leaves + 1]).T   # [B, V]
+        log_z = vals[plan.root].unsqueeze(1).expand_as(rest)
         # p(x_-i) = 0 leaves p(x_i | x_-i) undefined; x itself then has probability zero: -inf.
         # p(x_i | x_-i) <= 1; rounding (float32) must not push its log above 0.
         out = torch.where(torch.isneginf(rest), torch.full_like(rest, float("-inf")),

@@ -1,5 +1,12 @@
 """Top-down queries over a compiled :class:`~circuits.compile.Plan`.
 
+- :func:`flows`: the probability that each node is in the induced tree (no evidence),
+  one linear pass from the root (every node's value is 1 in a normalised circuit, so no
+  upward pass is needed); marginals and scope tables read it.
+- :func:`log_derivatives`: ``log dZ/dv`` of every node under evidence (the differential
+  approach), pulled layer by layer: each node gathers its incoming edges' terms from a
+  padded ``[nodes, in-degree]`` index (nodes bucketed by in-degree) and reduces them with
+  one dense log-sum-exp, so no per-edge scatter is needed.
 - :func:`descend`: follow one induced tree per row from the root (sampling, modes),
   marking reached nodes in a ``uint8 [rows, num_nodes]`` buffer (a decomposable circuit
   reaches each node at most once per tree, so marks never exceed 1).
@@ -10,14 +17,179 @@
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
+
 import torch
 
 from circuits.compile import Group, Plan
 
-__all__ = ["descend", "sample"]
+__all__ = ["descend", "flows", "leaf_marginals", "log_derivatives", "per_variable_logsumexp",
+           "sample"]
 
 CHUNK_ELEMENTS = 1 << 24
 """Rows per chunk are chosen so that ``rows * (nodes + widest group)`` stays below this."""
+
+
+def flows(plan: Plan, logp_ext: torch.Tensor) -> torch.Tensor:
+    """Flows ``[B', N]`` of normalised log-parameters ``logp_ext [B', P + 2]``: ``flow(root) = 1``
+    and each edge passes on its parent's flow, times the weight on sum edges. Differentiable."""
+    rows = logp_ext.shape[0]
+    out = logp_ext.new_zeros(rows, plan.num_nodes)
+    out[:, plan.root] = 1.0
+    for group in reversed(list(plan.groups())):
+        parent = out[:, group.start:group.stop].clone()                 # [B', M], final
+        if group.kind == "product":
+            contrib = parent.unsqueeze(-1) * group.edge_mask.to(parent.dtype)
+        elif group.kind == "sum":
+            contrib = parent.unsqueeze(-1) * torch.exp(logp_ext[:, group.weights])
+        else:                                                           # dense: [G, C] children
+            blocks, width = group.children.shape
+            w = torch.exp(logp_ext[:, group.weights]).view(rows, blocks, -1, width)
+            contrib = torch.einsum("bgm,bgmc->bgc", parent.view(rows, blocks, -1), w)
+        out.index_add_(1, group.children.reshape(-1), contrib.reshape(rows, -1))
+    return out
+
+
+def leaf_marginals(plan: Plan, logp_ext: torch.Tensor, node_flows: torch.Tensor) -> torch.Tensor:
+    """Single-variable marginals ``[B', V, K]`` from the leaves' flows and distributions."""
+    theta = torch.exp(logp_ext[:, plan.leaf_slots])                   # [B', L, K]
+    per_leaf = node_flows[:, 1:plan.num_leaves + 1].unsqueeze(-1) * theta
+    out = per_leaf.new_zeros(per_leaf.shape[0], plan.num_vars, plan.max_states)
+    return out.index_add(1, plan.leaf_var, per_leaf)
+
+
+@dataclass
+class _Pull:
+    """Per layer below the root's, top-down, buckets of the nodes with ``D`` incoming edges:
+    ``(nodes [n], parents [n, D], sibling_slots [n, D] or None, weight_slots [n, D] or None)``.
+    A sibling slot indexes the product-edge terms (``num_sibling_slots``: a row of zeros, for
+    sum edges); a weight slot indexes the extended log-parameters (``P + 1``, log 1, for
+    product edges). ``None`` where no edge of the bucket needs that term."""
+
+    steps: list
+    num_sibling_slots: int
+    var_leaves: torch.Tensor      # [V, most leaves of one variable]: leaf indices, padding L
+
+
+_PULLS: dict = {}
+
+
+def _pull(plan: Plan) -> _Pull:
+    """The pull index of ``plan``, built once per plan object."""
+    key = id(plan)
+    if key in _PULLS and _PULLS[key][0]() is plan:
+        return _PULLS[key][1]
+    one = plan.num_params + 1
+    parents, children, siblings, weights, offset = [], [], [], [], 0
+    for group in plan.groups():
+        matrix = group.child_matrix()
+        mask = group.edge_mask.reshape(matrix.shape)
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        parents.append(group.start + rows)
+        children.append(matrix[rows, cols])
+        if group.kind == "product":
+            siblings.append(offset + rows * matrix.shape[1] + cols)
+            weights.append(torch.full_like(rows, one))
+            offset += matrix.numel()
+        else:
+            siblings.append(torch.full_like(rows, -1))
+            weights.append(group.weights.reshape(matrix.shape)[rows, cols])
+    device = plan.leaf_var.device
+    parent, child, sibling, weight = (torch.cat(t).to(device) if t else torch.zeros(0, dtype=torch.long, device=device)
+                                      for t in (parents, children, siblings, weights))
+    sibling = torch.where(sibling < 0, offset, sibling)
+    order = torch.argsort(child, stable=True)
+    parent, child, sibling, weight = parent[order], child[order], sibling[order], weight[order]
+    degree = torch.bincount(child, minlength=plan.num_nodes)
+    first = torch.cumsum(degree, 0) - degree                          # first edge of each node
+    steps = []
+    for layer in range(int(plan.layer_of.max()) - 1, -1, -1):
+        nodes = torch.nonzero((plan.layer_of.to(device) == layer) & (degree > 0)).flatten()
+        buckets = []
+        for d in torch.unique(degree[nodes]).tolist():
+            members = nodes[degree[nodes] == d]
+            edge = first[members].unsqueeze(1) + torch.arange(d, device=device)
+            sib, w = sibling[edge], weight[edge]
+            buckets.append((members, parent[edge], sib if bool((sib < offset).any()) else None,
+                            w if bool((w != one).any()) else None))
+        steps.append(buckets)
+    var_leaves = _var_leaves(plan.leaf_var.to(device), plan.num_vars)
+    pull = _Pull(steps, offset, var_leaves)
+    _PULLS[key] = (weakref.ref(plan), pull)
+    return pull
+
+
+def _var_leaves(leaf_var: torch.Tensor, num_vars: int) -> torch.Tensor:
+    order = torch.argsort(leaf_var, stable=True)
+    count = torch.bincount(leaf_var, minlength=num_vars)
+    width = int(count.max()) if count.numel() else 0
+    rank = torch.arange(leaf_var.numel(), device=leaf_var.device) - (torch.cumsum(count, 0) - count)[leaf_var[order]]
+    out = torch.full((num_vars, width), leaf_var.numel(), dtype=torch.long, device=leaf_var.device)
+    out[leaf_var[order], rank] = order
+    return out
+
+
+def per_variable_logsumexp(plan: Plan, leaf_rows: torch.Tensor) -> torch.Tensor:
+    """``out[i] = logsumexp`` of ``leaf_rows [L, B]`` over the leaves of variable ``i``: ``[V, B]``."""
+    index = _pull(plan).var_leaves
+    padded = torch.cat([leaf_rows, leaf_rows.new_full((1, leaf_rows.shape[1]), float("-inf"))])
+    return _logsumexp(padded.index_select(0, index.reshape(-1)).view(*index.shape, -1), 1)
+
+
+def log_derivatives(plan: Plan, logp_ext: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+    """``G[n, b] = log dZ/dv_n`` for every node, node-major ``[N, B]``, from the node
+    log-values ``vals [N, B]`` of one upward pass (``Z`` = the root's value).
+
+    For a leaf of variable ``i``, ``exp(G)`` is the mass of the evidence with that leaf's
+    value replaced by 1, so summing over ``i``'s leaves gives ``p(x_-i)``. Product edges
+    carry the sum of the siblings' log-values from exclusive prefix and suffix sums (no
+    subtraction, so ``-inf`` siblings stay exact). Differentiable.
+    """
+    pull = _pull(plan)
+    batch = vals.shape[1]
+    terms = [_sibling_terms(group, vals) for group in plan.groups() if group.kind == "product"]
+    terms = torch.cat(terms + [vals.new_zeros(1, batch)])              # [sibling slots + 1, B]
+    shared = logp_ext.shape[0] == 1
+    grads = vals.new_full((plan.num_nodes, batch), float("-inf"))
+    grads[plan.root] = 0.0
+    for buckets in pull.steps:
+        for nodes, parents, siblings, weights in buckets:
+            n, d = parents.shape
+            contrib = grads.index_select(0, parents.reshape(-1)).view(n, d, batch)
+            if siblings is not None:
+                contrib = contrib + terms.index_select(0, siblings.reshape(-1)).view(n, d, batch)
+            if weights is not None:
+                logw = logp_ext.index_select(1, weights.reshape(-1))    # [B', n * d]
+                contrib = contrib + (logw.view(n, d, 1) if shared else logw.T.reshape(n, d, batch))
+            grads.index_copy_(0, nodes, _logsumexp(contrib, 1))
+    return grads
+
+
+def _sibling_terms(group: Group, vals: torch.Tensor) -> torch.Tensor:
+    """Per slot ``[M * A, B]`` of a product group: the sum of the other children's log-values
+    (exclusive prefix plus suffix sums: no subtraction, so ``-inf`` siblings stay exact)."""
+    rows, width = group.children.shape
+    batch = vals.shape[1]
+    ch = vals.index_select(0, group.children.reshape(-1)).view(rows, width, batch)
+    if width == 2:
+        return ch.flip(1).reshape(rows * width, batch)
+    zero = ch.new_zeros(rows, 1, batch)
+    prefix = torch.cat([zero, ch[:, :-1].cumsum(1)], 1)
+    suffix = torch.cat([ch[:, 1:].flip(1).cumsum(1).flip(1), zero], 1)
+    return (prefix + suffix).reshape(rows * width, batch)
+
+
+def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Log-sum-exp whose all ``-inf`` reductions give ``-inf`` with zero (not NaN) gradients."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return torch.logsumexp(x, dim)
+    m = x.detach().amax(dim, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    total = torch.exp(x - m).sum(dim)
+    positive = total > 0
+    logs = torch.log(torch.where(positive, total, torch.ones_like(total)))
+    return torch.where(positive, logs, float("-inf")) + m.squeeze(dim)
 
 
 def descend(plan: Plan, rows: int, choose_child, leaf_states: torch.Tensor) -> torch.Tensor:

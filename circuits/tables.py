@@ -15,9 +15,9 @@ Tables over a whole requested scope are never carried up to the root. By lineari
 root's table is the sum, over every sum node ``n`` and each child edge that *splits* the
 scope (pieces over more than one part), of ``flow(n) * w * outer(pieces)``, where
 ``flow(n)`` is the probability that ``n`` is in the induced tree: one scalar top-down
-pass. So a pair's ``k x k`` work is done only where the pair splits, and the rest is
-single-variable marginals along each variable's path: ``O(n log n * k)`` for circuits
-over a balanced variable tree (selective, RAT-SPN).
+pass (:func:`circuits.downward.flows`). So a pair's ``k x k`` work is done only where the
+pair splits, and the rest is single-variable marginals along each variable's path:
+``O(n log n * k)`` for circuits over a balanced variable tree (selective, RAT-SPN).
 
 Slots are numbered per arity ``d`` and stored in chunks ``[B, slots, K**d]`` in
 sorted-variable axis order (the leaves, then one chunk per step): each operand gathers
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import torch
 
 from circuits.compile import Plan
-from circuits.passes import log_derivatives
 from circuits.nodes import Categorical, Product, Sum
 
 __all__ = ["TablePlan", "build_table_plan", "scope_tables"]
@@ -143,15 +142,15 @@ def _pair_index(steps: list, num_tables: int) -> torch.Tensor:
 
 
 def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
-                 theta: torch.Tensor) -> torch.Tensor:
+                 theta: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
     """Run a table plan: returns ``[B', num_scopes, K, ..., K]`` joint marginals.
 
     Args:
         logp_ext: extended normalised log-parameters ``[B', P + 2]``.
         theta: leaf log-probabilities ``[B', L, K]``.
+        flows: node flows ``[B', N]`` (:func:`circuits.downward.flows`).
     """
     batch, k = logp_ext.shape[0], plan.max_states
-    flows = torch.exp(log_derivatives(plan, logp_ext, logp_ext.new_zeros(batch, plan.num_nodes)))
     chunks = {1: [torch.exp(theta).expand(batch, -1, -1)], 2: [], 3: []}
     tables = logp_ext.new_zeros(batch, table_plan.num_tables, k ** table_plan.arity)
     firsts, seconds = [], []

@@ -112,3 +112,28 @@ def test_gradients_finite_with_restricted_supports_and_extreme_logits():
              + d.leave_one_out_log_prob(x).sum())
     (grad,) = torch.autograd.grad(total, params)
     assert torch.isfinite(grad).all()
+
+
+def test_marginals_and_tables_of_one_distribution_share_a_pass_and_its_gradients():
+    """One distribution computes its flows once; a loss using both queries (as the exact
+    expectation does) gets the sum of each query's own gradient."""
+    c = selective(4, 3, width=4).double()
+    q = torch.randn(3, c.num_params, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    scopes = [(0, 1), (3, 1)]
+
+    def grad(fn):
+        p = q.clone().requires_grad_()
+        (g,) = torch.autograd.grad(fn(c.distribution(p)), p)
+        return g
+
+    weights = torch.linspace(0.5, 2.0, 3 * 4 * 3, dtype=torch.float64).view(3, 4, 3)
+
+    def unary(d):
+        return (d.marginals() * weights).sum()
+
+    def pairs(d):
+        return d.scope_marginals(scopes)[..., 0, :].sum()
+
+    together = grad(lambda d: unary(d) + pairs(d))
+    torch.testing.assert_close(together, grad(unary) + grad(pairs))
+    assert grad(unary).abs().sum() > 0 and grad(pairs).abs().sum() > 0

@@ -1,0 +1,210 @@
+"""Query speed: top-down queries against the upward pass, sampling memory, validation time.
+
+1. Per circuit and batch: ``log_prob`` forward, forward + backward (w.r.t. the parameters),
+   and each top-down query with its backward: ``marginals``, ``scope_marginals`` (pairs of
+   neighbouring variables), ``leave_one_out_log_prob``, and the conditional mode
+   (``condition(evidence).mode``, half the variables observed; no backward). Ratios are
+   to ``log_prob`` forward + backward, the issue's targets being <= 3 for the first three.
+   Circuits: selective policies with one parameter set per row (what spn-ac evaluates)
+   and a RAT-SPN with shared parameters.
+2. ``sample(20000)`` on a ~287k-edge RAT-SPN: peak resident memory of a child process
+   that builds the circuit and samples, minus that of one that only builds it.
+3. Building and validating ``selective(16, 6, 64)`` and ``selective(500, 6, 8)``: the
+   structural analysis (incl. the determinism check) and the whole ``Circuit(...)``.
+
+CPU time of this process (one thread by default), minimum of repeats after a warm-up;
+on an accelerator (``--device cuda``) synchronised wall time. Run from the repository root::
+
+    .venv/bin/python benchmarks/queries.py --out benchmarks/results/queries.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from circuits import Circuit
+from circuits import structures
+from circuits.analysis import analyse
+from circuits.structures import random_tensorized, selective
+from spnpolicy.bench.machine import git_commit, machine
+
+CONFIGS = [  # (name, builder kwargs, batch, per-row params)
+    ("selective(8, 6, 8)", ("selective", dict(num_vars=8, num_states=6, width=8)), 128, True),
+    ("selective(64, 6, 8)", ("selective", dict(num_vars=64, num_states=6, width=8)), 256, True),
+    ("rat(32 x 6, ~19k edges)", ("rat", dict(num_vars=32, num_states=6, depth=3, num_repetitions=4,
+                                             num_sums=8, num_input_distributions=8, seed=0)), 1000, False),
+]
+RAT_LARGE = dict(num_vars=32, num_states=6, depth=3, num_repetitions=4, num_sums=21,
+                 num_input_distributions=21, seed=0)
+SAMPLES = 20_000
+VALIDATE = [(16, 6, 64), (500, 6, 8)]
+
+
+def build(kind: str, kwargs: dict) -> Circuit:
+    return selective(**kwargs) if kind == "selective" else random_tensorized(**kwargs)
+
+
+def timer(device: torch.device, budget: float):
+    def measure(fn) -> float:
+        fn()
+        best, spent, runs = float("inf"), 0.0, 0
+        while runs < 3 or (spent < budget and runs < 50):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                fn()
+                torch.cuda.synchronize()
+                took = time.perf_counter() - start
+            else:
+                start = time.process_time()
+                fn()
+                took = time.process_time() - start
+            best, spent, runs = min(best, took), spent + took, runs + 1
+        return best
+    return measure
+
+
+def bench_queries(name: str, spec, batch: int, per_row: bool, device: torch.device, budget: float) -> dict:
+    circuit = build(*spec).to(device)
+    g = torch.Generator(device=device).manual_seed(0)
+    rows = batch if per_row else 1
+    params = torch.randn(rows, circuit.num_params, generator=g, device=device).requires_grad_()
+
+    def dist():
+        return circuit.distribution(params) if per_row else circuit.distribution(params[0])
+
+    x = dist().sample((batch,) if not per_row else (), generator=g)
+    pairs = [(i, i + 1) for i in range(circuit.num_vars - 1)]
+    evidence = x.clone()
+    evidence[..., 1::2] = -1
+    if not per_row:
+        evidence = evidence[0]
+    measure = timer(device, budget)
+
+    def backward(out):
+        params.grad = None
+        out.sum().backward()
+
+    with torch.no_grad():
+        forward = measure(lambda: dist().log_prob(x))
+    times = {
+        "log_prob": forward,
+        "log_prob+backward": measure(lambda: backward(dist().log_prob(x))),
+        "marginals+backward": measure(lambda: backward(dist().marginals())),
+        "scope_marginals+backward": measure(lambda: backward(dist().scope_marginals(pairs))),
+        "leave_one_out+backward": measure(lambda: backward(dist().leave_one_out_log_prob(x))),
+    }
+    with torch.no_grad():
+        times["condition+mode"] = measure(lambda: dist().condition(evidence).mode)
+    base = times["log_prob+backward"]
+    return {"circuit": name, "edges": circuit.num_edges, "batch": batch,
+            "params": "one set per row" if per_row else "shared",
+            "ms": {k: round(v * 1e3, 3) for k, v in times.items()},
+            "ratio_to_log_prob_backward": {k: round(v / base, 2) for k, v in times.items()
+                                           if k not in ("log_prob", "log_prob+backward")}}
+
+
+_CHILD = """
+import resource, sys, torch
+torch.set_num_threads(1)
+from circuits.structures import random_tensorized
+c = random_tensorized(**{kwargs!r}).to({device!r})
+if {sample}:
+    x = c.sample({samples}, generator=torch.Generator({device!r}).manual_seed(0))
+    assert x.shape == ({samples}, c.num_vars)
+print(c.num_edges, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_sample_memory(device: str) -> dict:
+    """Peak RSS (MiB) of a child that builds the large RAT-SPN and samples, minus one that
+    only builds it (CPU memory; on CUDA the samples' device memory is not included)."""
+    peaks = {}
+    for sample in (False, True):
+        code = _CHILD.format(kwargs=RAT_LARGE, device=device, sample=sample, samples=SAMPLES)
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+        edges, kib = map(int, out.stdout.split())
+        peaks[sample] = (kib / 1024, time.perf_counter() - start)
+    return {"edges": edges, "samples": SAMPLES, "peak_rss_build_only_mib": round(peaks[False][0], 1),
+            "peak_rss_with_sampling_mib": round(peaks[True][0], 1),
+            "sampling_extra_mib": round(peaks[True][0] - peaks[False][0], 1),
+            "wall_s_with_sampling": round(peaks[True][1], 2)}
+
+
+def _selective_nodes(*args) -> object:
+    """The root node that ``selective(*args)`` would compile (its ``Circuit`` step skipped)."""
+    saved = structures.Circuit
+    structures.Circuit = lambda node: node
+    try:
+        return structures.selective(*args)
+    finally:
+        structures.Circuit = saved
+
+
+def bench_validation() -> list[dict]:
+    rows = []
+    for args in VALIDATE:
+        nodes_start = time.process_time()
+        root = _selective_nodes(*args)
+        nodes_s = time.process_time() - nodes_start
+        start = time.process_time()
+        structure = analyse(root)
+        analyse_s = time.process_time() - start
+        start = time.process_time()
+        circuit = Circuit(root)
+        circuit_s = time.process_time() - start
+        rows.append({"builder": f"selective{args}", "edges": circuit.num_edges,
+                     "deterministic": structure.is_deterministic, "nodes_s": round(nodes_s, 3),
+                     "analyse_s": round(analyse_s, 3), "circuit_s": round(circuit_s, 3),
+                     "built_and_validated_s": round(nodes_s + circuit_s, 3)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON results file (the tracked one: benchmarks/results/queries.json); "
+                             "default: print only")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per measurement")
+    parser.add_argument("--sections", nargs="+", default=["queries", "sample", "validation"],
+                        choices=["queries", "sample", "validation"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    result = {"machine": machine(command=" ".join([Path(sys.executable).name, *sys.argv]),
+                                 git_commit=git_commit("circuits"), threads=args.threads),
+              "device": str(device), "load_average_1min": {"start": os.getloadavg()[0]}}
+    if "queries" in args.sections:
+        result["queries"] = []
+        for name, spec, batch, per_row in CONFIGS:
+            row = bench_queries(name, spec, batch, per_row, device, args.budget)
+            print(json.dumps(row))
+            result["queries"].append(row)
+    if "sample" in args.sections:
+        result["sample_memory"] = bench_sample_memory(args.device)
+        print(json.dumps(result["sample_memory"]))
+    if "validation" in args.sections:
+        result["validation"] = bench_validation()
+        print(json.dumps(result["validation"]))
+    result["load_average_1min"]["end"] = os.getloadavg()[0]
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
