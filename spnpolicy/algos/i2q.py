@@ -82,7 +82,8 @@ class StateAgentQ(QModel):
         return self.per_agent(state.unsqueeze(1).expand(-1, self.num_agents, -1))
 
     def per_agent(self, states: torch.Tensor) -> torch.Tensor:
-        """Agent ``i``'s values at its own state ``states[:, i]``: ``[B, n, S]`` -> ``[B, n, k]``."""
+        """Agent ``i``'s values at its own state ``states[:, i]``: ``[B, n, S]`` ->
+        ``[B, n, k]``."""
         return self.net(torch.cat([states, self.agent_ids.expand(states.shape[0], -1, -1)], -1))
 
     def greedy(self, state: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
