@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any
 
 from spnpolicy.algos import dcg, spn_ac, value_based
-from spnpolicy.algos import maddpg, masac, qtran  # off-policy baselines (issue 15)
+from spnpolicy.algos import i2q, ma2ql, maddpg, masac, qtran  # off-policy baselines (issue 15)
 # on-policy actor-critics (issue 14)
 from spnpolicy.algos import coma, dpo, ia2c, ippo, maa2c, mappo, mdpo, pac
 from spnpolicy.algos.config import AlgorithmSpec
