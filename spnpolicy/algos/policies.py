@@ -226,16 +226,22 @@ class JointPolicy(nn.Module):
 
     def distribution(self, observations) -> Distribution:
         """``pi(. | s)`` for global states ``[B, state_dim]`` (array or tensor; ``[state_dim]``
-        is a batch of one) with batch shape ``[B]`` over the ``n`` agents' actions: a
-        :class:`~spnpolicy.algos.region_tree.TreeDistribution` for a region-tree circuit
-        (selective; equal to the circuit's, see there), else a ``CircuitDistribution``, or a
-        :class:`JointCategorical` for ``softmax``."""
+        is a batch of one): a ``CircuitDistribution`` (or :class:`JointCategorical` for
+        ``softmax``) with batch shape ``[B]`` over the ``n`` agents' actions."""
         params = self.encoder(self._states(observations))
         if self.circuit is None:
             return JointCategorical(params, self.num_agents, self.num_actions)
-        if self.tree is not None:
-            return self.tree.distribution(params)
         return self.circuit.distribution(params)
+
+    def fast_distribution(self, observations) -> Distribution:
+        """The same distribution as :meth:`distribution`, for training and acting: on a
+        region-tree circuit (selective) a
+        :class:`~spnpolicy.algos.tree_distribution.TreeDistribution`, whose entropy,
+        marginals, pair scope_marginals, log_prob, sample and mode equal the circuit's at a
+        fraction of the ops; otherwise :meth:`distribution`'s."""
+        if self.tree is None:
+            return self.distribution(observations)
+        return self.tree.distribution(self.encoder(self._states(observations)))
 
     @torch.no_grad()
     def act(self, observations, deterministic: bool = True,
@@ -243,7 +249,7 @@ class JointPolicy(nn.Module):
         """Joint actions ``[B, n]`` for global states ``[B, state_dim]`` (or ``[n]`` for one
         state ``[state_dim]``): the mode when ``deterministic``, else a sample. Returns a
         numpy int64 array for numpy (or list) input, a LongTensor for tensor input."""
-        dist = self.distribution(observations)
+        dist = self.fast_distribution(observations)
         actions = dist.mode if deterministic else dist.sample(generator=generator)
         if np.ndim(observations) == 1:
             actions = actions[0]

@@ -236,13 +236,13 @@ class SpnAc(OffPolicyAlgorithm):
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
 
     def explore(self, state, obs, step, generator):
-        return self.policy.distribution(state).sample(generator=generator)
+        return self.policy.fast_distribution(state).sample(generator=generator)
 
     def greedy(self, state, obs):
-        return self.policy.distribution(state).mode
+        return self.policy.fast_distribution(state).mode
 
     def sample(self, state, obs, generator):
-        return self.policy.distribution(state).sample(generator=generator)
+        return self.policy.fast_distribution(state).sample(generator=generator)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step of the critics, the actor and alpha on ``batch``; the metrics."""
@@ -251,12 +251,12 @@ class SpnAc(OffPolicyAlgorithm):
             # One policy pass for next states and states: the policy does not change before
             # the actor step, so the soft value and the actor loss share its queries.
             size = batch.state.shape[0]
-            both = SharedMarginals(self.policy.distribution(
+            both = SharedMarginals(self.policy.fast_distribution(
                 torch.cat([batch.next_state, batch.state])))
             next_dist, dist = both.rows(slice(0, size)), both.rows(slice(size, None))
         else:
             with torch.no_grad():
-                next_dist = self.policy.distribution(batch.next_state)
+                next_dist = self.policy.fast_distribution(batch.next_state)
             dist = None
         with torch.no_grad():
             next_values = self.critic_target(batch.next_state)
@@ -269,7 +269,7 @@ class SpnAc(OffPolicyAlgorithm):
         with torch.no_grad():
             values = self.critic(batch.state)
         if dist is None:
-            dist = self.policy.distribution(batch.state)
+            dist = self.policy.fast_distribution(batch.state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples)
         gradient_step(self.optimizers["actor"], loss_actor, cfg.max_grad_norm)

@@ -10,7 +10,7 @@ from circuits import Categorical, Circuit, CircuitDistribution, Product, Sum
 from circuits.structures import mixture, selective
 from spnpolicy.algos.policies import JointCategorical, JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import register_policy
-from spnpolicy.algos.region_tree import TreeDistribution
+from spnpolicy.algos.tree_distribution import TreeDistribution
 from spnpolicy.algos.spn_ac import SpnAcConfig
 
 N, K = 3, 3
@@ -62,9 +62,10 @@ def test_policy_act_and_distribution(kind):
     states = np.random.default_rng(0).random((4, 5), dtype=np.float32)
     dist = policy.distribution(states)
     assert dist.batch_shape == (4,)
-    expected = {"softmax": JointCategorical, "selective": TreeDistribution,
-                "mean_field": CircuitDistribution}[kind]
-    assert isinstance(dist, expected)
+    assert isinstance(dist, JointCategorical if kind == "softmax" else CircuitDistribution)
+    fast = {"softmax": JointCategorical, "selective": TreeDistribution,
+            "mean_field": CircuitDistribution}[kind]
+    assert isinstance(policy.fast_distribution(states), fast)
     greedy = policy.act(states)
     assert isinstance(greedy, np.ndarray) and greedy.shape == (4, N)
     np.testing.assert_array_equal(greedy, dist.mode.numpy())

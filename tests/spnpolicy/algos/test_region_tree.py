@@ -9,7 +9,8 @@ import torch
 
 from circuits import Categorical, Circuit, Product, Sum
 from circuits.structures import mean_field, mixture, random_tensorized, selective
-from spnpolicy.algos.region_tree import RegionTree, TreeDistribution
+from spnpolicy.algos.region_tree import RegionTree
+from spnpolicy.algos.tree_distribution import TreeDistribution
 
 SHAPES = [(1, 3, 4), (2, 3, 4), (3, 4, 5), (4, 3, 5), (5, 2, 3), (3, 2, 100), (6, 3, 4)]
 
