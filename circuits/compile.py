@@ -20,12 +20,14 @@ slots index the normalised vector extended by two constants: ``num_params`` (log
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 import torch
 
 from circuits.analysis import Structure
 from circuits.nodes import Categorical, Product, Sum
+from circuits.program import build_program
 
 __all__ = ["Edges", "Group", "Plan", "compile_plan"]
 
@@ -92,6 +94,9 @@ class Plan:
     node_of: dict = field(repr=False, default_factory=dict)   # node object -> node id
     layer_of: torch.Tensor = None     # [N] layer of each node id (0 for the constant and leaves)
     edges: Edges = None
+    program: object = None            # the upward pass's per-layer steps (circuits.program)
+    param_runs: tuple = ()            # (start, stop, size, first group, stop group) segments of the
+                                      # parameters: size > 0 = runs of equal-size groups, 0 = mixed
 
     @property
     def num_leaves(self) -> int:
@@ -113,6 +118,7 @@ class Plan:
         e = self.edges
         moved["edges"] = Edges(e.parent.to(device), e.child.to(device),
                                [(a, b, ids.to(device), loc.to(device)) for a, b, ids, loc in e.into_layer])
+        moved["program"] = self.program.to(device)
         return Plan(**moved)
 
 
@@ -161,19 +167,47 @@ def compile_plan(structure: Structure) -> Plan:
         for group in layer:
             layer_of[group.start:group.stop] = index
     edges = _edge_index(layers, len(leaves), layer_of)
-    return Plan(
+    plan = Plan(
         num_nodes=next_id, num_vars=len(num_states), num_states=num_states,
         max_states=max_states, num_params=params.count, root=node_of[order[-1]],
         leaf_var=torch.tensor([leaf.var for leaf in leaves], dtype=torch.long),
         leaf_slots=leaf_slots, leaf_offsets=torch.arange(len(leaves)) * (max_states + 1), layers=layers,
-        param_group=torch.tensor(params.group, dtype=torch.long),
+        param_group=params.tensor("group"),
         num_param_groups=params.num_groups,
-        init_logits=torch.tensor(params.init, dtype=torch.float64),
-        param_node=torch.tensor(params.node, dtype=torch.long),
-        param_child=torch.tensor(params.child, dtype=torch.long),
-        param_leaf=torch.tensor(params.leaf, dtype=torch.long),
-        param_state=torch.tensor(params.state, dtype=torch.long),
+        init_logits=params.tensor("init"),
+        param_node=params.tensor("node"),
+        param_child=params.tensor("child"),
+        param_leaf=params.tensor("leaf"),
+        param_state=params.tensor("state"),
         node_of=node_of, layer_of=layer_of, edges=edges)
+    plan.program = build_program(plan)
+    plan.param_runs = _param_runs(plan.param_group, plan.num_param_groups)
+    return plan
+
+
+def _param_runs(group: torch.Tensor, num_groups: int, min_groups: int = 4) -> tuple:
+    """Split the parameters (each group a contiguous range, groups in order) into segments:
+    runs of at least ``min_groups`` groups of one size (normalised by a dense log-softmax)
+    and mixed stretches between them (normalised by scatter)."""
+    if num_groups == 0:
+        return ()
+    sizes = torch.bincount(group, minlength=num_groups)
+    run_sizes, run_lengths = torch.unique_consecutive(sizes, return_counts=True)
+    segments, at, first_group = [], 0, 0
+    mixed_from = None                                 # (param start, group start) of a mixed stretch
+    for size, length in zip(run_sizes.tolist(), run_lengths.tolist()):
+        stop, stop_group = at + size * length, first_group + length
+        if length >= min_groups:
+            if mixed_from is not None:
+                segments.append((mixed_from[0], at, 0, mixed_from[1], first_group))
+                mixed_from = None
+            segments.append((at, stop, size, first_group, stop_group))
+        elif mixed_from is None:
+            mixed_from = (at, first_group)
+        at, first_group = stop, stop_group
+    if mixed_from is not None:
+        segments.append((mixed_from[0], at, 0, mixed_from[1], first_group))
+    return tuple(segments)
 
 
 def _edge_index(layers: list[list[Group]], num_leaves: int, layer_of: torch.Tensor) -> Edges:
@@ -203,7 +237,7 @@ def _layer_specs(nodes: list) -> list[tuple[str, list]]:
     shared: dict[tuple, list] = {}
     for node in nodes:
         if isinstance(node, Sum):
-            shared.setdefault(tuple(id(c) for c in node.children), []).append(node)
+            shared.setdefault(node.children, []).append(node)
     blocks = [g for g in shared.values() if len(g) > 1 and len(g[0].children) > 1]
     sparse = [n for g in shared.values() if not (len(g) > 1 and len(g[0].children) > 1) for n in g]
     by_shape: dict[tuple, list] = {}
@@ -223,23 +257,26 @@ def _build_group(kind: str, nodes: list, node_of: dict, params: "_ParamTable") -
     stop = start + len(nodes)
     if kind == "dense":
         heads = [n for i, n in enumerate(nodes) if i == 0 or n.children != nodes[i - 1].children]
-        children = torch.tensor([[node_of[c] for c in head.children] for head in heads],
-                                dtype=torch.long)
-        weights = torch.tensor([[params.sum_slot(node, node_of, j) for j in range(len(node.children))]
-                                for node in nodes], dtype=torch.long)
+        head_ids = [[node_of[c] for c in head.children] for head in heads]
+        children = torch.tensor(head_ids, dtype=torch.long)
+        width = children.shape[1]
+        first = params.dense_slots(nodes, node_of, head_ids)
+        weights = torch.arange(first, first + len(nodes) * width).view(len(nodes), width)
         return Group(kind, start, stop, children, weights, torch.ones_like(weights, dtype=torch.bool))
     width = max(len(n.children) for n in nodes)
-    children = torch.zeros(len(nodes), width, dtype=torch.long)
-    mask = torch.zeros(len(nodes), width, dtype=torch.bool)
-    weights = torch.full((len(nodes), width), -1, dtype=torch.long) if kind == "sum" else None
-    for row, node in enumerate(nodes):
-        for j, child in enumerate(node.children):
-            children[row, j] = node_of[child]
-            mask[row, j] = True
-            if weights is not None:
-                weights[row, j] = params.sum_slot(node, node_of, j)
-    if weights is not None:
-        weights[~mask] = params.NEG_INF
+    rows, slots = [], []
+    for node in nodes:
+        kids = [node_of[c] for c in node.children]
+        pad = width - len(kids)
+        rows.append(kids + [0] * pad)
+        if kind == "sum":
+            first = params.sum_slots(node, node_of)
+            own = [params.ZERO] if first is None else list(range(first, first + len(kids)))
+            slots.append(own + [params.NEG_INF] * pad)
+    children = torch.tensor(rows, dtype=torch.long)
+    lengths = torch.tensor([len(n.children) for n in nodes])
+    mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
+    weights = torch.tensor(slots, dtype=torch.long) if kind == "sum" else None
     return Group(kind, start, stop, children, weights, mask)
 
 
@@ -248,12 +285,47 @@ class _ParamTable:
 
     NEG_INF, ZERO = -2, -3
 
+    FIELDS = ("group", "init", "node", "child", "leaf", "state")
+
     def __init__(self):
         self.count = 0
         self.num_groups = 0
-        self.group, self.init, self.node, self.child, self.leaf, self.state = [], [], [], [], [], []
+        self.group, self.node, self.child, self.leaf, self.state = (array("q") for _ in range(5))
+        self.init = array("d")
+        self._chunks: dict = {name: [] for name in self.FIELDS}
         self._leaf_group: dict[int, int] = {}
-        self._sum_group: dict = {}
+
+    def _flush(self) -> None:
+        for name in self.FIELDS:
+            values = getattr(self, name)
+            if values:
+                dtype = torch.float64 if name == "init" else torch.long
+                self._chunks[name].append(torch.frombuffer(values, dtype=dtype).clone())
+                setattr(self, name, array(values.typecode))
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """Every parameter's ``name`` field (see FIELDS), in slot order."""
+        self._flush()
+        chunks = self._chunks[name]
+        dtype = torch.float64 if name == "init" else torch.long
+        return torch.cat(chunks) if chunks else torch.zeros(0, dtype=dtype)
+
+    def dense_slots(self, nodes: list, node_of: dict, head_ids: list) -> int:
+        """Add the parameters of a dense group's sums (blocks of equal size sharing the child
+        ids ``head_ids[block]``) in one go; return the first slot."""
+        self._flush()
+        n, k = len(nodes), len(head_ids[0])
+        first = self.count
+        chunks = self._chunks
+        chunks["group"].append(torch.arange(self.num_groups, self.num_groups + n).repeat_interleave(k))
+        chunks["init"].append(torch.tensor([x.log_weights for x in nodes], dtype=torch.float64).view(-1))
+        chunks["node"].append(torch.tensor([node_of[x] for x in nodes]).repeat_interleave(k))
+        chunks["child"].append(torch.tensor(head_ids).repeat_interleave(n // len(head_ids), 0).view(-1))
+        for name in ("leaf", "state"):
+            chunks[name].append(torch.full((n * k,), -1, dtype=torch.long))
+        self.count += n * k
+        self.num_groups += n
+        return first
 
     def _add(self, group, init, node=-1, child=-1, leaf=-1, state=-1) -> int:
         self.group.append(group)
@@ -275,14 +347,23 @@ class _ParamTable:
             self.num_groups += 1
         return self._add(self._leaf_group[index], leaf.logits[state], leaf=index, state=state)
 
-    def sum_slot(self, node: Sum, node_of: dict, j: int) -> int:
-        if len(node.children) == 1:
-            return self.ZERO
-        if node not in self._sum_group:
-            self._sum_group[node] = self.num_groups
-            self.num_groups += 1
-        return self._add(self._sum_group[node], node.log_weights[j],
-                         node=node_of[node], child=node_of[node.children[j]])
+    def sum_slots(self, node: Sum, node_of: dict) -> int | None:
+        """Add the parameters of ``node``'s children (one group); return the first slot, or
+        None for a single-child sum (weight log 1, no parameter)."""
+        k = len(node.children)
+        if k == 1:
+            return None
+        first = self.count
+        group = self.num_groups
+        self.num_groups += 1
+        self.group.extend([group] * k)
+        self.init.extend(node.log_weights)
+        self.node.extend([node_of[node]] * k)
+        self.child.extend([node_of[c] for c in node.children])
+        self.leaf.extend([-1] * k)
+        self.state.extend([-1] * k)
+        self.count += k
+        return first
 
     def resolve(self, slots: torch.Tensor) -> torch.Tensor:
         """Map the placeholder slots to ``count`` (log 0) and ``count + 1`` (log 1)."""

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import torch
 
+from circuits import upward as upward_steps
 from circuits.compile import Group, Plan
 
-__all__ = ["normalise", "extend", "leaf_log_probs", "log_values", "log_derivatives",
+__all__ = ["normalise", "extend", "leaf_log_probs", "leaf_values", "upward", "upward_layers",
+           "root_log_values", "log_values", "log_derivatives",
            "entropy", "max_product", "descend", "posterior", "safe_logsumexp",
            "scatter_logsumexp"]
 
@@ -52,9 +54,16 @@ def normalise(plan: Plan, params: torch.Tensor) -> torch.Tensor:
     """Log-softmax of ``params [B, P]`` within each leaf's and each sum's parameter group."""
     if plan.num_params == 0:
         return params
-    group = plan.param_group.to(params.device)
-    lse = scatter_logsumexp(params, group, plan.num_param_groups)
-    return params - lse.index_select(1, group)
+    parts = []
+    for start, stop, size, first_group, stop_group in plan.param_runs:
+        segment = params[:, start:stop]
+        if size:                                  # equal-size groups: a dense log-softmax
+            parts.append(torch.log_softmax(segment.reshape(-1, size), -1).view(segment.shape))
+        else:
+            group = plan.param_group[start:stop].to(params.device) - first_group
+            lse = scatter_logsumexp(segment, group, stop_group - first_group)
+            parts.append(segment - lse.index_select(1, group))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
 def extend(logp: torch.Tensor) -> torch.Tensor:
@@ -82,59 +91,63 @@ def _children(vals: torch.Tensor, group: Group) -> torch.Tensor:
     return vals.index_select(1, children.reshape(-1)).view(vals.shape[0], rows, width)
 
 
-def _group_values(group: Group, vals: torch.Tensor, logp_ext: torch.Tensor) -> torch.Tensor:
-    """Log-values ``[M, B]`` of one group from node-major values ``vals [N, B]``."""
-    batch = vals.shape[1]
-    if group.kind == "product":
-        if group.children.shape[1] > 4:
-            rows, width = group.children.shape
-            return vals.index_select(0, group.children.reshape(-1)).view(rows, width, batch).sum(1)
-        columns = group.children.T                                   # few children: add rows
-        out = vals.index_select(0, columns[0])
-        for column in columns[1:]:
-            out = out + vals.index_select(0, column)
-        return out
-    logw = logp_ext[:, group.weights].permute(1, 2, 0)               # [M, A, B']
-    if group.kind == "sum":
-        rows, width = group.children.shape
-        ch = vals.index_select(0, group.children.reshape(-1)).view(rows, width, batch)
-        return safe_logsumexp(ch + logw, 1)
-    blocks, width = group.children.shape
-    ch = vals.index_select(0, group.children.reshape(-1)).view(blocks, width, batch)
-    m = _shift(ch.amax(1, keepdim=True))                             # [G, 1, B]
-    e = torch.exp(ch - m)
-    w = torch.exp(logw).view(blocks, -1, width, logw.shape[-1])      # [G, M, C, B']
-    s = torch.bmm(w[..., 0], e) if w.shape[-1] == 1 else torch.einsum("gmcb,gcb->gmb", w, e)
-    return (safe_log(s) + m).reshape(-1, batch)
-
-
 def _leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int):
-    """Leaf log-values ``[L, B]``."""
+    """The leaf layer's log-values ``[n_0, B]``, rows in the program's leaf order
+    (``plan.program.leaf_rows``; see :func:`circuits.program._leaf_layout`)."""
+    program = plan.program
     if x is None:
-        return logp_ext.new_zeros(plan.num_leaves, batch)
+        return logp_ext.new_zeros(program.row_leaf.numel(), batch)
+    states = torch.where(x < 0, plan.max_states, x).T.contiguous()   # [V, B]; K reads log 1
+    if program.leaf_table is not None and logp_ext.shape[0] == 1:
+        table = logp_ext[0].take(program.leaf_table)                 # [V, Lv, K + 1]
+        picked = table.gather(2, states.unsqueeze(1).expand(-1, table.shape[1], -1))
+        return picked.view(table.shape[0] * table.shape[1], batch)
     # Column K of each leaf's row holds log 1: a missing value (-1) reads it.
     missing = torch.full((plan.num_leaves, 1), logp_ext.shape[1] - 1, dtype=torch.long,
                          device=x.device)
     slots = torch.cat([plan.leaf_slots, missing], 1).view(-1)
     theta = logp_ext.index_select(1, slots)                          # [B', L * (K + 1)]
-    states = torch.where(x < 0, plan.max_states, x).T                # [V, B]
-    flat = plan.leaf_offsets.unsqueeze(1) + states.index_select(0, plan.leaf_var)
+    rows = program.row_leaf
+    flat = states.index_select(0, plan.leaf_var[rows]).add_(plan.leaf_offsets[rows].unsqueeze(1))
     return theta[0].take(flat) if theta.shape[0] == 1 else theta.gather(1, flat.T).T
+
+
+def leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """Leaf log-values ``[B, L]`` under evidence ``x [B, V]`` (-1 = marginalised, None = all)."""
+    return _leaf_values(plan, logp_ext, x, batch).index_select(0, plan.program.leaf_rows).T
+
+
+def upward(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor,
+           all_nodes: bool = False) -> torch.Tensor:
+    """The upward pass from given leaf log-values ``leaf_vals [B, L]`` (any values: autograd
+    of the root w.r.t. them gives top-down quantities). Returns the root's log-values ``[B]``,
+    or with ``all_nodes`` every node's ``[B, N]`` (column = node id; column 0 is 0)."""
+    outs = upward_layers(plan, logp_ext, leaf_vals.T.index_select(0, plan.program.row_leaf))
+    if all_nodes:
+        return upward_steps.node_values(plan.program, outs).T
+    return upward_steps.root(plan.program, outs)
+
+
+def upward_layers(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor) -> list:
+    """Per-layer log-values (node-major): the leaf layer ``[n_0, B]`` (rows in the program's
+    leaf order, :func:`_leaf_values`) -> list of ``[n_l, B]``."""
+    return upward_steps.run(plan.program, logp_ext, leaf_vals)
+
+
+def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """The root's log-value ``[B]`` under evidence ``x [B, V]`` (-1 = marginalised)."""
+    outs = upward_layers(plan, logp_ext, _leaf_values(plan, logp_ext, x, batch))
+    return upward_steps.root(plan.program, outs)
 
 
 def log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
     """Log-value of every node ``[B, N]`` under evidence ``x [B, V]`` (-1 = marginalised).
 
-    Computed node-major (``[N, B]``: every gather copies whole rows and dense blocks are
-    matrix products with the batch as columns), returned as a transposed view.
+    Computed layer by layer (:mod:`circuits.upward`), node-major, and gathered into node-id
+    order once at the end; returned as a transposed view.
     """
-    vals = logp_ext.new_empty(plan.num_nodes, batch)
-    vals[0] = 0.0
-    vals[1:plan.num_leaves + 1] = _leaf_values(plan, logp_ext, x, batch)
-    for layer in plan.layers:
-        for group in layer:
-            vals[group.start:group.stop] = _group_values(group, vals, logp_ext)
-    return vals.T
+    outs = upward_layers(plan, logp_ext, _leaf_values(plan, logp_ext, x, batch))
+    return upward_steps.node_values(plan.program, outs).T
 
 
 def _edge_terms(plan: Plan, vals: torch.Tensor, logp_ext: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,200 @@
+"""The upward pass as a program of per-layer steps, built once per :class:`~circuits.compile.Plan`.
+
+Layout: each layer's output is its own node-major tensor ``[n_l, B]`` (layer 0: the
+leaves, leaf node ``l`` at row ``l - 1``), made by concatenating the outputs of the
+layer's steps once. A step reads its children from one earlier layer's tensor, or from
+the concatenation of the few layers it needs (made once per step), so neither the pass
+nor its backward ever rebuilds a whole-circuit buffer.
+
+Steps:
+
+- ``product``: products of ``W`` children each: children ``[M, W]``, log-values added.
+- ``sum``: sparse sums, children ``[M, A]`` padded with a real child of weight log 0; an
+  exact per-node log-sum-exp.
+- ``dense``: ``G`` blocks of ``M`` sums sharing one child list ``[G, K]``: one batched
+  matrix product of the weights with the children's shifted exponentials (the
+  EinsumNetworks trick).
+- ``outer``: a dense block whose ``K`` children are exactly the products of two child
+  lists ``[G, A]`` and ``[G, A2]`` (``K = A * A2``) used by no other node: the products are
+  never materialised, the block multiplies the shifted exponentials of the two lists
+  (an outer product) and then the weights ``[G, M, K]``.
+
+The shifts of ``dense`` and ``outer`` are shared by a block's sums. Where a sum's value
+falls below what the shared shift can represent (``K * tiny / eps``) while its children
+are not all ``-inf``, the step recomputes those batch columns with the exact per-node
+log-sum-exp, so every value is exact to the dtype's precision.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from circuits.logops import log_nonneg, logsumexp
+from circuits.program import Program, Step
+
+__all__ = ["run", "root", "node_values"]
+
+
+def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor,
+        exact: bool = False) -> list:
+    """Every layer's log-values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
+
+    ``logp_ext [B', P + 2]`` are the extended normalised log-parameters, ``B'`` 1 or ``B``.
+    The dense steps record the smallest value of their shifted sums; only if one fell below
+    what the shared shift can represent is the pass run again with ``exact`` guards (which
+    recompute the affected batch columns by exact log-sum-exp), so the common case costs one
+    synchronisation per pass, not one per step.
+    """
+    outs = [leaf_vals]
+    ctx = _Pass(logp_ext, program.cuts, exact)
+    for steps in program.layers:
+        parts = [_STEPS[step.kind](step, _source(outs, step.sources), ctx) for step in steps]
+        outs.append(parts[0] if len(parts) == 1 else torch.cat(parts) if parts else outs[0][:0])
+    if ctx.mins:
+        limits = torch.tensor(ctx.limits, dtype=leaf_vals.dtype, device=leaf_vals.device)
+        if bool((torch.stack(ctx.mins) < limits).any()):
+            return run(program, logp_ext, leaf_vals, exact=True)
+    return outs
+
+
+def root(program: Program, outs: list) -> torch.Tensor:
+    """The root's log-values ``[B]`` from :func:`run`'s output."""
+    return outs[program.root_layer][program.root_pos]
+
+
+def node_values(program: Program, outs: list) -> torch.Tensor:
+    """All node log-values ``[N, B]`` in node-id order (row 0, the padding node, is 0)."""
+    batch = outs[0].shape[1]
+    parts = [outs[0].new_zeros(1, batch), *outs]
+    for layer, index in program.outers:
+        step = program.layers[layer - 1][index]
+        src = _source(outs, step.sources)
+        left, right = _gather(src, step.children), _gather(src, step.right)
+        parts.append((left.unsqueeze(2) + right.unsqueeze(1)).flatten(0, 2))
+    return torch.cat(parts).index_select(0, program.node_index)
+
+
+# --- execution --------------------------------------------------------------------------------
+class _Pass:
+    """Per-pass state: log-weights and weights per step (a view of the step's piece of
+    ``logp_ext``, split once per pass, where its slots are contiguous; else gathered by
+    slot), and the dense steps' smallest sums with their limits (``K * tiny / eps``)."""
+
+    def __init__(self, logp_ext: torch.Tensor, cuts: tuple, exact: bool):
+        self.logp_ext = logp_ext
+        self.pieces = torch.split(logp_ext, cuts, dim=1) if cuts else None
+        self._exp = None
+        self.exact = exact
+        self.mins: list = []
+        self.limits: list = []
+
+    def log(self, step: Step) -> torch.Tensor:
+        if step.piece is not None:
+            return self.pieces[step.piece].view(-1, *step.weights.shape)
+        return self.logp_ext[:, step.weights]
+
+    def exp(self, step: Step) -> torch.Tensor:
+        if step.piece is not None:
+            return torch.exp(self.pieces[step.piece]).view(-1, *step.weights.shape)
+        if self._exp is None:
+            self._exp = torch.exp(self.logp_ext)
+        return self._exp[:, step.weights]
+
+    def limit(self, step: Step, dtype: torch.dtype) -> float:
+        info = torch.finfo(dtype)
+        return step.weights.shape[-1] * info.tiny / info.eps
+
+
+def _source(outs: list, sources: tuple) -> torch.Tensor:
+    if len(sources) == 1:
+        return outs[sources[0]]
+    return torch.cat([outs[i] for i in sources])
+
+
+def _gather(src: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``src [n, B]`` rows ``ids [*S]`` -> ``[*S, B]``."""
+    return src.index_select(0, ids.reshape(-1)).view(*ids.shape, src.shape[1])
+
+
+def _product(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
+    if step.children.shape[1] == 2:
+        return src.index_select(0, step.children[:, 0]) + src.index_select(0, step.children[:, 1])
+    return _gather(src, step.children).sum(1)
+
+
+def _sum(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
+    logw = weights.log(step).permute(1, 2, 0)                        # [M, A, B']
+    x = _gather(src, step.children) + logw
+    return logsumexp(x, 1) if x.requires_grad else torch.logsumexp(x, 1)
+
+
+def _shift(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """A detached max over ``dim`` (kept), 0 where it is ``-inf``."""
+    return x.detach().amax(dim, keepdim=True).nan_to_num_(neginf=0.0)
+
+
+def _has_finite(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Whether some entry along ``dim`` (kept) is above ``-inf``."""
+    return (x.detach() > float("-inf")).any(dim, keepdim=True)
+
+
+def _matmul(w: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``w [B', G, M, K]`` times ``e [G, K, B]`` -> ``[G, M, B]``."""
+    if w.shape[0] == 1:
+        return torch.bmm(w[0], e)
+    return torch.einsum("bgmk,gkb->gmb", w, e)
+
+
+def _log(s: torch.Tensor) -> torch.Tensor:
+    return log_nonneg(s) if s.requires_grad else torch.log(s)
+
+
+def _dense(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
+    ch = _gather(src, step.children)                                 # [G, K, B]
+    m = _shift(ch, 1)
+    s = _matmul(weights.exp(step), torch.exp(ch - m))                # [G, M, B]
+    out = _log(s) + m
+    return _guard(step, out, s, lambda: _has_finite(ch, 1),
+                  lambda cols: ch.index_select(2, cols), weights)
+
+
+def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
+    left, right = _gather(src, step.children), _gather(src, step.right)   # [G, A, B], [G, A2, B]
+    ml, mr = _shift(left, 1), _shift(right, 1)
+    e = torch.exp(left - ml).unsqueeze(2) * torch.exp(right - mr).unsqueeze(1)
+    s = _matmul(weights.exp(step), e.flatten(1, 2))
+    out = _log(s) + (ml + mr)
+
+    def children(cols):
+        l, r = left.index_select(2, cols), right.index_select(2, cols)
+        return (l.unsqueeze(2) + r.unsqueeze(1)).flatten(1, 2)
+    return _guard(step, out, s, lambda: _has_finite(left, 1) & _has_finite(right, 1),
+                  children, weights)
+
+
+def _guard(step: Step, out, s, finite, children, weights: _Pass) -> torch.Tensor:
+    """Outside exact mode, record ``s``'s minimum for :func:`run`'s check. In exact mode,
+    recompute exactly the batch columns where the shared shift lost precision: ``out`` and
+    ``s`` ``[G, M, B]``; ``finite()`` ``[G, 1, B]``, whether the block has a child above
+    ``-inf`` (else ``s == 0`` is exact)."""
+    limit = weights.limit(step, s.dtype)
+    if s.numel() == 0:
+        return out.flatten(0, 1)
+    if not weights.exact:
+        weights.mins.append(s.detach().amin())
+        weights.limits.append(limit)
+        return out.flatten(0, 1)
+    bad = (s.detach() < limit) & finite()
+    if not bool(bad.any()):
+        return out.flatten(0, 1)
+    cols = torch.nonzero(bad.flatten(0, 1).any(0)).flatten()
+    ch = children(cols)                                              # [G, K, C]
+    logw = weights.log(step)                                         # [B', G, M, K]
+    if logw.shape[0] > 1:
+        logw = logw.index_select(0, cols)
+    exact = logsumexp(ch.unsqueeze(1) + logw.permute(1, 2, 3, 0), 2)  # [G, M, C]
+    fixed = torch.where(bad.index_select(2, cols), exact, out.index_select(2, cols))
+    return out.index_copy(2, cols, fixed).flatten(0, 1)
+
+
+_STEPS = {"product": _product, "sum": _sum, "dense": _dense, "outer": _outer}
