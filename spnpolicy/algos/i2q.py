@@ -36,7 +36,8 @@ from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_acting import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS, QLearningConfig, QModel
 from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import TargetSync, gradient_step, train_offpolicy
+from spnpolicy.training.offpolicy import (TargetSync, agent_loader, gradient_step,
+                                          train_offpolicy)
 
 __all__ = ["SPECS", "I2q", "I2qConfig", "I2qNetworks", "StateAgentQ", "q_loss", "qss_loss",
            "transition_loss"]
@@ -204,4 +205,5 @@ def train(cfg: I2qConfig, env: str, env_kwargs: dict, seed: int,
 
 SPECS = (AlgorithmSpec("i2q", "ideal independent Q-learning: Q-learning on the ideal "
                        "transitions of a learned Q^ss(s, s') and transition model",
-                       I2qConfig, train, {}, ENV_DEFAULTS),)
+                       I2qConfig, train, {}, ENV_DEFAULTS,
+                       load_agent=agent_loader(I2qConfig, I2q)),)

@@ -31,7 +31,8 @@ from spnpolicy.algos.q_learning import ENV_DEFAULTS as Q_DEFAULTS
 from spnpolicy.algos.q_learning import QLearningConfig, RunningMeanStd
 from spnpolicy.algos.value_based import MixedQ
 from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import TargetSync, gradient_step, train_offpolicy
+from spnpolicy.training.offpolicy import (TargetSync, agent_loader, gradient_step,
+                                          train_offpolicy)
 
 __all__ = ["SPECS", "Ma2ql", "Ma2qlConfig", "SeparateAgentQ", "agent_td_loss", "turn"]
 
@@ -141,4 +142,5 @@ def train(cfg: Ma2qlConfig, env: str, env_kwargs: dict, seed: int, session: Sess
 
 SPECS = (AlgorithmSpec("ma2ql", "multi-agent alternate Q-learning: independent Q-learners "
                        "updated one agent at a time, in turns", Ma2qlConfig, train, {},
-                       ENV_DEFAULTS),)
+                       ENV_DEFAULTS,
+                       load_agent=agent_loader(Ma2qlConfig, Ma2ql)),)

@@ -30,8 +30,8 @@ from spnpolicy.algos.masac import ENV_DEFAULTS as MASAC_DEFAULTS
 from spnpolicy.algos.masac import CategoricalAgents
 from spnpolicy.algos.policies import mlp
 from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, gradient_step,
-                                          train_offpolicy)
+from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, agent_loader,
+                                          gradient_step, train_offpolicy)
 
 __all__ = ["SPECS", "CentralCritic", "Maddpg", "MaddpgConfig", "actor_loss",
            "gumbel_softmax_st"]
@@ -194,4 +194,5 @@ def train(cfg: MaddpgConfig, env: str, env_kwargs: dict, seed: int,
 
 SPECS = (AlgorithmSpec("maddpg", "MADDPG for discrete actions: straight-through "
                        "Gumbel-softmax actors, centralised critics", MaddpgConfig, train, {},
-                       ENV_DEFAULTS),)
+                       ENV_DEFAULTS,
+                       load_agent=agent_loader(MaddpgConfig, Maddpg)),)

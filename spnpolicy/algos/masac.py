@@ -41,7 +41,7 @@ from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.value_based import AgentQNetwork
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
-                                          gradient_step, train_offpolicy)
+                                          agent_loader, gradient_step, train_offpolicy)
 
 __all__ = ["SPECS", "CategoricalAgents", "Masac", "MasacConfig", "TwinCentralCritic",
            "actor_loss", "others_onehot", "soft_target"]
@@ -262,4 +262,5 @@ def train(cfg: MasacConfig, env: str, env_kwargs: dict, seed: int,
 
 SPECS = (AlgorithmSpec("masac", "multi-agent soft actor-critic: per-agent "
                        "policies, centralised twin critics, tuned temperature", MasacConfig,
-                       train, {}, ENV_DEFAULTS),)
+                       train, {}, ENV_DEFAULTS,
+                       load_agent=agent_loader(MasacConfig, Masac)),)

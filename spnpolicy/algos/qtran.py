@@ -37,7 +37,8 @@ from spnpolicy.algos.q_learning import ENV_DEFAULTS as Q_DEFAULTS
 from spnpolicy.algos.q_learning import QLearningConfig, RunningMeanStd
 from spnpolicy.algos.value_based import AgentQNetwork, MixedQ
 from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import TargetSync, gradient_step, train_offpolicy
+from spnpolicy.training.offpolicy import (TargetSync, agent_loader, gradient_step,
+                                          train_offpolicy)
 
 __all__ = ["SPECS", "JointValues", "Qtran", "QtranConfig", "qtran_losses"]
 
@@ -173,4 +174,5 @@ def train(cfg: QtranConfig, env: str, env_kwargs: dict, seed: int, session: Sess
 
 SPECS = (AlgorithmSpec("qtran", "QTRAN-base: joint Q, transformed sum of agent utilities and "
                        "V, with the opt and clamped nopt losses", QtranConfig, train, {},
-                       ENV_DEFAULTS),)
+                       ENV_DEFAULTS,
+                       load_agent=agent_loader(QtranConfig, Qtran)),)

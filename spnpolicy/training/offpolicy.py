@@ -44,7 +44,8 @@ from spnpolicy.training.stream import TransitionStream
 from spnpolicy.training.targets import hard_update, soft_update
 from spnpolicy.training.vec_env import VecEnv, make_vec_env
 
-__all__ = ["ActingAgent", "OffPolicyAlgorithm", "TargetSync", "gradient_step", "train_offpolicy"]
+__all__ = ["ActingAgent", "OffPolicyAlgorithm", "TargetSync", "agent_loader", "gradient_step",
+           "train_offpolicy"]
 
 
 @dataclass(frozen=True)
@@ -249,3 +250,25 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
     envs.close()
     session.close()
     return algorithm.agent.eval()
+
+
+def agent_loader(config_cls: type, build: Callable[[Any, VecEnv], OffPolicyAlgorithm]
+                 ) -> Callable[[dict[str, Any], dict[str, Any]], nn.Module]:
+    """An ``AlgorithmSpec.load_agent`` for an algorithm on this loop: ``load(run, payload)``
+    rebuilds ``build(config_cls(**run["config"]), envs)`` for the run's env and loads the
+    checkpoint's ``"algorithm"`` entry; returns the trained agent in eval mode. ValueError
+    when the checkpoint does not hold what the config describes."""
+    def load(run: dict[str, Any], payload: dict[str, Any]) -> nn.Module:
+        envs = make_vec_env(run["env"], 1, **run.get("env_kwargs", {}))
+        try:
+            algorithm = build(config_cls(**run["config"]), envs)
+        finally:
+            envs.close()
+        try:
+            algorithm.load_state_dict(payload["algorithm"])
+        except (KeyError, RuntimeError, TypeError, ValueError):
+            raise ValueError(f"the checkpoint does not hold the {run.get('algo')!r} agent that "
+                             f"the run's config describes (written by another run or version)"
+                             ) from None
+        return algorithm.agent.eval()
+    return load

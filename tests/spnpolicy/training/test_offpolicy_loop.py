@@ -137,3 +137,17 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, algo):
 def test_config_is_checked_before_the_loop():
     with pytest.raises(ValueError, match="gradient_steps"):
         dataclasses.replace(OffPolicyConfig(), gradient_steps=0)
+
+
+@pytest.mark.parametrize("algo", sorted(EXTRA))
+def test_trained_agent_loads_from_its_run_directory(tmp_path, algo):
+    """The registry entry's load_agent (through inference.load_agent) rebuilds the agent."""
+    from spnpolicy.inference import load_agent
+
+    config = dict(RESUME, **EXTRA[algo], total_steps=240)
+    result = spnpolicy.train(algo, "penalty", seed=1, out_dir=tmp_path, **config)
+    loaded = load_agent(tmp_path)
+    for a, b in zip(result.agent.state_dict().values(), loaded.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert type(loaded) is type(result.agent) and not loaded.training
