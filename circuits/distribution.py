@@ -80,8 +80,8 @@ class CircuitDistribution(Distribution):
         """``log p(value)``: value ``[*sample, *batch, num_vars]`` with -1 = marginalised -> ``[*sample, *batch]``."""
         value = check_assignment(value, self._plan, "value", allow_missing=True).to(self._logp.device)
         flat, lead = self._flatten(value, "value")
-        vals = passes.log_values(self._plan, self._params_for(flat.shape[0]), flat, flat.shape[0])
-        return vals[:, self._plan.root].reshape(lead)
+        root = passes.root_log_values(self._plan, self._params_for(flat.shape[0]), flat, flat.shape[0])
+        return root.reshape(lead)
 
     def marginals(self) -> torch.Tensor:
         """Single-variable marginals ``[*batch, num_vars, max_states]`` (0 for missing states).
