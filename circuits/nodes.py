@@ -72,6 +72,14 @@ class Node:
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 
+    # Immutable structure is shared, not copied: a deep copy of a Circuit (or of a config
+    # holding one) gets new parameters over the same nodes.
+    def __copy__(self) -> "Node":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Node":
+        return self
+
     @property
     def scope(self) -> frozenset[int]:
         """The variables this node is a distribution over."""

@@ -12,6 +12,7 @@ result.agent.distribution([[1.0]]).log_prob(torch.tensor([[0, 0]])).exp()
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import typing
@@ -159,9 +160,10 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
     cfg = make_config(algo, env, config)
     check_device(cfg.device)
     _check_learning_starts(cfg, explicit="learning_starts" in given)
-    if out_dir is not None:
-        RunDir(out_dir).ensure_writable()
     run = RunSpec(algo, env, seed, env_kwargs, dataclasses.asdict(cfg))
+    if out_dir is not None:
+        _check_saveable(run.config)
+        RunDir(out_dir).ensure_writable()
     session = Session(run, total_steps=cfg.total_steps, eval_interval=cfg.eval_interval,
                       checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir,
                       resume=resume,
@@ -178,6 +180,19 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
     _name_actions(agent, env, env_kwargs)
     return TrainResult(eval=session.history[-1], history=session.history, agent=agent,
                        config=cfg, out_dir=session.out_dir)
+
+
+def _check_saveable(config: dict[str, Any]) -> None:
+    """A run directory stores its config as JSON: a Python object (a policy builder, a
+    Circuit) cannot be saved, so name it and say what works instead."""
+    for key, value in config.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            raise ValueError(
+                f"{key}={value!r} cannot be saved in a run directory's config.json; pass "
+                f"out_dir=None, or register it under a name (spnpolicy.register_policy(name, "
+                f"structure) for a policy) and pass {key}=name") from None
 
 
 def _check_learning_starts(cfg: Any, explicit: bool) -> None:

@@ -192,3 +192,18 @@ def test_random_circuits_validate_and_report_their_shape(rc):
     expected = sum(len(n.support) for n in nodes if isinstance(n, Categorical) and len(n.support) > 1)
     expected += sum(len(n.children) for n in nodes if isinstance(n, Sum) and len(n.children) > 1)
     assert c.num_params == expected
+
+
+def test_deep_copy_shares_the_immutable_nodes_and_copies_the_parameters():
+    import copy
+    root = Sum([Product([Categorical(0, 2), Categorical(1, 2)]),
+                Product([Categorical(0, 2, probs=[.9, .1]), Categorical(1, 2)])], weights=[.3, .7])
+    c = Circuit(root)
+    twin = copy.deepcopy(c)
+    assert copy.deepcopy(root) is root and copy.copy(root) is root
+    x = torch.tensor([[0, 1], [1, -1]])
+    assert torch.equal(twin.log_prob(x), c.log_prob(x))
+    with torch.no_grad():  # a shift of all logits would leave the distribution unchanged
+        for p in twin.parameters():
+            p.add_(torch.arange(p.numel(), dtype=p.dtype).reshape(p.shape))
+    assert not torch.equal(twin.log_prob(x), c.log_prob(x))

@@ -76,3 +76,15 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="differs in config"):
         spnpolicy.train("spn-ac", "climbing", out_dir=tmp_path, resume=True,
                         **dict(QUICK, actor_lr=0.1))
+
+
+@pytest.mark.parametrize("kind", ["builder", "circuit"])
+def test_own_policy_structure_trains_and_a_run_directory_names_it(tmp_path, kind):
+    from circuits.structures import selective
+    policy = (lambda n, k: selective(n, k, 4)) if kind == "builder" else selective(2, 3, 4)
+    short = dict(seed=0, total_steps=200, learning_starts=100, eval_interval=200, policy=policy)
+    result = spnpolicy.train("spn-ac", "climbing", **short)
+    assert isinstance(result.agent.distribution([[1.0]]), CircuitDistribution)
+    with pytest.raises(ValueError, match=r"policy=.*cannot be saved.*register_policy"):
+        spnpolicy.train("spn-ac", "climbing", out_dir=tmp_path / "run", **short)
+    assert not (tmp_path / "run").exists()
