@@ -31,7 +31,8 @@ import torch
 from factor_q import FactorGraph, FactorQ, FactorValues
 from spnpolicy.algos.config import AlgorithmSpec, check_choice, check_int
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
-from spnpolicy.algos.q_learning import ENV_DEFAULTS, QLearningConfig, QModel, train_q
+from spnpolicy.algos.q_learning import (ENV_DEFAULTS, QLearningConfig, QModel, q_agent_loader,
+                                         train_q)
 from spnpolicy.training import Session, VecEnv
 
 __all__ = ["ENV_DEFAULTS", "GREEDY_METHODS", "SPECS", "DcgConfig", "DcgQ", "train"]
@@ -131,5 +132,6 @@ def train(cfg: DcgConfig, env: str, env_kwargs: dict, seed: int, session: Sessio
 SPECS = (
     AlgorithmSpec("dcg", "deep coordination graph: shared utility and symmetric payoff heads, "
                   "greedy joint action by variable elimination", DcgConfig, train, {},
-                  ENV_DEFAULTS),
+                  ENV_DEFAULTS,
+                  load_agent=q_agent_loader(DcgConfig, build)),
 )

@@ -33,7 +33,7 @@ from torch import nn
 
 from spnpolicy.algos.config import AlgorithmSpec, check_float
 from spnpolicy.algos.policies import mlp
-from spnpolicy.algos.q_acting import EpsilonGreedyLearner
+from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS, QLearningConfig, QModel
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import (TargetSync, agent_loader, gradient_step,

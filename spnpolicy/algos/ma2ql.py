@@ -26,7 +26,7 @@ from torch import nn
 
 from spnpolicy.algos.config import AlgorithmSpec, check_int
 from spnpolicy.algos.policies import mlp
-from spnpolicy.algos.q_acting import EpsilonGreedyLearner
+from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS as Q_DEFAULTS
 from spnpolicy.algos.q_learning import QLearningConfig, RunningMeanStd
 from spnpolicy.algos.value_based import MixedQ

@@ -1,8 +1,9 @@
 """The deep Q-learning loop shared by ``iql``, ``vdn``, ``qmix`` and ``dcg``.
 
 Each of those algorithms is a :class:`QModel` (how to pick greedy joint actions and how to
-value a joint action) plus a config subclassing :class:`QLearningConfig`; :func:`train_q`
-runs the rest, in EPyMARL's ``q_learner`` order:
+value a joint action) plus a config subclassing :class:`QLearningConfig`; :class:`QLearner`
+is its ``update(batch)`` and :func:`train_q` runs it on the shared off-policy loop
+(:mod:`spnpolicy.training.offpolicy`), in EPyMARL's ``q_learner`` order:
 
 - act epsilon-greedily, epsilon annealed linearly from ``epsilon_start`` to
   ``epsilon_finish`` over ``epsilon_anneal_steps`` env steps (each agent independently
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,24 +33,13 @@ from torch import nn
 
 from spnpolicy.algos.config import (OffPolicyConfig, check_bool, check_float, check_hidden,
                                      check_int)
-from spnpolicy.training import (
-    ReplayBuffer,
-    Runner,
-    Session,
-    TransitionStream,
-    UpdateMeans,
-    VecEnv,
-    evaluate_run,
-    get_rng_state,
-    hard_update,
-    make_target,
-    make_vec_env,
-    seed_everything,
-    set_rng_state,
-)
+from spnpolicy.training import Session, VecEnv, make_target
+from spnpolicy.training.buffer import Batch
+from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, agent_loader,
+                                          gradient_step, train_offpolicy)
 
-__all__ = ["ENV_DEFAULTS", "QLearningConfig", "QModel", "RunningMeanStd", "epsilon_greedy",
-           "linear_epsilon", "train_q"]
+__all__ = ["ENV_DEFAULTS", "EpsilonGreedyLearner", "QLearner", "QLearningConfig", "QModel",
+           "RunningMeanStd", "epsilon_greedy", "linear_epsilon", "q_agent_loader", "train_q"]
 
 
 @dataclass(frozen=True)
@@ -207,98 +198,78 @@ def td_loss(model: QModel, target_model: QModel, batch, cfg: QLearningConfig,
     return F.mse_loss(q, target), q
 
 
-def _evaluate(act: Callable, cfg: QLearningConfig, env: str, env_kwargs: dict,
-              seed: int, step: int, num_actions: int) -> dict[str, float]:
-    def sampler(generator: torch.Generator):
-        return lambda state, obs: epsilon_greedy(act(state, obs), cfg.epsilon_finish,
-                                                 num_actions, generator).cpu().numpy()
+class EpsilonGreedyLearner(OffPolicyAlgorithm):
+    """Epsilon-greedy acting on ``self.agent`` (a :class:`QModel`) under ``self.cfg``: collect
+    with epsilon annealed by :func:`linear_epsilon` from step 0 (no uniform warm-up),
+    evaluate greedily and, when ``eval_stochastic``, at ``epsilon_finish``; log epsilon.
+    Shared by every Q-learner on the off-policy loop; subclasses write ``update`` and the
+    state dicts."""
 
-    return evaluate_run(env, env_kwargs, seed, step, cfg.eval_episodes,
-                        lambda state, obs: act(state, obs).cpu().numpy(),
-                        sampler if cfg.eval_stochastic else None, cfg.device)
+    uniform_warmup = False
+    cfg: QLearningConfig
+    agent: QModel
+
+    @property
+    def needs_obs(self) -> bool:
+        return self.agent.needs_obs
+
+    def greedy(self, state: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
+        return self.agent.greedy(state, obs)
+
+    def explore(self, state, obs, step, generator):
+        return epsilon_greedy(self.greedy(state, obs), linear_epsilon(step, self.cfg),
+                              self.agent.num_actions, generator)
+
+    def sample(self, state, obs, generator):
+        return epsilon_greedy(self.greedy(state, obs), self.cfg.epsilon_finish,
+                              self.agent.num_actions, generator)
+
+    def schedule_metrics(self, step: int) -> dict[str, float]:
+        return {"epsilon": linear_epsilon(step, self.cfg)}
+
+
+class QLearner(EpsilonGreedyLearner):
+    """iql, vdn, qmix and dcg: the network ``build(cfg, envs)``, its hard-copied target, Adam,
+    and one double-Q TD step per ``update``."""
+
+    def __init__(self, cfg: QLearningConfig, envs: VecEnv,
+                 build: Callable[[QLearningConfig, VecEnv], QModel]) -> None:
+        self.cfg = cfg
+        self.agent = build(cfg, envs).to(torch.device(cfg.device))
+        self.target = make_target(self.agent)
+        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr)
+        self.rewards = RunningMeanStd() if cfg.standardise_rewards else None
+        self.target_sync = TargetSync(((self.target, self.agent),),
+                                      interval=cfg.target_update_interval)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.rewards is not None:
+            self.rewards.update(batch.reward)
+        loss, q = td_loss(self.agent, self.target, batch, self.cfg, self.rewards)
+        gradient_step(self.optimizer, loss, self.cfg.max_grad_norm)
+        return {"loss_td": loss.detach(), "q_taken": q.detach().mean()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.agent.state_dict(), "target_model": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rewards": self.rewards.state_dict() if self.rewards is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["model"])
+        self.target.load_state_dict(state["target_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.rewards is not None:
+            self.rewards.load_state_dict(state["rewards"])
 
 
 def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session: Session,
             build: Callable[[QLearningConfig, VecEnv], QModel]) -> QModel:
-    """Run deep Q-learning with the network ``build(cfg, envs)``; returns it trained."""
-    seed_everything(seed)
-    device = torch.device(cfg.device)
-    envs = make_vec_env(env, cfg.num_envs, seed=seed, **env_kwargs)
-    runner = Runner(envs)
-    runner.reset(seed=seed)
-    model = build(cfg, envs).to(device)
-    target_model = make_target(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    buffer = ReplayBuffer(cfg.buffer_size, envs.state_dim, envs.num_agents,
-                          obs_dim=envs.obs_dim if model.needs_obs else None, seed=seed,
-                          device=device)
-    stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed,
-                              shaping=cfg.shaping)
-    rewards = RunningMeanStd() if cfg.standardise_rewards else None
-    act_generator = torch.Generator(device).manual_seed(seed)
-    stats = UpdateMeans()  # training metrics averaged between evaluations
+    """Run deep Q-learning with the network ``build(cfg, envs)`` on the shared off-policy
+    loop; returns it trained."""
+    return train_offpolicy(cfg, env, env_kwargs, seed, session,
+                           lambda cfg, envs: QLearner(cfg, envs, build))
 
-    def tensors(state: np.ndarray, obs: np.ndarray):
-        return (torch.as_tensor(state, device=device),
-                torch.as_tensor(obs, device=device) if model.needs_obs else None)
 
-    @torch.no_grad()
-    def greedy(state: np.ndarray, obs: np.ndarray) -> torch.Tensor:
-        return model.greedy(*tensors(state, obs))
-
-    payload = session.restore()
-    if payload is not None:
-        model.load_state_dict(payload["model"])
-        target_model.load_state_dict(payload["target_model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        buffer.load_state_dict(payload["buffer"])
-        runner.load_state_dict(payload["runner"])
-        stream.load_state_dict(payload["stream"])
-        if rewards is not None:
-            rewards.load_state_dict(payload["rewards"])
-        act_generator.set_state(payload["act_generator"])
-        set_rng_state(payload["rng"])
-        stats.load_state_dict(payload["stats"])
-    step = session.begin(payload)
-
-    while True:
-        if session.eval_due(step):
-            metrics = _evaluate(greedy, cfg, env, env_kwargs, seed, step, envs.num_actions)
-            session.record(step, metrics | stats.pop() | {"epsilon": linear_epsilon(step, cfg)})
-        if session.checkpoint_due(step):
-            session.save(step, {
-                "model": model.state_dict(), "target_model": target_model.state_dict(),
-                "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(),
-                "runner": runner.state_dict(), "stream": stream.state_dict(),
-                "rewards": rewards.state_dict() if rewards is not None else {},
-                "act_generator": act_generator.get_state(), "rng": get_rng_state(),
-                "stats": stats.state_dict()})
-        if step >= cfg.total_steps:
-            break
-
-        # collect -> store
-        actions = epsilon_greedy(greedy(runner.state, runner.obs), linear_epsilon(step, cfg),
-                                 envs.num_actions, act_generator)
-        buffer.add(stream.push(runner.step(actions.cpu().numpy())))
-        previous, step = step, step + cfg.num_envs
-        session.advance(cfg.num_envs)
-        if step >= cfg.learning_starts and (step // cfg.num_envs) % cfg.update_every == 0:
-            for _ in range(cfg.gradient_steps):
-                # sample -> loss -> step
-                batch = buffer.sample(cfg.batch_size)
-                if rewards is not None:
-                    rewards.update(batch.reward)
-                loss, q = td_loss(model, target_model, batch, cfg, rewards)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                stats.add(loss_td=loss, q_taken=q.mean())
-        # target update
-        if step // cfg.target_update_interval > previous // cfg.target_update_interval:
-            hard_update(target_model, model)
-
-    envs.close()
-    session.close()
-    return model.eval()
+def q_agent_loader(config_cls: type, build: Callable[[QLearningConfig, VecEnv], QModel]):
+    """The registry entry's ``load_agent`` for a Q-learner built by ``build``."""
+    return agent_loader(config_cls, lambda cfg, envs: QLearner(cfg, envs, build))

@@ -28,7 +28,8 @@ import torch
 from spnpolicy.algos.config import AlgorithmSpec, check_choice, check_int
 from spnpolicy.algos.mixers import MIXERS, make_mixer
 from spnpolicy.algos.policies import mlp
-from spnpolicy.algos.q_learning import ENV_DEFAULTS, QLearningConfig, QModel, train_q
+from spnpolicy.algos.q_learning import (ENV_DEFAULTS, QLearningConfig, QModel, q_agent_loader,
+                                         train_q)
 from spnpolicy.training import Session, VecEnv
 
 __all__ = ["ENV_DEFAULTS", "SPECS", "AgentQNetwork", "MixedQ", "ValueBasedConfig", "train"]
@@ -113,9 +114,12 @@ def train(cfg: ValueBasedConfig, env: str, env_kwargs: dict, seed: int,
 
 SPECS = (
     AlgorithmSpec("iql", "independent Q-learning: shared-parameter DQN agents, double Q",
-                  ValueBasedConfig, train, {"mixer": "none"}, ENV_DEFAULTS),
+                  ValueBasedConfig, train, {"mixer": "none"}, ENV_DEFAULTS,
+                  load_agent=q_agent_loader(ValueBasedConfig, build)),
     AlgorithmSpec("vdn", "value decomposition networks: Q_tot = sum of agent Q-values",
-                  ValueBasedConfig, train, {"mixer": "vdn"}, ENV_DEFAULTS),
+                  ValueBasedConfig, train, {"mixer": "vdn"}, ENV_DEFAULTS,
+                  load_agent=q_agent_loader(ValueBasedConfig, build)),
     AlgorithmSpec("qmix", "QMIX: agent Q-values mixed by a monotonic state-conditioned "
-                  "hypernetwork", ValueBasedConfig, train, {"mixer": "qmix"}, ENV_DEFAULTS),
+                  "hypernetwork", ValueBasedConfig, train, {"mixer": "qmix"}, ENV_DEFAULTS,
+                  load_agent=q_agent_loader(ValueBasedConfig, build)),
 )

@@ -353,5 +353,16 @@ def test_load_agent_errors(tmp_path):
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
     (tmp_path / "config.json").write_text('{"algo": "iql", "env": "climbing", "seed": 0, '
                                           '"env_kwargs": {}, "config": {}}')
-    with pytest.raises(ValueError, match="'iql', which has no joint circuit policy"):
+    with pytest.raises(ValueError, match="last.pt"):
         load_agent(tmp_path)
+
+
+@pytest.mark.parametrize("algo", ["vdn", "dcg"])
+def test_a_q_learner_loads_from_its_run_directory_and_acts_as_trained(tmp_path, algo):
+    result = spnpolicy.train(algo, "climbing", seed=1, total_steps=400, out_dir=tmp_path,
+                             learning_starts=100, eval_interval=400)
+    agent = load_agent(tmp_path)
+    obs = np.ones((4, *agent.input_shape), dtype=np.float32)  # per-agent obs or states
+    assert np.array_equal(agent.act(obs), result.agent.act(obs))
+    for mine, theirs in zip(agent.state_dict().values(), result.agent.state_dict().values()):
+        assert torch.equal(mine, theirs)
