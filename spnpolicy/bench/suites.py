@@ -139,7 +139,7 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("coverage-quick-small", "coverage-quick reduced for the README's quick start: 2 "
           "agents on 4x4, 20 steps, fixed goals, relative observations, shaping, 3 seeds",
           (Task("coverage-2x4x4-fixed", "coverage", _COVERAGE_SMALL),), ALL_ALGOS, 3,
-          Protocol(total_steps=40_000, eval_interval=2_000, eval_episodes=50,
+          Protocol(total_steps=30_000, eval_interval=2_000, eval_episodes=50,
                    checkpoint_interval=10_000),
           config=_SHAPING),
     Suite("coverage-paper", "the setting of the spn-ac paper: coverage, 6 agents on "
