@@ -78,8 +78,8 @@ def test_spn_ac_learns_sparse_coverage_with_two_agents():
 def test_spn_ac_with_hindsight_learns_sparse_coverage_with_three_agents():
     """3 agents, 6x6 grid, 50 steps, sparse reward: a random policy succeeds in 0.8% of
     episodes and nothing here learns it from the reward alone in 300k steps; with hindsight
-    relabelling spn-ac's sampling policy reaches about 10% within 100k steps (a few CPU
-    minutes; benchmarks/README.md, coverage-quick-hindsight)."""
+    relabelling spn-ac's sampling policy reached about 10% within 100k steps when this test
+    was written (a few CPU minutes; random goals, absolute observations, no shaping)."""
     result = spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=100_000,
                              eval_interval=20_000, eval_episodes=200, hindsight=True,
                              env_kwargs=dict(num_agents=3, grid_size=6, max_steps=50))
