@@ -27,7 +27,7 @@ from torch import nn
 from factor_q.graph import FactorGraph
 from factor_q.values import FactorValues
 
-__all__ = ["FactorQ", "check_arguments", "low_rank_table"]
+__all__ = ["FactorQ", "check_arguments", "check_state", "low_rank_table"]
 
 
 def low_rank_table(factors: torch.Tensor) -> torch.Tensor:
@@ -102,6 +102,17 @@ class _SharedPayoff(nn.Module):
         return torch.stack(tables).mean(0)
 
 
+def check_state(state: torch.Tensor, state_dim: int) -> None:
+    """TypeError/ValueError unless ``state`` is a finite floating-point ``[B, state_dim]``."""
+    if not isinstance(state, torch.Tensor) or not state.is_floating_point():
+        raise TypeError(f"state must be a floating-point tensor [B, {state_dim}], got "
+                        f"{getattr(state, 'dtype', type(state).__name__)}")
+    if state.dim() != 2 or state.shape[1] != state_dim:
+        raise ValueError(f"state must have shape [B, state_dim={state_dim}], "
+                         f"got {list(state.shape)}")
+    if not torch.isfinite(state).all():
+        raise ValueError("state contains NaN or infinite values")
+
 class FactorQ(nn.Module):
     """Multilinear factor-graph Q-function ``Q(s, u)`` over ``n`` agents with ``k`` actions.
 
@@ -151,14 +162,7 @@ class FactorQ(nn.Module):
                 self.payoff[str(order)] = nn.Linear(width, len(scopes) * per_factor)
 
     def forward(self, state: torch.Tensor) -> FactorValues:
-        if not isinstance(state, torch.Tensor) or not state.is_floating_point():
-            raise TypeError(f"state must be a floating-point tensor [B, {self.state_dim}], got "
-                            f"{getattr(state, 'dtype', type(state).__name__)}")
-        if state.dim() != 2 or state.shape[1] != self.state_dim:
-            raise ValueError(f"state must have shape [B, state_dim={self.state_dim}], "
-                             f"got {list(state.shape)}")
-        if not torch.isfinite(state).all():
-            raise ValueError("state contains NaN or infinite values")
+        check_state(state, self.state_dim)
         h = self.torso(state)
         batch, n, k = state.shape[0], self.graph.num_agents, self.num_actions
         unary = None if self.unary_head is None else self.unary_head(h).view(batch, n, k)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from factor_q import FactorGraph, FactorValues
-from factor_q.q import check_arguments, low_rank_table
+from factor_q.q import check_arguments, check_state, low_rank_table
 
 __all__ = ["FACTOR_GRAPHS", "TwinFactorQ", "build_factor_graph"]
 
@@ -83,14 +83,7 @@ class TwinFactorQ(nn.Module):
             self.payoff[str(order)] = _TwinLinear(width, len(graph.scopes(order)) * per_factor)
 
     def forward(self, state: torch.Tensor) -> list[FactorValues]:
-        if not isinstance(state, torch.Tensor) or not state.is_floating_point():
-            raise TypeError(f"state must be a floating-point tensor [B, {self.state_dim}], got "
-                            f"{getattr(state, 'dtype', type(state).__name__)}")
-        if state.dim() != 2 or state.shape[1] != self.state_dim:
-            raise ValueError(f"state must have shape [B, state_dim={self.state_dim}], "
-                             f"got {list(state.shape)}")
-        if not torch.isfinite(state).all():
-            raise ValueError("state contains NaN or infinite values")
+        check_state(state, self.state_dim)
         h = self.torso(state) if len(self.torso) else state.expand(2, -1, -1)
         batch, n, k = state.shape[0], self.graph.num_agents, self.num_actions
         unary = (None if self.unary_head is None

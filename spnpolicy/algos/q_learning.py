@@ -26,17 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from spnpolicy.algos.config import (OffPolicyConfig, check_bool, check_float, check_hidden,
                                      check_int)
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.buffer import Batch
-from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, agent_loader,
-                                          gradient_step, train_offpolicy)
+from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
+                                          agent_loader, gradient_step, train_offpolicy)
 
 __all__ = ["ENV_DEFAULTS", "EpsilonGreedyLearner", "QLearner", "QLearningConfig", "QModel",
            "RunningMeanStd", "epsilon_greedy", "linear_epsilon", "q_agent_loader", "train_q"]
@@ -92,8 +90,9 @@ ENV_DEFAULTS = {
 }
 
 
-class QModel(nn.Module):
-    """What :func:`train_q` needs from a Q-learner's network, and the trained agent's ``act``.
+class QModel(ActingAgent):
+    """What :func:`train_q` needs from a Q-learner's network; the trained agent's ``act``
+    (greedy, or epsilon-greedy at ``explore_epsilon``) is :class:`ActingAgent`'s.
 
     Subclasses define ``greedy(state, obs)`` -> ``[B, n]`` LongTensor of greedy joint
     actions; ``evaluate(state, obs, actions)`` -> the values the TD error is taken on:
@@ -117,29 +116,13 @@ class QModel(nn.Module):
                  actions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    @torch.no_grad()
-    def act(self, observations, deterministic: bool = True,
-            generator: torch.Generator | None = None):
-        """Joint actions ``[B, n]`` for a batch of inputs ``[B, *input_shape]`` (per-agent
-        observations ``[B, n, obs_dim]`` when ``needs_obs``, else global states
-        ``[B, state_dim]``), or ``[n]`` for one input: greedy, or epsilon-greedy at
-        ``explore_epsilon`` (the config's epsilon_finish) when not ``deterministic``.
-        A numpy int64 array for numpy (or list) input, a LongTensor for tensor input."""
-        shape = tuple(self.input_shape)
-        device = next(self.parameters()).device
-        x = torch.as_tensor(observations, dtype=torch.float32, device=device)
-        single = x.dim() == len(shape)
-        x = x.unsqueeze(0) if single else x
-        if tuple(x.shape[1:]) != shape:
-            what = "per-agent observations [B, n, obs_dim]" if self.needs_obs else \
-                "global states [B, state_dim]"
-            raise ValueError(f"observations must be {what} = [B, {', '.join(map(str, shape))}] "
-                             f"or one of them, got shape {list(np.shape(observations))}")
-        actions = self.greedy(None, x) if self.needs_obs else self.greedy(x, None)
-        if not deterministic:
-            actions = epsilon_greedy(actions, self.explore_epsilon, self.num_actions, generator)
-        actions = actions[0] if single else actions
-        return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()
+    def greedy_actions(self, x: torch.Tensor) -> torch.Tensor:
+        return self.greedy(None, x) if self.needs_obs else self.greedy(x, None)
+
+    def sampled_actions(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Epsilon-greedy at ``explore_epsilon`` (the config's epsilon_finish)."""
+        return epsilon_greedy(self.greedy_actions(x), self.explore_epsilon, self.num_actions,
+                              generator)
 
 
 def linear_epsilon(step: int, cfg: QLearningConfig) -> float:
