@@ -2,6 +2,7 @@
 
     python benchmarks/inference.py                                # 3 seeds, 40k steps each
     python benchmarks/inference.py --seeds 5 --total-steps 60000 --episodes 100
+    python benchmarks/inference.py --bench-dir runs/bench/coverage-quick  # its trained policies
 
 Setting: coverage gridworld with the ``coverage`` reward (fraction of goals covered each
 step), 4 agents, 5x5 grid, 30 steps. For each seed, spn-ac (selective circuit) and
@@ -37,6 +38,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,7 @@ from spnpolicy.training import make_vec_env
 RESULTS = Path("runs/benchmarks")  # tracked copy: benchmarks/results/ (--out)
 ENV = dict(num_agents=4, grid_size=5, max_steps=30, reward="coverage")
 NOOP = 0
+METRICS = ("mean", "final", "success")  # per rollout, see rollout()
 TEST_SEED = 50_000  # test layouts: fixed per (experiment, agent), shared by every method
 TRAIN = dict(num_envs=16, learning_starts=2_000, buffer_size=50_000, eval_episodes=64)
 
@@ -78,28 +81,32 @@ def train(algo: str, seed: int, total_steps: int, runs_dir: Path):
     return result.agent, result.eval
 
 
-def rollout(act, episodes: int, seed: int, broken: tuple[int, ...] = ()) -> dict:
-    """Play ``episodes`` episodes in parallel; ``act(states [E, S], t) -> actions [E, n]``.
-    Returns per-episode covered fractions: mean over the steps and at the end."""
-    envs = make_vec_env("coverage", episodes, seed=seed, broken_agents=broken, **ENV)
+def rollout(act, env: dict, episodes: int, seed: int, broken: tuple[int, ...] = ()) -> dict:
+    """Play ``episodes`` episodes of the coverage env ``env`` (its ``coverage`` reward: the
+    fraction of goals covered, so episodes never end early) in parallel;
+    ``act(states [E, S], t) -> actions [E, n]``. Returns the covered fraction, mean over the
+    steps and at the end, and ``success``: the fraction of episodes that cover every goal at
+    some step (the sparse task's success: its episodes end there)."""
+    envs = make_vec_env("coverage", episodes, seed=seed, broken_agents=broken, **env)
     state, _ = envs.reset(seed=seed)
     covered = []
     with torch.no_grad():
-        for t in range(ENV["max_steps"]):
+        for t in range(env["max_steps"]):
             actions = np.asarray(act(torch.as_tensor(state), t))
             out = envs.step(actions)
             covered.append(out.reward)  # coverage reward = fraction of goals covered
             state = out.state
     covered = np.stack(covered)          # [T, E]
-    return {"mean": float(covered.mean()), "final": float(covered[-1].mean())}
+    return {"mean": float(covered.mean()), "final": float(covered[-1].mean()),
+            "success": float((covered >= 1.0).any(axis=0).mean())}
 
 
 def sampled(dist, g):
     return dist.sample(generator=g)
 
 
-def broken_agent(spn, meanfield, episodes: int, g: torch.Generator) -> dict:
-    n = ENV["num_agents"]
+def broken_agent(spn, meanfield, env: dict, episodes: int, g: torch.Generator) -> dict:
+    n = env["num_agents"]
     methods = {
         "spn joint, sampled (a)": lambda s, j: sampled(spn.distribution(s), g),
         "spn conditioned, sampled (b)": lambda s, j: sampled(
@@ -112,16 +119,16 @@ def broken_agent(spn, meanfield, episodes: int, g: torch.Generator) -> dict:
     }
     out = {}
     for name, act in methods.items():
-        runs = [rollout(lambda s, t, act=act, j=j: act(s, j), episodes, TEST_SEED + j,
+        runs = [rollout(lambda s, t, act=act, j=j: act(s, j), env, episodes, TEST_SEED + j,
                         broken=(j,)) for j in range(n)]
-        out[name] = {k: float(np.mean([r[k] for r in runs])) for k in ("mean", "final")}
+        out[name] = {k: float(np.mean([r[k] for r in runs])) for k in METRICS}
     out["spn, no broken agent, greedy"] = rollout(
-        lambda s, t: spn.distribution(s).mode, episodes * n, TEST_SEED)
+        lambda s, t: spn.distribution(s).mode, env, episodes * n, TEST_SEED)
     return out
 
 
-def lost_agent(spn, meanfield, episodes: int, g: torch.Generator) -> dict:
-    n = ENV["num_agents"]
+def lost_agent(spn, meanfield, env: dict, episodes: int, g: torch.Generator) -> dict:
+    n = env["num_agents"]
 
     def combine(others, lost, j):
         actions = torch.empty(others.shape[0], n, dtype=torch.long)
@@ -150,20 +157,20 @@ def lost_agent(spn, meanfield, episodes: int, g: torch.Generator) -> dict:
     }
     out = {}
     for name, act in methods.items():
-        runs = [rollout(lambda s, t, act=act, j=j: act(s, j), episodes, TEST_SEED + 100 + j)
-                for j in range(n)]
-        out[name] = {k: float(np.mean([r[k] for r in runs])) for k in ("mean", "final")}
+        runs = [rollout(lambda s, t, act=act, j=j: act(s, j), env, episodes,
+                        TEST_SEED + 100 + j) for j in range(n)]
+        out[name] = {k: float(np.mean([r[k] for r in runs])) for k in METRICS}
     return out
 
 
-def anomaly(spn, episodes: int, seed: int) -> dict:
+def anomaly(spn, env: dict, episodes: int, seed: int) -> dict:
     """AUROC and rogue-naming accuracy of leave-one-out vs marginal scores."""
-    n, T, k = ENV["num_agents"], ENV["max_steps"], 6
+    n, T, k = env["num_agents"], env["max_steps"], 6
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
     rogue = rng.integers(0, n, episodes)
     start = rng.integers(0, T, episodes)
-    envs = make_vec_env("coverage", episodes, seed=TEST_SEED + 200, **ENV)
+    envs = make_vec_env("coverage", episodes, seed=TEST_SEED + 200, **env)
     state, _ = envs.reset(seed=TEST_SEED + 200)
     scores = {"leave-one-out": [], "marginal": []}
     labels = []
@@ -195,12 +202,12 @@ def anomaly(spn, episodes: int, seed: int) -> dict:
 #: Paired differences per seed: name -> (part, minuend, subtrahend, metric keys).
 DIFFERENCES = {
     "broken: (b) - (a), sampled": ("broken", "spn conditioned, sampled (b)",
-                                   "spn joint, sampled (a)", ("mean", "final")),
+                                   "spn joint, sampled (a)", METRICS),
     "broken: (b) - (a), greedy": ("broken", "spn conditioned, greedy (b)",
-                                  "spn joint, greedy (a)", ("mean", "final")),
+                                  "spn joint, greedy (a)", METRICS),
     "lost: marginal mode - joint mode ignoring lost, greedy": (
         "lost", "spn marginal mode, greedy", "spn joint mode ignoring lost agent, greedy",
-        ("mean", "final")),
+        METRICS),
     "anomaly: leave-one-out - marginal": ("anomaly", "leave-one-out", "marginal",
                                           ("auroc", "step_accuracy", "episode_accuracy")),
 }
@@ -249,43 +256,89 @@ def plot(summary: dict, path: Path, keys: tuple[str, ...], title: str) -> None:
     plt.close(fig)
 
 
+def from_bench(bench_dir: Path) -> tuple[dict, list[int], Callable]:
+    """The test env, the seeds and a loader of ``(agent, final eval)`` for the spn-ac and
+    meanfield-ac runs of a finished ``spnpolicy bench`` suite in ``bench_dir`` (one task).
+
+    The test env is the runs' env with the ``coverage`` reward (same dynamics, layout and
+    observations), so covered fractions can be read per step; seeds are those where both
+    algorithms finished."""
+    tasks = sorted(p for p in (bench_dir / "runs").iterdir() if p.is_dir())
+    if len(tasks) != 1:
+        raise SystemExit(f"--bench-dir {bench_dir}: expected one task under runs/, found "
+                         f"{[t.name for t in tasks]}")
+    runs = {algo: {int(d.name[1:]): d for d in (tasks[0] / algo).glob("s*")
+                   if (d / "checkpoints" / "last.pt").is_file()}
+            for algo in ("spn-ac", "meanfield-ac")}
+    seeds = sorted(set(runs["spn-ac"]) & set(runs["meanfield-ac"]))
+    if not seeds:
+        raise SystemExit(f"--bench-dir {bench_dir}: no seed with finished spn-ac and "
+                         f"meanfield-ac runs")
+    config = json.loads((runs["spn-ac"][seeds[0]] / "config.json").read_text())
+    if config["env"] != "coverage":
+        raise SystemExit(f"--bench-dir {bench_dir}: runs are on {config['env']!r}, not coverage")
+    env = config["env_kwargs"] | {"reward": "coverage"}
+
+    def load(algo: str, seed: int, total_steps: int | None, runs_dir: Path):
+        out = runs[algo][seed]
+        final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        return load_agent(out), final
+
+    return env, seeds, load
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds (default 3)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="training seeds (default 3; with --bench-dir: the first SEEDS "
+                             "of its seeds, default all)")
     parser.add_argument("--total-steps", type=int, default=40_000,
                         help="env steps per training run (default 40000)")
     parser.add_argument("--episodes", type=int, default=50,
                         help="test episodes per broken/lost agent (default 50)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/inference_bench"),
                         help="training runs (cached: finished runs are reloaded)")
+    parser.add_argument("--bench-dir", type=Path, default=None,
+                        help="instead of training, load the spn-ac and meanfield-ac runs of a "
+                             "finished coverage bench (e.g. runs/bench/coverage-quick); "
+                             "--total-steps is then ignored")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
+    if args.bench_dir is not None:
+        env, seeds, load = from_bench(args.bench_dir)
+        seeds = seeds[:args.seeds]
+        train_info = {"bench_dir": str(args.bench_dir)}
+    else:
+        env, seeds, load = ENV, list(range(args.seeds or 3)), train
+        train_info = TRAIN | {"total_steps": args.total_steps}
     per_seed = {"broken": [], "lost": [], "anomaly": [], "train_eval": []}
-    for seed in range(args.seeds):
-        spn, spn_eval = train("spn-ac", seed, args.total_steps, args.runs_dir)
-        meanfield, mf_eval = train("meanfield-ac", seed, args.total_steps, args.runs_dir)
+    for seed in seeds:
+        spn, spn_eval = load("spn-ac", seed, args.total_steps, args.runs_dir)
+        meanfield, mf_eval = load("meanfield-ac", seed, args.total_steps, args.runs_dir)
         g = torch.Generator().manual_seed(seed)
-        per_seed["train_eval"].append({"spn-ac greedy return": spn_eval["return_mean"],
-                                       "meanfield-ac greedy return": mf_eval["return_mean"]})
-        per_seed["broken"].append(broken_agent(spn, meanfield, args.episodes, g))
-        per_seed["lost"].append(lost_agent(spn, meanfield, args.episodes, g))
-        per_seed["anomaly"].append(anomaly(spn, args.episodes * ENV["num_agents"], seed))
+        per_seed["train_eval"].append({
+            "spn-ac greedy return": spn_eval["return_mean"],
+            "meanfield-ac greedy return": mf_eval["return_mean"],
+            "spn-ac greedy success": spn_eval.get("success_rate", float("nan")),
+            "meanfield-ac greedy success": mf_eval.get("success_rate", float("nan"))})
+        per_seed["broken"].append(broken_agent(spn, meanfield, env, args.episodes, g))
+        per_seed["lost"].append(lost_agent(spn, meanfield, env, args.episodes, g))
+        per_seed["anomaly"].append(anomaly(spn, env, args.episodes * env["num_agents"], seed))
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
     per_seed["paired_differences"] = differences(per_seed)
     summary = {name: summarise(values) for name, values in per_seed.items()}
     record = {
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]]),
-        "env": ENV, "train": TRAIN | {"total_steps": args.total_steps},
-        "seeds": args.seeds, "episodes": args.episodes,
+        "env": env, "train": train_info, "seeds": seeds, "episodes": args.episodes,
         "machine": machine(), "wall_seconds": round(time.perf_counter() - start, 1),
         **summary}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "inference.json").write_text(json.dumps(record, indent=2) + "\n")
-    plot(summary["broken"], args.out / "inference_broken.png", ("mean", "final"),
+    plot(summary["broken"], args.out / "inference_broken.png", METRICS,
          "Broken agent: covered fraction")
-    plot(summary["lost"], args.out / "inference_lost.png", ("mean", "final"),
+    plot(summary["lost"], args.out / "inference_lost.png", METRICS,
          "Lost agent: covered fraction")
     anomaly_methods = {k: v for k, v in summary["anomaly"].items() if k != "anomalous_fraction"}
     plot(anomaly_methods, args.out / "inference_anomaly.png",
