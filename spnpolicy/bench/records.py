@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spnpolicy.bench.suites import ALL_ALGOS
+from spnpolicy.bench.suites import ALL_ALGOS, OFFPOLICY_ALGOS, ONPOLICY_ALGOS
 from spnpolicy.training.rundir import CONFIG_JSON, RunDir
 
 __all__ = ["RunRecord", "find_run_dirs", "load_run", "ordered", "task_label"]
@@ -92,4 +92,4 @@ def ordered(records: Sequence[RunRecord], task_order: Sequence[str] = ()
         rank = {name: i for i, name in enumerate(order)}
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
     return (sort({r.task for r in records}, task_order),
-            sort({r.algo for r in records}, ALL_ALGOS))
+            sort({r.algo for r in records}, (*ALL_ALGOS, *OFFPOLICY_ALGOS, *ONPOLICY_ALGOS)))

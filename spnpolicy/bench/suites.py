@@ -25,6 +25,10 @@ __all__ = ["SUITES", "Protocol", "Suite", "Task", "get_suite"]
 
 #: The algorithms every full suite compares, in table order.
 ALL_ALGOS = ("spn-ac", "meanfield-ac", "reinforce", "iql", "vdn", "qmix", "dcg")
+#: The on-policy actor-critics of lecture 004 and slides 002 (issue 14).
+ONPOLICY_ALGOS = ("ia2c", "maa2c", "ippo", "mappo", "coma", "pac", "dpo", "mdpo")
+#: The off-policy baselines of seeds 001-003 (issue 15).
+OFFPOLICY_ALGOS = ("masac", "maddpg", "qtran", "ma2ql", "i2q")
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,24 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
                    checkpoint_interval=25_000),
           config={"factor_graph": "random", "num_factors": 20, "factor_order": 2,
                   **_SHAPING}),
+    # Level-based foraging (seed 004), the common-reward task: every agent gets the team's
+    # summed reward, which the value-factorisation methods need. No success flag: tables
+    # report the greedy return (1.0 = all food collected).
+    Suite("lbf", "level-based foraging 8x8, 2 players, 2 food, common reward, 50 steps; "
+          "the on-policy actor-critics beside spn-ac and vdn; metric: greedy return",
+          (Task("Foraging-8x8-2p-2f", "lbf/Foraging-8x8-2p-2f-v3", {"common_reward": True}),),
+          (*ONPOLICY_ALGOS, "spn-ac", "vdn"), 5,
+          Protocol(total_steps=500_000, eval_interval=25_000, eval_episodes=32,
+                   checkpoint_interval=25_000),
+          metric="return_mean"),
+    # Cooperative navigation, seed 001's comparison of MA-SAC and MADDPG (3 agents, 25 steps).
+    Suite("mpe-spread", "mpe2 simple_spread: 3 agents, 3 landmarks, 25 steps, shared reward; "
+          "seed 001's comparison (masac, maddpg) beside spn-ac and vdn; metric: greedy return",
+          (Task("simple_spread-N3", "mpe/simple_spread", {"N": 3, "max_cycles": 25}),),
+          ("masac", "maddpg", "spn-ac", "vdn"), 10,
+          Protocol(total_steps=500_000, eval_interval=25_000, eval_episodes=32,
+                   checkpoint_interval=25_000),
+          metric="return_mean"),
 )}
 
 
