@@ -9,7 +9,9 @@ deterministic) or kept as they are. :class:`RegionTree` reads that layout off a 
 actor-critic update needs with a few batched tensor ops per region instead of one op per
 layer group and edge pattern:
 
-- weights: one gather and one ``log_softmax`` for every sum of the circuit;
+- weights: the parameters in "block order" (sums grouped by their number of children,
+  one gather, none when the circuit already lists them so), one ``log_softmax`` per block,
+  no padding, and one gather per region for its products' log-weights;
 - ``entropy``, ``marginals``: one top-down pass of reach probabilities ``F`` (the circuit
   is normalised, so no upward pass); for deterministic sums
   ``H = -sum_{sum edges} F_product log w_product``;
@@ -67,12 +69,14 @@ class _Region:
     pos_of_prod: torch.Tensor | None = None
     prod_of_pos: torch.Tensor | None = None
     group_of_prod: torch.Tensor | None = None
-    table_pos: torch.Tensor | None = None     # summed: [P] position in the flattened weight table
+    table_pos: torch.Tensor | None = None     # summed: [P] column of the flat log-weights
+    pad_pos: torch.Tensor | None = None       # summed: [m * G] the same for slots (padding: log 0)
     left_slot: torch.Tensor | None = None     # summed: [P] g * mL + a for product (a, b) in g
     right_slot: torch.Tensor | None = None    # summed: [P] g * mR + b
+    in_order: bool = False                    # unsummed: prod_of_pos is the identity
 
     TENSORS = ("node_state", "onehot", "slots", "pos_of_prod", "prod_of_pos", "group_of_prod",
-               "table_pos", "left_slot", "right_slot")
+               "table_pos", "pad_pos", "left_slot", "right_slot")
 
     @property
     def is_leaf(self) -> bool:
@@ -92,15 +96,18 @@ class RegionTree:
 
     Build with :meth:`from_circuit`; ``distribution(params [B, num_params])`` returns a
     :class:`TreeDistribution` equal to ``circuit.distribution(params)``.
+
+    The flat log-weights ``[B, E + 2]`` of a distribution are the parameters taken in
+    ``order`` (None: as they are), each block ``(offset, sums, children)`` of ``E`` columns
+    normalised over its last axis, then a log-1 column (a sum with one child) and a log-0
+    column (padding); ``root_pos`` and each region's ``table_pos`` / ``pad_pos`` index it.
     """
 
     def __init__(self, circuit: Circuit, root: _Region, root_pos: torch.Tensor,
-                 regions: list[_Region], slots: torch.Tensor):
-        # root_pos: [m_top] positions of the root's weights in the flattened table below
+                 regions: list[_Region], order: torch.Tensor | None, blocks: list):
+        # root_pos: [m_top] columns of the root's weights in the flat log-weights
         self.circuit, self.root, self.root_pos = circuit, root, root_pos
-        # every sum's parameter columns, one row per sum (summed regions' rows in order, then
-        # the root's), padded with the log-0 column: one gather and one log_softmax for all
-        self.slots = slots
+        self.order, self.blocks = order, blocks
         self.regions = regions  # children before parents
         self.num_vars, self.num_params = circuit.num_vars, circuit.num_params
         self.num_states = circuit.max_states
@@ -125,30 +132,28 @@ class RegionTree:
         except _Layout:
             return None
 
-    def pair_plan(self, scopes: tuple) -> tuple[list, torch.Tensor | None]:
-        """For pair scopes: per lowest common region ``(region, left axes, right axes,
-        transposed)`` and the order that puts the results back in the order of ``scopes``
-        (None when they already are)."""
+    def pair_plan(self, scopes: tuple) -> tuple[list, torch.Tensor]:
+        """For pair scopes: the lowest common regions they need, and the columns
+        ``[len(scopes) * k * k]`` of their pair tables, concatenated (each region's
+        ``[|left scope|, k, |right scope|, k]``, flattened), that give each scope's table in
+        its own axis order."""
         if scopes not in self._pair_plans:
-            device = self.root_pos.device
-            by_region: dict = {}
-            for slot, (i, j) in enumerate(scopes):
+            k, needed, base, index = self.num_states, [], {}, []
+            for i, j in scopes:
                 region, flipped = self.lca[(i, j)]
-                a, b = (j, i) if flipped else (i, j)
-                by_region.setdefault(id(region), (region, []))[1].append((slot, a, b, flipped))
-            groups, order = [], []
-            for region, items in by_region.values():
-                for flipped in (False, True):
-                    chosen = [item for item in items if item[3] == flipped]
-                    if chosen:
-                        groups.append((region, torch.tensor(
-                            [region.left.scope.index(a) for _, a, _, _ in chosen], device=device),
-                            torch.tensor([region.right.scope.index(b) for _, _, b, _ in chosen],
-                                         device=device), flipped))
-                        order += [slot for slot, *_ in chosen]
-            inverse = (None if order == sorted(order)
-                       else torch.tensor(order, device=device).argsort())
-            self._pair_plans[scopes] = (groups, inverse)
+                a, b = (j, i) if flipped else (i, j)   # a in the left child, b in the right
+                if id(region) not in base:
+                    base[id(region)] = sum(len(r.left.scope) * len(r.right.scope) * k * k
+                                           for r in needed)
+                    needed.append(region)
+                sr = len(region.right.scope)
+                corner = base[id(region)] + region.left.scope.index(a) * k * sr * k \
+                    + region.right.scope.index(b) * k
+                for u in range(k):          # u: value of the scope's first variable
+                    for v in range(k):
+                        x, y = (v, u) if flipped else (u, v)
+                        index.append(corner + x * sr * k + y)
+            self._pair_plans[scopes] = (needed, torch.tensor(index, device=self.root_pos.device))
         return self._pair_plans[scopes]
 
     def to(self, device) -> RegionTree:
@@ -169,7 +174,8 @@ class RegionTree:
 
             regions = [move(r) for r in self.regions]
             tree = RegionTree(self.circuit, move(self.root), self.root_pos.to(device), regions,
-                              self.slots.to(device))
+                              None if self.order is None else self.order.to(device),
+                              self.blocks)
             tree._devices = self._devices
             self._devices[device] = tree
         return self._devices[device]
@@ -252,6 +258,7 @@ def _build(circuit: Circuit) -> RegionTree:
         else:
             r.prod_of_pos = torch.tensor(number)
             r.pos_of_prod = r.prod_of_pos.argsort()
+            r.in_order = number == list(range(len(number)))
         regions.append(r)
         return r
 
@@ -261,18 +268,20 @@ def _build(circuit: Circuit) -> RegionTree:
     top = region(list(root_node.children))
     if sorted(top.scope) != list(range(circuit.num_vars)):
         raise _Layout
-    # one table of every sum's columns; each region's products index its flattened rows
     root_row = sum_slots(root_node)
-    width = max([len(root_row)] + [r.width for r in regions if r.summed])
-    rows, start = [], 0
+    # blocks: the sums with >= 2 children grouped by that number, rows in parameter order
+    rows = [row for r in regions if r.summed for row in r.slots.tolist()] + [root_row]
+    rows = sorted({tuple(c for c in row if c != pad) for row in rows} - {(one,)})
+    blocks, columns = [], []
+    for children in dict.fromkeys(len(row) for row in rows):
+        chosen = [row for row in rows if len(row) == children]
+        blocks.append((len(columns), len(chosen), children))
+        columns += [c for row in chosen for c in row]
+    flat = {c: i for i, c in enumerate(columns)} | {one: len(columns), pad: len(columns) + 1}
     for r in regions:
         if r.summed:
-            block = torch.full((r.num_nodes, width), pad, dtype=torch.long)
-            block[:, :r.width] = r.slots
-            rows.append(block)
-            flat_row = torch.div(r.pos_of_prod, r.width, rounding_mode="floor") + start
-            r.table_pos = flat_row * width + r.pos_of_prod % r.width
-            start += r.num_nodes
-    rows.append(torch.tensor([root_row + [pad] * (width - len(root_row))]))
-    root_pos = start * width + torch.arange(len(root_row))
-    return RegionTree(circuit, top, root_pos, regions, torch.cat(rows))
+            r.pad_pos = torch.tensor([flat[c] for c in r.slots.flatten().tolist()])
+            r.table_pos = r.pad_pos[r.pos_of_prod]
+    order = None if columns == list(range(num_params)) else torch.tensor(columns)
+    root_pos = torch.tensor([flat[c] for c in root_row])
+    return RegionTree(circuit, top, root_pos, regions, order, blocks)

@@ -51,25 +51,25 @@ class TreeDistribution(Distribution):
         return self.engine().leave_one_out_log_prob(value)
 
     # --- shared pieces -----------------------------------------------------------------
-    def _ext(self) -> torch.Tensor:
-        """``params`` with a log-0 and a log-1 column appended: ``[B, P + 2]``."""
-        if "ext" not in self._cache:
-            p = self.params
-            consts = torch.tensor([-math.inf, 0.0], dtype=p.dtype, device=p.device)
-            self._cache["ext"] = torch.cat([p, consts.expand(p.shape[0], 2)], dim=1)
-        return self._cache["ext"]
-
-    def _table(self) -> torch.Tensor:
-        """Normalised log-weights of every sum, flattened: ``[B, sums * G]`` (padding -inf)."""
-        if "table" not in self._cache:
-            self._cache["table"] = torch.log_softmax(self._ext()[:, self.tree.slots],
-                                                     dim=-1).flatten(1)
-        return self._cache["table"]
+    def _flat(self) -> torch.Tensor:
+        """Log-weights of every sum's children in block order, then log 1 and log 0:
+        ``[B, E + 2]`` (see :class:`RegionTree`)."""
+        if "flat" not in self._cache:
+            tree, p = self.tree, self.params
+            if tree.order is not None:
+                p = p.index_select(1, tree.order)
+            parts = [torch.log_softmax(p[:, start:start + sums * children]
+                                       .view(-1, sums, children), dim=-1).flatten(1)
+                     for start, sums, children in tree.blocks]
+            consts = torch.tensor([0.0, -math.inf], dtype=p.dtype, device=p.device)
+            parts.append(consts.expand(p.shape[0], 2))
+            self._cache["flat"] = torch.cat(parts, dim=1)
+        return self._cache["flat"]
 
     def _root_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-weights and weights ``[B, m_top]`` of the root sum."""
         if "root" not in self._cache:
-            logw = self._table()[:, self.tree.root_pos]
+            logw = self._flat().index_select(1, self.tree.root_pos)
             self._cache["root"] = (logw, logw.exp())
         return self._cache["root"]
 
@@ -77,14 +77,13 @@ class TreeDistribution(Distribution):
         """Log-weight and weight ``[B, P]`` of each product of summed region ``r`` in its sum."""
         key = ("w", id(r))
         if key not in self._cache:
-            lw = self._table()[:, r.table_pos]
+            lw = self._flat().index_select(1, r.table_pos)
             self._cache[key] = (lw, lw.exp())
         return self._cache[key]
 
     def _padded_log_weights(self, r: _Region) -> torch.Tensor:
         """``[B, m, G]`` log-weights of each sum's children (padding -inf)."""
-        lw = self._product_weights(r)[0][:, r.prod_of_pos].view(-1, r.num_nodes, r.width)
-        return lw.masked_fill(r.slots == self.tree.num_params, -math.inf)
+        return self._flat().index_select(1, r.pad_pos).view(-1, r.num_nodes, r.width)
 
     def _flows(self) -> dict:
         """Reach probability of every region's nodes ``[B, m]`` and products ``[B, mL, mR]``."""
@@ -97,52 +96,64 @@ class TreeDistribution(Distribution):
                     continue
                 f = nodes[id(r)]
                 if r.summed:
-                    f = f[:, r.group_of_prod] * self._product_weights(r)[1]
-                else:
-                    f = f[:, r.pos_of_prod]
+                    f = f.index_select(1, r.group_of_prod) * self._product_weights(r)[1]
+                elif not r.in_order:
+                    f = f.index_select(1, r.pos_of_prod)
                 f = f.view(-1, r.left.num_nodes, r.right.num_nodes)
                 products[id(r)] = f
                 nodes[id(r.left)], nodes[id(r.right)] = f.sum(2), f.sum(1)
             self._cache["flows"] = (nodes, products)
         return self._cache["flows"]
 
-    def _subcircuit_marginals(self, r: _Region) -> torch.Tensor:
-        """``q_a(x_v)`` for each node ``a`` of ``r`` and ``v`` in its scope: ``[B, m, |scope|, k]``."""
+    def _subcircuit_marginals(self, r: _Region) -> torch.Tensor | None:
+        """``q_a(x_v)`` for each node ``a`` of ``r`` and ``v`` in its scope, flattened:
+        ``[B, m, |scope| * k]``; None for a leaf whose node ``s`` is state ``s`` (the
+        identity)."""
         key = ("q", id(r))
         if key not in self._cache:
-            k, batch = self.tree.num_states, self.params.shape[0]
+            batch = self.params.shape[0]
             if r.is_leaf:
-                q = r.onehot.to(self.params.dtype)[None, :, None, :].expand(batch, -1, -1, -1)
+                q = None if r.identity else \
+                    r.onehot.to(self.params.dtype)[None].expand(batch, -1, -1)
             else:
                 ql, qr = self._subcircuit_marginals(r.left), self._subcircuit_marginals(r.right)
                 ml, mr = r.left.num_nodes, r.right.num_nodes
                 if r.summed:  # q_g = sum_{(a, b) in g} w_ab [q_a, q_b]
                     w = self._product_weights(r)[1]
-                    to_left = w.new_zeros(batch, r.num_nodes * ml).index_add_(1, r.left_slot, w)
-                    to_right = w.new_zeros(batch, r.num_nodes * mr).index_add_(1, r.right_slot, w)
-                    left = to_left.view(batch, r.num_nodes, ml) @ ql.flatten(2)
-                    right = to_right.view(batch, r.num_nodes, mr) @ qr.flatten(2)
+                    left = w.new_zeros(batch, r.num_nodes * ml).index_add_(1, r.left_slot, w)
+                    right = w.new_zeros(batch, r.num_nodes * mr).index_add_(1, r.right_slot, w)
+                    left, right = left.view(batch, r.num_nodes, ml), right.view(batch, r.num_nodes, mr)
+                    left = left if ql is None else torch.bmm(left, ql)
+                    right = right if qr is None else torch.bmm(right, qr)
                 else:
                     prod = r.prod_of_pos
-                    left = ql.flatten(2)[:, torch.div(prod, mr, rounding_mode="floor")]
-                    right = qr.flatten(2)[:, prod % mr]
-                q = torch.cat([left.view(batch, r.num_nodes, -1, k),
-                               right.view(batch, r.num_nodes, -1, k)], dim=2)
+                    left = self._explicit(ql, ml).index_select(
+                        1, torch.div(prod, mr, rounding_mode="floor"))
+                    right = self._explicit(qr, mr).index_select(1, prod % mr)
+                q = torch.cat([left, right], dim=2)
             self._cache[key] = q
         return self._cache[key]
 
+    def _explicit(self, q: torch.Tensor | None, m: int) -> torch.Tensor:
+        """``q`` of :meth:`_subcircuit_marginals`, the identity ``[B, m, m]`` made explicit."""
+        if q is not None:
+            return q
+        p = self.params
+        return torch.eye(m, dtype=p.dtype, device=p.device).expand(p.shape[0], -1, -1)
+
     def _region_pairs(self, r: _Region) -> torch.Tensor:
-        """``p(x_i, x_j)`` for every ``i`` of ``r``'s left and ``j`` of its right child:
-        ``[B, |left scope|, |right scope|, k, k]`` = ``q_L^T F_r q_R`` (two matmuls)."""
+        """``p(x_i = x, x_j = y)`` for every ``i`` of ``r``'s left and ``j`` of its right
+        child: ``[B, |left scope| * k * |right scope| * k]`` (axes ``i, x, j, y``) =
+        ``q_L^T F_r q_R`` (at most two matmuls)."""
         key = ("region pairs", id(r))
         if key not in self._cache:
             _, products = self._flows()
-            ql = self._subcircuit_marginals(r.left)     # [B, mL, sL, k]
-            qr = self._subcircuit_marginals(r.right)    # [B, mR, sR, k]
-            batch, k = ql.shape[0], self.tree.num_states
-            sl, sr = len(r.left.scope), len(r.right.scope)
-            joint = ql.flatten(2).transpose(1, 2) @ (products[id(r)] @ qr.flatten(2))
-            self._cache[key] = joint.view(batch, sl, k, sr, k).transpose(2, 3)
+            ql = self._subcircuit_marginals(r.left)     # [B, mL, sL * k] or None (identity)
+            qr = self._subcircuit_marginals(r.right)    # [B, mR, sR * k] or None
+            joint = products[id(r)]
+            joint = joint if qr is None else torch.bmm(joint, qr)
+            joint = joint if ql is None else torch.bmm(ql.transpose(1, 2), joint)
+            self._cache[key] = joint.flatten(1)
         return self._cache[key]
 
     # --- queries -------------------------------------------------------------------------
@@ -150,12 +161,13 @@ class TreeDistribution(Distribution):
         """Exact entropy ``[B]``: ``-sum`` over sums' edges of flow times log-weight."""
         if "entropy" not in self._cache:
             logw, w = self._root_weights()
-            h = -(w * logw.masked_fill(w == 0, 0.0)).sum(-1)
             _, products = self._flows()
+            flows, logs = [w], [logw.masked_fill(w == 0, 0.0)]
             for r in self.tree.regions:
                 if r.summed:
-                    h = h - (products[id(r)].flatten(1) * self._product_weights(r)[0]).sum(-1)
-            self._cache["entropy"] = h
+                    flows.append(products[id(r)].flatten(1))
+                    logs.append(self._product_weights(r)[0])
+            self._cache["entropy"] = -(torch.cat(flows, 1) * torch.cat(logs, 1)).sum(-1)
         return self._cache["entropy"]
 
     def marginals(self) -> torch.Tensor:
@@ -176,13 +188,11 @@ class TreeDistribution(Distribution):
             return self.engine().scope_marginals(scopes)
         key = ("pairs", tuple(scopes))
         if key not in self._cache:
-            groups, inverse = self.tree.pair_plan(tuple(scopes))
-            parts = []
-            for region, li, ri, flipped in groups:
-                part = self._region_pairs(region)[:, li, ri]
-                parts.append(part.transpose(-1, -2) if flipped else part)
+            regions, index = self.tree.pair_plan(tuple(scopes))
+            parts = [self._region_pairs(r) for r in regions]
             joint = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-            self._cache[key] = joint if inverse is None else joint[:, inverse]
+            k = self.tree.num_states
+            self._cache[key] = joint.index_select(1, index).view(-1, len(scopes), k, k)
         return self._cache[key]
 
     def _check_value(self, value: torch.Tensor) -> torch.Tensor:
@@ -277,12 +287,12 @@ class TreeDistribution(Distribution):
                     best[id(r)] = self.params.new_zeros(batch, r.num_nodes)
                     continue
                 m = (best[id(r.left)].unsqueeze(2) + best[id(r.right)].unsqueeze(1)).flatten(1)
+                m = m.index_select(1, r.prod_of_pos)
                 if r.summed:
-                    scores = m[:, r.prod_of_pos].view(batch, r.num_nodes, -1) + \
-                        self._padded_log_weights(r)
+                    scores = m.view(batch, r.num_nodes, -1) + self._padded_log_weights(r)
                     best[id(r)], picks[id(r)] = scores.max(-1)
                 else:
-                    best[id(r)] = m[:, r.prod_of_pos]
+                    best[id(r)] = m
             top = (self._root_weights()[0] + best[id(self.tree.root)]).argmax(-1)
             rows = torch.arange(batch, device=top.device)
 
