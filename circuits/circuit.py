@@ -7,13 +7,13 @@ import math
 import torch
 from torch import nn
 
-from circuits import parameters
+from circuits import parameters, passes
 from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
 from circuits.distribution import CircuitDistribution
 from circuits.nodes import Node
 from circuits.tables import TablePlan, build_table_plan
-from circuits.validation import check_dtype, check_params
+from circuits.validation import check_assignment, check_dtype, check_params
 
 __all__ = ["Circuit"]
 
@@ -49,6 +49,7 @@ class Circuit(nn.Module):
         self._plans: dict = {}
         self._plans[torch.device("cpu")] = compile_plan(structure)
         self._table_plans: dict = {}
+        self._own_params: tuple | None = None      # (key, logp, logp_ext) of unchanged logits
         plan = self._plans[torch.device("cpu")]
         self.logits = nn.Parameter(plan.init_logits.to(check_dtype(dtype)))
 
@@ -122,9 +123,7 @@ class Circuit(nn.Module):
                 ``logits`` (batch shape ``[]``).
         """
         if params is None:
-            plan = self._plan_on(self.logits.device)
-            logp = parameters.normalise(plan, self.logits.unsqueeze(0), "logits")
-            return CircuitDistribution(self, logp, torch.Size())
+            return CircuitDistribution(self, self._normalised()[0], torch.Size())
         params = check_params(params, self.num_params)
         batch_shape = params.shape[:-1]
         flat = params.reshape(math.prod(batch_shape), self.num_params)
@@ -136,8 +135,35 @@ class Circuit(nn.Module):
         return self.log_prob(x)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``log p(x)`` for ``x [..., num_vars]`` (-1 = marginalised) -> ``[...]``."""
-        return self.distribution().log_prob(x)
+        """``log p(x)`` for ``x [..., num_vars]`` (-1 = marginalised) -> ``[...]``: the same as
+        ``distribution().log_prob(x)``, without building the distribution."""
+        plan = self._plan_on(self.logits.device)
+        x = check_assignment(x, plan, "value", allow_missing=True).to(self.logits.device)
+        flat = x.reshape(-1, plan.num_vars)
+        root = passes.root_log_values(plan, self._normalised()[1], flat, flat.shape[0])
+        return root.reshape(x.shape[:-1])
+
+    def _normalised(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``logits`` normalised, ``[1, num_params]``, and extended (:func:`passes.extend`).
+
+        Where no gradient can flow to ``logits`` (``torch.no_grad()``, or ``logits`` frozen),
+        the result is kept and reused while ``logits`` is the same tensor with the same
+        version counter, which every in-place change through the parameter (optimiser steps,
+        ``copy_``, ``load_state_dict``, ``.to``) advances; writes through ``logits.data``
+        bypass the counter, as they bypass autograd's own checks.
+        """
+        logits = self.logits
+        plan = self._plan_on(logits.device)
+        if torch.is_grad_enabled() and logits.requires_grad:
+            logp = parameters.normalise(plan, logits.unsqueeze(0), "logits")
+            return logp, passes.extend(logp)
+        key = (id(logits), logits._version, logits.data_ptr(), logits.device, logits.dtype,
+               torch.is_inference_mode_enabled())
+        if self._own_params is None or self._own_params[0] != key:
+            with torch.no_grad():
+                logp = parameters.normalise(plan, logits.unsqueeze(0), "logits")
+                self._own_params = (key, logp, passes.extend(logp))
+        return self._own_params[1], self._own_params[2]
 
     def marginals(self) -> torch.Tensor:
         """Single-variable marginals ``[num_vars, max_states]``."""

@@ -15,24 +15,50 @@ from circuits.compile import Plan
 
 __all__ = ["normalise"]
 
+NARROW = 16   # groups narrower than this are normalised along the transposed run
+
 
 def normalise(plan: Plan, params: torch.Tensor, name: str = "params") -> torch.Tensor:
     """Log-softmax of ``params [B, P]`` within each leaf's and each sum's parameter group.
 
-    Raises ValueError naming ``name`` when every logit of some group is ``-inf`` (that leaf or
-    sum would have zero total mass).
+    Each run of equal-size groups (``plan.param_runs``) is one dense log-softmax, each mixed
+    stretch one scatter-based log-softmax. Raises ValueError naming ``name`` when every logit
+    of some group is ``-inf`` (that leaf or sum would have zero total mass).
     """
     if plan.num_params == 0:
         return params
-    group = plan.param_group.to(params.device)
-    batch = params.shape[0]
-    index = group.expand(batch, -1)
-    top = params.new_full((batch, plan.num_param_groups), float("-inf"))
-    top = top.scatter_reduce(1, index, params.detach(), "amax", include_self=True)
-    if bool(torch.isneginf(top).any()):
-        _raise_zero_mass(plan, top, name)
-    shifted = params - top.gather(1, index)                          # <= 0, one 0 per group
-    total = shifted.new_zeros(batch, plan.num_param_groups).scatter_add(1, index, torch.exp(shifted))
+    parts = []
+    for start, stop, size, first_group, stop_group in plan.param_runs:
+        segment = params[:, start:stop]
+        if size >= NARROW:
+            parts.append(torch.log_softmax(segment.reshape(-1, size), -1).view(segment.shape))
+        elif size:                                   # transposed: CPU kernels are slow on short rows
+            rows = segment.reshape(-1, size).T
+            parts.append(torch.log_softmax(rows, 0).T.reshape(segment.shape))
+        else:
+            group = plan.param_group[start:stop].to(params.device) - first_group
+            parts.append(_scatter_log_softmax(segment, group, stop_group - first_group))
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    if bool(out.detach().sum().isnan()):            # an all -inf group (or NaN logits)
+        group = plan.param_group.to(params.device)
+        top = _group_max(params, group, plan.num_param_groups)
+        if bool(torch.isneginf(top).any()):
+            _raise_zero_mass(plan, top, name)
+    return out
+
+
+def _group_max(params: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Per-group maximum ``[B, num_groups]`` of ``params [B, P]`` (detached)."""
+    top = params.new_full((params.shape[0], num_groups), float("-inf"))
+    return top.scatter_reduce(1, group.expand(params.shape[0], -1), params.detach(), "amax",
+                              include_self=True)
+
+
+def _scatter_log_softmax(params: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Log-softmax of ``params [B, P']`` within the groups ``group [P']`` (ids ``0..num_groups-1``)."""
+    index = group.expand(params.shape[0], -1)
+    shifted = params - _group_max(params, group, num_groups).gather(1, index)
+    total = shifted.new_zeros(params.shape[0], num_groups).scatter_add(1, index, torch.exp(shifted))
     return shifted - torch.log(total).gather(1, index)
 
 

@@ -16,7 +16,7 @@ import torch
 from circuits import upward as upward_steps
 from circuits.compile import Group, Plan
 
-__all__ = ["normalise", "extend", "leaf_log_probs", "leaf_values", "upward", "upward_layers",
+__all__ = ["extend", "leaf_log_probs", "leaf_values", "upward", "upward_layers",
            "root_log_values", "log_values", "log_derivatives",
            "entropy", "max_product", "descend", "posterior", "safe_logsumexp",
            "scatter_logsumexp"]
@@ -48,22 +48,6 @@ def scatter_logsumexp(src: torch.Tensor, index: torch.Tensor, size: int) -> torc
     total = torch.zeros((batch, size), dtype=src.dtype, device=src.device)
     total = total.scatter_add(1, idx, torch.exp(src - m.gather(1, idx)))
     return safe_log(total) + m
-
-
-def normalise(plan: Plan, params: torch.Tensor) -> torch.Tensor:
-    """Log-softmax of ``params [B, P]`` within each leaf's and each sum's parameter group."""
-    if plan.num_params == 0:
-        return params
-    parts = []
-    for start, stop, size, first_group, stop_group in plan.param_runs:
-        segment = params[:, start:stop]
-        if size:                                  # equal-size groups: a dense log-softmax
-            parts.append(torch.log_softmax(segment.reshape(-1, size), -1).view(segment.shape))
-        else:
-            group = plan.param_group[start:stop].to(params.device) - first_group
-            lse = scatter_logsumexp(segment, group, stop_group - first_group)
-            parts.append(segment - lse.index_select(1, group))
-    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
 def extend(logp: torch.Tensor) -> torch.Tensor:

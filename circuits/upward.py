@@ -141,8 +141,74 @@ def _has_finite(x: torch.Tensor, dim: int) -> torch.Tensor:
 def _matmul(w: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     """``w [B', G, M, K]`` times ``e [G, K, B]`` -> ``[G, M, B]``."""
     if w.shape[0] == 1:
-        return torch.bmm(w[0], e)
+        return _bmm(w[0], e)
     return torch.einsum("bgmk,gkb->gmb", w, e)
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a [G, X, Y] @ b [G, Y, B]``. Below :data:`NARROW` columns, computed as
+    ``(b^T a^T)^T``: CPU BLAS runs batched matrix-vector products far below its
+    matrix-matrix speed (4x slower at ``B = 1`` on a 21 x 441 block), but not the
+    transposed form."""
+    if b.shape[2] < NARROW:
+        return torch.bmm(b.mT, a.mT).mT
+    return torch.bmm(a, b)
+
+
+NARROW = 16
+
+
+class _OuterMatmul(torch.autograd.Function):
+    """:func:`_outer_values` as one autograd node (shared weights ``w [1, G, M, K]``). Its
+    backward reads the saved outer product ``e [G, K, B]`` once: ``z = (w^T (grad / s)) * e``
+    summed over either factor is the gradient of the left or right children, the
+    exponentials' backward folded in, where autograd would run two broadcast products and
+    their reductions. ``s`` is returned for the guard, not differentiable; ``log 0 = -inf``
+    gets a zero gradient."""
+
+    @staticmethod
+    def forward(ctx, w, both, width):
+        out, s, e = _outer_values(w, both, width)
+        ctx.save_for_backward(w, e, s)
+        ctx.split = (width, both.shape[1] - width)
+        ctx.mark_non_differentiable(s)
+        return out, s
+
+    @staticmethod
+    def backward(ctx, grad, _grad_s):
+        w, e, s = ctx.saved_tensors
+        positive = s > 0
+        gs = torch.where(positive, grad / torch.where(positive, s, 1.0), 0.0)   # [G, M, B]
+        grad_w = grad_both = None
+        if ctx.needs_input_grad[0]:
+            grad_w = _bmm(gs, e.mT).unsqueeze(0)                      # [1, G, M, K]
+        if ctx.needs_input_grad[1]:
+            z = _bmm(w[0].mT, gs).mul_(e)                             # [G, K, B]
+            z = z.view(z.shape[0], *ctx.split, z.shape[2])            # [G, A, A2, B]
+            grad_both = torch.cat([z.sum(2), z.sum(1)], 1)            # [G, A + A2, B]
+        return grad_w, grad_both, None
+
+
+def _outer_values(w: torch.Tensor, both: torch.Tensor, width: int):
+    """The fused outer step on ``both [G, A + A2, B]`` (left children then right, ``A =
+    width``) with weights ``w [B', G, M, A * A2]``: ``out = log(w @ e) + ml + mr`` where
+    ``e [G, K, B]`` is the outer product of the two lists' shifted exponentials. Returns
+    ``(out, s, e)``, ``s = w @ e`` ``[G, M, B]``."""
+    g, total, batch = both.shape
+    if 2 * width == total:                            # equal lists: shift and exp them as one
+        two = both.view(g, 2, width, batch)
+        m = _shift(two, 2)                                            # [G, 2, 1, B]
+        ex = torch.exp(two - m)
+        e = ex[:, 0].unsqueeze(2) * ex[:, 1].unsqueeze(1)             # [G, A, A, B]
+        shift = m.sum(1)
+    else:
+        left, right = both[:, :width], both[:, width:]
+        ml, mr = _shift(left, 1), _shift(right, 1)
+        e = torch.exp(left - ml).unsqueeze(2) * torch.exp(right - mr).unsqueeze(1)
+        shift = ml + mr
+    e = e.flatten(1, 2)
+    s = _matmul(w, e)
+    return _log(s) + shift, s, e
 
 
 def _log(s: torch.Tensor) -> torch.Tensor:
@@ -159,17 +225,28 @@ def _dense(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 
 
 def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
-    left, right = _gather(src, step.children), _gather(src, step.right)   # [G, A, B], [G, A2, B]
-    ml, mr = _shift(left, 1), _shift(right, 1)
-    e = torch.exp(left - ml).unsqueeze(2) * torch.exp(right - mr).unsqueeze(1)
-    s = _matmul(weights.exp(step), e.flatten(1, 2))
-    out = _log(s) + (ml + mr)
+    width = step.children.shape[1]
+    both = _gather(src, _pair(step))                                 # [G, A + A2, B]
+    w = weights.exp(step)
+    if w.shape[0] == 1 and torch.is_grad_enabled() and (w.requires_grad or both.requires_grad):
+        out, s = _OuterMatmul.apply(w, both, width)
+    else:
+        out, s, _ = _outer_values(w, both, width)
 
     def children(cols):
-        l, r = left.index_select(2, cols), right.index_select(2, cols)
-        return (l.unsqueeze(2) + r.unsqueeze(1)).flatten(1, 2)
-    return _guard(step, out, s, lambda: _has_finite(left, 1) & _has_finite(right, 1),
+        picked = both.index_select(2, cols)
+        return (picked[:, :width].unsqueeze(2) + picked[:, width:].unsqueeze(1)).flatten(1, 2)
+    return _guard(step, out, s, lambda: _has_finite(both[:, :width], 1) & _has_finite(both[:, width:], 1),
                   children, weights)
+
+
+def _pair(step: Step) -> torch.Tensor:
+    """An outer step's left and right child lists side by side, ``[G, A + A2]`` (made once
+    per step and kept on it)."""
+    pair = getattr(step, "_pair", None)
+    if pair is None:
+        pair = step._pair = torch.cat([step.children, step.right], 1)
+    return pair
 
 
 def _guard(step: Step, out, s, finite, children, weights: _Pass) -> torch.Tensor:

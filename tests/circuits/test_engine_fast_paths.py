@@ -1,0 +1,162 @@
+"""The engine's speed paths give the same numbers as the plain ones.
+
+- ``Circuit`` keeps its normalised parameters while ``logits`` is unchanged and no gradient
+  can flow: every in-place change through the parameter must invalidate them.
+- The fused outer step's hand-written backward (``upward._OuterMatmul``) against autograd
+  of the same formula and against finite differences, including ``-inf`` children.
+- Narrow batches (``upward._bmm``'s transposed product) and run-wise normalisation
+  (``parameters.normalise``) against float64 references.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from circuits import Categorical, Circuit, Product, Sum, logops, parameters, upward
+from circuits.structures import random_tensorized
+
+RAT = dict(num_vars=8, num_states=3, depth=2, num_repetitions=2, num_sums=3,
+           num_input_distributions=3, seed=1)
+
+
+def _x(batch: int, seed: int = 0) -> torch.Tensor:
+    x = torch.randint(0, 3, (batch, RAT["num_vars"]), generator=torch.Generator().manual_seed(seed))
+    x[::3, 0] = -1
+    return x
+
+
+def _fresh(c: Circuit, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) from a circuit rebuilt around the current logits (nothing cached)."""
+    twin = copy.deepcopy(c)
+    twin._own_params = None
+    return twin.log_prob(x)
+
+
+def test_cached_parameters_follow_in_place_updates():
+    c = random_tensorized(**RAT)
+    x = _x(16)
+    opt = torch.optim.SGD(c.parameters(), lr=0.5)
+    with torch.no_grad():
+        before = c.log_prob(x)
+        assert torch.equal(c.log_prob(x), before)            # the cached path, same values
+    loss = -c.log_prob(x).sum()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        after = c.log_prob(x)
+    assert not torch.allclose(after, before)
+    assert torch.allclose(after, _fresh(c, x), atol=1e-6)
+    with torch.no_grad():
+        c.logits.copy_(torch.randn(c.num_params, generator=torch.Generator().manual_seed(3)))
+        copied = c.log_prob(x)
+    assert torch.allclose(copied, _fresh(c, x), atol=1e-6)
+    state = copy.deepcopy(c.state_dict())
+    with torch.no_grad():
+        c.logits.zero_()
+        assert torch.allclose(c.log_prob(x), _fresh(c, x), atol=1e-6)
+    c.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.allclose(c.log_prob(x), copied, atol=1e-6)
+        c.double()
+        assert c.log_prob(x).dtype == torch.float64
+        assert torch.allclose(c.log_prob(x).float(), copied, atol=1e-5)
+
+
+def test_cached_parameters_never_block_gradients():
+    c = random_tensorized(**RAT)
+    x = _x(8)
+    with torch.no_grad():
+        c.log_prob(x)                                        # fills the cache
+    out = c.log_prob(x).sum()
+    assert out.requires_grad
+    (grad,) = torch.autograd.grad(out, c.logits)
+    assert float(grad.abs().sum()) > 0
+    c.logits.requires_grad_(False)
+    assert not c.log_prob(x).requires_grad
+    assert torch.equal(c.log_prob(x), c.distribution().log_prob(x))
+
+
+def _outer_inputs(dtype, batch: int, neg_inf: bool):
+    gen = torch.Generator().manual_seed(batch)
+    g, a, a2, m = 3, 4, 3, 5
+    w = torch.rand(1, g, m, a * a2, generator=gen, dtype=dtype)
+    both = torch.randn(g, a + a2, batch, generator=gen, dtype=dtype) * 3
+    if neg_inf:
+        both[0, :a, 0] = float("-inf")                      # a whole left list at log 0
+        both[1, 1, :] = float("-inf")                       # one child at log 0
+    return w, both, a
+
+
+@pytest.mark.parametrize("batch", [1, 5, 40])
+@pytest.mark.parametrize("neg_inf", [False, True])
+def test_outer_backward_equals_autograd_of_the_formula(batch, neg_inf):
+    w, both, a = _outer_inputs(torch.float64, batch, neg_inf)
+    w1, b1 = w.clone().requires_grad_(), both.clone().requires_grad_()
+    out, _ = upward._OuterMatmul.apply(w1, b1, a)
+    w2, b2 = w.clone().requires_grad_(), both.clone().requires_grad_()
+    left, right = b2[:, :a], b2[:, a:]
+    terms = left.unsqueeze(2) + right.unsqueeze(1)                   # [G, A, A2, B]
+    expected = logops.logsumexp(terms.flatten(1, 2).unsqueeze(1) + w2.log()[0].unsqueeze(-1), 2)
+    finite = torch.isfinite(expected)
+    assert torch.equal(torch.isfinite(out), finite)
+    assert torch.allclose(out[finite], expected[finite], rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    (out * upstream).sum().backward()
+    torch.where(finite, expected * upstream, 0.0).sum().backward()
+    assert torch.allclose(w1.grad, w2.grad, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(b1.grad, b2.grad, rtol=1e-10, atol=1e-12)
+    assert not torch.isnan(b1.grad).any()
+
+
+def test_outer_backward_gradcheck():
+    w, both, a = _outer_inputs(torch.float64, 3, False)
+    w.requires_grad_()
+    both.requires_grad_()
+    assert torch.autograd.gradcheck(lambda w_, b_: upward._OuterMatmul.apply(w_, b_, a)[0], (w, both))
+
+
+@pytest.mark.parametrize("batch", [1, 2, upward.NARROW - 1, upward.NARROW, 33])
+def test_float32_matches_float64_on_both_sides_of_the_narrow_batch_switch(batch):
+    c32 = random_tensorized(**RAT)
+    c64 = Circuit(c32.root, dtype=torch.float64)
+    x = _x(batch, seed=batch)
+    assert torch.allclose(c32.log_prob(x).double(), c64.log_prob(x), atol=1e-5)
+    c32.log_prob(x).sum().backward()
+    c64.log_prob(x).sum().backward()
+    assert torch.allclose(c32.logits.grad.double(), c64.logits.grad, atol=1e-4)
+
+
+def _scatter_reference(plan, params: torch.Tensor) -> torch.Tensor:
+    """Group-wise log-softmax in float64, group by group."""
+    out = torch.empty_like(params, dtype=torch.float64)
+    for g in range(plan.num_param_groups):
+        members = torch.nonzero(plan.param_group == g).flatten()
+        out[:, members] = torch.log_softmax(params[:, members].double(), -1)
+    return out
+
+
+def test_normalise_by_runs_equals_group_by_group():
+    c = random_tensorized(**RAT)
+    plan = c._plan_on(torch.device("cpu"))
+    assert any(size for _, _, size, _, _ in plan.param_runs)          # dense runs are exercised
+    params = torch.randn(3, plan.num_params, generator=torch.Generator().manual_seed(0)) * 50
+    params[0, 0] = float("-inf")
+    params[1, -1] = float("-inf")
+    got = parameters.normalise(plan, params)
+    expected = _scatter_reference(plan, params)
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))
+    finite = torch.isfinite(expected)
+    assert torch.allclose(got.double()[finite], expected[finite], atol=1e-4)
+
+
+def test_normalise_names_an_all_minus_inf_group():
+    root = Sum([Product([Categorical(0, 2), Categorical(1, 2)]),
+                Product([Categorical(0, 2), Categorical(1, 2)])])
+    c = Circuit(root)
+    params = torch.zeros(2, c.num_params)
+    params[1, :2] = float("-inf")
+    with pytest.raises(ValueError, match="row 1"):
+        parameters.normalise(c._plan_on(torch.device("cpu")), params)
