@@ -35,8 +35,12 @@ def evaluate(act: ActFn, envs: VecEnv, episodes: int, seed: int | None = None,
         max_steps: safety limit on vectorised steps (RuntimeError when exceeded).
 
     Returns:
-        ``return_mean``, ``return_std``, ``length_mean``, ``episodes``, and ``success_rate``
-        when the env reports a success flag.
+        ``return_mean``, ``return_std``, ``length_mean``, ``episodes``; ``success_rate``
+        when the env reports a success flag; ``final_potential`` when the env has a
+        potential (``envs.potential(states)``, e.g. coverage's ``infos["potential"]``): its
+        mean over the episodes' last states, a progress measure on sparse tasks (coverage:
+        minus the agents' summed distance to the goals under the best assignment / grid
+        size, 0 when every goal is covered).
     """
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
@@ -45,14 +49,16 @@ def evaluate(act: ActFn, envs: VecEnv, episodes: int, seed: int | None = None,
     runner = Runner(envs)
     runner.reset(seed=seed)
     kept: list = []
+    last_states: list[np.ndarray] = []  # [state_dim] each, the kept episodes' last states
     played = np.zeros(envs.num_envs, dtype=np.int64)
     for _ in range(max_steps):
         if (played >= quota).all():
             break
-        runner.step(act(runner.state, runner.obs))
+        transition = runner.step(act(runner.state, runner.obs))
         for episode in runner.pop_episodes():
             if played[episode.env_index] < quota[episode.env_index]:
                 kept.append(episode)
+                last_states.append(transition.next_state[episode.env_index])
             played[episode.env_index] += 1
     else:
         raise RuntimeError(f"evaluation did not finish {episodes} episodes in {max_steps} steps")
@@ -62,6 +68,8 @@ def evaluate(act: ActFn, envs: VecEnv, episodes: int, seed: int | None = None,
               "episodes": len(kept)}
     if envs.has_success:
         result["success_rate"] = float(np.mean([ep.success for ep in kept]))
+    if callable(getattr(envs, "potential", None)):
+        result["final_potential"] = float(np.mean(envs.potential(np.stack(last_states))))
     return result
 
 

@@ -37,6 +37,25 @@ def test_episode_quotas_do_not_favour_short_episodes():
     assert result["length_mean"] == pytest.approx(1 * lengths_one + 10 * (1 - lengths_one))
 
 
+def test_final_potential_is_the_mean_potential_of_the_last_states():
+    """A policy that never moves ends every episode where it started, so the final potential
+    is the mean assignment potential of the reset states, computed here by enumeration."""
+    import itertools
+
+    kwargs = dict(num_agents=3, grid_size=5, max_steps=4, layout="fixed", layout_seed=3)
+    result = evaluate(lambda s, o: np.zeros((4, 3), dtype=int),
+                      make_vec_env("coverage", 4, seed=7, **kwargs), episodes=4, seed=7)
+    starts, _ = make_vec_env("coverage", 4, seed=7, **kwargs).reset(seed=7)   # [4, 5n + 1]
+    agents = np.rint(starts[:, :6] * 5).reshape(4, 3, 2)
+    goals = np.rint(starts[:, 6:12] * 5).reshape(4, 3, 2)
+    best = [min(sum(np.abs(a[i] - g[p[i]]).sum() for i in range(3))
+                for p in itertools.permutations(range(3))) for a, g in zip(agents, goals)]
+    assert result["success_rate"] == float(np.mean(np.array(best) == 0))
+    assert result["final_potential"] == pytest.approx(-np.mean(best) / 5)
+    assert "final_potential" not in evaluate(lambda s, o: np.zeros((2, 2), dtype=int),
+                                             make_vec_env("climbing", 2), 2)
+
+
 def test_evaluation_arguments():
     envs = make_vec_env("climbing", 2)
     with pytest.raises(ValueError, match="episodes"):
