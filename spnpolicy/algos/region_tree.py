@@ -58,10 +58,7 @@ class _Region:
 
     scope: tuple[int, ...]                  # variables, left child's then right child's
     num_nodes: int
-    var: int = -1                           # leaf: the variable
-    node_state: torch.Tensor | None = None  # leaf: [m] state of each indicator node
-    onehot: torch.Tensor | None = None      # leaf: [m, k] float one-hot of node_state
-    identity: bool = False                  # leaf: node s is state s
+    var: int = -1                           # leaf: the variable (node s: the indicator of s)
     left: "_Region | None" = None
     right: "_Region | None" = None
     summed: bool = False
@@ -75,7 +72,7 @@ class _Region:
     right_slot: torch.Tensor | None = None    # summed: [P] g * mR + b
     in_order: bool = False                    # unsummed: prod_of_pos is the identity
 
-    TENSORS = ("node_state", "onehot", "slots", "pos_of_prod", "prod_of_pos", "group_of_prod",
+    TENSORS = ("slots", "pos_of_prod", "prod_of_pos", "group_of_prod",
                "table_pos", "pad_pos", "left_slot", "right_slot")
 
     @property
@@ -98,9 +95,10 @@ class RegionTree:
     :class:`TreeDistribution` equal to ``circuit.distribution(params)``.
 
     The flat log-weights ``[B, E + 2]`` of a distribution are the parameters taken in
-    ``order`` (None: as they are), each block ``(offset, sums, children)`` of ``E`` columns
-    normalised over its last axis, then a log-1 column (a sum with one child) and a log-0
-    column (padding); ``root_pos`` and each region's ``table_pos`` / ``pad_pos`` index it.
+    ``order`` (None: as they are), each block ``(offset, sums, children)`` of ``E``
+    columns (child-major, ``[children, sums]``) normalised over its children, then a log-1
+    column (a sum with one child) and a log-0 column (padding); ``root_pos`` and each
+    region's ``table_pos`` / ``pad_pos`` index it.
     """
 
     def __init__(self, circuit: Circuit, root: _Region, root_pos: torch.Tensor,
@@ -197,22 +195,25 @@ def _build(circuit: Circuit) -> RegionTree:
     pad, one = num_params, num_params + 1  # columns appended to params: log 0 and log 1
     regions: list[_Region] = []
 
-    def sum_slots(node: Sum) -> list[int]:
+    def sum_slots(node: Sum, children: list | None = None) -> list[int]:
         if len(node.children) == 1:
             return [one]
         nid = plan.node_of[node]
-        return [slot_of[(nid, plan.node_of[c])] for c in node.children]
+        return [slot_of[(nid, plan.node_of[c])] for c in children or node.children]
+
+    def by_state(nodes: list) -> list:
+        """A leaf region's indicators ordered by state (node s is state s), else ``nodes``."""
+        if all(isinstance(n, Categorical) and len(n.support) == 1 for n in nodes):
+            return sorted(nodes, key=lambda n: n.support[0])
+        return nodes
 
     def region(nodes: list) -> _Region:
         if all(isinstance(n, Categorical) for n in nodes):
             states = [n.support[0] if len(n.support) == 1 else -1 for n in nodes]
-            if (len({n.var for n in nodes}) != 1 or sorted(states) != list(range(k))
+            if (len({n.var for n in nodes}) != 1 or states != list(range(k))
                     or any(n.num_states != k for n in nodes)):
                 raise _Layout
-            r = _Region(scope=(nodes[0].var,), num_nodes=len(nodes), var=nodes[0].var,
-                        node_state=torch.tensor(states),
-                        onehot=torch.eye(k, dtype=torch.float64)[states],
-                        identity=states == list(range(k)))
+            r = _Region(scope=(nodes[0].var,), num_nodes=len(nodes), var=nodes[0].var)
             regions.append(r)
             return r
         if all(isinstance(n, Product) for n in nodes):
@@ -225,8 +226,8 @@ def _build(circuit: Circuit) -> RegionTree:
         products = [p for g in groups for p in g]
         if any(len(p.children) != 2 for p in products):
             raise _Layout
-        lefts = list(dict.fromkeys(p.children[0] for p in products))
-        rights = list(dict.fromkeys(p.children[1] for p in products))
+        lefts = by_state(list(dict.fromkeys(p.children[0] for p in products)))
+        rights = by_state(list(dict.fromkeys(p.children[1] for p in products)))
         ml, mr = len(lefts), len(rights)
         if len({(p.children[0], p.children[1]) for p in products}) != len(products) or \
                 len(products) != ml * mr:
@@ -265,18 +266,20 @@ def _build(circuit: Circuit) -> RegionTree:
     root_node = circuit.root
     if not isinstance(root_node, Sum):
         raise _Layout
-    top = region(list(root_node.children))
+    top_nodes = by_state(list(root_node.children))
+    top = region(top_nodes)
     if sorted(top.scope) != list(range(circuit.num_vars)):
         raise _Layout
-    root_row = sum_slots(root_node)
+    root_row = sum_slots(root_node, top_nodes)
     # blocks: the sums with >= 2 children grouped by that number, rows in parameter order
     rows = [row for r in regions if r.summed for row in r.slots.tolist()] + [root_row]
     rows = sorted({tuple(c for c in row if c != pad) for row in rows} - {(one,)})
+    # each block child-major, [children, sums] (log_softmax over a short last axis is slow)
     blocks, columns = [], []
     for children in dict.fromkeys(len(row) for row in rows):
         chosen = [row for row in rows if len(row) == children]
         blocks.append((len(columns), len(chosen), children))
-        columns += [c for row in chosen for c in row]
+        columns += [row[j] for j in range(children) for row in chosen]
     flat = {c: i for i, c in enumerate(columns)} | {one: len(columns), pad: len(columns) + 1}
     for r in regions:
         if r.summed:

@@ -59,7 +59,7 @@ class TreeDistribution(Distribution):
             if tree.order is not None:
                 p = p.index_select(1, tree.order)
             parts = [torch.log_softmax(p[:, start:start + sums * children]
-                                       .view(-1, sums, children), dim=-1).flatten(1)
+                                       .view(-1, children, sums), dim=1).flatten(1)
                      for start, sums, children in tree.blocks]
             consts = torch.tensor([0.0, -math.inf], dtype=p.dtype, device=p.device)
             parts.append(consts.expand(p.shape[0], 2))
@@ -107,14 +107,12 @@ class TreeDistribution(Distribution):
 
     def _subcircuit_marginals(self, r: _Region) -> torch.Tensor | None:
         """``q_a(x_v)`` for each node ``a`` of ``r`` and ``v`` in its scope, flattened:
-        ``[B, m, |scope| * k]``; None for a leaf whose node ``s`` is state ``s`` (the
-        identity)."""
+        ``[B, m, |scope| * k]``; None for a leaf (node ``s`` is state ``s``: the identity)."""
         key = ("q", id(r))
         if key not in self._cache:
             batch = self.params.shape[0]
             if r.is_leaf:
-                q = None if r.identity else \
-                    r.onehot.to(self.params.dtype)[None].expand(batch, -1, -1)
+                q = None
             else:
                 ql, qr = self._subcircuit_marginals(r.left), self._subcircuit_marginals(r.right)
                 ml, mr = r.left.num_nodes, r.right.num_nodes
@@ -174,10 +172,8 @@ class TreeDistribution(Distribution):
         """Single-variable marginals ``[B, n, k]``."""
         if "marginals" not in self._cache:
             nodes, _ = self._flows()
-            dtype = self.params.dtype
-            self._cache["marginals"] = torch.stack(
-                [nodes[id(r)] if r.identity else nodes[id(r)] @ r.onehot.to(dtype)
-                 for r in self.tree.leaves], dim=1)
+            self._cache["marginals"] = torch.stack([nodes[id(r)] for r in self.tree.leaves],
+                                                   dim=1)
         return self._cache["marginals"]
 
     def scope_marginals(self, scopes) -> torch.Tensor:
@@ -223,7 +219,7 @@ class TreeDistribution(Distribution):
         node = {}
         for r in self.tree.regions:
             if r.is_leaf:
-                node[id(r)] = r.node_state.argsort()[x[..., r.var]]
+                node[id(r)] = x[..., r.var]
                 continue
             prod = node[id(r.left)] * r.right.num_nodes + node[id(r.right)]
             if r.summed:
@@ -245,7 +241,7 @@ class TreeDistribution(Distribution):
         while stack:
             r, nodes = stack.pop()
             if r.is_leaf:
-                x[:, r.var] = r.node_state[nodes]
+                x[:, r.var] = nodes
                 continue
             prod = (r.prod_of_pos[nodes * r.width + choose(r, nodes)] if r.summed
                     else r.prod_of_pos[nodes])
