@@ -1,20 +1,32 @@
 """Structural analysis of a node DAG: traversal, validation and structural properties.
 
-Everything here works on nodes only (no tensors). Nodes are named in error messages by
-their first path from the root, e.g. ``root.children[1].children[0]``, so a user can
-find the offending node in the code that built it.
+Everything here works on nodes only (no tensors). One depth-first walk numbers the nodes
+(children before parents), checks smoothness and decomposability and computes heights;
+sums that share one children tuple (the sums of a dense region) are checked and measured
+once, so the walk costs Python work per *distinct* child list, not per edge. Nodes are
+named in error messages by their first path from the root, e.g.
+``root.children[1].children[0]``, so a user can find the offending node in the code that
+built it (the paths are computed only when an error is raised).
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
-import math
 from dataclasses import dataclass
+from functools import cached_property
+from operator import attrgetter
 
+import numpy as np
+
+from circuits.determinism import is_deterministic
 from circuits.errors import CircuitError
 from circuits.nodes import Categorical, Node, Product, Sum
 
-__all__ = ["Structure", "analyse"]
+__all__ = ["LEAF", "PRODUCT", "SUM", "Structure", "analyse"]
+
+LEAF, PRODUCT, SUM = 0, 1, 2
+_KINDS = {Categorical: LEAF, Product: PRODUCT, Sum: SUM}
 
 
 @dataclass(frozen=True)
@@ -22,19 +34,35 @@ class Structure:
     """The validated facts about a node DAG.
 
     Attributes:
-        order: every node once, children before parents (the root last).
-        paths: node -> its first path from the root, for error messages.
-        heights: node -> 0 for leaves, 1 + max child height otherwise.
+        root: the root node.
+        order: every node once, children before parents (the root last): a depth-first
+            post-order, which fixes the numbering of leaves and parameters.
+        kinds: ``[n]`` per position in ``order``, ``LEAF``, ``PRODUCT`` or ``SUM``.
+        child_list: ``[n]`` per position, the index of its child list (-1 for leaves).
+            Every product has its own list; sums with the same children tuple share one.
+        list_members, list_start, list_size: the child lists, flat: list ``j`` holds the
+            positions ``list_members[list_start[j]:list_start[j] + list_size[j]]``.
+        heights: ``[n]`` per position, 0 for leaves, 1 + the largest child height otherwise.
         num_states: per variable, its number of states (variables are 0..num_vars-1).
         is_deterministic: every sum's children have pairwise disjoint support on some
             variable (a sufficient condition for determinism, checked structurally).
     """
 
+    root: Node
     order: tuple[Node, ...]
-    paths: dict
-    heights: dict
+    kinds: np.ndarray
+    child_list: np.ndarray
+    list_members: np.ndarray
+    list_start: np.ndarray
+    list_size: np.ndarray
+    heights: np.ndarray
     num_states: tuple[int, ...]
     is_deterministic: bool
+
+    @cached_property
+    def paths(self) -> dict:
+        """node -> its first path from the root, for error messages."""
+        return _first_paths(self.root)
 
 
 def analyse(root: Node) -> Structure:
@@ -42,19 +70,154 @@ def analyse(root: Node) -> Structure:
     if not isinstance(root, Node):
         raise CircuitError(f"Circuit: root must be a circuit node (Categorical, Sum or Product), "
                            f"got {type(root).__name__}")
-    order, paths = _topological_order(root)
-    num_states = _check_variables(order, paths, root)
-    _check_smooth_decomposable(order, paths)
-    heights: dict = {}
-    for node in order:
-        heights[node] = 1 + max(heights[c] for c in node.children) if node.children else 0
-    return Structure(order=tuple(order), paths=paths, heights=heights, num_states=num_states,
-                     is_deterministic=_is_deterministic(order))
+    # The walk and the determinism check allocate many small, short-lived containers and
+    # free none of them until the end: collecting garbage on the way only re-traverses them.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        walk = _Walk(root)
+        order = walk.order
+        num_states = _check_variables(walk, root)
+        if walk.first_bad is not None:
+            _check_smooth_decomposable([order[walk.first_bad]], _first_paths(root))
+        deterministic = is_deterministic(order, walk.kinds.tolist(), walk.sizes.tolist(),
+                                         walk.is_factor.tolist())
+    finally:
+        if collecting:
+            gc.enable()
+    return Structure(root=root, order=tuple(order), kinds=walk.kinds, child_list=walk.child_list,
+                     list_members=walk.list_members, list_start=walk.list_start,
+                     list_size=walk.list_size, heights=walk.heights, num_states=num_states,
+                     is_deterministic=deterministic)
 
 
-def _topological_order(root: Node) -> tuple[list[Node], dict]:
-    """Iterative DFS post-order; raises CircuitError on a cycle."""
-    order: list[Node] = []
+class _Walk:
+    """A depth-first post-order walk, then every node's facts in bulk.
+
+    Each product has its own child list; sums with the same children tuple (the sums of a
+    dense region) share one, checked once. Heights and decomposability are computed with
+    numpy over the flat lists, smoothness once per distinct sum list. ``first_bad`` is the
+    position of the first node that is not smooth or not decomposable; ``special`` the
+    positions of leaves and of unknown node types.
+    """
+
+    def __init__(self, root: Node):
+        order = self.order = _post_order(root)
+        kinds = list(map(_KINDS.get, map(type, order)))
+        if None in kinds:
+            kinds = [_kind(node) if kind is None else kind for node, kind in zip(order, kinds)]
+        kind = self.kinds = np.asarray(kinds, dtype=np.int64)
+        products = np.flatnonzero(kind == PRODUCT)
+        sums = np.flatnonzero(kind == SUM)
+        self.special = np.flatnonzero(kind <= 0).tolist()
+        sum_kids = [order[p]._children for p in sums.tolist()]
+        index_of: dict = {}
+        sum_list = [index_of.setdefault(kids, len(index_of)) for kids in sum_kids]
+        child_list = np.full(len(order), -1, dtype=np.int64)
+        child_list[products] = np.arange(len(products))
+        child_list[sums] = len(products) + np.asarray(sum_list, dtype=np.int64)
+        pos = dict(zip(order, range(len(order))))
+        tuples = [order[p]._children for p in products.tolist()] + list(index_of)
+        length = np.fromiter(map(len, tuples), dtype=np.int64, count=len(tuples))
+        flat = np.fromiter(map(pos.__getitem__, itertools.chain.from_iterable(tuples)),
+                           dtype=np.int64, count=int(length.sum()))
+        pointer = np.cumsum(length) - length
+        self.list_members, self.list_start, self.list_size = flat, pointer, length
+        self.child_list = child_list
+        self.heights = _heights(child_list, flat, pointer, len(tuples))
+        sizes = self.sizes = np.fromiter(map(len, map(attrgetter("_scope"), order)), dtype=np.int64,
+                                         count=len(order))
+        stop = int(pointer[len(products)]) if len(sums) else len(flat)   # product lists first
+        self.is_factor = np.zeros(len(order), dtype=bool)
+        self.is_factor[flat[:stop]] = True
+        bad = []
+        if len(products):                           # disjoint scopes: their sizes add up
+            total = np.add.reduceat(sizes[flat[:stop]], pointer[:len(products)])
+            bad.extend(products[total != sizes[products]].tolist())
+        first_user = {}
+        for p, index in zip(sums.tolist(), sum_list):
+            first_user.setdefault(index, p)
+        scope_of = attrgetter("_scope")
+        for kids, p in zip(index_of, first_user.values()):
+            first = kids[0]._scope
+            if not all(map(first.__eq__, map(scope_of, kids))):
+                bad.append(p)
+        self.first_bad = min(bad) if bad else None
+
+
+def _heights(child_list: np.ndarray, flat: np.ndarray, pointer: np.ndarray, num_lists: int) -> np.ndarray:
+    """Per node, 0 for leaves and 1 + the largest child height otherwise: relaxed list by
+    list in numpy until nothing changes (as many rounds as the circuit is high)."""
+    if num_lists == 0:
+        return np.zeros(len(child_list), dtype=np.int64)
+    member = np.where(child_list < 0, num_lists, child_list)[flat]   # list of each list member
+    height = np.zeros(num_lists + 1, dtype=np.int64)                 # last: no list, height 0
+    while True:
+        new = 1 + np.maximum.reduceat(height[member], pointer)
+        if np.array_equal(new, height[:-1]):
+            break
+        height[:-1] = new
+    return height[np.where(child_list < 0, num_lists, child_list)]
+
+
+def _post_order(root: Node) -> list:
+    """Every node once, children before parents (depth-first post-order); CircuitError on a
+    cycle. A node whose children are all finished is finished at once, without a push."""
+    order: list = []
+    done: dict = {root: False}              # node -> True when finished, False while open
+    is_done = done.get
+    shared: set = set()                     # long children tuples of finished nodes
+    kids = _children(root, _kind(root))
+    stack = [(root, kids, iter(kids))]
+    while stack:
+        node, kids, it = stack[-1]
+        for child in it:
+            state = is_done(child)
+            if state:
+                continue
+            if state is not None:
+                _first_paths(root)                  # raises the cycle error, with paths
+                raise CircuitError(f"Circuit: cycle through node {child!r}")
+            try:
+                grandkids = child._children
+            except AttributeError:
+                grandkids = _children(child, _kind(child))
+            if len(grandkids) > 4:
+                if grandkids in shared or all(map(is_done, grandkids)):
+                    shared.add(grandkids)
+                    done[child] = True
+                    order.append(child)
+                    continue
+            elif all(map(is_done, grandkids)):
+                done[child] = True
+                order.append(child)
+                continue
+            done[child] = False
+            stack.append((child, grandkids, iter(grandkids)))
+            break
+        else:
+            stack.pop()
+            done[node] = True
+            order.append(node)
+            if len(kids) > 4:
+                shared.add(kids)
+    return order
+
+
+def _kind(node: Node) -> int:
+    """LEAF, PRODUCT or SUM (subclasses too), or -2 for an unknown node type."""
+    kind = _KINDS.get(type(node))
+    if kind is None:
+        kind = next((k for cls, k in _KINDS.items() if isinstance(node, cls)), -2)
+    return kind
+
+
+def _children(node: Node, kind: int) -> tuple:
+    return node._children if kind >= 0 else tuple(node.children)
+
+
+def _first_paths(root: Node) -> dict:
+    """node -> its first path from the root (depth-first); raises CircuitError on a cycle."""
     paths = {root: "root"}
     state: dict = {}  # node -> 1 while on the stack, 2 when finished
     stack = [(root, iter(enumerate(root.children)))]
@@ -65,7 +228,6 @@ def _topological_order(root: Node) -> tuple[list[Node], dict]:
         if child is None:
             stack.pop()
             state[node] = 2
-            order.append(node)
             continue
         if state.get(child) == 1:
             raise CircuitError(f"Circuit: cycle through node {paths[node]} ({node!r})")
@@ -73,22 +235,26 @@ def _topological_order(root: Node) -> tuple[list[Node], dict]:
             paths[child] = f"{paths[node]}.children[{index}]"
             state[child] = 1
             stack.append((child, iter(enumerate(child.children))))
-    return order, paths
+    return paths
 
 
-def _check_variables(order: list[Node], paths: dict, root: Node) -> tuple[int, ...]:
+def _check_variables(walk: _Walk, root: Node) -> tuple[int, ...]:
     num_states: dict[int, int] = {}
-    where: dict[int, str] = {}
-    for node in order:
-        if isinstance(node, Categorical):
+    where: dict[int, int] = {}
+    order = walk.order
+    for position in walk.special:
+        node = order[position]
+        if walk.kinds[position] == LEAF:
             known = num_states.setdefault(node.var, node.num_states)
-            where.setdefault(node.var, paths[node])
+            where.setdefault(node.var, position)
             if known != node.num_states:
+                paths = _first_paths(root)
                 raise CircuitError(
-                    f"Circuit: variable {node.var} has num_states={known} at {where[node.var]} "
-                    f"but num_states={node.num_states} at {paths[node]}")
-        elif not isinstance(node, (Sum, Product)):
-            raise CircuitError(f"Circuit: unknown node type {type(node).__name__} at {paths[node]}")
+                    f"Circuit: variable {node.var} has num_states={known} at "
+                    f"{paths[order[where[node.var]]]} but num_states={node.num_states} at {paths[node]}")
+        else:
+            raise CircuitError(f"Circuit: unknown node type {type(node).__name__} at "
+                               f"{_first_paths(root)[node]}")
     variables = sorted(root.scope)
     if variables != list(range(len(variables))):
         missing = sorted(set(range(max(variables) + 1)) - set(variables))
@@ -97,8 +263,8 @@ def _check_variables(order: list[Node], paths: dict, root: Node) -> tuple[int, .
     return tuple(num_states[v] for v in variables)
 
 
-def _check_smooth_decomposable(order: list[Node], paths: dict) -> None:
-    for node in order:
+def _check_smooth_decomposable(nodes: list[Node], paths: dict) -> None:
+    for node in nodes:
         if isinstance(node, Sum):
             first = node.children[0].scope
             for i, child in enumerate(node.children[1:], start=1):
@@ -117,164 +283,3 @@ def _check_smooth_decomposable(order: list[Node], paths: dict) -> None:
                             f"Circuit: product node {paths[node]} is not decomposable: children "
                             f"{seen[var]} and {i} share variables {shared}")
                     seen[var] = i
-
-
-def _is_deterministic(order: list[Node]) -> bool:
-    """Structural determinism: the children of every sum have pairwise disjoint supports.
-
-    Decided by :class:`_Atoms` in time linear in the edges wherever the circuit is
-    structured (the children of a sum decompose their scope the same way below, as in
-    selective and mean-field circuits); other sums fall back to :class:`_Overlap`, which
-    never misses an overlap. So this is a sufficient (not necessary) condition.
-    """
-    atoms = _Atoms()
-    factors = {child for node in order if isinstance(node, Product) for child in node.children}
-    overlap = None
-    sizes = [len(node.scope) for node in order]
-    size = 0
-    for i in sorted(range(len(order)), key=sizes.__getitem__):     # stable: children first
-        node = order[i]
-        if sizes[i] != size:
-            atoms.compress(factors)
-            size = sizes[i]
-        disjoint = atoms.add(node)
-        if disjoint is None:                       # unstructured sum: pairwise fallback
-            overlap = overlap or _Overlap()
-            kids = node.children
-            disjoint = not any(overlap(kids[a], kids[b])
-                               for a in range(len(kids)) for b in range(a + 1, len(kids)))
-        if not disjoint:
-            return False
-    return True
-
-
-class _Atoms:
-    """Supports as sets of disjoint *atoms*, so a sum's children are pairwise disjoint iff
-    their atom sets are (sizes add up under union): linear in the edges.
-
-    Each node gets ``(space, atoms)``: atoms of one space are pairwise disjoint parts of the
-    scope's assignments, so two nodes of one space overlap iff they share an atom. A leaf's
-    atoms are its states (space: its variable); a product's are the tuples of its
-    children's atoms (space: the tuple of its children's spaces); a sum's are the union of
-    its children's, when they share a space. Once every node over a scope is known, nodes
-    of one space whose atom sets are pairwise equal or disjoint (each region of a selective
-    circuit) get one atom per distinct set, which keeps products from multiplying sizes.
-    A node whose atoms would exceed ``limit`` or mix spaces is unknown (None).
-    """
-
-    def __init__(self, limit: int = 4096):
-        self.limit = limit
-        self.known: dict = {}        # node -> (space, frozenset of atom ids)
-        self.ids: dict = {}          # interned atoms and spaces -> int
-        self.pending: list = []      # nodes over the current scope size
-
-    def _id(self, key) -> int:
-        return self.ids.setdefault(key, len(self.ids))
-
-    def add(self, node: Node) -> bool | None:
-        """Record ``node``; for a sum, whether its children are pairwise disjoint (None: unknown)."""
-        self.pending.append(node)
-        if isinstance(node, Categorical):
-            space = self._id(("leaf", node.var))
-            self.known[node] = (space, frozenset(self._id(("state", node.var, s)) for s in node.support))
-            return True
-        known = self.known
-        kids = [known.get(child) for child in node.children]
-        if isinstance(node, Product):
-            if all(kids):
-                # A space determines its scope, so ordering factors by space is canonical.
-                ordered = sorted(kids, key=lambda kid: kid[0])
-                size = math.prod(len(a) for _, a in ordered)
-                if size <= self.limit:
-                    space = self._id(("product",) + tuple(sp for sp, _ in ordered))
-                    if size == 1:
-                        atom = self._id((space,) + tuple(next(iter(a)) for _, a in ordered))
-                        known[node] = (space, frozenset((atom,)))
-                    else:
-                        tuples = itertools.product(*(sorted(a) for _, a in ordered))
-                        known[node] = (space, frozenset(self._id((space,) + t) for t in tuples))
-            return True
-        if not all(kids) or len({space for space, _ in kids}) != 1:
-            return None
-        union = frozenset().union(*(a for _, a in kids))
-        if len(union) <= self.limit:
-            self.known[node] = (kids[0][0], union)
-        return len(union) == sum(len(a) for _, a in kids)
-
-    def compress(self, factors: set) -> None:
-        """Merge the atoms that no node of the finished scope size tells apart.
-
-        Only nodes that are ``factors`` (children of products over larger scopes) are read
-        again; per scope and space, atoms in exactly the same of their sets become one atom,
-        so a region of pairwise disjoint nodes ends with one atom per node.
-        """
-        families: dict = {}
-        for node in self.pending:
-            if node in factors and node in self.known:
-                space, atoms = self.known[node]
-                families.setdefault((node.scope, space), []).append(node)
-        self.pending = []
-        for (scope, space), nodes in families.items():
-            sets = {self.known[n][1]: None for n in nodes}
-            member: dict = {}
-            for index, atoms in enumerate(sets):
-                for atom in atoms:
-                    member.setdefault(atom, []).append(index)
-            new_space = self._id(("compressed", space, scope))
-            renamed = {atom: self._id((new_space, tuple(ids))) for atom, ids in member.items()}
-            for n in nodes:
-                self.known[n] = (new_space, frozenset(renamed[a] for a in self.known[n][1]))
-
-
-class _Overlap:
-    """Whether two nodes over the same scope may share an assignment in their supports.
-
-    Exact when both nodes decompose their scope the same way below (structured
-    decomposability, as in selective and mean-field circuits): leaves compare supports,
-    a sum overlaps if any child does, two products with the same partition of the scope
-    overlap if every aligned pair of factors does. Otherwise it falls back to comparing
-    per-variable projections, which can only over-report overlap. Memoised on node pairs.
-    """
-
-    def __init__(self):
-        self._memo: dict = {}
-        self._projections: dict = {}
-
-    def __call__(self, a: Node, b: Node) -> bool:
-        if a is b:
-            return True
-        key = (id(a), id(b)) if id(a) < id(b) else (id(b), id(a))
-        if key not in self._memo:
-            self._memo[key] = self._compute(a, b)
-        return self._memo[key]
-
-    def _compute(self, a: Node, b: Node) -> bool:
-        if isinstance(a, Categorical) and isinstance(b, Categorical):
-            return bool(set(a.support) & set(b.support))
-        if isinstance(a, Sum):
-            return any(self(child, b) for child in a.children)
-        if isinstance(b, Sum):
-            return any(self(a, child) for child in b.children)
-        if isinstance(a, Product) and isinstance(b, Product):
-            by_scope = {child.scope: child for child in b.children}
-            if len(by_scope) == len(a.children) and all(c.scope in by_scope for c in a.children):
-                return all(self(child, by_scope[child.scope]) for child in a.children)
-        pa, pb = self._projection(a), self._projection(b)
-        return all(pa[v] & pb[v] for v in pa)
-
-    def _projection(self, node: Node) -> dict:
-        """Per variable, the states it takes anywhere in the node's support (a superset)."""
-        if node not in self._projections:
-            if isinstance(node, Categorical):
-                out = {node.var: frozenset(node.support)}
-            elif isinstance(node, Product):
-                out = {}
-                for child in node.children:
-                    out.update(self._projection(child))
-            else:
-                out = {}
-                for child in node.children:
-                    for var, states in self._projection(child).items():
-                        out[var] = out.get(var, frozenset()) | states
-            self._projections[node] = out
-        return self._projections[node]

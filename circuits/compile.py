@@ -20,13 +20,13 @@ slots index the normalised vector extended by two constants: ``num_params`` (log
 
 from __future__ import annotations
 
-from array import array
+import itertools
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from circuits.analysis import Structure
-from circuits.nodes import Categorical, Product, Sum
+from circuits.analysis import LEAF, PRODUCT, Structure
 from circuits.program import build_program
 
 __all__ = ["Edges", "Group", "Plan", "compile_plan"]
@@ -93,10 +93,17 @@ class Plan:
     param_state: torch.Tensor         # [P] for leaf params the state, else -1
     node_of: dict = field(repr=False, default_factory=dict)   # node object -> node id
     layer_of: torch.Tensor = None     # [N] layer of each node id (0 for the constant and leaves)
-    edges: Edges = None
     program: object = None            # the upward pass's per-layer steps (circuits.program)
     param_runs: tuple = ()            # (start, stop, size, first group, stop group) segments of the
                                       # parameters: size > 0 = runs of equal-size groups, 0 = mixed
+    edge_cache: Edges | None = field(repr=False, default=None)
+
+    @property
+    def edges(self) -> Edges:
+        """Every real edge (built on first use: only some top-down passes read it)."""
+        if self.edge_cache is None:
+            self.edge_cache = _edge_index(self.layers, self.num_leaves, self.layer_of)
+        return self.edge_cache
 
     @property
     def num_leaves(self) -> int:
@@ -115,47 +122,35 @@ class Plan:
                                   None if g.weights is None else g.weights.to(device),
                                   g.edge_mask.to(device)) for g in layer]
                            for layer in self.layers]
-        e = self.edges
-        moved["edges"] = Edges(e.parent.to(device), e.child.to(device),
-                               [(a, b, ids.to(device), loc.to(device)) for a, b, ids, loc in e.into_layer])
+        moved["edge_cache"] = None
         moved["program"] = self.program.to(device)
         return Plan(**moved)
 
 
 def compile_plan(structure: Structure) -> Plan:
-    """Number the nodes, lay out parameters and build every layer's index tensors."""
-    order = structure.order
-    leaves = [n for n in order if isinstance(n, Categorical)]
+    """Number the nodes, lay out parameters and build every layer's index tensors.
+
+    Works on the structure's flat facts (kinds, heights, distinct child lists) with numpy;
+    Python touches each node once and each distinct child list once, never every edge."""
+    order, kinds = structure.order, structure.kinds
     num_states = structure.num_states
     max_states = max(num_states)
-    node_of = {leaf: i + 1 for i, leaf in enumerate(leaves)}
-
+    leaf_pos = np.flatnonzero(kinds == LEAF)
+    leaves = [order[p] for p in leaf_pos.tolist()]
     params = _ParamTable()
-    leaf_slots = torch.empty(len(leaves), max_states, dtype=torch.long)
-    for i, leaf in enumerate(leaves):
-        for state in range(max_states):
-            leaf_slots[i, state] = params.leaf_slot(i, leaf, state)
+    leaf_slots = params.leaf_slots(leaves, max_states)
 
-    by_layer: dict[int, list] = {}
-    for node in order:
-        if node.children:
-            by_layer.setdefault(structure.heights[node], []).append(node)
+    specs = _layer_specs(structure)
+    ids = np.zeros(len(order), dtype=np.int64)
+    ids[leaf_pos] = np.arange(1, len(leaves) + 1)
     next_id = len(leaves) + 1
-    pending = []
-    for height in sorted(by_layer):
-        specs = _layer_specs(by_layer[height])
-        for kind, nodes in specs:
-            for node in nodes:
-                node_of[node] = next_id
-                next_id += 1
-        pending.append(specs)
-
-    layers = []
-    for specs in pending:
-        layer = []
-        for kind, nodes in specs:
-            layer.append(_build_group(kind, nodes, node_of, params))
-        layers.append(layer)
+    for layer in specs:
+        for _, positions in layer:
+            ids[positions] = np.arange(next_id, next_id + len(positions))
+            next_id += len(positions)
+    lists = _ChildLists(structure, ids)
+    layers = [[_build_group(kind, positions, lists, ids, params) for kind, positions in layer]
+              for layer in specs]
     leaf_slots = params.resolve(leaf_slots)
     for layer in layers:
         for group in layer:
@@ -166,10 +161,11 @@ def compile_plan(structure: Structure) -> Plan:
     for index, layer in enumerate(layers, start=1):
         for group in layer:
             layer_of[group.start:group.stop] = index
-    edges = _edge_index(layers, len(leaves), layer_of)
+    by_id = np.argsort(ids, kind="stable").tolist()
+    node_of = dict(zip(map(order.__getitem__, by_id), range(1, next_id)))
     plan = Plan(
         num_nodes=next_id, num_vars=len(num_states), num_states=num_states,
-        max_states=max_states, num_params=params.count, root=node_of[order[-1]],
+        max_states=max_states, num_params=params.count, root=int(ids[-1]),
         leaf_var=torch.tensor([leaf.var for leaf in leaves], dtype=torch.long),
         leaf_slots=leaf_slots, leaf_offsets=torch.arange(len(leaves)) * (max_states + 1), layers=layers,
         param_group=params.tensor("group"),
@@ -179,7 +175,7 @@ def compile_plan(structure: Structure) -> Plan:
         param_child=params.tensor("child"),
         param_leaf=params.tensor("leaf"),
         param_state=params.tensor("state"),
-        node_of=node_of, layer_of=layer_of, edges=edges)
+        node_of=node_of, layer_of=layer_of)
     plan.program = build_program(plan)
     plan.param_runs = _param_runs(plan.param_group, plan.num_param_groups)
     return plan
@@ -230,54 +226,74 @@ def _edge_index(layers: list[list[Group]], num_leaves: int, layer_of: torch.Tens
     return Edges(parent, child, into_layer)
 
 
-def _layer_specs(nodes: list) -> list[tuple[str, list]]:
-    """Split one layer into groups: products, other sums, then dense blocks (sums sharing
-    one child list) merged by shape ``(sums per block, children)``."""
-    products = [n for n in nodes if isinstance(n, Product)]
-    shared: dict[tuple, list] = {}
-    for node in nodes:
-        if isinstance(node, Sum):
-            shared.setdefault(node.children, []).append(node)
-    blocks = [g for g in shared.values() if len(g) > 1 and len(g[0].children) > 1]
-    sparse = [n for g in shared.values() if not (len(g) > 1 and len(g[0].children) > 1) for n in g]
-    by_shape: dict[tuple, list] = {}
-    for block in blocks:
-        by_shape.setdefault((len(block), len(block[0].children)), []).append(block)
+def _layer_specs(structure: Structure) -> list[list[tuple[str, list]]]:
+    """Per height 1, 2, ...: its groups ``(kind, positions in order)``: products, other sums,
+    then dense blocks (sums sharing one child list) merged by shape ``(sums per block,
+    children)``. Sparse sums come list by list (first use), as do the blocks."""
+    kinds, child_list, sizes = structure.kinds, structure.child_list, structure.list_size
+    inner = np.flatnonzero(structure.heights > 0)
+    inner = inner[np.argsort(structure.heights[inner], kind="stable")]
+    bounds = np.flatnonzero(np.diff(structure.heights[inner])) + 1
     specs = []
-    if products:
-        specs.append(("product", products))
-    if sparse:
-        specs.append(("sum", sparse))
-    specs.extend(("dense", [n for block in same for n in block]) for same in by_shape.values())
+    for nodes in np.split(inner, bounds) if len(inner) else []:
+        products = nodes[kinds[nodes] == PRODUCT].tolist()
+        sums = nodes[kinds[nodes] != PRODUCT]
+        shared: dict = {}
+        for p, index in zip(sums.tolist(), child_list[sums].tolist()):
+            shared.setdefault(index, []).append(p)
+        sparse, by_shape = [], {}
+        for index, members in shared.items():
+            width = int(sizes[index])
+            if len(members) > 1 and width > 1:
+                by_shape.setdefault((len(members), width), []).extend(members)
+            else:
+                sparse.extend(members)
+        layer = [("product", products)] if products else []
+        if sparse:
+            layer.append(("sum", sparse))
+        layer.extend(("dense", members) for members in by_shape.values())
+        specs.append(layer)
     return specs
 
 
-def _build_group(kind: str, nodes: list, node_of: dict, params: "_ParamTable") -> Group:
-    start = node_of[nodes[0]]
-    stop = start + len(nodes)
+class _ChildLists:
+    """The structure's distinct child lists as node ids, flat: list ``j`` is
+    ``ids[pointer[j]:pointer[j] + length[j]]``."""
+
+    def __init__(self, structure: Structure, node_ids: np.ndarray):
+        self.length, self.pointer = structure.list_size, structure.list_start
+        self.ids = node_ids[structure.list_members]
+        self.child_list = structure.child_list
+        self.order = structure.order
+
+    def padded(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Children ``[M, A]`` of the nodes at ``positions`` (padding: node 0) and the mask."""
+        index = self.child_list[positions]
+        length = self.length[index]
+        width = int(length.max())
+        mask = np.arange(width) < length[:, None]
+        at = np.where(mask, self.pointer[index][:, None] + np.arange(width), 0)
+        return np.where(mask, self.ids[at], 0), mask
+
+
+def _build_group(kind: str, positions: list, lists: _ChildLists, node_ids: np.ndarray,
+                 params: "_ParamTable") -> Group:
+    positions = np.asarray(positions, dtype=np.int64)
+    ids = node_ids[positions]
+    start, stop = int(ids[0]), int(ids[0]) + len(positions)
     if kind == "dense":
-        heads = [n for i, n in enumerate(nodes) if i == 0 or n.children != nodes[i - 1].children]
-        head_ids = [[node_of[c] for c in head.children] for head in heads]
-        children = torch.tensor(head_ids, dtype=torch.long)
-        width = children.shape[1]
-        first = params.dense_slots(nodes, node_of, head_ids)
-        weights = torch.arange(first, first + len(nodes) * width).view(len(nodes), width)
-        return Group(kind, start, stop, children, weights, torch.ones_like(weights, dtype=torch.bool))
-    width = max(len(n.children) for n in nodes)
-    rows, slots = [], []
-    for node in nodes:
-        kids = [node_of[c] for c in node.children]
-        pad = width - len(kids)
-        rows.append(kids + [0] * pad)
-        if kind == "sum":
-            first = params.sum_slots(node, node_of)
-            own = [params.ZERO] if first is None else list(range(first, first + len(kids)))
-            slots.append(own + [params.NEG_INF] * pad)
-    children = torch.tensor(rows, dtype=torch.long)
-    lengths = torch.tensor([len(n.children) for n in nodes])
-    mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
-    weights = torch.tensor(slots, dtype=torch.long) if kind == "sum" else None
-    return Group(kind, start, stop, children, weights, mask)
+        index = lists.child_list[positions]
+        heads = positions[np.flatnonzero(np.r_[True, index[1:] != index[:-1]])]
+        head_ids, _ = lists.padded(heads)
+        width = head_ids.shape[1]
+        first = params.dense_slots(positions, lists.order, ids, head_ids)
+        weights = torch.arange(first, first + len(positions) * width).view(len(positions), width)
+        return Group(kind, start, stop, torch.from_numpy(head_ids), weights,
+                     torch.ones_like(weights, dtype=torch.bool))
+    children, mask = lists.padded(positions)
+    weights = params.sum_slots(positions, lists.order, ids, children, mask) \
+        if kind == "sum" else None
+    return Group(kind, start, stop, torch.from_numpy(children), weights, torch.from_numpy(mask))
 
 
 class _ParamTable:
@@ -290,80 +306,83 @@ class _ParamTable:
     def __init__(self):
         self.count = 0
         self.num_groups = 0
-        self.group, self.node, self.child, self.leaf, self.state = (array("q") for _ in range(5))
-        self.init = array("d")
         self._chunks: dict = {name: [] for name in self.FIELDS}
-        self._leaf_group: dict[int, int] = {}
-
-    def _flush(self) -> None:
-        for name in self.FIELDS:
-            values = getattr(self, name)
-            if values:
-                dtype = torch.float64 if name == "init" else torch.long
-                self._chunks[name].append(torch.frombuffer(values, dtype=dtype).clone())
-                setattr(self, name, array(values.typecode))
 
     def tensor(self, name: str) -> torch.Tensor:
         """Every parameter's ``name`` field (see FIELDS), in slot order."""
-        self._flush()
+        dtype = np.float64 if name == "init" else np.int64
         chunks = self._chunks[name]
-        dtype = torch.float64 if name == "init" else torch.long
-        return torch.cat(chunks) if chunks else torch.zeros(0, dtype=dtype)
+        return torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype))
 
-    def dense_slots(self, nodes: list, node_of: dict, head_ids: list) -> int:
+    def _append(self, count: int, groups: int, **fields) -> int:
+        first = self.count
+        for name in self.FIELDS:
+            value = fields.get(name, -1)
+            if np.isscalar(value):
+                value = np.full(count, value, dtype=np.int64)
+            self._chunks[name].append(value)
+        self.count += count
+        self.num_groups += groups
+        return first
+
+    def leaf_slots(self, leaves: list, max_states: int) -> torch.Tensor:
+        """``[L, K]`` slots of the leaves' states (placeholders outside the support and for
+        single-state supports); one group per leaf with several support states."""
+        rows, group, init, leaf, state = [], [], [], [], []
+        count, groups = self.count, self.num_groups
+        for i, node in enumerate(leaves):
+            support = node.support
+            row = [self.NEG_INF] * max_states
+            if len(support) == 1:
+                row[support[0]] = self.ZERO
+            else:
+                for s in support:
+                    row[s] = count
+                    count += 1
+                group.extend([groups] * len(support))
+                groups += 1
+                leaf.extend([i] * len(support))
+                state.extend(support)
+                logits = node.logits
+                init.extend([logits[s] for s in support])
+            rows.append(row)
+        if leaf:
+            self._append(len(leaf), groups - self.num_groups, group=np.asarray(group, dtype=np.int64),
+                         init=np.asarray(init, dtype=np.float64), leaf=np.asarray(leaf, dtype=np.int64),
+                         state=np.asarray(state, dtype=np.int64))
+        return torch.tensor(rows, dtype=torch.long).view(len(leaves), max_states)
+
+    def sum_slots(self, positions, order, ids, children, mask) -> torch.Tensor:
+        """``[M, A]`` weight slots of a sparse sum group (``children``/``mask`` ``[M, A]``):
+        each sum with several children gets one group of consecutive parameters, a
+        single-child sum the log-1 placeholder."""
+        length = mask.sum(1)
+        multi = length > 1
+        size = np.where(multi, length, 0)
+        first = self.count + np.cumsum(size) - size
+        slots = np.where(mask, first[:, None] + np.arange(mask.shape[1]), self.NEG_INF)
+        slots[~multi, 0] = self.ZERO
+        if multi.any():
+            rows = np.flatnonzero(multi)
+            total = int(size.sum())
+            init = np.fromiter(itertools.chain.from_iterable(order[p].log_weights for p in positions[rows].tolist()),
+                               dtype=np.float64, count=total)
+            keep = mask & multi[:, None]
+            self._append(total, len(rows),
+                         group=np.repeat(self.num_groups + np.arange(len(rows)), size[rows]),
+                         init=init, node=np.repeat(ids[rows], size[rows]),
+                         child=children[keep])
+        return torch.from_numpy(slots)
+
+    def dense_slots(self, positions, order, ids, head_ids) -> int:
         """Add the parameters of a dense group's sums (blocks of equal size sharing the child
         ids ``head_ids[block]``) in one go; return the first slot."""
-        self._flush()
-        n, k = len(nodes), len(head_ids[0])
-        first = self.count
-        chunks = self._chunks
-        chunks["group"].append(torch.arange(self.num_groups, self.num_groups + n).repeat_interleave(k))
-        chunks["init"].append(torch.tensor([x.log_weights for x in nodes], dtype=torch.float64).view(-1))
-        chunks["node"].append(torch.tensor([node_of[x] for x in nodes]).repeat_interleave(k))
-        chunks["child"].append(torch.tensor(head_ids).repeat_interleave(n // len(head_ids), 0).view(-1))
-        for name in ("leaf", "state"):
-            chunks[name].append(torch.full((n * k,), -1, dtype=torch.long))
-        self.count += n * k
-        self.num_groups += n
-        return first
-
-    def _add(self, group, init, node=-1, child=-1, leaf=-1, state=-1) -> int:
-        self.group.append(group)
-        self.init.append(init)
-        self.node.append(node)
-        self.child.append(child)
-        self.leaf.append(leaf)
-        self.state.append(state)
-        self.count += 1
-        return self.count - 1
-
-    def leaf_slot(self, index: int, leaf: Categorical, state: int) -> int:
-        if state >= leaf.num_states or state not in leaf.support:
-            return self.NEG_INF
-        if len(leaf.support) == 1:
-            return self.ZERO
-        if index not in self._leaf_group:
-            self._leaf_group[index] = self.num_groups
-            self.num_groups += 1
-        return self._add(self._leaf_group[index], leaf.logits[state], leaf=index, state=state)
-
-    def sum_slots(self, node: Sum, node_of: dict) -> int | None:
-        """Add the parameters of ``node``'s children (one group); return the first slot, or
-        None for a single-child sum (weight log 1, no parameter)."""
-        k = len(node.children)
-        if k == 1:
-            return None
-        first = self.count
-        group = self.num_groups
-        self.num_groups += 1
-        self.group.extend([group] * k)
-        self.init.extend(node.log_weights)
-        self.node.extend([node_of[node]] * k)
-        self.child.extend([node_of[c] for c in node.children])
-        self.leaf.extend([-1] * k)
-        self.state.extend([-1] * k)
-        self.count += k
-        return first
+        n, k = len(positions), head_ids.shape[1]
+        init = np.fromiter(itertools.chain.from_iterable(order[p].log_weights for p in positions.tolist()),
+                           dtype=np.float64, count=n * k)
+        return self._append(n * k, n, group=np.repeat(self.num_groups + np.arange(n), k),
+                            init=init, node=np.repeat(ids, k),
+                            child=np.repeat(head_ids, n // len(head_ids), 0).reshape(-1))
 
     def resolve(self, slots: torch.Tensor) -> torch.Tensor:
         """Map the placeholder slots to ``count`` (log 0) and ``count + 1`` (log 1)."""
