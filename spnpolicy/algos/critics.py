@@ -11,7 +11,7 @@ from torch import nn
 from factor_q import FactorGraph, FactorValues
 from factor_q.q import check_arguments, check_state, low_rank_table
 
-__all__ = ["FACTOR_GRAPHS", "TwinFactorQ", "build_factor_graph"]
+__all__ = ["FACTOR_GRAPHS", "TwinFactorQ", "TwinValues", "build_factor_graph", "expectations"]
 
 FACTOR_GRAPHS = ("auto", "complete", "random", "line", "ring", "star", "none")
 
@@ -54,6 +54,40 @@ class _TwinLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class TwinValues(list):
+    """The two critics' :class:`~factor_q.FactorValues` (a list of two), with their tensors
+    also kept stacked (``unary [2, B, n, k]``, ``tables {order: [2, B, F, k, ...]}``) so
+    that both expectations under one policy are one set of ops (:meth:`expectations`)."""
+
+    def __init__(self, values: list[FactorValues], unary: torch.Tensor | None,
+                 tables: dict[int, torch.Tensor]):
+        super().__init__(values)
+        self.unary, self.tables = unary, tables
+
+    def expectations(self, dist) -> torch.Tensor:
+        """``[E_dist[Q_1], E_dist[Q_2]]`` ``[2, B]``, each equal to
+        :meth:`FactorValues.expectation` (``dist`` with batch shape ``[B]``)."""
+        first = self[0]
+        n, k, batch = first.graph.num_agents, first.num_actions, first.batch_size
+        marg = dist.marginals()
+        if tuple(marg.shape) != (batch, n, k):
+            return torch.stack([v.expectation(dist) for v in self])
+        unary = self.unary if self.unary is not None else first.unary[None]
+        result = (marg * unary).sum((-2, -1)).expand(2, batch)
+        for scopes, _ in first.groups():
+            joint = dist.scope_marginals(list(scopes))
+            result = result + (joint * self.tables[len(scopes[0])]).flatten(2).sum(-1)
+        return result
+
+
+def expectations(values, dist) -> torch.Tensor:
+    """``E_dist[Q_j]`` of every critic in ``values`` stacked ``[J, B]`` (one set of ops for
+    a :class:`TwinValues`)."""
+    if isinstance(values, TwinValues):
+        return values.expectations(dist)
+    return torch.stack([v.expectation(dist) for v in values])
+
+
 class TwinFactorQ(nn.Module):
     """Two independently initialised factor-graph critics on one graph, computed together.
 
@@ -61,7 +95,8 @@ class TwinFactorQ(nn.Module):
     (``share_params=False``): a ReLU MLP torso, a unary head and per-order payoff heads,
     full tables or CP rank ``rank``. The two critics' layers are stacked into batched
     matmuls (half the ops and parameter tensors of two separate networks), so
-    ``forward(state [B, S])`` returns a list of two :class:`~factor_q.FactorValues`.
+    ``forward(state [B, S])`` returns a list of two :class:`~factor_q.FactorValues` (a
+    :class:`TwinValues`, whose ``expectations`` takes both at once).
     """
 
     def __init__(self, graph: FactorGraph, state_dim: int, num_actions: int,
@@ -82,7 +117,7 @@ class TwinFactorQ(nn.Module):
             per_factor = k**order if rank is None else order * rank * k
             self.payoff[str(order)] = _TwinLinear(width, len(graph.scopes(order)) * per_factor)
 
-    def forward(self, state: torch.Tensor) -> list[FactorValues]:
+    def forward(self, state: torch.Tensor) -> TwinValues:
         check_state(state, self.state_dim)
         h = self.torso(state) if len(self.torso) else state.expand(2, -1, -1)
         batch, n, k = state.shape[0], self.graph.num_agents, self.num_actions
@@ -97,6 +132,7 @@ class TwinFactorQ(nn.Module):
                 vectors = head(h).view(2 * batch, factors, order, self.rank, k)
                 tables[order] = low_rank_table(vectors).view(
                     (2, batch, factors) + (k,) * order)
-        return [FactorValues.trusted(self.graph, None if unary is None else unary[j],
-                             tables[2][j] if 2 in tables else None,
-                             tables[3][j] if 3 in tables else None) for j in range(2)]
+        return TwinValues([FactorValues.trusted(self.graph, None if unary is None else unary[j],
+                                                tables[2][j] if 2 in tables else None,
+                                                tables[3][j] if 3 in tables else None)
+                           for j in range(2)], unary, tables)

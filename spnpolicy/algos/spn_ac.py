@@ -38,7 +38,7 @@ from spnpolicy.algos.config import (
     check_hidden,
     check_int,
 )
-from spnpolicy.algos.critics import FACTOR_GRAPHS, TwinFactorQ, build_factor_graph
+from spnpolicy.algos.critics import FACTOR_GRAPHS, TwinFactorQ, build_factor_graph, expectations
 from spnpolicy.algos.policies import JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, Session, VecEnv, make_target
@@ -146,8 +146,7 @@ def soft_value(target_values, dist, alpha: torch.Tensor,
 
     Exact. ``max_entropy = n log k`` turns the entropy bonus into ``-alpha KL(pi || uniform)``.
     """
-    shared = SharedMarginals(dist)
-    expected = torch.stack([v.expectation(shared) for v in target_values]).min(0).values
+    expected = expectations(target_values, SharedMarginals(dist)).min(0).values
     return expected + alpha * (dist.entropy() - max_entropy)
 
 
@@ -168,8 +167,7 @@ def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
     """
     entropy = dist.entropy()
     if gradient == "exact":
-        shared = SharedMarginals(dist)
-        expected = torch.stack([v.expectation(shared) for v in values]).min(0).values
+        expected = expectations(values, SharedMarginals(dist)).min(0).values
         return -(expected + alpha * entropy).mean(), entropy
     draws = dist.sample((samples,))                                      # [M, B, n]
     log_prob = dist.log_prob(draws)                                      # [M, B]
@@ -272,10 +270,16 @@ class SpnAc(OffPolicyAlgorithm):
             dist = self.policy.fast_distribution(batch.state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples)
-        gradient_step(self.optimizers["actor"], loss_actor, cfg.max_grad_norm)
         if cfg.autotune_alpha:
-            gradient_step(self.optimizers["alpha"],
-                          self.temperature.loss(entropy, self.target_entropy))
+            # one backward for both: the alpha loss sees the entropy as a constant, so the
+            # gradients are those of two separate steps, the actor's clipped alone
+            actor, temperature = self.optimizers["actor"], self.optimizers["alpha"]
+            temperature.zero_grad(set_to_none=True)
+            gradient_step(actor, loss_actor + self.temperature.loss(entropy, self.target_entropy),
+                          cfg.max_grad_norm)
+            temperature.step()
+        else:
+            gradient_step(self.optimizers["actor"], loss_actor, cfg.max_grad_norm)
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
                 "entropy": entropy.detach().mean(), "alpha": alpha}
 
