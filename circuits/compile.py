@@ -91,12 +91,20 @@ class Plan:
     param_child: torch.Tensor         # [P] for sum-edge params the child's node id, else -1
     param_leaf: torch.Tensor          # [P] for leaf params the leaf index, else -1
     param_state: torch.Tensor         # [P] for leaf params the state, else -1
-    node_of: dict = field(repr=False, default_factory=dict)   # node object -> node id
+    nodes: tuple = field(repr=False, default=())   # node objects by id (1..): leaves, then layers
     layer_of: torch.Tensor = None     # [N] layer of each node id (0 for the constant and leaves)
     program: object = None            # the upward pass's per-layer steps (circuits.program)
     param_runs: tuple = ()            # (start, stop, size, first group, stop group) segments of the
                                       # parameters: size > 0 = runs of equal-size groups, 0 = mixed
     edge_cache: Edges | None = field(repr=False, default=None)
+    node_cache: dict | None = field(repr=False, default=None)
+
+    @property
+    def node_of(self) -> dict:
+        """node object -> node id (built on first use)."""
+        if self.node_cache is None:
+            self.node_cache = dict(zip(self.nodes, range(1, len(self.nodes) + 1)))
+        return self.node_cache
 
     @property
     def edges(self) -> Edges:
@@ -154,15 +162,14 @@ def compile_plan(structure: Structure) -> Plan:
     leaf_slots = params.resolve(leaf_slots)
     for layer in layers:
         for group in layer:
-            if group.weights is not None:
+            if group.kind == "sum":                 # dense slots hold no placeholders
                 group.weights = params.resolve(group.weights)
 
     layer_of = torch.zeros(next_id, dtype=torch.long)
     for index, layer in enumerate(layers, start=1):
         for group in layer:
             layer_of[group.start:group.stop] = index
-    by_id = np.argsort(ids, kind="stable").tolist()
-    node_of = dict(zip(map(order.__getitem__, by_id), range(1, next_id)))
+    nodes = tuple(map(order.__getitem__, np.argsort(ids, kind="stable").tolist()))
     plan = Plan(
         num_nodes=next_id, num_vars=len(num_states), num_states=num_states,
         max_states=max_states, num_params=params.count, root=int(ids[-1]),
@@ -175,7 +182,7 @@ def compile_plan(structure: Structure) -> Plan:
         param_child=params.tensor("child"),
         param_leaf=params.tensor("leaf"),
         param_state=params.tensor("state"),
-        node_of=node_of, layer_of=layer_of)
+        nodes=nodes, layer_of=layer_of)
     plan.program = build_program(plan)
     plan.param_runs = _param_runs(plan.param_group, plan.num_param_groups)
     return plan

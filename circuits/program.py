@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 __all__ = ["Step", "Program", "build_program"]
@@ -218,23 +219,28 @@ def _leaf_layout(plan) -> tuple:
     return row_leaf, leaf_rows, table.view(num_vars, per_var, plan.max_states + 1)
 
 
-def _products_and_parents(plan) -> tuple[dict, torch.Tensor]:
+def _products_and_parents(plan) -> tuple[tuple, np.ndarray]:
     """Per node id: its first two children and child count if it is a product (-1 / 0
-    otherwise), as tensors ``[N, 2]`` and ``[N]``; and every node's number of parent edges."""
+    otherwise), as arrays ``[N, 2]`` and ``[N]``; and every node's number of parent edges."""
     n = plan.num_nodes
-    pair = torch.full((n, 2), -1, dtype=torch.long)
-    width = torch.zeros(n, dtype=torch.long)
-    parents = torch.zeros(n, dtype=torch.long)
+    pair = np.full((n, 2), -1, dtype=np.int64)
+    width = np.zeros(n, dtype=np.int64)
+    parents = np.zeros(n, dtype=np.int64)
     for group in plan.groups():
-        matrix = group.child_matrix()
-        parents += torch.bincount(matrix[group.edge_mask], minlength=n)
+        children = group.children.numpy()
+        if group.kind == "dense":                     # every sum of a block reads its row
+            per_block = (group.stop - group.start) // children.shape[0]
+            parents += np.bincount(children.reshape(-1), minlength=n) * per_block
+            continue
+        mask = group.edge_mask.numpy()
+        parents += np.bincount(children[mask], minlength=n)
         if group.kind == "product":
-            width[group.start:group.stop] = group.edge_mask.sum(1)
-            pair[group.start:group.stop, :min(2, matrix.shape[1])] = matrix[:, :2]
+            width[group.start:group.stop] = mask.sum(1)
+            pair[group.start:group.stop, :min(2, children.shape[1])] = children[:, :2]
     return (pair, width), parents
 
 
-def _fusable_blocks(plan, products: tuple, parents: torch.Tensor) -> dict:
+def _fusable_blocks(plan, products: tuple, parents: np.ndarray) -> dict:
     """Dense blocks whose children are exactly the products of two node lists, used by no
     other node: ``(group start, block) -> (left [A], right [A2], products [A, A2],
     columns [K])`` where ``columns[k]`` is child ``k``'s position ``a * A2 + b``."""
@@ -243,20 +249,20 @@ def _fusable_blocks(plan, products: tuple, parents: torch.Tensor) -> dict:
     for group in plan.groups():
         if group.kind != "dense":
             continue
-        blocks, k = group.children.shape
+        kids = group.children.numpy()
+        blocks, k = kids.shape
         per_block = (group.stop - group.start) // blocks
-        kids = group.children
         ok = ((width[kids] == 2) & (parents[kids] == per_block)).all(1)
-        for g in torch.nonzero(ok).flatten().tolist():
-            left, right = pair[kids[g], 0], pair[kids[g], 1]
-            lefts, li = torch.unique(left, return_inverse=True)
-            rights, ri = torch.unique(right, return_inverse=True)
-            if lefts.numel() * rights.numel() != k:
+        for g in np.flatnonzero(ok).tolist():
+            lefts, li = np.unique(pair[kids[g], 0], return_inverse=True)
+            rights, ri = np.unique(pair[kids[g], 1], return_inverse=True)
+            if len(lefts) * len(rights) != k:
                 continue
-            columns = li * rights.numel() + ri
-            if int(torch.bincount(columns, minlength=k).max()) != 1:
+            columns = li.reshape(-1) * len(rights) + ri.reshape(-1)
+            if int(np.bincount(columns, minlength=k).max()) != 1:
                 continue                              # a repeated (left, right) pair
-            products_grid = torch.empty(k, dtype=torch.long)
-            products_grid[columns] = kids[g]
-            fused[(group.start, g)] = (lefts, rights, products_grid.view(lefts.numel(), -1), columns)
+            grid = np.empty(k, dtype=np.int64)
+            grid[columns] = kids[g]
+            fused[(group.start, g)] = tuple(torch.from_numpy(a) for a in
+                                            (lefts, rights, grid.reshape(len(lefts), -1), columns))
     return fused
