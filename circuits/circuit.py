@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from circuits import parameters, passes
+from circuits import parameters, passes, upward
 from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
 from circuits.distribution import CircuitDistribution
@@ -49,7 +49,7 @@ class Circuit(nn.Module):
         self._plans: dict = {}
         self._plans[torch.device("cpu")] = compile_plan(structure)
         self._table_plans: dict = {}
-        self._own_params: tuple | None = None      # (key, logp, logp_ext) of unchanged logits
+        self._own_params: tuple | None = None      # (key, logp, logp_ext, exps) of unchanged logits
         plan = self._plans[torch.device("cpu")]
         self.logits = nn.Parameter(plan.init_logits.to(check_dtype(dtype)))
 
@@ -140,11 +140,14 @@ class Circuit(nn.Module):
         plan = self._plan_on(self.logits.device)
         x = check_assignment(x, plan, "value", allow_missing=True).to(self.logits.device)
         flat = x.reshape(-1, plan.num_vars)
-        root = passes.root_log_values(plan, self._normalised()[1], flat, flat.shape[0])
+        _, ext, exps = self._normalised()
+        root = passes.root_log_values(plan, ext, flat, flat.shape[0], exps)
         return root.reshape(x.shape[:-1])
 
-    def _normalised(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``logits`` normalised, ``[1, num_params]``, and extended (:func:`passes.extend`).
+    def _normalised(self) -> tuple:
+        """``logits`` normalised, ``[1, num_params]``, extended (:func:`passes.extend`), and
+        the weights the upward pass exponentiates (:func:`upward.weight_exps`; None when a
+        gradient flows, the pass then computes them).
 
         Where no gradient can flow to ``logits`` (``torch.no_grad()``, or ``logits`` frozen),
         the result is kept and reused while ``logits`` is the same tensor with the same
@@ -156,14 +159,15 @@ class Circuit(nn.Module):
         plan = self._plan_on(logits.device)
         if torch.is_grad_enabled() and logits.requires_grad:
             logp = parameters.normalise(plan, logits.unsqueeze(0), "logits")
-            return logp, passes.extend(logp)
+            return logp, passes.extend(logp), None
         key = (id(logits), logits._version, logits.data_ptr(), logits.device, logits.dtype,
                torch.is_inference_mode_enabled())
         if self._own_params is None or self._own_params[0] != key:
             with torch.no_grad():
                 logp = parameters.normalise(plan, logits.unsqueeze(0), "logits")
-                self._own_params = (key, logp, passes.extend(logp))
-        return self._own_params[1], self._own_params[2]
+                ext = passes.extend(logp)
+                self._own_params = (key, logp, ext, upward.weight_exps(plan.program, ext))
+        return self._own_params[1:]
 
     def marginals(self) -> torch.Tensor:
         """Single-variable marginals ``[num_vars, max_states]``."""

@@ -27,9 +27,10 @@ def normalise(plan: Plan, params: torch.Tensor, name: str = "params") -> torch.T
     """
     if plan.num_params == 0:
         return params
+    runs = plan.param_runs
+    segments = torch.split(params, [stop - start for start, stop, *_ in runs], 1)  # one backward cat
     parts = []
-    for start, stop, size, first_group, stop_group in plan.param_runs:
-        segment = params[:, start:stop]
+    for (start, stop, size, first_group, stop_group), segment in zip(runs, segments):
         if size >= NARROW:
             parts.append(torch.log_softmax(segment.reshape(-1, size), -1).view(segment.shape))
         elif size:                                   # transposed: CPU kernels are slow on short rows

@@ -83,7 +83,8 @@ def _leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, bat
         return logp_ext.new_zeros(program.row_leaf.numel(), batch)
     states = torch.where(x < 0, plan.max_states, x).T.contiguous()   # [V, B]; K reads log 1
     if program.leaf_table is not None and logp_ext.shape[0] == 1:
-        table = logp_ext[0].take(program.leaf_table)                 # [V, Lv, K + 1]
+        table = logp_ext.reshape(-1).take(program.leaf_table)        # [V, Lv, K + 1]; a view, not
+        # a select: its backward would zero-fill and copy the whole parameter vector
         picked = table.gather(2, states.unsqueeze(1).expand(-1, table.shape[1], -1))
         return picked.view(table.shape[0] * table.shape[1], batch)
     # Column K of each leaf's row holds log 1: a missing value (-1) reads it.
@@ -93,7 +94,7 @@ def _leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, bat
     theta = logp_ext.index_select(1, slots)                          # [B', L * (K + 1)]
     rows = program.row_leaf
     flat = states.index_select(0, plan.leaf_var[rows]).add_(plan.leaf_offsets[rows].unsqueeze(1))
-    return theta[0].take(flat) if theta.shape[0] == 1 else theta.gather(1, flat.T).T
+    return theta.reshape(-1).take(flat) if theta.shape[0] == 1 else theta.gather(1, flat.T).T
 
 
 def leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -118,9 +119,12 @@ def upward_layers(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor) -
     return upward_steps.run(plan.program, logp_ext, leaf_vals)
 
 
-def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
-    """The root's log-value ``[B]`` under evidence ``x [B, V]`` (-1 = marginalised)."""
-    outs = upward_layers(plan, logp_ext, _leaf_values(plan, logp_ext, x, batch))
+def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int,
+                    exps: tuple | None = None) -> torch.Tensor:
+    """The root's log-value ``[B]`` under evidence ``x [B, V]`` (-1 = marginalised);
+    ``exps``: :func:`circuits.upward.weight_exps` of ``logp_ext``, if kept by the caller."""
+    leaf_vals = _leaf_values(plan, logp_ext, x, batch)
+    outs = upward_steps.run(plan.program, logp_ext, leaf_vals, exps=exps)
     return upward_steps.root(plan.program, outs)
 
 

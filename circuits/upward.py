@@ -32,29 +32,40 @@ import torch
 from circuits.logops import log_nonneg, logsumexp
 from circuits.program import Program, Step
 
-__all__ = ["run", "root", "node_values"]
+__all__ = ["run", "root", "node_values", "weight_exps"]
 
 
 def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor,
-        exact: bool = False) -> list:
+        exact: bool = False, exps: tuple | None = None) -> list:
     """Every layer's log-values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
 
     ``logp_ext [B', P + 2]`` are the extended normalised log-parameters, ``B'`` 1 or ``B``.
     The dense steps record the smallest value of their shifted sums; only if one fell below
     what the shared shift can represent is the pass run again with ``exact`` guards (which
     recompute the affected batch columns by exact log-sum-exp), so the common case costs one
-    synchronisation per pass, not one per step.
+    synchronisation per pass, not one per step. ``exps``: :func:`weight_exps` of the same
+    ``logp_ext``, when the caller keeps them across passes.
     """
     outs = [leaf_vals]
-    ctx = _Pass(logp_ext, program.cuts, exact)
+    ctx = _Pass(logp_ext, program.cuts, exact, exps)
     for steps in program.layers:
         parts = [_STEPS[step.kind](step, _source(outs, step.sources), ctx) for step in steps]
         outs.append(parts[0] if len(parts) == 1 else torch.cat(parts) if parts else outs[0][:0])
     if ctx.mins:
         limits = torch.tensor(ctx.limits, dtype=leaf_vals.dtype, device=leaf_vals.device)
         if bool((torch.stack(ctx.mins) < limits).any()):
-            return run(program, logp_ext, leaf_vals, exact=True)
+            return run(program, logp_ext, leaf_vals, exact=True, exps=exps)
     return outs
+
+
+def weight_exps(program: Program, logp_ext: torch.Tensor) -> tuple | None:
+    """The weights ``exp(piece)`` of every piece of ``logp_ext`` that a dense or outer step
+    reads (None for the others), to reuse across passes with unchanged parameters."""
+    if not program.cuts:
+        return None
+    used = {step.piece for layer in program.layers for step in layer}
+    return tuple(torch.exp(piece) if i in used else None
+                 for i, piece in enumerate(torch.split(logp_ext, program.cuts, dim=1)))
 
 
 def root(program: Program, outs: list) -> torch.Tensor:
@@ -77,16 +88,24 @@ def node_values(program: Program, outs: list) -> torch.Tensor:
 # --- execution --------------------------------------------------------------------------------
 class _Pass:
     """Per-pass state: log-weights and weights per step (a view of the step's piece of
-    ``logp_ext``, split once per pass, where its slots are contiguous; else gathered by
+    ``logp_ext``, split on first use, where its slots are contiguous; else gathered by
     slot), and the dense steps' smallest sums with their limits (``K * tiny / eps``)."""
 
-    def __init__(self, logp_ext: torch.Tensor, cuts: tuple, exact: bool):
+    def __init__(self, logp_ext: torch.Tensor, cuts: tuple, exact: bool, exps: tuple | None):
         self.logp_ext = logp_ext
-        self.pieces = torch.split(logp_ext, cuts, dim=1) if cuts else None
+        self.cuts = cuts
+        self._pieces = None
+        self.exps = exps
         self._exp = None
         self.exact = exact
         self.mins: list = []
         self.limits: list = []
+
+    @property
+    def pieces(self) -> tuple:
+        if self._pieces is None:
+            self._pieces = torch.split(self.logp_ext, self.cuts, dim=1)
+        return self._pieces
 
     def log(self, step: Step) -> torch.Tensor:
         if step.piece is not None:
@@ -95,14 +114,26 @@ class _Pass:
 
     def exp(self, step: Step) -> torch.Tensor:
         if step.piece is not None:
+            if self.exps is not None:
+                return self.exps[step.piece].view(-1, *step.weights.shape)
             return torch.exp(self.pieces[step.piece]).view(-1, *step.weights.shape)
         if self._exp is None:
             self._exp = torch.exp(self.logp_ext)
         return self._exp[:, step.weights]
 
-    def limit(self, step: Step, dtype: torch.dtype) -> float:
-        info = torch.finfo(dtype)
-        return step.weights.shape[-1] * info.tiny / info.eps
+    def record(self, step: Step, out: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Outside exact mode: keep ``s``'s minimum for :func:`run`'s check; ``out [G, M, B]``
+        flattened to ``[G * M, B]``."""
+        if s.numel():
+            self.mins.append(s.detach().amin() if s.requires_grad else s.amin())
+            self.limits.append(_limit(step, s.dtype))
+        return out.flatten(0, 1)
+
+
+def _limit(step: Step, dtype: torch.dtype) -> float:
+    """The smallest shifted sum a dense step's shared shift represents: ``K * tiny / eps``."""
+    info = torch.finfo(dtype)
+    return step.weights.shape[-1] * info.tiny / info.eps
 
 
 def _source(outs: list, sources: tuple) -> torch.Tensor:
@@ -130,7 +161,7 @@ def _sum(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 
 def _shift(x: torch.Tensor, dim: int) -> torch.Tensor:
     """A detached max over ``dim`` (kept), 0 where it is ``-inf``."""
-    return x.detach().amax(dim, keepdim=True).nan_to_num_(neginf=0.0)
+    return (x.detach() if x.requires_grad else x).amax(dim, keepdim=True).nan_to_num_(neginf=0.0)
 
 
 def _has_finite(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -141,7 +172,7 @@ def _has_finite(x: torch.Tensor, dim: int) -> torch.Tensor:
 def _matmul(w: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     """``w [B', G, M, K]`` times ``e [G, K, B]`` -> ``[G, M, B]``."""
     if w.shape[0] == 1:
-        return _bmm(w[0], e)
+        return _bmm(w.view(w.shape[1:]), e)                          # a view: no select backward
     return torch.einsum("bgmk,gkb->gmb", w, e)
 
 
@@ -220,6 +251,8 @@ def _dense(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     m = _shift(ch, 1)
     s = _matmul(weights.exp(step), torch.exp(ch - m))                # [G, M, B]
     out = _log(s) + m
+    if not weights.exact:
+        return weights.record(step, out, s)
     return _guard(step, out, s, lambda: _has_finite(ch, 1),
                   lambda cols: ch.index_select(2, cols), weights)
 
@@ -232,6 +265,8 @@ def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
         out, s = _OuterMatmul.apply(w, both, width)
     else:
         out, s, _ = _outer_values(w, both, width)
+    if not weights.exact:
+        return weights.record(step, out, s)
 
     def children(cols):
         picked = both.index_select(2, cols)
@@ -250,18 +285,12 @@ def _pair(step: Step) -> torch.Tensor:
 
 
 def _guard(step: Step, out, s, finite, children, weights: _Pass) -> torch.Tensor:
-    """Outside exact mode, record ``s``'s minimum for :func:`run`'s check. In exact mode,
-    recompute exactly the batch columns where the shared shift lost precision: ``out`` and
-    ``s`` ``[G, M, B]``; ``finite()`` ``[G, 1, B]``, whether the block has a child above
-    ``-inf`` (else ``s == 0`` is exact)."""
-    limit = weights.limit(step, s.dtype)
+    """In exact mode, recompute exactly the batch columns where the shared shift lost
+    precision: ``out`` and ``s`` ``[G, M, B]``; ``finite()`` ``[G, 1, B]``, whether the block
+    has a child above ``-inf`` (else ``s == 0`` is exact)."""
     if s.numel() == 0:
         return out.flatten(0, 1)
-    if not weights.exact:
-        weights.mins.append(s.detach().amin())
-        weights.limits.append(limit)
-        return out.flatten(0, 1)
-    bad = (s.detach() < limit) & finite()
+    bad = (s.detach() < _limit(step, s.dtype)) & finite()
     if not bool(bad.any()):
         return out.flatten(0, 1)
     cols = torch.nonzero(bad.flatten(0, 1).any(0)).flatten()
