@@ -80,6 +80,27 @@ class TwinValues(list):
         return result
 
 
+    def evaluate(self, actions: torch.Tensor) -> torch.Tensor:
+        """``[Q_1(s, u), Q_2(s, u)]`` ``[2, B]`` for joint actions ``[B, n]``, each equal to
+        :meth:`FactorValues.evaluate` (checked once, one gather per factor order)."""
+        first = self[0]
+        actions = first._check_actions(actions)
+        k, batch = first.num_actions, first.batch_size
+        if self.unary is None:
+            q = actions.new_zeros((2, batch), dtype=first.unary.dtype)
+        else:
+            index = actions[None, :, :, None].expand(2, -1, -1, 1)
+            q = self.unary.gather(3, index).squeeze(-1).sum(-1)
+        for scopes, _ in first.groups():
+            picked = actions[:, first._scope_index(scopes)]     # [B, F, order]
+            flat = picked[..., 0]
+            for p in range(1, picked.shape[-1]):
+                flat = flat * k + picked[..., p]
+            index = flat[None, :, :, None].expand(2, -1, -1, 1)
+            q = q + self.tables[len(scopes[0])].flatten(3).gather(3, index).squeeze(-1).sum(-1)
+        return q
+
+
 def expectations(values, dist) -> torch.Tensor:
     """``E_dist[Q_j]`` of every critic in ``values`` stacked ``[J, B]`` (one set of ops for
     a :class:`TwinValues`)."""

@@ -38,7 +38,8 @@ from spnpolicy.algos.config import (
     check_hidden,
     check_int,
 )
-from spnpolicy.algos.critics import FACTOR_GRAPHS, TwinFactorQ, build_factor_graph, expectations
+from spnpolicy.algos.critics import (FACTOR_GRAPHS, TwinFactorQ, TwinValues, build_factor_graph,
+                                     expectations)
 from spnpolicy.algos.policies import JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, Session, VecEnv, make_target
@@ -152,6 +153,9 @@ def soft_value(target_values, dist, alpha: torch.Tensor,
 
 def critic_loss(values, actions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``sum_j mean_B (Q_j(s, u) - target)^2``."""
+    if isinstance(values, TwinValues):  # both critics at once
+        q = values.evaluate(actions)
+        return F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
     return sum(F.mse_loss(v.evaluate(actions), target) for v in values)
 
 

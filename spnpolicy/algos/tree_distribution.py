@@ -58,9 +58,10 @@ class TreeDistribution(Distribution):
             tree, p = self.tree, self.params
             if tree.order is not None:
                 p = p.index_select(1, tree.order)
-            parts = [torch.log_softmax(p[:, start:start + sums * children]
-                                       .view(-1, children, sums), dim=1).flatten(1)
-                     for start, sums, children in tree.blocks]
+            sizes = [sums * children for _, sums, children in tree.blocks]
+            pieces = p.split(sizes, dim=1)  # one backward op, where slices take one each
+            parts = [torch.log_softmax(piece.view(-1, children, sums), dim=1).flatten(1)
+                     for piece, (_, sums, children) in zip(pieces, tree.blocks)]
             consts = torch.tensor([0.0, -math.inf], dtype=p.dtype, device=p.device)
             parts.append(consts.expand(p.shape[0], 2))
             self._cache["flat"] = torch.cat(parts, dim=1)
