@@ -249,20 +249,12 @@ class SpnAc(OffPolicyAlgorithm):
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step of the critics, the actor and alpha on ``batch``; the metrics."""
         cfg, alpha = self.cfg, self.temperature.value
-        if cfg.actor_gradient == "exact":
-            # One policy pass for next states and states: the policy does not change before
-            # the actor step, so the soft value and the actor loss share its queries.
-            size = batch.state.shape[0]
-            both = SharedMarginals(self.policy.fast_distribution(
-                torch.cat([batch.next_state, batch.state])))
-            next_dist, dist = both.rows(slice(0, size)), both.rows(slice(size, None))
-        else:
-            with torch.no_grad():
-                next_dist = self.policy.fast_distribution(batch.next_state)
-            dist = None
         with torch.no_grad():
-            next_values = self.critic_target(batch.next_state)
-        next_value = soft_value(next_values, next_dist, alpha, self.value_offset).detach()
+            # the soft value needs no gradient: its policy pass is recorded by no graph (a
+            # shared pass over next states and states, sliced, costs more in the backward)
+            next_dist = self.policy.fast_distribution(batch.next_state)
+            next_value = soft_value(self.critic_target(batch.next_state), next_dist, alpha,
+                                    self.value_offset)
         discount = cfg.gamma ** batch.steps.to(next_value.dtype)
         target = batch.reward + discount * (1.0 - batch.terminated) * next_value
         loss_critic = critic_loss(self.critic(batch.state), batch.actions, target)
@@ -270,8 +262,7 @@ class SpnAc(OffPolicyAlgorithm):
 
         with torch.no_grad():
             values = self.critic(batch.state)
-        if dist is None:
-            dist = self.policy.fast_distribution(batch.state)
+        dist = self.policy.fast_distribution(batch.state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples)
         if cfg.autotune_alpha:
