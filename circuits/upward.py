@@ -110,7 +110,7 @@ class _Pass:
     def log(self, step: Step) -> torch.Tensor:
         if step.piece is not None:
             return self.pieces[step.piece].view(-1, *step.weights.shape)
-        return self.logp_ext[:, step.weights]
+        return self.logp_ext.index_select(1, step.weights.reshape(-1)).view(-1, *step.weights.shape)
 
     def exp(self, step: Step) -> torch.Tensor:
         if step.piece is not None:
@@ -229,7 +229,7 @@ def _outer_values(w: torch.Tensor, both: torch.Tensor, width: int):
     if 2 * width == total:                            # equal lists: shift and exp them as one
         two = both.view(g, 2, width, batch)
         m = _shift(two, 2)                                            # [G, 2, 1, B]
-        ex = torch.exp(two - m)
+        ex = (two - m).exp_()
         e = ex[:, 0].unsqueeze(2) * ex[:, 1].unsqueeze(1)             # [G, A, A, B]
         shift = m.sum(1)
     else:
@@ -239,7 +239,9 @@ def _outer_values(w: torch.Tensor, both: torch.Tensor, width: int):
         shift = ml + mr
     e = e.flatten(1, 2)
     s = _matmul(w, e)
-    return _log(s) + shift, s, e
+    if s.requires_grad:
+        return log_nonneg(s) + shift, s, e
+    return torch.log(s).add_(shift), s, e
 
 
 def _log(s: torch.Tensor) -> torch.Tensor:
