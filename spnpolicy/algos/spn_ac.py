@@ -237,12 +237,15 @@ class SpnAc(OffPolicyAlgorithm):
         self.agent = self.policy
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
 
+    @torch.inference_mode()
     def explore(self, state, obs, step, generator):
         return self.policy.fast_distribution(state).sample(generator=generator)
 
+    @torch.inference_mode()
     def greedy(self, state, obs):
         return self.policy.fast_distribution(state).mode
 
+    @torch.inference_mode()
     def sample(self, state, obs, generator):
         return self.policy.fast_distribution(state).sample(generator=generator)
 

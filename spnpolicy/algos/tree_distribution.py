@@ -255,7 +255,6 @@ class TreeDistribution(Distribution):
         each sum on the sampled path)."""
         sample_shape = torch.Size(sample_shape)
         s, batch = math.prod(sample_shape), self.params.shape[0]
-        rows = torch.arange(s * batch, device=self.params.device)
 
         def gumbel_argmax(scores: torch.Tensor) -> torch.Tensor:
             u = torch.rand(scores.shape, generator=generator, dtype=scores.dtype,
@@ -266,10 +265,14 @@ class TreeDistribution(Distribution):
         def choose(r, nodes):
             if r is None:
                 return gumbel_argmax(self._root_weights()[0].repeat(s, 1))
-            block = self._padded_log_weights(r).repeat(s, 1, 1)      # [S * B, m, G]
-            return gumbel_argmax(block[rows, nodes])
+            # each row's sum: its G children's columns of the flat log-weights [S * B, G]
+            slots = r.pad_pos[nodes.unsqueeze(1) * r.width + children[:r.width]]
+            return gumbel_argmax(flat.gather(1, slots))
 
         with torch.no_grad():
+            flat = self._flat().repeat(s, 1) if s > 1 else self._flat()
+            children = torch.arange(max((r.width for r in self.tree.regions if r.summed),
+                                        default=1), device=self.params.device)
             x = self._descend(s * batch, choose)
         return x.reshape(*sample_shape, batch, self.tree.num_vars)
 
