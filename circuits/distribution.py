@@ -13,6 +13,7 @@ import torch
 from torch.distributions import Distribution
 
 from circuits import downward, passes
+from circuits.flows import flows
 from circuits.errors import NotDeterministicError
 from circuits.tables import build_table_plan, scope_tables
 from circuits.validation import check_assignment, check_generator, check_sample_shape, check_scopes
@@ -55,7 +56,7 @@ class CircuitDistribution(Distribution):
         """Node flows ``[B', N]``, computed once per distribution (marginals and scope tables
         of one distribution share them, also inside one autograd graph)."""
         if self._node_flows is None:
-            self._node_flows = downward.flows(self._plan, self._ext())
+            self._node_flows = flows(self._plan, self._ext())
         return self._node_flows
 
     def _ext(self) -> torch.Tensor:

@@ -1,8 +1,7 @@
 """Top-down queries over a compiled :class:`~circuits.compile.Plan`.
 
-- :func:`flows`: the probability that each node is in the induced tree (no evidence),
-  one linear pass from the root (every node's value is 1 in a normalised circuit, so no
-  upward pass is needed); marginals and scope tables read it.
+- :func:`leaf_marginals`: single-variable marginals from the node flows
+  (:func:`circuits.flows.flows`).
 - :func:`log_derivatives`: ``log dZ/dv`` of every node under evidence (the differential
   approach), pulled layer by layer: each node gathers its incoming edges' terms from a
   padded ``[nodes, in-degree]`` index (nodes bucketed by in-degree) and reduces them with
@@ -24,31 +23,11 @@ import torch
 
 from circuits.compile import Group, Plan
 
-__all__ = ["descend", "flows", "leaf_marginals", "log_derivatives", "per_variable_logsumexp",
+__all__ = ["descend", "leaf_marginals", "log_derivatives", "per_variable_logsumexp",
            "sample"]
 
 CHUNK_ELEMENTS = 1 << 24
 """Rows per chunk are chosen so that ``rows * (nodes + widest group)`` stays below this."""
-
-
-def flows(plan: Plan, logp_ext: torch.Tensor) -> torch.Tensor:
-    """Flows ``[B', N]`` of normalised log-parameters ``logp_ext [B', P + 2]``: ``flow(root) = 1``
-    and each edge passes on its parent's flow, times the weight on sum edges. Differentiable."""
-    rows = logp_ext.shape[0]
-    out = logp_ext.new_zeros(rows, plan.num_nodes)
-    out[:, plan.root] = 1.0
-    for group in reversed(list(plan.groups())):
-        parent = out[:, group.start:group.stop].clone()                 # [B', M], final
-        if group.kind == "product":
-            contrib = parent.unsqueeze(-1) * group.edge_mask.to(parent.dtype)
-        elif group.kind == "sum":
-            contrib = parent.unsqueeze(-1) * torch.exp(logp_ext[:, group.weights])
-        else:                                                           # dense: [G, C] children
-            blocks, width = group.children.shape
-            w = torch.exp(logp_ext[:, group.weights]).view(rows, blocks, -1, width)
-            contrib = torch.einsum("bgm,bgmc->bgc", parent.view(rows, blocks, -1), w)
-        out.index_add_(1, group.children.reshape(-1), contrib.reshape(rows, -1))
-    return out
 
 
 def leaf_marginals(plan: Plan, logp_ext: torch.Tensor, node_flows: torch.Tensor) -> torch.Tensor:
