@@ -23,6 +23,12 @@ The shifts of ``dense`` and ``outer`` are shared by a block's sums. Where a sum'
 falls below what the shared shift can represent (``K * tiny / eps``) while its children
 are not all ``-inf``, the step recomputes those batch columns with the exact per-node
 log-sum-exp, so every value is exact to the dtype's precision.
+
+Speed: an ``outer`` step with shared weights is one autograd node (:class:`_OuterMatmul`)
+whose backward reuses the saved outer product instead of running autograd's broadcast
+products over ``[G, K, B]``; batches narrower than :data:`NARROW` multiply in transposed
+form (CPU BLAS is slow on batched matrix-vector products); a caller that keeps the
+normalised parameters across passes can keep their exponentials too (:func:`weight_exps`).
 """
 
 from __future__ import annotations
