@@ -68,8 +68,8 @@ class _Region:
     group_of_prod: torch.Tensor | None = None
     table_pos: torch.Tensor | None = None     # summed: [P] column of the flat log-weights
     pad_pos: torch.Tensor | None = None       # summed: [m * G] the same for slots (padding: log 0)
-    left_slot: torch.Tensor | None = None     # summed: [P] g * mL + a for product (a, b) in g
-    right_slot: torch.Tensor | None = None    # summed: [P] g * mR + b
+    left_slot: torch.Tensor | None = None     # summed: [P] g * (mL + mR) + a for (a, b) in g
+    right_slot: torch.Tensor | None = None    # summed: [P] g * (mL + mR) + mL + b
     in_order: bool = False                    # unsummed: prod_of_pos is the identity
 
     TENSORS = ("slots", "pos_of_prod", "prod_of_pos", "group_of_prod",
@@ -254,8 +254,8 @@ def _build(circuit: Circuit) -> RegionTree:
                     i += 1
             r.group_of_prod = torch.div(r.pos_of_prod, width, rounding_mode="floor")
             index = torch.arange(len(products))
-            r.left_slot = r.group_of_prod * ml + torch.div(index, mr, rounding_mode="floor")
-            r.right_slot = r.group_of_prod * mr + index % mr
+            r.left_slot = r.group_of_prod * (ml + mr) + torch.div(index, mr, rounding_mode="floor")
+            r.right_slot = r.group_of_prod * (ml + mr) + ml + index % mr
         else:
             r.prod_of_pos = torch.tensor(number)
             r.pos_of_prod = r.prod_of_pos.argsort()

@@ -119,9 +119,13 @@ class TreeDistribution(Distribution):
                 ml, mr = r.left.num_nodes, r.right.num_nodes
                 if r.summed:  # q_g = sum_{(a, b) in g} w_ab [q_a, q_b]
                     w = self._product_weights(r)[1]
-                    left = w.new_zeros(batch, r.num_nodes * ml).index_add_(1, r.left_slot, w)
-                    right = w.new_zeros(batch, r.num_nodes * mr).index_add_(1, r.right_slot, w)
-                    left, right = left.view(batch, r.num_nodes, ml), right.view(batch, r.num_nodes, mr)
+                    to = w.new_zeros(batch, r.num_nodes * (ml + mr))
+                    to = to.index_add_(1, r.left_slot, w).index_add_(1, r.right_slot, w)
+                    to = to.view(batch, r.num_nodes, ml + mr)   # [sum_b w_ab, sum_a w_ab] of g
+                    if ql is None and qr is None:
+                        self._cache[key] = to
+                        return to
+                    left, right = to.split([ml, mr], dim=2)
                     left = left if ql is None else torch.bmm(left, ql)
                     right = right if qr is None else torch.bmm(right, qr)
                 else:
