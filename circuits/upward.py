@@ -196,15 +196,17 @@ NARROW = 16
 
 
 class _OuterMatmul(torch.autograd.Function):
-    """:func:`_outer_values` as one autograd node (shared weights ``w [1, G, M, K]``). Its
-    backward reads the saved outer product ``e [G, K, B]`` once: ``z = (w^T (grad / s)) * e``
+    """:func:`_outer_values` as one autograd node, from shared log-weights ``logw [1, G, M,
+    K]`` (exponentiated inside, so the weights' gradient is ``(grad_w * w)`` in place, with
+    no separate exponential node). Its backward reads the saved outer product ``e [G, K, B]`` once: ``z = (w^T (grad / s)) * e``
     summed over either factor is the gradient of the left or right children, the
     exponentials' backward folded in, where autograd would run two broadcast products and
     their reductions. ``s`` is returned for the guard, not differentiable; ``log 0 = -inf``
     gets a zero gradient."""
 
     @staticmethod
-    def forward(ctx, w, both, width):
+    def forward(ctx, logw, both, width):
+        w = torch.exp(logw)
         out, s, e = _outer_values(w, both, width)
         ctx.save_for_backward(w, e, s)
         ctx.split = (width, both.shape[1] - width)
@@ -218,7 +220,7 @@ class _OuterMatmul(torch.autograd.Function):
         gs = torch.where(positive, grad / torch.where(positive, s, 1.0), 0.0)   # [G, M, B]
         grad_w = grad_both = None
         if ctx.needs_input_grad[0]:
-            grad_w = _bmm(gs, e.mT).unsqueeze(0)                      # [1, G, M, K]
+            grad_w = _bmm(gs, e.mT).mul_(w[0]).unsqueeze(0)           # [1, G, M, K]
         if ctx.needs_input_grad[1]:
             z = _bmm(w[0].mT, gs).mul_(e)                             # [G, K, B]
             z = z.view(z.shape[0], *ctx.split, z.shape[2])            # [G, A, A2, B]
@@ -268,11 +270,11 @@ def _dense(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     width = step.children.shape[1]
     both = _gather(src, _pair(step))                                 # [G, A + A2, B]
-    w = weights.exp(step)
-    if w.shape[0] == 1 and torch.is_grad_enabled() and (w.requires_grad or both.requires_grad):
-        out, s = _OuterMatmul.apply(w, both, width)
+    if (step.piece is not None and torch.is_grad_enabled() and weights.logp_ext.shape[0] == 1
+            and (weights.logp_ext.requires_grad or both.requires_grad)):
+        out, s = _OuterMatmul.apply(weights.log(step), both, width)
     else:
-        out, s, _ = _outer_values(w, both, width)
+        out, s, _ = _outer_values(weights.exp(step), both, width)
     if not weights.exact:
         return weights.record(step, out, s)
 

@@ -82,11 +82,12 @@ def test_cached_parameters_never_block_gradients():
 def _outer_inputs(dtype, batch: int, neg_inf: bool):
     gen = torch.Generator().manual_seed(batch)
     g, a, a2, m = 3, 4, 3, 5
-    w = torch.rand(1, g, m, a * a2, generator=gen, dtype=dtype)
+    w = torch.rand(1, g, m, a * a2, generator=gen, dtype=dtype).log()     # log-weights
     both = torch.randn(g, a + a2, batch, generator=gen, dtype=dtype) * 3
     if neg_inf:
         both[0, :a, 0] = float("-inf")                      # a whole left list at log 0
         both[1, 1, :] = float("-inf")                       # one child at log 0
+        w[0, 2, 0, :] = float("-inf")                       # zero weights
     return w, both, a
 
 
@@ -99,7 +100,7 @@ def test_outer_backward_equals_autograd_of_the_formula(batch, neg_inf):
     w2, b2 = w.clone().requires_grad_(), both.clone().requires_grad_()
     left, right = b2[:, :a], b2[:, a:]
     terms = left.unsqueeze(2) + right.unsqueeze(1)                   # [G, A, A2, B]
-    expected = logops.logsumexp(terms.flatten(1, 2).unsqueeze(1) + w2.log()[0].unsqueeze(-1), 2)
+    expected = logops.logsumexp(terms.flatten(1, 2).unsqueeze(1) + w2[0].unsqueeze(-1), 2)
     finite = torch.isfinite(expected)
     assert torch.equal(torch.isfinite(out), finite)
     assert torch.allclose(out[finite], expected[finite], rtol=1e-12, atol=1e-12)
