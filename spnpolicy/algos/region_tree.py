@@ -71,6 +71,7 @@ class _Region:
     left_slot: torch.Tensor | None = None     # summed: [P] g * (mL + mR) + a for (a, b) in g
     right_slot: torch.Tensor | None = None    # summed: [P] g * (mL + mR) + mL + b
     in_order: bool = False                    # unsummed: prod_of_pos is the identity
+    weight_index: int = 0                     # summed: its piece of the tree's weights
 
     TENSORS = ("slots", "pos_of_prod", "prod_of_pos", "group_of_prod",
                "table_pos", "pad_pos", "left_slot", "right_slot")
@@ -107,6 +108,12 @@ class RegionTree:
         self.circuit, self.root, self.root_pos = circuit, root, root_pos
         self.order, self.blocks = order, blocks
         self.regions = regions  # children before parents
+        self.summed = [r for r in regions if r.summed]
+        # the root's children, then every summed region's products: one gather of all weights
+        self.weight_pos = torch.cat([root_pos] + [r.table_pos for r in self.summed])
+        self.weight_sizes = [len(root_pos)] + [len(r.table_pos) for r in self.summed]
+        for i, r in enumerate(self.summed):
+            r.weight_index = i + 1
         self.num_vars, self.num_params = circuit.num_vars, circuit.num_params
         self.num_states = circuit.max_states
         self._devices: dict = {root_pos.device: self}

@@ -67,20 +67,24 @@ class TreeDistribution(Distribution):
             self._cache["flat"] = torch.cat(parts, dim=1)
         return self._cache["flat"]
 
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """Log-weights and weights ``[B, m_top + sum P]`` of the root's children, then of
+        every summed region's products (one gather, one exp), and their pieces per region."""
+        if "weights" not in self._cache:
+            tree = self.tree
+            logw = self._flat().index_select(1, tree.weight_pos)
+            w = logw.exp()
+            self._cache["weights"] = (logw, w, list(zip(logw.split(tree.weight_sizes, 1),
+                                                        w.split(tree.weight_sizes, 1))))
+        return self._cache["weights"]
+
     def _root_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-weights and weights ``[B, m_top]`` of the root sum."""
-        if "root" not in self._cache:
-            logw = self._flat().index_select(1, self.tree.root_pos)
-            self._cache["root"] = (logw, logw.exp())
-        return self._cache["root"]
+        return self._weights()[2][0]
 
     def _product_weights(self, r: _Region) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-weight and weight ``[B, P]`` of each product of summed region ``r`` in its sum."""
-        key = ("w", id(r))
-        if key not in self._cache:
-            lw = self._flat().index_select(1, r.table_pos)
-            self._cache[key] = (lw, lw.exp())
-        return self._cache[key]
+        return self._weights()[2][r.weight_index]
 
     def _padded_log_weights(self, r: _Region) -> torch.Tensor:
         """``[B, m, G]`` log-weights of each sum's children (padding -inf)."""
@@ -163,14 +167,11 @@ class TreeDistribution(Distribution):
     def entropy(self) -> torch.Tensor:
         """Exact entropy ``[B]``: ``-sum`` over sums' edges of flow times log-weight."""
         if "entropy" not in self._cache:
-            logw, w = self._root_weights()
+            logw, w, _ = self._weights()
             _, products = self._flows()
-            flows, logs = [w], [logw.masked_fill(w == 0, 0.0)]
-            for r in self.tree.regions:
-                if r.summed:
-                    flows.append(products[id(r)].flatten(1))
-                    logs.append(self._product_weights(r)[0])
-            self._cache["entropy"] = -(torch.cat(flows, 1) * torch.cat(logs, 1)).sum(-1)
+            flows = [w[:, :self.tree.weight_sizes[0]]] + [products[id(r)].flatten(1)
+                                                          for r in self.tree.summed]
+            self._cache["entropy"] = -(torch.cat(flows, 1) * logw.masked_fill(w == 0, 0.0)).sum(-1)
         return self._cache["entropy"]
 
     def marginals(self) -> torch.Tensor:
