@@ -15,7 +15,7 @@ Tables over a whole requested scope are never carried up to the root. By lineari
 root's table is the sum, over every sum node ``n`` and each child edge that *splits* the
 scope (pieces over more than one part), of ``flow(n) * w * outer(pieces)``, where
 ``flow(n)`` is the probability that ``n`` is in the induced tree: one scalar top-down
-pass (:func:`circuits.downward.flows`). So a pair's ``k x k`` work is done only where the
+pass (:func:`circuits.flows.flows`). So a pair's ``k x k`` work is done only where the
 pair splits, and the rest is single-variable marginals along each variable's path:
 ``O(n log n * k)`` for circuits over a balanced variable tree (selective, RAT-SPN).
 
@@ -64,6 +64,7 @@ class _Factored:
     a: "_Source"             # [S_p, R, C] slots of the summed pieces (arity 1)
     b: "_Source"             # [S_p, R] slots of the shared pieces (arity 1)
     swap: bool
+    shared_slots: torch.Tensor | None = None   # [S_p, R] global slot ids of ``b`` (pair terms)
 
 
 @dataclass
@@ -95,7 +96,7 @@ class TablePlan:
     arity: int
     steps: list              # final steps (arity ``arity``) add flow-weighted splits to results
     num_tables: int          # distinct sorted scopes
-    pair_index: torch.Tensor | None   # arity 2: [num_tables, M] split terms of each table (pad: last)
+    pair_index: tuple | None  # arity 2: how split terms add up to tables, see _pair_index
     result: torch.Tensor     # [num_scopes] table of each requested scope
     order: torch.Tensor      # [num_scopes, K**arity] user-order flat index -> sorted flat index
 
@@ -123,22 +124,36 @@ def build_table_plan(plan: Plan, root, scopes: list[tuple[int, ...]]) -> TablePl
     return TablePlan(arity, steps, len(tables), pair_index, result, order)
 
 
-def _pair_index(steps: list, num_tables: int) -> torch.Tensor:
-    """For pair scopes: the split terms (one per final slot and shared piece, in execution
-    order) that add up to each table, padded with the index one past the last term."""
-    targets = []
+def _pair_index(steps: list, num_tables: int) -> tuple:
+    """For pair scopes, how the split terms (one per final slot and shared piece, in
+    execution order, each ``outer(summed, shared)``) add up to each table. Terms of one
+    table with the same shared piece are summed first (``sum_m outer(u_m, b) =
+    outer(sum_m u_m, b)``), which leaves a few groups per table instead of every term.
+
+    Returns ``(term_group [terms], group_first [G], group_swap [G], group_index [T, M])``:
+    each term's group, a term of each group (for its shared piece), whether the group's
+    shared piece is the table's first variable, and each table's groups padded with ``G``.
+    """
+    keys = []
     for step in steps:
         if step.targets is not None:
             for pattern in step.patterns:
-                per_row = step.targets[pattern.rows]
-                targets.append(per_row.repeat_interleave(pattern.b.ids.shape[1]))
-    targets = torch.cat(targets)
-    members = [torch.nonzero(targets == t).flatten() for t in range(num_tables)]
+                per_row = step.targets[pattern.rows].unsqueeze(1).expand_as(pattern.shared_slots)
+                for table, slot in zip(per_row.reshape(-1).tolist(), pattern.shared_slots.reshape(-1).tolist()):
+                    keys.append((table, slot, pattern.swap))
+    group_of: dict = {}
+    term_group = torch.tensor([group_of.setdefault(key, len(group_of)) for key in keys], dtype=torch.long)
+    group_first = torch.zeros(len(group_of), dtype=torch.long)
+    group_first[term_group.flip(0)] = torch.arange(len(keys) - 1, -1, -1)
+    group_swap = torch.tensor([swap for _, _, swap in group_of], dtype=torch.bool)
+    members: list = [[] for _ in range(num_tables)]
+    for group, (table, _, _) in enumerate(group_of):
+        members[table].append(group)
     width = max(len(m) for m in members)
-    index = torch.full((num_tables, width), len(targets), dtype=torch.long)
-    for t, m in enumerate(members):
-        index[t, :len(m)] = m
-    return index
+    group_index = torch.full((num_tables, width), len(group_of), dtype=torch.long)
+    for table, m in enumerate(members):
+        group_index[table, :len(m)] = torch.tensor(m, dtype=torch.long)
+    return term_group, group_first, group_swap, group_index
 
 
 def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
@@ -148,43 +163,59 @@ def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
     Args:
         logp_ext: extended normalised log-parameters ``[B', P + 2]``.
         theta: leaf log-probabilities ``[B', L, K]``.
-        flows: node flows ``[B', N]`` (:func:`circuits.downward.flows`).
+        flows: node flows ``[B', N]`` (:func:`circuits.flows.flows`).
     """
     batch, k = logp_ext.shape[0], plan.max_states
+    pairs = table_plan.pair_index is not None
     chunks = {1: [torch.exp(theta).expand(batch, -1, -1)], 2: [], 3: []}
     tables = logp_ext.new_zeros(batch, table_plan.num_tables, k ** table_plan.arity)
-    firsts, seconds = [], []
+    # Every pattern's edge weights and every final slot's flow in one gather each (their
+    # backward is then one scatter, not one full-width zero buffer per pattern).
+    patterns = [p for step in table_plan.steps for p in step.patterns]
+    slots = [p.weights[0] for p in patterns]
+    edge_weights = iter(torch.exp(logp_ext.index_select(1, torch.cat(slots))).split([len(s) for s in slots], 1))
+    nodes = [step.nodes[p.rows] if pairs else step.nodes for step in table_plan.steps
+             if step.targets is not None for p in (step.patterns if pairs else [None])]
+    final_flows = iter(flows.index_select(1, torch.cat(nodes)).split([len(n) for n in nodes], 1) if nodes else [])
+    summed_terms, shared_terms = [], []
     for step in table_plan.steps:
+        if pairs and step.targets is not None:
+            for pattern in step.patterns:              # pair terms, summed by pair_index below
+                w = _merged_weights(pattern, next(edge_weights))
+                flow = next(final_flows)
+                summed = _weighted_sum(w * flow[..., None, None], _gather(chunks[1], pattern.a, batch))
+                summed_terms.append(summed.flatten(1, 2))
+                shared_terms.append(_gather(chunks[1], pattern.b, batch).flatten(1, 2))
+            continue
         out = logp_ext.new_zeros(batch, step.stop - step.start, k ** step.arity)
         for pattern in step.patterns:
-            w = _merged_weights(pattern, logp_ext)
-            if table_plan.pair_index is not None and step.targets is not None:
-                first, second = _factored_vectors(pattern, w, chunks[1], batch)
-                flow = flows.index_select(1, step.nodes[pattern.rows])
-                firsts.append((first * flow[..., None, None]).flatten(1, 2))
-                seconds.append(second.flatten(1, 2))
-                continue
+            w = _merged_weights(pattern, next(edge_weights))
             if isinstance(pattern, _Factored):
                 part = _factored(pattern, w, chunks[1], batch)
             else:
                 operands = [_gather(chunks[d], src, batch) for src, d in zip(pattern.pieces, pattern.arities)]
                 if pattern.key == ("a",):
-                    part = (w.unsqueeze(-1) * operands[0]).sum(2)
+                    part = _weighted_sum(w, operands[0])
                 else:
                     operands = [t.view(*t.shape[:3], *([k] * d)) for t, d in zip(operands, pattern.arities)]
                     part = torch.einsum(_EQUATIONS[pattern.key], w, *operands)
             out = out.index_add(1, pattern.rows, part.reshape(batch, pattern.rows.numel(), -1))
         if step.targets is None:
             chunks[step.arity].append(out)
-        elif table_plan.pair_index is None:
-            weighted = out * flows.index_select(1, step.nodes).unsqueeze(-1)
+        elif not pairs:
+            weighted = out * next(final_flows).unsqueeze(-1)
             tables = tables.index_add(1, step.targets, weighted)
-    if table_plan.pair_index is not None:
+    if pairs:
+        term_group, group_first, group_swap, group_index = table_plan.pair_index
+        summed = logp_ext.new_zeros(batch, len(group_first), k).index_add(1, term_group, torch.cat(summed_terms, 1))
+        shared = torch.cat(shared_terms, 1).index_select(1, group_first)
+        swap = group_swap.view(1, -1, 1)
         pad = logp_ext.new_zeros(batch, 1, k)
-        index = table_plan.pair_index
-        first = torch.cat(firsts + [pad], 1).index_select(1, index.reshape(-1)).view(batch, *index.shape, k)
-        second = torch.cat(seconds + [pad], 1).index_select(1, index.reshape(-1)).view(batch, *index.shape, k)
-        tables = torch.einsum("btmi,btmj->btij", first, second).reshape(batch, -1, k * k)
+        first = torch.cat([torch.where(swap, shared, summed), pad], 1)
+        second = torch.cat([torch.where(swap, summed, shared), pad], 1)
+        first = first.index_select(1, group_index.reshape(-1)).view(batch, *group_index.shape, k)
+        second = second.index_select(1, group_index.reshape(-1)).view(batch, *group_index.shape, k)
+        tables = _sum_of_outers(first, second).reshape(batch, -1, k * k)
     tables = tables.index_select(1, table_plan.result)
     tables = tables.gather(2, table_plan.order.expand(batch, -1, -1))
     return tables.view(batch, -1, *([k] * table_plan.arity))
@@ -197,26 +228,50 @@ def _gather(chunks: list, source: _Source, batch: int) -> torch.Tensor:
     return buffer.index_select(1, source.ids.reshape(-1)).view(batch, *source.ids.shape, buffer.shape[-1])
 
 
-def _merged_weights(pattern, logp_ext: torch.Tensor) -> torch.Tensor:
-    """Per merged edge, the sum of its edges' weights: ``[B', *pieces[0].shape]``."""
-    slots, positions = pattern.weights
+def _merged_weights(pattern, edge_weights: torch.Tensor) -> torch.Tensor:
+    """Per merged edge, the sum of its edges' weights ``edge_weights [B', E]`` (the pattern's
+    weight slots, exponentiated): ``[B', *pieces[0].shape]``."""
+    _, positions = pattern.weights
     shape = pattern.a.ids.shape if isinstance(pattern, _Factored) else pattern.pieces[0].ids.shape
-    w = logp_ext.new_zeros(logp_ext.shape[0], shape.numel())
-    return w.index_add(1, positions, torch.exp(logp_ext.index_select(1, slots))).view(-1, *shape)
+    w = edge_weights.new_zeros(edge_weights.shape[0], shape.numel())
+    return w.index_add(1, positions, edge_weights).view(-1, *shape)
 
 
 def _factored_vectors(pattern: _Factored, w: torch.Tensor, singles: list, batch: int):
     """The two factors of each term, first variable first: ``[B, S, R, K]`` each."""
-    # Contractions here are over a handful of children: broadcast-multiply-sum beats the
-    # tiny batched matmuls einsum would dispatch to.
-    u = (w.unsqueeze(-1) * _gather(singles, pattern.a, batch)).sum(-2)
+    u = _weighted_sum(w, _gather(singles, pattern.a, batch))
     v = _gather(singles, pattern.b, batch)
     return (v, u) if pattern.swap else (u, v)
 
 
 def _factored(pattern: _Factored, w: torch.Tensor, singles: list, batch: int) -> torch.Tensor:
-    u, v = _factored_vectors(pattern, w, singles, batch)
-    return (u.unsqueeze(-1) * v.unsqueeze(-2)).sum(2)
+    return _sum_of_outers(*_factored_vectors(pattern, w, singles, batch))
+
+
+def _sum_of_outers(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``sum_r outer(u[:, :, r], v[:, :, r])``: ``[B, S, R, K]`` twice -> ``[B, S, K, K]``
+    (one fused multiply-add per term: the batched matmul alternative runs one tiny matrix
+    product per ``(b, s)``, which costs far more, above all in the backward)."""
+    us, vs = u.unsqueeze(-1).unbind(2), v.unsqueeze(-2).unbind(2)
+    out = us[0] * vs[0]
+    for r in range(1, len(us)):
+        out = torch.addcmul(out, us[r], vs[r])
+    return out
+
+
+def _weighted_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum_c w[..., c] * x[..., c, :]``: ``w [..., C]``, ``x [..., C, K]`` -> ``[..., K]``.
+
+    The contractions here run over a handful of children with K states: one fused
+    multiply-add per child beats both a broadcast product reduced over a middle axis (a slow
+    strided reduction) and the tiny batched matmuls einsum dispatches to."""
+    if w.shape[-1] > 16:
+        return (w.unsqueeze(-1) * x).sum(-2)
+    ws, xs = w.unsqueeze(-1).unbind(-2), x.unbind(-2)        # unbind: one stack in the backward
+    out = ws[0] * xs[0]
+    for c in range(1, len(ws)):
+        out = torch.addcmul(out, ws[c], xs[c])
+    return out
 
 
 class _Builder:
@@ -280,6 +335,7 @@ class _Builder:
         for step in steps:
             for pattern in step.patterns:
                 if isinstance(pattern, _Factored):
+                    pattern.shared_slots = pattern.b
                     pattern.a = _localise(steps, self.plan.num_leaves, 1, pattern.a)
                     pattern.b = _localise(steps, self.plan.num_leaves, 1, pattern.b)
                 else:
