@@ -82,6 +82,12 @@ class TreeDistribution(Distribution):
         """Log-weights and weights ``[B, m_top]`` of the root sum."""
         return self._weights()[2][0]
 
+    def _root_log_weights(self) -> torch.Tensor:
+        """The root's log-weights ``[B, m_top]`` alone (acting needs no other weight)."""
+        if "weights" in self._cache:
+            return self._root_weights()[0]
+        return self._flat().index_select(1, self.tree.root_pos)
+
     def _product_weights(self, r: _Region) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-weight and weight ``[B, P]`` of each product of summed region ``r`` in its sum."""
         return self._weights()[2][r.weight_index]
@@ -269,7 +275,7 @@ class TreeDistribution(Distribution):
 
         def choose(r, nodes):
             if r is None:
-                return gumbel_argmax(self._root_weights()[0].repeat(s, 1))
+                return gumbel_argmax(self._root_log_weights().repeat(s, 1))
             # each row's sum: its G children's columns of the flat log-weights [S * B, G]
             slots = r.pad_pos[nodes.unsqueeze(1) * r.width + children[:r.width]]
             return gumbel_argmax(flat.gather(1, slots))
@@ -287,22 +293,32 @@ class TreeDistribution(Distribution):
         batch = self.params.shape[0]
         best, picks = {}, {}
         with torch.no_grad():
-            for r in self.tree.regions:
+            for r in self.tree.regions:   # best[r]: None for a leaf (all zeros)
                 if r.is_leaf:
-                    best[id(r)] = self.params.new_zeros(batch, r.num_nodes)
+                    best[id(r)] = None
                     continue
-                m = (best[id(r.left)].unsqueeze(2) + best[id(r.right)].unsqueeze(1)).flatten(1)
-                m = m.index_select(1, r.prod_of_pos)
+                left, right = best[id(r.left)], best[id(r.right)]
+                if left is None and right is None:
+                    m = None
+                else:
+                    left = left.unsqueeze(2) if left is not None else \
+                        self.params.new_zeros(batch, r.left.num_nodes, 1)
+                    m = (left + right.unsqueeze(1) if right is not None else
+                         left.expand(-1, -1, r.right.num_nodes)).flatten(1)
+                    m = m.index_select(1, r.prod_of_pos)
                 if r.summed:
-                    scores = m.view(batch, r.num_nodes, -1) + self._padded_log_weights(r)
+                    scores = self._padded_log_weights(r)
+                    scores = scores if m is None else m.view(batch, r.num_nodes, -1) + scores
                     best[id(r)], picks[id(r)] = scores.max(-1)
                 else:
-                    best[id(r)] = m
-            top = (self._root_weights()[0] + best[id(self.tree.root)]).argmax(-1)
-            rows = torch.arange(batch, device=top.device)
+                    best[id(r)] = m if m is not None else \
+                        self.params.new_zeros(batch, r.num_nodes)
+            top = self._root_log_weights()
+            top = (top if best[id(self.tree.root)] is None
+                   else top + best[id(self.tree.root)]).argmax(-1)
 
             def choose(r, nodes):
-                return top if r is None else picks[id(r)][rows, nodes]
+                return top if r is None else picks[id(r)].gather(1, nodes.unsqueeze(1)).squeeze(1)
 
             return self._descend(batch, choose)
 
