@@ -15,6 +15,7 @@ import torch
 
 from circuits import upward as upward_steps
 from circuits.compile import Group, Plan
+from circuits.leaf_products import leaf_products
 
 __all__ = ["extend", "leaf_log_probs", "leaf_values", "upward", "upward_layers",
            "root_log_values", "log_values", "log_derivatives",
@@ -122,9 +123,18 @@ def upward_layers(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor) -
 def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int,
                     exps: tuple | None = None) -> torch.Tensor:
     """The root's log-value ``[B]`` under evidence ``x [B, V]`` (-1 = marginalised);
-    ``exps``: :func:`circuits.upward.weight_exps` of ``logp_ext``, if kept by the caller."""
-    leaf_vals = _leaf_values(plan, logp_ext, x, batch)
-    outs = upward_steps.run(plan.program, logp_ext, leaf_vals, exps=exps)
+    ``exps``: :func:`circuits.upward.weight_exps` of ``logp_ext``, if kept by the caller.
+    Where the first layer is products of leaves, it is read straight from the leaf tables
+    (:mod:`circuits.leaf_products`)."""
+    fused = leaf_products(plan.program) if x is not None and logp_ext.shape[0] == 1 else None
+    if fused is None:
+        outs = upward_steps.run(plan.program, logp_ext, _leaf_values(plan, logp_ext, x, batch),
+                                exps=exps)
+    else:
+        states = torch.where(x < 0, plan.max_states, x).T.contiguous()   # [V, B]
+        outs = upward_steps.run(fused.program, logp_ext, None, exps=exps,
+                                first=fused.values(logp_ext, states))
+        return upward_steps.root(fused.program, outs)
     return upward_steps.root(plan.program, outs)
 
 

@@ -41,8 +41,8 @@ from circuits.program import Program, Step
 __all__ = ["run", "root", "node_values", "weight_exps"]
 
 
-def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor,
-        exact: bool = False, exps: tuple | None = None) -> list:
+def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None,
+        exact: bool = False, exps: tuple | None = None, first: torch.Tensor | None = None) -> list:
     """Every layer's log-values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
 
     ``logp_ext [B', P + 2]`` are the extended normalised log-parameters, ``B'`` 1 or ``B``.
@@ -50,17 +50,19 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor,
     what the shared shift can represent is the pass run again with ``exact`` guards (which
     recompute the affected batch columns by exact log-sum-exp), so the common case costs one
     synchronisation per pass, not one per step. ``exps``: :func:`weight_exps` of the same
-    ``logp_ext``, when the caller keeps them across passes.
+    ``logp_ext``, when the caller keeps them across passes. ``first``: the first layer's
+    values ``[n_1, B]`` computed by the caller (:mod:`circuits.leaf_products`), which then
+    passes no leaf layer (``leaf_vals`` None; no later step may read it).
     """
-    outs = [leaf_vals]
+    outs = [leaf_vals if first is None else first[:0], *([] if first is None else [first])]
     ctx = _Pass(logp_ext, program.cuts, exact, exps)
-    for steps in program.layers:
+    for steps in program.layers[len(outs) - 1:]:
         parts = [_STEPS[step.kind](step, _source(outs, step.sources), ctx) for step in steps]
         outs.append(parts[0] if len(parts) == 1 else torch.cat(parts) if parts else outs[0][:0])
     if ctx.mins:
-        limits = torch.tensor(ctx.limits, dtype=leaf_vals.dtype, device=leaf_vals.device)
+        limits = torch.tensor(ctx.limits, dtype=logp_ext.dtype, device=logp_ext.device)
         if bool((torch.stack(ctx.mins) < limits).any()):
-            return run(program, logp_ext, leaf_vals, exact=True, exps=exps)
+            return run(program, logp_ext, leaf_vals, exact=True, exps=exps, first=first)
     return outs
 
 

@@ -6,6 +6,8 @@
   of the same formula and against finite differences, including ``-inf`` children.
 - Narrow batches (``upward._bmm``'s transposed product) and run-wise normalisation
   (``parameters.normalise``) against float64 references.
+- The first layer read straight from the leaf tables (``circuits.leaf_products``) against
+  the unfused pass, values and gradients.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import copy
 import pytest
 import torch
 
-from circuits import Categorical, Circuit, Product, Sum, logops, parameters, upward
+from circuits import Categorical, Circuit, Product, Sum, leaf_products, logops, parameters, passes, upward
 from circuits.structures import random_tensorized
 
 RAT = dict(num_vars=8, num_states=3, depth=2, num_repetitions=2, num_sums=3,
@@ -161,3 +163,32 @@ def test_normalise_names_an_all_minus_inf_group():
     params[1, :2] = float("-inf")
     with pytest.raises(ValueError, match="row 1"):
         parameters.normalise(c._plan_on(torch.device("cpu")), params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_leaf_products_equal_the_unfused_pass(dtype):
+    c = Circuit(random_tensorized(**RAT).root, dtype=dtype)
+    plan = c._plan_on(torch.device("cpu"))
+    fused = leaf_products.leaf_products(plan.program)
+    assert fused is not None and fused.program is not plan.program     # grouped rows renumbered
+    x = _x(40, seed=5)
+    x[1] = -1                                                          # nothing observed
+    ext = passes.extend(parameters.normalise(plan, c.logits.unsqueeze(0)))
+    ext_plain = ext.detach().clone().requires_grad_()
+    ext_fused = ext.detach().clone().requires_grad_()
+    plain = upward.root(plan.program, upward.run(
+        plan.program, ext_plain, passes._leaf_values(plan, ext_plain, x, 40)))
+    got = passes.root_log_values(plan, ext_fused, x, 40)
+    assert torch.equal(got, plain)
+    plain.sum().backward()
+    got.sum().backward()
+    assert torch.allclose(ext_fused.grad, ext_plain.grad, rtol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+def test_leaf_products_decline_a_first_layer_that_is_not_products_of_leaves():
+    mixture = Sum([Categorical(0, 2), Categorical(0, 2, probs=[.3, .7])])
+    c = Circuit(Product([mixture, Categorical(1, 2)]))
+    assert leaf_products.leaf_products(c._plan_on(torch.device("cpu")).program) is None
+    x = torch.tensor([[0, 1], [1, -1]])
+    expected = torch.log(torch.tensor([0.5 * (0.5 + 0.3) * 0.5, 0.5 * (0.5 + 0.7)]))
+    assert torch.allclose(c.log_prob(x), expected, atol=1e-6)
