@@ -12,8 +12,8 @@
 3. Building and validating ``selective(16, 6, 64)`` and ``selective(500, 6, 8)``: the
    structural analysis (incl. the determinism check) and the whole ``Circuit(...)``.
 
-CPU time of this process (one thread by default), minimum of repeats after a warm-up;
-on an accelerator (``--device cuda``) synchronised wall time. Run from the repository root::
+CPU time of this process (one thread by default), minimum of repeats after a warm-up, the
+queries of one circuit running in turns; on an accelerator (``--device cuda``) synchronised wall time. Run from the repository root::
 
     .venv/bin/python benchmarks/queries.py --out benchmarks/results/queries.json
 """
@@ -53,21 +53,31 @@ def build(kind: str, kwargs: dict) -> Circuit:
 
 
 def timer(device: torch.device, budget: float):
-    def measure(fn) -> float:
+    """``measure({name: fn})`` -> ``{name: best seconds}``: the functions run in turns (one
+    call each per round) until ``budget`` seconds are spent, so that a change in the
+    machine's load hits every function alike and the ratios stay fair."""
+    def once(fn) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            return time.perf_counter() - start
+        start = time.process_time()
         fn()
-        best, spent, runs = float("inf"), 0.0, 0
-        while runs < 3 or (spent < budget and runs < 50):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                fn()
-                torch.cuda.synchronize()
-                took = time.perf_counter() - start
-            else:
-                start = time.process_time()
-                fn()
-                took = time.process_time() - start
-            best, spent, runs = min(best, took), spent + took, runs + 1
+        return time.process_time() - start
+
+    def measure(fns: dict) -> dict:
+        for fn in fns.values():
+            fn()
+        best = {name: float("inf") for name in fns}
+        spent, rounds = 0.0, 0
+        while rounds < 3 or (spent < budget * len(fns) and rounds < 50):
+            for name, fn in fns.items():
+                took = once(fn)
+                best[name] = min(best[name], took)
+                spent += took
+            rounds += 1
         return best
     return measure
 
@@ -93,17 +103,20 @@ def bench_queries(name: str, spec, batch: int, per_row: bool, device: torch.devi
         params.grad = None
         out.sum().backward()
 
-    with torch.no_grad():
-        forward = measure(lambda: dist().log_prob(x))
-    times = {
-        "log_prob": forward,
-        "log_prob+backward": measure(lambda: backward(dist().log_prob(x))),
-        "marginals+backward": measure(lambda: backward(dist().marginals())),
-        "scope_marginals+backward": measure(lambda: backward(dist().scope_marginals(pairs))),
-        "leave_one_out+backward": measure(lambda: backward(dist().leave_one_out_log_prob(x))),
-    }
-    with torch.no_grad():
-        times["condition+mode"] = measure(lambda: dist().condition(evidence).mode)
+    def no_grad(fn):
+        def run():
+            with torch.no_grad():
+                fn()
+        return run
+
+    times = measure({
+        "log_prob": no_grad(lambda: dist().log_prob(x)),
+        "log_prob+backward": lambda: backward(dist().log_prob(x)),
+        "marginals+backward": lambda: backward(dist().marginals()),
+        "scope_marginals+backward": lambda: backward(dist().scope_marginals(pairs)),
+        "leave_one_out+backward": lambda: backward(dist().leave_one_out_log_prob(x)),
+        "condition+mode": no_grad(lambda: dist().condition(evidence).mode),
+    })
     base = times["log_prob+backward"]
     return {"circuit": name, "edges": circuit.num_edges, "batch": batch,
             "params": "one set per row" if per_row else "shared",

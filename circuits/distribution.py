@@ -13,7 +13,7 @@ import torch
 from torch.distributions import Distribution
 
 from circuits import downward, passes
-from circuits.flows import flows
+from circuits import flows as node_flows
 from circuits.errors import NotDeterministicError
 from circuits.tables import build_table_plan, scope_tables
 from circuits.validation import check_assignment, check_generator, check_sample_shape, check_scopes
@@ -56,7 +56,7 @@ class CircuitDistribution(Distribution):
         """Node flows ``[B', N]``, computed once per distribution (marginals and scope tables
         of one distribution share them, also inside one autograd graph)."""
         if self._node_flows is None:
-            self._node_flows = flows(self._plan, self._ext())
+            self._node_flows = node_flows.flows(self._plan, self._ext())
         return self._node_flows
 
     def _ext(self) -> torch.Tensor:
@@ -104,12 +104,14 @@ class CircuitDistribution(Distribution):
         return self._batched(scope_tables(self._plan, table_plan, ext, theta, self._flows()))
 
     def entropy(self) -> torch.Tensor:
-        """Exact entropy ``[*batch]``; deterministic circuits only (else NotDeterministicError)."""
+        """Exact entropy ``[*batch]``; deterministic circuits only (else NotDeterministicError).
+        Read from the node flows (shared with :meth:`marginals` and :meth:`scope_marginals`
+        of the same distribution)."""
         if not self._circuit.is_deterministic:
             raise NotDeterministicError(
                 "entropy() is exact only for deterministic circuits and this circuit is not "
                 "(structurally) deterministic; no estimate is returned")
-        return self._batched(passes.entropy(self._plan, self._ext()))
+        return self._batched(node_flows.entropy(self._plan, self._ext(), self._flows()))
 
     def condition(self, evidence: torch.Tensor) -> CircuitDistribution:
         """The conditional distribution given ``evidence`` ``[num_vars]`` or ``[*batch, num_vars]``

@@ -1,4 +1,5 @@
-"""Node flows: the probability that each node is in the induced tree (no evidence).
+"""Node flows: the probability that each node is in the induced tree (no evidence), and
+the entropy of a deterministic circuit read from them.
 
 ``flow(root) = 1`` and each edge passes on its parent's flow, times the weight on sum
 edges. Every node's value is 1 in a normalised circuit, so no upward pass is needed;
@@ -19,7 +20,7 @@ import torch
 
 from circuits.compile import Plan
 
-__all__ = ["flows"]
+__all__ = ["entropy", "flows"]
 
 
 @dataclass
@@ -114,3 +115,20 @@ def flows(plan: Plan, logp_ext: torch.Tensor) -> torch.Tensor:
     if acc[0] is None:
         acc[0] = logp_ext.new_zeros(rows, fp.sizes[0])
     return torch.cat([logp_ext.new_zeros(rows, 1)] + acc, 1)
+
+
+def entropy(plan: Plan, logp_ext: torch.Tensor, node_flows: torch.Tensor) -> torch.Tensor:
+    """Exact entropy ``[B']`` of a deterministic circuit (the caller checks determinism).
+
+    Every assignment has one induced tree, so ``-log p(x)`` is the sum of ``-log w`` over
+    the tree's sum edges and ``-log theta`` over its leaves; in expectation each sum node
+    contributes its flow times the entropy of its weights and each leaf its flow times its
+    own entropy: one weighted sum over the parameters, no upward pass. Differentiable;
+    zero weights contribute 0 (with zero gradient).
+    """
+    logp = logp_ext[:, :plan.num_params]
+    finite = torch.isfinite(logp)
+    safe = torch.where(finite, logp, torch.zeros_like(logp))
+    plogp = torch.exp(safe) * safe * finite                            # [B', P]: w log w
+    owner = torch.where(plan.param_node >= 0, plan.param_node, plan.param_leaf + 1)
+    return -(plogp * node_flows.index_select(1, owner)).sum(-1)
