@@ -50,6 +50,7 @@ class Circuit(nn.Module):
         self._plans[torch.device("cpu")] = compile_plan(structure)
         self._table_plans: dict = {}
         self._own_params: tuple | None = None      # (key, logp, logp_ext, exps) of unchanged logits
+        self._bounds: dict = {}                    # device -> number of states per variable
         plan = self._plans[torch.device("cpu")]
         self.logits = nn.Parameter(plan.init_logits.to(check_dtype(dtype)))
 
@@ -138,11 +139,23 @@ class Circuit(nn.Module):
         """``log p(x)`` for ``x [..., num_vars]`` (-1 = marginalised) -> ``[...]``: the same as
         ``distribution().log_prob(x)``, without building the distribution."""
         plan = self._plan_on(self.logits.device)
-        x = check_assignment(x, plan, "value", allow_missing=True).to(self.logits.device)
+        x = self._checked(x, plan).to(self.logits.device)
         flat = x.reshape(-1, plan.num_vars)
         _, ext, exps = self._normalised()
         root = passes.root_log_values(plan, ext, flat, flat.shape[0], exps)
         return root.reshape(x.shape[:-1])
+
+    def _checked(self, x, plan: Plan) -> torch.Tensor:
+        """``check_assignment(x, ...)`` (-1 allowed), with the per-variable bounds kept per
+        device for the common case of a valid LongTensor; its errors otherwise."""
+        if (isinstance(x, torch.Tensor) and x.dtype == torch.long and x.dim() > 0
+                and x.shape[-1] == plan.num_vars):
+            high = self._bounds.get(x.device)
+            if high is None:
+                high = self._bounds[x.device] = torch.tensor(plan.num_states, device=x.device)
+            if not bool(((x < -1) | (x >= high)).any()):
+                return x
+        return check_assignment(x, plan, "value", allow_missing=True)
 
     def _normalised(self) -> tuple:
         """``logits`` normalised, ``[1, num_params]``, extended (:func:`passes.extend`), and

@@ -60,8 +60,7 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
         parts = [_STEPS[step.kind](step, _source(outs, step.sources), ctx) for step in steps]
         outs.append(parts[0] if len(parts) == 1 else torch.cat(parts) if parts else outs[0][:0])
     if ctx.mins:
-        limits = torch.tensor(ctx.limits, dtype=logp_ext.dtype, device=logp_ext.device)
-        if bool((torch.stack(ctx.mins) < limits).any()):
+        if bool((torch.stack(ctx.mins) < _limits(program, ctx.limits, logp_ext)).any()):
             return run(program, logp_ext, leaf_vals, exact=True, exps=exps, first=first)
     return outs
 
@@ -136,6 +135,16 @@ class _Pass:
             self.mins.append(s.detach().amin() if s.requires_grad else s.amin())
             self.limits.append(_limit(step, s.dtype))
         return out.flatten(0, 1)
+
+
+def _limits(program: Program, values: list, like: torch.Tensor) -> torch.Tensor:
+    """The steps' ``values`` (the same for every pass of ``program`` in one dtype) as a
+    tensor of ``like``'s dtype and device, kept on the program."""
+    kept = program.__dict__.setdefault("_limit_tensors", {})
+    key = (like.dtype, like.device)
+    if key not in kept:
+        kept[key] = torch.tensor(values, dtype=like.dtype, device=like.device)
+    return kept[key]
 
 
 def _limit(step: Step, dtype: torch.dtype) -> float:
@@ -239,8 +248,8 @@ def _outer_values(w: torch.Tensor, both: torch.Tensor, width: int):
     if 2 * width == total:                            # equal lists: shift and exp them as one
         two = both.view(g, 2, width, batch)
         m = _shift(two, 2)                                            # [G, 2, 1, B]
-        ex = (two - m).exp_()
-        e = ex[:, 0].unsqueeze(2) * ex[:, 1].unsqueeze(1)             # [G, A, A, B]
+        left, right = (two - m).exp_().unbind(1)
+        e = left.unsqueeze(2) * right.unsqueeze(1)                    # [G, A, A, B]
         shift = m.sum(1)
     else:
         left, right = both[:, :width], both[:, width:]
