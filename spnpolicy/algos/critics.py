@@ -140,6 +140,11 @@ class TwinFactorQ(nn.Module):
 
     def forward(self, state: torch.Tensor) -> TwinValues:
         check_state(state, self.state_dim)
+        return self.values(state)
+
+    def values(self, state: torch.Tensor) -> TwinValues:
+        """:meth:`forward` without the check of ``state`` (for states the training loop
+        already holds: replayed float32 ``[B, state_dim]`` rows of the environment's)."""
         h = self.torso(state) if len(self.torso) else state.expand(2, -1, -1)
         batch, n, k = state.shape[0], self.graph.num_agents, self.num_actions
         unary = (None if self.unary_head is None

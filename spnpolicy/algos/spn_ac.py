@@ -256,15 +256,15 @@ class SpnAc(OffPolicyAlgorithm):
             # the soft value needs no gradient: its policy pass is recorded by no graph (a
             # shared pass over next states and states, sliced, costs more in the backward)
             next_dist = self.policy.fast_distribution(batch.next_state)
-            next_value = soft_value(self.critic_target(batch.next_state), next_dist, alpha,
+            next_value = soft_value(self.critic_target.values(batch.next_state), next_dist, alpha,
                                     self.value_offset)
         discount = cfg.gamma ** batch.steps.to(next_value.dtype)
         target = batch.reward + discount * (1.0 - batch.terminated) * next_value
-        loss_critic = critic_loss(self.critic(batch.state), batch.actions, target)
+        loss_critic = critic_loss(self.critic.values(batch.state), batch.actions, target)
         gradient_step(self.optimizers["critic"], loss_critic, cfg.max_grad_norm)
 
         with torch.no_grad():
-            values = self.critic(batch.state)
+            values = self.critic.values(batch.state)
         dist = self.policy.fast_distribution(batch.state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples)
