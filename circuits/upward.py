@@ -56,9 +56,14 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
     """
     outs = [leaf_vals if first is None else first[:0], *([] if first is None else [first])]
     ctx = _Pass(logp_ext, program.cuts, exact, exps)
+    empty = None
     for steps in program.layers[len(outs) - 1:]:
+        if not steps:                                 # a layer of fused products only
+            empty = outs[0][:0] if empty is None else empty
+            outs.append(empty)
+            continue
         parts = [_STEPS[step.kind](step, _source(outs, step.sources), ctx) for step in steps]
-        outs.append(parts[0] if len(parts) == 1 else torch.cat(parts) if parts else outs[0][:0])
+        outs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
     if ctx.mins:
         if bool((torch.stack(ctx.mins) < _limits(program, ctx.limits, logp_ext)).any()):
             return run(program, logp_ext, leaf_vals, exact=True, exps=exps, first=first)
