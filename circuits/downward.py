@@ -49,6 +49,25 @@ class _Pull:
     steps: list
     num_sibling_slots: int
     var_leaves: torch.Tensor      # [V, most leaves of one variable]: leaf indices, padding L
+    dense: list = None            # per step: dense groups whose children it pulls by matmul
+
+
+def _dense_pulls(plan: Plan, degree: torch.Tensor) -> dict:
+    """Dense groups whose children have no parents outside their block, in one layer:
+    ``layer -> [group]``. Such children's ``G`` is a log of a matrix product of the block's
+    shifted parent values with its weights (see :func:`_pull_dense`)."""
+    out: dict = {}
+    for group in plan.groups():
+        if group.kind != "dense":
+            continue
+        blocks, width = group.children.shape
+        kids = group.children.reshape(-1)
+        per_block = (group.stop - group.start) // blocks
+        layers = torch.unique(plan.layer_of[kids])
+        if (len(layers) == 1 and bool((degree[kids] == per_block).all())
+                and torch.unique(kids).numel() == kids.numel()):
+            out.setdefault(int(layers[0]), []).append(group)
+    return out
 
 
 _PULLS: dict = {}
@@ -82,19 +101,28 @@ def _pull(plan: Plan) -> _Pull:
     parent, child, sibling, weight = parent[order], child[order], sibling[order], weight[order]
     degree = torch.bincount(child, minlength=plan.num_nodes)
     first = torch.cumsum(degree, 0) - degree                          # first edge of each node
-    steps = []
+    dense_by_layer = _dense_pulls(plan, degree.cpu())
+    steps, dense = [], []
     for layer in range(int(plan.layer_of.max()) - 1, -1, -1):
         nodes = torch.nonzero((plan.layer_of.to(device) == layer) & (degree > 0)).flatten()
-        buckets = []
+        groups = dense_by_layer.get(layer, [])
+        pulled = torch.zeros(plan.num_nodes, dtype=torch.bool, device=device)
+        for group in groups:
+            pulled[group.children.reshape(-1).to(device)] = True
+        buckets, exact = [], []                   # exact: the pulled nodes' buckets (fallback)
         for d in torch.unique(degree[nodes]).tolist():
-            members = nodes[degree[nodes] == d]
-            edge = first[members].unsqueeze(1) + torch.arange(d, device=device)
-            sib, w = sibling[edge], weight[edge]
-            buckets.append((members, parent[edge], sib if bool((sib < offset).any()) else None,
-                            w if bool((w != one).any()) else None))
+            for into, keep in ((buckets, ~pulled), (exact, pulled)):
+                members = nodes[(degree[nodes] == d) & keep[nodes]]
+                if members.numel() == 0:
+                    continue
+                edge = first[members].unsqueeze(1) + torch.arange(d, device=device)
+                sib, w = sibling[edge], weight[edge]
+                into.append((members, parent[edge], sib if bool((sib < offset).any()) else None,
+                             w if bool((w != one).any()) else None))
         steps.append(buckets)
+        dense.append(([_to(g, device) for g in groups], exact))
     var_leaves = _var_leaves(plan.leaf_var.to(device), plan.num_vars)
-    pull = _Pull(steps, offset, var_leaves)
+    pull = _Pull(steps, offset, var_leaves, dense)
     _PULLS[key] = (weakref.ref(plan), pull)
     return pull
 
@@ -132,7 +160,9 @@ def log_derivatives(plan: Plan, logp_ext: torch.Tensor, vals: torch.Tensor) -> t
     shared = logp_ext.shape[0] == 1
     grads = vals.new_full((plan.num_nodes, batch), float("-inf"))
     grads[plan.root] = 0.0
-    for buckets in pull.steps:
+    for buckets, (groups, exact) in zip(pull.steps, pull.dense):
+        if groups and not (shared and all(_pull_dense(g, grads, logp_ext) for g in groups)):
+            buckets = buckets + exact                       # per-row weights, or too small
         for nodes, parents, siblings, weights in buckets:
             n, d = parents.shape
             contrib = grads.index_select(0, parents.reshape(-1)).view(n, d, batch)
@@ -143,6 +173,40 @@ def log_derivatives(plan: Plan, logp_ext: torch.Tensor, vals: torch.Tensor) -> t
                 contrib = contrib + (logw.view(n, d, 1) if shared else logw.T.reshape(n, d, batch))
             grads.index_copy_(0, nodes, _logsumexp(contrib, 1))
     return grads
+
+
+def _pull_dense(group: Group, grads: torch.Tensor, logp_ext: torch.Tensor) -> bool:
+    """Write ``G`` of a dense group's children (whose only parents are their block's sums)
+    as ``log(W^T exp(G_sums - shift)) + shift``, one batched matrix product, shared weights
+    ``logp_ext [1, P + 2]``. Returns False, writing nothing, where some child's shifted sum
+    is so small (below ``M * tiny / eps``) that it would lose precision although it is not
+    an exact zero; the caller then pulls those children exactly."""
+    blocks, width = group.children.shape
+    per_block = (group.stop - group.start) // blocks
+    g = grads[group.start:group.stop].view(blocks, per_block, -1)                 # [G, M, B]
+    logw = logp_ext[0, group.weights].view(blocks, per_block, width)             # [G, M, C]
+    w = torch.exp(logw)
+    top = g.detach().amax(1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    total = torch.bmm(w.transpose(1, 2), torch.exp(g - top))                      # [G, C, B]
+    info = torch.finfo(total.dtype)
+    small = total.detach() < per_block * info.tiny / info.eps
+    if bool(small.any()):
+        reachable = torch.bmm(torch.isfinite(logw.detach()).to(total.dtype).transpose(1, 2),
+                              torch.isfinite(g.detach()).to(total.dtype)) > 0
+        if bool((small & reachable).any()):
+            return False
+    positive = total > 0
+    logs = torch.log(torch.where(positive, total, torch.ones_like(total))) + top
+    grads.index_copy_(0, group.children.reshape(-1),
+                      torch.where(positive, logs, float("-inf")).reshape(blocks * width, -1))
+    return True
+
+
+def _to(group: Group, device) -> Group:
+    return group if group.children.device == torch.device(device) else Group(
+        group.kind, group.start, group.stop, group.children.to(device), group.weights.to(device),
+        group.edge_mask.to(device))
 
 
 def _sibling_terms(group: Group, vals: torch.Tensor) -> torch.Tensor:
