@@ -10,8 +10,9 @@ actor-critic update needs with a few batched tensor ops per region instead of on
 layer group and edge pattern:
 
 - weights: the parameters in "block order" (sums grouped by their number of children,
-  one gather, none when the circuit already lists them so), one ``log_softmax`` per block,
-  no padding, and one gather per region for its products' log-weights;
+  child-major; one gather, none when the circuit already lists them so), one
+  ``log_softmax`` per block, no padding, then one gather and one ``exp`` for the weights of
+  every region's products; leaf nodes are kept in state order (node ``s`` is state ``s``);
 - ``entropy``, ``marginals``: one top-down pass of reach probabilities ``F`` (the circuit
   is normalised, so no upward pass); for deterministic sums
   ``H = -sum_{sum edges} F_product log w_product``;
