@@ -50,7 +50,7 @@ class Circuit(nn.Module):
         self._plans[torch.device("cpu")] = compile_plan(structure)
         self._table_plans: dict = {}
         self._own_params: tuple | None = None      # (key, logp, logp_ext, exps) of unchanged logits
-        self._bounds: dict = {}                    # device -> number of states per variable
+        self._bounds: dict = {}                    # device -> (-1, largest state) per variable
         plan = self._plans[torch.device("cpu")]
         self.logits = nn.Parameter(plan.init_logits.to(check_dtype(dtype)))
 
@@ -150,10 +150,11 @@ class Circuit(nn.Module):
         device for the common case of a valid LongTensor; its errors otherwise."""
         if (isinstance(x, torch.Tensor) and x.dtype == torch.long and x.dim() > 0
                 and x.shape[-1] == plan.num_vars):
-            high = self._bounds.get(x.device)
-            if high is None:
-                high = self._bounds[x.device] = torch.tensor(plan.num_states, device=x.device)
-            if not bool(((x < -1) | (x >= high)).any()):
+            bounds = self._bounds.get(x.device)
+            if bounds is None:
+                top = torch.tensor(plan.num_states, device=x.device) - 1
+                bounds = self._bounds[x.device] = (torch.full_like(top, -1), top)
+            if torch.equal(x.clamp(*bounds), x):      # every value in -1..num_states - 1
                 return x
         return check_assignment(x, plan, "value", allow_missing=True)
 

@@ -6,7 +6,8 @@ materialise the leaf layer ``[n_0, B]`` and then gather the products' children f
 grouping the products by the tuple of variables their children cover (``U`` tuples of
 ``W`` variables, ``I`` products each), one ``gather`` reads every child's value straight
 from the leaf tables ``[U, I, W, K + 1]`` with the states of the tuple's variables
-(``[U, 1, W, B]``, broadcast over ``I``), and a sum over ``W`` gives the products. Same
+(``[U, 1, W, B]``, broadcast over ``I``; column 0 holds log 1 so that a missing value, -1,
+reads it at ``x + 1``), and a sum over ``W`` gives the products. Same
 numbers as the unfused pass (the same additions), one ``[M * W, B]`` pass fewer.
 """
 
@@ -25,18 +26,18 @@ __all__ = ["LeafProducts", "leaf_products"]
 class LeafProducts:
     """Index tensors of the fused first layer (built once per program)."""
 
-    slots: torch.Tensor        # [U, I, W, K + 1] parameter slots of each child's table row
+    slots: torch.Tensor        # [U, I, W, K + 1] slots of each child's table row: log 1, states 0..K-1
     variables: torch.Tensor    # [U * W] variable of each tuple position
     order: torch.Tensor | None  # [M] row of each product in the grouped result (None: identity)
     program: Program           # the program to run after it: layer 1's readers index grouped rows
 
-    def values(self, logp_ext: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    def values(self, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The first layer's log-values ``[M, B]`` from ``logp_ext [1, P + 2]`` and the
-        states ``[V, B]`` (``K`` for a missing value, whose table column holds log 1)."""
+        assignments ``x [B, V]`` (-1 = missing: column 0 of every table row holds log 1)."""
         u, i, w, _ = self.slots.shape
-        batch = states.shape[1]
+        batch = x.shape[0]
         table = logp_ext.reshape(-1).take(self.slots)                 # [U, I, W, K + 1]
-        picked = states.index_select(0, self.variables).view(u, 1, w, batch)
+        picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
         out = table.gather(3, picked.expand(u, i, w, batch)).sum(2).view(u * i, batch)
         return out if self.order is None else out.index_select(0, self.order)
 
@@ -70,7 +71,8 @@ def _build(program: Program) -> LeafProducts | None:
     order = torch.argsort(group, stable=True)                         # products grouped by tuple
     u, i, w = tuples.shape[0], int(counts[0]), children.shape[1]
     rows = children[order].view(u, i, w)
-    slots = program.leaf_table.view(-1, program.leaf_table.shape[2])[rows]   # [U, I, W, K + 1]
+    table = program.leaf_table.view(-1, program.leaf_table.shape[2])  # [rows, K + 1], log 1 last
+    slots = table.roll(1, 1)[rows]                                     # [U, I, W, K + 1], log 1 first
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
     if bool((order == torch.arange(order.numel(), device=order.device)).all()):

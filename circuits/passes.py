@@ -121,7 +121,7 @@ def upward_layers(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor) -
 
 
 def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int,
-                    exps: tuple | None = None) -> torch.Tensor:
+                    exps: upward_steps.KeptWeights | None = None) -> torch.Tensor:
     """The root's log-value ``[B]`` under evidence ``x [B, V]`` (-1 = marginalised);
     ``exps``: :func:`circuits.upward.weight_exps` of ``logp_ext``, if kept by the caller.
     Where the first layer is products of leaves, it is read straight from the leaf tables
@@ -131,9 +131,8 @@ def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, 
         outs = upward_steps.run(plan.program, logp_ext, _leaf_values(plan, logp_ext, x, batch),
                                 exps=exps)
     else:
-        states = torch.where(x < 0, plan.max_states, x).T.contiguous()   # [V, B]
         outs = upward_steps.run(fused.program, logp_ext, None, exps=exps,
-                                first=fused.values(logp_ext, states))
+                                first=fused.values(logp_ext, x))
         return upward_steps.root(fused.program, outs)
     return upward_steps.root(plan.program, outs)
 

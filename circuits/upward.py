@@ -33,16 +33,19 @@ normalised parameters across passes can keep their exponentials too (:func:`weig
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from circuits.logops import log_nonneg, logsumexp
 from circuits.program import Program, Step
 
-__all__ = ["run", "root", "node_values", "weight_exps"]
+__all__ = ["run", "root", "node_values", "weight_exps", "KeptWeights"]
 
 
 def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None,
-        exact: bool = False, exps: tuple | None = None, first: torch.Tensor | None = None) -> list:
+        exact: bool = False, exps: KeptWeights | None = None,
+        first: torch.Tensor | None = None) -> list:
     """Every layer's log-values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
 
     ``logp_ext [B', P + 2]`` are the extended normalised log-parameters, ``B'`` 1 or ``B``.
@@ -70,14 +73,30 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
     return outs
 
 
-def weight_exps(program: Program, logp_ext: torch.Tensor) -> tuple | None:
-    """The weights ``exp(piece)`` of every piece of ``logp_ext`` that a dense or outer step
-    reads (None for the others), to reuse across passes with unchanged parameters."""
+@dataclass(frozen=True)
+class KeptWeights:
+    """What :func:`weight_exps` keeps for passes with unchanged parameters: ``exps``, the
+    weights ``exp(piece)`` of every piece a dense or outer step reads (None for the
+    others), and ``safe``, the pieces whose every weight is at least twice the step's limit
+    (``K * tiny / eps``). Such a step needs no underflow check: its shifted children
+    include one exactly 1 (the maximum, ``exp(0)``; for an outer step the product of both
+    maxima), so each sum of non-negative terms is at least that child's weight."""
+
+    exps: tuple
+    safe: frozenset
+
+
+def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
+    """The weights of ``logp_ext``'s pieces and which steps are safe (:class:`KeptWeights`),
+    to reuse across passes with unchanged parameters; None when no step has a piece."""
     if not program.cuts:
         return None
-    used = {step.piece for layer in program.layers for step in layer}
-    return tuple(torch.exp(piece) if i in used else None
+    steps = {step.piece: step for layer in program.layers for step in layer if step.piece is not None}
+    exps = tuple(torch.exp(piece) if i in steps else None
                  for i, piece in enumerate(torch.split(logp_ext, program.cuts, dim=1)))
+    safe = frozenset(i for i, step in steps.items() if exps[i].numel()
+                     and bool(exps[i].amin() >= 2 * _limit(step, logp_ext.dtype)))
+    return KeptWeights(exps, safe)
 
 
 def root(program: Program, outs: list) -> torch.Tensor:
@@ -103,7 +122,8 @@ class _Pass:
     ``logp_ext``, split on first use, where its slots are contiguous; else gathered by
     slot), and the dense steps' smallest sums with their limits (``K * tiny / eps``)."""
 
-    def __init__(self, logp_ext: torch.Tensor, cuts: tuple, exact: bool, exps: tuple | None):
+    def __init__(self, logp_ext: torch.Tensor, cuts: tuple, exact: bool,
+                 exps: KeptWeights | None):
         self.logp_ext = logp_ext
         self.cuts = cuts
         self._pieces = None
@@ -127,7 +147,7 @@ class _Pass:
     def exp(self, step: Step) -> torch.Tensor:
         if step.piece is not None:
             if self.exps is not None:
-                return self.exps[step.piece].view(-1, *step.weights.shape)
+                return self.exps.exps[step.piece].view(-1, *step.weights.shape)
             return torch.exp(self.pieces[step.piece]).view(-1, *step.weights.shape)
         if self._exp is None:
             self._exp = torch.exp(self.logp_ext)
@@ -136,17 +156,17 @@ class _Pass:
     def record(self, step: Step, out: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """Outside exact mode: keep ``s``'s minimum for :func:`run`'s check; ``out [G, M, B]``
         flattened to ``[G * M, B]``."""
-        if s.numel():
+        if s.numel() and (self.exps is None or step.piece not in self.exps.safe):
             self.mins.append(s.detach().amin() if s.requires_grad else s.amin())
             self.limits.append(_limit(step, s.dtype))
         return out.flatten(0, 1)
 
 
 def _limits(program: Program, values: list, like: torch.Tensor) -> torch.Tensor:
-    """The steps' ``values`` (the same for every pass of ``program`` in one dtype) as a
-    tensor of ``like``'s dtype and device, kept on the program."""
+    """The recorded steps' limits ``values`` as a tensor of ``like``'s dtype and device,
+    kept on the program (a program meets only a few distinct lists)."""
     kept = program.__dict__.setdefault("_limit_tensors", {})
-    key = (like.dtype, like.device)
+    key = (like.dtype, like.device, tuple(values))
     if key not in kept:
         kept[key] = torch.tensor(values, dtype=like.dtype, device=like.device)
     return kept[key]

@@ -192,3 +192,27 @@ def test_leaf_products_decline_a_first_layer_that_is_not_products_of_leaves():
     x = torch.tensor([[0, 1], [1, -1]])
     expected = torch.log(torch.tensor([0.5 * (0.5 + 0.3) * 0.5, 0.5 * (0.5 + 0.7)]))
     assert torch.allclose(c.log_prob(x), expected, atol=1e-6)
+
+
+def test_kept_weights_skip_the_underflow_check_only_where_no_weight_is_tiny():
+    c = Circuit(random_tensorized(**RAT).root, dtype=torch.float64)
+    plan = c._plan_on(torch.device("cpu"))
+    x = _x(12, seed=2)
+    with torch.no_grad():
+        kept = c._normalised()[2]
+        assert kept is not None and kept.safe                           # RAT weights are not tiny
+        logits = c.logits.clone()
+        pieces = [s for layer in plan.program.layers for s in layer if s.piece is not None]
+        first = pieces[0].weights.reshape(-1)
+        c.logits[first[:3]] = -800.0                                    # weights ~1e-348: tiny
+        assert pieces[0].piece not in c._normalised()[2].safe
+        # leaf values far apart: the shared shift underflows, the exact fallback must run
+        c.logits[:plan.num_params // 4] *= 200
+        got = c.log_prob(x)
+    expected = Circuit(c.root, dtype=torch.float64)
+    with torch.no_grad():
+        expected.logits.copy_(c.logits)
+        ext = passes.extend(parameters.normalise(plan, expected.logits.unsqueeze(0)))
+        plain = upward.root(plan.program, upward.run(plan.program, ext, passes._leaf_values(plan, ext, x, 12)))
+    assert torch.allclose(got, plain, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(c.logits, logits)
