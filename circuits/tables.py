@@ -173,7 +173,7 @@ def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
     # backward is then one scatter, not one full-width zero buffer per pattern).
     patterns = [p for step in table_plan.steps for p in step.patterns]
     slots = [p.weights[0] for p in patterns]
-    edge_weights = iter(torch.exp(logp_ext.index_select(1, torch.cat(slots))).split([len(s) for s in slots], 1))
+    edge_weights = iter(torch.exp(logp_ext).index_select(1, torch.cat(slots)).split([len(s) for s in slots], 1))
     nodes = [step.nodes[p.rows] if pairs else step.nodes for step in table_plan.steps
              if step.targets is not None for p in (step.patterns if pairs else [None])]
     final_flows = iter(flows.index_select(1, torch.cat(nodes)).split([len(n) for n in nodes], 1) if nodes else [])
@@ -249,29 +249,39 @@ def _factored(pattern: _Factored, w: torch.Tensor, singles: list, batch: int) ->
 
 
 def _sum_of_outers(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``sum_r outer(u[:, :, r], v[:, :, r])``: ``[B, S, R, K]`` twice -> ``[B, S, K, K]``
-    (one fused multiply-add per term: the batched matmul alternative runs one tiny matrix
-    product per ``(b, s)``, which costs far more, above all in the backward)."""
-    us, vs = u.unsqueeze(-1).unbind(2), v.unsqueeze(-2).unbind(2)
-    out = us[0] * vs[0]
-    for r in range(1, len(us)):
-        out = torch.addcmul(out, us[r], vs[r])
-    return out
+    """``sum_r outer(u[:, :, r], v[:, :, r])``: ``[B, S, R, K]`` twice -> ``[B, S, K, K]`` (a
+    batched matrix product: measured faster here, backward included, than per-term
+    fused multiply-adds)."""
+    return torch.einsum("bsri,bsrj->bsij", u, v)
 
 
 def _weighted_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``sum_c w[..., c] * x[..., c, :]``: ``w [..., C]``, ``x [..., C, K]`` -> ``[..., K]``.
+    """``sum_c w[..., c] * x[..., c, :]``: ``w [..., C]``, ``x [..., C, K]`` -> ``[..., K]``."""
+    return _WeightedSum.apply(w, x)
 
-    The contractions here run over a handful of children with K states: one fused
-    multiply-add per child beats both a broadcast product reduced over a middle axis (a slow
-    strided reduction) and the tiny batched matmuls einsum dispatches to."""
-    if w.shape[-1] > 16:
-        return (w.unsqueeze(-1) * x).sum(-2)
-    ws, xs = w.unsqueeze(-1).unbind(-2), x.unbind(-2)        # unbind: one stack in the backward
-    out = ws[0] * xs[0]
-    for c in range(1, len(ws)):
-        out = torch.addcmul(out, ws[c], xs[c])
-    return out
+
+# A contraction over a handful of children with K states. Forward: one fused multiply-add
+# per child (a broadcast product reduced over a middle axis is a slow strided reduction, and
+# einsum dispatches to tiny batched matmuls, slower still in the backward). Backward: one
+# broadcast product per input, reduced over the last axis (fast), written with
+# differentiable ops so that higher derivatives still work.
+
+class _WeightedSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, x):
+        ctx.save_for_backward(w, x)
+        ws, xs = w.unsqueeze(-1).unbind(-2), x.unbind(-2)
+        out = ws[0] * xs[0]
+        for c in range(1, len(ws)):
+            out = torch.addcmul(out, ws[c], xs[c])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        w, x = ctx.saved_tensors
+        grad_w = (grad.unsqueeze(-2) * x).sum(-1) if ctx.needs_input_grad[0] else None
+        grad_x = grad.unsqueeze(-2) * w.unsqueeze(-1) if ctx.needs_input_grad[1] else None
+        return grad_w, grad_x
 
 
 class _Builder:
