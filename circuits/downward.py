@@ -155,19 +155,30 @@ def log_derivatives(plan: Plan, logp_ext: torch.Tensor, vals: torch.Tensor) -> t
     """
     pull = _pull(plan)
     batch = vals.shape[1]
-    terms = [_sibling_terms(group, vals) for group in plan.groups() if group.kind == "product"]
+    # Big node-major tensors are read in one gather each where the order allows (the
+    # backward of every gather fills a zero buffer the size of its source).
+    products = [group for group in plan.groups() if group.kind == "product"]
+    children = vals.index_select(0, torch.cat([g.children.reshape(-1) for g in products])) \
+        if products else vals[:0]
+    parts = children.split([g.children.numel() for g in products])
+    terms = [_sibling_terms(g, part) for g, part in zip(products, parts)]
     terms = torch.cat(terms + [vals.new_zeros(1, batch)])              # [sibling slots + 1, B]
+    wanted = [s.reshape(-1) for buckets in pull.steps for _, _, s, _ in buckets if s is not None]
+    sibling_rows = iter(terms.index_select(0, torch.cat(wanted)).split([len(s) for s in wanted])
+                        if wanted else [])
     shared = logp_ext.shape[0] == 1
     grads = vals.new_full((plan.num_nodes, batch), float("-inf"))
     grads[plan.root] = 0.0
-    for buckets, (groups, exact) in zip(pull.steps, pull.dense):
+    for main, (groups, exact) in zip(pull.steps, pull.dense):
+        buckets = [(bucket, True) for bucket in main]
         if groups and not (shared and all(_pull_dense(g, grads, logp_ext) for g in groups)):
-            buckets = buckets + exact                       # per-row weights, or too small
-        for nodes, parents, siblings, weights in buckets:
+            buckets += [(bucket, False) for bucket in exact]   # per-row weights, or too small
+        for (nodes, parents, siblings, weights), gathered in buckets:
             n, d = parents.shape
             contrib = grads.index_select(0, parents.reshape(-1)).view(n, d, batch)
             if siblings is not None:
-                contrib = contrib + terms.index_select(0, siblings.reshape(-1)).view(n, d, batch)
+                rows = next(sibling_rows) if gathered else terms.index_select(0, siblings.reshape(-1))
+                contrib = contrib + rows.view(n, d, batch)
             if weights is not None:
                 logw = logp_ext.index_select(1, weights.reshape(-1))    # [B', n * d]
                 contrib = contrib + (logw.view(n, d, 1) if shared else logw.T.reshape(n, d, batch))
@@ -209,12 +220,13 @@ def _to(group: Group, device) -> Group:
         group.edge_mask.to(device))
 
 
-def _sibling_terms(group: Group, vals: torch.Tensor) -> torch.Tensor:
-    """Per slot ``[M * A, B]`` of a product group: the sum of the other children's log-values
-    (exclusive prefix plus suffix sums: no subtraction, so ``-inf`` siblings stay exact)."""
+def _sibling_terms(group: Group, children: torch.Tensor) -> torch.Tensor:
+    """Per slot ``[M * A, B]`` of a product group, from its children's log-values
+    ``[M * A, B]``: the sum of the other children's log-values (exclusive prefix plus suffix
+    sums: no subtraction, so ``-inf`` siblings stay exact)."""
     rows, width = group.children.shape
-    batch = vals.shape[1]
-    ch = vals.index_select(0, group.children.reshape(-1)).view(rows, width, batch)
+    batch = children.shape[1]
+    ch = children.view(rows, width, batch)
     if width == 2:
         return ch.flip(1).reshape(rows * width, batch)
     zero = ch.new_zeros(rows, 1, batch)
