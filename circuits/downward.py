@@ -5,7 +5,9 @@
 - :func:`log_derivatives`: ``log dZ/dv`` of every node under evidence (the differential
   approach), pulled layer by layer: each node gathers its incoming edges' terms from a
   padded ``[nodes, in-degree]`` index (nodes bucketed by in-degree) and reduces them with
-  one dense log-sum-exp, so no per-edge scatter is needed.
+  one dense log-sum-exp, so no per-edge scatter is needed; the children of a dense block
+  (shared weights) are pulled with one batched matrix product instead, exactly where a
+  shared shift would underflow.
 - :func:`descend`: follow one induced tree per row from the root (sampling, modes),
   marking reached nodes in a ``uint8 [rows, num_nodes]`` buffer (a decomposable circuit
   reaches each node at most once per tree, so marks never exceed 1).
