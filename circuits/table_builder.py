@@ -23,6 +23,7 @@ class Pattern:
     rows: torch.Tensor       # [S_p] slot positions within the step
     weights: tuple           # (slots [E], positions [E]): edge weights added into [S_p * C]
     pieces: list             # per piece: Source of [S_p, C] slots in that piece's arity
+    direct: bool = False     # positions == arange(S_p * C): no two edges merge
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Factored:
     b: "Source"             # [S_p, R] slots of the shared pieces (arity 1)
     swap: bool
     shared_slots: torch.Tensor | None = None   # [S_p, R] global slot ids of ``b`` (pair terms)
+    direct: bool = False     # positions == arange(S_p * R * C): no two edges merge
 
 
 @dataclass
@@ -156,7 +158,8 @@ class Builder:
                         slots.extend(ws)
                         positions.extend([r * width + c] * len(ws))
                 patterns.append(Pattern(key, arities, torch.tensor(list(bucket), dtype=torch.long),
-                                         _as_tensors(slots, positions), pieces))
+                                        _as_tensors(slots, positions), pieces,
+                                        direct=positions == list(range(len(bucket) * width))))
         return patterns
 
     def _factored(self, rows: dict) -> list[Factored]:
@@ -183,7 +186,8 @@ class Builder:
                         slots.extend(ws)
                         positions.extend([(s * num_r + r) * num_c + c] * len(ws))
             out.append(Factored(torch.tensor(list(bucket), dtype=torch.long),
-                                 _as_tensors(slots, positions), a, b, swap=shared == 0))
+                                _as_tensors(slots, positions), a, b, swap=shared == 0,
+                                direct=positions == list(range(a.numel()))))
         return out
 
 

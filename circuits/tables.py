@@ -190,6 +190,8 @@ def _merged_weights(pattern, edge_weights: torch.Tensor) -> torch.Tensor:
     weight slots, exponentiated): ``[B', *pieces[0].shape]``."""
     _, positions = pattern.weights
     shape = pattern.a.ids.shape if isinstance(pattern, Factored) else pattern.pieces[0].ids.shape
+    if pattern.direct:                                   # one edge per merged edge
+        return edge_weights.reshape(-1, *shape)
     w = edge_weights.new_zeros(edge_weights.shape[0], shape.numel())
     return w.index_add(1, positions, edge_weights).view(-1, *shape)
 
