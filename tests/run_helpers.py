@@ -1,6 +1,22 @@
-"""Assertions shared by the tests that train runs (import as ``tests.run_helpers``)."""
+"""Helpers shared by the tests that train runs or run scripts (import as ``tests.run_helpers``)."""
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 import torch
+
+#: The repository root (scripts in ``examples/`` and ``benchmarks/`` are loaded from it).
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str) -> ModuleType:
+    """The module of the script at ``ROOT / relative`` (its ``main`` is not run)."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 #: History fields that measure the machine, not the run.
 WALL_CLOCK = ("wall_time", "steps_per_second")

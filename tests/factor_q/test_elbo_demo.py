@@ -1,21 +1,14 @@
 """The demonstration of examples/elbo_demo.py, run as a test."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from circuits.structures import mean_field, selective
 from factor_q import FactorGraph, FactorValues, elbo, log_partition
-
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "elbo_demo.py"
+from tests.run_helpers import load_script
 
 
 def load_demo():
-    spec = importlib.util.spec_from_file_location("elbo_demo", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/elbo_demo.py")
 
 
 def test_selective_policy_reaches_log_z_and_mean_field_does_not():

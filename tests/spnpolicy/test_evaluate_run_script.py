@@ -1,19 +1,13 @@
 """benchmarks/evaluate_run.py: a finished run's greedy evaluation beside uniform random."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import spnpolicy
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "evaluate_run.py"
+from tests.run_helpers import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("evaluate_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/evaluate_run.py")
 
 
 def test_evaluates_a_run_and_the_random_policy_on_the_same_episodes(tmp_path, capsys):
