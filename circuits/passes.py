@@ -1,9 +1,14 @@
-"""Layer-by-layer execution of a compiled :class:`~circuits.compile.Plan`.
+"""Passes over a compiled :class:`~circuits.compile.Plan` that the queries share.
 
-Every pass loops over layers and groups (never over nodes) and keeps node values in one
-``[batch, num_nodes]`` buffer written slice by slice. Parameters arrive as ``logp``: the
-normalised flat log-parameters ``[B', num_params]`` with ``B'`` either 1 (shared) or the
-batch size; :func:`extend` appends the two constant slots (log 0, log 1).
+- the upward pass (:func:`upward`, :func:`root_log_values`, :func:`log_values`): layer by
+  layer on per-layer tensors (:mod:`circuits.upward`, program built by
+  :mod:`circuits.program`), node values gathered into node-id order only when asked;
+- :func:`max_product` (MPE) and :func:`posterior` (the parameters of ``p(. | x)``), which
+  loop over layers and groups, never over nodes.
+
+Parameters arrive as ``logp``: the normalised flat log-parameters ``[B', num_params]`` with
+``B'`` either 1 (shared) or the batch size; :func:`extend` appends the two constant slots
+(log 0, log 1). Top-down queries live in :mod:`circuits.downward` and :mod:`circuits.flows`.
 
 All log-space reductions are "safe": a reduction over only ``-inf`` gives ``-inf`` with a
 zero (not NaN) gradient, so zero-probability branches never poison gradients.
@@ -18,9 +23,7 @@ from circuits.compile import Group, Plan
 from circuits.leaf_products import leaf_products
 
 __all__ = ["extend", "leaf_log_probs", "leaf_values", "upward", "upward_layers",
-           "root_log_values", "log_values", "log_derivatives",
-           "entropy", "max_product", "descend", "posterior", "safe_logsumexp",
-           "scatter_logsumexp"]
+           "root_log_values", "log_values", "max_product", "posterior", "safe_logsumexp"]
 
 NEG_INF = float("-inf")
 
@@ -38,17 +41,6 @@ def _shift(m: torch.Tensor) -> torch.Tensor:
 def safe_logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     m = _shift(x.amax(dim, keepdim=True))
     return safe_log(torch.exp(x - m).sum(dim)) + m.squeeze(dim)
-
-
-def scatter_logsumexp(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """``out[b, j] = logsumexp(src[b, e] for e with index[e] == j)``; src ``[B, E]`` -> ``[B, size]``."""
-    batch = src.shape[0]
-    idx = index.expand(batch, -1)
-    m = torch.full((batch, size), NEG_INF, dtype=src.dtype, device=src.device)
-    m = _shift(m.scatter_reduce(1, idx, src.detach(), "amax", include_self=True))
-    total = torch.zeros((batch, size), dtype=src.dtype, device=src.device)
-    total = total.scatter_add(1, idx, torch.exp(src - m.gather(1, idx)))
-    return safe_log(total) + m
 
 
 def extend(logp: torch.Tensor) -> torch.Tensor:
@@ -147,67 +139,6 @@ def log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch
     return upward_steps.node_values(plan.program, outs).T
 
 
-def _edge_terms(plan: Plan, vals: torch.Tensor, logp_ext: torch.Tensor) -> torch.Tensor:
-    """Per real edge, log of d(parent)/d(child) relative to the parent: ``[B, E]``.
-
-    Sum edges: the log-weight. Product edges: the sum of the siblings' log-values, from
-    exclusive prefix and suffix sums (no subtraction, so ``-inf`` siblings stay exact).
-    """
-    batch = vals.shape[0]
-    terms = []
-    for group in plan.groups():
-        if group.kind == "product":
-            ch = _children(vals, group)
-            zero = ch.new_zeros(ch.shape[:-1] + (1,))
-            prefix = torch.cat([zero, ch[..., :-1].cumsum(-1)], -1)
-            suffix = torch.cat([ch[..., 1:].flip(-1).cumsum(-1).flip(-1), zero], -1)
-            term = prefix + suffix
-        else:
-            term = logp_ext[:, group.weights].expand(batch, -1, -1)
-        terms.append(term.reshape(batch, term.shape[1] * term.shape[2])[:, group.edge_mask.reshape(-1)])
-    return torch.cat(terms, dim=1) if terms else vals.new_zeros(batch, 0)
-
-
-def log_derivatives(plan: Plan, logp_ext: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
-    """``G[b, n] = log dZ/dv_n`` for every node (``Z`` the root), one top-down pass: ``[B, N]``.
-
-    For a leaf ``l`` of variable ``i``, ``exp(G_l)`` is the mass of the evidence with
-    ``l``'s value replaced by 1; summing over variable ``i``'s leaves gives ``p(x_-i)``
-    (leaves are normalised). Without evidence, ``exp(G_n)`` is the probability that node
-    ``n`` is in the induced tree (its flow).
-    """
-    edges = plan.edges
-    terms = _edge_terms(plan, vals, logp_ext)
-    grads = torch.full_like(vals, NEG_INF)
-    grads[:, plan.root] = 0.0
-    for start, stop, edge_ids, local in reversed(edges.into_layer):
-        contrib = grads.index_select(1, edges.parent[edge_ids]) + terms.index_select(1, edge_ids)
-        grads[:, start:stop] = scatter_logsumexp(contrib, local, stop - start)
-    return grads
-
-
-def entropy(plan: Plan, logp_ext: torch.Tensor) -> torch.Tensor:
-    """Exact entropy ``[B']`` of a deterministic circuit (the caller checks determinism)."""
-    theta = leaf_log_probs(plan, logp_ext)
-    finite = torch.isfinite(theta)
-    safe = torch.where(finite, theta, torch.zeros_like(theta))
-    leaf_h = -(torch.exp(safe) * safe * finite).sum(-1)
-    h = logp_ext.new_zeros(logp_ext.shape[0], plan.num_nodes)
-    h[:, 1:plan.num_leaves + 1] = leaf_h
-    for group in plan.groups():
-        ch = _children(h, group)
-        if group.kind == "product":
-            out = ch.sum(-1)
-        else:
-            logw = logp_ext[:, group.weights]
-            fin = torch.isfinite(logw)
-            logw_safe = torch.where(fin, logw, torch.zeros_like(logw))
-            w = torch.exp(logw_safe) * fin
-            out = (w * (ch - logw_safe)).sum(-1)
-        h[:, group.start:group.stop] = out
-    return h[:, plan.root]
-
-
 def max_product(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int):
     """Max-product upward pass. Returns the leaf table used ``[B, L, K]`` and, per sum group,
     the index of the maximising child ``[B, M]``."""
@@ -223,33 +154,6 @@ def max_product(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batc
             out, choices[index] = (ch + logp_ext[:, group.weights]).max(-1)
         vals[:, group.start:group.stop] = out
     return theta, choices
-
-
-def descend(plan: Plan, batch: int, choose_child, leaf_states: torch.Tensor) -> torch.Tensor:
-    """Follow one induced tree per batch row from the root down; return ``x [B, V]``.
-
-    ``choose_child(index, group)`` gives the chosen child position ``[B, M]`` of each sum
-    in group ``index``; ``leaf_states [B, L]`` the state each leaf emits if reached.
-    """
-    device = leaf_states.device
-    hits = torch.zeros(batch, plan.num_nodes, dtype=torch.long, device=device)
-    hits[:, plan.root] = 1
-    groups = list(plan.groups())
-    for index in reversed(range(len(groups))):
-        group = groups[index]
-        active = hits[:, group.start:group.stop].clone()            # [B, M]
-        children = group.child_matrix()
-        if group.kind == "product":
-            src = active.unsqueeze(-1).expand(-1, -1, children.shape[1]).reshape(batch, children.numel())
-            hits.scatter_add_(1, children.reshape(1, -1).expand(batch, -1), src)
-        else:
-            pick = choose_child(index, group)                        # [B, M]
-            chosen = children.expand(batch, -1, -1).gather(2, pick.unsqueeze(-1)).squeeze(-1)
-            hits.scatter_add_(1, chosen, active)
-    reached = hits[:, 1:plan.num_leaves + 1] > 0
-    x = torch.zeros(batch, plan.num_vars, dtype=torch.long, device=device)
-    values = torch.where(reached, leaf_states, torch.zeros_like(leaf_states))
-    return x.scatter_add_(1, plan.leaf_var.expand(batch, -1), values)
 
 
 def posterior(plan: Plan, logp: torch.Tensor, vals: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
