@@ -133,8 +133,9 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["", "### Seeds reaching an optimal joint action", ""]
         lines += _table(summary, games, lambda e: "–" if e is None else
                         f"{e['optimal_seeds']}/{len(e['seeds'])}")
-    lines += ["", "### return_mean", ""]
-    lines += _table(summary, tasks, lambda e: _estimate(e and e["return"], 3))
+    if metric != "return_mean":   # else the metric's table above is already the return
+        lines += ["", "### return_mean", ""]
+        lines += _table(summary, tasks, lambda e: _estimate(e and e["return"], 3))
     if summary["unfinished"]:
         lines += ["", f"Not counted (unfinished): {', '.join(summary['unfinished'])}."]
     made = summary.get("provenance") or {}

@@ -61,6 +61,8 @@ def test_runs_without_success_report_the_return(tmp_path, make_run):
     assert cell["metric"]["value"] == -20.5 and "optimal_seeds" not in cell
     with pytest.raises(ValueError, match="metric 'success_rate' is missing .*spread spn-ac"):
         summarise(records, metric="success_rate")
+    text = markdown(summary)   # the return is the metric: one table of it, not two
+    assert text.count("### return_mean") == 1 and "| **IQM** |" in text
 
 
 def test_report_files_are_written(matrix_runs, tmp_path):
