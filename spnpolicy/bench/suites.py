@@ -167,8 +167,8 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     # Cooperative navigation, seed 001's comparison of MA-SAC and MADDPG: 3 agents, episodes
     # of 25 steps, its budget of 15,000 episodes (375,000 env steps).
     Suite("mpe-spread", "mpe2 simple_spread: 3 agents, 3 landmarks, 25 steps, shared reward, "
-          "375k steps (15,000 episodes); seed 001's comparison (masac, maddpg) beside spn-ac "
-          "and vdn; metric: greedy return",
+          "375k steps (15,000 episodes, the MA-SAC paper's budget); masac and maddpg beside "
+          "spn-ac and vdn; metric: greedy return",
           (Task("simple_spread-N3", "mpe/simple_spread", {"N": 3, "max_cycles": 25}),),
           ("masac", "maddpg", "spn-ac", "vdn"), 10,
           Protocol(total_steps=375_000, eval_interval=25_000, eval_episodes=32,
