@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from circuits import Categorical, Circuit, Product, Sum
+from timing import forward_and_backward, seconds
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine_cirkit.json"
 NUM_VARS, NUM_STATES = 32, 6
@@ -87,19 +88,6 @@ def to_ours(unfolded) -> tuple[Circuit, dict]:
     return Circuit(root, dtype=torch.float64), made
 
 
-def seconds(fn, device: str) -> float:
-    """CPU seconds of ``fn`` on CPU; wall seconds (synchronised) on an accelerator."""
-    if device == "cpu":
-        start = time.process_time()
-        fn()
-        return time.process_time() - start
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
 
@@ -137,21 +125,8 @@ def check_equal(ours: Circuit, made: dict, unfolded, folded, x: torch.Tensor) ->
 
 def time_pair(ours: Circuit, theirs, x: torch.Tensor, repeats: int, device: str) -> dict:
     """Median CPU ms of forward and forward+backward, ours and cirkit's, alternating."""
-    def fwd_ours():
-        with torch.no_grad():
-            ours.log_prob(x)
-
-    def fwd_theirs():
-        with torch.no_grad():
-            theirs(x)
-
-    def fb_ours():
-        ours.zero_grad(set_to_none=True)
-        ours.log_prob(x).sum().backward()
-
-    def fb_theirs():
-        theirs.zero_grad(set_to_none=True)
-        theirs(x).sum().backward()
+    fwd_ours, fb_ours = forward_and_backward(lambda: ours.log_prob(x), ours.parameters)
+    fwd_theirs, fb_theirs = forward_and_backward(lambda: theirs(x), theirs.parameters)
 
     fns = {"forward": (fwd_ours, fwd_theirs), "forward_backward": (fb_ours, fb_theirs)}
     out = {}

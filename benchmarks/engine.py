@@ -44,6 +44,7 @@ from circuits.structures import random_tensorized, selective
 from einsum_reference import EinsumReference
 from spflow_reference import count_edges, import_spflow, spflow_log_likelihood, to_spflow
 from spnpolicy.bench.machine import git_commit, machine
+from timing import forward_and_backward, seconds
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"
 RAT = dict(num_vars=32, num_states=6, depth=3, num_repetitions=4, num_sums=8,
@@ -55,13 +56,6 @@ TOLERANCE = 1e-3
 SELECTIVE_SIZES = (8, 16, 32, 64)
 SELECTIVE_BATCH = 256
 TARGET_RATIO = 100.0
-
-
-def _seconds(fn) -> float:
-    """CPU seconds of ``fn`` (one process: what the machine's other load does not inflate)."""
-    start = time.process_time()
-    fn()
-    return time.process_time() - start
 
 
 def bench_log_likelihood(rounds: int, ours_per_round: int) -> dict:
@@ -88,8 +82,8 @@ def bench_log_likelihood(rounds: int, ours_per_round: int) -> dict:
         ours()
     ours_s, spflow_s = [], []
     for _ in range(rounds):
-        ours_s.extend(_seconds(ours) for _ in range(ours_per_round))
-        spflow_s.append(_seconds(lambda: spflow_log_likelihood(reference, x_np)))
+        ours_s.extend(seconds(ours, "cpu") for _ in range(ours_per_round))
+        spflow_s.append(seconds(lambda: spflow_log_likelihood(reference, x_np), "cpu"))
     ours_t, spflow_t = statistics.median(ours_s), statistics.median(spflow_s)
     return {
         "circuit": {"builder": "circuits.structures.random_tensorized", **RAT,
@@ -102,19 +96,6 @@ def bench_log_likelihood(rounds: int, ours_per_round: int) -> dict:
         "ratio": spflow_t / ours_t,
         "target_ratio": TARGET_RATIO,
     }
-
-
-def _cost(fn, device: str) -> float:
-    """CPU seconds on CPU; synchronised wall seconds on an accelerator."""
-    if device == "cpu":
-        start = time.process_time()
-        fn()
-        return time.process_time() - start
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def bench_reference(rat: dict, batches, device: str, budget_s: float) -> dict:
@@ -141,38 +122,24 @@ def bench_reference(rat: dict, batches, device: str, budget_s: float) -> dict:
         xb = torch.randint(0, rat["num_states"], (batch, rat["num_vars"]),
                            generator=torch.Generator().manual_seed(batch)).to(device)
 
-        def ours_fwd():
-            with torch.no_grad():
-                circuit.log_prob(xb)
+        ours_fwd, ours_fb = forward_and_backward(lambda: circuit.log_prob(xb),
+                                                 circuit.parameters)
+        ref_fwd, ref_fb = forward_and_backward(lambda: reference(xb), reference.parameters)
 
         def ours_fwd_fresh():
             circuit._own_params = None      # as after a parameter update: normalise again
-            with torch.no_grad():
-                circuit.log_prob(xb)
-
-        def ref_fwd():
-            with torch.no_grad():
-                reference(xb)
-
-        def ours_fb():
-            circuit.zero_grad(set_to_none=True)
-            circuit.log_prob(xb).sum().backward()
-
-        def ref_fb():
-            for t in reference.parameters():
-                t.grad = None
-            reference(xb).sum().backward()
+            ours_fwd()
 
         fns = {"ours_forward": ours_fwd, "ours_forward_fresh": ours_fwd_fresh, "reference_forward": ref_fwd,
                "ours_forward_backward": ours_fb, "reference_forward_backward": ref_fb}
         for fn in fns.values():
             fn()
-        first = _cost(ours_fb, device) + _cost(ref_fb, device)
+        first = seconds(ours_fb, device) + seconds(ref_fb, device)
         repeats = max(3, min(30, int(budget_s / max(first, 1e-6))))
         samples = {name: [] for name in fns}
         for _ in range(repeats):
             for name, fn in fns.items():
-                samples[name].append(_cost(fn, device))
+                samples[name].append(seconds(fn, device))
         ms = {name: statistics.median(v) * 1e3 for name, v in samples.items()}
         row["batches"][batch] = {
             **{f"{name}_ms": value for name, value in ms.items()}, "repeats": repeats,
@@ -214,10 +181,10 @@ def bench_selective(repeats: int, seed: int = 0) -> list[dict]:
             loss = dist.scope_marginals(pairs).sum() + dist.entropy().sum()
             loss.backward()
 
-        first_s = _seconds(step)  # includes building the cached table plan for these pairs
+        first_s = seconds(step, "cpu")  # includes building the cached table plan for these pairs
         for _ in range(2):
             step()
-        times = [_seconds(step) for _ in range(repeats)]
+        times = [seconds(step, "cpu") for _ in range(repeats)]
         rows.append({"num_vars": n, "num_states": 6, "width": 8, "batch": SELECTIVE_BATCH,
                      "num_pairs": len(pairs), "edges": circuit.num_edges,
                      "num_params": circuit.num_params, "build_ms": build_s * 1e3,
