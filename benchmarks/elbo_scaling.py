@@ -15,11 +15,20 @@ Each figure is the median over ``--repeats`` calls after two warm-up calls (the 
 builds and caches the circuit's table plan). Wall time and process CPU time are both
 recorded; the machine may be shared, in which case the CPU time is the steadier figure.
 
+``--interleaved R`` adds the ratio t(64) / t(8) measured the way the other speed ratios
+are: the cases run in turns for ``R`` rounds and each keeps its minimum CPU time, so a
+change of the machine's load hits them alike. It is taken for two factor graphs (the
+random 2n pairs above, and the line of n - 1 neighbouring pairs, which split low in the
+selective circuit's variable tree) and two evaluators of the same distribution (the
+circuit engine, ``circuit.distribution``, and the region-tree queries that spn-ac's
+policy uses, ``RegionTree.distribution``).
+
 Usage::
 
     python benchmarks/elbo_scaling.py           # writes runs/benchmarks/elbo_scaling.{json,png}
     python benchmarks/elbo_scaling.py --out benchmarks/results/elbo_scaling.json  # tracked
     python benchmarks/elbo_scaling.py --sizes 4 8 16 --repeats 3
+    python benchmarks/elbo_scaling.py --sizes 8 64 --interleaved 7 --out /tmp/elbo.json
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import torch
 
 from circuits.structures import selective
 from factor_q import FactorGraph, FactorValues, elbo
+from spnpolicy.algos.region_tree import RegionTree
 from spnpolicy.bench.machine import machine
 
 RESULTS = Path("runs/benchmarks")  # tracked copy: benchmarks/results/ (--out)
@@ -55,9 +65,11 @@ def time_call(fn, repeats: int, warmup: int = 2) -> dict[str, float]:
     return {"wall_ms": 1e3 * statistics.median(wall), "cpu_ms": 1e3 * statistics.median(cpu)}
 
 
-def random_values(n: int, k: int, batch: int, seed: int) -> FactorValues:
-    """Random unary and pairwise tables on ``min(2n, C(n, 2))`` random pairwise factors."""
-    graph = FactorGraph.random(n, min(2 * n, math.comb(n, 2)), order=2, seed=seed)
+def random_values(n: int, k: int, batch: int, seed: int, graph: str = "random") -> FactorValues:
+    """Random unary and pairwise tables on ``min(2n, C(n, 2))`` random pairwise factors
+    (``graph="line"``: the ``n - 1`` pairs of neighbouring agents)."""
+    graph = (FactorGraph.line(n) if graph == "line"
+             else FactorGraph.random(n, min(2 * n, math.comb(n, 2)), order=2, seed=seed))
     gen = torch.Generator().manual_seed(seed)
     return FactorValues(graph, torch.randn(batch, n, k, generator=gen),
                         torch.randn(batch, graph.num_factors, k, k, generator=gen))
@@ -94,6 +106,47 @@ def enumeration_case(n: int, k: int, batch: int, repeats: int, seed: int) -> dic
         (logp.exp() * (q - logp)).sum().backward()
 
     return time_call(step, repeats)
+
+
+def interleaved(k: int, width: int, batch: int, rounds: int, seed: int) -> list[dict]:
+    """t(64) / t(8) per (factor graph, evaluator), the cases in turns, minimum CPU ms."""
+    steps = {}
+    for graph in ("random", "line"):
+        for n in (8, 64):
+            values = random_values(n, k, batch, seed, graph)
+            circuit = selective(n, k, width=width)
+            tree = RegionTree.from_circuit(circuit)
+            gen = torch.Generator().manual_seed(seed)
+            params = torch.randn(batch, circuit.num_params, generator=gen).requires_grad_(True)
+            with torch.no_grad():
+                gap = float((elbo(values, circuit.distribution(params))
+                             - elbo(values, tree.distribution(params))).abs().max())
+            if not gap <= 1e-3 * n:
+                raise SystemExit(f"elbo_scaling: engine and region tree differ by {gap:.3g} "
+                                 f"(n={n}, {graph} graph); not timing a wrong answer")
+            for name, make in (("engine", circuit.distribution), ("region tree", tree.distribution)):
+                def step(values=values, params=params, make=make):
+                    params.grad = None
+                    elbo(values, make(params)).sum().backward()
+                steps[graph, name, n] = step
+    for step in steps.values():
+        step()
+        step()
+    best = dict.fromkeys(steps, math.inf)
+    for _ in range(rounds):
+        for key, step in steps.items():
+            start = time.process_time()
+            step()
+            best[key] = min(best[key], time.process_time() - start)
+    rows = []
+    for graph in ("random", "line"):
+        for name in ("engine", "region tree"):
+            t8, t64 = 1e3 * best[graph, name, 8], 1e3 * best[graph, name, 64]
+            rows.append({"graph": graph, "evaluator": name, "cpu_ms_8": t8, "cpu_ms_64": t64,
+                         "ratio_64_over_8": t64 / t8})
+            print(f"interleaved, {graph} graph, {name}: n=8 {t8:.1f} ms, n=64 {t64:.1f} ms, "
+                  f"ratio {t64 / t8:.1f}", flush=True)
+    return rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -133,6 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-enum-entries", type=int, default=2**27,
                         help="run enumeration when batch * k^n is at most this")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--interleaved", type=int, default=0, metavar="R",
+                        help="also measure t(64)/t(8) with the cases in turns for R rounds "
+                             "(random and line graphs, engine and region tree)")
     parser.add_argument("--out", type=Path, default=RESULTS / "elbo_scaling.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -163,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
         "results": rows,
         "ratio_64_over_8": ratio,
         "target_ratio": 10,
+        "interleaved": (interleaved(k, args.width, args.batch, args.interleaved, args.seed)
+                        if args.interleaved else None),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

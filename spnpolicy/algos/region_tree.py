@@ -139,27 +139,53 @@ class RegionTree:
             return None
 
     def pair_plan(self, scopes: tuple) -> tuple[list, torch.Tensor]:
-        """For pair scopes: the lowest common regions they need, and the columns
-        ``[len(scopes) * k * k]`` of their pair tables, concatenated (each region's
-        ``[|left scope|, k, |right scope|, k]``, flattened), that give each scope's table in
-        its own axis order."""
+        """For pair scopes: the lowest common regions they need, each as ``(region, pairs)``,
+        and the columns ``[len(scopes) * k * k]`` of their tables, concatenated, that give
+        each scope's table in its own axis order.
+
+        ``pairs`` is None where the region computes the tables of all its pairs
+        (``[|left scope|, k, |right scope|, k]``, flattened), or the positions ``(left
+        [P], right [P])`` in its children's scopes of the ``P`` pairs asked for, whose tables
+        ``[P, k, k]`` it then computes alone: where they are few (at most a quarter of the
+        region's pairs), as when pairs of neighbours split low in a large tree."""
         if scopes not in self._pair_plans:
-            k, needed, base, index = self.num_states, [], {}, []
+            k, device = self.num_states, self.root_pos.device
+            asked: dict = {}                    # id(region) -> (region, {(a, b): rank})
             for i, j in scopes:
                 region, flipped = self.lca[(i, j)]
                 a, b = (j, i) if flipped else (i, j)   # a in the left child, b in the right
-                if id(region) not in base:
-                    base[id(region)] = sum(len(r.left.scope) * len(r.right.scope) * k * k
-                                           for r in needed)
-                    needed.append(region)
-                sr = len(region.right.scope)
-                corner = base[id(region)] + region.left.scope.index(a) * k * sr * k \
-                    + region.right.scope.index(b) * k
+                pairs = asked.setdefault(id(region), (region, {}))[1]
+                pairs.setdefault((region.left.scope.index(a), region.right.scope.index(b)),
+                                 len(pairs))
+            needed, base, some, offset = [], {}, set(), 0
+            for region, pairs in asked.values():
+                sl, sr = len(region.left.scope), len(region.right.scope)
+                if 4 * len(pairs) <= sl * sr:
+                    ranked = sorted(pairs, key=pairs.get)
+                    needed.append((region, (torch.tensor([a for a, _ in ranked], device=device),
+                                            torch.tensor([b for _, b in ranked], device=device))))
+                    some.add(id(region))
+                    size = len(pairs) * k * k
+                else:
+                    needed.append((region, None))
+                    size = sl * sr * k * k
+                base[id(region)] = offset
+                offset += size
+            index = []
+            for i, j in scopes:
+                region, flipped = self.lca[(i, j)]
+                a, b = (j, i) if flipped else (i, j)
+                la, rb = region.left.scope.index(a), region.right.scope.index(b)
+                pairs, sr = asked[id(region)][1], len(region.right.scope)
+                if id(region) in some:
+                    corner, row = base[id(region)] + pairs[(la, rb)] * k * k, k
+                else:
+                    corner, row = base[id(region)] + la * k * sr * k + rb * k, sr * k
                 for u in range(k):          # u: value of the scope's first variable
                     for v in range(k):
                         x, y = (v, u) if flipped else (u, v)
-                        index.append(corner + x * sr * k + y)
-            self._pair_plans[scopes] = (needed, torch.tensor(index, device=self.root_pos.device))
+                        index.append(corner + x * row + y)
+            self._pair_plans[scopes] = (needed, torch.tensor(index, device=device))
         return self._pair_plans[scopes]
 
     def to(self, device) -> RegionTree:

@@ -154,20 +154,41 @@ class TreeDistribution(Distribution):
         p = self.params
         return torch.eye(m, dtype=p.dtype, device=p.device).expand(p.shape[0], -1, -1)
 
-    def _region_pairs(self, r: _Region) -> torch.Tensor:
+    def _region_pairs(self, r: _Region, pairs=None) -> torch.Tensor:
         """``p(x_i = x, x_j = y)`` for every ``i`` of ``r``'s left and ``j`` of its right
         child: ``[B, |left scope| * k * |right scope| * k]`` (axes ``i, x, j, y``) =
-        ``q_L^T F_r q_R`` (at most two matmuls)."""
-        key = ("region pairs", id(r))
+        ``q_L^T F_r q_R`` (at most two matmuls). With ``pairs = (left [P], right [P])``
+        (positions in the children's scopes), only those: ``[B, P * k * k]`` (axes ``p, x,
+        y``), from ``F_r q_R`` on the right variables asked for."""
+        key = ("region pairs", id(r), None if pairs is None else id(pairs))
         if key not in self._cache:
             _, products = self._flows()
             ql = self._subcircuit_marginals(r.left)     # [B, mL, sL * k] or None (identity)
             qr = self._subcircuit_marginals(r.right)    # [B, mR, sR * k] or None
             joint = products[id(r)]
-            joint = joint if qr is None else torch.bmm(joint, qr)
-            joint = joint if ql is None else torch.bmm(ql.transpose(1, 2), joint)
-            self._cache[key] = joint.flatten(1)
+            if pairs is None:
+                joint = joint if qr is None else torch.bmm(joint, qr)
+                joint = joint if ql is None else torch.bmm(ql.transpose(1, 2), joint)
+                self._cache[key] = joint.flatten(1)
+            else:
+                self._cache[key] = self._some_pairs(joint, ql, qr, *pairs)
         return self._cache[key]
+
+    def _some_pairs(self, joint: torch.Tensor, ql: torch.Tensor | None, qr: torch.Tensor | None,
+                    left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """``sum_{a,b} F(a, b) q_a(x_i) q_b(x_j)`` for the pairs ``(left[p], right[p])``:
+        ``joint [B, mL, mR]`` -> ``[B, P * k * k]``."""
+        k, batch, count = self.tree.num_states, joint.shape[0], left.numel()
+        states = torch.arange(k, device=joint.device)
+        if qr is not None:                              # F q_R on the columns asked for
+            joint = torch.bmm(joint, qr.index_select(2, (right[:, None] * k + states).flatten()))
+        else:                                           # a leaf: q_R is the identity
+            joint = joint.repeat(1, 1, count)
+        g = joint.view(batch, -1, count, k)                                   # [B, mL, P, k]
+        if ql is None:                                  # a leaf: q_L is the identity
+            return g.transpose(1, 2).flatten(1)
+        q = ql.index_select(2, (left[:, None] * k + states).flatten()).view(batch, -1, count, k)
+        return torch.einsum("bapx,bapy->bpxy", q, g).flatten(1)
 
     # --- queries -------------------------------------------------------------------------
     def entropy(self) -> torch.Tensor:
@@ -197,7 +218,7 @@ class TreeDistribution(Distribution):
         key = ("pairs", tuple(scopes))
         if key not in self._cache:
             regions, index = self.tree.pair_plan(tuple(scopes))
-            parts = [self._region_pairs(r) for r in regions]
+            parts = [self._region_pairs(r, pairs) for r, pairs in regions]
             joint = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             k = self.tree.num_states
             self._cache[key] = joint.index_select(1, index).view(-1, len(scopes), k, k)

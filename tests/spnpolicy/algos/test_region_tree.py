@@ -69,6 +69,29 @@ def test_queries_equal_the_engine(name, circuit):
     torch.testing.assert_close(tree.log_prob(x), engine.log_prob(x))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_few_pairs_take_their_own_tables_and_equal_the_engine(seed):
+    """A few pairs of a larger tree (neighbours, reversed, repeated, random): regions where
+    at most a quarter of their pairs are asked for compute those alone."""
+    rng = random.Random(seed)
+    n, k = rng.choice([(7, 2), (9, 3), (12, 2)])
+    circuit = selective(n, k, rng.choice([3, 5])) if seed % 2 else shuffled_tree(n, k, 4, seed)
+    engine, tree, params = _pair(circuit, seed=seed)
+    scopes = [(i, i + 1) for i in range(n - 1)][rng.randrange(2)::2]
+    scopes += [(j, i) for i, j in scopes[:2]] + scopes[:1]
+    scopes += [tuple(rng.sample(range(n), 2)) for _ in range(3)]
+    regions, _ = tree.tree.pair_plan(tuple(scopes))
+    assert any(pairs is not None for _, pairs in regions)      # the restricted path runs
+    torch.testing.assert_close(tree.scope_marginals(scopes), engine.scope_marginals(scopes))
+    weights = torch.randn(params.shape[0], len(scopes), k, k, dtype=torch.float64)
+    params.requires_grad_(True)
+    expected, = torch.autograd.grad(
+        (circuit.double().distribution(params).scope_marginals(scopes) * weights).sum(), params)
+    got, = torch.autograd.grad(
+        (tree.tree.distribution(params).scope_marginals(scopes) * weights).sum(), params)
+    torch.testing.assert_close(got, expected)
+
+
 def test_gradients_equal_the_engine():
     circuit = selective(4, 3, 5)
     tree = RegionTree.from_circuit(circuit)
