@@ -4,7 +4,9 @@ For each n: a batch of 256 states, k = 6 actions, the policy ``selective(n, 6, w
 with parameters from a random ``[256, num_params]`` tensor that requires grad, and a
 Q-function on ``FactorGraph.random(n, 2n, order=2)`` (all C(n, 2) pairs when 2n exceeds
 that, i.e. n = 4) with random unary and pairwise tables. One timed call is
-``elbo(values, dist).sum().backward()`` including ``selective(...).distribution(params)``.
+``elbo(values, dist).sum().backward()`` including ``selective(...).distribution(params)``
+(a selective circuit is a region tree: its marginals, entropy and pair tables come from
+``circuits/region_tree.py``).
 
 Beside it, exact enumeration: a softmax policy over all k^n joint actions (logits
 ``[256, k^n]`` requiring grad), Q from ``FactorValues.table()``, ELBO
@@ -19,9 +21,10 @@ recorded; the machine may be shared, in which case the CPU time is the steadier 
 are: the cases run in turns for ``R`` rounds and each keeps its minimum CPU time, so a
 change of the machine's load hits them alike. It is taken for two factor graphs (the
 random 2n pairs above, and the line of n - 1 neighbouring pairs, which split low in the
-selective circuit's variable tree) and two evaluators of the same distribution (the
-circuit engine, ``circuit.distribution``, and the region-tree queries that spn-ac's
-policy uses, ``RegionTree.distribution``).
+selective circuit's variable tree) and two evaluators of the same distribution: the
+region-tree queries (``circuits/region_tree.py``), which ``circuit.distribution`` uses
+for selective circuits and spn-ac's policy uses, and the engine's own passes (scope
+tables, ``circuits.distribution.REGION_TREE`` off), which every other circuit gets.
 
 Usage::
 
@@ -44,9 +47,10 @@ from pathlib import Path
 
 import torch
 
+import circuits.distribution
 from circuits.structures import selective
 from factor_q import FactorGraph, FactorValues, elbo
-from spnpolicy.algos.region_tree import RegionTree
+from circuits.region_tree import RegionTree
 from spnpolicy.bench.machine import machine
 
 RESULTS = Path("runs/benchmarks")  # tracked copy: benchmarks/results/ (--out)
@@ -108,6 +112,15 @@ def enumeration_case(n: int, k: int, batch: int, repeats: int, seed: int) -> dic
     return time_call(step, repeats)
 
 
+def _engine_alone(fn):
+    """``fn()`` with the engine's own passes on every circuit (no region-tree path)."""
+    circuits.distribution.REGION_TREE = False
+    try:
+        return fn()
+    finally:
+        circuits.distribution.REGION_TREE = True
+
+
 def interleaved(k: int, width: int, batch: int, rounds: int, seed: int) -> list[dict]:
     """t(64) / t(8) per (factor graph, evaluator), the cases in turns, minimum CPU ms."""
     steps = {}
@@ -119,7 +132,7 @@ def interleaved(k: int, width: int, batch: int, rounds: int, seed: int) -> list[
             gen = torch.Generator().manual_seed(seed)
             params = torch.randn(batch, circuit.num_params, generator=gen).requires_grad_(True)
             with torch.no_grad():
-                gap = float((elbo(values, circuit.distribution(params))
+                gap = float((_engine_alone(lambda: elbo(values, circuit.distribution(params)))
                              - elbo(values, tree.distribution(params))).abs().max())
             if not gap <= 1e-3 * n:
                 raise SystemExit(f"elbo_scaling: engine and region tree differ by {gap:.3g} "
@@ -128,7 +141,8 @@ def interleaved(k: int, width: int, batch: int, rounds: int, seed: int) -> list[
                 def step(values=values, params=params, make=make):
                     params.grad = None
                     elbo(values, make(params)).sum().backward()
-                steps[graph, name, n] = step
+                steps[graph, name, n] = (lambda step=step: _engine_alone(step)) \
+                    if name == "engine" else step
     for step in steps.values():
         step()
         step()

@@ -6,7 +6,9 @@
    (``condition(evidence).mode``, half the variables observed; no backward). Ratios are
    to ``log_prob`` forward + backward, the issue's targets being <= 3 for the first three.
    Circuits: selective policies with one parameter set per row (what spn-ac evaluates)
-   and a RAT-SPN with shared parameters.
+   and a RAT-SPN with shared parameters. Selective circuits are region trees, so their
+   marginals and pair tables come from ``circuits/region_tree.py`` unless
+   ``--no-region-tree`` (the engine's own passes, as before).
 2. ``sample(20000)`` on a ~287k-edge RAT-SPN: peak resident memory of a child process
    that builds the circuit and samples, minus that of one that only builds it.
 3. Building and validating ``selective(16, 6, 64)`` and ``selective(500, 6, 8)``: the
@@ -16,6 +18,7 @@ CPU time of this process (one thread by default), minimum of repeats after a war
 queries of one circuit running in turns; on an accelerator (``--device cuda``) synchronised wall time. Run from the repository root::
 
     .venv/bin/python benchmarks/queries.py --out benchmarks/results/queries.json
+    .venv/bin/python benchmarks/queries.py --sections queries --no-region-tree --out /tmp/q.json
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+import circuits.distribution
 from circuits import Circuit
 from circuits import structures
 from circuits.analysis import analyse
@@ -193,12 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per measurement")
     parser.add_argument("--sections", nargs="+", default=["queries", "sample", "validation"],
                         choices=["queries", "sample", "validation"])
+    parser.add_argument("--no-region-tree", action="store_true",
+                        help="answer every query with the engine's own passes, also on region-tree "
+                             "circuits (selective), whose marginals, entropy and pair tables the "
+                             "engine otherwise computes on the tree (circuits/region_tree.py)")
     args = parser.parse_args(argv)
+    circuits.distribution.REGION_TREE = not args.no_region_tree
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     result = {"machine": machine(command=" ".join([Path(sys.executable).name, *sys.argv]),
                                  git_commit=git_commit("circuits"), threads=args.threads),
-              "device": str(device), "load_average_1min": {"start": os.getloadavg()[0]}}
+              "device": str(device), "region_tree": not args.no_region_tree,
+              "load_average_1min": {"start": os.getloadavg()[0]}}
     if "queries" in args.sections:
         result["queries"] = []
         for name, spec, batch, per_row in CONFIGS:

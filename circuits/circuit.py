@@ -49,6 +49,7 @@ class Circuit(nn.Module):
         self._plans: dict = {}
         self._plans[torch.device("cpu")] = compile_plan(structure)
         self._table_plans: dict = {}
+        self._region_trees: dict = {}              # device -> RegionTree, or None: not a tree
         self._own_params: tuple | None = None      # (key, logp, logp_ext, exps) of unchanged logits
         self._bounds: dict = {}                    # device -> (-1, largest state) per variable
         plan = self._plans[torch.device("cpu")]
@@ -114,6 +115,19 @@ class Circuit(nn.Module):
             cpu = build_table_plan(self._plans[torch.device("cpu")], self.root, list(scopes))
             self._table_plans[key] = _table_plan_to(cpu, device)
         return self._table_plans[key]
+
+    def _region_tree(self, device: torch.device):
+        """The circuit's :class:`~circuits.region_tree.RegionTree` on ``device`` (read off the
+        structure once), or None when the circuit does not have that layout."""
+        device = torch.device(device)
+        if device not in self._region_trees:
+            cpu = torch.device("cpu")
+            if cpu not in self._region_trees:
+                from circuits.region_tree import RegionTree  # (imports the node classes)
+                self._region_trees[cpu] = RegionTree.from_circuit(self)
+            tree = self._region_trees[cpu]
+            self._region_trees[device] = None if tree is None else tree.to(device)
+        return self._region_trees[device]
 
     def distribution(self, params: torch.Tensor | None = None) -> CircuitDistribution:
         """The distribution of this circuit.

@@ -20,6 +20,11 @@ from circuits.validation import check_assignment, check_generator, check_sample_
 
 __all__ = ["CircuitDistribution"]
 
+#: Answer ``marginals``, ``entropy`` and pair ``scope_marginals`` of unconditioned
+#: distributions over region-tree circuits on the tree (:mod:`circuits.region_tree`); the
+#: tests turn it off to compare the two evaluators.
+REGION_TREE = True
+
 
 class CircuitDistribution(Distribution):
     """A distribution over ``num_vars`` discrete variables given by a circuit.
@@ -44,6 +49,7 @@ class CircuitDistribution(Distribution):
         self._logp = logp
         self._base = base
         self._node_flows = None
+        self._tree_dist = None
         super().__init__(batch_shape=torch.Size(batch_shape),
                          event_shape=torch.Size([self._plan.num_vars]), validate_args=False)
 
@@ -61,6 +67,16 @@ class CircuitDistribution(Distribution):
 
     def _ext(self) -> torch.Tensor:
         return passes.extend(self._logp)
+
+    def _tree(self):
+        """The region-tree evaluator of this distribution (a
+        :class:`~circuits.tree_distribution.TreeDistribution` on the same normalised
+        parameters, batch ``[B']``), or None: conditioned, or not a region-tree circuit."""
+        if self._tree_dist is None and REGION_TREE and self._base is None:
+            tree = self._circuit._region_tree(self._logp.device)
+            if tree is not None:
+                self._tree_dist = tree.distribution(self._logp)
+        return self._tree_dist
 
     def _flatten(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Size]:
         """``[*sample, *batch, V]`` -> ``[S * rows, V]`` and the leading shape."""
@@ -92,12 +108,18 @@ class CircuitDistribution(Distribution):
         with :meth:`scope_marginals` on the same distribution.
         """
         plan = self._plan
+        tree = self._tree()
+        if tree is not None:
+            return self._batched(tree.marginals())
         return self._batched(downward.leaf_marginals(plan, self._ext(), self._flows()))
 
     def scope_marginals(self, scopes) -> torch.Tensor:
         """Joint marginal tables ``[*batch, len(scopes), K, K(, K)]`` for scopes of 2 or 3
         variables, axes in the order each scope lists its variables."""
         scopes = check_scopes(scopes, self._plan.num_vars)
+        tree = self._tree()
+        if tree is not None and tree.answers(scopes):
+            return self._batched(tree.scope_marginals(scopes))
         table_plan = self._circuit._table_plan(tuple(scopes), self._logp.device)
         ext = self._ext()
         theta = passes.leaf_log_probs(self._plan, ext)
@@ -111,6 +133,9 @@ class CircuitDistribution(Distribution):
             raise NotDeterministicError(
                 "entropy() is exact only for deterministic circuits and this circuit is not "
                 "(structurally) deterministic; no estimate is returned")
+        tree = self._tree()
+        if tree is not None:
+            return self._batched(tree.entropy())
         return self._batched(node_flows.entropy(self._plan, self._ext(), self._flows()))
 
     def condition(self, evidence: torch.Tensor) -> CircuitDistribution:

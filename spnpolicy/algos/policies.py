@@ -24,7 +24,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
-from spnpolicy.algos.region_tree import RegionTree
+from circuits.region_tree import RegionTree
 
 __all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "POLICY_KINDS",
            "SharedMarginals", "mlp"]
@@ -236,7 +236,7 @@ class JointPolicy(nn.Module):
     def fast_distribution(self, observations) -> Distribution:
         """The same distribution as :meth:`distribution`, for training and acting: on a
         region-tree circuit (selective) a
-        :class:`~spnpolicy.algos.tree_distribution.TreeDistribution`, whose entropy,
+        :class:`~circuits.tree_distribution.TreeDistribution`, whose entropy,
         marginals, pair scope_marginals, log_prob, sample and mode equal the circuit's at a
         fraction of the ops; otherwise :meth:`distribution`'s."""
         if self.tree is None:

@@ -10,7 +10,7 @@ from circuits import Categorical, Circuit, CircuitDistribution, Product, Sum
 from circuits.structures import mixture, selective
 from spnpolicy.algos.policies import JointCategorical, JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import register_policy
-from spnpolicy.algos.tree_distribution import TreeDistribution
+from circuits.tree_distribution import TreeDistribution
 from spnpolicy.algos.spn_ac import SpnAcConfig
 
 N, K = 3, 3

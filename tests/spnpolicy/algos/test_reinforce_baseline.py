@@ -8,7 +8,7 @@ import torch
 
 from circuits.structures import selective
 from factor_q import FactorGraph, FactorValues
-from spnpolicy.algos.region_tree import RegionTree
+from circuits.region_tree import RegionTree
 from spnpolicy.algos.spn_ac import actor_loss
 
 N, K, ROWS = 2, 3, 60_000

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from circuits.structures import selective
 from factor_q import FactorGraph
 from spnpolicy.algos.critics import TwinFactorQ, TwinValues, expectations
-from spnpolicy.algos.region_tree import RegionTree
+from circuits.region_tree import RegionTree
 from spnpolicy.algos.spn_ac import critic_loss
 
 GRAPHS = [FactorGraph.complete(3), FactorGraph(3, [(0, 1, 2), (2, 0)]), FactorGraph(3, [])]

@@ -1,11 +1,11 @@
-"""Dense exact queries for circuits over a binary region tree (the small-circuit path for RL).
+"""Dense exact queries for circuits over a binary region tree (the small-circuit path).
 
 A circuit such as :func:`circuits.structures.selective` is built region by region: a leaf
 region holds the indicators of one variable, an inner region the complete product of its
 two child regions' nodes, dealt into sums (each product in exactly one sum, so every sum is
 deterministic) or kept as they are. :class:`RegionTree` reads that layout off a compiled
 :class:`~circuits.Circuit` once; its ``distribution(params)``, a
-:class:`~spnpolicy.algos.tree_distribution.TreeDistribution`, then answers the queries an
+:class:`~circuits.tree_distribution.TreeDistribution`, then answers the queries an
 actor-critic update needs with a few batched tensor ops per region instead of one op per
 layer group and edge pattern:
 
@@ -25,7 +25,9 @@ layer group and edge pattern:
 Every value equals the circuit engine's on the same parameters (tests compare them); what
 the tree cannot answer (``condition``, ``leave_one_out_log_prob``, scopes of three,
 marginalised variables in ``log_prob``) is delegated to the engine's
-:class:`~circuits.CircuitDistribution` on the same parameters.
+:class:`~circuits.CircuitDistribution` on the same parameters. The engine in turn answers
+``marginals``, ``entropy`` and pair ``scope_marginals`` of an unconditioned distribution
+here whenever its circuit has this layout (``Circuit._region_tree``).
 
 ```python
 tree = RegionTree.from_circuit(selective(3, 6, 16))   # None for other layouts
@@ -37,10 +39,14 @@ dist.entropy(), dist.marginals(), dist.scope_marginals([(0, 1), (2, 1)])
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from circuits import Categorical, Circuit, Product, Sum
+from circuits.nodes import Categorical, Product, Sum
+
+if TYPE_CHECKING:
+    from circuits.circuit import Circuit
 
 __all__ = ["RegionTree"]
 
@@ -217,7 +223,7 @@ class RegionTree:
         if params.dim() != 2 or params.shape[1] != self.num_params:
             raise ValueError(f"params must have shape [B, num_params={self.num_params}], "
                              f"got {list(params.shape)}")
-        from spnpolicy.algos.tree_distribution import TreeDistribution  # (imports this module)
+        from circuits.tree_distribution import TreeDistribution  # (imports this module)
         return TreeDistribution(self.to(params.device), params)
 
 

@@ -1,5 +1,8 @@
 """The region-tree path gives the circuit engine's values (which tests/circuits checks against
-brute force) on selective circuits and on hand-built region trees with shuffled node orders."""
+brute force) on selective circuits and on hand-built region trees with shuffled node orders;
+``CircuitDistribution`` answers its marginals, entropy and pair tables there.
+
+The engine side of each comparison runs with ``circuits.distribution.REGION_TREE`` off."""
 
 import itertools
 import random
@@ -7,10 +10,17 @@ import random
 import pytest
 import torch
 
+import circuits.distribution
 from circuits import Categorical, Circuit, Product, Sum
 from circuits.structures import mean_field, mixture, random_tensorized, selective
-from spnpolicy.algos.region_tree import RegionTree
-from spnpolicy.algos.tree_distribution import TreeDistribution
+from circuits.region_tree import RegionTree
+from circuits.tree_distribution import TreeDistribution
+
+@pytest.fixture(autouse=True)
+def engine_alone(monkeypatch):
+    """``circuit.distribution(...)`` is the engine's own evaluator in these tests."""
+    monkeypatch.setattr(circuits.distribution, "REGION_TREE", False)
+
 
 SHAPES = [(1, 3, 4), (2, 3, 4), (3, 4, 5), (4, 3, 5), (5, 2, 3), (3, 2, 100), (6, 3, 4)]
 
@@ -163,3 +173,49 @@ def test_bad_values():
         dist.log_prob(torch.zeros(2, 2))
     with pytest.raises(ValueError, match=r"params must have shape \[B, num_params"):
         tree.distribution(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("batch_shape", [(), (4,), (2, 3)])
+def test_the_engine_answers_on_the_tree_where_it_can(monkeypatch, batch_shape):
+    circuit = shuffled_tree(5, 3, 4, seed=2).double()
+    params = None if not batch_shape else torch.randn(*batch_shape, circuit.num_params,
+                                                       dtype=torch.float64)
+    scopes = [(0, 4), (3, 1), (2, 3)]
+    engine = circuit.distribution(params)
+    monkeypatch.setattr(circuits.distribution, "REGION_TREE", True)
+    dist = circuit.distribution(params)
+    assert isinstance(dist._tree(), TreeDistribution)
+    torch.testing.assert_close(dist.marginals(), engine.marginals())
+    torch.testing.assert_close(dist.entropy(), engine.entropy())
+    torch.testing.assert_close(dist.scope_marginals(scopes), engine.scope_marginals(scopes))
+    triples = [(0, 1, 2)]                                   # pairs only: the engine's tables
+    torch.testing.assert_close(dist.scope_marginals(triples), engine.scope_marginals(triples))
+    evidence = torch.tensor([0, -1, 2, -1, -1])             # conditioned: the engine
+    conditioned = dist.condition(evidence)
+    assert conditioned._tree() is None
+    torch.testing.assert_close(conditioned.marginals(), engine.condition(evidence).marginals())
+
+
+def test_gradients_through_the_engine_on_the_tree(monkeypatch):
+    circuit = selective(4, 3, 5).double()
+    params = torch.randn(3, circuit.num_params, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+
+    def objective():
+        dist = circuit.distribution(params)
+        return (dist.entropy().sum() + (dist.scope_marginals([(0, 2), (3, 1)]) * weights).sum()
+                + dist.marginals()[:, 1, 2].sum())
+
+    expected, = torch.autograd.grad(objective(), params)
+    monkeypatch.setattr(circuits.distribution, "REGION_TREE", True)
+    got, = torch.autograd.grad(objective(), params)
+    torch.testing.assert_close(got, expected)
+
+
+def test_other_circuits_stay_on_the_engine(monkeypatch):
+    monkeypatch.setattr(circuits.distribution, "REGION_TREE", True)
+    for circuit in (mixture(3, 2, 3), random_tensorized(num_vars=4, num_states=2, depth=1,
+                                                        num_repetitions=1, num_sums=2,
+                                                        num_input_distributions=2, seed=0)):
+        assert circuit._region_tree("cpu") is None
+        assert circuit.distribution()._tree() is None

@@ -1,7 +1,7 @@
 """``TreeDistribution``: a circuit policy's distribution answered on its region tree.
 
-See :mod:`spnpolicy.algos.region_tree` for the layout and the method; every query here
-equals the circuit engine's on the same parameters (tests/spnpolicy/algos/test_region_tree.py).
+See :mod:`circuits.region_tree` for the layout and the method; every query here
+equals the circuit engine's on the same parameters (tests/circuits/test_region_tree.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import torch
 from torch.distributions import Distribution, constraints
 
-from spnpolicy.algos.region_tree import RegionTree, _Region
+from circuits.region_tree import RegionTree, _Region
 
 __all__ = ["TreeDistribution"]
 
@@ -209,11 +209,17 @@ class TreeDistribution(Distribution):
                                                    dim=1)
         return self._cache["marginals"]
 
+    def answers(self, scopes) -> bool:
+        """Whether :meth:`scope_marginals` computes ``scopes`` here: pairs of distinct
+        variables (else it asks the engine)."""
+        return bool(scopes) and all(len(s) == 2 and (int(s[0]), int(s[1])) in self.tree.lca
+                                    for s in scopes)
+
     def scope_marginals(self, scopes) -> torch.Tensor:
         """Joint tables ``[B, len(scopes), k, k]`` of pairs, axes in each scope's order
         (scopes of three go to the engine)."""
         scopes = [tuple(int(v) for v in s) for s in scopes]
-        if not scopes or any(len(s) != 2 or s not in self.tree.lca for s in scopes):
+        if not self.answers(scopes):
             return self.engine().scope_marginals(scopes)
         key = ("pairs", tuple(scopes))
         if key not in self._cache:
