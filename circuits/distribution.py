@@ -15,6 +15,7 @@ from torch.distributions import Distribution
 from circuits import downward, passes
 from circuits import flows as node_flows
 from circuits.errors import NotDeterministicError
+from circuits.leave_one_out import leave_one_out
 from circuits.tables import build_table_plan, scope_tables
 from circuits.validation import check_assignment, check_generator, check_sample_shape, check_scopes
 
@@ -192,19 +193,13 @@ class CircuitDistribution(Distribution):
 
     def leave_one_out_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """``log p(x_i | x_-i)`` for every variable ``i``: value ``[*sample, *batch, num_vars]``
-        (complete) -> same shape. One upward and one top-down pass."""
+        (complete) -> same shape. From the leaves' flows (one upward pass and its gradient)
+        where that is exact to the dtype, else one upward and one top-down pass in log
+        space (:mod:`circuits.leave_one_out`)."""
         plan = self._plan
         value = check_assignment(value, plan, "value", allow_missing=False).to(self._logp.device)
         flat, lead = self._flatten(value, "value")
-        ext = self._params_for(flat.shape[0])
-        vals = passes.log_values(plan, ext, flat, flat.shape[0]).T     # node-major [N, B]
-        grads = downward.log_derivatives(plan, ext, vals)
-        rest = downward.per_variable_logsumexp(plan, grads[1:plan.num_leaves + 1]).T   # [B, V]
-        log_z = vals[plan.root].unsqueeze(1).expand_as(rest)
-        # p(x_-i) = 0 leaves p(x_i | x_-i) undefined; x itself then has probability zero: -inf.
-        # p(x_i | x_-i) <= 1; rounding (float32) must not push its log above 0.
-        out = torch.where(torch.isneginf(rest), torch.full_like(rest, float("-inf")),
-                          (log_z - rest).clamp(max=0.0))
+        out = leave_one_out(plan, self._params_for(flat.shape[0]), flat)
         return out.reshape(tuple(lead) + (plan.num_vars,))
 
     # --- torch.distributions API ------------------------------------------------------------

@@ -45,7 +45,7 @@ __all__ = ["run", "root", "node_values", "weight_exps", "KeptWeights"]
 
 def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None,
         exact: bool = False, exps: KeptWeights | None = None,
-        first: torch.Tensor | None = None) -> list:
+        first: torch.Tensor | None = None, twice: bool = False) -> list:
     """Every layer's log-values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
 
     ``logp_ext [B', P + 2]`` are the extended normalised log-parameters, ``B'`` 1 or ``B``.
@@ -55,10 +55,13 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
     synchronisation per pass, not one per step. ``exps``: :func:`weight_exps` of the same
     ``logp_ext``, when the caller keeps them across passes. ``first``: the first layer's
     values ``[n_1, B]`` computed by the caller (:mod:`circuits.leaf_products`), which then
-    passes no leaf layer (``leaf_vals`` None; no later step may read it).
+    passes no leaf layer (``leaf_vals`` None; no later step may read it). ``twice``: every
+    step is composed of torch ops, so that its gradient can be differentiated again (the
+    fused outer step's hand-written backward cannot).
     """
     outs = [leaf_vals if first is None else first[:0], *([] if first is None else [first])]
     ctx = _Pass(logp_ext, program.cuts, exact, exps)
+    ctx.twice = twice
     empty = None
     for steps in program.layers[len(outs) - 1:]:
         if not steps:                                 # a layer of fused products only
@@ -69,7 +72,8 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
         outs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
     if ctx.mins:
         if bool((torch.stack(ctx.mins) < _limits(program, ctx.limits, logp_ext)).any()):
-            return run(program, logp_ext, leaf_vals, exact=True, exps=exps, first=first)
+            return run(program, logp_ext, leaf_vals, exact=True, exps=exps, first=first,
+                       twice=twice)
     return outs
 
 
@@ -132,6 +136,7 @@ class _Pass:
         self.exact = exact
         self.mins: list = []
         self.limits: list = []
+        self.twice = False
 
     @property
     def pieces(self) -> tuple:
@@ -307,6 +312,7 @@ def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     width = step.children.shape[1]
     both = _gather(src, _pair(step))                                 # [G, A + A2, B]
     if (step.piece is not None and torch.is_grad_enabled() and weights.logp_ext.shape[0] == 1
+            and not weights.twice
             and (weights.logp_ext.requires_grad or both.requires_grad)):
         out, s = _OuterMatmul.apply(weights.log(step), both, width)
     else:

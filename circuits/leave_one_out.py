@@ -1,0 +1,107 @@
+"""``log p(x_i | x_-i)`` for every variable ``i``: two exact routes and the choice per row.
+
+For a smooth, decomposable circuit the value ``Z`` is multilinear in the leaves of one
+variable (every induced tree holds exactly one of them), so summing ``x_i`` out replaces
+each leaf ``l`` of ``i`` by its total mass 1 and
+``p(x_-i) / p(x) = sum_l (dZ/dv_l) / Z = sum_l f_l / v_l``, with ``f_l = d log Z / d log v_l``
+the leaf's flow (the probability that it is in the induced tree of ``x``). Hence
+
+    log p(x_i | x_-i) = -logsumexp_l (log f_l - log v_l).
+
+- **By flows** (:func:`by_flows`): one upward pass with the leaf layer as an autograd input,
+  its gradient (the flows, ``[L, B]``), and one weighted sum per variable: about one
+  ``log_prob`` with its backward. Where the result needs a gradient, the upward pass runs
+  with steps whose backward can itself be differentiated (``upward.run(twice=True)``), so
+  the gradient to the parameters is exact second-order autograd.
+- **By log-derivatives** (:func:`circuits.downward.log_derivatives`): ``log dZ/dv`` of every
+  node pulled top-down in log space, exact for any leaf value including 0 (indicators).
+
+Flows are computed in linear space, so one that falls below the dtype's smallest normal
+number may be lost; the term it feeds, ``f_l / v_l``, can then matter only if ``v_l`` is
+tiny too. The sum is at least 1 (``p(x_i | x_-i) <= 1``), so a row takes the flows route
+when every leaf log-value is at least ``log(1e6 * L * tiny / eps)`` (``L`` leaves: the
+lost terms together stay below ``1e-6`` eps relative) and its ``log p(x)`` is finite; every
+other row (a zero-valued leaf, as every indicator circuit has, or a zero-probability
+``x``) takes the log-derivatives route.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from circuits import downward, passes, upward
+from circuits.compile import Plan
+
+__all__ = ["leave_one_out"]
+
+
+def leave_one_out(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``log p(x_i | x_-i)`` ``[B, V]`` for complete assignments ``x [B, V]`` under the
+    extended log-parameters ``logp_ext [B' (1 or B), P + 2]``; each row by flows where that
+    is exact to the dtype, else by log-derivatives (see the module docstring)."""
+    rows = x.shape[0]
+    leaf = passes._leaf_values(plan, logp_ext, x, rows)                 # [n_0, B]
+    ok = leaf.detach().amin(0) >= _floor(plan, leaf.dtype)
+    out = None
+    if bool(ok.any()):
+        index = None if bool(ok.all()) else torch.nonzero(ok).flatten()
+        fast, finite = by_flows(plan, _rows(logp_ext, index), _rows(x, index),
+                                leaf if index is None else leaf.index_select(1, index))
+        if index is None and bool(finite.all()):
+            return fast
+        index = torch.arange(rows, device=x.device) if index is None else index
+        ok = torch.zeros_like(ok).index_fill_(0, index[finite], True)
+        out = fast.new_empty(rows, fast.shape[1]).index_copy(0, index[finite], fast[finite])
+    if out is None:
+        return by_log_derivatives(plan, logp_ext, x)
+    bad = torch.nonzero(~ok).flatten()
+    if bad.numel() == 0:
+        return out
+    return out.index_copy(0, bad, by_log_derivatives(plan, _rows(logp_ext, bad),
+                                                     x.index_select(0, bad)))
+
+
+def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Tensor):
+    """The flows route for rows whose leaf log-values ``leaf [n_0, B]`` (the upward pass's
+    leaf layer for ``x``) are all above the floor: ``([B, V], log p(x) finite [B])``."""
+    need_graph = torch.is_grad_enabled() and (logp_ext.requires_grad or leaf.requires_grad)
+    with torch.enable_grad():
+        values = leaf if need_graph else leaf.detach().requires_grad_()
+        outs = upward.run(plan.program, logp_ext, values, twice=need_graph)
+        log_z = upward.root(plan.program, outs)                         # [B]
+        flows, = torch.autograd.grad(log_z.sum(), values, create_graph=need_graph)
+    # p(x_-i) / p(x) = sum of f_l / v_l over i's leaves: at least 1, and every 1 / v_l is
+    # at most exp(-floor) (1e22 in float32), so the sum is taken in linear space.
+    ratio = flows * torch.exp(-values)                                    # [n_0, B]
+    program = plan.program
+    if program.leaf_table is not None:           # the leaf layer is [V, Lv] (padding: flow 0)
+        total = ratio.view(plan.num_vars, -1, ratio.shape[1]).sum(1)
+    else:                                        # row l is leaf l
+        total = ratio.new_zeros(plan.num_vars, ratio.shape[1]).index_add_(
+            0, plan.leaf_var.index_select(0, program.row_leaf), ratio)
+    return (-torch.log(total)).T.clamp(max=0.0), torch.isfinite(log_z.detach())
+
+
+def by_log_derivatives(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The log-derivatives route: one upward pass and one top-down pass ``[B, V]``."""
+    vals = passes.log_values(plan, logp_ext, x, x.shape[0]).T             # node-major [N, B]
+    grads = downward.log_derivatives(plan, logp_ext, vals)
+    rest = downward.per_variable_logsumexp(plan, grads[1:plan.num_leaves + 1]).T   # [B, V]
+    log_z = vals[plan.root].unsqueeze(1).expand_as(rest)
+    # p(x_-i) = 0 leaves p(x_i | x_-i) undefined; x itself then has probability zero: -inf.
+    # p(x_i | x_-i) <= 1; rounding (float32) must not push its log above 0.
+    return torch.where(torch.isneginf(rest), torch.full_like(rest, float("-inf")),
+                       (log_z - rest).clamp(max=0.0))
+
+
+def _floor(plan: Plan, dtype: torch.dtype) -> float:
+    """The smallest leaf log-value the flows route accepts (module docstring)."""
+    info = torch.finfo(dtype)
+    return math.log(1e6 * max(plan.num_leaves, 1) * info.tiny / info.eps)
+
+
+def _rows(t: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``index`` of a per-row tensor (shared parameters ``[1, ...]`` stay as they are)."""
+    return t if index is None or t.shape[0] == 1 else t.index_select(0, index)

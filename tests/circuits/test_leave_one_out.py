@@ -1,0 +1,129 @@
+"""``leave_one_out_log_prob``'s two routes (circuits/leave_one_out.py): by the leaves' flows
+and by log-derivatives, against brute force, against each other (values and gradients), and
+which rows take which route."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from circuits import Categorical, Circuit, Product, Sum
+from circuits import leave_one_out as loo
+from circuits.structures import mixture, random_tensorized, selective
+from tests.circuits import oracle
+from tests.circuits.helpers import PROPERTY, assert_log_close, build, joint
+from tests.circuits.strategies import random_circuits
+
+
+def _routes(circuit: Circuit, params: torch.Tensor, x: torch.Tensor):
+    """Both routes on the same rows ``x [B, V]`` (``params [B or 1, P]``)."""
+    dist = circuit.distribution(params)
+    plan, ext = dist._plan, dist._params_for(x.shape[0])
+    leaf = loo.passes._leaf_values(plan, ext, x, x.shape[0])
+    fast, finite = loo.by_flows(plan, ext, x, leaf)
+    assert bool(finite.all())
+    return fast, loo.by_log_derivatives(plan, ext, x)
+
+
+RAT = dict(num_vars=6, num_states=3, depth=2, num_repetitions=2, num_sums=3,
+           num_input_distributions=3)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_routes_agree_in_value_and_gradient(seed, shared):
+    circuit = random_tensorized(**RAT, seed=seed).double()
+    g = torch.Generator().manual_seed(seed)
+    params = torch.randn(1 if shared else 5, circuit.num_params, generator=g,
+                         dtype=torch.float64, requires_grad=True)
+    x = torch.randint(0, 3, (5, 6), generator=g)
+    fast, slow = _routes(circuit, params, x)
+    torch.testing.assert_close(fast, slow)
+    weights = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    got, = torch.autograd.grad((fast * weights).sum(), params, retain_graph=True)
+    expected, = torch.autograd.grad((slow * weights).sum(), params)
+    torch.testing.assert_close(got, expected)
+
+
+def test_flows_route_gradient_by_gradcheck():
+    circuit = mixture(3, 3, 2).double()
+    params = torch.randn(2, circuit.num_params, dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([[0, 2, 1], [1, 1, 0]])
+
+    def fast(q):
+        dist = circuit.distribution(q)
+        ext = dist._params_for(2)
+        return loo.by_flows(dist._plan, ext, x, loo.passes._leaf_values(dist._plan, ext, x, 2))[0]
+
+    assert torch.autograd.gradcheck(fast, (params,), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_rows_with_a_zero_leaf_take_the_log_derivatives(monkeypatch):
+    """Row 0 reads a zero-probability state (log v = -inf), row 1 does not: each route gets
+    its row, and the result equals brute force."""
+    seen = {}
+    for name in ("by_flows", "by_log_derivatives"):
+        original = getattr(loo, name)
+
+        def spy(plan, ext, x, *rest, _name=name, _original=original):
+            seen[_name] = x.tolist()
+            return _original(plan, ext, x, *rest)
+        monkeypatch.setattr(loo, name, spy)
+    root = Sum([Product([Categorical(0, 3, probs=[0.5, 0.5, 0.0]), Categorical(1, 2, probs=[0.3, 0.7])]),
+                Product([Categorical(0, 3, probs=[0.2, 0.3, 0.5]), Categorical(1, 2, probs=[0.6, 0.4])])],
+               weights=[0.4, 0.6])
+    circuit = Circuit(root, dtype=torch.float64)
+    x = torch.tensor([[2, 1], [0, 0]])
+    got = circuit.leave_one_out_log_prob(x)
+    assert seen == {"by_flows": [[0, 0]], "by_log_derivatives": [[2, 1]]}
+    p = oracle.joint_table(root)
+    for row in range(2):
+        np.testing.assert_allclose(got[row].detach().numpy(),
+                                   oracle.leave_one_out(p, x[row].tolist()), atol=1e-12)
+
+
+def test_indicator_circuits_take_the_log_derivatives_alone(monkeypatch):
+    monkeypatch.setattr(loo, "by_flows", lambda *a: pytest.fail("indicator leaves are 0"))
+    circuit = selective(3, 3, 4)
+    x = circuit.sample(4, generator=torch.Generator().manual_seed(0))
+    assert circuit.leave_one_out_log_prob(x).shape == (4, 3)
+
+
+@PROPERTY
+@given(random_circuits(), st.data())
+def test_either_route_equals_brute_force(rc, data):
+    """Random structures (some with zero-probability states): whichever route each row
+    takes, ``log p(x_i | x_-i)`` is the enumerated one."""
+    c, p = build(rc), joint(rc)
+    support = np.argwhere(p > 0)
+    rows = data.draw(st.lists(st.integers(0, len(support) - 1), min_size=1, max_size=5))
+    x = torch.tensor(support[rows], dtype=torch.long)
+    assert_log_close(c.leave_one_out_log_prob(x),
+                     [oracle.leave_one_out(p, row.tolist()) for row in x])
+
+
+def _uneven() -> Circuit:
+    """Variable 2 has eight leaves, 0 and 1 one each: the leaf layer is not ``[V, Lv]``."""
+    a, b = Categorical(0, 2, probs=[0.3, 0.7]), Categorical(1, 3, probs=[0.2, 0.5, 0.3])
+    leaves = [Categorical(2, 3, probs=torch.softmax(torch.randn(3, generator=torch.Generator()
+                                                                .manual_seed(i)), 0).tolist())
+              for i in range(8)]
+    return Circuit(Product([a, b, Sum(leaves)]), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("make,by_variable", [(_uneven, False),
+                                              (lambda: random_tensorized(**RAT, seed=0).double(), True)])
+def test_both_leaf_layouts(make, by_variable):
+    circuit = make()
+    assert (circuit._plan_on("cpu").program.leaf_table is not None) == by_variable
+    params = torch.randn(3, circuit.num_params, dtype=torch.float64, requires_grad=True)
+    x = circuit.distribution(params).sample(generator=torch.Generator().manual_seed(1))
+    fast, slow = _routes(circuit, params, x)
+    torch.testing.assert_close(fast, slow)
+    if not by_variable:      # the circuit's own parameters against brute force
+        p = oracle.joint_table(circuit.root)
+        got = circuit.leave_one_out_log_prob(x)
+        for row in range(3):
+            np.testing.assert_allclose(got[row].detach().numpy(),
+                                       oracle.leave_one_out(p, x[row].tolist()), atol=1e-12)
