@@ -17,6 +17,9 @@ each repeat so that both see the same machine load, and the ratio is taken in th
 - ``update_ms``: one ``update`` (spn-ac) or one TD step (vdn: loss, backward, clip, Adam)
   on a replayed batch of ``batch_size``, timed alone after a warm-up.
 
+``--spn-ac-hidden 64,64`` gives spn-ac's policy and critics vdn's hidden widths, to see
+how much of the gap is the networks' size (the targets are at each one's defaults).
+
 Writes ``benchmarks/results/train_speed.json`` only with ``--out`` (or ``--save``).
 """
 
@@ -51,11 +54,14 @@ ALGOS = ("spn-ac", "vdn")
 
 
 def run_config(algo: str, env_kwargs: dict, args) -> object:
+    overrides = {}
+    if algo == "spn-ac" and args.spn_ac_hidden is not None:
+        overrides = {"policy_hidden": args.spn_ac_hidden, "critic_hidden": args.spn_ac_hidden}
     return make_config(algo, "coverage", {
         "total_steps": args.steps, "num_envs": args.num_envs, "batch_size": args.batch_size,
         "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
         "eval_episodes": 1, "eval_interval": args.steps, "checkpoint_interval": args.steps,
-        "eval_stochastic": False, "torch_threads": 1})
+        "eval_stochastic": False, "torch_threads": 1, **overrides})
 
 
 def train_rate(algo: str, env_kwargs: dict, args) -> float:
@@ -65,6 +71,8 @@ def train_rate(algo: str, env_kwargs: dict, args) -> float:
                                               "learning_starts", "eval_episodes",
                                               "eval_interval", "checkpoint_interval",
                                               "eval_stochastic", "torch_threads")}
+    if algo == "spn-ac" and args.spn_ac_hidden is not None:
+        overrides.update(policy_hidden=cfg.policy_hidden, critic_hidden=cfg.critic_hidden)
     start = time.process_time()
     spnpolicy.train(algo, "coverage", seed=0, total_steps=args.steps, env_kwargs=env_kwargs,
                     progress=False, verbose=False, **overrides)
@@ -117,6 +125,16 @@ def update_ms(algo: str, env_kwargs: dict, args, updates: int) -> float:
     return (time.process_time() - start) / updates * 1e3
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive widths like 64,64, got {text!r}")
+    return widths
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -127,6 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--learning-starts", type=int, default=256)
     parser.add_argument("--updates", type=int, default=200, help="updates timed for update_ms")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--spn-ac-hidden", type=_widths, default=None, metavar="W,W",
+                        help="spn-ac's policy and critic hidden widths (default: its own, "
+                             "128,128; vdn's agent network is 64,64)")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the figures here (default: print only)")
     parser.add_argument("--save", action="store_true", help=f"write them to {RESULTS}")
@@ -160,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
               "machine": machine(), "num_envs": args.num_envs, "batch_size": args.batch_size,
               "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
               "steps": args.steps, "repeats": args.repeats, "clock": "process_time (CPU)",
+              "spn_ac_hidden": list(args.spn_ac_hidden or ()) or "default",
               "torch_threads": 1, "settings": rows}
     out = args.out or (RESULTS if args.save else None)
     if out is not None:
