@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -56,6 +57,17 @@ from spnpolicy.bench.machine import machine
 RESULTS = Path("runs/benchmarks")  # tracked copy: benchmarks/results/ (--out)
 
 
+def synced(fn, device: torch.device):
+    """``fn`` followed by a synchronisation on an accelerator (so its time is all of it)."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        fn()
+        torch.cuda.synchronize(device)
+    return run
+
+
 def time_call(fn, repeats: int, warmup: int = 2) -> dict[str, float]:
     """Median wall and process-CPU milliseconds of ``fn()`` over ``repeats`` calls."""
     for _ in range(warmup):
@@ -69,23 +81,26 @@ def time_call(fn, repeats: int, warmup: int = 2) -> dict[str, float]:
     return {"wall_ms": 1e3 * statistics.median(wall), "cpu_ms": 1e3 * statistics.median(cpu)}
 
 
-def random_values(n: int, k: int, batch: int, seed: int, graph: str = "random") -> FactorValues:
+def random_values(n: int, k: int, batch: int, seed: int, graph: str = "random",
+                  device: torch.device = torch.device("cpu")) -> FactorValues:
     """Random unary and pairwise tables on ``min(2n, C(n, 2))`` random pairwise factors
     (``graph="line"``: the ``n - 1`` pairs of neighbouring agents)."""
     graph = (FactorGraph.line(n) if graph == "line"
              else FactorGraph.random(n, min(2 * n, math.comb(n, 2)), order=2, seed=seed))
     gen = torch.Generator().manual_seed(seed)
-    return FactorValues(graph, torch.randn(batch, n, k, generator=gen),
-                        torch.randn(batch, graph.num_factors, k, k, generator=gen))
+    return FactorValues(graph, torch.randn(batch, n, k, generator=gen).to(device),
+                        torch.randn(batch, graph.num_factors, k, k, generator=gen).to(device))
 
 
-def circuit_case(n: int, k: int, width: int, batch: int, repeats: int, seed: int) -> dict:
+def circuit_case(n: int, k: int, width: int, batch: int, repeats: int, seed: int,
+                 device: torch.device = torch.device("cpu")) -> dict:
     """Exact ELBO + backward through a selective circuit."""
-    values = random_values(n, k, batch, seed)
-    circuit = selective(n, k, width=width)
+    values = random_values(n, k, batch, seed, device=device)
+    circuit = selective(n, k, width=width).to(device)
     gen = torch.Generator().manual_seed(seed)
-    params = torch.randn(batch, circuit.num_params, generator=gen).requires_grad_(True)
+    params = torch.randn(batch, circuit.num_params, generator=gen).to(device).requires_grad_(True)
 
+    @functools.partial(synced, device=device)
     def step():
         params.grad = None
         elbo(values, circuit.distribution(params)).sum().backward()
@@ -97,12 +112,14 @@ def circuit_case(n: int, k: int, width: int, batch: int, repeats: int, seed: int
             "first_call_ms": 1e3 * first, **time_call(step, repeats)}
 
 
-def enumeration_case(n: int, k: int, batch: int, repeats: int, seed: int) -> dict:
+def enumeration_case(n: int, k: int, batch: int, repeats: int, seed: int,
+                     device: torch.device = torch.device("cpu")) -> dict:
     """Exact ELBO + backward of a softmax policy over all k^n joint actions."""
-    values = random_values(n, k, batch, seed)
+    values = random_values(n, k, batch, seed, device=device)
     gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(batch, k**n, generator=gen).requires_grad_(True)
+    logits = torch.randn(batch, k**n, generator=gen).to(device).requires_grad_(True)
 
+    @functools.partial(synced, device=device)
     def step():
         logits.grad = None
         q = values.table().flatten(1)
@@ -121,16 +138,18 @@ def _engine_alone(fn):
         circuits.distribution.REGION_TREE = True
 
 
-def interleaved(k: int, width: int, batch: int, rounds: int, seed: int) -> list[dict]:
-    """t(64) / t(8) per (factor graph, evaluator), the cases in turns, minimum CPU ms."""
+def interleaved(k: int, width: int, batch: int, rounds: int, seed: int,
+                device: torch.device = torch.device("cpu")) -> list[dict]:
+    """t(64) / t(8) per (factor graph, evaluator), the cases in turns, minimum CPU ms (wall
+    ms on an accelerator)."""
     steps = {}
     for graph in ("random", "line"):
         for n in (8, 64):
-            values = random_values(n, k, batch, seed, graph)
-            circuit = selective(n, k, width=width)
+            values = random_values(n, k, batch, seed, graph, device)
+            circuit = selective(n, k, width=width).to(device)
             tree = RegionTree.from_circuit(circuit)
             gen = torch.Generator().manual_seed(seed)
-            params = torch.randn(batch, circuit.num_params, generator=gen).requires_grad_(True)
+            params = torch.randn(batch, circuit.num_params, generator=gen).to(device).requires_grad_(True)
             with torch.no_grad():
                 gap = float((_engine_alone(lambda: elbo(values, circuit.distribution(params)))
                              - elbo(values, tree.distribution(params))).abs().max())
@@ -141,17 +160,19 @@ def interleaved(k: int, width: int, batch: int, rounds: int, seed: int) -> list[
                 def step(values=values, params=params, make=make):
                     params.grad = None
                     elbo(values, make(params)).sum().backward()
+                step = synced(step, device)
                 steps[graph, name, n] = (lambda step=step: _engine_alone(step)) \
                     if name == "engine" else step
     for step in steps.values():
         step()
         step()
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     best = dict.fromkeys(steps, math.inf)
     for _ in range(rounds):
         for key, step in steps.items():
-            start = time.process_time()
+            start = clock()
             step()
-            best[key] = min(best[key], time.process_time() - start)
+            best[key] = min(best[key], clock() - start)
     rows = []
     for graph in ("random", "line"):
         for name in ("engine", "region tree"):
@@ -197,6 +218,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device (cpu, cuda); on an accelerator the wall time is the "
+                             "figure to read (each call ends with a synchronisation)")
     parser.add_argument("--max-enum-entries", type=int, default=2**27,
                         help="run enumeration when batch * k^n is at most this")
     parser.add_argument("--seed", type=int, default=0)
@@ -206,14 +230,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS / "elbo_scaling.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
     k = args.actions
     rows = []
     load_before = os.getloadavg()
     for n in args.sizes:
-        row = {"n": n, "circuit": circuit_case(n, k, args.width, args.batch, args.repeats, args.seed),
+        row = {"n": n, "circuit": circuit_case(n, k, args.width, args.batch, args.repeats,
+                                               args.seed, device),
                "enumeration": None}
         if args.batch * k**n <= args.max_enum_entries:
-            row["enumeration"] = enumeration_case(n, k, args.batch, args.repeats, args.seed)
+            row["enumeration"] = enumeration_case(n, k, args.batch, args.repeats, args.seed,
+                                                  device)
         rows.append(row)
         enum = row["enumeration"]
         print(f"n={n:3d}  factors={row['circuit']['factors']:3d}  "
@@ -226,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "elbo_scaling",
         "command": "python benchmarks/elbo_scaling.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "device": str(device),
         "machine": machine(threads=args.threads, load_average_before=load_before,
                            load_average_after=os.getloadavg()),
         "config": {"actions": k, "width": args.width, "batch": args.batch, "repeats": args.repeats,
@@ -233,8 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
         "results": rows,
         "ratio_64_over_8": ratio,
         "target_ratio": 10,
-        "interleaved": (interleaved(k, args.width, args.batch, args.interleaved, args.seed)
-                        if args.interleaved else None),
+        "interleaved": (interleaved(k, args.width, args.batch, args.interleaved, args.seed,
+                                    device) if args.interleaved else None),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

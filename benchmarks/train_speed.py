@@ -61,7 +61,7 @@ def run_config(algo: str, env_kwargs: dict, args) -> object:
         "total_steps": args.steps, "num_envs": args.num_envs, "batch_size": args.batch_size,
         "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
         "eval_episodes": 1, "eval_interval": args.steps, "checkpoint_interval": args.steps,
-        "eval_stochastic": False, "torch_threads": 1, **overrides})
+        "eval_stochastic": False, "torch_threads": 1, "device": args.device, **overrides})
 
 
 def train_rate(algo: str, env_kwargs: dict, args) -> float:
@@ -70,13 +70,14 @@ def train_rate(algo: str, env_kwargs: dict, args) -> float:
     overrides = {f: getattr(cfg, f) for f in ("num_envs", "batch_size", "gradient_steps",
                                               "learning_starts", "eval_episodes",
                                               "eval_interval", "checkpoint_interval",
-                                              "eval_stochastic", "torch_threads")}
+                                              "eval_stochastic", "torch_threads", "device")}
     if algo == "spn-ac" and args.spn_ac_hidden is not None:
         overrides.update(policy_hidden=cfg.policy_hidden, critic_hidden=cfg.critic_hidden)
-    start = time.process_time()
+    clock = _clock(args.device)
+    start = clock()
     spnpolicy.train(algo, "coverage", seed=0, total_steps=args.steps, env_kwargs=env_kwargs,
                     progress=False, verbose=False, **overrides)
-    return args.steps / (time.process_time() - start)
+    return args.steps / (clock() - start)
 
 
 def update_ms(algo: str, env_kwargs: dict, args, updates: int) -> float:
@@ -85,8 +86,9 @@ def update_ms(algo: str, env_kwargs: dict, args, updates: int) -> float:
     cfg = run_config(algo, env_kwargs, args)
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **env_kwargs)
     needs_obs = algo != "spn-ac"
+    device = torch.device(cfg.device)
     buffer = ReplayBuffer(1000, envs.state_dim, envs.num_agents,
-                          obs_dim=envs.obs_dim if needs_obs else None, seed=0)
+                          obs_dim=envs.obs_dim if needs_obs else None, seed=0, device=device)
     gen = torch.Generator().manual_seed(0)
     runner, stream = Runner(envs), TransitionStream(envs, 1, cfg.gamma, False, seed=0)
     runner.reset(seed=0)
@@ -103,7 +105,7 @@ def update_ms(algo: str, env_kwargs: dict, args, updates: int) -> float:
             for target, online in pairs:
                 soft_update(target, online, cfg.tau)
     else:
-        model = build_vdn(cfg, envs)
+        model = build_vdn(cfg, envs).to(device)
         target_model = make_target(model)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         rewards = RunningMeanStd()
@@ -118,11 +120,24 @@ def update_ms(algo: str, env_kwargs: dict, args, updates: int) -> float:
     batches = [buffer.sample(cfg.batch_size) for _ in range(updates)]
     for batch in batches[:10]:
         step(batch)
-    start = time.process_time()
+    clock = _clock(cfg.device)
+    start = clock()
     for batch in batches:
         step(batch)
+    seconds = clock() - start
     envs.close()
-    return (time.process_time() - start) / updates * 1e3
+    return seconds / updates * 1e3
+
+
+def _clock(device: str):
+    """CPU seconds on the CPU; on an accelerator synchronised wall seconds."""
+    if torch.device(device).type != "cuda":
+        return time.process_time
+
+    def wall() -> float:
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return wall
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -145,6 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--learning-starts", type=int, default=256)
     parser.add_argument("--updates", type=int, default=200, help="updates timed for update_ms")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of both algorithms' networks and updates (cpu, "
+                             "cuda); on an accelerator the figures are synchronised wall time")
     parser.add_argument("--spn-ac-hidden", type=_widths, default=None, metavar="W,W",
                         help="spn-ac's policy and critic hidden widths (default: its own, "
                              "128,128; vdn's agent network is 64,64)")
@@ -152,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="write the figures here (default: print only)")
     parser.add_argument("--save", action="store_true", help=f"write them to {RESULTS}")
     args = parser.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
     torch.set_num_threads(1)
     rows = []
     for name in args.settings:
@@ -180,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"benchmark": "train_speed", "command": shlex.join([sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": machine(), "num_envs": args.num_envs, "batch_size": args.batch_size,
               "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
-              "steps": args.steps, "repeats": args.repeats, "clock": "process_time (CPU)",
+              "steps": args.steps, "repeats": args.repeats, "device": args.device,
+              "clock": "process_time (CPU)" if args.device == "cpu" else "synchronised wall",
               "spn_ac_hidden": list(args.spn_ac_hidden or ()) or "default",
               "torch_threads": 1, "settings": rows}
     out = args.out or (RESULTS if args.save else None)

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import torch
+
 from tests.run_helpers import load_script
 
 
@@ -19,3 +22,11 @@ def test_writes_the_sizes_and_the_interleaved_ratios(tmp_path):
     for row in result["interleaved"]:
         assert row["ratio_64_over_8"] == row["cpu_ms_64"] / row["cpu_ms_8"] > 0
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_a_missing_accelerator_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        load_script("benchmarks/elbo_scaling.py").main(
+            ["--sizes", "4", "--device", "cuda", "--out", str(tmp_path / "x.json")])
+    assert stop.value.code == 2

@@ -25,3 +25,11 @@ def test_writes_rates_and_update_times(tmp_path):
 def test_bad_widths_are_refused():
     with pytest.raises(SystemExit):
         load_script("benchmarks/train_speed.py").main(["--spn-ac-hidden", "64,x"])
+
+
+def test_a_missing_accelerator_is_an_error(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        load_script("benchmarks/train_speed.py").main(["--device", "cuda"])
+    assert stop.value.code == 2
