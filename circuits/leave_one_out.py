@@ -66,12 +66,17 @@ def leave_one_out(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.
 def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Tensor):
     """The flows route for rows whose leaf log-values ``leaf [n_0, B]`` (the upward pass's
     leaf layer for ``x``) are all above the floor: ``([B, V], log p(x) finite [B])``."""
+    if torch.is_inference_mode_enabled():     # autograd records no inference tensor: copies
+        with torch.inference_mode(False), torch.no_grad():
+            return by_flows(plan, logp_ext.clone(), x, leaf.clone())
     need_graph = torch.is_grad_enabled() and (logp_ext.requires_grad or leaf.requires_grad)
     with torch.enable_grad():
         values = leaf if need_graph else leaf.detach().requires_grad_()
         outs = upward.run(plan.program, logp_ext, values, twice=need_graph)
         log_z = upward.root(plan.program, outs)                         # [B]
         flows, = torch.autograd.grad(log_z.sum(), values, create_graph=need_graph)
+    if not need_graph:          # no graph to the caller's tensors: none to hand back either
+        flows, values, log_z = flows.detach(), values.detach(), log_z.detach()
     # p(x_-i) / p(x) = sum of f_l / v_l over i's leaves: at least 1, and every 1 / v_l is
     # at most exp(-floor) (1e22 in float32), so the sum is taken in linear space.
     ratio = flows * torch.exp(-values)                                    # [n_0, B]

@@ -127,3 +127,21 @@ def test_both_leaf_layouts(make, by_variable):
         for row in range(3):
             np.testing.assert_allclose(got[row].detach().numpy(),
                                        oracle.leave_one_out(p, x[row].tolist()), atol=1e-12)
+
+
+def test_grad_modes():
+    """Under no_grad and inference_mode, and with frozen logits, the flows route gives the
+    same values and hands back no graph; with a gradient it does."""
+    circuit = random_tensorized(**RAT, seed=1)
+    x = circuit.sample(4, generator=torch.Generator().manual_seed(2))
+    with_grad = circuit.leave_one_out_log_prob(x)
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        plain = circuit.leave_one_out_log_prob(x)
+    with torch.inference_mode():
+        inference = circuit.leave_one_out_log_prob(x)
+    circuit.logits.requires_grad_(False)
+    frozen = circuit.leave_one_out_log_prob(x)
+    for out in (plain, inference, frozen):
+        assert not out.requires_grad
+        torch.testing.assert_close(out, with_grad.detach())
