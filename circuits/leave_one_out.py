@@ -43,24 +43,22 @@ def leave_one_out(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.
     is exact to the dtype, else by log-derivatives (see the module docstring)."""
     rows = x.shape[0]
     leaf = passes._leaf_values(plan, logp_ext, x, rows)                 # [n_0, B]
-    ok = leaf.detach().amin(0) >= _floor(plan, leaf.dtype)
-    out = None
-    if bool(ok.any()):
-        index = None if bool(ok.all()) else torch.nonzero(ok).flatten()
-        fast, finite = by_flows(plan, _rows(logp_ext, index), _rows(x, index),
-                                leaf if index is None else leaf.index_select(1, index))
-        if index is None and bool(finite.all()):
-            return fast
-        index = torch.arange(rows, device=x.device) if index is None else index
-        ok = torch.zeros_like(ok).index_fill_(0, index[finite], True)
-        out = fast.new_empty(rows, fast.shape[1]).index_copy(0, index[finite], fast[finite])
-    if out is None:
+    fast = torch.nonzero(leaf.detach().amin(0) >= _floor(plan, leaf.dtype)).flatten()
+    if fast.numel() == 0:
         return by_log_derivatives(plan, logp_ext, x)
-    bad = torch.nonzero(~ok).flatten()
-    if bad.numel() == 0:
-        return out
-    return out.index_copy(0, bad, by_log_derivatives(plan, _rows(logp_ext, bad),
-                                                     x.index_select(0, bad)))
+    if fast.numel() == rows:
+        out, finite = by_flows(plan, logp_ext, x, leaf)
+        if bool(finite.all()):
+            return out
+    else:
+        out, finite = by_flows(plan, _rows(logp_ext, fast), x.index_select(0, fast),
+                               leaf.index_select(1, fast))
+    done = fast[finite]                                  # rows the flows route answered
+    slow = torch.ones(rows, dtype=torch.bool, device=x.device).index_fill_(0, done, False)
+    slow = torch.nonzero(slow).flatten()
+    merged = out.new_empty(rows, out.shape[1]).index_copy(0, done, out[finite])
+    return merged.index_copy(0, slow, by_log_derivatives(plan, _rows(logp_ext, slow),
+                                                         x.index_select(0, slow)))
 
 
 def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Tensor):
@@ -107,6 +105,6 @@ def _floor(plan: Plan, dtype: torch.dtype) -> float:
     return math.log(1e6 * max(plan.num_leaves, 1) * info.tiny / info.eps)
 
 
-def _rows(t: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-    """Rows ``index`` of a per-row tensor (shared parameters ``[1, ...]`` stay as they are)."""
-    return t if index is None or t.shape[0] == 1 else t.index_select(0, index)
+def _rows(logp_ext: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of per-row parameters (shared ones ``[1, P + 2]`` stay as they are)."""
+    return logp_ext if logp_ext.shape[0] == 1 else logp_ext.index_select(0, index)
