@@ -47,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("suite", metavar="SUITE", help="suite name (listed below)")
     bench.add_argument("--out", default=None, help="output directory (default runs/bench/SUITE)")
     bench.add_argument("--seeds", default=None, help="a count (3: seeds 0, 1, 2) or a list "
-                       "(0,4,7); default the suite's count")
+                       "(0,4,7; one seed alone: 5,); default the suite's count")
     bench.add_argument("--total-steps", type=int, default=None,
                        help="env-step budget of every run (default the suite's)")
     bench.add_argument("--algos", type=_names, default=None, metavar="A,B",
