@@ -8,7 +8,8 @@ outcome = run_all(runs, workers=2)          # outcome.records: a RunRecord per f
 
 Each run trains in ``OUT/runs/<task>/<algo>/s<seed>/`` with ``resume=True``: a run that
 reached its budget is skipped, one that was interrupted continues from its last
-checkpoint (a run killed before its first checkpoint starts over). Workers are spawned
+checkpoint (a run killed before its first checkpoint starts over), and one that another
+``spnpolicy bench`` process is training is reported as failed, not trained twice. Workers are spawned
 processes with one torch thread each; with a Ray address the runs are Ray tasks instead
 (one CPU each; skipping and resuming then need ``OUT`` on a filesystem the nodes share).
 """
@@ -19,7 +20,6 @@ import dataclasses
 import multiprocessing
 import os
 import pickle
-import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -142,16 +142,22 @@ def finished_record(run: BenchRun) -> RunRecord | None:
 
 
 def execute(run: BenchRun) -> RunRecord:
-    """Train ``run`` (resuming from its checkpoint if it has one); its record."""
+    """Train ``run`` (resuming from its checkpoint if it has one); its record.
+
+    The run directory is claimed for the duration (:meth:`RunDir.claim`), so a second
+    ``spnpolicy bench`` on the same output fails that run (RunBusyError) instead of
+    training it a second time into the same files."""
     import spnpolicy
 
     torch.set_num_threads(1)
-    if run.run_dir.exists() and not RunDir(run.run_dir).has_checkpoint():
-        shutil.rmtree(run.run_dir)  # its metrics would be appended to, not replaced
-    RunDir(run.run_dir).write_bench(run.suite, run.task.name)
-    spnpolicy.train(run.algo, run.task.env, seed=run.seed, out_dir=run.run_dir,
-                    env_kwargs=dict(run.task.env_kwargs), resume=True, progress=False,
-                    verbose=False, **run.config)
+    directory = RunDir(run.run_dir)
+    with directory.claim():
+        if not directory.has_checkpoint():
+            directory.clear()   # its metrics would be appended to, not replaced
+        directory.write_bench(run.suite, run.task.name)
+        spnpolicy.train(run.algo, run.task.env, seed=run.seed, out_dir=run.run_dir,
+                        env_kwargs=dict(run.task.env_kwargs), resume=True, progress=False,
+                        verbose=False, **run.config)
     return load_run(run.run_dir)
 
 

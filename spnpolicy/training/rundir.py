@@ -8,6 +8,7 @@ RUN_DIR/
   checkpoints/last.pt  the latest checkpoint (atomic writes, ``torch.load(weights_only=True)``)
   tensorboard/         TensorBoard event files (when the tensorboard package is installed)
   bench.json           written by ``spnpolicy bench``: ``{"suite": ..., "task": ...}``
+  RUNNING              while ``spnpolicy bench`` trains the run: ``HOST PID`` of that process
 ```
 
 ```python
@@ -24,8 +25,12 @@ Training (:class:`~spnpolicy.training.Session`), inference (``load_agent``), ``q
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,7 @@ from spnpolicy.training.checkpoint import (
 )
 
 __all__ = ["BENCH_JSON", "CHECKPOINTS", "CONFIG_JSON", "LAST", "METRICS_CSV", "METRICS_JSONL",
-           "RunDir", "TENSORBOARD", "write_text_atomic"]
+           "RUNNING", "RunBusyError", "RunDir", "TENSORBOARD", "write_text_atomic"]
 
 CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -45,6 +50,11 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 TENSORBOARD = "tensorboard"
 BENCH_JSON = "bench.json"
+RUNNING = "RUNNING"
+
+
+class RunBusyError(RuntimeError):
+    """Another live process holds the run directory (:meth:`RunDir.claim`)."""
 
 #: Keys every ``config.json`` has.
 CONFIG_KEYS = ("algo", "env", "seed", "env_kwargs", "config")
@@ -92,6 +102,10 @@ class RunDir:
     @property
     def bench(self) -> Path:
         return self.path / BENCH_JSON
+
+    @property
+    def running(self) -> Path:
+        return self.path / RUNNING
 
     def is_run(self) -> bool:
         """Whether the directory holds a ``config.json``."""
@@ -210,6 +224,48 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.bench, json.dumps({"suite": suite, "task": task}) + "\n")
 
+    # --- one writer at a time -------------------------------------------------------------
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold the directory for this process while the block runs: ``RUNNING`` is created
+        exclusively with ``HOST PID`` and removed at the end. RunBusyError when a live
+        process on this host holds it, or any process on another host (whose liveness
+        cannot be checked here); a holder on this host that has exited is replaced."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        mine = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.running, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self.running.read_text().strip() if self.running.exists() else ""
+                host, _, pid = holder.rpartition(" ")
+                if host != socket.gethostname() or (pid.isdigit() and _alive(int(pid))):
+                    raise RunBusyError(
+                        f"{self.path} is being trained by process {pid or '?'} on "
+                        f"{host or '?'} ({self.running}); if that process is gone, delete "
+                        f"the file and run again") from None
+                self.running.unlink(missing_ok=True)          # its holder has exited
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(mine + "\n")
+            break
+        else:
+            raise RunBusyError(f"{self.path}: could not claim {self.running}")
+        try:
+            yield
+        finally:
+            self.running.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Delete everything in the directory except a claim (``RUNNING``)."""
+        for entry in self.path.iterdir() if self.path.is_dir() else ():
+            if entry.name == RUNNING:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
     # --- preparing a directory to write ---------------------------------------------------
     def ensure_writable(self, what: str = "out_dir") -> None:
         """Create the directory (and ``checkpoints/``) and check files can be written there;
@@ -227,3 +283,14 @@ class RunDir:
                 reason = f"{blocker} is a file, not a directory"
             raise ValueError(f"{what} {str(self.path)!r}: cannot write a run directory there "
                              f"({reason}); choose another directory") from None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # it exists, owned by someone else
+        return True
+    return True

@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import socket
 
 import pytest
 
@@ -9,6 +11,7 @@ from spnpolicy.bench import runner
 from spnpolicy.bench.records import RunRecord
 from spnpolicy.bench.runner import execute, finished_record, parse_seeds, plan, run_all
 from spnpolicy.bench.suites import Protocol, Suite, Task, get_suite
+from spnpolicy.training.rundir import RunBusyError, RunDir
 
 TINY = Suite("tiny", "one game, spn-ac variants", (Task("climbing", "climbing"),
                                                    Task("penalty-k25", "penalty", {"k": 25})),
@@ -149,3 +152,41 @@ def test_the_ray_backend_gives_the_results_of_the_process_backend(tmp_path):
         assert (a.algo, a.seed) == (b.algo, b.seed)
         assert strip(a) == strip(b)
     assert all((run.run_dir / "checkpoints" / "last.pt").exists() for run in remote)
+
+
+def test_a_run_another_process_trains_is_not_trained_twice(tmp_path):
+    """A live holder of the run directory: the run fails with RunBusyError naming it, and
+    its files are left alone; once the holder is gone the run trains."""
+    import subprocess
+    import sys
+
+    (run,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1)
+    run.run_dir.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run.run_dir / "RUNNING").write_text(f"{socket.gethostname()} {holder.pid}\n")
+        (run.run_dir / "metrics.jsonl").write_text("kept\n")
+        outcome = run_all([run], log=lambda line: None)
+        (failed, error), = outcome.failures
+        assert failed is run and "RunBusyError" in error and str(holder.pid) in error
+        assert (run.run_dir / "metrics.jsonl").read_text() == "kept\n"
+    finally:
+        holder.kill()
+        holder.wait()
+    outcome = run_all([run], log=lambda line: None)            # the holder has exited
+    assert not outcome.failures and len(outcome.records) == 1
+    assert not (run.run_dir / "RUNNING").exists()
+
+
+def test_claims_are_exclusive_and_released(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with run.claim():
+        assert run.running.read_text().split() == [socket.gethostname(), str(os.getpid())]
+        with pytest.raises(RunBusyError, match="being trained by process"):
+            with run.claim():
+                pass
+    assert not run.running.exists()
+    run.running.write_text("another-host 1\n")
+    with pytest.raises(RunBusyError, match="another-host"):
+        with run.claim():
+            pass
