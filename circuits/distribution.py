@@ -16,7 +16,7 @@ from circuits import downward, passes
 from circuits import flows as node_flows
 from circuits.errors import NotDeterministicError
 from circuits.leave_one_out import leave_one_out
-from circuits.tables import build_table_plan, scope_tables
+from circuits.tables import scope_tables
 from circuits.validation import check_assignment, check_generator, check_sample_shape, check_scopes
 
 __all__ = ["CircuitDistribution"]
