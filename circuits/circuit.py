@@ -12,6 +12,7 @@ from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
 from circuits.distribution import CircuitDistribution
 from circuits.nodes import Node
+from circuits.region_tree import RegionTree
 from circuits.tables import TablePlan, build_table_plan
 from circuits.validation import check_assignment, check_dtype, check_params
 
@@ -49,7 +50,8 @@ class Circuit(nn.Module):
         self._plans: dict = {}
         self._plans[torch.device("cpu")] = compile_plan(structure)
         self._table_plans: dict = {}
-        self._region_trees: dict = {}              # device -> RegionTree, or None: not a tree
+        self._tree: RegionTree | None = None       # the region-tree layout, once read
+        self._region_tree_read = False
         self._own_params: tuple | None = None      # (key, logp, logp_ext, exps) of unchanged logits
         self._bounds: dict = {}                    # device -> (-1, largest state) per variable
         plan = self._plans[torch.device("cpu")]
@@ -116,18 +118,14 @@ class Circuit(nn.Module):
             self._table_plans[key] = _table_plan_to(cpu, device)
         return self._table_plans[key]
 
-    def _region_tree(self, device: torch.device):
+    def region_tree(self, device: torch.device | str = "cpu") -> RegionTree | None:
         """The circuit's :class:`~circuits.region_tree.RegionTree` on ``device`` (read off the
-        structure once), or None when the circuit does not have that layout."""
-        device = torch.device(device)
-        if device not in self._region_trees:
-            cpu = torch.device("cpu")
-            if cpu not in self._region_trees:
-                from circuits.region_tree import RegionTree  # (imports the node classes)
-                self._region_trees[cpu] = RegionTree.from_circuit(self)
-            tree = self._region_trees[cpu]
-            self._region_trees[device] = None if tree is None else tree.to(device)
-        return self._region_trees[device]
+        structure once), or None when the circuit is not a binary region tree of indicators
+        (as :func:`circuits.structures.selective` builds). Its ``distribution(params)``
+        answers the queries a policy update needs with a few ops per region."""
+        if not self._region_tree_read:
+            self._tree, self._region_tree_read = RegionTree.from_circuit(self), True
+        return None if self._tree is None else self._tree.to(device)   # kept per device
 
     def distribution(self, params: torch.Tensor | None = None) -> CircuitDistribution:
         """The distribution of this circuit.

@@ -74,7 +74,7 @@ class CircuitDistribution(Distribution):
         :class:`~circuits.tree_distribution.TreeDistribution` on the same normalised
         parameters, batch ``[B']``), or None: conditioned, or not a region-tree circuit."""
         if self._tree_dist is None and REGION_TREE and self._base is None:
-            tree = self._circuit._region_tree(self._logp.device)
+            tree = self._circuit.region_tree(self._logp.device)
             if tree is not None:
                 self._tree_dist = tree.distribution(self._logp)
         return self._tree_dist

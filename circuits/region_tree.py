@@ -27,7 +27,7 @@ the tree cannot answer (``condition``, ``leave_one_out_log_prob``, scopes of thr
 marginalised variables in ``log_prob``) is delegated to the engine's
 :class:`~circuits.CircuitDistribution` on the same parameters. The engine in turn answers
 ``marginals``, ``entropy`` and pair ``scope_marginals`` of an unconditioned distribution
-here whenever its circuit has this layout (``Circuit._region_tree``).
+here whenever its circuit has this layout (``Circuit.region_tree``).
 
 ```python
 tree = RegionTree.from_circuit(selective(3, 6, 16))   # None for other layouts

@@ -24,7 +24,6 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
-from circuits.region_tree import RegionTree
 
 __all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "POLICY_KINDS",
            "SharedMarginals", "mlp"]
@@ -211,7 +210,7 @@ class JointPolicy(nn.Module):
             self.circuit.requires_grad_(False)
             out_dim = self.circuit.num_params
         # selective circuits are answered on their region tree: the same values, fewer ops
-        self.tree = None if self.circuit is None else RegionTree.from_circuit(self.circuit)
+        self.tree = None if self.circuit is None else self.circuit.region_tree()
         self.encoder = mlp(state_dim, hidden, out_dim, out_scale=0.01)
 
     def _states(self, observations) -> torch.Tensor:

@@ -217,5 +217,5 @@ def test_other_circuits_stay_on_the_engine(monkeypatch):
     for circuit in (mixture(3, 2, 3), random_tensorized(num_vars=4, num_states=2, depth=1,
                                                         num_repetitions=1, num_sums=2,
                                                         num_input_distributions=2, seed=0)):
-        assert circuit._region_tree("cpu") is None
+        assert circuit.region_tree("cpu") is None
         assert circuit.distribution()._tree() is None
