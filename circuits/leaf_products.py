@@ -31,15 +31,24 @@ class LeafProducts:
     order: torch.Tensor | None  # [M] row of each product in the grouped result (None: identity)
     program: Program           # the program to run after it: layer 1's readers index grouped rows
 
-    def values(self, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def values(self, logp_ext: torch.Tensor, x: torch.Tensor, kept=None) -> torch.Tensor:
         """The first layer's log-values ``[M, B]`` from ``logp_ext [1, P + 2]`` and the
-        assignments ``x [B, V]`` (-1 = missing: column 0 of every table row holds log 1)."""
+        assignments ``x [B, V]`` (-1 = missing: column 0 of every table row holds log 1).
+        ``kept``: the :class:`~circuits.upward.KeptWeights` of ``logp_ext``, which then
+        keeps the leaf tables for the next passes."""
         u, i, w, _ = self.slots.shape
         batch = x.shape[0]
-        table = logp_ext.reshape(-1).take(self.slots)                 # [U, I, W, K + 1]
+        if kept is None:
+            table = self.table(logp_ext)
+        else:
+            table = kept.get(self, lambda: self.table(logp_ext))
         picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
         out = table.gather(3, picked.expand(u, i, w, batch)).sum(2).view(u * i, batch)
         return out if self.order is None else out.index_select(0, self.order)
+
+    def table(self, logp_ext: torch.Tensor) -> torch.Tensor:
+        """Every product's children's leaf tables ``[U, I, W, K + 1]`` (log 1 first)."""
+        return logp_ext.reshape(-1).take(self.slots)
 
 
 def leaf_products(program: Program) -> LeafProducts | None:

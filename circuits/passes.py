@@ -124,7 +124,7 @@ def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, 
                                 exps=exps)
     else:
         outs = upward_steps.run(fused.program, logp_ext, None, exps=exps,
-                                first=fused.values(logp_ext, x))
+                                first=fused.values(logp_ext, x, exps))
         return upward_steps.root(fused.program, outs)
     return upward_steps.root(plan.program, outs)
 

@@ -33,7 +33,7 @@ normalised parameters across passes can keep their exponentials too (:func:`weig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -84,10 +84,23 @@ class KeptWeights:
     others), and ``safe``, the pieces whose every weight is at least twice the step's limit
     (``K * tiny / eps``). Such a step needs no underflow check: its shifted children
     include one exactly 1 (the maximum, ``exp(0)``; for an outer step the product of both
-    maxima), so each sum of non-negative terms is at least that child's weight."""
+    maxima), so each sum of non-negative terms is at least that child's weight.
+
+    ``derived``: other tensors that depend on the parameters alone, made by the first pass
+    that needs them and reused by the next ones (a sparse sum's log-weights, gathered; the
+    fused first layer's leaf tables, :mod:`circuits.leaf_products`)."""
 
     exps: tuple
     safe: frozenset
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def get(self, owner, make):
+        """What ``make()`` derives for ``owner`` (a step, the fused first layer), made on
+        first use (held with ``owner``, so an id is never read for another object)."""
+        entry = self.derived.get(id(owner))
+        if entry is None or entry[0] is not owner:
+            entry = self.derived[id(owner)] = (owner, make())
+        return entry[1]
 
 
 def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
@@ -147,6 +160,11 @@ class _Pass:
     def log(self, step: Step) -> torch.Tensor:
         if step.piece is not None:
             return self.pieces[step.piece].view(-1, *step.weights.shape)
+        if self.exps is not None:
+            return self.exps.get(step, lambda: self._gathered_log(step))
+        return self._gathered_log(step)
+
+    def _gathered_log(self, step: Step) -> torch.Tensor:
         return self.logp_ext.index_select(1, step.weights.reshape(-1)).view(-1, *step.weights.shape)
 
     def exp(self, step: Step) -> torch.Tensor:

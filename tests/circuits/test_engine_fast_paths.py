@@ -216,3 +216,32 @@ def test_kept_weights_skip_the_underflow_check_only_where_no_weight_is_tiny():
         plain = upward.root(plan.program, upward.run(plan.program, ext, passes._leaf_values(plan, ext, x, 12)))
     assert torch.allclose(got, plain, rtol=1e-12, atol=1e-12)
     assert not torch.equal(c.logits, logits)
+
+
+def test_kept_weights_derive_the_leaf_tables_and_sum_weights_once_per_parameter_version():
+    # a root sum over products of leaves: a fused first layer and a sparse sum at the root
+    c = Circuit(random_tensorized(**RAT).root, dtype=torch.float64)
+    x = _x(10, seed=4)
+    with torch.no_grad():
+        first = c.log_prob(x)
+        kept = c._normalised()[2]
+        owners = [entry[0] for entry in kept.derived.values()]
+        assert any(isinstance(o, leaf_products.LeafProducts) for o in owners)
+        assert any(isinstance(o, upward.Step) and o.kind == "sum" for o in owners)
+        tensors = [entry[1] for entry in kept.derived.values()]
+        assert torch.equal(c.log_prob(x), first)
+        assert [entry[1] for entry in c._normalised()[2].derived.values()] == tensors  # reused
+        c.logits.mul_(3.0)                                     # a new parameter version
+        renewed = c._normalised()[2]
+        assert renewed is not kept and not renewed.derived
+        assert torch.allclose(c.log_prob(x), _fresh(c, x), rtol=1e-12, atol=1e-12)
+        assert not torch.allclose(c.log_prob(x), first)
+
+
+def test_kept_weights_never_hand_one_object_another_objects_tensor():
+    kept = upward.KeptWeights((), frozenset())
+    a, b = object(), object()
+    assert kept.get(a, lambda: "a") == "a"
+    assert kept.get(a, lambda: "never made") == "a"
+    kept.derived[id(b)] = (a, "a")                             # an id reused by another object
+    assert kept.get(b, lambda: "b") == "b"
