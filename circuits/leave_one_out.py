@@ -76,8 +76,17 @@ def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Te
     if not need_graph:          # no graph to the caller's tensors: none to hand back either
         flows, values, log_z = flows.detach(), values.detach(), log_z.detach()
     # p(x_-i) / p(x) = sum of f_l / v_l over i's leaves: at least 1, and every 1 / v_l is
-    # at most exp(-floor) (1e22 in float32), so the sum is taken in linear space.
-    ratio = flows * torch.exp(-values)                                    # [n_0, B]
+    # at most exp(-floor) (1e22 in float32), so the sum is taken in linear space. With
+    # shared parameters 1 / v_l is read from the table of inverse parameters (the same
+    # numbers as exp(-values): one gather where exp(-values) is two passes over [n_0, B]
+    # and two more in the backward).
+    if logp_ext.shape[0] == 1:
+        inverse = passes._leaf_values(plan, torch.exp(-logp_ext), x, x.shape[0])
+        if not need_graph:
+            inverse = inverse.detach()
+    else:
+        inverse = torch.exp(-values)
+    ratio = flows * inverse                                               # [n_0, B]
     program = plan.program
     if program.leaf_table is not None:           # the leaf layer is [V, Lv] (padding: flow 0)
         total = ratio.view(plan.num_vars, -1, ratio.shape[1]).sum(1)
