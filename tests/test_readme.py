@@ -97,3 +97,13 @@ def test_the_listed_commands_answer(argv):
     done = subprocess.run([str(cli), *argv], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def test_the_matrix_example_prints_the_learned_joint_policy():
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "train_matrix.py")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "greedy joint action: (0, 0)" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.strip().startswith("u0=")]
+    probs = torch.tensor([[float(v) for v in row.split(":")[1].split()] for row in rows])
+    assert probs.shape == (3, 3) and abs(float(probs.sum()) - 1.0) < 0.01
