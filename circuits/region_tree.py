@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from circuits.nodes import Categorical, Product, Sum
+from circuits.tree_distribution import TreeDistribution
 
 if TYPE_CHECKING:
     from circuits.circuit import Circuit
@@ -218,12 +219,11 @@ class RegionTree:
             self._devices[device] = tree
         return self._devices[device]
 
-    def distribution(self, params: torch.Tensor) -> "TreeDistribution":  # noqa: F821
+    def distribution(self, params: torch.Tensor) -> TreeDistribution:
         """``pi`` for unnormalised logits ``params [B, num_params]`` (batch shape ``[B]``)."""
         if params.dim() != 2 or params.shape[1] != self.num_params:
             raise ValueError(f"params must have shape [B, num_params={self.num_params}], "
                              f"got {list(params.shape)}")
-        from circuits.tree_distribution import TreeDistribution  # (imports this module)
         return TreeDistribution(self.to(params.device), params)
 
 

@@ -7,11 +7,13 @@ equals the circuit engine's on the same parameters (tests/circuits/test_region_t
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch.distributions import Distribution, constraints
 
-from circuits.region_tree import RegionTree, _Region
+if TYPE_CHECKING:
+    from circuits.region_tree import RegionTree, _Region
 
 __all__ = ["TreeDistribution"]
 
