@@ -76,6 +76,7 @@ def test_finished_runs_are_skipped(tmp_path, make_run, monkeypatch):
                       "(already finished)")]
 
 
+@pytest.mark.filterwarnings("ignore:learning_starts=.*is above total_steps")  # tiny budgets
 def test_a_run_resumes_to_a_larger_budget_and_keeps_its_history(tmp_path):
     (short,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1,
                     total_steps=96)
@@ -91,6 +92,7 @@ def test_a_run_resumes_to_a_larger_budget_and_keeps_its_history(tmp_path):
     assert record.history[:2] == first.history
 
 
+@pytest.mark.filterwarnings("ignore:learning_starts=.*is above total_steps")  # tiny budgets
 def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, make_run):
     (run,) = plan(TINY, tmp_path, algos=["meanfield-ac"], tasks=["climbing"], seeds=1,
                   total_steps=96)  # a multiple of the 8 env copies
@@ -154,6 +156,7 @@ def test_the_ray_backend_gives_the_results_of_the_process_backend(tmp_path):
     assert all((run.run_dir / "checkpoints" / "last.pt").exists() for run in remote)
 
 
+@pytest.mark.filterwarnings("ignore:learning_starts=.*is above total_steps")  # tiny budgets
 def test_a_run_another_process_trains_is_not_trained_twice(tmp_path):
     """A live holder of the run directory: the run fails with RunBusyError naming it, and
     its files are left alone; once the holder is gone the run trains."""
