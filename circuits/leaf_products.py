@@ -14,10 +14,14 @@ numbers as the unfused pass (the same additions), one ``[M * W, B]`` pass fewer.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from circuits.program import Program
+
+if TYPE_CHECKING:
+    from circuits.upward import KeptWeights
 
 __all__ = ["LeafProducts", "leaf_products"]
 
@@ -31,7 +35,8 @@ class LeafProducts:
     order: torch.Tensor | None  # [M] row of each product in the grouped result (None: identity)
     program: Program           # the program to run after it: layer 1's readers index grouped rows
 
-    def values(self, logp_ext: torch.Tensor, x: torch.Tensor, kept=None) -> torch.Tensor:
+    def values(self, logp_ext: torch.Tensor, x: torch.Tensor,
+               kept: KeptWeights | None = None) -> torch.Tensor:
         """The first layer's log-values ``[M, B]`` from ``logp_ext [1, P + 2]`` and the
         assignments ``x [B, V]`` (-1 = missing: column 0 of every table row holds log 1).
         ``kept``: the :class:`~circuits.upward.KeptWeights` of ``logp_ext``, which then

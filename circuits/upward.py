@@ -87,8 +87,9 @@ class KeptWeights:
     maxima), so each sum of non-negative terms is at least that child's weight.
 
     ``derived``: other tensors that depend on the parameters alone, made by the first pass
-    that needs them and reused by the next ones (a sparse sum's log-weights, gathered; the
-    fused first layer's leaf tables, :mod:`circuits.leaf_products`)."""
+    that needs them and reused by the next ones (the log-weights of a step whose slots are
+    not one contiguous piece, gathered; the fused first layer's leaf tables,
+    :mod:`circuits.leaf_products`)."""
 
     exps: tuple
     safe: frozenset
