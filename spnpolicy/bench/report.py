@@ -10,12 +10,17 @@ metric over all its runs of all tasks.
     {"suite": "matrix" | null, "metric": "success_rate", "tasks": [...], "algos": [...],
      "total_steps": [5000], "unfinished": ["climbing spn-ac s3", ...],
      "results": {task: {algo: {"seeds": [0, 1, ...], "metric": E, "return": E,
+                               "scores": [s0, s1, ...], "returns": [r0, r1, ...],
+                               "curves": [[[step, metric], ...], ...],
                                "optimal_fraction": E, "optimal_seeds": 7}}},   # matrix only
      "iqm": {algo: E},
      "provenance": {"command": "spnpolicy bench ...", "commit": "a1b2c3d" | null,
                     "machine": {"platform": ..., "cpu_count": 2, "torch": ...}}}
 
 where ``E`` is ``{"value": v, "ci95": [low, high], "n": runs}`` (null bounds: one run).
+``scores``, ``returns`` and ``curves`` are per seed, in the order of ``seeds``: the final
+metric, the final return and every evaluation's ``(step, metric)``, so that a summary kept
+without its run directories can still be re-aggregated or merged with more seeds.
 """
 
 from __future__ import annotations
@@ -45,9 +50,13 @@ def choose_metric(records: Sequence[RunRecord]) -> str:
 
 
 def _cell(runs: list[RunRecord], metric: str) -> dict[str, Any]:
+    scores = [float(r.final[metric]) for r in runs]
+    returns = [float(r.final["return_mean"]) for r in runs]
     cell = {"seeds": [r.seed for r in runs],
-            "metric": mean_ci([r.final[metric] for r in runs]).to_json(),
-            "return": mean_ci([r.final["return_mean"] for r in runs]).to_json()}
+            "metric": mean_ci(scores).to_json(), "return": mean_ci(returns).to_json(),
+            "scores": scores, "returns": returns,
+            "curves": [[[int(e["step"]), float(e[metric])] for e in r.history if metric in e]
+                       for r in runs]}
     if is_matrix_game(runs[0].env):
         flags = [float(reached_optimum(r.final)) for r in runs]
         cell["optimal_fraction"] = mean_ci(flags).to_json()

@@ -8,6 +8,7 @@ import pytest
 from spnpolicy.bench.plots import learning_curve
 from spnpolicy.bench.records import find_run_dirs, load_run, task_label
 from spnpolicy.bench.report import choose_metric, markdown, summarise, write_report
+from spnpolicy.bench.stats import mean_ci
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -40,6 +41,15 @@ def test_summary_counts_seeds_reaching_the_optimum(matrix_runs):
     text = markdown(summary)
     assert "| climbing | 0.67 [0.00, 1.00] | 0.00 [0.00, 0.00] |" in text
     assert "| climbing | 2/3 | 0/3 |" in text and "| **IQM** |" in text
+
+
+def test_summary_keeps_every_seeds_scores_and_curve(matrix_runs):
+    """A summary without its run directories still holds what the aggregate was made of."""
+    cell = summarise(load_all(matrix_runs))["results"]["climbing"]["spn-ac"]
+    assert cell["scores"] == [1.0, 1.0, 0.0] and cell["returns"] == [11.0, 11.0, 7.0]
+    assert cell["curves"][2] == [[0, 0.0], [100, 0.0], [200, 0.0]]
+    assert cell["curves"][0] == [[0, 0.0], [100, 0.0], [200, 1.0]]
+    assert mean_ci(cell["scores"]).to_json() == cell["metric"]
 
 
 def test_unfinished_runs_are_listed_not_counted(matrix_runs, make_run):
