@@ -4,13 +4,18 @@ When the first layer is one ``product`` step over leaves only (the input product
 RAT-SPNs and EinsumNetworks) and no later step reads the leaf layer, ``log p(x)`` need not
 materialise the leaf layer ``[n_0, B]`` and then gather the products' children from it:
 grouping the products by the tuple of variables their children cover (``U`` tuples of
-``W`` variables, ``I`` products each), the leaf tables are laid out ``[U, W, K + 1, I]``:
-for each tuple position and state, the ``I`` products' child values side by side (state
-row 0 holds log 1, so that a missing value, -1, reads it at ``x + 1``). One
-``index_select`` of whole rows ``[U * W * B, I]`` then reads every child's value with the
-states of the tuple's variables, and a sum over ``W`` gives the products. (An elementwise
-``gather`` from ``[U, I, W, K + 1]`` reads the same values 1.3-1.9x slower.) Same numbers
-as the unfused pass (the same additions), one ``[M * W, B]`` pass fewer.
+``W`` variables, ``I`` products each), one lookup reads every child's value straight from
+the leaf tables with the states of the tuple's variables (state 0 of every table holds
+log 1, so that a missing value, -1, reads it at ``x + 1``), and a sum over ``W`` gives the
+products. Same numbers as the unfused pass (the same additions), one ``[M * W, B]`` pass
+fewer.
+
+The lookup has two layouts. Without autograd the tables are rows ``[U * W * (K + 1), I]``
+(the ``I`` products' values side by side) and one ``index_select`` of whole rows reads
+them, 1.3-1.9x faster than an elementwise gather. With autograd the tables are
+``[U, I, W, K + 1]`` and one ``gather`` reads them: the backward of a row lookup
+(an ``index_add`` or ``scatter_add`` over ``[U * W * B, I]``) costs more than the forward
+saves, 1.1-1.7x the gather's forward + backward.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class LeafProducts:
     slots: torch.Tensor        # [U, W, K + 1, I] slot of each child's value: log 1, states 0..K-1
     variables: torch.Tensor    # [U * W] variable of each tuple position
     row_base: torch.Tensor     # [U * W, 1] table row of each tuple position's log 1
+    gather_slots: torch.Tensor  # [U, I, W, K + 1]: ``slots`` in the autograd layout
     order: torch.Tensor | None  # [M] row of each product in the grouped result (None: identity)
     program: Program           # the program to run after it: layer 1's readers index grouped rows
 
@@ -46,13 +52,16 @@ class LeafProducts:
         keeps the leaf tables for the next passes."""
         u, w, _, i = self.slots.shape
         batch = x.shape[0]
-        if kept is None:
-            table = self.table(logp_ext)
+        if torch.is_grad_enabled() and logp_ext.requires_grad:
+            table = logp_ext.reshape(-1).take(self.gather_slots)
+            picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
+            out = table.gather(3, picked.expand(u, i, w, batch)).sum(2).view(u * i, batch)
         else:
-            table = kept.get(self, lambda: self.table(logp_ext))
-        rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)  # [U * W * B]
-        children = table.index_select(0, rows).view(u, w, batch, i)
-        out = children.sum(1).transpose(1, 2).reshape(u * i, batch)
+            table = (self.table(logp_ext) if kept is None
+                     else kept.get(self, lambda: self.table(logp_ext)))
+            rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
+            children = table.index_select(0, rows).view(u, w, batch, i)   # [U, W, B, I]
+            out = children.sum(1).transpose(1, 2).reshape(u * i, batch)
         return out if self.order is None else out.index_select(0, self.order)
 
     def table(self, logp_ext: torch.Tensor) -> torch.Tensor:
@@ -91,17 +100,18 @@ def _build(program: Program) -> LeafProducts | None:
     u, i, w = tuples.shape[0], int(counts[0]), children.shape[1]
     rows = children[order].view(u, i, w)
     table = program.leaf_table.view(-1, program.leaf_table.shape[2])  # [rows, K + 1], log 1 last
-    slots = table.roll(1, 1)[rows].permute(0, 2, 3, 1).contiguous()    # [U, W, K + 1, I]
+    gather_slots = table.roll(1, 1)[rows]                              # [U, I, W, K + 1]
+    slots = gather_slots.permute(0, 2, 3, 1).contiguous()              # [U, W, K + 1, I]
     row_base = (torch.arange(u * w, device=rows.device) * slots.shape[2] + 1).view(-1, 1)
     variables = tuples.reshape(-1)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
     if bool((order == torch.arange(order.numel(), device=order.device)).all()):
-        return LeafProducts(slots, variables, row_base, None, program)
+        return LeafProducts(slots, variables, row_base, gather_slots, None, program)
     renumbered = _renumbered(program, inverse)
     if renumbered is None:
-        return LeafProducts(slots, variables, row_base, inverse, program)
-    return LeafProducts(slots, variables, row_base, None, renumbered)
+        return LeafProducts(slots, variables, row_base, gather_slots, inverse, program)
+    return LeafProducts(slots, variables, row_base, gather_slots, None, renumbered)
 
 
 def _renumbered(program: Program, inverse: torch.Tensor) -> Program | None:
