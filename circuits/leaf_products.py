@@ -50,19 +50,39 @@ class LeafProducts:
         assignments ``x [B, V]`` (-1 = missing: column 0 of every table row holds log 1).
         ``kept``: the :class:`~circuits.upward.KeptWeights` of ``logp_ext``, which then
         keeps the leaf tables for the next passes."""
+        return self.in_order(self.grouped(logp_ext, x, kept))
+
+    def grouped(self, logp_ext: torch.Tensor, x: torch.Tensor,
+                kept: KeptWeights | None = None) -> torch.Tensor:
+        """:meth:`values` with the products grouped by tuple: ``[U * I, B]``."""
         u, w, _, i = self.slots.shape
         batch = x.shape[0]
         if torch.is_grad_enabled() and logp_ext.requires_grad:
             table = logp_ext.reshape(-1).take(self.gather_slots)
             picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
-            out = table.gather(3, picked.expand(u, i, w, batch)).sum(2).view(u * i, batch)
-        else:
-            table = (self.table(logp_ext) if kept is None
-                     else kept.get(self, lambda: self.table(logp_ext)))
-            rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
-            children = table.index_select(0, rows).view(u, w, batch, i)   # [U, W, B, I]
-            out = children.sum(1).transpose(1, 2).reshape(u * i, batch)
-        return out if self.order is None else out.index_select(0, self.order)
+            return table.gather(3, picked.expand(u, i, w, batch)).sum(2).view(u * i, batch)
+        table = (self.table(logp_ext) if kept is None
+                 else kept.get(self, lambda: self.table(logp_ext)))
+        rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
+        children = table.index_select(0, rows).view(u, w, batch, i)       # [U, W, B, I]
+        return children.sum(1).transpose(1, 2).reshape(u * i, batch)
+
+    def in_order(self, grouped: torch.Tensor) -> torch.Tensor:
+        """Grouped rows ``[U * I, B]`` in the order ``program`` reads them ``[M, B]``."""
+        return grouped if self.order is None else grouped.index_select(0, self.order)
+
+    def children(self, values_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Every grouped product's child values ``[U, W, B, I]`` read from the leaf
+        parameters ``values_ext [1, P + 2]`` (any per-leaf quantity laid out like
+        ``logp_ext``) at the states ``x [B, V]``."""
+        u, w, _, i = self.slots.shape
+        batch = x.shape[0]
+        if torch.is_grad_enabled() and values_ext.requires_grad:
+            table = values_ext.reshape(-1).take(self.gather_slots)
+            picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
+            return table.gather(3, picked.expand(u, i, w, batch)).permute(0, 2, 3, 1)
+        rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
+        return self.table(values_ext).index_select(0, rows).view(u, w, batch, i)
 
     def table(self, logp_ext: torch.Tensor) -> torch.Tensor:
         """The leaf tables as rows ``[U * W * (K + 1), I]``: row ``(u, w, 1 + state)`` holds

@@ -33,6 +33,7 @@ import torch
 
 from circuits import downward, passes, upward
 from circuits.compile import Plan
+from circuits.leaf_products import LeafProducts, leaf_products
 
 __all__ = ["leave_one_out"]
 
@@ -41,6 +42,12 @@ def leave_one_out(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.
     """``log p(x_i | x_-i)`` ``[B, V]`` for complete assignments ``x [B, V]`` under the
     extended log-parameters ``logp_ext [B' (1 or B), P + 2]``; each row by flows where that
     is exact to the dtype, else by log-derivatives (see the module docstring)."""
+    fused = leaf_products(plan.program) if logp_ext.shape[0] == 1 else None
+    if fused is not None and bool(logp_ext.detach().reshape(-1).take(fused.slots).amin()
+                                  >= _floor(plan, logp_ext.dtype)):
+        out, finite = by_product_flows(plan, fused, logp_ext, x)
+        if bool(finite.all()):
+            return out
     rows = x.shape[0]
     leaf = passes._leaf_values(plan, logp_ext, x, rows)                 # [n_0, B]
     fast = torch.nonzero(leaf.detach().amin(0) >= _floor(plan, leaf.dtype)).flatten()
@@ -94,6 +101,39 @@ def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Te
         total = ratio.new_zeros(plan.num_vars, ratio.shape[1]).index_add_(
             0, plan.leaf_var.index_select(0, program.row_leaf), ratio)
     return (-torch.log(total)).T.clamp(max=0.0), torch.isfinite(log_z.detach())
+
+
+def by_product_flows(plan: Plan, fused: LeafProducts, logp_ext: torch.Tensor,
+                     x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flows route on the fused first layer (shared parameters whose every leaf
+    log-value is above the floor): ``([B, V], log p(x) finite [B])``.
+
+    Every leaf feeds first-layer products only, and each product ``p`` has exactly one
+    child ``c(p, i)`` on each variable ``i`` of its scope, so with ``g_p = d log Z / d log p``
+    (the products' flows) ``sum_l f_l / v_l = sum_{p: i in scope(p)} g_p / v_c(p, i)``: the
+    products' flows times the inverse leaf values their lookup reads, summed per variable.
+    No leaf layer ``[L, B]`` is made.
+    """
+    if torch.is_inference_mode_enabled():     # autograd records no inference tensor: copies
+        with torch.inference_mode(False), torch.no_grad():
+            return by_product_flows(plan, fused, logp_ext.clone(), x.clone())
+    need_graph = torch.is_grad_enabled() and logp_ext.requires_grad
+    with torch.enable_grad():
+        grouped = fused.grouped(logp_ext, x)                                 # [U * I, B]
+        if not need_graph:
+            grouped = grouped.detach().requires_grad_()
+        outs = upward.run(fused.program, logp_ext, None, first=fused.in_order(grouped),
+                          twice=need_graph)
+        log_z = upward.root(fused.program, outs)                             # [B]
+        flows, = torch.autograd.grad(log_z.sum(), grouped, create_graph=need_graph)
+    if not need_graph:
+        flows, log_z = flows.detach(), log_z.detach()
+    u, w, batch, i = fused.slots.shape[0], fused.slots.shape[1], x.shape[0], fused.slots.shape[3]
+    inverse = fused.children(torch.exp(-logp_ext), x)                      # [U, W, B, I]
+    per_position = (inverse * flows.view(u, 1, i, batch).transpose(2, 3)).sum(3)   # [U, W, B]
+    total = per_position.new_zeros(plan.num_vars, batch).index_add(
+        0, fused.variables, per_position.reshape(u * w, batch))
+    return (-torch.log(total)).T.clamp(max=0.0), torch.isfinite(log_z)
 
 
 def by_log_derivatives(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -145,3 +145,70 @@ def test_grad_modes():
     for out in (plain, inference, frozen):
         assert not out.requires_grad
         torch.testing.assert_close(out, with_grad.detach())
+
+
+#: depth 1: the leaf regions' products are read by the fused first layer (for these seeds;
+#: seed 2 splits the variables unevenly, and the fused layer declines it)
+RAT_FUSED = dict(RAT, depth=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 4, 5])
+def test_the_product_flows_route_agrees_in_value_and_gradient(seed):
+    """Shared parameters on a RAT-SPN (a fused first layer of leaf products): the route on
+    the products' flows against log-derivatives, in value and in the gradient of a weighted
+    sum (its second-order autograd), and against brute force."""
+    circuit = random_tensorized(**RAT_FUSED, seed=seed).double()
+    plan = circuit._plan_on("cpu")
+    fused = loo.leaf_products(plan.program)
+    assert fused is not None
+    g = torch.Generator().manual_seed(seed)
+    params = torch.randn(1, circuit.num_params, generator=g, dtype=torch.float64,
+                         requires_grad=True)
+    x = torch.randint(0, 3, (7, 6), generator=g)
+    ext = circuit.distribution(params)._params_for(7)
+    got, finite = loo.by_product_flows(plan, fused, ext, x)
+    expected = loo.by_log_derivatives(plan, ext, x)
+    assert bool(finite.all())
+    torch.testing.assert_close(got, expected)
+    weights = torch.randn(7, 6, generator=g, dtype=torch.float64)
+    got_grad, = torch.autograd.grad((got * weights).sum(), params, retain_graph=True)
+    expected_grad, = torch.autograd.grad((expected * weights).sum(), params)
+    torch.testing.assert_close(got_grad, expected_grad)
+    with torch.no_grad():                          # the row lookup of the no-autograd layout
+        torch.testing.assert_close(loo.by_product_flows(plan, fused, ext, x)[0], expected)
+    with torch.inference_mode():
+        torch.testing.assert_close(circuit.distribution(params[0].detach())
+                                   .leave_one_out_log_prob(x), expected.detach())
+    grid = torch.cartesian_prod(*[torch.arange(3)] * 6)           # every assignment
+    with torch.no_grad():
+        p = circuit.distribution(params[0]).log_prob(grid).exp().view([3] * 6).numpy()
+    for row in range(7):
+        np.testing.assert_allclose(got[row].detach().numpy(),
+                                   oracle.leave_one_out(p, x[row].tolist()), atol=1e-10)
+
+
+def test_shared_parameters_take_the_product_flows_route(monkeypatch):
+    """Where every leaf is above the floor the route on the products' flows answers; a leaf
+    below it sends the rows to the per-row routes, which still give the enumerated values."""
+    calls = []
+    original = loo.by_product_flows
+
+    def spy(*args):
+        calls.append(args[3].shape[0])
+        return original(*args)
+    monkeypatch.setattr(loo, "by_product_flows", spy)
+    circuit = random_tensorized(**RAT_FUSED, seed=3).double()
+    x = circuit.sample(5, generator=torch.Generator().manual_seed(0))
+    circuit.leave_one_out_log_prob(x)
+    assert calls == [5]
+    slot = int(loo.leaf_products(circuit._plan_on("cpu").program).slots[0, 0, 1, 0])
+    with torch.no_grad():
+        circuit.logits[slot] = -1e4          # one leaf state at about exp(-1e4): below the floor
+    got = circuit.leave_one_out_log_prob(x)
+    assert calls == [5]
+    with torch.no_grad():
+        p = circuit.log_prob(torch.cartesian_prod(*[torch.arange(3)] * 6)).exp()
+    p = p.view([3] * 6).numpy()
+    for row in range(5):
+        np.testing.assert_allclose(got[row].detach().numpy(),
+                                   oracle.leave_one_out(p, x[row].tolist()), atol=1e-10)
