@@ -13,6 +13,11 @@ the leaf's flow (the probability that it is in the induced tree of ``x``). Hence
   ``log_prob`` with its backward. Where the result needs a gradient, the upward pass runs
   with steps whose backward can itself be differentiated (``upward.run(twice=True)``), so
   the gradient to the parameters is exact second-order autograd.
+- **By the products' flows** (:func:`by_product_flows`): with shared parameters and a
+  fused first layer of leaf products (:mod:`circuits.leaf_products`), the same sum taken
+  over the first-layer products: each has one child leaf per variable of its scope, so
+  ``sum_l f_l / v_l = sum_{p: i in scope(p)} g_p / v_c(p, i)`` with ``g_p`` the products'
+  flows. No leaf layer is made. Taken when every leaf log-value is above the floor below.
 - **By log-derivatives** (:func:`circuits.downward.log_derivatives`): ``log dZ/dv`` of every
   node pulled top-down in log space, exact for any leaf value including 0 (indicators).
 
