@@ -55,34 +55,40 @@ class LeafProducts:
     def grouped(self, logp_ext: torch.Tensor, x: torch.Tensor,
                 kept: KeptWeights | None = None) -> torch.Tensor:
         """:meth:`values` with the products grouped by tuple: ``[U * I, B]``."""
-        u, w, _, i = self.slots.shape
+        u, _, _, i = self.slots.shape
         batch = x.shape[0]
-        if torch.is_grad_enabled() and logp_ext.requires_grad:
-            table = logp_ext.reshape(-1).take(self.gather_slots)
-            picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
-            return table.gather(3, picked.expand(u, i, w, batch)).sum(2).view(u * i, batch)
-        table = (self.table(logp_ext) if kept is None
-                 else kept.get(self, lambda: self.table(logp_ext)))
-        rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
-        children = table.index_select(0, rows).view(u, w, batch, i)       # [U, W, B, I]
-        return children.sum(1).transpose(1, 2).reshape(u * i, batch)
+        if self._autograd(logp_ext):   # summed in the gather's own layout: a cheaper backward
+            return self._gathered(logp_ext, x).sum(2).view(u * i, batch)
+        return self.children(logp_ext, x, kept).sum(1).transpose(1, 2).reshape(u * i, batch)
 
     def in_order(self, grouped: torch.Tensor) -> torch.Tensor:
         """Grouped rows ``[U * I, B]`` in the order ``program`` reads them ``[M, B]``."""
         return grouped if self.order is None else grouped.index_select(0, self.order)
 
-    def children(self, values_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def children(self, values_ext: torch.Tensor, x: torch.Tensor,
+                 kept: KeptWeights | None = None) -> torch.Tensor:
         """Every grouped product's child values ``[U, W, B, I]`` read from the leaf
-        parameters ``values_ext [1, P + 2]`` (any per-leaf quantity laid out like
-        ``logp_ext``) at the states ``x [B, V]``."""
+        parameters ``values_ext [1, P + 2]`` (``logp_ext``, or any per-leaf quantity laid out
+        like it) at the states ``x [B, V]``; ``kept`` as in :meth:`values`."""
+        if self._autograd(values_ext):
+            return self._gathered(values_ext, x).permute(0, 2, 3, 1)
+        u, w, _, i = self.slots.shape
+        table = (self.table(values_ext) if kept is None
+                 else kept.get(self, lambda: self.table(values_ext)))
+        rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
+        return table.index_select(0, rows).view(u, w, x.shape[0], i)
+
+    @staticmethod
+    def _autograd(values_ext: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and values_ext.requires_grad
+
+    def _gathered(self, values_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The autograd layout's lookup: child values ``[U, I, W, B]``."""
         u, w, _, i = self.slots.shape
         batch = x.shape[0]
-        if torch.is_grad_enabled() and values_ext.requires_grad:
-            table = values_ext.reshape(-1).take(self.gather_slots)
-            picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
-            return table.gather(3, picked.expand(u, i, w, batch)).permute(0, 2, 3, 1)
-        rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
-        return self.table(values_ext).index_select(0, rows).view(u, w, batch, i)
+        table = values_ext.reshape(-1).take(self.gather_slots)              # [U, I, W, K + 1]
+        picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
+        return table.gather(3, picked.expand(u, i, w, batch))
 
     def table(self, logp_ext: torch.Tensor) -> torch.Tensor:
         """The leaf tables as rows ``[U * W * (K + 1), I]``: row ``(u, w, 1 + state)`` holds

@@ -133,7 +133,8 @@ def by_product_flows(plan: Plan, fused: LeafProducts, logp_ext: torch.Tensor,
         flows, = torch.autograd.grad(log_z.sum(), grouped, create_graph=need_graph)
     if not need_graph:
         flows, log_z = flows.detach(), log_z.detach()
-    u, w, batch, i = fused.slots.shape[0], fused.slots.shape[1], x.shape[0], fused.slots.shape[3]
+    u, w, _, i = fused.slots.shape
+    batch = x.shape[0]
     inverse = fused.children(torch.exp(-logp_ext), x)                      # [U, W, B, I]
     per_position = (inverse * flows.view(u, 1, i, batch).transpose(2, 3)).sum(3)   # [U, W, B]
     total = per_position.new_zeros(plan.num_vars, batch).index_add(
