@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from circuits.compile import Plan
+from circuits.logops import may_hold_log_zero
 
 __all__ = ["entropy", "flows"]
 
@@ -127,8 +128,11 @@ def entropy(plan: Plan, logp_ext: torch.Tensor, node_flows: torch.Tensor) -> tor
     zero weights contribute 0 (with zero gradient).
     """
     logp = logp_ext[:, :plan.num_params]
-    finite = torch.isfinite(logp)
-    safe = torch.where(finite, logp, torch.zeros_like(logp))
-    plogp = torch.exp(safe) * safe * finite                            # [B', P]: w log w
+    if may_hold_log_zero(logp):
+        finite = torch.isfinite(logp)
+        safe = torch.where(finite, logp, torch.zeros_like(logp))
+        plogp = torch.exp(safe) * safe * finite                        # [B', P]: w log w
+    else:
+        plogp = torch.exp(logp) * logp
     owner = torch.where(plan.param_node >= 0, plan.param_node, plan.param_leaf + 1)
     return -(plogp * node_flows.index_select(1, owner)).sum(-1)

@@ -7,9 +7,11 @@ backward op (fewer kernels than composing ``where``/``isfinite`` guards).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["logsumexp", "log_nonneg"]
+__all__ = ["logsumexp", "log_nonneg", "may_hold_log_zero"]
 
 
 class _LogSumExp(torch.autograd.Function):
@@ -50,3 +52,19 @@ def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
 def log_nonneg(s: torch.Tensor) -> torch.Tensor:
     """``log(s)`` of a non-negative tensor; ``-inf`` with zero gradient where ``s == 0``."""
     return _LogNonneg.apply(s)
+
+
+def may_hold_log_zero(logw: torch.Tensor) -> bool:
+    """Whether ``w log w``-style sums over the log-weights ``logw`` need a mask for zero
+    weights: whether ``logw`` may hold ``log 0 = -inf`` (or NaN, or a value below
+    ``-sqrt(max float)``, whose products with gradients could overflow).
+
+    A weight that merely underflowed to 0 has a finite log-weight and adds ``0 * logw = 0``
+    (with zero gradient through ``w``), so no mask is needed for it. On the CPU this is one
+    ``min``, as comparison and ``masked_fill`` / ``where`` kernels there cost several times a
+    multiplication of the same size; elsewhere it answers True (the mask is cheap there, and
+    the check would synchronise with the device).
+    """
+    if logw.device.type != "cpu":
+        return True
+    return logw.numel() > 0 and not bool(logw.min() > -math.sqrt(torch.finfo(logw.dtype).max))

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch.distributions import Distribution, constraints
 
+from circuits.logops import may_hold_log_zero
+
 if TYPE_CHECKING:
     from circuits.region_tree import RegionTree, _Region
 
@@ -355,17 +357,9 @@ class TreeDistribution(Distribution):
         return f"TreeDistribution(batch_shape={list(self.batch_shape)}, num_vars={self.tree.num_vars})"
 
 
-def _zero_log_zero(logw: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``logw`` with 0 where ``w == 0``, for ``flow * log w`` sums whose zero weights must add 0.
 
-    A zero weight's edge has flow 0, so ``0 * logw`` is already 0 wherever ``logw`` is finite
-    (a weight that underflowed), with the same gradients (each passes through a factor
-    ``w = 0``). Only a log-weight of ``-inf`` (a ``-inf`` logit) needs the mask, or one so
-    large that ``logw`` times a gradient could overflow (below ``-sqrt(max float)``). On the
-    CPU the mask is built only then: comparisons and ``masked_fill`` there cost several times
-    a multiplication of the same size, a fifth of an entropy's time.
-    """
-    if logw.device.type == "cpu" and (logw.numel() == 0 or
-                                      logw.min() > -math.sqrt(torch.finfo(logw.dtype).max)):
-        return logw
-    return logw.masked_fill(w == 0, 0.0)
+def _zero_log_zero(logw: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``logw`` with 0 where ``w == 0``, for ``flow * log w`` sums whose zero weights must add
+    0: a zero weight's edge has flow 0, so only where :func:`may_hold_log_zero` is the mask
+    built."""
+    return logw.masked_fill(w == 0, 0.0) if may_hold_log_zero(logw) else logw

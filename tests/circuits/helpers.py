@@ -98,3 +98,43 @@ def engine_joint(dist, num_states: Sequence[int]) -> np.ndarray:
 def log(p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         return np.log(p)
+
+
+ZERO_WEIGHT_CASES = ["-inf logits", "underflowing weights", "huge logits"]
+
+
+def zero_weight_params(case: str, num_params: int, generator: torch.Generator,
+                       rows: int = 4) -> torch.Tensor:
+    """Float64 logits ``[rows, num_params]`` whose distribution has zero weights: from
+    ``-inf`` logits (a mask is needed), from logits 900 below the rest (weights underflow to
+    0, log-weights stay finite) or from logits of ``-1e300`` (finite, but too large for a
+    gradient to multiply). Requires grad."""
+    params = torch.randn(rows, num_params, dtype=torch.float64, generator=generator)
+    if case == "-inf logits":
+        params[:, [0, 4, 8]] = -torch.inf
+    elif case == "underflowing weights":
+        params[:, ::3] -= 900.0
+    elif case == "huge logits":
+        params[:, ::3] = -1e300
+    else:
+        raise ValueError(case)
+    return params.requires_grad_(True)
+
+
+def check_entropy_by_enumeration(make_dist, params: torch.Tensor, num_vars: int,
+                                 num_states: int, generator: torch.Generator) -> None:
+    """``make_dist(params).entropy()`` and its gradient equal ``-sum_x p(x) log p(x)`` over
+    all ``num_states ** num_vars`` assignments of ``make_dist(params).log_prob`` (0 log 0 =
+    0), and are finite."""
+    got = make_dist(params).entropy()
+    rows = params.shape[0]
+    x = torch.tensor(list(itertools.product(range(num_states), repeat=num_vars)))
+    logp = make_dist(params).log_prob(x[:, None, :].expand(-1, rows, -1))       # [k**n, B]
+    expected = -(logp.exp() * torch.where(logp > -torch.inf, logp, 0.0)).sum(0)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected)
+    weights = torch.randn(rows, dtype=torch.float64, generator=generator)
+    grad_got, = torch.autograd.grad((got * weights).sum(), params)
+    grad_expected, = torch.autograd.grad((expected * weights).sum(), params)
+    assert torch.isfinite(grad_got).all()
+    torch.testing.assert_close(grad_got, grad_expected)

@@ -8,10 +8,13 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+import circuits.distribution
 from circuits import Categorical, Circuit, NotDeterministicError, Product, Sum
+from circuits.structures import mean_field, selective
 from tests.circuits import oracle
-from tests.circuits.helpers import (PROPERTY, all_assignments, assert_close, assert_log_close,
-                                    build, circuit64, joint, log)
+from tests.circuits.helpers import (PROPERTY, ZERO_WEIGHT_CASES, all_assignments, assert_close,
+                                    assert_log_close, build, check_entropy_by_enumeration,
+                                    circuit64, joint, log, zero_weight_params)
 from tests.circuits.strategies import evidences, random_circuits
 
 
@@ -197,6 +200,19 @@ def test_entropy_exact_when_deterministic_refused_otherwise(rc):
         with pytest.raises(NotDeterministicError, match="determinis"):
             c.entropy()
 
+
+
+
+@pytest.mark.parametrize("structure", ["mean_field", "selective"])
+@pytest.mark.parametrize("case", ZERO_WEIGHT_CASES)
+def test_entropy_with_zero_weights_matches_enumeration(monkeypatch, structure, case):
+    """Zero weights add nothing to the engine's entropy or its gradient, whether their
+    log-weight is -inf (masked) or finite (underflowed: no mask)."""
+    monkeypatch.setattr(circuits.distribution, "REGION_TREE", False)   # the engine's own pass
+    c = (mean_field(3, 3) if structure == "mean_field" else selective(3, 3, 4)).double()
+    gen = torch.Generator().manual_seed(3)
+    check_entropy_by_enumeration(c.distribution, zero_weight_params(case, c.num_params, gen),
+                                 3, 3, gen)
 
 def _assert_mpe(rc, mpe, evidence=None):
     p = joint(rc)

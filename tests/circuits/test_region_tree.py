@@ -15,6 +15,8 @@ from circuits import Categorical, Circuit, Product, Sum
 from circuits.structures import mean_field, mixture, random_tensorized, selective
 from circuits.region_tree import RegionTree
 from circuits.tree_distribution import TreeDistribution
+from tests.circuits.helpers import (ZERO_WEIGHT_CASES, check_entropy_by_enumeration,
+                                  zero_weight_params)
 
 @pytest.fixture(autouse=True)
 def engine_alone(monkeypatch):
@@ -221,35 +223,12 @@ def test_other_circuits_stay_on_the_engine(monkeypatch):
         assert circuit.distribution()._tree() is None
 
 
-def _enumerated_entropy(dist, n: int, k: int) -> torch.Tensor:
-    """``-sum_x p(x) log p(x)`` ``[B]`` over all ``k**n`` assignments (0 log 0 = 0)."""
-    batch = dist.batch_shape[0]
-    x = torch.tensor(list(itertools.product(range(k), repeat=n)))
-    logp = dist.log_prob(x[:, None, :].expand(-1, batch, -1))            # [k**n, B]
-    return -(logp.exp() * torch.where(logp > -torch.inf, logp, 0.0)).sum(0)
 
-
-@pytest.mark.parametrize("case", ["-inf logits", "underflowing weights", "huge logits"])
+@pytest.mark.parametrize("case", ZERO_WEIGHT_CASES)
 def test_entropy_with_zero_weights_matches_enumeration(case):
     """Zero weights add nothing to the entropy or its gradient, whether their log-weight is
     -inf (masked) or finite (underflowed: no mask)."""
-    n, k = 3, 3
-    tree = RegionTree.from_circuit(selective(n, k, 4).double())
+    tree = RegionTree.from_circuit(selective(3, 3, 4).double())
     gen = torch.Generator().manual_seed(7)
-    params = torch.randn(4, tree.num_params, dtype=torch.float64, generator=gen)
-    if case == "-inf logits":
-        params[:, [0, 5, 13]] = -torch.inf
-    elif case == "underflowing weights":
-        params[:, ::3] -= 900.0      # exp(-900) is 0 in float64: log-weights stay finite
-    else:
-        params[:, ::3] = -1e300      # finite, but beyond what a gradient may multiply
-    params.requires_grad_(True)
-    got = tree.distribution(params).entropy()
-    expected = _enumerated_entropy(tree.distribution(params), n, k)
-    assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, expected)
-    weights = torch.randn(4, dtype=torch.float64, generator=gen)
-    grad_got, = torch.autograd.grad((got * weights).sum(), params)
-    grad_expected, = torch.autograd.grad((expected * weights).sum(), params)
-    assert torch.isfinite(grad_got).all()
-    torch.testing.assert_close(grad_got, grad_expected)
+    check_entropy_by_enumeration(tree.distribution, zero_weight_params(case, tree.num_params, gen),
+                                 3, 3, gen)
