@@ -67,4 +67,5 @@ def may_hold_log_zero(logw: torch.Tensor) -> bool:
     """
     if logw.device.type != "cpu":
         return True
-    return logw.numel() > 0 and not bool(logw.min() > -math.sqrt(torch.finfo(logw.dtype).max))
+    limit = -math.sqrt(torch.finfo(logw.dtype).max)
+    return logw.numel() > 0 and not bool(logw.detach().min() > limit)

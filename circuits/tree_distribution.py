@@ -357,7 +357,6 @@ class TreeDistribution(Distribution):
         return f"TreeDistribution(batch_shape={list(self.batch_shape)}, num_vars={self.tree.num_vars})"
 
 
-
 def _zero_log_zero(logw: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``logw`` with 0 where ``w == 0``, for ``flow * log w`` sums whose zero weights must add
     0: a zero weight's edge has flow 0, so only where :func:`may_hold_log_zero` is the mask
