@@ -9,7 +9,10 @@ For every (task, algorithm) over the finished runs under the given directories: 
 greedy success rate (mean and 95% bootstrap CI over seeds), the seeds whose final success
 is at least the threshold, and the env steps of the first evaluation reaching the threshold
 (mean and 95% CI over the seeds that reached it; seeds that never did are counted apart,
-not averaged in). Writes ``<out>.json`` and ``<out>.md`` and prints the markdown.
+not averaged in). Where every run's evaluations report ``final_potential`` (the coverage env's
+assignment potential at the episodes' ends, 0 = every goal held), also its final value and
+its best over the evaluations (mean and 95% CI over seeds): the progress a success rate of
+0 does not show. Writes ``<out>.json`` and ``<out>.md`` and prints the markdown.
 """
 
 from __future__ import annotations
@@ -39,20 +42,28 @@ def table(records, level: float) -> dict:
                 continue
             final = [r.final["success_rate"] for r in runs]
             reached = [s for s in (steps_to(r.history, level) for r in runs) if s is not None]
-            out["rows"].append({
-                "task": task, "algo": algo, "seeds": [r.seed for r in runs],
-                "total_steps": sorted({r.total_steps for r in runs}),
-                "final_success": mean_ci(final).to_json(),
-                "final_at_least": sum(f >= level for f in final),
-                "steps_to_threshold": mean_ci(reached).to_json() if reached else None,
-                "reached": len(reached)})
+            row = {"task": task, "algo": algo, "seeds": [r.seed for r in runs],
+                   "total_steps": sorted({r.total_steps for r in runs}),
+                   "final_success": mean_ci(final).to_json(),
+                   "final_at_least": sum(f >= level for f in final),
+                   "steps_to_threshold": mean_ci(reached).to_json() if reached else None,
+                   "reached": len(reached)}
+            if all("final_potential" in h for r in runs for h in r.history):
+                row["final_potential"] = mean_ci(
+                    [r.final["final_potential"] for r in runs]).to_json()
+                row["best_potential"] = mean_ci(
+                    [max(h["final_potential"] for h in r.history) for r in runs]).to_json()
+            out["rows"].append(row)
     return out
 
 
 def markdown(summary: dict) -> str:
     level = summary["threshold"]
+    potential = all("final_potential" in row for row in summary["rows"])
+    extra = " final potential | best potential |" if potential else ""
     lines = [f"| task | algo | seeds | final greedy success | final >= {level:g} | "
-             f"env steps to {level:g} (seeds reaching it) |", "|---" * 6 + "|"]
+             f"env steps to {level:g} (seeds reaching it) |" + extra,
+             "|---" * (8 if potential else 6) + "|"]
 
     def fmt(entry, digits):
         if entry is None:
@@ -65,8 +76,11 @@ def markdown(summary: dict) -> str:
     for row in summary["rows"]:
         n = len(row["seeds"])
         steps = fmt(row["steps_to_threshold"], 0)
-        lines.append(f"| {row['task']} | {row['algo']} | {n} | {fmt(row['final_success'], 2)} "
-                     f"| {row['final_at_least']}/{n} | {steps} ({row['reached']}/{n}) |")
+        line = (f"| {row['task']} | {row['algo']} | {n} | {fmt(row['final_success'], 2)} "
+                f"| {row['final_at_least']}/{n} | {steps} ({row['reached']}/{n}) |")
+        if potential:
+            line += f" {fmt(row['final_potential'], 2)} | {fmt(row['best_potential'], 2)} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
