@@ -12,8 +12,9 @@ import typing
 from functools import cache
 from typing import Any
 
-__all__ = ["AlgorithmSpec", "OffPolicyConfig", "RunConfig", "check_bool", "check_choice",
-           "check_float", "check_hidden", "check_int", "field_docs", "parse_field_value"]
+__all__ = ["SHAPING_FORMS", "AlgorithmSpec", "OffPolicyConfig", "RunConfig", "check_bool",
+           "check_choice", "check_float", "check_hidden", "check_int", "field_docs",
+           "parse_field_value"]
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:
@@ -62,6 +63,10 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+#: The forms of reward shaping (``RunConfig.shaping_form``; see `spnpolicy.training.shaping`).
+SHAPING_FORMS = ("potential", "progress")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Fields every algorithm config has: budget, parallel envs, evaluation, checkpoints.
@@ -89,6 +94,11 @@ class RunConfig:
     shaping: bool = False
     """Learn from r + gamma Phi(s') - Phi(s) with the env's potential (Ng et al. 1999; Phi of a
     terminal state is 0; envs with a potential: coverage). Evaluation keeps the env's reward."""
+    shaping_form: str = "potential"
+    """With shaping: 'potential' adds gamma Phi(s') - Phi(s) (the task's optimal policies
+    unchanged, but where the env's reward is never reached the values learn to cancel it);
+    'progress' adds Phi(s') - Phi(s), a dense reward for progress that does not fade (it also
+    pays for nearing the goals sooner; one-step rows only, so n_step must be 1)."""
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "num_envs", "eval_interval", "eval_episodes",
@@ -97,6 +107,7 @@ class RunConfig:
         check_int("torch_threads", self.torch_threads, 0)
         check_bool("eval_stochastic", self.eval_stochastic)
         check_bool("shaping", self.shaping)
+        check_choice("shaping_form", self.shaping_form, SHAPING_FORMS)
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string such as 'cpu', got {self.device!r}")
 
@@ -134,6 +145,10 @@ class OffPolicyConfig(RunConfig):
         check_float("gamma", self.gamma, 0.0, 1.0)
         check_float("max_grad_norm", self.max_grad_norm, 0.0)
         check_bool("hindsight", self.hindsight)
+        if self.shaping and self.shaping_form == "progress" and self.n_step != 1:
+            raise ValueError(f"shaping_form='progress' needs one-step rows (n_step=1; the "
+                             f"undiscounted progress of an n-step row needs the potentials of "
+                             f"its inner steps), got n_step={self.n_step}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -176,7 +176,7 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
                           obs_dim=envs.obs_dim if algorithm.needs_obs else None, seed=seed,
                           device=device)
     stream = TransitionStream(envs, cfg.n_step, cfg.gamma, cfg.hindsight, seed=seed,
-                              shaping=cfg.shaping)
+                              shaping=cfg.shaping, shaping_form=cfg.shaping_form)
     warmup_rng = np.random.default_rng(seed)
     act_generator = torch.Generator(device).manual_seed(seed)
     stats = UpdateMeans()  # training metrics averaged between evaluations

@@ -14,7 +14,8 @@ averaged between evaluations. Evaluations and checkpoints happen between rollout
 checkpoint holds no partial rollout and a resumed run repeats the uninterrupted one exactly.
 
 With ``cfg.shaping`` the rollout's rewards are shaped, ``r + gamma (1 - terminated) Phi(s')
-- Phi(s)`` (:class:`~spnpolicy.training.shaping.PotentialShaping`); evaluation keeps the
+- Phi(s)``, or with ``cfg.shaping_form = "progress"`` ``r + (1 - terminated) Phi(s') -
+Phi(s)`` (:class:`~spnpolicy.training.shaping.PotentialShaping`); evaluation keeps the
 env's reward.
 
 Returns are computed with the episode boundaries of auto-resetting envs: a step that
@@ -153,16 +154,17 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
     """Run the on-policy loop with the learner ``build(cfg, envs)``; returns its trained agent.
 
     ``cfg`` needs ``num_envs``, ``rollout_steps``, ``total_steps``, ``eval_episodes``,
-    ``eval_stochastic``, ``shaping``, ``gamma`` and ``device``. The learner has ``agent`` (with ``sample(obs,
-    generator)`` and ``act(obs, deterministic)``), ``update(rollout) -> metrics`` and
-    ``state_dict()`` / ``load_state_dict()`` (networks, optimisers and any other state).
+    ``eval_stochastic``, ``shaping``, ``shaping_form``, ``gamma`` and ``device``. The
+    learner has ``agent`` (with ``sample(obs, generator)`` and ``act(obs, deterministic)``),
+    ``update(rollout) -> metrics`` and ``state_dict()`` / ``load_state_dict()`` (networks,
+    optimisers and any other state).
     """
     seed_everything(seed)
     device = torch.device(cfg.device)
     envs = make_vec_env(env, cfg.num_envs, seed=seed, **env_kwargs)
     runner = Runner(envs)
     runner.reset(seed=seed)
-    shaping = PotentialShaping(envs, cfg.gamma) if cfg.shaping else None
+    shaping = PotentialShaping(envs, cfg.gamma, cfg.shaping_form) if cfg.shaping else None
     learner = build(cfg, envs)
     agent = learner.agent
     storage = RolloutStorage(device)

@@ -1,5 +1,5 @@
 """What a training loop stores per env step: n-step transitions and hindsight copies, with
-potential-based shaping of their rewards when asked (``shaping``, see
+shaping of their rewards with the env's potential when asked (``shaping``, see
 :mod:`~spnpolicy.training.shaping`).
 
 ```python
@@ -29,10 +29,11 @@ class TransitionStream:
     an env without a potential)."""
 
     def __init__(self, envs: Any, n_step: int, gamma: float, hindsight: bool = False,
-                 seed: int | None = None, shaping: bool = False) -> None:
+                 seed: int | None = None, shaping: bool = False,
+                 shaping_form: str = "potential") -> None:
         self.nstep = NStepAccumulator(envs.num_envs, n_step, gamma)
         self.hindsight = Hindsight(envs, seed=seed) if hindsight else None
-        self.shaping = PotentialShaping(envs, gamma) if shaping else None
+        self.shaping = PotentialShaping(envs, gamma, shaping_form) if shaping else None
 
     def push(self, transition: Transition) -> NStepTransition:
         """One step of every copy -> the rows to store (``[M]``, ``M`` may be 0)."""

@@ -77,13 +77,14 @@ class Recorder:
         return {}
 
 
-def _record(shaping):
+def _record(shaping, form="potential"):
     from spnpolicy.algos.registry import make_config
     from spnpolicy.training import RunSpec, Session
     from spnpolicy.training.onpolicy import train_onpolicy
 
     cfg = make_config("ia2c", "coverage", dict(total_steps=60, num_envs=3, rollout_steps=4,
-                                               eval_episodes=1, shaping=shaping, gamma=0.9))
+                                               eval_episodes=1, shaping=shaping, gamma=0.9,
+                                               shaping_form=form))
     learners = []
 
     def build(cfg, envs):
@@ -95,16 +96,18 @@ def _record(shaping):
     return learners[0]
 
 
-def test_shaping_adds_the_potential_difference():
-    """The learner sees r + gamma (1 - terminated) Phi(s') - Phi(s); the env's own reward
-    otherwise (the same seed gives the same steps: the recorder never learns)."""
-    plain, shaped = _record(False), _record(True)
+@pytest.mark.parametrize("form, discount", [("potential", 0.9), ("progress", 1.0)])
+def test_shaping_adds_the_potential_difference(form, discount):
+    """The learner sees r + gamma (1 - terminated) Phi(s') - Phi(s) (form 'progress': without
+    gamma); the env's own reward otherwise (the same seed gives the same steps: the
+    recorder never learns)."""
+    plain, shaped = _record(False), _record(True, form)
     potential = shaped.envs.potential
     for a, b in zip(plain.rollouts, shaped.rollouts, strict=True):
         assert torch.equal(a.actions, b.actions)
         start, end = (torch.as_tensor(potential(x.flatten(0, 1).numpy())).view(a.reward.shape)
                       for x in (a.state, a.next_state))
-        expected = a.reward.double() + 0.9 * (1 - a.terminated.double()) * end - start
+        expected = a.reward.double() + discount * (1 - a.terminated.double()) * end - start
         torch.testing.assert_close(b.reward.double(), expected, rtol=1e-5, atol=1e-5)
     assert any(bool((a.reward != b.reward).any())
                for a, b in zip(plain.rollouts, shaped.rollouts))

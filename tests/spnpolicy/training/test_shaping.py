@@ -1,8 +1,10 @@
-"""Potential-based shaping: telescoping over episodes, n-step and hindsight rows, errors,
-every algorithm honouring ``shaping``, and exact resumption of a shaped run."""
+"""Reward shaping with the env's potential: telescoping over episodes (both forms), n-step
+and hindsight rows, errors, every algorithm honouring ``shaping``, the loops honouring
+``shaping_form``, and exact resumption of a shaped run."""
 
 import numpy as np
 import pytest
+import torch
 
 import spnpolicy
 from spnpolicy.algos.registry import algorithm_names
@@ -83,6 +85,62 @@ def test_hindsight_rows_are_shaped_with_the_relabelled_potential():
         np.testing.assert_allclose(out.reward, expected, rtol=1e-5, atol=1e-6)
         relabelled += int((base.steps == 1).sum())
     assert relabelled > 0
+
+
+def test_progress_rows_add_the_undiscounted_potential_difference():
+    """Form 'progress': every row gains (1 - terminated) Phi(s') - Phi(s), so an episode's
+    undiscounted shaped return is R + (1 - terminated) Phi(s_T) - Phi(s_0); on 3x3 with 2
+    agents many episodes end in success, so the terminal case is covered."""
+    envs, transitions = rollout(300, seed=2, grid_size=3, max_steps=30)
+    stream = TransitionStream(envs, 1, 0.9, shaping=True, shaping_form="progress")
+    config = envs.env.config
+    shaped_sum, plain_sum = np.zeros(envs.num_envs), np.zeros(envs.num_envs)
+    start, fresh = np.zeros(envs.num_envs), np.ones(envs.num_envs, bool)
+    ended = {"terminated": 0, "truncated": 0}
+    for tr in transitions:
+        rows = stream.push(tr)
+        begin = core.state_potential(tr.state, config)
+        end = core.state_potential(tr.next_state, config) * (1.0 - tr.terminated)
+        np.testing.assert_allclose(rows.reward, tr.reward + end - begin, atol=1e-6)
+        start = np.where(fresh, begin, start)
+        shaped_sum += rows.reward
+        plain_sum += tr.reward
+        fresh = (tr.terminated > 0) | tr.truncated
+        for e in np.flatnonzero(fresh):
+            assert shaped_sum[e] == pytest.approx(plain_sum[e] + end[e] - start[e], abs=1e-5)
+            ended["terminated" if tr.terminated[e] else "truncated"] += 1
+        shaped_sum[fresh], plain_sum[fresh] = 0.0, 0.0
+    assert ended["terminated"] >= 5 and ended["truncated"] >= 1
+
+
+def test_progress_needs_one_step_rows_and_known_forms_only():
+    envs, transitions = rollout(10, num_envs=1)
+    stream = TransitionStream(envs, 3, 0.9, shaping=True, shaping_form="progress")
+    with pytest.raises(ValueError, match="one-step rows"):
+        for tr in transitions:
+            stream.push(tr)
+    with pytest.raises(ValueError, match="n_step=3"):
+        spnpolicy.train("vdn", "coverage", seed=0, shaping=True, shaping_form="progress",
+                        n_step=3)
+    with pytest.raises(ValueError, match="shaping_form"):
+        PotentialShaping(envs, 0.9, form="discounted")
+    with pytest.raises(ValueError, match="shaping_form"):
+        spnpolicy.train("ippo", "coverage", seed=0, shaping=True, shaping_form="sparse")
+
+
+@pytest.mark.parametrize("algo", ["vdn", "ia2c"])
+def test_the_training_loops_pass_the_shaping_form_on(algo):
+    """The off-policy (vdn) and on-policy (ia2c) loops, which every algorithm runs in: the
+    same seed with the two forms trains different weights (a loop that dropped the field
+    would train the same run twice)."""
+    config = dict(env_kwargs=ENV, shaping=True, gamma=0.9, num_envs=4, total_steps=160,
+                  eval_interval=160, eval_episodes=1, checkpoint_interval=160)
+    if algo == "vdn":
+        config |= dict(learning_starts=32, batch_size=16, hidden=(16,))
+    runs = [spnpolicy.train(algo, "coverage", seed=0, shaping_form=form, **config)
+            for form in ("potential", "progress")]
+    weights = [list(run.agent.state_dict().values()) for run in runs]
+    assert any(not torch.equal(a, b) for a, b in zip(*weights, strict=True))
 
 
 def test_terminal_potential_is_zero_and_success_keeps_its_reward():
