@@ -119,6 +119,11 @@ _COVERAGE_RANDOM = {**_COVERAGE_QUICK, "layout": "random"}
 _COVERAGE_SMALL = {"num_agents": 2, "grid_size": 4, "max_steps": 20, **_LEARNABLE}
 _COVERAGE_PAPER = {"num_agents": 6, "grid_size": 20, "max_steps": 200, **_LEARNABLE}
 _SHAPING = {"shaping": True}
+# coverage-paper's reward is never reached by chance (6 agents on 20x20): potential-based
+# shaping's signal fades there as the values converge, and every algorithm got worse after
+# its first 50k steps. The undiscounted progress with gamma 0.9 keeps a signal
+# (benchmarks/README.md, "coverage-paper").
+_PROGRESS = {"shaping": True, "shaping_form": "progress", "gamma": 0.9}
 
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("matrix", "the matrix games (penalty with k = 0 .. 100); greedy success = the "
@@ -147,13 +152,13 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
                    checkpoint_interval=10_000),
           config=_SHAPING),
     Suite("coverage-paper", "the setting of the spn-ac paper: coverage, 6 agents on "
-          "20x20, 200 steps, sparse reward, fixed goals, relative observations, shaping, "
-          "critics on 20 random pairwise factors, 3 seeds",
+          "20x20, 200 steps, sparse reward, fixed goals, relative observations, progress "
+          "shaping with gamma 0.9, critics on 20 random pairwise factors, 3 seeds",
           (Task("coverage-6x20x20-fixed", "coverage", _COVERAGE_PAPER),), ALL_ALGOS, 3,
           Protocol(total_steps=2_000_000, eval_interval=50_000, eval_episodes=100,
                    checkpoint_interval=25_000),
           config={"factor_graph": "random", "num_factors": 20, "factor_order": 2,
-                  **_SHAPING}),
+                  **_PROGRESS}),
     # Level-based foraging (seed 004), the common-reward task: every agent gets the team's
     # summed reward, which the value-factorisation methods need. No success flag: tables
     # report the greedy return (1.0 = all food collected).

@@ -34,7 +34,7 @@ def test_coverage_suites_follow_the_issue():
     assert paper.tasks[0].env_kwargs == {"num_agents": 6, "grid_size": 20, "max_steps": 200,
                                          **learnable}
     assert paper.config == {"factor_graph": "random", "num_factors": 20, "factor_order": 2,
-                            "shaping": True}
+                            "shaping": True, "shaping_form": "progress", "gamma": 0.9}
     assert quick.algos == paper.algos == ALGOS
     small = get_suite("coverage-quick-small")
     assert small.algos == ALGOS and small.seeds == 3  # DESIGN: 3 seeds in quick mode
@@ -50,7 +50,10 @@ def test_coverage_suites_shape_every_algorithm(tmp_path, name):
     assert {run.algo for run in runs} == set(suite.algos)
     assert len(runs) == len(suite.algos) * suite.seeds
     for run in runs:
-        assert make_config(run.algo, "coverage", run.config).shaping is True
+        config = make_config(run.algo, "coverage", run.config)
+        assert config.shaping is True
+        if name == "coverage-paper":  # every algorithm, on- and off-policy, takes both
+            assert (config.shaping_form, config.gamma) == ("progress", 0.9)
 
 
 @pytest.mark.parametrize("name, algos", [("lbf", ONPOLICY_ALGOS),
