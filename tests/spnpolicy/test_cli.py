@@ -211,19 +211,21 @@ def test_killed_and_interrupted_runs_resume_to_the_same_result(tmp_path):
     command = [sys.executable, "-m", "spnpolicy.cli", *args]
     reference = subprocess.Popen([*command, "--out-dir", str(whole)], cwd=ROOT, env=ENV,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # One after the other: a run started beside one still being waited for could finish
+    # before its own signal on a loaded machine.
     victim = subprocess.Popen([*command, "--out-dir", str(killed)], cwd=ROOT, env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    interrupted = subprocess.Popen([*command, "--out-dir", str(stopped)], cwd=ROOT, env=ENV,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True)
     checkpoint = killed / "checkpoints" / "last.pt"
     _wait_for(checkpoint, victim)
     victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    interrupted = subprocess.Popen([*command, "--out-dir", str(stopped)], cwd=ROOT, env=ENV,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True)
     _wait_for(stopped / "checkpoints" / "last.pt", interrupted)
     interrupted.send_signal(signal.SIGINT)
-    assert victim.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     _, err = interrupted.communicate(timeout=240)
-    assert interrupted.returncode == 130, err
+    assert interrupted.returncode == 130, f"the run ended before it could be interrupted: {err}"
     saved = torch.load(checkpoint, weights_only=True)["session"]["step"]
     assert 0 < saved < 3000
     assert "Traceback" not in err and f"spnpolicy train --out-dir {stopped} --resume" in err
