@@ -12,7 +12,10 @@ is at least the threshold, and the env steps of the first evaluation reaching th
 not averaged in). Where every run's evaluations report ``final_potential`` (the coverage env's
 assignment potential at the episodes' ends, 0 = every goal held), also its final value and
 its best over the evaluations (mean and 95% CI over seeds): the progress a success rate of
-0 does not show. Writes ``<out>.json`` and ``<out>.md`` and prints the markdown.
+0 does not show. Where an algorithm's final evaluations also played its sampling policy
+(``stochastic_success_rate``, e.g. spn-ac's draws from its joint policy beside its mode),
+also that policy's final success ("n/a" for the algorithms that did not report it). Writes
+``<out>.json`` and ``<out>.md`` and prints the markdown.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ def table(records, level: float) -> dict:
                    "final_at_least": sum(f >= level for f in final),
                    "steps_to_threshold": mean_ci(reached).to_json() if reached else None,
                    "reached": len(reached)}
+            sampled = [r.final.get("stochastic_success_rate") for r in runs]
+            row["final_sampled_success"] = (None if None in sampled
+                                            else mean_ci(sampled).to_json())
             if all("final_potential" in h for r in runs for h in r.history):
                 row["final_potential"] = mean_ci(
                     [r.final["final_potential"] for r in runs]).to_json()
@@ -60,10 +66,12 @@ def table(records, level: float) -> dict:
 def markdown(summary: dict) -> str:
     level = summary["threshold"]
     potential = all("final_potential" in row for row in summary["rows"])
-    extra = " final potential | best potential |" if potential else ""
+    sampled = any(row.get("final_sampled_success") for row in summary["rows"])
+    extra = (" final sampled success |" if sampled else "") + (
+        " final potential | best potential |" if potential else "")
     lines = [f"| task | algo | seeds | final greedy success | final >= {level:g} | "
              f"env steps to {level:g} (seeds reaching it) |" + extra,
-             "|---" * (8 if potential else 6) + "|"]
+             "|---" * (6 + sampled + 2 * potential) + "|"]
 
     def fmt(entry, digits):
         if entry is None:
@@ -78,6 +86,9 @@ def markdown(summary: dict) -> str:
         steps = fmt(row["steps_to_threshold"], 0)
         line = (f"| {row['task']} | {row['algo']} | {n} | {fmt(row['final_success'], 2)} "
                 f"| {row['final_at_least']}/{n} | {steps} ({row['reached']}/{n}) |")
+        if sampled:
+            entry = row.get("final_sampled_success")
+            line += f" {fmt(entry, 2) if entry else 'n/a'} |"
         if potential:
             line += f" {fmt(row['final_potential'], 2)} | {fmt(row['best_potential'], 2)} |"
         lines.append(line)

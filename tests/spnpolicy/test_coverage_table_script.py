@@ -6,12 +6,14 @@ from spnpolicy.bench.stats import mean_ci
 from tests.run_helpers import load_script
 
 
-def _run(algo: str, seed: int, successes, potentials=None) -> RunRecord:
+def _run(algo: str, seed: int, successes, potentials=None, sampled=None) -> RunRecord:
     history = []
     for i, success in enumerate(successes):
         h = {"step": 1000 * (i + 1), "success_rate": success}
         if potentials is not None:
             h["final_potential"] = potentials[i]
+        if sampled is not None:
+            h["stochastic_success_rate"] = sampled[i]
         history.append(h)
     return RunRecord(task="cov", algo=algo, env="coverage", seed=seed,
                      total_steps=1000 * len(successes), history=tuple(history))
@@ -41,3 +43,19 @@ def test_no_potential_columns_without_the_metric():
     summary = script.table([_run("a", 0, [0.5, 1.0]), _run("a", 1, [1.0, 1.0])], 0.9)
     assert "final_potential" not in summary["rows"][0]
     assert "potential" not in script.markdown(summary)
+
+
+def test_sampled_success_where_the_algorithm_reported_it():
+    """spn-ac's evaluations also play its sampling policy; the Q-learners' do not."""
+    script = load_script("benchmarks/coverage_table.py")
+    runs = [_run("spn-ac", 0, [0.0, 0.1], sampled=[0.2, 0.9]),
+            _run("spn-ac", 1, [0.0, 0.7], sampled=[0.0, 1.0]),
+            _run("vdn", 0, [0.5, 0.9]), _run("vdn", 1, [0.5, 1.0])]
+    spn, vdn = script.table(runs, 0.9)["rows"]
+    assert spn["final_sampled_success"] == mean_ci([0.9, 1.0]).to_json()
+    assert vdn["final_sampled_success"] is None
+    text = script.markdown(script.table(runs, 0.9))
+    assert "| final sampled success |" in text and text.count("|---") == 7
+    assert "| cov | vdn | 2 | 0.95 [" in text and text.rstrip().endswith("| n/a |")
+    assert "| 0.95 [0.90, 1.00] |" in text
+    assert "sampled" not in script.markdown(script.table(runs[2:], 0.9))
