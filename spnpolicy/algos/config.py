@@ -12,9 +12,10 @@ import typing
 from functools import cache
 from typing import Any
 
-__all__ = ["SHAPING_FORMS", "AlgorithmSpec", "OffPolicyConfig", "RunConfig", "check_bool",
-           "check_choice", "check_float", "check_hidden", "check_int", "field_docs",
-           "parse_field_value"]
+from spnpolicy.training.shaping import SHAPING_FORMS
+
+__all__ = ["AlgorithmSpec", "OffPolicyConfig", "RunConfig", "check_bool", "check_choice",
+           "check_float", "check_hidden", "check_int", "field_docs", "parse_field_value"]
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:
@@ -61,10 +62,6 @@ def field_docs(cls: type) -> dict[str, str]:
                     and isinstance(after.value.value, str)):
                 docs[node.target.id] = " ".join(after.value.value.split())
     return docs
-
-
-#: The forms of reward shaping (``RunConfig.shaping_form``; see `spnpolicy.training.shaping`).
-SHAPING_FORMS = ("potential", "progress")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,9 +40,10 @@ import numpy as np
 
 from spnpolicy.training.nstep import NStepTransition
 
-__all__ = ["PotentialShaping"]
+__all__ = ["SHAPING_FORMS", "PotentialShaping"]
 
-FORMS = ("potential", "progress")
+#: The forms of shaping (the configs' ``shaping_form``), see the module docstring.
+SHAPING_FORMS = ("potential", "progress")
 
 
 class PotentialShaping:
@@ -63,8 +64,8 @@ class PotentialShaping:
             raise ValueError(f"shaping=True needs an env with a potential (the coverage env's "
                              f"infos['potential']); {type(envs).__name__} has none: use "
                              f"shaping=False")
-        if form not in FORMS:
-            raise ValueError(f"shaping_form must be one of {FORMS}, got {form!r}")
+        if form not in SHAPING_FORMS:
+            raise ValueError(f"shaping_form must be one of {SHAPING_FORMS}, got {form!r}")
         self.potential, self.gamma, self.form = potential, gamma, form
 
     def __call__(self, rows: NStepTransition) -> NStepTransition:
@@ -73,12 +74,10 @@ class PotentialShaping:
             return rows
         start = np.asarray(self.potential(rows.state), dtype=np.float64)
         end = np.asarray(self.potential(rows.next_state), dtype=np.float64)
-        if self.form == "potential":
-            discount = self.gamma ** rows.steps.astype(np.float64)
-        elif (rows.steps != 1).any():
+        if self.form == "progress" and (rows.steps != 1).any():
             raise ValueError(f"shaping_form='progress' shapes one-step rows only (n_step=1), "
                              f"got rows of {int(rows.steps.max())} steps")
-        else:
-            discount = 1.0
+        discount = (self.gamma ** rows.steps.astype(np.float64) if self.form == "potential"
+                    else 1.0)
         reward = rows.reward + discount * (1.0 - rows.terminated) * end - start
         return rows._replace(reward=reward.astype(np.float32))
