@@ -26,9 +26,10 @@ from torch import nn
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ia2c import policy_gradient_loss
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             PerAgentNet, agent_from_run, clip_grad_step)
+                                             PerAgentNet, agent_from_run)
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["ComaConfig", "ComaLearner", "SPECS", "counterfactual_advantage",
            "others_actions", "train"]
@@ -99,14 +100,14 @@ class ComaLearner(OnPolicyLearner):
         q_all = self.q_values(self.critic, rollout.state, rollout.actions)        # [T, E, n, k]
         q_taken = q_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
         loss_critic = F.mse_loss(q_taken, targets)
-        clip_grad_step(self.optimizers["critic"], loss_critic, self.cfg.max_grad_norm)
+        gradient_step(self.optimizers["critic"], loss_critic, self.cfg.max_grad_norm)
 
         # actor: counterfactual advantage
         logits = self.agent.logits(rollout.obs)
         advantage, _ = counterfactual_advantage(q_all, torch.softmax(logits, -1), rollout.actions)
         loss_actor, entropy = policy_gradient_loss(advantage, logits, rollout.actions,
                                                    self.cfg.entropy_coef)
-        clip_grad_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
+        gradient_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
 
         self.update_target()
         return {"loss_critic": loss_critic, "loss_actor": loss_actor, "entropy": entropy,

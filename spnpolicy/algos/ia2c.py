@@ -22,9 +22,10 @@ import torch.nn.functional as F
 
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             agent_from_run, clip_grad_step)
+                                             agent_from_run)
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["A2CConfig", "A2CLearner", "SPECS", "policy_gradient_loss", "train"]
 
@@ -56,12 +57,12 @@ class A2CLearner(OnPolicyLearner):
         values = self.values(self.critic, rollout.state, rollout.obs)          # [T, E, n]
         advantage = (targets - values).detach()
         loss_critic = F.mse_loss(values, targets)
-        clip_grad_step(self.optimizers["critic"], loss_critic, self.cfg.max_grad_norm)
+        gradient_step(self.optimizers["critic"], loss_critic, self.cfg.max_grad_norm)
 
         # actor: policy gradient with the advantage
         loss_actor, entropy = policy_gradient_loss(advantage, self.agent.logits(rollout.obs),
                                                    rollout.actions, self.cfg.entropy_coef)
-        clip_grad_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
+        gradient_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
 
         self.update_target()
         return {"loss_critic": loss_critic, "loss_actor": loss_actor, "entropy": entropy,

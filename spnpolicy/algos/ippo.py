@@ -28,9 +28,10 @@ import torch.nn.functional as F
 
 from spnpolicy.algos.config import AlgorithmSpec, check_float, check_int
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             agent_from_run, clip_grad_step)
+                                             agent_from_run)
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["EpochsConfig", "PPO_ENV_DEFAULTS", "PPOConfig", "PPOLearner", "SPECS",
            "clipped_surrogate_loss", "minibatch_indices", "taken_log_probs", "train"]
@@ -144,12 +145,12 @@ class PPOLearner(OnPolicyLearner):
                 values = self.values(self.critic, state[idx], obs[idx])          # [M, n]
                 advantage = self.advantages((targets[idx] - values).detach())
                 loss_critic = F.mse_loss(values, targets[idx])
-                clip_grad_step(self.optimizers["critic"], loss_critic, cfg.max_grad_norm)
+                gradient_step(self.optimizers["critic"], loss_critic, cfg.max_grad_norm)
 
                 # actor
                 loss_actor, extra = self.actor_loss(self.agent.logits(obs[idx]), old_logits[idx],
                                                     actions[idx], advantage, rollout)
-                clip_grad_step(self.optimizers["actor"], loss_actor, cfg.max_grad_norm)
+                gradient_step(self.optimizers["actor"], loss_actor, cfg.max_grad_norm)
                 for key, value in {"loss_critic": loss_critic, "loss_actor": loss_actor,
                                    **extra}.items():
                     totals[key] = totals.get(key, 0.0) + float(value.detach())

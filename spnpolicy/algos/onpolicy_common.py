@@ -32,7 +32,7 @@ from spnpolicy.training import make_target, soft_update
 from spnpolicy.training.onpolicy import Rollout, gae_advantages, nstep_returns
 
 __all__ = ["CRITIC_INPUTS", "OnPolicyAgent", "OnPolicyConfig", "OnPolicyLearner",
-           "PerAgentNet", "ENV_DEFAULTS", "agent_from_run", "categorical_kl", "clip_grad_step"]
+           "PerAgentNet", "ENV_DEFAULTS", "agent_from_run", "categorical_kl"]
 
 CRITIC_INPUTS = ("obs", "state")
 RETURNS = ("nstep", "gae")
@@ -202,14 +202,6 @@ def categorical_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tens
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-def clip_grad_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> None:
-    """zero_grad -> backward -> clip every parameter group's gradient norm -> step."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if max_norm > 0:
-        for group in optimizer.param_groups:
-            nn.utils.clip_grad_norm_(group["params"], max_norm)
-    optimizer.step()
 
 
 class OnPolicyLearner:

@@ -32,9 +32,10 @@ from torch import nn
 from spnpolicy.algos.config import AlgorithmSpec, check_float
 from spnpolicy.algos.ia2c import policy_gradient_loss
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             PerAgentNet, agent_from_run, clip_grad_step)
+                                             PerAgentNet, agent_from_run)
 from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["MAX_JOINT_ACTIONS", "PacConfig", "PacLearner", "SPECS", "entropy_schedule",
            "joint_index", "max_over_others", "train"]
@@ -132,13 +133,13 @@ class PacLearner(OnPolicyLearner):
         best = max_over_others(table.detach(), self.num_agents, self.num_actions)
         advantage = (best.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1) - v).detach()
         loss_critic = F.mse_loss(q_taken, targets) + F.mse_loss(v, targets)
-        clip_grad_step(self.optimizers["critic"], loss_critic, self.cfg.max_grad_norm)
+        gradient_step(self.optimizers["critic"], loss_critic, self.cfg.max_grad_norm)
 
         # actor with the annealed entropy bonus
         coef = entropy_schedule(rollout.step, self.cfg)
         loss_actor, entropy = policy_gradient_loss(advantage, self.agent.logits(rollout.obs),
                                                    rollout.actions, coef)
-        clip_grad_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
+        gradient_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
 
         self.update_target()
         return {"loss_critic": loss_critic, "loss_actor": loss_actor, "entropy": entropy,

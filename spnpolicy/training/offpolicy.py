@@ -37,6 +37,7 @@ from torch import nn
 from spnpolicy.training.buffer import Batch, ReplayBuffer
 from spnpolicy.training.evaluation import evaluate_run
 from spnpolicy.training.metrics import UpdateMeans
+from spnpolicy.training.optim import gradient_step
 from spnpolicy.training.runner import Runner
 from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
 from spnpolicy.training.session import Session
@@ -144,18 +145,6 @@ class ActingAgent(nn.Module):
         actions = self.greedy_actions(x) if deterministic else self.sampled_actions(x, generator)
         actions = actions[0] if single else actions
         return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()
-
-
-def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                  max_norm: float = 0.0) -> None:
-    """Zero the gradients, backpropagate ``loss``, clip each parameter group's gradient norm
-    to ``max_norm`` (0: no clipping) and step."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if max_norm > 0:
-        for group in optimizer.param_groups:
-            nn.utils.clip_grad_norm_(group["params"], max_norm)
-    optimizer.step()
 
 
 def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Session,
