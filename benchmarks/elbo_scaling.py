@@ -52,7 +52,7 @@ import circuits.distribution
 from circuits.structures import selective
 from factor_q import FactorGraph, FactorValues, elbo
 from circuits.region_tree import RegionTree
-from spnpolicy.bench.machine import machine
+from spnpolicy.machine import machine
 
 RESULTS = Path("runs/benchmarks")  # tracked copy: benchmarks/results/ (--out)
 

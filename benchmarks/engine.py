@@ -43,7 +43,7 @@ from circuits import Circuit
 from circuits.structures import random_tensorized, selective
 from einsum_reference import EinsumReference
 from spflow_reference import count_edges, import_spflow, spflow_log_likelihood, to_spflow
-from spnpolicy.bench.machine import git_commit, machine
+from spnpolicy.machine import git_commit, machine
 from timing import forward_and_backward, seconds
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spnpolicy.bench.machine import machine
+from spnpolicy.machine import machine
 from spnpolicy.envs.coverage_vec import CoverageVecEnv
 
 RESULTS = Path("runs/benchmarks/env_speed.json")  # tracked copy: benchmarks/results/ (--out)

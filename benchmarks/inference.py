@@ -46,7 +46,7 @@ import torch
 from scipy.stats import mannwhitneyu
 
 import spnpolicy
-from spnpolicy.bench.machine import machine
+from spnpolicy.machine import machine
 from spnpolicy.bench.stats import mean_ci
 from spnpolicy.inference import (
     anomaly_scores,

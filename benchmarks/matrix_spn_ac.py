@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import spnpolicy
-from spnpolicy.bench.machine import machine
+from spnpolicy.machine import machine
 from spnpolicy.bench.matrix import greedy_joint_action, optimal_joint_actions
 
 RESULTS = Path("runs/benchmarks/matrix_spn_ac.json")  # tracked copy: benchmarks/results/ (--out)

@@ -38,7 +38,7 @@ from circuits import Circuit
 from circuits import structures
 from circuits.analysis import analyse
 from circuits.structures import random_tensorized, selective
-from spnpolicy.bench.machine import git_commit, machine
+from spnpolicy.machine import git_commit, machine
 
 CONFIGS = [  # (name, builder kwargs, batch, per-row params)
     ("selective(8, 6, 8)", ("selective", dict(num_vars=8, num_states=6, width=8)), 128, True),

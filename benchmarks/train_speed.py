@@ -40,7 +40,7 @@ from spnpolicy.algos.q_learning import RunningMeanStd, td_loss
 from spnpolicy.algos.registry import make_config
 from spnpolicy.algos.spn_ac import SpnAc
 from spnpolicy.algos.value_based import build as build_vdn
-from spnpolicy.bench.machine import machine
+from spnpolicy.machine import machine
 from spnpolicy.training import (ReplayBuffer, Runner, TransitionStream, make_target,
                                 make_vec_env, soft_update)
 

@@ -36,6 +36,9 @@ class RunRecord:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     suite: str | None = None
     """The bench suite that made the run (from ``bench.json``), if any."""
+    provenance: tuple[dict[str, Any], ...] = ()
+    """What trained it (``provenance.jsonl``): a record per process, each with the ``step``
+    it started from and the package's ``commit``; ``()`` for runs made before it was kept."""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -64,7 +67,8 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     task = bench.get("task") or task_label(config["env"], env_kwargs)
     return RunRecord(task=task, algo=config["algo"], env=config["env"], seed=int(config["seed"]),
                      total_steps=run.total_steps(), history=run.read_history(),
-                     env_kwargs=env_kwargs, suite=bench.get("suite"))
+                     env_kwargs=env_kwargs, suite=bench.get("suite"),
+                     provenance=run.read_provenance())
 
 
 def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:

@@ -14,10 +14,15 @@ metric over all its runs of all tasks.
                                "curves": [[[step, metric], ...], ...],
                                "optimal_fraction": E, "optimal_seeds": 7}}},   # matrix only
      "iqm": {algo: E},
+     "trained_at": {"commits": [{"commit": "c0546c8", "from_step": 0, "to_step": 500000,
+                                 "runs": 21}, ...], "unrecorded": 0},
      "provenance": {"command": "spnpolicy bench ...", "commit": "a1b2c3d" | null,
                     "machine": {"platform": ..., "cpu_count": 2, "torch": ...}}}
 
 where ``E`` is ``{"value": v, "ci95": [low, high], "n": runs}`` (null bounds: one run).
+``trained_at`` says which commits of the package trained the runs, over which env steps
+(from each run's ``provenance.jsonl``; a run resumed at a later commit counts under both),
+and ``provenance`` where the summary itself was made.
 ``scores``, ``returns`` and ``curves`` are per seed, in the order of ``seeds``: the final
 metric, the final return and every evaluation's ``(step, metric)``, so that a summary kept
 without its run directories can still be re-aggregated or merged with more seeds.
@@ -31,13 +36,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spnpolicy.bench.machine import git_commit, machine
 from spnpolicy.bench.matrix import is_matrix_game, reached_optimum
 from spnpolicy.bench.records import RunRecord, ordered
 from spnpolicy.bench.stats import Estimate, iqm_ci, mean_ci
+from spnpolicy.machine import git_commit, machine
 
-__all__ = ["SUMMARY_JSON", "SUMMARY_MD", "choose_metric", "markdown", "summarise", "write_report",
-           "write_summary"]
+__all__ = ["SUMMARY_JSON", "SUMMARY_MD", "choose_metric", "markdown", "summarise", "trained_at",
+           "write_report", "write_summary"]
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
@@ -62,6 +67,47 @@ def _cell(runs: list[RunRecord], metric: str) -> dict[str, Any]:
         cell["optimal_fraction"] = mean_ci(flags).to_json()
         cell["optimal_seeds"] = int(sum(flags))
     return cell
+
+
+def trained_at(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """The commits that trained ``records``, oldest first: each with the env steps it trained
+    (``from_step`` to ``to_step``, over all runs) and how many runs; ``unrecorded``: runs
+    without provenance records. A process counts from the step it started at to the step the
+    next one started at (the run's last evaluation for the last): one killed and resumed
+    from the same checkpoint trained nothing that was kept."""
+    spans: dict[str, dict[str, Any]] = {}
+    unrecorded = 0
+    for record in records:
+        if not record.provenance:
+            unrecorded += 1
+            continue
+        starts = sorted(record.provenance, key=lambda p: int(p["step"]))
+        ends = [int(p["step"]) for p in starts[1:]] + [int(record.final.get("step", 0))]
+        for start, end in zip(starts, ends):
+            if end <= int(start["step"]):
+                continue
+            commit = start.get("commit") or "unknown"
+            span = spans.setdefault(commit, {"commit": commit, "from_step": int(start["step"]),
+                                             "to_step": end, "runs": set()})
+            span["from_step"] = min(span["from_step"], int(start["step"]))
+            span["to_step"] = max(span["to_step"], end)
+            span["runs"].add((record.task, record.algo, record.seed))
+    commits = sorted(spans.values(), key=lambda span: (span["from_step"], span["commit"]))
+    return {"commits": [dict(span, runs=len(span["runs"])) for span in commits],
+            "unrecorded": unrecorded}
+
+
+def _trained_at_line(made: dict[str, Any]) -> str:
+    def runs(count: int) -> str:
+        return f"{count} run{'s' if count != 1 else ''}"
+    if not made["commits"]:
+        return (f"Which commit trained the runs is not recorded ({runs(made['unrecorded'])} "
+                f"made before `provenance.jsonl` was kept).")
+    parts = [f"{c['commit']} (steps {c['from_step']:,d} to {c['to_step']:,d}, "
+             f"{runs(c['runs'])})" for c in made["commits"]]
+    missing = (f"; {runs(made['unrecorded'])} without a record of it"
+               if made["unrecorded"] else "")
+    return f"Trained at commit {', '.join(parts)}{missing}."
 
 
 def provenance(command: str | None = None) -> dict[str, Any]:
@@ -103,7 +149,8 @@ def summarise(records: Sequence[RunRecord], suite: str | None = None,
     return {"suite": suite, "metric": metric, "tasks": tasks, "algos": algos,
             "total_steps": sorted({r.total_steps for r in finished}),
             "unfinished": [f"{r.task} {r.algo} s{r.seed}" for r in records if not r.finished],
-            "results": results, "iqm": iqm, "provenance": provenance(command)}
+            "results": results, "iqm": iqm, "trained_at": trained_at(finished),
+            "provenance": provenance(command)}
 
 
 def _estimate(entry: dict[str, Any] | None, digits: int = 2) -> str:
@@ -147,6 +194,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += _table(summary, tasks, lambda e: _estimate(e and e["return"], 3))
     if summary["unfinished"]:
         lines += ["", f"Not counted (unfinished): {', '.join(summary['unfinished'])}."]
+    if summary.get("trained_at"):
+        lines += ["", _trained_at_line(summary["trained_at"])]
     made = summary.get("provenance") or {}
     if made:
         machine = made.get("machine", {})

@@ -7,6 +7,8 @@ RUN_DIR/
   metrics.csv          the same records as a table
   checkpoints/last.pt  the latest checkpoint (atomic writes, ``torch.load(weights_only=True)``)
   tensorboard/         TensorBoard event files (when the tensorboard package is installed)
+  provenance.jsonl     one JSON record per process that trained the run: the ``step`` it
+                       started from, the package's git ``commit``, when and where
   bench.json           written by ``spnpolicy bench``: ``{"suite": ..., "task": ...}``
   RUNNING              while ``spnpolicy bench`` trains the run: ``HOST PID`` of that process
 ```
@@ -16,6 +18,7 @@ run = RunDir("runs/cov")
 run.read_config()["env"]       # 'coverage'; ValueError naming the file if missing/corrupt
 run.load_checkpoint()          # the payload; ValueError if empty/truncated/corrupt/foreign
 run.read_history()             # the evaluation records, oldest first
+run.read_provenance()          # who trained it: [{"step": 0, "commit": "8a19ab3", ...}, ...]
 RunDir.locate("runs/cov/checkpoints/last.pt")   # (RunDir("runs/cov"), that checkpoint)
 ```
 
@@ -41,11 +44,13 @@ from spnpolicy.training.checkpoint import (
 )
 
 __all__ = ["BENCH_JSON", "CHECKPOINTS", "CONFIG_JSON", "LAST", "METRICS_CSV", "METRICS_JSONL",
-           "RUNNING", "RunBusyError", "RunDir", "TENSORBOARD", "write_text_atomic"]
+           "PROVENANCE_JSONL", "RUNNING", "RunBusyError", "RunDir", "TENSORBOARD",
+           "write_text_atomic"]
 
 CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
+PROVENANCE_JSONL = "provenance.jsonl"
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 TENSORBOARD = "tensorboard"
@@ -89,6 +94,10 @@ class RunDir:
     @property
     def metrics_csv(self) -> Path:
         return self.path / METRICS_CSV
+
+    @property
+    def provenance_jsonl(self) -> Path:
+        return self.path / PROVENANCE_JSONL
 
     @property
     def checkpoint(self) -> Path:
@@ -197,18 +206,21 @@ class RunDir:
     def read_history(self) -> tuple[dict[str, Any], ...]:
         """The evaluation records of ``metrics.jsonl``, oldest first (``()`` when there is no
         file); stops at a line cut off by a kill."""
-        if not self.metrics_jsonl.is_file():
-            return ()
-        records = []
-        for line in self.metrics_jsonl.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut off by a kill; everything before it is whole
-            if not isinstance(record, dict) or "step" not in record:
-                break
-            records.append(record)
-        return tuple(records)
+        return _read_records(self.metrics_jsonl)
+
+    # --- provenance -----------------------------------------------------------------------
+    def read_provenance(self) -> tuple[dict[str, Any], ...]:
+        """The records of ``provenance.jsonl``, oldest first: one per process that trained
+        the run, each with the ``step`` it started from (``()`` for a run made before the
+        file was kept); stops at a line cut off by a kill."""
+        return _read_records(self.provenance_jsonl)
+
+    def append_provenance(self, record: dict[str, Any]) -> None:
+        """Add one record (a ``step`` and what trained the run from it) as a line of
+        ``provenance.jsonl``; a kill can cut off only that line, which reading skips."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.provenance_jsonl.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
     def read_bench(self) -> dict[str, Any]:
         """``bench.json`` (``{}`` when the run was not made by a bench)."""
@@ -283,6 +295,23 @@ class RunDir:
                 reason = f"{blocker} is a file, not a directory"
             raise ValueError(f"{what} {str(self.path)!r}: cannot write a run directory there "
                              f"({reason}); choose another directory") from None
+
+
+def _read_records(path: Path) -> tuple[dict[str, Any], ...]:
+    """The JSON records of a ``.jsonl`` file with a ``step`` each, oldest first (``()`` when
+    there is no file); stops at a line cut off by a kill."""
+    if not path.is_file():
+        return ()
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut off by a kill; everything before it is whole
+        if not isinstance(record, dict) or "step" not in record:
+            break
+        records.append(record)
+    return tuple(records)
 
 
 def _alive(pid: int) -> bool:

@@ -1,7 +1,8 @@
 """The bookkeeping of one training run, shared by every algorithm's training loop.
 
 A :class:`Session` owns the run directory (``config.json``, ``metrics.jsonl``,
-``metrics.csv``, ``checkpoints/last.pt``), the evaluation and checkpoint schedule, the
+``metrics.csv``, ``checkpoints/last.pt``, and ``provenance.jsonl``: a line per ``begin``
+with the step it starts from and the package's git commit), the evaluation and checkpoint schedule, the
 progress bar and the logger. The algorithm keeps its own loop and calls it:
 
 ```python
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spnpolicy.machine import training_provenance
 from spnpolicy.training.checkpoint import save_checkpoint
 from spnpolicy.training.logger import MetricsLogger
 from spnpolicy.training.progress import ProgressBar
@@ -196,6 +198,8 @@ class Session:
         self._next_eval = 0 if last_eval is None else self._after(last_eval, self.eval_interval)
         self._next_checkpoint = self._after(step, self.checkpoint_interval)
         self._start_time, self._start_step = time.perf_counter(), step
+        if self.out_dir is not None:
+            RunDir(self.out_dir).append_provenance(training_provenance(step))
         self._catch_interrupt()
         return step
 

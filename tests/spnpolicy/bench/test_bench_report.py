@@ -124,3 +124,40 @@ def test_summary_records_command_commit_and_machine(matrix_runs):
     # the tests run from a git checkout of the package: its commit is recorded
     assert made["commit"] is None or len(made["commit"].split("+")[0]) >= 7
     assert f"commit {made['commit']}" in markdown(summary)
+
+
+def _provenance(run_dir, *records):
+    (run_dir / "provenance.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_summary_says_which_commits_trained_the_runs(tmp_path, make_run):
+    """A run resumed at a later commit counts under both, each over the steps it trained; a
+    process killed and resumed from the same checkpoint trained nothing that was kept."""
+    extended = make_run(tmp_path, "climbing", "spn-ac", 0, "climbing", [0.0] * 11)  # to 1000
+    _provenance(extended, {"step": 0, "commit": "aaaaaaa"}, {"step": 500, "commit": "bbbbbbb"})
+    plain = make_run(tmp_path, "climbing", "spn-ac", 1, "climbing", [0.0] * 6)      # to 500
+    _provenance(plain, {"step": 0, "commit": "aaaaaaa"})
+    killed = make_run(tmp_path, "climbing", "spn-ac", 2, "climbing", [0.0] * 6)
+    _provenance(killed, {"step": 0, "commit": "aaaaaaa"}, {"step": 200, "commit": "aaaaaaa"},
+                {"step": 200, "commit": "ccccccc"})
+    make_run(tmp_path, "climbing", "spn-ac", 3, "climbing", [0.0] * 6)   # before the file
+    summary = summarise(load_all(tmp_path), "matrix")
+    assert summary["trained_at"] == {"commits": [
+        {"commit": "aaaaaaa", "from_step": 0, "to_step": 500, "runs": 3},
+        {"commit": "ccccccc", "from_step": 200, "to_step": 500, "runs": 1},
+        {"commit": "bbbbbbb", "from_step": 500, "to_step": 1000, "runs": 1}],
+        "unrecorded": 1}
+    assert ("Trained at commit aaaaaaa (steps 0 to 500, 3 runs), ccccccc (steps 200 to 500, "
+            "1 run), bbbbbbb (steps 500 to 1,000, 1 run); 1 run without a record of it."
+            in markdown(summary))
+
+
+def test_runs_trained_by_spnpolicy_train_name_the_checkout(tmp_path):
+    from spnpolicy import train
+    from spnpolicy.machine import git_commit
+    run = tmp_path / "run"
+    train("vdn", "climbing", seed=0, out_dir=run, total_steps=64, learning_starts=32,
+          eval_interval=64, eval_episodes=1, verbose=False, progress=False)
+    summary = summarise([load_run(run)])
+    assert summary["trained_at"] == {"commits": [{"commit": git_commit(), "from_step": 0,
+                                                  "to_step": 64, "runs": 1}], "unrecorded": 0}

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from spnpolicy.training import RunSpec, Session, evaluate, load_checkpoint, make_vec_env
+from spnpolicy.training.rundir import RunDir
 from spnpolicy.training.session import TrainingInterrupted
 
 
@@ -114,6 +115,38 @@ def test_resume_rules(tmp_path):
     assert resumed.history == [dict(payload["session"]["history"][0])]
     assert not resumed.eval_due(16) and resumed.eval_due(30)
     resumed.close()
+
+
+def test_every_begin_records_its_step_and_the_commit(tmp_path, monkeypatch):
+    """provenance.jsonl: a record per process that trained the run, from the step it began
+    at, naming the package's commit (here a stand-in: the checkout may be dirty)."""
+    import spnpolicy.training.session as session_module
+    from spnpolicy.machine import training_provenance
+    commits = iter(["aaaaaaa", "bbbbbbb+dirty"])
+    monkeypatch.setattr(session_module, "training_provenance",
+                        lambda step: dict(training_provenance(step), commit=next(commits)))
+    session = _session(tmp_path)
+    session.begin()
+    session.record(0, {"return_mean": 1.0})
+    session.save(8, {"payload": 1})
+    session.close()
+    resumed = _session(tmp_path, resume=True, total=200)
+    resumed.begin(resumed.restore())
+    resumed.close()
+    records = RunDir(tmp_path).read_provenance()
+    assert [(r["step"], r["commit"]) for r in records] == [(0, "aaaaaaa"), (8, "bbbbbbb+dirty")]
+    assert {"started", "host", "cpu", "python", "torch"} <= set(records[0])
+    assert records[0]["torch"] == torch.__version__
+    # a session without a run directory writes nothing
+    bare = Session(RunSpec("algo", "climbing", 0, {}, {}), total_steps=10, eval_interval=5,
+                   checkpoint_interval=5, out_dir=None, stdout=False)
+    assert bare.begin() == 0
+
+
+def test_the_commit_recorded_is_the_checkouts():
+    from spnpolicy.machine import git_commit, training_provenance
+    record = training_provenance(5)
+    assert record["step"] == 5 and record["commit"] == git_commit()
 
 
 def _saved_run(tmp_path, step=56):

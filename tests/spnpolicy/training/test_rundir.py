@@ -78,3 +78,14 @@ def test_no_other_module_spells_the_checkpoint_path():
             if '"last.pt"' in line or '/ "checkpoints"' in line:
                 offenders.append(f"{name}: {line.strip()}")
     assert offenders == []
+
+
+def test_provenance_records_append_and_read_back(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert run.read_provenance() == ()                  # a run made before the file was kept
+    run.append_provenance({"step": 0, "commit": "aaaaaaa"})
+    run.append_provenance({"step": 500, "commit": None})
+    with run.provenance_jsonl.open("a") as handle:
+        handle.write('{"step": 900, "comm')             # a line cut off by a kill
+    assert run.read_provenance() == ({"step": 0, "commit": "aaaaaaa"},
+                                     {"step": 500, "commit": None})

@@ -1,16 +1,17 @@
-"""Where a figure was measured: the machine and the git commit, for results files."""
+"""Where a figure was measured or a run trained: the machine and the git commit."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cpu_model", "git_commit", "machine"]
+__all__ = ["cpu_model", "git_commit", "machine", "training_provenance"]
 
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
@@ -48,3 +49,14 @@ def machine(**extra: Any) -> dict[str, Any]:
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     return info | extra
+
+
+def training_provenance(step: int) -> dict[str, Any]:
+    """What trains a run from env step ``step`` on: the package's ``commit`` (as
+    :func:`git_commit`), the UTC start time, the host, CPU model, Python and torch version."""
+    import torch
+
+    return {"step": int(step), "commit": git_commit(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "host": platform.node(), "cpu": cpu_model(), "python": platform.python_version(),
+            "torch": torch.__version__}
