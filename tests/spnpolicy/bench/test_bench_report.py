@@ -138,8 +138,8 @@ def test_summary_says_which_commits_trained_the_runs(tmp_path, make_run):
     plain = make_run(tmp_path, "climbing", "spn-ac", 1, "climbing", [0.0] * 6)      # to 500
     _provenance(plain, {"step": 0, "commit": "aaaaaaa"})
     killed = make_run(tmp_path, "climbing", "spn-ac", 2, "climbing", [0.0] * 6)
-    _provenance(killed, {"step": 0, "commit": "aaaaaaa"}, {"step": 200, "commit": "aaaaaaa"},
-                {"step": 200, "commit": "ccccccc"})
+    _provenance(killed, {"step": 0, "commit": "aaaaaaa"}, {"step": 200, "commit": "ddddddd"},
+                {"step": 200, "commit": "ccccccc"})   # ddddddd: killed before its checkpoint
     make_run(tmp_path, "climbing", "spn-ac", 3, "climbing", [0.0] * 6)   # before the file
     summary = summarise(load_all(tmp_path), "matrix")
     assert summary["trained_at"] == {"commits": [
