@@ -36,8 +36,8 @@ from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS, QLearningConfig, QModel
 from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import (TargetSync, agent_loader, gradient_step,
-                                          train_offpolicy)
+from spnpolicy.training.offpolicy import TargetSync, agent_loader, train_offpolicy
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["SPECS", "I2q", "I2qConfig", "I2qNetworks", "StateAgentQ", "q_loss", "qss_loss",
            "transition_loss"]

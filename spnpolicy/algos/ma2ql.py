@@ -31,8 +31,8 @@ from spnpolicy.algos.q_learning import ENV_DEFAULTS as Q_DEFAULTS
 from spnpolicy.algos.q_learning import QLearningConfig, RunningMeanStd
 from spnpolicy.algos.value_based import MixedQ
 from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import (TargetSync, agent_loader, gradient_step,
-                                          train_offpolicy)
+from spnpolicy.training.offpolicy import TargetSync, agent_loader, train_offpolicy
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["SPECS", "Ma2ql", "Ma2qlConfig", "SeparateAgentQ", "agent_td_loss", "turn"]
 

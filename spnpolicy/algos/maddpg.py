@@ -31,7 +31,8 @@ from spnpolicy.algos.masac import CategoricalAgents
 from spnpolicy.algos.policies import mlp
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, agent_loader,
-                                          gradient_step, train_offpolicy)
+                                          train_offpolicy)
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["SPECS", "CentralCritic", "Maddpg", "MaddpgConfig", "actor_loss",
            "gumbel_softmax_st"]

@@ -41,7 +41,8 @@ from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.value_based import AgentQNetwork
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
-                                          agent_loader, gradient_step, train_offpolicy)
+                                          agent_loader, train_offpolicy)
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["SPECS", "CategoricalAgents", "Masac", "MasacConfig", "TwinCentralCritic",
            "actor_loss", "others_onehot", "soft_target"]

@@ -202,8 +202,6 @@ def categorical_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tens
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-
-
 class OnPolicyLearner:
     """Base of the on-policy learners: the agent, a critic with a Polyak target, their Adam
     optimisers, the reward standardiser, critic targets and checkpoint state.

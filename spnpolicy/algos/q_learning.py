@@ -34,7 +34,8 @@ from spnpolicy.algos.config import (OffPolicyConfig, check_bool, check_float, ch
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.buffer import Batch
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
-                                          agent_loader, gradient_step, train_offpolicy)
+                                          agent_loader, train_offpolicy)
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["ENV_DEFAULTS", "EpsilonGreedyLearner", "QLearner", "QLearningConfig", "QModel",
            "RunningMeanStd", "epsilon_greedy", "linear_epsilon", "q_agent_loader", "train_q"]

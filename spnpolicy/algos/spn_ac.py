@@ -43,8 +43,8 @@ from spnpolicy.algos.critics import (FACTOR_GRAPHS, TwinFactorQ, TwinValues, bui
 from spnpolicy.algos.policies import JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, gradient_step,
-                                          train_offpolicy)
+from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync, train_offpolicy
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value",
            "train"]

@@ -37,7 +37,6 @@ from torch import nn
 from spnpolicy.training.buffer import Batch, ReplayBuffer
 from spnpolicy.training.evaluation import evaluate_run
 from spnpolicy.training.metrics import UpdateMeans
-from spnpolicy.training.optim import gradient_step
 from spnpolicy.training.runner import Runner
 from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
 from spnpolicy.training.session import Session
@@ -45,7 +44,7 @@ from spnpolicy.training.stream import TransitionStream
 from spnpolicy.training.targets import hard_update, soft_update
 from spnpolicy.training.vec_env import VecEnv, make_vec_env
 
-__all__ = ["ActingAgent", "OffPolicyAlgorithm", "TargetSync", "agent_loader", "gradient_step",
+__all__ = ["ActingAgent", "OffPolicyAlgorithm", "TargetSync", "agent_loader",
            "train_offpolicy"]
 
 

@@ -141,6 +141,7 @@ def test_every_begin_records_its_step_and_the_commit(tmp_path, monkeypatch):
     bare = Session(RunSpec("algo", "climbing", 0, {}, {}), total_steps=10, eval_interval=5,
                    checkpoint_interval=5, out_dir=None, stdout=False)
     assert bare.begin() == 0
+    bare.close()
 
 
 def test_the_commit_recorded_is_the_checkouts():
