@@ -124,6 +124,10 @@ def test_summary_records_command_commit_and_machine(matrix_runs):
     # the tests run from a git checkout of the package: its commit is recorded
     assert made["commit"] is None or len(made["commit"].split("+")[0]) >= 7
     assert f"commit {made['commit']}" in markdown(summary)
+    # the synthetic runs have no provenance.jsonl: the summary says so, not a commit
+    assert summary["trained_at"] == {"commits": [], "unrecorded": 12}
+    assert ("Which commit trained the runs is not recorded (12 runs made before "
+            "`provenance.jsonl` was kept)." in markdown(summary))
 
 
 def _provenance(run_dir, *records):
