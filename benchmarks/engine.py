@@ -5,7 +5,9 @@
    ``log_prob`` forward (with the circuit's normalised parameters kept, and fresh: as after a
    parameter update) and forward + backward (w.r.t. every parameter) at batch 1, 64,
    1000 and 10000. CPU time on CPU (one thread by default), synchronised wall time on an
-   accelerator (``--device cuda``); the two alternate, median of repeats.
+   accelerator (``--device cuda``); median of repeats, the five timed calls in a fresh
+   random order each round (:func:`timing.interleaved`: a call's time depends on the call
+   before it).
 1. Log-likelihood throughput on one RAT-SPN (``random_tensorized``: 32 variables x 6
    states, 4 repetitions, depth 3, 8 sums and 8 inputs per region, 18,976 edges), built
    once with our node API and converted node for node to SPFlow 0.0.48's classic API
@@ -44,7 +46,7 @@ from circuits.structures import random_tensorized, selective
 from einsum_reference import EinsumReference
 from spflow_reference import count_edges, import_spflow, spflow_log_likelihood, to_spflow
 from spnpolicy.machine import git_commit, machine
-from timing import forward_and_backward, seconds
+from timing import forward_and_backward, interleaved, seconds
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"
 RAT = dict(num_vars=32, num_states=6, depth=3, num_repetitions=4, num_sums=8,
@@ -136,10 +138,7 @@ def bench_reference(rat: dict, batches, device: str, budget_s: float) -> dict:
             fn()
         first = seconds(ours_fb, device) + seconds(ref_fb, device)
         repeats = max(3, min(30, int(budget_s / max(first, 1e-6))))
-        samples = {name: [] for name in fns}
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                samples[name].append(seconds(fn, device))
+        samples = interleaved(fns, repeats, device, seed=batch)
         ms = {name: statistics.median(v) * 1e3 for name, v in samples.items()}
         row["batches"][batch] = {
             **{f"{name}_ms": value for name, value in ms.items()}, "repeats": repeats,

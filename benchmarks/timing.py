@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable
 
@@ -19,6 +20,26 @@ def seconds(fn: Callable[[], object], device: str) -> float:
     fn()
     torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: str,
+                seed: int = 0) -> dict[str, list[float]]:
+    """Seconds of every one of ``fns`` in each of ``repeats`` rounds, each round in a fresh
+    random order (seeded), so that no call always runs right after the same other one.
+
+    A call's time depends on what ran just before it: on CPU a forward right after another
+    model's forward + backward runs up to ~45% slower than after a forward (measured at
+    batch 64 on the engine benchmark's RAT-SPN), so a fixed order charges that to whichever
+    call always follows the expensive one.
+    """
+    rng = random.Random(seed)
+    order = list(fns)
+    samples: dict[str, list[float]] = {name: [] for name in order}
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for name in order:
+            samples[name].append(seconds(fns[name], device))
+    return samples
 
 
 def forward_and_backward(log_prob: Callable[[], torch.Tensor],
