@@ -5,10 +5,14 @@ milliseconds per update, at equal num_envs, batch_size and gradient_steps.
     python benchmarks/train_speed.py --settings 3x6x6 --steps 4000 --out /tmp/speed.json
 
 Settings: ``3x6x6`` (3 agents, 6x6 grid; spn-ac's critic has the 3 pairwise factors) and
-``6x20x20`` (6 agents, 20x20 grid; 20 random pairwise factors, spn-ac's default). Both
-algorithms run their coverage defaults with the same ``num_envs``, ``batch_size``,
-``gradient_steps`` and ``learning_starts`` (given below), one evaluation episode and no
-checkpoints, in this one process on one torch thread. A figure is CPU seconds
+``6x20x20`` (6 agents, 20x20 grid; 20 random pairwise factors, spn-ac's default), coverage's
+default observations and random goals; ``coverage-quick`` and ``coverage-paper``: the same
+sizes in the env setting and config of those bench suites (the setting every coverage
+result in ``benchmarks/README.md`` trains in: fixed goals, relative observations, 131
+numbers per agent on 20x20 where the default has 37; shaping). Both algorithms run their
+coverage defaults with the same ``num_envs``, ``batch_size``, ``gradient_steps`` and
+``learning_starts`` (given below), one evaluation episode and no checkpoints, in this one
+process on one torch thread. A figure is CPU seconds
 (``time.process_time``), the median over ``--repeats``; the algorithms alternate within
 each repeat so that both see the same machine load, and the ratio is taken in this run.
 
@@ -26,6 +30,7 @@ Writes ``benchmarks/results/train_speed.json`` only with ``--out`` (or ``--save`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import statistics
@@ -37,26 +42,44 @@ import torch
 
 import spnpolicy
 from spnpolicy.algos.q_learning import RunningMeanStd, td_loss
-from spnpolicy.algos.registry import make_config
+from spnpolicy.algos.registry import get_algorithm, make_config
 from spnpolicy.algos.spn_ac import SpnAc
 from spnpolicy.algos.value_based import build as build_vdn
+from spnpolicy.bench.suites import get_suite
 from spnpolicy.machine import machine
 from spnpolicy.training import (ReplayBuffer, Runner, TransitionStream, make_target,
                                 make_vec_env, soft_update)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
-#: name -> coverage env kwargs
+
+
+def _suite_setting(name: str) -> tuple[dict, dict]:
+    suite = get_suite(name)
+    task, = suite.tasks
+    return dict(task.env_kwargs), dict(suite.config)
+
+
+#: name -> (coverage env kwargs, config fields set for every algorithm that has them)
 SETTINGS = {
-    "3x6x6": dict(num_agents=3, grid_size=6, max_steps=50, reward="sparse"),
-    "6x20x20": dict(num_agents=6, grid_size=20, max_steps=200, reward="sparse"),
+    "3x6x6": (dict(num_agents=3, grid_size=6, max_steps=50, reward="sparse"), {}),
+    "6x20x20": (dict(num_agents=6, grid_size=20, max_steps=200, reward="sparse"), {}),
+    "coverage-quick": _suite_setting("coverage-quick"),
+    "coverage-paper": _suite_setting("coverage-paper"),
 }
+DEFAULT_SETTINGS = ("3x6x6", "6x20x20")
 ALGOS = ("spn-ac", "vdn")
 
 
-def run_config(algo: str, env_kwargs: dict, args) -> object:
-    overrides = {}
+def _setting_config(algo: str, setting: dict) -> dict:
+    """The fields of ``setting`` that ``algo``'s config has (as ``spnpolicy bench`` does)."""
+    names = {f.name for f in dataclasses.fields(get_algorithm(algo).config_cls)}
+    return {k: v for k, v in setting.items() if k in names}
+
+
+def run_config(algo: str, setting: dict, args) -> object:
+    overrides = _setting_config(algo, setting)
     if algo == "spn-ac" and args.spn_ac_hidden is not None:
-        overrides = {"policy_hidden": args.spn_ac_hidden, "critic_hidden": args.spn_ac_hidden}
+        overrides |= {"policy_hidden": args.spn_ac_hidden, "critic_hidden": args.spn_ac_hidden}
     return make_config(algo, "coverage", {
         "total_steps": args.steps, "num_envs": args.num_envs, "batch_size": args.batch_size,
         "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
@@ -64,13 +87,14 @@ def run_config(algo: str, env_kwargs: dict, args) -> object:
         "eval_stochastic": False, "torch_threads": 1, "device": args.device, **overrides})
 
 
-def train_rate(algo: str, env_kwargs: dict, args) -> float:
+def train_rate(algo: str, env_kwargs: dict, setting: dict, args) -> float:
     """Env steps per CPU second of one ``spnpolicy.train`` run."""
-    cfg = run_config(algo, env_kwargs, args)
+    cfg = run_config(algo, setting, args)
     overrides = {f: getattr(cfg, f) for f in ("num_envs", "batch_size", "gradient_steps",
                                               "learning_starts", "eval_episodes",
                                               "eval_interval", "checkpoint_interval",
                                               "eval_stochastic", "torch_threads", "device")}
+    overrides |= _setting_config(algo, setting)
     if algo == "spn-ac" and args.spn_ac_hidden is not None:
         overrides.update(policy_hidden=cfg.policy_hidden, critic_hidden=cfg.critic_hidden)
     clock = _clock(args.device)
@@ -80,10 +104,10 @@ def train_rate(algo: str, env_kwargs: dict, args) -> float:
     return args.steps / (clock() - start)
 
 
-def update_ms(algo: str, env_kwargs: dict, args, updates: int) -> float:
+def update_ms(algo: str, env_kwargs: dict, setting: dict, args, updates: int) -> float:
     """CPU milliseconds of one update on a replayed batch."""
     torch.manual_seed(0)
-    cfg = run_config(algo, env_kwargs, args)
+    cfg = run_config(algo, setting, args)
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **env_kwargs)
     needs_obs = algo != "spn-ac"
     device = torch.device(cfg.device)
@@ -152,7 +176,10 @@ def _widths(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
+                        choices=list(SETTINGS),
+                        help="default: the issue's two settings; coverage-quick and "
+                             "coverage-paper are the bench suites' own")
     parser.add_argument("--steps", type=int, default=8000, help="env steps per training run")
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -175,14 +202,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     rows = []
     for name in args.settings:
-        env_kwargs = SETTINGS[name]
+        env_kwargs, setting = SETTINGS[name]
         rates = {a: [] for a in ALGOS}
         updates = {a: [] for a in ALGOS}
         for _ in range(args.repeats):
             for algo in ALGOS:
-                updates[algo].append(update_ms(algo, env_kwargs, args, args.updates))
-                rates[algo].append(train_rate(algo, env_kwargs, args))
-        row = {"setting": name, "env_kwargs": env_kwargs}
+                updates[algo].append(update_ms(algo, env_kwargs, setting, args, args.updates))
+                rates[algo].append(train_rate(algo, env_kwargs, setting, args))
+        row = {"setting": name, "env_kwargs": env_kwargs, "config": setting}
         for algo in ALGOS:
             row[algo] = {"env_steps_per_s": statistics.median(rates[algo]),
                          "update_ms": statistics.median(updates[algo]),

@@ -1,5 +1,6 @@
 """benchmarks/train_speed.py: one tiny run of both algorithms writes its figures."""
 
+import argparse
 import json
 
 import pytest
@@ -33,3 +34,37 @@ def test_a_missing_accelerator_is_an_error(monkeypatch):
     with pytest.raises(SystemExit) as stop:
         load_script("benchmarks/train_speed.py").main(["--device", "cuda"])
     assert stop.value.code == 2
+
+
+def test_suite_settings_train_in_the_suites_env_and_config(tmp_path):
+    """coverage-paper's setting: the suite's env (relative observations, fixed goals) and
+    the config fields each algorithm has (progress shaping, gamma 0.9, the critic's graph)."""
+    script = load_script("benchmarks/train_speed.py")
+    env_kwargs, setting = script.SETTINGS["coverage-paper"]
+    assert env_kwargs["observation"] == "relative" and env_kwargs["layout"] == "fixed"
+    args = argparse.Namespace(steps=200, num_envs=4, batch_size=16, gradient_steps=1,
+                              learning_starts=32, device="cpu", spn_ac_hidden=None)
+    spn = script.run_config("spn-ac", setting, args)
+    vdn = script.run_config("vdn", setting, args)
+    assert (spn.shaping_form, spn.gamma, spn.num_factors) == ("progress", 0.9, 20)
+    assert (vdn.shaping_form, vdn.gamma) == ("progress", 0.9)
+    assert not hasattr(vdn, "num_factors")
+    result = script.main(["--settings", "coverage-quick", "--steps", "200", "--num-envs", "4",
+                          "--batch-size", "16", "--learning-starts", "32", "--updates", "2",
+                          "--repeats", "1", "--spn-ac-hidden", "8,8"])
+    row, = result["settings"]
+    assert row["setting"] == "coverage-quick" and row["config"] == {"shaping": True}
+    assert row["env_kwargs"]["observation"] == "relative"
+
+
+def test_the_timed_training_run_gets_the_settings_config(monkeypatch):
+    script = load_script("benchmarks/train_speed.py")
+    calls = []
+    monkeypatch.setattr(script.spnpolicy, "train", lambda *a, **kw: calls.append((a, kw)))
+    env_kwargs, setting = script.SETTINGS["coverage-paper"]
+    args = argparse.Namespace(steps=200, num_envs=4, batch_size=16, gradient_steps=1,
+                              learning_starts=32, device="cpu", spn_ac_hidden=None)
+    script.train_rate("spn-ac", env_kwargs, setting, args)
+    (_, kw), = calls
+    assert kw["env_kwargs"] == env_kwargs
+    assert {k: kw[k] for k in setting} == setting
