@@ -121,6 +121,17 @@ def test_outer_backward_gradcheck():
     assert torch.autograd.gradcheck(lambda w_, b_: upward._OuterMatmul.apply(w_, b_, a)[0], (w, both))
 
 
+def test_outer_backward_cannot_be_differentiated_again():
+    """Its backward is hand-written for first order only: a second derivative must fail
+    loudly, not come out silently wrong (``upward.run(twice=True)`` is the way to one)."""
+    w, both, a = _outer_inputs(torch.float64, 3, False)
+    both.requires_grad_()
+    out, _ = upward._OuterMatmul.apply(w.requires_grad_(), both, a)
+    grad, = torch.autograd.grad(out.square().sum(), both, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
+
+
 @pytest.mark.parametrize("batch", [1, 2, upward.NARROW - 1, upward.NARROW, 33])
 def test_float32_matches_float64_on_both_sides_of_the_narrow_batch_switch(batch):
     c32 = random_tensorized(**RAT)
