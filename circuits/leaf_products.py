@@ -13,9 +13,11 @@ fewer.
 The lookup has two layouts. Without autograd the tables are rows ``[U * W * (K + 1), I]``
 (the ``I`` products' values side by side) and one ``index_select`` of whole rows reads
 them, 1.3-1.9x faster than an elementwise gather. With autograd the tables are
-``[U, I, W, K + 1]`` and one ``gather`` reads them: the backward of a row lookup
-(an ``index_add`` or ``scatter_add`` over ``[U * W * B, I]``) costs more than the forward
-saves, 1.1-1.7x the gather's forward + backward.
+``[U, I, W, K + 1]``. On CPU, where they are finite, one batched matmul with the states'
+one-hot columns reads and sums them (its backward a matmul too); otherwise (``log 0`` in
+a table, as ``0 * -inf`` is NaN; or on an accelerator) one ``gather``: the backward of a
+row lookup (an ``index_add`` or ``scatter_add`` over ``[U * W * B, I]``) costs more than
+the forward saves, 1.1-1.7x the gather's forward + backward.
 """
 
 from __future__ import annotations
@@ -57,9 +59,25 @@ class LeafProducts:
         """:meth:`values` with the products grouped by tuple: ``[U * I, B]``."""
         u, _, _, i = self.slots.shape
         batch = x.shape[0]
-        if self._autograd(logp_ext):   # summed in the gather's own layout: a cheaper backward
-            return self._gathered(logp_ext, x).sum(2).view(u * i, batch)
+        if self._autograd(logp_ext):
+            table = logp_ext.reshape(-1).take(self.gather_slots)            # [U, I, W, K + 1]
+            if table.device.type == "cpu" and bool(torch.isfinite(table).all()):
+                return self._one_hot_sum(table, x).view(u * i, batch)
+            # summed in the gather's own layout: a cheaper backward than the row lookup's
+            return self._gathered(logp_ext, x, table).sum(2).view(u * i, batch)
         return self.children(logp_ext, x, kept).sum(1).transpose(1, 2).reshape(u * i, batch)
+
+    def _one_hot_sum(self, table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``sum_w table[u, i, w, 1 + x_w]`` as one batched matmul with the states' one-hot
+        columns: ``table [U, I, W, K + 1]`` -> ``[U, I, B]``. Its backward is the transposed
+        matmul, where the gather's is a ``scatter_add`` (on CPU the gather, its sum and
+        their backward cost about 1.5x at 1000 rows). Only for finite tables: a zero of the
+        one-hot times ``log 0`` would be NaN."""
+        u, i, w, k1 = table.shape
+        batch = x.shape[0]
+        picked = x.T.index_select(0, self.variables).add_(1).view(u, w, 1, batch)
+        one_hot = table.new_zeros(u, w, k1, batch).scatter_(2, picked, 1.0)
+        return torch.bmm(table.view(u, i, w * k1), one_hot.view(u, w * k1, batch))
 
     def in_order(self, grouped: torch.Tensor) -> torch.Tensor:
         """Grouped rows ``[U * I, B]`` in the order ``program`` reads them ``[M, B]``."""
@@ -82,11 +100,14 @@ class LeafProducts:
     def _autograd(values_ext: torch.Tensor) -> bool:
         return torch.is_grad_enabled() and values_ext.requires_grad
 
-    def _gathered(self, values_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The autograd layout's lookup: child values ``[U, I, W, B]``."""
+    def _gathered(self, values_ext: torch.Tensor, x: torch.Tensor,
+                  table: torch.Tensor | None = None) -> torch.Tensor:
+        """The autograd layout's lookup: child values ``[U, I, W, B]`` (``table``: the
+        values' ``[U, I, W, K + 1]`` layout, if already taken)."""
         u, w, _, i = self.slots.shape
         batch = x.shape[0]
-        table = values_ext.reshape(-1).take(self.gather_slots)              # [U, I, W, K + 1]
+        if table is None:
+            table = values_ext.reshape(-1).take(self.gather_slots)          # [U, I, W, K + 1]
         picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
         return table.gather(3, picked.expand(u, i, w, batch))
 

@@ -176,8 +176,11 @@ def test_normalise_names_an_all_minus_inf_group():
         parameters.normalise(c._plan_on(torch.device("cpu")), params)
 
 
+@pytest.mark.parametrize("zero_state", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_leaf_products_equal_the_unfused_pass(dtype):
+def test_fused_leaf_products_equal_the_unfused_pass(dtype, zero_state, monkeypatch):
+    """With autograd a finite leaf table is summed by a one-hot matmul; one holding log 0
+    (a zero-probability state, picked by some rows) by the gather, as 0 * -inf is NaN."""
     c = Circuit(random_tensorized(**RAT).root, dtype=dtype)
     plan = c._plan_on(torch.device("cpu"))
     fused = leaf_products.leaf_products(plan.program)
@@ -185,6 +188,13 @@ def test_fused_leaf_products_equal_the_unfused_pass(dtype):
     x = _x(40, seed=5)
     x[1] = -1                                                          # nothing observed
     ext = passes.extend(parameters.normalise(plan, c.logits.unsqueeze(0)))
+    if zero_state:
+        ext = ext.detach().clone()
+        ext[0, fused.gather_slots[0, 0, 0, 1 + int(x[0, fused.variables[0]])]] = float("-inf")
+    one_hot_calls = []
+    one_hot = leaf_products.LeafProducts._one_hot_sum
+    monkeypatch.setattr(leaf_products.LeafProducts, "_one_hot_sum",
+                        lambda self, *a: one_hot_calls.append(1) or one_hot(self, *a))
     ext_plain = ext.detach().clone().requires_grad_()
     ext_fused = ext.detach().clone().requires_grad_()
     plain = upward.root(plan.program, upward.run(
@@ -193,8 +203,12 @@ def test_fused_leaf_products_equal_the_unfused_pass(dtype):
     assert torch.equal(got, plain)
     with torch.no_grad():   # the row lookup of the no-autograd layout: the same numbers
         assert torch.equal(passes.root_log_values(plan, ext_fused, x, 40), plain)
-    plain.sum().backward()
-    got.sum().backward()
+    assert bool(torch.isinf(plain).any()) == zero_state
+    assert bool(one_hot_calls) != zero_state
+    finite = torch.isfinite(plain)
+    plain[finite].sum().backward()
+    got[finite].sum().backward()
+    assert not torch.isnan(ext_fused.grad).any()
     assert torch.allclose(ext_fused.grad, ext_plain.grad, rtol=1e-6 if dtype == torch.float32 else 1e-12)
 
 
