@@ -30,7 +30,6 @@ Writes ``benchmarks/results/train_speed.json`` only with ``--out`` (or ``--save`
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import statistics
@@ -42,9 +41,10 @@ import torch
 
 import spnpolicy
 from spnpolicy.algos.q_learning import RunningMeanStd, td_loss
-from spnpolicy.algos.registry import get_algorithm, make_config
+from spnpolicy.algos.registry import make_config
 from spnpolicy.algos.spn_ac import SpnAc
 from spnpolicy.algos.value_based import build as build_vdn
+from spnpolicy.bench.runner import config_fields
 from spnpolicy.bench.suites import get_suite
 from spnpolicy.machine import machine
 from spnpolicy.training import (ReplayBuffer, Runner, TransitionStream, make_target,
@@ -70,14 +70,8 @@ DEFAULT_SETTINGS = ("3x6x6", "6x20x20")
 ALGOS = ("spn-ac", "vdn")
 
 
-def _setting_config(algo: str, setting: dict) -> dict:
-    """The fields of ``setting`` that ``algo``'s config has (as ``spnpolicy bench`` does)."""
-    names = {f.name for f in dataclasses.fields(get_algorithm(algo).config_cls)}
-    return {k: v for k, v in setting.items() if k in names}
-
-
 def run_config(algo: str, setting: dict, args) -> object:
-    overrides = _setting_config(algo, setting)
+    overrides = config_fields(algo, setting)
     if algo == "spn-ac" and args.spn_ac_hidden is not None:
         overrides |= {"policy_hidden": args.spn_ac_hidden, "critic_hidden": args.spn_ac_hidden}
     return make_config(algo, "coverage", {
@@ -94,7 +88,7 @@ def train_rate(algo: str, env_kwargs: dict, setting: dict, args) -> float:
                                               "learning_starts", "eval_episodes",
                                               "eval_interval", "checkpoint_interval",
                                               "eval_stochastic", "torch_threads", "device")}
-    overrides |= _setting_config(algo, setting)
+    overrides |= config_fields(algo, setting)
     if algo == "spn-ac" and args.spn_ac_hidden is not None:
         overrides.update(policy_hidden=cfg.policy_hidden, critic_hidden=cfg.critic_hidden)
     clock = _clock(args.device)

@@ -75,7 +75,7 @@ class LeafProducts:
         one-hot times ``log 0`` would be NaN."""
         u, i, w, k1 = table.shape
         batch = x.shape[0]
-        picked = x.T.index_select(0, self.variables).add_(1).view(u, w, 1, batch)
+        picked = self._columns(x).view(u, w, 1, batch)
         one_hot = table.new_zeros(u, w, k1, batch).scatter_(2, picked, 1.0)
         return torch.bmm(table.view(u, i, w * k1), one_hot.view(u, w * k1, batch))
 
@@ -108,8 +108,13 @@ class LeafProducts:
         batch = x.shape[0]
         if table is None:
             table = values_ext.reshape(-1).take(self.gather_slots)          # [U, I, W, K + 1]
-        picked = x.T.index_select(0, self.variables).add_(1).view(u, 1, w, batch)
+        picked = self._columns(x).view(u, 1, w, batch)
         return table.gather(3, picked.expand(u, i, w, batch))
+
+    def _columns(self, x: torch.Tensor) -> torch.Tensor:
+        """The table column each tuple position reads, ``1 + state`` (0: missing, log 1),
+        ``[U * W, B]``, from the assignments ``x [B, V]``."""
+        return x.T.index_select(0, self.variables).add_(1)
 
     def table(self, logp_ext: torch.Tensor) -> torch.Tensor:
         """The leaf tables as rows ``[U * W * (K + 1), I]``: row ``(u, w, 1 + state)`` holds

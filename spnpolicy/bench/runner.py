@@ -33,7 +33,8 @@ from spnpolicy.bench.records import RunRecord, load_run
 from spnpolicy.bench.suites import Protocol, Suite, Task
 from spnpolicy.training.rundir import RunDir
 
-__all__ = ["BenchRun", "Outcome", "execute", "finished_record", "parse_seeds", "plan", "run_all"]
+__all__ = ["BenchRun", "Outcome", "config_fields", "execute", "finished_record", "parse_seeds", "plan",
+           "run_all"]
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,15 @@ def _select(kind: str, suite: Suite, chosen: Sequence[str] | None,
     return tuple(dict.fromkeys(chosen))
 
 
-def _config(suite: Suite, algo: str, protocol: Protocol) -> dict[str, Any]:
+def config_fields(algo: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a suite-style ``config`` that ``algo``'s config class has (a suite's
+    config applies to every algorithm with the field; the others ignore it)."""
     names = {f.name for f in dataclasses.fields(get_algorithm(algo).config_cls)}
-    return protocol.overrides() | {k: v for k, v in suite.config.items() if k in names}
+    return {k: v for k, v in config.items() if k in names}
+
+
+def _config(suite: Suite, algo: str, protocol: Protocol) -> dict[str, Any]:
+    return protocol.overrides() | config_fields(algo, suite.config)
 
 
 def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = None,
