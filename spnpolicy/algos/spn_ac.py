@@ -38,7 +38,7 @@ from spnpolicy.algos.config import (
     check_hidden,
     check_int,
 )
-from spnpolicy.algos.critics import (FACTOR_GRAPHS, TwinFactorQ, TwinValues, build_factor_graph,
+from spnpolicy.algos.critics import (FACTOR_GRAPHS, TwinFactorQ, build_factor_graph,
                                      expectations)
 from spnpolicy.algos.policies import JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import check_policy
@@ -151,12 +151,9 @@ def soft_value(target_values, dist, alpha: torch.Tensor,
     return expected + alpha * (dist.entropy() - max_entropy)
 
 
-def critic_loss(values, actions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``sum_j mean_B (Q_j(s, u) - target)^2``."""
-    if isinstance(values, TwinValues):  # both critics at once
-        q = values.evaluate(actions)
-        return F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
-    return sum(F.mse_loss(v.evaluate(actions), target) for v in values)
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``sum_j mean_B (Q_j(s, u) - target)^2`` for the critics' ``Q_j(s, u)`` ``[J, B]``."""
+    return F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
 
 
 def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
@@ -260,7 +257,7 @@ class SpnAc(OffPolicyAlgorithm):
                                     self.value_offset)
         discount = cfg.gamma ** batch.steps.to(next_value.dtype)
         target = batch.reward + discount * (1.0 - batch.terminated) * next_value
-        loss_critic = critic_loss(self.critic.values(batch.state), batch.actions, target)
+        loss_critic = critic_loss(self.critic.evaluate(batch.state, batch.actions), target)
         gradient_step(self.optimizers["critic"], loss_critic, cfg.max_grad_norm)
 
         with torch.no_grad():

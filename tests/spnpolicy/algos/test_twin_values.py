@@ -5,6 +5,8 @@ import itertools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from circuits.structures import selective
@@ -39,7 +41,7 @@ def test_twin_queries_equal_each_critic(graph, unary, rank):
         torch.testing.assert_close(expectations(list(values), dist),
                                    torch.stack([v.expectation(dist) for v in values]))
     target = torch.randn(4, dtype=torch.float64)
-    torch.testing.assert_close(critic_loss(values, actions, target),
+    torch.testing.assert_close(critic_loss(values.evaluate(actions), target),
                                sum(F.mse_loss(v.evaluate(actions), target) for v in values))
 
 
@@ -48,3 +50,89 @@ def test_twin_evaluate_checks_actions():
     values = critic(torch.randn(2, 5))
     with pytest.raises(ValueError, match=r"range\(3\)"):
         values.evaluate(torch.tensor([[0, 1, 3], [0, 0, 0]]))
+
+
+def _random_graph(draw_seed: int, n: int, orders: tuple[int, ...]) -> FactorGraph:
+    generator = torch.Generator().manual_seed(draw_seed)
+    scopes, seen = [], set()
+    for order in orders:
+        for _ in range(int(torch.randint(1, 5, (), generator=generator))):
+            scope = tuple(torch.randperm(n, generator=generator)[:order].tolist())
+            if frozenset(scope) not in seen:
+                seen.add(frozenset(scope))
+                scopes.append(scope)
+    return FactorGraph(n, scopes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(3, 5), k=st.integers(2, 4),
+       orders=st.sampled_from([(), (2,), (3,), (2, 3)]), unary=st.booleans(),
+       rank=st.sampled_from([None, None, 2]), batch=st.integers(1, 6))
+def test_evaluate_equals_the_tables_with_gradients(seed, n, k, orders, unary, rank, batch):
+    """``TwinFactorQ.evaluate`` (payoff heads summing only the picked outputs) equals the
+    dense tables' ``evaluate``, and so do the gradients of every parameter."""
+    graph = _random_graph(seed, n, orders)
+    if not unary and graph.num_factors == 0:
+        unary = True
+    torch.manual_seed(seed)
+    critic = TwinFactorQ(graph, state_dim=4, num_actions=k, hidden=(6,), unary=unary,
+                         rank=rank).double()
+    state = torch.randn(batch, 4, dtype=torch.float64)
+    actions = torch.randint(k, (batch, n))
+    weights = torch.randn(2, batch, dtype=torch.float64)
+    results = []
+    for q in (lambda: critic.evaluate(state, actions),
+              lambda: critic.values(state).evaluate(actions)):
+        critic.zero_grad(set_to_none=True)
+        value = q()
+        (value * weights).sum().backward()
+        results.append((value.detach(), [p.grad.clone() for p in critic.parameters()]))
+    (fast, fast_grads), (dense, dense_grads) = results
+    torch.testing.assert_close(fast, dense)
+    for a, b in zip(fast_grads, dense_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_evaluate_enumerates_every_joint_action():
+    """On every joint action of 3 agents with 3 actions (27 rows, one state repeated)."""
+    torch.manual_seed(0)
+    critic = TwinFactorQ(FactorGraph(3, [(0, 1, 2), (2, 0), (1, 2)]), state_dim=5,
+                         num_actions=3, hidden=(8,)).double()
+    actions = torch.tensor(list(itertools.product(range(3), repeat=3)))
+    state = torch.randn(1, 5, dtype=torch.float64).expand(27, -1)
+    values = critic.values(state[:1])
+    expected = torch.stack([torch.stack([v.unary[0, torch.arange(3), a].sum()
+                                         + sum(t[0][tuple(a[list(s)])] for s, t in
+                                               zip(v.graph.scopes(2), v.pairwise.unbind(1)))
+                                         + sum(t[0][tuple(a[list(s)])] for s, t in
+                                               zip(v.graph.scopes(3), v.triple.unbind(1)))
+                                         for a in actions]) for v in values])
+    torch.testing.assert_close(critic.evaluate(state, actions), expected)
+
+
+def test_picked_outputs_have_no_second_derivative():
+    critic = TwinFactorQ(FactorGraph.complete(3), state_dim=5, num_actions=3, hidden=(8,))
+    q = critic.evaluate(torch.randn(4, 5), torch.zeros(4, 3, dtype=torch.long))
+    head = critic.payoff["2"].weight
+    grad, = torch.autograd.grad(q.pow(2).sum(), head, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
+
+
+def test_checkpoints_of_the_earlier_payoff_layout_load(tmp_path):
+    """Payoff weights saved as ``[2, in, out]`` (version 1) load transposed; the current
+    layout round-trips as it is (real ``torch.save`` / ``torch.load`` files)."""
+    torch.manual_seed(0)
+    graph = FactorGraph.random(4, 5, 2, seed=0)
+    critic = TwinFactorQ(graph, state_dim=5, num_actions=3, hidden=(8,))
+    state, actions = torch.randn(6, 5), torch.randint(3, (6, 4))
+    expected = critic.evaluate(state, actions)
+    old = critic.state_dict()
+    old["payoff.2.weight"] = old["payoff.2.weight"].transpose(1, 2).contiguous()
+    old._metadata["payoff.2"]["version"] = 1
+    for name, state_dict in (("old.pt", old), ("new.pt", critic.state_dict())):
+        torch.save(state_dict, tmp_path / name)
+        torch.manual_seed(1)
+        fresh = TwinFactorQ(graph, state_dim=5, num_actions=3, hidden=(8,))
+        fresh.load_state_dict(torch.load(tmp_path / name, weights_only=True))
+        torch.testing.assert_close(fresh.evaluate(state, actions), expected)
