@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
-__all__ = ["gradient_step"]
+__all__ = ["clip_gradients", "gradient_step"]
 
 
 def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
@@ -16,5 +18,25 @@ def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
     loss.backward()
     if max_norm > 0:
         for group in optimizer.param_groups:
-            nn.utils.clip_grad_norm_(group["params"], max_norm)
+            clip_gradients(group["params"], max_norm)
     optimizer.step()
+
+
+def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
+    """``nn.utils.clip_grad_norm_(parameters, max_norm)``, the same numbers, without its
+    multiplication of every gradient by 1 when the norm is within ``max_norm`` on CPU.
+
+    ``clip_grad_norm_`` always multiplies by the clamped coefficient, because the check
+    would synchronise with an accelerator; on CPU it costs nothing, and the skipped pass
+    over the gradients was about 40% of the clipping's time (spn-ac's critics, 6 agents).
+    """
+    parameters = list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    if any(g.device.type != "cpu" for g in grads):
+        nn.utils.clip_grad_norm_(parameters, max_norm)
+        return
+    total = nn.utils.get_total_norm(grads)
+    if not bool(max_norm / (total + 1e-6) >= 1.0):   # NaN norms clip too, as in torch
+        nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
