@@ -28,7 +28,8 @@ from spnpolicy.algos.config import (RunConfig, check_bool, check_choice, check_f
                                      check_hidden, check_int)
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import RunningMeanStd
-from spnpolicy.training import make_target, soft_update
+from spnpolicy.training import make_target
+from spnpolicy.training.targets import Polyak
 from spnpolicy.training.onpolicy import Rollout, gae_advantages, nstep_returns
 
 __all__ = ["CRITIC_INPUTS", "OnPolicyAgent", "OnPolicyConfig", "OnPolicyLearner",
@@ -220,6 +221,7 @@ class OnPolicyLearner:
                                    cfg.share_parameters).to(self.device)
         self.critic = self.build_critic().to(self.device)
         self.target_critic = make_target(self.critic)
+        self._polyak = Polyak(self.target_critic, self.critic)
         self.optimizers = {"actor": torch.optim.Adam(self.agent.parameters(), lr=cfg.lr),
                            "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)}
         self.rewards = RunningMeanStd() if cfg.standardise_rewards else None
@@ -266,7 +268,7 @@ class OnPolicyLearner:
             return self.targets(reward, value, next_value, rollout)
 
     def update_target(self) -> None:
-        soft_update(self.target_critic, self.critic, self.cfg.tau)
+        self._polyak(self.cfg.tau)
 
     # --- checkpoints ------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:

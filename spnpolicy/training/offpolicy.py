@@ -41,7 +41,7 @@ from spnpolicy.training.runner import Runner
 from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
 from spnpolicy.training.session import Session
 from spnpolicy.training.stream import TransitionStream
-from spnpolicy.training.targets import hard_update, soft_update
+from spnpolicy.training.targets import Polyak, hard_update
 from spnpolicy.training.vec_env import VecEnv, make_vec_env
 
 __all__ = ["ActingAgent", "OffPolicyAlgorithm", "TargetSync", "agent_loader",
@@ -195,6 +195,7 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
         set_rng_state(payload["rng"])
         stats.load_state_dict(payload["stats"])
     step = session.begin(payload)
+    polyak = [] if sync.tau is None else [Polyak(target, online) for target, online in sync.pairs]
 
     while True:
         if session.eval_due(step):
@@ -227,9 +228,8 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
         if step >= cfg.learning_starts and (step // cfg.num_envs) % cfg.update_every == 0:
             for _ in range(cfg.gradient_steps):
                 stats.add(**algorithm.update(buffer.sample(cfg.batch_size)))
-                if sync.tau is not None:
-                    for target, online in sync.pairs:
-                        soft_update(target, online, sync.tau)
+                for pair in polyak:
+                    pair(sync.tau)
         # hard targets
         if sync.interval is not None and step // sync.interval > previous // sync.interval:
             for target, online in sync.pairs:

@@ -9,7 +9,7 @@ from torch import nn
 
 from factor_q import FactorGraph
 
-__all__ = ["hard_update", "make_target", "soft_update"]
+__all__ = ["Polyak", "hard_update", "make_target", "soft_update"]
 
 
 def make_target(net: nn.Module) -> nn.Module:
@@ -25,21 +25,38 @@ def make_target(net: nn.Module) -> nn.Module:
     return target
 
 
-@torch.no_grad()
+class Polyak:
+    """:func:`soft_update` of one ``(target, source)`` pair, their parameter and buffer lists
+    collected once: ``polyak(tau)``. For a loop that updates the same pair every gradient
+    step (walking the module trees cost about 45 us of the 70 us an update took on
+    spn-ac's critics). The modules must keep their tensors (``load_state_dict`` copies into
+    them, so loading a checkpoint is fine)."""
+
+    def __init__(self, target: nn.Module, source: nn.Module) -> None:
+        self.target, self.source = list(target.parameters()), list(source.parameters())
+        if len(self.target) != len(self.source):
+            raise ValueError(f"target has {len(self.target)} parameters, source "
+                             f"{len(self.source)}: not copies of one network")
+        self.target_buffers, self.source_buffers = list(target.buffers()), list(source.buffers())
+        if len(self.target_buffers) != len(self.source_buffers):
+            raise ValueError(f"target has {len(self.target_buffers)} buffers, source "
+                             f"{len(self.source_buffers)}: not copies of one network")
+
+    @torch.no_grad()
+    def __call__(self, tau: float) -> None:
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"tau must be in [0, 1], got {tau!r}")
+        torch._foreach_lerp_(self.target, self.source, tau)
+        for t, s in zip(self.target_buffers, self.source_buffers):
+            t.copy_(s)
+
+
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """``target <- tau * source + (1 - tau) * target`` for every parameter; buffers are copied.
 
     ``tau = 1`` is a hard copy; ``tau = 0`` leaves the target unchanged.
     """
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must be in [0, 1], got {tau!r}")
-    target_params, source_params = list(target.parameters()), list(source.parameters())
-    if len(target_params) != len(source_params):
-        raise ValueError(f"target has {len(target_params)} parameters, source "
-                         f"{len(source_params)}: not copies of one network")
-    torch._foreach_lerp_(target_params, source_params, tau)
-    for t, s in zip(target.buffers(), source.buffers(), strict=True):
-        t.copy_(s)
+    Polyak(target, source)(tau)
 
 
 def hard_update(target: nn.Module, source: nn.Module) -> None:

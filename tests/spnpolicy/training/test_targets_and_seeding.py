@@ -17,6 +17,7 @@ from spnpolicy.training import (
     set_rng_state,
     soft_update,
 )
+from spnpolicy.training.targets import Polyak
 
 
 def test_soft_update_is_polyak_averaging():
@@ -33,6 +34,38 @@ def test_soft_update_is_polyak_averaging():
         soft_update(target, source, 1.5)
     with pytest.raises(ValueError, match="not copies"):
         soft_update(nn.Linear(3, 2), nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2)), 0.5)
+
+
+def test_polyak_pair_tracks_its_modules_through_a_checkpoint_load():
+    """A kept :class:`Polyak` pair gives soft_update's numbers, buffers included, and still
+    acts on the modules after ``load_state_dict`` (which copies into their tensors)."""
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    target, reference = make_target(source), make_target(source)
+    polyak = Polyak(target, source)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in source.parameters():
+                p.add_(torch.randn_like(p))
+        source(torch.randn(5, 3))                     # moves the batch-norm buffers
+        polyak(0.3)
+        soft_update(reference, source, 0.3)
+        for got, want in zip(target.state_dict().values(), reference.state_dict().values()):
+            assert torch.equal(got, want)
+    saved = io.BytesIO()
+    torch.save(make_target(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))).state_dict(), saved)
+    saved.seek(0)
+    target.load_state_dict(torch.load(saved, weights_only=True))
+    reference.load_state_dict(target.state_dict())
+    polyak(1.0)
+    hard_update(reference, source)
+    for got, want in zip(target.state_dict().values(), reference.state_dict().values()):
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="tau"):
+        polyak(-0.1)
+    with pytest.raises(ValueError, match="buffers"):
+        Polyak(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)),
+               nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)))
 
 
 def test_make_target_is_a_frozen_independent_copy_sharing_the_graph():
