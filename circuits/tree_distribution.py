@@ -71,6 +71,18 @@ class TreeDistribution(Distribution):
             self._cache["flat"] = torch.cat(parts, dim=1)
         return self._cache["flat"]
 
+    def _logits(self) -> torch.Tensor:
+        """:meth:`_flat` before each sum's normalisation (``[B, E + 2]``, the same layout):
+        what a Gumbel-max draw needs, as adding a constant to every child of one sum moves
+        no argmax. :meth:`_flat` itself where it is already made."""
+        if "flat" in self._cache:
+            return self._cache["flat"]
+        tree, p = self.tree, self.params
+        if tree.order is not None:
+            p = p.index_select(1, tree.order)
+        consts = torch.tensor([0.0, -math.inf], dtype=p.dtype, device=p.device)
+        return torch.cat([p, consts.expand(p.shape[0], 2)], dim=1)
+
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Log-weights and weights ``[B, m_top + sum P]`` of the root's children, then of
         every summed region's products (one gather, one exp), and their pieces per region."""
@@ -305,13 +317,13 @@ class TreeDistribution(Distribution):
 
         def choose(r, nodes):
             if r is None:
-                return gumbel_argmax(self._root_log_weights().repeat(s, 1))
-            # each row's sum: its G children's columns of the flat log-weights [S * B, G]
+                return gumbel_argmax(logits.index_select(1, self.tree.root_pos))
+            # each row's sum: its G children's columns of the logits [S * B, G]
             slots = r.pad_pos[nodes.unsqueeze(1) * r.width + children[:r.width]]
-            return gumbel_argmax(flat.gather(1, slots))
+            return gumbel_argmax(logits.gather(1, slots))
 
         with torch.no_grad():
-            flat = self._flat().repeat(s, 1) if s > 1 else self._flat()
+            logits = self._logits().repeat(s, 1) if s > 1 else self._logits()
             children = torch.arange(max((r.width for r in self.tree.regions if r.summed),
                                         default=1), device=self.params.device)
             x = self._descend(s * batch, choose)

@@ -5,6 +5,7 @@ brute force) on selective circuits and on hand-built region trees with shuffled 
 The engine side of each comparison runs with ``circuits.distribution.REGION_TREE`` off."""
 
 import itertools
+import math
 import random
 
 import pytest
@@ -120,19 +121,29 @@ def test_gradients_equal_the_engine():
     torch.testing.assert_close(got, expected)
 
 
-def test_samples_follow_the_probabilities():
-    circuit = shuffled_tree(3, 2, 3, seed=4)
-    engine, tree, _ = _pair(circuit, batch=2, seed=1)
+@pytest.mark.parametrize("circuit, states, masked", [
+    (shuffled_tree(3, 2, 3, seed=4), 2, 0), (selective(3, 3, 4), 3, 0),
+    (selective(3, 3, 4), 3, 6)], ids=["shuffled", "selective", "selective-zero-weights"])
+def test_samples_follow_the_probabilities(circuit, states, masked):
+    """Seeded draws against the engine's probabilities (the draws read the logits before
+    each sum's normalisation: a Gumbel-max argmax is the same); ``masked`` logits set to
+    -inf (zero weights) must never be drawn through."""
+    engine, tree, params = _pair(circuit, batch=2, seed=1)
+    if masked:
+        params[:, torch.randperm(params.shape[1], generator=torch.Generator().manual_seed(2))
+               [:masked]] = -math.inf
+        engine, tree = circuit.double().distribution(params), tree.tree.distribution(params)
     draws = tree.sample((40_000,), generator=torch.Generator().manual_seed(0))  # [S, 2, 3]
     assert draws.shape == (40_000, 2, 3)
-    every = torch.tensor(list(itertools.product(range(2), repeat=3)))
-    probs = engine.log_prob(every[:, None].expand(-1, 2, -1)).exp()              # [8, 2]
+    every = torch.tensor(list(itertools.product(range(states), repeat=3)))
+    probs = engine.log_prob(every[:, None].expand(-1, 2, -1)).exp()              # [k^3, 2]
     for row in range(2):
-        index = (draws[:, row] * torch.tensor([4, 2, 1])).sum(-1)
-        freq = torch.bincount(index, minlength=8).double() / 40_000
+        index = (draws[:, row] * torch.tensor([states**2, states, 1])).sum(-1)
+        freq = torch.bincount(index, minlength=states**3).double() / 40_000
         # 5 standard errors of a frequency
         tol = 5 * (probs[:, row] * (1 - probs[:, row]) / 40_000).sqrt() + 1e-3
         assert bool(((freq - probs[:, row]).abs() <= tol).all()), (freq, probs[:, row])
+        assert bool((freq[probs[:, row] == 0] == 0).all())
 
 
 def test_other_queries_go_to_the_engine():
