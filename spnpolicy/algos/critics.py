@@ -198,7 +198,9 @@ class TwinFactorQ(nn.Module):
     full tables or CP rank ``rank``. The two critics' layers are stacked into batched
     matmuls (half the ops and parameter tensors of two separate networks), so
     ``forward(state [B, S])`` returns a list of two :class:`~factor_q.FactorValues` (a
-    :class:`TwinValues`, whose ``expectations`` takes both at once).
+    :class:`TwinValues`, whose ``expectations`` takes both at once). :meth:`evaluate`
+    gives both critics' ``Q(s, u)`` for replayed joint actions without building the
+    tables (the critic loss needs only the entries the actions pick).
     """
 
     def __init__(self, graph: FactorGraph, state_dim: int, num_actions: int,
