@@ -67,26 +67,30 @@ def _random_graph(draw_seed: int, n: int, orders: tuple[int, ...]) -> FactorGrap
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(3, 5), k=st.integers(2, 4),
        orders=st.sampled_from([(), (2,), (3,), (2, 3)]), unary=st.booleans(),
-       rank=st.sampled_from([None, None, 2]), batch=st.integers(1, 6))
-def test_evaluate_equals_the_tables_with_gradients(seed, n, k, orders, unary, rank, batch):
+       rank=st.sampled_from([None, None, 2]), batch=st.integers(1, 6),
+       hidden=st.sampled_from([(6,), (6,), ()]))
+def test_evaluate_equals_the_tables_with_gradients(seed, n, k, orders, unary, rank, batch,
+                                                   hidden):
     """``TwinFactorQ.evaluate`` (payoff heads summing only the picked outputs) equals the
-    dense tables' ``evaluate``, and so do the gradients of every parameter."""
+    dense tables' ``evaluate``, and so do the gradients of every parameter and the state."""
     graph = _random_graph(seed, n, orders)
     if not unary and graph.num_factors == 0:
         unary = True
     torch.manual_seed(seed)
-    critic = TwinFactorQ(graph, state_dim=4, num_actions=k, hidden=(6,), unary=unary,
+    critic = TwinFactorQ(graph, state_dim=4, num_actions=k, hidden=hidden, unary=unary,
                          rank=rank).double()
-    state = torch.randn(batch, 4, dtype=torch.float64)
+    state = torch.randn(batch, 4, dtype=torch.float64, requires_grad=True)
     actions = torch.randint(k, (batch, n))
     weights = torch.randn(2, batch, dtype=torch.float64)
     results = []
     for q in (lambda: critic.evaluate(state, actions),
               lambda: critic.values(state).evaluate(actions)):
         critic.zero_grad(set_to_none=True)
+        state.grad = None
         value = q()
         (value * weights).sum().backward()
-        results.append((value.detach(), [p.grad.clone() for p in critic.parameters()]))
+        results.append((value.detach(), [p.grad.clone() for p in critic.parameters()]
+                        + [state.grad.clone()]))
     (fast, fast_grads), (dense, dense_grads) = results
     torch.testing.assert_close(fast, dense)
     for a, b in zip(fast_grads, dense_grads):
