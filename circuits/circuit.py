@@ -39,6 +39,7 @@ class Circuit(nn.Module):
         tensor([0.5500], grad_fn=<ViewBackward0>)
     """
 
+    @torch.inference_mode(False)  # its structure and logits must serve a later backward
     def __init__(self, root: Node, dtype: torch.dtype | None = None):
         """Validate and compile ``root``; ``dtype`` of the parameters (default: torch's default
         dtype). Pass ``torch.float64`` rather than calling ``.double()`` afterwards, which
@@ -108,14 +109,16 @@ class Circuit(nn.Module):
     def _plan_on(self, device: torch.device) -> Plan:
         device = torch.device(device)
         if device not in self._plans:
-            self._plans[device] = self._plans[torch.device("cpu")].to(device)
+            with torch.inference_mode(False):  # kept structure: usable by a later backward
+                self._plans[device] = self._plans[torch.device("cpu")].to(device)
         return self._plans[device]
 
     def _table_plan(self, scopes: tuple, device: torch.device) -> TablePlan:
         key = (scopes, torch.device(device))
         if key not in self._table_plans:
-            cpu = build_table_plan(self._plans[torch.device("cpu")], self.root, list(scopes))
-            self._table_plans[key] = _table_plan_to(cpu, device)
+            with torch.inference_mode(False):  # kept structure: usable by a later backward
+                cpu = build_table_plan(self._plans[torch.device("cpu")], self.root, list(scopes))
+                self._table_plans[key] = _table_plan_to(cpu, device)
         return self._table_plans[key]
 
     def region_tree(self, device: torch.device | str = "cpu") -> RegionTree | None:
@@ -124,7 +127,8 @@ class Circuit(nn.Module):
         (as :func:`circuits.structures.selective` builds). Its ``distribution(params)``
         answers the queries a policy update needs with a few ops per region."""
         if not self._region_tree_read:
-            self._tree, self._region_tree_read = RegionTree.from_circuit(self), True
+            with torch.inference_mode(False):  # kept structure: usable by a later backward
+                self._tree, self._region_tree_read = RegionTree.from_circuit(self), True
         return None if self._tree is None else self._tree.to(device)   # kept per device
 
     def distribution(self, params: torch.Tensor | None = None) -> CircuitDistribution:

@@ -110,7 +110,8 @@ class Plan:
     def edges(self) -> Edges:
         """Every real edge (built on first use: only some top-down passes read it)."""
         if self.edge_cache is None:
-            self.edge_cache = _edge_index(self.layers, self.num_leaves, self.layer_of)
+            with torch.inference_mode(False):  # kept structure: usable by a later backward
+                self.edge_cache = _edge_index(self.layers, self.num_leaves, self.layer_of)
         return self.edge_cache
 
     @property

@@ -80,6 +80,13 @@ def _pull(plan: Plan) -> _Pull:
     key = id(plan)
     if key in _PULLS and _PULLS[key][0]() is plan:
         return _PULLS[key][1]
+    with torch.inference_mode(False):  # kept structure: usable by a later backward
+        pull = _build_pull(plan)
+    _PULLS[key] = (weakref.ref(plan), pull)
+    return pull
+
+
+def _build_pull(plan: Plan) -> _Pull:
     one = plan.num_params + 1
     parents, children, siblings, weights, offset = [], [], [], [], 0
     for group in plan.groups():
@@ -124,9 +131,7 @@ def _pull(plan: Plan) -> _Pull:
         steps.append(buckets)
         dense.append(([_to(g, device) for g in groups], exact))
     var_leaves = _var_leaves(plan.leaf_var.to(device), plan.num_vars)
-    pull = _Pull(steps, offset, var_leaves, dense)
-    _PULLS[key] = (weakref.ref(plan), pull)
-    return pull
+    return _Pull(steps, offset, var_leaves, dense)
 
 
 def _var_leaves(leaf_var: torch.Tensor, num_vars: int) -> torch.Tensor:

@@ -52,6 +52,13 @@ def _flow_plan(plan: Plan) -> _FlowPlan:
     key = id(plan)
     if key in _PLANS and _PLANS[key][0]() is plan:
         return _PLANS[key][1]
+    with torch.inference_mode(False):  # kept structure: usable by a later backward
+        flow_plan = _build_flow_plan(plan)
+    _PLANS[key] = (weakref.ref(plan), flow_plan)
+    return flow_plan
+
+
+def _build_flow_plan(plan: Plan) -> _FlowPlan:
     starts = [1] + [layer[0].start for layer in plan.layers]
     sizes = [plan.num_leaves] + [layer[-1].stop - layer[0].start for layer in plan.layers]
     layer_of = plan.layer_of.to(plan.leaf_var.device)
@@ -78,9 +85,7 @@ def _flow_plan(plan: Plan) -> _FlowPlan:
             items.append((group, targets))
         groups.append(items)
     root_layer = int(plan.layer_of[plan.root])
-    flow_plan = _FlowPlan(starts, sizes, groups, root_layer, plan.root - starts[root_layer])
-    _PLANS[key] = (weakref.ref(plan), flow_plan)
-    return flow_plan
+    return _FlowPlan(starts, sizes, groups, root_layer, plan.root - starts[root_layer])
 
 
 def flows(plan: Plan, logp_ext: torch.Tensor) -> torch.Tensor:

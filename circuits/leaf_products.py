@@ -127,7 +127,8 @@ def leaf_products(program: Program) -> LeafProducts | None:
     (kept on the program after the first call)."""
     cached = getattr(program, "_leaf_products", False)
     if cached is False:
-        cached = program._leaf_products = _build(program)
+        with torch.inference_mode(False):  # kept structure: usable by a later backward
+            cached = program._leaf_products = _build(program)
     return cached
 
 

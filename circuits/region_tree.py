@@ -156,68 +156,78 @@ class RegionTree:
         ``[P, k, k]`` it then computes alone: where they are few (at most a quarter of the
         region's pairs), as when pairs of neighbours split low in a large tree."""
         if scopes not in self._pair_plans:
-            k, device = self.num_states, self.root_pos.device
-            asked: dict = {}                    # id(region) -> (region, {(a, b): rank})
-            for i, j in scopes:
-                region, flipped = self.lca[(i, j)]
-                a, b = (j, i) if flipped else (i, j)   # a in the left child, b in the right
-                pairs = asked.setdefault(id(region), (region, {}))[1]
-                pairs.setdefault((region.left.scope.index(a), region.right.scope.index(b)),
-                                 len(pairs))
-            needed, base, some, offset = [], {}, set(), 0
-            for region, pairs in asked.values():
-                sl, sr = len(region.left.scope), len(region.right.scope)
-                if 4 * len(pairs) <= sl * sr:
-                    ranked = sorted(pairs, key=pairs.get)
-                    needed.append((region, (torch.tensor([a for a, _ in ranked], device=device),
-                                            torch.tensor([b for _, b in ranked], device=device))))
-                    some.add(id(region))
-                    size = len(pairs) * k * k
-                else:
-                    needed.append((region, None))
-                    size = sl * sr * k * k
-                base[id(region)] = offset
-                offset += size
-            index = []
-            for i, j in scopes:
-                region, flipped = self.lca[(i, j)]
-                a, b = (j, i) if flipped else (i, j)
-                la, rb = region.left.scope.index(a), region.right.scope.index(b)
-                pairs, sr = asked[id(region)][1], len(region.right.scope)
-                if id(region) in some:
-                    corner, row = base[id(region)] + pairs[(la, rb)] * k * k, k
-                else:
-                    corner, row = base[id(region)] + la * k * sr * k + rb * k, sr * k
-                for u in range(k):          # u: value of the scope's first variable
-                    for v in range(k):
-                        x, y = (v, u) if flipped else (u, v)
-                        index.append(corner + x * row + y)
-            self._pair_plans[scopes] = (needed, torch.tensor(index, device=device))
+            with torch.inference_mode(False):  # kept: usable by a later backward
+                self._pair_plans[scopes] = self._plan(scopes)
         return self._pair_plans[scopes]
+
+    def _plan(self, scopes: tuple) -> tuple[list, torch.Tensor]:
+        """:meth:`pair_plan`, built."""
+        k, device = self.num_states, self.root_pos.device
+        asked: dict = {}                    # id(region) -> (region, {(a, b): rank})
+        for i, j in scopes:
+            region, flipped = self.lca[(i, j)]
+            a, b = (j, i) if flipped else (i, j)   # a in the left child, b in the right
+            pairs = asked.setdefault(id(region), (region, {}))[1]
+            pairs.setdefault((region.left.scope.index(a), region.right.scope.index(b)),
+                             len(pairs))
+        needed, base, some, offset = [], {}, set(), 0
+        for region, pairs in asked.values():
+            sl, sr = len(region.left.scope), len(region.right.scope)
+            if 4 * len(pairs) <= sl * sr:
+                ranked = sorted(pairs, key=pairs.get)
+                needed.append((region, (torch.tensor([a for a, _ in ranked], device=device),
+                                        torch.tensor([b for _, b in ranked], device=device))))
+                some.add(id(region))
+                size = len(pairs) * k * k
+            else:
+                needed.append((region, None))
+                size = sl * sr * k * k
+            base[id(region)] = offset
+            offset += size
+        index = []
+        for i, j in scopes:
+            region, flipped = self.lca[(i, j)]
+            a, b = (j, i) if flipped else (i, j)
+            la, rb = region.left.scope.index(a), region.right.scope.index(b)
+            pairs, sr = asked[id(region)][1], len(region.right.scope)
+            if id(region) in some:
+                corner, row = base[id(region)] + pairs[(la, rb)] * k * k, k
+            else:
+                corner, row = base[id(region)] + la * k * sr * k + rb * k, sr * k
+            for u in range(k):          # u: value of the scope's first variable
+                for v in range(k):
+                    x, y = (v, u) if flipped else (u, v)
+                    index.append(corner + x * row + y)
+        return needed, torch.tensor(index, device=device)
 
     def to(self, device) -> RegionTree:
         device = torch.device(device)
         if device not in self._devices:
-            moved = {}
-
-            def move(region: _Region) -> _Region:
-                if id(region) not in moved:
-                    new = _Region(**vars(region))
-                    for name in _Region.TENSORS:
-                        if getattr(region, name) is not None:
-                            setattr(new, name, getattr(region, name).to(device))
-                    if not region.is_leaf:
-                        new.left, new.right = move(region.left), move(region.right)
-                    moved[id(region)] = new
-                return moved[id(region)]
-
-            regions = [move(r) for r in self.regions]
-            tree = RegionTree(self.circuit, move(self.root), self.root_pos.to(device), regions,
-                              None if self.order is None else self.order.to(device),
-                              self.blocks)
-            tree._devices = self._devices
-            self._devices[device] = tree
+            with torch.inference_mode(False):  # kept: usable by a later backward
+                self._devices[device] = self._moved(device)
         return self._devices[device]
+
+    def _moved(self, device: torch.device) -> RegionTree:
+        """:meth:`to`, built."""
+        moved = {}
+
+        def move(region: _Region) -> _Region:
+            if id(region) not in moved:
+                new = _Region(**vars(region))
+                for name in _Region.TENSORS:
+                    if getattr(region, name) is not None:
+                        setattr(new, name, getattr(region, name).to(device))
+                if not region.is_leaf:
+                    new.left, new.right = move(region.left), move(region.right)
+                moved[id(region)] = new
+            return moved[id(region)]
+
+        regions = [move(r) for r in self.regions]
+        tree = RegionTree(self.circuit, move(self.root), self.root_pos.to(device), regions,
+                          None if self.order is None else self.order.to(device),
+                          self.blocks)
+        tree._devices = self._devices
+        return tree
 
     def distribution(self, params: torch.Tensor) -> TreeDistribution:
         """``pi`` for unnormalised logits ``params [B, num_params]`` (batch shape ``[B]``)."""

@@ -359,7 +359,8 @@ def _pair(step: Step) -> torch.Tensor:
     per step and kept on it)."""
     pair = getattr(step, "_pair", None)
     if pair is None:
-        pair = step._pair = torch.cat([step.children, step.right], 1)
+        with torch.inference_mode(False):  # kept structure: usable by a later backward
+            pair = step._pair = torch.cat([step.children, step.right], 1)
     return pair
 
 
