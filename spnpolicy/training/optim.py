@@ -34,8 +34,8 @@ def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
-    if any(g.device.type != "cpu" for g in grads):
-        nn.utils.clip_grad_norm_(parameters, max_norm)
+    if any(g.device.type != "cpu" for g in grads) or not hasattr(nn.utils, "get_total_norm"):
+        nn.utils.clip_grad_norm_(parameters, max_norm)     # (torch < 2.6: no split API)
         return
     total = nn.utils.get_total_norm(grads)
     if not bool(max_norm / (total + 1e-6) >= 1.0):   # NaN norms clip too, as in torch
