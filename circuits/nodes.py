@@ -80,6 +80,12 @@ class Node:
     def __deepcopy__(self, memo: dict) -> "Node":
         return self
 
+    def __setstate__(self, state) -> None:
+        """Unpickling (``torch.save`` of a whole module): pickle's state of a slotted object,
+        ``(None, {slot: value})``, set past the immutability guard."""
+        slots = state[1] if isinstance(state, tuple) else state
+        self._init(**(slots or {}))
+
     @property
     def scope(self) -> frozenset[int]:
         """The variables this node is a distribution over."""
