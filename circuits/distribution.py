@@ -144,7 +144,7 @@ class CircuitDistribution(Distribution):
         (-1 = free). Raises ValueError when the evidence has probability zero."""
         plan = self._plan
         evidence = check_assignment(evidence, plan, "evidence", allow_missing=True).to(self._logp.device)
-        rows = max(self._rows, 1)
+        rows = self._rows
         if evidence.dim() == 1:
             evidence = evidence.expand(rows, -1)
         else:
@@ -169,7 +169,7 @@ class CircuitDistribution(Distribution):
         """Exact ancestral samples ``[*sample_shape, *batch, num_vars]``."""
         sample_shape = check_sample_shape(sample_shape)
         generator = check_generator(generator, self._logp.device)
-        rows = math.prod(sample_shape) * max(self._rows, 1)
+        rows = math.prod(sample_shape) * self._rows
         with torch.no_grad():
             x = downward.sample(self._plan, self._ext(), rows, generator)
         return x.reshape(tuple(sample_shape) + tuple(self.batch_shape) + (self._plan.num_vars,))
@@ -183,7 +183,7 @@ class CircuitDistribution(Distribution):
         probable induced tree, not necessarily the most probable assignment.
         """
         logp, evidence = self._base if self._base is not None else (self._logp, None)
-        rows = max(self._rows, 1) if evidence is None else evidence.shape[0]
+        rows = self._rows if evidence is None else evidence.shape[0]
         ext = passes.extend(logp)
         with torch.no_grad():
             theta, choices = passes.max_product(self._plan, ext, evidence, rows)
@@ -209,7 +209,7 @@ class CircuitDistribution(Distribution):
 
     def _batched(self, out: torch.Tensor) -> torch.Tensor:
         """``[B', ...]`` -> ``[*batch_shape, ...]`` (B' = 1 for an empty batch shape)."""
-        out = out.expand(max(self._rows, 1), *out.shape[1:])
+        out = out.expand(self._rows, *out.shape[1:])
         return out.reshape(tuple(self.batch_shape) + tuple(out.shape[1:]))
 
     def __repr__(self) -> str:

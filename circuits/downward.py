@@ -270,7 +270,7 @@ def descend(plan: Plan, rows: int, choose_child, leaf_states: torch.Tensor) -> t
         active = hits[:, group.start:group.stop]                      # [rows, M] (a view)
         children = group.child_matrix()
         if group.kind == "product":
-            src = (active.unsqueeze(-1) & group.edge_mask.to(torch.uint8)).reshape(rows, -1)
+            src = (active.unsqueeze(-1) & group.edge_mask.to(torch.uint8)).flatten(1)
             hits.index_add_(1, children.reshape(-1), src)
         else:
             pick = choose_child(index, group)                         # [rows, M]

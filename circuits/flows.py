@@ -109,9 +109,10 @@ def flows(plan: Plan, logp_ext: torch.Tensor) -> torch.Tensor:
                 contrib = parent.unsqueeze(-1) * torch.exp(logp_ext[:, group.weights])
             else:                                                               # dense: [G, C]
                 blocks, width = group.children.shape
-                w = torch.exp(logp_ext[:, group.weights]).view(rows, blocks, -1, width)
-                contrib = torch.einsum("bgm,bgmc->bgc", parent.reshape(rows, blocks, -1), w)
-            contrib = contrib.reshape(rows, -1)
+                sums = (group.stop - group.start) // blocks
+                w = torch.exp(logp_ext[:, group.weights]).view(rows, blocks, sums, width)
+                contrib = torch.einsum("bgm,bgmc->bgc", parent.reshape(rows, blocks, sums), w)
+            contrib = contrib.flatten(1)
             for target in targets:
                 src = contrib if target.positions is None else contrib.index_select(1, target.positions)
                 below = acc[target.layer]

@@ -156,7 +156,8 @@ def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
                 else:
                     operands = [t.view(*t.shape[:3], *([k] * d)) for t, d in zip(operands, pattern.arities)]
                     part = torch.einsum(_EQUATIONS[pattern.key], w, *operands)
-            out = out.index_add(1, pattern.rows, part.reshape(batch, pattern.rows.numel(), -1))
+            out = out.index_add(1, pattern.rows,
+                                part.reshape(batch, pattern.rows.numel(), out.shape[2]))
         if step.targets is None:
             chunks[step.arity].append(out)
         elif not pairs:
@@ -172,10 +173,10 @@ def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
         second = torch.cat([torch.where(swap, summed, shared), pad], 1)
         first = first.index_select(1, group_index.reshape(-1)).view(batch, *group_index.shape, k)
         second = second.index_select(1, group_index.reshape(-1)).view(batch, *group_index.shape, k)
-        tables = _sum_of_outers(first, second).reshape(batch, -1, k * k)
+        tables = _sum_of_outers(first, second).reshape(batch, group_index.shape[0], k * k)
     tables = tables.index_select(1, table_plan.result)
     tables = tables.gather(2, table_plan.order.expand(batch, -1, -1))
-    return tables.view(batch, -1, *([k] * table_plan.arity))
+    return tables.view(batch, tables.shape[1], *([k] * table_plan.arity))
 
 
 def _gather(chunks: list, source: Source, batch: int) -> torch.Tensor:

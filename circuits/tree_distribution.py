@@ -64,7 +64,7 @@ class TreeDistribution(Distribution):
                 p = p.index_select(1, tree.order)
             sizes = [sums * children for _, sums, children in tree.blocks]
             pieces = p.split(sizes, dim=1)  # one backward op, where slices take one each
-            parts = [torch.log_softmax(piece.view(-1, children, sums), dim=1).flatten(1)
+            parts = [torch.log_softmax(piece.view(p.shape[0], children, sums), dim=1).flatten(1)
                      for piece, (_, sums, children) in zip(pieces, tree.blocks)]
             consts = torch.tensor([0.0, -math.inf], dtype=p.dtype, device=p.device)
             parts.append(consts.expand(p.shape[0], 2))
@@ -110,7 +110,8 @@ class TreeDistribution(Distribution):
 
     def _padded_log_weights(self, r: _Region) -> torch.Tensor:
         """``[B, m, G]`` log-weights of each sum's children (padding -inf)."""
-        return self._flat().index_select(1, r.pad_pos).view(-1, r.num_nodes, r.width)
+        flat = self._flat()
+        return flat.index_select(1, r.pad_pos).view(flat.shape[0], r.num_nodes, r.width)
 
     def _flows(self) -> dict:
         """Reach probability of every region's nodes ``[B, m]`` and products ``[B, mL, mR]``."""
@@ -126,7 +127,7 @@ class TreeDistribution(Distribution):
                     f = f.index_select(1, r.group_of_prod) * self._product_weights(r)[1]
                 elif not r.in_order:
                     f = f.index_select(1, r.pos_of_prod)
-                f = f.view(-1, r.left.num_nodes, r.right.num_nodes)
+                f = f.view(f.shape[0], r.left.num_nodes, r.right.num_nodes)
                 products[id(r)] = f
                 nodes[id(r.left)], nodes[id(r.right)] = f.sum(2), f.sum(1)
             self._cache["flows"] = (nodes, products)
@@ -199,10 +200,10 @@ class TreeDistribution(Distribution):
             joint = torch.bmm(joint, _select_vars(qr, right, k))
         else:                                           # a leaf: q_R is the identity
             joint = joint.repeat(1, 1, count)
-        g = joint.view(batch, -1, count, k)                                   # [B, mL, P, k]
+        g = joint.view(batch, joint.shape[1], count, k)                       # [B, mL, P, k]
         if ql is None:                                  # a leaf: q_L is the identity
             return g.transpose(1, 2).flatten(1)
-        q = _select_vars(ql, left, k).view(batch, -1, count, k)
+        q = _select_vars(ql, left, k).view(batch, ql.shape[1], count, k)
         return torch.einsum("bapx,bapy->bpxy", q, g).flatten(1)
 
     # --- queries -------------------------------------------------------------------------
@@ -242,7 +243,8 @@ class TreeDistribution(Distribution):
             parts = [self._region_pairs(r, pairs) for r, pairs in regions]
             joint = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             k = self.tree.num_states
-            self._cache[key] = joint.index_select(1, index).view(-1, len(scopes), k, k)
+            self._cache[key] = joint.index_select(1, index).view(joint.shape[0], len(scopes),
+                                                                 k, k)
         return self._cache[key]
 
     def _check_value(self, value: torch.Tensor) -> torch.Tensor:
@@ -267,7 +269,7 @@ class TreeDistribution(Distribution):
             return self.engine().log_prob(value)
         value = self._check_value(value)
         lead = value.shape[:-1]
-        x = value.reshape(-1, *value.shape[-2:])            # [S, B, n]
+        x = value.reshape(math.prod(lead[:-1]), *value.shape[-2:])   # [S, B, n]
         logw, _ = self._root_weights()
         total = torch.zeros(x.shape[:2], dtype=logw.dtype, device=x.device)
         node = {}
@@ -308,6 +310,9 @@ class TreeDistribution(Distribution):
         each sum on the sampled path)."""
         sample_shape = torch.Size(sample_shape)
         s, batch = math.prod(sample_shape), self.params.shape[0]
+        if s * batch == 0:                      # nothing to draw
+            return torch.empty(*sample_shape, batch, self.tree.num_vars, dtype=torch.long,
+                               device=self.params.device)
 
         def gumbel_argmax(scores: torch.Tensor) -> torch.Tensor:
             u = torch.rand(scores.shape, generator=generator, dtype=scores.dtype,
@@ -350,7 +355,8 @@ class TreeDistribution(Distribution):
                     m = m.index_select(1, r.prod_of_pos)
                 if r.summed:
                     scores = self._padded_log_weights(r)
-                    scores = scores if m is None else m.view(batch, r.num_nodes, -1) + scores
+                    scores = (scores if m is None
+                              else m.view(batch, r.num_nodes, scores.shape[2]) + scores)
                     best[id(r)], picks[id(r)] = scores.max(-1)
                 else:
                     best[id(r)] = m if m is not None else \
@@ -375,7 +381,8 @@ def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tens
     ``k``): on CPU about 5x faster, with its backward about 2x, than selecting the
     ``P * k`` columns of the last axis."""
     batch, m = q.shape[:2]
-    return q.view(batch * m, -1, k).index_select(1, positions).view(batch, m, -1)
+    return q.view(batch * m, q.shape[2] // k, k).index_select(1, positions).view(
+        batch, m, positions.numel() * k)
 
 
 def _zero_log_zero(logw: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
