@@ -28,8 +28,7 @@ from spnpolicy.algos.config import (RunConfig, check_bool, check_choice, check_f
                                      check_hidden, check_int)
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import RunningMeanStd
-from spnpolicy.training import make_target
-from spnpolicy.training.targets import Polyak
+from spnpolicy.training import Polyak, make_target
 from spnpolicy.training.onpolicy import Rollout, gae_advantages, nstep_returns
 
 __all__ = ["CRITIC_INPUTS", "OnPolicyAgent", "OnPolicyConfig", "OnPolicyLearner",

@@ -13,11 +13,12 @@ from spnpolicy.training.runner import Episode, Runner, Transition
 from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
 from spnpolicy.training.session import RunSpec, Session
 from spnpolicy.training.stream import TransitionStream
-from spnpolicy.training.targets import hard_update, make_target, soft_update
+from spnpolicy.training.targets import Polyak, hard_update, make_target, soft_update
 from spnpolicy.training.vec_env import CoverageVec, ParallelEnvVec, VecEnv, VecStep, make_vec_env
 
 __all__ = ["Batch", "CoverageVec", "EVAL_SEED_OFFSET", "Episode", "Hindsight", "MetricsLogger",
-           "NStepAccumulator", "NStepTransition", "ParallelEnvVec", "ProgressBar", "ReplayBuffer",
+           "NStepAccumulator", "NStepTransition", "ParallelEnvVec", "Polyak", "ProgressBar",
+           "ReplayBuffer",
            "RunSpec", "Runner", "Session", "Transition", "TransitionStream", "UpdateMeans", "VecEnv", "VecStep",
            "evaluate", "evaluate_run", "get_rng_state", "hard_update", "load_checkpoint",
            "make_target", "make_vec_env", "save_checkpoint", "seed_everything", "set_rng_state",
