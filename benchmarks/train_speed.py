@@ -47,8 +47,8 @@ from spnpolicy.algos.value_based import build as build_vdn
 from spnpolicy.bench.runner import config_fields
 from spnpolicy.bench.suites import get_suite
 from spnpolicy.machine import machine
-from spnpolicy.training import (ReplayBuffer, Runner, TransitionStream, make_target,
-                                make_vec_env, soft_update)
+from spnpolicy.training import (Polyak, ReplayBuffer, Runner, TransitionStream, make_target,
+                                make_vec_env)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
 
@@ -116,12 +116,12 @@ def update_ms(algo: str, env_kwargs: dict, setting: dict, args, updates: int) ->
         buffer.add(stream.push(runner.step(actions)))
     if algo == "spn-ac":
         algorithm = SpnAc(cfg, envs)
-        pairs = algorithm.target_sync.pairs
+        polyak = [Polyak(target, online) for target, online in algorithm.target_sync.pairs]
 
         def step(batch):
             algorithm.update(batch)
-            for target, online in pairs:
-                soft_update(target, online, cfg.tau)
+            for pair in polyak:      # as the training loop does
+                pair(cfg.tau)
     else:
         model = build_vdn(cfg, envs).to(device)
         target_model = make_target(model)

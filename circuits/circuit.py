@@ -12,6 +12,7 @@ from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
 from circuits.distribution import CircuitDistribution
 from circuits.nodes import Node
+from circuits.program import kept_structure
 from circuits.region_tree import RegionTree
 from circuits.tables import TablePlan, build_table_plan
 from circuits.validation import check_assignment, check_dtype, check_params
@@ -39,7 +40,7 @@ class Circuit(nn.Module):
         tensor([0.5500], grad_fn=<ViewBackward0>)
     """
 
-    @torch.inference_mode(False)  # its structure and logits must serve a later backward
+    @kept_structure()  # its logits too: a circuit built in inference mode must train
     def __init__(self, root: Node, dtype: torch.dtype | None = None):
         """Validate and compile ``root``; ``dtype`` of the parameters (default: torch's default
         dtype). Pass ``torch.float64`` rather than calling ``.double()`` afterwards, which
@@ -109,14 +110,14 @@ class Circuit(nn.Module):
     def _plan_on(self, device: torch.device) -> Plan:
         device = torch.device(device)
         if device not in self._plans:
-            with torch.inference_mode(False):  # kept structure: usable by a later backward
+            with kept_structure():
                 self._plans[device] = self._plans[torch.device("cpu")].to(device)
         return self._plans[device]
 
     def _table_plan(self, scopes: tuple, device: torch.device) -> TablePlan:
         key = (scopes, torch.device(device))
         if key not in self._table_plans:
-            with torch.inference_mode(False):  # kept structure: usable by a later backward
+            with kept_structure():
                 cpu = build_table_plan(self._plans[torch.device("cpu")], self.root, list(scopes))
                 self._table_plans[key] = _table_plan_to(cpu, device)
         return self._table_plans[key]
@@ -127,7 +128,7 @@ class Circuit(nn.Module):
         (as :func:`circuits.structures.selective` builds). Its ``distribution(params)``
         answers the queries a policy update needs with a few ops per region."""
         if not self._region_tree_read:
-            with torch.inference_mode(False):  # kept structure: usable by a later backward
+            with kept_structure():
                 self._tree, self._region_tree_read = RegionTree.from_circuit(self), True
         return None if self._tree is None else self._tree.to(device)   # kept per device
 

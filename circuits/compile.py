@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from circuits.analysis import LEAF, PRODUCT, Structure
-from circuits.program import build_program
+from circuits.program import build_program, kept_structure
 
 __all__ = ["Edges", "Group", "Plan", "compile_plan"]
 
@@ -110,7 +110,7 @@ class Plan:
     def edges(self) -> Edges:
         """Every real edge (built on first use: only some top-down passes read it)."""
         if self.edge_cache is None:
-            with torch.inference_mode(False):  # kept structure: usable by a later backward
+            with kept_structure():
                 self.edge_cache = _edge_index(self.layers, self.num_leaves, self.layer_of)
         return self.edge_cache
 

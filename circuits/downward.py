@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from circuits.compile import Group, Plan
+from circuits.program import kept_structure
 
 __all__ = ["descend", "leaf_marginals", "log_derivatives", "per_variable_logsumexp",
            "sample"]
@@ -80,7 +81,7 @@ def _pull(plan: Plan) -> _Pull:
     key = id(plan)
     if key in _PULLS and _PULLS[key][0]() is plan:
         return _PULLS[key][1]
-    with torch.inference_mode(False):  # kept structure: usable by a later backward
+    with kept_structure():
         pull = _build_pull(plan)
     _PULLS[key] = (weakref.ref(plan), pull)
     return pull

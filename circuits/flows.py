@@ -20,6 +20,7 @@ import torch
 
 from circuits.compile import Plan
 from circuits.logops import may_hold_log_zero
+from circuits.program import kept_structure
 
 __all__ = ["entropy", "flows"]
 
@@ -52,7 +53,7 @@ def _flow_plan(plan: Plan) -> _FlowPlan:
     key = id(plan)
     if key in _PLANS and _PLANS[key][0]() is plan:
         return _PLANS[key][1]
-    with torch.inference_mode(False):  # kept structure: usable by a later backward
+    with kept_structure():
         flow_plan = _build_flow_plan(plan)
     _PLANS[key] = (weakref.ref(plan), flow_plan)
     return flow_plan

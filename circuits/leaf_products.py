@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from circuits.program import Program
+from circuits.program import Program, kept_structure
 
 if TYPE_CHECKING:
     from circuits.upward import KeptWeights
@@ -127,7 +127,7 @@ def leaf_products(program: Program) -> LeafProducts | None:
     (kept on the program after the first call)."""
     cached = getattr(program, "_leaf_products", False)
     if cached is False:
-        with torch.inference_mode(False):  # kept structure: usable by a later backward
+        with kept_structure():
             cached = program._leaf_products = _build(program)
     return cached
 

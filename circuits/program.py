@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["Step", "Program", "build_program"]
+__all__ = ["Step", "Program", "build_program", "kept_structure"]
+
+
+def kept_structure() -> torch.inference_mode:
+    """The context that builds structure a circuit keeps across calls (index tensors made on
+    first use by a query: plans, child lists, region trees): outside inference mode, so that
+    a query first run under ``torch.inference_mode()`` (as policies act) leaves no inference
+    tensor that a later query with a gradient would have to save for its backward."""
+    return torch.inference_mode(False)
 
 
 @dataclass

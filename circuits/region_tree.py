@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from circuits.nodes import Categorical, Product, Sum
+from circuits.program import kept_structure
 from circuits.tree_distribution import TreeDistribution
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ class RegionTree:
         ``[P, k, k]`` it then computes alone: where they are few (at most a quarter of the
         region's pairs), as when pairs of neighbours split low in a large tree."""
         if scopes not in self._pair_plans:
-            with torch.inference_mode(False):  # kept: usable by a later backward
+            with kept_structure():
                 self._pair_plans[scopes] = self._plan(scopes)
         return self._pair_plans[scopes]
 
@@ -203,7 +204,7 @@ class RegionTree:
     def to(self, device) -> RegionTree:
         device = torch.device(device)
         if device not in self._devices:
-            with torch.inference_mode(False):  # kept: usable by a later backward
+            with kept_structure():
                 self._devices[device] = self._moved(device)
         return self._devices[device]
 

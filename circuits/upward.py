@@ -39,7 +39,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from circuits.logops import log_nonneg, logsumexp
-from circuits.program import Program, Step
+from circuits.program import Program, Step, kept_structure
 
 __all__ = ["run", "root", "node_values", "weight_exps", "KeptWeights"]
 
@@ -359,7 +359,7 @@ def _pair(step: Step) -> torch.Tensor:
     per step and kept on it)."""
     pair = getattr(step, "_pair", None)
     if pair is None:
-        with torch.inference_mode(False):  # kept structure: usable by a later backward
+        with kept_structure():
             pair = step._pair = torch.cat([step.children, step.right], 1)
     return pair
 

@@ -26,10 +26,20 @@ from circuits import CircuitDistribution
 from factor_q.argmax import MAX_TABLE_SIZE, argmax as _argmax
 from factor_q.graph import FactorGraph
 
-__all__ = ["FactorValues"]
+__all__ = ["FactorValues", "table_index"]
 
 #: Largest joint table (entries per batch element) that :meth:`FactorValues.table` builds.
 MAX_TABLE_ENTRIES = 2**24
+
+
+def table_index(actions: torch.Tensor, scopes: torch.Tensor, num_actions: int) -> torch.Tensor:
+    """Each factor's entry in its row-major table (axis ``p`` the scope's ``p``-th agent):
+    joint actions ``[B, n]`` and factor scopes ``[F, order]`` -> ``[B, F]``."""
+    picked = actions.index_select(1, scopes.reshape(-1)).view(actions.shape[0], *scopes.shape)
+    flat = picked[..., 0]
+    for p in range(1, scopes.shape[1]):
+        flat = flat * num_actions + picked[..., p]
+    return flat
 
 
 def _check_tensor(t, name: str, dim: int) -> torch.Tensor:
@@ -178,10 +188,7 @@ class FactorValues:
         k = self.num_actions
         q = self.unary.gather(2, actions.unsqueeze(-1)).squeeze(-1).sum(-1)
         for scopes, grouped in self.groups():
-            picked = actions[:, self._scope_index(scopes)]  # [B, F, order]
-            flat = torch.zeros_like(picked[..., 0])
-            for p in range(picked.shape[-1]):
-                flat = flat * k + picked[..., p]
+            flat = table_index(actions, self._scope_index(scopes), k)      # [B, F]
             values = grouped.flatten(2).gather(2, flat.unsqueeze(-1)).squeeze(-1)
             q = q + values.sum(-1)
         return q

@@ -12,6 +12,7 @@ from torch.autograd.function import once_differentiable
 
 from factor_q import FactorGraph, FactorValues
 from factor_q.q import check_arguments, check_state, low_rank_table
+from factor_q.values import table_index
 
 __all__ = ["FACTOR_GRAPHS", "TwinFactorQ", "TwinValues", "build_factor_graph", "expectations"]
 
@@ -173,10 +174,7 @@ class TwinValues(list):
             index = actions[None, :, :, None].expand(2, -1, -1, 1)
             q = self.unary.gather(3, index).squeeze(-1).sum(-1)
         for scopes, _ in first.groups():
-            picked = actions[:, first._scope_index(scopes)]     # [B, F, order]
-            flat = picked[..., 0]
-            for p in range(1, picked.shape[-1]):
-                flat = flat * k + picked[..., p]
+            flat = table_index(actions, first._scope_index(scopes), k)       # [B, F]
             index = flat[None, :, :, None].expand(2, -1, -1, 1)
             q = q + self.tables[len(scopes[0])].flatten(3).gather(3, index).squeeze(-1).sum(-1)
         return q
@@ -274,9 +272,4 @@ class TwinFactorQ(nn.Module):
         ``[B, F]``, factor ``f``'s entry ``(u_a, u_b, ...)`` at ``f k^order + u_a k^(order-1)
         + ...`` (the row-major layout of :meth:`values`' tables)."""
         scopes, offsets = getattr(self, f"_scopes_{order}"), getattr(self, f"_offsets_{order}")
-        k = self.num_actions
-        picked = actions.index_select(1, scopes.view(-1)).view(-1, *scopes.shape)  # [B, F, o]
-        flat = picked[..., 0]
-        for p in range(1, order):
-            flat = flat * k + picked[..., p]
-        return flat + offsets
+        return table_index(actions, scopes, self.num_actions) + offsets

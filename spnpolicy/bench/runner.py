@@ -33,8 +33,8 @@ from spnpolicy.bench.records import RunRecord, load_run
 from spnpolicy.bench.suites import Protocol, Suite, Task
 from spnpolicy.training.rundir import RunDir
 
-__all__ = ["BenchRun", "Outcome", "config_fields", "execute", "finished_record", "parse_seeds", "plan",
-           "run_all"]
+__all__ = ["BenchRun", "Outcome", "config_fields", "execute", "finished_record", "parse_seeds",
+           "plan", "run_all"]
 
 
 @dataclass(frozen=True)
