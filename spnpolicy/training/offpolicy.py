@@ -11,8 +11,8 @@ rest, in this order per loop iteration:
    ``learning_starts`` when the algorithm asks for them (``uniform_warmup``), else
    ``algorithm.explore``; store the rows of :class:`~spnpolicy.training.TransitionStream`
    (n-step returns, hindsight copies) in the replay buffer;
-3. every ``update_every`` iterations from ``learning_starts`` on: ``gradient_steps`` times
-   sample a batch, ``algorithm.update(batch)``, Polyak-update the targets (``TargetSync.tau``);
+3. every ``update_every`` iterations from ``learning_starts`` on, once the buffer holds a
+   row: ``gradient_steps`` times sample a batch, ``algorithm.update(batch)``, Polyak-update the targets (``TargetSync.tau``);
 4. hard-copy the targets whenever ``TargetSync.interval`` env steps are crossed.
 
 Everything random is either a generator checkpointed here or the global generators
@@ -224,8 +224,10 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
         previous, step = step, step + cfg.num_envs
         session.advance(cfg.num_envs)
 
-        # sample -> update -> soft targets
-        if step >= cfg.learning_starts and (step // cfg.num_envs) % cfg.update_every == 0:
+        # sample -> update -> soft targets (n-step rows reach the buffer n - 1 steps late,
+        # so with a small learning_starts it can still be empty)
+        if step >= cfg.learning_starts and len(buffer) and \
+                (step // cfg.num_envs) % cfg.update_every == 0:
             for _ in range(cfg.gradient_steps):
                 stats.add(**algorithm.update(buffer.sample(cfg.batch_size)))
                 for pair in polyak:

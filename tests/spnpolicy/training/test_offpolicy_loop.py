@@ -54,12 +54,13 @@ class _Scripted(OffPolicyAlgorithm):
         return {}
 
 
-def _run(uniform_warmup=True, tau=None, interval=None, **overrides):
+def _run(uniform_warmup=True, tau=None, interval=None, env="coordination", env_kwargs=None,
+         **overrides):
     cfg = OffPolicyConfig(**dict(dict(total_steps=64, num_envs=4, learning_starts=16,
                                       batch_size=5, update_every=2, gradient_steps=3,
                                       eval_interval=32, eval_episodes=2, eval_stochastic=False),
                                  **overrides))
-    session = Session(RunSpec("scripted", "coordination", 0), cfg.total_steps,
+    session = Session(RunSpec("scripted", env, 0), cfg.total_steps,
                       cfg.eval_interval, cfg.checkpoint_interval, stdout=False)
     made = []
 
@@ -69,7 +70,7 @@ def _run(uniform_warmup=True, tau=None, interval=None, **overrides):
         made.append(algorithm)
         return algorithm
 
-    agent = train_offpolicy(cfg, "coordination", {}, 0, session, build)
+    agent = train_offpolicy(cfg, env, env_kwargs or {}, 0, session, build)
     return made[0], agent, session
 
 
@@ -86,6 +87,16 @@ def test_schedule_of_collection_updates_and_evaluations():
     assert session.history[1]["updates"] == pytest.approx(5.0)
     assert session.history[-1]["updates"] == pytest.approx((10 + 21) / 2)
     assert agent is algorithm.agent and not agent.training
+
+
+def test_updates_wait_for_the_first_n_step_row():
+    # n-step rows of a multi-step episode reach the buffer n - 1 iterations late: with
+    # learning_starts=0 the first rounds found an empty buffer and raised ValueError
+    algorithm, _, _ = _run(learning_starts=0, update_every=1, gradient_steps=1, n_step=3,
+                           env="coverage", env_kwargs=dict(num_agents=2, grid_size=4,
+                                                           max_steps=10))
+    # iterations end at 4, 8, ..., 64; rows arrive from the third (step 12) on
+    assert algorithm.batches == [5] * 14
 
 
 def test_explore_from_step_zero_without_uniform_warmup():
