@@ -105,7 +105,8 @@ def _eliminate(values, steps: tuple[EliminationStep, ...]) -> torch.Tensor:
         flat = torch.zeros(batch, dtype=torch.long, device=actions.device)
         for v in rest:
             flat = flat * k + actions[:, v]
-        actions[:, step.var] = index.reshape(batch, -1).gather(1, flat[:, None]).squeeze(1)
+        actions[:, step.var] = index.reshape(batch, k ** len(rest)).gather(
+            1, flat[:, None]).squeeze(1)
     return actions
 
 

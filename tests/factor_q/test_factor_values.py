@@ -163,6 +163,18 @@ def test_contract_shapes_and_tables_view():
     assert v.argmax().shape == (7, 4)
 
 
+@pytest.mark.parametrize("method", ["elimination", "max_plus"])
+def test_an_empty_batch_gives_empty_results(method):
+    # elimination's back-substitution reshaped a 0-row table with -1 and raised
+    g = FactorGraph(4, [(0, 2, 3), (1, 2), (0, 3)])
+    v = FactorQ(g, state_dim=5, num_actions=3, hidden=(16,))(torch.randn(0, 5))
+    assert v.argmax(method).shape == (0, 4)
+    assert v.evaluate(torch.zeros(0, 4, dtype=torch.long)).shape == (0,)
+    assert v.table().shape == (0, 3, 3, 3, 3)
+    circuit = selective(4, 3, width=4)
+    assert v.expectation(circuit.distribution(torch.randn(0, circuit.num_params))).shape == (0,)
+
+
 def test_from_tables_round_trip():
     g = FactorGraph(3, [(0, 1), (0, 1, 2), (2, 1)])
     tables = [torch.randn(2, 2, 2), torch.randn(2, 2, 2, 2), torch.randn(2, 2, 2)]
