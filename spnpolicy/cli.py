@@ -69,6 +69,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block): ``PROG: error: ... (see PROG --help)``."""
 
     def error(self, message: str):
+        if message.startswith("unrecognized arguments:") and "=" in message:
+            # '--env-kw a=1 b=2': each pair needs its own flag
+            message += ("; each KEY=VALUE needs its own flag: --env-kw num_agents=3 "
+                        "--env-kw grid_size=6, not --env-kw num_agents=3 grid_size=6 (the same "
+                        "for --set and --fix)")
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -100,10 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run directory (default runs/ALGO_ENV_sSEED_TIMESTAMP)")
     train.add_argument("--env-kw", type=key_value, action="append", default=[],
                        metavar="KEY=VALUE", help="environment argument (repeatable), "
-                       "value as a Python literal, e.g. num_agents=3 reward=sparse")
+                       "value as a Python literal, e.g. --env-kw num_agents=3 --env-kw reward=sparse")
     train.add_argument("--set", type=key_value, action="append", default=[], dest="config",
                        metavar="KEY=VALUE", help="config override (repeatable), e.g. "
-                       "actor_lr=1e-3 policy_hidden=64,64; see 'spnpolicy config'")
+                       "--set actor_lr=1e-3 --set policy_hidden=64,64; see 'spnpolicy config'")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in OUT_DIR from its last checkpoint, with its "
                        "saved algorithm, env, seed, env arguments and config (any given "

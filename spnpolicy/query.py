@@ -92,7 +92,11 @@ def _fixed(pairs: list[tuple[str, str]], names: tuple[str, ...]) -> dict[int, in
         except ValueError:
             raise ValueError(f"--fix {agent_text}={action_text}: AGENT must be an agent index"
                              ) from None
-        fixed[agent] = _action(action_text, names, agent)
+        action = _action(action_text, names, agent)
+        if fixed.get(agent, action) != action:
+            raise ValueError(f"--fix {agent}={names[fixed[agent]]} and --fix {agent_text}="
+                             f"{action_text} fix agent {agent} to two actions; give one")
+        fixed[agent] = action
     return fixed
 
 

@@ -142,6 +142,8 @@ def test_unknown_algorithm_is_a_one_line_error():
      "device must be a torch device: 'cpu', 'cuda', 'cuda:N' or 'mps', got 'foo'"),
     (("train",), "train needs ALGO and ENV"),
     (("train", "spn-ac", "nosuchmodule_xyz:make"), "cannot import 'nosuchmodule_xyz'"),
+    (("train", "spn-ac", "coverage", "--env-kw", "num_agents=3", "grid_size=4"),
+     "each KEY=VALUE needs its own flag: --env-kw num_agents=3 --env-kw grid_size=6"),
 ])
 def test_errors_exit_with_status_2_and_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -80,6 +80,8 @@ def test_query_drops_agents_from_a_checkpoint_file(run_dir):
     (("--fix", "0=noop", "--fix", "1=up", "--drop", "2"),
      r"--fix \(agents 0, 1\) and --drop \(agents 2\) cover all 3 agents"),
     (("--samples", "-1"), "--samples must be >= 0, got -1"),
+    (("--fix", "0=noop", "--fix", "0=1"),     # the last one silently won
+     "--fix 0=noop and --fix 0=1 fix agent 0 to two actions"),
 ])
 def test_query_bad_input_is_one_clear_error(run_dir, args, message):
     out = query(run_dir, *args)
