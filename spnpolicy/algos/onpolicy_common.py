@@ -16,6 +16,7 @@ learner.agent.act(obs, deterministic=True)           # obs [B, n, obs_dim] -> ac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import RunningMeanStd
 from spnpolicy.training import Polyak, make_target
 from spnpolicy.training.onpolicy import Rollout, gae_advantages, nstep_returns
+from spnpolicy.training.vec_env import observation_dict
 
 __all__ = ["CRITIC_INPUTS", "OnPolicyAgent", "OnPolicyConfig", "OnPolicyLearner",
            "PerAgentNet", "ENV_DEFAULTS", "agent_from_run", "categorical_kl"]
@@ -157,8 +159,12 @@ class OnPolicyAgent(nn.Module):
             generator: torch.Generator | None = None):
         """Joint actions ``[B, n]`` for per-agent observations ``[B, n, obs_dim]`` (or ``[n]``
         for one ``[n, obs_dim]``): each agent's most probable action, or a sample. A numpy
-        int64 array for numpy (or list) input, a LongTensor for tensor input."""
+        int64 array for numpy (or list) input, a LongTensor for tensor input; for a
+        PettingZoo observation dict, a dict ``{agent: action}`` that ``env.step`` takes."""
         shape = (self.num_agents, self.obs_dim)
+        if isinstance(observations, Mapping):
+            x = observation_dict(observations, *shape)
+            return dict(zip(observations, self.act(x, deterministic, generator).tolist()))
         device = next(self.parameters()).device
         x = torch.as_tensor(observations, dtype=torch.float32, device=device)
         single = x.dim() == 2

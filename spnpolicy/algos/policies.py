@@ -16,7 +16,7 @@ actions = policy.act(states, deterministic=True)      # [B, 3] joint actions (th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
+from spnpolicy.training.vec_env import observation_dict
 
 __all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "POLICY_KINDS",
            "SharedMarginals", "mlp"]
@@ -248,6 +249,8 @@ class JointPolicy(nn.Module):
         """Joint actions ``[B, n]`` for global states ``[B, state_dim]`` (or ``[n]`` for one
         state ``[state_dim]``): the mode when ``deterministic``, else a sample. Returns a
         numpy int64 array for numpy (or list) input, a LongTensor for tensor input."""
+        if isinstance(observations, Mapping):   # TypeError: a dict holds no global state
+            observation_dict(observations, self.num_agents, None)
         dist = self.fast_distribution(observations)
         actions = dist.mode if deterministic else dist.sample(generator=generator)
         if np.ndim(observations) == 1:

@@ -26,7 +26,7 @@ def train(cfg, env, env_kwargs, seed, session):       # an AlgorithmSpec's train
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_s
 from spnpolicy.training.session import Session
 from spnpolicy.training.stream import TransitionStream
 from spnpolicy.training.targets import Polyak, hard_update
-from spnpolicy.training.vec_env import VecEnv, make_vec_env
+from spnpolicy.training.vec_env import VecEnv, make_vec_env, observation_dict
 
 __all__ = ["ActingAgent", "OffPolicyAlgorithm", "TargetSync", "agent_loader",
            "train_offpolicy"]
@@ -129,8 +129,13 @@ class ActingAgent(nn.Module):
             generator: torch.Generator | None = None):
         """Joint actions ``[B, n]`` (``[n]`` for one input): greedy, or sampled from the
         exploring policy when not ``deterministic``. numpy int64 for numpy or list input,
-        a LongTensor for tensor input."""
+        a LongTensor for tensor input; for a PettingZoo observation dict (agents that read
+        per-agent observations), a dict ``{agent: action}`` that ``env.step`` takes."""
         shape = tuple(self.input_shape)
+        if isinstance(observations, Mapping):
+            x = observation_dict(observations, shape[0] if self.needs_obs else 0,
+                                 shape[1] if self.needs_obs else None)
+            return dict(zip(observations, self.act(x, deterministic, generator).tolist()))
         device = next(self.parameters()).device
         x = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor)
                             else observations, dtype=torch.float32, device=device)

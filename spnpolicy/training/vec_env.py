@@ -22,7 +22,7 @@ Both support ``state_dict()`` / ``load_state_dict()`` for exact resumption of a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -143,6 +143,29 @@ def stack_observations(observations: dict[str, np.ndarray], agents: list[str],
             flat = np.asarray(observations[agent], dtype=np.float32).reshape(-1)
             out[i, :flat.size] = flat
     return out
+
+
+def observation_dict(observations: Mapping[str, Any], num_agents: int,
+                     obs_dim: int | None) -> np.ndarray:
+    """A PettingZoo observation dict ``{agent: obs}`` as the per-agent array ``[n, obs_dim]``
+    that an agent's ``act`` takes (rows in the dict's order, each flattened and zero-padded).
+
+    ``obs_dim=None``: the agent reads global states, which a dict of observations does not
+    hold; TypeError saying what to pass instead. ValueError for the wrong number of agents
+    or an observation longer than ``obs_dim``."""
+    if obs_dim is None:
+        raise TypeError("this agent acts on global states [B, state_dim], not on a dict of "
+                        "per-agent observations: pass "
+                        "spnpolicy.training.vec_env.global_state(env, observations)")
+    if len(observations) != num_agents:
+        raise ValueError(f"observations hold {len(observations)} agents "
+                         f"({', '.join(map(str, observations))}); the agent acts for "
+                         f"{num_agents}")
+    for agent, obs in observations.items():
+        if np.size(obs) > obs_dim:
+            raise ValueError(f"observations[{agent!r}] has {np.size(obs)} numbers; the agent "
+                             f"reads {obs_dim} per agent")
+    return stack_observations(dict(observations), list(observations), obs_dim)
 
 
 def global_state(env: ParallelEnv, observations: dict[str, np.ndarray],
