@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import textwrap
@@ -69,7 +70,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block): ``PROG: error: ... (see PROG --help)``."""
 
     def error(self, message: str):
-        if message.startswith("unrecognized arguments:") and "=" in message:
+        extra = message.removeprefix("unrecognized arguments:").split()
+        if message.startswith("unrecognized arguments:") and \
+                any("=" in a for a in extra) and not any(a.startswith("-") for a in extra):
             # '--env-kw a=1 b=2': each pair needs its own flag
             message += ("; each KEY=VALUE needs its own flag: --env-kw num_agents=3 "
                         "--env-kw grid_size=6, not --env-kw num_agents=3 grid_size=6 (the same "
@@ -248,6 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"spnpolicy: error: {message}\n")
     except KeyboardInterrupt:
         parser.exit(INTERRUPTED, "\nspnpolicy: interrupted\n")
+    except BrokenPipeError:
+        # the reader went away ('spnpolicy config ... | head'): stop quietly, and keep
+        # Python's exit-time flush of stdout from raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -33,6 +33,17 @@ def test_help_lists_algorithms_and_environments():
     assert "--env-kw" in cli("train", "--help").stdout
 
 
+def test_a_closed_output_pipe_stops_quietly():
+    # 'spnpolicy config spn-ac coverage | head -1' printed a BrokenPipeError traceback
+    process = subprocess.Popen([sys.executable, "-m", "spnpolicy.cli", "config", "spn-ac",
+                                "coverage"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=ROOT, env=ENV)
+    process.stdout.close()              # the reader is gone before the first line is written
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=300) in (0, 141), err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_train_writes_a_run_directory_and_resumes_from_its_saved_config(tmp_path):
     out = cli("train", "spn-ac", "climbing", "--seed", "1", "--out-dir", str(tmp_path),
               "--set", "total_steps=400", "--set", "learning_starts=200", "--set",
@@ -144,6 +155,7 @@ def test_unknown_algorithm_is_a_one_line_error():
     (("train", "spn-ac", "nosuchmodule_xyz:make"), "cannot import 'nosuchmodule_xyz'"),
     (("train", "spn-ac", "coverage", "--env-kw", "num_agents=3", "grid_size=4"),
      "each KEY=VALUE needs its own flag: --env-kw num_agents=3 --env-kw grid_size=6"),
+    (("config", "vdn", "climbing", "--set", "lr=1"), "unrecognized arguments: --set lr=1 ("),
 ])
 def test_errors_exit_with_status_2_and_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
