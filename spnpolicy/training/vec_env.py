@@ -134,21 +134,34 @@ def max_obs_dim(env: ParallelEnv) -> int:
 
 
 def stack_observations(observations: dict[str, np.ndarray], agents: list[str],
-                       obs_dim: int) -> np.ndarray:
-    """``[n, obs_dim]``: each agent's observation flattened and zero-padded (zeros for an
-    agent absent from ``observations``)."""
+                       obs_dim: int, spaces_of: Mapping[str, spaces.Space] | None = None
+                       ) -> np.ndarray:
+    """``[n, obs_dim]``: each agent's observation flattened (:func:`flatten_observation`
+    with its space from ``spaces_of``; without it, read as a Box) and zero-padded (zeros
+    for an agent absent from ``observations``)."""
     out = np.zeros((len(agents), obs_dim), dtype=np.float32)
     for i, agent in enumerate(agents):
         if agent in observations:
-            flat = np.asarray(observations[agent], dtype=np.float32).reshape(-1)
+            flat = flatten_observation(None if spaces_of is None else spaces_of[agent],
+                                       observations[agent])
             out[i, :flat.size] = flat
     return out
+
+
+def flatten_observation(space: spaces.Space | None, obs: Any) -> np.ndarray:
+    """One agent's observation as a float32 vector: a Box's values (also for ``space=None``),
+    a ``Discrete``'s one-hot, and for ``MultiDiscrete``, ``MultiBinary``, ``Tuple`` and
+    ``Dict`` spaces ``gymnasium.spaces.flatten`` (one-hots and values concatenated)."""
+    if space is None or isinstance(space, spaces.Box):
+        return np.asarray(obs, dtype=np.float32).reshape(-1)
+    return np.asarray(spaces.flatten(space, obs), dtype=np.float32)
 
 
 def observation_dict(observations: Mapping[str, Any], num_agents: int,
                      obs_dim: int | None) -> np.ndarray:
     """A PettingZoo observation dict ``{agent: obs}`` as the per-agent array ``[n, obs_dim]``
-    that an agent's ``act`` takes (rows in the dict's order, each flattened and zero-padded).
+    that an agent's ``act`` takes (rows in the dict's order, each read as a Box, flattened
+    and zero-padded; a Discrete observation, a single number, is a ValueError).
 
     ``obs_dim=None``: the agent reads global states, which a dict of observations does not
     hold; TypeError saying what to pass instead. ValueError for the wrong number of agents
@@ -162,6 +175,11 @@ def observation_dict(observations: Mapping[str, Any], num_agents: int,
                          f"({', '.join(map(str, observations))}); the agent acts for "
                          f"{num_agents}")
     for agent, obs in observations.items():
+        if np.ndim(obs) == 0:   # a Discrete observation: its one-hot needs the space
+            raise ValueError(f"observations[{agent!r}] is a single number; act reads "
+                             f"observations as training flattened them: "
+                             f"flatten_observation(env.observation_space(agent), obs) "
+                             f"(spnpolicy.training.vec_env) for each agent")
         if np.size(obs) > obs_dim:
             raise ValueError(f"observations[{agent!r}] has {np.size(obs)} numbers; the agent "
                              f"reads {obs_dim} per agent")
@@ -175,14 +193,28 @@ def global_state(env: ParallelEnv, observations: dict[str, np.ndarray],
     try:
         return np.asarray(env.state(), dtype=np.float32).reshape(-1)
     except NotImplementedError:
+        agents = list(env.possible_agents)
         obs_dim = max_obs_dim(env) if obs_dim is None else obs_dim
-        return stack_observations(observations, list(env.possible_agents), obs_dim).reshape(-1)
+        return stack_observations(observations, agents, obs_dim,
+                                  {a: env.observation_space(a) for a in agents}).reshape(-1)
+
+
+#: observation spaces the training stack flattens (:func:`flatten_observation`)
+FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 
 def _flat_dim(space: spaces.Space, what: str) -> int:
-    if not isinstance(space, spaces.Box):
-        raise ValueError(f"{what} must be a gymnasium Box, got {space}")
-    return int(np.prod(space.shape))
+    if isinstance(space, spaces.Box):
+        return int(np.prod(space.shape))
+    parts = list(space.spaces.values()) if isinstance(space, spaces.Dict) else \
+        list(space.spaces) if isinstance(space, spaces.Tuple) else [space]
+    for part in parts:
+        if isinstance(part, (spaces.Dict, spaces.Tuple)):
+            _flat_dim(part, what)
+        elif not isinstance(part, FLAT_SPACES):
+            raise ValueError(f"{what} must be a gymnasium Box, Discrete, MultiDiscrete, "
+                             f"MultiBinary, or a Tuple / Dict of them; got {space}")
+    return int(spaces.flatdim(space))
 
 
 class ParallelEnvVec:
@@ -201,8 +233,10 @@ class ParallelEnvVec:
 
     Conventions (all agents in ``possible_agents`` act every step):
         - actions: every agent needs the same ``Discrete(k)`` action space.
-        - obs: each agent's Box observation flattened (zero-padded to the largest); agents
-          that already left the episode observe zeros and their actions are dropped.
+        - obs: each agent's observation flattened (zero-padded to the largest): a Box's
+          values, a Discrete's one-hot, MultiDiscrete / MultiBinary / Tuple / Dict spaces
+          as ``gymnasium.spaces.flatten`` gives them; agents that already left the episode
+          observe zeros and their actions are dropped.
         - state: ``env.state()`` flattened when the env implements it, else the
           concatenation of all agents' observations.
         - team reward: ``infos[agent]["team_reward"]`` when any agent's info has it (the
@@ -229,6 +263,7 @@ class ParallelEnvVec:
         self.num_envs, self.num_agents = num_envs, len(self.agents)
         self.num_actions = int(action_spaces[0].n)
         self.obs_dim = max_obs_dim(env)
+        self.obs_spaces = {a: env.observation_space(a) for a in self.agents}
         self.seed = seed
         self._episode = np.zeros(num_envs, dtype=np.int64)   # episodes started per copy
         self._history: list[list[list[int]]] = [[] for _ in range(num_envs)]
@@ -252,7 +287,7 @@ class ParallelEnvVec:
         return self._state_of(e, observations), self._obs_of(observations)
 
     def _obs_of(self, observations: dict[str, np.ndarray]) -> np.ndarray:
-        return stack_observations(observations, self.agents, self.obs_dim)
+        return stack_observations(observations, self.agents, self.obs_dim, self.obs_spaces)
 
     def _state_of(self, e: int, observations: dict[str, np.ndarray]) -> np.ndarray:
         return global_state(self.envs[e], observations, self.obs_dim)
