@@ -112,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--samples must be >= 0, got {args.samples}")
     agent = load_agent(args.checkpoint)
     run_config = load_run_config(args.checkpoint)
+    if not callable(getattr(agent, "distribution", None)) or \
+            not hasattr(agent, "state_dim"):
+        raise ValueError(f"the run trained {run_config.get('algo')!r}, whose agent "
+                         f"({type(agent).__name__}) holds no joint policy to query; "
+                         f"query runs of a circuit policy (spn-ac, meanfield-ac, reinforce)")
     env = args.env or run_config["env"]
     env_kwargs = dict(run_config.get("env_kwargs", {})) if env == run_config["env"] else {}
     env_kwargs.update((k, literal(v)) for k, v in args.env_kw)

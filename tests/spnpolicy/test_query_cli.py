@@ -103,3 +103,18 @@ def test_query_of_a_given_state(run_dir):
 def test_query_of_a_missing_run():
     out = query("/nonexistent/run")
     assert out.returncode == 2 and "no run directory or checkpoint file" in out.stderr
+
+
+@pytest.mark.parametrize("algo, config", [
+    ("vdn", dict(learning_starts=32, batch_size=16, hidden=(16,))),
+    ("mappo", dict()),
+])
+def test_a_run_without_a_joint_policy_is_one_clear_error(tmp_path, algo, config):
+    # these runs' agents have no states or joint distribution: an AttributeError traceback
+    spnpolicy.train(algo, "coverage", seed=0, out_dir=tmp_path, env_kwargs=COVERAGE,
+                    total_steps=64, num_envs=8, eval_interval=64, eval_episodes=2,
+                    verbose=False, progress=False, **config)
+    out = query(tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert f"the run trained {algo!r}" in out.stderr and "holds no joint policy" in out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
