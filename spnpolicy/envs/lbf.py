@@ -101,6 +101,11 @@ class LBFParallelEnv(ParallelEnv):
 
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        # lbforaging places each player away from the others' positions, the previous
+        # episode's for those not yet placed: the same seed gave another start after
+        # another episode (and a resumed run replayed its episodes in other worlds)
+        for player in self.foraging.players:
+            player.position = None
         observations, _ = self.foraging.reset(seed=seed, options=options)
         self.agents = self.possible_agents[:]
         return self._observe(observations), {agent: {} for agent in self.agents}

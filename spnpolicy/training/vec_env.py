@@ -353,7 +353,13 @@ class ParallelEnvVec:
         self.reset()
         if self.seed is not None:
             for e, history in enumerate(state["history"]):
-                for joint in history:
+                for i, joint in enumerate(history):
+                    if not self.envs[e].agents:
+                        raise RuntimeError(
+                            f"cannot rebuild env copy {e} of the checkpoint: replaying its "
+                            f"episode from the seed ended after {i} of {len(history)} steps, "
+                            f"so the env does not repeat an episode given its reset seed and "
+                            f"actions (what resuming needs)")
                     observations = self._step_copy(e, np.asarray(joint))[0]
                     self._state[e] = self._state_of(e, observations)
                     self._obs[e] = self._obs_of(observations)

@@ -119,6 +119,41 @@ def test_parallel_adapter_conventions_without_team_reward_or_state():
     assert not envs.has_success
 
 
+class _Unseeded(_TwoAgents):
+    """Episodes of 1 to 6 steps whose length ignores the reset seed."""
+
+    rng = np.random.default_rng(0)       # shared by every copy: not the reset seed's
+
+    def reset(self, seed=None, options=None):
+        self.length = int(self.rng.integers(1, 7))
+        return super().reset(seed, options)
+
+    def step(self, actions):
+        self.t += 1
+        done = self.t >= self.length
+        if done:
+            self.agents = []
+        flags = dict.fromkeys(self.possible_agents, done)
+        return self._obs(), dict.fromkeys(flags, 1.0), dict.fromkeys(flags, False), flags, \
+            {a: {} for a in flags}
+
+
+def test_an_env_that_does_not_repeat_its_episodes_cannot_be_restored_and_says_why():
+    envs = ParallelEnvVec(_Unseeded, 8, seed=0)
+    envs.reset()
+    saved = None
+    for _ in range(3):
+        envs.step(np.zeros((8, 2), dtype=int))
+        if any(len(h) >= 2 for h in envs.state_dict()["history"]):
+            saved = envs.state_dict()
+            break
+    assert saved is not None
+    with pytest.raises(RuntimeError, match=r"cannot rebuild env copy \d+ of the checkpoint: "
+                                           r"replaying its episode from the seed ended after"):
+        for _ in range(20):               # some copy's replay ends early on some attempt
+            ParallelEnvVec(_Unseeded, 8, seed=0).load_state_dict(saved)
+
+
 def test_global_state_is_the_adapters_state_for_a_single_env():
     """What `spnpolicy query` feeds a policy equals what training fed it."""
     env = _TwoAgents()
