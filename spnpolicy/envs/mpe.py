@@ -16,6 +16,10 @@ documented by mpe2), always with `continuous_actions=False`:
 | `simple_speaker_listener` | `simple_speaker_listener_v4` | `speaker_0`, `listener_0`, shared |
 | `simple_tag` | `simple_tag_v3` | `adversary_*` chase `agent_*` (competitive) |
 | `simple_adversary` | `simple_adversary_v3` | `adversary_0` against `agent_*` (competitive) |
+
+In `simple_speaker_listener` the speaker has 3 actions (what it says) and the listener 5
+(moves); training steps both with `k = 5`, the speaker's actions 3 and 4 repeating its 0
+and 1 (:class:`~spnpolicy.training.ParallelEnvVec`).
 """
 
 from __future__ import annotations

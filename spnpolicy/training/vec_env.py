@@ -232,7 +232,9 @@ class ParallelEnvVec:
             flight restart).
 
     Conventions (all agents in ``possible_agents`` act every step):
-        - actions: every agent needs the same ``Discrete(k)`` action space.
+        - actions: every agent a ``Discrete`` space; ``k`` is the largest ``n``, and an
+          agent with ``n_i < k`` actions executes ``start_i + a % n_i`` for ``a`` in
+          ``range(k)`` (its actions repeat: no mask is needed, and every ``a`` is valid).
         - obs: each agent's observation flattened (zero-padded to the largest): a Box's
           values, a Discrete's one-hot, MultiDiscrete / MultiBinary / Tuple / Dict spaces
           as ``gymnasium.spaces.flatten`` gives them; agents that already left the episode
@@ -256,12 +258,15 @@ class ParallelEnvVec:
         env = self.envs[0]
         self.agents = list(env.possible_agents)
         action_spaces = [env.action_space(a) for a in self.agents]
-        if not all(isinstance(s, spaces.Discrete) and s.n == action_spaces[0].n
-                   for s in action_spaces):
-            raise ValueError(f"every agent needs the same Discrete action space, got "
+        if not all(isinstance(s, spaces.Discrete) for s in action_spaces):
+            raise ValueError(f"every agent needs a Discrete action space, got "
                              f"{dict(zip(self.agents, action_spaces))}")
         self.num_envs, self.num_agents = num_envs, len(self.agents)
-        self.num_actions = int(action_spaces[0].n)
+        # k = the largest action count; an agent with n_i < k actions executes a % n_i (its
+        # actions repeat), from its space's start
+        self.num_actions = max(int(s.n) for s in action_spaces)
+        self._action_counts = [int(s.n) for s in action_spaces]
+        self._action_starts = [int(s.start) for s in action_spaces]
         self.obs_dim = max_obs_dim(env)
         self.obs_spaces = {a: env.observation_space(a) for a in self.agents}
         self.seed = seed
@@ -304,7 +309,8 @@ class ParallelEnvVec:
     def _step_copy(self, e: int, joint: np.ndarray):
         env = self.envs[e]
         live = self._live[e]
-        actions = {a: int(joint[i]) for i, a in enumerate(self.agents) if a in live}
+        actions = {a: self._action_starts[i] + int(joint[i]) % self._action_counts[i]
+                   for i, a in enumerate(self.agents) if a in live}
         observations, rewards, terms, truncs, infos = env.step(actions)
         self._history[e].append([int(u) for u in joint])
         self._live[e] = list(env.agents)

@@ -5,6 +5,7 @@ import pytest
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+import spnpolicy
 from spnpolicy.envs import CoverageVecEnv, make_env
 from spnpolicy.training import CoverageVec, ParallelEnvVec, make_vec_env
 from spnpolicy.training.vec_env import global_state
@@ -152,6 +153,38 @@ def test_an_env_that_does_not_repeat_its_episodes_cannot_be_restored_and_says_wh
                                            r"replaying its episode from the seed ended after"):
         for _ in range(20):               # some copy's replay ends early on some attempt
             ParallelEnvVec(_Unseeded, 8, seed=0).load_state_dict(saved)
+
+
+class _Heterogeneous(_TwoAgents):
+    """Agent a has Discrete(2, start=3), b Discrete(4); records the actions it executes."""
+
+    def action_space(self, agent):
+        return spaces.Discrete(2, start=3) if agent == "a" else spaces.Discrete(4)
+
+    def step(self, actions):
+        assert self.action_space("a").contains(actions["a"])
+        self.executed = dict(actions)
+        return super().step(actions)
+
+
+def test_agents_with_fewer_actions_repeat_theirs():
+    envs = ParallelEnvVec(_Heterogeneous, 4, seed=0)
+    assert envs.num_actions == 4
+    envs.reset()
+    envs.step(np.array([[0, 0], [1, 1], [2, 2], [3, 3]]))
+    assert [env.executed for env in envs.envs] == [
+        {"a": 3, "b": 0}, {"a": 4, "b": 1}, {"a": 3, "b": 2}, {"a": 4, "b": 3}]
+
+
+def test_speaker_listener_trains_with_its_3_and_5_actions():
+    pytest.importorskip("mpe2")
+    envs = make_vec_env("mpe/simple_speaker_listener", 2, seed=0)
+    assert envs.num_actions == 5        # the speaker's 3 say something, its 3 and 4 repeat 0, 1
+    result = spnpolicy.train("vdn", "mpe/simple_speaker_listener", seed=0, total_steps=64,
+                             env_kwargs=dict(max_cycles=8), num_envs=4, learning_starts=32,
+                             batch_size=8, hidden=(16,), eval_interval=64, eval_episodes=2,
+                             progress=False, verbose=False)
+    assert result.history[-1]["step"] == 64
 
 
 def test_global_state_is_the_adapters_state_for_a_single_env():
