@@ -59,16 +59,17 @@ class Protocol:
             check_int(f.name, getattr(self, f.name), 1)
 
     def with_budget(self, total_steps: int | None) -> Protocol:
-        """This protocol with another budget (intervals capped by it); None keeps it.
+        """This protocol with another budget; None keeps it.
 
-        The intervals stay as they are otherwise, so that a run can later be extended to a
-        larger budget by resuming it (its config must not change).
+        The intervals stay as they are, even above the budget (every run is evaluated and
+        checkpointed at its end anyway), so that a run can later be extended to a larger
+        budget by resuming it: its config must not change. (Capping them by a small budget
+        made the extended run's config differ, and resuming it was refused.)
         """
         if total_steps is None:
             return self
         check_int("total_steps", total_steps, 1)
-        return Protocol(total_steps, min(self.eval_interval, total_steps), self.eval_episodes,
-                        min(self.checkpoint_interval, total_steps))
+        return dataclasses.replace(self, total_steps=total_steps)
 
     def overrides(self) -> dict[str, int]:
         """The config overrides that impose this protocol on an algorithm."""

@@ -36,7 +36,7 @@ def test_plan_filters(tmp_path):
                 total_steps=48)
     assert [(r.task.name, r.algo, r.seed) for r in runs] == [("penalty-k25", "meanfield-ac", 3),
                                                              ("penalty-k25", "meanfield-ac", 7)]
-    assert runs[0].config["total_steps"] == runs[0].config["eval_interval"] == 48
+    assert runs[0].config["total_steps"] == 48 and runs[0].config["eval_interval"] == 96
     assert len(plan(TINY, tmp_path, seeds=1)) == 4
 
 
@@ -90,6 +90,19 @@ def test_a_run_resumes_to_a_larger_budget_and_keeps_its_history(tmp_path):
     (record,) = outcome.records
     assert [h["step"] for h in record.history] == [0, 96, 192]
     assert record.history[:2] == first.history
+
+
+@pytest.mark.filterwarnings("ignore:learning_starts=.*is above total_steps")  # tiny budgets
+def test_a_budget_below_the_intervals_extends_too(tmp_path):
+    # the intervals were capped by a small budget, so the larger budget's config differed
+    # and resuming was refused ("the saved run differs in config.checkpoint_interval")
+    (short,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1,
+                    total_steps=48)
+    assert [h["step"] for h in execute(short).history] == [0, 48]
+    (longer,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1)
+    outcome = run_all([longer], log=lambda line: None)
+    assert not outcome.failures
+    assert [h["step"] for h in outcome.records[0].history] == [0, 48, 96, 192]
 
 
 @pytest.mark.filterwarnings("ignore:learning_starts=.*is above total_steps")  # tiny budgets

@@ -82,12 +82,15 @@ def test_unknown_names_list_the_valid_ones():
         get_suite("matrix").task("penalty")
 
 
-def test_a_smaller_budget_caps_the_intervals_only():
+def test_another_budget_keeps_the_intervals():
+    # a run's config must not change when its budget grows, or resuming it is refused: a
+    # budget below an interval used to cap it (300 -> checkpoint_interval 300, then 1000)
     protocol = Protocol(total_steps=5_000, eval_interval=250, eval_episodes=8,
                         checkpoint_interval=1_000)
     assert protocol.with_budget(None) is protocol
     assert protocol.with_budget(10_000) == Protocol(10_000, 250, 8, 1_000)
-    assert protocol.with_budget(300) == Protocol(300, 250, 8, 300)
+    assert protocol.with_budget(300) == Protocol(300, 250, 8, 1_000)
+    assert protocol.with_budget(100) == Protocol(100, 250, 8, 1_000)
     assert protocol.overrides() == {"total_steps": 5_000, "eval_interval": 250,
                                     "eval_episodes": 8, "checkpoint_interval": 1_000}
     with pytest.raises(ValueError, match="total_steps must be an int >= 1, got 0"):
