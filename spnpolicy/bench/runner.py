@@ -256,12 +256,17 @@ def _progress_line(count: int, total: int, run: BenchRun, record: RunRecord | No
     return f"{head}: {', '.join(shown)} at step {final['step']:,d} ({note})"
 
 
+def check_workers(workers: Any) -> None:
+    """ValueError unless ``workers`` is an int >= 1."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+
+
 def run_all(runs: Sequence[BenchRun], workers: int = 1, ray_address: str | None = None,
             metric: str = "success_rate", log: Callable[[str], None] = print) -> Outcome:
     """Train the runs that are not finished, ``workers`` at a time (or as Ray tasks on the
     cluster at ``ray_address``), logging a progress line per finished run."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    check_workers(workers)
     results: dict[int, RunRecord] = {}
     outcome = Outcome()
     todo: Todo = []

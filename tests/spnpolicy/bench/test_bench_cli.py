@@ -47,13 +47,15 @@ def test_bench_then_plot_end_to_end(tmp_path):
     (["bench", "matrix", "--tasks", "penalty"], r"unknown task\(s\) \['penalty'\]"),
     (["bench", "matrix", "--seeds", "x"], "seeds must be a count"),
     (["plot", "a", "b"], "give --out when plotting 2 paths"),
+    (["bench", "matrix", "--workers", "0"], "workers must be an int >= 1, got 0"),
 ])
 def test_bad_input_is_one_clear_error(args, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(args + (["--out", str(tmp_path)] if args[0] == "bench" else []))
     assert exit_info.value.code == 2
-    assert "spnpolicy: error:" in (err := capsys.readouterr().err)
-    assert re.search(message, err), err
+    out, err = capsys.readouterr()
+    assert "spnpolicy: error:" in err and re.search(message, err), err
+    assert out == ""            # nothing printed before the error (the suite's header was)
 
 
 def test_plot_warns_when_a_task_mixes_budgets(matrix_runs, make_run, tmp_path, capsys):
