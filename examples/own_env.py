@@ -5,7 +5,7 @@ Run: .venv/bin/python examples/own_env.py          # trains spn-ac on it (3,000 
 The same env from the command line, by file (or ``package.module:factory``) and name:
 
     .venv/bin/spnpolicy train spn-ac examples/own_env.py:rendezvous --total-steps 3000 \\
-        --env-kw size=4 --out-dir runs/rendezvous
+        --set learning_starts=500 --env-kw size=4 --out-dir runs/rendezvous
 
 ``Rendezvous``: two agents on a line of ``size`` cells each move left, stay or right; the
 team reward is 1 on the step they stand on the same cell (which ends the episode), else 0.

@@ -90,6 +90,22 @@ def test_the_own_env_block_trains_from_the_repository_root(tmp_path, monkeypatch
     assert registry.registered_envs()["rendezvous"] is scope["rendezvous"]
 
 
+def test_the_own_env_command_trains_as_written(tmp_path):
+    # it ran 3000 steps with the default learning_starts=5000: no update, and a warning
+    block, = [b for b in re.findall(r"```bash\n(.*?)```", README, re.S)
+              if "own_env.py:rendezvous" in b]
+    argv = block.replace("\\\n", " ").split()
+    assert argv[0] == ".venv/bin/spnpolicy"
+    argv[argv.index("--out-dir") + 1] = str(tmp_path / "rendezvous")
+    cli = Path(sys.executable).parent / "spnpolicy"
+    done = subprocess.run([str(cli), *argv[1:], "--quiet"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    metrics = (tmp_path / "rendezvous" / "metrics.jsonl").read_text()
+    assert '"loss_critic"' in metrics                      # it updated
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["config", "spn-ac", "coverage"],
                                   ["bench", "--help"]])
 def test_the_listed_commands_answer(argv):
