@@ -61,8 +61,9 @@ class PotentialShaping:
     def __init__(self, envs: Any, gamma: float, form: str = "potential") -> None:
         potential = getattr(envs, "potential", None)
         if not callable(potential):
-            raise ValueError(f"shaping=True needs an env with a potential (the coverage env's "
-                             f"infos['potential']); {type(envs).__name__} has none: use "
+            raise ValueError(f"shaping=True needs an env with a potential: the coverage env, "
+                             f"or one with a method state_potential(state) -> float of its "
+                             f"global state; {type(envs).__name__} has none: use "
                              f"shaping=False")
         if form not in SHAPING_FORMS:
             raise ValueError(f"shaping_form must be one of {SHAPING_FORMS}, got {form!r}")

@@ -248,6 +248,8 @@ class ParallelEnvVec:
           terminated if any agent terminated.
         - success: the step's ``infos[agent]["success"]``, else ``["optimal"]`` (matrix
           games: the joint action was optimal), else False.
+        - shaping (``shaping=True``): the env's ``state_potential(state) -> float``, a
+          function of the flattened global state alone, when it has one.
     """
 
     def __init__(self, env_fn: Callable[[], ParallelEnv], num_envs: int,
@@ -269,6 +271,8 @@ class ParallelEnvVec:
         self._action_starts = [int(s.start) for s in action_spaces]
         self.obs_dim = max_obs_dim(env)
         self.obs_spaces = {a: env.observation_space(a) for a in self.agents}
+        if callable(getattr(env, "state_potential", None)):   # what shaping needs
+            self.potential = self._potential
         self.seed = seed
         self._episode = np.zeros(num_envs, dtype=np.int64)   # episodes started per copy
         self._history: list[list[list[int]]] = [[] for _ in range(num_envs)]
@@ -346,6 +350,14 @@ class ParallelEnvVec:
                 self._state[e], self._obs[e] = final_state[e], final_obs[e]
         return VecStep(self._state.copy(), self._obs.copy(), reward, terminated, truncated,
                        final_state, final_obs, success)
+
+    def _potential(self, states: np.ndarray) -> np.ndarray:
+        """``env.state_potential(state)`` of global states ``[M, S]`` -> ``[M]`` float64 (an
+        env method of the flattened global state alone; set as ``potential`` only for envs
+        that have it, for :class:`~spnpolicy.training.shaping.PotentialShaping`)."""
+        env = self.envs[0]
+        return np.array([float(env.state_potential(s)) for s in np.asarray(states)],
+                        dtype=np.float64).reshape(len(states))
 
     def state_dict(self) -> dict[str, Any]:
         """Episode counters and the actions of every copy's episode in flight."""

@@ -9,7 +9,7 @@ import torch
 import spnpolicy
 from spnpolicy.algos.registry import algorithm_names
 from spnpolicy.envs import coverage_core as core
-from spnpolicy.training import Runner, TransitionStream, make_vec_env
+from spnpolicy.training import ParallelEnvVec, Runner, TransitionStream, make_vec_env
 from spnpolicy.training.shaping import PotentialShaping
 
 from tests.run_helpers import assert_same_run
@@ -182,3 +182,35 @@ def test_shaped_run_resumes_exactly(tmp_path):
     resumed = spnpolicy.train("vdn", "coverage", seed=1, out_dir=tmp_path / "b",
                               resume=True, total_steps=192, **config)
     assert_same_run(whole, resumed)
+
+
+def test_an_own_env_with_a_state_potential_is_shaped():
+    # shaping worked on coverage only: an own env could not give its potential
+    from pettingzoo.test import parallel_api_test
+
+    from tests.spnpolicy.training.test_observation_spaces import Signal
+
+    class Walk(Signal):
+        """Signal with a state and a potential: minus the distance of the step count
+        from 2."""
+
+        def state(self):
+            return np.array([self.t, self.signal], np.float32)
+
+        def state_potential(self, state):
+            return -abs(float(state[0]) - 2.0)
+
+    parallel_api_test(Walk(), num_cycles=10)
+    envs = ParallelEnvVec(Walk, 3, seed=0)
+    runner = Runner(envs)
+    runner.reset(seed=0)
+    stream = TransitionStream(envs, n_step=1, gamma=0.9, shaping=True)
+    transition = runner.step(np.zeros((3, 2), dtype=int))
+    rows = stream.push(transition)
+    start = -np.abs(transition.state[:, 0] - 2.0)
+    end = -np.abs(transition.next_state[:, 0] - 2.0) * (1.0 - transition.terminated)
+    np.testing.assert_allclose(rows.reward, transition.reward + 0.9 * end - start, rtol=1e-6)
+    result = spnpolicy.train("vdn", Walk, seed=0, total_steps=96, num_envs=4,
+                             learning_starts=48, batch_size=16, hidden=(16,), shaping=True,
+                             eval_interval=96, eval_episodes=2, progress=False, verbose=False)
+    assert result.history[-1]["step"] == 96
