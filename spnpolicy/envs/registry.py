@@ -224,8 +224,20 @@ def make_env(name: str, **kwargs: Any) -> ParallelEnv:
                      f"spnpolicy.register_env, or 'module:factory'")
 
 
+#: mpe2's discrete moves (every agent of these tasks): 0 none, 1 -x, 2 +x, 3 -y, 4 +y
+MPE_MOVES = ("noop", "left", "right", "down", "up")
+#: lbforaging's ``Action`` enum
+LBF_ACTIONS = ("none", "north", "south", "west", "east", "load")
+
+
 def action_names(name: str, num_actions: int) -> tuple[str, ...]:
-    """Names of env ``name``'s actions (``coverage``: noop, up, ...), else ``"0".."k-1"``."""
+    """Names of env ``name``'s actions (``coverage``: noop, up, ...; ``lbf/...``: none, north,
+    ...; the MPE tasks whose agents all move: noop, left, ...), else ``"0".."k-1"``."""
     if name == "coverage":
         return tuple(coverage_core.ACTION_NAMES)
+    known = (LBF_ACTIONS if isinstance(name, str) and name.startswith(LBF_PREFIX) else
+             MPE_MOVES if name in ("mpe/simple_spread", "mpe/simple_tag",
+                                   "mpe/simple_adversary") else None)
+    if known is not None and len(known) == num_actions:
+        return known
     return tuple(str(a) for a in range(num_actions))

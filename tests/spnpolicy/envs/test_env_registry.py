@@ -2,6 +2,7 @@
 
 import sys
 
+import numpy as np
 import pytest
 from pettingzoo import ParallelEnv
 
@@ -69,3 +70,37 @@ def test_missing_extra_says_what_to_install(monkeypatch, name, modules, extra):
         monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(ImportError, match=rf"spnpolicy\[{extra}\]"):
         spnpolicy.make_env(name)
+
+
+def test_action_names_follow_the_envs_own_actions():
+    from spnpolicy.envs.registry import action_names
+
+    assert action_names("coverage", 6)[:2] == ("noop", "up")
+    assert action_names("climbing", 3) == ("0", "1", "2")
+    assert action_names("mpe/simple_speaker_listener", 5) == ("0", "1", "2", "3", "4")
+    assert action_names("lbf/Foraging-8x8-2p-3f-v3", 6) == (
+        "none", "north", "south", "west", "east", "load")
+    assert action_names("mpe/simple_spread", 5) == ("noop", "left", "right", "down", "up")
+
+
+def test_mpe_moves_are_named_by_what_they_do():
+    pytest.importorskip("mpe2")
+    from spnpolicy.envs.registry import MPE_MOVES
+
+    env = spnpolicy.make_env("mpe/simple_spread", N=1, max_cycles=5)
+    env.reset(seed=0)
+    for action, name in enumerate(MPE_MOVES):
+        env.reset(seed=0)
+        agent = env.unwrapped.world.agents[0]
+        env.step({env.agents[0]: action})
+        moved = agent.state.p_vel                 # the move's first effect: the velocity
+        expected = {"noop": (0, 0), "left": (-1, 0), "right": (1, 0), "down": (0, -1),
+                    "up": (0, 1)}[name]
+        assert tuple(np.sign(np.round(moved, 6)).astype(int)) == expected, name
+
+
+def test_lbf_actions_are_lbforagings_enum():
+    lbf = pytest.importorskip("lbforaging.foraging.environment")
+    from spnpolicy.envs.registry import LBF_ACTIONS
+
+    assert LBF_ACTIONS == tuple(a.name.lower() for a in lbf.Action)
