@@ -28,9 +28,6 @@ import numpy as np
 
 __all__ = ["NextValues"]
 
-#: the most uint32 words of a value that its matching key reads
-KEY_WORDS = 64
-
 
 class NextValues:
     """The next values ``[capacity, *shape]`` of a buffer's rows, by reference or stored.
@@ -50,12 +47,12 @@ class NextValues:
         self._hash = np.zeros(capacity, dtype=np.int64)         # a waiting row's checksum
         words = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
         self._words = -(-words // 4)                            # uint32 words per value
-        # the key reads at most KEY_WORDS words, evenly spaced (an exact comparison
-        # follows, so a shared key costs a comparison, never a wrong value)
-        self._key_words = np.unique(np.linspace(0, self._words - 1, min(self._words, KEY_WORDS))
-                                    .astype(np.int64))
+        # the key reads every word: rows waiting under one key then hold one content, which
+        # the first later row with that key (that content) takes off the list at once; a key
+        # of some words only would let rows that never match pile up under it, each new row
+        # compared with all of them
         self._weights = np.random.default_rng(0).integers(
-            1, 2**62, size=len(self._key_words), dtype=np.int64) | 1   # fixed: content only
+            1, 2**62, size=self._words, dtype=np.int64) | 1     # fixed: content only
 
     # --- writing ------------------------------------------------------------------------
     def release(self, rows: np.ndarray) -> None:
@@ -109,7 +106,7 @@ class NextValues:
     def _keys(self, values: np.ndarray) -> np.ndarray:
         """A checksum ``[M]`` of each value's bytes (uint32 words times fixed odd weights,
         summed with int64 wrap-around): equal bytes, equal keys."""
-        words = self._words_of(values)[:, self._key_words].astype(np.int64)
+        words = self._words_of(values).astype(np.int64)
         return (words * self._weights).sum(axis=1)     # array integer overflow wraps silently
 
     def _unwait(self, p: int, key: int | None = None) -> None:
