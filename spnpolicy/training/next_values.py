@@ -34,7 +34,7 @@ class NextValues:
 
     ``ref[p]``: the row whose current value is ``p``'s next value (-1: none); ``slot[p]``:
     ``p``'s place in :attr:`extra` (-1: none). Exactly one of the two is set for a stored
-    row. Rows waiting for a later equal value are kept by the hash of their next value.
+    row. Rows waiting for a later equal value are kept by a checksum of their next value.
     """
 
     def __init__(self, capacity: int, shape: tuple[int, ...], dtype: Any) -> None:
@@ -43,7 +43,7 @@ class NextValues:
         self.slot = np.full(capacity, -1, dtype=np.int64)
         self.extra = np.zeros((min(capacity, 64), *self.shape), dtype=self.dtype)
         self._free = list(range(len(self.extra) - 1, -1, -1))   # a stack of free slots
-        self._waiting: dict[int, list[int]] = {}                # checksum -> rows
+        self._waiting: dict[int, dict[int, None]] = {}          # checksum -> rows (ordered)
         self._hash = np.zeros(capacity, dtype=np.int64)         # a waiting row's checksum
         words = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
         self._words = -(-words // 4)                            # uint32 words per value
@@ -70,14 +70,16 @@ class NextValues:
         those current values point to it; the new values wait in the side store."""
         waiting = self._waiting
         if waiting:
-            pairs = [(p, r) for r, key in zip(rows.tolist(), self._keys(current[rows]).tolist())
-                     for p in waiting.get(key, ())]
+            first = {}                            # each key's first new row
+            for r, key in zip(rows.tolist(), self._keys(current[rows]).tolist()):
+                first.setdefault(key, r)
+            pairs = [(p, r) for key, r in first.items() for p in waiting.get(key, ())]
             if pairs:
                 waited, later = np.array(pairs, dtype=np.int64).T
                 equal = (self._words_of(self.extra[self.slot[waited]])
                          == self._words_of(current[later])).all(axis=1)   # bit for bit
                 waited, first = np.unique(waited[equal], return_index=True)
-                if len(waited):                   # each to its first equal later row
+                if len(waited):                   # each to the first later row equal to it
                     self._free.extend(self.slot[waited].tolist())
                     for p, key in zip(waited.tolist(), self._hash[waited].tolist()):
                         self._unwait(p, key)
@@ -93,7 +95,7 @@ class NextValues:
         keys = self._keys(values)
         self._hash[rows] = keys
         for p, key in zip(rows.tolist(), keys.tolist()):
-            waiting.setdefault(key, []).append(p)
+            waiting.setdefault(key, {})[p] = None
 
     def _words_of(self, values: np.ndarray) -> np.ndarray:
         """Each value's bytes as uint32 words ``[M, words]`` (zero-padded)."""
@@ -112,10 +114,8 @@ class NextValues:
     def _unwait(self, p: int, key: int | None = None) -> None:
         key = int(self._hash[p]) if key is None else key
         waiting = self._waiting.get(key)
-        if waiting is not None and p in waiting:
-            waiting.remove(p)
-            if not waiting:
-                del self._waiting[key]
+        if waiting is not None and waiting.pop(p, 0) is None and not waiting:
+            del self._waiting[key]
 
     def _grow(self) -> None:
         old = len(self.extra)
