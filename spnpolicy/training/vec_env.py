@@ -308,6 +308,7 @@ class ParallelEnvVec:
             self._episode[:] = 0
         states, obs = zip(*(self._reset_copy(e) for e in range(self.num_envs)))
         self._state, self._obs = np.stack(states), np.stack(obs)
+        _check_finite(reset_state=self._state, reset_observations=self._obs)
         return self._state.copy(), self._obs.copy()
 
     def _step_copy(self, e: int, joint: np.ndarray):
@@ -348,6 +349,8 @@ class ParallelEnvVec:
                 self._state[e], self._obs[e] = self._reset_copy(e)
             else:
                 self._state[e], self._obs[e] = final_state[e], final_obs[e]
+        _check_finite(reward=reward, state=final_state, observations=final_obs,
+                      reset_state=self._state, reset_observations=self._obs)
         return VecStep(self._state.copy(), self._obs.copy(), reward, terminated, truncated,
                        final_state, final_obs, success)
 
@@ -386,6 +389,18 @@ class ParallelEnvVec:
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def _check_finite(**arrays: np.ndarray) -> None:
+    """ValueError naming the first array ``[E, ...]`` with a NaN or infinite entry and its env
+    copies: a non-finite reward, state or observation would turn every loss NaN."""
+    for name, array in arrays.items():
+        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        if bad.any():
+            copies = np.flatnonzero(bad).tolist()
+            raise ValueError(f"the env gave a non-finite {name.replace('_', ' ')} (NaN or "
+                             f"inf) in env copies {copies}: training needs finite rewards, "
+                             f"states and observations")
 
 
 def make_vec_env(name: str, num_envs: int, seed: int | None = None,

@@ -22,14 +22,6 @@ TINY = dict(total_steps=96, num_envs=8, learning_starts=48, batch_size=16, eval_
             progress=False)
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    before = dict(registry._REGISTERED)
-    yield
-    registry._REGISTERED.clear()
-    registry._REGISTERED.update(before)
-
-
 def test_a_callable_trains_and_its_run_loads_again(tmp_path):
     from spnpolicy.inference import load_agent
 

@@ -209,3 +209,30 @@ def test_bad_actions_and_names():
         make_vec_env("nope", 2)
     with pytest.raises(ValueError, match="num_envs"):
         ParallelEnvVec(_TwoAgents, 0)
+
+
+@pytest.mark.parametrize("field, where, named", [("reward", 1, "reward"),
+                                                  ("obs", 0, "reset state"),
+                                                  ("obs", 2, "state")])
+def test_non_finite_rewards_and_observations_are_named(field, where, named):
+    # NaN rewards trained silently into NaN losses (vdn, spn-ac) or a torch sampling error
+    class Broken(_TwoAgents):
+        def _obs(self):
+            obs = super()._obs()
+            if field == "obs" and self.t == where:
+                obs["b"] = np.array([np.nan], np.float32)
+            return obs
+
+        def step(self, actions):
+            obs, rewards, terms, truncs, infos = super().step(actions)
+            if field == "reward":
+                rewards["a"] = float("inf")
+            return obs, rewards, terms, truncs, infos
+
+    envs = ParallelEnvVec(Broken, 2, seed=0)
+    # no state(): the state is the observations, so a NaN observation is a NaN state first
+    with pytest.raises(ValueError, match=rf"non-finite {named} \(NaN or inf\) in env copies "
+                                         r"\[0, 1\]"):
+        envs.reset()
+        for _ in range(3):
+            envs.step(np.zeros((2, 2), dtype=int))
