@@ -86,7 +86,7 @@ def _show(summary: dict, paths: list[Path]) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from spnpolicy.bench.report import write_report
-    from spnpolicy.bench.runner import check_workers, parse_seeds, plan, run_all
+    from spnpolicy.bench.runner import check_backend, parse_seeds, plan, run_all
     from spnpolicy.bench.suites import get_suite
 
     suite = get_suite(args.suite)
@@ -94,7 +94,7 @@ def _bench(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     runs = plan(suite, out, algos=args.algos, tasks=args.tasks, seeds=seeds,
                 total_steps=args.total_steps)
-    check_workers(args.workers)             # before the header line
+    check_backend(args.workers, args.ray)   # before the header line
     protocol = runs[0].config
     print(f"{suite.name}: {len(runs)} runs, {protocol['total_steps']:,d} env steps each, greedy "
           f"evaluation every {protocol['eval_interval']:,d} steps over "

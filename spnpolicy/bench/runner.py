@@ -17,6 +17,7 @@ processes with one torch thread each; with a Ray address the runs are Ray tasks 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import multiprocessing
 import os
 import pickle
@@ -229,7 +230,7 @@ def _run_ray(todo: Todo, address: str, done: Done) -> None:
     try:
         import ray
     except ImportError:
-        raise ImportError("--ray needs the ray package: pip install 'spnpolicy[ray]'") from None
+        raise ImportError(RAY_MISSING) from None
     ray.init(address=address, ignore_reinit_error=True)
     remote = ray.remote(num_cpus=1)(execute)
     pending = {remote.remote(run): index for index, run in todo}
@@ -256,17 +257,23 @@ def _progress_line(count: int, total: int, run: BenchRun, record: RunRecord | No
     return f"{head}: {', '.join(shown)} at step {final['step']:,d} ({note})"
 
 
-def check_workers(workers: Any) -> None:
-    """ValueError unless ``workers`` is an int >= 1."""
+RAY_MISSING = "--ray needs the ray package: pip install 'spnpolicy[ray]'"
+
+
+def check_backend(workers: Any, ray_address: str | None = None) -> None:
+    """ValueError unless ``workers`` is an int >= 1; ImportError when ``ray_address`` is
+    given and the ray package is missing."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if ray_address is not None and importlib.util.find_spec("ray") is None:
+        raise ImportError(RAY_MISSING)
 
 
 def run_all(runs: Sequence[BenchRun], workers: int = 1, ray_address: str | None = None,
             metric: str = "success_rate", log: Callable[[str], None] = print) -> Outcome:
     """Train the runs that are not finished, ``workers`` at a time (or as Ray tasks on the
     cluster at ``ray_address``), logging a progress line per finished run."""
-    check_workers(workers)
+    check_backend(workers, ray_address)
     results: dict[int, RunRecord] = {}
     outcome = Outcome()
     todo: Todo = []

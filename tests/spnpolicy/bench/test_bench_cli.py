@@ -1,5 +1,6 @@
 """``spnpolicy bench`` and ``spnpolicy plot``: one real run end to end, and errors."""
 
+import importlib.util
 import json
 import os
 import re
@@ -48,6 +49,9 @@ def test_bench_then_plot_end_to_end(tmp_path):
     (["bench", "matrix", "--seeds", "x"], "seeds must be a count"),
     (["plot", "a", "b"], "give --out when plotting 2 paths"),
     (["bench", "matrix", "--workers", "0"], "workers must be an int >= 1, got 0"),
+    pytest.param(["bench", "matrix", "--ray", "auto"], "--ray needs the ray package",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("ray") is not None,
+                                          reason="ray is installed")),
 ])
 def test_bad_input_is_one_clear_error(args, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
