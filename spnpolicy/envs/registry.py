@@ -157,9 +157,22 @@ def is_env_name(name: Any) -> bool:
         return False
 
 
+def _custom_elsewhere(name: Any) -> None:
+    """ValueError for a ``"custom:..."`` name that this process does not know: the name
+    ``spnpolicy.train`` gave a lambda or local function, which lives only in the process
+    that registered it (a run's config records the name, not the function)."""
+    if isinstance(name, str) and name.startswith("custom:") and name not in _REGISTERED:
+        raise ValueError(f"env {name!r} was a lambda or local function given to "
+                         f"spnpolicy.train in another process, and only that process knows "
+                         f"it: call spnpolicy.register_env({name!r}, factory) here first, or "
+                         f"train on an importable 'module:factory' (or 'file.py:factory') "
+                         f"so that runs can be resumed and queried anywhere")
+
+
 def check_env_name(env: Any) -> None:
     """ValueError listing the valid environments unless ``env`` names one."""
     if not is_env_name(env):
+        _custom_elsewhere(env)
         if isinstance(env, str) and ":" in env:
             _import_factory(env)  # raises the import's own reason
         raise ValueError(f"unknown environment {env!r}; valid: {', '.join(env_names())}, "
@@ -216,6 +229,7 @@ def make_env(name: str, **kwargs: Any) -> ParallelEnv:
         return lbf.parallel_env(name[len(LBF_PREFIX):], **kwargs)
     if name in _REGISTERED:
         return _custom(name, _REGISTERED[name], kwargs)
+    _custom_elsewhere(name)
     factory = _import_factory(name)
     if factory is not None:
         return _custom(name, factory, kwargs)

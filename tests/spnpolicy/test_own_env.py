@@ -105,3 +105,20 @@ def test_a_suite_of_a_registered_env_runs_in_worker_processes(tmp_path):
     assert outcome.failures == []
     assert sorted((r.task, r.seed, r.final["step"]) for r in outcome.records) == [
         ("meet-3", 0, 96), ("meet-3", 1, 96)]
+
+
+def test_a_lambdas_run_elsewhere_says_how_to_get_it_back(tmp_path):
+    # the run records "custom:...<lambda>"; another process only said "unknown env"
+    spnpolicy.train("spn-ac", lambda: Rendezvous(size=3), seed=0, out_dir=tmp_path / "run",
+                    **TINY)
+    name = spnpolicy.training.rundir.RunDir(tmp_path / "run").read_config()["env"]
+    assert name.startswith("custom:") and name.endswith("<lambda>")
+    registry._REGISTERED.clear()                    # as in another process
+    with pytest.raises(ValueError, match=r"was a lambda or local function given to "
+                                         r"spnpolicy.train in another process"):
+        spnpolicy.train("spn-ac", name, seed=0, out_dir=tmp_path / "run", resume=True,
+                        **dict(TINY, total_steps=192))
+    register_env(name, lambda: Rendezvous(size=3))
+    resumed = spnpolicy.train("spn-ac", name, seed=0, out_dir=tmp_path / "run", resume=True,
+                              **dict(TINY, total_steps=192))
+    assert resumed.history[-1]["step"] == 192
