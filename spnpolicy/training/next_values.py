@@ -70,10 +70,10 @@ class NextValues:
         those current values point to it; the new values wait in the side store."""
         waiting = self._waiting
         if waiting:
-            first = {}                            # each key's first new row
+            first_row = {}                        # each key's first new row
             for r, key in zip(rows.tolist(), self._keys(current[rows]).tolist()):
-                first.setdefault(key, r)
-            pairs = [(p, r) for key, r in first.items() for p in waiting.get(key, ())]
+                first_row.setdefault(key, r)
+            pairs = [(p, r) for key, r in first_row.items() for p in waiting.get(key, ())]
             if pairs:
                 waited, later = np.array(pairs, dtype=np.int64).T
                 equal = (self._words_of(self.extra[self.slot[waited]])
@@ -120,6 +120,8 @@ class NextValues:
     def _grow(self) -> None:
         old = len(self.extra)
         size = min(max(2 * old, 1), len(self.ref))
+        if size == old:     # every row has a slot already: the caller released none
+            raise RuntimeError("NextValues: no free slot; release rows before storing them")
         grown = np.zeros((size, *self.shape), dtype=self.dtype)
         grown[:old] = self.extra
         self.extra = grown
