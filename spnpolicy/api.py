@@ -11,6 +11,7 @@ result.agent.distribution([[1.0]]).log_prob(torch.tensor([[0, 0]])).exp()
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -164,19 +165,22 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
     if out_dir is not None:
         _check_saveable(run.config)
         RunDir(out_dir).ensure_writable()
-    session = Session(run, total_steps=cfg.total_steps, eval_interval=cfg.eval_interval,
-                      checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir,
-                      resume=resume,
-                      progress=sys.stderr.isatty() if progress is None else progress,
-                      stdout=sys.stdout.isatty() if verbose is None else verbose)
-    threads = torch.get_num_threads()
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    try:
-        agent = spec.train(cfg, env, env_kwargs, seed, session)
-    finally:
-        session.close()
-        torch.set_num_threads(threads)
+    # one writer per run directory: a second train on it (say a --resume while the first
+    # still runs) raises RunBusyError instead of interleaving both runs' files
+    with RunDir(out_dir).claim() if out_dir is not None else contextlib.nullcontext():
+        session = Session(run, total_steps=cfg.total_steps, eval_interval=cfg.eval_interval,
+                          checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir,
+                          resume=resume,
+                          progress=sys.stderr.isatty() if progress is None else progress,
+                          stdout=sys.stdout.isatty() if verbose is None else verbose)
+        threads = torch.get_num_threads()
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        try:
+            agent = spec.train(cfg, env, env_kwargs, seed, session)
+        finally:
+            session.close()
+            torch.set_num_threads(threads)
     _name_actions(agent, env, env_kwargs)
     return TrainResult(eval=session.history[-1], history=session.history, agent=agent,
                        config=cfg, out_dir=session.out_dir)

@@ -34,6 +34,7 @@ from spnpolicy.algos.config import field_docs, parse_field_value
 from spnpolicy.algos.registry import ALGORITHMS, get_algorithm, make_config
 from spnpolicy.cli_args import key_value, literal
 from spnpolicy.envs.registry import ENV_DESCRIPTIONS, ENV_NAMES, LBF_EXAMPLE, registered_envs
+from spnpolicy.training.rundir import RunBusyError
 
 __all__ = ["build_parser", "main"]
 
@@ -246,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = shlex.join(["spnpolicy", *argv])  # recorded by bench summaries
     try:
         return args.handler(args)
-    except (ValueError, ImportError) as error:
+    except (ValueError, ImportError, RunBusyError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         parser.exit(2, f"spnpolicy: error: {message}\n")
     except KeyboardInterrupt:

@@ -10,7 +10,8 @@ RUN_DIR/
   provenance.jsonl     one JSON record per process that trained the run: the ``step`` it
                        started from, the package's git ``commit``, when and where
   bench.json           written by ``spnpolicy bench``: ``{"suite": ..., "task": ...}``
-  RUNNING              while ``spnpolicy bench`` trains the run: ``HOST PID`` of that process
+  RUNNING              while ``spnpolicy.train`` (the CLI's train, a bench run) trains the
+                       run: ``HOST PID`` of that process
 ```
 
 ```python
@@ -242,9 +243,14 @@ class RunDir:
         """Hold the directory for this process while the block runs: ``RUNNING`` is created
         exclusively with ``HOST PID`` and removed at the end. RunBusyError when a live
         process on this host holds it, or any process on another host (whose liveness
-        cannot be checked here); a holder on this host that has exited is replaced."""
+        cannot be checked here); a holder on this host that has exited is replaced. A claim
+        this process already holds is held on (``spnpolicy bench`` claims, then trains with
+        ``spnpolicy.train``, which claims too)."""
         self.path.mkdir(parents=True, exist_ok=True)
         mine = f"{socket.gethostname()} {os.getpid()}"
+        if self.running.exists() and self.running.read_text().strip() == mine:
+            yield                                             # held by this process already
+            return
         for _ in range(2):
             try:
                 fd = os.open(self.running, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

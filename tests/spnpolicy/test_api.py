@@ -41,6 +41,24 @@ def test_run_directory(tmp_path):
     assert checkpoint["session"]["step"] == 400
 
 
+def test_a_run_directory_has_one_writer(tmp_path):
+    # a second train on a directory that a live process trains (a --resume started while
+    # the first run still ran) wrote both runs into the same files
+    import os
+    import socket
+
+    from spnpolicy.training.rundir import RunBusyError
+
+    holder = tmp_path / "RUNNING"
+    holder.write_text(f"{socket.gethostname()} {os.getppid()}\n")     # a live process
+    with pytest.raises(RunBusyError, match=f"being trained by process {os.getppid()}"):
+        spnpolicy.train("spn-ac", "coordination", seed=1, out_dir=tmp_path, **QUICK)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RUNNING", "checkpoints"]
+    holder.write_text(f"{socket.gethostname()} 999999999\n")          # its holder is gone
+    spnpolicy.train("spn-ac", "coordination", seed=1, out_dir=tmp_path, **QUICK)
+    assert not holder.exists() and (tmp_path / "checkpoints" / "last.pt").exists()
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     """Stop at step 400 (a checkpoint), resume to 800: same history and weights as one run
     to 800. Equality is exact: RNG, optimiser, buffer, envs and targets are restored."""

@@ -293,3 +293,14 @@ def test_help_texts_explain_themselves_without_outside_references():
     found = sorted({m.group(0) + ": " + text[max(0, m.start() - 40):m.end() + 20]
                     for text in texts for m in outside.finditer(text)})
     assert found == []
+
+
+def test_a_busy_run_directory_is_one_line(tmp_path, capsys):
+    import socket
+
+    (tmp_path / "RUNNING").write_text(f"{socket.gethostname()} {os.getppid()}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "spn-ac", "climbing", "--out-dir", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "is being trained by process" in err
+    assert err.count("\n") == 1 and "Traceback" not in err

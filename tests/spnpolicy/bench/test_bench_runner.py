@@ -198,10 +198,15 @@ def test_claims_are_exclusive_and_released(tmp_path):
     run = RunDir(tmp_path / "run")
     with run.claim():
         assert run.running.read_text().split() == [socket.gethostname(), str(os.getpid())]
-        with pytest.raises(RunBusyError, match="being trained by process"):
-            with run.claim():
-                pass
+        with run.claim():                 # this process again (bench, then its train): held
+            assert run.running.exists()
+        assert run.running.exists()       # only the outer claim releases it
     assert not run.running.exists()
+    run.running.write_text(f"{socket.gethostname()} {os.getppid()}\n")   # a live process
+    with pytest.raises(RunBusyError, match="being trained by process"):
+        with run.claim():
+            pass
+    run.running.unlink()
     run.running.write_text("another-host 1\n")
     with pytest.raises(RunBusyError, match="another-host"):
         with run.claim():
