@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run directory (default runs/ALGO_ENV_sSEED_TIMESTAMP)")
     train.add_argument("--env-kw", type=key_value, action="append", default=[],
                        metavar="KEY=VALUE", help="environment argument (repeatable), "
-                       "value as a Python literal, e.g. --env-kw num_agents=3 --env-kw reward=sparse")
+                       "value as a Python literal, e.g. --env-kw num_agents=3 "
+                       "--env-kw reward=sparse")
     train.add_argument("--set", type=key_value, action="append", default=[], dest="config",
                        metavar="KEY=VALUE", help="config override (repeatable), e.g. "
                        "--set actor_lr=1e-3 --set policy_hidden=64,64; see 'spnpolicy config'")

@@ -120,7 +120,8 @@ class ReplayBuffer:
         self.size = min(self.size + rows, self.capacity)
 
     def _shapes(self) -> dict[str, tuple[int, ...]]:
-        """Each field's shape after the leading row axis, in :class:`Batch` order."""
+        """Each field's shape after the leading row axis: the stored columns, then the
+        next values kept by reference."""
         shapes = {name: store.shape[1:] for name, store in self.data.items()}
         return shapes | {name: nxt.shape for name, nxt in self.next.items()}
 

@@ -161,12 +161,12 @@ class NextValues:
             raise ValueError(f"next values do not match the {size} rows of the checkpoint")
         self.__init__(len(self.ref), self.shape, self.dtype)
         self.ref[:size] = ref
-        for p, value in zip(stored.tolist(), values):
-            if not self._free:
-                self._grow()
-            s = self._free.pop()
-            self.extra[s] = value
-            self.slot[p] = s
+        while len(self._free) < len(stored):
+            self._grow()
+        slots = self._free[len(self._free) - len(stored):][::-1]
+        del self._free[len(self._free) - len(stored):]
+        self.extra[slots] = values
+        self.slot[stored] = slots
 
     def load_values(self, values: np.ndarray) -> None:
         """Rows ``0..len(values)-1`` from plain next values (a checkpoint written before next

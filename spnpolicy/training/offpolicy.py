@@ -12,7 +12,8 @@ rest, in this order per loop iteration:
    ``algorithm.explore``; store the rows of :class:`~spnpolicy.training.TransitionStream`
    (n-step returns, hindsight copies) in the replay buffer;
 3. every ``update_every`` iterations from ``learning_starts`` on, once the buffer holds a
-   row: ``gradient_steps`` times sample a batch, ``algorithm.update(batch)``, Polyak-update the targets (``TargetSync.tau``);
+   row: ``gradient_steps`` times sample a batch, ``algorithm.update(batch)``,
+   Polyak-update the targets (``TargetSync.tau``);
 4. hard-copy the targets whenever ``TargetSync.interval`` env steps are crossed.
 
 Everything random is either a generator checkpointed here or the global generators
