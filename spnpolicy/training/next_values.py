@@ -86,10 +86,7 @@ class NextValues:
                     self.ref[waited] = later[equal][first]
                     self.slot[waited] = -1
         values = np.asarray(values, dtype=self.dtype)
-        while len(self._free) < len(rows):
-            self._grow()
-        slots = self._free[len(self._free) - len(rows):][::-1]
-        del self._free[len(self._free) - len(rows):]
+        slots = self._take_slots(len(rows))
         self.extra[slots] = values
         self.slot[rows] = slots
         keys = self._keys(values)
@@ -116,6 +113,14 @@ class NextValues:
         waiting = self._waiting.get(key)
         if waiting is not None and waiting.pop(p, 0) is None and not waiting:
             del self._waiting[key]
+
+    def _take_slots(self, count: int) -> list[int]:
+        """``count`` free slots of the side store (grown as needed), taken off the stack."""
+        while len(self._free) < count:
+            self._grow()
+        slots = self._free[len(self._free) - count:][::-1]
+        del self._free[len(self._free) - count:]
+        return slots
 
     def _grow(self) -> None:
         old = len(self.extra)
@@ -161,10 +166,7 @@ class NextValues:
             raise ValueError(f"next values do not match the {size} rows of the checkpoint")
         self.__init__(len(self.ref), self.shape, self.dtype)
         self.ref[:size] = ref
-        while len(self._free) < len(stored):
-            self._grow()
-        slots = self._free[len(self._free) - len(stored):][::-1]
-        del self._free[len(self._free) - len(stored):]
+        slots = self._take_slots(len(stored))
         self.extra[slots] = values
         self.slot[stored] = slots
 
