@@ -37,7 +37,7 @@ from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS, QLearningConfig, QModel
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import TargetSync, agent_loader, train_offpolicy
-from spnpolicy.training.optim import gradient_step
+from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "I2q", "I2qConfig", "I2qNetworks", "StateAgentQ", "q_loss", "qss_loss",
            "transition_loss"]
@@ -153,9 +153,9 @@ class I2q(EpsilonGreedyLearner):
         self.nets = I2qNetworks(state_dim, n, k, cfg.hidden).to(device)
         self.q_target, self.nets_target = make_target(self.agent), make_target(self.nets)
         self.optimizers = {
-            "model": torch.optim.Adam(self.nets.model.parameters(), lr=cfg.lr),
-            "qss": torch.optim.Adam(self.nets.qss_net.parameters(), lr=cfg.lr),
-            "q": torch.optim.Adam(self.agent.parameters(), lr=cfg.lr)}
+            "model": adam(self.nets.model.parameters(), lr=cfg.lr),
+            "qss": adam(self.nets.qss_net.parameters(), lr=cfg.lr),
+            "q": adam(self.agent.parameters(), lr=cfg.lr)}
         self.target_sync = TargetSync(((self.q_target, self.agent),
                                        (self.nets_target, self.nets)),
                                       interval=cfg.target_update_interval)

@@ -32,7 +32,7 @@ from spnpolicy.algos.q_learning import QLearningConfig, RunningMeanStd
 from spnpolicy.algos.value_based import MixedQ
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import TargetSync, agent_loader, train_offpolicy
-from spnpolicy.training.optim import gradient_step
+from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "Ma2ql", "Ma2qlConfig", "SeparateAgentQ", "agent_td_loss", "turn"]
 
@@ -101,7 +101,7 @@ class Ma2ql(EpsilonGreedyLearner):
                                 cfg.hidden).to(device)
         self.target = make_target(self.q)
         self.agent = MixedQ(self.q, None, cfg.epsilon_finish)
-        self.optimizers = [torch.optim.Adam(net.parameters(), lr=cfg.lr) for net in self.q.nets]
+        self.optimizers = [adam(net.parameters(), lr=cfg.lr) for net in self.q.nets]
         self.rewards = RunningMeanStd() if cfg.standardise_rewards else None
         self.updates = 0
         self.target_sync = TargetSync(((self.target, self.q),),

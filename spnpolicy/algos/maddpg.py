@@ -32,7 +32,7 @@ from spnpolicy.algos.policies import mlp
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, agent_loader,
                                           train_offpolicy)
-from spnpolicy.training.optim import gradient_step
+from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "CentralCritic", "Maddpg", "MaddpgConfig", "actor_loss",
            "gumbel_softmax_st"]
@@ -140,8 +140,8 @@ class Maddpg(OffPolicyAlgorithm):
         self.critic = CentralCritic(envs.state_dim, n, k, cfg.critic_hidden).to(device)
         self.agent_target, self.critic_target = make_target(self.agent), make_target(self.critic)
         self.optimizers = {
-            "actor": torch.optim.Adam(self.agent.parameters(), lr=cfg.actor_lr),
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)}
+            "actor": adam(self.agent.parameters(), lr=cfg.actor_lr),
+            "critic": adam(self.critic.parameters(), lr=cfg.critic_lr)}
         self.target_sync = TargetSync(((self.critic_target, self.critic),
                                        (self.agent_target, self.agent)), tau=cfg.tau)
 

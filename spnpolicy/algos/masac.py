@@ -42,7 +42,7 @@ from spnpolicy.algos.value_based import AgentQNetwork
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
                                           agent_loader, train_offpolicy)
-from spnpolicy.training.optim import gradient_step
+from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "CategoricalAgents", "Masac", "MasacConfig", "TwinCentralCritic",
            "actor_loss", "others_onehot", "soft_target"]
@@ -198,9 +198,9 @@ class Masac(OffPolicyAlgorithm):
                                       requires_grad=cfg.autotune_alpha)
         self.target_entropy = cfg.target_entropy_scale * math.log(k)
         self.optimizers = {
-            "actor": torch.optim.Adam(self.agent.parameters(), lr=cfg.actor_lr),
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr),
-            "alpha": torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)}
+            "actor": adam(self.agent.parameters(), lr=cfg.actor_lr),
+            "critic": adam(self.critic.parameters(), lr=cfg.critic_lr),
+            "alpha": adam([self.log_alpha], lr=cfg.alpha_lr)}
         self.target_sync = TargetSync(((self.critic_target, self.critic),
                                        (self.agent_target, self.agent)), tau=cfg.tau)
 

@@ -31,6 +31,7 @@ from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import RunningMeanStd
 from spnpolicy.training import Polyak, make_target
 from spnpolicy.training.onpolicy import Rollout, gae_advantages, nstep_returns
+from spnpolicy.training.optim import adam
 from spnpolicy.training.vec_env import observation_dict
 
 __all__ = ["CRITIC_INPUTS", "OnPolicyAgent", "OnPolicyConfig", "OnPolicyLearner",
@@ -227,8 +228,8 @@ class OnPolicyLearner:
         self.critic = self.build_critic().to(self.device)
         self.target_critic = make_target(self.critic)
         self._polyak = Polyak(self.target_critic, self.critic)
-        self.optimizers = {"actor": torch.optim.Adam(self.agent.parameters(), lr=cfg.lr),
-                           "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)}
+        self.optimizers = {"actor": adam(self.agent.parameters(), lr=cfg.lr),
+                           "critic": adam(self.critic.parameters(), lr=cfg.critic_lr)}
         self.rewards = RunningMeanStd() if cfg.standardise_rewards else None
 
     # --- networks ---------------------------------------------------------------------

@@ -35,7 +35,7 @@ from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.buffer import Batch
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
                                           agent_loader, train_offpolicy)
-from spnpolicy.training.optim import gradient_step
+from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["ENV_DEFAULTS", "EpsilonGreedyLearner", "QLearner", "QLearningConfig", "QModel",
            "RunningMeanStd", "epsilon_greedy", "linear_epsilon", "q_agent_loader", "train_q"]
@@ -221,7 +221,7 @@ class QLearner(EpsilonGreedyLearner):
         self.cfg = cfg
         self.agent = build(cfg, envs).to(torch.device(cfg.device))
         self.target = make_target(self.agent)
-        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr)
+        self.optimizer = adam(self.agent.parameters(), lr=cfg.lr)
         self.rewards = RunningMeanStd() if cfg.standardise_rewards else None
         self.target_sync = TargetSync(((self.target, self.agent),),
                                       interval=cfg.target_update_interval)

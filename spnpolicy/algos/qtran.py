@@ -38,7 +38,7 @@ from spnpolicy.algos.q_learning import QLearningConfig, RunningMeanStd
 from spnpolicy.algos.value_based import AgentQNetwork, MixedQ
 from spnpolicy.training import Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import TargetSync, agent_loader, train_offpolicy
-from spnpolicy.training.optim import gradient_step
+from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "JointValues", "Qtran", "QtranConfig", "qtran_losses"]
 
@@ -128,7 +128,7 @@ class Qtran(EpsilonGreedyLearner):
                                                       cfg.joint_hidden)).to(device)
         self.target = make_target(self.nets)
         self.agent = MixedQ(self.nets.agents, None, cfg.epsilon_finish)
-        self.optimizer = torch.optim.Adam(self.nets.parameters(), lr=cfg.lr)
+        self.optimizer = adam(self.nets.parameters(), lr=cfg.lr)
         self.rewards = RunningMeanStd() if cfg.standardise_rewards else None
         self.target_sync = TargetSync(((self.target, self.nets),),
                                       interval=cfg.target_update_interval)

@@ -44,7 +44,7 @@ from spnpolicy.algos.policies import JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync, train_offpolicy
-from spnpolicy.training.optim import gradient_step
+from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value",
            "train"]
@@ -224,11 +224,9 @@ class SpnAc(OffPolicyAlgorithm):
         self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
         self.value_offset = n * math.log(k) if cfg.regulariser == "kl_uniform" else 0.0
         self.optimizers = {
-            "actor": torch.optim.Adam(self.policy.encoder.parameters(), lr=cfg.actor_lr,
-                                      fused=True),
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True),
-            "alpha": torch.optim.Adam([self.temperature.log_alpha], lr=cfg.alpha_lr,
-                                      fused=True)}
+            "actor": adam(self.policy.encoder.parameters(), lr=cfg.actor_lr),
+            "critic": adam(self.critic.parameters(), lr=cfg.critic_lr),
+            "alpha": adam([self.temperature.log_alpha], lr=cfg.alpha_lr)}
         self.modules = {"policy": self.policy, "critic": self.critic,
                         "critic_target": self.critic_target, "temperature": self.temperature}
         self.agent = self.policy

@@ -1,4 +1,5 @@
-"""``clip_gradients`` leaves exactly the gradients ``nn.utils.clip_grad_norm_`` leaves."""
+"""``clip_gradients`` leaves exactly the gradients ``nn.utils.clip_grad_norm_`` leaves;
+``adam`` is every algorithm's optimiser, fused where torch can."""
 
 import math
 
@@ -6,7 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from spnpolicy.training.optim import clip_gradients, gradient_step
+import spnpolicy
+from spnpolicy.algos.registry import algorithm_names
+from spnpolicy.training.optim import adam, clip_gradients, gradient_step
+from spnpolicy.training.rundir import RunDir
 
 
 def _parameters(scale: float, special: float | None = None) -> list[nn.Parameter]:
@@ -53,3 +57,54 @@ def test_gradient_step_clips_each_group():
     gradient_step(optimizer, (a * 100.0).sum() + (b * 0.01).sum(), max_norm=1.0)
     torch.testing.assert_close(-a.detach(), torch.full((3,), 1 / math.sqrt(3)))
     torch.testing.assert_close(-b.detach(), torch.full((3,), 0.01))
+
+
+def test_adam_is_fused_where_torch_has_the_kernel_and_steps_as_torchs_default():
+    torch.manual_seed(0)
+    ours = [nn.Parameter(torch.randn(shape)) for shape in ((3, 4), (4,), (2, 5))]
+    theirs = [nn.Parameter(p.detach().clone()) for p in ours]
+    fused, default = adam(iter(ours), lr=1e-2), torch.optim.Adam(theirs, lr=1e-2)
+    assert fused.defaults["fused"] is True        # torch 2.13 has the CPU kernel
+    for step in range(20):
+        grads = [torch.randn_like(p) for p in ours]
+        for p, q, g in zip(ours, theirs, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        default.step()
+    for p, q in zip(ours, theirs):  # the same update up to float rounding
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+
+
+def test_adam_falls_back_to_torchs_default_without_a_fused_kernel(monkeypatch):
+    class NoFusedAdam(torch.optim.Adam):
+        def __init__(self, params, fused=None, **kwargs):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating "
+                                   "point Tensors of supported devices")
+            super().__init__(params, fused=fused, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", NoFusedAdam)
+    optimizer = adam((nn.Parameter(torch.ones(2)) for _ in range(2)), lr=0.1)
+    assert not optimizer.defaults["fused"] and len(optimizer.param_groups[0]["params"]) == 2
+
+
+@pytest.mark.parametrize("algo", algorithm_names())
+def test_every_algorithm_builds_its_optimisers_with_adam(algo, tmp_path):
+    """The speed comparisons (benchmarks/train_speed.py) assume one optimiser implementation:
+    every optimiser in every algorithm's checkpoint is the fused Adam."""
+    spnpolicy.train(algo, "climbing", seed=0, total_steps=400, out_dir=tmp_path,
+                    eval_interval=400, eval_episodes=1, checkpoint_interval=400, progress=False)
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if "param_groups" in value and "state" in value:
+                found.append([g.get("fused") for g in value["param_groups"]])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(RunDir(tmp_path).load_checkpoint())
+    assert found and all(flag is True for groups in found for flag in groups), found
