@@ -18,8 +18,8 @@ each repeat so that both see the same machine load, and the ratio is taken in th
 
 - ``env_steps_per_s``: ``total_steps`` / CPU seconds of ``spnpolicy.train`` (acting, env
   steps, replay and every update; the two evaluations of one episode are included).
-- ``update_ms``: one ``update`` (spn-ac) or one TD step (vdn: loss, backward, clip, Adam)
-  on a replayed batch of ``batch_size``, timed alone after a warm-up.
+- ``update_ms``: one ``update`` of each (vdn's ``QLearner.update``: loss, backward,
+  clipping, its Adam) on a replayed batch of ``batch_size``, timed alone after a warm-up.
 
 ``--spn-ac-hidden 64,64`` gives spn-ac's policy and critics vdn's hidden widths, to see
 how much of the gap is the networks' size (the targets are at each one's defaults).
@@ -40,14 +40,14 @@ from pathlib import Path
 import torch
 
 import spnpolicy
-from spnpolicy.algos.q_learning import RunningMeanStd, td_loss
+from spnpolicy.algos.q_learning import QLearner
 from spnpolicy.algos.registry import make_config
 from spnpolicy.algos.spn_ac import SpnAc
 from spnpolicy.algos.value_based import build as build_vdn
 from spnpolicy.bench.runner import config_fields
 from spnpolicy.bench.suites import get_suite
 from spnpolicy.machine import machine
-from spnpolicy.training import (Polyak, ReplayBuffer, Runner, TransitionStream, make_target,
+from spnpolicy.training import (Polyak, ReplayBuffer, Runner, TransitionStream,
                                 make_vec_env)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
@@ -114,6 +114,7 @@ def update_ms(algo: str, env_kwargs: dict, setting: dict, args, updates: int) ->
         actions = torch.randint(envs.num_actions, (cfg.num_envs, envs.num_agents),
                                 generator=gen).numpy()
         buffer.add(stream.push(runner.step(actions)))
+    # each algorithm's own update (its optimisers: training.optim.adam, and clipping)
     if algo == "spn-ac":
         algorithm = SpnAc(cfg, envs)
         polyak = [Polyak(target, online) for target, online in algorithm.target_sync.pairs]
@@ -123,18 +124,7 @@ def update_ms(algo: str, env_kwargs: dict, setting: dict, args, updates: int) ->
             for pair in polyak:      # as the training loop does
                 pair(cfg.tau)
     else:
-        model = build_vdn(cfg, envs).to(device)
-        target_model = make_target(model)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        rewards = RunningMeanStd()
-
-        def step(batch):
-            rewards.update(batch.reward)
-            loss, _ = td_loss(model, target_model, batch, cfg, rewards)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+        step = QLearner(cfg, envs, build_vdn).update
     batches = [buffer.sample(cfg.batch_size) for _ in range(updates)]
     for batch in batches[:10]:
         step(batch)
