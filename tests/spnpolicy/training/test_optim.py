@@ -12,6 +12,10 @@ from spnpolicy.algos.registry import algorithm_names
 from spnpolicy.training.optim import adam, clip_gradients, gradient_step
 from spnpolicy.training.rundir import RunDir
 
+#: torch has a fused Adam kernel for CPU parameters from 2.4 (the package allows 2.2)
+FUSED_ON_CPU = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
+needs_fused = pytest.mark.skipif(not FUSED_ON_CPU, reason="no fused CPU Adam in this torch")
+
 
 def _parameters(scale: float, special: float | None = None) -> list[nn.Parameter]:
     torch.manual_seed(0)
@@ -59,12 +63,13 @@ def test_gradient_step_clips_each_group():
     torch.testing.assert_close(-b.detach(), torch.full((3,), 0.01))
 
 
+@needs_fused
 def test_adam_is_fused_where_torch_has_the_kernel_and_steps_as_torchs_default():
     torch.manual_seed(0)
     ours = [nn.Parameter(torch.randn(shape)) for shape in ((3, 4), (4,), (2, 5))]
     theirs = [nn.Parameter(p.detach().clone()) for p in ours]
     fused, default = adam(iter(ours), lr=1e-2), torch.optim.Adam(theirs, lr=1e-2)
-    assert fused.defaults["fused"] is True        # torch 2.13 has the CPU kernel
+    assert fused.defaults["fused"] is True
     for step in range(20):
         grads = [torch.randn_like(p) for p in ours]
         for p, q, g in zip(ours, theirs, grads):
@@ -88,6 +93,7 @@ def test_adam_falls_back_to_torchs_default_without_a_fused_kernel(monkeypatch):
     assert not optimizer.defaults["fused"] and len(optimizer.param_groups[0]["params"]) == 2
 
 
+@needs_fused
 @pytest.mark.parametrize("algo", algorithm_names())
 def test_every_algorithm_builds_its_optimisers_with_adam(algo, tmp_path):
     """The speed comparisons (benchmarks/train_speed.py) assume one optimiser implementation:
