@@ -68,3 +68,22 @@ def test_the_timed_training_run_gets_the_settings_config(monkeypatch):
     (_, kw), = calls
     assert kw["env_kwargs"] == env_kwargs
     assert {k: kw[k] for k in setting} == setting
+
+
+def test_vdn_update_time_is_the_algorithms_own_update(monkeypatch):
+    """update_ms times QLearner.update, which training runs (with its optimiser and
+    clipping), not a copy of it."""
+    script = load_script("benchmarks/train_speed.py")
+    calls = []
+    original = script.QLearner.update
+
+    def spy(self, batch):
+        calls.append(type(self.optimizer).__name__)
+        return original(self, batch)
+
+    monkeypatch.setattr(script.QLearner, "update", spy)
+    args = argparse.Namespace(steps=200, num_envs=4, batch_size=16, gradient_steps=1,
+                              learning_starts=32, device="cpu", spn_ac_hidden=None)
+    env_kwargs, setting = script.SETTINGS["3x6x6"]
+    assert script.update_ms("vdn", env_kwargs, setting, args, updates=3) > 0
+    assert calls == ["Adam"] * (3 + 3)       # warm-up on the first (up to 10) batches, then timed
