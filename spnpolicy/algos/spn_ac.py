@@ -266,11 +266,9 @@ class SpnAc(OffPolicyAlgorithm):
         if cfg.autotune_alpha:
             # one backward for both: the alpha loss sees the entropy as a constant, so the
             # gradients are those of two separate steps, the actor's clipped alone
-            actor, temperature = self.optimizers["actor"], self.optimizers["alpha"]
-            temperature.zero_grad(set_to_none=True)
-            gradient_step(actor, loss_actor + self.temperature.loss(entropy, self.target_entropy),
-                          cfg.max_grad_norm)
-            temperature.step()
+            gradient_step(self.optimizers["actor"],
+                          loss_actor + self.temperature.loss(entropy, self.target_entropy),
+                          cfg.max_grad_norm, also=(self.optimizers["alpha"],))
         else:
             gradient_step(self.optimizers["actor"], loss_actor, cfg.max_grad_norm)
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),

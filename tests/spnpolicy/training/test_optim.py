@@ -1,6 +1,7 @@
 """``clip_gradients`` leaves exactly the gradients ``nn.utils.clip_grad_norm_`` leaves;
 ``adam`` is every algorithm's optimiser, fused where torch can."""
 
+import copy
 import math
 
 import pytest
@@ -114,3 +115,108 @@ def test_every_algorithm_builds_its_optimisers_with_adam(algo, tmp_path):
 
     walk(RunDir(tmp_path).load_checkpoint())
     assert found and all(flag is True for groups in found for flag in groups), found
+
+
+# --- gradient_step's fast path for the fused Adam -------------------------------------
+def _twin_nets(seed: int = 0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    ref = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    ref.load_state_dict(net.state_dict())
+    return net, ref
+
+
+def _reference_step(optimizer, loss, max_norm):
+    """torch's own zero_grad, backward, clip_grad_norm_ (per group) and step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_norm > 0:
+        for group in optimizer.param_groups:
+            nn.utils.clip_grad_norm_(group["params"], max_norm)
+    optimizer.step()
+
+
+def _assert_same(a: nn.Module, b: nn.Module):
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+@needs_fused
+@pytest.mark.parametrize("max_norm", [0.0, 0.3, 1e3])
+def test_gradient_step_on_a_fused_adam_equals_torchs_steps_bit_for_bit(max_norm):
+    net, ref = _twin_nets()
+    ours = adam([{"params": list(net[0].parameters())},
+                 {"params": list(net[2].parameters()), "lr": 3e-2}], lr=1e-2)
+    theirs = adam([{"params": list(ref[0].parameters())},
+                   {"params": list(ref[2].parameters()), "lr": 3e-2}], lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(12):
+        x = torch.randn(32, 6, generator=gen) * (20.0 if step % 3 == 0 else 1.0)
+        gradient_step(ours, net(x).pow(2).mean(), max_norm)
+        _reference_step(theirs, ref(x).pow(2).mean(), max_norm)
+        _assert_same(net, ref)
+        for p, q in zip(net.parameters(), ref.parameters()):
+            assert torch.equal(ours.state[p]["exp_avg_sq"], theirs.state[q]["exp_avg_sq"])
+            assert torch.equal(ours.state[p]["step"], theirs.state[q]["step"])
+    assert spnpolicy.training.optim._FusedAdamStep.of(ours) is not None   # it was the fast path
+
+
+@needs_fused
+def test_gradient_step_follows_a_loaded_optimiser_state():
+    """load_state_dict replaces the optimiser's state tensors: the fast path must step the
+    new ones (a stale list would step tensors the optimiser no longer holds)."""
+    net, ref = _twin_nets()
+    ours, theirs = adam(net.parameters(), lr=1e-2), adam(ref.parameters(), lr=1e-2)
+    x = torch.randn(8, 6)
+    for _ in range(3):
+        gradient_step(ours, net(x).sum(), 1.0)
+        _reference_step(theirs, ref(x).sum(), 1.0)
+    ours.load_state_dict(copy.deepcopy(theirs.state_dict()))   # as from a checkpoint
+    for _ in range(3):
+        gradient_step(ours, net(x).sum(), 1.0)
+        _reference_step(theirs, ref(x).sum(), 1.0)
+    _assert_same(net, ref)
+    assert all(float(ours.state[p]["step"]) == 6 for p in net.parameters())
+
+
+@needs_fused
+def test_gradient_step_keeps_torchs_path_for_hooks_and_missing_gradients():
+    net, ref = _twin_nets()
+    ours, theirs = adam(net.parameters(), lr=1e-2), adam(ref.parameters(), lr=1e-2)
+    calls = []
+    ours.register_step_pre_hook(lambda *args: calls.append("pre"))
+    x = torch.randn(8, 6)
+    for _ in range(3):
+        gradient_step(ours, net(x).sum(), 0.5)
+        _reference_step(theirs, ref(x).sum(), 0.5)
+    assert calls == ["pre"] * 3
+    _assert_same(net, ref)
+    # a parameter without a gradient is not stepped (torch's step skips it)
+    net, ref = _twin_nets()
+    ours, theirs = adam(net.parameters(), lr=1e-2), adam(ref.parameters(), lr=1e-2)
+    for step in range(4):
+        head = step < 2                         # then the last layer's bias gets no gradient
+        loss = lambda m: (m(x) if head else m[2].weight.sum() * m[:2](x).sum())  # noqa: E731
+        gradient_step(ours, loss(net).sum(), 1.0)
+        _reference_step(theirs, loss(ref).sum(), 1.0)
+        _assert_same(net, ref)
+    assert float(ours.state[net[2].bias]["step"]) == 2
+
+
+@needs_fused
+@pytest.mark.parametrize("fused_also", [True, False])
+def test_gradient_step_steps_the_other_optimisers_unclipped(fused_also):
+    """``also`` (spn-ac's temperature): zeroed, stepped after the backward, never clipped."""
+    net, ref = _twin_nets()
+    scale, scale_ref = nn.Parameter(torch.tensor(0.5)), nn.Parameter(torch.tensor(0.5))
+    ours, theirs = adam(net.parameters(), lr=1e-2), adam(ref.parameters(), lr=1e-2)
+    make = adam if fused_also else (lambda ps, lr: torch.optim.Adam(ps, lr=lr))
+    other, other_ref = make([scale], lr=0.1), make([scale_ref], lr=0.1)
+    x = torch.randn(16, 6) * 50.0
+    for _ in range(5):
+        gradient_step(ours, (net(x) * scale).pow(2).mean(), 0.1, also=(other,))
+        other_ref.zero_grad(set_to_none=True)
+        _reference_step(theirs, (ref(x) * scale_ref).pow(2).mean(), 0.1)
+        other_ref.step()
+        _assert_same(net, ref)
+        assert torch.equal(scale, scale_ref)
