@@ -54,6 +54,12 @@ def log_nonneg(s: torch.Tensor) -> torch.Tensor:
     return _LogNonneg.apply(s)
 
 
+def _compiling() -> bool:
+    """Whether torch.compile is tracing the caller (False on a torch without the query)."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling()) if is_compiling is not None else False
+
+
 def may_hold_log_zero(logw: torch.Tensor) -> bool:
     """Whether ``w log w``-style sums over the log-weights ``logw`` need a mask for zero
     weights: whether ``logw`` may hold ``log 0 = -inf`` (or NaN, or a value below
@@ -63,9 +69,11 @@ def may_hold_log_zero(logw: torch.Tensor) -> bool:
     (with zero gradient through ``w``), so no mask is needed for it. On the CPU this is one
     ``min``, as comparison and ``masked_fill`` / ``where`` kernels there cost several times a
     multiplication of the same size; elsewhere it answers True (the mask is cheap there, and
-    the check would synchronise with the device).
+    the check would synchronise with the device), as it does inside ``torch.compile``, where
+    the mask fuses into its neighbours' kernel and a data-dependent branch would split the
+    compiled graph.
     """
-    if logw.device.type != "cpu":
+    if logw.device.type != "cpu" or _compiling():
         return True
     limit = -math.sqrt(torch.finfo(logw.dtype).max)
     return logw.numel() > 0 and not bool(logw.detach().min() > limit)

@@ -44,7 +44,7 @@ from spnpolicy.algos.policies import JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync, train_offpolicy
-from spnpolicy.training.optim import adam, gradient_step
+from spnpolicy.training.optim import adam, gradient_step, maybe_compile
 
 __all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value",
            "train"]
@@ -97,6 +97,12 @@ class SpnAcConfig(OffPolicyConfig):
     alpha (H - n log k): the same actor gradient, but no per-step bonus for staying alive)."""
     reinforce_samples: int = 8
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
+    compile: bool = False
+    """Compile the critic and actor losses (forward and backward) with torch.compile: a
+    one-time cost in the first updates (on CPU 10-45 s, and a C++ compiler), then fused
+    kernels; measured on coverage, a fifth to a quarter off each update with 3 agents and
+    about a tenth with 6 (benchmarks/README.md). Random draws inside a compiled loss (the
+    reinforce gradient's) differ from eager ones. For long runs."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -117,7 +123,7 @@ class SpnAcConfig(OffPolicyConfig):
         for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
             check_float(name, getattr(self, name), 0.0, low_open=True)
         check_float("target_entropy_scale", self.target_entropy_scale, 0.0, 1.0)
-        for name in ("unary", "autotune_alpha"):
+        for name in ("unary", "autotune_alpha", "compile"):
             check_bool(name, getattr(self, name))
 
 
@@ -203,7 +209,8 @@ class SpnAc(OffPolicyAlgorithm):
     ``update(batch)`` is one gradient step of each loss, in order: soft value of the next
     states (target critics) -> critic loss -> step; actor loss on the stepped critics (their
     values are constants there) -> step; alpha -> step. The loop then Polyak-updates the
-    target critics (``target_sync``).
+    target critics (``target_sync``). With ``cfg.compile`` the two losses, forward and
+    backward, run as torch.compile graphs (:func:`~spnpolicy.training.optim.maybe_compile`).
     """
 
     needs_obs = False  # the joint policy and the critics read the global state
@@ -231,6 +238,12 @@ class SpnAc(OffPolicyAlgorithm):
                         "critic_target": self.critic_target, "temperature": self.temperature}
         self.agent = self.policy
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
+        # the losses' forward and backward as fused kernels (cfg.compile), else eager
+        self._critic_loss_fn = maybe_compile(self._critic_loss, cfg.compile, "the critic loss")
+        self._actor_loss_fn = maybe_compile(self._actor_loss, cfg.compile, "the actor loss")
+        if cfg.compile:
+            self.notes = ("compile=True: the second update compiles the losses with "
+                          "torch.compile (once per run; 10-45 s on a CPU)",)
 
     @torch.inference_mode()
     def explore(self, state, obs, step, generator):
@@ -244,33 +257,46 @@ class SpnAc(OffPolicyAlgorithm):
     def sample(self, state, obs, generator):
         return self.policy.fast_distribution(state).sample(generator=generator)
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step of the critics, the actor and alpha on ``batch``; the metrics."""
-        cfg, alpha = self.cfg, self.temperature.value
+    def _critic_loss(self, state, actions, reward, next_state, steps, terminated, alpha):
+        """The critics' loss, bootstrapped from the soft value of the next states under the
+        target critics."""
         with torch.no_grad():
             # the soft value needs no gradient: its policy pass is recorded by no graph (a
             # shared pass over next states and states, sliced, costs more in the backward)
-            next_dist = self.policy.fast_distribution(batch.next_state)
-            next_value = soft_value(self.critic_target.values(batch.next_state), next_dist, alpha,
+            next_dist = self.policy.fast_distribution(next_state)
+            next_value = soft_value(self.critic_target.values(next_state), next_dist, alpha,
                                     self.value_offset)
-        discount = cfg.gamma ** batch.steps.to(next_value.dtype)
-        target = batch.reward + discount * (1.0 - batch.terminated) * next_value
-        loss_critic = critic_loss(self.critic.evaluate(batch.state, batch.actions), target)
-        gradient_step(self.optimizers["critic"], loss_critic, cfg.max_grad_norm)
+        discount = self.cfg.gamma ** steps.to(next_value.dtype)
+        target = reward + discount * (1.0 - terminated) * next_value
+        return critic_loss(self.critic.evaluate(state, actions), target)
 
+    def _actor_loss(self, state, alpha):
+        """The actor's loss, the loss to backpropagate (the actor's plus alpha's when alpha
+        is tuned) and the policy entropy ``[B]``."""
+        cfg = self.cfg
         with torch.no_grad():
-            values = self.critic.values(batch.state)
-        dist = self.policy.fast_distribution(batch.state)
+            values = self.critic.values(state)
+        dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples)
         if cfg.autotune_alpha:
-            # one backward for both: the alpha loss sees the entropy as a constant, so the
-            # gradients are those of two separate steps, the actor's clipped alone
-            gradient_step(self.optimizers["actor"],
-                          loss_actor + self.temperature.loss(entropy, self.target_entropy),
-                          cfg.max_grad_norm, also=(self.optimizers["alpha"],))
-        else:
-            gradient_step(self.optimizers["actor"], loss_actor, cfg.max_grad_norm)
+            return loss_actor, loss_actor + self.temperature.loss(entropy, self.target_entropy), \
+                entropy
+        return loss_actor, loss_actor, entropy
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step of the critics, the actor and alpha on ``batch``; the metrics."""
+        cfg, alpha = self.cfg, self.temperature.value
+        loss_critic = self._critic_loss_fn(batch.state, batch.actions, batch.reward,
+                                           batch.next_state, batch.steps, batch.terminated,
+                                           alpha)
+        gradient_step(self.optimizers["critic"], loss_critic, cfg.max_grad_norm)
+
+        loss_actor, loss, entropy = self._actor_loss_fn(batch.state, alpha)
+        # with autotune_alpha one backward for both: the alpha loss sees the entropy as a
+        # constant, so the gradients are those of two separate steps, the actor's clipped alone
+        gradient_step(self.optimizers["actor"], loss, cfg.max_grad_norm,
+                      also=(self.optimizers["alpha"],) if cfg.autotune_alpha else ())
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
                 "entropy": entropy.detach().mean(), "alpha": alpha}
 

@@ -77,6 +77,8 @@ class OffPolicyAlgorithm:
     agent: nn.Module
     """The trained agent the loop returns (``act(observations, deterministic=True)``)."""
     target_sync: TargetSync = TargetSync()
+    notes: tuple[str, ...] = ()
+    """Lines printed when the run starts (with the evaluation lines), e.g. of a slow start."""
 
     def explore(self, state: torch.Tensor, obs: torch.Tensor | None, step: int,
                 generator: torch.Generator) -> torch.Tensor:
@@ -201,6 +203,8 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
         set_rng_state(payload["rng"])
         stats.load_state_dict(payload["stats"])
     step = session.begin(payload)
+    for line in algorithm.notes:
+        session.note(line)
     polyak = [] if sync.tau is None else [Polyak(target, online) for target, online in sync.pairs]
 
     while True:

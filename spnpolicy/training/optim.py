@@ -1,16 +1,17 @@
-"""Every algorithm's optimiser and one optimiser step of a loss, shared by both training
-loops."""
+"""Every algorithm's optimiser, one optimiser step of a loss, and the optional compilation
+of the losses, shared by both training loops."""
 
 from __future__ import annotations
 
+import types
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
-__all__ = ["adam", "clip_gradients", "gradient_step"]
+__all__ = ["adam", "clip_gradients", "gradient_step", "maybe_compile"]
 
 
 def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
@@ -169,3 +170,52 @@ def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
     total = nn.utils.get_total_norm(grads)
     if not bool(max_norm / (total + 1e-6) >= 1.0):   # NaN norms clip too, as in torch
         nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+
+
+def maybe_compile(fn: Callable, enabled: bool, name: str) -> Callable:
+    """``fn`` itself, or with ``enabled`` ``torch.compile(fn, dynamic=False)``: the same
+    values up to float rounding (its backward compiled too). The first call runs ``fn``
+    eagerly, so that the plans and tables it builds lazily exist before it is traced (a
+    trace reads them as constants; one built during the trace would trace it again), and
+    the second traces and compiles it; it is traced again only when an input's shape
+    changes (batch shapes are fixed in training).
+
+    A failure of the compilation (on CPU it needs a C++ compiler) is re-raised naming
+    ``name`` and the ``compile`` setting that asked for it.
+    """
+    if not enabled:
+        return fn
+    compiled = torch.compile(_own_code(fn), dynamic=False)
+    eager_calls = [1]
+
+    def call(*args):
+        if eager_calls[0]:
+            eager_calls[0] -= 1
+            return fn(*args)
+        try:
+            return compiled(*args)
+        except Exception as error:
+            if not type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise                      # the function's own error, not the compiler's
+            first = str(error).strip().splitlines()[:1]
+            raise RuntimeError(f"compile=True: torch.compile of {name} failed "
+                               f"({type(error).__name__}: {first[0] if first else ''}); train "
+                               f"with compile=False to run it eagerly") from error
+
+    return call
+
+
+def _own_code(fn: Callable) -> Callable:
+    """``fn`` (a function or bound method) on its own copy of its code object.
+
+    torch.compile keeps the graphs it compiled per code object, at most
+    ``torch._dynamo.config.recompile_limit`` (8) of them, and a graph compiled for one
+    model's losses does not serve another's: without a copy, the ninth model built in one
+    process (bench workers train run after run) would silently run eagerly.
+    """
+    func = getattr(fn, "__func__", fn)
+    own = types.FunctionType(func.__code__.replace(), func.__globals__, func.__name__,
+                             func.__defaults__, func.__closure__)
+    own.__kwdefaults__, own.__qualname__ = func.__kwdefaults__, func.__qualname__
+    self = getattr(fn, "__self__", None)
+    return own if self is None else types.MethodType(own, self)

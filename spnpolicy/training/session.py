@@ -227,6 +227,11 @@ class Session:
         """Seconds spent on this run, over all its resumed segments."""
         return self._wall_base + time.perf_counter() - self._start_time
 
+    def note(self, line: str) -> None:
+        """Print ``line`` where the evaluation lines go (nothing when quiet)."""
+        if self._stdout and self._logger is not None:
+            self._logger.print_fn(line)
+
     def advance(self, steps: int) -> None:
         """Count ``steps`` more env steps on the progress bar."""
         self._bar.update(steps)

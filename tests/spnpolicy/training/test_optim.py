@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+import torch._dynamo
 from torch import nn
 
 import spnpolicy
 from spnpolicy.algos.registry import algorithm_names
-from spnpolicy.training.optim import adam, clip_gradients, gradient_step
+from spnpolicy.training.optim import adam, clip_gradients, gradient_step, maybe_compile
 from spnpolicy.training.rundir import RunDir
 
 #: torch has a fused Adam kernel for CPU parameters from 2.4 (the package allows 2.2)
@@ -220,3 +221,89 @@ def test_gradient_step_steps_the_other_optimisers_unclipped(fused_also):
         other_ref.step()
         _assert_same(net, ref)
         assert torch.equal(scale, scale_ref)
+
+
+# --- maybe_compile ---------------------------------------------------------------------
+_CALLS: dict[int, list[bool]] = {}
+
+
+@torch._dynamo.disable
+def _record(key: int, compiled: bool) -> None:
+    """Runs on every call, outside any graph: ``compiled`` is what the caller's code saw
+    (True in compiled code, traced once; False eagerly)."""
+    _CALLS.setdefault(key, []).append(compiled)
+
+
+class _Counted:
+    """A loss-like method that records, per call, whether it ran compiled or eagerly."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    @property
+    def compiled(self) -> list[bool]:
+        return _CALLS.setdefault(id(self), [])
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        _record(id(self), torch.compiler.is_compiling())
+        return (x.sin() * self.scale).pow(2).sum()
+
+
+def test_maybe_compile_off_is_the_function_itself():
+    counted = _Counted(2.0)
+    assert maybe_compile(counted.loss, False, "a loss") == counted.loss
+
+
+def test_maybe_compile_runs_eagerly_once_then_the_compiled_graph():
+    counted = _Counted(2.0)
+    loss = maybe_compile(counted.loss, True, "a loss")
+    x = torch.linspace(-1, 1, 7, requires_grad=True)
+    expected = counted.loss(x).detach()
+    counted.compiled.clear()
+    values = [loss(x) for _ in range(5)]
+    assert counted.compiled == [False, True, True, True, True]
+    for value in values:
+        torch.testing.assert_close(value.detach(), expected)
+    values[-1].backward()              # its backward is compiled too
+    torch.testing.assert_close(x.grad, (2 * 4.0 * x.sin() * x.cos()).detach())
+
+
+def test_maybe_compile_gives_every_object_its_own_compiled_graphs():
+    """torch.compile keeps at most recompile_limit graphs per code object; one object's
+    graph does not serve another's, so without its own code the next object would run
+    eagerly (bench workers build one model per run)."""
+    x = torch.linspace(-1, 1, 5)
+    objects = [_Counted(float(i + 1)) for i in range(4)]
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for obj in objects:
+            loss = maybe_compile(obj.loss, True, "a loss")
+            for _ in range(4):
+                loss(x)
+            assert obj.compiled == [False, True, True, True], obj.scale
+
+
+def test_maybe_compile_names_the_setting_when_the_compiler_fails(monkeypatch):
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler here")
+
+    original = torch.compile
+    monkeypatch.setattr(torch, "compile",
+                        lambda fn, **kw: original(fn, backend=failing_backend, **kw))
+    loss = maybe_compile(_Counted(1.0).loss, True, "the critic loss")
+    loss(torch.ones(3))                                # eager
+    with pytest.raises(RuntimeError, match="torch.compile of the critic loss failed.*"
+                                           "compile=False"):
+        loss(torch.ones(3))
+
+
+def test_maybe_compile_passes_the_functions_own_errors_through():
+    def check(x):
+        if x.shape[0] != 3:
+            raise ValueError(f"x must have 3 rows, got {x.shape[0]}")
+        return x * 2
+
+    compiled = maybe_compile(check, True, "check")
+    compiled(torch.ones(3))
+    compiled(torch.ones(3))
+    with pytest.raises(ValueError, match="got 4"):
+        compiled(torch.ones(4))
