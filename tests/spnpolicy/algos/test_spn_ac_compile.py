@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch._dynamo
 from torch._dynamo.utils import counters
 
 import spnpolicy
@@ -64,3 +65,23 @@ def test_spn_ac_trains_compiled_to_the_optimum_of_climbing(capsys):
 def test_compile_must_be_a_bool():
     with pytest.raises(ValueError, match="compile"):
         make_config("spn-ac", "coverage", {"compile": "yes"})
+
+
+def test_the_losses_trace_as_single_graphs():
+    """No graph breaks in either loss of the selective policy (a break splits the compiled
+    code and brings back per-op dispatch; the zero-weight check was one)."""
+    cfg = make_config("spn-ac", "coverage", dict(num_envs=8, width=4, policy_hidden=(16,),
+                                                  critic_hidden=(16,)))
+    envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
+    algo = SpnAc(cfg, envs)
+    batch, = _batches(envs, 1)
+    alpha = algo.temperature.value
+    algo.update(batch)                                 # builds the tree's lazy plans
+    for fn, args in ((algo._critic_loss, (batch.state, batch.actions, batch.reward,
+                                          batch.next_state, batch.steps, batch.terminated,
+                                          alpha)),
+                     (algo._actor_loss, (batch.state, alpha))):
+        explained = torch._dynamo.explain(fn)(*args)
+        assert explained.graph_count == 1 and explained.graph_break_count == 0, \
+            [reason.reason for reason in explained.break_reasons]
+    envs.close()
