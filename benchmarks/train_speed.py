@@ -24,12 +24,20 @@ each repeat so that both see the same machine load, and the ratio is taken in th
 ``--spn-ac-hidden 64,64`` gives spn-ac's policy and critics vdn's hidden widths, to see
 how much of the gap is the networks' size (the targets are at each one's defaults).
 
+``--compile`` trains spn-ac with ``compile=True`` (its losses through torch.compile). Its
+``env_steps_per_s`` then leaves out the update that compiles (``compile_cpu_s``, with
+``compile_wall_s``: inductor compiles C++ in worker processes, whose CPU time is not the
+run's), a one-time cost that long runs amortise; ``env_steps_per_s_with_compile`` keeps it.
+vdn's row then also has ``update_ms_compiled``: its own loss (``td_loss``) through the same
+``maybe_compile``, timed as its update is, to show whether compiling helps it too.
+
 Writes ``benchmarks/results/train_speed.json`` only with ``--out`` (or ``--save``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import statistics
@@ -40,15 +48,16 @@ from pathlib import Path
 import torch
 
 import spnpolicy
-from spnpolicy.algos.q_learning import QLearner
+from spnpolicy.algos.q_learning import QLearner, td_loss
 from spnpolicy.algos.registry import make_config
 from spnpolicy.algos.spn_ac import SpnAc
 from spnpolicy.algos.value_based import build as build_vdn
 from spnpolicy.bench.runner import config_fields
 from spnpolicy.bench.suites import get_suite
 from spnpolicy.machine import machine
-from spnpolicy.training import (Polyak, ReplayBuffer, Runner, TransitionStream,
+from spnpolicy.training import (Batch, Polyak, ReplayBuffer, Runner, TransitionStream,
                                 make_vec_env)
+from spnpolicy.training.optim import gradient_step, maybe_compile
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
 
@@ -74,6 +83,8 @@ def run_config(algo: str, setting: dict, args) -> object:
     overrides = config_fields(algo, setting)
     if algo == "spn-ac" and args.spn_ac_hidden is not None:
         overrides |= {"policy_hidden": args.spn_ac_hidden, "critic_hidden": args.spn_ac_hidden}
+    if algo == "spn-ac" and getattr(args, "compile", False):
+        overrides |= {"compile": True}
     return make_config(algo, "coverage", {
         "total_steps": args.steps, "num_envs": args.num_envs, "batch_size": args.batch_size,
         "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
@@ -81,8 +92,9 @@ def run_config(algo: str, setting: dict, args) -> object:
         "eval_stochastic": False, "torch_threads": 1, "device": args.device, **overrides})
 
 
-def train_rate(algo: str, env_kwargs: dict, setting: dict, args) -> float:
-    """Env steps per CPU second of one ``spnpolicy.train`` run."""
+def train_rate(algo: str, env_kwargs: dict, setting: dict, args) -> dict[str, float]:
+    """Env steps per CPU second of one ``spnpolicy.train`` run (``env_steps_per_s``); with
+    spn-ac's ``compile``, without the update that compiles, whose cost is reported apart."""
     cfg = run_config(algo, setting, args)
     overrides = {f: getattr(cfg, f) for f in ("num_envs", "batch_size", "gradient_steps",
                                               "learning_starts", "eval_episodes",
@@ -91,15 +103,54 @@ def train_rate(algo: str, env_kwargs: dict, setting: dict, args) -> float:
     overrides |= config_fields(algo, setting)
     if algo == "spn-ac" and args.spn_ac_hidden is not None:
         overrides.update(policy_hidden=cfg.policy_hidden, critic_hidden=cfg.critic_hidden)
+    compiling = getattr(cfg, "compile", False)
+    if compiling:
+        overrides["compile"] = True
     clock = _clock(args.device)
-    start = clock()
-    spnpolicy.train(algo, "coverage", seed=0, total_steps=args.steps, env_kwargs=env_kwargs,
-                    progress=False, verbose=False, **overrides)
-    return args.steps / (clock() - start)
+    compile_times: list[tuple[float, float]] = []
+    with _timing_compiles(compile_times) if compiling else contextlib.nullcontext():
+        start = clock()
+        spnpolicy.train(algo, "coverage", seed=0, total_steps=args.steps,
+                        env_kwargs=env_kwargs, progress=False, verbose=False, **overrides)
+        seconds = clock() - start
+    if not compiling:
+        return {"env_steps_per_s": args.steps / seconds}
+    compile_cpu, compile_wall = (sum(t) for t in zip(*compile_times)) if compile_times \
+        else (0.0, 0.0)
+    return {"env_steps_per_s": args.steps / (seconds - compile_cpu),
+            "env_steps_per_s_with_compile": args.steps / seconds,
+            "compile_cpu_s": compile_cpu, "compile_wall_s": compile_wall}
 
 
-def update_ms(algo: str, env_kwargs: dict, setting: dict, args, updates: int) -> float:
-    """CPU milliseconds of one update on a replayed batch."""
+@contextlib.contextmanager
+def _timing_compiles(record: list[tuple[float, float]]):
+    """Appends (CPU s, wall s) of each SpnAc's second update to ``record``: the one that
+    traces and compiles its losses (``maybe_compile`` runs the first eagerly); it also
+    runs that update once, a few milliseconds of the tens of seconds."""
+    original = SpnAc.update
+    calls: dict[int, int] = {}
+
+    def update(self, batch):
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        if calls[id(self)] != 2:
+            return original(self, batch)
+        cpu, wall = time.process_time(), time.perf_counter()
+        metrics = original(self, batch)
+        record.append((time.process_time() - cpu, time.perf_counter() - wall))
+        return metrics
+
+    SpnAc.update = update
+    try:
+        yield
+    finally:
+        SpnAc.update = original
+
+
+def update_ms(algo: str, env_kwargs: dict, setting: dict, args, updates: int,
+              compiled_loss: bool = False) -> float:
+    """CPU milliseconds of one update on a replayed batch (spn-ac's compiled with
+    ``args.compile``; vdn's loss compiled with ``compiled_loss``), after the warm-up (10
+    updates: spn-ac's second, vdn's first, compiles)."""
     torch.manual_seed(0)
     cfg = run_config(algo, setting, args)
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **env_kwargs)
@@ -123,6 +174,18 @@ def update_ms(algo: str, env_kwargs: dict, setting: dict, args, updates: int) ->
             algorithm.update(batch)
             for pair in polyak:      # as the training loop does
                 pair(cfg.tau)
+    elif compiled_loss:
+        learner = QLearner(cfg, envs, build_vdn)
+
+        def loss(*fields):
+            return td_loss(learner.agent, learner.target, Batch(*fields), cfg)[0]
+        loss = maybe_compile(loss, True, "vdn's TD loss")
+
+        def step(batch):        # QLearner.update with its loss compiled
+            if learner.rewards is not None:
+                learner.rewards.update(batch.reward)
+                batch = batch._replace(reward=learner.rewards.standardise(batch.reward))
+            gradient_step(learner.optimizer, loss(*batch), cfg.max_grad_norm)
     else:
         step = QLearner(cfg, envs, build_vdn).update
     batches = [buffer.sample(cfg.batch_size) for _ in range(updates)]
@@ -177,6 +240,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--spn-ac-hidden", type=_widths, default=None, metavar="W,W",
                         help="spn-ac's policy and critic hidden widths (default: its own, "
                              "128,128; vdn's agent network is 64,64)")
+    parser.add_argument("--compile", action="store_true",
+                        help="train spn-ac with compile=True (its env steps/s without the "
+                             "one-time compile, reported apart) and also time vdn's update "
+                             "with its loss compiled")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the figures here (default: print only)")
     parser.add_argument("--save", action="store_true", help=f"write them to {RESULTS}")
@@ -189,16 +256,24 @@ def main(argv: list[str] | None = None) -> dict:
         env_kwargs, setting = SETTINGS[name]
         rates = {a: [] for a in ALGOS}
         updates = {a: [] for a in ALGOS}
+        compiled_vdn = []
         for _ in range(args.repeats):
             for algo in ALGOS:
                 updates[algo].append(update_ms(algo, env_kwargs, setting, args, args.updates))
                 rates[algo].append(train_rate(algo, env_kwargs, setting, args))
+            if args.compile:
+                compiled_vdn.append(update_ms("vdn", env_kwargs, setting, args, args.updates,
+                                              compiled_loss=True))
         row = {"setting": name, "env_kwargs": env_kwargs, "config": setting}
         for algo in ALGOS:
-            row[algo] = {"env_steps_per_s": statistics.median(rates[algo]),
-                         "update_ms": statistics.median(updates[algo]),
-                         "env_steps_per_s_repeats": rates[algo],
-                         "update_ms_repeats": updates[algo]}
+            row[algo] = {key: statistics.median(r[key] for r in rates[algo])
+                         for key in rates[algo][0]}
+            row[algo] |= {"update_ms": statistics.median(updates[algo]),
+                          "env_steps_per_s_repeats": [r["env_steps_per_s"] for r in rates[algo]],
+                          "update_ms_repeats": updates[algo]}
+        if args.compile:
+            row["vdn"] |= {"update_ms_compiled": statistics.median(compiled_vdn),
+                           "update_ms_compiled_repeats": compiled_vdn}
         row["ratio_env_steps_per_s"] = (row["spn-ac"]["env_steps_per_s"]
                                         / row["vdn"]["env_steps_per_s"])
         row["ratio_update_ms"] = row["spn-ac"]["update_ms"] / row["vdn"]["update_ms"]
@@ -207,13 +282,18 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['spn-ac']['update_ms']:.2f} ms/update; vdn "
               f"{row['vdn']['env_steps_per_s']:.0f} env steps/s, "
               f"{row['vdn']['update_ms']:.2f} ms/update; ratio of env steps/s "
-              f"{row['ratio_env_steps_per_s']:.2f}", flush=True)
+              f"{row['ratio_env_steps_per_s']:.2f}"
+              + (f"; spn-ac compiled in {row['spn-ac']['compile_cpu_s']:.1f} CPU s "
+                 f"({row['spn-ac']['compile_wall_s']:.1f} s wall), vdn's update with its "
+                 f"loss compiled {row['vdn']['update_ms_compiled']:.2f} ms"
+                 if args.compile else ""), flush=True)
     result = {"benchmark": "train_speed", "command": shlex.join([sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": machine(), "num_envs": args.num_envs, "batch_size": args.batch_size,
               "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
               "steps": args.steps, "repeats": args.repeats, "device": args.device,
               "clock": "process_time (CPU)" if args.device == "cpu" else "synchronised wall",
               "spn_ac_hidden": list(args.spn_ac_hidden or ()) or "default",
+              "spn_ac_compile": args.compile,
               "torch_threads": 1, "settings": rows}
     out = args.out or (RESULTS if args.save else None)
     if out is not None:

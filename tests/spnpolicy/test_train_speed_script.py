@@ -87,3 +87,19 @@ def test_vdn_update_time_is_the_algorithms_own_update(monkeypatch):
     env_kwargs, setting = script.SETTINGS["3x6x6"]
     assert script.update_ms("vdn", env_kwargs, setting, args, updates=3) > 0
     assert calls == ["Adam"] * (3 + 3)       # warm-up on the first (up to 10) batches, then timed
+
+
+def test_compiled_spn_ac_reports_its_compile_apart(tmp_path):
+    """--compile: spn-ac trains with compile=True; its env steps/s leave out the update
+    that compiles (timed apart), and vdn's update is also timed with its loss compiled."""
+    result = load_script("benchmarks/train_speed.py").main(
+        ["--settings", "3x6x6", "--steps", "200", "--num-envs", "4", "--batch-size", "16",
+         "--learning-starts", "32", "--updates", "12", "--repeats", "1",
+         "--spn-ac-hidden", "8,8", "--compile"])
+    assert result["spn_ac_compile"] is True
+    spn, vdn = result["settings"][0]["spn-ac"], result["settings"][0]["vdn"]
+    assert spn["compile_cpu_s"] > 0 and spn["compile_wall_s"] > 0
+    assert spn["env_steps_per_s"] > spn["env_steps_per_s_with_compile"] > 0
+    assert 200 / spn["env_steps_per_s_with_compile"] == pytest.approx(
+        200 / spn["env_steps_per_s"] + spn["compile_cpu_s"])
+    assert vdn["update_ms_compiled"] > 0 and "compile_cpu_s" not in vdn
