@@ -4,6 +4,7 @@
 spnpolicy bench coverage-quick-small --workers 2            # the README's quick start
 spnpolicy bench matrix --algos spn-ac,vdn --seeds 3 --out runs/bench/matrix
 spnpolicy bench coverage-paper --seeds 0,1 --algos spn-ac,vdn --ray auto
+spnpolicy bench coverage-quick --algos spn-ac --set compile=true   # a config override
 spnpolicy plot runs/bench/matrix                              # redraw from the run dirs
 ```
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from spnpolicy.cli_args import key_value
 
 __all__ = ["register"]
 
@@ -54,6 +57,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="only these algorithms of the suite")
     bench.add_argument("--tasks", type=_names, default=None, metavar="T,U",
                        help="only these tasks of the suite")
+    bench.add_argument("--set", type=key_value, action="append", default=[], dest="config",
+                       metavar="KEY=VALUE",
+                       help="config override (repeatable) for every algorithm of the run "
+                       "whose config has KEY, e.g. --set compile=true; the others ignore it "
+                       "(a KEY no chosen algorithm has is an error); see 'spnpolicy config'")
     bench.add_argument("--workers", type=int, default=1,
                        help="parallel worker processes, one torch thread each (default 1)")
     bench.add_argument("--ray", default=None, metavar="ADDRESS",
@@ -93,7 +101,7 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out if args.out is not None else f"runs/bench/{suite.name}")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     runs = plan(suite, out, algos=args.algos, tasks=args.tasks, seeds=seeds,
-                total_steps=args.total_steps)
+                total_steps=args.total_steps, overrides=dict(args.config))
     check_backend(args.workers, args.ray)   # before the header line
     protocol = runs[0].config
     print(f"{suite.name}: {len(runs)} runs, {protocol['total_steps']:,d} env steps each, greedy "

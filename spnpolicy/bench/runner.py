@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from spnpolicy.algos.config import parse_field_value
 from spnpolicy.algos.registry import ALGORITHMS, get_algorithm
 from spnpolicy.bench.records import RunRecord, load_run
 from spnpolicy.bench.suites import Protocol, Suite, Task
@@ -113,15 +114,25 @@ def _config(suite: Suite, algo: str, protocol: Protocol) -> dict[str, Any]:
     return protocol.overrides() | config_fields(algo, suite.config)
 
 
+def _overrides(algo: str, overrides: dict[str, str]) -> dict[str, Any]:
+    """The ``overrides`` (text) that ``algo``'s config has, parsed to its field types."""
+    cls = get_algorithm(algo).config_cls
+    return {key: parse_field_value(cls, key, text)
+            for key, text in config_fields(algo, overrides).items()}
+
+
 def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = None,
          tasks: Sequence[str] | None = None, seeds: int | Sequence[int] | None = None,
-         total_steps: int | None = None) -> list[BenchRun]:
+         total_steps: int | None = None,
+         overrides: dict[str, str] | None = None) -> list[BenchRun]:
     """The runs of ``suite`` under ``out``, seed by seed (so that a partly run suite has
     every task and algorithm), filtered by ``algos`` (names from the suite, or any other
     registered algorithm) / ``tasks`` (names from the suite),
     ``seeds`` (a count or a list; default the suite's count) and with ``total_steps`` as
-    every run's budget (default the suite's). ValueError for a name the suite lacks or an
-    algorithm this install does not register."""
+    every run's budget (default the suite's). ``overrides``: config fields as text
+    (``{"compile": "true"}``, the CLI's ``--set``), set for every algorithm whose config
+    has the field, after the suite's. ValueError for a name the suite lacks, an algorithm
+    this install does not register, or an override no chosen algorithm has."""
     # ``algos`` may also name registered algorithms that the suite does not list
     extra = () if algos is None else tuple(a for a in ALGORITHMS if a not in suite.algos)
     algos = _select("algorithm", suite, algos, suite.algos + extra)
@@ -132,7 +143,15 @@ def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = Non
                          f"with --algos")
     task_names = _select("task", suite, tasks, suite.task_names())
     protocol = suite.protocol.with_budget(total_steps)
-    configs = {algo: _config(suite, algo, protocol) for algo in algos}
+    configs = {algo: _config(suite, algo, protocol) | _overrides(algo, overrides or {})
+               for algo in algos}
+    unused = [key for key in overrides or {}
+              if not any(key in config_fields(algo, {key: None}) for algo in algos)]
+    if unused:
+        raise ValueError(f"--set {', '.join(unused)}: no algorithm of this run "
+                         f"({', '.join(algos)}) has {'that' if len(unused) == 1 else 'those'} "
+                         f"config field(s); 'spnpolicy config ALGO ENV' lists an "
+                         f"algorithm's fields")
     out = Path(out).absolute()  # workers (Ray tasks) may run in another directory
     return [BenchRun(suite.name, suite.task(name), algo, seed, configs[algo],
                      out / "runs" / name / algo / f"s{seed}")

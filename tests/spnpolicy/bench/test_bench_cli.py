@@ -49,6 +49,8 @@ def test_bench_then_plot_end_to_end(tmp_path):
     (["bench", "matrix", "--seeds", "x"], "seeds must be a count"),
     (["plot", "a", "b"], "give --out when plotting 2 paths"),
     (["bench", "matrix", "--workers", "0"], "workers must be an int >= 1, got 0"),
+    (["bench", "matrix", "--algos", "vdn", "--set", "width=4"],
+     r"--set width: no algorithm of this run \(vdn\) has"),
     pytest.param(["bench", "matrix", "--ray", "auto"], "--ray needs the ray package",
                  marks=pytest.mark.skipif(importlib.util.find_spec("ray") is not None,
                                           reason="ray is installed")),

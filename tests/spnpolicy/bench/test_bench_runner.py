@@ -57,6 +57,20 @@ def test_plan_errors_name_the_input_and_the_valid_names(tmp_path):
     assert plan(get_suite("matrix"), tmp_path, algos=["spn-ac"], seeds=1)  # filters first
 
 
+def test_plan_overrides_set_the_fields_each_algorithm_has(tmp_path):
+    """--set: parsed to each config's field type, for the algorithms with the field only."""
+    runs = plan(get_suite("matrix"), tmp_path, algos=["spn-ac", "vdn"], tasks=["climbing"],
+                seeds=1, overrides={"compile": "true", "batch_size": "32"})
+    configs = {r.algo: r.config for r in runs}
+    assert configs["spn-ac"]["compile"] is True and "compile" not in configs["vdn"]
+    assert configs["spn-ac"]["batch_size"] == 32 == configs["vdn"]["batch_size"]
+    assert configs["vdn"]["total_steps"] == get_suite("matrix").protocol.total_steps
+    with pytest.raises(ValueError, match=r"--set width: no algorithm of this run \(vdn\) has"):
+        plan(get_suite("matrix"), tmp_path, algos=["vdn"], overrides={"width": "4"})
+    with pytest.raises(ValueError, match="compile"):
+        plan(get_suite("matrix"), tmp_path, algos=["spn-ac"], overrides={"compile": "maybe"})
+
+
 def test_parse_seeds():
     assert parse_seeds("3") == 3
     assert parse_seeds("0,4,7") == (0, 4, 7) and parse_seeds("5,") == (5,)
