@@ -24,12 +24,13 @@ each repeat so that both see the same machine load, and the ratio is taken in th
 ``--spn-ac-hidden 64,64`` gives spn-ac's policy and critics vdn's hidden widths, to see
 how much of the gap is the networks' size (the targets are at each one's defaults).
 
-``--compile`` trains spn-ac with ``compile=True`` (its losses through torch.compile). Its
-``env_steps_per_s`` then leaves out the update that compiles (``compile_cpu_s``, with
-``compile_wall_s``: inductor compiles C++ in worker processes, whose CPU time is not the
-run's), a one-time cost that long runs amortise; ``env_steps_per_s_with_compile`` keeps it.
-vdn's row then also has ``update_ms_compiled``: its own loss (``td_loss``) through the same
-``maybe_compile``, timed as its update is, to show whether compiling helps it too.
+``--compile`` adds ``spn-ac-compiled``, spn-ac with ``compile=True`` (its losses through
+torch.compile), alternating with the other two in every repeat. Its ``env_steps_per_s``
+leaves out the update that compiles (``compile_cpu_s``, with ``compile_wall_s``: inductor
+compiles C++ in worker processes, whose CPU time is not the run's), a one-time cost that
+long runs amortise; ``env_steps_per_s_with_compile`` keeps it. vdn's row then also has
+``update_ms_compiled``: its own loss (``td_loss``) through the same ``maybe_compile``,
+timed as its update is, to show whether compiling helps it too.
 
 Writes ``benchmarks/results/train_speed.json`` only with ``--out`` (or ``--save``).
 """
@@ -77,14 +78,16 @@ SETTINGS = {
 }
 DEFAULT_SETTINGS = ("3x6x6", "6x20x20")
 ALGOS = ("spn-ac", "vdn")
+#: what each timed variant trains: (registered algorithm, config fields)
+VARIANTS = {"spn-ac": ("spn-ac", {}), "spn-ac-compiled": ("spn-ac", {"compile": True}),
+            "vdn": ("vdn", {})}
 
 
-def run_config(algo: str, setting: dict, args) -> object:
-    overrides = config_fields(algo, setting)
+def run_config(variant: str, setting: dict, args) -> object:
+    algo, extra = VARIANTS[variant]
+    overrides = config_fields(algo, setting) | extra
     if algo == "spn-ac" and args.spn_ac_hidden is not None:
         overrides |= {"policy_hidden": args.spn_ac_hidden, "critic_hidden": args.spn_ac_hidden}
-    if algo == "spn-ac" and getattr(args, "compile", False):
-        overrides |= {"compile": True}
     return make_config(algo, "coverage", {
         "total_steps": args.steps, "num_envs": args.num_envs, "batch_size": args.batch_size,
         "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,
@@ -92,10 +95,11 @@ def run_config(algo: str, setting: dict, args) -> object:
         "eval_stochastic": False, "torch_threads": 1, "device": args.device, **overrides})
 
 
-def train_rate(algo: str, env_kwargs: dict, setting: dict, args) -> dict[str, float]:
+def train_rate(variant: str, env_kwargs: dict, setting: dict, args) -> dict[str, float]:
     """Env steps per CPU second of one ``spnpolicy.train`` run (``env_steps_per_s``); with
     spn-ac's ``compile``, without the update that compiles, whose cost is reported apart."""
-    cfg = run_config(algo, setting, args)
+    algo = VARIANTS[variant][0]
+    cfg = run_config(variant, setting, args)
     overrides = {f: getattr(cfg, f) for f in ("num_envs", "batch_size", "gradient_steps",
                                               "learning_starts", "eval_episodes",
                                               "eval_interval", "checkpoint_interval",
@@ -146,13 +150,14 @@ def _timing_compiles(record: list[tuple[float, float]]):
         SpnAc.update = original
 
 
-def update_ms(algo: str, env_kwargs: dict, setting: dict, args, updates: int,
+def update_ms(variant: str, env_kwargs: dict, setting: dict, args, updates: int,
               compiled_loss: bool = False) -> float:
-    """CPU milliseconds of one update on a replayed batch (spn-ac's compiled with
-    ``args.compile``; vdn's loss compiled with ``compiled_loss``), after the warm-up (10
-    updates: spn-ac's second, vdn's first, compiles)."""
+    """CPU milliseconds of one update on a replayed batch (vdn's loss compiled with
+    ``compiled_loss``), after a warm-up of 10 updates (in which spn-ac-compiled's second
+    and vdn's first compile)."""
     torch.manual_seed(0)
-    cfg = run_config(algo, setting, args)
+    algo = VARIANTS[variant][0]
+    cfg = run_config(variant, setting, args)
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **env_kwargs)
     needs_obs = algo != "spn-ac"
     device = torch.device(cfg.device)
@@ -241,9 +246,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="spn-ac's policy and critic hidden widths (default: its own, "
                              "128,128; vdn's agent network is 64,64)")
     parser.add_argument("--compile", action="store_true",
-                        help="train spn-ac with compile=True (its env steps/s without the "
-                             "one-time compile, reported apart) and also time vdn's update "
-                             "with its loss compiled")
+                        help="also time spn-ac-compiled, spn-ac with compile=True (its env "
+                             "steps/s without the one-time compile, reported apart), and "
+                             "vdn's update with its loss compiled")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the figures here (default: print only)")
     parser.add_argument("--save", action="store_true", help=f"write them to {RESULTS}")
@@ -254,39 +259,50 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name in args.settings:
         env_kwargs, setting = SETTINGS[name]
-        rates = {a: [] for a in ALGOS}
-        updates = {a: [] for a in ALGOS}
+        variants = ALGOS + (("spn-ac-compiled",) if args.compile else ())
+        rates = {a: [] for a in variants}
+        updates = {a: [] for a in variants}
         compiled_vdn = []
         for _ in range(args.repeats):
-            for algo in ALGOS:
-                updates[algo].append(update_ms(algo, env_kwargs, setting, args, args.updates))
-                rates[algo].append(train_rate(algo, env_kwargs, setting, args))
+            for variant in variants:
+                updates[variant].append(update_ms(variant, env_kwargs, setting, args,
+                                                  args.updates))
+                rates[variant].append(train_rate(variant, env_kwargs, setting, args))
             if args.compile:
                 compiled_vdn.append(update_ms("vdn", env_kwargs, setting, args, args.updates,
                                               compiled_loss=True))
         row = {"setting": name, "env_kwargs": env_kwargs, "config": setting}
-        for algo in ALGOS:
-            row[algo] = {key: statistics.median(r[key] for r in rates[algo])
-                         for key in rates[algo][0]}
-            row[algo] |= {"update_ms": statistics.median(updates[algo]),
-                          "env_steps_per_s_repeats": [r["env_steps_per_s"] for r in rates[algo]],
-                          "update_ms_repeats": updates[algo]}
-        if args.compile:
-            row["vdn"] |= {"update_ms_compiled": statistics.median(compiled_vdn),
-                           "update_ms_compiled_repeats": compiled_vdn}
+        for variant in variants:
+            row[variant] = {key: statistics.median(r[key] for r in rates[variant])
+                            for key in rates[variant][0]}
+            row[variant] |= {"update_ms": statistics.median(updates[variant]),
+                             "env_steps_per_s_repeats": [r["env_steps_per_s"]
+                                                         for r in rates[variant]],
+                             "update_ms_repeats": updates[variant]}
         row["ratio_env_steps_per_s"] = (row["spn-ac"]["env_steps_per_s"]
                                         / row["vdn"]["env_steps_per_s"])
         row["ratio_update_ms"] = row["spn-ac"]["update_ms"] / row["vdn"]["update_ms"]
+        line = (f"{name}: spn-ac {row['spn-ac']['env_steps_per_s']:.0f} env steps/s, "
+                f"{row['spn-ac']['update_ms']:.2f} ms/update; vdn "
+                f"{row['vdn']['env_steps_per_s']:.0f} env steps/s, "
+                f"{row['vdn']['update_ms']:.2f} ms/update; ratio of env steps/s "
+                f"{row['ratio_env_steps_per_s']:.2f}")
+        if args.compile:
+            compiled = row["spn-ac-compiled"]
+            row["vdn"] |= {"update_ms_compiled": statistics.median(compiled_vdn),
+                           "update_ms_compiled_repeats": compiled_vdn}
+            row["ratio_env_steps_per_s_compiled"] = (compiled["env_steps_per_s"]
+                                                     / row["vdn"]["env_steps_per_s"])
+            # paired within each repeat: the two ran back to back
+            row["compiled_over_eager_update_ms"] = statistics.median(
+                c / e for c, e in zip(updates["spn-ac-compiled"], updates["spn-ac"]))
+            line += (f"; spn-ac-compiled {compiled['env_steps_per_s']:.0f} env steps/s, "
+                     f"{compiled['update_ms']:.2f} ms/update (compiled in "
+                     f"{compiled['compile_cpu_s']:.1f} CPU s, {compiled['compile_wall_s']:.1f} "
+                     f"s wall), ratio {row['ratio_env_steps_per_s_compiled']:.2f}; vdn's "
+                     f"update with its loss compiled {row['vdn']['update_ms_compiled']:.2f} ms")
         rows.append(row)
-        print(f"{name}: spn-ac {row['spn-ac']['env_steps_per_s']:.0f} env steps/s, "
-              f"{row['spn-ac']['update_ms']:.2f} ms/update; vdn "
-              f"{row['vdn']['env_steps_per_s']:.0f} env steps/s, "
-              f"{row['vdn']['update_ms']:.2f} ms/update; ratio of env steps/s "
-              f"{row['ratio_env_steps_per_s']:.2f}"
-              + (f"; spn-ac compiled in {row['spn-ac']['compile_cpu_s']:.1f} CPU s "
-                 f"({row['spn-ac']['compile_wall_s']:.1f} s wall), vdn's update with its "
-                 f"loss compiled {row['vdn']['update_ms_compiled']:.2f} ms"
-                 if args.compile else ""), flush=True)
+        print(line, flush=True)
     result = {"benchmark": "train_speed", "command": shlex.join([sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": machine(), "num_envs": args.num_envs, "batch_size": args.batch_size,
               "gradient_steps": args.gradient_steps, "learning_starts": args.learning_starts,

@@ -90,16 +90,23 @@ def test_vdn_update_time_is_the_algorithms_own_update(monkeypatch):
 
 
 def test_compiled_spn_ac_reports_its_compile_apart(tmp_path):
-    """--compile: spn-ac trains with compile=True; its env steps/s leave out the update
-    that compiles (timed apart), and vdn's update is also timed with its loss compiled."""
+    """--compile: spn-ac-compiled (compile=True) alternates with spn-ac and vdn; its env
+    steps/s leave out the update that compiles (timed apart), and vdn's update is also
+    timed with its loss compiled."""
     result = load_script("benchmarks/train_speed.py").main(
         ["--settings", "3x6x6", "--steps", "200", "--num-envs", "4", "--batch-size", "16",
          "--learning-starts", "32", "--updates", "12", "--repeats", "1",
          "--spn-ac-hidden", "8,8", "--compile"])
     assert result["spn_ac_compile"] is True
-    spn, vdn = result["settings"][0]["spn-ac"], result["settings"][0]["vdn"]
-    assert spn["compile_cpu_s"] > 0 and spn["compile_wall_s"] > 0
-    assert spn["env_steps_per_s"] > spn["env_steps_per_s_with_compile"] > 0
-    assert 200 / spn["env_steps_per_s_with_compile"] == pytest.approx(
-        200 / spn["env_steps_per_s"] + spn["compile_cpu_s"])
-    assert vdn["update_ms_compiled"] > 0 and "compile_cpu_s" not in vdn
+    row, = result["settings"]
+    eager, compiled, vdn = row["spn-ac"], row["spn-ac-compiled"], row["vdn"]
+    assert "compile_cpu_s" not in eager and "compile_cpu_s" not in vdn
+    assert compiled["compile_cpu_s"] > 0 and compiled["compile_wall_s"] > 0
+    assert compiled["env_steps_per_s"] > compiled["env_steps_per_s_with_compile"] > 0
+    assert 200 / compiled["env_steps_per_s_with_compile"] == pytest.approx(
+        200 / compiled["env_steps_per_s"] + compiled["compile_cpu_s"])
+    assert row["ratio_env_steps_per_s_compiled"] == pytest.approx(
+        compiled["env_steps_per_s"] / vdn["env_steps_per_s"])
+    assert row["compiled_over_eager_update_ms"] == pytest.approx(
+        compiled["update_ms"] / eager["update_ms"])
+    assert vdn["update_ms_compiled"] > 0
