@@ -99,10 +99,11 @@ class SpnAcConfig(OffPolicyConfig):
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     compile: bool = False
     """Compile the critic and actor losses (forward and backward) with torch.compile: a
-    one-time cost in the first updates (on CPU 10-45 s, and a C++ compiler), then fused
-    kernels; measured on coverage, a fifth to a quarter off each update with 3 agents and
-    about a tenth with 6 (benchmarks/README.md). Random draws inside a compiled loss (the
-    reinforce gradient's) differ from eager ones. For long runs."""
+    one-time cost at the second update (on CPU it needs a C++ compiler; about 40 s the first
+    time on a machine, 4 s once torch's on-disk cache has the kernels), then fused kernels:
+    measured on coverage, updates 0.69x as long with 3 agents and 0.89x with 6
+    (benchmarks/README.md). Pays off after some 30k-400k env steps; random draws inside a
+    compiled loss (the reinforce gradient's) differ from eager ones."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
