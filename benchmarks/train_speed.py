@@ -128,15 +128,15 @@ def train_rate(variant: str, env_kwargs: dict, setting: dict, args) -> dict[str,
 
 @contextlib.contextmanager
 def _timing_compiles(record: list[tuple[float, float]]):
-    """Appends (CPU s, wall s) of each SpnAc's second update to ``record``: the one that
-    traces and compiles its losses (``maybe_compile`` runs the first eagerly); it also
-    runs that update once, a few milliseconds of the tens of seconds."""
+    """Appends (CPU s, wall s) of each SpnAc's first update to ``record``: the one that
+    traces and compiles its losses; it also runs that update, and once more eagerly as
+    ``maybe_compile``'s warm-up, milliseconds of the seconds."""
     original = SpnAc.update
     calls: dict[int, int] = {}
 
     def update(self, batch):
         calls[id(self)] = calls.get(id(self), 0) + 1
-        if calls[id(self)] != 2:
+        if calls[id(self)] != 1:
             return original(self, batch)
         cpu, wall = time.process_time(), time.perf_counter()
         metrics = original(self, batch)
@@ -153,8 +153,7 @@ def _timing_compiles(record: list[tuple[float, float]]):
 def update_ms(variant: str, env_kwargs: dict, setting: dict, args, updates: int,
               compiled_loss: bool = False) -> float:
     """CPU milliseconds of one update on a replayed batch (vdn's loss compiled with
-    ``compiled_loss``), after a warm-up of 10 updates (in which spn-ac-compiled's second
-    and vdn's first compile)."""
+    ``compiled_loss``), after a warm-up of 10 updates (the first compiles)."""
     torch.manual_seed(0)
     algo = VARIANTS[variant][0]
     cfg = run_config(variant, setting, args)

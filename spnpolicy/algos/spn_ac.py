@@ -99,7 +99,7 @@ class SpnAcConfig(OffPolicyConfig):
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     compile: bool = False
     """Compile the critic and actor losses (forward and backward) with torch.compile: a
-    one-time cost at the second update (on CPU it needs a C++ compiler; about 40 s the first
+    one-time cost at the first update (on CPU it needs a C++ compiler; about 40 s the first
     time on a machine, 4 s once torch's on-disk cache has the kernels), then fused kernels:
     measured on coverage, updates 0.69x as long with 3 agents and 0.89x with 6
     (benchmarks/README.md). Pays off after some 30k-400k env steps; random draws inside a
@@ -243,8 +243,9 @@ class SpnAc(OffPolicyAlgorithm):
         self._critic_loss_fn = maybe_compile(self._critic_loss, cfg.compile, "the critic loss")
         self._actor_loss_fn = maybe_compile(self._actor_loss, cfg.compile, "the actor loss")
         if cfg.compile:
-            self.notes = ("compile=True: the second update compiles the losses with "
-                          "torch.compile (once per run; 10-45 s on a CPU)",)
+            self.notes = ("compile=True: the first update compiles the losses with "
+                          "torch.compile (once per run; about 40 s on a CPU, 4 s once torch's "
+                          "on-disk cache has the kernels)",)
 
     @torch.inference_mode()
     def explore(self, state, obs, step, generator):

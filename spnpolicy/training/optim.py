@@ -174,11 +174,14 @@ def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
 
 def maybe_compile(fn: Callable, enabled: bool, name: str) -> Callable:
     """``fn`` itself, or with ``enabled`` ``torch.compile(fn, dynamic=False)``: the same
-    values up to float rounding (its backward compiled too). The first call runs ``fn``
-    eagerly, so that the plans and tables it builds lazily exist before it is traced (a
-    trace reads them as constants; one built during the trace would trace it again), and
-    the second traces and compiles it; it is traced again only when an input's shape
-    changes (batch shapes are fixed in training).
+    values up to float rounding (its backward compiled too), every call answered by the
+    compiled code, so that a run resumed in a new process steps as the uninterrupted one.
+
+    Before its first compiled call, ``fn`` runs once more eagerly, without gradients and on
+    a forked random state, its result dropped: the plans and tables it builds lazily then
+    exist before the trace reads them as constants (one built during the trace would trace
+    it again). It is traced again only when an input's shape changes (batch shapes are
+    fixed in training).
 
     A failure of the compilation (on CPU it needs a C++ compiler) is re-raised naming
     ``name`` and the ``compile`` setting that asked for it.
@@ -186,12 +189,13 @@ def maybe_compile(fn: Callable, enabled: bool, name: str) -> Callable:
     if not enabled:
         return fn
     compiled = torch.compile(_own_code(fn), dynamic=False)
-    eager_calls = [1]
+    warm = [False]
 
     def call(*args):
-        if eager_calls[0]:
-            eager_calls[0] -= 1
-            return fn(*args)
+        if not warm[0]:
+            with torch.no_grad(), torch.random.fork_rng(devices=_cuda_devices(args)):
+                fn(*args)
+            warm[0] = True
         try:
             return compiled(*args)
         except Exception as error:
@@ -203,6 +207,12 @@ def maybe_compile(fn: Callable, enabled: bool, name: str) -> Callable:
                                f"with compile=False to run it eagerly") from error
 
     return call
+
+
+def _cuda_devices(args) -> list[int]:
+    """The CUDA devices of the tensors in ``args`` (whose random states a fork must keep)."""
+    return sorted({a.device.index or 0 for a in args
+                   if isinstance(a, torch.Tensor) and a.device.type == "cuda"})
 
 
 def _own_code(fn: Callable) -> Callable:

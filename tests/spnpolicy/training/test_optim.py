@@ -254,14 +254,19 @@ def test_maybe_compile_off_is_the_function_itself():
     assert maybe_compile(counted.loss, False, "a loss") == counted.loss
 
 
-def test_maybe_compile_runs_eagerly_once_then_the_compiled_graph():
+def test_maybe_compile_answers_every_call_from_the_compiled_graph():
+    """One dropped eager warm-up call (no gradient, the random state untouched), then every
+    call runs the compiled code: a resumed run's first update is compiled as the
+    uninterrupted run's was."""
     counted = _Counted(2.0)
     loss = maybe_compile(counted.loss, True, "a loss")
     x = torch.linspace(-1, 1, 7, requires_grad=True)
     expected = counted.loss(x).detach()
     counted.compiled.clear()
+    state = torch.get_rng_state()
     values = [loss(x) for _ in range(5)]
-    assert counted.compiled == [False, True, True, True, True]
+    assert counted.compiled == [False] + [True] * 5
+    assert torch.equal(torch.get_rng_state(), state)
     for value in values:
         torch.testing.assert_close(value.detach(), expected)
     values[-1].backward()              # its backward is compiled too
@@ -279,7 +284,7 @@ def test_maybe_compile_gives_every_object_its_own_compiled_graphs():
             loss = maybe_compile(obj.loss, True, "a loss")
             for _ in range(4):
                 loss(x)
-            assert obj.compiled == [False, True, True, True], obj.scale
+            assert obj.compiled == [False] + [True] * 4, obj.scale
 
 
 def test_maybe_compile_names_the_setting_when_the_compiler_fails(monkeypatch):
@@ -290,7 +295,6 @@ def test_maybe_compile_names_the_setting_when_the_compiler_fails(monkeypatch):
     monkeypatch.setattr(torch, "compile",
                         lambda fn, **kw: original(fn, backend=failing_backend, **kw))
     loss = maybe_compile(_Counted(1.0).loss, True, "the critic loss")
-    loss(torch.ones(3))                                # eager
     with pytest.raises(RuntimeError, match="torch.compile of the critic loss failed.*"
                                            "compile=False"):
         loss(torch.ones(3))
@@ -303,7 +307,6 @@ def test_maybe_compile_passes_the_functions_own_errors_through():
         return x * 2
 
     compiled = maybe_compile(check, True, "check")
-    compiled(torch.ones(3))
     compiled(torch.ones(3))
     with pytest.raises(ValueError, match="got 4"):
         compiled(torch.ones(4))
