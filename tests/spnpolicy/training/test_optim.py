@@ -287,6 +287,22 @@ def test_maybe_compile_gives_every_object_its_own_compiled_graphs():
             assert obj.compiled == [False] + [True] * 4, obj.scale
 
 
+def test_maybe_compile_follows_tensors_and_grad_mode_and_fixes_python_values():
+    """The compiled code keeps its guards on tensors and global state only: a new input
+    shape or grad mode is traced again; a Python value it read is fixed at the trace."""
+    counted = _Counted(2.0)
+    loss = maybe_compile(counted.loss, True, "a loss")
+    for size in (5, 7, 5):                              # shape changes: traced per shape
+        x = torch.linspace(-1, 1, size, requires_grad=True)
+        torch.testing.assert_close(loss(x), (x.sin() * 2.0).pow(2).sum())
+    with torch.no_grad():
+        assert not loss(x).requires_grad                # grad mode is guarded
+    loss(x).backward()
+    torch.testing.assert_close(x.grad, (2 * 4.0 * x.sin() * x.cos()).detach())
+    counted.scale = 3.0                                 # not guarded: the trace's 2.0 stays
+    torch.testing.assert_close(loss(x), (x.sin() * 2.0).pow(2).sum())
+
+
 def test_maybe_compile_names_the_setting_when_the_compiler_fails(monkeypatch):
     def failing_backend(graph, example_inputs):
         raise RuntimeError("no C++ compiler here")
