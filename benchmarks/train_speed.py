@@ -30,7 +30,11 @@ leaves out the update that compiles (``compile_cpu_s``, with ``compile_wall_s``:
 compiles C++ in worker processes, whose CPU time is not the run's), a one-time cost that
 long runs amortise; ``env_steps_per_s_with_compile`` keeps it. vdn's row then also has
 ``update_ms_compiled``: its own loss (``td_loss``) through the same ``maybe_compile``,
-timed as its update is, to show whether compiling helps it too.
+timed as its update is, to show whether compiling helps it too; and each setting's row
+``compiled_over_eager_paired``: spn-ac's compiled update time over its eager one, the two
+built in this process and alternating in blocks of 20 updates for ``--paired-rounds``
+rounds (median and quartiles of the rounds' ratios), the figure this machine's drift
+between runs cannot move.
 
 Writes ``benchmarks/results/train_speed.json`` only with ``--out`` (or ``--save``).
 """
@@ -154,6 +158,47 @@ def update_ms(variant: str, env_kwargs: dict, setting: dict, args, updates: int,
               compiled_loss: bool = False) -> float:
     """CPU milliseconds of one update on a replayed batch (vdn's loss compiled with
     ``compiled_loss``), after a warm-up of 10 updates (the first compiles)."""
+    step, batches, close = _update_step(variant, env_kwargs, setting, args, updates,
+                                        compiled_loss)
+    for batch in batches[:10]:
+        step(batch)
+    clock = _clock(args.device)
+    start = clock()
+    for batch in batches:
+        step(batch)
+    seconds = clock() - start
+    close()
+    return seconds / updates * 1e3
+
+
+def paired_compiled_over_eager(env_kwargs: dict, setting: dict, args, rounds: int,
+                               block: int = 20) -> dict[str, float]:
+    """spn-ac-compiled's update time over spn-ac's, both in this process, alternating
+    blocks of ``block`` updates for ``rounds`` rounds (the ratio of each round's pair;
+    the machine's drift between runs then cancels): median and quartiles."""
+    eager, batches, close_eager = _update_step("spn-ac", env_kwargs, setting, args, block)
+    compiled, _, close_compiled = _update_step("spn-ac-compiled", env_kwargs, setting, args,
+                                               block)
+    clock = _clock(args.device)
+
+    def timed(step) -> float:
+        start = clock()
+        for batch in batches:
+            step(batch)
+        return clock() - start
+
+    timed(eager), timed(compiled)                   # warm-up; the compiled one compiles
+    ratios = sorted(timed(compiled) / timed(eager) for _ in range(rounds))
+    close_eager(), close_compiled()
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"median": statistics.median(ratios), "q1": quartiles[0], "q3": quartiles[2],
+            "rounds": rounds, "block": block}
+
+
+def _update_step(variant: str, env_kwargs: dict, setting: dict, args, updates: int,
+                 compiled_loss: bool = False):
+    """``(step, batches, close)``: one update of ``variant`` as training runs it, ``updates``
+    replayed batches of ``batch_size`` and the envs' close."""
     torch.manual_seed(0)
     algo = VARIANTS[variant][0]
     cfg = run_config(variant, setting, args)
@@ -192,16 +237,7 @@ def update_ms(variant: str, env_kwargs: dict, setting: dict, args, updates: int,
             gradient_step(learner.optimizer, loss(*batch), cfg.max_grad_norm)
     else:
         step = QLearner(cfg, envs, build_vdn).update
-    batches = [buffer.sample(cfg.batch_size) for _ in range(updates)]
-    for batch in batches[:10]:
-        step(batch)
-    clock = _clock(cfg.device)
-    start = clock()
-    for batch in batches:
-        step(batch)
-    seconds = clock() - start
-    envs.close()
-    return seconds / updates * 1e3
+    return step, [buffer.sample(cfg.batch_size) for _ in range(updates)], envs.close
 
 
 def _clock(device: str):
@@ -248,6 +284,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also time spn-ac-compiled, spn-ac with compile=True (its env "
                              "steps/s without the one-time compile, reported apart), and "
                              "vdn's update with its loss compiled")
+    parser.add_argument("--paired-rounds", type=int, default=30,
+                        help="with --compile: rounds of the in-process A/B of spn-ac's "
+                             "compiled and eager updates (blocks of 20 updates)")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the figures here (default: print only)")
     parser.add_argument("--save", action="store_true", help=f"write them to {RESULTS}")
@@ -295,6 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
             # paired within each repeat: the two ran back to back
             row["compiled_over_eager_update_ms"] = statistics.median(
                 c / e for c, e in zip(updates["spn-ac-compiled"], updates["spn-ac"]))
+            row["compiled_over_eager_paired"] = paired_compiled_over_eager(
+                env_kwargs, setting, args, args.paired_rounds)
             line += (f"; spn-ac-compiled {compiled['env_steps_per_s']:.0f} env steps/s, "
                      f"{compiled['update_ms']:.2f} ms/update (compiled in "
                      f"{compiled['compile_cpu_s']:.1f} CPU s, {compiled['compile_wall_s']:.1f} "

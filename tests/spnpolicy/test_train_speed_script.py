@@ -96,7 +96,7 @@ def test_compiled_spn_ac_reports_its_compile_apart(tmp_path):
     result = load_script("benchmarks/train_speed.py").main(
         ["--settings", "3x6x6", "--steps", "200", "--num-envs", "4", "--batch-size", "16",
          "--learning-starts", "32", "--updates", "12", "--repeats", "1",
-         "--spn-ac-hidden", "8,8", "--compile"])
+         "--spn-ac-hidden", "8,8", "--compile", "--paired-rounds", "3"])
     assert result["spn_ac_compile"] is True
     row, = result["settings"]
     eager, compiled, vdn = row["spn-ac"], row["spn-ac-compiled"], row["vdn"]
@@ -110,3 +110,5 @@ def test_compiled_spn_ac_reports_its_compile_apart(tmp_path):
     assert row["compiled_over_eager_update_ms"] == pytest.approx(
         compiled["update_ms"] / eager["update_ms"])
     assert vdn["update_ms_compiled"] > 0
+    paired = row["compiled_over_eager_paired"]
+    assert paired["rounds"] == 3 and paired["q1"] <= paired["median"] <= paired["q3"]
