@@ -339,7 +339,9 @@ def main(argv: list[str] | None = None) -> dict:
             line += (f"; spn-ac-compiled {compiled['env_steps_per_s']:.0f} env steps/s, "
                      f"{compiled['update_ms']:.2f} ms/update (compiled in "
                      f"{compiled['compile_cpu_s']:.1f} CPU s, {compiled['compile_wall_s']:.1f} "
-                     f"s wall), ratio {row['ratio_env_steps_per_s_compiled']:.2f}; vdn's "
+                     f"s wall; over eager's update, paired in process "
+                     f"{row['compiled_over_eager_paired']['median']:.2f}), ratio "
+                     f"{row['ratio_env_steps_per_s_compiled']:.2f}; vdn's "
                      f"update with its loss compiled {row['vdn']['update_ms_compiled']:.2f} ms")
         rows.append(row)
         print(line, flush=True)

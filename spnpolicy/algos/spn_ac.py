@@ -101,8 +101,8 @@ class SpnAcConfig(OffPolicyConfig):
     """Compile the critic and actor losses (forward and backward) with torch.compile: a
     one-time cost at the first update (on CPU it needs a C++ compiler; about 40 s the first
     time on a machine, 4 s once torch's on-disk cache has the kernels), then fused kernels:
-    measured on coverage, updates 0.69x as long with 3 agents and 0.89x with 6
-    (benchmarks/README.md). Pays off after some 30k-400k env steps; random draws inside a
+    measured on coverage, updates 0.77x as long with 3 agents and 0.91x with 6
+    (benchmarks/README.md). Pays off after some 50k-500k env steps; random draws inside a
     compiled loss (the reinforce gradient's) differ from eager ones."""
 
     def __post_init__(self) -> None:
