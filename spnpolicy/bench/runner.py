@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import multiprocessing
 import os
 import pickle
@@ -48,8 +49,12 @@ class BenchRun:
     algo: str
     seed: int
     config: dict[str, Any]
-    """Config overrides: the suite's protocol and the suite config fields the algo has."""
+    """Config overrides: the suite's protocol, the suite config fields the algo has and the
+    user's ``overrides`` (below)."""
     run_dir: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """The user's overrides (``--set``) among ``config``: a finished run made without them
+    is not taken as this run."""
 
     @property
     def total_steps(self) -> int:
@@ -143,8 +148,8 @@ def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = Non
                          f"with --algos")
     task_names = _select("task", suite, tasks, suite.task_names())
     protocol = suite.protocol.with_budget(total_steps)
-    configs = {algo: _config(suite, algo, protocol) | _overrides(algo, overrides or {})
-               for algo in algos}
+    chosen = {algo: _overrides(algo, overrides or {}) for algo in algos}
+    configs = {algo: _config(suite, algo, protocol) | chosen[algo] for algo in algos}
     unused = [key for key in overrides or {}
               if not any(key in config_fields(algo, {key: None}) for algo in algos)]
     if unused:
@@ -154,17 +159,24 @@ def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = Non
                          f"algorithm's fields")
     out = Path(out).absolute()  # workers (Ray tasks) may run in another directory
     return [BenchRun(suite.name, suite.task(name), algo, seed, configs[algo],
-                     out / "runs" / name / algo / f"s{seed}")
+                     out / "runs" / name / algo / f"s{seed}", chosen[algo])
             for seed in _seed_list(suite.seeds if seeds is None else seeds)
             for name in task_names for algo in algos]
 
 
 def finished_record(run: BenchRun) -> RunRecord | None:
-    """The record of ``run`` if its directory holds it trained to its budget, else None."""
-    if not RunDir(run.run_dir).has_checkpoint():
+    """The record of ``run`` if its directory holds it trained to its budget (with the
+    user's ``overrides``, if any), else None: a run made with other overrides then
+    goes to :func:`execute`, whose resume refuses it naming the differing field."""
+    directory = RunDir(run.run_dir)
+    if not directory.has_checkpoint():
         return None
     record = load_run(run.run_dir)
     done = record.history and record.final["step"] >= run.total_steps
+    if done and run.overrides:
+        saved = directory.read_config().get("config", {})
+        done = all(saved.get(key) == json.loads(json.dumps(value))
+                   for key, value in run.overrides.items())
     return record if done else None
 
 

@@ -107,6 +107,24 @@ def test_a_run_resumes_to_a_larger_budget_and_keeps_its_history(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:learning_starts=.*is above total_steps")  # tiny budgets
+def test_a_finished_run_made_without_the_overrides_is_not_taken(tmp_path):
+    """--set on an output that holds finished runs made without it: they are not reported
+    as this command's runs; resuming them is refused, naming the field."""
+    (plain,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1,
+                    total_steps=96)
+    execute(plain)
+    (same,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1,
+                   total_steps=96, overrides={"width": "16"})          # the default: equal
+    (other,) = plan(TINY, tmp_path, algos=["spn-ac"], tasks=["climbing"], seeds=1,
+                    total_steps=96, overrides={"width": "4"})
+    assert other.overrides == {"width": 4} and other.config["width"] == 4
+    assert finished_record(same) is not None and finished_record(other) is None
+    outcome = run_all([other], log=lambda line: None)
+    (failed, message), = outcome.failures
+    assert failed is other and "width" in message
+
+
+@pytest.mark.filterwarnings("ignore:learning_starts=.*is above total_steps")  # tiny budgets
 def test_a_budget_below_the_intervals_extends_too(tmp_path):
     # the intervals were capped by a small budget, so the larger budget's config differed
     # and resuming was refused ("the saved run differs in config.checkpoint_interval")
