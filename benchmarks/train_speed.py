@@ -102,7 +102,7 @@ def run_config(variant: str, setting: dict, args) -> object:
 def train_rate(variant: str, env_kwargs: dict, setting: dict, args) -> dict[str, float]:
     """Env steps per CPU second of one ``spnpolicy.train`` run (``env_steps_per_s``); with
     spn-ac's ``compile``, without the update that compiles, whose cost is reported apart."""
-    algo = VARIANTS[variant][0]
+    algo, extra = VARIANTS[variant]
     cfg = run_config(variant, setting, args)
     overrides = {f: getattr(cfg, f) for f in ("num_envs", "batch_size", "gradient_steps",
                                               "learning_starts", "eval_episodes",
@@ -111,9 +111,8 @@ def train_rate(variant: str, env_kwargs: dict, setting: dict, args) -> dict[str,
     overrides |= config_fields(algo, setting)
     if algo == "spn-ac" and args.spn_ac_hidden is not None:
         overrides.update(policy_hidden=cfg.policy_hidden, critic_hidden=cfg.critic_hidden)
-    compiling = getattr(cfg, "compile", False)
-    if compiling:
-        overrides["compile"] = True
+    overrides |= extra
+    compiling = extra.get("compile", False)
     clock = _clock(args.device)
     compile_times: list[tuple[float, float]] = []
     with _timing_compiles(compile_times) if compiling else contextlib.nullcontext():

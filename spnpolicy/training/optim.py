@@ -87,6 +87,8 @@ class _FusedAdamStep:
         """The fast step of ``optimizer``, or None where torch's own must run."""
         if type(optimizer) is not torch.optim.Adam or not hasattr(torch, "_fused_adam_"):
             return None
+        if _hooked(optimizer):                 # hooks may be added at any time
+            return None
         fast = cls._cache.get(optimizer)
         if fast is not None and fast.state is optimizer.state and \
                 fast.param_groups is optimizer.param_groups and \
@@ -100,13 +102,6 @@ class _FusedAdamStep:
 
     @staticmethod
     def _eligible(optimizer: torch.optim.Adam) -> bool:
-        hooks = (getattr(optimizer, "_optimizer_step_pre_hooks", None),
-                 getattr(optimizer, "_optimizer_step_post_hooks", None),
-                 getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
-                 getattr(torch_optimizer, "_global_optimizer_post_hooks", None))
-        if any(hooks) or getattr(optimizer, "grad_scale", None) is not None or \
-                getattr(optimizer, "found_inf", None) is not None:
-            return False
         devices = set()
         for group in optimizer.param_groups:
             if not group.get("fused") or group.get("amsgrad") or group.get("maximize") or \
@@ -137,11 +132,7 @@ class _FusedAdamStep:
             for (group, params, exp_avgs, exp_avg_sqs, steps), group_grads in \
                     zip(self.groups, grads):
                 if max_norm > 0:
-                    # clip_grad_norm_'s numbers: the norm of the per-tensor norms
-                    norms = torch._foreach_norm(group_grads)
-                    coef = max_norm / (torch.linalg.vector_norm(torch.stack(norms)) + 1e-6)
-                    if not bool(coef >= 1.0):            # NaN norms clip too, as in torch
-                        torch._foreach_mul_(group_grads, torch.clamp(coef, max=1.0))
+                    _clip(group_grads, max_norm)
                 beta1, beta2 = group["betas"]
                 torch._foreach_add_(steps, 1)
                 torch._fused_adam_(params, group_grads, exp_avgs, exp_avg_sqs, [], steps,
@@ -164,12 +155,33 @@ def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
-    if any(g.device.type != "cpu" for g in grads) or not hasattr(nn.utils, "get_total_norm"):
-        nn.utils.clip_grad_norm_(parameters, max_norm)     # (torch < 2.6: no split API)
+    if len({(g.device, g.dtype) for g in grads}) > 1:
+        nn.utils.clip_grad_norm_(parameters, max_norm)
         return
-    total = nn.utils.get_total_norm(grads)
-    if not bool(max_norm / (total + 1e-6) >= 1.0):   # NaN norms clip too, as in torch
-        nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+    with torch.no_grad():
+        _clip(grads, max_norm)
+
+
+def _clip(grads: list[torch.Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_``'s numbers on gradients of one device and dtype: the norm of the
+    per-tensor norms, and the gradients scaled by ``min(1, max_norm / (norm + 1e-6))``;
+    on the CPU only when that is below 1 (or NaN, as in torch), elsewhere always (the
+    check would synchronise with the device)."""
+    norms = torch._foreach_norm(grads)
+    coef = max_norm / (torch.linalg.vector_norm(torch.stack(norms)) + 1e-6)
+    if grads[0].device.type != "cpu" or not bool(coef >= 1.0):
+        torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
+
+
+def _hooked(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer``'s step has hooks, its own or global (or AMP's gradient scale),
+    which only torch's own ``step`` runs."""
+    hooks = (getattr(optimizer, "_optimizer_step_pre_hooks", None),
+             getattr(optimizer, "_optimizer_step_post_hooks", None),
+             getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
+             getattr(torch_optimizer, "_global_optimizer_post_hooks", None))
+    return any(hooks) or getattr(optimizer, "grad_scale", None) is not None or \
+        getattr(optimizer, "found_inf", None) is not None
 
 
 def maybe_compile(fn: Callable, enabled: bool, name: str) -> Callable:

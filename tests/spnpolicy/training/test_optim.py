@@ -192,6 +192,13 @@ def test_gradient_step_keeps_torchs_path_for_hooks_and_missing_gradients():
         _reference_step(theirs, ref(x).sum(), 0.5)
     assert calls == ["pre"] * 3
     _assert_same(net, ref)
+    # a hook registered once the fast path is in use is run too
+    late = adam(net.parameters(), lr=1e-2)
+    gradient_step(late, net(x).sum(), 0.5)
+    gradient_step(late, net(x).sum(), 0.5)                  # the fast path now
+    late.register_step_post_hook(lambda *args: calls.append("post"))
+    gradient_step(late, net(x).sum(), 0.5)
+    assert calls[-1] == "post"
     # a parameter without a gradient is not stepped (torch's step skips it)
     net, ref = _twin_nets()
     ours, theirs = adam(net.parameters(), lr=1e-2), adam(ref.parameters(), lr=1e-2)
