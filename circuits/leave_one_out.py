@@ -135,8 +135,9 @@ def by_product_flows(plan: Plan, fused: LeafProducts, logp_ext: torch.Tensor,
         flows, log_z = flows.detach(), log_z.detach()
     u, w, _, i = fused.slots.shape
     batch = x.shape[0]
-    inverse = fused.children(torch.exp(-logp_ext), x)                      # [U, W, B, I]
-    per_position = (inverse * flows.view(u, 1, i, batch).transpose(2, 3)).sum(3)   # [U, W, B]
+    # sum_i g_p / v_c(p, i) per tuple position: the inverse leaf values are finite here
+    # (every leaf log-value is above the floor)
+    per_position = fused.weighted_children(torch.exp(-logp_ext), x, flows.view(u, i, batch))
     total = per_position.new_zeros(plan.num_vars, batch).index_add(
         0, fused.variables, per_position.reshape(u * w, batch))
     return (-torch.log(total)).T.clamp(max=0.0), torch.isfinite(log_z)

@@ -26,9 +26,11 @@ log-sum-exp, so every value is exact to the dtype's precision.
 
 Speed: an ``outer`` step with shared weights is one autograd node (:class:`_OuterMatmul`)
 whose backward reuses the saved outer product instead of running autograd's broadcast
-products over ``[G, K, B]``; batches narrower than :data:`NARROW` multiply in transposed
-form (CPU BLAS is slow on batched matrix-vector products); a caller that keeps the
-normalised parameters across passes can keep their exponentials too (:func:`weight_exps`).
+products over ``[G, K, B]`` (where the gradient is differentiated again, as for the
+leave-one-out gradient, :class:`_OuterMatmulTwice` does the same for the second order);
+batches narrower than :data:`NARROW` multiply in transposed form (CPU BLAS is slow on
+batched matrix-vector products); a caller that keeps the normalised parameters across
+passes can keep their exponentials too (:func:`weight_exps`).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
     ``logp_ext``, when the caller keeps them across passes. ``first``: the first layer's
     values ``[n_1, B]`` computed by the caller (:mod:`circuits.leaf_products`), which then
     passes no leaf layer (``leaf_vals`` None; no later step may read it). ``twice``: every
-    step is composed of torch ops, so that its gradient can be differentiated again (the
-    fused outer step's hand-written backward cannot).
+    step's gradient can be differentiated again: composed of torch ops, or, for the fused
+    outer step, :class:`_OuterMatmulTwice`, whose backward has a hand-written backward.
     """
     outs = [leaf_vals if first is None else first[:0], *([] if first is None else [first])]
     ctx = _Pass(logp_ext, program.cuts, exact, exps)
@@ -296,6 +298,91 @@ class _OuterMatmul(torch.autograd.Function):
         return grad_w, grad_both, None
 
 
+class _OuterMatmulTwice(torch.autograd.Function):
+    """:class:`_OuterMatmul` whose gradient can be differentiated again (``run(twice=True)``,
+    the leave-one-out gradient): the backward is :class:`_OuterGrad`, itself an autograd
+    node with a hand-written backward, instead of autograd's graph of the formula (its
+    broadcast products and reductions over ``[G, A, A2, B]``, then theirs differentiated)."""
+
+    @staticmethod
+    def forward(ctx, logw, both, width):
+        w = torch.exp(logw)
+        out, s, e = _outer_values(w, both, width)
+        ctx.save_for_backward(logw, both, w, e, s)
+        ctx.width = width
+        ctx.mark_non_differentiable(s)
+        return out, s
+
+    @staticmethod
+    def backward(ctx, grad, _grad_s):
+        logw, both, w, e, s = ctx.saved_tensors
+        grad_w, grad_both = _OuterGrad.apply(grad, logw, both, w, e, s, ctx.width)
+        return grad_w, grad_both, None
+
+
+class _OuterGrad(torch.autograd.Function):
+    """The outer step's gradients ``(grad_logw [1, G, M, K], grad_both [G, A + A2, B])``
+    from the gradient ``g [G, M, B]`` of its output, as :class:`_OuterMatmul` computes them
+    (``u = g / s``, 0 where ``s == 0``; ``t = w^T u``; ``grad_logw = (u e^T) w``; the
+    children's from ``z = t e`` summed over either factor), as a function of ``g``, ``logw``
+    and ``both`` (``w``, ``e``, ``s`` are theirs, passed in so as not to recompute them).
+
+    Backward, for cotangents ``C [1, G, M, K]`` of ``grad_logw`` and ``c_l, c_r`` of the
+    children's gradients: with ``c_k = c_l[i] + c_r[j]`` on ``k = (i, j)``, the second-order
+    loss is ``sum_{m, k} w_mk e_k u_m (c_k + C_mk)``, so with ``r = w (e c) + (w C) e``
+    ``[G, M, B]``: ``dg = r / s``, ``ds = -r u / s``; ``dw = u (e c)^T + ds e^T + C (u e^T)``
+    (times ``w`` for ``logw``); ``de = c t + w^T ds + (w C)^T u``, and each child's gradient
+    is ``de e`` summed over the other factor. ``s == 0`` columns give 0 throughout.
+    """
+
+    @staticmethod
+    def forward(ctx, grad, logw, both, w, e, s, width):
+        inv = torch.reciprocal(s).nan_to_num_(posinf=0.0)                    # [G, M, B]
+        u = torch.div(grad, s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        t = _bmm(w[0].mT, u)                                                 # [G, K, B]
+        z = (t * e).view(e.shape[0], width, -1, e.shape[2])                   # [G, A, A2, B]
+        grad_both = torch.cat([z.sum(2), z.sum(1)], 1)
+        grad_w = _bmm(u, e.mT).mul_(w[0]).unsqueeze(0)
+        ctx.save_for_backward(w, e, inv, u, t)
+        ctx.width = width
+        ctx.set_materialize_grads(False)
+        return grad_w, grad_both
+
+    @staticmethod
+    def backward(ctx, c_w, c_both):
+        w, e, inv, u, t = ctx.saved_tensors
+        weights = w[0]                                                       # [G, M, K]
+        g, k, batch = e.shape
+        # few [G, K, B] buffers: each is as large as the outer product (in place where
+        # possible; on CPU a fresh one of several MB costs its page faults)
+        ct = ec = None
+        r = e.new_zeros(u.shape)
+        if c_both is not None:
+            left, right = c_both[:, :ctx.width], c_both[:, ctx.width:]
+            ec = (left.unsqueeze(2) + right.unsqueeze(1)).view(g, k, batch)   # c [G, K, B]
+            ct = ec * t
+            ec.mul_(e)
+            r = _bmm(weights, ec)
+        if c_w is not None:
+            wc = c_w[0] * weights
+            r = r + _bmm(wc, e)
+        grad_g = r * inv
+        ds = (r * u).mul_(inv).neg_()
+        dw = _bmm(ds, e.mT)
+        if ec is not None:
+            dw = dw + _bmm(u, ec.mT)
+        if c_w is not None:
+            dw = dw + c_w[0] * _bmm(u, e.mT)
+        de = _bmm(weights.mT, ds)
+        if ct is not None:
+            de.add_(ct)
+        if c_w is not None:
+            de.add_(_bmm(wc.mT, u))
+        z = de.mul_(e).view(g, ctx.width, -1, batch)
+        grad_both = torch.cat([z.sum(2), z.sum(1)], 1)
+        return grad_g, (dw * weights).unsqueeze(0), grad_both, None, None, None, None
+
+
 def _outer_values(w: torch.Tensor, both: torch.Tensor, width: int):
     """The fused outer step on ``both [G, A + A2, B]`` (left children then right, ``A =
     width``) with weights ``w [B', G, M, A * A2]``: ``out = log(w @ e) + ml + mr`` where
@@ -339,9 +426,9 @@ def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     width = step.children.shape[1]
     both = _gather(src, _pair(step))                                 # [G, A + A2, B]
     if (step.piece is not None and torch.is_grad_enabled() and weights.logp_ext.shape[0] == 1
-            and not weights.twice
             and (weights.logp_ext.requires_grad or both.requires_grad)):
-        out, s = _OuterMatmul.apply(weights.log(step), both, width)
+        fused = _OuterMatmulTwice if weights.twice else _OuterMatmul
+        out, s = fused.apply(weights.log(step), both, width)
     else:
         out, s, _ = _outer_values(weights.exp(step), both, width)
     if not weights.exact:

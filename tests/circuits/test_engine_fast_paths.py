@@ -3,11 +3,13 @@
 - ``Circuit`` keeps its normalised parameters while ``logits`` is unchanged and no gradient
   can flow: every in-place change through the parameter must invalidate them.
 - The fused outer step's hand-written backward (``upward._OuterMatmul``) against autograd
-  of the same formula and against finite differences, including ``-inf`` children.
+  of the same formula and against finite differences, including ``-inf`` children; and its
+  twice-differentiable form (``upward._OuterMatmulTwice``), second derivatives included.
 - Narrow batches (``upward._bmm``'s transposed product) and run-wise normalisation
   (``parameters.normalise``) against float64 references.
 - The first layer read straight from the leaf tables (``circuits.leaf_products``) against
-  the unfused pass, values and gradients.
+  the unfused pass, and its flow-weighted lookup (``weighted_children``) against the
+  elementwise one, values and gradients.
 """
 
 from __future__ import annotations
@@ -132,6 +134,48 @@ def test_outer_backward_cannot_be_differentiated_again():
         grad.sum().backward()
 
 
+def _formula(w, both, a):
+    """The outer step by autograd's own ops: ``logsumexp_k (w_mk + left_i + right_j)``."""
+    terms = both[:, :a].unsqueeze(2) + both[:, a:].unsqueeze(1)          # [G, A, A2, B]
+    return logops.logsumexp(terms.flatten(1, 2).unsqueeze(1) + w[0].unsqueeze(-1), 2)
+
+
+def test_outer_twice_gradgradcheck():
+    """The step whose gradient can be differentiated again (``run(twice=True)``): first and
+    second derivatives against finite differences, every output's cotangent included."""
+    w, both, a = _outer_inputs(torch.float64, 4, False)
+    w.requires_grad_()
+    both.requires_grad_()
+    step = lambda w_, b_: upward._OuterMatmulTwice.apply(w_, b_, a)[0]        # noqa: E731
+    assert torch.autograd.gradcheck(step, (w, both))
+    assert torch.autograd.gradgradcheck(step, (w, both))
+
+
+@pytest.mark.parametrize("batch", [1, 5, 40])
+@pytest.mark.parametrize("neg_inf", [False, True])
+def test_outer_twice_second_derivatives_equal_autograd_of_the_formula(batch, neg_inf):
+    """A second-order loss of both gradients (the children's squared, the weights' summed)
+    differentiated through the hand-written second derivatives and through autograd of the
+    formula: equal, with ``-inf`` children and zero weights, and never NaN."""
+    w, both, a = _outer_inputs(torch.float64, batch, neg_inf)
+    upstream = torch.randn(3, 5, batch, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(batch))
+    results = []
+    for step in (lambda w_, b_: upward._OuterMatmulTwice.apply(w_, b_, a)[0],
+                 lambda w_, b_: _formula(w_, b_, a)):
+        w1, b1 = w.clone().requires_grad_(), both.clone().requires_grad_()
+        out = step(w1, b1)
+        out = torch.where(torch.isfinite(out), out, 0.0)
+        grad_b, grad_w = torch.autograd.grad((out * upstream).sum(), (b1, w1), create_graph=True)
+        loss = (torch.where(torch.isfinite(grad_b), grad_b, 0.0) ** 2).sum() \
+            + 0.3 * torch.where(torch.isfinite(grad_w), grad_w, 0.0).sum()
+        results.append(torch.autograd.grad(loss, (w1, b1)))
+    (got_w, got_b), (expected_w, expected_b) = results
+    for got, expected in ((got_w, expected_w), (got_b, expected_b)):
+        assert not torch.isnan(got).any()
+        torch.testing.assert_close(got, expected.nan_to_num(), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("batch", [1, 2, upward.NARROW - 1, upward.NARROW, 33])
 def test_float32_matches_float64_on_both_sides_of_the_narrow_batch_switch(batch):
     c32 = random_tensorized(**RAT)
@@ -210,6 +254,32 @@ def test_fused_leaf_products_equal_the_unfused_pass(dtype, zero_state, monkeypat
     got[finite].sum().backward()
     assert not torch.isnan(ext_fused.grad).any()
     assert torch.allclose(ext_fused.grad, ext_plain.grad, rtol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+def test_weighted_children_equal_the_children_times_the_weights():
+    """``sum_i children[u, w, b, i] * weights[u, i, b]`` by the tables' matmul equals the
+    elementwise lookup's, in value and in the gradients to both factors (missing states
+    read column 0 too)."""
+    c = Circuit(random_tensorized(**RAT).root, dtype=torch.float64)
+    plan = c._plan_on(torch.device("cpu"))
+    fused = leaf_products.leaf_products(plan.program)
+    u, _, _, i = fused.slots.shape
+    x = _x(12, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    values = torch.rand(1, plan.num_params + 2, generator=gen, dtype=torch.float64) + 0.5
+    weights = torch.randn(u, i, 12, generator=gen, dtype=torch.float64)
+    grads = []
+    for fn in (lambda v, q: fused.weighted_children(v, x, q),
+               lambda v, q: (fused.children(v, x) * q.view(u, 1, i, 12).transpose(2, 3)).sum(3)):
+        v, q = values.clone().requires_grad_(), weights.clone().requires_grad_()
+        out = fn(v, q)
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(5),
+                               dtype=torch.float64)
+        grads.append((out.detach(), *torch.autograd.grad((out * upstream).sum(), (v, q))))
+    for got, expected in zip(*grads):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.weighted_children(values, x, weights), grads[1][0])
 
 
 def test_leaf_products_decline_a_first_layer_that_is_not_products_of_leaves():
