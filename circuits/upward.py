@@ -269,11 +269,8 @@ class _OuterMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logw, both, width):
-        w = torch.exp(logw)
-        out, s, e = _outer_values(w, both, width)
+        out, s, w, e = _outer_forward(ctx, logw, both, width)
         ctx.save_for_backward(w, e, s)
-        ctx.split = (width, both.shape[1] - width)
-        ctx.mark_non_differentiable(s)
         return out, s
 
     @staticmethod
@@ -292,10 +289,25 @@ class _OuterMatmul(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_w = _bmm(gs, e.mT).mul_(w[0]).unsqueeze(0)           # [1, G, M, K]
         if ctx.needs_input_grad[1]:
-            z = _bmm(w[0].mT, gs).mul_(e)                             # [G, K, B]
-            z = z.view(z.shape[0], *ctx.split, z.shape[2])            # [G, A, A2, B]
-            grad_both = torch.cat([z.sum(2), z.sum(1)], 1)            # [G, A + A2, B]
+            grad_both = _factor_sums(_bmm(w[0].mT, gs).mul_(e), ctx.width)
         return grad_w, grad_both, None
+
+
+def _outer_forward(ctx, logw, both, width):
+    """The fused outer step's forward for :class:`_OuterMatmul` and its twice-differentiable
+    form: ``(out, s, w, e)`` (``s`` marked non-differentiable, ``ctx.width`` set)."""
+    w = torch.exp(logw)
+    out, s, e = _outer_values(w, both, width)
+    ctx.width = width
+    ctx.mark_non_differentiable(s)
+    return out, s, w, e
+
+
+def _factor_sums(z: torch.Tensor, width: int) -> torch.Tensor:
+    """``z [G, A * A2, B]`` over the outer product's pairs ``(i, j)`` summed over ``j`` and
+    over ``i``, side by side: ``[G, A + A2, B]`` (the left then the right children's)."""
+    z = z.view(z.shape[0], width, -1, z.shape[2])                     # [G, A, A2, B]
+    return torch.cat([z.sum(2), z.sum(1)], 1)
 
 
 class _OuterMatmulTwice(torch.autograd.Function):
@@ -306,11 +318,8 @@ class _OuterMatmulTwice(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logw, both, width):
-        w = torch.exp(logw)
-        out, s, e = _outer_values(w, both, width)
+        out, s, w, e = _outer_forward(ctx, logw, both, width)
         ctx.save_for_backward(logw, both, w, e, s)
-        ctx.width = width
-        ctx.mark_non_differentiable(s)
         return out, s
 
     @staticmethod
@@ -340,8 +349,7 @@ class _OuterGrad(torch.autograd.Function):
         inv = torch.reciprocal(s).nan_to_num_(posinf=0.0)                    # [G, M, B]
         u = torch.div(grad, s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
         t = _bmm(w[0].mT, u)                                                 # [G, K, B]
-        z = (t * e).view(e.shape[0], width, -1, e.shape[2])                   # [G, A, A2, B]
-        grad_both = torch.cat([z.sum(2), z.sum(1)], 1)
+        grad_both = _factor_sums(t * e, width)
         grad_w = _bmm(u, e.mT).mul_(w[0]).unsqueeze(0)
         ctx.save_for_backward(w, e, inv, u, t)
         ctx.width = width
@@ -356,7 +364,7 @@ class _OuterGrad(torch.autograd.Function):
         # few [G, K, B] buffers: each is as large as the outer product (in place where
         # possible; on CPU a fresh one of several MB costs its page faults)
         ct = ec = None
-        r = e.new_zeros(u.shape)
+        r = u.new_zeros(()).expand_as(u)                       # no cotangent: no second order
         if c_both is not None:
             left, right = c_both[:, :ctx.width], c_both[:, ctx.width:]
             ec = (left.unsqueeze(2) + right.unsqueeze(1)).view(g, k, batch)   # c [G, K, B]
@@ -378,9 +386,8 @@ class _OuterGrad(torch.autograd.Function):
             de.add_(ct)
         if c_w is not None:
             de.add_(_bmm(wc.mT, u))
-        z = de.mul_(e).view(g, ctx.width, -1, batch)
-        grad_both = torch.cat([z.sum(2), z.sum(1)], 1)
-        return grad_g, (dw * weights).unsqueeze(0), grad_both, None, None, None, None
+        return (grad_g, (dw * weights).unsqueeze(0), _factor_sums(de.mul_(e), ctx.width),
+                None, None, None, None)
 
 
 def _outer_values(w: torch.Tensor, both: torch.Tensor, width: int):
