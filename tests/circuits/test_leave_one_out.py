@@ -46,6 +46,29 @@ def test_the_routes_agree_in_value_and_gradient(seed, shared):
     torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_the_flows_route_gradient_with_every_column_recomputed_exactly(seed, monkeypatch):
+    """The second-order pass in exact mode, every batch column of every dense and outer step
+    taken as below its shift's limit and recomputed by the exact log-sum-exp (the fused
+    outer step's gradient is then zero there, and the recomputed values carry it): the
+    gradient still equals the log-derivatives route's."""
+    run = loo.upward.run
+    monkeypatch.setattr(loo.upward, "run", lambda *a, **k: run(*a, **(k | {"exact": True})))
+    monkeypatch.setattr(loo.upward, "_limit", lambda step, dtype: 1e300)
+    circuit = random_tensorized(**RAT, seed=seed).double()
+    g = torch.Generator().manual_seed(seed)
+    params = torch.randn(1, circuit.num_params, generator=g, dtype=torch.float64,
+                         requires_grad=True)
+    x = torch.randint(0, 3, (7, 6), generator=g)
+    fast, slow = _routes(circuit, params, x)
+    torch.testing.assert_close(fast, slow)
+    weights = torch.randn(7, 6, generator=g, dtype=torch.float64)
+    got, = torch.autograd.grad((fast * weights).sum(), params, retain_graph=True)
+    expected, = torch.autograd.grad((slow * weights).sum(), params)
+    assert not torch.isnan(got).any()
+    torch.testing.assert_close(got, expected)
+
+
 def test_flows_route_gradient_by_gradcheck():
     circuit = mixture(3, 3, 2).double()
     params = torch.randn(2, circuit.num_params, dtype=torch.float64, requires_grad=True)
