@@ -30,20 +30,27 @@ RAT = dict(num_vars=6, num_states=3, depth=2, num_repetitions=2, num_sums=3,
            num_input_distributions=3)
 
 
+def _assert_routes_agree(seed: int, shared: bool, rows: int) -> None:
+    """Both routes on a random RAT-SPN (float64): equal values, and equal gradients of a
+    random weighted sum of them (the flows route's by second-order autograd), never NaN."""
+    circuit = random_tensorized(**RAT, seed=seed).double()
+    g = torch.Generator().manual_seed(seed)
+    params = torch.randn(1 if shared else rows, circuit.num_params, generator=g,
+                         dtype=torch.float64, requires_grad=True)
+    x = torch.randint(0, 3, (rows, 6), generator=g)
+    fast, slow = _routes(circuit, params, x)
+    torch.testing.assert_close(fast, slow)
+    weights = torch.randn(rows, 6, generator=g, dtype=torch.float64)
+    got, = torch.autograd.grad((fast * weights).sum(), params, retain_graph=True)
+    expected, = torch.autograd.grad((slow * weights).sum(), params)
+    assert not torch.isnan(got).any()
+    torch.testing.assert_close(got, expected)
+
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("shared", [True, False])
 def test_the_routes_agree_in_value_and_gradient(seed, shared):
-    circuit = random_tensorized(**RAT, seed=seed).double()
-    g = torch.Generator().manual_seed(seed)
-    params = torch.randn(1 if shared else 5, circuit.num_params, generator=g,
-                         dtype=torch.float64, requires_grad=True)
-    x = torch.randint(0, 3, (5, 6), generator=g)
-    fast, slow = _routes(circuit, params, x)
-    torch.testing.assert_close(fast, slow)
-    weights = torch.randn(5, 6, generator=g, dtype=torch.float64)
-    got, = torch.autograd.grad((fast * weights).sum(), params, retain_graph=True)
-    expected, = torch.autograd.grad((slow * weights).sum(), params)
-    torch.testing.assert_close(got, expected)
+    _assert_routes_agree(seed, shared, rows=5)
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -55,18 +62,7 @@ def test_the_flows_route_gradient_with_every_column_recomputed_exactly(seed, mon
     run = loo.upward.run
     monkeypatch.setattr(loo.upward, "run", lambda *a, **k: run(*a, **(k | {"exact": True})))
     monkeypatch.setattr(loo.upward, "_limit", lambda step, dtype: 1e300)
-    circuit = random_tensorized(**RAT, seed=seed).double()
-    g = torch.Generator().manual_seed(seed)
-    params = torch.randn(1, circuit.num_params, generator=g, dtype=torch.float64,
-                         requires_grad=True)
-    x = torch.randint(0, 3, (7, 6), generator=g)
-    fast, slow = _routes(circuit, params, x)
-    torch.testing.assert_close(fast, slow)
-    weights = torch.randn(7, 6, generator=g, dtype=torch.float64)
-    got, = torch.autograd.grad((fast * weights).sum(), params, retain_graph=True)
-    expected, = torch.autograd.grad((slow * weights).sum(), params)
-    assert not torch.isnan(got).any()
-    torch.testing.assert_close(got, expected)
+    _assert_routes_agree(seed, shared=True, rows=7)
 
 
 def test_flows_route_gradient_by_gradcheck():
