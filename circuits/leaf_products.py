@@ -103,8 +103,9 @@ class LeafProducts:
         ``[U, W, B, I]``: one batched matmul of the tables with the weights gives every
         state's sum, ``[U, W, K + 1, B]``, and each position reads its own state. For finite
         tables only (an unread state's ``inf`` times a zero weight would be NaN in the
-        backward). The forward and backward read ``[U, W * (K + 1), B]`` where the lookup's
-        read ``[U, W, B, I]`` elementwise: 1.3x fewer elements at 7 states and 8 products."""
+        backward). The elementwise route gathers ``[U, W, B, I]``, multiplies it by the
+        broadcast weights and sums it (and the backward scatters it back); this is a matmul
+        into ``[U, W * (K + 1), B]`` and a gather of ``[U, W, B]``."""
         u, w, k1, i = self.slots.shape
         batch = x.shape[0]
         table = values_ext.reshape(-1).take(self.gather_slots)             # [U, I, W, K + 1]

@@ -277,20 +277,24 @@ class _OuterMatmul(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad, _grad_s):
         w, e, s = ctx.saved_tensors
-        # grad / s, made 0 where it is +-inf or NaN, i.e. where s == 0: there every
-        # product w_mk e_kb of the column is 0, so any finite value gives the same
-        # gradients. Where s > 0 it is at least the step's limit (smaller columns are
-        # recomputed exactly and pass no gradient here), so no finite quotient is lost.
-        # One pass, where the comparison and two `where`s cost 5x as much on CPU. This
-        # backward is never differentiated again (once_differentiable: trying raises), so
-        # the `where` trick against NaN second derivatives in `logops` is not needed.
-        gs = torch.div(grad, s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)   # [G, M, B]
+        # never differentiated again (once_differentiable: trying raises), so the `where`
+        # trick against NaN second derivatives in `logops` is not needed
+        gs = _over_s(grad, s)                                         # [G, M, B]
         grad_w = grad_both = None
         if ctx.needs_input_grad[0]:
             grad_w = _bmm(gs, e.mT).mul_(w[0]).unsqueeze(0)           # [1, G, M, K]
         if ctx.needs_input_grad[1]:
             grad_both = _factor_sums(_bmm(w[0].mT, gs).mul_(e), ctx.width)
         return grad_w, grad_both, None
+
+
+def _over_s(grad: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``grad / s`` ``[G, M, B]``, made 0 where it is +-inf or NaN, i.e. where ``s == 0``:
+    there every product ``w_mk e_kb`` of the column is 0, so any finite value gives the same
+    gradients. Where ``s > 0`` it is at least the step's limit (smaller columns are
+    recomputed exactly and pass no gradient here), so no finite quotient is lost. One pass,
+    where the comparison and two ``where``s cost 5x as much on CPU."""
+    return torch.div(grad, s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _outer_forward(ctx, logw, both, width):
@@ -347,7 +351,7 @@ class _OuterGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad, logw, both, w, e, s, width):
         inv = torch.reciprocal(s).nan_to_num_(posinf=0.0)                    # [G, M, B]
-        u = torch.div(grad, s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        u = _over_s(grad, s)
         t = _bmm(w[0].mT, u)                                                 # [G, K, B]
         grad_both = _factor_sums(t * e, width)
         grad_w = _bmm(u, e.mT).mul_(w[0]).unsqueeze(0)
