@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "vdn's update with its loss compiled")
     parser.add_argument("--paired-rounds", type=int, default=30,
                         help="with --compile: rounds of the in-process A/B of spn-ac's "
-                             "compiled and eager updates (blocks of 20 updates)")
+                             "compiled and eager updates (blocks of 20 updates; 0: none)")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the figures here (default: print only)")
     parser.add_argument("--save", action="store_true", help=f"write them to {RESULTS}")
@@ -333,13 +333,16 @@ def main(argv: list[str] | None = None) -> dict:
             # paired within each repeat: the two ran back to back
             row["compiled_over_eager_update_ms"] = statistics.median(
                 c / e for c, e in zip(updates["spn-ac-compiled"], updates["spn-ac"]))
-            row["compiled_over_eager_paired"] = paired_compiled_over_eager(
-                env_kwargs, setting, args, args.paired_rounds)
+            paired = ""
+            if args.paired_rounds:
+                row["compiled_over_eager_paired"] = paired_compiled_over_eager(
+                    env_kwargs, setting, args, args.paired_rounds)
+                paired = (f"; over eager's update, paired in process "
+                          f"{row['compiled_over_eager_paired']['median']:.2f}")
             line += (f"; spn-ac-compiled {compiled['env_steps_per_s']:.0f} env steps/s, "
                      f"{compiled['update_ms']:.2f} ms/update (compiled in "
                      f"{compiled['compile_cpu_s']:.1f} CPU s, {compiled['compile_wall_s']:.1f} "
-                     f"s wall; over eager's update, paired in process "
-                     f"{row['compiled_over_eager_paired']['median']:.2f}), ratio "
+                     f"s wall{paired}), ratio "
                      f"{row['ratio_env_steps_per_s_compiled']:.2f}; vdn's "
                      f"update with its loss compiled {row['vdn']['update_ms_compiled']:.2f} ms")
         rows.append(row)

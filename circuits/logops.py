@@ -61,16 +61,16 @@ def _compiling() -> bool:
 
 
 def may_hold_log_zero(logw: torch.Tensor) -> bool:
-    """Whether ``w log w``-style sums over the log-weights ``logw`` need a mask for zero
-    weights: whether ``logw`` may hold ``log 0 = -inf`` (or NaN, or a value below
+    """Whether ``w log w``-style sums over the log-weights ``logw`` need a guard (a mask or
+    a clamp) for zero weights: whether ``logw`` may hold ``log 0 = -inf`` (or NaN, or a value below
     ``-sqrt(max float)``, whose products with gradients could overflow).
 
     A weight that merely underflowed to 0 has a finite log-weight and adds ``0 * logw = 0``
-    (with zero gradient through ``w``), so no mask is needed for it. On the CPU this is one
+    (with zero gradient through ``w``), so no guard is needed for it. On the CPU this is one
     ``min``, as comparison and ``masked_fill`` / ``where`` kernels there cost several times a
-    multiplication of the same size; elsewhere it answers True (the mask is cheap there, and
+    multiplication of the same size; elsewhere it answers True (the guard is cheap there, and
     the check would synchronise with the device), as it does inside ``torch.compile``, where
-    the mask fuses into its neighbours' kernel and a data-dependent branch would split the
+    the guard fuses into its neighbours' kernel and a data-dependent branch would split the
     compiled graph.
     """
     if logw.device.type != "cpu" or _compiling():

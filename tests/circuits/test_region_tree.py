@@ -238,7 +238,7 @@ def test_other_circuits_stay_on_the_engine(monkeypatch):
 @pytest.mark.parametrize("case", ZERO_WEIGHT_CASES)
 def test_entropy_with_zero_weights_matches_enumeration(case):
     """Zero weights add nothing to the entropy or its gradient, whether their log-weight is
-    -inf (masked) or finite (underflowed: no mask)."""
+    -inf (clamped) or finite (underflowed: left as it is)."""
     tree = RegionTree.from_circuit(selective(3, 3, 4).double())
     gen = torch.Generator().manual_seed(7)
     check_entropy_by_enumeration(tree.distribution, zero_weight_params(case, tree.num_params, gen),
