@@ -89,14 +89,15 @@ def test_vdn_update_time_is_the_algorithms_own_update(monkeypatch):
     assert calls == ["Adam"] * (3 + 3)       # warm-up on the first (up to 10) batches, then timed
 
 
-def test_compiled_spn_ac_reports_its_compile_apart(tmp_path):
+@pytest.mark.parametrize("rounds", [3, 0])
+def test_compiled_spn_ac_reports_its_compile_apart(tmp_path, rounds):
     """--compile: spn-ac-compiled (compile=True) alternates with spn-ac and vdn; its env
     steps/s leave out the update that compiles (timed apart), and vdn's update is also
-    timed with its loss compiled."""
+    timed with its loss compiled. ``--paired-rounds 0`` leaves out the in-process A/B."""
     result = load_script("benchmarks/train_speed.py").main(
         ["--settings", "3x6x6", "--steps", "200", "--num-envs", "4", "--batch-size", "16",
          "--learning-starts", "32", "--updates", "12", "--repeats", "1",
-         "--spn-ac-hidden", "8,8", "--compile", "--paired-rounds", "3"])
+         "--spn-ac-hidden", "8,8", "--compile", "--paired-rounds", str(rounds)])
     assert result["spn_ac_compile"] is True
     row, = result["settings"]
     eager, compiled, vdn = row["spn-ac"], row["spn-ac-compiled"], row["vdn"]
@@ -110,5 +111,8 @@ def test_compiled_spn_ac_reports_its_compile_apart(tmp_path):
     assert row["compiled_over_eager_update_ms"] == pytest.approx(
         compiled["update_ms"] / eager["update_ms"])
     assert vdn["update_ms_compiled"] > 0
+    if rounds == 0:
+        assert "compiled_over_eager_paired" not in row
+        return
     paired = row["compiled_over_eager_paired"]
     assert paired["rounds"] == 3 and paired["q1"] <= paired["median"] <= paired["q3"]
