@@ -18,6 +18,10 @@ each repeat so that both see the same machine load, and the ratio is taken in th
 
 - ``env_steps_per_s``: ``total_steps`` / CPU seconds of ``spnpolicy.train`` (acting, env
   steps, replay and every update; the two evaluations of one episode are included).
+  Each setting's ``ratio_env_steps_per_s`` is spn-ac's median over vdn's;
+  ``ratio_env_steps_per_s_paired`` the median of the ratios within each repeat, where the
+  two ran back to back (the figure that drift between repeats moves least); with
+  ``--compile`` the same for spn-ac-compiled (``..._compiled`` and ``..._compiled_paired``).
 - ``update_ms``: one ``update`` of each (vdn's ``QLearner.update``: loss, backward,
   clipping, its Adam) on a replayed batch of ``batch_size``, timed alone after a warm-up.
 
@@ -239,6 +243,13 @@ def _update_step(variant: str, env_kwargs: dict, setting: dict, args, updates: i
     return step, [buffer.sample(cfg.batch_size) for _ in range(updates)], envs.close
 
 
+def _paired_ratio(ours: list[dict], theirs: list[dict]) -> dict:
+    """The ratio of env steps/s within each repeat (the two ran in it back to back, so the
+    machine's drift between repeats cancels): their median and the repeats' ratios."""
+    ratios = [a["env_steps_per_s"] / b["env_steps_per_s"] for a, b in zip(ours, theirs)]
+    return {"median": statistics.median(ratios), "repeats": ratios}
+
+
 def _clock(device: str):
     """CPU seconds on the CPU; on an accelerator synchronised wall seconds."""
     if torch.device(device).type != "cuda":
@@ -318,18 +329,22 @@ def main(argv: list[str] | None = None) -> dict:
                              "update_ms_repeats": updates[variant]}
         row["ratio_env_steps_per_s"] = (row["spn-ac"]["env_steps_per_s"]
                                         / row["vdn"]["env_steps_per_s"])
+        row["ratio_env_steps_per_s_paired"] = _paired_ratio(rates["spn-ac"], rates["vdn"])
         row["ratio_update_ms"] = row["spn-ac"]["update_ms"] / row["vdn"]["update_ms"]
         line = (f"{name}: spn-ac {row['spn-ac']['env_steps_per_s']:.0f} env steps/s, "
                 f"{row['spn-ac']['update_ms']:.2f} ms/update; vdn "
                 f"{row['vdn']['env_steps_per_s']:.0f} env steps/s, "
                 f"{row['vdn']['update_ms']:.2f} ms/update; ratio of env steps/s "
-                f"{row['ratio_env_steps_per_s']:.2f}")
+                f"{row['ratio_env_steps_per_s']:.2f} (per repeat: "
+                f"{row['ratio_env_steps_per_s_paired']['median']:.2f})")
         if args.compile:
             compiled = row["spn-ac-compiled"]
             row["vdn"] |= {"update_ms_compiled": statistics.median(compiled_vdn),
                            "update_ms_compiled_repeats": compiled_vdn}
             row["ratio_env_steps_per_s_compiled"] = (compiled["env_steps_per_s"]
                                                      / row["vdn"]["env_steps_per_s"])
+            row["ratio_env_steps_per_s_compiled_paired"] = _paired_ratio(
+                rates["spn-ac-compiled"], rates["vdn"])
             # paired within each repeat: the two ran back to back
             row["compiled_over_eager_update_ms"] = statistics.median(
                 c / e for c, e in zip(updates["spn-ac-compiled"], updates["spn-ac"]))
@@ -343,7 +358,8 @@ def main(argv: list[str] | None = None) -> dict:
                      f"{compiled['update_ms']:.2f} ms/update (compiled in "
                      f"{compiled['compile_cpu_s']:.1f} CPU s, {compiled['compile_wall_s']:.1f} "
                      f"s wall{paired}), ratio "
-                     f"{row['ratio_env_steps_per_s_compiled']:.2f}; vdn's "
+                     f"{row['ratio_env_steps_per_s_compiled']:.2f} (per repeat: "
+                     f"{row['ratio_env_steps_per_s_compiled_paired']['median']:.2f}); vdn's "
                      f"update with its loss compiled {row['vdn']['update_ms_compiled']:.2f} ms")
         rows.append(row)
         print(line, flush=True)

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import statistics
 
 import pytest
 
@@ -12,7 +13,7 @@ def test_writes_rates_and_update_times(tmp_path):
     out = tmp_path / "speed.json"
     result = load_script("benchmarks/train_speed.py").main(
         ["--settings", "3x6x6", "--steps", "200", "--num-envs", "4", "--batch-size", "16",
-         "--learning-starts", "32", "--updates", "2", "--repeats", "1",
+         "--learning-starts", "32", "--updates", "2", "--repeats", "2",
          "--spn-ac-hidden", "8,8", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["spn_ac_hidden"] == [8, 8]
@@ -21,6 +22,11 @@ def test_writes_rates_and_update_times(tmp_path):
         assert row[algo]["env_steps_per_s"] > 0 and row[algo]["update_ms"] > 0
     assert row["ratio_env_steps_per_s"] == pytest.approx(
         row["spn-ac"]["env_steps_per_s"] / row["vdn"]["env_steps_per_s"])
+    paired = row["ratio_env_steps_per_s_paired"]        # within each repeat
+    assert paired["repeats"] == pytest.approx(
+        [a / b for a, b in zip(row["spn-ac"]["env_steps_per_s_repeats"],
+                               row["vdn"]["env_steps_per_s_repeats"])])
+    assert paired["median"] == pytest.approx(statistics.median(paired["repeats"]))
 
 
 def test_bad_widths_are_refused():
@@ -108,6 +114,8 @@ def test_compiled_spn_ac_reports_its_compile_apart(tmp_path, rounds):
         200 / compiled["env_steps_per_s"] + compiled["compile_cpu_s"])
     assert row["ratio_env_steps_per_s_compiled"] == pytest.approx(
         compiled["env_steps_per_s"] / vdn["env_steps_per_s"])
+    assert row["ratio_env_steps_per_s_compiled_paired"]["repeats"] == pytest.approx(
+        [compiled["env_steps_per_s"] / vdn["env_steps_per_s"]])    # one repeat
     assert row["compiled_over_eager_update_ms"] == pytest.approx(
         compiled["update_ms"] / eager["update_ms"])
     assert vdn["update_ms_compiled"] > 0
