@@ -214,7 +214,7 @@ class TreeDistribution(Distribution):
             _, products = self._flows()
             flows = [w[:, :self.tree.weight_sizes[0]]] + [products[id(r)].flatten(1)
                                                           for r in self.tree.summed]
-            self._cache["entropy"] = -(torch.cat(flows, 1) * _zero_log_zero(logw, w)).sum(-1)
+            self._cache["entropy"] = -(torch.cat(flows, 1) * _zero_log_zero(logw)).sum(-1)
         return self._cache["entropy"]
 
     def marginals(self) -> torch.Tensor:
@@ -385,15 +385,15 @@ def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tens
         batch, m, positions.numel() * k)
 
 
-def _zero_log_zero(logw: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _zero_log_zero(logw: torch.Tensor) -> torch.Tensor:
     """``logw`` for ``flow * log w`` sums, whose zero weights must add 0 with a zero
     gradient: a zero weight's edge has flow 0, so where :func:`may_hold_log_zero` finds no
     ``-inf`` (or NaN, or value low enough to overflow a product) ``logw`` itself, else
     ``logw`` clamped at ``-sqrt(max float)``: ``0 * logw`` is then 0, and the gradients
     through it stay finite and vanish at the zero weight (``w`` is ``0`` there). A clamp
-    rather than a mask: inside torch.compile the mask was saved for the backward, a
-    boolean store that inductor writes element by element (about 6% of spn-ac's compiled
-    update on 6 agents)."""
+    rather than a mask ``w == 0``: inside torch.compile the mask was saved for the
+    backward, a boolean store that inductor writes element by element (about 5% of spn-ac's
+    compiled update, benchmarks/README.md)."""
     if not may_hold_log_zero(logw):
         return logw
     return logw.clamp_min(-math.sqrt(torch.finfo(logw.dtype).max))
