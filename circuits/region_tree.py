@@ -118,6 +118,7 @@ class RegionTree:
         self.order, self.blocks = order, blocks
         self.regions = regions  # children before parents
         self.summed = [r for r in regions if r.summed]
+        self.max_width = max((r.width for r in self.summed), default=1)  # children of a sum
         # the root's children, then every summed region's products: one gather of all weights
         self.weight_pos = torch.cat([root_pos] + [r.table_pos for r in self.summed])
         self.weight_sizes = [len(root_pos)] + [len(r.table_pos) for r in self.summed]

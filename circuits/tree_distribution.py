@@ -329,8 +329,7 @@ class TreeDistribution(Distribution):
 
         with torch.no_grad():
             logits = self._logits().repeat(s, 1) if s > 1 else self._logits()
-            children = torch.arange(max((r.width for r in self.tree.regions if r.summed),
-                                        default=1), device=self.params.device)
+            children = torch.arange(self.tree.max_width, device=self.params.device)
             x = self._descend(s * batch, choose)
         return x.reshape(*sample_shape, batch, self.tree.num_vars)
 

@@ -82,7 +82,7 @@ class _TwinHead(nn.Module):
     def picked(self, h: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
         """``sum_c forward(h)[j, b, columns[b, c]]`` ``[2, B]`` for ``columns [B, C]`` (the
         same columns for both critics)."""
-        return _PickedColumns.apply(h, self.weight, self.bias, columns)
+        return _PickedColumns.apply(h, self.weight, self.bias, columns)[0]
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
         if local_metadata.get("version", 1) < 2:  # a checkpoint of the [2, in, out] layout
@@ -105,7 +105,10 @@ class _PickedColumns(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, columns):
+    def forward(h, weight, bias, columns):
+        """``q [2, B]``, and for the backward the summed weight rows ``[2, B, H]`` and the
+        rows read ``[2 B, C]`` (outputs without gradients: the torch.func form of a
+        Function, which ``TracedSteps`` differentiates)."""
         twins, out_dim, width = weight.shape
         batch, count = columns.shape
         shift = torch.arange(twins, device=columns.device).mul_(out_dim).view(twins, 1, 1)
@@ -114,13 +117,19 @@ class _PickedColumns(torch.autograd.Function):
         summed = summed.view(twins, batch, width)                          # [2, B, H]
         q = torch.linalg.vecdot(h, summed)
         q = q + bias.reshape(-1).index_select(0, rows.view(-1)).view(twins, batch, count).sum(2)
+        return q, summed, rows
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h, weight = inputs[:2]
+        _, summed, rows = output
+        ctx.mark_non_differentiable(summed, rows)
         ctx.save_for_backward(h, summed, rows)
-        ctx.out_dim = out_dim
-        return q
+        ctx.out_dim = weight.shape[1]
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx, grad, _summed, _rows):
         h, summed, rows = ctx.saved_tensors          # rows [2 B, C]: twin j's at j * out_dim
         twins, batch, width = h.shape
         count, picked = rows.shape[1], rows.view(-1)

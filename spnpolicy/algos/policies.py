@@ -233,6 +233,14 @@ class JointPolicy(nn.Module):
             return JointCategorical(params, self.num_agents, self.num_actions)
         return self.circuit.distribution(params)
 
+    @property
+    def traces_whole(self) -> bool:
+        """Whether :meth:`fast_distribution`'s training queries are pure tensor ops, with no
+        branch on values, so that torch.compile traces an update through them as one graph:
+        the region tree (selective) and the softmax, not the circuit engine (its exactness
+        guard recomputes the columns that lost precision)."""
+        return self.tree is not None or self.circuit is None
+
     def fast_distribution(self, observations) -> Distribution:
         """The same distribution as :meth:`distribution`, for training and acting: on a
         region-tree circuit (selective) a

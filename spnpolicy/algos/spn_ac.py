@@ -44,7 +44,8 @@ from spnpolicy.algos.policies import JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync, train_offpolicy
-from spnpolicy.training.optim import adam, gradient_step, maybe_compile
+from spnpolicy.training.optim import adam, maybe_compile
+from spnpolicy.training.traced_step import EagerSteps, TracedSteps
 
 __all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value",
            "train"]
@@ -98,12 +99,14 @@ class SpnAcConfig(OffPolicyConfig):
     reinforce_samples: int = 8
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     compile: bool = False
-    """Compile the critic and actor losses (forward and backward) with torch.compile: a
-    one-time cost at the first update (on CPU it needs a C++ compiler; about 40 s the first
-    time on a machine, 4 s once torch's on-disk cache has the kernels), then fused kernels:
-    measured on coverage, updates 0.77x as long with 3 agents and 0.91x with 6
-    (benchmarks/README.md). Pays off after some 50k-500k env steps; random draws inside a
-    compiled loss (the reinforce gradient's) differ from eager ones."""
+    """Compile the update with torch.compile: the whole update (both losses, their
+    gradients and the three Adam steps) as one graph for the exact actor gradient on a
+    selective or softmax policy, else each loss, forward and backward, apart. A one-time
+    cost at the first update (on CPU it needs a C++ compiler; some 25-40 s the first time on
+    a machine, a few seconds once torch's on-disk cache has the kernels), then fused
+    kernels: measured on coverage, updates 0.54x as long as eager with 3 agents and 0.74x
+    with 6 (benchmarks/README.md). Pays off after some 50k-500k env steps; random draws
+    inside a compiled loss (the reinforce gradient's) differ from eager ones."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -210,8 +213,11 @@ class SpnAc(OffPolicyAlgorithm):
     ``update(batch)`` is one gradient step of each loss, in order: soft value of the next
     states (target critics) -> critic loss -> step; actor loss on the stepped critics (their
     values are constants there) -> step; alpha -> step. The loop then Polyak-updates the
-    target critics (``target_sync``). With ``cfg.compile`` the two losses, forward and
-    backward, run as torch.compile graphs (:func:`~spnpolicy.training.optim.maybe_compile`).
+    target critics (``target_sync``). The update is written once against a steps callable
+    (:mod:`~spnpolicy.training.traced_step`): :class:`EagerSteps` (autograd), or with
+    ``cfg.compile`` :class:`TracedSteps`, whose gradients and Adam steps torch.compile
+    traces with the losses into one graph
+    (:func:`~spnpolicy.training.optim.maybe_compile`).
     """
 
     needs_obs = False  # the joint policy and the critics read the global state
@@ -239,13 +245,23 @@ class SpnAc(OffPolicyAlgorithm):
                         "critic_target": self.critic_target, "temperature": self.temperature}
         self.agent = self.policy
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
-        # the losses' forward and backward as fused kernels (cfg.compile), else eager
-        self._critic_loss_fn = maybe_compile(self._critic_loss, cfg.compile, "the critic loss")
-        self._actor_loss_fn = maybe_compile(self._actor_loss, cfg.compile, "the actor loss")
+        # cfg.compile: the whole update (both losses, their gradients, the optimiser steps)
+        # as one graph where the actor loss is pure tensor ops, else each loss apart (the
+        # circuit engine's exactness guard and log_prob's checks of the reinforce draws
+        # branch on values)
+        self._steps, self._update_fn = EagerSteps(), self._update
+        self._critic_loss_fn, self._actor_loss_fn = self._critic_loss, self._actor_loss
+        if cfg.compile and self.policy.traces_whole and cfg.actor_gradient == "exact":
+            self._steps = TracedSteps(self.modules)
+            self._update_fn = maybe_compile(self._update, True, "spn-ac's update",
+                                            warmup=self._probe)
+        elif cfg.compile:
+            self._critic_loss_fn = maybe_compile(self._critic_loss, True, "the critic loss")
+            self._actor_loss_fn = maybe_compile(self._actor_loss, True, "the actor loss")
         if cfg.compile:
-            self.notes = ("compile=True: the first update compiles the losses with "
-                          "torch.compile (once per run; about 40 s on a CPU, 4 s once torch's "
-                          "on-disk cache has the kernels)",)
+            self.notes = ("compile=True: the first update compiles with torch.compile (once "
+                          "per run; about 40 s on a CPU, a few seconds once torch's on-disk "
+                          "cache has the kernels)",)
 
     @torch.inference_mode()
     def explore(self, state, obs, step, generator):
@@ -273,8 +289,8 @@ class SpnAc(OffPolicyAlgorithm):
         return critic_loss(self.critic.evaluate(state, actions), target)
 
     def _actor_loss(self, state, alpha):
-        """The actor's loss, the loss to backpropagate (the actor's plus alpha's when alpha
-        is tuned) and the policy entropy ``[B]``."""
+        """The loss to backpropagate (the actor's plus alpha's when alpha is tuned), the
+        actor's loss and the policy entropy ``[B]``."""
         cfg = self.cfg
         with torch.no_grad():
             values = self.critic.values(state)
@@ -282,25 +298,37 @@ class SpnAc(OffPolicyAlgorithm):
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples)
         if cfg.autotune_alpha:
-            return loss_actor, loss_actor + self.temperature.loss(entropy, self.target_entropy), \
-                entropy
+            return loss_actor + self.temperature.loss(entropy, self.target_entropy), \
+                loss_actor, entropy
         return loss_actor, loss_actor, entropy
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step of the critics, the actor and alpha on ``batch``; the metrics."""
-        cfg, alpha = self.cfg, self.temperature.value
-        loss_critic = self._critic_loss_fn(batch.state, batch.actions, batch.reward,
-                                           batch.next_state, batch.steps, batch.terminated,
-                                           alpha)
-        gradient_step(self.optimizers["critic"], loss_critic, cfg.max_grad_norm)
+        return self._update_fn(batch.state, batch.actions, batch.reward, batch.next_state,
+                               batch.steps, batch.terminated)
 
-        loss_actor, loss, entropy = self._actor_loss_fn(batch.state, alpha)
+    def _update(self, state, actions, reward, next_state, steps, terminated):
+        """:meth:`update` on the batch's tensors, each optimiser stepped by ``self._steps``
+        (eager autograd, or the traced steps of the one compiled graph)."""
+        cfg, alpha = self.cfg, self.temperature.value
+        loss_critic, = self._steps(
+            self.optimizers["critic"],
+            lambda: (self._critic_loss_fn(state, actions, reward, next_state, steps,
+                                          terminated, alpha),),
+            cfg.max_grad_norm)
         # with autotune_alpha one backward for both: the alpha loss sees the entropy as a
         # constant, so the gradients are those of two separate steps, the actor's clipped alone
-        gradient_step(self.optimizers["actor"], loss, cfg.max_grad_norm,
-                      also=(self.optimizers["alpha"],) if cfg.autotune_alpha else ())
+        _, loss_actor, entropy = self._steps(
+            self.optimizers["actor"], lambda: self._actor_loss_fn(state, alpha),
+            cfg.max_grad_norm, also=(self.optimizers["alpha"],) if cfg.autotune_alpha else ())
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
                 "entropy": entropy.detach().mean(), "alpha": alpha}
+
+    def _probe(self, *tensors) -> None:
+        """The compiled update's warm-up: which parameters each loss reaches (once, eagerly;
+        nothing steps)."""
+        with self._steps.probing():
+            self._update(*tensors)
 
     def state_dict(self) -> dict:
         return {"modules": {name: m.state_dict() for name, m in self.modules.items()},

@@ -184,7 +184,8 @@ def _hooked(optimizer: torch.optim.Optimizer) -> bool:
         getattr(optimizer, "found_inf", None) is not None
 
 
-def maybe_compile(fn: Callable, enabled: bool, name: str) -> Callable:
+def maybe_compile(fn: Callable, enabled: bool, name: str,
+                  warmup: Callable | None = None) -> Callable:
     """``fn`` itself, or with ``enabled`` ``torch.compile(fn, dynamic=False)``: the same
     values up to float rounding (its backward compiled too), every call answered by the
     compiled code, so that a run resumed in a new process steps as the uninterrupted one.
@@ -192,7 +193,10 @@ def maybe_compile(fn: Callable, enabled: bool, name: str) -> Callable:
     Before its first compiled call, ``fn`` runs once more eagerly, without gradients and on
     a forked random state, its result dropped: the plans and tables it builds lazily then
     exist before the trace reads them as constants (one built during the trace would trace
-    it again). It is traced again only when a tensor it reads changes shape, dtype, device
+    it again). ``warmup``, if given, is called with the same arguments instead (on the
+    forked random state, in the caller's grad mode): for a ``fn`` that must not run
+    twice, such as a whole update that steps its optimisers (its probe,
+    :meth:`~spnpolicy.training.traced_step.TracedSteps.probing`). It is traced again only when a tensor it reads changes shape, dtype, device
     or aliasing, or when the grad mode or another global torch state does (batch shapes are
     fixed in training): the compiled code keeps only those guards (:data:`KEPT_GUARDS`).
     Python values it reads (config fields, the circuit's structure, module attributes and
@@ -211,11 +215,12 @@ def maybe_compile(fn: Callable, enabled: bool, name: str) -> Callable:
     except (RuntimeError, TypeError):      # a torch without guard filters checks them all
         compiled = torch.compile(_own_code(fn), dynamic=False)
     warm = [False]
+    warm_up = warmup if warmup is not None else torch.no_grad()(fn)
 
     def call(*args):
         if not warm[0]:
-            with torch.no_grad(), torch.random.fork_rng(devices=_cuda_devices(args)):
-                fn(*args)
+            with torch.random.fork_rng(devices=_cuda_devices(args)):
+                warm_up(*args)
             warm[0] = True
         try:
             return compiled(*args)

@@ -12,6 +12,7 @@ import spnpolicy
 from spnpolicy.algos.registry import make_config
 from spnpolicy.algos.spn_ac import SpnAc
 from spnpolicy.training import ReplayBuffer, Runner, TransitionStream, make_vec_env
+from spnpolicy.training.traced_step import TracedSteps
 from tests.run_helpers import assert_same_run
 
 ENV = dict(num_agents=3, grid_size=4, max_steps=10)
@@ -29,12 +30,15 @@ def _batches(envs, count: int, size: int = 32):
     return [buffer.sample(size) for _ in range(count)]
 
 
-def test_compiled_updates_equal_eager_ones():
+@pytest.mark.parametrize("algo, whole", [("spn-ac", True), ("exact-softmax", True),
+                                         ("meanfield-ac", False)])
+def test_compiled_updates_equal_eager_ones(algo, whole):
     """Same initial weights, same batches: every update's metrics and weights agree with the
     eager algorithm's to float32 rounding (the first update traces and compiles, the rest
-    run the compiled code)."""
-    cfg = make_config("spn-ac", "coverage", dict(num_envs=8, width=4, policy_hidden=(32,),
-                                                  critic_hidden=(32,)))
+    run the compiled code): the whole update as one graph, or each loss apart where the
+    policy answers on the circuit engine (mean-field)."""
+    cfg = make_config(algo, "coverage", dict(num_envs=8, width=4, policy_hidden=(32,),
+                                             critic_hidden=(32,)))
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
     algos = []
     for compiled in (False, True):
@@ -42,6 +46,7 @@ def test_compiled_updates_equal_eager_ones():
         algos.append(SpnAc(dataclasses.replace(cfg, compile=compiled), envs))
     eager, compiled = algos
     assert compiled.notes and not eager.notes
+    assert isinstance(compiled._steps, TracedSteps) == whole
     graphs = counters["stats"]["unique_graphs"]
     for batch in _batches(envs, 5):
         expected, got = eager.update(batch), compiled.update(batch)
@@ -83,6 +88,25 @@ def test_a_resumed_compiled_run_equals_the_uninterrupted_one(tmp_path, algo):
 def test_compile_must_be_a_bool():
     with pytest.raises(ValueError, match="compile"):
         make_config("spn-ac", "coverage", {"compile": "yes"})
+
+
+@pytest.mark.parametrize("algo", ["spn-ac", "exact-softmax"])
+def test_the_whole_update_traces_as_one_graph(algo):
+    """compile=True traces both losses, their gradients and the three optimiser steps as
+    one graph where the policy's queries are pure tensor ops (a break would split it and
+    bring back the autograd engine's calls)."""
+    cfg = make_config(algo, "coverage", dict(num_envs=8, width=4, policy_hidden=(16,),
+                                             critic_hidden=(16,), compile=True))
+    envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
+    algo = SpnAc(cfg, envs)
+    batch, = _batches(envs, 1)
+    tensors = (batch.state, batch.actions, batch.reward, batch.next_state, batch.steps,
+               batch.terminated)
+    algo._probe(*tensors)
+    explained = torch._dynamo.explain(algo._update)(*tensors)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, \
+        [reason.reason for reason in explained.break_reasons]
+    envs.close()
 
 
 def test_the_losses_trace_as_single_graphs():

@@ -1,0 +1,213 @@
+"""Optimiser steps that ``torch.compile`` traces into one graph with the losses.
+
+An update written against a *steps* callable, ``steps(optimizer, objective, max_norm,
+also) -> outputs``, runs either way:
+
+- :class:`EagerSteps`: ``objective()`` then :func:`~spnpolicy.training.optim.gradient_step`
+  on its first output (autograd, clipping, torch's Adam): the eager update.
+- :class:`TracedSteps`: the same step as pure tensor ops (the gradients by ``torch.func``,
+  clipping and Adam's arithmetic on the optimiser's own state, in place), so that a whole
+  update, both losses with their gradients and every optimiser step, compiles into one
+  graph: no autograd engine, no per-loss graph calls or guard checks at run time.
+
+```python
+steps = TracedSteps({"critic": critic, "policy": policy})
+def update(state, target):                  # the body every update runs
+    loss, = steps(critic_optimizer, lambda: (critic_loss(state, target),), max_norm=10.0)
+    return loss
+with steps.probing():                       # once, eagerly: which parameters each loss reaches
+    update(state, target)
+update = torch.compile(update)              # one graph
+```
+
+A traced step computes what the eager one does, up to float rounding (Adam's arithmetic
+in another order): tested against :class:`EagerSteps` in
+``tests/spnpolicy/training/test_traced_step.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value
+
+from spnpolicy.training.optim import gradient_step
+
+__all__ = ["EagerSteps", "TracedSteps"]
+
+#: ``objective()`` returns the loss to minimise first, then anything else to hand back.
+Objective = Callable[[], Sequence[torch.Tensor]]
+
+
+class EagerSteps:
+    """``steps(optimizer, objective, max_norm=0.0, also=())``: ``out = objective()``, then
+    :func:`~spnpolicy.training.optim.gradient_step` of ``optimizer`` (and ``also``) on
+    ``out[0]``; returns ``out``."""
+
+    def __call__(self, optimizer: torch.optim.Optimizer, objective: Objective,
+                 max_norm: float = 0.0, also: Iterable[torch.optim.Optimizer] = ()):
+        out = objective()
+        gradient_step(optimizer, out[0], max_norm, also)
+        return out
+
+
+class _Call(nn.Module):
+    """Holds the modules whose parameters a traced step differentiates; ``forward(fn)``
+    is ``fn()``, so that ``functional_call`` swaps their parameters for the duration."""
+
+    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.modules_ = nn.ModuleDict(modules)
+
+    def forward(self, fn: Callable):
+        return fn()
+
+
+class TracedSteps:
+    """The call of :class:`EagerSteps`, as pure tensor ops for ``torch.compile``.
+
+    ``modules``: every module whose parameters the optimisers hold (by name, as an
+    algorithm keeps them). A call differentiates ``objective()[0]`` with respect to the
+    parameters of ``optimizer`` and ``also`` that it reaches (``torch.func``, with the
+    parameters swapped in by ``functional_call``), clips each of ``optimizer``'s
+    parameter groups to ``max_norm`` as ``clip_grad_norm_`` does (``also`` unclipped, as in
+    :func:`~spnpolicy.training.optim.gradient_step`), and applies Adam's update to the
+    parameters and the optimiser's state (``step``, ``exp_avg``, ``exp_avg_sq``) in place.
+
+    Which parameters a loss reaches is found once, eagerly, inside :meth:`probing` (a
+    parameter it does not reach keeps its value and state, as torch's step skips a
+    parameter without a gradient); the probe also makes each optimiser's state as torch's
+    first step would. Only plain Adam (torch's ``Adam`` without AMSGrad, ``maximize`` or
+    a learning rate tensor) is supported; ``lr``, ``betas``, ``eps`` and ``weight_decay``
+    are read at each call (fixed at the trace, when compiled).
+    """
+
+    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
+        self.model = _Call(modules)
+        self.names = {id(p): name for name, p in
+                      self.model.named_parameters(remove_duplicate=False)}
+        self.reached: dict[int, list[list[torch.Tensor]]] = {}
+        self._probing = False
+
+    @contextlib.contextmanager
+    def probing(self):
+        """Calls inside run the objectives eagerly and record, per optimiser, the
+        parameters each reaches (no parameter or state changes but the state's creation)."""
+        self._probing = True
+        try:
+            yield self
+        finally:
+            self._probing = False
+
+    def __call__(self, optimizer: torch.optim.Optimizer, objective: Objective,
+                 max_norm: float = 0.0, also: Iterable[torch.optim.Optimizer] = ()):
+        optimizers = (optimizer, *also)
+        if self._probing:
+            return self._probe(optimizers, objective)
+        missing = [o for o in optimizers if id(o) not in self.reached]
+        if missing:
+            raise RuntimeError("TracedSteps: a step of an optimiser that no probe has seen; "
+                               "run the update once inside probing() first")
+        params = [p for o in optimizers for group in self.reached[id(o)] for p in group]
+        names = [self.names[id(p)] for p in params]
+
+        def loss(*tensors):
+            # views: inside torch.compile (torch 2.13), a tensor swapped in as it is and fed
+            # straight to a custom autograd.Function got a zero gradient; a view gets the
+            # right one (tests/spnpolicy/training/test_traced_step.py)
+            swapped = {name: t.view_as(t) for name, t in zip(names, tensors)}
+            out = functional_call(self.model, swapped, (objective,))
+            return out[0], out
+
+        grads, (_, out) = grad_and_value(loss, argnums=tuple(range(len(params))),
+                                         has_aux=True)(*(p.detach() for p in params))
+        grads = list(grads)
+        with torch.no_grad():
+            for i, opt in enumerate(optimizers):
+                for group, reached in zip(opt.param_groups, self.reached[id(opt)]):
+                    taken, grads = grads[:len(reached)], grads[len(reached):]
+                    if i == 0 and max_norm > 0:
+                        taken = _clipped(taken, max_norm)
+                    _adam(opt, group, reached, taken)
+        return out
+
+    def _probe(self, optimizers: Sequence[torch.optim.Optimizer], objective: Objective):
+        for opt in optimizers:
+            _check_adam(opt)
+        params = [p for o in optimizers for g in o.param_groups for p in g["params"]]
+        unknown = [p for p in params if id(p) not in self.names]
+        if unknown:
+            raise ValueError(f"TracedSteps: {len(unknown)} optimised parameter(s) of shapes "
+                             f"{[list(p.shape) for p in unknown]} belong to none of its modules")
+        with torch.enable_grad():
+            out = objective()
+            grads = torch.autograd.grad(out[0], params, allow_unused=True)
+        used = {id(p) for p, g in zip(params, grads) if g is not None}
+        for opt in optimizers:
+            self.reached[id(opt)] = [[p for p in g["params"] if id(p) in used]
+                                     for g in opt.param_groups]
+            _init_state(opt, used)
+        return out
+
+
+def _check_adam(optimizer: torch.optim.Optimizer) -> None:
+    if type(optimizer) is not torch.optim.Adam:
+        raise ValueError(f"TracedSteps steps torch.optim.Adam only, got {type(optimizer).__name__}")
+    for group in optimizer.param_groups:
+        for key in ("amsgrad", "maximize", "decoupled_weight_decay"):
+            if group.get(key):
+                raise ValueError(f"TracedSteps: Adam with {key}=True is not supported")
+        if torch.is_tensor(group["lr"]):
+            raise ValueError("TracedSteps: Adam with a tensor learning rate is not supported")
+
+
+def _init_state(optimizer: torch.optim.Adam, used: set[int]) -> None:
+    """The Adam state of each parameter in ``used`` (ids) as torch's first step makes it,
+    where it has none (torch makes none for a parameter without a gradient)."""
+    for group in optimizer.param_groups:
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for p in group["params"]:
+            if id(p) not in used or optimizer.state.get(p):
+                continue
+            state = optimizer.state[p]
+            dtype = torch.float64 if torch.get_default_dtype() == torch.float64 and \
+                not group.get("fused") else torch.float32
+            state["step"] = torch.zeros((), dtype=dtype,
+                                        device=p.device if on_device else "cpu")
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def _clipped(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
+    """``clip_grad_norm_``'s numbers: scaled by ``min(1, max_norm / (norm + 1e-6))``."""
+    if not grads:
+        return grads
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    return [g * coef for g in grads]
+
+
+def _adam(optimizer: torch.optim.Adam, group: dict, params: list[torch.Tensor],
+          grads: list[torch.Tensor]) -> None:
+    """torch's Adam update of ``params`` with ``grads``, on ``optimizer``'s state, in place
+    (bias corrections in float64, as torch computes them from the step count)."""
+    beta1, beta2 = group["betas"]
+    lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
+    for p, g in zip(params, grads):
+        state = optimizer.state[p]
+        step = state["step"]
+        step.add_(1)
+        if decay:
+            g = g.add(p, alpha=decay)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(g, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        count = step.to(torch.float64)
+        step_size = lr / (1 - beta1 ** count)
+        correction2_sqrt = (1 - beta2 ** count).sqrt()
+        denom = exp_avg_sq.sqrt() / correction2_sqrt.to(p.dtype) + eps
+        p.sub_(exp_avg / denom * step_size.to(p.dtype))
+
