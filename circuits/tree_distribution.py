@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch.distributions import Distribution, constraints
 
-from circuits.logops import may_hold_log_zero
+from circuits.logops import compiling, zero_log_zero
+from circuits.tree_batch_last import BatchLast
 
 if TYPE_CHECKING:
     from circuits.region_tree import RegionTree, _Region
@@ -25,13 +26,17 @@ class TreeDistribution(Distribution):
 
     Query results are computed once and shared: ``entropy``, ``marginals`` and
     ``scope_marginals`` of one distribution reuse the same weights and reach probabilities.
+    Those three run batch-last (:class:`~circuits.tree_batch_last.BatchLast`) where
+    ``batch_last`` says so; None (the default): while torch.compile traces them, the layout
+    its kernels vectorise, and batch-first eagerly, the faster layout there.
     """
 
     arg_constraints: dict = {}
     has_rsample = False
 
-    def __init__(self, tree: RegionTree, params: torch.Tensor):
+    def __init__(self, tree: RegionTree, params: torch.Tensor, batch_last: bool | None = None):
         self.tree, self.params = tree, params
+        self.batch_last = batch_last
         self._cache: dict = {}
         super().__init__(batch_shape=params.shape[:1],
                          event_shape=torch.Size([tree.num_vars]), validate_args=False)
@@ -53,6 +58,14 @@ class TreeDistribution(Distribution):
     def leave_one_out_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """The engine's :meth:`~circuits.CircuitDistribution.leave_one_out_log_prob`."""
         return self.engine().leave_one_out_log_prob(value)
+
+    def _layout(self) -> BatchLast | None:
+        """The batch-last queries of this distribution, or None for the batch-first ones."""
+        if not (compiling() if self.batch_last is None else self.batch_last):
+            return None
+        if "batch last" not in self._cache:
+            self._cache["batch last"] = BatchLast(self.tree, self.params)
+        return self._cache["batch last"]
 
     # --- shared pieces -----------------------------------------------------------------
     def _flat(self) -> torch.Tensor:
@@ -209,16 +222,20 @@ class TreeDistribution(Distribution):
     # --- queries -------------------------------------------------------------------------
     def entropy(self) -> torch.Tensor:
         """Exact entropy ``[B]``: ``-sum`` over sums' edges of flow times log-weight."""
+        if self._layout() is not None:
+            return self._layout().entropy()
         if "entropy" not in self._cache:
             logw, w, _ = self._weights()
             _, products = self._flows()
             flows = [w[:, :self.tree.weight_sizes[0]]] + [products[id(r)].flatten(1)
                                                           for r in self.tree.summed]
-            self._cache["entropy"] = -(torch.cat(flows, 1) * _zero_log_zero(logw)).sum(-1)
+            self._cache["entropy"] = -(torch.cat(flows, 1) * zero_log_zero(logw)).sum(-1)
         return self._cache["entropy"]
 
     def marginals(self) -> torch.Tensor:
         """Single-variable marginals ``[B, n, k]``."""
+        if self._layout() is not None:
+            return self._layout().marginals()
         if "marginals" not in self._cache:
             nodes, _ = self._flows()
             self._cache["marginals"] = torch.stack([nodes[id(r)] for r in self.tree.leaves],
@@ -237,6 +254,8 @@ class TreeDistribution(Distribution):
         scopes = [tuple(int(v) for v in s) for s in scopes]
         if not self.answers(scopes):
             return self.engine().scope_marginals(scopes)
+        if self._layout() is not None:
+            return self._layout().scope_marginals(tuple(scopes))
         key = ("pairs", tuple(scopes))
         if key not in self._cache:
             regions, index = self.tree.pair_plan(tuple(scopes))
@@ -382,17 +401,3 @@ def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tens
     batch, m = q.shape[:2]
     return q.view(batch * m, q.shape[2] // k, k).index_select(1, positions).view(
         batch, m, positions.numel() * k)
-
-
-def _zero_log_zero(logw: torch.Tensor) -> torch.Tensor:
-    """``logw`` for ``flow * log w`` sums, whose zero weights must add 0 with a zero
-    gradient: a zero weight's edge has flow 0, so where :func:`may_hold_log_zero` finds no
-    ``-inf`` (or NaN, or value low enough to overflow a product) ``logw`` itself, else
-    ``logw`` clamped at ``-sqrt(max float)``: ``0 * logw`` is then 0, and the gradients
-    through it stay finite and vanish at the zero weight (``w`` is ``0`` there). A clamp
-    rather than a mask ``w == 0``: inside torch.compile the mask was saved for the
-    backward, a boolean store that inductor writes element by element (about 5% of spn-ac's
-    compiled update, benchmarks/README.md)."""
-    if not may_hold_log_zero(logw):
-        return logw
-    return logw.clamp_min(-math.sqrt(torch.finfo(logw.dtype).max))

@@ -15,6 +15,7 @@ import circuits.distribution
 from circuits import Categorical, Circuit, Product, Sum
 from circuits.structures import mean_field, mixture, random_tensorized, selective
 from circuits.region_tree import RegionTree
+from circuits.tree_batch_last import BatchLast
 from circuits.tree_distribution import TreeDistribution
 from tests.circuits.helpers import (ZERO_WEIGHT_CASES, check_entropy_by_enumeration,
                                   zero_weight_params)
@@ -52,12 +53,38 @@ def shuffled_tree(num_vars: int, k: int, width: int, seed: int) -> Circuit:
     return Circuit(Sum(region(list(range(num_vars)))))
 
 
-def _pair(circuit: Circuit, batch: int = 3, seed: int = 0, scale: float = 2.0):
+#: TreeDistribution's training queries run batch-first eagerly and batch-last when
+#: torch.compile traces them; both layouts are checked here, eagerly
+LAYOUTS = pytest.mark.parametrize("batch_last", [False, True], ids=["batch-first", "batch-last"])
+
+
+def chain_tree(num_vars: int, k: int, width: int, leaf_left: bool) -> Circuit:
+    """An unbalanced region tree: each region splits off one leaf (on the left or the
+    right) from the rest, so that few pairs split where one child is a leaf."""
+    def leaf(v):
+        return [Categorical.indicator(v, s, k) for s in range(k)]
+
+    def region(variables):
+        if len(variables) == 1:
+            return leaf(variables[0])
+        one, rest = (leaf(variables[0]), region(variables[1:]))
+        left, right = (one, rest) if leaf_left else (rest, one)
+        products = [Product([a, b]) for a in left for b in right]
+        if len(products) <= width:
+            return products
+        return [Sum(products[i::width]) for i in range(width)]
+
+    return Circuit(Sum(region(list(range(num_vars)))))
+
+
+def _pair(circuit: Circuit, batch: int = 3, seed: int = 0, scale: float = 2.0,
+          batch_last: bool | None = None):
     torch.manual_seed(seed)
     tree = RegionTree.from_circuit(circuit)
     assert tree is not None
     params = scale * torch.randn(batch, circuit.num_params, dtype=torch.float64)
-    return circuit.double().distribution(params), tree.distribution(params), params
+    return (circuit.double().distribution(params),
+            TreeDistribution(tree, params, batch_last=batch_last), params)
 
 
 def _circuits():
@@ -67,9 +94,10 @@ def _circuits():
         yield f"shuffled{(n, k, w, seed)}", shuffled_tree(n, k, w, seed)
 
 
+@LAYOUTS
 @pytest.mark.parametrize("name,circuit", list(_circuits()), ids=lambda x: x if isinstance(x, str) else "")
-def test_queries_equal_the_engine(name, circuit):
-    engine, tree, _ = _pair(circuit)
+def test_queries_equal_the_engine(name, circuit, batch_last):
+    engine, tree, _ = _pair(circuit, batch_last=batch_last)
     n = circuit.num_vars
     torch.testing.assert_close(tree.marginals(), engine.marginals())
     if circuit.is_deterministic:
@@ -82,14 +110,15 @@ def test_queries_equal_the_engine(name, circuit):
     torch.testing.assert_close(tree.log_prob(x), engine.log_prob(x))
 
 
+@LAYOUTS
 @pytest.mark.parametrize("seed", range(6))
-def test_few_pairs_take_their_own_tables_and_equal_the_engine(seed):
+def test_few_pairs_take_their_own_tables_and_equal_the_engine(seed, batch_last):
     """A few pairs of a larger tree (neighbours, reversed, repeated, random): regions where
     at most a quarter of their pairs are asked for compute those alone."""
     rng = random.Random(seed)
     n, k = rng.choice([(7, 2), (9, 3), (12, 2)])
     circuit = selective(n, k, rng.choice([3, 5])) if seed % 2 else shuffled_tree(n, k, 4, seed)
-    engine, tree, params = _pair(circuit, seed=seed)
+    engine, tree, params = _pair(circuit, seed=seed, batch_last=batch_last)
     scopes = [(i, i + 1) for i in range(n - 1)][rng.randrange(2)::2]
     scopes += [(j, i) for i, j in scopes[:2]] + scopes[:1]
     scopes += [tuple(rng.sample(range(n), 2)) for _ in range(3)]
@@ -100,12 +129,26 @@ def test_few_pairs_take_their_own_tables_and_equal_the_engine(seed):
     params.requires_grad_(True)
     expected, = torch.autograd.grad(
         (circuit.double().distribution(params).scope_marginals(scopes) * weights).sum(), params)
-    got, = torch.autograd.grad(
-        (tree.tree.distribution(params).scope_marginals(scopes) * weights).sum(), params)
+    got, = torch.autograd.grad((TreeDistribution(tree.tree, params, batch_last)
+                                .scope_marginals(scopes) * weights).sum(), params)
     torch.testing.assert_close(got, expected)
 
 
-def test_gradients_equal_the_engine():
+@LAYOUTS
+@pytest.mark.parametrize("leaf_left", [True, False])
+def test_few_pairs_beside_a_leaf_equal_the_engine(leaf_left, batch_last):
+    """On an unbalanced tree a region can split one leaf from many variables, so that few
+    pairs split there with a leaf on one side (the identity for that side's marginals)."""
+    circuit = chain_tree(9, 3, 4, leaf_left)
+    engine, tree, params = _pair(circuit, seed=3, batch_last=batch_last)
+    scopes = [(0, 1), (5, 0), (1, 2), (3, 4), (2, 1), (7, 8)]
+    regions, _ = tree.tree.pair_plan(tuple(scopes))
+    assert sum(pairs is not None and len(pairs[0]) > 1 for _, pairs in regions) >= 1
+    torch.testing.assert_close(tree.scope_marginals(scopes), engine.scope_marginals(scopes))
+
+
+@LAYOUTS
+def test_gradients_equal_the_engine(batch_last):
     circuit = selective(4, 3, 5)
     tree = RegionTree.from_circuit(circuit)
     params = torch.randn(2, circuit.num_params, dtype=torch.float64, requires_grad=True)
@@ -117,54 +160,40 @@ def test_gradients_equal_the_engine():
                 + dist.marginals()[:, 1, 2].sum())
 
     expected, = torch.autograd.grad(objective(circuit.double().distribution(params)), params)
-    got, = torch.autograd.grad(objective(tree.distribution(params)), params)
+    got, = torch.autograd.grad(objective(TreeDistribution(tree, params, batch_last)), params)
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize("circuit, states, masked", [
-    (shuffled_tree(3, 2, 3, seed=4), 2, 0), (selective(3, 3, 4), 3, 0),
-    (selective(3, 3, 4), 3, 6)], ids=["shuffled", "selective", "selective-zero-weights"])
-def test_samples_follow_the_probabilities(circuit, states, masked):
-    """Seeded draws against the engine's probabilities (the draws read the logits before
-    each sum's normalisation: a Gumbel-max argmax is the same); ``masked`` logits set to
-    -inf (zero weights) must never be drawn through."""
-    engine, tree, params = _pair(circuit, batch=2, seed=1)
-    if masked:
-        params[:, torch.randperm(params.shape[1], generator=torch.Generator().manual_seed(2))
-               [:masked]] = -math.inf
-        engine, tree = circuit.double().distribution(params), tree.tree.distribution(params)
-    draws = tree.sample((40_000,), generator=torch.Generator().manual_seed(0))  # [S, 2, 3]
-    assert draws.shape == (40_000, 2, 3)
-    every = torch.tensor(list(itertools.product(range(states), repeat=3)))
-    probs = engine.log_prob(every[:, None].expand(-1, 2, -1)).exp()              # [k^3, 2]
-    for row in range(2):
-        index = (draws[:, row] * torch.tensor([states**2, states, 1])).sum(-1)
-        freq = torch.bincount(index, minlength=states**3).double() / 40_000
-        # 5 standard errors of a frequency
-        tol = 5 * (probs[:, row] * (1 - probs[:, row]) / 40_000).sqrt() + 1e-3
-        assert bool(((freq - probs[:, row]).abs() <= tol).all()), (freq, probs[:, row])
-        assert bool((freq[probs[:, row] == 0] == 0).all())
+def test_compiled_queries_run_batch_last_and_equal_the_eager_ones():
+    """Inside torch.compile the training queries take the batch-last layout (by default);
+    values and gradients equal the eager batch-first ones."""
+    circuit = shuffled_tree(5, 3, 4, seed=1)
+    tree = RegionTree.from_circuit(circuit)
+    scopes = [(0, 4), (3, 1), (2, 3), (1, 2)]
+    weights = torch.randn(6, len(scopes), 3, 3)
+
+    def objective(params):
+        dist = tree.distribution(params)
+        value = (dist.entropy().sum() + (dist.scope_marginals(scopes) * weights).sum()
+                 + dist.marginals()[:, 1, 2].sum())
+        return value, isinstance(dist._layout(), BatchLast)
+
+    params = torch.randn(6, tree.num_params, requires_grad=True)
+    value, batch_last = objective(params)
+    grad, = torch.autograd.grad(value, params)
+    assert not batch_last
+    got, batch_last = torch.compile(objective, dynamic=False)(params)
+    assert batch_last
+    torch.testing.assert_close(got, value)
+    torch.testing.assert_close(torch.autograd.grad(got, params)[0], grad)
 
 
-def test_other_queries_go_to_the_engine():
-    circuit = selective(3, 3, 4)
-    engine, tree, _ = _pair(circuit)
-    partial = torch.tensor([[0, -1, 2]] * 3)
-    torch.testing.assert_close(tree.log_prob(partial), engine.log_prob(partial))
-    full = engine.sample()
-    torch.testing.assert_close(tree.leave_one_out_log_prob(full),
-                               engine.leave_one_out_log_prob(full))
-    torch.testing.assert_close(tree.condition(torch.tensor([1, -1, -1])).marginals(),
-                               engine.condition(torch.tensor([1, -1, -1])).marginals())
-    torch.testing.assert_close(tree.scope_marginals([(0, 1, 2)]),
-                               engine.scope_marginals([(0, 1, 2)]))
-
-
-def test_large_logits_stay_normalised():
+@LAYOUTS
+def test_large_logits_stay_normalised(batch_last):
     circuit = selective(3, 3, 4)
     tree = RegionTree.from_circuit(circuit)
     params = 1e4 * torch.randn(2, circuit.num_params)
-    dist = tree.distribution(params)
+    dist = TreeDistribution(tree, params, batch_last)
     torch.testing.assert_close(dist.marginals().sum(-1), torch.ones(2, 3))
     assert torch.isfinite(dist.entropy()).all()
 
@@ -235,11 +264,12 @@ def test_other_circuits_stay_on_the_engine(monkeypatch):
 
 
 
+@LAYOUTS
 @pytest.mark.parametrize("case", ZERO_WEIGHT_CASES)
-def test_entropy_with_zero_weights_matches_enumeration(case):
+def test_entropy_with_zero_weights_matches_enumeration(case, batch_last):
     """Zero weights add nothing to the entropy or its gradient, whether their log-weight is
     -inf (clamped) or finite (underflowed: left as it is)."""
     tree = RegionTree.from_circuit(selective(3, 3, 4).double())
     gen = torch.Generator().manual_seed(7)
-    check_entropy_by_enumeration(tree.distribution, zero_weight_params(case, tree.num_params, gen),
-                                 3, 3, gen)
+    check_entropy_by_enumeration(lambda p: TreeDistribution(tree, p, batch_last),
+                                 zero_weight_params(case, tree.num_params, gen), 3, 3, gen)
