@@ -137,6 +137,14 @@ class RegionTree:
         self.lca = lca
         self.leaves = sorted((r for r in regions if r.is_leaf), key=lambda r: r.var)
         self._pair_plans: dict = {}
+        # the summed regions in the order a descent from the root meets them (right child
+        # first): the order in which sampling draws their noise, after the root sum's
+        self.draw_order, stack = [], [root]
+        while stack:
+            region = stack.pop()
+            if not region.is_leaf:
+                self.draw_order += [region] if region.summed else []
+                stack += [region.left, region.right]
 
     @classmethod
     def from_circuit(cls, circuit: Circuit) -> RegionTree | None:
@@ -230,6 +238,15 @@ class RegionTree:
                           self.blocks)
         tree._devices = self._devices
         return tree
+
+    def draw_noise(self, rows: int, generator: torch.Generator | None = None,
+                   dtype: torch.dtype | None = None, device=None) -> list[torch.Tensor]:
+        """The uniforms that sampling ``rows`` joint draws takes, in the order
+        :meth:`TreeDistribution.sample` draws them: the root sum's ``[rows, m_top]``, then
+        each summed region's ``[rows, G]`` (``draw_order``)."""
+        widths = [len(self.root_pos)] + [r.width for r in self.draw_order]
+        return [torch.rand(rows, w, generator=generator, dtype=dtype, device=device)
+                for w in widths]
 
     def distribution(self, params: torch.Tensor) -> TreeDistribution:
         """``pi`` for unnormalised logits ``params [B, num_params]`` (batch shape ``[B]``)."""

@@ -326,17 +326,26 @@ class TreeDistribution(Distribution):
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None):
         """Exact ancestral samples ``[*sample_shape, B, n]`` (one Gumbel draw per child of
-        each sum on the sampled path)."""
+        each sum on the sampled path): the uniforms of :meth:`RegionTree.draw_noise`, then
+        :meth:`sample_with`."""
+        sample_shape = torch.Size(sample_shape)
+        rows = math.prod(sample_shape) * self.params.shape[0]
+        noise = self.tree.draw_noise(rows, generator, self.params.dtype, self.params.device) \
+            if rows else []
+        return self.sample_with(noise, sample_shape)
+
+    def sample_with(self, noise: list[torch.Tensor], sample_shape=torch.Size()) -> torch.Tensor:
+        """:meth:`sample` from given uniforms (``RegionTree.draw_noise(rows)``, ``rows =
+        prod(sample_shape) * B``): pure tensor ops, which torch.compile traces as a graph."""
         sample_shape = torch.Size(sample_shape)
         s, batch = math.prod(sample_shape), self.params.shape[0]
         if s * batch == 0:                      # nothing to draw
             return torch.empty(*sample_shape, batch, self.tree.num_vars, dtype=torch.long,
                                device=self.params.device)
+        draws = iter(noise)
 
         def gumbel_argmax(scores: torch.Tensor) -> torch.Tensor:
-            u = torch.rand(scores.shape, generator=generator, dtype=scores.dtype,
-                           device=scores.device)
-            tiny = torch.finfo(scores.dtype).tiny
+            u, tiny = next(draws), torch.finfo(scores.dtype).tiny
             return (scores - torch.log(-torch.log(u.clamp(tiny, 1 - 1e-7)))).argmax(-1)
 
         def choose(r, nodes):

@@ -258,6 +258,9 @@ class SpnAc(OffPolicyAlgorithm):
         elif cfg.compile:
             self._critic_loss_fn = maybe_compile(self._critic_loss, True, "the critic loss")
             self._actor_loss_fn = maybe_compile(self._actor_loss, True, "the actor loss")
+        # cfg.compile on a region-tree policy: acting (encoder and sampling) as a graph too
+        self._act_fn = None if not (cfg.compile and self.policy.tree is not None) else \
+            maybe_compile(self._act, True, "spn-ac's acting")
         if cfg.compile:
             self.notes = ("compile=True: the first update compiles with torch.compile (once "
                           "per run; about 40 s on a CPU, a few seconds once torch's on-disk "
@@ -265,7 +268,7 @@ class SpnAc(OffPolicyAlgorithm):
 
     @torch.inference_mode()
     def explore(self, state, obs, step, generator):
-        return self.policy.fast_distribution(state).sample(generator=generator)
+        return self.sample(state, obs, generator)
 
     @torch.inference_mode()
     def greedy(self, state, obs):
@@ -273,7 +276,18 @@ class SpnAc(OffPolicyAlgorithm):
 
     @torch.inference_mode()
     def sample(self, state, obs, generator):
-        return self.policy.fast_distribution(state).sample(generator=generator)
+        if self._act_fn is None:
+            return self.policy.fast_distribution(state).sample(generator=generator)
+        # the sampler's uniforms drawn here, as its own sample() draws them (the same
+        # numbers), the encoder and the descent through the tree in the compiled graph
+        noise = self.policy.tree.draw_noise(state.shape[0], generator,
+                                            self.policy.encoder[-1].weight.dtype, state.device)
+        return self._act_fn(state, noise)
+
+    def _act(self, state, noise):
+        """Sampled joint actions ``[E, n]`` for states ``[E, state_dim]`` from the tree's
+        uniforms ``noise`` (:meth:`~circuits.region_tree.RegionTree.draw_noise`)."""
+        return self.policy.tree.distribution(self.policy.encoder(state)).sample_with(noise)
 
     def _critic_loss(self, state, actions, reward, next_state, steps, terminated, alpha):
         """The critics' loss, bootstrapped from the soft value of the next states under the

@@ -188,6 +188,64 @@ def test_compiled_queries_run_batch_last_and_equal_the_eager_ones():
     torch.testing.assert_close(torch.autograd.grad(got, params)[0], grad)
 
 
+@pytest.mark.parametrize("circuit, states, masked", [
+    (shuffled_tree(3, 2, 3, seed=4), 2, 0), (selective(3, 3, 4), 3, 0),
+    (selective(3, 3, 4), 3, 6)], ids=["shuffled", "selective", "selective-zero-weights"])
+def test_samples_follow_the_probabilities(circuit, states, masked):
+    """Seeded draws against the engine's probabilities (the draws read the logits before
+    each sum's normalisation: a Gumbel-max argmax is the same); ``masked`` logits set to
+    -inf (zero weights) must never be drawn through."""
+    engine, tree, params = _pair(circuit, batch=2, seed=1)
+    if masked:
+        params[:, torch.randperm(params.shape[1], generator=torch.Generator().manual_seed(2))
+               [:masked]] = -math.inf
+        engine, tree = circuit.double().distribution(params), tree.tree.distribution(params)
+    draws = tree.sample((40_000,), generator=torch.Generator().manual_seed(0))  # [S, 2, 3]
+    assert draws.shape == (40_000, 2, 3)
+    every = torch.tensor(list(itertools.product(range(states), repeat=3)))
+    probs = engine.log_prob(every[:, None].expand(-1, 2, -1)).exp()              # [k^3, 2]
+    for row in range(2):
+        index = (draws[:, row] * torch.tensor([states**2, states, 1])).sum(-1)
+        freq = torch.bincount(index, minlength=states**3).double() / 40_000
+        # 5 standard errors of a frequency
+        tol = 5 * (probs[:, row] * (1 - probs[:, row]) / 40_000).sqrt() + 1e-3
+        assert bool(((freq - probs[:, row]).abs() <= tol).all()), (freq, probs[:, row])
+        assert bool((freq[probs[:, row] == 0] == 0).all())
+
+
+@pytest.mark.parametrize("circuit", [selective(4, 3, 4), shuffled_tree(5, 3, 4, seed=2),
+                                     chain_tree(5, 2, 3, leaf_left=False)],
+                         ids=["selective", "shuffled", "chain"])
+@pytest.mark.parametrize("sample_shape", [(), (3,), (2, 2)])
+def test_sampling_from_drawn_noise_is_sampling(circuit, sample_shape):
+    """``sample`` = ``draw_noise`` (the same generator calls) then ``sample_with``: the same
+    draws for the same seed, which a compiled ``sample_with`` reproduces from the noise."""
+    _, tree, params = _pair(circuit, batch=4, seed=5)
+    rows = math.prod(sample_shape) * 4
+    expected = tree.sample(sample_shape, generator=torch.Generator().manual_seed(9))
+    noise = tree.tree.draw_noise(rows, torch.Generator().manual_seed(9), params.dtype)
+    assert [u.shape[1] for u in noise] == \
+        [len(tree.tree.root_pos)] + [r.width for r in tree.tree.draw_order]
+    assert torch.equal(tree.sample_with(noise, sample_shape), expected)
+    compiled = torch.compile(lambda p, u: tree.tree.distribution(p).sample_with(u, sample_shape),
+                             dynamic=False)
+    assert torch.equal(compiled(params, noise), expected)
+
+
+def test_other_queries_go_to_the_engine():
+    circuit = selective(3, 3, 4)
+    engine, tree, _ = _pair(circuit)
+    partial = torch.tensor([[0, -1, 2]] * 3)
+    torch.testing.assert_close(tree.log_prob(partial), engine.log_prob(partial))
+    full = engine.sample()
+    torch.testing.assert_close(tree.leave_one_out_log_prob(full),
+                               engine.leave_one_out_log_prob(full))
+    torch.testing.assert_close(tree.condition(torch.tensor([1, -1, -1])).marginals(),
+                               engine.condition(torch.tensor([1, -1, -1])).marginals())
+    torch.testing.assert_close(tree.scope_marginals([(0, 1, 2)]),
+                               engine.scope_marginals([(0, 1, 2)]))
+
+
 @LAYOUTS
 def test_large_logits_stay_normalised(batch_last):
     circuit = selective(3, 3, 4)

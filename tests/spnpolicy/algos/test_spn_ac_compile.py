@@ -60,6 +60,25 @@ def test_compiled_updates_equal_eager_ones(algo, whole):
     envs.close()
 
 
+def test_compiled_acting_draws_the_eager_actions():
+    """compile=True samples through a compiled graph from the uniforms the eager sampler
+    draws: the same joint actions for the same generator states."""
+    cfg = make_config("spn-ac", "coverage", dict(num_envs=8, width=4, policy_hidden=(16,),
+                                                  critic_hidden=(16,)))
+    envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
+    algos = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        algos.append(SpnAc(dataclasses.replace(cfg, compile=compiled), envs))
+    state = torch.rand(8, envs.state_dim, generator=torch.Generator().manual_seed(1))
+    for seed in range(20):
+        eager, compiled = (a.explore(state, None, 0, torch.Generator().manual_seed(seed))
+                           for a in algos)
+        assert torch.equal(compiled, eager)
+    assert algos[1]._act_fn is not None and algos[0]._act_fn is None
+    envs.close()
+
+
 def test_spn_ac_trains_compiled_to_the_optimum_of_climbing(capsys):
     result = spnpolicy.train("spn-ac", "climbing", seed=0, eval_stochastic=False,
                              compile=True, progress=False, verbose=True)
