@@ -227,9 +227,10 @@ def test_sampling_from_drawn_noise_is_sampling(circuit, sample_shape):
     assert [u.shape[1] for u in noise] == \
         [len(tree.tree.root_pos)] + [r.width for r in tree.tree.draw_order]
     assert torch.equal(tree.sample_with(noise, sample_shape), expected)
-    compiled = torch.compile(lambda p, u: tree.tree.distribution(p).sample_with(u, sample_shape),
-                             dynamic=False)
-    assert torch.equal(compiled(params, noise), expected)
+    if sample_shape == (3,):                                # one compile per structure
+        compiled = torch.compile(lambda p, u: tree.tree.distribution(p).sample_with(u, (3,)),
+                                 dynamic=False)
+        assert torch.equal(compiled(params, noise), expected)
 
 
 def test_other_queries_go_to_the_engine():
