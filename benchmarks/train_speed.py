@@ -28,11 +28,12 @@ each repeat so that both see the same machine load, and the ratio is taken in th
 ``--spn-ac-hidden 64,64`` gives spn-ac's policy and critics vdn's hidden widths, to see
 how much of the gap is the networks' size (the targets are at each one's defaults).
 
-``--compile`` adds ``spn-ac-compiled``, spn-ac with ``compile=True`` (its losses through
-torch.compile), alternating with the other two in every repeat. Its ``env_steps_per_s``
-leaves out the update that compiles (``compile_cpu_s``, with ``compile_wall_s``: inductor
-compiles C++ in worker processes, whose CPU time is not the run's), a one-time cost that
-long runs amortise; ``env_steps_per_s_with_compile`` keeps it. vdn's row then also has
+``--compile`` adds ``spn-ac-compiled``, spn-ac with ``compile=True`` (its update and its
+acting through torch.compile), alternating with the other two in every repeat. Its
+``env_steps_per_s`` leaves out the first update and the first sampled action, the calls
+that compile (``compile_cpu_s``, with ``compile_wall_s``: inductor compiles C++ in worker
+processes, whose CPU time is not the run's), a one-time cost that long runs amortise;
+``env_steps_per_s_with_compile`` keeps it. vdn's row then also has
 ``update_ms_compiled``: its own loss (``td_loss``) through the same ``maybe_compile``,
 timed as its update is, to show whether compiling helps it too; and each setting's row
 ``compiled_over_eager_paired``: spn-ac's compiled update time over its eager one, the two
@@ -135,26 +136,34 @@ def train_rate(variant: str, env_kwargs: dict, setting: dict, args) -> dict[str,
 
 @contextlib.contextmanager
 def _timing_compiles(record: list[tuple[float, float]]):
-    """Appends (CPU s, wall s) of each SpnAc's first update to ``record``: the one that
-    traces and compiles its losses; it also runs that update, and once more eagerly as
-    ``maybe_compile``'s warm-up, milliseconds of the seconds."""
-    original = SpnAc.update
-    calls: dict[int, int] = {}
+    """Appends (CPU s, wall s) of each SpnAc's first update and first sampled action to
+    ``record``: the calls that trace and compile its update and its acting; they also run
+    that update or action, and once more eagerly as ``maybe_compile``'s warm-up,
+    milliseconds of the seconds."""
+    originals = {name: getattr(SpnAc, name) for name in ("update", "sample")}
+    calls: dict[tuple[str, int], int] = {}
 
-    def update(self, batch):
-        calls[id(self)] = calls.get(id(self), 0) + 1
-        if calls[id(self)] != 1:
-            return original(self, batch)
-        cpu, wall = time.process_time(), time.perf_counter()
-        metrics = original(self, batch)
-        record.append((time.process_time() - cpu, time.perf_counter() - wall))
-        return metrics
+    def timed_first(name):
+        original = originals[name]
 
-    SpnAc.update = update
+        def call(self, *args):
+            key = (name, id(self))
+            calls[key] = calls.get(key, 0) + 1
+            if calls[key] != 1:
+                return original(self, *args)
+            cpu, wall = time.process_time(), time.perf_counter()
+            result = original(self, *args)
+            record.append((time.process_time() - cpu, time.perf_counter() - wall))
+            return result
+        return call
+
+    for name in originals:
+        setattr(SpnAc, name, timed_first(name))
     try:
         yield
     finally:
-        SpnAc.update = original
+        for name, original in originals.items():
+            setattr(SpnAc, name, original)
 
 
 def update_ms(variant: str, env_kwargs: dict, setting: dict, args, updates: int,

@@ -124,3 +124,23 @@ def test_compiled_spn_ac_reports_its_compile_apart(tmp_path, rounds):
         return
     paired = row["compiled_over_eager_paired"]
     assert paired["rounds"] == 3 and paired["q1"] <= paired["median"] <= paired["q3"]
+
+
+def test_the_compiling_calls_are_timed_apart(monkeypatch):
+    """``_timing_compiles`` records each SpnAc's first update and first sampled action (the
+    calls that compile its update and its acting), once per model, and restores both."""
+    script = load_script("benchmarks/train_speed.py")
+    calls = []
+    monkeypatch.setattr(script.SpnAc, "update", lambda self, batch: calls.append("update"))
+    monkeypatch.setattr(script.SpnAc, "sample", lambda self, *a: calls.append("sample"))
+    stubbed = script.SpnAc.update, script.SpnAc.sample
+    record = []
+    models = [object.__new__(script.SpnAc) for _ in range(2)]
+    with script._timing_compiles(record):
+        for model in models:
+            for _ in range(3):
+                model.update(None)
+                model.sample(None, None, None)
+    assert calls == ["update", "sample"] * 6
+    assert len(record) == 4 and all(cpu >= 0 and wall >= 0 for cpu, wall in record)
+    assert (script.SpnAc.update, script.SpnAc.sample) == stubbed
