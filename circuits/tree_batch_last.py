@@ -9,8 +9,8 @@ load (and bounds check) per element, vectorised at best over those short axes. S
 every tensor is ``[structure..., B]``: a gather picks whole rows of ``B`` contiguous
 values, and every contraction is a broadcast product reduced over a structure axis; both
 become loops that inductor vectorises along the batch. Inside spn-ac's compiled update
-that took the update to 0.83x (6 agents) and 0.89x (3 agents) of its time
-(benchmarks/README.md). Eagerly the same ops are slower than the batch-first ones (the
+that took the update to 0.77-0.82x (6 agents) and 0.87-0.94x (3 agents) of its time, in
+two paired A/Bs (benchmarks/README.md). Eagerly the same ops are slower than the batch-first ones (the
 broadcast products are materialised): 1.6-2.9x on the same queries, so eager calls keep
 the batch-first layout.
 

@@ -99,14 +99,15 @@ class SpnAcConfig(OffPolicyConfig):
     reinforce_samples: int = 8
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     compile: bool = False
-    """Compile the update with torch.compile: the whole update (both losses, their
-    gradients and the three Adam steps) as one graph for the exact actor gradient on a
-    selective or softmax policy, else each loss, forward and backward, apart. A one-time
-    cost at the first update (on CPU it needs a C++ compiler; some 25-40 s the first time on
-    a machine, a few seconds once torch's on-disk cache has the kernels), then fused
-    kernels: measured on coverage, updates 0.54x as long as eager with 3 agents and 0.74x
-    with 6 (benchmarks/README.md). Pays off after some 50k-500k env steps; random draws
-    inside a compiled loss (the reinforce gradient's) differ from eager ones."""
+    """Compile with torch.compile: for the exact actor gradient on a selective or softmax
+    policy the whole update (both losses, their gradients and the three Adam steps) as one
+    graph, and on a selective policy the acting too; otherwise each loss, forward and
+    backward, apart. A one-time cost at the first update and action (on CPU it needs a C++
+    compiler; some 25-45 s the first time on a machine, 5-6 s once torch's on-disk cache
+    has the kernels), then fused kernels: measured on coverage, updates 0.45x as long as
+    eager with 3 agents and 0.61x with 6, acting 0.49x and 0.42x, the same actions
+    (benchmarks/README.md). Pays off after some 20k-150k env steps; random draws inside a
+    compiled loss (the reinforce gradient's) differ from eager ones."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -262,9 +263,9 @@ class SpnAc(OffPolicyAlgorithm):
         self._act_fn = None if not (cfg.compile and self.policy.tree is not None) else \
             maybe_compile(self._act, True, "spn-ac's acting")
         if cfg.compile:
-            self.notes = ("compile=True: the first update compiles with torch.compile (once "
-                          "per run; about 40 s on a CPU, a few seconds once torch's on-disk "
-                          "cache has the kernels)",)
+            self.notes = ("compile=True: the first update and the first action compile with "
+                          "torch.compile (once per run; some 25-45 s on a CPU, 5-6 s once "
+                          "torch's on-disk cache has the kernels)",)
 
     @torch.inference_mode()
     def explore(self, state, obs, step, generator):

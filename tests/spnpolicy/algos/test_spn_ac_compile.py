@@ -84,7 +84,7 @@ def test_spn_ac_trains_compiled_to_the_optimum_of_climbing(capsys):
                              compile=True, progress=False, verbose=True)
     assert result.eval["success_rate"] == 1.0
     first = capsys.readouterr().out.splitlines()[0]      # the slow start is announced
-    assert first.startswith("compile=True: the first update compiles")
+    assert first.startswith("compile=True: the first update and the first action compile")
 
 
 @pytest.mark.parametrize("algo", ["spn-ac", "reinforce"])
