@@ -18,6 +18,19 @@ from tests.run_helpers import assert_same_run
 ENV = dict(num_agents=3, grid_size=4, max_steps=10)
 
 
+def _eager_and_compiled(algo: str, hidden: int):
+    """The envs and two ``algo`` algorithms from the same initial weights, with
+    ``compile=False`` and ``compile=True``."""
+    cfg = make_config(algo, "coverage", dict(num_envs=8, width=4, policy_hidden=(hidden,),
+                                             critic_hidden=(hidden,)))
+    envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
+    algos = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        algos.append(SpnAc(dataclasses.replace(cfg, compile=compiled), envs))
+    return envs, algos
+
+
 def _batches(envs, count: int, size: int = 32):
     buffer = ReplayBuffer(400, envs.state_dim, envs.num_agents, obs_dim=None, seed=0)
     gen = torch.Generator().manual_seed(0)
@@ -37,14 +50,7 @@ def test_compiled_updates_equal_eager_ones(algo, whole):
     eager algorithm's to float32 rounding (the first update traces and compiles, the rest
     run the compiled code): the whole update as one graph, or each loss apart where the
     policy answers on the circuit engine (mean-field)."""
-    cfg = make_config(algo, "coverage", dict(num_envs=8, width=4, policy_hidden=(32,),
-                                             critic_hidden=(32,)))
-    envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
-    algos = []
-    for compiled in (False, True):
-        torch.manual_seed(0)
-        algos.append(SpnAc(dataclasses.replace(cfg, compile=compiled), envs))
-    eager, compiled = algos
+    envs, (eager, compiled) = _eager_and_compiled(algo, hidden=32)
     assert compiled.notes and not eager.notes
     assert isinstance(compiled._steps, TracedSteps) == whole
     graphs = counters["stats"]["unique_graphs"]
@@ -63,13 +69,7 @@ def test_compiled_updates_equal_eager_ones(algo, whole):
 def test_compiled_acting_draws_the_eager_actions():
     """compile=True samples through a compiled graph from the uniforms the eager sampler
     draws: the same joint actions for the same generator states."""
-    cfg = make_config("spn-ac", "coverage", dict(num_envs=8, width=4, policy_hidden=(16,),
-                                                  critic_hidden=(16,)))
-    envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
-    algos = []
-    for compiled in (False, True):
-        torch.manual_seed(0)
-        algos.append(SpnAc(dataclasses.replace(cfg, compile=compiled), envs))
+    envs, algos = _eager_and_compiled("spn-ac", hidden=16)
     state = torch.rand(8, envs.state_dim, generator=torch.Generator().manual_seed(1))
     for seed in range(20):
         eager, compiled = (a.explore(state, None, 0, torch.Generator().manual_seed(seed))

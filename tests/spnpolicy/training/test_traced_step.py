@@ -66,6 +66,17 @@ def _batches(count=6, scale=1.0):
             for _ in range(count)]
 
 
+def _probed(max_norm: float, scale: float = 1.0, **adam_kwargs):
+    """Two set-ups from the same seed, the second's ``TracedSteps`` probed on the first of
+    6 batches: ``(eager, traced, steps, batches)``."""
+    eager, traced = _setup(**adam_kwargs), _setup(**adam_kwargs)
+    steps = TracedSteps({"model": traced[0]})
+    batches = _batches(scale=scale)
+    with steps.probing():
+        _update(steps, *traced, *batches[0], max_norm)
+    return eager, traced, steps, batches
+
+
 def _assert_same(a, b, rtol, atol):
     (ma, oa, ea), (mb, ob, eb) = a, b
     for (name, p), q in zip(ma.named_parameters(), mb.parameters()):
@@ -84,11 +95,7 @@ def test_traced_steps_equal_eager_steps(max_norm, scale, adam_kwargs):
     """Eagerly, to float32 rounding: the same parameters and Adam states after 6 steps,
     with clipping off, inactive and active, the ``also`` optimiser unclipped; the unused
     parameter keeps its value and gets no state, as torch's step skips it."""
-    eager, traced = _setup(**adam_kwargs), _setup(**adam_kwargs)
-    steps = TracedSteps({"model": traced[0]})
-    batches = _batches(scale=scale)
-    with steps.probing():
-        _update(steps, *traced, *batches[0], max_norm)
+    eager, traced, steps, batches = _probed(max_norm, scale, **adam_kwargs)
     for x, y in batches:
         fit_e = _update(EagerSteps(), *eager, x, y, max_norm)
         fit_t = _update(steps, *traced, x, y, max_norm)
@@ -100,11 +107,7 @@ def test_traced_steps_equal_eager_steps(max_norm, scale, adam_kwargs):
 
 def test_traced_steps_compiled_equal_eager_steps():
     """Inside one torch.compile graph, the gradient through the custom Function included."""
-    eager, traced = _setup(), _setup()
-    steps = TracedSteps({"model": traced[0]})
-    batches = _batches()
-    with steps.probing():
-        _update(steps, *traced, *batches[0], 1.0)
+    eager, traced, steps, batches = _probed(1.0)
     compiled = torch.compile(lambda x, y: _update(steps, *traced, x, y, 1.0), dynamic=False)
     for x, y in batches:
         fit_e = _update(EagerSteps(), *eager, x, y, 1.0)
@@ -141,11 +144,7 @@ def test_the_probe_makes_torchs_state_and_steps_nothing():
 
 def test_a_state_dict_of_traced_steps_loads_into_torchs_adam():
     """A checkpoint written after traced steps resumes under eager steps as if eager all along."""
-    eager, traced = _setup(), _setup()
-    steps = TracedSteps({"model": traced[0]})
-    batches = _batches()
-    with steps.probing():
-        _update(steps, *traced, *batches[0], 1.0)
+    eager, traced, steps, batches = _probed(1.0)
     for x, y in batches[:3]:
         _update(EagerSteps(), *eager, x, y, 1.0)
         _update(steps, *traced, x, y, 1.0)
