@@ -10,9 +10,9 @@ every tensor is ``[structure..., B]``: a gather picks whole rows of ``B`` contig
 values, and every contraction is a broadcast product reduced over a structure axis; both
 become loops that inductor vectorises along the batch. Inside spn-ac's compiled update
 that took the update to 0.77-0.82x (6 agents) and 0.87-0.94x (3 agents) of its time, in
-two paired A/Bs (benchmarks/README.md). Eagerly the same ops are slower than the batch-first ones (the
-broadcast products are materialised): 1.6-2.9x on the same queries, so eager calls keep
-the batch-first layout.
+two paired A/Bs (benchmarks/README.md). Eagerly the same ops are slower than the
+batch-first ones (the broadcast products are materialised): 1.6-2.9x on the same
+queries, so eager calls keep the batch-first layout.
 
 The method is :mod:`circuits.region_tree`'s, step for step; the values equal the
 batch-first queries' (tests/circuits/test_region_tree.py runs both against enumeration).
@@ -119,7 +119,8 @@ class BatchLast:
     def _region_pairs(self, r: _Region, pairs=None) -> torch.Tensor:
         """``p(x_i = x, x_j = y)`` at region ``r`` as rows ``[|left scope| * k * |right scope|
         * k, B]`` (axes ``i, x, j, y``), or with ``pairs = (left [P], right [P])`` those
-        pairs only, ``[P * k * k, B]`` (axes ``p, x, y``): :meth:`TreeDistribution._region_pairs`."""
+        pairs only, ``[P * k * k, B]`` (axes ``p, x, y``), as
+        :meth:`TreeDistribution._region_pairs` computes them batch-first."""
         def compute():
             _, products = self._flows()
             joint = products[id(r)]                                              # [mL, mR, B]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
-__all__ = ["adam", "clip_gradients", "gradient_step", "maybe_compile"]
+__all__ = ["adam", "clip_coefficient", "clip_gradients", "gradient_step", "maybe_compile"]
 
 
 def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
@@ -167,10 +167,15 @@ def _clip(grads: list[torch.Tensor], max_norm: float) -> None:
     per-tensor norms, and the gradients scaled by ``min(1, max_norm / (norm + 1e-6))``;
     on the CPU only when that is below 1 (or NaN, as in torch), elsewhere always (the
     check would synchronise with the device)."""
-    norms = torch._foreach_norm(grads)
-    coef = max_norm / (torch.linalg.vector_norm(torch.stack(norms)) + 1e-6)
+    coef = clip_coefficient(grads, max_norm)
     if grads[0].device.type != "cpu" or not bool(coef >= 1.0):
         torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
+
+
+def clip_coefficient(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_``'s scale before its clamp at 1: ``max_norm / (norm + 1e-6)``, the
+    norm taken over the per-tensor norms (0-d tensor; pure ops, so traceable)."""
+    return max_norm / (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) + 1e-6)
 
 
 def _hooked(optimizer: torch.optim.Optimizer) -> bool:
@@ -196,9 +201,10 @@ def maybe_compile(fn: Callable, enabled: bool, name: str,
     it again). ``warmup``, if given, is called with the same arguments instead (on the
     forked random state, in the caller's grad mode): for a ``fn`` that must not run
     twice, such as a whole update that steps its optimisers (its probe,
-    :meth:`~spnpolicy.training.traced_step.TracedSteps.probing`). It is traced again only when a tensor it reads changes shape, dtype, device
-    or aliasing, or when the grad mode or another global torch state does (batch shapes are
-    fixed in training): the compiled code keeps only those guards (:data:`KEPT_GUARDS`).
+    :meth:`~spnpolicy.training.traced_step.TracedSteps.probing`). It is traced again only
+    when a tensor it reads changes shape, dtype, device or aliasing, or when the grad mode
+    or another global torch state does (batch shapes are fixed in training): the compiled
+    code keeps only those guards (:data:`KEPT_GUARDS`).
     Python values it reads (config fields, the circuit's structure, module attributes and
     hooks) are taken as fixed at the trace: each compiled function belongs to one model,
     built once, and checking its roughly 500 Python guards took about 0.26 ms a call on

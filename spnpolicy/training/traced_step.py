@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from spnpolicy.training.optim import gradient_step
+from spnpolicy.training.optim import clip_coefficient, gradient_step
 
 __all__ = ["EagerSteps", "TracedSteps"]
 
@@ -185,8 +185,7 @@ def _clipped(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
     """``clip_grad_norm_``'s numbers: scaled by ``min(1, max_norm / (norm + 1e-6))``."""
     if not grads:
         return grads
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    coef = torch.clamp(clip_coefficient(grads, max_norm), max=1.0)
     return [g * coef for g in grads]
 
 

@@ -106,11 +106,12 @@ def test_traced_steps_equal_eager_steps(max_norm, scale, adam_kwargs):
 
 
 def test_traced_steps_compiled_equal_eager_steps():
-    """Inside one torch.compile graph, the gradient through the custom Function included."""
-    eager, traced, steps, batches = _probed(1.0)
-    compiled = torch.compile(lambda x, y: _update(steps, *traced, x, y, 1.0), dynamic=False)
+    """Inside one torch.compile graph, the gradient through the custom Function and an
+    active clipping included."""
+    eager, traced, steps, batches = _probed(0.05, scale=3.0)
+    compiled = torch.compile(lambda x, y: _update(steps, *traced, x, y, 0.05), dynamic=False)
     for x, y in batches:
-        fit_e = _update(EagerSteps(), *eager, x, y, 1.0)
+        fit_e = _update(EagerSteps(), *eager, x, y, 0.05)
         fit_t = compiled(x, y)
         torch.testing.assert_close(fit_t, fit_e, rtol=1e-5, atol=1e-6)
     _assert_same(eager, traced, rtol=1e-4, atol=1e-6)
