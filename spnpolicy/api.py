@@ -28,6 +28,7 @@ from spnpolicy.algos.registry import get_algorithm, make_config
 from spnpolicy.envs.registry import action_names, check_env_name, make_env, register_env
 from spnpolicy.training import RunSpec, Session
 from spnpolicy.training.rundir import RunDir
+from spnpolicy.training.session import check_budget
 
 __all__ = ["TrainResult", "check_device", "check_env_name", "env_name", "train"]
 
@@ -151,15 +152,17 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
         raise ValueError(f"env_kwargs must be a dict or None, got {env_kwargs!r}")
     if resume and out_dir is None:
         raise ValueError("resume=True needs an out_dir to resume from")
-    given = set(config)
+    given, done = set(config), 0
     if resume and RunDir(out_dir).is_run():
         saved, saved_env_kwargs, saved_steps = _saved_overrides(algo, env, RunDir(out_dir))
         config = saved | {"total_steps": saved_steps} | config
         env_kwargs = saved_env_kwargs if env_kwargs is None else env_kwargs
+        done = RunDir(out_dir).checkpoint_step() or 0
     env_kwargs = dict(env_kwargs or {})
     make_env(env, **env_kwargs).close()  # bad env arguments fail here, before any file is written
     cfg = make_config(algo, env, config)
     check_device(cfg.device)
+    check_budget(cfg.total_steps, done, out_dir)    # a resumed run's, before any warning
     _check_learning_starts(cfg, explicit="learning_starts" in given)
     run = RunSpec(algo, env, seed, env_kwargs, dataclasses.asdict(cfg))
     if out_dir is not None:

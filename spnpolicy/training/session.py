@@ -86,6 +86,15 @@ def _short(value: Any) -> str:
     return reprlib.repr(value)
 
 
+def check_budget(total_steps: int, done: int, out_dir: str | os.PathLike) -> None:
+    """ValueError when a resumed run's budget ``total_steps`` is below the ``done`` env
+    steps its run directory ``out_dir`` has already trained."""
+    if done > total_steps:
+        raise ValueError(f"total_steps={total_steps:,d} is below the {done:,d} env steps the "
+                         f"run in {out_dir} has already done; give total_steps >= {done} (or "
+                         f"leave it out to keep the saved one)")
+
+
 def spec_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
     """``"key (saved X, given Y)"`` for each key where two ``config.json`` contents differ
     (``config`` and ``env_kwargs`` key by key; ``total_steps`` is ignored, and a config key
@@ -168,11 +177,7 @@ class Session:
             raise ValueError(f"cannot resume {self.out_dir}: the saved run differs in "
                              f"{'; '.join(differ)}")
         payload = run.load_checkpoint()
-        done = int(payload["session"]["step"])
-        if done > self.total_steps:
-            raise ValueError(f"total_steps={self.total_steps:,d} is below the {done:,d} env "
-                             f"steps the run in {self.out_dir} has already done; give "
-                             f"total_steps >= {done} (or leave it out to keep the saved one)")
+        check_budget(self.total_steps, int(payload["session"]["step"]), self.out_dir)
         return payload
 
     def begin(self, payload: dict[str, Any] | None = None) -> int:

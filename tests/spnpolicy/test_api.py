@@ -1,6 +1,7 @@
 """spnpolicy.train: the result contract, run directories, errors, exact resumption."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -94,6 +95,19 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="differs in config"):
         spnpolicy.train("spn-ac", "climbing", out_dir=tmp_path, resume=True,
                         **dict(QUICK, actor_lr=0.1))
+
+
+def test_a_resumed_budget_below_the_steps_done_is_an_error_without_warnings(tmp_path):
+    # the saved run keeps the default learning_starts (200 on matrix games): a budget of 100
+    # is below it, but what the user must hear is that 400 steps are already done
+    spnpolicy.train("spn-ac", "climbing", out_dir=tmp_path, total_steps=400, eval_interval=400,
+                    eval_episodes=1, policy_hidden=(8,), critic_hidden=(8,))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="total_steps=100 is below the 400 env steps"):
+            spnpolicy.train("spn-ac", "climbing", out_dir=tmp_path, resume=True,
+                            total_steps=100)
+    assert [str(w.message) for w in caught] == []
 
 
 @pytest.mark.parametrize("kind", ["builder", "circuit"])
