@@ -3,7 +3,8 @@
 Scores are the final greedy evaluation of each finished run. Per (task, algorithm): the
 metric's and the return's mean with a 95% bootstrap CI over seeds and, for matrix games,
 the fraction of seeds whose greedy joint action is optimal; per algorithm: the IQM of the
-metric over all its runs of all tasks.
+metric over all its runs of all tasks (a return, on several tasks, min-max normalised per
+task over all algorithms' runs first: ``iqm_scale``).
 
 ``summary.json`` layout::
 
@@ -13,7 +14,7 @@ metric over all its runs of all tasks.
                                "scores": [s0, s1, ...], "returns": [r0, r1, ...],
                                "curves": [[[step, metric], ...], ...],
                                "optimal_fraction": E, "optimal_seeds": 7}}},   # matrix only
-     "iqm": {algo: E},
+     "iqm": {algo: E}, "iqm_scale": "metric" | "min-max per task",
      "trained_at": {"commits": [{"commit": "c0546c8", "from_step": 0, "to_step": 500000,
                                  "runs": 21}, ...], "unrecorded": 0},
      "provenance": {"command": "spnpolicy bench ...", "commit": "a1b2c3d" | null,
@@ -141,16 +142,35 @@ def summarise(records: Sequence[RunRecord], suite: str | None = None,
                           key=lambda r: r.seed)
             if runs:
                 results.setdefault(task, {})[algo] = _cell(runs, metric)
+    scale = IQM_RAW if metric == "success_rate" or len(tasks) == 1 else IQM_MIN_MAX
     iqm = {}
     for algo in algos:
-        per_task = [[r.final[metric] for r in finished if r.task == task and r.algo == algo]
-                    for task in tasks]
+        per_task = [[_iqm_score(r.final[metric], task, finished, metric, scale)
+                     for r in finished if r.task == task and r.algo == algo] for task in tasks]
         iqm[algo] = iqm_ci([scores for scores in per_task if scores]).to_json()
     return {"suite": suite, "metric": metric, "tasks": tasks, "algos": algos,
             "total_steps": sorted({r.total_steps for r in finished}),
             "unfinished": [f"{r.task} {r.algo} s{r.seed}" for r in records if not r.finished],
-            "results": results, "iqm": iqm, "trained_at": trained_at(finished),
-            "provenance": provenance(command)}
+            "results": results, "iqm": iqm, "iqm_scale": scale,
+            "trained_at": trained_at(finished), "provenance": provenance(command)}
+
+
+#: ``iqm_scale``: the metric pooled as it is (success rates, or a single task), or each
+#: task's scores min-max normalised over every algorithm's runs of that task first (returns
+#: of different tasks have different scales: pooled raw, the largest-scale task decides)
+IQM_RAW, IQM_MIN_MAX = "metric", "min-max per task"
+
+
+def _iqm_score(score: float, task: str, finished: Sequence[RunRecord], metric: str,
+               scale: str) -> float:
+    """``score`` on the IQM's scale: itself, or ``(score - lo) / (hi - lo)`` with ``lo``,
+    ``hi`` the lowest and highest final ``metric`` of all runs of ``task`` (0 where they
+    are equal)."""
+    if scale == IQM_RAW:
+        return score
+    on_task = [r.final[metric] for r in finished if r.task == task]
+    low, high = min(on_task), max(on_task)
+    return 0.0 if high == low else (score - low) / (high - low)
 
 
 def _estimate(entry: dict[str, Any] | None, digits: int = 2) -> str:
@@ -177,8 +197,11 @@ def markdown(summary: dict[str, Any]) -> str:
     metric, tasks = summary["metric"], summary["tasks"]
     budgets = ", ".join(f"{b:,d}" for b in summary["total_steps"])
     title = f"## {summary['suite']}" if summary["suite"] else "## Benchmark summary"
+    normalised = (" (each task's scores min-max normalised over all algorithms' runs of "
+                  "it, as the tasks' returns have different scales)"
+                  if summary.get("iqm_scale") == IQM_MIN_MAX else "")
     protocol = (f"Final greedy evaluation after {budgets} env steps per run; mean [95% "
-                f"bootstrap CI] over seeds; IQM over all runs of all tasks.")
+                f"bootstrap CI] over seeds; IQM over all runs of all tasks{normalised}.")
     lines = [title, "", protocol, "", f"### {metric}", ""]
     lines += _table(summary, tasks, lambda e: _estimate(e and e["metric"]))
     lines.append("| **IQM** | " + " | ".join(_estimate(summary["iqm"][a])

@@ -75,6 +75,28 @@ def test_runs_without_success_report_the_return(tmp_path, make_run):
     assert text.count("### return_mean") == 1 and "| **IQM** |" in text
 
 
+def test_iqm_of_returns_normalises_each_task(tmp_path, make_run):
+    # "a" wins the small-scale task, "b" the large one by less in relative terms: pooled raw,
+    # the large task would decide; min-max per task, each task counts alike
+    finals = {("spread", "a"): [-10.0, -11.0, -12.0], ("spread", "b"): [-30.0, -31.0, -32.0],
+              ("tag", "a"): [900.0, 910.0, 920.0], ("tag", "b"): [950.0, 960.0, 970.0]}
+    for (task, algo), scores in finals.items():
+        for seed, score in enumerate(scores):
+            make_run(tmp_path, task, algo, seed, f"mpe/simple_{task}", [None],
+                     returns=[score], suite=None)
+    summary = summarise(load_all(tmp_path))
+    assert summary["metric"] == "return_mean" and summary["iqm_scale"] == "min-max per task"
+    iqm = {algo: summary["iqm"][algo]["value"] for algo in ("a", "b")}
+    # normalised, spread: a 1, 21/22, 20/22, b 2/22, 1/22, 0; tag: a 0, 10/70, 20/70,
+    # b 50/70, 60/70, 1; the IQM of six drops the lowest and the highest
+    assert iqm["a"] == pytest.approx((10 / 70 + 20 / 70 + 20 / 22 + 21 / 22) / 4)
+    assert iqm["b"] == pytest.approx((1 / 22 + 2 / 22 + 50 / 70 + 60 / 70) / 4)
+    assert iqm["a"] > iqm["b"]     # raw, b would lead: (-31 - 30 + 950 + 960) / 4 > 447
+    assert "min-max normalised" in markdown(summary)
+    single = summarise(load_all(tmp_path / "runs" / "tag"))   # one task: the return itself
+    assert single["iqm_scale"] == "metric" and single["iqm"]["b"]["value"] == 960.0
+
+
 def test_report_files_are_written(matrix_runs, tmp_path):
     out = tmp_path / "report"
     summary, paths = write_report(load_all(matrix_runs), out, "matrix")
