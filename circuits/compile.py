@@ -192,26 +192,37 @@ def compile_plan(structure: Structure) -> Plan:
 def _param_runs(group: torch.Tensor, num_groups: int, min_groups: int = 4) -> tuple:
     """Split the parameters (each group a contiguous range, groups in order) into segments:
     runs of at least ``min_groups`` groups of one size (normalised by a dense log-softmax)
-    and mixed stretches between them (normalised by scatter)."""
+    and mixed stretches between them (normalised by scatter). A stretch between them whose
+    groups all have one size (a root sum alone after the leaves' and the inner sums' runs)
+    is a dense run too: one log-softmax, where the scatter takes about ten ops and as many
+    backward nodes."""
     if num_groups == 0:
         return ()
     sizes = torch.bincount(group, minlength=num_groups)
     run_sizes, run_lengths = torch.unique_consecutive(sizes, return_counts=True)
     segments, at, first_group = [], 0, 0
-    mixed_from = None                                 # (param start, group start) of a mixed stretch
+    mixed_from = None                                 # (param start, group start, run count)
     for size, length in zip(run_sizes.tolist(), run_lengths.tolist()):
         stop, stop_group = at + size * length, first_group + length
         if length >= min_groups:
             if mixed_from is not None:
-                segments.append((mixed_from[0], at, 0, mixed_from[1], first_group))
+                segments.append(_stretch(mixed_from, at, first_group, size_of=sizes))
                 mixed_from = None
             segments.append((at, stop, size, first_group, stop_group))
         elif mixed_from is None:
             mixed_from = (at, first_group)
         at, first_group = stop, stop_group
     if mixed_from is not None:
-        segments.append((mixed_from[0], at, 0, mixed_from[1], first_group))
+        segments.append(_stretch(mixed_from, at, first_group, size_of=sizes))
     return tuple(segments)
+
+
+def _stretch(start: tuple, stop: int, stop_group: int, size_of: torch.Tensor) -> tuple:
+    """The segment of a stretch of short runs from ``start`` (param, group) to ``stop``:
+    dense (its groups' size) where every group has one size, else mixed (size 0)."""
+    sizes = size_of[start[1]:stop_group]
+    size = int(sizes[0]) if bool((sizes == sizes[0]).all()) else 0
+    return (start[0], stop, size, start[1], stop_group)
 
 
 def _edge_index(layers: list[list[Group]], num_leaves: int, layer_of: torch.Tensor) -> Edges:

@@ -210,6 +210,29 @@ def test_normalise_by_runs_equals_group_by_group():
     assert torch.allclose(got.double()[finite], expected[finite], atol=1e-4)
 
 
+def test_normalise_mixed_and_single_size_stretches_equal_group_by_group():
+    # group sizes 2, 3, 2, 3 then 2: no run of 4 groups, one mixed stretch (scatter); the
+    # RAT-SPN's root sum alone after the runs is a stretch of one size (a dense run)
+    leaves = [Categorical(0, 2), Categorical(1, 3)]
+    mixed = Circuit(Sum([Product(leaves), Product([Categorical(0, 2), Categorical(1, 3)])]))
+    rat = random_tensorized(**RAT)
+    for c, sizes in ((mixed, [0]), (rat, [3, 9, 6])):
+        plan = c._plan_on(torch.device("cpu"))
+        assert [size for _, _, size, _, _ in plan.param_runs] == sizes
+        params = torch.randn(2, plan.num_params, generator=torch.Generator().manual_seed(1)) * 20
+        params.requires_grad_(True)
+        got = parameters.normalise(plan, params)
+        reference = _scatter_reference(plan, params.detach())
+        assert torch.allclose(got.double(), reference, atol=1e-5)
+        weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(2))
+        grad, = torch.autograd.grad((got * weights).sum(), params)
+        double = params.detach().double().requires_grad_(True)
+        expected_out = torch.cat([torch.log_softmax(double[:, plan.param_group == g], -1)
+                                  for g in range(plan.num_param_groups)], 1)
+        expected, = torch.autograd.grad((expected_out * weights.double()).sum(), double)
+        assert torch.allclose(grad.double(), expected, atol=1e-5)
+
+
 def test_normalise_names_an_all_minus_inf_group():
     root = Sum([Product([Categorical(0, 2), Categorical(1, 2)]),
                 Product([Categorical(0, 2), Categorical(1, 2)])])
