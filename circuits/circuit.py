@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from circuits import parameters, passes, upward
+from circuits import parameters, passes, reverse, upward
 from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
 from circuits.distribution import CircuitDistribution
@@ -158,9 +158,12 @@ class Circuit(nn.Module):
         plan = self._plan_on(self.logits.device)
         x = self._checked(x, plan).to(self.logits.device)
         flat = x.reshape(-1, plan.num_vars)
-        _, ext, exps = self._normalised()
-        root = passes.root_log_values(plan, ext, flat, flat.shape[0], exps)
-        return root.reshape(x.shape[:-1])
+        if torch.is_grad_enabled() and self.logits.requires_grad and flat.shape[0] <= reverse.MAX_BATCH:
+            root = reverse.log_prob(plan, self.logits, flat)      # one node, its reverse by hand
+        else:
+            _, ext, exps = self._normalised()
+            root = passes.root_log_values(plan, ext, flat, flat.shape[0], exps)
+        return root if x.dim() == 2 else root.reshape(x.shape[:-1])
 
     def _checked(self, x, plan: Plan) -> torch.Tensor:
         """``check_assignment(x, ...)`` (-1 allowed), with the per-variable bounds kept per

@@ -13,7 +13,7 @@ import torch
 
 from circuits.compile import Plan
 
-__all__ = ["normalise"]
+__all__ = ["normalise", "normalise_backward"]
 
 NARROW = 16   # groups narrower than this are normalised along the transposed run
 
@@ -46,6 +46,29 @@ def normalise(plan: Plan, params: torch.Tensor, name: str = "params") -> torch.T
         if bool(torch.isneginf(top).any()):
             _raise_zero_mass(plan, top, name)
     return out
+
+
+def normalise_backward(plan: Plan, grad: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The gradient of the logits ``[B, P]`` from that of :func:`normalise`'s result,
+    ``grad [B, P]``, and the result's exponentials ``weights [B, P]``: ``grad - weights *
+    sum(grad)`` over each group, run by run (for the hand-written reverse of
+    :mod:`circuits.reverse`, which has the weights from its forward)."""
+    if plan.num_params == 0:
+        return grad
+    sizes = [stop - start for start, stop, *_ in plan.param_runs]
+    parts = []
+    for (start, stop, size, first_group, stop_group), g, w in zip(
+            plan.param_runs, torch.split(grad, sizes, 1), torch.split(weights, sizes, 1)):
+        if size:
+            rows = g.reshape(-1, size)
+            parts.append(torch.addcmul(rows, w.reshape(-1, size), rows.sum(-1, keepdim=True),
+                                       value=-1).view(g.shape))
+        else:
+            group = plan.param_group[start:stop].to(grad.device) - first_group
+            index = group.expand(grad.shape[0], -1)
+            total = g.new_zeros(grad.shape[0], stop_group - first_group).scatter_add(1, index, g)
+            parts.append(torch.addcmul(g, w, total.gather(1, index), value=-1))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
 def _group_max(params: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:

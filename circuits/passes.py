@@ -22,7 +22,7 @@ from circuits import upward as upward_steps
 from circuits.compile import Group, Plan
 from circuits.leaf_products import leaf_products
 
-__all__ = ["extend", "leaf_log_probs", "leaf_values", "upward", "upward_layers",
+__all__ = ["extend", "leaf_log_probs", "leaf_values", "leaf_layer_slots", "upward", "upward_layers",
            "root_log_values", "log_values", "max_product", "posterior", "safe_logsumexp"]
 
 NEG_INF = float("-inf")
@@ -88,6 +88,24 @@ def _leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, bat
     rows = program.row_leaf
     flat = states.index_select(0, plan.leaf_var[rows]).add_(plan.leaf_offsets[rows].unsqueeze(1))
     return theta.reshape(-1).take(flat) if theta.shape[0] == 1 else theta.gather(1, flat.T).T
+
+
+def leaf_layer_slots(plan: Plan, x: torch.Tensor) -> torch.Tensor:
+    """The slot of ``logp_ext [1, P + 2]`` that each value of the leaf layer reads under
+    ``x [B, V]`` (-1 reads log 1), ``[n_0, B]``, rows as :func:`_leaf_values`'s: the leaf
+    layer is ``logp_ext.reshape(-1).take(slots)`` and its gradient an ``index_add``."""
+    program = plan.program
+    states = torch.where(x < 0, plan.max_states, x).T                # [V, B]
+    if program.leaf_table is not None:
+        num_vars, per_var, _ = program.leaf_table.shape
+        picked = states.unsqueeze(1).expand(-1, per_var, -1)
+        return program.leaf_table.gather(2, picked).view(num_vars * per_var, states.shape[1])
+    missing = torch.full((plan.num_leaves, 1), plan.num_params + 1, dtype=torch.long,
+                         device=x.device)
+    slots = torch.cat([plan.leaf_slots, missing], 1).view(-1)
+    rows = program.row_leaf
+    flat = states.index_select(0, plan.leaf_var[rows]).add_(plan.leaf_offsets[rows].unsqueeze(1))
+    return slots.take(flat)
 
 
 def leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:

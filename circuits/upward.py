@@ -43,12 +43,13 @@ from torch.autograd.function import once_differentiable
 from circuits.logops import log_nonneg, logsumexp
 from circuits.program import Program, Step, kept_structure
 
-__all__ = ["run", "root", "node_values", "weight_exps", "KeptWeights"]
+__all__ = ["run", "root", "node_values", "weight_exps", "pass_weights", "KeptWeights"]
 
 
 def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None,
         exact: bool = False, exps: KeptWeights | None = None,
-        first: torch.Tensor | None = None, twice: bool = False) -> list:
+        first: torch.Tensor | None = None, twice: bool = False,
+        tape: list | None = None) -> list | None:
     """Every layer's log-values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
 
     ``logp_ext [B', P + 2]`` are the extended normalised log-parameters, ``B'`` 1 or ``B``.
@@ -61,12 +62,18 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
     passes no leaf layer (``leaf_vals`` None; no later step may read it). ``twice``: every
     step's gradient can be differentiated again: composed of torch ops, or, for the fused
     outer step, :class:`_OuterMatmulTwice`, whose backward has a hand-written backward.
+    ``tape``: a list that a pass without autograd fills, layer by layer, with what each
+    step's hand-written reverse reads (:mod:`circuits.reverse`); such a pass returns None
+    where it would need the exact guards.
     """
     outs = [leaf_vals if first is None else first[:0], *([] if first is None else [first])]
     ctx = _Pass(logp_ext, program.cuts, exact, exps)
     ctx.twice = twice
+    ctx.tape = tape
     empty = None
     for steps in program.layers[len(outs) - 1:]:
+        if tape is not None:
+            tape.append([])
         if not steps:                                 # a layer of fused products only
             empty = outs[0][:0] if empty is None else empty
             outs.append(empty)
@@ -75,6 +82,8 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
         outs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
     if ctx.mins:
         if bool((torch.stack(ctx.mins) < _limits(program, ctx.limits, logp_ext)).any()):
+            if tape is not None:
+                return None
             return run(program, logp_ext, leaf_vals, exact=True, exps=exps, first=first,
                        twice=twice)
     return outs
@@ -120,6 +129,17 @@ def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
     return KeptWeights(exps, safe)
 
 
+def pass_weights(program: Program, weights: torch.Tensor) -> KeptWeights | None:
+    """The pieces of ``weights = exp(logp_ext)`` that dense and outer steps read, for one
+    pass (none marked safe: the check would cost more than it saves); None when no step
+    has a piece."""
+    if not program.cuts:
+        return None
+    read = {step.piece for layer in program.layers for step in layer if step.piece is not None}
+    return KeptWeights(tuple(piece if i in read else None for i, piece in
+                             enumerate(torch.split(weights, program.cuts, dim=1))), frozenset())
+
+
 def root(program: Program, outs: list) -> torch.Tensor:
     """The root's log-values ``[B]`` from :func:`run`'s output."""
     return outs[program.root_layer][program.root_pos]
@@ -154,6 +174,12 @@ class _Pass:
         self.mins: list = []
         self.limits: list = []
         self.twice = False
+        self.tape = None
+
+    def keep(self, *saved) -> None:
+        """Where a tape is recorded: what this step's reverse reads, in step order."""
+        if self.tape is not None:
+            self.tape[-1].append(saved)
 
     @property
     def pieces(self) -> tuple:
@@ -217,6 +243,7 @@ def _gather(src: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 def _product(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
+    weights.keep()
     if step.children.shape[1] == 2:
         return src.index_select(0, step.children[:, 0]) + src.index_select(0, step.children[:, 1])
     return _gather(src, step.children).sum(1)
@@ -225,7 +252,9 @@ def _product(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 def _sum(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     logw = weights.log(step).permute(1, 2, 0)                        # [M, A, B']
     x = _gather(src, step.children) + logw
-    return logsumexp(x, 1) if x.requires_grad else torch.logsumexp(x, 1)
+    out = logsumexp(x, 1) if x.requires_grad else torch.logsumexp(x, 1)
+    weights.keep(x, out)
+    return out
 
 
 def _shift(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -425,7 +454,9 @@ def _log(s: torch.Tensor) -> torch.Tensor:
 def _dense(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     ch = _gather(src, step.children)                                 # [G, K, B]
     m = _shift(ch, 1)
-    s = _matmul(weights.exp(step), torch.exp(ch - m))                # [G, M, B]
+    w, e = weights.exp(step), torch.exp(ch - m)
+    s = _matmul(w, e)                                                # [G, M, B]
+    weights.keep(w, e, s)
     out = _log(s) + m
     if not weights.exact:
         return weights.record(step, out, s)
@@ -441,7 +472,9 @@ def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
         fused = _OuterMatmulTwice if weights.twice else _OuterMatmul
         out, s = fused.apply(weights.log(step), both, width)
     else:
-        out, s, _ = _outer_values(weights.exp(step), both, width)
+        w = weights.exp(step)
+        out, s, e = _outer_values(w, both, width)
+        weights.keep(w, e, s)
     if not weights.exact:
         return weights.record(step, out, s)
 
