@@ -119,6 +119,7 @@ def _reverse(program, outs: list, tape: list, g_ext: torch.Tensor, grad: torch.T
     top = grads[program.root_layer] = torch.zeros_like(outs[program.root_layer])
     top[program.root_pos] = grad
     starts = list(itertools.accumulate(program.cuts, initial=0))
+    flat = g_ext.view(-1)
     first = len(outs) - len(tape)                    # the first layer on the tape
     for layer in range(len(outs) - 1, first - 1, -1):
         g, grads[layer] = grads[layer], None
@@ -134,9 +135,9 @@ def _reverse(program, outs: list, tape: list, g_ext: torch.Tensor, grad: torch.T
             if logw is None:
                 continue
             if step.piece is None:
-                g_ext.view(-1).index_add_(0, step.weights.reshape(-1), logw.reshape(-1))
-            else:
-                g_ext[0, starts[step.piece]:starts[step.piece + 1]] += logw.reshape(-1)
+                flat.index_add_(0, step.weights.reshape(-1), logw.reshape(-1))
+            else:                                     # a narrowed view: no index ops
+                flat.narrow(0, starts[step.piece], logw.numel()).add_(logw.view(-1))
     below = grads[first - 1]
     return torch.zeros_like(outs[first - 1]) if below is None else below
 
@@ -168,18 +169,25 @@ def _sum(step, g, saved):
 
 
 def _dense(step, g, saved):
-    w, e, s = saved                                                    # [1, G, M, K], [G, K, B], [G, M, B]
-    u = upward._over_s(g.view(s.shape), s)
-    children = upward._bmm(w[0].mT, u).mul_(e)
-    return step.children.reshape(-1), children.view(-1, g.shape[1]), upward._bmm(u, e.mT).mul_(w[0])
+    children, logw = _weighted(g, *saved)
+    return step.children.reshape(-1), children.reshape(-1, g.shape[1]), logw
 
 
 def _outer(step, g, saved):
-    w, e, s = saved
+    children, logw = _weighted(g, *saved)
+    both = upward._factor_sums(children, step.children.shape[1])
+    return upward._pair(step).reshape(-1), both.view(-1, g.shape[1]), logw
+
+
+def _weighted(g, w, e, s):
+    """A matrix product step's ``(w^T u) e`` ``[G, K, B]`` (the children's gradients) and
+    ``(u e^T) w`` ``[G, M, K]`` (the log-weights'), ``u = g / s``, from the saved weights
+    ``w [1, G, M, K]``, shifted children ``e [G, K, B]`` and sums ``s [G, M, B]``. Below
+    :data:`circuits.upward.NARROW` columns ``w^T u`` is ``(u^T w)^T``, as the forward's."""
+    w = w[0]
     u = upward._over_s(g.view(s.shape), s)
-    both = upward._factor_sums(upward._bmm(w[0].mT, u).mul_(e), step.children.shape[1])
-    return (upward._pair(step).reshape(-1), both.view(-1, g.shape[1]),
-            upward._bmm(u, e.mT).mul_(w[0]))
+    t = torch.bmm(u.mT, w).mT if u.shape[2] < upward.NARROW else torch.bmm(w.mT, u)
+    return t.mul_(e), torch.bmm(u, e.mT).mul_(w)
 
 
 _VJPS = {"product": _product, "sum": _sum, "dense": _dense, "outer": _outer}
