@@ -21,7 +21,8 @@ Run from the repository root (SPFlow: ``pip install --no-deps spflow==0.0.48``):
 
     .venv/bin/python benchmarks/engine.py
 
-Figures and the machine go to ``benchmarks/results/engine.json``.
+Figures and the machine go to ``runs/benchmarks/engine.json`` (``--out
+benchmarks/results/<name>.json`` for a tracked copy).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from spflow_reference import count_edges, import_spflow, spflow_log_likelihood, 
 from spnpolicy.machine import git_commit, machine
 from timing import forward_and_backward, interleaved, seconds
 
-RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"
+RESULTS = Path("runs/benchmarks/engine.json")  # tracked copies: benchmarks/results/ (--out)
 RAT = dict(num_vars=32, num_states=6, depth=3, num_repetitions=4, num_sums=8,
            num_input_distributions=8, seed=0)
 RAT_LARGE = dict(RAT, num_sums=21, num_input_distributions=21)
@@ -212,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="timing rounds; each times SPFlow once and ours --ours-per-round times")
     parser.add_argument("--ours-per-round", type=int, default=5)
     parser.add_argument("--selective-repeats", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help=f"JSON results file (default {RESULTS}; the tracked ones are in "
+                             f"benchmarks/results/)")
     parser.add_argument("--device", default="cpu", help="torch device of the reference comparison")
     parser.add_argument("--batches", type=int, nargs="+", default=list(REFERENCE_BATCHES))
     parser.add_argument("--budget", type=float, default=3.0,
