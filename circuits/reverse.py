@@ -19,7 +19,7 @@ Per step kind (:mod:`circuits.upward`), with ``g`` the gradient of the step's ou
   plus the log-weights; 0 where ``out = -inf``, as :func:`circuits.logops.logsumexp`);
 - dense and outer: with ``u = g / s`` (0 where ``s = 0``): ``(u e^T) w`` to the
   log-weights and ``(w^T u) e`` to the children (for an outer step summed over either
-  factor), as :class:`circuits.upward._OuterMatmul`.
+  factor), as :class:`circuits.outer_step.OuterMatmul`.
 
 A pass that needs the exact guards (a shifted sum below its shared shift's limit) records
 no tape; its gradient is then autograd's of the plain path, recomputed in the backward, as
@@ -32,7 +32,7 @@ import itertools
 
 import torch
 
-from circuits import parameters, passes, upward
+from circuits import outer_step, parameters, passes, upward
 from circuits.compile import Plan
 from circuits.leaf_products import leaf_products
 
@@ -175,7 +175,7 @@ def _dense(step, g, saved):
 
 def _outer(step, g, saved):
     children, logw = _weighted(g, *saved)
-    both = upward._factor_sums(children, step.children.shape[1])
+    both = outer_step.factor_sums(children, step.children.shape[1])
     return upward._pair(step).reshape(-1), both.view(-1, g.shape[1]), logw
 
 
@@ -183,10 +183,10 @@ def _weighted(g, w, e, s):
     """A matrix product step's ``(w^T u) e`` ``[G, K, B]`` (the children's gradients) and
     ``(u e^T) w`` ``[G, M, K]`` (the log-weights'), ``u = g / s``, from the saved weights
     ``w [1, G, M, K]``, shifted children ``e [G, K, B]`` and sums ``s [G, M, B]``. Below
-    :data:`circuits.upward.NARROW` columns ``w^T u`` is ``(u^T w)^T``, as the forward's."""
+    :data:`circuits.outer_step.NARROW` columns ``w^T u`` is ``(u^T w)^T``, as the forward's."""
     w = w[0]
-    u = upward._over_s(g.view(s.shape), s)
-    t = torch.bmm(u.mT, w).mT if u.shape[2] < upward.NARROW else torch.bmm(w.mT, u)
+    u = outer_step.over_s(g.view(s.shape), s)
+    t = torch.bmm(u.mT, w).mT if u.shape[2] < outer_step.NARROW else torch.bmm(w.mT, u)
     return t.mul_(e), torch.bmm(u, e.mT).mul_(w)
 
 

@@ -2,10 +2,10 @@
 
 - ``Circuit`` keeps its normalised parameters while ``logits`` is unchanged and no gradient
   can flow: every in-place change through the parameter must invalidate them.
-- The fused outer step's hand-written backward (``upward._OuterMatmul``) against autograd
+- The fused outer step's hand-written backward (``outer_step.OuterMatmul``) against autograd
   of the same formula and against finite differences, including ``-inf`` children; and its
-  twice-differentiable form (``upward._OuterMatmulTwice``), second derivatives included.
-- Narrow batches (``upward._bmm``'s transposed product) and run-wise normalisation
+  twice-differentiable form (``outer_step.OuterMatmulTwice``), second derivatives included.
+- Narrow batches (``outer_step.bmm``'s transposed product) and run-wise normalisation
   (``parameters.normalise``) against float64 references.
 - The first layer read straight from the leaf tables (``circuits.leaf_products``) against
   the unfused pass, and its flow-weighted lookup (``weighted_children``) against the
@@ -19,7 +19,8 @@ import copy
 import pytest
 import torch
 
-from circuits import Categorical, Circuit, Product, Sum, leaf_products, logops, parameters, passes, upward
+from circuits import (Categorical, Circuit, Product, Sum, leaf_products, logops, outer_step,
+                      parameters, passes, upward)
 from circuits.structures import random_tensorized
 
 RAT = dict(num_vars=8, num_states=3, depth=2, num_repetitions=2, num_sums=3,
@@ -100,7 +101,7 @@ def _outer_inputs(dtype, batch: int, neg_inf: bool):
 def test_outer_backward_equals_autograd_of_the_formula(batch, neg_inf):
     w, both, a = _outer_inputs(torch.float64, batch, neg_inf)
     w1, b1 = w.clone().requires_grad_(), both.clone().requires_grad_()
-    out, _ = upward._OuterMatmul.apply(w1, b1, a)
+    out, _ = outer_step.OuterMatmul.apply(w1, b1, a)
     w2, b2 = w.clone().requires_grad_(), both.clone().requires_grad_()
     left, right = b2[:, :a], b2[:, a:]
     terms = left.unsqueeze(2) + right.unsqueeze(1)                   # [G, A, A2, B]
@@ -120,7 +121,7 @@ def test_outer_backward_gradcheck():
     w, both, a = _outer_inputs(torch.float64, 3, False)
     w.requires_grad_()
     both.requires_grad_()
-    assert torch.autograd.gradcheck(lambda w_, b_: upward._OuterMatmul.apply(w_, b_, a)[0], (w, both))
+    assert torch.autograd.gradcheck(lambda w_, b_: outer_step.OuterMatmul.apply(w_, b_, a)[0], (w, both))
 
 
 def test_outer_backward_cannot_be_differentiated_again():
@@ -128,7 +129,7 @@ def test_outer_backward_cannot_be_differentiated_again():
     loudly, not come out silently wrong (``upward.run(twice=True)`` is the way to one)."""
     w, both, a = _outer_inputs(torch.float64, 3, False)
     both.requires_grad_()
-    out, _ = upward._OuterMatmul.apply(w.requires_grad_(), both, a)
+    out, _ = outer_step.OuterMatmul.apply(w.requires_grad_(), both, a)
     grad, = torch.autograd.grad(out.square().sum(), both, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad.sum().backward()
@@ -146,7 +147,7 @@ def test_outer_twice_gradgradcheck():
     w, both, a = _outer_inputs(torch.float64, 4, False)
     w.requires_grad_()
     both.requires_grad_()
-    step = lambda w_, b_: upward._OuterMatmulTwice.apply(w_, b_, a)[0]        # noqa: E731
+    step = lambda w_, b_: outer_step.OuterMatmulTwice.apply(w_, b_, a)[0]        # noqa: E731
     assert torch.autograd.gradcheck(step, (w, both))
     assert torch.autograd.gradgradcheck(step, (w, both))
 
@@ -161,7 +162,7 @@ def test_outer_twice_second_derivatives_equal_autograd_of_the_formula(batch, neg
     upstream = torch.randn(3, 5, batch, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(batch))
     results = []
-    for step in (lambda w_, b_: upward._OuterMatmulTwice.apply(w_, b_, a)[0],
+    for step in (lambda w_, b_: outer_step.OuterMatmulTwice.apply(w_, b_, a)[0],
                  lambda w_, b_: _formula(w_, b_, a)):
         w1, b1 = w.clone().requires_grad_(), both.clone().requires_grad_()
         out = step(w1, b1)
@@ -176,7 +177,7 @@ def test_outer_twice_second_derivatives_equal_autograd_of_the_formula(batch, neg
         torch.testing.assert_close(got, expected.nan_to_num(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("batch", [1, 2, upward.NARROW - 1, upward.NARROW, 33])
+@pytest.mark.parametrize("batch", [1, 2, outer_step.NARROW - 1, outer_step.NARROW, 33])
 def test_float32_matches_float64_on_both_sides_of_the_narrow_batch_switch(batch):
     c32 = random_tensorized(**RAT)
     c64 = Circuit(c32.root, dtype=torch.float64)
