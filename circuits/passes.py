@@ -74,38 +74,49 @@ def _leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, bat
     program = plan.program
     if x is None:
         return logp_ext.new_zeros(program.row_leaf.numel(), batch)
-    states = torch.where(x < 0, plan.max_states, x).T.contiguous()   # [V, B]; K reads log 1
+    states = _states(plan, x)
     if program.leaf_table is not None and logp_ext.shape[0] == 1:
         table = logp_ext.reshape(-1).take(program.leaf_table)        # [V, Lv, K + 1]; a view, not
         # a select: its backward would zero-fill and copy the whole parameter vector
-        picked = table.gather(2, states.unsqueeze(1).expand(-1, table.shape[1], -1))
-        return picked.view(table.shape[0] * table.shape[1], batch)
-    # Column K of each leaf's row holds log 1: a missing value (-1) reads it.
-    missing = torch.full((plan.num_leaves, 1), logp_ext.shape[1] - 1, dtype=torch.long,
-                         device=x.device)
-    slots = torch.cat([plan.leaf_slots, missing], 1).view(-1)
+        return _pick(table, states)
+    slots, flat = _slots_and_columns(plan, states)
     theta = logp_ext.index_select(1, slots)                          # [B', L * (K + 1)]
-    rows = program.row_leaf
-    flat = states.index_select(0, plan.leaf_var[rows]).add_(plan.leaf_offsets[rows].unsqueeze(1))
     return theta.reshape(-1).take(flat) if theta.shape[0] == 1 else theta.gather(1, flat.T).T
+
+
+def _states(plan: Plan, x: torch.Tensor) -> torch.Tensor:
+    """``x [B, V]`` as ``[V, B]``, a missing value (-1) as state ``K``, which reads log 1."""
+    return torch.where(x < 0, plan.max_states, x).T.contiguous()
+
+
+def _pick(table: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """Each variable's leaves' entries of ``table [V, Lv, K + 1]`` at ``states [V, B]``:
+    ``[V * Lv, B]``, the leaf layer's rows."""
+    picked = table.gather(2, states.unsqueeze(1).expand(-1, table.shape[1], -1))
+    return picked.view(table.shape[0] * table.shape[1], states.shape[1])
+
+
+def _slots_and_columns(plan: Plan, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(slots [L * (K + 1)], columns [n_0, B])``: each leaf's ``K + 1`` slots of ``logp_ext``
+    (column ``K`` the log-1 slot that a missing value reads), and which of those each value
+    of the leaf layer reads under ``states [V, B]``."""
+    missing = torch.full((plan.num_leaves, 1), plan.num_params + 1, dtype=torch.long,
+                         device=states.device)
+    slots = torch.cat([plan.leaf_slots, missing], 1).view(-1)
+    rows = plan.program.row_leaf
+    columns = states.index_select(0, plan.leaf_var[rows]).add_(plan.leaf_offsets[rows].unsqueeze(1))
+    return slots, columns
 
 
 def leaf_layer_slots(plan: Plan, x: torch.Tensor) -> torch.Tensor:
     """The slot of ``logp_ext [1, P + 2]`` that each value of the leaf layer reads under
     ``x [B, V]`` (-1 reads log 1), ``[n_0, B]``, rows as :func:`_leaf_values`'s: the leaf
     layer is ``logp_ext.reshape(-1).take(slots)`` and its gradient an ``index_add``."""
-    program = plan.program
-    states = torch.where(x < 0, plan.max_states, x).T                # [V, B]
-    if program.leaf_table is not None:
-        num_vars, per_var, _ = program.leaf_table.shape
-        picked = states.unsqueeze(1).expand(-1, per_var, -1)
-        return program.leaf_table.gather(2, picked).view(num_vars * per_var, states.shape[1])
-    missing = torch.full((plan.num_leaves, 1), plan.num_params + 1, dtype=torch.long,
-                         device=x.device)
-    slots = torch.cat([plan.leaf_slots, missing], 1).view(-1)
-    rows = program.row_leaf
-    flat = states.index_select(0, plan.leaf_var[rows]).add_(plan.leaf_offsets[rows].unsqueeze(1))
-    return slots.take(flat)
+    states = _states(plan, x)
+    if plan.program.leaf_table is not None:
+        return _pick(plan.program.leaf_table, states)
+    slots, columns = _slots_and_columns(plan, states)
+    return slots.take(columns)
 
 
 def leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:

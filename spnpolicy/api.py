@@ -152,18 +152,17 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
         raise ValueError(f"env_kwargs must be a dict or None, got {env_kwargs!r}")
     if resume and out_dir is None:
         raise ValueError("resume=True needs an out_dir to resume from")
-    given, done = set(config), 0
+    given, resumed = set(config), None
     if resume and RunDir(out_dir).is_run():
         saved, saved_env_kwargs, saved_steps = _saved_overrides(algo, env, RunDir(out_dir))
         config = saved | {"total_steps": saved_steps} | config
         env_kwargs = saved_env_kwargs if env_kwargs is None else env_kwargs
-        done = RunDir(out_dir).checkpoint_step() or 0
+        resumed = RunDir(out_dir)
     env_kwargs = dict(env_kwargs or {})
     make_env(env, **env_kwargs).close()  # bad env arguments fail here, before any file is written
     cfg = make_config(algo, env, config)
     check_device(cfg.device)
-    check_budget(cfg.total_steps, done, out_dir)    # a resumed run's, before any warning
-    _check_learning_starts(cfg, explicit="learning_starts" in given)
+    _check_learning_starts(cfg, explicit="learning_starts" in given, resumed=resumed)
     run = RunSpec(algo, env, seed, env_kwargs, dataclasses.asdict(cfg))
     if out_dir is not None:
         _check_saveable(run.config)
@@ -202,12 +201,16 @@ def _check_saveable(config: dict[str, Any]) -> None:
                 f"structure) for a policy) and pass {key}=name") from None
 
 
-def _check_learning_starts(cfg: Any, explicit: bool) -> None:
+def _check_learning_starts(cfg: Any, explicit: bool, resumed: RunDir | None = None) -> None:
     """A run whose ``learning_starts`` is above its budget never updates: ValueError when
-    the user set both, a warning when ``learning_starts`` is the algorithm's default."""
+    the user set both, a warning when ``learning_starts`` is the algorithm's default. For a
+    ``resumed`` run whose budget is below the steps it has done, that error comes first
+    (its checkpoint is read only here, in this rare case: restoring reads it anyway)."""
     starts = getattr(cfg, "learning_starts", None)
     if not isinstance(starts, int) or starts <= cfg.total_steps:
         return
+    if resumed is not None:
+        check_budget(cfg.total_steps, resumed.checkpoint_step() or 0, resumed.path)
     message = (f"learning_starts={starts:,d} is above total_steps={cfg.total_steps:,d}: the "
                f"run would end before its first update")
     if explicit:

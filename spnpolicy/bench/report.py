@@ -143,10 +143,11 @@ def summarise(records: Sequence[RunRecord], suite: str | None = None,
             if runs:
                 results.setdefault(task, {})[algo] = _cell(runs, metric)
     scale = IQM_RAW if metric == "success_rate" or len(tasks) == 1 else IQM_MIN_MAX
+    on_scale = _iqm_scale(finished, metric, scale)
     iqm = {}
     for algo in algos:
-        per_task = [[_iqm_score(r.final[metric], task, finished, metric, scale)
-                     for r in finished if r.task == task and r.algo == algo] for task in tasks]
+        per_task = [[on_scale(r) for r in finished if r.task == task and r.algo == algo]
+                    for task in tasks]
         iqm[algo] = iqm_ci([scores for scores in per_task if scores]).to_json()
     return {"suite": suite, "metric": metric, "tasks": tasks, "algos": algos,
             "total_steps": sorted({r.total_steps for r in finished}),
@@ -161,16 +162,21 @@ def summarise(records: Sequence[RunRecord], suite: str | None = None,
 IQM_RAW, IQM_MIN_MAX = "metric", "min-max per task"
 
 
-def _iqm_score(score: float, task: str, finished: Sequence[RunRecord], metric: str,
-               scale: str) -> float:
-    """``score`` on the IQM's scale: itself, or ``(score - lo) / (hi - lo)`` with ``lo``,
-    ``hi`` the lowest and highest final ``metric`` of all runs of ``task`` (0 where they
+def _iqm_scale(finished: Sequence[RunRecord], metric: str, scale: str):
+    """A run's final ``metric`` on the IQM's ``scale``: itself, or ``(score - lo) / (hi -
+    lo)`` with ``lo``, ``hi`` the lowest and highest of all runs of its task (0 where they
     are equal)."""
     if scale == IQM_RAW:
-        return score
-    on_task = [r.final[metric] for r in finished if r.task == task]
-    low, high = min(on_task), max(on_task)
-    return 0.0 if high == low else (score - low) / (high - low)
+        return lambda run: run.final[metric]
+    bounds: dict[str, tuple[float, float]] = {}
+    for run in finished:
+        low, high = bounds.get(run.task, (run.final[metric], run.final[metric]))
+        bounds[run.task] = (min(low, run.final[metric]), max(high, run.final[metric]))
+
+    def normalised(run: RunRecord) -> float:
+        low, high = bounds[run.task]
+        return 0.0 if high == low else (run.final[metric] - low) / (high - low)
+    return normalised
 
 
 def _estimate(entry: dict[str, Any] | None, digits: int = 2) -> str:
