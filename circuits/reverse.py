@@ -35,6 +35,7 @@ import torch
 from circuits import outer_step, parameters, passes, upward
 from circuits.compile import Plan
 from circuits.leaf_products import leaf_products
+from circuits.program import kept_structure
 
 __all__ = ["log_prob", "MAX_BATCH"]
 
@@ -62,9 +63,9 @@ class _TapedLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, plan, x):
-        ext = passes.extend(parameters.normalise(plan, logits.unsqueeze(0), "logits"))
-        weights = torch.exp(ext)              # the steps' weights, and the normalisation's
-        kept = upward.pass_weights(plan.program, weights)
+        ext, weights, smallest = parameters.normalise_extended(plan, logits)
+        kept = upward.pass_weights(plan.program, weights, smallest)  # the steps' weights, and
+        # the normalisation's in the backward
         tape: list = []
         fused = leaf_products(plan.program)
         if fused is not None:
@@ -90,14 +91,13 @@ class _TapedLogProb(torch.autograd.Function):
             return _autograd_grad(plan, logits, x, grad), None, None
         program, outs, tape, weights, fused, slots = ctx.taped
         ctx.taped = None          # freed with it (a retained graph's next backward recomputes)
-        g_ext = torch.zeros_like(weights)
+        g_ext = _gradient_buffer(program, weights)
         below = _reverse(program, outs, tape, g_ext, grad)
         if fused is None:
             g_ext.view(-1).index_add_(0, slots.reshape(-1), below.reshape(-1))
         else:
             _fused_reverse(fused, x, below, g_ext)
-        num = plan.num_params
-        return parameters.normalise_backward(plan, g_ext[:, :num], weights[:, :num])[0], None, None
+        return parameters.normalise_backward(plan, g_ext, weights)[0], None, None
 
 
 def _autograd_grad(plan: Plan, logits: torch.Tensor, x: torch.Tensor, grad: torch.Tensor):
@@ -113,40 +113,84 @@ def _autograd_grad(plan: Plan, logits: torch.Tensor, x: torch.Tensor, grad: torc
 
 def _reverse(program, outs: list, tape: list, g_ext: torch.Tensor, grad: torch.Tensor):
     """Walk the taped layers down from the root's gradient ``grad [B]``: the log-weights'
-    gradients are added into ``g_ext [1, P + 2]``; returns the gradient of the layer below
-    the tape ``[n, B]`` (the leaf layer, or the fused first layer)."""
+    gradients go into ``g_ext [1, P + 2]`` (:func:`_gradient_buffer`: a step with a piece
+    writes it whole, the others add at their slots); returns the gradient of the layer
+    below the tape ``[n, B]`` (the leaf layer, or the fused first layer)."""
     grads = [None] * len(outs)
-    top = grads[program.root_layer] = torch.zeros_like(outs[program.root_layer])
-    top[program.root_pos] = grad
+    if program.root_layer == len(outs) - 1 and outs[-1].shape[0] == 1:
+        grads[-1] = grad.unsqueeze(0)          # the root alone on the top layer, read by no step
+    else:
+        top = grads[program.root_layer] = torch.zeros_like(outs[program.root_layer])
+        top[program.root_pos] = grad
     starts = list(itertools.accumulate(program.cuts, initial=0))
     flat = g_ext.view(-1)
     first = len(outs) - len(tape)                    # the first layer on the tape
     for layer in range(len(outs) - 1, first - 1, -1):
         g, grads[layer] = grads[layer], None
-        if g is None:
+        steps = program.layers[layer - 1]
+        if g is None:                     # read by no step (fused products only: no pieces)
+            for step in steps:
+                if step.piece is not None:
+                    flat.narrow(0, starts[step.piece], step.weights.numel()).zero_()
             continue
-        at, steps = 0, program.layers[layer - 1]
+        at = 0
         for step, saved in zip(steps, tape[layer - first]):
             rows = step.children.shape[0] if step.kind in ("product", "sum") else \
                 step.weights.shape[0] * step.weights.shape[1]
-            ids, values, logw = _VJPS[step.kind](step, g if len(steps) == 1 else g[at:at + rows], saved)
+            piece = None if step.piece is None else \
+                flat.narrow(0, starts[step.piece], step.weights.numel()).view(step.weights.shape)
+            values, logw = _VJPS[step.kind](step, g if len(steps) == 1 else g[at:at + rows], saved,
+                                            piece)
             at += rows
-            _add_rows(grads, outs, step.sources, ids, values)
-            if logw is None:
-                continue
-            if step.piece is None:
+            _add_rows(grads, outs, step.sources, _rows(step), values)
+            if logw is not None and piece is None:
                 flat.index_add_(0, step.weights.reshape(-1), logw.reshape(-1))
-            else:                                     # a narrowed view: no index ops
-                flat.narrow(0, starts[step.piece], logw.numel()).add_(logw.view(-1))
     below = grads[first - 1]
     return torch.zeros_like(outs[first - 1]) if below is None else below
 
 
-def _add_rows(grads: list, outs: list, sources: tuple, ids: torch.Tensor, values: torch.Tensor):
-    """Add ``values [R, B]`` at rows ``ids`` of the step's source (its layers concatenated)."""
+def _gradient_buffer(program, weights: torch.Tensor) -> torch.Tensor:
+    """The log-parameters' gradient ``g_ext``, like ``weights [1, P + 2]``: zeros but for the
+    pieces of ``logp_ext`` (``program.cuts``) that a dense or outer step reads, which
+    :func:`_reverse` writes whole (not a zero-fill and an addition of the largest part)."""
+    owned = {step.piece for layer in program.layers for step in layer if step.piece is not None}
+    if not owned:
+        return torch.zeros_like(weights)
+    g_ext = torch.empty_like(weights)
+    for i, part in enumerate(torch.split(g_ext, program.cuts, 1)):
+        if i not in owned:
+            part.zero_()
+    return g_ext
+
+
+def _rows(step) -> tuple:
+    """``(ids, order)``: the rows of the step's source that its VJP's values ``[R, B]`` go to
+    (in the forward's order of its children), and, where ``ids`` is a permutation of
+    ``0..R-1``, the values' rows in source order (None for the identity; else absent:
+    ``False``). Made once per step and kept on it."""
+    kept = getattr(step, "_reverse_rows", None)
+    if kept is None:
+        with kept_structure():
+            ids = (step.children.T if step.kind == "product" else
+                   upward._pair(step) if step.kind == "outer" else step.children).reshape(-1)
+            every = torch.arange(ids.numel(), device=ids.device)
+            order = (None if torch.equal(ids, every) else
+                     torch.argsort(ids) if torch.equal(ids.sort().values, every) else False)
+            kept = step._reverse_rows = (ids, order)
+    return kept
+
+
+def _add_rows(grads: list, outs: list, sources: tuple, rows: tuple, values: torch.Tensor):
+    """Add ``values [R, B]`` at rows ``ids`` of the step's source (its layers concatenated);
+    ``rows = (ids, order)`` as :func:`_rows`. A permutation of a whole layer not yet written
+    is that layer's gradient (reordered, or as it is), with no zero-fill and addition."""
+    ids, order = rows
     if len(sources) == 1:
         i = sources[0]
         if grads[i] is None:
+            if order is not False and ids.numel() == outs[i].shape[0]:
+                grads[i] = values if order is None else values.index_select(0, order)
+                return
             grads[i] = torch.zeros_like(outs[i])
         grads[i].index_add_(0, ids, values)
         return
@@ -156,38 +200,46 @@ def _add_rows(grads: list, outs: list, sources: tuple, ids: torch.Tensor, values
         grads[i] = part if grads[i] is None else grads[i].add_(part)
 
 
-def _product(step, g, saved):
-    width = step.children.shape[1]
-    return step.children.T.reshape(-1), g.repeat(width, 1), None
+def _product(step, g, saved, piece):
+    return g.repeat(step.children.shape[1], 1), None
 
 
-def _sum(step, g, saved):
+def _sum(step, g, saved, piece):
     x, out = saved                                                     # [M, A, B], [M, B]
     shift = torch.nan_to_num(out, neginf=0.0).unsqueeze(1)          # all -inf: flows 0
     flows = torch.exp(x - shift).mul_(g.unsqueeze(1))                  # [M, A, B]
-    return step.children.reshape(-1), flows.view(-1, g.shape[1]), flows.sum(2)
+    return flows.view(-1, g.shape[1]), flows.sum(2)
 
 
-def _dense(step, g, saved):
-    children, logw = _weighted(g, *saved)
-    return step.children.reshape(-1), children.reshape(-1, g.shape[1]), logw
+def _dense(step, g, saved, piece):
+    children, logw = _weighted(g, *saved, piece)
+    return children.reshape(-1, g.shape[1]), logw
 
 
-def _outer(step, g, saved):
-    children, logw = _weighted(g, *saved)
-    both = outer_step.factor_sums(children, step.children.shape[1])
-    return upward._pair(step).reshape(-1), both.view(-1, g.shape[1]), logw
+def _outer(step, g, saved, piece):
+    children, logw = _weighted(g, *saved, piece)
+    return outer_step.factor_sums(children, step.children.shape[1]).view(-1, g.shape[1]), logw
 
 
-def _weighted(g, w, e, s):
+def _weighted(g, w, e, s, piece):
     """A matrix product step's ``(w^T u) e`` ``[G, K, B]`` (the children's gradients) and
-    ``(u e^T) w`` ``[G, M, K]`` (the log-weights'), ``u = g / s``, from the saved weights
-    ``w [1, G, M, K]``, shifted children ``e [G, K, B]`` and sums ``s [G, M, B]``. Below
-    :data:`circuits.outer_step.NARROW` columns ``w^T u`` is ``(u^T w)^T``, as the forward's."""
+    ``(u e^T) w`` ``[G, M, K]`` (the log-weights', written into ``piece`` where given),
+    ``u = g / s``, from the saved weights ``w [1, G, M, K]``, shifted children ``e [G, K,
+    B]`` and sums ``s [G, M, B]``. Below :data:`circuits.outer_step.NARROW` columns ``w^T u``
+    is ``(u^T w)^T``, as the forward's."""
     w = w[0]
     u = outer_step.over_s(g.view(s.shape), s)
     t = torch.bmm(u.mT, w).mT if u.shape[2] < outer_step.NARROW else torch.bmm(w.mT, u)
-    return t.mul_(e), torch.bmm(u, e.mT).mul_(w)
+    return t.mul_(e), _times_transposed(u, e, piece).mul_(w)
+
+
+def _times_transposed(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None):
+    """``a [G, X, B] @ b [G, Y, B]^T`` ``[G, X, Y]`` (into ``out`` where given); at one column
+    a broadcast product: CPU BLAS runs such outer products 2-9x slower (131 against 15 us
+    for the 287k-edge RAT-SPN's first outer step, ``[16, 21, 441]``)."""
+    if a.shape[2] == 1:
+        return torch.mul(a, b.mT, out=out)
+    return torch.bmm(a, b.mT, out=out)
 
 
 _VJPS = {"product": _product, "sum": _sum, "dense": _dense, "outer": _outer}
@@ -202,5 +254,5 @@ def _fused_reverse(fused, x: torch.Tensor, g_first: torch.Tensor, g_ext: torch.T
     grouped = g_first if fused.order is None else \
         g_first.new_zeros(u * i, batch).index_add_(0, fused.order, g_first)
     one_hot = g_first.new_zeros(u, w, k1, batch).scatter_(2, fused._columns(x).view(u, w, 1, batch), 1.0)
-    table = torch.bmm(grouped.view(u, i, batch), one_hot.view(u, w * k1, batch).mT)
+    table = _times_transposed(grouped.view(u, i, batch), one_hot.view(u, w * k1, batch))
     g_ext.view(-1).index_add_(0, fused.gather_slots.reshape(-1), table.reshape(-1))

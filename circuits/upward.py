@@ -132,15 +132,18 @@ def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
     return KeptWeights(exps, safe)
 
 
-def pass_weights(program: Program, weights: torch.Tensor) -> KeptWeights | None:
+def pass_weights(program: Program, weights: torch.Tensor, smallest: float) -> KeptWeights | None:
     """The pieces of ``weights = exp(logp_ext)`` that dense and outer steps read, for one
-    pass (none marked safe: the check would cost more than it saves); None when no step
-    has a piece."""
+    pass, given the smallest of the parameters' weights (as :func:`weight_exps` marks
+    safe the pieces whose smallest weight is, but from one number already computed: a
+    minimum per piece would cost more than the checks it saves); None when no step has a
+    piece."""
     if not program.cuts:
         return None
-    read = {step.piece for layer in program.layers for step in layer if step.piece is not None}
-    return KeptWeights(tuple(piece if i in read else None for i, piece in
-                             enumerate(torch.split(weights, program.cuts, dim=1))), frozenset())
+    steps = {step.piece: step for layer in program.layers for step in layer if step.piece is not None}
+    safe = frozenset(i for i, step in steps.items() if smallest >= 2 * _limit(step, weights.dtype))
+    return KeptWeights(tuple(piece if i in steps else None for i, piece in
+                             enumerate(torch.split(weights, program.cuts, dim=1))), safe)
 
 
 def root(program: Program, outs: list) -> torch.Tensor:
@@ -284,7 +287,7 @@ def _dense(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 
 def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     width = step.children.shape[1]
-    both = _gather(src, _pair(step))                                 # [G, A + A2, B]
+    both = _paired(step, src)                                        # [G, A + A2, B]
     if (step.piece is not None and torch.is_grad_enabled() and weights.logp_ext.shape[0] == 1
             and (weights.logp_ext.requires_grad or both.requires_grad)):
         fused = OuterMatmulTwice if weights.twice else OuterMatmul
@@ -305,12 +308,25 @@ def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 
 def _pair(step: Step) -> torch.Tensor:
     """An outer step's left and right child lists side by side, ``[G, A + A2]`` (made once
-    per step and kept on it)."""
+    per step and kept on it, with whether they are rows ``0, 1, ...`` of the source in
+    order: ``step._pair_in_order``)."""
     pair = getattr(step, "_pair", None)
     if pair is None:
         with kept_structure():
-            pair = step._pair = torch.cat([step.children, step.right], 1)
+            pair = torch.cat([step.children, step.right], 1)
+            step._pair_in_order = torch.equal(pair.reshape(-1), torch.arange(pair.numel()).to(pair))
+            step._pair = pair
     return pair
+
+
+def _paired(step: Step, src: torch.Tensor) -> torch.Tensor:
+    """An outer step's children's values ``[G, A + A2, B]`` from ``src [n, B]``: a view of
+    its first rows where the pair reads them in order (as the RAT-SPN's outer steps above
+    the first do), else gathered."""
+    pair = _pair(step)
+    if step._pair_in_order:
+        return src[:pair.numel()].reshape(*pair.shape, src.shape[1])
+    return _gather(src, pair)
 
 
 def _guard(step: Step, out, s, finite, children, weights: _Pass) -> torch.Tensor:

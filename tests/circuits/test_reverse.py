@@ -6,6 +6,9 @@ guards' fallback, second derivatives, and batches above ``reverse.MAX_BATCH``.""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import given
@@ -157,3 +160,92 @@ def test_a_retained_graphs_second_backward_recomputes_the_same_gradient(calls):
     second, = torch.autograd.grad(total, c.logits)
     assert calls == {"taped": 1, "autograd": 1}
     assert torch.allclose(first, second, rtol=1e-12, atol=1e-12)
+
+
+WIDE = dict(RAT, num_sums=5, num_input_distributions=4)   # inner groups of 25 children
+
+
+def _run_kinds(plan) -> set:
+    return {"wide" if size >= parameters.NARROW else "narrow" if size else "mixed"
+            for _, _, size, *_ in plan.param_runs}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 7])
+def test_reverse_equals_autograd_with_wide_groups(dtype, batch, calls):
+    # groups of at least parameters.NARROW: the weights from a softmax, the log-weights'
+    # gradient of a one-column batch a broadcast product
+    c = Circuit(random_tensorized(**WIDE).root, dtype=dtype)
+    assert "wide" in _run_kinds(c._plan_on("cpu"))
+    with torch.no_grad():
+        c.logits.normal_(generator=torch.Generator().manual_seed(batch)).mul_(3.0)
+    x = torch.randint(0, 3, (batch, WIDE["num_vars"]), generator=torch.Generator().manual_seed(1))
+    (taped, g_taped), (plain, g_plain) = _both(c, x)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    assert torch.allclose(taped, plain, **tol)
+    assert torch.allclose(g_taped, g_plain, **tol)
+    assert calls == {"taped": 1, "autograd": 0}
+
+
+def _normalise_cases():
+    """Circuits whose parameter runs are wide, narrow and mixed (each kind at least once)."""
+    mixed = Sum([Product([Categorical(0, 2), Categorical(1, 3)]),      # sizes 2, 3, 2, 3, 2
+                 Product([Categorical(0, 2), Categorical(1, 3)])])
+    circuits = [Circuit(random_tensorized(**WIDE).root, dtype=torch.float64),
+                Circuit(random_tensorized(**RAT).root, dtype=torch.float64),
+                Circuit(mixed, dtype=torch.float64)]
+    kinds = set().union(*(_run_kinds(c._plan_on("cpu")) for c in circuits))
+    assert kinds == {"wide", "narrow", "mixed"}
+    return circuits
+
+
+def test_normalise_extended_and_its_backward_equal_normalise_and_autograd():
+    for i, c in enumerate(_normalise_cases()):
+        plan = c._plan_on(torch.device("cpu"))
+        logits = torch.randn(c.num_params, generator=torch.Generator().manual_seed(i),
+                             dtype=torch.float64).mul_(4.0).requires_grad_()
+        want = passes.extend(parameters.normalise(plan, logits.unsqueeze(0)))
+        with torch.no_grad():
+            ext, weights, smallest = parameters.normalise_extended(plan, logits)
+        assert torch.allclose(ext, want, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(weights, torch.exp(want), rtol=1e-12, atol=1e-14)
+        assert smallest == float(weights[0, :c.num_params].min())
+        cotangent = torch.randn(1, c.num_params + 2, generator=torch.Generator().manual_seed(9),
+                                dtype=torch.float64)
+        expected, = torch.autograd.grad(want, logits, cotangent)
+        got = parameters.normalise_backward(plan, cotangent.clone(), weights)
+        assert got.shape == (1, c.num_params)
+        assert torch.allclose(got[0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_normalise_extended_rejects_an_all_minus_inf_group_of_every_run_kind():
+    for c in _normalise_cases():
+        plan = c._plan_on(torch.device("cpu"))
+        for start, stop, size, first_group, _ in plan.param_runs:
+            logits = torch.zeros(c.num_params, dtype=torch.float64)
+            logits[(plan.param_group == first_group).nonzero().flatten()] = -math.inf
+            with pytest.raises(ValueError, match="zero total mass"):
+                parameters.normalise_extended(plan, logits)
+            with torch.no_grad():
+                c.logits.copy_(logits)
+            with pytest.raises(ValueError, match="logits: every logit .* zero total mass"):
+                c.log_prob(torch.zeros(1, plan.num_vars, dtype=torch.long))
+        with torch.no_grad():
+            c.logits.zero_()[0] = math.nan                # a NaN logit alone passes, as normalise's
+        c.log_prob(torch.zeros(1, plan.num_vars, dtype=torch.long))
+
+
+def test_the_reverse_writes_layer_gradients_whole_only_for_permutations():
+    # the RAT-SPN's first outer step reads its layer permuted, the next ones in order; a sum
+    # whose children repeat a row is added by index
+    c = Circuit(random_tensorized(**RAT).root, dtype=torch.float64)
+    program = leaf_products.leaf_products(c._plan_on("cpu").program).program
+    outers = [s for layer in program.layers for s in layer if s.kind == "outer"]
+    orders = [reverse._rows(s)[1] for s in outers]
+    assert orders[0] is not None and orders[0] is not False and all(o is None for o in orders[1:])
+    ids, order = reverse._rows(outers[0])
+    assert torch.equal(ids[order], torch.arange(ids.numel()))
+    assert all(s._pair_in_order for s in outers[1:]) and not outers[0]._pair_in_order
+    step = [s for layer in program.layers for s in layer if s.kind == "sum"][0]
+    twice = replace(step, children=step.children.repeat(1, 2), weights=step.weights.repeat(1, 2))
+    assert reverse._rows(twice)[1] is False
