@@ -154,7 +154,11 @@ class Circuit(nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(x)`` for ``x [..., num_vars]`` (-1 = marginalised) -> ``[...]``: the same as
-        ``distribution().log_prob(x)``, without building the distribution."""
+        ``distribution().log_prob(x)``, without building the distribution. With a gradient
+        (logits that require one, at most :data:`circuits.reverse.MAX_BATCH` rows) it is one
+        autograd node with a hand-written backward; its values may then differ from the
+        no-gradient ones in the last bit (its weights come from a softmax, not from
+        ``exp`` of the log-softmax)."""
         plan = self._plan_on(self.logits.device)
         x = self._checked(x, plan).to(self.logits.device)
         flat = x.reshape(-1, plan.num_vars)
