@@ -56,6 +56,9 @@ class NStepAccumulator:
     def push(self, transition: Transition) -> NStepTransition:
         """Add one step of every copy; returns the transitions that are complete: per copy
         in order, the ones starting at its oldest queued step first."""
+        if len(transition.reward) != self.num_envs:
+            raise ValueError(f"the transition has {len(transition.reward)} copies' steps, this "
+                             f"accumulator was made for num_envs={self.num_envs}")
         if self.ring is None:
             self._allocate(transition[:7])
         self.t += 1

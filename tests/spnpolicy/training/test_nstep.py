@@ -43,6 +43,8 @@ def test_one_step_is_the_identity_and_buffer_stores_steps():
     assert set(buffer.sample(50).steps.tolist()) == {1}
     with pytest.raises(ValueError, match="n must be"):
         NStepAccumulator(2, 0, 0.9)
+    with pytest.raises(ValueError, match="2 copies' steps.*num_envs=3"):
+        NStepAccumulator(3, 2, 0.9).push(_step(0, ended=False))
 
 
 def test_state_dict_round_trip():
@@ -53,6 +55,8 @@ def test_state_dict_round_trip():
     for a, b in zip(acc.push(_step(1, False)) + acc.push(_step(2, False)),
                     other.push(_step(1, False)) + other.push(_step(2, False))):
         np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="2 copies' queues, this accumulator 3"):
+        NStepAccumulator(num_envs=3, n=3, gamma=0.5).load_state_dict(acc.state_dict())
 
 
 def _direct(steps: list[Transition], n: int, gamma: float) -> list[tuple]:
