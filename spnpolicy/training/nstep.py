@@ -47,7 +47,7 @@ class NStepAccumulator:
     def __init__(self, num_envs: int, n: int, gamma: float) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
-        self.n, self.gamma, self.num_envs = n, gamma, num_envs
+        self.n, self.num_envs = n, num_envs
         self.discounts = np.array([gamma**i for i in range(n)], np.float32)   # [n]
         self.length = np.zeros(num_envs, np.int64)    # queued steps per copy
         self.t = -1                                    # the last step's time (its slot: t % n)
@@ -60,7 +60,7 @@ class NStepAccumulator:
             raise ValueError(f"the transition has {len(transition.reward)} copies' steps, this "
                              f"accumulator was made for num_envs={self.num_envs}")
         if self.ring is None:
-            self._allocate(transition[:7])
+            self._allocate(tuple(field[0] for field in transition[:7]))
         self.t += 1
         for ring, field in zip(self.ring, transition[:7]):
             ring[self.t % self.n] = field
@@ -83,8 +83,10 @@ class NStepAccumulator:
         end = (field[env] for field in transition[4:7])
         return NStepTransition(*start, ret.astype(np.float32, copy=False), *end, steps)
 
-    def _allocate(self, fields: tuple) -> None:
-        self.ring = [np.zeros((self.n, *np.shape(f)), np.asarray(f).dtype) for f in fields]
+    def _allocate(self, step: tuple) -> None:
+        """Empty ring arrays ``[n, E, ...]`` for steps shaped like one copy's ``step``."""
+        self.ring = [np.zeros((self.n, self.num_envs, *np.shape(f)), np.asarray(f).dtype)
+                     for f in step]
 
     def _queue(self, e: int) -> list[tuple[np.ndarray, ...]]:
         """Copy ``e``'s queued steps, oldest first, as tuples of the 7 fields."""
@@ -107,7 +109,7 @@ class NStepAccumulator:
         shaped = next((q[0] for q in queues if q), None)
         if shaped is None:
             return
-        self.ring = [np.zeros((self.n, self.num_envs, *f.shape), f.dtype) for f in shaped]
+        self._allocate(shaped)
         for e, queue in enumerate(queues):
             for j, step in enumerate(queue):            # oldest first, ending at slot t
                 for ring, value in zip(self.ring, step):
