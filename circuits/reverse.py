@@ -63,7 +63,8 @@ class _TapedLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, plan, x):
-        ext, weights, smallest = parameters.normalise_extended(plan, logits)
+        ext, weights, smallest = parameters.normalise_extended(
+            plan, logits, weights_only=_weights_only_runs(plan))
         kept = upward.pass_weights(plan.program, weights, smallest)  # the steps' weights, and
         # the normalisation's in the backward
         tape: list = []
@@ -98,6 +99,25 @@ class _TapedLogProb(torch.autograd.Function):
         else:
             _fused_reverse(fused, x, below, g_ext)
         return parameters.normalise_backward(plan, g_ext, weights)[0], None, None
+
+
+def _weights_only_runs(plan: Plan) -> frozenset:
+    """The parameter runs (indices of ``plan.param_runs``) whose columns lie within the
+    pieces that the taped pass reads as weights alone (:func:`circuits.upward.weight_columns`):
+    their log-parameters are never read, so :func:`~circuits.parameters.normalise_extended`
+    skips them (kept on the plan after the first call)."""
+    runs = getattr(plan, "_weights_only_runs", None)
+    if runs is None:
+        merged: list = []                             # adjacent pieces joined
+        for first, last in upward.weight_columns(plan.program):
+            if merged and merged[-1][1] == first:
+                merged[-1][1] = last
+            else:
+                merged.append([first, last])
+        runs = plan._weights_only_runs = frozenset(
+            i for i, (start, stop, *_) in enumerate(plan.param_runs)
+            if any(first <= start and stop <= last for first, last in merged))
+    return runs
 
 
 def _autograd_grad(plan: Plan, logits: torch.Tensor, x: torch.Tensor, grad: torch.Tensor):

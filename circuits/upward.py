@@ -36,6 +36,7 @@ across passes can keep their exponentials too (:func:`weight_exps`).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -45,7 +46,8 @@ from circuits.outer_step import (OuterMatmul, OuterMatmulTwice, matmul, max_shif
                                  outer_values)
 from circuits.program import Program, Step, kept_structure
 
-__all__ = ["run", "root", "node_values", "weight_exps", "pass_weights", "KeptWeights"]
+__all__ = ["run", "root", "node_values", "weight_exps", "pass_weights", "weight_columns",
+           "KeptWeights"]
 
 
 def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None,
@@ -144,6 +146,17 @@ def pass_weights(program: Program, weights: torch.Tensor, smallest: float) -> Ke
     safe = frozenset(i for i, step in steps.items() if smallest >= 2 * _limit(step, weights.dtype))
     return KeptWeights(tuple(piece if i in steps else None for i, piece in
                              enumerate(torch.split(weights, program.cuts, dim=1))), safe)
+
+
+def weight_columns(program: Program) -> tuple:
+    """The column ranges ``(start, stop)`` of ``logp_ext`` that a pass with
+    :func:`pass_weights` and no autograd reads as weights alone: the pieces of the dense
+    and outer steps (they read their log-weights only in the exact guards, or with autograd
+    in the fused outer step), in column order."""
+    stops = tuple(itertools.accumulate(program.cuts))
+    return tuple((stop - program.cuts[step.piece], stop) for stop, step in sorted(
+        (stops[step.piece], step) for layer in program.layers for step in layer
+        if step.piece is not None and step.kind in ("dense", "outer")))
 
 
 def root(program: Program, outs: list) -> torch.Tensor:

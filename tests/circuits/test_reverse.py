@@ -7,7 +7,9 @@ guards' fallback, second derivatives, and batches above ``reverse.MAX_BATCH``.""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import replace
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -216,6 +218,75 @@ def test_normalise_extended_and_its_backward_equal_normalise_and_autograd():
         got = parameters.normalise_backward(plan, cotangent.clone(), weights)
         assert got.shape == (1, c.num_params)
         assert torch.allclose(got[0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_normalise_extended_leaves_the_weights_only_runs_log_parameters_unwritten():
+    skipped = set()
+    for i, c in enumerate(_normalise_cases()):
+        plan = c._plan_on(torch.device("cpu"))
+        logits = torch.randn(c.num_params, generator=torch.Generator().manual_seed(i),
+                             dtype=torch.float64).mul_(4.0)
+        want, want_weights, want_smallest = parameters.normalise_extended(plan, logits)
+        dense = frozenset(j for j, (_, _, size, *_) in enumerate(plan.param_runs) if size)
+        skipped |= {"wide" if plan.param_runs[j][2] >= parameters.NARROW else "narrow" for j in dense}
+        ext, weights, smallest = parameters.normalise_extended(plan, logits, weights_only=dense)
+        assert torch.allclose(weights, want_weights, rtol=1e-12, atol=1e-14)
+        assert smallest == pytest.approx(want_smallest, rel=1e-12)
+        for j, (start, stop, size, *_) in enumerate(plan.param_runs):
+            if j not in dense:                      # a mixed run: both rows, as before
+                assert torch.equal(ext[:, start:stop], want[:, start:stop])
+        assert torch.equal(ext[:, -2:], want[:, -2:])
+    assert skipped == {"wide", "narrow"}
+
+
+@contextmanager
+def _unwritten_logs_poisoned():
+    """The taped forward with NaN in every column that ``normalise_extended`` leaves
+    unwritten, so that a read of one shows in the values or the gradient."""
+    normalise = parameters.normalise_extended
+
+    def poisoned(plan, logits, name="logits", weights_only=frozenset()):
+        ext, weights, smallest = normalise(plan, logits, name, weights_only)
+        for j in weights_only:
+            start, stop, size, *_ = plan.param_runs[j]
+            if size:
+                ext[:, start:stop] = math.nan
+        return ext, weights, smallest
+    with patch.object(parameters, "normalise_extended", poisoned):
+        yield
+
+
+def _dense_narrow_blocks() -> Circuit:
+    """Two sums over the same three leaves per variable (dense steps of groups of 3: a
+    narrow run read as weights alone) under a root of two products."""
+    leaves = {v: [Categorical(v, 2) for _ in range(3)] for v in range(4)}
+    sums = {v: [Sum(leaves[v]) for _ in range(2)] for v in range(4)}
+    return Circuit(Sum([Product([sums[v][i] for v in range(4)]) for i in range(2)]),
+                   dtype=torch.float64)
+
+
+@pytest.mark.parametrize("case", ["rat", "wide", "dense narrow"])
+@pytest.mark.parametrize("batch", [1, 6])
+def test_the_taped_pass_reads_no_log_parameter_of_a_weights_only_run(case, batch, calls):
+    # a RAT-SPN's inner sums (wide or narrow groups) are read by outer steps as weights
+    # alone, the dense blocks' sums by dense steps; the leaves' and the root's runs are read
+    # as log-parameters (the runs: leaves, inner sums by size, root)
+    if case == "dense narrow":
+        c = _dense_narrow_blocks()
+    else:
+        c = Circuit(random_tensorized(**(RAT if case == "rat" else WIDE)).root, dtype=torch.float64)
+    plan = c._plan_on(torch.device("cpu"))
+    runs = len(plan.param_runs)
+    assert runs >= 3 and reverse._weights_only_runs(plan) == set(range(1, runs - 1))
+    with torch.no_grad():
+        c.logits.normal_(generator=torch.Generator().manual_seed(batch)).mul_(3.0)
+    x = torch.randint(0, 2, (batch, plan.num_vars), generator=torch.Generator().manual_seed(2))
+    x[::3, 0] = -1
+    with _unwritten_logs_poisoned():
+        (taped, g_taped), (plain, g_plain) = _both(c, x)
+    assert calls == {"taped": 1, "autograd": 0}
+    assert torch.allclose(taped, plain, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(g_taped, g_plain, rtol=1e-12, atol=1e-12)
 
 
 def test_normalise_extended_rejects_an_all_minus_inf_group_of_every_run_kind():
