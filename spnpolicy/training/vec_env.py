@@ -22,7 +22,7 @@ Both support ``state_dict()`` / ``load_state_dict()`` for exact resumption of a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -31,6 +31,9 @@ from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import CoverageVecEnv, coverage_core, make_env
 from spnpolicy.envs.validation import check_joint_actions
+from spnpolicy.training.observations import (  # noqa: F401  (also importable from here)
+    FLAT_SPACES, flatten_observation, global_state, max_obs_dim, observation_dict,
+    stack_observations)
 
 __all__ = ["VecEnv", "VecStep", "CoverageVec", "ParallelEnvVec", "make_vec_env"]
 
@@ -125,96 +128,6 @@ class CoverageVec:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-def max_obs_dim(env: ParallelEnv) -> int:
-    """The largest flattened observation of ``env``'s agents: the padded obs size."""
-    return max(_flat_dim(env.observation_space(a), f"observation space of {a}")
-               for a in env.possible_agents)
-
-
-def stack_observations(observations: dict[str, np.ndarray], agents: list[str],
-                       obs_dim: int, spaces_of: Mapping[str, spaces.Space] | None = None
-                       ) -> np.ndarray:
-    """``[n, obs_dim]``: each agent's observation flattened (:func:`flatten_observation`
-    with its space from ``spaces_of``; without it, read as a Box) and zero-padded (zeros
-    for an agent absent from ``observations``)."""
-    out = np.zeros((len(agents), obs_dim), dtype=np.float32)
-    for i, agent in enumerate(agents):
-        if agent in observations:
-            flat = flatten_observation(None if spaces_of is None else spaces_of[agent],
-                                       observations[agent])
-            out[i, :flat.size] = flat
-    return out
-
-
-def flatten_observation(space: spaces.Space | None, obs: Any) -> np.ndarray:
-    """One agent's observation as a float32 vector: a Box's values (also for ``space=None``),
-    a ``Discrete``'s one-hot, and for ``MultiDiscrete``, ``MultiBinary``, ``Tuple`` and
-    ``Dict`` spaces ``gymnasium.spaces.flatten`` (one-hots and values concatenated)."""
-    if space is None or isinstance(space, spaces.Box):
-        return np.asarray(obs, dtype=np.float32).reshape(-1)
-    return np.asarray(spaces.flatten(space, obs), dtype=np.float32)
-
-
-def observation_dict(observations: Mapping[str, Any], num_agents: int,
-                     obs_dim: int | None) -> np.ndarray:
-    """A PettingZoo observation dict ``{agent: obs}`` as the per-agent array ``[n, obs_dim]``
-    that an agent's ``act`` takes (rows in the dict's order, each read as a Box, flattened
-    and zero-padded; a Discrete observation, a single number, is a ValueError).
-
-    ``obs_dim=None``: the agent reads global states, which a dict of observations does not
-    hold; TypeError saying what to pass instead. ValueError for the wrong number of agents
-    or an observation longer than ``obs_dim``."""
-    if obs_dim is None:
-        raise TypeError("this agent acts on global states [B, state_dim], not on a dict of "
-                        "per-agent observations: pass "
-                        "spnpolicy.training.vec_env.global_state(env, observations)")
-    if len(observations) != num_agents:
-        raise ValueError(f"observations hold {len(observations)} agents "
-                         f"({', '.join(map(str, observations))}); the agent acts for "
-                         f"{num_agents}")
-    for agent, obs in observations.items():
-        if np.ndim(obs) == 0:   # a Discrete observation: its one-hot needs the space
-            raise ValueError(f"observations[{agent!r}] is a single number; act reads "
-                             f"observations as training flattened them: "
-                             f"flatten_observation(env.observation_space(agent), obs) "
-                             f"(spnpolicy.training.vec_env) for each agent")
-        if np.size(obs) > obs_dim:
-            raise ValueError(f"observations[{agent!r}] has {np.size(obs)} numbers; the agent "
-                             f"reads {obs_dim} per agent")
-    return stack_observations(dict(observations), list(observations), obs_dim)
-
-
-def global_state(env: ParallelEnv, observations: dict[str, np.ndarray],
-                 obs_dim: int | None = None) -> np.ndarray:
-    """The state the training stack sees ``[state_dim]``: ``env.state()`` flattened, else
-    the agents' padded observations (:func:`stack_observations`) concatenated."""
-    try:
-        return np.asarray(env.state(), dtype=np.float32).reshape(-1)
-    except NotImplementedError:
-        agents = list(env.possible_agents)
-        obs_dim = max_obs_dim(env) if obs_dim is None else obs_dim
-        return stack_observations(observations, agents, obs_dim,
-                                  {a: env.observation_space(a) for a in agents}).reshape(-1)
-
-
-#: observation spaces the training stack flattens (:func:`flatten_observation`)
-FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
-
-
-def _flat_dim(space: spaces.Space, what: str) -> int:
-    if isinstance(space, spaces.Box):
-        return int(np.prod(space.shape))
-    parts = list(space.spaces.values()) if isinstance(space, spaces.Dict) else \
-        list(space.spaces) if isinstance(space, spaces.Tuple) else [space]
-    for part in parts:
-        if isinstance(part, (spaces.Dict, spaces.Tuple)):
-            _flat_dim(part, what)
-        elif not isinstance(part, FLAT_SPACES):
-            raise ValueError(f"{what} must be a gymnasium Box, Discrete, MultiDiscrete, "
-                             f"MultiBinary, or a Tuple / Dict of them; got {space}")
-    return int(spaces.flatdim(space))
 
 
 class ParallelEnvVec:
