@@ -173,7 +173,7 @@ def _gradient_buffer(program, weights: torch.Tensor) -> torch.Tensor:
     """The log-parameters' gradient ``g_ext``, like ``weights [1, P + 2]``: zeros but for the
     pieces of ``logp_ext`` (``program.cuts``) that a dense or outer step reads, which
     :func:`_reverse` writes whole (not a zero-fill and an addition of the largest part)."""
-    owned = {step.piece for layer in program.layers for step in layer if step.piece is not None}
+    owned = upward.piece_steps(program)
     if not owned:
         return torch.zeros_like(weights)
     g_ext = torch.empty_like(weights)

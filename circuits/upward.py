@@ -47,7 +47,7 @@ from circuits.outer_step import (OuterMatmul, OuterMatmulTwice, matmul, max_shif
 from circuits.program import Program, Step, kept_structure
 
 __all__ = ["run", "root", "node_values", "weight_exps", "pass_weights", "weight_columns",
-           "KeptWeights"]
+           "piece_steps", "KeptWeights"]
 
 
 def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None,
@@ -126,7 +126,7 @@ def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
     to reuse across passes with unchanged parameters; None when no step has a piece."""
     if not program.cuts:
         return None
-    steps = {step.piece: step for layer in program.layers for step in layer if step.piece is not None}
+    steps = piece_steps(program)
     exps = tuple(torch.exp(piece) if i in steps else None
                  for i, piece in enumerate(torch.split(logp_ext, program.cuts, dim=1)))
     safe = frozenset(i for i, step in steps.items() if exps[i].numel()
@@ -142,7 +142,7 @@ def pass_weights(program: Program, weights: torch.Tensor, smallest: float) -> Ke
     piece."""
     if not program.cuts:
         return None
-    steps = {step.piece: step for layer in program.layers for step in layer if step.piece is not None}
+    steps = piece_steps(program)
     safe = frozenset(i for i, step in steps.items() if smallest >= 2 * _limit(step, weights.dtype))
     return KeptWeights(tuple(piece if i in steps else None for i, piece in
                              enumerate(torch.split(weights, program.cuts, dim=1))), safe)
@@ -154,9 +154,20 @@ def weight_columns(program: Program) -> tuple:
     and outer steps (they read their log-weights only in the exact guards, or with autograd
     in the fused outer step), in column order."""
     stops = tuple(itertools.accumulate(program.cuts))
-    return tuple((stop - program.cuts[step.piece], stop) for stop, step in sorted(
-        (stops[step.piece], step) for layer in program.layers for step in layer
-        if step.piece is not None and step.kind in ("dense", "outer")))
+    return tuple(sorted((stops[i] - program.cuts[i], stops[i])
+                        for i, step in piece_steps(program).items()
+                        if step.kind in ("dense", "outer")))
+
+
+def piece_steps(program: Program) -> dict:
+    """``{piece: step}``: the step that reads each piece of ``logp_ext`` (``program.cuts``;
+    only dense and outer steps with contiguous slots have one), kept on the program."""
+    steps = program.__dict__.get("_piece_steps")
+    if steps is None:
+        steps = program.__dict__["_piece_steps"] = {
+            step.piece: step for layer in program.layers for step in layer
+            if step.piece is not None}
+    return steps
 
 
 def root(program: Program, outs: list) -> torch.Tensor:
