@@ -4,10 +4,11 @@
    (:mod:`einsum_reference`, ~19k and ~287k edges, same weights, checked equal in float64):
    ``log_prob`` forward (with the circuit's normalised parameters kept, and fresh: as after a
    parameter update) and forward + backward (w.r.t. every parameter) at batch 1, 64,
-   1000 and 10000. CPU time on CPU (one thread by default), synchronised wall time on an
-   accelerator (``--device cuda``); median of repeats, the five timed calls in a fresh
-   random order each round (:func:`timing.interleaved`: a call's time depends on the call
-   before it).
+   1000 and 10000; beside them, our parameter normalisation alone with its backward (the
+   part of forward + backward that the kept-parameter forward skips). CPU time on CPU (one
+   thread by default), synchronised wall time on an accelerator (``--device cuda``); median
+   of repeats, the six timed calls in a fresh random order each round
+   (:func:`timing.interleaved`: a call's time depends on the call before it).
 1. Log-likelihood throughput on one RAT-SPN (``random_tensorized``: 32 variables x 6
    states, 4 repetitions, depth 3, 8 sums and 8 inputs per region, 18,976 edges), built
    once with our node API and converted node for node to SPFlow 0.0.48's classic API
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from circuits import Circuit
+from circuits import Circuit, parameters, reverse
 from circuits.structures import random_tensorized, selective
 from einsum_reference import EinsumReference
 from spflow_reference import count_edges, import_spflow, spflow_log_likelihood, to_spflow
@@ -135,7 +136,8 @@ def bench_reference(rat: dict, batches, device: str, budget_s: float) -> dict:
             ours_fwd()
 
         fns = {"ours_forward": ours_fwd, "ours_forward_fresh": ours_fwd_fresh, "reference_forward": ref_fwd,
-               "ours_forward_backward": ours_fb, "reference_forward_backward": ref_fb}
+               "ours_forward_backward": ours_fb, "reference_forward_backward": ref_fb,
+               "ours_normalise": normalise_forward_backward(circuit)}
         for fn in fns.values():
             fn()
         first = seconds(ours_fb, device) + seconds(ref_fb, device)
@@ -148,6 +150,9 @@ def bench_reference(rat: dict, batches, device: str, budget_s: float) -> dict:
             "speedup_forward_fresh": ms["reference_forward"] / ms["ours_forward_fresh"],
             "speedup_forward_backward": ms["reference_forward_backward"] / ms["ours_forward_backward"],
             "ours_backward_over_forward": ms["ours_forward_backward"] / ms["ours_forward"],
+            "ours_normalise_over_forward": ms["ours_normalise"] / ms["ours_forward"],
+            "ours_backward_less_normalise_over_forward":
+                (ms["ours_forward_backward"] - ms["ours_normalise"]) / ms["ours_forward"],
             "reference_backward_over_forward": ms["reference_forward_backward"] / ms["reference_forward"]}
         r = row["batches"][batch]
         print(f"  {circuit.num_edges} edges, batch {batch:5d}: forward ours {ms['ours_forward']:9.2f} ms, "
@@ -155,8 +160,28 @@ def bench_reference(rat: dict, batches, device: str, budget_s: float) -> dict:
               f"{ms['ours_forward_fresh']:.2f} ms, x{r['speedup_forward_fresh']:.2f}); fwd+bwd ours "
               f"{ms['ours_forward_backward']:9.2f}, reference {ms['reference_forward_backward']:9.2f} "
               f"(x{r['speedup_forward_backward']:.2f}); ours fwd+bwd/fwd "
-              f"{r['ours_backward_over_forward']:.2f}", flush=True)
+              f"{r['ours_backward_over_forward']:.2f} (normalisation alone "
+              f"{r['ours_normalise_over_forward']:.2f}, the rest "
+              f"{r['ours_backward_less_normalise_over_forward']:.2f})", flush=True)
     return row
+
+
+def normalise_forward_backward(circuit: Circuit):
+    """A timed call of the parameter normalisation alone, forward and backward, as ``log_prob``
+    with a gradient runs it (:func:`~circuits.parameters.normalise_extended` with the taped
+    pass's skipped log columns, then :func:`~circuits.parameters.normalise_backward`): the
+    part of forward + backward that the kept-parameter forward does not pay, since a
+    gradient step changes every parameter. The backward's projection is idempotent, so it
+    runs on one kept buffer."""
+    plan = circuit._plan_on(circuit.logits.device)
+    logits, skipped = circuit.logits.detach(), reverse._weights_only_runs(plan)
+    grad = torch.randn(1, plan.num_params + 2, generator=torch.Generator().manual_seed(0),
+                       dtype=logits.dtype).to(logits.device)
+
+    def run() -> None:
+        _, weights, _ = parameters.normalise_extended(plan, logits, weights_only=skipped)
+        parameters.normalise_backward(plan, grad, weights)
+    return run
 
 
 def _timing(samples: list[float], median: float, edges: int) -> dict:
