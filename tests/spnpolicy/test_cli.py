@@ -211,6 +211,14 @@ def _wait_for(path: Path, process: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+def _hear_ctrl_c() -> None:
+    """In the child before it execs: SIGINT back to its default, so that Python installs its
+    Ctrl-C handler. A suite started in the background of a non-interactive shell (``cmd &``,
+    ``nohup``) runs with SIGINT ignored, which children inherit, and the run would then
+    finish instead of stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_killed_and_interrupted_runs_resume_to_the_same_result(tmp_path):
     """SIGKILL one coverage run and Ctrl-C (SIGINT) another after their first checkpoint;
     resuming them gives exactly the metrics and weights of an uninterrupted run with the
@@ -235,7 +243,7 @@ def test_killed_and_interrupted_runs_resume_to_the_same_result(tmp_path):
     assert victim.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     interrupted = subprocess.Popen([*command, "--out-dir", str(stopped)], cwd=ROOT, env=ENV,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True)
+                                   text=True, preexec_fn=_hear_ctrl_c)
     _wait_for(stopped / "checkpoints" / "last.pt", interrupted)
     interrupted.send_signal(signal.SIGINT)
     _, err = interrupted.communicate(timeout=240)
