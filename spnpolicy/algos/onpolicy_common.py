@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,7 +31,7 @@ from spnpolicy.algos.q_learning import RunningMeanStd
 from spnpolicy.training import Polyak, make_target
 from spnpolicy.training.onpolicy import Rollout, gae_advantages, nstep_returns
 from spnpolicy.training.optim import adam
-from spnpolicy.training.vec_env import observation_dict
+from spnpolicy.training.observations import agent_input, observation_dict
 
 __all__ = ["CRITIC_INPUTS", "OnPolicyAgent", "OnPolicyConfig", "OnPolicyLearner",
            "PerAgentNet", "ENV_DEFAULTS", "agent_from_run", "categorical_kl"]
@@ -161,19 +160,13 @@ class OnPolicyAgent(nn.Module):
         """Joint actions ``[B, n]`` for per-agent observations ``[B, n, obs_dim]`` (or ``[n]``
         for one ``[n, obs_dim]``): each agent's most probable action, or a sample. A numpy
         int64 array for numpy (or list) input, a LongTensor for tensor input; for a
-        PettingZoo observation dict, a dict ``{agent: action}`` that ``env.step`` takes."""
+        PettingZoo observation dict, a dict ``{agent: action}`` that ``env.step`` takes.
+        ValueError for another shape or a NaN or infinite input (:func:`agent_input`)."""
         shape = (self.num_agents, self.obs_dim)
         if isinstance(observations, Mapping):
             x = observation_dict(observations, *shape)
             return dict(zip(observations, self.act(x, deterministic, generator).tolist()))
-        device = next(self.parameters()).device
-        x = torch.as_tensor(observations, dtype=torch.float32, device=device)
-        single = x.dim() == 2
-        x = x.unsqueeze(0) if single else x
-        if x.dim() != 3 or tuple(x.shape[1:]) != shape:
-            raise ValueError(f"observations must be per-agent observations [B, n, obs_dim] = "
-                             f"[B, {shape[0]}, {shape[1]}] or one [n, obs_dim], got shape "
-                             f"{list(np.shape(observations))}")
+        x, single = agent_input(observations, shape, next(self.parameters()).device)
         actions = self.logits(x).argmax(-1) if deterministic else self.sample(x, generator)
         actions = actions[0] if single else actions
         return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()

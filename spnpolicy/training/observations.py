@@ -4,8 +4,9 @@ global state ``[state_dim]``.
 
 Used by :class:`~spnpolicy.training.vec_env.ParallelEnvVec` while training, and by an
 agent's ``act`` on a dict of observations (:func:`observation_dict`, :func:`global_state`),
-so that acting reads exactly what training saw. Every name here is also importable from
-:mod:`spnpolicy.training.vec_env`.
+so that acting reads exactly what training saw; every trained agent's ``act`` reads its array
+input through :func:`agent_input`. Every name here but :func:`agent_input` is also
+importable from :mod:`spnpolicy.training.vec_env`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-__all__ = ["FLAT_SPACES", "flatten_observation", "global_state", "max_obs_dim",
+__all__ = ["FLAT_SPACES", "agent_input", "flatten_observation", "global_state", "max_obs_dim",
            "observation_dict", "stack_observations"]
 
 
@@ -58,8 +60,8 @@ def observation_dict(observations: Mapping[str, Any], num_agents: int,
     and zero-padded; a Discrete observation, a single number, is a ValueError).
 
     ``obs_dim=None``: the agent reads global states, which a dict of observations does not
-    hold; TypeError saying what to pass instead. ValueError for the wrong number of agents
-    or an observation longer than ``obs_dim``."""
+    hold; TypeError saying what to pass instead. ValueError for the wrong number of agents,
+    an observation longer than ``obs_dim``, or a NaN or infinite entry (naming the agent)."""
     if obs_dim is None:
         raise TypeError("this agent acts on global states [B, state_dim], not on a dict of "
                         "per-agent observations: pass "
@@ -77,7 +79,50 @@ def observation_dict(observations: Mapping[str, Any], num_agents: int,
         if np.size(obs) > obs_dim:
             raise ValueError(f"observations[{agent!r}] has {np.size(obs)} numbers; the agent "
                              f"reads {obs_dim} per agent")
-    return stack_observations(dict(observations), list(observations), obs_dim)
+    stacked = stack_observations(dict(observations), list(observations), obs_dim)
+    bad = np.argwhere(~np.isfinite(stacked))
+    if len(bad):
+        row, entry = bad[0]
+        raise ValueError(f"observations[{list(observations)[row]!r}] holds {stacked[row, entry]} "
+                         f"at entry {entry}: act needs finite observations (no NaN or inf)")
+    return stacked
+
+
+def agent_input(observations: Any, shape: tuple[int, ...], device: torch.device
+                ) -> tuple[torch.Tensor, bool]:
+    """What a trained agent's ``act`` reads: ``observations`` (array, list or tensor) holding
+    one input of ``shape`` or a batch of them, as a float32 tensor ``[B, *shape]`` on
+    ``device``, and whether one input was given (``B = 1``).
+
+    ``shape``: ``(n, obs_dim)`` for per-agent observations, ``(state_dim,)`` for global
+    states. ValueError for any other shape, and for a NaN or infinite entry (after the
+    conversion to float32), naming its index in ``observations`` and what it is: a network
+    maps such an input to actions without complaint.
+
+    >>> agent_input([[0.5, 1.0]], (2,), torch.device("cpu"))
+    (tensor([[0.5000, 1.0000]]), False)
+    """
+    if len(shape) == 2:
+        what, parts = "per-agent observations [B, n, obs_dim]", ("input", "agent", "entry")
+    else:
+        what, parts = "global states [B, state_dim]", ("state", "entry")
+    x = torch.as_tensor(observations if isinstance(observations, torch.Tensor)
+                        else np.asarray(observations), dtype=torch.float32, device=device)
+    single = x.dim() == len(shape)
+    x = x.unsqueeze(0) if single else x
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"observations must be {what} = [B, {', '.join(map(str, shape))}] "
+                         f"or one of them, got shape {list(np.shape(observations))}")
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        first = torch.nonzero(bad)[0].tolist()
+        value = x[tuple(first)].item()
+        index, parts = (first[1:], parts[1:]) if single else (first, parts)  # as given
+        where = ", ".join(f"{part} {i}" for part, i in zip(parts, index))
+        rows = int(bad.flatten(1).any(1).sum())
+        raise ValueError(f"observations{index} is {value} ({what}: {where}; {rows} of "
+                         f"{x.shape[0]} inputs hold NaN or inf): act needs finite inputs")
+    return x, single
 
 
 def global_state(env: ParallelEnv, observations: dict[str, np.ndarray],

@@ -38,6 +38,7 @@ from torch import nn
 from spnpolicy.training.buffer import Batch, ReplayBuffer
 from spnpolicy.training.evaluation import evaluate_run
 from spnpolicy.training.metrics import UpdateMeans
+from spnpolicy.training.observations import agent_input
 from spnpolicy.training.runner import Runner
 from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
 from spnpolicy.training.session import Session
@@ -133,22 +134,14 @@ class ActingAgent(nn.Module):
         """Joint actions ``[B, n]`` (``[n]`` for one input): greedy, or sampled from the
         exploring policy when not ``deterministic``. numpy int64 for numpy or list input,
         a LongTensor for tensor input; for a PettingZoo observation dict (agents that read
-        per-agent observations), a dict ``{agent: action}`` that ``env.step`` takes."""
+        per-agent observations), a dict ``{agent: action}`` that ``env.step`` takes.
+        ValueError for another shape or a NaN or infinite input (:func:`agent_input`)."""
         shape = tuple(self.input_shape)
         if isinstance(observations, Mapping):
             x = observation_dict(observations, shape[0] if self.needs_obs else 0,
                                  shape[1] if self.needs_obs else None)
             return dict(zip(observations, self.act(x, deterministic, generator).tolist()))
-        device = next(self.parameters()).device
-        x = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor)
-                            else observations, dtype=torch.float32, device=device)
-        single = x.dim() == len(shape)
-        x = x.unsqueeze(0) if single else x
-        if tuple(x.shape[1:]) != shape:
-            what = "per-agent observations [B, n, obs_dim]" if self.needs_obs else \
-                "global states [B, state_dim]"
-            raise ValueError(f"observations must be {what} = [B, {', '.join(map(str, shape))}] "
-                             f"or one of them, got shape {list(np.shape(observations))}")
+        x, single = agent_input(observations, shape, next(self.parameters()).device)
         actions = self.greedy_actions(x) if deterministic else self.sampled_actions(x, generator)
         actions = actions[0] if single else actions
         return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()
