@@ -10,7 +10,7 @@ from torch import nn
 from circuits import parameters, passes, reverse, upward
 from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
-from circuits.distribution import CircuitDistribution
+from circuits.distribution import CircuitDistribution, warn_if_approximate
 from circuits.nodes import Node
 from circuits.program import kept_structure
 from circuits.region_tree import RegionTree
@@ -228,10 +228,13 @@ class Circuit(nn.Module):
         return dist.sample((num_samples,), generator=generator)
 
     def mpe(self, evidence: torch.Tensor | None = None) -> torch.Tensor:
-        """Most probable completion ``[num_vars]`` of ``evidence`` (exact when deterministic;
-        the max-product approximation otherwise, see :attr:`CircuitDistribution.mode`)."""
+        """Most probable completion ``[num_vars]`` of ``evidence``: exact when the circuit is
+        deterministic (:attr:`is_deterministic`); otherwise the max-product approximation
+        (see :attr:`CircuitDistribution.mode`), with an
+        :class:`~circuits.ApproximateMPEWarning`."""
+        warn_if_approximate(self, "mpe()")
         dist = self.distribution() if evidence is None else self.condition(evidence)
-        return dist.mode
+        return dist._max_product()
 
     def entropy(self) -> torch.Tensor:
         """Exact entropy (scalar); raises NotDeterministicError unless deterministic."""

@@ -8,18 +8,19 @@ and ``event_shape`` is ``[num_vars]``.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch.distributions import Distribution
 
 from circuits import downward, passes
 from circuits import flows as node_flows
-from circuits.errors import NotDeterministicError
+from circuits.errors import ApproximateMPEWarning, NotDeterministicError
 from circuits.leave_one_out import leave_one_out
 from circuits.tables import scope_tables
 from circuits.validation import check_assignment, check_generator, check_sample_shape, check_scopes
 
-__all__ = ["CircuitDistribution"]
+__all__ = ["CircuitDistribution", "warn_if_approximate"]
 
 #: Answer ``marginals``, ``entropy`` and pair ``scope_marginals`` of unconditioned
 #: distributions over region-tree circuits on the tree (:mod:`circuits.region_tree`); the
@@ -178,10 +179,17 @@ class CircuitDistribution(Distribution):
     def mode(self) -> torch.Tensor:
         """The most probable assignment ``[*batch, num_vars]`` by max-product.
 
-        Exact on deterministic circuits (each assignment has one induced tree). On other
-        circuits this is the max-product approximation: the assignment of the most
-        probable induced tree, not necessarily the most probable assignment.
+        Exact on deterministic circuits (each assignment has one induced tree), such as
+        :func:`~circuits.structures.selective` and ``mean_field``. On other circuits this is
+        the max-product approximation: the assignment of the most probable induced tree,
+        not necessarily the most probable assignment; it then warns with
+        :class:`~circuits.ApproximateMPEWarning`.
         """
+        warn_if_approximate(self._circuit, "mode")
+        return self._max_product()
+
+    def _max_product(self) -> torch.Tensor:
+        """:attr:`mode`, without its warning."""
         logp, evidence = self._base if self._base is not None else (self._logp, None)
         rows = self._rows if evidence is None else evidence.shape[0]
         ext = passes.extend(logp)
@@ -216,3 +224,14 @@ class CircuitDistribution(Distribution):
         conditioned = ", conditioned" if self._base is not None else ""
         return (f"CircuitDistribution(batch_shape={list(self.batch_shape)}, "
                 f"num_vars={self._plan.num_vars}{conditioned})")
+
+
+def warn_if_approximate(circuit, query: str) -> None:
+    """:class:`~circuits.ApproximateMPEWarning` when ``circuit`` is not (structurally)
+    deterministic, attributed to the line that asked ``query`` (two frames up: the
+    query's own frame, then its caller's)."""
+    if not circuit.is_deterministic:
+        warnings.warn(f"{query} of a circuit that is not (structurally) deterministic is the "
+                      f"max-product approximation (the assignment of the most probable "
+                      f"induced tree), not necessarily the most probable assignment",
+                      ApproximateMPEWarning, stacklevel=3)

@@ -1,6 +1,7 @@
 """Every circuit query against brute-force enumeration, over many random circuits."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import circuits.distribution
-from circuits import Categorical, Circuit, NotDeterministicError, Product, Sum
+from circuits import (ApproximateMPEWarning, Categorical, Circuit, NotDeterministicError,
+                      Product, Sum)
 from circuits.structures import mean_field, selective
 from tests.circuits import oracle
 from tests.circuits.helpers import (PROPERTY, ZERO_WEIGHT_CASES, all_assignments, assert_close,
@@ -228,10 +230,21 @@ def _assert_mpe(rc, mpe, evidence=None):
         assert p[x] >= oracle.max_product_value(rc.root, evidence) * (1 - 1e-6) > 0
 
 
+def _mpe_warned(c, evidence=None) -> tuple[torch.Tensor, bool]:
+    """``c.mpe(evidence)`` and whether it warned that it is the max-product approximation."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mpe = c.mpe(None if evidence is None else torch.tensor(evidence))
+    return mpe, any(issubclass(w.category, ApproximateMPEWarning) for w in caught)
+
+
 @PROPERTY
 @given(random_circuits())
 def test_mpe(rc):
-    _assert_mpe(rc, build(rc).mpe())
+    c = build(rc)
+    mpe, warned = _mpe_warned(c)
+    _assert_mpe(rc, mpe)
+    assert warned == (not c.is_deterministic)
 
 
 @PROPERTY
@@ -239,7 +252,59 @@ def test_mpe(rc):
 def test_mpe_with_evidence(rc, data):
     evidence = data.draw(evidences(rc.num_states, min_observed=1))
     assume(oracle.prob(joint(rc), evidence) > 0)
-    _assert_mpe(rc, build(rc).mpe(torch.tensor(evidence)), evidence)
+    c = build(rc)
+    mpe, warned = _mpe_warned(c, evidence)
+    _assert_mpe(rc, mpe, evidence)
+    assert warned == (not c.is_deterministic)
+
+
+@pytest.mark.parametrize("structure", ["selective", "mean_field"])
+def test_mode_of_policy_circuits_is_exact_and_silent(structure):
+    """The circuits spn-ac's policies use are deterministic: their mode is the enumerated
+    argmax of every batch row, with no warning."""
+    torch.manual_seed(0)
+    c = (selective(3, 3, 4) if structure == "selective" else mean_field(3, 3)).double()
+    params = 3 * torch.randn(16, c.num_params, dtype=torch.float64)
+    x = all_assignments((3, 3, 3))                                     # [27, 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dist = c.distribution(params)
+        mode = dist.mode                                               # [16, 3]
+        conditioned = dist.condition(torch.tensor([-1, 2, -1])).mode   # [16, 3]
+        mpe = c.mpe()
+    logp = dist.log_prob(x[:, None, :].expand(-1, 16, -1))             # [27, 16]
+    for row in range(16):
+        best, winners = oracle.mpe_set(logp[:, row].exp().reshape(3, 3, 3).numpy(), rtol=1e-9)
+        assert tuple(mode[row].tolist()) in winners
+        best, winners = oracle.mpe_set(logp[:, row].exp().reshape(3, 3, 3).numpy(),
+                                       [-1, 2, -1], rtol=1e-9)
+        assert tuple(conditioned[row].tolist()) in winners
+    own = c.log_prob(x).exp().reshape(3, 3, 3).detach().numpy()
+    assert tuple(mpe.tolist()) in oracle.mpe_set(own, rtol=1e-9)[1]
+
+
+def test_mpe_of_a_mixture_warns_that_it_is_max_product():
+    # p = [0.30, 0.35, 0.35]; the most probable induced tree (0.5 * 0.6) selects x = 0
+    c = circuit64(Sum([Categorical(0, 3, probs=[.6, .2, .2]), Categorical(0, 3, support=[1, 2])],
+                      weights=[.5, .5]))
+    assert_close(c.log_prob(torch.tensor([[0], [1], [2]])).exp(), [.30, .35, .35])
+    assert not c.is_deterministic
+    with pytest.warns(ApproximateMPEWarning, match=r"mpe\(\) of a circuit that is not "
+                                                   r"\(structurally\) deterministic is the "
+                                                   r"max-product approximation"):
+        assert c.mpe().tolist() == [0]
+    with pytest.warns(ApproximateMPEWarning, match=r"^mode of a circuit"):
+        assert c.distribution().mode.tolist() == [0]
+    assert issubclass(ApproximateMPEWarning, UserWarning)
+
+
+def test_the_approximation_warning_points_at_the_callers_line():
+    c = circuit64(Sum([Categorical(0, 2), Categorical(0, 2)]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c.mpe()
+        c.distribution().mode
+    assert [w.filename for w in caught] == [__file__, __file__]
 
 
 @PROPERTY
