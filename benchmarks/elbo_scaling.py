@@ -1,6 +1,6 @@
-"""Cost of the exact ELBO and its gradient against the number of agents n (DESIGN.md s. 6).
+"""Cost of the exact ELBO and its gradient against the number of agents n.
 
-For each n: a batch of 256 states, k = 6 actions, the policy ``selective(n, 6, width=8)``
+The exact ELBO is spn-ac's actor objective (docs/design.md, sections 3-4). For each n: a batch of 256 states, k = 6 actions, the policy ``selective(n, 6, width=8)``
 with parameters from a random ``[256, num_params]`` tensor that requires grad, and a
 Q-function on ``FactorGraph.random(n, 2n, order=2)`` (all C(n, 2) pairs when 2n exceeds
 that, i.e. n = 4) with random unary and pairwise tables. One timed call is

@@ -1,9 +1,9 @@
 """The 10-seed table of mpe-spread at 375k env steps, from the two tracked result folders.
 
-Seeds 0-2 and 7-9 ran at 7c93d22; their run directories are gone, and what is left of
-them is ``results/mpe-spread-375k/table.md``: finals per seed rounded to 0.1 and 6-seed
-means at 100k, 200k and 300k. Seeds 3-6 ran at a5d578d; ``results/mpe-spread-375k-s3-6/
-summary.json`` holds each seed's final return and evaluation curve. The table takes the
+Seeds 0-2 and 7-9 are kept only as ``results/mpe-spread-375k/table.md`` (no run
+directories): finals per seed rounded to 0.1 and 6-seed means at 100k, 200k and 300k.
+Seeds 3-6: ``results/mpe-spread-375k-s3-6/summary.json`` holds each seed's final return
+and evaluation curve. The table takes the
 finals per seed (the six rounded ones as they are), their mean with a 95% bootstrap CI
 (:func:`spnpolicy.bench.stats.mean_ci`), and the intermediate columns as the seed-weighted
 mean of the two parts.

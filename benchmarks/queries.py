@@ -4,11 +4,11 @@
    and each top-down query with its backward: ``marginals``, ``scope_marginals`` (pairs of
    neighbouring variables), ``leave_one_out_log_prob``, and the conditional mode
    (``condition(evidence).mode``, half the variables observed; no backward). Ratios are
-   to ``log_prob`` forward + backward, the issue's targets being <= 3 for the first three.
+   to ``log_prob`` forward + backward, the targets being <= 3 for the first three.
    Circuits: selective policies with one parameter set per row (what spn-ac evaluates)
    and a RAT-SPN with shared parameters. Selective circuits are region trees, so their
    marginals and pair tables come from ``circuits/region_tree.py`` unless
-   ``--no-region-tree`` (the engine's own passes, as before).
+   ``--no-region-tree`` (the engine's own passes, which every other circuit gets).
 2. ``sample(20000)`` on a ~287k-edge RAT-SPN: peak resident memory of a child process
    that builds the circuit and samples, minus that of one that only builds it.
 3. Building and validating ``selective(16, 6, 64)`` and ``selective(500, 6, 8)``: the

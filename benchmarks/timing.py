@@ -28,9 +28,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: str,
     random order (seeded), so that no call always runs right after the same other one.
 
     A call's time depends on what ran just before it: on CPU a forward right after another
-    model's forward + backward runs up to ~45% slower than after a forward (measured at
-    batch 64 on the engine benchmark's RAT-SPN), so a fixed order charges that to whichever
-    call always follows the expensive one.
+    model's forward + backward runs slower than after a forward, so a fixed order charges
+    that to whichever call always follows the expensive one.
     """
     rng = random.Random(seed)
     order = list(fns)

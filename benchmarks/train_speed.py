@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
                         choices=list(SETTINGS),
-                        help="default: the issue's two settings; coverage-quick and "
+                        help="default: the two target settings; coverage-quick and "
                              "coverage-paper are the bench suites' own")
     parser.add_argument("--steps", type=int, default=8000, help="env steps per training run")
     parser.add_argument("--num-envs", type=int, default=16)

@@ -12,12 +12,13 @@ fewer.
 
 The lookup has two layouts. Without autograd the tables are rows ``[U * W * (K + 1), I]``
 (the ``I`` products' values side by side) and one ``index_select`` of whole rows reads
-them, 1.3-1.9x faster than an elementwise gather. With autograd the tables are
+them (contiguous rows, where an elementwise gather reads value by value). With autograd
+the tables are
 ``[U, I, W, K + 1]``. On CPU, where they are finite, one batched matmul with the states'
 one-hot columns reads and sums them (its backward a matmul too); otherwise (``log 0`` in
 a table, as ``0 * -inf`` is NaN; or on an accelerator) one ``gather``: the backward of a
 row lookup (an ``index_add`` or ``scatter_add`` over ``[U * W * B, I]``) costs more than
-the forward saves, 1.1-1.7x the gather's forward + backward.
+the forward saves.
 """
 
 from __future__ import annotations
@@ -70,9 +71,8 @@ class LeafProducts:
     def _one_hot_sum(self, table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``sum_w table[u, i, w, 1 + x_w]`` as one batched matmul with the states' one-hot
         columns: ``table [U, I, W, K + 1]`` -> ``[U, I, B]``. Its backward is the transposed
-        matmul, where the gather's is a ``scatter_add`` (on CPU the gather, its sum and
-        their backward cost about 1.5x at 1000 rows). Only for finite tables: a zero of the
-        one-hot times ``log 0`` would be NaN."""
+        matmul, where the gather's is a ``scatter_add`` into zeros. Only for finite tables:
+        a zero of the one-hot times ``log 0`` would be NaN."""
         u, i, w, k1 = table.shape
         batch = x.shape[0]
         picked = self._columns(x).view(u, w, 1, batch)

@@ -60,9 +60,8 @@ def zero_log_zero(logw: torch.Tensor) -> torch.Tensor:
     ``-inf`` (or NaN, or value low enough to overflow a product) ``logw`` itself, else
     ``logw`` clamped at ``-sqrt(max float)``: ``0 * logw`` is then 0, and the gradients
     through it stay finite and vanish at the zero weight (``w`` is ``0`` there). A clamp
-    rather than a mask ``w == 0``: inside torch.compile the mask was saved for the
-    backward, a boolean store that inductor writes element by element (about 5% of spn-ac's
-    compiled update, benchmarks/README.md)."""
+    rather than a mask ``w == 0``: inside torch.compile a mask would be saved for the
+    backward, a boolean tensor that inductor stores element by element."""
     if not may_hold_log_zero(logw):
         return logw
     return logw.clamp_min(-math.sqrt(torch.finfo(logw.dtype).max))

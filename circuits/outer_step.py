@@ -38,8 +38,7 @@ def matmul(w: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a [G, X, Y] @ b [G, Y, B]``. Below :data:`NARROW` columns, computed as
     ``(b^T a^T)^T``: CPU BLAS runs batched matrix-vector products far below its
-    matrix-matrix speed (4x slower at ``B = 1`` on a 21 x 441 block), but not the
-    transposed form."""
+    matrix-matrix speed, but not the transposed form."""
     if b.shape[2] < NARROW:
         return torch.bmm(b.mT, a.mT).mT
     return torch.bmm(a, b)
@@ -82,8 +81,8 @@ def over_s(grad: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """``grad / s`` ``[G, M, B]``, made 0 where it is +-inf or NaN, i.e. where ``s == 0``:
     there every product ``w_mk e_kb`` of the column is 0, so any finite value gives the same
     gradients. Where ``s > 0`` it is at least the step's limit (smaller columns are
-    recomputed exactly and pass no gradient here), so no finite quotient is lost. One pass,
-    where the comparison and two ``where``s cost 5x as much on CPU."""
+    recomputed exactly and pass no gradient here), so no finite quotient is lost. One pass
+    with no boolean mask (comparisons and ``where`` are slow on CPU)."""
     return torch.div(grad, s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 

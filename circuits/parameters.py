@@ -60,11 +60,10 @@ def normalise_extended(plan: Plan, logits: torch.Tensor, name: str = "logits",
     weights, and the smallest of the ``P`` weights (NaN where a logit is NaN; ``inf`` for
     no parameters), for a pass without autograd: two rows of one buffer, into which each
     run writes straight (no concatenations); a run of wide groups takes its weights from a
-    softmax, whose exponential is about 1.6x faster on CPU than ``torch.exp`` (the two
-    agree to a few ulps). ``weights_only``: indices of ``plan.param_runs`` whose
-    log-parameters the caller never reads; a dense run among them gets its weights alone
-    and its columns of the first row are left **unwritten** (on 259k wide-group weights
-    the log-softmax is about a third of the normalisation). Raises as :func:`normalise`;
+    softmax, whose exponential is cheaper on CPU than ``torch.exp`` (the two agree to a few
+    ulps). ``weights_only``: indices of ``plan.param_runs`` whose log-parameters the caller
+    never reads; a dense run among them gets its weights alone (no log-softmax) and its
+    columns of the first row are left **unwritten**. Raises as :func:`normalise`;
     the smallest weight is that check's reduction (a NaN minimum: an all ``-inf`` group,
     whose weights are all NaN)."""
     num = plan.num_params

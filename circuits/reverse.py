@@ -2,13 +2,12 @@
 upward pass's reverse written by hand (:meth:`circuits.Circuit.log_prob`).
 
 At small batch the gradient's cost is per op, not per number: through autograd,
-``log_prob`` records about 150 ops and its backward runs about 50 nodes (the views, the
-children's ``index_select``, the parameters' splits and concatenations, the custom steps'
-Python), about 4-6x the forward that keeps its normalised parameters. Here the forward
-runs without autograd, through the same walker (:func:`circuits.upward.run`, which fills a
-tape with what each step's reverse reads), and the backward walks the layers down once:
-per step the vector-Jacobian product of its kind, the children's gradients added into
-their layer's rows, the log-weights' into the gradient of ``logp_ext``; then the leaf
+``log_prob``'s backward runs a node for every view, every children's ``index_select``,
+every split and concatenation of the parameters and every custom step's Python. Here the
+forward runs without autograd, through the same walker (:func:`circuits.upward.run`, which
+fills a tape with what each step's reverse reads), and the backward walks the layers down
+once: per step the vector-Jacobian product of its kind, the children's gradients added
+into their layer's rows, the log-weights' into the gradient of ``logp_ext``; then the leaf
 layer's (an ``index_add`` at the slots it read, or for the fused first layer a matmul of
 the products' gradients with the states' one-hot columns) and the normalisation's.
 
@@ -40,9 +39,9 @@ from circuits.program import kept_structure
 __all__ = ["log_prob", "MAX_BATCH"]
 
 MAX_BATCH = 2048
-"""The largest batch :meth:`circuits.Circuit.log_prob` answers here: at 10,000 rows the
-per-op cost no longer counts and autograd's path was as fast or faster (the RAT-SPN of
-19k edges: 2-6% slower here, in-process A/B; at 1,000 rows 4-17% faster here)."""
+"""The largest batch :meth:`circuits.Circuit.log_prob` answers here. What this route saves
+is per-op cost, which large batches amortise; above this size ``log_prob`` takes
+autograd's path."""
 
 
 def log_prob(plan: Plan, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -255,8 +254,7 @@ def _weighted(g, w, e, s, piece):
 
 def _times_transposed(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None):
     """``a [G, X, B] @ b [G, Y, B]^T`` ``[G, X, Y]`` (into ``out`` where given); at one column
-    a broadcast product: CPU BLAS runs such outer products 2-9x slower (131 against 15 us
-    for the 287k-edge RAT-SPN's first outer step, ``[16, 21, 441]``)."""
+    a broadcast product (CPU BLAS is slow on such outer products)."""
     if a.shape[2] == 1:
         return torch.mul(a, b.mT, out=out)
     return torch.bmm(a, b.mT, out=out)

@@ -210,8 +210,8 @@ def _factored(pattern: Factored, w: torch.Tensor, singles: list, batch: int) -> 
 
 def _sum_of_outers(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``sum_r outer(u[:, :, r], v[:, :, r])``: ``[B, S, R, K]`` twice -> ``[B, S, K, K]`` (a
-    batched matrix product: measured faster here, backward included, than per-term
-    fused multiply-adds)."""
+    batched matrix product, which with its backward costs less than per-term fused
+    multiply-adds)."""
     return torch.einsum("bsri,bsrj->bsij", u, v)
 
 

@@ -8,11 +8,9 @@ load (and bounds check) per element, vectorised at best over those short axes. S
 ``torch.compile`` traces the queries, :class:`TreeDistribution` answers them here, where
 every tensor is ``[structure..., B]``: a gather picks whole rows of ``B`` contiguous
 values, and every contraction is a broadcast product reduced over a structure axis; both
-become loops that inductor vectorises along the batch. Inside spn-ac's compiled update
-that took the update to 0.77-0.82x (6 agents) and 0.87-0.94x (3 agents) of its time, in
-two paired A/Bs (benchmarks/README.md). Eagerly the same ops are slower than the
-batch-first ones (the broadcast products are materialised): 1.6-2.9x on the same
-queries, so eager calls keep the batch-first layout.
+become loops that inductor vectorises along the batch. Eagerly the same ops are slower
+than the batch-first ones (the broadcast products are materialised), so eager calls keep
+the batch-first layout.
 
 The method is :mod:`circuits.region_tree`'s, step for step; the values equal the
 batch-first queries' (tests/circuits/test_region_tree.py runs both against enumeration).

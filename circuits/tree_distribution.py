@@ -404,9 +404,9 @@ class TreeDistribution(Distribution):
 def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tensor:
     """``q [B, m, s * k]`` at the variables ``positions [P]`` of the scope: ``[B, m, P * k]``.
 
-    One ``index_select`` over the variable axis of ``q`` seen as ``[B * m, s, k]`` (rows of
-    ``k``): on CPU about 5x faster, with its backward about 2x, than selecting the
-    ``P * k`` columns of the last axis."""
+    One ``index_select`` over the variable axis of ``q`` seen as ``[B * m, s, k]``, which
+    moves rows of ``k`` values, where selecting the ``P * k`` columns of the last axis
+    moves them one by one (and so does its backward)."""
     batch, m = q.shape[:2]
     return q.view(batch * m, q.shape[2] // k, k).index_select(1, positions).view(
         batch, m, positions.numel() * k)

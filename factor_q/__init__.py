@@ -1,5 +1,5 @@
 """Multilinear factor-graph Q-functions over agents' actions, with exact expectations
-under circuit policies, argmax, and the exact ELBO of seed 000 eq. (2)-(3)."""
+under circuit policies, argmax, and the exact ELBO (docs/design.md, section 3)."""
 
 from factor_q.elbo import elbo, log_partition
 from factor_q.graph import FactorGraph

@@ -1,4 +1,4 @@
-"""The exact evidence lower bound of seed 000 eq. (2) for a circuit policy.
+"""The exact evidence lower bound for a circuit policy (docs/design.md, sections 3-4).
 
 For a policy ``pi(u | s)`` and a multilinear Q-function,
 

@@ -132,14 +132,15 @@ class FactorGraph:
     @classmethod
     def random(cls, num_agents: int, num_factors: int, order: int = 2,
                seed: int | None = None) -> FactorGraph:
-        """Seed 000's setting: ``num_factors`` distinct random factors of one order.
+        """``num_factors`` distinct random factors of one order (spn-ac's critic graph,
+        docs/design.md, section 4).
 
         When ``num_factors * order >= num_agents`` every agent is in some factor: the
         first ``ceil(n / order)`` factors partition a random permutation of the agents
         (the last one topped up with other agents), the rest are uniform among the
         remaining agent sets. No two factors share their set of agents while
-        ``num_factors <= C(n, order)``; beyond that (seed 000 uses 20 pairwise factors on 6
-        agents, which have 15 pairs) every set is used and the extra factors are distinct
+        ``num_factors <= C(n, order)``; beyond that (20 pairwise factors on 6 agents, which
+        have 15 pairs) every set is used and the extra factors are distinct
         re-orderings of random sets, up to ``n! / (n - order)!`` factors in all. Scopes of
         the first ``C(n, order)`` factors are sorted; the same seed gives the same graph.
         """

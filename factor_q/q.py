@@ -1,7 +1,8 @@
 """The factor-graph Q-network: state -> unary utilities and factor tables.
 
-``FactorQ`` is seed 000's eq. (3) with a neural ``f_theta``: an MLP torso embeds the global
-state, a unary head gives ``[B, n, k]`` utilities and payoff heads give one table per factor.
+``FactorQ`` is the multilinear Q-function of docs/design.md, section 3, with a neural
+``f_theta``: an MLP torso embeds the global state, a unary head gives ``[B, n, k]``
+utilities and payoff heads give one table per factor.
 It returns a :class:`factor_q.FactorValues`, on which Q is evaluated, maximised or
 taken in expectation under a circuit policy.
 
@@ -126,10 +127,10 @@ class FactorQ(nn.Module):
             per-agent vectors (CP rank <= rank): ``rank * order * k`` outputs per factor
             instead of ``k ** order``.
         share_params: ``False`` (default) gives every factor its own output head, the
-            ``f_theta^(i)`` of seed 000 eq. (3). ``True`` uses one payoff network per factor
-            order that also takes the factor's agent ids (Deep Coordination Graphs); its
-            parameter count does not grow with the number of factors. The unary head is
-            an ``n * k`` linear layer in both cases.
+            ``f_theta^(i)`` of docs/design.md, section 3. ``True`` uses one payoff network
+            per factor order that also takes the factor's agent ids (Deep Coordination
+            Graphs); its parameter count does not grow with the number of factors. The
+            unary head is an ``n * k`` linear layer in both cases.
 
     ``forward(state)`` takes ``[B, state_dim]`` and returns a :class:`FactorValues` with
     ``unary`` ``[B, n, k]`` (zeros if ``unary=False``), ``pairwise`` ``[B, F2, k, k]`` and

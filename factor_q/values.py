@@ -1,10 +1,10 @@
 """Batched values of a multilinear factor-graph Q-function, and exact queries on them.
 
-``Q(s, u) = sum_i unary_i(s)[u_i] + sum_f table_f(s)[u_scope(f)]`` (seed 000 eq. (3)).
-A :class:`FactorValues` holds these numbers for a batch of states: the unary utilities
-``[B, n, k]`` and the factor tables grouped by order, ``[B, F2, k, k]`` for pairwise and
-``[B, F3, k, k, k]`` for triple factors, so every query is a few batched tensor ops with no
-Python loop over factors.
+``Q(s, u) = sum_i unary_i(s)[u_i] + sum_f table_f(s)[u_scope(f)]`` (docs/design.md,
+section 3). A :class:`FactorValues` holds these numbers for a batch of states: the unary
+utilities ``[B, n, k]`` and the factor tables grouped by order, ``[B, F2, k, k]`` for
+pairwise and ``[B, F3, k, k, k]`` for triple factors, so every query is a few batched
+tensor ops with no Python loop over factors.
 
 Example::
 

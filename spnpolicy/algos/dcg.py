@@ -10,16 +10,17 @@ with symmetric payoffs (the average of ``f_ij`` and ``f_ji`` transposed), so the
 parameters does not grow with the graph. The greedy joint action is
 ``FactorValues.argmax()``: exact variable elimination when the graph's induced width
 allows (always for the default graphs), max-plus otherwise; ``greedy_method="max_plus"``
-uses the paper's message passing instead, several times faster on seed 000's 6-agent
-graph (whose 20 pairs cover every pair, so elimination builds ``6**6``-entry tables). Training is deep Q-learning
-with double-Q targets, epsilon-greedy exploration and a target network, the loop shared with
-iql/vdn/qmix (:func:`spnpolicy.algos.q_learning.train_q`).
+uses the paper's message passing instead, cheaper on dense graphs such as the 20 random
+pairs of 6 coverage agents (which cover every pair, so elimination builds ``6**6``-entry
+tables). Training is deep Q-learning with double-Q targets, epsilon-greedy exploration
+and a target network, the loop shared with iql/vdn/qmix
+(:func:`spnpolicy.algos.q_learning.train_q`).
 
 Differences from the paper: utilities and payoffs are conditioned on the global state
 (through one MLP torso) instead of each agent's recurrent history, and transitions are
 replayed one at a time; the trained agent therefore acts on global states ``[B, S]``,
 like spn-ac. Default graph: ``auto`` (:func:`~spnpolicy.algos.critics.build_factor_graph`):
-complete for the matrix games, seed 000's 20 random pairs for 6 coverage agents.
+complete for the matrix games, 20 random pairs for 6 coverage agents.
 """
 
 from __future__ import annotations

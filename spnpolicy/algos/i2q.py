@@ -1,12 +1,13 @@
-"""i2q: ideal independent Q-learning (Jiang and Lu 2022, slides 002).
+"""i2q: ideal independent Q-learning (Jiang and Lu 2022, "I2Q: A Fully Decentralized
+Q-Learning Algorithm").
 
 Fully decentralised learners on the global state ``s``. In a deterministic environment,
 the others' optimal reply to agent ``i``'s action ``a_i`` leads to the "ideal" next state
 ``s'* = argmax_{s' in N(s, a_i)} Q^ss_i(s, s')``, where the state-to-next-state value
 ``Q^ss_i(s, s') = r + gamma max_{s''} Q^ss_i(s', s'')`` needs no actions. Independent
-Q-learning on the ideal transitions converges to the optimal joint policy (slides 002).
-Each agent has three networks (shared by the agents here, fed a one-hot of the agent id)
-and takes, per gradient step, slides 002's three steps in order:
+Q-learning on the ideal transitions converges to the optimal joint policy (the paper's
+result). Each agent has three networks (shared by the agents here, fed a one-hot of the
+agent id) and takes, per gradient step, the paper's three steps in order:
 
 1. transition model ``f_i(s, a_i) ~ s'*``: minimise
    ``mean(-qss_weight * Q^ss_i(s, f_i(s, a_i)) + |f_i(s, a_i) - s'|^2)``, fitting the

@@ -13,8 +13,9 @@ networks fed the agent id). Per rollout, with ``pi_old`` the policy that collect
 
 Which variant, and why: EPyMARL's (5-step returns, no GAE, the whole rollout per epoch,
 the advantage recomputed from the current critic every epoch) is the default, because it is
-the published baseline of the seeds' comparisons and it shares its targets with ia2c and
-maa2c, so the four differ only in the actor loss and the critic input. BenchMARL's
+the published baseline (Papoudakis et al. 2021, EPyMARL's benchmark) and it shares its
+targets with ia2c and maa2c, so the four differ only in the actor loss and the critic
+input. BenchMARL's
 variant is ``returns="gae"`` with ``minibatches > 1``. ``mappo``
 (:mod:`spnpolicy.algos.mappo`) is this learner with a critic on the global state.
 """

@@ -1,4 +1,5 @@
-"""ma2ql: multi-agent alternate Q-learning (Su et al. 2022, slides 002).
+"""ma2ql: multi-agent alternate Q-learning (Su et al. 2022, "MA2QL: A Minimalist Approach
+to Fully Decentralized Multi-Agent Reinforcement Learning").
 
 Independent Q-learners ``Q_i(o_i, .)`` with separate parameters (a shared network would
 change every agent at each update), that take turns: during agent ``i``'s turn only ``Q_i``
@@ -7,8 +8,8 @@ is updated, by double-Q learning on the team reward,
 every other agent's ``Q_j`` (and so its greedy policy) stays fixed. The turn passes to the
 next agent every ``turn_length`` gradient steps, round robin:
 ``turn = (updates // turn_length) % n``. With exact Q-iteration in each turn the joint
-policy converges to a Nash equilibrium (slides 002); IQL, which updates every agent at once,
-has no such guarantee.
+policy converges to a Nash equilibrium (the paper's result); IQL, which updates every
+agent at once, has no such guarantee.
 
 All agents keep collecting epsilon-greedily with their current ``Q``; the replay buffer,
 epsilon annealing, hard target copies and reward standardisation are the Q-learners'

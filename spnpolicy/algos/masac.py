@@ -1,12 +1,13 @@
-"""masac: multi-agent soft actor-critic (seed 001), for discrete actions.
+"""masac: multi-agent soft actor-critic (MA-SAC, "Probabilistic View of Multi-Agent
+Reinforcement Learning: A Unified Approach"), for discrete actions.
 
 Every agent ``i`` has a categorical policy ``pi_i(. | o_i)`` (one network shared by the
 agents, fed the agent's observation and a one-hot of its id) and a centralised critic
 ``Q_i(s, u_i, u_-i)`` on the global state and all agents' actions: one network shared by
 the agents, fed the state, the agent id and the others' one-hot actions, that outputs a
 value for each of the agent's own ``k`` actions. Twin critics ``Q^1, Q^2`` (the min of the
-two, Fujimoto et al. 2018) and Polyak target copies of the critics and the policy (seed
-001 uses target policy and Q networks). With the team reward every ``Q_i`` regresses the
+two, Fujimoto et al. 2018) and Polyak target copies of the critics and the policy (MA-SAC
+uses target policy and Q networks). With the team reward every ``Q_i`` regresses the
 same return; they differ in whose action is summed out:
 
 - soft target: ``y_i = r + gamma (1 - term) sum_a pibar_i(a | o'_i) (min_j Qbar^j_i(s', a,
@@ -17,12 +18,12 @@ same return; they differ in whose action is summed out:
   u_-i))``, the own action summed exactly, the others' actions ``u_-i`` as taken (the
   critic values are constants here);
 - temperature: ``alpha`` tuned so that the mean per-agent entropy tracks
-  ``target_entropy_scale * log k`` (Haarnoja et al. 2018b; seed 001 fixes alpha per task
-  and leaves the tuning to future work; ``autotune_alpha=False`` is seed 001's setting).
+  ``target_entropy_scale * log k`` (Haarnoja et al. 2018b; MA-SAC fixes alpha per task
+  and leaves the tuning to future work; ``autotune_alpha=False`` is its setting).
 
-Seed 001's other choices kept: 128-128 ReLU networks, Polyak rate 0.01, gamma 0.95, one
+MA-SAC's other choices kept: 128-128 ReLU networks, Polyak rate 0.01, gamma 0.95, one
 alpha shared by the cooperating agents. Its learning rate 0.01 and batch 1024 are replaced
-by 1e-3 and 128 (smaller budgets here). Summing the own action exactly replaces seed 001's
+by 1e-3 and 128 (smaller budgets here). Summing the own action exactly replaces MA-SAC's
 Gumbel-softmax sample (discrete actions make the sum cheap and exact).
 """
 

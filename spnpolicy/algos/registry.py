@@ -17,9 +17,8 @@ import dataclasses
 from typing import Any
 
 from spnpolicy.algos import dcg, spn_ac, value_based
-from spnpolicy.algos import i2q, ma2ql, maddpg, masac, qtran  # off-policy baselines (issue 15)
-# on-policy actor-critics (issue 14)
-from spnpolicy.algos import coma, dpo, ia2c, ippo, maa2c, mappo, mdpo, pac
+from spnpolicy.algos import i2q, ma2ql, maddpg, masac, qtran  # off-policy baselines
+from spnpolicy.algos import coma, dpo, ia2c, ippo, maa2c, mappo, mdpo, pac  # on-policy
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.envs.matrix_v0 import GAMES
 
@@ -27,8 +26,8 @@ __all__ = ["ALGORITHMS", "algorithm_names", "env_family", "get_algorithm", "make
 
 #: Modules whose ``SPECS`` are registered, in listing order.
 _MODULES = (spn_ac, value_based, dcg)
-_MODULES += (masac, maddpg, qtran, ma2ql, i2q)  # off-policy baselines (issue 15)
-_MODULES += (ia2c, maa2c, ippo, mappo, coma, pac, dpo, mdpo)  # on-policy actor-critics (issue 14)
+_MODULES += (masac, maddpg, qtran, ma2ql, i2q)  # off-policy baselines
+_MODULES += (ia2c, maa2c, ippo, mappo, coma, pac, dpo, mdpo)  # on-policy actor-critics
 ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for module in _MODULES
                                         for spec in module.SPECS}
 

@@ -148,7 +148,7 @@ def move(agent_positions: np.ndarray, actions: np.ndarray, move_table: np.ndarra
 def goal_distances(agent_positions: np.ndarray, goal_positions: np.ndarray) -> np.ndarray:
     """Manhattan distance `[..., n]` from each goal to its nearest agent."""
     # Goals and agents first, batch last: every operation then runs over contiguous batch
-    # rows, several times faster than reducing short innermost axes.
+    # rows (numpy is slow at reducing short innermost axes).
     agents = np.ascontiguousarray(np.moveaxis(agent_positions, (-2, -1), (0, 1)))
     goals = np.ascontiguousarray(np.moveaxis(goal_positions, (-2, -1), (0, 1)))
     distance = np.abs(goals[:, None, 0] - agents[None, :, 0])      # [goal, agent, ...]

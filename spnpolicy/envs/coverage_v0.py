@@ -1,4 +1,5 @@
-"""Coverage gridworld (seed 000, section 6): n agents must cover n goals.
+"""Coverage gridworld (Vora, "Centralised Multi-Agent Reinforcement Learning By Leveraging
+Tractable Inference", section 6): n agents must cover n goals.
 
 ```python
 from spnpolicy.envs import coverage_v0
@@ -21,7 +22,7 @@ every reset; `layout="fixed"` draws them once from `numpy.random.default_rng(lay
 independently of `reset(seed=...)`, and keeps them for every episode of every env made
 with that `layout_seed` (only the agents' start cells are drawn at reset). A move off the grid leaves the agent where it is; agents do
 not block each other. Agents in `broken_agents` (indices) always execute noop, whatever
-action they are given (seed 000 section 3.3's non-operational robot).
+action they are given (the same paper's non-operational robot, section 3.3).
 
 **Global state** (`state()`, float32, length 5n + 1), positions as `(row, col)`:
 
@@ -45,7 +46,7 @@ egocentric offsets, normalised by grid_size:
 | `[2n, 4n - 2)` | `(agent_m - agent_i) / grid_size` for the other agents m != i in index order |
 
 **Rewards** (a team reward, the same for every agent; distances are Manhattan):
-- `sparse` (seed 000): 1 on the step when every goal holds an agent, and the episode
+- `sparse` (the paper's): 1 on the step when every goal holds an agent, and the episode
   terminates; 0 otherwise.
 - `coverage`: the fraction of goals holding an agent after the move.
 - `distance`: minus the mean, over goals, of the distance to the nearest agent, divided by

@@ -1,4 +1,6 @@
-"""Level-based foraging (seed 004) from `lbforaging` (a Gymnasium env) as a `ParallelEnv`.
+"""Level-based foraging (Albrecht, Christianos and Schäfer, "Multi-Agent Reinforcement
+Learning: Foundations and Modern Approaches", 2024) from `lbforaging` (a Gymnasium env) as a
+`ParallelEnv`.
 
 Needs the optional extra: `pip install 'spnpolicy[lbf]'`.
 
@@ -20,7 +22,7 @@ food needs all players). Keyword arguments override lbforaging's (`max_episode_s
 | State | the agents' observations concatenated in agent order |
 
 Rewards are lbforaging's per-agent (normalised) rewards; with `common_reward=True` every agent
-receives their sum (seed 004's common-reward task). `infos[agent]["team_reward"]` is always
+receives their sum (the book's common-reward task). `infos[agent]["team_reward"]` is always
 that sum, to be counted once per step. The episode terminates when all food is collected and
 is truncated after `max_episode_steps` (lbforaging reports both as one `done`).
 """
@@ -101,9 +103,9 @@ class LBFParallelEnv(ParallelEnv):
 
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        # lbforaging places each player away from the others' positions, the previous
-        # episode's for those not yet placed: the same seed gave another start after
-        # another episode (and a resumed run replayed its episodes in other worlds)
+        # lbforaging places each player away from the others' positions, including the
+        # previous episode's positions of those not yet placed: cleared first, one seed
+        # gives one start whatever ran before (and a resumed run replays its episodes)
         for player in self.foraging.players:
             player.position = None
         observations, _ = self.foraging.reset(seed=seed, options=options)

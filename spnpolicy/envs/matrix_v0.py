@@ -13,9 +13,9 @@ _, rewards, terminated, _, infos = env.step({"agent_0": 0, "agent_1": 0})   # re
 |---|---|---|
 | `climbing` | `[[11, -30, 0], [-30, 7, 0], [0, 6, 5]]` | (0, 0) |
 | `penalty` | `[[-k, 0, 10], [0, 2, 0], [10, 0, -k]]`, k >= 0 (default 100) | (0, 2), (2, 0) |
-| `coordination` (seed 003) | `[[0, -5], [-5, 10]]` | (1, 1) |
-| `linear` (seed 004) | `[[1, 5], [5, 9]]` | (1, 1) |
-| `monotonic` (seed 004) | `[[0, 0], [0, 10]]` | (1, 1) |
+| `coordination` | `[[0, -5], [-5, 10]]` | (1, 1) |
+| `linear` (Albrecht et al. 2024) | `[[1, 5], [5, 9]]` | (1, 1) |
+| `monotonic` (Albrecht et al. 2024) | `[[0, 0], [0, 10]]` | (1, 1) |
 | `stag_hunt` (general-sum) | row agent `[[4, 0], [3, 2]]`, column agent its transpose | (0, 0) |
 
 **Observations** are constant: `[1.0]` (`Box(0, 1, (1,), float32)`), and so is `state()`.

@@ -1,4 +1,5 @@
-"""Multi-agent particle environments (seed 001's four tasks) from `mpe2`, discrete actions.
+"""Multi-agent particle environments (the four tasks of the MA-SAC paper) from `mpe2`,
+discrete actions.
 
 Needs the optional extra: `pip install 'spnpolicy[mpe]'`.
 

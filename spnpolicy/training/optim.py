@@ -19,9 +19,8 @@ def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
     torch has one for the parameters' device (CPU from torch 2.4, CUDA), else torch's default.
 
     Every algorithm builds its optimisers here, so that their training speeds compare like
-    with like: on CPU torch's default is a Python loop over the parameters, about 0.49 ms
-    a step on a small MLP (8 tensors) where the fused kernel takes about 0.10 ms. The two
-    compute the same update up to float rounding.
+    with like: on CPU torch's default is a Python loop over the parameters, the fused
+    kernel one call per step. The two compute the same update up to float rounding.
     """
     params = list(params)
     try:
@@ -63,11 +62,9 @@ class _FusedAdamStep:
     ``_fused_adam_``) on lists gathered once.
 
     On a small network much of torch's calls is per-call Python (profiler ranges, hooks,
-    regrouping the tensors by device, reading each parameter's state): on spn-ac's critics
-    (8 tensors, 3 agents) ``zero_grad`` then clipping and ``step`` took 14 + 210 us, these
-    0 + 151 us (CPU, medians of 5 x 2,000 calls). The lists are gathered again whenever
-    the optimizer's ``state`` or ``param_groups`` objects change (``load_state_dict``
-    replaces both). Equal to torch's path bit for bit (tests/spnpolicy/training/test_optim.py).
+    regrouping the tensors by device, reading each parameter's state), which this step
+    leaves out. The lists are gathered again whenever the optimizer's ``state`` or
+    ``param_groups`` objects change (``load_state_dict`` replaces both). Equal to torch's path bit for bit (tests/spnpolicy/training/test_optim.py).
     """
 
     _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -148,8 +145,8 @@ def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
     multiplication of every gradient by 1 when the norm is within ``max_norm`` on CPU.
 
     ``clip_grad_norm_`` always multiplies by the clamped coefficient, because the check
-    would synchronise with an accelerator; on CPU it costs nothing, and the skipped pass
-    over the gradients was about 40% of the clipping's time (spn-ac's critics, 6 agents).
+    would synchronise with an accelerator; on CPU it costs nothing and saves a pass over
+    every gradient.
     """
     parameters = list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -207,8 +204,7 @@ def maybe_compile(fn: Callable, enabled: bool, name: str,
     code keeps only those guards (:data:`KEPT_GUARDS`).
     Python values it reads (config fields, the circuit's structure, module attributes and
     hooks) are taken as fixed at the trace: each compiled function belongs to one model,
-    built once, and checking its roughly 500 Python guards took about 0.26 ms a call on
-    6 agents (4% of spn-ac's compiled update).
+    built once, so checking its Python guards at every call would only cost time.
 
     A failure of the compilation (on CPU it needs a C++ compiler) is re-raised naming
     ``name`` and the ``compile`` setting that asked for it.

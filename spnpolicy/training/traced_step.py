@@ -116,7 +116,7 @@ class TracedSteps:
 
         def loss(*tensors):
             # views: inside torch.compile (torch 2.13), a tensor swapped in as it is and fed
-            # straight to a custom autograd.Function got a zero gradient; a view gets the
+            # straight to a custom autograd.Function gets a zero gradient; a view gets the
             # right one (tests/spnpolicy/training/test_traced_step.py)
             swapped = {name: t.view_as(t) for name, t in zip(names, tensors)}
             out = functional_call(self.model, swapped, (objective,))
