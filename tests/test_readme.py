@@ -106,6 +106,19 @@ def test_the_own_env_command_trains_as_written(tmp_path):
     assert '"loss_critic"' in metrics                      # it updated
 
 
+def test_each_training_example_writes_its_own_run_directory():
+    # the Python and the command-line example once both wrote runs/cov: the second failed
+    python = re.findall(r'out_dir="([^"]+)"', "".join(BLOCKS))
+    lines = [line.split("#")[0].split()
+             for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+             for line in block.replace("\\\n", " ").splitlines() if "spnpolicy train" in line]
+    shell = [argv[argv.index("--out-dir") + 1] for argv in lines if "--resume" not in argv]
+    resumed = [argv[argv.index("--out-dir") + 1] for argv in lines if "--resume" in argv]
+    assert python and shell and resumed
+    assert len(set(python + shell)) == len(python + shell), python + shell
+    assert set(resumed) <= set(shell)
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["config", "spn-ac", "coverage"],
                                   ["bench", "--help"]])
 def test_the_listed_commands_answer(argv):

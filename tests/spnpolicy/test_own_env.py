@@ -93,6 +93,15 @@ def test_the_cli_trains_a_file_factory_and_lists_it_in_help(tmp_path):
     assert "TensorBoard" in help_text
 
 
+def test_the_example_script_runs_from_any_working_directory(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "own_env.py")],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "final greedy evaluation:" in out.stdout
+    assert list(tmp_path.iterdir()) == []                  # it writes nothing where it runs
+
+
 def test_a_suite_of_a_registered_env_runs_in_worker_processes(tmp_path):
     from spnpolicy.bench.runner import plan, run_all
     from spnpolicy.bench.suites import Protocol, Suite, Task
