@@ -14,8 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spnpolicy.cli_args import key_value
+
+if TYPE_CHECKING:
+    from spnpolicy.bench.records import RunRecord
 
 __all__ = ["register"]
 
@@ -46,7 +50,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Run every (task, algorithm, seed) of SUITE under the same env-step "
         "budget and greedy evaluation, each in OUT/runs/<task>/<algo>/s<seed>; finished "
         "runs are skipped and interrupted ones resumed. Writes OUT/summary.json, "
-        "OUT/summary.md and PNG plots, and prints the table and the plots' paths.")
+        "OUT/summary.md and PNG plots of every run in OUT (this command's and those of "
+        "earlier commands with other seeds or algorithms), and prints the table and the "
+        "plots' paths.")
     bench.add_argument("suite", metavar="SUITE", help="suite name (listed below)")
     bench.add_argument("--out", default=None, help="output directory (default runs/bench/SUITE)")
     bench.add_argument("--seeds", default=None, help="a count (3: seeds 0, 1, 2) or a list "
@@ -120,22 +126,41 @@ def _bench(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if not outcome.records:
         raise ValueError(f"no run of suite {suite.name!r} finished; see the errors above")
-    summary, paths = write_report(outcome.records, out, suite.name, suite.metric,
+    # the summary covers OUT, not only this command's runs: earlier commands that wrote
+    # other seeds or algorithms there would otherwise drop out of summary.md and the plots
+    records = _records_in(out)
+    _warn_mixed_budgets(records, "bench")
+    summary, paths = write_report(records, out, suite.name, suite.metric,
                                   suite.task_names(), command=args.command_line)
     _show(summary, paths)
     return 1 if outcome.failures else 0
 
 
-def _warn_mixed_budgets(records) -> None:
+def _records_in(out: Path) -> list[RunRecord]:
+    """The record of every run directory under a bench's ``out``; one that cannot be read
+    (a damaged ``config.json``) is left out with a warning on stderr."""
+    from spnpolicy.bench.records import find_run_dirs, load_run
+
+    records = []
+    for path in find_run_dirs([out]):
+        try:
+            records.append(load_run(path))
+        except ValueError as error:
+            print(f"spnpolicy bench: warning: {path} is left out of the summary: {error}",
+                  file=sys.stderr)
+    return records
+
+
+def _warn_mixed_budgets(records, command: str = "plot") -> None:
     """A warning on stderr for each task whose runs have different env-step budgets."""
     budgets: dict[str, set[int]] = {}
     for record in records:
         budgets.setdefault(record.task, set()).add(record.total_steps)
     for task, steps in sorted(budgets.items()):
         if len(steps) > 1:
-            print(f"spnpolicy plot: warning: the runs of task {task!r} have different budgets "
-                  f"({', '.join(f'{s:,d}' for s in sorted(steps))} env steps); each run's "
-                  f"final evaluation is compared as it is", file=sys.stderr)
+            print(f"spnpolicy {command}: warning: the runs of task {task!r} have different "
+                  f"budgets ({', '.join(f'{s:,d}' for s in sorted(steps))} env steps); each "
+                  f"run's final evaluation is compared as it is", file=sys.stderr)
 
 
 def _plot(args: argparse.Namespace) -> int:

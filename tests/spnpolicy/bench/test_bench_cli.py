@@ -90,3 +90,34 @@ def test_plot_of_a_corrupt_config_is_one_clear_error(make_run, tmp_path, capsys)
         main(["plot", str(run_dir)])
     assert exit_info.value.code == 2
     assert "config.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_a_second_bench_into_one_out_summarises_every_run_there(tmp_path, monkeypatch,
+                                                                 capsys, make_run):
+    # the second command rewrote summary.md, summary.json and the plot with its runs alone
+    import spnpolicy.bench.plots as plots
+
+    drawn = []
+    draw = plots.plot_learning_curves
+    monkeypatch.setattr(plots, "plot_learning_curves", lambda records, *args: (
+        drawn.append(sorted((r.algo, r.seed) for r in records)), draw(records, *args))[1])
+    out = tmp_path / "bench"
+    command = ["bench", "matrix", "--tasks", "climbing", "--total-steps", "64", "--set",
+               "learning_starts=32", "--out", str(out)]
+    assert main(command + ["--algos", "spn-ac", "--seeds", "0,"]) == 0
+    assert main(command + ["--algos", "vdn", "--seeds", "0,1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algos"] == ["spn-ac", "vdn"]
+    assert {algo: cell["seeds"] for algo, cell in summary["results"]["climbing"].items()} == \
+        {"spn-ac": [0], "vdn": [0, 1]}
+    table = (out / "summary.md").read_text()
+    assert "| task | spn-ac | vdn |" in table and "Not counted" not in table
+    assert drawn == [[("spn-ac", 0)], [("spn-ac", 0), ("vdn", 0), ("vdn", 1)]]
+    assert "| task | spn-ac | vdn |" in capsys.readouterr().out   # the printed table too
+
+    damaged = make_run(out, "climbing", "qmix", 0, "climbing", [0.0, 1.0])
+    (damaged / "config.json").write_text('{"algo": ')
+    assert main(command + ["--algos", "vdn", "--seeds", "0,"]) == 0   # finished: skipped
+    assert f"spnpolicy bench: warning: {damaged} is left out of the summary" in \
+        capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["results"] == summary["results"]
