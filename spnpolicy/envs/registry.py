@@ -8,6 +8,8 @@
 Names (`ENV_NAMES`, described in `ENV_DESCRIPTIONS`): `coverage` (arguments of
 `coverage_v0.parallel_env`); the matrix games `climbing`, `penalty`, `coordination`,
 `linear`, `monotonic`, `stag_hunt` (arguments `k` for penalty and `episode_length`);
+`predator-prey` (arguments of `predator_prey_v0.parallel_env`: the DCG paper's
+predator-prey with punishment);
 `mpe/<task>` for mpe2's simple_spread, simple_speaker_listener, simple_tag and
 simple_adversary (extra `mpe`); and `lbf/<id>` for any lbforaging id such as
 `lbf/Foraging-8x8-2p-3f-v3` (extra `lbf`).
@@ -32,16 +34,19 @@ from typing import Any
 from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import coverage_core, coverage_v0, lbf, matrix_v0, mpe
+from spnpolicy.envs import predator_prey_core, predator_prey_v0
 
 __all__ = ["ENV_DESCRIPTIONS", "ENV_NAMES", "action_names", "check_env_name", "env_names",
            "is_env_name", "make_env", "register_env", "registered_envs"]
 
 LBF_PREFIX = "lbf/"
 MPE_PREFIX = "mpe/"
-ENV_NAMES = ("coverage", *matrix_v0.GAMES, *(MPE_PREFIX + task for task in mpe.MPE_TASKS))
+ENV_NAMES = ("coverage", *matrix_v0.GAMES, *(MPE_PREFIX + task for task in mpe.MPE_TASKS),
+             "predator-prey")
 LBF_EXAMPLE = "lbf/Foraging-8x8-2p-3f-v3"
 
 _COVERAGE = coverage_core.CoverageConfig()
+_PREDATOR_PREY = predator_prey_core.PredatorPreyConfig()
 _MATRIX = ("two agents play the payoff matrix {payoff} once (episode_length=1); "
            "team reward = the payoff; observation and state [1.0]; optimum {optimum}")
 #: One line per environment (family): the task, its reward, its observation layout.
@@ -55,6 +60,21 @@ ENV_DESCRIPTIONS: dict[str, str] = {
                 f"from each goal to its nearest agent); state = agent positions, goal "
                 f"positions, goals held, time (5n+1 floats in [0, 1]); an agent's observation "
                 f"= the state + its one-hot index (observation='relative' adds offsets)",
+    "predator-prey": f"the DCG paper's relative-overgeneralisation task: num_agents "
+                     f"predators (default {_PREDATOR_PREY.num_agents}) hunt num_prey "
+                     f"prey (default {_PREDATOR_PREY.num_prey}) moving at random on a "
+                     f"grid_size x grid_size grid (default {_PREDATOR_PREY.grid_size}; "
+                     f"max_steps={_PREDATOR_PREY.max_steps}); actions "
+                     f"{'/'.join(predator_prey_core.ACTION_NAMES)}; two or more "
+                     f"predators next to a prey catching at once capture it "
+                     f"(+capture_reward, default {_PREDATOR_PREY.capture_reward:g}; "
+                     f"prey and catchers leave the grid), a lone attempt gives "
+                     f"-punishment (default {_PREDATOR_PREY.punishment:g}); ends when "
+                     f"every prey is caught or every predator gone; observation = the "
+                     f"predator and prey cells within obs_radius (default "
+                     f"{_PREDATOR_PREY.obs_radius}: a {_PREDATOR_PREY.window}x"
+                     f"{_PREDATOR_PREY.window} window); state = the grid's "
+                     f"predator and prey cells",
     "climbing": _MATRIX.format(payoff="[[11,-30,0],[-30,7,0],[0,6,5]]", optimum="(0, 0)"),
     "penalty": _MATRIX.format(payoff="[[-k,0,10],[0,2,0],[10,0,-k]] (k=100)",
                               optimum="(0, 2) or (2, 0)"),
@@ -220,6 +240,9 @@ def make_env(name: str, **kwargs: Any) -> ParallelEnv:
     if name == "coverage":
         _check_arguments(name, coverage_v0.parallel_env, kwargs)
         return coverage_v0.parallel_env(**kwargs)
+    if name == "predator-prey":
+        _check_arguments(name, predator_prey_v0.parallel_env, kwargs)
+        return predator_prey_v0.parallel_env(**kwargs)
     if name in matrix_v0.GAMES:
         _check_arguments(name, matrix_v0.parallel_env, kwargs, exclude=("game",))
         return matrix_v0.parallel_env(game=name, **kwargs)
@@ -249,6 +272,8 @@ def action_names(name: str, num_actions: int) -> tuple[str, ...]:
     ...; the MPE tasks whose agents all move: noop, left, ...), else ``"0".."k-1"``."""
     if name == "coverage":
         return tuple(coverage_core.ACTION_NAMES)
+    if name == "predator-prey":
+        return predator_prey_core.ACTION_NAMES
     known = (LBF_ACTIONS if isinstance(name, str) and name.startswith(LBF_PREFIX) else
              MPE_MOVES if name in ("mpe/simple_spread", "mpe/simple_tag",
                                    "mpe/simple_adversary") else None)

@@ -1,4 +1,4 @@
-"""A small vectorised multi-agent environment protocol and its two adapters.
+"""A small vectorised multi-agent environment protocol and its adapters.
 
 Training code sees every environment as ``E`` copies stepped together with a fixed number
 of agents ``n`` that all act every step:
@@ -15,9 +15,11 @@ are then the first state / observations of the next episode, and ``final_state``
 next state). Rewards are team rewards, counted once per step.
 
 - :class:`CoverageVec` wraps the batched numpy :class:`~spnpolicy.envs.CoverageVecEnv`.
+- :class:`PredatorPreyVec` wraps the batched numpy
+  :class:`~spnpolicy.envs.predator_prey_vec.PredatorPreyVecEnv`.
 - :class:`ParallelEnvVec` steps ``E`` copies of any PettingZoo ``ParallelEnv`` in a loop.
 
-Both support ``state_dict()`` / ``load_state_dict()`` for exact resumption of a run.
+All support ``state_dict()`` / ``load_state_dict()`` for exact resumption of a run.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import CoverageVecEnv, coverage_core, make_env
+from spnpolicy.envs.predator_prey_vec import PredatorPreyVecEnv
 from spnpolicy.envs.validation import check_joint_actions
 from spnpolicy.training.observations import (  # noqa: F401  (also importable from here)
     FLAT_SPACES, flatten_observation, global_state, max_obs_dim, observation_dict,
     stack_observations)
 
-__all__ = ["VecEnv", "VecStep", "CoverageVec", "ParallelEnvVec", "make_vec_env"]
+__all__ = ["VecEnv", "VecStep", "CoverageVec", "PredatorPreyVec", "ParallelEnvVec", "make_vec_env"]
 
 
 class VecStep(NamedTuple):
@@ -120,6 +123,43 @@ class CoverageVec:
 
     def state_dict(self) -> dict[str, Any]:
         """Positions, step counters and every copy's generator state."""
+        return self.env.snapshot()
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        obs = self.env.restore(state)
+        return self.env.state(), obs
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class PredatorPreyVec:
+    """:class:`~spnpolicy.envs.predator_prey_vec.PredatorPreyVecEnv` behind the
+    :class:`VecEnv` protocol.
+
+    Arguments are ``PredatorPreyVecEnv``'s. ``success`` is the env's ``info["success"]``
+    (every prey captured).
+    """
+
+    has_success = True
+
+    def __init__(self, num_envs: int, seed: int | None = None, **env_kwargs: Any) -> None:
+        self.env = PredatorPreyVecEnv(num_envs, seed=seed, **env_kwargs)
+        self.num_envs, self.num_agents = self.env.num_envs, self.env.num_agents
+        self.num_actions, self.state_dim = self.env.num_actions, self.env.state_dim
+        self.obs_dim = self.env.obs_dim
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        obs = self.env.reset(seed=seed)
+        return self.env.state(), obs
+
+    def step(self, actions: np.ndarray) -> VecStep:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        return VecStep(self.env.state(), obs, reward, terminated, truncated,
+                       info["final_state"], info["final_observation"], info["success"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The world, step counters and every copy's generator state."""
         return self.env.snapshot()
 
     def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -321,7 +361,8 @@ def make_vec_env(name: str, num_envs: int, seed: int | None = None,
     """``num_envs`` copies of the registry env ``name`` (see :func:`spnpolicy.make_env`).
 
     ``coverage`` uses the batched numpy :class:`CoverageVec` (``render_mode`` is not
-    accepted); every other env is stepped through :class:`ParallelEnvVec`.
+    accepted), ``predator-prey`` the batched numpy :class:`PredatorPreyVec`; every other
+    env is stepped through :class:`ParallelEnvVec`.
     """
     if name == "coverage":
         if env_kwargs.get("render_mode") is not None:
@@ -329,5 +370,8 @@ def make_vec_env(name: str, num_envs: int, seed: int | None = None,
         env_kwargs = {k: v for k, v in env_kwargs.items() if k != "render_mode"}
         make_env(name, **env_kwargs)  # validates names and values with the env's own messages
         return CoverageVec(num_envs, seed=seed, **env_kwargs)
+    if name == "predator-prey":
+        make_env(name, **env_kwargs)
+        return PredatorPreyVec(num_envs, seed=seed, **env_kwargs)
     make_env(name, **env_kwargs)
     return ParallelEnvVec(lambda: make_env(name, **env_kwargs), num_envs, seed=seed)

@@ -1,0 +1,171 @@
+"""`PredatorPreyVecEnv`: `num_envs` predator-prey gridworlds stepped together in batched numpy.
+
+The rules are `predator_prey_v0`'s (shared through `predator_prey_core`); this class adds
+batching and auto-reset. Every predator acts every step (one that left the grid does
+nothing), so arrays have a fixed `[E, n, ...]` shape.
+
+```python
+env = PredatorPreyVecEnv(num_envs=16, seed=0)
+obs = env.reset()                                   # [E, n, 50] float32
+actions = np.random.default_rng(0).integers(0, 6, size=(16, 8))
+obs, reward, terminated, truncated, info = env.step(actions)
+```
+
+A step runs the rule's turns (predators one at a time, then prey one at a time, in random
+orders) in lockstep over the copies, each turn a few array operations on `[E]` rows; the
+only loops over copies are the random draws, since each copy owns its generator.
+
+**Seeding.** Copy e owns `numpy.random.default_rng(seed + e)`, so with `seed=s` it replays
+exactly `predator_prey_v0.parallel_env(...)` reset with `reset(seed=s + e)` and, after each
+of its episodes ends, reset again with `reset()` (no seed). `seed=None` gives every copy a
+generator with fresh OS entropy.
+
+**Auto-reset.** When copy e terminates or is truncated, `step` resets it at once: the
+returned `obs[e]` is the first observation of its next episode, while
+`info["final_observation"][e]` and `info["final_state"][e]` hold the last observation and
+state of the episode that ended. `reward`, `terminated`, `truncated`, `success` and
+`captures` describe the step just taken, before any reset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spnpolicy.envs import predator_prey_core as core
+from spnpolicy.envs.predator_prey_core import PredatorPreyConfig as Config
+from spnpolicy.envs.validation import check_int, check_joint_actions
+
+
+class PredatorPreyVecEnv:
+    """`num_envs` copies of the predator-prey gridworld; other arguments as in
+    `predator_prey_v0`.
+
+    Attributes (updated by `reset` and `step`):
+        world: a `predator_prey_core.World` of `E` copies.
+        elapsed: `[E]` int64 steps since each copy's last reset.
+    """
+
+    def __init__(self, num_envs: int, num_agents: int = Config.num_agents,
+                 num_prey: int = Config.num_prey, grid_size: int = Config.grid_size,
+                 obs_radius: int = Config.obs_radius, punishment: float = Config.punishment,
+                 capture_reward: float = Config.capture_reward,
+                 max_steps: int = Config.max_steps, seed: int | None = None) -> None:
+        self.num_envs = check_int("num_envs", num_envs, 1)
+        self.config = Config(num_agents, num_prey, grid_size, obs_radius, punishment,
+                             capture_reward, max_steps)
+        self.num_agents = self.config.num_agents
+        self.num_actions = core.NUM_ACTIONS
+        self.obs_dim = self.config.obs_dim
+        self.state_dim = self.config.state_dim
+        self._rngs = self._make_rngs(seed)
+        self.world = core.World.empty(self.num_envs, self.config)
+        self.elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self._state: np.ndarray | None = None
+
+    def _make_rngs(self, seed: int | None) -> list[np.random.Generator]:
+        if seed is None:
+            return [np.random.default_rng() for _ in range(self.num_envs)]
+        seed = check_int("seed", seed, 0)
+        return [np.random.default_rng(seed + e) for e in range(self.num_envs)]
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start a new episode in every copy; returns observations `[E, n, obs_dim]`.
+
+        With `seed`, copy e's generator restarts from `seed + e`; without, generators go on.
+        """
+        if seed is not None:
+            self._rngs = self._make_rngs(seed)
+        self._reset_copies(np.arange(self.num_envs))
+        self._state = core.global_state(self.world, self.config)
+        return core.observations(self.world, self.config)
+
+    def state(self) -> np.ndarray:
+        """Global states `[E, state_dim]` float32 (a copy)."""
+        return self._require_state().copy()
+
+    def snapshot(self) -> dict:
+        """Everything that determines the future: the world, step counters and every copy's
+        generator state, as JSON-friendly lists; :meth:`restore` continues from it exactly."""
+        self._require_state()
+        world = self.world
+        return {"predators": world.predators.tolist(), "active": world.active.tolist(),
+                "prey": world.prey.tolist(), "alive": world.alive.tolist(),
+                "elapsed": self.elapsed.tolist(),
+                "rngs": [rng.bit_generator.state for rng in self._rngs]}
+
+    def restore(self, snapshot: dict) -> np.ndarray:
+        """Continue from a :meth:`snapshot` (of an env with the same settings and
+        `num_envs`); returns the observations `[E, n, obs_dim]` at that point."""
+        world = core.World(np.asarray(snapshot["predators"], dtype=np.int64),
+                           np.asarray(snapshot["active"], dtype=bool),
+                           np.asarray(snapshot["prey"], dtype=np.int64),
+                           np.asarray(snapshot["alive"], dtype=bool))
+        elapsed = np.asarray(snapshot["elapsed"], dtype=np.int64)
+        expected = core.World.empty(self.num_envs, self.config)
+        shapes = [a.shape for a in (world.predators, world.active, world.prey, world.alive)]
+        if (shapes != [a.shape for a in (expected.predators, expected.active, expected.prey,
+                                         expected.alive)]
+                or elapsed.shape != (self.num_envs,) or len(snapshot["rngs"]) != self.num_envs):
+            raise ValueError(f"snapshot does not fit this env (num_envs={self.num_envs}, "
+                             f"num_agents={self.num_agents}, num_prey={self.config.num_prey}): "
+                             f"predators, active, prey, alive {[list(s) for s in shapes]}, "
+                             f"elapsed {list(elapsed.shape)}")
+        self._rngs = [np.random.default_rng() for _ in range(self.num_envs)]
+        for rng, state in zip(self._rngs, snapshot["rngs"]):
+            rng.bit_generator.state = state
+        self.world, self.elapsed = world, elapsed
+        self._state = core.global_state(world, self.config)
+        return core.observations(world, self.config)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                 np.ndarray, dict[str, np.ndarray]]:
+        """Advance every copy by one joint action.
+
+        Args:
+            actions: `[E, n]` integers in [0, 6).
+
+        Returns:
+            obs `[E, n, obs_dim]` float32, reward `[E]` float32, terminated `[E]` bool,
+            truncated `[E]` bool, info with `success [E]` bool (every prey captured),
+            `captures [E]` int64 (prey captured in the episode so far), `final_observation
+            [E, n, obs_dim]` and `final_state [E, state_dim]` (before any reset).
+        """
+        self._require_state()
+        actions = check_joint_actions(actions, self.num_envs, self.num_agents, core.NUM_ACTIONS)
+        uniforms = np.stack([core.draw_step(rng, self.config) for rng in self._rngs])
+        self.world, outcome = core.step(self.world, actions, uniforms, self.config)
+        self.elapsed += 1
+        terminated = outcome.terminated
+        truncated = (self.elapsed >= self.config.max_steps) & ~terminated
+        final_obs = core.observations(self.world, self.config)
+        final_state = core.global_state(self.world, self.config)
+        info = {"success": ~self.world.alive.any(axis=-1), "captures": self.world.captures(),
+                "final_observation": final_obs, "final_state": final_state}
+        done = np.flatnonzero(terminated | truncated)
+        self._state, obs = final_state, final_obs
+        if done.size:
+            self._reset_copies(done)
+            fresh = self._subset(done)
+            self._state, obs = final_state.copy(), final_obs.copy()
+            self._state[done] = core.global_state(fresh, self.config)
+            obs[done] = core.observations(fresh, self.config)
+        return obs, outcome.reward, terminated, truncated, info
+
+    def _subset(self, indices: np.ndarray) -> core.World:
+        world = self.world
+        return core.World(world.predators[indices], world.active[indices],
+                          world.prey[indices], world.alive[indices])
+
+    def _reset_copies(self, indices: np.ndarray) -> None:
+        """Draw new layouts for the copies in `indices [k]`."""
+        world = self.world
+        for e in indices.tolist():
+            world.predators[e], world.prey[e] = core.sample_layout(self._rngs[e], self.config)
+        world.active[indices] = True
+        world.alive[indices] = True
+        self.elapsed[indices] = 0
+
+    def _require_state(self) -> np.ndarray:
+        if self._state is None:
+            raise RuntimeError("call reset() before step() or state()")
+        return self._state
