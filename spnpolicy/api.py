@@ -27,7 +27,7 @@ import torch
 from spnpolicy.algos.registry import get_algorithm, make_config
 from spnpolicy.envs.registry import action_names, check_env_name, make_env, register_env
 from spnpolicy.training import RunSpec, Session
-from spnpolicy.training.rundir import RunDir
+from spnpolicy.training.rundir import RunDir, is_training_record
 from spnpolicy.training.session import check_budget
 
 __all__ = ["TrainResult", "check_device", "check_env_name", "env_name", "train"]
@@ -40,7 +40,8 @@ class TrainResult:
     eval: dict[str, Any]
     """The final greedy evaluation: ``return_mean``, ``success_rate`` (if defined), ..."""
     history: list[dict[str, Any]]
-    """Every evaluation record, in order, each with ``step`` (the lines of metrics.jsonl)."""
+    """Every evaluation record, in order, each with ``step`` (the evaluation lines of
+    metrics.jsonl)."""
     agent: Any
     """The trained agent: ``act(observations, deterministic=True)``; circuit policies also
     have ``distribution(observations)``. Centralised agents take global states ``[B, S]``."""
@@ -48,6 +49,9 @@ class TrainResult:
     """The full config dataclass the run used."""
     out_dir: Path | None
     """The run directory, or None."""
+    training: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The training records (every ``log_interval`` env steps, ``"phase": "train"``): the
+    training episodes' ``return_mean``, ``length_mean``, ``success_rate`` and the losses."""
 
 
 def env_name(env: Any) -> str:
@@ -172,7 +176,7 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
     with RunDir(out_dir).claim() if out_dir is not None else contextlib.nullcontext():
         session = Session(run, total_steps=cfg.total_steps, eval_interval=cfg.eval_interval,
                           checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir,
-                          resume=resume,
+                          resume=resume, log_interval=cfg.log_interval,
                           progress=sys.stderr.isatty() if progress is None else progress,
                           stdout=sys.stdout.isatty() if verbose is None else verbose)
         threads = torch.get_num_threads()
@@ -184,8 +188,9 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
             session.close()
             torch.set_num_threads(threads)
     _name_actions(agent, env, env_kwargs)
+    training = [r for r in session.records if is_training_record(r)]
     return TrainResult(eval=session.history[-1], history=session.history, agent=agent,
-                       config=cfg, out_dir=session.out_dir)
+                       config=cfg, out_dir=session.out_dir, training=training)
 
 
 def _check_saveable(config: dict[str, Any]) -> None:

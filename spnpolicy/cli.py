@@ -12,8 +12,9 @@ spnpolicy query runs/cov3 --fix 2=noop    # a trained policy given agent 2's noo
 ```
 
 A run directory holds ``config.json``, ``metrics.jsonl`` / ``metrics.csv`` (one line per
-evaluation) and ``checkpoints/last.pt`` (:mod:`spnpolicy.training.rundir`); progress goes to
-stderr, evaluations to stdout. Every bad input ends in one ``spnpolicy: error:`` line and
+evaluation, and a training record, ``"phase": "train"``, every ``log_interval`` env steps)
+and ``checkpoints/last.pt`` (:mod:`spnpolicy.training.rundir`); progress goes to stderr,
+evaluations to stdout. Every bad input ends in one ``spnpolicy: error:`` line and
 exit status 2.
 """
 
@@ -92,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train an algorithm on an environment", epilog=_listing(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train ALGO on ENV, evaluating greedily at fixed intervals; writes a run "
-        "directory: config.json, metrics.jsonl and metrics.csv (one record per evaluation), "
+        "directory: config.json, metrics.jsonl and metrics.csv (one record per evaluation, and "
+        "every log_interval env steps a training record marked phase=train: the training "
+        "episodes' returns and lengths and the losses), "
         "checkpoints/last.pt, and TensorBoard event files in tensorboard/ when the "
         "tensorboard package is installed (view them with 'tensorboard --logdir OUT_DIR'). "
         "Ctrl-C writes a checkpoint and prints how to resume.")

@@ -27,9 +27,10 @@ def strip_wall_clock(history: list[dict]) -> list[dict]:
 
 
 def assert_same_run(whole, resumed) -> None:
-    """Two ``spnpolicy.train`` results are the same run: equal evaluation histories
-    (wall-clock fields aside) and bit-equal agent weights."""
+    """Two ``spnpolicy.train`` results are the same run: equal evaluation histories and
+    training records (wall-clock fields aside) and bit-equal agent weights."""
     assert strip_wall_clock(resumed.history) == strip_wall_clock(whole.history)
+    assert strip_wall_clock(resumed.training) == strip_wall_clock(whole.training)
     for a, b in zip(whole.agent.state_dict().values(), resumed.agent.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)

@@ -84,6 +84,11 @@ class RunConfig:
     """Also evaluate the sampling policy (metrics prefixed stochastic_)."""
     checkpoint_interval: int = 10_000
     """Env steps between checkpoints (runs with an out_dir; one is also written at the end)."""
+    log_interval: int = 1_000
+    """Env steps between training records in metrics.jsonl / .csv (marked "phase": "train";
+    TensorBoard: train/): the return, length and success of the training episodes that ended
+    and the mean losses since the previous record, to follow learning between evaluations.
+    0: none."""
     device: str = "cpu"
     """Torch device for networks and updates."""
     torch_threads: int = 1
@@ -102,6 +107,7 @@ class RunConfig:
                      "checkpoint_interval"):
             check_int(name, getattr(self, name), 1)
         check_int("torch_threads", self.torch_threads, 0)
+        check_int("log_interval", self.log_interval, 0)
         check_bool("eval_stochastic", self.eval_stochastic)
         check_bool("shaping", self.shaping)
         check_choice("shaping_form", self.shaping_form, SHAPING_FORMS)

@@ -6,7 +6,7 @@ from spnpolicy.training.checkpoint import load_checkpoint, save_checkpoint
 from spnpolicy.training.evaluation import EVAL_SEED_OFFSET, evaluate, evaluate_run
 from spnpolicy.training.hindsight import Hindsight
 from spnpolicy.training.logger import MetricsLogger
-from spnpolicy.training.metrics import UpdateMeans
+from spnpolicy.training.metrics import TrainingMeans, UpdateMeans
 from spnpolicy.training.nstep import NStepAccumulator, NStepTransition
 from spnpolicy.training.progress import ProgressBar
 from spnpolicy.training.runner import Episode, Runner, Transition
@@ -18,8 +18,8 @@ from spnpolicy.training.vec_env import CoverageVec, ParallelEnvVec, VecEnv, VecS
 
 __all__ = ["Batch", "CoverageVec", "EVAL_SEED_OFFSET", "Episode", "Hindsight", "MetricsLogger",
            "NStepAccumulator", "NStepTransition", "ParallelEnvVec", "Polyak", "ProgressBar",
-           "ReplayBuffer", "RunSpec", "Runner", "Session", "Transition", "TransitionStream",
-           "UpdateMeans", "VecEnv", "VecStep",
+           "ReplayBuffer", "RunSpec", "Runner", "Session", "TrainingMeans", "Transition",
+           "TransitionStream", "UpdateMeans", "VecEnv", "VecStep",
            "evaluate", "evaluate_run", "get_rng_state", "hard_update", "load_checkpoint",
            "make_target", "make_vec_env", "save_checkpoint", "seed_everything", "set_rng_state",
            "soft_update"]

@@ -1,8 +1,10 @@
 """The metrics logger: one record per evaluation point, to stdout, ``metrics.jsonl``,
-``metrics.csv`` and TensorBoard (when the ``tensorboard`` package is installed).
+``metrics.csv`` and TensorBoard (when the ``tensorboard`` package is installed), and the
+training records between them (``"phase": "train"``, :data:`~spnpolicy.training.rundir.PHASE`)
+to the same files and to TensorBoard under ``train/`` (not to stdout: there may be many).
 
 Every record has ``step`` (env steps so far); the others are numbers (``return_mean``,
-``success_rate``, ``wall_time``, losses, ...).
+``success_rate``, ``wall_time``, losses, ...), and a training record's ``phase``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spnpolicy.training.rundir import METRICS_CSV, METRICS_JSONL, TENSORBOARD, write_text_atomic
+from spnpolicy.training.rundir import (
+    METRICS_CSV,
+    METRICS_JSONL,
+    TENSORBOARD,
+    is_training_record,
+    write_text_atomic,
+)
 
 __all__ = ["MetricsLogger", "format_record"]
 
@@ -39,7 +47,7 @@ def _json_safe(value: Any) -> Any:
 
 
 class MetricsLogger:
-    """Logs evaluation records.
+    """Logs evaluation and training records.
 
     Args:
         out_dir: run directory for ``metrics.jsonl`` / ``metrics.csv`` / ``tensorboard/``;
@@ -69,12 +77,13 @@ class MetricsLogger:
                     self._tb = SummaryWriter(str(self.out_dir / TENSORBOARD))
 
     def log(self, record: dict[str, Any]) -> None:
-        """Record one evaluation point (``record["step"]`` is required)."""
+        """Record one evaluation point or training record (``record["step"]`` is required)."""
         if "step" not in record:
             raise ValueError(f"a metrics record needs a 'step', got keys {sorted(record)}")
         record = {key: _json_safe(value) for key, value in record.items()}
         self.records.append(record)
-        if self.stdout:
+        training = is_training_record(record)
+        if self.stdout and not training:
             self.print_fn(format_record(record))
         if self.out_dir is not None:
             with open(self.out_dir / METRICS_JSONL, "a") as handle:
@@ -83,7 +92,8 @@ class MetricsLogger:
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, record["step"])
+                    self._tb.add_scalar(f"train/{key}" if training else key, value,
+                                        record["step"])
             self._tb.flush()
 
     def restore(self, records: list[dict[str, Any]]) -> None:

@@ -14,7 +14,9 @@ rest, in this order per loop iteration:
 3. every ``update_every`` iterations from ``learning_starts`` on, once the buffer holds a
    row: ``gradient_steps`` times sample a batch, ``algorithm.update(batch)``,
    Polyak-update the targets (``TargetSync.tau``);
-4. hard-copy the targets whenever ``TargetSync.interval`` env steps are crossed.
+4. hard-copy the targets whenever ``TargetSync.interval`` env steps are crossed;
+5. log a training record (``session.log_due``): the training episodes that ended and the
+   updates' metrics since the previous one (:class:`~spnpolicy.training.TrainingMeans`).
 
 Everything random is either a generator checkpointed here or the global generators
 (``get_rng_state``), so a run resumed from a checkpoint is the uninterrupted run.
@@ -37,7 +39,7 @@ from torch import nn
 
 from spnpolicy.training.buffer import Batch, ReplayBuffer
 from spnpolicy.training.evaluation import evaluate_run
-from spnpolicy.training.metrics import UpdateMeans
+from spnpolicy.training.metrics import TrainingMeans, UpdateMeans
 from spnpolicy.training.observations import agent_input
 from spnpolicy.training.runner import Runner
 from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
@@ -169,6 +171,7 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
     warmup_rng = np.random.default_rng(seed)
     act_generator = torch.Generator(device).manual_seed(seed)
     stats = UpdateMeans()  # training metrics averaged between evaluations
+    training = TrainingMeans()  # episodes and metrics between training records
     sync = algorithm.target_sync
 
     def tensors(state: np.ndarray, obs: np.ndarray):
@@ -195,6 +198,8 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
         act_generator.set_state(payload["act_generator"])
         set_rng_state(payload["rng"])
         stats.load_state_dict(payload["stats"])
+        if "training" in payload:   # absent from checkpoints made before training records
+            training.load_state_dict(payload["training"])
     step = session.begin(payload)
     for line in algorithm.notes:
         session.note(line)
@@ -211,7 +216,7 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
                 "runner": runner.state_dict(), "stream": stream.state_dict(),
                 "warmup_rng": warmup_rng.bit_generator.state,
                 "act_generator": act_generator.get_state(), "rng": get_rng_state(),
-                "stats": stats.state_dict()})
+                "stats": stats.state_dict(), "training": training.state_dict()})
         if step >= cfg.total_steps:
             break
 
@@ -232,13 +237,20 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
         if step >= cfg.learning_starts and len(buffer) and \
                 (step // cfg.num_envs) % cfg.update_every == 0:
             for _ in range(cfg.gradient_steps):
-                stats.add(**algorithm.update(buffer.sample(cfg.batch_size)))
+                metrics = algorithm.update(buffer.sample(cfg.batch_size))
+                stats.add(**metrics)
+                training.add_update(metrics)
                 for pair in polyak:
                     pair(sync.tau)
         # hard targets
         if sync.interval is not None and step // sync.interval > previous // sync.interval:
             for target, online in sync.pairs:
                 hard_update(target, online)
+        # log
+        training.add_episodes(runner.pop_episodes())
+        if session.log_due(step):
+            session.record_training(step, training.pop(envs.has_success)
+                                    | algorithm.schedule_metrics(step))
 
     envs.close()
     session.close()

@@ -10,8 +10,10 @@ agent = train_onpolicy(cfg, env, env_kwargs, seed, session, build)
 Each iteration: every env copy takes ``rollout_steps`` steps with actions sampled from the
 agent (``agent.sample(obs, generator)``); the steps become one :class:`Rollout`
 (time-major tensors ``[T, E, ...]``); ``learner.update(rollout)`` returns training metrics,
-averaged between evaluations. Evaluations and checkpoints happen between rollouts, so a
-checkpoint holds no partial rollout and a resumed run repeats the uninterrupted one exactly.
+averaged between evaluations and, with the training episodes' returns and lengths, between
+training records (``session.log_due``, :class:`~spnpolicy.training.TrainingMeans`).
+Evaluations and checkpoints happen between rollouts, so a checkpoint holds no partial
+rollout and a resumed run repeats the uninterrupted one exactly.
 
 With ``cfg.shaping`` the rollout's rewards are shaped, ``r + gamma (1 - terminated) Phi(s')
 - Phi(s)``, or with ``cfg.shaping_form = "progress"`` ``r + (1 - terminated) Phi(s') -
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 
 from spnpolicy.training.evaluation import evaluate_run
-from spnpolicy.training.metrics import UpdateMeans
+from spnpolicy.training.metrics import TrainingMeans, UpdateMeans
 from spnpolicy.training.nstep import NStepTransition
 from spnpolicy.training.runner import Runner, Transition
 from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
@@ -170,6 +172,7 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
     storage = RolloutStorage(device)
     act_generator = torch.Generator(device).manual_seed(seed)
     stats = UpdateMeans()  # training metrics averaged between evaluations
+    training = TrainingMeans()  # episodes and metrics between training records
 
     @torch.no_grad()
     def sample(obs: torch.Tensor) -> torch.Tensor:
@@ -190,6 +193,8 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
         act_generator.set_state(payload["act_generator"])
         set_rng_state(payload["rng"])
         stats.load_state_dict(payload["stats"])
+        if "training" in payload:   # absent from checkpoints made before training records
+            training.load_state_dict(payload["training"])
     step = session.begin(payload)
 
     while True:
@@ -198,7 +203,8 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
         if session.checkpoint_due(step):
             session.save(step, {"learner": learner.state_dict(), "runner": runner.state_dict(),
                                 "act_generator": act_generator.get_state(),
-                                "rng": get_rng_state(), "stats": stats.state_dict()})
+                                "rng": get_rng_state(), "stats": stats.state_dict(),
+                                "training": training.state_dict()})
         if step >= cfg.total_steps:
             break
 
@@ -215,11 +221,15 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
             storage.add(transition)
             step += cfg.num_envs
             session.advance(cfg.num_envs)
-        runner.pop_episodes()  # evaluation reports returns; keep the list from growing
+        training.add_episodes(runner.pop_episodes())
         rollout = storage.rollout(start, lambda state, obs: sample(obs))
 
         # update -> log
-        stats.add(**learner.update(rollout))
+        metrics = learner.update(rollout)
+        stats.add(**metrics)
+        training.add_update(metrics)
+        if session.log_due(step):
+            session.record_training(step, training.pop(envs.has_success))
 
     envs.close()
     session.close()

@@ -4,6 +4,9 @@
 RUN_DIR/
   config.json          what the run is: algo, env, seed, env_kwargs, config, total_steps
   metrics.jsonl        one JSON record per greedy evaluation (``step``, ``return_mean``, ...)
+                       and, every ``log_interval`` env steps, a training record: the same
+                       layout with ``"phase": "train"`` (the training episodes' returns
+                       and lengths, and the losses, since the previous one)
   metrics.csv          the same records as a table
   checkpoints/last.pt  the latest checkpoint (atomic writes, ``torch.load(weights_only=True)``)
   tensorboard/         TensorBoard event files (when the tensorboard package is installed)
@@ -19,6 +22,7 @@ run = RunDir("runs/cov")
 run.read_config()["env"]       # 'coverage'; ValueError naming the file if missing/corrupt
 run.load_checkpoint()          # the payload; ValueError if empty/truncated/corrupt/foreign
 run.read_history()             # the evaluation records, oldest first
+run.read_training()            # the training records ("phase": "train"), oldest first
 run.read_provenance()          # who trained it: [{"step": 0, "commit": "8a19ab3", ...}, ...]
 RunDir.locate("runs/cov/checkpoints/last.pt")   # (RunDir("runs/cov"), that checkpoint)
 ```
@@ -45,8 +49,8 @@ from spnpolicy.training.checkpoint import (
 )
 
 __all__ = ["BENCH_JSON", "CHECKPOINTS", "CONFIG_JSON", "LAST", "METRICS_CSV", "METRICS_JSONL",
-           "PROVENANCE_JSONL", "RUNNING", "RunBusyError", "RunDir", "TENSORBOARD",
-           "write_text_atomic"]
+           "PHASE", "PROVENANCE_JSONL", "RUNNING", "RunBusyError", "RunDir", "TENSORBOARD",
+           "TRAINING", "is_training_record", "write_text_atomic"]
 
 CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -57,6 +61,13 @@ LAST = "last.pt"
 TENSORBOARD = "tensorboard"
 BENCH_JSON = "bench.json"
 RUNNING = "RUNNING"
+#: The key and value that mark a training record in ``metrics.jsonl`` (evaluation records
+#: have no ``PHASE``, as in runs made before training records were kept).
+PHASE, TRAINING = "phase", "train"
+
+
+def is_training_record(record: dict[str, Any]) -> bool:
+    return record.get(PHASE) == TRAINING
 
 
 class RunBusyError(RuntimeError):
@@ -207,7 +218,11 @@ class RunDir:
     def read_history(self) -> tuple[dict[str, Any], ...]:
         """The evaluation records of ``metrics.jsonl``, oldest first (``()`` when there is no
         file); stops at a line cut off by a kill."""
-        return _read_records(self.metrics_jsonl)
+        return tuple(r for r in _read_records(self.metrics_jsonl) if not is_training_record(r))
+
+    def read_training(self) -> tuple[dict[str, Any], ...]:
+        """The training records of ``metrics.jsonl`` (``"phase": "train"``), oldest first."""
+        return tuple(r for r in _read_records(self.metrics_jsonl) if is_training_record(r))
 
     # --- provenance -----------------------------------------------------------------------
     def read_provenance(self) -> tuple[dict[str, Any], ...]:

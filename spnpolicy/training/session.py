@@ -14,6 +14,8 @@ while step < cfg.total_steps:
     ...                                # collect -> store -> sample -> loss -> step -> targets
     step += num_envs
     session.advance(num_envs)
+    if session.log_due(step):
+        session.record_training(step, training.pop(envs.has_success))   # TrainingMeans
     if session.eval_due(step):
         session.record(step, evaluate(...) | train_stats)
     if session.checkpoint_due(step):
@@ -22,12 +24,13 @@ session.close()
 ```
 
 Evaluation happens at step 0, at every multiple of ``eval_interval`` crossed and at the
-end; checkpoints at every multiple of ``checkpoint_interval`` crossed and at the end (the
-history and wall time are saved with them). Resuming restores the history and rewrites
-the metrics files from it, so a killed-and-resumed run leaves the same files as an
-uninterrupted one (except wall times). With a run directory, Ctrl-C makes the next
-``checkpoint_due`` true and ``save`` then raises :class:`TrainingInterrupted`, so an
-interrupted run can be resumed from where it stopped. The directory's layout is
+end; a training record (``"phase": "train"`` in ``metrics.jsonl``) at every multiple of
+``log_interval`` crossed; checkpoints at every multiple of ``checkpoint_interval`` crossed
+and at the end (the records and wall time are saved with them). Resuming restores the
+records and rewrites the metrics files from them, so a killed-and-resumed run leaves the
+same files as an uninterrupted one (except wall times). With a run directory, Ctrl-C makes
+the next ``checkpoint_due`` true and ``save`` then raises :class:`TrainingInterrupted`, so
+an interrupted run can be resumed from where it stopped. The directory's layout is
 :mod:`spnpolicy.training.rundir`'s.
 """
 
@@ -48,7 +51,7 @@ from spnpolicy.machine import training_provenance
 from spnpolicy.training.checkpoint import save_checkpoint
 from spnpolicy.training.logger import MetricsLogger
 from spnpolicy.training.progress import ProgressBar
-from spnpolicy.training.rundir import RunDir
+from spnpolicy.training.rundir import PHASE, TRAINING, RunDir
 
 __all__ = ["RunSpec", "Session", "TrainingInterrupted", "spec_differences"]
 
@@ -123,6 +126,7 @@ class Session:
         total_steps: env-step budget.
         eval_interval: env steps between evaluations.
         checkpoint_interval: env steps between checkpoints (only with ``out_dir``).
+        log_interval: env steps between training records (:meth:`record_training`); 0: none.
         out_dir: run directory; ``None`` writes nothing and cannot resume.
         resume: continue from ``out_dir/checkpoints/last.pt`` if it exists. Without it, a
             directory that already holds a checkpoint is refused (ValueError).
@@ -132,16 +136,19 @@ class Session:
 
     def __init__(self, spec: RunSpec, total_steps: int, eval_interval: int,
                  checkpoint_interval: int, out_dir: str | os.PathLike | None = None,
-                 resume: bool = False, progress: bool = False, stdout: bool = True) -> None:
+                 resume: bool = False, progress: bool = False, stdout: bool = True,
+                 log_interval: int = 0) -> None:
         self.spec = spec
         self.total_steps = total_steps
         self.eval_interval = eval_interval
         self.checkpoint_interval = checkpoint_interval
+        self.log_interval = log_interval
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume = resume
         self._progress_enabled = progress
         self._stdout = stdout
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []      # the evaluation records
+        self.records: list[dict[str, Any]] = []      # every record, as in metrics.jsonl
         self._bar: ProgressBar | None = None
         self._logger: MetricsLogger | None = None
         self._wall_base = 0.0
@@ -149,6 +156,7 @@ class Session:
         self._start_step = 0
         self._next_eval = 0
         self._next_checkpoint = checkpoint_interval
+        self._next_log = log_interval
         self.interrupted = False
         self._previous_handler = None
 
@@ -194,14 +202,18 @@ class Session:
         if payload is not None:
             step = int(payload["session"]["step"])
             self.history = [dict(r) for r in payload["session"]["history"]]
+            # checkpoints written before training records were kept hold the history only
+            self.records = [dict(r) for r in payload["session"].get("records", self.history)]
             self._wall_base = float(payload["session"]["wall_time"])
-            self._logger.restore(self.history)
+            self._logger.restore(self.records)
             self._bar.update(step)
             if self._stdout:
                 self._logger.print_fn(f"resumed from step {step:,d} ({self.checkpoint_path})")
         last_eval = self.history[-1]["step"] if self.history else None
         self._next_eval = 0 if last_eval is None else self._after(last_eval, self.eval_interval)
         self._next_checkpoint = self._after(step, self.checkpoint_interval)
+        if self.log_interval:
+            self._next_log = self._after(step, self.log_interval)
         self._start_time, self._start_step = time.perf_counter(), step
         if self.out_dir is not None:
             RunDir(self.out_dir).append_provenance(training_provenance(step))
@@ -251,10 +263,27 @@ class Session:
         record = {"step": int(step), **metrics, "wall_time": round(self.wall_time(), 3),
                   "steps_per_second": round((step - self._start_step) / elapsed, 1)}
         self.history.append(record)
+        self.records.append(record)
         self._logger.log(record)
         shown = {k: record[k] for k in ("return_mean", "success_rate") if k in record}
         self._bar.set_postfix(**shown)
         self._next_eval = self._after(step, self.eval_interval)
+        return record
+
+    def log_due(self, step: int) -> bool:
+        """Whether a training record is due at ``step`` (never with ``log_interval=0``)."""
+        return self.log_interval > 0 and step >= self._next_log
+
+    def record_training(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Log a training record at ``step``: ``metrics`` (the training episodes' returns
+        and lengths and the losses since the previous one, as
+        :class:`~spnpolicy.training.metrics.TrainingMeans` gives them) with
+        ``"phase": "train"`` and ``wall_time``, to the metrics files (not the history)."""
+        record = {"step": int(step), PHASE: TRAINING, **metrics,
+                  "wall_time": round(self.wall_time(), 3)}
+        self.records.append(record)
+        self._logger.log(record)
+        self._next_log = self._after(step, self.log_interval)
         return record
 
     def checkpoint_due(self, step: int) -> bool:
@@ -262,8 +291,9 @@ class Session:
                                              or step >= self.total_steps)
 
     def save(self, step: int, payload: dict[str, Any]) -> Path:
-        """Write ``payload`` (plus the session's step, history and wall time) atomically."""
+        """Write ``payload`` (plus the session's step, records and wall time) atomically."""
         payload = dict(payload, session={"step": int(step), "history": self.history,
+                                         "records": self.records,
                                          "wall_time": self.wall_time()})
         self._next_checkpoint = self._after(step, self.checkpoint_interval)
         path = save_checkpoint(self.checkpoint_path, payload)

@@ -90,5 +90,19 @@ def test_logger_sends_scalars_to_tensorboard_when_installed(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
     logger = MetricsLogger(tmp_path, stdout=False)
     logger.log({"step": 5, "return_mean": 1.0, "success_rate": None})
+    logger.log({"step": 7, "phase": "train", "return_mean": 0.5})   # a training record
     logger.close()
-    assert scalars == [("return_mean", 1.0, 5), "closed"]
+    assert scalars == [("return_mean", 1.0, 5), ("train/return_mean", 0.5, 7), "closed"]
+
+
+def test_training_records_are_written_but_not_printed(tmp_path):
+    lines = []
+    logger = MetricsLogger(tmp_path, tensorboard=False, print_fn=lines.append)
+    logger.log({"step": 0, "return_mean": 1.5})
+    logger.log({"step": 4, "phase": "train", "return_mean": 0.5, "loss": 2.0})
+    assert len(lines) == 1
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[1] == {"step": 4, "phase": "train", "return_mean": 0.5, "loss": 2.0}
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [row["phase"] for row in rows] == ["", "train"]
+    logger.close()

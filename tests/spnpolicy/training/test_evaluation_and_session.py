@@ -91,6 +91,48 @@ def test_schedules(tmp_path):
     assert config["algo"] == "algo" and config["total_steps"] == 100
 
 
+def test_training_records_between_evaluations_go_to_the_files_not_the_history(tmp_path):
+    session = Session(RunSpec("algo", "climbing", 0, {}, {}), total_steps=100,
+                      eval_interval=50, checkpoint_interval=48, out_dir=tmp_path,
+                      stdout=False, log_interval=20)
+    session.begin()
+    for step in range(0, 65, 8):
+        if session.log_due(step):
+            session.record_training(step, {"return_mean": step / 10, "loss": 1.0})
+        if session.eval_due(step):
+            session.record(step, {"return_mean": 0.5})
+        if session.checkpoint_due(step):
+            session.save(step, {})
+    session.close()
+    assert [h["step"] for h in session.history] == [0, 56]
+    assert [(r["step"], r.get("phase")) for r in session.records] == [
+        (0, None), (24, "train"), (40, "train"), (56, None), (64, "train")]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == session.records
+    assert lines[1]["return_mean"] == 2.4 and "wall_time" in lines[1]
+    run = RunDir(tmp_path)
+    assert list(run.read_history()) == session.history
+    assert [r["step"] for r in run.read_training()] == [24, 40, 64]
+    assert "phase" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+
+    # the checkpoint at 48 keeps the records up to it: a resume rewrites the files from them
+    resumed = Session(RunSpec("algo", "climbing", 0, {}, {}), total_steps=100,
+                      eval_interval=50, checkpoint_interval=48, out_dir=tmp_path,
+                      stdout=False, log_interval=20, resume=True)
+    assert resumed.begin(resumed.restore()) == 48
+    assert [r["step"] for r in RunDir(tmp_path).read_training()] == [24, 40]
+    assert not resumed.log_due(56) and resumed.log_due(64)   # 40 was logged; 60 is next
+    resumed.close()
+
+
+def test_no_training_records_with_log_interval_zero(tmp_path):
+    session = Session(RunSpec("algo", "climbing", 0, {}, {}), total_steps=100,
+                      eval_interval=50, checkpoint_interval=50, stdout=False)
+    session.begin()
+    assert not any(session.log_due(step) for step in range(0, 200, 8))
+    session.close()
+
+
 def test_final_step_is_always_evaluated(tmp_path):
     session = _session(tmp_path, total=40)
     session.begin()

@@ -61,7 +61,8 @@ def _run(uniform_warmup=True, tau=None, interval=None, env="coordination", env_k
                                       eval_interval=32, eval_episodes=2, eval_stochastic=False),
                                  **overrides))
     session = Session(RunSpec("scripted", env, 0), cfg.total_steps,
-                      cfg.eval_interval, cfg.checkpoint_interval, stdout=False)
+                      cfg.eval_interval, cfg.checkpoint_interval, stdout=False,
+                      log_interval=cfg.log_interval)
     made = []
 
     def build(cfg, envs):
@@ -87,6 +88,21 @@ def test_schedule_of_collection_updates_and_evaluations():
     assert session.history[1]["updates"] == pytest.approx(5.0)
     assert session.history[-1]["updates"] == pytest.approx((10 + 21) / 2)
     assert agent is algorithm.agent and not agent.training
+
+
+def test_training_records_between_evaluations():
+    algorithm, _, session = _run(log_interval=16)
+    assert [(r["step"], r.get("phase")) for r in session.records] == [
+        (0, None), (16, "train"), (32, "train"), (32, None), (48, "train"), (64, "train"),
+        (64, None)]
+    training = [r for r in session.records if r.get("phase") == "train"]
+    # update rounds (3 updates each, the i-th returning i) at steps 16, 24, 32, ...: the
+    # means of 1-3, 4-9, 10-15 and 16-21 since the previous record
+    assert [r["updates"] for r in training] == [2.0, 6.5, 12.5, 18.5]
+    assert [r["episodes"] for r in training] == [16, 16, 16, 16]   # one-step episodes
+    # uniform joint actions until learning_starts, then explore's (0, 0), whose payoff is 0
+    assert training[0]["return_mean"] > 0 and 0 < training[0]["success_rate"] < 1
+    assert [r["return_mean"] for r in training[1:]] == [0.0, 0.0, 0.0]
 
 
 def test_updates_wait_for_the_first_n_step_row():
@@ -120,7 +136,7 @@ def test_hard_targets_copy_when_an_interval_is_crossed():
 
 RESUME = dict(total_steps=960, num_envs=8, learning_starts=96, batch_size=16,
               gradient_steps=1, checkpoint_interval=240, eval_interval=240, eval_episodes=4,
-              n_step=2, eval_stochastic=True)
+              n_step=2, eval_stochastic=True, log_interval=100)
 
 
 #: Per algorithm: config that makes target copies happen in both halves of the run.
@@ -143,6 +159,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, algo):
                               env_kwargs=env_kwargs, **config)
     assert_same_run(whole, resumed)
     assert len(whole.history) == 5
+    # the first step (a multiple of num_envs=8) at or past each multiple of log_interval=100
+    assert [r["step"] for r in whole.training] == [104, 200, 304, 400, 504, 600, 704, 800, 904]
 
 
 def test_config_is_checked_before_the_loop():

@@ -32,7 +32,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, 
     work since the checkpoint is lost), resume it: the same history and weights."""
     config = dict(num_envs=4, rollout_steps=5, eval_interval=120, checkpoint_interval=120,
                   eval_episodes=4, hidden=(16,), critic_hidden=(16,), total_steps=480,
-                  env_kwargs=env_kwargs, **extra)
+                  log_interval=100, env_kwargs=env_kwargs, **extra)
     whole = spnpolicy.train(algo, env, seed=3, out_dir=tmp_path / "a", **config)
 
     collect = RolloutStorage.rollout
@@ -51,6 +51,9 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, 
     resumed = spnpolicy.train(algo, env, seed=3, out_dir=tmp_path / "b", resume=True, **config)
     assert_same_run(whole, resumed)
     assert [h["step"] for h in whole.history] == [0, 120, 240, 360, 480]
+    # a training record after the rollouts crossing 100, 200, ... (20 env steps each)
+    assert [r["step"] for r in whole.training] == [100, 200, 300, 400]
+    assert all("return_mean" in r for r in whole.training)   # short episodes end in each
 
 
 def test_budget_not_a_multiple_of_the_rollout():
