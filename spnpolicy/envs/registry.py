@@ -6,7 +6,8 @@
 ['agent_0', 'agent_1', 'agent_2']
 
 Names (`ENV_NAMES`, described in `ENV_DESCRIPTIONS`): `coverage` (arguments of
-`coverage_v0.parallel_env`); the matrix games `climbing`, `penalty`, `coordination`,
+`coverage_v0.parallel_env`); `lift` (arguments of `lift.parallel_env`: n agents must
+act together, a partial attempt is penalised); the matrix games `climbing`, `penalty`, `coordination`,
 `linear`, `monotonic`, `stag_hunt` (arguments `k` for penalty and `episode_length`);
 `predator-prey` (arguments of `predator_prey_v0.parallel_env`: the DCG paper's
 predator-prey with punishment);
@@ -33,7 +34,7 @@ from typing import Any
 
 from pettingzoo import ParallelEnv
 
-from spnpolicy.envs import coverage_core, coverage_v0, lbf, matrix_v0, mpe
+from spnpolicy.envs import coverage_core, coverage_v0, lbf, lift, matrix_v0, mpe
 from spnpolicy.envs import predator_prey_core, predator_prey_v0
 
 __all__ = ["ENV_DESCRIPTIONS", "ENV_NAMES", "action_names", "check_env_name", "env_names",
@@ -41,7 +42,7 @@ __all__ = ["ENV_DESCRIPTIONS", "ENV_NAMES", "action_names", "check_env_name", "e
 
 LBF_PREFIX = "lbf/"
 MPE_PREFIX = "mpe/"
-ENV_NAMES = ("coverage", *matrix_v0.GAMES, *(MPE_PREFIX + task for task in mpe.MPE_TASKS),
+ENV_NAMES = ("coverage", "lift", *matrix_v0.GAMES, *(MPE_PREFIX + task for task in mpe.MPE_TASKS),
              "predator-prey")
 LBF_EXAMPLE = "lbf/Foraging-8x8-2p-3f-v3"
 
@@ -60,6 +61,13 @@ ENV_DESCRIPTIONS: dict[str, str] = {
                 f"from each goal to its nearest agent); state = agent positions, goal "
                 f"positions, goals held, time (5n+1 floats in [0, 1]); an agent's observation "
                 f"= the state + its one-hot index (observation='relative' adds offsets)",
+    "lift": f"n agents (num_agents, default {lift.LiftConfig.num_agents}) start 0..distance "
+            f"steps from an object (default {lift.LiftConfig.distance}) and must lift it "
+            f"together: actions {'/'.join(lift.ACTION_NAMES)}; reward 1 (success, the "
+            f"episode ends) when `required` agents (default all) at the object lift at once, "
+            f"-penalty (default {lift.LiftConfig.penalty}) for a step where someone lifts "
+            f"and it fails; max_steps {lift.LiftConfig.max_steps}; state = distances, time "
+            f"(n+1 floats); observation = state + one-hot index",
     "predator-prey": f"the DCG paper's relative-overgeneralisation task: num_agents "
                      f"predators (default {_PREDATOR_PREY.num_agents}) hunt num_prey "
                      f"prey (default {_PREDATOR_PREY.num_prey}) moving at random on a "
@@ -240,6 +248,9 @@ def make_env(name: str, **kwargs: Any) -> ParallelEnv:
     if name == "coverage":
         _check_arguments(name, coverage_v0.parallel_env, kwargs)
         return coverage_v0.parallel_env(**kwargs)
+    if name == "lift":
+        _check_arguments(name, lift.parallel_env, kwargs)
+        return lift.parallel_env(**kwargs)
     if name == "predator-prey":
         _check_arguments(name, predator_prey_v0.parallel_env, kwargs)
         return predator_prey_v0.parallel_env(**kwargs)
@@ -272,6 +283,8 @@ def action_names(name: str, num_actions: int) -> tuple[str, ...]:
     ...; the MPE tasks whose agents all move: noop, left, ...), else ``"0".."k-1"``."""
     if name == "coverage":
         return tuple(coverage_core.ACTION_NAMES)
+    if name == "lift":
+        return lift.ACTION_NAMES
     if name == "predator-prey":
         return predator_prey_core.ACTION_NAMES
     known = (LBF_ACTIONS if isinstance(name, str) and name.startswith(LBF_PREFIX) else
