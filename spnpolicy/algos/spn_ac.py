@@ -1,4 +1,4 @@
-"""spn-ac: the exact-ELBO max-ent actor-critic (DESIGN.md 5.1, seed 000 section 4).
+"""spn-ac: the exact-ELBO max-ent actor-critic (docs/design.md, section 4).
 
 A joint policy ``pi(u | s)`` over the ``n`` agents' actions (a selective circuit) and twin
 factor-graph critics ``Q_1, Q_2`` with Polyak targets ``Qbar_j``. Both losses are exact,
@@ -7,9 +7,11 @@ with no sampling:
 - soft value: ``V(s') = min_j E_pi[Qbar_j(s', u')] + alpha H(pi(. | s'))``
 - critic:     ``sum_j mean (Q_j(s, u) - (r + gamma (1 - term) V(s')))^2`` (with ``n_step > 1``:
   the discounted n-step return and ``gamma^m V(s_{t+m})``)
-- actor:      ``-(min_j E_pi[Q_j(s, u)] + alpha H(pi(. | s)))``, the negative ELBO of seed
-  000 eq. (2), differentiated through the circuit (the min is over the two critics'
-  exact expectations, per state)
+- actor:      ``-(min_j E_pi[Q_j(s, u)] + alpha H(pi(. | s)))``, the negative exact ELBO
+  (docs/design.md, sections 3-4), differentiated through the circuit (the min is over the
+  two critics' exact expectations, per state), plus the mode guidance
+  ``-mode_guidance log pi(u* | s)`` toward the critics' best joint action ``u*(s)``
+  (exact log-likelihood of the circuit, exact argmax of the factor graph where it is narrow)
 - alpha:      fixed, or tuned so that ``H(pi)`` tracks ``target_entropy_scale * n log k``.
 
 Variants on the same code path (registry names): ``meanfield-ac`` (``policy="mean_field"``),
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from factor_q import FactorValues
 from spnpolicy.algos.config import (
     AlgorithmSpec,
     OffPolicyConfig,
@@ -38,8 +41,8 @@ from spnpolicy.algos.config import (
     check_hidden,
     check_int,
 )
-from spnpolicy.algos.critics import (FACTOR_GRAPHS, TwinFactorQ, build_factor_graph,
-                                     expectations)
+from spnpolicy.algos.critics import (FACTOR_GRAPHS, TwinFactorQ, TwinValues,
+                                     build_factor_graph, expectations)
 from spnpolicy.algos.policies import JointPolicy, SharedMarginals
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, Session, VecEnv, make_target
@@ -98,6 +101,13 @@ class SpnAcConfig(OffPolicyConfig):
     alpha (H - n log k): the same actor gradient, but no per-step bonus for staying alive)."""
     reinforce_samples: int = 8
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
+    mode_guidance: float = 0.1
+    """Weight beta of the actor's cross-entropy toward the critics' best joint action: the
+    actor loss gains ``-beta mean log pi(u* | s)``, ``u* = argmax_u mean_j Q_j(s, u)`` (exact
+    variable elimination where the graph allows, see FactorValues.argmax). The ELBO's
+    gradient on a joint action's probability shrinks with that probability, so a
+    coordinated joint action the policy dropped before the critics valued it is not taken
+    up again; this term's gradient does not shrink. 0 turns it off."""
     compile: bool = False
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
@@ -127,6 +137,7 @@ class SpnAcConfig(OffPolicyConfig):
         check_float("tau", self.tau, 0.0, 1.0, low_open=True)
         for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
             check_float(name, getattr(self, name), 0.0, low_open=True)
+        check_float("mode_guidance", self.mode_guidance, 0.0)
         check_float("target_entropy_scale", self.target_entropy_scale, 0.0, 1.0)
         for name in ("unary", "autotune_alpha", "compile"):
             check_bool(name, getattr(self, name))
@@ -168,8 +179,12 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
-               samples: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+               samples: int = 8, mode: torch.Tensor | None = None,
+               mode_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The actor loss and the (exact) policy entropy ``[B]``.
+
+    With ``mode`` (the critics' best joint actions ``[B, n]``) the loss also gains
+    ``-mode_weight mean log pi(mode | s)`` (mode guidance, see ``SpnAcConfig``).
 
     ``exact``: ``-mean(min_j E_pi[Q_j(s, .)] + alpha H(pi))`` differentiated through ``dist``.
     ``reinforce``: a surrogate whose gradient is the score-function estimate of the same
@@ -178,9 +193,10 @@ def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
     of ``f`` over the other draws (leave-one-out baseline).
     """
     entropy = dist.entropy()
+    guidance = 0.0 if mode is None else -mode_weight * dist.log_prob(mode).mean()
     if gradient == "exact":
         expected = expectations(values, SharedMarginals(dist)).min(0).values
-        return -(expected + alpha * entropy).mean(), entropy
+        return -(expected + alpha * entropy).mean() + guidance, entropy
     draws = dist.sample((samples,))                                      # [M, B, n]
     log_prob = dist.log_prob(draws)                                      # [M, B]
     with torch.no_grad():
@@ -188,7 +204,17 @@ def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
                          for d in draws])
         f = q - alpha * log_prob
         baseline = (f.sum(0, keepdim=True) - f) / (samples - 1)
-    return -((f - baseline) * log_prob).mean(), entropy
+    return -((f - baseline) * log_prob).mean() + guidance, entropy
+
+
+def mean_values(values: TwinValues) -> FactorValues:
+    """The twin critics' mean ``(Q_1 + Q_2) / 2`` as one :class:`~factor_q.FactorValues`
+    on their shared graph."""
+    first = values[0]
+    return FactorValues.trusted(first.graph, (values[0].unary + values[1].unary) / 2,
+                                *(None if getattr(first, name) is None else
+                                  (getattr(values[0], name) + getattr(values[1], name)) / 2
+                                  for name in ("pairwise", "triple")))
 
 
 class Temperature(nn.Module):
@@ -303,15 +329,16 @@ class SpnAc(OffPolicyAlgorithm):
         target = reward + discount * (1.0 - terminated) * next_value
         return critic_loss(self.critic.evaluate(state, actions), target)
 
-    def _actor_loss(self, state, alpha):
+    def _actor_loss(self, state, alpha, best):
         """The loss to backpropagate (the actor's plus alpha's when alpha is tuned), the
-        actor's loss and the policy entropy ``[B]``."""
+        actor's loss and the policy entropy ``[B]``; ``best`` ``[B, n]`` are the critics'
+        best joint actions (or None without mode guidance)."""
         cfg = self.cfg
         with torch.no_grad():
             values = self.critic.values(state)
         dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
-                                         cfg.reinforce_samples)
+                                         cfg.reinforce_samples, best, cfg.mode_guidance)
         if cfg.autotune_alpha:
             return loss_actor + self.temperature.loss(entropy, self.target_entropy), \
                 loss_actor, entropy
@@ -319,10 +346,17 @@ class SpnAc(OffPolicyAlgorithm):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step of the critics, the actor and alpha on ``batch``; the metrics."""
+        best = self.critic_mode(batch.state) if self.cfg.mode_guidance > 0 else None
         return self._update_fn(batch.state, batch.actions, batch.reward, batch.next_state,
-                               batch.steps, batch.terminated)
+                               batch.steps, batch.terminated, best)
 
-    def _update(self, state, actions, reward, next_state, steps, terminated):
+    @torch.no_grad()
+    def critic_mode(self, state: torch.Tensor) -> torch.Tensor:
+        """The critics' best joint actions ``[B, n]`` for states ``[B, state_dim]``: the
+        argmax of the twins' mean ``Q``, itself one factor graph's values."""
+        return mean_values(self.critic.values(state)).argmax()
+
+    def _update(self, state, actions, reward, next_state, steps, terminated, best=None):
         """:meth:`update` on the batch's tensors, each optimiser stepped by ``self._steps``
         (eager autograd, or the traced steps of the one compiled graph)."""
         cfg, alpha = self.cfg, self.temperature.value
@@ -334,7 +368,7 @@ class SpnAc(OffPolicyAlgorithm):
         # with autotune_alpha one backward for both: the alpha loss sees the entropy as a
         # constant, so the gradients are those of two separate steps, the actor's clipped alone
         _, loss_actor, entropy = self._steps(
-            self.optimizers["actor"], lambda: self._actor_loss_fn(state, alpha),
+            self.optimizers["actor"], lambda: self._actor_loss_fn(state, alpha, best),
             cfg.max_grad_norm, also=(self.optimizers["alpha"],) if cfg.autotune_alpha else ())
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
                 "entropy": entropy.detach().mean(), "alpha": alpha}

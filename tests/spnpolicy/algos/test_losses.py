@@ -9,6 +9,7 @@ import torch
 from circuits.structures import mean_field, selective
 from factor_q import FactorGraph, FactorValues
 from spnpolicy.algos.critics import build_factor_graph
+from spnpolicy.algos.policies import JointCategorical
 from spnpolicy.algos.spn_ac import Temperature, actor_loss, critic_loss, soft_value
 
 N, K, B = 3, 3, 4
@@ -96,3 +97,52 @@ def test_critic_loss_and_temperature():
     assert math.isclose(float(temperature.value), 0.2, rel_tol=1e-6)
     temperature.loss(torch.full((B,), 2.0), target=1.0).backward()
     assert temperature.log_alpha.grad > 0  # entropy above target: a step lowers alpha
+
+
+@pytest.mark.parametrize("gradient", ["exact", "reinforce"])
+def test_mode_guidance_adds_the_cross_entropy_of_the_critics_best_action(dist_and_params,
+                                                                       gradient):
+    """With ``mode``, the loss is the plain loss minus ``w mean log pi(mode)``, the
+    probability by enumeration of the normalised joint table."""
+    circuit, params = dist_and_params
+    graph = FactorGraph.complete(N)
+    q = [_values(0, graph), _values(1, graph)]
+    alpha = torch.tensor(0.3, dtype=torch.float64)
+    mode = torch.tensor([[0, 1, 2], [2, 2, 2], [1, 0, 0], [0, 0, 0]])
+    torch.manual_seed(5)
+    plain, _ = actor_loss(q, circuit.distribution(params), alpha, gradient)
+    torch.manual_seed(5)
+    guided, _ = actor_loss(q, circuit.distribution(params), alpha, gradient, mode=mode,
+                           mode_weight=0.25)
+    dist = circuit.distribution(params)
+    table = torch.stack([dist.log_prob(u.expand(B, N)).exp()
+                         for u in torch.tensor(list(itertools.product(range(K), repeat=N)))])
+    torch.testing.assert_close(table.sum(0), torch.ones(B, dtype=torch.float64))
+    index = (mode * torch.tensor([K * K, K, 1])).sum(1)
+    picked = table[index, torch.arange(B)]
+    torch.testing.assert_close(guided, plain - 0.25 * picked.log().mean())
+
+
+def test_mode_guidance_gradient_does_not_vanish_with_the_actions_probability():
+    """A joint action with probability ~1e-6 and the best value: the ELBO's gradient on its
+    logit is ~its probability, the guidance term's ~1 (a softmax policy over 3^3 actions)."""
+    graph = FactorGraph.complete(N)
+    q = _values(0, graph)
+    actions = torch.tensor(list(itertools.product(range(K), repeat=N)))
+    values = torch.stack([q.evaluate(u.expand(B, N)) for u in actions])       # [K^N, B]
+    best = values.argmax(0)
+    logits = torch.zeros(B, K ** N, dtype=torch.float64)
+    logits[torch.arange(B), best] = -14.0
+    logits.requires_grad_(True)
+    alpha = torch.tensor(0.01, dtype=torch.float64)
+    plain, _ = actor_loss([q, q], JointCategorical(logits, N, K), alpha)
+    (g_plain,) = torch.autograd.grad(plain, logits)
+    mode = actions[best]
+    guided, _ = actor_loss([q, q], JointCategorical(logits, N, K), alpha, mode=mode,
+                           mode_weight=0.1)
+    (g_guided,) = torch.autograd.grad(guided, logits)
+    rows = torch.arange(B)
+    assert (g_plain[rows, best].abs() < 1e-4).all()
+    torch.testing.assert_close(g_guided[rows, best] - g_plain[rows, best],
+                               torch.full((B,), -0.1 / B, dtype=torch.float64),
+                               rtol=1e-4, atol=1e-9)

@@ -140,3 +140,24 @@ def test_checkpoints_of_the_earlier_payoff_layout_load(tmp_path):
         fresh = TwinFactorQ(graph, state_dim=5, num_actions=3, hidden=(8,))
         fresh.load_state_dict(torch.load(tmp_path / name, weights_only=True))
         torch.testing.assert_close(fresh.evaluate(state, actions), expected)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), graph_index=st.sampled_from(range(len(GRAPHS) - 1)),
+       unary=st.booleans())
+def test_mean_values_and_critic_mode_equal_enumeration(seed, graph_index, unary):
+    """``mean_values`` is the twins' mean Q on every joint action, and its argmax (what
+    spn-ac's mode guidance targets) is the enumerated best joint action."""
+    from spnpolicy.algos.spn_ac import mean_values
+    graph = GRAPHS[graph_index]
+    torch.manual_seed(seed)
+    critic = TwinFactorQ(graph, state_dim=5, num_actions=3, hidden=(8,), unary=unary).double()
+    states = torch.randn(6, 5, dtype=torch.float64)
+    values = critic(states)
+    mean = mean_values(values)
+    joint = torch.tensor(list(itertools.product(range(3), repeat=3)))
+    table = torch.stack([critic.evaluate(states, u.expand(6, 3)).mean(0) for u in joint])
+    torch.testing.assert_close(torch.stack([mean.evaluate(u.expand(6, 3)) for u in joint]),
+                               table)
+    best = mean.argmax()
+    torch.testing.assert_close(mean.evaluate(best), table.max(0).values)
