@@ -16,7 +16,6 @@ import dataclasses
 import json
 import os
 import sys
-import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from spnpolicy.algos.config import field_values
 from spnpolicy.algos.registry import get_algorithm, make_config
 from spnpolicy.envs.registry import action_names, check_env_name, make_env, register_env
 from spnpolicy.training import RunSpec, Session
@@ -103,16 +103,12 @@ def _saved_overrides(algo: str, env: str, run: RunDir) -> tuple[dict[str, Any], 
         raise ValueError(f"cannot resume {run.path}: it trained {saved['algo']!r} on "
                          f"{saved['env']!r}, not {algo!r} on {env!r}")
     cls = get_algorithm(algo).config_cls
-    hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(saved["config"]) - fields)
     if unknown:
         raise ValueError(f"cannot resume {run.path}: its config.json has config keys "
                          f"{unknown} that {algo!r} does not have (written by another version)")
-    config = {key: tuple(value) if isinstance(value, list) and
-              typing.get_origin(hints[key]) is tuple else value
-              for key, value in saved["config"].items()}
-    return config, dict(saved["env_kwargs"]), run.total_steps()
+    return field_values(cls, saved["config"]), dict(saved["env_kwargs"]), run.total_steps()
 
 
 def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,

@@ -6,6 +6,8 @@ spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
     --total-steps 100000 --out-dir runs/cov3
 spnpolicy train --out-dir runs/cov3 --resume                  # continue with the saved config
 spnpolicy config spn-ac climbing          # every config field, its value and meaning
+spnpolicy config spn-ac --env climbing --out cfg.json        # the same as a JSON file
+spnpolicy train spn-ac climbing --config cfg.json --set actor_lr=1e-3   # --set wins
 spnpolicy bench matrix --workers 2        # a benchmark suite: runs, table, plots
 spnpolicy plot runs/bench/matrix          # redraw a benchmark's table and plots
 spnpolicy query runs/cov3 --fix 2=noop    # a trained policy given agent 2's noop
@@ -31,7 +33,12 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from spnpolicy.algos.config import field_docs, parse_field_value
+from spnpolicy.algos.config import (
+    field_docs,
+    parse_field_value,
+    read_config_file,
+    write_config_file,
+)
 from spnpolicy.algos.registry import ALGORITHMS, get_algorithm, make_config
 from spnpolicy.cli_args import key_value, literal
 from spnpolicy.envs.registry import ENV_DESCRIPTIONS, ENV_NAMES, LBF_EXAMPLE, registered_envs
@@ -117,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", type=key_value, action="append", default=[], dest="config",
                        metavar="KEY=VALUE", help="config override (repeatable), e.g. "
                        "--set actor_lr=1e-3 --set policy_hidden=64,64; see 'spnpolicy config'")
+    train.add_argument("--config", default=None, dest="config_file", metavar="FILE",
+                       help="config file: a JSON object of config keys and values (the keys "
+                       "--set takes), as 'spnpolicy config ALGO --env ENV --out FILE' writes "
+                       "it; --set and --total-steps override its values")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in OUT_DIR from its last checkpoint, with its "
                        "saved algorithm, env, seed, env arguments and config (any given "
@@ -128,9 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     train.set_defaults(handler=_train)
 
-    config = commands.add_parser("config", help="show an algorithm's config for an env")
+    config = commands.add_parser(
+        "config", help="show an algorithm's config for an env, or write it to a file",
+        description="List every config key of ALGO with its value (ENV's defaults when an env "
+        "is given) and meaning; with --out, write them to a JSON file instead, for 'spnpolicy "
+        "train ALGO ENV --config FILE'.")
     config.add_argument("algo", metavar="ALGO")
-    config.add_argument("env", metavar="ENV")
+    config.add_argument("env", metavar="ENV", nargs="?", default=None,
+                        help="environment whose defaults apply (the same as --env ENV)")
+    config.add_argument("--env", dest="env_option", default=None, metavar="ENV",
+                        help="environment whose defaults apply (default: none, the config "
+                        "class's own defaults)")
+    config.add_argument("--out", default=None, metavar="FILE",
+                        help="write the config to FILE (JSON) instead of listing it")
     config.set_defaults(handler=_config)
 
     # Other commands live in their own modules: each `register(commands)` adds a
@@ -188,7 +209,11 @@ def _train(args: argparse.Namespace) -> int:
         if total_steps is not None and total_steps != overrides["total_steps"]:
             raise ValueError(f"--total-steps {total_steps} and --set total_steps="
                              f"{overrides['total_steps']} disagree; give one of them")
-        total_steps = overrides.pop("total_steps")
+    if args.config_file is not None:
+        overrides = _from_config_file(args, overrides) | overrides
+    if total_steps is None:
+        total_steps = overrides.get("total_steps")
+    overrides.pop("total_steps", None)
     out_dir = args.out_dir
     if out_dir is None:
         env = args.env.replace("/", "-").replace(":", "-")
@@ -210,6 +235,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_config_file(args: argparse.Namespace, given: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``--config FILE`` for ``args.algo``; ValueError naming the file and the
+    key for an unknown key or a bad value. ``given`` (``--set``) overrides the file, so a
+    new run is checked with both, and an error is laid on the file when its values alone
+    fail too (a resumed run's values are checked against its saved config by train)."""
+    path = args.config_file
+    values = read_config_file(path, get_algorithm(args.algo).config_cls)
+    if not args.resume:
+        own = {key: value for key, value in values.items() if key not in given}
+        try:
+            make_config(args.algo, args.env, values | given)
+        except ValueError as error:
+            try:
+                make_config(args.algo, args.env, own)
+            except ValueError as own_error:
+                raise ValueError(f"config file {path}: {own_error}") from None
+            raise error from None
+    return values
+
+
 def _interrupted(out_dir: str) -> None:
     """Say where an interrupted run stands and how to continue it."""
     from spnpolicy.training.rundir import RunDir
@@ -227,9 +272,20 @@ def _interrupted(out_dir: str) -> None:
 def _config(args: argparse.Namespace) -> int:
     from spnpolicy.envs.registry import check_env_name
 
+    if args.env is not None and args.env_option is not None and args.env != args.env_option:
+        raise ValueError(f"the env is given twice: {args.env!r} and --env {args.env_option!r}; "
+                         f"give one of them")
+    env = args.env if args.env is not None else args.env_option
     get_algorithm(args.algo)
-    check_env_name(args.env)
-    cfg = make_config(args.algo, args.env)
+    if env is not None:
+        check_env_name(env)
+    cfg = make_config(args.algo, env)
+    if args.out is not None:
+        path = write_config_file(cfg, args.out)
+        defaults = f"{env}'s defaults" if env is not None else "defaults for no env in particular"
+        print(f"wrote the config of {args.algo} ({defaults}) to {path}; edit it and train with:"
+              f"\n  spnpolicy train {args.algo} {env or 'ENV'} --config {shlex.quote(str(path))}")
+        return 0
     docs = field_docs(type(cfg))
     fixed = get_algorithm(args.algo).fixed
     for f in dataclasses.fields(cfg):

@@ -50,9 +50,12 @@ def env_family(env: str) -> str:
     return env.split("/", 1)[0] if "/" in env else env
 
 
-def default_overrides(algo: str, env: str) -> dict[str, Any]:
-    """What ``algo`` sets on top of its config class's defaults for ``env``."""
+def default_overrides(algo: str, env: str | None) -> dict[str, Any]:
+    """What ``algo`` sets on top of its config class's defaults for ``env`` (``None``: for
+    no env in particular, only the values that define the algorithm)."""
     spec = get_algorithm(algo)
+    if env is None:
+        return dict(spec.fixed)
     family = env_family(env)
     merged = dict(spec.env_defaults.get(family, {}))
     if env != family:
@@ -60,8 +63,9 @@ def default_overrides(algo: str, env: str) -> dict[str, Any]:
     return merged | spec.fixed
 
 
-def make_config(algo: str, env: str, overrides: dict[str, Any] | None = None):
-    """The config of ``algo`` on ``env`` with the user's ``overrides`` applied.
+def make_config(algo: str, env: str | None, overrides: dict[str, Any] | None = None):
+    """The config of ``algo`` on ``env`` (``None``: without any env's defaults) with the
+    user's ``overrides`` applied.
 
     Raises ValueError for an unknown algorithm or config key (listing the valid ones), an
     override of a value that defines the algorithm, or an invalid value (naming the field).

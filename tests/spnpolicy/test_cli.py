@@ -1,7 +1,9 @@
 """The spnpolicy command line, run as real subprocesses (python -m spnpolicy.cli)."""
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,7 +15,9 @@ import pytest
 import torch
 
 import spnpolicy
+from spnpolicy.algos.registry import make_config
 from spnpolicy.cli import main
+from spnpolicy.training.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -275,6 +279,67 @@ def test_killed_and_interrupted_runs_resume_to_the_same_result(tmp_path):
 def _modules(checkpoint: dict) -> dict:
     """The networks' state dicts (at the top, or in the shared loop's algorithm entry)."""
     return checkpoint.get("modules") or checkpoint["algorithm"]["modules"]
+
+
+def test_config_writes_a_file_that_train_reads_and_set_overrides(tmp_path, capsys):
+    path = tmp_path / "vdn.json"
+    assert main(["config", "vdn", "--env", "climbing", "--out", str(path)]) == 0
+    assert f"spnpolicy train vdn climbing --config {path}" in capsys.readouterr().out
+    written = json.loads(path.read_text())
+    assert written == json.loads(json.dumps(dataclasses.asdict(make_config("vdn", "climbing"))))
+    written |= {"total_steps": 400, "learning_starts": 200, "hidden": [16], "eval_interval": 100}
+    path.write_text(json.dumps(written))
+    run = tmp_path / "run"
+    assert main(["train", "vdn", "climbing", "--config", str(path), "--set", "eval_interval=200",
+                 "--out-dir", str(run), "--quiet"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["total_steps"] == 400 and saved["config"]["hidden"] == [16]
+    assert saved["config"]["eval_interval"] == 200                     # --set wins
+    assert [h["step"] for h in RunDir(run).read_history()] == [0, 200, 400]
+    # --total-steps wins over the file too; a small file of a few keys is enough
+    path.write_text(json.dumps({"learning_starts": 100, "total_steps": 10_000}))
+    assert main(["train", "vdn", "climbing", "--config", str(path), "--total-steps", "200",
+                 "--out-dir", str(tmp_path / "short"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["total_steps"] == 200
+
+
+def test_config_without_an_env_lists_the_class_defaults(capsys):
+    assert main(["config", "spn-ac"]) == 0
+    assert "total_steps = 100000\n" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["config", "spn-ac", "climbing", "--env", "coverage"])
+    assert "the env is given twice: 'climbing' and --env 'coverage'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("a.json", '{"lr": 1}', r"unknown config key\(s\) \['lr'\]; valid keys: total_steps"),
+    ("a.json", '{"actor_lr": -1}', r"actor_lr must be a finite number in \(0.0, inf\], got -1"),
+    ("a.json", '{"policy_hidden": "wide"}', r"policy_hidden: cannot read 'wide' as tuple"),
+    ("a.json", '{"actor_lr": 1e-3,', r"not valid JSON \(line 1, column 19"),
+    ("a.json", "[1, 2]", "must hold a JSON object of config keys and values, got a list"),
+    ("a.yaml", "actor_lr: 0.001", r"config files are JSON \(.json\)"),
+    ("missing.json", None, r"cannot be read \(No such file or directory\)"),
+    ("a.json", '{"autotune_alpha": 1}', r"autotune_alpha must be a bool \(true or false\)"),
+])
+def test_config_file_errors_name_the_file_and_the_key(tmp_path, capsys, name, text, message):
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "spn-ac", "climbing", "--config", str(path), "--out-dir",
+              str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(f"spnpolicy: error: config file {re.escape(str(path))}: {message}", err), err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_bad_file_value_that_set_overrides_is_no_error(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('{"lr": -1, "total_steps": 200, "learning_starts": 100, "hidden": [8]}')
+    assert main(["train", "vdn", "climbing", "--config", str(path), "--set", "lr=5e-3",
+                 "--out-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["lr"] == 5e-3
 
 
 def test_help_texts_explain_themselves_without_outside_references():

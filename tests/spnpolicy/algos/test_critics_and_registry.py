@@ -7,7 +7,8 @@ import pytest
 
 from factor_q import FactorGraph
 from spnpolicy.algos import ALGORITHMS, make_config
-from spnpolicy.algos.config import field_docs, parse_field_value
+from spnpolicy.algos.config import (field_docs, field_values, parse_field_value,
+                                    read_config_file, write_config_file)
 from spnpolicy.algos.critics import build_factor_graph
 from spnpolicy.algos.registry import env_family
 from spnpolicy.algos.spn_ac import SpnAcConfig
@@ -84,3 +85,21 @@ def test_parse_field_value():
     with pytest.raises(ValueError, match="unknown config key 'nope'"):
         parse_field_value(SpnAcConfig, "nope", "1")
     assert math.isinf(parse_field_value(SpnAcConfig, "alpha", "inf"))  # rejected by the config
+
+
+def test_field_values_read_json_and_set_text_forms():
+    values = field_values(SpnAcConfig, {"policy_hidden": [64, 64], "actor_lr": "1e-3",
+                                        "autotune_alpha": "false", "factor_graph": "ring",
+                                        "total_steps": 400})
+    assert values == {"policy_hidden": (64, 64), "actor_lr": 1e-3, "autotune_alpha": False,
+                      "factor_graph": "ring", "total_steps": 400}
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['lr'\]; valid keys: "):
+        field_values(SpnAcConfig, {"lr": 1.0})
+
+
+def test_a_written_config_file_reads_back_as_the_same_config(tmp_path):
+    cfg = make_config("spn-ac", "coverage", {"policy_hidden": (32, 32)})
+    path = write_config_file(cfg, tmp_path / "spn-ac.json")
+    assert SpnAcConfig(**read_config_file(path, SpnAcConfig)) == cfg
+    assert make_config("meanfield-ac", None).policy == "mean_field"   # no env's defaults
+    assert make_config("spn-ac", None) == SpnAcConfig()
