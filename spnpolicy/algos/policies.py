@@ -24,7 +24,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
-from spnpolicy.training.vec_env import observation_dict
+from spnpolicy.training.observations import agent_input, observation_dict
 
 __all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "POLICY_KINDS",
            "SharedMarginals", "mlp"]
@@ -259,8 +259,10 @@ class JointPolicy(nn.Module):
         numpy int64 array for numpy (or list) input, a LongTensor for tensor input."""
         if isinstance(observations, Mapping):   # TypeError: a dict holds no global state
             observation_dict(observations, self.num_agents, None)
-        dist = self.fast_distribution(observations)
+        x, single = agent_input(observations, (self.state_dim,),
+                                next(self.encoder.parameters()).device)
+        dist = self.fast_distribution(x)
         actions = dist.mode if deterministic else dist.sample(generator=generator)
-        if np.ndim(observations) == 1:
+        if single:
             actions = actions[0]
         return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()

@@ -78,7 +78,8 @@ def test_policy_act_and_distribution(kind):
 
 def test_policy_errors():
     policy = JointPolicy(state_dim=5, num_agents=2, num_actions=3)
-    with pytest.raises(ValueError, match=r"state_dim=5\] or \[state_dim\], got \[2, 4\]"):
+    with pytest.raises(ValueError, match=r"\[B, state_dim\] = \[B, 5\] or one of them, got "
+                                         r"shape \[2, 4\]"):
         policy.act(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="n <= 5"):
         JointPolicy(state_dim=5, num_agents=6, num_actions=2, kind="softmax")

@@ -77,3 +77,18 @@ def test_a_trained_agent_rejects_what_it_acted_on_before():
     assert result.agent.act([[[1.0], [1.0]]]).shape == (1, 2)
     with pytest.raises(ValueError, match=r"observations\[0, 0, 0\] is nan"):
         result.agent.act([[[math.nan], [1.0]]])
+
+
+def test_a_circuit_policy_names_the_state_and_entry():
+    """spn-ac's JointPolicy (meanfield-ac, reinforce too) refuses what distribution refuses."""
+    from spnpolicy.algos.policies import JointPolicy
+    torch.manual_seed(0)
+    policy = JointPolicy(state_dim=3, num_agents=2, num_actions=4, kind="selective", width=4,
+                         hidden=(8,))
+    states = np.zeros((4, 3), dtype=np.float32)
+    assert policy.act(states).shape == (4, 2) and policy.act(states[0]).shape == (2,)
+    states[2, 1] = math.nan
+    with pytest.raises(ValueError, match=r"observations\[2, 1\] is nan \(global states"):
+        policy.act(states)
+    with pytest.raises(ValueError, match=r"observations\[1\] is nan"):
+        policy.act(torch.as_tensor(states[2]), deterministic=False)
