@@ -24,7 +24,7 @@ from networkx.algorithms.approximation import treewidth_min_fill_in
 
 from factor_q.graph import FactorGraph
 
-__all__ = ["MAX_TABLE_SIZE", "EliminationStep", "elimination_plan", "argmax"]
+__all__ = ["MAX_TABLE_SIZE", "EliminationStep", "argmax", "eliminate", "elimination_plan"]
 
 #: Default limit on entries per state of an intermediate table for exact elimination.
 MAX_TABLE_SIZE = 2**16
@@ -81,8 +81,9 @@ def elimination_plan(graph: FactorGraph) -> tuple[EliminationStep, ...]:
     return tuple(steps)
 
 
-def _eliminate(values, steps: tuple[EliminationStep, ...]) -> torch.Tensor:
-    """Exact argmax by variable elimination; returns ``[B, n]`` actions."""
+def eliminate(values, steps: tuple[EliminationStep, ...]) -> torch.Tensor:
+    """Exact argmax by variable elimination along ``steps`` (:func:`elimination_plan` of
+    ``values.graph``); returns ``[B, n]`` actions."""
     batch, n, k = values.unary.shape
     tensors: list[torch.Tensor] = [values.unary[:, i] for i in range(n)]
     var_lists: list[tuple[int, ...]] = [(i,) for i in range(n)]
@@ -165,7 +166,7 @@ def argmax(values, method: str = "auto", *, max_table_size: int = MAX_TABLE_SIZE
         widest = max(len(s.scope) for s in steps)
         size = values.num_actions ** widest
         if size <= max_table_size:
-            return _eliminate(values, steps), True
+            return eliminate(values, steps), True
         if method == "elimination":
             raise ValueError(f"variable elimination needs a table of {values.num_actions}**"
                              f"{widest} = {size} entries per state, more than max_table_size="

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from factor_q import FactorValues
+from factor_q.argmax import eliminate, elimination_plan
 from spnpolicy.algos.config import (
     AlgorithmSpec,
     OffPolicyConfig,
@@ -103,11 +104,12 @@ class SpnAcConfig(OffPolicyConfig):
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     mode_guidance: float = 0.1
     """Weight beta of the actor's cross-entropy toward the critics' best joint action: the
-    actor loss gains ``-beta mean log pi(u* | s)``, ``u* = argmax_u mean_j Q_j(s, u)`` (exact
-    variable elimination where the graph allows, see FactorValues.argmax). The ELBO's
-    gradient on a joint action's probability shrinks with that probability, so a
-    coordinated joint action the policy dropped before the critics valued it is not taken
-    up again; this term's gradient does not shrink. 0 turns it off."""
+    actor loss gains ``-beta mean log pi(u* | s)``, ``u* = argmax_u mean_j Q_j(s, u)`` by
+    exact variable elimination. The ELBO's gradient on a joint action's probability shrinks
+    with that probability, so a coordinated joint action the policy dropped before the
+    critics valued it is not taken up again; this term's gradient does not shrink. Off
+    (with a note at the start of the run) where the elimination needs tables of more than
+    MODE_TABLE_SIZE entries per state; 0 turns it off."""
     compile: bool = False
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
@@ -207,6 +209,16 @@ def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
     return -((f - baseline) * log_prob).mean() + guidance, entropy
 
 
+#: Largest intermediate table (entries per state) of the exact argmax that mode guidance
+#: computes at every update; wider factor graphs train without it.
+MODE_TABLE_SIZE = 4096
+
+
+def mode_table_size(steps, num_actions: int) -> int:
+    """Entries per state of the widest table of an exact argmax along elimination ``steps``."""
+    return num_actions ** max((len(step.scope) for step in steps), default=1)
+
+
 def mean_values(values: TwinValues) -> FactorValues:
     """The twin critics' mean ``(Q_1 + Q_2) / 2`` as one :class:`~factor_q.FactorValues`
     on their shared graph."""
@@ -263,6 +275,13 @@ class SpnAc(OffPolicyAlgorithm):
         self.critic_target = make_target(self.critic)
         self.temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
         self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
+        self.notes: tuple[str, ...] = ()
+        self.mode_guidance, self._mode_steps = cfg.mode_guidance, elimination_plan(graph)
+        if cfg.mode_guidance > 0 and mode_table_size(self._mode_steps, k) > MODE_TABLE_SIZE:
+            self.mode_guidance = 0.0
+            self.notes += (f"mode_guidance is off: the exact argmax of this factor graph "
+                           f"needs tables of {mode_table_size(self._mode_steps, k):,} entries "
+                           f"per state (more than {MODE_TABLE_SIZE:,})",)
         self.value_offset = n * math.log(k) if cfg.regulariser == "kl_uniform" else 0.0
         self.optimizers = {
             "actor": adam(self.policy.encoder.parameters(), lr=cfg.actor_lr),
@@ -289,7 +308,7 @@ class SpnAc(OffPolicyAlgorithm):
         self._act_fn = None if not (cfg.compile and self.policy.tree is not None) else \
             maybe_compile(self._act, True, "spn-ac's acting")
         if cfg.compile:
-            self.notes = ("compile=True: the first update and the first action compile with "
+            self.notes += ("compile=True: the first update and the first action compile with "
                           "torch.compile (once per run; some 25-45 s on a CPU, 5-6 s once "
                           "torch's on-disk cache has the kernels)",)
 
@@ -329,16 +348,17 @@ class SpnAc(OffPolicyAlgorithm):
         target = reward + discount * (1.0 - terminated) * next_value
         return critic_loss(self.critic.evaluate(state, actions), target)
 
-    def _actor_loss(self, state, alpha, best):
+    def _actor_loss(self, state, alpha):
         """The loss to backpropagate (the actor's plus alpha's when alpha is tuned), the
-        actor's loss and the policy entropy ``[B]``; ``best`` ``[B, n]`` are the critics'
-        best joint actions (or None without mode guidance)."""
+        actor's loss and the policy entropy ``[B]``."""
         cfg = self.cfg
         with torch.no_grad():
             values = self.critic.values(state)
+            best = (eliminate(mean_values(values), self._mode_steps) if self.mode_guidance
+                    else None)
         dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
-                                         cfg.reinforce_samples, best, cfg.mode_guidance)
+                                         cfg.reinforce_samples, best, self.mode_guidance)
         if cfg.autotune_alpha:
             return loss_actor + self.temperature.loss(entropy, self.target_entropy), \
                 loss_actor, entropy
@@ -346,17 +366,10 @@ class SpnAc(OffPolicyAlgorithm):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step of the critics, the actor and alpha on ``batch``; the metrics."""
-        best = self.critic_mode(batch.state) if self.cfg.mode_guidance > 0 else None
         return self._update_fn(batch.state, batch.actions, batch.reward, batch.next_state,
-                               batch.steps, batch.terminated, best)
+                               batch.steps, batch.terminated)
 
-    @torch.no_grad()
-    def critic_mode(self, state: torch.Tensor) -> torch.Tensor:
-        """The critics' best joint actions ``[B, n]`` for states ``[B, state_dim]``: the
-        argmax of the twins' mean ``Q``, itself one factor graph's values."""
-        return mean_values(self.critic.values(state)).argmax()
-
-    def _update(self, state, actions, reward, next_state, steps, terminated, best=None):
+    def _update(self, state, actions, reward, next_state, steps, terminated):
         """:meth:`update` on the batch's tensors, each optimiser stepped by ``self._steps``
         (eager autograd, or the traced steps of the one compiled graph)."""
         cfg, alpha = self.cfg, self.temperature.value
@@ -368,7 +381,7 @@ class SpnAc(OffPolicyAlgorithm):
         # with autotune_alpha one backward for both: the alpha loss sees the entropy as a
         # constant, so the gradients are those of two separate steps, the actor's clipped alone
         _, loss_actor, entropy = self._steps(
-            self.optimizers["actor"], lambda: self._actor_loss_fn(state, alpha, best),
+            self.optimizers["actor"], lambda: self._actor_loss_fn(state, alpha),
             cfg.max_grad_norm, also=(self.optimizers["alpha"],) if cfg.autotune_alpha else ())
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
                 "entropy": entropy.detach().mean(), "alpha": alpha}
