@@ -9,6 +9,13 @@ reward 1 and the episode ends (success). A step where some agent chooses `lift` 
 step is not a lift is a **failed attempt**: the team gets `-penalty`, once per step,
 whoever tried. Episodes are truncated after `max_steps` steps.
 
+**Transient failures** (`failure_prob` q > 0): before every step each agent independently
+fails with probability q; a failed agent executes `wait` whatever it chose. The failures
+of the coming step are drawn in advance and announced: `stuck` `[E, n]` on the vec env, and
+`infos[agent]["stuck"]` / `env.stuck` on the ParallelEnv, so that a controller can condition
+on them; `infos[agent]["executed_action"]` is what the agent did (the training loop stores
+it). With `observe_failures` the state also holds the n announced flags (the oracle).
+
 This is the relative-overgeneralisation trap of the penalty matrix game spread over time:
 while the others lift at random, lifting is worth less than waiting (with 2 agents and
 uniform partners, `(1 - 3 penalty) / 4` per attempt at the object), so agents that judge
@@ -57,6 +64,8 @@ class LiftConfig:
     required: int | None = None
     distance: int = 2
     max_steps: int = 12
+    failure_prob: float = 0.0
+    observe_failures: bool = False
 
     def __post_init__(self) -> None:
         check_int("num_agents", self.num_agents, 1)
@@ -73,14 +82,22 @@ class LiftConfig:
         object.__setattr__(self, "required", required)
         check_int("distance", self.distance, 0)
         check_int("max_steps", self.max_steps, 1)
+        q = self.failure_prob
+        if (isinstance(q, bool) or not isinstance(q, (int, float, np.number))
+                or not 0.0 <= q < 1.0):
+            raise ValueError(f"failure_prob must be a number in [0, 1), got {q!r}")
+        object.__setattr__(self, "failure_prob", float(q))
+        if not isinstance(self.observe_failures, (bool, np.bool_)):
+            raise ValueError(f"observe_failures must be True or False, got "
+                             f"{self.observe_failures!r}")
 
     @property
     def state_dim(self) -> int:
-        return self.num_agents + 1
+        return 2 * self.num_agents + 1 if self.observe_failures else self.num_agents + 1
 
     @property
     def obs_dim(self) -> int:
-        return 2 * self.num_agents + 1
+        return self.state_dim + self.num_agents
 
 
 class LiftVecEnv:
@@ -93,15 +110,19 @@ class LiftVecEnv:
     def __init__(self, num_envs: int, num_agents: int = LiftConfig.num_agents,
                  penalty: float = LiftConfig.penalty, required: int | None = None,
                  distance: int = LiftConfig.distance, max_steps: int = LiftConfig.max_steps,
+                 failure_prob: float = LiftConfig.failure_prob,
+                 observe_failures: bool = LiftConfig.observe_failures,
                  seed: int | None = None) -> None:
         self.num_envs = check_int("num_envs", num_envs, 1)
-        self.config = LiftConfig(num_agents, penalty, required, distance, max_steps)
+        self.config = LiftConfig(num_agents, penalty, required, distance, max_steps,
+                                 failure_prob, observe_failures)
         self.num_agents = self.config.num_agents
         self.num_actions = NUM_ACTIONS
         self.state_dim, self.obs_dim = self.config.state_dim, self.config.obs_dim
         self._rngs = self._make_rngs(seed)
         self.distances = np.zeros((self.num_envs, self.num_agents), dtype=np.int64)
         self.elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self.stuck = np.zeros((self.num_envs, self.num_agents), dtype=bool)
 
     def _make_rngs(self, seed: int | None) -> list[np.random.Generator]:
         if seed is None:
@@ -121,18 +142,28 @@ class LiftVecEnv:
             self.distances[e] = self._rngs[e].integers(0, self.config.distance + 1,
                                                        size=self.num_agents)
         self.elapsed[copies] = 0
+        self._draw_failures(copies)
+
+    def _draw_failures(self, copies) -> None:
+        """The announced failures of each copy's coming step."""
+        if self.config.failure_prob > 0:
+            for e in copies:
+                self.stuck[e] = self._rngs[e].random(self.num_agents) < self.config.failure_prob
 
     def state(self) -> np.ndarray:
-        """Global states `[E, n + 1]` float32: distances / distance, elapsed fraction."""
+        """Global states `[E, state_dim]` float32: distances / distance, elapsed fraction,
+        then (with `observe_failures`) the announced failure flags."""
         scale = max(self.config.distance, 1)
-        return np.concatenate([self.distances / scale,
-                               (self.elapsed / self.config.max_steps)[:, None]],
-                              axis=1).astype(np.float32)
+        parts = [self.distances / scale, (self.elapsed / self.config.max_steps)[:, None]]
+        if self.config.observe_failures:
+            parts.append(self.stuck)
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
     def observations(self) -> np.ndarray:
-        """Per-agent observations `[E, n, 2n + 1]`: the state, then the one-hot index."""
+        """Per-agent observations `[E, n, state_dim + n]`: the state, then the one-hot
+        index."""
         n = self.num_agents
-        state = np.broadcast_to(self.state()[:, None, :], (self.num_envs, n, n + 1))
+        state = np.broadcast_to(self.state()[:, None, :], (self.num_envs, n, self.state_dim))
         index = np.broadcast_to(np.eye(n, dtype=np.float32), (self.num_envs, n, n))
         return np.concatenate([state, index], axis=2)
 
@@ -140,10 +171,13 @@ class LiftVecEnv:
         """Apply joint actions `[E, n]`; returns `(obs, reward, terminated, truncated, info)`.
 
         `reward` `[E]` float32 is the team reward; `info` holds `[E]` arrays `success`,
-        `attempt`, `at_object` (before the step), and `final_observation` `[E, n, obs_dim]` /
-        `final_state` `[E, n + 1]` (the step's last ones, before any auto-reset).
+        `attempt`, `at_object` (before the step), `executed` `[E, n]` (the chosen actions,
+        `wait` where the agent failed), and `final_observation` `[E, n, obs_dim]` /
+        `final_state` `[E, state_dim]` (the step's last ones, before any auto-reset).
+        `stuck` then holds the next step's announced failures.
         """
         actions = check_joint_actions(actions, self.num_envs, self.num_agents, NUM_ACTIONS)
+        actions = np.where(self.stuck, WAIT, actions)
         cfg = self.config
         at_object = self.distances == 0
         lifting = actions == LIFT
@@ -155,8 +189,10 @@ class LiftVecEnv:
         self.elapsed += 1
         terminated = success
         truncated = ~success & (self.elapsed >= cfg.max_steps)
+        self._draw_failures(np.flatnonzero(~(terminated | truncated)))
         info = {"success": success, "attempt": attempt, "at_object": at_object.sum(axis=1),
-                "final_observation": self.observations(), "final_state": self.state()}
+                "executed": actions, "final_observation": self.observations(),
+                "final_state": self.state()}
         done = np.flatnonzero(terminated | truncated)
         if done.size:
             self._reset_copies(done)
@@ -204,13 +240,22 @@ class LiftEnv(ParallelEnv):
         observations = self._observe(info["final_observation"][0])
         self._final_state = info["final_state"][0]
         agents = self.agents
+        infos = {a: dict(step_info) for a in agents}
+        if self.config.failure_prob > 0:
+            for i, a in enumerate(agents):
+                infos[a]["executed_action"] = int(info["executed"][0, i])
+                infos[a]["stuck"] = bool(self._vec.stuck[0, i]) and not ended
         if ended:
             self.agents = []
             self._reset_pending = True
         return (observations, {a: team for a in agents},
                 {a: bool(terminated[0]) for a in agents},
-                {a: bool(truncated[0]) for a in agents},
-                {a: dict(step_info) for a in agents})
+                {a: bool(truncated[0]) for a in agents}, infos)
+
+    @property
+    def stuck(self) -> np.ndarray:
+        """`[n]` bool: the agents announced to fail at the coming step."""
+        return self._vec.stuck[0].copy()
 
     def state(self) -> np.ndarray:
         if not self.agents and hasattr(self, "_final_state"):
@@ -229,7 +274,10 @@ class LiftEnv(ParallelEnv):
 
 def parallel_env(num_agents: int = LiftConfig.num_agents, penalty: float = LiftConfig.penalty,
                  required: int | None = None, distance: int = LiftConfig.distance,
-                 max_steps: int = LiftConfig.max_steps) -> LiftEnv:
+                 max_steps: int = LiftConfig.max_steps,
+                 failure_prob: float = LiftConfig.failure_prob,
+                 observe_failures: bool = LiftConfig.observe_failures) -> LiftEnv:
     """Make the lift task; arguments as in the module docstring."""
     return LiftEnv(num_agents=num_agents, penalty=penalty, required=required,
-                   distance=distance, max_steps=max_steps)
+                   distance=distance, max_steps=max_steps, failure_prob=failure_prob,
+                   observe_failures=observe_failures)

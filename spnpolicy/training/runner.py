@@ -27,7 +27,7 @@ class Transition(NamedTuple):
 
     state: np.ndarray       #: [E, state_dim] state the actions were taken in
     obs: np.ndarray         #: [E, n, obs_dim] observations the actions were taken on
-    actions: np.ndarray     #: [E, n] int64
+    actions: np.ndarray     #: [E, n] int64 executed (VecStep.executed where the env overrode)
     reward: np.ndarray      #: [E] float32 team reward
     next_state: np.ndarray  #: [E, state_dim] state reached (the final one if the episode ended)
     next_obs: np.ndarray    #: [E, n, obs_dim]
@@ -67,6 +67,9 @@ class Runner:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions, dtype=np.int64)
         out = self.envs.step(actions)
+        # what was done is what the buffer learns from: an env may override an action
+        if out.executed is not None:
+            actions = np.asarray(out.executed, dtype=np.int64)
         transition = Transition(self.state, self.obs, actions, out.reward, out.final_state,
                                 out.final_obs, out.terminated.astype(np.float32), out.truncated)
         self._returns += out.reward

@@ -52,6 +52,9 @@ class VecStep(NamedTuple):
     final_state: np.ndarray  #: [E, state_dim] state the step reached, before any reset
     final_obs: np.ndarray    #: [E, n, obs_dim] observations the step reached
     success: np.ndarray      #: [E] bool task success flag of the step (False if undefined)
+    #: [E, n] the joint actions the env executed, where it may override the chosen ones
+    #: (an agent that failed this step); None when it executed what it was given
+    executed: np.ndarray | None = None
 
 
 class VecEnv(Protocol):
@@ -201,6 +204,8 @@ class ParallelEnvVec:
           terminated if any agent terminated.
         - success: the step's ``infos[agent]["success"]``, else ``["optimal"]`` (matrix
           games: the joint action was optimal), else False.
+        - executed actions: ``infos[agent]["executed_action"]`` where the env reports one
+          (it overrode the chosen action), else the chosen action.
         - shaping (``shaping=True``): the env's ``state_potential(state) -> float``, a
           function of the flattened global state alone, when it has one.
     """
@@ -281,8 +286,13 @@ class ParallelEnvVec:
         self.has_success = self.has_success or bool(flags)
         done = not env.agents or all(terms.get(a, False) or truncs.get(a, False) for a in live)
         terminated = done and any(terms.get(a, False) for a in live)
+        executed = None
+        if any("executed_action" in info for info in infos.values()):
+            executed = [int(infos[a]["executed_action"]) - self._action_starts[i]
+                        if "executed_action" in infos.get(a, {}) else int(joint[i])
+                        for i, a in enumerate(self.agents)]
         return observations, float(team), terminated, done and not terminated, \
-            bool(flags and flags[0])
+            bool(flags and flags[0]), executed
 
     def step(self, actions: np.ndarray) -> VecStep:
         if self._state is None:
@@ -292,9 +302,13 @@ class ParallelEnvVec:
         reward = np.zeros(E, dtype=np.float32)
         terminated, truncated, success = (np.zeros(E, dtype=bool) for _ in range(3))
         final_state, final_obs = self._state.copy(), self._obs.copy()
+        executed = None
         for e in range(E):
-            observations, reward[e], terminated[e], truncated[e], success[e] = \
+            observations, reward[e], terminated[e], truncated[e], success[e], overridden = \
                 self._step_copy(e, actions[e])
+            if overridden is not None:
+                executed = actions.copy() if executed is None else executed
+                executed[e] = overridden
             final_state[e] = self._state_of(e, observations)
             final_obs[e] = self._obs_of(observations)
             if terminated[e] or truncated[e]:
@@ -305,7 +319,7 @@ class ParallelEnvVec:
         _check_finite(reward=reward, state=final_state, observations=final_obs,
                       reset_state=self._state, reset_observations=self._obs)
         return VecStep(self._state.copy(), self._obs.copy(), reward, terminated, truncated,
-                       final_state, final_obs, success)
+                       final_state, final_obs, success, executed)
 
     def _potential(self, states: np.ndarray) -> np.ndarray:
         """``env.state_potential(state)`` of global states ``[M, S]`` -> ``[M]`` float64 (an

@@ -117,3 +117,37 @@ def test_registry_names_and_describes_the_task():
     assert "lift" in spnpolicy.envs.registry.ENV_DESCRIPTIONS
     with pytest.raises(ValueError, match="unknown argument"):
         spnpolicy.make_env("lift", agents=2)
+
+
+def test_failed_agents_wait_and_the_runner_stores_what_was_executed():
+    """An announced failure makes the agent wait whatever it chose; the env reports the
+    executed action, and the training loop's transition holds it, not the chosen one."""
+    from spnpolicy.training import make_vec_env
+    from spnpolicy.training.runner import Runner
+    parallel_api_test(lift.parallel_env(failure_prob=0.5, observe_failures=True),
+                      num_cycles=100)
+    env = lift.parallel_env(num_agents=3, failure_prob=0.4, observe_failures=True)
+    env.reset(seed=3)
+    seen = 0
+    while env.agents:
+        stuck = env.stuck
+        state = env.state()
+        np.testing.assert_array_equal(state[4:], stuck)         # the oracle's flags
+        _, _, _, _, infos = step(env, (LIFT, RETREAT, LIFT))
+        executed = [infos[a]["executed_action"] for a in env.possible_agents]
+        assert executed == [WAIT if s else u for s, u in zip(stuck, (LIFT, RETREAT, LIFT))]
+        seen += stuck.sum()
+    assert seen > 0
+    envs = make_vec_env("lift", 4, seed=0, num_agents=2, failure_prob=0.5)
+    runner = Runner(envs)
+    runner.reset(seed=0)
+    stored = np.concatenate([runner.step(np.full((4, 2), LIFT)).actions for _ in range(20)])
+    assert (stored == WAIT).any() and (stored == LIFT).any()
+    assert set(np.unique(stored)) <= {WAIT, LIFT}
+
+
+def test_without_failures_nothing_is_overridden():
+    env = lift.parallel_env(num_agents=2)
+    env.reset(seed=0)
+    infos = step(env, (LIFT, WAIT))[4]
+    assert "executed_action" not in infos["agent_0"] and not env.stuck.any()
