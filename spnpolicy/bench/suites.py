@@ -126,11 +126,36 @@ _SHAPING = {"shaping": True}
 # (benchmarks/README.md, "coverage-paper").
 _PROGRESS = {"shaping": True, "shaping_form": "progress", "gamma": 0.9}
 
+#: The coordination suite's algorithms: the joint, mean-field and score-function policies
+#: of spn-ac, a coordination graph, value factorisation, and centralised actor-critics.
+COORDINATION_ALGOS = ("spn-ac", "meanfield-ac", "reinforce", "dcg", "vdn", "qmix", "mappo",
+                      "masac")
+
+
+def _lift(num_agents: int, penalty: float) -> Task:
+    return Task(f"lift-{num_agents}-p{penalty:g}", "lift",
+                {"num_agents": num_agents, "penalty": penalty})
+
+
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("matrix", "the matrix games (penalty with k = 0 .. 100); greedy success = the "
           "optimal joint action", _MATRIX_TASKS, ALL_ALGOS, 10,
           Protocol(total_steps=2_000, eval_interval=250, eval_episodes=8,
                    checkpoint_interval=500)),
+    Suite("coordination", "the lift task (n agents must lift together once all have "
+          "arrived; a failed attempt costs the penalty p): 2 agents at p = 0, 0.5, 1 and 3 "
+          "agents at p = 0.5; greedy success = the object lifted",
+          (_lift(2, 0.0), _lift(2, 0.5), _lift(2, 1.0), _lift(3, 0.5)),
+          COORDINATION_ALGOS, 10,
+          Protocol(total_steps=30_000, eval_interval=5_000, eval_episodes=50,
+                   checkpoint_interval=10_000)),
+    # The README's few-minute demo: the penalised 2-agent lift, where the joint policy
+    # coordinates and the factored ones do not.
+    Suite("coordination-quick", "the README's quick start: the lift task, 2 agents, "
+          "penalty 0.5, 3 seeds, 20,000 steps",
+          (_lift(2, 0.5),), ("spn-ac", "meanfield-ac", "dcg", "vdn", "qmix", "mappo"), 3,
+          Protocol(total_steps=20_000, eval_interval=2_500, eval_episodes=50,
+                   checkpoint_interval=10_000)),
     Suite("coverage-quick", "coverage, 3 agents on 6x6, 50 steps, sparse reward, fixed "
           "goals (layout_seed 0), relative observations, potential-based shaping",
           (Task("coverage-3x6x6-fixed", "coverage", _COVERAGE_QUICK),), ALL_ALGOS, 10,
