@@ -7,7 +7,10 @@ four actions: 0 `wait`, 1 `approach` (one step closer; at the object it stays), 
 `required` agents (default: all n) are at the object and choose `lift`: the team gets
 reward 1 and the episode ends (success). A step where some agent chooses `lift` but the
 step is not a lift is a **failed attempt**: the team gets `-penalty`, once per step,
-whoever tried. Episodes are truncated after `max_steps` steps.
+whoever tried. The deadline is part of the task: the state shows the time, and an episode
+that reaches `max_steps` without a lift **terminates** (it is not a time-limit truncation
+to bootstrap through; a learner that bootstraps from the last state's extrapolated value
+learns that waiting is as good as lifting).
 
 **Transient failures** (`failure_prob` q > 0): before every step each agent independently
 fails with probability q; a failed agent executes `wait` whatever it chose. The failures
@@ -170,7 +173,8 @@ class LiftVecEnv:
     def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Apply joint actions `[E, n]`; returns `(obs, reward, terminated, truncated, info)`.
 
-        `reward` `[E]` float32 is the team reward; `info` holds `[E]` arrays `success`,
+        `reward` `[E]` float32 is the team reward; `terminated` is a lift or the deadline,
+        `truncated` always False; `info` holds `[E]` arrays `success`,
         `attempt`, `at_object` (before the step), `executed` `[E, n]` (the chosen actions,
         `wait` where the agent failed), and `final_observation` `[E, n, obs_dim]` /
         `final_state` `[E, state_dim]` (the step's last ones, before any auto-reset).
@@ -187,8 +191,8 @@ class LiftVecEnv:
         move = np.where(actions == APPROACH, -1, np.where(actions == RETREAT, 1, 0))
         self.distances = np.clip(self.distances + move, 0, cfg.distance)
         self.elapsed += 1
-        terminated = success
-        truncated = ~success & (self.elapsed >= cfg.max_steps)
+        terminated = success | (self.elapsed >= cfg.max_steps)
+        truncated = np.zeros_like(success)
         self._draw_failures(np.flatnonzero(~(terminated | truncated)))
         info = {"success": success, "attempt": attempt, "at_object": at_object.sum(axis=1),
                 "executed": actions, "final_observation": self.observations(),

@@ -66,7 +66,8 @@ ENV_DESCRIPTIONS: dict[str, str] = {
             f"together: actions {'/'.join(lift.ACTION_NAMES)}; reward 1 (success, the "
             f"episode ends) when `required` agents (default all) at the object lift at once, "
             f"-penalty (default {lift.LiftConfig.penalty}) for a step where someone lifts "
-            f"and it fails; max_steps {lift.LiftConfig.max_steps}; state = distances, time "
+            f"and it fails; the episode ends unsuccessfully at max_steps (default "
+            f"{lift.LiftConfig.max_steps}, a deadline: time is in the state); state = distances, time "
             f"(n+1 floats); observation = state + one-hot index",
     "predator-prey": f"the DCG paper's relative-overgeneralisation task: num_agents "
                      f"predators (default {_PREDATOR_PREY.num_agents}) hunt num_prey "

@@ -67,14 +67,18 @@ def test_moves_are_clipped_to_the_track():
     np.testing.assert_allclose(env.state(), [0.5, 0.5, 2 / 12])
 
 
-def test_truncation_after_max_steps_and_observation_layout():
+def test_the_deadline_terminates_and_observation_layout():
+    """Time is in the state, so reaching max_steps ends the task (terminated, no success),
+    not a truncation to bootstrap through."""
     env = lift.parallel_env(num_agents=2, max_steps=3)
     observations, _ = env.reset(seed=1)
     state = env.state()
     np.testing.assert_array_equal(observations["agent_1"], np.r_[state, 0.0, 1.0])
     for t in range(3):
-        _, _, terminated, truncated, _ = step(env, (WAIT, WAIT))
-    assert truncated["agent_0"] and not terminated["agent_0"] and env.agents == []
+        assert env.agents
+        _, _, terminated, truncated, infos = step(env, (WAIT, WAIT))
+    assert terminated["agent_0"] and not truncated["agent_0"] and env.agents == []
+    assert not infos["agent_0"]["success"]
 
 
 @pytest.mark.parametrize("bad, match", [({"penalty": -1}, "penalty"),
