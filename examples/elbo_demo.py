@@ -1,4 +1,4 @@
-"""Maximising the exact ELBO of seed 000 eq. (2) with a selective circuit and with mean field.
+"""Maximising the exact ELBO (docs/design.md, section 3) with a selective circuit and with mean field.
 
 Three agents with three actions each interact through a strongly coupled random pairwise
 energy Q(u) on the complete graph. The best policy is the Boltzmann policy exp(Q) / Z,

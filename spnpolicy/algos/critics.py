@@ -23,7 +23,7 @@ def build_factor_graph(kind: str, num_agents: int, num_factors: int = 20, order:
                        seed: int = 0) -> FactorGraph:
     """The critic's factor graph over ``num_agents`` agents.
 
-    ``auto``: seed 000's ``FactorGraph.random(n, num_factors, order, seed)`` when that many
+    ``auto``: ``FactorGraph.random(n, num_factors, order, seed)`` when that many
     factors exist (ordered scopes; 20 pairs for 6 agents), else the complete graph (every set
     of ``order`` agents; 2-agent games get their single pair). ``random`` always the former,
     ``line`` / ``ring`` / ``star`` pairwise, ``none`` no factors (unary terms only).
@@ -97,8 +97,8 @@ class _PickedColumns(torch.autograd.Function):
 
     The forward gathers and sums each row's ``C`` weight rows (one ``embedding_bag``)
     instead of computing all ``out_dim`` outputs; the backward adds each row's gradient into
-    the ``C`` weight rows it read (one ``index_add_``; a matmul with the rows' column counts
-    cost 3-4x as much: 786 against 213 us on 6 agents' heads). Equal to the dense head's
+    the ``C`` weight rows it read (one ``index_add_``, cheaper than a matmul with the rows'
+    column counts). Equal to the dense head's
     outputs gathered and summed (tests/spnpolicy/algos/test_twin_values.py), at a fraction
     of its cost when ``C << out_dim`` (the critic loss reads 20 of 720 payoff outputs on 6
     agents).

@@ -114,12 +114,10 @@ class SpnAcConfig(OffPolicyConfig):
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
     graph, and on a selective policy the acting too; otherwise each loss, forward and
-    backward, apart. A one-time cost at the first update and action (on CPU it needs a C++
-    compiler; some 25-45 s the first time on a machine, 5-6 s once torch's on-disk cache
-    has the kernels), then fused kernels: measured on coverage, updates 0.45x as long as
-    eager with 3 agents and 0.61x with 6, acting 0.49x and 0.42x, the same actions
-    (benchmarks/README.md). Pays off after some 20k-150k env steps; random draws inside a
-    compiled loss (the reinforce gradient's) differ from eager ones."""
+    backward, apart. A one-time compile at the first update and action (on CPU it needs a
+    C++ compiler), then fused kernels and the same actions; it pays off on long runs (the
+    figures: benchmarks/README.md, "Training speed"). Random draws inside a compiled loss
+    (the reinforce gradient's) differ from eager ones."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,9 +153,7 @@ ENV_DEFAULTS = {
                    eval_episodes=8, checkpoint_interval=500),
     # Coverage ends on success, so a per-step entropy bonus makes success cost about
     # alpha H / (1 - gamma) of bonus no longer collected: kl_uniform has no such bonus.
-    # Measured on coverage-quick (fixed goals, relative obs, shaping; 40k steps, seeds 1-2):
-    # entropy 1.00 and 0.62 (0.99 at 30k, then collapsed), kl_uniform 0.99 and 1.00
-    # (benchmarks/README.md, "coverage defaults").
+    # (benchmarks/README.md, "Coverage defaults").
     "coverage": dict(total_steps=300_000, num_envs=16, eval_interval=20_000,
                      regulariser="kl_uniform",
                      eval_episodes=200, checkpoint_interval=20_000),
@@ -309,8 +305,8 @@ class SpnAc(OffPolicyAlgorithm):
             maybe_compile(self._act, True, "spn-ac's acting")
         if cfg.compile:
             self.notes += ("compile=True: the first update and the first action compile with "
-                          "torch.compile (once per run; some 25-45 s on a CPU, 5-6 s once "
-                          "torch's on-disk cache has the kernels)",)
+                          "torch.compile (once per run; faster once torch's on-disk cache "
+                          "has the kernels)",)
 
     @torch.inference_mode()
     def explore(self, state, obs, step, generator):

@@ -25,9 +25,9 @@ __all__ = ["SUITES", "Protocol", "Suite", "Task", "get_suite"]
 
 #: The algorithms every full suite compares, in table order.
 ALL_ALGOS = ("spn-ac", "meanfield-ac", "reinforce", "iql", "vdn", "qmix", "dcg")
-#: The on-policy actor-critics of lecture 004 and slides 002 (issue 14).
+#: The on-policy actor-critics (docs/design.md, section 5).
 ONPOLICY_ALGOS = ("ia2c", "maa2c", "ippo", "mappo", "coma", "pac", "dpo", "mdpo")
-#: The off-policy baselines of seeds 001-003 (issue 15).
+#: The off-policy baselines beside spn-ac (docs/design.md, section 5).
 OFFPOLICY_ALGOS = ("masac", "maddpg", "qtran", "ma2ql", "i2q")
 
 
@@ -109,10 +109,10 @@ _MATRIX_TASKS = (Task("climbing", "climbing"),
                  Task("coordination", "coordination"), Task("linear", "linear"),
                  Task("monotonic", "monotonic"), Task("stag_hunt", "stag_hunt"))
 
-# The learnable coverage setting (issue 12): goals on cells fixed by layout_seed, egocentric
+# The learnable coverage setting: goals on cells fixed by layout_seed, egocentric
 # offsets in the observations, and potential-based shaping of the sparse reward for every
 # algorithm (`shaping`, evaluation on the env's own reward). benchmarks/README.md has the
-# evidence: without these, 3 agents on 6x6 stay at the random policy's 0.8% success.
+# evidence: without these, 3 agents on 6x6 stay at the random policy's level.
 _LEARNABLE = {"reward": "sparse", "layout": "fixed", "layout_seed": 0,
               "observation": "relative"}
 _COVERAGE_QUICK = {"num_agents": 3, "grid_size": 6, "max_steps": 50, **_LEARNABLE}
@@ -121,8 +121,8 @@ _COVERAGE_SMALL = {"num_agents": 2, "grid_size": 4, "max_steps": 20, **_LEARNABL
 _COVERAGE_PAPER = {"num_agents": 6, "grid_size": 20, "max_steps": 200, **_LEARNABLE}
 _SHAPING = {"shaping": True}
 # coverage-paper's reward is never reached by chance (6 agents on 20x20): potential-based
-# shaping's signal fades there as the values converge, and every algorithm got worse after
-# its first 50k steps. The undiscounted progress with gamma 0.9 keeps a signal
+# shaping's signal fades there as the values converge. The undiscounted progress with gamma
+# 0.9 keeps a signal
 # (benchmarks/README.md, "coverage-paper").
 _PROGRESS = {"shaping": True, "shaping_form": "progress", "gamma": 0.9}
 
@@ -185,7 +185,7 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
                    checkpoint_interval=25_000),
           config={"factor_graph": "random", "num_factors": 20, "factor_order": 2,
                   **_PROGRESS}),
-    # Level-based foraging (seed 004), the common-reward task: every agent gets the team's
+    # Level-based foraging (Albrecht, Christianos and Schaefer 2024), the common-reward task: every agent gets the team's
     # summed reward, which the value-factorisation methods need. No success flag: tables
     # report the greedy return (1.0 = all food collected).
     Suite("lbf", "level-based foraging 8x8, 2 players, 2 food, common reward, 50 steps; "
@@ -195,7 +195,7 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           Protocol(total_steps=500_000, eval_interval=25_000, eval_episodes=32,
                    checkpoint_interval=25_000),
           metric="return_mean"),
-    # Cooperative navigation, seed 001's comparison of MA-SAC and MADDPG: 3 agents, episodes
+    # Cooperative navigation, the MA-SAC paper's comparison with MADDPG: 3 agents, episodes
     # of 25 steps, its budget of 15,000 episodes (375,000 env steps).
     Suite("mpe-spread", "mpe2 simple_spread: 3 agents, 3 landmarks, 25 steps, shared reward, "
           "375k steps (15,000 episodes, the MA-SAC paper's budget); masac and maddpg beside "
