@@ -4,6 +4,9 @@
   seeds with a 95% bootstrap CI band, one panel per task, one line per algorithm.
 - ``matrix_optimal.png``: per matrix game and algorithm, the fraction of seeds whose final
   greedy joint action is optimal, with its 95% bootstrap CI.
+- ``success_vs_penalty.png``: for tasks whose env takes a ``penalty`` (the lift task), the
+  final greedy success against the penalty, one line per algorithm (mean over seeds, 95%
+  bootstrap CI), one panel per team size.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import numpy as np
 from spnpolicy.bench.records import RunRecord, ordered
 from spnpolicy.bench.stats import mean_ci
 
-__all__ = ["LEARNING_CURVES_PNG", "MATRIX_PNG", "learning_curve", "plot_learning_curves",
-           "plot_matrix_optimal"]
+__all__ = ["LEARNING_CURVES_PNG", "MATRIX_PNG", "PENALTY_PNG", "learning_curve",
+           "plot_learning_curves", "plot_matrix_optimal", "plot_success_vs_penalty"]
 
 LEARNING_CURVES_PNG = "learning_curves.png"
 MATRIX_PNG = "matrix_optimal.png"
+PENALTY_PNG = "success_vs_penalty.png"
 
 
 def _pyplot():
@@ -127,6 +131,50 @@ def plot_matrix_optimal(summary: dict[str, Any], path: str | os.PathLike) -> Pat
     ax.set_ylabel("fraction of seeds optimal")
     ax.set_title("Final greedy joint action optimal (95% bootstrap CI)")
     ax.legend(fontsize="small", frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_success_vs_penalty(records: Sequence[RunRecord], path: str | os.PathLike
+                            ) -> Path | None:
+    """Final greedy ``success_rate`` against the env argument ``penalty`` of the finished
+    runs that have both, one panel per ``num_agents``, one line per algorithm; None (and no
+    file) when fewer than two penalties were run."""
+    runs = [r for r in records if r.finished and "penalty" in r.env_kwargs
+            and "success_rate" in r.final]
+    if len({float(r.env_kwargs["penalty"]) for r in runs}) < 2:
+        return None
+    plt = _pyplot()
+    teams = sorted({int(r.env_kwargs.get("num_agents", 0)) for r in runs})
+    _, algos = ordered(runs)
+    colors = _colors(algos)
+    fig, axes = plt.subplots(1, len(teams), figsize=(4.2 * len(teams) + 1.8, 3.6),
+                             squeeze=False)
+    for ax, team in zip(axes[0], teams):
+        for algo in algos:
+            mine = [r for r in runs if r.algo == algo
+                    and int(r.env_kwargs.get("num_agents", 0)) == team]
+            penalties = sorted({float(r.env_kwargs["penalty"]) for r in mine})
+            if not penalties:
+                continue
+            estimates = [mean_ci([float(r.final["success_rate"]) for r in mine
+                                  if float(r.env_kwargs["penalty"]) == p]) for p in penalties]
+            value = np.array([e.value for e in estimates])
+            low = np.array([e.low if not math.isnan(e.low) else e.value for e in estimates])
+            high = np.array([e.high if not math.isnan(e.high) else e.value for e in estimates])
+            ax.errorbar(penalties, value, yerr=np.stack([value - low, high - value]),
+                        marker="o", capsize=2, color=colors[algo], label=algo)
+        ax.set_title(f"{team} agents" if team else "agents: default")
+        ax.set_xlabel("penalty")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0][0].set_ylabel("final greedy success")
+    axes[0][-1].legend(fontsize="small", frameon=False, loc="center left",
+                       bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle("Success against the miscoordination penalty (95% bootstrap CI over seeds)",
+                 fontsize="medium")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -252,8 +252,10 @@ def write_report(records: Sequence[RunRecord], out: str | os.PathLike, suite: st
     from spnpolicy.bench.plots import (
         LEARNING_CURVES_PNG,
         MATRIX_PNG,
+        PENALTY_PNG,
         plot_learning_curves,
         plot_matrix_optimal,
+        plot_success_vs_penalty,
     )
 
     summary = summarise(records, suite, metric, task_order, command)
@@ -261,7 +263,8 @@ def write_report(records: Sequence[RunRecord], out: str | os.PathLike, suite: st
     out = Path(out)
     paths.append(plot_learning_curves(records, summary["metric"], out / LEARNING_CURVES_PNG,
                                       summary["tasks"]))
-    matrix = plot_matrix_optimal(summary, out / MATRIX_PNG)
-    if matrix is not None:
-        paths.append(matrix)
+    for extra in (plot_matrix_optimal(summary, out / MATRIX_PNG),
+                  plot_success_vs_penalty(records, out / PENALTY_PNG)):
+        if extra is not None:
+            paths.append(extra)
     return summary, paths

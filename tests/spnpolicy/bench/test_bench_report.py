@@ -187,3 +187,24 @@ def test_runs_trained_by_spnpolicy_train_name_the_checkout(tmp_path):
     summary = summarise([load_run(run)])
     assert summary["trained_at"] == {"commits": [{"commit": git_commit(), "from_step": 0,
                                                   "to_step": 64, "runs": 1}], "unrecorded": 0}
+
+
+def test_success_against_the_penalty_is_drawn_for_penalised_tasks(tmp_path, make_run):
+    """Lift runs at two penalties get success_vs_penalty.png; a suite without a penalty
+    axis (one penalty, or none) gets no such file."""
+    from spnpolicy.bench.plots import PENALTY_PNG, plot_success_vs_penalty
+    for penalty, finals in ((0.0, (1.0, 1.0)), (0.5, (1.0, 0.0))):
+        for seed, final in enumerate(finals):
+            for algo, score in (("spn-ac", final), ("vdn", 0.0)):
+                make_run(tmp_path, f"lift-2-p{penalty:g}", algo, seed, "lift",
+                         [0.0, score], env_kwargs={"num_agents": 2, "penalty": penalty},
+                         suite="coordination")
+    make_run(tmp_path, "lift-3-p0.5", "spn-ac", 0, "lift", [0.0, 1.0],
+             env_kwargs={"num_agents": 3, "penalty": 0.5}, suite="coordination")
+    records = load_all(tmp_path)
+    _, paths = write_report(records, tmp_path / "out")
+    png = tmp_path / "out" / PENALTY_PNG
+    assert png in paths and png.read_bytes().startswith(PNG)
+    one_penalty = [r for r in records if r.env_kwargs["penalty"] == 0.5]
+    assert plot_success_vs_penalty(one_penalty, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
