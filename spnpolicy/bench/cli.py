@@ -50,9 +50,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Run every (task, algorithm, seed) of SUITE under the same env-step "
         "budget and greedy evaluation, each in OUT/runs/<task>/<algo>/s<seed>; finished "
         "runs are skipped and interrupted ones resumed. Writes OUT/summary.json, "
-        "OUT/summary.md and PNG plots of every run in OUT (this command's and those of "
-        "earlier commands with other seeds or algorithms), and prints the table and the "
-        "plots' paths.")
+        "OUT/summary.md, PNG plots and OUT/marl_eval.json (the evaluations in marl-eval's "
+        "JSON format, as BenchMARL writes them) of every run in OUT (this command's and "
+        "those of earlier commands with other seeds or algorithms), and prints the table "
+        "and the written files' paths.")
     bench.add_argument("suite", metavar="SUITE", help="suite name (listed below)")
     bench.add_argument("--out", default=None, help="output directory (default runs/bench/SUITE)")
     bench.add_argument("--seeds", default=None, help="a count (3: seeds 0, 1, 2) or a list "
@@ -80,8 +81,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     plot = commands.add_parser(
         "plot", help="redraw a benchmark's summary and plots from run directories",
         description="Read config.json and metrics.jsonl of the run directories (or of every "
-        "run directory inside the given directories) and write summary.json, summary.md and "
-        "the PNG plots.")
+        "run directory inside the given directories) and write summary.json, summary.md, "
+        "the PNG plots and marl_eval.json (marl-eval's format).")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                       help="run directories, or directories holding them (a bench's OUT)")
     plot.add_argument("--out", default=None,

@@ -1,4 +1,5 @@
-"""Summarise runs into ``summary.json`` and ``summary.md``.
+"""Summarise runs into ``summary.json`` and ``summary.md`` (and, by ``write_report``,
+``marl_eval.json``: the runs in marl-eval's format, ``bench.marl_eval``).
 
 Scores are the final greedy evaluation of each finished run. Per (task, algorithm): the
 metric's and the return's mean with a 95% bootstrap CI over seeds and, for matrix games,
@@ -37,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spnpolicy.bench.marl_eval import MARL_EVAL_JSON, write_marl_eval
 from spnpolicy.bench.matrix import is_matrix_game, reached_optimum
 from spnpolicy.bench.records import RunRecord, ordered
 from spnpolicy.bench.stats import Estimate, iqm_ci, mean_ci
@@ -247,8 +249,9 @@ def write_summary(summary: dict[str, Any], out: str | os.PathLike) -> tuple[Path
 def write_report(records: Sequence[RunRecord], out: str | os.PathLike, suite: str | None = None,
                  metric: str | None = None, task_order: Sequence[str] = (),
                  command: str | None = None) -> tuple[dict[str, Any], list[Path]]:
-    """Summarise ``records`` and draw their plots into ``out``; the summary and the paths
-    written (summary.json, summary.md, the PNGs). ``command``: recorded in the summary."""
+    """Summarise ``records``, draw their plots and export them for marl-eval into ``out``;
+    the summary and the paths written (summary.json, summary.md, the PNGs, marl_eval.json).
+    ``command``: recorded in the summary."""
     from spnpolicy.bench.plots import (
         LEARNING_CURVES_PNG,
         MATRIX_PNG,
@@ -267,4 +270,5 @@ def write_report(records: Sequence[RunRecord], out: str | os.PathLike, suite: st
                   plot_success_vs_penalty(records, out / PENALTY_PNG)):
         if extra is not None:
             paths.append(extra)
+    paths.append(write_marl_eval(records, out / MARL_EVAL_JSON))
     return summary, paths

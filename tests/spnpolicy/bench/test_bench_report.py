@@ -101,10 +101,10 @@ def test_report_files_are_written(matrix_runs, tmp_path):
     out = tmp_path / "report"
     summary, paths = write_report(load_all(matrix_runs), out, "matrix")
     assert [p.name for p in paths] == ["summary.json", "summary.md", "learning_curves.png",
-                                       "matrix_optimal.png"]
+                                       "matrix_optimal.png", "marl_eval.json"]
     assert json.loads((out / "summary.json").read_text()) == summary
     assert (out / "summary.md").read_text() == markdown(summary)
-    for png in paths[2:]:
+    for png in paths[2:-1]:
         assert png.read_bytes().startswith(PNG)
 
 
