@@ -78,17 +78,17 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import coverage_core as core
 from spnpolicy.envs.coverage_core import CoverageConfig as Config
 from spnpolicy.envs.render import GridworldRenderer
+from spnpolicy.envs.team_env import TeamEnv
 from spnpolicy.envs.validation import check_joint_action
 
 RENDER_MODES = ("rgb_array",)
 
 
-class CoverageEnv(ParallelEnv):
+class CoverageEnv(TeamEnv):
     """The coverage gridworld as a PettingZoo `ParallelEnv` (see the module docstring)."""
 
     metadata = {"name": "coverage_v0", "render_modes": list(RENDER_MODES), "render_fps": 5,
@@ -99,30 +99,16 @@ class CoverageEnv(ParallelEnv):
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be None or one of {RENDER_MODES}, "
                              f"got {render_mode!r}")
-        self.render_mode = render_mode
-        n = self.config.num_agents
-        self.possible_agents = [f"agent_{i}" for i in range(n)]
-        self.agents: list[str] = []
-        low = self.config.low
-        self._observation_spaces = {
-            agent: spaces.Box(low, 1.0, (self.config.obs_dim,), np.float32)
-            for agent in self.possible_agents
-        }
-        self._action_spaces = {agent: spaces.Discrete(core.NUM_ACTIONS)
-                               for agent in self.possible_agents}
-        self.state_space = spaces.Box(low, 1.0, (self.config.state_dim,), np.float32)
+        n, low = config.num_agents, config.low
+        super().__init__(n, lambda: spaces.Box(low, 1.0, (config.obs_dim,), np.float32),
+                         lambda: spaces.Discrete(core.NUM_ACTIONS),
+                         spaces.Box(low, 1.0, (config.state_dim,), np.float32), render_mode)
         self._move_table = self.config.move_table()
         self._rng = np.random.default_rng()
         self._renderer = GridworldRenderer(self.config.grid_size)
         self.agent_positions = np.zeros((n, 2), dtype=np.int64)
         self.goal_positions = np.zeros((n, 2), dtype=np.int64)
         self.elapsed = 0
-
-    def observation_space(self, agent: str) -> spaces.Box:
-        return self._observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self._action_spaces[agent]
 
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -162,9 +148,6 @@ class CoverageEnv(ParallelEnv):
             return None
         return self._renderer.render(self.agent_positions, self.goal_positions,
                                      self.config.broken_agents)
-
-    def close(self) -> None:
-        """Nothing to release: rendering holds no window."""
 
     def _state(self, distances: np.ndarray) -> np.ndarray:
         return core.global_state(self.agent_positions, self.goal_positions, distances == 0,

@@ -29,10 +29,11 @@ import numpy as np
 
 from spnpolicy.envs import coverage_core as core
 from spnpolicy.envs.coverage_core import CoverageConfig as Config
+from spnpolicy.envs.batched import BatchedEnv, generator_states, restore_generators
 from spnpolicy.envs.validation import check_int, check_joint_actions
 
 
-class CoverageVecEnv:
+class CoverageVecEnv(BatchedEnv):
     """`num_envs` copies of the coverage gridworld; other arguments as in `coverage_v0`.
 
     Attributes (updated in place by `reset` and `step`):
@@ -48,42 +49,26 @@ class CoverageVecEnv:
                  seed: int | None = None, layout: str = Config.layout,
                  layout_seed: int = Config.layout_seed,
                  observation: str = Config.observation) -> None:
-        self.num_envs = check_int("num_envs", num_envs, 1)
-        self.config = Config(num_agents, grid_size, max_steps, reward, broken_agents, layout,
-                             layout_seed, observation)
-        self.num_agents = self.config.num_agents
-        self.num_actions = core.NUM_ACTIONS
-        self.obs_dim = self.config.obs_dim
-        self.state_dim = self.config.state_dim
-        self._move_table = self.config.move_table()
-        self._rngs = self._make_rngs(seed)
-        shape = (self.num_envs, self.num_agents, 2)
+        num_envs = check_int("num_envs", num_envs, 1)
+        config = Config(num_agents, grid_size, max_steps, reward, broken_agents, layout,
+                        layout_seed, observation)
+        super().__init__(num_envs, config, core.NUM_ACTIONS, seed)
+        self._move_table = config.move_table()
+        shape = (num_envs, self.num_agents, 2)
         self.agent_positions = np.zeros(shape, dtype=np.int64)
         self.goal_positions = np.zeros(shape, dtype=np.int64)
-        self.elapsed = np.zeros(self.num_envs, dtype=np.int64)
-        self._state: np.ndarray | None = None
-
-    def _make_rngs(self, seed: int | None) -> list[np.random.Generator]:
-        if seed is None:
-            return [np.random.default_rng() for _ in range(self.num_envs)]
-        seed = check_int("seed", seed, 0)
-        return [np.random.default_rng(seed + e) for e in range(self.num_envs)]
+        self.elapsed = np.zeros(num_envs, dtype=np.int64)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Start a new episode in every copy; returns observations `[E, n, obs_dim]`.
 
         With `seed`, copy e's generator restarts from `seed + e`; without, generators go on.
         """
-        if seed is not None:
-            self._rngs = self._make_rngs(seed)
+        self._reseed(seed)
         everyone = np.arange(self.num_envs)
         self._state = np.empty((self.num_envs, self.state_dim), dtype=np.float32)
         self._reset_copies(everyone)
         return core.observations(self._state, self.config)
-
-    def state(self) -> np.ndarray:
-        """Global states `[E, state_dim]` float32 (a copy)."""
-        return self._require_state().copy()
 
     def snapshot(self) -> dict:
         """Everything that determines the future: positions, step counters and every copy's
@@ -92,7 +77,7 @@ class CoverageVecEnv:
         return {"agent_positions": self.agent_positions.tolist(),
                 "goal_positions": self.goal_positions.tolist(),
                 "elapsed": self.elapsed.tolist(),
-                "rngs": [rng.bit_generator.state for rng in self._rngs]}
+                "rngs": generator_states(self._rngs)}
 
     def restore(self, snapshot: dict) -> np.ndarray:
         """Continue from a :meth:`snapshot` (of an env with the same settings and
@@ -106,9 +91,7 @@ class CoverageVecEnv:
             raise ValueError(f"snapshot does not fit this env (num_envs={self.num_envs}, "
                              f"num_agents={self.num_agents}): positions {list(agents.shape)}, "
                              f"goals {list(goals.shape)}, elapsed {list(elapsed.shape)}")
-        self._rngs = [np.random.default_rng() for _ in range(self.num_envs)]
-        for rng, state in zip(self._rngs, snapshot["rngs"]):
-            rng.bit_generator.state = state
+        self._rngs = restore_generators(snapshot["rngs"])
         self.agent_positions, self.goal_positions, self.elapsed = agents, goals, elapsed
         covered = core.goal_distances(agents, goals) == 0
         self._state = core.global_state(agents, goals, covered, elapsed, self.config)
@@ -169,8 +152,3 @@ class CoverageVecEnv:
         agents, goals = self.agent_positions[indices], self.goal_positions[indices]
         covered = core.goal_distances(agents, goals) == 0
         self._state[indices] = core.global_state(agents, goals, covered, 0, self.config)
-
-    def _require_state(self) -> np.ndarray:
-        if self._state is None:
-            raise RuntimeError("call reset() before step() or state()")
-        return self._state

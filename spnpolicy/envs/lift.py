@@ -49,9 +49,11 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
-from spnpolicy.envs.validation import check_int, check_joint_action, check_joint_actions
+from spnpolicy.envs.batched import copy_generators
+from spnpolicy.envs.team_env import TeamEnv
+from spnpolicy.envs.validation import (check_int, check_joint_action, check_joint_actions,
+                                        check_number)
 
 ACTION_NAMES = ("wait", "approach", "retreat", "lift")
 NUM_ACTIONS = len(ACTION_NAMES)
@@ -72,11 +74,7 @@ class LiftConfig:
 
     def __post_init__(self) -> None:
         check_int("num_agents", self.num_agents, 1)
-        penalty = self.penalty
-        if (isinstance(penalty, bool) or not isinstance(penalty, (int, float, np.number))
-                or not np.isfinite(penalty) or penalty < 0):
-            raise ValueError(f"penalty must be a finite number >= 0, got {penalty!r}")
-        object.__setattr__(self, "penalty", float(penalty))
+        object.__setattr__(self, "penalty", check_number("penalty", self.penalty, 0))
         required = self.num_agents if self.required is None else self.required
         required = check_int("required", required, 1)
         if required > self.num_agents:
@@ -122,21 +120,15 @@ class LiftVecEnv:
         self.num_agents = self.config.num_agents
         self.num_actions = NUM_ACTIONS
         self.state_dim, self.obs_dim = self.config.state_dim, self.config.obs_dim
-        self._rngs = self._make_rngs(seed)
+        self._rngs = copy_generators(self.num_envs, seed)
         self.distances = np.zeros((self.num_envs, self.num_agents), dtype=np.int64)
         self.elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self.stuck = np.zeros((self.num_envs, self.num_agents), dtype=bool)
 
-    def _make_rngs(self, seed: int | None) -> list[np.random.Generator]:
-        if seed is None:
-            return [np.random.default_rng() for _ in range(self.num_envs)]
-        seed = check_int("seed", seed, 0)
-        return [np.random.default_rng(seed + e) for e in range(self.num_envs)]
-
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Start an episode in every copy; observations `[E, n, obs_dim]`."""
         if seed is not None:
-            self._rngs = self._make_rngs(seed)
+            self._rngs = copy_generators(self.num_envs, seed)
         self._reset_copies(np.arange(self.num_envs))
         return self.observations()
 
@@ -203,28 +195,19 @@ class LiftVecEnv:
         return self.observations(), reward, terminated, truncated, info
 
 
-class LiftEnv(ParallelEnv):
+class LiftEnv(TeamEnv):
     """The lift task as a PettingZoo `ParallelEnv` (a one-copy view of :class:`LiftVecEnv`)."""
 
     metadata = {"name": "lift_v0", "render_modes": [], "is_parallelizable": True}
 
     def __init__(self, **kwargs: Any) -> None:
         self._vec = LiftVecEnv(1, **kwargs)
-        self.config = self._vec.config
-        self.render_mode = None
-        n = self.config.num_agents
-        self.possible_agents = [f"agent_{i}" for i in range(n)]
-        self.agents: list[str] = []
-        self._observation_space = spaces.Box(0.0, 1.0, (self.config.obs_dim,), np.float32)
-        self._action_space = spaces.Discrete(NUM_ACTIONS)
-        self.state_space = spaces.Box(0.0, 1.0, (self.config.state_dim,), np.float32)
+        self.config = config = self._vec.config
+        super().__init__(config.num_agents,
+                         lambda: spaces.Box(0.0, 1.0, (config.obs_dim,), np.float32),
+                         lambda: spaces.Discrete(NUM_ACTIONS),
+                         spaces.Box(0.0, 1.0, (config.state_dim,), np.float32))
         self._reset_pending = False
-
-    def observation_space(self, agent: str) -> spaces.Box:
-        return self._observation_space
-
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self._action_space
 
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -265,12 +248,6 @@ class LiftEnv(ParallelEnv):
         if not self.agents and hasattr(self, "_final_state"):
             return self._final_state.copy()
         return self._vec.state()[0]
-
-    def render(self) -> None:
-        """The lift task has nothing to draw."""
-
-    def close(self) -> None:
-        """Nothing to release."""
 
     def _observe(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         return {agent: obs[i].copy() for i, agent in enumerate(self.possible_agents)}

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
-from spnpolicy.envs.validation import check_int, check_joint_action
+from spnpolicy.envs.team_env import TeamEnv
+from spnpolicy.envs.validation import check_int, check_joint_action, check_number
 
 GAMES = ("climbing", "penalty", "coordination", "linear", "monotonic", "stag_hunt")
 DEFAULT_PENALTY = 100
@@ -65,9 +65,7 @@ def agent_payoffs(game: str, k: float | None = None) -> np.ndarray:
     if game != "penalty" and k is not None:
         raise ValueError(f"k applies to game='penalty' only, got k={k!r} for game={game!r}")
     if game == "penalty":
-        is_number = isinstance(k, (int, float, np.integer, np.floating))
-        if isinstance(k, bool) or not is_number or not np.isfinite(k) or k < 0:
-            raise ValueError(f"k must be a finite number >= 0, got {k!r}")
+        check_number("k", k, 0)
         common = [[-k, 0, 10], [0, 2, 0], [10, 0, -k]]
     elif game == "stag_hunt":
         row = np.array(_STAG_HUNT_ROW, dtype=np.float32)
@@ -78,7 +76,7 @@ def agent_payoffs(game: str, k: float | None = None) -> np.ndarray:
     return np.stack([table, table])
 
 
-class MatrixGameEnv(ParallelEnv):
+class MatrixGameEnv(TeamEnv):
     """A two-agent matrix game repeated `episode_length` times (see the module docstring)."""
 
     metadata = {"name": "matrix_v0", "render_modes": [], "is_parallelizable": True}
@@ -90,27 +88,16 @@ class MatrixGameEnv(ParallelEnv):
         self.game = game
         self.k = k
         self.episode_length = check_int("episode_length", episode_length, 1)
-        self.render_mode = None
         self.payoff = (self.agent_payoffs.sum(axis=0) if game == "stag_hunt"
                        else self.agent_payoffs[0])
         self.num_actions = self.payoff.shape[0]
         self.optimal_value = float(self.payoff.max())
         self.optimal_joint_actions = tuple(
             (int(row), int(col)) for row, col in np.argwhere(self.payoff == self.payoff.max()))
-        self.possible_agents = ["agent_0", "agent_1"]
-        self.agents: list[str] = []
-        self._observation_spaces = {agent: spaces.Box(0.0, 1.0, (1,), np.float32)
-                                    for agent in self.possible_agents}
-        self._action_spaces = {agent: spaces.Discrete(self.num_actions)
-                               for agent in self.possible_agents}
-        self.state_space = spaces.Box(0.0, 1.0, (1,), np.float32)
+        super().__init__(2, lambda: spaces.Box(0.0, 1.0, (1,), np.float32),
+                         lambda: spaces.Discrete(self.num_actions),
+                         spaces.Box(0.0, 1.0, (1,), np.float32))
         self.elapsed = 0
-
-    def observation_space(self, agent: str) -> spaces.Box:
-        return self._observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self._action_spaces[agent]
 
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -137,12 +124,6 @@ class MatrixGameEnv(ParallelEnv):
 
     def state(self) -> np.ndarray:
         return np.ones(1, dtype=np.float32)
-
-    def render(self) -> None:
-        """Matrix games have nothing to draw."""
-
-    def close(self) -> None:
-        """Nothing to release."""
 
     def _observe(self) -> dict[str, np.ndarray]:
         return {agent: np.ones(1, dtype=np.float32) for agent in self.possible_agents}

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spnpolicy.envs.validation import check_int
+from spnpolicy.envs.validation import check_int, check_number
 
 ACTION_NAMES = ("up", "down", "left", "right", "stay", "catch")
 NUM_ACTIONS = len(ACTION_NAMES)
@@ -30,18 +30,6 @@ MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1], [0, 0], [0, 0]], dtype=np.in
 #: The 24 orders in which a prey can try its four moves (indices into `MOVES`).
 PREY_ORDERS = np.array(list(itertools.permutations(range(4))), dtype=np.int64)
 CHANNELS = ("predators", "prey")
-
-
-def _check_number(name: str, value: object, minimum: float | None = None) -> float:
-    """`value` as a finite float (>= `minimum` when given), else a ValueError naming `name`."""
-    expected = f"{name} must be a finite number" + (f" >= {minimum:g}" if minimum is not None
-                                                    else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{expected}, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or (minimum is not None and number < minimum):
-        raise ValueError(f"{expected}, got {value!r}")
-    return number
 
 
 @dataclass(frozen=True)
@@ -80,9 +68,9 @@ class PredatorPreyConfig:
         object.__setattr__(self, "num_prey", m)
         object.__setattr__(self, "grid_size", size)
         object.__setattr__(self, "obs_radius", check_int("obs_radius", self.obs_radius, 0))
-        object.__setattr__(self, "punishment", _check_number("punishment", self.punishment, 0))
+        object.__setattr__(self, "punishment", check_number("punishment", self.punishment, 0))
         object.__setattr__(self, "capture_reward",
-                           _check_number("capture_reward", self.capture_reward))
+                           check_number("capture_reward", self.capture_reward))
         object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1))
 
     @property

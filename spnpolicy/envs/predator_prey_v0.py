@@ -82,40 +82,28 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import predator_prey_core as core
 from spnpolicy.envs.predator_prey_core import PredatorPreyConfig as Config
+from spnpolicy.envs.team_env import TeamEnv
 from spnpolicy.envs.validation import check_joint_action
 
 
-class PredatorPreyEnv(ParallelEnv):
+class PredatorPreyEnv(TeamEnv):
     """Predator-prey with punishment as a PettingZoo `ParallelEnv` (see the module
     docstring)."""
 
     metadata = {"name": "predator_prey_v0", "render_modes": [], "is_parallelizable": True}
 
     def __init__(self, config: core.PredatorPreyConfig) -> None:
+        super().__init__(config.num_agents,
+                         lambda: spaces.Box(0.0, 1.0, (config.obs_dim,), np.float32),
+                         lambda: spaces.Discrete(core.NUM_ACTIONS),
+                         spaces.Box(0.0, 1.0, (config.state_dim,), np.float32))
         self.config = config
-        self.render_mode = None
-        self.possible_agents = [f"agent_{i}" for i in range(config.num_agents)]
-        self.agents: list[str] = []
-        self._observation_spaces = {
-            agent: spaces.Box(0.0, 1.0, (config.obs_dim,), np.float32)
-            for agent in self.possible_agents
-        }
-        self._action_spaces = {agent: spaces.Discrete(core.NUM_ACTIONS)
-                               for agent in self.possible_agents}
-        self.state_space = spaces.Box(0.0, 1.0, (config.state_dim,), np.float32)
         self._rng = np.random.default_rng()
         self.world = core.World.empty(1, config)
         self.elapsed = 0
-
-    def observation_space(self, agent: str) -> spaces.Box:
-        return self._observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self._action_spaces[agent]
 
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -144,9 +132,6 @@ class PredatorPreyEnv(ParallelEnv):
 
     def state(self) -> np.ndarray:
         return core.global_state(self.world, self.config)[0]
-
-    def close(self) -> None:
-        """Nothing to release."""
 
     def _observe(self) -> dict[str, np.ndarray]:
         obs = core.observations(self.world, self.config)[0]

@@ -33,10 +33,11 @@ import numpy as np
 
 from spnpolicy.envs import predator_prey_core as core
 from spnpolicy.envs.predator_prey_core import PredatorPreyConfig as Config
+from spnpolicy.envs.batched import BatchedEnv, generator_states, restore_generators
 from spnpolicy.envs.validation import check_int, check_joint_actions
 
 
-class PredatorPreyVecEnv:
+class PredatorPreyVecEnv(BatchedEnv):
     """`num_envs` copies of the predator-prey gridworld; other arguments as in
     `predator_prey_v0`.
 
@@ -50,38 +51,22 @@ class PredatorPreyVecEnv:
                  obs_radius: int = Config.obs_radius, punishment: float = Config.punishment,
                  capture_reward: float = Config.capture_reward,
                  max_steps: int = Config.max_steps, seed: int | None = None) -> None:
-        self.num_envs = check_int("num_envs", num_envs, 1)
-        self.config = Config(num_agents, num_prey, grid_size, obs_radius, punishment,
-                             capture_reward, max_steps)
-        self.num_agents = self.config.num_agents
-        self.num_actions = core.NUM_ACTIONS
-        self.obs_dim = self.config.obs_dim
-        self.state_dim = self.config.state_dim
-        self._rngs = self._make_rngs(seed)
-        self.world = core.World.empty(self.num_envs, self.config)
-        self.elapsed = np.zeros(self.num_envs, dtype=np.int64)
-        self._state: np.ndarray | None = None
-
-    def _make_rngs(self, seed: int | None) -> list[np.random.Generator]:
-        if seed is None:
-            return [np.random.default_rng() for _ in range(self.num_envs)]
-        seed = check_int("seed", seed, 0)
-        return [np.random.default_rng(seed + e) for e in range(self.num_envs)]
+        num_envs = check_int("num_envs", num_envs, 1)
+        config = Config(num_agents, num_prey, grid_size, obs_radius, punishment,
+                        capture_reward, max_steps)
+        super().__init__(num_envs, config, core.NUM_ACTIONS, seed)
+        self.world = core.World.empty(num_envs, config)
+        self.elapsed = np.zeros(num_envs, dtype=np.int64)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Start a new episode in every copy; returns observations `[E, n, obs_dim]`.
 
         With `seed`, copy e's generator restarts from `seed + e`; without, generators go on.
         """
-        if seed is not None:
-            self._rngs = self._make_rngs(seed)
+        self._reseed(seed)
         self._reset_copies(np.arange(self.num_envs))
         self._state = core.global_state(self.world, self.config)
         return core.observations(self.world, self.config)
-
-    def state(self) -> np.ndarray:
-        """Global states `[E, state_dim]` float32 (a copy)."""
-        return self._require_state().copy()
 
     def snapshot(self) -> dict:
         """Everything that determines the future: the world, step counters and every copy's
@@ -91,7 +76,7 @@ class PredatorPreyVecEnv:
         return {"predators": world.predators.tolist(), "active": world.active.tolist(),
                 "prey": world.prey.tolist(), "alive": world.alive.tolist(),
                 "elapsed": self.elapsed.tolist(),
-                "rngs": [rng.bit_generator.state for rng in self._rngs]}
+                "rngs": generator_states(self._rngs)}
 
     def restore(self, snapshot: dict) -> np.ndarray:
         """Continue from a :meth:`snapshot` (of an env with the same settings and
@@ -110,9 +95,7 @@ class PredatorPreyVecEnv:
                              f"num_agents={self.num_agents}, num_prey={self.config.num_prey}): "
                              f"predators, active, prey, alive {[list(s) for s in shapes]}, "
                              f"elapsed {list(elapsed.shape)}")
-        self._rngs = [np.random.default_rng() for _ in range(self.num_envs)]
-        for rng, state in zip(self._rngs, snapshot["rngs"]):
-            rng.bit_generator.state = state
+        self._rngs = restore_generators(snapshot["rngs"])
         self.world, self.elapsed = world, elapsed
         self._state = core.global_state(world, self.config)
         return core.observations(world, self.config)
@@ -164,8 +147,3 @@ class PredatorPreyVecEnv:
         world.active[indices] = True
         world.alive[indices] = True
         self.elapsed[indices] = 0
-
-    def _require_state(self) -> np.ndarray:
-        if self._state is None:
-            raise RuntimeError("call reset() before step() or state()")
-        return self._state

@@ -3,6 +3,7 @@ argument, what was expected and what was given."""
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Iterable
 
@@ -19,6 +20,19 @@ def check_int(name: str, value: object, minimum: int) -> int:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
     if number < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {number}")
+    return number
+
+
+def check_number(name: str, value: object, minimum: float | None = None) -> float:
+    """`value` as a finite float (>= `minimum` when given; bools refused), else a ValueError
+    naming `name`."""
+    expected = f"{name} must be a finite number" + (f" >= {minimum:g}" if minimum is not None
+                                                    else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{expected}, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
+        raise ValueError(f"{expected}, got {value!r}")
     return number
 
 

@@ -14,8 +14,8 @@ are then the first state / observations of the next episode, and ``final_state``
 ``final_obs`` the last ones of the episode that ended (what a replay buffer stores as the
 next state). Rewards are team rewards, counted once per step.
 
-- :class:`CoverageVec` wraps the batched numpy :class:`~spnpolicy.envs.CoverageVecEnv`.
-- :class:`PredatorPreyVec` wraps the batched numpy
+- :class:`BatchedVec` wraps a batched numpy env: :class:`CoverageVec` the
+  :class:`~spnpolicy.envs.CoverageVecEnv`, :class:`PredatorPreyVec` the
   :class:`~spnpolicy.envs.predator_prey_vec.PredatorPreyVecEnv`.
 - :class:`ParallelEnvVec` steps ``E`` copies of any PettingZoo ``ParallelEnv`` in a loop.
 
@@ -38,7 +38,8 @@ from spnpolicy.training.observations import (  # noqa: F401  (also importable fr
     FLAT_SPACES, flatten_observation, global_state, max_obs_dim, observation_dict,
     stack_observations)
 
-__all__ = ["VecEnv", "VecStep", "CoverageVec", "PredatorPreyVec", "ParallelEnvVec", "make_vec_env"]
+__all__ = ["VecEnv", "VecStep", "BatchedVec", "CoverageVec", "PredatorPreyVec", "ParallelEnvVec",
+           "make_vec_env"]
 
 
 class VecStep(NamedTuple):
@@ -78,17 +79,21 @@ class VecEnv(Protocol):
     def close(self) -> None: ...
 
 
-class CoverageVec:
-    """:class:`~spnpolicy.envs.CoverageVecEnv` behind the :class:`VecEnv` protocol.
+class BatchedVec:
+    """A batched numpy env behind the :class:`VecEnv` protocol; a subclass names the env.
 
-    Arguments are ``CoverageVecEnv``'s. ``success`` is the env's ``info["success"]``
-    (every goal holds an agent).
+    The env, ``env_class(num_envs, seed=seed, **env_kwargs)``, has the attributes of
+    :class:`VecEnv` and ``reset(seed) -> obs``, ``state()``, ``step(actions) -> (obs,
+    reward, terminated, truncated, info)`` with auto-reset (``info`` holding
+    ``final_state``, ``final_observation`` and ``success``), and ``snapshot()`` /
+    ``restore(snapshot) -> obs``, as :class:`~spnpolicy.envs.CoverageVecEnv` has.
     """
 
+    env_class: Callable[..., Any]
     has_success = True
 
     def __init__(self, num_envs: int, seed: int | None = None, **env_kwargs: Any) -> None:
-        self.env = CoverageVecEnv(num_envs, seed=seed, **env_kwargs)
+        self.env = self.env_class(num_envs, seed=seed, **env_kwargs)
         self.num_envs, self.num_agents = self.env.num_envs, self.env.num_agents
         self.num_actions, self.state_dim = self.env.num_actions, self.env.state_dim
         self.obs_dim = self.env.obs_dim
@@ -101,6 +106,28 @@ class CoverageVec:
         obs, reward, terminated, truncated, info = self.env.step(actions)
         return VecStep(self.env.state(), obs, reward, terminated, truncated,
                        info["final_state"], info["final_observation"], info["success"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The env's snapshot: its copies' state and every copy's generator state."""
+        return self.env.snapshot()
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        obs = self.env.restore(state)
+        return self.env.state(), obs
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class CoverageVec(BatchedVec):
+    """:class:`~spnpolicy.envs.CoverageVecEnv` behind the :class:`VecEnv` protocol, with the
+    goal relabelling and potential that hindsight and shaping use.
+
+    Arguments are ``CoverageVecEnv``'s. ``success`` is the env's ``info["success"]``
+    (every goal holds an agent).
+    """
+
+    env_class = CoverageVecEnv
 
     def relabel_goals(self, states: np.ndarray, goal_states: np.ndarray,
                       rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -124,19 +151,8 @@ class CoverageVec:
         (for :class:`~spnpolicy.training.shaping.PotentialShaping`)."""
         return coverage_core.state_potential(states, self.env.config)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Positions, step counters and every copy's generator state."""
-        return self.env.snapshot()
 
-    def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        obs = self.env.restore(state)
-        return self.env.state(), obs
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class PredatorPreyVec:
+class PredatorPreyVec(BatchedVec):
     """:class:`~spnpolicy.envs.predator_prey_vec.PredatorPreyVecEnv` behind the
     :class:`VecEnv` protocol.
 
@@ -144,33 +160,7 @@ class PredatorPreyVec:
     (every prey captured).
     """
 
-    has_success = True
-
-    def __init__(self, num_envs: int, seed: int | None = None, **env_kwargs: Any) -> None:
-        self.env = PredatorPreyVecEnv(num_envs, seed=seed, **env_kwargs)
-        self.num_envs, self.num_agents = self.env.num_envs, self.env.num_agents
-        self.num_actions, self.state_dim = self.env.num_actions, self.env.state_dim
-        self.obs_dim = self.env.obs_dim
-
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        obs = self.env.reset(seed=seed)
-        return self.env.state(), obs
-
-    def step(self, actions: np.ndarray) -> VecStep:
-        obs, reward, terminated, truncated, info = self.env.step(actions)
-        return VecStep(self.env.state(), obs, reward, terminated, truncated,
-                       info["final_state"], info["final_observation"], info["success"])
-
-    def state_dict(self) -> dict[str, Any]:
-        """The world, step counters and every copy's generator state."""
-        return self.env.snapshot()
-
-    def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        obs = self.env.restore(state)
-        return self.env.state(), obs
-
-    def close(self) -> None:
-        """Nothing to release."""
+    env_class = PredatorPreyVecEnv
 
 
 class ParallelEnvVec:

@@ -5,6 +5,7 @@ import pytest
 
 from spnpolicy.envs import coverage_v0
 from spnpolicy.envs.coverage_vec import CoverageVecEnv
+from tests.env_helpers import replay_in_lockstep
 
 CONFIGS = [
     {"num_agents": 2, "grid_size": 2, "max_steps": 9, "reward": "sparse"},
@@ -14,43 +15,20 @@ CONFIGS = [
 ]
 
 
-def stacked(values, agents):
-    return np.stack([values[agent] for agent in agents])
-
-
 @pytest.mark.parametrize("kwargs", CONFIGS)
 def test_vec_env_replays_the_pettingzoo_env_with_seed_plus_index(kwargs):
     num_envs, seed, steps = 5, 17, 120
     vec = CoverageVecEnv(num_envs, seed=seed, **kwargs)
     envs = [coverage_v0.parallel_env(**kwargs) for _ in range(num_envs)]
-    agents = envs[0].possible_agents
-    obs = vec.reset()
-    for e, env in enumerate(envs):
-        first, _ = env.reset(seed=seed + e)
-        np.testing.assert_array_equal(obs[e], stacked(first, agents))
-    np.testing.assert_array_equal(vec.state(), np.stack([env.state() for env in envs]))
     rng = np.random.default_rng(0)
     resets = 0
-    for _ in range(steps):
-        actions = rng.integers(0, 6, size=(num_envs, len(agents)))
-        obs, reward, terminated, truncated, info = vec.step(actions)
-        for e, env in enumerate(envs):
-            ref_obs, ref_rew, ref_term, ref_trunc, ref_info = env.step(
-                dict(zip(agents, actions[e].tolist(), strict=True)))
-            np.testing.assert_array_equal(info["final_observation"][e], stacked(ref_obs, agents))
-            np.testing.assert_array_equal(info["final_state"][e], env.state())
-            assert reward[e] == ref_rew["agent_0"]
-            assert terminated[e] == ref_term["agent_0"]
-            assert truncated[e] == ref_trunc["agent_0"]
-            assert info["success"][e] == ref_info["agent_0"]["success"]
-            assert info["covered_fraction"][e] == pytest.approx(
-                ref_info["agent_0"]["covered_fraction"])
-            if terminated[e] or truncated[e]:
-                resets += 1
-                ref_obs, _ = env.reset()
-            np.testing.assert_array_equal(obs[e], stacked(ref_obs, agents))
-            np.testing.assert_array_equal(vec.agent_positions[e], env.agent_positions)
-            np.testing.assert_array_equal(vec.goal_positions[e], env.goal_positions)
+    for e, env, info, ref_info, ended in replay_in_lockstep(
+            vec, envs, seed, lambda: rng.integers(0, 6, size=(num_envs, kwargs["num_agents"])),
+            steps):
+        assert info["covered_fraction"][e] == pytest.approx(ref_info["covered_fraction"])
+        resets += ended
+        np.testing.assert_array_equal(vec.agent_positions[e], env.agent_positions)
+        np.testing.assert_array_equal(vec.goal_positions[e], env.goal_positions)
     assert resets >= num_envs * 5
 
 

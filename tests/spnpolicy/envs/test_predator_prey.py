@@ -12,6 +12,7 @@ from spnpolicy.envs import predator_prey_core as core
 from spnpolicy.envs.predator_prey_vec import PredatorPreyVecEnv
 from spnpolicy.envs.registry import ENV_DESCRIPTIONS, action_names
 from spnpolicy.training.vec_env import PredatorPreyVec, make_vec_env
+from tests.env_helpers import replay_in_lockstep
 
 UP, DOWN, LEFT, RIGHT, STAY, CATCH = range(6)
 SMALL = {"num_agents": 4, "num_prey": 2, "grid_size": 4, "max_steps": 15, "punishment": 1.25}
@@ -280,42 +281,19 @@ def test_batched_rules_match_a_plain_reference(kwargs):
             world.active[e], world.alive[e] = True, True
 
 
-def stacked(values, agents):
-    return np.stack([values[agent] for agent in agents])
-
-
 @pytest.mark.parametrize("kwargs", [{"max_steps": 30}, *CONFIGS[1:]])
 def test_vec_env_replays_the_pettingzoo_env_with_seed_plus_index(kwargs):
     num_envs, seed, steps = 4, 11, 90
     vec = PredatorPreyVecEnv(num_envs, seed=seed, **kwargs)
     envs = [predator_prey_v0.parallel_env(**kwargs) for _ in range(num_envs)]
-    agents = envs[0].possible_agents
-    obs = vec.reset()
-    for e, env in enumerate(envs):
-        first, _ = env.reset(seed=seed + e)
-        np.testing.assert_array_equal(obs[e], stacked(first, agents))
-    np.testing.assert_array_equal(vec.state(), np.stack([env.state() for env in envs]))
     rng = np.random.default_rng(0)
     ends = captures = 0
-    for _ in range(steps):
-        actions = catch_heavy(rng, (num_envs, len(agents)))
-        obs, reward, terminated, truncated, info = vec.step(actions)
-        for e, env in enumerate(envs):
-            ref_obs, ref_rew, ref_term, ref_trunc, ref_info = env.step(
-                dict(zip(agents, actions[e].tolist(), strict=True)))
-            np.testing.assert_array_equal(info["final_observation"][e], stacked(ref_obs, agents))
-            np.testing.assert_array_equal(info["final_state"][e], env.state())
-            assert reward[e] == ref_rew["agent_0"] == ref_info["agent_0"]["team_reward"]
-            assert terminated[e] == ref_term["agent_0"]
-            assert truncated[e] == ref_trunc["agent_0"]
-            assert info["success"][e] == ref_info["agent_0"]["success"]
-            assert info["captures"][e] == ref_info["agent_0"]["captures"]
-            if terminated[e] or truncated[e]:
-                ends += 1
-                captures += info["captures"][e]
-                ref_obs, _ = env.reset()
-            np.testing.assert_array_equal(obs[e], stacked(ref_obs, agents))
-            np.testing.assert_array_equal(vec.state()[e], env.state())
+    for e, _, info, ref_info, ended in replay_in_lockstep(
+            vec, envs, seed, lambda: catch_heavy(rng, (num_envs, vec.num_agents)), steps):
+        assert info["captures"][e] == ref_info["captures"]
+        if ended:
+            ends += 1
+            captures += info["captures"][e]
     assert ends >= num_envs and captures > 0
 
 
