@@ -109,7 +109,8 @@ class SpnAcConfig(OffPolicyConfig):
     with that probability, so a coordinated joint action the policy dropped before the
     critics valued it is not taken up again; this term's gradient does not shrink. Off
     (with a note at the start of the run) where the elimination needs tables of more than
-    MODE_TABLE_SIZE entries per state; 0 turns it off."""
+    MODE_TABLE_SIZE entries per state, and with compile=True (its checks break the single
+    traced graph); 0 turns it off."""
     compile: bool = False
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
@@ -273,7 +274,11 @@ class SpnAc(OffPolicyAlgorithm):
         self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
         self.notes: tuple[str, ...] = ()
         self.mode_guidance, self._mode_steps = cfg.mode_guidance, elimination_plan(graph)
-        if cfg.mode_guidance > 0 and mode_table_size(self._mode_steps, k) > MODE_TABLE_SIZE:
+        if cfg.mode_guidance > 0 and cfg.compile:
+            self.mode_guidance = 0.0
+            self.notes += ("mode_guidance is off with compile=True: the log-likelihood's "
+                           "checks of u* break the update's single traced graph",)
+        elif cfg.mode_guidance > 0 and mode_table_size(self._mode_steps, k) > MODE_TABLE_SIZE:
             self.mode_guidance = 0.0
             self.notes += (f"mode_guidance is off: the exact argmax of this factor graph "
                            f"needs tables of {mode_table_size(self._mode_steps, k):,} entries "

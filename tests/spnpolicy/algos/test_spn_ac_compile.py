@@ -20,9 +20,10 @@ ENV = dict(num_agents=3, grid_size=4, max_steps=10)
 
 def _eager_and_compiled(algo: str, hidden: int):
     """The envs and two ``algo`` algorithms from the same initial weights, with
-    ``compile=False`` and ``compile=True``."""
+    ``compile=False`` and ``compile=True`` (both without mode guidance, which compile=True
+    switches off)."""
     cfg = make_config(algo, "coverage", dict(num_envs=8, width=4, policy_hidden=(hidden,),
-                                             critic_hidden=(hidden,)))
+                                             critic_hidden=(hidden,), mode_guidance=0.0))
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
     algos = []
     for compiled in (False, True):
@@ -52,6 +53,7 @@ def test_compiled_updates_equal_eager_ones(algo, whole):
     policy answers on the circuit engine (mean-field)."""
     envs, (eager, compiled) = _eager_and_compiled(algo, hidden=32)
     assert compiled.notes and not eager.notes
+    assert compiled.mode_guidance == 0.0
     assert isinstance(compiled._steps, TracedSteps) == whole
     graphs = counters["stats"]["unique_graphs"]
     for batch in _batches(envs, 5):
@@ -83,8 +85,10 @@ def test_spn_ac_trains_compiled_to_the_optimum_of_climbing(capsys):
     result = spnpolicy.train("spn-ac", "climbing", seed=0, eval_stochastic=False,
                              compile=True, progress=False, verbose=True)
     assert result.eval["success_rate"] == 1.0
-    first = capsys.readouterr().out.splitlines()[0]      # the slow start is announced
-    assert first.startswith("compile=True: the first update and the first action compile")
+    lines = capsys.readouterr().out.splitlines()         # the slow start is announced
+    assert any(line.startswith("compile=True: the first update and the first action "
+                               "compile") for line in lines[:2])
+    assert any(line.startswith("mode_guidance is off with compile=True") for line in lines[:2])
 
 
 @pytest.mark.parametrize("algo", ["spn-ac", "reinforce"])
@@ -130,9 +134,10 @@ def test_the_whole_update_traces_as_one_graph(algo):
 
 def test_the_losses_trace_as_single_graphs():
     """No graph breaks in either loss of the selective policy (a break splits the compiled
-    code and brings back per-op dispatch; the zero-weight check was one)."""
+    code and brings back per-op dispatch; the zero-weight check was one). Mode guidance,
+    whose log-likelihood checks do break the graph, is off as compile=True sets it."""
     cfg = make_config("spn-ac", "coverage", dict(num_envs=8, width=4, policy_hidden=(16,),
-                                                  critic_hidden=(16,)))
+                                                  critic_hidden=(16,), mode_guidance=0.0))
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
     algo = SpnAc(cfg, envs)
     batch, = _batches(envs, 1)

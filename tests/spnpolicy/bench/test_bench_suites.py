@@ -75,7 +75,8 @@ def test_every_task_makes_its_env(name):
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown suite 'nope'; valid: matrix, coverage-quick"):
+    with pytest.raises(ValueError, match="unknown suite 'nope'; valid: matrix, coordination, coordination-quick, "
+                                         "coverage-quick"):
         get_suite("nope")
     with pytest.raises(ValueError, match="unknown task 'penalty' for suite 'matrix'; valid: "
                                          "climbing, penalty-k0"):
