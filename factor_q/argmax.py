@@ -24,7 +24,8 @@ from networkx.algorithms.approximation import treewidth_min_fill_in
 
 from factor_q.graph import FactorGraph
 
-__all__ = ["MAX_TABLE_SIZE", "EliminationStep", "argmax", "eliminate", "elimination_plan"]
+__all__ = ["MAX_TABLE_SIZE", "EliminationStep", "argmax", "eliminate", "elimination_plan",
+           "table_size"]
 
 #: Default limit on entries per state of an intermediate table for exact elimination.
 MAX_TABLE_SIZE = 2**16
@@ -79,6 +80,11 @@ def elimination_plan(graph: FactorGraph) -> tuple[EliminationStep, ...]:
         active.add(len(scopes))
         scopes.append(union - {var})
     return tuple(steps)
+
+
+def table_size(steps: tuple[EliminationStep, ...], num_actions: int) -> int:
+    """Entries per state of the widest intermediate table along elimination ``steps``."""
+    return num_actions ** max((len(step.scope) for step in steps), default=1)
 
 
 def eliminate(values, steps: tuple[EliminationStep, ...]) -> torch.Tensor:
@@ -163,8 +169,8 @@ def argmax(values, method: str = "auto", *, max_table_size: int = MAX_TABLE_SIZE
         if method == "max_plus":
             return _max_plus(values, iterations, damping), False
         steps = elimination_plan(values.graph)
-        widest = max(len(s.scope) for s in steps)
-        size = values.num_actions ** widest
+        size = table_size(steps, values.num_actions)
+        widest = max(len(step.scope) for step in steps)
         if size <= max_table_size:
             return eliminate(values, steps), True
         if method == "elimination":

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from factor_q import FactorValues
-from factor_q.argmax import eliminate, elimination_plan
+from factor_q.argmax import eliminate, elimination_plan, table_size
 from spnpolicy.algos.config import (
     AlgorithmSpec,
     OffPolicyConfig,
@@ -211,11 +211,6 @@ def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
 MODE_TABLE_SIZE = 4096
 
 
-def mode_table_size(steps, num_actions: int) -> int:
-    """Entries per state of the widest table of an exact argmax along elimination ``steps``."""
-    return num_actions ** max((len(step.scope) for step in steps), default=1)
-
-
 def mean_values(values: TwinValues) -> FactorValues:
     """The twin critics' mean ``(Q_1 + Q_2) / 2`` as one :class:`~factor_q.FactorValues`
     on their shared graph."""
@@ -278,10 +273,10 @@ class SpnAc(OffPolicyAlgorithm):
             self.mode_guidance = 0.0
             self.notes += ("mode_guidance is off with compile=True: the log-likelihood's "
                            "checks of u* break the update's single traced graph",)
-        elif cfg.mode_guidance > 0 and mode_table_size(self._mode_steps, k) > MODE_TABLE_SIZE:
+        elif cfg.mode_guidance > 0 and table_size(self._mode_steps, k) > MODE_TABLE_SIZE:
             self.mode_guidance = 0.0
             self.notes += (f"mode_guidance is off: the exact argmax of this factor graph "
-                           f"needs tables of {mode_table_size(self._mode_steps, k):,} entries "
+                           f"needs tables of {table_size(self._mode_steps, k):,} entries "
                            f"per state (more than {MODE_TABLE_SIZE:,})",)
         self.value_offset = n * math.log(k) if cfg.regulariser == "kl_uniform" else 0.0
         self.optimizers = {

@@ -146,3 +146,19 @@ def test_mode_guidance_gradient_does_not_vanish_with_the_actions_probability():
     torch.testing.assert_close(g_guided[rows, best] - g_plain[rows, best],
                                torch.full((B,), -0.1 / B, dtype=torch.float64),
                                rtol=1e-4, atol=1e-9)
+
+
+def test_mode_guidance_is_on_for_narrow_graphs_and_off_with_a_note_for_wide_ones():
+    """3 agents on coverage (3 pairs: tables of 6^3 = 216 entries) keep the guidance; 6
+    agents on 20 random pairs (6^6 = 46,656 > MODE_TABLE_SIZE) train without it, and say so."""
+    from factor_q.argmax import elimination_plan, table_size
+    from spnpolicy.algos.spn_ac import MODE_TABLE_SIZE, SpnAc, SpnAcConfig
+    from spnpolicy.training import make_vec_env
+    narrow = SpnAc(SpnAcConfig(), make_vec_env("coverage", 1, seed=0, num_agents=3,
+                                               grid_size=4))
+    assert narrow.mode_guidance == 0.1 and not narrow.notes
+    wide_envs = make_vec_env("coverage", 1, seed=0, num_agents=6, grid_size=8)
+    wide = SpnAc(SpnAcConfig(), wide_envs)
+    assert table_size(elimination_plan(wide.critic.graph), 6) > MODE_TABLE_SIZE
+    assert wide.mode_guidance == 0.0 and "mode_guidance is off" in wide.notes[0]
+    assert SpnAc(SpnAcConfig(mode_guidance=0.0), wide_envs).notes == ()
