@@ -12,8 +12,9 @@ act together, a partial attempt is penalised); the matrix games `climbing`, `pen
 `predator-prey` (arguments of `predator_prey_v0.parallel_env`: the DCG paper's
 predator-prey with punishment);
 `mpe/<task>` for mpe2's simple_spread, simple_speaker_listener, simple_tag and
-simple_adversary (extra `mpe`); and `lbf/<id>` for any lbforaging id such as
-`lbf/Foraging-8x8-2p-3f-v3` (extra `lbf`).
+simple_adversary (extra `mpe`); `lbf/<id>` for any lbforaging id such as
+`lbf/Foraging-8x8-2p-3f-v3` (extra `lbf`); and `vmas/dispersion`, `vmas/navigation`,
+`vmas/transport` (arguments of `vmas.parallel_env`: VMAS scenarios, extra `vmas`).
 
 Your own environment: any callable returning a PettingZoo `ParallelEnv` with discrete
 action spaces. `register_env("my-env", factory)` makes `"my-env"` a name like the others
@@ -35,15 +36,16 @@ from typing import Any
 from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import coverage_core, coverage_v0, lbf, lift, matrix_v0, mpe
-from spnpolicy.envs import predator_prey_core, predator_prey_v0
+from spnpolicy.envs import predator_prey_core, predator_prey_v0, vmas
 
 __all__ = ["ENV_DESCRIPTIONS", "ENV_NAMES", "action_names", "check_env_name", "env_names",
            "is_env_name", "make_env", "register_env", "registered_envs"]
 
 LBF_PREFIX = "lbf/"
 MPE_PREFIX = "mpe/"
+VMAS_PREFIX = "vmas/"
 ENV_NAMES = ("coverage", "lift", *matrix_v0.GAMES, *(MPE_PREFIX + task for task in mpe.MPE_TASKS),
-             "predator-prey")
+             "predator-prey", *(VMAS_PREFIX + task for task in vmas.TASKS))
 LBF_EXAMPLE = "lbf/Foraging-8x8-2p-3f-v3"
 
 _COVERAGE = coverage_core.CoverageConfig()
@@ -100,6 +102,15 @@ ENV_DESCRIPTIONS: dict[str, str] = {
             "loading it; per-agent rewards (team reward = their sum); observation "
             "(x, y, level) per food then per player, self first; state = observations "
             "concatenated",
+    **{VMAS_PREFIX + task: f"VMAS's {task} (extra vmas): {spec.goal}; n_agents (default "
+                           f"{vmas.VmasConfig.n_agents}), max_steps="
+                           f"{vmas.VmasConfig.max_steps} (a truncation), VMAS's scenario "
+                           f"arguments; "
+                           f"actions noop/left/right/down/up (diagonal_moves=True adds the "
+                           f"diagonals); team reward = the mean of the agents' rewards; "
+                           f"success (ends the episode): {spec.success}; observation = "
+                           f"VMAS's; state = {spec.state_layout}"
+       for task, spec in vmas.TASKS.items()},
 }
 
 _REGISTERED: dict[str, Callable[..., ParallelEnv]] = {}
@@ -123,7 +134,7 @@ def register_env(name: str, factory: Callable[..., ParallelEnv], *,
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise ValueError(f"name must be a non-empty string without surrounding spaces, "
                          f"got {name!r}")
-    if _builtin(name) or name.startswith((MPE_PREFIX, LBF_PREFIX)):
+    if _builtin(name) or name.startswith((MPE_PREFIX, LBF_PREFIX, VMAS_PREFIX)):
         raise ValueError(f"name {name!r} is a built-in environment name (or prefix); "
                          f"choose another one")
     if not callable(factory):
@@ -241,7 +252,7 @@ def make_env(name: str, **kwargs: Any) -> ParallelEnv:
 
     Raises ValueError for an unknown name (listing the valid ones), an unknown keyword
     argument or a bad value (naming the argument); ImportError when an optional extra
-    (mpe2, lbforaging) is missing.
+    (mpe2, lbforaging, vmas) is missing.
     """
     if not isinstance(name, str):
         raise ValueError(f"name must be a string, one of {env_names()} or "
@@ -262,6 +273,8 @@ def make_env(name: str, **kwargs: Any) -> ParallelEnv:
         return mpe.parallel_env(name[len(MPE_PREFIX):], **kwargs)
     if name.startswith(LBF_PREFIX) and len(name) > len(LBF_PREFIX):
         return lbf.parallel_env(name[len(LBF_PREFIX):], **kwargs)
+    if name.startswith(VMAS_PREFIX) and name[len(VMAS_PREFIX):] in vmas.TASKS:
+        return vmas.parallel_env(name[len(VMAS_PREFIX):], **kwargs)
     if name in _REGISTERED:
         return _custom(name, _REGISTERED[name], kwargs)
     _custom_elsewhere(name)
@@ -281,7 +294,8 @@ LBF_ACTIONS = ("none", "north", "south", "west", "east", "load")
 
 def action_names(name: str, num_actions: int) -> tuple[str, ...]:
     """Names of env ``name``'s actions (``coverage``: noop, up, ...; ``lbf/...``: none, north,
-    ...; the MPE tasks whose agents all move: noop, left, ...), else ``"0".."k-1"``."""
+    ...; the MPE tasks whose agents all move and the VMAS tasks: noop, left, ...), else
+    ``"0".."k-1"``."""
     if name == "coverage":
         return tuple(coverage_core.ACTION_NAMES)
     if name == "lift":
@@ -290,7 +304,9 @@ def action_names(name: str, num_actions: int) -> tuple[str, ...]:
         return predator_prey_core.ACTION_NAMES
     known = (LBF_ACTIONS if isinstance(name, str) and name.startswith(LBF_PREFIX) else
              MPE_MOVES if name in ("mpe/simple_spread", "mpe/simple_tag",
-                                   "mpe/simple_adversary") else None)
+                                   "mpe/simple_adversary") else
+             vmas.action_names(diagonal_moves=num_actions != len(vmas.action_names()))
+             if isinstance(name, str) and name.startswith(VMAS_PREFIX) else None)
     if known is not None and len(known) == num_actions:
         return known
     return tuple(str(a) for a in range(num_actions))

@@ -16,7 +16,8 @@ next state). Rewards are team rewards, counted once per step.
 
 - :class:`BatchedVec` wraps a batched numpy env: :class:`CoverageVec` the
   :class:`~spnpolicy.envs.CoverageVecEnv`, :class:`PredatorPreyVec` the
-  :class:`~spnpolicy.envs.predator_prey_vec.PredatorPreyVecEnv`.
+  :class:`~spnpolicy.envs.predator_prey_vec.PredatorPreyVecEnv`, :class:`VmasVec` the
+  VMAS tasks' :class:`~spnpolicy.envs.vmas_vec.VmasVecEnv` (one torch batch).
 - :class:`ParallelEnvVec` steps ``E`` copies of any PettingZoo ``ParallelEnv`` in a loop.
 
 All support ``state_dict()`` / ``load_state_dict()`` for exact resumption of a run.
@@ -33,13 +34,16 @@ from pettingzoo import ParallelEnv
 
 from spnpolicy.envs import CoverageVecEnv, coverage_core, make_env
 from spnpolicy.envs.predator_prey_vec import PredatorPreyVecEnv
+from spnpolicy.envs.registry import VMAS_PREFIX
+from spnpolicy.envs.vmas_tasks import TASKS as VMAS_TASKS
+from spnpolicy.envs.vmas_vec import VmasVecEnv
 from spnpolicy.envs.validation import check_joint_actions
 from spnpolicy.training.observations import (  # noqa: F401  (also importable from here)
     FLAT_SPACES, flatten_observation, global_state, max_obs_dim, observation_dict,
     stack_observations)
 
 __all__ = ["VecEnv", "VecStep", "BatchedVec", "CoverageVec", "PredatorPreyVec", "ParallelEnvVec",
-           "make_vec_env"]
+           "VmasVec", "make_vec_env"]
 
 
 class VecStep(NamedTuple):
@@ -161,6 +165,17 @@ class PredatorPreyVec(BatchedVec):
     """
 
     env_class = PredatorPreyVecEnv
+
+
+class VmasVec(BatchedVec):
+    """:class:`~spnpolicy.envs.vmas_vec.VmasVecEnv` (a VMAS task's copies stepped as one
+    torch batch) behind the :class:`VecEnv` protocol.
+
+    Arguments are ``VmasVecEnv``'s (``task`` and the task's). ``success`` is the env's
+    ``info["success"]`` (the scenario's ``done()``: its goal reached).
+    """
+
+    env_class = VmasVecEnv
 
 
 class ParallelEnvVec:
@@ -365,8 +380,9 @@ def make_vec_env(name: str, num_envs: int, seed: int | None = None,
     """``num_envs`` copies of the registry env ``name`` (see :func:`spnpolicy.make_env`).
 
     ``coverage`` uses the batched numpy :class:`CoverageVec` (``render_mode`` is not
-    accepted), ``predator-prey`` the batched numpy :class:`PredatorPreyVec`; every other
-    env is stepped through :class:`ParallelEnvVec`.
+    accepted), ``predator-prey`` the batched numpy :class:`PredatorPreyVec`, ``vmas/<task>``
+    the batched torch :class:`VmasVec`; every other env is stepped through
+    :class:`ParallelEnvVec`.
     """
     if name == "coverage":
         if env_kwargs.get("render_mode") is not None:
@@ -377,5 +393,7 @@ def make_vec_env(name: str, num_envs: int, seed: int | None = None,
     if name == "predator-prey":
         make_env(name, **env_kwargs)
         return PredatorPreyVec(num_envs, seed=seed, **env_kwargs)
+    if name.startswith(VMAS_PREFIX) and name[len(VMAS_PREFIX):] in VMAS_TASKS:
+        return VmasVec(num_envs, seed=seed, task=name[len(VMAS_PREFIX):], **env_kwargs)
     make_env(name, **env_kwargs)
     return ParallelEnvVec(lambda: make_env(name, **env_kwargs), num_envs, seed=seed)
