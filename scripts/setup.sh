@@ -5,7 +5,8 @@
 # install, it only checks that the package imports.
 #
 # Environment: PYTHON (interpreter used to create .venv, default python3),
-# SPNPOLICY_FORCE_SETUP=1 (reinstall even if nothing changed).
+# SPNPOLICY_FORCE_SETUP=1 (reinstall even if nothing changed), SPNPOLICY_EXTRAS (more
+# extras of pyproject.toml to install, comma-separated, e.g. SPNPOLICY_EXTRAS=vmas).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,7 +15,7 @@ trap 'echo "[setup] FAILED (line $LINENO): see the messages above" >&2' ERR
 python=${PYTHON:-python3}
 venv=.venv
 constraints=requirements/constraints.txt
-extras="dev,mpe,lbf"
+extras="dev,mpe,lbf${SPNPOLICY_EXTRAS:+,$SPNPOLICY_EXTRAS}"
 stamp=$venv/.spnpolicy-setup
 # Asks the installed distribution (not the source tree, which imports from the repo root).
 check='import importlib.metadata as m, torch
@@ -34,7 +35,8 @@ if [[ ! -x $venv/bin/python ]]; then
     "$python" -m venv "$venv"
 fi
 
-want=$(cat pyproject.toml "$constraints" | "$venv/bin/python" -c \
+more=${SPNPOLICY_EXTRAS:+extras=$SPNPOLICY_EXTRAS}   # the stamp records them too
+want=$({ cat pyproject.toml "$constraints"; printf '%s' "$more"; } | "$venv/bin/python" -c \
     'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
 if [[ ${SPNPOLICY_FORCE_SETUP:-0} != 1 && -f $stamp && $(cat "$stamp") == "$want" ]] \
     && "$venv/bin/python" -c "$check" >/dev/null 2>&1; then

@@ -205,6 +205,19 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           Protocol(total_steps=375_000, eval_interval=25_000, eval_episodes=32,
                    checkpoint_interval=25_000),
           metric="return_mean"),
+    # VMAS dispersion (Bettini et al. 2022), the public task nearest to coverage: the team
+    # starts together at the centre and must spread out over as many foods. Its return, the
+    # fraction of the food eaten, compares team sizes; success (all of it eaten within 100
+    # steps) is recorded beside it.
+    Suite("vmas-dispersion", "VMAS dispersion (extra vmas): 4 and 16 agents start at the "
+          "centre and must eat as many foods, placed at random, within 100 steps; discrete "
+          "moves; metric: greedy return = the fraction of the food eaten",
+          (Task("dispersion-4", "vmas/dispersion", {"n_agents": 4}),
+           Task("dispersion-16", "vmas/dispersion", {"n_agents": 16})),
+          ("spn-ac", "meanfield-ac", "vdn", "qmix", "mappo"), 5,
+          Protocol(total_steps=300_000, eval_interval=25_000, eval_episodes=32,
+                   checkpoint_interval=25_000),
+          metric="return_mean"),
 )}
 
 
