@@ -137,6 +137,36 @@ def _lift(num_agents: int, penalty: float) -> Task:
                 {"num_agents": num_agents, "penalty": penalty})
 
 
+#: The baselines of the many-agent suites (dcg only where its maximisation is affordable).
+MANY_AGENT_ALGOS = ("spn-ac", "meanfield-ac", "vdn", "qmix", "ippo", "mappo")
+#: Many-agent coverage: team size -> grid side. One agent per 16 cells (the paper's 6 agents
+#: on 20x20 is one per 67): dense enough that the goals are found by a team that explores,
+#: small enough to learn on CPU. Horizon: 4 grid sides, twice the longest Manhattan path.
+_MANY_AGENT_GRIDS = {16: 16, 32: 24, 64: 32}
+
+
+def _many_agent_coverage(num_agents: int) -> Suite:
+    """Coverage with ``num_agents`` agents, fixed and random goals, potential-based shaping;
+    the factored critics on ``2 n`` random pairs (O(n) factors)."""
+    size = _MANY_AGENT_GRIDS[num_agents]
+    fixed = {"num_agents": num_agents, "grid_size": size, "max_steps": 4 * size, **_LEARNABLE}
+    name = f"coverage-{num_agents}x{size}x{size}"
+    algos = (*MANY_AGENT_ALGOS, "dcg") if num_agents <= 16 else MANY_AGENT_ALGOS
+    return Suite(
+        f"coverage-{num_agents}",
+        f"many agents: coverage, {num_agents} agents on {size}x{size} (one agent per 16 cells), "
+        f"{4 * size} steps (4 grid sides), sparse reward, fixed goals (layout_seed 0) and "
+        f"random goals, relative observations, potential-based shaping, critics on "
+        f"{2 * num_agents} random pairwise factors, 3 seeds",
+        (Task(f"{name}-fixed", "coverage", fixed),
+         Task(f"{name}-random", "coverage", {**fixed, "layout": "random"})),
+        algos, 3,
+        Protocol(total_steps=1_000_000, eval_interval=50_000, eval_episodes=32,
+                 checkpoint_interval=25_000),
+        config={"factor_graph": "random", "num_factors": 2 * num_agents, "factor_order": 2,
+                **_SHAPING})
+
+
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("matrix", "the matrix games (penalty with k = 0 .. 100); greedy success = the "
           "optimal joint action", _MATRIX_TASKS, ALL_ALGOS, 10,
@@ -185,6 +215,13 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
                    checkpoint_interval=25_000),
           config={"factor_graph": "random", "num_factors": 20, "factor_order": 2,
                   **_PROGRESS}),
+    *(_many_agent_coverage(n) for n in _MANY_AGENT_GRIDS),
+    # The coordination family at n >= 8: every one of 8 agents must arrive and lift at once.
+    Suite("coordination-8", "the lift task with 8 agents at penalty 0.5 (all 8 must lift "
+          "together once all have arrived); greedy success = the object lifted, 3 seeds",
+          (_lift(8, 0.5),), (*MANY_AGENT_ALGOS, "dcg"), 3,
+          Protocol(total_steps=200_000, eval_interval=10_000, eval_episodes=50,
+                   checkpoint_interval=20_000)),
     # Level-based foraging (Albrecht, Christianos and Schaefer 2024), the common-reward task: every agent gets the team's
     # summed reward, which the value-factorisation methods need. No success flag: tables
     # report the greedy return (1.0 = all food collected).

@@ -102,3 +102,26 @@ def test_another_budget_keeps_the_intervals():
         protocol.with_budget(0)
     with pytest.raises(ValueError, match="eval_episodes must be an int >= 1"):
         Protocol(100, 10, 0, 10)
+
+
+@pytest.mark.parametrize("n, size", [(16, 16), (32, 24), (64, 32)])
+def test_many_agent_coverage_suites(tmp_path, n, size):
+    suite = get_suite(f"coverage-{n}")
+    fixed, random = suite.tasks
+    assert fixed.env_kwargs == {"num_agents": n, "grid_size": size, "max_steps": 4 * size,
+                                "reward": "sparse", "layout": "fixed", "layout_seed": 0,
+                                "observation": "relative"}
+    assert random.env_kwargs == {**fixed.env_kwargs, "layout": "random"}
+    assert {"spn-ac", "meanfield-ac", "vdn", "qmix", "ippo", "mappo"} <= set(suite.algos)
+    assert ("dcg" in suite.algos) == (n <= 16)
+    for run in plan(suite, tmp_path):
+        config = make_config(run.algo, "coverage", run.config)
+        assert config.shaping is True
+        if hasattr(config, "num_factors"):      # O(n) factors for the factored critics
+            assert (config.factor_graph, config.num_factors) == ("random", 2 * n)
+
+
+def test_coordination_at_eight_agents(tmp_path):
+    suite = get_suite("coordination-8")
+    assert suite.tasks[0].env == "lift" and suite.tasks[0].env_kwargs["num_agents"] == 8
+    assert len(plan(suite, tmp_path)) == len(suite.algos) * suite.seeds
