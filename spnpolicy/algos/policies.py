@@ -26,10 +26,17 @@ from torch.distributions import Distribution, constraints
 from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
 from spnpolicy.training.observations import agent_input, observation_dict
 
-__all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "POLICY_KINDS",
-           "SharedMarginals", "mlp"]
+__all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "PARAM_HEADS",
+           "POLICY_KINDS", "SharedGroupHead", "SharedMarginals", "mlp"]
 
 POLICY_KINDS = BUILTIN_POLICIES
+#: How a circuit policy's parameters come from the state: ``flat`` (one MLP whose output
+#: has one logit per circuit parameter, so its last layer grows with the team) or
+#: ``shared`` (:class:`SharedGroupHead`: one encoder and one head per group size, shared by
+#: every parameter group, told apart by a learned embedding of the group's id).
+PARAM_HEADS = ("flat", "shared")
+#: Width of the group-id embeddings and the shared state features of ``param_head="shared"``.
+GROUP_EMBED_DIM = 32
 #: The softmax policy enumerates k**n joint actions; it is a reference for small n only.
 MAX_SOFTMAX_AGENTS = 5
 
@@ -179,6 +186,68 @@ class _Rows:
         return self.shared.entropy()[self.index]
 
 
+class SharedGroupHead(nn.Module):
+    """Circuit logits ``[B, P]`` from one state encoder and heads shared by every parameter
+    group (the support of one leaf or the children of one sum), told apart by a learned
+    embedding of the group's id.
+
+    Group ``g`` of ``s`` parameters gets ``head_s(relu(f(state) + e_g))``: ``f`` the encoder
+    MLP ``state_dim -> hidden -> embed_dim``, ``e_g`` row ``g`` of a ``[G, embed_dim]``
+    embedding and ``head_s`` a linear map ``embed_dim -> s`` shared by every group of size
+    ``s``. On a mean-field circuit the groups are the agents (``e_g`` an agent-id
+    embedding); on a selective circuit they are its sums. Only the embedding grows with the
+    team; the encoder and heads depend on the group sizes alone.
+
+    Args:
+        state_dim: global state size.
+        group_sizes: parameters per group ``[G]``, groups in the circuit's parameter order
+            (each a contiguous range of the flat parameters).
+        hidden: encoder widths; ``embed_dim``: width of the features and embeddings.
+    """
+
+    def __init__(self, state_dim: int, group_sizes: Sequence[int], hidden: Sequence[int],
+                 embed_dim: int = GROUP_EMBED_DIM) -> None:
+        super().__init__()
+        sizes = [int(size) for size in group_sizes]
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"group_sizes must be positive parameter counts, got {sizes}")
+        self.encoder = mlp(state_dim, hidden, embed_dim)
+        self.embedding = nn.Parameter(0.1 * torch.randn(len(sizes), embed_dim))
+        # groups by size, and where each of their parameters lies in the flat order
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.sizes = sorted(set(sizes))
+        order = []
+        for size in self.sizes:
+            groups = [g for g, other in enumerate(sizes) if other == size]
+            self.register_buffer(f"groups_{size}", torch.tensor(groups), persistent=False)
+            order += [starts[g] + j for g in groups for j in range(size)]
+        # flat parameter p is entry inverse[p] of the size-sorted concatenation
+        self.register_buffer("inverse", torch.from_numpy(np.argsort(order)), persistent=False)
+        self.heads = nn.ModuleDict({str(size): mlp(embed_dim, (), size, out_scale=0.01)
+                                    for size in self.sizes})
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters every group shares (all but the embedding)."""
+        return [*self.encoder.parameters(), *self.heads.parameters()]
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """``states [B, state_dim]`` -> logits ``[B, P]``, ``P = sum(group_sizes)``."""
+        features = self.encoder(states).unsqueeze(1)                    # [B, 1, d]
+        parts = []
+        for size in self.sizes:
+            embedding = self.embedding[getattr(self, f"groups_{size}")]  # [G_s, d]
+            z = torch.relu(features + embedding)                        # [B, G_s, d]
+            parts.append(self.heads[str(size)](z).flatten(1))           # [B, G_s * size]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return out[:, self.inverse]
+
+
+def _group_sizes(circuit) -> list[int]:
+    """Parameters per parameter group of ``circuit``, groups in parameter order."""
+    plan = circuit._plan_on(torch.device("cpu"))
+    return torch.bincount(plan.param_group, minlength=plan.num_param_groups).tolist()
+
+
 class JointPolicy(nn.Module):
     """``pi(u | s)``: state encoder MLP -> parameters of a joint action distribution.
 
@@ -193,11 +262,19 @@ class JointPolicy(nn.Module):
             (validated by :func:`~spnpolicy.algos.policy_structures.policy_circuit`).
         width: sum nodes per region of the selective circuit.
         hidden: encoder widths.
+        param_head: one of :data:`PARAM_HEADS`: ``flat`` (an MLP with one output per circuit
+            parameter) or ``shared`` (:class:`SharedGroupHead`; circuit policies only).
     """
 
     def __init__(self, state_dim: int, num_agents: int, num_actions: int,
-                 kind="selective", width: int = 16, hidden: Sequence[int] = (128, 128)):
+                 kind="selective", width: int = 16, hidden: Sequence[int] = (128, 128),
+                 param_head: str = "flat"):
         super().__init__()
+        if param_head not in PARAM_HEADS:
+            raise ValueError(f"param_head must be one of {PARAM_HEADS}, got {param_head!r}")
+        if param_head == "shared" and kind == "softmax":
+            raise ValueError("param_head='shared' needs a circuit policy; the softmax policy "
+                             "has no parameter groups to share a head across")
         if kind == "softmax" and num_agents > MAX_SOFTMAX_AGENTS:
             raise ValueError(f"the softmax policy enumerates k**n joint actions and is for "
                              f"n <= {MAX_SOFTMAX_AGENTS} agents, got n = {num_agents}")
@@ -212,7 +289,11 @@ class JointPolicy(nn.Module):
             out_dim = self.circuit.num_params
         # selective circuits are answered on their region tree: the same values, fewer ops
         self.tree = None if self.circuit is None else self.circuit.region_tree()
-        self.encoder = mlp(state_dim, hidden, out_dim, out_scale=0.01)
+        self.param_head = param_head
+        if param_head == "shared":
+            self.encoder = SharedGroupHead(state_dim, _group_sizes(self.circuit), hidden)
+        else:
+            self.encoder = mlp(state_dim, hidden, out_dim, out_scale=0.01)
 
     def _states(self, observations) -> torch.Tensor:
         device = next(self.encoder.parameters()).device
