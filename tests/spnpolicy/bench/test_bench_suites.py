@@ -104,13 +104,14 @@ def test_another_budget_keeps_the_intervals():
         Protocol(100, 10, 0, 10)
 
 
-@pytest.mark.parametrize("n, size", [(16, 16), (32, 24), (64, 32)])
-def test_many_agent_coverage_suites(tmp_path, n, size):
+@pytest.mark.parametrize("n, size, observation", [(16, 16, "relative"), (32, 24, "absolute"),
+                                               (64, 32, "absolute")])
+def test_many_agent_coverage_suites(tmp_path, n, size, observation):
     suite = get_suite(f"coverage-{n}")
     fixed, random = suite.tasks
     assert fixed.env_kwargs == {"num_agents": n, "grid_size": size, "max_steps": 4 * size,
                                 "reward": "sparse", "layout": "fixed", "layout_seed": 0,
-                                "observation": "relative"}
+                                "observation": observation}
     assert random.env_kwargs == {**fixed.env_kwargs, "layout": "random"}
     assert {"spn-ac", "meanfield-ac", "vdn", "qmix", "ippo", "mappo"} <= set(suite.algos)
     assert ("dcg" in suite.algos) == (n <= 16)
@@ -119,6 +120,13 @@ def test_many_agent_coverage_suites(tmp_path, n, size):
         assert config.shaping is True
         if hasattr(config, "num_factors"):      # O(n) factors for the factored critics
             assert (config.factor_graph, config.num_factors) == ("random", 2 * n)
+    # a full replay of states and per-agent observations (float32) stays under 2.6 GB
+    env = make_env("coverage", **fixed.env_kwargs)
+    env.reset(seed=0)
+    state_dim = env.state().shape[0]
+    obs_dim = env.observation_space(env.possible_agents[0]).shape[0]
+    env.close()
+    assert 4 * (state_dim + n * obs_dim) * suite.config["buffer_size"] < 2.6e9
 
 
 def test_coordination_at_eight_agents(tmp_path):
