@@ -189,17 +189,19 @@ def _timing(samples: list[float], median: float, edges: int) -> dict:
             "edge_samples_per_s": edges * BATCH / median}
 
 
-def bench_selective(repeats: int, seed: int = 0) -> list[dict]:
-    """Median time of scope marginals (2n pairs) + entropy + backward on selective(n, 6, 8)."""
+def bench_selective(repeats: int, seed: int = 0, device: str = "cpu") -> list[dict]:
+    """Median time of scope marginals (2n pairs) + entropy + backward on selective(n, 6, 8),
+    on ``device``."""
     rows = []
     for n in SELECTIVE_SIZES:
         start = time.perf_counter()
-        circuit = selective(n, 6, 8)
+        circuit = selective(n, 6, 8).to(device)
         build_s = time.perf_counter() - start
         rng = random.Random(seed)
         pairs = rng.sample(list(itertools.combinations(range(n), 2)), 2 * n)
         params = torch.randn(SELECTIVE_BATCH, circuit.num_params,
-                             generator=torch.Generator().manual_seed(seed), requires_grad=True)
+                             generator=torch.Generator().manual_seed(seed)
+                             ).to(device).requires_grad_()
 
         def step():
             params.grad = None
@@ -207,15 +209,16 @@ def bench_selective(repeats: int, seed: int = 0) -> list[dict]:
             loss = dist.scope_marginals(pairs).sum() + dist.entropy().sum()
             loss.backward()
 
-        first_s = seconds(step, "cpu")  # includes building the cached table plan for these pairs
+        first_s = seconds(step, device)  # includes building the cached table plan for these pairs
         for _ in range(2):
             step()
-        times = [seconds(step, "cpu") for _ in range(repeats)]
+        times = [seconds(step, device) for _ in range(repeats)]
         rows.append({"num_vars": n, "num_states": 6, "width": 8, "batch": SELECTIVE_BATCH,
                      "num_pairs": len(pairs), "edges": circuit.num_edges,
                      "num_params": circuit.num_params, "build_ms": build_s * 1e3,
                      "first_call_ms": first_s * 1e3, "median_ms": statistics.median(times) * 1e3,
-                     "min_ms": min(times) * 1e3, "repeats": repeats})
+                     "min_ms": min(times) * 1e3, "repeats": repeats,
+                     "device": str(params.device)})
     return rows
 
 
@@ -242,13 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help=f"JSON results file (default {RESULTS}; the tracked ones are in "
                              f"benchmarks/results/)")
-    parser.add_argument("--device", default="cpu", help="torch device of the reference comparison")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of the reference comparison and the selective "
+                             "section (SPFlow runs on the CPU)")
     parser.add_argument("--batches", type=int, nargs="+", default=list(REFERENCE_BATCHES))
     parser.add_argument("--budget", type=float, default=3.0,
                         help="seconds of timing per circuit and batch size (sets the repeats)")
     parser.add_argument("--sections", nargs="+", default=["reference", "spflow", "selective"],
                         choices=["reference", "spflow", "selective"])
     args = parser.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
@@ -292,8 +299,9 @@ def _spflow_section(result: dict, args) -> None:
 
 
 def _selective_section(result: dict, args) -> None:
-    result["selective"] = bench_selective(args.selective_repeats)
-    print(f"selective(n, 6, 8), batch {SELECTIVE_BATCH}: 2n scope marginals + entropy + backward")
+    result["selective"] = bench_selective(args.selective_repeats, device=args.device)
+    print(f"selective(n, 6, 8), batch {SELECTIVE_BATCH}, {args.device}: 2n scope marginals + "
+          f"entropy + backward")
     for row in result["selective"]:
         print(f"  n={row['num_vars']:3d}  {row['edges']:6d} edges  {row['median_ms']:8.2f} ms")
 

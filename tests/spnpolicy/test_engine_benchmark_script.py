@@ -3,6 +3,7 @@
 import math
 import sys
 
+import pytest
 import torch
 
 from circuits import parameters, reverse
@@ -42,3 +43,22 @@ def test_normalisation_backward_is_idempotent_so_the_timed_call_can_reuse_its_bu
         plan, grad.clone(), weights).clone(), weights)
     assert not torch.allclose(once, grad[:, :plan.num_params])     # it does project
     torch.testing.assert_close(twice, once)
+
+
+def test_selective_rows_record_their_device(monkeypatch):
+    monkeypatch.setattr(engine, "SELECTIVE_SIZES", (8,))
+    rows = engine.bench_selective(repeats=1, device="cpu")
+    assert [(row["num_vars"], row["device"]) for row in rows] == [(8, "cpu")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_cuda_without_cuda_is_refused_naming_the_option(capsys):
+    with pytest.raises(SystemExit):
+        engine.main(["--device", "cuda", "--sections", "selective"])
+    assert "--device cuda" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_selective_section_runs_on_cuda(monkeypatch):
+    monkeypatch.setattr(engine, "SELECTIVE_SIZES", (8,))
+    assert engine.bench_selective(repeats=1, device="cuda")[0]["device"].startswith("cuda")
