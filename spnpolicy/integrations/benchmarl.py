@@ -1,0 +1,223 @@
+"""spn-ac as a BenchMARL algorithm (extra ``benchmarl``).
+
+Each agent group is one joint policy ``pi(u | s)`` (:class:`~spnpolicy.algos.policies.JointPolicy`,
+a selective circuit by default) over the group's actions, with ``s`` the group's
+observations concatenated, trained off-policy by spn-ac's exact losses against twin
+factor-graph critics (:class:`~spnpolicy.integrations.spn_ac_loss.SpnAcLoss`). Acting is
+centralised: one sampled joint action per state for the whole group.
+
+```python
+from benchmarl.environments import VmasTask
+from benchmarl.experiment import Experiment, ExperimentConfig
+from benchmarl.models.mlp import MlpConfig
+from spnpolicy.integrations.benchmarl import SpnAcAlgorithmConfig
+
+experiment = Experiment(task=VmasTask.NAVIGATION.get_from_yaml(),
+                        algorithm_config=SpnAcAlgorithmConfig.get_from_yaml(),
+                        model_config=MlpConfig.get_from_yaml(), seed=0,
+                        config=ExperimentConfig.get_from_yaml())
+experiment.run()
+```
+
+Discrete actions only, no action masks, no prioritised replay. The networks' sizes come
+from this config (``policy_hidden``, ``critic_hidden``), not from BenchMARL's model
+configs; the learning rate, discount, Polyak rate and gradient clipping from BenchMARL's
+``ExperimentConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from benchmarl.algorithms.common import Algorithm, AlgorithmConfig
+from benchmarl.models.common import ModelConfig
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule
+from torchrl.objectives import LossModule
+
+from spnpolicy.algos.critics import TwinFactorQ, build_factor_graph
+from spnpolicy.algos.policies import JointPolicy
+from spnpolicy.algos.spn_ac import SpnAcConfig
+from spnpolicy.integrations.spn_ac_loss import SpnAcLoss
+from spnpolicy.integrations.torchrl import joint_actor
+
+__all__ = ["CONFIG_YAML", "SpnAcAlgorithm", "SpnAcAlgorithmConfig"]
+
+#: The algorithm's BenchMARL yaml (its values are the dataclass's defaults).
+CONFIG_YAML = pathlib.Path(__file__).with_name("spnac.yaml")
+
+_SPN_AC = {f.name: f for f in dataclasses.fields(SpnAcConfig)}
+
+
+def _default(name: str):
+    """spn-ac's default of field ``name`` (``SpnAcConfig``), as a dataclass field; tuples as
+    lists, the type yaml and hydra configs hold."""
+    value = _SPN_AC[name].default
+    if isinstance(value, tuple):
+        return field(default_factory=lambda: list(value))
+    return field(default=value)
+
+
+class SpnAcAlgorithm(Algorithm):
+    """spn-ac for BenchMARL: per group a joint circuit policy and twin factor-graph critics.
+
+    Built by :class:`SpnAcAlgorithmConfig` (BenchMARL passes the config's fields and the
+    experiment as keyword arguments).
+    """
+
+    def __init__(self, **kwargs) -> None:
+        settings = {name: kwargs.pop(name) for name in _fields()}
+        super().__init__(**kwargs)
+        self.settings = _spn_ac_config(settings)
+        if self.has_rnn:
+            raise ValueError("spn-ac for BenchMARL has no recurrent networks (its policy and "
+                             "critics are MLPs: policy_hidden, critic_hidden); pass a model "
+                             "config that is not recurrent")
+        if self.experiment_config.off_policy_use_prioritized_replay_buffer:
+            raise ValueError("spn-ac for BenchMARL samples its replay buffer uniformly; set "
+                             "off_policy_use_prioritized_replay_buffer=False")
+        self._joint_policies: dict[str, JointPolicy] = {}
+
+    def _group_layout(self, group: str) -> tuple[str, int, int, int]:
+        """The group's observation key, agents ``n``, observation size and actions ``k``."""
+        if self.action_mask_spec is not None and group in self.action_mask_spec.keys():
+            raise ValueError(f"spn-ac for BenchMARL does not take action masks; group "
+                             f"{group!r} has one")
+        spec = self.observation_spec[group]
+        keys = list(spec.keys(True, True))
+        if len(keys) != 1 or len(spec[keys[0]].shape) != 2:
+            raise ValueError(f"spn-ac for BenchMARL needs one observation [n_agents, obs] per "
+                             f"group; group {group!r} has {', '.join(map(str, keys)) or 'none'} "
+                             f"with shapes {[list(spec[key].shape) for key in keys]}")
+        n, obs = spec[keys[0]].shape
+        return keys[0], n, obs, self.action_spec[group, "action"].space.n
+
+    def _get_policy_for_loss(self, group: str, model_config: ModelConfig,
+                             continuous: bool) -> TensorDictModule:
+        if continuous:
+            raise ValueError("spn-ac for BenchMARL takes discrete actions only")
+        key, n, obs, k = self._group_layout(group)
+        cfg = self.settings
+        policy = JointPolicy(n * obs, n, k, cfg.policy, cfg.width, cfg.policy_hidden)
+        self._joint_policies[group] = policy.to(self.device)
+        return joint_actor(policy, group, key, spec=self.action_spec[group, "action"])
+
+    def _get_policy_for_collection(self, policy_for_loss: TensorDictModule, group: str,
+                                   continuous: bool) -> TensorDictModule:
+        return policy_for_loss          # it samples from pi; the mode when deterministic
+
+    def _get_loss(self, group: str, policy_for_loss: TensorDictModule,
+                  continuous: bool) -> tuple[LossModule, bool]:
+        key, n, obs, k = self._group_layout(group)
+        cfg = self.settings
+        graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
+                                   seed=cfg.graph_seed)
+        critic = TwinFactorQ(graph, n * obs, k, cfg.critic_hidden, cfg.unary,
+                             cfg.critic_rank or None).to(self.device)
+        loss = SpnAcLoss(self._joint_policies[group], critic,
+                         gamma=self.experiment_config.gamma, alpha=cfg.alpha,
+                         autotune_alpha=cfg.autotune_alpha,
+                         target_entropy_scale=cfg.target_entropy_scale,
+                         regulariser=cfg.regulariser, mode_guidance=cfg.mode_guidance,
+                         group=group, observation_key=key)
+        return loss.to(self.device), True
+
+    def _get_parameters(self, group: str, loss: SpnAcLoss) -> dict[str, Iterable]:
+        critic = [p for p in loss.critic_params.values(True, True) if p.requires_grad]
+        params = {"loss_qvalue": critic,
+                  "loss_actor": list(loss.policy.encoder.parameters())}
+        if self.settings.autotune_alpha:
+            params["loss_alpha"] = [loss.log_alpha]
+        return params
+
+    def process_batch(self, group: str, batch: TensorDictBase) -> TensorDictBase:
+        """Team-level ``done``, ``terminated`` and ``reward`` copied to every agent of the
+        group where the environment gives none per agent: ``[*B, 1]`` -> ``[*B, n, 1]``."""
+        group_shape = batch.get(group).shape
+        for name in ("done", "terminated", "reward"):
+            if ("next", group, name) not in batch.keys(True, True):
+                team = batch.get(("next", name))
+                batch.set(("next", group, name), team.unsqueeze(-1).expand(*group_shape, 1))
+        return batch
+
+
+@dataclass
+class SpnAcAlgorithmConfig(AlgorithmConfig):
+    """spn-ac's settings for BenchMARL; every default is ``SpnAcConfig``'s (one source).
+
+    ``get_from_yaml()`` reads :data:`CONFIG_YAML`; a key set there overrides its default.
+    """
+
+    policy: str = _default("policy")
+    """Joint policy: selective, mean_field, softmax (k**n joint actions), or a name
+    registered with spnpolicy.register_policy."""
+    width: int = _default("width")
+    """Sum nodes per region of the selective circuit."""
+    policy_hidden: list[int] = _default("policy_hidden")
+    """Hidden widths of the policy's state encoder MLP."""
+    critic_hidden: list[int] = _default("critic_hidden")
+    """Hidden widths of each factor-graph critic's state MLP."""
+    factor_graph: str = _default("factor_graph")
+    """Critic factor graph: auto, complete, random, line, ring, star, none."""
+    num_factors: int = _default("num_factors")
+    """Number of factors of a random factor graph."""
+    factor_order: int = _default("factor_order")
+    """Agents per factor, 2 or 3."""
+    graph_seed: int = _default("graph_seed")
+    """Seed of the random factor graph."""
+    critic_rank: int = _default("critic_rank")
+    """CP rank of the factor tables; 0 for full tables."""
+    unary: bool = _default("unary")
+    """Give the critics per-agent unary terms."""
+    alpha: float = _default("alpha")
+    """Entropy temperature; its initial value when autotune_alpha."""
+    autotune_alpha: bool = _default("autotune_alpha")
+    """Tune alpha so that the policy entropy tracks the target entropy."""
+    target_entropy_scale: float = _default("target_entropy_scale")
+    """Target entropy as a fraction of the maximum joint entropy n log k."""
+    regulariser: str = _default("regulariser")
+    """entropy (alpha H) or kl_uniform (alpha (H - n log k)) in the soft value."""
+    mode_guidance: float = _default("mode_guidance")
+    """Weight of the actor's cross-entropy toward the critics' exact best joint action."""
+
+    def __post_init__(self) -> None:
+        _spn_ac_config({name: getattr(self, name) for name in _fields()})
+
+    @classmethod
+    def get_from_yaml(cls, path: str | None = None) -> SpnAcAlgorithmConfig:
+        """The config of the yaml at ``path`` (default :data:`CONFIG_YAML`)."""
+        return super().get_from_yaml(str(CONFIG_YAML) if path is None else path)
+
+    @staticmethod
+    def associated_class() -> type[Algorithm]:
+        return SpnAcAlgorithm
+
+    @staticmethod
+    def supports_continuous_actions() -> bool:
+        return False
+
+    @staticmethod
+    def supports_discrete_actions() -> bool:
+        return True
+
+    @staticmethod
+    def on_policy() -> bool:
+        return False
+
+    @staticmethod
+    def has_centralized_critic() -> bool:
+        return True
+
+
+def _fields() -> tuple[str, ...]:
+    """The names of :class:`SpnAcAlgorithmConfig`'s own settings."""
+    return tuple(f.name for f in dataclasses.fields(SpnAcAlgorithmConfig))
+
+
+def _spn_ac_config(settings: dict) -> SpnAcConfig:
+    """``settings`` as an ``SpnAcConfig`` (whose checks name a bad value's field)."""
+    return SpnAcConfig(**{name: tuple(value) if isinstance(value, list) else value
+                          for name, value in settings.items()})

@@ -1,0 +1,70 @@
+"""spn-ac as a BenchMARL algorithm: its config, and BenchMARL's own Experiment learning a
+VMAS task with it (examples/benchmarl_spn.py)."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("benchmarl")
+pytest.importorskip("vmas")
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from spnpolicy.algos.spn_ac import SpnAcConfig  # noqa: E402
+from spnpolicy.integrations.benchmarl import (  # noqa: E402
+    CONFIG_YAML,
+    SpnAcAlgorithm,
+    SpnAcAlgorithmConfig,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples"))
+from benchmarl_spn import experiment_config, navigation_experiment, team_return  # noqa: E402
+
+
+def test_the_yaml_config_holds_spn_acs_defaults():
+    config = SpnAcAlgorithmConfig.get_from_yaml()
+    assert CONFIG_YAML.is_file() and config.associated_class() is SpnAcAlgorithm
+    defaults = SpnAcConfig()
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        assert (tuple(value) if isinstance(value, list) else value) == \
+            getattr(defaults, field.name), field.name
+    # hydra's route: the structured config with a yaml override
+    merged = OmegaConf.merge(OmegaConf.structured(SpnAcAlgorithmConfig), {"width": 8})
+    assert OmegaConf.to_object(merged) == dataclasses.replace(config, width=8)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="width must be an int >= 1, got 0"):
+        SpnAcAlgorithmConfig(width=0)
+    with pytest.raises(ValueError, match="regulariser must be one of"):
+        SpnAcAlgorithmConfig(regulariser="kl")
+
+
+def test_what_it_cannot_run_is_named(tmp_path):
+    from benchmarl.environments import VmasTask
+    from benchmarl.experiment import Experiment
+    from benchmarl.models import GruConfig, MlpConfig
+
+    with pytest.raises(ValueError, match="no recurrent networks"):
+        navigation_experiment(500, seed=0, folder=str(tmp_path),
+                              model_config=GruConfig.get_from_yaml())
+    config = experiment_config(500, str(tmp_path))
+    config.off_policy_use_prioritized_replay_buffer = True
+    with pytest.raises(ValueError, match="off_policy_use_prioritized_replay_buffer=False"):
+        Experiment(task=VmasTask.NAVIGATION.get_from_yaml(),
+                   algorithm_config=SpnAcAlgorithmConfig.get_from_yaml(),
+                   model_config=MlpConfig.get_from_yaml(), seed=0, config=config)
+
+
+def test_an_experiment_learns_navigation_where_random_actions_drift_away(tmp_path):
+    experiment = navigation_experiment(20_000, seed=0, folder=str(tmp_path))
+    random_return = team_return(experiment)
+    untrained = team_return(experiment, experiment.policy)
+    experiment.run()
+    trained = team_return(experiment, experiment.policy)
+    assert experiment.total_frames == 20_000
+    assert random_return < -0.3 and untrained < -0.3
+    assert trained > 0.0 and trained > random_return + 0.4, (trained, random_return)
