@@ -4,12 +4,10 @@ of the losses, shared by both training loops."""
 from __future__ import annotations
 
 import types
-import weakref
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.optim import optimizer as torch_optimizer
 
 __all__ = ["adam", "clip_coefficient", "clip_gradients", "gradient_step", "maybe_compile"]
 
@@ -35,109 +33,18 @@ def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
     to ``max_norm`` (0: no clipping) and step. ``also``: optimisers of other parameters that
     ``loss`` reaches (spn-ac's temperature), zeroed and stepped with it, unclipped.
 
-    A fused Adam from :func:`adam` (no hooks, no AMSGrad, its state made by a first
-    ``step``) takes :class:`_FusedAdamStep`: the same kernels and numbers as torch's
-    ``zero_grad``, ``clip_grad_norm_`` and ``step``, without their per-call Python.
+    Torch's own ``zero_grad(set_to_none=True)``, ``clip_grad_norm_`` and ``step``: the
+    fused or foreach update that :func:`adam` chose.
     """
-    steps = [(o, _FusedAdamStep.of(o)) for o in (optimizer, *also)]
-    for opt, fast in steps:
-        if fast is None:
-            opt.zero_grad(set_to_none=True)
-        else:
-            fast.zero()
+    optimizers = (optimizer, *also)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     loss.backward()
-    for i, (opt, fast) in enumerate(steps):
-        norm = max_norm if i == 0 else 0.0
-        if fast is not None and fast.apply(norm):
-            continue
-        if norm > 0:
-            for group in opt.param_groups:
-                clip_gradients(group["params"], norm)
+    if max_norm > 0:
+        for group in optimizer.param_groups:
+            nn.utils.clip_grad_norm_(group["params"], max_norm)
+    for opt in optimizers:
         opt.step()
-
-
-class _FusedAdamStep:
-    """One fused Adam's ``zero_grad(set_to_none=True)``, clipping and ``step`` as the
-    kernels those run (``_foreach_norm``, ``_foreach_mul_``, ``_foreach_add_``,
-    ``_fused_adam_``) on lists gathered once.
-
-    On a small network much of torch's calls is per-call Python (profiler ranges, hooks,
-    regrouping the tensors by device, reading each parameter's state), which this step
-    leaves out. The lists are gathered again whenever the optimizer's ``state`` or
-    ``param_groups`` objects change (``load_state_dict`` replaces both). Equal to torch's path bit for bit (tests/spnpolicy/training/test_optim.py).
-    """
-
-    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def __init__(self, optimizer: torch.optim.Adam) -> None:
-        self.state, self.param_groups = optimizer.state, optimizer.param_groups
-        self.groups = []
-        for group in optimizer.param_groups:
-            params = list(group["params"])
-            states = [optimizer.state[p] for p in params]
-            self.groups.append((group, params, [st["exp_avg"] for st in states],
-                                [st["exp_avg_sq"] for st in states],
-                                [st["step"] for st in states]))
-
-    @classmethod
-    def of(cls, optimizer: torch.optim.Optimizer) -> _FusedAdamStep | None:
-        """The fast step of ``optimizer``, or None where torch's own must run."""
-        if type(optimizer) is not torch.optim.Adam or not hasattr(torch, "_fused_adam_"):
-            return None
-        if _hooked(optimizer):                 # hooks may be added at any time
-            return None
-        fast = cls._cache.get(optimizer)
-        if fast is not None and fast.state is optimizer.state and \
-                fast.param_groups is optimizer.param_groups and \
-                len(fast.groups) == len(optimizer.param_groups):
-            return fast
-        if not cls._eligible(optimizer):
-            cls._cache.pop(optimizer, None)
-            return None
-        fast = cls._cache[optimizer] = cls(optimizer)
-        return fast
-
-    @staticmethod
-    def _eligible(optimizer: torch.optim.Adam) -> bool:
-        devices = set()
-        for group in optimizer.param_groups:
-            if not group.get("fused") or group.get("amsgrad") or group.get("maximize") or \
-                    group.get("capturable") or group.get("differentiable") or \
-                    group.get("decoupled_weight_decay") or torch.is_tensor(group["lr"]):
-                return False
-            for p in group["params"]:
-                state = optimizer.state.get(p)
-                if not state or p.is_complex() or not torch.is_tensor(state.get("step")) or \
-                        state["step"].device != p.device:
-                    return False           # a first step makes the state
-                devices.add((p.device, p.dtype))
-        return len(devices) == 1
-
-    def zero(self) -> None:
-        """``zero_grad(set_to_none=True)``."""
-        for _, params, *_ in self.groups:
-            for p in params:
-                p.grad = None
-
-    def apply(self, max_norm: float) -> bool:
-        """Clip each group to ``max_norm`` (0: no clipping) and step; False, doing nothing,
-        where a parameter has no gradient (torch's step skips it: the caller runs torch's)."""
-        grads = [[p.grad for p in params] for _, params, *_ in self.groups]
-        if any(g is None for group in grads for g in group):
-            return False
-        with torch.no_grad():
-            for (group, params, exp_avgs, exp_avg_sqs, steps), group_grads in \
-                    zip(self.groups, grads):
-                if max_norm > 0:
-                    _clip(group_grads, max_norm)
-                beta1, beta2 = group["betas"]
-                torch._foreach_add_(steps, 1)
-                torch._fused_adam_(params, group_grads, exp_avgs, exp_avg_sqs, [], steps,
-                                   lr=group["lr"], beta1=beta1, beta2=beta2,
-                                   weight_decay=group["weight_decay"], eps=group["eps"],
-                                   amsgrad=False, maximize=False, grad_scale=None,
-                                   found_inf=None)
-        return True
 
 
 def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
@@ -173,17 +80,6 @@ def clip_coefficient(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor
     """``clip_grad_norm_``'s scale before its clamp at 1: ``max_norm / (norm + 1e-6)``, the
     norm taken over the per-tensor norms (0-d tensor; pure ops, so traceable)."""
     return max_norm / (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) + 1e-6)
-
-
-def _hooked(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``optimizer``'s step has hooks, its own or global (or AMP's gradient scale),
-    which only torch's own ``step`` runs."""
-    hooks = (getattr(optimizer, "_optimizer_step_pre_hooks", None),
-             getattr(optimizer, "_optimizer_step_post_hooks", None),
-             getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
-             getattr(torch_optimizer, "_global_optimizer_post_hooks", None))
-    return any(hooks) or getattr(optimizer, "grad_scale", None) is not None or \
-        getattr(optimizer, "found_inf", None) is not None
 
 
 def maybe_compile(fn: Callable, enabled: bool, name: str,
