@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-__all__ = ["adam", "clip_coefficient", "clip_gradients", "gradient_step", "maybe_compile"]
+__all__ = ["adam", "clip_coefficient", "gradient_step", "maybe_compile"]
 
 
 def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
@@ -45,35 +45,6 @@ def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
             nn.utils.clip_grad_norm_(group["params"], max_norm)
     for opt in optimizers:
         opt.step()
-
-
-def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
-    """``nn.utils.clip_grad_norm_(parameters, max_norm)``, the same numbers, without its
-    multiplication of every gradient by 1 when the norm is within ``max_norm`` on CPU.
-
-    ``clip_grad_norm_`` always multiplies by the clamped coefficient, because the check
-    would synchronise with an accelerator; on CPU it costs nothing and saves a pass over
-    every gradient.
-    """
-    parameters = list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    if len({(g.device, g.dtype) for g in grads}) > 1:
-        nn.utils.clip_grad_norm_(parameters, max_norm)
-        return
-    with torch.no_grad():
-        _clip(grads, max_norm)
-
-
-def _clip(grads: list[torch.Tensor], max_norm: float) -> None:
-    """``clip_grad_norm_``'s numbers on gradients of one device and dtype: the norm of the
-    per-tensor norms, and the gradients scaled by ``min(1, max_norm / (norm + 1e-6))``;
-    on the CPU only when that is below 1 (or NaN, as in torch), elsewhere always (the
-    check would synchronise with the device)."""
-    coef = clip_coefficient(grads, max_norm)
-    if grads[0].device.type != "cpu" or not bool(coef >= 1.0):
-        torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
 
 
 def clip_coefficient(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:

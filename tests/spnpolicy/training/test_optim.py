@@ -1,5 +1,5 @@
-"""``clip_gradients`` leaves exactly the gradients ``nn.utils.clip_grad_norm_`` leaves;
-``adam`` is every algorithm's optimiser, fused where torch can."""
+"""``gradient_step`` is torch's own zero_grad, backward, clip_grad_norm_ and step; ``adam``
+is every algorithm's optimiser, fused where torch can."""
 
 import copy
 import math
@@ -11,49 +11,12 @@ from torch import nn
 
 import spnpolicy
 from spnpolicy.algos.registry import algorithm_names
-from spnpolicy.training.optim import adam, clip_gradients, gradient_step, maybe_compile
+from spnpolicy.training.optim import adam, gradient_step, maybe_compile
 from spnpolicy.training.rundir import RunDir
 
 #: torch has a fused Adam kernel for CPU parameters from 2.4 (the package allows 2.2)
 FUSED_ON_CPU = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
 needs_fused = pytest.mark.skipif(not FUSED_ON_CPU, reason="no fused CPU Adam in this torch")
-
-
-def _parameters(scale: float, special: float | None = None) -> list[nn.Parameter]:
-    torch.manual_seed(0)
-    params = [nn.Parameter(torch.randn(shape)) for shape in ((3, 4), (4,), (2, 2, 2), (5,))]
-    for p in params[:-1]:           # the last one has no gradient
-        p.grad = torch.randn_like(p) * scale
-    if special is not None:
-        params[0].grad[1, 2] = special
-    return params
-
-
-@pytest.mark.parametrize("scale, special", [(1e-3, None), (0.5, None), (3.0, None),
-                                            (100.0, None), (1.0, math.nan), (1.0, math.inf)])
-@pytest.mark.parametrize("max_norm", [0.5, 2.0, 10.0])
-def test_clip_gradients_equals_clip_grad_norm(scale, special, max_norm):
-    ours, torchs = _parameters(scale, special), _parameters(scale, special)
-    clip_gradients(ours, max_norm)
-    nn.utils.clip_grad_norm_(torchs, max_norm)
-    for a, b in zip(ours, torchs):
-        if b.grad is None:
-            assert a.grad is None
-        else:               # bit for bit, NaN where torch's has NaN
-            assert torch.equal(a.grad.nan_to_num(7.0), b.grad.nan_to_num(7.0))
-            assert torch.equal(a.grad.isnan(), b.grad.isnan())
-
-
-def test_clip_gradients_clips_above_the_norm_only():
-    params = _parameters(100.0)
-    clip_gradients(params, 1.0)
-    total = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in params[:-1]]))
-    assert abs(float(total) - 1.0) < 1e-5
-    small = _parameters(1e-3)
-    before = [p.grad.clone() for p in small[:-1]]
-    clip_gradients(small, 1.0)
-    assert all(torch.equal(a, p.grad) for a, p in zip(before, small))
-    clip_gradients([nn.Parameter(torch.ones(2))], 1.0)      # no gradient at all: nothing
 
 
 def test_gradient_step_clips_each_group():
@@ -118,7 +81,7 @@ def test_every_algorithm_builds_its_optimisers_with_adam(algo, tmp_path):
     assert found and all(flag is True for groups in found for flag in groups), found
 
 
-# --- gradient_step's fast path for the fused Adam -------------------------------------
+# --- gradient_step on the fused Adam ----------------------------------------------------
 def _twin_nets(seed: int = 0):
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -179,7 +142,7 @@ def test_gradient_step_follows_a_loaded_optimiser_state():
 
 
 @needs_fused
-def test_gradient_step_keeps_torchs_path_for_hooks_and_missing_gradients():
+def test_gradient_step_runs_hooks_and_skips_parameters_without_gradients():
     net, ref = _twin_nets()
     ours, theirs = adam(net.parameters(), lr=1e-2), adam(ref.parameters(), lr=1e-2)
     calls = []
