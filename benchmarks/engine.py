@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from circuits import Circuit, parameters, reverse
+from circuits import Circuit, parameters
 from circuits.structures import random_tensorized, selective
 from einsum_reference import EinsumReference
 from spflow_reference import count_edges, import_spflow, spflow_log_likelihood, to_spflow
@@ -168,19 +168,16 @@ def bench_reference(rat: dict, batches, device: str, budget_s: float) -> dict:
 
 def normalise_forward_backward(circuit: Circuit):
     """A timed call of the parameter normalisation alone, forward and backward, as ``log_prob``
-    with a gradient runs it (:func:`~circuits.parameters.normalise_extended` with the taped
-    pass's skipped log columns, then :func:`~circuits.parameters.normalise_backward`): the
-    part of forward + backward that the kept-parameter forward does not pay, since a
-    gradient step changes every parameter. The backward's projection is idempotent, so it
-    runs on one kept buffer."""
+    with a gradient runs it (:func:`~circuits.parameters.normalise`, then autograd's
+    backward): the part of forward + backward that the kept-parameter forward does not pay,
+    since a gradient step changes every parameter."""
     plan = circuit._plan_on(circuit.logits.device)
-    logits, skipped = circuit.logits.detach(), reverse._weights_only_runs(plan)
-    grad = torch.randn(1, plan.num_params + 2, generator=torch.Generator().manual_seed(0),
+    logits = circuit.logits.detach().requires_grad_()
+    grad = torch.randn(1, plan.num_params, generator=torch.Generator().manual_seed(0),
                        dtype=logits.dtype).to(logits.device)
 
     def run() -> None:
-        _, weights, _ = parameters.normalise_extended(plan, logits, weights_only=skipped)
-        parameters.normalise_backward(plan, grad, weights)
+        torch.autograd.grad(parameters.normalise(plan, logits.unsqueeze(0)), logits, grad)
     return run
 
 

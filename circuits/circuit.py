@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from circuits import parameters, passes, reverse, upward
+from circuits import parameters, passes, upward
 from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
 from circuits.distribution import CircuitDistribution, warn_if_approximate
@@ -37,7 +37,7 @@ class Circuit(nn.Module):
         ...             Product([Categorical(0, 2, probs=[.2, .8]), Categorical(1, 2)])])
         >>> c = Circuit(root)
         >>> c.log_prob(torch.tensor([[0, -1]])).exp()
-        tensor([0.5500], grad_fn=<ViewBackward0>)
+        tensor([0.5500], grad_fn=<ExpBackward0>)
     """
 
     @kept_structure()  # its logits too: a circuit built in inference mode must train
@@ -154,19 +154,13 @@ class Circuit(nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(x)`` for ``x [..., num_vars]`` (-1 = marginalised) -> ``[...]``: the same as
-        ``distribution().log_prob(x)``, without building the distribution. With a gradient
-        (logits that require one, at most :data:`circuits.reverse.MAX_BATCH` rows) it is one
-        autograd node with a hand-written backward; its values may then differ from the
-        no-gradient ones in the last bit (its weights come from a softmax, not from
-        ``exp`` of the log-softmax)."""
+        ``distribution().log_prob(x)``, without building the distribution; differentiable
+        w.r.t. ``logits`` by autograd."""
         plan = self._plan_on(self.logits.device)
         x = self._checked(x, plan).to(self.logits.device)
         flat = x.reshape(-1, plan.num_vars)
-        if torch.is_grad_enabled() and self.logits.requires_grad and flat.shape[0] <= reverse.MAX_BATCH:
-            root = reverse.log_prob(plan, self.logits, flat)      # one node, its reverse by hand
-        else:
-            _, ext, exps = self._normalised()
-            root = passes.root_log_values(plan, ext, flat, flat.shape[0], exps)
+        _, ext, exps = self._normalised()
+        root = passes.root_log_values(plan, ext, flat, flat.shape[0], exps)
         return root if x.dim() == 2 else root.reshape(x.shape[:-1])
 
     def _checked(self, x, plan: Plan) -> torch.Tensor:

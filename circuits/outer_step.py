@@ -8,8 +8,7 @@ product (where autograd would run broadcast products and their reductions over
 ``[G, K, B]``); :class:`OuterMatmulTwice` is the same with a differentiable backward
 (:class:`_OuterGrad`), for the leave-one-out gradient's second order. :func:`bmm` multiplies
 batches narrower than :data:`NARROW` columns in transposed form (CPU BLAS is slow on
-batched matrix-vector products). The hand-written reverse of the whole pass
-(:mod:`circuits.reverse`) uses :func:`over_s` and :func:`factor_sums` too.
+batched matrix-vector products).
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ across passes can keep their exponentials too (:func:`weight_exps`).
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -46,14 +45,12 @@ from circuits.outer_step import (OuterMatmul, OuterMatmulTwice, matmul, max_shif
                                  outer_values)
 from circuits.program import Program, Step, kept_structure
 
-__all__ = ["run", "root", "node_values", "weight_exps", "pass_weights", "weight_columns",
-           "piece_steps", "KeptWeights"]
+__all__ = ["run", "root", "node_values", "weight_exps", "piece_steps", "KeptWeights"]
 
 
 def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None,
         exact: bool = False, exps: KeptWeights | None = None,
-        first: torch.Tensor | None = None, twice: bool = False,
-        tape: list | None = None) -> list | None:
+        first: torch.Tensor | None = None, twice: bool = False) -> list:
     """Every layer's log-values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
 
     ``logp_ext [B', P + 2]`` are the extended normalised log-parameters, ``B'`` 1 or ``B``.
@@ -67,18 +64,12 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
     step's gradient can be differentiated again: composed of torch ops, or, for the fused
     outer step, :class:`~circuits.outer_step.OuterMatmulTwice`, whose backward has a
     hand-written backward.
-    ``tape``: a list that a pass without autograd fills, layer by layer, with what each
-    step's hand-written reverse reads (:mod:`circuits.reverse`); such a pass returns None
-    where it would need the exact guards.
     """
     outs = [leaf_vals if first is None else first[:0], *([] if first is None else [first])]
     ctx = _Pass(logp_ext, program.cuts, exact, exps)
     ctx.twice = twice
-    ctx.tape = tape
     empty = None
     for steps in program.layers[len(outs) - 1:]:
-        if tape is not None:
-            tape.append([])
         if not steps:                                 # a layer of fused products only
             empty = outs[0][:0] if empty is None else empty
             outs.append(empty)
@@ -87,8 +78,6 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
         outs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
     if ctx.mins:
         if bool((torch.stack(ctx.mins) < _limits(program, ctx.limits, logp_ext)).any()):
-            if tape is not None:
-                return None
             return run(program, logp_ext, leaf_vals, exact=True, exps=exps, first=first,
                        twice=twice)
     return outs
@@ -132,31 +121,6 @@ def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
     safe = frozenset(i for i, step in steps.items() if exps[i].numel()
                      and bool(exps[i].amin() >= 2 * _limit(step, logp_ext.dtype)))
     return KeptWeights(exps, safe)
-
-
-def pass_weights(program: Program, weights: torch.Tensor, smallest: float) -> KeptWeights | None:
-    """The pieces of ``weights = exp(logp_ext)`` that dense and outer steps read, for one
-    pass, given the smallest of the parameters' weights (as :func:`weight_exps` marks
-    safe the pieces whose smallest weight is, but from one number already computed: a
-    minimum per piece would cost more than the checks it saves); None when no step has a
-    piece."""
-    if not program.cuts:
-        return None
-    steps = piece_steps(program)
-    safe = frozenset(i for i, step in steps.items() if smallest >= 2 * _limit(step, weights.dtype))
-    return KeptWeights(tuple(piece if i in steps else None for i, piece in
-                             enumerate(torch.split(weights, program.cuts, dim=1))), safe)
-
-
-def weight_columns(program: Program) -> tuple:
-    """The column ranges ``(start, stop)`` of ``logp_ext`` that a pass with
-    :func:`pass_weights` and no autograd reads as weights alone: the pieces of the dense
-    and outer steps (they read their log-weights only in the exact guards, or with autograd
-    in the fused outer step), in column order."""
-    stops = tuple(itertools.accumulate(program.cuts))
-    return tuple(sorted((stops[i] - program.cuts[i], stops[i])
-                        for i, step in piece_steps(program).items()
-                        if step.kind in ("dense", "outer")))
 
 
 def piece_steps(program: Program) -> dict:
@@ -204,12 +168,6 @@ class _Pass:
         self.mins: list = []
         self.limits: list = []
         self.twice = False
-        self.tape = None
-
-    def keep(self, *saved) -> None:
-        """Where a tape is recorded: what this step's reverse reads, in step order."""
-        if self.tape is not None:
-            self.tape[-1].append(saved)
 
     @property
     def pieces(self) -> tuple:
@@ -273,7 +231,6 @@ def _gather(src: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 def _product(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
-    weights.keep()
     if step.children.shape[1] == 2:
         return src.index_select(0, step.children[:, 0]) + src.index_select(0, step.children[:, 1])
     return _gather(src, step.children).sum(1)
@@ -282,9 +239,7 @@ def _product(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 def _sum(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     logw = weights.log(step).permute(1, 2, 0)                        # [M, A, B']
     x = _gather(src, step.children) + logw
-    out = logsumexp(x, 1) if x.requires_grad else torch.logsumexp(x, 1)
-    weights.keep(x, out)
-    return out
+    return logsumexp(x, 1) if x.requires_grad else torch.logsumexp(x, 1)
 
 
 def _has_finite(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -301,7 +256,6 @@ def _dense(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     m = max_shift(ch, 1)
     w, e = weights.exp(step), torch.exp(ch - m)
     s = matmul(w, e)                                                # [G, M, B]
-    weights.keep(w, e, s)
     out = _log(s) + m
     if not weights.exact:
         return weights.record(step, out, s)
@@ -318,8 +272,7 @@ def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
         out, s = fused.apply(weights.log(step), both, width)
     else:
         w = weights.exp(step)
-        out, s, e = outer_values(w, both, width)
-        weights.keep(w, e, s)
+        out, s, _ = outer_values(w, both, width)
     if not weights.exact:
         return weights.record(step, out, s)
 
