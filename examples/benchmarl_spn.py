@@ -66,6 +66,7 @@ def team_return(experiment: Experiment, policy=None, seed: int = 123) -> float:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)          # small networks: more threads only contend for the CPU
     with tempfile.TemporaryDirectory() as folder:
         experiment = navigation_experiment(20_000, seed=0, folder=folder)
         random_return = team_return(experiment)
