@@ -45,7 +45,8 @@ def _check_alpha(alpha) -> None:
 
 
 def elbo(values: FactorValues, dist: CircuitDistribution, alpha: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """Exact ``E_{u ~ dist}[Q(s, u)] + alpha * H(dist)`` -> ``[B]``.
+    """Exact ``E_{u ~ dist}[Q(s, u)] + alpha * H(dist)`` -> ``[B]`` (``[E, B]`` for an
+    ensemble of ``E`` Q-functions).
 
     Args:
         values: Q-values for a batch of ``B`` states.
@@ -61,7 +62,8 @@ def elbo(values: FactorValues, dist: CircuitDistribution, alpha: float | torch.T
 
 
 def log_partition(values: FactorValues, alpha: float = 1.0) -> torch.Tensor:
-    """``alpha * log sum_u exp(Q(s, u) / alpha)`` -> ``[B]``, the maximum of :func:`elbo`.
+    """``alpha * log sum_u exp(Q(s, u) / alpha)`` -> ``[B]`` (``[E, B]`` for an ensemble),
+    the maximum of :func:`elbo`.
 
     Enumerates all ``k ** n`` joint actions (through :meth:`FactorValues.table`), so it is
     for small ``n``: the reference optimum that an exact softmax policy attains.
@@ -71,4 +73,5 @@ def log_partition(values: FactorValues, alpha: float = 1.0) -> torch.Tensor:
     if (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
             or not math.isfinite(alpha) or not alpha > 0):
         raise ValueError(f"alpha must be a finite positive number, got {alpha!r}")
-    return alpha * torch.logsumexp(values.table().flatten(1) / alpha, dim=1)
+    joint = values.table().flatten(-values.graph.num_agents)               # [*E, B, k**n]
+    return alpha * torch.logsumexp(joint / alpha, dim=-1)

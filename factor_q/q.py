@@ -4,7 +4,8 @@
 ``f_theta``: an MLP torso embeds the global state, a unary head gives ``[B, n, k]``
 utilities and payoff heads give one table per factor.
 It returns a :class:`factor_q.FactorValues`, on which Q is evaluated, maximised or
-taken in expectation under a circuit policy.
+taken in expectation under a circuit policy. With ``ensemble=E`` it is ``E`` such
+networks at once (twin critics), their values one ensemble :class:`FactorValues`.
 
 Example::
 
@@ -25,8 +26,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from factor_q.ensemble import EnsembleHead, EnsembleLinear
 from factor_q.graph import FactorGraph
-from factor_q.values import FactorValues
+from factor_q.values import FactorValues, table_index
 
 __all__ = ["FactorQ", "check_arguments", "check_state", "low_rank_table"]
 
@@ -114,6 +116,7 @@ def check_state(state: torch.Tensor, state_dim: int) -> None:
     if not torch.isfinite(state).all():
         raise ValueError("state contains NaN or infinite values")
 
+
 class FactorQ(nn.Module):
     """Multilinear factor-graph Q-function ``Q(s, u)`` over ``n`` agents with ``k`` actions.
 
@@ -131,55 +134,111 @@ class FactorQ(nn.Module):
             per factor order that also takes the factor's agent ids (Deep Coordination
             Graphs); its parameter count does not grow with the number of factors. The
             unary head is an ``n * k`` linear layer in both cases.
+        ensemble: ``E`` independently initialised Q-functions on the graph (spn-ac's twin
+            critics: 2), every layer of theirs one batched matmul
+            (:mod:`factor_q.ensemble`); ``None`` (default) for one. Not with
+            ``share_params``.
 
     ``forward(state)`` takes ``[B, state_dim]`` and returns a :class:`FactorValues` with
     ``unary`` ``[B, n, k]`` (zeros if ``unary=False``), ``pairwise`` ``[B, F2, k, k]`` and
-    ``triple`` ``[B, F3, k, k, k]``.
+    ``triple`` ``[B, F3, k, k, k]``; with ``ensemble=E`` each has a leading axis ``E``.
     """
 
     def __init__(self, graph: FactorGraph, state_dim: int, num_actions: int,
                  hidden: Sequence[int] = (128, 128), unary: bool = True,
-                 rank: int | None = None, share_params: bool = False):
+                 rank: int | None = None, share_params: bool = False,
+                 ensemble: int | None = None):
         super().__init__()
         hidden = check_arguments(graph, state_dim, num_actions, hidden, unary, rank)
+        if ensemble is not None and (isinstance(ensemble, bool) or not isinstance(ensemble, int)
+                                     or ensemble < 1):
+            raise ValueError(f"ensemble must be None or a positive int, got {ensemble!r}")
+        if ensemble is not None and share_params:
+            raise ValueError("share_params=True has no ensemble form; use ensemble=None")
         self.graph, self.state_dim, self.num_actions = graph, state_dim, num_actions
-        self.rank, self.share_params = rank, bool(share_params)
+        self.rank, self.share_params, self.ensemble = rank, bool(share_params), ensemble
+
+        def linear(in_dim: int, out_dim: int) -> nn.Module:
+            return (nn.Linear(in_dim, out_dim) if ensemble is None
+                    else EnsembleLinear(ensemble, in_dim, out_dim))
+
         layers: list[nn.Module] = []
         width = state_dim
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [linear(width, h), nn.ReLU()]
             width = h
         self.torso = nn.Sequential(*layers)
         n, k = graph.num_agents, num_actions
-        self.unary_head = nn.Linear(width, n * k) if unary else None
+        self.unary_head = linear(width, n * k) if unary else None
         self.payoff = nn.ModuleDict()
         for order in graph.orders:
             scopes = torch.tensor(graph.scopes(order), dtype=torch.long)
             self.register_buffer(f"scopes{order}", scopes, persistent=False)
+            per_factor = k**order if rank is None else order * rank * k
             if share_params:
                 self.payoff[str(order)] = _SharedPayoff(width, n, order, k, rank)
-            else:
-                per_factor = k**order if rank is None else order * rank * k
+            elif ensemble is None:
                 self.payoff[str(order)] = nn.Linear(width, len(scopes) * per_factor)
+            else:
+                self.payoff[str(order)] = EnsembleHead(ensemble, width, len(scopes) * per_factor)
+                # each factor's first output column, for evaluate's picked outputs
+                self.register_buffer(f"offsets{order}", torch.arange(len(scopes)) * k**order,
+                                     persistent=False)
 
     def forward(self, state: torch.Tensor) -> FactorValues:
         check_state(state, self.state_dim)
-        h = self.torso(state)
+        return self.values(state)
+
+    def values(self, state: torch.Tensor) -> FactorValues:
+        """:meth:`forward` without the check of ``state`` (for states a training loop
+        already holds: replayed float ``[B, state_dim]`` rows of the environment's)."""
+        h = self._embed(state)
+        lead = () if self.ensemble is None else (self.ensemble,)
         batch, n, k = state.shape[0], self.graph.num_agents, self.num_actions
-        unary = None if self.unary_head is None else self.unary_head(h).view(batch, n, k)
+        unary = None if self.unary_head is None else self.unary_head(h).view(*lead, batch, n, k)
         tables = {}
         for key, head in self.payoff.items():
             order = int(key)
             scopes = getattr(self, f"scopes{order}")
+            shape = lead + (batch, len(scopes)) + (k,) * order
             if self.share_params:
                 tables[order] = head(h, scopes)
             elif self.rank is None:
-                tables[order] = head(h).view((batch, len(scopes)) + (k,) * order)
+                tables[order] = head(h).view(shape)
             else:
-                vectors = head(h).view(batch, len(scopes), order, self.rank, k)
-                tables[order] = low_rank_table(vectors)
+                vectors = head(h).view(-1, len(scopes), order, self.rank, k)
+                tables[order] = low_rank_table(vectors).view(shape)
         return FactorValues.trusted(self.graph, unary, tables.get(2), tables.get(3))
+
+    def evaluate(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``Q(s, u)`` ``[B]`` (``[E, B]`` for an ensemble) for states ``[B, state_dim]``
+        (unchecked, as :meth:`values`) and joint actions ``[B, n]``: equal to
+        ``values(state).evaluate(actions)``. An ensemble with full tables computes only
+        the payoff outputs that ``u`` picks (:meth:`~factor_q.ensemble.EnsembleHead.picked`),
+        not the tables."""
+        if self.ensemble is None or self.rank is not None:
+            return self.values(state).evaluate(actions)
+        h = self._embed(state)
+        members, batch = self.ensemble, state.shape[0]
+        if self.unary_head is None:
+            q = h.new_zeros(members, batch)
+        else:
+            index = actions[None, :, :, None].expand(members, -1, -1, 1)
+            q = self.unary_head(h).view(members, batch, self.graph.num_agents,
+                                        self.num_actions).gather(3, index).squeeze(-1).sum(-1)
+        for key, head in self.payoff.items():
+            order = int(key)
+            columns = table_index(actions, getattr(self, f"scopes{order}"), self.num_actions)
+            q = q + head.picked(h, columns + getattr(self, f"offsets{order}"))
+        return q
+
+    def _embed(self, state: torch.Tensor) -> torch.Tensor:
+        """The torso's output ``[B, H]`` (``[E, B, H]`` for an ensemble)."""
+        if self.ensemble is not None and not len(self.torso):
+            return state.expand(self.ensemble, -1, -1)
+        return self.torso(state)
 
     def extra_repr(self) -> str:
         return (f"agents={self.graph.num_agents}, factors={self.graph.num_factors}, "
-                f"actions={self.num_actions}, rank={self.rank}, share_params={self.share_params}")
+                f"actions={self.num_actions}, rank={self.rank}, share_params={self.share_params}"
+                + ("" if self.ensemble is None else f", ensemble={self.ensemble}"))

@@ -6,6 +6,12 @@ utilities ``[B, n, k]`` and the factor tables grouped by order, ``[B, F2, k, k]`
 pairwise and ``[B, F3, k, k, k]`` for triple factors, so every query is a few batched
 tensor ops with no Python loop over factors.
 
+An *ensemble* of ``E`` Q-functions on one graph (spn-ac's twin critics: ``E = 2``) is one
+:class:`FactorValues` whose tensors carry a leading ensemble axis, ``[E, B, n, k]`` and
+``[E, B, F, k, ...]``: each query then answers for every member at once (``[E, B]``),
+``mean()`` is the members' mean Q (one Q-function again) and ``min_expectation`` /
+``min_evaluate`` the smallest member's value per state.
+
 Example::
 
     >>> import torch
@@ -30,6 +36,9 @@ __all__ = ["FactorValues", "table_index"]
 
 #: Largest joint table (entries per batch element) that :meth:`FactorValues.table` builds.
 MAX_TABLE_ENTRIES = 2**24
+
+#: Dimensions of each tensor of one Q-function's values (an ensemble adds a leading axis).
+_DIMS = {"unary": 3, "pairwise": 4, "triple": 5}
 
 
 def table_index(actions: torch.Tensor, scopes: torch.Tensor, num_actions: int) -> torch.Tensor:
@@ -57,7 +66,8 @@ def _check_tensor(t, name: str, dim: int) -> torch.Tensor:
 
 
 class FactorValues:
-    """Q-function values for a batch of states on one :class:`FactorGraph`.
+    """Q-function values for a batch of states on one :class:`FactorGraph`, or for an
+    ensemble of Q-functions on it.
 
     Args:
         graph: the factor graph (n agents).
@@ -66,9 +76,13 @@ class FactorValues:
             ``1 + p`` is the ``p``-th agent of the factor's scope.
         triple: ``[B, F3, k, k, k]`` tables of ``graph.factor_ids(3)``.
 
+    Every given tensor may instead have one more, leading axis ``E``: an ensemble of ``E``
+    Q-functions (``ensemble == E``; ``None`` without that axis), whose queries return one
+    result per member, ``[E, B]``.
+
     Attributes ``unary`` (zeros when there are no unary terms), ``pairwise`` and
     ``triple`` (``None`` when the graph has no factor of that order). :meth:`from_tables`
-    builds one from a list of per-factor tables.
+    builds one from a list of per-factor tables, :meth:`stack` an ensemble from its members.
     """
 
     def __init__(self, graph: FactorGraph, unary: torch.Tensor | None = None,
@@ -76,33 +90,35 @@ class FactorValues:
         if not isinstance(graph, FactorGraph):
             raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__}")
         given = {"unary": unary, "pairwise": pairwise, "triple": triple}
-        ref = next((t for t in given.values() if t is not None), None)
-        if ref is None:
+        ref_name = next((name for name, t in given.items() if t is not None), None)
+        if ref_name is None:
             raise ValueError("FactorValues needs at least one of unary, pairwise, triple")
-        for name, dim in (("unary", 3), ("pairwise", 4), ("triple", 5)):
+        ref = given[ref_name]
+        if isinstance(ref, torch.Tensor) and ref.dim() == _DIMS[ref_name] + 1:
+            lead = tuple(ref.shape[:1])                    # an ensemble axis
+        else:
+            lead = ()
+        for name, dim in _DIMS.items():
             if given[name] is not None:
-                _check_tensor(given[name], name, dim)
-        batch, k = ref.shape[0], ref.shape[-1]
-        expected = {"unary": (batch, graph.num_agents, k),
-                    "pairwise": (batch, len(graph.factor_ids(2)), k, k),
-                    "triple": (batch, len(graph.factor_ids(3)), k, k, k)}
+                _check_tensor(given[name], name, dim + len(lead))
+        batch, k = ref.shape[len(lead)], ref.shape[-1]
+        expected = {"unary": lead + (batch, graph.num_agents, k),
+                    "pairwise": lead + (batch, len(graph.factor_ids(2)), k, k),
+                    "triple": lead + (batch, len(graph.factor_ids(3)), k, k, k)}
+        axes = "ensemble, batch" if lead else "batch"
         for name, shape in expected.items():
-            t = given[name]
-            if t is None and name != "unary" and shape[1] > 0:
-                raise ValueError(f"{name} tables are missing: the graph has {shape[1]} "
+            t, count = given[name], shape[len(lead) + 1]
+            if t is None and name != "unary" and count > 0:
+                raise ValueError(f"{name} tables are missing: the graph has {count} "
                                  f"factors of that order")
             if t is not None and tuple(t.shape) != shape:
-                raise ValueError(f"{name} must have shape {list(shape)} (batch, "
+                raise ValueError(f"{name} must have shape {list(shape)} ({axes}, "
                                  f"{'agents' if name == 'unary' else 'factors'}, actions...), "
                                  f"got {list(t.shape)}")
             if t is not None and (t.dtype, t.device) != (ref.dtype, ref.device):
                 raise ValueError(f"{name} has dtype {t.dtype} on {t.device}, but the other "
                                  f"values have {ref.dtype} on {ref.device}")
-        self.graph = graph
-        self.num_actions = k
-        self.unary = unary if unary is not None else ref.new_zeros(expected["unary"])
-        self.pairwise = pairwise if expected["pairwise"][1] > 0 else None
-        self.triple = triple if expected["triple"][1] > 0 else None
+        self._set(graph, unary, pairwise, triple)
 
     @classmethod
     def trusted(cls, graph: FactorGraph, unary: torch.Tensor | None,
@@ -110,13 +126,39 @@ class FactorValues:
         """Build without checks, for a network's own outputs whose shapes are right by
         construction (:class:`~factor_q.FactorQ`); user input goes through the constructor."""
         values = cls.__new__(cls)
-        ref = next(t for t in (unary, pairwise, triple) if t is not None)
-        values.graph, values.num_actions = graph, ref.shape[-1]
-        values.unary = unary if unary is not None else ref.new_zeros(
-            (ref.shape[0], graph.num_agents, ref.shape[-1]))
-        values.pairwise = pairwise if graph.factor_ids(2) else None
-        values.triple = triple if graph.factor_ids(3) else None
+        values._set(graph, unary, pairwise, triple)
         return values
+
+    def _set(self, graph: FactorGraph, unary, pairwise, triple) -> None:
+        name, ref = next((name, t) for name, t in
+                         (("unary", unary), ("pairwise", pairwise), ("triple", triple))
+                         if t is not None)
+        lead = tuple(ref.shape[:ref.dim() - _DIMS[name]])
+        self.graph, self.num_actions = graph, ref.shape[-1]
+        self.ensemble: int | None = lead[0] if lead else None
+        self.unary = unary if unary is not None else ref.new_zeros(
+            lead + (ref.shape[len(lead)], graph.num_agents, ref.shape[-1]))
+        self.pairwise = pairwise if graph.factor_ids(2) else None
+        self.triple = triple if graph.factor_ids(3) else None
+
+    @classmethod
+    def stack(cls, members: Sequence[FactorValues]) -> FactorValues:
+        """The ensemble of ``members`` (``E`` values without an ensemble axis, on one graph,
+        with one batch size, dtype and device): tensors ``[E, B, ...]``."""
+        members = list(members)
+        if not members or not all(isinstance(m, FactorValues) for m in members):
+            raise TypeError(f"members must be a non-empty sequence of FactorValues, got "
+                            f"{[type(m).__name__ for m in members]}")
+        if any(m.ensemble is not None for m in members):
+            raise ValueError("members must be single Q-functions, not ensembles")
+        graph = members[0].graph
+        if any(m.graph != graph for m in members):
+            raise ValueError(f"members must share one graph, got "
+                             f"{sorted({repr(m.graph) for m in members})}")
+        parts = [None if getattr(members[0], name) is None else
+                 torch.stack([getattr(m, name) for m in members])
+                 for name in ("unary", "pairwise", "triple")]
+        return cls(graph, *parts)
 
     @classmethod
     def from_tables(cls, graph: FactorGraph, tables: Sequence[torch.Tensor],
@@ -147,19 +189,22 @@ class FactorValues:
 
     @property
     def batch_size(self) -> int:
-        return self.unary.shape[0]
+        return self.unary.shape[-3]
 
     @property
     def tables(self) -> list[torch.Tensor]:
-        """Per-factor tables in ``graph.factors`` order: ``[B, k, k]`` or ``[B, k, k, k]``."""
+        """Per-factor tables in ``graph.factors`` order: ``[B, k, k]`` or ``[B, k, k, k]``
+        (``[E, B, ...]`` for an ensemble)."""
+        axis = self.unary.dim() - 2                        # the factor axis of the groups
         out: list[torch.Tensor | None] = [None] * self.graph.num_factors
         for order, grouped in ((2, self.pairwise), (3, self.triple)):
             for slot, j in enumerate(self.graph.factor_ids(order)):
-                out[j] = grouped[:, slot]
+                out[j] = grouped.select(axis, slot)
         return out
 
     def groups(self) -> list[tuple[tuple[tuple[int, ...], ...], torch.Tensor]]:
-        """``(scopes, tables)`` for each factor order present, tables ``[B, F, k, ...]``."""
+        """``(scopes, tables)`` for each factor order present, tables ``[B, F, k, ...]``
+        (``[E, B, F, k, ...]`` for an ensemble)."""
         return [(self.graph.scopes(order), grouped)
                 for order, grouped in ((2, self.pairwise), (3, self.triple))
                 if grouped is not None]
@@ -183,18 +228,21 @@ class FactorValues:
         return actions.to(device=self.unary.device, dtype=torch.long)
 
     def evaluate(self, actions: torch.Tensor) -> torch.Tensor:
-        """``Q(s, u)`` for joint actions ``[B, n]`` -> ``[B]`` (one gather per factor order)."""
+        """``Q(s, u)`` for joint actions ``[B, n]`` -> ``[B]`` (``[E, B]`` for an ensemble,
+        the same actions for every member; one gather per factor order)."""
         actions = self._check_actions(actions)
-        k = self.num_actions
-        q = self.unary.gather(2, actions.unsqueeze(-1)).squeeze(-1).sum(-1)
+        lead, k = self.unary.shape[:-3], self.num_actions
+        index = actions.expand(*lead, -1, -1).unsqueeze(-1)                 # [*E, B, n, 1]
+        q = self.unary.gather(-1, index).squeeze(-1).sum(-1)
         for scopes, grouped in self.groups():
             flat = table_index(actions, self._scope_index(scopes), k)      # [B, F]
-            values = grouped.flatten(2).gather(2, flat.unsqueeze(-1)).squeeze(-1)
-            q = q + values.sum(-1)
+            index = flat.expand(*lead, -1, -1).unsqueeze(-1)
+            q = q + grouped.flatten(-len(scopes[0])).gather(-1, index).squeeze(-1).sum(-1)
         return q
 
     def table(self) -> torch.Tensor:
-        """The full joint table ``[B, k, ..., k]`` (n action axes in agent order).
+        """The full joint table ``[B, k, ..., k]`` (n action axes in agent order;
+        ``[E, B, k, ..., k]`` for an ensemble).
 
         Small n only: raises ``ValueError`` above ``MAX_TABLE_ENTRIES`` entries per state.
         """
@@ -202,26 +250,28 @@ class FactorValues:
         if k**n > MAX_TABLE_ENTRIES:
             raise ValueError(f"table() would have k**n = {k}**{n} = {k**n} entries per state, "
                              f"more than MAX_TABLE_ENTRIES = {MAX_TABLE_ENTRIES}")
-        batch = self.batch_size
-        total = self.unary.new_zeros((batch,) + (k,) * n)
+        prefix = tuple(self.unary.shape[:-2])                               # [*E, B]
+        lead = tuple(range(len(prefix)))
+        total = self.unary.new_zeros(prefix + (k,) * n)
         for i in range(n):
-            total = total + self.unary[:, i].reshape((batch,) + tuple(k if j == i else 1
-                                                                     for j in range(n)))
+            total = total + self.unary[..., i, :].reshape(
+                prefix + tuple(k if j == i else 1 for j in range(n)))
         for scope, t in zip(self.graph.factors, self.tables):
             perm = sorted(range(len(scope)), key=lambda p: scope[p])
-            aligned = t.permute(0, *(1 + p for p in perm))
-            total = total + aligned.reshape((batch,) + tuple(k if j in scope else 1
-                                                            for j in range(n)))
+            aligned = t.permute(*lead, *(len(prefix) + p for p in perm))
+            total = total + aligned.reshape(prefix + tuple(k if j in scope else 1
+                                                           for j in range(n)))
         return total
 
     def expectation(self, dist: CircuitDistribution) -> torch.Tensor:
-        """Exact ``E_{u ~ dist}[Q(s, u)]`` -> ``[B]``, for any circuit distribution.
+        """Exact ``E_{u ~ dist}[Q(s, u)]`` -> ``[B]`` (``[E, B]`` for an ensemble, every
+        member under the same ``dist``), for any circuit distribution.
 
         Uses only ``dist.marginals()`` ``[B', n, k]`` for the unary terms and
         ``dist.scope_marginals(scopes)`` ``[B', F, k, ...]`` for the tables (linearity of
-        expectation), so it is exact and differentiable for every ``CircuitDistribution``.
-        ``dist``'s batch size ``B'`` must equal ``B`` or be 1; a distribution without batch
-        shape (``circuit.distribution()``) is broadcast too.
+        expectation), each called once, so it is exact and differentiable for every
+        ``CircuitDistribution``. ``dist``'s batch size ``B'`` must equal ``B`` or be 1; a
+        distribution without batch shape (``circuit.distribution()``) is broadcast too.
         """
         for method in ("marginals", "scope_marginals"):
             if not callable(getattr(dist, method, None)):
@@ -229,21 +279,54 @@ class FactorValues:
                                 f"scope_marginals()), got {type(dist).__name__}")
         n, k = self.graph.num_agents, self.num_actions
         marg = dist.marginals()
-        unbatched = marg.dim() == 2  # batch_shape [] (a circuit's own parameters)
-        if unbatched:
-            marg = marg.unsqueeze(0)
-        if (marg.dim() != 3 or marg.shape[0] not in (1, self.batch_size)
-                or marg.shape[1] != n or marg.shape[2] != k):
+        batched = marg.dim() == 3           # batch_shape [] (a circuit's own parameters): 2
+        if (marg.dim() not in (2, 3) or (batched and marg.shape[0] not in (1, self.batch_size))
+                or marg.shape[-2] != n or marg.shape[-1] != k):
             raise ValueError(f"dist must be over {n} variables with {k} states and batch size "
                              f"{self.batch_size}, 1 or none, matching the values; its "
                              f"marginals() have shape {list(marg.shape)} (batch, vars, states)")
         result = (marg * self.unary).sum((-2, -1))
         for scopes, grouped in self.groups():
-            joint = dist.scope_marginals(list(scopes))
-            if unbatched:
-                joint = joint.unsqueeze(0)
-            result = result + (joint * grouped).flatten(1).sum(-1)
+            joint = dist.scope_marginals(list(scopes))                      # [B', F, k, ...]
+            result = result + (joint * grouped).flatten(-len(scopes[0]) - 1).sum(-1)
         return result
+
+    def mean(self) -> FactorValues:
+        """The ensemble members' mean ``sum_j Q_j / E``: one Q-function's values (itself
+        multilinear on the same graph), with no ensemble axis."""
+        self._check_ensemble("mean()")
+        return FactorValues.trusted(self.graph, self.unary.mean(0),
+                                    *(None if t is None else t.mean(0)
+                                      for t in (self.pairwise, self.triple)))
+
+    def min_evaluate(self, actions: torch.Tensor) -> torch.Tensor:
+        """``min_j Q_j(s, u)`` ``[B]`` over the ensemble's members (:meth:`evaluate`); one
+        Q-function's own values without an ensemble axis."""
+        q = self.evaluate(actions)
+        return q if self.ensemble is None else q.min(0).values
+
+    def min_expectation(self, dist: CircuitDistribution) -> torch.Tensor:
+        """``min_j E_{u ~ dist}[Q_j(s, u)]`` ``[B]`` over the ensemble's members
+        (:meth:`expectation`); one Q-function's own expectation without an ensemble axis."""
+        expected = self.expectation(dist)
+        return expected if self.ensemble is None else expected.min(0).values
+
+    def __getitem__(self, member: int) -> FactorValues:
+        """Member ``member`` of an ensemble, without the ensemble axis (so ``for q in
+        values`` walks the members)."""
+        self._check_ensemble("indexing")
+        if isinstance(member, bool) or not isinstance(member, int):
+            raise TypeError(f"an ensemble is indexed by an int member, got {member!r}")
+        if not -self.ensemble <= member < self.ensemble:
+            raise IndexError(f"member {member} of an ensemble of {self.ensemble}")
+        return FactorValues.trusted(self.graph, self.unary[member],
+                                    *(None if t is None else t[member]
+                                      for t in (self.pairwise, self.triple)))
+
+    def _check_ensemble(self, query: str) -> None:
+        if self.ensemble is None:
+            raise TypeError(f"{query} needs an ensemble (tensors with a leading ensemble "
+                            f"axis); these values are one Q-function's")
 
     def argmax(self, method: str = "auto", *, max_table_size: int = MAX_TABLE_SIZE,
                iterations: int = 50, damping: float = 0.5, return_exact: bool = False):
@@ -255,12 +338,18 @@ class FactorValues:
         approximate on loopy graphs: it returns the best joint action (by :meth:`evaluate`)
         seen over ``iterations`` damped rounds. ``"elimination"`` and ``"max_plus"`` force a
         method. With ``return_exact=True`` returns ``(actions, exact)`` where ``exact`` says
-        whether the result is a guaranteed maximum.
+        whether the result is a guaranteed maximum. Of one Q-function only: an ensemble's
+        best joint actions under its mean are ``values.mean().argmax()``.
         """
+        if self.ensemble is not None:
+            raise ValueError(f"argmax of an ensemble of {self.ensemble} Q-functions is not "
+                             f"defined; take it of one, such as values.mean()")
         actions, exact = _argmax(self, method, max_table_size=max_table_size,
                                  iterations=iterations, damping=damping)
         return (actions, exact) if return_exact else actions
 
     def __repr__(self) -> str:
-        return (f"FactorValues(batch={self.batch_size}, agents={self.graph.num_agents}, "
+        members = "" if self.ensemble is None else f"ensemble={self.ensemble}, "
+        return (f"FactorValues({members}batch={self.batch_size}, "
+                f"agents={self.graph.num_agents}, "
                 f"actions={self.num_actions}, factors={self.graph.num_factors})")

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from factor_q import FactorValues
+from factor_q import FactorQ, FactorValues
 from factor_q.argmax import eliminate, elimination_plan, table_size
 from spnpolicy.algos.config import (
     AlgorithmSpec,
@@ -42,9 +42,8 @@ from spnpolicy.algos.config import (
     check_hidden,
     check_int,
 )
-from spnpolicy.algos.critics import (FACTOR_GRAPHS, TwinFactorQ, TwinValues,
-                                     build_factor_graph, expectations)
-from spnpolicy.algos.policies import JointPolicy, SharedMarginals
+from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
+from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync, train_offpolicy
@@ -162,14 +161,14 @@ ENV_DEFAULTS = {
 
 
 # --- losses ------------------------------------------------------------------------------
-def soft_value(target_values, dist, alpha: torch.Tensor,
+def soft_value(target_values: FactorValues, dist, alpha: torch.Tensor,
                max_entropy: float = 0.0) -> torch.Tensor:
-    """``V(s') = min_j E_pi[Qbar_j(s', .)] + alpha (H(pi(. | s')) - max_entropy)`` -> ``[B]``.
+    """``V(s') = min_j E_pi[Qbar_j(s', .)] + alpha (H(pi(. | s')) - max_entropy)`` -> ``[B]``
+    for the target critics' ensemble values.
 
     Exact. ``max_entropy = n log k`` turns the entropy bonus into ``-alpha KL(pi || uniform)``.
     """
-    expected = expectations(target_values, SharedMarginals(dist)).min(0).values
-    return expected + alpha * (dist.entropy() - max_entropy)
+    return target_values.min_expectation(dist) + alpha * (dist.entropy() - max_entropy)
 
 
 def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -177,10 +176,11 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
 
 
-def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
+def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = "exact",
                samples: int = 8, mode: torch.Tensor | None = None,
                mode_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The actor loss and the (exact) policy entropy ``[B]``.
+    """The actor loss and the (exact) policy entropy ``[B]``, for the critics' ensemble
+    ``values``.
 
     With ``mode`` (the critics' best joint actions ``[B, n]``) the loss also gains
     ``-mode_weight mean log pi(mode | s)`` (mode guidance, see ``SpnAcConfig``).
@@ -194,13 +194,11 @@ def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
     entropy = dist.entropy()
     guidance = 0.0 if mode is None else -mode_weight * dist.log_prob(mode).mean()
     if gradient == "exact":
-        expected = expectations(values, SharedMarginals(dist)).min(0).values
-        return -(expected + alpha * entropy).mean() + guidance, entropy
+        return -(values.min_expectation(dist) + alpha * entropy).mean() + guidance, entropy
     draws = dist.sample((samples,))                                      # [M, B, n]
     log_prob = dist.log_prob(draws)                                      # [M, B]
     with torch.no_grad():
-        q = torch.stack([torch.stack([v.evaluate(d) for v in values]).min(0).values
-                         for d in draws])
+        q = torch.stack([values.min_evaluate(d) for d in draws])
         f = q - alpha * log_prob
         baseline = (f.sum(0, keepdim=True) - f) / (samples - 1)
     return -((f - baseline) * log_prob).mean() + guidance, entropy
@@ -209,16 +207,6 @@ def actor_loss(values, dist, alpha: torch.Tensor, gradient: str = "exact",
 #: Largest intermediate table (entries per state) of the exact argmax that mode guidance
 #: computes at every update; wider factor graphs train without it.
 MODE_TABLE_SIZE = 4096
-
-
-def mean_values(values: TwinValues) -> FactorValues:
-    """The twin critics' mean ``(Q_1 + Q_2) / 2`` as one :class:`~factor_q.FactorValues`
-    on their shared graph."""
-    first = values[0]
-    return FactorValues.trusted(first.graph, (values[0].unary + values[1].unary) / 2,
-                                *(None if getattr(first, name) is None else
-                                  (getattr(values[0], name) + getattr(values[1], name)) / 2
-                                  for name in ("pairwise", "triple")))
 
 
 class Temperature(nn.Module):
@@ -262,8 +250,8 @@ class SpnAc(OffPolicyAlgorithm):
                                   cfg.policy_hidden).to(device)
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
                                    seed=cfg.graph_seed)
-        self.critic = TwinFactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
-                                  cfg.critic_rank or None).to(device)
+        self.critic = FactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
+                              cfg.critic_rank or None, ensemble=2).to(device)
         self.critic_target = make_target(self.critic)
         self.temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
         self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
@@ -350,7 +338,7 @@ class SpnAc(OffPolicyAlgorithm):
         cfg = self.cfg
         with torch.no_grad():
             values = self.critic.values(state)
-            best = (eliminate(mean_values(values), self._mode_steps) if self.mode_guidance
+            best = (eliminate(values.mean(), self._mode_steps) if self.mode_guidance
                     else None)
         dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,

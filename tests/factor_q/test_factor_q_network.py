@@ -82,6 +82,8 @@ def test_hidden_empty_is_linear_in_the_state():
     (dict(hidden=(8, -1)), ValueError, "hidden"),
     (dict(graph="ring"), TypeError, "graph must be a FactorGraph"),
     (dict(graph=FactorGraph(3, []), unary=False), ValueError, "identically 0"),
+    (dict(ensemble=0), ValueError, "ensemble must be None or a positive int"),
+    (dict(ensemble=2, share_params=True), ValueError, "share_params=True has no ensemble"),
 ])
 def test_bad_construction(kwargs, error, match):
     args = dict(graph=FactorGraph.ring(3), state_dim=2, num_actions=3) | kwargs
@@ -99,3 +101,44 @@ def test_bad_states():
         q(torch.ones(4, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="NaN"):
         q(torch.tensor([[0.0, math.nan]]))
+
+
+def _member(ensemble: FactorQ, j: int) -> FactorQ:
+    """A plain FactorQ holding member ``j``'s parameters of an ensemble FactorQ."""
+    one = FactorQ(ensemble.graph, ensemble.state_dim, ensemble.num_actions,
+                  hidden=[layer.weight.shape[-1] for layer in ensemble.torso[::2]],
+                  unary=ensemble.unary_head is not None, rank=ensemble.rank).double()
+    state = {}
+    for name, value in ensemble.state_dict().items():
+        layer = name.rsplit(".", 1)[0]
+        own = value[j]                                  # [in, out], [1, out] or [out, in]
+        if name.endswith("bias"):
+            own = own[0]
+        elif not layer.startswith("payoff"):            # EnsembleLinear stores [in, out]
+            own = own.T
+        state[name] = own
+    one.load_state_dict(state)
+    return one
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+@pytest.mark.parametrize("unary", [True, False])
+@pytest.mark.parametrize("hidden", [(8, 6), ()])
+def test_each_ensemble_member_is_a_factor_q_of_its_own(rank, unary, hidden):
+    """``FactorQ(ensemble=3)``: member ``j``'s values (and ``evaluate``) are those of a
+    plain FactorQ with member ``j``'s weights."""
+    torch.manual_seed(0)
+    ensemble = FactorQ(mixed_graph(), state_dim=4, num_actions=3, hidden=hidden, unary=unary,
+                       rank=rank, ensemble=3).double()
+    state = torch.randn(6, 4, dtype=torch.float64)
+    actions = torch.randint(3, (6, 5))
+    values = ensemble(state)
+    assert values.ensemble == 3 and values.unary.shape == (3, 6, 5, 3)
+    assert values.pairwise.shape == (3, 6, 2, 3, 3) and values.triple.shape == (3, 6, 2, 3, 3, 3)
+    q = ensemble.evaluate(state, actions)
+    for j in range(3):
+        own = _member(ensemble, j)(state)
+        for name in ("unary", "pairwise", "triple"):
+            torch.testing.assert_close(getattr(values[j], name), getattr(own, name))
+        torch.testing.assert_close(q[j], own.evaluate(actions))
+    assert not torch.allclose(values[0].pairwise, values[1].pairwise)   # independent members

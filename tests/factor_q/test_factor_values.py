@@ -35,8 +35,9 @@ def brute_force_q(values):
 
 
 @st.composite
-def random_values(draw, max_agents=5, max_actions=4):
-    """FactorValues (float64) from a random FactorQ on a random graph of order 2, 3 or both."""
+def random_values(draw, max_agents=5, max_actions=4, ensemble=False):
+    """FactorValues (float64) from a random FactorQ on a random graph of order 2, 3 or both;
+    with ``ensemble`` an ensemble of 1 to 3 of them (``FactorQ(ensemble=E)``)."""
     n = draw(st.integers(2, max_agents), label="agents")
     k = draw(st.integers(2, max_actions), label="actions")
     kind = draw(st.sampled_from(["pairs", "triples", "mixed"] if n >= 3 else ["pairs"]))
@@ -51,10 +52,11 @@ def random_values(draw, max_agents=5, max_actions=4):
     graph = FactorGraph(n, [f[::-1] if i % 3 == 1 else f for i, f in enumerate(factors)])
     unary = draw(st.booleans(), label="unary")
     rank = draw(st.sampled_from([None, 1, 2, 3]), label="rank")
-    share = draw(st.booleans(), label="share_params")
+    share = draw(st.booleans(), label="share_params") if not ensemble else False
+    members = draw(st.integers(1, 3), label="ensemble") if ensemble else None
     torch.manual_seed(seed)
     q = FactorQ(graph, state_dim=3, num_actions=k, hidden=(8,), unary=unary, rank=rank,
-                share_params=share).double()
+                share_params=share, ensemble=members).double()
     return q(torch.randn(BATCH, 3, dtype=torch.float64))
 
 
@@ -94,6 +96,69 @@ def test_expectation_and_elbo_match_enumeration(kind, values, seed):
     entropy = -(probs * probs.clamp_min(1e-300).log()).sum(1)
     torch.testing.assert_close(elbo(values, dist, alpha=0.7), (probs * q).sum(1) + 0.7 * entropy)
     assert (elbo(values, dist, alpha=0.7) <= log_partition(values, alpha=0.7) + 1e-9).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=random_values(ensemble=True), kind=st.sampled_from(["selective", "mean_field"]),
+       seed=st.integers(0, 2**16))
+def test_ensemble_queries_match_brute_force_per_member(values, kind, seed):
+    """An ensemble's queries are each member's, checked by enumeration; ``mean`` is the
+    members' mean Q on every joint action, the ``min_`` queries the smallest member's."""
+    n, k, members = values.graph.num_agents, values.num_actions, values.ensemble
+    q = torch.stack([brute_force_q(values[j]) for j in range(members)])         # [E, B, k**n]
+    dist = circuit_distribution(kind, n, k, seed)
+    probs = enumerated_probs(dist, n, k)
+    expected = (probs * q).sum(-1)                                               # [E, B]
+    entropy = -(probs * probs.clamp_min(1e-300).log()).sum(1)
+    index = torch.randint(k**n, (BATCH,), generator=torch.Generator().manual_seed(seed))
+    actions, rows = joint_actions(n, k)[index], torch.arange(BATCH)
+    torch.testing.assert_close(values.table().flatten(2), q)
+    torch.testing.assert_close(values.evaluate(actions), q[:, rows, index])
+    torch.testing.assert_close(values.min_evaluate(actions), q[:, rows, index].min(0).values)
+    torch.testing.assert_close(values.expectation(dist), expected)
+    torch.testing.assert_close(values.min_expectation(dist), expected.min(0).values)
+    torch.testing.assert_close(elbo(values, dist, alpha=0.7), expected + 0.7 * entropy)
+    torch.testing.assert_close(log_partition(values, alpha=0.5),
+                               0.5 * torch.logsumexp(q / 0.5, dim=-1))
+    mean = values.mean()
+    assert mean.ensemble is None
+    torch.testing.assert_close(brute_force_q(mean), q.mean(0))
+    torch.testing.assert_close(mean.evaluate(mean.argmax()), q.mean(0).max(1).values)
+    again = FactorValues.stack(list(values))
+    assert again.ensemble == members and torch.equal(again.unary, values.unary)
+    assert all(torch.equal(a, b) for a, b in zip(again.tables, values.tables))
+
+
+def test_ensemble_shapes_and_errors():
+    g = FactorGraph(4, [(0, 2, 3), (1, 2), (0, 3)])
+    one = FactorQ(g, state_dim=5, num_actions=3, hidden=(8,))(torch.randn(7, 5))
+    v = FactorQ(g, state_dim=5, num_actions=3, hidden=(8,), ensemble=2)(torch.randn(7, 5))
+    assert (v.ensemble, v.batch_size, one.ensemble) == (2, 7, None)
+    assert [tuple(t.shape) for t in v.tables] == [(2, 7, 3, 3, 3), (2, 7, 3, 3), (2, 7, 3, 3)]
+    assert v.table().shape == (2, 7, 3, 3, 3, 3) and "ensemble=2" in repr(v)
+    assert torch.equal(v[-1].unary, v.unary[1])
+    with pytest.raises(IndexError, match="member 2 of an ensemble of 2"):
+        v[2]
+    with pytest.raises(ValueError, match="argmax of an ensemble of 2"):
+        v.argmax()
+    with pytest.raises(TypeError, match=r"mean\(\) needs an ensemble"):
+        one.mean()
+    with pytest.raises(TypeError, match="indexing needs an ensemble"):
+        one[0]
+    torch.testing.assert_close(one.min_evaluate(torch.zeros(7, 4, dtype=torch.long)),
+                               one.evaluate(torch.zeros(7, 4, dtype=torch.long)))
+    with pytest.raises(ValueError, match="members must be single Q-functions"):
+        FactorValues.stack([v])
+    with pytest.raises(ValueError, match="members must share one graph"):
+        FactorValues.stack([one, FactorQ(FactorGraph.ring(4), 5, 3, hidden=())(torch.randn(7, 5))])
+    with pytest.raises(TypeError, match="members must be a non-empty sequence"):
+        FactorValues.stack([])
+    line = FactorGraph.line(3)
+    with pytest.raises(ValueError, match=r"pairwise must have shape \[2, 4, 2, 3, 3\] "
+                                         r"\(ensemble, batch"):
+        FactorValues(line, torch.randn(2, 4, 3, 3), torch.randn(3, 4, 2, 3, 3))
+    with pytest.raises(ValueError, match="pairwise must have 5 dimensions"):
+        FactorValues(line, torch.randn(2, 4, 3, 3), torch.randn(4, 2, 3, 3))
 
 
 @settings(max_examples=40, deadline=None)

@@ -51,12 +51,13 @@ def test_soft_value_and_exact_actor_loss_equal_enumeration(dist_and_params):
     e1, h = _brute(q1, dist)
     e2, _ = _brute(q2, dist)
     alpha = torch.tensor(0.3, dtype=torch.float64)
-    torch.testing.assert_close(soft_value([q1, q2], dist, alpha), torch.minimum(e1, e2) + 0.3 * h)
+    twins = FactorValues.stack([q1, q2])
+    torch.testing.assert_close(soft_value(twins, dist, alpha), torch.minimum(e1, e2) + 0.3 * h)
     # regulariser="kl_uniform": -alpha KL(pi || uniform), the KL by enumeration too
     kl = N * math.log(K) - h
-    torch.testing.assert_close(soft_value([q1, q2], dist, alpha, N * math.log(K)),
+    torch.testing.assert_close(soft_value(twins, dist, alpha, N * math.log(K)),
                                torch.minimum(e1, e2) - 0.3 * kl)
-    loss, entropy = actor_loss([q1, q2], dist, alpha)
+    loss, entropy = actor_loss(twins, dist, alpha)
     torch.testing.assert_close(loss, -(torch.minimum(e1, e2) + 0.3 * h).mean())
     torch.testing.assert_close(entropy, h)
 
@@ -80,7 +81,8 @@ def test_reinforce_gradient_is_unbiased():
                                               - alpha * logp)
     (exact,) = torch.autograd.grad(-objective.mean(), params)
     torch.manual_seed(0)
-    loss, _ = actor_loss(q, circuit.distribution(params), alpha, "reinforce", samples=20_000)
+    loss, _ = actor_loss(FactorValues.stack(q), circuit.distribution(params), alpha,
+                         "reinforce", samples=20_000)
     (estimate,) = torch.autograd.grad(loss, params)
     assert torch.allclose(estimate, exact, atol=0.05 * exact.abs().max())
 
@@ -91,7 +93,7 @@ def test_critic_loss_and_temperature():
     actions = torch.zeros(B, N, dtype=torch.long)
     target = torch.ones(B, dtype=torch.float64)
     expected = ((q1.evaluate(actions) - 1) ** 2).mean() + ((q2.evaluate(actions) - 1) ** 2).mean()
-    q = torch.stack([q1.evaluate(actions), q2.evaluate(actions)])
+    q = FactorValues.stack([q1, q2]).evaluate(actions)
     torch.testing.assert_close(critic_loss(q, target), expected)
     temperature = Temperature(0.2, tune=True)
     assert math.isclose(float(temperature.value), 0.2, rel_tol=1e-6)
@@ -106,7 +108,7 @@ def test_mode_guidance_adds_the_cross_entropy_of_the_critics_best_action(dist_an
     probability by enumeration of the normalised joint table."""
     circuit, params = dist_and_params
     graph = FactorGraph.complete(N)
-    q = [_values(0, graph), _values(1, graph)]
+    q = FactorValues.stack([_values(0, graph), _values(1, graph)])
     alpha = torch.tensor(0.3, dtype=torch.float64)
     mode = torch.tensor([[0, 1, 2], [2, 2, 2], [1, 0, 0], [0, 0, 0]])
     torch.manual_seed(5)
@@ -135,11 +137,11 @@ def test_mode_guidance_gradient_does_not_vanish_with_the_actions_probability():
     logits[torch.arange(B), best] = -14.0
     logits.requires_grad_(True)
     alpha = torch.tensor(0.01, dtype=torch.float64)
-    plain, _ = actor_loss([q, q], JointCategorical(logits, N, K), alpha)
+    plain, _ = actor_loss(FactorValues.stack([q, q]), JointCategorical(logits, N, K), alpha)
     (g_plain,) = torch.autograd.grad(plain, logits)
     mode = actions[best]
-    guided, _ = actor_loss([q, q], JointCategorical(logits, N, K), alpha, mode=mode,
-                           mode_weight=0.1)
+    guided, _ = actor_loss(FactorValues.stack([q, q]), JointCategorical(logits, N, K), alpha,
+                           mode=mode, mode_weight=0.1)
     (g_guided,) = torch.autograd.grad(guided, logits)
     rows = torch.arange(B)
     assert (g_plain[rows, best].abs() < 1e-4).all()

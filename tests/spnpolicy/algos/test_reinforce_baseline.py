@@ -39,8 +39,8 @@ def test_reinforce_gradient_mean_is_the_exact_gradient():
 
     # reinforce over ROWS copies of the state, 2 draws each: the loss's mean over rows is
     # the mean of ROWS independent gradient estimates
-    rows = [FactorValues(graph, v.unary.expand(ROWS, -1, -1), v.pairwise.expand(ROWS, -1, -1, -1))
-            for v in q]
+    rows = FactorValues.stack([FactorValues(graph, v.unary.expand(ROWS, -1, -1),
+                                            v.pairwise.expand(ROWS, -1, -1, -1)) for v in q])
     torch.manual_seed(0)
     loss, _ = actor_loss(rows, tree.distribution(param.expand(ROWS, -1)), alpha, "reinforce",
                          samples=2)
