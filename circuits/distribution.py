@@ -192,11 +192,7 @@ class CircuitDistribution(Distribution):
         """:attr:`mode`, without its warning."""
         logp, evidence = self._base if self._base is not None else (self._logp, None)
         rows = self._rows if evidence is None else evidence.shape[0]
-        ext = passes.extend(logp)
-        with torch.no_grad():
-            theta, choices = passes.max_product(self._plan, ext, evidence, rows)
-            x = downward.descend(self._plan, rows, lambda index, group: choices[index],
-                                 theta.argmax(-1))
+        x = downward.mode(self._plan, passes.extend(logp), evidence, rows)
         return x.reshape(tuple(self.batch_shape) + (self._plan.num_vars,))
 
     def leave_one_out_log_prob(self, value: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,9 @@
   one dense log-sum-exp, so no per-edge scatter is needed; the children of a dense block
   (shared weights) are pulled with one batched matrix product instead, exactly where a
   shared shift would underflow.
-- :func:`descend`: follow one induced tree per row from the root (sampling, modes),
+- :func:`mode`: one most probable induced tree per row, read off the gradient of the
+  max-product upward pass (:data:`circuits.upward.MAX_PRODUCT`) w.r.t. the leaves.
+- :func:`descend`: follow one induced tree per row from the root (sampling),
   marking reached nodes in a ``uint8 [rows, num_nodes]`` buffer (a decomposable circuit
   reaches each node at most once per tree, so marks never exceed 1).
 - :func:`sample`: ancestral sampling with one uniform draw per sum node (and per leaf)
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
+from circuits import passes, upward
 from circuits.compile import Group, Plan
 from circuits.program import kept_structure
 
-__all__ = ["descend", "leaf_marginals", "log_derivatives", "per_variable_logsumexp",
+__all__ = ["descend", "leaf_marginals", "log_derivatives", "mode", "per_variable_logsumexp",
            "sample"]
 
 CHUNK_ELEMENTS = 1 << 24
@@ -253,6 +256,28 @@ def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     positive = total > 0
     logs = torch.log(torch.where(positive, total, torch.ones_like(total)))
     return torch.where(positive, logs, float("-inf")) + m.squeeze(dim)
+
+
+def mode(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, rows: int) -> torch.Tensor:
+    """The assignment ``[rows, V]`` of one most probable induced tree per row under the
+    log-parameters ``logp_ext [B' (1 or rows), P + 2]`` and the evidence ``x [rows, V]``
+    (-1 = free; None: none). Each leaf's value is its largest log-probability given the
+    evidence; the max-product pass's root, differentiated w.r.t. those values, is 1 on the
+    leaves of the tree it chose and 0 elsewhere, and each of those leaves gives its most
+    probable state."""
+    if torch.is_inference_mode_enabled():     # autograd records no inference tensor: copies
+        with torch.inference_mode(False):
+            return mode(plan, logp_ext.clone(), None if x is None else x.clone(), rows)
+    with torch.enable_grad():
+        theta = passes.leaf_log_probs(plan, logp_ext.detach(), x).expand(rows, -1, -1)
+        best, states = theta.max(-1)                                      # [rows, L]
+        best.requires_grad_()
+        layer = best.T.index_select(0, plan.program.row_leaf)
+        outs = upward.run(plan.program, logp_ext.detach(), layer, semiring=upward.MAX_PRODUCT)
+        reached, = torch.autograd.grad(upward.root(plan.program, outs).sum(), best)
+    values = torch.where(reached > 0, states, torch.zeros_like(states))
+    out = torch.zeros(rows, plan.num_vars, dtype=torch.long, device=logp_ext.device)
+    return out.scatter_add_(1, plan.leaf_var.expand(rows, -1), values)
 
 
 def descend(plan: Plan, rows: int, choose_child, leaf_states: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,7 @@
 - the upward pass (:func:`upward`, :func:`root_log_values`, :func:`log_values`): layer by
   layer on per-layer tensors (:mod:`circuits.upward`, program built by
   :mod:`circuits.program`), node values gathered into node-id order only when asked;
-- :func:`max_product` (MPE) and :func:`posterior` (the parameters of ``p(. | x)``), which
-  loop over layers and groups, never over nodes.
+- :func:`posterior` (the parameters of ``p(. | x)``), one pass over the parameters.
 
 Parameters arrive as ``logp``: the normalised flat log-parameters ``[B', num_params]`` with
 ``B'`` either 1 (shared) or the batch size; :func:`extend` appends the two constant slots
@@ -19,28 +18,13 @@ from __future__ import annotations
 import torch
 
 from circuits import upward as upward_steps
-from circuits.compile import Group, Plan
+from circuits.compile import Plan
 from circuits.leaf_products import leaf_products
 
 __all__ = ["extend", "leaf_log_probs", "leaf_values", "leaf_layer_slots", "upward", "upward_layers",
-           "root_log_values", "log_values", "max_product", "posterior", "safe_logsumexp"]
+           "root_log_values", "log_values", "posterior"]
 
 NEG_INF = float("-inf")
-
-
-def safe_log(x: torch.Tensor) -> torch.Tensor:
-    positive = x > 0
-    return torch.where(positive, torch.log(torch.where(positive, x, torch.ones_like(x))), NEG_INF)
-
-
-def _shift(m: torch.Tensor) -> torch.Tensor:
-    m = m.detach()
-    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-
-
-def safe_logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
-    m = _shift(x.amax(dim, keepdim=True))
-    return safe_log(torch.exp(x - m).sum(dim)) + m.squeeze(dim)
 
 
 def extend(logp: torch.Tensor) -> torch.Tensor:
@@ -59,13 +43,6 @@ def leaf_log_probs(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None = 
     states = torch.arange(plan.max_states, device=x.device)
     keep = (observed.unsqueeze(-1) < 0) | (observed.unsqueeze(-1) == states)
     return torch.where(keep, theta, NEG_INF)
-
-
-def _children(vals: torch.Tensor, group: Group) -> torch.Tensor:
-    """Child values ``[B, M, A]`` from batch-major values ``vals [B, N]`` (dense blocks expanded)."""
-    children = group.child_matrix()
-    rows, width = children.shape
-    return vals.index_select(1, children.reshape(-1)).view(vals.shape[0], rows, width)
 
 
 def _leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int):
@@ -166,23 +143,6 @@ def log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch
     """
     outs = upward_layers(plan, logp_ext, _leaf_values(plan, logp_ext, x, batch))
     return upward_steps.node_values(plan.program, outs).T
-
-
-def max_product(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int):
-    """Max-product upward pass. Returns the leaf table used ``[B, L, K]`` and, per sum group,
-    the index of the maximising child ``[B, M]``."""
-    theta = leaf_log_probs(plan, logp_ext, x).expand(batch, -1, -1)
-    vals = logp_ext.new_zeros(batch, plan.num_nodes)
-    vals[:, 1:plan.num_leaves + 1] = theta.amax(-1)
-    choices = {}
-    for index, group in enumerate(plan.groups()):
-        ch = _children(vals, group)
-        if group.kind == "product":
-            out = ch.sum(-1)
-        else:
-            out, choices[index] = (ch + logp_ext[:, group.weights]).max(-1)
-        vals[:, group.start:group.stop] = out
-    return theta, choices
 
 
 def posterior(plan: Plan, logp: torch.Tensor, vals: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

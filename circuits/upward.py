@@ -45,41 +45,51 @@ from circuits.outer_step import (OuterMatmul, OuterMatmulTwice, matmul, max_shif
                                  outer_values)
 from circuits.program import Program, Step, kept_structure
 
-__all__ = ["run", "root", "node_values", "weight_exps", "piece_steps", "KeptWeights"]
+__all__ = ["LOG_SUM_EXP", "MAX_PRODUCT", "run", "root", "node_values", "weight_exps",
+           "piece_steps", "KeptWeights"]
 
 
-def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None,
-        exact: bool = False, exps: KeptWeights | None = None,
+def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None, *,
+        semiring: dict | None = None, exact: bool = False, exps: KeptWeights | None = None,
         first: torch.Tensor | None = None, twice: bool = False) -> list:
-    """Every layer's log-values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
+    """Every layer's values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
 
     ``logp_ext [B', P + 2]`` are the extended normalised log-parameters, ``B'`` 1 or ``B``.
-    The dense steps record the smallest value of their shifted sums; only if one fell below
-    what the shared shift can represent is the pass run again with ``exact`` guards (which
-    recompute the affected batch columns by exact log-sum-exp), so the common case costs one
-    synchronisation per pass, not one per step. ``exps``: :func:`weight_exps` of the same
-    ``logp_ext``, when the caller keeps them across passes. ``first``: the first layer's
-    values ``[n_1, B]`` computed by the caller (:mod:`circuits.leaf_products`), which then
-    passes no leaf layer (``leaf_vals`` None; no later step may read it). ``twice``: every
-    step's gradient can be differentiated again: composed of torch ops, or, for the fused
-    outer step, :class:`~circuits.outer_step.OuterMatmulTwice`, whose backward has a
+    ``semiring``: the steps per kind, :data:`LOG_SUM_EXP` (the default: log-likelihoods and
+    marginalisation) or :data:`MAX_PRODUCT` (the most probable induced tree).
+    Under log-sum-exp the dense steps record the smallest value of their shifted sums; only
+    if one fell below what the shared shift can represent is the pass run again with exact
+    guards (which recompute the affected batch columns by exact log-sum-exp), so the common
+    case costs one synchronisation per pass, not one per step (``exact``: the guards from
+    the start). ``exps``: :func:`weight_exps`
+    of the same ``logp_ext``, when the caller keeps them across passes. ``first``: the first
+    layer's values ``[n_1, B]`` computed by the caller (:mod:`circuits.leaf_products`), which
+    then passes no leaf layer (``leaf_vals`` None; no later step may read it). ``twice``:
+    every step's gradient can be differentiated again: composed of torch ops, or, for the
+    fused outer step, :class:`~circuits.outer_step.OuterMatmulTwice`, whose backward has a
     hand-written backward.
     """
+    steps = LOG_SUM_EXP if semiring is None else semiring
+    ctx = _Pass(logp_ext, program.cuts, exact, exps, twice)
+    outs = _walk(program, steps, ctx, leaf_vals, first)
+    if ctx.mins and bool((torch.stack(ctx.mins) < _limits(program, ctx.limits, logp_ext)).any()):
+        outs = _walk(program, steps, _Pass(logp_ext, program.cuts, True, exps, twice),
+                     leaf_vals, first)
+    return outs
+
+
+def _walk(program: Program, steps: dict, ctx: _Pass, leaf_vals: torch.Tensor | None,
+          first: torch.Tensor | None) -> list:
+    """:func:`run`'s layers, once, with the per-pass state ``ctx``."""
     outs = [leaf_vals if first is None else first[:0], *([] if first is None else [first])]
-    ctx = _Pass(logp_ext, program.cuts, exact, exps)
-    ctx.twice = twice
     empty = None
-    for steps in program.layers[len(outs) - 1:]:
-        if not steps:                                 # a layer of fused products only
+    for layer in program.layers[len(outs) - 1:]:
+        if not layer:                                 # a layer of fused products only
             empty = outs[0][:0] if empty is None else empty
             outs.append(empty)
             continue
-        parts = [_STEPS[step.kind](step, _source(outs, step.sources), ctx) for step in steps]
+        parts = [steps[step.kind](step, _source(outs, step.sources), ctx) for step in layer]
         outs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
-    if ctx.mins:
-        if bool((torch.stack(ctx.mins) < _limits(program, ctx.limits, logp_ext)).any()):
-            return run(program, logp_ext, leaf_vals, exact=True, exps=exps, first=first,
-                       twice=twice)
     return outs
 
 
@@ -158,7 +168,7 @@ class _Pass:
     slot), and the dense steps' smallest sums with their limits (``K * tiny / eps``)."""
 
     def __init__(self, logp_ext: torch.Tensor, cuts: tuple, exact: bool,
-                 exps: KeptWeights | None):
+                 exps: KeptWeights | None, twice: bool):
         self.logp_ext = logp_ext
         self.cuts = cuts
         self._pieces = None
@@ -167,7 +177,7 @@ class _Pass:
         self.exact = exact
         self.mins: list = []
         self.limits: list = []
-        self.twice = False
+        self.twice = twice
 
     @property
     def pieces(self) -> tuple:
@@ -325,4 +335,35 @@ def _guard(step: Step, out, s, finite, children, weights: _Pass) -> torch.Tensor
     return out.index_copy(2, cols, fixed).flatten(0, 1)
 
 
-_STEPS = {"product": _product, "sum": _sum, "dense": _dense, "outer": _outer}
+def _max_sum(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
+    logw = weights.log(step).permute(1, 2, 0)                        # [M, A, B']
+    return (_gather(src, step.children) + logw).max(1).values
+
+
+def _max_block(logw: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+    """``max_k logw[., g, m, k] + children[g, k, .]``: log-weights ``[B', G, M, K]``,
+    children ``[G, K, B]`` -> ``[G * M, B]``."""
+    x = logw.permute(1, 2, 3, 0) + children.unsqueeze(1)             # [G, M, K, B]
+    return x.max(2).values.flatten(0, 1)
+
+
+def _max_dense(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
+    return _max_block(weights.log(step), _gather(src, step.children))
+
+
+def _max_outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
+    width = step.children.shape[1]
+    both = _paired(step, src)                                        # [G, A + A2, B]
+    children = (both[:, :width].unsqueeze(2) + both[:, width:].unsqueeze(1)).flatten(1, 2)
+    return _max_block(weights.log(step), children)
+
+
+LOG_SUM_EXP = {"product": _product, "sum": _sum, "dense": _dense, "outer": _outer}
+"""The sum-product semiring in log space: each sum is the log-sum-exp of its weighted
+children (the step kinds of the module docstring)."""
+
+MAX_PRODUCT = {"product": _product, "sum": _max_sum, "dense": _max_dense, "outer": _max_outer}
+"""The max-product semiring in log space: each sum is the largest of its weighted children.
+A maximum's gradient goes to one child (``max``, not ``amax``, which splits it among ties),
+so the gradient of the root w.r.t. the leaf layer marks the leaves of one most probable
+induced tree."""
