@@ -129,7 +129,8 @@ class Circuit(nn.Module):
         answers the queries a policy update needs with a few ops per region."""
         if not self._region_tree_read:
             with kept_structure():
-                self._tree, self._region_tree_read = RegionTree.from_circuit(self), True
+                self._tree = RegionTree.from_plan(self._plans[torch.device("cpu")], self.distribution)
+                self._region_tree_read = True
         return None if self._tree is None else self._tree.to(device)   # kept per device
 
     def distribution(self, params: torch.Tensor | None = None) -> CircuitDistribution:

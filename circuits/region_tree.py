@@ -38,17 +38,15 @@ dist.entropy(), dist.marginals(), dist.scope_marginals([(0, 1), (2, 1)])
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
+from circuits.compile import Plan
 from circuits.nodes import Categorical, Product, Sum
 from circuits.program import kept_structure
 from circuits.tree_distribution import TreeDistribution
-
-if TYPE_CHECKING:
-    from circuits.circuit import Circuit
 
 __all__ = ["RegionTree"]
 
@@ -101,8 +99,10 @@ class _Layout(Exception):
 class RegionTree:
     """The region-tree layout of a circuit, with its index tensors (per device).
 
-    Build with :meth:`from_circuit`; ``distribution(params [B, num_params])`` returns a
-    :class:`TreeDistribution` equal to ``circuit.distribution(params)``.
+    Build with :meth:`from_plan` (or :meth:`from_circuit`); ``distribution(params [B,
+    num_params])`` returns a :class:`TreeDistribution` equal to ``engine(params)``, the
+    circuit engine's distribution (``circuit.distribution``), which answers the queries the
+    tree does not.
 
     The flat log-weights ``[B, E + 2]`` of a distribution are the parameters taken in
     ``order`` (None: as they are), each block ``(offset, sums, children)`` of ``E``
@@ -111,10 +111,10 @@ class RegionTree:
     region's ``table_pos`` / ``pad_pos`` index it.
     """
 
-    def __init__(self, circuit: Circuit, root: _Region, root_pos: torch.Tensor,
+    def __init__(self, plan: Plan, engine: Callable, root: _Region, root_pos: torch.Tensor,
                  regions: list[_Region], order: torch.Tensor | None, blocks: list):
         # root_pos: [m_top] columns of the root's weights in the flat log-weights
-        self.circuit, self.root, self.root_pos = circuit, root, root_pos
+        self.plan, self.engine, self.root, self.root_pos = plan, engine, root, root_pos
         self.order, self.blocks = order, blocks
         self.regions = regions  # children before parents
         self.summed = [r for r in regions if r.summed]
@@ -124,8 +124,8 @@ class RegionTree:
         self.weight_sizes = [len(root_pos)] + [len(r.table_pos) for r in self.summed]
         for i, r in enumerate(self.summed):
             r.weight_index = i + 1
-        self.num_vars, self.num_params = circuit.num_vars, circuit.num_params
-        self.num_states = circuit.max_states
+        self.num_vars, self.num_params = plan.num_vars, plan.num_params
+        self.num_states = plan.max_states
         self._devices: dict = {root_pos.device: self}
         lca = {}
         for region in regions:
@@ -147,13 +147,20 @@ class RegionTree:
                 stack += [region.left, region.right]
 
     @classmethod
-    def from_circuit(cls, circuit: Circuit) -> RegionTree | None:
-        """The layout of ``circuit``, or ``None`` when it is not a binary region tree of
-        indicator leaves with a sum at the root."""
+    def from_plan(cls, plan: Plan, engine: Callable) -> RegionTree | None:
+        """The layout of the compiled ``plan`` (on the CPU), or ``None`` when its circuit is
+        not a binary region tree of indicator leaves with a sum at the root; ``engine(params)``
+        is the circuit engine's distribution for the queries the tree hands on."""
         try:
-            return _build(circuit)
+            return _build(plan, engine)
         except _Layout:
             return None
+
+    @classmethod
+    def from_circuit(cls, circuit) -> RegionTree | None:
+        """:meth:`from_plan` of a :class:`~circuits.Circuit`'s plan, its ``distribution`` the
+        engine."""
+        return cls.from_plan(circuit._plan_on(torch.device("cpu")), circuit.distribution)
 
     def pair_plan(self, scopes: tuple) -> tuple[list, torch.Tensor]:
         """For pair scopes: the lowest common regions they need, each as ``(region, pairs)``,
@@ -233,7 +240,7 @@ class RegionTree:
             return moved[id(region)]
 
         regions = [move(r) for r in self.regions]
-        tree = RegionTree(self.circuit, move(self.root), self.root_pos.to(device), regions,
+        tree = RegionTree(self.plan, self.engine, move(self.root), self.root_pos.to(device), regions,
                           None if self.order is None else self.order.to(device),
                           self.blocks)
         tree._devices = self._devices
@@ -256,11 +263,10 @@ class RegionTree:
         return TreeDistribution(self.to(params.device), params)
 
 
-def _build(circuit: Circuit) -> RegionTree:
-    plan = circuit._plan_on(torch.device("cpu"))
+def _build(plan: Plan, engine: Callable) -> RegionTree:
     slot_of = {(int(n), int(c)): p for p, (n, c) in
                enumerate(zip(plan.param_node.tolist(), plan.param_child.tolist())) if n >= 0}
-    k, num_params = circuit.max_states, circuit.num_params
+    k, num_params = plan.max_states, plan.num_params
     pad, one = num_params, num_params + 1  # columns appended to params: log 0 and log 1
     regions: list[_Region] = []
 
@@ -332,12 +338,12 @@ def _build(circuit: Circuit) -> RegionTree:
         regions.append(r)
         return r
 
-    root_node = circuit.root
+    root_node = plan.nodes[plan.root - 1]
     if not isinstance(root_node, Sum):
         raise _Layout
     top_nodes = by_state(list(root_node.children))
     top = region(top_nodes)
-    if sorted(top.scope) != list(range(circuit.num_vars)):
+    if sorted(top.scope) != list(range(plan.num_vars)):
         raise _Layout
     root_row = sum_slots(root_node, top_nodes)
     # blocks: the sums with >= 2 children grouped by that number, rows in parameter order
@@ -356,4 +362,4 @@ def _build(circuit: Circuit) -> RegionTree:
             r.table_pos = r.pad_pos[r.pos_of_prod]
     order = None if columns == list(range(num_params)) else torch.tensor(columns)
     root_pos = torch.tensor([flat[c] for c in root_row])
-    return RegionTree(circuit, top, root_pos, regions, order, blocks)
+    return RegionTree(plan, engine, top, root_pos, regions, order, blocks)

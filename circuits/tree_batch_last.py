@@ -19,14 +19,10 @@ batch-first queries' (tests/circuits/test_region_tree.py runs both against enume
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
 from circuits.logops import zero_log_zero
-
-if TYPE_CHECKING:
-    from circuits.region_tree import RegionTree, _Region
 
 __all__ = ["BatchLast"]
 
@@ -35,7 +31,7 @@ class BatchLast:
     """The training queries of ``tree.distribution(params)``, ``params [B, num_params]``,
     computed batch-last and returned batch-first; each piece is computed once."""
 
-    def __init__(self, tree: RegionTree, params: torch.Tensor) -> None:
+    def __init__(self, tree, params: torch.Tensor) -> None:
         self.tree, self.params = tree, params
         self._cache: dict = {}
 
@@ -88,7 +84,7 @@ class BatchLast:
             return nodes, products
         return self._once("flows", compute)
 
-    def _subcircuit_marginals(self, r: _Region) -> torch.Tensor | None:
+    def _subcircuit_marginals(self, r) -> torch.Tensor | None:
         """``q_a(x_v)`` for each node ``a`` of ``r`` and ``v`` in its scope: ``[m, |scope| *
         k, B]``; None for a leaf (node ``s`` is state ``s``)."""
         if r.is_leaf:
@@ -114,7 +110,7 @@ class BatchLast:
             return torch.cat(sides, 1)
         return self._once(("q", id(r)), compute)
 
-    def _region_pairs(self, r: _Region, pairs=None) -> torch.Tensor:
+    def _region_pairs(self, r, pairs=None) -> torch.Tensor:
         """``p(x_i = x, x_j = y)`` at region ``r`` as rows ``[|left scope| * k * |right scope|
         * k, B]`` (axes ``i, x, j, y``), or with ``pairs = (left [P], right [P])`` those
         pairs only, ``[P * k * k, B]`` (axes ``p, x, y``), as

@@ -7,16 +7,12 @@ equals the circuit engine's on the same parameters (tests/circuits/test_region_t
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch.distributions import Distribution, constraints
 
 from circuits.logops import compiling, zero_log_zero
 from circuits.tree_batch_last import BatchLast
-
-if TYPE_CHECKING:
-    from circuits.region_tree import RegionTree, _Region
 
 __all__ = ["TreeDistribution"]
 
@@ -29,12 +25,15 @@ class TreeDistribution(Distribution):
     Those three run batch-last (:class:`~circuits.tree_batch_last.BatchLast`) where
     ``batch_last`` says so; None (the default): while torch.compile traces them, the layout
     its kernels vectorise, and batch-first eagerly, the faster layout there.
+
+    ``tree``: the :class:`~circuits.region_tree.RegionTree`; ``params [B, num_params]``:
+    unnormalised logits.
     """
 
     arg_constraints: dict = {}
     has_rsample = False
 
-    def __init__(self, tree: RegionTree, params: torch.Tensor, batch_last: bool | None = None):
+    def __init__(self, tree, params: torch.Tensor, batch_last: bool | None = None):
         self.tree, self.params = tree, params
         self.batch_last = batch_last
         self._cache: dict = {}
@@ -48,7 +47,7 @@ class TreeDistribution(Distribution):
     def engine(self):
         """The circuit engine's distribution on the same parameters (for other queries)."""
         if "engine" not in self._cache:
-            self._cache["engine"] = self.tree.circuit.distribution(self.params)
+            self._cache["engine"] = self.tree.engine(self.params)
         return self._cache["engine"]
 
     def condition(self, evidence: torch.Tensor):
@@ -117,11 +116,11 @@ class TreeDistribution(Distribution):
             return self._root_weights()[0]
         return self._flat().index_select(1, self.tree.root_pos)
 
-    def _product_weights(self, r: _Region) -> tuple[torch.Tensor, torch.Tensor]:
+    def _product_weights(self, r) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-weight and weight ``[B, P]`` of each product of summed region ``r`` in its sum."""
         return self._weights()[2][r.weight_index]
 
-    def _padded_log_weights(self, r: _Region) -> torch.Tensor:
+    def _padded_log_weights(self, r) -> torch.Tensor:
         """``[B, m, G]`` log-weights of each sum's children (padding -inf)."""
         flat = self._flat()
         return flat.index_select(1, r.pad_pos).view(flat.shape[0], r.num_nodes, r.width)
@@ -146,7 +145,7 @@ class TreeDistribution(Distribution):
             self._cache["flows"] = (nodes, products)
         return self._cache["flows"]
 
-    def _subcircuit_marginals(self, r: _Region) -> torch.Tensor | None:
+    def _subcircuit_marginals(self, r) -> torch.Tensor | None:
         """``q_a(x_v)`` for each node ``a`` of ``r`` and ``v`` in its scope, flattened:
         ``[B, m, |scope| * k]``; None for a leaf (node ``s`` is state ``s``: the identity)."""
         key = ("q", id(r))
@@ -184,7 +183,7 @@ class TreeDistribution(Distribution):
         p = self.params
         return torch.eye(m, dtype=p.dtype, device=p.device).expand(p.shape[0], -1, -1)
 
-    def _region_pairs(self, r: _Region, pairs=None) -> torch.Tensor:
+    def _region_pairs(self, r, pairs=None) -> torch.Tensor:
         """``p(x_i = x, x_j = y)`` for every ``i`` of ``r``'s left and ``j`` of its right
         child: ``[B, |left scope| * k * |right scope| * k]`` (axes ``i, x, j, y``) =
         ``q_L^T F_r q_R`` (at most two matmuls). With ``pairs = (left [P], right [P])``
