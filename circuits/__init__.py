@@ -7,8 +7,8 @@ Build nodes (:class:`Categorical`, :class:`Sum`, :class:`Product`), wrap the roo
 
 from circuits.circuit import Circuit
 from circuits.distribution import CircuitDistribution
-from circuits.errors import ApproximateMPEWarning, CircuitError, NotDeterministicError
-from circuits.nodes import Categorical, Node, Product, Sum
+from circuits.nodes import (ApproximateMPEWarning, Categorical, CircuitError, Node,
+                            NotDeterministicError, Product, Sum)
 
 __all__ = ["ApproximateMPEWarning", "Categorical", "Circuit", "CircuitDistribution",
            "CircuitError", "Node", "NotDeterministicError", "Product", "Sum"]

@@ -10,12 +10,12 @@ from torch import nn
 from circuits import parameters, passes, upward
 from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
-from circuits.distribution import CircuitDistribution, warn_if_approximate
+from circuits.distribution import (CircuitDistribution, check_assignment, check_dtype,
+                                   check_params, warn_if_approximate)
 from circuits.nodes import Node
 from circuits.program import kept_structure
 from circuits.region_tree import RegionTree
 from circuits.tables import TablePlan, build_table_plan
-from circuits.validation import check_assignment, check_dtype, check_params
 
 __all__ = ["Circuit"]
 

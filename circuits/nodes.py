@@ -1,4 +1,4 @@
-"""Immutable circuit nodes: the structure of a sum-product network.
+"""Immutable circuit nodes: the structure of a sum-product network, and the package's errors.
 
 Nodes are plain descriptions. They hold no tensors and are never modified after
 construction; a :class:`circuits.Circuit` compiles them into index tensors once.
@@ -22,9 +22,23 @@ import math
 import operator
 from collections.abc import Sequence
 
-from circuits.errors import CircuitError
+__all__ = ["ApproximateMPEWarning", "Categorical", "CircuitError", "Node",
+           "NotDeterministicError", "Product", "Sum"]
 
-__all__ = ["Node", "Categorical", "Sum", "Product"]
+
+class CircuitError(ValueError):
+    """An invalid circuit structure or parameter; the message names the node and variables."""
+
+
+class NotDeterministicError(ValueError):
+    """A query that is exact only on deterministic circuits was asked of a non-deterministic one."""
+
+
+class ApproximateMPEWarning(UserWarning):
+    """``mode`` or ``mpe()`` of a circuit that is not (structurally) deterministic: the answer
+    is the max-product approximation, the assignment of the most probable induced tree,
+    not necessarily the most probable assignment. Python's default filter shows it once
+    per calling line; ``warnings.simplefilter("ignore", ApproximateMPEWarning)`` silences it."""
 
 
 def _finite_floats(values: Sequence[float], what: str, owner: str) -> tuple[float, ...]:
