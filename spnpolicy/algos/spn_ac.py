@@ -23,6 +23,7 @@ and ``exact-softmax`` (``policy="softmax"``: all ``k**n`` joint actions enumerat
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,7 @@ from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, Session, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync, train_offpolicy
 from spnpolicy.training.optim import adam, maybe_compile
-from spnpolicy.training.traced_step import EagerSteps, TracedSteps
+from spnpolicy.training.traced_step import CompiledUpdate, EagerSteps
 
 __all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value",
            "train"]
@@ -233,10 +234,10 @@ class SpnAc(OffPolicyAlgorithm):
     states (target critics) -> critic loss -> step; actor loss on the stepped critics (their
     values are constants there) -> step; alpha -> step. The loop then Polyak-updates the
     target critics (``target_sync``). The update is written once against a steps callable
-    (:mod:`~spnpolicy.training.traced_step`): :class:`EagerSteps` (autograd), or with
-    ``cfg.compile`` :class:`TracedSteps`, whose gradients and Adam steps torch.compile
-    traces with the losses into one graph
-    (:func:`~spnpolicy.training.optim.maybe_compile`).
+    (:mod:`~spnpolicy.training.traced_step`): :class:`EagerSteps` (autograd and torch's
+    Adam), or with ``cfg.compile`` the whole update compiled from outside
+    (:class:`CompiledUpdate`: its gradients and Adam steps traced with the losses into
+    one graph).
     """
 
     needs_obs = False  # the joint policy and the critics read the global state
@@ -279,12 +280,10 @@ class SpnAc(OffPolicyAlgorithm):
         # as one graph where the actor loss is pure tensor ops, else each loss apart (the
         # circuit engine's exactness guard and log_prob's checks of the reinforce draws
         # branch on values)
-        self._steps, self._update_fn = EagerSteps(), self._update
+        self._update_fn = functools.partial(self._update, EagerSteps())
         self._critic_loss_fn, self._actor_loss_fn = self._critic_loss, self._actor_loss
         if cfg.compile and self.policy.traces_whole and cfg.actor_gradient == "exact":
-            self._steps = TracedSteps(self.modules)
-            self._update_fn = maybe_compile(self._update, True, "spn-ac's update",
-                                            warmup=self._probe)
+            self._update_fn = CompiledUpdate(self._update, self.modules, "spn-ac's update")
         elif cfg.compile:
             self._critic_loss_fn = maybe_compile(self._critic_loss, True, "the critic loss")
             self._actor_loss_fn = maybe_compile(self._actor_loss, True, "the actor loss")
@@ -353,28 +352,22 @@ class SpnAc(OffPolicyAlgorithm):
         return self._update_fn(batch.state, batch.actions, batch.reward, batch.next_state,
                                batch.steps, batch.terminated)
 
-    def _update(self, state, actions, reward, next_state, steps, terminated):
-        """:meth:`update` on the batch's tensors, each optimiser stepped by ``self._steps``
-        (eager autograd, or the traced steps of the one compiled graph)."""
+    def _update(self, optimise, state, actions, reward, next_state, steps, terminated):
+        """:meth:`update` on the batch's tensors, each optimiser stepped by ``optimise``
+        (:class:`EagerSteps`, or the traced steps of the one compiled graph)."""
         cfg, alpha = self.cfg, self.temperature.value
-        loss_critic, = self._steps(
+        loss_critic, = optimise(
             self.optimizers["critic"],
             lambda: (self._critic_loss_fn(state, actions, reward, next_state, steps,
                                           terminated, alpha),),
             cfg.max_grad_norm)
         # with autotune_alpha one backward for both: the alpha loss sees the entropy as a
         # constant, so the gradients are those of two separate steps, the actor's clipped alone
-        _, loss_actor, entropy = self._steps(
+        _, loss_actor, entropy = optimise(
             self.optimizers["actor"], lambda: self._actor_loss_fn(state, alpha),
             cfg.max_grad_norm, also=(self.optimizers["alpha"],) if cfg.autotune_alpha else ())
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
                 "entropy": entropy.detach().mean(), "alpha": alpha}
-
-    def _probe(self, *tensors) -> None:
-        """The compiled update's warm-up: which parameters each loss reaches (once, eagerly;
-        nothing steps)."""
-        with self._steps.probing():
-            self._update(*tensors)
 
     def state_dict(self) -> dict:
         return {"modules": {name: m.state_dict() for name, m in self.modules.items()},

@@ -6,22 +6,26 @@ also) -> outputs``, runs either way:
 - :class:`EagerSteps`: ``objective()`` then :func:`~spnpolicy.training.optim.gradient_step`
   on its first output (autograd, clipping, torch's Adam): the eager update.
 - :class:`TracedSteps`: the same step as pure tensor ops (the gradients by ``torch.func``,
-  clipping and Adam's arithmetic on the optimiser's own state, in place), so that a whole
-  update, both losses with their gradients and every optimiser step, compiles into one
-  graph: no autograd engine, no per-loss graph calls or guard checks at run time.
+  clipping, and torch's multi-tensor Adam on the optimiser's own state, in place), so
+  that a whole update, both losses with their gradients and every optimiser step,
+  compiles into one graph: no autograd engine, no per-loss graph calls or guard checks at
+  run time.
 
 ```python
-steps = TracedSteps({"critic": critic, "policy": policy})
-def update(state, target):                  # the body every update runs
+def update(steps, state, target):           # the body every update runs
     loss, = steps(critic_optimizer, lambda: (critic_loss(state, target),), max_norm=10.0)
     return loss
-with steps.probing():                       # once, eagerly: which parameters each loss reaches
-    update(state, target)
-update = torch.compile(update)              # one graph
+update(EagerSteps(), state, target)         # eagerly
+compiled = CompiledUpdate(update, {"critic": critic}, "the update")
+compiled(state, target)                     # one graph, TracedSteps inside
 ```
 
-A traced step computes what the eager one does, up to float rounding (Adam's arithmetic
-in another order): tested against :class:`EagerSteps` in
+:class:`CompiledUpdate` applies the compilation from outside the algorithm: it probes the
+update once eagerly (which parameters each loss reaches) and traces it with
+:class:`TracedSteps` through :func:`~spnpolicy.training.optim.maybe_compile`.
+
+A traced step computes what the eager one does, up to float rounding (torch's multi-tensor
+Adam beside the fused kernel): tested against :class:`EagerSteps` in
 ``tests/spnpolicy/training/test_traced_step.py``.
 """
 
@@ -33,10 +37,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
+from torch.optim.adam import adam as adam_update
 
-from spnpolicy.training.optim import clip_coefficient, gradient_step
+from spnpolicy.training.optim import clip_coefficient, gradient_step, maybe_compile
 
-__all__ = ["EagerSteps", "TracedSteps"]
+__all__ = ["CompiledUpdate", "EagerSteps", "TracedSteps"]
 
 #: ``objective()`` returns the loss to minimise first, then anything else to hand back.
 Objective = Callable[[], Sequence[torch.Tensor]]
@@ -52,6 +57,33 @@ class EagerSteps:
         out = objective()
         gradient_step(optimizer, out[0], max_norm, also)
         return out
+
+
+class CompiledUpdate:
+    """``update(steps, *tensors)``, written once against a steps callable, compiled whole:
+    the losses, their gradients and every optimiser step as one graph
+    (:func:`~spnpolicy.training.optim.maybe_compile` of the update with :class:`TracedSteps`
+    over ``modules``, every module whose parameters its optimisers hold). The compiled
+    code's warm-up is :meth:`probe`; ``name`` names the update in a compile failure.
+    Call it with ``*tensors``; the eager update is ``update(EagerSteps(), *tensors)``.
+    """
+
+    def __init__(self, update: Callable, modules: Mapping[str, nn.Module], name: str) -> None:
+        self.update, self.steps = update, TracedSteps(modules)
+        self._compiled = maybe_compile(self.traced, True, name, warmup=self.probe)
+
+    def traced(self, *tensors):
+        """The update with the traced steps: what torch.compile traces."""
+        return self.update(self.steps, *tensors)
+
+    def probe(self, *tensors) -> None:
+        """The update once, eagerly, inside :meth:`TracedSteps.probing`: which parameters
+        each loss reaches, and the optimisers' state (nothing steps)."""
+        with self.steps.probing():
+            self.update(self.steps, *tensors)
+
+    def __call__(self, *tensors):
+        return self._compiled(*tensors)
 
 
 class _Call(nn.Module):
@@ -74,14 +106,16 @@ class TracedSteps:
     parameters of ``optimizer`` and ``also`` that it reaches (``torch.func``, with the
     parameters swapped in by ``functional_call``), clips each of ``optimizer``'s
     parameter groups to ``max_norm`` as ``clip_grad_norm_`` does (``also`` unclipped, as in
-    :func:`~spnpolicy.training.optim.gradient_step`), and applies Adam's update to the
-    parameters and the optimiser's state (``step``, ``exp_avg``, ``exp_avg_sq``) in place.
+    :func:`~spnpolicy.training.optim.gradient_step`), and applies torch's Adam update
+    (``torch.optim.adam.adam``) to the parameters and the optimiser's state (``step``,
+    ``exp_avg``, ``exp_avg_sq``) in place.
 
     Which parameters a loss reaches is found once, eagerly, inside :meth:`probing` (a
     parameter it does not reach keeps its value and state, as torch's step skips a
     parameter without a gradient); the probe also makes each optimiser's state as torch's
     first step would. Only plain Adam (torch's ``Adam`` without AMSGrad, ``maximize`` or
-    a learning rate tensor) is supported; ``lr``, ``betas``, ``eps`` and ``weight_decay``
+    a learning rate tensor, its step counts on the parameters' device as a fused Adam
+    keeps them) is supported; ``lr``, ``betas``, ``eps`` and ``weight_decay``
     are read at each call (fixed at the trace, when compiled).
     """
 
@@ -150,6 +184,11 @@ class TracedSteps:
             self.reached[id(opt)] = [[p for p in g["params"] if id(p) in used]
                                      for g in opt.param_groups]
             _init_state(opt, used)
+            for p in (p for group in self.reached[id(opt)] for p in group):
+                if opt.state[p]["step"].device != p.device:
+                    raise ValueError(f"TracedSteps: Adam's step counts must be on the "
+                                     f"parameters' device {p.device} (a fused or capturable "
+                                     f"Adam), got {opt.state[p]['step'].device}")
         return out
 
 
@@ -191,22 +230,16 @@ def _clipped(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
 
 def _adam(optimizer: torch.optim.Adam, group: dict, params: list[torch.Tensor],
           grads: list[torch.Tensor]) -> None:
-    """torch's Adam update of ``params`` with ``grads``, on ``optimizer``'s state, in place
-    (bias corrections in float64, as torch computes them from the step count)."""
+    """torch's Adam update of ``params`` with ``grads``, on ``optimizer``'s state, in place:
+    its multi-tensor implementation (``torch.optim.adam.adam``), the step counts as tensor
+    arithmetic (``capturable``) when traced, which torch.compile needs and keeps in the
+    graph (``optimizer.step()`` itself breaks the graph before and after it)."""
+    if not params:
+        return
+    states = [optimizer.state[p] for p in params]
     beta1, beta2 = group["betas"]
-    lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
-    for p, g in zip(params, grads):
-        state = optimizer.state[p]
-        step = state["step"]
-        step.add_(1)
-        if decay:
-            g = g.add(p, alpha=decay)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(g, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        count = step.to(torch.float64)
-        step_size = lr / (1 - beta1 ** count)
-        correction2_sqrt = (1 - beta2 ** count).sqrt()
-        denom = exp_avg_sq.sqrt() / correction2_sqrt.to(p.dtype) + eps
-        p.sub_(exp_avg / denom * step_size.to(p.dtype))
-
+    adam_update(params, grads, [st["exp_avg"] for st in states],
+                [st["exp_avg_sq"] for st in states], [], [st["step"] for st in states],
+                foreach=True, capturable=torch.compiler.is_compiling(), amsgrad=False,
+                beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+                eps=group["eps"], maximize=False)

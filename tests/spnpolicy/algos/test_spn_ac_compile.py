@@ -12,7 +12,7 @@ import spnpolicy
 from spnpolicy.algos.registry import make_config
 from spnpolicy.algos.spn_ac import SpnAc
 from spnpolicy.training import ReplayBuffer, Runner, TransitionStream, make_vec_env
-from spnpolicy.training.traced_step import TracedSteps
+from spnpolicy.training.traced_step import CompiledUpdate
 from tests.run_helpers import assert_same_run
 
 ENV = dict(num_agents=3, grid_size=4, max_steps=10)
@@ -54,7 +54,7 @@ def test_compiled_updates_equal_eager_ones(algo, whole):
     envs, (eager, compiled) = _eager_and_compiled(algo, hidden=32)
     assert compiled.notes and not eager.notes
     assert compiled.mode_guidance == 0.0
-    assert isinstance(compiled._steps, TracedSteps) == whole
+    assert isinstance(compiled._update_fn, CompiledUpdate) == whole
     graphs = counters["stats"]["unique_graphs"]
     for batch in _batches(envs, 5):
         expected, got = eager.update(batch), compiled.update(batch)
@@ -125,8 +125,8 @@ def test_the_whole_update_traces_as_one_graph(algo):
     batch, = _batches(envs, 1)
     tensors = (batch.state, batch.actions, batch.reward, batch.next_state, batch.steps,
                batch.terminated)
-    algo._probe(*tensors)
-    explained = torch._dynamo.explain(algo._update)(*tensors)
+    algo._update_fn.probe(*tensors)
+    explained = torch._dynamo.explain(algo._update_fn.traced)(*tensors)
     assert explained.graph_count == 1 and explained.graph_break_count == 0, \
         [reason.reason for reason in explained.break_reasons]
     envs.close()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from spnpolicy.training.optim import adam
-from spnpolicy.training.traced_step import EagerSteps, TracedSteps
+from spnpolicy.training.traced_step import CompiledUpdate, EagerSteps, TracedSteps
 
 
 class _Scale(torch.autograd.Function):
@@ -117,6 +117,19 @@ def test_traced_steps_compiled_equal_eager_steps():
     _assert_same(eager, traced, rtol=1e-4, atol=1e-6)
     before = eager[0].scale.detach().clone()
     assert not torch.equal(before, torch.linspace(0.5, 1.5, 3))     # the Function's grad
+
+
+def test_a_compiled_update_equals_the_eager_update():
+    """``CompiledUpdate``: the update written against a steps callable, probed on its first
+    call (which steps nothing) and compiled from outside, steps as ``EagerSteps`` do."""
+    eager, traced = _setup(), _setup()
+    compiled = CompiledUpdate(lambda steps, x, y: _update(steps, *traced, x, y, 0.05),
+                              {"model": traced[0]}, "the update")
+    for x, y in _batches(scale=3.0):
+        fit_e = _update(EagerSteps(), *eager, x, y, 0.05)
+        torch.testing.assert_close(compiled(x, y), fit_e, rtol=1e-5, atol=1e-6)
+    _assert_same(eager, traced, rtol=1e-4, atol=1e-6)
+    assert all(float(st["step"]) == 6 for st in traced[1].state.values())
 
 
 def test_the_probe_makes_torchs_state_and_steps_nothing():
