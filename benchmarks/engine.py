@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from circuits import Circuit, parameters
+from circuits import Circuit, passes
 from circuits.structures import random_tensorized, selective
 from einsum_reference import EinsumReference
 from spflow_reference import count_edges, import_spflow, spflow_log_likelihood, to_spflow
@@ -168,7 +168,7 @@ def bench_reference(rat: dict, batches, device: str, budget_s: float) -> dict:
 
 def normalise_forward_backward(circuit: Circuit):
     """A timed call of the parameter normalisation alone, forward and backward, as ``log_prob``
-    with a gradient runs it (:func:`~circuits.parameters.normalise`, then autograd's
+    with a gradient runs it (:func:`~circuits.passes.normalise`, then autograd's
     backward): the part of forward + backward that the kept-parameter forward does not pay,
     since a gradient step changes every parameter."""
     plan = circuit._plan_on(circuit.logits.device)
@@ -177,7 +177,7 @@ def normalise_forward_backward(circuit: Circuit):
                        dtype=logits.dtype).to(logits.device)
 
     def run() -> None:
-        torch.autograd.grad(parameters.normalise(plan, logits.unsqueeze(0)), logits, grad)
+        torch.autograd.grad(passes.normalise(plan, logits.unsqueeze(0)), logits, grad)
     return run
 
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from circuits import parameters, passes, upward
+from circuits import passes, upward
 from circuits.analysis import analyse
 from circuits.compile import Plan, compile_plan
 from circuits.distribution import (CircuitDistribution, check_assignment, check_dtype,
@@ -146,7 +146,7 @@ class Circuit(nn.Module):
         params = check_params(params, self.num_params)
         batch_shape = params.shape[:-1]
         flat = params.reshape(math.prod(batch_shape), self.num_params)
-        logp = parameters.normalise(self._plan_on(params.device), flat)
+        logp = passes.normalise(self._plan_on(params.device), flat)
         return CircuitDistribution(self, logp, batch_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,13 +191,13 @@ class Circuit(nn.Module):
         logits = self.logits
         plan = self._plan_on(logits.device)
         if torch.is_grad_enabled() and logits.requires_grad:
-            logp = parameters.normalise(plan, logits.unsqueeze(0), "logits")
+            logp = passes.normalise(plan, logits.unsqueeze(0), "logits")
             return logp, passes.extend(logp), None
         key = (id(logits), logits._version, logits.data_ptr(), logits.device, logits.dtype,
                torch.is_inference_mode_enabled())
         if self._own_params is None or self._own_params[0] != key:
             with torch.no_grad():
-                logp = parameters.normalise(plan, logits.unsqueeze(0), "logits")
+                logp = passes.normalise(plan, logits.unsqueeze(0), "logits")
                 ext = passes.extend(logp)
                 self._own_params = (key, logp, ext, upward.weight_exps(plan.program, ext))
         return self._own_params[1:]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from circuits.compile import Plan
-from circuits.logops import may_hold_log_zero
+from circuits.kernels import may_hold_log_zero
 from circuits.program import kept_structure
 
 __all__ = ["entropy", "flows"]

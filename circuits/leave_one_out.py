@@ -14,8 +14,8 @@ the leaf's flow (the probability that it is in the induced tree of ``x``). Hence
   with steps whose backward can itself be differentiated (``upward.run(twice=True)``), so
   the gradient to the parameters is exact second-order autograd.
 - **By the products' flows** (:func:`by_product_flows`): with shared parameters and a
-  fused first layer of leaf products (:mod:`circuits.leaf_products`), the same sum taken
-  over the first-layer products: each has one child leaf per variable of its scope, so
+  fused first layer of leaf products (:func:`circuits.program.leaf_products`), the same
+  sum taken over the first-layer products: each has one child leaf per variable of its scope, so
   ``sum_l f_l / v_l = sum_{p: i in scope(p)} g_p / v_c(p, i)`` with ``g_p`` the products'
   flows. No leaf layer is made. Taken when every leaf log-value is above the floor below.
 - **By log-derivatives** (:func:`circuits.downward.log_derivatives`): ``log dZ/dv`` of every
@@ -38,7 +38,7 @@ import torch
 
 from circuits import downward, passes, upward
 from circuits.compile import Plan
-from circuits.leaf_products import LeafProducts, leaf_products
+from circuits.program import LeafProducts, leaf_products
 
 __all__ = ["leave_one_out"]
 

@@ -1,5 +1,10 @@
 """Passes over a compiled :class:`~circuits.compile.Plan` that the queries share.
 
+- :func:`normalise`: flat logits to log-parameters, one log-softmax per parameter group
+  (the support states of one leaf or the children of one sum). Each group's maximum is
+  subtracted *before* summing, so the result is exact for logits of any magnitude:
+  ``logits - logsumexp(logits)`` done naively loses everything once ``|logits|`` exceeds
+  ``1 / eps`` (``1e8`` in float32 rounds ``1e8 + log 3`` back to ``1e8``);
 - the upward pass (:func:`upward`, :func:`root_log_values`, :func:`log_values`): layer by
   layer on per-layer tensors (:mod:`circuits.upward`, program built by
   :mod:`circuits.program`), node values gathered into node-id order only when asked;
@@ -7,7 +12,7 @@
 
 Parameters arrive as ``logp``: the normalised flat log-parameters ``[B', num_params]`` with
 ``B'`` either 1 (shared) or the batch size; :func:`extend` appends the two constant slots
-(log 0, log 1). Top-down queries live in :mod:`circuits.downward` and :mod:`circuits.flows`.
+(log 0, log 1). Top-down queries live in :mod:`circuits.downward`.
 
 All log-space reductions are "safe": a reduction over only ``-inf`` gives ``-inf`` with a
 zero (not NaN) gradient, so zero-probability branches never poison gradients.
@@ -19,12 +24,77 @@ import torch
 
 from circuits import upward as upward_steps
 from circuits.compile import Plan
-from circuits.leaf_products import leaf_products
+from circuits.program import KeptWeights, leaf_products
 
-__all__ = ["extend", "leaf_log_probs", "leaf_values", "leaf_layer_slots", "upward", "upward_layers",
-           "root_log_values", "log_values", "posterior"]
+__all__ = ["extend", "leaf_log_probs", "leaf_values", "log_values", "normalise", "posterior",
+           "root_log_values", "upward", "upward_layers"]
 
 NEG_INF = float("-inf")
+NARROW = 16   # groups narrower than this are normalised along the transposed run
+
+
+def normalise(plan: Plan, params: torch.Tensor, name: str = "params") -> torch.Tensor:
+    """Log-softmax of ``params [B, P]`` within each leaf's and each sum's parameter group.
+
+    Each run of equal-size groups (``plan.param_runs``) is one dense log-softmax, each mixed
+    stretch one scatter-based log-softmax. Raises ValueError naming ``name`` when every logit
+    of some group is ``-inf`` (that leaf or sum would have zero total mass).
+    """
+    if plan.num_params == 0:
+        return params
+    runs = plan.param_runs
+    segments = torch.split(params, [stop - start for start, stop, *_ in runs], 1)  # one backward cat
+    parts = []
+    for (start, stop, size, first_group, stop_group), segment in zip(runs, segments):
+        if size >= NARROW:
+            parts.append(torch.log_softmax(segment.reshape(-1, size), -1).view(segment.shape))
+        elif size:                                   # transposed: CPU kernels are slow on short rows
+            rows = segment.reshape(-1, size).T
+            parts.append(torch.log_softmax(rows, 0).T.reshape(segment.shape))
+        else:
+            group = plan.param_group[start:stop].to(params.device) - first_group
+            parts.append(_scatter_log_softmax(segment, group, stop_group - first_group))
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    if bool(out.detach().sum().isnan()):            # an all -inf group (or NaN logits)
+        _check_mass(plan, params, name)
+    return out
+
+
+def _group_max(params: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Per-group maximum ``[B, num_groups]`` of ``params [B, P]`` (detached)."""
+    top = params.new_full((params.shape[0], num_groups), float("-inf"))
+    return top.scatter_reduce(1, group.expand(params.shape[0], -1), params.detach(), "amax",
+                              include_self=True)
+
+
+def _scatter_log_softmax(params: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Log-softmax of ``params [B, P']`` within the groups ``group [P']`` (ids ``0..num_groups-1``)."""
+    index = group.expand(params.shape[0], -1)
+    shifted = params - _group_max(params, group, num_groups).gather(1, index)
+    total = shifted.new_zeros(params.shape[0], num_groups).scatter_add(1, index, torch.exp(shifted))
+    return shifted - torch.log(total).gather(1, index)
+
+
+def _check_mass(plan: Plan, params: torch.Tensor, name: str) -> None:
+    """Raise where some group of ``params [B, P]`` is all ``-inf`` (a NaN logit alone passes)."""
+    top = _group_max(params, plan.param_group.to(params.device), plan.num_param_groups)
+    if bool(torch.isneginf(top).any()):
+        _raise_zero_mass(plan, top, name)
+
+
+def _raise_zero_mass(plan: Plan, top: torch.Tensor, name: str) -> None:
+    row, g = torch.nonzero(torch.isneginf(top))[0].tolist()
+    members = torch.nonzero(plan.param_group.cpu() == g).flatten().tolist()
+    first = members[0]
+    if int(plan.param_leaf[first]) >= 0:
+        var = int(plan.leaf_var[plan.param_leaf[first]])
+        owner = f"the support states of a leaf over variable {var}"
+    else:
+        owner = f"the children of sum node {int(plan.param_node[first])}"
+    where = f"row {row}, " if top.shape[0] > 1 else ""
+    raise ValueError(f"{name}: every logit of a parameter group is -inf ({where}entries "
+                     f"{members}: {owner}), so it has zero total mass; at least one logit "
+                     f"per group must be finite")
 
 
 def extend(logp: torch.Tensor) -> torch.Tensor:
@@ -85,17 +155,6 @@ def _slots_and_columns(plan: Plan, states: torch.Tensor) -> tuple[torch.Tensor, 
     return slots, columns
 
 
-def leaf_layer_slots(plan: Plan, x: torch.Tensor) -> torch.Tensor:
-    """The slot of ``logp_ext [1, P + 2]`` that each value of the leaf layer reads under
-    ``x [B, V]`` (-1 reads log 1), ``[n_0, B]``, rows as :func:`_leaf_values`'s: the leaf
-    layer is ``logp_ext.reshape(-1).take(slots)`` and its gradient an ``index_add``."""
-    states = _states(plan, x)
-    if plan.program.leaf_table is not None:
-        return _pick(plan.program.leaf_table, states)
-    slots, columns = _slots_and_columns(plan, states)
-    return slots.take(columns)
-
-
 def leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
     """Leaf log-values ``[B, L]`` under evidence ``x [B, V]`` (-1 = marginalised, None = all)."""
     return _leaf_values(plan, logp_ext, x, batch).index_select(0, plan.program.leaf_rows).T
@@ -119,11 +178,11 @@ def upward_layers(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor) -
 
 
 def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int,
-                    exps: upward_steps.KeptWeights | None = None) -> torch.Tensor:
+                    exps: KeptWeights | None = None) -> torch.Tensor:
     """The root's log-value ``[B]`` under evidence ``x [B, V]`` (-1 = marginalised);
     ``exps``: :func:`circuits.upward.weight_exps` of ``logp_ext``, if kept by the caller.
     Where the first layer is products of leaves, it is read straight from the leaf tables
-    (:mod:`circuits.leaf_products`)."""
+    (:func:`circuits.program.leaf_products`)."""
     fused = leaf_products(plan.program) if x is not None and logp_ext.shape[0] == 1 else None
     if fused is None:
         outs = upward_steps.run(plan.program, logp_ext, _leaf_values(plan, logp_ext, x, batch),

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from circuits.logops import zero_log_zero
+from circuits.kernels import zero_log_zero
 
 __all__ = ["BatchLast"]
 

@@ -11,7 +11,7 @@ import math
 import torch
 from torch.distributions import Distribution, constraints
 
-from circuits.logops import compiling, zero_log_zero
+from circuits.kernels import compiling, zero_log_zero
 from circuits.tree_batch_last import BatchLast
 
 __all__ = ["TreeDistribution"]

@@ -25,28 +25,27 @@ are not all ``-inf``, the step recomputes those batch columns with the exact per
 log-sum-exp, so every value is exact to the dtype's precision.
 
 Speed: an ``outer`` step with shared weights is one autograd node
-(:class:`~circuits.outer_step.OuterMatmul`) whose backward reuses the saved outer product
+(:class:`~circuits.kernels.OuterMatmul`) whose backward reuses the saved outer product
 instead of running autograd's broadcast products over ``[G, K, B]`` (where the gradient is
 differentiated again, as for the leave-one-out gradient,
-:class:`~circuits.outer_step.OuterMatmulTwice` does the same for the second order); batches
-narrower than :data:`~circuits.outer_step.NARROW` multiply in transposed form (CPU BLAS is
+:class:`~circuits.kernels.OuterMatmulTwice` does the same for the second order); batches
+narrower than :data:`~circuits.kernels.NARROW` multiply in transposed form (CPU BLAS is
 slow on batched matrix-vector products); a caller that keeps the normalised parameters
 across passes can keep their exponentials too (:func:`weight_exps`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from circuits.logops import log_nonneg, logsumexp
-from circuits.outer_step import (OuterMatmul, OuterMatmulTwice, matmul, max_shift,
-                                 outer_values)
-from circuits.program import Program, Step, kept_structure
+from circuits.kernels import (OuterMatmul, OuterMatmulTwice, log_nonneg, logsumexp, matmul,
+                              max_shift, outer_values)
+from circuits.program import KeptWeights, Program, Step, kept_structure
 
 __all__ = ["LOG_SUM_EXP", "MAX_PRODUCT", "run", "root", "node_values", "weight_exps",
-           "piece_steps", "KeptWeights"]
+           "piece_steps"]
 
 
 def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None, *,
@@ -63,10 +62,10 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
     case costs one synchronisation per pass, not one per step (``exact``: the guards from
     the start). ``exps``: :func:`weight_exps`
     of the same ``logp_ext``, when the caller keeps them across passes. ``first``: the first
-    layer's values ``[n_1, B]`` computed by the caller (:mod:`circuits.leaf_products`), which
+    layer's values ``[n_1, B]`` computed by the caller (:class:`circuits.program.LeafProducts`), which
     then passes no leaf layer (``leaf_vals`` None; no later step may read it). ``twice``:
     every step's gradient can be differentiated again: composed of torch ops, or, for the
-    fused outer step, :class:`~circuits.outer_step.OuterMatmulTwice`, whose backward has a
+    fused outer step, :class:`~circuits.kernels.OuterMatmulTwice`, whose backward has a
     hand-written backward.
     """
     steps = LOG_SUM_EXP if semiring is None else semiring
@@ -91,33 +90,6 @@ def _walk(program: Program, steps: dict, ctx: _Pass, leaf_vals: torch.Tensor | N
         parts = [steps[step.kind](step, _source(outs, step.sources), ctx) for step in layer]
         outs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
     return outs
-
-
-@dataclass(frozen=True)
-class KeptWeights:
-    """What :func:`weight_exps` keeps for passes with unchanged parameters: ``exps``, the
-    weights ``exp(piece)`` of every piece a dense or outer step reads (None for the
-    others), and ``safe``, the pieces whose every weight is at least twice the step's limit
-    (``K * tiny / eps``). Such a step needs no underflow check: its shifted children
-    include one exactly 1 (the maximum, ``exp(0)``; for an outer step the product of both
-    maxima), so each sum of non-negative terms is at least that child's weight.
-
-    ``derived``: other tensors that depend on the parameters alone, made by the first pass
-    that needs them and reused by the next ones (the log-weights of a step whose slots are
-    not one contiguous piece, gathered; the fused first layer's leaf tables,
-    :mod:`circuits.leaf_products`)."""
-
-    exps: tuple
-    safe: frozenset
-    derived: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def get(self, owner, make):
-        """What ``make()`` derives for ``owner`` (a step, the fused first layer), made on
-        first use (held with ``owner``, so an id is never read for another object)."""
-        entry = self.derived.get(id(owner))
-        if entry is None or entry[0] is not owner:
-            entry = self.derived[id(owner)] = (owner, make())
-        return entry[1]
 
 
 def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:

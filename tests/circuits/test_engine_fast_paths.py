@@ -2,12 +2,12 @@
 
 - ``Circuit`` keeps its normalised parameters while ``logits`` is unchanged and no gradient
   can flow: every in-place change through the parameter must invalidate them.
-- The fused outer step's hand-written backward (``outer_step.OuterMatmul``) against autograd
+- The fused outer step's hand-written backward (``kernels.OuterMatmul``) against autograd
   of the same formula and against finite differences, including ``-inf`` children; and its
-  twice-differentiable form (``outer_step.OuterMatmulTwice``), second derivatives included.
-- Narrow batches (``outer_step.bmm``'s transposed product) and run-wise normalisation
-  (``parameters.normalise``) against float64 references.
-- The first layer read straight from the leaf tables (``circuits.leaf_products``) against
+  twice-differentiable form (``kernels.OuterMatmulTwice``), second derivatives included.
+- Narrow batches (``kernels.bmm``'s transposed product) and run-wise normalisation
+  (``passes.normalise``) against float64 references.
+- The first layer read from the leaf tables (``circuits.program.leaf_products``) against
   the unfused pass, and its flow-weighted lookup (``weighted_children``) against the
   elementwise one, values and gradients.
 """
@@ -19,8 +19,7 @@ import copy
 import pytest
 import torch
 
-from circuits import (Categorical, Circuit, Product, Sum, leaf_products, logops, outer_step,
-                      parameters, passes, upward)
+from circuits import Categorical, Circuit, Product, Sum, kernels, passes, program, upward
 from circuits.structures import random_tensorized
 
 RAT = dict(num_vars=8, num_states=3, depth=2, num_repetitions=2, num_sums=3,
@@ -101,11 +100,11 @@ def _outer_inputs(dtype, batch: int, neg_inf: bool):
 def test_outer_backward_equals_autograd_of_the_formula(batch, neg_inf):
     w, both, a = _outer_inputs(torch.float64, batch, neg_inf)
     w1, b1 = w.clone().requires_grad_(), both.clone().requires_grad_()
-    out, _ = outer_step.OuterMatmul.apply(w1, b1, a)
+    out, _ = kernels.OuterMatmul.apply(w1, b1, a)
     w2, b2 = w.clone().requires_grad_(), both.clone().requires_grad_()
     left, right = b2[:, :a], b2[:, a:]
     terms = left.unsqueeze(2) + right.unsqueeze(1)                   # [G, A, A2, B]
-    expected = logops.logsumexp(terms.flatten(1, 2).unsqueeze(1) + w2[0].unsqueeze(-1), 2)
+    expected = kernels.logsumexp(terms.flatten(1, 2).unsqueeze(1) + w2[0].unsqueeze(-1), 2)
     finite = torch.isfinite(expected)
     assert torch.equal(torch.isfinite(out), finite)
     assert torch.allclose(out[finite], expected[finite], rtol=1e-12, atol=1e-12)
@@ -121,7 +120,7 @@ def test_outer_backward_gradcheck():
     w, both, a = _outer_inputs(torch.float64, 3, False)
     w.requires_grad_()
     both.requires_grad_()
-    assert torch.autograd.gradcheck(lambda w_, b_: outer_step.OuterMatmul.apply(w_, b_, a)[0], (w, both))
+    assert torch.autograd.gradcheck(lambda w_, b_: kernels.OuterMatmul.apply(w_, b_, a)[0], (w, both))
 
 
 def test_outer_backward_cannot_be_differentiated_again():
@@ -129,7 +128,7 @@ def test_outer_backward_cannot_be_differentiated_again():
     loudly, not come out silently wrong (``upward.run(twice=True)`` is the way to one)."""
     w, both, a = _outer_inputs(torch.float64, 3, False)
     both.requires_grad_()
-    out, _ = outer_step.OuterMatmul.apply(w.requires_grad_(), both, a)
+    out, _ = kernels.OuterMatmul.apply(w.requires_grad_(), both, a)
     grad, = torch.autograd.grad(out.square().sum(), both, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad.sum().backward()
@@ -138,7 +137,7 @@ def test_outer_backward_cannot_be_differentiated_again():
 def _formula(w, both, a):
     """The outer step by autograd's own ops: ``logsumexp_k (w_mk + left_i + right_j)``."""
     terms = both[:, :a].unsqueeze(2) + both[:, a:].unsqueeze(1)          # [G, A, A2, B]
-    return logops.logsumexp(terms.flatten(1, 2).unsqueeze(1) + w[0].unsqueeze(-1), 2)
+    return kernels.logsumexp(terms.flatten(1, 2).unsqueeze(1) + w[0].unsqueeze(-1), 2)
 
 
 def test_outer_twice_gradgradcheck():
@@ -147,7 +146,7 @@ def test_outer_twice_gradgradcheck():
     w, both, a = _outer_inputs(torch.float64, 4, False)
     w.requires_grad_()
     both.requires_grad_()
-    step = lambda w_, b_: outer_step.OuterMatmulTwice.apply(w_, b_, a)[0]        # noqa: E731
+    step = lambda w_, b_: kernels.OuterMatmulTwice.apply(w_, b_, a)[0]        # noqa: E731
     assert torch.autograd.gradcheck(step, (w, both))
     assert torch.autograd.gradgradcheck(step, (w, both))
 
@@ -162,7 +161,7 @@ def test_outer_twice_second_derivatives_equal_autograd_of_the_formula(batch, neg
     upstream = torch.randn(3, 5, batch, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(batch))
     results = []
-    for step in (lambda w_, b_: outer_step.OuterMatmulTwice.apply(w_, b_, a)[0],
+    for step in (lambda w_, b_: kernels.OuterMatmulTwice.apply(w_, b_, a)[0],
                  lambda w_, b_: _formula(w_, b_, a)):
         w1, b1 = w.clone().requires_grad_(), both.clone().requires_grad_()
         out = step(w1, b1)
@@ -177,7 +176,7 @@ def test_outer_twice_second_derivatives_equal_autograd_of_the_formula(batch, neg
         torch.testing.assert_close(got, expected.nan_to_num(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("batch", [1, 2, outer_step.NARROW - 1, outer_step.NARROW, 33])
+@pytest.mark.parametrize("batch", [1, 2, kernels.NARROW - 1, kernels.NARROW, 33])
 def test_float32_matches_float64_on_both_sides_of_the_narrow_batch_switch(batch):
     c32 = random_tensorized(**RAT)
     c64 = Circuit(c32.root, dtype=torch.float64)
@@ -204,7 +203,7 @@ def test_normalise_by_runs_equals_group_by_group():
     params = torch.randn(3, plan.num_params, generator=torch.Generator().manual_seed(0)) * 50
     params[0, 0] = float("-inf")
     params[1, -1] = float("-inf")
-    got = parameters.normalise(plan, params)
+    got = passes.normalise(plan, params)
     expected = _scatter_reference(plan, params)
     assert torch.equal(torch.isinf(got), torch.isinf(expected))
     finite = torch.isfinite(expected)
@@ -222,7 +221,7 @@ def test_normalise_mixed_and_single_size_stretches_equal_group_by_group():
         assert [size for _, _, size, _, _ in plan.param_runs] == sizes
         params = torch.randn(2, plan.num_params, generator=torch.Generator().manual_seed(1)) * 20
         params.requires_grad_(True)
-        got = parameters.normalise(plan, params)
+        got = passes.normalise(plan, params)
         reference = _scatter_reference(plan, params.detach())
         assert torch.allclose(got.double(), reference, atol=1e-5)
         weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(2))
@@ -241,7 +240,7 @@ def test_normalise_names_an_all_minus_inf_group():
     params = torch.zeros(2, c.num_params)
     params[1, :2] = float("-inf")
     with pytest.raises(ValueError, match="row 1"):
-        parameters.normalise(c._plan_on(torch.device("cpu")), params)
+        passes.normalise(c._plan_on(torch.device("cpu")), params)
 
 
 @pytest.mark.parametrize("zero_state", [False, True])
@@ -251,17 +250,17 @@ def test_fused_leaf_products_equal_the_unfused_pass(dtype, zero_state, monkeypat
     (a zero-probability state, picked by some rows) by the gather, as 0 * -inf is NaN."""
     c = Circuit(random_tensorized(**RAT).root, dtype=dtype)
     plan = c._plan_on(torch.device("cpu"))
-    fused = leaf_products.leaf_products(plan.program)
+    fused = program.leaf_products(plan.program)
     assert fused is not None and fused.program is not plan.program     # grouped rows renumbered
     x = _x(40, seed=5)
     x[1] = -1                                                          # nothing observed
-    ext = passes.extend(parameters.normalise(plan, c.logits.unsqueeze(0)))
+    ext = passes.extend(passes.normalise(plan, c.logits.unsqueeze(0)))
     if zero_state:
         ext = ext.detach().clone()
         ext[0, fused.gather_slots[0, 0, 0, 1 + int(x[0, fused.variables[0]])]] = float("-inf")
     one_hot_calls = []
-    one_hot = leaf_products.LeafProducts._one_hot_sum
-    monkeypatch.setattr(leaf_products.LeafProducts, "_one_hot_sum",
+    one_hot = program.LeafProducts._one_hot_sum
+    monkeypatch.setattr(program.LeafProducts, "_one_hot_sum",
                         lambda self, *a: one_hot_calls.append(1) or one_hot(self, *a))
     ext_plain = ext.detach().clone().requires_grad_()
     ext_fused = ext.detach().clone().requires_grad_()
@@ -286,7 +285,7 @@ def test_weighted_children_equal_the_children_times_the_weights():
     read column 0 too)."""
     c = Circuit(random_tensorized(**RAT).root, dtype=torch.float64)
     plan = c._plan_on(torch.device("cpu"))
-    fused = leaf_products.leaf_products(plan.program)
+    fused = program.leaf_products(plan.program)
     u, _, _, i = fused.slots.shape
     x = _x(12, seed=3)
     gen = torch.Generator().manual_seed(4)
@@ -309,7 +308,7 @@ def test_weighted_children_equal_the_children_times_the_weights():
 def test_leaf_products_decline_a_first_layer_that_is_not_products_of_leaves():
     mixture = Sum([Categorical(0, 2), Categorical(0, 2, probs=[.3, .7])])
     c = Circuit(Product([mixture, Categorical(1, 2)]))
-    assert leaf_products.leaf_products(c._plan_on(torch.device("cpu")).program) is None
+    assert program.leaf_products(c._plan_on(torch.device("cpu")).program) is None
     x = torch.tensor([[0, 1], [1, -1]])
     expected = torch.log(torch.tensor([0.5 * (0.5 + 0.3) * 0.5, 0.5 * (0.5 + 0.7)]))
     assert torch.allclose(c.log_prob(x), expected, atol=1e-6)
@@ -333,7 +332,7 @@ def test_kept_weights_skip_the_underflow_check_only_where_no_weight_is_tiny():
     expected = Circuit(c.root, dtype=torch.float64)
     with torch.no_grad():
         expected.logits.copy_(c.logits)
-        ext = passes.extend(parameters.normalise(plan, expected.logits.unsqueeze(0)))
+        ext = passes.extend(passes.normalise(plan, expected.logits.unsqueeze(0)))
         plain = upward.root(plan.program, upward.run(plan.program, ext, passes._leaf_values(plan, ext, x, 12)))
     assert torch.allclose(got, plain, rtol=1e-12, atol=1e-12)
     assert not torch.equal(c.logits, logits)
@@ -347,7 +346,7 @@ def test_kept_weights_derive_the_leaf_tables_and_sum_weights_once_per_parameter_
         first = c.log_prob(x)
         kept = c._normalised()[2]
         owners = [entry[0] for entry in kept.derived.values()]
-        assert any(isinstance(o, leaf_products.LeafProducts) for o in owners)
+        assert any(isinstance(o, program.LeafProducts) for o in owners)
         assert any(isinstance(o, upward.Step) and o.kind == "sum" for o in owners)
         tensors = [entry[1] for entry in kept.derived.values()]
         assert torch.equal(c.log_prob(x), first)
