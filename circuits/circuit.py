@@ -119,7 +119,7 @@ class Circuit(nn.Module):
         if key not in self._table_plans:
             with kept_structure():
                 cpu = build_table_plan(self._plans[torch.device("cpu")], self.root, list(scopes))
-                self._table_plans[key] = _table_plan_to(cpu, device)
+                self._table_plans[key] = cpu.to(device)
         return self._table_plans[key]
 
     def region_tree(self, device: torch.device | str = "cpu") -> RegionTree | None:
@@ -238,25 +238,3 @@ class Circuit(nn.Module):
     def leave_one_out_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(x_i | x_-i)`` for every variable: ``[..., num_vars]``."""
         return self.distribution().leave_one_out_log_prob(x)
-
-
-def _table_plan_to(table_plan: TablePlan, device) -> TablePlan:
-    if torch.device(device) == torch.device("cpu"):
-        return table_plan
-    from dataclasses import replace
-    def move(value):
-        if isinstance(value, torch.Tensor):
-            return value.to(device)
-        if hasattr(value, "chunks"):
-            return replace(value, ids=value.ids.to(device))
-        if isinstance(value, (list, tuple)):
-            return type(value)(move(v) for v in value)
-        return value
-
-    steps = [replace(step, nodes=move(step.nodes), targets=move(step.targets),
-                     patterns=[replace(p, **{f: move(getattr(p, f)) for f in
-                                             ("rows", "weights", "pieces", "a", "b") if hasattr(p, f)})
-                               for p in step.patterns]) for step in table_plan.steps]
-    return replace(table_plan, steps=steps, result=move(table_plan.result),
-                   pair_index=move(table_plan.pair_index),
-                   order=table_plan.order.to(device))

@@ -17,10 +17,9 @@ import torch
 from torch.distributions import Distribution
 
 from circuits import downward, passes
-from circuits import flows as node_flows
 from circuits.compile import Plan
-from circuits.nodes import ApproximateMPEWarning, NotDeterministicError
 from circuits.leave_one_out import leave_one_out
+from circuits.nodes import ApproximateMPEWarning, NotDeterministicError
 from circuits.tables import scope_tables
 
 __all__ = ["CircuitDistribution", "check_assignment", "check_dtype", "check_generator",
@@ -68,7 +67,7 @@ class CircuitDistribution(Distribution):
         """Node flows ``[B', N]``, computed once per distribution (marginals and scope tables
         of one distribution share them, also inside one autograd graph)."""
         if self._node_flows is None:
-            self._node_flows = node_flows.flows(self._plan, self._ext())
+            self._node_flows = downward.flows(self._plan, self._ext())
         return self._node_flows
 
     def _ext(self) -> torch.Tensor:
@@ -142,7 +141,7 @@ class CircuitDistribution(Distribution):
         tree = self._tree()
         if tree is not None:
             return self._batched(tree.entropy())
-        return self._batched(node_flows.entropy(self._plan, self._ext(), self._flows()))
+        return self._batched(downward.entropy(self._plan, self._ext(), self._flows()))
 
     def condition(self, evidence: torch.Tensor) -> CircuitDistribution:
         """The conditional distribution given ``evidence`` ``[num_vars]`` or ``[*batch, num_vars]``

@@ -15,8 +15,7 @@ import circuits.distribution
 from circuits import Categorical, Circuit, Product, Sum
 from circuits.structures import mean_field, mixture, random_tensorized, selective
 from circuits.region_tree import RegionTree
-from circuits.tree_batch_last import BatchLast
-from circuits.tree_distribution import TreeDistribution
+from circuits.tree_distribution import BatchLast, TreeDistribution
 from tests.circuits.helpers import (ZERO_WEIGHT_CASES, check_entropy_by_enumeration,
                                   zero_weight_params)
 
