@@ -29,7 +29,6 @@ from tensordict.nn import TensorDictParams
 from torch import nn
 from torchrl.objectives import LossModule
 
-from factor_q import FactorValues
 from factor_q.argmax import eliminate, elimination_plan, table_size
 from spnpolicy.algos.critics import TwinFactorQ
 from spnpolicy.algos.policies import JointPolicy
@@ -121,7 +120,7 @@ class SpnAcLoss(LossModule):
         best = None
         if self.mode_guidance:
             with torch.no_grad():
-                best = eliminate(_mean_critic(values), self._mode_steps)
+                best = eliminate(values.mean(), self._mode_steps)
         loss_actor, entropy = actor_loss(values, self.policy.fast_distribution(state), alpha,
                                          mode=best, mode_weight=self.mode_guidance)
         out = {"loss_qvalue": loss_qvalue, "loss_actor": loss_actor}
@@ -130,12 +129,3 @@ class SpnAcLoss(LossModule):
                                                         - self.target_entropy).mean()
         out.update(alpha=alpha, entropy=entropy.detach().mean())
         return TensorDict(out, [])
-
-
-def _mean_critic(values) -> FactorValues:
-    """The critics' mean ``sum_j Q_j / J`` as one :class:`~factor_q.FactorValues`."""
-    first = values[0]
-    parts = [None if getattr(first, name) is None else
-             torch.stack([getattr(v, name) for v in values]).mean(0)
-             for name in ("unary", "pairwise", "triple")]
-    return FactorValues.trusted(first.graph, *parts)
