@@ -111,6 +111,11 @@ class SpnAcConfig(OffPolicyConfig):
     (with a note at the start of the run) where the elimination needs tables of more than
     MODE_TABLE_SIZE entries per state, and with compile=True (its checks break the single
     traced graph); 0 turns it off."""
+    mode_floor: float = 0.05
+    """The mode guidance acts only on states where ``pi(u* | s) < mode_floor``: it lifts a
+    dropped coordinated joint action back to that probability, then leaves the ELBO to move
+    it; it does not pull a trained policy toward an early critic's argmax. 1 applies it on
+    every state."""
     compile: bool = False
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
@@ -139,6 +144,7 @@ class SpnAcConfig(OffPolicyConfig):
         for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
             check_float(name, getattr(self, name), 0.0, low_open=True)
         check_float("mode_guidance", self.mode_guidance, 0.0)
+        check_float("mode_floor", self.mode_floor, 0.0, 1.0, low_open=True)
         check_float("target_entropy_scale", self.target_entropy_scale, 0.0, 1.0)
         for name in ("unary", "autotune_alpha", "compile"):
             check_bool(name, getattr(self, name))
@@ -179,12 +185,14 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = "exact",
                samples: int = 8, mode: torch.Tensor | None = None,
-               mode_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               mode_weight: float = 0.0,
+               mode_floor: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The actor loss and the (exact) policy entropy ``[B]``, for the critics' ensemble
     ``values``.
 
     With ``mode`` (the critics' best joint actions ``[B, n]``) the loss also gains
-    ``-mode_weight mean log pi(mode | s)`` (mode guidance, see ``SpnAcConfig``).
+    ``-mode_weight mean min(log pi(mode | s), log mode_floor)`` (mode guidance, see
+    ``SpnAcConfig``): no gradient on states where ``pi(mode | s) >= mode_floor``.
 
     ``exact``: ``-mean(min_j E_pi[Q_j(s, .)] + alpha H(pi))`` differentiated through ``dist``.
     ``reinforce``: a surrogate whose gradient is the score-function estimate of the same
@@ -193,7 +201,8 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
     of ``f`` over the other draws (leave-one-out baseline).
     """
     entropy = dist.entropy()
-    guidance = 0.0 if mode is None else -mode_weight * dist.log_prob(mode).mean()
+    guidance = 0.0 if mode is None else \
+        -mode_weight * dist.log_prob(mode).clamp(max=math.log(mode_floor)).mean()
     if gradient == "exact":
         return -(values.min_expectation(dist) + alpha * entropy).mean() + guidance, entropy
     draws = dist.sample((samples,))                                      # [M, B, n]
@@ -341,7 +350,8 @@ class SpnAc(OffPolicyAlgorithm):
                     else None)
         dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
-                                         cfg.reinforce_samples, best, self.mode_guidance)
+                                         cfg.reinforce_samples, best, self.mode_guidance,
+                                         cfg.mode_floor)
         if cfg.autotune_alpha:
             return loss_actor + self.temperature.loss(entropy, self.target_entropy), \
                 loss_actor, entropy

@@ -150,6 +150,33 @@ def test_mode_guidance_gradient_does_not_vanish_with_the_actions_probability():
                                rtol=1e-4, atol=1e-9)
 
 
+def test_mode_floor_leaves_states_whose_best_action_is_already_likely():
+    """With ``mode_floor`` f, a state contributes ``-w log pi(mode)`` (and its gradient)
+    only while ``pi(mode) < f``; states above the floor add the constant ``-w log f``."""
+    graph = FactorGraph.complete(N)
+    q = FactorValues.stack([_values(0, graph), _values(1, graph)])
+    actions = torch.tensor(list(itertools.product(range(K), repeat=N)))
+    logits = torch.zeros(B, K ** N, dtype=torch.float64)
+    logits[:2, 0] = 6.0                   # rows 0, 1: pi(action 0) ~ 0.94, above the floor
+    logits.requires_grad_(True)
+    alpha = torch.tensor(0.3, dtype=torch.float64)
+    mode = actions[torch.zeros(B, dtype=torch.long)]
+    dist = JointCategorical(logits, N, K)
+    plain, _ = actor_loss(q, dist, alpha)
+    floored, _ = actor_loss(q, dist, alpha, mode=mode, mode_weight=0.2, mode_floor=0.5)
+    log_pi = dist.log_prob(mode)
+    assert (log_pi[:2].exp() > 0.5).all() and (log_pi[2:].exp() < 0.5).all()
+    expected = plain - 0.2 * torch.cat([torch.full((2,), math.log(0.5), dtype=torch.float64),
+                                        log_pi[2:]]).mean()
+    torch.testing.assert_close(floored, expected)
+    (g_plain,) = torch.autograd.grad(plain, logits, retain_graph=True)
+    (g_floor,) = torch.autograd.grad(floored, logits)
+    torch.testing.assert_close(g_floor[:2], g_plain[:2])     # no guidance above the floor
+    assert not torch.allclose(g_floor[2:], g_plain[2:])
+    unfloored, _ = actor_loss(q, dist, alpha, mode=mode, mode_weight=0.2)
+    torch.testing.assert_close(unfloored, plain - 0.2 * log_pi.mean())
+
+
 def test_mode_guidance_is_on_for_narrow_graphs_and_off_with_a_note_for_wide_ones():
     """3 agents on coverage (3 pairs: tables of 6^3 = 216 entries) keep the guidance; 6
     agents on 20 random pairs (6^6 = 46,656 > MODE_TABLE_SIZE) train without it, and say so."""
