@@ -66,7 +66,7 @@ def test_registry_entries_and_defaults():
 def test_dcg_default_graphs():
     coverage = make_vec_env("coverage", 1, seed=0, num_agents=6, grid_size=8)
     model = build_dcg(make_config("dcg", "coverage"), coverage)
-    assert model.q.graph == build_factor_graph("random", 6, 20, 2)  # seed 000's graph
+    assert model.q.graph == build_factor_graph("random", 6, 20, 2)  # the paper setting's graph
     assert model.q.share_params
     matrix = make_vec_env("climbing", 1, seed=0)
     assert build_dcg(make_config("dcg", "climbing"), matrix).q.graph == FactorGraph.complete(2)

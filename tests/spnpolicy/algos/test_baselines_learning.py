@@ -1,4 +1,4 @@
-"""What the baselines provably can learn (issue 6), at their default matrix-game budgets.
+"""What the baselines provably can learn, at their default matrix-game budgets.
 
 IQL, VDN and QMIX represent the additive ``linear`` game exactly; QMIX's monotonic mixer
 represents ``monotonic``; DCG's pairwise payoff on the complete graph of two agents is the

@@ -1,5 +1,5 @@
-"""Coverage is learned: fixed goals, relative observations and potential-based shaping
-(issue 12). The fast check runs by default; coverage-quick itself is marked slow."""
+"""Coverage is learned: fixed goals, relative observations and potential-based shaping.
+The fast check runs by default; coverage-quick itself is marked slow."""
 
 import pytest
 

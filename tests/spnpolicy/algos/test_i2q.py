@@ -1,4 +1,4 @@
-"""i2q (issue 15): its three losses by hand, the ideal bootstrap through the transition
+"""i2q: its three losses by hand, the ideal bootstrap through the transition
 model, and a default run that solves ``coordination``."""
 
 import numpy as np

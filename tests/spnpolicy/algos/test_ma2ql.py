@@ -1,4 +1,4 @@
-"""ma2ql (issue 15): the turn schedule, an update that changes only the agent whose turn it
+"""ma2ql: the turn schedule, an update that changes only the agent whose turn it
 is, its TD loss by hand, and a default run that solves ``coordination``."""
 
 import numpy as np

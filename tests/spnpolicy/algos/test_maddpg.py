@@ -1,4 +1,4 @@
-"""maddpg (issue 15): the straight-through Gumbel-softmax by hand, the actor loss's
+"""maddpg: the straight-through Gumbel-softmax by hand, the actor loss's
 gradient reaching only the agent's own action, and a default run that solves
 ``coordination``."""
 

@@ -1,4 +1,4 @@
-"""masac (issue 15): its losses against hand-computed values, one update on its own, and a
+"""masac: its losses against hand-computed values, one update on its own, and a
 default run that solves ``coordination``."""
 
 import math

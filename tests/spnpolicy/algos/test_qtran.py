@@ -1,4 +1,4 @@
-"""qtran (issue 15): QTRAN-base's td, opt and clamped nopt losses by hand, one update on its
+"""qtran: QTRAN-base's td, opt and clamped nopt losses by hand, one update on its
 own, and a default run that solves ``coordination``."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""``--algos`` may add registered algorithms that a suite does not list (issue 15 benches its
+"""``--algos`` may add registered algorithms that a suite does not list (the project benches its
 off-policy baselines on the matrix suite this way)."""
 
 import pytest

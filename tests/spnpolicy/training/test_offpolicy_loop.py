@@ -1,4 +1,4 @@
-"""The shared off-policy loop (issue 15): its schedule with a scripted algorithm, and exact
+"""The shared off-policy loop: its schedule with a scripted algorithm, and exact
 resumption of a real one."""
 
 import dataclasses
