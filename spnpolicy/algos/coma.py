@@ -27,12 +27,11 @@ from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ia2c import policy_gradient_loss
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
                                              PerAgentNet, agent_from_run)
-from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 from spnpolicy.training.optim import gradient_step
 
 __all__ = ["ComaConfig", "ComaLearner", "SPECS", "counterfactual_advantage",
-           "others_actions", "train"]
+           "others_actions"]
 
 
 @dataclass(frozen=True)
@@ -114,13 +113,9 @@ class ComaLearner(OnPolicyLearner):
                 "advantage_abs": advantage.abs().mean()}
 
 
-def train(cfg: ComaConfig, env: str, env_kwargs: dict, seed: int, session: Session):
-    """Train coma on ``env``; returns the agent."""
-    return train_onpolicy(cfg, env, env_kwargs, seed, session, ComaLearner)
-
-
 SPECS = (
     AlgorithmSpec("coma", "counterfactual multi-agent policy gradients: centralised critic "
-                  "Q(s, u_-a, .), baseline sum_u pi(u) Q", ComaConfig, train,
-                  {"critic_input": "state"}, ENV_DEFAULTS, load_agent=agent_from_run),
+                  "Q(s, u_-a, .), baseline sum_u pi(u) Q", ComaConfig, ComaLearner,
+                  {"critic_input": "state"}, ENV_DEFAULTS, load_agent=agent_from_run,
+                  loop=train_onpolicy),
 )

@@ -12,11 +12,12 @@ import math
 import os
 import textwrap
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from spnpolicy.training.offpolicy import train_offpolicy
 from spnpolicy.training.shaping import SHAPING_FORMS
 
 __all__ = ["AlgorithmSpec", "OffPolicyConfig", "RunConfig", "check_bool", "check_choice",
@@ -164,22 +165,31 @@ class OffPolicyConfig(RunConfig):
 class AlgorithmSpec:
     """A registry entry: how to configure and train one algorithm.
 
-    ``train(config, env, env_kwargs, seed, session)`` runs the training loop of the
-    algorithm inside a :class:`~spnpolicy.training.Session` and returns the trained agent
-    (with ``act(observations, deterministic=True)``). ``fixed`` are the config values that
-    define the algorithm (variants share a config class); ``env_defaults`` maps an env name
-    or family (``matrix``, ``coverage``, ``mpe``, ``lbf``) to default overrides.
-    ``load_agent(run, payload)`` rebuilds the trained agent from a run's ``config.json``
-    content and checkpoint payload (``spnpolicy.inference.load_agent`` calls it).
+    ``learner(config, envs)`` builds the algorithm's learner; ``loop`` is the training loop
+    that runs it, :func:`~spnpolicy.training.offpolicy.train_offpolicy` (an
+    :class:`~spnpolicy.training.offpolicy.OffPolicyAlgorithm`) or
+    :func:`~spnpolicy.training.onpolicy.train_onpolicy` (an on-policy learner).
+    :meth:`train` runs that loop inside a :class:`~spnpolicy.training.Session` and returns
+    the trained agent (with ``act(observations, deterministic=True)``). ``fixed`` are the
+    config values that define the algorithm (variants share a config class);
+    ``env_defaults`` maps an env name or family (``matrix``, ``coverage``, ``mpe``, ``lbf``)
+    to default overrides. ``load_agent(run, payload)`` rebuilds the trained agent from a
+    run's ``config.json`` content and checkpoint payload (``spnpolicy.inference.load_agent``
+    calls it).
     """
 
     name: str
     summary: str
     config_cls: type
-    train: Any
+    learner: Callable[[Any, Any], Any]
     fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
     env_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     load_agent: Any = None
+    loop: Callable[..., Any] = train_offpolicy
+
+    def train(self, cfg: Any, env: str, env_kwargs: dict, seed: int, session: Any) -> Any:
+        """Train the learner on ``env`` with the config ``cfg`` by its loop; the agent."""
+        return self.loop(cfg, env, env_kwargs, seed, session, self.learner)
 
 
 def parse_field_value(cls: type, name: str, text: str) -> Any:

@@ -14,7 +14,7 @@ uses the paper's message passing instead, cheaper on dense graphs such as the 20
 pairs of 6 coverage agents (which cover every pair, so elimination builds ``6**6``-entry
 tables). Training is deep Q-learning with double-Q targets, epsilon-greedy exploration
 and a target network, the loop shared with iql/vdn/qmix
-(:func:`spnpolicy.algos.q_learning.train_q`).
+(:class:`spnpolicy.algos.q_learning.QLearner`).
 
 Differences from the paper: utilities and payoffs are conditioned on the global state
 (through one MLP torso) instead of each agent's recurrent history, and transitions are
@@ -33,10 +33,10 @@ from factor_q import FactorGraph, FactorQ, FactorValues
 from spnpolicy.algos.config import AlgorithmSpec, check_choice, check_int
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
 from spnpolicy.algos.q_learning import (ENV_DEFAULTS, QLearningConfig, QModel, q_agent_loader,
-                                         train_q)
-from spnpolicy.training import Session, VecEnv
+                                         q_learner)
+from spnpolicy.training import VecEnv
 
-__all__ = ["ENV_DEFAULTS", "GREEDY_METHODS", "SPECS", "DcgConfig", "DcgQ", "train"]
+__all__ = ["ENV_DEFAULTS", "GREEDY_METHODS", "SPECS", "DcgConfig", "DcgQ"]
 
 #: How the greedy joint action is found (``FactorValues.argmax`` methods).
 GREEDY_METHODS = ("auto", "elimination", "max_plus")
@@ -125,14 +125,9 @@ def build(cfg: DcgConfig, envs: VecEnv) -> DcgQ:
                 cfg.epsilon_finish, cfg.greedy_method, cfg.max_plus_iterations)
 
 
-def train(cfg: DcgConfig, env: str, env_kwargs: dict, seed: int, session: Session) -> DcgQ:
-    """Train dcg on ``env``; returns the trained value network (the agent)."""
-    return train_q(cfg, env, env_kwargs, seed, session, build)
-
-
 SPECS = (
     AlgorithmSpec("dcg", "deep coordination graph: shared utility and symmetric payoff heads, "
-                  "greedy joint action by variable elimination", DcgConfig, train, {},
+                  "greedy joint action by variable elimination", DcgConfig, q_learner(build), {},
                   ENV_DEFAULTS,
                   load_agent=q_agent_loader(DcgConfig, build)),
 )

@@ -30,10 +30,9 @@ import torch
 from spnpolicy.algos.config import AlgorithmSpec, check_float
 from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, EpochsConfig, PPOLearner, taken_log_probs
 from spnpolicy.algos.onpolicy_common import agent_from_run, categorical_kl
-from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 
-__all__ = ["DpoConfig", "DpoLearner", "SPECS", "adapt_coefficient", "dpo_loss", "train"]
+__all__ = ["DpoConfig", "DpoLearner", "SPECS", "adapt_coefficient", "dpo_loss"]
 
 
 @dataclass(frozen=True)
@@ -136,13 +135,9 @@ class DpoLearner(PPOLearner):
         self.beta_sqrt_kl = torch.tensor(state["beta_sqrt_kl"], dtype=torch.float64)
 
 
-def train(cfg: DpoConfig, env: str, env_kwargs: dict, seed: int, session: Session):
-    """Train dpo on ``env``; returns the agent."""
-    return train_onpolicy(cfg, env, env_kwargs, seed, session, DpoLearner)
-
-
 SPECS = (
     AlgorithmSpec("dpo", "decentralised policy optimisation: per-agent surrogate with "
-                  "adaptive KL and sqrt-KL penalties", DpoConfig, train, {}, PPO_ENV_DEFAULTS,
-                  load_agent=agent_from_run),
+                  "adaptive KL and sqrt-KL penalties", DpoConfig, DpoLearner, {}, PPO_ENV_DEFAULTS,
+                  load_agent=agent_from_run,
+                  loop=train_onpolicy),
 )

@@ -36,8 +36,8 @@ from spnpolicy.algos.config import AlgorithmSpec, check_float
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS, QLearningConfig, QModel
-from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import TargetSync, agent_loader, train_offpolicy
+from spnpolicy.training import VecEnv, make_target
+from spnpolicy.training.offpolicy import TargetSync, agent_loader
 from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "I2q", "I2qConfig", "I2qNetworks", "StateAgentQ", "q_loss", "qss_loss",
@@ -198,13 +198,7 @@ class I2q(EpsilonGreedyLearner):
             optimizer.load_state_dict(state["optimizers"][name])
 
 
-def train(cfg: I2qConfig, env: str, env_kwargs: dict, seed: int,
-          session: Session) -> StateAgentQ:
-    """Train i2q on ``env``; returns the agents (greedy on ``Q_i(s, .)``)."""
-    return train_offpolicy(cfg, env, env_kwargs, seed, session, I2q)
-
-
 SPECS = (AlgorithmSpec("i2q", "ideal independent Q-learning: Q-learning on the ideal "
                        "transitions of a learned Q^ss(s, s') and transition model",
-                       I2qConfig, train, {}, ENV_DEFAULTS,
+                       I2qConfig, I2q, {}, ENV_DEFAULTS,
                        load_agent=agent_loader(I2qConfig, I2q)),)

@@ -23,11 +23,10 @@ import torch.nn.functional as F
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
                                              agent_from_run)
-from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 from spnpolicy.training.optim import gradient_step
 
-__all__ = ["A2CConfig", "A2CLearner", "SPECS", "policy_gradient_loss", "train"]
+__all__ = ["A2CConfig", "A2CLearner", "SPECS", "policy_gradient_loss"]
 
 
 @dataclass(frozen=True)
@@ -69,13 +68,9 @@ class A2CLearner(OnPolicyLearner):
                 "advantage_abs": advantage.abs().mean()}
 
 
-def train(cfg: A2CConfig, env: str, env_kwargs: dict, seed: int, session: Session):
-    """Train ia2c or maa2c (as ``cfg.critic_input`` says) on ``env``; returns the agent."""
-    return train_onpolicy(cfg, env, env_kwargs, seed, session, A2CLearner)
-
-
 SPECS = (
     AlgorithmSpec("ia2c", "independent advantage actor-critic: shared-parameter actors, "
-                  "critics on each agent's observation", A2CConfig, train,
-                  {"critic_input": "obs"}, ENV_DEFAULTS, load_agent=agent_from_run),
+                  "critics on each agent's observation", A2CConfig, A2CLearner,
+                  {"critic_input": "obs"}, ENV_DEFAULTS, load_agent=agent_from_run,
+                  loop=train_onpolicy),
 )

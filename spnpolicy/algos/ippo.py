@@ -30,12 +30,11 @@ import torch.nn.functional as F
 from spnpolicy.algos.config import AlgorithmSpec, check_float, check_int
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
                                              agent_from_run)
-from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 from spnpolicy.training.optim import gradient_step
 
 __all__ = ["EpochsConfig", "PPO_ENV_DEFAULTS", "PPOConfig", "PPOLearner", "SPECS",
-           "clipped_surrogate_loss", "minibatch_indices", "taken_log_probs", "train"]
+           "clipped_surrogate_loss", "minibatch_indices", "taken_log_probs"]
 
 
 @dataclass(frozen=True)
@@ -162,13 +161,9 @@ class PPOLearner(OnPolicyLearner):
         return metrics
 
 
-def train(cfg: PPOConfig, env: str, env_kwargs: dict, seed: int, session: Session):
-    """Train ippo or mappo (as ``cfg.critic_input`` says) on ``env``; returns the agent."""
-    return train_onpolicy(cfg, env, env_kwargs, seed, session, PPOLearner)
-
-
 SPECS = (
     AlgorithmSpec("ippo", "independent PPO: clipped-ratio shared-parameter actors, critics on "
-                  "each agent's observation", PPOConfig, train, {"critic_input": "obs"},
-                  PPO_ENV_DEFAULTS, load_agent=agent_from_run),
+                  "each agent's observation", PPOConfig, PPOLearner, {"critic_input": "obs"},
+                  PPO_ENV_DEFAULTS, load_agent=agent_from_run,
+                  loop=train_onpolicy),
 )

@@ -31,8 +31,8 @@ from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS as Q_DEFAULTS
 from spnpolicy.algos.q_learning import QLearningConfig, RunningMeanStd
 from spnpolicy.algos.value_based import MixedQ
-from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import TargetSync, agent_loader, train_offpolicy
+from spnpolicy.training import VecEnv, make_target
+from spnpolicy.training.offpolicy import TargetSync, agent_loader
 from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "Ma2ql", "Ma2qlConfig", "SeparateAgentQ", "agent_td_loss", "turn"]
@@ -136,12 +136,7 @@ class Ma2ql(EpsilonGreedyLearner):
         self.updates = int(state["updates"])
 
 
-def train(cfg: Ma2qlConfig, env: str, env_kwargs: dict, seed: int, session: Session) -> MixedQ:
-    """Train ma2ql on ``env``; returns the agents (greedy on their own Q)."""
-    return train_offpolicy(cfg, env, env_kwargs, seed, session, Ma2ql)
-
-
 SPECS = (AlgorithmSpec("ma2ql", "multi-agent alternate Q-learning: independent Q-learners "
-                       "updated one agent at a time, in turns", Ma2qlConfig, train, {},
+                       "updated one agent at a time, in turns", Ma2qlConfig, Ma2ql, {},
                        ENV_DEFAULTS,
                        load_agent=agent_loader(Ma2qlConfig, Ma2ql)),)

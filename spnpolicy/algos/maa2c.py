@@ -9,13 +9,15 @@ before the critic's update.
 from __future__ import annotations
 
 from spnpolicy.algos.config import AlgorithmSpec
-from spnpolicy.algos.ia2c import A2CConfig, train
+from spnpolicy.algos.ia2c import A2CConfig, A2CLearner
 from spnpolicy.algos.onpolicy_common import ENV_DEFAULTS, agent_from_run
+from spnpolicy.training.onpolicy import train_onpolicy
 
 __all__ = ["SPECS"]
 
 SPECS = (
     AlgorithmSpec("maa2c", "advantage actor-critic with a centralised critic on the global "
-                  "state", A2CConfig, train, {"critic_input": "state"}, ENV_DEFAULTS,
-                  load_agent=agent_from_run),
+                  "state", A2CConfig, A2CLearner, {"critic_input": "state"}, ENV_DEFAULTS,
+                  load_agent=agent_from_run,
+                  loop=train_onpolicy),
 )

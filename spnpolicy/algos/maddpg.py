@@ -29,9 +29,8 @@ from spnpolicy.algos.config import AlgorithmSpec, OffPolicyConfig, check_float, 
 from spnpolicy.algos.masac import ENV_DEFAULTS as MASAC_DEFAULTS
 from spnpolicy.algos.masac import CategoricalAgents
 from spnpolicy.algos.policies import mlp
-from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, agent_loader,
-                                          train_offpolicy)
+from spnpolicy.training import VecEnv, make_target
+from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, agent_loader)
 from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "CentralCritic", "Maddpg", "MaddpgConfig", "actor_loss",
@@ -127,7 +126,7 @@ def actor_loss(critic: CentralCritic, state: torch.Tensor, actions: torch.Tensor
 
 # --- the algorithm -----------------------------------------------------------------------
 class Maddpg(OffPolicyAlgorithm):
-    """maddpg's networks, optimizers and update, for :func:`train_offpolicy`."""
+    """maddpg's networks, optimizers and update, for :func:`~spnpolicy.training.offpolicy.train_offpolicy`."""
 
     needs_obs = True
     uniform_warmup = True
@@ -187,13 +186,7 @@ class Maddpg(OffPolicyAlgorithm):
             optimizer.load_state_dict(state["optimizers"][name])
 
 
-def train(cfg: MaddpgConfig, env: str, env_kwargs: dict, seed: int,
-          session: Session) -> CategoricalAgents:
-    """Train maddpg on ``env``; returns the agents' policies."""
-    return train_offpolicy(cfg, env, env_kwargs, seed, session, Maddpg)
-
-
 SPECS = (AlgorithmSpec("maddpg", "MADDPG for discrete actions: straight-through "
-                       "Gumbel-softmax actors, centralised critics", MaddpgConfig, train, {},
+                       "Gumbel-softmax actors, centralised critics", MaddpgConfig, Maddpg, {},
                        ENV_DEFAULTS,
                        load_agent=agent_loader(MaddpgConfig, Maddpg)),)

@@ -9,12 +9,14 @@ surrogate over ``epochs`` passes, advantages from n-step returns of the target c
 from __future__ import annotations
 
 from spnpolicy.algos.config import AlgorithmSpec
-from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, PPOConfig, train
+from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, PPOConfig, PPOLearner
 from spnpolicy.algos.onpolicy_common import agent_from_run
+from spnpolicy.training.onpolicy import train_onpolicy
 
 __all__ = ["SPECS"]
 
 SPECS = (
     AlgorithmSpec("mappo", "PPO with a centralised critic on the global state", PPOConfig,
-                  train, {"critic_input": "state"}, PPO_ENV_DEFAULTS, load_agent=agent_from_run),
+                  PPOLearner, {"critic_input": "state"}, PPO_ENV_DEFAULTS,
+                  load_agent=agent_from_run, loop=train_onpolicy),
 )

@@ -40,9 +40,9 @@ from spnpolicy.algos.config import (AlgorithmSpec, OffPolicyConfig, check_bool, 
                                      check_hidden)
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.value_based import AgentQNetwork
-from spnpolicy.training import Session, VecEnv, make_target
+from spnpolicy.training import VecEnv, make_target
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
-                                          agent_loader, train_offpolicy)
+                                          agent_loader)
 from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "CategoricalAgents", "Masac", "MasacConfig", "TwinCentralCritic",
@@ -183,7 +183,7 @@ def actor_loss(q: torch.Tensor, log_probs: torch.Tensor,
 
 # --- the algorithm -----------------------------------------------------------------------
 class Masac(OffPolicyAlgorithm):
-    """masac's networks, optimizers and update, for :func:`train_offpolicy`."""
+    """masac's networks, optimizers and update, for :func:`~spnpolicy.training.offpolicy.train_offpolicy`."""
 
     needs_obs = True
     uniform_warmup = True
@@ -256,13 +256,7 @@ class Masac(OffPolicyAlgorithm):
             optimizer.load_state_dict(state["optimizers"][name])
 
 
-def train(cfg: MasacConfig, env: str, env_kwargs: dict, seed: int,
-          session: Session) -> CategoricalAgents:
-    """Train masac on ``env``; returns the agents' policies."""
-    return train_offpolicy(cfg, env, env_kwargs, seed, session, Masac)
-
-
 SPECS = (AlgorithmSpec("masac", "multi-agent soft actor-critic: per-agent "
                        "policies, centralised twin critics, tuned temperature", MasacConfig,
-                       train, {}, ENV_DEFAULTS,
+                       Masac, {}, ENV_DEFAULTS,
                        load_agent=agent_loader(MasacConfig, Masac)),)

@@ -24,10 +24,9 @@ import torch
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, EpochsConfig, PPOLearner, taken_log_probs
 from spnpolicy.algos.onpolicy_common import agent_from_run, categorical_kl
-from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 
-__all__ = ["MdpoConfig", "MdpoLearner", "SPECS", "mdpo_loss", "step_size", "train"]
+__all__ = ["MdpoConfig", "MdpoLearner", "SPECS", "mdpo_loss", "step_size"]
 
 
 @dataclass(frozen=True)
@@ -67,13 +66,9 @@ class MdpoLearner(PPOLearner):
                                                         "step_size": torch.tensor(t_k)}
 
 
-def train(cfg: MdpoConfig, env: str, env_kwargs: dict, seed: int, session: Session):
-    """Train mdpo on ``env``; returns the agent."""
-    return train_onpolicy(cfg, env, env_kwargs, seed, session, MdpoLearner)
-
-
 SPECS = (
     AlgorithmSpec("mdpo", "mirror-descent policy optimisation: ratio * A - KL(new || old) / "
-                  "t_k, t_k decreasing", MdpoConfig, train, {}, PPO_ENV_DEFAULTS,
-                  load_agent=agent_from_run),
+                  "t_k, t_k decreasing", MdpoConfig, MdpoLearner, {}, PPO_ENV_DEFAULTS,
+                  load_agent=agent_from_run,
+                  loop=train_onpolicy),
 )

@@ -33,12 +33,11 @@ from spnpolicy.algos.config import AlgorithmSpec, check_float
 from spnpolicy.algos.ia2c import policy_gradient_loss
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
                                              PerAgentNet, agent_from_run)
-from spnpolicy.training import Session
 from spnpolicy.training.onpolicy import Rollout, train_onpolicy
 from spnpolicy.training.optim import gradient_step
 
 __all__ = ["MAX_JOINT_ACTIONS", "PacConfig", "PacLearner", "SPECS", "entropy_schedule",
-           "joint_index", "max_over_others", "train"]
+           "joint_index", "max_over_others"]
 
 #: Largest joint-action table ``k**n`` a PAC critic outputs per agent.
 MAX_JOINT_ACTIONS = 4096
@@ -146,13 +145,9 @@ class PacLearner(OnPolicyLearner):
                 "entropy_coef": coef, "advantage_abs": advantage.abs().mean()}
 
 
-def train(cfg: PacConfig, env: str, env_kwargs: dict, seed: int, session: Session):
-    """Train pac on ``env``; returns the agent."""
-    return train_onpolicy(cfg, env, env_kwargs, seed, session, PacLearner)
-
-
 SPECS = (
     AlgorithmSpec("pac", "Pareto actor-critic: per-agent joint-action critics, optimistic "
-                  "max over the others' actions, annealed entropy", PacConfig, train,
-                  {"critic_input": "state"}, ENV_DEFAULTS, load_agent=agent_from_run),
+                  "max over the others' actions, annealed entropy", PacConfig, PacLearner,
+                  {"critic_input": "state"}, ENV_DEFAULTS, load_agent=agent_from_run,
+                  loop=train_onpolicy),
 )

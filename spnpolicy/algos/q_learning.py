@@ -2,7 +2,7 @@
 
 Each of those algorithms is a :class:`QModel` (how to pick greedy joint actions and how to
 value a joint action) plus a config subclassing :class:`QLearningConfig`; :class:`QLearner`
-is its ``update(batch)`` and :func:`train_q` runs it on the shared off-policy loop
+is its ``update(batch)`` (:func:`q_learner` binds the network), run by the shared off-policy loop
 (:mod:`spnpolicy.training.offpolicy`), in EPyMARL's ``q_learner`` order:
 
 - act epsilon-greedily, epsilon annealed linearly from ``epsilon_start`` to
@@ -22,6 +22,7 @@ steps rather than episodes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,14 +32,14 @@ import torch.nn.functional as F
 
 from spnpolicy.algos.config import (OffPolicyConfig, check_bool, check_float, check_hidden,
                                      check_int)
-from spnpolicy.training import Session, VecEnv, make_target
+from spnpolicy.training import VecEnv, make_target
 from spnpolicy.training.buffer import Batch
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
-                                          agent_loader, train_offpolicy)
+                                          agent_loader)
 from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["ENV_DEFAULTS", "EpsilonGreedyLearner", "QLearner", "QLearningConfig", "QModel",
-           "RunningMeanStd", "epsilon_greedy", "linear_epsilon", "q_agent_loader", "train_q"]
+           "RunningMeanStd", "epsilon_greedy", "linear_epsilon", "q_agent_loader", "q_learner"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ ENV_DEFAULTS = {
 
 
 class QModel(ActingAgent):
-    """What :func:`train_q` needs from a Q-learner's network; the trained agent's ``act``
+    """What :class:`QLearner` needs from a Q-learner's network; the trained agent's ``act``
     (greedy, or epsilon-greedy at ``explore_epsilon``) is :class:`ActingAgent`'s.
 
     Subclasses define ``greedy(state, obs)`` -> ``[B, n]`` LongTensor of greedy joint
@@ -246,14 +247,13 @@ class QLearner(EpsilonGreedyLearner):
             self.rewards.load_state_dict(state["rewards"])
 
 
-def train_q(cfg: QLearningConfig, env: str, env_kwargs: dict, seed: int, session: Session,
-            build: Callable[[QLearningConfig, VecEnv], QModel]) -> QModel:
-    """Run deep Q-learning with the network ``build(cfg, envs)`` on the shared off-policy
-    loop; returns it trained."""
-    return train_offpolicy(cfg, env, env_kwargs, seed, session,
-                           lambda cfg, envs: QLearner(cfg, envs, build))
+def q_learner(build: Callable[[QLearningConfig, VecEnv], QModel]
+              ) -> Callable[[QLearningConfig, VecEnv], QLearner]:
+    """The registry entry's learner: a :class:`QLearner` of the network ``build(cfg, envs)``
+    (run by the off-policy loop)."""
+    return functools.partial(QLearner, build=build)
 
 
 def q_agent_loader(config_cls: type, build: Callable[[QLearningConfig, VecEnv], QModel]):
     """The registry entry's ``load_agent`` for a Q-learner built by ``build``."""
-    return agent_loader(config_cls, lambda cfg, envs: QLearner(cfg, envs, build))
+    return agent_loader(config_cls, q_learner(build))

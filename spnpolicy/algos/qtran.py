@@ -36,8 +36,8 @@ from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS as Q_DEFAULTS
 from spnpolicy.algos.q_learning import QLearningConfig, RunningMeanStd
 from spnpolicy.algos.value_based import AgentQNetwork, MixedQ
-from spnpolicy.training import Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import TargetSync, agent_loader, train_offpolicy
+from spnpolicy.training import VecEnv, make_target
+from spnpolicy.training.offpolicy import TargetSync, agent_loader
 from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "JointValues", "Qtran", "QtranConfig", "qtran_losses"]
@@ -117,7 +117,7 @@ def qtran_losses(q_agents: torch.Tensor, actions: torch.Tensor, joint_taken: tor
 
 # --- the algorithm -----------------------------------------------------------------------
 class Qtran(EpsilonGreedyLearner):
-    """qtran's networks, optimizer and update, for :func:`train_offpolicy`."""
+    """qtran's networks, optimizer and update, for :func:`~spnpolicy.training.offpolicy.train_offpolicy`."""
 
     def __init__(self, cfg: QtranConfig, envs: VecEnv) -> None:
         device = torch.device(cfg.device)
@@ -167,12 +167,7 @@ class Qtran(EpsilonGreedyLearner):
             self.rewards.load_state_dict(state["rewards"])
 
 
-def train(cfg: QtranConfig, env: str, env_kwargs: dict, seed: int, session: Session) -> MixedQ:
-    """Train qtran on ``env``; returns the agents (greedy on their own utilities)."""
-    return train_offpolicy(cfg, env, env_kwargs, seed, session, Qtran)
-
-
 SPECS = (AlgorithmSpec("qtran", "QTRAN-base: joint Q, transformed sum of agent utilities and "
-                       "V, with the opt and clamped nopt losses", QtranConfig, train, {},
+                       "V, with the opt and clamped nopt losses", QtranConfig, Qtran, {},
                        ENV_DEFAULTS,
                        load_agent=agent_loader(QtranConfig, Qtran)),)

@@ -1,4 +1,4 @@
-"""The algorithm registry: names -> config class, training function, per-env defaults.
+"""The algorithm registry: names -> config class, learner and its loop, per-env defaults.
 
 ```python
 from spnpolicy.algos.registry import ALGORITHMS, make_config

@@ -46,13 +46,12 @@ from spnpolicy.algos.config import (
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
 from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.policy_structures import check_policy
-from spnpolicy.training import Batch, Session, VecEnv, make_target
-from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync, train_offpolicy
+from spnpolicy.training import Batch, VecEnv, make_target
+from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, maybe_compile
 from spnpolicy.training.traced_step import CompiledUpdate, EagerSteps
 
-__all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value",
-           "train"]
+__all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value"]
 
 
 @dataclass(frozen=True)
@@ -111,11 +110,12 @@ class SpnAcConfig(OffPolicyConfig):
     (with a note at the start of the run) where the elimination needs tables of more than
     MODE_TABLE_SIZE entries per state, and with compile=True (its checks break the single
     traced graph); 0 turns it off."""
-    mode_floor: float = 0.05
-    """The mode guidance acts only on states where ``pi(u* | s) < mode_floor``: it lifts a
-    dropped coordinated joint action back to that probability, then leaves the ELBO to move
-    it; it does not pull a trained policy toward an early critic's argmax. 1 applies it on
-    every state."""
+    mode_floor: float = 1.0
+    """The mode guidance acts only on states where the policy gives ``u*`` less than
+    ``mode_floor`` times the uniform probability ``k**-n``: where it has moved mass off the
+    critics' best joint action. It lifts such an action back to that level and leaves the
+    rest to the ELBO, so it does not pull a policy toward an early critic's argmax. ``inf``
+    applies it on every state."""
     compile: bool = False
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
@@ -144,7 +144,7 @@ class SpnAcConfig(OffPolicyConfig):
         for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
             check_float(name, getattr(self, name), 0.0, low_open=True)
         check_float("mode_guidance", self.mode_guidance, 0.0)
-        check_float("mode_floor", self.mode_floor, 0.0, 1.0, low_open=True)
+        check_float("mode_floor", self.mode_floor, 0.0, low_open=True)
         check_float("target_entropy_scale", self.target_entropy_scale, 0.0, 1.0)
         for name in ("unary", "autotune_alpha", "compile"):
             check_bool(name, getattr(self, name))
@@ -192,7 +192,8 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
 
     With ``mode`` (the critics' best joint actions ``[B, n]``) the loss also gains
     ``-mode_weight mean min(log pi(mode | s), log mode_floor)`` (mode guidance, see
-    ``SpnAcConfig``): no gradient on states where ``pi(mode | s) >= mode_floor``.
+    ``SpnAcConfig``; ``mode_floor`` a probability): no gradient on states where
+    ``pi(mode | s) >= mode_floor``.
 
     ``exact``: ``-mean(min_j E_pi[Q_j(s, .)] + alpha H(pi))`` differentiated through ``dist``.
     ``reinforce``: a surrogate whose gradient is the score-function estimate of the same
@@ -276,6 +277,7 @@ class SpnAc(OffPolicyAlgorithm):
             self.notes += (f"mode_guidance is off: the exact argmax of this factor graph "
                            f"needs tables of {table_size(self._mode_steps, k):,} entries "
                            f"per state (more than {MODE_TABLE_SIZE:,})",)
+        self.mode_floor = min(1.0, cfg.mode_floor * k ** -n)  # a probability
         self.value_offset = n * math.log(k) if cfg.regulariser == "kl_uniform" else 0.0
         self.optimizers = {
             "actor": adam(self.policy.encoder.parameters(), lr=cfg.actor_lr),
@@ -351,7 +353,7 @@ class SpnAc(OffPolicyAlgorithm):
         dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples, best, self.mode_guidance,
-                                         cfg.mode_floor)
+                                         self.mode_floor)
         if cfg.autotune_alpha:
             return loss_actor + self.temperature.loss(entropy, self.target_entropy), \
                 loss_actor, entropy
@@ -390,23 +392,17 @@ class SpnAc(OffPolicyAlgorithm):
             optimizer.load_state_dict(state["optimizers"][name])
 
 
-def train(cfg: SpnAcConfig, env: str, env_kwargs: dict, seed: int,
-          session: Session) -> JointPolicy:
-    """Train spn-ac (or a variant, as ``cfg`` says) on ``env``; returns the policy."""
-    return train_offpolicy(cfg, env, env_kwargs, seed, session, SpnAc)
-
-
 SPECS = (
     # spn-ac's policy is the selective circuit by default, or the user's own structure
     AlgorithmSpec("spn-ac", "exact-ELBO max-ent actor-critic with a selective-circuit joint "
-                  "policy", SpnAcConfig, train, {"actor_gradient": "exact"}, ENV_DEFAULTS),
+                  "policy", SpnAcConfig, SpnAc, {"actor_gradient": "exact"}, ENV_DEFAULTS),
     AlgorithmSpec("meanfield-ac", "spn-ac with a mean-field (independent agents) policy",
-                  SpnAcConfig, train, {"policy": "mean_field", "actor_gradient": "exact"},
+                  SpnAcConfig, SpnAc, {"policy": "mean_field", "actor_gradient": "exact"},
                   ENV_DEFAULTS),
     AlgorithmSpec("reinforce", "spn-ac's circuit policy trained by the score-function "
-                  "gradient with a leave-one-out baseline", SpnAcConfig, train,
+                  "gradient with a leave-one-out baseline", SpnAcConfig, SpnAc,
                   {"policy": "selective", "actor_gradient": "reinforce"}, ENV_DEFAULTS),
     AlgorithmSpec("exact-softmax", "spn-ac with a softmax over all k^n joint actions "
-                  "(n <= 5): the reference optimum", SpnAcConfig, train,
+                  "(n <= 5): the reference optimum", SpnAcConfig, SpnAc,
                   {"policy": "softmax", "actor_gradient": "exact"}, ENV_DEFAULTS),
 )

@@ -15,7 +15,7 @@ algorithms differ in the value the TD error is taken on:
 Because ``Q_tot`` is monotonic in each ``Q_i``, the per-agent argmaxes are ``Q_tot``'s
 argmax, which is how the double-Q target ``Qbar_tot(s', argmax_i Q_i(o'_i))`` is computed.
 The loop (epsilon-greedy, replay, double Q, target network) is
-:func:`spnpolicy.algos.q_learning.train_q`: feedforward agents on replayed transitions, not
+:class:`spnpolicy.algos.q_learning.QLearner`: feedforward agents on replayed transitions, not
 EPyMARL's recurrent agents on episode batches.
 """
 
@@ -29,10 +29,10 @@ from spnpolicy.algos.config import AlgorithmSpec, check_choice, check_int
 from spnpolicy.algos.mixers import MIXERS, make_mixer
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import (ENV_DEFAULTS, QLearningConfig, QModel, q_agent_loader,
-                                         train_q)
-from spnpolicy.training import Session, VecEnv
+                                         q_learner)
+from spnpolicy.training import VecEnv
 
-__all__ = ["ENV_DEFAULTS", "SPECS", "AgentQNetwork", "MixedQ", "ValueBasedConfig", "train"]
+__all__ = ["ENV_DEFAULTS", "SPECS", "AgentQNetwork", "MixedQ", "ValueBasedConfig"]
 
 
 @dataclass(frozen=True)
@@ -106,20 +106,14 @@ def build(cfg: ValueBasedConfig, envs: VecEnv) -> MixedQ:
     return MixedQ(agents, mixer, cfg.epsilon_finish)
 
 
-def train(cfg: ValueBasedConfig, env: str, env_kwargs: dict, seed: int,
-          session: Session) -> MixedQ:
-    """Train iql, vdn or qmix (as ``cfg.mixer`` says) on ``env``; returns the agents."""
-    return train_q(cfg, env, env_kwargs, seed, session, build)
-
-
 SPECS = (
     AlgorithmSpec("iql", "independent Q-learning: shared-parameter DQN agents, double Q",
-                  ValueBasedConfig, train, {"mixer": "none"}, ENV_DEFAULTS,
+                  ValueBasedConfig, q_learner(build), {"mixer": "none"}, ENV_DEFAULTS,
                   load_agent=q_agent_loader(ValueBasedConfig, build)),
     AlgorithmSpec("vdn", "value decomposition networks: Q_tot = sum of agent Q-values",
-                  ValueBasedConfig, train, {"mixer": "vdn"}, ENV_DEFAULTS,
+                  ValueBasedConfig, q_learner(build), {"mixer": "vdn"}, ENV_DEFAULTS,
                   load_agent=q_agent_loader(ValueBasedConfig, build)),
     AlgorithmSpec("qmix", "QMIX: agent Q-values mixed by a monotonic state-conditioned "
-                  "hypernetwork", ValueBasedConfig, train, {"mixer": "qmix"}, ENV_DEFAULTS,
+                  "hypernetwork", ValueBasedConfig, q_learner(build), {"mixer": "qmix"}, ENV_DEFAULTS,
                   load_agent=q_agent_loader(ValueBasedConfig, build)),
 )

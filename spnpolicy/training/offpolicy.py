@@ -22,8 +22,7 @@ Everything random is either a generator checkpointed here or the global generato
 (``get_rng_state``), so a run resumed from a checkpoint is the uninterrupted run.
 
 ```python
-def train(cfg, env, env_kwargs, seed, session):       # an AlgorithmSpec's train
-    return train_offpolicy(cfg, env, env_kwargs, seed, session, MyAlgorithm)
+AlgorithmSpec("my-algo", "...", MyConfig, MyAlgorithm)   # loop=train_offpolicy, the default
 ```
 """
 
@@ -163,6 +162,7 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
     runner = Runner(envs)
     runner.reset(seed=seed)
     algorithm = build(cfg, envs)
+    runner.observations = algorithm.needs_obs   # else None: nothing copies them
     buffer = ReplayBuffer(cfg.buffer_size, envs.state_dim, envs.num_agents,
                           obs_dim=envs.obs_dim if algorithm.needs_obs else None, seed=seed,
                           device=device)

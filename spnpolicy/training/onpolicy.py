@@ -2,9 +2,8 @@
 pac, dpo, mdpo), with its rollout storage and return estimators.
 
 ```python
-def build(cfg, envs):            # -> a learner: .agent, .update(rollout), .state_dict(), ...
-    return A2CLearner(cfg, envs)
-agent = train_onpolicy(cfg, env, env_kwargs, seed, session, build)
+# a learner (cfg, envs) -> .agent, .update(rollout), .state_dict(), ...
+AlgorithmSpec("ia2c", "...", A2CConfig, A2CLearner, loop=train_onpolicy)
 ```
 
 Each iteration: every env copy takes ``rollout_steps`` steps with actions sampled from the
