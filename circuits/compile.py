@@ -1,26 +1,18 @@
-"""Compile a validated node DAG into a layered plan of index tensors (done once per circuit).
+"""Compile a validated node DAG into a layered plan of index tensors (once per circuit).
 
-Node numbering (columns of every ``[batch, num_nodes]`` buffer):
-``0`` is a constant node of log-value 0 (used as padding child), ``1..num_leaves`` are the
-leaves, then inner nodes layer by layer: a node's layer is its height (1 + the largest
-child height), so every child of a layer lives in an earlier layer. Within a layer the
-nodes come group by group, each group a contiguous range of node ids:
+Node ids: ``0`` is a constant node of log-value 0 (the padding child), ``1..num_leaves``
+the leaves, then inner nodes layer by layer (layer = height), group by group, each group a
+contiguous id range:
 
-- ``product``: children ``[M, A]`` (padded with node 0, log-value 0);
-- ``sum``: children ``[M, A]`` and weight slots ``[M, A]`` (padding weight log 0 = -inf);
-- ``dense``: ``G`` blocks of ``M`` sums, the sums of a block sharing one ordered child
-  list: children ``[G, C]`` and weight slots ``[G * M, C]``, evaluated as one batched matrix
-  product with a max shift (the EinsumNetworks trick).
+- ``product``: children ``[M, A]`` (padded with node 0);
+- ``sum``: children ``[M, A]`` and weight slots ``[M, A]`` (padding weight log 0);
+- ``dense``: ``G`` blocks of ``M`` sums sharing one ordered child list: children
+  ``[G, C]``, weight slots ``[G * M, C]``.
 
-Parameters are one flat vector of logits: the support-state logits of every leaf with more
-than one support state and the child logits of every sum with more than one child. Weight
+Parameters are one flat vector of logits: the support-state logits of every leaf with
+several support states and the child logits of every sum with several children. Weight
 slots index the normalised vector extended by two constants: ``num_params`` (log 0) and
-``num_params + 1`` (log 1), so single-child sums and indicator leaves need no parameter.
-
-The parameters' layout is built while compiling (:class:`ParamTable`): a slot's fields
-(its group, initial logit, owning sum node and child, or leaf and state) are collected in
-chunks and concatenated once; placeholder slots stand for the two constants and are
-mapped to ``num_params`` and ``num_params + 1`` by :meth:`ParamTable.resolve`.
+``num_params + 1`` (log 1). :class:`ParamTable` lays the vector out.
 """
 
 from __future__ import annotations
@@ -32,9 +24,9 @@ import numpy as np
 import torch
 
 from circuits.analysis import LEAF, PRODUCT, Structure
-from circuits.program import build_program, kept_structure
+from circuits.program import build_program
 
-__all__ = ["Edges", "Group", "Plan", "compile_plan"]
+__all__ = ["Group", "Plan", "compile_plan"]
 
 
 @dataclass
@@ -59,20 +51,6 @@ class Group:
             per_block = (self.stop - self.start) // blocks
             return self.children.unsqueeze(1).expand(blocks, per_block, width).reshape(-1, width)
         return self.children
-
-
-@dataclass
-class Edges:
-    """Every real (non-padding) edge, in group order and row-major within a group.
-
-    ``into_layer[i]`` lists, for layer ``i`` below the root's (layer 0 = the leaves), its
-    node range ``[start, stop)``, the ids of the edges entering it and each edge's child
-    position within the range, for pull-style top-down passes.
-    """
-
-    parent: torch.Tensor
-    child: torch.Tensor
-    into_layer: list
 
 
 @dataclass
@@ -101,7 +79,6 @@ class Plan:
     program: object = None            # the upward pass's per-layer steps (circuits.program)
     param_runs: tuple = ()            # (start, stop, size, first group, stop group) segments of the
                                       # parameters: size > 0 = runs of equal-size groups, 0 = mixed
-    edge_cache: Edges | None = field(repr=False, default=None)
     node_cache: dict | None = field(repr=False, default=None)
 
     @property
@@ -110,14 +87,6 @@ class Plan:
         if self.node_cache is None:
             self.node_cache = dict(zip(self.nodes, range(1, len(self.nodes) + 1)))
         return self.node_cache
-
-    @property
-    def edges(self) -> Edges:
-        """Every real edge (built on first use: only some top-down passes read it)."""
-        if self.edge_cache is None:
-            with kept_structure():
-                self.edge_cache = _edge_index(self.layers, self.num_leaves, self.layer_of)
-        return self.edge_cache
 
     @property
     def num_leaves(self) -> int:
@@ -136,7 +105,6 @@ class Plan:
                                   None if g.weights is None else g.weights.to(device),
                                   g.edge_mask.to(device)) for g in layer]
                            for layer in self.layers]
-        moved["edge_cache"] = None
         moved["program"] = self.program.to(device)
         return Plan(**moved)
 
@@ -228,26 +196,6 @@ def _stretch(start: tuple, stop: int, stop_group: int, size_of: torch.Tensor) ->
     sizes = size_of[start[1]:stop_group]
     size = int(sizes[0]) if bool((sizes == sizes[0]).all()) else 0
     return (start[0], stop, size, start[1], stop_group)
-
-
-def _edge_index(layers: list[list[Group]], num_leaves: int, layer_of: torch.Tensor) -> Edges:
-    parents, children = [], []
-    for layer in layers:
-        for group in layer:
-            mask = group.edge_mask.reshape(-1)
-            rows = group.nodes.unsqueeze(1).expand_as(group.edge_mask).reshape(-1)
-            parents.append(rows[mask])
-            children.append(group.child_matrix().reshape(-1)[mask])
-    parent = torch.cat(parents) if parents else torch.zeros(0, dtype=torch.long)
-    child = torch.cat(children) if children else torch.zeros(0, dtype=torch.long)
-    # Every layer below the root's (a lone leaf is its own root: no layer takes edges).
-    ranges = ([(1, num_leaves + 1)] if layers else []) + [
-        (layer[0].start, layer[-1].stop) for layer in layers[:-1]]
-    into_layer = []
-    for start, stop in ranges:
-        ids = torch.nonzero((child >= start) & (child < stop)).flatten()
-        into_layer.append((start, stop, ids, child[ids] - start))
-    return Edges(parent, child, into_layer)
 
 
 def _layer_specs(structure: Structure) -> list[list[tuple[str, list]]]:

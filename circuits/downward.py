@@ -1,31 +1,16 @@
 """Top-down queries over a compiled :class:`~circuits.compile.Plan`.
 
-- :func:`flows`: node flows, the probability that each node is in the induced tree (no
-  evidence). ``flow(root) = 1`` and each edge passes on its parent's flow, times the
-  weight on sum edges. Every node's value is 1 in a normalised circuit, so no upward pass
-  is needed. The pass goes layer by layer from the root; a layer's flows are final once
-  every layer above it has passed its contributions down, so each layer accumulates into
-  its own ``[B', nodes of the layer]`` tensor (out-of-place ``index_add``: the backward
-  never copies a ``[B', N]`` buffer per group) and the result is one concatenation in
-  node-id order. :func:`entropy` (deterministic circuits), :func:`leaf_marginals` and the
-  scope tables (:mod:`circuits.tables`) read them.
-- :func:`log_derivatives`: ``log dZ/dv`` of every node under evidence (the differential
-  approach), pulled layer by layer: each node gathers its incoming edges' terms from a
-  padded ``[nodes, in-degree]`` index (nodes bucketed by in-degree) and reduces them with
-  one dense log-sum-exp, so no per-edge scatter is needed; the children of a dense block
-  (shared weights) are pulled with one batched matrix product instead, exactly where a
-  shared shift would underflow.
-- :func:`mode`: one most probable induced tree per row, read off the gradient of the
-  max-product upward pass (:data:`circuits.upward.MAX_PRODUCT`) w.r.t. the leaves.
-- :func:`descend`: follow one induced tree per row from the root (sampling),
-  marking reached nodes in a ``uint8 [rows, num_nodes]`` buffer (a decomposable circuit
-  reaches each node at most once per tree, so marks never exceed 1).
-- :func:`sample`: ancestral sampling with one uniform draw per sum node (and per leaf)
-  per row, inverted through the cumulative weights; rows go in chunks so memory stays
-  ``O(chunk * (nodes + edges))`` whatever the number of samples.
-
-The index tensors each top-down pass needs are built once per plan object
-(:func:`_per_plan`).
+- :func:`flows`: node flows ``[B', N]``, the probability that each node is in the induced
+  tree (no evidence, no upward pass: a normalised circuit's nodes all have value 1); each
+  layer accumulates into its own tensor. :func:`entropy`, :func:`leaf_marginals` and
+  :mod:`circuits.tables` read them.
+- :func:`log_derivatives`: ``log dZ/dv`` of every node under evidence, pulled layer by
+  layer (nodes bucketed by in-degree, one log-sum-exp per bucket; a dense block's
+  children by one batched matrix product where no shared shift underflows).
+- :func:`mode`: one most probable induced tree per row, from the gradient of the
+  max-product pass w.r.t. the leaves.
+- :func:`descend`, :func:`sample`: one induced tree per row from the root, one uniform
+  per sum and leaf, in chunks of rows.
 """
 
 from __future__ import annotations
@@ -37,19 +22,17 @@ import torch
 
 from circuits import passes, upward
 from circuits.compile import Group, Plan
-from circuits.kernels import may_hold_log_zero
+from circuits.kernels import log_nonneg, logsumexp, max_shift, zero_log_zero
 from circuits.program import kept_structure
 
 __all__ = ["descend", "entropy", "flows", "leaf_marginals", "log_derivatives", "mode",
            "per_variable_logsumexp", "sample"]
 
-CHUNK_ELEMENTS = 1 << 24
-"""Rows per chunk are chosen so that ``rows * (nodes + widest group)`` stays below this."""
+CHUNK_ELEMENTS = 1 << 24   # bound on rows * (nodes + widest group) per sampling chunk
 
 
 def _per_plan(cache: dict, plan: Plan, build):
-    """``build(plan)``, made once per plan object and kept in ``cache`` (keyed by the plan's
-    id and checked by a weak reference, so a later plan at a freed id is built anew)."""
+    """``build(plan)``, once per plan object (keyed by id, checked by a weak reference)."""
     entry = cache.get(id(plan))
     if entry is None or entry[0]() is not plan:
         with kept_structure():
@@ -62,9 +45,8 @@ def _per_plan(cache: dict, plan: Plan, build):
 
 @dataclass
 class _Target:
-    """Where part of a group's edge contributions go: the edges at ``positions`` of the
-    flattened ``[M * A]`` (dense: ``[G * C]``) child matrix (None: all of them) enter layer
-    ``layer`` at the local node indices ``local``."""
+    """The edges at ``positions`` of a group's flat child matrix (None: all) enter layer
+    ``layer`` at local node indices ``local``."""
 
     layer: int
     positions: torch.Tensor | None
@@ -84,7 +66,6 @@ _FLOW_PLANS: dict = {}
 
 
 def _flow_plan(plan: Plan) -> _FlowPlan:
-    """The per-layer targets of ``plan``, built once per plan object."""
     return _per_plan(_FLOW_PLANS, plan, _build_flow_plan)
 
 
@@ -155,21 +136,10 @@ def flows(plan: Plan, logp_ext: torch.Tensor) -> torch.Tensor:
 
 
 def entropy(plan: Plan, logp_ext: torch.Tensor, node_flows: torch.Tensor) -> torch.Tensor:
-    """Exact entropy ``[B']`` of a deterministic circuit (the caller checks determinism).
-
-    Every assignment has one induced tree, so ``-log p(x)`` is the sum of ``-log w`` over
-    the tree's sum edges and ``-log theta`` over its leaves; in expectation each sum node
-    contributes its flow times the entropy of its weights and each leaf its flow times its
-    own entropy: one weighted sum over the parameters, no upward pass. Differentiable;
-    zero weights contribute 0 (with zero gradient).
-    """
+    """Exact entropy ``[B']`` of a deterministic circuit (the caller checks): ``-sum`` over
+    the parameters of the owner's flow times ``w log w``; zero weights add 0."""
     logp = logp_ext[:, :plan.num_params]
-    if may_hold_log_zero(logp):
-        finite = torch.isfinite(logp)
-        safe = torch.where(finite, logp, torch.zeros_like(logp))
-        plogp = torch.exp(safe) * safe * finite                        # [B', P]: w log w
-    else:
-        plogp = torch.exp(logp) * logp
+    plogp = torch.exp(logp) * zero_log_zero(logp)                      # [B', P]: w log w
     owner = torch.where(plan.param_node >= 0, plan.param_node, plan.param_leaf + 1)
     return -(plogp * node_flows.index_select(1, owner)).sum(-1)
 
@@ -188,10 +158,9 @@ def leaf_marginals(plan: Plan, logp_ext: torch.Tensor, node_flows: torch.Tensor)
 @dataclass
 class _Pull:
     """Per layer below the root's, top-down, buckets of the nodes with ``D`` incoming edges:
-    ``(nodes [n], parents [n, D], sibling_slots [n, D] or None, weight_slots [n, D] or None)``.
-    A sibling slot indexes the product-edge terms (``num_sibling_slots``: a row of zeros, for
-    sum edges); a weight slot indexes the extended log-parameters (``P + 1``, log 1, for
-    product edges). ``None`` where no edge of the bucket needs that term."""
+    ``(nodes [n], parents [n, D], sibling_slots [n, D] | None, weight_slots [n, D] | None)``;
+    sibling slot ``num_sibling_slots`` is a zero row (sum edges), weight slot ``P + 1`` log 1
+    (product edges)."""
 
     steps: list
     num_sibling_slots: int
@@ -200,9 +169,8 @@ class _Pull:
 
 
 def _dense_pulls(plan: Plan, degree: torch.Tensor) -> dict:
-    """Dense groups whose children have no parents outside their block, in one layer:
-    ``layer -> [group]``. Such children's ``G`` is a log of a matrix product of the block's
-    shifted parent values with its weights (see :func:`_pull_dense`)."""
+    """``layer -> [dense group]`` whose children, all in that layer, have no parents outside
+    their block (:func:`_pull_dense`)."""
     out: dict = {}
     for group in plan.groups():
         if group.kind != "dense":
@@ -221,7 +189,6 @@ _PULLS: dict = {}
 
 
 def _pull(plan: Plan) -> _Pull:
-    """The pull index of ``plan``, built once per plan object."""
     return _per_plan(_PULLS, plan, _build_pull)
 
 
@@ -287,22 +254,15 @@ def per_variable_logsumexp(plan: Plan, leaf_rows: torch.Tensor) -> torch.Tensor:
     """``out[i] = logsumexp`` of ``leaf_rows [L, B]`` over the leaves of variable ``i``: ``[V, B]``."""
     index = _pull(plan).var_leaves
     padded = torch.cat([leaf_rows, leaf_rows.new_full((1, leaf_rows.shape[1]), float("-inf"))])
-    return _logsumexp(padded.index_select(0, index.reshape(-1)).view(*index.shape, -1), 1)
+    return logsumexp(padded.index_select(0, index.reshape(-1)).view(*index.shape, -1), 1)
 
 
 def log_derivatives(plan: Plan, logp_ext: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
-    """``G[n, b] = log dZ/dv_n`` for every node, node-major ``[N, B]``, from the node
-    log-values ``vals [N, B]`` of one upward pass (``Z`` = the root's value).
-
-    For a leaf of variable ``i``, ``exp(G)`` is the mass of the evidence with that leaf's
-    value replaced by 1, so summing over ``i``'s leaves gives ``p(x_-i)``. Product edges
-    carry the sum of the siblings' log-values from exclusive prefix and suffix sums (no
-    subtraction, so ``-inf`` siblings stay exact). Differentiable.
-    """
+    """``G[n, b] = log dZ/dv_n`` ``[N, B]`` from the node log-values ``vals [N, B]`` (``Z``
+    the root's value). Product edges carry the siblings' log-values (exclusive prefix and
+    suffix sums, exact with ``-inf``). Differentiable."""
     pull = _pull(plan)
     batch = vals.shape[1]
-    # Big node-major tensors are read in one gather each where the order allows (the
-    # backward of every gather fills a zero buffer the size of its source).
     products = [group for group in plan.groups() if group.kind == "product"]
     children = vals.index_select(0, torch.cat([g.children.reshape(-1) for g in products])) \
         if products else vals[:0]
@@ -328,23 +288,20 @@ def log_derivatives(plan: Plan, logp_ext: torch.Tensor, vals: torch.Tensor) -> t
             if weights is not None:
                 logw = logp_ext.index_select(1, weights.reshape(-1))    # [B', n * d]
                 contrib = contrib + (logw.view(n, d, 1) if shared else logw.T.reshape(n, d, batch))
-            grads.index_copy_(0, nodes, _logsumexp(contrib, 1))
+            grads.index_copy_(0, nodes, logsumexp(contrib, 1))
     return grads
 
 
 def _pull_dense(group: Group, grads: torch.Tensor, logp_ext: torch.Tensor) -> bool:
-    """Write ``G`` of a dense group's children (whose only parents are their block's sums)
-    as ``log(W^T exp(G_sums - shift)) + shift``, one batched matrix product, shared weights
-    ``logp_ext [1, P + 2]``. Returns False, writing nothing, where some child's shifted sum
-    is so small (below ``M * tiny / eps``) that it would lose precision although it is not
-    an exact zero; the caller then pulls those children exactly."""
+    """Write ``G`` of a dense group's children as ``log(W^T exp(G_sums - shift)) + shift``
+    (shared weights ``logp_ext [1, P + 2]``); False, writing nothing, where a nonzero
+    shifted sum is below ``M * tiny / eps`` (the caller pulls those exactly)."""
     blocks, width = group.children.shape
     per_block = (group.stop - group.start) // blocks
     g = grads[group.start:group.stop].view(blocks, per_block, -1)                 # [G, M, B]
     logw = logp_ext[0, group.weights].view(blocks, per_block, width)             # [G, M, C]
     w = torch.exp(logw)
-    top = g.detach().amax(1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    top = max_shift(g, 1)
     total = torch.bmm(w.transpose(1, 2), torch.exp(g - top))                      # [G, C, B]
     info = torch.finfo(total.dtype)
     small = total.detach() < per_block * info.tiny / info.eps
@@ -353,10 +310,8 @@ def _pull_dense(group: Group, grads: torch.Tensor, logp_ext: torch.Tensor) -> bo
                               torch.isfinite(g.detach()).to(total.dtype)) > 0
         if bool((small & reachable).any()):
             return False
-    positive = total > 0
-    logs = torch.log(torch.where(positive, total, torch.ones_like(total))) + top
-    grads.index_copy_(0, group.children.reshape(-1),
-                      torch.where(positive, logs, float("-inf")).reshape(blocks * width, -1))
+    logs = (log_nonneg(total) if total.requires_grad else torch.log(total)) + top
+    grads.index_copy_(0, group.children.reshape(-1), logs.reshape(blocks * width, -1))
     return True
 
 
@@ -367,9 +322,8 @@ def _to(group: Group, device) -> Group:
 
 
 def _sibling_terms(group: Group, children: torch.Tensor) -> torch.Tensor:
-    """Per slot ``[M * A, B]`` of a product group, from its children's log-values
-    ``[M * A, B]``: the sum of the other children's log-values (exclusive prefix plus suffix
-    sums: no subtraction, so ``-inf`` siblings stay exact)."""
+    """Per slot ``[M * A, B]`` of a product group: the sum of the other children's
+    log-values (exclusive prefix plus suffix sums)."""
     rows, width = group.children.shape
     batch = children.shape[1]
     ch = children.view(rows, width, batch)
@@ -381,25 +335,11 @@ def _sibling_terms(group: Group, children: torch.Tensor) -> torch.Tensor:
     return (prefix + suffix).reshape(rows * width, batch)
 
 
-def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Log-sum-exp whose all ``-inf`` reductions give ``-inf`` with zero (not NaN) gradients."""
-    if not (x.requires_grad and torch.is_grad_enabled()):
-        return torch.logsumexp(x, dim)
-    m = x.detach().amax(dim, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    total = torch.exp(x - m).sum(dim)
-    positive = total > 0
-    logs = torch.log(torch.where(positive, total, torch.ones_like(total)))
-    return torch.where(positive, logs, float("-inf")) + m.squeeze(dim)
-
-
 def mode(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, rows: int) -> torch.Tensor:
-    """The assignment ``[rows, V]`` of one most probable induced tree per row under the
-    log-parameters ``logp_ext [B' (1 or rows), P + 2]`` and the evidence ``x [rows, V]``
-    (-1 = free; None: none). Each leaf's value is its largest log-probability given the
-    evidence; the max-product pass's root, differentiated w.r.t. those values, is 1 on the
-    leaves of the tree it chose and 0 elsewhere, and each of those leaves gives its most
-    probable state."""
+    """The assignment ``[rows, V]`` of one most probable induced tree per row under
+    ``logp_ext [B' (1 or rows), P + 2]`` and evidence ``x [rows, V]`` (-1 free; None).
+    Leaf values are their best log-probabilities; the max-product root's gradient w.r.t.
+    them is 1 on the chosen tree's leaves, each giving its best state."""
     if torch.is_inference_mode_enabled():     # autograd records no inference tensor: copies
         with torch.inference_mode(False):
             return mode(plan, logp_ext.clone(), None if x is None else x.clone(), rows)
@@ -416,12 +356,9 @@ def mode(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, rows: int) 
 
 
 def descend(plan: Plan, rows: int, choose_child, leaf_states: torch.Tensor) -> torch.Tensor:
-    """Follow one induced tree per row from the root down; return ``x [rows, V]``.
-
-    ``choose_child(index, group)`` gives the chosen child position ``[rows, M]`` of each sum
-    of group ``index`` (in ``plan.groups()`` order); ``leaf_states [rows, L]`` the state
-    each leaf emits if reached.
-    """
+    """One induced tree per row from the root down -> ``x [rows, V]``.
+    ``choose_child(index, group)``: the child position ``[rows, M]`` of each sum of group
+    ``index``; ``leaf_states [rows, L]``: each leaf's state if reached."""
     device = leaf_states.device
     hits = torch.zeros(rows, plan.num_nodes, dtype=torch.uint8, device=device)
     hits[:, plan.root] = 1
@@ -470,8 +407,8 @@ def _sample_chunk(plan: Plan, logp_ext: torch.Tensor, start: int, stop: int, gen
 
 
 def _invert(log_weights: torch.Tensor, rows: int, shared: bool, generator) -> torch.Tensor:
-    """One uniform draw per row and distribution: the index ``[rows, M]`` whose cumulative
-    weight interval holds it, for categoricals ``log_weights [B', M, A]`` (B' = 1 or rows)."""
+    """One uniform per row and categorical ``log_weights [B' (1 or rows), M, A]``, inverted
+    through the cumulative weights: ``[rows, M]``."""
     cum = torch.exp(log_weights).cumsum(-1)                           # [B', M, A]
     total = cum[..., -1:]
     # The last positive child catches a draw that rounding pushed to the total.

@@ -1,19 +1,11 @@
 """Log-space kernels of the passes, each one autograd node with a hand-written backward.
 
-- Log-space reductions with exact ``-inf`` handling (:func:`logsumexp`, :func:`log_nonneg`):
-  ``-inf`` where the true value is ``log 0`` and a zero (never NaN) gradient there, so
-  zero-probability branches never poison gradients; each is one forward op and one
-  backward op (fewer kernels than composing ``where``/``isfinite`` guards).
-- The fused ``outer`` step of the upward pass (:mod:`circuits.upward`), and the shift and
-  matrix product it shares with the ``dense`` step: a dense block whose children are the
-  products of two child lists, computed as the weights times the outer product of the two
-  lists' shifted exponentials, without materialising the products.
-  :class:`OuterMatmul` is the step as one autograd node whose backward reuses the saved
-  outer product (where autograd would run broadcast products and their reductions over
-  ``[G, K, B]``); :class:`OuterMatmulTwice` is the same with a differentiable backward
-  (:class:`_OuterGrad`), for the leave-one-out gradient's second order. :func:`bmm`
-  multiplies batches narrower than :data:`NARROW` columns in transposed form (CPU BLAS is
-  slow on batched matrix-vector products).
+- :func:`logsumexp`, :func:`log_nonneg`: ``-inf`` where the true value is ``log 0``, with a
+  zero (never NaN) gradient there.
+- The fused ``outer`` step (:mod:`circuits.upward`): a dense block whose children are the
+  products of two child lists, computed as the weights times the outer product of the
+  lists' shifted exponentials. :class:`OuterMatmul` is one autograd node;
+  :class:`OuterMatmulTwice` has a differentiable backward (:class:`_OuterGrad`).
 """
 
 from __future__ import annotations
@@ -60,6 +52,8 @@ class _LogNonneg(torch.autograd.Function):
 
 def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``log(sum(exp(x), dim))``; ``-inf`` with zero gradient where every entry is ``-inf``."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return torch.logsumexp(x, dim)
     return _LogSumExp.apply(x, dim)
 
 
@@ -69,13 +63,9 @@ def log_nonneg(s: torch.Tensor) -> torch.Tensor:
 
 
 def zero_log_zero(logw: torch.Tensor) -> torch.Tensor:
-    """``logw`` for ``flow * log w`` sums, whose zero weights must add 0 with a zero
-    gradient: a zero weight's edge has flow 0, so where :func:`may_hold_log_zero` finds no
-    ``-inf`` (or NaN, or value low enough to overflow a product) ``logw`` itself, else
-    ``logw`` clamped at ``-sqrt(max float)``: ``0 * logw`` is then 0, and the gradients
-    through it stay finite and vanish at the zero weight (``w`` is ``0`` there). A clamp
-    rather than a mask ``w == 0``: inside torch.compile a mask would be saved for the
-    backward, a boolean tensor that inductor stores element by element."""
+    """``logw`` for ``flow * log w`` sums (a zero weight's edge has flow 0): clamped at
+    ``-sqrt(max float)`` where :func:`may_hold_log_zero`, so ``0 * logw`` is 0 with finite,
+    vanishing gradients."""
     if not may_hold_log_zero(logw):
         return logw
     return logw.clamp_min(-math.sqrt(torch.finfo(logw.dtype).max))
@@ -88,18 +78,9 @@ def compiling() -> bool:
 
 
 def may_hold_log_zero(logw: torch.Tensor) -> bool:
-    """Whether ``w log w``-style sums over the log-weights ``logw`` need a guard (a mask or
-    a clamp) for zero weights: whether ``logw`` may hold ``log 0 = -inf`` (or NaN, or a value below
-    ``-sqrt(max float)``, whose products with gradients could overflow).
-
-    A weight that merely underflowed to 0 has a finite log-weight and adds ``0 * logw = 0``
-    (with zero gradient through ``w``), so no guard is needed for it. On the CPU this is one
-    ``min``, as comparison and ``masked_fill`` / ``where`` kernels there cost several times a
-    multiplication of the same size; elsewhere it answers True (the guard is cheap there, and
-    the check would synchronise with the device), as it does inside ``torch.compile``, where
-    the guard fuses into its neighbours' kernel and a data-dependent branch would split the
-    compiled graph.
-    """
+    """Whether ``logw`` may hold ``-inf``, NaN or a value below ``-sqrt(max float)`` (then
+    ``w log w`` sums need a guard). Always True off the CPU and under ``torch.compile``
+    (no data-dependent branch there)."""
     if logw.device.type != "cpu" or compiling():
         return True
     limit = -math.sqrt(torch.finfo(logw.dtype).max)
@@ -122,9 +103,7 @@ def matmul(w: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a [G, X, Y] @ b [G, Y, B]``. Below :data:`NARROW` columns, computed as
-    ``(b^T a^T)^T``: CPU BLAS runs batched matrix-vector products far below its
-    matrix-matrix speed, but not the transposed form."""
+    """``a [G, X, Y] @ b [G, Y, B]``; below :data:`NARROW` columns as ``(b^T a^T)^T``."""
     if b.shape[2] < NARROW:
         return torch.bmm(b.mT, a.mT).mT
     return torch.bmm(a, b)
@@ -135,12 +114,9 @@ NARROW = 16
 
 class OuterMatmul(torch.autograd.Function):
     """:func:`outer_values` as one autograd node, from shared log-weights ``logw [1, G, M,
-    K]`` (exponentiated inside, so the weights' gradient is ``(grad_w * w)`` in place, with
-    no separate exponential node). Its backward reads the saved outer product ``e [G, K,
-    B]`` once: ``z = (w^T (grad / s)) * e`` summed over either factor is the gradient of the
-    left or right children, the exponentials' backward folded in, where autograd would run
-    two broadcast products and their reductions. ``s`` is returned for the guard, not
-    differentiable; ``log 0 = -inf`` gets a zero gradient."""
+    K]``; returns ``(out, s)``, ``s`` not differentiable. Backward from the saved outer
+    product ``e [G, K, B]``: ``grad_logw = (u e^T) w`` and the children's gradients
+    ``(w^T u) e`` summed over either factor, ``u = grad / s`` (0 where ``s == 0``)."""
 
     @staticmethod
     def forward(ctx, logw, both, width):
@@ -152,8 +128,6 @@ class OuterMatmul(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad, _grad_s):
         w, e, s = ctx.saved_tensors
-        # never differentiated again (once_differentiable: trying raises), so the `where`
-        # trick against NaN second derivatives of `log_nonneg` is not needed
         gs = over_s(grad, s)                                         # [G, M, B]
         grad_w = grad_both = None
         if ctx.needs_input_grad[0]:
@@ -164,17 +138,12 @@ class OuterMatmul(torch.autograd.Function):
 
 
 def over_s(grad: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """``grad / s`` ``[G, M, B]``, made 0 where it is +-inf or NaN, i.e. where ``s == 0``:
-    there every product ``w_mk e_kb`` of the column is 0, so any finite value gives the same
-    gradients. Where ``s > 0`` it is at least the step's limit (smaller columns are
-    recomputed exactly and pass no gradient here), so no finite quotient is lost. One pass
-    with no boolean mask (comparisons and ``where`` are slow on CPU)."""
+    """``grad / s`` ``[G, M, B]``, 0 where ``s == 0`` (every term of the column is 0 there)."""
     return torch.div(grad, s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _outer_forward(ctx, logw, both, width):
-    """The fused outer step's forward for :class:`OuterMatmul` and its twice-differentiable
-    form: ``(out, s, w, e)`` (``s`` marked non-differentiable, ``ctx.width`` set)."""
+    """The forward of both outer nodes: ``(out, s, w, e)``."""
     w = torch.exp(logw)
     out, s, e = outer_values(w, both, width)
     ctx.width = width
@@ -190,10 +159,7 @@ def factor_sums(z: torch.Tensor, width: int) -> torch.Tensor:
 
 
 class OuterMatmulTwice(torch.autograd.Function):
-    """:class:`OuterMatmul` whose gradient can be differentiated again (``run(twice=True)``,
-    the leave-one-out gradient): the backward is :class:`_OuterGrad`, itself an autograd
-    node with a hand-written backward, instead of autograd's graph of the formula (its
-    broadcast products and reductions over ``[G, A, A2, B]``, then theirs differentiated)."""
+    """:class:`OuterMatmul` whose backward (:class:`_OuterGrad`) is differentiable."""
 
     @staticmethod
     def forward(ctx, logw, both, width):
@@ -240,8 +206,6 @@ class _OuterGrad(torch.autograd.Function):
         w, e, inv, u, t = ctx.saved_tensors
         weights = w[0]                                                       # [G, M, K]
         g, k, batch = e.shape
-        # few [G, K, B] buffers: each is as large as the outer product (in place where
-        # possible; on CPU a fresh one of several MB costs its page faults)
         ct = ec = None
         r = u.new_zeros(()).expand_as(u)                       # no cotangent: no second order
         if c_both is not None:

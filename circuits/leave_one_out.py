@@ -1,33 +1,20 @@
 """``log p(x_i | x_-i)`` for every variable ``i``: two exact routes and the choice per row.
 
-For a smooth, decomposable circuit the value ``Z`` is multilinear in the leaves of one
-variable (every induced tree holds exactly one of them), so summing ``x_i`` out replaces
-each leaf ``l`` of ``i`` by its total mass 1 and
-``p(x_-i) / p(x) = sum_l (dZ/dv_l) / Z = sum_l f_l / v_l``, with ``f_l = d log Z / d log v_l``
-the leaf's flow (the probability that it is in the induced tree of ``x``). Hence
+``Z`` is multilinear in the leaves of one variable, so summing ``x_i`` out replaces each
+leaf ``l`` of ``i`` by 1 and ``p(x_-i) / p(x) = sum_l f_l / v_l``, ``f_l = d log Z / d log
+v_l`` the leaf's flow: ``log p(x_i | x_-i) = -logsumexp_l (log f_l - log v_l)``.
 
-    log p(x_i | x_-i) = -logsumexp_l (log f_l - log v_l).
+- :func:`by_flows`: the flows as the gradient of one upward pass w.r.t. the leaf layer
+  (with ``upward.run(twice=True)`` where the result needs a gradient).
+- :func:`by_product_flows`: the same sum over the fused first layer's products (shared
+  parameters, :func:`circuits.program.leaf_products`): each product has one child leaf per
+  variable of its scope, so ``sum_l f_l / v_l = sum_{p: i in scope(p)} g_p / v_c(p, i)``.
+- :func:`by_log_derivatives`: ``log dZ/dv`` in log space
+  (:func:`circuits.downward.log_derivatives`), exact for any leaf value including 0.
 
-- **By flows** (:func:`by_flows`): one upward pass with the leaf layer as an autograd input,
-  its gradient (the flows, ``[L, B]``), and one weighted sum per variable: about one
-  ``log_prob`` with its backward. Where the result needs a gradient, the upward pass runs
-  with steps whose backward can itself be differentiated (``upward.run(twice=True)``), so
-  the gradient to the parameters is exact second-order autograd.
-- **By the products' flows** (:func:`by_product_flows`): with shared parameters and a
-  fused first layer of leaf products (:func:`circuits.program.leaf_products`), the same
-  sum taken over the first-layer products: each has one child leaf per variable of its scope, so
-  ``sum_l f_l / v_l = sum_{p: i in scope(p)} g_p / v_c(p, i)`` with ``g_p`` the products'
-  flows. No leaf layer is made. Taken when every leaf log-value is above the floor below.
-- **By log-derivatives** (:func:`circuits.downward.log_derivatives`): ``log dZ/dv`` of every
-  node pulled top-down in log space, exact for any leaf value including 0 (indicators).
-
-Flows are computed in linear space, so one that falls below the dtype's smallest normal
-number may be lost; the term it feeds, ``f_l / v_l``, can then matter only if ``v_l`` is
-tiny too. The sum is at least 1 (``p(x_i | x_-i) <= 1``), so a row takes the flows route
-when every leaf log-value is at least ``log(1e6 * L * tiny / eps)`` (``L`` leaves: the
-lost terms together stay below ``1e-6`` eps relative) and its ``log p(x)`` is finite; every
-other row (a zero-valued leaf, as every indicator circuit has, or a zero-probability
-``x``) takes the log-derivatives route.
+Flows are linear-space, so a row takes a flows route only when every leaf log-value is at
+least ``log(1e6 * L * tiny / eps)`` (the lost terms stay below ``1e-6`` eps relative) and
+``log p(x)`` is finite; other rows take the log-derivatives route.
 """
 
 from __future__ import annotations
@@ -44,9 +31,8 @@ __all__ = ["leave_one_out"]
 
 
 def leave_one_out(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``log p(x_i | x_-i)`` ``[B, V]`` for complete assignments ``x [B, V]`` under the
-    extended log-parameters ``logp_ext [B' (1 or B), P + 2]``; each row by flows where that
-    is exact to the dtype, else by log-derivatives (see the module docstring)."""
+    """``log p(x_i | x_-i)`` ``[B, V]`` for complete ``x [B, V]`` under ``logp_ext [B' (1 or
+    B), P + 2]``, each row by the route the module docstring gives it."""
     fused = leaf_products(plan.program) if logp_ext.shape[0] == 1 else None
     if fused is not None and bool(logp_ext.detach().reshape(-1).take(fused.slots).amin()
                                   >= _floor(plan, logp_ext.dtype)):
@@ -74,8 +60,8 @@ def leave_one_out(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.
 
 
 def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Tensor):
-    """The flows route for rows whose leaf log-values ``leaf [n_0, B]`` (the upward pass's
-    leaf layer for ``x``) are all above the floor: ``([B, V], log p(x) finite [B])``."""
+    """The flows route from the leaf layer ``leaf [n_0, B]`` of ``x``: ``([B, V], log p(x)
+    finite [B])``."""
     if torch.is_inference_mode_enabled():     # autograd records no inference tensor: copies
         with torch.inference_mode(False), torch.no_grad():
             return by_flows(plan, logp_ext.clone(), x, leaf.clone())
@@ -85,13 +71,9 @@ def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Te
         outs = upward.run(plan.program, logp_ext, values, twice=need_graph)
         log_z = upward.root(plan.program, outs)                         # [B]
         flows, = torch.autograd.grad(log_z.sum(), values, create_graph=need_graph)
-    if not need_graph:          # no graph to the caller's tensors: none to hand back either
+    if not need_graph:
         flows, values, log_z = flows.detach(), values.detach(), log_z.detach()
-    # p(x_-i) / p(x) = sum of f_l / v_l over i's leaves: at least 1, and every 1 / v_l is
-    # at most exp(-floor) (1e22 in float32), so the sum is taken in linear space. With
-    # shared parameters 1 / v_l is read from the table of inverse parameters (the same
-    # numbers as exp(-values): one gather where exp(-values) is two passes over [n_0, B]
-    # and two more in the backward).
+    # 1 / v_l: with shared parameters read from the inverse parameters' leaf layer
     if logp_ext.shape[0] == 1:
         inverse = passes._leaf_values(plan, torch.exp(-logp_ext), x, x.shape[0])
         if not need_graph:
@@ -110,15 +92,7 @@ def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Te
 
 def by_product_flows(plan: Plan, fused: LeafProducts, logp_ext: torch.Tensor,
                      x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The flows route on the fused first layer (shared parameters whose every leaf
-    log-value is above the floor): ``([B, V], log p(x) finite [B])``.
-
-    Every leaf feeds first-layer products only, and each product ``p`` has exactly one
-    child ``c(p, i)`` on each variable ``i`` of its scope, so with ``g_p = d log Z / d log p``
-    (the products' flows) ``sum_l f_l / v_l = sum_{p: i in scope(p)} g_p / v_c(p, i)``: the
-    products' flows times the inverse leaf values their lookup reads, summed per variable.
-    No leaf layer ``[L, B]`` is made.
-    """
+    """The flows route on the fused first layer: ``([B, V], log p(x) finite [B])``."""
     if torch.is_inference_mode_enabled():     # autograd records no inference tensor: copies
         with torch.inference_mode(False), torch.no_grad():
             return by_product_flows(plan, fused, logp_ext.clone(), x.clone())
@@ -135,8 +109,6 @@ def by_product_flows(plan: Plan, fused: LeafProducts, logp_ext: torch.Tensor,
         flows, log_z = flows.detach(), log_z.detach()
     u, w, _, i = fused.slots.shape
     batch = x.shape[0]
-    # sum_i g_p / v_c(p, i) per tuple position: the inverse leaf values are finite here
-    # (every leaf log-value is above the floor)
     per_position = fused.weighted_children(torch.exp(-logp_ext), x, flows.view(u, i, batch))
     total = per_position.new_zeros(plan.num_vars, batch).index_add(
         0, fused.variables, per_position.reshape(u * w, batch))
@@ -149,14 +121,13 @@ def by_log_derivatives(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> t
     grads = downward.log_derivatives(plan, logp_ext, vals)
     rest = downward.per_variable_logsumexp(plan, grads[1:plan.num_leaves + 1]).T   # [B, V]
     log_z = vals[plan.root].unsqueeze(1).expand_as(rest)
-    # p(x_-i) = 0 leaves p(x_i | x_-i) undefined; x itself then has probability zero: -inf.
-    # p(x_i | x_-i) <= 1; rounding (float32) must not push its log above 0.
+    # p(x_-i) = 0: -inf (x has probability zero); the log is at most 0
     return torch.where(torch.isneginf(rest), torch.full_like(rest, float("-inf")),
                        (log_z - rest).clamp(max=0.0))
 
 
 def _floor(plan: Plan, dtype: torch.dtype) -> float:
-    """The smallest leaf log-value the flows route accepts (module docstring)."""
+    """The smallest leaf log-value the flows routes accept."""
     info = torch.finfo(dtype)
     return math.log(1e6 * max(plan.num_leaves, 1) * info.tiny / info.eps)
 

@@ -1,21 +1,13 @@
 """Passes over a compiled :class:`~circuits.compile.Plan` that the queries share.
 
 - :func:`normalise`: flat logits to log-parameters, one log-softmax per parameter group
-  (the support states of one leaf or the children of one sum). Each group's maximum is
-  subtracted *before* summing, so the result is exact for logits of any magnitude:
-  ``logits - logsumexp(logits)`` done naively loses everything once ``|logits|`` exceeds
-  ``1 / eps`` (``1e8`` in float32 rounds ``1e8 + log 3`` back to ``1e8``);
-- the upward pass (:func:`upward`, :func:`root_log_values`, :func:`log_values`): layer by
-  layer on per-layer tensors (:mod:`circuits.upward`, program built by
-  :mod:`circuits.program`), node values gathered into node-id order only when asked;
-- :func:`posterior` (the parameters of ``p(. | x)``), one pass over the parameters.
+  (a leaf's support states, a sum's children), exact for logits of any magnitude;
+- the upward pass's entry points (:func:`root_log_values`, :func:`log_values`,
+  :func:`upward`) over :func:`circuits.upward.run`;
+- :func:`posterior`: the parameters of ``p(. | x)``.
 
-Parameters arrive as ``logp``: the normalised flat log-parameters ``[B', num_params]`` with
-``B'`` either 1 (shared) or the batch size; :func:`extend` appends the two constant slots
-(log 0, log 1). Top-down queries live in :mod:`circuits.downward`.
-
-All log-space reductions are "safe": a reduction over only ``-inf`` gives ``-inf`` with a
-zero (not NaN) gradient, so zero-probability branches never poison gradients.
+``logp``: normalised log-parameters ``[B' (1 or batch), P]``; :func:`extend` appends the
+constant slots log 0 and log 1 (``logp_ext [B', P + 2]``).
 """
 
 from __future__ import annotations
@@ -24,22 +16,19 @@ import torch
 
 from circuits import upward as upward_steps
 from circuits.compile import Plan
+from circuits.kernels import NARROW
 from circuits.program import KeptWeights, leaf_products
 
 __all__ = ["extend", "leaf_log_probs", "leaf_values", "log_values", "normalise", "posterior",
-           "root_log_values", "upward", "upward_layers"]
+           "root_log_values", "upward"]
 
 NEG_INF = float("-inf")
-NARROW = 16   # groups narrower than this are normalised along the transposed run
 
 
 def normalise(plan: Plan, params: torch.Tensor, name: str = "params") -> torch.Tensor:
-    """Log-softmax of ``params [B, P]`` within each leaf's and each sum's parameter group.
-
-    Each run of equal-size groups (``plan.param_runs``) is one dense log-softmax, each mixed
-    stretch one scatter-based log-softmax. Raises ValueError naming ``name`` when every logit
-    of some group is ``-inf`` (that leaf or sum would have zero total mass).
-    """
+    """Log-softmax of ``params [B, P]`` within each parameter group: one dense log-softmax
+    per run of equal-size groups (``plan.param_runs``), a scatter-based one per mixed
+    stretch. ValueError naming ``name`` where a group is all ``-inf``."""
     if plan.num_params == 0:
         return params
     runs = plan.param_runs
@@ -48,7 +37,7 @@ def normalise(plan: Plan, params: torch.Tensor, name: str = "params") -> torch.T
     for (start, stop, size, first_group, stop_group), segment in zip(runs, segments):
         if size >= NARROW:
             parts.append(torch.log_softmax(segment.reshape(-1, size), -1).view(segment.shape))
-        elif size:                                   # transposed: CPU kernels are slow on short rows
+        elif size:                                   # short groups: along the transposed run
             rows = segment.reshape(-1, size).T
             parts.append(torch.log_softmax(rows, 0).T.reshape(segment.shape))
         else:
@@ -116,15 +105,13 @@ def leaf_log_probs(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None = 
 
 
 def _leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int):
-    """The leaf layer's log-values ``[n_0, B]``, rows in the program's leaf order
-    (``plan.program.leaf_rows``; see :func:`circuits.program._leaf_layout`)."""
+    """The leaf layer's log-values ``[n_0, B]``, rows in the program's leaf order."""
     program = plan.program
     if x is None:
         return logp_ext.new_zeros(program.row_leaf.numel(), batch)
     states = _states(plan, x)
     if program.leaf_table is not None and logp_ext.shape[0] == 1:
-        table = logp_ext.reshape(-1).take(program.leaf_table)        # [V, Lv, K + 1]; a view, not
-        # a select: its backward would zero-fill and copy the whole parameter vector
+        table = logp_ext.reshape(-1).take(program.leaf_table)        # [V, Lv, K + 1]
         return _pick(table, states)
     slots, flat = _slots_and_columns(plan, states)
     theta = logp_ext.index_select(1, slots)                          # [B', L * (K + 1)]
@@ -144,9 +131,8 @@ def _pick(table: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
 
 
 def _slots_and_columns(plan: Plan, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(slots [L * (K + 1)], columns [n_0, B])``: each leaf's ``K + 1`` slots of ``logp_ext``
-    (column ``K`` the log-1 slot that a missing value reads), and which of those each value
-    of the leaf layer reads under ``states [V, B]``."""
+    """``(slots [L * (K + 1)], columns [n_0, B])``: each leaf's ``K + 1`` slots (column ``K``
+    log 1, read by a missing value) and the one each leaf-layer value reads."""
     missing = torch.full((plan.num_leaves, 1), plan.num_params + 1, dtype=torch.long,
                          device=states.device)
     slots = torch.cat([plan.leaf_slots, missing], 1).view(-1)
@@ -162,26 +148,20 @@ def leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batc
 
 def upward(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor,
            all_nodes: bool = False) -> torch.Tensor:
-    """The upward pass from given leaf log-values ``leaf_vals [B, L]`` (any values: autograd
-    of the root w.r.t. them gives top-down quantities). Returns the root's log-values ``[B]``,
+    """The upward pass from given leaf log-values ``leaf_vals [B, L]``: the root's ``[B]``,
     or with ``all_nodes`` every node's ``[B, N]`` (column = node id; column 0 is 0)."""
-    outs = upward_layers(plan, logp_ext, leaf_vals.T.index_select(0, plan.program.row_leaf))
+    outs = upward_steps.run(plan.program, logp_ext,
+                            leaf_vals.T.index_select(0, plan.program.row_leaf))
     if all_nodes:
         return upward_steps.node_values(plan.program, outs).T
     return upward_steps.root(plan.program, outs)
 
 
-def upward_layers(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor) -> list:
-    """Per-layer log-values (node-major): the leaf layer ``[n_0, B]`` (rows in the program's
-    leaf order, :func:`_leaf_values`) -> list of ``[n_l, B]``."""
-    return upward_steps.run(plan.program, logp_ext, leaf_vals)
-
-
 def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int,
                     exps: KeptWeights | None = None) -> torch.Tensor:
     """The root's log-value ``[B]`` under evidence ``x [B, V]`` (-1 = marginalised);
-    ``exps``: :func:`circuits.upward.weight_exps` of ``logp_ext``, if kept by the caller.
-    Where the first layer is products of leaves, it is read straight from the leaf tables
+    ``exps``: :func:`circuits.upward.weight_exps` of ``logp_ext``, if kept. With shared
+    parameters the first layer is read from the leaf tables where the program allows
     (:func:`circuits.program.leaf_products`)."""
     fused = leaf_products(plan.program) if x is not None and logp_ext.shape[0] == 1 else None
     if fused is None:
@@ -195,21 +175,15 @@ def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, 
 
 
 def log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
-    """Log-value of every node ``[B, N]`` under evidence ``x [B, V]`` (-1 = marginalised).
-
-    Computed layer by layer (:mod:`circuits.upward`), node-major, and gathered into node-id
-    order once at the end; returned as a transposed view.
-    """
-    outs = upward_layers(plan, logp_ext, _leaf_values(plan, logp_ext, x, batch))
+    """Log-value of every node ``[B, N]`` under evidence ``x [B, V]`` (a transposed view)."""
+    outs = upward_steps.run(plan.program, logp_ext, _leaf_values(plan, logp_ext, x, batch))
     return upward_steps.node_values(plan.program, outs).T
 
 
 def posterior(plan: Plan, logp: torch.Tensor, vals: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Normalised log-parameters ``[B, P]`` of p(. | x) as a circuit of the same structure.
-
-    Sum weights become ``w_c v_c(x) / v_n(x)``; an observed leaf becomes a point mass on its
-    observed state. Nodes the evidence makes unreachable keep their old parameters.
-    """
+    """Normalised log-parameters ``[B, P]`` of ``p(. | x)`` on the same structure: sum
+    weights ``w_c v_c(x) / v_n(x)``, observed leaves point masses; unreachable nodes keep
+    theirs."""
     batch = vals.shape[0]
     logp = logp.expand(batch, -1)
     out = logp

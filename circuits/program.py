@@ -1,33 +1,14 @@
-"""Build the upward pass's per-layer :class:`Program` from a compiled :class:`Plan` (once).
+"""The upward pass's per-layer :class:`Program`, built once from a compiled plan.
 
-The plan numbers nodes and groups them (see :mod:`circuits.compile`); the program decides
-how each layer is executed (see :mod:`circuits.upward` for the step kinds) and where each
-node's value lives: ``(layer, row)`` of the layer tensors, or nowhere for the products that
-an ``outer`` step fuses into its sums. Two fusions are rewrites of the program made here:
-the ``outer`` step (:func:`_fusable_blocks`) and the first layer read from the leaf tables
-(:func:`leaf_products`, below). :class:`KeptWeights` holds what a caller keeps of one
-parameter set across passes over the program.
-
-**The first layer fused with the leaf lookup**, where the structure allows it.
-
-When the first layer is one ``product`` step over leaves only (the input products of
-RAT-SPNs and EinsumNetworks) and no later step reads the leaf layer, ``log p(x)`` need not
-materialise the leaf layer ``[n_0, B]`` and then gather the products' children from it:
-grouping the products by the tuple of variables their children cover (``U`` tuples of
-``W`` variables, ``I`` products each), one lookup reads every child's value straight from
-the leaf tables with the states of the tuple's variables (state 0 of every table holds
-log 1, so that a missing value, -1, reads it at ``x + 1``), and a sum over ``W`` gives the
-products. Same numbers as the unfused pass (the same additions), one ``[M * W, B]`` pass
-fewer.
-
-The lookup has two layouts. Without autograd the tables are rows ``[U * W * (K + 1), I]``
-(the ``I`` products' values side by side) and one ``index_select`` of whole rows reads
-them (contiguous rows, where an elementwise gather reads value by value). With autograd
-the tables are ``[U, I, W, K + 1]``. On CPU, where they are finite, one batched matmul with the states'
-one-hot columns reads and sums them (its backward a matmul too); otherwise (``log 0`` in
-a table, as ``0 * -inf`` is NaN; or on an accelerator) one ``gather``: the backward of a
-row lookup (an ``index_add`` or ``scatter_add`` over ``[U * W * B, I]``) costs more than
-the forward saves.
+The program decides how each layer runs (the step kinds of :mod:`circuits.upward`) and
+where each node's value lives: ``(layer, row)``, or nowhere for the products an ``outer``
+step fuses into its sums. Two fusions are rewrites made here: the ``outer`` step
+(:func:`_fusable_blocks`) and the first layer read from the leaf tables
+(:func:`leaf_products`): where the first layer is one ``product`` step over leaves only
+and no later step reads the leaf layer, the products, grouped by the tuple of variables
+of their children (``U`` tuples of ``W`` variables, ``I`` products each), are read from
+the leaf tables at the tuple's states (column 0 of each table is log 1, read by a missing
+value) and summed over ``W``: the same additions as the unfused pass, no leaf layer.
 """
 
 from __future__ import annotations
@@ -42,10 +23,8 @@ __all__ = ["KeptWeights", "LeafProducts", "Program", "Step", "build_program", "k
 
 
 def kept_structure() -> torch.inference_mode:
-    """The context that builds structure a circuit keeps across calls (index tensors made on
-    first use by a query: plans, child lists, region trees): outside inference mode, so that
-    a query first run under ``torch.inference_mode()`` (as policies act) leaves no inference
-    tensor that a later query with a gradient would have to save for its backward."""
+    """The context that builds structure kept across calls: outside inference mode, so no
+    kept index tensor is an inference tensor."""
     return torch.inference_mode(False)
 
 
@@ -92,25 +71,18 @@ class Program:
 
 @dataclass(frozen=True)
 class KeptWeights:
-    """What :func:`circuits.upward.weight_exps` keeps for passes with unchanged parameters: ``exps``, the
-    weights ``exp(piece)`` of every piece a dense or outer step reads (None for the
-    others), and ``safe``, the pieces whose every weight is at least twice the step's limit
-    (``K * tiny / eps``). Such a step needs no underflow check: its shifted children
-    include one exactly 1 (the maximum, ``exp(0)``; for an outer step the product of both
-    maxima), so each sum of non-negative terms is at least that child's weight.
-
-    ``derived``: other tensors that depend on the parameters alone, made by the first pass
-    that needs them and reused by the next ones (the log-weights of a step whose slots are
-    not one contiguous piece, gathered; the fused first layer's leaf tables,
-    :class:`LeafProducts`)."""
+    """What :func:`circuits.upward.weight_exps` keeps for passes with unchanged parameters:
+    ``exps``, ``exp(piece)`` of every piece a dense or outer step reads (else None);
+    ``safe``, the pieces whose every weight is at least twice the step's limit (a shifted
+    child is exactly 1, so such a step cannot underflow); ``derived``, other tensors of the
+    parameters alone made on first use (gathered log-weights, leaf tables)."""
 
     exps: tuple
     safe: frozenset
     derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, owner, make):
-        """What ``make()`` derives for ``owner`` (a step, the fused first layer), made on
-        first use (held with ``owner``, so an id is never read for another object)."""
+        """``make()`` for ``owner``, made on first use (held with ``owner``)."""
         entry = self.derived.get(id(owner))
         if entry is None or entry[0] is not owner:
             entry = self.derived[id(owner)] = (owner, make())
@@ -232,8 +204,7 @@ class _Builder:
 
     def _pieces(self, width: int) -> tuple:
         """Give every dense/outer step whose weight slots are one contiguous range its own
-        piece of ``logp_ext`` (split once per pass, so the backward is one concatenation
-        instead of a full-size scatter per step); return the split sizes."""
+        piece of ``logp_ext`` (split once per pass); return the split sizes."""
         ranges = []
         for step in (s for layer in self.layers for s in layer):
             if step.kind in ("dense", "outer"):
@@ -256,10 +227,9 @@ class _Builder:
 
 
 def _leaf_layout(plan) -> tuple:
-    """Rows of the leaf layer. When every variable has about as many leaves (padding at most
-    doubles the layer), the rows go variable by variable, ``Lv`` per variable (padding rows
-    read log 1), so that leaf values are one gather from a ``[V, Lv, K + 1]`` table;
-    otherwise row ``l`` is leaf ``l``."""
+    """Rows of the leaf layer: variable by variable, ``Lv`` per variable (padding reads
+    log 1; a ``[V, Lv, K + 1]`` slot table) where padding at most doubles the layer, else
+    row ``l`` is leaf ``l``."""
     num_leaves, num_vars = plan.num_leaves, plan.num_vars
     identity = torch.arange(num_leaves)
     counts = torch.bincount(plan.leaf_var, minlength=num_vars)
@@ -344,10 +314,8 @@ class LeafProducts:
 
     def values(self, logp_ext: torch.Tensor, x: torch.Tensor,
                kept: KeptWeights | None = None) -> torch.Tensor:
-        """The first layer's log-values ``[M, B]`` from ``logp_ext [1, P + 2]`` and the
-        assignments ``x [B, V]`` (-1 = missing: column 0 of every table row holds log 1).
-        ``kept``: the :class:`KeptWeights` of ``logp_ext``, which then
-        keeps the leaf tables for the next passes."""
+        """The first layer's log-values ``[M, B]`` from ``logp_ext [1, P + 2]`` and ``x [B, V]``
+        (-1 = missing); ``kept``: :class:`KeptWeights` that keep the leaf tables."""
         return self.in_order(self.grouped(logp_ext, x, kept))
 
     def grouped(self, logp_ext: torch.Tensor, x: torch.Tensor,
@@ -359,15 +327,12 @@ class LeafProducts:
             table = logp_ext.reshape(-1).take(self.gather_slots)            # [U, I, W, K + 1]
             if table.device.type == "cpu" and bool(torch.isfinite(table).all()):
                 return self._one_hot_sum(table, x).view(u * i, batch)
-            # summed in the gather's own layout: a cheaper backward than the row lookup's
             return self._gathered(logp_ext, x, table).sum(2).view(u * i, batch)
         return self.children(logp_ext, x, kept).sum(1).transpose(1, 2).reshape(u * i, batch)
 
     def _one_hot_sum(self, table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``sum_w table[u, i, w, 1 + x_w]`` as one batched matmul with the states' one-hot
-        columns: ``table [U, I, W, K + 1]`` -> ``[U, I, B]``. Its backward is the transposed
-        matmul, where the gather's is a ``scatter_add`` into zeros. Only for finite tables:
-        a zero of the one-hot times ``log 0`` would be NaN."""
+        """``sum_w table[u, i, w, 1 + x_w]`` ``[U, I, B]`` as a batched matmul with one-hot
+        columns (finite tables only: ``0 * log 0`` is NaN)."""
         u, i, w, k1 = table.shape
         batch = x.shape[0]
         picked = self._columns(x).view(u, w, 1, batch)
@@ -380,9 +345,8 @@ class LeafProducts:
 
     def children(self, values_ext: torch.Tensor, x: torch.Tensor,
                  kept: KeptWeights | None = None) -> torch.Tensor:
-        """Every grouped product's child values ``[U, W, B, I]`` read from the leaf
-        parameters ``values_ext [1, P + 2]`` (``logp_ext``, or any per-leaf quantity laid out
-        like it) at the states ``x [B, V]``; ``kept`` as in :meth:`values`."""
+        """Every grouped product's child values ``[U, W, B, I]`` from ``values_ext [1, P + 2]``
+        (any quantity laid out like ``logp_ext``) at ``x [B, V]``."""
         if self._autograd(values_ext):
             return self._gathered(values_ext, x).permute(0, 2, 3, 1)
         u, w, _, i = self.slots.shape
@@ -393,14 +357,9 @@ class LeafProducts:
 
     def weighted_children(self, values_ext: torch.Tensor, x: torch.Tensor,
                           weights: torch.Tensor) -> torch.Tensor:
-        """``sum_i children(values_ext, x)[u, w, b, i] * weights[u, i, b]`` ``[U, W, B]``
-        for per-product weights ``weights [U, I, B]`` (grouped rows), without the children
-        ``[U, W, B, I]``: one batched matmul of the tables with the weights gives every
-        state's sum, ``[U, W, K + 1, B]``, and each position reads its own state. For finite
-        tables only (an unread state's ``inf`` times a zero weight would be NaN in the
-        backward). The elementwise route gathers ``[U, W, B, I]``, multiplies it by the
-        broadcast weights and sums it (and the backward scatters it back); this is a matmul
-        into ``[U, W * (K + 1), B]`` and a gather of ``[U, W, B]``."""
+        """``sum_i children(values_ext, x)[u, w, b, i] * weights[u, i, b]`` ``[U, W, B]`` for
+        ``weights [U, I, B]``: a batched matmul over every state, then a gather (finite
+        tables only)."""
         u, w, k1, i = self.slots.shape
         batch = x.shape[0]
         table = values_ext.reshape(-1).take(self.gather_slots)             # [U, I, W, K + 1]
@@ -414,8 +373,7 @@ class LeafProducts:
 
     def _gathered(self, values_ext: torch.Tensor, x: torch.Tensor,
                   table: torch.Tensor | None = None) -> torch.Tensor:
-        """The autograd layout's lookup: child values ``[U, I, W, B]`` (``table``: the
-        values' ``[U, I, W, K + 1]`` layout, if already taken)."""
+        """Child values ``[U, I, W, B]`` (``table``: ``[U, I, W, K + 1]``, if taken)."""
         u, w, _, i = self.slots.shape
         batch = x.shape[0]
         if table is None:
@@ -424,19 +382,16 @@ class LeafProducts:
         return table.gather(3, picked.expand(u, i, w, batch))
 
     def _columns(self, x: torch.Tensor) -> torch.Tensor:
-        """The table column each tuple position reads, ``1 + state`` (0: missing, log 1),
-        ``[U * W, B]``, from the assignments ``x [B, V]``."""
+        """The column ``1 + state`` ``[U * W, B]`` each tuple position reads (0: missing)."""
         return x.T.index_select(0, self.variables).add_(1)
 
     def table(self, logp_ext: torch.Tensor) -> torch.Tensor:
-        """The leaf tables as rows ``[U * W * (K + 1), I]``: row ``(u, w, 1 + state)`` holds
-        the ``I`` products' child values at that state, row ``(u, w, 0)`` log 1."""
+        """The leaf tables as rows ``[U * W * (K + 1), I]`` (row ``(u, w, 0)``: log 1)."""
         return logp_ext.reshape(-1).take(self.slots).view(-1, self.slots.shape[3])
 
 
 def leaf_products(program: Program) -> LeafProducts | None:
-    """The fused first layer of ``program``, or None where the structure does not allow it
-    (kept on the program after the first call)."""
+    """The fused first layer of ``program``, or None (kept on the program)."""
     cached = getattr(program, "_leaf_products", False)
     if cached is False:
         with kept_structure():
@@ -480,8 +435,8 @@ def _build(program: Program) -> LeafProducts | None:
 
 
 def _renumbered(program: Program, inverse: torch.Tensor) -> Program | None:
-    """A copy of ``program`` whose steps read layer 1 in grouped order (row ``r`` at
-    ``inverse[r]``), or None where a step reads layer 1 together with other layers."""
+    """``program`` reading layer 1 in grouped order (row ``r`` at ``inverse[r]``); None where
+    a step reads layer 1 with other layers."""
     layers = [program.layers[0]]
     for steps in program.layers[1:]:
         copies = []

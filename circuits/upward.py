@@ -1,37 +1,20 @@
-"""The upward pass as a program of per-layer steps, built once per :class:`~circuits.compile.Plan`.
+"""The upward executor: :func:`run` walks a :class:`~circuits.program.Program` under a
+semiring (:data:`LOG_SUM_EXP` or :data:`MAX_PRODUCT`).
 
-Layout: each layer's output is its own node-major tensor ``[n_l, B]`` (layer 0: the
-leaves, leaf node ``l`` at row ``l - 1``), made by concatenating the outputs of the
-layer's steps once. A step reads its children from one earlier layer's tensor, or from
-the concatenation of the few layers it needs (made once per step), so neither the pass
-nor its backward ever rebuilds a whole-circuit buffer.
+Each layer's output is its own node-major tensor ``[n_l, B]`` (layer 0: the leaves), the
+concatenation of its steps' outputs. Steps:
 
-Steps:
+- ``product``: children ``[M, W]``, log-values added.
+- ``sum``: children ``[M, A]`` (padded with a child of weight log 0): exact log-sum-exp.
+- ``dense``: ``G`` blocks of ``M`` sums sharing a child list ``[G, K]``: weights times the
+  children's shifted exponentials, one batched matrix product.
+- ``outer``: a dense block whose ``K = A * A2`` children are the products of two lists
+  ``[G, A]``, ``[G, A2]`` used by no other node: the products are never materialised
+  (:func:`circuits.kernels.outer_values`).
 
-- ``product``: products of ``W`` children each: children ``[M, W]``, log-values added.
-- ``sum``: sparse sums, children ``[M, A]`` padded with a real child of weight log 0; an
-  exact per-node log-sum-exp.
-- ``dense``: ``G`` blocks of ``M`` sums sharing one child list ``[G, K]``: one batched
-  matrix product of the weights with the children's shifted exponentials (the
-  EinsumNetworks trick).
-- ``outer``: a dense block whose ``K`` children are exactly the products of two child
-  lists ``[G, A]`` and ``[G, A2]`` (``K = A * A2``) used by no other node: the products are
-  never materialised, the block multiplies the shifted exponentials of the two lists
-  (an outer product) and then the weights ``[G, M, K]``.
-
-The shifts of ``dense`` and ``outer`` are shared by a block's sums. Where a sum's value
-falls below what the shared shift can represent (``K * tiny / eps``) while its children
-are not all ``-inf``, the step recomputes those batch columns with the exact per-node
-log-sum-exp, so every value is exact to the dtype's precision.
-
-Speed: an ``outer`` step with shared weights is one autograd node
-(:class:`~circuits.kernels.OuterMatmul`) whose backward reuses the saved outer product
-instead of running autograd's broadcast products over ``[G, K, B]`` (where the gradient is
-differentiated again, as for the leave-one-out gradient,
-:class:`~circuits.kernels.OuterMatmulTwice` does the same for the second order); batches
-narrower than :data:`~circuits.kernels.NARROW` multiply in transposed form (CPU BLAS is
-slow on batched matrix-vector products); a caller that keeps the normalised parameters
-across passes can keep their exponentials too (:func:`weight_exps`).
+Where a ``dense`` or ``outer`` sum falls below what its shared shift represents
+(``K * tiny / eps``) while its children are not all ``-inf``, those batch columns are
+recomputed by exact log-sum-exp.
 """
 
 from __future__ import annotations
@@ -53,20 +36,12 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
         first: torch.Tensor | None = None, twice: bool = False) -> list:
     """Every layer's values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
 
-    ``logp_ext [B', P + 2]`` are the extended normalised log-parameters, ``B'`` 1 or ``B``.
-    ``semiring``: the steps per kind, :data:`LOG_SUM_EXP` (the default: log-likelihoods and
-    marginalisation) or :data:`MAX_PRODUCT` (the most probable induced tree).
-    Under log-sum-exp the dense steps record the smallest value of their shifted sums; only
-    if one fell below what the shared shift can represent is the pass run again with exact
-    guards (which recompute the affected batch columns by exact log-sum-exp), so the common
-    case costs one synchronisation per pass, not one per step (``exact``: the guards from
-    the start). ``exps``: :func:`weight_exps`
-    of the same ``logp_ext``, when the caller keeps them across passes. ``first``: the first
-    layer's values ``[n_1, B]`` computed by the caller (:class:`circuits.program.LeafProducts`), which
-    then passes no leaf layer (``leaf_vals`` None; no later step may read it). ``twice``:
-    every step's gradient can be differentiated again: composed of torch ops, or, for the
-    fused outer step, :class:`~circuits.kernels.OuterMatmulTwice`, whose backward has a
-    hand-written backward.
+    ``logp_ext [B' (1 or B), P + 2]``: extended normalised log-parameters. ``semiring``:
+    :data:`LOG_SUM_EXP` (default) or :data:`MAX_PRODUCT`. The shared-shift steps record
+    their smallest sums; if one fell below its limit the pass reruns with exact guards
+    (``exact``: guards from the start). ``exps``: :func:`weight_exps` of ``logp_ext``.
+    ``first``: the first layer ``[n_1, B]`` (:class:`circuits.program.LeafProducts`), then
+    ``leaf_vals`` is None. ``twice``: every step's gradient is differentiable again.
     """
     steps = LOG_SUM_EXP if semiring is None else semiring
     ctx = _Pass(logp_ext, program.cuts, exact, exps, twice)
@@ -79,7 +54,6 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
 
 def _walk(program: Program, steps: dict, ctx: _Pass, leaf_vals: torch.Tensor | None,
           first: torch.Tensor | None) -> list:
-    """:func:`run`'s layers, once, with the per-pass state ``ctx``."""
     outs = [leaf_vals if first is None else first[:0], *([] if first is None else [first])]
     empty = None
     for layer in program.layers[len(outs) - 1:]:
@@ -93,8 +67,8 @@ def _walk(program: Program, steps: dict, ctx: _Pass, leaf_vals: torch.Tensor | N
 
 
 def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
-    """The weights of ``logp_ext``'s pieces and which steps are safe (:class:`KeptWeights`),
-    to reuse across passes with unchanged parameters; None when no step has a piece."""
+    """:class:`KeptWeights` of ``logp_ext``, for passes with unchanged parameters; None when
+    no step has a piece."""
     if not program.cuts:
         return None
     steps = piece_steps(program)
@@ -106,8 +80,7 @@ def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
 
 
 def piece_steps(program: Program) -> dict:
-    """``{piece: step}``: the step that reads each piece of ``logp_ext`` (``program.cuts``;
-    only dense and outer steps with contiguous slots have one), kept on the program."""
+    """``{piece: step}`` of the steps that read a piece of ``logp_ext`` (kept on the program)."""
     steps = program.__dict__.get("_piece_steps")
     if steps is None:
         steps = program.__dict__["_piece_steps"] = {
@@ -135,9 +108,8 @@ def node_values(program: Program, outs: list) -> torch.Tensor:
 
 # --- execution --------------------------------------------------------------------------------
 class _Pass:
-    """Per-pass state: log-weights and weights per step (a view of the step's piece of
-    ``logp_ext``, split on first use, where its slots are contiguous; else gathered by
-    slot), and the dense steps' smallest sums with their limits (``K * tiny / eps``)."""
+    """Per-pass state: each step's log-weights and weights (its piece of ``logp_ext``, or
+    gathered by slot), and the shared-shift steps' smallest sums with their limits."""
 
     def __init__(self, logp_ext: torch.Tensor, cuts: tuple, exact: bool,
                  exps: KeptWeights | None, twice: bool):
@@ -177,8 +149,7 @@ class _Pass:
         return self._exp[:, step.weights]
 
     def record(self, step: Step, out: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Outside exact mode: keep ``s``'s minimum for :func:`run`'s check; ``out [G, M, B]``
-        flattened to ``[G * M, B]``."""
+        """Keep ``s``'s minimum for :func:`run`'s check; ``out [G, M, B]`` -> ``[G * M, B]``."""
         if s.numel() and (self.exps is None or step.piece not in self.exps.safe):
             self.mins.append(s.detach().amin() if s.requires_grad else s.amin())
             self.limits.append(_limit(step, s.dtype))
@@ -186,8 +157,7 @@ class _Pass:
 
 
 def _limits(program: Program, values: list, like: torch.Tensor) -> torch.Tensor:
-    """The recorded steps' limits ``values`` as a tensor of ``like``'s dtype and device,
-    kept on the program (a program meets only a few distinct lists)."""
+    """The limits ``values`` as a tensor like ``like`` (kept on the program)."""
     kept = program.__dict__.setdefault("_limit_tensors", {})
     key = (like.dtype, like.device, tuple(values))
     if key not in kept:
@@ -221,7 +191,7 @@ def _product(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 def _sum(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     logw = weights.log(step).permute(1, 2, 0)                        # [M, A, B']
     x = _gather(src, step.children) + logw
-    return logsumexp(x, 1) if x.requires_grad else torch.logsumexp(x, 1)
+    return logsumexp(x, 1)
 
 
 def _has_finite(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -266,9 +236,8 @@ def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 
 
 def _pair(step: Step) -> torch.Tensor:
-    """An outer step's left and right child lists side by side, ``[G, A + A2]`` (made once
-    per step and kept on it, with whether they are rows ``0, 1, ...`` of the source in
-    order: ``step._pair_in_order``)."""
+    """An outer step's child lists side by side ``[G, A + A2]``, kept on the step with
+    ``step._pair_in_order`` (whether they are the source's rows ``0, 1, ...``)."""
     pair = getattr(step, "_pair", None)
     if pair is None:
         with kept_structure():
@@ -279,9 +248,8 @@ def _pair(step: Step) -> torch.Tensor:
 
 
 def _paired(step: Step, src: torch.Tensor) -> torch.Tensor:
-    """An outer step's children's values ``[G, A + A2, B]`` from ``src [n, B]``: a view of
-    its first rows where the pair reads them in order (as the RAT-SPN's outer steps above
-    the first do), else gathered."""
+    """An outer step's children's values ``[G, A + A2, B]`` from ``src [n, B]`` (a view
+    where they are its first rows in order)."""
     pair = _pair(step)
     if step._pair_in_order:
         return src[:pair.numel()].reshape(*pair.shape, src.shape[1])
@@ -289,9 +257,8 @@ def _paired(step: Step, src: torch.Tensor) -> torch.Tensor:
 
 
 def _guard(step: Step, out, s, finite, children, weights: _Pass) -> torch.Tensor:
-    """In exact mode, recompute exactly the batch columns where the shared shift lost
-    precision: ``out`` and ``s`` ``[G, M, B]``; ``finite()`` ``[G, 1, B]``, whether the block
-    has a child above ``-inf`` (else ``s == 0`` is exact)."""
+    """Recompute exactly the batch columns where the shared shift lost precision (``out``,
+    ``s`` ``[G, M, B]``; ``finite()`` ``[G, 1, B]``: some child above ``-inf``)."""
     if s.numel() == 0:
         return out.flatten(0, 1)
     bad = (s.detach() < _limit(step, s.dtype)) & finite()
@@ -331,11 +298,8 @@ def _max_outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
 
 
 LOG_SUM_EXP = {"product": _product, "sum": _sum, "dense": _dense, "outer": _outer}
-"""The sum-product semiring in log space: each sum is the log-sum-exp of its weighted
-children (the step kinds of the module docstring)."""
+"""Each sum is the log-sum-exp of its weighted children."""
 
 MAX_PRODUCT = {"product": _product, "sum": _max_sum, "dense": _max_dense, "outer": _max_outer}
-"""The max-product semiring in log space: each sum is the largest of its weighted children.
-A maximum's gradient goes to one child (``max``, not ``amax``, which splits it among ties),
-so the gradient of the root w.r.t. the leaf layer marks the leaves of one most probable
-induced tree."""
+"""Each sum is the largest of its weighted children (``max``: its gradient goes to one
+child, so the root's gradient w.r.t. the leaves marks one most probable induced tree)."""
