@@ -2,6 +2,8 @@
 
 Stores global states (for centralised critics and policies) and, when ``obs_dim`` is
 given, per-agent observations (for decentralised agents), in preallocated numpy arrays.
+Without ``obs_dim`` it holds no observation arrays and ignores the transitions' ``obs`` and
+``next_obs`` (which may be ``None``).
 Next states or next observations of at least ``SHARED_BYTES`` per row that equal, bit for
 bit, a later row's state or observations are kept by reference to that row
 (:mod:`~spnpolicy.training.next_values`): in the middle of episodes that is every one, so
@@ -102,6 +104,9 @@ class ReplayBuffer:
         for name, shape in self._shapes().items():
             value = getattr(transition, name, None)
             value = np.ones(rows, np.int64) if value is None and name == "steps" else value
+            if value is None:
+                raise ValueError(f"transition.{name} is None: this buffer stores it (a runner "
+                                 f"made with observations=False passes no observations)")
             value = values[name] = np.asarray(value)
             if value.shape != (rows, *shape):
                 raise ValueError(f"transition.{name} must have shape "

@@ -9,6 +9,9 @@ time and come out when they are ``n`` steps old or their episode has ended.
 nstep = NStepAccumulator(num_envs=8, n=5, gamma=0.99)
 buffer.add(nstep.push(runner.step(actions)))      # ReplayBuffer stores `steps` too
 ```
+
+Fields that are ``None`` (the observations of a ``Runner(envs, observations=False)``) are
+neither kept nor copied: they come out ``None``.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ __all__ = ["NStepAccumulator", "NStepTransition"]
 
 class NStepTransition(NamedTuple):
     """Like :class:`~spnpolicy.training.runner.Transition` (leading ``[M]`` axis, ``M`` may
-    be 0) with ``reward`` the discounted ``m``-step return and ``steps`` the horizon ``m``."""
+    be 0) with ``reward`` the discounted ``m``-step return and ``steps`` the horizon ``m``;
+    ``obs`` and ``next_obs`` are None where the transitions had none."""
 
     state: np.ndarray
-    obs: np.ndarray
+    obs: np.ndarray | None
     actions: np.ndarray
     reward: np.ndarray
     next_state: np.ndarray
-    next_obs: np.ndarray
+    next_obs: np.ndarray | None
     terminated: np.ndarray
     steps: np.ndarray
 
@@ -41,7 +45,8 @@ class NStepAccumulator:
 
     All copies step together, so step ``t`` of every copy sits in slot ``t % n``; copy
     ``e``'s queue is its last ``length[e]`` steps. ``push`` works on whole arrays: its cost
-    does not grow with a Python loop over the copies.
+    does not grow with a Python loop over the copies. A field that comes as ``None`` has no
+    ring (``None`` in :attr:`ring`) and goes out as ``None``.
     """
 
     def __init__(self, num_envs: int, n: int, gamma: float) -> None:
@@ -51,7 +56,7 @@ class NStepAccumulator:
         self.discounts = np.array([gamma**i for i in range(n)], np.float32)   # [n]
         self.length = np.zeros(num_envs, np.int64)    # queued steps per copy
         self.t = -1                                    # the last step's time (its slot: t % n)
-        self.ring: list[np.ndarray] | None = None      # the 7 fields, [n, E, ...] each
+        self.ring: list[np.ndarray | None] | None = None  # the 7 fields, [n, E, ...] each
 
     def push(self, transition: Transition) -> NStepTransition:
         """Add one step of every copy; returns the transitions that are complete: per copy
@@ -59,11 +64,18 @@ class NStepAccumulator:
         if len(transition.reward) != self.num_envs:
             raise ValueError(f"the transition has {len(transition.reward)} copies' steps, this "
                              f"accumulator was made for num_envs={self.num_envs}")
+        fields = tuple(transition[:7])
         if self.ring is None:
-            self._allocate(tuple(field[0] for field in transition[:7]))
+            self._allocate(tuple(None if field is None else field[0] for field in fields))
         self.t += 1
-        for ring, field in zip(self.ring, transition[:7]):
-            ring[self.t % self.n] = field
+        for i, (ring, field) in enumerate(zip(self.ring, fields)):
+            if field is None:        # not kept (a resumed queue's values of it are dropped)
+                self.ring[i] = None
+            elif ring is None:
+                raise ValueError(f"transition field {i} ({NStepTransition._fields[i]}) is "
+                                 f"given, but this accumulator's queued steps have none")
+            else:
+                ring[self.t % self.n] = field
         self.length += 1
         ended = (transition.terminated > 0) | transition.truncated
         count = np.where(ended, self.length, self.length == self.n)
@@ -79,27 +91,31 @@ class NStepAccumulator:
         ret = terms[:, 0].copy()
         for i in range(1, self.n):             # float32, in order: as summing step by step
             ret += terms[:, i]
-        start = (ring[first, env] for ring in self.ring[:3])
-        end = (field[env] for field in transition[4:7])
+        start = (None if ring is None else ring[first, env] for ring in self.ring[:3])
+        end = (None if field is None else field[env] for field in fields[4:7])
         return NStepTransition(*start, ret.astype(np.float32, copy=False), *end, steps)
 
     def _allocate(self, step: tuple) -> None:
-        """Empty ring arrays ``[n, E, ...]`` for steps shaped like one copy's ``step``."""
-        self.ring = [np.zeros((self.n, self.num_envs, *np.shape(f)), np.asarray(f).dtype)
+        """Empty ring arrays ``[n, E, ...]`` for steps shaped like one copy's ``step`` (none
+        for its ``None`` fields)."""
+        self.ring = [None if f is None else
+                     np.zeros((self.n, self.num_envs, *np.shape(f)), np.asarray(f).dtype)
                      for f in step]
 
     def _queue(self, e: int) -> list[tuple[np.ndarray, ...]]:
         """Copy ``e``'s queued steps, oldest first, as tuples of the 7 fields."""
         slots = [(self.t - j) % self.n for j in range(int(self.length[e]) - 1, -1, -1)]
-        return [tuple(ring[s, e] for ring in self.ring) for s in slots]
+        return [tuple(None if ring is None else ring[s, e] for ring in self.ring)
+                for s in slots]
 
     def state_dict(self) -> dict[str, Any]:
         queues = [self._queue(e) if self.ring is not None else [] for e in range(self.num_envs)]
-        return {"queues": [[[np.asarray(x).tolist() for x in step] for step in queue]
-                           for queue in queues]}
+        return {"queues": [[[None if x is None else np.asarray(x).tolist() for x in step]
+                            for step in queue] for queue in queues]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        queues = [[tuple(np.asarray(x, dtype=d) for x, d in zip(step, _DTYPES)) for step in queue]
+        queues = [[tuple(None if x is None else np.asarray(x, dtype=d)
+                         for x, d in zip(step, _DTYPES)) for step in queue]
                   for queue in state["queues"]]
         if len(queues) != self.num_envs:
             raise ValueError(f"the n-step state has {len(queues)} copies' queues, this "
@@ -113,7 +129,8 @@ class NStepAccumulator:
         for e, queue in enumerate(queues):
             for j, step in enumerate(queue):            # oldest first, ending at slot t
                 for ring, value in zip(self.ring, step):
-                    ring[(self.t - len(queue) + 1 + j) % self.n, e] = value
+                    if ring is not None:
+                        ring[(self.t - len(queue) + 1 + j) % self.n, e] = value
 
 
 _DTYPES = (np.float32, np.float32, np.int64, np.float32, np.float32, np.float32, np.float32)

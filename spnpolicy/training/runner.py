@@ -9,6 +9,11 @@ transition = runner.step(actions)                        # or per-agent: runner.
 buffer.add(transition)
 for episode in runner.pop_episodes(): ...
 ```
+
+An algorithm that reads global states only (``needs_obs = False``) runs with
+``Runner(envs, observations=False)`` (or ``runner.observations = False``): its transitions
+and ``runner.obs`` are then ``None`` instead of per-agent observations, so that nothing
+downstream (n-step accumulator, replay buffer) copies them. The env still builds them.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ class Transition(NamedTuple):
     """The step every copy just took; arrays with a leading ``[E]`` axis."""
 
     state: np.ndarray       #: [E, state_dim] state the actions were taken in
-    obs: np.ndarray         #: [E, n, obs_dim] observations the actions were taken on
+    obs: np.ndarray | None  #: [E, n, obs_dim] observations the actions were taken on
     actions: np.ndarray     #: [E, n] int64 executed (VecStep.executed where the env overrode)
     reward: np.ndarray      #: [E] float32 team reward
     next_state: np.ndarray  #: [E, state_dim] state reached (the final one if the episode ended)
-    next_obs: np.ndarray    #: [E, n, obs_dim]
+    next_obs: np.ndarray | None  #: [E, n, obs_dim] (None: the runner keeps no observations)
     terminated: np.ndarray  #: [E] float32 1.0 where the episode terminated
     truncated: np.ndarray   #: [E] bool, the episode was cut by a time limit
 
@@ -45,19 +50,40 @@ class Episode(NamedTuple):
 
 
 class Runner:
-    """Steps ``envs`` with given joint actions, tracking the current states and episodes."""
+    """Steps ``envs`` with given joint actions, tracking the current states and episodes.
 
-    def __init__(self, envs: VecEnv) -> None:
+    ``observations``: pass the per-agent observations on (in :attr:`obs` and in the
+    transitions); ``False`` passes ``None`` instead (settable later, e.g. once the
+    algorithm that says whether it reads them is built).
+    """
+
+    def __init__(self, envs: VecEnv, observations: bool = True) -> None:
         self.envs = envs
         self.state: np.ndarray | None = None  # [E, state_dim] current states
         self.obs: np.ndarray | None = None    # [E, n, obs_dim] current observations
+        self._observations = bool(observations)
         self._returns = np.zeros(envs.num_envs, dtype=np.float64)
         self._lengths = np.zeros(envs.num_envs, dtype=np.int64)
         self._finished: list[Episode] = []
         self.env_steps = 0  # transitions collected, summed over copies
 
+    @property
+    def observations(self) -> bool:
+        """Whether the per-agent observations are passed on (else ``None``)."""
+        return self._observations
+
+    @observations.setter
+    def observations(self, keep: bool) -> None:
+        self._observations = bool(keep)
+        if not keep:
+            self.obs = None
+
+    def _kept(self, obs: np.ndarray) -> np.ndarray | None:
+        return obs if self._observations else None
+
     def reset(self, seed: int | None = None) -> None:
-        self.state, self.obs = self.envs.reset(seed=seed)
+        self.state, obs = self.envs.reset(seed=seed)
+        self.obs = self._kept(obs)
         self._returns[:] = 0
         self._lengths[:] = 0
 
@@ -71,14 +97,15 @@ class Runner:
         if out.executed is not None:
             actions = np.asarray(out.executed, dtype=np.int64)
         transition = Transition(self.state, self.obs, actions, out.reward, out.final_state,
-                                out.final_obs, out.terminated.astype(np.float32), out.truncated)
+                                self._kept(out.final_obs), out.terminated.astype(np.float32),
+                                out.truncated)
         self._returns += out.reward
         self._lengths += 1
         for e in np.flatnonzero(out.terminated | out.truncated).tolist():
             self._finished.append(Episode(e, float(self._returns[e]), int(self._lengths[e]),
                                           bool(out.success[e])))
             self._returns[e], self._lengths[e] = 0.0, 0
-        self.state, self.obs = out.state, out.obs
+        self.state, self.obs = out.state, self._kept(out.obs)
         self.env_steps += self.envs.num_envs
         return transition
 
@@ -94,7 +121,8 @@ class Runner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the envs and the episodes in flight (as saved by :meth:`state_dict`)."""
-        self.state, self.obs = self.envs.load_state_dict(state["env"])
+        self.state, obs = self.envs.load_state_dict(state["env"])
+        self.obs = self._kept(obs)
         self._returns[:] = state["returns"]
         self._lengths[:] = state["lengths"]
         self.env_steps = int(state["env_steps"])

@@ -40,7 +40,10 @@ class TransitionStream:
         rows = self.nstep.push(transition)
         if self.hindsight is not None:
             relabelled = self.hindsight.push(transition)
-            rows = NStepTransition(*(np.concatenate(pair) for pair in zip(rows, relabelled)))
+            if transition.obs is None:   # no observations kept (the runner passes None)
+                relabelled = relabelled._replace(obs=None, next_obs=None)
+            rows = NStepTransition(*(None if pair[0] is None else np.concatenate(pair)
+                                     for pair in zip(rows, relabelled)))
         return rows if self.shaping is None else self.shaping(rows)
 
     def state_dict(self) -> dict[str, Any]:
