@@ -56,7 +56,11 @@ __all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_v
 
 @dataclass(frozen=True)
 class SpnAcConfig(OffPolicyConfig):
-    """Hyperparameters of spn-ac and its variants (per-env overrides in ``ENV_DEFAULTS``)."""
+    """Hyperparameters of spn-ac and its variants (per-env overrides in ``ENV_DEFAULTS``).
+
+    For teams of many agents, ``param_head="shared"`` gives the circuit policy a parameter
+    network whose size hardly grows with the team (the flat head's last layer has one
+    output per circuit parameter)."""
 
     policy: Any = "selective"
     """Joint policy: selective circuit, mean_field circuit, softmax (enumerates k**n), a name
@@ -68,6 +72,11 @@ class SpnAcConfig(OffPolicyConfig):
     """Sum nodes per region of the selective circuit (k**n makes it fully expressive)."""
     policy_hidden: tuple[int, ...] = (128, 128)
     """Hidden widths of the policy's state encoder MLP."""
+    param_head: str = "flat"
+    """How the circuit's parameters come from the state: flat (one MLP, one output per
+    circuit parameter) or shared (one state encoder and one small head per parameter-group
+    size, shared by all groups and told apart by a learned embedding of each group's id;
+    JointPolicy's SharedGroupHead). Circuit policies only, not softmax."""
     critic_hidden: tuple[int, ...] = (128, 128)
     """Hidden widths of each FactorQ critic's state MLP."""
     factor_graph: str = "auto"
@@ -131,6 +140,10 @@ class SpnAcConfig(OffPolicyConfig):
         check_choice("actor_gradient", self.actor_gradient, ("exact", "reinforce"))
         check_choice("factor_graph", self.factor_graph, FACTOR_GRAPHS)
         check_choice("regulariser", self.regulariser, ("entropy", "kl_uniform"))
+        check_choice("param_head", self.param_head, ("flat", "shared"))
+        if self.param_head == "shared" and self.policy == "softmax":
+            raise ValueError("param_head='shared' needs a circuit policy; the softmax policy "
+                             "has no parameter groups to share a head across")
         for name in ("policy_hidden", "critic_hidden"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -258,7 +271,7 @@ class SpnAc(OffPolicyAlgorithm):
         n, k, state_dim = envs.num_agents, envs.num_actions, envs.state_dim
         self.cfg = cfg
         self.policy = JointPolicy(state_dim, n, k, cfg.policy, cfg.width,
-                                  cfg.policy_hidden).to(device)
+                                  cfg.policy_hidden, param_head=cfg.param_head).to(device)
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
                                    seed=cfg.graph_seed)
         self.critic = FactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
