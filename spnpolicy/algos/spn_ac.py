@@ -49,7 +49,7 @@ from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, maybe_compile
-from spnpolicy.training.traced_step import CompiledUpdate, EagerSteps
+from spnpolicy.training.traced_step import compile_update
 
 __all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value"]
 
@@ -257,10 +257,10 @@ class SpnAc(OffPolicyAlgorithm):
     states (target critics) -> critic loss -> step; actor loss on the stepped critics (their
     values are constants there) -> step; alpha -> step. The loop then Polyak-updates the
     target critics (``target_sync``). The update is written once against a steps callable
-    (:mod:`~spnpolicy.training.traced_step`): :class:`EagerSteps` (autograd and torch's
-    Adam), or with ``cfg.compile`` the whole update compiled from outside
-    (:class:`CompiledUpdate`: its gradients and Adam steps traced with the losses into
-    one graph).
+    and compiled, or not, from outside by
+    :func:`~spnpolicy.training.traced_step.compile_update`: :class:`EagerSteps` (autograd
+    and torch's Adam), or with ``cfg.compile`` the whole update as one graph (its gradients
+    and Adam steps traced with the losses), or each loss compiled apart.
     """
 
     needs_obs = False  # the joint policy and the critics read the global state
@@ -300,17 +300,13 @@ class SpnAc(OffPolicyAlgorithm):
                         "critic_target": self.critic_target, "temperature": self.temperature}
         self.agent = self.policy
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
-        # cfg.compile: the whole update (both losses, their gradients, the optimiser steps)
-        # as one graph where the actor loss is pure tensor ops, else each loss apart (the
-        # circuit engine's exactness guard and log_prob's checks of the reinforce draws
-        # branch on values)
-        self._update_fn = functools.partial(self._update, EagerSteps())
-        self._critic_loss_fn, self._actor_loss_fn = self._critic_loss, self._actor_loss
-        if cfg.compile and self.policy.traces_whole and cfg.actor_gradient == "exact":
-            self._update_fn = CompiledUpdate(self._update, self.modules, "spn-ac's update")
-        elif cfg.compile:
-            self._critic_loss_fn = maybe_compile(self._critic_loss, True, "the critic loss")
-            self._actor_loss_fn = maybe_compile(self._actor_loss, True, "the actor loss")
+        # cfg.compile, applied from outside to _update: the whole update (both losses, their
+        # gradients, the optimiser steps) as one graph where the actor loss is pure tensor
+        # ops, else each loss apart (the circuit engine's exactness guard and log_prob's
+        # checks of the reinforce draws branch on values)
+        self._update_fn = compile_update(
+            self._update, self.modules, "spn-ac's update", cfg.compile,
+            whole=self.policy.traces_whole and cfg.actor_gradient == "exact")
         # cfg.compile on a region-tree policy: acting (encoder and sampling) as a graph too
         self._act_fn = None if not (cfg.compile and self.policy.tree is not None) else \
             maybe_compile(self._act, True, "spn-ac's acting")
@@ -343,8 +339,8 @@ class SpnAc(OffPolicyAlgorithm):
         return self.policy.tree.distribution(self.policy.encoder(state)).sample_with(noise)
 
     def _critic_loss(self, state, actions, reward, next_state, steps, terminated, alpha):
-        """The critics' loss, bootstrapped from the soft value of the next states under the
-        target critics."""
+        """The critics' loss (a 1-tuple), bootstrapped from the soft value of the next states
+        under the target critics."""
         with torch.no_grad():
             # the soft value needs no gradient: its policy pass is recorded by no graph (a
             # shared pass over next states and states, sliced, costs more in the backward)
@@ -353,7 +349,7 @@ class SpnAc(OffPolicyAlgorithm):
                                     self.value_offset)
         discount = self.cfg.gamma ** steps.to(next_value.dtype)
         target = reward + discount * (1.0 - terminated) * next_value
-        return critic_loss(self.critic.evaluate(state, actions), target)
+        return critic_loss(self.critic.evaluate(state, actions), target),
 
     def _actor_loss(self, state, alpha):
         """The loss to backpropagate (the actor's plus alpha's when alpha is tuned), the
@@ -379,17 +375,18 @@ class SpnAc(OffPolicyAlgorithm):
 
     def _update(self, optimise, state, actions, reward, next_state, steps, terminated):
         """:meth:`update` on the batch's tensors, each optimiser stepped by ``optimise``
-        (:class:`EagerSteps`, or the traced steps of the one compiled graph)."""
+        (:class:`EagerSteps`, the traced steps of the one compiled graph, or
+        :class:`CompiledLosses`); each objective ``functools.partial(loss, *tensors)``."""
         cfg, alpha = self.cfg, self.temperature.value
         loss_critic, = optimise(
             self.optimizers["critic"],
-            lambda: (self._critic_loss_fn(state, actions, reward, next_state, steps,
-                                          terminated, alpha),),
+            functools.partial(self._critic_loss, state, actions, reward, next_state, steps,
+                              terminated, alpha),
             cfg.max_grad_norm)
         # with autotune_alpha one backward for both: the alpha loss sees the entropy as a
         # constant, so the gradients are those of two separate steps, the actor's clipped alone
         _, loss_actor, entropy = optimise(
-            self.optimizers["actor"], lambda: self._actor_loss_fn(state, alpha),
+            self.optimizers["actor"], functools.partial(self._actor_loss, state, alpha),
             cfg.max_grad_norm, also=(self.optimizers["alpha"],) if cfg.autotune_alpha else ())
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
                 "entropy": entropy.detach().mean(), "alpha": alpha}

@@ -20,9 +20,13 @@ compiled = CompiledUpdate(update, {"critic": critic}, "the update")
 compiled(state, target)                     # one graph, TracedSteps inside
 ```
 
-:class:`CompiledUpdate` applies the compilation from outside the algorithm: it probes the
+:func:`compile_update` applies the compilation from outside the algorithm, to its update:
+eagerly with :class:`EagerSteps`; whole with :class:`CompiledUpdate`, which probes the
 update once eagerly (which parameters each loss reaches) and traces it with
-:class:`TracedSteps` through :func:`~spnpolicy.training.optim.maybe_compile`.
+:class:`TracedSteps` through :func:`~spnpolicy.training.optim.maybe_compile`; or, where the
+losses cannot be one graph with the steps, with :class:`CompiledLosses`: each objective,
+given as ``functools.partial(loss, *tensors)``, compiled apart (forward and backward) and
+stepped eagerly.
 
 A traced step computes what the eager one does, up to float rounding (torch's multi-tensor
 Adam beside the fused kernel): tested against :class:`EagerSteps` in
@@ -32,6 +36,7 @@ Adam beside the fused kernel): tested against :class:`EagerSteps` in
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -41,7 +46,7 @@ from torch.optim.adam import adam as adam_update
 
 from spnpolicy.training.optim import clip_coefficient, gradient_step, maybe_compile
 
-__all__ = ["CompiledUpdate", "EagerSteps", "TracedSteps"]
+__all__ = ["CompiledLosses", "CompiledUpdate", "EagerSteps", "TracedSteps", "compile_update"]
 
 #: ``objective()`` returns the loss to minimise first, then anything else to hand back.
 Objective = Callable[[], Sequence[torch.Tensor]]
@@ -57,6 +62,43 @@ class EagerSteps:
         out = objective()
         gradient_step(optimizer, out[0], max_norm, also)
         return out
+
+
+class CompiledLosses(EagerSteps):
+    """:class:`EagerSteps` whose objectives run compiled: each ``objective`` is
+    ``functools.partial(loss, *tensors)``, and ``loss`` (its forward and backward) is
+    compiled once by :func:`~spnpolicy.training.optim.maybe_compile`, named in a compile
+    failure from its function name (``_critic_loss``: "the critic loss")."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[Callable, Callable] = {}
+
+    def __call__(self, optimizer: torch.optim.Optimizer, objective: Objective,
+                 max_norm: float = 0.0, also: Iterable[torch.optim.Optimizer] = ()):
+        if not isinstance(objective, functools.partial):
+            raise TypeError("CompiledLosses: give each objective as "
+                            "functools.partial(loss, *tensors)")
+        loss = self._compiled.get(objective.func)
+        if loss is None:
+            name = getattr(objective.func, "__name__", "loss").strip("_").replace("_", " ")
+            loss = self._compiled[objective.func] = maybe_compile(objective.func, True,
+                                                                  f"the {name}")
+        return super().__call__(optimizer, functools.partial(loss, *objective.args,
+                                                             **objective.keywords),
+                                max_norm, also)
+
+
+def compile_update(update: Callable, modules: Mapping[str, nn.Module], name: str,
+                   enabled: bool, whole: bool = True) -> Callable:
+    """``update(steps, *tensors)`` as the algorithm calls it, ``fn(*tensors)``: with
+    :class:`EagerSteps` when not ``enabled``; else compiled whole (:class:`CompiledUpdate`
+    over ``modules``) when ``whole``, or each loss apart (:class:`CompiledLosses`) where the
+    losses branch on values and cannot be traced with the steps into one graph."""
+    if not enabled:
+        return functools.partial(update, EagerSteps())
+    if whole:
+        return CompiledUpdate(update, modules, name)
+    return functools.partial(update, CompiledLosses())
 
 
 class CompiledUpdate:

@@ -2,13 +2,15 @@
 eagerly and inside ``torch.compile``, and refuses what it cannot step."""
 
 import copy
+import functools
 
 import pytest
 import torch
 from torch import nn
 
 from spnpolicy.training.optim import adam
-from spnpolicy.training.traced_step import CompiledUpdate, EagerSteps, TracedSteps
+from spnpolicy.training.traced_step import (CompiledLosses, CompiledUpdate, EagerSteps,
+                                            TracedSteps, compile_update)
 
 
 class _Scale(torch.autograd.Function):
@@ -130,6 +132,25 @@ def test_a_compiled_update_equals_the_eager_update():
         torch.testing.assert_close(compiled(x, y), fit_e, rtol=1e-5, atol=1e-6)
     _assert_same(eager, traced, rtol=1e-4, atol=1e-6)
     assert all(float(st["step"]) == 6 for st in traced[1].state.values())
+
+
+def test_compiled_losses_step_as_eager_steps():
+    """``compile_update(..., whole=False)``: each objective, ``functools.partial(loss,
+    *tensors)``, compiled apart and stepped eagerly, steps as ``EagerSteps`` do; any other
+    objective is refused."""
+    eager, compiled = _setup(), _setup()
+
+    def update(steps, model, opt, extra, x, y):
+        total, fit = steps(opt, functools.partial(model.loss, x, y), 0.05, also=(extra,))
+        return fit.detach()
+
+    step = compile_update(update, {"model": compiled[0]}, "the update", True, whole=False)
+    for x, y in _batches(scale=3.0):
+        torch.testing.assert_close(step(*compiled, x, y), update(EagerSteps(), *eager, x, y),
+                                   rtol=1e-5, atol=1e-6)
+    _assert_same(eager, compiled, rtol=1e-4, atol=1e-6)
+    with pytest.raises(TypeError, match="functools.partial"):
+        CompiledLosses()(compiled[1], lambda: compiled[0].loss(*_batches()[0]))
 
 
 def test_the_probe_makes_torchs_state_and_steps_nothing():
