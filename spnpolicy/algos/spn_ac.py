@@ -329,8 +329,9 @@ class SpnAc(OffPolicyAlgorithm):
             return self.policy.fast_distribution(state).sample(generator=generator)
         # the sampler's uniforms drawn here, as its own sample() draws them (the same
         # numbers), the encoder and the descent through the tree in the compiled graph
-        noise = self.policy.tree.draw_noise(state.shape[0], generator,
-                                            self.policy.encoder[-1].weight.dtype, state.device)
+        noise = self.policy.tree.draw_noise(state.shape[0], generator,   # any param_head:
+                                            next(self.policy.encoder.parameters()).dtype,
+                                            state.device)
         return self._act_fn(state, noise)
 
     def _act(self, state, noise):
