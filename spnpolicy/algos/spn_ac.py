@@ -48,8 +48,7 @@ from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync
-from spnpolicy.training.optim import adam, maybe_compile
-from spnpolicy.training.traced_step import compile_update
+from spnpolicy.training.optim import adam, compile_update, maybe_compile
 
 __all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value"]
 
@@ -258,7 +257,7 @@ class SpnAc(OffPolicyAlgorithm):
     values are constants there) -> step; alpha -> step. The loop then Polyak-updates the
     target critics (``target_sync``). The update is written once against a steps callable
     and compiled, or not, from outside by
-    :func:`~spnpolicy.training.traced_step.compile_update`: :class:`EagerSteps` (autograd
+    :func:`~spnpolicy.training.optim.compile_update`: :class:`EagerSteps` (autograd
     and torch's Adam), or with ``cfg.compile`` the whole update as one graph (its gradients
     and Adam steps traced with the losses), or each loss compiled apart.
     """

@@ -12,7 +12,7 @@ import spnpolicy
 from spnpolicy.algos.registry import make_config
 from spnpolicy.algos.spn_ac import SpnAc
 from spnpolicy.training import ReplayBuffer, Runner, TransitionStream, make_vec_env
-from spnpolicy.training.traced_step import CompiledUpdate
+from spnpolicy.training.optim import CompiledUpdate
 from tests.run_helpers import assert_same_run
 
 ENV = dict(num_agents=3, grid_size=4, max_steps=10)

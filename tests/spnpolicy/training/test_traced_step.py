@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from spnpolicy.training.optim import adam
-from spnpolicy.training.traced_step import (CompiledLosses, CompiledUpdate, EagerSteps,
-                                            TracedSteps, compile_update)
+from spnpolicy.training.optim import (CompiledLosses, CompiledUpdate, EagerSteps, TracedSteps,
+                                      adam, compile_update)
 
 
 class _Scale(torch.autograd.Function):
