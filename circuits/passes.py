@@ -16,35 +16,41 @@ import torch
 
 from circuits import upward as upward_steps
 from circuits.compile import Plan
-from circuits.kernels import NARROW
+from circuits.kernels import NARROW, compiling
 from circuits.program import KeptWeights, leaf_products
 
 __all__ = ["extend", "leaf_log_probs", "leaf_values", "log_values", "normalise", "posterior",
            "root_log_values", "upward"]
 
 NEG_INF = float("-inf")
+_CONSTS = torch.tensor([NEG_INF, 0.0])
 
 
-def normalise(plan: Plan, params: torch.Tensor, name: str = "params") -> torch.Tensor:
+def normalise(plan: Plan, params: torch.Tensor, name: str = "params",
+              extended: bool = False) -> torch.Tensor:
     """Log-softmax of ``params [B, P]`` within each parameter group: one dense log-softmax
     per run of equal-size groups (``plan.param_runs``), a scatter-based one per mixed
-    stretch. ValueError naming ``name`` where a group is all ``-inf``."""
+    stretch; ``extended``: with the constant slots (:func:`extend`). ValueError naming
+    ``name`` where a group is all ``-inf``."""
     if plan.num_params == 0:
-        return params
+        return extend(params) if extended else params
     runs = plan.param_runs
     segments = torch.split(params, [stop - start for start, stop, *_ in runs], 1)  # one backward cat
     parts = []
     for (start, stop, size, first_group, stop_group), segment in zip(runs, segments):
         if size >= NARROW:
-            parts.append(torch.log_softmax(segment.reshape(-1, size), -1).view(segment.shape))
-        elif size:                                   # short groups: along the transposed run
-            rows = segment.reshape(-1, size).T
-            parts.append(torch.log_softmax(rows, 0).T.reshape(segment.shape))
+            rows = segment.reshape(segment.shape[0], (stop - start) // size, size)
+            parts.append(torch.log_softmax(rows, -1).view(segment.shape))
+        elif size:                                   # short groups: over a middle axis
+            rows = segment.reshape(segment.shape[0], (stop - start) // size, size).transpose(1, 2)
+            parts.append(torch.log_softmax(rows, 1).transpose(1, 2).reshape(segment.shape))
         else:
             group = plan.param_group[start:stop].to(params.device) - first_group
             parts.append(_scatter_log_softmax(segment, group, stop_group - first_group))
+    if extended:
+        parts.append(_CONSTS.to(params).expand(params.shape[0], 2))
     out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-    if bool(out.detach().sum().isnan()):            # an all -inf group (or NaN logits)
+    if not compiling() and bool(out.detach().sum().isnan()):   # an all -inf group (or NaN)
         _check_mass(plan, params, name)
     return out
 
@@ -88,8 +94,7 @@ def _raise_zero_mass(plan: Plan, top: torch.Tensor, name: str) -> None:
 
 def extend(logp: torch.Tensor) -> torch.Tensor:
     """Append the constant slots: ``[B', P] -> [B', P + 2]`` (log 0, log 1)."""
-    consts = torch.tensor([NEG_INF, 0.0], dtype=logp.dtype, device=logp.device)
-    return torch.cat([logp, consts.expand(logp.shape[0], 2)], dim=1)
+    return torch.cat([logp, _CONSTS.to(logp).expand(logp.shape[0], 2)], dim=1)
 
 
 def leaf_log_probs(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,39 +1,12 @@
-"""Dense exact queries for circuits over a binary region tree (the small-circuit path).
+"""The region tree: the layout of a circuit built region by region over a binary tree of
+variables (such as :func:`circuits.structures.selective`), read off a compiled plan once.
 
-A circuit such as :func:`circuits.structures.selective` is built region by region: a leaf
-region holds the indicators of one variable, an inner region the complete product of its
-two child regions' nodes, dealt into sums (each product in exactly one sum, so every sum is
-deterministic) or kept as they are. :class:`RegionTree` reads that layout off a compiled
-:class:`~circuits.Circuit` once; its ``distribution(params)``, a
-:class:`~circuits.tree_distribution.TreeDistribution`, then answers the queries an
-actor-critic update needs with a few batched tensor ops per region instead of one op per
-layer group and edge pattern:
-
-- weights: the parameters in "block order" (sums grouped by their number of children,
-  child-major; one gather, none when the circuit already lists them so), one
-  ``log_softmax`` per block, no padding, then one gather and one ``exp`` for the weights of
-  every region's products; leaf nodes are kept in state order (node ``s`` is state ``s``);
-- ``entropy``, ``marginals``: one top-down pass of reach probabilities ``F`` (the circuit
-  is normalised, so no upward pass); for deterministic sums
-  ``H = -sum_{sum edges} F_product log w_product``;
-- ``scope_marginals`` of pairs: at the pair's lowest common region ``R``,
-  ``p(x_i, x_j) = sum_{a,b} F_R(a, b) q_a(x_i) q_b(x_j)``, with ``q`` the marginals of each
-  child node's sub-circuit from one upward pass;
-- ``log_prob``, ``sample``, ``mode``: the unique induced tree of an assignment, ancestral
-  sampling and max-product, one gather per region.
-
-Every value equals the circuit engine's on the same parameters (tests compare them); what
-the tree cannot answer (``condition``, ``leave_one_out_log_prob``, scopes of three,
-marginalised variables in ``log_prob``) is delegated to the engine's
-:class:`~circuits.CircuitDistribution` on the same parameters. The engine in turn answers
-``marginals``, ``entropy`` and pair ``scope_marginals`` of an unconditioned distribution
-here whenever its circuit has this layout (``Circuit.region_tree``).
-
-```python
-tree = RegionTree.from_circuit(selective(3, 6, 16))   # None for other layouts
-dist = tree.distribution(params)                       # params [B, num_params]
-dist.entropy(), dist.marginals(), dist.scope_marginals([(0, 1), (2, 1)])
-```
+A leaf region holds the indicators of one variable (node ``s`` is state ``s``); an inner
+region the complete product of its two child regions' nodes, dealt into sums (each
+product in exactly one sum) or kept as they are; the root is one sum. Its
+``distribution(params)``, a :class:`~circuits.tree_distribution.TreeDistribution`,
+answers the training queries with a few batched ops per region; the log-weights are the
+engine's (:func:`circuits.passes.normalise`, extended), indexed by parameter slot.
 """
 
 from __future__ import annotations
@@ -93,29 +66,21 @@ class _Region:
 
 
 class _Layout(Exception):
-    """The circuit is not a binary region tree of indicators (the tree path does not apply)."""
+    """The circuit is not a binary region tree of indicators."""
 
 
 class RegionTree:
     """The region-tree layout of a circuit, with its index tensors (per device).
 
-    Build with :meth:`from_plan` (or :meth:`from_circuit`); ``distribution(params [B,
-    num_params])`` returns a :class:`TreeDistribution` equal to ``engine(params)``, the
-    circuit engine's distribution (``circuit.distribution``), which answers the queries the
-    tree does not.
-
-    The flat log-weights ``[B, E + 2]`` of a distribution are the parameters taken in
-    ``order`` (None: as they are), each block ``(offset, sums, children)`` of ``E``
-    columns (child-major, ``[children, sums]``) normalised over its children, then a log-1
-    column (a sum with one child) and a log-0 column (padding); ``root_pos`` and each
-    region's ``table_pos`` / ``pad_pos`` index it.
+    ``distribution(params [B, num_params])`` is a :class:`TreeDistribution` equal to
+    ``engine(params)`` (``circuit.distribution``), which answers the queries the tree does
+    not. ``root_pos [m_top]`` and each region's ``table_pos`` / ``pad_pos`` are slots of
+    the extended log-parameters ``[B, P + 2]`` (``P``: log 0, ``P + 1``: log 1).
     """
 
     def __init__(self, plan: Plan, engine: Callable, root: _Region, root_pos: torch.Tensor,
-                 regions: list[_Region], order: torch.Tensor | None, blocks: list):
-        # root_pos: [m_top] columns of the root's weights in the flat log-weights
+                 regions: list[_Region]):
         self.plan, self.engine, self.root, self.root_pos = plan, engine, root, root_pos
-        self.order, self.blocks = order, blocks
         self.regions = regions  # children before parents
         self.summed = [r for r in regions if r.summed]
         self.max_width = max((r.width for r in self.summed), default=1)  # children of a sum
@@ -240,9 +205,8 @@ class RegionTree:
             return moved[id(region)]
 
         regions = [move(r) for r in self.regions]
-        tree = RegionTree(self.plan, self.engine, move(self.root), self.root_pos.to(device), regions,
-                          None if self.order is None else self.order.to(device),
-                          self.blocks)
+        tree = RegionTree(self.plan.to(device), self.engine, move(self.root),
+                          self.root_pos.to(device), regions)
         tree._devices = self._devices
         return tree
 
@@ -346,20 +310,8 @@ def _build(plan: Plan, engine: Callable) -> RegionTree:
     if sorted(top.scope) != list(range(plan.num_vars)):
         raise _Layout
     root_row = sum_slots(root_node, top_nodes)
-    # blocks: the sums with >= 2 children grouped by that number, rows in parameter order
-    rows = [row for r in regions if r.summed for row in r.slots.tolist()] + [root_row]
-    rows = sorted({tuple(c for c in row if c != pad) for row in rows} - {(one,)})
-    # each block child-major, [children, sums] (log_softmax over a short last axis is slow)
-    blocks, columns = [], []
-    for children in dict.fromkeys(len(row) for row in rows):
-        chosen = [row for row in rows if len(row) == children]
-        blocks.append((len(columns), len(chosen), children))
-        columns += [row[j] for j in range(children) for row in chosen]
-    flat = {c: i for i, c in enumerate(columns)} | {one: len(columns), pad: len(columns) + 1}
     for r in regions:
         if r.summed:
-            r.pad_pos = torch.tensor([flat[c] for c in r.slots.flatten().tolist()])
+            r.pad_pos = r.slots.flatten()
             r.table_pos = r.pad_pos[r.pos_of_prod]
-    order = None if columns == list(range(num_params)) else torch.tensor(columns)
-    root_pos = torch.tensor([flat[c] for c in root_row])
-    return RegionTree(plan, engine, top, root_pos, regions, order, blocks)
+    return RegionTree(plan, engine, top, torch.tensor(root_row), regions)

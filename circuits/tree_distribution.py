@@ -23,6 +23,7 @@ import math
 import torch
 from torch.distributions import Distribution, constraints
 
+from circuits import passes
 from circuits.kernels import compiling, zero_log_zero
 
 __all__ = ["BatchLast", "TreeDistribution"]
@@ -79,32 +80,14 @@ class TreeDistribution(Distribution):
 
     # --- shared pieces -----------------------------------------------------------------
     def _flat(self) -> torch.Tensor:
-        """Log-weights of every sum's children in block order, then log 1 and log 0:
-        ``[B, E + 2]`` (see :class:`RegionTree`)."""
+        """The extended log-parameters ``[B, P + 2]`` (:func:`circuits.passes.normalise`)."""
         if "flat" not in self._cache:
-            tree, p = self.tree, self.params
-            if tree.order is not None:
-                p = p.index_select(1, tree.order)
-            sizes = [sums * children for _, sums, children in tree.blocks]
-            pieces = p.split(sizes, dim=1)  # one backward op, where slices take one each
-            parts = [torch.log_softmax(piece.view(p.shape[0], children, sums), dim=1).flatten(1)
-                     for piece, (_, sums, children) in zip(pieces, tree.blocks)]
-            consts = torch.tensor([0.0, -math.inf], dtype=p.dtype, device=p.device)
-            parts.append(consts.expand(p.shape[0], 2))
-            self._cache["flat"] = torch.cat(parts, dim=1)
+            self._cache["flat"] = _extended(self.tree, self.params)
         return self._cache["flat"]
 
     def _logits(self) -> torch.Tensor:
-        """:meth:`_flat` before each sum's normalisation (``[B, E + 2]``, the same layout):
-        what a Gumbel-max draw needs, as adding a constant to every child of one sum moves
-        no argmax. :meth:`_flat` itself where it is already made."""
-        if "flat" in self._cache:
-            return self._cache["flat"]
-        tree, p = self.tree, self.params
-        if tree.order is not None:
-            p = p.index_select(1, tree.order)
-        consts = torch.tensor([0.0, -math.inf], dtype=p.dtype, device=p.device)
-        return torch.cat([p, consts.expand(p.shape[0], 2)], dim=1)
+        """:meth:`_flat` before normalisation (a Gumbel-max draw is the same), or itself."""
+        return self._cache["flat"] if "flat" in self._cache else passes.extend(self.params)
 
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Log-weights and weights ``[B, m_top + sum P]`` of the root's children, then of
@@ -411,6 +394,11 @@ class TreeDistribution(Distribution):
         return f"TreeDistribution(batch_shape={list(self.batch_shape)}, num_vars={self.tree.num_vars})"
 
 
+def _extended(tree, params: torch.Tensor) -> torch.Tensor:
+    """``params [B, P]`` normalised and extended: ``[B, P + 2]``."""
+    return passes.normalise(tree.plan, params, extended=True)
+
+
 def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tensor:
     """``q [B, m, s * k]`` at the variables ``positions [P]`` of the scope: ``[B, m, P * k]``.
 
@@ -440,19 +428,8 @@ class BatchLast:
 
     # --- shared pieces -----------------------------------------------------------------
     def _flat(self) -> torch.Tensor:
-        """Every sum's normalised log-weights in block order, then log 1 and log 0:
-        ``[E + 2, B]`` (the rows of :meth:`TreeDistribution._flat`'s columns)."""
-        def compute():
-            tree, p = self.tree, self.params.t()
-            if tree.order is not None:
-                p = p.index_select(0, tree.order)
-            sizes = [sums * children for _, sums, children in tree.blocks]
-            parts = [torch.log_softmax(piece.view(children, sums, p.shape[1]), dim=0).flatten(0, 1)
-                     for piece, (_, sums, children) in zip(p.split(sizes, 0), tree.blocks)]
-            consts = torch.tensor([0.0, -math.inf], dtype=p.dtype, device=p.device)
-            parts.append(consts[:, None].expand(2, p.shape[1]))
-            return torch.cat(parts, 0)
-        return self._once("flat", compute)
+        """The extended log-parameters ``[P + 2, B]``."""
+        return self._once("flat", lambda: _extended(self.tree, self.params).t())
 
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Log-weights and weights ``[m_top + sum P, B]``: the root's children, then each
