@@ -5,9 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.run_helpers import ROOT
 
 
+@pytest.mark.slow  # six subprocesses, each importing torch: about a minute
 def test_quick_run_writes_every_figure(tmp_path):
     out = tmp_path / "cost.json"
     proc = subprocess.run([sys.executable, "benchmarks/many_agents_cost.py", "--quick",
