@@ -10,7 +10,7 @@ import pytest
 from tests.run_helpers import ROOT
 
 
-@pytest.mark.slow  # six subprocesses, each importing torch: about a minute
+@pytest.mark.slow  # six subprocesses, each importing torch
 def test_quick_run_writes_every_figure(tmp_path):
     out = tmp_path / "cost.json"
     proc = subprocess.run([sys.executable, "benchmarks/many_agents_cost.py", "--quick",
