@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from spnpolicy.algos.config import AlgorithmSpec
-from spnpolicy.algos.ia2c import policy_gradient_loss
+from spnpolicy.algos.ia2c import actor_step
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             PerAgentNet, agent_from_run)
-from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+                                             ON_POLICY, PerAgentNet)
+from spnpolicy.training.onpolicy import Rollout
 from spnpolicy.training.optim import gradient_step
 
 __all__ = ["ComaConfig", "ComaLearner", "SPECS", "counterfactual_advantage",
@@ -104,18 +104,12 @@ class ComaLearner(OnPolicyLearner):
         # actor: counterfactual advantage
         logits = self.agent.logits(rollout.obs)
         advantage, _ = counterfactual_advantage(q_all, torch.softmax(logits, -1), rollout.actions)
-        loss_actor, entropy = policy_gradient_loss(advantage, logits, rollout.actions,
-                                                   self.cfg.entropy_coef)
-        gradient_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
-
-        self.update_target()
-        return {"loss_critic": loss_critic, "loss_actor": loss_actor, "entropy": entropy,
-                "advantage_abs": advantage.abs().mean()}
+        return {"loss_critic": loss_critic} | actor_step(self, advantage, logits, rollout.actions,
+                                                         self.cfg.entropy_coef)
 
 
 SPECS = (
     AlgorithmSpec("coma", "counterfactual multi-agent policy gradients: centralised critic "
                   "Q(s, u_-a, .), baseline sum_u pi(u) Q", ComaConfig, ComaLearner,
-                  {"critic_input": "state"}, ENV_DEFAULTS, load_agent=agent_from_run,
-                  loop=train_onpolicy),
+                  {"critic_input": "state"}, ENV_DEFAULTS, **ON_POLICY),
 )

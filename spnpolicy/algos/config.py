@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -20,9 +21,11 @@ from typing import Any
 from spnpolicy.training.offpolicy import train_offpolicy
 from spnpolicy.training.shaping import SHAPING_FORMS
 
-__all__ = ["AlgorithmSpec", "OffPolicyConfig", "RunConfig", "check_bool", "check_choice",
-           "check_float", "check_hidden", "check_int", "field_docs", "field_values",
-           "parse_field_value", "read_config_file", "write_config_file"]
+__all__ = ["AlgorithmSpec", "COVERAGE_BUDGET", "MATRIX_BUDGET", "OffPolicyConfig", "RunConfig", "boolean", "check_bool",
+           "check_choice", "check_float", "check_hidden", "check_int", "checked", "field_docs",
+           "field_values", "fraction", "integer", "non_negative", "number", "one_of",
+           "parse_field_value", "positive", "rate", "read_config_file", "widths",
+           "write_config_file"]
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:
@@ -57,6 +60,68 @@ def check_hidden(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a tuple of positive ints (layer widths), got {value!r}")
 
 
+# --- checks carried by the fields ----------------------------------------------------------
+#: A field's check: ``check(name, value)`` raises ValueError naming the field and the value,
+#: and returns the value to keep (normalised: a list of layer widths as a tuple) or None.
+Check = Callable[[str, Any], Any]
+
+
+def checked(default: Any, check: Check) -> Any:
+    """A config field with ``default`` whose value ``check`` validates when the config is
+    built (:meth:`RunConfig.__post_init__` reads it from the field's metadata; a subclass
+    that redeclares the field with another default keeps the check)."""
+    return dataclasses.field(default=default, metadata={"check": check})
+
+
+def integer(minimum: int) -> Check:
+    """An int ``>= minimum`` (not a bool)."""
+    return functools.partial(check_int, minimum=minimum)
+
+
+def number(low: float, high: float = math.inf, low_open: bool = False,
+           high_open: bool = False) -> Check:
+    """A finite real number in the interval from ``low`` to ``high`` (``_open``: excluded)."""
+    return functools.partial(check_float, low=low, high=high, low_open=low_open,
+                             high_open=high_open)
+
+
+def one_of(*choices: Any) -> Check:
+    return functools.partial(check_choice, choices=choices)
+
+
+def widths(name: str, value: Any) -> tuple[int, ...]:
+    """Hidden layer widths: a tuple of positive ints (a list, as JSON gives it, as a tuple)."""
+    value = tuple(value) if isinstance(value, list) else value
+    check_hidden(name, value)
+    return value
+
+
+boolean: Check = check_bool
+positive = number(0.0, low_open=True)           #: > 0: learning rates, temperatures
+non_negative = number(0.0)                      #: >= 0: loss weights
+fraction = number(0.0, 1.0)                     #: in [0, 1]: discounts, lambdas, scales
+rate = number(0.0, 1.0, low_open=True)          #: in (0, 1]: Polyak rates
+
+
+def _device(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string such as 'cpu', got {value!r}")
+
+
+@cache
+def _field_checks(cls: type) -> tuple[tuple[str, Check], ...]:
+    """``(name, check)`` of every field of the config class ``cls`` that has one, in field
+    order; a field redeclared without a check keeps its base class's."""
+    out = []
+    for f in dataclasses.fields(cls):
+        for klass in cls.__mro__:
+            own = getattr(klass, "__dataclass_fields__", {}).get(f.name)
+            if own is not None and "check" in own.metadata:
+                out.append((f.name, own.metadata["check"]))
+                break
+    return tuple(out)
+
+
 @cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each field of the dataclass ``cls`` (and its bases)."""
@@ -75,90 +140,90 @@ def field_docs(cls: type) -> dict[str, str]:
 class RunConfig:
     """Fields every algorithm config has: budget, parallel envs, evaluation, checkpoints.
 
-    Algorithm configs subclass it (calling ``super().__post_init__()``); the values here
-    are generic defaults, each algorithm's own defaults and per-env overrides come first.
+    Algorithm configs subclass it; the values here are generic defaults, each algorithm's
+    own defaults and per-env overrides come first. A field declared with :func:`checked`
+    carries its check, which ``__post_init__`` runs; a subclass writes ``__post_init__``
+    only for rules between fields (calling ``super().__post_init__()`` first).
     """
 
-    total_steps: int = 100_000
+    total_steps: int = checked(100_000, integer(1))
     """Env-step budget: transitions collected, summed over the parallel env copies."""
-    num_envs: int = 8
+    num_envs: int = checked(8, integer(1))
     """Env copies stepped together (each loop iteration collects num_envs transitions)."""
-    eval_interval: int = 10_000
+    eval_interval: int = checked(10_000, integer(1))
     """Env steps between greedy evaluations (also one at step 0 and one at the end)."""
-    eval_episodes: int = 32
+    eval_episodes: int = checked(32, integer(1))
     """Episodes per evaluation, played in fixed-seed eval envs."""
-    eval_stochastic: bool = True
+    eval_stochastic: bool = checked(True, boolean)
     """Also evaluate the sampling policy (metrics prefixed stochastic_)."""
-    checkpoint_interval: int = 10_000
+    checkpoint_interval: int = checked(10_000, integer(1))
     """Env steps between checkpoints (runs with an out_dir; one is also written at the end)."""
-    log_interval: int = 1_000
+    log_interval: int = checked(1_000, integer(0))
     """Env steps between training records in metrics.jsonl / .csv (marked "phase": "train";
     TensorBoard: train/): the return, length and success of the training episodes that ended
     and the mean losses since the previous record, to follow learning between evaluations.
     0: none."""
-    device: str = "cpu"
+    device: str = checked("cpu", _device)
     """Torch device for networks and updates."""
-    torch_threads: int = 1
+    torch_threads: int = checked(1, integer(0))
     """Torch CPU threads during the run (small networks run fastest on 1); 0 keeps torch's."""
-    shaping: bool = False
+    shaping: bool = checked(False, boolean)
     """Learn from r + gamma Phi(s') - Phi(s) with the env's potential (Ng et al. 1999; Phi of a
     terminal state is 0; envs with a potential: coverage). Evaluation keeps the env's reward."""
-    shaping_form: str = "potential"
+    shaping_form: str = checked("potential", one_of(*SHAPING_FORMS))
     """With shaping: 'potential' adds gamma Phi(s') - Phi(s) (the task's optimal policies
     unchanged, but where the env's reward is never reached the values learn to cancel it);
     'progress' adds Phi(s') - Phi(s), a dense reward for progress that does not fade (it also
     pays for nearing the goals sooner; one-step rows only, so n_step must be 1)."""
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "num_envs", "eval_interval", "eval_episodes",
-                     "checkpoint_interval"):
-            check_int(name, getattr(self, name), 1)
-        check_int("torch_threads", self.torch_threads, 0)
-        check_int("log_interval", self.log_interval, 0)
-        check_bool("eval_stochastic", self.eval_stochastic)
-        check_bool("shaping", self.shaping)
-        check_choice("shaping_form", self.shaping_form, SHAPING_FORMS)
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string such as 'cpu', got {self.device!r}")
+        """Every field's check (:func:`checked`), in field order; subclasses add the rules
+        between fields after ``super().__post_init__()``."""
+        for name, check in _field_checks(type(self)):
+            value = check(name, getattr(self, name))
+            if value is not None:
+                object.__setattr__(self, name, value)
 
 
 @dataclasses.dataclass(frozen=True)
 class OffPolicyConfig(RunConfig):
     """Fields of the replay-based algorithms (spn-ac's family and the Q-learners)."""
 
-    buffer_size: int = 200_000
+    buffer_size: int = checked(200_000, integer(1))
     """Replay buffer capacity in transitions."""
-    batch_size: int = 128
+    batch_size: int = checked(128, integer(1))
     """Transitions per gradient step."""
-    learning_starts: int = 5_000
+    learning_starts: int = checked(5_000, integer(0))
     """Env steps collected before the first update."""
-    update_every: int = 1
+    update_every: int = checked(1, integer(1))
     """Loop iterations (each num_envs env steps) between update rounds."""
-    gradient_steps: int = 1
+    gradient_steps: int = checked(1, integer(1))
     """Gradient steps per update round."""
-    gamma: float = 0.99
+    gamma: float = checked(0.99, fraction)
     """Discount factor."""
-    n_step: int = 1
+    n_step: int = checked(1, integer(1))
     """Steps of reward summed before bootstrapping (1: the one-step target)."""
-    max_grad_norm: float = 10.0
+    max_grad_norm: float = checked(10.0, non_negative)
     """Gradient-norm clipping of every network; 0 disables it."""
-    hindsight: bool = False
+    hindsight: bool = checked(False, boolean)
     """Also store every finished episode's transitions with hindsight goals (HER's future
     strategy; envs with goals to move: coverage). About doubles the rows stored per env
     step, so the buffer then spans about half as many env steps."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name, minimum in (("buffer_size", 1), ("batch_size", 1), ("learning_starts", 0),
-                              ("update_every", 1), ("gradient_steps", 1), ("n_step", 1)):
-            check_int(name, getattr(self, name), minimum)
-        check_float("gamma", self.gamma, 0.0, 1.0)
-        check_float("max_grad_norm", self.max_grad_norm, 0.0)
-        check_bool("hindsight", self.hindsight)
         if self.shaping and self.shaping_form == "progress" and self.n_step != 1:
             raise ValueError(f"shaping_form='progress' needs one-step rows (n_step=1; the "
                              f"undiscounted progress of an n-step row needs the potentials of "
                              f"its inner steps), got n_step={self.n_step}")
+
+
+#: The env-step budgets and evaluation schedules that every algorithm's per-env defaults
+#: start from: the one-step matrix games and coverage.
+MATRIX_BUDGET = dict(total_steps=2_000, num_envs=8, eval_interval=250, eval_episodes=8,
+                     checkpoint_interval=500)
+COVERAGE_BUDGET = dict(total_steps=300_000, num_envs=16, eval_interval=20_000,
+                       eval_episodes=200, checkpoint_interval=20_000)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from factor_q import FactorGraph, FactorQ, FactorValues
-from spnpolicy.algos.config import AlgorithmSpec, check_choice, check_int
+from spnpolicy.algos.config import AlgorithmSpec, checked, integer, one_of
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
 from spnpolicy.algos.q_learning import (ENV_DEFAULTS, QLearningConfig, QModel, q_agent_loader,
                                          q_learner)
@@ -46,26 +46,18 @@ GREEDY_METHODS = ("auto", "elimination", "max_plus")
 class DcgConfig(QLearningConfig):
     """Hyperparameters of dcg (per-env overrides in ``ENV_DEFAULTS``)."""
 
-    factor_graph: str = "auto"
+    factor_graph: str = checked("auto", one_of(*FACTOR_GRAPHS))
     """Coordination graph: auto, complete, random, line, ring, star, none (build_factor_graph)."""
-    num_factors: int = 20
+    num_factors: int = checked(20, integer(0))
     """Number of edges of a random graph."""
-    graph_seed: int = 0
+    graph_seed: int = checked(0, integer(0))
     """Seed of the random graph (the same graph for every run seed)."""
-    payoff_rank: int = 0
+    payoff_rank: int = checked(0, integer(0))
     """CP rank of the payoff tables (DCG's low-rank payoffs); 0 for full tables."""
-    greedy_method: str = "auto"
+    greedy_method: str = checked("auto", one_of(*GREEDY_METHODS))
     """Greedy joint action: auto (exact elimination when narrow enough), elimination, max_plus."""
-    max_plus_iterations: int = 8
+    max_plus_iterations: int = checked(8, integer(1))
     """Message-passing rounds of max_plus (the paper's choice; faster, approximate on loops)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("factor_graph", self.factor_graph, FACTOR_GRAPHS)
-        check_choice("greedy_method", self.greedy_method, GREEDY_METHODS)
-        for name in ("num_factors", "graph_seed", "payoff_rank"):
-            check_int(name, getattr(self, name), 0)
-        check_int("max_plus_iterations", self.max_plus_iterations, 1)
 
 
 class DcgQ(QModel):

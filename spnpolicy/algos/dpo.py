@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from spnpolicy.algos.config import AlgorithmSpec, check_float
+from spnpolicy.algos.config import AlgorithmSpec, checked, number, positive
 from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, EpochsConfig, PPOLearner, taken_log_probs
-from spnpolicy.algos.onpolicy_common import agent_from_run, categorical_kl
-from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+from spnpolicy.algos.onpolicy_common import ON_POLICY, categorical_kl
+from spnpolicy.training.onpolicy import Rollout
 
 __all__ = ["DpoConfig", "DpoLearner", "SPECS", "adapt_coefficient", "dpo_loss"]
 
@@ -41,28 +41,23 @@ class DpoConfig(EpochsConfig):
 
     entropy_coef: float = 0.0
     """Weight of an entropy bonus in the actor loss (DPO's objective has none)."""
-    kl_target: float = 0.01
+    kl_target: float = checked(0.01, positive)
     """Target of each agent's mean KL(pi_old || pi) per rollout (sqrt of it for the sqrt term)."""
-    kl_tolerance: float = 1.5
+    kl_tolerance: float = checked(1.5, number(1.0))
     """A penalty's coefficient changes when its term leaves [target / tol, target * tol]."""
-    beta_factor: float = 2.0
+    beta_factor: float = checked(2.0, number(1.0))
     """Factor by which a penalty coefficient is raised or lowered."""
-    beta_kl: float = 1.0
+    beta_kl: float = checked(1.0, positive)
     """Initial coefficient of the KL penalty."""
-    beta_sqrt_kl: float = 1.0
+    beta_sqrt_kl: float = checked(1.0, positive)
     """Initial coefficient of the sqrt-KL penalty."""
-    beta_min: float = 1e-4
+    beta_min: float = checked(1e-4, positive)
     """Lower bound of both coefficients."""
-    beta_max: float = 1e4
+    beta_max: float = checked(1e4, positive)
     """Upper bound of both coefficients."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_float("kl_target", self.kl_target, 0.0, low_open=True)
-        check_float("kl_tolerance", self.kl_tolerance, 1.0)
-        check_float("beta_factor", self.beta_factor, 1.0)
-        for name in ("beta_kl", "beta_sqrt_kl", "beta_min", "beta_max"):
-            check_float(name, getattr(self, name), 0.0, low_open=True)
         if self.beta_min > self.beta_max:
             raise ValueError(f"beta_min must be <= beta_max, got beta_min={self.beta_min!r} "
                              f"and beta_max={self.beta_max!r}")
@@ -138,6 +133,5 @@ class DpoLearner(PPOLearner):
 SPECS = (
     AlgorithmSpec("dpo", "decentralised policy optimisation: per-agent surrogate with "
                   "adaptive KL and sqrt-KL penalties", DpoConfig, DpoLearner, {}, PPO_ENV_DEFAULTS,
-                  load_agent=agent_from_run,
-                  loop=train_onpolicy),
+                  **ON_POLICY),
 )

@@ -32,12 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spnpolicy.algos.config import AlgorithmSpec, check_float
+from spnpolicy.algos.config import AlgorithmSpec, checked, non_negative
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS, QLearningConfig, QModel
 from spnpolicy.training import VecEnv, make_target
-from spnpolicy.training.offpolicy import TargetSync, agent_loader
+from spnpolicy.training.offpolicy import (TargetSync, agent_loader, load_modules_state,
+                                          modules_state)
 from spnpolicy.training.optim import adam, gradient_step
 
 __all__ = ["SPECS", "I2q", "I2qConfig", "I2qNetworks", "StateAgentQ", "q_loss", "qss_loss",
@@ -50,12 +51,11 @@ class I2qConfig(QLearningConfig):
 
     standardise_rewards: bool = False
     """Standardise sampled rewards (off: Q^ss and Q_i regress the env's reward scale)."""
-    qss_weight: float = 0.1
+    qss_weight: float = checked(0.1, non_negative)
     """lambda of step 1: how strongly f's prediction is pulled toward high Q^ss."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_float("qss_weight", self.qss_weight, 0.0)
         if self.n_step != 1:
             raise ValueError(f"n_step must be 1 for i2q (its transition model predicts the "
                              f"next state), got {self.n_step!r}")
@@ -185,17 +185,14 @@ class I2q(EpsilonGreedyLearner):
         return {"loss_model": loss_model.detach(), "loss_qss": loss_qss.detach(),
                 "loss_td": loss_q.detach(), "q_taken": q_taken.detach().mean()}
 
+    def _modules(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in ("agent", "nets", "q_target", "nets_target")}
+
     def state_dict(self):
-        return {"agent": self.agent.state_dict(), "nets": self.nets.state_dict(),
-                "q_target": self.q_target.state_dict(),
-                "nets_target": self.nets_target.state_dict(),
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+        return modules_state(self._modules(), self.optimizers)
 
     def load_state_dict(self, state):
-        for name in ("agent", "nets", "q_target", "nets_target"):
-            getattr(self, name).load_state_dict(state[name])
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
+        load_modules_state(state, self._modules(), self.optimizers)
 
 
 SPECS = (AlgorithmSpec("i2q", "ideal independent Q-learning: Q-learning on the ideal "

@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from spnpolicy.algos.config import AlgorithmSpec
-from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             agent_from_run)
-from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, ON_POLICY, OnPolicyConfig,
+                                             OnPolicyLearner)
+from spnpolicy.training.onpolicy import Rollout
 from spnpolicy.training.optim import gradient_step
 
-__all__ = ["A2CConfig", "A2CLearner", "SPECS", "policy_gradient_loss"]
+__all__ = ["A2CConfig", "A2CLearner", "SPECS", "actor_step", "policy_gradient_loss"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,16 @@ def policy_gradient_loss(advantage: torch.Tensor, logits: torch.Tensor, actions:
     return -(advantage.detach() * log_pi_taken).mean() - entropy_coef * entropy, entropy
 
 
+def actor_step(learner: OnPolicyLearner, advantage: torch.Tensor, logits: torch.Tensor,
+               actions: torch.Tensor, entropy_coef: float) -> dict[str, torch.Tensor]:
+    """The actor's step on :func:`policy_gradient_loss` with ``advantage`` (ia2c's, coma's and
+    pac's actor), then the Polyak update of the target critic; the actor's metrics."""
+    loss_actor, entropy = policy_gradient_loss(advantage, logits, actions, entropy_coef)
+    gradient_step(learner.optimizers["actor"], loss_actor, learner.cfg.max_grad_norm)
+    learner.update_target()
+    return {"loss_actor": loss_actor, "entropy": entropy, "advantage_abs": advantage.abs().mean()}
+
+
 class A2CLearner(OnPolicyLearner):
     """Actor ``pi_i(u_i | o_i)``, critic ``V_i`` on ``cfg.critic_input``, one update per rollout."""
 
@@ -59,18 +69,13 @@ class A2CLearner(OnPolicyLearner):
         gradient_step(self.optimizers["critic"], loss_critic, self.cfg.max_grad_norm)
 
         # actor: policy gradient with the advantage
-        loss_actor, entropy = policy_gradient_loss(advantage, self.agent.logits(rollout.obs),
-                                                   rollout.actions, self.cfg.entropy_coef)
-        gradient_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
-
-        self.update_target()
-        return {"loss_critic": loss_critic, "loss_actor": loss_actor, "entropy": entropy,
-                "advantage_abs": advantage.abs().mean()}
+        return {"loss_critic": loss_critic} | actor_step(
+            self, advantage, self.agent.logits(rollout.obs), rollout.actions,
+            self.cfg.entropy_coef)
 
 
 SPECS = (
     AlgorithmSpec("ia2c", "independent advantage actor-critic: shared-parameter actors, "
                   "critics on each agent's observation", A2CConfig, A2CLearner,
-                  {"critic_input": "obs"}, ENV_DEFAULTS, load_agent=agent_from_run,
-                  loop=train_onpolicy),
+                  {"critic_input": "obs"}, ENV_DEFAULTS, **ON_POLICY),
 )

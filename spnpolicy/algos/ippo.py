@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from spnpolicy.algos.config import AlgorithmSpec, check_float, check_int
-from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             agent_from_run)
-from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+from spnpolicy.algos.config import AlgorithmSpec, checked, integer, number
+from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, ON_POLICY, OnPolicyConfig,
+                                             OnPolicyLearner)
+from spnpolicy.training.onpolicy import Rollout
 from spnpolicy.training.optim import gradient_step
 
 __all__ = ["EpochsConfig", "PPO_ENV_DEFAULTS", "PPOConfig", "PPOLearner", "SPECS",
@@ -48,27 +48,18 @@ class EpochsConfig(OnPolicyConfig):
     """Adam learning rate of the critic."""
     entropy_coef: float = 0.001
     """Weight of the policy-entropy bonus in the actor loss."""
-    epochs: int = 4
+    epochs: int = checked(4, integer(1))
     """Passes over each rollout."""
-    minibatches: int = 1
+    minibatches: int = checked(1, integer(1))
     """Random minibatches per epoch (1: the whole rollout, as EPyMARL)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_int("epochs", self.epochs, 1)
-        check_int("minibatches", self.minibatches, 1)
 
 
 @dataclass(frozen=True)
 class PPOConfig(EpochsConfig):
     """Hyperparameters of ippo and mappo (EPyMARL's, with clip 0.2)."""
 
-    clip: float = 0.2
+    clip: float = checked(0.2, number(0.0, 1.0, low_open=True))
     """PPO's ratio clipping epsilon."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_float("clip", self.clip, 0.0, 1.0, low_open=True)
 
 
 #: The shared on-policy defaults; on the one-step games, rollouts of 5 steps per copy (40
@@ -164,6 +155,5 @@ class PPOLearner(OnPolicyLearner):
 SPECS = (
     AlgorithmSpec("ippo", "independent PPO: clipped-ratio shared-parameter actors, critics on "
                   "each agent's observation", PPOConfig, PPOLearner, {"critic_input": "obs"},
-                  PPO_ENV_DEFAULTS, load_agent=agent_from_run,
-                  loop=train_onpolicy),
+                  PPO_ENV_DEFAULTS, **ON_POLICY),
 )

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spnpolicy.algos.config import AlgorithmSpec, check_int
+from spnpolicy.algos.config import AlgorithmSpec, checked, integer
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS as Q_DEFAULTS
@@ -42,12 +42,8 @@ __all__ = ["SPECS", "Ma2ql", "Ma2qlConfig", "SeparateAgentQ", "agent_td_loss", "
 class Ma2qlConfig(QLearningConfig):
     """Hyperparameters of ma2ql (per-env overrides in ``ENV_DEFAULTS``)."""
 
-    turn_length: int = 1_000
+    turn_length: int = checked(1_000, integer(1))
     """Gradient steps of one agent's turn before the next agent's begins."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_int("turn_length", self.turn_length, 1)
 
 
 #: The Q-learners' per-env defaults; on matrix games (about 450 gradient steps) turns of 50.

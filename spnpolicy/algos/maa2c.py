@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ia2c import A2CConfig, A2CLearner
-from spnpolicy.algos.onpolicy_common import ENV_DEFAULTS, agent_from_run
-from spnpolicy.training.onpolicy import train_onpolicy
+from spnpolicy.algos.onpolicy_common import ENV_DEFAULTS, ON_POLICY
 
 __all__ = ["SPECS"]
 
 SPECS = (
     AlgorithmSpec("maa2c", "advantage actor-critic with a centralised critic on the global "
                   "state", A2CConfig, A2CLearner, {"critic_input": "state"}, ENV_DEFAULTS,
-                  load_agent=agent_from_run,
-                  loop=train_onpolicy),
+                  **ON_POLICY),
 )

@@ -25,49 +25,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spnpolicy.algos.config import AlgorithmSpec, OffPolicyConfig, check_float, check_hidden
+from spnpolicy.algos.config import AlgorithmSpec, checked, non_negative, positive
 from spnpolicy.algos.masac import ENV_DEFAULTS as MASAC_DEFAULTS
-from spnpolicy.algos.masac import CategoricalAgents
+from spnpolicy.algos.masac import CentralCriticConfig, CentralCriticLearner
 from spnpolicy.algos.policies import mlp
-from spnpolicy.training import VecEnv, make_target
-from spnpolicy.training.offpolicy import (OffPolicyAlgorithm, TargetSync, agent_loader)
-from spnpolicy.training.optim import adam, gradient_step
+from spnpolicy.training import VecEnv
+from spnpolicy.training.offpolicy import agent_loader
+from spnpolicy.training.optim import gradient_step
 
 __all__ = ["SPECS", "CentralCritic", "Maddpg", "MaddpgConfig", "actor_loss",
            "gumbel_softmax_st"]
 
 
 @dataclass(frozen=True)
-class MaddpgConfig(OffPolicyConfig):
+class MaddpgConfig(CentralCriticConfig):
     """Hyperparameters of maddpg (per-env overrides in ``ENV_DEFAULTS``)."""
 
-    gamma: float = 0.95
-    """Discount factor (Lowe et al. 2017: 0.95)."""
-    actor_hidden: tuple[int, ...] = (128, 128)
-    """Hidden widths of the shared policy network."""
-    critic_hidden: tuple[int, ...] = (128, 128)
-    """Hidden widths of the centralised critic."""
-    actor_lr: float = 1e-3
-    """Adam learning rate of the policy."""
-    critic_lr: float = 1e-3
-    """Adam learning rate of the critic."""
-    tau: float = 0.01
-    """Polyak rate of the target critic and policy (Lowe et al. 2017: 0.01)."""
-    gumbel_temperature: float = 1.0
+    gumbel_temperature: float = checked(1.0, positive)
     """Temperature of the Gumbel-softmax relaxation in the actor's backward pass."""
-    logits_reg: float = 1e-3
+    logits_reg: float = checked(1e-3, non_negative)
     """Weight of the mean squared logits added to the actor loss (original code: 1e-3)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("actor_hidden", "critic_hidden"):
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-            check_hidden(name, getattr(self, name))
-        for name in ("actor_lr", "critic_lr", "gumbel_temperature"):
-            check_float(name, getattr(self, name), 0.0, low_open=True)
-        check_float("tau", self.tau, 0.0, 1.0, low_open=True)
-        check_float("logits_reg", self.logits_reg, 0.0)
 
 
 #: masac's per-env defaults, without its temperature fields.
@@ -125,33 +102,12 @@ def actor_loss(critic: CentralCritic, state: torch.Tensor, actions: torch.Tensor
 
 
 # --- the algorithm -----------------------------------------------------------------------
-class Maddpg(OffPolicyAlgorithm):
-    """maddpg's networks, optimizers and update, for :func:`~spnpolicy.training.offpolicy.train_offpolicy`."""
-
-    needs_obs = True
-    uniform_warmup = True
+class Maddpg(CentralCriticLearner):
+    """maddpg's critic and update, for the off-policy loop
+    (:func:`~spnpolicy.training.offpolicy.train_offpolicy`)."""
 
     def __init__(self, cfg: MaddpgConfig, envs: VecEnv) -> None:
-        device = torch.device(cfg.device)
-        n, k = envs.num_agents, envs.num_actions
-        self.cfg = cfg
-        self.agent = CategoricalAgents(envs.obs_dim, n, k, cfg.actor_hidden).to(device)
-        self.critic = CentralCritic(envs.state_dim, n, k, cfg.critic_hidden).to(device)
-        self.agent_target, self.critic_target = make_target(self.agent), make_target(self.critic)
-        self.optimizers = {
-            "actor": adam(self.agent.parameters(), lr=cfg.actor_lr),
-            "critic": adam(self.critic.parameters(), lr=cfg.critic_lr)}
-        self.target_sync = TargetSync(((self.critic_target, self.critic),
-                                       (self.agent_target, self.agent)), tau=cfg.tau)
-
-    def explore(self, state, obs, step, generator):
-        return self.agent.sampled_actions(obs, generator)
-
-    def greedy(self, state, obs):
-        return self.agent.greedy_actions(obs)
-
-    def sample(self, state, obs, generator):
-        return self.agent.sampled_actions(obs, generator)
+        super().__init__(cfg, envs, CentralCritic)
 
     def update(self, batch):
         with torch.no_grad():
@@ -172,18 +128,6 @@ class Maddpg(OffPolicyAlgorithm):
         gradient_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
                 "q_taken": q.detach().mean()}
-
-    def state_dict(self):
-        return {"agent": self.agent.state_dict(), "critic": self.critic.state_dict(),
-                "agent_target": self.agent_target.state_dict(),
-                "critic_target": self.critic_target.state_dict(),
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
-
-    def load_state_dict(self, state):
-        for name in ("agent", "critic", "agent_target", "critic_target"):
-            getattr(self, name).load_state_dict(state[name])
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
 
 
 SPECS = (AlgorithmSpec("maddpg", "MADDPG for discrete actions: straight-through "

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, PPOConfig, PPOLearner
-from spnpolicy.algos.onpolicy_common import agent_from_run
-from spnpolicy.training.onpolicy import train_onpolicy
+from spnpolicy.algos.onpolicy_common import ON_POLICY
 
 __all__ = ["SPECS"]
 
 SPECS = (
     AlgorithmSpec("mappo", "PPO with a centralised critic on the global state", PPOConfig,
                   PPOLearner, {"critic_input": "state"}, PPO_ENV_DEFAULTS,
-                  load_agent=agent_from_run, loop=train_onpolicy),
+                  **ON_POLICY),
 )

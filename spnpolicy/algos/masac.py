@@ -30,74 +30,69 @@ Gumbel-softmax sample (discrete actions make the sum cheap and exact).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spnpolicy.algos.config import (AlgorithmSpec, OffPolicyConfig, check_bool, check_float,
-                                     check_hidden)
+from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, AlgorithmSpec, OffPolicyConfig,
+                                    boolean, checked, fraction, positive, rate, widths)
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.value_based import AgentQNetwork
 from spnpolicy.training import VecEnv, make_target
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
-                                          agent_loader)
+                                          agent_loader, load_modules_state, modules_state)
 from spnpolicy.training.optim import adam, gradient_step
 
-__all__ = ["SPECS", "CategoricalAgents", "Masac", "MasacConfig", "TwinCentralCritic",
-           "actor_loss", "others_onehot", "soft_target"]
+__all__ = ["SPECS", "CategoricalAgents", "CentralCriticConfig", "CentralCriticLearner", "Masac",
+           "MasacConfig",
+           "TwinCentralCritic", "actor_loss", "others_onehot", "soft_target"]
 
 
 @dataclass(frozen=True)
-class MasacConfig(OffPolicyConfig):
-    """Hyperparameters of masac (per-env overrides in ``ENV_DEFAULTS``)."""
+class CentralCriticConfig(OffPolicyConfig):
+    """Fields of the actor-critics with per-agent policies and centralised critics (masac,
+    maddpg)."""
 
     gamma: float = 0.95
-    """Discount factor."""
-    actor_hidden: tuple[int, ...] = (128, 128)
+    """Discount factor (Lowe et al. 2017: 0.95)."""
+    actor_hidden: tuple[int, ...] = checked((128, 128), widths)
     """Hidden widths of the shared policy network."""
-    critic_hidden: tuple[int, ...] = (128, 128)
+    critic_hidden: tuple[int, ...] = checked((128, 128), widths)
     """Hidden widths of each centralised critic."""
-    actor_lr: float = 1e-3
+    actor_lr: float = checked(1e-3, positive)
     """Adam learning rate of the policy."""
-    critic_lr: float = 1e-3
-    """Adam learning rate of the twin critics."""
-    alpha_lr: float = 1e-3
+    critic_lr: float = checked(1e-3, positive)
+    """Adam learning rate of the critics."""
+    tau: float = checked(0.01, rate)
+    """Polyak rate of the target critics and policy (Lowe et al. 2017: 0.01)."""
+
+
+@dataclass(frozen=True)
+class MasacConfig(CentralCriticConfig):
+    """Hyperparameters of masac (per-env overrides in ``ENV_DEFAULTS``)."""
+
+    alpha_lr: float = checked(1e-3, positive)
     """Adam learning rate of log alpha (autotune_alpha)."""
-    tau: float = 0.01
-    """Polyak rate of the target critics and policy."""
-    alpha: float = 0.02
+    alpha: float = checked(0.02, positive)
     """Entropy temperature; its initial value when autotune_alpha (MASAC's published value
     on cooperative navigation: 0.02)."""
-    autotune_alpha: bool = True
+    autotune_alpha: bool = checked(True, boolean)
     """Tune alpha so that the mean per-agent entropy tracks the target entropy."""
-    target_entropy_scale: float = 0.3
+    target_entropy_scale: float = checked(0.3, fraction)
     """Target per-agent entropy as a fraction of the maximum, log k."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("actor_hidden", "critic_hidden"):
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-            check_hidden(name, getattr(self, name))
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
-            check_float(name, getattr(self, name), 0.0, low_open=True)
-        check_float("tau", self.tau, 0.0, 1.0, low_open=True)
-        check_float("target_entropy_scale", self.target_entropy_scale, 0.0, 1.0)
-        check_bool("autotune_alpha", self.autotune_alpha)
 
 
 #: Per-env-family defaults; everything else comes from ``MasacConfig``.
 ENV_DEFAULTS = {
     # One-step games, spn-ac's budget: a uniform warm-up shows the critics every joint
     # action, then the policies concentrate.
-    "matrix": dict(total_steps=2_000, num_envs=8, learning_starts=200, batch_size=64,
-                   gradient_steps=2, actor_hidden=(32,), critic_hidden=(32,), actor_lr=3e-3,
-                   critic_lr=1e-2, alpha=1.0, alpha_lr=3e-2, eval_interval=250,
-                   eval_episodes=8, checkpoint_interval=500),
-    "coverage": dict(total_steps=300_000, num_envs=16, eval_interval=20_000,
-                     eval_episodes=200, checkpoint_interval=20_000),
+    "matrix": MATRIX_BUDGET | dict(learning_starts=200, batch_size=64, gradient_steps=2,
+                                   actor_hidden=(32,), critic_hidden=(32,), actor_lr=3e-3,
+                                   critic_lr=1e-2, alpha=1.0, alpha_lr=3e-2),
+    "coverage": COVERAGE_BUDGET,
 }
 
 
@@ -182,26 +177,26 @@ def actor_loss(q: torch.Tensor, log_probs: torch.Tensor,
 
 
 # --- the algorithm -----------------------------------------------------------------------
-class Masac(OffPolicyAlgorithm):
-    """masac's networks, optimizers and update, for :func:`~spnpolicy.training.offpolicy.train_offpolicy`."""
+class CentralCriticLearner(OffPolicyAlgorithm):
+    """Per-agent categorical policies (``agent``) and a centralised critic built by
+    ``critic(state_dim, n, k, hidden)``, Polyak targets of both and their Adam optimisers:
+    the acting and the checkpoint state that masac and maddpg share. Subclasses write
+    ``update``."""
 
     needs_obs = True
     uniform_warmup = True
 
-    def __init__(self, cfg: MasacConfig, envs: VecEnv) -> None:
+    def __init__(self, cfg: CentralCriticConfig, envs: VecEnv,
+                 critic: Callable[[int, int, int, tuple[int, ...]], nn.Module]) -> None:
         device = torch.device(cfg.device)
         n, k = envs.num_agents, envs.num_actions
         self.cfg, self.num_actions = cfg, k
         self.agent = CategoricalAgents(envs.obs_dim, n, k, cfg.actor_hidden).to(device)
-        self.critic = TwinCentralCritic(envs.state_dim, n, k, cfg.critic_hidden).to(device)
+        self.critic = critic(envs.state_dim, n, k, cfg.critic_hidden).to(device)
         self.agent_target, self.critic_target = make_target(self.agent), make_target(self.critic)
-        self.log_alpha = torch.tensor(math.log(cfg.alpha), device=device,
-                                      requires_grad=cfg.autotune_alpha)
-        self.target_entropy = cfg.target_entropy_scale * math.log(k)
         self.optimizers = {
             "actor": adam(self.agent.parameters(), lr=cfg.actor_lr),
-            "critic": adam(self.critic.parameters(), lr=cfg.critic_lr),
-            "alpha": adam([self.log_alpha], lr=cfg.alpha_lr)}
+            "critic": adam(self.critic.parameters(), lr=cfg.critic_lr)}
         self.target_sync = TargetSync(((self.critic_target, self.critic),
                                        (self.agent_target, self.agent)), tau=cfg.tau)
 
@@ -213,6 +208,28 @@ class Masac(OffPolicyAlgorithm):
 
     def sample(self, state, obs, generator):
         return self.agent.sampled_actions(obs, generator)
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name)
+                for name in ("agent", "critic", "agent_target", "critic_target")}
+
+    def state_dict(self):
+        return modules_state(self._modules(), self.optimizers)
+
+    def load_state_dict(self, state):
+        load_modules_state(state, self._modules(), self.optimizers)
+
+
+class Masac(CentralCriticLearner):
+    """masac's twin critics, temperature and update, for the off-policy loop
+    (:func:`~spnpolicy.training.offpolicy.train_offpolicy`)."""
+
+    def __init__(self, cfg: MasacConfig, envs: VecEnv) -> None:
+        super().__init__(cfg, envs, TwinCentralCritic)
+        self.log_alpha = torch.tensor(math.log(cfg.alpha), device=torch.device(cfg.device),
+                                      requires_grad=cfg.autotune_alpha)
+        self.target_entropy = cfg.target_entropy_scale * math.log(envs.num_actions)
+        self.optimizers["alpha"] = adam([self.log_alpha], lr=cfg.alpha_lr)
 
     def update(self, batch):
         alpha = self.log_alpha.detach().exp()
@@ -241,19 +258,12 @@ class Masac(OffPolicyAlgorithm):
                 "entropy": entropy, "alpha": alpha}
 
     def state_dict(self):
-        return {"agent": self.agent.state_dict(), "critic": self.critic.state_dict(),
-                "agent_target": self.agent_target.state_dict(),
-                "critic_target": self.critic_target.state_dict(),
-                "log_alpha": self.log_alpha.detach().clone(),
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+        return super().state_dict() | {"log_alpha": self.log_alpha.detach().clone()}
 
     def load_state_dict(self, state):
-        for name in ("agent", "critic", "agent_target", "critic_target"):
-            getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
+        super().load_state_dict(state)
 
 
 SPECS = (AlgorithmSpec("masac", "multi-agent soft actor-critic: per-agent "

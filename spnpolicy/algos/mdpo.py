@@ -23,8 +23,8 @@ import torch
 
 from spnpolicy.algos.config import AlgorithmSpec
 from spnpolicy.algos.ippo import PPO_ENV_DEFAULTS, EpochsConfig, PPOLearner, taken_log_probs
-from spnpolicy.algos.onpolicy_common import agent_from_run, categorical_kl
-from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+from spnpolicy.algos.onpolicy_common import ON_POLICY, categorical_kl
+from spnpolicy.training.onpolicy import Rollout
 
 __all__ = ["MdpoConfig", "MdpoLearner", "SPECS", "mdpo_loss", "step_size"]
 
@@ -69,6 +69,5 @@ class MdpoLearner(PPOLearner):
 SPECS = (
     AlgorithmSpec("mdpo", "mirror-descent policy optimisation: ratio * A - KL(new || old) / "
                   "t_k, t_k decreasing", MdpoConfig, MdpoLearner, {}, PPO_ENV_DEFAULTS,
-                  load_agent=agent_from_run,
-                  loop=train_onpolicy),
+                  **ON_POLICY),
 )

@@ -24,17 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spnpolicy.algos.config import (RunConfig, check_bool, check_choice, check_float,
-                                     check_hidden, check_int)
+from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, RunConfig, boolean, checked,
+                                    fraction, integer, non_negative, one_of, positive, rate,
+                                    widths)
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import RunningMeanStd
 from spnpolicy.training import Polyak, make_target
-from spnpolicy.training.onpolicy import Rollout, gae_advantages, nstep_returns
+from spnpolicy.training.onpolicy import Rollout, gae_advantages, nstep_returns, train_onpolicy
 from spnpolicy.training.optim import adam
 from spnpolicy.training.observations import agent_input, observation_dict
 
 __all__ = ["CRITIC_INPUTS", "OnPolicyAgent", "OnPolicyConfig", "OnPolicyLearner",
-           "PerAgentNet", "ENV_DEFAULTS", "agent_from_run", "categorical_kl"]
+           "PerAgentNet", "ENV_DEFAULTS", "ON_POLICY", "agent_from_run", "categorical_kl"]
 
 CRITIC_INPUTS = ("obs", "state")
 RETURNS = ("nstep", "gae")
@@ -44,67 +45,45 @@ RETURNS = ("nstep", "gae")
 class OnPolicyConfig(RunConfig):
     """Fields of every on-policy actor-critic (EPyMARL's defaults where it has one)."""
 
-    rollout_steps: int = 5
+    rollout_steps: int = checked(5, integer(1))
     """Steps each env copy takes per rollout (one update per rollout_steps x num_envs rows)."""
-    gamma: float = 0.99
+    gamma: float = checked(0.99, fraction)
     """Discount factor."""
-    returns: str = "nstep"
+    returns: str = checked("nstep", one_of(*RETURNS))
     """Critic targets: nstep (EPyMARL: q_nstep-step returns) or gae (lambda-returns, GAE)."""
-    q_nstep: int = 5
+    q_nstep: int = checked(5, integer(1))
     """Steps of reward before bootstrapping from the target critic (returns=nstep)."""
-    gae_lambda: float = 0.95
+    gae_lambda: float = checked(0.95, fraction)
     """GAE / TD(lambda) parameter (returns=gae)."""
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = checked((64, 64), widths)
     """Hidden widths of the actor MLP."""
-    critic_hidden: tuple[int, ...] = (64, 64)
+    critic_hidden: tuple[int, ...] = checked((64, 64), widths)
     """Hidden widths of the critic MLP."""
-    share_parameters: bool = True
+    share_parameters: bool = checked(True, boolean)
     """One network for all agents, fed a one-hot agent id; else one network per agent."""
-    critic_input: str = "obs"
+    critic_input: str = checked("obs", one_of(*CRITIC_INPUTS))
     """What the critic sees besides the agent id: obs (the agent's own) or state (global)."""
-    lr: float = 5e-4
+    lr: float = checked(5e-4, positive)
     """Adam learning rate of the actor."""
-    critic_lr: float = 5e-4
+    critic_lr: float = checked(5e-4, positive)
     """Adam learning rate of the critic."""
-    entropy_coef: float = 0.01
+    entropy_coef: float = checked(0.01, non_negative)
     """Weight of the policy-entropy bonus in the actor loss."""
-    tau: float = 0.01
+    tau: float = checked(0.01, rate)
     """Polyak rate of the target critic, applied after every update."""
-    max_grad_norm: float = 10.0
+    max_grad_norm: float = checked(10.0, non_negative)
     """Gradient-norm clipping of every network; 0 disables it."""
-    standardise_rewards: bool = True
+    standardise_rewards: bool = checked(True, boolean)
     """Standardise rewards by their running mean and std before computing returns (EPyMARL)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("hidden", "critic_hidden"):
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-            check_hidden(name, getattr(self, name))
-        check_int("rollout_steps", self.rollout_steps, 1)
-        check_int("q_nstep", self.q_nstep, 1)
-        check_choice("returns", self.returns, RETURNS)
-        check_choice("critic_input", self.critic_input, CRITIC_INPUTS)
-        check_float("gamma", self.gamma, 0.0, 1.0)
-        check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
-        check_float("tau", self.tau, 0.0, 1.0, low_open=True)
-        for name in ("lr", "critic_lr"):
-            check_float(name, getattr(self, name), 0.0, low_open=True)
-        check_float("entropy_coef", self.entropy_coef, 0.0)
-        check_float("max_grad_norm", self.max_grad_norm, 0.0)
-        for name in ("share_parameters", "standardise_rewards"):
-            check_bool(name, getattr(self, name))
 
 
 #: Per-env-family defaults of the on-policy algorithms (each module may add its own).
 ENV_DEFAULTS = {
     # One-step games, the off-policy baselines' budget: 8 copies x 1 step per update gives
     # 250 updates in 2,000 steps; a larger learning rate than EPyMARL's for that budget.
-    "matrix": dict(total_steps=2_000, num_envs=8, rollout_steps=1, hidden=(32,),
-                   critic_hidden=(32,), lr=5e-3, critic_lr=1e-2, eval_interval=250,
-                   eval_episodes=8, checkpoint_interval=500),
-    "coverage": dict(total_steps=300_000, num_envs=16, rollout_steps=10,
-                     eval_interval=20_000, eval_episodes=200, checkpoint_interval=20_000),
+    "matrix": MATRIX_BUDGET | dict(rollout_steps=1, hidden=(32,), critic_hidden=(32,), lr=5e-3,
+                                   critic_lr=1e-2),
+    "coverage": COVERAGE_BUDGET | dict(rollout_steps=10),
 }
 
 
@@ -194,6 +173,11 @@ def agent_from_run(run: dict[str, Any], payload: dict[str, Any]) -> OnPolicyAgen
         raise ValueError(f"the checkpoint does not hold the {run.get('algo')!r} agent that the "
                          f"run's config describes (written by another run or version)") from None
     return agent.eval()
+
+
+#: What a registry entry of an on-policy learner adds: ``AlgorithmSpec(..., **ON_POLICY)``,
+#: the loop that runs it and the loader of its trained agent.
+ON_POLICY = {"loop": train_onpolicy, "load_agent": agent_from_run}
 
 
 def categorical_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

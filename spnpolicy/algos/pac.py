@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spnpolicy.algos.config import AlgorithmSpec, check_float
-from spnpolicy.algos.ia2c import policy_gradient_loss
+from spnpolicy.algos.config import AlgorithmSpec, checked, non_negative, rate
+from spnpolicy.algos.ia2c import actor_step
 from spnpolicy.algos.onpolicy_common import (ENV_DEFAULTS, OnPolicyConfig, OnPolicyLearner,
-                                             PerAgentNet, agent_from_run)
-from spnpolicy.training.onpolicy import Rollout, train_onpolicy
+                                             ON_POLICY, PerAgentNet)
+from spnpolicy.training.onpolicy import Rollout
 from spnpolicy.training.optim import gradient_step
 
 __all__ = ["MAX_JOINT_ACTIONS", "PacConfig", "PacLearner", "SPECS", "entropy_schedule",
@@ -49,19 +49,12 @@ class PacConfig(OnPolicyConfig):
 
     critic_input: str = "state"
     """The critics see the global state."""
-    entropy_start: float = 0.1
+    entropy_start: float = checked(0.1, non_negative)
     """Entropy coefficient at step 0 (large: explore while the optimistic critic forms)."""
-    entropy_end: float = 0.001
+    entropy_end: float = checked(0.001, non_negative)
     """Entropy coefficient after annealing."""
-    entropy_anneal_fraction: float = 0.8
+    entropy_anneal_fraction: float = checked(0.8, rate)
     """Fraction of total_steps over which the coefficient falls linearly to entropy_end."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_float("entropy_start", self.entropy_start, 0.0)
-        check_float("entropy_end", self.entropy_end, 0.0)
-        check_float("entropy_anneal_fraction", self.entropy_anneal_fraction, 0.0, 1.0,
-                    low_open=True)
 
 
 def entropy_schedule(step: int, cfg: PacConfig) -> float:
@@ -136,18 +129,13 @@ class PacLearner(OnPolicyLearner):
 
         # actor with the annealed entropy bonus
         coef = entropy_schedule(rollout.step, self.cfg)
-        loss_actor, entropy = policy_gradient_loss(advantage, self.agent.logits(rollout.obs),
-                                                   rollout.actions, coef)
-        gradient_step(self.optimizers["actor"], loss_actor, self.cfg.max_grad_norm)
-
-        self.update_target()
-        return {"loss_critic": loss_critic, "loss_actor": loss_actor, "entropy": entropy,
-                "entropy_coef": coef, "advantage_abs": advantage.abs().mean()}
+        return {"loss_critic": loss_critic} | actor_step(
+            self, advantage, self.agent.logits(rollout.obs), rollout.actions, coef) | {
+            "entropy_coef": coef}
 
 
 SPECS = (
     AlgorithmSpec("pac", "Pareto actor-critic: per-agent joint-action critics, optimistic "
                   "max over the others' actions, annealed entropy", PacConfig, PacLearner,
-                  {"critic_input": "state"}, ENV_DEFAULTS, load_agent=agent_from_run,
-                  loop=train_onpolicy),
+                  {"critic_input": "state"}, ENV_DEFAULTS, **ON_POLICY),
 )

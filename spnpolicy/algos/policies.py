@@ -27,7 +27,7 @@ from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
 from spnpolicy.training.observations import agent_input, observation_dict
 
 __all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "PARAM_HEADS",
-           "POLICY_KINDS", "SharedGroupHead", "SharedMarginals", "mlp"]
+           "POLICY_KINDS", "SharedGroupHead", "mlp"]
 
 POLICY_KINDS = BUILTIN_POLICIES
 #: How a circuit policy's parameters come from the state: ``flat`` (one MLP whose output
@@ -138,52 +138,6 @@ class JointCategorical(Distribution):
             order = sorted(range(len(scope)), key=lambda p: scope[p])  # kept axes are sorted
             out.append(joint.permute(0, *(1 + order.index(p) for p in range(len(scope)))))
         return torch.stack(out, dim=1)
-
-
-class SharedMarginals:
-    """A view of ``dist`` whose ``marginals()``, ``scope_marginals(scopes)`` and
-    ``entropy()`` are computed once and reused: expectations of several critics under one
-    policy (twin critics) then cost one pass through the circuit instead of one per critic.
-    ``rows(index)`` is a view of some batch rows that shares these results."""
-
-    def __init__(self, dist: Distribution) -> None:
-        self.dist = dist
-        self._cache: dict = {}
-
-    def _get(self, key, compute):
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
-
-    def marginals(self) -> torch.Tensor:
-        return self._get("marginals", self.dist.marginals)
-
-    def scope_marginals(self, scopes) -> torch.Tensor:
-        key = tuple(tuple(scope) for scope in scopes)
-        return self._get(key, lambda: self.dist.scope_marginals(scopes))
-
-    def entropy(self) -> torch.Tensor:
-        return self._get("entropy", self.dist.entropy)
-
-    def rows(self, index: slice) -> _Rows:
-        """The batch rows ``index`` (a slice) of every query."""
-        return _Rows(self, index)
-
-
-class _Rows:
-    """Rows of a :class:`SharedMarginals`' queries (see :meth:`SharedMarginals.rows`)."""
-
-    def __init__(self, shared: SharedMarginals, index: slice) -> None:
-        self.shared, self.index = shared, index
-
-    def marginals(self) -> torch.Tensor:
-        return self.shared.marginals()[self.index]
-
-    def scope_marginals(self, scopes) -> torch.Tensor:
-        return self.shared.scope_marginals(scopes)[self.index]
-
-    def entropy(self) -> torch.Tensor:
-        return self.shared.entropy()[self.index]
 
 
 class SharedGroupHead(nn.Module):

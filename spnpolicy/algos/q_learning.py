@@ -30,8 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from spnpolicy.algos.config import (OffPolicyConfig, check_bool, check_float, check_hidden,
-                                     check_int)
+from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, OffPolicyConfig, boolean,
+                                    checked, fraction, integer, positive, widths)
 from spnpolicy.training import VecEnv, make_target
 from spnpolicy.training.buffer import Batch
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
@@ -48,47 +48,32 @@ class QLearningConfig(OffPolicyConfig):
 
     eval_stochastic: bool = False
     """Also evaluate the epsilon-greedy policy at epsilon_finish (metrics prefixed stochastic_)."""
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = checked((64, 64), widths)
     """Hidden widths of the Q network's MLP (EPyMARL: 64-unit feedforward agent)."""
-    lr: float = 5e-4
+    lr: float = checked(5e-4, positive)
     """Adam learning rate."""
-    epsilon_start: float = 1.0
+    epsilon_start: float = checked(1.0, fraction)
     """Exploration rate at step 0."""
-    epsilon_finish: float = 0.05
+    epsilon_finish: float = checked(0.05, fraction)
     """Exploration rate after annealing."""
-    epsilon_anneal_steps: int = 50_000
+    epsilon_anneal_steps: int = checked(50_000, integer(1))
     """Env steps over which epsilon falls linearly from epsilon_start to epsilon_finish."""
-    target_update_interval: int = 10_000
+    target_update_interval: int = checked(10_000, integer(1))
     """Env steps between hard target-network copies (EPyMARL: 200 episodes)."""
-    double_q: bool = True
+    double_q: bool = checked(True, boolean)
     """Pick the bootstrap action with the online network, value it with the target one."""
-    standardise_rewards: bool = True
+    standardise_rewards: bool = checked(True, boolean)
     """Standardise sampled rewards by their running mean and std (EPyMARL's QMIX default)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.hidden, list):
-            object.__setattr__(self, "hidden", tuple(self.hidden))
-        check_hidden("hidden", self.hidden)
-        for name, minimum in (("epsilon_anneal_steps", 1), ("target_update_interval", 1)):
-            check_int(name, getattr(self, name), minimum)
-        check_float("lr", self.lr, 0.0, low_open=True)
-        check_float("epsilon_start", self.epsilon_start, 0.0, 1.0)
-        check_float("epsilon_finish", self.epsilon_finish, 0.0, 1.0)
-        for name in ("double_q", "standardise_rewards"):
-            check_bool(name, getattr(self, name))
 
 
 #: Per-env-family defaults of the Q-learners (the algorithms' ``ENV_DEFAULTS`` start from them).
 ENV_DEFAULTS = {
     # One-step games, spn-ac's budget: epsilon anneals over the first half so the values
     # see every joint action; no bootstrapping, so the target interval does not matter.
-    "matrix": dict(total_steps=2_000, num_envs=8, learning_starts=200, batch_size=64,
-                   gradient_steps=2, hidden=(32,), lr=5e-3, epsilon_anneal_steps=1_000,
-                   target_update_interval=200, eval_interval=250, eval_episodes=8,
-                   checkpoint_interval=500),
-    "coverage": dict(total_steps=300_000, num_envs=16, eval_interval=20_000,
-                     eval_episodes=200, checkpoint_interval=20_000),
+    "matrix": MATRIX_BUDGET | dict(learning_starts=200, batch_size=64, gradient_steps=2,
+                                   hidden=(32,), lr=5e-3, epsilon_anneal_steps=1_000,
+                                   target_update_interval=200),
+    "coverage": COVERAGE_BUDGET,
 }
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spnpolicy.algos.config import AlgorithmSpec, check_float, check_hidden
+from spnpolicy.algos.config import AlgorithmSpec, checked, non_negative, widths
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import EpsilonGreedyLearner
 from spnpolicy.algos.q_learning import ENV_DEFAULTS as Q_DEFAULTS
@@ -47,20 +47,12 @@ __all__ = ["SPECS", "JointValues", "Qtran", "QtranConfig", "qtran_losses"]
 class QtranConfig(QLearningConfig):
     """Hyperparameters of qtran (per-env overrides in ``ENV_DEFAULTS``)."""
 
-    joint_hidden: tuple[int, ...] = (64, 64)
+    joint_hidden: tuple[int, ...] = checked((64, 64), widths)
     """Hidden widths of the joint Q_jt(s, u) and V_jt(s) networks."""
-    opt_loss_coef: float = 1.0
+    opt_loss_coef: float = checked(1.0, non_negative)
     """Weight of the opt loss (pymarl: 1)."""
-    nopt_min_loss_coef: float = 0.1
+    nopt_min_loss_coef: float = checked(0.1, non_negative)
     """Weight of the clamped nopt loss (pymarl: 0.1)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.joint_hidden, list):
-            object.__setattr__(self, "joint_hidden", tuple(self.joint_hidden))
-        check_hidden("joint_hidden", self.joint_hidden)
-        check_float("opt_loss_coef", self.opt_loss_coef, 0.0)
-        check_float("nopt_min_loss_coef", self.nopt_min_loss_coef, 0.0)
 
 
 #: The Q-learners' per-env defaults, the joint networks as small as the agents' on matrix games.
@@ -117,7 +109,8 @@ def qtran_losses(q_agents: torch.Tensor, actions: torch.Tensor, joint_taken: tor
 
 # --- the algorithm -----------------------------------------------------------------------
 class Qtran(EpsilonGreedyLearner):
-    """qtran's networks, optimizer and update, for :func:`~spnpolicy.training.offpolicy.train_offpolicy`."""
+    """qtran's networks, optimizer and update, for the off-policy loop
+    (:func:`~spnpolicy.training.offpolicy.train_offpolicy`)."""
 
     def __init__(self, cfg: QtranConfig, envs: VecEnv) -> None:
         device = torch.device(cfg.device)

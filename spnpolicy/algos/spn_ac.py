@@ -34,15 +34,9 @@ from torch import nn
 
 from factor_q import FactorQ, FactorValues
 from factor_q.argmax import eliminate, elimination_plan, table_size
-from spnpolicy.algos.config import (
-    AlgorithmSpec,
-    OffPolicyConfig,
-    check_bool,
-    check_choice,
-    check_float,
-    check_hidden,
-    check_int,
-)
+from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, AlgorithmSpec, OffPolicyConfig,
+                                    boolean, checked, fraction, integer, non_negative, one_of,
+                                    positive, rate, widths)
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
 from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.policy_structures import check_policy
@@ -61,55 +55,55 @@ class SpnAcConfig(OffPolicyConfig):
     network whose size hardly grows with the team (the flat head's last layer has one
     output per circuit parameter)."""
 
-    policy: Any = "selective"
+    policy: Any = checked("selective", lambda name, value: check_policy(value, name))
     """Joint policy: selective circuit, mean_field circuit, softmax (enumerates k**n), a name
     registered with register_policy, or (from Python) a builder (n, k) -> Circuit or a
     Circuit, deterministic, whose parameters the policy network predicts."""
-    actor_gradient: str = "exact"
+    actor_gradient: str = checked("exact", one_of("exact", "reinforce"))
     """Actor gradient: exact (the ELBO through the circuit) or reinforce (score function)."""
-    width: int = 16
+    width: int = checked(16, integer(1))
     """Sum nodes per region of the selective circuit (k**n makes it fully expressive)."""
-    policy_hidden: tuple[int, ...] = (128, 128)
+    policy_hidden: tuple[int, ...] = checked((128, 128), widths)
     """Hidden widths of the policy's state encoder MLP."""
-    param_head: str = "flat"
+    param_head: str = checked("flat", one_of("flat", "shared"))
     """How the circuit's parameters come from the state: flat (one MLP, one output per
     circuit parameter) or shared (one state encoder and one small head per parameter-group
     size, shared by all groups and told apart by a learned embedding of each group's id;
     JointPolicy's SharedGroupHead). Circuit policies only, not softmax."""
-    critic_hidden: tuple[int, ...] = (128, 128)
+    critic_hidden: tuple[int, ...] = checked((128, 128), widths)
     """Hidden widths of each FactorQ critic's state MLP."""
-    factor_graph: str = "auto"
+    factor_graph: str = checked("auto", one_of(*FACTOR_GRAPHS))
     """Critic factor graph: auto, complete, random, line, ring, star, none (build_factor_graph)."""
-    num_factors: int = 20
+    num_factors: int = checked(20, integer(0))
     """Number of factors of a random factor graph."""
-    factor_order: int = 2
+    factor_order: int = checked(2, one_of(2, 3))
     """Agents per factor, 2 or 3."""
-    graph_seed: int = 0
+    graph_seed: int = checked(0, integer(0))
     """Seed of the random factor graph (the same graph for every run seed)."""
-    critic_rank: int = 0
+    critic_rank: int = checked(0, integer(0))
     """CP rank of the factor tables; 0 for full tables."""
-    unary: bool = True
+    unary: bool = checked(True, boolean)
     """Give the critics per-agent unary terms."""
-    tau: float = 0.005
+    tau: float = checked(0.005, rate)
     """Polyak rate of the target critics."""
-    actor_lr: float = 1e-3
+    actor_lr: float = checked(1e-3, positive)
     """Adam learning rate of the policy."""
-    critic_lr: float = 1e-3
+    critic_lr: float = checked(1e-3, positive)
     """Adam learning rate of the critics."""
-    alpha_lr: float = 1e-3
+    alpha_lr: float = checked(1e-3, positive)
     """Adam learning rate of log alpha (autotune_alpha)."""
-    alpha: float = 0.01
+    alpha: float = checked(0.01, positive)
     """Entropy temperature; its initial value when autotune_alpha."""
-    autotune_alpha: bool = True
+    autotune_alpha: bool = checked(True, boolean)
     """Tune alpha so that the policy entropy tracks the target entropy."""
-    target_entropy_scale: float = 0.3
+    target_entropy_scale: float = checked(0.3, fraction)
     """Target entropy as a fraction of the maximum joint entropy n log k."""
-    regulariser: str = "entropy"
+    regulariser: str = checked("entropy", one_of("entropy", "kl_uniform"))
     """Bonus in the soft value: entropy (alpha H) or kl_uniform (-alpha KL(pi || U) =
     alpha (H - n log k): the same actor gradient, but no per-step bonus for staying alive)."""
-    reinforce_samples: int = 8
+    reinforce_samples: int = checked(8, integer(2))
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
-    mode_guidance: float = 0.1
+    mode_guidance: float = checked(0.1, non_negative)
     """Weight beta of the actor's cross-entropy toward the critics' best joint action: the
     actor loss gains ``-beta mean log pi(u* | s)``, ``u* = argmax_u mean_j Q_j(s, u)`` by
     exact variable elimination. The ELBO's gradient on a joint action's probability shrinks
@@ -118,13 +112,13 @@ class SpnAcConfig(OffPolicyConfig):
     (with a note at the start of the run) where the elimination needs tables of more than
     MODE_TABLE_SIZE entries per state, and with compile=True (its checks break the single
     traced graph); 0 turns it off."""
-    mode_floor: float = 1.0
+    mode_floor: float = checked(1.0, positive)
     """The mode guidance acts only on states where the policy gives ``u*`` less than
     ``mode_floor`` times the uniform probability ``k**-n``: where it has moved mass off the
     critics' best joint action. It lifts such an action back to that level and leaves the
     rest to the ELBO, so it does not pull a policy toward an early critic's argmax. ``inf``
     applies it on every state."""
-    compile: bool = False
+    compile: bool = checked(False, boolean)
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
     graph, and on a selective policy the acting too; otherwise each loss, forward and
@@ -135,47 +129,22 @@ class SpnAcConfig(OffPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_policy(self.policy)
-        check_choice("actor_gradient", self.actor_gradient, ("exact", "reinforce"))
-        check_choice("factor_graph", self.factor_graph, FACTOR_GRAPHS)
-        check_choice("regulariser", self.regulariser, ("entropy", "kl_uniform"))
-        check_choice("param_head", self.param_head, ("flat", "shared"))
         if self.param_head == "shared" and self.policy == "softmax":
             raise ValueError("param_head='shared' needs a circuit policy; the softmax policy "
                              "has no parameter groups to share a head across")
-        for name in ("policy_hidden", "critic_hidden"):
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-        check_hidden("policy_hidden", self.policy_hidden)
-        check_hidden("critic_hidden", self.critic_hidden)
-        for name, minimum in (("width", 1), ("num_factors", 0), ("graph_seed", 0),
-                              ("critic_rank", 0), ("reinforce_samples", 2)):
-            check_int(name, getattr(self, name), minimum)
-        check_choice("factor_order", self.factor_order, (2, 3))
-        check_float("tau", self.tau, 0.0, 1.0, low_open=True)
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
-            check_float(name, getattr(self, name), 0.0, low_open=True)
-        check_float("mode_guidance", self.mode_guidance, 0.0)
-        check_float("mode_floor", self.mode_floor, 0.0, low_open=True)
-        check_float("target_entropy_scale", self.target_entropy_scale, 0.0, 1.0)
-        for name in ("unary", "autotune_alpha", "compile"):
-            check_bool(name, getattr(self, name))
 
 
 #: Per-env (or env-family) defaults; everything else comes from ``SpnAcConfig``.
 ENV_DEFAULTS = {
     # One-step games: the critic regresses the payoff; a short random warm-up shows it
     # every joint action, then the policy concentrates on the best one.
-    "matrix": dict(total_steps=2_000, num_envs=8, learning_starts=200, batch_size=64,
-                   gradient_steps=2, policy_hidden=(32,), critic_hidden=(32,), actor_lr=3e-3,
-                   critic_lr=1e-2, alpha=1.0, alpha_lr=3e-2, eval_interval=250,
-                   eval_episodes=8, checkpoint_interval=500),
+    "matrix": MATRIX_BUDGET | dict(learning_starts=200, batch_size=64, gradient_steps=2,
+                                   policy_hidden=(32,), critic_hidden=(32,), actor_lr=3e-3,
+                                   critic_lr=1e-2, alpha=1.0, alpha_lr=3e-2),
     # Coverage ends on success, so a per-step entropy bonus makes success cost about
     # alpha H / (1 - gamma) of bonus no longer collected: kl_uniform has no such bonus.
     # (benchmarks/README.md, "Coverage defaults").
-    "coverage": dict(total_steps=300_000, num_envs=16, eval_interval=20_000,
-                     regulariser="kl_uniform",
-                     eval_episodes=200, checkpoint_interval=20_000),
+    "coverage": COVERAGE_BUDGET | dict(regulariser="kl_uniform"),
 }
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spnpolicy.algos.config import AlgorithmSpec, check_choice, check_int
+from spnpolicy.algos.config import AlgorithmSpec, checked, integer, one_of
 from spnpolicy.algos.mixers import MIXERS, make_mixer
 from spnpolicy.algos.policies import mlp
 from spnpolicy.algos.q_learning import (ENV_DEFAULTS, QLearningConfig, QModel, q_agent_loader,
@@ -39,18 +39,12 @@ __all__ = ["ENV_DEFAULTS", "SPECS", "AgentQNetwork", "MixedQ", "ValueBasedConfig
 class ValueBasedConfig(QLearningConfig):
     """Hyperparameters of iql, vdn and qmix (per-env overrides in ``ENV_DEFAULTS``)."""
 
-    mixer: str = "qmix"
+    mixer: str = checked("qmix", one_of(*MIXERS))
     """How agent values combine: none (iql), vdn (sum) or qmix (monotonic hypernetwork)."""
-    mixing_embed_dim: int = 32
+    mixing_embed_dim: int = checked(32, integer(1))
     """Hidden units of the QMIX mixer."""
-    hypernet_embed: int = 64
+    hypernet_embed: int = checked(64, integer(1))
     """Hidden width of QMIX's weight hypernetworks."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("mixer", self.mixer, MIXERS)
-        check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
-        check_int("hypernet_embed", self.hypernet_embed, 1)
 
 
 class AgentQNetwork(torch.nn.Module):
@@ -114,6 +108,7 @@ SPECS = (
                   ValueBasedConfig, q_learner(build), {"mixer": "vdn"}, ENV_DEFAULTS,
                   load_agent=q_agent_loader(ValueBasedConfig, build)),
     AlgorithmSpec("qmix", "QMIX: agent Q-values mixed by a monotonic state-conditioned "
-                  "hypernetwork", ValueBasedConfig, q_learner(build), {"mixer": "qmix"}, ENV_DEFAULTS,
+                  "hypernetwork", ValueBasedConfig, q_learner(build), {"mixer": "qmix"},
+                  ENV_DEFAULTS,
                   load_agent=q_agent_loader(ValueBasedConfig, build)),
 )

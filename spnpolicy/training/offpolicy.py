@@ -47,8 +47,8 @@ from spnpolicy.training.stream import TransitionStream
 from spnpolicy.training.targets import Polyak, hard_update
 from spnpolicy.training.vec_env import VecEnv, make_vec_env, observation_dict
 
-__all__ = ["ActingAgent", "OffPolicyAlgorithm", "TargetSync", "agent_loader",
-           "train_offpolicy"]
+__all__ = ["ActingAgent", "LoopState", "OffPolicyAlgorithm", "TargetSync", "agent_loader",
+           "load_modules_state", "modules_state", "train_offpolicy"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,22 @@ class OffPolicyAlgorithm:
         raise NotImplementedError
 
 
+def modules_state(modules: Mapping[str, nn.Module],
+                  optimizers: Mapping[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    """A learner's checkpoint state: each module's under its name, the optimizers' under
+    ``"optimizers"`` (:func:`load_modules_state` reads it back)."""
+    return {name: m.state_dict() for name, m in modules.items()} | {
+        "optimizers": {name: o.state_dict() for name, o in optimizers.items()}}
+
+
+def load_modules_state(state: Mapping[str, Any], modules: Mapping[str, nn.Module],
+                       optimizers: Mapping[str, torch.optim.Optimizer]) -> None:
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+
+
 class ActingAgent(nn.Module):
     """A trained agent's ``act`` on one input kind: per-agent observations ``[B, n, obs_dim]``
     when ``needs_obs``, else global states ``[B, state_dim]`` (or one of either).
@@ -148,6 +164,30 @@ class ActingAgent(nn.Module):
         return actions if isinstance(observations, torch.Tensor) else actions.cpu().numpy()
 
 
+class LoopState:
+    """What both training loops checkpoint besides the learner and its data: the runner,
+    the acting generator, the global random state, the metrics averaged between evaluations
+    (``stats``) and between training records (``training``)."""
+
+    def __init__(self, runner: Runner, act_generator: torch.Generator) -> None:
+        self.runner, self.act_generator = runner, act_generator
+        self.stats, self.training = UpdateMeans(), TrainingMeans()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"runner": self.runner.state_dict(),
+                "act_generator": self.act_generator.get_state(), "rng": get_rng_state(),
+                "stats": self.stats.state_dict(), "training": self.training.state_dict()}
+
+    def load_state_dict(self, payload: dict[str, Any]) -> None:
+        """Restore from a checkpoint's ``payload``, the global random state last."""
+        self.runner.load_state_dict(payload["runner"])
+        self.act_generator.set_state(payload["act_generator"])
+        set_rng_state(payload["rng"])
+        self.stats.load_state_dict(payload["stats"])
+        if "training" in payload:   # absent from checkpoints made before training records
+            self.training.load_state_dict(payload["training"])
+
+
 def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Session,
                     build: Callable[[Any, VecEnv], OffPolicyAlgorithm]) -> nn.Module:
     """Train ``build(cfg, envs)`` (an :class:`OffPolicyAlgorithm`) on ``env`` with the
@@ -170,8 +210,8 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
                               shaping=cfg.shaping, shaping_form=cfg.shaping_form)
     warmup_rng = np.random.default_rng(seed)
     act_generator = torch.Generator(device).manual_seed(seed)
-    stats = UpdateMeans()  # training metrics averaged between evaluations
-    training = TrainingMeans()  # episodes and metrics between training records
+    progress = LoopState(runner, act_generator)
+    stats, training = progress.stats, progress.training
     sync = algorithm.target_sync
 
     def tensors(state: np.ndarray, obs: np.ndarray):
@@ -192,14 +232,9 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
     if payload is not None:
         algorithm.load_state_dict(payload["algorithm"])
         buffer.load_state_dict(payload["buffer"])
-        runner.load_state_dict(payload["runner"])
         stream.load_state_dict(payload["stream"])
         warmup_rng.bit_generator.state = payload["warmup_rng"]
-        act_generator.set_state(payload["act_generator"])
-        set_rng_state(payload["rng"])
-        stats.load_state_dict(payload["stats"])
-        if "training" in payload:   # absent from checkpoints made before training records
-            training.load_state_dict(payload["training"])
+        progress.load_state_dict(payload)
     step = session.begin(payload)
     for line in algorithm.notes:
         session.note(line)
@@ -211,12 +246,9 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
                                    sampler if cfg.eval_stochastic else None, device)
             session.record(step, metrics | stats.pop() | algorithm.schedule_metrics(step))
         if session.checkpoint_due(step):
-            session.save(step, {
+            session.save(step, progress.state_dict() | {
                 "algorithm": algorithm.state_dict(), "buffer": buffer.state_dict(),
-                "runner": runner.state_dict(), "stream": stream.state_dict(),
-                "warmup_rng": warmup_rng.bit_generator.state,
-                "act_generator": act_generator.get_state(), "rng": get_rng_state(),
-                "stats": stats.state_dict(), "training": training.state_dict()})
+                "stream": stream.state_dict(), "warmup_rng": warmup_rng.bit_generator.state})
         if step >= cfg.total_steps:
             break
 

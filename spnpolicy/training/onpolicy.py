@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from spnpolicy.training.evaluation import evaluate_run
-from spnpolicy.training.metrics import TrainingMeans, UpdateMeans
 from spnpolicy.training.nstep import NStepTransition
+from spnpolicy.training.offpolicy import LoopState
 from spnpolicy.training.runner import Runner, Transition
-from spnpolicy.training.seeding import get_rng_state, seed_everything, set_rng_state
+from spnpolicy.training.seeding import seed_everything
 from spnpolicy.training.session import Session
 from spnpolicy.training.shaping import PotentialShaping
 from spnpolicy.training.vec_env import make_vec_env
@@ -170,8 +170,8 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
     agent = learner.agent
     storage = RolloutStorage(device)
     act_generator = torch.Generator(device).manual_seed(seed)
-    stats = UpdateMeans()  # training metrics averaged between evaluations
-    training = TrainingMeans()  # episodes and metrics between training records
+    progress = LoopState(runner, act_generator)
+    stats, training = progress.stats, progress.training
 
     @torch.no_grad()
     def sample(obs: torch.Tensor) -> torch.Tensor:
@@ -188,22 +188,14 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
     payload = session.restore()
     if payload is not None:
         learner.load_state_dict(payload["learner"])
-        runner.load_state_dict(payload["runner"])
-        act_generator.set_state(payload["act_generator"])
-        set_rng_state(payload["rng"])
-        stats.load_state_dict(payload["stats"])
-        if "training" in payload:   # absent from checkpoints made before training records
-            training.load_state_dict(payload["training"])
+        progress.load_state_dict(payload)
     step = session.begin(payload)
 
     while True:
         if session.eval_due(step):
             session.record(step, evaluate(step) | stats.pop())
         if session.checkpoint_due(step):
-            session.save(step, {"learner": learner.state_dict(), "runner": runner.state_dict(),
-                                "act_generator": act_generator.get_state(),
-                                "rng": get_rng_state(), "stats": stats.state_dict(),
-                                "training": training.state_dict()})
+            session.save(step, progress.state_dict() | {"learner": learner.state_dict()})
         if step >= cfg.total_steps:
             break
 

@@ -67,6 +67,22 @@ def test_invalid_values_name_the_field(field, value):
         SpnAcConfig(**{field: value})
 
 
+def test_checks_come_from_the_fields_and_survive_a_redeclared_default():
+    """Every config class checks its fields from their metadata in the one base
+    ``__post_init__``: a subclass that redeclares a field's default (masac's and the
+    Q-learners' ``gamma``, ``eval_stochastic``) keeps the base class's check, and a list of
+    layer widths (as JSON gives it) is kept as a tuple."""
+    classes = {spec.config_cls for spec in ALGORITHMS.values()}
+    for cls in classes:
+        with pytest.raises(ValueError, match="^gamma must"):
+            cls(gamma=1.5)
+        with pytest.raises(ValueError, match="^eval_stochastic must"):
+            cls(eval_stochastic="yes")
+        for f in dataclasses.fields(cls):
+            if isinstance(f.default, tuple):
+                assert getattr(cls(**{f.name: list(f.default)}), f.name) == f.default
+
+
 def test_every_field_is_documented():
     docs = field_docs(SpnAcConfig)
     missing = [f.name for f in dataclasses.fields(SpnAcConfig) if not docs.get(f.name)]

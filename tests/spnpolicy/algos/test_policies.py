@@ -8,7 +8,7 @@ import torch
 
 from circuits import Categorical, Circuit, CircuitDistribution, Product, Sum
 from circuits.structures import mixture, selective
-from spnpolicy.algos.policies import JointCategorical, JointPolicy, SharedMarginals
+from spnpolicy.algos.policies import JointCategorical, JointPolicy
 from spnpolicy.algos.policy_structures import register_policy
 from circuits.tree_distribution import TreeDistribution
 from spnpolicy.algos.spn_ac import SpnAcConfig
@@ -85,25 +85,6 @@ def test_policy_errors():
         JointPolicy(state_dim=5, num_agents=6, num_actions=2, kind="softmax")
     with pytest.raises(ValueError, match="kind"):
         JointPolicy(state_dim=5, num_agents=2, num_actions=2, kind="rat")
-
-
-def test_shared_marginals_compute_once():
-    calls = []
-
-    class Counting:
-        def marginals(self):
-            calls.append("m")
-            return torch.ones(1)
-
-        def scope_marginals(self, scopes):
-            calls.append(tuple(scopes))
-            return torch.ones(1)
-
-    shared = SharedMarginals(Counting())
-    for _ in range(3):
-        shared.marginals()
-        shared.scope_marginals([(0, 1), (1, 2)])
-    assert calls == ["m", ((0, 1), (1, 2))]
 
 
 def test_joint_categorical_checks_actions():
