@@ -4,8 +4,8 @@
   zero (never NaN) gradient there.
 - The fused ``outer`` step (:mod:`circuits.upward`): a dense block whose children are the
   products of two child lists, computed as the weights times the outer product of the
-  lists' shifted exponentials. :class:`OuterMatmul` is one autograd node;
-  :class:`OuterMatmulTwice` has a differentiable backward (:class:`_OuterGrad`).
+  lists' shifted exponentials (:func:`outer_values`); :class:`OuterMatmul` is one autograd
+  node for a first-order gradient.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["NARROW", "OuterMatmul", "OuterMatmulTwice", "bmm", "compiling", "factor_sums",
+__all__ = ["NARROW", "OuterMatmul", "bmm", "compiling", "factor_sums",
            "log_nonneg", "logsumexp", "matmul", "max_shift", "may_hold_log_zero", "outer_values",
            "over_s", "zero_log_zero"]
 
@@ -120,7 +120,10 @@ class OuterMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logw, both, width):
-        out, s, w, e = _outer_forward(ctx, logw, both, width)
+        w = torch.exp(logw)
+        out, s, e = outer_values(w, both, width)
+        ctx.width = width
+        ctx.mark_non_differentiable(s)
         ctx.save_for_backward(w, e, s)
         return out, s
 
@@ -142,95 +145,11 @@ def over_s(grad: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.div(grad, s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _outer_forward(ctx, logw, both, width):
-    """The forward of both outer nodes: ``(out, s, w, e)``."""
-    w = torch.exp(logw)
-    out, s, e = outer_values(w, both, width)
-    ctx.width = width
-    ctx.mark_non_differentiable(s)
-    return out, s, w, e
-
-
 def factor_sums(z: torch.Tensor, width: int) -> torch.Tensor:
     """``z [G, A * A2, B]`` over the outer product's pairs ``(i, j)`` summed over ``j`` and
     over ``i``, side by side: ``[G, A + A2, B]`` (the left then the right children's)."""
     z = z.view(z.shape[0], width, -1, z.shape[2])                     # [G, A, A2, B]
     return torch.cat([z.sum(2), z.sum(1)], 1)
-
-
-class OuterMatmulTwice(torch.autograd.Function):
-    """:class:`OuterMatmul` whose backward (:class:`_OuterGrad`) is differentiable."""
-
-    @staticmethod
-    def forward(ctx, logw, both, width):
-        out, s, w, e = _outer_forward(ctx, logw, both, width)
-        ctx.save_for_backward(logw, both, w, e, s)
-        return out, s
-
-    @staticmethod
-    def backward(ctx, grad, _grad_s):
-        logw, both, w, e, s = ctx.saved_tensors
-        grad_w, grad_both = _OuterGrad.apply(grad, logw, both, w, e, s, ctx.width)
-        return grad_w, grad_both, None
-
-
-class _OuterGrad(torch.autograd.Function):
-    """The outer step's gradients ``(grad_logw [1, G, M, K], grad_both [G, A + A2, B])``
-    from the gradient ``g [G, M, B]`` of its output, as :class:`OuterMatmul` computes them
-    (``u = g / s``, 0 where ``s == 0``; ``t = w^T u``; ``grad_logw = (u e^T) w``; the
-    children's from ``z = t e`` summed over either factor), as a function of ``g``, ``logw``
-    and ``both`` (``w``, ``e``, ``s`` are theirs, passed in so as not to recompute them).
-
-    Backward, for cotangents ``C [1, G, M, K]`` of ``grad_logw`` and ``c_l, c_r`` of the
-    children's gradients: with ``c_k = c_l[i] + c_r[j]`` on ``k = (i, j)``, the second-order
-    loss is ``sum_{m, k} w_mk e_k u_m (c_k + C_mk)``, so with ``r = w (e c) + (w C) e``
-    ``[G, M, B]``: ``dg = r / s``, ``ds = -r u / s``; ``dw = u (e c)^T + ds e^T + C (u e^T)``
-    (times ``w`` for ``logw``); ``de = c t + w^T ds + (w C)^T u``, and each child's gradient
-    is ``de e`` summed over the other factor. ``s == 0`` columns give 0 throughout.
-    """
-
-    @staticmethod
-    def forward(ctx, grad, logw, both, w, e, s, width):
-        inv = torch.reciprocal(s).nan_to_num_(posinf=0.0)                    # [G, M, B]
-        u = over_s(grad, s)
-        t = bmm(w[0].mT, u)                                                 # [G, K, B]
-        grad_both = factor_sums(t * e, width)
-        grad_w = bmm(u, e.mT).mul_(w[0]).unsqueeze(0)
-        ctx.save_for_backward(w, e, inv, u, t)
-        ctx.width = width
-        ctx.set_materialize_grads(False)
-        return grad_w, grad_both
-
-    @staticmethod
-    def backward(ctx, c_w, c_both):
-        w, e, inv, u, t = ctx.saved_tensors
-        weights = w[0]                                                       # [G, M, K]
-        g, k, batch = e.shape
-        ct = ec = None
-        r = u.new_zeros(()).expand_as(u)                       # no cotangent: no second order
-        if c_both is not None:
-            left, right = c_both[:, :ctx.width], c_both[:, ctx.width:]
-            ec = (left.unsqueeze(2) + right.unsqueeze(1)).view(g, k, batch)   # c [G, K, B]
-            ct = ec * t
-            ec.mul_(e)
-            r = bmm(weights, ec)
-        if c_w is not None:
-            wc = c_w[0] * weights
-            r = r + bmm(wc, e)
-        grad_g = r * inv
-        ds = (r * u).mul_(inv).neg_()
-        dw = bmm(ds, e.mT)
-        if ec is not None:
-            dw = dw + bmm(u, ec.mT)
-        if c_w is not None:
-            dw = dw + c_w[0] * bmm(u, e.mT)
-        de = bmm(weights.mT, ds)
-        if ct is not None:
-            de.add_(ct)
-        if c_w is not None:
-            de.add_(bmm(wc.mT, u))
-        return (grad_g, (dw * weights).unsqueeze(0), factor_sums(de.mul_(e), ctx.width),
-                None, None, None, None)
 
 
 def outer_values(w: torch.Tensor, both: torch.Tensor, width: int):

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from circuits.kernels import (OuterMatmul, OuterMatmulTwice, log_nonneg, logsumexp, matmul,
-                              max_shift, outer_values)
+from circuits.kernels import OuterMatmul, log_nonneg, logsumexp, matmul, max_shift, outer_values
 from circuits.program import KeptWeights, Program, Step, kept_structure
 
 __all__ = ["LOG_SUM_EXP", "MAX_PRODUCT", "run", "root", "node_values", "weight_exps",
@@ -219,9 +218,8 @@ def _outer(step: Step, src: torch.Tensor, weights: _Pass) -> torch.Tensor:
     width = step.children.shape[1]
     both = _paired(step, src)                                        # [G, A + A2, B]
     if (step.piece is not None and torch.is_grad_enabled() and weights.logp_ext.shape[0] == 1
-            and (weights.logp_ext.requires_grad or both.requires_grad)):
-        fused = OuterMatmulTwice if weights.twice else OuterMatmul
-        out, s = fused.apply(weights.log(step), both, width)
+            and (weights.logp_ext.requires_grad or both.requires_grad) and not weights.twice):
+        out, s = OuterMatmul.apply(weights.log(step), both, width)
     else:
         w = weights.exp(step)
         out, s, _ = outer_values(w, both, width)

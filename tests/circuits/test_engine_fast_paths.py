@@ -3,8 +3,9 @@
 - ``Circuit`` keeps its normalised parameters while ``logits`` is unchanged and no gradient
   can flow: every in-place change through the parameter must invalidate them.
 - The fused outer step's hand-written backward (``kernels.OuterMatmul``) against autograd
-  of the same formula and against finite differences, including ``-inf`` children; and its
-  twice-differentiable form (``kernels.OuterMatmulTwice``), second derivatives included.
+  of the same formula and against finite differences, including ``-inf`` children; and the
+  outer step's twice-differentiable form (``kernels.outer_values`` by autograd, which
+  ``upward.run(twice=True)`` takes), second derivatives included.
 - Narrow batches (``kernels.bmm``'s transposed product) and run-wise normalisation
   (``passes.normalise``) against float64 references.
 - The first layer read from the leaf tables (``circuits.program.leaf_products``) against
@@ -140,13 +141,18 @@ def _formula(w, both, a):
     return kernels.logsumexp(terms.flatten(1, 2).unsqueeze(1) + w[0].unsqueeze(-1), 2)
 
 
+def _twice(w, both, a):
+    """The outer step as ``upward.run(twice=True)`` takes it: autograd of its own ops."""
+    return kernels.outer_values(torch.exp(w), both, a)[0]
+
+
 def test_outer_twice_gradgradcheck():
     """The step whose gradient can be differentiated again (``run(twice=True)``): first and
     second derivatives against finite differences, every output's cotangent included."""
     w, both, a = _outer_inputs(torch.float64, 4, False)
     w.requires_grad_()
     both.requires_grad_()
-    step = lambda w_, b_: kernels.OuterMatmulTwice.apply(w_, b_, a)[0]        # noqa: E731
+    step = lambda w_, b_: _twice(w_, b_, a)                                    # noqa: E731
     assert torch.autograd.gradcheck(step, (w, both))
     assert torch.autograd.gradgradcheck(step, (w, both))
 
@@ -155,13 +161,13 @@ def test_outer_twice_gradgradcheck():
 @pytest.mark.parametrize("neg_inf", [False, True])
 def test_outer_twice_second_derivatives_equal_autograd_of_the_formula(batch, neg_inf):
     """A second-order loss of both gradients (the children's squared, the weights' summed)
-    differentiated through the hand-written second derivatives and through autograd of the
+    differentiated through the outer step and through autograd of the log-sum-exp
     formula: equal, with ``-inf`` children and zero weights, and never NaN."""
     w, both, a = _outer_inputs(torch.float64, batch, neg_inf)
     upstream = torch.randn(3, 5, batch, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(batch))
     results = []
-    for step in (lambda w_, b_: kernels.OuterMatmulTwice.apply(w_, b_, a)[0],
+    for step in (lambda w_, b_: _twice(w_, b_, a),
                  lambda w_, b_: _formula(w_, b_, a)):
         w1, b1 = w.clone().requires_grad_(), both.clone().requires_grad_()
         out = step(w1, b1)
