@@ -12,6 +12,8 @@ from spnpolicy.algos.config import (field_docs, field_values, parse_field_value,
 from spnpolicy.algos.critics import build_factor_graph
 from spnpolicy.algos.registry import env_family
 from spnpolicy.algos.spn_ac import SpnAcConfig
+from spnpolicy.training.offpolicy import train_offpolicy
+from spnpolicy.training.onpolicy import train_onpolicy
 
 
 def test_auto_factor_graph():
@@ -65,6 +67,20 @@ def test_unknown_keys_and_fixed_values():
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field} must"):
         SpnAcConfig(**{field: value})
+
+
+def test_a_registry_entry_runs_its_learner_on_its_loop():
+    """No algorithm has a train function of its own: ``AlgorithmSpec.train`` calls the
+    entry's loop (off-policy by default, on-policy where the entry says so) with the entry's
+    learner."""
+    calls = []
+    spec = dataclasses.replace(ALGORITHMS["vdn"], loop=lambda *args: calls.append(args) or "agent")
+    assert spec.train("cfg", "climbing", {}, 0, "session") == "agent"
+    assert calls == [("cfg", "climbing", {}, 0, "session", spec.learner)]
+    loops = {name: spec.loop for name, spec in ALGORITHMS.items()}
+    assert {name for name, loop in loops.items() if loop is train_onpolicy} == {
+        "ia2c", "maa2c", "ippo", "mappo", "coma", "pac", "dpo", "mdpo"}
+    assert all(loop in (train_offpolicy, train_onpolicy) for loop in loops.values())
 
 
 def test_checks_come_from_the_fields_and_survive_a_redeclared_default():
