@@ -21,13 +21,10 @@ __all__ = ["Circuit"]
 
 
 class Circuit(nn.Module):
-    """A smooth, decomposable circuit over variables ``0..num_vars-1``.
-
-    Construction validates the node DAG (raising :class:`~circuits.CircuitError` that names
-    the offending node by its path from the root) and compiles it once into layers of
-    index tensors. The learnable parameters are one flat vector ``logits`` of length
-    ``num_params``; queries on the circuit itself use them, and ``distribution(params)``
-    evaluates the same structure with a batch of external logits (a policy head's output).
+    """A smooth, decomposable circuit over variables ``0..num_vars-1``, validated
+    (:class:`~circuits.CircuitError` names the node by its path from the root) and compiled
+    once. Its learnable parameters are one flat vector ``logits [num_params]``;
+    ``distribution(params)`` evaluates the structure with a batch of external logits.
 
     Example::
 
@@ -42,9 +39,7 @@ class Circuit(nn.Module):
 
     @kept_structure()  # its logits too: a circuit built in inference mode must train
     def __init__(self, root: Node, dtype: torch.dtype | None = None):
-        """Validate and compile ``root``; ``dtype`` of the parameters (default: torch's default
-        dtype). Pass ``torch.float64`` rather than calling ``.double()`` afterwards, which
-        cannot restore the precision lost in a float32 copy of the node weights."""
+        """Validate and compile ``root``; ``dtype`` of the parameters (default: torch's)."""
         super().__init__()
         structure = analyse(root)
         self.root = root
@@ -55,7 +50,6 @@ class Circuit(nn.Module):
         self._tree: RegionTree | None = None       # the region-tree layout, once read
         self._region_tree_read = False
         self._own_params: tuple | None = None      # (key, logp, logp_ext, exps) of unchanged logits
-        self._bounds: dict = {}                    # device -> (-1, largest state) per variable
         plan = self._plans[torch.device("cpu")]
         self.logits = nn.Parameter(plan.init_logits.to(check_dtype(dtype)))
 
@@ -98,8 +92,8 @@ class Circuit(nn.Module):
 
     @property
     def is_deterministic(self) -> bool:
-        """Structural determinism: each pair of a sum's children is disjoint on some variable.
-        A sufficient condition: a circuit that fails it may still be deterministic."""
+        """Structural determinism (a sufficient condition): each pair of a sum's children is
+        disjoint on some variable."""
         return self._structure.is_deterministic
 
     def extra_repr(self) -> str:
@@ -123,10 +117,8 @@ class Circuit(nn.Module):
         return self._table_plans[key]
 
     def region_tree(self, device: torch.device | str = "cpu") -> RegionTree | None:
-        """The circuit's :class:`~circuits.region_tree.RegionTree` on ``device`` (read off the
-        structure once), or None when the circuit is not a binary region tree of indicators
-        (as :func:`circuits.structures.selective` builds). Its ``distribution(params)``
-        answers the queries a policy update needs with a few ops per region."""
+        """The circuit's :class:`~circuits.region_tree.RegionTree` on ``device``, or None when
+        it is not a binary region tree of indicators."""
         if not self._region_tree_read:
             with kept_structure():
                 self._tree = RegionTree.from_plan(self._plans[torch.device("cpu")], self.distribution)
@@ -134,13 +126,8 @@ class Circuit(nn.Module):
         return None if self._tree is None else self._tree.to(device)   # kept per device
 
     def distribution(self, params: torch.Tensor | None = None) -> CircuitDistribution:
-        """The distribution of this circuit.
-
-        Args:
-            params: optional unnormalised logits ``[B, num_params]`` (any leading batch
-                shape): one parameter set per batch element. Default: the circuit's own
-                ``logits`` (batch shape ``[]``).
-        """
+        """The distribution for unnormalised logits ``params [*batch, num_params]`` (default:
+        the circuit's own ``logits``, batch shape ``[]``)."""
         if params is None:
             return CircuitDistribution(self, self._normalised()[0], torch.Size())
         params = check_params(params, self.num_params)
@@ -154,40 +141,19 @@ class Circuit(nn.Module):
         return self.log_prob(x)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``log p(x)`` for ``x [..., num_vars]`` (-1 = marginalised) -> ``[...]``: the same as
-        ``distribution().log_prob(x)``, without building the distribution; differentiable
-        w.r.t. ``logits`` by autograd."""
+        """``log p(x)`` for ``x [..., num_vars]`` (-1 = marginalised) -> ``[...]``, as
+        ``distribution().log_prob(x)``."""
         plan = self._plan_on(self.logits.device)
-        x = self._checked(x, plan).to(self.logits.device)
+        x = check_assignment(x, plan, "value", allow_missing=True).to(self.logits.device)
         flat = x.reshape(-1, plan.num_vars)
         _, ext, exps = self._normalised()
         root = passes.root_log_values(plan, ext, flat, flat.shape[0], exps)
         return root if x.dim() == 2 else root.reshape(x.shape[:-1])
 
-    def _checked(self, x, plan: Plan) -> torch.Tensor:
-        """``check_assignment(x, ...)`` (-1 allowed), with the per-variable bounds kept per
-        device for the common case of a valid LongTensor; its errors otherwise."""
-        if (isinstance(x, torch.Tensor) and x.dtype == torch.long and x.dim() > 0
-                and x.shape[-1] == plan.num_vars):
-            bounds = self._bounds.get(x.device)
-            if bounds is None:
-                top = torch.tensor(plan.num_states, device=x.device) - 1
-                bounds = self._bounds[x.device] = (torch.full_like(top, -1), top)
-            if torch.equal(x.clamp(*bounds), x):      # every value in -1..num_states - 1
-                return x
-        return check_assignment(x, plan, "value", allow_missing=True)
-
     def _normalised(self) -> tuple:
-        """``logits`` normalised, ``[1, num_params]``, extended (:func:`passes.extend`), and
-        the weights the upward pass exponentiates (:func:`upward.weight_exps`; None when a
-        gradient flows, the pass then computes them).
-
-        Where no gradient can flow to ``logits`` (``torch.no_grad()``, or ``logits`` frozen),
-        the result is kept and reused while ``logits`` is the same tensor with the same
-        version counter, which every in-place change through the parameter (optimiser steps,
-        ``copy_``, ``load_state_dict``, ``.to``) advances; writes through ``logits.data``
-        bypass the counter, as they bypass autograd's own checks.
-        """
+        """``(logp [1, P], logp_ext [1, P + 2], exps)`` of ``logits`` (``exps``:
+        :func:`upward.weight_exps`, None with a gradient). Without a gradient they are kept
+        while ``logits`` has the same identity and version counter."""
         logits = self.logits
         plan = self._plan_on(logits.device)
         if torch.is_grad_enabled() and logits.requires_grad:
@@ -223,10 +189,7 @@ class Circuit(nn.Module):
         return dist.sample((num_samples,), generator=generator)
 
     def mpe(self, evidence: torch.Tensor | None = None) -> torch.Tensor:
-        """Most probable completion ``[num_vars]`` of ``evidence``: exact when the circuit is
-        deterministic (:attr:`is_deterministic`); otherwise the max-product approximation
-        (see :attr:`CircuitDistribution.mode`), with an
-        :class:`~circuits.ApproximateMPEWarning`."""
+        """Most probable completion ``[num_vars]`` of ``evidence`` (:attr:`CircuitDistribution.mode`)."""
         warn_if_approximate(self, "mpe()")
         dist = self.distribution() if evidence is None else self.condition(evidence)
         return dist._max_product()

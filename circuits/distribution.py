@@ -1,10 +1,6 @@
-"""``CircuitDistribution``: a compiled circuit with one parameter set per batch element, and
-the checks of query inputs (every error names the argument, what was expected and what was
-given), which :class:`~circuits.Circuit`'s queries share.
-
-Shapes follow ``torch.distributions``: ``batch_shape`` is the shape of the parameter
-batch (``[]`` for a circuit's own parameters, ``[B]`` for ``c.distribution(params)``)
-and ``event_shape`` is ``[num_vars]``.
+"""``CircuitDistribution``: a compiled circuit with one parameter set per batch element
+(``batch_shape``; ``event_shape`` is ``[num_vars]``), and the checks of query inputs that
+:class:`~circuits.Circuit` shares (each error names the argument, expected and given).
 """
 
 from __future__ import annotations
@@ -20,29 +16,24 @@ from circuits import downward, passes
 from circuits.compile import Plan
 from circuits.leave_one_out import leave_one_out
 from circuits.nodes import ApproximateMPEWarning, NotDeterministicError
+from circuits.program import kept_structure
 from circuits.tables import scope_tables
 
 __all__ = ["CircuitDistribution", "check_assignment", "check_dtype", "check_generator",
            "check_params", "check_sample_shape", "check_scopes", "warn_if_approximate"]
 
 #: Answer ``marginals``, ``entropy`` and pair ``scope_marginals`` of unconditioned
-#: distributions over region-tree circuits on the tree (:mod:`circuits.region_tree`); the
-#: tests turn it off to compare the two evaluators.
+#: region-tree circuits on the tree (the tests turn it off to compare).
 REGION_TREE = True
 
 
 class CircuitDistribution(Distribution):
-    """A distribution over ``num_vars`` discrete variables given by a circuit.
+    """A distribution over ``num_vars`` discrete variables given by a circuit (built by
+    ``circuit.distribution(params)``). Every query is exact, batched and differentiable.
 
-    Build it with ``circuit.distribution(params)``, not directly. All queries are exact,
-    batched, computed in log space and differentiable w.r.t. the parameters.
-
-    Args:
-        circuit: the :class:`~circuits.Circuit` (structure and compiled plan).
-        logp: normalised log-parameters ``[prod(batch_shape) or 1, num_params]``.
-        batch_shape: the distribution's batch shape.
-        base: for a conditioned distribution, ``(logp, evidence)`` of the unconditioned one
-            with the evidence ``[B, num_vars]`` (used by ``mode``).
+    ``logp``: normalised log-parameters ``[prod(batch_shape) or 1, num_params]``; ``base``:
+    for a conditioned distribution, ``(logp, evidence [B, num_vars])`` of the unconditioned
+    one (for ``mode``).
     """
 
     arg_constraints: dict = {}
@@ -64,8 +55,7 @@ class CircuitDistribution(Distribution):
         return math.prod(self.batch_shape)
 
     def _flows(self) -> torch.Tensor:
-        """Node flows ``[B', N]``, computed once per distribution (marginals and scope tables
-        of one distribution share them, also inside one autograd graph)."""
+        """Node flows ``[B', N]``, computed once per distribution."""
         if self._node_flows is None:
             self._node_flows = downward.flows(self._plan, self._ext())
         return self._node_flows
@@ -74,9 +64,8 @@ class CircuitDistribution(Distribution):
         return passes.extend(self._logp)
 
     def _tree(self):
-        """The region-tree evaluator of this distribution (a
-        :class:`~circuits.tree_distribution.TreeDistribution` on the same normalised
-        parameters, batch ``[B']``), or None: conditioned, or not a region-tree circuit."""
+        """The :class:`~circuits.tree_distribution.TreeDistribution` on the same parameters,
+        or None (conditioned, or not a region-tree circuit)."""
         if self._tree_dist is None and REGION_TREE and self._base is None:
             tree = self._circuit.region_tree(self._logp.device)
             if tree is not None:
@@ -106,17 +95,11 @@ class CircuitDistribution(Distribution):
         return root.reshape(lead)
 
     def marginals(self) -> torch.Tensor:
-        """Single-variable marginals ``[*batch, num_vars, max_states]`` (0 for missing states).
-
-        ``p(X_i = a)`` sums, over the leaves of ``X_i``, each leaf's flow (the probability it
-        is in the induced tree) times its probability of ``a``: one top-down pass, shared
-        with :meth:`scope_marginals` on the same distribution.
-        """
-        plan = self._plan
+        """Single-variable marginals ``[*batch, num_vars, max_states]`` (0 for missing states)."""
         tree = self._tree()
         if tree is not None:
             return self._batched(tree.marginals())
-        return self._batched(downward.leaf_marginals(plan, self._ext(), self._flows()))
+        return self._batched(downward.leaf_marginals(self._plan, self._ext(), self._flows()))
 
     def scope_marginals(self, scopes) -> torch.Tensor:
         """Joint marginal tables ``[*batch, len(scopes), K, K(, K)]`` for scopes of 2 or 3
@@ -131,9 +114,7 @@ class CircuitDistribution(Distribution):
         return self._batched(scope_tables(self._plan, table_plan, ext, theta, self._flows()))
 
     def entropy(self) -> torch.Tensor:
-        """Exact entropy ``[*batch]``; deterministic circuits only (else NotDeterministicError).
-        Read from the node flows (shared with :meth:`marginals` and :meth:`scope_marginals`
-        of the same distribution)."""
+        """Exact entropy ``[*batch]``; deterministic circuits only (else NotDeterministicError)."""
         if not self._circuit.is_deterministic:
             raise NotDeterministicError(
                 "entropy() is exact only for deterministic circuits and this circuit is not "
@@ -180,14 +161,9 @@ class CircuitDistribution(Distribution):
 
     @property
     def mode(self) -> torch.Tensor:
-        """The most probable assignment ``[*batch, num_vars]`` by max-product.
-
-        Exact on deterministic circuits (each assignment has one induced tree), such as
-        :func:`~circuits.structures.selective` and ``mean_field``. On other circuits this is
-        the max-product approximation: the assignment of the most probable induced tree,
-        not necessarily the most probable assignment; it then warns with
-        :class:`~circuits.ApproximateMPEWarning`.
-        """
+        """The most probable assignment ``[*batch, num_vars]`` by max-product: exact on
+        deterministic circuits; otherwise the most probable induced tree's assignment, with
+        an :class:`~circuits.ApproximateMPEWarning`."""
         warn_if_approximate(self._circuit, "mode")
         return self._max_product()
 
@@ -199,10 +175,8 @@ class CircuitDistribution(Distribution):
         return x.reshape(tuple(self.batch_shape) + (self._plan.num_vars,))
 
     def leave_one_out_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """``log p(x_i | x_-i)`` for every variable ``i``: value ``[*sample, *batch, num_vars]``
-        (complete) -> same shape. From the leaves' flows (one upward pass and its gradient)
-        where that is exact to the dtype, else one upward and one top-down pass in log
-        space (:mod:`circuits.leave_one_out`)."""
+        """``log p(x_i | x_-i)`` for every ``i``: complete ``value [*sample, *batch, num_vars]``
+        -> same shape (:mod:`circuits.leave_one_out`)."""
         plan = self._plan
         value = check_assignment(value, plan, "value", allow_missing=False).to(self._logp.device)
         flat, lead = self._flatten(value, "value")
@@ -226,9 +200,8 @@ class CircuitDistribution(Distribution):
 
 
 def warn_if_approximate(circuit, query: str) -> None:
-    """:class:`~circuits.ApproximateMPEWarning` when ``circuit`` is not (structurally)
-    deterministic, attributed to the line that asked ``query`` (two frames up: the
-    query's own frame, then its caller's)."""
+    """:class:`~circuits.ApproximateMPEWarning` when ``circuit`` is not deterministic,
+    attributed to the caller of ``query``."""
     if not circuit.is_deterministic:
         warnings.warn(f"{query} of a circuit that is not (structurally) deterministic is the "
                       f"max-product approximation (the assignment of the most probable "
@@ -239,6 +212,15 @@ def warn_if_approximate(circuit, query: str) -> None:
 # --- input checks ----------------------------------------------------------------------
 def check_assignment(x, plan: Plan, name: str, allow_missing: bool) -> torch.Tensor:
     """Validate a LongTensor ``[..., num_vars]`` of states (-1 = missing when allowed)."""
+    if isinstance(x, torch.Tensor) and x.dtype == torch.long and x.dim() and x.shape[-1] == plan.num_vars:
+        bounds = plan.__dict__.setdefault("_bounds", {})
+        if x.device not in bounds:
+            with kept_structure():
+                top = torch.tensor(plan.num_states, device=x.device) - 1
+                bounds[x.device] = (torch.full_like(top, -1), top)
+        low, top = bounds[x.device]
+        if torch.equal(x.clamp(low if allow_missing else low + 1, top), x):
+            return x
     if not isinstance(x, torch.Tensor):
         try:
             x = torch.as_tensor(x)

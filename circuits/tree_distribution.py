@@ -1,19 +1,13 @@
-"""``TreeDistribution``: a circuit policy's distribution answered on its region tree.
+"""``TreeDistribution``: a circuit's distribution answered on its region tree
+(:mod:`circuits.region_tree`), equal to the engine's on the same parameters.
 
-See :mod:`circuits.region_tree` for the layout and the method; every query here
-equals the circuit engine's on the same parameters (tests/circuits/test_region_tree.py).
-
-:class:`TreeDistribution` answers ``entropy``, ``marginals`` and pair ``scope_marginals``
-on batch-first tensors ``[B, ...]``: gathers over a middle axis, ``index_add`` and batched
-matmuls, the fastest form eagerly. Compiled by inductor, the same gathers and scatters
-become loops over axes of 3 to 256 entries with an indirect load (and bounds check) per
-element, vectorised at best over those short axes. So when ``torch.compile`` traces the
-queries, :class:`BatchLast` answers them, step for step the same method, where every
-tensor is ``[structure..., B]``: a gather picks whole rows of ``B`` contiguous values,
-and every contraction is a broadcast product reduced over a structure axis; both become
-loops that inductor vectorises along the batch. Eagerly the same ops are slower than the
-batch-first ones (the broadcast products are materialised), so eager calls keep the
-batch-first layout.
+``entropy``, ``marginals`` and pair ``scope_marginals`` come from reach probabilities
+(flows) ``F`` of every region's nodes and products, one top-down pass: ``H = -sum`` over
+sum edges of ``F log w``; a pair's table at its lowest common region ``R`` is
+``q_L^T F_R q_R``, ``q`` the marginals of each child node's sub-circuit (one upward
+pass). ``log_prob``, ``sample`` and ``mode`` follow the induced tree, one gather per region.
+Eagerly the tensors are batch-first ``[B, ...]``; while ``torch.compile`` traces,
+:class:`BatchLast` computes the same steps on ``[structure..., B]`` tensors.
 """
 
 from __future__ import annotations
@@ -30,16 +24,9 @@ __all__ = ["BatchLast", "TreeDistribution"]
 
 
 class TreeDistribution(Distribution):
-    """``circuit.distribution(params)`` evaluated on the region tree; batch shape ``[B]``.
-
-    Query results are computed once and shared: ``entropy``, ``marginals`` and
-    ``scope_marginals`` of one distribution reuse the same weights and reach probabilities.
-    Those three run batch-last (:class:`BatchLast`) where
-    ``batch_last`` says so; None (the default): while torch.compile traces them, the layout
-    its kernels vectorise, and batch-first eagerly, the faster layout there.
-
-    ``tree``: the :class:`~circuits.region_tree.RegionTree`; ``params [B, num_params]``:
-    unnormalised logits.
+    """``circuit.distribution(params)`` on the region tree ``tree``; ``params [B,
+    num_params]`` unnormalised logits. Results are computed once and shared. ``batch_last``:
+    whether the flow queries run in :class:`BatchLast` (None: while torch.compile traces).
     """
 
     arg_constraints: dict = {}
@@ -71,7 +58,6 @@ class TreeDistribution(Distribution):
         return self.engine().leave_one_out_log_prob(value)
 
     def _layout(self) -> BatchLast | None:
-        """The batch-last queries of this distribution, or None for the batch-first ones."""
         if not (compiling() if self.batch_last is None else self.batch_last):
             return None
         if "batch last" not in self._cache:
@@ -90,8 +76,8 @@ class TreeDistribution(Distribution):
         return self._cache["flat"] if "flat" in self._cache else passes.extend(self.params)
 
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
-        """Log-weights and weights ``[B, m_top + sum P]`` of the root's children, then of
-        every summed region's products (one gather, one exp), and their pieces per region."""
+        """Log-weights and weights ``[B, m_top + sum P]`` of the root's children and every
+        summed region's products, and their pieces per region."""
         if "weights" not in self._cache:
             tree = self.tree
             logw = self._flat().index_select(1, tree.weight_pos)
@@ -105,7 +91,7 @@ class TreeDistribution(Distribution):
         return self._weights()[2][0]
 
     def _root_log_weights(self) -> torch.Tensor:
-        """The root's log-weights ``[B, m_top]`` alone (acting needs no other weight)."""
+        """The root's log-weights ``[B, m_top]``."""
         if "weights" in self._cache:
             return self._root_weights()[0]
         return self._flat().index_select(1, self.tree.root_pos)
@@ -140,8 +126,8 @@ class TreeDistribution(Distribution):
         return self._cache["flows"]
 
     def _subcircuit_marginals(self, r) -> torch.Tensor | None:
-        """``q_a(x_v)`` for each node ``a`` of ``r`` and ``v`` in its scope, flattened:
-        ``[B, m, |scope| * k]``; None for a leaf (node ``s`` is state ``s``: the identity)."""
+        """``q_a(x_v)`` ``[B, m, |scope| * k]`` for each node ``a`` of ``r``; None for a leaf
+        (the identity)."""
         key = ("q", id(r))
         if key not in self._cache:
             batch = self.params.shape[0]
@@ -178,11 +164,9 @@ class TreeDistribution(Distribution):
         return torch.eye(m, dtype=p.dtype, device=p.device).expand(p.shape[0], -1, -1)
 
     def _region_pairs(self, r, pairs=None) -> torch.Tensor:
-        """``p(x_i = x, x_j = y)`` for every ``i`` of ``r``'s left and ``j`` of its right
-        child: ``[B, |left scope| * k * |right scope| * k]`` (axes ``i, x, j, y``) =
-        ``q_L^T F_r q_R`` (at most two matmuls). With ``pairs = (left [P], right [P])``
-        (positions in the children's scopes), only those: ``[B, P * k * k]`` (axes ``p, x,
-        y``), from ``F_r q_R`` on the right variables asked for."""
+        """``p(x_i = x, x_j = y)`` ``[B, |left scope| * k * |right scope| * k]`` for ``i`` in
+        ``r``'s left and ``j`` in its right child; with ``pairs = (left [P], right [P])``
+        (positions in the children's scopes) those only, ``[B, P * k * k]``."""
         key = ("region pairs", id(r), None if pairs is None else id(pairs))
         if key not in self._cache:
             _, products = self._flows()
@@ -236,8 +220,7 @@ class TreeDistribution(Distribution):
         return self._cache["marginals"]
 
     def answers(self, scopes) -> bool:
-        """Whether :meth:`scope_marginals` computes ``scopes`` here: pairs of distinct
-        variables (else it asks the engine)."""
+        """Whether :meth:`scope_marginals` computes ``scopes`` here (pairs)."""
         return bool(scopes) and all(len(s) == 2 and (int(s[0]), int(s[1])) in self.tree.lca
                                     for s in scopes)
 
@@ -318,9 +301,8 @@ class TreeDistribution(Distribution):
         return x
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None):
-        """Exact ancestral samples ``[*sample_shape, B, n]`` (one Gumbel draw per child of
-        each sum on the sampled path): the uniforms of :meth:`RegionTree.draw_noise`, then
-        :meth:`sample_with`."""
+        """Exact samples ``[*sample_shape, B, n]``: :meth:`sample_with` the uniforms of
+        :meth:`RegionTree.draw_noise`."""
         sample_shape = torch.Size(sample_shape)
         rows = math.prod(sample_shape) * self.params.shape[0]
         noise = self.tree.draw_noise(rows, generator, self.params.dtype, self.params.device) \
@@ -328,8 +310,8 @@ class TreeDistribution(Distribution):
         return self.sample_with(noise, sample_shape)
 
     def sample_with(self, noise: list[torch.Tensor], sample_shape=torch.Size()) -> torch.Tensor:
-        """:meth:`sample` from given uniforms (``RegionTree.draw_noise(rows)``, ``rows =
-        prod(sample_shape) * B``): pure tensor ops, which torch.compile traces as a graph."""
+        """:meth:`sample` from the uniforms ``RegionTree.draw_noise(prod(sample_shape) * B)``
+        (Gumbel-max at each sum on the path; pure tensor ops)."""
         sample_shape = torch.Size(sample_shape)
         s, batch = math.prod(sample_shape), self.params.shape[0]
         if s * batch == 0:                      # nothing to draw
@@ -400,11 +382,7 @@ def _extended(tree, params: torch.Tensor) -> torch.Tensor:
 
 
 def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tensor:
-    """``q [B, m, s * k]`` at the variables ``positions [P]`` of the scope: ``[B, m, P * k]``.
-
-    One ``index_select`` over the variable axis of ``q`` seen as ``[B * m, s, k]``, which
-    moves rows of ``k`` values, where selecting the ``P * k`` columns of the last axis
-    moves them one by one (and so does its backward)."""
+    """``q [B, m, s * k]`` at the scope's variables ``positions [P]``: ``[B, m, P * k]``."""
     batch, m = q.shape[:2]
     return q.view(batch * m, q.shape[2] // k, k).index_select(1, positions).view(
         batch, m, positions.numel() * k)
@@ -414,8 +392,8 @@ def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tens
 
 
 class BatchLast:
-    """The training queries of ``tree.distribution(params)``, ``params [B, num_params]``,
-    computed batch-last and returned batch-first; each piece is computed once."""
+    """The flow queries of ``tree.distribution(params)`` computed batch-last, returned
+    batch-first (the steps of :class:`TreeDistribution`)."""
 
     def __init__(self, tree, params: torch.Tensor) -> None:
         self.tree, self.params = tree, params
@@ -432,8 +410,7 @@ class BatchLast:
         return self._once("flat", lambda: _extended(self.tree, self.params).t())
 
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
-        """Log-weights and weights ``[m_top + sum P, B]``: the root's children, then each
-        summed region's products; and their pieces per region (``r.weight_index``)."""
+        """Log-weights and weights ``[m_top + sum P, B]`` and their pieces per region."""
         def compute():
             logw = self._flat().index_select(0, self.tree.weight_pos)
             w = logw.exp()
@@ -460,8 +437,7 @@ class BatchLast:
         return self._once("flows", compute)
 
     def _subcircuit_marginals(self, r) -> torch.Tensor | None:
-        """``q_a(x_v)`` for each node ``a`` of ``r`` and ``v`` in its scope: ``[m, |scope| *
-        k, B]``; None for a leaf (node ``s`` is state ``s``)."""
+        """``q_a(x_v)`` ``[m, |scope| * k, B]``; None for a leaf."""
         if r.is_leaf:
             return None
 
@@ -486,10 +462,7 @@ class BatchLast:
         return self._once(("q", id(r)), compute)
 
     def _region_pairs(self, r, pairs=None) -> torch.Tensor:
-        """``p(x_i = x, x_j = y)`` at region ``r`` as rows ``[|left scope| * k * |right scope|
-        * k, B]`` (axes ``i, x, j, y``), or with ``pairs = (left [P], right [P])`` those
-        pairs only, ``[P * k * k, B]`` (axes ``p, x, y``), as
-        :meth:`TreeDistribution._region_pairs` computes them batch-first."""
+        """:meth:`TreeDistribution._region_pairs` as rows ``[..., B]``."""
         def compute():
             _, products = self._flows()
             joint = products[id(r)]                                              # [mL, mR, B]
@@ -532,8 +505,7 @@ class BatchLast:
         return torch.stack([nodes[id(r)] for r in self.tree.leaves]).permute(2, 0, 1)
 
     def scope_marginals(self, scopes: tuple) -> torch.Tensor:
-        """Pair tables ``[B, len(scopes), k, k]`` (scopes of two distinct variables, as
-        :meth:`TreeDistribution.scope_marginals` checks)."""
+        """Pair tables ``[B, len(scopes), k, k]``."""
         regions, index = self.tree.pair_plan(scopes)
         parts = [self._region_pairs(r, pairs) for r, pairs in regions]
         joint = torch.cat(parts) if len(parts) > 1 else parts[0]
@@ -542,6 +514,5 @@ class BatchLast:
 
 
 def _contract(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``sum_c x[a, c, b] y[c, j, b]``: ``x [A, C, B]``, ``y [C, J, B]`` -> ``[A, J, B]``, as a
-    broadcast product reduced over ``C`` (a loop vectorised over ``B`` once compiled)."""
+    """``sum_c x[a, c, b] y[c, j, b]``: ``x [A, C, B]``, ``y [C, J, B]`` -> ``[A, J, B]``."""
     return (x[:, :, None] * y[None]).sum(1)
