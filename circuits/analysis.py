@@ -1,16 +1,11 @@
 """Structural analysis of a node DAG: traversal, validation and structural properties.
 
-Everything here works on nodes only (no tensors). One depth-first walk numbers the nodes
-(children before parents), checks smoothness and decomposability and computes heights;
-sums that share one children tuple (the sums of a dense region) are checked and measured
-once, so the walk costs Python work per *distinct* child list, not per edge. Nodes are
-named in error messages by their first path from the root, e.g.
-``root.children[1].children[0]``, so a user can find the offending node in the code that
-built it (the paths are computed only when an error is raised).
-
-Structural determinism (:func:`is_deterministic`): do the children of every sum have
-pairwise disjoint supports? Linear in the edges on structured circuits (:class:`_Atoms`),
-with an exact pairwise fallback (:class:`_Overlap`) that never misses an overlap.
+One depth-first walk numbers the nodes (children before parents), checks smoothness and
+decomposability and computes heights, once per distinct child list (the sums of a dense
+region share one). Errors name a node by its first path from the root, e.g.
+``root.children[1].children[0]``. :func:`is_deterministic`: do the children of every sum
+have pairwise disjoint supports (:class:`_Atoms`, with the exact pairwise fallback
+:class:`_Overlap`)?
 """
 
 from __future__ import annotations
@@ -34,22 +29,11 @@ _KINDS = {Categorical: LEAF, Product: PRODUCT, Sum: SUM}
 
 @dataclass(frozen=True)
 class Structure:
-    """The validated facts about a node DAG.
-
-    Attributes:
-        root: the root node.
-        order: every node once, children before parents (the root last): a depth-first
-            post-order, which fixes the numbering of leaves and parameters.
-        kinds: ``[n]`` per position in ``order``, ``LEAF``, ``PRODUCT`` or ``SUM``.
-        child_list: ``[n]`` per position, the index of its child list (-1 for leaves).
-            Every product has its own list; sums with the same children tuple share one.
-        list_members, list_start, list_size: the child lists, flat: list ``j`` holds the
-            positions ``list_members[list_start[j]:list_start[j] + list_size[j]]``.
-        heights: ``[n]`` per position, 0 for leaves, 1 + the largest child height otherwise.
-        num_states: per variable, its number of states (variables are 0..num_vars-1).
-        is_deterministic: every sum's children have pairwise disjoint support on some
-            variable (a sufficient condition for determinism, checked structurally).
-    """
+    """The validated facts about a node DAG. ``order``: every node once, children first
+    (depth-first post-order); per position ``kinds`` (``LEAF``, ``PRODUCT``, ``SUM``),
+    ``child_list`` (-1 for leaves; sums with one children tuple share a list) and
+    ``heights``; list ``j`` holds ``list_members[list_start[j]:list_start[j] +
+    list_size[j]]``; ``num_states`` per variable."""
 
     root: Node
     order: tuple[Node, ...]
@@ -73,8 +57,7 @@ def analyse(root: Node) -> Structure:
     if not isinstance(root, Node):
         raise CircuitError(f"Circuit: root must be a circuit node (Categorical, Sum or Product), "
                            f"got {type(root).__name__}")
-    # The walk and the determinism check allocate many small, short-lived containers and
-    # free none of them until the end: collecting garbage on the way only re-traverses them.
+    # no garbage collection during the walk: its many small containers live to the end
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -95,14 +78,9 @@ def analyse(root: Node) -> Structure:
 
 
 class _Walk:
-    """A depth-first post-order walk, then every node's facts in bulk.
-
-    Each product has its own child list; sums with the same children tuple (the sums of a
-    dense region) share one, checked once. Heights and decomposability are computed with
-    numpy over the flat lists, smoothness once per distinct sum list. ``first_bad`` is the
-    position of the first node that is not smooth or not decomposable; ``special`` the
-    positions of leaves and of unknown node types.
-    """
+    """A depth-first post-order walk, then every node's facts in bulk (numpy over the flat
+    child lists). ``first_bad``: the first node that is not smooth or not decomposable;
+    ``special``: the positions of leaves and of unknown node types."""
 
     def __init__(self, root: Node):
         order = self.order = _post_order(root)
@@ -149,8 +127,7 @@ class _Walk:
 
 
 def _heights(child_list: np.ndarray, flat: np.ndarray, pointer: np.ndarray, num_lists: int) -> np.ndarray:
-    """Per node, 0 for leaves and 1 + the largest child height otherwise: relaxed list by
-    list in numpy until nothing changes (as many rounds as the circuit is high)."""
+    """Per node, 0 for leaves and 1 + the largest child height otherwise."""
     if num_lists == 0:
         return np.zeros(len(child_list), dtype=np.int64)
     member = np.where(child_list < 0, num_lists, child_list)[flat]   # list of each list member
@@ -164,8 +141,7 @@ def _heights(child_list: np.ndarray, flat: np.ndarray, pointer: np.ndarray, num_
 
 
 def _post_order(root: Node) -> list:
-    """Every node once, children before parents (depth-first post-order); CircuitError on a
-    cycle. A node whose children are all finished is finished at once, without a push."""
+    """Every node once, children before parents; CircuitError on a cycle."""
     order: list = []
     done: dict = {root: False}              # node -> True when finished, False while open
     is_done = done.get
@@ -292,16 +268,10 @@ def _check_smooth_decomposable(nodes: list[Node], paths: dict) -> None:
 
 
 def is_deterministic(order: list[Node], kinds: list, sizes: list, is_factor: list) -> bool:
-    """Structural determinism: the children of every sum have pairwise disjoint supports.
-
-    Args: the nodes in ``order`` (children first) and per position its kind (0 leaf,
-    1 product, 2 sum), scope size, and whether it is a child of some product.
-
-    Decided by :class:`_Atoms` in time linear in the edges wherever the circuit is
-    structured (the children of a sum decompose their scope the same way below, as in
-    selective and mean-field circuits); other sums fall back to :class:`_Overlap`, which
-    never misses an overlap. So this is a sufficient (not necessary) condition.
-    """
+    """Whether the children of every sum have pairwise disjoint supports (a sufficient
+    condition for determinism), for the nodes in ``order`` (children first) with per
+    position kind, scope size and whether it is a child of some product: by
+    :class:`_Atoms`, else pairwise by :class:`_Overlap`, which never misses an overlap."""
     atoms = _Atoms()
     overlap = None
     size = 0
@@ -322,17 +292,14 @@ def is_deterministic(order: list[Node], kinds: list, sizes: list, is_factor: lis
 
 
 class _Atoms:
-    """Supports as sets of disjoint *atoms*, so a sum's children are pairwise disjoint iff
-    their atom sets are (sizes add up under union): linear in the edges.
+    """Supports as sets of disjoint *atoms*: a sum's children are pairwise disjoint iff
+    their atom sets' sizes add up under union.
 
-    Each node gets ``(space, atoms)``: atoms of one space are pairwise disjoint parts of the
-    scope's assignments, so two nodes of one space overlap iff they share an atom. A leaf's
-    atoms are its states (space: its variable); a product's are the tuples of its
-    children's atoms (space: the tuple of its children's spaces); a sum's are the union of
-    its children's, when they share a space. Once every node over a scope is known, nodes
-    of one space whose atom sets are pairwise equal or disjoint (each region of a selective
-    circuit) get one atom per distinct set, which keeps products from multiplying sizes.
-    A node whose atoms would exceed ``limit`` or mix spaces is unknown (None).
+    Each node gets ``(space, atoms)``; atoms of one space are disjoint sets of the scope's
+    assignments. A leaf's atoms are its states; a product's the tuples of its children's;
+    a sum's the union of its children's (one space). :meth:`compress` merges atoms that no
+    node of a finished scope size tells apart. A node whose atoms would exceed ``limit``
+    or mix spaces is unknown.
     """
 
     def __init__(self, limit: int = 4096):
@@ -391,12 +358,8 @@ class _Atoms:
         return len(union) == sum([len(a) for _, a in kids])
 
     def compress(self, order: list, is_factor: list) -> None:
-        """Merge the atoms that no node of the finished scope size tells apart.
-
-        Only nodes that are factors (children of products over larger scopes) are read
-        again; per scope and space, atoms in exactly the same of their sets become one atom,
-        so a region of pairwise disjoint nodes ends with one atom per node.
-        """
+        """Per scope and space of the finished size's factors, atoms in exactly the same of
+        their sets become one atom."""
         families: dict = {}
         known = self.known
         for position in self.pending:
@@ -418,14 +381,9 @@ class _Atoms:
 
 
 class _Overlap:
-    """Whether two nodes over the same scope may share an assignment in their supports.
-
-    Exact when both nodes decompose their scope the same way below (structured
-    decomposability, as in selective and mean-field circuits): leaves compare supports,
-    a sum overlaps if any child does, two products with the same partition of the scope
-    overlap if every aligned pair of factors does. Otherwise it falls back to comparing
-    per-variable projections, which can only over-report overlap. Memoised on node pairs.
-    """
+    """Whether two nodes over the same scope may share an assignment: exact where both
+    decompose their scope the same way below, else per-variable projections (which can
+    only over-report). Memoised on node pairs."""
 
     def __init__(self):
         self._memo: dict = {}

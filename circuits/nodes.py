@@ -1,9 +1,5 @@
-"""Immutable circuit nodes: the structure of a sum-product network, and the package's errors.
-
-Nodes are plain descriptions. They hold no tensors and are never modified after
-construction; a :class:`circuits.Circuit` compiles them into index tensors once.
-Nodes compare and hash by identity, so one node object used as the child of several
-parents is a shared sub-circuit (the circuit is a DAG, not a tree).
+"""Immutable circuit nodes (no tensors; compared and hashed by identity, so a node used as
+the child of several parents is a shared sub-circuit), and the package's errors.
 
 Example::
 
@@ -35,10 +31,8 @@ class NotDeterministicError(ValueError):
 
 
 class ApproximateMPEWarning(UserWarning):
-    """``mode`` or ``mpe()`` of a circuit that is not (structurally) deterministic: the answer
-    is the max-product approximation, the assignment of the most probable induced tree,
-    not necessarily the most probable assignment. Python's default filter shows it once
-    per calling line; ``warnings.simplefilter("ignore", ApproximateMPEWarning)`` silences it."""
+    """``mode`` or ``mpe()`` of a circuit that is not (structurally) deterministic: the
+    assignment of the most probable induced tree, not necessarily the most probable one."""
 
 
 def _finite_floats(values: Sequence[float], what: str, owner: str) -> tuple[float, ...]:
@@ -86,8 +80,7 @@ class Node:
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 
-    # Immutable structure is shared, not copied: a deep copy of a Circuit (or of a config
-    # holding one) gets new parameters over the same nodes.
+    # immutable structure is shared, not copied
     def __copy__(self) -> "Node":
         return self
 
@@ -95,8 +88,7 @@ class Node:
         return self
 
     def __setstate__(self, state) -> None:
-        """Unpickling (``torch.save`` of a whole module): pickle's state of a slotted object,
-        ``(None, {slot: value})``, set past the immutability guard."""
+        """Unpickling: pickle's ``(None, {slot: value})`` set past the immutability guard."""
         slots = state[1] if isinstance(state, tuple) else state
         self._init(**(slots or {}))
 
@@ -111,19 +103,10 @@ class Node:
 
 
 class Categorical(Node):
-    """A categorical input distribution over one variable.
-
-    Args:
-        var: variable index (>= 0).
-        num_states: number of states of the variable.
-        probs: ``num_states`` probabilities summing to 1; zeros mark states outside the support.
-        logits: ``num_states`` unnormalised log-probabilities (``-inf`` = outside the support).
-        support: states with nonzero mass; the others get probability 0. If neither probs
-            nor logits is given the distribution is uniform over the support.
-
-    The log-probabilities of the support states are learnable parameters of the circuit
-    (a support of size one, an indicator, has none).
-    """
+    """A categorical input distribution over variable ``var`` with ``num_states`` states:
+    ``probs`` (summing to 1) or unnormalised ``logits`` (``-inf``: outside the support), or
+    uniform over ``support``. Its support states' log-probabilities are parameters (an
+    indicator has none)."""
 
     __slots__ = ("var", "num_states", "support", "logits")
 
@@ -185,13 +168,8 @@ class Categorical(Node):
 
 
 class Sum(Node):
-    """A weighted mixture of children over the same scope.
-
-    Args:
-        children: at least one node; all must have the same scope (smoothness).
-        weights: non-negative mixture weights summing to 1 (default uniform).
-        logits: unnormalised log-weights, as an alternative to ``weights``.
-    """
+    """A mixture of children over one scope (smoothness), by ``weights`` summing to 1 or
+    unnormalised ``logits`` (default uniform)."""
 
     __slots__ = ("log_weights",)
 

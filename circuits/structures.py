@@ -32,17 +32,10 @@ def mean_field(num_vars: int, num_states: int) -> Circuit:
 
 
 def selective(num_vars: int, num_states: int, width: int) -> Circuit:
-    """A deterministic circuit over a balanced binary tree of variables.
-
-    A leaf region holds the ``num_states`` indicators of its variable. An inner region
-    takes the cartesian product of its two child regions' nodes; if that gives more than
-    ``width`` products, they are dealt round-robin into ``width`` sums. All nodes of a
-    region have pairwise disjoint supports (by induction), so every sum is deterministic.
-    The root is one sum over the top region's nodes. The parameters are the sum weights.
-
-    With ``width >= num_states**num_vars`` no region is ever summed before the root, whose
-    children are then all joint assignments: any distribution is representable.
-    """
+    """A deterministic circuit over a balanced binary tree of variables: a leaf region
+    holds its variable's indicators, an inner region the products of its two child regions'
+    nodes, dealt round-robin into ``width`` sums where there are more than ``width``; the
+    root is one sum over the top region's nodes."""
     _check_int("num_vars", num_vars, 1)
     _check_int("num_states", num_states, 1)
     _check_int("width", width, 1)
@@ -75,14 +68,10 @@ def mixture(num_vars: int, num_states: int, components: int, seed: int = 0) -> C
 
 def random_tensorized(num_vars: int, num_states: int, depth: int = 2, num_repetitions: int = 2,
                       num_sums: int = 4, num_input_distributions: int = 4, seed: int = 0) -> Circuit:
-    """A RAT-SPN: random binary region graphs, dense sum layers (Peharz et al. 2020).
-
-    Per repetition, the variables are randomly permuted and split in halves ``depth``
-    times. A leaf region has ``num_input_distributions`` inputs, each a product of one
-    categorical per variable of the region. Every inner region has ``num_sums`` sums over
-    all products of its two child regions' nodes (one dense block); the root sums over
-    the top regions of all repetitions. Weights and leaf logits are random (``seed``).
-    """
+    """A RAT-SPN (Peharz et al. 2020): per repetition the variables permuted and halved
+    ``depth`` times; a leaf region has ``num_input_distributions`` products of one
+    categorical per variable, an inner region ``num_sums`` sums over all products of its
+    child regions' nodes; the root sums over every repetition. Random weights (``seed``)."""
     _check_int("num_vars", num_vars, 1)
     _check_int("num_states", num_states, 1)
     _check_int("depth", depth, 0)

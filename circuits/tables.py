@@ -1,33 +1,17 @@
-"""Joint marginal tables over scopes of 2 or 3 variables, from one upward pass.
+"""Joint marginal tables over scopes of 2 or 3 variables.
 
-For a requested scope ``s`` every node ``n`` whose scope meets ``s`` has a table over
-``t = s & scope(n)`` (its marginal distribution there; nodes are normalised, so tables of
-a conditioned circuit are conditional marginals). Leaves give their distribution; a
-product's table is the outer product of its children's tables (decomposability: they are
-independent); a sum's table is the weighted sum of its children's tables (smoothness).
+Every node ``n`` whose scope meets a requested scope ``s`` has a table over ``t = s &
+scope(n)``: a leaf its distribution, a product the outer product of its children's
+tables, a sum the weighted sum of its children's. Only sums and leaves get stored slots
+(products are inlined into their parents' edges as "pieces" over disjoint parts of
+``t``). Tables over a whole requested scope are never carried to the root: by linearity
+the root's table is the sum, over every sum ``n`` and each child edge that splits the
+scope, of ``flow(n) * w * outer(pieces)`` (:func:`circuits.downward.flows`).
 
-Only sums and leaves get stored *slots*: products are inlined into their parent sums'
-edges as a list of "pieces" (slots over disjoint parts of ``t``), so a sum slot is
-``sum_c w_c * outer(pieces_c)``, one batched einsum per (height, arity, piece pattern).
-Sub-scope tables are shared between scopes and across the circuit.
-
-Tables over a whole requested scope are never carried up to the root. By linearity the
-root's table is the sum, over every sum node ``n`` and each child edge that *splits* the
-scope (pieces over more than one part), of ``flow(n) * w * outer(pieces)``, where
-``flow(n)`` is the probability that ``n`` is in the induced tree: one scalar top-down
-pass (:func:`circuits.downward.flows`). So a pair's ``k x k`` work is done only where the
-pair splits, and the rest is single-variable marginals along each variable's path:
-``O(n log n * k)`` for circuits over a balanced variable tree (selective, RAT-SPN).
-
-Slots are numbered per arity ``d`` and stored in chunks ``[B, slots, K**d]`` in
-sorted-variable axis order (the leaves, then one chunk per step): each operand gathers
-only from the chunks it reads, so the backward pass never touches unrelated slots. The
-result is permuted into the order each scope lists its variables.
-
-The plan (:class:`TablePlan`, built once per list of scopes by :func:`build_table_plan`)
-resolves every (node, sub-scope) pair of the requested scopes into slots, groups the slots
-in steps by height and arity, and their edges in patterns of one shape (one batched
-operation each); :func:`scope_tables` runs it.
+Slots of arity ``d`` are stored in chunks ``[B, slots, K**d]`` in sorted-variable axis
+order (the leaves, then one chunk per step). :func:`build_table_plan` resolves the
+(node, sub-scope) pairs of one list of scopes into steps by height and arity and their
+edges into patterns of one shape; :func:`scope_tables` runs the plan.
 """
 
 from __future__ import annotations
@@ -108,14 +92,10 @@ def build_table_plan(plan: Plan, root, scopes: list[tuple[int, ...]]) -> TablePl
 
 
 def _pair_index(steps: list, num_tables: int) -> tuple:
-    """For pair scopes, how the split terms (one per final slot and shared piece, in
-    execution order, each ``outer(summed, shared)``) add up to each table. Terms of one
-    table with the same shared piece are summed first (``sum_m outer(u_m, b) =
-    outer(sum_m u_m, b)``), which leaves a few groups per table instead of every term.
-
-    Returns ``(term_group [terms], group_first [G], group_swap [G], group_index [T, M])``:
-    each term's group, a term of each group (for its shared piece), whether the group's
-    shared piece is the table's first variable, and each table's groups padded with ``G``.
+    """For pair scopes, how the split terms ``outer(summed, shared)`` add up to each table,
+    terms with one table and shared piece summed first: ``(term_group [terms], group_first
+    [G], group_swap [G], group_index [T, M])`` (each term's group, a term of each group,
+    whether its shared piece is the first variable, each table's groups padded with ``G``).
     """
     keys = []
     for step in steps:
@@ -141,19 +121,12 @@ def _pair_index(steps: list, num_tables: int) -> tuple:
 
 def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
                  theta: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
-    """Run a table plan: returns ``[B', num_scopes, K, ..., K]`` joint marginals.
-
-    Args:
-        logp_ext: extended normalised log-parameters ``[B', P + 2]``.
-        theta: leaf log-probabilities ``[B', L, K]``.
-        flows: node flows ``[B', N]`` (:func:`circuits.downward.flows`).
-    """
+    """Joint marginals ``[B', num_scopes, K, ..., K]`` from ``logp_ext [B', P + 2]``, the
+    leaf log-probabilities ``theta [B', L, K]`` and node ``flows [B', N]``."""
     batch, k = logp_ext.shape[0], plan.max_states
     pairs = table_plan.pair_index is not None
     chunks = {1: [torch.exp(theta).expand(batch, -1, -1)], 2: [], 3: []}
     tables = logp_ext.new_zeros(batch, table_plan.num_tables, k ** table_plan.arity)
-    # Every pattern's edge weights and every final slot's flow in one gather each (their
-    # backward is then one scatter, not one full-width zero buffer per pattern).
     patterns = [p for step in table_plan.steps for p in step.patterns]
     slots = [p.weights[0] for p in patterns]
     edge_weights = iter(torch.exp(logp_ext).index_select(1, torch.cat(slots)).split([len(s) for s in slots], 1))
@@ -213,8 +186,7 @@ def _gather(chunks: list, source: Source, batch: int) -> torch.Tensor:
 
 
 def _merged_weights(pattern, edge_weights: torch.Tensor) -> torch.Tensor:
-    """Per merged edge, the sum of its edges' weights ``edge_weights [B', E]`` (the pattern's
-    weight slots, exponentiated): ``[B', *pieces[0].shape]``."""
+    """Per merged edge, the sum of its edges' weights ``edge_weights [B', E]``."""
     _, positions = pattern.weights
     shape = pattern.a.ids.shape if isinstance(pattern, Factored) else pattern.pieces[0].ids.shape
     if pattern.direct:                                   # one edge per merged edge
@@ -235,9 +207,7 @@ def _factored(pattern: Factored, w: torch.Tensor, singles: list, batch: int) -> 
 
 
 def _sum_of_outers(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``sum_r outer(u[:, :, r], v[:, :, r])``: ``[B, S, R, K]`` twice -> ``[B, S, K, K]`` (a
-    batched matrix product, which with its backward costs less than per-term fused
-    multiply-adds)."""
+    """``sum_r outer(u[:, :, r], v[:, :, r])``: ``[B, S, R, K]`` twice -> ``[B, S, K, K]``."""
     return torch.einsum("bsri,bsrj->bsij", u, v)
 
 
@@ -246,11 +216,7 @@ def _weighted_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _WeightedSum.apply(w, x)
 
 
-# A contraction over a handful of children with K states. Forward: one fused multiply-add
-# per child (a broadcast product reduced over a middle axis is a slow strided reduction, and
-# einsum dispatches to tiny batched matmuls, slower still in the backward). Backward: one
-# broadcast product per input, reduced over the last axis (fast), written with
-# differentiable ops so that higher derivatives still work.
+# forward: one fused multiply-add per child; backward: differentiable ops
 
 class _WeightedSum(torch.autograd.Function):
     @staticmethod
@@ -358,8 +324,8 @@ class Builder:
         return key
 
     def layout(self, final_arity: int, tables: dict) -> list:
-        """Number the slots and group them in steps. Slots of ``final_arity`` are not stored:
-        their splitting edges are added, flow-weighted, into the result ``tables``."""
+        """Number the slots and group them in steps (slots of ``final_arity`` add their
+        splitting edges, flow-weighted, into ``tables``)."""
         index = {("leaf", i): i for i in range(self.plan.num_leaves)}
         num_slots = {1: self.plan.num_leaves, 2: 0, 3: 0}
         steps = []
