@@ -22,10 +22,6 @@ from circuits.tables import scope_tables
 __all__ = ["CircuitDistribution", "check_assignment", "check_dtype", "check_generator",
            "check_params", "check_sample_shape", "check_scopes", "warn_if_approximate"]
 
-#: Answer ``marginals``, ``entropy`` and pair ``scope_marginals`` of unconditioned
-#: region-tree circuits on the tree (the tests turn it off to compare).
-REGION_TREE = True
-
 
 class CircuitDistribution(Distribution):
     """A distribution over ``num_vars`` discrete variables given by a circuit (built by
@@ -45,7 +41,6 @@ class CircuitDistribution(Distribution):
         self._logp = logp
         self._base = base
         self._node_flows = None
-        self._tree_dist = None
         super().__init__(batch_shape=torch.Size(batch_shape),
                          event_shape=torch.Size([self._plan.num_vars]), validate_args=False)
 
@@ -62,15 +57,6 @@ class CircuitDistribution(Distribution):
 
     def _ext(self) -> torch.Tensor:
         return passes.extend(self._logp)
-
-    def _tree(self):
-        """The :class:`~circuits.tree_distribution.TreeDistribution` on the same parameters,
-        or None (conditioned, or not a region-tree circuit)."""
-        if self._tree_dist is None and REGION_TREE and self._base is None:
-            tree = self._circuit.region_tree(self._logp.device)
-            if tree is not None:
-                self._tree_dist = tree.distribution(self._logp)
-        return self._tree_dist
 
     def _flatten(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Size]:
         """``[*sample, *batch, V]`` -> ``[S * rows, V]`` and the leading shape."""
@@ -96,18 +82,12 @@ class CircuitDistribution(Distribution):
 
     def marginals(self) -> torch.Tensor:
         """Single-variable marginals ``[*batch, num_vars, max_states]`` (0 for missing states)."""
-        tree = self._tree()
-        if tree is not None:
-            return self._batched(tree.marginals())
         return self._batched(downward.leaf_marginals(self._plan, self._ext(), self._flows()))
 
     def scope_marginals(self, scopes) -> torch.Tensor:
         """Joint marginal tables ``[*batch, len(scopes), K, K(, K)]`` for scopes of 2 or 3
         variables, axes in the order each scope lists its variables."""
         scopes = check_scopes(scopes, self._plan.num_vars)
-        tree = self._tree()
-        if tree is not None and tree.answers(scopes):
-            return self._batched(tree.scope_marginals(scopes))
         table_plan = self._circuit._table_plan(tuple(scopes), self._logp.device)
         ext = self._ext()
         theta = passes.leaf_log_probs(self._plan, ext)
@@ -119,9 +99,6 @@ class CircuitDistribution(Distribution):
             raise NotDeterministicError(
                 "entropy() is exact only for deterministic circuits and this circuit is not "
                 "(structurally) deterministic; no estimate is returned")
-        tree = self._tree()
-        if tree is not None:
-            return self._batched(tree.entropy())
         return self._batched(downward.entropy(self._plan, self._ext(), self._flows()))
 
     def condition(self, evidence: torch.Tensor) -> CircuitDistribution:

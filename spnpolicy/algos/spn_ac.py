@@ -105,10 +105,12 @@ class SpnAcConfig(OffPolicyConfig):
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     mode_guidance: float = checked(0.1, non_negative)
     """Weight beta of the actor's cross-entropy toward the critics' best joint action: the
-    actor loss gains ``-beta mean log pi(u* | s)``, ``u* = argmax_u mean_j Q_j(s, u)`` by
-    exact variable elimination. The ELBO's gradient on a joint action's probability shrinks
-    with that probability, so a coordinated joint action the policy dropped before the
-    critics valued it is not taken up again; this term's gradient does not shrink. Off
+    actor loss gains ``-beta mean log pi(u* | s)`` over the states where both critics'
+    exact argmaxes (variable elimination) are the same ``u*`` and ``pi(u* | s)`` is below
+    ``mode_floor``. The ELBO's gradient on a joint action's probability shrinks with that
+    probability, so a coordinated joint action the policy dropped before the critics valued
+    it is not taken up again; this term's gradient does not shrink. Where the critics
+    disagree their argmax is noise, and the term leaves the policy alone. Off
     (with a note at the start of the run) where the elimination needs tables of more than
     MODE_TABLE_SIZE entries per state, and with compile=True (its checks break the single
     traced graph); 0 turns it off."""
@@ -116,8 +118,7 @@ class SpnAcConfig(OffPolicyConfig):
     """The mode guidance acts only on states where the policy gives ``u*`` less than
     ``mode_floor`` times the uniform probability ``k**-n``: where it has moved mass off the
     critics' best joint action. It lifts such an action back to that level and leaves the
-    rest to the ELBO, so it does not pull a policy toward an early critic's argmax. ``inf``
-    applies it on every state."""
+    rest to the ELBO. ``inf`` applies it whatever ``pi(u* | s)``."""
     compile: bool = checked(False, boolean)
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
@@ -166,15 +167,15 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = "exact",
                samples: int = 8, mode: torch.Tensor | None = None,
-               mode_weight: float = 0.0,
-               mode_floor: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+               mode_weight: float = 0.0, mode_floor: float = 1.0,
+               mode_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The actor loss and the (exact) policy entropy ``[B]``, for the critics' ensemble
     ``values``.
 
     With ``mode`` (the critics' best joint actions ``[B, n]``) the loss also gains
     ``-mode_weight mean min(log pi(mode | s), log mode_floor)`` (mode guidance, see
     ``SpnAcConfig``; ``mode_floor`` a probability): no gradient on states where
-    ``pi(mode | s) >= mode_floor``.
+    ``pi(mode | s) >= mode_floor``, nor where ``mode_mask`` ``[B]`` is 0.
 
     ``exact``: ``-mean(min_j E_pi[Q_j(s, .)] + alpha H(pi))`` differentiated through ``dist``.
     ``reinforce``: a surrogate whose gradient is the score-function estimate of the same
@@ -183,8 +184,12 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
     of ``f`` over the other draws (leave-one-out baseline).
     """
     entropy = dist.entropy()
-    guidance = 0.0 if mode is None else \
-        -mode_weight * dist.log_prob(mode).clamp(max=math.log(mode_floor)).mean()
+    guidance = 0.0
+    if mode is not None:
+        log_prob = dist.log_prob(mode).clamp(max=math.log(mode_floor))
+        if mode_mask is not None:
+            log_prob = log_prob * mode_mask
+        guidance = -mode_weight * log_prob.mean()
     if gradient == "exact":
         return -(values.min_expectation(dist) + alpha * entropy).mean() + guidance, entropy
     draws = dist.sample((samples,))                                      # [M, B, n]
@@ -326,12 +331,15 @@ class SpnAc(OffPolicyAlgorithm):
         cfg = self.cfg
         with torch.no_grad():
             values = self.critic.values(state)
-            best = (eliminate(values.mean(), self._mode_steps) if self.mode_guidance
-                    else None)
+            best = agree = None
+            if self.mode_guidance:   # each critic's argmax [E, B, n]; guided where all agree
+                modes = torch.stack([eliminate(q, self._mode_steps) for q in values])
+                best = modes[0]
+                agree = (modes == best).all(-1).all(0).to(state.dtype)
         dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples, best, self.mode_guidance,
-                                         self.mode_floor)
+                                         self.mode_floor, agree)
         if cfg.autotune_alpha:
             return loss_actor + self.temperature.loss(entropy, self.target_entropy), \
                 loss_actor, entropy

@@ -1,8 +1,5 @@
 """The region-tree path gives the circuit engine's values (which tests/circuits checks against
-brute force) on selective circuits and on hand-built region trees with shuffled node orders;
-``CircuitDistribution`` answers its marginals, entropy and pair tables there.
-
-The engine side of each comparison runs with ``circuits.distribution.REGION_TREE`` off."""
+brute force) on selective circuits and on hand-built region trees with shuffled node orders."""
 
 import itertools
 import math
@@ -11,19 +8,12 @@ import random
 import pytest
 import torch
 
-import circuits.distribution
 from circuits import Categorical, Circuit, Product, Sum
 from circuits.structures import mean_field, mixture, random_tensorized, selective
 from circuits.region_tree import RegionTree
 from circuits.tree_distribution import BatchLast, TreeDistribution
 from tests.circuits.helpers import (ZERO_WEIGHT_CASES, check_entropy_by_enumeration,
                                   zero_weight_params)
-
-@pytest.fixture(autouse=True)
-def engine_alone(monkeypatch):
-    """``circuit.distribution(...)`` is the engine's own evaluator in these tests."""
-    monkeypatch.setattr(circuits.distribution, "REGION_TREE", False)
-
 
 SHAPES = [(1, 3, 4), (2, 3, 4), (3, 4, 5), (4, 3, 5), (5, 2, 3), (3, 2, 100), (6, 3, 4)]
 
@@ -275,51 +265,37 @@ def test_bad_values():
         tree.distribution(torch.zeros(2, 3))
 
 
-@pytest.mark.parametrize("batch_shape", [(), (4,), (2, 3)])
-def test_the_engine_answers_on_the_tree_where_it_can(monkeypatch, batch_shape):
+def test_the_tree_hands_triples_and_conditioning_to_the_engine():
     circuit = shuffled_tree(5, 3, 4, seed=2).double()
-    params = None if not batch_shape else torch.randn(*batch_shape, circuit.num_params,
-                                                       dtype=torch.float64)
-    scopes = [(0, 4), (3, 1), (2, 3)]
+    params = torch.randn(4, circuit.num_params, dtype=torch.float64)
     engine = circuit.distribution(params)
-    monkeypatch.setattr(circuits.distribution, "REGION_TREE", True)
-    dist = circuit.distribution(params)
-    assert isinstance(dist._tree(), TreeDistribution)
-    torch.testing.assert_close(dist.marginals(), engine.marginals())
-    torch.testing.assert_close(dist.entropy(), engine.entropy())
-    torch.testing.assert_close(dist.scope_marginals(scopes), engine.scope_marginals(scopes))
-    triples = [(0, 1, 2)]                                   # pairs only: the engine's tables
+    dist = circuit.region_tree().distribution(params)
+    triples = [(0, 1, 2)]
     torch.testing.assert_close(dist.scope_marginals(triples), engine.scope_marginals(triples))
-    evidence = torch.tensor([0, -1, 2, -1, -1])             # conditioned: the engine
-    conditioned = dist.condition(evidence)
-    assert conditioned._tree() is None
-    torch.testing.assert_close(conditioned.marginals(), engine.condition(evidence).marginals())
+    evidence = torch.tensor([0, -1, 2, -1, -1])
+    torch.testing.assert_close(dist.condition(evidence).marginals(),
+                               engine.condition(evidence).marginals())
 
 
-def test_gradients_through_the_engine_on_the_tree(monkeypatch):
+def test_gradients_of_the_tree_equal_the_engines():
     circuit = selective(4, 3, 5).double()
     params = torch.randn(3, circuit.num_params, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(3, 2, 3, 3, dtype=torch.float64)
 
-    def objective():
-        dist = circuit.distribution(params)
+    def objective(dist):
         return (dist.entropy().sum() + (dist.scope_marginals([(0, 2), (3, 1)]) * weights).sum()
                 + dist.marginals()[:, 1, 2].sum())
 
-    expected, = torch.autograd.grad(objective(), params)
-    monkeypatch.setattr(circuits.distribution, "REGION_TREE", True)
-    got, = torch.autograd.grad(objective(), params)
+    expected, = torch.autograd.grad(objective(circuit.distribution(params)), params)
+    got, = torch.autograd.grad(objective(circuit.region_tree().distribution(params)), params)
     torch.testing.assert_close(got, expected)
 
 
-def test_other_circuits_stay_on_the_engine(monkeypatch):
-    monkeypatch.setattr(circuits.distribution, "REGION_TREE", True)
+def test_other_circuits_have_no_region_tree():
     for circuit in (mixture(3, 2, 3), random_tensorized(num_vars=4, num_states=2, depth=1,
                                                         num_repetitions=1, num_sums=2,
                                                         num_input_distributions=2, seed=0)):
         assert circuit.region_tree("cpu") is None
-        assert circuit.distribution()._tree() is None
-
 
 
 @LAYOUTS

@@ -177,6 +177,57 @@ def test_mode_floor_leaves_states_whose_best_action_is_already_likely():
     torch.testing.assert_close(unfloored, plain - 0.2 * log_pi.mean())
 
 
+def test_mode_mask_removes_the_masked_states_guidance():
+    """``mode_mask`` 0 on a state: that state adds nothing to the guidance, its gradient is
+    the plain loss's; the others' terms are as without the mask (the mean stays over B)."""
+    graph = FactorGraph.complete(N)
+    q = FactorValues.stack([_values(0, graph), _values(1, graph)])
+    actions = torch.tensor(list(itertools.product(range(K), repeat=N)))
+    logits = torch.randn(B, K ** N, dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(3))
+    logits.requires_grad_(True)
+    alpha = torch.tensor(0.3, dtype=torch.float64)
+    mode = actions[torch.arange(B) % K ** N]
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)[:B]
+    dist = JointCategorical(logits, N, K)
+    plain, _ = actor_loss(q, dist, alpha)
+    masked, _ = actor_loss(q, dist, alpha, mode=mode, mode_weight=0.2, mode_mask=mask)
+    log_pi = dist.log_prob(mode)
+    torch.testing.assert_close(masked, plain - 0.2 * (mask * log_pi).sum() / B)
+    (g_plain,) = torch.autograd.grad(plain, logits, retain_graph=True)
+    (g_masked,) = torch.autograd.grad(masked, logits)
+    off = mask == 0
+    torch.testing.assert_close(g_masked[off], g_plain[off])
+    assert not torch.allclose(g_masked[~off], g_plain[~off])
+
+
+def test_guidance_acts_only_where_the_critics_argmaxes_agree(monkeypatch):
+    """SpnAc passes the first critic's argmax and a mask that is 1 exactly on the states
+    where both critics' exact argmaxes (by enumeration) are the same joint action."""
+    from spnpolicy.algos import spn_ac
+    from spnpolicy.training import make_vec_env
+    envs = make_vec_env("coverage", 1, seed=0, num_agents=2, grid_size=3)
+    algo = spn_ac.SpnAc(spn_ac.SpnAcConfig(), envs)
+    seen = {}
+
+    def spy(*args):
+        seen["mode"], seen["floor"], seen["mask"] = args[5], args[7], args[8]
+        return actor_loss(*args)
+    monkeypatch.setattr(spn_ac, "actor_loss", spy)
+    state = torch.randn(64, envs.state_dim)
+    algo._actor_loss(state, torch.tensor(0.1))
+    values = algo.critic.values(state)
+    k, n = envs.num_actions, envs.num_agents
+    joint = torch.tensor(list(itertools.product(range(k), repeat=n)))
+    best = [joint[torch.stack([q.evaluate(u.expand(64, n)) for u in joint]).argmax(0)]
+            for q in values]
+    agree = (best[0] == best[1]).all(-1)
+    assert 0 < agree.sum() < 64           # random critics: some states agree, some do not
+    torch.testing.assert_close(seen["mask"], agree.to(seen["mask"].dtype))
+    assert torch.equal(seen["mode"][agree], best[0][agree])
+    assert seen["floor"] == pytest.approx(k ** -n)
+
+
 def test_mode_guidance_is_on_for_narrow_graphs_and_off_with_a_note_for_wide_ones():
     """3 agents on coverage (3 pairs: tables of 6^3 = 216 entries) keep the guidance; 6
     agents on 20 random pairs (6^6 = 46,656 > MODE_TABLE_SIZE) train without it, and say so."""
