@@ -19,7 +19,7 @@ from circuits.compile import Plan
 from circuits.kernels import NARROW, compiling
 from circuits.program import KeptWeights, leaf_products
 
-__all__ = ["extend", "leaf_log_probs", "leaf_values", "log_values", "normalise", "posterior",
+__all__ = ["extend", "leaf_log_probs", "log_values", "normalise", "posterior",
            "root_log_values", "upward"]
 
 NEG_INF = float("-inf")
@@ -146,11 +146,6 @@ def _slots_and_columns(plan: Plan, states: torch.Tensor) -> tuple[torch.Tensor, 
     return slots, columns
 
 
-def leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
-    """Leaf log-values ``[B, L]`` under evidence ``x [B, V]`` (-1 = marginalised, None = all)."""
-    return _leaf_values(plan, logp_ext, x, batch).index_select(0, plan.program.leaf_rows).T
-
-
 def upward(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor,
            all_nodes: bool = False) -> torch.Tensor:
     """The upward pass from given leaf log-values ``leaf_vals [B, L]``: the root's ``[B]``,
@@ -170,13 +165,10 @@ def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, 
     (:func:`circuits.program.leaf_products`)."""
     fused = leaf_products(plan.program) if x is not None and logp_ext.shape[0] == 1 else None
     if fused is None:
-        outs = upward_steps.run(plan.program, logp_ext, _leaf_values(plan, logp_ext, x, batch),
-                                exps=exps)
-    else:
-        outs = upward_steps.run(fused.program, logp_ext, None, exps=exps,
-                                first=fused.values(logp_ext, x, exps))
-        return upward_steps.root(fused.program, outs)
-    return upward_steps.root(plan.program, outs)
+        return upward_steps.root(plan.program, upward_steps.run(
+            plan.program, logp_ext, _leaf_values(plan, logp_ext, x, batch), exps=exps))
+    return upward_steps.root(fused.program, upward_steps.run(
+        fused.program, logp_ext, None, exps=exps, first=fused.values(logp_ext, x, exps)))
 
 
 def log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:

@@ -219,16 +219,11 @@ class TreeDistribution(Distribution):
                                                    dim=1)
         return self._cache["marginals"]
 
-    def answers(self, scopes) -> bool:
-        """Whether :meth:`scope_marginals` computes ``scopes`` here (pairs)."""
-        return bool(scopes) and all(len(s) == 2 and (int(s[0]), int(s[1])) in self.tree.lca
-                                    for s in scopes)
-
     def scope_marginals(self, scopes) -> torch.Tensor:
         """Joint tables ``[B, len(scopes), k, k]`` of pairs, axes in each scope's order
         (scopes of three go to the engine)."""
         scopes = [tuple(int(v) for v in s) for s in scopes]
-        if not self.answers(scopes):
+        if not scopes or not all(len(s) == 2 and s in self.tree.lca for s in scopes):
             return self.engine().scope_marginals(scopes)
         if self._layout() is not None:
             return self._layout().scope_marginals(tuple(scopes))
