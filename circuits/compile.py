@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from circuits.analysis import LEAF, PRODUCT, Structure
-from circuits.program import build_program
+from circuits.program import build_program, moved
 
 __all__ = ["Group", "Plan", "compile_plan"]
 
@@ -98,15 +98,7 @@ class Plan:
 
     def to(self, device) -> Plan:
         """The same plan with every index tensor on ``device``."""
-        moved = {}
-        for name, value in vars(self).items():
-            moved[name] = value.to(device) if isinstance(value, torch.Tensor) else value
-        moved["layers"] = [[Group(g.kind, g.start, g.stop, g.children.to(device),
-                                  None if g.weights is None else g.weights.to(device),
-                                  g.edge_mask.to(device)) for g in layer]
-                           for layer in self.layers]
-        moved["program"] = self.program.to(device)
-        return Plan(**moved)
+        return moved(self, device)
 
 
 def compile_plan(structure: Structure) -> Plan:

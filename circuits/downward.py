@@ -23,7 +23,7 @@ import torch
 from circuits import passes, upward
 from circuits.compile import Group, Plan
 from circuits.kernels import log_nonneg, logsumexp, max_shift, zero_log_zero
-from circuits.program import kept_structure
+from circuits.program import kept_structure, moved
 
 __all__ = ["descend", "entropy", "flows", "leaf_marginals", "log_derivatives", "mode",
            "per_variable_logsumexp", "sample"]
@@ -235,7 +235,7 @@ def _build_pull(plan: Plan) -> _Pull:
                 into.append((members, parent[edge], sib if bool((sib < offset).any()) else None,
                              w if bool((w != one).any()) else None))
         steps.append(buckets)
-        dense.append(([_to(g, device) for g in groups], exact))
+        dense.append(([moved(g, device) for g in groups], exact))
     var_leaves = _var_leaves(plan.leaf_var.to(device), plan.num_vars)
     return _Pull(steps, offset, var_leaves, dense)
 
@@ -313,12 +313,6 @@ def _pull_dense(group: Group, grads: torch.Tensor, logp_ext: torch.Tensor) -> bo
     logs = (log_nonneg(total) if total.requires_grad else torch.log(total)) + top
     grads.index_copy_(0, group.children.reshape(-1), logs.reshape(blocks * width, -1))
     return True
-
-
-def _to(group: Group, device) -> Group:
-    return group if group.children.device == torch.device(device) else Group(
-        group.kind, group.start, group.stop, group.children.to(device), group.weights.to(device),
-        group.edge_mask.to(device))
 
 
 def _sibling_terms(group: Group, children: torch.Tensor) -> torch.Tensor:

@@ -13,19 +13,32 @@ value) and summed over ``W``: the same additions as the unfused pass, no leaf la
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 import numpy as np
 import torch
 
 __all__ = ["KeptWeights", "LeafProducts", "Program", "Step", "build_program", "kept_structure",
-           "leaf_products"]
+           "leaf_products", "moved"]
 
 
 def kept_structure() -> torch.inference_mode:
     """The context that builds structure kept across calls: outside inference mode, so no
     kept index tensor is an inference tensor."""
     return torch.inference_mode(False)
+
+
+def moved(obj, device):
+    """A copy of ``obj`` with every tensor in it (dataclass init fields, lists, tuples) on
+    ``device``; other values shared."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(moved(v, device) for v in obj)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return type(obj)(**{f.name: moved(getattr(obj, f.name), device)
+                            for f in fields(obj) if f.init})
+    return obj
 
 
 @dataclass
@@ -39,12 +52,6 @@ class Step:
     weights: torch.Tensor | None = None  # slots into logp_ext: sum [M, A]; dense/outer [G, M, K]
     products: torch.Tensor | None = None  # outer: node ids [G, A, A2] of the fused products
     piece: int | None = None           # dense/outer with contiguous slots: its piece of logp_ext
-
-    def to(self, device) -> Step:
-        def move(t):
-            return None if t is None else t.to(device)
-        return Step(self.kind, self.sources, move(self.children), move(self.right),
-                    move(self.weights), move(self.products), self.piece)
 
 
 @dataclass
@@ -60,13 +67,6 @@ class Program:
     row_leaf: torch.Tensor = None      # [n_0] leaf index of each leaf-layer row (padding: 0)
     leaf_rows: torch.Tensor = None     # [L] leaf-layer row of each leaf
     leaf_table: torch.Tensor | None = None  # [V, Lv, K + 1] slots: the leaf layer by variable
-
-    def to(self, device) -> Program:
-        def move(t):
-            return None if t is None else t.to(device)
-        return Program([[s.to(device) for s in layer] for layer in self.layers], self.root_layer,
-                       self.root_pos, self.node_index.to(device), list(self.outers), self.cuts,
-                       self.row_leaf.to(device), self.leaf_rows.to(device), move(self.leaf_table))
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ edges into patterns of one shape; :func:`scope_tables` runs the plan.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from circuits.compile import Plan
+from circuits.program import moved
 from circuits.nodes import Categorical, Product, Sum
 
 __all__ = ["TablePlan", "build_table_plan", "scope_tables"]
@@ -47,25 +48,7 @@ class TablePlan:
 
     def to(self, device) -> TablePlan:
         """The same plan with every index tensor on ``device``."""
-        if torch.device(device) == torch.device("cpu"):
-            return self
-
-        def move(value):
-            if isinstance(value, torch.Tensor):
-                return value.to(device)
-            if isinstance(value, Source):
-                return replace(value, ids=value.ids.to(device))
-            if isinstance(value, (list, tuple)):
-                return type(value)(move(v) for v in value)
-            return value
-
-        steps = [replace(step, nodes=move(step.nodes), targets=move(step.targets),
-                         patterns=[replace(p, **{f: move(getattr(p, f)) for f in
-                                                 ("rows", "weights", "pieces", "a", "b")
-                                                 if hasattr(p, f)})
-                                   for p in step.patterns]) for step in self.steps]
-        return replace(self, steps=steps, result=move(self.result),
-                       pair_index=move(self.pair_index), order=self.order.to(device))
+        return moved(self, device)
 
 
 def build_table_plan(plan: Plan, root, scopes: list[tuple[int, ...]]) -> TablePlan:

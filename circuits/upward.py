@@ -19,8 +19,6 @@ recomputed by exact log-sum-exp.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from circuits.kernels import OuterMatmul, log_nonneg, logsumexp, matmul, max_shift, outer_values
