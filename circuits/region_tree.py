@@ -18,7 +18,7 @@ import torch
 
 from circuits.compile import Plan
 from circuits.nodes import Categorical, Product, Sum
-from circuits.program import kept_structure
+from circuits.program import kept_structure, moved
 from circuits.tree_distribution import TreeDistribution
 
 __all__ = ["RegionTree"]
@@ -26,15 +26,11 @@ __all__ = ["RegionTree"]
 
 @dataclass
 class _Region:
-    """One region: a leaf (``var``, its indicator nodes) or an inner region (two children).
-
-    An inner region's products are numbered ``p = a * mR + b`` for left node ``a`` and right
-    node ``b``. If its nodes are sums, ``slots [m, G]`` holds each sum's parameter columns
-    (padding: the log-0 column) and product ``p`` is child ``pos_of_prod[p] % G`` of sum
-    ``group_of_prod[p]``; ``prod_of_pos [m * G]`` inverts that (0 on padding). If its nodes
-    are the products themselves, node ``i`` is product ``prod_of_pos[i]`` and
-    ``pos_of_prod`` the inverse.
-    """
+    """A leaf region (``var``) or an inner region (two children), whose products are
+    ``p = a * mR + b`` for left node ``a`` and right node ``b``. Summed: ``slots [m, G]``
+    each sum's parameter slots (padding: log 0), product ``p`` is child ``pos_of_prod[p] %
+    G`` of sum ``group_of_prod[p]``, ``prod_of_pos [m * G]`` the inverse (0 on padding).
+    Unsummed: node ``i`` is product ``prod_of_pos[i]``, ``pos_of_prod`` the inverse."""
 
     scope: tuple[int, ...]                  # variables, left child's then right child's
     num_nodes: int
@@ -52,9 +48,6 @@ class _Region:
     right_slot: torch.Tensor | None = None    # summed: [P] g * (mL + mR) + mL + b
     in_order: bool = False                    # unsummed: prod_of_pos is the identity
     weight_index: int = 0                     # summed: its piece of the tree's weights
-
-    TENSORS = ("slots", "pos_of_prod", "prod_of_pos", "group_of_prod",
-               "table_pos", "pad_pos", "left_slot", "right_slot")
 
     @property
     def is_leaf(self) -> bool:
@@ -123,27 +116,21 @@ class RegionTree:
 
     @classmethod
     def from_circuit(cls, circuit) -> RegionTree | None:
-        """:meth:`from_plan` of a :class:`~circuits.Circuit`'s plan, its ``distribution`` the
-        engine."""
+        """:meth:`from_plan` of a :class:`~circuits.Circuit`."""
         return cls.from_plan(circuit._plan_on(torch.device("cpu")), circuit.distribution)
 
     def pair_plan(self, scopes: tuple) -> tuple[list, torch.Tensor]:
-        """For pair scopes: the lowest common regions they need, each as ``(region, pairs)``,
-        and the columns ``[len(scopes) * k * k]`` of their tables, concatenated, that give
-        each scope's table in its own axis order.
-
-        ``pairs`` is None where the region computes the tables of all its pairs
-        (``[|left scope|, k, |right scope|, k]``, flattened), or the positions ``(left
-        [P], right [P])`` in its children's scopes of the ``P`` pairs asked for, whose tables
-        ``[P, k, k]`` it then computes alone: where they are few (at most a quarter of the
-        region's pairs), as when pairs of neighbours split low in a large tree."""
+        """For pair scopes: the lowest common regions they need, as ``(region, pairs)``, and
+        the columns ``[len(scopes) * k * k]`` of their concatenated tables giving each
+        scope's table in its own axis order. ``pairs``: None (all the region's pairs), or
+        the positions ``(left [P], right [P])`` of the pairs asked for where they are at most
+        a quarter of the region's."""
         if scopes not in self._pair_plans:
             with kept_structure():
                 self._pair_plans[scopes] = self._plan(scopes)
         return self._pair_plans[scopes]
 
     def _plan(self, scopes: tuple) -> tuple[list, torch.Tensor]:
-        """:meth:`pair_plan`, built."""
         k, device = self.num_states, self.root_pos.device
         asked: dict = {}                    # id(region) -> (region, {(a, b): rank})
         for i, j in scopes:
@@ -190,23 +177,13 @@ class RegionTree:
         return self._devices[device]
 
     def _moved(self, device: torch.device) -> RegionTree:
-        """:meth:`to`, built."""
-        moved = {}
-
-        def move(region: _Region) -> _Region:
-            if id(region) not in moved:
-                new = _Region(**vars(region))
-                for name in _Region.TENSORS:
-                    if getattr(region, name) is not None:
-                        setattr(new, name, getattr(region, name).to(device))
-                if not region.is_leaf:
-                    new.left, new.right = move(region.left), move(region.right)
-                moved[id(region)] = new
-            return moved[id(region)]
-
-        regions = [move(r) for r in self.regions]
-        tree = RegionTree(self.plan.to(device), self.engine, move(self.root),
-                          self.root_pos.to(device), regions)
+        copies: dict = {}
+        for r in self.regions:                      # children before parents
+            copies[id(r)] = _Region(**{name: moved(value, device) for name, value in vars(r).items()
+                                       if name not in ("left", "right")},
+                                    left=copies.get(id(r.left)), right=copies.get(id(r.right)))
+        tree = RegionTree(self.plan.to(device), self.engine, copies[id(self.root)],
+                          self.root_pos.to(device), [copies[id(r)] for r in self.regions])
         tree._devices = self._devices
         return tree
 
