@@ -102,10 +102,8 @@ class Plan:
 
 
 def compile_plan(structure: Structure) -> Plan:
-    """Number the nodes, lay out parameters and build every layer's index tensors.
-
-    Works on the structure's flat facts (kinds, heights, distinct child lists) with numpy;
-    Python touches each node once and each distinct child list once, never every edge."""
+    """Number the nodes, lay out parameters and build every layer's index tensors (numpy
+    over the structure's distinct child lists)."""
     order, kinds = structure.order, structure.kinds
     num_states = structure.num_states
     max_states = max(num_states)
@@ -155,12 +153,9 @@ def compile_plan(structure: Structure) -> Plan:
 
 
 def _param_runs(group: torch.Tensor, num_groups: int, min_groups: int = 4) -> tuple:
-    """Split the parameters (each group a contiguous range, groups in order) into segments:
-    runs of at least ``min_groups`` groups of one size (normalised by a dense log-softmax)
-    and mixed stretches between them (normalised by scatter). A stretch between them whose
-    groups all have one size (a root sum alone after the leaves' and the inner sums' runs)
-    is a dense run too: one log-softmax, where the scatter takes about ten ops and as many
-    backward nodes."""
+    """The parameters (groups contiguous, in order) as ``(start, stop, size, first group,
+    stop group)`` segments: runs of at least ``min_groups`` groups of one size, and the
+    stretches between them (size 0 where their groups' sizes differ)."""
     if num_groups == 0:
         return ()
     sizes = torch.bincount(group, minlength=num_groups)
