@@ -6,13 +6,10 @@ v_l`` the leaf's flow: ``log p(x_i | x_-i) = -logsumexp_l (log f_l - log v_l)``.
 
 - :func:`by_flows`: the flows as the gradient of one upward pass w.r.t. the leaf layer
   (with ``upward.run(twice=True)`` where the result needs a gradient).
-- :func:`by_product_flows`: the same sum over the fused first layer's products (shared
-  parameters, :func:`circuits.program.leaf_products`): each product has one child leaf per
-  variable of its scope, so ``sum_l f_l / v_l = sum_{p: i in scope(p)} g_p / v_c(p, i)``.
 - :func:`by_log_derivatives`: ``log dZ/dv`` in log space
   (:func:`circuits.downward.log_derivatives`), exact for any leaf value including 0.
 
-Flows are linear-space, so a row takes a flows route only when every leaf log-value is at
+Flows are linear-space, so a row takes the flows route only when every leaf log-value is at
 least ``log(1e6 * L * tiny / eps)`` (the lost terms stay below ``1e-6`` eps relative) and
 ``log p(x)`` is finite; other rows take the log-derivatives route.
 """
@@ -25,7 +22,6 @@ import torch
 
 from circuits import downward, passes, upward
 from circuits.compile import Plan
-from circuits.program import LeafProducts, leaf_products
 
 __all__ = ["leave_one_out"]
 
@@ -33,12 +29,6 @@ __all__ = ["leave_one_out"]
 def leave_one_out(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``log p(x_i | x_-i)`` ``[B, V]`` for complete ``x [B, V]`` under ``logp_ext [B' (1 or
     B), P + 2]``, each row by the route the module docstring gives it."""
-    fused = leaf_products(plan.program) if logp_ext.shape[0] == 1 else None
-    if fused is not None and bool(logp_ext.detach().reshape(-1).take(fused.slots).amin()
-                                  >= _floor(plan, logp_ext.dtype)):
-        out, finite = by_product_flows(plan, fused, logp_ext, x)
-        if bool(finite.all()):
-            return out
     rows = x.shape[0]
     leaf = passes._leaf_values(plan, logp_ext, x, rows)                 # [n_0, B]
     fast = torch.nonzero(leaf.detach().amin(0) >= _floor(plan, leaf.dtype)).flatten()
@@ -90,31 +80,6 @@ def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Te
     return (-torch.log(total)).T.clamp(max=0.0), torch.isfinite(log_z.detach())
 
 
-def by_product_flows(plan: Plan, fused: LeafProducts, logp_ext: torch.Tensor,
-                     x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The flows route on the fused first layer: ``([B, V], log p(x) finite [B])``."""
-    if torch.is_inference_mode_enabled():     # autograd records no inference tensor: copies
-        with torch.inference_mode(False), torch.no_grad():
-            return by_product_flows(plan, fused, logp_ext.clone(), x.clone())
-    need_graph = torch.is_grad_enabled() and logp_ext.requires_grad
-    with torch.enable_grad():
-        grouped = fused.grouped(logp_ext, x)                                 # [U * I, B]
-        if not need_graph:
-            grouped = grouped.detach().requires_grad_()
-        outs = upward.run(fused.program, logp_ext, None, first=fused.in_order(grouped),
-                          twice=need_graph)
-        log_z = upward.root(fused.program, outs)                             # [B]
-        flows, = torch.autograd.grad(log_z.sum(), grouped, create_graph=need_graph)
-    if not need_graph:
-        flows, log_z = flows.detach(), log_z.detach()
-    u, w, _, i = fused.slots.shape
-    batch = x.shape[0]
-    per_position = fused.weighted_children(torch.exp(-logp_ext), x, flows.view(u, i, batch))
-    total = per_position.new_zeros(plan.num_vars, batch).index_add(
-        0, fused.variables, per_position.reshape(u * w, batch))
-    return (-torch.log(total)).T.clamp(max=0.0), torch.isfinite(log_z)
-
-
 def by_log_derivatives(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The log-derivatives route: one upward pass and one top-down pass ``[B, V]``."""
     vals = passes.log_values(plan, logp_ext, x, x.shape[0]).T             # node-major [N, B]
@@ -127,7 +92,7 @@ def by_log_derivatives(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor) -> t
 
 
 def _floor(plan: Plan, dtype: torch.dtype) -> float:
-    """The smallest leaf log-value the flows routes accept."""
+    """The smallest leaf log-value the flows route accepts."""
     info = torch.finfo(dtype)
     return math.log(1e6 * max(plan.num_leaves, 1) * info.tiny / info.eps)
 

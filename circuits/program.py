@@ -355,18 +355,6 @@ class LeafProducts:
         rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
         return table.index_select(0, rows).view(u, w, x.shape[0], i)
 
-    def weighted_children(self, values_ext: torch.Tensor, x: torch.Tensor,
-                          weights: torch.Tensor) -> torch.Tensor:
-        """``sum_i children(values_ext, x)[u, w, b, i] * weights[u, i, b]`` ``[U, W, B]`` for
-        ``weights [U, I, B]``: a batched matmul over every state, then a gather (finite
-        tables only)."""
-        u, w, k1, i = self.slots.shape
-        batch = x.shape[0]
-        table = values_ext.reshape(-1).take(self.gather_slots)             # [U, I, W, K + 1]
-        per_state = torch.bmm(table.view(u, i, w * k1).mT, weights)         # [U, W * K1, B]
-        picked = self._columns(x).view(u, w, 1, batch)
-        return per_state.view(u, w, k1, batch).gather(2, picked).squeeze(2)
-
     @staticmethod
     def _autograd(values_ext: torch.Tensor) -> bool:
         return torch.is_grad_enabled() and values_ext.requires_grad

@@ -9,8 +9,7 @@
 - Narrow batches (``kernels.bmm``'s transposed product) and run-wise normalisation
   (``passes.normalise``) against float64 references.
 - The first layer read from the leaf tables (``circuits.program.leaf_products``) against
-  the unfused pass, and its flow-weighted lookup (``weighted_children``) against the
-  elementwise one, values and gradients.
+  the unfused pass, values and gradients.
 """
 
 from __future__ import annotations
@@ -283,32 +282,6 @@ def test_fused_leaf_products_equal_the_unfused_pass(dtype, zero_state, monkeypat
     got[finite].sum().backward()
     assert not torch.isnan(ext_fused.grad).any()
     assert torch.allclose(ext_fused.grad, ext_plain.grad, rtol=1e-6 if dtype == torch.float32 else 1e-12)
-
-
-def test_weighted_children_equal_the_children_times_the_weights():
-    """``sum_i children[u, w, b, i] * weights[u, i, b]`` by the tables' matmul equals the
-    elementwise lookup's, in value and in the gradients to both factors (missing states
-    read column 0 too)."""
-    c = Circuit(random_tensorized(**RAT).root, dtype=torch.float64)
-    plan = c._plan_on(torch.device("cpu"))
-    fused = program.leaf_products(plan.program)
-    u, _, _, i = fused.slots.shape
-    x = _x(12, seed=3)
-    gen = torch.Generator().manual_seed(4)
-    values = torch.rand(1, plan.num_params + 2, generator=gen, dtype=torch.float64) + 0.5
-    weights = torch.randn(u, i, 12, generator=gen, dtype=torch.float64)
-    grads = []
-    for fn in (lambda v, q: fused.weighted_children(v, x, q),
-               lambda v, q: (fused.children(v, x) * q.view(u, 1, i, 12).transpose(2, 3)).sum(3)):
-        v, q = values.clone().requires_grad_(), weights.clone().requires_grad_()
-        out = fn(v, q)
-        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(5),
-                               dtype=torch.float64)
-        grads.append((out.detach(), *torch.autograd.grad((out * upstream).sum(), (v, q))))
-    for got, expected in zip(*grads):
-        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    with torch.no_grad():
-        torch.testing.assert_close(fused.weighted_children(values, x, weights), grads[1][0])
 
 
 def test_leaf_products_decline_a_first_layer_that_is_not_products_of_leaves():

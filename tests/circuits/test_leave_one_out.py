@@ -172,20 +172,22 @@ RAT_FUSED = dict(RAT, depth=1)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 3, 4, 5])
-def test_the_product_flows_route_agrees_in_value_and_gradient(seed):
-    """Shared parameters on a RAT-SPN (a fused first layer of leaf products): the route on
-    the products' flows against log-derivatives, in value and in the gradient of a weighted
-    sum (its second-order autograd), and against brute force."""
+def test_the_flows_route_with_a_fused_first_layer_agrees_in_value_and_gradient(seed):
+    """Shared parameters on a RAT-SPN whose first layer the upward pass reads from the leaf
+    tables: the flows route against log-derivatives, in value and in the gradient of a
+    weighted sum (its second-order autograd), and against brute force."""
     circuit = random_tensorized(**RAT_FUSED, seed=seed).double()
     plan = circuit._plan_on("cpu")
-    fused = loo.leaf_products(plan.program)
-    assert fused is not None
+    assert loo.passes.leaf_products(plan.program) is not None
     g = torch.Generator().manual_seed(seed)
     params = torch.randn(1, circuit.num_params, generator=g, dtype=torch.float64,
                          requires_grad=True)
     x = torch.randint(0, 3, (7, 6), generator=g)
     ext = circuit.distribution(params)._params_for(7)
-    got, finite = loo.by_product_flows(plan, fused, ext, x)
+
+    def flows_route():
+        return loo.by_flows(plan, ext, x, loo.passes._leaf_values(plan, ext, x, 7))
+    got, finite = flows_route()
     expected = loo.by_log_derivatives(plan, ext, x)
     assert bool(finite.all())
     torch.testing.assert_close(got, expected)
@@ -193,8 +195,8 @@ def test_the_product_flows_route_agrees_in_value_and_gradient(seed):
     got_grad, = torch.autograd.grad((got * weights).sum(), params, retain_graph=True)
     expected_grad, = torch.autograd.grad((expected * weights).sum(), params)
     torch.testing.assert_close(got_grad, expected_grad)
-    with torch.no_grad():                          # the row lookup of the no-autograd layout
-        torch.testing.assert_close(loo.by_product_flows(plan, fused, ext, x)[0], expected)
+    with torch.no_grad():
+        torch.testing.assert_close(flows_route()[0], expected)
     with torch.inference_mode():
         torch.testing.assert_close(circuit.distribution(params[0].detach())
                                    .leave_one_out_log_prob(x), expected.detach())
@@ -206,25 +208,15 @@ def test_the_product_flows_route_agrees_in_value_and_gradient(seed):
                                    oracle.leave_one_out(p, x[row].tolist()), atol=1e-10)
 
 
-def test_shared_parameters_take_the_product_flows_route(monkeypatch):
-    """Where every leaf is above the floor the route on the products' flows answers; a leaf
-    below it sends the rows to the per-row routes, which still give the enumerated values."""
-    calls = []
-    original = loo.by_product_flows
-
-    def spy(*args):
-        calls.append(args[3].shape[0])
-        return original(*args)
-    monkeypatch.setattr(loo, "by_product_flows", spy)
+def test_a_leaf_below_the_floor_still_gives_the_enumerated_values():
+    """Shared parameters with one leaf state below the flows route's floor: the rows that
+    read it take log-derivatives, and every row gives the enumerated values."""
     circuit = random_tensorized(**RAT_FUSED, seed=3).double()
     x = circuit.sample(5, generator=torch.Generator().manual_seed(0))
-    circuit.leave_one_out_log_prob(x)
-    assert calls == [5]
-    slot = int(loo.leaf_products(circuit._plan_on("cpu").program).slots[0, 0, 1, 0])
+    slot = int(loo.passes.leaf_products(circuit._plan_on("cpu").program).slots[0, 0, 1, 0])
     with torch.no_grad():
         circuit.logits[slot] = -1e4          # one leaf state at about exp(-1e4): below the floor
     got = circuit.leave_one_out_log_prob(x)
-    assert calls == [5]
     with torch.no_grad():
         p = circuit.log_prob(torch.cartesian_prod(*[torch.arange(3)] * 6)).exp()
     p = p.view([3] * 6).numpy()
