@@ -2,8 +2,8 @@
 
 - :func:`normalise`: flat logits to log-parameters, one log-softmax per parameter group
   (a leaf's support states, a sum's children), exact for logits of any magnitude;
-- the upward pass's entry points (:func:`root_log_values`, :func:`log_values`,
-  :func:`upward`) over :func:`circuits.upward.run`;
+- the upward pass's entry points (:func:`root_log_values`, :func:`log_values`) over
+  :func:`circuits.upward.run`;
 - :func:`posterior`: the parameters of ``p(. | x)``.
 
 ``logp``: normalised log-parameters ``[B' (1 or batch), P]``; :func:`extend` appends the
@@ -20,7 +20,7 @@ from circuits.kernels import NARROW, compiling
 from circuits.program import KeptWeights, leaf_products
 
 __all__ = ["extend", "leaf_log_probs", "log_values", "normalise", "posterior",
-           "root_log_values", "upward"]
+           "root_log_values"]
 
 NEG_INF = float("-inf")
 _CONSTS = torch.tensor([NEG_INF, 0.0])
@@ -144,17 +144,6 @@ def _slots_and_columns(plan: Plan, states: torch.Tensor) -> tuple[torch.Tensor, 
     rows = plan.program.row_leaf
     columns = states.index_select(0, plan.leaf_var[rows]).add_(plan.leaf_offsets[rows].unsqueeze(1))
     return slots, columns
-
-
-def upward(plan: Plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor,
-           all_nodes: bool = False) -> torch.Tensor:
-    """The upward pass from given leaf log-values ``leaf_vals [B, L]``: the root's ``[B]``,
-    or with ``all_nodes`` every node's ``[B, N]`` (column = node id; column 0 is 0)."""
-    outs = upward_steps.run(plan.program, logp_ext,
-                            leaf_vals.T.index_select(0, plan.program.row_leaf))
-    if all_nodes:
-        return upward_steps.node_values(plan.program, outs).T
-    return upward_steps.root(plan.program, outs)
 
 
 def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from circuits import Categorical, Circuit, Product, Sum, passes
+from circuits import Categorical, Circuit, Product, Sum, passes, upward
 from circuits.structures import random_tensorized, selective
 from tests.circuits import oracle
 
@@ -55,11 +55,18 @@ def _step_kinds(plan) -> set:
     return {step.kind for layer in plan.program.layers for step in layer}
 
 
+def _upward(plan, ext, leaf_vals, all_nodes=False):
+    """``upward.run`` from leaf log-values ``leaf_vals [B, L]`` (any values): the root's
+    ``[B]``, or with ``all_nodes`` every node's ``[B, N]`` (column = node id)."""
+    outs = upward.run(plan.program, ext, leaf_vals.T.index_select(0, plan.program.row_leaf))
+    return upward.node_values(plan.program, outs).T if all_nodes else upward.root(plan.program, outs)
+
+
 def _check_against_reference(circuit: Circuit, leaf_vals: torch.Tensor, rel: float):
     plan, ext = _setup(circuit, leaf_vals.dtype)
     leaves = _leaves(plan)
-    got_root = passes.upward(plan, ext, leaf_vals)
-    got_all = passes.upward(plan, ext, leaf_vals, all_nodes=True)
+    got_root = _upward(plan, ext, leaf_vals)
+    got_all = _upward(plan, ext, leaf_vals, all_nodes=True)
     for row in range(leaf_vals.shape[0]):
         ref = reference(circuit.root, {leaf: float(v) for leaf, v in zip(leaves, leaf_vals[row])})
         for node, node_id in plan.node_of.items():
@@ -120,7 +127,7 @@ def test_all_minus_infinity_gives_minus_infinity_and_zero_gradients():
     plan, ext = _setup(circuit, torch.float64)
     leaf_vals = torch.full((2, plan.num_leaves), -math.inf, dtype=torch.float64, requires_grad=True)
     ext = ext.clone().requires_grad_(True)
-    root = passes.upward(plan, ext, leaf_vals)
+    root = _upward(plan, ext, leaf_vals)
     assert torch.isneginf(root).all()
     root.sum().backward()
     assert torch.equal(leaf_vals.grad, torch.zeros_like(leaf_vals))
@@ -137,7 +144,7 @@ def test_gradients_match_finite_differences():
 
         def f(leaf, params):
             full = torch.full_like(ext, -math.inf).masked_scatter(finite, params)
-            return passes.upward(plan, full, leaf)
+            return _upward(plan, full, leaf)
         leaf_vals.requires_grad_(True)
         assert torch.autograd.gradcheck(f, (leaf_vals, free))
 
@@ -204,4 +211,4 @@ def test_empty_batches_on_every_step_kind():
         empty = torch.zeros(0, circuit.num_vars, dtype=torch.long)
         assert circuit.log_prob(empty).shape == (0,)
         assert passes.log_values(plan, ext, empty, 0).shape == (0, plan.num_nodes)
-        assert passes.upward(plan, ext, torch.zeros(0, plan.num_leaves, dtype=torch.float64)).shape == (0,)
+        assert _upward(plan, ext, torch.zeros(0, plan.num_leaves, dtype=torch.float64)).shape == (0,)
