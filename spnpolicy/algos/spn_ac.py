@@ -44,7 +44,8 @@ from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, compile_update, maybe_compile
 
-__all__ = ["SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "soft_value"]
+__all__ = ["MODE_TABLE_SIZE", "SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss",
+           "critics_mode", "soft_value"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,14 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
     return -((f - baseline) * log_prob).mean() + guidance, entropy
 
 
+def critics_mode(values: FactorValues, steps) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first critic's exact argmax ``[B, n]`` (variable elimination along ``steps``) and
+    ``[B]`` 1.0 where every member of the ensemble ``values`` has that same argmax, else 0.0:
+    the mode guidance's target and mask."""
+    modes = torch.stack([eliminate(q, steps) for q in values])                # [E, B, n]
+    return modes[0], (modes == modes[0]).all(-1).all(0).to(values.unary.dtype)
+
+
 #: Largest intermediate table (entries per state) of the exact argmax that mode guidance
 #: computes at every update; wider factor graphs train without it.
 MODE_TABLE_SIZE = 4096
@@ -331,11 +340,8 @@ class SpnAc(OffPolicyAlgorithm):
         cfg = self.cfg
         with torch.no_grad():
             values = self.critic.values(state)
-            best = agree = None
-            if self.mode_guidance:   # each critic's argmax [E, B, n]; guided where all agree
-                modes = torch.stack([eliminate(q, self._mode_steps) for q in values])
-                best = modes[0]
-                agree = (modes == best).all(-1).all(0).to(state.dtype)
+            best, agree = critics_mode(values, self._mode_steps) if self.mode_guidance \
+                else (None, None)
         dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples, best, self.mode_guidance,

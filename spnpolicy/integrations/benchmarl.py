@@ -122,7 +122,7 @@ class SpnAcAlgorithm(Algorithm):
                          autotune_alpha=cfg.autotune_alpha,
                          target_entropy_scale=cfg.target_entropy_scale,
                          regulariser=cfg.regulariser, mode_guidance=cfg.mode_guidance,
-                         group=group, observation_key=key)
+                         mode_floor=cfg.mode_floor, group=group, observation_key=key)
         return loss.to(self.device), True
 
     def _get_parameters(self, group: str, loss: SpnAcLoss) -> dict[str, Iterable]:
@@ -182,6 +182,8 @@ class SpnAcAlgorithmConfig(AlgorithmConfig):
     """entropy (alpha H) or kl_uniform (alpha (H - n log k)) in the soft value."""
     mode_guidance: float = _default("mode_guidance")
     """Weight of the actor's cross-entropy toward the critics' exact best joint action."""
+    mode_floor: float = _default("mode_floor")
+    """The guidance acts where pi(u*) is below mode_floor times the uniform probability."""
 
     def __post_init__(self) -> None:
         _spn_ac_config({name: getattr(self, name) for name in _fields()})

@@ -29,10 +29,11 @@ from tensordict.nn import TensorDictParams
 from torch import nn
 from torchrl.objectives import LossModule
 
-from factor_q.argmax import eliminate, elimination_plan, table_size
+from factor_q.argmax import elimination_plan, table_size
 from spnpolicy.algos.critics import TwinFactorQ
 from spnpolicy.algos.policies import JointPolicy
-from spnpolicy.algos.spn_ac import MODE_TABLE_SIZE, actor_loss, critic_loss, soft_value
+from spnpolicy.algos.spn_ac import (MODE_TABLE_SIZE, actor_loss, critic_loss, critics_mode,
+                                     soft_value)
 from spnpolicy.integrations.torchrl import group_state
 
 __all__ = ["SpnAcLoss"]
@@ -50,9 +51,11 @@ class SpnAcLoss(LossModule):
         target_entropy_scale: the target entropy as a fraction of ``n log k``.
         regulariser: ``entropy`` (``alpha H``) or ``kl_uniform`` (``alpha (H - n log k)`` in
             the soft value).
-        mode_guidance: weight of ``-log pi(u* | s)``, ``u*`` the exact argmax of the critics'
-            mean; off (with a warning) where that argmax needs tables of more than
-            ``MODE_TABLE_SIZE`` entries per state.
+        mode_guidance: weight of ``-log pi(u* | s)`` on the states where every critic's
+            exact argmax is ``u*`` and ``pi(u* | s) < mode_floor * k**-n``; off (with a
+            warning) where that argmax needs tables of more than ``MODE_TABLE_SIZE`` entries
+            per state.
+        mode_floor: the guidance's floor, in units of the uniform probability ``k**-n``.
         group, observation_key: where the group's data lies in the tensordict.
 
     ``forward(td)`` reads ``(group, observation_key)`` ``[B, n, obs]``, ``(group, "action")``
@@ -68,7 +71,8 @@ class SpnAcLoss(LossModule):
 
     def __init__(self, policy: JointPolicy, critic: TwinFactorQ, *, gamma: float,
                  alpha: float, autotune_alpha: bool, target_entropy_scale: float,
-                 regulariser: str, mode_guidance: float, group: str = "agents",
+                 regulariser: str, mode_guidance: float, mode_floor: float = 1.0,
+                 group: str = "agents",
                  observation_key: str = "observation") -> None:
         super().__init__()
         n, k = policy.num_agents, policy.num_actions
@@ -89,6 +93,7 @@ class SpnAcLoss(LossModule):
         self.group, self.observation_key = group, observation_key
         self._mode_steps = elimination_plan(critic.graph)
         self.mode_guidance = mode_guidance
+        self.mode_floor = min(1.0, mode_floor * k ** -n)  # a probability
         if mode_guidance > 0 and table_size(self._mode_steps, k) > MODE_TABLE_SIZE:
             self.mode_guidance = 0.0
             warnings.warn(f"mode_guidance is off: the exact argmax of this factor graph needs "
@@ -117,12 +122,13 @@ class SpnAcLoss(LossModule):
             loss_qvalue = critic_loss(self.critic.evaluate(state, actions), target)
             with torch.no_grad():
                 values = self.critic.values(state)
-        best = None
+        best = agree = None
         if self.mode_guidance:
             with torch.no_grad():
-                best = eliminate(values.mean(), self._mode_steps)
+                best, agree = critics_mode(values, self._mode_steps)
         loss_actor, entropy = actor_loss(values, self.policy.fast_distribution(state), alpha,
-                                         mode=best, mode_weight=self.mode_guidance)
+                                         mode=best, mode_weight=self.mode_guidance,
+                                         mode_floor=self.mode_floor, mode_mask=agree)
         out = {"loss_qvalue": loss_qvalue, "loss_actor": loss_actor}
         if self.autotune_alpha:
             out["loss_alpha"] = self.log_alpha.exp() * (entropy.detach()
