@@ -67,7 +67,7 @@ def test_an_experiment_learns_navigation_where_random_actions_drift_away(tmp_pat
     trained = team_return(experiment, experiment.policy)
     assert experiment.total_frames == 20_000
     assert random_return < -0.3 and untrained < -0.3
-    # one 20k-frame run: its greedy return swings by about 0.5 between seeds, so the check
-    # is against random actions (about -0.6), not a fixed level
+    # one short run's greedy return varies much between seeds: the check is the gain over
+    # random and untrained actions, not a fixed level
     assert trained > random_return + 0.3 and trained > untrained + 0.3, \
         (trained, untrained, random_return)
