@@ -5,8 +5,7 @@
   layer accumulates into its own tensor. :func:`entropy`, :func:`leaf_marginals` and
   :mod:`circuits.tables` read them.
 - :func:`log_derivatives`: ``log dZ/dv`` of every node under evidence, pulled layer by
-  layer (nodes bucketed by in-degree, one log-sum-exp per bucket; a dense block's
-  children by one batched matrix product where no shared shift underflows).
+  layer (nodes bucketed by in-degree, one log-sum-exp per bucket).
 - :func:`mode`: one most probable induced tree per row, from the gradient of the
   max-product pass w.r.t. the leaves.
 - :func:`descend`, :func:`sample`: one induced tree per row from the root, one uniform
@@ -22,8 +21,8 @@ import torch
 
 from circuits import passes, upward
 from circuits.compile import Group, Plan
-from circuits.kernels import log_nonneg, logsumexp, max_shift, zero_log_zero
-from circuits.program import kept_structure, moved
+from circuits.kernels import logsumexp, zero_log_zero
+from circuits.program import kept_structure
 
 __all__ = ["descend", "entropy", "flows", "leaf_marginals", "log_derivatives", "mode",
            "per_variable_logsumexp", "sample"]
@@ -165,24 +164,6 @@ class _Pull:
     steps: list
     num_sibling_slots: int
     var_leaves: torch.Tensor      # [V, most leaves of one variable]: leaf indices, padding L
-    dense: list = None            # per step: dense groups whose children it pulls by matmul
-
-
-def _dense_pulls(plan: Plan, degree: torch.Tensor) -> dict:
-    """``layer -> [dense group]`` whose children, all in that layer, have no parents outside
-    their block (:func:`_pull_dense`)."""
-    out: dict = {}
-    for group in plan.groups():
-        if group.kind != "dense":
-            continue
-        blocks, width = group.children.shape
-        kids = group.children.reshape(-1)
-        per_block = (group.stop - group.start) // blocks
-        layers = torch.unique(plan.layer_of[kids])
-        if (len(layers) == 1 and bool((degree[kids] == per_block).all())
-                and torch.unique(kids).numel() == kids.numel()):
-            out.setdefault(int(layers[0]), []).append(group)
-    return out
 
 
 _PULLS: dict = {}
@@ -216,28 +197,18 @@ def _build_pull(plan: Plan) -> _Pull:
     parent, child, sibling, weight = parent[order], child[order], sibling[order], weight[order]
     degree = torch.bincount(child, minlength=plan.num_nodes)
     first = torch.cumsum(degree, 0) - degree                          # first edge of each node
-    dense_by_layer = _dense_pulls(plan, degree.cpu())
-    steps, dense = [], []
+    steps = []
     for layer in range(int(plan.layer_of.max()) - 1, -1, -1):
         nodes = torch.nonzero((plan.layer_of.to(device) == layer) & (degree > 0)).flatten()
-        groups = dense_by_layer.get(layer, [])
-        pulled = torch.zeros(plan.num_nodes, dtype=torch.bool, device=device)
-        for group in groups:
-            pulled[group.children.reshape(-1).to(device)] = True
-        buckets, exact = [], []                   # exact: the pulled nodes' buckets (fallback)
+        buckets = []
         for d in torch.unique(degree[nodes]).tolist():
-            for into, keep in ((buckets, ~pulled), (exact, pulled)):
-                members = nodes[(degree[nodes] == d) & keep[nodes]]
-                if members.numel() == 0:
-                    continue
-                edge = first[members].unsqueeze(1) + torch.arange(d, device=device)
-                sib, w = sibling[edge], weight[edge]
-                into.append((members, parent[edge], sib if bool((sib < offset).any()) else None,
-                             w if bool((w != one).any()) else None))
+            members = nodes[degree[nodes] == d]
+            edge = first[members].unsqueeze(1) + torch.arange(d, device=device)
+            sib, w = sibling[edge], weight[edge]
+            buckets.append((members, parent[edge], sib if bool((sib < offset).any()) else None,
+                            w if bool((w != one).any()) else None))
         steps.append(buckets)
-        dense.append(([moved(g, device) for g in groups], exact))
-    var_leaves = _var_leaves(plan.leaf_var.to(device), plan.num_vars)
-    return _Pull(steps, offset, var_leaves, dense)
+    return _Pull(steps, offset, _var_leaves(plan.leaf_var.to(device), plan.num_vars))
 
 
 def _var_leaves(leaf_var: torch.Tensor, num_vars: int) -> torch.Tensor:
@@ -275,44 +246,17 @@ def log_derivatives(plan: Plan, logp_ext: torch.Tensor, vals: torch.Tensor) -> t
     shared = logp_ext.shape[0] == 1
     grads = vals.new_full((plan.num_nodes, batch), float("-inf"))
     grads[plan.root] = 0.0
-    for main, (groups, exact) in zip(pull.steps, pull.dense):
-        buckets = [(bucket, True) for bucket in main]
-        if groups and not (shared and all(_pull_dense(g, grads, logp_ext) for g in groups)):
-            buckets += [(bucket, False) for bucket in exact]   # per-row weights, or too small
-        for (nodes, parents, siblings, weights), gathered in buckets:
+    for buckets in pull.steps:
+        for nodes, parents, siblings, weights in buckets:
             n, d = parents.shape
             contrib = grads.index_select(0, parents.reshape(-1)).view(n, d, batch)
             if siblings is not None:
-                rows = next(sibling_rows) if gathered else terms.index_select(0, siblings.reshape(-1))
-                contrib = contrib + rows.view(n, d, batch)
+                contrib = contrib + next(sibling_rows).view(n, d, batch)
             if weights is not None:
                 logw = logp_ext.index_select(1, weights.reshape(-1))    # [B', n * d]
                 contrib = contrib + (logw.view(n, d, 1) if shared else logw.T.reshape(n, d, batch))
             grads.index_copy_(0, nodes, logsumexp(contrib, 1))
     return grads
-
-
-def _pull_dense(group: Group, grads: torch.Tensor, logp_ext: torch.Tensor) -> bool:
-    """Write ``G`` of a dense group's children as ``log(W^T exp(G_sums - shift)) + shift``
-    (shared weights ``logp_ext [1, P + 2]``); False, writing nothing, where a nonzero
-    shifted sum is below ``M * tiny / eps`` (the caller pulls those exactly)."""
-    blocks, width = group.children.shape
-    per_block = (group.stop - group.start) // blocks
-    g = grads[group.start:group.stop].view(blocks, per_block, -1)                 # [G, M, B]
-    logw = logp_ext[0, group.weights].view(blocks, per_block, width)             # [G, M, C]
-    w = torch.exp(logw)
-    top = max_shift(g, 1)
-    total = torch.bmm(w.transpose(1, 2), torch.exp(g - top))                      # [G, C, B]
-    info = torch.finfo(total.dtype)
-    small = total.detach() < per_block * info.tiny / info.eps
-    if bool(small.any()):
-        reachable = torch.bmm(torch.isfinite(logw.detach()).to(total.dtype).transpose(1, 2),
-                              torch.isfinite(g.detach()).to(total.dtype)) > 0
-        if bool((small & reachable).any()):
-            return False
-    logs = (log_nonneg(total) if total.requires_grad else torch.log(total)) + top
-    grads.index_copy_(0, group.children.reshape(-1), logs.reshape(blocks * width, -1))
-    return True
 
 
 def _sibling_terms(group: Group, children: torch.Tensor) -> torch.Tensor:

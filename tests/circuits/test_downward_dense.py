@@ -1,10 +1,12 @@
-"""Leave-one-out through dense blocks: the matrix-product pull and its exact fallback."""
+"""Leave-one-out through dense blocks: the log-derivatives pull against a log-space
+reference and the flows route, with weights skewed far below the dtype's range."""
 
 import numpy as np
 import pytest
 import torch
 
-from circuits import Circuit, downward
+from circuits import Circuit
+from circuits import leave_one_out as loo
 from circuits.structures import random_tensorized
 from tests.circuits import oracle
 from tests.circuits.helpers import all_assignments, assert_log_close
@@ -39,41 +41,36 @@ def test_reference_matches_enumeration():
     assert_log_close(torch.from_numpy(reference_loo(c, x)), expected, atol=1e-9)
 
 
+def log_derivatives_route(c, x: torch.Tensor) -> torch.Tensor:
+    """``log p(x_i | x_-i)`` by log-derivatives (:func:`circuits.downward.log_derivatives`)."""
+    dist = c.distribution()
+    return loo.by_log_derivatives(dist._plan, dist._params_for(x.shape[0]), x)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_dense_pull_matches_enumeration(seed):
+def test_the_pull_through_dense_blocks_matches_enumeration(seed):
     c = small_rat(1.0, seed)
-    plan = c._plans[torch.device("cpu")]
-    assert any(groups for groups, _ in downward._pull(plan).dense), "no dense pull to test"
+    assert any(g.kind == "dense" for g in c._plans[torch.device("cpu")].groups())
     x = all_assignments(c.num_states)
+    assert_log_close(log_derivatives_route(c, x), reference_loo(c, x), atol=1e-9)
     assert_log_close(c.leave_one_out_log_prob(x), reference_loo(c, x), atol=1e-9)
 
 
-def test_tiny_weights_fall_back_to_the_exact_pull(monkeypatch):
-    """Weights so skewed that a shared shift underflows: the pull must not lose them."""
+def test_tiny_weights_stay_exact():
+    """Weights so skewed that a shared shift would underflow: the pull must not lose them."""
     c = small_rat(5000.0, 0)
-    calls = []
-    pull_dense = downward._pull_dense
-    monkeypatch.setattr(downward, "_pull_dense", lambda *a: calls.append(pull_dense(*a)) or calls[-1])
     x = all_assignments(c.num_states)
-    loo = c.leave_one_out_log_prob(x)
-    assert False in calls, "the fallback was not exercised"
-    assert_log_close(loo, reference_loo(c, x), atol=1e-9)
+    assert_log_close(log_derivatives_route(c, x), reference_loo(c, x), atol=1e-9)
+    assert_log_close(c.leave_one_out_log_prob(x), reference_loo(c, x), atol=1e-9)
 
 
-def test_dense_pull_gradients_match_the_exact_pull():
+def test_the_pull_gradients_match_the_flows_route():
     c = small_rat(1.0, 3)
     x = all_assignments(c.num_states)[::5]
-    c.zero_grad()
-    c.leave_one_out_log_prob(x).sum().backward()
-    fast = c.logits.grad.clone()
-    plan = c._plans[torch.device("cpu")]
-    pull = downward._pull(plan)
-    saved, pull.dense = pull.dense, [([], []) for _ in pull.dense]
-    try:
-        steps = pull.steps
-        pull.steps = [buckets + exact for buckets, (_, exact) in zip(steps, saved)]
-        c.zero_grad()
-        c.leave_one_out_log_prob(x).sum().backward()
-    finally:
-        pull.steps, pull.dense = steps, saved
-    torch.testing.assert_close(fast, c.logits.grad, rtol=1e-10, atol=1e-12)
+    dist = c.distribution()
+    plan, ext = dist._plan, dist._params_for(x.shape[0])
+    flows, finite = loo.by_flows(plan, ext, x, loo.passes._leaf_values(plan, ext, x, x.shape[0]))
+    assert bool(finite.all())
+    expected, = torch.autograd.grad(flows.sum(), c.logits, retain_graph=True)
+    got, = torch.autograd.grad(loo.by_log_derivatives(plan, ext, x).sum(), c.logits)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
