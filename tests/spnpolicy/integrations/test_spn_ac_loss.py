@@ -20,7 +20,8 @@ GAMMA, ALPHA = 0.9, 0.3
 TABLE = torch.tensor(list(itertools.product(range(K), repeat=N)))   # [27, N]
 
 
-def _loss(mode_guidance=0.0, autotune_alpha=False, regulariser="entropy", seed=0) -> SpnAcLoss:
+def _loss(mode_guidance=0.0, autotune_alpha=False, regulariser="entropy", seed=0,
+          mode_floor=1.0) -> SpnAcLoss:
     torch.manual_seed(seed)
     policy = JointPolicy(N * OBS, N, K, "selective", width=4, hidden=(8,))
     with torch.no_grad():                 # away from the near-uniform initialisation
@@ -28,7 +29,7 @@ def _loss(mode_guidance=0.0, autotune_alpha=False, regulariser="entropy", seed=0
     critic = TwinFactorQ(build_factor_graph("complete", N), N * OBS, K, (8,))
     loss = SpnAcLoss(policy, critic, gamma=GAMMA, alpha=ALPHA, autotune_alpha=autotune_alpha,
                      target_entropy_scale=0.3, regulariser=regulariser,
-                     mode_guidance=mode_guidance, group="team")
+                     mode_guidance=mode_guidance, mode_floor=mode_floor, group="team")
     SoftUpdate(loss, tau=0.5)
     _perturb_targets(loss)                # targets that differ from the critics
     return loss
@@ -102,15 +103,31 @@ def test_losses_equal_enumeration(regulariser):
     assert "loss_alpha" not in out.keys()
 
 
-def test_mode_guidance_adds_the_log_likelihood_of_the_critics_best_joint_action():
+@pytest.mark.parametrize("twins", ["independent", "identical"])
+@pytest.mark.parametrize("mode_floor", [1.0, 1e9])
+def test_mode_guidance_adds_the_log_likelihood_of_the_critics_best_joint_action(mode_floor,
+                                                                              twins):
+    """Guidance ``-0.25 mean(agree * min(log pi(u*), log floor))``: ``u*`` the first critic's
+    argmax, ``agree`` where both critics' argmaxes (by enumeration) are the same, the floor
+    ``min(1, mode_floor * K**-N)``. Identical twins agree on every state."""
     td = _batch()
-    plain, guided = _loss()(td), _loss(mode_guidance=0.25)
+    guided = _loss(mode_guidance=0.25, mode_floor=mode_floor)
+    if twins == "identical":
+        with torch.no_grad():
+            for params in (guided.critic_params, guided.target_critic_params):
+                for param in params.values(True, True):
+                    if param.is_floating_point():
+                        param[1].copy_(param[0])
     out = guided(td)
-    _, _, _, q_all, p = _brute_force(guided, td)
-    best = q_all.mean(0).argmax(-1)                               # [B] index into TABLE
-    log_p_best = p.gather(1, best[:, None]).log().squeeze(1)
-    assert torch.allclose(out["loss_actor"] - plain["loss_actor"], -0.25 * log_p_best.mean(),
-                          rtol=1e-4, atol=1e-6)
+    _, plain_actor, _, q_all, p = _brute_force(guided, td)
+    best = q_all.argmax(-1)                                       # [2, B] index into TABLE
+    agree = (best[0] == best[1]).to(p.dtype)
+    assert agree.all() if twins == "identical" else not agree.all()
+    log_p_best = p.gather(1, best[0][:, None]).log().squeeze(1)
+    floor = math.log(min(1.0, mode_floor * K ** -N))
+    assert (log_p_best < floor).any()
+    expected = -0.25 * (agree * log_p_best.clamp(max=floor)).mean()
+    assert torch.allclose(out["loss_actor"], plain_actor + expected, rtol=1e-4, atol=1e-5)
 
 
 def test_each_loss_reaches_only_its_own_parameters():
