@@ -4,9 +4,10 @@ The exact ELBO is spn-ac's actor objective (docs/design.md, sections 3-4). For e
 with parameters from a random ``[256, num_params]`` tensor that requires grad, and a
 Q-function on ``FactorGraph.random(n, 2n, order=2)`` (all C(n, 2) pairs when 2n exceeds
 that, i.e. n = 4) with random unary and pairwise tables. One timed call is
-``elbo(values, dist).sum().backward()`` including ``selective(...).distribution(params)``
-(a selective circuit is a region tree: its marginals, entropy and pair tables come from
-``circuits/region_tree.py``).
+``elbo(values, dist).sum().backward()`` including ``dist``, the region tree's distribution
+``circuit.region_tree().distribution(params)`` (a selective circuit is a region tree; its
+marginals, entropy and pair tables come from ``circuits/tree_distribution.py``), the
+evaluator spn-ac's policy trains on (``JointPolicy.fast_distribution``).
 
 Beside it, exact enumeration: a softmax policy over all k^n joint actions (logits
 ``[256, k^n]`` requiring grad), Q from ``FactorValues.table()``, ELBO
@@ -14,7 +15,7 @@ Beside it, exact enumeration: a softmax policy over all k^n joint actions (logit
 ``--max-enum-entries``.
 
 Each figure is the median over ``--repeats`` calls after two warm-up calls (the first
-builds and caches the circuit's table plan). Wall time and process CPU time are both
+builds and caches the pair plan). Wall time and process CPU time are both
 recorded; the machine may be shared, in which case the CPU time is the steadier figure.
 
 ``--interleaved R`` adds the ratio t(64) / t(8) measured the way the other speed ratios
@@ -22,9 +23,9 @@ are: the cases run in turns for ``R`` rounds and each keeps its minimum CPU time
 change of the machine's load hits them alike. It is taken for two factor graphs (the
 random 2n pairs above, and the line of n - 1 neighbouring pairs, which split low in the
 selective circuit's variable tree) and two evaluators of the same distribution: the
-region-tree queries (``circuits/region_tree.py``), which ``circuit.distribution`` uses
-for selective circuits and spn-ac's policy uses, and the engine's own passes (scope
-tables, ``circuits.distribution.REGION_TREE`` off), which every other circuit gets.
+region tree's distribution (``circuit.region_tree().distribution(params)``), which
+spn-ac's policy uses, and the engine's (``circuit.distribution(params)``, scope tables),
+which answers every circuit.
 
 Usage::
 
@@ -48,10 +49,8 @@ from pathlib import Path
 
 import torch
 
-import circuits.distribution
 from circuits.structures import selective
 from factor_q import FactorGraph, FactorValues, elbo
-from circuits.region_tree import RegionTree
 from spnpolicy.machine import machine
 
 RESULTS = Path("runs/benchmarks")  # tracked copy: benchmarks/results/ (--out)
@@ -94,16 +93,17 @@ def random_values(n: int, k: int, batch: int, seed: int, graph: str = "random",
 
 def circuit_case(n: int, k: int, width: int, batch: int, repeats: int, seed: int,
                  device: torch.device = torch.device("cpu")) -> dict:
-    """Exact ELBO + backward through a selective circuit."""
+    """Exact ELBO + backward through a selective circuit's region tree."""
     values = random_values(n, k, batch, seed, device=device)
     circuit = selective(n, k, width=width).to(device)
+    tree = circuit.region_tree(device)
     gen = torch.Generator().manual_seed(seed)
     params = torch.randn(batch, circuit.num_params, generator=gen).to(device).requires_grad_(True)
 
     @functools.partial(synced, device=device)
     def step():
         params.grad = None
-        elbo(values, circuit.distribution(params)).sum().backward()
+        elbo(values, tree.distribution(params)).sum().backward()
 
     start = time.perf_counter()
     step()
@@ -129,15 +129,6 @@ def enumeration_case(n: int, k: int, batch: int, repeats: int, seed: int,
     return time_call(step, repeats)
 
 
-def _engine_alone(fn):
-    """``fn()`` with the engine's own passes on every circuit (no region-tree path)."""
-    circuits.distribution.REGION_TREE = False
-    try:
-        return fn()
-    finally:
-        circuits.distribution.REGION_TREE = True
-
-
 def interleaved(k: int, width: int, batch: int, rounds: int, seed: int,
                 device: torch.device = torch.device("cpu")) -> list[dict]:
     """t(64) / t(8) per (factor graph, evaluator), the cases in turns, minimum CPU ms (wall
@@ -147,11 +138,11 @@ def interleaved(k: int, width: int, batch: int, rounds: int, seed: int,
         for n in (8, 64):
             values = random_values(n, k, batch, seed, graph, device)
             circuit = selective(n, k, width=width).to(device)
-            tree = RegionTree.from_circuit(circuit)
+            tree = circuit.region_tree(device)
             gen = torch.Generator().manual_seed(seed)
             params = torch.randn(batch, circuit.num_params, generator=gen).to(device).requires_grad_(True)
             with torch.no_grad():
-                gap = float((_engine_alone(lambda: elbo(values, circuit.distribution(params)))
+                gap = float((elbo(values, circuit.distribution(params))
                              - elbo(values, tree.distribution(params))).abs().max())
             if not gap <= 1e-3 * n:
                 raise SystemExit(f"elbo_scaling: engine and region tree differ by {gap:.3g} "
@@ -160,9 +151,7 @@ def interleaved(k: int, width: int, batch: int, rounds: int, seed: int,
                 def step(values=values, params=params, make=make):
                     params.grad = None
                     elbo(values, make(params)).sum().backward()
-                step = synced(step, device)
-                steps[graph, name, n] = (lambda step=step: _engine_alone(step)) \
-                    if name == "engine" else step
+                steps[graph, name, n] = synced(step, device)
     for step in steps.values():
         step()
         step()

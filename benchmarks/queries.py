@@ -6,9 +6,11 @@
    (``condition(evidence).mode``, half the variables observed; no backward). Ratios are
    to ``log_prob`` forward + backward, the targets being <= 3 for the first three.
    Circuits: selective policies with one parameter set per row (what spn-ac evaluates)
-   and a RAT-SPN with shared parameters. Selective circuits are region trees, so their
-   marginals and pair tables come from ``circuits/region_tree.py`` unless
-   ``--no-region-tree`` (the engine's own passes, which every other circuit gets).
+   and a RAT-SPN with shared parameters. Every query is timed on the engine
+   (``circuit.distribution(params)``, which answers every circuit); on circuits that are
+   region trees (selective) ``marginals`` and ``scope_marginals`` are timed again on the
+   region tree's distribution (``circuit.region_tree().distribution(params)``, what
+   spn-ac's policy trains on), under the same names with `` (region tree)`` appended.
 2. ``sample(20000)`` on a ~287k-edge RAT-SPN: peak resident memory of a child process
    that builds the circuit and samples, minus that of one that only builds it.
 3. Building and validating ``selective(16, 6, 64)`` and ``selective(500, 6, 8)``: the
@@ -18,7 +20,7 @@ CPU time of this process (one thread by default), minimum of repeats after a war
 queries of one circuit running in turns; on an accelerator (``--device cuda``) synchronised wall time. Run from the repository root::
 
     .venv/bin/python benchmarks/queries.py --out benchmarks/results/queries.json
-    .venv/bin/python benchmarks/queries.py --sections queries --no-region-tree --out /tmp/q.json
+    .venv/bin/python benchmarks/queries.py --sections queries --budget 0.1 --out /tmp/q.json
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from pathlib import Path
 
 import torch
 
-import circuits.distribution
 from circuits import Circuit
 from circuits import structures
 from circuits.analysis import analyse
@@ -95,6 +96,8 @@ def bench_queries(name: str, spec, batch: int, per_row: bool, device: torch.devi
     def dist():
         return circuit.distribution(params) if per_row else circuit.distribution(params[0])
 
+    tree = circuit.region_tree(device)
+
     x = dist().sample((batch,) if not per_row else (), generator=g)
     pairs = [(i, i + 1) for i in range(circuit.num_vars - 1)]
     evidence = x.clone()
@@ -113,17 +116,23 @@ def bench_queries(name: str, spec, batch: int, per_row: bool, device: torch.devi
                 fn()
         return run
 
-    times = measure({
+    queries = {
         "log_prob": no_grad(lambda: dist().log_prob(x)),
         "log_prob+backward": lambda: backward(dist().log_prob(x)),
         "marginals+backward": lambda: backward(dist().marginals()),
         "scope_marginals+backward": lambda: backward(dist().scope_marginals(pairs)),
         "leave_one_out+backward": lambda: backward(dist().leave_one_out_log_prob(x)),
         "condition+mode": no_grad(lambda: dist().condition(evidence).mode),
-    })
+    }
+    if tree is not None:   # params [rows, num_params]: the tree takes a batch of sets
+        queries["marginals+backward (region tree)"] = \
+            lambda: backward(tree.distribution(params).marginals())
+        queries["scope_marginals+backward (region tree)"] = \
+            lambda: backward(tree.distribution(params).scope_marginals(pairs))
+    times = measure(queries)
     base = times["log_prob+backward"]
     return {"circuit": name, "edges": circuit.num_edges, "batch": batch,
-            "params": "one set per row" if per_row else "shared",
+            "params": "one set per row" if per_row else "shared", "region_tree": tree is not None,
             "ms": {k: round(v * 1e3, 3) for k, v in times.items()},
             "ratio_to_log_prob_backward": {k: round(v / base, 2) for k, v in times.items()
                                            if k not in ("log_prob", "log_prob+backward")}}
@@ -197,17 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per measurement")
     parser.add_argument("--sections", nargs="+", default=["queries", "sample", "validation"],
                         choices=["queries", "sample", "validation"])
-    parser.add_argument("--no-region-tree", action="store_true",
-                        help="answer every query with the engine's own passes, also on region-tree "
-                             "circuits (selective), whose marginals, entropy and pair tables the "
-                             "engine otherwise computes on the tree (circuits/region_tree.py)")
     args = parser.parse_args(argv)
-    circuits.distribution.REGION_TREE = not args.no_region_tree
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     result = {"machine": machine(command=" ".join([Path(sys.executable).name, *sys.argv]),
                                  git_commit=git_commit("circuits"), threads=args.threads),
-              "device": str(device), "region_tree": not args.no_region_tree,
+              "device": str(device),
               "load_average_1min": {"start": os.getloadavg()[0]}}
     if "queries" in args.sections:
         result["queries"] = []
