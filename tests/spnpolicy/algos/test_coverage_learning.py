@@ -13,12 +13,8 @@ TINY = dict(num_agents=2, grid_size=3, max_steps=6, reward="sparse", layout="fix
 def test_spn_ac_learns_a_tiny_fixed_layout():
     """2 agents, 3x3, 6 steps: the untrained greedy policy covers both goals in few
     episodes; after 3,000 shaped env steps spn-ac's greedy policy covers them in most
-    (seeds 0-2 measured 0.88, 1.00, 1.00). Without mode guidance: on this tiny budget the
-    guidance toward an untrained critic's argmax slows spn-ac (seeds 0-2: 0.58, 0.76, 1.00
-    at 3,000 steps, 0.94, 0.72, 1.00 at 6,000; benchmarks/results/coordination/README.md);
-    this test checks the learning path the guidance is added to."""
+    with coverage's defaults (no mode guidance)."""
     result = spnpolicy.train("spn-ac", "coverage", seed=1, total_steps=3_000, env_kwargs=TINY,
-                             mode_guidance=0.0,
                              shaping=True, num_envs=8, learning_starts=200, batch_size=64,
                              gradient_steps=2, policy_hidden=(32,), critic_hidden=(32,),
                              actor_lr=3e-3, critic_lr=3e-3, eval_interval=3_000,
@@ -36,3 +32,12 @@ def test_spn_ac_learns_coverage_quick():
                              **suite.protocol.overrides(), **suite.config)
     assert result.history[0]["success_rate"] <= 0.05
     assert result.eval["success_rate"] >= 0.9
+
+
+def test_coverage_trains_spn_ac_without_the_mode_guidance_and_lift_with_it():
+    """The guidance is a per-env default: off on coverage, on where no env default says."""
+    from spnpolicy.algos.registry import make_config
+    assert make_config("spn-ac", "coverage").mode_guidance == 0.0
+    assert make_config("meanfield-ac", "coverage").mode_guidance == 0.0
+    assert make_config("spn-ac", "lift").mode_guidance == 0.1
+    assert make_config("spn-ac", "coverage", {"mode_guidance": 0.2}).mode_guidance == 0.2
