@@ -13,7 +13,7 @@ TINY = dict(num_agents=2, grid_size=3, max_steps=6, reward="sparse", layout="fix
 def test_spn_ac_learns_a_tiny_fixed_layout():
     """2 agents, 3x3, 6 steps: the untrained greedy policy covers both goals in few
     episodes; after 3,000 shaped env steps spn-ac's greedy policy covers them in most
-    with coverage's defaults (no mode guidance)."""
+    episodes, with coverage's defaults (no mode guidance)."""
     result = spnpolicy.train("spn-ac", "coverage", seed=1, total_steps=3_000, env_kwargs=TINY,
                              shaping=True, num_envs=8, learning_starts=200, batch_size=64,
                              gradient_steps=2, policy_hidden=(32,), critic_hidden=(32,),
