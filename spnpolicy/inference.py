@@ -23,13 +23,13 @@ anomaly_scores(agent, states, joint_actions)             # [B, n]: -log pi(u_i |
 from __future__ import annotations
 
 import itertools
-import operator
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
+from spnpolicy.envs.validation import as_integer
 from spnpolicy.training.rundir import RunDir
 
 __all__ = ["MAX_ENUMERATION", "MarginalPolicy", "anomaly_scores", "conditional_policy",
@@ -74,12 +74,9 @@ def _sizes(dist) -> tuple[int, int, int]:
 
 
 def _agent_index(agent: Any, n: int, name: str) -> int:
-    try:
-        if isinstance(agent, bool):
-            raise TypeError
-        index = operator.index(agent)
-    except TypeError:
-        raise ValueError(f"{name}: agent index must be an int, got {agent!r}") from None
+    index = as_integer(agent)
+    if index is None:
+        raise ValueError(f"{name}: agent index must be an int, got {agent!r}")
     if not 0 <= index < n:
         raise ValueError(f"{name}: agent index {index} is out of range; the policy has {n} "
                          f"agents (0..{n - 1})")

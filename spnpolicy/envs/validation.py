@@ -10,14 +10,21 @@ from collections.abc import Iterable
 import numpy as np
 
 
+def as_integer(value: object) -> int | None:
+    """`value` as a Python int (``operator.index``), or None for a bool or a non-integer."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def check_int(name: str, value: object, minimum: int) -> int:
     """`value` as a Python int >= `minimum` (bools refused), else a ValueError naming `name`."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    number = as_integer(value)
+    if number is None:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if number < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {number}")
     return number
@@ -43,13 +50,8 @@ def check_indices(name: str, value: object, size: int) -> tuple[int, ...]:
         raise ValueError(expected)
     indices = set()
     for index in value:
-        if isinstance(index, bool):
-            raise ValueError(expected)
-        try:
-            index = operator.index(index)
-        except TypeError:
-            raise ValueError(expected) from None
-        if not 0 <= index < size:
+        index = as_integer(index)
+        if index is None or not 0 <= index < size:
             raise ValueError(expected)
         indices.add(index)
     return tuple(sorted(indices))
