@@ -25,12 +25,13 @@ EPISODE_STEPS = 50
 
 
 def navigation_experiment(max_frames: int, seed: int, folder: str,
-                          model_config=None) -> Experiment:
-    """BenchMARL's Experiment of spn-ac on 2-agent VMAS navigation (:func:`experiment_config`;
-    BenchMARL's MLP model config unless ``model_config``)."""
+                          model_config=None, algorithm_config=None) -> Experiment:
+    """BenchMARL's Experiment of spn-ac (or ``algorithm_config``) on 2-agent VMAS navigation
+    (:func:`experiment_config`; BenchMARL's MLP model config unless ``model_config``)."""
     task = VmasTask.NAVIGATION.get_from_yaml()
     task.config.update(n_agents=2, max_steps=EPISODE_STEPS)
-    return Experiment(task=task, algorithm_config=SpnAcAlgorithmConfig.get_from_yaml(),
+    algorithm_config = algorithm_config or SpnAcAlgorithmConfig.get_from_yaml()
+    return Experiment(task=task, algorithm_config=algorithm_config,
                       model_config=model_config or MlpConfig.get_from_yaml(), seed=seed,
                       config=experiment_config(max_frames, folder))
 
