@@ -1,4 +1,4 @@
-"""What spn-ac costs beside vdn at 16 and 64 agents (issue "many agents", its Cost target):
+"""What spn-ac costs beside vdn at 16 and 64 agents, the figures of the many-agent cost target:
 training env steps/s, their ratio, the growth of the cost per env step from 16 to 64 agents,
 and peak memory, with the replay buffer as a short run leaves it and filled to capacity.
 
