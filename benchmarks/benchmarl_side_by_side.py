@@ -8,8 +8,9 @@ uniformly random actions). Off-policy algorithms (QMIX, VDN, MASAC, spn-ac) take
 gradient steps of 128 transitions per iteration (``experiment_config``); MAPPO, on-policy,
 gets the same 500 frames from 10 envs per iteration and 12 epochs of 4 minibatches of 125
 (48 gradient steps). All act with the same 5 discrete moves (``prefer_continuous_actions``
-off: BenchMARL would otherwise give MAPPO and MASAC VMAS' continuous actions). A run that raises is recorded with its error and the script goes on.
-The JSON is rewritten after every run.
+off: BenchMARL would otherwise give MAPPO and MASAC VMAS' continuous actions). A run that
+raises is recorded with its error and the script goes on. The JSON is rewritten after every
+run.
 
 Run from the repository root::
 
@@ -54,17 +55,11 @@ def algorithm_config(name: str):
 
 def experiment_config(max_frames: int, folder: str):
     """The example's config (off-policy settings) plus comparable on-policy settings."""
-    config = _example_experiment_config(max_frames, folder)
+    config = benchmarl_spn.experiment_config(max_frames, folder)
     for key, value in ON_POLICY.items():
         setattr(config, key, value)
     config.prefer_continuous_actions = False   # MAPPO and MASAC too act with VMAS' 5 moves
     return config
-
-
-_example_experiment_config = benchmarl_spn.experiment_config
-# navigation_experiment looks experiment_config up in its module: give it the on-policy
-# settings too (they do not touch the off-policy algorithms)
-benchmarl_spn.experiment_config = experiment_config
 
 
 def one_run(algo: str, seed: int, frames: int) -> dict:
@@ -75,7 +70,8 @@ def one_run(algo: str, seed: int, frames: int) -> dict:
         row["on_policy"] = bool(config.on_policy())
         with tempfile.TemporaryDirectory() as folder:
             experiment = navigation_experiment(frames, seed=seed, folder=folder,
-                                               algorithm_config=config)
+                                               algorithm_config=config,
+                                               config=experiment_config(frames, folder))
             row["random_return"] = team_return(experiment)
             experiment.run()
             row["trained_return"] = team_return(experiment, experiment.policy)

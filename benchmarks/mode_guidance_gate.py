@@ -6,7 +6,7 @@ batch's states where
 
 - the critics' exact argmaxes agree (the guidance's mask),
 - the policy gives the first critic's argmax ``u*`` less than the floor
-  (``mode_floor * k**-n``),
+  (``mode_floor * k**-n``, as a log: ``mode_log_floor``),
 - both hold (where the guidance acts),
 
 and the batch mean of ``pi(u* | s)``. Prints and writes them in blocks of updates.
@@ -37,16 +37,17 @@ def record_guidance(rows: list) -> None:
     actor_loss = spn_ac.actor_loss
 
     def recorded(values, dist, alpha, gradient="exact", samples=8, mode=None,
-                 mode_weight=0.0, mode_floor=1.0, mode_mask=None):
+                 mode_weight=0.0, mode_log_floor=0.0, mode_mask=None):
         if mode is not None:
             with torch.no_grad():
-                p_best = dist.log_prob(mode).exp()
-                below = (p_best < mode_floor).float()
+                log_p_best = dist.log_prob(mode)
+                p_best = log_p_best.exp()
+                below = (log_p_best < mode_log_floor).float()
                 agree = torch.ones_like(below) if mode_mask is None else mode_mask
                 rows.append([agree.mean().item(), below.mean().item(),
                              (agree * below).mean().item(), p_best.mean().item()])
         return actor_loss(values, dist, alpha, gradient, samples, mode, mode_weight,
-                          mode_floor, mode_mask)
+                          mode_log_floor, mode_mask)
 
     spn_ac.actor_loss = recorded
 
@@ -71,7 +72,8 @@ def main() -> None:
                     env_kwargs=task.env_kwargs, progress=False,
                     **(dict(suite.config) | {"mode_guidance": args.weight}))
     if not rows:
-        raise SystemExit("the guidance never ran (off for this task: see the run's notes)")
+        raise SystemExit("the guidance never ran: off for this task, or no update within "
+                         "--steps (see the run's notes and warnings)")
     table = torch.tensor(rows)
     size = math.ceil(len(rows) / args.blocks)
     blocks = [{"updates": [start, min(start + size, len(rows))],

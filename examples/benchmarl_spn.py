@@ -24,16 +24,17 @@ from spnpolicy.integrations.benchmarl import SpnAcAlgorithmConfig
 EPISODE_STEPS = 50
 
 
-def navigation_experiment(max_frames: int, seed: int, folder: str,
-                          model_config=None, algorithm_config=None) -> Experiment:
+def navigation_experiment(max_frames: int, seed: int, folder: str, model_config=None,
+                          algorithm_config=None, config=None) -> Experiment:
     """BenchMARL's Experiment of spn-ac (or ``algorithm_config``) on 2-agent VMAS navigation
-    (:func:`experiment_config`; BenchMARL's MLP model config unless ``model_config``)."""
+    (``config``, default :func:`experiment_config`; BenchMARL's MLP model config unless
+    ``model_config``)."""
     task = VmasTask.NAVIGATION.get_from_yaml()
     task.config.update(n_agents=2, max_steps=EPISODE_STEPS)
     algorithm_config = algorithm_config or SpnAcAlgorithmConfig.get_from_yaml()
     return Experiment(task=task, algorithm_config=algorithm_config,
                       model_config=model_config or MlpConfig.get_from_yaml(), seed=seed,
-                      config=experiment_config(max_frames, folder))
+                      config=config or experiment_config(max_frames, folder))
 
 
 def experiment_config(max_frames: int, folder: str) -> ExperimentConfig:

@@ -45,7 +45,7 @@ from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, compile_update, maybe_compile
 
 __all__ = ["MODE_TABLE_SIZE", "SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss",
-           "critics_mode", "soft_value"]
+           "critics_mode", "mode_log_floor", "soft_value"]
 
 
 @dataclass(frozen=True)
@@ -170,15 +170,15 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = "exact",
                samples: int = 8, mode: torch.Tensor | None = None,
-               mode_weight: float = 0.0, mode_floor: float = 1.0,
+               mode_weight: float = 0.0, mode_log_floor: float = 0.0,
                mode_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The actor loss and the (exact) policy entropy ``[B]``, for the critics' ensemble
     ``values``.
 
     With ``mode`` (the critics' best joint actions ``[B, n]``) the loss also gains
-    ``-mode_weight mean min(log pi(mode | s), log mode_floor)`` (mode guidance, see
-    ``SpnAcConfig``; ``mode_floor`` a probability): no gradient on states where
-    ``pi(mode | s) >= mode_floor``, nor where ``mode_mask`` ``[B]`` is 0.
+    ``-mode_weight mean min(log pi(mode | s), mode_log_floor)`` (mode guidance, see
+    ``SpnAcConfig``; :func:`mode_log_floor`): no gradient on states where
+    ``log pi(mode | s) >= mode_log_floor``, nor where ``mode_mask`` ``[B]`` is 0.
 
     ``exact``: ``-mean(min_j E_pi[Q_j(s, .)] + alpha H(pi))`` differentiated through ``dist``.
     ``reinforce``: a surrogate whose gradient is the score-function estimate of the same
@@ -189,7 +189,7 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
     entropy = dist.entropy()
     guidance = 0.0
     if mode is not None:
-        log_prob = dist.log_prob(mode).clamp(max=math.log(mode_floor))
+        log_prob = dist.log_prob(mode).clamp(max=mode_log_floor)
         if mode_mask is not None:
             log_prob = log_prob * mode_mask
         guidance = -mode_weight * log_prob.mean()
@@ -202,6 +202,12 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
         f = q - alpha * log_prob
         baseline = (f.sum(0, keepdim=True) - f) / (samples - 1)
     return -((f - baseline) * log_prob).mean() + guidance, entropy
+
+
+def mode_log_floor(mode_floor: float, n: int, k: int) -> float:
+    """``log min(1, mode_floor * k**-n)``, the mode guidance's floor, computed in log space
+    (``k**-n`` underflows for large teams)."""
+    return min(0.0, math.log(mode_floor) - n * math.log(k))
 
 
 def critics_mode(values: FactorValues, steps) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,7 +280,7 @@ class SpnAc(OffPolicyAlgorithm):
             self.notes += (f"mode_guidance is off: the exact argmax of this factor graph "
                            f"needs tables of {table_size(self._mode_steps, k):,} entries "
                            f"per state (more than {MODE_TABLE_SIZE:,})",)
-        self.mode_floor = min(1.0, cfg.mode_floor * k ** -n)  # a probability
+        self.mode_log_floor = mode_log_floor(cfg.mode_floor, n, k)
         self.value_offset = n * math.log(k) if cfg.regulariser == "kl_uniform" else 0.0
         self.optimizers = {
             "actor": adam(self.policy.encoder.parameters(), lr=cfg.actor_lr),
@@ -347,7 +353,7 @@ class SpnAc(OffPolicyAlgorithm):
         dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples, best, self.mode_guidance,
-                                         self.mode_floor, agree)
+                                         self.mode_log_floor, agree)
         if cfg.autotune_alpha:
             return loss_actor + self.temperature.loss(entropy, self.target_entropy), \
                 loss_actor, entropy

@@ -33,7 +33,7 @@ from factor_q.argmax import elimination_plan, table_size
 from spnpolicy.algos.critics import TwinFactorQ
 from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.spn_ac import (MODE_TABLE_SIZE, actor_loss, critic_loss, critics_mode,
-                                     soft_value)
+                                     mode_log_floor, soft_value)
 from spnpolicy.integrations.torchrl import group_state
 
 __all__ = ["SpnAcLoss"]
@@ -93,7 +93,7 @@ class SpnAcLoss(LossModule):
         self.group, self.observation_key = group, observation_key
         self._mode_steps = elimination_plan(critic.graph)
         self.mode_guidance = mode_guidance
-        self.mode_floor = min(1.0, mode_floor * k ** -n)  # a probability
+        self.mode_log_floor = mode_log_floor(mode_floor, n, k)
         if mode_guidance > 0 and table_size(self._mode_steps, k) > MODE_TABLE_SIZE:
             self.mode_guidance = 0.0
             warnings.warn(f"mode_guidance is off: the exact argmax of this factor graph needs "
@@ -128,7 +128,7 @@ class SpnAcLoss(LossModule):
                 best, agree = critics_mode(values, self._mode_steps)
         loss_actor, entropy = actor_loss(values, self.policy.fast_distribution(state), alpha,
                                          mode=best, mode_weight=self.mode_guidance,
-                                         mode_floor=self.mode_floor, mode_mask=agree)
+                                         mode_log_floor=self.mode_log_floor, mode_mask=agree)
         out = {"loss_qvalue": loss_qvalue, "loss_actor": loss_actor}
         if self.autotune_alpha:
             out["loss_alpha"] = self.log_alpha.exp() * (entropy.detach()

@@ -151,8 +151,9 @@ def test_mode_guidance_gradient_does_not_vanish_with_the_actions_probability():
 
 
 def test_mode_floor_leaves_states_whose_best_action_is_already_likely():
-    """With ``mode_floor`` f, a state contributes ``-w log pi(mode)`` (and its gradient)
-    only while ``pi(mode) < f``; states above the floor add the constant ``-w log f``."""
+    """With the floor f (``mode_log_floor = log f``), a state contributes ``-w log pi(mode)``
+    (and its gradient) only while ``pi(mode) < f``; states above it add the constant
+    ``-w log f``."""
     graph = FactorGraph.complete(N)
     q = FactorValues.stack([_values(0, graph), _values(1, graph)])
     actions = torch.tensor(list(itertools.product(range(K), repeat=N)))
@@ -163,7 +164,8 @@ def test_mode_floor_leaves_states_whose_best_action_is_already_likely():
     mode = actions[torch.zeros(B, dtype=torch.long)]
     dist = JointCategorical(logits, N, K)
     plain, _ = actor_loss(q, dist, alpha)
-    floored, _ = actor_loss(q, dist, alpha, mode=mode, mode_weight=0.2, mode_floor=0.5)
+    floored, _ = actor_loss(q, dist, alpha, mode=mode, mode_weight=0.2,
+                            mode_log_floor=math.log(0.5))
     log_pi = dist.log_prob(mode)
     assert (log_pi[:2].exp() > 0.5).all() and (log_pi[2:].exp() < 0.5).all()
     expected = plain - 0.2 * torch.cat([torch.full((2,), math.log(0.5), dtype=torch.float64),
@@ -175,6 +177,15 @@ def test_mode_floor_leaves_states_whose_best_action_is_already_likely():
     assert not torch.allclose(g_floor[2:], g_plain[2:])
     unfloored, _ = actor_loss(q, dist, alpha, mode=mode, mode_weight=0.2)
     torch.testing.assert_close(unfloored, plain - 0.2 * log_pi.mean())
+
+
+def test_mode_log_floor_is_the_log_of_the_scaled_uniform_probability_capped_at_one():
+    from spnpolicy.algos.spn_ac import mode_log_floor
+    assert mode_log_floor(1.0, 3, 4) == pytest.approx(math.log(4 ** -3))
+    assert mode_log_floor(0.5, 2, 5) == pytest.approx(math.log(0.5 / 25))
+    assert mode_log_floor(100.0, 2, 5) == 0.0                 # above 1: capped
+    assert mode_log_floor(math.inf, 2, 5) == 0.0
+    assert mode_log_floor(1.0, 500, 6) == pytest.approx(-500 * math.log(6))  # 6**-500 == 0.0
 
 
 def test_mode_mask_removes_the_masked_states_guidance():
@@ -225,7 +236,7 @@ def test_guidance_acts_only_where_the_critics_argmaxes_agree(monkeypatch):
     assert 0 < agree.sum() < 64           # random critics: some states agree, some do not
     torch.testing.assert_close(seen["mask"], agree.to(seen["mask"].dtype))
     assert torch.equal(seen["mode"][agree], best[0][agree])
-    assert seen["floor"] == pytest.approx(k ** -n)
+    assert seen["floor"] == pytest.approx(-n * math.log(k))
 
 
 def test_mode_guidance_is_on_for_narrow_graphs_and_off_with_a_note_for_wide_ones():

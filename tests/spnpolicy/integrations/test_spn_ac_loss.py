@@ -124,7 +124,7 @@ def test_mode_guidance_adds_the_log_likelihood_of_the_critics_best_joint_action(
     agree = (best[0] == best[1]).to(p.dtype)
     assert agree.all() if twins == "identical" else not agree.all()
     log_p_best = p.gather(1, best[0][:, None]).log().squeeze(1)
-    floor = math.log(min(1.0, mode_floor * K ** -N))
+    floor = min(0.0, math.log(mode_floor * K ** -N))
     assert (log_p_best < floor).any()
     expected = -0.25 * (agree * log_p_best.clamp(max=floor)).mean()
     assert torch.allclose(out["loss_actor"], plain_actor + expected, rtol=1e-4, atol=1e-5)
