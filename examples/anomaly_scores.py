@@ -9,28 +9,21 @@ random. Every step's joint action is scored per agent by the leave-one-out surpr
 baseline, by the marginal surprise -log pi(u_i | s).
 """
 
-import sys
-
 import numpy as np
 import torch
 from scipy.stats import mannwhitneyu
 
-import spnpolicy
-from spnpolicy.inference import anomaly_scores, load_agent, marginal_scores
+from spnpolicy.inference import anomaly_scores, marginal_scores
 from spnpolicy.training import make_vec_env
 
-ENV = dict(num_agents=3, grid_size=4, max_steps=15, reward="coverage")
+from tiny_coverage import ENV, agent_from_argv  # examples/tiny_coverage.py
+
 ROGUE, ROGUE_FROM, EPISODES = 1, 8, 64
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    if len(sys.argv) > 1:
-        agent = load_agent(sys.argv[1])
-    else:
-        agent = spnpolicy.train("spn-ac", "coverage", seed=0, env_kwargs=ENV,
-                                total_steps=4_000, num_envs=16, learning_starts=1_000,
-                                eval_interval=4_000, eval_episodes=16, verbose=False).agent
+    agent = agent_from_argv()
     generator = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
 

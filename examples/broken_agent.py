@@ -9,16 +9,15 @@ With the tiny budget the policy has barely learned: use a trained run for real f
 (benchmarks/inference.py runs the full experiment over seeds).
 """
 
-import sys
-
 import numpy as np
 import torch
 
 import spnpolicy
-from spnpolicy.inference import conditional_policy, load_agent, most_likely
+from spnpolicy.inference import conditional_policy, most_likely
 from spnpolicy.training import make_vec_env
 
-ENV = dict(num_agents=3, grid_size=4, max_steps=15, reward="coverage")
+from tiny_coverage import ENV, agent_from_argv  # examples/tiny_coverage.py
+
 BROKEN, NOOP = 2, 0
 
 
@@ -37,12 +36,7 @@ def covered_fraction(act, episodes=64, seed=123):
 
 def main() -> None:
     torch.set_num_threads(1)
-    if len(sys.argv) > 1:
-        agent = load_agent(sys.argv[1])
-    else:
-        agent = spnpolicy.train("spn-ac", "coverage", seed=0, env_kwargs=ENV,
-                                total_steps=4_000, num_envs=16, learning_starts=1_000,
-                                eval_interval=4_000, eval_episodes=16, verbose=False).agent
+    agent = agent_from_argv()
     generator = torch.Generator().manual_seed(0)
 
     env = spnpolicy.make_env("coverage", **ENV)

@@ -174,6 +174,16 @@ def _many_agent_coverage(num_agents: int) -> Suite:
                 "buffer_size": buffer_size, **_SHAPING})
 
 
+def _return_suite(name: str, description: str, tasks: tuple[Task, ...],
+                  algos: tuple[str, ...], seeds: int, total_steps: int) -> Suite:
+    """A suite on another library's tasks, whose tables report the greedy return: evaluated
+    every 25,000 env steps over 32 episodes, checkpointed as often."""
+    return Suite(name, description, tasks, algos, seeds,
+                 Protocol(total_steps=total_steps, eval_interval=25_000, eval_episodes=32,
+                          checkpoint_interval=25_000),
+                 metric="return_mean")
+
+
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("matrix", "the matrix games (penalty with k = 0 .. 100); greedy success = the "
           "optimal joint action", _MATRIX_TASKS, ALL_ALGOS, 10,
@@ -229,39 +239,34 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           (_lift(8, 0.5),), (*MANY_AGENT_ALGOS, "dcg"), 3,
           Protocol(total_steps=200_000, eval_interval=10_000, eval_episodes=50,
                    checkpoint_interval=20_000)),
-    # Level-based foraging (Albrecht, Christianos and Schaefer 2024), the common-reward task: every agent gets the team's
-    # summed reward, which the value-factorisation methods need. No success flag: tables
-    # report the greedy return (1.0 = all food collected).
-    Suite("lbf", "level-based foraging 8x8, 2 players, 2 food, common reward, 50 steps; "
-          "the on-policy actor-critics beside spn-ac and vdn; metric: greedy return",
-          (Task("Foraging-8x8-2p-2f", "lbf/Foraging-8x8-2p-2f-v3", {"common_reward": True}),),
-          (*ONPOLICY_ALGOS, "spn-ac", "vdn"), 5,
-          Protocol(total_steps=500_000, eval_interval=25_000, eval_episodes=32,
-                   checkpoint_interval=25_000),
-          metric="return_mean"),
+    # Level-based foraging (Albrecht, Christianos and Schaefer 2024), the common-reward
+    # task: every agent gets the team's summed reward, which the value-factorisation
+    # methods need. No success flag: tables report the greedy return (1.0 = all food
+    # collected).
+    _return_suite(
+        "lbf", "level-based foraging 8x8, 2 players, 2 food, common reward, 50 steps; the "
+        "on-policy actor-critics beside spn-ac and vdn; metric: greedy return",
+        (Task("Foraging-8x8-2p-2f", "lbf/Foraging-8x8-2p-2f-v3", {"common_reward": True}),),
+        (*ONPOLICY_ALGOS, "spn-ac", "vdn"), 5, total_steps=500_000),
     # Cooperative navigation, the MA-SAC paper's comparison with MADDPG: 3 agents, episodes
     # of 25 steps, its budget of 15,000 episodes (375,000 env steps).
-    Suite("mpe-spread", "mpe2 simple_spread: 3 agents, 3 landmarks, 25 steps, shared reward, "
-          "375k steps (15,000 episodes, the MA-SAC paper's budget); masac and maddpg beside "
-          "spn-ac and vdn; metric: greedy return",
-          (Task("simple_spread-N3", "mpe/simple_spread", {"N": 3, "max_cycles": 25}),),
-          ("masac", "maddpg", "spn-ac", "vdn"), 10,
-          Protocol(total_steps=375_000, eval_interval=25_000, eval_episodes=32,
-                   checkpoint_interval=25_000),
-          metric="return_mean"),
+    _return_suite(
+        "mpe-spread", "mpe2 simple_spread: 3 agents, 3 landmarks, 25 steps, shared reward, "
+        "375k steps (15,000 episodes, the MA-SAC paper's budget); masac and maddpg beside "
+        "spn-ac and vdn; metric: greedy return",
+        (Task("simple_spread-N3", "mpe/simple_spread", {"N": 3, "max_cycles": 25}),),
+        ("masac", "maddpg", "spn-ac", "vdn"), 10, total_steps=375_000),
     # VMAS dispersion (Bettini et al. 2022), the public task nearest to coverage: the team
     # starts together at the centre and must spread out over as many foods. Its return, the
     # fraction of the food eaten, compares team sizes; success (all of it eaten within 100
     # steps) is recorded beside it.
-    Suite("vmas-dispersion", "VMAS dispersion (extra vmas): 4 and 16 agents start at the "
-          "centre and must eat as many foods, placed at random, within 100 steps; discrete "
-          "moves; metric: greedy return = the fraction of the food eaten",
-          (Task("dispersion-4", "vmas/dispersion", {"n_agents": 4}),
-           Task("dispersion-16", "vmas/dispersion", {"n_agents": 16})),
-          ("spn-ac", "meanfield-ac", "vdn", "qmix", "mappo"), 5,
-          Protocol(total_steps=300_000, eval_interval=25_000, eval_episodes=32,
-                   checkpoint_interval=25_000),
-          metric="return_mean"),
+    _return_suite(
+        "vmas-dispersion", "VMAS dispersion (extra vmas): 4 and 16 agents start at the "
+        "centre and must eat as many foods, placed at random, within 100 steps; discrete "
+        "moves; metric: greedy return = the fraction of the food eaten",
+        (Task("dispersion-4", "vmas/dispersion", {"n_agents": 4}),
+         Task("dispersion-16", "vmas/dispersion", {"n_agents": 16})),
+        ("spn-ac", "meanfield-ac", "vdn", "qmix", "mappo"), 5, total_steps=300_000),
 )}
 
 

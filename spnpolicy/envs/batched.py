@@ -1,7 +1,8 @@
 """Bookkeeping shared by the batched numpy envs (`CoverageVecEnv`, `PredatorPreyVecEnv`,
 `LiftVecEnv`): each of the `E` copies draws only from its own generator, so that copy e of
 an env made with `seed=s` replays the one-copy ParallelEnv reset with `reset(seed=s + e)`.
-`BatchedEnv` is the base of the envs that cache their global states.
+`BatchedEnv` is the base of the envs that cache their global states: it owns `reset` and
+`step` (action checks, truncation, auto-reset), and a subclass supplies the rules.
 
 ```python
 rngs = copy_generators(4, seed=0)          # copy e: numpy.random.default_rng(0 + e)
@@ -12,12 +13,13 @@ rngs = restore_generators(saved)           # continue exactly where `saved` was 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from spnpolicy.envs.validation import check_int
+from spnpolicy.envs.validation import check_int, check_joint_actions
 
 
 def copy_generators(num_envs: int, seed: int | None) -> list[np.random.Generator]:
@@ -47,14 +49,16 @@ def restore_generators(states: Iterable[dict]) -> list[np.random.Generator]:
     return rngs
 
 
-class BatchedEnv:
+class BatchedEnv(ABC):
     """Base of `CoverageVecEnv` and `PredatorPreyVecEnv`: `num_envs` copies of the env that
-    `config` describes (its `num_agents`, `obs_dim` and `state_dim`), copy e drawing only
-    from `_rngs[e]`, and the global states `[E, state_dim]` cached in `_state` by the
-    subclass's `reset`, `step` and `restore` (None before the first reset).
+    `config` describes (its `num_agents`, `obs_dim`, `state_dim` and `max_steps`), copy e
+    drawing only from `_rngs[e]`, `elapsed [E]` int64 steps since each copy's last reset, and
+    the global states `[E, state_dim]` cached in `_state` (None before the first reset).
 
-    A subclass checks `num_envs` and makes `config` before calling `__init__`, which checks
-    `seed` (as in :func:`copy_generators`).
+    The base runs `reset` and `step` (action checks, truncation, auto-reset); a subclass
+    checks `num_envs` and makes `config` before calling `__init__`, which checks `seed` (as
+    in :func:`copy_generators`), and writes the rules: `_draw_layouts`, `_advance` and
+    `_observe`.
     """
 
     def __init__(self, num_envs: int, config: Any, num_actions: int, seed: int | None) -> None:
@@ -62,12 +66,50 @@ class BatchedEnv:
         self.num_agents, self.num_actions = config.num_agents, num_actions
         self.obs_dim, self.state_dim = config.obs_dim, config.state_dim
         self._rngs = copy_generators(num_envs, seed)
+        self.elapsed = np.zeros(num_envs, dtype=np.int64)
         self._state: np.ndarray | None = None
 
-    def _reseed(self, seed: int | None) -> None:
-        """With `seed`, restart copy e's generator from `seed + e`; without, keep them going."""
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start a new episode in every copy; returns observations `[E, n, obs_dim]`.
+
+        With `seed`, copy e's generator restarts from `seed + e`; without, generators go on.
+        """
         if seed is not None:
             self._rngs = copy_generators(self.num_envs, seed)
+        self._draw_layouts(np.arange(self.num_envs))
+        self.elapsed[:] = 0
+        self._state, obs = self._observe(slice(None))
+        return obs
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                 np.ndarray, dict[str, np.ndarray]]:
+        """Advance every copy by one joint action.
+
+        Args:
+            actions: `[E, n]` integers in [0, num_actions).
+
+        Returns:
+            obs `[E, n, obs_dim]` float32, reward `[E]` float32, terminated `[E]` bool,
+            truncated `[E]` bool (`max_steps` reached without terminating), info with the
+            env's own `[E]` entries (its class docstring lists them), `final_observation
+            [E, n, obs_dim]` and `final_state [E, state_dim]`, all of the state the step
+            reached, before any reset.
+        """
+        self._require_state()
+        actions = check_joint_actions(actions, self.num_envs, self.num_agents, self.num_actions)
+        reward, terminated, info = self._advance(actions)
+        self.elapsed += 1
+        truncated = (self.elapsed >= self.config.max_steps) & ~terminated
+        final_state, final_obs = self._observe(slice(None))
+        info.update(final_observation=final_obs, final_state=final_state)
+        done = np.flatnonzero(terminated | truncated)
+        self._state, obs = final_state, final_obs
+        if done.size:
+            self._draw_layouts(done)
+            self.elapsed[done] = 0
+            self._state, obs = final_state.copy(), final_obs.copy()
+            self._state[done], obs[done] = self._observe(done)
+        return obs, reward, terminated, truncated, info
 
     def state(self) -> np.ndarray:
         """Global states `[E, state_dim]` float32 (a copy)."""
@@ -77,3 +119,20 @@ class BatchedEnv:
         if self._state is None:
             raise RuntimeError("call reset() before step() or state()")
         return self._state
+
+    @abstractmethod
+    def _draw_layouts(self, copies: np.ndarray) -> None:
+        """Start a new episode's layout in the copies `copies [m]` (int64), each drawing from
+        its own generator."""
+
+    @abstractmethod
+    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                     dict[str, np.ndarray]]:
+        """Apply the checked joint actions `[E, n]` to every copy (`elapsed` is the base's);
+        returns `(reward [E] float32, terminated [E] bool, info)`, info holding the env's own
+        `[E]` entries for the step just taken."""
+
+    @abstractmethod
+    def _observe(self, copies: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(global states [m, state_dim] float32, observations [m, n, obs_dim] float32)` of
+        the copies `copies` (`slice(None)`: all of them) as they are now."""

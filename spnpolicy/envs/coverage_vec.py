@@ -30,7 +30,7 @@ import numpy as np
 from spnpolicy.envs import coverage_core as core
 from spnpolicy.envs.coverage_core import CoverageConfig as Config
 from spnpolicy.envs.batched import BatchedEnv, generator_states, restore_generators
-from spnpolicy.envs.validation import check_int, check_joint_actions
+from spnpolicy.envs.validation import check_int
 
 
 class CoverageVecEnv(BatchedEnv):
@@ -40,6 +40,10 @@ class CoverageVecEnv(BatchedEnv):
         agent_positions: `[E, n, 2]` int64 `(row, col)`.
         goal_positions: `[E, n, 2]` int64.
         elapsed: `[E]` int64 steps since each copy's last reset.
+
+    `step` actions are `[E, n]` integers in [0, 6); its info holds, beside
+    `final_observation` and `final_state`, `covered_fraction [E]` float32, `success [E]` bool
+    and `potential [E]` float64, all of the state the step reached, before any reset.
     """
 
     def __init__(self, num_envs: int, num_agents: int = Config.num_agents,
@@ -57,18 +61,9 @@ class CoverageVecEnv(BatchedEnv):
         shape = (num_envs, self.num_agents, 2)
         self.agent_positions = np.zeros(shape, dtype=np.int64)
         self.goal_positions = np.zeros(shape, dtype=np.int64)
-        self.elapsed = np.zeros(num_envs, dtype=np.int64)
-
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Start a new episode in every copy; returns observations `[E, n, obs_dim]`.
-
-        With `seed`, copy e's generator restarts from `seed + e`; without, generators go on.
-        """
-        self._reseed(seed)
-        everyone = np.arange(self.num_envs)
-        self._state = np.empty((self.num_envs, self.state_dim), dtype=np.float32)
-        self._reset_copies(everyone)
-        return core.observations(self._state, self.config)
+        # [E, n] bool, whether each goal holds an agent: written wherever positions change,
+        # so that a step finds the goal distances once
+        self._covered = np.zeros((num_envs, self.num_agents), dtype=bool)
 
     def snapshot(self) -> dict:
         """Everything that determines the future: positions, step counters and every copy's
@@ -93,62 +88,35 @@ class CoverageVecEnv(BatchedEnv):
                              f"goals {list(goals.shape)}, elapsed {list(elapsed.shape)}")
         self._rngs = restore_generators(snapshot["rngs"])
         self.agent_positions, self.goal_positions, self.elapsed = agents, goals, elapsed
-        covered = core.goal_distances(agents, goals) == 0
-        self._state = core.global_state(agents, goals, covered, elapsed, self.config)
-        return core.observations(self._state, self.config)
+        self._covered = core.goal_distances(agents, goals) == 0
+        self._state, obs = self._observe(slice(None))
+        return obs
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                 np.ndarray, dict[str, np.ndarray]]:
-        """Advance every copy by one joint action.
-
-        Args:
-            actions: `[E, n]` integers in [0, 6).
-
-        Returns:
-            obs `[E, n, obs_dim]` float32, reward `[E]` float32, terminated `[E]` bool,
-            truncated `[E]` bool, info with `covered_fraction [E]` float32, `success [E]`
-            bool, `potential [E]` float64 (of the state the step reached, before any
-            reset), `final_observation [E, n, obs_dim]` and `final_state [E, state_dim]`.
-        """
-        self._require_state()
-        actions = check_joint_actions(actions, self.num_envs, self.num_agents, core.NUM_ACTIONS)
-        positions = core.move(self.agent_positions, actions, self._move_table,
-                              self.config.grid_size)
-        self.agent_positions = positions
-        self.elapsed += 1
-        distances = core.goal_distances(positions, self.goal_positions)
-        covered = distances == 0
-        reward = core.team_reward(distances, self.config)
+    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                     dict[str, np.ndarray]]:
+        self.agent_positions = core.move(self.agent_positions, actions, self._move_table,
+                                         self.config.grid_size)
+        distances = core.goal_distances(self.agent_positions, self.goal_positions)
+        covered = self._covered = distances == 0
         success = covered.all(axis=-1)
         if self.config.reward == "sparse":
             terminated = success
         else:
             terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = (self.elapsed >= self.config.max_steps) & ~terminated
-        final_state = core.global_state(positions, self.goal_positions, covered,
-                                        self.elapsed, self.config)
-        final_obs = core.observations(final_state, self.config)
-        phi = core.potential(positions, self.goal_positions, self.config.grid_size)
-        done = np.flatnonzero(terminated | truncated)
-        self._state = final_state
-        obs = final_obs
-        if done.size:
-            self._state = final_state.copy()
-            self._reset_copies(done)
-            obs = final_obs.copy()
-            obs[done] = core.observations(self._state[done], self.config)
         info = {"covered_fraction": covered.mean(axis=-1, dtype=np.float32),
                 "success": success,
-                "potential": phi,
-                "final_observation": final_obs, "final_state": final_state}
-        return obs, reward, terminated, truncated, info
+                "potential": core.potential(self.agent_positions, self.goal_positions,
+                                            self.config.grid_size)}
+        return core.team_reward(distances, self.config), terminated, info
 
-    def _reset_copies(self, indices: np.ndarray) -> None:
-        """Draw new layouts for the copies in `indices [m]` and write their states."""
-        for e in indices.tolist():
+    def _draw_layouts(self, copies: np.ndarray) -> None:
+        for e in copies.tolist():
             self.agent_positions[e], self.goal_positions[e] = core.sample_layout(
                 self._rngs[e], self.config)
-        self.elapsed[indices] = 0
-        agents, goals = self.agent_positions[indices], self.goal_positions[indices]
-        covered = core.goal_distances(agents, goals) == 0
-        self._state[indices] = core.global_state(agents, goals, covered, 0, self.config)
+        self._covered[copies] = core.goal_distances(self.agent_positions[copies],
+                                                    self.goal_positions[copies]) == 0
+
+    def _observe(self, copies: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        state = core.global_state(self.agent_positions[copies], self.goal_positions[copies],
+                                  self._covered[copies], self.elapsed[copies], self.config)
+        return state, core.observations(state, self.config)

@@ -34,7 +34,7 @@ import numpy as np
 from spnpolicy.envs import predator_prey_core as core
 from spnpolicy.envs.predator_prey_core import PredatorPreyConfig as Config
 from spnpolicy.envs.batched import BatchedEnv, generator_states, restore_generators
-from spnpolicy.envs.validation import check_int, check_joint_actions
+from spnpolicy.envs.validation import check_int
 
 
 class PredatorPreyVecEnv(BatchedEnv):
@@ -44,6 +44,11 @@ class PredatorPreyVecEnv(BatchedEnv):
     Attributes (updated by `reset` and `step`):
         world: a `predator_prey_core.World` of `E` copies.
         elapsed: `[E]` int64 steps since each copy's last reset.
+
+    `step` actions are `[E, n]` integers in [0, 6); its info holds, beside
+    `final_observation` and `final_state`, `success [E]` bool (every prey captured) and
+    `captures [E]` int64 (prey captured in the episode so far), of the state the step
+    reached, before any reset.
     """
 
     def __init__(self, num_envs: int, num_agents: int = Config.num_agents,
@@ -56,17 +61,6 @@ class PredatorPreyVecEnv(BatchedEnv):
                         capture_reward, max_steps)
         super().__init__(num_envs, config, core.NUM_ACTIONS, seed)
         self.world = core.World.empty(num_envs, config)
-        self.elapsed = np.zeros(num_envs, dtype=np.int64)
-
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Start a new episode in every copy; returns observations `[E, n, obs_dim]`.
-
-        With `seed`, copy e's generator restarts from `seed + e`; without, generators go on.
-        """
-        self._reseed(seed)
-        self._reset_copies(np.arange(self.num_envs))
-        self._state = core.global_state(self.world, self.config)
-        return core.observations(self.world, self.config)
 
     def snapshot(self) -> dict:
         """Everything that determines the future: the world, step counters and every copy's
@@ -97,53 +91,25 @@ class PredatorPreyVecEnv(BatchedEnv):
                              f"elapsed {list(elapsed.shape)}")
         self._rngs = restore_generators(snapshot["rngs"])
         self.world, self.elapsed = world, elapsed
-        self._state = core.global_state(world, self.config)
-        return core.observations(world, self.config)
+        self._state, obs = self._observe(slice(None))
+        return obs
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                 np.ndarray, dict[str, np.ndarray]]:
-        """Advance every copy by one joint action.
-
-        Args:
-            actions: `[E, n]` integers in [0, 6).
-
-        Returns:
-            obs `[E, n, obs_dim]` float32, reward `[E]` float32, terminated `[E]` bool,
-            truncated `[E]` bool, info with `success [E]` bool (every prey captured),
-            `captures [E]` int64 (prey captured in the episode so far), `final_observation
-            [E, n, obs_dim]` and `final_state [E, state_dim]` (before any reset).
-        """
-        self._require_state()
-        actions = check_joint_actions(actions, self.num_envs, self.num_agents, core.NUM_ACTIONS)
+    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                     dict[str, np.ndarray]]:
         uniforms = np.stack([core.draw_step(rng, self.config) for rng in self._rngs])
         self.world, outcome = core.step(self.world, actions, uniforms, self.config)
-        self.elapsed += 1
-        terminated = outcome.terminated
-        truncated = (self.elapsed >= self.config.max_steps) & ~terminated
-        final_obs = core.observations(self.world, self.config)
-        final_state = core.global_state(self.world, self.config)
-        info = {"success": ~self.world.alive.any(axis=-1), "captures": self.world.captures(),
-                "final_observation": final_obs, "final_state": final_state}
-        done = np.flatnonzero(terminated | truncated)
-        self._state, obs = final_state, final_obs
-        if done.size:
-            self._reset_copies(done)
-            fresh = self._subset(done)
-            self._state, obs = final_state.copy(), final_obs.copy()
-            self._state[done] = core.global_state(fresh, self.config)
-            obs[done] = core.observations(fresh, self.config)
-        return obs, outcome.reward, terminated, truncated, info
+        info = {"success": ~self.world.alive.any(axis=-1), "captures": self.world.captures()}
+        return outcome.reward, outcome.terminated, info
 
-    def _subset(self, indices: np.ndarray) -> core.World:
+    def _draw_layouts(self, copies: np.ndarray) -> None:
         world = self.world
-        return core.World(world.predators[indices], world.active[indices],
-                          world.prey[indices], world.alive[indices])
-
-    def _reset_copies(self, indices: np.ndarray) -> None:
-        """Draw new layouts for the copies in `indices [k]`."""
-        world = self.world
-        for e in indices.tolist():
+        for e in copies.tolist():
             world.predators[e], world.prey[e] = core.sample_layout(self._rngs[e], self.config)
-        world.active[indices] = True
-        world.alive[indices] = True
-        self.elapsed[indices] = 0
+        world.active[copies] = True
+        world.alive[copies] = True
+
+    def _observe(self, copies: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        world = self.world
+        world = core.World(world.predators[copies], world.active[copies], world.prey[copies],
+                           world.alive[copies])
+        return core.global_state(world, self.config), core.observations(world, self.config)
