@@ -248,6 +248,16 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
         "on-policy actor-critics beside spn-ac and vdn; metric: greedy return",
         (Task("Foraging-8x8-2p-2f", "lbf/Foraging-8x8-2p-2f-v3", {"common_reward": True}),),
         (*ONPOLICY_ALGOS, "spn-ac", "vdn"), 5, total_steps=500_000),
+    # A coordination task from another library: the one food needs all three players to load
+    # at once (-coop), and lbforaging's penalty is charged for every load that fails, so a
+    # lone attempt costs as in the lift task.
+    _return_suite(
+        "lbf-coop", "level-based foraging 5x5, 3 players, 1 food that needs all three to "
+        "load at once (-coop), a failed load costs 0.5 (lbforaging's penalty), common reward, "
+        "50 steps; metric: greedy return",
+        (Task("Foraging-5x5-3p-1f-coop-p0.5", "lbf/Foraging-5x5-3p-1f-coop-v3",
+              {"common_reward": True, "penalty": 0.5}),),
+        ("spn-ac", "meanfield-ac", "vdn", "qmix", "dcg", "mappo"), 5, total_steps=100_000),
     # Cooperative navigation, the MA-SAC paper's comparison with MADDPG: 3 agents, episodes
     # of 25 steps, its budget of 15,000 episodes (375,000 env steps).
     _return_suite(

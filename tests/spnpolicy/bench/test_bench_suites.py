@@ -133,3 +133,14 @@ def test_coordination_at_eight_agents(tmp_path):
     suite = get_suite("coordination-8")
     assert suite.tasks[0].env == "lift" and suite.tasks[0].env_kwargs["num_agents"] == 8
     assert len(plan(suite, tmp_path)) == len(suite.algos) * suite.seeds
+
+
+def test_lbf_coop_needs_every_player_and_charges_failed_loads():
+    pytest.importorskip("lbforaging", reason="the lbforaging extra is not installed")
+    (task,) = get_suite("lbf-coop").tasks
+    env = make_env(task.env, **task.env_kwargs)
+    try:
+        assert env.foraging.force_coop and env.foraging.penalty == 0.5
+        assert env.common_reward and len(env.possible_agents) == 3
+    finally:
+        env.close()
