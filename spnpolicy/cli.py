@@ -11,6 +11,7 @@ spnpolicy train spn-ac climbing --config cfg.json --set actor_lr=1e-3   # --set 
 spnpolicy bench matrix --workers 2        # a benchmark suite: runs, table, plots
 spnpolicy plot runs/bench/matrix          # redraw a benchmark's table and plots
 spnpolicy query runs/cov3 --fix 2=noop    # a trained policy given agent 2's noop
+spnpolicy evaluate runs/cov3 --episodes 200 --out cov3-eval.json   # greedy vs uniform random
 ```
 
 A run directory holds ``config.json``, ``metrics.jsonl`` / ``metrics.csv`` (one line per
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 import sys
@@ -31,6 +33,7 @@ import textwrap
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from spnpolicy.algos.config import (
@@ -42,6 +45,12 @@ from spnpolicy.algos.config import (
 from spnpolicy.algos.registry import ALGORITHMS, get_algorithm, make_config
 from spnpolicy.cli_args import key_value, literal
 from spnpolicy.envs.registry import ENV_DESCRIPTIONS, ENV_NAMES, LBF_EXAMPLE, registered_envs
+from spnpolicy.envs.validation import check_int
+from spnpolicy.training.evaluation import (
+    SAVED_RUN_EPISODES,
+    SAVED_RUN_SEED,
+    evaluate_saved_run,
+)
 from spnpolicy.training.rundir import RunBusyError
 
 __all__ = ["build_parser", "main"]
@@ -153,6 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--out", default=None, metavar="FILE",
                         help="write the config to FILE (JSON) instead of listing it")
     config.set_defaults(handler=_config)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a trained run's agent beside uniform random actions",
+        description="Play N episodes (--episodes) of the run's env, its env arguments, "
+        "seeded with S (--seed), with the run's agent acting greedily, then the same episodes "
+        "with uniform random joint actions (and with --stochastic, with the agent's sampling "
+        "policy); print one JSON object: the run's algo, env and env_kwargs, and for each "
+        "policy return_mean, return_std, length_mean, episodes, success_rate (envs that "
+        "report success) and final_potential (envs with a potential, e.g. coverage: the mean "
+        "potential of the episodes' last states, 0 when every goal is covered), which shows "
+        "progress on sparse tasks before any success.")
+    evaluate.add_argument("run", metavar="RUN_DIR",
+                          help="run directory (config.json + checkpoints/last.pt) or a "
+                          "checkpoint file in one")
+    evaluate.add_argument("--episodes", type=int, default=SAVED_RUN_EPISODES, metavar="N",
+                          help=f"episodes per policy (default {SAVED_RUN_EPISODES})")
+    evaluate.add_argument("--seed", type=int, default=SAVED_RUN_SEED, metavar="S",
+                          help=f"seed of the episodes and of the random actions (default "
+                          f"{SAVED_RUN_SEED})")
+    evaluate.add_argument("--out", default=None, metavar="FILE",
+                          help="also write the JSON object to FILE")
+    evaluate.add_argument("--stochastic", action="store_true",
+                          help="also evaluate the agent's sampling policy (spn-ac: samples of "
+                          "the joint policy; Q-learners: epsilon-greedy at epsilon_finish)")
+    evaluate.set_defaults(handler=_evaluate)
 
     # Other commands live in their own modules: each `register(commands)` adds a
     # subparser whose `handler(args) -> int` runs it.
@@ -291,6 +325,25 @@ def _config(args: argparse.Namespace) -> int:
     for f in dataclasses.fields(cfg):
         note = " (fixed by the algorithm)" if f.name in fixed else ""
         print(f"{f.name} = {getattr(cfg, f.name)!r}{note}\n    {docs.get(f.name, '')}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    check_int("--episodes", args.episodes, 1)
+    check_int("--seed", args.seed, 0)
+    torch.set_num_threads(1)
+    text = json.dumps(evaluate_saved_run(args.run, args.episodes, args.seed, args.stochastic),
+                      indent=2)
+    print(text)
+    if args.out is not None:
+        out = Path(args.out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text + "\n")
+        except OSError as error:
+            raise ValueError(f"--out {args.out}: cannot write it ({error.strerror})") from None
     return 0
 
 

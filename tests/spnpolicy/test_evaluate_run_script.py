@@ -1,4 +1,5 @@
-"""benchmarks/evaluate_run.py: a finished run's greedy evaluation beside uniform random."""
+"""benchmarks/evaluate_run.py, the wrapper of ``spnpolicy evaluate``: a finished run's greedy
+evaluation beside uniform random, on an agent that reads per-agent observations (vdn)."""
 
 import json
 
