@@ -117,7 +117,7 @@ def test_many_agent_coverage_suites(tmp_path, n, size, observation):
     assert ("dcg" in suite.algos) == (n <= 16)
     for run in plan(suite, tmp_path):
         config = make_config(run.algo, "coverage", run.config)
-        assert config.shaping is True
+        assert (config.shaping, config.shaping_form, config.gamma) == (True, "progress", 0.9)
         if hasattr(config, "num_factors"):      # O(n) factors for the factored critics
             assert (config.factor_graph, config.num_factors) == ("random", 2 * n)
     # a full replay of states and per-agent observations (float32) stays under 2.6 GB
