@@ -1,11 +1,8 @@
-"""Structural analysis of a node DAG: traversal, validation and structural properties.
-
-One depth-first walk numbers the nodes (children before parents), checks smoothness and
-decomposability and computes heights, once per distinct child list (the sums of a dense
-region share one). Errors name a node by its first path from the root, e.g.
-``root.children[1].children[0]``. :func:`is_deterministic`: do the children of every sum
-have pairwise disjoint supports (:class:`_Atoms`, with the exact pairwise fallback
-:class:`_Overlap`)?
+"""Structural analysis of a node DAG: one depth-first walk numbers the nodes (children
+before parents); smoothness, decomposability and heights are then checked and computed once
+per distinct child list (the sums of a dense region share one). Errors name a node by its
+first path from the root, e.g. ``root.children[1].children[0]``. :func:`is_deterministic`:
+do the children of every sum have pairwise disjoint supports?
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ import gc
 import itertools
 import math
 from dataclasses import dataclass
-from functools import cached_property
 from operator import attrgetter, itemgetter
 
 import numpy as np
@@ -35,7 +31,6 @@ class Structure:
     ``heights``; list ``j`` holds ``list_members[list_start[j]:list_start[j] +
     list_size[j]]``; ``num_states`` per variable."""
 
-    root: Node
     order: tuple[Node, ...]
     kinds: np.ndarray
     child_list: np.ndarray
@@ -45,11 +40,6 @@ class Structure:
     heights: np.ndarray
     num_states: tuple[int, ...]
     is_deterministic: bool
-
-    @cached_property
-    def paths(self) -> dict:
-        """node -> its first path from the root, for error messages."""
-        return _first_paths(self.root)
 
 
 def analyse(root: Node) -> Structure:
@@ -65,13 +55,13 @@ def analyse(root: Node) -> Structure:
         order = walk.order
         num_states = _check_variables(walk, root)
         if walk.first_bad is not None:
-            _check_smooth_decomposable([order[walk.first_bad]], _first_paths(root))
+            _check_smooth_decomposable(order[walk.first_bad], _first_paths(root))
         deterministic = is_deterministic(order, walk.kinds.tolist(), walk.sizes.tolist(),
                                          walk.is_factor.tolist())
     finally:
         if collecting:
             gc.enable()
-    return Structure(root=root, order=tuple(order), kinds=walk.kinds, child_list=walk.child_list,
+    return Structure(order=tuple(order), kinds=walk.kinds, child_list=walk.child_list,
                      list_members=walk.list_members, list_start=walk.list_start,
                      list_size=walk.list_size, heights=walk.heights, num_states=num_states,
                      is_deterministic=deterministic)
@@ -197,10 +187,8 @@ def _children(node: Node, kind: int) -> tuple:
 
 def _first_paths(root: Node) -> dict:
     """node -> its first path from the root (depth-first); raises CircuitError on a cycle."""
-    paths = {root: "root"}
-    state: dict = {}  # node -> 1 while on the stack, 2 when finished
+    paths, state = {root: "root"}, {root: 1}    # state: 1 while on the stack, 2 when finished
     stack = [(root, iter(enumerate(root.children)))]
-    state[root] = 1
     while stack:
         node, it = stack[-1]
         index, child = next(it, (None, None))
@@ -218,55 +206,48 @@ def _first_paths(root: Node) -> dict:
 
 
 def _check_variables(walk: _Walk, root: Node) -> tuple[int, ...]:
-    num_states: dict[int, int] = {}
-    where: dict[int, int] = {}
+    first: dict[int, int] = {}                  # variable -> position of its first leaf
     order = walk.order
     for position in walk.special:
         node = order[position]
-        if walk.kinds[position] == LEAF:
-            known = num_states.setdefault(node.var, node.num_states)
-            where.setdefault(node.var, position)
-            if known != node.num_states:
-                paths = _first_paths(root)
-                raise CircuitError(
-                    f"Circuit: variable {node.var} has num_states={known} at "
-                    f"{paths[order[where[node.var]]]} but num_states={node.num_states} at {paths[node]}")
-        else:
+        if walk.kinds[position] != LEAF:
             raise CircuitError(f"Circuit: unknown node type {type(node).__name__} at "
                                f"{_first_paths(root)[node]}")
+        known = order[first.setdefault(node.var, position)]
+        if known.num_states != node.num_states:
+            paths = _first_paths(root)
+            raise CircuitError(f"Circuit: variable {node.var} has num_states={known.num_states} at "
+                               f"{paths[known]} but num_states={node.num_states} at {paths[node]}")
     variables = sorted(root.scope)
     if variables != list(range(len(variables))):
         missing = sorted(set(range(max(variables) + 1)) - set(variables))
         raise CircuitError(f"Circuit: variables must be 0..num_vars-1; the root's scope "
                            f"{variables} is missing {missing}")
-    return tuple(num_states[v] for v in variables)
+    return tuple(order[first[v]].num_states for v in variables)
 
 
-def _check_smooth_decomposable(nodes: list[Node], paths: dict) -> None:
-    for node in nodes:
-        if isinstance(node, Sum):
-            first = node.children[0].scope
-            for i, child in enumerate(node.children[1:], start=1):
-                if child.scope != first:
+def _check_smooth_decomposable(node: Node, paths: dict) -> None:
+    if isinstance(node, Sum):
+        first = node.children[0].scope
+        for i, child in enumerate(node.children[1:], start=1):
+            if child.scope != first:
+                raise CircuitError(
+                    f"Circuit: sum node {paths[node]} is not smooth: child 0 has scope "
+                    f"{sorted(first)} but child {i} has scope {sorted(child.scope)} "
+                    f"(differing variables {sorted(first ^ child.scope)})")
+    elif isinstance(node, Product):
+        seen: dict[int, int] = {}
+        for i, child in enumerate(node.children):
+            for var in child.scope:
+                if var in seen:
+                    shared = sorted(child.scope & node.children[seen[var]].scope)
                     raise CircuitError(
-                        f"Circuit: sum node {paths[node]} is not smooth: child 0 has scope "
-                        f"{sorted(first)} but child {i} has scope {sorted(child.scope)} "
-                        f"(differing variables {sorted(first ^ child.scope)})")
-        elif isinstance(node, Product):
-            seen: dict[int, int] = {}
-            for i, child in enumerate(node.children):
-                for var in child.scope:
-                    if var in seen:
-                        shared = sorted(child.scope & node.children[seen[var]].scope)
-                        raise CircuitError(
-                            f"Circuit: product node {paths[node]} is not decomposable: children "
-                            f"{seen[var]} and {i} share variables {shared}")
-                    seen[var] = i
+                        f"Circuit: product node {paths[node]} is not decomposable: children "
+                        f"{seen[var]} and {i} share variables {shared}")
+                seen[var] = i
 
 
 # --- structural determinism -----------------------------------------------------------
-
-
 def is_deterministic(order: list[Node], kinds: list, sizes: list, is_factor: list) -> bool:
     """Whether the children of every sum have pairwise disjoint supports (a sufficient
     condition for determinism), for the nodes in ``order`` (children first) with per

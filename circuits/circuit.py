@@ -13,11 +13,13 @@ from circuits.compile import Plan, compile_plan
 from circuits.distribution import (CircuitDistribution, check_assignment, check_dtype,
                                    check_params, warn_if_approximate)
 from circuits.nodes import Node
-from circuits.program import kept_structure
+from circuits.program import kept, kept_structure
 from circuits.region_tree import RegionTree
 from circuits.tables import TablePlan, build_table_plan
 
 __all__ = ["Circuit"]
+
+CPU = torch.device("cpu")
 
 
 class Circuit(nn.Module):
@@ -41,17 +43,12 @@ class Circuit(nn.Module):
     def __init__(self, root: Node, dtype: torch.dtype | None = None):
         """Validate and compile ``root``; ``dtype`` of the parameters (default: torch's)."""
         super().__init__()
-        structure = analyse(root)
         self.root = root
-        self._structure = structure
-        self._plans: dict = {}
-        self._plans[torch.device("cpu")] = compile_plan(structure)
-        self._table_plans: dict = {}
-        self._tree: RegionTree | None = None       # the region-tree layout, once read
-        self._region_tree_read = False
+        self._structure = analyse(root)
+        self._plans: dict = {CPU: compile_plan(self._structure)}   # by device
+        self._kept: dict = {}                      # table plans by (scopes, device), the region tree
         self._own_params: tuple | None = None      # (key, logp, logp_ext, exps) of unchanged logits
-        plan = self._plans[torch.device("cpu")]
-        self.logits = nn.Parameter(plan.init_logits.to(check_dtype(dtype)))
+        self.logits = nn.Parameter(self._plans[CPU].init_logits.to(check_dtype(dtype)))
 
     # --- structure ---------------------------------------------------------------------------
     @property
@@ -69,7 +66,7 @@ class Circuit(nn.Module):
 
     @property
     def num_params(self) -> int:
-        return self._plans[torch.device("cpu")].num_params
+        return self._plans[CPU].num_params
 
     @property
     def num_nodes(self) -> int:
@@ -103,27 +100,18 @@ class Circuit(nn.Module):
     # --- execution ---------------------------------------------------------------------------
     def _plan_on(self, device: torch.device) -> Plan:
         device = torch.device(device)
-        if device not in self._plans:
-            with kept_structure():
-                self._plans[device] = self._plans[torch.device("cpu")].to(device)
-        return self._plans[device]
+        return kept(self._plans, device, lambda: self._plans[CPU].to(device))
 
     def _table_plan(self, scopes: tuple, device: torch.device) -> TablePlan:
-        key = (scopes, torch.device(device))
-        if key not in self._table_plans:
-            with kept_structure():
-                cpu = build_table_plan(self._plans[torch.device("cpu")], self.root, list(scopes))
-                self._table_plans[key] = cpu.to(device)
-        return self._table_plans[key]
+        return kept(self._kept, (scopes, torch.device(device)),
+                    lambda: build_table_plan(self._plans[CPU], self.root, list(scopes)).to(device))
 
     def region_tree(self, device: torch.device | str = "cpu") -> RegionTree | None:
         """The circuit's :class:`~circuits.region_tree.RegionTree` on ``device``, or None when
         it is not a binary region tree of indicators."""
-        if not self._region_tree_read:
-            with kept_structure():
-                self._tree = RegionTree.from_plan(self._plans[torch.device("cpu")], self.distribution)
-                self._region_tree_read = True
-        return None if self._tree is None else self._tree.to(device)   # kept per device
+        tree = kept(self._kept, "region tree",
+                    lambda: RegionTree.from_plan(self._plans[CPU], self.distribution))
+        return None if tree is None else tree.to(device)   # kept per device
 
     def distribution(self, params: torch.Tensor | None = None) -> CircuitDistribution:
         """The distribution for unnormalised logits ``params [*batch, num_params]`` (default:

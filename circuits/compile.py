@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -79,14 +80,11 @@ class Plan:
     program: object = None            # the upward pass's per-layer steps (circuits.program)
     param_runs: tuple = ()            # (start, stop, size, first group, stop group) segments of the
                                       # parameters: size > 0 = runs of equal-size groups, 0 = mixed
-    node_cache: dict | None = field(repr=False, default=None)
 
-    @property
+    @cached_property
     def node_of(self) -> dict:
-        """node object -> node id (built on first use)."""
-        if self.node_cache is None:
-            self.node_cache = dict(zip(self.nodes, range(1, len(self.nodes) + 1)))
-        return self.node_cache
+        """node object -> node id."""
+        return dict(zip(self.nodes, range(1, len(self.nodes) + 1)))
 
     @property
     def num_leaves(self) -> int:
@@ -104,8 +102,7 @@ class Plan:
 def compile_plan(structure: Structure) -> Plan:
     """Number the nodes, lay out parameters and build every layer's index tensors (numpy
     over the structure's distinct child lists)."""
-    order, kinds = structure.order, structure.kinds
-    num_states = structure.num_states
+    order, kinds, num_states = structure.order, structure.kinds, structure.num_states
     max_states = max(num_states)
     leaf_pos = np.flatnonzero(kinds == LEAF)
     leaves = [order[p] for p in leaf_pos.tolist()]
@@ -154,35 +151,21 @@ def compile_plan(structure: Structure) -> Plan:
 
 def _param_runs(group: torch.Tensor, num_groups: int, min_groups: int = 4) -> tuple:
     """The parameters (groups contiguous, in order) as ``(start, stop, size, first group,
-    stop group)`` segments: runs of at least ``min_groups`` groups of one size, and the
-    stretches between them (size 0 where their groups' sizes differ)."""
+    stop group)`` segments: each run of groups of one size, except that runs of fewer than
+    ``min_groups`` groups next to each other make one stretch of size 0 (mixed sizes)."""
     if num_groups == 0:
         return ()
-    sizes = torch.bincount(group, minlength=num_groups)
-    run_sizes, run_lengths = torch.unique_consecutive(sizes, return_counts=True)
-    segments, at, first_group = [], 0, 0
-    mixed_from = None                                 # (param start, group start, run count)
-    for size, length in zip(run_sizes.tolist(), run_lengths.tolist()):
-        stop, stop_group = at + size * length, first_group + length
-        if length >= min_groups:
-            if mixed_from is not None:
-                segments.append(_stretch(mixed_from, at, first_group, size_of=sizes))
-                mixed_from = None
-            segments.append((at, stop, size, first_group, stop_group))
-        elif mixed_from is None:
-            mixed_from = (at, first_group)
-        at, first_group = stop, stop_group
-    if mixed_from is not None:
-        segments.append(_stretch(mixed_from, at, first_group, size_of=sizes))
+    sizes, lengths = torch.unique_consecutive(torch.bincount(group, minlength=num_groups),
+                                              return_counts=True)
+    segments, at, first, short = [], 0, 0, False
+    for size, length in zip(sizes.tolist(), lengths.tolist()):
+        stop, stop_group = at + size * length, first + length
+        if short and length < min_groups:            # joins the short runs before it
+            segments[-1] = (segments[-1][0], stop, 0, segments[-1][3], stop_group)
+        else:
+            segments.append((at, stop, size, first, stop_group))
+        short, at, first = length < min_groups, stop, stop_group
     return tuple(segments)
-
-
-def _stretch(start: tuple, stop: int, stop_group: int, size_of: torch.Tensor) -> tuple:
-    """The segment of a stretch of short runs from ``start`` (param, group) to ``stop``:
-    dense (its groups' size) where every group has one size, else mixed (size 0)."""
-    sizes = size_of[start[1]:stop_group]
-    size = int(sizes[0]) if bool((sizes == sizes[0]).all()) else 0
-    return (start[0], stop, size, start[1], stop_group)
 
 
 def _layer_specs(structure: Structure) -> list[list[tuple[str, list]]]:
@@ -256,8 +239,6 @@ def _build_group(kind: str, positions: list, lists: _ChildLists, node_ids: np.nd
 
 
 # --- the flat parameter vector's layout -----------------------------------------------
-
-
 class ParamTable:
     """Assigns flat parameter positions; placeholder slots are mapped by ``resolve``."""
 

@@ -8,13 +8,12 @@
   layer (nodes bucketed by in-degree, one log-sum-exp per bucket).
 - :func:`mode`: one most probable induced tree per row, from the gradient of the
   max-product pass w.r.t. the leaves.
-- :func:`descend`, :func:`sample`: one induced tree per row from the root, one uniform
-  per sum and leaf, in chunks of rows.
+- :func:`sample`: one induced tree per row from the root, one uniform per sum and leaf,
+  in chunks of rows.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -22,26 +21,15 @@ import torch
 from circuits import passes, upward
 from circuits.compile import Group, Plan
 from circuits.kernels import logsumexp, zero_log_zero
-from circuits.program import kept_structure
+from circuits.program import kept
 
-__all__ = ["descend", "entropy", "flows", "leaf_marginals", "log_derivatives", "mode",
+__all__ = ["entropy", "flows", "leaf_marginals", "log_derivatives", "mode",
            "per_variable_logsumexp", "sample"]
 
 CHUNK_ELEMENTS = 1 << 24   # bound on rows * (nodes + widest group) per sampling chunk
 
 
-def _per_plan(cache: dict, plan: Plan, build):
-    """``build(plan)``, once per plan object (keyed by id, checked by a weak reference)."""
-    entry = cache.get(id(plan))
-    if entry is None or entry[0]() is not plan:
-        with kept_structure():
-            entry = cache[id(plan)] = (weakref.ref(plan), build(plan))
-    return entry[1]
-
-
 # --- node flows -------------------------------------------------------------------------
-
-
 @dataclass
 class _Target:
     """The edges at ``positions`` of a group's flat child matrix (None: all) enter layer
@@ -61,11 +49,8 @@ class _FlowPlan:
     root_local: int
 
 
-_FLOW_PLANS: dict = {}
-
-
 def _flow_plan(plan: Plan) -> _FlowPlan:
-    return _per_plan(_FLOW_PLANS, plan, _build_flow_plan)
+    return kept(plan.__dict__, "_flow_plan", lambda: _build_flow_plan(plan))
 
 
 def _build_flow_plan(plan: Plan) -> _FlowPlan:
@@ -143,9 +128,7 @@ def entropy(plan: Plan, logp_ext: torch.Tensor, node_flows: torch.Tensor) -> tor
     return -(plogp * node_flows.index_select(1, owner)).sum(-1)
 
 
-# --- under evidence, descents and samples ---------------------------------------------
-
-
+# --- under evidence, mode and samples ---------------------------------------------------
 def leaf_marginals(plan: Plan, logp_ext: torch.Tensor, node_flows: torch.Tensor) -> torch.Tensor:
     """Single-variable marginals ``[B', V, K]`` from the leaves' flows and distributions."""
     theta = torch.exp(logp_ext[:, plan.leaf_slots])                   # [B', L, K]
@@ -158,19 +141,15 @@ def leaf_marginals(plan: Plan, logp_ext: torch.Tensor, node_flows: torch.Tensor)
 class _Pull:
     """Per layer below the root's, top-down, buckets of the nodes with ``D`` incoming edges:
     ``(nodes [n], parents [n, D], sibling_slots [n, D] | None, weight_slots [n, D] | None)``;
-    sibling slot ``num_sibling_slots`` is a zero row (sum edges), weight slot ``P + 1`` log 1
-    (product edges)."""
+    the last sibling slot is a zero row (sum edges), weight slot ``P + 1`` log 1 (product
+    edges)."""
 
     steps: list
-    num_sibling_slots: int
     var_leaves: torch.Tensor      # [V, most leaves of one variable]: leaf indices, padding L
 
 
-_PULLS: dict = {}
-
-
 def _pull(plan: Plan) -> _Pull:
-    return _per_plan(_PULLS, plan, _build_pull)
+    return kept(plan.__dict__, "_pull", lambda: _build_pull(plan))
 
 
 def _build_pull(plan: Plan) -> _Pull:
@@ -208,7 +187,7 @@ def _build_pull(plan: Plan) -> _Pull:
             buckets.append((members, parent[edge], sib if bool((sib < offset).any()) else None,
                             w if bool((w != one).any()) else None))
         steps.append(buckets)
-    return _Pull(steps, offset, _var_leaves(plan.leaf_var.to(device), plan.num_vars))
+    return _Pull(steps, _var_leaves(plan.leaf_var.to(device), plan.num_vars))
 
 
 def _var_leaves(leaf_var: torch.Tensor, num_vars: int) -> torch.Tensor:
@@ -293,31 +272,6 @@ def mode(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, rows: int) 
     return out.scatter_add_(1, plan.leaf_var.expand(rows, -1), values)
 
 
-def descend(plan: Plan, rows: int, choose_child, leaf_states: torch.Tensor) -> torch.Tensor:
-    """One induced tree per row from the root down -> ``x [rows, V]``.
-    ``choose_child(index, group)``: the child position ``[rows, M]`` of each sum of group
-    ``index``; ``leaf_states [rows, L]``: each leaf's state if reached."""
-    device = leaf_states.device
-    hits = torch.zeros(rows, plan.num_nodes, dtype=torch.uint8, device=device)
-    hits[:, plan.root] = 1
-    groups = list(plan.groups())
-    for index in reversed(range(len(groups))):
-        group = groups[index]
-        active = hits[:, group.start:group.stop]                      # [rows, M] (a view)
-        children = group.child_matrix()
-        if group.kind == "product":
-            src = (active.unsqueeze(-1) & group.edge_mask.to(torch.uint8)).flatten(1)
-            hits.index_add_(1, children.reshape(-1), src)
-        else:
-            pick = choose_child(index, group)                         # [rows, M]
-            chosen = children.gather(1, pick.T).T
-            hits.scatter_add_(1, chosen, active.clone())
-    reached = hits[:, 1:plan.num_leaves + 1].bool()
-    x = torch.zeros(rows, plan.num_vars, dtype=torch.long, device=device)
-    values = torch.where(reached, leaf_states, torch.zeros_like(leaf_states))
-    return x.scatter_add_(1, plan.leaf_var.expand(rows, -1), values)
-
-
 def sample(plan: Plan, logp_ext: torch.Tensor, rows: int, generator=None) -> torch.Tensor:
     """Exact ancestral samples ``[rows, V]``; row ``r`` uses parameter row ``r % B'`` of
     ``logp_ext [B', P + 2]`` (so ``[*sample_shape, *batch]`` rows flatten naturally)."""
@@ -331,17 +285,27 @@ def sample(plan: Plan, logp_ext: torch.Tensor, rows: int, generator=None) -> tor
 
 
 def _sample_chunk(plan: Plan, logp_ext: torch.Tensor, start: int, stop: int, generator) -> torch.Tensor:
+    """Rows ``start:stop`` of :func:`sample`: one induced tree per row from the root down."""
     rows = stop - start
     shared = logp_ext.shape[0] == 1
     ext = logp_ext if shared else logp_ext.index_select(
         0, torch.arange(start, stop, device=logp_ext.device) % logp_ext.shape[0])
-    theta = ext[:, plan.leaf_slots]                                  # [B', L, K]
-    leaf_states = _invert(theta, rows, shared, generator)            # [rows, L]
-
-    def choose(index: int, group: Group) -> torch.Tensor:
-        return _invert(ext[:, group.weights], rows, shared, generator)
-
-    return descend(plan, rows, choose, leaf_states)
+    leaf_states = _invert(ext[:, plan.leaf_slots], rows, shared, generator)  # [rows, L]
+    hits = torch.zeros(rows, plan.num_nodes, dtype=torch.uint8, device=ext.device)
+    hits[:, plan.root] = 1
+    for group in reversed(list(plan.groups())):
+        active = hits[:, group.start:group.stop]                      # [rows, M] (a view)
+        children = group.child_matrix()
+        if group.kind == "product":
+            src = (active.unsqueeze(-1) & group.edge_mask.to(torch.uint8)).flatten(1)
+            hits.index_add_(1, children.reshape(-1), src)
+        else:
+            pick = _invert(ext[:, group.weights], rows, shared, generator)   # [rows, M]
+            hits.scatter_add_(1, children.gather(1, pick.T).T, active.clone())
+    reached = hits[:, 1:plan.num_leaves + 1].bool()
+    values = torch.where(reached, leaf_states, torch.zeros_like(leaf_states))
+    x = torch.zeros(rows, plan.num_vars, dtype=torch.long, device=ext.device)
+    return x.scatter_add_(1, plan.leaf_var.expand(rows, -1), values)
 
 
 def _invert(log_weights: torch.Tensor, rows: int, shared: bool, generator) -> torch.Tensor:

@@ -88,8 +88,6 @@ def may_hold_log_zero(logw: torch.Tensor) -> bool:
 
 
 # --- the fused outer step ------------------------------------------------------------
-
-
 def max_shift(x: torch.Tensor, dim: int) -> torch.Tensor:
     """A detached max over ``dim`` (kept), 0 where it is ``-inf``."""
     return (x.detach() if x.requires_grad else x).amax(dim, keepdim=True).nan_to_num_(neginf=0.0)

@@ -101,6 +101,9 @@ class Node:
     def children(self) -> tuple[Node, ...]:
         return self._children
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scope={sorted(self.scope)}, num_children={len(self.children)})"
+
 
 class Categorical(Node):
     """A categorical input distribution over variable ``var`` with ``num_states`` states:
@@ -175,8 +178,8 @@ class Sum(Node):
 
     def __init__(self, children: Sequence[Node], weights: Sequence[float] | None = None,
                  logits: Sequence[float] | None = None):
-        children = _check_children(children, "Sum")
-        owner = f"Sum(scope={sorted(frozenset().union(*(c.scope for c in children)))})"
+        children, scope = _check_children(children, "Sum")
+        owner = f"Sum(scope={sorted(scope)})"
         if weights is not None and logits is not None:
             raise CircuitError(f"{owner}: pass weights or logits, not both")
         if weights is not None:
@@ -192,15 +195,11 @@ class Sum(Node):
         finite = [v for v in scores if v != -math.inf]
         top = max(finite)
         log_norm = top + math.log(sum(math.exp(v - top) for v in finite))
-        self._init(_scope=frozenset().union(*(c.scope for c in children)), _children=children,
-                   log_weights=tuple(v - log_norm for v in scores))
+        self._init(_scope=scope, _children=children, log_weights=tuple(v - log_norm for v in scores))
 
     @property
     def weights(self) -> tuple[float, ...]:
         return tuple(math.exp(v) for v in self.log_weights)
-
-    def __repr__(self) -> str:
-        return f"Sum(scope={sorted(self.scope)}, num_children={len(self.children)})"
 
 
 class Product(Node):
@@ -209,14 +208,12 @@ class Product(Node):
     __slots__ = ()
 
     def __init__(self, children: Sequence[Node]):
-        children = _check_children(children, "Product")
-        self._init(_scope=frozenset().union(*(c.scope for c in children)), _children=children)
-
-    def __repr__(self) -> str:
-        return f"Product(scope={sorted(self.scope)}, num_children={len(self.children)})"
+        children, scope = _check_children(children, "Product")
+        self._init(_scope=scope, _children=children)
 
 
-def _check_children(children: Sequence[Node], kind: str) -> tuple[Node, ...]:
+def _check_children(children: Sequence[Node], kind: str) -> tuple[tuple[Node, ...], frozenset]:
+    """The children as a tuple, and the union of their scopes."""
     try:
         children = tuple(children)
     except TypeError:
@@ -226,4 +223,4 @@ def _check_children(children: Sequence[Node], kind: str) -> tuple[Node, ...]:
     for i, child in enumerate(children):
         if not isinstance(child, Node):
             raise CircuitError(f"{kind}: child {i} is not a circuit node: {child!r}")
-    return children
+    return children, frozenset().union(*(c.scope for c in children))

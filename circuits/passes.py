@@ -1,13 +1,9 @@
-"""Passes over a compiled :class:`~circuits.compile.Plan` that the queries share.
+"""Passes over a compiled :class:`~circuits.compile.Plan` that the queries share:
+normalisation, leaf values, the entry points of :func:`circuits.upward.run`, posteriors.
 
-- :func:`normalise`: flat logits to log-parameters, one log-softmax per parameter group
-  (a leaf's support states, a sum's children), exact for logits of any magnitude;
-- the upward pass's entry points (:func:`root_log_values`, :func:`log_values`) over
-  :func:`circuits.upward.run`;
-- :func:`posterior`: the parameters of ``p(. | x)``.
-
-``logp``: normalised log-parameters ``[B' (1 or batch), P]``; :func:`extend` appends the
-constant slots log 0 and log 1 (``logp_ext [B', P + 2]``).
+``logp``: normalised log-parameters ``[B' (1 or batch), P]``, one log-softmax per parameter
+group (a leaf's support states, a sum's children); :func:`extend` appends the constant
+slots log 0 and log 1 (``logp_ext [B', P + 2]``).
 """
 
 from __future__ import annotations
@@ -73,11 +69,8 @@ def _scatter_log_softmax(params: torch.Tensor, group: torch.Tensor, num_groups: 
 def _check_mass(plan: Plan, params: torch.Tensor, name: str) -> None:
     """Raise where some group of ``params [B, P]`` is all ``-inf`` (a NaN logit alone passes)."""
     top = _group_max(params, plan.param_group.to(params.device), plan.num_param_groups)
-    if bool(torch.isneginf(top).any()):
-        _raise_zero_mass(plan, top, name)
-
-
-def _raise_zero_mass(plan: Plan, top: torch.Tensor, name: str) -> None:
+    if not bool(torch.isneginf(top).any()):
+        return
     row, g = torch.nonzero(torch.isneginf(top))[0].tolist()
     members = torch.nonzero(plan.param_group.cpu() == g).flatten().tolist()
     first = members[0]

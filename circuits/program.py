@@ -18,14 +18,22 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 import numpy as np
 import torch
 
-__all__ = ["KeptWeights", "LeafProducts", "Program", "Step", "build_program", "kept_structure",
-           "leaf_products", "moved"]
+__all__ = ["KeptWeights", "LeafProducts", "Program", "Step", "build_program", "kept",
+           "kept_structure", "leaf_products", "moved"]
 
 
 def kept_structure() -> torch.inference_mode:
     """The context that builds structure kept across calls: outside inference mode, so no
     kept index tensor is an inference tensor."""
     return torch.inference_mode(False)
+
+
+def kept(cache: dict, key, make):
+    """``cache[key]``, made by ``make()`` under :func:`kept_structure` on first use."""
+    if key not in cache:
+        with kept_structure():
+            cache[key] = make()
+    return cache[key]
 
 
 def moved(obj, device):
@@ -65,7 +73,6 @@ class Program:
     outers: list = field(default_factory=list)  # (layer, step index) of every outer step
     cuts: tuple = ()                   # split sizes of logp_ext's P + 2 columns into pieces
     row_leaf: torch.Tensor = None      # [n_0] leaf index of each leaf-layer row (padding: 0)
-    leaf_rows: torch.Tensor = None     # [L] leaf-layer row of each leaf
     leaf_table: torch.Tensor | None = None  # [V, Lv, K + 1] slots: the leaf layer by variable
 
 
@@ -103,9 +110,9 @@ class _Builder:
         n = plan.num_nodes
         self.layer = torch.full((n,), -1, dtype=torch.long)
         self.row = torch.full((n,), -1, dtype=torch.long)
-        self.row_leaf, self.leaf_rows, self.leaf_table = _leaf_layout(plan)
+        self.row_leaf, leaf_rows, self.leaf_table = _leaf_layout(plan)
         self.layer[1:plan.num_leaves + 1] = 0
-        self.row[1:plan.num_leaves + 1] = self.leaf_rows
+        self.row[1:plan.num_leaves + 1] = leaf_rows
         self.sizes = [self.row_leaf.numel()]
         self.layers: list[list[Step]] = []
         self.outers: list = []
@@ -200,7 +207,7 @@ class _Builder:
             next_row += products.numel()
         return Program(self.layers, int(self.layer[plan.root]), int(self.row[plan.root]),
                        index, self.outers, self._pieces(plan.num_params + 2),
-                       self.row_leaf, self.leaf_rows, self.leaf_table)
+                       self.row_leaf, self.leaf_table)
 
     def _pieces(self, width: int) -> tuple:
         """Give every dense/outer step whose weight slots are one contiguous range its own
@@ -299,8 +306,6 @@ def _fusable_blocks(plan, products: tuple, parents: np.ndarray) -> dict:
 
 
 # --- the first layer read from the leaf tables ------------------------------------------
-
-
 @dataclass
 class LeafProducts:
     """Index tensors of the fused first layer (built once per program)."""
@@ -316,19 +321,21 @@ class LeafProducts:
                kept: KeptWeights | None = None) -> torch.Tensor:
         """The first layer's log-values ``[M, B]`` from ``logp_ext [1, P + 2]`` and ``x [B, V]``
         (-1 = missing); ``kept``: :class:`KeptWeights` that keep the leaf tables."""
-        return self.in_order(self.grouped(logp_ext, x, kept))
-
-    def grouped(self, logp_ext: torch.Tensor, x: torch.Tensor,
-                kept: KeptWeights | None = None) -> torch.Tensor:
-        """:meth:`values` with the products grouped by tuple: ``[U * I, B]``."""
-        u, _, _, i = self.slots.shape
+        u, w, _, i = self.slots.shape
         batch = x.shape[0]
-        if self._autograd(logp_ext):
+        if torch.is_grad_enabled() and logp_ext.requires_grad:
             table = logp_ext.reshape(-1).take(self.gather_slots)            # [U, I, W, K + 1]
             if table.device.type == "cpu" and bool(torch.isfinite(table).all()):
-                return self._one_hot_sum(table, x).view(u * i, batch)
-            return self._gathered(logp_ext, x, table).sum(2).view(u * i, batch)
-        return self.children(logp_ext, x, kept).sum(1).transpose(1, 2).reshape(u * i, batch)
+                grouped = self._one_hot_sum(table, x).view(u * i, batch)
+            else:
+                picked = self._columns(x).view(u, 1, w, batch)
+                grouped = table.gather(3, picked.expand(u, i, w, batch)).sum(2).view(u * i, batch)
+        else:
+            table = self.table(logp_ext) if kept is None else kept.get(self, lambda: self.table(logp_ext))
+            rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
+            grouped = table.index_select(0, rows).view(u, w, batch, i).sum(1)
+            grouped = grouped.transpose(1, 2).reshape(u * i, batch)
+        return grouped if self.order is None else grouped.index_select(0, self.order)
 
     def _one_hot_sum(self, table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``sum_w table[u, i, w, 1 + x_w]`` ``[U, I, B]`` as a batched matmul with one-hot
@@ -338,36 +345,6 @@ class LeafProducts:
         picked = self._columns(x).view(u, w, 1, batch)
         one_hot = table.new_zeros(u, w, k1, batch).scatter_(2, picked, 1.0)
         return torch.bmm(table.view(u, i, w * k1), one_hot.view(u, w * k1, batch))
-
-    def in_order(self, grouped: torch.Tensor) -> torch.Tensor:
-        """Grouped rows ``[U * I, B]`` in the order ``program`` reads them ``[M, B]``."""
-        return grouped if self.order is None else grouped.index_select(0, self.order)
-
-    def children(self, values_ext: torch.Tensor, x: torch.Tensor,
-                 kept: KeptWeights | None = None) -> torch.Tensor:
-        """Every grouped product's child values ``[U, W, B, I]`` from ``values_ext [1, P + 2]``
-        (any quantity laid out like ``logp_ext``) at ``x [B, V]``."""
-        if self._autograd(values_ext):
-            return self._gathered(values_ext, x).permute(0, 2, 3, 1)
-        u, w, _, i = self.slots.shape
-        table = (self.table(values_ext) if kept is None
-                 else kept.get(self, lambda: self.table(values_ext)))
-        rows = x.T.index_select(0, self.variables).add_(self.row_base).view(-1)
-        return table.index_select(0, rows).view(u, w, x.shape[0], i)
-
-    @staticmethod
-    def _autograd(values_ext: torch.Tensor) -> bool:
-        return torch.is_grad_enabled() and values_ext.requires_grad
-
-    def _gathered(self, values_ext: torch.Tensor, x: torch.Tensor,
-                  table: torch.Tensor | None = None) -> torch.Tensor:
-        """Child values ``[U, I, W, B]`` (``table``: ``[U, I, W, K + 1]``, if taken)."""
-        u, w, _, i = self.slots.shape
-        batch = x.shape[0]
-        if table is None:
-            table = values_ext.reshape(-1).take(self.gather_slots)          # [U, I, W, K + 1]
-        picked = self._columns(x).view(u, 1, w, batch)
-        return table.gather(3, picked.expand(u, i, w, batch))
 
     def _columns(self, x: torch.Tensor) -> torch.Tensor:
         """The column ``1 + state`` ``[U * W, B]`` each tuple position reads (0: missing)."""
@@ -380,11 +357,7 @@ class LeafProducts:
 
 def leaf_products(program: Program) -> LeafProducts | None:
     """The fused first layer of ``program``, or None (kept on the program)."""
-    cached = getattr(program, "_leaf_products", False)
-    if cached is False:
-        with kept_structure():
-            cached = program._leaf_products = _build(program)
-    return cached
+    return kept(program.__dict__, "_leaf_products", lambda: _build(program))
 
 
 def _build(program: Program) -> LeafProducts | None:

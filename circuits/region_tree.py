@@ -11,6 +11,7 @@ engine's (:func:`circuits.passes.normalise`, extended), indexed by parameter slo
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ import torch
 
 from circuits.compile import Plan
 from circuits.nodes import Categorical, Product, Sum
-from circuits.program import kept_structure, moved
+from circuits.program import kept, moved
 from circuits.tree_distribution import TreeDistribution
 
 __all__ = ["RegionTree"]
@@ -82,17 +83,12 @@ class RegionTree:
         self.weight_sizes = [len(root_pos)] + [len(r.table_pos) for r in self.summed]
         for i, r in enumerate(self.summed):
             r.weight_index = i + 1
-        self.num_vars, self.num_params = plan.num_vars, plan.num_params
-        self.num_states = plan.max_states
+        self.num_vars, self.num_params, self.num_states = plan.num_vars, plan.num_params, plan.max_states
         self._devices: dict = {root_pos.device: self}
-        lca = {}
-        for region in regions:
-            if not region.is_leaf:
-                for i in region.left.scope:
-                    for j in region.right.scope:
-                        lca[(i, j)] = (region, False)
-                        lca[(j, i)] = (region, True)
-        self.lca = lca
+        self.lca = {}                       # (i, j) -> (lowest common region, i on its right)
+        for region in (r for r in regions if not r.is_leaf):
+            for i, j in itertools.product(region.left.scope, region.right.scope):
+                self.lca[(i, j)], self.lca[(j, i)] = (region, False), (region, True)
         self.leaves = sorted((r for r in regions if r.is_leaf), key=lambda r: r.var)
         self._pair_plans: dict = {}
         # the summed regions in the order a descent from the root meets them (right child
@@ -125,10 +121,7 @@ class RegionTree:
         scope's table in its own axis order. ``pairs``: None (all the region's pairs), or
         the positions ``(left [P], right [P])`` of the pairs asked for where they are at most
         a quarter of the region's."""
-        if scopes not in self._pair_plans:
-            with kept_structure():
-                self._pair_plans[scopes] = self._plan(scopes)
-        return self._pair_plans[scopes]
+        return kept(self._pair_plans, scopes, lambda: self._plan(scopes))
 
     def _plan(self, scopes: tuple) -> tuple[list, torch.Tensor]:
         k, device = self.num_states, self.root_pos.device
@@ -171,10 +164,7 @@ class RegionTree:
 
     def to(self, device) -> RegionTree:
         device = torch.device(device)
-        if device not in self._devices:
-            with kept_structure():
-                self._devices[device] = self._moved(device)
-        return self._devices[device]
+        return kept(self._devices, device, lambda: self._moved(device))
 
     def _moved(self, device: torch.device) -> RegionTree:
         copies: dict = {}

@@ -18,16 +18,15 @@ from circuits.nodes import Categorical, Node, Product, Sum
 __all__ = ["mean_field", "selective", "mixture", "random_tensorized"]
 
 
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+def _check_ints(low: int = 1, **values) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def mean_field(num_vars: int, num_states: int) -> Circuit:
     """A product of ``num_vars`` independent categoricals (uniform at initialisation)."""
-    _check_int("num_vars", num_vars, 1)
-    _check_int("num_states", num_states, 1)
+    _check_ints(num_vars=num_vars, num_states=num_states)
     return Circuit(Product([Categorical(v, num_states) for v in range(num_vars)]))
 
 
@@ -36,9 +35,7 @@ def selective(num_vars: int, num_states: int, width: int) -> Circuit:
     holds its variable's indicators, an inner region the products of its two child regions'
     nodes, dealt round-robin into ``width`` sums where there are more than ``width``; the
     root is one sum over the top region's nodes."""
-    _check_int("num_vars", num_vars, 1)
-    _check_int("num_states", num_states, 1)
-    _check_int("width", width, 1)
+    _check_ints(num_vars=num_vars, num_states=num_states, width=width)
 
     def region(variables: list[int]) -> list[Node]:
         if len(variables) == 1:
@@ -57,9 +54,7 @@ def selective(num_vars: int, num_states: int, width: int) -> Circuit:
 
 def mixture(num_vars: int, num_states: int, components: int, seed: int = 0) -> Circuit:
     """A mixture of ``components`` mean-field components with random initial leaves."""
-    _check_int("num_vars", num_vars, 1)
-    _check_int("num_states", num_states, 1)
-    _check_int("components", components, 1)
+    _check_ints(num_vars=num_vars, num_states=num_states, components=components)
     rng = random.Random(seed)
     comps = [Product([Categorical(v, num_states, logits=[rng.gauss(0, 1) for _ in range(num_states)])
                       for v in range(num_vars)]) for _ in range(components)]
@@ -72,12 +67,10 @@ def random_tensorized(num_vars: int, num_states: int, depth: int = 2, num_repeti
     ``depth`` times; a leaf region has ``num_input_distributions`` products of one
     categorical per variable, an inner region ``num_sums`` sums over all products of its
     child regions' nodes; the root sums over every repetition. Random weights (``seed``)."""
-    _check_int("num_vars", num_vars, 1)
-    _check_int("num_states", num_states, 1)
-    _check_int("depth", depth, 0)
-    _check_int("num_repetitions", num_repetitions, 1)
-    _check_int("num_sums", num_sums, 1)
-    _check_int("num_input_distributions", num_input_distributions, 1)
+    _check_ints(num_vars=num_vars, num_states=num_states)
+    _check_ints(0, depth=depth)
+    _check_ints(num_repetitions=num_repetitions, num_sums=num_sums,
+                num_input_distributions=num_input_distributions)
     if 2 ** depth > num_vars:
         raise ValueError(f"depth={depth} splits the variables into {2 ** depth} regions but "
                          f"num_vars={num_vars}; use depth <= {num_vars.bit_length() - 1}")

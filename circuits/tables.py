@@ -162,7 +162,7 @@ def scope_tables(plan: Plan, table_plan: TablePlan, logp_ext: torch.Tensor,
 
 
 def _gather(chunks: list, source: Source, batch: int) -> torch.Tensor:
-    """The slots of ``source`` from chunks ``[B, slots, X]`` -> ``[B, *source.shape, X]``."""
+    """The slots of ``source`` from chunks ``[B, slots, X]`` -> ``[B, *source.ids.shape, X]``."""
     parts = [chunks[c] for c in source.chunks]
     buffer = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
     return buffer.index_select(1, source.ids.reshape(-1)).view(batch, *source.ids.shape, buffer.shape[-1])
@@ -178,15 +178,11 @@ def _merged_weights(pattern, edge_weights: torch.Tensor) -> torch.Tensor:
     return w.index_add(1, positions, edge_weights).view(-1, *shape)
 
 
-def _factored_vectors(pattern: Factored, w: torch.Tensor, singles: list, batch: int):
-    """The two factors of each term, first variable first: ``[B, S, R, K]`` each."""
+def _factored(pattern: Factored, w: torch.Tensor, singles: list, batch: int) -> torch.Tensor:
+    """The terms' outer products ``[B, S, K, K]``, each of two factors ``[B, S, R, K]``."""
     u = _weighted_sum(w, _gather(singles, pattern.a, batch))
     v = _gather(singles, pattern.b, batch)
-    return (v, u) if pattern.swap else (u, v)
-
-
-def _factored(pattern: Factored, w: torch.Tensor, singles: list, batch: int) -> torch.Tensor:
-    return _sum_of_outers(*_factored_vectors(pattern, w, singles, batch))
+    return _sum_of_outers(v, u) if pattern.swap else _sum_of_outers(u, v)
 
 
 def _sum_of_outers(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -199,9 +195,9 @@ def _weighted_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _WeightedSum.apply(w, x)
 
 
-# forward: one fused multiply-add per child; backward: differentiable ops
-
 class _WeightedSum(torch.autograd.Function):
+    """Forward: one fused multiply-add per child; backward: differentiable ops."""
+
     @staticmethod
     def forward(ctx, w, x):
         ctx.save_for_backward(w, x)
@@ -220,8 +216,6 @@ class _WeightedSum(torch.autograd.Function):
 
 
 # --- planning ---------------------------------------------------------------------------
-
-
 @dataclass
 class Pattern:
     key: tuple               # the shape of its pieces (the einsum in _EQUATIONS)
@@ -252,10 +246,6 @@ class Source:
 
     chunks: tuple
     ids: torch.Tensor
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.ids.shape
 
 
 @dataclass

@@ -23,7 +23,16 @@ from circuits.kernels import compiling, zero_log_zero
 __all__ = ["BatchLast", "TreeDistribution"]
 
 
-class TreeDistribution(Distribution):
+class _Once:
+    """Results computed once per object, kept in ``self._cache``."""
+
+    def _once(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+
+class TreeDistribution(Distribution, _Once):
     """``circuit.distribution(params)`` on the region tree ``tree``; ``params [B,
     num_params]`` unnormalised logits. Results are computed once and shared. ``batch_last``:
     whether the flow queries run in :class:`BatchLast` (None: while torch.compile traces).
@@ -45,9 +54,7 @@ class TreeDistribution(Distribution):
 
     def engine(self):
         """The circuit engine's distribution on the same parameters (for other queries)."""
-        if "engine" not in self._cache:
-            self._cache["engine"] = self.tree.engine(self.params)
-        return self._cache["engine"]
+        return self._once("engine", lambda: self.tree.engine(self.params))
 
     def condition(self, evidence: torch.Tensor):
         """The engine's :meth:`~circuits.CircuitDistribution.condition`."""
@@ -60,16 +67,12 @@ class TreeDistribution(Distribution):
     def _layout(self) -> BatchLast | None:
         if not (compiling() if self.batch_last is None else self.batch_last):
             return None
-        if "batch last" not in self._cache:
-            self._cache["batch last"] = BatchLast(self.tree, self.params)
-        return self._cache["batch last"]
+        return self._once("batch last", lambda: BatchLast(self.tree, self.params))
 
     # --- shared pieces -----------------------------------------------------------------
     def _flat(self) -> torch.Tensor:
         """The extended log-parameters ``[B, P + 2]`` (:func:`circuits.passes.normalise`)."""
-        if "flat" not in self._cache:
-            self._cache["flat"] = _extended(self.tree, self.params)
-        return self._cache["flat"]
+        return self._once("flat", lambda: passes.normalise(self.tree.plan, self.params, extended=True))
 
     def _logits(self) -> torch.Tensor:
         """:meth:`_flat` before normalisation (a Gumbel-max draw is the same), or itself."""
@@ -78,83 +81,57 @@ class TreeDistribution(Distribution):
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Log-weights and weights ``[B, m_top + sum P]`` of the root's children and every
         summed region's products, and their pieces per region."""
-        if "weights" not in self._cache:
-            tree = self.tree
-            logw = self._flat().index_select(1, tree.weight_pos)
-            w = logw.exp()
-            self._cache["weights"] = (logw, w, list(zip(logw.split(tree.weight_sizes, 1),
-                                                        w.split(tree.weight_sizes, 1))))
-        return self._cache["weights"]
+        def compute():
+            logw = self._flat().index_select(1, self.tree.weight_pos)
+            w, sizes = logw.exp(), self.tree.weight_sizes
+            return logw, w, list(zip(logw.split(sizes, 1), w.split(sizes, 1)))
+        return self._once("weights", compute)
 
-    def _root_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-weights and weights ``[B, m_top]`` of the root sum."""
-        return self._weights()[2][0]
+    def _piece(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-weights and weights ``[B, P]`` of the root's children (``index`` 0) or of the
+        products of the summed region of ``weight_index`` ``index`` in their sums."""
+        return self._weights()[2][index]
 
     def _root_log_weights(self) -> torch.Tensor:
         """The root's log-weights ``[B, m_top]``."""
         if "weights" in self._cache:
-            return self._root_weights()[0]
+            return self._piece(0)[0]
         return self._flat().index_select(1, self.tree.root_pos)
-
-    def _product_weights(self, r) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-weight and weight ``[B, P]`` of each product of summed region ``r`` in its sum."""
-        return self._weights()[2][r.weight_index]
 
     def _padded_log_weights(self, r) -> torch.Tensor:
         """``[B, m, G]`` log-weights of each sum's children (padding -inf)."""
         flat = self._flat()
         return flat.index_select(1, r.pad_pos).view(flat.shape[0], r.num_nodes, r.width)
 
-    def _flows(self) -> dict:
+    def _flows(self) -> tuple[dict, dict]:
         """Reach probability of every region's nodes ``[B, m]`` and products ``[B, mL, mR]``."""
-        if "flows" not in self._cache:
-            tree = self.tree
-            nodes = {id(tree.root): self._root_weights()[1]}
-            products = {}
-            for r in reversed(tree.regions):
-                if r.is_leaf:
-                    continue
-                f = nodes[id(r)]
-                if r.summed:
-                    f = f.index_select(1, r.group_of_prod) * self._product_weights(r)[1]
-                elif not r.in_order:
-                    f = f.index_select(1, r.pos_of_prod)
-                f = f.view(f.shape[0], r.left.num_nodes, r.right.num_nodes)
-                products[id(r)] = f
-                nodes[id(r.left)], nodes[id(r.right)] = f.sum(2), f.sum(1)
-            self._cache["flows"] = (nodes, products)
-        return self._cache["flows"]
+        return self._once("flows", lambda: _region_flows(self.tree, [w for _, w in self._weights()[2]], 1))
 
     def _subcircuit_marginals(self, r) -> torch.Tensor | None:
         """``q_a(x_v)`` ``[B, m, |scope| * k]`` for each node ``a`` of ``r``; None for a leaf
         (the identity)."""
-        key = ("q", id(r))
-        if key not in self._cache:
-            batch = self.params.shape[0]
-            if r.is_leaf:
-                q = None
+        if r.is_leaf:
+            return None
+
+        def compute():
+            ql, qr = self._subcircuit_marginals(r.left), self._subcircuit_marginals(r.right)
+            ml, mr, batch = r.left.num_nodes, r.right.num_nodes, self.params.shape[0]
+            if r.summed:  # q_g = sum_{(a, b) in g} w_ab [q_a, q_b]
+                w = self._piece(r.weight_index)[1]
+                to = w.new_zeros(batch, r.num_nodes * (ml + mr))
+                to = to.index_add_(1, r.left_slot, w).index_add_(1, r.right_slot, w)
+                to = to.view(batch, r.num_nodes, ml + mr)   # [sum_b w_ab, sum_a w_ab] of g
+                if ql is None and qr is None:
+                    return to
+                left, right = to.split([ml, mr], dim=2)
+                left = left if ql is None else torch.bmm(left, ql)
+                right = right if qr is None else torch.bmm(right, qr)
             else:
-                ql, qr = self._subcircuit_marginals(r.left), self._subcircuit_marginals(r.right)
-                ml, mr = r.left.num_nodes, r.right.num_nodes
-                if r.summed:  # q_g = sum_{(a, b) in g} w_ab [q_a, q_b]
-                    w = self._product_weights(r)[1]
-                    to = w.new_zeros(batch, r.num_nodes * (ml + mr))
-                    to = to.index_add_(1, r.left_slot, w).index_add_(1, r.right_slot, w)
-                    to = to.view(batch, r.num_nodes, ml + mr)   # [sum_b w_ab, sum_a w_ab] of g
-                    if ql is None and qr is None:
-                        self._cache[key] = to
-                        return to
-                    left, right = to.split([ml, mr], dim=2)
-                    left = left if ql is None else torch.bmm(left, ql)
-                    right = right if qr is None else torch.bmm(right, qr)
-                else:
-                    prod = r.prod_of_pos
-                    left = self._explicit(ql, ml).index_select(
-                        1, torch.div(prod, mr, rounding_mode="floor"))
-                    right = self._explicit(qr, mr).index_select(1, prod % mr)
-                q = torch.cat([left, right], dim=2)
-            self._cache[key] = q
-        return self._cache[key]
+                prod = r.prod_of_pos
+                left = self._explicit(ql, ml).index_select(1, torch.div(prod, mr, rounding_mode="floor"))
+                right = self._explicit(qr, mr).index_select(1, prod % mr)
+            return torch.cat([left, right], dim=2)
+        return self._once(("q", id(r)), compute)
 
     def _explicit(self, q: torch.Tensor | None, m: int) -> torch.Tensor:
         """``q`` of :meth:`_subcircuit_marginals`, the identity ``[B, m, m]`` made explicit."""
@@ -167,19 +144,15 @@ class TreeDistribution(Distribution):
         """``p(x_i = x, x_j = y)`` ``[B, |left scope| * k * |right scope| * k]`` for ``i`` in
         ``r``'s left and ``j`` in its right child; with ``pairs = (left [P], right [P])``
         (positions in the children's scopes) those only, ``[B, P * k * k]``."""
-        key = ("region pairs", id(r), None if pairs is None else id(pairs))
-        if key not in self._cache:
-            _, products = self._flows()
+        def compute():
+            joint = self._flows()[1][id(r)]
             ql = self._subcircuit_marginals(r.left)     # [B, mL, sL * k] or None (identity)
             qr = self._subcircuit_marginals(r.right)    # [B, mR, sR * k] or None
-            joint = products[id(r)]
-            if pairs is None:
-                joint = joint if qr is None else torch.bmm(joint, qr)
-                joint = joint if ql is None else torch.bmm(ql.transpose(1, 2), joint)
-                self._cache[key] = joint.flatten(1)
-            else:
-                self._cache[key] = self._some_pairs(joint, ql, qr, *pairs)
-        return self._cache[key]
+            if pairs is not None:
+                return self._some_pairs(joint, ql, qr, *pairs)
+            joint = joint if qr is None else torch.bmm(joint, qr)
+            return (joint if ql is None else torch.bmm(ql.transpose(1, 2), joint)).flatten(1)
+        return self._once(("region pairs", id(r), None if pairs is None else id(pairs)), compute)
 
     def _some_pairs(self, joint: torch.Tensor, ql: torch.Tensor | None, qr: torch.Tensor | None,
                     left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -201,23 +174,20 @@ class TreeDistribution(Distribution):
         """Exact entropy ``[B]``: ``-sum`` over sums' edges of flow times log-weight."""
         if self._layout() is not None:
             return self._layout().entropy()
-        if "entropy" not in self._cache:
+        def compute():
             logw, w, _ = self._weights()
             _, products = self._flows()
             flows = [w[:, :self.tree.weight_sizes[0]]] + [products[id(r)].flatten(1)
                                                           for r in self.tree.summed]
-            self._cache["entropy"] = -(torch.cat(flows, 1) * zero_log_zero(logw)).sum(-1)
-        return self._cache["entropy"]
+            return -(torch.cat(flows, 1) * zero_log_zero(logw)).sum(-1)
+        return self._once("entropy", compute)
 
     def marginals(self) -> torch.Tensor:
         """Single-variable marginals ``[B, n, k]``."""
         if self._layout() is not None:
             return self._layout().marginals()
-        if "marginals" not in self._cache:
-            nodes, _ = self._flows()
-            self._cache["marginals"] = torch.stack([nodes[id(r)] for r in self.tree.leaves],
-                                                   dim=1)
-        return self._cache["marginals"]
+        nodes = self._flows()[0]
+        return self._once("marginals", lambda: torch.stack([nodes[id(r)] for r in self.tree.leaves], 1))
 
     def scope_marginals(self, scopes) -> torch.Tensor:
         """Joint tables ``[B, len(scopes), k, k]`` of pairs, axes in each scope's order
@@ -227,15 +197,13 @@ class TreeDistribution(Distribution):
             return self.engine().scope_marginals(scopes)
         if self._layout() is not None:
             return self._layout().scope_marginals(tuple(scopes))
-        key = ("pairs", tuple(scopes))
-        if key not in self._cache:
+        def compute():
             regions, index = self.tree.pair_plan(tuple(scopes))
             parts = [self._region_pairs(r, pairs) for r, pairs in regions]
             joint = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             k = self.tree.num_states
-            self._cache[key] = joint.index_select(1, index).view(joint.shape[0], len(scopes),
-                                                                 k, k)
-        return self._cache[key]
+            return joint.index_select(1, index).view(joint.shape[0], len(scopes), k, k)
+        return self._once(("pairs", tuple(scopes)), compute)
 
     def _check_value(self, value: torch.Tensor) -> torch.Tensor:
         n, k, batch = self.tree.num_vars, self.tree.num_states, self.params.shape[0]
@@ -260,7 +228,7 @@ class TreeDistribution(Distribution):
         value = self._check_value(value)
         lead = value.shape[:-1]
         x = value.reshape(math.prod(lead[:-1]), *value.shape[-2:])   # [S, B, n]
-        logw, _ = self._root_weights()
+        logw, _ = self._piece(0)
         total = torch.zeros(x.shape[:2], dtype=logw.dtype, device=x.device)
         node = {}
         for r in self.tree.regions:
@@ -269,7 +237,7 @@ class TreeDistribution(Distribution):
                 continue
             prod = node[id(r.left)] * r.right.num_nodes + node[id(r.right)]
             if r.summed:
-                lw = self._product_weights(r)[0].expand(x.shape[0], -1, -1)
+                lw = self._piece(r.weight_index)[0].expand(x.shape[0], -1, -1)
                 total = total + lw.gather(2, prod.unsqueeze(-1)).squeeze(-1)
                 node[id(r)] = r.group_of_prod[prod]
             else:
@@ -371,9 +339,23 @@ class TreeDistribution(Distribution):
         return f"TreeDistribution(batch_shape={list(self.batch_shape)}, num_vars={self.tree.num_vars})"
 
 
-def _extended(tree, params: torch.Tensor) -> torch.Tensor:
-    """``params [B, P]`` normalised and extended: ``[B, P + 2]``."""
-    return passes.normalise(tree.plan, params, extended=True)
+def _region_flows(tree, weights: list, dim: int) -> tuple[dict, dict]:
+    """Reach probability of every region's nodes and products, from the weights of the
+    root's children and of each summed region's products (the ``tree.weight_sizes`` pieces),
+    with the node axes at ``dim``: 1 batch-first, 0 batch-last."""
+    nodes, products = {id(tree.root): weights[0]}, {}
+    for r in reversed(tree.regions):
+        if r.is_leaf:
+            continue
+        f = nodes[id(r)]
+        if r.summed:
+            f = f.index_select(dim, r.group_of_prod) * weights[r.weight_index]
+        elif not r.in_order:
+            f = f.index_select(dim, r.pos_of_prod)
+        f = f.view(f.shape[:dim] + (r.left.num_nodes, r.right.num_nodes) + f.shape[dim + 1:])
+        products[id(r)] = f
+        nodes[id(r.left)], nodes[id(r.right)] = f.sum(dim + 1), f.sum(dim)
+    return nodes, products
 
 
 def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tensor:
@@ -384,9 +366,7 @@ def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tens
 
 
 # --- the training queries batch-last, for torch.compile --------------------------------
-
-
-class BatchLast:
+class BatchLast(_Once):
     """The flow queries of ``tree.distribution(params)`` computed batch-last, returned
     batch-first (the steps of :class:`TreeDistribution`)."""
 
@@ -394,15 +374,10 @@ class BatchLast:
         self.tree, self.params = tree, params
         self._cache: dict = {}
 
-    def _once(self, key, compute):
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
-
     # --- shared pieces -----------------------------------------------------------------
     def _flat(self) -> torch.Tensor:
         """The extended log-parameters ``[P + 2, B]``."""
-        return self._once("flat", lambda: _extended(self.tree, self.params).t())
+        return self._once("flat", lambda: passes.normalise(self.tree.plan, self.params, extended=True).t())
 
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Log-weights and weights ``[m_top + sum P, B]`` and their pieces per region."""
@@ -414,22 +389,7 @@ class BatchLast:
 
     def _flows(self) -> tuple[dict, dict]:
         """Reach probability of every region's nodes ``[m, B]`` and products ``[mL, mR, B]``."""
-        def compute():
-            tree, (_, _, pieces) = self.tree, self._weights()
-            nodes, products = {id(tree.root): pieces[0]}, {}
-            for r in reversed(tree.regions):
-                if r.is_leaf:
-                    continue
-                f = nodes[id(r)]
-                if r.summed:
-                    f = f.index_select(0, r.group_of_prod) * pieces[r.weight_index]
-                elif not r.in_order:
-                    f = f.index_select(0, r.pos_of_prod)
-                f = f.view(r.left.num_nodes, r.right.num_nodes, f.shape[-1])
-                products[id(r)] = f
-                nodes[id(r.left)], nodes[id(r.right)] = f.sum(1), f.sum(0)
-            return nodes, products
-        return self._once("flows", compute)
+        return self._once("flows", lambda: _region_flows(self.tree, self._weights()[2], 0))
 
     def _subcircuit_marginals(self, r) -> torch.Tensor | None:
         """``q_a(x_v)`` ``[m, |scope| * k, B]``; None for a leaf."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from circuits.kernels import OuterMatmul, log_nonneg, logsumexp, matmul, max_shift, outer_values
-from circuits.program import KeptWeights, Program, Step, kept_structure
+from circuits.program import KeptWeights, Program, Step, kept, kept_structure
 
 __all__ = ["LOG_SUM_EXP", "MAX_PRODUCT", "run", "root", "node_values", "weight_exps",
            "piece_steps"]
@@ -78,12 +78,8 @@ def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
 
 def piece_steps(program: Program) -> dict:
     """``{piece: step}`` of the steps that read a piece of ``logp_ext`` (kept on the program)."""
-    steps = program.__dict__.get("_piece_steps")
-    if steps is None:
-        steps = program.__dict__["_piece_steps"] = {
-            step.piece: step for layer in program.layers for step in layer
-            if step.piece is not None}
-    return steps
+    return kept(program.__dict__, "_piece_steps", lambda: {
+        step.piece: step for layer in program.layers for step in layer if step.piece is not None})
 
 
 def root(program: Program, outs: list) -> torch.Tensor:
@@ -110,15 +106,10 @@ class _Pass:
 
     def __init__(self, logp_ext: torch.Tensor, cuts: tuple, exact: bool,
                  exps: KeptWeights | None, twice: bool):
-        self.logp_ext = logp_ext
-        self.cuts = cuts
-        self._pieces = None
-        self.exps = exps
-        self._exp = None
-        self.exact = exact
+        self.logp_ext, self.cuts, self.exps, self.exact, self.twice = logp_ext, cuts, exps, exact, twice
+        self._pieces = self._exp = None
         self.mins: list = []
         self.limits: list = []
-        self.twice = twice
 
     @property
     def pieces(self) -> tuple:
