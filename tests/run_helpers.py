@@ -1,6 +1,9 @@
 """Helpers shared by the tests that train runs or run scripts (import as ``tests.run_helpers``)."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +20,28 @@ def load_script(relative: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+#: A tiny coverage task for the tests of the commands that read a saved run.
+TINY_COVERAGE = dict(num_agents=3, grid_size=4, max_steps=5, reward="coverage")
+
+
+def train_tiny(out: Path) -> Path:
+    """A 64-step spn-ac run on :data:`TINY_COVERAGE` saved in ``out``; returns ``out``."""
+    import spnpolicy
+    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=out, env_kwargs=TINY_COVERAGE,
+                    total_steps=64, num_envs=8, learning_starts=32, batch_size=16,
+                    eval_interval=64, eval_episodes=2, policy_hidden=(16,),
+                    critic_hidden=(16,), width=4, verbose=False, progress=False)
+    return out
+
+
+def run_cli(command: str, *args) -> subprocess.CompletedProcess:
+    """``python -m spnpolicy.cli COMMAND ARGS...`` as a subprocess from the repository root,
+    its output captured."""
+    return subprocess.run([sys.executable, "-m", "spnpolicy.cli", command, *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+
 
 #: History fields that measure the machine, not the run.
 WALL_CLOCK = ("wall_time", "steps_per_second")

@@ -2,38 +2,26 @@
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-import spnpolicy
 from spnpolicy.cli import build_parser, main
 from spnpolicy.training.evaluation import evaluate_saved_run
+from tests.run_helpers import TINY_COVERAGE, run_cli, train_tiny
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
-COVERAGE = dict(num_agents=3, grid_size=4, max_steps=5, reward="coverage")
+COVERAGE = TINY_COVERAGE
 METRICS = {"return_mean", "return_std", "length_mean", "episodes", "success_rate",
            "final_potential"}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("evaluate") / "run"
-    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=out, env_kwargs=COVERAGE,
-                    total_steps=64, num_envs=8, learning_starts=32, batch_size=16,
-                    eval_interval=64, eval_episodes=2, policy_hidden=(16,),
-                    critic_hidden=(16,), width=4, verbose=False, progress=False)
-    return out
+    return train_tiny(tmp_path_factory.mktemp("evaluate") / "run")
 
 
 def evaluate(*args):
-    return subprocess.run([sys.executable, "-m", "spnpolicy.cli", "evaluate", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+    return run_cli("evaluate", *args)
 
 
 def test_evaluate_prints_and_writes_greedy_random_and_sampled_metrics(run_dir, tmp_path):

@@ -1,10 +1,6 @@
 """``spnpolicy query``, run as a real subprocess on a run trained here."""
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,25 +8,18 @@ import torch
 import spnpolicy
 from spnpolicy.inference import load_agent, most_likely
 from spnpolicy.query import reset_state
+from tests.run_helpers import TINY_COVERAGE, run_cli, train_tiny
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
-COVERAGE = dict(num_agents=3, grid_size=4, max_steps=5, reward="coverage")
+COVERAGE = TINY_COVERAGE
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("query") / "run"
-    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=out, env_kwargs=COVERAGE,
-                    total_steps=64, num_envs=8, learning_starts=32, batch_size=16,
-                    eval_interval=64, eval_episodes=2, policy_hidden=(16,),
-                    critic_hidden=(16,), width=4, verbose=False, progress=False)
-    return out
+    return train_tiny(tmp_path_factory.mktemp("query") / "run")
 
 
 def query(*args):
-    return subprocess.run([sys.executable, "-m", "spnpolicy.cli", "query", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+    return run_cli("query", *args)
 
 
 def table_rows(stdout: str) -> dict[int, list[str]]:
