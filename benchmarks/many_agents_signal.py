@@ -43,7 +43,7 @@ def measure(num_agents: int, grid_size: int, num_envs: int, steps: int, seed: in
     table, k = env.config.move_table(), core.NUM_ACTIONS
     rewards, additive, own, rest = [], [], [], []
     for _ in range(steps):
-        pos, goals = env.agent_positions.copy(), env.goal_positions
+        pos, goals = env.agent_positions.copy(), env.goal_positions.copy()
         phi = core.potential(pos, goals, grid_size)                          # [E]
         actions = rng.integers(0, k, size=(num_envs, num_agents))
         # [E, n, k]: Phi after agent i alone takes action a, minus Phi(s)
@@ -55,8 +55,8 @@ def measure(num_agents: int, grid_size: int, num_envs: int, steps: int, seed: in
                 moved[:, i] = a
                 terms[:, i, a] = core.potential(core.move(pos, moved, table, grid_size),
                                                 goals, grid_size) - phi
-        env.step(actions)
-        reward = core.potential(env.agent_positions, goals, grid_size) - phi
+        # the potential of the state the step reached, before any reset of a finished copy
+        reward = env.step(actions)[4]["potential"] - phi
         taken = np.take_along_axis(terms, actions[..., None], -1)[..., 0]   # [E, n]
         rewards.append(reward)
         additive.append(taken.sum(-1))
@@ -68,7 +68,8 @@ def measure(num_agents: int, grid_size: int, num_envs: int, steps: int, seed: in
     return {"num_agents": num_agents, "grid_size": grid_size, "transitions": int(r.size),
             "reward_std": float(r.std()),
             "additive_r2": float(1.0 - resid.var() / r.var()),
-            "agent_gap": gap, "rest_std": noise, "gap_to_noise": gap / noise}
+            "agent_gap": gap, "rest_std": noise,
+            "gap_to_noise": gap / noise if noise > 0 else float("inf")}
 
 
 def main(argv: list[str] | None = None) -> None:
