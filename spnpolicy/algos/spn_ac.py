@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from factor_q import FactorQ, FactorValues
+from factor_q import AgentFactorQ, FactorQ, FactorValues
 from factor_q.argmax import eliminate, elimination_plan, table_size
 from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, AlgorithmSpec, OffPolicyConfig,
                                     boolean, checked, fraction, integer, non_negative, one_of,
@@ -72,7 +72,13 @@ class SpnAcConfig(OffPolicyConfig):
     size, shared by all groups and told apart by a learned embedding of each group's id;
     JointPolicy's SharedGroupHead). Circuit policies only, not softmax."""
     critic_hidden: tuple[int, ...] = checked((128, 128), widths)
-    """Hidden widths of each FactorQ critic's state MLP."""
+    """Hidden widths of each critic's MLP (on the state, or on each agent's input)."""
+    critic_input: str = checked("state", one_of("state", "agents"))
+    """What the critics read: state (FactorQ: one MLP on the global state, one output head
+    per factor) or agents (AgentFactorQ: one MLP shared by every agent on its observation,
+    its id and the global state, and one payoff head shared by every factor, as in Deep
+    Coordination Graphs; what one factor learns, every factor with the same inputs
+    shares). agents stores observations in the replay buffer and has no low-rank tables."""
     factor_graph: str = checked("auto", one_of(*FACTOR_GRAPHS))
     """Critic factor graph: auto, complete, random, line, ring, star, none (build_factor_graph)."""
     num_factors: int = checked(20, integer(0))
@@ -131,6 +137,9 @@ class SpnAcConfig(OffPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.critic_input == "agents" and self.critic_rank:
+            raise ValueError(f"critic_rank={self.critic_rank} needs critic_input='state'; the "
+                             f"agents critics have full tables")
         if self.param_head == "shared" and self.policy == "softmax":
             raise ValueError("param_head='shared' needs a circuit policy; the softmax policy "
                              "has no parameter groups to share a head across")
@@ -253,7 +262,6 @@ class SpnAc(OffPolicyAlgorithm):
     and Adam steps traced with the losses), or each loss compiled apart.
     """
 
-    needs_obs = False  # the joint policy and the critics read the global state
     uniform_warmup = True
 
     def __init__(self, cfg: SpnAcConfig, envs: VecEnv) -> None:
@@ -264,8 +272,14 @@ class SpnAc(OffPolicyAlgorithm):
                                   cfg.policy_hidden, param_head=cfg.param_head).to(device)
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
                                    seed=cfg.graph_seed)
-        self.critic = FactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
-                              cfg.critic_rank or None, ensemble=2).to(device)
+        # the joint policy reads the global state; the critics it, or each agent's input too
+        self.needs_obs = cfg.critic_input == "agents"
+        if self.needs_obs:
+            self.critic = AgentFactorQ(graph, envs.obs_dim, k, cfg.critic_hidden, cfg.unary,
+                                       state_dim=state_dim, ensemble=2).to(device)
+        else:
+            self.critic = FactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
+                                  cfg.critic_rank or None, ensemble=2).to(device)
         self.critic_target = make_target(self.critic)
         self.temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
         self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
@@ -329,25 +343,33 @@ class SpnAc(OffPolicyAlgorithm):
         uniforms ``noise`` (:meth:`~circuits.region_tree.RegionTree.draw_noise`)."""
         return self.policy.tree.distribution(self.policy.encoder(state)).sample_with(noise)
 
-    def _critic_loss(self, state, actions, reward, next_state, steps, terminated, alpha):
+    def _values(self, critic, state, obs) -> FactorValues:
+        """The critic ensemble's values at states ``[B, S]`` (and observations
+        ``[B, n, obs_dim]`` for the agents critics)."""
+        return critic.values(obs, state) if self.needs_obs else critic.values(state)
+
+    def _critic_loss(self, state, obs, actions, reward, next_state, next_obs, steps,
+                     terminated, alpha):
         """The critics' loss (a 1-tuple), bootstrapped from the soft value of the next states
         under the target critics."""
         with torch.no_grad():
             # the soft value needs no gradient: its policy pass is recorded by no graph (a
             # shared pass over next states and states, sliced, costs more in the backward)
             next_dist = self.policy.fast_distribution(next_state)
-            next_value = soft_value(self.critic_target.values(next_state), next_dist, alpha,
-                                    self.value_offset)
+            next_value = soft_value(self._values(self.critic_target, next_state, next_obs),
+                                    next_dist, alpha, self.value_offset)
         discount = self.cfg.gamma ** steps.to(next_value.dtype)
         target = reward + discount * (1.0 - terminated) * next_value
-        return critic_loss(self.critic.evaluate(state, actions), target),
+        q = (self.critic.evaluate(obs, actions, state) if self.needs_obs
+             else self.critic.evaluate(state, actions))
+        return critic_loss(q, target),
 
-    def _actor_loss(self, state, alpha):
+    def _actor_loss(self, state, obs, alpha):
         """The loss to backpropagate (the actor's plus alpha's when alpha is tuned), the
         actor's loss and the policy entropy ``[B]``."""
         cfg = self.cfg
         with torch.no_grad():
-            values = self.critic.values(state)
+            values = self._values(self.critic, state, obs)
             best, agree = critics_mode(values, self._mode_steps) if self.mode_guidance \
                 else (None, None)
         dist = self.policy.fast_distribution(state)
@@ -361,23 +383,25 @@ class SpnAc(OffPolicyAlgorithm):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step of the critics, the actor and alpha on ``batch``; the metrics."""
-        return self._update_fn(batch.state, batch.actions, batch.reward, batch.next_state,
-                               batch.steps, batch.terminated)
+        return self._update_fn(batch.state, batch.obs, batch.actions, batch.reward,
+                               batch.next_state, batch.next_obs, batch.steps, batch.terminated)
 
-    def _update(self, optimise, state, actions, reward, next_state, steps, terminated):
-        """:meth:`update` on the batch's tensors, each optimiser stepped by ``optimise``
+    def _update(self, optimise, state, obs, actions, reward, next_state, next_obs, steps,
+                terminated):
+        """:meth:`update` on the batch's tensors (``obs``, ``next_obs`` None unless the
+        critics read them), each optimiser stepped by ``optimise``
         (:class:`EagerSteps`, the traced steps of the one compiled graph, or
         :class:`CompiledLosses`); each objective ``functools.partial(loss, *tensors)``."""
         cfg, alpha = self.cfg, self.temperature.value
         loss_critic, = optimise(
             self.optimizers["critic"],
-            functools.partial(self._critic_loss, state, actions, reward, next_state, steps,
-                              terminated, alpha),
+            functools.partial(self._critic_loss, state, obs, actions, reward, next_state,
+                              next_obs, steps, terminated, alpha),
             cfg.max_grad_norm)
         # with autotune_alpha one backward for both: the alpha loss sees the entropy as a
         # constant, so the gradients are those of two separate steps, the actor's clipped alone
         _, loss_actor, entropy = optimise(
-            self.optimizers["actor"], functools.partial(self._actor_loss, state, alpha),
+            self.optimizers["actor"], functools.partial(self._actor_loss, state, obs, alpha),
             cfg.max_grad_norm, also=(self.optimizers["alpha"],) if cfg.autotune_alpha else ())
         return {"loss_critic": loss_critic.detach(), "loss_actor": loss_actor.detach(),
                 "entropy": entropy.detach().mean(), "alpha": alpha}

@@ -226,7 +226,7 @@ def test_guidance_acts_only_where_the_critics_argmaxes_agree(monkeypatch):
         return actor_loss(*args)
     monkeypatch.setattr(spn_ac, "actor_loss", spy)
     state = torch.randn(64, envs.state_dim)
-    algo._actor_loss(state, torch.tensor(0.1))
+    algo._actor_loss(state, None, torch.tensor(0.1))
     values = algo.critic.values(state)
     k, n = envs.num_actions, envs.num_agents
     joint = torch.tensor(list(itertools.product(range(k), repeat=n)))

@@ -123,8 +123,8 @@ def test_the_whole_update_traces_as_one_graph(algo):
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
     algo = SpnAc(cfg, envs)
     batch, = _batches(envs, 1)
-    tensors = (batch.state, batch.actions, batch.reward, batch.next_state, batch.steps,
-               batch.terminated)
+    tensors = (batch.state, batch.obs, batch.actions, batch.reward, batch.next_state,
+               batch.next_obs, batch.steps, batch.terminated)
     algo._update_fn.probe(*tensors)
     explained = torch._dynamo.explain(algo._update_fn.traced)(*tensors)
     assert explained.graph_count == 1 and explained.graph_break_count == 0, \
@@ -143,10 +143,10 @@ def test_the_losses_trace_as_single_graphs():
     batch, = _batches(envs, 1)
     alpha = algo.temperature.value
     algo.update(batch)                                 # builds the tree's lazy plans
-    for fn, args in ((algo._critic_loss, (batch.state, batch.actions, batch.reward,
-                                          batch.next_state, batch.steps, batch.terminated,
-                                          alpha)),
-                     (algo._actor_loss, (batch.state, alpha))):
+    for fn, args in ((algo._critic_loss, (batch.state, None, batch.actions, batch.reward,
+                                          batch.next_state, None, batch.steps,
+                                          batch.terminated, alpha)),
+                     (algo._actor_loss, (batch.state, None, alpha))):
         explained = torch._dynamo.explain(fn)(*args)
         assert explained.graph_count == 1 and explained.graph_break_count == 0, \
             [reason.reason for reason in explained.break_reasons]

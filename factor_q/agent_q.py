@@ -1,0 +1,198 @@
+"""The factor-graph Q-network on per-agent inputs, its networks shared by every agent and
+every factor (Deep Coordination Graphs' utilities and payoffs).
+
+Each agent ``i`` is embedded from its own input (an observation), a one-hot of its id
+and, when ``state_dim > 0``, an embedding of the global state:
+``h_i = MLP([x_i, onehot(i), g(s)])`` ``[B, n, H]``. The utilities are one linear head,
+``unary_i = U h_i`` ``[B, n, k]``; a factor's table is one linear head on its agents'
+embeddings in scope order, averaged over the scope's orderings (each mapped back to the
+scope's axis order), so it does not depend on how the scope is listed:
+``table_ij = (P[h_i, h_j] + P[h_j, h_i]^T) / 2`` ``[B, k, k]`` (order 3: the six orderings).
+The parameter count does not grow with the number of agents or factors, and what one
+factor learns (a joint action that pays where its agents see something) every factor
+with the same inputs shares.
+
+Returns a :class:`factor_q.FactorValues`, on which Q is evaluated, maximised or taken in
+expectation under a circuit policy; ``ensemble=E`` is ``E`` such networks at once.
+
+Example::
+
+    >>> import torch
+    >>> from factor_q import AgentFactorQ, FactorGraph
+    >>> q = AgentFactorQ(FactorGraph.complete(4), input_dim=10, num_actions=3, hidden=(32,))
+    >>> v = q(torch.randn(5, 4, 10))
+    >>> v.unary.shape, v.pairwise.shape
+    (torch.Size([5, 4, 3]), torch.Size([5, 6, 3, 3]))
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from factor_q.ensemble import EnsembleLinear
+from factor_q.graph import FactorGraph
+from factor_q.q import check_arguments, check_state
+from factor_q.values import FactorValues
+
+__all__ = ["AgentFactorQ"]
+
+
+class AgentFactorQ(nn.Module):
+    """Multilinear factor-graph ``Q(s, u)`` from per-agent inputs ``[B, n, input_dim]``.
+
+    Args:
+        graph: the factor graph (factors of order 2 and/or 3).
+        input_dim: size of one agent's input ``x_i``.
+        num_actions: actions per agent, ``k``.
+        hidden: widths of the shared agent MLP (ReLU, at least one layer).
+        unary: include per-agent utilities.
+        state_dim: size of a global state fed to every agent's embedding through one
+            ReLU layer of ``hidden[0]`` units; 0 (default) for none.
+        ensemble: ``E`` independently initialised networks (twin critics: 2); ``None``
+            (default) for one.
+
+    ``forward(inputs, state=None)`` returns a :class:`FactorValues` with ``unary``
+    ``[B, n, k]``, ``pairwise`` ``[B, F2, k, k]``, ``triple`` ``[B, F3, k, k, k]``; with
+    ``ensemble=E`` each has a leading axis ``E``.
+    """
+
+    def __init__(self, graph: FactorGraph, input_dim: int, num_actions: int,
+                 hidden: Sequence[int] = (64, 64), unary: bool = True, state_dim: int = 0,
+                 ensemble: int | None = None) -> None:
+        super().__init__()
+        hidden = check_arguments(graph, input_dim, num_actions, hidden, unary, None)
+        if not hidden:
+            raise ValueError("hidden must have at least one layer, got ()")
+        if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 0:
+            raise ValueError(f"state_dim must be an int >= 0, got {state_dim!r}")
+        if ensemble is not None and (isinstance(ensemble, bool) or not isinstance(ensemble, int)
+                                     or ensemble < 1):
+            raise ValueError(f"ensemble must be None or a positive int, got {ensemble!r}")
+        self.graph, self.input_dim, self.num_actions = graph, input_dim, num_actions
+        self.state_dim, self.ensemble = state_dim, ensemble
+        n, k = graph.num_agents, num_actions
+
+        def linear(in_dim: int, out_dim: int) -> nn.Module:
+            return (nn.Linear(in_dim, out_dim) if ensemble is None
+                    else EnsembleLinear(ensemble, in_dim, out_dim))
+
+        self.state_in = linear(state_dim, hidden[0]) if state_dim else None
+        layers: list[nn.Module] = []
+        width = input_dim + n + (hidden[0] if state_dim else 0)
+        for h in hidden:
+            layers += [linear(width, h), nn.ReLU()]
+            width = h
+        self.torso = nn.Sequential(*layers)
+        self.unary_head = linear(width, k) if unary else None
+        self.payoff = nn.ModuleDict({str(order): linear(order * width, k**order)
+                                     for order in graph.orders})
+        for order in graph.orders:
+            self.register_buffer(f"scopes{order}",
+                                 torch.tensor(graph.scopes(order), dtype=torch.long),
+                                 persistent=False)
+        self.register_buffer("agent_ids", torch.eye(n), persistent=False)
+
+    def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None) -> FactorValues:
+        n = self.graph.num_agents
+        if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
+            raise TypeError(f"inputs must be a floating-point tensor [B, {n}, "
+                            f"{self.input_dim}], got {getattr(inputs, 'dtype', type(inputs))}")
+        if inputs.dim() != 3 or tuple(inputs.shape[1:]) != (n, self.input_dim):
+            raise ValueError(f"inputs must have shape [B, num_agents={n}, "
+                             f"input_dim={self.input_dim}], got {list(inputs.shape)}")
+        if not torch.isfinite(inputs).all():
+            raise ValueError("inputs contain NaN or infinite values")
+        if self.state_dim:
+            if state is None:
+                raise ValueError(f"this AgentFactorQ reads a global state [B, {self.state_dim}]"
+                                 f" too (state_dim={self.state_dim}); got state=None")
+            check_state(state, self.state_dim)
+            if state.shape[0] != inputs.shape[0]:
+                raise ValueError(f"state has {state.shape[0]} rows, inputs {inputs.shape[0]}")
+        elif state is not None:
+            raise ValueError("state given, but this AgentFactorQ has state_dim=0")
+        return self.values(inputs, state)
+
+    def values(self, inputs: torch.Tensor, state: torch.Tensor | None = None) -> FactorValues:
+        """:meth:`forward` without the input checks (for a training loop's own replayed
+        rows)."""
+        h = self._embed(inputs, state)                                  # [(E,) B, n, H]
+        k = self.num_actions
+        unary = None if self.unary_head is None else self._rows(self.unary_head, h)
+        tables = {}
+        for key, head in self.payoff.items():
+            order = int(key)
+            scopes = getattr(self, f"scopes{order}")
+            # the head is linear in the concatenation [h_a, h_b, ...], so each scope
+            # position's part is one projection per agent, gathered per factor
+            parts = self._projections(head, h, order)                   # [o, (E,) B, n, k^o]
+            axis = h.dim() - 2                                          # the agents' axis
+            total = None
+            for perm in itertools.permutations(range(order)):
+                flat = sum(parts[p].index_select(axis, scopes[:, perm[p]])
+                           for p in range(order))                       # [(E,) B, F, k^o]
+                table = flat.unflatten(-1, (k,) * order)                # axis p: perm[p]'s
+                lead = table.dim() - order
+                table = table.permute(*range(lead), *(lead + perm.index(p)
+                                                      for p in range(order)))
+                total = table if total is None else total + table
+            lead = (self.ensemble, 1, 1) if self.ensemble is not None else ()
+            bias = head.bias.view(*lead, *(k,) * order)
+            tables[order] = total / math.factorial(order) + _symmetrised(bias, order)
+        return FactorValues.trusted(self.graph, unary, tables.get(2), tables.get(3))
+
+    def _projections(self, head: nn.Module, h: torch.Tensor, order: int) -> torch.Tensor:
+        """``[order, (E,) B, n, k^order]``: each agent's embedding through the part of the
+        payoff head's weight that reads scope position ``p`` (no bias)."""
+        width = h.shape[-1]
+        if self.ensemble is None:
+            weight = head.weight.t().reshape(order, width, -1)          # [o, H, K]
+            return torch.einsum("bnh,phk->pbnk", h, weight)
+        weight = head.weight.view(self.ensemble, order, width, -1)      # [E, o, H, K]
+        return torch.einsum("ebnh,ephk->pebnk", h, weight)
+
+    def evaluate(self, inputs: torch.Tensor, actions: torch.Tensor,
+                 state: torch.Tensor | None = None) -> torch.Tensor:
+        """``Q(s, u)`` ``[B]`` (``[E, B]`` for an ensemble) for joint actions ``[B, n]``."""
+        return self.values(inputs, state).evaluate(actions)
+
+    def _embed(self, inputs: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """Agent embeddings ``[B, n, H]`` (``[E, B, n, H]`` for an ensemble)."""
+        batch, n = inputs.shape[:2]
+        parts = [inputs, self.agent_ids.expand(batch, -1, -1)]
+        x = torch.cat(parts, -1)                                        # [B, n, d + n]
+        if self.ensemble is not None:
+            x = x.expand(self.ensemble, -1, -1, -1)
+        if self.state_in is not None:
+            g = torch.relu(self.state_in(state))                        # [(E,) B, H0]
+            x = torch.cat([x, g.unsqueeze(-2).expand(*g.shape[:-1], n, g.shape[-1])], -1)
+        return self._rows(self.torso, x)
+
+    def _rows(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``module`` on the last axis of ``x`` ``[(E,) ..., d]``; ensemble layers take
+        ``[E, rows, d]``."""
+        if self.ensemble is None:
+            return module(x)
+        shape = x.shape
+        out = module(x.reshape(shape[0], -1, shape[-1]))
+        return out.view(*shape[:-1], out.shape[-1])
+
+    def extra_repr(self) -> str:
+        return (f"agents={self.graph.num_agents}, factors={self.graph.num_factors}, "
+                f"actions={self.num_actions}, input_dim={self.input_dim}, "
+                f"state_dim={self.state_dim}"
+                + ("" if self.ensemble is None else f", ensemble={self.ensemble}"))
+
+
+def _symmetrised(table: torch.Tensor, order: int) -> torch.Tensor:
+    """The mean of ``table`` ``[..., k, ...]`` (last ``order`` axes) over the permutations of
+    those axes."""
+    lead = table.dim() - order
+    perms = list(itertools.permutations(range(order)))
+    return sum(table.permute(*range(lead), *(lead + p for p in perm)) for perm in perms) \
+        / len(perms)
