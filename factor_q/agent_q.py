@@ -8,6 +8,8 @@ and, when ``state_dim > 0``, an embedding of the global state:
 embeddings in scope order, averaged over the scope's orderings (each mapped back to the
 scope's axis order), so it does not depend on how the scope is listed:
 ``table_ij = (P[h_i, h_j] + P[h_j, h_i]^T) / 2`` ``[B, k, k]`` (order 3: the six orderings).
+With ``rank=r`` a table is ``sum_r prod_p v_pr`` instead, agent ``a``'s vectors one linear
+head on ``[h_a, sum of the factor's other h]``: symmetric by construction.
 The parameter count does not grow with the number of agents or factors, and what one
 factor learns (a joint action that pays where its agents see something) every factor
 with the same inputs shares.
@@ -36,7 +38,7 @@ from torch import nn
 
 from factor_q.ensemble import EnsembleLinear
 from factor_q.graph import FactorGraph
-from factor_q.q import check_arguments, check_state
+from factor_q.q import check_arguments, check_ensemble, check_state, low_rank_table
 from factor_q.values import FactorValues
 
 __all__ = ["AgentFactorQ"]
@@ -53,6 +55,11 @@ class AgentFactorQ(nn.Module):
         unary: include per-agent utilities.
         state_dim: size of a global state fed to every agent's embedding through one
             ReLU layer of ``hidden[0]`` units; 0 (default) for none.
+        rank: if given, each factor table is a sum of ``rank`` outer products of
+            per-position vectors (CP rank <= rank), position ``p``'s vectors ``[rank, k]``
+            one linear head on ``[h_a, sum of the other agents' h]`` (``a`` the agent at
+            ``p``), shared by every position and every factor of the order: symmetric by
+            construction, with ``rank * k`` head outputs instead of ``k ** order``.
         ensemble: ``E`` independently initialised networks (twin critics: 2); ``None``
             (default) for one.
 
@@ -63,18 +70,17 @@ class AgentFactorQ(nn.Module):
 
     def __init__(self, graph: FactorGraph, input_dim: int, num_actions: int,
                  hidden: Sequence[int] = (64, 64), unary: bool = True, state_dim: int = 0,
-                 ensemble: int | None = None) -> None:
+                 rank: int | None = None, ensemble: int | None = None) -> None:
         super().__init__()
-        hidden = check_arguments(graph, input_dim, num_actions, hidden, unary, None)
+        hidden = check_arguments(graph, input_dim, num_actions, hidden, unary, rank,
+                                 input_name="input_dim")
         if not hidden:
             raise ValueError("hidden must have at least one layer, got ()")
         if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 0:
             raise ValueError(f"state_dim must be an int >= 0, got {state_dim!r}")
-        if ensemble is not None and (isinstance(ensemble, bool) or not isinstance(ensemble, int)
-                                     or ensemble < 1):
-            raise ValueError(f"ensemble must be None or a positive int, got {ensemble!r}")
+        check_ensemble(ensemble)
         self.graph, self.input_dim, self.num_actions = graph, input_dim, num_actions
-        self.state_dim, self.ensemble = state_dim, ensemble
+        self.state_dim, self.rank, self.ensemble = state_dim, rank, ensemble
         n, k = graph.num_agents, num_actions
 
         def linear(in_dim: int, out_dim: int) -> nn.Module:
@@ -89,7 +95,8 @@ class AgentFactorQ(nn.Module):
             width = h
         self.torso = nn.Sequential(*layers)
         self.unary_head = linear(width, k) if unary else None
-        self.payoff = nn.ModuleDict({str(order): linear(order * width, k**order)
+        self.payoff = nn.ModuleDict({str(order): linear(order * width, k**order) if rank is None
+                                     else linear(2 * width, rank * k)
                                      for order in graph.orders})
         for order in graph.orders:
             self.register_buffer(f"scopes{order}",
@@ -122,38 +129,62 @@ class AgentFactorQ(nn.Module):
         """:meth:`forward` without the input checks (for a training loop's own replayed
         rows)."""
         h = self._embed(inputs, state)                                  # [(E,) B, n, H]
-        k = self.num_actions
         unary = None if self.unary_head is None else self._rows(self.unary_head, h)
         tables = {}
         for key, head in self.payoff.items():
             order = int(key)
             scopes = getattr(self, f"scopes{order}")
-            # the head is linear in the concatenation [h_a, h_b, ...], so each scope
-            # position's part is one projection per agent, gathered per factor
-            parts = self._projections(head, h, order)                   # [o, (E,) B, n, k^o]
-            axis = h.dim() - 2                                          # the agents' axis
-            total = None
-            for perm in itertools.permutations(range(order)):
-                flat = sum(parts[p].index_select(axis, scopes[:, perm[p]])
-                           for p in range(order))                       # [(E,) B, F, k^o]
-                table = flat.unflatten(-1, (k,) * order)                # axis p: perm[p]'s
-                lead = table.dim() - order
-                table = table.permute(*range(lead), *(lead + perm.index(p)
-                                                      for p in range(order)))
-                total = table if total is None else total + table
-            lead = (self.ensemble, 1, 1) if self.ensemble is not None else ()
-            bias = head.bias.view(*lead, *(k,) * order)
-            tables[order] = total / math.factorial(order) + _symmetrised(bias, order)
+            tables[order] = (self._full_tables(head, h, scopes) if self.rank is None
+                             else self._low_rank_tables(head, h, scopes))
         return FactorValues.trusted(self.graph, unary, tables.get(2), tables.get(3))
 
-    def _projections(self, head: nn.Module, h: torch.Tensor, order: int) -> torch.Tensor:
-        """``[order, (E,) B, n, k^order]``: each agent's embedding through the part of the
-        payoff head's weight that reads scope position ``p`` (no bias)."""
+    def _full_tables(self, head: nn.Module, h: torch.Tensor,
+                     scopes: torch.Tensor) -> torch.Tensor:
+        """Tables ``[(E,) B, F, k, ...]`` of the factors ``scopes`` ``[F, order]``: the head
+        on the scope's embeddings in each ordering, mapped back to scope order, averaged."""
+        order, k = scopes.shape[1], self.num_actions
+        # the head is linear in the concatenation [h_a, h_b, ...], so each scope
+        # position's part is one projection per agent, gathered per factor
+        parts = self._projections(head, h, order)                       # [o, (E,) B, n, k^o]
+        axis = h.dim() - 2                                              # the agents' axis
+        total = None
+        for perm in itertools.permutations(range(order)):
+            flat = sum(parts[p].index_select(axis, scopes[:, perm[p]])
+                       for p in range(order))                           # [(E,) B, F, k^o]
+            table = flat.unflatten(-1, (k,) * order)                    # axis p: perm[p]'s
+            lead = table.dim() - order
+            table = table.permute(*range(lead), *(lead + perm.index(p) for p in range(order)))
+            total = table if total is None else total + table
+        lead = (self.ensemble, 1, 1) if self.ensemble is not None else ()
+        bias = head.bias.view(*lead, *(k,) * order)
+        return total / math.factorial(order) + _symmetrised(bias, order)
+
+    def _low_rank_tables(self, head: nn.Module, h: torch.Tensor,
+                         scopes: torch.Tensor) -> torch.Tensor:
+        """Tables ``[(E,) B, F, k, ...]`` of the factors ``scopes`` ``[F, order]``, each
+        ``sum_r prod_p v_pr[u_p]``: position ``p``'s vectors ``v_p`` ``[rank, k]`` are the
+        head on ``[h_a, sum of the scope's other h]`` (``a`` the agent at ``p``)."""
+        count, order = scopes.shape
+        k, rank = self.num_actions, self.rank
+        # the head is linear: own and others' parts are one projection per agent each
+        own, other = (part.index_select(h.dim() - 2, scopes.reshape(-1))
+                      .unflatten(-2, (count, order))
+                      for part in self._projections(head, h, 2))        # [(E,) B, F, o, r k]
+        lead = (self.ensemble, 1, 1, 1) if self.ensemble is not None else ()
+        vectors = own + other.sum(-2, keepdim=True) - other + head.bias.view(*lead, -1)
+        batch = vectors.shape[:-3]                                      # [(E,) B]
+        tables = low_rank_table(vectors.reshape(-1, count, order, rank, k))
+        return tables.view(*batch, count, *(k,) * order)
+
+    def _projections(self, head: nn.Module, h: torch.Tensor, parts: int) -> torch.Tensor:
+        """``[parts, (E,) B, n, out]``: each agent's embedding through the part of the
+        payoff head's weight that reads input block ``p`` (the head reads ``parts``
+        concatenated embeddings; no bias)."""
         width = h.shape[-1]
         if self.ensemble is None:
-            weight = head.weight.t().reshape(order, width, -1)          # [o, H, K]
+            weight = head.weight.t().reshape(parts, width, -1)          # [o, H, K]
             return torch.einsum("bnh,phk->pbnk", h, weight)
-        weight = head.weight.view(self.ensemble, order, width, -1)      # [E, o, H, K]
+        weight = head.weight.view(self.ensemble, parts, width, -1)      # [E, o, H, K]
         return torch.einsum("ebnh,ephk->pebnk", h, weight)
 
     def evaluate(self, inputs: torch.Tensor, actions: torch.Tensor,
@@ -185,7 +216,7 @@ class AgentFactorQ(nn.Module):
     def extra_repr(self) -> str:
         return (f"agents={self.graph.num_agents}, factors={self.graph.num_factors}, "
                 f"actions={self.num_actions}, input_dim={self.input_dim}, "
-                f"state_dim={self.state_dim}"
+                f"state_dim={self.state_dim}, rank={self.rank}"
                 + ("" if self.ensemble is None else f", ensemble={self.ensemble}"))
 
 

@@ -30,7 +30,7 @@ from factor_q.ensemble import EnsembleHead, EnsembleLinear
 from factor_q.graph import FactorGraph
 from factor_q.values import FactorValues, table_index
 
-__all__ = ["FactorQ", "check_arguments", "check_state", "low_rank_table"]
+__all__ = ["FactorQ", "check_arguments", "check_ensemble", "check_state", "low_rank_table"]
 
 
 def low_rank_table(factors: torch.Tensor) -> torch.Tensor:
@@ -43,12 +43,13 @@ def low_rank_table(factors: torch.Tensor) -> torch.Tensor:
     return table.sum(2)
 
 
-def check_arguments(graph, state_dim, num_actions, hidden, unary, rank) -> tuple[int, ...]:
-    """Validate :class:`FactorQ`'s arguments (ValueError/TypeError naming the argument);
-    returns ``hidden`` as a tuple."""
+def check_arguments(graph, input_dim, num_actions, hidden, unary, rank,
+                    input_name: str = "state_dim") -> tuple[int, ...]:
+    """Validate a factor Q-network's arguments (ValueError/TypeError naming the argument;
+    ``input_dim`` is called ``input_name``); returns ``hidden`` as a tuple."""
     if not isinstance(graph, FactorGraph):
         raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__}")
-    for name, value, low in (("state_dim", state_dim, 1), ("num_actions", num_actions, 2)):
+    for name, value, low in ((input_name, input_dim, 1), ("num_actions", num_actions, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
@@ -59,6 +60,13 @@ def check_arguments(graph, state_dim, num_actions, hidden, unary, rank) -> tuple
     if not unary and graph.num_factors == 0:
         raise ValueError("unary=False with a graph without factors leaves Q identically 0")
     return hidden
+
+
+def check_ensemble(ensemble) -> None:
+    """ValueError unless ``ensemble`` is ``None`` or a positive int."""
+    if ensemble is not None and (isinstance(ensemble, bool) or not isinstance(ensemble, int)
+                                 or ensemble < 1):
+        raise ValueError(f"ensemble must be None or a positive int, got {ensemble!r}")
 
 
 class _SharedPayoff(nn.Module):
@@ -150,9 +158,7 @@ class FactorQ(nn.Module):
                  ensemble: int | None = None):
         super().__init__()
         hidden = check_arguments(graph, state_dim, num_actions, hidden, unary, rank)
-        if ensemble is not None and (isinstance(ensemble, bool) or not isinstance(ensemble, int)
-                                     or ensemble < 1):
-            raise ValueError(f"ensemble must be None or a positive int, got {ensemble!r}")
+        check_ensemble(ensemble)
         if ensemble is not None and share_params:
             raise ValueError("share_params=True has no ensemble form; use ensemble=None")
         self.graph, self.state_dim, self.num_actions = graph, state_dim, num_actions

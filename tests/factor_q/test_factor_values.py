@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from circuits import NotDeterministicError
 from circuits.structures import mean_field, mixture, selective
-from factor_q import FactorGraph, FactorQ, FactorValues, elbo, log_partition
+from factor_q import AgentFactorQ, FactorGraph, FactorQ, FactorValues, elbo, log_partition
 
 BATCH = 3
 
@@ -36,8 +36,9 @@ def brute_force_q(values):
 
 @st.composite
 def random_values(draw, max_agents=5, max_actions=4, ensemble=False):
-    """FactorValues (float64) from a random FactorQ on a random graph of order 2, 3 or both;
-    with ``ensemble`` an ensemble of 1 to 3 of them (``FactorQ(ensemble=E)``)."""
+    """FactorValues (float64) from a random FactorQ (on a state) or AgentFactorQ (on
+    per-agent inputs) on a random graph of order 2, 3 or both; with ``ensemble`` an ensemble
+    of 1 to 3 of them (``ensemble=E``)."""
     n = draw(st.integers(2, max_agents), label="agents")
     k = draw(st.integers(2, max_actions), label="actions")
     kind = draw(st.sampled_from(["pairs", "triples", "mixed"] if n >= 3 else ["pairs"]))
@@ -52,11 +53,15 @@ def random_values(draw, max_agents=5, max_actions=4, ensemble=False):
     graph = FactorGraph(n, [f[::-1] if i % 3 == 1 else f for i, f in enumerate(factors)])
     unary = draw(st.booleans(), label="unary")
     rank = draw(st.sampled_from([None, 1, 2, 3]), label="rank")
-    share = draw(st.booleans(), label="share_params") if not ensemble else False
+    per_agent = draw(st.booleans(), label="per-agent inputs")
     members = draw(st.integers(1, 3), label="ensemble") if ensemble else None
     torch.manual_seed(seed)
+    if per_agent:
+        q = AgentFactorQ(graph, input_dim=3, num_actions=k, hidden=(8,), unary=unary,
+                         rank=rank, ensemble=members).double()
+        return q(torch.randn(BATCH, n, 3, dtype=torch.float64))
     q = FactorQ(graph, state_dim=3, num_actions=k, hidden=(8,), unary=unary, rank=rank,
-                share_params=share, ensemble=members).double()
+                ensemble=members).double()
     return q(torch.randn(BATCH, 3, dtype=torch.float64))
 
 
