@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import torch
@@ -69,50 +68,6 @@ def check_ensemble(ensemble) -> None:
         raise ValueError(f"ensemble must be None or a positive int, got {ensemble!r}")
 
 
-class _SharedPayoff(nn.Module):
-    """One payoff network for every factor of an order, told which agents by their ids.
-
-    The hidden layer is ``relu(W_s h + sum_p E_p[agent_p])`` (``E_p`` one-hot agent ids times
-    a matrix, i.e. an embedding per scope position), computed for all factors at once.
-
-    Full tables are symmetrised as in Deep Coordination Graphs (Boehmer et al. 2020): the
-    average over the orderings of the scope, each mapped back to the scope's axis order, so
-    a factor's function does not depend on how its scope is listed. Low-rank tables are
-    symmetric by construction: the vector for position ``p`` sees its own agent's id and the
-    set of the others, through the same weights for every position.
-    """
-
-    def __init__(self, embed_dim: int, num_agents: int, order: int, num_actions: int,
-                 rank: int | None):
-        super().__init__()
-        self.order, self.num_actions, self.rank = order, num_actions, rank
-        width = embed_dim
-        self.state_in = nn.Linear(embed_dim, width)
-        positions = 2 if rank is not None else order  # (own, others) or one per position
-        self.agent_in = nn.Embedding(positions * num_agents, width)
-        self.num_agents = num_agents
-        out = rank * num_actions if rank is not None else num_actions**order
-        self.out = nn.Sequential(nn.ReLU(), nn.Linear(width, out))
-
-    def forward(self, h: torch.Tensor, scopes: torch.Tensor) -> torch.Tensor:
-        """``h`` ``[B, E]``, ``scopes`` ``[F, order]`` -> tables ``[B, F, k, ...]``."""
-        state = self.state_in(h)[:, None, None, :]  # [B, 1, 1, W]
-        k, order, n = self.num_actions, self.order, self.num_agents
-        if self.rank is not None:
-            own = self.agent_in(scopes)  # [F, order, W]
-            others = self.agent_in(scopes + n).sum(1, keepdim=True) - self.agent_in(scopes + n)
-            vectors = self.out(state + own + others)  # [B, F, order, rank * k]
-            return low_rank_table(vectors.unflatten(-1, (self.rank, k)))
-        tables = []
-        for perm in itertools.permutations(range(order)):
-            ids = scopes[:, perm] + n * torch.arange(order, device=scopes.device)
-            flat = self.out(state[:, :, 0] + self.agent_in(ids).sum(1))  # [B, F, k**order]
-            table = flat.unflatten(-1, (k,) * order)
-            inverse = [perm.index(p) for p in range(order)]
-            tables.append(table.permute(0, 1, *(2 + a for a in inverse)))
-        return torch.stack(tables).mean(0)
-
-
 def check_state(state: torch.Tensor, state_dim: int) -> None:
     """TypeError/ValueError unless ``state`` is a finite floating-point ``[B, state_dim]``."""
     if not isinstance(state, torch.Tensor) or not state.is_floating_point():
@@ -137,15 +92,13 @@ class FactorQ(nn.Module):
         rank: if given, each factor table is a sum of ``rank`` outer products of
             per-agent vectors (CP rank <= rank): ``rank * order * k`` outputs per factor
             instead of ``k ** order``.
-        share_params: ``False`` (default) gives every factor its own output head, the
-            ``f_theta^(i)`` of docs/design.md, section 3. ``True`` uses one payoff network
-            per factor order that also takes the factor's agent ids (Deep Coordination
-            Graphs); its parameter count does not grow with the number of factors. The
-            unary head is an ``n * k`` linear layer in both cases.
         ensemble: ``E`` independently initialised Q-functions on the graph (spn-ac's twin
             critics: 2), every layer of theirs one batched matmul
-            (:mod:`factor_q.ensemble`); ``None`` (default) for one. Not with
-            ``share_params``.
+            (:mod:`factor_q.ensemble`); ``None`` (default) for one.
+
+    Every factor has its own output head (the ``f_theta^(i)`` of docs/design.md, section
+    3) and the unary head is an ``n * k`` linear layer; :class:`~factor_q.AgentFactorQ`
+    shares one of each by every agent and factor instead.
 
     ``forward(state)`` takes ``[B, state_dim]`` and returns a :class:`FactorValues` with
     ``unary`` ``[B, n, k]`` (zeros if ``unary=False``), ``pairwise`` ``[B, F2, k, k]`` and
@@ -154,15 +107,12 @@ class FactorQ(nn.Module):
 
     def __init__(self, graph: FactorGraph, state_dim: int, num_actions: int,
                  hidden: Sequence[int] = (128, 128), unary: bool = True,
-                 rank: int | None = None, share_params: bool = False,
-                 ensemble: int | None = None):
+                 rank: int | None = None, ensemble: int | None = None):
         super().__init__()
         hidden = check_arguments(graph, state_dim, num_actions, hidden, unary, rank)
         check_ensemble(ensemble)
-        if ensemble is not None and share_params:
-            raise ValueError("share_params=True has no ensemble form; use ensemble=None")
         self.graph, self.state_dim, self.num_actions = graph, state_dim, num_actions
-        self.rank, self.share_params, self.ensemble = rank, bool(share_params), ensemble
+        self.rank, self.ensemble = rank, ensemble
 
         def linear(in_dim: int, out_dim: int) -> nn.Module:
             return (nn.Linear(in_dim, out_dim) if ensemble is None
@@ -181,9 +131,7 @@ class FactorQ(nn.Module):
             scopes = torch.tensor(graph.scopes(order), dtype=torch.long)
             self.register_buffer(f"scopes{order}", scopes, persistent=False)
             per_factor = k**order if rank is None else order * rank * k
-            if share_params:
-                self.payoff[str(order)] = _SharedPayoff(width, n, order, k, rank)
-            elif ensemble is None:
+            if ensemble is None:
                 self.payoff[str(order)] = nn.Linear(width, len(scopes) * per_factor)
             else:
                 self.payoff[str(order)] = EnsembleHead(ensemble, width, len(scopes) * per_factor)
@@ -207,9 +155,7 @@ class FactorQ(nn.Module):
             order = int(key)
             scopes = getattr(self, f"scopes{order}")
             shape = lead + (batch, len(scopes)) + (k,) * order
-            if self.share_params:
-                tables[order] = head(h, scopes)
-            elif self.rank is None:
+            if self.rank is None:
                 tables[order] = head(h).view(shape)
             else:
                 vectors = head(h).view(-1, len(scopes), order, self.rank, k)
@@ -246,5 +192,5 @@ class FactorQ(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"agents={self.graph.num_agents}, factors={self.graph.num_factors}, "
-                f"actions={self.num_actions}, rank={self.rank}, share_params={self.share_params}"
+                f"actions={self.num_actions}, rank={self.rank}"
                 + ("" if self.ensemble is None else f", ensemble={self.ensemble}"))

@@ -41,7 +41,7 @@ def optimal_joint_actions(game: str, env_kwargs: dict[str, Any] | None = None
 def greedy_joint_action(agent: Any) -> tuple[int, int]:
     """A trained agent's greedy joint action in a matrix game (constant state ``[1.0]``).
 
-    Agents acting on per-agent observations (``needs_obs``: iql, vdn, qmix) get ``[1.0]``
+    Agents acting on per-agent observations (``needs_obs``: iql, vdn, qmix, dcg) get ``[1.0]``
     for each of the two agents, the others the global state.
     """
     state = [[[1.0], [1.0]]] if getattr(agent, "needs_obs", False) else [[1.0]]

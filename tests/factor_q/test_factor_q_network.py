@@ -10,12 +10,11 @@ def mixed_graph():
     return FactorGraph(5, [(0, 1), (3, 1, 4), (2, 4), (0, 2, 3)])
 
 
-@pytest.mark.parametrize("share_params", [False, True])
 @pytest.mark.parametrize("rank", [None, 2])
 @pytest.mark.parametrize("unary", [True, False])
-def test_output_shapes_and_gradients(share_params, rank, unary):
+def test_output_shapes_and_gradients(rank, unary):
     q = FactorQ(mixed_graph(), state_dim=4, num_actions=3, hidden=(16, 16), unary=unary,
-                rank=rank, share_params=share_params)
+                rank=rank)
     v = q(torch.randn(6, 4))
     assert v.unary.shape == (6, 5, 3) and v.pairwise.shape == (6, 2, 3, 3)
     assert v.triple.shape == (6, 2, 3, 3, 3)
@@ -25,47 +24,27 @@ def test_output_shapes_and_gradients(share_params, rank, unary):
 
 
 def test_low_rank_tables_have_at_most_that_rank():
-    for share_params in (False, True):
-        q = FactorQ(mixed_graph(), state_dim=4, num_actions=5, hidden=(16,), rank=2,
-                    share_params=share_params).double()
-        v = q(torch.randn(3, 4, dtype=torch.float64))
-        assert (torch.linalg.matrix_rank(v.pairwise) <= 2).all()
-        for axis in range(3):  # every unfolding of a CP-rank-2 tensor has matrix rank <= 2
-            unfolded = v.triple.movedim(2 + axis, 2).flatten(3)
-            assert (torch.linalg.matrix_rank(unfolded) <= 2).all()
-        full = FactorQ(mixed_graph(), state_dim=4, num_actions=5, hidden=(16,),
-                       share_params=share_params).double()
-        assert (torch.linalg.matrix_rank(full(torch.randn(3, 4, dtype=torch.float64)).pairwise) == 5).all()
+    q = FactorQ(mixed_graph(), state_dim=4, num_actions=5, hidden=(16,), rank=2).double()
+    v = q(torch.randn(3, 4, dtype=torch.float64))
+    assert (torch.linalg.matrix_rank(v.pairwise) <= 2).all()
+    for axis in range(3):  # every unfolding of a CP-rank-2 tensor has matrix rank <= 2
+        unfolded = v.triple.movedim(2 + axis, 2).flatten(3)
+        assert (torch.linalg.matrix_rank(unfolded) <= 2).all()
+    full = FactorQ(mixed_graph(), state_dim=4, num_actions=5, hidden=(16,)).double()
+    assert (torch.linalg.matrix_rank(full(torch.randn(3, 4, dtype=torch.float64)).pairwise) == 5).all()
 
 
-@pytest.mark.parametrize("rank", [None, 2])
-def test_shared_payoff_does_not_depend_on_how_a_scope_is_listed(rank):
-    """DCG symmetry: listing a factor's agents in another order permutes its table's axes."""
-    torch.manual_seed(0)
-    a = FactorQ(FactorGraph(4, [(0, 3), (1, 2, 3)]), 5, 3, hidden=(8,), rank=rank, share_params=True)
-    b = FactorQ(FactorGraph(4, [(3, 0), (3, 1, 2)]), 5, 3, hidden=(8,), rank=rank, share_params=True)
-    b.load_state_dict(a.state_dict())
-    state = torch.randn(2, 5)
-    va, vb = a(state), b(state)
-    torch.testing.assert_close(vb.pairwise, va.pairwise.transpose(2, 3))
-    torch.testing.assert_close(vb.triple, va.triple.permute(0, 1, 4, 2, 3))
-    actions = torch.randint(3, (2, 4))
-    torch.testing.assert_close(va.evaluate(actions), vb.evaluate(actions))
-
-
-def test_shared_parameters_do_not_grow_with_the_number_of_factors():
-    def count(graph, share):
-        return sum(p.numel() for p in FactorQ(graph, 4, 6, hidden=(32,), share_params=share).parameters())
+def test_parameters_grow_with_the_number_of_factors():
+    """One output head per factor (AgentFactorQ shares one instead)."""
+    def count(graph):
+        return sum(p.numel() for p in FactorQ(graph, 4, 6, hidden=(32,)).parameters())
     small, large = FactorGraph.random(12, 6, 2, seed=0), FactorGraph.random(12, 40, 2, seed=0)
-    assert count(small, True) == count(large, True)
-    assert count(large, False) - count(small, False) == 34 * (32 + 1) * 36
+    assert count(large) - count(small) == 34 * (32 + 1) * 36
 
 
 def test_distinct_heads_per_factor_give_distinct_tables():
-    g = FactorGraph.complete(3)
-    for share_params in (False, True):
-        v = FactorQ(g, 4, 3, hidden=(8,), share_params=share_params)(torch.randn(1, 4))
-        assert not torch.allclose(v.pairwise[:, 0], v.pairwise[:, 1])
+    v = FactorQ(FactorGraph.complete(3), 4, 3, hidden=(8,))(torch.randn(1, 4))
+    assert not torch.allclose(v.pairwise[:, 0], v.pairwise[:, 1])
 
 
 def test_hidden_empty_is_linear_in_the_state():
@@ -83,7 +62,6 @@ def test_hidden_empty_is_linear_in_the_state():
     (dict(graph="ring"), TypeError, "graph must be a FactorGraph"),
     (dict(graph=FactorGraph(3, []), unary=False), ValueError, "identically 0"),
     (dict(ensemble=0), ValueError, "ensemble must be None or a positive int"),
-    (dict(ensemble=2, share_params=True), ValueError, "share_params=True has no ensemble"),
 ])
 def test_bad_construction(kwargs, error, match):
     args = dict(graph=FactorGraph.ring(3), state_dim=2, num_actions=3) | kwargs

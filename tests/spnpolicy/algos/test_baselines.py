@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import spnpolicy
-from factor_q import FactorGraph
+from factor_q import AgentFactorQ, FactorGraph
 from spnpolicy.algos import make_config
 from spnpolicy.algos.critics import build_factor_graph
 from spnpolicy.algos.dcg import DcgConfig, DcgQ
@@ -63,13 +63,16 @@ def test_registry_entries_and_defaults():
         make_config("vdn", "climbing", {"mixer": "qmix"})
 
 
-def test_dcg_default_graphs():
+def test_dcg_default_graphs_and_inputs():
     coverage = make_vec_env("coverage", 1, seed=0, num_agents=6, grid_size=8)
     model = build_dcg(make_config("dcg", "coverage"), coverage)
     assert model.q.graph == build_factor_graph("random", 6, 20, 2)  # the paper setting's graph
-    assert model.q.share_params
+    assert isinstance(model.q, AgentFactorQ) and model.needs_obs and model.q.state_dim == 0
+    assert model.input_shape == (6, coverage.obs_dim)
     matrix = make_vec_env("climbing", 1, seed=0)
     assert build_dcg(make_config("dcg", "climbing"), matrix).q.graph == FactorGraph.complete(2)
+    low_rank = build_dcg(make_config("dcg", "coverage", {"payoff_rank": 2}), coverage)
+    assert low_rank.q.rank == 2 and model.q.rank is None
 
 
 # --- mixers ------------------------------------------------------------------------------
@@ -112,9 +115,14 @@ def test_agent_network_tells_agents_apart_and_act_checks_its_input():
         model.act(np.ones((5, 2)))
 
 
-def _dcg(graph, seed, k=3, state_dim=4):
+def _dcg(graph, seed, k=3, obs_dim=4, rank=None):
     torch.manual_seed(seed)
-    return DcgQ(graph, state_dim, k, hidden=(16,))
+    return DcgQ(graph, obs_dim, k, hidden=(16,), rank=rank)
+
+
+def _obs(model, batch, seed=0):
+    """Random observations ``[B, n, obs_dim]`` for ``model``."""
+    return torch.randn(batch, *model.input_shape, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -122,38 +130,79 @@ def test_dcg_greedy_is_the_brute_force_argmax_of_its_q(seed):
     rng = np.random.default_rng(seed)
     n, k = int(rng.integers(2, 5)), 3
     graph = FactorGraph.random(n, int(rng.integers(1, n * (n - 1) // 2 + 1)), seed=seed)
-    model = _dcg(graph, seed, k)
-    states = torch.randn(6, 4)
-    greedy = model.greedy(states)
+    model = _dcg(graph, seed, k, rank=(None, 2)[seed % 2])
+    obs = _obs(model, 6)
+    greedy = model.greedy(None, obs)
     joint = torch.tensor(list(itertools.product(range(k), repeat=n)))  # [k**n, n]
     with torch.no_grad():
-        all_q = torch.stack([model.evaluate(states, None, u.expand(6, n)) for u in joint], 1)
-        torch.testing.assert_close(model.evaluate(states, None, greedy), all_q.max(1).values)
+        all_q = torch.stack([model.evaluate(None, obs, u.expand(6, n)) for u in joint], 1)
+        torch.testing.assert_close(model.evaluate(None, obs, greedy), all_q.max(1).values)
 
 
 def test_dcg_max_plus_option_is_exact_on_a_tree():
     line = _dcg(FactorGraph.line(5), 0)
-    states = torch.randn(8, 4)
+    obs = _obs(line, 8)
     with torch.no_grad():
-        best = line.evaluate(states, None, line.greedy(states))
+        best = line.evaluate(None, obs, line.greedy(None, obs))
         line.method = "max_plus"
-        torch.testing.assert_close(line.evaluate(states, None, line.greedy(states)), best)
+        torch.testing.assert_close(line.evaluate(None, obs, line.greedy(None, obs)), best)
     cfg = make_config("dcg", "coverage", {"greedy_method": "max_plus"})
     model = build_dcg(cfg, make_vec_env("coverage", 1, seed=0, num_agents=3, grid_size=4))
     assert (model.method, model.iterations) == ("max_plus", cfg.max_plus_iterations)
 
 
-def test_dcg_payoffs_are_symmetric_and_normalised():
-    forward, backward = FactorGraph(2, [(0, 1)]), FactorGraph(2, [(1, 0)])
-    a, b = _dcg(forward, 0), _dcg(backward, 1)
+@pytest.mark.parametrize("rank", [None, 2])
+def test_dcg_payoffs_are_symmetric_and_normalised(rank):
+    forward, backward = FactorGraph(3, [(0, 1), (1, 2)]), FactorGraph(3, [(1, 0), (1, 2)])
+    a, b = _dcg(forward, 0, rank=rank), _dcg(backward, 1, rank=rank)
     b.load_state_dict(a.state_dict())
-    state = torch.randn(3, 4)
-    torch.testing.assert_close(b.values(state).pairwise[:, 0],
-                               a.values(state).pairwise[:, 0].transpose(-1, -2))
-    raw = a.q(state)
-    torch.testing.assert_close(a.values(state).unary, raw.unary / 2)  # 1/|V|, |E| = 1
-    with pytest.raises(ValueError, match=r"global states .*\[B, 4\]"):
-        a.act(np.ones((3, 2, 1)))
+    obs = _obs(a, 3)
+    torch.testing.assert_close(b.values(obs).pairwise[:, 0],
+                               a.values(obs).pairwise[:, 0].transpose(-1, -2))
+    raw = a.q(obs)
+    torch.testing.assert_close(a.values(obs).unary, raw.unary / 3)          # 1/|V|
+    torch.testing.assert_close(a.values(obs).pairwise, raw.pairwise / 2)    # 1/|E|
+    with pytest.raises(ValueError, match=r"per-agent observations .*\[B, 3, 4\]"):
+        a.act(np.ones((5, 4)))
+
+
+def test_dcg_acts_on_each_agents_own_observation():
+    """An agent's utilities read its own observation only; a payoff its two agents'."""
+    model = _dcg(FactorGraph(3, [(0, 1)]), 0)
+    obs = _obs(model, 2)
+    moved = obs.clone()
+    moved[:, 2] += 1.0
+    before, after = model.values(obs), model.values(moved)
+    torch.testing.assert_close(after.unary[:, :2], before.unary[:, :2])
+    torch.testing.assert_close(after.pairwise, before.pairwise)
+    assert not torch.allclose(after.unary[:, 2], before.unary[:, 2])
+
+
+def test_a_checkpoint_of_the_earlier_dcg_network_is_refused_clearly(tmp_path):
+    """Runs written when dcg read the global state (its payoff network embedding agent
+    ids: ``agent_in``) do not load; the error says why, for load_agent and resume."""
+    from spnpolicy.inference import load_agent
+    from spnpolicy.training.checkpoint import load_checkpoint, save_checkpoint
+
+    spnpolicy.train("dcg", "climbing", seed=0, out_dir=tmp_path, progress=False,
+                    verbose=False, **QUICK)
+    path = tmp_path / "checkpoints" / "last.pt"
+    payload = load_checkpoint(path)
+    earlier = {"q.torso.0.weight": torch.zeros(32, 1), "q.torso.0.bias": torch.zeros(32),
+               "q.unary_head.weight": torch.zeros(6, 32), "q.unary_head.bias": torch.zeros(6),
+               "q.payoff.2.state_in.weight": torch.zeros(32, 32),
+               "q.payoff.2.state_in.bias": torch.zeros(32),
+               "q.payoff.2.agent_in.weight": torch.zeros(4, 32),
+               "q.payoff.2.out.1.weight": torch.zeros(9, 32),
+               "q.payoff.2.out.1.bias": torch.zeros(9)}
+    payload["algorithm"]["model"] = payload["algorithm"]["target_model"] = earlier
+    save_checkpoint(path, payload)
+    message = "written by an earlier dcg network .*train the run again"
+    with pytest.raises(ValueError, match=message):
+        load_agent(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        spnpolicy.train("dcg", "climbing", seed=0, out_dir=tmp_path, resume=True,
+                        progress=False, verbose=False, **dict(QUICK, total_steps=600))
 
 
 # --- exploration, targets, reward statistics ---------------------------------------------
@@ -212,7 +261,7 @@ def test_running_mean_std_matches_numpy():
 
 # --- training runs -----------------------------------------------------------------------
 @pytest.mark.parametrize("algo, inputs", [("iql", np.ones((3, 2, 1))),
-                                          ("dcg", np.ones((3, 1)))])
+                                          ("dcg", np.ones((3, 2, 1)))])
 def test_result_contract(algo, inputs):
     result = spnpolicy.train(algo, "climbing", seed=0, **QUICK)
     assert [h["step"] for h in result.history] == [0, 200, 400]
@@ -245,5 +294,5 @@ def test_coverage_smoke(algo):
                              num_envs=8, learning_starts=128, batch_size=32, n_step=3,
                              eval_interval=128, eval_episodes=4, hidden=(16,))
     assert 0.0 <= result.eval["success_rate"] <= 1.0
-    inputs = np.zeros((5, 16)) if algo == "dcg" else np.zeros((5, 3, 19))
+    inputs = np.zeros((5, 3, 19))
     assert result.agent.act(inputs).shape == (5, 3)
