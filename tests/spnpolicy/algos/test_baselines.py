@@ -20,10 +20,12 @@ from spnpolicy.algos.q_learning import (
     linear_epsilon,
     td_loss,
 )
+from spnpolicy.algos.registry import get_algorithm
 from spnpolicy.algos.value_based import AgentQNetwork, MixedQ, ValueBasedConfig
 from spnpolicy.training import Batch, make_vec_env
 
 from tests.run_helpers import assert_same_run
+from tests.update_helpers import move_apart, random_batch
 
 QUICK = dict(total_steps=400, learning_starts=80, eval_interval=200, eval_episodes=2)
 
@@ -245,6 +247,23 @@ def test_td_target_uses_double_q(double_q, bootstrap):
     expected = torch.tensor([1.0 + 0.5 * bootstrap, 1.0])  # the terminated row: no bootstrap
     torch.testing.assert_close(q, torch.tensor([0.0, 1.0]))
     torch.testing.assert_close(loss, ((q - expected) ** 2).mean())
+
+
+@pytest.mark.parametrize("algo", ["iql", "vdn", "qmix", "dcg"])
+def test_update_is_the_online_networks_td_loss_against_its_target(algo):
+    """An update's loss is td_loss(online, target) (by hand above), not the reverse: told
+    apart with the target moved away from the online network."""
+    torch.manual_seed(0)
+    envs = make_vec_env("climbing", 1)
+    cfg = make_config(algo, "climbing", {"standardise_rewards": False})
+    algorithm = get_algorithm(algo).learner(cfg, envs)
+    move_apart(algorithm.target, scale=1.0)
+    batch = random_batch(envs)
+    with torch.no_grad():
+        expected, _ = td_loss(algorithm.agent, algorithm.target, batch, cfg)
+        reverse, _ = td_loss(algorithm.target, algorithm.agent, batch, cfg)
+    assert abs(float(expected) - float(reverse)) > 1e-3
+    assert float(algorithm.update(batch)["loss_td"]) == pytest.approx(float(expected), rel=1e-6)
 
 
 def test_running_mean_std_matches_numpy():

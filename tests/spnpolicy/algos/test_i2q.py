@@ -1,5 +1,8 @@
 """i2q: its three losses by hand, the ideal bootstrap through the transition
-model, and a default run that solves ``coordination``."""
+model, one update's targets from the target networks, and a default run that solves
+``coordination``."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import spnpolicy
 from spnpolicy.algos.i2q import (I2q, I2qConfig, StateAgentQ, q_loss, qss_loss,
                                  transition_loss)
 from spnpolicy.training import Batch, make_vec_env
+from tests.update_helpers import move_apart, random_batch
 
 
 def test_transition_loss_by_hand():
@@ -58,6 +62,34 @@ def test_q_bootstraps_at_the_model_prediction():
     expected = ((q - (batch.reward.unsqueeze(-1) + 0.5 * best)) ** 2).mean()
     metrics = algorithm.update(batch)
     assert float(metrics["loss_td"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_update_bootstraps_from_the_target_networks():
+    """Steps 2 and 3 of one update by hand, with the target networks moved apart from the
+    online ones: ``Q^ss``'s target ``r + gamma Qbar^ss_i(s', f_i(s', a'*))`` with ``a'*`` the
+    online ``argmax_a Q_i(s', a)``, and ``Q``'s target ``r + gamma max_a' Qbar_i(f_i(s, a_i),
+    a')``; ``f`` is the transition model after its step (step 1)."""
+    torch.manual_seed(0)
+    envs = make_vec_env("climbing", 1)                   # 2 agents, 3 actions, state [1]
+    algorithm = I2q(I2qConfig(hidden=(8,), gamma=0.9), envs)
+    move_apart(algorithm.q_target, algorithm.nets_target, scale=1.0)
+    batch = random_batch(envs)
+    agent_before, nets_before = copy.deepcopy(algorithm.agent), copy.deepcopy(algorithm.nets)
+    metrics = algorithm.update(batch)
+    model = algorithm.nets.transition                  # stepped in step 1 only
+    reward = batch.reward.unsqueeze(-1)
+    with torch.no_grad():
+        greedy = agent_before(batch.next_state).argmax(-1)                      # [B, n]
+        assert not torch.equal(greedy, algorithm.q_target(batch.next_state).argmax(-1))
+        next_qss = algorithm.nets_target.qss(batch.next_state, model(batch.next_state, greedy))
+        per_agent_next = batch.next_state.unsqueeze(1).expand(-1, 2, -1)
+        qss = nets_before.qss(batch.state, per_agent_next)
+        ideal = algorithm.q_target.per_agent(model(batch.state, batch.actions))  # [B, n, k]
+        q_taken = agent_before(batch.state).gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+    expected_qss = (qss - (reward + 0.9 * next_qss)).pow(2).mean()
+    expected_td = (q_taken - (reward + 0.9 * ideal.max(-1).values)).pow(2).mean()
+    assert float(metrics["loss_qss"]) == pytest.approx(float(expected_qss), rel=1e-5)
+    assert float(metrics["loss_td"]) == pytest.approx(float(expected_td), rel=1e-5)
 
 
 def test_solves_coordination_by_default():

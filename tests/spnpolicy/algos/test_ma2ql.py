@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import spnpolicy
-from spnpolicy.algos.ma2ql import Ma2ql, Ma2qlConfig, agent_td_loss, turn
+from spnpolicy.algos.ma2ql import Ma2ql, Ma2qlConfig, turn
 from spnpolicy.training import Batch, make_vec_env
 
 
@@ -39,23 +39,28 @@ def test_updates_change_only_the_agent_whose_turn_it_is():
     assert turns == [0, 0, 1, 1, 0, 0]
 
 
-def test_agent_td_loss_by_hand():
-    """Double Q: the next action is the online argmax, valued by the target network."""
+@pytest.mark.parametrize("double_q", [True, False])
+def test_update_td_loss_by_hand(double_q):
+    """Double Q: the next action is the online argmax, valued by the target network (else
+    the target's own argmax); the first update is agent 0's."""
     torch.manual_seed(0)
-    algorithm = Ma2ql(Ma2qlConfig(hidden=(4,)), make_vec_env("coordination", 1))
+    algorithm = Ma2ql(Ma2qlConfig(hidden=(4,), double_q=double_q, standardise_rewards=False),
+                      make_vec_env("coordination", 1))
     with torch.no_grad():
-        algorithm.target.nets[1][-1].bias.add_(1.0)   # target differs from online
-    batch = _batch(4)
-    gamma = 0.9
-    loss = agent_td_loss(algorithm.q, algorithm.target, batch, batch.reward, 1, gamma)
-    with torch.no_grad():
-        online = algorithm.q.nets[1](torch.ones(1, 1))[0].tolist()
-        target = algorithm.target.nets[1](torch.ones(1, 1))[0].tolist()
-    best = int(np.argmax(online))
-    expected = np.mean([(online[int(a)] - (r + gamma * (1 - d) * target[best])) ** 2
-                        for a, r, d in zip(batch.actions[:, 1].tolist(), batch.reward.tolist(),
+        online = algorithm.q.nets[0](torch.ones(1, 1))[0].tolist()
+        best = int(np.argmax(online))
+        algorithm.target.nets[0][-1].bias[best] -= 3.0   # the target prefers the other action
+        target = algorithm.target.nets[0](torch.ones(1, 1))[0].tolist()
+    assert int(np.argmax(target)) != best
+    batch = _batch(4)._replace(terminated=torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    gamma = algorithm.cfg.gamma
+    bootstrap = target[best] if double_q else max(target)
+    expected = np.mean([(online[int(a)] - (r + gamma * (1 - d) * bootstrap)) ** 2
+                        for a, r, d in zip(batch.actions[:, 0].tolist(), batch.reward.tolist(),
                                            batch.terminated.tolist())])
-    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    metrics = algorithm.update(batch)
+    assert metrics["turn"] == 0
+    assert float(metrics["loss_td"]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_solves_coordination_by_default():

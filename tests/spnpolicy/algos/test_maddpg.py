@@ -1,7 +1,9 @@
 """maddpg: the straight-through Gumbel-softmax by hand, the actor loss's
-gradient reaching only the agent's own action, and a default run that solves
-``coordination``."""
+gradient reaching only the agent's own action, one update's critic target by hand, and a
+default run that solves ``coordination``."""
 
+import copy
+import itertools
 import math
 
 import numpy as np
@@ -9,7 +11,10 @@ import pytest
 import torch
 
 import spnpolicy
-from spnpolicy.algos.maddpg import CentralCritic, actor_loss, gumbel_softmax_st
+from spnpolicy.algos.maddpg import (CentralCritic, Maddpg, MaddpgConfig, actor_loss,
+                                    gumbel_softmax_st)
+from spnpolicy.training import make_vec_env
+from tests.update_helpers import move_apart, random_batch
 
 
 def test_straight_through_forward_is_the_gumbel_max_one_hot():
@@ -56,6 +61,34 @@ def test_logits_regulariser_by_hand():
     without = actor_loss(critic, torch.ones(1, 1), torch.zeros(1, 2, dtype=torch.long), own,
                          logits, 0.0)
     assert float((with_reg - without).detach()) == pytest.approx(0.1 * (1 + 4 + 0 + 9) / 4)
+
+
+def test_update_regresses_the_critic_on_the_target_networks():
+    """One update's critic loss is ``mean_{b, i} (Q_i(s, u) - y)^2`` with ``y = r + gamma
+    Qbar_i(s', ubar')``, ``ubar'`` every agent's argmax of the target policy at ``o'``, and
+    ``Qbar`` the target critic (both moved apart from the online networks): each critic input
+    (state, agent id, every agent's one-hot action) written out here."""
+    torch.manual_seed(0)
+    envs = make_vec_env("climbing", 1)                   # 2 agents, 3 actions, state [1]
+    algorithm = Maddpg(MaddpgConfig(critic_hidden=(8,), actor_hidden=(8,), gamma=0.9), envs)
+    move_apart(algorithm.critic_target, algorithm.agent_target)
+    batch = random_batch(envs)
+    critic_before = copy.deepcopy(algorithm.critic)
+    metrics = algorithm.update(batch)
+
+    def value(critic, state, agent, joint):                       # Q_agent(state, joint)
+        x = torch.cat([state, torch.eye(2)[agent], torch.eye(3)[joint[0]], torch.eye(3)[joint[1]]])
+        return float(critic.net(x))
+
+    total = 0.0
+    with torch.no_grad():
+        for b, i in itertools.product(range(8), range(2)):
+            greedy = [int(algorithm.agent_target(batch.next_obs[b:b + 1])[0, a].argmax())
+                      for a in range(2)]
+            y = float(batch.reward[b]) + 0.9 * value(algorithm.critic_target,
+                                                     batch.next_state[b], i, greedy)
+            total += (value(critic_before, batch.state[b], i, batch.actions[b].tolist()) - y) ** 2
+    assert float(metrics["loss_critic"]) == pytest.approx(total / 16, rel=1e-5)
 
 
 def test_solves_coordination_by_default():

@@ -1,6 +1,8 @@
 """masac: its losses against hand-computed values, one update on its own, and a
 default run that solves ``coordination``."""
 
+import copy
+import itertools
 import math
 
 import numpy as np
@@ -11,6 +13,7 @@ import spnpolicy
 from spnpolicy.algos.masac import (Masac, MasacConfig, TwinCentralCritic, actor_loss,
                                    others_onehot, soft_target)
 from spnpolicy.training import Batch, make_vec_env
+from tests.update_helpers import move_apart, random_batch
 
 
 def test_others_onehot_zeroes_the_own_block():
@@ -75,6 +78,48 @@ def _batch(envs, size=16, seed=0):
                  next_state=torch.ones(size, envs.state_dim), terminated=torch.ones(size),
                  steps=torch.ones(size, dtype=torch.int64),
                  obs=torch.ones(size, n, envs.obs_dim), next_obs=torch.ones(size, n, envs.obs_dim))
+
+
+def test_update_regresses_both_critics_on_the_twins_minimum_and_the_actor_on_it_too():
+    """One update's critic loss is ``sum_j mean_{b, i} (Q^j_i(s, u) - y_i)^2`` with ``y_i = r +
+    gamma sum_a pibar_i(a) (min_j Qbar^j_i(s', a, u'_-i) - alpha log pibar_i(a))``, read from
+    the target critics and the target policy (moved apart from the online ones), and its
+    actor loss ``mean_{b, i} sum_a pi_i(a) (alpha log pi_i(a) - min_j Q^j_i(s, a, u_-i))`` on
+    the critics after their step: each written out here, element by element."""
+    torch.manual_seed(0)
+    envs = make_vec_env("climbing", 1)                   # 2 agents, 3 actions
+    algorithm = Masac(MasacConfig(critic_hidden=(8,), actor_hidden=(8,), gamma=0.9, alpha=0.3,
+                                  autotune_alpha=False), envs)
+    move_apart(algorithm.critic_target, algorithm.agent_target)
+    batch = random_batch(envs)
+    critic_before, agent_before = copy.deepcopy(algorithm.critic), copy.deepcopy(algorithm.agent)
+    torch.manual_seed(7)
+    metrics = algorithm.update(batch)
+    torch.manual_seed(7)                                 # the others' next actions it drew
+    next_actions = algorithm.agent_target.sampled_actions(batch.next_obs, None)
+    alpha, gamma = math.exp(math.log(0.3)), 0.9
+    with torch.no_grad():
+        next_pi = torch.softmax(algorithm.agent_target(batch.next_obs), -1)    # [B, n, k]
+        next_q = algorithm.critic_target(batch.next_state, next_actions)       # [2, B, n, k]
+        q_before = critic_before(batch.state, batch.actions)
+        q_after = algorithm.critic(batch.state, batch.actions)
+        pi = torch.softmax(agent_before(batch.obs), -1)
+    critic_loss, actor_loss_sum, count = 0.0, 0.0, 0
+    for b, i in itertools.product(range(8), range(2)):
+        soft_value = sum(float(next_pi[b, i, a]) * (min(float(next_q[0, b, i, a]),
+                                                        float(next_q[1, b, i, a]))
+                                                    - alpha * math.log(float(next_pi[b, i, a])))
+                         for a in range(3))
+        y = float(batch.reward[b]) + gamma * soft_value
+        u = int(batch.actions[b, i])
+        critic_loss += sum((float(q_before[j, b, i, u]) - y) ** 2 for j in range(2))
+        actor_loss_sum += sum(float(pi[b, i, a]) * (alpha * math.log(float(pi[b, i, a]))
+                                                    - min(float(q_after[0, b, i, a]),
+                                                          float(q_after[1, b, i, a])))
+                              for a in range(3))
+        count += 1
+    assert float(metrics["loss_critic"]) == pytest.approx(critic_loss / count, rel=1e-5)
+    assert float(metrics["loss_actor"]) == pytest.approx(actor_loss_sum / count, rel=1e-5)
 
 
 def test_update_alone_fits_the_payoff():

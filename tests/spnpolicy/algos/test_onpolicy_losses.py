@@ -9,6 +9,7 @@ from spnpolicy.algos.ia2c import A2CConfig, A2CLearner, policy_gradient_loss
 from spnpolicy.algos.ippo import PPOConfig, PPOLearner, clipped_surrogate_loss
 from spnpolicy.algos.onpolicy_common import PerAgentNet, categorical_kl
 from spnpolicy.training.onpolicy import Rollout
+from tests.update_helpers import move_apart
 
 
 class FakeEnvs:
@@ -89,8 +90,10 @@ def _manual_a2c_update(learner, rollout, cfg):
 
 
 def test_a2c_update_matches_manual_targets():
+    torch.manual_seed(0)
     cfg = A2CConfig(standardise_rewards=False, entropy_coef=0.0, lr=0.1)
     learner = A2CLearner(cfg, FakeEnvs())
+    move_apart(learner.target_critic)            # the targets read the target critic
     rollout = tiny_rollout()
     targets, advantage = _manual_a2c_update(learner, rollout, cfg)
     logits_before = learner.agent.logits(rollout.obs).detach()

@@ -1,5 +1,7 @@
-"""qtran: QTRAN-base's td, opt and clamped nopt losses by hand, one update on its
-own, and a default run that solves ``coordination``."""
+"""qtran: QTRAN-base's td, opt and clamped nopt losses by hand, one update's double-Q
+target by hand, one update on its own, and a default run that solves ``coordination``."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 import spnpolicy
 from spnpolicy.algos.qtran import Qtran, QtranConfig, qtran_losses
 from spnpolicy.training import Batch, make_vec_env
+from tests.update_helpers import move_apart, random_batch
 
 # two states, two agents, two actions
 Q_AGENTS = torch.tensor([[[1.0, 3.0], [0.5, -1.0]],      # greedy (1, 0): sum 3.5
@@ -49,6 +52,29 @@ def test_joint_values_get_no_gradient_from_opt_and_nopt():
     _, opt, nopt = qtran_losses(Q_AGENTS, ACTIONS, joint_taken, joint_greedy, value, TARGET)
     (opt + nopt).backward()
     assert joint_taken.grad is None and joint_greedy.grad is None and value.grad is not None
+
+
+@pytest.mark.parametrize("double_q", [True, False])
+def test_update_td_target_by_hand(double_q):
+    """One update's td loss is ``mean (Q_jt(s, u) - y)^2``, ``y = r + gamma Qbar_jt(s', ubar')``
+    with ``ubar'`` the online agents' greedy next joint action under double Q, else the
+    target agents', and ``Qbar_jt`` the target network (moved apart from the online one)."""
+    torch.manual_seed(0)
+    envs = make_vec_env("climbing", 1)                   # 2 agents, 3 actions
+    algorithm = Qtran(QtranConfig(hidden=(8,), joint_hidden=(8,), gamma=0.9, double_q=double_q,
+                                  standardise_rewards=False), envs)
+    move_apart(algorithm.target, scale=1.0)
+    batch = random_batch(envs)
+    nets_before = copy.deepcopy(algorithm.nets)
+    metrics = algorithm.update(batch)
+    with torch.no_grad():
+        online = nets_before.agents(batch.next_obs).argmax(-1)            # [B, n]
+        targets = algorithm.target.agents(batch.next_obs).argmax(-1)
+        assert not torch.equal(online, targets)           # the choice matters in this batch
+        chosen = online if double_q else targets
+        y = batch.reward + 0.9 * algorithm.target.joint.joint_q(batch.next_state, chosen)
+        expected = (nets_before.joint.joint_q(batch.state, batch.actions) - y).pow(2).mean()
+    assert float(metrics["loss_td"]) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_update_alone_fits_the_joint_payoff():
