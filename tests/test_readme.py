@@ -2,12 +2,13 @@
 
 Each Python block of ``README.md`` is executed as a user would paste it (the training
 blocks at their stated budgets, in a scratch working directory), and the values its
-comments promise are checked; the ``spnpolicy query`` commands then run as subprocesses
-on the run the Python block trained.
+comments promise are checked; the ``spnpolicy query`` and ``spnpolicy evaluate`` commands
+then run as subprocesses on the run the Python block trained.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -78,6 +79,18 @@ def test_the_training_and_query_blocks_run_in_order(tmp_path, monkeypatch):
                               timeout=120)
         assert done.returncode == 0, done.stderr
         assert "most likely joint action" in done.stdout
+
+    # the command line's evaluate reads its own run, runs/cov-cli, which is the same task
+    # as the Python block's runs/cov; this test trains only the latter
+    for argv in _commands(".venv/bin/spnpolicy evaluate"):
+        argv = [arg.replace("runs/cov-cli", "runs/cov") for arg in argv]
+        done = subprocess.run([str(cli), *argv[1:]], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        assert json.loads((tmp_path / argv[argv.index("--out") + 1]).read_text()) == record
+        assert record["run"] == "runs/cov" and record["episodes"] == 200
+        assert record["greedy"]["success_rate"] > record["uniform_random"]["success_rate"]
 
 
 def test_the_own_env_block_trains_from_the_repository_root(tmp_path, monkeypatch):
