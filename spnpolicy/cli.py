@@ -7,6 +7,7 @@ spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
 spnpolicy train --out-dir runs/cov3 --resume                  # continue with the saved config
 spnpolicy config spn-ac climbing          # every config field, its value and meaning
 spnpolicy config spn-ac --env climbing --out cfg.json        # the same as a JSON file
+spnpolicy config spn-ac --env climbing --out cfg.yaml        # or YAML (PyYAML)
 spnpolicy train spn-ac climbing --config cfg.json --set actor_lr=1e-3   # --set wins
 spnpolicy bench matrix --workers 2        # a benchmark suite: runs, table, plots
 spnpolicy plot runs/bench/matrix          # redraw a benchmark's table and plots
@@ -36,12 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spnpolicy.algos.config import (
-    field_docs,
-    parse_field_value,
-    read_config_file,
-    write_config_file,
-)
+from spnpolicy.algos.config import field_docs, parse_field_value
+from spnpolicy.algos.config_files import read_config_file, write_config_file
 from spnpolicy.algos.registry import ALGORITHMS, get_algorithm, make_config
 from spnpolicy.cli_args import key_value, literal
 from spnpolicy.envs.registry import ENV_DESCRIPTIONS, ENV_NAMES, LBF_EXAMPLE, registered_envs
@@ -135,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "--set actor_lr=1e-3 --set policy_hidden=64,64; see 'spnpolicy config'")
     train.add_argument("--config", default=None, dest="config_file", metavar="FILE",
                        help="config file: a JSON object of config keys and values (the keys "
-                       "--set takes), as 'spnpolicy config ALGO --env ENV --out FILE' writes "
-                       "it; --set and --total-steps override its values")
+                       "--set takes), or a YAML mapping in a .yaml / .yml file (needs PyYAML), "
+                       "as 'spnpolicy config ALGO --env ENV --out FILE' writes it; --set and "
+                       "--total-steps override its values")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in OUT_DIR from its last checkpoint, with its "
                        "saved algorithm, env, seed, env arguments and config (any given "
@@ -151,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser(
         "config", help="show an algorithm's config for an env, or write it to a file",
         description="List every config key of ALGO with its value (ENV's defaults when an env "
-        "is given) and meaning; with --out, write them to a JSON file instead, for 'spnpolicy "
-        "train ALGO ENV --config FILE'.")
+        "is given) and meaning; with --out, write them to a JSON file (a YAML file when FILE "
+        "ends in .yaml or .yml) instead, for 'spnpolicy train ALGO ENV --config FILE'.")
     config.add_argument("algo", metavar="ALGO")
     config.add_argument("env", metavar="ENV", nargs="?", default=None,
                         help="environment whose defaults apply (the same as --env ENV)")
@@ -160,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="environment whose defaults apply (default: none, the config "
                         "class's own defaults)")
     config.add_argument("--out", default=None, metavar="FILE",
-                        help="write the config to FILE (JSON) instead of listing it")
+                        help="write the config to FILE (JSON; YAML for .yaml / .yml) instead "
+                        "of listing it")
     config.set_defaults(handler=_config)
 
     evaluate = commands.add_parser(

@@ -1,6 +1,7 @@
 """Helpers for algorithm config dataclasses: value checks that name the field, the fields'
-one-line docstrings, parsing ``key=value`` strings to a field's type (for the CLI), and
-config files (JSON: an object of config keys and values, the keys ``--set`` takes)."""
+one-line docstrings, and reading ``key=value`` strings and config-file values as a field's
+type (for the CLI, config files and saved runs; the files themselves:
+:mod:`spnpolicy.algos.config_files`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,11 @@ import ast
 import dataclasses
 import functools
 import inspect
-import json
 import math
-import os
 import textwrap
 import typing
 from collections.abc import Callable, Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from spnpolicy.training.offpolicy import train_offpolicy
@@ -24,8 +22,7 @@ from spnpolicy.training.shaping import SHAPING_FORMS
 __all__ = ["AlgorithmSpec", "COVERAGE_BUDGET", "MATRIX_BUDGET", "OffPolicyConfig", "RunConfig", "boolean", "check_bool",
            "check_choice", "check_float", "check_hidden", "check_int", "checked", "field_docs",
            "field_values", "fraction", "integer", "non_negative", "number", "one_of",
-           "parse_field_value", "positive", "rate", "read_config_file", "widths",
-           "write_config_file"]
+           "parse_field_value", "positive", "rate", "widths"]
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:
@@ -306,52 +303,3 @@ def field_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
             value = tuple(value)
         out[key] = value
     return out
-
-
-def _json_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        raise ValueError(f"config file {path}: config files are JSON (.json); YAML needs "
-                         f"PyYAML, which spnpolicy does not depend on")
-    return path
-
-
-def read_config_file(path: str | os.PathLike, cls: type) -> dict[str, Any]:
-    """The config values in the JSON file ``path`` (an object ``{key: value}`` of fields of
-    dataclass ``cls``), as :func:`field_values` reads them. ValueError naming the file (and
-    the key) when it cannot be read, is not such an object, or has an unknown key or a
-    value that cannot be read as its field's type."""
-    path = _json_path(path)
-    try:
-        values = json.loads(path.read_text())
-    except OSError as error:
-        raise ValueError(f"config file {path}: cannot be read ({error.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        where = (f" (line {error.lineno}, column {error.colno}: {error.msg})"
-                 if isinstance(error, json.JSONDecodeError) else "")
-        raise ValueError(f"config file {path}: not valid JSON{where}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"config file {path}: must hold a JSON object of config keys and "
-                         f"values, got a {type(values).__name__}")
-    try:
-        return field_values(cls, values)
-    except ValueError as error:
-        raise ValueError(f"config file {path}: {error}") from None
-
-
-def write_config_file(config: Any, path: str | os.PathLike) -> Path:
-    """Write every field of the config dataclass ``config`` to the JSON file ``path`` (tuples
-    as lists), in field order, for :func:`read_config_file`; its path."""
-    path = _json_path(path)
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    for key, value in values.items():
-        try:
-            json.dumps(value)
-        except TypeError:
-            raise ValueError(f"config file {path}: {key}={value!r} cannot be written as "
-                             f"JSON") from None
-    try:
-        path.write_text(json.dumps(values, indent=2) + "\n")
-    except OSError as error:
-        raise ValueError(f"config file {path}: cannot be written ({error.strerror})") from None
-    return path

@@ -1,6 +1,7 @@
 """The spnpolicy command line, run as real subprocesses (python -m spnpolicy.cli)."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +22,8 @@ from spnpolicy.training.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+NEEDS_YAML = pytest.mark.skipif(importlib.util.find_spec("yaml") is None,
+                                reason="PyYAML is not installed (the yaml extra)")
 
 
 def cli(*args, **kwargs):
@@ -317,9 +320,15 @@ def test_config_without_an_env_lists_the_class_defaults(capsys):
     ("a.json", '{"policy_hidden": "wide"}', r"policy_hidden: cannot read 'wide' as tuple"),
     ("a.json", '{"actor_lr": 1e-3,', r"not valid JSON \(line 1, column 19"),
     ("a.json", "[1, 2]", "must hold a JSON object of config keys and values, got a list"),
-    ("a.yaml", "actor_lr: 0.001", r"config files are JSON \(.json\)"),
     ("missing.json", None, r"cannot be read \(No such file or directory\)"),
     ("a.json", '{"autotune_alpha": 1}', r"autotune_alpha must be a bool \(true or false\)"),
+    *(pytest.param("a.yaml", text, message, marks=NEEDS_YAML) for text, message in [
+        ("actor_lr: [1", r"not valid YAML \(line 1, column 13: expected ',' or ']'"),
+        ("a: b: c", r"not valid YAML \(line 1, column 5: mapping values are not allowed here\)"),
+        ("- 1\n- 2", "must hold a YAML mapping of config keys and values, got a list"),
+        ("", "must hold a YAML mapping of config keys and values, got a NoneType"),
+        ("lr: 1", r"unknown config key\(s\) \['lr'\]; valid keys: total_steps"),
+        ("policy_hidden: wide", r"policy_hidden: cannot read 'wide' as tuple")]),
 ])
 def test_config_file_errors_name_the_file_and_the_key(tmp_path, capsys, name, text, message):
     path = tmp_path / name

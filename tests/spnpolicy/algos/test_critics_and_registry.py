@@ -7,8 +7,8 @@ import pytest
 
 from factor_q import FactorGraph
 from spnpolicy.algos import ALGORITHMS, make_config
-from spnpolicy.algos.config import (field_docs, field_values, parse_field_value,
-                                    read_config_file, write_config_file)
+from spnpolicy.algos.config import field_docs, field_values, parse_field_value
+from spnpolicy.algos.config_files import read_config_file, write_config_file
 from spnpolicy.algos.critics import build_factor_graph
 from spnpolicy.algos.registry import env_family
 from spnpolicy.algos.spn_ac import SpnAcConfig
