@@ -59,3 +59,22 @@ def assert_same_run(whole, resumed) -> None:
     for a, b in zip(whole.agent.state_dict().values(), resumed.agent.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
+
+
+def replay_batches(envs, count: int, size: int = 32, observations: bool = False) -> list:
+    """``count`` batches of ``size`` one-step transitions sampled from a replay buffer of 400
+    steps of uniform random joint actions in ``envs`` (seeded); with ``observations`` the
+    batches hold the per-agent observations too (``obs``, ``next_obs``), else ``None``."""
+    from spnpolicy.training import ReplayBuffer, Runner, TransitionStream
+
+    buffer = ReplayBuffer(400, envs.state_dim, envs.num_agents,
+                          obs_dim=envs.obs_dim if observations else None, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    runner = Runner(envs, observations=observations)
+    stream = TransitionStream(envs, 1, 0.99, False, seed=0)
+    runner.reset(seed=0)
+    for _ in range(400 // envs.num_envs):
+        actions = torch.randint(envs.num_actions, (envs.num_envs, envs.num_agents),
+                                generator=gen).numpy()
+        buffer.add(stream.push(runner.step(actions)))
+    return [buffer.sample(size) for _ in range(count)]

@@ -11,9 +11,9 @@ from torch._dynamo.utils import counters
 import spnpolicy
 from spnpolicy.algos.registry import make_config
 from spnpolicy.algos.spn_ac import SpnAc
-from spnpolicy.training import ReplayBuffer, Runner, TransitionStream, make_vec_env
+from spnpolicy.training import make_vec_env
 from spnpolicy.training.optim import CompiledUpdate
-from tests.run_helpers import assert_same_run
+from tests.run_helpers import assert_same_run, replay_batches
 
 ENV = dict(num_agents=3, grid_size=4, max_steps=10)
 
@@ -32,18 +32,6 @@ def _eager_and_compiled(algo: str, hidden: int):
     return envs, algos
 
 
-def _batches(envs, count: int, size: int = 32):
-    buffer = ReplayBuffer(400, envs.state_dim, envs.num_agents, obs_dim=None, seed=0)
-    gen = torch.Generator().manual_seed(0)
-    runner, stream = Runner(envs), TransitionStream(envs, 1, 0.99, False, seed=0)
-    runner.reset(seed=0)
-    for _ in range(400 // envs.num_envs):
-        actions = torch.randint(envs.num_actions, (envs.num_envs, envs.num_agents),
-                                generator=gen).numpy()
-        buffer.add(stream.push(runner.step(actions)))
-    return [buffer.sample(size) for _ in range(count)]
-
-
 @pytest.mark.parametrize("algo, whole", [("spn-ac", True), ("exact-softmax", True),
                                          ("meanfield-ac", False)])
 def test_compiled_updates_equal_eager_ones(algo, whole):
@@ -56,7 +44,7 @@ def test_compiled_updates_equal_eager_ones(algo, whole):
     assert compiled.mode_guidance == 0.0
     assert isinstance(compiled._update_fn, CompiledUpdate) == whole
     graphs = counters["stats"]["unique_graphs"]
-    for batch in _batches(envs, 5):
+    for batch in replay_batches(envs, 5):
         expected, got = eager.update(batch), compiled.update(batch)
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
@@ -122,7 +110,7 @@ def test_the_whole_update_traces_as_one_graph(algo):
                                              critic_hidden=(16,), compile=True))
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
     algo = SpnAc(cfg, envs)
-    batch, = _batches(envs, 1)
+    batch, = replay_batches(envs, 1)
     tensors = (batch.state, batch.obs, batch.actions, batch.reward, batch.next_state,
                batch.next_obs, batch.steps, batch.terminated)
     algo._update_fn.probe(*tensors)
@@ -140,7 +128,7 @@ def test_the_losses_trace_as_single_graphs():
                                                   critic_hidden=(16,), mode_guidance=0.0))
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
     algo = SpnAc(cfg, envs)
-    batch, = _batches(envs, 1)
+    batch, = replay_batches(envs, 1)
     alpha = algo.temperature.value
     algo.update(batch)                                 # builds the tree's lazy plans
     for fn, args in ((algo._critic_loss, (batch.state, None, batch.actions, batch.reward,
