@@ -30,6 +30,7 @@ MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1], [0, 0], [0, 0]], dtype=np.in
 #: The 24 orders in which a prey can try its four moves (indices into `MOVES`).
 PREY_ORDERS = np.array(list(itertools.permutations(range(4))), dtype=np.int64)
 CHANNELS = ("predators", "prey")
+STATES = ("agents", "grid")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class PredatorPreyConfig:
     """Team reward for each captured prey."""
     max_steps: int = 200
     """Episodes are truncated after this many steps."""
+    state: str = "agents"
+    """Global state layout: "grid" (the paper's: the two channels over the grid, which do not
+    say which predator is where) or "agents" (the grid, then each predator's observation
+    window and the one-hot row and column of its cell, in agent order)."""
 
     def __post_init__(self) -> None:
         n = check_int("num_agents", self.num_agents, 2)
@@ -72,6 +77,8 @@ class PredatorPreyConfig:
         object.__setattr__(self, "capture_reward",
                            check_number("capture_reward", self.capture_reward))
         object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1))
+        if self.state not in STATES:
+            raise ValueError(f"state must be one of {STATES}, got {self.state!r}")
 
     @property
     def window(self) -> int:
@@ -80,8 +87,12 @@ class PredatorPreyConfig:
 
     @property
     def state_dim(self) -> int:
-        """Length of the global state: `2 G^2` (two channels over the grid)."""
-        return len(CHANNELS) * self.grid_size ** 2
+        """Length of the global state: `2 G^2` (two channels over the grid), plus
+        `n (2 w^2 + 2 G)` with `state="agents"`."""
+        grid = len(CHANNELS) * self.grid_size ** 2
+        if self.state == "grid":
+            return grid
+        return grid + self.num_agents * (self.obs_dim + 2 * self.grid_size)
 
     @property
     def obs_dim(self) -> int:
@@ -275,8 +286,22 @@ def grids(world: World, config: PredatorPreyConfig, margin: int = 0) -> np.ndarr
 
 
 def global_state(world: World, config: PredatorPreyConfig) -> np.ndarray:
-    """Global states `[E, 2 G^2]` float32: `grids` flattened (channel, row, col)."""
-    return grids(world, config).reshape(len(world.active), config.state_dim)
+    """Global states `[E, state_dim]` float32: `grids` flattened (channel, row, col); with
+    `state="agents"` then, per predator in agent order, its `observations` row and the
+    one-hot row `[G]` and column `[G]` of its cell (zeros once it has left the grid)."""
+    E = len(world.active)
+    grid = grids(world, config).reshape(E, -1)
+    if config.state == "grid":
+        return grid
+    size = config.grid_size
+    cells = np.zeros((E, config.num_agents, 2, size), dtype=np.float32)
+    copies, agents = np.nonzero(world.active)
+    rows, cols = world.predators[copies, agents].T
+    cells[copies, agents, 0, rows] = 1.0
+    cells[copies, agents, 1, cols] = 1.0
+    agents = np.concatenate([observations(world, config), cells.reshape(E, config.num_agents, -1)],
+                            axis=-1)
+    return np.concatenate([grid, agents.reshape(E, -1)], axis=-1)
 
 
 def observations(world: World, config: PredatorPreyConfig) -> np.ndarray:

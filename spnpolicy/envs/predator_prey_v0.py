@@ -7,7 +7,8 @@ catch action against partners that act at random learns never to catch.
 ```python
 from spnpolicy.envs import predator_prey_v0
 env = predator_prey_v0.parallel_env(num_agents=8, num_prey=8, grid_size=10, obs_radius=2,
-                                    punishment=2.0, capture_reward=10.0, max_steps=200)
+                                    punishment=2.0, capture_reward=10.0, max_steps=200,
+                                    state="agents")
 observations, infos = env.reset(seed=0)
 ```
 
@@ -28,14 +29,19 @@ Deviations, because this toolkit has no action masks: the paper makes a move int
 occupied cell or off the grid, and catch with no prey next to the predator, unavailable;
 here such actions leave the predator where it is, with no reward and no punishment
 (what the authors' step function does when given them). The paper's observation has a
-third channel for a second prey kind (hares), empty in this task; it is left out.
+third channel for a second prey kind (hares), empty in this task; it is left out. The
+paper's global state is the grid alone (`state="grid"`), which does not say which predator
+stands where: the paper's learners act on their own observations and use the state only to
+mix values. A policy or critic that acts from the global state cannot tell the predators
+apart in it, so the default state (`state="agents"`) appends each predator's window and
+cell in agent order.
 
 | | |
 |---|---|
 | Agents | `agent_0` ... `agent_{n-1}`, the predators |
 | Actions | `Discrete(6)`: 0 up (row-1), 1 down (row+1), 2 left (col-1), 3 right, 4 stay, 5 catch |
 | Observation | `Box(0, 1, (2 w^2,), float32)`, `w = 2 obs_radius + 1` (50 by default) |
-| State | `Box(0, 1, (2 grid_size^2,), float32)` (200 by default) |
+| State | `Box(0, 1, (state_dim,), float32)`: `2 grid_size^2 + n (2 w^2 + 2 grid_size)` (760 by default); `2 grid_size^2` with `state="grid"` |
 
 **A step.** (1) Predators take turns in a uniformly random order: each active predator with
 a move action moves one cell unless the target is off the grid or holds an active predator
@@ -57,7 +63,9 @@ episode then ending with every predator gone, and `success` never holds.
 row, col), centred on its cell: channel 0 active predators (itself at the centre), channel
 1 live prey; cells off the grid read 0; all zeros once the predator left the grid.
 **Global state** (`state()`): the `[2, grid_size, grid_size]` grid with the same channels,
-flattened.
+flattened; then (`state="agents"`, the default), per predator in agent order, its
+observation and the one-hot row `[grid_size]` and column `[grid_size]` of its cell (all
+zeros once it has left the grid).
 
 **Rewards**: a team reward, the same for every agent: the sum over the step of
 `capture_reward` per capture and `-punishment` per lone attempt. **Termination** when every
@@ -151,12 +159,12 @@ def parallel_env(num_agents: int = Config.num_agents, num_prey: int = Config.num
                  grid_size: int = Config.grid_size, obs_radius: int = Config.obs_radius,
                  punishment: float = Config.punishment,
                  capture_reward: float = Config.capture_reward,
-                 max_steps: int = Config.max_steps) -> PredatorPreyEnv:
+                 max_steps: int = Config.max_steps, state: str = Config.state) -> PredatorPreyEnv:
     """Make the predator-prey gridworld; arguments as in the module docstring.
 
     Raises ValueError naming the argument when one is out of range (fewer than 2 predators,
     a grid too small for every entity, a negative `punishment`, ...).
     """
     config = Config(num_agents, num_prey, grid_size, obs_radius, punishment, capture_reward,
-                    max_steps)
+                    max_steps, state)
     return PredatorPreyEnv(config)

@@ -55,10 +55,11 @@ class PredatorPreyVecEnv(BatchedEnv):
                  num_prey: int = Config.num_prey, grid_size: int = Config.grid_size,
                  obs_radius: int = Config.obs_radius, punishment: float = Config.punishment,
                  capture_reward: float = Config.capture_reward,
-                 max_steps: int = Config.max_steps, seed: int | None = None) -> None:
+                 max_steps: int = Config.max_steps, state: str = Config.state,
+                 seed: int | None = None) -> None:
         num_envs = check_int("num_envs", num_envs, 1)
         config = Config(num_agents, num_prey, grid_size, obs_radius, punishment,
-                        capture_reward, max_steps)
+                        capture_reward, max_steps, state)
         super().__init__(num_envs, config, core.NUM_ACTIONS, seed)
         self.world = core.World.empty(num_envs, config)
 

@@ -85,7 +85,9 @@ ENV_DESCRIPTIONS: dict[str, str] = {
                      f"predator and prey cells within obs_radius (default "
                      f"{_PREDATOR_PREY.obs_radius}: a {_PREDATOR_PREY.window}x"
                      f"{_PREDATOR_PREY.window} window); state = the grid's "
-                     f"predator and prey cells",
+                     f"predator and prey cells, then each predator's window and cell "
+                     f"(state='grid': the paper's grid alone, which does not say which "
+                     f"predator is where)",
     "climbing": _MATRIX.format(payoff="[[11,-30,0],[-30,7,0],[0,6,5]]", optimum="(0, 0)"),
     "penalty": _MATRIX.format(payoff="[[-k,0,10],[0,2,0],[10,0,-k]] (k=100)",
                               optimum="(0, 2) or (2, 0)"),

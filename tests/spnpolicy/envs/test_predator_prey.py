@@ -2,6 +2,8 @@
 situations, the batched rules against a plain one-copy reference, and the vectorised env
 against the ParallelEnv step for step."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
@@ -57,7 +59,9 @@ def test_defaults_are_the_papers_and_spaces_are_cached():
     assert env.observation_space("agent_3") is env.observation_space("agent_3")
     assert env.action_space("agent_3") is env.action_space("agent_3")
     assert env.observation_space("agent_0").shape == (2 * 5 * 5,)
-    assert env.state_space.shape == (2 * 10 * 10,)
+    # the grid, then each predator's window and one-hot row and column
+    assert env.state_space.shape == (2 * 10 * 10 + 8 * (2 * 5 * 5 + 2 * 10),)
+    assert predator_prey_v0.parallel_env(state="grid").state_space.shape == (2 * 10 * 10,)
     assert env.action_space("agent_0").n == 6
 
 
@@ -82,7 +86,7 @@ def test_two_adjacent_catchers_capture_and_leave_the_grid():
     assert [info["active"] for info in infos.values()] == [False, False, True]
     np.testing.assert_array_equal(env.world.alive, [[False, True]])
     assert not observations["agent_0"].any() and not observations["agent_1"].any()
-    grid = env.state().reshape(2, 5, 5)
+    grid = env.state()[:2 * 5 * 5].reshape(2, 5, 5)
     assert grid[0].sum() == 1 and grid[0, 4, 4] == 1        # only agent_2 is left
     assert grid[1].sum() == 1 and grid[1, 2, 2] == 0        # the other prey moved off (0, 0)
     assert grid[1, 0, 1] + grid[1, 1, 0] == 1
@@ -181,8 +185,33 @@ def test_observation_window_and_state_layout():
     expected[1, 0, 1, 1] = expected[1, 0, 0, 0] = 1    # itself, agent_0 up-left
     expected[1, 1, 0, 1] = 1                           # the prey above
     np.testing.assert_array_equal(obs, expected)
-    state = core.global_state(world, config).reshape(2, 4, 4)
+    grid_only = dataclasses.replace(config, state="grid")
+    state = core.global_state(world, grid_only).reshape(2, 4, 4)
     assert state[0, 0, 0] == state[0, 1, 1] == state[1, 0, 1] == 1 and state.sum() == 3
+    full = core.global_state(world, config)[0]
+    assert full.shape == (config.state_dim,) == (2 * 16 + 2 * (18 + 8),)
+    np.testing.assert_array_equal(full[:32], state.ravel())
+    blocks = full[32:].reshape(2, 18 + 8)                  # [agent, window + row + col]
+    np.testing.assert_array_equal(blocks[:, :18], obs.reshape(2, 18))
+    np.testing.assert_array_equal(blocks[:, 18:22], [[1, 0, 0, 0], [0, 1, 0, 0]])   # rows
+    np.testing.assert_array_equal(blocks[:, 22:], [[1, 0, 0, 0], [0, 1, 0, 0]])     # cols
+
+
+def test_state_names_which_predator_is_where_and_drops_those_that_left():
+    config = core.PredatorPreyConfig(num_agents=2, num_prey=1, grid_size=4, obs_radius=1)
+    world = core.World(np.array([[[0, 0], [1, 1]]]), np.ones((1, 2), bool),
+                       np.array([[[0, 1]]]), np.ones((1, 1), bool))
+    swapped = core.World(world.predators[:, ::-1].copy(), world.active, world.prey, world.alive)
+    grid_only = dataclasses.replace(config, state="grid")
+    # the paper's grid cannot tell the two apart; the default state can
+    np.testing.assert_array_equal(core.global_state(world, grid_only),
+                                  core.global_state(swapped, grid_only))
+    assert not np.array_equal(core.global_state(world, config),
+                              core.global_state(swapped, config))
+    gone = core.World(world.predators, np.array([[True, False]]), world.prey, world.alive)
+    assert not core.global_state(gone, config)[0, 32 + 26:].any()   # agent_1's block
+    with pytest.raises(ValueError, match="state must be one of"):
+        core.PredatorPreyConfig(state="agent")
 
 
 def test_truncation_after_max_steps():
@@ -302,7 +331,7 @@ def test_vec_env_resets_seeds_and_refuses_bad_input():
     with pytest.raises(RuntimeError, match="reset"):
         vec.step(np.zeros((3, 4), dtype=np.int64))
     first = vec.reset()
-    assert first.shape == (3, 4, 50) and vec.state().shape == (3, 32)
+    assert first.shape == (3, 4, 50) and vec.state().shape == (3, 32 + 4 * (50 + 8))
     assert not np.array_equal(vec.reset(), first)
     np.testing.assert_array_equal(vec.reset(seed=1), first)
     with pytest.raises(ValueError, match="shape"):
@@ -344,7 +373,7 @@ def test_registry_and_make_vec_env():
     assert isinstance(envs, PredatorPreyVec) and envs.has_success
     state, obs = envs.reset()
     out = envs.step(np.full((2, 4), CATCH))
-    assert out.state.shape == state.shape == (2, 32) and out.obs.shape == obs.shape
+    assert out.state.shape == state.shape == (2, 32 + 4 * (50 + 8)) and out.obs.shape == obs.shape
     envs.load_state_dict(envs.state_dict())
 
 
