@@ -29,6 +29,7 @@ from spnpolicy.envs.registry import action_names, check_env_name, make_env, regi
 from spnpolicy.training import RunSpec, Session
 from spnpolicy.training.rundir import RunDir, is_training_record
 from spnpolicy.training.session import check_budget
+from spnpolicy.training.tracking import check_tracking
 
 __all__ = ["TrainResult", "check_device", "check_env_name", "env_name", "train"]
 
@@ -162,6 +163,7 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
     make_env(env, **env_kwargs).close()  # bad env arguments fail here, before any file is written
     cfg = make_config(algo, env, config)
     check_device(cfg.device)
+    check_tracking(cfg.tracking, out_dir)
     _check_learning_starts(cfg, explicit="learning_starts" in given, resumed=resumed)
     run = RunSpec(algo, env, seed, env_kwargs, dataclasses.asdict(cfg))
     if out_dir is not None:
@@ -173,6 +175,7 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
         session = Session(run, total_steps=cfg.total_steps, eval_interval=cfg.eval_interval,
                           checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir,
                           resume=resume, log_interval=cfg.log_interval,
+                          tracking=cfg.tracking,
                           progress=sys.stderr.isatty() if progress is None else progress,
                           stdout=sys.stdout.isatty() if verbose is None else verbose)
         threads = torch.get_num_threads()

@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         "every log_interval env steps a training record marked phase=train: the training "
         "episodes' returns and lengths and the losses), "
         "checkpoints/last.pt, and TensorBoard event files in tensorboard/ when the "
-        "tensorboard package is installed (view them with 'tensorboard --logdir OUT_DIR'). "
+        "tensorboard package is installed (view them with 'tensorboard --logdir OUT_DIR'); "
+        "with --set tracking=mlflow also an MLflow run (MLFLOW_TRACKING_URI, else "
+        "OUT_DIR/mlflow.db). "
         "Ctrl-C writes a checkpoint and prints how to resume.")
     train.add_argument("algo", metavar="ALGO", nargs="?", default=None,
                        help="algorithm name (listed below); optional with --resume")

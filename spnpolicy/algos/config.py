@@ -18,6 +18,7 @@ from typing import Any
 
 from spnpolicy.training.offpolicy import train_offpolicy
 from spnpolicy.training.shaping import SHAPING_FORMS
+from spnpolicy.training.tracking import TRACKERS
 
 __all__ = ["AlgorithmSpec", "COVERAGE_BUDGET", "MATRIX_BUDGET", "OffPolicyConfig", "RunConfig", "boolean", "check_bool",
            "check_choice", "check_float", "check_hidden", "check_int", "checked", "field_docs",
@@ -160,6 +161,10 @@ class RunConfig:
     TensorBoard: train/): the return, length and success of the training episodes that ended
     and the mean losses since the previous record, to follow learning between evaluations.
     0: none."""
+    tracking: str = checked("none", one_of(*TRACKERS))
+    """Experiment tracking: 'mlflow' also logs the config as params and every evaluation and
+    training record as metrics (step = env steps) to MLflow (the mlflow extra), at
+    MLFLOW_TRACKING_URI or else in the run directory's mlflow.db; 'none': off."""
     device: str = checked("cpu", _device)
     """Torch device for networks and updates."""
     torch_threads: int = checked(1, integer(0))

@@ -1,7 +1,9 @@
 """The metrics logger: one record per evaluation point, to stdout, ``metrics.jsonl``,
-``metrics.csv`` and TensorBoard (when the ``tensorboard`` package is installed), and the
+``metrics.csv``, TensorBoard (when the ``tensorboard`` package is installed) and a tracker
+(MLflow, :mod:`spnpolicy.training.tracking`, when the config asks for it), and the
 training records between them (``"phase": "train"``, :data:`~spnpolicy.training.rundir.PHASE`)
-to the same files and to TensorBoard under ``train/`` (not to stdout: there may be many).
+to the same places, under ``train/`` in TensorBoard and MLflow (not to stdout: there may be
+many).
 
 Every record has ``step`` (env steps so far); the others are numbers (``return_mean``,
 ``success_rate``, ``wall_time``, losses, ...), and a training record's ``phase``.
@@ -25,6 +27,7 @@ from spnpolicy.training.rundir import (
     is_training_record,
     write_text_atomic,
 )
+from spnpolicy.training.tracking import MlflowTracker
 
 __all__ = ["MetricsLogger", "format_record"]
 
@@ -55,12 +58,16 @@ class MetricsLogger:
         stdout: print one line per record (through ``print_fn``).
         tensorboard: ``None`` = when ``out_dir`` is given and tensorboard is installed.
         print_fn: how lines are printed (a progress bar's ``write`` keeps the bar intact).
+        tracker: an experiment tracker (:func:`~spnpolicy.training.tracking.open_tracker`)
+            that gets every record too, or None.
     """
 
     def __init__(self, out_dir: str | os.PathLike | None, stdout: bool = True,
-                 tensorboard: bool | None = None, print_fn=None) -> None:
+                 tensorboard: bool | None = None, print_fn=None,
+                 tracker: MlflowTracker | None = None) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.stdout = stdout
+        self.tracker = tracker
         self.print_fn = print_fn or (lambda line: print(line, file=sys.stdout, flush=True))
         self.records: list[dict[str, Any]] = []
         self._tb = None
@@ -95,6 +102,8 @@ class MetricsLogger:
                     self._tb.add_scalar(f"train/{key}" if training else key, value,
                                         record["step"])
             self._tb.flush()
+        if self.tracker is not None:
+            self.tracker.log(record)
 
     def restore(self, records: list[dict[str, Any]]) -> None:
         """Start from ``records`` (a resumed run's history): rewrites the files, dropping
@@ -104,6 +113,8 @@ class MetricsLogger:
             write_text_atomic(self.out_dir / METRICS_JSONL,
                           "".join(json.dumps(r) + "\n" for r in self.records))
             self._write_csv()
+        if self.tracker is not None:
+            self.tracker.restore(self.records)
 
     def _write_csv(self) -> None:
         columns: list[str] = []
@@ -115,7 +126,12 @@ class MetricsLogger:
         writer.writerows(self.records)
         write_text_atomic(self.out_dir / METRICS_CSV, buffer.getvalue())
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Close the TensorBoard writer and end the tracked run (``finished``: the run
+        reached its budget)."""
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self.tracker is not None:
+            self.tracker.close(finished)
+            self.tracker = None

@@ -10,6 +10,8 @@ RUN_DIR/
   metrics.csv          the same records as a table
   checkpoints/last.pt  the latest checkpoint (atomic writes, ``torch.load(weights_only=True)``)
   tensorboard/         TensorBoard event files (when the tensorboard package is installed)
+  mlflow.db            the MLflow store of a run trained with tracking="mlflow" (unless
+                       MLFLOW_TRACKING_URI names another; spnpolicy.training.tracking)
   provenance.jsonl     one JSON record per process that trained the run: the ``step`` it
                        started from, the package's git ``commit``, when and where
   bench.json           written by ``spnpolicy bench``: ``{"suite": ..., "task": ...}``
@@ -49,8 +51,8 @@ from spnpolicy.training.checkpoint import (
 )
 
 __all__ = ["BENCH_JSON", "CHECKPOINTS", "CONFIG_JSON", "LAST", "METRICS_CSV", "METRICS_JSONL",
-           "PHASE", "PROVENANCE_JSONL", "RUNNING", "RunBusyError", "RunDir", "TENSORBOARD",
-           "TRAINING", "is_training_record", "write_text_atomic"]
+           "MLFLOW_DB", "PHASE", "PROVENANCE_JSONL", "RUNNING", "RunBusyError", "RunDir",
+           "TENSORBOARD", "TRAINING", "is_training_record", "write_text_atomic"]
 
 CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -59,6 +61,7 @@ PROVENANCE_JSONL = "provenance.jsonl"
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 TENSORBOARD = "tensorboard"
+MLFLOW_DB = "mlflow.db"
 BENCH_JSON = "bench.json"
 RUNNING = "RUNNING"
 #: The key and value that mark a training record in ``metrics.jsonl`` (evaluation records
@@ -119,6 +122,11 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / TENSORBOARD
+
+    @property
+    def mlflow_db(self) -> Path:
+        """``mlflow.db``: the default MLflow store (SQLite) of a tracked run."""
+        return self.path / MLFLOW_DB
 
     @property
     def bench(self) -> Path:

@@ -3,7 +3,8 @@
 A :class:`Session` owns the run directory (``config.json``, ``metrics.jsonl``,
 ``metrics.csv``, ``checkpoints/last.pt``, and ``provenance.jsonl``: a line per ``begin``
 with the step it starts from and the package's git commit), the evaluation and checkpoint schedule, the
-progress bar and the logger. The algorithm keeps its own loop and calls it:
+progress bar and the logger (with the experiment tracker, :mod:`spnpolicy.training.tracking`,
+whose run a resumed run continues). The algorithm keeps its own loop and calls it:
 
 ```python
 session = Session(spec, total_steps=cfg.total_steps, eval_interval=cfg.eval_interval,
@@ -52,8 +53,12 @@ from spnpolicy.training.checkpoint import save_checkpoint
 from spnpolicy.training.logger import MetricsLogger
 from spnpolicy.training.progress import ProgressBar
 from spnpolicy.training.rundir import PHASE, TRAINING, RunDir
+from spnpolicy.training.tracking import open_tracker
 
 __all__ = ["RunSpec", "Session", "TrainingInterrupted", "spec_differences"]
+
+#: The checkpoint's record of the tracked (MLflow) run that a resumed run continues.
+TRACKING_RUN = "tracking_run"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -132,17 +137,20 @@ class Session:
             directory that already holds a checkpoint is refused (ValueError).
         progress: show a tqdm bar on stderr.
         stdout: print one line per evaluation.
+        tracking: ``"mlflow"`` also sends the run to MLflow
+            (:mod:`spnpolicy.training.tracking`); ``"none"``: no tracking.
     """
 
     def __init__(self, spec: RunSpec, total_steps: int, eval_interval: int,
                  checkpoint_interval: int, out_dir: str | os.PathLike | None = None,
                  resume: bool = False, progress: bool = False, stdout: bool = True,
-                 log_interval: int = 0) -> None:
+                 log_interval: int = 0, tracking: str = "none") -> None:
         self.spec = spec
         self.total_steps = total_steps
         self.eval_interval = eval_interval
         self.checkpoint_interval = checkpoint_interval
         self.log_interval = log_interval
+        self.tracking = tracking
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume = resume
         self._progress_enabled = progress
@@ -197,8 +205,11 @@ class Session:
             run.write_config(dict(self.spec.to_json(), total_steps=self.total_steps))
         self._bar = ProgressBar(self.total_steps, enabled=self._progress_enabled,
                                 description=f"{self.spec.algo} {self.spec.env}")
+        tracked = payload["session"].get(TRACKING_RUN) if payload is not None else None
         self._logger = MetricsLogger(self.out_dir, stdout=self._stdout,
-                                     print_fn=self._bar.write if self._progress_enabled else None)
+                                     print_fn=self._bar.write if self._progress_enabled else None,
+                                     tracker=open_tracker(self.tracking, self.spec,
+                                                          self.out_dir, tracked))
         if payload is not None:
             step = int(payload["session"]["step"])
             self.history = [dict(r) for r in payload["session"]["history"]]
@@ -292,9 +303,11 @@ class Session:
 
     def save(self, step: int, payload: dict[str, Any]) -> Path:
         """Write ``payload`` (plus the session's step, records and wall time) atomically."""
-        payload = dict(payload, session={"step": int(step), "history": self.history,
-                                         "records": self.records,
-                                         "wall_time": self.wall_time()})
+        session = {"step": int(step), "history": self.history, "records": self.records,
+                   "wall_time": self.wall_time()}
+        if self._logger.tracker is not None:
+            session[TRACKING_RUN] = self._logger.tracker.run_id
+        payload = dict(payload, session=session)
         self._next_checkpoint = self._after(step, self.checkpoint_interval)
         path = save_checkpoint(self.checkpoint_path, payload)
         if self.interrupted:
@@ -308,4 +321,5 @@ class Session:
         if self._bar is not None:
             self._bar.close()
         if self._logger is not None:
-            self._logger.close()
+            self._logger.close(finished=bool(self.history)
+                               and self.history[-1]["step"] >= self.total_steps)

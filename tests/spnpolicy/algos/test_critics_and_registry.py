@@ -63,6 +63,7 @@ def test_unknown_keys_and_fixed_values():
     ("eval_episodes", 0), ("autotune_alpha", 1), ("max_grad_norm", float("nan")),
     ("learning_starts", -1), ("critic_rank", -1), ("device", 0), ("regulariser", "kl"),
     ("n_step", 0), ("eval_stochastic", "yes"), ("log_interval", -1), ("log_interval", 1.5),
+    ("tracking", "wandb"),
 ])
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field} must"):
