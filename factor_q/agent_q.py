@@ -4,10 +4,11 @@ every factor (Deep Coordination Graphs' utilities and payoffs).
 Each agent ``i`` is embedded from its own input (an observation), a one-hot of its id
 and, when ``state_dim > 0``, an embedding of the global state:
 ``h_i = MLP([x_i, onehot(i), g(s)])`` ``[B, n, H]``. The utilities are one linear head,
-``unary_i = U h_i`` ``[B, n, k]``; a factor's table is one linear head on its agents'
-embeddings in scope order, averaged over the scope's orderings (each mapped back to the
-scope's axis order), so it does not depend on how the scope is listed:
-``table_ij = (P[h_i, h_j] + P[h_j, h_i]^T) / 2`` ``[B, k, k]`` (order 3: the six orderings).
+``unary_i = U h_i`` ``[B, n, k]``; a factor's table is one payoff head (linear, or with one
+ReLU layer: ``payoff_hidden``) on its agents' embeddings in scope order, averaged over the
+scope's orderings (each mapped back to the scope's axis order), so it does not depend on
+how the scope is listed: ``table_ij = (P[h_i, h_j] + P[h_j, h_i]^T) / 2`` ``[B, k, k]``
+(order 3: the six orderings).
 With ``rank=r`` a table is ``sum_r prod_p v_pr`` instead, agent ``a``'s vectors one linear
 head on ``[h_a, sum of the factor's other h]``: symmetric by construction.
 The parameter count does not grow with the number of agents or factors, and what one
@@ -60,6 +61,10 @@ class AgentFactorQ(nn.Module):
             one linear head on ``[h_a, sum of the other agents' h]`` (``a`` the agent at
             ``p``), shared by every position and every factor of the order: symmetric by
             construction, with ``rank * k`` head outputs instead of ``k ** order``.
+        payoff_hidden: 0 (default) for the linear payoff head of Deep Coordination Graphs;
+            ``> 0`` for a head with one ReLU layer of that many units on the factor's
+            embeddings, so that a table can depend on how its agents' inputs combine
+            (whether two agents see the same thing), not only on their sum.
         ensemble: ``E`` independently initialised networks (twin critics: 2); ``None``
             (default) for one.
 
@@ -70,7 +75,8 @@ class AgentFactorQ(nn.Module):
 
     def __init__(self, graph: FactorGraph, input_dim: int, num_actions: int,
                  hidden: Sequence[int] = (64, 64), unary: bool = True, state_dim: int = 0,
-                 rank: int | None = None, ensemble: int | None = None) -> None:
+                 rank: int | None = None, payoff_hidden: int = 0,
+                 ensemble: int | None = None) -> None:
         super().__init__()
         hidden = check_arguments(graph, input_dim, num_actions, hidden, unary, rank,
                                  input_name="input_dim")
@@ -79,6 +85,10 @@ class AgentFactorQ(nn.Module):
         if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 0:
             raise ValueError(f"state_dim must be an int >= 0, got {state_dim!r}")
         check_ensemble(ensemble)
+        if isinstance(payoff_hidden, bool) or not isinstance(payoff_hidden, int) \
+                or payoff_hidden < 0:
+            raise ValueError(f"payoff_hidden must be an int >= 0, got {payoff_hidden!r}")
+        self.payoff_hidden = payoff_hidden
         self.graph, self.input_dim, self.num_actions = graph, input_dim, num_actions
         self.state_dim, self.rank, self.ensemble = state_dim, rank, ensemble
         n, k = graph.num_agents, num_actions
@@ -95,9 +105,14 @@ class AgentFactorQ(nn.Module):
             width = h
         self.torso = nn.Sequential(*layers)
         self.unary_head = linear(width, k) if unary else None
-        self.payoff = nn.ModuleDict({str(order): linear(order * width, k**order) if rank is None
-                                     else linear(2 * width, rank * k)
-                                     for order in graph.orders})
+        # per order: the layer on the factor's embeddings (k**order outputs, rank * k for
+        # low-rank vectors, or payoff_hidden units and then payoff_out)
+        outputs = {order: k**order if rank is None else rank * k for order in graph.orders}
+        inputs = {order: order * width if rank is None else 2 * width for order in graph.orders}
+        self.payoff = nn.ModuleDict({str(o): linear(inputs[o], payoff_hidden or outputs[o])
+                                     for o in graph.orders})
+        self.payoff_out = nn.ModuleDict({str(o): linear(payoff_hidden, outputs[o])
+                                         for o in graph.orders} if payoff_hidden else {})
         for order in graph.orders:
             self.register_buffer(f"scopes{order}",
                                  torch.tensor(graph.scopes(order), dtype=torch.long),
@@ -134,51 +149,59 @@ class AgentFactorQ(nn.Module):
         for key, head in self.payoff.items():
             order = int(key)
             scopes = getattr(self, f"scopes{order}")
-            tables[order] = (self._full_tables(head, h, scopes) if self.rank is None
-                             else self._low_rank_tables(head, h, scopes))
+            tables[order] = (self._full_tables(key, h, scopes) if self.rank is None
+                             else self._low_rank_tables(key, h, scopes))
         return FactorValues.trusted(self.graph, unary, tables.get(2), tables.get(3))
 
-    def _full_tables(self, head: nn.Module, h: torch.Tensor,
-                     scopes: torch.Tensor) -> torch.Tensor:
+    def _full_tables(self, key: str, h: torch.Tensor, scopes: torch.Tensor) -> torch.Tensor:
         """Tables ``[(E,) B, F, k, ...]`` of the factors ``scopes`` ``[F, order]``: the head
         on the scope's embeddings in each ordering, mapped back to scope order, averaged."""
         order, k = scopes.shape[1], self.num_actions
-        # the head is linear in the concatenation [h_a, h_b, ...], so each scope
+        # the first layer is linear in the concatenation [h_a, h_b, ...], so each scope
         # position's part is one projection per agent, gathered per factor
-        parts = self._projections(head, h, order)                       # [o, (E,) B, n, k^o]
+        parts = self._projections(self.payoff[key], h, order)           # [o, (E,) B, n, .]
         axis = h.dim() - 2                                              # the agents' axis
         total = None
         for perm in itertools.permutations(range(order)):
-            flat = sum(parts[p].index_select(axis, scopes[:, perm[p]])
-                       for p in range(order))                           # [(E,) B, F, k^o]
+            flat = self._head_out(key, sum(parts[p].index_select(axis, scopes[:, perm[p]])
+                                           for p in range(order)))      # [(E,) B, F, k^o]
             table = flat.unflatten(-1, (k,) * order)                    # axis p: perm[p]'s
             lead = table.dim() - order
             table = table.permute(*range(lead), *(lead + perm.index(p) for p in range(order)))
             total = table if total is None else total + table
-        lead = (self.ensemble, 1, 1) if self.ensemble is not None else ()
-        bias = head.bias.view(*lead, *(k,) * order)
-        return total / math.factorial(order) + _symmetrised(bias, order)
+        return total / math.factorial(order)
 
-    def _low_rank_tables(self, head: nn.Module, h: torch.Tensor,
+    def _head_out(self, key: str, pre: torch.Tensor) -> torch.Tensor:
+        """The payoff head's output ``[(E,) B, F, out]`` from its first layer's weighted sum
+        without bias ``pre``: plus the bias, then (``payoff_hidden``) ReLU and the output
+        layer."""
+        first = self.payoff[key]
+        bias = first.bias if self.ensemble is None else first.bias.unsqueeze(1)
+        pre = pre + bias
+        if not self.payoff_hidden:
+            return pre
+        return self._rows(self.payoff_out[key], torch.relu(pre))
+
+    def _low_rank_tables(self, key: str, h: torch.Tensor,
                          scopes: torch.Tensor) -> torch.Tensor:
         """Tables ``[(E,) B, F, k, ...]`` of the factors ``scopes`` ``[F, order]``, each
         ``sum_r prod_p v_pr[u_p]``: position ``p``'s vectors ``v_p`` ``[rank, k]`` are the
         head on ``[h_a, sum of the scope's other h]`` (``a`` the agent at ``p``)."""
         count, order = scopes.shape
         k, rank = self.num_actions, self.rank
-        # the head is linear: own and others' parts are one projection per agent each
+        # the first layer is linear: own and others' parts are one projection per agent each
         own, other = (part.index_select(h.dim() - 2, scopes.reshape(-1))
                       .unflatten(-2, (count, order))
-                      for part in self._projections(head, h, 2))        # [(E,) B, F, o, r k]
-        lead = (self.ensemble, 1, 1, 1) if self.ensemble is not None else ()
-        vectors = own + other.sum(-2, keepdim=True) - other + head.bias.view(*lead, -1)
+                      for part in self._projections(self.payoff[key], h, 2))  # [.., F, o, .]
+        pre = own + other.sum(-2, keepdim=True) - other
+        vectors = self._head_out(key, pre.flatten(-3, -2)).unflatten(-2, (count, order))
         batch = vectors.shape[:-3]                                      # [(E,) B]
         tables = low_rank_table(vectors.reshape(-1, count, order, rank, k))
         return tables.view(*batch, count, *(k,) * order)
 
     def _projections(self, head: nn.Module, h: torch.Tensor, parts: int) -> torch.Tensor:
         """``[parts, (E,) B, n, out]``: each agent's embedding through the part of the
-        payoff head's weight that reads input block ``p`` (the head reads ``parts``
+        payoff head's first layer that reads input block ``p`` (the layer reads ``parts``
         concatenated embeddings; no bias)."""
         width = h.shape[-1]
         if self.ensemble is None:
@@ -216,14 +239,7 @@ class AgentFactorQ(nn.Module):
     def extra_repr(self) -> str:
         return (f"agents={self.graph.num_agents}, factors={self.graph.num_factors}, "
                 f"actions={self.num_actions}, input_dim={self.input_dim}, "
-                f"state_dim={self.state_dim}, rank={self.rank}"
+                f"state_dim={self.state_dim}, rank={self.rank}, "
+                f"payoff_hidden={self.payoff_hidden}"
                 + ("" if self.ensemble is None else f", ensemble={self.ensemble}"))
 
-
-def _symmetrised(table: torch.Tensor, order: int) -> torch.Tensor:
-    """The mean of ``table`` ``[..., k, ...]`` (last ``order`` axes) over the permutations of
-    those axes."""
-    lead = table.dim() - order
-    perms = list(itertools.permutations(range(order)))
-    return sum(table.permute(*range(lead), *(lead + p for p in perm)) for perm in perms) \
-        / len(perms)

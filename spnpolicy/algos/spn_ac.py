@@ -79,6 +79,9 @@ class SpnAcConfig(OffPolicyConfig):
     its id and the global state, and one payoff head shared by every factor, as in Deep
     Coordination Graphs; what one factor learns, every factor with the same inputs
     shares). agents stores observations in the replay buffer and has no low-rank tables."""
+    critic_payoff_hidden: int = checked(0, integer(0))
+    """With critic_input="agents": units of the payoff head's ReLU layer on a factor's agent
+    embeddings (0: a linear head, as Deep Coordination Graphs)."""
     factor_graph: str = checked("auto", one_of(*FACTOR_GRAPHS))
     """Critic factor graph: auto, complete, random, line, ring, star, none (build_factor_graph)."""
     num_factors: int = checked(20, integer(0))
@@ -276,7 +279,9 @@ class SpnAc(OffPolicyAlgorithm):
         self.needs_obs = cfg.critic_input == "agents"
         if self.needs_obs:
             self.critic = AgentFactorQ(graph, envs.obs_dim, k, cfg.critic_hidden, cfg.unary,
-                                       state_dim=state_dim, ensemble=2).to(device)
+                                       state_dim=state_dim,
+                                       payoff_hidden=cfg.critic_payoff_hidden,
+                                       ensemble=2).to(device)
         else:
             self.critic = FactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
                                   cfg.critic_rank or None, ensemble=2).to(device)

@@ -50,8 +50,18 @@ def networks(draw, ensemble=True):
                         hidden=(6,), unary=draw(st.booleans(), label="unary"),
                         state_dim=draw(st.sampled_from([0, 2]), label="state_dim"),
                         rank=draw(st.sampled_from([None, 1, 2]), label="rank"),
+                        payoff_hidden=draw(st.sampled_from([0, 5]), label="payoff_hidden"),
                         ensemble=draw(st.sampled_from([None, 2]) if ensemble else st.none(),
                                       label="ensemble")).double()
+
+
+def _head(q, order, x):
+    """The payoff head of ``order`` on concatenated embeddings ``x`` ``[(E,) ..., in]``:
+    its first layer, then (``payoff_hidden``) ReLU and the output layer."""
+    out = q._rows(q.payoff[str(order)], x)
+    if q.payoff_hidden:
+        out = q._rows(q.payoff_out[str(order)], torch.relu(out))
+    return out
 
 
 def reference_tables(q, inputs, state):
@@ -64,21 +74,21 @@ def reference_tables(q, inputs, state):
     h = q._embed(inputs, state)                                         # [(E,) B, n, H]
     k, out = q.num_actions, {}
     for order in q.graph.orders:
-        head, tables = q.payoff[str(order)], []
+        tables = []
         for scope in q.graph.scopes(order):
             agent = [h[..., a, :] for a in scope]                       # [(E,) B, H] each
             if q.rank is None:
                 total = 0
                 for perm in itertools.permutations(range(order)):
-                    t = q._rows(head, torch.cat([agent[p] for p in perm], -1))
+                    t = _head(q, order, torch.cat([agent[p] for p in perm], -1))
                     t = t.unflatten(-1, (k,) * order)                   # axis p: scope[perm[p]]
                     lead = t.dim() - order
                     total = total + t.permute(*range(lead), *(lead + perm.index(j)
                                                               for j in range(order)))
                 tables.append(total / math.factorial(order))
             else:
-                vectors = [q._rows(head, torch.cat([agent[p], sum(agent[j] for j in range(order)
-                                                                  if j != p)], -1))
+                vectors = [_head(q, order, torch.cat([agent[p], sum(agent[j] for j in range(order)
+                                                                    if j != p)], -1))
                            .unflatten(-1, (q.rank, k)) for p in range(order)]
                 spec = "...ri,...rj->...ij" if order == 2 else "...ri,...rj,...rl->...ijl"
                 tables.append(torch.einsum(spec, *vectors))
@@ -92,7 +102,7 @@ def _member(ensemble: AgentFactorQ, j: int) -> AgentFactorQ:
     one = AgentFactorQ(ensemble.graph, ensemble.input_dim, ensemble.num_actions,
                        hidden=[layer.weight.shape[-1] for layer in ensemble.torso[::2]],
                        unary=ensemble.unary_head is not None, state_dim=ensemble.state_dim,
-                       rank=ensemble.rank).double()
+                       rank=ensemble.rank, payoff_hidden=ensemble.payoff_hidden).double()
     one.load_state_dict({name: value[j][0] if name.endswith("bias") else value[j].T
                          for name, value in ensemble.state_dict().items()})
     return one
@@ -128,7 +138,8 @@ def test_tables_do_not_depend_on_how_a_scope_is_listed(q, data):
     factors = [tuple(data.draw(st.permutations(f))) for f in q.graph.factors]
     other = AgentFactorQ(FactorGraph(q.graph.num_agents, factors), q.input_dim,
                          q.num_actions, hidden=(6,), unary=q.unary_head is not None,
-                         state_dim=q.state_dim, rank=q.rank, ensemble=q.ensemble).double()
+                         state_dim=q.state_dim, rank=q.rank, payoff_hidden=q.payoff_hidden,
+                         ensemble=q.ensemble).double()
     other.load_state_dict(q.state_dict())
     inputs, state = _inputs(q, batch=3)
     a, b = q(inputs, state), other(inputs, state)
@@ -181,10 +192,12 @@ def test_evaluate_is_the_enumerated_table_at_the_actions(q, seed):
 # --- ensembles, gradients, parameters -----------------------------------------------------
 @pytest.mark.parametrize("rank", [None, 2])
 @pytest.mark.parametrize("state_dim", [0, 3])
-def test_each_ensemble_member_is_an_agent_factor_q_of_its_own(rank, state_dim):
+@pytest.mark.parametrize("payoff_hidden", [0, 4])
+def test_each_ensemble_member_is_an_agent_factor_q_of_its_own(rank, state_dim, payoff_hidden):
     torch.manual_seed(0)
     ensemble = AgentFactorQ(GRAPHS["mixed"], input_dim=4, num_actions=3, hidden=(8, 6),
-                            state_dim=state_dim, rank=rank, ensemble=3).double()
+                            state_dim=state_dim, rank=rank, payoff_hidden=payoff_hidden,
+                            ensemble=3).double()
     inputs, state = _inputs(ensemble)
     actions = torch.randint(3, (6, 5))
     values, q = ensemble(inputs, state), ensemble.evaluate(inputs, actions, state)
@@ -232,6 +245,8 @@ def test_parameters_do_not_grow_with_the_factors_and_agents_only_by_the_id_input
     (dict(hidden=(8, -1)), ValueError, "hidden must be a sequence of positive ints"),
     (dict(state_dim=-1), ValueError, "state_dim must be an int >= 0"),
     (dict(state_dim=1.5), ValueError, "state_dim must be an int >= 0"),
+    (dict(payoff_hidden=-1), ValueError, "payoff_hidden must be an int >= 0"),
+    (dict(payoff_hidden=True), ValueError, "payoff_hidden must be an int >= 0"),
     (dict(ensemble=0), ValueError, "ensemble must be None or a positive int"),
     (dict(ensemble=True), ValueError, "ensemble must be None or a positive int"),
     (dict(graph="ring"), TypeError, "graph must be a FactorGraph"),
