@@ -13,7 +13,7 @@ from circuits.compile import Plan, compile_plan
 from circuits.distribution import (CircuitDistribution, check_assignment, check_dtype,
                                    check_params, warn_if_approximate)
 from circuits.nodes import Node
-from circuits.program import kept, kept_structure
+from circuits.schedule import kept, kept_structure
 from circuits.region_tree import RegionTree
 from circuits.tables import TablePlan, build_table_plan
 
@@ -153,7 +153,7 @@ class Circuit(nn.Module):
             with torch.no_grad():
                 logp = passes.normalise(plan, logits.unsqueeze(0), "logits")
                 ext = passes.extend(logp)
-                self._own_params = (key, logp, ext, upward.weight_exps(plan.program, ext))
+                self._own_params = (key, logp, ext, upward.weight_exps(plan, ext))
         return self._own_params[1:]
 
     def marginals(self) -> torch.Tensor:

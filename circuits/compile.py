@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from circuits.analysis import LEAF, PRODUCT, Structure
-from circuits.program import build_program, moved
+from circuits.schedule import Schedule, build_schedule, moved
 
 __all__ = ["Group", "Plan", "compile_plan"]
 
@@ -77,7 +77,7 @@ class Plan:
     param_state: torch.Tensor         # [P] for leaf params the state, else -1
     nodes: tuple = field(repr=False, default=())   # node objects by id (1..): leaves, then layers
     layer_of: torch.Tensor = None     # [N] layer of each node id (0 for the constant and leaves)
-    program: object = None            # the upward pass's per-layer steps (circuits.program)
+    schedule: Schedule = None         # the upward pass's steps, a rewrite of the groups (circuits.schedule)
     param_runs: tuple = ()            # (start, stop, size, first group, stop group) segments of the
                                       # parameters: size > 0 = runs of equal-size groups, 0 = mixed
 
@@ -144,7 +144,7 @@ def compile_plan(structure: Structure) -> Plan:
         param_leaf=params.tensor("leaf"),
         param_state=params.tensor("state"),
         nodes=nodes, layer_of=layer_of)
-    plan.program = build_program(plan)
+    plan.schedule = build_schedule(plan)
     plan.param_runs = _param_runs(plan.param_group, plan.num_param_groups)
     return plan
 

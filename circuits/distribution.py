@@ -16,7 +16,7 @@ from circuits import downward, passes
 from circuits.compile import Plan
 from circuits.leave_one_out import leave_one_out
 from circuits.nodes import ApproximateMPEWarning, NotDeterministicError
-from circuits.program import kept_structure
+from circuits.schedule import kept_structure
 from circuits.tables import scope_tables
 
 __all__ = ["CircuitDistribution", "check_assignment", "check_dtype", "check_generator",

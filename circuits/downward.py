@@ -21,7 +21,7 @@ import torch
 from circuits import passes, upward
 from circuits.compile import Group, Plan
 from circuits.kernels import logsumexp, zero_log_zero
-from circuits.program import kept
+from circuits.schedule import kept
 
 __all__ = ["entropy", "flows", "leaf_marginals", "log_derivatives", "mode",
            "per_variable_logsumexp", "sample"]
@@ -264,9 +264,9 @@ def mode(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, rows: int) 
         theta = passes.leaf_log_probs(plan, logp_ext.detach(), x).expand(rows, -1, -1)
         best, states = theta.max(-1)                                      # [rows, L]
         best.requires_grad_()
-        layer = best.T.index_select(0, plan.program.row_leaf)
-        outs = upward.run(plan.program, logp_ext.detach(), layer, semiring=upward.MAX_PRODUCT)
-        reached, = torch.autograd.grad(upward.root(plan.program, outs).sum(), best)
+        layer = best.T.index_select(0, plan.schedule.row_leaf)
+        outs = upward.run(plan, logp_ext.detach(), layer, semiring=upward.MAX_PRODUCT)
+        reached, = torch.autograd.grad(upward.root(plan, outs).sum(), best)
     values = torch.where(reached > 0, states, torch.zeros_like(states))
     out = torch.zeros(rows, plan.num_vars, dtype=torch.long, device=logp_ext.device)
     return out.scatter_add_(1, plan.leaf_var.expand(rows, -1), values)

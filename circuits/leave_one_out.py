@@ -58,8 +58,8 @@ def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Te
     need_graph = torch.is_grad_enabled() and (logp_ext.requires_grad or leaf.requires_grad)
     with torch.enable_grad():
         values = leaf if need_graph else leaf.detach().requires_grad_()
-        outs = upward.run(plan.program, logp_ext, values, twice=need_graph)
-        log_z = upward.root(plan.program, outs)                         # [B]
+        outs = upward.run(plan, logp_ext, values, twice=need_graph)
+        log_z = upward.root(plan, outs)                         # [B]
         flows, = torch.autograd.grad(log_z.sum(), values, create_graph=need_graph)
     if not need_graph:
         flows, values, log_z = flows.detach(), values.detach(), log_z.detach()
@@ -71,12 +71,12 @@ def by_flows(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor, leaf: torch.Te
     else:
         inverse = torch.exp(-values)
     ratio = flows * inverse                                               # [n_0, B]
-    program = plan.program
-    if program.leaf_table is not None:           # the leaf layer is [V, Lv] (padding: flow 0)
+    schedule = plan.schedule
+    if schedule.leaf_table is not None:           # the leaf layer is [V, Lv] (padding: flow 0)
         total = ratio.view(plan.num_vars, -1, ratio.shape[1]).sum(1)
     else:                                        # row l is leaf l
         total = ratio.new_zeros(plan.num_vars, ratio.shape[1]).index_add_(
-            0, plan.leaf_var.index_select(0, program.row_leaf), ratio)
+            0, plan.leaf_var.index_select(0, schedule.row_leaf), ratio)
     return (-torch.log(total)).T.clamp(max=0.0), torch.isfinite(log_z.detach())
 
 

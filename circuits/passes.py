@@ -13,7 +13,7 @@ import torch
 from circuits import upward as upward_steps
 from circuits.compile import Plan
 from circuits.kernels import NARROW, compiling
-from circuits.program import KeptWeights, leaf_products
+from circuits.schedule import KeptWeights
 
 __all__ = ["extend", "leaf_log_probs", "log_values", "normalise", "posterior",
            "root_log_values"]
@@ -103,13 +103,13 @@ def leaf_log_probs(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None = 
 
 
 def _leaf_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int):
-    """The leaf layer's log-values ``[n_0, B]``, rows in the program's leaf order."""
-    program = plan.program
+    """The leaf layer's log-values ``[n_0, B]``, rows in the schedule's leaf order."""
+    schedule = plan.schedule
     if x is None:
-        return logp_ext.new_zeros(program.row_leaf.numel(), batch)
+        return logp_ext.new_zeros(schedule.row_leaf.numel(), batch)
     states = _states(plan, x)
-    if program.leaf_table is not None and logp_ext.shape[0] == 1:
-        table = logp_ext.reshape(-1).take(program.leaf_table)        # [V, Lv, K + 1]
+    if schedule.leaf_table is not None and logp_ext.shape[0] == 1:
+        table = logp_ext.reshape(-1).take(schedule.leaf_table)        # [V, Lv, K + 1]
         return _pick(table, states)
     slots, flat = _slots_and_columns(plan, states)
     theta = logp_ext.index_select(1, slots)                          # [B', L * (K + 1)]
@@ -134,7 +134,7 @@ def _slots_and_columns(plan: Plan, states: torch.Tensor) -> tuple[torch.Tensor, 
     missing = torch.full((plan.num_leaves, 1), plan.num_params + 1, dtype=torch.long,
                          device=states.device)
     slots = torch.cat([plan.leaf_slots, missing], 1).view(-1)
-    rows = plan.program.row_leaf
+    rows = plan.schedule.row_leaf
     columns = states.index_select(0, plan.leaf_var[rows]).add_(plan.leaf_offsets[rows].unsqueeze(1))
     return slots, columns
 
@@ -143,20 +143,20 @@ def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, 
                     exps: KeptWeights | None = None) -> torch.Tensor:
     """The root's log-value ``[B]`` under evidence ``x [B, V]`` (-1 = marginalised);
     ``exps``: :func:`circuits.upward.weight_exps` of ``logp_ext``, if kept. With shared
-    parameters the first layer is read from the leaf tables where the program allows
-    (:func:`circuits.program.leaf_products`)."""
-    fused = leaf_products(plan.program) if x is not None and logp_ext.shape[0] == 1 else None
+    parameters the first layer is read from the leaf tables where the schedule allows
+    (``plan.schedule.first``)."""
+    fused = plan.schedule.first if x is not None and logp_ext.shape[0] == 1 else None
     if fused is None:
-        return upward_steps.root(plan.program, upward_steps.run(
-            plan.program, logp_ext, _leaf_values(plan, logp_ext, x, batch), exps=exps))
-    return upward_steps.root(fused.program, upward_steps.run(
-        fused.program, logp_ext, None, exps=exps, first=fused.values(logp_ext, x, exps)))
+        return upward_steps.root(plan, upward_steps.run(
+            plan, logp_ext, _leaf_values(plan, logp_ext, x, batch), exps=exps))
+    return upward_steps.root(plan, upward_steps.run(
+        plan, logp_ext, None, exps=exps, first=fused.values(logp_ext, x, exps)))
 
 
 def log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
     """Log-value of every node ``[B, N]`` under evidence ``x [B, V]`` (a transposed view)."""
-    outs = upward_steps.run(plan.program, logp_ext, _leaf_values(plan, logp_ext, x, batch))
-    return upward_steps.node_values(plan.program, outs).T
+    outs = upward_steps.run(plan, logp_ext, _leaf_values(plan, logp_ext, x, batch))
+    return upward_steps.node_values(plan, outs).T
 
 
 def posterior(plan: Plan, logp: torch.Tensor, vals: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from circuits.compile import Plan
 from circuits.nodes import Categorical, Product, Sum
-from circuits.program import kept, moved
+from circuits.schedule import kept, moved
 from circuits.tree_distribution import TreeDistribution
 
 __all__ = ["RegionTree"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from circuits.compile import Plan
-from circuits.program import moved
+from circuits.schedule import moved
 from circuits.nodes import Categorical, Product, Sum
 
 __all__ = ["TablePlan", "build_table_plan", "scope_tables"]

@@ -1,5 +1,5 @@
-"""The upward executor: :func:`run` walks a :class:`~circuits.program.Program` under a
-semiring (:data:`LOG_SUM_EXP` or :data:`MAX_PRODUCT`).
+"""The upward executor: :func:`run` walks a plan's :class:`~circuits.schedule.Schedule`
+under a semiring (:data:`LOG_SUM_EXP` or :data:`MAX_PRODUCT`).
 
 Each layer's output is its own node-major tensor ``[n_l, B]`` (layer 0: the leaves), the
 concatenation of its steps' outputs. Steps:
@@ -22,13 +22,13 @@ from __future__ import annotations
 import torch
 
 from circuits.kernels import OuterMatmul, log_nonneg, logsumexp, matmul, max_shift, outer_values
-from circuits.program import KeptWeights, Program, Step, kept, kept_structure
+from circuits.schedule import KeptWeights, Schedule, Step, kept, kept_structure
 
 __all__ = ["LOG_SUM_EXP", "MAX_PRODUCT", "run", "root", "node_values", "weight_exps",
            "piece_steps"]
 
 
-def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None, *,
+def run(plan, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None, *,
         semiring: dict | None = None, exact: bool = False, exps: KeptWeights | None = None,
         first: torch.Tensor | None = None, twice: bool = False) -> list:
     """Every layer's values: the leaf layer ``[n_0, B]`` -> list of ``[n_l, B]`` tensors.
@@ -37,23 +37,24 @@ def run(program: Program, logp_ext: torch.Tensor, leaf_vals: torch.Tensor | None
     :data:`LOG_SUM_EXP` (default) or :data:`MAX_PRODUCT`. The shared-shift steps record
     their smallest sums; if one fell below its limit the pass reruns with exact guards
     (``exact``: guards from the start). ``exps``: :func:`weight_exps` of ``logp_ext``.
-    ``first``: the first layer ``[n_1, B]`` (:class:`circuits.program.LeafProducts`), then
+    ``first``: the first layer ``[n_1, B]`` (:class:`circuits.schedule.LeafProducts`), then
     ``leaf_vals`` is None. ``twice``: every step's gradient is differentiable again.
     """
     steps = LOG_SUM_EXP if semiring is None else semiring
-    ctx = _Pass(logp_ext, program.cuts, exact, exps, twice)
-    outs = _walk(program, steps, ctx, leaf_vals, first)
-    if ctx.mins and bool((torch.stack(ctx.mins) < _limits(program, ctx.limits, logp_ext)).any()):
-        outs = _walk(program, steps, _Pass(logp_ext, program.cuts, True, exps, twice),
+    schedule = plan.schedule
+    ctx = _Pass(logp_ext, schedule.cuts, exact, exps, twice)
+    outs = _walk(schedule, steps, ctx, leaf_vals, first)
+    if ctx.mins and bool((torch.stack(ctx.mins) < _limits(schedule, ctx.limits, logp_ext)).any()):
+        outs = _walk(schedule, steps, _Pass(logp_ext, schedule.cuts, True, exps, twice),
                      leaf_vals, first)
     return outs
 
 
-def _walk(program: Program, steps: dict, ctx: _Pass, leaf_vals: torch.Tensor | None,
+def _walk(schedule: Schedule, steps: dict, ctx: _Pass, leaf_vals: torch.Tensor | None,
           first: torch.Tensor | None) -> list:
     outs = [leaf_vals if first is None else first[:0], *([] if first is None else [first])]
     empty = None
-    for layer in program.layers[len(outs) - 1:]:
+    for layer in schedule.layers[len(outs) - 1:]:
         if not layer:                                 # a layer of fused products only
             empty = outs[0][:0] if empty is None else empty
             outs.append(empty)
@@ -63,40 +64,42 @@ def _walk(program: Program, steps: dict, ctx: _Pass, leaf_vals: torch.Tensor | N
     return outs
 
 
-def weight_exps(program: Program, logp_ext: torch.Tensor) -> KeptWeights | None:
+def weight_exps(plan, logp_ext: torch.Tensor) -> KeptWeights | None:
     """:class:`KeptWeights` of ``logp_ext``, for passes with unchanged parameters; None when
     no step has a piece."""
-    if not program.cuts:
+    schedule = plan.schedule
+    if not schedule.cuts:
         return None
-    steps = piece_steps(program)
+    steps = piece_steps(schedule)
     exps = tuple(torch.exp(piece) if i in steps else None
-                 for i, piece in enumerate(torch.split(logp_ext, program.cuts, dim=1)))
+                 for i, piece in enumerate(torch.split(logp_ext, schedule.cuts, dim=1)))
     safe = frozenset(i for i, step in steps.items() if exps[i].numel()
                      and bool(exps[i].amin() >= 2 * _limit(step, logp_ext.dtype)))
     return KeptWeights(exps, safe)
 
 
-def piece_steps(program: Program) -> dict:
-    """``{piece: step}`` of the steps that read a piece of ``logp_ext`` (kept on the program)."""
-    return kept(program.__dict__, "_piece_steps", lambda: {
-        step.piece: step for layer in program.layers for step in layer if step.piece is not None})
+def piece_steps(schedule: Schedule) -> dict:
+    """``{piece: step}`` of the steps that read a piece of ``logp_ext`` (kept on the schedule)."""
+    return kept(schedule.__dict__, "_piece_steps", lambda: {
+        step.piece: step for layer in schedule.layers for step in layer if step.piece is not None})
 
 
-def root(program: Program, outs: list) -> torch.Tensor:
+def root(plan, outs: list) -> torch.Tensor:
     """The root's log-values ``[B]`` from :func:`run`'s output."""
-    return outs[program.root_layer][program.root_pos]
+    return outs[plan.schedule.root_layer][plan.schedule.root_pos]
 
 
-def node_values(program: Program, outs: list) -> torch.Tensor:
+def node_values(plan, outs: list) -> torch.Tensor:
     """All node log-values ``[N, B]`` in node-id order (row 0, the padding node, is 0)."""
+    schedule = plan.schedule
     batch = outs[0].shape[1]
     parts = [outs[0].new_zeros(1, batch), *outs]
-    for layer, index in program.outers:
-        step = program.layers[layer - 1][index]
+    for layer, index in schedule.outers:
+        step = schedule.layers[layer - 1][index]
         src = _source(outs, step.sources)
         left, right = _gather(src, step.children), _gather(src, step.right)
         parts.append((left.unsqueeze(2) + right.unsqueeze(1)).flatten(0, 2))
-    return torch.cat(parts).index_select(0, program.node_index)
+    return torch.cat(parts).index_select(0, schedule.node_index)
 
 
 # --- execution --------------------------------------------------------------------------------
@@ -144,9 +147,9 @@ class _Pass:
         return out.flatten(0, 1)
 
 
-def _limits(program: Program, values: list, like: torch.Tensor) -> torch.Tensor:
-    """The limits ``values`` as a tensor like ``like`` (kept on the program)."""
-    kept = program.__dict__.setdefault("_limit_tensors", {})
+def _limits(schedule: Schedule, values: list, like: torch.Tensor) -> torch.Tensor:
+    """The limits ``values`` as a tensor like ``like`` (kept on the schedule)."""
+    kept = schedule.__dict__.setdefault("_limit_tensors", {})
     key = (like.dtype, like.device, tuple(values))
     if key not in kept:
         kept[key] = torch.tensor(values, dtype=like.dtype, device=like.device)

@@ -8,8 +8,8 @@
   ``upward.run(twice=True)`` takes), second derivatives included.
 - Narrow batches (``kernels.bmm``'s transposed product) and run-wise normalisation
   (``passes.normalise``) against float64 references.
-- The first layer read from the leaf tables (``circuits.program.leaf_products``) against
-  the unfused pass, values and gradients.
+- The first layer read from the leaf tables (the ``first layer`` rewrite,
+  ``plan.schedule.first``) against the leaf layer's pass, values and gradients.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import copy
 import pytest
 import torch
 
-from circuits import Categorical, Circuit, Product, Sum, kernels, passes, program, upward
+from circuits import Categorical, Circuit, Product, Sum, kernels, passes, schedule, upward
 from circuits.structures import random_tensorized
 
 RAT = dict(num_vars=8, num_states=3, depth=2, num_repetitions=2, num_sums=3,
@@ -255,8 +255,8 @@ def test_fused_leaf_products_equal_the_unfused_pass(dtype, zero_state, monkeypat
     (a zero-probability state, picked by some rows) by the gather, as 0 * -inf is NaN."""
     c = Circuit(random_tensorized(**RAT).root, dtype=dtype)
     plan = c._plan_on(torch.device("cpu"))
-    fused = program.leaf_products(plan.program)
-    assert fused is not None and fused.program is not plan.program     # grouped rows renumbered
+    fused = plan.schedule.first
+    assert fused is not None
     x = _x(40, seed=5)
     x[1] = -1                                                          # nothing observed
     ext = passes.extend(passes.normalise(plan, c.logits.unsqueeze(0)))
@@ -264,13 +264,13 @@ def test_fused_leaf_products_equal_the_unfused_pass(dtype, zero_state, monkeypat
         ext = ext.detach().clone()
         ext[0, fused.gather_slots[0, 0, 0, 1 + int(x[0, fused.variables[0]])]] = float("-inf")
     one_hot_calls = []
-    one_hot = program.LeafProducts._one_hot_sum
-    monkeypatch.setattr(program.LeafProducts, "_one_hot_sum",
+    one_hot = schedule.LeafProducts._one_hot_sum
+    monkeypatch.setattr(schedule.LeafProducts, "_one_hot_sum",
                         lambda self, *a: one_hot_calls.append(1) or one_hot(self, *a))
     ext_plain = ext.detach().clone().requires_grad_()
     ext_fused = ext.detach().clone().requires_grad_()
-    plain = upward.root(plan.program, upward.run(
-        plan.program, ext_plain, passes._leaf_values(plan, ext_plain, x, 40)))
+    plain = upward.root(plan, upward.run(
+        plan, ext_plain, passes._leaf_values(plan, ext_plain, x, 40)))
     got = passes.root_log_values(plan, ext_fused, x, 40)
     assert torch.equal(got, plain)
     with torch.no_grad():   # the row lookup of the no-autograd layout: the same numbers
@@ -287,7 +287,7 @@ def test_fused_leaf_products_equal_the_unfused_pass(dtype, zero_state, monkeypat
 def test_leaf_products_decline_a_first_layer_that_is_not_products_of_leaves():
     mixture = Sum([Categorical(0, 2), Categorical(0, 2, probs=[.3, .7])])
     c = Circuit(Product([mixture, Categorical(1, 2)]))
-    assert program.leaf_products(c._plan_on(torch.device("cpu")).program) is None
+    assert c._plan_on(torch.device("cpu")).schedule.first is None
     x = torch.tensor([[0, 1], [1, -1]])
     expected = torch.log(torch.tensor([0.5 * (0.5 + 0.3) * 0.5, 0.5 * (0.5 + 0.7)]))
     assert torch.allclose(c.log_prob(x), expected, atol=1e-6)
@@ -301,7 +301,7 @@ def test_kept_weights_skip_the_underflow_check_only_where_no_weight_is_tiny():
         kept = c._normalised()[2]
         assert kept is not None and kept.safe                           # RAT weights are not tiny
         logits = c.logits.clone()
-        pieces = [s for layer in plan.program.layers for s in layer if s.piece is not None]
+        pieces = [s for layer in plan.schedule.layers for s in layer if s.piece is not None]
         first = pieces[0].weights.reshape(-1)
         c.logits[first[:3]] = -800.0                                    # weights ~1e-348: tiny
         assert pieces[0].piece not in c._normalised()[2].safe
@@ -312,7 +312,7 @@ def test_kept_weights_skip_the_underflow_check_only_where_no_weight_is_tiny():
     with torch.no_grad():
         expected.logits.copy_(c.logits)
         ext = passes.extend(passes.normalise(plan, expected.logits.unsqueeze(0)))
-        plain = upward.root(plan.program, upward.run(plan.program, ext, passes._leaf_values(plan, ext, x, 12)))
+        plain = upward.root(plan, upward.run(plan, ext, passes._leaf_values(plan, ext, x, 12)))
     assert torch.allclose(got, plain, rtol=1e-12, atol=1e-12)
     assert not torch.equal(c.logits, logits)
 
@@ -325,7 +325,7 @@ def test_kept_weights_derive_the_leaf_tables_and_sum_weights_once_per_parameter_
         first = c.log_prob(x)
         kept = c._normalised()[2]
         owners = [entry[0] for entry in kept.derived.values()]
-        assert any(isinstance(o, program.LeafProducts) for o in owners)
+        assert any(isinstance(o, schedule.LeafProducts) for o in owners)
         assert any(isinstance(o, upward.Step) and o.kind == "sum" for o in owners)
         tensors = [entry[1] for entry in kept.derived.values()]
         assert torch.equal(c.log_prob(x), first)

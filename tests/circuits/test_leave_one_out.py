@@ -135,7 +135,7 @@ def _uneven() -> Circuit:
                                               (lambda: random_tensorized(**RAT, seed=0).double(), True)])
 def test_both_leaf_layouts(make, by_variable):
     circuit = make()
-    assert (circuit._plan_on("cpu").program.leaf_table is not None) == by_variable
+    assert (circuit._plan_on("cpu").schedule.leaf_table is not None) == by_variable
     params = torch.randn(3, circuit.num_params, dtype=torch.float64, requires_grad=True)
     x = circuit.distribution(params).sample(generator=torch.Generator().manual_seed(1))
     fast, slow = _routes(circuit, params, x)
@@ -178,7 +178,7 @@ def test_the_flows_route_with_a_fused_first_layer_agrees_in_value_and_gradient(s
     weighted sum (its second-order autograd), and against brute force."""
     circuit = random_tensorized(**RAT_FUSED, seed=seed).double()
     plan = circuit._plan_on("cpu")
-    assert loo.passes.leaf_products(plan.program) is not None
+    assert plan.schedule.first is not None
     g = torch.Generator().manual_seed(seed)
     params = torch.randn(1, circuit.num_params, generator=g, dtype=torch.float64,
                          requires_grad=True)
@@ -213,7 +213,7 @@ def test_a_leaf_below_the_floor_still_gives_the_enumerated_values():
     read it take log-derivatives, and every row gives the enumerated values."""
     circuit = random_tensorized(**RAT_FUSED, seed=3).double()
     x = circuit.sample(5, generator=torch.Generator().manual_seed(0))
-    slot = int(loo.passes.leaf_products(circuit._plan_on("cpu").program).slots[0, 0, 1, 0])
+    slot = int(circuit._plan_on("cpu").schedule.first.slots[0, 0, 1, 0])
     with torch.no_grad():
         circuit.logits[slot] = -1e4          # one leaf state at about exp(-1e4): below the floor
     got = circuit.leave_one_out_log_prob(x)

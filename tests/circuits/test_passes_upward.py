@@ -52,14 +52,14 @@ def _leaves(plan) -> list:
 
 
 def _step_kinds(plan) -> set:
-    return {step.kind for layer in plan.program.layers for step in layer}
+    return {step.kind for layer in plan.schedule.layers for step in layer}
 
 
 def _upward(plan, ext, leaf_vals, all_nodes=False):
     """``upward.run`` from leaf log-values ``leaf_vals [B, L]`` (any values): the root's
     ``[B]``, or with ``all_nodes`` every node's ``[B, N]`` (column = node id)."""
-    outs = upward.run(plan.program, ext, leaf_vals.T.index_select(0, plan.program.row_leaf))
-    return upward.node_values(plan.program, outs).T if all_nodes else upward.root(plan.program, outs)
+    outs = upward.run(plan, ext, leaf_vals.T.index_select(0, plan.schedule.row_leaf))
+    return upward.node_values(plan, outs).T if all_nodes else upward.root(plan, outs)
 
 
 def _check_against_reference(circuit: Circuit, leaf_vals: torch.Tensor, rel: float):
