@@ -40,6 +40,7 @@ from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, AlgorithmSpe
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
 from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.policy_structures import check_policy
+from spnpolicy.algos.q_learning import epsilon_greedy, linear_epsilon
 from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, compile_update, maybe_compile
@@ -111,6 +112,16 @@ class SpnAcConfig(OffPolicyConfig):
     regulariser: str = checked("entropy", one_of("entropy", "kl_uniform"))
     """Bonus in the soft value: entropy (alpha H) or kl_uniform (-alpha KL(pi || U) =
     alpha (H - n log k): the same actor gradient, but no per-step bonus for staying alive)."""
+    epsilon_start: float = checked(0.0, fraction)
+    """Exploration: while collecting, each agent's sampled action is replaced by a uniform
+    one with probability epsilon, falling linearly from epsilon_start to epsilon_finish
+    over epsilon_anneal_steps env steps (the Q-learners' schedule). 0 and 0: sample from
+    the policy alone. The replay data then show joint actions that the policy has stopped
+    sampling, such as a coordinated action whose partial attempts it learned to avoid."""
+    epsilon_finish: float = checked(0.0, fraction)
+    """Exploration rate after annealing (see epsilon_start)."""
+    epsilon_anneal_steps: int = checked(50_000, integer(1))
+    """Env steps over which the exploration rate falls from epsilon_start to epsilon_finish."""
     reinforce_samples: int = checked(8, integer(2))
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     mode_guidance: float = checked(0.1, non_negative)
@@ -326,7 +337,16 @@ class SpnAc(OffPolicyAlgorithm):
 
     @torch.inference_mode()
     def explore(self, state, obs, step, generator):
-        return self.sample(state, obs, generator)
+        sampled = self.sample(state, obs, generator)
+        if not (self.cfg.epsilon_start or self.cfg.epsilon_finish):
+            return sampled
+        return epsilon_greedy(sampled, linear_epsilon(step, self.cfg), self.policy.num_actions,
+                              generator)
+
+    def schedule_metrics(self, step: int) -> dict[str, float]:
+        if not (self.cfg.epsilon_start or self.cfg.epsilon_finish):
+            return {}
+        return {"epsilon": linear_epsilon(step, self.cfg)}
 
     @torch.inference_mode()
     def greedy(self, state, obs):
