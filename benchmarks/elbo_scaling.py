@@ -4,10 +4,9 @@ The exact ELBO is spn-ac's actor objective (docs/design.md, sections 3-4). For e
 with parameters from a random ``[256, num_params]`` tensor that requires grad, and a
 Q-function on ``FactorGraph.random(n, 2n, order=2)`` (all C(n, 2) pairs when 2n exceeds
 that, i.e. n = 4) with random unary and pairwise tables. One timed call is
-``elbo(values, dist).sum().backward()`` including ``dist``, the region tree's distribution
-``circuit.region_tree().distribution(params)`` (a selective circuit is a region tree; its
-marginals, entropy and pair tables come from ``circuits/tree_distribution.py``), the
-evaluator spn-ac's policy trains on (``JointPolicy.fast_distribution``).
+``elbo(values, dist).sum().backward()`` including ``dist = circuit.distribution(params)``
+(a selective circuit's plan has the region-tree layout: its marginals, entropy and pair
+tables come from ``circuits/tree_distribution.py``), what spn-ac's policy trains on.
 
 Beside it, exact enumeration: a softmax policy over all k^n joint actions (logits
 ``[256, k^n]`` requiring grad), Q from ``FactorValues.table()``, ELBO
@@ -22,10 +21,9 @@ recorded; the machine may be shared, in which case the CPU time is the steadier 
 are: the cases run in turns for ``R`` rounds and each keeps its minimum CPU time, so a
 change of the machine's load hits them alike. It is taken for two factor graphs (the
 random 2n pairs above, and the line of n - 1 neighbouring pairs, which split low in the
-selective circuit's variable tree) and two evaluators of the same distribution: the
-region tree's distribution (``circuit.region_tree().distribution(params)``), which
-spn-ac's policy uses, and the engine's (``circuit.distribution(params)``, scope tables),
-which answers every circuit.
+selective circuit's variable tree) and two routes of the same distribution: the region
+tree's (``circuit.distribution(params)``), which spn-ac's policy uses, and the engine's
+(the flat layout's scope tables, which answer every circuit).
 
 Usage::
 
@@ -49,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from circuits import CircuitDistribution, passes
 from circuits.structures import selective
 from factor_q import FactorGraph, FactorValues, elbo
 from spnpolicy.machine import machine
@@ -91,19 +90,24 @@ def random_values(n: int, k: int, batch: int, seed: int, graph: str = "random",
                         torch.randn(batch, graph.num_factors, k, k, generator=gen).to(device))
 
 
+def engine(circuit, params: torch.Tensor) -> CircuitDistribution:
+    """The engine's routes for ``params [B, P]`` whatever the plan's layout."""
+    ext = passes.normalise(circuit._plan_on(params.device), params, extended=True)
+    return CircuitDistribution(circuit, ext, params.shape[:1])
+
+
 def circuit_case(n: int, k: int, width: int, batch: int, repeats: int, seed: int,
                  device: torch.device = torch.device("cpu")) -> dict:
     """Exact ELBO + backward through a selective circuit's region tree."""
     values = random_values(n, k, batch, seed, device=device)
     circuit = selective(n, k, width=width).to(device)
-    tree = circuit.region_tree(device)
     gen = torch.Generator().manual_seed(seed)
     params = torch.randn(batch, circuit.num_params, generator=gen).to(device).requires_grad_(True)
 
     @functools.partial(synced, device=device)
     def step():
         params.grad = None
-        elbo(values, tree.distribution(params)).sum().backward()
+        elbo(values, circuit.distribution(params)).sum().backward()
 
     start = time.perf_counter()
     step()
@@ -138,16 +142,16 @@ def interleaved(k: int, width: int, batch: int, rounds: int, seed: int,
         for n in (8, 64):
             values = random_values(n, k, batch, seed, graph, device)
             circuit = selective(n, k, width=width).to(device)
-            tree = circuit.region_tree(device)
             gen = torch.Generator().manual_seed(seed)
             params = torch.randn(batch, circuit.num_params, generator=gen).to(device).requires_grad_(True)
             with torch.no_grad():
-                gap = float((elbo(values, circuit.distribution(params))
-                             - elbo(values, tree.distribution(params))).abs().max())
+                gap = float((elbo(values, engine(circuit, params))
+                             - elbo(values, circuit.distribution(params))).abs().max())
             if not gap <= 1e-3 * n:
                 raise SystemExit(f"elbo_scaling: engine and region tree differ by {gap:.3g} "
                                  f"(n={n}, {graph} graph); not timing a wrong answer")
-            for name, make in (("engine", circuit.distribution), ("region tree", tree.distribution)):
+            for name, make in (("engine", functools.partial(engine, circuit)),
+                               ("region tree", circuit.distribution)):
                 def step(values=values, params=params, make=make):
                     params.grad = None
                     elbo(values, make(params)).sum().backward()

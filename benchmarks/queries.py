@@ -6,15 +6,20 @@
    (``condition(evidence).mode``, half the variables observed; no backward). Ratios are
    to ``log_prob`` forward + backward, the targets being <= 3 for the first three.
    Circuits: selective policies with one parameter set per row (what spn-ac evaluates)
-   and a RAT-SPN with shared parameters. Every query is timed on the engine
-   (``circuit.distribution(params)``, which answers every circuit); on circuits that are
-   region trees (selective) ``marginals`` and ``scope_marginals`` are timed again on the
-   region tree's distribution (``circuit.region_tree().distribution(params)``, what
-   spn-ac's policy trains on), under the same names with `` (region tree)`` appended.
+   and a RAT-SPN with shared parameters. Every query is timed on the engine's routes (the
+   flat layout, which answers every circuit: :func:`engine`); on circuits whose plan has
+   the region-tree layout (selective) ``marginals`` and ``scope_marginals`` are timed again
+   on ``circuit.distribution(params)``, which answers them on the tree (what spn-ac's
+   policy trains on), under the same names with `` (region tree)`` appended.
 2. ``sample(20000)`` on a ~287k-edge RAT-SPN: peak resident memory of a child process
    that builds the circuit and samples, minus that of one that only builds it.
 3. Building and validating ``selective(16, 6, 64)`` and ``selective(500, 6, 8)``: the
    structural analysis (incl. the determinism check) and the whole ``Circuit(...)``.
+4. ``--sections layouts``: on spn-ac's shapes (``selective(n, 6, 16)``, n = 3, 6, 8, 16,
+   batch 128 and 256, one parameter set per row, the pairs of spn-ac's default critic
+   graph), each query the region-tree layout answers, by the engine's route and by the
+   tree's, in-process A/B: the two alternate (which goes first alternates too), each round
+   builds its distribution from the logits as the policy does, medians of CPU times.
 
 CPU time of this process (one thread by default), minimum of repeats after a warm-up, the
 queries of one circuit running in turns; on an accelerator (``--device cuda``) synchronised wall time. Run from the repository root::
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -35,10 +41,11 @@ from pathlib import Path
 
 import torch
 
-from circuits import Circuit
+from circuits import Circuit, CircuitDistribution, passes
 from circuits import structures
 from circuits.analysis import analyse
 from circuits.structures import random_tensorized, selective
+from spnpolicy.algos.critics import build_factor_graph
 from spnpolicy.machine import git_commit, machine
 
 CONFIGS = [  # (name, builder kwargs, batch, per-row params)
@@ -51,6 +58,14 @@ RAT_LARGE = dict(num_vars=32, num_states=6, depth=3, num_repetitions=4, num_sums
                  num_input_distributions=21, seed=0)
 SAMPLES = 20_000
 VALIDATE = [(16, 6, 64), (500, 6, 8)]
+
+
+def engine(circuit: Circuit, params: torch.Tensor) -> CircuitDistribution:
+    """The engine's routes on ``circuit`` for logits ``params [B, P]`` (or ``[P]``),
+    whatever the plan's layout (``circuit.distribution`` answers by the layout)."""
+    flat = params.reshape(-1, params.shape[-1])
+    ext = passes.normalise(circuit._plan_on(params.device), flat, extended=True)
+    return CircuitDistribution(circuit, ext, params.shape[:-1])
 
 
 def build(kind: str, kwargs: dict) -> Circuit:
@@ -94,9 +109,9 @@ def bench_queries(name: str, spec, batch: int, per_row: bool, device: torch.devi
     params = torch.randn(rows, circuit.num_params, generator=g, device=device).requires_grad_()
 
     def dist():
-        return circuit.distribution(params) if per_row else circuit.distribution(params[0])
+        return engine(circuit, params if per_row else params[0])
 
-    tree = circuit.region_tree(device)
+    tree = type(circuit.distribution(params)) is not CircuitDistribution
 
     x = dist().sample((batch,) if not per_row else (), generator=g)
     pairs = [(i, i + 1) for i in range(circuit.num_vars - 1)]
@@ -124,15 +139,15 @@ def bench_queries(name: str, spec, batch: int, per_row: bool, device: torch.devi
         "leave_one_out+backward": lambda: backward(dist().leave_one_out_log_prob(x)),
         "condition+mode": no_grad(lambda: dist().condition(evidence).mode),
     }
-    if tree is not None:   # params [rows, num_params]: the tree takes a batch of sets
+    if tree:
         queries["marginals+backward (region tree)"] = \
-            lambda: backward(tree.distribution(params).marginals())
+            lambda: backward(circuit.distribution(params).marginals())
         queries["scope_marginals+backward (region tree)"] = \
-            lambda: backward(tree.distribution(params).scope_marginals(pairs))
+            lambda: backward(circuit.distribution(params).scope_marginals(pairs))
     times = measure(queries)
     base = times["log_prob+backward"]
     return {"circuit": name, "edges": circuit.num_edges, "batch": batch,
-            "params": "one set per row" if per_row else "shared", "region_tree": tree is not None,
+            "params": "one set per row" if per_row else "shared", "region_tree": tree,
             "ms": {k: round(v * 1e3, 3) for k, v in times.items()},
             "ratio_to_log_prob_backward": {k: round(v / base, 2) for k, v in times.items()
                                            if k not in ("log_prob", "log_prob+backward")}}
@@ -196,6 +211,78 @@ def bench_validation() -> list[dict]:
     return rows
 
 
+LAYOUT_SIZES, LAYOUT_BATCHES, LAYOUT_ROUNDS = (3, 6, 8, 16), (128, 256), 60
+
+
+def bench_layouts(device: torch.device, rounds: int = LAYOUT_ROUNDS) -> list[dict]:
+    """Per spn-ac shape and query: ms by the engine's route and by the tree's (medians of
+    ``rounds`` alternating pairs of calls) and their ratio (> 1: the tree is faster)."""
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    rows = []
+    for n in LAYOUT_SIZES:
+        circuit = selective(n, 6, 16).to(device)
+        scopes = [tuple(f) for f in build_factor_graph("auto", n, 20, 2, 0).factors]
+        for batch in LAYOUT_BATCHES:
+            g = torch.Generator(device=device).manual_seed(n * batch)
+            params = (0.5 * torch.randn(batch, circuit.num_params, generator=g,
+                                        device=device)).requires_grad_()
+            x = engine(circuit, params.detach()).sample(generator=g)
+            routes = {"engine": lambda: engine(circuit, params),
+                      "tree": lambda: circuit.distribution(params)}
+            for query, fn in _layout_queries(scopes, x, params).items():
+                times = {name: [] for name in routes}
+                for name in routes:
+                    fn(routes[name])                                  # warm-up
+                for r in range(rounds):
+                    for name in (("engine", "tree") if r % 2 == 0 else ("tree", "engine")):
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        start = clock()
+                        fn(routes[name])
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        times[name].append(clock() - start)
+                ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+                row = {"n": n, "batch": batch, "query": query, "engine_ms": round(ms["engine"], 3),
+                       "tree_ms": round(ms["tree"], 3),
+                       "engine_over_tree": round(ms["engine"] / ms["tree"], 2)}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def _layout_queries(scopes: list, x: torch.Tensor, params: torch.Tensor) -> dict:
+    """spn-ac's calls: ``make()`` builds the distribution from the logits."""
+    def backward(out):
+        params.grad = None
+        out.sum().backward()
+
+    def actor(make):          # the actor loss's queries (exact ELBO, mode guidance), backward
+        d = make()
+        backward(d.entropy() + d.marginals().sum((1, 2)) + d.scope_marginals(scopes).sum((1, 2, 3))
+                 + d.log_prob(x))
+
+    def soft_value(make):     # the critic target's queries, no gradient
+        with torch.no_grad():
+            d = make()
+            return d.entropy(), d.marginals(), d.scope_marginals(scopes)
+
+    def acting(query):
+        def run(make):
+            with torch.inference_mode():
+                d = make()
+                return d.sample() if query == "sample" else d.mode
+        return run
+
+    return {"actor loss (H, marginals, pairs, log_prob) + backward": actor,
+            "soft value (H, marginals, pairs), no grad": soft_value,
+            "entropy + backward": lambda make: backward(make().entropy()),
+            "marginals + backward": lambda make: backward(make().marginals()),
+            "pair tables + backward": lambda make: backward(make().scope_marginals(scopes)),
+            "log_prob + backward": lambda make: backward(make().log_prob(x)),
+            "sample (inference mode)": acting("sample"), "mode (inference mode)": acting("mode")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None,
@@ -205,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per measurement")
     parser.add_argument("--sections", nargs="+", default=["queries", "sample", "validation"],
-                        choices=["queries", "sample", "validation"])
+                        choices=["queries", "sample", "validation", "layouts"])
+    parser.add_argument("--rounds", type=int, default=LAYOUT_ROUNDS,
+                        help="layouts: alternating pairs of calls per query")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -222,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     if "sample" in args.sections:
         result["sample_memory"] = bench_sample_memory(args.device)
         print(json.dumps(result["sample_memory"]))
+    if "layouts" in args.sections:
+        result["layouts"] = bench_layouts(device, args.rounds)
     if "validation" in args.sections:
         result["validation"] = bench_validation()
         print(json.dumps(result["validation"]))

@@ -16,6 +16,7 @@ from circuits.nodes import Node
 from circuits.schedule import kept, kept_structure
 from circuits.region_tree import RegionTree
 from circuits.tables import TablePlan, build_table_plan
+from circuits.tree_distribution import TreeDistribution
 
 __all__ = ["Circuit"]
 
@@ -106,23 +107,26 @@ class Circuit(nn.Module):
         return kept(self._kept, (scopes, torch.device(device)),
                     lambda: build_table_plan(self._plans[CPU], self.root, list(scopes)).to(device))
 
-    def region_tree(self, device: torch.device | str = "cpu") -> RegionTree | None:
-        """The circuit's :class:`~circuits.region_tree.RegionTree` on ``device``, or None when
-        it is not a binary region tree of indicators."""
+    def _tree_on(self, device: torch.device | str) -> RegionTree | None:
+        """The plan's region-tree layout on ``device`` (decided once, on first use), or None
+        when the circuit is not a binary region tree of indicators."""
         tree = kept(self._kept, "region tree",
                     lambda: RegionTree.from_plan(self._plans[CPU], self.distribution))
         return None if tree is None else tree.to(device)   # kept per device
 
     def distribution(self, params: torch.Tensor | None = None) -> CircuitDistribution:
         """The distribution for unnormalised logits ``params [*batch, num_params]`` (default:
-        the circuit's own ``logits``, batch shape ``[]``)."""
+        the circuit's own ``logits``, batch shape ``[]``); on the region-tree layout a
+        :class:`~circuits.tree_distribution.TreeDistribution`."""
         if params is None:
-            return CircuitDistribution(self, self._normalised()[0], torch.Size())
-        params = check_params(params, self.num_params)
-        batch_shape = params.shape[:-1]
-        flat = params.reshape(math.prod(batch_shape), self.num_params)
-        logp = passes.normalise(self._plan_on(params.device), flat)
-        return CircuitDistribution(self, logp, batch_shape)
+            ext, batch_shape = self._normalised()[1], torch.Size()
+        else:
+            params = check_params(params, self.num_params)
+            batch_shape = params.shape[:-1]
+            flat = params.reshape(math.prod(batch_shape), self.num_params)
+            ext = passes.normalise(self._plan_on(params.device), flat, extended=True)
+        tree = self._tree_on(ext.device) is not None
+        return (TreeDistribution if tree else CircuitDistribution)(self, ext, batch_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`log_prob`."""
@@ -131,6 +135,8 @@ class Circuit(nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(x)`` for ``x [..., num_vars]`` (-1 = marginalised) -> ``[...]``, as
         ``distribution().log_prob(x)``."""
+        if self._tree_on(self.logits.device) is not None:     # the layout's route
+            return self.distribution().log_prob(x)
         plan = self._plan_on(self.logits.device)
         x = check_assignment(x, plan, "value", allow_missing=True).to(self.logits.device)
         flat = x.reshape(-1, plan.num_vars)

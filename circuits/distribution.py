@@ -14,6 +14,7 @@ from torch.distributions import Distribution
 
 from circuits import downward, passes
 from circuits.compile import Plan
+from circuits.kernels import compiling
 from circuits.leave_one_out import leave_one_out
 from circuits.nodes import ApproximateMPEWarning, NotDeterministicError
 from circuits.schedule import kept_structure
@@ -27,20 +28,23 @@ class CircuitDistribution(Distribution):
     """A distribution over ``num_vars`` discrete variables given by a circuit (built by
     ``circuit.distribution(params)``). Every query is exact, batched and differentiable.
 
-    ``logp``: normalised log-parameters ``[prod(batch_shape) or 1, num_params]``; ``base``:
-    for a conditioned distribution, ``(logp, evidence [B, num_vars])`` of the unconditioned
-    one (for ``mode``).
+    ``logp_ext``: normalised log-parameters, extended (:func:`circuits.passes.extend`),
+    ``[prod(batch_shape) or 1, num_params + 2]``; ``base``: for a conditioned distribution,
+    ``(logp_ext, evidence [B, num_vars])`` of the unconditioned one (for ``mode``). A query checks its input here and runs its route on the plan's
+    layout in a ``_query`` method on ``B'`` parameter rows: this class's are the engine's
+    (any circuit), :class:`~circuits.tree_distribution.TreeDistribution`'s the region
+    tree's. Results shared by queries are computed once per distribution.
     """
 
     arg_constraints: dict = {}
     has_rsample = False
 
-    def __init__(self, circuit, logp: torch.Tensor, batch_shape: torch.Size, base=None):
+    def __init__(self, circuit, logp_ext: torch.Tensor, batch_shape: torch.Size, base=None):
         self._circuit = circuit
-        self._plan = circuit._plan_on(logp.device)
-        self._logp = logp
+        self._plan = circuit._plan_on(logp_ext.device)
+        self._logp_ext = logp_ext
         self._base = base
-        self._node_flows = None
+        self._cache: dict = {}
         super().__init__(batch_shape=torch.Size(batch_shape),
                          event_shape=torch.Size([self._plan.num_vars]), validate_args=False)
 
@@ -49,14 +53,23 @@ class CircuitDistribution(Distribution):
     def _rows(self) -> int:
         return math.prod(self.batch_shape)
 
+    def _once(self, key, compute):
+        """``compute()``, computed once per distribution (not kept when made without
+        autograd from parameters that need it: a later query may need its gradient)."""
+        if key in self._cache:
+            return self._cache[key]
+        value = compute()
+        if torch.is_grad_enabled() or not self._logp_ext.requires_grad:
+            self._cache[key] = value
+        return value
+
     def _flows(self) -> torch.Tensor:
-        """Node flows ``[B', N]``, computed once per distribution."""
-        if self._node_flows is None:
-            self._node_flows = downward.flows(self._plan, self._ext())
-        return self._node_flows
+        """Node flows ``[B', N]``."""
+        return self._once("flows", lambda: downward.flows(self._plan, self._ext()))
 
     def _ext(self) -> torch.Tensor:
-        return passes.extend(self._logp)
+        """The extended log-parameters ``[B', P + 2]``."""
+        return self._logp_ext
 
     def _flatten(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Size]:
         """``[*sample, *batch, V]`` -> ``[S * rows, V]`` and the leading shape."""
@@ -75,23 +88,31 @@ class CircuitDistribution(Distribution):
     # --- queries -------------------------------------------------------------------------
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """``log p(value)``: value ``[*sample, *batch, num_vars]`` with -1 = marginalised -> ``[*sample, *batch]``."""
-        value = check_assignment(value, self._plan, "value", allow_missing=True).to(self._logp.device)
+        value = check_assignment(value, self._plan, "value", allow_missing=True).to(self._logp_ext.device)
         flat, lead = self._flatten(value, "value")
-        root = passes.root_log_values(self._plan, self._params_for(flat.shape[0]), flat, flat.shape[0])
-        return root.reshape(lead)
+        return self._log_prob(flat).reshape(lead)
+
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``[rows, V]`` -> ``[rows]``, row ``r`` under parameter row ``r % B'``."""
+        return passes.root_log_values(self._plan, self._params_for(x.shape[0]), x, x.shape[0])
 
     def marginals(self) -> torch.Tensor:
         """Single-variable marginals ``[*batch, num_vars, max_states]`` (0 for missing states)."""
-        return self._batched(downward.leaf_marginals(self._plan, self._ext(), self._flows()))
+        return self._batched(self._marginals())
+
+    def _marginals(self) -> torch.Tensor:
+        return downward.leaf_marginals(self._plan, self._ext(), self._flows())
 
     def scope_marginals(self, scopes) -> torch.Tensor:
         """Joint marginal tables ``[*batch, len(scopes), K, K(, K)]`` for scopes of 2 or 3
         variables, axes in the order each scope lists its variables."""
-        scopes = check_scopes(scopes, self._plan.num_vars)
-        table_plan = self._circuit._table_plan(tuple(scopes), self._logp.device)
+        return self._batched(self._scope_marginals(check_scopes(scopes, self._plan.num_vars)))
+
+    def _scope_marginals(self, scopes: list) -> torch.Tensor:
+        table_plan = self._circuit._table_plan(tuple(scopes), self._logp_ext.device)
         ext = self._ext()
         theta = passes.leaf_log_probs(self._plan, ext)
-        return self._batched(scope_tables(self._plan, table_plan, ext, theta, self._flows()))
+        return scope_tables(self._plan, table_plan, ext, theta, self._flows())
 
     def entropy(self) -> torch.Tensor:
         """Exact entropy ``[*batch]``; deterministic circuits only (else NotDeterministicError)."""
@@ -99,13 +120,16 @@ class CircuitDistribution(Distribution):
             raise NotDeterministicError(
                 "entropy() is exact only for deterministic circuits and this circuit is not "
                 "(structurally) deterministic; no estimate is returned")
-        return self._batched(downward.entropy(self._plan, self._ext(), self._flows()))
+        return self._batched(self._entropy())
+
+    def _entropy(self) -> torch.Tensor:
+        return downward.entropy(self._plan, self._ext(), self._flows())
 
     def condition(self, evidence: torch.Tensor) -> CircuitDistribution:
         """The conditional distribution given ``evidence`` ``[num_vars]`` or ``[*batch, num_vars]``
         (-1 = free). Raises ValueError when the evidence has probability zero."""
         plan = self._plan
-        evidence = check_assignment(evidence, plan, "evidence", allow_missing=True).to(self._logp.device)
+        evidence = check_assignment(evidence, plan, "evidence", allow_missing=True).to(self._logp_ext.device)
         rows = self._rows
         if evidence.dim() == 1:
             evidence = evidence.expand(rows, -1)
@@ -121,20 +145,24 @@ class CircuitDistribution(Distribution):
             row = int(torch.nonzero(impossible)[0])
             raise ValueError(f"evidence has probability zero (batch row {row}: "
                              f"{evidence[row].tolist()})")
-        logp = passes.posterior(plan, self._logp, vals, evidence)
-        base_logp, base_ev = self._base if self._base is not None else (self._logp, None)
+        logp = passes.extend(passes.posterior(plan, ext[:, :plan.num_params], vals, evidence))
+        base_logp, base_ev = self._base if self._base is not None else (ext, None)
         if base_ev is not None:
             evidence = torch.where(evidence >= 0, evidence, base_ev)
-        return CircuitDistribution(self._circuit, logp, self.batch_shape, base=(base_logp, evidence))
+        return type(self)(self._circuit, logp, self.batch_shape, base=(base_logp, evidence))
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Exact ancestral samples ``[*sample_shape, *batch, num_vars]``."""
         sample_shape = check_sample_shape(sample_shape)
-        generator = check_generator(generator, self._logp.device)
+        generator = check_generator(generator, self._logp_ext.device)
         rows = math.prod(sample_shape) * self._rows
         with torch.no_grad():
-            x = downward.sample(self._plan, self._ext(), rows, generator)
+            x = self._sample(rows, generator)
         return x.reshape(tuple(sample_shape) + tuple(self.batch_shape) + (self._plan.num_vars,))
+
+    def _sample(self, rows: int, generator) -> torch.Tensor:
+        """``[rows, V]``, row ``r`` under parameter row ``r % B'``."""
+        return downward.sample(self._plan, self._ext(), rows, generator)
 
     @property
     def mode(self) -> torch.Tensor:
@@ -146,16 +174,16 @@ class CircuitDistribution(Distribution):
 
     def _max_product(self) -> torch.Tensor:
         """:attr:`mode`, without its warning."""
-        logp, evidence = self._base if self._base is not None else (self._logp, None)
+        ext, evidence = self._base if self._base is not None else (self._logp_ext, None)
         rows = self._rows if evidence is None else evidence.shape[0]
-        x = downward.mode(self._plan, passes.extend(logp), evidence, rows)
+        x = downward.mode(self._plan, ext, evidence, rows)
         return x.reshape(tuple(self.batch_shape) + (self._plan.num_vars,))
 
     def leave_one_out_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """``log p(x_i | x_-i)`` for every ``i``: complete ``value [*sample, *batch, num_vars]``
         -> same shape (:mod:`circuits.leave_one_out`)."""
         plan = self._plan
-        value = check_assignment(value, plan, "value", allow_missing=False).to(self._logp.device)
+        value = check_assignment(value, plan, "value", allow_missing=False).to(self._logp_ext.device)
         flat, lead = self._flatten(value, "value")
         out = leave_one_out(plan, self._params_for(flat.shape[0]), flat)
         return out.reshape(tuple(lead) + (plan.num_vars,))
@@ -172,7 +200,7 @@ class CircuitDistribution(Distribution):
 
     def __repr__(self) -> str:
         conditioned = ", conditioned" if self._base is not None else ""
-        return (f"CircuitDistribution(batch_shape={list(self.batch_shape)}, "
+        return (f"{type(self).__name__}(batch_shape={list(self.batch_shape)}, "
                 f"num_vars={self._plan.num_vars}{conditioned})")
 
 
@@ -224,7 +252,8 @@ def check_assignment(x, plan: Plan, name: str, allow_missing: bool) -> torch.Ten
 
 
 def check_params(params, num_params: int) -> torch.Tensor:
-    """Validate state-conditioned logits ``[..., num_params]``."""
+    """Validate state-conditioned logits ``[..., num_params]`` (their values not while
+    torch.compile traces)."""
     if not isinstance(params, torch.Tensor) or not params.dtype.is_floating_point:
         got = params.dtype if isinstance(params, torch.Tensor) else type(params).__name__
         raise ValueError(f"params must be a floating-point tensor [B, num_params={num_params}], "
@@ -232,6 +261,8 @@ def check_params(params, num_params: int) -> torch.Tensor:
     if params.dim() < 1 or params.shape[-1] != num_params:
         raise ValueError(f"params must have shape [B, num_params={num_params}], "
                          f"got shape {list(params.shape)}")
+    if compiling() or not params.numel() or bool(params.max() < float("inf")):
+        return params                   # (a NaN is the max; no branch inside torch.compile)
     bad = torch.isnan(params) | (params == float("inf"))
     if bool(bad.any()):
         where = torch.nonzero(bad)

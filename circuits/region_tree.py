@@ -1,11 +1,12 @@
-"""The region tree: the layout of a circuit built region by region over a binary tree of
-variables (such as :func:`circuits.structures.selective`), read off a compiled plan once.
+"""The region tree: the layout of a circuit's plan built region by region over a binary
+tree of variables (such as :func:`circuits.structures.selective`), read off the plan once
+per circuit, on first use.
 
 A leaf region holds the indicators of one variable (node ``s`` is state ``s``); an inner
 region the complete product of its two child regions' nodes, dealt into sums (each
-product in exactly one sum) or kept as they are; the root is one sum. Its
-``distribution(params)``, a :class:`~circuits.tree_distribution.TreeDistribution`,
-answers the training queries with a few batched ops per region; the log-weights are the
+product in exactly one sum) or kept as they are; the root is one sum. On this layout
+``circuit.distribution(params)`` is a :class:`~circuits.tree_distribution.TreeDistribution`,
+which answers its fast paths with a few batched ops per region; the log-weights are the
 engine's (:func:`circuits.passes.normalise`, extended), indexed by parameter slot.
 """
 
@@ -20,7 +21,6 @@ import torch
 from circuits.compile import Plan
 from circuits.nodes import Categorical, Product, Sum
 from circuits.schedule import kept, moved
-from circuits.tree_distribution import TreeDistribution
 
 __all__ = ["RegionTree"]
 
@@ -66,10 +66,9 @@ class _Layout(Exception):
 class RegionTree:
     """The region-tree layout of a circuit, with its index tensors (per device).
 
-    ``distribution(params [B, num_params])`` is a :class:`TreeDistribution` equal to
-    ``engine(params)`` (``circuit.distribution``), which answers the queries the tree does
-    not. ``root_pos [m_top]`` and each region's ``table_pos`` / ``pad_pos`` are slots of
-    the extended log-parameters ``[B, P + 2]`` (``P``: log 0, ``P + 1``: log 1).
+    ``engine`` is the circuit's ``distribution``. ``root_pos [m_top]`` and each region's
+    ``table_pos`` / ``pad_pos`` are slots of the extended log-parameters ``[B, P + 2]``
+    (``P``: log 0, ``P + 1``: log 1).
     """
 
     def __init__(self, plan: Plan, engine: Callable, root: _Region, root_pos: torch.Tensor,
@@ -103,8 +102,8 @@ class RegionTree:
     @classmethod
     def from_plan(cls, plan: Plan, engine: Callable) -> RegionTree | None:
         """The layout of the compiled ``plan`` (on the CPU), or ``None`` when its circuit is
-        not a binary region tree of indicator leaves with a sum at the root; ``engine(params)``
-        is the circuit engine's distribution for the queries the tree hands on."""
+        not a binary region tree of indicator leaves with a sum at the root; ``engine`` is
+        the circuit's ``distribution``."""
         try:
             return _build(plan, engine)
         except _Layout:
@@ -112,8 +111,9 @@ class RegionTree:
 
     @classmethod
     def from_circuit(cls, circuit) -> RegionTree | None:
-        """:meth:`from_plan` of a :class:`~circuits.Circuit`."""
-        return cls.from_plan(circuit._plan_on(torch.device("cpu")), circuit.distribution)
+        """The region-tree layout of a :class:`~circuits.Circuit` (on the CPU; ``.to``
+        moves it), or None."""
+        return circuit._tree_on(torch.device("cpu"))
 
     def pair_plan(self, scopes: tuple) -> tuple[list, torch.Tensor]:
         """For pair scopes: the lowest common regions they need, as ``(region, pairs)``, and
@@ -186,17 +186,14 @@ class RegionTree:
         return [torch.rand(rows, w, generator=generator, dtype=dtype, device=device)
                 for w in widths]
 
-    def distribution(self, params: torch.Tensor) -> TreeDistribution:
-        """``pi`` for unnormalised logits ``params [B, num_params]`` (batch shape ``[B]``)."""
-        if params.dim() != 2 or params.shape[1] != self.num_params:
-            raise ValueError(f"params must have shape [B, num_params={self.num_params}], "
-                             f"got {list(params.shape)}")
-        return TreeDistribution(self.to(params.device), params)
+    def distribution(self, params: torch.Tensor):
+        """The circuit's ``distribution(params)`` (for callers that hold the layout): the
+        same object, no second route."""
+        return self.engine(params)
 
 
 def _build(plan: Plan, engine: Callable) -> RegionTree:
-    slot_of = {(int(n), int(c)): p for p, (n, c) in
-               enumerate(zip(plan.param_node.tolist(), plan.param_child.tolist())) if n >= 0}
+    slot_of: dict = {}                     # (sum id, child id) -> slot, once the layout fits
     k, num_params = plan.max_states, plan.num_params
     pad, one = num_params, num_params + 1  # columns appended to params: log 0 and log 1
     regions: list[_Region] = []
@@ -204,6 +201,9 @@ def _build(plan: Plan, engine: Callable) -> RegionTree:
     def sum_slots(node: Sum, children: list | None = None) -> list[int]:
         if len(node.children) == 1:
             return [one]
+        if not slot_of:
+            slot_of.update(((n, c), p) for p, (n, c) in enumerate(zip(
+                plan.param_node.tolist(), plan.param_child.tolist())) if n >= 0)
         nid = plan.node_of[node]
         return [slot_of[(nid, plan.node_of[c])] for c in children or node.children]
 

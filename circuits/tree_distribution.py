@@ -1,13 +1,16 @@
-"""``TreeDistribution``: a circuit's distribution answered on its region tree
-(:mod:`circuits.region_tree`), equal to the engine's on the same parameters.
+"""``TreeDistribution``: ``circuit.distribution(params)`` of a circuit whose plan has the
+region-tree layout (:mod:`circuits.region_tree`), answering on the tree what it answers
+faster than the engine, every other query by the engine's route (its base class,
+:class:`~circuits.CircuitDistribution`).
 
 ``entropy``, ``marginals`` and pair ``scope_marginals`` come from reach probabilities
 (flows) ``F`` of every region's nodes and products, one top-down pass: ``H = -sum`` over
 sum edges of ``F log w``; a pair's table at its lowest common region ``R`` is
 ``q_L^T F_R q_R``, ``q`` the marginals of each child node's sub-circuit (one upward
-pass). ``log_prob``, ``sample`` and ``mode`` follow the induced tree, one gather per region.
-Eagerly the tensors are batch-first ``[B, ...]``; while ``torch.compile`` traces,
-:class:`BatchLast` computes the same steps on ``[structure..., B]`` tensors.
+pass). ``log_prob`` (complete values), ``sample`` and ``mode`` (unconditioned) follow the
+induced tree, one gather per region. Eagerly the tensors are batch-first ``[B', ...]``;
+while ``torch.compile`` traces, :class:`BatchLast` computes the same flow queries on
+``[structure..., B']`` tensors (the layout inductor vectorises).
 """
 
 from __future__ import annotations
@@ -15,107 +18,59 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import Distribution, constraints
 
-from circuits import passes
+from circuits.distribution import CircuitDistribution
 from circuits.kernels import compiling, zero_log_zero
 
 __all__ = ["BatchLast", "TreeDistribution"]
 
 
-class _Once:
-    """Results computed once per object, kept in ``self._cache``."""
+class TreeDistribution(CircuitDistribution):
+    """:class:`~circuits.CircuitDistribution` on the region tree ``circuit._tree_on(device)``
+    (the same arguments); see the module docstring for which queries the tree answers."""
 
-    def _once(self, key, compute):
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
-
-
-class TreeDistribution(Distribution, _Once):
-    """``circuit.distribution(params)`` on the region tree ``tree``; ``params [B,
-    num_params]`` unnormalised logits. Results are computed once and shared. ``batch_last``:
-    whether the flow queries run in :class:`BatchLast` (None: while torch.compile traces).
-    """
-
-    arg_constraints: dict = {}
-    has_rsample = False
-
-    def __init__(self, tree, params: torch.Tensor, batch_last: bool | None = None):
-        self.tree, self.params = tree, params
-        self.batch_last = batch_last
-        self._cache: dict = {}
-        super().__init__(batch_shape=params.shape[:1],
-                         event_shape=torch.Size([tree.num_vars]), validate_args=False)
-
-    @property
-    def support(self):
-        return constraints.integer_interval(0, self.tree.num_states - 1)
-
-    def engine(self):
-        """The circuit engine's distribution on the same parameters (for other queries)."""
-        return self._once("engine", lambda: self.tree.engine(self.params))
-
-    def condition(self, evidence: torch.Tensor):
-        """The engine's :meth:`~circuits.CircuitDistribution.condition`."""
-        return self.engine().condition(evidence)
-
-    def leave_one_out_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """The engine's :meth:`~circuits.CircuitDistribution.leave_one_out_log_prob`."""
-        return self.engine().leave_one_out_log_prob(value)
+    def __init__(self, circuit, logp_ext: torch.Tensor, batch_shape: torch.Size, base=None):
+        super().__init__(circuit, logp_ext, batch_shape, base)
+        self.tree = circuit._tree_on(logp_ext.device)
 
     def _layout(self) -> BatchLast | None:
-        if not (compiling() if self.batch_last is None else self.batch_last):
-            return None
-        return self._once("batch last", lambda: BatchLast(self.tree, self.params))
+        """The batch-last layout while torch.compile traces, else None."""
+        return self._once("batch last", lambda: BatchLast(self.tree, self._ext())) \
+            if compiling() else None
 
     # --- shared pieces -----------------------------------------------------------------
-    def _flat(self) -> torch.Tensor:
-        """The extended log-parameters ``[B, P + 2]`` (:func:`circuits.passes.normalise`)."""
-        return self._once("flat", lambda: passes.normalise(self.tree.plan, self.params, extended=True))
-
-    def _logits(self) -> torch.Tensor:
-        """:meth:`_flat` before normalisation (a Gumbel-max draw is the same), or itself."""
-        return self._cache["flat"] if "flat" in self._cache else passes.extend(self.params)
-
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
-        """Log-weights and weights ``[B, m_top + sum P]`` of the root's children and every
+        """Log-weights and weights ``[B', m_top + sum P]`` of the root's children and every
         summed region's products, and their pieces per region."""
         def compute():
-            logw = self._flat().index_select(1, self.tree.weight_pos)
+            logw = self._ext().index_select(1, self.tree.weight_pos)
             w, sizes = logw.exp(), self.tree.weight_sizes
             return logw, w, list(zip(logw.split(sizes, 1), w.split(sizes, 1)))
         return self._once("weights", compute)
 
     def _piece(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-weights and weights ``[B, P]`` of the root's children (``index`` 0) or of the
+        """Log-weights and weights ``[B', P]`` of the root's children (``index`` 0) or of the
         products of the summed region of ``weight_index`` ``index`` in their sums."""
         return self._weights()[2][index]
 
-    def _root_log_weights(self) -> torch.Tensor:
-        """The root's log-weights ``[B, m_top]``."""
-        if "weights" in self._cache:
-            return self._piece(0)[0]
-        return self._flat().index_select(1, self.tree.root_pos)
-
     def _padded_log_weights(self, r) -> torch.Tensor:
-        """``[B, m, G]`` log-weights of each sum's children (padding -inf)."""
-        flat = self._flat()
-        return flat.index_select(1, r.pad_pos).view(flat.shape[0], r.num_nodes, r.width)
+        """``[B', m, G]`` log-weights of each sum's children (padding -inf)."""
+        ext = self._ext()
+        return ext.index_select(1, r.pad_pos).view(ext.shape[0], r.num_nodes, r.width)
 
-    def _flows(self) -> tuple[dict, dict]:
-        """Reach probability of every region's nodes ``[B, m]`` and products ``[B, mL, mR]``."""
-        return self._once("flows", lambda: _region_flows(self.tree, [w for _, w in self._weights()[2]], 1))
+    def _reach(self) -> tuple[dict, dict]:
+        """Reach probability of every region's nodes ``[B', m]`` and products ``[B', mL, mR]``."""
+        return self._once("reach", lambda: _region_flows(self.tree, [w for _, w in self._weights()[2]], 1))
 
     def _subcircuit_marginals(self, r) -> torch.Tensor | None:
-        """``q_a(x_v)`` ``[B, m, |scope| * k]`` for each node ``a`` of ``r``; None for a leaf
+        """``q_a(x_v)`` ``[B', m, |scope| * k]`` for each node ``a`` of ``r``; None for a leaf
         (the identity)."""
         if r.is_leaf:
             return None
 
         def compute():
             ql, qr = self._subcircuit_marginals(r.left), self._subcircuit_marginals(r.right)
-            ml, mr, batch = r.left.num_nodes, r.right.num_nodes, self.params.shape[0]
+            ml, mr, batch = r.left.num_nodes, r.right.num_nodes, self._ext().shape[0]
             if r.summed:  # q_g = sum_{(a, b) in g} w_ab [q_a, q_b]
                 w = self._piece(r.weight_index)[1]
                 to = w.new_zeros(batch, r.num_nodes * (ml + mr))
@@ -134,20 +89,20 @@ class TreeDistribution(Distribution, _Once):
         return self._once(("q", id(r)), compute)
 
     def _explicit(self, q: torch.Tensor | None, m: int) -> torch.Tensor:
-        """``q`` of :meth:`_subcircuit_marginals`, the identity ``[B, m, m]`` made explicit."""
+        """``q`` of :meth:`_subcircuit_marginals`, the identity ``[B', m, m]`` made explicit."""
         if q is not None:
             return q
-        p = self.params
-        return torch.eye(m, dtype=p.dtype, device=p.device).expand(p.shape[0], -1, -1)
+        ext = self._ext()
+        return torch.eye(m, dtype=ext.dtype, device=ext.device).expand(ext.shape[0], -1, -1)
 
     def _region_pairs(self, r, pairs=None) -> torch.Tensor:
-        """``p(x_i = x, x_j = y)`` ``[B, |left scope| * k * |right scope| * k]`` for ``i`` in
+        """``p(x_i = x, x_j = y)`` ``[B', |left scope| * k * |right scope| * k]`` for ``i`` in
         ``r``'s left and ``j`` in its right child; with ``pairs = (left [P], right [P])``
-        (positions in the children's scopes) those only, ``[B, P * k * k]``."""
+        (positions in the children's scopes) those only, ``[B', P * k * k]``."""
         def compute():
-            joint = self._flows()[1][id(r)]
-            ql = self._subcircuit_marginals(r.left)     # [B, mL, sL * k] or None (identity)
-            qr = self._subcircuit_marginals(r.right)    # [B, mR, sR * k] or None
+            joint = self._reach()[1][id(r)]
+            ql = self._subcircuit_marginals(r.left)     # [B', mL, sL * k] or None (identity)
+            qr = self._subcircuit_marginals(r.right)    # [B', mR, sR * k] or None
             if pairs is not None:
                 return self._some_pairs(joint, ql, qr, *pairs)
             joint = joint if qr is None else torch.bmm(joint, qr)
@@ -157,77 +112,54 @@ class TreeDistribution(Distribution, _Once):
     def _some_pairs(self, joint: torch.Tensor, ql: torch.Tensor | None, qr: torch.Tensor | None,
                     left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """``sum_{a,b} F(a, b) q_a(x_i) q_b(x_j)`` for the pairs ``(left[p], right[p])``:
-        ``joint [B, mL, mR]`` -> ``[B, P * k * k]``."""
+        ``joint [B', mL, mR]`` -> ``[B', P * k * k]``."""
         k, batch, count = self.tree.num_states, joint.shape[0], left.numel()
         if qr is not None:                              # F q_R on the variables asked for
             joint = torch.bmm(joint, _select_vars(qr, right, k))
         else:                                           # a leaf: q_R is the identity
             joint = joint.repeat(1, 1, count)
-        g = joint.view(batch, joint.shape[1], count, k)                       # [B, mL, P, k]
+        g = joint.view(batch, joint.shape[1], count, k)                       # [B', mL, P, k]
         if ql is None:                                  # a leaf: q_L is the identity
             return g.transpose(1, 2).flatten(1)
         q = _select_vars(ql, left, k).view(batch, ql.shape[1], count, k)
         return torch.einsum("bapx,bapy->bpxy", q, g).flatten(1)
 
-    # --- queries -------------------------------------------------------------------------
-    def entropy(self) -> torch.Tensor:
-        """Exact entropy ``[B]``: ``-sum`` over sums' edges of flow times log-weight."""
+    # --- the tree's answers --------------------------------------------------------------
+    def _entropy(self) -> torch.Tensor:
+        """``[B']``: ``-sum`` over sums' edges of flow times log-weight."""
         if self._layout() is not None:
             return self._layout().entropy()
-        def compute():
-            logw, w, _ = self._weights()
-            _, products = self._flows()
-            flows = [w[:, :self.tree.weight_sizes[0]]] + [products[id(r)].flatten(1)
-                                                          for r in self.tree.summed]
-            return -(torch.cat(flows, 1) * zero_log_zero(logw)).sum(-1)
-        return self._once("entropy", compute)
+        logw, w, _ = self._weights()
+        _, products = self._reach()
+        flows = [w[:, :self.tree.weight_sizes[0]]] + [products[id(r)].flatten(1)
+                                                      for r in self.tree.summed]
+        return -(torch.cat(flows, 1) * zero_log_zero(logw)).sum(-1)
 
-    def marginals(self) -> torch.Tensor:
-        """Single-variable marginals ``[B, n, k]``."""
+    def _marginals(self) -> torch.Tensor:
+        """``[B', n, k]``."""
         if self._layout() is not None:
             return self._layout().marginals()
-        nodes = self._flows()[0]
-        return self._once("marginals", lambda: torch.stack([nodes[id(r)] for r in self.tree.leaves], 1))
+        nodes = self._reach()[0]
+        return torch.stack([nodes[id(r)] for r in self.tree.leaves], 1)
 
-    def scope_marginals(self, scopes) -> torch.Tensor:
-        """Joint tables ``[B, len(scopes), k, k]`` of pairs, axes in each scope's order
-        (scopes of three go to the engine)."""
-        scopes = [tuple(int(v) for v in s) for s in scopes]
-        if not scopes or not all(len(s) == 2 and s in self.tree.lca for s in scopes):
-            return self.engine().scope_marginals(scopes)
+    def _scope_marginals(self, scopes: list) -> torch.Tensor:
+        """Pair tables ``[B', len(scopes), k, k]``; scopes of three by the engine."""
+        if not all(s in self.tree.lca for s in scopes):
+            return super()._scope_marginals(scopes)
         if self._layout() is not None:
             return self._layout().scope_marginals(tuple(scopes))
-        def compute():
-            regions, index = self.tree.pair_plan(tuple(scopes))
-            parts = [self._region_pairs(r, pairs) for r, pairs in regions]
-            joint = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-            k = self.tree.num_states
-            return joint.index_select(1, index).view(joint.shape[0], len(scopes), k, k)
-        return self._once(("pairs", tuple(scopes)), compute)
+        regions, index = self.tree.pair_plan(tuple(scopes))
+        parts = [self._region_pairs(r, pairs) for r, pairs in regions]
+        joint = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        k = self.tree.num_states
+        return joint.index_select(1, index).view(joint.shape[0], len(scopes), k, k)
 
-    def _check_value(self, value: torch.Tensor) -> torch.Tensor:
-        n, k, batch = self.tree.num_vars, self.tree.num_states, self.params.shape[0]
-        if not isinstance(value, torch.Tensor) or value.is_floating_point() or \
-                value.dtype == torch.bool:
-            raise TypeError(f"value must be an integer tensor [*sample, B={batch}, n={n}], "
-                            f"got {getattr(value, 'dtype', type(value).__name__)}")
-        if value.dim() < 2 or value.shape[-1] != n or value.shape[-2] != batch:
-            raise ValueError(f"value must have shape [*sample, B={batch}, n={n}], "
-                             f"got {list(value.shape)}")
-        if value.numel() and (value.min() < 0 or value.max() >= k):
-            raise ValueError(f"value must hold actions in range({k}), got values from "
-                             f"{int(value.min())} to {int(value.max())}")
-        return value.to(self.params.device).long()
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """``log p(value)``: assignments ``[*sample, B, n]`` -> ``[*sample, B]`` (-1 marks a
-        marginalised variable; such values go to the engine)."""
-        if isinstance(value, torch.Tensor) and not value.is_floating_point() and \
-                value.numel() and bool((value == -1).any()):
-            return self.engine().log_prob(value)
-        value = self._check_value(value)
-        lead = value.shape[:-1]
-        x = value.reshape(math.prod(lead[:-1]), *value.shape[-2:])   # [S, B, n]
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Complete rows by the induced tree's weights; rows with -1 by the engine."""
+        if x.numel() and bool((x < 0).any()):
+            return super()._log_prob(x)
+        rows = self._ext().shape[0]
+        x = x.view(x.shape[0] // max(rows, 1), rows, x.shape[1])           # [S, B', n]
         logw, _ = self._piece(0)
         total = torch.zeros(x.shape[:2], dtype=logw.dtype, device=x.device)
         node = {}
@@ -244,13 +176,13 @@ class TreeDistribution(Distribution, _Once):
                 node[id(r)] = r.pos_of_prod[prod]
         root = logw.expand(x.shape[0], -1, -1)
         total = total + root.gather(2, node[id(self.tree.root)].unsqueeze(-1)).squeeze(-1)
-        return total.reshape(lead)
+        return total.reshape(-1)
 
     def _descend(self, rows: int, choose) -> torch.Tensor:
         """Assignments ``[rows, n]`` from the root down; ``choose(r, nodes)`` picks the child
         position of each row's sum in region ``r`` (``r=None``: the root's child)."""
         tree = self.tree
-        x = torch.empty(rows, tree.num_vars, dtype=torch.long, device=self.params.device)
+        x = torch.empty(rows, tree.num_vars, dtype=torch.long, device=self._logp_ext.device)
         stack = [(tree.root, choose(None, None))]
         while stack:
             r, nodes = stack.pop()
@@ -263,23 +195,24 @@ class TreeDistribution(Distribution, _Once):
             stack += [(r.left, torch.div(prod, mr, rounding_mode="floor")), (r.right, prod % mr)]
         return x
 
-    def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None):
-        """Exact samples ``[*sample_shape, B, n]``: :meth:`sample_with` the uniforms of
-        :meth:`RegionTree.draw_noise`."""
-        sample_shape = torch.Size(sample_shape)
-        rows = math.prod(sample_shape) * self.params.shape[0]
-        noise = self.tree.draw_noise(rows, generator, self.params.dtype, self.params.device) \
-            if rows else []
-        return self.sample_with(noise, sample_shape)
+    def _sample(self, rows: int, generator) -> torch.Tensor:
+        """:meth:`sample_with` the uniforms of :meth:`RegionTree.draw_noise`."""
+        ext = self._ext()
+        return self._draw(self.tree.draw_noise(rows, generator, ext.dtype, ext.device), rows)
 
     def sample_with(self, noise: list[torch.Tensor], sample_shape=torch.Size()) -> torch.Tensor:
-        """:meth:`sample` from the uniforms ``RegionTree.draw_noise(prod(sample_shape) * B)``
-        (Gumbel-max at each sum on the path; pure tensor ops)."""
+        """:meth:`sample` ``[*sample_shape, *batch, n]`` from the uniforms
+        ``RegionTree.draw_noise(prod(sample_shape) * prod(batch_shape))`` (Gumbel-max at each
+        sum on the path; pure tensor ops, so it traces under torch.compile)."""
         sample_shape = torch.Size(sample_shape)
-        s, batch = math.prod(sample_shape), self.params.shape[0]
-        if s * batch == 0:                      # nothing to draw
-            return torch.empty(*sample_shape, batch, self.tree.num_vars, dtype=torch.long,
-                               device=self.params.device)
+        rows = math.prod(sample_shape) * self._rows
+        with torch.no_grad():
+            x = self._draw(noise, rows)
+        return x.reshape(*sample_shape, *self.batch_shape, self.tree.num_vars)
+
+    def _draw(self, noise: list[torch.Tensor], rows: int) -> torch.Tensor:
+        if rows == 0:
+            return torch.empty(0, self.tree.num_vars, dtype=torch.long, device=self._logp_ext.device)
         draws = iter(noise)
 
         def gumbel_argmax(scores: torch.Tensor) -> torch.Tensor:
@@ -289,20 +222,22 @@ class TreeDistribution(Distribution, _Once):
         def choose(r, nodes):
             if r is None:
                 return gumbel_argmax(logits.index_select(1, self.tree.root_pos))
-            # each row's sum: its G children's columns of the logits [S * B, G]
+            # each row's sum: its G children's columns of the log-weights [rows, G]
             slots = r.pad_pos[nodes.unsqueeze(1) * r.width + children[:r.width]]
             return gumbel_argmax(logits.gather(1, slots))
 
-        with torch.no_grad():
-            logits = self._logits().repeat(s, 1) if s > 1 else self._logits()
-            children = torch.arange(self.tree.max_width, device=self.params.device)
-            x = self._descend(s * batch, choose)
-        return x.reshape(*sample_shape, batch, self.tree.num_vars)
+        ext = self._ext()
+        logits = ext if ext.shape[0] == rows else (
+            ext.expand(rows, -1) if ext.shape[0] == 1 else ext.repeat(rows // ext.shape[0], 1))
+        children = torch.arange(self.tree.max_width, device=ext.device)
+        return self._descend(rows, choose)
 
-    @property
-    def mode(self) -> torch.Tensor:
-        """The most probable joint action ``[B, n]`` (max-product; exact: deterministic)."""
-        batch = self.params.shape[0]
+    def _max_product(self) -> torch.Tensor:
+        """The unconditioned mode: max-product per region, then a descent (a conditioned
+        distribution's by the engine)."""
+        if self._base is not None:
+            return super()._max_product()
+        batch = self._ext().shape[0]
         best, picks = {}, {}
         with torch.no_grad():
             for r in self.tree.regions:   # best[r]: None for a leaf (all zeros)
@@ -314,7 +249,7 @@ class TreeDistribution(Distribution, _Once):
                     m = None
                 else:
                     left = left.unsqueeze(2) if left is not None else \
-                        self.params.new_zeros(batch, r.left.num_nodes, 1)
+                        self._ext().new_zeros(batch, r.left.num_nodes, 1)
                     m = (left + right.unsqueeze(1) if right is not None else
                          left.expand(-1, -1, r.right.num_nodes)).flatten(1)
                     m = m.index_select(1, r.prod_of_pos)
@@ -325,18 +260,16 @@ class TreeDistribution(Distribution, _Once):
                     best[id(r)], picks[id(r)] = scores.max(-1)
                 else:
                     best[id(r)] = m if m is not None else \
-                        self.params.new_zeros(batch, r.num_nodes)
-            top = self._root_log_weights()
+                        self._ext().new_zeros(batch, r.num_nodes)
+            top = self._ext().index_select(1, self.tree.root_pos)
             top = (top if best[id(self.tree.root)] is None
                    else top + best[id(self.tree.root)]).argmax(-1)
 
             def choose(r, nodes):
                 return top if r is None else picks[id(r)].gather(1, nodes.unsqueeze(1)).squeeze(1)
 
-            return self._descend(batch, choose)
-
-    def __repr__(self) -> str:
-        return f"TreeDistribution(batch_shape={list(self.batch_shape)}, num_vars={self.tree.num_vars})"
+            x = self._descend(batch, choose)
+        return x.reshape(tuple(self.batch_shape) + (self.tree.num_vars,))
 
 
 def _region_flows(tree, weights: list, dim: int) -> tuple[dict, dict]:
@@ -366,23 +299,25 @@ def _select_vars(q: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tens
 
 
 # --- the training queries batch-last, for torch.compile --------------------------------
-class BatchLast(_Once):
-    """The flow queries of ``tree.distribution(params)`` computed batch-last, returned
-    batch-first (the steps of :class:`TreeDistribution`)."""
+class BatchLast:
+    """:class:`TreeDistribution`'s flow queries on the extended log-parameters ``ext [B',
+    P + 2]``, computed batch-last (the same steps), returned batch-first."""
 
-    def __init__(self, tree, params: torch.Tensor) -> None:
-        self.tree, self.params = tree, params
+    def __init__(self, tree, ext: torch.Tensor) -> None:
+        self.tree, self.flat = tree, ext.t()                    # [P + 2, B']
         self._cache: dict = {}
 
+    def _once(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
     # --- shared pieces -----------------------------------------------------------------
-    def _flat(self) -> torch.Tensor:
-        """The extended log-parameters ``[P + 2, B]``."""
-        return self._once("flat", lambda: passes.normalise(self.tree.plan, self.params, extended=True).t())
 
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Log-weights and weights ``[m_top + sum P, B]`` and their pieces per region."""
         def compute():
-            logw = self._flat().index_select(0, self.tree.weight_pos)
+            logw = self.flat.index_select(0, self.tree.weight_pos)
             w = logw.exp()
             return logw, w, w.split(self.tree.weight_sizes, 0)
         return self._once("weights", compute)
@@ -397,9 +332,9 @@ class BatchLast(_Once):
             return None
 
         def compute():
-            ml, mr, batch = r.left.num_nodes, r.right.num_nodes, self.params.shape[0]
+            ml, mr, batch = r.left.num_nodes, r.right.num_nodes, self.flat.shape[1]
             if r.summed:   # node g: sum over its G slots of w_slot [q_a, q_b] (padding: w 0)
-                w = self._flat().index_select(0, r.pad_pos).exp()
+                w = self.flat.index_select(0, r.pad_pos).exp()
                 w = w.view(r.num_nodes, r.width, 1, w.shape[-1])                 # [m, G, 1, B]
                 prod = r.prod_of_pos.view(r.num_nodes, r.width)
             else:          # node i: product prod_of_pos[i] itself
@@ -409,7 +344,7 @@ class BatchLast(_Once):
                                     (r.right, prod % mr, mr)):
                 q = self._subcircuit_marginals(child)
                 if q is None:      # the identity, explicit
-                    q = torch.eye(m, dtype=self.params.dtype, device=self.params.device)[..., None]
+                    q = torch.eye(m, dtype=self.flat.dtype, device=self.flat.device)[..., None]
                 picked = q.index_select(0, index.flatten()).view(*index.shape, *q.shape[1:])
                 side = picked[:, 0] if w is None else (w * picked).sum(1)           # [m, j, B]
                 sides.append(side.expand(-1, -1, batch))

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
+from circuits.region_tree import RegionTree
 from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
 from spnpolicy.training.observations import agent_input, observation_dict
 
@@ -241,8 +242,8 @@ class JointPolicy(nn.Module):
             # the circuit's own weights are unused: its parameters come from the encoder
             self.circuit.requires_grad_(False)
             out_dim = self.circuit.num_params
-        # selective circuits are answered on their region tree: the same values, fewer ops
-        self.tree = None if self.circuit is None else self.circuit.region_tree()
+        # the circuit's region-tree layout (selective), whose distribution traces whole
+        self.tree = None if self.circuit is None else RegionTree.from_circuit(self.circuit)
         self.param_head = param_head
         if param_head == "shared":
             self.encoder = SharedGroupHead(state_dim, _group_sizes(self.circuit), hidden)
@@ -277,14 +278,9 @@ class JointPolicy(nn.Module):
         return self.tree is not None or self.circuit is None
 
     def fast_distribution(self, observations) -> Distribution:
-        """The same distribution as :meth:`distribution`, for training and acting: on a
-        region-tree circuit (selective) a
-        :class:`~circuits.tree_distribution.TreeDistribution`, whose entropy,
-        marginals, pair scope_marginals, log_prob, sample and mode equal the circuit's at a
-        fraction of the ops; otherwise :meth:`distribution`'s."""
-        if self.tree is None:
-            return self.distribution(observations)
-        return self.tree.distribution(self.encoder(self._states(observations)))
+        """:meth:`distribution` (the circuit answers each query by its plan's layout: on a
+        region-tree circuit, selective, a :class:`~circuits.tree_distribution.TreeDistribution`)."""
+        return self.distribution(observations)
 
     @torch.no_grad()
     def act(self, observations, deterministic: bool = True,

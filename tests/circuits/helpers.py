@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from hypothesis import HealthCheck, settings
 
-from circuits import Circuit
+from circuits import Circuit, CircuitDistribution, passes
 from tests.circuits import oracle
 from tests.circuits.strategies import RandomCircuit
 
@@ -32,6 +32,13 @@ def build(rc: RandomCircuit) -> Circuit:
     nodes' logits to float32 and lose about 1e-7 relative precision.
     """
     return circuit64(rc.root)
+
+
+def engine(circuit: Circuit, params: torch.Tensor) -> CircuitDistribution:
+    """The engine's distribution for ``params [B, num_params]`` (its routes, on any circuit
+    whatever its plan's layout; ``circuit.distribution`` picks the layout's)."""
+    ext = passes.normalise(circuit._plan_on(params.device), params, extended=True)
+    return CircuitDistribution(circuit, ext, params.shape[:1])
 
 
 def circuit64(root) -> Circuit:

@@ -7,6 +7,7 @@ import torch
 
 from circuits import Circuit
 from circuits.structures import random_tensorized, selective
+from tests.circuits.helpers import engine
 
 
 def _rat() -> Circuit:
@@ -35,9 +36,9 @@ DETERMINISTIC = {"entropy": lambda d, x: d.entropy()}
 CASES = {  # name -> (fresh circuit, parameter shape, its distribution, queries)
     "rat": (_rat, lambda c: (c.num_params,), lambda c, p: c.distribution(p), QUERIES),
     "selective": (lambda: selective(6, 3, 4), lambda c: (4, c.num_params),
-                  lambda c, p: c.distribution(p), QUERIES | DETERMINISTIC),
+                  lambda c, p: engine(c, p), QUERIES | DETERMINISTIC),
     "region tree": (lambda: selective(6, 3, 4), lambda c: (4, c.num_params),
-                    lambda c, p: c.region_tree().distribution(p),
+                    lambda c, p: c.distribution(p),
                     {k: QUERIES[k] for k in ("log_prob", "marginals", "sample", "mode")}
                     | DETERMINISTIC | {"pairs": lambda d, x: d.scope_marginals([(0, 1), (5, 2)])}),
 }

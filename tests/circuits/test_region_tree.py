@@ -1,5 +1,7 @@
-"""The region-tree path gives the circuit engine's values (which tests/circuits checks against
-brute force) on selective circuits and on hand-built region trees with shuffled node orders."""
+"""The region-tree layout's routes (``circuit.distribution(params)`` of a region-tree
+circuit, a ``TreeDistribution``) give the engine's values (its routes on any circuit, which
+tests/circuits checks against brute force) on selective circuits and on hand-built region
+trees with shuffled node orders."""
 
 import itertools
 import math
@@ -8,12 +10,12 @@ import random
 import pytest
 import torch
 
-from circuits import Categorical, Circuit, Product, Sum
+from circuits import Categorical, Circuit, CircuitDistribution, Product, Sum, tree_distribution
 from circuits.structures import mean_field, mixture, random_tensorized, selective
 from circuits.region_tree import RegionTree
 from circuits.tree_distribution import BatchLast, TreeDistribution
-from tests.circuits.helpers import (ZERO_WEIGHT_CASES, check_entropy_by_enumeration,
-                                  zero_weight_params)
+from tests.circuits.helpers import (ZERO_WEIGHT_CASES, check_entropy_by_enumeration, engine,
+                                    zero_weight_params)
 
 SHAPES = [(1, 3, 4), (2, 3, 4), (3, 4, 5), (4, 3, 5), (5, 2, 3), (3, 2, 100), (6, 3, 4)]
 
@@ -42,9 +44,12 @@ def shuffled_tree(num_vars: int, k: int, width: int, seed: int) -> Circuit:
     return Circuit(Sum(region(list(range(num_vars)))))
 
 
-#: TreeDistribution's training queries run batch-first eagerly and batch-last when
-#: torch.compile traces them; both layouts are checked here, eagerly
-LAYOUTS = pytest.mark.parametrize("batch_last", [False, True], ids=["batch-first", "batch-last"])
+@pytest.fixture(params=[False, True], ids=["batch-first", "batch-last"])
+def batch_last(request, monkeypatch):
+    """The tree's flow queries run batch-first eagerly and batch-last while torch.compile
+    traces them: both layouts, eagerly (the batch-last one as if tracing)."""
+    monkeypatch.setattr(tree_distribution, "compiling", lambda: request.param)
+    return request.param
 
 
 def chain_tree(num_vars: int, k: int, width: int, leaf_left: bool) -> Circuit:
@@ -66,14 +71,15 @@ def chain_tree(num_vars: int, k: int, width: int, leaf_left: bool) -> Circuit:
     return Circuit(Sum(region(list(range(num_vars)))))
 
 
-def _pair(circuit: Circuit, batch: int = 3, seed: int = 0, scale: float = 2.0,
-          batch_last: bool | None = None):
+def _pair(circuit: Circuit, batch: int = 3, seed: int = 0, scale: float = 2.0):
+    """``(engine, tree layout, params)``: the two routes' distributions on float64 params."""
     torch.manual_seed(seed)
-    tree = RegionTree.from_circuit(circuit)
-    assert tree is not None
+    circuit = circuit.double()
+    assert RegionTree.from_circuit(circuit) is not None
     params = scale * torch.randn(batch, circuit.num_params, dtype=torch.float64)
-    return (circuit.double().distribution(params),
-            TreeDistribution(tree, params, batch_last=batch_last), params)
+    tree = circuit.distribution(params)
+    assert isinstance(tree, TreeDistribution)
+    return engine(circuit, params), tree, params
 
 
 def _circuits():
@@ -83,23 +89,21 @@ def _circuits():
         yield f"shuffled{(n, k, w, seed)}", shuffled_tree(n, k, w, seed)
 
 
-@LAYOUTS
 @pytest.mark.parametrize("name,circuit", list(_circuits()), ids=lambda x: x if isinstance(x, str) else "")
 def test_queries_equal_the_engine(name, circuit, batch_last):
-    engine, tree, _ = _pair(circuit, batch_last=batch_last)
+    flat, tree, _ = _pair(circuit)
     n = circuit.num_vars
-    torch.testing.assert_close(tree.marginals(), engine.marginals())
+    torch.testing.assert_close(tree.marginals(), flat.marginals())
     if circuit.is_deterministic:
-        torch.testing.assert_close(tree.entropy(), engine.entropy())
-        torch.testing.assert_close(tree.mode, engine.mode)
+        torch.testing.assert_close(tree.entropy(), flat.entropy())
+        torch.testing.assert_close(tree.mode, flat.mode)
     if n >= 2:
         scopes = list(itertools.permutations(range(n), 2))
-        torch.testing.assert_close(tree.scope_marginals(scopes), engine.scope_marginals(scopes))
-    x = engine.sample((5,))
-    torch.testing.assert_close(tree.log_prob(x), engine.log_prob(x))
+        torch.testing.assert_close(tree.scope_marginals(scopes), flat.scope_marginals(scopes))
+    x = flat.sample((5,))
+    torch.testing.assert_close(tree.log_prob(x), flat.log_prob(x))
 
 
-@LAYOUTS
 @pytest.mark.parametrize("seed", range(6))
 def test_few_pairs_take_their_own_tables_and_equal_the_engine(seed, batch_last):
     """A few pairs of a larger tree (neighbours, reversed, repeated, random): regions where
@@ -107,67 +111,65 @@ def test_few_pairs_take_their_own_tables_and_equal_the_engine(seed, batch_last):
     rng = random.Random(seed)
     n, k = rng.choice([(7, 2), (9, 3), (12, 2)])
     circuit = selective(n, k, rng.choice([3, 5])) if seed % 2 else shuffled_tree(n, k, 4, seed)
-    engine, tree, params = _pair(circuit, seed=seed, batch_last=batch_last)
+    flat, tree, params = _pair(circuit, seed=seed)
     scopes = [(i, i + 1) for i in range(n - 1)][rng.randrange(2)::2]
     scopes += [(j, i) for i, j in scopes[:2]] + scopes[:1]
     scopes += [tuple(rng.sample(range(n), 2)) for _ in range(3)]
     regions, _ = tree.tree.pair_plan(tuple(scopes))
     assert any(pairs is not None for _, pairs in regions)      # the restricted path runs
-    torch.testing.assert_close(tree.scope_marginals(scopes), engine.scope_marginals(scopes))
+    torch.testing.assert_close(tree.scope_marginals(scopes), flat.scope_marginals(scopes))
     weights = torch.randn(params.shape[0], len(scopes), k, k, dtype=torch.float64)
     params.requires_grad_(True)
+    circuit = circuit.double()
     expected, = torch.autograd.grad(
-        (circuit.double().distribution(params).scope_marginals(scopes) * weights).sum(), params)
-    got, = torch.autograd.grad((TreeDistribution(tree.tree, params, batch_last)
-                                .scope_marginals(scopes) * weights).sum(), params)
+        (engine(circuit, params).scope_marginals(scopes) * weights).sum(), params)
+    got, = torch.autograd.grad(
+        (circuit.distribution(params).scope_marginals(scopes) * weights).sum(), params)
     torch.testing.assert_close(got, expected)
 
 
-@LAYOUTS
 @pytest.mark.parametrize("leaf_left", [True, False])
 def test_few_pairs_beside_a_leaf_equal_the_engine(leaf_left, batch_last):
     """On an unbalanced tree a region can split one leaf from many variables, so that few
     pairs split there with a leaf on one side (the identity for that side's marginals)."""
     circuit = chain_tree(9, 3, 4, leaf_left)
-    engine, tree, params = _pair(circuit, seed=3, batch_last=batch_last)
+    flat, tree, params = _pair(circuit, seed=3)
     scopes = [(0, 1), (5, 0), (1, 2), (3, 4), (2, 1), (7, 8)]
     regions, _ = tree.tree.pair_plan(tuple(scopes))
     assert sum(pairs is not None and len(pairs[0]) > 1 for _, pairs in regions) >= 1
-    torch.testing.assert_close(tree.scope_marginals(scopes), engine.scope_marginals(scopes))
+    torch.testing.assert_close(tree.scope_marginals(scopes), flat.scope_marginals(scopes))
 
 
-@LAYOUTS
 def test_gradients_equal_the_engine(batch_last):
-    circuit = selective(4, 3, 5)
-    tree = RegionTree.from_circuit(circuit)
+    circuit = selective(4, 3, 5).double()
     params = torch.randn(2, circuit.num_params, dtype=torch.float64, requires_grad=True)
     scopes = [(0, 3), (2, 1), (1, 3)]
     weights = torch.randn(2, 3, 3, 3, dtype=torch.float64)
 
     def objective(dist):
+        dist.sample(), dist.mode                 # without autograd first: nothing kept from them
         return (dist.entropy().sum() + (dist.scope_marginals(scopes) * weights).sum()
-                + dist.marginals()[:, 1, 2].sum())
+                + dist.marginals()[:, 1, 2].sum() + dist.log_prob(torch.tensor([[0, 2, 1, 1]] * 2)).sum())
 
-    expected, = torch.autograd.grad(objective(circuit.double().distribution(params)), params)
-    got, = torch.autograd.grad(objective(TreeDistribution(tree, params, batch_last)), params)
+    expected, = torch.autograd.grad(objective(engine(circuit, params)), params)
+    got, = torch.autograd.grad(objective(circuit.distribution(params)), params)
     torch.testing.assert_close(got, expected)
 
 
 def test_compiled_queries_run_batch_last_and_equal_the_eager_ones():
-    """Inside torch.compile the training queries take the batch-last layout (by default);
-    values and gradients equal the eager batch-first ones."""
+    """Inside torch.compile the training queries take the batch-last layout; values and
+    gradients equal the eager batch-first ones."""
     circuit = shuffled_tree(5, 3, 4, seed=1)
-    tree = RegionTree.from_circuit(circuit)
     scopes = [(0, 4), (3, 1), (2, 3), (1, 2)]
     weights = torch.randn(6, len(scopes), 3, 3)
 
     def objective(params):
-        dist = tree.distribution(params)
+        dist = circuit.distribution(params)
         value = (dist.entropy().sum() + (dist.scope_marginals(scopes) * weights).sum()
                  + dist.marginals()[:, 1, 2].sum())
         return value, isinstance(dist._layout(), BatchLast)
 
-    params = torch.randn(6, tree.num_params, requires_grad=True)
+    params = torch.randn(6, circuit.num_params, requires_grad=True)
     value, batch_last = objective(params)
     grad, = torch.autograd.grad(value, params)
     assert not batch_last
@@ -181,18 +183,18 @@ def test_compiled_queries_run_batch_last_and_equal_the_eager_ones():
     (shuffled_tree(3, 2, 3, seed=4), 2, 0), (selective(3, 3, 4), 3, 0),
     (selective(3, 3, 4), 3, 6)], ids=["shuffled", "selective", "selective-zero-weights"])
 def test_samples_follow_the_probabilities(circuit, states, masked):
-    """Seeded draws against the engine's probabilities (the draws read the logits before
-    each sum's normalisation: a Gumbel-max argmax is the same); ``masked`` logits set to
-    -inf (zero weights) must never be drawn through."""
-    engine, tree, params = _pair(circuit, batch=2, seed=1)
+    """Seeded draws against the engine's probabilities; ``masked`` logits set to -inf (zero
+    weights) must never be drawn through."""
+    flat, tree, params = _pair(circuit, batch=2, seed=1)
     if masked:
         params[:, torch.randperm(params.shape[1], generator=torch.Generator().manual_seed(2))
                [:masked]] = -math.inf
-        engine, tree = circuit.double().distribution(params), tree.tree.distribution(params)
+        circuit = circuit.double()
+        flat, tree = engine(circuit, params), circuit.distribution(params)
     draws = tree.sample((40_000,), generator=torch.Generator().manual_seed(0))  # [S, 2, 3]
     assert draws.shape == (40_000, 2, 3)
     every = torch.tensor(list(itertools.product(range(states), repeat=3)))
-    probs = engine.log_prob(every[:, None].expand(-1, 2, -1)).exp()              # [k^3, 2]
+    probs = flat.log_prob(every[:, None].expand(-1, 2, -1)).exp()                # [k^3, 2]
     for row in range(2):
         index = (draws[:, row] * torch.tensor([states**2, states, 1])).sum(-1)
         freq = torch.bincount(index, minlength=states**3).double() / 40_000
@@ -217,93 +219,65 @@ def test_sampling_from_drawn_noise_is_sampling(circuit, sample_shape):
         [len(tree.tree.root_pos)] + [r.width for r in tree.tree.draw_order]
     assert torch.equal(tree.sample_with(noise, sample_shape), expected)
     if sample_shape == (3,):                                # one compile per structure
-        compiled = torch.compile(lambda p, u: tree.tree.distribution(p).sample_with(u, (3,)),
+        circuit = circuit.double()
+        compiled = torch.compile(lambda p, u: circuit.distribution(p).sample_with(u, (3,)),
                                  dynamic=False)
         assert torch.equal(compiled(params, noise), expected)
 
 
-def test_other_queries_go_to_the_engine():
-    circuit = selective(3, 3, 4)
-    engine, tree, _ = _pair(circuit)
-    partial = torch.tensor([[0, -1, 2]] * 3)
-    torch.testing.assert_close(tree.log_prob(partial), engine.log_prob(partial))
-    full = engine.sample()
+def test_other_queries_are_the_engines():
+    """Partial values, leave-one-out, conditioning (and the conditioned mode) and triples
+    take the engine's routes."""
+    circuit = shuffled_tree(5, 3, 4, seed=2)
+    flat, tree, _ = _pair(circuit)
+    partial = torch.tensor([[0, -1, 2, 1, -1]] * 3)
+    torch.testing.assert_close(tree.log_prob(partial), flat.log_prob(partial))
+    full = flat.sample()
     torch.testing.assert_close(tree.leave_one_out_log_prob(full),
-                               engine.leave_one_out_log_prob(full))
-    torch.testing.assert_close(tree.condition(torch.tensor([1, -1, -1])).marginals(),
-                               engine.condition(torch.tensor([1, -1, -1])).marginals())
+                               flat.leave_one_out_log_prob(full))
+    evidence = torch.tensor([0, -1, 2, -1, -1])
+    conditioned = tree.condition(evidence)
+    assert isinstance(conditioned, TreeDistribution)
+    torch.testing.assert_close(conditioned.marginals(), flat.condition(evidence).marginals())
+    torch.testing.assert_close(conditioned.mode, flat.condition(evidence).mode)
     torch.testing.assert_close(tree.scope_marginals([(0, 1, 2)]),
-                               engine.scope_marginals([(0, 1, 2)]))
+                               flat.scope_marginals([(0, 1, 2)]))
 
 
-@LAYOUTS
 def test_large_logits_stay_normalised(batch_last):
     circuit = selective(3, 3, 4)
-    tree = RegionTree.from_circuit(circuit)
-    params = 1e4 * torch.randn(2, circuit.num_params)
-    dist = TreeDistribution(tree, params, batch_last)
+    dist = circuit.distribution(1e4 * torch.randn(2, circuit.num_params))
     torch.testing.assert_close(dist.marginals().sum(-1), torch.ones(2, 3))
     assert torch.isfinite(dist.entropy()).all()
 
 
 def test_other_layouts_are_not_trees():
-    for circuit in (mean_field(3, 2), mixture(3, 2, 2), random_tensorized(4, 2, depth=1)):
+    for circuit in (mean_field(3, 2), mixture(3, 2, 2), random_tensorized(4, 2, depth=1),
+                    random_tensorized(num_vars=4, num_states=2, depth=1, num_repetitions=1,
+                                      num_sums=2, num_input_distributions=2, seed=0)):
         assert RegionTree.from_circuit(circuit) is None
+        assert type(circuit.distribution()) is CircuitDistribution
 
 
-def test_bad_values():
-    tree = RegionTree.from_circuit(selective(2, 3, 4))
+def test_the_layout_is_the_circuits_own():
+    """``RegionTree.from_circuit`` is the layout the circuit's distribution reads, and its
+    ``distribution`` the circuit's; the circuit's own queries take the layout's routes."""
+    circuit = selective(2, 3, 4)
+    tree = RegionTree.from_circuit(circuit)
+    assert tree is circuit._tree_on("cpu") is circuit.distribution().tree
     dist = tree.distribution(torch.zeros(2, tree.num_params))
     assert isinstance(dist, TreeDistribution) and dist.batch_shape == (2,)
-    with pytest.raises(ValueError, match=r"range\(3\), got values from 0 to 3"):
+    with pytest.raises(ValueError, match=r"value 3 for variable 1 is out of range"):
         dist.log_prob(torch.tensor([[0, 3], [1, 1]]))
-    with pytest.raises(ValueError, match=r"shape \[\*sample, B=2, n=2\]"):
-        dist.log_prob(torch.tensor([[0, 1, 1]]))
-    with pytest.raises(TypeError, match="integer tensor"):
-        dist.log_prob(torch.zeros(2, 2))
-    with pytest.raises(ValueError, match=r"params must have shape \[B, num_params"):
-        tree.distribution(torch.zeros(2, 3))
+    x = torch.tensor([[0, 2], [1, 1]])
+    assert torch.equal(circuit.log_prob(x), circuit.distribution().log_prob(x))
 
 
-def test_the_tree_hands_triples_and_conditioning_to_the_engine():
-    circuit = shuffled_tree(5, 3, 4, seed=2).double()
-    params = torch.randn(4, circuit.num_params, dtype=torch.float64)
-    engine = circuit.distribution(params)
-    dist = circuit.region_tree().distribution(params)
-    triples = [(0, 1, 2)]
-    torch.testing.assert_close(dist.scope_marginals(triples), engine.scope_marginals(triples))
-    evidence = torch.tensor([0, -1, 2, -1, -1])
-    torch.testing.assert_close(dist.condition(evidence).marginals(),
-                               engine.condition(evidence).marginals())
-
-
-def test_gradients_of_the_tree_equal_the_engines():
-    circuit = selective(4, 3, 5).double()
-    params = torch.randn(3, circuit.num_params, dtype=torch.float64, requires_grad=True)
-    weights = torch.randn(3, 2, 3, 3, dtype=torch.float64)
-
-    def objective(dist):
-        return (dist.entropy().sum() + (dist.scope_marginals([(0, 2), (3, 1)]) * weights).sum()
-                + dist.marginals()[:, 1, 2].sum())
-
-    expected, = torch.autograd.grad(objective(circuit.distribution(params)), params)
-    got, = torch.autograd.grad(objective(circuit.region_tree().distribution(params)), params)
-    torch.testing.assert_close(got, expected)
-
-
-def test_other_circuits_have_no_region_tree():
-    for circuit in (mixture(3, 2, 3), random_tensorized(num_vars=4, num_states=2, depth=1,
-                                                        num_repetitions=1, num_sums=2,
-                                                        num_input_distributions=2, seed=0)):
-        assert circuit.region_tree("cpu") is None
-
-
-@LAYOUTS
 @pytest.mark.parametrize("case", ZERO_WEIGHT_CASES)
 def test_entropy_with_zero_weights_matches_enumeration(case, batch_last):
     """Zero weights add nothing to the entropy or its gradient, whether their log-weight is
     -inf (clamped) or finite (underflowed: left as it is)."""
-    tree = RegionTree.from_circuit(selective(3, 3, 4).double())
+    circuit = selective(3, 3, 4).double()
     gen = torch.Generator().manual_seed(7)
-    check_entropy_by_enumeration(lambda p: TreeDistribution(tree, p, batch_last),
-                                 zero_weight_params(case, tree.num_params, gen), 3, 3, gen)
+    check_entropy_by_enumeration(circuit.distribution,
+                                 zero_weight_params(case, circuit.num_params, gen), 3, 3, gen)
