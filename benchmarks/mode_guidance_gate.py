@@ -37,8 +37,8 @@ def record_guidance(rows: list) -> None:
     actor_loss = spn_ac.actor_loss
 
     def recorded(values, dist, alpha, gradient="exact", samples=8, mode=None,
-                 mode_weight=0.0, mode_log_floor=0.0, mode_mask=None):
-        if mode is not None:
+                 mode_weight=0.0, mode_log_floor=0.0, mode_mask=None, mode_scopes=None):
+        if mode is not None and mode_scopes is None:   # the joint guidance's gates
             with torch.no_grad():
                 log_p_best = dist.log_prob(mode)
                 p_best = log_p_best.exp()
@@ -47,7 +47,7 @@ def record_guidance(rows: list) -> None:
                 rows.append([agree.mean().item(), below.mean().item(),
                              (agree * below).mean().item(), p_best.mean().item()])
         return actor_loss(values, dist, alpha, gradient, samples, mode, mode_weight,
-                          mode_log_floor, mode_mask)
+                          mode_log_floor, mode_mask, mode_scopes)
 
     spn_ac.actor_loss = recorded
 

@@ -16,6 +16,7 @@ actions = policy.act(states, deterministic=True)      # [B, 3] joint actions (th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -90,7 +91,8 @@ class JointCategorical(Distribution):
         return self.logp.exp().view((-1,) + (self.k,) * self.n)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """``value [*sample, B, n]`` (integer actions in ``range(k)``) -> ``[*sample, B]``."""
+        """``value [*sample, B, n]`` (integer actions in ``range(k)``, or ``-1`` for an agent
+        marginalised out) -> ``[*sample, B]``."""
         batch = self.logp.shape[0]
         if not isinstance(value, torch.Tensor) or value.is_floating_point() or \
                 value.is_complex() or value.dtype == torch.bool:
@@ -100,9 +102,13 @@ class JointCategorical(Distribution):
         if value.dim() < 2 or value.shape[-1] != self.n or value.shape[-2] != batch:
             raise ValueError(f"value must have shape [*sample, B={batch}, n={self.n}], got "
                              f"{list(value.shape)}")
-        if value.numel() and (value.min() < 0 or value.max() >= self.k):
-            raise ValueError(f"value must hold actions in range({self.k}), got values from "
-                             f"{int(value.min())} to {int(value.max())}")
+        if value.numel() and (value.min() < -1 or value.max() >= self.k):
+            raise ValueError(f"value must hold actions in range({self.k}) or -1 (marginalised "
+                             f"out), got values from {int(value.min())} to {int(value.max())}")
+        if value.numel() and value.min() < 0:   # sum over the joint actions that agree
+            joint = self._decode(torch.arange(self.k ** self.n, device=value.device))
+            agree = ((value.unsqueeze(-2) == joint) | (value.unsqueeze(-2) < 0)).all(-1)
+            return self.logp.masked_fill(~agree, -math.inf).logsumexp(-1)
         index = (value.long() * self._digits).sum(-1)
         logp = self.logp.expand(index.shape + self.logp.shape[-1:])
         return logp.gather(-1, index.unsqueeze(-1)).squeeze(-1)

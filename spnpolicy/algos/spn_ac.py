@@ -45,8 +45,9 @@ from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, compile_update, maybe_compile
 
-__all__ = ["MODE_TABLE_SIZE", "SPECS", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss",
-           "critics_mode", "mode_log_floor", "soft_value"]
+__all__ = ["MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "ModeGuidance", "SpnAc",
+           "SpnAcConfig", "actor_loss", "critic_loss", "critics_factor_modes", "critics_mode",
+           "mode_log_floor", "soft_value"]
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,9 @@ class SpnAcConfig(OffPolicyConfig):
     """Hidden widths of each critic's MLP (on the state, or on each agent's input)."""
     critic_input: str = checked("state", one_of("state", "agents"))
     """What the critics read: state (FactorQ: one MLP on the global state, one output head
-    per factor) or agents (AgentFactorQ: one MLP shared by every agent on its observation,
-    its id and the global state, and one payoff head shared by every factor, as in Deep
-    Coordination Graphs; what one factor learns, every factor with the same inputs
+    per factor) or agents (AgentFactorQ: one MLP shared by every agent on its own
+    observation and id, and one payoff head shared by every factor, as in Deep
+    Coordination Graphs; what one factor learns, every factor whose agents see the same
     shares). agents stores observations in the replay buffer and has no low-rank tables."""
     critic_payoff_hidden: int = checked(0, integer(0))
     """With critic_input="agents": units of the payoff head's ReLU layer on a factor's agent
@@ -131,15 +132,19 @@ class SpnAcConfig(OffPolicyConfig):
     ``mode_floor``. The ELBO's gradient on a joint action's probability shrinks with that
     probability, so a coordinated joint action the policy dropped before the critics valued
     it is not taken up again; this term's gradient does not shrink. Where the critics
-    disagree their argmax is noise, and the term leaves the policy alone. Off
-    (with a note at the start of the run) where the elimination needs tables of more than
-    MODE_TABLE_SIZE entries per state, and with compile=True (its checks break the single
-    traced graph); 0 turns it off."""
+    disagree their argmax is noise, and the term leaves the policy alone. Where the
+    elimination needs tables of more than MODE_TABLE_SIZE entries per state, the argmax is
+    max-plus's (approximate) and the term is per factor: ``-beta mean sum_f log pi(u*_f | s)``
+    over the factors f on whose agents' actions both critics' argmaxes agree, each below
+    ``mode_floor`` times its own uniform level ``k**-|f|`` (a note at the start of the run
+    says so). Off with compile=True (its checks break the single traced graph); 0 turns it
+    off."""
     mode_floor: float = checked(1.0, positive)
     """The mode guidance acts only on states where the policy gives ``u*`` less than
     ``mode_floor`` times the uniform probability ``k**-n``: where it has moved mass off the
-    critics' best joint action. It lifts such an action back to that level and leaves the
-    rest to the ELBO. ``inf`` applies it whatever ``pi(u* | s)``."""
+    critics' best joint action (per factor: ``k**-|f|`` for the factor's actions). It lifts
+    such an action back to that level and leaves the rest to the ELBO. ``inf`` applies it
+    whatever ``pi(u* | s)``."""
     compile: bool = checked(False, boolean)
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
@@ -193,15 +198,20 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = "exact",
                samples: int = 8, mode: torch.Tensor | None = None,
-               mode_weight: float = 0.0, mode_log_floor: float = 0.0,
-               mode_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               mode_weight: float = 0.0, mode_log_floor: float | torch.Tensor = 0.0,
+               mode_mask: torch.Tensor | None = None,
+               mode_scopes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The actor loss and the (exact) policy entropy ``[B]``, for the critics' ensemble
     ``values``.
 
     With ``mode`` (the critics' best joint actions ``[B, n]``) the loss also gains
     ``-mode_weight mean min(log pi(mode | s), mode_log_floor)`` (mode guidance, see
     ``SpnAcConfig``; :func:`mode_log_floor`): no gradient on states where
-    ``log pi(mode | s) >= mode_log_floor``, nor where ``mode_mask`` ``[B]`` is 0.
+    ``log pi(mode | s) >= mode_log_floor``, nor where ``mode_mask`` ``[B]`` is 0. With
+    ``mode_scopes`` (``[F, n]`` bool, the agents of each of ``F`` scopes) the term is instead
+    per scope, ``-mode_weight mean_B sum_f mask_f min(log pi(mode_f | s), floor_f)``, of the
+    exact marginal of the scope's agents' part of ``mode``, ``mode_mask`` ``[B, F]`` and
+    ``mode_log_floor`` ``[F]``.
 
     ``exact``: ``-mean(min_j E_pi[Q_j(s, .)] + alpha H(pi))`` differentiated through ``dist``.
     ``reinforce``: a surrogate whose gradient is the score-function estimate of the same
@@ -212,10 +222,14 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
     entropy = dist.entropy()
     guidance = 0.0
     if mode is not None:
-        log_prob = dist.log_prob(mode).clamp(max=mode_log_floor)
+        if mode_scopes is None:
+            log_prob = dist.log_prob(mode).clamp(max=mode_log_floor)             # [B]
+        else:   # each scope's marginal: the other agents' entries -1 (marginalised out)
+            parts = torch.where(mode_scopes[:, None, :], mode, -1)              # [F, B, n]
+            log_prob = torch.minimum(dist.log_prob(parts).T, mode_log_floor)    # [B, F]
         if mode_mask is not None:
             log_prob = log_prob * mode_mask
-        guidance = -mode_weight * log_prob.mean()
+        guidance = -mode_weight * log_prob.reshape(len(log_prob), -1).sum(1).mean()
     if gradient == "exact":
         return -(values.min_expectation(dist) + alpha * entropy).mean() + guidance, entropy
     draws = dist.sample((samples,))                                      # [M, B, n]
@@ -241,9 +255,76 @@ def critics_mode(values: FactorValues, steps) -> tuple[torch.Tensor, torch.Tenso
     return modes[0], (modes == modes[0]).all(-1).all(0).to(values.unary.dtype)
 
 
+#: Message-passing rounds of the max-plus argmax of the per-factor mode guidance (Deep
+#: Coordination Graphs' choice).
+MAX_PLUS_ITERATIONS = 8
+
+def critics_factor_modes(values: FactorValues, scopes: torch.Tensor,
+                         iterations: int = MAX_PLUS_ITERATIONS
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first critic's max-plus argmax ``[B, n]`` (every member's in one batched pass) and
+    ``[B, F]`` 1.0 where every member's argmax gives the agents of scope ``f`` (``scopes``
+    ``[F, n]`` bool) the same actions, else 0.0: the per-factor mode guidance's target and
+    mask on graphs too wide for the exact argmax."""
+    members, batch = values.ensemble, values.batch_size
+    flat = [None if t is None else t.flatten(0, 1) for t in (values.unary, values.pairwise,
+                                                                values.triple)]
+    stacked = FactorValues.trusted(values.graph, *flat)                      # [E B, ...]
+    modes = stacked.argmax("max_plus", iterations=iterations).view(members, batch, -1)
+    same = (modes == modes[0]) | ~scopes[:, None, None, :]                 # [F, E, B, n]
+    return modes[0], same.all(-1).all(1).T.to(values.unary.dtype)
+
+
 #: Largest intermediate table (entries per state) of the exact argmax that mode guidance
-#: computes at every update; wider factor graphs train without it.
+#: computes at every update; on wider factor graphs it guides each factor instead.
 MODE_TABLE_SIZE = 4096
+
+
+class ModeGuidance:
+    """The mode guidance's targets on one factor graph (see ``SpnAcConfig.mode_guidance``):
+    the joint action, where the exact argmax needs tables of at most ``MODE_TABLE_SIZE``
+    entries per state; else each factor, with the max-plus argmax.
+
+    Attributes: ``weight`` (0 when off), ``log_floor`` (a float, or ``[F]`` per factor),
+    ``scopes`` (``None`` for the joint action, else ``[F, n]`` bool: each factor's agents),
+    ``note`` (what the run's start says, or ``""``).
+    """
+
+    def __init__(self, graph, num_actions: int, weight: float, mode_floor: float,
+                 device: torch.device | str = "cpu") -> None:
+        n, k = graph.num_agents, num_actions
+        self.weight, self.steps, self.scopes, self.note = weight, elimination_plan(graph), None, ""
+        self.log_floor: float | torch.Tensor = mode_log_floor(mode_floor, n, k)
+        size = table_size(self.steps, k)
+        if weight > 0 and size > MODE_TABLE_SIZE:
+            scopes = torch.zeros(graph.num_factors, n, dtype=torch.bool)
+            for f, scope in enumerate(graph.factors):
+                scopes[f, list(scope)] = True
+            self.scopes = scopes.to(device)
+            self.log_floor = torch.tensor([mode_log_floor(mode_floor, len(scope), k)
+                                           for scope in graph.factors], device=device)
+            self.note = (f"mode_guidance acts per factor: the exact argmax of this factor "
+                         f"graph needs tables of {size:,} entries per state (more than "
+                         f"{MODE_TABLE_SIZE:,}), so the critics' argmax is max-plus's and "
+                         f"each factor whose actions every critic's argmax agrees on is "
+                         f"guided")
+
+    def targets(self, values: FactorValues) -> tuple[torch.Tensor, torch.Tensor]:
+        """The critics' best joint actions ``[B, n]`` and where to guide: ``[B]`` (joint) or
+        ``[B, F]`` (per factor), 1.0 where every critic's argmax agrees."""
+        if self.scopes is None:
+            return critics_mode(values, self.steps)
+        return critics_factor_modes(values, self.scopes)
+
+    def loss_arguments(self, values: FactorValues) -> dict[str, Any]:
+        """:func:`actor_loss`'s guidance arguments for the critics' ``values`` (none when
+        off)."""
+        if not self.weight:
+            return {}
+        with torch.no_grad():
+            mode, mask = self.targets(values)
+        return dict(mode=mode, mode_weight=self.weight, mode_log_floor=self.log_floor,
+                    mode_mask=mask, mode_scopes=self.scopes)
 
 
 class Temperature(nn.Module):
@@ -286,11 +367,10 @@ class SpnAc(OffPolicyAlgorithm):
                                   cfg.policy_hidden, param_head=cfg.param_head).to(device)
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
                                    seed=cfg.graph_seed)
-        # the joint policy reads the global state; the critics it, or each agent's input too
+        # the joint policy reads the global state; the critics it, or each agent's observation
         self.needs_obs = cfg.critic_input == "agents"
         if self.needs_obs:
             self.critic = AgentFactorQ(graph, envs.obs_dim, k, cfg.critic_hidden, cfg.unary,
-                                       state_dim=state_dim,
                                        payoff_hidden=cfg.critic_payoff_hidden,
                                        ensemble=2).to(device)
         else:
@@ -300,17 +380,13 @@ class SpnAc(OffPolicyAlgorithm):
         self.temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
         self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
         self.notes: tuple[str, ...] = ()
-        self.mode_guidance, self._mode_steps = cfg.mode_guidance, elimination_plan(graph)
+        self.guidance = ModeGuidance(graph, k, cfg.mode_guidance, cfg.mode_floor, device)
         if cfg.mode_guidance > 0 and cfg.compile:
-            self.mode_guidance = 0.0
+            self.guidance.weight = 0.0
             self.notes += ("mode_guidance is off with compile=True: the log-likelihood's "
                            "checks of u* break the update's single traced graph",)
-        elif cfg.mode_guidance > 0 and table_size(self._mode_steps, k) > MODE_TABLE_SIZE:
-            self.mode_guidance = 0.0
-            self.notes += (f"mode_guidance is off: the exact argmax of this factor graph "
-                           f"needs tables of {table_size(self._mode_steps, k):,} entries "
-                           f"per state (more than {MODE_TABLE_SIZE:,})",)
-        self.mode_log_floor = mode_log_floor(cfg.mode_floor, n, k)
+        elif self.guidance.note:
+            self.notes += (self.guidance.note,)
         self.value_offset = n * math.log(k) if cfg.regulariser == "kl_uniform" else 0.0
         self.optimizers = {
             "actor": adam(self.policy.encoder.parameters(), lr=cfg.actor_lr),
@@ -369,9 +445,9 @@ class SpnAc(OffPolicyAlgorithm):
         return self.policy.tree.distribution(self.policy.encoder(state)).sample_with(noise)
 
     def _values(self, critic, state, obs) -> FactorValues:
-        """The critic ensemble's values at states ``[B, S]`` (and observations
-        ``[B, n, obs_dim]`` for the agents critics)."""
-        return critic.values(obs, state) if self.needs_obs else critic.values(state)
+        """The critic ensemble's values at states ``[B, S]``, or for the agents critics at
+        observations ``[B, n, obs_dim]``."""
+        return critic.values(obs) if self.needs_obs else critic.values(state)
 
     def _critic_loss(self, state, obs, actions, reward, next_state, next_obs, steps,
                      terminated, alpha):
@@ -385,7 +461,7 @@ class SpnAc(OffPolicyAlgorithm):
                                     next_dist, alpha, self.value_offset)
         discount = self.cfg.gamma ** steps.to(next_value.dtype)
         target = reward + discount * (1.0 - terminated) * next_value
-        q = (self.critic.evaluate(obs, actions, state) if self.needs_obs
+        q = (self.critic.evaluate(obs, actions) if self.needs_obs
              else self.critic.evaluate(state, actions))
         return critic_loss(q, target),
 
@@ -395,12 +471,10 @@ class SpnAc(OffPolicyAlgorithm):
         cfg = self.cfg
         with torch.no_grad():
             values = self._values(self.critic, state, obs)
-            best, agree = critics_mode(values, self._mode_steps) if self.mode_guidance \
-                else (None, None)
         dist = self.policy.fast_distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
-                                         cfg.reinforce_samples, best, self.mode_guidance,
-                                         self.mode_log_floor, agree)
+                                         cfg.reinforce_samples,
+                                         **self.guidance.loss_arguments(values))
         if cfg.autotune_alpha:
             return loss_actor + self.temperature.loss(entropy, self.target_entropy), \
                 loss_actor, entropy

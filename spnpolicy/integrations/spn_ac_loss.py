@@ -29,11 +29,9 @@ from tensordict.nn import TensorDictParams
 from torch import nn
 from torchrl.objectives import LossModule
 
-from factor_q.argmax import elimination_plan, table_size
 from spnpolicy.algos.critics import TwinFactorQ
 from spnpolicy.algos.policies import JointPolicy
-from spnpolicy.algos.spn_ac import (MODE_TABLE_SIZE, actor_loss, critic_loss, critics_mode,
-                                     mode_log_floor, soft_value)
+from spnpolicy.algos.spn_ac import ModeGuidance, actor_loss, critic_loss, soft_value
 from spnpolicy.integrations.torchrl import group_state
 
 __all__ = ["SpnAcLoss"]
@@ -52,9 +50,9 @@ class SpnAcLoss(LossModule):
         regulariser: ``entropy`` (``alpha H``) or ``kl_uniform`` (``alpha (H - n log k)`` in
             the soft value).
         mode_guidance: weight of ``-log pi(u* | s)`` on the states where every critic's
-            exact argmax is ``u*`` and ``pi(u* | s) < mode_floor * k**-n``; off (with a
-            warning) where that argmax needs tables of more than ``MODE_TABLE_SIZE`` entries
-            per state.
+            exact argmax is ``u*`` and ``pi(u* | s) < mode_floor * k**-n``; per factor (with
+            a warning) where that argmax needs tables of more than ``MODE_TABLE_SIZE``
+            entries per state (spn-ac's ``ModeGuidance``).
         mode_floor: the guidance's floor, in units of the uniform probability ``k**-n``.
         group, observation_key: where the group's data lies in the tensordict.
 
@@ -91,14 +89,9 @@ class SpnAcLoss(LossModule):
         self.target_entropy = target_entropy_scale * n * math.log(k)
         self.value_offset = n * math.log(k) if regulariser == "kl_uniform" else 0.0
         self.group, self.observation_key = group, observation_key
-        self._mode_steps = elimination_plan(critic.graph)
-        self.mode_guidance = mode_guidance
-        self.mode_log_floor = mode_log_floor(mode_floor, n, k)
-        if mode_guidance > 0 and table_size(self._mode_steps, k) > MODE_TABLE_SIZE:
-            self.mode_guidance = 0.0
-            warnings.warn(f"mode_guidance is off: the exact argmax of this factor graph needs "
-                          f"tables of {table_size(self._mode_steps, k):,} entries per state "
-                          f"(more than {MODE_TABLE_SIZE:,})", stacklevel=2)
+        self.guidance = ModeGuidance(critic.graph, k, mode_guidance, mode_floor)
+        if self.guidance.note:
+            warnings.warn(self.guidance.note, stacklevel=2)
 
     def _states(self, td: TensorDictBase, *prefix: str) -> torch.Tensor:
         return group_state(td.get((*prefix, self.group, self.observation_key)), self.policy)
@@ -122,13 +115,8 @@ class SpnAcLoss(LossModule):
             loss_qvalue = critic_loss(self.critic.evaluate(state, actions), target)
             with torch.no_grad():
                 values = self.critic.values(state)
-        best = agree = None
-        if self.mode_guidance:
-            with torch.no_grad():
-                best, agree = critics_mode(values, self._mode_steps)
         loss_actor, entropy = actor_loss(values, self.policy.fast_distribution(state), alpha,
-                                         mode=best, mode_weight=self.mode_guidance,
-                                         mode_log_floor=self.mode_log_floor, mode_mask=agree)
+                                         **self.guidance.loss_arguments(values))
         out = {"loss_qvalue": loss_qvalue, "loss_actor": loss_actor}
         if self.autotune_alpha:
             out["loss_alpha"] = self.log_alpha.exp() * (entropy.detach()

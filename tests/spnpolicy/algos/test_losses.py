@@ -15,10 +15,11 @@ from spnpolicy.algos.spn_ac import Temperature, actor_loss, critic_loss, soft_va
 N, K, B = 3, 3, 4
 
 
-def _values(seed, graph):
+def _values(seed, graph, batch=B, agents=N):
     gen = torch.Generator().manual_seed(seed)
-    tables = [torch.randn(B, K, K, generator=gen, dtype=torch.float64) for _ in graph.factors]
-    unary = torch.randn(B, N, K, generator=gen, dtype=torch.float64)
+    tables = [torch.randn(batch, K, K, generator=gen, dtype=torch.float64)
+              for _ in graph.factors]
+    unary = torch.randn(batch, agents, K, generator=gen, dtype=torch.float64)
     return FactorValues.from_tables(graph, tables, unary=unary)
 
 
@@ -221,9 +222,10 @@ def test_guidance_acts_only_where_the_critics_argmaxes_agree(monkeypatch):
     algo = spn_ac.SpnAc(spn_ac.SpnAcConfig(), envs)
     seen = {}
 
-    def spy(*args):
-        seen["mode"], seen["floor"], seen["mask"] = args[5], args[7], args[8]
-        return actor_loss(*args)
+    def spy(*args, **kwargs):
+        seen["mode"], seen["floor"], seen["mask"] = (kwargs["mode"], kwargs["mode_log_floor"],
+                                                     kwargs["mode_mask"])
+        return actor_loss(*args, **kwargs)
     monkeypatch.setattr(spn_ac, "actor_loss", spy)
     state = torch.randn(64, envs.state_dim)
     algo._actor_loss(state, None, torch.tensor(0.1))
@@ -239,17 +241,75 @@ def test_guidance_acts_only_where_the_critics_argmaxes_agree(monkeypatch):
     assert seen["floor"] == pytest.approx(-n * math.log(k))
 
 
-def test_mode_guidance_is_on_for_narrow_graphs_and_off_with_a_note_for_wide_ones():
-    """3 agents on coverage (3 pairs: tables of 6^3 = 216 entries) keep the guidance; 6
-    agents on 20 random pairs (6^6 = 46,656 > MODE_TABLE_SIZE) train without it, and say so."""
+def test_mode_guidance_is_joint_on_narrow_graphs_and_per_factor_with_a_note_on_wide_ones():
+    """3 agents on coverage (3 pairs: tables of 6^3 = 216 entries) guide the joint action; 6
+    agents on 20 random pairs (6^6 = 46,656 > MODE_TABLE_SIZE) guide each factor, with
+    floors k**-2, and say so."""
     from factor_q.argmax import elimination_plan, table_size
     from spnpolicy.algos.spn_ac import MODE_TABLE_SIZE, SpnAc, SpnAcConfig
     from spnpolicy.training import make_vec_env
     narrow = SpnAc(SpnAcConfig(), make_vec_env("coverage", 1, seed=0, num_agents=3,
                                                grid_size=4))
-    assert narrow.mode_guidance == 0.1 and not narrow.notes
+    assert narrow.guidance.weight == 0.1 and not narrow.notes and narrow.guidance.scopes is None
     wide_envs = make_vec_env("coverage", 1, seed=0, num_agents=6, grid_size=8)
     wide = SpnAc(SpnAcConfig(), wide_envs)
     assert table_size(elimination_plan(wide.critic.graph), 6) > MODE_TABLE_SIZE
-    assert wide.mode_guidance == 0.0 and "mode_guidance is off" in wide.notes[0]
+    assert wide.guidance.weight == 0.1 and "mode_guidance acts per factor" in wide.notes[0]
+    scopes = [tuple(row.nonzero().flatten().tolist()) for row in wide.guidance.scopes]
+    assert scopes == [tuple(sorted(f)) for f in wide.critic.graph.factors]
+    torch.testing.assert_close(wide.guidance.log_floor,
+                               torch.full((20,), -2 * math.log(6), dtype=torch.float32))
     assert SpnAc(SpnAcConfig(mode_guidance=0.0), wide_envs).notes == ()
+
+
+def test_per_factor_guidance_is_each_agreed_factors_marginal_below_its_floor():
+    """``mode_scopes``: the term is ``-w mean_B sum_f mask_f min(log pi(mode_f), floor_f)``
+    with ``pi(mode_f)`` the exact marginal of the scope's actions (by enumeration of a
+    softmax over every joint action); a factor above its floor or masked adds no gradient."""
+    graph = FactorGraph.complete(N)
+    q = FactorValues.stack([_values(0, graph), _values(1, graph)])
+    actions = torch.tensor(list(itertools.product(range(K), repeat=N)))
+    logits = torch.randn(B, K ** N, dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(5)) * 2
+    logits.requires_grad_(True)
+    alpha = torch.tensor(0.3, dtype=torch.float64)
+    mode = actions[torch.arange(B) * 5 % K ** N]
+    scopes = torch.zeros(len(graph.factors), N, dtype=torch.bool)
+    for f, scope in enumerate(graph.factors):
+        scopes[f, list(scope)] = True
+    mask = torch.ones(B, len(graph.factors), dtype=torch.float64)
+    mask[1, 0] = 0.0
+    floor = torch.full((len(graph.factors),), math.log(0.3), dtype=torch.float64)
+    dist = JointCategorical(logits, N, K)
+    plain, _ = actor_loss(q, dist, alpha)
+    guided, _ = actor_loss(q, dist, alpha, mode=mode, mode_weight=0.2, mode_log_floor=floor,
+                           mode_mask=mask, mode_scopes=scopes)
+    probs = logits.softmax(-1)                                            # [B, K**N]
+    marginal = torch.stack([                                              # [B, F]
+        (probs * (actions[:, list(scope)] == mode[:, None, list(scope)]).all(-1)).sum(-1)
+        for scope in graph.factors], 1)
+    terms = torch.minimum(marginal.log(), floor) * mask
+    torch.testing.assert_close(guided, plain - 0.2 * terms.sum(1).mean())
+    assert (marginal < 0.3).any() and (marginal > 0.3).any()   # both sides of the floor
+    held = (marginal >= 0.3) | (mask == 0)
+    (g_plain,) = torch.autograd.grad(plain, logits, retain_graph=True)
+    (g_guided,) = torch.autograd.grad(guided, logits)
+    rows = held.all(1)                   # states whose every factor is held or masked
+    torch.testing.assert_close(g_guided[rows], g_plain[rows])
+    assert not torch.allclose(g_guided[~rows], g_plain[~rows])
+
+
+def test_critics_factor_modes_are_each_members_max_plus_argmax_and_their_agreement():
+    from spnpolicy.algos.spn_ac import MAX_PLUS_ITERATIONS, critics_factor_modes
+    graph = FactorGraph.random(6, 12, order=2, seed=1)
+    members = [_values(seed, graph, batch=32, agents=6) for seed in (0, 1)]
+    scopes = torch.zeros(graph.num_factors, 6, dtype=torch.bool)
+    for f, scope in enumerate(graph.factors):
+        scopes[f, list(scope)] = True
+    mode, agree = critics_factor_modes(FactorValues.stack(members), scopes)
+    each = [m.argmax("max_plus", iterations=MAX_PLUS_ITERATIONS) for m in members]
+    assert torch.equal(mode, each[0])
+    expected = torch.stack([(each[0][:, list(f)] == each[1][:, list(f)]).all(-1)
+                            for f in graph.factors], 1)
+    assert 0 < expected.sum() < expected.numel()
+    torch.testing.assert_close(agree, expected.to(agree.dtype))

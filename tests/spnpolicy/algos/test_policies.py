@@ -45,6 +45,19 @@ def test_joint_categorical_matches_enumeration():
     torch.testing.assert_close(triple.permute(0, 3, 1, 2).reshape(2, -1), probs)
 
 
+def test_joint_categorical_log_prob_marginalises_minus_one_entries():
+    """-1 entries: the log of the summed probability of every joint action that agrees on
+    the others (enumerated), for every pattern of kept agents; all -1 gives log 1."""
+    dist, probs = _joint()
+    actions = _all_actions()
+    for kept in itertools.product([False, True], repeat=N):
+        value = torch.where(torch.tensor(kept), actions, -1)[:, None, :].expand(-1, 2, -1)
+        agree = (actions[None, :, list(map(bool, kept))] ==
+                 value[:, :1, list(map(bool, kept))]).all(-1)            # [K**N, K**N]
+        expected = (agree.double() @ probs.T).log()                       # [K**N, 2]
+        torch.testing.assert_close(dist.log_prob(value), expected)
+
+
 def test_joint_categorical_sampling_frequencies():
     dist, probs = _joint()
     draws = dist.sample((20_000,), generator=torch.Generator().manual_seed(0))
@@ -89,11 +102,11 @@ def test_policy_errors():
 
 def test_joint_categorical_checks_actions():
     dist, _ = _joint()
-    with pytest.raises(ValueError, match=r"value must hold actions in range\(3\), got values "
-                                         r"from 0 to 3"):
+    with pytest.raises(ValueError, match=r"value must hold actions in range\(3\) or -1 "
+                                         r"\(marginalised out\), got values from 0 to 3"):
         dist.log_prob(torch.tensor([[0, 1, 3], [0, 0, 0]]))
-    with pytest.raises(ValueError, match=r"from -1 to 2"):
-        dist.log_prob(torch.tensor([[0, 1, 2], [-1, 0, 0]]))
+    with pytest.raises(ValueError, match=r"from -2 to 2"):
+        dist.log_prob(torch.tensor([[0, 1, 2], [-2, 0, 0]]))
     with pytest.raises(ValueError, match=r"shape \[\*sample, B=2, n=3\], got \[2, 2\]"):
         dist.log_prob(torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="integer tensor"):

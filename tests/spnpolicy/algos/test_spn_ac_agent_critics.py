@@ -37,7 +37,7 @@ def test_agents_critics_read_observations_and_fit_a_fixed_batch():
     algo = SpnAc(cfg, envs)
     assert algo.needs_obs and isinstance(algo.critic, AgentFactorQ)
     assert (algo.critic.ensemble, algo.critic.input_dim, algo.critic.state_dim) == \
-        (2, envs.obs_dim, envs.state_dim)
+        (2, envs.obs_dim, 0)   # each agent its own observation
     state_critics = SpnAc(make_config("spn-ac", "coverage", dict(num_envs=8, width=4)), envs)
     assert not state_critics.needs_obs and isinstance(state_critics.critic, FactorQ)
 

@@ -41,7 +41,7 @@ def test_compiled_updates_equal_eager_ones(algo, whole):
     policy answers on the circuit engine (mean-field)."""
     envs, (eager, compiled) = _eager_and_compiled(algo, hidden=32)
     assert compiled.notes and not eager.notes
-    assert compiled.mode_guidance == 0.0
+    assert compiled.guidance.weight == 0.0
     assert isinstance(compiled._update_fn, CompiledUpdate) == whole
     graphs = counters["stats"]["unique_graphs"]
     for batch in replay_batches(envs, 5):
