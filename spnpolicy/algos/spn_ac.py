@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -47,7 +48,7 @@ from spnpolicy.training.optim import adam, compile_update, maybe_compile
 
 __all__ = ["MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "ModeGuidance", "SpnAc",
            "SpnAcConfig", "actor_loss", "critic_loss", "critics_factor_modes", "critics_mode",
-           "mode_log_floor", "soft_value"]
+           "mode_log_floor", "scope_log_probs", "soft_value"]
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
                samples: int = 8, mode: torch.Tensor | None = None,
                mode_weight: float = 0.0, mode_log_floor: float | torch.Tensor = 0.0,
                mode_mask: torch.Tensor | None = None,
-               mode_scopes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               mode_scopes: Sequence[tuple[int, ...]] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """The actor loss and the (exact) policy entropy ``[B]``, for the critics' ensemble
     ``values``.
 
@@ -208,10 +210,10 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
     ``-mode_weight mean min(log pi(mode | s), mode_log_floor)`` (mode guidance, see
     ``SpnAcConfig``; :func:`mode_log_floor`): no gradient on states where
     ``log pi(mode | s) >= mode_log_floor``, nor where ``mode_mask`` ``[B]`` is 0. With
-    ``mode_scopes`` (``[F, n]`` bool, the agents of each of ``F`` scopes) the term is instead
-    per scope, ``-mode_weight mean_B sum_f mask_f min(log pi(mode_f | s), floor_f)``, of the
-    exact marginal of the scope's agents' part of ``mode``, ``mode_mask`` ``[B, F]`` and
-    ``mode_log_floor`` ``[F]``.
+    ``mode_scopes`` (``F`` tuples of agents) the term is instead per scope,
+    ``-mode_weight mean_B sum_f mask_f min(log pi(mode_f | s), floor_f)``, of the exact
+    marginal of the scope's agents' part of ``mode`` (:func:`scope_log_probs`),
+    ``mode_mask`` ``[B, F]`` and ``mode_log_floor`` ``[F]``.
 
     ``exact``: ``-mean(min_j E_pi[Q_j(s, .)] + alpha H(pi))`` differentiated through ``dist``.
     ``reinforce``: a surrogate whose gradient is the score-function estimate of the same
@@ -224,9 +226,9 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
     if mode is not None:
         if mode_scopes is None:
             log_prob = dist.log_prob(mode).clamp(max=mode_log_floor)             # [B]
-        else:   # each scope's marginal: the other agents' entries -1 (marginalised out)
-            parts = torch.where(mode_scopes[:, None, :], mode, -1)              # [F, B, n]
-            log_prob = torch.minimum(dist.log_prob(parts).T, mode_log_floor)    # [B, F]
+        else:
+            log_prob = torch.minimum(scope_log_probs(dist, mode, mode_scopes),
+                                     mode_log_floor)                            # [B, F]
         if mode_mask is not None:
             log_prob = log_prob * mode_mask
         guidance = -mode_weight * log_prob.reshape(len(log_prob), -1).sum(1).mean()
@@ -239,6 +241,37 @@ def actor_loss(values: FactorValues, dist, alpha: torch.Tensor, gradient: str = 
         f = q - alpha * log_prob
         baseline = (f.sum(0, keepdim=True) - f) / (samples - 1)
     return -((f - baseline) * log_prob).mean() + guidance, entropy
+
+
+#: Below this a marginal read off the linear-space joint tables has lost its precision (float32's
+#: smallest normal is about 1.2e-38); such a batch is read in log space instead.
+TINY_MARGINAL = 1e-30
+
+
+def scope_log_probs(dist, actions: torch.Tensor,
+                    scopes: Sequence[tuple[int, ...]]) -> torch.Tensor:
+    """``log pi(u_f | s)`` ``[B, F]``: the log-marginal of each scope's part of the joint
+    actions ``[B, n]``, for scopes of 2 or 3 agents.
+
+    Read off ``dist.scope_marginals`` (the joint tables that the critics' expectation uses);
+    where one of them is below ``TINY_MARGINAL`` the batch is computed in log space instead,
+    by ``dist.log_prob`` with the other agents' entries ``-1`` (marginalised out), so that
+    a marginal that underflowed still has its gradient."""
+    k = dist.marginals().shape[-1]
+    probs = actions.new_zeros(actions.shape[0], len(scopes), dtype=dist.marginals().dtype)
+    for order in sorted({len(scope) for scope in scopes}):
+        ids = [f for f, scope in enumerate(scopes) if len(scope) == order]
+        tables = dist.scope_marginals([scopes[f] for f in ids]).flatten(2)  # [B, F_o, k^o]
+        picked = actions[:, torch.tensor([scopes[f] for f in ids], device=actions.device)]
+        flat = sum(picked[..., p] * k ** (order - 1 - p) for p in range(order))
+        probs = probs.index_copy(1, torch.tensor(ids, device=actions.device),
+                                 tables.gather(2, flat.unsqueeze(-1)).squeeze(-1))
+    if bool((probs >= TINY_MARGINAL).all()):
+        return probs.log()
+    kept = torch.zeros(len(scopes), actions.shape[1], dtype=torch.bool, device=actions.device)
+    for f, scope in enumerate(scopes):
+        kept[f, list(scope)] = True
+    return dist.log_prob(torch.where(kept[:, None, :], actions, -1)).T     # [B, F]
 
 
 def mode_log_floor(mode_floor: float, n: int, k: int) -> float:
@@ -259,20 +292,20 @@ def critics_mode(values: FactorValues, steps) -> tuple[torch.Tensor, torch.Tenso
 #: Coordination Graphs' choice).
 MAX_PLUS_ITERATIONS = 8
 
-def critics_factor_modes(values: FactorValues, scopes: torch.Tensor,
-                         iterations: int = MAX_PLUS_ITERATIONS
+def critics_factor_modes(values: FactorValues, iterations: int = MAX_PLUS_ITERATIONS
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first critic's max-plus argmax ``[B, n]`` (every member's in one batched pass) and
-    ``[B, F]`` 1.0 where every member's argmax gives the agents of scope ``f`` (``scopes``
-    ``[F, n]`` bool) the same actions, else 0.0: the per-factor mode guidance's target and
+    ``[B, F]`` 1.0 where every member's argmax gives the agents of factor ``f`` (of
+    ``values.graph``) the same actions, else 0.0: the per-factor mode guidance's target and
     mask on graphs too wide for the exact argmax."""
     members, batch = values.ensemble, values.batch_size
     flat = [None if t is None else t.flatten(0, 1) for t in (values.unary, values.pairwise,
                                                                 values.triple)]
     stacked = FactorValues.trusted(values.graph, *flat)                      # [E B, ...]
     modes = stacked.argmax("max_plus", iterations=iterations).view(members, batch, -1)
-    same = (modes == modes[0]) | ~scopes[:, None, None, :]                 # [F, E, B, n]
-    return modes[0], same.all(-1).all(1).T.to(values.unary.dtype)
+    same = (modes == modes[0]).all(0)                                        # [B, n]
+    agree = torch.stack([same[:, list(scope)].all(-1) for scope in values.graph.factors], 1)
+    return modes[0], agree.to(values.unary.dtype)
 
 
 #: Largest intermediate table (entries per state) of the exact argmax that mode guidance
@@ -286,8 +319,8 @@ class ModeGuidance:
     entries per state; else each factor, with the max-plus argmax.
 
     Attributes: ``weight`` (0 when off), ``log_floor`` (a float, or ``[F]`` per factor),
-    ``scopes`` (``None`` for the joint action, else ``[F, n]`` bool: each factor's agents),
-    ``note`` (what the run's start says, or ``""``).
+    ``scopes`` (``None`` for the joint action, else the graph's factors), ``note`` (what
+    the run's start says, or ``""``).
     """
 
     def __init__(self, graph, num_actions: int, weight: float, mode_floor: float,
@@ -297,10 +330,7 @@ class ModeGuidance:
         self.log_floor: float | torch.Tensor = mode_log_floor(mode_floor, n, k)
         size = table_size(self.steps, k)
         if weight > 0 and size > MODE_TABLE_SIZE:
-            scopes = torch.zeros(graph.num_factors, n, dtype=torch.bool)
-            for f, scope in enumerate(graph.factors):
-                scopes[f, list(scope)] = True
-            self.scopes = scopes.to(device)
+            self.scopes = tuple(graph.factors)
             self.log_floor = torch.tensor([mode_log_floor(mode_floor, len(scope), k)
                                            for scope in graph.factors], device=device)
             self.note = (f"mode_guidance acts per factor: the exact argmax of this factor "
@@ -314,7 +344,7 @@ class ModeGuidance:
         ``[B, F]`` (per factor), 1.0 where every critic's argmax agrees."""
         if self.scopes is None:
             return critics_mode(values, self.steps)
-        return critics_factor_modes(values, self.scopes)
+        return critics_factor_modes(values)
 
     def loss_arguments(self, values: FactorValues) -> dict[str, Any]:
         """:func:`actor_loss`'s guidance arguments for the critics' ``values`` (none when

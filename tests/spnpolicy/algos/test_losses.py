@@ -255,8 +255,7 @@ def test_mode_guidance_is_joint_on_narrow_graphs_and_per_factor_with_a_note_on_w
     wide = SpnAc(SpnAcConfig(), wide_envs)
     assert table_size(elimination_plan(wide.critic.graph), 6) > MODE_TABLE_SIZE
     assert wide.guidance.weight == 0.1 and "mode_guidance acts per factor" in wide.notes[0]
-    scopes = [tuple(row.nonzero().flatten().tolist()) for row in wide.guidance.scopes]
-    assert scopes == [tuple(sorted(f)) for f in wide.critic.graph.factors]
+    assert wide.guidance.scopes == tuple(wide.critic.graph.factors)
     torch.testing.assert_close(wide.guidance.log_floor,
                                torch.full((20,), -2 * math.log(6), dtype=torch.float32))
     assert SpnAc(SpnAcConfig(mode_guidance=0.0), wide_envs).notes == ()
@@ -274,9 +273,7 @@ def test_per_factor_guidance_is_each_agreed_factors_marginal_below_its_floor():
     logits.requires_grad_(True)
     alpha = torch.tensor(0.3, dtype=torch.float64)
     mode = actions[torch.arange(B) * 5 % K ** N]
-    scopes = torch.zeros(len(graph.factors), N, dtype=torch.bool)
-    for f, scope in enumerate(graph.factors):
-        scopes[f, list(scope)] = True
+    scopes = tuple(graph.factors)
     mask = torch.ones(B, len(graph.factors), dtype=torch.float64)
     mask[1, 0] = 0.0
     floor = torch.full((len(graph.factors),), math.log(0.3), dtype=torch.float64)
@@ -303,13 +300,38 @@ def test_critics_factor_modes_are_each_members_max_plus_argmax_and_their_agreeme
     from spnpolicy.algos.spn_ac import MAX_PLUS_ITERATIONS, critics_factor_modes
     graph = FactorGraph.random(6, 12, order=2, seed=1)
     members = [_values(seed, graph, batch=32, agents=6) for seed in (0, 1)]
-    scopes = torch.zeros(graph.num_factors, 6, dtype=torch.bool)
-    for f, scope in enumerate(graph.factors):
-        scopes[f, list(scope)] = True
-    mode, agree = critics_factor_modes(FactorValues.stack(members), scopes)
+    mode, agree = critics_factor_modes(FactorValues.stack(members))
     each = [m.argmax("max_plus", iterations=MAX_PLUS_ITERATIONS) for m in members]
     assert torch.equal(mode, each[0])
     expected = torch.stack([(each[0][:, list(f)] == each[1][:, list(f)]).all(-1)
                             for f in graph.factors], 1)
     assert 0 < expected.sum() < expected.numel()
     torch.testing.assert_close(agree, expected.to(agree.dtype))
+
+
+@pytest.mark.parametrize("scale", [1.0, 40.0])
+def test_scope_log_probs_are_the_exact_log_marginals_of_each_scope(scale):
+    """Pairs and triples of a selective circuit's distribution against enumeration in float64;
+    at scale 40 some marginals underflow float32's linear-space tables (below TINY_MARGINAL)
+    and are read in log space: finite, exact, with a gradient."""
+    from circuits.structures import selective
+    from spnpolicy.algos.spn_ac import TINY_MARGINAL, scope_log_probs
+    n, k, batch = 4, 3, 5
+    circuit = selective(n, k, 4)
+    gen = torch.Generator().manual_seed(0)
+    params = (torch.randn(batch, circuit.num_params, generator=gen) * scale).requires_grad_()
+    dist = circuit.distribution(params)
+    actions = torch.randint(k, (batch, n), generator=gen)
+    scopes = ((0, 1), (3, 1), (0, 2, 3), (2, 3))
+    got = scope_log_probs(dist, actions, scopes)                          # [B, F]
+    joint = torch.tensor(list(itertools.product(range(k), repeat=n)))
+    exact = circuit.distribution(params.detach().double()).log_prob(
+        joint[:, None, :].expand(-1, batch, -1))                         # [k**n, B] float64
+    for f, scope in enumerate(scopes):
+        agree = (joint[:, None, list(scope)] == actions[None, :, list(scope)]).all(-1)
+        expected = exact.masked_fill(~agree, -math.inf).logsumexp(0)      # [B]
+        torch.testing.assert_close(got[:, f].double(), expected, rtol=1e-4, atol=1e-4)
+    if scale > 1:   # some asked marginals are below the tables' range: the log-space route
+        assert (got < math.log(TINY_MARGINAL)).any()
+    got.sum().backward()
+    assert torch.isfinite(params.grad).all() and params.grad.abs().sum() > 0
