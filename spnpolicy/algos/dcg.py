@@ -40,14 +40,18 @@ import torch
 from factor_q import AgentFactorQ, FactorGraph, FactorValues
 from spnpolicy.algos.config import AlgorithmSpec, checked, integer, one_of
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
-from spnpolicy.algos.q_learning import (ENV_DEFAULTS, QLearningConfig, QModel, q_agent_loader,
-                                         q_learner)
+from spnpolicy.algos.q_learning import ENV_DEFAULTS as Q_ENV_DEFAULTS
+from spnpolicy.algos.q_learning import QLearningConfig, QModel, q_agent_loader, q_learner
 from spnpolicy.training import VecEnv
 
 __all__ = ["ENV_DEFAULTS", "GREEDY_METHODS", "SPECS", "DcgConfig", "DcgQ"]
 
 #: How the greedy joint action is found (``FactorValues.argmax`` methods).
 GREEDY_METHODS = ("auto", "elimination", "max_plus")
+
+
+#: Per-env defaults: the Q-learners', and on predator-prey the paper's fully connected graph.
+ENV_DEFAULTS = Q_ENV_DEFAULTS | {"predator-prey": {"factor_graph": "complete"}}
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,16 @@ ENV_DEFAULTS = {
     # only some agents take it, and the shaped reward reaches every joint action: the mode
     # guidance has nothing to recover and slows learning, so it is off.
     "coverage": COVERAGE_BUDGET | dict(regulariser="kl_uniform", mode_guidance=0.0),
+    # Predator-prey: a capture pays only when two predators next to one prey catch in the
+    # same step, which each sees in its own window, so the critics are the agents critics
+    # (shared heads on each predator's observation, one factor per pair of predators). A
+    # lone catch is punished and soon avoided: uniform exploration keeps showing joint
+    # catches while the critics learn them (the Q-learners' epsilon schedule), and
+    # kl_uniform, with alpha starting at 1, keeps the policy broad until then without
+    # paying for staying alive.
+    "predator-prey": dict(critic_input="agents", factor_graph="complete",
+                          critic_payoff_hidden=128, regulariser="kl_uniform", alpha=1.0,
+                          epsilon_start=1.0, epsilon_finish=0.05),
 }
 
 

@@ -240,6 +240,19 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           (_lift(8, 0.5),), (*MANY_AGENT_ALGOS, "dcg"), 3,
           Protocol(total_steps=200_000, eval_interval=10_000, eval_episodes=50,
                    checkpoint_interval=20_000)),
+    # Predator-prey with punishment (the Deep Coordination Graphs paper's relative
+    # overgeneralisation task, its grid, team and punishment 2, the largest it reports; and
+    # 4, past the point where a sum of per-agent values stops catching). At most 4 of the 8
+    # prey can be caught (each capture removes its two catchers), so success never holds:
+    # tables report the greedy return (at most 40).
+    _return_suite(
+        "predator-prey", "predator-prey with punishment (8 predators, 8 prey, 10x10, 5x5 "
+        "view, 200 steps; a capture needs two predators catching at once, +10; a lone "
+        "attempt costs the punishment) at punishment 2 (the DCG paper's largest) and 4; "
+        "metric: greedy return (at most 40)",
+        (Task("predator-prey-p2", "predator-prey", {"punishment": 2.0}),
+         Task("predator-prey-p4", "predator-prey", {"punishment": 4.0})),
+        ("spn-ac", "meanfield-ac", "dcg", "vdn", "qmix"), 10, total_steps=200_000),
     # Level-based foraging (Albrecht, Christianos and Schaefer 2024), the common-reward
     # task: every agent gets the team's summed reward, which the value-factorisation
     # methods need. No success flag: tables report the greedy return (1.0 = all food

@@ -85,3 +85,18 @@ def test_a_run_with_agents_critics_resumes_and_loads(tmp_path):
     states = torch.ones(3, 1)
     torch.testing.assert_close(loaded.distribution(states).marginals(),
                                resumed.agent.distribution(states).marginals())
+
+
+def test_predator_prey_defaults_use_the_agents_critics_and_explore():
+    """The registered predator-prey env's defaults: agents critics on every pair of
+    predators, epsilon exploration, kl_uniform from alpha 1 (spn-ac and its variants); dcg
+    on the paper's fully connected graph; the lift task keeps the generic defaults."""
+    for algo in ("spn-ac", "meanfield-ac", "reinforce"):
+        cfg = make_config(algo, "predator-prey")
+        assert (cfg.critic_input, cfg.factor_graph, cfg.critic_payoff_hidden) == \
+            ("agents", "complete", 128)
+        assert (cfg.epsilon_start, cfg.epsilon_finish, cfg.regulariser, cfg.alpha) == \
+            (1.0, 0.05, "kl_uniform", 1.0)
+    assert make_config("dcg", "predator-prey").factor_graph == "complete"
+    lift = make_config("spn-ac", "lift")
+    assert (lift.critic_input, lift.epsilon_start, lift.factor_graph) == ("state", 0.0, "auto")
