@@ -44,7 +44,7 @@ from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.algos.q_learning import epsilon_greedy, linear_epsilon
 from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync
-from spnpolicy.training.optim import adam, compile_update, maybe_compile
+from spnpolicy.training.optim import adam, compile_acting, compile_update
 
 __all__ = ["MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "ModeGuidance", "SpnAc",
            "SpnAcConfig", "actor_loss", "critic_loss", "critics_factor_modes", "critics_mode",
@@ -394,7 +394,10 @@ class SpnAc(OffPolicyAlgorithm):
     and compiled, or not, from outside by
     :func:`~spnpolicy.training.optim.compile_update`: :class:`EagerSteps` (autograd
     and torch's Adam), or with ``cfg.compile`` the whole update as one graph (its gradients
-    and Adam steps traced with the losses), or each loss compiled apart.
+    and Adam steps traced with the losses), or each loss compiled apart. Acting (``sample``,
+    ``explore``) likewise through :func:`~spnpolicy.training.optim.compile_acting`: with
+    ``cfg.compile``, on a region-tree policy, the tree's uniforms drawn eagerly and the
+    rest compiled; eagerly on the other policies.
     """
 
     uniform_warmup = True
@@ -443,9 +446,11 @@ class SpnAc(OffPolicyAlgorithm):
         self._update_fn = compile_update(
             self._update, self.modules, "spn-ac's update", cfg.compile,
             whole=self.policy.traces_whole and cfg.actor_gradient == "exact")
-        # cfg.compile on a region-tree policy: acting (encoder and sampling) as a graph too
-        self._act_fn = None if not (cfg.compile and self.policy.tree is not None) else \
-            maybe_compile(self._act, True, "spn-ac's acting")
+        # acting likewise: on a region-tree policy it is also given split at its random
+        # numbers (the tree's uniforms, then the encoder and the descent: pure tensor ops)
+        self._sample_fn = compile_acting(
+            self._sample, "spn-ac's acting", cfg.compile,
+            traced=(self._draw, self._act) if self.policy.tree is not None else None)
         if cfg.compile:
             self.notes += ("compile=True: the first update and the first action compile with "
                           "torch.compile (once per run; faster once torch's on-disk cache "
@@ -470,19 +475,23 @@ class SpnAc(OffPolicyAlgorithm):
 
     @torch.inference_mode()
     def sample(self, state, obs, generator):
-        if self._act_fn is None:
-            return self.policy.fast_distribution(state).sample(generator=generator)
-        # the sampler's uniforms drawn here, as its own sample() draws them (the same
-        # numbers), the encoder and the descent through the tree in the compiled graph
-        noise = self.policy.tree.draw_noise(state.shape[0], generator,   # any param_head:
-                                            next(self.policy.encoder.parameters()).dtype,
-                                            state.device)
-        return self._act_fn(state, noise)
+        return self._sample_fn(state, generator)
+
+    def _sample(self, state, generator):
+        """Sampled joint actions ``[E, n]`` for states ``[E, state_dim]``."""
+        return self.policy.fast_distribution(state).sample(generator=generator)
+
+    def _draw(self, state, generator):
+        """The uniforms that :meth:`_sample` takes from ``generator`` on the region-tree
+        policy for states ``[E, state_dim]``, in its order
+        (:meth:`~circuits.region_tree.RegionTree.draw_noise`)."""
+        dtype = next(self.policy.encoder.parameters()).dtype    # the logits' (any param_head)
+        return self.policy.tree.draw_noise(state.shape[0], generator, dtype, state.device)
 
     def _act(self, state, noise):
-        """Sampled joint actions ``[E, n]`` for states ``[E, state_dim]`` from the tree's
-        uniforms ``noise`` (:meth:`~circuits.region_tree.RegionTree.draw_noise`)."""
-        return self.policy.tree.distribution(self.policy.encoder(state)).sample_with(noise)
+        """:meth:`_sample`'s joint actions ``[E, n]`` from its uniforms ``noise``
+        (:meth:`_draw`)."""
+        return self.policy.fast_distribution(state).sample_with(noise)
 
     def _values(self, critic, state, obs) -> FactorValues:
         """The critic ensemble's values at states ``[B, S]``, or for the agents critics at

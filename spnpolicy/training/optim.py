@@ -30,6 +30,11 @@ losses cannot be one graph with the steps, with :class:`CompiledLosses`: each ob
 given as ``functools.partial(loss, *tensors)``, compiled apart (forward and backward) and
 stepped eagerly.
 
+:func:`compile_acting` does the same for an algorithm's acting, ``sample(state, generator)``:
+where the algorithm also gives it as random numbers drawn from the generator and a pure
+function of them, :class:`CompiledActing` draws the numbers eagerly and runs the function
+compiled.
+
 A traced step computes what the eager one does, up to float rounding (torch's multi-tensor
 Adam beside the fused kernel): tested against :class:`EagerSteps` in
 ``tests/spnpolicy/training/test_traced_step.py``.
@@ -47,8 +52,9 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 from torch.optim.adam import adam as adam_update
 
-__all__ = ["CompiledLosses", "CompiledUpdate", "EagerSteps", "TracedSteps", "adam",
-           "clip_coefficient", "compile_update", "gradient_step", "maybe_compile"]
+__all__ = ["CompiledActing", "CompiledLosses", "CompiledUpdate", "EagerSteps", "TracedSteps",
+           "adam", "clip_coefficient", "compile_acting", "compile_update", "gradient_step",
+           "maybe_compile"]
 
 
 def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
@@ -172,6 +178,32 @@ class CompiledUpdate:
 
     def __call__(self, *tensors):
         return self._compiled(*tensors)
+
+
+def compile_acting(sample: Callable, name: str, enabled: bool,
+                   traced: tuple[Callable, Callable] | None = None) -> Callable:
+    """``sample(state, generator) -> actions``, an algorithm's acting, as the algorithm calls
+    it: ``sample`` itself when not ``enabled`` or where acting has no traceable form
+    (``traced`` None); else :class:`CompiledActing` of ``traced = (draw, act)``, the same
+    acting split at its random numbers."""
+    if not enabled or traced is None:
+        return sample
+    return CompiledActing(*traced, name)
+
+
+class CompiledActing:
+    """Acting compiled: ``fn(state, generator)`` is ``act(state, draw(state, generator))``,
+    ``draw`` eager (a generator cannot enter a graph) and ``act`` compiled by
+    :func:`maybe_compile` (``name`` names it in a compile failure). ``draw`` takes from the
+    generator the numbers, in the order, that the eager sampler takes, and ``act`` is a
+    pure function of them, so the actions are the eager ones for the same generator."""
+
+    def __init__(self, draw: Callable, act: Callable, name: str) -> None:
+        self.draw, self.act = draw, act
+        self._compiled = maybe_compile(act, True, name)
+
+    def __call__(self, state: torch.Tensor, generator: torch.Generator | None):
+        return self._compiled(state, self.draw(state, generator))
 
 
 class _Call(nn.Module):

@@ -12,7 +12,7 @@ import spnpolicy
 from spnpolicy.algos.registry import make_config
 from spnpolicy.algos.spn_ac import SpnAc
 from spnpolicy.training import make_vec_env
-from spnpolicy.training.optim import CompiledUpdate
+from spnpolicy.training.optim import CompiledActing, CompiledUpdate
 from tests.run_helpers import assert_same_run, replay_batches
 
 ENV = dict(num_agents=3, grid_size=4, max_steps=10)
@@ -58,14 +58,45 @@ def test_compiled_updates_equal_eager_ones(algo, whole):
 
 def test_compiled_acting_draws_the_eager_actions():
     """compile=True samples through a compiled graph from the uniforms the eager sampler
-    draws: the same joint actions for the same generator states."""
+    draws: the same joint actions for the same generator states, collecting and evaluating,
+    and the generators left in the same state."""
     envs, algos = _eager_and_compiled("spn-ac", hidden=16)
+    eager_algo, compiled_algo = algos
+    assert isinstance(compiled_algo._sample_fn, CompiledActing)
+    assert eager_algo._sample_fn == eager_algo._sample       # compile=False: the sampler itself
     state = torch.rand(8, envs.state_dim, generator=torch.Generator().manual_seed(1))
+    graphs = counters["stats"]["unique_graphs"]
     for seed in range(20):
-        eager, compiled = (a.explore(state, None, 0, torch.Generator().manual_seed(seed))
-                           for a in algos)
+        generators = [torch.Generator().manual_seed(seed) for _ in algos]
+        eager, compiled = (a.explore(state, None, 0, g) for a, g in zip(algos, generators))
         assert torch.equal(compiled, eager)
-    assert algos[1]._act_fn is not None and algos[0]._act_fn is None
+        eager, compiled = (a.sample(state, None, g) for a, g in zip(algos, generators))
+        assert torch.equal(compiled, eager)
+        assert torch.equal(generators[0].get_state(), generators[1].get_state())
+    assert counters["stats"]["unique_graphs"] > graphs      # it did run a compiled graph
+    envs.close()
+
+
+@pytest.mark.parametrize("algo", ["meanfield-ac", "exact-softmax"])
+def test_acting_without_a_region_tree_stays_eager(algo):
+    """compile=True compiles acting only where the policy gives it split at its random
+    numbers (the region tree); the other policies sample eagerly."""
+    envs, (_, compiled) = _eager_and_compiled(algo, hidden=16)
+    assert compiled._sample_fn == compiled._sample
+    envs.close()
+
+
+def test_acting_traces_as_one_graph():
+    """The compiled acting (encoder, normalisation, the descent through the tree on the
+    given uniforms) is one graph without breaks."""
+    envs, (algo, _) = _eager_and_compiled("spn-ac", hidden=16)
+    state = torch.rand(8, envs.state_dim, generator=torch.Generator().manual_seed(1))
+    noise = algo._draw(state, torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        algo._act(state, noise)                    # builds the tree's lazy plans
+        explained = torch._dynamo.explain(algo._act)(state, noise)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, \
+        [reason.reason for reason in explained.break_reasons]
     envs.close()
 
 

@@ -63,14 +63,14 @@ def test_param_head_is_checked():
 
 
 def test_compiled_acting_path_takes_the_shared_head():
-    # compile=True acts through _act on uniforms drawn outside; run that path eagerly (no
+    # compile=True acts through _act on the uniforms _draw takes; run that path eagerly (no
     # compiler needed): the same draws as the plain sampler, for the shared head too
     envs = make_vec_env("coverage", 2, **COVERAGE)
     torch.manual_seed(0)
     algorithm = SpnAc(SpnAcConfig(**TINY, param_head="shared"), envs)
     states = torch.rand(5, envs.state_dim)
     plain = algorithm.sample(states, None, torch.Generator().manual_seed(1))
-    algorithm._act_fn = algorithm._act
-    traced = algorithm.sample(states, None, torch.Generator().manual_seed(1))
-    assert torch.equal(plain, traced)
+    with torch.inference_mode():
+        split = algorithm._act(states, algorithm._draw(states, torch.Generator().manual_seed(1)))
+    assert torch.equal(plain, split)
     envs.close()

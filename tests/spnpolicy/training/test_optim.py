@@ -11,7 +11,8 @@ from torch import nn
 
 import spnpolicy
 from spnpolicy.algos.registry import algorithm_names
-from spnpolicy.training.optim import adam, gradient_step, maybe_compile
+from spnpolicy.training.optim import (CompiledActing, adam, compile_acting, gradient_step,
+                                      maybe_compile)
 from spnpolicy.training.rundir import RunDir
 
 #: torch has a fused Adam kernel for CPU parameters from 2.4 (the package allows 2.2)
@@ -294,3 +295,35 @@ def test_maybe_compile_passes_the_functions_own_errors_through():
     compiled(torch.ones(3))
     with pytest.raises(ValueError, match="got 4"):
         compiled(torch.ones(4))
+
+
+# --- compile_acting --------------------------------------------------------------------
+def _draw(state, generator):
+    return torch.rand(state.shape, generator=generator)
+
+
+def _act(state, noise):
+    return (state + noise).argmax(-1)
+
+
+def _sample(state, generator):
+    return _act(state, _draw(state, generator))
+
+
+def test_compile_acting_off_or_without_a_traced_form_is_the_sampler_itself():
+    assert compile_acting(_sample, "acting", False, traced=(_draw, _act)) is _sample
+    assert compile_acting(_sample, "acting", True) is _sample
+
+
+def test_compiled_acting_draws_eagerly_and_acts_compiled():
+    """The numbers come from the generator outside the graph, so a compiled acting takes
+    the eager sampler's draws and gives its actions, the generator left as it leaves it."""
+    compiled = compile_acting(_sample, "acting", True, traced=(_draw, _act))
+    assert isinstance(compiled, CompiledActing)
+    state = torch.randn(6, 4)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for seed in range(3):
+        eager_gen, compiled_gen = (torch.Generator().manual_seed(seed) for _ in range(2))
+        assert torch.equal(compiled(state, compiled_gen), _sample(state, eager_gen))
+        assert torch.equal(compiled_gen.get_state(), eager_gen.get_state())
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs
