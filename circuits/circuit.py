@@ -111,7 +111,7 @@ class Circuit(nn.Module):
         """The plan's region-tree layout on ``device`` (decided once, on first use), or None
         when the circuit is not a binary region tree of indicators."""
         tree = kept(self._kept, "region tree",
-                    lambda: RegionTree.from_plan(self._plans[CPU], self.distribution))
+                    lambda: RegionTree.from_plan(self._plans[CPU]))
         return None if tree is None else tree.to(device)   # kept per device
 
     def distribution(self, params: torch.Tensor | None = None) -> CircuitDistribution:

@@ -13,7 +13,6 @@ engine's (:func:`circuits.passes.normalise`, extended), indexed by parameter slo
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,14 +65,14 @@ class _Layout(Exception):
 class RegionTree:
     """The region-tree layout of a circuit, with its index tensors (per device).
 
-    ``engine`` is the circuit's ``distribution``. ``root_pos [m_top]`` and each region's
+    ``root_pos [m_top]`` and each region's
     ``table_pos`` / ``pad_pos`` are slots of the extended log-parameters ``[B, P + 2]``
     (``P``: log 0, ``P + 1``: log 1).
     """
 
-    def __init__(self, plan: Plan, engine: Callable, root: _Region, root_pos: torch.Tensor,
+    def __init__(self, plan: Plan, root: _Region, root_pos: torch.Tensor,
                  regions: list[_Region]):
-        self.plan, self.engine, self.root, self.root_pos = plan, engine, root, root_pos
+        self.plan, self.root, self.root_pos = plan, root, root_pos
         self.regions = regions  # children before parents
         self.summed = [r for r in regions if r.summed]
         self.max_width = max((r.width for r in self.summed), default=1)  # children of a sum
@@ -100,12 +99,11 @@ class RegionTree:
                 stack += [region.left, region.right]
 
     @classmethod
-    def from_plan(cls, plan: Plan, engine: Callable) -> RegionTree | None:
+    def from_plan(cls, plan: Plan) -> RegionTree | None:
         """The layout of the compiled ``plan`` (on the CPU), or ``None`` when its circuit is
-        not a binary region tree of indicator leaves with a sum at the root; ``engine`` is
-        the circuit's ``distribution``."""
+        not a binary region tree of indicator leaves with a sum at the root."""
         try:
-            return _build(plan, engine)
+            return _build(plan)
         except _Layout:
             return None
 
@@ -172,7 +170,7 @@ class RegionTree:
             copies[id(r)] = _Region(**{name: moved(value, device) for name, value in vars(r).items()
                                        if name not in ("left", "right")},
                                     left=copies.get(id(r.left)), right=copies.get(id(r.right)))
-        tree = RegionTree(self.plan.to(device), self.engine, copies[id(self.root)],
+        tree = RegionTree(self.plan.to(device), copies[id(self.root)],
                           self.root_pos.to(device), [copies[id(r)] for r in self.regions])
         tree._devices = self._devices
         return tree
@@ -186,13 +184,8 @@ class RegionTree:
         return [torch.rand(rows, w, generator=generator, dtype=dtype, device=device)
                 for w in widths]
 
-    def distribution(self, params: torch.Tensor):
-        """The circuit's ``distribution(params)`` (for callers that hold the layout): the
-        same object, no second route."""
-        return self.engine(params)
 
-
-def _build(plan: Plan, engine: Callable) -> RegionTree:
+def _build(plan: Plan) -> RegionTree:
     slot_of: dict = {}                     # (sum id, child id) -> slot, once the layout fits
     k, num_params = plan.max_states, plan.num_params
     pad, one = num_params, num_params + 1  # columns appended to params: log 0 and log 1
@@ -281,4 +274,4 @@ def _build(plan: Plan, engine: Callable) -> RegionTree:
         if r.summed:
             r.pad_pos = r.slots.flatten()
             r.table_pos = r.pad_pos[r.pos_of_prod]
-    return RegionTree(plan, engine, top, torch.tensor(root_row), regions)
+    return RegionTree(plan, top, torch.tensor(root_row), regions)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import spnpolicy
-from circuits.region_tree import RegionTree
 from circuits.structures import mixture, random_tensorized, selective
+from circuits.tree_distribution import TreeDistribution
 from factor_q import FactorGraph, FactorQ
 from spnpolicy.inference import load_agent
 
@@ -70,11 +70,11 @@ def test_circuit_queries_equal_the_cpu(build, deterministic):
 def test_region_tree_queries_equal_the_cpu():
     torch.manual_seed(1)
     circuit = selective(6, 4, 8).double()
-    tree = RegionTree.from_circuit(circuit)
     params = torch.randn(3, circuit.num_params, dtype=torch.float64, requires_grad=True)
-    on_cpu = tree.distribution(params)
+    on_cpu = circuit.distribution(params)
     moved = params.detach().to(DEVICE).requires_grad_()
-    on_device = tree.distribution(moved)
+    on_device = circuit.distribution(moved)
+    assert isinstance(on_cpu, TreeDistribution) and isinstance(on_device, TreeDistribution)
     for name in ("entropy", "marginals"):
         _close(getattr(on_device, name)(), getattr(on_cpu, name)(), name)
     _close(on_device.scope_marginals([(0, 5), (3, 2)]), on_cpu.scope_marginals([(0, 5), (3, 2)]),

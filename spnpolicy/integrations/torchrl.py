@@ -77,8 +77,6 @@ def _joint_distribution(policy: JointPolicy, params: torch.Tensor) -> Distributi
     policy.encoder(states)``."""
     if policy.circuit is None:
         return JointCategorical(params, policy.num_agents, policy.num_actions)
-    if policy.tree is not None:
-        return policy.tree.distribution(params)
     return policy.circuit.distribution(params)
 
 

@@ -260,12 +260,12 @@ def test_other_layouts_are_not_trees():
 
 
 def test_the_layout_is_the_circuits_own():
-    """``RegionTree.from_circuit`` is the layout the circuit's distribution reads, and its
-    ``distribution`` the circuit's; the circuit's own queries take the layout's routes."""
+    """``RegionTree.from_circuit`` is the layout the circuit's distribution reads; the
+    circuit's own queries take the layout's routes."""
     circuit = selective(2, 3, 4)
     tree = RegionTree.from_circuit(circuit)
     assert tree is circuit._tree_on("cpu") is circuit.distribution().tree
-    dist = tree.distribution(torch.zeros(2, tree.num_params))
+    dist = circuit.distribution(torch.zeros(2, tree.num_params))
     assert isinstance(dist, TreeDistribution) and dist.batch_shape == (2,)
     with pytest.raises(ValueError, match=r"value 3 for variable 1 is out of range"):
         dist.log_prob(torch.tensor([[0, 3], [1, 1]]))

@@ -8,7 +8,6 @@ import torch
 
 from circuits.structures import selective
 from factor_q import FactorGraph, FactorValues
-from circuits.region_tree import RegionTree
 from spnpolicy.algos.spn_ac import actor_loss
 
 N, K, ROWS = 2, 3, 60_000
@@ -16,7 +15,6 @@ N, K, ROWS = 2, 3, 60_000
 
 def test_reinforce_gradient_mean_is_the_exact_gradient():
     circuit = selective(N, K, width=9)
-    tree = RegionTree.from_circuit(circuit)
     gen = torch.Generator().manual_seed(3)
     param = (2 * torch.randn(1, circuit.num_params, generator=gen,
                              dtype=torch.float64)).requires_grad_()
@@ -28,7 +26,7 @@ def test_reinforce_gradient_mean_is_the_exact_gradient():
     alpha = torch.tensor(0.5, dtype=torch.float64)
 
     # exact: d/dparam of -(E[min_j Q_j(u)] - alpha E[log pi(u)]), by enumeration
-    dist = tree.distribution(param)
+    dist = circuit.distribution(param)
     objective = torch.zeros(1, dtype=torch.float64)
     for u in itertools.product(range(K), repeat=N):
         u = torch.tensor([u])
@@ -42,7 +40,7 @@ def test_reinforce_gradient_mean_is_the_exact_gradient():
     rows = FactorValues.stack([FactorValues(graph, v.unary.expand(ROWS, -1, -1),
                                             v.pairwise.expand(ROWS, -1, -1, -1)) for v in q])
     torch.manual_seed(0)
-    loss, _ = actor_loss(rows, tree.distribution(param.expand(ROWS, -1)), alpha, "reinforce",
+    loss, _ = actor_loss(rows, circuit.distribution(param.expand(ROWS, -1)), alpha, "reinforce",
                          samples=2)
     (estimate,) = torch.autograd.grad(loss, param)
     error = (estimate - exact).norm() / exact.norm()

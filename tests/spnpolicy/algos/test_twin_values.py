@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from circuits.structures import selective
 from factor_q import FactorGraph, FactorQ, FactorValues
 from spnpolicy.algos.critics import TwinFactorQ
-from circuits.region_tree import RegionTree
 from spnpolicy.algos.spn_ac import critic_loss
+from tests.circuits.helpers import engine
 
 GRAPHS = [FactorGraph.complete(3), FactorGraph(3, [(0, 1, 2), (2, 0)]), FactorGraph(3, [])]
 
@@ -39,8 +39,7 @@ def test_twin_queries_equal_each_critic(graph, unary, rank):
                                torch.stack([v.evaluate(actions) for v in members]).min(0).values)
     circuit = selective(3, 3, 4)
     params = torch.randn(4, circuit.num_params, dtype=torch.float64)
-    for dist in (circuit.double().distribution(params),
-                 RegionTree.from_circuit(circuit).distribution(params)):
+    for dist in (engine(circuit.double(), params), circuit.distribution(params)):
         each = torch.stack([v.expectation(dist) for v in members])
         torch.testing.assert_close(values.expectation(dist), each)
         torch.testing.assert_close(values.min_expectation(dist), each.min(0).values)
