@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("benchmarl")
 pytest.importorskip("vmas")
@@ -59,15 +60,33 @@ def test_what_it_cannot_run_is_named(tmp_path):
                    model_config=MlpConfig.get_from_yaml(), seed=0, config=config)
 
 
+def test_an_experiment_trains_the_policy_and_the_critics(tmp_path):
+    experiment = navigation_experiment(500, seed=0, folder=str(tmp_path))
+    losses = experiment.losses[next(iter(experiment.group_map))]
+    before = {name: [p.detach().clone() for p in params]
+              for name, params in _trained_parameters(losses).items()}
+    experiment.run()
+    assert experiment.total_frames == 500
+    for name, params in _trained_parameters(losses).items():
+        assert any(not torch.equal(p, q) for p, q in zip(params, before[name])), name
+
+
+def _trained_parameters(loss) -> dict[str, list[torch.Tensor]]:
+    """The policy's and the critics' parameters that the optimisers step."""
+    return {"policy": list(loss.policy.encoder.parameters()),
+            "critics": [p for p in loss.critic_params.values(True, True) if p.requires_grad]}
+
+
+@pytest.mark.slow
 def test_an_experiment_learns_navigation_where_random_actions_drift_away(tmp_path):
-    experiment = navigation_experiment(20_000, seed=0, folder=str(tmp_path))
+    """40,000 frames (about a CPU minute). Random and greedy policies are scored on the same
+    32 episodes. The gain must clear 0.5: over seeds 0-9 it was 1.03 to 1.44, and at most
+    -0.07 with the actor's or the critics' learning rate set to 0."""
+    experiment = navigation_experiment(40_000, seed=0, folder=str(tmp_path))
     random_return = team_return(experiment)
     untrained = team_return(experiment, experiment.policy)
     experiment.run()
     trained = team_return(experiment, experiment.policy)
-    assert experiment.total_frames == 20_000
+    assert experiment.total_frames == 40_000
     assert random_return < -0.3 and untrained < -0.3
-    # one short run's greedy return varies much between seeds: the check is the gain over
-    # random and untrained actions, not a fixed level
-    assert trained > random_return + 0.3 and trained > untrained + 0.3, \
-        (trained, untrained, random_return)
+    assert trained > max(random_return, untrained) + 0.5, (trained, untrained, random_return)
