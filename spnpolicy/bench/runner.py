@@ -9,9 +9,10 @@ outcome = run_all(runs, workers=2)          # outcome.records: a RunRecord per f
 Each run trains in ``OUT/runs/<task>/<algo>/s<seed>/`` with ``resume=True``: a run that
 reached its budget is skipped, one that was interrupted continues from its last
 checkpoint (a run killed before its first checkpoint starts over), and one that another
-``spnpolicy bench`` process is training is reported as failed, not trained twice. Workers are spawned
-processes with one torch thread each; with a Ray address the runs are Ray tasks instead
-(one CPU each; skipping and resuming then need ``OUT`` on a filesystem the nodes share).
+``spnpolicy bench`` process is training is reported as failed, not trained twice. Workers
+are spawned processes with one torch thread each, which exit when the ``spnpolicy bench``
+process dies; with a Ray address the runs are Ray tasks instead (one CPU each; skipping and
+resuming then need ``OUT`` on a filesystem the nodes share).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import json
 import multiprocessing
 import os
 import pickle
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -200,10 +203,22 @@ def execute(run: BenchRun) -> RunRecord:
     return load_run(run.run_dir)
 
 
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Thread body: end this process once its parent ``parent`` (a pid) has gone, so that
+    a killed ``spnpolicy bench`` leaves no run training on (its claim is then stale and the
+    next command resumes the run from its last checkpoint)."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
 def _init_worker(envs: dict[str, Callable] | None = None) -> None:
-    """A worker process: one torch thread, and the envs the parent registered."""
+    """A worker process: one torch thread, the envs the parent registered, and an exit
+    when the parent dies."""
     from spnpolicy.envs.registry import register_env
 
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                     name="exit-with-parent").start()
     torch.set_num_threads(1)
     for name, factory in (envs or {}).items():
         register_env(name, factory, overwrite=True)
