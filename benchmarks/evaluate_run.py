@@ -5,7 +5,7 @@
 
 The same as ``spnpolicy evaluate RUN [--episodes N] [--seed S] [--out FILE] [--stochastic]``
 (``spnpolicy evaluate --help``), kept for the commands recorded in benchmark results; the
-work is :func:`spnpolicy.training.evaluation.evaluate_saved_run`.
+work is :func:`spnpolicy.evaluate.evaluate_saved_run`.
 """
 
 from __future__ import annotations

@@ -43,11 +43,7 @@ from spnpolicy.algos.registry import ALGORITHMS, get_algorithm, make_config
 from spnpolicy.cli_args import key_value, literal
 from spnpolicy.envs.registry import ENV_DESCRIPTIONS, ENV_NAMES, LBF_EXAMPLE, registered_envs
 from spnpolicy.envs.validation import check_int
-from spnpolicy.training.evaluation import (
-    SAVED_RUN_EPISODES,
-    SAVED_RUN_SEED,
-    evaluate_saved_run,
-)
+from spnpolicy.evaluate import SAVED_RUN_EPISODES, SAVED_RUN_SEED, evaluate_saved_run
 from spnpolicy.training.rundir import RunBusyError
 
 __all__ = ["build_parser", "main"]

@@ -4,33 +4,25 @@ Episodes are shared out among the copies before the run (copy ``e`` plays its fi
 ``quota[e]`` episodes), so the result does not favour short episodes, which would finish
 first if episodes were counted as they end.
 
-:func:`evaluate_run` is a training run's evaluation at a step; :func:`evaluate_saved_run`
-plays a saved run's agent beside the uniform random policy (``spnpolicy evaluate``).
+:func:`evaluate_run` is a training run's evaluation at a step.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from spnpolicy.envs.validation import check_int
 from spnpolicy.training.runner import Runner
 from spnpolicy.training.vec_env import VecEnv, make_vec_env
 
-__all__ = ["EVAL_SEED_OFFSET", "SAVED_RUN_EPISODES", "SAVED_RUN_SEED", "evaluate",
-           "evaluate_run", "evaluate_saved_run"]
+__all__ = ["EVAL_SEED_OFFSET", "evaluate", "evaluate_run"]
 
 ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 EVAL_SEED_OFFSET = 1_000_003
 """Eval envs are seeded ``seed + EVAL_SEED_OFFSET``: they never replay training episodes."""
-SAVED_RUN_EPISODES = 100
-"""Episodes :func:`evaluate_saved_run` plays per policy unless told otherwise."""
-SAVED_RUN_SEED = 12_345
-"""The episode seed of :func:`evaluate_saved_run` unless told otherwise."""
 
 
 def evaluate(act: ActFn, envs: VecEnv, episodes: int, seed: int | None = None,
@@ -105,64 +97,3 @@ def evaluate_run(env: str, env_kwargs: dict[str, Any], seed: int, step: int, epi
         sampled = run(stochastic(generator))
         metrics |= {f"stochastic_{k}": v for k, v in sampled.items() if k != "episodes"}
     return metrics
-
-
-def evaluate_saved_run(path: str | os.PathLike, episodes: int = SAVED_RUN_EPISODES,
-                       seed: int = SAVED_RUN_SEED, stochastic: bool = False) -> dict[str, Any]:
-    """A saved run's agent, greedy, beside uniform random joint actions on the same episodes.
-
-    Loads the agent of the run directory (or checkpoint file in one) at ``path`` with
-    :func:`spnpolicy.inference.load_agent` and plays ``episodes`` episodes of the run's env
-    and env arguments, seeded with ``seed``: greedily, then the same episodes with uniform
-    random joint actions (drawn from ``seed``), and with ``stochastic`` the same episodes
-    with the agent's sampling policy (its ``act(..., deterministic=False)``: a circuit
-    policy's samples, a Q-learner's epsilon-greedy actions; generator seeded with ``seed``).
-
-    Returns:
-        ``run`` (``str(path)``), ``algo``, ``env``, ``env_kwargs``, ``episodes``, ``seed``,
-        and :func:`evaluate`'s metrics of each policy under ``greedy``, ``uniform_random``
-        (and ``stochastic``): ``return_mean``, ``return_std``, ``length_mean``,
-        ``episodes``, ``success_rate`` where the env reports success, ``final_potential``
-        where it has a potential (coverage: 0 when every goal is covered, below 0 otherwise).
-
-    Raises ValueError naming ``path`` when it holds no run or no checkpoint, or its agent
-    cannot be loaded; ValueError for ``episodes < 1`` or a negative ``seed``.
-
-    ```python
-    record = evaluate_saved_run("runs/cov", episodes=20)
-    record["greedy"]["return_mean"] - record["uniform_random"]["return_mean"]
-    ```
-    """
-    # spnpolicy.inference reads runs through this package: imported here, not at the top
-    from spnpolicy.inference import load_agent, load_run_config
-
-    episodes = check_int("episodes", episodes, 1)
-    seed = check_int("seed", seed, 0)
-    saved = load_run_config(path)
-    agent = load_agent(path)
-    reads_obs = getattr(agent, "needs_obs", False)
-    generator = torch.Generator(next(agent.parameters()).device).manual_seed(seed)
-
-    def greedy(state: np.ndarray, obs: np.ndarray) -> np.ndarray:
-        return np.asarray(agent.act(obs if reads_obs else state))
-
-    def sampled(state: np.ndarray, obs: np.ndarray) -> np.ndarray:
-        return np.asarray(agent.act(obs if reads_obs else state, deterministic=False,
-                                    generator=generator))
-
-    envs = make_vec_env(saved["env"], min(episodes, 64), seed=seed, **saved["env_kwargs"])
-    rng = np.random.default_rng(seed)
-
-    def uniform(state: np.ndarray, obs: np.ndarray) -> np.ndarray:
-        return rng.integers(0, envs.num_actions, (len(state), envs.num_agents))
-
-    record = {"run": str(path), "algo": saved["algo"], "env": saved["env"],
-              "env_kwargs": saved["env_kwargs"], "episodes": episodes, "seed": seed}
-    try:
-        record["greedy"] = evaluate(greedy, envs, episodes, seed=seed)
-        record["uniform_random"] = evaluate(uniform, envs, episodes, seed=seed)
-        if stochastic:
-            record["stochastic"] = evaluate(sampled, envs, episodes, seed=seed)
-    finally:
-        envs.close()
-    return record

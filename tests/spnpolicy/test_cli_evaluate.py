@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from spnpolicy.cli import build_parser, main
-from spnpolicy.training.evaluation import evaluate_saved_run
+from spnpolicy.evaluate import evaluate_saved_run
 from tests.run_helpers import TINY_COVERAGE, run_cli, train_tiny
 
 COVERAGE = TINY_COVERAGE
