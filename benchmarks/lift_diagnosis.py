@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         state = torch.tensor([[d / 2 for d in distances] + [0.25]], dtype=torch.float32)
         with torch.no_grad():
             q = algorithm.critic.evaluate(state.expand(len(joint), -1), joint).min(0).values
-            dist = algorithm.policy.fast_distribution(state)
+            dist = algorithm.policy.distribution(state)
             prob = dist.log_prob(joint.unsqueeze(1)).squeeze(1).exp()
             best = int(q.argmax())
             states[label] = {

@@ -87,7 +87,7 @@ def diagnose(run_dir: Path, steps: int = 2000, num_envs: int = 16, seed: int = 1
         found = opportunities(envs.env.world)
         states = torch.as_tensor(state)
         with torch.no_grad():
-            dist = algorithm.policy.fast_distribution(states)
+            dist = algorithm.policy.distribution(states)
             if found:
                 e, i, j = (torch.tensor(c) for c in zip(*found))
                 rows_ = torch.arange(len(found))[:, None]
@@ -102,7 +102,7 @@ def diagnose(run_dir: Path, steps: int = 2000, num_envs: int = 16, seed: int = 1
                 for key, column in (("dq_cc", 0), ("dq_cs", 1), ("dq_sc", 2)):
                     rows[key] += (q[:, column] - q[:, 3]).tolist()
                 for copy, a, b in found:
-                    table = algorithm.policy.fast_distribution(
+                    table = algorithm.policy.distribution(
                         states[copy:copy + 1]).scope_marginals([(a, b)])[0, 0]    # [k, k]
                     both, first, second = (float(table[CATCH, CATCH]), float(table[CATCH].sum()),
                                            float(table[:, CATCH].sum()))

@@ -277,16 +277,11 @@ class JointPolicy(nn.Module):
 
     @property
     def traces_whole(self) -> bool:
-        """Whether :meth:`fast_distribution`'s training queries are pure tensor ops, with no
+        """Whether :meth:`distribution`'s training queries are pure tensor ops, with no
         branch on values, so that torch.compile traces an update through them as one graph:
         the region tree (selective) and the softmax, not the circuit engine (its exactness
         guard recomputes the columns that lost precision)."""
         return self.tree is not None or self.circuit is None
-
-    def fast_distribution(self, observations) -> Distribution:
-        """:meth:`distribution` (the circuit answers each query by its plan's layout: on a
-        region-tree circuit, selective, a :class:`~circuits.tree_distribution.TreeDistribution`)."""
-        return self.distribution(observations)
 
     @torch.no_grad()
     def act(self, observations, deterministic: bool = True,
@@ -298,7 +293,7 @@ class JointPolicy(nn.Module):
             observation_dict(observations, self.num_agents, None)
         x, single = agent_input(observations, (self.state_dim,),
                                 next(self.encoder.parameters()).device)
-        dist = self.fast_distribution(x)
+        dist = self.distribution(x)
         actions = dist.mode if deterministic else dist.sample(generator=generator)
         if single:
             actions = actions[0]

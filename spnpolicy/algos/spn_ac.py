@@ -48,7 +48,7 @@ from spnpolicy.training.optim import adam, compile_acting, compile_update
 
 __all__ = ["MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "ModeGuidance", "SpnAc",
            "SpnAcConfig", "actor_loss", "critic_loss", "critics_factor_modes", "critics_mode",
-           "mode_log_floor", "scope_log_probs", "soft_value"]
+           "mode_log_floor", "scope_log_probs", "scope_mask", "soft_value"]
 
 
 @dataclass(frozen=True)
@@ -278,10 +278,17 @@ def scope_log_probs(dist, actions: torch.Tensor,
                                  tables.gather(2, flat.unsqueeze(-1)).squeeze(-1))
     if bool((probs >= TINY_MARGINAL).all()):
         return probs.log()
-    kept = torch.zeros(len(scopes), actions.shape[1], dtype=torch.bool, device=actions.device)
-    for f, scope in enumerate(scopes):
-        kept[f, list(scope)] = True
+    kept = scope_mask(scopes, actions.shape[1], actions.device)            # [F, n]
     return dist.log_prob(torch.where(kept[:, None, :], actions, -1)).T     # [B, F]
+
+
+def scope_mask(scopes: Sequence[tuple[int, ...]], n: int,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[F, n]`` bool: ``True`` where agent ``i`` is in scope ``f``."""
+    rows = torch.tensor([f for f, scope in enumerate(scopes) for _ in scope], device=device)
+    cols = torch.tensor([i for scope in scopes for i in scope], device=device)
+    mask = torch.zeros(len(scopes), n, dtype=torch.bool, device=device)
+    return mask.index_put_((rows, cols), torch.ones_like(rows, dtype=torch.bool))
 
 
 def mode_log_floor(mode_floor: float, n: int, k: int) -> float:
@@ -313,8 +320,9 @@ def critics_factor_modes(values: FactorValues, iterations: int = MAX_PLUS_ITERAT
                                                                 values.triple)]
     stacked = FactorValues.trusted(values.graph, *flat)                      # [E B, ...]
     modes = stacked.argmax("max_plus", iterations=iterations).view(members, batch, -1)
-    same = (modes == modes[0]).all(0)                                        # [B, n]
-    agree = torch.stack([same[:, list(scope)].all(-1) for scope in values.graph.factors], 1)
+    differ = (modes != modes[0]).any(0)                                      # [B, n]
+    scopes = scope_mask(values.graph.factors, modes.shape[-1], modes.device)  # [F, n]
+    agree = ~(differ[:, None, :] & scopes).any(-1)                           # [B, F]
     return modes[0], agree.to(values.unary.dtype)
 
 
@@ -333,8 +341,7 @@ class ModeGuidance:
     the run's start says, or ``""``).
     """
 
-    def __init__(self, graph, num_actions: int, weight: float, mode_floor: float,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(self, graph, num_actions: int, weight: float, mode_floor: float) -> None:
         n, k = graph.num_agents, num_actions
         self.weight, self.steps, self.scopes, self.note = weight, elimination_plan(graph), None, ""
         self.log_floor: float | torch.Tensor = mode_log_floor(mode_floor, n, k)
@@ -342,7 +349,7 @@ class ModeGuidance:
         if weight > 0 and size > MODE_TABLE_SIZE:
             self.scopes = tuple(graph.factors)
             self.log_floor = torch.tensor([mode_log_floor(mode_floor, len(scope), k)
-                                           for scope in graph.factors], device=device)
+                                           for scope in graph.factors])
             self.note = (f"mode_guidance acts per factor: the exact argmax of this factor "
                          f"graph needs tables of {size:,} entries per state (more than "
                          f"{MODE_TABLE_SIZE:,}), so the critics' argmax is max-plus's and "
@@ -363,7 +370,10 @@ class ModeGuidance:
             return {}
         with torch.no_grad():
             mode, mask = self.targets(values)
-        return dict(mode=mode, mode_weight=self.weight, mode_log_floor=self.log_floor,
+        log_floor = self.log_floor
+        if isinstance(log_floor, torch.Tensor):
+            log_floor = log_floor.to(mask.device, mask.dtype)
+        return dict(mode=mode, mode_weight=self.weight, mode_log_floor=log_floor,
                     mode_mask=mask, mode_scopes=self.scopes)
 
 
@@ -423,7 +433,7 @@ class SpnAc(OffPolicyAlgorithm):
         self.temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
         self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
         self.notes: tuple[str, ...] = ()
-        self.guidance = ModeGuidance(graph, k, cfg.mode_guidance, cfg.mode_floor, device)
+        self.guidance = ModeGuidance(graph, k, cfg.mode_guidance, cfg.mode_floor)
         if cfg.mode_guidance > 0 and cfg.compile:
             self.guidance.weight = 0.0
             self.notes += ("mode_guidance is off with compile=True: the log-likelihood's "
@@ -459,19 +469,22 @@ class SpnAc(OffPolicyAlgorithm):
     @torch.inference_mode()
     def explore(self, state, obs, step, generator):
         sampled = self.sample(state, obs, generator)
-        if not (self.cfg.epsilon_start or self.cfg.epsilon_finish):
+        if not self._explores:
             return sampled
         return epsilon_greedy(sampled, linear_epsilon(step, self.cfg), self.policy.num_actions,
                               generator)
 
     def schedule_metrics(self, step: int) -> dict[str, float]:
-        if not (self.cfg.epsilon_start or self.cfg.epsilon_finish):
-            return {}
-        return {"epsilon": linear_epsilon(step, self.cfg)}
+        return {"epsilon": linear_epsilon(step, self.cfg)} if self._explores else {}
+
+    @property
+    def _explores(self) -> bool:
+        """Whether collecting mixes in uniform actions (an epsilon schedule above 0)."""
+        return bool(self.cfg.epsilon_start or self.cfg.epsilon_finish)
 
     @torch.inference_mode()
     def greedy(self, state, obs):
-        return self.policy.fast_distribution(state).mode
+        return self.policy.distribution(state).mode
 
     @torch.inference_mode()
     def sample(self, state, obs, generator):
@@ -479,7 +492,7 @@ class SpnAc(OffPolicyAlgorithm):
 
     def _sample(self, state, generator):
         """Sampled joint actions ``[E, n]`` for states ``[E, state_dim]``."""
-        return self.policy.fast_distribution(state).sample(generator=generator)
+        return self.policy.distribution(state).sample(generator=generator)
 
     def _draw(self, state, generator):
         """The uniforms that :meth:`_sample` takes from ``generator`` on the region-tree
@@ -491,7 +504,7 @@ class SpnAc(OffPolicyAlgorithm):
     def _act(self, state, noise):
         """:meth:`_sample`'s joint actions ``[E, n]`` from its uniforms ``noise``
         (:meth:`_draw`)."""
-        return self.policy.fast_distribution(state).sample_with(noise)
+        return self.policy.distribution(state).sample_with(noise)
 
     def _values(self, critic, state, obs) -> FactorValues:
         """The critic ensemble's values at states ``[B, S]``, or for the agents critics at
@@ -505,7 +518,7 @@ class SpnAc(OffPolicyAlgorithm):
         with torch.no_grad():
             # the soft value needs no gradient: its policy pass is recorded by no graph (a
             # shared pass over next states and states, sliced, costs more in the backward)
-            next_dist = self.policy.fast_distribution(next_state)
+            next_dist = self.policy.distribution(next_state)
             next_value = soft_value(self._values(self.critic_target, next_state, next_obs),
                                     next_dist, alpha, self.value_offset)
         discount = self.cfg.gamma ** steps.to(next_value.dtype)
@@ -520,7 +533,7 @@ class SpnAc(OffPolicyAlgorithm):
         cfg = self.cfg
         with torch.no_grad():
             values = self._values(self.critic, state, obs)
-        dist = self.policy.fast_distribution(state)
+        dist = self.policy.distribution(state)
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples,
                                          **self.guidance.loss_arguments(values))

@@ -108,14 +108,14 @@ class SpnAcLoss(LossModule):
         with torch.no_grad():
             with self.target_critic_params.to_module(self.critic):
                 next_values = self.critic.values(next_state)
-            next_value = soft_value(next_values, self.policy.fast_distribution(next_state),
+            next_value = soft_value(next_values, self.policy.distribution(next_state),
                                     alpha, self.value_offset)
             target = reward + self.gamma * (~terminated).to(reward.dtype) * next_value
         with self.critic_params.to_module(self.critic):
             loss_qvalue = critic_loss(self.critic.evaluate(state, actions), target)
             with torch.no_grad():
                 values = self.critic.values(state)
-        loss_actor, entropy = actor_loss(values, self.policy.fast_distribution(state), alpha,
+        loss_actor, entropy = actor_loss(values, self.policy.distribution(state), alpha,
                                          **self.guidance.loss_arguments(values))
         out = {"loss_qvalue": loss_qvalue, "loss_actor": loss_actor}
         if self.autotune_alpha:

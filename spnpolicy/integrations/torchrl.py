@@ -73,7 +73,7 @@ def group_state(observation: torch.Tensor, policy: JointPolicy) -> torch.Tensor:
 
 def _joint_distribution(policy: JointPolicy, params: torch.Tensor) -> Distribution:
     """``pi(. | s)`` from the encoder's output ``params [B, num_params]``: the same
-    distribution as ``policy.fast_distribution(states)`` for ``params =
+    distribution as ``policy.distribution(states)`` for ``params =
     policy.encoder(states)``."""
     if policy.circuit is None:
         return JointCategorical(params, policy.num_agents, policy.num_actions)

@@ -222,8 +222,8 @@ def test_whole_circuits_and_policies_round_trip_through_torch_save(tmp_path):
     states = torch.randn(5, 6)
     torch.save(policy, tmp_path / "policy.pt")
     again = torch.load(tmp_path / "policy.pt", weights_only=False)
-    torch.testing.assert_close(again.fast_distribution(states).marginals(),
-                               policy.fast_distribution(states).marginals())
+    torch.testing.assert_close(again.distribution(states).marginals(),
+                               policy.distribution(states).marginals())
     assert torch.equal(again.act(states), policy.act(states))
 
 

@@ -78,7 +78,7 @@ def test_policy_act_and_distribution(kind):
     assert isinstance(dist, JointCategorical if kind == "softmax" else CircuitDistribution)
     fast = {"softmax": JointCategorical, "selective": TreeDistribution,
             "mean_field": CircuitDistribution}[kind]
-    assert isinstance(policy.fast_distribution(states), fast)
+    assert isinstance(policy.distribution(states), fast)
     greedy = policy.act(states)
     assert isinstance(greedy, np.ndarray) and greedy.shape == (4, N)
     np.testing.assert_array_equal(greedy, dist.mode.numpy())

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from spnpolicy.algos.policies import JointPolicy, SharedGroupHead, _group_sizes
+from tests.circuits.helpers import engine
 
 
 @pytest.mark.parametrize("kind", ["mean_field", "selective"])
@@ -17,7 +18,7 @@ def test_shapes(kind):
     policy = JointPolicy(7, 5, 4, kind, width=8, param_head="shared")
     states = torch.randn(3, 7)
     assert policy.encoder(states).shape == (3, policy.circuit.num_params)
-    dist = policy.fast_distribution(states)
+    dist = policy.distribution(states)
     assert dist.marginals().shape == (3, 5, 4)
     assert policy.act(states).shape == (3, 5)
     assert policy.act(states.numpy(), deterministic=False).shape == (3, 5)
@@ -46,12 +47,12 @@ def test_agents_differ_by_id_alone():
     with torch.no_grad():
         policy.encoder.heads["3"][-1].weight.mul_(100.0)   # visible differences
     states = torch.randn(2, 5)
-    marginals = policy.fast_distribution(states).marginals()          # [2, 4, 3]
+    marginals = policy.distribution(states).marginals()          # [2, 4, 3]
     for i, j in itertools.combinations(range(4), 2):
         assert not torch.allclose(marginals[:, i], marginals[:, j], atol=1e-4)
     with torch.no_grad():                                   # same id embedding: same policy
         policy.encoder.embedding[1] = policy.encoder.embedding[0]
-    marginals = policy.fast_distribution(states).marginals()
+    marginals = policy.distribution(states).marginals()
     torch.testing.assert_close(marginals[:, 0], marginals[:, 1])
 
 
@@ -70,8 +71,8 @@ def test_shared_part_does_not_grow_with_the_team(kind):
 
 @pytest.mark.parametrize("kind", ["mean_field", "selective"])
 def test_distribution_is_exact(kind):
-    # the probabilities of every joint action (enumerated) sum to 1, the fast (region tree)
-    # and the circuit's distributions agree, and the entropy is the enumerated one
+    # the probabilities of every joint action (enumerated) sum to 1, the region-tree layout's
+    # and the engine's (flat) distributions agree, and the entropy is the enumerated one
     torch.manual_seed(3)
     n, k = 3, 3
     policy = JointPolicy(4, n, k, kind, width=4, param_head="shared")
@@ -81,8 +82,8 @@ def test_distribution_is_exact(kind):
     states = torch.randn(2, 4)
     joint = torch.tensor(list(itertools.product(range(k), repeat=n)))   # [k**n, n]
     values = joint[:, None, :].expand(-1, 2, -1)
-    logp = policy.distribution(states).log_prob(values)                 # [k**n, 2]
-    fast = policy.fast_distribution(states)
+    fast = policy.distribution(states)                                  # the tree's routes
+    logp = engine(policy.circuit, policy.encoder(states)).log_prob(values)  # [k**n, 2]
     torch.testing.assert_close(fast.log_prob(values), logp)
     torch.testing.assert_close(logp.exp().sum(0), torch.ones(2))
     torch.testing.assert_close(fast.entropy(), -(logp.exp() * logp).sum(0))
@@ -92,7 +93,7 @@ def test_distribution_is_exact(kind):
 def test_gradients_reach_the_embedding_and_the_shared_part():
     torch.manual_seed(4)
     policy = JointPolicy(5, 4, 3, "selective", width=4, param_head="shared")
-    dist = policy.fast_distribution(torch.randn(8, 5))
+    dist = policy.distribution(torch.randn(8, 5))
     dist.entropy().sum().backward()
     assert policy.encoder.embedding.grad.abs().sum() > 0
     assert all(p.grad is not None for p in policy.encoder.shared_parameters())
