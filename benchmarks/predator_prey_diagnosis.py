@@ -2,6 +2,7 @@
 critics' value of the joint catch and the policy's mass on it.
 
     python benchmarks/predator_prey_diagnosis.py RUN_DIR [--steps 2000] [--out FILE]
+        [--acting [--episodes 100]]
 
 Rebuilds the run's algorithm from its ``config.json`` and last checkpoint, plays the run's
 sampling policy in ``--envs`` copies of its env for ``--steps`` env steps, and at every
@@ -18,6 +19,13 @@ state where two active predators i < j stand 4-adjacent to the same live prey (a
 and over all the steps played, ``captures_per_200`` and ``punished_per_200`` (prey
 captured, and prey a lone predator tried to catch, per 200 env steps). One JSON object to
 stdout, and to ``--out`` when given.
+
+With ``--acting`` it also reports, under ``acting``, how the run's policy acts beside its own
+critics on the same ``--episodes`` episodes (those of ``spnpolicy evaluate RUN_DIR``, same
+seed): the greedy return of the policy's mode, of its samples, and of the critics' best joint
+action (the first critic's argmax: exact by variable elimination where its tables fit
+``MODE_TABLE_SIZE``, else max-plus, as the mode guidance's target). A policy that trails its
+critics' argmax has not learned what its critics know.
 """
 
 from __future__ import annotations
@@ -29,10 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from factor_q.argmax import table_size
 from spnpolicy.algos.config import field_values
 from spnpolicy.algos.registry import get_algorithm, make_config
+from spnpolicy.algos.spn_ac import MODE_TABLE_SIZE, critics_factor_modes, critics_mode
 from spnpolicy.envs import predator_prey_core as core
 from spnpolicy.envs.predator_prey_core import CATCH, STAY
+from spnpolicy.evaluate import SAVED_RUN_EPISODES, SAVED_RUN_SEED
+from spnpolicy.training.evaluation import evaluate
 from spnpolicy.training.rundir import RunDir
 from spnpolicy.training.vec_env import make_vec_env
 
@@ -132,6 +144,39 @@ def diagnose(run_dir: Path, steps: int = 2000, num_envs: int = 16, seed: int = 1
     return report
 
 
+def acting(run_dir: Path, episodes: int = SAVED_RUN_EPISODES, seed: int = SAVED_RUN_SEED
+           ) -> dict:
+    """Greedy return of the run's policy mode, its samples and its critics' argmax, each on
+    the same ``episodes`` episodes (those of ``spnpolicy evaluate`` with ``seed``)."""
+    algorithm, envs, _ = load_algorithm(run_dir, min(episodes, 64), seed)
+    steps = algorithm.guidance.steps
+    exact = table_size(steps, envs.num_actions) <= MODE_TABLE_SIZE
+    generator = torch.Generator().manual_seed(seed)
+
+    def tensors(state, obs):
+        return torch.as_tensor(state), torch.as_tensor(obs)
+
+    def critics_argmax(state, obs):
+        state, obs = tensors(state, obs)
+        values = algorithm._values(algorithm.critic, state, obs)
+        return (critics_mode(values, steps) if exact else critics_factor_modes(values))[0]
+
+    players = {"policy_mode": lambda state, obs: algorithm.greedy(*tensors(state, obs)),
+               "policy_sample": lambda state, obs: algorithm.sample(*tensors(state, obs),
+                                                                    generator),
+               "critics_argmax": critics_argmax}
+    report: dict = {"episodes": episodes, "seed": seed,
+                    "critics_argmax_rule": "exact" if exact else "max-plus"}
+    try:
+        with torch.no_grad():
+            for name, play in players.items():
+                report[name] = evaluate(lambda s, o: play(s, o).cpu().numpy(), envs,
+                                        episodes, seed=seed)
+    finally:
+        envs.close()
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -139,8 +184,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--envs", type=int, default=16, help="env copies (default 16)")
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--acting", action="store_true",
+                        help="also play the policy's mode, its samples and the critics' argmax")
+    parser.add_argument("--episodes", type=int, default=SAVED_RUN_EPISODES,
+                        help=f"episodes per player with --acting (default {SAVED_RUN_EPISODES})")
     args = parser.parse_args(argv)
     report = diagnose(args.run_dir, args.steps, args.envs, args.seed)
+    if args.acting:
+        report["acting"] = acting(args.run_dir, args.episodes)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

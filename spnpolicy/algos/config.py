@@ -32,14 +32,18 @@ def check_int(name: str, value: Any, minimum: int) -> None:
 
 
 def check_float(name: str, value: Any, low: float, high: float = math.inf,
-                low_open: bool = False, high_open: bool = False) -> None:
-    """``value`` must be a real number in the interval (``_open`` bounds excluded)."""
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+                low_open: bool = False, high_open: bool = False, finite: bool = True) -> None:
+    """``value`` must be a real number in the interval (``_open`` bounds excluded), finite
+    unless ``finite`` is False (then ``inf`` is allowed where ``high`` is)."""
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+          and not math.isnan(value) and (math.isfinite(value) or not finite)
           and (value > low if low_open else value >= low)
           and (value < high if high_open else value <= high))
     if not ok:
-        interval = (f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+        closed = high_open or (finite and high == math.inf)
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if closed else ']'}"
+        kind = "a finite number" if finite else "a number"
+        raise ValueError(f"{name} must be {kind} in {interval}, got {value!r}")
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -77,10 +81,11 @@ def integer(minimum: int) -> Check:
 
 
 def number(low: float, high: float = math.inf, low_open: bool = False,
-           high_open: bool = False) -> Check:
-    """A finite real number in the interval from ``low`` to ``high`` (``_open``: excluded)."""
+           high_open: bool = False, finite: bool = True) -> Check:
+    """A real number in the interval from ``low`` to ``high`` (``_open``: excluded), finite
+    unless ``finite`` is False."""
     return functools.partial(check_float, low=low, high=high, low_open=low_open,
-                             high_open=high_open)
+                             high_open=high_open, finite=finite)
 
 
 def one_of(*choices: Any) -> Check:

@@ -36,8 +36,8 @@ from torch import nn
 from factor_q import AgentFactorQ, FactorQ, FactorValues
 from factor_q.argmax import eliminate, elimination_plan, table_size
 from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, AlgorithmSpec, OffPolicyConfig,
-                                    boolean, checked, fraction, integer, non_negative, one_of,
-                                    positive, rate, widths)
+                                    boolean, checked, fraction, integer, non_negative, number,
+                                    one_of, positive, rate, widths)
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
 from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.policy_structures import check_policy
@@ -140,7 +140,7 @@ class SpnAcConfig(OffPolicyConfig):
     ``mode_floor`` times its own uniform level ``k**-|f|`` (a note at the start of the run
     says so). Off with compile=True (its checks break the single traced graph); 0 turns it
     off."""
-    mode_floor: float = checked(1.0, positive)
+    mode_floor: float = checked(1.0, number(0.0, low_open=True, finite=False))
     """The mode guidance acts only on states where the policy gives ``u*`` less than
     ``mode_floor`` times the uniform probability ``k**-n``: where it has moved mass off the
     critics' best joint action (per factor: ``k**-|f|`` for the factor's actions). It lifts

@@ -316,7 +316,7 @@ def test_config_without_an_env_lists_the_class_defaults(capsys):
 
 @pytest.mark.parametrize("name, text, message", [
     ("a.json", '{"lr": 1}', r"unknown config key\(s\) \['lr'\]; valid keys: total_steps"),
-    ("a.json", '{"actor_lr": -1}', r"actor_lr must be a finite number in \(0.0, inf\], got -1"),
+    ("a.json", '{"actor_lr": -1}', r"actor_lr must be a finite number in \(0.0, inf\), got -1"),
     ("a.json", '{"policy_hidden": "wide"}', r"policy_hidden: cannot read 'wide' as tuple"),
     ("a.json", '{"actor_lr": 1e-3,', r"not valid JSON \(line 1, column 19"),
     ("a.json", "[1, 2]", "must hold a JSON object of config keys and values, got a list"),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import spnpolicy
+from spnpolicy.evaluate import evaluate_saved_run
 from spnpolicy.envs import predator_prey_core as core
 from tests.run_helpers import load_script
 
@@ -43,8 +44,15 @@ def test_a_tiny_run_reports_its_figures(tmp_path):
                     critic_hidden=(16,), critic_payoff_hidden=8, width=4, verbose=False,
                     progress=False)
     out = tmp_path / "diagnosis.json"
-    script().main([str(run), "--steps", "400", "--envs", "8", "--out", str(out)])
+    script().main([str(run), "--steps", "400", "--envs", "8", "--out", str(out), "--acting",
+                   "--episodes", "4"])
     report = json.loads(out.read_text())
+    # the policy's mode plays the episodes of `spnpolicy evaluate` with its default seed
+    acting = report["acting"]
+    assert acting["critics_argmax_rule"] == "exact" and acting["episodes"] == 4
+    for player in ("policy_mode", "policy_sample", "critics_argmax"):
+        assert acting[player]["episodes"] == 4 and np.isfinite(acting[player]["return_mean"])
+    assert acting["policy_mode"] == evaluate_saved_run(run, episodes=4)["greedy"]
     assert report["steps"] == 400 and report["opportunities"] > 0
     for key in ("pi_cc", "pi_ci", "pi_cj", "lone_share"):
         assert 0.0 <= report[key] <= 1.0

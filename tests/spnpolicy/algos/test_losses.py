@@ -335,3 +335,13 @@ def test_scope_log_probs_are_the_exact_log_marginals_of_each_scope(scale):
         assert (got < math.log(TINY_MARGINAL)).any()
     got.sum().backward()
     assert torch.isfinite(params.grad).all() and params.grad.abs().sum() > 0
+
+
+def test_the_config_takes_an_infinite_mode_floor_and_refuses_nan_and_zero():
+    """``mode_floor=inf`` (the guidance on every state) is a valid config value, as its
+    docstring says; nan, 0 and negative floors are refused, naming the field."""
+    from spnpolicy.algos.registry import make_config
+    assert make_config("spn-ac", "lift", {"mode_floor": math.inf}).mode_floor == math.inf
+    for bad in (math.nan, 0.0, -1.0):
+        with pytest.raises(ValueError, match=r"mode_floor must be a number in \(0.0, inf\]"):
+            make_config("spn-ac", "lift", {"mode_floor": bad})
