@@ -37,10 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from factor_q.argmax import table_size
 from spnpolicy.algos.config import field_values
 from spnpolicy.algos.registry import get_algorithm, make_config
-from spnpolicy.algos.spn_ac import MODE_TABLE_SIZE, critics_factor_modes, critics_mode
 from spnpolicy.envs import predator_prey_core as core
 from spnpolicy.envs.predator_prey_core import CATCH, STAY
 from spnpolicy.evaluate import SAVED_RUN_EPISODES, SAVED_RUN_SEED
@@ -149,24 +147,21 @@ def acting(run_dir: Path, episodes: int = SAVED_RUN_EPISODES, seed: int = SAVED_
     """Greedy return of the run's policy mode, its samples and its critics' argmax, each on
     the same ``episodes`` episodes (those of ``spnpolicy evaluate`` with ``seed``)."""
     algorithm, envs, _ = load_algorithm(run_dir, min(episodes, 64), seed)
-    steps = algorithm.guidance.steps
-    exact = table_size(steps, envs.num_actions) <= MODE_TABLE_SIZE
     generator = torch.Generator().manual_seed(seed)
 
     def tensors(state, obs):
         return torch.as_tensor(state), torch.as_tensor(obs)
 
     def critics_argmax(state, obs):
-        state, obs = tensors(state, obs)
-        values = algorithm._values(algorithm.critic, state, obs)
-        return (critics_mode(values, steps) if exact else critics_factor_modes(values))[0]
+        values = algorithm._values(algorithm.critic, *tensors(state, obs))
+        return algorithm.guidance.targets(values)[0]
 
     players = {"policy_mode": lambda state, obs: algorithm.greedy(*tensors(state, obs)),
                "policy_sample": lambda state, obs: algorithm.sample(*tensors(state, obs),
                                                                     generator),
                "critics_argmax": critics_argmax}
     report: dict = {"episodes": episodes, "seed": seed,
-                    "critics_argmax_rule": "exact" if exact else "max-plus"}
+                    "critics_argmax_rule": "exact" if algorithm.guidance.exact else "max-plus"}
     try:
         with torch.no_grad():
             for name, play in players.items():

@@ -40,8 +40,8 @@ def check_float(name: str, value: Any, low: float, high: float = math.inf,
           and (value > low if low_open else value >= low)
           and (value < high if high_open else value <= high))
     if not ok:
-        closed = high_open or (finite and high == math.inf)
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if closed else ']'}"
+        excluded = high_open or (finite and high == math.inf)   # a finite value is below inf
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if excluded else ']'}"
         kind = "a finite number" if finite else "a number"
         raise ValueError(f"{name} must be {kind} in {interval}, got {value!r}")
 

@@ -336,9 +336,10 @@ class ModeGuidance:
     the joint action, where the exact argmax needs tables of at most ``MODE_TABLE_SIZE``
     entries per state; else each factor, with the max-plus argmax.
 
-    Attributes: ``weight`` (0 when off), ``log_floor`` (a float, or ``[F]`` per factor),
-    ``scopes`` (``None`` for the joint action, else the graph's factors), ``note`` (what
-    the run's start says, or ``""``).
+    Attributes: ``weight`` (0 when off), ``exact`` (whether the targets are the exact
+    argmax, else max-plus's), ``log_floor`` (a float, or ``[F]`` per factor), ``scopes``
+    (``None`` for the joint action, else the graph's factors; ``None`` when off), ``note``
+    (what the run's start says, or ``""``).
     """
 
     def __init__(self, graph, num_actions: int, weight: float, mode_floor: float) -> None:
@@ -346,7 +347,8 @@ class ModeGuidance:
         self.weight, self.steps, self.scopes, self.note = weight, elimination_plan(graph), None, ""
         self.log_floor: float | torch.Tensor = mode_log_floor(mode_floor, n, k)
         size = table_size(self.steps, k)
-        if weight > 0 and size > MODE_TABLE_SIZE:
+        self.exact = size <= MODE_TABLE_SIZE
+        if weight > 0 and not self.exact:
             self.scopes = tuple(graph.factors)
             self.log_floor = torch.tensor([mode_log_floor(mode_floor, len(scope), k)
                                            for scope in graph.factors])
@@ -359,7 +361,7 @@ class ModeGuidance:
     def targets(self, values: FactorValues) -> tuple[torch.Tensor, torch.Tensor]:
         """The critics' best joint actions ``[B, n]`` and where to guide: ``[B]`` (joint) or
         ``[B, F]`` (per factor), 1.0 where every critic's argmax agrees."""
-        if self.scopes is None:
+        if self.exact:
             return critics_mode(values, self.steps)
         return critics_factor_modes(values)
 

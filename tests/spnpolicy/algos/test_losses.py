@@ -258,7 +258,13 @@ def test_mode_guidance_is_joint_on_narrow_graphs_and_per_factor_with_a_note_on_w
     assert wide.guidance.scopes == tuple(wide.critic.graph.factors)
     torch.testing.assert_close(wide.guidance.log_floor,
                                torch.full((20,), -2 * math.log(6), dtype=torch.float32))
-    assert SpnAc(SpnAcConfig(mode_guidance=0.0), wide_envs).notes == ()
+    off = SpnAc(SpnAcConfig(mode_guidance=0.0), wide_envs)
+    assert off.notes == () and off.guidance.scopes is None
+    assert narrow.guidance.exact and not wide.guidance.exact and not off.guidance.exact
+    # off, the targets on the wide graph are still max-plus's per factor (no 6^6 tables)
+    values = off.critic.values(torch.as_tensor(wide_envs.reset(seed=0)[0]))
+    mode, agree = off.guidance.targets(values)
+    assert mode.shape == (1, 6) and agree.shape == (1, 20)
 
 
 def test_per_factor_guidance_is_each_agreed_factors_marginal_below_its_floor():

@@ -5,7 +5,8 @@ then steps only the policy on the actor loss (batch 128, Adam lr 1e-3) and plays
     python actor_probe.py RUN_DIR LR GUIDANCE_WEIGHT MODE_FLOOR   (MODE_FLOOR 1 or inf)
 """
 import sys, json, time, torch, numpy as np
-sys.path.insert(0, "/work/main/benchmarks")
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 from predator_prey_diagnosis import load_algorithm
 from spnpolicy.training.evaluation import evaluate
 from spnpolicy.algos.spn_ac import critics_factor_modes
