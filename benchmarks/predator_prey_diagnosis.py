@@ -156,7 +156,8 @@ def acting(run_dir: Path, episodes: int = SAVED_RUN_EPISODES, seed: int = SAVED_
         values = algorithm._values(algorithm.critic, *tensors(state, obs))
         return algorithm.guidance.targets(values)[0]
 
-    players = {"policy_mode": lambda state, obs: algorithm.greedy(*tensors(state, obs)),
+    players = {"policy_mode": lambda state, obs: algorithm.policy.distribution(
+                   torch.as_tensor(state)).mode,
                "policy_sample": lambda state, obs: algorithm.sample(*tensors(state, obs),
                                                                     generator),
                "critics_argmax": critics_argmax}

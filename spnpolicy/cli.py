@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--stochastic", action="store_true",
                           help="also evaluate the agent's sampling policy (spn-ac: samples of "
                           "the joint policy; Q-learners: epsilon-greedy at epsilon_finish)")
+    evaluate.add_argument("--acting", default=None, choices=("policy", "critics"),
+                          help="spn-ac runs: act by the joint policy's mode, or by the "
+                          "critics' best joint action (default: the run's own acting)")
     evaluate.set_defaults(handler=_evaluate)
 
     # Other commands live in their own modules: each `register(commands)` adds a
@@ -331,8 +334,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_int("--episodes", args.episodes, 1)
     check_int("--seed", args.seed, 0)
     torch.set_num_threads(1)
-    text = json.dumps(evaluate_saved_run(args.run, args.episodes, args.seed, args.stochastic),
-                      indent=2)
+    text = json.dumps(evaluate_saved_run(args.run, args.episodes, args.seed, args.stochastic,
+                                         args.acting), indent=2)
     print(text)
     if args.out is not None:
         out = Path(args.out)

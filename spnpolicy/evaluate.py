@@ -29,7 +29,8 @@ SAVED_RUN_SEED = 12_345
 
 
 def evaluate_saved_run(path: str | os.PathLike, episodes: int = SAVED_RUN_EPISODES,
-                       seed: int = SAVED_RUN_SEED, stochastic: bool = False) -> dict[str, Any]:
+                       seed: int = SAVED_RUN_SEED, stochastic: bool = False,
+                       acting: str | None = None) -> dict[str, Any]:
     """A saved run's agent, greedy, beside uniform random joint actions on the same episodes.
 
     Loads the agent of the run directory (or checkpoint file in one) at ``path`` with
@@ -38,16 +39,20 @@ def evaluate_saved_run(path: str | os.PathLike, episodes: int = SAVED_RUN_EPISOD
     random joint actions (drawn from ``seed``), and with ``stochastic`` the same episodes
     with the agent's sampling policy (its ``act(..., deterministic=False)``: a circuit
     policy's samples, a Q-learner's epsilon-greedy actions; generator seeded with ``seed``).
+    ``acting`` (spn-ac runs: ``"policy"`` or ``"critics"``) overrides the run's own, as in
+    :func:`~spnpolicy.inference.load_agent`.
 
     Returns:
         ``run`` (``str(path)``), ``algo``, ``env``, ``env_kwargs``, ``episodes``, ``seed``,
+        ``acting`` (spn-ac runs: the one played),
         and :func:`evaluate`'s metrics of each policy under ``greedy``, ``uniform_random``
         (and ``stochastic``): ``return_mean``, ``return_std``, ``length_mean``,
         ``episodes``, ``success_rate`` where the env reports success, ``final_potential``
         where it has a potential (coverage: 0 when every goal is covered, below 0 otherwise).
 
     Raises ValueError naming ``path`` when it holds no run or no checkpoint, or its agent
-    cannot be loaded; ValueError for ``episodes < 1`` or a negative ``seed``.
+    cannot be loaded; ValueError for ``episodes < 1``, a negative ``seed``, or an
+    ``acting`` that :func:`~spnpolicy.inference.load_agent` refuses.
 
     ```python
     record = evaluate_saved_run("runs/cov", episodes=20)
@@ -57,7 +62,7 @@ def evaluate_saved_run(path: str | os.PathLike, episodes: int = SAVED_RUN_EPISOD
     episodes = check_int("episodes", episodes, 1)
     seed = check_int("seed", seed, 0)
     saved = load_run_config(path)
-    agent = load_agent(path)
+    agent = load_agent(path, acting)
     reads_obs = getattr(agent, "needs_obs", False)
     generator = torch.Generator(next(agent.parameters()).device).manual_seed(seed)
 
@@ -76,6 +81,8 @@ def evaluate_saved_run(path: str | os.PathLike, episodes: int = SAVED_RUN_EPISOD
 
     record = {"run": str(path), "algo": saved["algo"], "env": saved["env"],
               "env_kwargs": saved["env_kwargs"], "episodes": episodes, "seed": seed}
+    if "acting" in saved["config"] or acting is not None:
+        record["acting"] = acting or saved["config"]["acting"]
     try:
         record["greedy"] = evaluate(greedy, envs, episodes, seed=seed)
         record["uniform_random"] = evaluate(uniform, envs, episodes, seed=seed)

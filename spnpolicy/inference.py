@@ -35,6 +35,9 @@ from spnpolicy.training.rundir import RunDir
 __all__ = ["MAX_ENUMERATION", "MarginalPolicy", "anomaly_scores", "conditional_policy",
            "drop_agents", "load_agent", "load_run_config", "marginal_scores", "most_likely"]
 
+#: What ``load_agent``'s ``acting`` may name: spn-ac's ``SpnAcConfig.acting`` choices.
+ACTINGS = ("policy", "critics")
+
 #: Most joint actions of the kept agents that ``MarginalPolicy.mode`` enumerates per state.
 MAX_ENUMERATION = 1 << 16
 
@@ -342,15 +345,21 @@ def load_run_config(path: str | os.PathLike) -> dict[str, Any]:
     return RunDir.locate(path)[0].read_config()
 
 
-def load_agent(path: str | os.PathLike):
+def load_agent(path: str | os.PathLike, acting: str | None = None):
     """Rebuild the trained agent of a run directory (``config.json`` +
     ``checkpoints/last.pt``) or of a checkpoint file in one, in eval mode, through the
     algorithm's registry entry (``AlgorithmSpec.load_agent``); spn-ac and its variants give
-    a ``JointPolicy``, the circuit policy the queries here take. The agent knows its env's
-    ``action_names``.
+    a ``JointPolicy``, the circuit policy the queries here take (with ``acting="critics"``
+    a ``CriticsAgent``: its ``act`` is the critics' argmax, its ``distribution`` the joint
+    policy's). The agent knows its env's ``action_names``.
+
+    ``acting`` (``"policy"`` or ``"critics"``; spn-ac and its variants only) overrides the
+    run's own ``acting``: a run trained to act by its policy can be played by its critics,
+    and the other way round.
 
     Raises ValueError when the path holds no run, its files cannot be read (naming the
-    file), or the run's algorithm cannot rebuild its agent.
+    file), or the run's algorithm cannot rebuild its agent; ValueError for another
+    ``acting``, or an ``acting`` for a run without spn-ac's critics.
     """
     from spnpolicy.algos.registry import get_algorithm
     from spnpolicy.algos.spn_ac import SpnAcConfig
@@ -359,7 +368,18 @@ def load_agent(path: str | os.PathLike):
     run, checkpoint = RunDir.locate(path)
     saved = run.read_config()
     spec = get_algorithm(saved["algo"])
-    loader = spec.load_agent or (_joint_policy if spec.config_cls is SpnAcConfig else None)
+    loader = spec.load_agent
+    if acting is not None:
+        if acting not in ACTINGS:
+            raise ValueError(f"acting must be one of {ACTINGS}, got {acting!r}")
+        if loader is not None or spec.config_cls is not SpnAcConfig:
+            raise ValueError(f"acting={acting!r}: run {str(path)!r} trained {saved['algo']!r}, "
+                             f"which has no joint policy and factor critics to choose between; "
+                             f"acting is for spn-ac and its variants")
+        saved["config"] = saved["config"] | {"acting": acting}
+    if loader is None and spec.config_cls is SpnAcConfig:
+        loader = (_critics_agent if saved["config"].get("acting") == "critics"
+                  else _joint_policy)
     if loader is None:
         raise ValueError(f"run {str(path)!r} trained {saved['algo']!r}, which has no joint "
                          f"circuit policy and no load_agent in its registry entry; load_agent "
@@ -369,6 +389,15 @@ def load_agent(path: str | os.PathLike):
     if isinstance(num_actions, int):
         agent.action_names = action_names(saved["env"], num_actions)
     return agent.eval()
+
+
+def _critics_agent(saved: dict[str, Any], payload: dict[str, Any]):
+    """spn-ac's trained team that acts by its critics (``acting="critics"``): a
+    :class:`~spnpolicy.algos.spn_ac.CriticsAgent` rebuilt with the run's algorithm."""
+    from spnpolicy.algos.spn_ac import SpnAc, SpnAcConfig
+    from spnpolicy.training.offpolicy import agent_loader
+
+    return agent_loader(SpnAcConfig, SpnAc)(saved, payload)
 
 
 def _joint_policy(saved: dict[str, Any], payload: dict[str, Any]):

@@ -14,6 +14,9 @@ with no sampling:
   (exact log-likelihood of the circuit, exact argmax of the factor graph where it is narrow)
 - alpha:      fixed, or tuned so that ``H(pi)`` tracks ``target_entropy_scale * n log k``.
 
+Collecting samples ``pi``; greedy acting is the policy's mode, or with ``acting="critics"``
+the first critic's best joint action (:class:`CriticsAgent`).
+
 Variants on the same code path (registry names): ``meanfield-ac`` (``policy="mean_field"``),
 ``reinforce`` (``actor_gradient="reinforce"``: the same circuit, the actor gradient by the
 score function over ``reinforce_samples`` samples per state with a leave-one-out baseline)
@@ -43,10 +46,11 @@ from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.algos.q_learning import epsilon_greedy, linear_epsilon
 from spnpolicy.training import Batch, VecEnv, make_target
-from spnpolicy.training.offpolicy import OffPolicyAlgorithm, TargetSync
+from spnpolicy.training.offpolicy import ActingAgent, OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, compile_acting, compile_update
 
-__all__ = ["MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "ModeGuidance", "SpnAc",
+__all__ = ["MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "CriticsAgent", "ModeGuidance",
+           "SpnAc",
            "SpnAcConfig", "actor_loss", "critic_loss", "critics_factor_modes", "critics_mode",
            "mode_log_floor", "scope_log_probs", "scope_mask", "soft_value"]
 
@@ -146,6 +150,16 @@ class SpnAcConfig(OffPolicyConfig):
     critics' best joint action (per factor: ``k**-|f|`` for the factor's actions). It lifts
     such an action back to that level and leaves the rest to the ELBO. ``inf`` applies it
     whatever ``pi(u* | s)``."""
+    acting: str = checked("policy", one_of("policy", "critics"))
+    """How the trained team acts greedily (the run's evaluations, ``spnpolicy evaluate``,
+    ``load_agent(run).act``): policy (the joint policy's exact mode) or critics (the first
+    critic's best joint action, as :class:`ModeGuidance` finds it: exact variable
+    elimination where its tables fit ``MODE_TABLE_SIZE`` entries per state, else max-plus,
+    as Deep Coordination Graphs act). Collecting always samples the joint policy, and the
+    critics' targets are its exact soft values either way. With critics, ``load_agent``
+    gives a :class:`CriticsAgent`: its ``act`` plays that argmax (not deterministic:
+    epsilon-greedy at ``epsilon_finish``), its ``distribution(states)`` is the joint
+    policy's, for the queries of ``spnpolicy.inference``."""
     compile: bool = checked(False, boolean)
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
@@ -184,10 +198,12 @@ ENV_DEFAULTS = {
     # lone catch is punished and soon avoided: uniform exploration keeps showing joint
     # catches while the critics learn them (the Q-learners' epsilon schedule), and
     # kl_uniform, with alpha starting at 1, keeps the policy broad until then without
-    # paying for staying alive.
+    # paying for staying alive. The exact ELBO's ascent from that broad policy stops where
+    # nobody catches (a catch beside a partner who rarely catches is worth less than
+    # standing), while the critics' joint argmax catches together: the team acts by it.
     "predator-prey": dict(critic_input="agents", factor_graph="complete",
                           critic_payoff_hidden=128, regulariser="kl_uniform", alpha=1.0,
-                          epsilon_start=1.0, epsilon_finish=0.05),
+                          epsilon_start=1.0, epsilon_finish=0.05, acting="critics"),
 }
 
 
@@ -379,6 +395,38 @@ class ModeGuidance:
                     mode_mask=mask, mode_scopes=self.scopes)
 
 
+class CriticsAgent(ActingAgent):
+    """spn-ac's trained team with ``acting="critics"``: ``act`` plays the first critic's
+    best joint action ``[B, n]`` (:meth:`ModeGuidance.targets`), on per-agent observations
+    ``[B, n, obs_dim]`` for the agents critics, else on global states ``[B, state_dim]``;
+    not ``deterministic``, each agent's action is replaced by a uniform one with
+    probability ``epsilon`` (the Q-learners' exploring policy). ``distribution(states)``
+    is the joint policy's ``pi(. | s)`` for global states ``[B, state_dim]``.
+
+    Attributes: ``policy`` (the :class:`JointPolicy`), ``critic`` (the critics' ensemble),
+    ``num_agents``, ``num_actions``, ``state_dim`` (the policy's).
+    """
+
+    def __init__(self, policy: JointPolicy, critic: nn.Module, guidance: ModeGuidance,
+                 needs_obs: bool, obs_dim: int, epsilon: float) -> None:
+        super().__init__()
+        self.policy, self.critic, self.guidance = policy, critic, guidance
+        self.needs_obs, self.epsilon = needs_obs, epsilon
+        self.num_agents, self.num_actions = policy.num_agents, policy.num_actions
+        self.state_dim = policy.state_dim
+        self.input_shape = (self.num_agents, obs_dim) if needs_obs else (policy.state_dim,)
+
+    def greedy_actions(self, x: torch.Tensor) -> torch.Tensor:
+        return self.guidance.targets(self.critic.values(x))[0]
+
+    def sampled_actions(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return epsilon_greedy(self.greedy_actions(x), self.epsilon, self.num_actions, generator)
+
+    def distribution(self, states):
+        """The joint policy's ``pi(. | s)`` (:meth:`JointPolicy.distribution`)."""
+        return self.policy.distribution(states)
+
+
 class Temperature(nn.Module):
     """The entropy temperature ``alpha = exp(log_alpha)``, learnable when ``tune``."""
 
@@ -449,7 +497,9 @@ class SpnAc(OffPolicyAlgorithm):
             "alpha": adam([self.temperature.log_alpha], lr=cfg.alpha_lr)}
         self.modules = {"policy": self.policy, "critic": self.critic,
                         "critic_target": self.critic_target, "temperature": self.temperature}
-        self.agent = self.policy
+        self.agent = self.policy if cfg.acting == "policy" else CriticsAgent(
+            self.policy, self.critic, self.guidance, self.needs_obs, envs.obs_dim,
+            cfg.epsilon_finish)
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
         # cfg.compile, applied from outside to _update: the whole update (both losses, their
         # gradients, the optimiser steps) as one graph where the actor loss is pure tensor
@@ -486,6 +536,8 @@ class SpnAc(OffPolicyAlgorithm):
 
     @torch.inference_mode()
     def greedy(self, state, obs):
+        if self.cfg.acting == "critics":
+            return self.agent.greedy_actions(obs if self.needs_obs else state)
         return self.policy.distribution(state).mode
 
     @torch.inference_mode()

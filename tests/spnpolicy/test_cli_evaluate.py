@@ -45,8 +45,9 @@ def test_evaluate_prints_and_writes_greedy_random_and_sampled_metrics(run_dir, t
 
 def test_evaluate_without_stochastic_reads_a_checkpoint_file_too(run_dir):
     record = evaluate_saved_run(run_dir / "checkpoints" / "last.pt", episodes=4)
-    assert set(record) == {"run", "algo", "env", "env_kwargs", "episodes", "seed", "greedy",
-                           "uniform_random"}
+    assert set(record) == {"run", "algo", "env", "env_kwargs", "episodes", "seed", "acting",
+                           "greedy", "uniform_random"}
+    assert record["acting"] == "policy"
     assert record["greedy"]["episodes"] == record["uniform_random"]["episodes"] == 4
 
 
@@ -83,12 +84,22 @@ def test_an_unwritable_out_file_is_one_error_line_after_the_printed_record(run_d
         f"directory)\n"
 
 
+def test_evaluate_acts_by_the_critics_when_told(run_dir):
+    out = evaluate(run_dir, "--episodes", "3", "--acting", "critics")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["acting"] == "critics" and record["greedy"]["episodes"] == 3
+    assert record == evaluate_saved_run(run_dir, 3, acting="critics")
+    bad = evaluate(run_dir, "--acting", "critic")
+    assert bad.returncode == 2 and "argument --acting: invalid choice: 'critic'" in bad.stderr
+
+
 def test_help_describes_evaluate():
     parser = build_parser()
     assert "evaluate a trained run's agent beside uniform random actions" in \
         parser.format_help()
     sub = next(a for a in parser._actions if a.dest == "command").choices["evaluate"]
     text = " ".join(sub.format_help().split())
-    for option in ("RUN_DIR", "--episodes", "--seed", "--out", "--stochastic",
+    for option in ("RUN_DIR", "--episodes", "--seed", "--out", "--stochastic", "--acting",
                    "final_potential", "(default 100)", "(default 12345)"):
         assert option in text, option

@@ -52,7 +52,8 @@ def test_a_tiny_run_reports_its_figures(tmp_path):
     assert acting["critics_argmax_rule"] == "exact" and acting["episodes"] == 4
     for player in ("policy_mode", "policy_sample", "critics_argmax"):
         assert acting[player]["episodes"] == 4 and np.isfinite(acting[player]["return_mean"])
-    assert acting["policy_mode"] == evaluate_saved_run(run, episodes=4)["greedy"]
+    assert acting["policy_mode"] == evaluate_saved_run(run, 4, acting="policy")["greedy"]
+    assert acting["critics_argmax"] == evaluate_saved_run(run, 4, acting="critics")["greedy"]
     assert report["steps"] == 400 and report["opportunities"] > 0
     for key in ("pi_cc", "pi_ci", "pi_cj", "lone_share"):
         assert 0.0 <= report[key] <= 1.0
