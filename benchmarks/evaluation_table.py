@@ -27,12 +27,14 @@ SAME = ("env", "env_kwargs", "episodes", "seed")
 """What every record of a row must share: the same episodes of the same task."""
 
 
-def read_records(paths: list[Path]) -> list[dict]:
-    """The evaluate records in ``paths`` (files, or folders of ``*.json`` files)."""
+def read_records(paths: list[Path], skip: Path | None = None) -> list[dict]:
+    """The evaluate records in ``paths`` (files, or folders of ``*.json`` files), but
+    ``skip`` (this script's own table, written beside the records)."""
     for path in paths:
         if not path.exists():
             raise ValueError(f"{path}: no such file or folder")
-    files = [f for p in paths for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])]
+    files = [f for p in paths for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])
+             if skip is None or f.resolve() != skip.resolve()]
     if not files:
         raise ValueError(f"no evaluate records (*.json) in {', '.join(map(str, paths))}")
     records = []
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
-    rows = table(read_records(args.paths))
+    rows = table(read_records(args.paths,
+                              None if args.out is None else args.out.with_suffix(".json")))
     text = markdown(rows)
     print(text, end="")
     if args.out is not None:

@@ -45,6 +45,9 @@ def test_rows_are_algorithm_and_acting_with_each_seeds_return(records, tmp_path)
         assert (row["mean"], row["low"], row["high"]) == (estimate.value, estimate.low,
                                                           estimate.high)
         assert row["episodes"] == 3
+    # written beside the records, the table is not read back as one
+    script().main([str(records), "--out", str(records / "table")])
+    assert json.loads((records / "table.json").read_text()) == rows
     text = out.with_suffix(".md").read_text()
     assert text.splitlines()[0].startswith("| algorithm | greedy return")
     assert "| spn-ac (policy) |" in text and "s0: " in text and "s1: " in text
