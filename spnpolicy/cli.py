@@ -40,6 +40,7 @@ from typing import Any
 from spnpolicy.algos.config import field_docs, parse_field_value
 from spnpolicy.algos.config_files import read_config_file, write_config_file
 from spnpolicy.algos.registry import ALGORITHMS, get_algorithm, make_config
+from spnpolicy.algos.spn_ac import ACTINGS
 from spnpolicy.cli_args import key_value, literal
 from spnpolicy.envs.registry import ENV_DESCRIPTIONS, ENV_NAMES, LBF_EXAMPLE, registered_envs
 from spnpolicy.envs.validation import check_int
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--stochastic", action="store_true",
                           help="also evaluate the agent's sampling policy (spn-ac: samples of "
                           "the joint policy; Q-learners: epsilon-greedy at epsilon_finish)")
-    evaluate.add_argument("--acting", default=None, choices=("policy", "critics"),
+    evaluate.add_argument("--acting", default=None, choices=ACTINGS,
                           help="spn-ac runs: act by the joint policy's mode, or by the "
                           "critics' best joint action (default: the run's own acting)")
     evaluate.set_defaults(handler=_evaluate)

@@ -35,9 +35,6 @@ from spnpolicy.training.rundir import RunDir
 __all__ = ["MAX_ENUMERATION", "MarginalPolicy", "anomaly_scores", "conditional_policy",
            "drop_agents", "load_agent", "load_run_config", "marginal_scores", "most_likely"]
 
-#: What ``load_agent``'s ``acting`` may name: spn-ac's ``SpnAcConfig.acting`` choices.
-ACTINGS = ("policy", "critics")
-
 #: Most joint actions of the kept agents that ``MarginalPolicy.mode`` enumerates per state.
 MAX_ENUMERATION = 1 << 16
 
@@ -362,7 +359,7 @@ def load_agent(path: str | os.PathLike, acting: str | None = None):
     ``acting``, or an ``acting`` for a run without spn-ac's critics.
     """
     from spnpolicy.algos.registry import get_algorithm
-    from spnpolicy.algos.spn_ac import SpnAcConfig
+    from spnpolicy.algos.spn_ac import ACTINGS, SpnAcConfig
     from spnpolicy.envs.registry import action_names
 
     run, checkpoint = RunDir.locate(path)

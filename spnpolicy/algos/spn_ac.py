@@ -49,9 +49,13 @@ from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import ActingAgent, OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, compile_acting, compile_update
 
-__all__ = ["MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "CriticsAgent", "ModeGuidance",
-           "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "critics_factor_modes",
+__all__ = ["ACTINGS", "MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "CriticsAgent",
+           "ModeGuidance", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "critics_factor_modes",
            "critics_mode", "mode_log_floor", "scope_log_probs", "scope_mask", "soft_value"]
+
+
+#: How a trained spn-ac team can act greedily (``SpnAcConfig.acting``).
+ACTINGS = ("policy", "critics")
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class SpnAcConfig(OffPolicyConfig):
     critics' best joint action (per factor: ``k**-|f|`` for the factor's actions). It lifts
     such an action back to that level and leaves the rest to the ELBO. ``inf`` applies it
     whatever ``pi(u* | s)``."""
-    acting: str = checked("policy", one_of("policy", "critics"))
+    acting: str = checked("policy", one_of(*ACTINGS))
     """How the trained team acts greedily (the run's evaluations, ``spnpolicy evaluate``,
     ``load_agent(run).act``): policy (the joint policy's exact mode) or critics (the first
     critic's best joint action, as :class:`ModeGuidance` finds it: exact variable
@@ -380,6 +384,14 @@ class ModeGuidance:
             return critics_mode(values, self.steps)
         return critics_factor_modes(values)
 
+    def best(self, values: FactorValues) -> torch.Tensor:
+        """The first critic's best joint actions ``[B, n]``, by the rule of :meth:`targets`
+        (which also finds every other member's, to compare them)."""
+        first = values[0]
+        if self.exact:
+            return eliminate(first, self.steps)
+        return first.argmax("max_plus", iterations=MAX_PLUS_ITERATIONS)
+
     def loss_arguments(self, values: FactorValues) -> dict[str, Any]:
         """:func:`actor_loss`'s guidance arguments for the critics' ``values`` (none when
         off)."""
@@ -396,7 +408,7 @@ class ModeGuidance:
 
 class CriticsAgent(ActingAgent):
     """spn-ac's trained team with ``acting="critics"``: ``act`` plays the first critic's
-    best joint action ``[B, n]`` (:meth:`ModeGuidance.targets`), on per-agent observations
+    best joint action ``[B, n]`` (:meth:`ModeGuidance.best`), on per-agent observations
     ``[B, n, obs_dim]`` for the agents critics, else on global states ``[B, state_dim]``;
     not ``deterministic``, each agent's action is replaced by a uniform one with
     probability ``epsilon`` (the Q-learners' exploring policy). ``distribution(states)``
@@ -416,7 +428,7 @@ class CriticsAgent(ActingAgent):
         self.input_shape = (self.num_agents, obs_dim) if needs_obs else (policy.state_dim,)
 
     def greedy_actions(self, x: torch.Tensor) -> torch.Tensor:
-        return self.guidance.targets(self.critic.values(x))[0]
+        return self.guidance.best(self.critic.values(x))
 
     def sampled_actions(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return epsilon_greedy(self.greedy_actions(x), self.epsilon, self.num_actions, generator)

@@ -7,7 +7,8 @@ import torch
 
 import spnpolicy
 from spnpolicy.algos.policies import JointPolicy
-from spnpolicy.algos.spn_ac import CriticsAgent, SpnAcConfig
+from factor_q import FactorGraph, FactorValues
+from spnpolicy.algos.spn_ac import CriticsAgent, ModeGuidance, SpnAcConfig
 from spnpolicy.envs import make_env
 from spnpolicy.evaluate import evaluate_saved_run
 from spnpolicy.inference import load_agent
@@ -113,3 +114,20 @@ def test_query_reads_the_joint_policy_of_a_critics_run(critics_run):
     out = run_cli("query", critics_run, "--fix", "0=stay", "--samples", "3")
     assert out.returncode == 0, out.stderr
     assert "given: agent 0 = stay" in out.stdout and "most likely joint action" in out.stdout
+
+
+@pytest.mark.parametrize("n, exact", [(3, True), (8, False)])
+def test_best_is_the_first_members_target_without_the_others(n, exact):
+    """On a narrow graph the exact argmax, on a wide one max-plus's: both equal to what
+    the mode guidance targets, the first critic's."""
+    graph = FactorGraph.complete(n)
+    guidance = ModeGuidance(graph, 6, 0.0, 1.0)
+    assert guidance.exact is exact
+    generator = torch.Generator().manual_seed(n)
+    values = FactorValues(graph, torch.randn(2, 32, n, 6, generator=generator),
+                          torch.randn(2, 32, len(graph.factors), 6, 6, generator=generator))
+    torch.testing.assert_close(guidance.best(values), guidance.targets(values)[0])
+    if exact:   # and the brute-force maximum of the first critic's table
+        table = values[0].table().flatten(1)
+        chosen = values[0].evaluate(guidance.best(values))
+        torch.testing.assert_close(chosen, table.amax(1))
