@@ -11,7 +11,8 @@ played (``spn-ac (critics)``). A row: each seed's greedy ``return_mean`` (the se
 directory's name, ``s<seed>``, as ``spnpolicy bench`` lays runs out), their mean with a 95%
 bootstrap CI over seeds, and the episodes each record played. Records of one row must share
 the env, its arguments, the episodes and the episode seed; ValueError otherwise. Writes
-``<out>.json`` and ``<out>.md`` with ``--out``, and prints the markdown.
+``<out>.json``, ``<out>.md`` and a plot ``<out>.png`` (each seed's return and each row's mean
+with its CI) with ``--out``, and prints the markdown.
 """
 
 from __future__ import annotations
@@ -89,12 +90,38 @@ def markdown(rows: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(rows: dict[str, dict], path: Path, title: str) -> None:
+    """Each row's per-seed returns (dots) and its mean with the 95% CI (bar), to ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    for y, name in enumerate(names):
+        row = rows[name]
+        values = list(row["seeds"].values())
+        ax.scatter(values, [y] * len(values), s=14, color="0.55", zorder=2)
+        ax.errorbar(row["mean"], y, xerr=[[row["mean"] - row["low"]], [row["high"] - row["mean"]]],
+                    fmt="o", color="C0", capsize=4, zorder=3)
+    ax.set_yticks(range(len(names)), [f"{n} ({len(rows[n]['seeds'])})" for n in names])
+    ax.invert_yaxis()
+    ax.axvline(0, color="0.8", lw=1, zorder=1)
+    ax.set_xlabel("greedy return per seed (dots); mean and 95% CI (blue)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", type=Path,
                         help="evaluate records (JSON), or folders of them")
     parser.add_argument("--out", type=Path, default=None,
-                        help="write OUT.json and OUT.md")
+                        help="write OUT.json, OUT.md and the plot OUT.png")
+    parser.add_argument("--title", default="greedy return of each run, spnpolicy evaluate",
+                        help="the plot's title")
     args = parser.parse_args(argv)
     rows = table(read_records(args.paths,
                               None if args.out is None else args.out.with_suffix(".json")))
@@ -104,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
         args.out.with_suffix(".md").write_text(text)
+        plot(rows, args.out.with_suffix(".png"), args.title)
 
 
 if __name__ == "__main__":

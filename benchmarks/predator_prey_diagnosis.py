@@ -154,7 +154,7 @@ def acting(run_dir: Path, episodes: int = SAVED_RUN_EPISODES, seed: int = SAVED_
 
     def critics_argmax(state, obs):
         values = algorithm._values(algorithm.critic, *tensors(state, obs))
-        return algorithm.guidance.best(values)
+        return algorithm.guidance.best(values[0])
 
     players = {"policy_mode": lambda state, obs: algorithm.policy.distribution(
                    torch.as_tensor(state)).mode,

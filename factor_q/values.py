@@ -291,6 +291,38 @@ class FactorValues:
             result = result + (joint * grouped).flatten(-len(scopes[0]) - 1).sum(-1)
         return result
 
+    def clamp(self, evidence: torch.Tensor) -> FactorValues:
+        """The same Q-function with some agents' actions given: ``evidence`` ``[B, n]``
+        holds agent ``i``'s action, or -1 where ``i`` is free.
+
+        Every joint action that disagrees with the evidence is lowered, per disagreeing
+        agent, by more than Q's range at its state (the sum of every unary row's and table's
+        range, plus 1), through the unary terms. So :meth:`evaluate` is unchanged on the
+        joint actions that agree, every agreeing joint action scores above every
+        disagreeing one, and :meth:`argmax` (either method) returns the best joint action
+        with the fixed agents' actions. An ensemble's members are clamped alike.
+        """
+        n, k = self.graph.num_agents, self.num_actions
+        if not isinstance(evidence, torch.Tensor) or evidence.is_floating_point() or (
+                evidence.dtype == torch.bool):
+            got = evidence.dtype if isinstance(evidence, torch.Tensor) else type(evidence).__name__
+            raise TypeError(f"evidence must be an integer tensor [B, n], got {got}")
+        if tuple(evidence.shape) != (self.batch_size, n):
+            raise ValueError(f"evidence must have shape {[self.batch_size, n]} (batch, agents), "
+                             f"got {list(evidence.shape)}")
+        if evidence.numel() and (evidence.min() < -1 or evidence.max() >= k):
+            raise ValueError(f"evidence must be an action in range({k}) or -1 (free), got "
+                             f"values from {int(evidence.min())} to {int(evidence.max())}")
+        evidence = evidence.to(self.unary.device, torch.long)
+        span = (self.unary.amax(-1) - self.unary.amin(-1)).sum(-1)           # [*E, B]
+        for scopes, grouped in self.groups():
+            flat = grouped.flatten(-len(scopes[0]))
+            span = span + (flat.amax(-1) - flat.amin(-1)).sum(-1)
+        actions = torch.arange(k, device=evidence.device)
+        differs = (evidence[..., None] >= 0) & (actions != evidence[..., None])  # [B, n, k]
+        unary = self.unary - (span + 1)[..., None, None] * differs.to(self.unary.dtype)
+        return FactorValues.trusted(self.graph, unary, self.pairwise, self.triple)
+
     def mean(self) -> FactorValues:
         """The ensemble members' mean ``sum_j Q_j / E``: one Q-function's values (itself
         multilinear on the same graph), with no ensemble axis."""

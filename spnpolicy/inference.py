@@ -1,14 +1,17 @@
 """Questions to a trained joint policy ``pi(u | s)``: a broken agent, a lost agent, an
 anomalous action.
 
-Every helper takes an agent with ``distribution(states)`` returning a
+Every helper but one takes an agent with ``distribution(states)`` returning a
 :class:`~circuits.CircuitDistribution` (spn-ac, meanfield-ac, reinforce: ``result.agent`` of
 ``spnpolicy.train``, or :func:`load_agent` of a run directory) and global states
-``[B, state_dim]``. Agents are numbered ``0..n-1``, actions ``0..k-1``. All answers are exact.
+``[B, state_dim]``. :func:`best_joint_action` asks a team that acts by its factor-graph Q
+(dcg; spn-ac and meanfield-ac acting by their critics) instead. Agents are numbered
+``0..n-1``, actions ``0..k-1``. All answers are exact (the factor-graph argmax where the
+team's own greedy rule is).
 
 ```python
-from spnpolicy.inference import (anomaly_scores, conditional_policy, drop_agents,
-                                 load_agent, most_likely)
+from spnpolicy.inference import (anomaly_scores, best_joint_action, conditional_policy,
+                                 drop_agents, load_agent, most_likely)
 agent = load_agent("runs/cov4")                          # or spnpolicy.train(...).agent
 dist = conditional_policy(agent, states, fixed={3: "noop"})  # agent 3 is broken: noop
 dist.marginals()                                         # [B, n, k]; agent 3's row is one-hot
@@ -17,6 +20,8 @@ most_likely(agent, states, fixed={3: 0})                 # [B, n]: the MPE given
 lost = drop_agents(agent, states, [2])                   # marginal over agents 0, 1, 3
 lost.sample(), lost.mode                                 # [B, 3] each
 anomaly_scores(agent, states, joint_actions)             # [B, n]: -log pi(u_i | u_-i, s)
+team = load_agent("runs/pp4", acting="critics")          # acts by its factor critics
+best_joint_action(team, obs, fixed={0: "stay"})          # [B, n]: best when agent 0 is stuck
 ```
 """
 
@@ -32,8 +37,9 @@ import torch
 from spnpolicy.envs.validation import as_integer
 from spnpolicy.training.rundir import RunDir
 
-__all__ = ["MAX_ENUMERATION", "MarginalPolicy", "anomaly_scores", "conditional_policy",
-           "drop_agents", "load_agent", "load_run_config", "marginal_scores", "most_likely"]
+__all__ = ["MAX_ENUMERATION", "MarginalPolicy", "anomaly_scores", "best_joint_action",
+           "conditional_policy", "drop_agents", "load_agent", "load_run_config",
+           "marginal_scores", "most_likely"]
 
 #: Most joint actions of the kept agents that ``MarginalPolicy.mode`` enumerates per state.
 MAX_ENUMERATION = 1 << 16
@@ -184,6 +190,47 @@ def most_likely(agent, states, fixed: Fixed | None = None) -> torch.Tensor:
     if not fixed:
         return _distribution(agent, states).mode
     return conditional_policy(agent, states, fixed).mode
+
+
+def best_joint_action(agent, inputs, fixed: Fixed | None = None) -> torch.Tensor:
+    """The best joint action ``[B, n]`` by the agent's factor-graph Q, given the ``fixed``
+    agents' actions: ``argmax_u Q(s, u)`` over the joint actions with ``u_F = fixed``.
+
+    This asks "what is best for the others when the agents ``F`` are stuck at these
+    actions". :func:`conditional_policy` asks another question: what the joint policy
+    does when it sees ``F`` take them.
+
+    Args:
+        agent: an agent that acts by a factor-graph Q, with ``values(inputs)`` (a
+            ``FactorValues``) and ``best(values)``: dcg's, or spn-ac's and meanfield-ac's
+            loaded with ``load_agent(run, acting="critics")``.
+        inputs: what the agent acts on, ``[B, *agent.input_shape]``: per-agent observations
+            ``[B, n, obs_dim]`` for observation critics, else global states
+            ``[B, state_dim]``.
+        fixed: ``{agent index: action}`` as in :func:`conditional_policy`; none gives the
+            agent's greedy joint action.
+
+    The maximum is exact where the agent's own greedy rule is (variable elimination on
+    narrow graphs, else max-plus): the fixed actions enter through ``FactorValues.clamp``.
+    """
+    if not (callable(getattr(agent, "values", None)) and callable(getattr(agent, "best", None))):
+        raise ValueError(f"agent must act by a factor-graph Q (values(inputs) and best(values)): "
+                         f"dcg, or spn-ac / meanfield-ac from load_agent(run, acting=\"critics\"); "
+                         f"got {type(agent).__name__}")
+    shape = tuple(agent.input_shape)
+    inputs = torch.as_tensor(inputs, dtype=torch.float32, device=_device(agent))
+    if inputs.dim() == len(shape):
+        inputs = inputs.unsqueeze(0)
+    if tuple(inputs.shape[1:]) != shape:
+        raise ValueError(f"inputs must have shape [B, {', '.join(map(str, shape))}] (what the "
+                         f"agent acts on), got {list(inputs.shape)}")
+    values = agent.values(inputs)
+    if fixed:
+        names = getattr(agent, "action_names", None)
+        evidence = _evidence(fixed, values.batch_size, values.graph.num_agents,
+                             values.num_actions, inputs.device, names)
+        values = values.clamp(evidence)
+    return agent.best(values)
 
 
 def anomaly_scores(agent, states, joint_actions) -> torch.Tensor:

@@ -51,6 +51,10 @@ def register(commands) -> None:
                        "state for --seed)")
     query.add_argument("--samples", type=int, default=5,
                        help="joint actions to sample (default 5)")
+    query.add_argument("--best", action="store_true",
+                       help="also print the critics' best joint action given the --fix "
+                       "evidence: what is best for the others when the fixed agents are "
+                       "stuck (spn-ac and its variants; --drop does not apply to it)")
     query.set_defaults(handler=run)
 
 
@@ -174,7 +178,37 @@ def run(args: argparse.Namespace) -> int:
         print("  " + _joint(sample, names))
     print(f"most likely joint action ({agents}): {_joint(mode[0], names)}, probability "
           f"{mode_prob:.4f}")
+    if args.best:
+        best, q = _critics_best(args.checkpoint, state, instance, args.seed, fixed)
+        print(f"critics' best joint action given the fixed agents (agents 0..{n - 1}): "
+              f"{_joint(best, names)}, Q = {q:.4g}")
     return 0
+
+
+def _critics_best(checkpoint: str, state: np.ndarray, instance, seed: int,
+                  fixed: dict[int, int]) -> tuple[torch.Tensor, float]:
+    """The first critic's best joint action ``[n]`` given ``fixed`` and its Q, on the
+    global ``state`` or, for critics that read each agent's observation, on the env
+    ``instance``'s observations after ``reset(seed=seed)``."""
+    from spnpolicy.inference import best_joint_action, load_agent
+    from spnpolicy.training.vec_env import max_obs_dim, stack_observations
+
+    team = load_agent(checkpoint, acting="critics")
+    if len(team.input_shape) == 1:
+        inputs = state
+    elif instance is None:
+        raise ValueError("--best: this run's critics read each agent's observation, which a "
+                         "given --state does not hold; use the env's reset state (--seed)")
+    else:
+        observations, _ = instance.reset(seed=seed)
+        agents = list(instance.possible_agents)
+        inputs = stack_observations(observations, agents, max_obs_dim(instance),
+                                    {a: instance.observation_space(a) for a in agents})
+    inputs = torch.as_tensor(inputs).unsqueeze(0)
+    with torch.no_grad():
+        best = best_joint_action(team, inputs, fixed)
+        q = float(team.values(inputs).evaluate(best)[0])
+    return best[0], q
 
 
 def _check_some_free(fixed: dict[int, int], dropped: list[int], n: int) -> None:

@@ -113,10 +113,15 @@ class DcgQ(QModel):
                                     None if v.pairwise is None else v.pairwise * pair,
                                     None if v.triple is None else v.triple * triple)
 
+    def best(self, values: FactorValues) -> torch.Tensor:
+        """The best joint actions ``[B, n]`` of ``values``: exact by variable elimination
+        (``auto`` when the graph is narrow enough, see ``FactorValues.argmax``), else
+        max-plus."""
+        return values.argmax(self.method, iterations=self.iterations)
+
     def greedy(self, state: torch.Tensor | None, obs: torch.Tensor) -> torch.Tensor:
-        """Greedy joint actions ``[B, n]``: exact by variable elimination (``auto`` when the
-        graph is narrow enough, see ``FactorValues.argmax``), else max-plus."""
-        return self.values(obs).argmax(self.method, iterations=self.iterations)
+        """Greedy joint actions ``[B, n]``: :meth:`best` of :meth:`values`."""
+        return self.best(self.values(obs))
 
     def evaluate(self, state: torch.Tensor | None, obs: torch.Tensor,
                  actions: torch.Tensor) -> torch.Tensor:

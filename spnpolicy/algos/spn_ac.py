@@ -385,12 +385,11 @@ class ModeGuidance:
         return critics_factor_modes(values)
 
     def best(self, values: FactorValues) -> torch.Tensor:
-        """The first critic's best joint actions ``[B, n]``, by the rule of :meth:`targets`
-        (which also finds every other member's, to compare them)."""
-        first = values[0]
+        """One critic's best joint actions ``[B, n]`` (``values`` without an ensemble axis),
+        by the rule of :meth:`targets`, which finds every member's to compare them."""
         if self.exact:
-            return eliminate(first, self.steps)
-        return first.argmax("max_plus", iterations=MAX_PLUS_ITERATIONS)
+            return eliminate(values, self.steps)
+        return values.argmax("max_plus", iterations=MAX_PLUS_ITERATIONS)
 
     def loss_arguments(self, values: FactorValues) -> dict[str, Any]:
         """:func:`actor_loss`'s guidance arguments for the critics' ``values`` (none when
@@ -408,7 +407,7 @@ class ModeGuidance:
 
 class CriticsAgent(ActingAgent):
     """spn-ac's trained team with ``acting="critics"``: ``act`` plays the first critic's
-    best joint action ``[B, n]`` (:meth:`ModeGuidance.best`), on per-agent observations
+    best joint action ``[B, n]`` (:meth:`best` of :meth:`values`), on per-agent observations
     ``[B, n, obs_dim]`` for the agents critics, else on global states ``[B, state_dim]``;
     not ``deterministic``, each agent's action is replaced by a uniform one with
     probability ``epsilon`` (the Q-learners' exploring policy). ``distribution(states)``
@@ -427,8 +426,18 @@ class CriticsAgent(ActingAgent):
         self.state_dim = policy.state_dim
         self.input_shape = (self.num_agents, obs_dim) if needs_obs else (policy.state_dim,)
 
+    def values(self, x: torch.Tensor) -> FactorValues:
+        """The first critic's values on inputs ``x`` (``[B, *input_shape]``): the Q it acts
+        by."""
+        return self.critic.values(x)[0]
+
+    def best(self, values: FactorValues) -> torch.Tensor:
+        """The best joint actions ``[B, n]`` of ``values`` by the acting rule
+        (:meth:`ModeGuidance.best`)."""
+        return self.guidance.best(values)
+
     def greedy_actions(self, x: torch.Tensor) -> torch.Tensor:
-        return self.guidance.best(self.critic.values(x))
+        return self.best(self.values(x))
 
     def sampled_actions(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return epsilon_greedy(self.greedy_actions(x), self.epsilon, self.num_actions, generator)

@@ -324,3 +324,68 @@ def test_non_finite_values_and_alpha_are_rejected(bad):
         elbo(v, dist, alpha=torch.tensor([0.5, bad]))
     with pytest.raises(ValueError, match=r"alpha must be a finite positive number"):
         log_partition(v, alpha=bad)
+
+
+def random_evidence(values, seed):
+    """``[B, n]`` evidence: each agent fixed (to a random action) with probability 1/2."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (values.batch_size, values.graph.num_agents)
+    actions = torch.randint(values.num_actions, shape, generator=generator)
+    return torch.where(torch.rand(shape, generator=generator) < 0.5, actions, -1)
+
+
+def agreeing_maximum(values, evidence):
+    """``[B]`` brute-force maximum of Q over the joint actions that agree with ``evidence``."""
+    q = brute_force_q(values)
+    u = joint_actions(values.graph.num_agents, values.num_actions)         # [k**n, n]
+    agree = ((evidence[:, None, :] < 0) | (u[None] == evidence[:, None, :])).all(-1)
+    return q.masked_fill(~agree, -torch.inf).max(1).values
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=random_values(), seed=st.integers(0, 2**16))
+def test_clamped_argmax_is_the_best_joint_action_with_the_evidence(values, seed):
+    evidence = random_evidence(values, seed)
+    clamped = values.clamp(evidence)
+    actions, exact = clamped.argmax(return_exact=True)
+    assert exact and ((evidence < 0) | (actions == evidence)).all()
+    torch.testing.assert_close(values.evaluate(actions), agreeing_maximum(values, evidence))
+    torch.testing.assert_close(clamped.evaluate(actions), values.evaluate(actions))
+    loopy = clamped.argmax("max_plus")           # approximate, but never breaks the evidence
+    assert ((evidence < 0) | (loopy == evidence)).all()
+    assert (values.evaluate(loopy) <= agreeing_maximum(values, evidence) + 1e-9).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 6), k=st.integers(2, 4), seed=st.integers(0, 2**16))
+def test_clamped_max_plus_is_exact_on_trees(n, k, seed):
+    graph = FactorGraph.from_networkx(nx.random_labeled_tree(n, seed=seed))
+    torch.manual_seed(seed)
+    values = FactorQ(graph, state_dim=2, num_actions=k, hidden=()).double()(
+        torch.randn(BATCH, 2, dtype=torch.float64))
+    evidence = random_evidence(values, seed)
+    actions = values.clamp(evidence).argmax("max_plus")
+    assert ((evidence < 0) | (actions == evidence)).all()
+    torch.testing.assert_close(values.evaluate(actions), agreeing_maximum(values, evidence))
+
+
+@settings(max_examples=20, deadline=None)
+@given(values=random_values(ensemble=True), seed=st.integers(0, 2**16))
+def test_clamp_of_an_ensemble_is_each_members(values, seed):
+    evidence = random_evidence(values, seed)
+    clamped = values.clamp(evidence)
+    for j in range(values.ensemble):
+        torch.testing.assert_close(clamped[j].unary, values[j].clamp(evidence).unary)
+
+
+def test_clamp_without_evidence_changes_nothing_and_checks_its_input():
+    values = FactorValues(FactorGraph(3, [(0, 1), (1, 2)]), torch.randn(4, 3, 2),
+                          torch.randn(4, 2, 2, 2))
+    free = torch.full((4, 3), -1)
+    assert torch.equal(values.clamp(free).unary, values.unary)
+    with pytest.raises(ValueError, match=r"evidence must have shape \[4, 3\]"):
+        values.clamp(torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"action in range\(2\) or -1 .* from -1 to 2"):
+        values.clamp(free.index_fill(1, torch.tensor([0]), 2))
+    with pytest.raises(TypeError, match="evidence must be an integer tensor"):
+        values.clamp(free.float())

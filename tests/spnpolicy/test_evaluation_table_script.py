@@ -51,6 +51,7 @@ def test_rows_are_algorithm_and_acting_with_each_seeds_return(records, tmp_path)
     text = out.with_suffix(".md").read_text()
     assert text.splitlines()[0].startswith("| algorithm | greedy return")
     assert "| spn-ac (policy) |" in text and "s0: " in text and "s1: " in text
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_records_of_other_episodes_or_no_records_are_refused(records, tmp_path):

@@ -47,6 +47,20 @@ def test_query_prints_conditional_marginals_samples_and_the_mpe(run_dir):
             + ", ".join(names[a] for a in best.tolist()) + ")") in out.stdout
 
 
+def test_query_best_is_the_state_critics_best_joint_action_given_the_evidence(run_dir):
+    from spnpolicy.inference import best_joint_action
+
+    out = query(run_dir, "--fix", "1=noop", "--best", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    state, _ = reset_state("coverage", COVERAGE, 3)
+    team = load_agent(run_dir, acting="critics")
+    best = best_joint_action(team, torch.as_tensor(state)[None], {1: "noop"})[0]
+    assert best[1] == 0
+    names = ("noop", "up", "down", "left", "right", "stay")
+    assert ("critics' best joint action given the fixed agents (agents 0..2): ("
+            + ", ".join(names[a] for a in best.tolist()) + "), Q = ") in out.stdout
+
+
 def test_query_drops_agents_from_a_checkpoint_file(run_dir):
     out = query(run_dir / "checkpoints" / "last.pt", "--drop", "0", "--fix", "2=4",
                 "--env-kw", "broken_agents=(0,)")

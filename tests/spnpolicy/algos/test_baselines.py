@@ -141,6 +141,26 @@ def test_dcg_greedy_is_the_brute_force_argmax_of_its_q(seed):
         torch.testing.assert_close(model.evaluate(None, obs, greedy), all_q.max(1).values)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_dcg_best_joint_action_given_a_stuck_agent_is_the_brute_force_argmax(seed):
+    """``spnpolicy.inference.best_joint_action`` on a dcg team: the best joint action with
+    agent 0 fixed, against every joint action that keeps it."""
+    from spnpolicy.inference import best_joint_action
+
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(2, 5)), 3
+    model = _dcg(FactorGraph.random(n, int(rng.integers(1, n * (n - 1) // 2 + 1)), seed=seed),
+                 seed, k)
+    obs = _obs(model, 6, seed)
+    stuck = int(rng.integers(k))
+    best = best_joint_action(model, obs, fixed={0: stuck})
+    assert (best[:, 0] == stuck).all()
+    joint = torch.tensor([u for u in itertools.product(range(k), repeat=n) if u[0] == stuck])
+    with torch.no_grad():
+        all_q = torch.stack([model.evaluate(None, obs, u.expand(6, n)) for u in joint], 1)
+        torch.testing.assert_close(model.evaluate(None, obs, best), all_q.max(1).values)
+
+
 def test_dcg_max_plus_option_is_exact_on_a_tree():
     line = _dcg(FactorGraph.line(5), 0)
     obs = _obs(line, 8)

@@ -116,6 +116,32 @@ def test_query_reads_the_joint_policy_of_a_critics_run(critics_run):
     assert "given: agent 0 = stay" in out.stdout and "most likely joint action" in out.stdout
 
 
+def test_query_best_prints_the_critics_best_given_the_stuck_agent(critics_run):
+    """``--best`` on observation critics: the reset's observations, as ``make_vec_env``
+    gives them for the same seed, and ``best_joint_action`` on them."""
+    from spnpolicy.inference import best_joint_action
+
+    out = run_cli("query", critics_run, "--fix", "0=stay", "--best", "--seed", "4")
+    assert out.returncode == 0, out.stderr
+    agent = load_agent(critics_run)
+    envs = make_vec_env("predator-prey", 1, seed=4, **SMALL)
+    try:
+        _, obs = envs.reset(seed=4)
+    finally:
+        envs.close()
+    obs = torch.as_tensor(obs)
+    best = best_joint_action(agent, obs, fixed={0: "stay"})[0]
+    with torch.no_grad():
+        q = float(agent.values(obs).evaluate(best[None])[0])
+    shown = ", ".join(agent.action_names[int(a)] for a in best)
+    assert (f"critics' best joint action given the fixed agents (agents 0..2): ({shown}), "
+            f"Q = {q:.4g}") in out.stdout
+    assert shown.startswith("stay")
+    refused = run_cli("query", critics_run, "--best", "--state", ",".join(["0"] * agent.state_dim))
+    assert refused.returncode == 2
+    assert "--best: this run's critics read each agent's" in refused.stderr
+
+
 @pytest.mark.parametrize("n, exact", [(3, True), (8, False)])
 def test_best_is_the_first_members_target_without_the_others(n, exact):
     """On a narrow graph the exact argmax, on a wide one max-plus's: both equal to what
@@ -126,8 +152,34 @@ def test_best_is_the_first_members_target_without_the_others(n, exact):
     generator = torch.Generator().manual_seed(n)
     values = FactorValues(graph, torch.randn(2, 32, n, 6, generator=generator),
                           torch.randn(2, 32, len(graph.factors), 6, 6, generator=generator))
-    torch.testing.assert_close(guidance.best(values), guidance.targets(values)[0])
+    torch.testing.assert_close(guidance.best(values[0]), guidance.targets(values)[0])
     if exact:   # and the brute-force maximum of the first critic's table
         table = values[0].table().flatten(1)
-        chosen = values[0].evaluate(guidance.best(values))
+        chosen = values[0].evaluate(guidance.best(values[0]))
         torch.testing.assert_close(chosen, table.amax(1))
+
+
+def test_best_joint_action_is_the_critics_best_when_an_agent_is_stuck(critics_run):
+    """``best_joint_action`` with ``fixed``: the brute-force maximum of the first critic's
+    table over the joint actions with agent 1 at ``stay``; without it, the team's act."""
+    from spnpolicy.inference import best_joint_action
+
+    agent = load_agent(critics_run)
+    envs = make_vec_env("predator-prey", 16, seed=5, **SMALL)
+    try:
+        _, obs = envs.reset()
+    finally:
+        envs.close()
+    obs = torch.as_tensor(obs)
+    stay = agent.action_names.index("stay")
+    actions = best_joint_action(agent, obs, fixed={1: "stay"})               # [16, 3]
+    assert (actions[:, 1] == stay).all()
+    with torch.no_grad():
+        table = agent.values(obs).table()                                     # [16, 6, 6, 6]
+    chosen = table[torch.arange(16), actions[:, 0], actions[:, 1], actions[:, 2]]
+    torch.testing.assert_close(chosen, table[:, :, stay].flatten(1).amax(1))
+    assert torch.equal(best_joint_action(agent, obs), torch.as_tensor(agent.act(obs)))
+    with pytest.raises(ValueError, match=r"inputs must have shape \[B, 3, "):
+        best_joint_action(agent, obs[:, :2])
+    with pytest.raises(ValueError, match="agent must act by a factor-graph Q.*JointPolicy"):
+        best_joint_action(agent.policy, obs, fixed={1: "stay"})
