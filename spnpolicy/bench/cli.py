@@ -99,6 +99,15 @@ def _show(summary: dict, paths: list[Path]) -> None:
     print("written:\n" + "\n".join(f"  {path}" for path in paths))
 
 
+def _seeds_text(seeds: list[int]) -> str:
+    """``[0, 1, 2]`` -> ``"seeds 0-2"``; ``[7]`` -> ``"seed 7"``; else the list."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
+
+
 def _bench(args: argparse.Namespace) -> int:
     from spnpolicy.bench.report import write_report
     from spnpolicy.bench.runner import check_backend, parse_seeds, plan, run_all
@@ -111,7 +120,8 @@ def _bench(args: argparse.Namespace) -> int:
                 total_steps=args.total_steps, overrides=dict(args.config))
     check_backend(args.workers, args.ray)   # before the header line
     protocol = runs[0].config
-    print(f"{suite.name}: {len(runs)} runs, {protocol['total_steps']:,d} env steps each, greedy "
+    print(f"{suite.name}: {len(runs)} runs ({_seeds_text(sorted({r.seed for r in runs}))}), "
+          f"{protocol['total_steps']:,d} env steps each, greedy "
           f"evaluation every {protocol['eval_interval']:,d} steps over "
           f"{protocol['eval_episodes']} episodes; output in {out}", flush=True)
     try:

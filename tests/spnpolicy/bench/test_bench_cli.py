@@ -25,6 +25,7 @@ def test_bench_then_plot_end_to_end(tmp_path):
                           check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 0, done.stderr
     assert "[2/2] climbing spn-ac s" in done.stdout and "| climbing |" in done.stdout
+    assert done.stdout.startswith("matrix: 2 runs (seeds 0-1), 96 env steps each")
     for name in ("summary.json", "summary.md", "learning_curves.png", "matrix_optimal.png"):
         assert (out / name).is_file() and str(out / name) in done.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -121,3 +122,11 @@ def test_a_second_bench_into_one_out_summarises_every_run_there(tmp_path, monkey
     assert f"spnpolicy bench: warning: {damaged} is left out of the summary" in \
         capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text())["results"] == summary["results"]
+
+
+def test_the_header_names_the_seeds_a_count_or_a_list_chose():
+    from spnpolicy.bench.cli import _seeds_text
+
+    assert _seeds_text([0, 1, 2]) == "seeds 0-2"       # --seeds 3: a count
+    assert _seeds_text([7]) == "seed 7"                 # --seeds 7,: one seed
+    assert _seeds_text([3, 5, 9]) == "seeds 3, 5, 9"
