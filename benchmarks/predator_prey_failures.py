@@ -44,15 +44,16 @@ from spnpolicy.training.vec_env import make_vec_env
 
 CONTROLLERS = ("plain", "clamped")
 METRICS = ("return_mean", "success_rate")
-CRITICS_ALGOS = ("spn-ac", "meanfield-ac")
 
 
 def team(run: Path):
-    """``(label, agent)``: the run's team acting by its factor-graph Q."""
+    """``(label, agent)``: the run's team acting by its factor-graph Q (spn-ac and its
+    variants by their critics, which ``load_agent`` refuses for other algorithms)."""
     algo = load_run_config(run)["algo"]
-    if algo in CRITICS_ALGOS:
+    try:
         return f"{algo} (critics)", load_agent(run, acting="critics")
-    agent = load_agent(run)
+    except ValueError:
+        agent = load_agent(run)
     if not callable(getattr(agent, "values", None)):
         raise SystemExit(f"{run}: {algo} does not act by a factor-graph Q (dcg, spn-ac and "
                          f"meanfield-ac do)")
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="a predator that fails at every step (repeatable)")
     parser.add_argument("--episodes", type=int, default=SAVED_RUN_EPISODES)
     parser.add_argument("--seed", type=int, default=SAVED_RUN_SEED)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/predator-prey/failures"))
+    parser.add_argument("--out", type=Path,
+                        default=Path("benchmarks/results/predator-prey/failures"))
     args = parser.parse_args(argv)
     if not 0.0 <= args.failure_prob < 1.0:
         parser.error(f"--failure-prob must be in [0, 1), got {args.failure_prob}")

@@ -50,8 +50,9 @@ from spnpolicy.training.offpolicy import ActingAgent, OffPolicyAlgorithm, Target
 from spnpolicy.training.optim import adam, compile_acting, compile_update
 
 __all__ = ["ACTINGS", "MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "CriticsAgent",
-           "ModeGuidance", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss", "critics_factor_modes",
-           "critics_mode", "mode_log_floor", "scope_log_probs", "scope_mask", "soft_value"]
+           "ModeGuidance", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss",
+           "critics_factor_modes", "critics_mode", "mode_log_floor", "scope_log_probs",
+           "scope_mask", "soft_value"]
 
 
 #: How a trained spn-ac team can act greedily (``SpnAcConfig.acting``).

@@ -52,3 +52,11 @@ def test_the_clamped_controller_keeps_a_broken_predator_at_stay(runs, which):
     assert chosen and all((c[:, 1] == STAY).all() for c in chosen)
     with pytest.raises(SystemExit, match="--broken 3: the team has 3 predators"):
         bench.play(agent, load_run_config(runs[which]), "plain", 0.0, [3], 4, 0)
+
+
+def test_a_team_without_a_factor_graph_q_is_refused_by_name(tmp_path):
+    bench = load_script("benchmarks/predator_prey_failures.py")
+    run = tmp_path / "vdn"
+    spnpolicy.train("vdn", "predator-prey", seed=0, out_dir=run, env_kwargs=SMALL, **TINY)
+    with pytest.raises(SystemExit, match="vdn does not act by a factor-graph Q"):
+        bench.team(run)
