@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU checks in one script: the CUDA tests, then the many-agent cost, the engine and the
+# training speed with --device cuda. Each step has its own time limit and its own log, so a
+# failing step leaves the others' figures. Results go to $OUT (default runs/gpu-check).
+#
+#     bash benchmarks/gpu_check.sh                  # on a machine with CUDA, from the repo root
+#     OUT=/tmp/gpu bash benchmarks/gpu_check.sh
+#
+# PYTHON (default python3 when .venv is absent) runs everything; the package is read from
+# this checkout (PYTHONPATH), so no install is needed beyond its dependencies. DEVICE=cpu
+# QUICK=1 runs the same steps on the CPU at tiny sizes: a check of the script, not figures.
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT=${OUT:-runs/gpu-check}
+mkdir -p "$OUT"
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+DEVICE=${DEVICE:-cuda}
+if [ -n "${QUICK:-}" ]; then
+    COST=(--quick) ENGINE=(--batches 1 64 --budget 0.2 --selective-repeats 2)
+    SPEED=(--steps 400 --updates 5 --learning-starts 64)
+else
+    COST=() ENGINE=(--budget 1.0) SPEED=(--steps 4000 --updates 100)
+fi
+export SPNPOLICY_TEST_DEVICE=$DEVICE PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
+    local name=$1 limit=$2; shift 2
+    local start=$SECONDS
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "[gpu-check] $name: rc $rc in $((SECONDS - start)) s" | tee -a "$OUT/steps.log"
+    tail -n 6 "$OUT/$name.log"
+}
+
+"$PYTHON" - > "$OUT/device.txt" 2>&1 <<'EOF'
+import platform, torch
+print("python", platform.python_version(), "torch", torch.__version__,
+      "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("device", torch.cuda.get_device_name(0))
+EOF
+cat "$OUT/device.txt"
+
+step tests 100 "$PYTHON" -m pytest -q -p no:cacheprovider -n 4 tests/test_devices.py \
+    tests/spnpolicy/test_devices_every_algorithm.py \
+    tests/spnpolicy/test_engine_benchmark_script.py::test_selective_section_runs_on_cuda
+step many_agents_cost 200 "$PYTHON" benchmarks/many_agents_cost.py --device "$DEVICE" \
+    "${COST[@]}" --out "$OUT/many_agents_cost_$DEVICE.json"
+step engine 80 "$PYTHON" benchmarks/engine.py --device "$DEVICE" --sections reference selective \
+    "${ENGINE[@]}" --out "$OUT/engine_$DEVICE.json"
+step train_speed 100 "$PYTHON" benchmarks/train_speed.py --device "$DEVICE" --repeats 1 \
+    "${SPEED[@]}" --out "$OUT/train_speed_$DEVICE.json"
