@@ -391,7 +391,8 @@ def load_run_config(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_agent(path: str | os.PathLike, acting: str | None = None):
     """Rebuild the trained agent of a run directory (``config.json`` +
-    ``checkpoints/last.pt``) or of a checkpoint file in one, in eval mode, through the
+    ``checkpoints/last.pt``) or of a checkpoint file in one, in eval mode on the CPU
+    (whatever device the run trained on; ``agent.to(device)`` moves it), through the
     algorithm's registry entry (``AlgorithmSpec.load_agent``); spn-ac and its variants give
     a ``JointPolicy``, the circuit policy the queries here take (with ``acting="critics"``
     a ``CriticsAgent``: its ``act`` is the critics' argmax, its ``distribution`` the joint
@@ -411,6 +412,8 @@ def load_agent(path: str | os.PathLike, acting: str | None = None):
 
     run, checkpoint = RunDir.locate(path)
     saved = run.read_config()
+    if "device" in saved["config"]:                 # the checkpoint is read onto the CPU
+        saved["config"] = saved["config"] | {"device": "cpu"}
     spec = get_algorithm(saved["algo"])
     loader = spec.load_agent
     if acting is not None:

@@ -9,6 +9,7 @@ strategies (the table is the oracle's, computed without the engine).
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -366,3 +367,24 @@ def test_a_q_learner_loads_from_its_run_directory_and_acts_as_trained(tmp_path, 
     assert np.array_equal(agent.act(obs), result.agent.act(obs))
     for mine, theirs in zip(agent.state_dict().values(), result.agent.state_dict().values()):
         assert torch.equal(mine, theirs)
+
+
+@pytest.mark.parametrize("algo, acting", [("vdn", None), ("masac", None), ("spn-ac", None),
+                                          ("spn-ac", "critics")])
+def test_a_run_trained_on_another_device_loads_on_the_cpu(tmp_path, algo, acting):
+    # A run that trained on CUDA names that device in its config; loading it must not need
+    # CUDA (this torch may have none), and the agent must come back on the CPU.
+    result = spnpolicy.train(algo, "climbing", seed=1, total_steps=200, out_dir=tmp_path,
+                             learning_starts=100, eval_interval=200)
+    config = tmp_path / "config.json"
+    saved = json.loads(config.read_text())
+    saved["config"]["device"] = "cuda:0"
+    config.write_text(json.dumps(saved))
+    agent = load_agent(tmp_path, acting=acting)
+    assert {p.device.type for p in agent.parameters()} == {"cpu"}
+    shape = (tuple(agent.input_shape) if hasattr(agent, "input_shape") else (agent.state_dim,))
+    inputs = np.random.default_rng(0).random((3, *shape)).astype(np.float32)
+    if acting is None:
+        assert np.array_equal(agent.act(inputs), result.agent.act(inputs))
+    else:
+        assert agent.act(inputs).shape == (3, 2)
