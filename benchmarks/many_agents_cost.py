@@ -59,6 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "many-agents"
 ALGOS = ("spn-ac", "vdn")
 _MARK = "MANY_AGENTS_COST_RESULT "
+#: Update rounds left out of a compiled run's rate: those that compile.
+COMPILE_ROUNDS = 3
 
 
 def _rss_mb() -> float:
@@ -121,6 +123,8 @@ def child(spec: dict) -> dict:
         raise RuntimeError(f"{len(rounds)} update rounds: give more steps after "
                            f"learning_starts")
     num_envs = spec["config"]["num_envs"]
+    if spec["config"].get("compile"):      # the first rounds compile the update and acting
+        rounds = rounds[COMPILE_ROUNDS:]
     out = {"env_steps_per_s": (len(rounds) - 1) * num_envs / (rounds[-1] - rounds[0]),
            "whole_run_env_steps_per_s": total / whole, "update_rounds": len(rounds),
            "timed_env_steps": (len(rounds) - 1) * num_envs,
@@ -196,6 +200,8 @@ def spec_of(algo: str, num_agents: int, args, full: bool) -> dict:
         "learning_starts": args.learning_starts, "eval_episodes": 1,
         "eval_interval": 10**9, "checkpoint_interval": 10**9, "eval_stochastic": False,
         "torch_threads": 1, "device": args.device}
+    if algo == "spn-ac":
+        config |= args.spn_ac
     if full and args.quick:
         config["buffer_size"] = 64
     return {"algo": algo, "env_kwargs": env_kwargs, "config": config, "seed": 0,
@@ -225,6 +231,19 @@ def _device_name(device: str) -> str:
     return cpu_model()
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(key, value)``, the value a Python literal (else the string)."""
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, nargs="+", default=[16, 64],
@@ -243,12 +262,17 @@ def main(argv: list[str] | None = None) -> dict:
                         help="env steps trained after learning_starts in a full-buffer run")
     parser.add_argument("--device", default="auto",
                         help="cpu, cuda, or auto (cuda when present; the default)")
+    parser.add_argument("--spn-ac", type=_setting, action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="a config field of spn-ac's runs (repeatable; a Python literal, "
+                             "e.g. width=8 or compile=True): a variant beside the same vdn")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings: a smoke test, figures meaningless")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/many-agents/cost_<commit>_<device>.json")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.spn_ac = dict(args.spn_ac)
     if args.child is not None:
         print(_MARK + json.dumps(child(json.loads(args.child))), flush=True)
         return {}
@@ -309,7 +333,8 @@ def main(argv: list[str] | None = None) -> dict:
               "device": args.device, "device_name": _device_name(args.device),
               "clock": "process_time (CPU s)" if args.device == "cpu"
               else "synchronised wall s",
-              "machine": machine(), "quick": args.quick, "compile": False,
+              "machine": machine(), "quick": args.quick,
+              "compile": bool(args.spn_ac.get("compile", False)), "spn_ac_config": args.spn_ac,
               "torch_threads": 1, "num_envs": args.num_envs, "batch_size": args.batch_size,
               "gradient_steps": args.gradient_steps, "update_every": 1,
               "learning_starts": args.learning_starts, "steps": args.steps,

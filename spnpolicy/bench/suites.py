@@ -233,6 +233,15 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
                    checkpoint_interval=25_000),
           config={"factor_graph": "random", "num_factors": 20, "factor_order": 2,
                   **_PROGRESS}),
+    Suite("coverage-paper-random", "coverage-paper with goals redrawn every episode: 6 "
+          "agents on 20x20, 200 steps, random goals, relative observations, progress shaping "
+          "with gamma 0.9, critics on 20 random pairwise factors, 3 seeds, 2,000,000 steps",
+          (Task("coverage-6x20x20-random", "coverage", {**_COVERAGE_PAPER, "layout": "random"}),),
+          ("spn-ac", "meanfield-ac", "vdn", "qmix", "mappo"), 3,
+          Protocol(total_steps=2_000_000, eval_interval=100_000, eval_episodes=100,
+                   checkpoint_interval=50_000),
+          config={"factor_graph": "random", "num_factors": 20, "factor_order": 2,
+                  **_PROGRESS}),
     *(_many_agent_coverage(n) for n in _MANY_AGENTS),
     # The coordination family at n >= 8: every one of 8 agents must arrive and lift at once.
     Suite("coordination-8", "the lift task with 8 agents at penalty 0.5 (all 8 must lift "
