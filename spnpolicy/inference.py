@@ -455,9 +455,10 @@ def _joint_policy(saved: dict[str, Any], payload: dict[str, Any]):
     cfg = saved["config"]
     envs = make_vec_env(saved["env"], 1, **saved["env_kwargs"])
     try:
+        head = cfg.get("param_head", "flat")                            # absent: older runs
         policy = JointPolicy(envs.state_dim, envs.num_agents, envs.num_actions, cfg["policy"],
-                             cfg["width"], tuple(cfg["policy_hidden"]),
-                             param_head=cfg.get("param_head", "flat"))   # absent: older runs
+                             cfg["width"], tuple(cfg["policy_hidden"]), param_head=head,
+                             obs_dim=envs.obs_dim if head == "agents" else None)
     finally:
         envs.close()
     # the modules sit at the top of the payload, or in the shared loop's "algorithm" entry

@@ -121,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the run trained {run_config.get('algo')!r}, whose agent "
                          f"({type(agent).__name__}) holds no joint policy to query; "
                          f"query runs of a circuit policy (spn-ac, meanfield-ac, reinforce)")
+    if len(getattr(getattr(agent, "policy", agent), "input_shape", ())) == 2:
+        raise ValueError(f"run {str(args.checkpoint)!r} trained a policy that reads the agents' "
+                         f"observations (param_head='agents'), not a global state; query it "
+                         f"from Python: spnpolicy.inference's functions take its "
+                         f"observations [B, n, obs_dim]")
     env = args.env or run_config["env"]
     env_kwargs = dict(run_config.get("env_kwargs", {})) if env == run_config["env"] else {}
     env_kwargs.update((k, literal(v)) for k, v in args.env_kw)

@@ -24,19 +24,22 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
+from circuits.nodes import Product
 from circuits.region_tree import RegionTree
 from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
 from spnpolicy.training.observations import agent_input, observation_dict
 
-__all__ = ["JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS", "PARAM_HEADS",
-           "POLICY_KINDS", "SharedGroupHead", "mlp"]
+__all__ = ["AgentGroupHead", "GroupHeads", "JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS",
+           "PARAM_HEADS", "POLICY_KINDS", "SharedGroupHead", "mlp"]
 
 POLICY_KINDS = BUILTIN_POLICIES
-#: How a circuit policy's parameters come from the state: ``flat`` (one MLP whose output
-#: has one logit per circuit parameter, so its last layer grows with the team) or
-#: ``shared`` (:class:`SharedGroupHead`: one encoder and one head per group size, shared by
-#: every parameter group, told apart by a learned embedding of the group's id).
-PARAM_HEADS = ("flat", "shared")
+#: How a circuit policy's parameters come from its input: ``flat`` (one MLP on the global
+#: state whose output has one logit per circuit parameter, so its last layer grows with the
+#: team), ``shared`` (:class:`SharedGroupHead`: one state encoder and one head per group
+#: size, shared by every parameter group, told apart by a learned embedding of the group's
+#: id) or ``agents`` (:class:`AgentGroupHead`: the agents' own observations, one encoder
+#: shared by every agent, each group reading the agents of its scope).
+PARAM_HEADS = ("flat", "shared", "agents")
 #: Width of the group-id embeddings and the shared state features of ``param_head="shared"``.
 GROUP_EMBED_DIM = 32
 #: The softmax policy enumerates k**n joint actions; it is a reference for small n only.
@@ -147,32 +150,24 @@ class JointCategorical(Distribution):
         return torch.stack(out, dim=1)
 
 
-class SharedGroupHead(nn.Module):
-    """Circuit logits ``[B, P]`` from one state encoder and heads shared by every parameter
-    group (the support of one leaf or the children of one sum), told apart by a learned
-    embedding of the group's id.
-
-    Group ``g`` of ``s`` parameters gets ``head_s(relu(f(state) + e_g))``: ``f`` the encoder
-    MLP ``state_dim -> hidden -> embed_dim``, ``e_g`` row ``g`` of a ``[G, embed_dim]``
-    embedding and ``head_s`` a linear map ``embed_dim -> s`` shared by every group of size
-    ``s``. On a mean-field circuit the groups are the agents (``e_g`` an agent-id
-    embedding); on a selective circuit they are its sums. Only the embedding grows with the
-    team; the encoder and heads depend on the group sizes alone.
+class GroupHeads(nn.Module):
+    """Circuit logits ``[B, P]`` from features of the parameter groups (the support of one
+    leaf or the children of one sum): group ``g`` of ``s`` parameters gets
+    ``head_s(relu(f_g + e_g))``, ``f_g`` its feature ``[B, d]``, ``e_g`` row ``g`` of a
+    learned ``[G, d]`` embedding and ``head_s`` a linear map ``d -> s`` shared by every group
+    of size ``s``. Only the embedding grows with the number of groups.
 
     Args:
-        state_dim: global state size.
         group_sizes: parameters per group ``[G]``, groups in the circuit's parameter order
             (each a contiguous range of the flat parameters).
-        hidden: encoder widths; ``embed_dim``: width of the features and embeddings.
+        embed_dim: ``d``, the width of the features and embeddings.
     """
 
-    def __init__(self, state_dim: int, group_sizes: Sequence[int], hidden: Sequence[int],
-                 embed_dim: int = GROUP_EMBED_DIM) -> None:
+    def __init__(self, group_sizes: Sequence[int], embed_dim: int = GROUP_EMBED_DIM) -> None:
         super().__init__()
         sizes = [int(size) for size in group_sizes]
         if not sizes or min(sizes) < 1:
             raise ValueError(f"group_sizes must be positive parameter counts, got {sizes}")
-        self.encoder = mlp(state_dim, hidden, embed_dim)
         self.embedding = nn.Parameter(0.1 * torch.randn(len(sizes), embed_dim))
         # groups by size, and where each of their parameters lies in the flat order
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -187,20 +182,107 @@ class SharedGroupHead(nn.Module):
         self.heads = nn.ModuleDict({str(size): mlp(embed_dim, (), size, out_scale=0.01)
                                     for size in self.sizes})
 
+    def heads_of(self, features: torch.Tensor) -> torch.Tensor:
+        """Group features ``[B, G, d]`` (or ``[B, 1, d]``, one for every group) -> logits
+        ``[B, P]``."""
+        parts = []
+        for size in self.sizes:
+            groups = getattr(self, f"groups_{size}")
+            own = features if features.shape[1] == 1 else features.index_select(1, groups)
+            z = torch.relu(own + self.embedding[groups])                 # [B, G_s, d]
+            parts.append(self.heads[str(size)](z).flatten(1))           # [B, G_s * size]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return out[:, self.inverse]
+
+
+class SharedGroupHead(GroupHeads):
+    """Circuit logits ``[B, P]`` from one state encoder and :class:`GroupHeads`: every
+    group's feature is ``f(state)``, the encoder MLP ``state_dim -> hidden -> embed_dim``.
+    On a mean-field circuit the groups are the agents (``e_g`` an agent-id embedding); on a
+    selective circuit they are its sums. Only the embedding grows with the team; the encoder
+    and heads depend on the group sizes alone.
+
+    Args:
+        state_dim: global state size.
+        group_sizes: parameters per group (see :class:`GroupHeads`).
+        hidden: encoder widths; ``embed_dim``: width of the features and embeddings.
+    """
+
+    def __init__(self, state_dim: int, group_sizes: Sequence[int], hidden: Sequence[int],
+                 embed_dim: int = GROUP_EMBED_DIM) -> None:
+        encoder = mlp(state_dim, hidden, embed_dim)
+        super().__init__(group_sizes, embed_dim)
+        self.encoder = encoder
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """The parameters every group shares (all but the embedding)."""
         return [*self.encoder.parameters(), *self.heads.parameters()]
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """``states [B, state_dim]`` -> logits ``[B, P]``, ``P = sum(group_sizes)``."""
-        features = self.encoder(states).unsqueeze(1)                    # [B, 1, d]
-        parts = []
-        for size in self.sizes:
-            embedding = self.embedding[getattr(self, f"groups_{size}")]  # [G_s, d]
-            z = torch.relu(features + embedding)                        # [B, G_s, d]
-            parts.append(self.heads[str(size)](z).flatten(1))           # [B, G_s * size]
-        out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        return out[:, self.inverse]
+        return self.heads_of(self.encoder(states).unsqueeze(1))
+
+
+class AgentGroupHead(GroupHeads):
+    """Circuit logits ``[B, P]`` from per-agent inputs ``[B, n, input_dim]``, every network
+    shared by all agents and all parameter groups, so that the parameter count does not
+    grow with the team (only the group embedding does).
+
+    Each agent is embedded by one MLP, ``h_i = relu(MLP(x_i))`` ``[B, n, d]``. A parameter
+    group (a sum's weights, or a leaf's distribution) reads two scopes of agents: the two
+    factors' scopes where its children are products of two factors (the sums of a region
+    tree: the region's left and right child), else its own scope twice; a scope is read as
+    its agents' mean embedding. Groups reading the same pair of scopes share one feature
+    ``u = relu(M [mean_A h, mean_B h])``, the group's feature in :class:`GroupHeads`.
+
+    Args:
+        input_dim: one agent's input size.
+        circuit: the policy circuit (its parameter groups and their scopes).
+        hidden: widths of the agent encoder MLP; ``embed_dim``: ``d``.
+    """
+
+    def __init__(self, input_dim: int, circuit, hidden: Sequence[int],
+                 embed_dim: int = GROUP_EMBED_DIM) -> None:
+        encoder = mlp(input_dim, hidden, embed_dim)
+        super().__init__(_group_sizes(circuit), embed_dim)
+        self.encoder, self.mix = encoder, nn.Linear(2 * embed_dim, embed_dim)
+        n = circuit.num_vars
+        plan = circuit._plan_on(torch.device("cpu"))
+        group_of = plan.param_group.tolist()
+        nodes, node_of = plan.nodes, plan.param_node.tolist()
+        leaf_of, leaf_var = plan.param_leaf.tolist(), plan.leaf_var.tolist()
+        scopes: dict[int, tuple] = {}                       # group -> (scope A, scope B)
+        for p, g in enumerate(group_of):
+            if g in scopes:
+                continue
+            if node_of[p] >= 0:
+                node = nodes[node_of[p] - 1]
+                children = node.children
+                if all(isinstance(c, Product) and len(c.children) == 2 for c in children):
+                    a, b = (frozenset().union(*(c.children[i].scope for c in children))
+                            for i in (0, 1))
+                    scopes[g] = (tuple(sorted(a)), tuple(sorted(b)))
+                else:
+                    scopes[g] = (tuple(sorted(node.scope)),) * 2
+            else:
+                scopes[g] = ((leaf_var[leaf_of[p]],),) * 2
+        pairs = sorted(set(scopes.values()))
+        index = {pair: u for u, pair in enumerate(pairs)}
+        pool = torch.zeros(2, len(pairs), n)                # mean over each side's agents
+        for u, pair in enumerate(pairs):
+            for side, scope in enumerate(pair):
+                pool[side, u, list(scope)] = 1.0 / len(scope)
+        self.register_buffer("pool", pool, persistent=False)
+        self.register_buffer("pair_of", torch.tensor([index[scopes[g]]
+                                                      for g in range(plan.num_param_groups)]),
+                             persistent=False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``inputs [B, n, input_dim]`` -> logits ``[B, P]``."""
+        h = torch.relu(self.encoder(inputs))                                # [B, n, d]
+        sides = torch.einsum("sun,bnd->bsud", self.pool, h)                 # [B, 2, U, d]
+        u = torch.relu(self.mix(torch.cat([sides[:, 0], sides[:, 1]], -1)))  # [B, U, d]
+        return self.heads_of(u.index_select(1, self.pair_of))               # [B, P]
 
 
 def _group_sizes(circuit) -> list[int]:
@@ -224,18 +306,27 @@ class JointPolicy(nn.Module):
         width: sum nodes per region of the selective circuit.
         hidden: encoder widths.
         param_head: one of :data:`PARAM_HEADS`: ``flat`` (an MLP with one output per circuit
-            parameter) or ``shared`` (:class:`SharedGroupHead`; circuit policies only).
+            parameter), ``shared`` (:class:`SharedGroupHead`) or ``agents``
+            (:class:`AgentGroupHead`); the last two for circuit policies only.
+        obs_dim: with ``param_head="agents"``, one agent's observation size: the policy
+            then reads per-agent observations ``[B, n, obs_dim]`` instead of global states.
+
+    ``input_shape`` is what :meth:`distribution` and :meth:`act` read: ``(state_dim,)``, or
+    ``(n, obs_dim)`` for ``param_head="agents"``.
     """
 
     def __init__(self, state_dim: int, num_agents: int, num_actions: int,
                  kind="selective", width: int = 16, hidden: Sequence[int] = (128, 128),
-                 param_head: str = "flat"):
+                 param_head: str = "flat", obs_dim: int | None = None):
         super().__init__()
         if param_head not in PARAM_HEADS:
             raise ValueError(f"param_head must be one of {PARAM_HEADS}, got {param_head!r}")
-        if param_head == "shared" and kind == "softmax":
-            raise ValueError("param_head='shared' needs a circuit policy; the softmax policy "
-                             "has no parameter groups to share a head across")
+        if param_head != "flat" and kind == "softmax":
+            raise ValueError(f"param_head={param_head!r} needs a circuit policy; the softmax "
+                             f"policy has no parameter groups to share a head across")
+        if (param_head == "agents") != (obs_dim is not None):
+            raise ValueError(f"obs_dim is the agents' observation size for param_head='agents' "
+                             f"and only for it; got param_head={param_head!r}, obs_dim={obs_dim!r}")
         if kind == "softmax" and num_agents > MAX_SOFTMAX_AGENTS:
             raise ValueError(f"the softmax policy enumerates k**n joint actions and is for "
                              f"n <= {MAX_SOFTMAX_AGENTS} agents, got n = {num_agents}")
@@ -251,26 +342,36 @@ class JointPolicy(nn.Module):
         # the circuit's region-tree layout (selective), whose distribution traces whole
         self.tree = None if self.circuit is None else RegionTree.from_circuit(self.circuit)
         self.param_head = param_head
-        if param_head == "shared":
+        self.input_shape = ((num_agents, obs_dim) if param_head == "agents"
+                            else (state_dim,))
+        if param_head == "agents":
+            self.encoder = AgentGroupHead(obs_dim, self.circuit, hidden)
+        elif param_head == "shared":
             self.encoder = SharedGroupHead(state_dim, _group_sizes(self.circuit), hidden)
         else:
             self.encoder = mlp(state_dim, hidden, out_dim, out_scale=0.01)
 
-    def _states(self, observations) -> torch.Tensor:
+    def _inputs(self, observations) -> torch.Tensor:
         device = next(self.encoder.parameters()).device
-        states = torch.as_tensor(observations, dtype=torch.float32, device=device)
-        if states.dim() == 1:
-            states = states.unsqueeze(0)
-        if states.dim() != 2 or states.shape[1] != self.state_dim:
-            raise ValueError(f"observations must be global states [B, state_dim="
-                             f"{self.state_dim}] or [state_dim], got {list(states.shape)}")
-        return states
+        x = torch.as_tensor(observations, dtype=torch.float32, device=device)
+        shape = self.input_shape
+        if x.dim() == len(shape):
+            x = x.unsqueeze(0)
+        if tuple(x.shape[1:]) != shape:
+            what = ("per-agent observations [B, n, obs_dim]" if len(shape) == 2
+                    else "global states [B, state_dim]")
+            raise ValueError(f"observations must be {what} = [B, "
+                             f"{', '.join(map(str, shape))}] or one of them, got "
+                             f"{list(x.shape)}")
+        return x
 
     def distribution(self, observations) -> Distribution:
         """``pi(. | s)`` for global states ``[B, state_dim]`` (array or tensor; ``[state_dim]``
-        is a batch of one): a ``CircuitDistribution`` (or :class:`JointCategorical` for
-        ``softmax``) with batch shape ``[B]`` over the ``n`` agents' actions."""
-        params = self.encoder(self._states(observations))
+        is a batch of one), or with ``param_head="agents"`` for the agents' observations
+        ``[B, n, obs_dim]`` (``input_shape``): a ``CircuitDistribution`` (or
+        :class:`JointCategorical` for ``softmax``) with batch shape ``[B]`` over the ``n``
+        agents' actions."""
+        params = self.encoder(self._inputs(observations))
         if self.circuit is None:
             return JointCategorical(params, self.num_agents, self.num_actions)
         return self.circuit.distribution(params)
@@ -291,7 +392,7 @@ class JointPolicy(nn.Module):
         numpy int64 array for numpy (or list) input, a LongTensor for tensor input."""
         if isinstance(observations, Mapping):   # TypeError: a dict holds no global state
             observation_dict(observations, self.num_agents, None)
-        x, single = agent_input(observations, (self.state_dim,),
+        x, single = agent_input(observations, self.input_shape,
                                 next(self.encoder.parameters()).device)
         dist = self.distribution(x)
         actions = dist.mode if deterministic else dist.sample(generator=generator)

@@ -42,7 +42,7 @@ from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, AlgorithmSpe
                                     boolean, checked, fraction, integer, non_negative, number,
                                     one_of, positive, rate, widths)
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
-from spnpolicy.algos.policies import JointPolicy
+from spnpolicy.algos.policies import PARAM_HEADS, JointPolicy
 from spnpolicy.algos.policy_structures import check_policy
 from spnpolicy.algos.q_learning import epsilon_greedy, linear_epsilon
 from spnpolicy.training import Batch, VecEnv, make_target
@@ -63,9 +63,10 @@ ACTINGS = ("policy", "critics")
 class SpnAcConfig(OffPolicyConfig):
     """Hyperparameters of spn-ac and its variants (per-env overrides in ``ENV_DEFAULTS``).
 
-    For teams of many agents, ``param_head="shared"`` gives the circuit policy a parameter
-    network whose size hardly grows with the team (the flat head's last layer has one
-    output per circuit parameter)."""
+    For teams of many agents, ``param_head="agents"`` (or ``"shared"``) gives the circuit
+    policy a parameter network whose size hardly grows with the team (the flat head's last
+    layer has one output per circuit parameter), and ``critic_input="agents"`` does the same
+    for the critics."""
 
     policy: Any = checked("selective", lambda name, value: check_policy(value, name))
     """Joint policy: selective circuit, mean_field circuit, softmax (enumerates k**n), a name
@@ -77,11 +78,14 @@ class SpnAcConfig(OffPolicyConfig):
     """Sum nodes per region of the selective circuit (k**n makes it fully expressive)."""
     policy_hidden: tuple[int, ...] = checked((128, 128), widths)
     """Hidden widths of the policy's state encoder MLP."""
-    param_head: str = checked("flat", one_of("flat", "shared"))
-    """How the circuit's parameters come from the state: flat (one MLP, one output per
-    circuit parameter) or shared (one state encoder and one small head per parameter-group
-    size, shared by all groups and told apart by a learned embedding of each group's id;
-    JointPolicy's SharedGroupHead). Circuit policies only, not softmax."""
+    param_head: str = checked("flat", one_of(*PARAM_HEADS))
+    """How the circuit's parameters come from the policy's input: flat (one MLP on the
+    state, one output per circuit parameter), shared (one state encoder and one small head
+    per parameter-group size, shared by all groups and told apart by a learned embedding of
+    each group's id; JointPolicy's SharedGroupHead) or agents (the agents' own observations
+    through one encoder shared by every agent, each group reading the agents of its scope;
+    JointPolicy's AgentGroupHead; stores observations in the replay buffer). Circuit
+    policies only, not softmax."""
     critic_hidden: tuple[int, ...] = checked((128, 128), widths)
     """Hidden widths of each critic's MLP (on the state, or on each agent's input)."""
     critic_input: str = checked("state", one_of("state", "agents"))
@@ -178,9 +182,9 @@ class SpnAcConfig(OffPolicyConfig):
         if self.critic_input == "agents" and self.critic_rank:
             raise ValueError(f"critic_rank={self.critic_rank} needs critic_input='state'; the "
                              f"agents critics have full tables")
-        if self.param_head == "shared" and self.policy == "softmax":
-            raise ValueError("param_head='shared' needs a circuit policy; the softmax policy "
-                             "has no parameter groups to share a head across")
+        if self.param_head != "flat" and self.policy == "softmax":
+            raise ValueError(f"param_head={self.param_head!r} needs a circuit policy; the "
+                             f"softmax policy has no parameter groups to share a head across")
 
 
 #: Per-env (or env-family) defaults; everything else comes from ``SpnAcConfig``.
@@ -412,7 +416,8 @@ class CriticsAgent(ActingAgent):
     ``[B, n, obs_dim]`` for the agents critics, else on global states ``[B, state_dim]``;
     not ``deterministic``, each agent's action is replaced by a uniform one with
     probability ``epsilon`` (the Q-learners' exploring policy). ``distribution(states)``
-    is the joint policy's ``pi(. | s)`` for global states ``[B, state_dim]``.
+    is the joint policy's ``pi(. | s)`` for its inputs (global states ``[B, state_dim]``, or
+    observations ``[B, n, obs_dim]`` for ``param_head="agents"``).
 
     Attributes: ``policy`` (the :class:`JointPolicy`), ``critic`` (the critics' ensemble),
     ``num_agents``, ``num_actions``, ``state_dim`` (the policy's).
@@ -443,9 +448,10 @@ class CriticsAgent(ActingAgent):
     def sampled_actions(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return epsilon_greedy(self.greedy_actions(x), self.epsilon, self.num_actions, generator)
 
-    def distribution(self, states):
-        """The joint policy's ``pi(. | s)`` (:meth:`JointPolicy.distribution`)."""
-        return self.policy.distribution(states)
+    def distribution(self, inputs):
+        """The joint policy's ``pi(. | s)`` (:meth:`JointPolicy.distribution` on its
+        ``input_shape``)."""
+        return self.policy.distribution(inputs)
 
 
 class Temperature(nn.Module):
@@ -487,13 +493,17 @@ class SpnAc(OffPolicyAlgorithm):
         device = torch.device(cfg.device)
         n, k, state_dim = envs.num_agents, envs.num_actions, envs.state_dim
         self.cfg = cfg
-        self.policy = JointPolicy(state_dim, n, k, cfg.policy, cfg.width,
-                                  cfg.policy_hidden, param_head=cfg.param_head).to(device)
+        self.policy = JointPolicy(state_dim, n, k, cfg.policy, cfg.width, cfg.policy_hidden,
+                                  param_head=cfg.param_head,
+                                  obs_dim=envs.obs_dim if cfg.param_head == "agents" else None
+                                  ).to(device)
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
                                    seed=cfg.graph_seed)
-        # the joint policy reads the global state; the critics it, or each agent's observation
-        self.needs_obs = cfg.critic_input == "agents"
-        if self.needs_obs:
+        # the joint policy and the critics each read the global state, or each agent's
+        # observation (then the replay buffer stores the observations)
+        self.policy_reads_obs = cfg.param_head == "agents"
+        self.needs_obs = cfg.critic_input == "agents" or self.policy_reads_obs
+        if cfg.critic_input == "agents":
             self.critic = AgentFactorQ(graph, envs.obs_dim, k, cfg.critic_hidden, cfg.unary,
                                        payoff_hidden=cfg.critic_payoff_hidden,
                                        ensemble=2).to(device)
@@ -519,8 +529,8 @@ class SpnAc(OffPolicyAlgorithm):
         self.modules = {"policy": self.policy, "critic": self.critic,
                         "critic_target": self.critic_target, "temperature": self.temperature}
         self.agent = self.policy if cfg.acting == "policy" else CriticsAgent(
-            self.policy, self.critic, self.guidance, self.needs_obs, envs.obs_dim,
-            cfg.epsilon_finish)
+            self.policy, self.critic, self.guidance, cfg.critic_input == "agents",
+            envs.obs_dim, cfg.epsilon_finish)
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
         # cfg.compile, applied from outside to _update: the whole update (both losses, their
         # gradients, the optimiser steps) as one graph where the actor loss is pure tensor
@@ -558,33 +568,38 @@ class SpnAc(OffPolicyAlgorithm):
     @torch.inference_mode()
     def greedy(self, state, obs):
         if self.cfg.acting == "critics":
-            return self.agent.greedy_actions(obs if self.needs_obs else state)
-        return self.policy.distribution(state).mode
+            return self.agent.greedy_actions(obs if self.agent.needs_obs else state)
+        return self.policy.distribution(self._policy_input(state, obs)).mode
 
     @torch.inference_mode()
     def sample(self, state, obs, generator):
-        return self._sample_fn(state, generator)
+        return self._sample_fn(self._policy_input(state, obs), generator)
 
-    def _sample(self, state, generator):
-        """Sampled joint actions ``[E, n]`` for states ``[E, state_dim]``."""
-        return self.policy.distribution(state).sample(generator=generator)
+    def _policy_input(self, state, obs):
+        """What the joint policy reads: the states ``[B, S]``, or the observations
+        ``[B, n, obs_dim]`` for ``param_head="agents"``."""
+        return obs if self.policy_reads_obs else state
 
-    def _draw(self, state, generator):
+    def _sample(self, inputs, generator):
+        """Sampled joint actions ``[E, n]`` for the policy's inputs ``[E, ...]``."""
+        return self.policy.distribution(inputs).sample(generator=generator)
+
+    def _draw(self, inputs, generator):
         """The uniforms that :meth:`_sample` takes from ``generator`` on the region-tree
-        policy for states ``[E, state_dim]``, in its order
+        policy for inputs ``[E, ...]``, in its order
         (:meth:`~circuits.region_tree.RegionTree.draw_noise`)."""
         dtype = next(self.policy.encoder.parameters()).dtype    # the logits' (any param_head)
-        return self.policy.tree.draw_noise(state.shape[0], generator, dtype, state.device)
+        return self.policy.tree.draw_noise(inputs.shape[0], generator, dtype, inputs.device)
 
-    def _act(self, state, noise):
+    def _act(self, inputs, noise):
         """:meth:`_sample`'s joint actions ``[E, n]`` from its uniforms ``noise``
         (:meth:`_draw`)."""
-        return self.policy.distribution(state).sample_with(noise)
+        return self.policy.distribution(inputs).sample_with(noise)
 
     def _values(self, critic, state, obs) -> FactorValues:
         """The critic ensemble's values at states ``[B, S]``, or for the agents critics at
         observations ``[B, n, obs_dim]``."""
-        return critic.values(obs) if self.needs_obs else critic.values(state)
+        return critic.values(obs) if self.cfg.critic_input == "agents" else critic.values(state)
 
     def _critic_loss(self, state, obs, actions, reward, next_state, next_obs, steps,
                      terminated, alpha):
@@ -593,13 +608,12 @@ class SpnAc(OffPolicyAlgorithm):
         with torch.no_grad():
             # the soft value needs no gradient: its policy pass is recorded by no graph (a
             # shared pass over next states and states, sliced, costs more in the backward)
-            next_dist = self.policy.distribution(next_state)
+            next_dist = self.policy.distribution(self._policy_input(next_state, next_obs))
             next_value = soft_value(self._values(self.critic_target, next_state, next_obs),
                                     next_dist, alpha, self.value_offset)
         discount = self.cfg.gamma ** steps.to(next_value.dtype)
         target = reward + discount * (1.0 - terminated) * next_value
-        q = (self.critic.evaluate(obs, actions) if self.needs_obs
-             else self.critic.evaluate(state, actions))
+        q = self.critic.evaluate(obs if self.cfg.critic_input == "agents" else state, actions)
         return critic_loss(q, target),
 
     def _actor_loss(self, state, obs, alpha):
@@ -608,7 +622,7 @@ class SpnAc(OffPolicyAlgorithm):
         cfg = self.cfg
         with torch.no_grad():
             values = self._values(self.critic, state, obs)
-        dist = self.policy.distribution(state)
+        dist = self.policy.distribution(self._policy_input(state, obs))
         loss_actor, entropy = actor_loss(values, dist, alpha, cfg.actor_gradient,
                                          cfg.reinforce_samples,
                                          **self.guidance.loss_arguments(values))

@@ -121,3 +121,15 @@ def test_a_run_without_a_joint_policy_is_one_clear_error(tmp_path, algo, config)
     assert out.returncode == 2, out.stderr
     assert f"the run trained {algo!r}" in out.stderr and "holds no joint policy" in out.stderr
     assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_a_policy_on_the_agents_observations_is_one_clear_error(tmp_path):
+    # its input is per-agent observations, which the CLI's states are not
+    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=tmp_path, env_kwargs=COVERAGE,
+                    total_steps=64, num_envs=8, learning_starts=32, batch_size=16,
+                    eval_interval=64, eval_episodes=2, param_head="agents",
+                    verbose=False, progress=False)
+    out = query(tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "param_head='agents'" in out.stderr and "[B, n, obs_dim]" in out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1

@@ -1,0 +1,124 @@
+"""The per-agent parameter head of circuit policies (``param_head="agents"``): each parameter
+group reads only the agents of its scope, its shared part does not grow with the team, its
+distributions are exact, and spn-ac trains, saves and reloads with it."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import spnpolicy
+from spnpolicy.algos.policies import AgentGroupHead, JointPolicy, _group_sizes
+from spnpolicy.inference import load_agent
+from tests.circuits.helpers import engine
+
+
+def _group_scopes(policy) -> list[frozenset]:
+    """The agents each parameter group may read: its sum's (or leaf's) scope."""
+    plan = policy.circuit._plan_on(torch.device("cpu"))
+    scopes = {}
+    for p, g in enumerate(plan.param_group.tolist()):
+        node = int(plan.param_node[p])
+        scopes[g] = (plan.nodes[node - 1].scope if node >= 0
+                     else frozenset([int(plan.leaf_var[plan.param_leaf[p]])]))
+    return [scopes[g] for g in range(plan.num_param_groups)]
+
+
+@pytest.mark.parametrize("kind", ["mean_field", "selective"])
+def test_a_group_reads_only_the_agents_of_its_scope(kind):
+    # perturbing agent j's observation moves exactly the logits of the groups whose scope
+    # holds j (with weights large enough that every such group visibly moves)
+    torch.manual_seed(0)
+    n, obs_dim = 6, 5
+    policy = JointPolicy(11, n, 3, kind, width=4, param_head="agents", obs_dim=obs_dim)
+    with torch.no_grad():
+        for p in policy.encoder.parameters():
+            p.mul_(3.0)
+    x = torch.randn(2, n, obs_dim)
+    base = policy.encoder(x)
+    scopes, sizes = _group_scopes(policy), _group_sizes(policy.circuit)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for j in range(n):
+        moved = x.clone()
+        moved[:, j] += 2.0
+        delta = (policy.encoder(moved) - base).abs()
+        for g, scope in enumerate(scopes):
+            changed = delta[:, starts[g]:starts[g] + sizes[g]].max()
+            if j in scope:
+                assert changed > 1e-6, (j, g, sorted(scope))
+            else:
+                assert changed == 0, (j, g, sorted(scope))
+
+
+@pytest.mark.parametrize("kind", ["mean_field", "selective"])
+def test_shared_part_does_not_grow_with_the_team(kind):
+    def counts(n):
+        head = JointPolicy(1, n, 6, kind, width=16, param_head="agents", obs_dim=9).encoder
+        shared = sum(p.numel() for name, p in head.named_parameters() if name != "embedding")
+        return shared, head.embedding.shape[0]
+
+    (s16, g16), (s64, g64) = counts(16), counts(64)
+    assert s16 == s64 and g64 > g16             # only the group embedding grows
+
+
+@pytest.mark.parametrize("kind", ["mean_field", "selective"])
+def test_distribution_is_exact(kind):
+    # the enumerated joint probabilities sum to 1, the region tree's and the engine's
+    # layouts agree, and the entropy is the enumerated one
+    torch.manual_seed(1)
+    n, k = 3, 3
+    policy = JointPolicy(2, n, k, kind, width=4, param_head="agents", obs_dim=4)
+    with torch.no_grad():
+        for p in policy.encoder.heads.parameters():
+            p.mul_(300.0)
+    x = torch.randn(2, n, 4)
+    joint = torch.tensor(list(itertools.product(range(k), repeat=n)))   # [k**n, n]
+    values = joint[:, None, :].expand(-1, 2, -1)
+    fast = policy.distribution(x)
+    logp = engine(policy.circuit, policy.encoder(x)).log_prob(values)     # [k**n, 2]
+    torch.testing.assert_close(fast.log_prob(values), logp)
+    torch.testing.assert_close(logp.exp().sum(0), torch.ones(2))
+    torch.testing.assert_close(fast.entropy(), -(logp.exp() * logp).sum(0))
+    assert logp.exp().std() > 1e-3                                      # not uniform
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(2)
+    policy = JointPolicy(1, 5, 3, "selective", width=4, param_head="agents", obs_dim=6)
+    policy.distribution(torch.randn(8, 5, 6)).entropy().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in policy.encoder.parameters())
+
+
+def test_bad_input_names_the_shape_and_the_argument():
+    policy = JointPolicy(7, 3, 3, "selective", param_head="agents", obs_dim=5)
+    assert policy.input_shape == (3, 5)
+    with pytest.raises(ValueError, match=r"per-agent observations \[B, n, obs_dim\] = \[B, 3, 5\]"):
+        policy.distribution(torch.zeros(2, 7))          # a global state
+    with pytest.raises(ValueError, match="NaN or inf"):
+        policy.act(np.full((3, 5), np.nan))
+    with pytest.raises(ValueError, match="obs_dim"):
+        JointPolicy(7, 3, 3, "selective", param_head="agents")
+    with pytest.raises(ValueError, match="obs_dim"):
+        JointPolicy(7, 3, 3, "selective", obs_dim=5)
+    with pytest.raises(ValueError, match="softmax"):
+        JointPolicy(7, 3, 3, "softmax", param_head="agents", obs_dim=5)
+    assert isinstance(policy.encoder, AgentGroupHead)
+
+
+@pytest.mark.parametrize("critic_input", ["state", "agents"])
+def test_spn_ac_trains_saves_and_reloads_with_it(tmp_path, critic_input):
+    result = spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=160, out_dir=tmp_path,
+                             env_kwargs=dict(num_agents=3, grid_size=4, max_steps=8,
+                                             observation="relative"),
+                             learning_starts=64, batch_size=16, eval_interval=160,
+                             eval_episodes=2, param_head="agents", critic_input=critic_input,
+                             progress=False, verbose=False)
+    agent = load_agent(tmp_path)
+    assert agent.input_shape == result.agent.input_shape == (3, result.agent.input_shape[1])
+    x = np.random.default_rng(0).random((4, *agent.input_shape)).astype(np.float32)
+    assert np.array_equal(agent.act(x), result.agent.act(x))
+    torch.testing.assert_close(agent.distribution(x).entropy(),
+                               result.agent.distribution(x).entropy())
+    assert load_agent(tmp_path, acting="critics").distribution(x).marginals().shape == (4, 3, 6)
