@@ -112,9 +112,11 @@ def _select(kind: str, suite: Suite, chosen: Sequence[str] | None,
 
 
 def config_fields(algo: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The entries of a suite-style ``config`` that ``algo``'s config class has (a suite's
-    config applies to every algorithm with the field; the others ignore it)."""
-    names = {f.name for f in dataclasses.fields(get_algorithm(algo).config_cls)}
+    """The entries of a suite-style ``config`` that ``algo``'s config class has and does not
+    fix (a suite's config applies to every algorithm with the field; the others, and those
+    whose value of it defines them, ignore it)."""
+    spec = get_algorithm(algo)
+    names = {f.name for f in dataclasses.fields(spec.config_cls)} - set(spec.fixed)
     return {k: v for k, v in config.items() if k in names}
 
 

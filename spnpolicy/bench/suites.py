@@ -139,32 +139,38 @@ def _lift(num_agents: int, penalty: float) -> Task:
 
 #: The baselines of the many-agent suites (dcg only where its maximisation is affordable).
 MANY_AGENT_ALGOS = ("spn-ac", "meanfield-ac", "vdn", "qmix", "ippo", "mappo")
-#: Many-agent coverage: team size -> (grid side, observations, replay rows). One agent per
-#: 16 cells (the paper's 6 agents on 20x20 is one per 67): dense enough that the goals are
-#: found by a team that explores, small enough to learn on CPU. Horizon: 4 grid sides, twice
-#: the longest Manhattan path. Relative observations hold every agent-goal offset (a state
-#: of 2 n^2 + 5 n + 1 floats, n times over in the per-agent observations that the
-#: value-based agents replay): at 32 and 64 agents they do not fit in memory, so those teams
-#: observe absolute positions. The replay capacity keeps a buffer of states and per-agent
+#: Many-agent coverage: team size -> (grid side, replay rows). One agent per 16 cells (the
+#: paper's 6 agents on 20x20 is one per 67): dense enough that the goals are found by a team
+#: that explores, small enough to learn on CPU. Horizon: 4 grid sides, twice the longest
+#: Manhattan path. Egocentric observations: each agent's own cell and its offsets to every
+#: goal and agent, 6 n + 1 floats, beside the absolute state (5 n + 1); the relative ones
+#: repeat 2 n^2 offsets in the state and in every agent's observation, which does not fit
+#: in memory at 32 and 64 agents. The replay capacity keeps a buffer of states and per-agent
 #: observations at most about 2.5 GB (4 (state_dim + n obs_dim) bytes per row).
-_MANY_AGENTS = {16: (16, "relative", 50_000), 32: (24, "absolute", 50_000),
-                64: (32, "absolute", 25_000)}
+_MANY_AGENTS = {16: (16, 50_000), 32: (24, 50_000), 64: (32, 25_000)}
+
+
+#: spn-ac's family at many agents: the joint policy's parameters and the critics from the
+#: agents' own observations, through networks shared by every agent (the state-input ones
+#: need one output per agent and factor, and learn nothing per agent at 8 agents).
+_SHARED_BY_AGENTS = {"param_head": "agents", "critic_input": "agents"}
 
 
 def _many_agent_coverage(num_agents: int) -> Suite:
     """Coverage with ``num_agents`` agents, fixed and random goals, progress shaping with gamma
     0.9 (as coverage-paper: potential-based shaping's signal fades before these teams reach
-    the goals); the factored critics on ``2 n`` random pairs (O(n) factors)."""
-    size, observation, buffer_size = _MANY_AGENTS[num_agents]
+    the goals); the factored critics on ``2 n`` random pairs (O(n) factors); spn-ac's family
+    with networks shared by the agents."""
+    size, buffer_size = _MANY_AGENTS[num_agents]
     fixed = {"num_agents": num_agents, "grid_size": size, "max_steps": 4 * size,
-             **_LEARNABLE, "observation": observation}
+             **_LEARNABLE, "observation": "egocentric"}
     name = f"coverage-{num_agents}x{size}x{size}"
     algos = (*MANY_AGENT_ALGOS, "dcg") if num_agents <= 16 else MANY_AGENT_ALGOS
     return Suite(
         f"coverage-{num_agents}",
         f"many agents: coverage, {num_agents} agents on {size}x{size} (one agent per 16 cells), "
         f"{4 * size} steps (4 grid sides), sparse reward, fixed goals (layout_seed 0) and "
-        f"random goals, {observation} observations, progress shaping with gamma 0.9, critics on "
+        f"random goals, egocentric observations, progress shaping with gamma 0.9, critics on "
         f"{2 * num_agents} random pairwise factors, replay of {buffer_size:,} rows, 3 seeds",
         (Task(f"{name}-fixed", "coverage", fixed),
          Task(f"{name}-random", "coverage", {**fixed, "layout": "random"})),
@@ -172,7 +178,7 @@ def _many_agent_coverage(num_agents: int) -> Suite:
         Protocol(total_steps=1_000_000, eval_interval=50_000, eval_episodes=32,
                  checkpoint_interval=25_000),
         config={"factor_graph": "random", "num_factors": 2 * num_agents, "factor_order": 2,
-                "buffer_size": buffer_size, **_PROGRESS})
+                "buffer_size": buffer_size, **_PROGRESS, **_SHARED_BY_AGENTS})
 
 
 def _return_suite(name: str, description: str, tasks: tuple[Task, ...],

@@ -26,7 +26,7 @@ ACTION_NAMES = ("noop", "up", "down", "left", "right", "stay")
 MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1], [0, 0]], dtype=np.int64)
 REWARDS = ("sparse", "coverage", "distance")
 LAYOUTS = ("random", "fixed")
-OBSERVATIONS = ("absolute", "relative")
+OBSERVATIONS = ("absolute", "relative", "egocentric")
 #: Largest team whose assignment potential is computed by enumerating the n! assignments
 #: (batched); larger teams use scipy's `linear_sum_assignment` row by row.
 ENUMERATE_MAX_AGENTS = 6
@@ -72,6 +72,7 @@ class CoverageConfig:
 
     @property
     def relative(self) -> bool:
+        """Whether the state holds every agent-goal offset (``observation="relative"``)."""
         return self.observation == "relative"
 
     @property
@@ -83,14 +84,18 @@ class CoverageConfig:
     @property
     def obs_dim(self) -> int:
         """Length of one agent's observation: the state, a one-hot of n, and when relative
-        2n goal offsets and 2(n - 1) agent offsets: 6n + 1 or 2n^2 + 10n - 1."""
+        2n goal offsets and 2(n - 1) agent offsets: 6n + 1 or 2n^2 + 10n - 1; egocentric:
+        its own cell, the clock, the covered flags, a one-hot of n and the same offsets,
+        6n + 1."""
         n = self.num_agents
+        if self.observation == "egocentric":
+            return 6 * n + 1
         return self.state_dim + n + (4 * n - 2 if self.relative else 0)
 
     @property
     def low(self) -> float:
         """Lower bound of state and observation entries: -1 with offsets, else 0."""
-        return -1.0 if self.relative else 0.0
+        return 0.0 if self.observation == "absolute" else -1.0
 
     def fixed_goals(self) -> np.ndarray:
         """`[n, 2]` goal cells of the `fixed` layout: the first draw of `sample_layout`
@@ -242,24 +247,38 @@ def observations(state: np.ndarray, config: CoverageConfig | int) -> np.ndarray:
 
     Agent i sees the state, then one-hot(i, n); with `relative` observations then its
     offsets to goals 0..n-1 (`(goal_j - agent_i) / grid_size`, row then col) and to the
-    other agents in index order (`(agent_m - agent_i) / grid_size`, m != i). An int
+    other agents in index order (`(agent_m - agent_i) / grid_size`, m != i). With
+    `egocentric` observations it sees no copy of the state: its own cell `/ grid_size`,
+    the clock, the goals' covered flags, one-hot(i, n), then the same offsets. An int
     `config` is the number of agents of an `absolute` env.
     """
     if not isinstance(config, CoverageConfig):
         config = CoverageConfig(num_agents=config, grid_size=max(1, math.isqrt(config - 1) + 1))
-    n, relative = config.num_agents, config.relative
-    lead, dim = state.shape[:-1], state.shape[-1]
+    n, size = config.num_agents, config.grid_size
+    lead = state.shape[:-1]
     obs = np.empty(lead + (n, config.obs_dim), dtype=np.float32)
-    obs[..., :dim] = state[..., None, :]
-    obs[..., dim : dim + n] = np.eye(n, dtype=np.float32)
-    if relative:
-        start = dim + n
+    if config.observation == "egocentric":
+        obs[..., :2] = state[..., : 2 * n].reshape(lead + (n, 2))
+        obs[..., 2] = state[..., None, 5 * n]
+        obs[..., 3 : 3 + n] = state[..., None, 4 * n : 5 * n]
+        start = 3 + n
+    else:
+        start = state.shape[-1]
+        obs[..., :start] = state[..., None, :]
+    obs[..., start : start + n] = np.eye(n, dtype=np.float32)
+    if config.observation == "absolute":
+        return obs
+    start += n
+    agents, goals = state_positions(state, config)
+    if config.relative:
         obs[..., start : start + 2 * n] = state[..., 5 * n + 1:].reshape(lead + (n, 2 * n))
-        agents, _ = state_positions(state, config)
-        others = ~np.eye(n, dtype=bool)
-        offsets = agents[..., None, :, :] - agents[..., :, None, :]       # [..., i, m, 2]
-        offsets = offsets[..., others, :].reshape(lead + (n, 2 * (n - 1)))
-        np.divide(offsets, config.grid_size, out=obs[..., start + 2 * n:])
+    else:                                                     # [..., i, j, 2] -> [..., i, 2n]
+        to_goals = goals[..., None, :, :] - agents[..., :, None, :]
+        np.divide(to_goals.reshape(lead + (n, 2 * n)), size, out=obs[..., start : start + 2 * n])
+    others = ~np.eye(n, dtype=bool)
+    offsets = agents[..., None, :, :] - agents[..., :, None, :]           # [..., i, m, 2]
+    offsets = offsets[..., others, :].reshape(lead + (n, 2 * (n - 1)))
+    np.divide(offsets, size, out=obs[..., start + 2 * n:])
     return obs
 
 

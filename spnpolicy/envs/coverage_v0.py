@@ -12,8 +12,8 @@ observations, infos = env.reset(seed=0)
 |---|---|
 | Agents | `agent_0` ... `agent_{n-1}` |
 | Actions | `Discrete(6)`: 0 noop, 1 up (row-1), 2 down (row+1), 3 left (col-1), 4 right, 5 stay |
-| Observation | `absolute`: `Box(0, 1, (6n + 1,), float32)`, the global state then one-hot(agent index); `relative`: `Box(-1, 1, (2n^2 + 10n - 1,), float32)`, tables below |
-| State | `absolute`: `Box(0, 1, (5n + 1,), float32)`; `relative`: `Box(-1, 1, (2n^2 + 5n + 1,), float32)` |
+| Observation | `absolute`: `Box(0, 1, (6n + 1,), float32)`, the global state then one-hot(agent index); `relative`: `Box(-1, 1, (2n^2 + 10n - 1,), float32)`; `egocentric`: `Box(-1, 1, (6n + 1,), float32)`; tables below |
+| State | `absolute` and `egocentric`: `Box(0, 1, (5n + 1,), float32)` (`Box(-1, 1, ...)` for `egocentric`); `relative`: `Box(-1, 1, (2n^2 + 5n + 1,), float32)` |
 
 **Layout.** At reset the n goals are put on n distinct cells of the `grid_size x grid_size`
 grid and each agent on a uniformly random cell (agents may share cells with each other and
@@ -44,6 +44,19 @@ egocentric offsets, normalised by grid_size:
 |---|---|
 | `[0, 2n)` | `(goal_j - agent_i) / grid_size` for j = 0..n-1, row then col |
 | `[2n, 4n - 2)` | `(agent_m - agent_i) / grid_size` for the other agents m != i in index order |
+
+With `observation="egocentric"` the state is the absolute one, and agent i's observation
+holds no copy of it (its length grows as 6n + 1, not as the relative one's 2n^2 + 10n - 1,
+so teams of many agents can replay it):
+
+| slice | content |
+|---|---|
+| `[0, 2)` | its own cell `/ grid_size` |
+| `[2]` | steps elapsed since reset / max_steps |
+| `[3, 3 + n)` | 1.0 where goal j holds at least one agent |
+| `[3 + n, 3 + 2n)` | `one_hot(i, n)` |
+| `[3 + 2n, 3 + 4n)` | `(goal_j - agent_i) / grid_size` for j = 0..n-1, row then col |
+| `[3 + 4n, 6n + 1)` | `(agent_m - agent_i) / grid_size` for the other agents m != i in index order |
 
 **Rewards** (a team reward, the same for every agent; distances are Manhattan):
 - `sparse` (the paper's): 1 on the step when every goal holds an agent, and the episode

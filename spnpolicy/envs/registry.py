@@ -62,7 +62,9 @@ ENV_DESCRIPTIONS: dict[str, str] = {
                 f"coverage (the fraction of goals held) or distance (minus the mean distance "
                 f"from each goal to its nearest agent); state = agent positions, goal "
                 f"positions, goals held, time (5n+1 floats in [0, 1]); an agent's observation "
-                f"= the state + its one-hot index (observation='relative' adds offsets)",
+                f"= the state + its one-hot index (observation='relative' adds offsets; "
+                f"'egocentric': its own cell, time, goals held, one-hot index and offsets, "
+                f"no copy of the state)",
     "lift": f"n agents (num_agents, default {lift.LiftConfig.num_agents}) start 0..distance "
             f"steps from an object (default {lift.LiftConfig.distance}) and must lift it "
             f"together: actions {'/'.join(lift.ACTION_NAMES)}; reward 1 (success, the "

@@ -1,4 +1,5 @@
-"""Coverage env options: fixed layouts, relative observations, the assignment potential."""
+"""Coverage env options: fixed layouts, relative and egocentric observations, the assignment
+potential."""
 
 import itertools
 
@@ -15,6 +16,7 @@ OPTIONS = [
     {"num_agents": 3, "grid_size": 6, "max_steps": 30, "observation": "relative"},
     {"num_agents": 2, "grid_size": 3, "max_steps": 20, "layout": "fixed",
      "observation": "relative", "broken_agents": (1,)},
+    {"num_agents": 4, "grid_size": 5, "max_steps": 25, "observation": "egocentric"},
 ]
 
 
@@ -164,6 +166,32 @@ def test_vec_env_with_options_replays_the_pettingzoo_env(kwargs):
             np.testing.assert_array_equal(obs[e], np.stack([ref_obs[a] for a in agents]))
 
 
+def test_egocentric_observations_match_their_definition():
+    n, size = 4, 7
+    env = coverage_v0.parallel_env(num_agents=n, grid_size=size, max_steps=20,
+                                   observation="egocentric")
+    assert env.state_space.shape == (5 * n + 1,)               # the absolute state
+    assert env.observation_space("agent_0").shape == (6 * n + 1,)
+    assert env.observation_space("agent_0").low.min() == -1.0
+    observations, _ = env.reset(seed=5)
+    rng = np.random.default_rng(1)
+    for _ in range(15):
+        agents, goals = env.agent_positions, env.goal_positions
+        covered = (core.goal_distances(agents, goals) == 0).astype(np.float32)
+        np.testing.assert_array_equal(env.state(), core.global_state(
+            agents, goals, covered.astype(bool), env.elapsed, core.CoverageConfig(n, size, 20)))
+        for i, agent in enumerate(env.possible_agents):
+            expected = np.concatenate(
+                [agents[i] / size, [env.elapsed / 20], covered, np.eye(n)[i],
+                 *[(goals[j] - agents[i]) / size for j in range(n)],
+                 *[(agents[m] - agents[i]) / size for m in range(n) if m != i]])
+            np.testing.assert_allclose(observations[agent], expected, rtol=1e-6, atol=1e-7)
+        observations, _, terms, truncs, _ = env.step(
+            {a: int(u) for a, u in zip(env.possible_agents, rng.integers(0, 6, n))})
+        if any(terms.values()) or any(truncs.values()):
+            observations, _ = env.reset()
+
+
 def test_state_potential_reads_the_state_back():
     config = core.CoverageConfig(4, 9, 30, observation="relative")
     rng = np.random.default_rng(2)
@@ -177,7 +205,7 @@ def test_state_potential_reads_the_state_back():
     ({"layout": "grid"}, "layout"),
     ({"layout_seed": -1}, "layout_seed"),
     ({"layout_seed": 1.5}, "layout_seed"),
-    ({"observation": "egocentric"}, "observation"),
+    ({"observation": "allocentric"}, "observation"),
 ])
 def test_bad_options_name_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
