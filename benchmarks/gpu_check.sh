@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks in one script: the CUDA tests, then the many-agent cost, the engine and the
-# training speed with --device cuda. Each step has its own time limit and its own log, so a
+# The GPU checks in one script: the CUDA tests, then the many-agent cost (the suites' spn-ac,
+# and spn-ac on the global state), the engine and the training speed with --device cuda. Each step has its own time limit and its own log, so a
 # failing step leaves the others' figures. Results go to $OUT (default runs/gpu-check).
 #
 #     bash benchmarks/gpu_check.sh                  # on a machine with CUDA, from the repo root
@@ -9,6 +9,7 @@
 # PYTHON (default python3 when .venv is absent) runs everything; the package is read from
 # this checkout (PYTHONPATH), so no install is needed beyond its dependencies. DEVICE=cpu
 # QUICK=1 runs the same steps on the CPU at tiny sizes: a check of the script, not figures.
+# STEPS="tests engine" runs only those steps.
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-runs/gpu-check}
@@ -23,8 +24,11 @@ else
 fi
 export SPNPOLICY_TEST_DEVICE=$DEVICE PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
+STEPS=${STEPS:-tests many_agents_cost many_agents_cost_state engine train_speed}
+
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
     local name=$1 limit=$2; shift 2
+    [[ " $STEPS " == *" $name "* ]] || return 0
     local start=$SECONDS
     timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
     local rc=$?
@@ -46,6 +50,9 @@ step tests 100 "$PYTHON" -m pytest -q -p no:cacheprovider -n 4 tests/test_device
     tests/spnpolicy/test_engine_benchmark_script.py::test_selective_section_runs_on_cuda
 step many_agents_cost 200 "$PYTHON" benchmarks/many_agents_cost.py --device "$DEVICE" \
     "${COST[@]}" --out "$OUT/many_agents_cost_$DEVICE.json"
+step many_agents_cost_state 200 "$PYTHON" benchmarks/many_agents_cost.py --device "$DEVICE" \
+    "${COST[@]}" --full-agents --spn-ac param_head=flat --spn-ac critic_input=state \
+    --out "$OUT/many_agents_cost_state_$DEVICE.json"
 step engine 80 "$PYTHON" benchmarks/engine.py --device "$DEVICE" --sections reference selective \
     "${ENGINE[@]}" --out "$OUT/engine_$DEVICE.json"
 step train_speed 100 "$PYTHON" benchmarks/train_speed.py --device "$DEVICE" --repeats 1 \

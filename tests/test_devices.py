@@ -104,6 +104,8 @@ def test_factor_q_equal_the_cpu():
 
 @pytest.mark.parametrize("algo, config", [
     ("spn-ac", dict(learning_starts=32, batch_size=16)),
+    ("spn-ac", dict(learning_starts=32, batch_size=16, param_head="agents",
+                    critic_input="agents")),
     ("vdn", dict(learning_starts=32, batch_size=16, hidden=(16,))),
     ("masac", dict(learning_starts=32, batch_size=16)),
     ("mappo", dict()),
