@@ -94,7 +94,8 @@ class CircuitDistribution(Distribution):
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``[rows, V]`` -> ``[rows]``, row ``r`` under parameter row ``r % B'``."""
-        return passes.root_log_values(self._plan, self._params_for(x.shape[0]), x, x.shape[0])
+        params = self._params_for(x.shape[0])
+        return passes.root_log_values(self._plan, params, x, x.shape[0])
 
     def marginals(self) -> torch.Tensor:
         """Single-variable marginals ``[*batch, num_vars, max_states]`` (0 for missing states)."""
@@ -185,7 +186,8 @@ class CircuitDistribution(Distribution):
         plan = self._plan
         value = check_assignment(value, plan, "value", allow_missing=False).to(self._logp_ext.device)
         flat, lead = self._flatten(value, "value")
-        out = leave_one_out(plan, self._params_for(flat.shape[0]), flat)
+        params = self._params_for(flat.shape[0])
+        out = leave_one_out(plan, params, flat)
         return out.reshape(tuple(lead) + (plan.num_vars,))
 
     # --- torch.distributions API ------------------------------------------------------------

@@ -147,16 +147,17 @@ def root_log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, 
     (``plan.schedule.first``)."""
     fused = plan.schedule.first if x is not None and logp_ext.shape[0] == 1 else None
     if fused is None:
-        return upward_steps.root(plan, upward_steps.run(
-            plan, logp_ext, _leaf_values(plan, logp_ext, x, batch), exps=exps))
-    return upward_steps.root(plan, upward_steps.run(
-        plan, logp_ext, None, exps=exps, first=fused.values(logp_ext, x, exps)))
+        leaves, first = _leaf_values(plan, logp_ext, x, batch), None
+    else:
+        leaves, first = None, fused.values(logp_ext, x, exps)
+    return upward_steps.root(plan, upward_steps.run(plan, logp_ext, leaves, exps=exps,
+                                                    first=first))
 
 
 def log_values(plan: Plan, logp_ext: torch.Tensor, x: torch.Tensor | None, batch: int) -> torch.Tensor:
     """Log-value of every node ``[B, N]`` under evidence ``x [B, V]`` (a transposed view)."""
-    outs = upward_steps.run(plan, logp_ext, _leaf_values(plan, logp_ext, x, batch))
-    return upward_steps.node_values(plan, outs).T
+    leaves = _leaf_values(plan, logp_ext, x, batch)
+    return upward_steps.node_values(plan, upward_steps.run(plan, logp_ext, leaves)).T
 
 
 def posterior(plan: Plan, logp: torch.Tensor, vals: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
