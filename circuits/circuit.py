@@ -128,6 +128,24 @@ class Circuit(nn.Module):
         tree = self._tree_on(ext.device) is not None
         return (TreeDistribution if tree else CircuitDistribution)(self, ext, batch_shape)
 
+    def locally_normalised(self, log_weights: torch.Tensor) -> torch.Tensor:
+        """Logits ``[*batch, num_params]``, each group normalised, whose
+        :meth:`distribution` is ``p(x)`` proportional to the circuit's value at ``x`` under
+        the unnormalised sum-edge log-weights ``log_weights [*batch, num_params]`` (a
+        deterministic circuit: the product of ``exp(log_weights)`` over ``x``'s induced
+        tree); the leaves' entries are normalised on their own. A sum's weights absorb the
+        partition functions of its children's sub-circuits (one upward pass, then the
+        conditioning route's reweighting with no evidence)."""
+        log_weights = check_params(log_weights, self.num_params)
+        batch_shape = log_weights.shape[:-1]
+        flat = log_weights.reshape(math.prod(batch_shape), self.num_params)
+        plan = self._plan_on(flat.device)
+        leaf = plan.param_leaf.to(flat.device) >= 0
+        raw = torch.where(leaf, passes.normalise(plan, flat, "log_weights"), flat)
+        vals = passes.log_values(plan, passes.extend(raw), None, flat.shape[0])
+        free = torch.full((flat.shape[0], plan.num_vars), -1, device=flat.device)
+        return passes.posterior(plan, raw, vals, free).reshape(log_weights.shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`log_prob`."""
         return self.log_prob(x)
