@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from circuits.nodes import Product
+from circuits.nodes import Categorical, Product
 from circuits.region_tree import RegionTree
 from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
 from spnpolicy.training.observations import agent_input, observation_dict
@@ -224,16 +224,22 @@ class SharedGroupHead(GroupHeads):
 
 
 class AgentGroupHead(GroupHeads):
-    """Circuit logits ``[B, P]`` from per-agent inputs ``[B, n, input_dim]``, every network
-    shared by all agents and all parameter groups, so that the parameter count does not
-    grow with the team (only the group embedding does).
+    """Unnormalised circuit log-weights ``[B, P]`` from per-agent inputs ``[B, n,
+    input_dim]``, every network shared by all agents and all parameter groups, so that the
+    parameter count does not grow with the team (only the group embedding does); the policy
+    normalises them globally (:meth:`circuits.Circuit.locally_normalised`).
 
-    Each agent is embedded by one MLP, ``h_i = relu(MLP(x_i))`` ``[B, n, d]``. A parameter
-    group (a sum's weights, or a leaf's distribution) reads two scopes of agents: the two
-    factors' scopes where its children are products of two factors (the sums of a region
-    tree: the region's left and right child), else its own scope twice; a scope is read as
-    its agents' mean embedding. Groups reading the same pair of scopes share one feature
-    ``u = relu(M [mean_A h, mean_B h])``, the group's feature in :class:`GroupHeads`.
+    Each agent is embedded by one MLP, ``h_i = relu(MLP(x_i))`` ``[B, n, d]``, and scores its
+    own actions, ``f_i = F h_i`` ``[B, n, k]``. A parameter's log-weight is the scores of
+    the agents' actions it fixes (a leaf's state; a sum edge into a product, the indicator
+    leaves among the product's children), plus a correction: a parameter group (a sum's
+    weights, or a leaf's distribution) reads two scopes of agents, the two factors' scopes
+    where its children are products of two factors (the sums of a region tree: the region's
+    left and right child), else its own scope twice; a scope is read as its agents' mean
+    embedding. Groups reading the same pair of scopes share one feature ``u = relu(M
+    [mean_A h, mean_B h])``, the group's feature in :class:`GroupHeads`. With the
+    corrections at zero the distribution is the product of the agents' ``softmax(f_i)``:
+    the mean-field policy is the head's starting point, correlations what it adds.
 
     Args:
         input_dim: one agent's input size.
@@ -248,6 +254,15 @@ class AgentGroupHead(GroupHeads):
         self.encoder, self.mix = encoder, nn.Linear(2 * embed_dim, embed_dim)
         n = circuit.num_vars
         plan = circuit._plan_on(torch.device("cpu"))
+        k = plan.max_states
+        self.scores = mlp(embed_dim, (), k, out_scale=0.01)
+        # each parameter's (agent, action) scores, as entries of the flat [n * k] scores
+        # (entry n * k: a zero)
+        fixed = [_fixed_actions(plan, p) for p in range(plan.num_params)]
+        width = max((len(f) for f in fixed), default=0)
+        self.register_buffer("score_index", torch.tensor(
+            [[v * k + s for v, s in f] + [n * k] * (width - len(f)) for f in fixed],
+            dtype=torch.long).view(plan.num_params, width), persistent=False)
         group_of = plan.param_group.tolist()
         nodes, node_of = plan.nodes, plan.param_node.tolist()
         leaf_of, leaf_var = plan.param_leaf.tolist(), plan.leaf_var.tolist()
@@ -278,11 +293,31 @@ class AgentGroupHead(GroupHeads):
                              persistent=False)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``inputs [B, n, input_dim]`` -> logits ``[B, P]``."""
+        """``inputs [B, n, input_dim]`` -> unnormalised log-weights ``[B, P]``."""
         h = torch.relu(self.encoder(inputs))                                # [B, n, d]
         sides = torch.einsum("sun,bnd->bsud", self.pool, h)                 # [B, 2, U, d]
         u = torch.relu(self.mix(torch.cat([sides[:, 0], sides[:, 1]], -1)))  # [B, U, d]
-        return self.heads_of(u.index_select(1, self.pair_of))               # [B, P]
+        correction = self.heads_of(u.index_select(1, self.pair_of))         # [B, P]
+        scores = self.scores(h).flatten(1)                                  # [B, n k]
+        scores = torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], 1)
+        return correction + scores[:, self.score_index].sum(-1)
+
+
+def _fixed_actions(plan, p: int) -> list[tuple[int, int]]:
+    """The ``(agent, action)`` pairs that parameter ``p`` of ``plan`` fixes: a leaf's state,
+    or for a sum edge the indicator leaves below its child that no other parameter chooses
+    (reached through products and one-child sums, which have no parameter)."""
+    if int(plan.param_leaf[p]) >= 0:
+        return [(int(plan.leaf_var[plan.param_leaf[p]]), int(plan.param_state[p]))]
+    return _indicators_below(plan.nodes[int(plan.param_child[p]) - 1])
+
+
+def _indicators_below(node) -> list[tuple[int, int]]:
+    if isinstance(node, Categorical):
+        return [(node.var, node.support[0])] if len(node.support) == 1 else []
+    if isinstance(node, Product) or len(node.children) == 1:
+        return [pair for child in node.children for pair in _indicators_below(child)]
+    return []
 
 
 def _group_sizes(circuit) -> list[int]:
@@ -372,6 +407,8 @@ class JointPolicy(nn.Module):
         :class:`JointCategorical` for ``softmax``) with batch shape ``[B]`` over the ``n``
         agents' actions."""
         params = self.encoder(self._inputs(observations))
+        if self.param_head == "agents":
+            params = self.circuit.locally_normalised(params)
         if self.circuit is None:
             return JointCategorical(params, self.num_agents, self.num_actions)
         return self.circuit.distribution(params)

@@ -1,6 +1,7 @@
 """The per-agent parameter head of circuit policies (``param_head="agents"``): each parameter
 group reads only the agents of its scope, its shared part does not grow with the team, its
-distributions are exact, and spn-ac trains, saves and reloads with it."""
+distributions are exact, its starting point is the agents' own softmax, and spn-ac trains,
+saves and reloads with it."""
 
 import itertools
 
@@ -76,11 +77,34 @@ def test_distribution_is_exact(kind):
     joint = torch.tensor(list(itertools.product(range(k), repeat=n)))   # [k**n, n]
     values = joint[:, None, :].expand(-1, 2, -1)
     fast = policy.distribution(x)
-    logp = engine(policy.circuit, policy.encoder(x)).log_prob(values)     # [k**n, 2]
+    logits = policy.circuit.locally_normalised(policy.encoder(x))
+    logp = engine(policy.circuit, logits).log_prob(values)               # [k**n, 2]
     torch.testing.assert_close(fast.log_prob(values), logp)
     torch.testing.assert_close(logp.exp().sum(0), torch.ones(2))
     torch.testing.assert_close(fast.entropy(), -(logp.exp() * logp).sum(0))
     assert logp.exp().std() > 1e-3                                      # not uniform
+
+
+@pytest.mark.parametrize("kind", ["mean_field", "selective"])
+def test_without_corrections_the_policy_is_the_agents_own_softmax(kind):
+    # the head's starting point: every agent draws from softmax(f_i), independently
+    torch.manual_seed(4)
+    n, k = 4, 3
+    policy = JointPolicy(2, n, k, kind, width=5, param_head="agents", obs_dim=6)
+    head = policy.encoder
+    with torch.no_grad():
+        for p in head.heads.parameters():
+            p.zero_()
+        for p in head.scores.parameters():
+            p.mul_(200.0)
+    x = torch.randn(3, n, 6)
+    dist = policy.distribution(x)
+    own = torch.softmax(head.scores(torch.relu(head.encoder(x))), -1)          # [3, n, k]
+    torch.testing.assert_close(dist.marginals(), own)
+    joint = torch.tensor(list(itertools.product(range(k), repeat=n)))          # [k**n, n]
+    product = own[:, torch.arange(n), joint].prod(-1).T                      # [k**n, 3]
+    torch.testing.assert_close(dist.log_prob(joint[:, None].expand(-1, 3, -1)).exp(), product)
+    assert own.std() > 0.05                                                   # not uniform
 
 
 def test_gradients_reach_every_parameter():
