@@ -10,7 +10,9 @@ For every (team size, algorithm) over the coverage runs found under the paths gi
 directories, or folders holding them): the env steps trained, and the greedy success and
 final assignment potential (0 = every goal held) of the last evaluation, as the mean over
 seeds with a 95% bootstrap CI where there are several. Runs need not have reached their
-budget: the table states the steps each reached. With ``--cost`` (a file written by
+budget: the table states the steps each reached. ``--at N=STEPS`` compares the runs of
+team size N at their last evaluation at or before STEPS (an equal budget where runs went on
+for different lengths). With ``--cost`` (a file written by
 ``many_agents_cost.py``), also each algorithm's training env steps/s per team size. Writes
 ``<out>.json``, ``<out>.md`` and ``<out>.png`` and prints the markdown.
 """
@@ -31,8 +33,14 @@ from spnpolicy.bench.stats import mean_ci  # noqa: E402
 OUT = ROOT / "benchmarks" / "results" / "many-agents" / "team_size"
 
 
-def learning_rows(records) -> list[dict]:
-    """One row per (num_agents, algo): seeds, steps reached, final success and potential."""
+def learning_rows(records, at: dict[int, int] | None = None) -> list[dict]:
+    """One row per (num_agents, algo): seeds, steps reached, final success and potential;
+    ``at[n]``: team size n is read at each run's last evaluation at or before that step."""
+    at = at or {}
+
+    def last(run, n):
+        return [h for h in run.history if h["step"] <= at.get(n, h["step"])][-1]
+
     coverage = [r for r in records if r.env == "coverage" and r.history]
     if not coverage:
         raise ValueError("no coverage run with an evaluation among the paths given")
@@ -45,13 +53,13 @@ def learning_rows(records) -> list[dict]:
                           key=lambda r: r.seed)
             if not runs:
                 continue
+            final = [last(r, n) for r in runs]
             rows.append({
                 "num_agents": n, "algo": algo, "seeds": [r.seed for r in runs],
                 "grid_size": sorted({int(r.env_kwargs["grid_size"]) for r in runs}),
-                "steps": sorted({int(r.final["step"]) for r in runs}),
-                "success": mean_ci([r.final["success_rate"] for r in runs]).to_json(),
-                "final_potential": mean_ci(
-                    [r.final["final_potential"] for r in runs]).to_json(),
+                "steps": sorted({int(h["step"]) for h in final}),
+                "success": mean_ci([h["success_rate"] for h in final]).to_json(),
+                "final_potential": mean_ci([h["final_potential"] for h in final]).to_json(),
             })
     return rows
 
@@ -121,16 +129,28 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _team_step(text: str) -> tuple[int, int]:
+    try:
+        n, steps = (int(part) for part in text.split("="))
+    except ValueError:
+        raise ValueError(f"--at takes N=STEPS with integers, got {text!r}") from None
+    return n, steps
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories, or folders holding them")
     parser.add_argument("--cost", type=Path, help="a many_agents_cost.py results file")
+    parser.add_argument("--at", action="append", default=[], metavar="N=STEPS",
+                        help="read team size N at its runs' last evaluation at or before "
+                        "STEPS (repeatable)")
     parser.add_argument("--out", type=Path, default=OUT,
                         help="prefix of the .json, .md and .png written")
     args = parser.parse_args(argv)
     try:
+        at = dict(_team_step(text) for text in args.at)
         records = [load_run(path) for path in find_run_dirs(args.runs)]
-        summary = {"learning": learning_rows(records),
+        summary = {"learning": learning_rows(records, at), "at": at,
                    "cost": cost_rows(json.loads(args.cost.read_text())) if args.cost else [],
                    "cost_file": str(args.cost) if args.cost else None}
     except (ValueError, KeyError, OSError) as error:

@@ -55,3 +55,19 @@ def test_a_path_without_runs_is_one_error(tmp_path, capsys):
         plot.main([str(tmp_path), "--out", str(tmp_path / "t")])
     assert exit_.value.code == 2
     assert "holds no run directory" in capsys.readouterr().err
+
+
+def test_at_reads_a_team_size_at_an_equal_budget(tmp_path):
+    history = _train(tmp_path / "run", "vdn", 2, 0)
+    summary = plot.main([str(tmp_path), "--at", "2=40", "--out", str(tmp_path / "t")])
+    (row,) = summary["learning"]
+    at_32 = next(h for h in history if h["step"] == 32)
+    assert row["steps"] == [32]
+    assert row["final_potential"]["value"] == pytest.approx(at_32["final_potential"])
+
+
+def test_a_bad_at_is_one_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        plot.main([str(tmp_path), "--at", "2:40", "--out", str(tmp_path / "t")])
+    assert exit_.value.code == 2
+    assert "--at takes N=STEPS" in capsys.readouterr().err
