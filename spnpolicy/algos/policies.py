@@ -224,10 +224,10 @@ class SharedGroupHead(GroupHeads):
 
 
 class AgentGroupHead(GroupHeads):
-    """Unnormalised circuit log-weights ``[B, P]`` from per-agent inputs ``[B, n,
-    input_dim]``, every network shared by all agents and all parameter groups, so that the
-    parameter count does not grow with the team (only the group embedding does); the policy
-    normalises them globally (:meth:`circuits.Circuit.locally_normalised`).
+    """Circuit logits ``[B, P]`` from per-agent inputs ``[B, n, input_dim]``, every network
+    shared by all agents and all parameter groups, so that the parameter count does not grow
+    with the team (only the group embedding does): unnormalised log-weights, normalised
+    globally (:meth:`circuits.Circuit.locally_normalised`).
 
     Each agent is embedded by one MLP, ``h_i = relu(MLP(x_i))`` ``[B, n, d]``, and scores its
     own actions, ``f_i = F h_i`` ``[B, n, k]``. A parameter's log-weight is the scores of
@@ -254,6 +254,8 @@ class AgentGroupHead(GroupHeads):
         self.encoder, self.mix = encoder, nn.Linear(2 * embed_dim, embed_dim)
         n = circuit.num_vars
         plan = circuit._plan_on(torch.device("cpu"))
+        # the circuit stays the policy's module, not a submodule of this head
+        self._normalise = circuit.locally_normalised
         k = plan.max_states
         self.scores = mlp(embed_dim, (), k, out_scale=0.01)
         # each parameter's (agent, action) scores, as entries of the flat [n * k] scores
@@ -293,14 +295,14 @@ class AgentGroupHead(GroupHeads):
                              persistent=False)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``inputs [B, n, input_dim]`` -> unnormalised log-weights ``[B, P]``."""
+        """``inputs [B, n, input_dim]`` -> logits ``[B, P]``, each group normalised."""
         h = torch.relu(self.encoder(inputs))                                # [B, n, d]
         sides = torch.einsum("sun,bnd->bsud", self.pool, h)                 # [B, 2, U, d]
         u = torch.relu(self.mix(torch.cat([sides[:, 0], sides[:, 1]], -1)))  # [B, U, d]
         correction = self.heads_of(u.index_select(1, self.pair_of))         # [B, P]
         scores = self.scores(h).flatten(1)                                  # [B, n k]
         scores = torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], 1)
-        return correction + scores[:, self.score_index].sum(-1)
+        return self._normalise(correction + scores[:, self.score_index].sum(-1))
 
 
 def _fixed_actions(plan, p: int) -> list[tuple[int, int]]:
@@ -407,8 +409,6 @@ class JointPolicy(nn.Module):
         :class:`JointCategorical` for ``softmax``) with batch shape ``[B]`` over the ``n``
         agents' actions."""
         params = self.encoder(self._inputs(observations))
-        if self.param_head == "agents":
-            params = self.circuit.locally_normalised(params)
         if self.circuit is None:
             return JointCategorical(params, self.num_agents, self.num_actions)
         return self.circuit.distribution(params)

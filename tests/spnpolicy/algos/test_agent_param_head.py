@@ -77,8 +77,7 @@ def test_distribution_is_exact(kind):
     joint = torch.tensor(list(itertools.product(range(k), repeat=n)))   # [k**n, n]
     values = joint[:, None, :].expand(-1, 2, -1)
     fast = policy.distribution(x)
-    logits = policy.circuit.locally_normalised(policy.encoder(x))
-    logp = engine(policy.circuit, logits).log_prob(values)               # [k**n, 2]
+    logp = engine(policy.circuit, policy.encoder(x)).log_prob(values)               # [k**n, 2]
     torch.testing.assert_close(fast.log_prob(values), logp)
     torch.testing.assert_close(logp.exp().sum(0), torch.ones(2))
     torch.testing.assert_close(fast.entropy(), -(logp.exp() * logp).sum(0))
