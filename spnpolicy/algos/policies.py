@@ -30,7 +30,7 @@ from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
 from spnpolicy.training.observations import agent_input, observation_dict
 
 __all__ = ["AgentGroupHead", "GroupHeads", "JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS",
-           "PARAM_HEADS", "POLICY_KINDS", "SharedGroupHead", "mlp"]
+           "PARAM_HEADS", "POLICY_KINDS", "SCORE_BOUND", "SharedGroupHead", "mlp"]
 
 POLICY_KINDS = BUILTIN_POLICIES
 #: How a circuit policy's parameters come from its input: ``flat`` (one MLP on the global
@@ -42,6 +42,11 @@ POLICY_KINDS = BUILTIN_POLICIES
 PARAM_HEADS = ("flat", "shared", "agents")
 #: Width of the group-id embeddings and the shared state features of ``param_head="shared"``.
 GROUP_EMBED_DIM = 32
+#: ``param_head="agents"`` bounds each agent's action scores and each group correction to
+#: ``(-B, B)`` as ``B tanh(x / B)``: an agent's least likely action keeps at least about
+#: ``exp(-4 B)`` of its most likely one's probability, so a policy that turned
+#: near-deterministic keeps live ELBO and entropy gradients and can widen again.
+SCORE_BOUND = 4.0
 #: The softmax policy enumerates k**n joint actions; it is a reference for small n only.
 MAX_SOFTMAX_AGENTS = 5
 
@@ -230,27 +235,32 @@ class AgentGroupHead(GroupHeads):
     globally (:meth:`circuits.Circuit.locally_normalised`).
 
     Each agent is embedded by one MLP, ``h_i = relu(MLP(x_i))`` ``[B, n, d]``, and scores its
-    own actions, ``f_i = F h_i`` ``[B, n, k]``. A parameter's log-weight is the scores of
+    own actions, ``f_i = b(F h_i)`` ``[B, n, k]``, ``b(x) = B tanh(x / B)`` with ``B`` the
+    ``bound`` (:data:`SCORE_BOUND`). A parameter's log-weight is the scores of
     the agents' actions it fixes (a leaf's state; a sum edge into a product, the indicator
     leaves among the product's children), plus a correction: a parameter group (a sum's
     weights, or a leaf's distribution) reads two scopes of agents, the two factors' scopes
     where its children are products of two factors (the sums of a region tree: the region's
     left and right child), else its own scope twice; a scope is read as its agents' mean
     embedding. Groups reading the same pair of scopes share one feature ``u = relu(M
-    [mean_A h, mean_B h])``, the group's feature in :class:`GroupHeads`. With the
-    corrections at zero the distribution is the product of the agents' ``softmax(f_i)``:
+    [mean_A h, mean_B h])``, the group's feature in :class:`GroupHeads`, and each correction
+    is bounded by ``b`` too. With the corrections at zero the distribution is the product of the agents' ``softmax(f_i)``:
     the mean-field policy is the head's starting point, correlations what it adds.
 
     Args:
         input_dim: one agent's input size.
         circuit: the policy circuit (its parameter groups and their scopes).
         hidden: widths of the agent encoder MLP; ``embed_dim``: ``d``.
+        bound: ``B``, a positive float (``inf``: unbounded).
     """
 
     def __init__(self, input_dim: int, circuit, hidden: Sequence[int],
-                 embed_dim: int = GROUP_EMBED_DIM) -> None:
+                 embed_dim: int = GROUP_EMBED_DIM, bound: float = SCORE_BOUND) -> None:
+        if not bound > 0:
+            raise ValueError(f"bound must be a positive float (inf: unbounded), got {bound!r}")
         encoder = mlp(input_dim, hidden, embed_dim)
         super().__init__(_group_sizes(circuit), embed_dim)
+        self.bound = float(bound)
         self.encoder, self.mix = encoder, nn.Linear(2 * embed_dim, embed_dim)
         n = circuit.num_vars
         plan = circuit._plan_on(torch.device("cpu"))
@@ -294,13 +304,21 @@ class AgentGroupHead(GroupHeads):
                                                       for g in range(plan.num_param_groups)]),
                              persistent=False)
 
+    def _bounded(self, x: torch.Tensor) -> torch.Tensor:
+        return x if math.isinf(self.bound) else self.bound * torch.tanh(x / self.bound)
+
+    def action_scores(self, h: torch.Tensor) -> torch.Tensor:
+        """The agents' bounded action scores ``f`` ``[B, n, k]`` from their embeddings ``h``
+        ``[B, n, d]``."""
+        return self._bounded(self.scores(h))
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """``inputs [B, n, input_dim]`` -> logits ``[B, P]``, each group normalised."""
         h = torch.relu(self.encoder(inputs))                                # [B, n, d]
         sides = torch.einsum("sun,bnd->bsud", self.pool, h)                 # [B, 2, U, d]
         u = torch.relu(self.mix(torch.cat([sides[:, 0], sides[:, 1]], -1)))  # [B, U, d]
-        correction = self.heads_of(u.index_select(1, self.pair_of))         # [B, P]
-        scores = self.scores(h).flatten(1)                                  # [B, n k]
+        correction = self._bounded(self.heads_of(u.index_select(1, self.pair_of)))  # [B, P]
+        scores = self.action_scores(h).flatten(1)                           # [B, n k]
         scores = torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], 1)
         return self._normalise(correction + scores[:, self.score_index].sum(-1))
 

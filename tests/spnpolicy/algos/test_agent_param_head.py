@@ -4,13 +4,14 @@ distributions are exact, its starting point is the agents' own softmax, and spn-
 saves and reloads with it."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
 
 import spnpolicy
-from spnpolicy.algos.policies import AgentGroupHead, JointPolicy, _group_sizes
+from spnpolicy.algos.policies import SCORE_BOUND, AgentGroupHead, JointPolicy, _group_sizes
 from spnpolicy.inference import load_agent
 from tests.circuits.helpers import engine
 
@@ -98,7 +99,7 @@ def test_without_corrections_the_policy_is_the_agents_own_softmax(kind):
             p.mul_(200.0)
     x = torch.randn(3, n, 6)
     dist = policy.distribution(x)
-    own = torch.softmax(head.scores(torch.relu(head.encoder(x))), -1)          # [3, n, k]
+    own = torch.softmax(head.action_scores(torch.relu(head.encoder(x))), -1)   # [3, n, k]
     torch.testing.assert_close(dist.marginals(), own)
     joint = torch.tensor(list(itertools.product(range(k), repeat=n)))          # [k**n, n]
     product = own[:, torch.arange(n), joint].prod(-1).T                      # [k**n, 3]
@@ -145,3 +146,38 @@ def test_spn_ac_trains_saves_and_reloads_with_it(tmp_path, critic_input):
     torch.testing.assert_close(agent.distribution(x).entropy(),
                                result.agent.distribution(x).entropy())
     assert load_agent(tmp_path, acting="critics").distribution(x).marginals().shape == (4, 3, 6)
+
+
+@pytest.mark.parametrize("kind", ["mean_field", "selective"])
+def test_bounded_scores_keep_every_action_possible(kind):
+    # scores pushed far past the bound: a joint action's log-weight is a sum of at most n
+    # scores and (on the selective circuit's paths) fewer than 3 n corrections, each in
+    # (-B, B), so every joint action keeps a log-probability above -2 B (4 n) - n log k; on
+    # the mean-field circuit each agent's least likely action keeps at least exp(-4 B) of
+    # its most likely one's probability. Unbounded, the same weights rule actions out.
+    torch.manual_seed(5)
+    n, k = 4, 3
+    policy = JointPolicy(2, n, k, kind, width=3, param_head="agents", obs_dim=6)
+    head = policy.encoder
+    with torch.no_grad():
+        for p in [*head.scores.parameters(), *head.heads.parameters()]:
+            p.mul_(1e5)
+    unbounded = AgentGroupHead(6, policy.circuit, (128, 128), bound=math.inf)
+    unbounded.load_state_dict(head.state_dict())
+    x = torch.randn(3, n, 6)
+    joint = torch.tensor(list(itertools.product(range(k), repeat=n)))[:, None].expand(-1, 3, -1)
+    floor = -2 * SCORE_BOUND * 4 * n - n * math.log(k)
+    for logits, bounded in ((head(x), True), (unbounded(x), False)):
+        dist = policy.circuit.distribution(logits)
+        assert (dist.log_prob(joint).min() > floor) == bounded
+        if kind == "mean_field":
+            marginals = dist.marginals()                                   # [3, n, k]
+            ratio = marginals.min(-1).values / marginals.max(-1).values
+            assert bool((ratio >= math.exp(-4 * SCORE_BOUND) * 0.999).all()) == bounded
+    assert policy.distribution(x).entropy().max() < 0.7 * n * math.log(k)      # not uniform
+
+
+def test_the_bound_must_be_positive():
+    policy = JointPolicy(2, 3, 3, "selective", width=3, param_head="agents", obs_dim=6)
+    with pytest.raises(ValueError, match="bound must be a positive float"):
+        AgentGroupHead(6, policy.circuit, (8,), bound=0.0)
