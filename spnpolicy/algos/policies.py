@@ -46,7 +46,7 @@ GROUP_EMBED_DIM = 32
 #: ``(-B, B)`` as ``B tanh(x / B)``: an agent's least likely action keeps at least about
 #: ``exp(-4 B)`` of its most likely one's probability, so a policy that turned
 #: near-deterministic keeps live ELBO and entropy gradients and can widen again.
-SCORE_BOUND = 4.0
+SCORE_BOUND = 8.0
 #: The softmax policy enumerates k**n joint actions; it is a reference for small n only.
 MAX_SOFTMAX_AGENTS = 5
 
