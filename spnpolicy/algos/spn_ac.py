@@ -195,10 +195,10 @@ ENV_DEFAULTS = {
                                    policy_hidden=(32,), critic_hidden=(32,), actor_lr=3e-3,
                                    critic_lr=1e-2, alpha=1.0, alpha_lr=3e-2),
     # Coverage ends on success, so a per-step entropy bonus makes success cost about
-    # alpha H / (1 - gamma) of bonus no longer collected: kl_uniform has no such bonus.
-    # (benchmarks/README.md, "Coverage defaults"). No joint action there is penalised when
-    # only some agents take it, and the shaped reward reaches every joint action: the mode
-    # guidance has nothing to recover and slows learning, so it is off.
+    # alpha H / (1 - gamma) of bonus no longer collected: kl_uniform has no such bonus
+    # (benchmarks/results/coverage/README.md, "Coverage defaults"). No joint action there is
+    # penalised when only some agents take it, and the shaped reward reaches every joint
+    # action: the mode guidance has nothing to recover and slows learning, so it is off.
     "coverage": COVERAGE_BUDGET | dict(regulariser="kl_uniform", mode_guidance=0.0),
     # Predator-prey: a capture pays only when two predators next to one prey catch in the
     # same step, which each sees in its own window, so the critics are the agents critics

@@ -111,8 +111,9 @@ _MATRIX_TASKS = (Task("climbing", "climbing"),
 
 # The learnable coverage setting: goals on cells fixed by layout_seed, egocentric
 # offsets in the observations, and potential-based shaping of the sparse reward for every
-# algorithm (`shaping`, evaluation on the env's own reward). benchmarks/README.md has the
-# evidence: without these, 3 agents on 6x6 stay at the random policy's level.
+# algorithm (`shaping`, evaluation on the env's own reward). The coverage study log
+# (benchmarks/results/coverage/README.md) has the evidence: without these, 3 agents on 6x6
+# stay at the random policy's level.
 _LEARNABLE = {"reward": "sparse", "layout": "fixed", "layout_seed": 0,
               "observation": "relative"}
 _COVERAGE_QUICK = {"num_agents": 3, "grid_size": 6, "max_steps": 50, **_LEARNABLE}
@@ -122,8 +123,7 @@ _COVERAGE_PAPER = {"num_agents": 6, "grid_size": 20, "max_steps": 200, **_LEARNA
 _SHAPING = {"shaping": True}
 # coverage-paper's reward is never reached by chance (6 agents on 20x20): potential-based
 # shaping's signal fades there as the values converge. The undiscounted progress with gamma
-# 0.9 keeps a signal
-# (benchmarks/README.md, "coverage-paper").
+# 0.9 keeps a signal (benchmarks/results/coverage/README.md, "coverage-paper").
 _PROGRESS = {"shaping": True, "shaping_form": "progress", "gamma": 0.9}
 
 #: The coordination suite's algorithms: the joint, mean-field and score-function policies
