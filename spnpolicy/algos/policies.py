@@ -43,8 +43,9 @@ PARAM_HEADS = ("flat", "shared", "agents")
 #: Width of the group-id embeddings and the shared state features of ``param_head="shared"``.
 GROUP_EMBED_DIM = 32
 #: ``param_head="agents"`` bounds each agent's action scores and each group correction to
-#: ``(-B, B)`` as ``B tanh(x / B)``: an agent's least likely action keeps at least about
-#: ``exp(-4 B)`` of its most likely one's probability, so a policy that turned
+#: ``(-B, B)`` as ``b(x) = B x / sqrt(B^2 + x^2)``: an agent's least likely action keeps at
+#: least about ``exp(-4 B)`` of its most likely one's probability, and ``b``'s slope never
+#: reaches 0 (tanh's does, in float32, past ``|x| > 9 B``), so a policy that turned
 #: near-deterministic keeps live ELBO and entropy gradients and can widen again.
 SCORE_BOUND = 8.0
 #: The softmax policy enumerates k**n joint actions; it is a reference for small n only.
@@ -235,8 +236,8 @@ class AgentGroupHead(GroupHeads):
     globally (:meth:`circuits.Circuit.locally_normalised`).
 
     Each agent is embedded by one MLP, ``h_i = relu(MLP(x_i))`` ``[B, n, d]``, and scores its
-    own actions, ``f_i = b(F h_i)`` ``[B, n, k]``, ``b(x) = B tanh(x / B)`` with ``B`` the
-    ``bound`` (:data:`SCORE_BOUND`). A parameter's log-weight is the scores of
+    own actions, ``f_i = b(F h_i)`` ``[B, n, k]``, ``b(x) = B x / sqrt(B^2 + x^2)`` with
+    ``B`` the ``bound`` (:data:`SCORE_BOUND`). A parameter's log-weight is the scores of
     the agents' actions it fixes (a leaf's state; a sum edge into a product, the indicator
     leaves among the product's children), plus a correction: a parameter group (a sum's
     weights, or a leaf's distribution) reads two scopes of agents, the two factors' scopes
@@ -305,7 +306,9 @@ class AgentGroupHead(GroupHeads):
                              persistent=False)
 
     def _bounded(self, x: torch.Tensor) -> torch.Tensor:
-        return x if math.isinf(self.bound) else self.bound * torch.tanh(x / self.bound)
+        if math.isinf(self.bound):
+            return x
+        return x * torch.rsqrt(1.0 + (x / self.bound).square())
 
     def action_scores(self, h: torch.Tensor) -> torch.Tensor:
         """The agents' bounded action scores ``f`` ``[B, n, k]`` from their embeddings ``h``

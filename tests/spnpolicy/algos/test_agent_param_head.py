@@ -181,3 +181,15 @@ def test_the_bound_must_be_positive():
     policy = JointPolicy(2, 3, 3, "selective", width=3, param_head="agents", obs_dim=6)
     with pytest.raises(ValueError, match="bound must be a positive float"):
         AgentGroupHead(6, policy.circuit, (8,), bound=0.0)
+
+
+def test_the_bound_keeps_a_slope_far_past_it():
+    # a score pushed far past the bound still has a gradient (tanh's is exactly 0 there in
+    # float32), so the policy can come back
+    policy = JointPolicy(2, 3, 3, "selective", width=3, param_head="agents", obs_dim=6)
+    x = torch.tensor([-1e4, -100.0, 0.0, 3.0, 100.0, 1e4], requires_grad=True)
+    y = policy.encoder._bounded(x)
+    assert bool((y.abs() < SCORE_BOUND).all())
+    torch.testing.assert_close(y[2:4], torch.tensor([0.0, 3.0 / math.sqrt(1 + (3.0 / SCORE_BOUND) ** 2)]))
+    y.sum().backward()
+    assert bool((x.grad > 0).all())
