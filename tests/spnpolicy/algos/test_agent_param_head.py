@@ -85,18 +85,25 @@ def test_distribution_is_exact(kind):
     assert logp.exp().std() > 1e-3                                      # not uniform
 
 
+def _scaled_policy(kind, n, k, seed, width, corrections, scores):
+    """An agents-head policy (inputs [B, n, 6]) with its correction heads' and action
+    scores' last layers multiplied by ``corrections`` and ``scores``."""
+    torch.manual_seed(seed)
+    policy = JointPolicy(2, n, k, kind, width=width, param_head="agents", obs_dim=6)
+    with torch.no_grad():
+        for p in policy.encoder.heads.parameters():
+            p.mul_(corrections)
+        for p in policy.encoder.scores.parameters():
+            p.mul_(scores)
+    return policy
+
+
 @pytest.mark.parametrize("kind", ["mean_field", "selective"])
 def test_without_corrections_the_policy_is_the_agents_own_softmax(kind):
     # the head's starting point: every agent draws from softmax(f_i), independently
-    torch.manual_seed(4)
     n, k = 4, 3
-    policy = JointPolicy(2, n, k, kind, width=5, param_head="agents", obs_dim=6)
+    policy = _scaled_policy(kind, n, k, seed=4, width=5, corrections=0.0, scores=200.0)
     head = policy.encoder
-    with torch.no_grad():
-        for p in head.heads.parameters():
-            p.zero_()
-        for p in head.scores.parameters():
-            p.mul_(200.0)
     x = torch.randn(3, n, 6)
     dist = policy.distribution(x)
     own = torch.softmax(head.action_scores(torch.relu(head.encoder(x))), -1)   # [3, n, k]
@@ -155,13 +162,9 @@ def test_bounded_scores_keep_every_action_possible(kind):
     # (-B, B), so every joint action keeps a log-probability above -2 B (4 n) - n log k; on
     # the mean-field circuit each agent's least likely action keeps at least exp(-4 B) of
     # its most likely one's probability. Unbounded, the same weights rule actions out.
-    torch.manual_seed(5)
     n, k = 4, 3
-    policy = JointPolicy(2, n, k, kind, width=3, param_head="agents", obs_dim=6)
+    policy = _scaled_policy(kind, n, k, seed=5, width=3, corrections=1e5, scores=1e5)
     head = policy.encoder
-    with torch.no_grad():
-        for p in [*head.scores.parameters(), *head.heads.parameters()]:
-            p.mul_(1e5)
     unbounded = AgentGroupHead(6, policy.circuit, (128, 128), bound=math.inf)
     unbounded.load_state_dict(head.state_dict())
     x = torch.randn(3, n, 6)
