@@ -245,8 +245,9 @@ class AgentGroupHead(GroupHeads):
     left and right child), else its own scope twice; a scope is read as its agents' mean
     embedding. Groups reading the same pair of scopes share one feature ``u = relu(M
     [mean_A h, mean_B h])``, the group's feature in :class:`GroupHeads`, and each correction
-    is bounded by ``b`` too. With the corrections at zero the distribution is the product of the agents' ``softmax(f_i)``:
-    the mean-field policy is the head's starting point, correlations what it adds.
+    is bounded by ``b`` too. With the corrections at zero the distribution is the product of
+    the agents' ``softmax(f_i)``: the mean-field policy is the head's starting point,
+    correlations what it adds.
 
     Args:
         input_dim: one agent's input size.

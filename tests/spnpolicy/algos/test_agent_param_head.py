@@ -193,6 +193,7 @@ def test_the_bound_keeps_a_slope_far_past_it():
     x = torch.tensor([-1e4, -100.0, 0.0, 3.0, 100.0, 1e4], requires_grad=True)
     y = policy.encoder._bounded(x)
     assert bool((y.abs() < SCORE_BOUND).all())
-    torch.testing.assert_close(y[2:4], torch.tensor([0.0, 3.0 / math.sqrt(1 + (3.0 / SCORE_BOUND) ** 2)]))
+    expected = torch.tensor([0.0, 3.0 / math.sqrt(1 + (3.0 / SCORE_BOUND) ** 2)])
+    torch.testing.assert_close(y[2:4], expected)
     y.sum().backward()
     assert bool((x.grad > 0).all())
