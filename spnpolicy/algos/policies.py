@@ -440,7 +440,10 @@ class JointPolicy(nn.Module):
         """Whether :meth:`distribution`'s training queries are pure tensor ops, with no
         branch on values, so that torch.compile traces an update through them as one graph:
         the region tree (selective) and the softmax, not the circuit engine (its exactness
-        guard recomputes the columns that lost precision)."""
+        guard recomputes the columns that lost precision), which the agents head's global
+        normalisation runs."""
+        if self.param_head == "agents":
+            return False
         return self.tree is not None or self.circuit is None
 
     @torch.no_grad()

@@ -18,12 +18,13 @@ from tests.run_helpers import assert_same_run, replay_batches
 ENV = dict(num_agents=3, grid_size=4, max_steps=10)
 
 
-def _eager_and_compiled(algo: str, hidden: int):
+def _eager_and_compiled(algo: str, hidden: int, **overrides):
     """The envs and two ``algo`` algorithms from the same initial weights, with
     ``compile=False`` and ``compile=True`` (both without mode guidance, which compile=True
-    switches off)."""
+    switches off); ``overrides``: more config fields."""
     cfg = make_config(algo, "coverage", dict(num_envs=8, width=4, policy_hidden=(hidden,),
-                                             critic_hidden=(hidden,), mode_guidance=0.0))
+                                             critic_hidden=(hidden,), mode_guidance=0.0,
+                                             **overrides))
     envs = make_vec_env("coverage", cfg.num_envs, seed=0, **ENV)
     algos = []
     for compiled in (False, True):
@@ -32,19 +33,22 @@ def _eager_and_compiled(algo: str, hidden: int):
     return envs, algos
 
 
-@pytest.mark.parametrize("algo, whole", [("spn-ac", True), ("exact-softmax", True),
-                                         ("meanfield-ac", False)])
-def test_compiled_updates_equal_eager_ones(algo, whole):
+@pytest.mark.parametrize("algo, overrides, whole", [
+    ("spn-ac", {}, True), ("exact-softmax", {}, True), ("meanfield-ac", {}, False),
+    ("spn-ac", {"param_head": "agents", "critic_input": "agents"}, False)],
+    ids=["spn-ac", "exact-softmax", "meanfield-ac", "spn-ac-agents-head"])
+def test_compiled_updates_equal_eager_ones(algo, overrides, whole):
     """Same initial weights, same batches: every update's metrics and weights agree with the
     eager algorithm's to float32 rounding (the first update traces and compiles, the rest
     run the compiled code): the whole update as one graph, or each loss apart where the
-    policy answers on the circuit engine (mean-field)."""
-    envs, (eager, compiled) = _eager_and_compiled(algo, hidden=32)
+    policy answers on the circuit engine (mean-field, and the agents head's global
+    normalisation)."""
+    envs, (eager, compiled) = _eager_and_compiled(algo, hidden=32, **overrides)
     assert compiled.notes and not eager.notes
     assert compiled.guidance.weight == 0.0
     assert isinstance(compiled._update_fn, CompiledUpdate) == whole
     graphs = counters["stats"]["unique_graphs"]
-    for batch in replay_batches(envs, 5):
+    for batch in replay_batches(envs, 5, observations=eager.needs_obs):
         expected, got = eager.update(batch), compiled.update(batch)
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
