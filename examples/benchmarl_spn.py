@@ -3,10 +3,11 @@
 Run: .venv/bin/python examples/benchmarl_spn.py      # 20,000 frames of VMAS navigation
 
 Needs the ``benchmarl`` extra (``SPNPOLICY_EXTRAS=benchmarl bash scripts/setup.sh``). Two
-agents must each reach their own goal (VMAS ``navigation``, 5 discrete moves, episodes of
-50 steps); the reward is the decrease of the distance to the goal, so a policy that walks
-at random drifts away and scores below 0. The script prints the greedy return of the
-trained joint policy beside a uniformly random policy's, on the same 32 episodes.
+agents must each reach their own goal (VMAS ``navigation``, 9 discrete moves: still, the 4
+sides and the 4 diagonals; episodes of 50 steps); the reward is the decrease of the distance
+to the goal, so a policy that walks at random drifts away and scores below 0. The script
+prints the greedy return of the trained joint policy beside a uniformly random policy's, on
+the same 32 episodes.
 """
 
 from __future__ import annotations
