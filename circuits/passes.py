@@ -169,15 +169,15 @@ def posterior(plan: Plan, logp: torch.Tensor, vals: torch.Tensor, x: torch.Tenso
     out = logp
     is_edge = plan.param_node >= 0
     if bool(is_edge.any()):
-        parent = vals[:, plan.param_node.clamp(min=0)]
-        child = vals[:, plan.param_child.clamp(min=0)]
+        parent = vals.index_select(1, plan.param_node.clamp(min=0))
+        child = vals.index_select(1, plan.param_child.clamp(min=0))
         reweighted = logp + child - torch.where(torch.isfinite(parent), parent, torch.zeros_like(parent))
         out = torch.where(is_edge & torch.isfinite(parent), reweighted, out)
     is_leaf = plan.param_leaf >= 0
     if bool(is_leaf.any()):
         leaf = plan.param_leaf.clamp(min=0)
         observed = x[:, plan.leaf_var[leaf]]                          # [B, P]
-        at_obs = vals[:, 1 + leaf]
+        at_obs = vals.index_select(1, 1 + leaf)
         point = torch.where(observed == plan.param_state, torch.zeros_like(logp), NEG_INF)
         restrict = is_leaf & (observed >= 0) & torch.isfinite(at_obs)
         out = torch.where(restrict, point, out)
