@@ -1,8 +1,10 @@
-"""BenchMARL's implementations beside ours on VMAS navigation: same task, frames and evaluation.
+"""BenchMARL's implementations beside ours, VMAS navigation or MPE simple_spread: same task, frames
+and evaluation.
 
 Two harnesses: BenchMARL's own algorithms (and spn-ac as a BenchMARL algorithm) in BenchMARL's
 ``Experiment``, and our own implementations of the same algorithms trained by
-``spnpolicy.train``.
+``spnpolicy.train``. Two tasks (``--task``): ``navigation`` (the default; all that follows up
+to the simple_spread section is about it) and ``simple_spread``.
 
 **Task.** 2-agent VMAS ``navigation``, 50-step episodes: BenchMARL's ``VmasTask.NAVIGATION``
 config after ``update(n_agents=2, max_steps=50)`` (:func:`benchmarl_spn.navigation_experiment`,
@@ -59,6 +61,37 @@ our spn-ac's policy reads the global state (6 floats per agent), BenchMARL's spn
 concatenated observations; training episodes are drawn per copy from seeded generators in
 ours and from VMAS' one shared generator in BenchMARL (identically distributed, not the same).
 
+**simple_spread** (``--task simple_spread``). 3-agent MPE simple_spread (cooperative
+navigation: 3 agents cover 3 landmarks), 100-step episodes: BenchMARL's
+``PettingZooTask.SIMPLE_SPREAD`` config ``{task: simple_spread_v3, max_cycles: 100,
+local_ratio: 0.5, N: 3}``. BenchMARL's own env builder fails here (torchrl's ``PettingZooEnv``
+imports ``pettingzoo.mpe``, which pettingzoo >= 1.25 replaced by "MPE has been moved into its
+own package: MPE2"), so the BenchMARL task is ``Mpe2PettingZooClass``
+(``spnpolicy.integrations.benchmarl``): BenchMARL's ``PettingZooClass`` (its specs, group map
+``agent: [agent_0, agent_1, agent_2]``, state, ``max_steps`` = ``max_cycles``) with the same
+env built from ``mpe2`` (see its docstring).
+Our env ``mpe/simple_spread`` is mpe2's too, given the config's ``N``, ``local_ratio`` and
+``max_cycles`` (``task`` names the env: ``simple_spread_v3`` is what ``mpe/simple_spread``
+builds); mpe2's other arguments are its defaults in both. Matched here, unlike navigation: the
+time limit is a truncation in both (mpe2 truncates at ``max_cycles``, torchrl keeps it as
+``truncated``, not ``terminated``); the actions are mpe2's own 5 indices in both (no_action,
+left, right, down, up; no translation); our global state is mpe2's ``state()``, the agents'
+observations concatenated (54 floats), which is BenchMARL's ``state`` and the input of its
+spn-ac. The evaluation env is BenchMARL's test env for this task: PettingZoo envs are not
+vectorised, so it is one env and the 32 test episodes (100 steps each) are played one after
+the other after ``set_seed(123)`` and ``torch.manual_seed(123)``, by :func:`task_return`
+(the same reading as ``team_return``: per step the agents' mean reward, summed over the
+episode, mean over the episodes), for both harnesses: the identical 32 episodes (mpe2 draws
+each reset from the env's generator seeded once). Not matched: the schedules, networks,
+exploration and replay (as for navigation), the learning signal (ours the agents' mean
+reward; BenchMARL's MAPPO and MASAC each agent's reward, which differ by each agent's
+collision penalty; its QMIX and VDN their mean) and the training episodes
+(``NOT_MATCHED_SPREAD``, ``settings["ours"]["not_matched"]``). BenchMARL's PettingZoo task
+gives every copy of its training env the experiment's seed, so its 10 copies play the same
+initial state at every episode (they reset together, every 100 steps, from generators in the
+same state): 1 distinct initial state per 1,000 frames, where our 10 copies draw 10. That is
+BenchMARL's behaviour with its own PettingZoo tasks, kept as is.
+
 A run that raises is recorded with its error and the script goes on. The JSON is rewritten
 after every run; each row has ``harness`` (``benchmarl`` or ``ours``) and ``algo``, the
 summary is grouped by harness.
@@ -69,7 +102,15 @@ Run from the repository root (both harnesses, 5 seeds, 20,000 frames)::
         --frames 20000 --seeds 5 --algos mappo vdn qmix masac spn-ac \
         --out benchmarks/results/benchmarl-side-by-side/side_by_side_harnesses.json
 
-A smoke run: ``--harness ours --algos vdn --frames 500 --seeds 1 --out /tmp/smoke.json``.
+simple_spread, both harnesses, 5 seeds, 100,000 frames (about 18 CPU s per 1,000 frames for
+the 10 runs of a seed, plus about 16 s per run for the evaluations: some 2.7 CPU hours)::
+
+    nice -n 5 .venv/bin/python benchmarks/benchmarl_side_by_side.py --task simple_spread \
+        --harness both --frames 100000 --seeds 5 --algos mappo vdn qmix masac spn-ac \
+        --out benchmarks/results/benchmarl-side-by-side/side_by_side_simple_spread.json
+
+A smoke run: ``--harness ours --algos vdn --frames 500 --seeds 1 --out /tmp/smoke.json``
+(add ``--task simple_spread`` for MPE).
 """
 
 from __future__ import annotations
@@ -87,6 +128,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -96,12 +138,15 @@ from benchmarl_spn import EPISODE_STEPS, navigation_experiment, team_return  # n
 from spnpolicy.bench.stats import mean_ci  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/benchmarl-side-by-side/side_by_side.json"
+RESULTS_SPREAD = RESULTS.with_name("side_by_side_simple_spread.json")
 ALGOS = ("mappo", "qmix", "vdn", "masac", "spn-ac")
 HARNESSES = ("benchmarl", "ours")
 ON_POLICY = dict(on_policy_collected_frames_per_batch=500, on_policy_n_envs_per_worker=10,
                  on_policy_minibatch_size=125, on_policy_n_minibatch_iters=12)
 FRAMES_PER_ITERATION = 500      # BenchMARL's collection, on- and off-policy alike
-OURS_ENV = "vmas/navigation"
+TASKS = ("navigation", "simple_spread")
+OURS_ENVS = {"navigation": "vmas/navigation", "simple_spread": "mpe/simple_spread"}
+OURS_ENV = OURS_ENVS["navigation"]
 OURS_NUM_ENVS = 10
 OURS_LR = 1e-3
 EVAL_EPISODES, EVAL_SEED = 32, 123
@@ -132,19 +177,32 @@ def collected_frames(frames: int) -> int:
     return -(-frames // FRAMES_PER_ITERATION) * FRAMES_PER_ITERATION
 
 
-def benchmarl_run(algo: str, seed: int, frames: int) -> dict:
+def task_experiment(task: str, frames: int, seed: int, folder: str, algorithm_config, config):
+    """BenchMARL's Experiment of ``algorithm_config`` on ``task``: navigation as the example
+    builds it (:func:`navigation_experiment`), simple_spread with :func:`benchmarl_task`'s
+    task; BenchMARL's MLP model config."""
+    if task == "navigation":
+        return navigation_experiment(frames, seed=seed, folder=folder,
+                                     algorithm_config=algorithm_config, config=config)
+    from benchmarl.experiment import Experiment
+    from benchmarl.models.mlp import MlpConfig
+    return Experiment(task=benchmarl_task(task), algorithm_config=algorithm_config,
+                      model_config=MlpConfig.get_from_yaml(), seed=seed, config=config)
+
+
+def benchmarl_run(algo: str, seed: int, frames: int, task: str = "navigation") -> dict:
     row = {"harness": "benchmarl", "algo": algo, "seed": seed, "frames": frames}
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         config = algorithm_config(algo)
         row["on_policy"] = bool(config.on_policy())
         with tempfile.TemporaryDirectory() as folder:
-            experiment = navigation_experiment(frames, seed=seed, folder=folder,
-                                               algorithm_config=config,
-                                               config=experiment_config(frames, folder))
-            row["random_return"] = team_return(experiment, seed=EVAL_SEED)
+            experiment = task_experiment(task, frames, seed, folder, config,
+                                         experiment_config(frames, folder))
+            row["random_return"] = task_return(experiment, seed=EVAL_SEED, task=task)
             experiment.run()
-            row["trained_return"] = team_return(experiment, experiment.policy, seed=EVAL_SEED)
+            row["trained_return"] = task_return(experiment, experiment.policy, seed=EVAL_SEED,
+                                                task=task)
             row["total_frames"] = int(experiment.total_frames)
     except Exception as error:  # noqa: BLE001 - recorded, the comparison goes on
         row["error"] = f"{type(error).__name__}: {error}"
@@ -156,20 +214,40 @@ def benchmarl_run(algo: str, seed: int, frames: int) -> dict:
 
 # -- our harness -------------------------------------------------------------------------
 
-def benchmarl_task():
-    """BenchMARL's navigation task, configured as :func:`navigation_experiment` does."""
+def benchmarl_task(task: str = "navigation"):
+    """BenchMARL's task: navigation configured as :func:`navigation_experiment` does;
+    simple_spread as BenchMARL's ``PettingZooTask.SIMPLE_SPREAD`` config, its env from mpe2
+    (``spnpolicy.integrations.benchmarl.Mpe2PettingZooClass``)."""
+    if task == "simple_spread":
+        from benchmarl.environments import PettingZooTask
+
+        from spnpolicy.integrations.benchmarl import Mpe2PettingZooClass
+        return Mpe2PettingZooClass.from_task(PettingZooTask.SIMPLE_SPREAD)
     from benchmarl.environments import VmasTask
     task = VmasTask.NAVIGATION.get_from_yaml()
     task.config.update(n_agents=2, max_steps=EPISODE_STEPS)
     return task
 
 
-def ours_env_kwargs() -> tuple[dict, list[str]]:
-    """Our ``vmas/navigation`` arguments for BenchMARL's task config, and the config's keys
-    our env cannot take (none today). ``diagonal_moves``: BenchMARL's 9 discrete moves."""
+def episode_steps(task: str = "navigation") -> int:
+    """Steps of an episode (and of an evaluation episode): 50, or simple_spread's
+    ``max_cycles`` (100)."""
+    return EPISODE_STEPS if task == "navigation" else benchmarl_task(task).config["max_cycles"]
+
+
+def ours_env_kwargs(task: str = "navigation") -> tuple[dict, list[str]]:
+    """Our env's arguments for BenchMARL's task config, and the config's keys our env cannot
+    take (none today). navigation: ``diagonal_moves``, BenchMARL's 9 discrete moves.
+    simple_spread: ``task`` names the env (mpe2's module ``mpe/simple_spread`` builds)."""
+    config = dict(benchmarl_task(task).config)
+    if task == "simple_spread":
+        from spnpolicy.envs.mpe import MPE_TASKS, task_arguments
+        takes = set(task_arguments("simple_spread"))
+        names = {"task"} if config.get("task") == MPE_TASKS["simple_spread"] else set()
+        kwargs = {k: v for k, v in config.items() if k in takes}
+        return kwargs, sorted(set(config) - takes - names)
     from spnpolicy.envs.vmas_tasks import TASKS
     takes = {"n_agents", "max_steps", *TASKS["navigation"].arguments}
-    config = dict(benchmarl_task().config)
     kwargs = {k: v for k, v in config.items() if k in takes}
     return kwargs | {"diagonal_moves": True}, sorted(set(config) - takes)
 
@@ -182,6 +260,8 @@ def _vmas_action_table() -> torch.Tensor:
 
 OURS_TO_VMAS = "our moves noop, left, right, down, up, left-down, left-up, right-down, " \
     "right-up -> VMAS' flat indices 0, 3, 6, 1, 2, 4, 5, 7, 8"
+OURS_TO_MPE = "none: mpe2's own indices in both (0 no_action, 1 left, 2 right, 3 down, 4 up)"
+ACTION_MAPS = {"navigation": OURS_TO_VMAS, "simple_spread": OURS_TO_MPE}
 
 
 def ours_overrides(algo: str, total_steps: int) -> dict:
@@ -196,10 +276,10 @@ def ours_overrides(algo: str, total_steps: int) -> dict:
     return {k: v for k, v in overrides.items() if k in fields}
 
 
-def ours_config(algo: str, total_steps: int) -> dict:
+def ours_config(algo: str, total_steps: int, task: str = "navigation") -> dict:
     """The full config our harness trains ``algo`` with."""
     from spnpolicy.algos.registry import make_config
-    config = make_config(algo, OURS_ENV, ours_overrides(algo, total_steps)
+    config = make_config(algo, OURS_ENVS[task], ours_overrides(algo, total_steps)
                          | {"total_steps": total_steps})
     return dataclasses.asdict(config)
 
@@ -212,24 +292,56 @@ def _reads_observations(agent) -> bool:
     return bool(getattr(agent, "needs_obs", False))
 
 
-def evaluation_env(seed: int):
-    """The evaluation env: BenchMARL's own test env for this task (32 copies, discrete
-    actions), built as ``Experiment`` builds it, as ``team_return`` reads it."""
+def evaluation_env(seed: int, task: str = "navigation"):
+    """The evaluation env: BenchMARL's own test env for this task (navigation: 32 copies;
+    simple_spread: one env; discrete actions), built as ``Experiment`` builds it, as
+    :func:`task_return` reads it."""
     from torchrl.envs import Compose, TransformedEnv
-    task = benchmarl_task()
-    env = task.get_env_fun(num_envs=EVAL_EPISODES, continuous_actions=False, seed=seed,
-                           device="cpu")()
-    env = TransformedEnv(env, Compose(*task.get_env_transforms(env)))
-    return SimpleNamespace(test_env=env, group_map=task.group_map(env))
+    benchmarl = benchmarl_task(task)
+    env = benchmarl.get_env_fun(num_envs=EVAL_EPISODES, continuous_actions=False, seed=seed,
+                                device="cpu")()
+    env = TransformedEnv(env, Compose(*benchmarl.get_env_transforms(env)))
+    return SimpleNamespace(test_env=env, group_map=benchmarl.group_map(env), task=task)
+
+
+def task_return(experiment, policy=None, seed: int = EVAL_SEED,
+                task: str = "navigation") -> float:
+    """``team_return`` on ``task``: navigation's is the example's (32 VMAS copies, 50 steps);
+    simple_spread's test env is one PettingZoo env, so its :data:`EVAL_EPISODES` episodes of
+    :func:`episode_steps` steps are played one after the other after the same seeding
+    (``torch.manual_seed(seed)``, ``set_seed(seed)``), greedy (``policy``'s mode) or uniformly
+    random (None), and read the same way: per step the mean over agents of the reward, summed
+    over the episode, mean over the episodes. ``experiment``: a BenchMARL Experiment or
+    :func:`evaluation_env`'s namespace."""
+    if task == "navigation":
+        return team_return(experiment, policy, seed=seed)
+    env, group = experiment.test_env, next(iter(experiment.group_map))
+    torch.manual_seed(seed)
+    env.set_seed(seed)
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        rewards = [env.rollout(episode_steps(task), policy=policy, break_when_any_done=True)
+                   ["next", group, "reward"] for _ in range(EVAL_EPISODES)]
+    reward = torch.stack(rewards)                                  # [E, T, n, 1]
+    return reward.mean((-2, -1)).sum(-1).mean().item()
 
 
 def greedy_policy(agent, evaluation) -> object:
     """A TensorDict policy playing ``agent``'s greedy joint actions in ``evaluation``'s env,
-    on the group's observations or on our global state read from the VMAS world."""
+    on the group's observations or on our global state (navigation: read from the VMAS
+    world; simple_spread: the env's ``state``, mpe2's ``state()`` as ours)."""
     from tensordict.nn import TensorDictModule
 
     from spnpolicy.envs.vmas_tasks import TASKS
     group = next(iter(evaluation.group_map))
+    if getattr(evaluation, "task", "navigation") == "simple_spread":
+        reads_obs = _reads_observations(agent)
+
+        def act_one(observation: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+            x = (observation if reads_obs else state)[None].to(torch.float32)  # one env
+            return torch.as_tensor(agent.act(x), dtype=torch.long)[0]          # mpe2's indices
+
+        return TensorDictModule(act_one, in_keys=[(group, "observation"), "state"],
+                                out_keys=[(group, "action")])
     world = evaluation.test_env.base_env._env          # the VMAS Environment
     reads_obs, table = _reads_observations(agent), _vmas_action_table()
 
@@ -242,16 +354,16 @@ def greedy_policy(agent, evaluation) -> object:
                             out_keys=[(group, "action")])
 
 
-def ours_run(algo: str, seed: int, frames: int) -> dict:
+def ours_run(algo: str, seed: int, frames: int, task: str = "navigation") -> dict:
     import spnpolicy
     row = {"harness": "ours", "algo": algo, "seed": seed, "frames": frames}
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         total_steps = collected_frames(frames)
-        env_kwargs, _ = ours_env_kwargs()
+        env_kwargs, _ = ours_env_kwargs(task)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            result = spnpolicy.train(algo, OURS_ENV, seed=seed, total_steps=total_steps,
+            result = spnpolicy.train(algo, OURS_ENVS[task], seed=seed, total_steps=total_steps,
                                      env_kwargs=env_kwargs, progress=False, verbose=False,
                                      **ours_overrides(algo, total_steps))
         notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)})
@@ -259,10 +371,10 @@ def ours_run(algo: str, seed: int, frames: int) -> dict:
             row["warnings"] = notes
         row["total_frames"] = int(result.history[-1]["step"])
         row["own_eval_return"] = float(result.eval["return_mean"])
-        evaluation = evaluation_env(seed)
-        row["random_return"] = team_return(evaluation, seed=EVAL_SEED)
-        row["trained_return"] = team_return(evaluation, greedy_policy(result.agent, evaluation),
-                                            seed=EVAL_SEED)
+        evaluation = evaluation_env(seed, task)
+        row["random_return"] = task_return(evaluation, seed=EVAL_SEED, task=task)
+        row["trained_return"] = task_return(evaluation, greedy_policy(result.agent, evaluation),
+                                            seed=EVAL_SEED, task=task)
         evaluation.test_env.close()
     except Exception as error:  # noqa: BLE001 - recorded, the comparison goes on
         row["error"] = f"{type(error).__name__}: {error}"
@@ -272,9 +384,10 @@ def ours_run(algo: str, seed: int, frames: int) -> dict:
     return row
 
 
+SCHEDULES = ("collection/update schedule, network sizes, exploration and replay settings: each "
+             "implementation's own defaults (ours: settings['ours']['configs'])")
 NOT_MATCHED = [
-    "collection/update schedule, network sizes, exploration and replay settings: each "
-    "implementation's own defaults (ours: settings['ours']['configs'])",
+    SCHEDULES,
     "time limit: terminal in BenchMARL (torchrl VmasEnv sets terminated at max_steps), a "
     "truncation in ours (bootstrapped)",
     "learning signal: ours the team reward (agents' mean); BenchMARL MAPPO/MASAC each agent's "
@@ -286,6 +399,30 @@ NOT_MATCHED = [
     "action numbering: the same 9 moves and forces, ours numbered differently (translated "
     "at evaluation)",
 ]
+NOT_MATCHED_SPREAD = [
+    SCHEDULES,
+    "learning signal: ours the team reward (agents' mean); BenchMARL MAPPO/MASAC each agent's "
+    "reward (local_ratio 0.5: they differ by each agent's collision penalty), QMIX/VDN the "
+    "agents' mean",
+    "training episodes: ours each copy's episodes reset with seeds from SeedSequence([seed, "
+    "copy, episode]) (10 distinct initial states per 10 episodes); BenchMARL's PettingZoo "
+    "task builds each of its 10 copies (SerialEnv) with the experiment's seed, so all 10 "
+    "start every episode from the same initial state (1 distinct per 10 episodes), as "
+    "BenchMARL does with its own PettingZoo tasks",
+    "render_mode: BenchMARL's env built with 'rgb_array' (as BenchMARL builds it), ours None: "
+    "no effect on the dynamics (nothing is rendered)",
+]
+NOT_MATCHED_BY_TASK = {"navigation": NOT_MATCHED, "simple_spread": NOT_MATCHED_SPREAD}
+EVALUATION_ENVS = {
+    "navigation": "BenchMARL's VmasTask env (torchrl VmasEnv, 9 discrete actions), both "
+                  "harnesses",
+    "simple_spread": "BenchMARL's PettingZooTask.SIMPLE_SPREAD env built from mpe2 "
+                     "(spnpolicy.integrations.benchmarl.Mpe2PettingZooClass: torchrl "
+                     "PettingZooWrapper, 5 discrete actions, "
+                     "one env, the episodes played one after the other), both harnesses"}
+TASK_LABELS = {"navigation": ("vmas/navigation", 2, "VMAS navigation, 2 agents"),
+               "simple_spread": ("mpe/simple_spread (BenchMARL pettingzoo SIMPLE_SPREAD, "
+                                 "mpe2)", 3, "MPE simple_spread, 3 agents")}
 
 
 # -- the comparison ----------------------------------------------------------------------
@@ -312,13 +449,15 @@ def summary(rows: list[dict], harnesses, algos) -> dict:
 
 def settings_of(args, harnesses) -> dict:
     probe = experiment_config(args.frames, "/tmp")
-    settings = {"task": "vmas/navigation", "n_agents": 2, "episode_steps": EPISODE_STEPS,
+    task = getattr(args, "task", "navigation")
+    name, n_agents, _ = TASK_LABELS[task]
+    steps = episode_steps(task)
+    settings = {"task": name, "n_agents": n_agents, "episode_steps": steps,
                 "frames": args.frames, "collected_frames": collected_frames(args.frames),
                 "seeds": args.seeds, "algos": args.algos, "harnesses": list(harnesses),
-                "torch_threads": 1, "benchmarl_task_config": dict(benchmarl_task().config),
-                "evaluation": {"episodes": EVAL_EPISODES, "steps": EPISODE_STEPS,
-                               "seed": EVAL_SEED, "env": "BenchMARL's VmasTask env "
-                               "(torchrl VmasEnv, 9 discrete actions), both harnesses",
+                "torch_threads": 1, "benchmarl_task_config": dict(benchmarl_task(task).config),
+                "evaluation": {"episodes": EVAL_EPISODES, "steps": steps,
+                               "seed": EVAL_SEED, "env": EVALUATION_ENVS[task],
                                "return": "per step the agents' mean reward, summed over "
                                "the steps, mean over the episodes"}}
     if "benchmarl" in harnesses:
@@ -330,14 +469,14 @@ def settings_of(args, harnesses) -> dict:
             "on_policy": ON_POLICY, "lr": probe.lr,
             "prefer_continuous_actions": probe.prefer_continuous_actions}
     if "ours" in harnesses:
-        env_kwargs, unmatched = ours_env_kwargs()
+        env_kwargs, unmatched = ours_env_kwargs(task)
         steps = collected_frames(args.frames)
         settings["ours"] = {
-            "env": OURS_ENV, "env_kwargs": env_kwargs, "unmatched_task_keys": unmatched,
-            "total_steps": steps, "action_map": OURS_TO_VMAS,
+            "env": OURS_ENVS[task], "env_kwargs": env_kwargs, "unmatched_task_keys": unmatched,
+            "total_steps": steps, "action_map": ACTION_MAPS[task],
             "overrides": {a: ours_overrides(a, steps) for a in args.algos},
-            "configs": {a: ours_config(a, steps) for a in args.algos},
-            "not_matched": NOT_MATCHED}
+            "configs": {a: ours_config(a, steps, task) for a in args.algos},
+            "not_matched": NOT_MATCHED_BY_TASK[task]}
     return settings
 
 
@@ -347,8 +486,9 @@ def _fmt(entry: dict, key: str) -> str:
     return f"{e['value']:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
 
 
-def print_table(result: dict, frames: int, seeds: int, out: Path) -> None:
-    print(f"\nVMAS navigation, 2 agents, {frames} frames, {seeds} seeds "
+def print_table(result: dict, frames: int, seeds: int, out: Path,
+                task: str = "navigation") -> None:
+    print(f"\n{TASK_LABELS[task][2]}, {frames} frames, {seeds} seeds "
           f"(greedy team return, mean [95% bootstrap CI]); {out}")
     for harness, entries in result["summary"].items():
         print(f"\n{harness}")
@@ -363,15 +503,20 @@ def print_table(result: dict, frames: int, seeds: int, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS))
     parser.add_argument("--harness", choices=(*HARNESSES, "both"), default="both",
                         help="BenchMARL's implementations, ours (spnpolicy.train), or both")
-    parser.add_argument("--task", choices=("navigation",), default="navigation")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--task", choices=TASKS, default="navigation",
+                        help="VMAS navigation (2 agents) or MPE simple_spread (3 agents, mpe2)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"the JSON (default {RESULTS.relative_to(ROOT)}, "
+                             f"{RESULTS_SPREAD.name} for simple_spread)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS if args.task == "navigation" else RESULTS_SPREAD
     if args.frames < 1 or args.seeds < 1:
         parser.error("--frames and --seeds must be >= 1")
     harnesses = HARNESSES if args.harness == "both" else (args.harness,)
@@ -387,7 +532,7 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in range(args.seeds):
         for harness in harnesses:
             for algo in args.algos:
-                row = RUNS[harness](algo, seed, args.frames)
+                row = RUNS[harness](algo, seed, args.frames, args.task)
                 result["runs"].append(row)
                 result["summary"] = summary(result["runs"], harnesses, args.algos)
                 args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -396,7 +541,7 @@ def main(argv: list[str] | None = None) -> dict:
                           if "trained_return" in row else f"ERROR {row['error'][:200]}")
                 print(f"{harness:9s} {algo:7s} seed {seed}: {status} ({row['wall_s']:.0f} s "
                       f"wall, {row['cpu_s']:.0f} s CPU)", flush=True)
-    print_table(result, args.frames, args.seeds, args.out)
+    print_table(result, args.frames, args.seeds, args.out, args.task)
     return result
 
 

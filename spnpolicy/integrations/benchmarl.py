@@ -23,16 +23,24 @@ Discrete actions only, no action masks, no prioritised replay. The networks' siz
 from this config (``policy_hidden``, ``critic_hidden``), not from BenchMARL's model
 configs; the learning rate, discount, Polyak rate and gradient clipping from BenchMARL's
 ``ExperimentConfig``.
+
+BenchMARL's MPE tasks (``PettingZooTask.SIMPLE_SPREAD``, ...) fail to build their env with
+pettingzoo >= 1.25, whose ``pettingzoo.mpe`` moved to the ``mpe2`` package;
+:class:`Mpe2PettingZooClass` is the same task with its env from mpe2:
+``Experiment(task=Mpe2PettingZooClass.from_task(PettingZooTask.SIMPLE_SPREAD), ...)``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib
 import pathlib
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from benchmarl.algorithms.common import Algorithm, AlgorithmConfig
+from benchmarl.environments.pettingzoo.common import PettingZooClass
 from benchmarl.models.common import ModelConfig
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
@@ -44,7 +52,7 @@ from spnpolicy.algos.spn_ac import SpnAcConfig
 from spnpolicy.integrations.spn_ac_loss import SpnAcLoss
 from spnpolicy.integrations.torchrl import joint_actor
 
-__all__ = ["CONFIG_YAML", "SpnAcAlgorithm", "SpnAcAlgorithmConfig"]
+__all__ = ["CONFIG_YAML", "Mpe2PettingZooClass", "SpnAcAlgorithm", "SpnAcAlgorithmConfig"]
 
 #: The algorithm's BenchMARL yaml (its values are the dataclass's defaults).
 CONFIG_YAML = pathlib.Path(__file__).with_name("spnac.yaml")
@@ -223,3 +231,44 @@ def _spn_ac_config(settings: dict) -> SpnAcConfig:
     """``settings`` as an ``SpnAcConfig`` (whose checks name a bad value's field)."""
     return SpnAcConfig(**{name: tuple(value) if isinstance(value, list) else value
                           for name, value in settings.items()})
+
+
+class Mpe2PettingZooClass(PettingZooClass):
+    """BenchMARL's PettingZoo task (``PettingZooClass``) with its MPE env built from ``mpe2``.
+
+    BenchMARL builds torchrl's ``PettingZooEnv(task=config["task"], parallel=True,
+    categorical_actions=True, return_state=has_state(), render_mode="rgb_array", seed,
+    device, **rest of the config)``, which looks MPE tasks up in ``pettingzoo.mpe``: from
+    pettingzoo 1.25 on that raises "MPE has been moved into its own package: MPE2". This
+    class builds the same env from mpe2 (``mpe2.<config["task"]>.parallel_env(
+    render_mode="rgb_array", continuous_actions=..., **rest of the config)``) wrapped by
+    torchrl's ``PettingZooWrapper`` (which ``PettingZooEnv`` derives from, adding only the
+    lookup by name) with the same arguments: categorical actions, the global state when the
+    task has one, the seed (the env is reset with it when built), the device, and the
+    default group map (``agent_0..N-1`` -> group ``agent``; done when any agent is done).
+    Everything else is BenchMARL's ``PettingZooClass``: specs, group map, ``max_steps`` =
+    ``max_cycles``, which action kinds a task supports. The one difference is the env's
+    class, ``PettingZooWrapper`` rather than ``PettingZooEnv`` (no ``task_name``
+    attribute); its specs, keys and steps are the same.
+
+    ``name`` must be BenchMARL's task name (``SIMPLE_SPREAD``, ...), as the supported
+    actions and the state are looked up by it; :meth:`from_task` takes it and the config
+    from BenchMARL's enum. Needs the ``mpe2`` package.
+    """
+
+    @classmethod
+    def from_task(cls, task, config: dict | None = None) -> Mpe2PettingZooClass:
+        """The task of BenchMARL's ``PettingZooTask`` member ``task`` (e.g.
+        ``PettingZooTask.SIMPLE_SPREAD``) with ``config``, default BenchMARL's yaml."""
+        config = dict(task.get_from_yaml().config if config is None else config)
+        return cls(name=task.name, config=config)
+
+    def get_env_fun(self, num_envs, continuous_actions, seed, device):
+        from torchrl.envs.libs.pettingzoo import PettingZooWrapper
+        config = copy.deepcopy(self.config)
+        if self.supports_continuous_actions() and self.supports_discrete_actions():
+            config.update({"continuous_actions": continuous_actions})
+        module = importlib.import_module(f"mpe2.{config.pop('task')}")
+        return lambda: PettingZooWrapper(
+            module.parallel_env(render_mode="rgb_array", **config), categorical_actions=True,
+            return_state=self.has_state(), seed=seed, device=device)

@@ -1,12 +1,12 @@
 """benchmarks/benchmarl_side_by_side.py, our harness: a tiny run's row, and its evaluation is
-BenchMARL's (the same test episodes, the same moves)."""
+BenchMARL's (the same test episodes, the same moves); on VMAS navigation and on MPE
+simple_spread (BenchMARL's PettingZoo task with its env from mpe2)."""
 
 import json
 
 import numpy as np
 import pytest
 
-pytest.importorskip("vmas")
 pytest.importorskip("benchmarl")
 
 import torch  # noqa: E402
@@ -19,7 +19,17 @@ def script():
     return load_script("benchmarks/benchmarl_side_by_side.py")
 
 
-def test_ours_harness_row_has_the_returns_and_benchmarls_frames(script, tmp_path):
+@pytest.fixture
+def vmas():
+    return pytest.importorskip("vmas")
+
+
+@pytest.fixture
+def mpe2():
+    return pytest.importorskip("mpe2")
+
+
+def test_ours_harness_row_has_the_returns_and_benchmarls_frames(script, vmas, tmp_path):
     out = tmp_path / "side_by_side.json"
     threads = torch.get_num_threads()
     try:
@@ -43,7 +53,7 @@ def test_ours_harness_row_has_the_returns_and_benchmarls_frames(script, tmp_path
     assert ours["configs"]["vdn"]["total_steps"] == 500
 
 
-def test_ours_evaluation_replays_benchmarls_test_episodes(script, tmp_path):
+def test_ours_evaluation_replays_benchmarls_test_episodes(script, vmas, tmp_path):
     """Random actions score the same in our evaluation env as in a BenchMARL experiment's
     test env: the same env, seeding and reading."""
     experiment = script.navigation_experiment(
@@ -53,7 +63,7 @@ def test_ours_evaluation_replays_benchmarls_test_episodes(script, tmp_path):
     assert script.team_return(evaluation) == script.team_return(experiment)
 
 
-def test_our_moves_are_benchmarls_moves(script):
+def test_our_moves_are_benchmarls_moves(script, vmas):
     """Each of our 9 moves, mapped to VMAS' flat index, gives the velocity it gives in our
     env; a greedy agent on global states reads the state our env would give."""
     from spnpolicy.envs.vmas_vec import VmasVecEnv
@@ -77,3 +87,125 @@ def test_our_moves_are_benchmarls_moves(script):
 
     policy = script.greedy_policy(StateAgent(), evaluation)
     assert (policy(env.reset())["agents", "action"] == 0).all()
+
+
+# -- MPE simple_spread --------------------------------------------------------------------
+
+SPREAD = {"task": "simple_spread_v3", "max_cycles": 100, "local_ratio": 0.5, "N": 3}
+
+
+def test_simple_spread_rows_of_both_harnesses(script, mpe2, tmp_path, monkeypatch):
+    """A tiny run in each harness on simple_spread: equal frames, BenchMARL's task config,
+    and the same random return (the same test episodes) in both rows."""
+    monkeypatch.setattr(script, "EVAL_EPISODES", 2)   # the test's time: 2 of the 32 episodes
+    out = tmp_path / "spread.json"
+    threads = torch.get_num_threads()
+    try:
+        result = script.main(["--task", "simple_spread", "--harness", "both", "--algos", "vdn",
+                              "--frames", "300", "--seeds", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    rows = result["runs"]
+    assert [(r["harness"], r["algo"], r["seed"], r["frames"]) for r in rows] == \
+        [("benchmarl", "vdn", 0, 300), ("ours", "vdn", 0, 300)]
+    for row in rows:
+        assert "error" not in row, row.get("traceback")
+        assert row["total_frames"] == result["settings"]["collected_frames"] == 500
+        assert np.isfinite(row["trained_return"]) and np.isfinite(row["random_return"])
+    assert rows[0]["random_return"] == rows[1]["random_return"]
+    assert [result["summary"][h]["vdn"]["runs"] for h in ("benchmarl", "ours")] == [1, 1]
+    settings = result["settings"]
+    assert settings["benchmarl_task_config"] == SPREAD
+    assert (settings["n_agents"], settings["episode_steps"]) == (3, 100)
+    assert settings["evaluation"] | {"env": None, "return": None} == {
+        "episodes": 2, "steps": 100, "seed": 123, "env": None, "return": None}
+    ours = settings["ours"]
+    assert ours["env"] == "mpe/simple_spread" and ours["unmatched_task_keys"] == []
+    assert ours["env_kwargs"] == {k: v for k, v in SPREAD.items() if k != "task"}
+    assert ours["not_matched"] == script.NOT_MATCHED_SPREAD
+    assert ours["configs"]["vdn"]["num_envs"] == 10 and ours["configs"]["vdn"]["lr"] == 1e-3
+    assert ours["configs"]["vdn"]["total_steps"] == 500
+    assert settings["benchmarl"]["prefer_continuous_actions"] is False
+
+
+def test_ours_simple_spread_evaluation_replays_benchmarls_test_episodes(script, mpe2, tmp_path,
+                                                                      monkeypatch):
+    """Random actions score the same in our evaluation env as in a BenchMARL experiment's
+    test env: the same env, seeding and reading (the episodes follow one another in one env:
+    8 of them check the chain in a quarter of the time of 32)."""
+    monkeypatch.setattr(script, "EVAL_EPISODES", 8)
+    experiment = script.task_experiment(
+        "simple_spread", 500, seed=1, folder=str(tmp_path),
+        algorithm_config=script.algorithm_config("vdn"),
+        config=script.experiment_config(500, str(tmp_path)))
+    assert experiment.max_steps == 100 and experiment.group_map == {
+        "agent": ["agent_0", "agent_1", "agent_2"]}
+    evaluation = script.evaluation_env(seed=1, task="simple_spread")
+    random_return = script.task_return(evaluation, task="simple_spread")
+    assert random_return == script.task_return(experiment, task="simple_spread")
+    assert random_return < 0
+
+
+def test_simple_spread_env_is_ours_step_for_step(script, mpe2):
+    """BenchMARL's simple_spread env (from mpe2) and ours, reset with one seed and given the
+    same action indices, give the same observations, state and rewards: no translation of
+    actions, our global state is the env's ``state``; the greedy policy gives our agent that
+    state (or the observations) and plays its actions as they are."""
+    from spnpolicy.envs.registry import make_env
+    from spnpolicy.training.observations import global_state
+    kwargs, _ = script.ours_env_kwargs("simple_spread")
+    ours = make_env("mpe/simple_spread", **kwargs)
+    agents = list(ours.possible_agents)
+    evaluation = script.evaluation_env(seed=0, task="simple_spread")
+    env = evaluation.test_env
+    assert evaluation.group_map == {"agent": agents}
+    observations, _ = ours.reset(seed=7)
+    td = env.reset(seed=7)
+    rng = np.random.default_rng(0)
+    for step in range(12):
+        obs = np.stack([observations[a] for a in agents])
+        np.testing.assert_array_equal(td["agent", "observation"].numpy(), obs)
+        np.testing.assert_array_equal(td["state"].numpy(), global_state(ours, observations))
+        actions = torch.as_tensor(rng.integers(0, 5, size=3))
+        reads_state = step % 2 == 0
+        expected = td["state"] if reads_state else td["agent", "observation"]
+
+        class Agent:
+            input_shape = (54,) if reads_state else (3, 18)
+
+            def act(self, x):
+                assert torch.equal(x, expected[None])
+                return actions[None]
+
+        td = script.greedy_policy(Agent(), evaluation)(td)
+        assert torch.equal(td["agent", "action"], actions)
+        out = env.step(td)
+        observations, rewards, _, _, _ = ours.step(dict(zip(agents, actions.tolist())))
+        np.testing.assert_allclose(out["next", "agent", "reward"][:, 0].numpy(),
+                                   [rewards[a] for a in agents], rtol=1e-6)
+        td = env.step_mdp(out)
+
+
+def test_mpe2_task_is_benchmarls_pettingzoo_task(mpe2):
+    """``Mpe2PettingZooClass``: BenchMARL's SIMPLE_SPREAD (name, yaml config, specs, group
+    map, max_steps) with a working env from mpe2, discrete and continuous; it pickles (an
+    Experiment pickles its task)."""
+    import pickle
+
+    from benchmarl.environments import PettingZooTask
+
+    from spnpolicy.integrations.benchmarl import Mpe2PettingZooClass
+    task = Mpe2PettingZooClass.from_task(PettingZooTask.SIMPLE_SPREAD)
+    assert (task.name, task.config) == ("SIMPLE_SPREAD", SPREAD)
+    assert pickle.loads(pickle.dumps(task)) == task
+    env = task.get_env_fun(num_envs=1, continuous_actions=False, seed=0, device="cpu")()
+    assert task.group_map(env) == {"agent": ["agent_0", "agent_1", "agent_2"]}
+    assert task.max_steps(env) == 100 and task.action_mask_spec(env) is None
+    assert task.observation_spec(env)["agent", "observation"].shape == (3, 18)
+    assert task.state_spec(env)["state"].shape == (54,)
+    assert task.action_spec(env)["agent", "action"].space.n == 5
+    rollout = env.rollout(100, break_when_any_done=False)
+    assert rollout["next", "truncated"][-1].all() and not rollout["next", "terminated"].any()
+    continuous = task.get_env_fun(num_envs=1, continuous_actions=True, seed=0, device="cpu")()
+    assert task.action_spec(continuous)["agent", "action"].shape == (3, 5)
