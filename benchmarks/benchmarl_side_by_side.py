@@ -61,6 +61,17 @@ our spn-ac's policy reads the global state (6 floats per agent), BenchMARL's spn
 concatenated observations; training episodes are drawn per copy from seeded generators in
 ours and from VMAS' one shared generator in BenchMARL (identically distributed, not the same).
 
+**Matched schedule** (``--schedule matched``, our harness only). By default our learners keep
+their own schedules (off-policy: updates from 5,000 frames on; vdn and qmix: epsilon over
+50,000 frames, a hard target copy every 10,000), made for runs of 10^5-10^6 frames, which a
+20,000-frame budget cuts short. ``matched`` sets BenchMARL's experiment settings as our
+config fields (:func:`matched_schedule`): updates from 500 frames on, one gradient step of 128
+per 10 frames, gradient norms clipped at 5, gamma 0.99, Polyak rate 0.005 (vdn and qmix: a
+hard copy every 2,000 frames), epsilon 0.8 to 0.01 over a third of the frames; MAPPO 500
+frames per rollout, 12 epochs of 4 minibatches, clip 0.2, no entropy bonus, GAE lambda 0.9.
+It compares the implementations on one schedule; networks and the other hyperparameters stay
+each implementation's own.
+
 **simple_spread** (``--task simple_spread``). 3-agent MPE simple_spread (cooperative
 navigation: 3 agents cover 3 landmarks), 100-step episodes: BenchMARL's
 ``PettingZooTask.SIMPLE_SPREAD`` config ``{task: simple_spread_v3, max_cycles: 100,
@@ -108,6 +119,12 @@ the 10 runs of a seed, plus about 16 s per run for the evaluations: some 2.7 CPU
     nice -n 5 .venv/bin/python benchmarks/benchmarl_side_by_side.py --task simple_spread \
         --harness both --frames 100000 --seeds 5 --algos mappo vdn qmix masac spn-ac \
         --out benchmarks/results/benchmarl-side-by-side/side_by_side_simple_spread.json
+
+Our harness on BenchMARL's schedule (the navigation comparison's second table)::
+
+    nice -n 5 .venv/bin/python benchmarks/benchmarl_side_by_side.py --harness ours \
+        --schedule matched --frames 20000 --seeds 5 --algos mappo vdn qmix masac spn-ac \
+        --out benchmarks/results/benchmarl-side-by-side/side_by_side_ours_matched.json
 
 A smoke run: ``--harness ours --algos vdn --frames 500 --seeds 1 --out /tmp/smoke.json``
 (add ``--task simple_spread`` for MPE).
@@ -190,10 +207,22 @@ def task_experiment(task: str, frames: int, seed: int, folder: str, algorithm_co
                       model_config=MlpConfig.get_from_yaml(), seed=seed, config=config)
 
 
-def benchmarl_run(algo: str, seed: int, frames: int, task: str = "navigation") -> dict:
-    row = {"harness": "benchmarl", "algo": algo, "seed": seed, "frames": frames}
+def timed_row(row: dict, fill) -> dict:
+    """``row`` after ``fill(row)``, with its wall and CPU seconds; an error that ``fill``
+    raises is recorded in the row (``error``, ``traceback``) and the comparison goes on."""
     wall, cpu = time.perf_counter(), time.process_time()
     try:
+        fill(row)
+    except Exception as error:  # noqa: BLE001 - recorded, the comparison goes on
+        row["error"] = f"{type(error).__name__}: {error}"
+        row["traceback"] = traceback.format_exc(limit=6)
+    row["wall_s"] = time.perf_counter() - wall
+    row["cpu_s"] = time.process_time() - cpu
+    return row
+
+
+def benchmarl_run(algo: str, seed: int, frames: int, task: str = "navigation") -> dict:
+    def fill(row: dict) -> None:
         config = algorithm_config(algo)
         row["on_policy"] = bool(config.on_policy())
         with tempfile.TemporaryDirectory() as folder:
@@ -204,12 +233,8 @@ def benchmarl_run(algo: str, seed: int, frames: int, task: str = "navigation") -
             row["trained_return"] = task_return(experiment, experiment.policy, seed=EVAL_SEED,
                                                 task=task)
             row["total_frames"] = int(experiment.total_frames)
-    except Exception as error:  # noqa: BLE001 - recorded, the comparison goes on
-        row["error"] = f"{type(error).__name__}: {error}"
-        row["traceback"] = traceback.format_exc(limit=6)
-    row["wall_s"] = time.perf_counter() - wall
-    row["cpu_s"] = time.process_time() - cpu
-    return row
+    return timed_row({"harness": "benchmarl", "algo": algo, "seed": seed, "frames": frames},
+                     fill)
 
 
 # -- our harness -------------------------------------------------------------------------
@@ -264,22 +289,53 @@ OURS_TO_MPE = "none: mpe2's own indices in both (0 no_action, 1 left, 2 right, 3
 ACTION_MAPS = {"navigation": OURS_TO_VMAS, "simple_spread": OURS_TO_MPE}
 
 
-def ours_overrides(algo: str, total_steps: int) -> dict:
+SCHEDULE_CHOICES = ("own", "matched")
+#: Polyak rate of BenchMARL's target networks (``polyak_tau``), per optimiser step.
+BENCHMARL_TAU = 0.005
+
+
+def matched_schedule(algo: str, total_steps: int) -> dict:
+    """BenchMARL's experiment settings (its defaults and :func:`experiment_config`'s) as our
+    config fields of ``algo``, for ``--schedule matched``: updates from the first 500-frame
+    collection on, one gradient step of 128 per 10 frames (BenchMARL's 50 per 500),
+    gradient norms clipped at 5, gamma 0.99, target networks at Polyak rate 0.005 (our vdn
+    and qmix copy theirs every ``1 / 0.005`` updates, 2,000 frames, instead), epsilon from
+    0.8 to 0.01 over a third of the frames (vdn, qmix); MAPPO: 500 frames (50 steps of 10
+    envs) per rollout, 12 epochs of 4 minibatches, clip 0.2, no entropy bonus, GAE with
+    lambda 0.9 (BenchMARL's mappo.yaml)."""
+    if algo == "mappo":
+        return {"rollout_steps": FRAMES_PER_ITERATION // OURS_NUM_ENVS, "epochs": 12,
+                "minibatches": 4, "clip": 0.2, "entropy_coef": 0.0, "returns": "gae",
+                "gae_lambda": 0.9, "gamma": 0.99, "max_grad_norm": 5.0, "tau": BENCHMARL_TAU}
+    schedule = {"learning_starts": FRAMES_PER_ITERATION, "update_every": 1, "gradient_steps": 1,
+                "batch_size": 128, "gamma": 0.99, "max_grad_norm": 5.0, "tau": BENCHMARL_TAU}
+    if algo in ("vdn", "qmix"):
+        schedule |= {"epsilon_start": 0.8, "epsilon_finish": 0.01,
+                     "epsilon_anneal_steps": max(1, total_steps // 3),
+                     "target_update_interval": round(OURS_NUM_ENVS / BENCHMARL_TAU)}
+    return schedule
+
+
+def ours_overrides(algo: str, total_steps: int, schedule: str = "own") -> dict:
     """What our harness sets on ``algo``'s config: 10 envs, every learning rate 1e-3, the
-    in-training evaluation at the start and the end only, greedy only."""
+    in-training evaluation at the start and the end only, greedy only; with ``schedule``
+    "matched" also :func:`matched_schedule` (the fields ``algo``'s config has)."""
     from spnpolicy.algos.registry import get_algorithm
     fields = {f.name for f in dataclasses.fields(get_algorithm(algo).config_cls)}
     overrides = {"num_envs": OURS_NUM_ENVS, "eval_interval": total_steps,
                  "eval_stochastic": False}
     overrides |= {name: OURS_LR for name in sorted(fields)
                   if name == "lr" or name.endswith("_lr")}
+    if schedule == "matched":
+        overrides |= matched_schedule(algo, total_steps)
     return {k: v for k, v in overrides.items() if k in fields}
 
 
-def ours_config(algo: str, total_steps: int, task: str = "navigation") -> dict:
+def ours_config(algo: str, total_steps: int, task: str = "navigation",
+                schedule: str = "own") -> dict:
     """The full config our harness trains ``algo`` with."""
     from spnpolicy.algos.registry import make_config
-    config = make_config(algo, OURS_ENVS[task], ours_overrides(algo, total_steps)
+    config = make_config(algo, OURS_ENVS[task], ours_overrides(algo, total_steps, schedule)
                          | {"total_steps": total_steps})
     return dataclasses.asdict(config)
 
@@ -354,18 +410,18 @@ def greedy_policy(agent, evaluation) -> object:
                             out_keys=[(group, "action")])
 
 
-def ours_run(algo: str, seed: int, frames: int, task: str = "navigation") -> dict:
+def ours_run(algo: str, seed: int, frames: int, task: str = "navigation",
+             schedule: str = "own") -> dict:
     import spnpolicy
-    row = {"harness": "ours", "algo": algo, "seed": seed, "frames": frames}
-    wall, cpu = time.perf_counter(), time.process_time()
-    try:
+
+    def fill(row: dict) -> None:
         total_steps = collected_frames(frames)
         env_kwargs, _ = ours_env_kwargs(task)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
             result = spnpolicy.train(algo, OURS_ENVS[task], seed=seed, total_steps=total_steps,
                                      env_kwargs=env_kwargs, progress=False, verbose=False,
-                                     **ours_overrides(algo, total_steps))
+                                     **ours_overrides(algo, total_steps, schedule))
         notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)})
         if notes:
             row["warnings"] = notes
@@ -376,16 +432,16 @@ def ours_run(algo: str, seed: int, frames: int, task: str = "navigation") -> dic
         row["trained_return"] = task_return(evaluation, greedy_policy(result.agent, evaluation),
                                             seed=EVAL_SEED, task=task)
         evaluation.test_env.close()
-    except Exception as error:  # noqa: BLE001 - recorded, the comparison goes on
-        row["error"] = f"{type(error).__name__}: {error}"
-        row["traceback"] = traceback.format_exc(limit=6)
-    row["wall_s"] = time.perf_counter() - wall
-    row["cpu_s"] = time.process_time() - cpu
-    return row
+    return timed_row({"harness": "ours", "algo": algo, "seed": seed, "frames": frames,
+                      "schedule": schedule}, fill)
 
 
 SCHEDULES = ("collection/update schedule, network sizes, exploration and replay settings: each "
              "implementation's own defaults (ours: settings['ours']['configs'])")
+SCHEDULES_MATCHED = ("schedule matched to BenchMARL's as our fields (matched_schedule); our "
+                     "vdn and qmix copy their target networks every 2,000 frames where "
+                     "BenchMARL's move at Polyak rate 0.005 per update; network sizes and the "
+                     "algorithms' other hyperparameters each implementation's own")
 NOT_MATCHED = [
     SCHEDULES,
     "time limit: terminal in BenchMARL (torchrl VmasEnv sets terminated at max_steps), a "
@@ -426,9 +482,6 @@ TASK_LABELS = {"navigation": ("vmas/navigation", 2, "VMAS navigation, 2 agents")
 
 
 # -- the comparison ----------------------------------------------------------------------
-
-RUNS = {"benchmarl": benchmarl_run, "ours": ours_run}
-
 
 def summary(rows: list[dict], harnesses, algos) -> dict:
     out = {}
@@ -474,9 +527,11 @@ def settings_of(args, harnesses) -> dict:
         settings["ours"] = {
             "env": OURS_ENVS[task], "env_kwargs": env_kwargs, "unmatched_task_keys": unmatched,
             "total_steps": steps, "action_map": ACTION_MAPS[task],
-            "overrides": {a: ours_overrides(a, steps) for a in args.algos},
-            "configs": {a: ours_config(a, steps, task) for a in args.algos},
-            "not_matched": NOT_MATCHED_BY_TASK[task]}
+            "schedule": args.schedule,
+            "overrides": {a: ours_overrides(a, steps, args.schedule) for a in args.algos},
+            "configs": {a: ours_config(a, steps, task, args.schedule) for a in args.algos},
+            "not_matched": [SCHEDULES_MATCHED if line == SCHEDULES and args.schedule == "matched"
+                            else line for line in NOT_MATCHED_BY_TASK[task]]}
     return settings
 
 
@@ -514,6 +569,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"the JSON (default {RESULTS.relative_to(ROOT)}, "
                              f"{RESULTS_SPREAD.name} for simple_spread)")
+    parser.add_argument("--schedule", choices=SCHEDULE_CHOICES, default="own",
+                        help="our harness: each algorithm's own schedule (default), or "
+                             "BenchMARL's experiment settings as our fields (matched_schedule)")
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = RESULTS if args.task == "navigation" else RESULTS_SPREAD
@@ -532,7 +590,9 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in range(args.seeds):
         for harness in harnesses:
             for algo in args.algos:
-                row = RUNS[harness](algo, seed, args.frames, args.task)
+                row = (ours_run(algo, seed, args.frames, args.task, args.schedule)
+                       if harness == "ours" else benchmarl_run(algo, seed, args.frames,
+                                                                args.task))
                 result["runs"].append(row)
                 result["summary"] = summary(result["runs"], harnesses, args.algos)
                 args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -209,3 +209,28 @@ def test_mpe2_task_is_benchmarls_pettingzoo_task(mpe2):
     assert rollout["next", "truncated"][-1].all() and not rollout["next", "terminated"].any()
     continuous = task.get_env_fun(num_envs=1, continuous_actions=True, seed=0, device="cpu")()
     assert task.action_spec(continuous)["agent", "action"].shape == (3, 5)
+
+
+@pytest.mark.parametrize("algo", ["mappo", "vdn", "qmix", "masac", "spn-ac"])
+def test_matched_schedule_is_benchmarls_as_our_fields(script, algo):
+    """--schedule matched: every field it sets is one of the algorithm's config fields, the
+    config accepts it, and the off-policy learners update from BenchMARL's first collection
+    on, one gradient step per 10 frames; MAPPO collects BenchMARL's 500 frames per
+    rollout."""
+    from spnpolicy.algos.registry import make_config
+
+    frames = 20_000
+    own = script.ours_overrides(algo, frames)
+    matched = script.ours_overrides(algo, frames, "matched")
+    config = make_config(algo, "vmas/navigation", matched | {"total_steps": frames})
+    assert set(own) < set(matched)
+    if algo == "mappo":
+        assert config.rollout_steps * config.num_envs == 500
+        assert (config.epochs, config.minibatches) == (12, 4)
+    else:
+        assert (config.learning_starts, config.update_every, config.gradient_steps,
+                config.num_envs, config.batch_size) == (500, 1, 1, 10, 128)
+    if algo in ("vdn", "qmix"):
+        assert (config.epsilon_start, config.epsilon_finish) == (0.8, 0.01)
+        assert config.epsilon_anneal_steps == frames // 3
+    assert config.max_grad_norm == 5.0 and config.gamma == 0.99
