@@ -88,6 +88,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _file(*parts: str, doc: str | None = None) -> property:
+    """A read-only property: the run directory's path joined with ``parts``."""
+    return property(lambda run: run.path.joinpath(*parts),
+                    doc=doc or f"``{'/'.join(parts)}`` in the run directory.")
+
+
 class RunDir:
     """The files of one run directory (which need not exist yet)."""
 
@@ -97,44 +103,17 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    # --- paths ----------------------------------------------------------------------------
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG_JSON
-
-    @property
-    def metrics_jsonl(self) -> Path:
-        return self.path / METRICS_JSONL
-
-    @property
-    def metrics_csv(self) -> Path:
-        return self.path / METRICS_CSV
-
-    @property
-    def provenance_jsonl(self) -> Path:
-        return self.path / PROVENANCE_JSONL
-
-    @property
-    def checkpoint(self) -> Path:
-        """``checkpoints/last.pt``: the latest checkpoint."""
-        return self.path / CHECKPOINTS / LAST
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.path / TENSORBOARD
-
-    @property
-    def mlflow_db(self) -> Path:
-        """``mlflow.db``: the default MLflow store (SQLite) of a tracked run."""
-        return self.path / MLFLOW_DB
-
-    @property
-    def bench(self) -> Path:
-        return self.path / BENCH_JSON
-
-    @property
-    def running(self) -> Path:
-        return self.path / RUNNING
+    # --- paths: each a property, ``run.config`` = ``run.path / "config.json"`` -----------
+    config = _file(CONFIG_JSON)
+    metrics_jsonl = _file(METRICS_JSONL)
+    metrics_csv = _file(METRICS_CSV)
+    provenance_jsonl = _file(PROVENANCE_JSONL)
+    checkpoint = _file(CHECKPOINTS, LAST, doc="``checkpoints/last.pt``: the latest checkpoint.")
+    tensorboard = _file(TENSORBOARD)
+    mlflow_db = _file(MLFLOW_DB, doc="``mlflow.db``: the default MLflow store (SQLite) of a "
+                                     "tracked run.")
+    bench = _file(BENCH_JSON)
+    running = _file(RUNNING)
 
     def is_run(self) -> bool:
         """Whether the directory holds a ``config.json``."""
