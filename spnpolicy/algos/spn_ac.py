@@ -209,6 +209,11 @@ ENV_DEFAULTS = {
     # paying for staying alive. The exact ELBO's ascent from that broad policy stops where
     # nobody catches (a catch beside a partner who rarely catches is worth less than
     # standing), while the critics' joint argmax catches together: the team acts by it.
+    # VMAS: the global state holds absolute positions only, while each agent's observation
+    # holds its goal's (or the foods') position relative to itself: the policy and the
+    # critics read the agents' observations, through networks shared by the agents
+    # (benchmarks/results/benchmarl-side-by-side/README.md, "Reading the observations").
+    "vmas": dict(param_head="agents", critic_input="agents"),
     "predator-prey": dict(critic_input="agents", factor_graph="complete",
                           critic_payoff_hidden=128, regulariser="kl_uniform", alpha=1.0,
                           epsilon_start=1.0, epsilon_finish=0.05, acting="critics"),
@@ -677,7 +682,9 @@ SPECS = (
     AlgorithmSpec("reinforce", "spn-ac's circuit policy trained by the score-function "
                   "gradient with a leave-one-out baseline", SpnAcConfig, SpnAc,
                   {"policy": "selective", "actor_gradient": "reinforce"}, ENV_DEFAULTS),
+    # the softmax enumerates joint actions from the state: no agents head
     AlgorithmSpec("exact-softmax", "spn-ac with a softmax over all k^n joint actions "
                   "(n <= 5): the reference optimum", SpnAcConfig, SpnAc,
-                  {"policy": "softmax", "actor_gradient": "exact"}, ENV_DEFAULTS),
+                  {"policy": "softmax", "actor_gradient": "exact"},
+                  ENV_DEFAULTS | {"vmas": dict(critic_input="agents")}),
 )

@@ -72,3 +72,19 @@ def test_dispersion_suite_compares_five_algorithms_at_4_and_16_agents(tmp_path):
     for run in runs:
         config = make_config(run.algo, run.task.env, run.config)
         assert config.total_steps == suite.protocol.total_steps
+
+
+@pytest.mark.parametrize("task", VMAS_NAMES)
+def test_spn_ac_family_reads_the_agents_observations_on_vmas(task):
+    """VMAS states hold absolute positions, the observations relative ones: the circuit
+    policies read the observations through the agents head, the critics through the agents
+    critics; the softmax keeps its state head; coverage keeps the state."""
+    from spnpolicy.algos.registry import make_config
+
+    for algo in ("spn-ac", "meanfield-ac", "reinforce"):
+        config = make_config(algo, task)
+        assert (config.param_head, config.critic_input) == ("agents", "agents")
+    config = make_config("exact-softmax", task)
+    assert (config.param_head, config.critic_input) == ("flat", "agents")
+    config = make_config("spn-ac", "coverage")
+    assert (config.param_head, config.critic_input) == ("flat", "state")
