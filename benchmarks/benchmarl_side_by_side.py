@@ -180,9 +180,12 @@ def algorithm_config(name: str):
     return configs[name].get_from_yaml()
 
 
-def experiment_config(max_frames: int, folder: str):
-    """The example's config (off-policy settings) plus comparable on-policy settings."""
+def experiment_config(max_frames: int, folder: str, lr: float | None = None):
+    """The example's config (off-policy settings) plus comparable on-policy settings;
+    ``lr``: every optimiser's learning rate, if not the example's 1e-3."""
     config = benchmarl_spn.experiment_config(max_frames, folder)
+    if lr is not None:
+        config.lr = lr
     for key, value in ON_POLICY.items():
         setattr(config, key, value)
     config.prefer_continuous_actions = False   # MAPPO and MASAC too act with VMAS' moves
@@ -221,13 +224,14 @@ def timed_row(row: dict, fill) -> dict:
     return row
 
 
-def benchmarl_run(algo: str, seed: int, frames: int, task: str = "navigation") -> dict:
+def benchmarl_run(algo: str, seed: int, frames: int, task: str = "navigation",
+                  lr: float | None = None) -> dict:
     def fill(row: dict) -> None:
         config = algorithm_config(algo)
         row["on_policy"] = bool(config.on_policy())
         with tempfile.TemporaryDirectory() as folder:
             experiment = task_experiment(task, frames, seed, folder, config,
-                                         experiment_config(frames, folder))
+                                         experiment_config(frames, folder, lr))
             row["random_return"] = task_return(experiment, seed=EVAL_SEED, task=task)
             experiment.run()
             row["trained_return"] = task_return(experiment, experiment.policy, seed=EVAL_SEED,
@@ -501,7 +505,7 @@ def summary(rows: list[dict], harnesses, algos) -> dict:
 
 
 def settings_of(args, harnesses) -> dict:
-    probe = experiment_config(args.frames, "/tmp")
+    probe = experiment_config(args.frames, "/tmp", getattr(args, "benchmarl_lr", None))
     task = getattr(args, "task", "navigation")
     name, n_agents, _ = TASK_LABELS[task]
     steps = episode_steps(task)
@@ -572,6 +576,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--schedule", choices=SCHEDULE_CHOICES, default="own",
                         help="our harness: each algorithm's own schedule (default), or "
                              "BenchMARL's experiment settings as our fields (matched_schedule)")
+    parser.add_argument("--benchmarl-lr", type=float, default=None,
+                        help="BenchMARL's harness: every optimiser's learning rate (default "
+                             "1e-3, as our harness; BenchMARL's own default is 5e-5)")
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = RESULTS if args.task == "navigation" else RESULTS_SPREAD
@@ -592,7 +599,7 @@ def main(argv: list[str] | None = None) -> dict:
             for algo in args.algos:
                 row = (ours_run(algo, seed, args.frames, args.task, args.schedule)
                        if harness == "ours" else benchmarl_run(algo, seed, args.frames,
-                                                                args.task))
+                                                                args.task, args.benchmarl_lr))
                 result["runs"].append(row)
                 result["summary"] = summary(result["runs"], harnesses, args.algos)
                 args.out.write_text(json.dumps(result, indent=1) + "\n")
