@@ -171,7 +171,8 @@ class SpnAcConfig(OffPolicyConfig):
     compile: bool = checked(False, boolean)
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
-    graph, and on a selective policy the acting too; otherwise each loss, forward and
+    graph, and on a selective policy the acting too; otherwise (mean field, the agents
+    head, whose global normalisation runs the circuit engine) each loss, forward and
     backward, apart. A one-time compile at the first update and action (on CPU it needs a
     C++ compiler), then fused kernels and the same actions; it pays off on long runs (the
     figures: benchmarks/README.md, "Training speed"). Random draws inside a compiled loss
