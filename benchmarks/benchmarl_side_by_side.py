@@ -163,7 +163,6 @@ ON_POLICY = dict(on_policy_collected_frames_per_batch=500, on_policy_n_envs_per_
 FRAMES_PER_ITERATION = 500      # BenchMARL's collection, on- and off-policy alike
 TASKS = ("navigation", "simple_spread")
 OURS_ENVS = {"navigation": "vmas/navigation", "simple_spread": "mpe/simple_spread"}
-OURS_ENV = OURS_ENVS["navigation"]
 OURS_NUM_ENVS = 10
 OURS_LR = 1e-3
 EVAL_EPISODES, EVAL_SEED = 32, 123
@@ -584,6 +583,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.out = RESULTS if args.task == "navigation" else RESULTS_SPREAD
     if args.frames < 1 or args.seeds < 1:
         parser.error("--frames and --seeds must be >= 1")
+    if args.benchmarl_lr is not None and not args.benchmarl_lr > 0:
+        parser.error(f"--benchmarl-lr must be > 0, got {args.benchmarl_lr}")
     harnesses = HARNESSES if args.harness == "both" else (args.harness,)
     torch.set_num_threads(1)
 

@@ -256,6 +256,10 @@ class AgentGroupHead(GroupHeads):
         bound: ``B``, a positive float (``inf``: unbounded).
     """
 
+    #: its global normalisation runs the circuit engine, which torch.compile does not trace
+    #: as one graph (:attr:`JointPolicy.traces_whole`)
+    traces_whole = False
+
     def __init__(self, input_dim: int, circuit, hidden: Sequence[int],
                  embed_dim: int = GROUP_EMBED_DIM, bound: float = SCORE_BOUND) -> None:
         if not bound > 0:
@@ -440,9 +444,9 @@ class JointPolicy(nn.Module):
         """Whether :meth:`distribution`'s training queries are pure tensor ops, with no
         branch on values, so that torch.compile traces an update through them as one graph:
         the region tree (selective) and the softmax, not the circuit engine (its exactness
-        guard recomputes the columns that lost precision), which the agents head's global
-        normalisation runs."""
-        if self.param_head == "agents":
+        guard recomputes the columns that lost precision), nor a parameter head that runs
+        the engine itself (``traces_whole = False`` on the head)."""
+        if not getattr(self.encoder, "traces_whole", True):
             return False
         return self.tree is not None or self.circuit is None
 

@@ -201,6 +201,12 @@ ENV_DEFAULTS = {
     # penalised when only some agents take it, and the shaped reward reaches every joint
     # action: the mode guidance has nothing to recover and slows learning, so it is off.
     "coverage": COVERAGE_BUDGET | dict(regulariser="kl_uniform", mode_guidance=0.0),
+    # VMAS: the global state holds absolute positions only, while each agent's observation
+    # holds its goal's (or the foods') position relative to itself: the policy and the
+    # critics read the agents' observations, through networks shared by the agents
+    # (benchmarks/results/benchmarl-side-by-side/README.md, "Our harness on BenchMARL's
+    # schedule, and spn-ac reading the observations").
+    "vmas": dict(param_head="agents", critic_input="agents"),
     # Predator-prey: a capture pays only when two predators next to one prey catch in the
     # same step, which each sees in its own window, so the critics are the agents critics
     # (shared heads on each predator's observation, one factor per pair of predators). A
@@ -210,11 +216,6 @@ ENV_DEFAULTS = {
     # paying for staying alive. The exact ELBO's ascent from that broad policy stops where
     # nobody catches (a catch beside a partner who rarely catches is worth less than
     # standing), while the critics' joint argmax catches together: the team acts by it.
-    # VMAS: the global state holds absolute positions only, while each agent's observation
-    # holds its goal's (or the foods') position relative to itself: the policy and the
-    # critics read the agents' observations, through networks shared by the agents
-    # (benchmarks/results/benchmarl-side-by-side/README.md, "Reading the observations").
-    "vmas": dict(param_head="agents", critic_input="agents"),
     "predator-prey": dict(critic_input="agents", factor_graph="complete",
                           critic_payoff_hidden=128, regulariser="kl_uniform", alpha=1.0,
                           epsilon_start=1.0, epsilon_finish=0.05, acting="critics"),

@@ -234,3 +234,14 @@ def test_matched_schedule_is_benchmarls_as_our_fields(script, algo):
         assert (config.epsilon_start, config.epsilon_finish) == (0.8, 0.01)
         assert config.epsilon_anneal_steps == frames // 3
     assert config.max_grad_norm == 5.0 and config.gamma == 0.99
+
+
+def test_benchmarl_lr_sets_every_optimisers_rate_and_is_checked(script, capsys):
+    """--benchmarl-lr reaches BenchMARL's ExperimentConfig (default: the example's 1e-3);
+    a rate <= 0 is refused in one line naming the option."""
+    assert script.experiment_config(500, "/tmp").lr == 1e-3
+    assert script.experiment_config(500, "/tmp", 5e-5).lr == 5e-5
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--benchmarl-lr", "0", "--seeds", "1"])
+    assert exit_info.value.code == 2
+    assert "--benchmarl-lr must be > 0, got 0.0" in capsys.readouterr().err
