@@ -72,6 +72,13 @@ frames per rollout, 12 epochs of 4 minibatches, clip 0.2, no entropy bonus, GAE 
 It compares the implementations on one schedule; networks and the other hyperparameters stay
 each implementation's own.
 
+**navigation-shared** (``--task navigation-shared``). The navigation task with VMAS'
+``shared_rew=True`` in both harnesses: every agent's reward is the sum of the agents' distance
+rewards, plus the final reward and its own collision penalty, which with 2 agents strikes both
+at once. Every agent then gets the same reward, so each algorithm learns from the same signal in
+both harnesses (on ``navigation`` BenchMARL's MAPPO and MASAC learn from each agent's own
+reward, ours from the agents' mean). Evaluation as for navigation, on this task's reward.
+
 **simple_spread** (``--task simple_spread``). 3-agent MPE simple_spread (cooperative
 navigation: 3 agents cover 3 landmarks), 100-step episodes: BenchMARL's
 ``PettingZooTask.SIMPLE_SPREAD`` config ``{task: simple_spread_v3, max_cycles: 100,
@@ -156,13 +163,15 @@ from spnpolicy.bench.stats import mean_ci  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/benchmarl-side-by-side/side_by_side.json"
 RESULTS_SPREAD = RESULTS.with_name("side_by_side_simple_spread.json")
+RESULTS_SHARED = RESULTS.with_name("side_by_side_navigation_shared.json")
 ALGOS = ("mappo", "qmix", "vdn", "masac", "spn-ac")
 HARNESSES = ("benchmarl", "ours")
 ON_POLICY = dict(on_policy_collected_frames_per_batch=500, on_policy_n_envs_per_worker=10,
                  on_policy_minibatch_size=125, on_policy_n_minibatch_iters=12)
 FRAMES_PER_ITERATION = 500      # BenchMARL's collection, on- and off-policy alike
-TASKS = ("navigation", "simple_spread")
-OURS_ENVS = {"navigation": "vmas/navigation", "simple_spread": "mpe/simple_spread"}
+TASKS = ("navigation", "navigation-shared", "simple_spread")
+OURS_ENVS = {"navigation": "vmas/navigation", "navigation-shared": "vmas/navigation",
+             "simple_spread": "mpe/simple_spread"}
 OURS_NUM_ENVS = 10
 OURS_LR = 1e-3
 EVAL_EPISODES, EVAL_SEED = 32, 123
@@ -242,11 +251,12 @@ def benchmarl_run(algo: str, seed: int, frames: int, task: str = "navigation",
 
 # -- our harness -------------------------------------------------------------------------
 
-def benchmarl_task(task: str = "navigation"):
-    """BenchMARL's task: navigation configured as :func:`navigation_experiment` does;
-    simple_spread as BenchMARL's ``PettingZooTask.SIMPLE_SPREAD`` config, its env from mpe2
+def benchmarl_task(task_name: str = "navigation"):
+    """BenchMARL's task: navigation configured as :func:`navigation_experiment` does
+    (navigation-shared: and ``shared_rew=True``); simple_spread as BenchMARL's
+    ``PettingZooTask.SIMPLE_SPREAD`` config, its env from mpe2
     (``spnpolicy.integrations.benchmarl.Mpe2PettingZooClass``)."""
-    if task == "simple_spread":
+    if task_name == "simple_spread":
         from benchmarl.environments import PettingZooTask
 
         from spnpolicy.integrations.benchmarl import Mpe2PettingZooClass
@@ -254,13 +264,15 @@ def benchmarl_task(task: str = "navigation"):
     from benchmarl.environments import VmasTask
     task = VmasTask.NAVIGATION.get_from_yaml()
     task.config.update(n_agents=2, max_steps=EPISODE_STEPS)
+    if task_name == "navigation-shared":
+        task.config.update(shared_rew=True)
     return task
 
 
 def episode_steps(task: str = "navigation") -> int:
-    """Steps of an episode (and of an evaluation episode): 50, or simple_spread's
-    ``max_cycles`` (100)."""
-    return EPISODE_STEPS if task == "navigation" else benchmarl_task(task).config["max_cycles"]
+    """Steps of an episode (and of an evaluation episode): 50 (navigation), or
+    simple_spread's ``max_cycles`` (100)."""
+    return benchmarl_task(task).config.get("max_cycles", EPISODE_STEPS)
 
 
 def ours_env_kwargs(task: str = "navigation") -> tuple[dict, list[str]]:
@@ -289,7 +301,8 @@ def _vmas_action_table() -> torch.Tensor:
 OURS_TO_VMAS = "our moves noop, left, right, down, up, left-down, left-up, right-down, " \
     "right-up -> VMAS' flat indices 0, 3, 6, 1, 2, 4, 5, 7, 8"
 OURS_TO_MPE = "none: mpe2's own indices in both (0 no_action, 1 left, 2 right, 3 down, 4 up)"
-ACTION_MAPS = {"navigation": OURS_TO_VMAS, "simple_spread": OURS_TO_MPE}
+ACTION_MAPS = {"navigation": OURS_TO_VMAS, "navigation-shared": OURS_TO_VMAS,
+               "simple_spread": OURS_TO_MPE}
 
 
 SCHEDULE_CHOICES = ("own", "matched")
@@ -372,7 +385,7 @@ def task_return(experiment, policy=None, seed: int = EVAL_SEED,
     random (None), and read the same way: per step the mean over agents of the reward, summed
     over the episode, mean over the episodes. ``experiment``: a BenchMARL Experiment or
     :func:`evaluation_env`'s namespace."""
-    if task == "navigation":
+    if task != "simple_spread":
         return team_return(experiment, policy, seed=seed)
     env, group = experiment.test_env, next(iter(experiment.group_map))
     torch.manual_seed(seed)
@@ -471,15 +484,21 @@ NOT_MATCHED_SPREAD = [
     "render_mode: BenchMARL's env built with 'rgb_array' (as BenchMARL builds it), ours None: "
     "no effect on the dynamics (nothing is rendered)",
 ]
-NOT_MATCHED_BY_TASK = {"navigation": NOT_MATCHED, "simple_spread": NOT_MATCHED_SPREAD}
+NOT_MATCHED_SHARED = [line for line in NOT_MATCHED if not line.startswith("learning signal")]
+NOT_MATCHED_BY_TASK = {"navigation": NOT_MATCHED, "navigation-shared": NOT_MATCHED_SHARED,
+                       "simple_spread": NOT_MATCHED_SPREAD}
 EVALUATION_ENVS = {
     "navigation": "BenchMARL's VmasTask env (torchrl VmasEnv, 9 discrete actions), both "
                   "harnesses",
+    "navigation-shared": "BenchMARL's VmasTask env (torchrl VmasEnv, 9 discrete actions, "
+                         "shared_rew True), both harnesses",
     "simple_spread": "BenchMARL's PettingZooTask.SIMPLE_SPREAD env built from mpe2 "
                      "(spnpolicy.integrations.benchmarl.Mpe2PettingZooClass: torchrl "
                      "PettingZooWrapper, 5 discrete actions, "
                      "one env, the episodes played one after the other), both harnesses"}
 TASK_LABELS = {"navigation": ("vmas/navigation", 2, "VMAS navigation, 2 agents"),
+               "navigation-shared": ("vmas/navigation (shared_rew True)", 2,
+                                     "VMAS navigation, 2 agents, shared reward"),
                "simple_spread": ("mpe/simple_spread (BenchMARL pettingzoo SIMPLE_SPREAD, "
                                  "mpe2)", 3, "MPE simple_spread, 3 agents")}
 
@@ -568,9 +587,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--harness", choices=(*HARNESSES, "both"), default="both",
                         help="BenchMARL's implementations, ours (spnpolicy.train), or both")
     parser.add_argument("--task", choices=TASKS, default="navigation",
-                        help="VMAS navigation (2 agents) or MPE simple_spread (3 agents, mpe2)")
+                        help="VMAS navigation (2 agents; navigation-shared: with VMAS' "
+                             "shared reward) or MPE simple_spread (3 agents, mpe2)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"the JSON (default {RESULTS.relative_to(ROOT)}, "
+                             f"{RESULTS_SHARED.name} for navigation-shared, "
                              f"{RESULTS_SPREAD.name} for simple_spread)")
     parser.add_argument("--schedule", choices=SCHEDULE_CHOICES, default="own",
                         help="our harness: each algorithm's own schedule (default), or "
@@ -580,7 +601,8 @@ def main(argv: list[str] | None = None) -> dict:
                              "1e-3, as our harness; BenchMARL's own default is 5e-5)")
     args = parser.parse_args(argv)
     if args.out is None:
-        args.out = RESULTS if args.task == "navigation" else RESULTS_SPREAD
+        args.out = {"navigation": RESULTS, "navigation-shared": RESULTS_SHARED,
+                    "simple_spread": RESULTS_SPREAD}[args.task]
     if args.frames < 1 or args.seeds < 1:
         parser.error("--frames and --seeds must be >= 1")
     if args.benchmarl_lr is not None and not args.benchmarl_lr > 0:

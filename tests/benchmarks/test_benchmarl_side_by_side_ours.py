@@ -89,6 +89,36 @@ def test_our_moves_are_benchmarls_moves(script, vmas):
     assert (policy(env.reset())["agents", "action"] == 0).all()
 
 
+
+def test_navigation_shared_gives_both_harnesses_one_reward(script, vmas, tmp_path):
+    """navigation-shared: BenchMARL's task and our env both have VMAS' shared reward, every
+    agent gets the same reward in ours, and a BenchMARL experiment's test env gives its agents
+    one reward too (so per-agent and team learners see the same signal)."""
+    task = script.benchmarl_task("navigation-shared")
+    assert task.config["shared_rew"] is True
+    assert script.benchmarl_task("navigation").config["shared_rew"] is False
+    kwargs, unmatched = script.ours_env_kwargs("navigation-shared")
+    assert kwargs["shared_rew"] is True and unmatched == []
+    assert script.NOT_MATCHED_BY_TASK["navigation-shared"] == [
+        line for line in script.NOT_MATCHED if not line.startswith("learning signal")]
+    from spnpolicy.envs.vmas_vec import VmasVecEnv
+    ours = VmasVecEnv(8, "navigation", seed=0, **kwargs)
+    ours.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        reward = ours.step(rng.integers(0, 9, (8, 2)))[4]["agent_rewards"]
+        np.testing.assert_array_equal(reward[:, 0], reward[:, 1])
+    experiment = script.task_experiment(
+        "navigation-shared", 500, seed=1, folder=str(tmp_path),
+        algorithm_config=script.algorithm_config("vdn"),
+        config=script.experiment_config(500, str(tmp_path)))
+    assert experiment.task.config["shared_rew"] is True
+    rollout = experiment.test_env.rollout(20, break_when_any_done=False)
+    reward = rollout["next", "agents", "reward"]                     # [E, T, n, 1]
+    torch.testing.assert_close(reward[..., 0, :], reward[..., 1, :])
+    assert script.team_return(script.evaluation_env(1, "navigation-shared")) == \
+        script.task_return(experiment, task="navigation-shared")
+
 # -- MPE simple_spread --------------------------------------------------------------------
 
 SPREAD = {"task": "simple_spread_v3", "max_cycles": 100, "local_ratio": 0.5, "N": 3}
