@@ -23,8 +23,10 @@ translated at evaluation, :data:`OURS_TO_VMAS`).
 per iteration; off-policy algorithms 50 gradient steps of 128 transitions per iteration
 (``benchmarl_spn.experiment_config``); MAPPO 12 epochs of 4 minibatches of 125 (48 gradient
 steps); learning rate 1e-3 for every optimiser; ``prefer_continuous_actions`` off (MAPPO and
-MASAC would otherwise get VMAS' continuous actions). A budget of F frames is rounded up to
-whole iterations of 500 frames.
+MASAC would otherwise get VMAS' continuous actions). spn-ac on the VMAS tasks reads what
+our spn-ac reads there (:func:`algorithm_config`: the agents' observations through networks
+shared by the agents); on simple_spread, as ours, the concatenated observations. A budget of F
+frames is rounded up to whole iterations of 500 frames.
 
 **Our harness** (``--harness ours``). ``spnpolicy.train(algo, "vmas/navigation", ...)`` with
 our mappo, qmix, vdn, masac and spn-ac (``spnpolicy.algos.registry``) for the same number of
@@ -57,8 +59,7 @@ implementation's own (ours: off-policy learners update once per 10-env step afte
 terminal in BenchMARL (torchrl's ``VmasEnv`` sets ``terminated`` at ``max_steps``) and a
 truncation in ours (bootstrapped); our learners train on the team reward (the agents'
 mean), BenchMARL's MAPPO and MASAC on each agent's reward (its QMIX and VDN on their mean);
-our spn-ac's policy reads the global state (6 floats per agent), BenchMARL's spn-ac the
-concatenated observations; training episodes are drawn per copy from seeded generators in
+training episodes are drawn per copy from seeded generators in
 ours and from VMAS' one shared generator in BenchMARL (identically distributed, not the same).
 
 **Matched schedule** (``--schedule matched``, our harness only). By default our learners keep
@@ -179,13 +180,20 @@ EVAL_EPISODES, EVAL_SEED = 32, 123
 
 # -- BenchMARL's harness -----------------------------------------------------------------
 
-def algorithm_config(name: str):
+def algorithm_config(name: str, task: str = "navigation"):
+    """BenchMARL's config of ``name`` from its yaml; spn-ac on the VMAS tasks with our
+    spn-ac's VMAS inputs (``spn_ac.ENV_DEFAULTS["vmas"]``: the policy and the critics read
+    each agent's observation through networks shared by the agents), as in our harness."""
     from benchmarl.algorithms import MappoConfig, MasacConfig, QmixConfig, VdnConfig
 
+    from spnpolicy.algos.spn_ac import ENV_DEFAULTS
     from spnpolicy.integrations.benchmarl import SpnAcAlgorithmConfig
     configs = {"mappo": MappoConfig, "qmix": QmixConfig, "vdn": VdnConfig,
                "masac": MasacConfig, "spn-ac": SpnAcAlgorithmConfig}
-    return configs[name].get_from_yaml()
+    config = configs[name].get_from_yaml()
+    if name == "spn-ac" and task != "simple_spread":
+        config = dataclasses.replace(config, **ENV_DEFAULTS["vmas"])
+    return config
 
 
 def experiment_config(max_frames: int, folder: str, lr: float | None = None):
@@ -235,7 +243,7 @@ def timed_row(row: dict, fill) -> dict:
 def benchmarl_run(algo: str, seed: int, frames: int, task: str = "navigation",
                   lr: float | None = None) -> dict:
     def fill(row: dict) -> None:
-        config = algorithm_config(algo)
+        config = algorithm_config(algo, task)
         row["on_policy"] = bool(config.on_policy())
         with tempfile.TemporaryDirectory() as folder:
             experiment = task_experiment(task, frames, seed, folder, config,
@@ -464,8 +472,6 @@ NOT_MATCHED = [
     "truncation in ours (bootstrapped)",
     "learning signal: ours the team reward (agents' mean); BenchMARL MAPPO/MASAC each agent's "
     "reward, QMIX/VDN the agents' mean",
-    "spn-ac's policy input: ours the global state (6 floats per agent), BenchMARL's the "
-    "concatenated observations",
     "training episodes: ours per-copy generators seeded seed + copy, BenchMARL VMAS' one "
     "shared generator: identically distributed, not the same",
     "action numbering: the same 9 moves and forces, ours numbered differently (translated "

@@ -4,7 +4,10 @@ Each agent group is one joint policy ``pi(u | s)`` (:class:`~spnpolicy.algos.pol
 a selective circuit by default) over the group's actions, with ``s`` the group's
 observations concatenated, trained off-policy by spn-ac's exact losses against twin
 factor-graph critics (:class:`~spnpolicy.integrations.spn_ac_loss.SpnAcLoss`). Acting is
-centralised: one sampled joint action per state for the whole group.
+centralised: one sampled joint action per state for the whole group. As in spn-ac's own
+config, ``param_head="agents"`` makes the policy read each agent's observation through one
+encoder shared by the agents, and ``critic_input="agents"`` does the same for the critics
+(``AgentFactorQ``), instead of one MLP on the concatenation.
 
 ```python
 from benchmarl.environments import VmasTask
@@ -46,6 +49,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torchrl.objectives import LossModule
 
+from factor_q import AgentFactorQ
 from spnpolicy.algos.critics import TwinFactorQ, build_factor_graph
 from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.spn_ac import SpnAcConfig
@@ -109,7 +113,9 @@ class SpnAcAlgorithm(Algorithm):
             raise ValueError("spn-ac for BenchMARL takes discrete actions only")
         key, n, obs, k = self._group_layout(group)
         cfg = self.settings
-        policy = JointPolicy(n * obs, n, k, cfg.policy, cfg.width, cfg.policy_hidden)
+        policy = JointPolicy(n * obs, n, k, cfg.policy, cfg.width, cfg.policy_hidden,
+                             param_head=cfg.param_head,
+                             obs_dim=obs if cfg.param_head == "agents" else None)
         self._joint_policies[group] = policy.to(self.device)
         return joint_actor(policy, group, key, spec=self.action_spec[group, "action"])
 
@@ -123,8 +129,13 @@ class SpnAcAlgorithm(Algorithm):
         cfg = self.settings
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
                                    seed=cfg.graph_seed)
-        critic = TwinFactorQ(graph, n * obs, k, cfg.critic_hidden, cfg.unary,
-                             cfg.critic_rank or None).to(self.device)
+        if cfg.critic_input == "agents":
+            critic = AgentFactorQ(graph, obs, k, cfg.critic_hidden, cfg.unary,
+                                  payoff_hidden=cfg.critic_payoff_hidden, ensemble=2)
+        else:
+            critic = TwinFactorQ(graph, n * obs, k, cfg.critic_hidden, cfg.unary,
+                                 cfg.critic_rank or None)
+        critic = critic.to(self.device)
         loss = SpnAcLoss(self._joint_policies[group], critic,
                          gamma=self.experiment_config.gamma, alpha=cfg.alpha,
                          autotune_alpha=cfg.autotune_alpha,
@@ -166,8 +177,18 @@ class SpnAcAlgorithmConfig(AlgorithmConfig):
     """Sum nodes per region of the selective circuit."""
     policy_hidden: list[int] = _default("policy_hidden")
     """Hidden widths of the policy's state encoder MLP."""
+    param_head: str = _default("param_head")
+    """How the circuit's parameters come from the observations: flat (one MLP on their
+    concatenation), shared (one encoder and a small head per parameter-group size) or
+    agents (each agent's observation through one encoder shared by the agents)."""
     critic_hidden: list[int] = _default("critic_hidden")
     """Hidden widths of each factor-graph critic's state MLP."""
+    critic_input: str = _default("critic_input")
+    """What the critics read: state (one MLP on the concatenated observations, one head per
+    factor) or agents (one MLP shared by the agents on each agent's observation, one payoff
+    head shared by the factors)."""
+    critic_payoff_hidden: int = _default("critic_payoff_hidden")
+    """With critic_input="agents": units of the payoff head's ReLU layer (0: linear)."""
     factor_graph: str = _default("factor_graph")
     """Critic factor graph: auto, complete, random, line, ring, star, none."""
     num_factors: int = _default("num_factors")

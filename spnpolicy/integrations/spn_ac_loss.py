@@ -2,8 +2,10 @@
 
 The same exact losses as :mod:`spnpolicy.algos.spn_ac` (its ``soft_value``,
 ``critic_loss`` and ``actor_loss``), on a replayed tensordict of one agent group, with the
-group's observations concatenated as the global state ``s`` ``[B, n * obs]``, the team
-reward the mean of the agents' rewards, and an episode terminated when any agent's is:
+group's observations concatenated as the global state ``s`` ``[B, n * obs]`` (or kept per
+agent ``[B, n, obs]`` for a policy with ``param_head="agents"`` and for ``AgentFactorQ``
+critics), the team reward the mean of the agents' rewards, and an episode terminated when
+any agent's is:
 
 - ``loss_qvalue``: ``sum_j mean (Q_j(s, u) - (r + gamma (1 - term) V(s')))^2``, with
   ``V(s') = min_j E_pi[Qbar_j(s', .)] + alpha H(pi(. | s'))`` under the target critics;
@@ -29,10 +31,11 @@ from tensordict.nn import TensorDictParams
 from torch import nn
 from torchrl.objectives import LossModule
 
+from factor_q import AgentFactorQ
 from spnpolicy.algos.critics import TwinFactorQ
 from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.algos.spn_ac import ModeGuidance, actor_loss, critic_loss, soft_value
-from spnpolicy.integrations.torchrl import group_state
+from spnpolicy.integrations.torchrl import group_input, group_state
 
 __all__ = ["SpnAcLoss"]
 
@@ -42,7 +45,9 @@ class SpnAcLoss(LossModule):
 
     Args:
         policy: the joint policy over the group's ``n`` agents (``state_dim = n * obs``).
-        critic: twin factor-graph critics on the same states and actions.
+        critic: twin factor-graph critics on the same agents and actions: ``TwinFactorQ``
+            on the group's state ``[B, n * obs]``, or ``AgentFactorQ(ensemble=2)`` on the
+            observations ``[B, n, obs]`` (without a global state input).
         gamma: discount.
         alpha: the entropy temperature (its initial value when ``autotune_alpha``).
         autotune_alpha: tune alpha so that ``H(pi)`` tracks ``target_entropy_scale * n log k``.
@@ -63,22 +68,24 @@ class SpnAcLoss(LossModule):
     tuned), ``alpha`` and ``entropy`` (the batch mean of ``H(pi(. | s))``).
     """
 
-    critic: TwinFactorQ
+    critic: TwinFactorQ | AgentFactorQ
     critic_params: TensorDictParams
     target_critic_params: TensorDictParams
 
-    def __init__(self, policy: JointPolicy, critic: TwinFactorQ, *, gamma: float,
+    def __init__(self, policy: JointPolicy, critic: TwinFactorQ | AgentFactorQ, *, gamma: float,
                  alpha: float, autotune_alpha: bool, target_entropy_scale: float,
                  regulariser: str, mode_guidance: float, mode_floor: float = 1.0,
                  group: str = "agents",
                  observation_key: str = "observation") -> None:
         super().__init__()
         n, k = policy.num_agents, policy.num_actions
-        if (critic.graph.num_agents, critic.num_actions, critic.state_dim) != \
+        self.critic_shape = critic_input_shape(critic)
+        if (critic.graph.num_agents, critic.num_actions, math.prod(self.critic_shape)) != \
                 (n, k, policy.state_dim):
             raise ValueError(f"critic must be over the policy's {n} agents, {k} actions and "
-                             f"state_dim {policy.state_dim}, got {critic.graph.num_agents}, "
-                             f"{critic.num_actions} and {critic.state_dim}")
+                             f"inputs of {policy.state_dim} values per state, got "
+                             f"{critic.graph.num_agents}, {critic.num_actions} and "
+                             f"{list(self.critic_shape)}")
         if regulariser not in ("entropy", "kl_uniform"):
             raise ValueError(f"regulariser must be 'entropy' or 'kl_uniform', got {regulariser!r}")
         self.policy = policy
@@ -93,13 +100,17 @@ class SpnAcLoss(LossModule):
         if self.guidance.note:
             warnings.warn(self.guidance.note, stacklevel=2)
 
-    def _states(self, td: TensorDictBase, *prefix: str) -> torch.Tensor:
-        return group_state(td.get((*prefix, self.group, self.observation_key)), self.policy)
+    def _inputs(self, td: TensorDictBase, *prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's and the critics' inputs from the group's observations."""
+        observation = td.get((*prefix, self.group, self.observation_key))
+        return (group_state(observation, self.policy),
+                group_input(observation, self.critic_shape, "the critic"))
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         td = tensordict.reshape(-1)
         group = self.group
-        state, next_state = self._states(td), self._states(td, "next")
+        (state, critic_state), (next_state, next_critic_state) = \
+            self._inputs(td), self._inputs(td, "next")
         actions = td.get((group, "action")).long()                          # [B, n]
         reward = td.get(("next", group, "reward")).flatten(1).mean(1)       # [B]
         terminated = td.get(("next", group, "terminated")).flatten(1).any(1)
@@ -107,14 +118,14 @@ class SpnAcLoss(LossModule):
 
         with torch.no_grad():
             with self.target_critic_params.to_module(self.critic):
-                next_values = self.critic.values(next_state)
+                next_values = self.critic.values(next_critic_state)
             next_value = soft_value(next_values, self.policy.distribution(next_state),
                                     alpha, self.value_offset)
             target = reward + self.gamma * (~terminated).to(reward.dtype) * next_value
         with self.critic_params.to_module(self.critic):
-            loss_qvalue = critic_loss(self.critic.evaluate(state, actions), target)
+            loss_qvalue = critic_loss(self.critic.evaluate(critic_state, actions), target)
             with torch.no_grad():
-                values = self.critic.values(state)
+                values = self.critic.values(critic_state)
         loss_actor, entropy = actor_loss(values, self.policy.distribution(state), alpha,
                                          **self.guidance.loss_arguments(values))
         out = {"loss_qvalue": loss_qvalue, "loss_actor": loss_actor}
@@ -123,3 +134,19 @@ class SpnAcLoss(LossModule):
                                                         - self.target_entropy).mean()
         out.update(alpha=alpha, entropy=entropy.detach().mean())
         return TensorDict(out, [])
+
+
+def critic_input_shape(critic: TwinFactorQ | AgentFactorQ) -> tuple[int, ...]:
+    """What ``critic`` reads per state: ``(state_dim,)``, or ``(n, input_dim)`` for an
+    ``AgentFactorQ`` (which must be twin critics, ``ensemble=2``, with no global-state
+    input)."""
+    if isinstance(critic, AgentFactorQ):
+        if critic.ensemble != 2:
+            raise ValueError(f"an AgentFactorQ critic must be twin critics (ensemble=2), got "
+                             f"ensemble={critic.ensemble}")
+        if critic.state_dim:
+            raise ValueError(f"an AgentFactorQ critic reads the group's observations only; "
+                             f"got one with a global state input (state_dim="
+                             f"{critic.state_dim})")
+        return critic.graph.num_agents, critic.input_dim
+    return (critic.state_dim,)

@@ -33,8 +33,8 @@ from torchrl.modules import ProbabilisticActor
 
 from spnpolicy.algos.policies import JointCategorical, JointPolicy
 
-__all__ = ["JointActionDistribution", "JointStateEncoder", "group_state", "joint_actor",
-           "params_key"]
+__all__ = ["JointActionDistribution", "JointStateEncoder", "group_input", "group_state",
+           "joint_actor", "params_key"]
 
 
 def params_key(group: str) -> str:
@@ -46,8 +46,9 @@ class JointStateEncoder(nn.Module):
     """The joint policy's state encoder on a group's observations.
 
     ``forward(observation [*B, n, obs]) -> [*B, num_params]``: the ``n`` agents'
-    observations concatenated into the state ``[*B, n * obs]``, then ``policy.encoder``
-    (whose output is the circuit's logits, or the softmax policy's ``k**n`` logits).
+    observations concatenated into the state ``[*B, n * obs]`` (or kept per agent for a
+    policy with ``param_head="agents"``), then ``policy.encoder`` (whose output is the
+    circuit's logits, or the softmax policy's ``k**n`` logits).
     """
 
     def __init__(self, policy: JointPolicy) -> None:
@@ -55,20 +56,43 @@ class JointStateEncoder(nn.Module):
         self.policy = policy
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.policy.encoder(group_state(observation, self.policy))
+        x = group_state(observation, self.policy)
+        shape = self.policy.input_shape
+        lead = x.shape[:x.dim() - len(shape)]
+        return self.policy.encoder(x.reshape(-1, *shape)).reshape(*lead, -1)
+
+
+def group_input(observation: torch.Tensor, shape: tuple[int, ...],
+                reader: str = "the module") -> torch.Tensor:
+    """A group's observations ``[*B, n, obs]`` as the input of a module that reads
+    ``shape``: per agent ``[*B, n, obs]`` for ``shape = (n, obs)``, concatenated into the
+    group's state ``[*B, n * obs]`` for ``shape = (n * obs,)``. Float32.
+
+    Raises ValueError, naming ``reader``, when the observations fit neither."""
+    per_agent = len(shape) == 2
+    fits = observation.dim() >= 2 and (
+        tuple(observation.shape[-2:]) == tuple(shape) if per_agent
+        else observation.shape[-2] * observation.shape[-1] == shape[0])
+    if not fits:
+        want = (f"[*B, {shape[0]}, {shape[1]}]" if per_agent
+                else f"[*B, n, obs] with n * obs = {shape[0]}")
+        raise ValueError(f"observation must have shape {want} for {reader}'s input "
+                         f"{list(shape)}, got {list(observation.shape)}")
+    x = observation if per_agent else observation.flatten(-2)
+    return x.to(torch.float32)
 
 
 def group_state(observation: torch.Tensor, policy: JointPolicy) -> torch.Tensor:
-    """A group's observations ``[*B, n, obs]`` as the joint policy's states ``[*B, n * obs]``.
+    """A group's observations ``[*B, n, obs]`` as the joint policy's input
+    (:func:`group_input` of its ``input_shape``): the states ``[*B, n * obs]``, or the
+    observations themselves for ``param_head="agents"``.
 
-    Raises ValueError when ``n`` is not the policy's agent count or ``n * obs`` not its
-    state size."""
-    n, state_dim = policy.num_agents, policy.state_dim
-    if observation.dim() < 2 or observation.shape[-2] != n or \
-            observation.shape[-2] * observation.shape[-1] != state_dim:
-        raise ValueError(f"observation must have shape [*B, n={n}, obs] with n * obs = the "
-                         f"policy's state_dim {state_dim}, got {list(observation.shape)}")
-    return observation.flatten(-2).to(torch.float32)
+    Raises ValueError when ``n`` is not the policy's agent count or the sizes do not fit."""
+    n = policy.num_agents
+    if observation.dim() < 2 or observation.shape[-2] != n:
+        raise ValueError(f"observation must have shape [*B, n={n}, obs] (the policy's "
+                         f"{n} agents), got {list(observation.shape)}")
+    return group_input(observation, policy.input_shape, "the policy")
 
 
 def _joint_distribution(policy: JointPolicy, params: torch.Tensor) -> Distribution:
@@ -166,7 +190,8 @@ def joint_actor(policy: JointPolicy, group: str = "agents", observation_key: str
 
     Args:
         policy: the joint policy over the group's ``n`` agents; its ``state_dim`` is
-            ``n * obs``, the group's observations concatenated.
+            ``n * obs``, the group's observations concatenated (with
+            ``param_head="agents"`` its input is the observations ``[n, obs]`` themselves).
         group: the group's key in the tensordict.
         observation_key: the observation's key inside the group.
         spec: the group's action spec (``action_spec[group, "action"]``), or None.

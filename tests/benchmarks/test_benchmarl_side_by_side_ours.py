@@ -275,3 +275,16 @@ def test_benchmarl_lr_sets_every_optimisers_rate_and_is_checked(script, capsys):
         script.main(["--benchmarl-lr", "0", "--seeds", "1"])
     assert exit_info.value.code == 2
     assert "--benchmarl-lr must be > 0, got 0.0" in capsys.readouterr().err
+
+
+def test_spn_ac_reads_in_benchmarls_harness_what_it_reads_in_ours(script):
+    """On VMAS tasks our spn-ac's defaults read the agents' observations (agents head,
+    agents critics); the BenchMARL harness's spn-ac is built the same; on simple_spread both
+    read the concatenated observations."""
+    from spnpolicy.algos.registry import make_config
+    for task in ("navigation", "navigation-shared", "simple_spread"):
+        ours = make_config("spn-ac", script.OURS_ENVS[task], {})
+        theirs = script.algorithm_config("spn-ac", task)
+        assert (theirs.param_head, theirs.critic_input) == (ours.param_head, ours.critic_input)
+    assert script.algorithm_config("spn-ac").param_head == "agents"
+    assert script.algorithm_config("spn-ac", "simple_spread").param_head == "flat"

@@ -60,9 +60,18 @@ def test_what_it_cannot_run_is_named(tmp_path):
                    model_config=MlpConfig.get_from_yaml(), seed=0, config=config)
 
 
-def test_an_experiment_trains_the_policy_and_the_critics(tmp_path):
-    experiment = navigation_experiment(500, seed=0, folder=str(tmp_path))
+@pytest.mark.parametrize("inputs", ["concatenated", "agents"])
+def test_an_experiment_trains_the_policy_and_the_critics(tmp_path, inputs):
+    """The default (policy and critics on the concatenated observations), and the agents
+    head with AgentFactorQ critics (each on the agents' own observations)."""
+    config = SpnAcAlgorithmConfig.get_from_yaml()
+    if inputs == "agents":
+        config = dataclasses.replace(config, param_head="agents", critic_input="agents")
+    experiment = navigation_experiment(500, seed=0, folder=str(tmp_path),
+                                       algorithm_config=config)
     losses = experiment.losses[next(iter(experiment.group_map))]
+    assert (losses.policy.param_head, losses.critic_shape) == (
+        ("agents", (2, 18)) if inputs == "agents" else ("flat", (36,)))
     before = {name: [p.detach().clone() for p in params]
               for name, params in _trained_parameters(losses).items()}
     experiment.run()

@@ -11,6 +11,7 @@ pytest.importorskip("torchrl")
 from tensordict import TensorDict  # noqa: E402
 from torchrl.objectives import SoftUpdate  # noqa: E402
 
+from factor_q import AgentFactorQ  # noqa: E402
 from spnpolicy.algos.critics import TwinFactorQ, build_factor_graph  # noqa: E402
 from spnpolicy.algos.policies import JointPolicy  # noqa: E402
 from spnpolicy.integrations.spn_ac_loss import SpnAcLoss  # noqa: E402
@@ -21,12 +22,23 @@ TABLE = torch.tensor(list(itertools.product(range(K), repeat=N)))   # [27, N]
 
 
 def _loss(mode_guidance=0.0, autotune_alpha=False, regulariser="entropy", seed=0,
-          mode_floor=1.0) -> SpnAcLoss:
+          mode_floor=1.0, agents=False) -> SpnAcLoss:
+    """``agents``: the policy's agents head and ``AgentFactorQ`` critics, both on the
+    observations ``[B, N, OBS]``; else both on their concatenation."""
     torch.manual_seed(seed)
-    policy = JointPolicy(N * OBS, N, K, "selective", width=4, hidden=(8,))
-    with torch.no_grad():                 # away from the near-uniform initialisation
-        policy.encoder[-1].weight.mul_(100.0)
-    critic = TwinFactorQ(build_factor_graph("complete", N), N * OBS, K, (8,))
+    graph = build_factor_graph("complete", N)
+    if agents:
+        policy = JointPolicy(N * OBS, N, K, "selective", width=4, hidden=(8,),
+                             param_head="agents", obs_dim=OBS)
+        with torch.no_grad():             # away from the near-uniform initialisation
+            for param in policy.encoder.parameters():
+                param.mul_(10.0)
+        critic = AgentFactorQ(graph, OBS, K, (8,), payoff_hidden=4, ensemble=2)
+    else:
+        policy = JointPolicy(N * OBS, N, K, "selective", width=4, hidden=(8,))
+        with torch.no_grad():             # away from the near-uniform initialisation
+            policy.encoder[-1].weight.mul_(100.0)
+        critic = TwinFactorQ(graph, N * OBS, K, (8,))
     loss = SpnAcLoss(policy, critic, gamma=GAMMA, alpha=ALPHA, autotune_alpha=autotune_alpha,
                      target_entropy_scale=0.3, regulariser=regulariser,
                      mode_guidance=mode_guidance, mode_floor=mode_floor, group="team")
@@ -71,13 +83,18 @@ def _tables(critic: TwinFactorQ, states: torch.Tensor) -> torch.Tensor:
 
 def _brute_force(loss: SpnAcLoss, td: TensorDict, regulariser_offset: float = 0.0):
     """``(loss_qvalue, loss_actor, entropy [B])`` by enumerating the 27 joint actions."""
-    state = td["team", "observation"].flatten(-2)
-    next_state = td["next", "team", "observation"].flatten(-2)
+    obs, next_obs = td["team", "observation"], td["next", "team", "observation"]
+    policy_agents = loss.policy.param_head == "agents"
+    critic_agents = isinstance(loss.critic, AgentFactorQ)
+    state, next_state = (obs, next_obs) if policy_agents else \
+        (obs.flatten(-2), next_obs.flatten(-2))
+    critic_state, next_critic_state = (obs, next_obs) if critic_agents else \
+        (obs.flatten(-2), next_obs.flatten(-2))
     with torch.no_grad():
         with loss.target_critic_params.to_module(loss.critic):
-            next_q = _tables(loss.critic, next_state)
+            next_q = _tables(loss.critic, next_critic_state)
         with loss.critic_params.to_module(loss.critic):
-            q_all = _tables(loss.critic, state)
+            q_all = _tables(loss.critic, critic_state)
         p_next, p = _probs(loss.policy, next_state), _probs(loss.policy, state)
         h_next, h = -(p_next * p_next.log()).sum(-1), -(p * p.log()).sum(-1)
         value = (p_next * next_q).sum(-1).min(0).values + ALPHA * (h_next - regulariser_offset)
@@ -91,12 +108,14 @@ def _brute_force(loss: SpnAcLoss, td: TensorDict, regulariser_offset: float = 0.
     return loss_q, loss_actor, h, q_all, p
 
 
+@pytest.mark.parametrize("agents", [False, True], ids=["concatenated", "agents"])
 @pytest.mark.parametrize("regulariser", ["entropy", "kl_uniform"])
-def test_losses_equal_enumeration(regulariser):
-    loss, td = _loss(regulariser=regulariser), _batch()
+def test_losses_equal_enumeration(regulariser, agents):
+    loss, td = _loss(regulariser=regulariser, agents=agents), _batch()
     out = loss(td)
     offset = N * math.log(K) if regulariser == "kl_uniform" else 0.0
     loss_q, loss_actor, h, _, _ = _brute_force(loss, td, offset)
+    assert h.mean() < N * math.log(K) - 0.05         # not the uniform policy
     assert torch.allclose(out["loss_qvalue"], loss_q, rtol=1e-4)
     assert torch.allclose(out["loss_actor"], loss_actor, rtol=1e-4, atol=1e-5)
     assert torch.allclose(out["entropy"], h.mean(), rtol=1e-4)

@@ -96,7 +96,7 @@ def test_bad_inputs_are_named():
     actor = joint_actor(policy)
     td = TensorDict({"agents": TensorDict({"observation": torch.randn(5, N, OBS + 1)},
                                           [5, N])}, [5])
-    with pytest.raises(ValueError, match=r"n \* obs = the policy's state_dim 6, got \[5, 3, 3\]"):
+    with pytest.raises(ValueError, match=r"n \* obs = 6 for the policy's input \[6\], got \[5, 3, 3\]"):
         actor(td)
     dist = JointActionDistribution(torch.zeros(4, policy.circuit.num_params), policy)
     with pytest.raises(ValueError, match=r"batch_shape=\[4, 3\]\], got \[4, 2\]"):
