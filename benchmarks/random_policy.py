@@ -1,0 +1,74 @@
+"""The uniformly random policy on a bench suite's tasks: the reference row of its table.
+
+```bash
+.venv/bin/python benchmarks/random_policy.py vmas-dispersion --episodes 320 \
+    --out benchmarks/results/vmas-dispersion/random_policy.json
+```
+
+Plays ``--episodes`` episodes per task of SUITE (or of ``--tasks``) with uniform random joint
+actions in 32 vectorised copies, seeded as the bench seeds its greedy evaluation of seed 0
+(``EVAL_SEED_OFFSET``), and prints and writes to ``--out`` (default
+``runs/benchmarks/random_policy_<suite>.json``) the mean return with its 95% normal CI over
+the episodes (mean +- 1.96 std / sqrt(episodes)), and the success rate where the env reports
+one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from spnpolicy.bench.suites import get_suite
+from spnpolicy.training.evaluation import EVAL_SEED_OFFSET, evaluate
+from spnpolicy.training.vec_env import make_vec_env
+
+COPIES = 32
+
+
+def random_policy(env: str, env_kwargs: dict, episodes: int, seed: int = 0) -> dict:
+    """Uniform random joint actions for ``episodes`` episodes of ``env``: ``evaluate``'s
+    figures plus ``return_ci95``."""
+    envs = make_vec_env(env, COPIES, seed=seed + EVAL_SEED_OFFSET, **env_kwargs)
+    rng = np.random.default_rng(seed)
+
+    def act(state: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        return rng.integers(0, envs.num_actions, size=(state.shape[0], envs.num_agents))
+
+    result = evaluate(act, envs, episodes, seed=seed + EVAL_SEED_OFFSET)
+    half = 1.96 * result["return_std"] / np.sqrt(result["episodes"])
+    return result | {"return_ci95": [result["return_mean"] - half, result["return_mean"] + half]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("suite")
+    parser.add_argument("--tasks", default=None, help="only these tasks (comma-separated)")
+    parser.add_argument("--episodes", type=int, default=320)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    suite = get_suite(args.suite)
+    names = args.tasks.split(",") if args.tasks else [task.name for task in suite.tasks]
+    unknown = sorted(set(names) - {task.name for task in suite.tasks})
+    if unknown:
+        parser.error(f"--tasks: {', '.join(unknown)} not in {args.suite} "
+                     f"({', '.join(task.name for task in suite.tasks)})")
+    results = {}
+    for task in suite.tasks:
+        if task.name in names:
+            results[task.name] = random_policy(task.env, task.env_kwargs, args.episodes)
+            r = results[task.name]
+            low, high = r["return_ci95"]
+            success = (f", success {r['success_rate']:.3f}" if "success_rate" in r else "")
+            print(f"{task.name}: random return {r['return_mean']:.3f} [{low:.3f}, {high:.3f}] "
+                  f"over {r['episodes']} episodes{success}")
+    out = args.out or Path(f"runs/benchmarks/random_policy_{args.suite}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
