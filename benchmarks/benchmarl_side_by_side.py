@@ -182,18 +182,17 @@ EVAL_EPISODES, EVAL_SEED = 32, 123
 
 def algorithm_config(name: str, task: str = "navigation"):
     """BenchMARL's config of ``name`` from its yaml; spn-ac on the VMAS tasks with our
-    spn-ac's VMAS inputs (``spn_ac.ENV_DEFAULTS["vmas"]``: the policy and the critics read
-    each agent's observation through networks shared by the agents), as in our harness."""
+    spn-ac's VMAS defaults (``SpnAcAlgorithmConfig.for_family("vmas")``: the policy and the
+    critics read each agent's observation through networks shared by the agents), as in our
+    harness."""
     from benchmarl.algorithms import MappoConfig, MasacConfig, QmixConfig, VdnConfig
 
-    from spnpolicy.algos.spn_ac import ENV_DEFAULTS
     from spnpolicy.integrations.benchmarl import SpnAcAlgorithmConfig
+    if name == "spn-ac" and task != "simple_spread":
+        return SpnAcAlgorithmConfig.for_family("vmas")
     configs = {"mappo": MappoConfig, "qmix": QmixConfig, "vdn": VdnConfig,
                "masac": MasacConfig, "spn-ac": SpnAcAlgorithmConfig}
-    config = configs[name].get_from_yaml()
-    if name == "spn-ac" and task != "simple_spread":
-        config = dataclasses.replace(config, **ENV_DEFAULTS["vmas"])
-    return config
+    return configs[name].get_from_yaml()
 
 
 def experiment_config(max_frames: int, folder: str, lr: float | None = None):

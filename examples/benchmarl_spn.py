@@ -29,10 +29,11 @@ def navigation_experiment(max_frames: int, seed: int, folder: str, model_config=
                           algorithm_config=None, config=None) -> Experiment:
     """BenchMARL's Experiment of spn-ac (or ``algorithm_config``) on 2-agent VMAS navigation
     (``config``, default :func:`experiment_config`; BenchMARL's MLP model config unless
-    ``model_config``)."""
+    ``model_config``). spn-ac's settings are its VMAS defaults: the policy and the critics
+    read each agent's observation through networks shared by the agents."""
     task = VmasTask.NAVIGATION.get_from_yaml()
     task.config.update(n_agents=2, max_steps=EPISODE_STEPS)
-    algorithm_config = algorithm_config or SpnAcAlgorithmConfig.get_from_yaml()
+    algorithm_config = algorithm_config or SpnAcAlgorithmConfig.for_family("vmas")
     return Experiment(task=task, algorithm_config=algorithm_config,
                       model_config=model_config or MlpConfig.get_from_yaml(), seed=seed,
                       config=config or experiment_config(max_frames, folder))

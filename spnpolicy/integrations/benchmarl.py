@@ -16,7 +16,7 @@ from benchmarl.models.mlp import MlpConfig
 from spnpolicy.integrations.benchmarl import SpnAcAlgorithmConfig
 
 experiment = Experiment(task=VmasTask.NAVIGATION.get_from_yaml(),
-                        algorithm_config=SpnAcAlgorithmConfig.get_from_yaml(),
+                        algorithm_config=SpnAcAlgorithmConfig.for_family("vmas"),
                         model_config=MlpConfig.get_from_yaml(), seed=0,
                         config=ExperimentConfig.get_from_yaml())
 experiment.run()
@@ -52,7 +52,7 @@ from torchrl.objectives import LossModule
 from factor_q import AgentFactorQ
 from spnpolicy.algos.critics import TwinFactorQ, build_factor_graph
 from spnpolicy.algos.policies import JointPolicy
-from spnpolicy.algos.spn_ac import SpnAcConfig
+from spnpolicy.algos.spn_ac import ENV_DEFAULTS, SpnAcConfig
 from spnpolicy.integrations.spn_ac_loss import SpnAcLoss
 from spnpolicy.integrations.torchrl import joint_actor
 
@@ -221,6 +221,19 @@ class SpnAcAlgorithmConfig(AlgorithmConfig):
     def get_from_yaml(cls, path: str | None = None) -> SpnAcAlgorithmConfig:
         """The config of the yaml at ``path`` (default :data:`CONFIG_YAML`)."""
         return super().get_from_yaml(str(CONFIG_YAML) if path is None else path)
+
+    @classmethod
+    def for_family(cls, family: str, path: str | None = None) -> SpnAcAlgorithmConfig:
+        """:meth:`get_from_yaml`'s config with spn-ac's own defaults for the env family
+        ``family`` (``spnpolicy.algos.spn_ac.ENV_DEFAULTS``), those of its fields this config
+        has. ``"vmas"``: the policy and the critics read each agent's observation through
+        networks shared by the agents (``param_head``, ``critic_input`` "agents")."""
+        if family not in ENV_DEFAULTS:
+            raise ValueError(f"family must be one of {', '.join(sorted(ENV_DEFAULTS))}, got "
+                             f"{family!r}")
+        settings = {name: list(value) if isinstance(value, tuple) else value
+                    for name, value in ENV_DEFAULTS[family].items() if name in _fields()}
+        return dataclasses.replace(cls.get_from_yaml(path), **settings)
 
     @staticmethod
     def associated_class() -> type[Algorithm]:

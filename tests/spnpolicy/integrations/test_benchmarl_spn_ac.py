@@ -99,3 +99,16 @@ def test_an_experiment_learns_navigation_where_random_actions_drift_away(tmp_pat
     assert experiment.total_frames == 40_000
     assert random_return < -0.3 and untrained < -0.3
     assert trained > max(random_return, untrained) + 0.5, (trained, untrained, random_return)
+
+
+def test_for_family_takes_spn_acs_env_defaults():
+    from spnpolicy.algos.spn_ac import ENV_DEFAULTS
+    config = SpnAcAlgorithmConfig.for_family("vmas")
+    assert (config.param_head, config.critic_input) == ("agents", "agents")
+    assert dataclasses.replace(config, param_head="flat", critic_input="state") == \
+        SpnAcAlgorithmConfig.get_from_yaml()
+    matrix = SpnAcAlgorithmConfig.for_family("matrix")      # its fields this config has
+    assert matrix.policy_hidden == list(ENV_DEFAULTS["matrix"]["policy_hidden"])
+    assert matrix.alpha == ENV_DEFAULTS["matrix"]["alpha"]
+    with pytest.raises(ValueError, match="family must be one of .*got 'mujoco'"):
+        SpnAcAlgorithmConfig.for_family("mujoco")
