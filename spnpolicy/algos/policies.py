@@ -254,6 +254,10 @@ class AgentGroupHead(GroupHeads):
         circuit: the policy circuit (its parameter groups and their scopes).
         hidden: widths of the agent encoder MLP; ``embed_dim``: ``d``.
         bound: ``B``, a positive float (``inf``: unbounded).
+        agent_ids: append a one-hot of each agent's id to its input (``x_i`` becomes
+            ``[x_i, e_i]``, ``[B, n, input_dim + n]``), so that agents with equal inputs can
+            score their actions differently; without it the head is symmetric in the agents
+            up to the circuit's structure.
     """
 
     #: its global normalisation runs the circuit engine, which torch.compile does not trace
@@ -261,14 +265,17 @@ class AgentGroupHead(GroupHeads):
     traces_whole = False
 
     def __init__(self, input_dim: int, circuit, hidden: Sequence[int],
-                 embed_dim: int = GROUP_EMBED_DIM, bound: float = SCORE_BOUND) -> None:
+                 embed_dim: int = GROUP_EMBED_DIM, bound: float = SCORE_BOUND,
+                 agent_ids: bool = False) -> None:
         if not bound > 0:
             raise ValueError(f"bound must be a positive float (inf: unbounded), got {bound!r}")
-        encoder = mlp(input_dim, hidden, embed_dim)
+        n = circuit.num_vars
+        encoder = mlp(input_dim + (n if agent_ids else 0), hidden, embed_dim)
         super().__init__(_group_sizes(circuit), embed_dim)
         self.bound = float(bound)
         self.encoder, self.mix = encoder, nn.Linear(2 * embed_dim, embed_dim)
-        n = circuit.num_vars
+        self.agent_ids = agent_ids
+        self.register_buffer("ids", torch.eye(n), persistent=False)
         plan = circuit._plan_on(torch.device("cpu"))
         # the circuit stays the policy's module, not a submodule of this head
         self._normalise = circuit.locally_normalised
@@ -322,6 +329,8 @@ class AgentGroupHead(GroupHeads):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """``inputs [B, n, input_dim]`` -> logits ``[B, P]``, each group normalised."""
+        if self.agent_ids:
+            inputs = torch.cat([inputs, self.ids.expand(inputs.shape[0], -1, -1)], -1)
         h = torch.relu(self.encoder(inputs))                                # [B, n, d]
         sides = torch.einsum("sun,bnd->bsud", self.pool, h)                 # [B, 2, U, d]
         u = torch.relu(self.mix(torch.cat([sides[:, 0], sides[:, 1]], -1)))  # [B, U, d]
@@ -373,6 +382,8 @@ class JointPolicy(nn.Module):
             (:class:`AgentGroupHead`); the last two for circuit policies only.
         obs_dim: with ``param_head="agents"``, one agent's observation size: the policy
             then reads per-agent observations ``[B, n, obs_dim]`` instead of global states.
+        agent_ids: with ``param_head="agents"``, each agent's input carries a one-hot of its
+            id (:class:`AgentGroupHead`).
 
     ``input_shape`` is what :meth:`distribution` and :meth:`act` read: ``(state_dim,)``, or
     ``(n, obs_dim)`` for ``param_head="agents"``.
@@ -380,10 +391,14 @@ class JointPolicy(nn.Module):
 
     def __init__(self, state_dim: int, num_agents: int, num_actions: int,
                  kind="selective", width: int = 16, hidden: Sequence[int] = (128, 128),
-                 param_head: str = "flat", obs_dim: int | None = None):
+                 param_head: str = "flat", obs_dim: int | None = None,
+                 agent_ids: bool = False):
         super().__init__()
         if param_head not in PARAM_HEADS:
             raise ValueError(f"param_head must be one of {PARAM_HEADS}, got {param_head!r}")
+        if agent_ids and param_head != "agents":
+            raise ValueError(f"agent_ids needs param_head='agents' (per-agent inputs), got "
+                             f"param_head={param_head!r}")
         if param_head != "flat" and kind == "softmax":
             raise ValueError(f"param_head={param_head!r} needs a circuit policy; the softmax "
                              f"policy has no parameter groups to share a head across")
@@ -408,7 +423,7 @@ class JointPolicy(nn.Module):
         self.input_shape = ((num_agents, obs_dim) if param_head == "agents"
                             else (state_dim,))
         if param_head == "agents":
-            self.encoder = AgentGroupHead(obs_dim, self.circuit, hidden)
+            self.encoder = AgentGroupHead(obs_dim, self.circuit, hidden, agent_ids=agent_ids)
         elif param_head == "shared":
             self.encoder = SharedGroupHead(state_dim, _group_sizes(self.circuit), hidden)
         else:

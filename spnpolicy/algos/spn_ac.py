@@ -86,6 +86,10 @@ class SpnAcConfig(OffPolicyConfig):
     through one encoder shared by every agent, each group reading the agents of its scope;
     JointPolicy's AgentGroupHead; stores observations in the replay buffer). Circuit
     policies only, not softmax."""
+    agent_ids: bool = checked(False, boolean)
+    """With param_head="agents": each agent's policy input carries a one-hot of its id, so
+    that agents seeing the same thing can act differently (the critics with
+    critic_input="agents" always have it)."""
     critic_hidden: tuple[int, ...] = checked((128, 128), widths)
     """Hidden widths of each critic's MLP (on the state, or on each agent's input)."""
     critic_input: str = checked("state", one_of("state", "agents"))
@@ -183,6 +187,9 @@ class SpnAcConfig(OffPolicyConfig):
         if self.critic_input == "agents" and self.critic_rank:
             raise ValueError(f"critic_rank={self.critic_rank} needs critic_input='state'; the "
                              f"agents critics have full tables")
+        if self.agent_ids and self.param_head != "agents":
+            raise ValueError(f"agent_ids=True needs param_head='agents' (per-agent policy "
+                             f"inputs), got param_head={self.param_head!r}")
         if self.param_head != "flat" and self.policy == "softmax":
             raise ValueError(f"param_head={self.param_head!r} needs a circuit policy; the "
                              f"softmax policy has no parameter groups to share a head across")
@@ -502,8 +509,8 @@ class SpnAc(OffPolicyAlgorithm):
         self.cfg = cfg
         self.policy = JointPolicy(state_dim, n, k, cfg.policy, cfg.width, cfg.policy_hidden,
                                   param_head=cfg.param_head,
-                                  obs_dim=envs.obs_dim if cfg.param_head == "agents" else None
-                                  ).to(device)
+                                  obs_dim=envs.obs_dim if cfg.param_head == "agents" else None,
+                                  agent_ids=cfg.agent_ids).to(device)
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
                                    seed=cfg.graph_seed)
         # the joint policy and the critics each read the global state, or each agent's

@@ -64,13 +64,15 @@ def test_shared_part_does_not_grow_with_the_team(kind):
     assert s16 == s64 and g64 > g16             # only the group embedding grows
 
 
+@pytest.mark.parametrize("agent_ids", [False, True])
 @pytest.mark.parametrize("kind", ["mean_field", "selective"])
-def test_distribution_is_exact(kind):
+def test_distribution_is_exact(kind, agent_ids):
     # the enumerated joint probabilities sum to 1, the region tree's and the engine's
     # layouts agree, and the entropy is the enumerated one
     torch.manual_seed(1)
     n, k = 3, 3
-    policy = JointPolicy(2, n, k, kind, width=4, param_head="agents", obs_dim=4)
+    policy = JointPolicy(2, n, k, kind, width=4, param_head="agents", obs_dim=4,
+                         agent_ids=agent_ids)
     with torch.no_grad():
         for p in policy.encoder.heads.parameters():
             p.mul_(300.0)
@@ -197,3 +199,33 @@ def test_the_bound_keeps_a_slope_far_past_it():
     torch.testing.assert_close(y[2:4], expected)
     y.sum().backward()
     assert bool((x.grad > 0).all())
+
+
+def test_agent_ids_tell_agents_with_equal_inputs_apart():
+    """Every agent sees the same input: with the group corrections at zero (the agents' own
+    softmax), the marginals are equal across agents without ids (one shared scorer) and
+    differ with them."""
+    torch.manual_seed(0)
+    n, k = 4, 5
+    x = torch.randn(3, 1, 6).expand(3, n, 6)
+    for agent_ids in (False, True):
+        policy = JointPolicy(2, n, k, "mean_field", param_head="agents", obs_dim=6,
+                             agent_ids=agent_ids)
+        with torch.no_grad():
+            for p in policy.encoder.scores.parameters():
+                p.mul_(100.0)
+            for p in policy.encoder.heads.parameters():
+                p.zero_()
+        marginals = policy.distribution(x).marginals()                   # [3, n, k]
+        spread = (marginals - marginals[:, :1]).abs().max()
+        assert (spread > 1e-3) if agent_ids else (spread < 1e-6), (agent_ids, spread)
+    assert policy.encoder.encoder[0].in_features == 6 + n
+
+
+def test_agent_ids_need_the_agents_head():
+    with pytest.raises(ValueError, match="agent_ids needs param_head='agents'"):
+        JointPolicy(8, 2, 3, "selective", param_head="flat", agent_ids=True)
+    from spnpolicy.algos.spn_ac import SpnAcConfig
+    with pytest.raises(ValueError, match="agent_ids=True needs param_head='agents'"):
+        SpnAcConfig(agent_ids=True)
+    assert SpnAcConfig(agent_ids=True, param_head="agents").agent_ids
