@@ -115,7 +115,8 @@ class SpnAcAlgorithm(Algorithm):
         cfg = self.settings
         policy = JointPolicy(n * obs, n, k, cfg.policy, cfg.width, cfg.policy_hidden,
                              param_head=cfg.param_head,
-                             obs_dim=obs if cfg.param_head == "agents" else None)
+                             obs_dim=obs if cfg.param_head == "agents" else None,
+                             agent_ids=cfg.agent_ids)
         self._joint_policies[group] = policy.to(self.device)
         return joint_actor(policy, group, key, spec=self.action_spec[group, "action"])
 
@@ -181,6 +182,8 @@ class SpnAcAlgorithmConfig(AlgorithmConfig):
     """How the circuit's parameters come from the observations: flat (one MLP on their
     concatenation), shared (one encoder and a small head per parameter-group size) or
     agents (each agent's observation through one encoder shared by the agents)."""
+    agent_ids: bool = _default("agent_ids")
+    """With param_head="agents": each agent's input carries a one-hot of its id."""
     critic_hidden: list[int] = _default("critic_hidden")
     """Hidden widths of each factor-graph critic's state MLP."""
     critic_input: str = _default("critic_input")
