@@ -449,16 +449,15 @@ def _critics_agent(saved: dict[str, Any], payload: dict[str, Any]):
 
 def _joint_policy(saved: dict[str, Any], payload: dict[str, Any]):
     """spn-ac's (and its variants') trained ``JointPolicy`` from a run's config and checkpoint."""
-    from spnpolicy.algos.policies import JointPolicy
+    from spnpolicy.algos.spn_ac import joint_policy
     from spnpolicy.training.vec_env import make_vec_env
 
     cfg = saved["config"]
     envs = make_vec_env(saved["env"], 1, **saved["env_kwargs"])
     try:
-        head = cfg.get("param_head", "flat")                            # absent: older runs
-        policy = JointPolicy(envs.state_dim, envs.num_agents, envs.num_actions, cfg["policy"],
-                             cfg["width"], tuple(cfg["policy_hidden"]), param_head=head,
-                             obs_dim=envs.obs_dim if head == "agents" else None)
+        # param_head and agent_ids are absent from older runs' configs
+        policy = joint_policy(envs, cfg["policy"], cfg["width"], cfg["policy_hidden"],
+                              cfg.get("param_head", "flat"), cfg.get("agent_ids", False))
     finally:
         envs.close()
     # the modules sit at the top of the payload, or in the shared loop's "algorithm" entry

@@ -485,6 +485,16 @@ class Temperature(nn.Module):
 
 
 # --- the algorithm ---------------------------------------------------------------------
+def joint_policy(envs: VecEnv, policy, width: int, hidden: Sequence[int],
+                 param_head: str = "flat", agent_ids: bool = False) -> JointPolicy:
+    """spn-ac's ``JointPolicy`` for ``envs`` (its agents, actions, state or observation
+    size): what training builds and what a saved run's agent is rebuilt as."""
+    return JointPolicy(envs.state_dim, envs.num_agents, envs.num_actions, policy, width,
+                       tuple(hidden), param_head=param_head,
+                       obs_dim=envs.obs_dim if param_head == "agents" else None,
+                       agent_ids=agent_ids)
+
+
 class SpnAc(OffPolicyAlgorithm):
     """spn-ac's networks, optimizers and one update, for :func:`train_offpolicy`.
 
@@ -507,10 +517,8 @@ class SpnAc(OffPolicyAlgorithm):
         device = torch.device(cfg.device)
         n, k, state_dim = envs.num_agents, envs.num_actions, envs.state_dim
         self.cfg = cfg
-        self.policy = JointPolicy(state_dim, n, k, cfg.policy, cfg.width, cfg.policy_hidden,
-                                  param_head=cfg.param_head,
-                                  obs_dim=envs.obs_dim if cfg.param_head == "agents" else None,
-                                  agent_ids=cfg.agent_ids).to(device)
+        self.policy = joint_policy(envs, cfg.policy, cfg.width, cfg.policy_hidden,
+                                   cfg.param_head, cfg.agent_ids).to(device)
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
                                    seed=cfg.graph_seed)
         # the joint policy and the critics each read the global state, or each agent's

@@ -140,15 +140,18 @@ def test_bad_input_names_the_shape_and_the_argument():
     assert isinstance(policy.encoder, AgentGroupHead)
 
 
-@pytest.mark.parametrize("critic_input", ["state", "agents"])
-def test_spn_ac_trains_saves_and_reloads_with_it(tmp_path, critic_input):
+@pytest.mark.parametrize("critic_input, agent_ids", [("state", False), ("agents", False),
+                                                     ("agents", True)])
+def test_spn_ac_trains_saves_and_reloads_with_it(tmp_path, critic_input, agent_ids):
     result = spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=160, out_dir=tmp_path,
                              env_kwargs=dict(num_agents=3, grid_size=4, max_steps=8,
                                              observation="relative"),
                              learning_starts=64, batch_size=16, eval_interval=160,
                              eval_episodes=2, param_head="agents", critic_input=critic_input,
-                             progress=False, verbose=False)
+                             agent_ids=agent_ids, progress=False, verbose=False)
+    assert result.agent.encoder.agent_ids is agent_ids
     agent = load_agent(tmp_path)
+    assert agent.encoder.agent_ids is agent_ids
     assert agent.input_shape == result.agent.input_shape == (3, result.agent.input_shape[1])
     x = np.random.default_rng(0).random((4, *agent.input_shape)).astype(np.float32)
     assert np.array_equal(agent.act(x), result.agent.act(x))

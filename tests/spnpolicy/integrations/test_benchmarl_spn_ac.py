@@ -66,12 +66,15 @@ def test_an_experiment_trains_the_policy_and_the_critics(tmp_path, inputs):
     head with AgentFactorQ critics (each on the agents' own observations)."""
     config = SpnAcAlgorithmConfig.get_from_yaml()
     if inputs == "agents":
-        config = dataclasses.replace(config, param_head="agents", critic_input="agents")
+        config = dataclasses.replace(config, param_head="agents", critic_input="agents",
+                                     agent_ids=True)
     experiment = navigation_experiment(500, seed=0, folder=str(tmp_path),
                                        algorithm_config=config)
     losses = experiment.losses[next(iter(experiment.group_map))]
     assert (losses.policy.param_head, losses.critic_shape) == (
         ("agents", (2, 18)) if inputs == "agents" else ("flat", (36,)))
+    if inputs == "agents":
+        assert losses.policy.encoder.agent_ids
     before = {name: [p.detach().clone() for p in params]
               for name, params in _trained_parameters(losses).items()}
     experiment.run()

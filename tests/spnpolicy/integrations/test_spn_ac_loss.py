@@ -184,3 +184,17 @@ def test_mismatched_critic_is_named():
     with pytest.raises(ValueError, match="critic must be over the policy's 3 agents, 3 actions"):
         SpnAcLoss(policy, critic, gamma=GAMMA, alpha=ALPHA, autotune_alpha=False,
                   target_entropy_scale=0.3, regulariser="entropy", mode_guidance=0.0)
+
+
+def test_agents_critics_must_be_twins_without_a_state_input():
+    policy = JointPolicy(N * OBS, N, K, "selective", width=4, hidden=(8,),
+                         param_head="agents", obs_dim=OBS)
+    graph = build_factor_graph("complete", N)
+    kwargs = dict(gamma=GAMMA, alpha=ALPHA, autotune_alpha=False, target_entropy_scale=0.3,
+                  regulariser="entropy", mode_guidance=0.0)
+    with pytest.raises(ValueError, match="twin critics \\(ensemble=2\\), got ensemble=None"):
+        SpnAcLoss(policy, AgentFactorQ(graph, OBS, K, (8,)), **kwargs)
+    with pytest.raises(ValueError, match="global state input \\(state_dim=4\\)"):
+        SpnAcLoss(policy, AgentFactorQ(graph, OBS, K, (8,), state_dim=4, ensemble=2), **kwargs)
+    with pytest.raises(ValueError, match="critic must be over .* got 3, 3 and \\[3, 3\\]"):
+        SpnAcLoss(policy, AgentFactorQ(graph, OBS + 1, K, (8,), ensemble=2), **kwargs)
