@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--episodes", type=int, default=320)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    suite = get_suite(args.suite)
+    try:
+        suite = get_suite(args.suite)
+    except ValueError as error:
+        parser.error(str(error))
     names = args.tasks.split(",") if args.tasks else [task.name for task in suite.tasks]
     unknown = sorted(set(names) - {task.name for task in suite.tasks})
     if unknown:

@@ -33,6 +33,10 @@ def test_unknown_task_is_named(script, tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main(["matrix", "--tasks", "climbing,nope", "--out", str(tmp_path / "x.json")])
     assert "--tasks: nope not in matrix" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["no-such-suite"])
+    assert exit_info.value.code == 2
+    assert "unknown suite 'no-such-suite'" in capsys.readouterr().err
 
 
 def test_random_policy_is_seeded(script):
