@@ -198,7 +198,7 @@ class GroupHeads(nn.Module):
             z = torch.relu(own + self.embedding[groups])                 # [B, G_s, d]
             parts.append(self.heads[str(size)](z).flatten(1))           # [B, G_s * size]
         out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        return out[:, self.inverse]
+        return out.index_select(1, self.inverse)
 
 
 class SharedGroupHead(GroupHeads):
@@ -337,7 +337,8 @@ class AgentGroupHead(GroupHeads):
         correction = self._bounded(self.heads_of(u.index_select(1, self.pair_of)))  # [B, P]
         scores = self.action_scores(h).flatten(1)                           # [B, n k]
         scores = torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], 1)
-        return self._normalise(correction + scores[:, self.score_index].sum(-1))
+        fixed = scores.index_select(1, self.score_index.flatten())          # [B, P w]
+        return self._normalise(correction + fixed.unflatten(1, self.score_index.shape).sum(-1))
 
 
 def _fixed_actions(plan, p: int) -> list[tuple[int, int]]:
