@@ -23,30 +23,33 @@ def span(values: list[float]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}"
 
 
+#: per engine script: its circuits' list, a circuit's name, and a batch cell's
+#: (fwd ratio, fwd+bwd ratio, our fwd+bwd ms)
+ENGINE_TABLES = {
+    "cirkit": ("circuits", lambda c: f"Tucker {c['edges']} edges",
+               lambda b: (b["forward"]["speedup"], b["forward_backward"]["speedup"],
+                          b["forward_backward"]["ours_ms"])),
+    "engine": ("reference", lambda c: f"RAT {c['circuit']['edges']} edges",
+               lambda b: (b["speedup_forward"], b["speedup_forward_backward"],
+                          b["ours_forward_backward_ms"])),
+}
+
+
 def engines() -> None:
-    print("| circuit | batch | commit | fwd x cirkit | fwd+bwd x cirkit | ours fwd+bwd ms (median) |")
-    print("|---|---:|---|---:|---:|---:|")
-    for commit in COMMITS:
-        runs = load("cirkit", commit)
-        for i, circuit in enumerate(runs[0]["circuits"]):
-            for batch in circuit["batches"]:
-                cells = [r["circuits"][i]["batches"][batch] for r in runs]
-                print(f"| Tucker {circuit['edges']} edges | {batch} | {commit} "
-                      f"| {span([c['forward']['speedup'] for c in cells])} "
-                      f"| {span([c['forward_backward']['speedup'] for c in cells])} "
-                      f"| {statistics.median(c['forward_backward']['ours_ms'] for c in cells):.2f} |")
-    print()
-    print("| circuit | batch | commit | fwd x reference | fwd+bwd x reference | ours fwd+bwd ms (median) |")
-    print("|---|---:|---|---:|---:|---:|")
-    for commit in COMMITS:
-        runs = load("engine", commit)
-        for i, circuit in enumerate(runs[0]["reference"]):
-            for batch in circuit["batches"]:
-                cells = [r["reference"][i]["batches"][batch] for r in runs]
-                print(f"| RAT {circuit['circuit']['edges']} edges | {batch} | {commit} "
-                      f"| {span([c['speedup_forward'] for c in cells])} "
-                      f"| {span([c['speedup_forward_backward'] for c in cells])} "
-                      f"| {statistics.median(c['ours_forward_backward_ms'] for c in cells):.2f} |")
+    for kind, (key, name, cell) in ENGINE_TABLES.items():
+        other = "cirkit" if kind == "cirkit" else "reference"
+        print(f"| circuit | batch | commit | fwd x {other} | fwd+bwd x {other} "
+              f"| ours fwd+bwd ms (median) |")
+        print("|---|---:|---|---:|---:|---:|")
+        for commit in COMMITS:
+            runs = load(kind, commit)
+            for i, circuit in enumerate(runs[0][key]):
+                for batch in circuit["batches"]:
+                    cells = [cell(r[key][i]["batches"][batch]) for r in runs]
+                    print(f"| {name(circuit)} | {batch} | {commit} "
+                          f"| {span([c[0] for c in cells])} | {span([c[1] for c in cells])} "
+                          f"| {statistics.median(c[2] for c in cells):.2f} |")
+        print()
     for commit in COMMITS:
         ratios = [r["log_likelihood"]["ratio"] for r in load("engine", commit)]
         print(f"SPFlow at {commit}: {', '.join(f'{x:.1f}x' for x in ratios)}")
