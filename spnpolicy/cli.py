@@ -41,7 +41,7 @@ from spnpolicy.algos.config import field_docs, parse_field_value
 from spnpolicy.algos.config_files import read_config_file, write_config_file
 from spnpolicy.algos.registry import ALGORITHMS, get_algorithm, make_config
 from spnpolicy.algos.spn_ac import ACTINGS
-from spnpolicy.cli_args import key_value, literal
+from spnpolicy.cli_args import command, key_value, literal
 from spnpolicy.envs.registry import ENV_DESCRIPTIONS, ENV_NAMES, LBF_EXAMPLE, registered_envs
 from spnpolicy.envs.validation import check_int
 from spnpolicy.evaluate import SAVED_RUN_EPISODES, SAVED_RUN_SEED, evaluate_saved_run
@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    train = commands.add_parser(
-        "train", help="train an algorithm on an environment", epilog=_listing(),
+    train = command(
+        commands, _train, "train", help="train an algorithm on an environment", epilog=_listing(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train ALGO on ENV, evaluating greedily at fixed intervals; writes a run "
         "directory: config.json, metrics.jsonl and metrics.csv (one record per evaluation, and "
@@ -143,10 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "terminal)")
     train.add_argument("--quiet", action="store_true", help="no line per evaluation")
 
-    train.set_defaults(handler=_train)
 
-    config = commands.add_parser(
-        "config", help="show an algorithm's config for an env, or write it to a file",
+    config = command(
+        commands, _config, "config",
+        help="show an algorithm's config for an env, or write it to a file",
         description="List every config key of ALGO with its value (ENV's defaults when an env "
         "is given) and meaning; with --out, write them to a JSON file (a YAML file when FILE "
         "ends in .yaml or .yml) instead, for 'spnpolicy train ALGO ENV --config FILE'.")
@@ -159,10 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--out", default=None, metavar="FILE",
                         help="write the config to FILE (JSON; YAML for .yaml / .yml) instead "
                         "of listing it")
-    config.set_defaults(handler=_config)
 
-    evaluate = commands.add_parser(
-        "evaluate", help="evaluate a trained run's agent beside uniform random actions",
+    evaluate = command(
+        commands, _evaluate, "evaluate",
+        help="evaluate a trained run's agent beside uniform random actions",
         description="Play N episodes (--episodes) of the run's env, its env arguments, "
         "seeded with S (--seed), with the run's agent acting greedily, then the same episodes "
         "with uniform random joint actions (and with --stochastic, with the agent's sampling "
@@ -187,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--acting", default=None, choices=ACTINGS,
                           help="spn-ac runs: act by the joint policy's mode, or by the "
                           "critics' best joint action (default: the run's own acting)")
-    evaluate.set_defaults(handler=_evaluate)
 
     # Other commands live in their own modules: each `register(commands)` adds a
     # subparser whose `handler(args) -> int` runs it.

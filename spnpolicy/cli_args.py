@@ -1,13 +1,23 @@
 """Argument parsing shared by the ``spnpolicy`` subcommands (``train``, ``query``, ...):
-``KEY=VALUE`` pairs and Python-literal values."""
+subcommands with their handlers, ``KEY=VALUE`` pairs and Python-literal values."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["key_value", "literal"]
+__all__ = ["command", "key_value", "literal"]
+
+
+def command(commands: argparse._SubParsersAction, handler: Callable[[argparse.Namespace], Any],
+            name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """The subcommand ``name`` of ``commands`` (``commands.add_parser(name, **kwargs)``),
+    which ``main`` runs as ``handler(args)``."""
+    parser = commands.add_parser(name, **kwargs)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def key_value(text: str) -> tuple[str, str]:

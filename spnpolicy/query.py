@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spnpolicy.cli_args import key_value, literal
+from spnpolicy.cli_args import command, key_value, literal
 from spnpolicy.envs.registry import action_names
 
 __all__ = ["action_names", "register", "reset_state"]
@@ -28,8 +28,9 @@ __all__ = ["action_names", "register", "reset_state"]
 
 def register(commands) -> None:
     """Add the ``query`` subcommand to the CLI's subparsers."""
-    query = commands.add_parser(
-        "query", help="query a trained joint policy: conditionals, marginals, samples, MPE",
+    query = command(
+        commands, run, "query",
+        help="query a trained joint policy: conditionals, marginals, samples, MPE",
         description="Ask a trained joint policy about the reset state of its env (for --seed): "
         "each agent's marginal given the --fix evidence with the --drop agents summed out, "
         "samples of the joint action, and the most likely joint action.")
@@ -55,7 +56,6 @@ def register(commands) -> None:
                        help="also print the critics' best joint action given the --fix "
                        "evidence: what is best for the others when the fixed agents are "
                        "stuck (spn-ac and its variants; --drop does not apply to it)")
-    query.set_defaults(handler=run)
 
 
 def reset_state(env: str, env_kwargs: dict[str, Any], seed: int):

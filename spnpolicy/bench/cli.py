@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spnpolicy.cli_args import key_value
+from spnpolicy.cli_args import command, key_value
 
 if TYPE_CHECKING:
     from spnpolicy.bench.records import RunRecord
@@ -44,8 +44,8 @@ def _names(text: str) -> list[str]:
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``bench`` and ``plot`` to the ``spnpolicy`` subcommands."""
-    bench = commands.add_parser(
-        "bench", help="run a benchmark suite (multi-seed, with tables and plots)",
+    bench = command(
+        commands, _bench, "bench", help="run a benchmark suite (multi-seed, with tables and plots)",
         epilog=_suite_listing(), formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run every (task, algorithm, seed) of SUITE under the same env-step "
         "budget and greedy evaluation, each in OUT/runs/<task>/<algo>/s<seed>; finished "
@@ -76,10 +76,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "the cluster `ray start --head` started on this machine; 'local': a "
                        "new Ray instance for this command); needs the ray extra and OUT on "
                        "a filesystem the nodes share")
-    bench.set_defaults(handler=_bench)
 
-    plot = commands.add_parser(
-        "plot", help="redraw a benchmark's summary and plots from run directories",
+    plot = command(
+        commands, _plot, "plot", help="redraw a benchmark's summary and plots from run directories",
         description="Read config.json and metrics.jsonl of the run directories (or of every "
         "run directory inside the given directories) and write summary.json, summary.md, "
         "the PNG plots and marl_eval.json (marl-eval's format).")
@@ -89,7 +88,6 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="output directory (default: RUN_DIR when only one is given)")
     plot.add_argument("--metric", default=None, help="evaluation metric to report (default "
                       "success_rate where every run has it, else return_mean)")
-    plot.set_defaults(handler=_plot)
 
 
 def _show(summary: dict, paths: list[Path]) -> None:

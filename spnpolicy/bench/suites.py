@@ -181,6 +181,15 @@ def _many_agent_coverage(num_agents: int) -> Suite:
                 "buffer_size": buffer_size, **_PROGRESS, **_SHARED_BY_AGENTS})
 
 
+_COVERAGE_QUICK_SUITE = Suite(
+    "coverage-quick", "coverage, 3 agents on 6x6, 50 steps, sparse reward, fixed goals "
+    "(layout_seed 0), relative observations, potential-based shaping",
+    (Task("coverage-3x6x6-fixed", "coverage", _COVERAGE_QUICK),), ALL_ALGOS, 10,
+    Protocol(total_steps=100_000, eval_interval=5_000, eval_episodes=100,
+             checkpoint_interval=20_000),
+    config=_SHAPING)
+
+
 def _return_suite(name: str, description: str, tasks: tuple[Task, ...],
                   algos: tuple[str, ...], seeds: int, total_steps: int) -> Suite:
     """A suite on another library's tasks, whose tables report the greedy return: evaluated
@@ -210,19 +219,15 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           (_lift(2, 0.5),), ("spn-ac", "meanfield-ac", "dcg", "vdn", "qmix", "mappo"), 3,
           Protocol(total_steps=20_000, eval_interval=2_500, eval_episodes=50,
                    checkpoint_interval=10_000)),
-    Suite("coverage-quick", "coverage, 3 agents on 6x6, 50 steps, sparse reward, fixed "
-          "goals (layout_seed 0), relative observations, potential-based shaping",
-          (Task("coverage-3x6x6-fixed", "coverage", _COVERAGE_QUICK),), ALL_ALGOS, 10,
-          Protocol(total_steps=100_000, eval_interval=5_000, eval_episodes=100,
-                   checkpoint_interval=20_000),
-          config=_SHAPING),
-    Suite("coverage-random", "coverage-quick with goals redrawn every episode (the "
-          "generalisation track), 5 seeds, 1,000,000 steps",
-          (Task("coverage-3x6x6-random", "coverage", _COVERAGE_RANDOM),),
-          ("spn-ac", "vdn", "qmix", "dcg"), 5,
-          Protocol(total_steps=1_000_000, eval_interval=50_000, eval_episodes=100,
-                   checkpoint_interval=50_000),
-          config=_SHAPING),
+    _COVERAGE_QUICK_SUITE,
+    dataclasses.replace(
+        _COVERAGE_QUICK_SUITE, name="coverage-random",
+        description="coverage-quick with goals redrawn every episode (the generalisation "
+        "track), 5 seeds, 1,000,000 steps",
+        tasks=(Task("coverage-3x6x6-random", "coverage", _COVERAGE_RANDOM),),
+        algos=("spn-ac", "vdn", "qmix", "dcg"), seeds=5,
+        protocol=Protocol(total_steps=1_000_000, eval_interval=50_000, eval_episodes=100,
+                          checkpoint_interval=50_000)),
     # The README's few-minute demo: the coverage-quick setting made small enough for every
     # algorithm and 3 seeds to finish in minutes on 2 cores.
     Suite("coverage-quick-small", "coverage-quick reduced for the README's quick start: 2 "

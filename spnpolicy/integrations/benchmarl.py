@@ -39,7 +39,7 @@ import copy
 import dataclasses
 import importlib
 import pathlib
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Iterable
 
 from benchmarl.algorithms.common import Algorithm, AlgorithmConfig
@@ -52,25 +52,17 @@ from torchrl.objectives import LossModule
 from factor_q import AgentFactorQ
 from spnpolicy.algos.critics import TwinFactorQ, build_factor_graph
 from spnpolicy.algos.policies import JointPolicy
+from spnpolicy.algos.config import field_docs
 from spnpolicy.algos.spn_ac import ENV_DEFAULTS, SpnAcConfig
 from spnpolicy.integrations.spn_ac_loss import SpnAcLoss
 from spnpolicy.integrations.torchrl import joint_actor
 
-__all__ = ["CONFIG_YAML", "Mpe2PettingZooClass", "SpnAcAlgorithm", "SpnAcAlgorithmConfig"]
+__all__ = ["CONFIG_YAML", "Mpe2PettingZooClass", "SETTINGS", "SpnAcAlgorithm", "SpnAcAlgorithmConfig"]
 
 #: The algorithm's BenchMARL yaml (its values are the dataclass's defaults).
 CONFIG_YAML = pathlib.Path(__file__).with_name("spnac.yaml")
 
 _SPN_AC = {f.name: f for f in dataclasses.fields(SpnAcConfig)}
-
-
-def _default(name: str):
-    """spn-ac's default of field ``name`` (``SpnAcConfig``), as a dataclass field; tuples as
-    lists, the type yaml and hydra configs hold."""
-    value = _SPN_AC[name].default
-    if isinstance(value, tuple):
-        return field(default_factory=lambda: list(value))
-    return field(default=value)
 
 
 class SpnAcAlgorithm(Algorithm):
@@ -81,7 +73,7 @@ class SpnAcAlgorithm(Algorithm):
     """
 
     def __init__(self, **kwargs) -> None:
-        settings = {name: kwargs.pop(name) for name in _fields()}
+        settings = {name: kwargs.pop(name) for name in SETTINGS}
         super().__init__(**kwargs)
         self.settings = _spn_ac_config(settings)
         if self.has_rnn:
@@ -164,61 +156,21 @@ class SpnAcAlgorithm(Algorithm):
         return batch
 
 
-@dataclass
-class SpnAcAlgorithmConfig(AlgorithmConfig):
-    """spn-ac's settings for BenchMARL; every default is ``SpnAcConfig``'s (one source).
+#: spn-ac's settings that the BenchMARL algorithm takes, with ``SpnAcConfig``'s defaults and
+#: meanings; the learning rate, discount, Polyak rate and clipping are BenchMARL's
+#: ``ExperimentConfig``'s.
+SETTINGS = ("policy", "width", "policy_hidden", "param_head", "agent_ids", "critic_hidden",
+            "critic_input", "critic_payoff_hidden", "factor_graph", "num_factors",
+            "factor_order", "graph_seed", "critic_rank", "unary", "alpha", "autotune_alpha",
+            "target_entropy_scale", "regulariser", "mode_guidance", "mode_floor")
 
-    ``get_from_yaml()`` reads :data:`CONFIG_YAML`; a key set there overrides its default.
-    """
 
-    policy: str = _default("policy")
-    """Joint policy: selective, mean_field, softmax (k**n joint actions), or a name
-    registered with spnpolicy.register_policy."""
-    width: int = _default("width")
-    """Sum nodes per region of the selective circuit."""
-    policy_hidden: list[int] = _default("policy_hidden")
-    """Hidden widths of the policy's state encoder MLP."""
-    param_head: str = _default("param_head")
-    """How the circuit's parameters come from the observations: flat (one MLP on their
-    concatenation), shared (one encoder and a small head per parameter-group size) or
-    agents (each agent's observation through one encoder shared by the agents)."""
-    agent_ids: bool = _default("agent_ids")
-    """With param_head="agents": each agent's input carries a one-hot of its id."""
-    critic_hidden: list[int] = _default("critic_hidden")
-    """Hidden widths of each factor-graph critic's state MLP."""
-    critic_input: str = _default("critic_input")
-    """What the critics read: state (one MLP on the concatenated observations, one head per
-    factor) or agents (one MLP shared by the agents on each agent's observation, one payoff
-    head shared by the factors)."""
-    critic_payoff_hidden: int = _default("critic_payoff_hidden")
-    """With critic_input="agents": units of the payoff head's ReLU layer (0: linear)."""
-    factor_graph: str = _default("factor_graph")
-    """Critic factor graph: auto, complete, random, line, ring, star, none."""
-    num_factors: int = _default("num_factors")
-    """Number of factors of a random factor graph."""
-    factor_order: int = _default("factor_order")
-    """Agents per factor, 2 or 3."""
-    graph_seed: int = _default("graph_seed")
-    """Seed of the random factor graph."""
-    critic_rank: int = _default("critic_rank")
-    """CP rank of the factor tables; 0 for full tables."""
-    unary: bool = _default("unary")
-    """Give the critics per-agent unary terms."""
-    alpha: float = _default("alpha")
-    """Entropy temperature; its initial value when autotune_alpha."""
-    autotune_alpha: bool = _default("autotune_alpha")
-    """Tune alpha so that the policy entropy tracks the target entropy."""
-    target_entropy_scale: float = _default("target_entropy_scale")
-    """Target entropy as a fraction of the maximum joint entropy n log k."""
-    regulariser: str = _default("regulariser")
-    """entropy (alpha H) or kl_uniform (alpha (H - n log k)) in the soft value."""
-    mode_guidance: float = _default("mode_guidance")
-    """Weight of the actor's cross-entropy toward the critics' exact best joint action."""
-    mode_floor: float = _default("mode_floor")
-    """The guidance acts where pi(u*) is below mode_floor times the uniform probability."""
+class _SpnAcAlgorithmMethods(AlgorithmConfig):
+    """BenchMARL's ``AlgorithmConfig`` interface for spn-ac; the fields are
+    :class:`SpnAcAlgorithmConfig`'s."""
 
     def __post_init__(self) -> None:
-        _spn_ac_config({name: getattr(self, name) for name in _fields()})
+        _spn_ac_config({name: getattr(self, name) for name in SETTINGS})
 
     @classmethod
     def get_from_yaml(cls, path: str | None = None) -> SpnAcAlgorithmConfig:
@@ -234,34 +186,44 @@ class SpnAcAlgorithmConfig(AlgorithmConfig):
         if family not in ENV_DEFAULTS:
             raise ValueError(f"family must be one of {', '.join(sorted(ENV_DEFAULTS))}, got "
                              f"{family!r}")
-        settings = {name: list(value) if isinstance(value, tuple) else value
-                    for name, value in ENV_DEFAULTS[family].items() if name in _fields()}
+        settings = {name: _as_yaml(value) for name, value in ENV_DEFAULTS[family].items()
+                    if name in SETTINGS}
         return dataclasses.replace(cls.get_from_yaml(path), **settings)
 
     @staticmethod
     def associated_class() -> type[Algorithm]:
         return SpnAcAlgorithm
 
-    @staticmethod
-    def supports_continuous_actions() -> bool:
-        return False
-
-    @staticmethod
-    def supports_discrete_actions() -> bool:
-        return True
-
-    @staticmethod
-    def on_policy() -> bool:
-        return False
-
-    @staticmethod
-    def has_centralized_critic() -> bool:
-        return True
+    # what BenchMARL asks of an algorithm: discrete actions only, off-policy, a centralised
+    # critic
+    supports_continuous_actions = staticmethod(lambda: False)
+    supports_discrete_actions = staticmethod(lambda: True)
+    on_policy = staticmethod(lambda: False)
+    has_centralized_critic = staticmethod(lambda: True)
 
 
-def _fields() -> tuple[str, ...]:
-    """The names of :class:`SpnAcAlgorithmConfig`'s own settings."""
-    return tuple(f.name for f in dataclasses.fields(SpnAcAlgorithmConfig))
+def _as_yaml(value):
+    """A setting's value as yaml and hydra configs hold it: tuples as lists."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _setting(name: str) -> tuple[str, type, dataclasses.Field]:
+    """``SpnAcConfig``'s field ``name`` as a field of :class:`SpnAcAlgorithmConfig`: its
+    default, typed as that default is (widths as ``list[int]``)."""
+    value = _SPN_AC[name].default
+    if isinstance(value, tuple):
+        return name, list[int], field(default_factory=lambda: _as_yaml(value))
+    return name, type(value), field(default=value)
+
+
+SpnAcAlgorithmConfig = dataclasses.make_dataclass(
+    "SpnAcAlgorithmConfig", [_setting(name) for name in SETTINGS],
+    bases=(_SpnAcAlgorithmMethods,),
+    namespace={"__module__": __name__, "__doc__": (
+        "spn-ac's settings for BenchMARL; every default and meaning is ``SpnAcConfig``'s "
+        "(one source).\n\n``get_from_yaml()`` reads :data:`CONFIG_YAML`; a key set there "
+        "overrides its default.\n\nSettings:\n\n" + "\n".join(
+            f"- ``{name}``: {field_docs(SpnAcConfig)[name]}" for name in SETTINGS))})
 
 
 def _spn_ac_config(settings: dict) -> SpnAcConfig:
