@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
+from torch.optim import optimizer as torch_optimizer
 from torch.optim.adam import adam as adam_update
 
 __all__ = ["CompiledActing", "CompiledLosses", "CompiledUpdate", "EagerSteps", "TracedSteps",
@@ -75,21 +76,39 @@ def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
 def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
                   max_norm: float = 0.0, also: Iterable[torch.optim.Optimizer] = ()) -> None:
     """Zero the gradients, backpropagate ``loss``, clip each parameter group's gradient norm
-    to ``max_norm`` (0: no clipping) and step. ``also``: optimisers of other parameters that
-    ``loss`` reaches (spn-ac's temperature), zeroed and stepped with it, unclipped.
+    to ``max_norm`` as ``clip_grad_norm_`` does (0: no clipping) and step. ``also``:
+    optimisers of other parameters that ``loss`` reaches (spn-ac's temperature), zeroed and
+    stepped with it, unclipped.
 
-    Torch's own ``zero_grad(set_to_none=True)``, ``clip_grad_norm_`` and ``step``: the
-    fused or foreach update that :func:`adam` chose.
+    A plain torch Adam (every optimiser :func:`adam` builds; :func:`_unsupported` says
+    which are not) is stepped by torch's functional ``adam`` on the optimiser's own state,
+    the update its ``step`` makes, bit for bit, without the per-call Python of ``step`` and
+    ``zero_grad`` (profiler ranges, hook and state bookkeeping): the route of
+    :class:`TracedSteps` too. Any other optimiser, or one with hooks, takes its own
+    ``zero_grad`` and ``step``.
     """
     optimizers = (optimizer, *also)
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
+    plain = [_unsupported(opt) is None for opt in optimizers]
+    for opt, own in zip(optimizers, plain):
+        if own:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+        else:
+            opt.zero_grad(set_to_none=True)
     loss.backward()
-    if max_norm > 0:
-        for group in optimizer.param_groups:
-            nn.utils.clip_grad_norm_(group["params"], max_norm)
-    for opt in optimizers:
-        opt.step()
+    with torch.no_grad():
+        for i, (opt, own) in enumerate(zip(optimizers, plain)):
+            for group in opt.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                grads = [p.grad for p in params]
+                if i == 0 and max_norm > 0 and grads:
+                    torch._foreach_mul_(grads, _clip_scale(grads, max_norm))
+                if own and params:
+                    _init_state(opt, params)
+                    _adam(opt, group, params, grads)
+            if not own:
+                opt.step()
 
 
 def clip_coefficient(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -290,7 +309,9 @@ class TracedSteps:
 
     def _probe(self, optimizers: Sequence[torch.optim.Optimizer], objective: Objective):
         for opt in optimizers:
-            _check_adam(opt)
+            reason = _unsupported(opt)
+            if reason is not None:
+                raise ValueError(f"TracedSteps steps a plain torch.optim.Adam; {reason}")
         params = [p for o in optimizers for g in o.param_groups for p in g["params"]]
         unknown = [p for p in params if id(p) not in self.names]
         if unknown:
@@ -303,7 +324,7 @@ class TracedSteps:
         for opt in optimizers:
             self.reached[id(opt)] = [[p for p in g["params"] if id(p) in used]
                                      for g in opt.param_groups]
-            _init_state(opt, used)
+            _init_state(opt, [p for group in self.reached[id(opt)] for p in group])
             for p in (p for group in self.reached[id(opt)] for p in group):
                 if opt.state[p]["step"].device != p.device:
                     raise ValueError(f"TracedSteps: Adam's step counts must be on the "
@@ -312,56 +333,74 @@ class TracedSteps:
         return out
 
 
-def _check_adam(optimizer: torch.optim.Optimizer) -> None:
+def _unsupported(optimizer: torch.optim.Optimizer) -> str | None:
+    """Why the shared Adam route (:func:`_adam`) cannot step ``optimizer``; None where it can:
+    a torch ``Adam`` without hooks (its own, global, or AMP's gradient scale), AMSGrad,
+    ``maximize``, decoupled weight decay, ``capturable``, ``differentiable`` or a tensor
+    learning rate."""
     if type(optimizer) is not torch.optim.Adam:
-        raise ValueError(f"TracedSteps steps torch.optim.Adam only, got "
-                         f"{type(optimizer).__name__}")
+        return f"got {type(optimizer).__name__} (Adam only)"
     for group in optimizer.param_groups:
-        for key in ("amsgrad", "maximize", "decoupled_weight_decay"):
+        for key in ("amsgrad", "maximize", "decoupled_weight_decay", "capturable",
+                    "differentiable"):
             if group.get(key):
-                raise ValueError(f"TracedSteps: Adam with {key}=True is not supported")
+                return f"Adam with {key}=True is not supported"
         if torch.is_tensor(group["lr"]):
-            raise ValueError("TracedSteps: Adam with a tensor learning rate is not supported")
+            return "Adam with a tensor learning rate is not supported"
+    hooks = (optimizer._optimizer_step_pre_hooks, optimizer._optimizer_step_post_hooks,
+             torch_optimizer._global_optimizer_pre_hooks,
+             torch_optimizer._global_optimizer_post_hooks)
+    if any(hooks) or getattr(optimizer, "grad_scale", None) is not None or \
+            getattr(optimizer, "found_inf", None) is not None:
+        return "its step has hooks, which only its own step() runs"
+    return None
 
 
-def _init_state(optimizer: torch.optim.Adam, used: set[int]) -> None:
-    """The Adam state of each parameter in ``used`` (ids) as torch's first step makes it,
-    where it has none (torch makes none for a parameter without a gradient)."""
-    for group in optimizer.param_groups:
-        on_device = bool(group.get("fused") or group.get("capturable"))
-        for p in group["params"]:
-            if id(p) not in used or optimizer.state.get(p):
-                continue
-            state = optimizer.state[p]
-            dtype = torch.float64 if torch.get_default_dtype() == torch.float64 and \
-                not group.get("fused") else torch.float32
-            state["step"] = torch.zeros((), dtype=dtype,
-                                        device=p.device if on_device else "cpu")
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+def _init_state(optimizer: torch.optim.Adam, params: Iterable[torch.Tensor]) -> None:
+    """The Adam state of each of ``params`` as torch's first step makes it, where it has none
+    (torch makes none for a parameter without a gradient)."""
+    for p in params:
+        if optimizer.state.get(p):
+            continue
+        fused = bool(optimizer.defaults.get("fused"))
+        state = optimizer.state[p]
+        dtype = torch.float64 if torch.get_default_dtype() == torch.float64 and not fused \
+            else torch.float32
+        state["step"] = torch.zeros((), dtype=dtype, device=p.device if fused else "cpu")
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def _clip_scale(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_``'s factor on ``grads`` (one device): ``min(1, max_norm / (norm +
+    1e-6))``."""
+    return torch.clamp(clip_coefficient(grads, max_norm), max=1.0)
 
 
 def _clipped(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
-    """``clip_grad_norm_``'s numbers: scaled by ``min(1, max_norm / (norm + 1e-6))``."""
+    """``grads`` scaled as ``clip_grad_norm_`` scales them (out of place, for tracing)."""
     if not grads:
         return grads
-    coef = torch.clamp(clip_coefficient(grads, max_norm), max=1.0)
-    return [g * coef for g in grads]
+    scale = _clip_scale(grads, max_norm)
+    return [g * scale for g in grads]
 
 
 def _adam(optimizer: torch.optim.Adam, group: dict, params: list[torch.Tensor],
           grads: list[torch.Tensor]) -> None:
     """torch's Adam update of ``params`` with ``grads``, on ``optimizer``'s state, in place:
-    its multi-tensor implementation (``torch.optim.adam.adam``), the step counts as tensor
-    arithmetic (``capturable``) when traced, which torch.compile needs and keeps in the
-    graph (``optimizer.step()`` itself breaks the graph before and after it)."""
-    if not params:
-        return
+    torch's functional ``adam``, which ``Adam.step`` calls, with the group's settings
+    (fused, foreach or one tensor at a time, as ``step`` chooses); while torch.compile traces,
+    its multi-tensor form with the step counts as tensor arithmetic (``capturable``),
+    which the graph keeps (``optimizer.step()`` itself breaks the graph before and after
+    it)."""
     states = [optimizer.state[p] for p in params]
     beta1, beta2 = group["betas"]
+    traced = torch.compiler.is_compiling()
     adam_update(params, grads, [st["exp_avg"] for st in states],
                 [st["exp_avg_sq"] for st in states], [], [st["step"] for st in states],
-                foreach=True, capturable=torch.compiler.is_compiling(), amsgrad=False,
+                foreach=True if traced else group["foreach"],
+                fused=None if traced else group["fused"], capturable=traced,
+                has_complex=any(torch.is_complex(p) for p in params), amsgrad=False,
                 beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
                 eps=group["eps"], maximize=False)
 

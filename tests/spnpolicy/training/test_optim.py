@@ -1,5 +1,6 @@
-"""``gradient_step`` is torch's own zero_grad, backward, clip_grad_norm_ and step; ``adam``
-is every algorithm's optimiser, fused where torch can."""
+"""``gradient_step`` computes what torch's own zero_grad, backward, clip_grad_norm_ and step
+compute, bit for bit, and runs the optimiser's hooks; ``adam`` is every algorithm's
+optimiser, fused where torch can."""
 
 import copy
 import math
