@@ -1,22 +1,25 @@
 """Print the speed-kept tables from this directory's JSON files: our engine against libcirkit
 0.3.1, the EinsumNetworks-style reference and SPFlow 0.0.48, and spn-ac's and vdn's training
-env steps/s, at two commits (the file names' commit and run number).
+env steps/s, at two commits (the file names' commit and run number); by default this
+directory's, 22c848e against 1f7b256, or those of a subdirectory and its two commits:
 
     python benchmarks/results/speed-kept/summarise.py
+    python benchmarks/results/speed-kept/summarise.py functional-adam 9c7e014 1f7b256
 """
 
 import glob
 import json
 import statistics
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-COMMITS = ("22c848e", "1f7b256")
+FOLDER, *COMMITS = sys.argv[1:] if len(sys.argv) == 4 else (".", "22c848e", "1f7b256")
 
 
 def load(kind: str, commit: str) -> list[dict]:
     return [json.loads(Path(f).read_text())
-            for f in sorted(glob.glob(str(HERE / f"{kind}_{commit}_*.json")))]
+            for f in sorted(glob.glob(str(HERE / FOLDER / f"{kind}_{commit}_*.json")))]
 
 
 def span(values: list[float]) -> str:
@@ -36,6 +39,8 @@ ENGINE_TABLES = {
 
 
 def engines() -> None:
+    if not load("engine", COMMITS[0]):
+        return
     for kind, (key, name, cell) in ENGINE_TABLES.items():
         other = "cirkit" if kind == "cirkit" else "reference"
         print(f"| circuit | batch | commit | fwd x {other} | fwd+bwd x {other} "
@@ -56,6 +61,8 @@ def engines() -> None:
 
 
 def training(mode: str) -> None:
+    if not load(f"train_{mode}", COMMITS[0]):
+        return
     rows = {}
     for commit in COMMITS:
         for run in load(f"train_{mode}", commit):
