@@ -88,9 +88,9 @@ def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
     ``zero_grad`` and ``step``.
     """
     optimizers = (optimizer, *also)
-    plain = [_unsupported(opt) is None for opt in optimizers]
-    for opt, own in zip(optimizers, plain):
-        if own:
+    functional = [_unsupported(opt) is None for opt in optimizers]
+    for opt, plain in zip(optimizers, functional):
+        if plain:
             for group in opt.param_groups:
                 for p in group["params"]:
                     p.grad = None
@@ -98,16 +98,16 @@ def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
             opt.zero_grad(set_to_none=True)
     loss.backward()
     with torch.no_grad():
-        for i, (opt, own) in enumerate(zip(optimizers, plain)):
+        for i, (opt, plain) in enumerate(zip(optimizers, functional)):
             for group in opt.param_groups:
                 params = [p for p in group["params"] if p.grad is not None]
                 grads = [p.grad for p in params]
                 if i == 0 and max_norm > 0 and grads:
                     torch._foreach_mul_(grads, _clip_scale(grads, max_norm))
-                if own and params:
+                if plain and params:
                     _init_state(opt, params)
                     _adam(opt, group, params, grads)
-            if not own:
+            if not plain:
                 opt.step()
 
 
