@@ -57,7 +57,8 @@ from spnpolicy.algos.spn_ac import ENV_DEFAULTS, SpnAcConfig
 from spnpolicy.integrations.spn_ac_loss import SpnAcLoss
 from spnpolicy.integrations.torchrl import joint_actor
 
-__all__ = ["CONFIG_YAML", "Mpe2PettingZooClass", "SETTINGS", "SpnAcAlgorithm", "SpnAcAlgorithmConfig"]
+__all__ = ["CONFIG_YAML", "Mpe2PettingZooClass", "SETTINGS", "SpnAcAlgorithm",
+           "SpnAcAlgorithmConfig"]
 
 #: The algorithm's BenchMARL yaml (its values are the dataclass's defaults).
 CONFIG_YAML = pathlib.Path(__file__).with_name("spnac.yaml")
