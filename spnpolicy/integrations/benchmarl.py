@@ -222,8 +222,9 @@ SpnAcAlgorithmConfig = dataclasses.make_dataclass(
     bases=(_SpnAcAlgorithmMethods,),
     namespace={"__module__": __name__, "__doc__": (
         "spn-ac's settings for BenchMARL; every default and meaning is ``SpnAcConfig``'s "
-        "(one source).\n\n``get_from_yaml()`` reads :data:`CONFIG_YAML`; a key set there "
-        "overrides its default.\n\nSettings:\n\n" + "\n".join(
+        "(one source); ``policy`` is a name here (yaml holds no builder or circuit)."
+        "\n\n``get_from_yaml()`` reads :data:`CONFIG_YAML`; a key set there overrides its "
+        "default.\n\nSettings:\n\n" + "\n".join(
             f"- ``{name}``: {field_docs(SpnAcConfig)[name]}" for name in SETTINGS))})
 
 
