@@ -104,8 +104,8 @@ def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
                 grads = [p.grad for p in params]
                 if i == 0 and max_norm > 0 and grads:
                     torch._foreach_mul_(grads, _clip_scale(grads, max_norm))
-                if plain and params:
-                    _init_state(opt, params)
+                if plain:
+                    _init_state(opt, group, params)
                     _adam(opt, group, params, grads)
             if not plain:
                 opt.step()
@@ -324,7 +324,8 @@ class TracedSteps:
         for opt in optimizers:
             self.reached[id(opt)] = [[p for p in g["params"] if id(p) in used]
                                      for g in opt.param_groups]
-            _init_state(opt, [p for group in self.reached[id(opt)] for p in group])
+            for group, reached in zip(opt.param_groups, self.reached[id(opt)]):
+                _init_state(opt, group, reached)
             for p in (p for group in self.reached[id(opt)] for p in group):
                 if opt.state[p]["step"].device != p.device:
                     raise ValueError(f"TracedSteps: Adam's step counts must be on the "
@@ -356,13 +357,15 @@ def _unsupported(optimizer: torch.optim.Optimizer) -> str | None:
     return None
 
 
-def _init_state(optimizer: torch.optim.Adam, params: Iterable[torch.Tensor]) -> None:
-    """The Adam state of each of ``params`` as torch's first step makes it, where it has none
-    (torch makes none for a parameter without a gradient)."""
+def _init_state(optimizer: torch.optim.Adam, group: dict,
+                params: Iterable[torch.Tensor]) -> None:
+    """The Adam state of each of ``params`` (of parameter group ``group``) as torch's first
+    step makes it, where it has none (torch makes none for a parameter without a
+    gradient); a fused group keeps its step counts on the parameters' device."""
+    fused = bool(group.get("fused"))
     for p in params:
         if optimizer.state.get(p):
             continue
-        fused = bool(optimizer.defaults.get("fused"))
         state = optimizer.state[p]
         dtype = torch.float64 if torch.get_default_dtype() == torch.float64 and not fused \
             else torch.float32
@@ -393,6 +396,8 @@ def _adam(optimizer: torch.optim.Adam, group: dict, params: list[torch.Tensor],
     its multi-tensor form with the step counts as tensor arithmetic (``capturable``),
     which the graph keeps (``optimizer.step()`` itself breaks the graph before and after
     it)."""
+    if not params:
+        return
     states = [optimizer.state[p] for p in params]
     beta1, beta2 = group["betas"]
     traced = torch.compiler.is_compiling()

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
+if len(sys.argv) not in (1, 4):
+    sys.exit("usage: summarise.py [SUBDIRECTORY NEW_COMMIT OLD_COMMIT]")
 FOLDER, *COMMITS = sys.argv[1:] if len(sys.argv) == 4 else (".", "22c848e", "1f7b256")
 
 

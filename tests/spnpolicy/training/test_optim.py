@@ -127,6 +127,35 @@ def test_gradient_step_on_a_fused_adam_equals_torchs_steps_bit_for_bit(max_norm)
 
 
 @needs_fused
+def test_gradient_step_makes_each_groups_state_as_torch_does():
+    """A group that overrides the optimiser's ``fused`` gets its own kind of step counts
+    (under a float64 default, float64 ones where the fused kernel keeps float32)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        _check_each_groups_state()
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def _check_each_groups_state():
+    net, ref = _twin_nets()
+    ours = adam([{"params": list(net[0].parameters())},
+                 {"params": list(net[2].parameters()), "fused": False}], lr=1e-2)
+    theirs = adam([{"params": list(ref[0].parameters())},
+                   {"params": list(ref[2].parameters()), "fused": False}], lr=1e-2)
+    x = torch.randn(8, 6)
+    for _ in range(3):
+        gradient_step(ours, net(x).pow(2).sum(), 1.0)
+        _reference_step(theirs, ref(x).pow(2).sum(), 1.0)
+        _assert_same(net, ref)
+    for p, q in zip(net.parameters(), ref.parameters()):
+        mine, torchs = ours.state[p]["step"], theirs.state[q]["step"]
+        assert (mine.device, mine.dtype, float(mine)) == (torchs.device, torchs.dtype, 3.0)
+    assert {ours.state[p]["step"].dtype for p in net.parameters()} == {torch.float32,
+                                                                       torch.float64}
+
+
+@needs_fused
 def test_gradient_step_follows_a_loaded_optimiser_state():
     """load_state_dict replaces the optimiser's state tensors: the next steps use the new ones."""
     net, ref = _twin_nets()
