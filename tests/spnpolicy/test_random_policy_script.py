@@ -45,3 +45,13 @@ def test_random_policy_is_seeded(script):
     a = script.random_policy(task.env, task.env_kwargs, 32)
     b = script.random_policy(task.env, task.env_kwargs, 32)
     assert a == b and np.isfinite(a["return_mean"])
+
+
+def test_rows_of_several_suites_name_their_suite(script, tmp_path):
+    result = script.main(["matrix", "coverage-quick-small", "--tasks",
+                          "coverage-2x4x4-fixed,climbing", "--episodes", "32",
+                          "--out", str(tmp_path / "random.json")])
+    assert list(result) == ["climbing", "coverage-2x4x4-fixed"]
+    assert [row["suite"] for row in result.values()] == ["matrix", "coverage-quick-small"]
+    assert all(row["episodes"] == 32 and 0.0 <= row["success_rate"] <= 1.0
+               for row in result.values())
