@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
         tasks = [(name, task) for name in args.suites for task in get_suite(name).tasks]
     except ValueError as error:
         parser.error(str(error))
+    repeated = sorted({t.name for _, t in tasks if [u.name for _, u in tasks].count(t.name) > 1})
+    if repeated:
+        parser.error(f"suites {', '.join(args.suites)}: tasks given twice: {', '.join(repeated)}")
     names = args.tasks.split(",") if args.tasks else [task.name for _, task in tasks]
     unknown = sorted(set(names) - {task.name for _, task in tasks})
     if unknown:

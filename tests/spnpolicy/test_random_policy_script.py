@@ -37,6 +37,10 @@ def test_unknown_task_is_named(script, tmp_path, capsys):
         script.main(["no-such-suite"])
     assert exit_info.value.code == 2
     assert "unknown suite 'no-such-suite'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["matrix", "matrix", "--out", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2
+    assert "tasks given twice: climbing" in capsys.readouterr().err
 
 
 def test_random_policy_is_seeded(script):
