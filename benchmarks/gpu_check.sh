@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one script: the CUDA tests, then the many-agent cost (the suites' spn-ac,
-# and spn-ac on the global state), the engine and the training speed with --device cuda. Each step has its own time limit and its own log, so a
-# failing step leaves the others' figures. Results go to $OUT (default runs/gpu-check).
+# spn-ac on the global state, and the suites' spn-ac compiled), the engine and the training
+# speed (eager, and compiled) with --device cuda. Each step has its own time limit and its own
+# log, so a failing step leaves the others' figures. Results go to $OUT (default runs/gpu-check).
 #
 #     bash benchmarks/gpu_check.sh                  # on a machine with CUDA, from the repo root
 #     OUT=/tmp/gpu bash benchmarks/gpu_check.sh
@@ -24,7 +25,8 @@ else
 fi
 export SPNPOLICY_TEST_DEVICE=$DEVICE PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-STEPS=${STEPS:-tests many_agents_cost many_agents_cost_state engine train_speed}
+STEPS=${STEPS:-tests many_agents_cost many_agents_cost_state many_agents_cost_compiled_16 \
+    many_agents_cost_compiled_64 engine train_speed train_speed_compiled}
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
     local name=$1 limit=$2; shift 2
@@ -53,7 +55,14 @@ step many_agents_cost 200 "$PYTHON" benchmarks/many_agents_cost.py --device "$DE
 step many_agents_cost_state 200 "$PYTHON" benchmarks/many_agents_cost.py --device "$DEVICE" \
     "${COST[@]}" --full-agents --spn-ac param_head=flat --spn-ac critic_input=state \
     --out "$OUT/many_agents_cost_state_$DEVICE.json"
+for n in 16 64; do  # one step per team size: compiling the 64-agent update takes minutes
+    step many_agents_cost_compiled_$n 150 "$PYTHON" benchmarks/many_agents_cost.py \
+        --device "$DEVICE" "${COST[@]}" --agents $n --full-agents --spn-ac compile=True \
+        --out "$OUT/many_agents_cost_compiled_${n}_$DEVICE.json"
+done
 step engine 80 "$PYTHON" benchmarks/engine.py --device "$DEVICE" --sections reference selective \
     "${ENGINE[@]}" --out "$OUT/engine_$DEVICE.json"
 step train_speed 100 "$PYTHON" benchmarks/train_speed.py --device "$DEVICE" --repeats 1 \
     "${SPEED[@]}" --out "$OUT/train_speed_$DEVICE.json"
+step train_speed_compiled 180 "$PYTHON" benchmarks/train_speed.py --device "$DEVICE" --repeats 1 \
+    "${SPEED[@]}" --compile --paired-rounds 0 --out "$OUT/train_speed_compiled_$DEVICE.json"
