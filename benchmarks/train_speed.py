@@ -31,8 +31,10 @@ how much of the gap is the networks' size (the targets are at each one's default
 ``--compile`` adds ``spn-ac-compiled``, spn-ac with ``compile=True`` (its update and its
 acting through torch.compile), alternating with the other two in every repeat. Its
 ``env_steps_per_s`` leaves out the first update and the first sampled action, the calls
-that compile (``compile_cpu_s``, with ``compile_wall_s``: inductor compiles C++ in worker
-processes, whose CPU time is not the run's), a one-time cost that long runs amortise;
+that compile (``compile_s``, on the run's own clock: CPU seconds on the CPU, synchronised
+wall seconds on an accelerator; beside it ``compile_cpu_s`` and ``compile_wall_s``:
+inductor compiles in worker processes, whose CPU time is not the run's), a one-time cost
+that long runs amortise;
 ``env_steps_per_s_with_compile`` keeps it. vdn's row then also has
 ``update_ms_compiled``: its own loss (``td_loss``) through the same ``maybe_compile``,
 timed as its update is, to show whether compiling helps it too; and each setting's row
@@ -120,26 +122,27 @@ def train_rate(variant: str, env_kwargs: dict, setting: dict, args) -> dict[str,
     compiling = extra.get("compile", False)
     clock = _clock(args.device)
     compile_times: list[tuple[float, float]] = []
-    with _timing_compiles(compile_times) if compiling else contextlib.nullcontext():
+    with _timing_compiles(compile_times, clock) if compiling else contextlib.nullcontext():
         start = clock()
         spnpolicy.train(algo, "coverage", seed=0, total_steps=args.steps,
                         env_kwargs=env_kwargs, progress=False, verbose=False, **overrides)
         seconds = clock() - start
     if not compiling:
         return {"env_steps_per_s": args.steps / seconds}
-    compile_cpu, compile_wall = (sum(t) for t in zip(*compile_times)) if compile_times \
-        else (0.0, 0.0)
-    return {"env_steps_per_s": args.steps / (seconds - compile_cpu),
+    compile_cpu, compile_wall, compile_s = (sum(t) for t in zip(*compile_times)) \
+        if compile_times else (0.0, 0.0, 0.0)
+    return {"env_steps_per_s": args.steps / (seconds - compile_s),
             "env_steps_per_s_with_compile": args.steps / seconds,
-            "compile_cpu_s": compile_cpu, "compile_wall_s": compile_wall}
+            "compile_s": compile_s, "compile_cpu_s": compile_cpu, "compile_wall_s": compile_wall}
 
 
 @contextlib.contextmanager
-def _timing_compiles(record: list[tuple[float, float]]):
-    """Appends (CPU s, wall s) of each SpnAc's first update and first sampled action to
-    ``record``: the calls that trace and compile its update and its acting; they also run
-    that update or action, and once more eagerly as ``maybe_compile``'s warm-up,
-    milliseconds of the seconds."""
+def _timing_compiles(record: list[tuple[float, float, float]], clock=time.process_time):
+    """Appends (CPU s, wall s, s on ``clock``) of each SpnAc's first update and first
+    sampled action to ``record``: the calls that trace and compile its update and its
+    acting; they also run that update or action, and once more eagerly as
+    ``maybe_compile``'s warm-up, milliseconds of the seconds. ``clock`` is the run's own
+    (:func:`_clock`), whose seconds the run's rate leaves out."""
     originals = {name: getattr(SpnAc, name) for name in ("update", "sample")}
     calls: dict[tuple[str, int], int] = {}
 
@@ -151,9 +154,10 @@ def _timing_compiles(record: list[tuple[float, float]]):
             calls[key] = calls.get(key, 0) + 1
             if calls[key] != 1:
                 return original(self, *args)
-            cpu, wall = time.process_time(), time.perf_counter()
+            cpu, wall, on_clock = time.process_time(), time.perf_counter(), clock()
             result = original(self, *args)
-            record.append((time.process_time() - cpu, time.perf_counter() - wall))
+            on_clock = clock() - on_clock
+            record.append((time.process_time() - cpu, time.perf_counter() - wall, on_clock))
             return result
         return call
 
