@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks in one script: the CUDA tests, then the many-agent cost (the suites' spn-ac,
 # spn-ac on the global state, and, when named in STEPS, the suites' spn-ac compiled), the
-# engine and the training speed (eager, and compiled) with --device cuda. Each step has its own time limit and its own
-# log, so a failing step leaves the others' figures. Results go to $OUT (default runs/gpu-check).
+# engine and the training speed (eager, and compiled) with --device cuda. Each step has its
+# own time limit and its own log, so a failing step leaves the others' figures. Results go to
+# $OUT (default runs/gpu-check).
 #
 #     bash benchmarks/gpu_check.sh                  # on a machine with CUDA, from the repo root
 #     OUT=/tmp/gpu bash benchmarks/gpu_check.sh
@@ -57,7 +58,7 @@ step many_agents_cost 200 "$PYTHON" benchmarks/many_agents_cost.py --device "$DE
 step many_agents_cost_state 200 "$PYTHON" benchmarks/many_agents_cost.py --device "$DEVICE" \
     "${COST[@]}" --full-agents --spn-ac param_head=flat --spn-ac critic_input=state \
     --out "$OUT/many_agents_cost_state_$DEVICE.json"
-for n in 16 64; do  # one step per team size: compiling the 64-agent update takes minutes
+for n in 16 64; do  # one step per team size: each compile takes minutes
     step many_agents_cost_compiled_$n 150 "$PYTHON" benchmarks/many_agents_cost.py \
         --device "$DEVICE" "${COST[@]}" --agents $n --full-agents --spn-ac compile=True \
         --out "$OUT/many_agents_cost_compiled_${n}_$DEVICE.json"

@@ -121,7 +121,7 @@ def train_rate(variant: str, env_kwargs: dict, setting: dict, args) -> dict[str,
     overrides |= extra
     compiling = extra.get("compile", False)
     clock = _clock(args.device)
-    compile_times: list[tuple[float, float]] = []
+    compile_times: list[tuple[float, float, float]] = []
     with _timing_compiles(compile_times, clock) if compiling else contextlib.nullcontext():
         start = clock()
         spnpolicy.train(algo, "coverage", seed=0, total_steps=args.steps,
