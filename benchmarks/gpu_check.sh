@@ -26,8 +26,8 @@ else
 fi
 export SPNPOLICY_TEST_DEVICE=$DEVICE PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-# many_agents_cost_compiled_16 and _64 only when named: compiling spn-ac's update at 16 agents
-# took longer than their 150 s on an H200.
+# many_agents_cost_compiled_16 and _64 run only when named: compiling spn-ac's many-agent
+# update can outlast their step limit.
 STEPS=${STEPS:-tests many_agents_cost many_agents_cost_state engine train_speed \
     train_speed_compiled}
 
@@ -58,7 +58,7 @@ step many_agents_cost 200 "$PYTHON" benchmarks/many_agents_cost.py --device "$DE
 step many_agents_cost_state 200 "$PYTHON" benchmarks/many_agents_cost.py --device "$DEVICE" \
     "${COST[@]}" --full-agents --spn-ac param_head=flat --spn-ac critic_input=state \
     --out "$OUT/many_agents_cost_state_$DEVICE.json"
-for n in 16 64; do  # one step per team size: each compile takes minutes
+for n in 16 64; do  # one step per team size, each with its own compile
     step many_agents_cost_compiled_$n 150 "$PYTHON" benchmarks/many_agents_cost.py \
         --device "$DEVICE" "${COST[@]}" --agents $n --full-agents --spn-ac compile=True \
         --out "$OUT/many_agents_cost_compiled_${n}_$DEVICE.json"

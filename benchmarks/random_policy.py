@@ -19,6 +19,7 @@ the env reports one.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
         tasks = [(name, task) for name in args.suites for task in get_suite(name).tasks]
     except ValueError as error:
         parser.error(str(error))
-    repeated = sorted({t.name for _, t in tasks if [u.name for _, u in tasks].count(t.name) > 1})
+    counts = collections.Counter(task.name for _, task in tasks)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
         parser.error(f"suites {', '.join(args.suites)}: tasks given twice: {', '.join(repeated)}")
     names = args.tasks.split(",") if args.tasks else [task.name for _, task in tasks]

@@ -34,6 +34,7 @@ from spnpolicy.algos.registry import make_config  # noqa: E402
 from spnpolicy.algos.spn_ac import SpnAc  # noqa: E402
 from spnpolicy.bench.runner import config_fields  # noqa: E402
 from spnpolicy.bench.suites import get_suite  # noqa: E402
+from spnpolicy.machine import git_commit  # noqa: E402
 from spnpolicy.training import Batch, make_vec_env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "many-agents" / "update_ops.json"
@@ -99,9 +100,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     for n in args.agents:
-        if n != 6 and f"coverage-{n}" not in _suite_names():
-            parser.error(f"--agents {n}: no coverage-{n} suite (team sizes: 6, "
-                         f"{', '.join(s[len('coverage-'):] for s in _many_agent_suites())})")
+        try:
+            suite_of(n)
+        except ValueError as error:
+            parser.error(f"--agents {n}: {error}")
     torch.set_num_threads(1)
     rows = []
     for n in args.agents:
@@ -109,7 +111,6 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(row)
         top = ", ".join(f"{site} {count}" for site, count in list(row["by_site"].items())[:4])
         print(f"{n} agents: {row['ops']:,} operations per update ({top})", flush=True)
-    from spnpolicy.machine import git_commit
     result = {"benchmark": "update_ops", "commit": git_commit(),
               "command": "python benchmarks/update_ops.py " + " ".join(argv or sys.argv[1:]),
               "design": AGENTS_DESIGN, "rows": rows}
@@ -117,15 +118,6 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
     return result
-
-
-def _suite_names() -> list[str]:
-    from spnpolicy.bench.suites import SUITES
-    return list(SUITES)
-
-
-def _many_agent_suites() -> list[str]:
-    return [s for s in _suite_names() if s.startswith("coverage-") and s[9:].isdigit()]
 
 
 if __name__ == "__main__":

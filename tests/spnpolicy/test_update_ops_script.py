@@ -37,5 +37,5 @@ def test_a_team_size_without_a_suite_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_script("benchmarks/update_ops.py").main(["--agents", "12", "--out",
                                                       str(tmp_path / "x.json")])
-    assert "--agents 12: no coverage-12 suite" in capsys.readouterr().err
+    assert "--agents 12: unknown suite 'coverage-12'" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
