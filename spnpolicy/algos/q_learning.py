@@ -7,7 +7,8 @@ is its ``update(batch)`` (:func:`q_learner` binds the network), run by the share
 
 - act epsilon-greedily, epsilon annealed linearly from ``epsilon_start`` to
   ``epsilon_finish`` over ``epsilon_anneal_steps`` env steps (each agent independently
-  takes a uniform random action with probability epsilon);
+  takes a uniform random action with probability epsilon; with ``exploration="shared"``
+  the whole team takes one uniform action index together);
 - store one-step (or ``n_step``) transitions in a uniform replay buffer;
 - TD target with double Q-learning: ``u' = argmax Q(s', .)`` of the online network, valued
   by the target network, ``y = r + gamma^m (1 - terminated) Qbar(s', u')``; rewards
@@ -31,15 +32,19 @@ import torch
 import torch.nn.functional as F
 
 from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, OffPolicyConfig, boolean,
-                                    checked, fraction, integer, positive, widths)
+                                    checked, fraction, integer, one_of, positive, widths)
 from spnpolicy.training import VecEnv, make_target
 from spnpolicy.training.buffer import Batch
 from spnpolicy.training.offpolicy import (ActingAgent, OffPolicyAlgorithm, TargetSync,
                                           agent_loader)
 from spnpolicy.training.optim import adam, gradient_step
 
-__all__ = ["ENV_DEFAULTS", "EpsilonGreedyLearner", "QLearner", "QLearningConfig", "QModel",
-           "RunningMeanStd", "epsilon_greedy", "linear_epsilon", "q_agent_loader", "q_learner"]
+__all__ = ["ENV_DEFAULTS", "EXPLORATIONS", "EpsilonGreedyLearner", "QLearner", "QLearningConfig",
+           "QModel", "RunningMeanStd", "epsilon_greedy", "linear_epsilon", "q_agent_loader",
+           "q_learner"]
+
+#: How epsilon-greedy collection mixes in uniform actions (:func:`epsilon_greedy`).
+EXPLORATIONS = ("independent", "shared")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,12 @@ class QLearningConfig(OffPolicyConfig):
     """Exploration rate after annealing."""
     epsilon_anneal_steps: int = checked(50_000, integer(1))
     """Env steps over which epsilon falls linearly from epsilon_start to epsilon_finish."""
+    exploration: str = checked("independent", one_of(*EXPLORATIONS))
+    """How collecting explores (see :func:`epsilon_greedy`): independent (each agent's action
+    replaced by a uniform one with probability epsilon) or shared (with probability epsilon
+    a row's whole joint action is replaced, every agent taking one action index drawn for
+    the row: coordinated joint actions such as "all lift", which independent draws make
+    k**-n rare; for agents whose action indices mean the same thing)."""
     target_update_interval: int = checked(10_000, integer(1))
     """Env steps between hard target-network copies (EPyMARL: 200 episodes)."""
     double_q: bool = checked(True, boolean)
@@ -119,13 +130,20 @@ def linear_epsilon(step: int, cfg: QLearningConfig) -> float:
 
 
 def epsilon_greedy(greedy: torch.Tensor, epsilon: float, num_actions: int,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each entry of ``greedy`` ``[B, n]`` replaced by a uniform action with prob. ``epsilon``.
+                   generator: torch.Generator | None = None,
+                   exploration: str = "independent") -> torch.Tensor:
+    """``greedy`` ``[B, n]`` with uniform actions mixed in at rate ``epsilon``.
 
-    Draws the same random numbers whatever ``epsilon`` is (resumed runs stay in step).
+    ``exploration="independent"``: each entry replaced by a uniform action with probability
+    ``epsilon``. ``"shared"``: each row, with probability ``epsilon``, replaced by one
+    uniform action index taken by all ``n`` agents. Draws the same random numbers whatever
+    ``epsilon`` is (resumed runs stay in step).
     """
-    explore = torch.rand(greedy.shape, generator=generator, device=greedy.device) < epsilon
-    random = torch.randint(num_actions, greedy.shape, generator=generator, device=greedy.device)
+    if exploration not in EXPLORATIONS:
+        raise ValueError(f"exploration must be one of {EXPLORATIONS}, got {exploration!r}")
+    shape = greedy.shape if exploration == "independent" else (greedy.shape[0], 1)
+    explore = torch.rand(shape, generator=generator, device=greedy.device) < epsilon
+    random = torch.randint(num_actions, shape, generator=generator, device=greedy.device)
     return torch.where(explore, random, greedy)
 
 
@@ -188,7 +206,7 @@ class EpsilonGreedyLearner(OffPolicyAlgorithm):
 
     def explore(self, state, obs, step, generator):
         return epsilon_greedy(self.greedy(state, obs), linear_epsilon(step, self.cfg),
-                              self.agent.num_actions, generator)
+                              self.agent.num_actions, generator, self.cfg.exploration)
 
     def sample(self, state, obs, generator):
         return epsilon_greedy(self.greedy(state, obs), self.cfg.epsilon_finish,

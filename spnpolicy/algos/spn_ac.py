@@ -44,7 +44,7 @@ from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, AlgorithmSpe
 from spnpolicy.algos.critics import FACTOR_GRAPHS, build_factor_graph
 from spnpolicy.algos.policies import PARAM_HEADS, JointPolicy
 from spnpolicy.algos.policy_structures import check_policy
-from spnpolicy.algos.q_learning import epsilon_greedy, linear_epsilon
+from spnpolicy.algos.q_learning import EXPLORATIONS, epsilon_greedy, linear_epsilon
 from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import ActingAgent, OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, compile_acting, compile_update
@@ -140,6 +140,10 @@ class SpnAcConfig(OffPolicyConfig):
     """Exploration rate after annealing (see epsilon_start)."""
     epsilon_anneal_steps: int = checked(50_000, integer(1))
     """Env steps over which the exploration rate falls from epsilon_start to epsilon_finish."""
+    exploration: str = checked("independent", one_of(*EXPLORATIONS))
+    """How collecting explores: independent (each agent's action replaced on its own) or
+    shared (with probability epsilon a row's whole joint action is replaced, every agent
+    taking one action index drawn for the row; the Q-learners' ``exploration``)."""
     reinforce_samples: int = checked(8, integer(2))
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     mode_guidance: float = checked(0.1, non_negative)
@@ -577,7 +581,7 @@ class SpnAc(OffPolicyAlgorithm):
         if not self._explores:
             return sampled
         return epsilon_greedy(sampled, linear_epsilon(step, self.cfg), self.policy.num_actions,
-                              generator)
+                              generator, self.cfg.exploration)
 
     def schedule_metrics(self, step: int) -> dict[str, float]:
         return {"epsilon": linear_epsilon(step, self.cfg)} if self._explores else {}

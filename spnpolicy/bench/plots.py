@@ -7,6 +7,7 @@
 - ``success_vs_penalty.png``: for tasks whose env takes a ``penalty`` (the lift task), the
   final greedy success against the penalty, one line per algorithm (mean over seeds, 95%
   bootstrap CI), one panel per team size.
+- ``success_vs_team.png``: the same against the team size, one panel per penalty.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import numpy as np
 from spnpolicy.bench.records import RunRecord, ordered
 from spnpolicy.bench.stats import mean_ci
 
-__all__ = ["LEARNING_CURVES_PNG", "MATRIX_PNG", "PENALTY_PNG", "learning_curve",
-           "plot_learning_curves", "plot_matrix_optimal", "plot_success_vs_penalty"]
+__all__ = ["LEARNING_CURVES_PNG", "MATRIX_PNG", "PENALTY_PNG", "TEAM_PNG", "learning_curve",
+           "plot_learning_curves", "plot_matrix_optimal", "plot_success_vs_penalty",
+           "plot_success_vs_team"]
 
 LEARNING_CURVES_PNG = "learning_curves.png"
 MATRIX_PNG = "matrix_optimal.png"
 PENALTY_PNG = "success_vs_penalty.png"
+TEAM_PNG = "success_vs_team.png"
 
 
 def _pyplot():
@@ -143,38 +146,66 @@ def plot_success_vs_penalty(records: Sequence[RunRecord], path: str | os.PathLik
     """Final greedy ``success_rate`` against the env argument ``penalty`` of the finished
     runs that have both, one panel per ``num_agents``, one line per algorithm; None (and no
     file) when fewer than two penalties were run."""
+    return _plot_success_against(
+        records, path, "penalty", "num_agents", lambda team: f"{team:g} agents",
+        "Success against the miscoordination penalty (95% bootstrap CI over seeds)")
+
+
+def plot_success_vs_team(records: Sequence[RunRecord], path: str | os.PathLike
+                         ) -> Path | None:
+    """Final greedy ``success_rate`` against the env argument ``num_agents`` of the finished
+    runs that take a ``penalty``, one panel per penalty, one line per algorithm; None (and
+    no file) when fewer than two team sizes were run."""
+    return _plot_success_against(
+        records, path, "num_agents", "penalty", lambda penalty: f"penalty {penalty:g}",
+        "Success against the team size (95% bootstrap CI over seeds)")
+
+
+def _plot_success_against(records: Sequence[RunRecord], path: str | os.PathLike, x_key: str,
+                          panel_key: str, panel_title, title: str) -> Path | None:
+    """Final greedy success against the env argument ``x_key``, one panel per value of
+    ``panel_key``, over the finished runs whose env takes a ``penalty`` (the lift task)."""
     runs = [r for r in records if r.finished and "penalty" in r.env_kwargs
             and "success_rate" in r.final]
-    if len({float(r.env_kwargs["penalty"]) for r in runs}) < 2:
+
+    def value(run, key):            # None: the env's default
+        return float(run.env_kwargs[key]) if key in run.env_kwargs else None
+
+    runs = [r for r in runs if value(r, x_key) is not None]
+    if len({value(r, x_key) for r in runs}) < 2:
         return None
     plt = _pyplot()
-    teams = sorted({int(r.env_kwargs.get("num_agents", 0)) for r in runs})
+    panels = sorted({value(r, panel_key) for r in runs}, key=lambda v: (v is not None, v))
     _, algos = ordered(runs)
     colors = _colors(algos)
-    fig, axes = plt.subplots(1, len(teams), figsize=(4.2 * len(teams) + 1.8, 3.6),
+    every_x = sorted({value(r, x_key) for r in runs})
+    # algorithms side by side around each x, so that equal values stay visible
+    step = 0.3 * min(b - a for a, b in zip(every_x, every_x[1:])) / max(len(algos), 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1.8, 3.6),
                              squeeze=False)
-    for ax, team in zip(axes[0], teams):
-        for algo in algos:
-            mine = [r for r in runs if r.algo == algo
-                    and int(r.env_kwargs.get("num_agents", 0)) == team]
-            penalties = sorted({float(r.env_kwargs["penalty"]) for r in mine})
-            if not penalties:
+    for ax, panel in zip(axes[0], panels):
+        for a, algo in enumerate(algos):
+            mine = [r for r in runs if r.algo == algo and value(r, panel_key) == panel]
+            xs = sorted({value(r, x_key) for r in mine})
+            if not xs:
                 continue
             estimates = [mean_ci([float(r.final["success_rate"]) for r in mine
-                                  if float(r.env_kwargs["penalty"]) == p]) for p in penalties]
-            value = np.array([e.value for e in estimates])
+                                  if value(r, x_key) == x]) for x in xs]
+            mean = np.array([e.value for e in estimates])
             low = np.array([e.low if not math.isnan(e.low) else e.value for e in estimates])
             high = np.array([e.high if not math.isnan(e.high) else e.value for e in estimates])
-            ax.errorbar(penalties, value, yerr=np.stack([value - low, high - value]),
+            shift = (a - (len(algos) - 1) / 2) * step
+            ax.errorbar(np.array(xs) + shift, mean, yerr=np.stack([mean - low, high - mean]),
                         marker="o", capsize=2, color=colors[algo], label=algo)
-        ax.set_title(f"{team} agents" if team else "agents: default")
-        ax.set_xlabel("penalty")
+        ax.set_xticks(every_x)
+        ax.set_title(panel_title(panel) if panel is not None else
+                     f"{panel_key.replace('num_agents', 'agents')}: default")
+        ax.set_xlabel(x_key.replace("num_agents", "agents"))
         ax.set_ylim(-0.05, 1.05)
     axes[0][0].set_ylabel("final greedy success")
     axes[0][-1].legend(fontsize="small", frameon=False, loc="center left",
                        bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle("Success against the miscoordination penalty (95% bootstrap CI over seeds)",
-                 fontsize="medium")
+    fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

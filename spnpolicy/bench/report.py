@@ -256,9 +256,11 @@ def write_report(records: Sequence[RunRecord], out: str | os.PathLike, suite: st
         LEARNING_CURVES_PNG,
         MATRIX_PNG,
         PENALTY_PNG,
+        TEAM_PNG,
         plot_learning_curves,
         plot_matrix_optimal,
         plot_success_vs_penalty,
+        plot_success_vs_team,
     )
 
     summary = summarise(records, suite, metric, task_order, command)
@@ -267,7 +269,8 @@ def write_report(records: Sequence[RunRecord], out: str | os.PathLike, suite: st
     paths.append(plot_learning_curves(records, summary["metric"], out / LEARNING_CURVES_PNG,
                                       summary["tasks"]))
     for extra in (plot_matrix_optimal(summary, out / MATRIX_PNG),
-                  plot_success_vs_penalty(records, out / PENALTY_PNG)):
+                  plot_success_vs_penalty(records, out / PENALTY_PNG),
+                  plot_success_vs_team(records, out / TEAM_PNG)):
         if extra is not None:
             paths.append(extra)
     paths.append(write_marl_eval(records, out / MARL_EVAL_JSON))

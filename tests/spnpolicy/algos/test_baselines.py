@@ -238,6 +238,14 @@ def test_linear_epsilon_and_epsilon_greedy():
     uniform = epsilon_greedy(greedy, 1.0, 4, generator)
     assert set(uniform.unique().tolist()) == {0, 1, 2, 3}
     assert abs((uniform == 0).float().mean().item() - 0.25) < 0.05
+    shared = epsilon_greedy(greedy, 1.0, 4, generator, "shared")
+    assert (shared == shared[:, :1]).all()                # the team takes one action
+    assert abs((shared[:, 0] == 0).float().mean().item() - 0.25) < 0.05
+    half = epsilon_greedy(greedy, 0.5, 4, generator, "shared")
+    assert (half == half[:, :1]).all()
+    assert abs((half[:, 0] != 0).float().mean().item() - 0.5 * 0.75) < 0.05
+    with pytest.raises(ValueError, match="exploration must be one of"):
+        epsilon_greedy(greedy, 0.5, 4, generator, "joint")
 
 
 class _FixedQ(QModel):

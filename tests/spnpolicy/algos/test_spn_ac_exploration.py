@@ -1,6 +1,7 @@
 """spn-ac's epsilon exploration: off by default (collection samples the policy alone, with
 the same random draws as before the option existed), and when on, each agent's action is
-uniform with probability epsilon, annealed linearly as the Q-learners' schedule."""
+uniform with probability epsilon (or, shared, each row's agents take one uniform action
+together), annealed linearly as the Q-learners' schedule."""
 
 import dataclasses
 
@@ -80,3 +81,32 @@ def test_the_config_checks_the_rates():
         make_config("spn-ac", "lift", {"epsilon_anneal_steps": 0})
     cfg = make_config("spn-ac", "lift", {"epsilon_start": 1.0, "epsilon_finish": 0.05})
     assert dataclasses.replace(cfg).epsilon_finish == 0.05
+
+
+def test_shared_exploration_moves_the_whole_team_together():
+    """At epsilon 1 with shared exploration every agent of a row takes the row's one action,
+    uniform over the k actions (chi-square, seeded), whatever the policy."""
+    algo, state = _algorithm(epsilon_start=1.0, epsilon_finish=1.0, exploration="shared")
+    _peaked(algo)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.cat([algo.explore(state, None, 10**6, generator) for _ in range(500)])
+    assert (draws == draws[:, :1]).all()
+    counts = np.bincount(draws[:, 0].numpy(), minlength=algo.policy.num_actions)
+    assert stats.chisquare(counts).pvalue > 1e-3, counts
+
+
+def test_shared_exploration_replaces_whole_rows_at_the_rate():
+    """On a peaked policy a row differs from the policy's joint action when it is replaced
+    (probability epsilon) by a shared action other than that joint action: epsilon (1 - c / k)
+    of the rows, c = 1 where the policy's joint action is one action for every agent."""
+    epsilon = 0.4
+    algo, state = _algorithm(epsilon_start=epsilon, epsilon_finish=epsilon, exploration="shared")
+    _peaked(algo)
+    greedy = algo.greedy(state, None)
+    k = algo.policy.num_actions
+    uniform_row = (greedy == greedy[:, :1]).all(1).float()
+    expected = epsilon * (1 - uniform_row / k).mean().item()
+    generator = torch.Generator().manual_seed(2)
+    explored = torch.stack([algo.explore(state, None, 0, generator) for _ in range(1000)])
+    changed = (explored != greedy).any(-1).float().mean().item()          # 4,000 rows
+    assert changed == pytest.approx(expected, abs=0.03)

@@ -208,3 +208,23 @@ def test_success_against_the_penalty_is_drawn_for_penalised_tasks(tmp_path, make
     one_penalty = [r for r in records if r.env_kwargs["penalty"] == 0.5]
     assert plot_success_vs_penalty(one_penalty, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_success_against_the_team_size_is_drawn_for_lift_teams(tmp_path, make_run):
+    """Lift runs of two team sizes at one penalty get success_vs_team.png and no
+    success_vs_penalty.png; one team size alone gets neither."""
+    from spnpolicy.bench.plots import PENALTY_PNG, TEAM_PNG, plot_success_vs_team
+    for n, finals in ((4, (1.0, 1.0)), (6, (1.0, 0.0))):
+        for seed, final in enumerate(finals):
+            for algo, score in (("spn-ac", final), ("meanfield-ac", 0.0)):
+                make_run(tmp_path, f"lift-{n}-p0.5", algo, seed, "lift", [0.0, score],
+                         env_kwargs={"num_agents": n, "penalty": 0.5},
+                         suite="coordination-sizes")
+    records = load_all(tmp_path)
+    _, paths = write_report(records, tmp_path / "out")
+    png = tmp_path / "out" / TEAM_PNG
+    assert png in paths and png.read_bytes().startswith(PNG)
+    assert not (tmp_path / "out" / PENALTY_PNG).exists()
+    one_team = [r for r in records if r.env_kwargs["num_agents"] == 4]
+    assert plot_success_vs_team(one_team, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

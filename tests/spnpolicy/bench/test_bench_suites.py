@@ -129,10 +129,13 @@ def test_many_agent_coverage_suites(tmp_path, n, size):
     assert 4 * (state_dim + n * obs_dim) * suite.config["buffer_size"] < 2.6e9
 
 
-def test_coordination_at_eight_agents(tmp_path):
-    suite = get_suite("coordination-8")
-    assert suite.tasks[0].env == "lift" and suite.tasks[0].env_kwargs["num_agents"] == 8
-    assert len(plan(suite, tmp_path)) == len(suite.algos) * suite.seeds
+def test_coordination_sizes_grows_the_lift_team(tmp_path):
+    suite = get_suite("coordination-sizes")
+    assert [task.env_kwargs["num_agents"] for task in suite.tasks] == [4, 6, 8]
+    assert all(task.env == "lift" and task.env_kwargs["penalty"] == 0.5 for task in suite.tasks)
+    assert "spn-ac" in suite.algos and "meanfield-ac" in suite.algos
+    assert suite.config["exploration"] == "shared"
+    assert len(plan(suite, tmp_path)) == len(suite.tasks) * len(suite.algos) * suite.seeds
 
 
 def test_lbf_coop_needs_every_player_and_charges_failed_loads():
