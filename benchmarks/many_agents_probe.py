@@ -12,8 +12,16 @@ from seeded resets of the run's env. ``uniform`` is the share of oracle moves am
 actions at those states: what random actions score.
 
 A team whose critics score near ``uniform`` has critics that know nothing per agent; a
-policy that scores below its critics does not follow them. Prints one JSON object per run
-and writes them all to ``--out`` (default
+policy that scores below its critics does not follow them.
+
+``failures`` describes how the policy's episodes that reach the time limit end (their last
+state). Each goal left uncovered has either an agent on no goal (``stray``) or two agents on
+one goal (``stacked``: both chose it) as its counterpart; both are means per failed episode.
+Over the stray agents: the share whose goal under a best assignment at the episode's start
+is held by another agent at its end (``lost``: a team-mate took it, a failure of
+who-goes-where rather than of getting there), the share that kept its cell over the last
+``STILL_STEPS`` steps (``still``) and the mean distance to the nearest uncovered goal
+(``gap``). Prints one JSON object per run and writes them all to ``--out`` (default
 ``benchmarks/results/many-agents/probe.json``).
 """
 
@@ -36,6 +44,8 @@ from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.training import Runner, make_vec_env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "many-agents" / "probe.json"
+#: A stray agent that kept its cell over this many last steps counts as ``still``.
+STILL_STEPS = 8
 
 
 def oracle_moves(states: np.ndarray, config: CoverageConfig) -> np.ndarray:
@@ -51,6 +61,29 @@ def oracle_moves(states: np.ndarray, config: CoverageConfig) -> np.ndarray:
             after = np.abs(np.clip(agents[e] + move, 0, size - 1) - goal).sum(-1)
             out[e, :, a] = (after < now) | ((now == 0) & (after == 0))
     return out
+
+
+def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
+                      moved: np.ndarray) -> dict:
+    """How failed episodes end (see the module docstring). ``starts``, ``agents`` and ``goals``
+    ``[F, n, 2]`` are the first and last agent positions and the goals of ``F`` failed
+    episodes; ``moved [F, n]`` bool says which agents changed cell in the last
+    ``STILL_STEPS`` steps. ``stray`` and ``stacked`` are means per episode (None without
+    episodes); ``lost``, ``still`` and ``gap`` are over the stray agents (None without any)."""
+    on = (agents[:, :, None] == goals[:, None]).all(-1)              # [F, agent, goal]
+    covered = on.any(1)                                               # [F, goal]
+    on_goal = on.any(2)                                               # [F, agent]
+    stray = ~on_goal
+    distance = np.abs(agents[:, :, None] - goals[:, None]).sum(-1)    # [F, agent, goal]
+    gap = np.where(covered[:, None], np.iinfo(np.int64).max, distance).min(-1)
+    planned = np.array([linear_sum_assignment(np.abs(a[:, None] - g[None]).sum(-1))[1]
+                        for a, g in zip(starts, goals)], dtype=np.int64).reshape(stray.shape)
+    lost = np.take_along_axis(covered, planned, -1)                   # [F, agent]
+    mean = (lambda x: float(x.mean()) if len(agents) else None)
+    share = (lambda x: float(x[stray].mean()) if stray.any() else None)
+    return {"episodes": len(agents), "stray": mean(stray.sum(-1)),
+            "stacked": mean(on_goal.sum(-1) - covered.sum(-1)), "lost": share(lost),
+            "still": share(~moved), "gap": share(gap)}
 
 
 def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
@@ -69,6 +102,8 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
     runner = Runner(envs, observations=True)
     runner.reset(seed=seed)
     hits = {name: [] for name in [*players, "uniform"]}
+    history = []                                            # [E, n, 2] agents before each step
+    ended = []                                  # (starts, agents, goals, moved) per failure
     try:
         for _ in range(config.max_steps):
             oracle = oracle_moves(runner.state, config)
@@ -79,12 +114,21 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                 hits[name].append(np.take_along_axis(oracle, actions[..., None], -1).mean())
                 acted = actions if name == "policy" else acted
             hits["uniform"].append(oracle.mean())
-            runner.step(acted)
+            history.append(state_positions(runner.state, config)[0])
+            step = runner.step(acted)
+            for e in np.flatnonzero(step.truncated & (step.terminated == 0)).tolist():
+                agents, goals = state_positions(step.next_state[e], config)
+                earlier = history[max(len(history) - STILL_STEPS, 0)][e]
+                ended.append((history[0][e], agents, goals, (agents != earlier).any(-1)))
     finally:
         envs.close()
+    empty = np.zeros((0, config.num_agents, 2), dtype=np.int64)
+    last = ([np.stack(part) for part in zip(*ended)] if ended
+            else [empty, empty, empty, np.zeros((0, config.num_agents), dtype=bool)])
     return {"run": str(run), "algo": saved["algo"], "env_kwargs": saved["env_kwargs"],
             "episodes": episodes, "seed": seed,
-            "oracle_share": {name: float(np.mean(v)) for name, v in hits.items()}}
+            "oracle_share": {name: float(np.mean(v)) for name, v in hits.items()},
+            "failures": failure_breakdown(*last)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

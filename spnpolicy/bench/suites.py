@@ -212,9 +212,9 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           COORDINATION_ALGOS, 10,
           Protocol(total_steps=30_000, eval_interval=5_000, eval_episodes=50,
                    checkpoint_interval=10_000)),
-    # The README's few-minute demo: the penalised 2-agent lift, where the joint policy
-    # coordinates and the factored ones do not.
-    Suite("coordination-quick", "the README's quick start: the lift task, 2 agents, "
+    # The README's few-minute coordination demo: the penalised 2-agent lift, where the joint
+    # policy coordinates and the factored ones do not.
+    Suite("coordination-quick", "the README's coordination demo: the lift task, 2 agents, "
           "penalty 0.5, 3 seeds, 20,000 steps",
           (_lift(2, 0.5),), ("spn-ac", "meanfield-ac", "dcg", "vdn", "qmix", "mappo"), 3,
           Protocol(total_steps=20_000, eval_interval=2_500, eval_episodes=50,

@@ -62,6 +62,9 @@ def test_shares_of_a_saved_run(tmp_path):
     assert set(shares) == {"policy", "critics", "uniform"}
     assert all(0.0 <= value <= 1.0 for value in shares.values())
     assert 0.0 < shares["uniform"] < 1.0
+    failures = rows[0]["failures"]
+    assert 0 <= failures["episodes"] <= 4
+    assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap"}
 
 
 def test_a_run_on_another_env_is_refused(tmp_path):
@@ -69,3 +72,57 @@ def test_a_run_on_another_env_is_refused(tmp_path):
                     learning_starts=50, eval_interval=100, verbose=False, progress=False)
     with pytest.raises(ValueError, match="coverage runs"):
         probe.probe(tmp_path)
+
+
+def _breakdown_by_loops(plan, agents, goals, moved):
+    """The failure breakdown agent by agent, episode by episode; agent i's planned goal is
+    ``goals[e, plan[e, i]]``."""
+    rows = {"stray": [], "stacked": []}
+    lost, still, gap = [], [], []
+    for p, a, g, m in zip(plan, agents, goals, moved):
+        cells, goal_cells = [tuple(x) for x in a], [tuple(x) for x in g]
+        held = [goal in cells for goal in goal_cells]
+        on_goal = [cell in goal_cells for cell in cells]
+        rows["stray"].append(on_goal.count(False))
+        rows["stacked"].append(sum(on_goal) - sum(held))
+        for i, cell in enumerate(cells):
+            if not on_goal[i]:
+                lost.append(held[p[i]])
+                still.append(not m[i])
+                gap.append(min(abs(cell[0] - goal[0]) + abs(cell[1] - goal[1])
+                               for goal, h in zip(goal_cells, held) if not h))
+    out = {key: float(np.mean(v)) for key, v in rows.items()}
+    for key, v in (("lost", lost), ("still", still), ("gap", gap)):
+        out[key] = float(np.mean(v)) if v else None
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_failure_breakdown_against_loops(seed):
+    rng = np.random.default_rng(seed)
+    n, size, episodes = int(rng.integers(2, 6)), 4, 20
+    goals = np.stack([np.stack(np.unravel_index(rng.choice(size * size, n, replace=False),
+                                                (size, size)), -1) for _ in range(episodes)])
+    plan = np.stack([rng.permutation(n) for _ in range(episodes)])
+    starts = np.take_along_axis(goals, plan[..., None], 1)    # the one zero-cost assignment
+    agents = rng.integers(0, size, size=(episodes, n, 2))
+    agents[:, 0] = goals[:, 0]                          # one agent on a goal, another beside
+    moved = rng.random((episodes, n)) < 0.5
+    got = probe.failure_breakdown(starts, agents, goals, moved)
+    assert got.pop("episodes") == episodes
+    assert got == pytest.approx(_breakdown_by_loops(plan, agents, goals, moved))
+
+
+def test_failure_breakdown_of_a_taken_goal():
+    goals = np.array([[[0, 0], [3, 3], [0, 3]]])
+    starts = np.array([[[1, 1], [2, 0], [3, 2]]])       # the one best plan: goals 2, 0, 1
+    agents = np.array([[[0, 0], [1, 0], [0, 0]]])       # agents 0 and 2 on goal 0, 1 beside it
+    got = probe.failure_breakdown(starts, agents, goals, np.array([[True, False, True]]))
+    assert got == {"episodes": 1, "stray": 1.0, "stacked": 1.0, "lost": 1.0, "still": 1.0,
+                   "gap": 4.0}
+    moved_off = probe.failure_breakdown(starts, agents[:, [1, 0, 2]], goals,
+                                        np.array([[True, True, True]]))
+    assert moved_off["lost"] == 0.0 and moved_off["still"] == 0.0   # agent 0's goal 2 is free
+    empty = np.zeros((0, 3, 2), dtype=np.int64)
+    none = probe.failure_breakdown(empty, empty, empty, np.zeros((0, 3), dtype=bool))
+    assert none["episodes"] == 0 and none["stray"] is None and none["gap"] is None

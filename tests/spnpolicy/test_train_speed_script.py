@@ -96,7 +96,7 @@ def test_vdn_update_time_is_the_algorithms_own_update(monkeypatch):
     assert calls == ["Adam"] * (3 + 3)       # warm-up on the first (up to 10) batches, then timed
 
 
-@pytest.mark.parametrize("rounds", [3, 0])
+@pytest.mark.parametrize("rounds", [pytest.param(3, marks=pytest.mark.slow), 0])
 def test_compiled_spn_ac_reports_its_compile_apart(tmp_path, monkeypatch, rounds):
     """--compile: spn-ac-compiled (compile=True) alternates with spn-ac and vdn; its env
     steps/s leave out the update that compiles (timed apart), and vdn's update is also

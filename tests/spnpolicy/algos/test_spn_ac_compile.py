@@ -33,9 +33,14 @@ def _eager_and_compiled(algo: str, hidden: int, **overrides):
     return envs, algos
 
 
+# One case per route stays in the default run (the whole update as one graph; each loss
+# apart); the others compile for up to a minute and a half on a CPU and run with -m slow.
 @pytest.mark.parametrize("algo, overrides, whole", [
-    ("spn-ac", {}, True), ("exact-softmax", {}, True), ("meanfield-ac", {}, False),
-    ("spn-ac", {"param_head": "agents", "critic_input": "agents"}, False)],
+    ("spn-ac", {}, True),
+    pytest.param("exact-softmax", {}, True, marks=pytest.mark.slow),
+    ("meanfield-ac", {}, False),
+    pytest.param("spn-ac", {"param_head": "agents", "critic_input": "agents"}, False,
+                 marks=pytest.mark.slow)],
     ids=["spn-ac", "exact-softmax", "meanfield-ac", "spn-ac-agents-head"])
 def test_compiled_updates_equal_eager_ones(algo, overrides, whole):
     """Same initial weights, same batches: every update's metrics and weights agree with the
@@ -114,7 +119,7 @@ def test_spn_ac_trains_compiled_to_the_optimum_of_climbing(capsys):
     assert any(line.startswith("mode_guidance is off with compile=True") for line in lines[:2])
 
 
-@pytest.mark.parametrize("algo", ["spn-ac", "reinforce"])
+@pytest.mark.parametrize("algo", ["spn-ac", pytest.param("reinforce", marks=pytest.mark.slow)])
 def test_a_resumed_compiled_run_equals_the_uninterrupted_one(tmp_path, algo):
     """Every update runs the compiled code, the first after a resume too (its warm-up call
     is dropped and draws nothing from the random state), so stopping at 240 and resuming to
