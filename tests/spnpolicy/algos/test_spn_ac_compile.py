@@ -34,7 +34,7 @@ def _eager_and_compiled(algo: str, hidden: int, **overrides):
 
 
 # One case per route stays in the default run (the whole update as one graph; each loss
-# apart); the others compile for up to a minute and a half on a CPU and run with -m slow.
+# apart); the others compile more graphs of the same routes and run with -m slow.
 @pytest.mark.parametrize("algo, overrides, whole", [
     ("spn-ac", {}, True),
     pytest.param("exact-softmax", {}, True, marks=pytest.mark.slow),
