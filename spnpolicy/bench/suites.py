@@ -255,9 +255,8 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
                   **_PROGRESS}),
     *(_many_agent_coverage(n) for n in _MANY_AGENTS),
     # The coordination family by team size. Under independent draws every agent lifts at
-    # once with probability 4**-n, and from 4 agents no lift is ever collected; shared
-    # exploration (a row's agents take one action together) collects coordinated attempts,
-    # and the table shows which learners can turn them into a policy.
+    # once with probability 4**-n (1/256 at 4 agents); shared exploration (a row's agents
+    # take one action together) collects coordinated attempts at rate epsilon / 4.
     Suite("coordination-sizes", "the lift task at penalty 0.5 with 4, 6 and 8 agents (all "
           "must lift together once all have arrived), shared epsilon exploration (an "
           "exploring step's agents take one action together; 0.5 to 0.05 over 30,000 steps) "
