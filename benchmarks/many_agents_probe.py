@@ -12,7 +12,9 @@ from seeded resets of the run's env. ``uniform`` is the share of oracle moves am
 actions at those states: what random actions score.
 
 A team whose critics score near ``uniform`` has critics that know nothing per agent; a
-policy that scores below its critics does not follow them.
+policy that scores below its critics does not follow them. ``oracle_share_stray`` is the same
+shares over the agent-steps of agents on no goal, the ones that still have to move (None
+when there are none).
 
 ``failures`` describes how the policy's episodes that reach the time limit end (their last
 state). Each goal left uncovered has either an agent on no goal (``stray``) or two agents on
@@ -102,18 +104,26 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
     runner = Runner(envs, observations=True)
     runner.reset(seed=seed)
     hits = {name: [] for name in [*players, "uniform"]}
+    stray_hits = dict.fromkeys(hits, 0.0)              # summed over agent-steps on no goal
+    stray_steps = 0
     history = []                                            # [E, n, 2] agents before each step
     ended = []                                  # (starts, agents, goals, moved) per failure
     try:
         for _ in range(config.max_steps):
             oracle = oracle_moves(runner.state, config)
+            agents, goals = state_positions(runner.state, config)
+            stray = ~(agents[:, :, None] == goals[:, None]).all(-1).any(-1)    # [E, n]
+            stray_steps += int(stray.sum())
             acted = None
             for name, agent in players.items():
                 x = runner.obs if len(agent.input_shape) == 2 else runner.state
                 actions = np.asarray(agent.act(x))
-                hits[name].append(np.take_along_axis(oracle, actions[..., None], -1).mean())
+                hit = np.take_along_axis(oracle, actions[..., None], -1)[..., 0]  # [E, n]
+                hits[name].append(hit.mean())
+                stray_hits[name] += float(hit[stray].sum())
                 acted = actions if name == "policy" else acted
             hits["uniform"].append(oracle.mean())
+            stray_hits["uniform"] += float(oracle.mean(-1)[stray].sum())
             history.append(state_positions(runner.state, config)[0])
             step = runner.step(acted)
             for e in np.flatnonzero(step.truncated & (step.terminated == 0)).tolist():
@@ -128,6 +138,8 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
     return {"run": str(run), "algo": saved["algo"], "env_kwargs": saved["env_kwargs"],
             "episodes": episodes, "seed": seed,
             "oracle_share": {name: float(np.mean(v)) for name, v in hits.items()},
+            "oracle_share_stray": {name: v / stray_steps if stray_steps else None
+                                   for name, v in stray_hits.items()},
             "failures": failure_breakdown(*last)}
 
 

@@ -62,6 +62,9 @@ def test_shares_of_a_saved_run(tmp_path):
     assert set(shares) == {"policy", "critics", "uniform"}
     assert all(0.0 <= value <= 1.0 for value in shares.values())
     assert 0.0 < shares["uniform"] < 1.0
+    stray = rows[0]["oracle_share_stray"]       # episodes start with agents on no goal
+    assert set(stray) == set(shares)
+    assert all(0.0 <= value <= 1.0 for value in stray.values())
     failures = rows[0]["failures"]
     assert 0 <= failures["episodes"] <= 4
     assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap"}

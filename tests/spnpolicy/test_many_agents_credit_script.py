@@ -1,0 +1,140 @@
+"""benchmarks/many_agents_credit.py: its rows' rewards against brute force, a small fit that
+must learn who did what, and the records it writes."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+import spnpolicy
+
+from spnpolicy.envs import coverage_core as core
+from tests.run_helpers import load_script
+
+credit = load_script("benchmarks/many_agents_credit.py")
+
+
+def _best_cost(agents, goals):
+    return min(np.abs(agents - goals[list(p)]).sum() for p in itertools.permutations(range(len(goals))))
+
+
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_progress_rows_against_brute_force(n):
+    config = credit.coverage_config(n, 5)
+    obs, actions, reward, states = credit.progress_rows(config, 40, np.random.default_rng(n))
+    agents, goals = core.state_positions(states, config)
+    assert obs.shape == (40, n, config.obs_dim) and actions.shape == (40, n)
+    assert (goals == config.fixed_goals()).all()
+    np.testing.assert_array_equal(obs, core.observations(states, config))
+    for row in range(40):
+        after = np.clip(agents[row] + core.MOVES[actions[row]], 0, 4)
+        expected = (_best_cost(agents[row], goals[row]) - _best_cost(after, goals[row])) / 5
+        assert reward[row] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.3])
+def test_behaviour_stays_put_unless_it_explores(epsilon):
+    config = credit.coverage_config(4, 6)
+    _, actions, reward, _ = credit.progress_rows(config, 4000, np.random.default_rng(0),
+                                                 epsilon)
+    # an action is 0 when it stays put, or when its uniform draw was 0 (1 in 6)
+    assert (actions != 0).mean() == pytest.approx(epsilon * 5 / 6, abs=0.01)
+    if epsilon == 0:
+        assert (reward == 0).all()
+
+
+def test_held_agents_stand_on_distinct_goals():
+    config = credit.coverage_config(6, 8)
+    _, _, _, states = credit.progress_rows(config, 3000, np.random.default_rng(0), held=0.6)
+    agents, goals = core.state_positions(states, config)
+    on = (agents[:, :, None] == goals[:, None]).all(-1)                 # [R, agent, goal]
+    # 0.6 of the agents are placed on a goal; a uniform cell hits one with chance 6 / 64
+    assert on.any(-1).mean() == pytest.approx(0.6 + 0.4 * 6 / 64, abs=0.02)
+    placed = on.sum(1)
+    assert (placed <= 1).mean() > 0.95     # two agents on one goal only by a uniform draw
+
+
+def test_one_agent_reward_is_its_own_progress():
+    config = credit.coverage_config(1, 6)
+    _, actions, reward, states = credit.progress_rows(config, 50, np.random.default_rng(0))
+    agents, goals = core.state_positions(states, config)
+    after = np.clip(agents[:, 0] + core.MOVES[actions[:, 0]], 0, 5)
+    own = (np.abs(agents[:, 0] - goals[:, 0]).sum(-1) - np.abs(after - goals[:, 0]).sum(-1)) / 6
+    np.testing.assert_allclose(reward, own)
+
+
+def test_a_small_fit_learns_who_did_what():
+    record = credit.fit(credit.coverage_config(5, 5), rows=3000, batch=64, updates=(1, 600),
+                        hidden=(32, 32))
+    first, last = record["curve"]
+    assert [first["updates"], last["updates"]] == [1, 600]
+    assert last["loss"] < first["loss"]
+    assert last["joint"] > record["uniform"] + 0.25, record
+
+
+@pytest.mark.parametrize("observation", ["egocentric", "relative"])
+def test_a_small_moves_fit_reads_the_oracle(observation):
+    config = credit.coverage_config(3, 5, observation)
+    record = credit.fit_moves(config, rows=2000, batch=64, updates=(1, 800), hidden=(32, 32))
+    assert (record["fit"], record["observation"]) == ("moves", observation)
+    first, last = record["curve"]
+    assert last["loss"] < first["loss"]
+    assert last["moves"] > record["uniform"] + 0.3, record
+
+
+def test_main_writes_one_record_per_size(tmp_path):
+    out = tmp_path / "credit.json"
+    records = credit.main(["--agents", "8", "--rows", "300", "400", "--updates", "3",
+                           "--batch", "16", "--out", str(out)])
+    assert json.loads(out.read_text()) == records
+    assert [(r["fit"], r["agents"], r["grid"], r["rows"]) for r in records] == [
+        ("critic", 8, 11, 300), ("critic", 8, 11, 400)]
+    for record in records:
+        assert 0 < record["uniform"] < 1 and record["curve"][0]["updates"] == 3
+        assert 0 <= record["curve"][0]["joint"] <= 1
+
+
+def test_main_runs_each_fit_and_observation(tmp_path):
+    records = credit.main(["--agents", "8", "--rows", "200", "--updates", "2", "--batch", "8",
+                           "--fit", "critic", "moves", "--observation", "egocentric", "relative",
+                           "--out", str(tmp_path / "credit.json")])
+    assert [(r["fit"], r["observation"]) for r in records] == [
+        ("critic", "egocentric"), ("critic", "relative"), ("moves", "egocentric"),
+        ("moves", "relative")]
+
+
+@pytest.mark.parametrize("args", [["--rows", "0"], ["--batch", "0"], ["--updates", "0"],
+                                  ["--agents", "7"], ["--fit", "policy"],
+                                  ["--observation", "absolute"], ["--epsilon", "1.5"], ["--held", "-0.1"]])
+def test_bad_arguments_are_refused(args, tmp_path):
+    with pytest.raises(SystemExit):
+        credit.main([*args, "--out", str(tmp_path / "x.json")])
+
+
+def _tiny_run(out, observation="egocentric", critic_input="agents"):
+    spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=96, out_dir=out,
+                    env_kwargs=dict(num_agents=3, grid_size=4, max_steps=6,
+                                    observation=observation),
+                    learning_starts=48, batch_size=16, eval_interval=96, eval_episodes=2,
+                    param_head="agents", critic_input=critic_input, verbose=False,
+                    progress=False)
+    return out
+
+
+def test_runs_score_a_saved_critic(tmp_path):
+    run = _tiny_run(tmp_path / "run")
+    out = tmp_path / "runs.json"
+    records = credit.main(["--runs", str(run), "--held", "0", "0.6", "--out", str(out)])
+    assert json.loads(out.read_text()) == records
+    assert [(r["fit"], r["agents"], r["grid"], r["held"]) for r in records] == [
+        ("run", 3, 4, 0.0), ("run", 3, 4, 0.6)]
+    for record in records:
+        assert all(0 <= record[key] <= 1 for key in ("joint", "unary", "uniform"))
+
+
+def test_runs_the_score_cannot_read_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="egocentric"):
+        credit.score_run(_tiny_run(tmp_path / "relative", observation="relative"))
+    with pytest.raises(ValueError, match="global state"):
+        credit.score_run(_tiny_run(tmp_path / "state", critic_input="state"))
