@@ -16,9 +16,10 @@ values a behaviour that rarely tries anything but standing still. With ``--held`
 each agent starts on its own goal of a random one-to-one assignment with that probability (the
 states where a trained team gets stuck: most goals held, a few agents still looking for the
 free ones); training and held-out states are drawn alike. The spn-ac critic of the many-agent
-suites (``AgentFactorQ`` on ``2n`` random pairs (every pair below 5 agents), a shared ``(128, 128)`` agent network, unary
-terms; one network, not the twin) is fitted to that reward by mean squared error with Adam
-(learning rate 1e-3, batches of ``--batch`` rows drawn with replacement). After each count in
+suites (``AgentFactorQ`` on ``2n`` random pairs, every pair below 5 agents; a shared
+``(128, 128)`` agent network; unary terms; one network, not the twin) is fitted to that reward
+by mean squared error with Adam (learning rate 1e-3, batches of ``--batch`` rows drawn with
+replacement). After each count in
 ``--updates`` its best joint action (exact or max-plus, ``FactorValues.argmax``) and each
 agent's best unary action are scored on 1,000 held-out states: the share of agent-steps that
 are oracle moves (``many_agents_probe.oracle_moves``), beside ``uniform``, the share among all
@@ -185,7 +186,8 @@ def fit_moves(config: CoverageConfig, rows: int, batch: int, updates: tuple[int,
                           "loss": round(loss.item(), 6)})
     return {"fit": "moves", "observation": config.observation, "agents": config.num_agents,
             "grid": config.grid_size, "rows": rows, "batch": batch, "seed": seed,
-            "epsilon": epsilon, "held": held, "uniform": round(test_oracle.float().mean().item(), 4), "curve": curve}
+            "epsilon": epsilon, "held": held,
+            "uniform": round(test_oracle.float().mean().item(), 4), "curve": curve}
 
 
 FITS = {"critic": fit, "moves": fit_moves}

@@ -124,7 +124,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                 acted = actions if name == "policy" else acted
             hits["uniform"].append(oracle.mean())
             stray_hits["uniform"] += float(oracle.mean(-1)[stray].sum())
-            history.append(state_positions(runner.state, config)[0])
+            history.append(agents)
             step = runner.step(acted)
             for e in np.flatnonzero(step.truncated & (step.terminated == 0)).tolist():
                 agents, goals = state_positions(step.next_state[e], config)

@@ -16,7 +16,8 @@ credit = load_script("benchmarks/many_agents_credit.py")
 
 
 def _best_cost(agents, goals):
-    return min(np.abs(agents - goals[list(p)]).sum() for p in itertools.permutations(range(len(goals))))
+    return min(np.abs(agents - goals[list(p)]).sum()
+               for p in itertools.permutations(range(len(goals))))
 
 
 @pytest.mark.parametrize("n", [1, 3, 4])
@@ -106,7 +107,8 @@ def test_main_runs_each_fit_and_observation(tmp_path):
 
 @pytest.mark.parametrize("args", [["--rows", "0"], ["--batch", "0"], ["--updates", "0"],
                                   ["--agents", "7"], ["--fit", "policy"],
-                                  ["--observation", "absolute"], ["--epsilon", "1.5"], ["--held", "-0.1"]])
+                                  ["--observation", "absolute"], ["--epsilon", "1.5"],
+                                  ["--held", "-0.1"]])
 def test_bad_arguments_are_refused(args, tmp_path):
     with pytest.raises(SystemExit):
         credit.main([*args, "--out", str(tmp_path / "x.json")])
