@@ -64,6 +64,7 @@ from factor_q import AgentFactorQ  # noqa: E402
 from many_agents_probe import oracle_moves  # noqa: E402
 from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.algos.critics import build_factor_graph  # noqa: E402
+from spnpolicy.algos.policies import mlp  # noqa: E402
 from spnpolicy.envs.coverage_core import (  # noqa: E402
     CoverageConfig, global_state, goal_distances, move, observations, potential)
 
@@ -108,6 +109,14 @@ def progress_rows(config: CoverageConfig, rows: int, rng: np.random.Generator,
     after = move(agents, actions, config.move_table(), size)
     reward = (potential(after, goals, size) - potential(agents, goals, size)).astype(np.float32)
     return observations(states, config), actions, reward, states
+
+
+def best_shares(values, oracle: torch.Tensor) -> dict:
+    """Shares of oracle moves ``oracle [E, n, 6]`` among the best joint (``joint``) and the
+    best unary (``unary``) actions of factor values on ``E`` states."""
+    joint = oracle.gather(2, values.argmax()[..., None]).float().mean()
+    unary = oracle.gather(2, values.unary.argmax(-1)[..., None]).float().mean()
+    return {"joint": round(joint.item(), 4), "unary": round(unary.item(), 4)}
 
 
 def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
@@ -163,11 +172,7 @@ def fit_moves(config: CoverageConfig, rows: int, batch: int, updates: tuple[int,
     test_obs = torch.as_tensor(test_obs).flatten(0, 1)
     test_oracle = torch.as_tensor(oracle_moves(test_states, config)).flatten(0, 1)
     torch.manual_seed(seed)
-    layers, width = [], config.obs_dim
-    for h in hidden:
-        layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
-        width = h
-    network = torch.nn.Sequential(*layers, torch.nn.Linear(width, 6))
+    network = mlp(config.obs_dim, hidden, 6)
     optimiser = torch.optim.Adam(network.parameters(), lr=1e-3)
     draws = torch.Generator().manual_seed(seed)
     curve = []
@@ -191,14 +196,6 @@ def fit_moves(config: CoverageConfig, rows: int, batch: int, updates: tuple[int,
 
 
 FITS = {"critic": fit, "moves": fit_moves}
-
-
-def best_shares(values, oracle: torch.Tensor) -> dict:
-    """Shares of oracle moves ``oracle [E, n, 6]`` among the best joint (``joint``) and the
-    best unary (``unary``) actions of factor values on ``E`` states."""
-    joint = oracle.gather(2, values.argmax()[..., None]).float().mean()
-    unary = oracle.gather(2, values.unary.argmax(-1)[..., None]).float().mean()
-    return {"joint": round(joint.item(), 4), "unary": round(unary.item(), 4)}
 
 
 def score_run(run: str | Path, held: float = 0.0, seed: int = 0) -> dict:
@@ -253,7 +250,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     records = []
     updates = tuple(sorted(set(args.updates)))
     for run, held in itertools.product(args.runs, args.held):
-        records.append(score_run(run, held, args.seed))
+        try:
+            records.append(score_run(run, held, args.seed))
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
         print(json.dumps(records[-1]), flush=True)
     for kind in args.fit if not args.runs else ():
         for observation in args.observation:

@@ -65,6 +65,12 @@ def oracle_moves(states: np.ndarray, config: CoverageConfig) -> np.ndarray:
     return out
 
 
+def on_any(cells: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """``[..., m]`` bool: cell ``i`` of ``cells [..., m, 2]`` is one of ``others [..., k, 2]``
+    (agents on a goal: ``on_any(agents, goals)``; goals held: ``on_any(goals, agents)``)."""
+    return (cells[..., :, None, :] == others[..., None, :, :]).all(-1).any(-1)
+
+
 def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
                       moved: np.ndarray) -> dict:
     """How failed episodes end (see the module docstring). ``starts``, ``agents`` and ``goals``
@@ -72,10 +78,9 @@ def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
     episodes; ``moved [F, n]`` bool says which agents changed cell in the last
     ``STILL_STEPS`` steps. ``stray`` and ``stacked`` are means per episode (None without
     episodes); ``lost``, ``still`` and ``gap`` are over the stray agents (None without any)."""
-    on = (agents[:, :, None] == goals[:, None]).all(-1)              # [F, agent, goal]
-    covered = on.any(1)                                               # [F, goal]
-    on_goal = on.any(2)                                               # [F, agent]
-    stray = ~on_goal
+    covered = on_any(goals, agents)                                   # [F, goal]
+    held = on_any(agents, goals)                                      # [F, agent]
+    stray = ~held
     distance = np.abs(agents[:, :, None] - goals[:, None]).sum(-1)    # [F, agent, goal]
     gap = np.where(covered[:, None], np.iinfo(np.int64).max, distance).min(-1)
     planned = np.array([linear_sum_assignment(np.abs(a[:, None] - g[None]).sum(-1))[1]
@@ -84,7 +89,7 @@ def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
     mean = (lambda x: float(x.mean()) if len(agents) else None)
     share = (lambda x: float(x[stray].mean()) if stray.any() else None)
     return {"episodes": len(agents), "stray": mean(stray.sum(-1)),
-            "stacked": mean(on_goal.sum(-1) - covered.sum(-1)), "lost": share(lost),
+            "stacked": mean(held.sum(-1) - covered.sum(-1)), "lost": share(lost),
             "still": share(~moved), "gap": share(gap)}
 
 
@@ -112,7 +117,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
         for _ in range(config.max_steps):
             oracle = oracle_moves(runner.state, config)
             agents, goals = state_positions(runner.state, config)
-            stray = ~(agents[:, :, None] == goals[:, None]).all(-1).any(-1)    # [E, n]
+            stray = ~on_any(agents, goals)                                 # [E, n]
             stray_steps += int(stray.sum())
             acted = None
             for name, agent in players.items():

@@ -3,6 +3,8 @@ must learn who did what, and the records it writes."""
 
 import itertools
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytest
 import spnpolicy
 
 from spnpolicy.envs import coverage_core as core
-from tests.run_helpers import load_script
+from tests.run_helpers import ROOT, load_script
 
 credit = load_script("benchmarks/many_agents_credit.py")
 
@@ -140,3 +142,11 @@ def test_runs_the_score_cannot_read_are_refused(tmp_path):
         credit.score_run(_tiny_run(tmp_path / "relative", observation="relative"))
     with pytest.raises(ValueError, match="global state"):
         credit.score_run(_tiny_run(tmp_path / "state", critic_input="state"))
+
+
+def test_a_run_directory_that_is_not_one_exits_with_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "many_agents_credit.py"),
+                             "--runs", str(tmp_path / "missing"), "--out",
+                             str(tmp_path / "x.json")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "missing" in result.stderr

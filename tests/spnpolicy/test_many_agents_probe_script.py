@@ -129,3 +129,12 @@ def test_failure_breakdown_of_a_taken_goal():
     empty = np.zeros((0, 3, 2), dtype=np.int64)
     none = probe.failure_breakdown(empty, empty, empty, np.zeros((0, 3), dtype=bool))
     assert none["episodes"] == 0 and none["stray"] is None and none["gap"] is None
+
+
+def test_on_any_against_a_loop():
+    rng = np.random.default_rng(0)
+    cells, others = rng.integers(0, 3, size=(2, 50, 4, 2))
+    expected = [[any((c == o).all() for o in others[r]) for c in cells[r]] for r in range(50)]
+    got = probe.on_any(cells, others)
+    np.testing.assert_array_equal(got, expected)
+    assert got.any() and not got.all()
