@@ -182,6 +182,17 @@ class RunConfig:
     unchanged, but where the env's reward is never reached the values learn to cancel it);
     'progress' adds Phi(s') - Phi(s), a dense reward for progress that does not fade (it also
     pays for nearing the goals sooner; one-step rows only, so n_step must be 1)."""
+    start_on_goals: float = checked(0.0, fraction)
+    """Training envs only (envs with goals: coverage): each episode starts a random share of
+    the agents, from none to this value, on distinct goals, so that some episodes begin
+    nearly solved (a start-state curriculum). Evaluation keeps the env's own starts. 0: off."""
+
+    def training_env_kwargs(self, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The training envs' arguments: ``env_kwargs`` plus ``start_on_goals`` when set
+        (evaluation envs take ``env_kwargs`` as given)."""
+        if not self.start_on_goals:
+            return dict(env_kwargs)
+        return dict(env_kwargs) | {"start_on_goals": self.start_on_goals}
 
     def __post_init__(self) -> None:
         """Every field's check (:func:`checked`), in field order; subclasses add the rules

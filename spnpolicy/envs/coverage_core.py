@@ -47,6 +47,7 @@ class CoverageConfig:
     layout: str = "random"
     layout_seed: int = 0
     observation: str = "absolute"
+    start_on_goals: float = 0.0
 
     def __post_init__(self) -> None:
         n = check_int("num_agents", self.num_agents, 1)
@@ -69,6 +70,11 @@ class CoverageConfig:
         if self.observation not in OBSERVATIONS:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, "
                              f"got {self.observation!r}")
+        share = self.start_on_goals
+        if (isinstance(share, bool) or not isinstance(share, (int, float))
+                or not 0.0 <= share <= 1.0):
+            raise ValueError(f"start_on_goals must be a number in [0, 1], got {share!r}")
+        object.__setattr__(self, "start_on_goals", float(share))
 
     @property
     def relative(self) -> bool:
@@ -127,6 +133,12 @@ def sample_layout(rng: np.random.Generator,
     `rng.choice(cells, n, replace=False)` for the goals (`random` layout only; `fixed`
     takes `config.fixed_goals()` and draws nothing for them) and `rng.integers(0, cells,
     n)` for the agents (cells numbered row-major); both environments use exactly this.
+
+    With `config.start_on_goals = p > 0`, three more draws then move some agents onto
+    goals: `u = rng.uniform(0, p)`, `rng.random(n) < u` picks each agent with probability
+    u, and `rng.permutation(n)` gives agent i goal `perm[i]`, so the picked agents stand on
+    distinct goals. Over episodes the share of agents that start on a goal thus runs from
+    none to p (a start-state curriculum: some episodes begin nearly solved).
     """
     size, n = config.grid_size, config.num_agents
     if config.layout == "fixed":
@@ -136,6 +148,10 @@ def sample_layout(rng: np.random.Generator,
         goals = np.stack(np.divmod(goal_cells, size), axis=-1).astype(np.int64)
     agent_cells = rng.integers(0, size * size, size=n)
     agents = np.stack(np.divmod(agent_cells, size), axis=-1).astype(np.int64)
+    if config.start_on_goals > 0:
+        share = rng.uniform(0.0, config.start_on_goals)
+        picked = rng.random(n) < share
+        agents[picked] = goals[rng.permutation(n)[picked]]
     return agents, goals
 
 

@@ -23,6 +23,10 @@ independently of `reset(seed=...)`, and keeps them for every episode of every en
 with that `layout_seed` (only the agents' start cells are drawn at reset). A move off the grid leaves the agent where it is; agents do
 not block each other. Agents in `broken_agents` (indices) always execute noop, whatever
 action they are given (the same paper's non-operational robot, section 3.3).
+`start_on_goals=p` (default 0) starts a random share of the agents, from none to p over
+episodes, on distinct goals (`coverage_core.sample_layout`): a start-state curriculum for
+training, which the algorithms' `start_on_goals` config applies to their training envs
+only.
 
 **Global state** (`state()`, float32, length 5n + 1), positions as `(row, col)`:
 
@@ -187,12 +191,13 @@ def parallel_env(num_agents: int = Config.num_agents, grid_size: int = Config.gr
                  broken_agents: tuple[int, ...] = Config.broken_agents,
                  render_mode: str | None = None, layout: str = Config.layout,
                  layout_seed: int = Config.layout_seed,
-                 observation: str = Config.observation) -> CoverageEnv:
+                 observation: str = Config.observation,
+                 start_on_goals: float = Config.start_on_goals) -> CoverageEnv:
     """Make the coverage gridworld; arguments as in the module docstring.
 
     Raises ValueError naming the argument when one is out of range (an unknown `reward`,
     `layout` or `observation`, a negative `layout_seed`, ...).
     """
     config = Config(num_agents, grid_size, max_steps, reward, broken_agents, layout,
-                    layout_seed, observation)
+                    layout_seed, observation, start_on_goals)
     return CoverageEnv(config, render_mode)

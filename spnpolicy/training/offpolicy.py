@@ -198,7 +198,7 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
     """
     seed_everything(seed)
     device = torch.device(cfg.device)
-    envs = make_vec_env(env, cfg.num_envs, seed=seed, **env_kwargs)
+    envs = make_vec_env(env, cfg.num_envs, seed=seed, **cfg.training_env_kwargs(env_kwargs))
     runner = Runner(envs)
     runner.reset(seed=seed)
     algorithm = build(cfg, envs)

@@ -162,7 +162,7 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
     """
     seed_everything(seed)
     device = torch.device(cfg.device)
-    envs = make_vec_env(env, cfg.num_envs, seed=seed, **env_kwargs)
+    envs = make_vec_env(env, cfg.num_envs, seed=seed, **cfg.training_env_kwargs(env_kwargs))
     runner = Runner(envs)
     runner.reset(seed=seed)
     shaping = PotentialShaping(envs, cfg.gamma, cfg.shaping_form) if cfg.shaping else None
