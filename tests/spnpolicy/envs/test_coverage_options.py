@@ -1,5 +1,5 @@
 """Coverage env options: fixed layouts, relative and egocentric observations, the assignment
-potential."""
+potential, starts on goals."""
 
 import itertools
 
@@ -17,6 +17,8 @@ OPTIONS = [
     {"num_agents": 2, "grid_size": 3, "max_steps": 20, "layout": "fixed",
      "observation": "relative", "broken_agents": (1,)},
     {"num_agents": 4, "grid_size": 5, "max_steps": 25, "observation": "egocentric"},
+    {"num_agents": 4, "grid_size": 5, "max_steps": 25, "layout": "fixed",
+     "start_on_goals": 0.8},
 ]
 
 
@@ -206,9 +208,63 @@ def test_state_potential_reads_the_state_back():
     ({"layout_seed": -1}, "layout_seed"),
     ({"layout_seed": 1.5}, "layout_seed"),
     ({"observation": "allocentric"}, "observation"),
+    ({"start_on_goals": -0.1}, "start_on_goals"),
+    ({"start_on_goals": 1.5}, "start_on_goals"),
+    ({"start_on_goals": "half"}, "start_on_goals"),
+    ({"start_on_goals": True}, "start_on_goals"),
 ])
 def test_bad_options_name_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         coverage_v0.parallel_env(**kwargs)
     with pytest.raises(ValueError, match=argument):
         CoverageVecEnv(2, **kwargs)
+
+
+@pytest.mark.parametrize("layout", ["fixed", "random"])
+def test_starts_on_goals_follow_the_documented_draws(layout):
+    """The default draws nothing more; with p > 0 the share u, the picks and a goal
+    permutation are drawn after the agents' cells, and the picked agents stand on the
+    permuted goals (so on distinct ones)."""
+    n, size = 6, 5
+    for seed in range(20):
+        plain = core.CoverageConfig(num_agents=n, grid_size=size, layout=layout)
+        curriculum = core.CoverageConfig(num_agents=n, grid_size=size, layout=layout,
+                                         start_on_goals=0.7)
+        rng, ref = np.random.default_rng(seed), np.random.default_rng(seed)
+        agents, goals = core.sample_layout(rng, plain)
+        if layout == "random":
+            cells = ref.choice(size * size, size=n, replace=False)
+            np.testing.assert_array_equal(goals, np.stack(np.divmod(cells, size), axis=-1))
+        cells = ref.integers(0, size * size, size=n)
+        np.testing.assert_array_equal(agents, np.stack(np.divmod(cells, size), axis=-1))
+        assert rng.random() == ref.random()             # nothing else was drawn
+
+        rng, ref = np.random.default_rng(seed), np.random.default_rng(seed)
+        moved, moved_goals = core.sample_layout(rng, curriculum)
+        np.testing.assert_array_equal(moved_goals, core.sample_layout(ref, plain)[1])
+        share = ref.uniform(0.0, 0.7)
+        picked = ref.random(n) < share
+        perm = ref.permutation(n)
+        np.testing.assert_array_equal(moved[~picked], agents[~picked])
+        np.testing.assert_array_equal(moved[picked], goals[perm[picked]])
+        assert len({tuple(c) for c in moved[picked].tolist()}) == picked.sum()
+
+
+def test_share_of_agents_started_on_goals_runs_from_none_to_p():
+    """Each agent starts on a goal with probability u ~ U(0, p), so p / 2 on average, and
+    the episodes' shares cover [0, p]; a 30x30 grid keeps the uniform agents off the goals
+    (each lands on one with probability n / 900)."""
+    n, size, p, resets = 8, 30, 0.6, 3000
+    config = core.CoverageConfig(num_agents=n, grid_size=size, layout="fixed",
+                                 start_on_goals=p)
+    rng = np.random.default_rng(0)
+    shares = np.array([(core.goal_distances(*core.sample_layout(rng, config)) == 0).mean()
+                       for _ in range(resets)])
+    # E[share] = p/2 + (1 - p/2) n/900; one reset's share varies by at most 1
+    expected = p / 2 + (1 - p / 2) * n / size**2
+    assert abs(shares.mean() - expected) < 4 * shares.std() / np.sqrt(resets)
+    assert shares.min() == 0.0 and shares.max() >= 0.75      # P(>= 6 of 8 picked) = 0.058
+    none = core.CoverageConfig(num_agents=n, grid_size=size, layout="fixed")
+    plain = np.array([(core.goal_distances(*core.sample_layout(rng, none)) == 0).mean()
+                      for _ in range(resets)])
+    assert plain.mean() < 0.02
