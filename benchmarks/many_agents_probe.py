@@ -14,7 +14,10 @@ actions at those states: what random actions score.
 A team whose critics score near ``uniform`` has critics that know nothing per agent; a
 policy that scores below its critics does not follow them. ``oracle_share_stray`` is the same
 shares over the agent-steps of agents on no goal, the ones that still have to move (None
-when there are none).
+when there are none). ``policy_mass_stray`` reads the policy's own action marginals at the
+same agent-steps: the mean probability it gives to oracle moves (``oracle``) and to keeping
+its cell (``still``: noop or stay), which tells a sharp wrong choice from a flat one whose
+mode happens to stand still (None without strays or for a policy with no distribution).
 
 ``failures`` describes how the policy's episodes that reach the time limit end (their last
 state). Each goal left uncovered has either an agent on no goal (``stray``) or two agents on
@@ -71,6 +74,16 @@ def on_any(cells: np.ndarray, others: np.ndarray) -> np.ndarray:
     return (cells[..., :, None, :] == others[..., None, :, :]).all(-1).any(-1)
 
 
+def stray_mass(marginals: np.ndarray, oracle: np.ndarray, stray: np.ndarray
+               ) -> tuple[float, float]:
+    """``(oracle mass, still mass)`` summed over the agent-steps where ``stray [E, n]``:
+    each agent's probability ``marginals [E, n, 6]`` of its oracle moves (``oracle [E, n,
+    6]`` bool) and of the actions that keep its cell (noop, stay)."""
+    still = (MOVES == 0).all(-1)                                        # [6]
+    picked = marginals[stray]                                           # [S, 6]
+    return (float((picked * oracle[stray]).sum()), float(picked[:, still].sum()))
+
+
 def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
                       moved: np.ndarray) -> dict:
     """How failed episodes end (see the module docstring). ``starts``, ``agents`` and ``goals``
@@ -111,6 +124,9 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
     hits = {name: [] for name in [*players, "uniform"]}
     stray_hits = dict.fromkeys(hits, 0.0)              # summed over agent-steps on no goal
     stray_steps = 0
+    mass = np.zeros(2)                       # policy's (oracle, still) mass over strays
+    policy = players["policy"]
+    marginals = getattr(policy, "distribution", None)
     history = []                                            # [E, n, 2] agents before each step
     ended = []                                  # (starts, agents, goals, moved) per failure
     try:
@@ -127,6 +143,11 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                 hits[name].append(hit.mean())
                 stray_hits[name] += float(hit[stray].sum())
                 acted = actions if name == "policy" else acted
+            if marginals is not None:
+                with torch.no_grad():
+                    x = runner.obs if len(policy.input_shape) == 2 else runner.state
+                    probs = marginals(x).marginals().double().cpu().numpy()    # [E, n, 6]
+                mass += stray_mass(probs, oracle, stray)
             hits["uniform"].append(oracle.mean())
             stray_hits["uniform"] += float(oracle.mean(-1)[stray].sum())
             history.append(agents)
@@ -145,6 +166,8 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
             "oracle_share": {name: float(np.mean(v)) for name, v in hits.items()},
             "oracle_share_stray": {name: v / stray_steps if stray_steps else None
                                    for name, v in stray_hits.items()},
+            "policy_mass_stray": (dict(zip(("oracle", "still"), (mass / stray_steps).tolist()))
+                                  if stray_steps and marginals is not None else None),
             "failures": failure_breakdown(*last)}
 
 

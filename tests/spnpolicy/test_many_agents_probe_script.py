@@ -65,6 +65,9 @@ def test_shares_of_a_saved_run(tmp_path):
     stray = rows[0]["oracle_share_stray"]       # episodes start with agents on no goal
     assert set(stray) == set(shares)
     assert all(0.0 <= value <= 1.0 for value in stray.values())
+    mass = rows[0]["policy_mass_stray"]
+    assert set(mass) == {"oracle", "still"} and 0.0 <= mass["oracle"] <= 1.0
+    assert 0.0 <= mass["still"] <= 1.0 and mass["oracle"] + mass["still"] <= 1.0 + 1e-9
     failures = rows[0]["failures"]
     assert 0 <= failures["episodes"] <= 4
     assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap"}
@@ -138,3 +141,16 @@ def test_on_any_against_a_loop():
     got = probe.on_any(cells, others)
     np.testing.assert_array_equal(got, expected)
     assert got.any() and not got.all()
+
+
+def test_stray_mass_against_a_loop():
+    rng = np.random.default_rng(0)
+    marginals = rng.dirichlet(np.ones(6), size=(5, 4))                  # [E, n, 6]
+    oracle = rng.random((5, 4, 6)) < 0.4
+    stray = rng.random((5, 4)) < 0.5
+    expected = np.zeros(2)
+    for e, i in itertools.product(range(5), range(4)):
+        if stray[e, i]:
+            expected += [sum(marginals[e, i, a] for a in range(6) if oracle[e, i, a]),
+                         marginals[e, i, 0] + marginals[e, i, 5]]      # noop, stay
+    np.testing.assert_allclose(probe.stray_mass(marginals, oracle, stray), expected)
