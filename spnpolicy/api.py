@@ -162,8 +162,12 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
     env_kwargs = dict(env_kwargs or {})
     make_env(env, **env_kwargs).close()  # bad env arguments fail here, before any file is written
     cfg = make_config(algo, env, config)
-    if cfg.start_on_goals:   # an env without goals to start on refuses it, naming it
-        make_env(env, **cfg.training_env_kwargs(env_kwargs)).close()
+    if cfg.start_on_goals:   # the training envs take it: an env without goals refuses it
+        try:
+            make_env(env, **cfg.training_env_kwargs(env_kwargs)).close()
+        except ValueError as error:
+            raise ValueError(f"start_on_goals={cfg.start_on_goals} (config) needs an env with "
+                             f"goals to start agents on, such as coverage: {error}") from None
     check_device(cfg.device)
     check_tracking(cfg.tracking, out_dir)
     _check_learning_starts(cfg, explicit="learning_starts" in given, resumed=resumed)

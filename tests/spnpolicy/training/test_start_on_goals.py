@@ -41,6 +41,6 @@ def test_training_env_kwargs_add_the_share_only_when_set():
 
 
 def test_an_env_without_goals_refuses_the_share_before_training():
-    with pytest.raises(ValueError, match="start_on_goals"):
+    with pytest.raises(ValueError, match=r"start_on_goals=0.5 \(config\) needs an env with goals"):
         spnpolicy.train("vdn", "predator-prey", total_steps=100, start_on_goals=0.5,
                         progress=False, verbose=False)
