@@ -21,7 +21,11 @@ Every run is a fresh Python process (so that peak memories do not mix), running
   step, n-step/shaping, replay, updates, targets). CPU seconds of the process
   (``time.process_time``) on the CPU; synchronised wall seconds on CUDA. Neither the
   uniform warm-up nor the evaluations are in it. ``whole_run_env_steps_per_s``: the whole
-  ``spnpolicy.train`` call, for reference.
+  ``spnpolicy.train`` call, for reference. ``before_timed_s``: the same clock's seconds
+  from the call's start to the first timed round (the warm-up, and with ``compile`` the
+  compiling calls); on CUDA ``timed_window``, the timed rounds' first and last
+  ``time.perf_counter`` stamps (one clock for every process of the machine: two runs in
+  parallel processes did not share the GPU while timed when their windows do not overlap).
 - ``peak_rss_mb``: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the process at its end
   (the interpreter and torch included: ``rss_after_import_mb``); on CUDA also
   ``cuda_peak_allocated_mb``. ``buffer_mb``: the replay buffer's arrays at the end.
@@ -127,6 +131,7 @@ def child(spec: dict) -> dict:
         rounds = rounds[COMPILE_ROUNDS:]
     out = {"env_steps_per_s": (len(rounds) - 1) * num_envs / (rounds[-1] - rounds[0]),
            "whole_run_env_steps_per_s": total / whole, "update_rounds": len(rounds),
+           "before_timed_s": rounds[0] - start,
            "timed_env_steps": (len(rounds) - 1) * num_envs,
            "peak_rss_mb": _rss_mb(), "rss_after_import_mb": rss_import,
            "buffer_rows": len(buffer), "buffer_capacity": buffer.capacity,
@@ -136,6 +141,7 @@ def child(spec: dict) -> dict:
         out |= {"fill_rows": fill["rows"], "fill_wall_s": fill["seconds"]}
     if cuda:
         out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["timed_window"] = [rounds[0], rounds[-1]]
     return out
 
 

@@ -5,6 +5,7 @@ A supervised check, without bootstrapping and without a policy.
         [--batch 128] [--updates 1000 5000 20000] [--fit critic moves]
         [--observation egocentric relative] [--epsilon 1.0 0.3] [--held 0 0.6] [--out FILE]
     python benchmarks/many_agents_credit.py --runs RUN_DIR [RUN_DIR ...] [--held 0 0.6]
+    python benchmarks/many_agents_credit.py --greedy RUN_DIR [--greedy-episodes 64] [--rows ...]
 
 For each team size and data size: ``--rows`` rows of uniform random agent cells on the
 coverage layout the suites train on (fixed goals, ``layout_seed`` 0; egocentric
@@ -39,14 +40,26 @@ A run's critics score well here and at chance on its own greedy episodes
 (``many_agents_probe.py``) when they know who does what in general but not in the states the
 team reaches.
 
+``--greedy RUN_DIR`` draws the agent cells from the states that a trained run's greedy policy
+reaches instead (``greedy_cells``: ``--greedy-episodes`` episodes from seeded resets of the
+run's env, every step's cells; the run's team, grid and layout): the fit trains on the cells
+of one set of episodes and is scored on those of episodes from other resets, and the run's
+own critics (its first twin) are scored on the same held-out cells (``fit`` "run"). A critic
+that scores well on random cells and at chance on these fails on the states the team gets
+stuck in; one that also learns them by supervision there, while the run's critics do not,
+fails by what bootstrapped training gives it. Every record also has the shares over
+the agent-steps of agents on no goal (``joint_stray``, ``unary_stray``, ``uniform_stray``),
+the ones that still have to move.
+
 Writes one record per (fit, observation, agents, rows, epsilon, held), or per (run, held), to
 ``--out`` (default ``benchmarks/results/many-agents/credit.json``, with ``--runs``
-``credit_runs.json``).
+``credit_runs.json``, with ``--greedy`` ``credit_greedy.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -61,20 +74,25 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from factor_q import AgentFactorQ  # noqa: E402
-from many_agents_probe import oracle_moves  # noqa: E402
+from many_agents_probe import on_any, oracle_moves  # noqa: E402
 from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.algos.critics import build_factor_graph  # noqa: E402
 from spnpolicy.algos.policies import mlp  # noqa: E402
 from spnpolicy.envs.coverage_core import (  # noqa: E402
-    CoverageConfig, global_state, goal_distances, move, observations, potential)
+    CoverageConfig, global_state, goal_distances, move, observations, potential,
+    state_positions)
+from spnpolicy.training import Runner, make_vec_env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "many-agents" / "credit.json"
 RUN_RESULTS = RESULTS.with_name("credit_runs.json")
+GREEDY_RESULTS = RESULTS.with_name("credit_greedy.json")
 #: Grid side per team size: the many-agent suites' (one agent per 16 cells), and 11x11 for
 #: the 8-agent runs of the study log.
 GRIDS = {8: 11, 16: 16, 32: 24, 64: 32}
 #: Held-out states scored after each count of updates.
 TEST_ROWS = 1_000
+#: Seed of the resets of the greedy episodes whose cells train a fit (held-out: this + 1).
+GREEDY_SEED = 12345
 
 
 def coverage_config(num_agents: int, grid_size: int,
@@ -87,17 +105,22 @@ def coverage_config(num_agents: int, grid_size: int,
 
 
 def progress_rows(config: CoverageConfig, rows: int, rng: np.random.Generator,
-                  epsilon: float = 1.0, held: float = 0.0
+                  epsilon: float = 1.0, held: float = 0.0, cells: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``rows`` random transitions: observations ``[R, n, obs_dim]``, joint actions
     ``[R, n]``, progress rewards ``[R]`` (``Phi(s') - Phi(s)``, float32) and states
     ``[R, S]``. Agent cells are uniform, except that with probability ``held`` an agent is on
-    its goal under a random one-to-one assignment; the clock is uniform over the horizon, and
-    each agent's action is uniform with probability ``epsilon``, else 0 (stay)."""
+    its goal under a random one-to-one assignment; or, given ``cells [M, n, 2]``, each row's
+    cells are one of those, drawn uniformly (``held`` then plays no part). The clock is
+    uniform over the horizon, and each agent's action is uniform with probability
+    ``epsilon``, else 0 (stay)."""
     n, size = config.num_agents, config.grid_size
     goals = np.broadcast_to(config.fixed_goals(), (rows, n, 2)).copy()
-    agents = rng.integers(0, size, (rows, n, 2))
-    if held > 0:
+    if cells is not None:
+        agents = cells[rng.integers(0, len(cells), rows)]
+    else:
+        agents = rng.integers(0, size, (rows, n, 2))
+    if held > 0 and cells is None:
         own = np.take_along_axis(goals, rng.permuted(np.tile(np.arange(n), (rows, 1)),
                                                      axis=1)[..., None], 1)     # [R, n, 2]
         agents = np.where(rng.random((rows, n, 1)) < held, own, agents)
@@ -111,28 +134,85 @@ def progress_rows(config: CoverageConfig, rows: int, rng: np.random.Generator,
     return observations(states, config), actions, reward, states
 
 
-def best_shares(values, oracle: torch.Tensor) -> dict:
+def stray_agents(states: np.ndarray, config: CoverageConfig) -> torch.Tensor:
+    """``[E, n]`` bool: agent ``i`` stands on no goal at state ``e``."""
+    agents, goals = state_positions(states, config)
+    return torch.as_tensor(~on_any(agents, goals))
+
+
+def best_shares(values, oracle: torch.Tensor, stray: torch.Tensor) -> dict:
     """Shares of oracle moves ``oracle [E, n, 6]`` among the best joint (``joint``) and the
-    best unary (``unary``) actions of factor values on ``E`` states."""
-    joint = oracle.gather(2, values.argmax()[..., None]).float().mean()
-    unary = oracle.gather(2, values.unary.argmax(-1)[..., None]).float().mean()
-    return {"joint": round(joint.item(), 4), "unary": round(unary.item(), 4)}
+    best unary (``unary``) actions of factor values on ``E`` states, and the same over the
+    agent-steps where ``stray [E, n]`` (``joint_stray``, ``unary_stray``; None without any)."""
+    joint = oracle.gather(2, values.argmax()[..., None])[..., 0]           # [E, n]
+    unary = oracle.gather(2, values.unary.argmax(-1)[..., None])[..., 0]
+    out = {}
+    for name, hit in (("joint", joint), ("unary", unary)):
+        out[name] = round(hit.float().mean().item(), 4)
+        out[f"{name}_stray"] = round(hit[stray].float().mean().item(), 4) if stray.any() else None
+    return out
+
+
+def uniform_shares(oracle: torch.Tensor, stray: torch.Tensor) -> dict:
+    """``uniform`` and ``uniform_stray``: the share of oracle moves among all six actions,
+    over every agent-step and over the stray ones (None without any)."""
+    share = oracle.float().mean(-1)                                        # [E, n]
+    return {"uniform": round(share.mean().item(), 4),
+            "uniform_stray": round(share[stray].mean().item(), 4) if stray.any() else None}
+
+
+def greedy_team(run: str | Path) -> CoverageConfig:
+    """The coverage config of ``run``, which the greedy cells need: fixed goals (the rows'
+    goals are the layout's) and the agents' observations (its policy acts on them)."""
+    saved = load_run_config(run)
+    if saved["env"] != "coverage":
+        raise ValueError(f"run {str(run)!r} trained on {saved['env']!r}; --greedy reads "
+                         f"coverage runs")
+    config = CoverageConfig(**saved["env_kwargs"])
+    if config.layout != "fixed":
+        raise ValueError(f"run {str(run)!r} has layout {config.layout!r}; --greedy needs "
+                         f"fixed goals")
+    return config
+
+
+def greedy_cells(run: str | Path, episodes: int, seed: int) -> np.ndarray:
+    """``[episodes * max_steps, n, 2]``: the agents' cells at every step of ``episodes``
+    episodes of ``run``'s greedy policy (its own acting) from resets seeded by ``seed``."""
+    saved = load_run_config(run)
+    config = CoverageConfig(**saved["env_kwargs"])
+    policy = load_agent(run)
+    envs = make_vec_env("coverage", episodes, **saved["env_kwargs"])
+    runner = Runner(envs, observations=True)
+    runner.reset(seed=seed)
+    cells = []
+    try:
+        for _ in range(config.max_steps):
+            cells.append(state_positions(runner.state, config)[0])
+            x = runner.obs if len(policy.input_shape) == 2 else runner.state
+            runner.step(np.asarray(policy.act(x)))
+    finally:
+        envs.close()
+    return np.concatenate(cells)
 
 
 def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
         seed: int = 0, hidden: tuple[int, ...] = (128, 128), epsilon: float = 1.0,
-        held: float = 0.0) -> dict:
+        held: float = 0.0, cells: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Fit the suites' critic to ``rows`` progress rows; the record of the module docstring:
     ``uniform``, the reward's standard deviation and, per count in ``updates``, the shares
     of oracle moves of the best joint (``joint``) and unary (``unary``) actions and the last
-    batch's loss."""
+    batch's loss. ``cells``, if given, is ``(train, test)``, the pools of agent cells
+    ``[M, n, 2]`` that the training and the held-out rows draw from."""
     n = config.num_agents
+    train_cells, test_cells = cells if cells is not None else (None, None)
     obs, actions, reward, _ = (torch.as_tensor(x) for x in
                                progress_rows(config, rows, np.random.default_rng(seed),
-                                             epsilon, held))
+                                             epsilon, held, train_cells))
     test_obs, _, _, test_states = progress_rows(config, TEST_ROWS,
-                                                np.random.default_rng(seed + 1), held=held)
+                                                np.random.default_rng(seed + 1), held=held,
+                                                cells=test_cells)
     oracle = torch.as_tensor(oracle_moves(test_states, config))            # [E, n, 6]
+    stray = stray_agents(test_states, config)
     test_obs = torch.as_tensor(test_obs)
     torch.manual_seed(seed)
     graph = build_factor_graph("random", n, min(2 * n, n * (n - 1) // 2), 2, seed=0)
@@ -148,25 +228,27 @@ def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
         optimiser.step()
         if step in updates:
             with torch.no_grad():
-                shares = best_shares(critic.values(test_obs), oracle)
+                shares = best_shares(critic.values(test_obs), oracle, stray)
             curve.append({"updates": step, **shares, "loss": round(loss.item(), 6)})
     return {"fit": "critic", "observation": config.observation, "agents": n,
             "grid": config.grid_size, "rows": rows, "batch": batch, "seed": seed,
             "epsilon": epsilon, "held": held, "reward_std": round(float(reward.std()), 4),
-            "uniform": round(oracle.float().mean().item(), 4), "curve": curve}
+            **uniform_shares(oracle, stray), "curve": curve}
 
 
 def fit_moves(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
               seed: int = 0, hidden: tuple[int, ...] = (128, 128), epsilon: float = 1.0,
-              held: float = 0.0) -> dict:
+              held: float = 0.0, cells: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Fit a shared MLP from one agent's observation to its oracle moves on the states of
     ``rows`` progress rows (``rows * n`` agent-rows); the record of the module docstring, with
     each curve point's share of argmax actions that are oracle moves (``moves``); the
-    actions, and so ``epsilon``, play no part."""
+    actions, and so ``epsilon``, play no part. ``cells`` as in :func:`fit`."""
+    train_cells, test_cells = cells if cells is not None else (None, None)
     obs, _, _, states = progress_rows(config, rows, np.random.default_rng(seed), epsilon,
-                                      held)
+                                      held, train_cells)
     test_obs, _, _, test_states = progress_rows(config, TEST_ROWS,
-                                                np.random.default_rng(seed + 1), held=held)
+                                                np.random.default_rng(seed + 1), held=held,
+                                                cells=test_cells)
     obs = torch.as_tensor(obs).flatten(0, 1)                               # [R n, obs_dim]
     oracle = torch.as_tensor(oracle_moves(states, config)).flatten(0, 1)   # [R n, 6]
     test_obs = torch.as_tensor(test_obs).flatten(0, 1)
@@ -198,8 +280,10 @@ def fit_moves(config: CoverageConfig, rows: int, batch: int, updates: tuple[int,
 FITS = {"critic": fit, "moves": fit_moves}
 
 
-def score_run(run: str | Path, held: float = 0.0, seed: int = 0) -> dict:
-    """Score a trained coverage run's critics on held-out states of its team and grid."""
+def score_run(run: str | Path, held: float = 0.0, seed: int = 0,
+              cells: np.ndarray | None = None) -> dict:
+    """Score a trained coverage run's critics on held-out states of its team and grid (their
+    agents' cells drawn from ``cells [M, n, 2]`` when given)."""
     saved = load_run_config(run)
     config = CoverageConfig(**saved["env_kwargs"])
     if saved["env"] != "coverage" or config.observation != "egocentric":
@@ -210,13 +294,14 @@ def score_run(run: str | Path, held: float = 0.0, seed: int = 0) -> dict:
         raise ValueError(f"run {str(run)!r}'s critics read the global state; --runs scores "
                          f"critics on the agents' observations (critic_input='agents')")
     obs, _, _, states = progress_rows(config, TEST_ROWS, np.random.default_rng(seed + 1),
-                                      held=held)
+                                      held=held, cells=cells)
     oracle = torch.as_tensor(oracle_moves(states, config))
+    stray = stray_agents(states, config)
     with torch.no_grad():
-        shares = best_shares(agent.values(torch.as_tensor(obs)), oracle)
+        shares = best_shares(agent.values(torch.as_tensor(obs)), oracle, stray)
     return {"fit": "run", "run": str(run), "algo": saved["algo"],
             "agents": config.num_agents, "grid": config.grid_size, "held": held,
-            "uniform": round(oracle.float().mean().item(), 4), **shares}
+            **uniform_shares(oracle, stray), **shares}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -232,12 +317,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epsilon", type=float, nargs="+", default=[1.0])
     parser.add_argument("--held", type=float, nargs="+", default=[0.0])
     parser.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR")
+    parser.add_argument("--greedy", metavar="RUN_DIR", default=None,
+                        help="draw the agent cells from this run's greedy episodes (its "
+                             "team, grid and fixed goals; --agents is not used)")
+    parser.add_argument("--greedy-episodes", type=int, default=64,
+                        help="greedy episodes for the training cells, and as many for the "
+                             "held-out cells")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"default {RESULTS.name}, with --runs {RUN_RESULTS.name} (in "
+                        help=f"default {RESULTS.name}, with --runs {RUN_RESULTS.name}, with "
+                             f"--greedy {GREEDY_RESULTS.name} (in "
                              f"{RESULTS.parent.relative_to(ROOT)})")
     args = parser.parse_args(argv)
-    out = args.out or (RUN_RESULTS if args.runs else RESULTS)
+    out = args.out or (RUN_RESULTS if args.runs else GREEDY_RESULTS if args.greedy else RESULTS)
     for name in ("rows", "updates"):
         if min(getattr(args, name)) < 1:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
@@ -246,9 +338,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
             parser.error(f"--{name} must lie in [0, 1], got {getattr(args, name)}")
     if args.batch < 1:
         parser.error(f"--batch must be positive, got {args.batch}")
+    if args.greedy_episodes < 1:
+        parser.error(f"--greedy-episodes must be positive, got {args.greedy_episodes}")
+    if args.greedy and args.runs:
+        parser.error("--greedy and --runs: give one (--greedy also scores its run's critics)")
     torch.set_num_threads(1)
     records = []
     updates = tuple(sorted(set(args.updates)))
+    cells, team = None, None
+    if args.greedy:
+        try:
+            team = greedy_team(args.greedy)
+            cells = tuple(greedy_cells(args.greedy, args.greedy_episodes, GREEDY_SEED + k)
+                          for k in (0, 1))
+            records.append(score_run(args.greedy, seed=args.seed, cells=cells[1]))
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
+        records[-1]["states"] = "greedy"
+        print(json.dumps(records[-1]), flush=True)
     for run, held in itertools.product(args.runs, args.held):
         try:
             records.append(score_run(run, held, args.seed))
@@ -257,12 +364,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(records[-1]), flush=True)
     for kind in args.fit if not args.runs else ():
         for observation in args.observation:
-            for n, rows, epsilon, held in itertools.product(args.agents, args.rows,
+            sizes = [team.num_agents] if team else args.agents
+            for n, rows, epsilon, held in itertools.product(sizes, args.rows,
                                                             args.epsilon, args.held):
                 start = time.perf_counter()
-                config = coverage_config(n, GRIDS[n], observation)
+                config = (dataclasses.replace(team, observation=observation) if team
+                          else coverage_config(n, GRIDS[n], observation))
                 records.append(FITS[kind](config, rows, args.batch, updates, args.seed,
-                                          epsilon=epsilon, held=held))
+                                          epsilon=epsilon, held=held, cells=cells))
+                if team:
+                    records[-1] |= {"states": "greedy", "run": args.greedy}
                 records[-1]["seconds"] = round(time.perf_counter() - start, 1)
                 print(json.dumps(records[-1]), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)

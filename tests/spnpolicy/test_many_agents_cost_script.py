@@ -31,8 +31,10 @@ def test_quick_run_writes_every_figure(tmp_path):
             figures = team[algo]
             assert figures["env_steps_per_s"] > 0 and figures["update_rounds"] >= 2
             assert figures["peak_rss_mb"] >= figures["rss_after_import_mb"] > 0
-        # spn-ac reads global states only: its buffer holds no observations
-        assert not any("obs" in f for f in team["spn-ac"]["buffer_fields"])
+            assert figures["before_timed_s"] > 0 and "timed_window" not in figures
+        # the suites' spn-ac reads the agents' observations: its buffer holds them
+        assert team["suite_config"]["critic_input"] == "agents"
+        assert "obs" in team["spn-ac"]["buffer_fields"]
         assert "obs" in team["vdn"]["buffer_fields"]
         ratio = team["spn-ac"]["env_steps_per_s"] / team["vdn"]["env_steps_per_s"]
         assert abs(team["ratio_env_steps_per_s"] - ratio) < 1e-9

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import spnpolicy
 
@@ -116,10 +117,49 @@ def test_bad_arguments_are_refused(args, tmp_path):
         credit.main([*args, "--out", str(tmp_path / "x.json")])
 
 
-def _tiny_run(out, observation="egocentric", critic_input="agents"):
+def test_rows_from_a_pool_of_cells_take_their_cells_from_it():
+    config = credit.coverage_config(3, 5)
+    pool = np.random.default_rng(1).integers(0, 5, (7, 3, 2))
+    _, _, _, states = credit.progress_rows(config, 500, np.random.default_rng(0), held=0.9,
+                                           cells=pool)
+    agents, _ = core.state_positions(states, config)
+    drawn = (agents[:, None] == pool[None]).all((-1, -2))                # [R, pool row]
+    assert drawn.any(1).all()                    # every row is a pool row, held unused
+    assert drawn.any(0).all()                    # and every pool row is drawn
+
+
+def test_shares_over_stray_agents_against_a_loop():
+    rng = np.random.default_rng(0)
+    oracle = torch.as_tensor(rng.random((40, 4, 6)) < 0.3)
+    stray = torch.as_tensor(rng.random((40, 4)) < 0.4)
+
+    class Values:
+        unary = torch.as_tensor(rng.normal(size=(40, 4, 6)))
+
+        def argmax(self):
+            return torch.as_tensor(rng.integers(0, 6, (40, 4)))
+
+    values = Values()
+    joint_actions = values.argmax()
+    values.argmax = lambda: joint_actions
+    shares = credit.best_shares(values, oracle, stray)
+    uniform = credit.uniform_shares(oracle, stray)
+    picked = {"joint": joint_actions, "unary": values.unary.argmax(-1)}
+    for name, actions in picked.items():
+        hits = [bool(oracle[e, i, actions[e, i]]) for e in range(40) for i in range(4)
+                if stray[e, i]]
+        assert shares[f"{name}_stray"] == pytest.approx(np.mean(hits), abs=1e-4)
+    means = [oracle[e, i].float().mean().item() for e in range(40) for i in range(4)
+             if stray[e, i]]
+    assert uniform["uniform_stray"] == pytest.approx(np.mean(means), abs=1e-4)
+    none = credit.best_shares(values, oracle, torch.zeros(40, 4, dtype=torch.bool))
+    assert none["joint_stray"] is None and none["unary_stray"] is None
+
+
+def _tiny_run(out, observation="egocentric", critic_input="agents", layout="random"):
     spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=96, out_dir=out,
                     env_kwargs=dict(num_agents=3, grid_size=4, max_steps=6,
-                                    observation=observation),
+                                    observation=observation, layout=layout),
                     learning_starts=48, batch_size=16, eval_interval=96, eval_episodes=2,
                     param_head="agents", critic_input=critic_input, verbose=False,
                     progress=False)
@@ -150,3 +190,35 @@ def test_a_run_directory_that_is_not_one_exits_with_one_line(tmp_path):
                              str(tmp_path / "x.json")], capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "missing" in result.stderr
+
+
+def test_greedy_cells_are_the_runs_own_episodes(tmp_path):
+    run = _tiny_run(tmp_path / "run", layout="fixed")
+    cells = credit.greedy_cells(run, episodes=3, seed=5)
+    assert cells.shape == (3 * 6, 3, 2)
+    assert ((cells >= 0) & (cells < 4)).all()
+    np.testing.assert_array_equal(cells, credit.greedy_cells(run, episodes=3, seed=5))
+
+
+def test_greedy_fits_and_scores_on_the_runs_cells(tmp_path):
+    run = _tiny_run(tmp_path / "run", layout="fixed")
+    out = tmp_path / "greedy.json"
+    records = credit.main(["--greedy", str(run), "--greedy-episodes", "4", "--rows", "200",
+                           "--updates", "2", "--batch", "8", "--fit", "critic", "moves",
+                           "--out", str(out)])
+    assert json.loads(out.read_text()) == records
+    assert [(r["fit"], r["agents"], r["grid"], r["states"]) for r in records] == [
+        ("run", 3, 4, "greedy"), ("critic", 3, 4, "greedy"), ("moves", 3, 4, "greedy")]
+    run_record, critic_record, _ = records
+    for key in ("joint", "unary", "uniform", "joint_stray", "unary_stray", "uniform_stray"):
+        value = run_record[key]
+        assert value is None or 0 <= value <= 1
+    assert 0 < critic_record["uniform"] < 1 and critic_record["run"] == str(run)
+
+
+def test_greedy_refuses_a_run_with_random_goals(tmp_path):
+    run = _tiny_run(tmp_path / "run")
+    with pytest.raises(SystemExit):
+        credit.main(["--greedy", str(run), "--out", str(tmp_path / "x.json")])
+    with pytest.raises(ValueError, match="fixed goals"):
+        credit.greedy_team(run)
