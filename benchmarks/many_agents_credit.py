@@ -47,7 +47,11 @@ of one set of episodes and is scored on those of episodes from other resets, and
 own critics (its first twin) are scored on the same held-out cells (``fit`` "run"). A critic
 that scores well on random cells and at chance on these fails on the states the team gets
 stuck in; one that also learns them by supervision there, while the run's critics do not,
-fails by what bootstrapped training gives it. Every record also has the shares over
+fails by what bootstrapped training gives it. ``--train-from replay`` trains the fit on the
+run's own replay instead (its last checkpoint's stored states and joint actions, the reward
+recomputed as one-step progress), and ``replay-states`` on those states with uniform
+actions: what the data that training gave the critics can teach, with no bootstrapping, and
+whether their states or their actions fall short. Every record also has the shares over
 the agent-steps of agents on no goal (``joint_stray``, ``unary_stray``, ``uniform_stray``),
 the ones that still have to move.
 
@@ -81,7 +85,7 @@ from spnpolicy.algos.policies import mlp  # noqa: E402
 from spnpolicy.envs.coverage_core import (  # noqa: E402
     CoverageConfig, global_state, goal_distances, move, observations, potential,
     state_positions)
-from spnpolicy.training import Runner, make_vec_env  # noqa: E402
+from spnpolicy.training import Runner, load_checkpoint, make_vec_env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "many-agents" / "credit.json"
 RUN_RESULTS = RESULTS.with_name("credit_runs.json")
@@ -91,6 +95,8 @@ GREEDY_RESULTS = RESULTS.with_name("credit_greedy.json")
 GRIDS = {8: 11, 16: 16, 32: 24, 64: 32}
 #: Held-out states scored after each count of updates.
 TEST_ROWS = 1_000
+#: Training rows of a ``--greedy`` critic fit (see ``--train-from``).
+TRAIN_FROM = ("cells", "replay", "replay-states")
 #: Seed of the resets of the greedy episodes whose cells train a fit (held-out: this + 1).
 GREEDY_SEED = 12345
 
@@ -161,6 +167,32 @@ def uniform_shares(oracle: torch.Tensor, stray: torch.Tensor) -> dict:
             "uniform_stray": round(share[stray].mean().item(), 4) if stray.any() else None}
 
 
+def replay_rows(config: CoverageConfig, states: np.ndarray, actions: np.ndarray, rows: int,
+                rng: np.random.Generator, uniform_actions: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` transitions drawn uniformly from stored ``states [M, S]`` and their joint
+    ``actions [M, n]`` (a run's replay), as :func:`progress_rows` returns them: the stored
+    state and action, or a uniform action with ``uniform_actions``, and the one-step
+    progress reward of that action at that state (recomputed: a stored reward may be an
+    n-step return, with the sparse reward in it)."""
+    index = rng.integers(0, len(states), rows)
+    states = states[index]
+    agents, goals = state_positions(states, config)
+    joint = (rng.integers(0, 6, (rows, config.num_agents)) if uniform_actions
+             else actions[index])
+    after = move(agents, joint, config.move_table(), config.grid_size)
+    reward = (potential(after, goals, config.grid_size)
+              - potential(agents, goals, config.grid_size)).astype(np.float32)
+    return observations(states, config), joint, reward, states
+
+
+def run_replay(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(states [M, S], actions [M, n])``: the replay stored in ``run``'s last checkpoint."""
+    payload = load_checkpoint(Path(run) / "checkpoints" / "last.pt")
+    data = payload["buffer"]["data"]
+    return data["state"].numpy(), data["actions"].numpy()
+
+
 def greedy_team(run: str | Path) -> CoverageConfig:
     """The coverage config of ``run``, which the greedy cells need: fixed goals (the rows'
     goals are the layout's) and the agents' observations (its policy acts on them)."""
@@ -197,17 +229,25 @@ def greedy_cells(run: str | Path, episodes: int, seed: int) -> np.ndarray:
 
 def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
         seed: int = 0, hidden: tuple[int, ...] = (128, 128), epsilon: float = 1.0,
-        held: float = 0.0, cells: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+        held: float = 0.0, cells: tuple[np.ndarray, np.ndarray] | None = None,
+        replay: tuple[np.ndarray, np.ndarray] | None = None,
+        replay_actions: bool = True) -> dict:
     """Fit the suites' critic to ``rows`` progress rows; the record of the module docstring:
     ``uniform``, the reward's standard deviation and, per count in ``updates``, the shares
     of oracle moves of the best joint (``joint``) and unary (``unary``) actions and the last
     batch's loss. ``cells``, if given, is ``(train, test)``, the pools of agent cells
-    ``[M, n, 2]`` that the training and the held-out rows draw from."""
+    ``[M, n, 2]`` that the training and the held-out rows draw from. ``replay``, if given,
+    is ``(states [M, S], actions [M, n])`` that the training rows draw from instead
+    (:func:`replay_rows`), with their stored actions or, without ``replay_actions``,
+    uniform ones."""
     n = config.num_agents
     train_cells, test_cells = cells if cells is not None else (None, None)
-    obs, actions, reward, _ = (torch.as_tensor(x) for x in
-                               progress_rows(config, rows, np.random.default_rng(seed),
-                                             epsilon, held, train_cells))
+    rng = np.random.default_rng(seed)
+    if replay is not None:
+        train = replay_rows(config, *replay, rows, rng, uniform_actions=not replay_actions)
+    else:
+        train = progress_rows(config, rows, rng, epsilon, held, train_cells)
+    obs, actions, reward, _ = (torch.as_tensor(x) for x in train)
     test_obs, _, _, test_states = progress_rows(config, TEST_ROWS,
                                                 np.random.default_rng(seed + 1), held=held,
                                                 cells=test_cells)
@@ -320,6 +360,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--greedy", metavar="RUN_DIR", default=None,
                         help="draw the agent cells from this run's greedy episodes (its "
                              "team, grid and fixed goals; --agents is not used)")
+    parser.add_argument("--train-from", nargs="+", default=["cells"], choices=TRAIN_FROM,
+                        help="with --greedy, the training rows of the critic fit: other "
+                             "greedy episodes' cells (cells), the run's replay with its "
+                             "actions (replay) or with uniform actions (replay-states)")
     parser.add_argument("--greedy-episodes", type=int, default=64,
                         help="greedy episodes for the training cells, and as many for the "
                              "held-out cells")
@@ -342,6 +386,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(f"--greedy-episodes must be positive, got {args.greedy_episodes}")
     if args.greedy and args.runs:
         parser.error("--greedy and --runs: give one (--greedy also scores its run's critics)")
+    if args.train_from != ["cells"] and (not args.greedy or args.fit != ["critic"]):
+        parser.error(f"--train-from {' '.join(args.train_from)} needs --greedy and --fit "
+                     f"critic alone")
     torch.set_num_threads(1)
     records = []
     updates = tuple(sorted(set(args.updates)))
@@ -351,6 +398,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             team = greedy_team(args.greedy)
             cells = tuple(greedy_cells(args.greedy, args.greedy_episodes, GREEDY_SEED + k)
                           for k in (0, 1))
+            replay = run_replay(args.greedy) if set(args.train_from) != {"cells"} else None
             records.append(score_run(args.greedy, seed=args.seed, cells=cells[1]))
         except (ValueError, FileNotFoundError) as error:
             parser.error(str(error))
@@ -365,15 +413,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for kind in args.fit if not args.runs else ():
         for observation in args.observation:
             sizes = [team.num_agents] if team else args.agents
-            for n, rows, epsilon, held in itertools.product(sizes, args.rows,
-                                                            args.epsilon, args.held):
+            for n, rows, epsilon, held, source in itertools.product(
+                    sizes, args.rows, args.epsilon, args.held, args.train_from):
                 start = time.perf_counter()
                 config = (dataclasses.replace(team, observation=observation) if team
                           else coverage_config(n, GRIDS[n], observation))
+                extra = ({"replay": replay, "replay_actions": source == "replay"}
+                         if source != "cells" else {})
                 records.append(FITS[kind](config, rows, args.batch, updates, args.seed,
-                                          epsilon=epsilon, held=held, cells=cells))
+                                          epsilon=epsilon, held=held, cells=cells, **extra))
                 if team:
-                    records[-1] |= {"states": "greedy", "run": args.greedy}
+                    records[-1] |= {"states": "greedy", "run": args.greedy,
+                                    "train_from": source}
                 records[-1]["seconds"] = round(time.perf_counter() - start, 1)
                 print(json.dumps(records[-1]), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)

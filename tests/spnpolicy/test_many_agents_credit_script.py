@@ -128,6 +128,28 @@ def test_rows_from_a_pool_of_cells_take_their_cells_from_it():
     assert drawn.any(0).all()                    # and every pool row is drawn
 
 
+@pytest.mark.parametrize("uniform_actions", [False, True])
+def test_replay_rows_are_stored_rows_with_their_progress(uniform_actions):
+    config = credit.coverage_config(4, 6)
+    _, actions, reward, states = credit.progress_rows(config, 30, np.random.default_rng(0))
+    obs, joint, progress, drawn = credit.replay_rows(config, states, actions, 200,
+                                                     np.random.default_rng(1), uniform_actions)
+    np.testing.assert_array_equal(obs, core.observations(drawn, config))
+    match = (drawn[:, None] == states[None]).all(-1)                     # [200, 30]
+    assert match.any(1).all()
+    row = match.argmax(1)
+    if uniform_actions:
+        assert (joint != actions[row]).any()
+        agents, goals = core.state_positions(drawn, config)
+        after = np.clip(agents + core.MOVES[joint], 0, 5)
+        expected = [(_best_cost(a, g) - _best_cost(b, g)) / 6
+                    for a, b, g in zip(agents, after, goals)]
+        np.testing.assert_allclose(progress, expected, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(joint, actions[row])
+        np.testing.assert_array_equal(progress, reward[row])
+
+
 def test_shares_over_stray_agents_against_a_loop():
     rng = np.random.default_rng(0)
     oracle = torch.as_tensor(rng.random((40, 4, 6)) < 0.3)
@@ -222,3 +244,22 @@ def test_greedy_refuses_a_run_with_random_goals(tmp_path):
         credit.main(["--greedy", str(run), "--out", str(tmp_path / "x.json")])
     with pytest.raises(ValueError, match="fixed goals"):
         credit.greedy_team(run)
+
+
+def test_greedy_fits_on_the_runs_replay(tmp_path):
+    run = _tiny_run(tmp_path / "run", layout="fixed")
+    states, actions = credit.run_replay(run)
+    assert len(states) == len(actions) > 0 and actions.shape[1] == 3
+    records = credit.main(["--greedy", str(run), "--greedy-episodes", "2", "--rows", "100",
+                           "--updates", "2", "--batch", "8", "--train-from", "cells", "replay",
+                           "replay-states", "--out", str(tmp_path / "greedy.json")])
+    assert [(r["fit"], r.get("train_from")) for r in records] == [
+        ("run", None), ("critic", "cells"), ("critic", "replay"), ("critic", "replay-states")]
+
+
+@pytest.mark.parametrize("args", [["--train-from", "replay"],
+                                  ["--train-from", "replay", "--fit", "critic", "moves"]])
+def test_train_from_needs_greedy_and_the_critic_fit(args, tmp_path):
+    extra = [] if "moves" not in args else ["--greedy", str(tmp_path / "run")]
+    with pytest.raises(SystemExit):
+        credit.main([*args, *extra, "--out", str(tmp_path / "x.json")])
