@@ -194,8 +194,8 @@ def run_replay(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def greedy_team(run: str | Path) -> CoverageConfig:
-    """The coverage config of ``run``, which the greedy cells need: fixed goals (the rows'
-    goals are the layout's) and the agents' observations (its policy acts on them)."""
+    """The coverage config of ``run``; ValueError for a run on another env or with random
+    goals (every row's goals are the layout's fixed ones)."""
     saved = load_run_config(run)
     if saved["env"] != "coverage":
         raise ValueError(f"run {str(run)!r} trained on {saved['env']!r}; --greedy reads "
