@@ -13,6 +13,8 @@ import torch
 import spnpolicy
 
 from spnpolicy.envs import coverage_core as core
+from spnpolicy.inference import load_agent, load_run_config
+from spnpolicy.training import Runner, make_vec_env
 from tests.run_helpers import ROOT, load_script
 
 credit = load_script("benchmarks/many_agents_credit.py")
@@ -220,6 +222,19 @@ def test_greedy_cells_are_the_runs_own_episodes(tmp_path):
     assert cells.shape == (3 * 6, 3, 2)
     assert ((cells >= 0) & (cells < 4)).all()
     np.testing.assert_array_equal(cells, credit.greedy_cells(run, episodes=3, seed=5))
+    # the first rows are the seeded resets, the next ones the greedy policy's first step
+    saved = load_run_config(run)
+    config = core.CoverageConfig(**saved["env_kwargs"])
+    envs = make_vec_env("coverage", 3, **saved["env_kwargs"])
+    runner = Runner(envs, observations=True)
+    runner.reset(seed=5)
+    start, _ = core.state_positions(runner.state, config)
+    actions = np.asarray(load_agent(run).act(runner.obs))
+    going = runner.step(actions).terminated == 0
+    envs.close()
+    np.testing.assert_array_equal(cells[:3], start)
+    after = core.move(start, actions, config.move_table(), config.grid_size)
+    np.testing.assert_array_equal(cells[3:6][going], after[going])
 
 
 def test_greedy_fits_and_scores_on_the_runs_cells(tmp_path):
@@ -259,7 +274,8 @@ def test_greedy_fits_on_the_runs_replay(tmp_path):
 
 @pytest.mark.parametrize("args", [["--train-from", "replay"],
                                   ["--train-from", "replay", "--fit", "critic", "moves"]])
-def test_train_from_needs_greedy_and_the_critic_fit(args, tmp_path):
+def test_train_from_needs_greedy_and_the_critic_fit(args, tmp_path, capsys):
     extra = [] if "moves" not in args else ["--greedy", str(tmp_path / "run")]
     with pytest.raises(SystemExit):
         credit.main([*args, *extra, "--out", str(tmp_path / "x.json")])
+    assert "needs --greedy and --fit critic alone" in capsys.readouterr().err
