@@ -51,8 +51,8 @@ from spnpolicy.training.optim import adam, compile_acting, compile_update
 
 __all__ = ["ACTINGS", "MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "CriticsAgent",
            "ModeGuidance", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss",
-           "critics_factor_modes", "critics_mode", "mode_log_floor", "scope_log_probs",
-           "scope_mask", "soft_value"]
+           "critics_factor_modes", "critics_mode", "greedy_rows", "mode_log_floor",
+           "scope_log_probs", "scope_mask", "soft_value"]
 
 
 #: How a trained spn-ac team can act greedily (``SpnAcConfig.acting``).
@@ -144,6 +144,16 @@ class SpnAcConfig(OffPolicyConfig):
     """How collecting explores: independent (each agent's action replaced on its own) or
     shared (with probability epsilon a row's whole joint action is replaced, every agent
     taking one action index drawn for the row; the Q-learners' ``exploration``)."""
+    greedy_envs: float = checked(0.0, fraction)
+    """Share of the training env copies that collect with the team's greedy joint action,
+    as it is evaluated (the policy's mode, or the critics' argmax with acting="critics"),
+    each agent's action then replaced by a uniform one with probability
+    greedy_envs_epsilon: the first ``greedy_envs * num_envs`` copies, rounded half up.
+    The replay then holds the states where the greedy team stops, with varied actions
+    there; sampling the policy reaches other states. The epsilon schedule above applies on
+    top. 0: every copy samples."""
+    greedy_envs_epsilon: float = checked(0.2, fraction)
+    """Per-agent rate of uniform actions in the greedy env copies (see greedy_envs)."""
     reinforce_samples: int = checked(8, integer(2))
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     mode_guidance: float = checked(0.1, non_negative)
@@ -171,11 +181,12 @@ class SpnAcConfig(OffPolicyConfig):
     ``load_agent(run).act``): policy (the joint policy's exact mode) or critics (the first
     critic's best joint action, as :class:`ModeGuidance` finds it: exact variable
     elimination where its tables fit ``MODE_TABLE_SIZE`` entries per state, else max-plus,
-    as Deep Coordination Graphs act). Collecting always samples the joint policy, and the
-    critics' targets are its exact soft values either way. With critics, ``load_agent``
-    gives a :class:`CriticsAgent`: its ``act`` plays that argmax (not deterministic:
-    epsilon-greedy at ``epsilon_finish``), its ``distribution(states)`` is the joint
-    policy's, for the queries of ``spnpolicy.inference``."""
+    as Deep Coordination Graphs act). Collecting samples the joint policy (but for the
+    copies of greedy_envs), and the critics' targets are its exact soft values either
+    way. With critics, ``load_agent`` gives a :class:`CriticsAgent`: its ``act`` plays
+    that argmax (not deterministic: epsilon-greedy at ``epsilon_finish``), its
+    ``distribution(states)`` is the joint policy's, for the queries of
+    ``spnpolicy.inference``."""
     compile: bool = checked(False, boolean)
     """Compile with torch.compile: for the exact actor gradient on a selective or softmax
     policy the whole update (both losses, their gradients and the three Adam steps) as one
@@ -489,6 +500,17 @@ class Temperature(nn.Module):
 
 
 # --- the algorithm ---------------------------------------------------------------------
+def greedy_rows(share: float, num_envs: int) -> int:
+    """How many of ``num_envs`` env copies collect greedily at ``greedy_envs=share``: the
+    first ``share * num_envs``, rounded half up. ValueError when a share above 0 gives none."""
+    rows = math.floor(share * num_envs + 0.5)
+    if share > 0 and rows == 0:
+        raise ValueError(f"greedy_envs={share} gives none of num_envs={num_envs} env copies "
+                         f"({share} * {num_envs} rounds to 0); use at least "
+                         f"{1 / (2 * num_envs):g} or 0")
+    return rows
+
+
 def joint_policy(envs: VecEnv, policy, width: int, hidden: Sequence[int],
                  param_head: str = "flat", agent_ids: bool = False) -> JointPolicy:
     """spn-ac's ``JointPolicy`` for ``envs`` (its agents, actions, state or observation
@@ -558,6 +580,7 @@ class SpnAc(OffPolicyAlgorithm):
             self.policy, self.critic, self.guidance, cfg.critic_input == "agents",
             envs.obs_dim, cfg.epsilon_finish)
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
+        greedy_rows(cfg.greedy_envs, envs.num_envs)
         # cfg.compile, applied from outside to _update: the whole update (both losses, their
         # gradients, the optimiser steps) as one graph where the actor loss is pure tensor
         # ops, else each loss apart (the circuit engine's exactness guard and log_prob's
@@ -578,6 +601,12 @@ class SpnAc(OffPolicyAlgorithm):
     @torch.inference_mode()
     def explore(self, state, obs, step, generator):
         sampled = self.sample(state, obs, generator)
+        rows = greedy_rows(self.cfg.greedy_envs, state.shape[0])
+        if rows:
+            greedy = self.greedy(state[:rows], None if obs is None else obs[:rows])
+            greedy = epsilon_greedy(greedy, self.cfg.greedy_envs_epsilon,
+                                    self.policy.num_actions, generator)
+            sampled = torch.cat([greedy, sampled[rows:]])
         if not self._explores:
             return sampled
         return epsilon_greedy(sampled, linear_epsilon(step, self.cfg), self.policy.num_actions,
