@@ -4,14 +4,17 @@ uniform with probability epsilon (or, shared, each row's agents take one uniform
 together), annealed linearly as the Q-learners' schedule."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
+import spnpolicy
+
 from spnpolicy.algos.registry import make_config
-from spnpolicy.algos.spn_ac import SpnAc
+from spnpolicy.algos.spn_ac import SpnAc, greedy_rows
 from spnpolicy.training import make_vec_env
 
 
@@ -110,3 +113,67 @@ def test_shared_exploration_replaces_whole_rows_at_the_rate():
     explored = torch.stack([algo.explore(state, None, 0, generator) for _ in range(1000)])
     changed = (explored != greedy).any(-1).float().mean().item()          # 4,000 rows
     assert changed == pytest.approx(expected, abs=0.03)
+
+
+def test_greedy_envs_collect_with_the_greedy_joint_action_and_the_rest_sample():
+    """greedy_envs=0.5 of 4 copies: the first 2 rows are the greedy joint action (at
+    greedy_envs_epsilon 0), the others the policy's samples, drawn as without the option."""
+    algo, state = _algorithm(greedy_envs=0.5, greedy_envs_epsilon=0.0)
+    explored = algo.explore(state, None, 0, torch.Generator().manual_seed(3))
+    sampled = algo.sample(state, None, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(explored[:2], algo.greedy(state[:2], None))
+    torch.testing.assert_close(explored[2:], sampled[2:])
+    assert not torch.equal(sampled[:2], explored[:2])   # the policy is broad: samples differ
+
+
+def test_greedy_envs_replace_each_agents_action_at_the_rate():
+    """In the greedy copies an agent's action differs from the greedy one when replaced
+    (probability greedy_envs_epsilon) by one of the k - 1 others, each as likely (chi-square
+    per greedy action, seeded)."""
+    epsilon = 0.3
+    algo, state = _algorithm(greedy_envs=1.0, greedy_envs_epsilon=epsilon)
+    greedy = algo.greedy(state, None)
+    generator = torch.Generator().manual_seed(4)
+    explored = torch.stack([algo.explore(state, None, 0, generator) for _ in range(1000)])
+    k = algo.policy.num_actions
+    changed = (explored != greedy).float().mean().item()                  # 12,000 entries
+    assert changed == pytest.approx(epsilon * (k - 1) / k, abs=0.02)
+    for action in greedy.unique().tolist():        # replaced ones: uniform over the others
+        where = (greedy == action).expand_as(explored)
+        others = np.bincount(explored[where & (explored != action)].numpy(), minlength=k)
+        assert stats.chisquare(np.delete(others, action)).pvalue > 1e-3, (action, others)
+
+
+@pytest.mark.parametrize("share, num_envs, rows", [(0.0, 8, 0), (0.5, 16, 8), (1 / 16, 8, 1),
+                                                   (0.3, 8, 2), (1.0, 3, 3)])
+def test_greedy_rows_round_half_up(share, num_envs, rows):
+    assert greedy_rows(share, num_envs) == rows
+
+
+def test_greedy_envs_that_give_no_copy_are_refused_naming_the_values():
+    with pytest.raises(ValueError, match=r"greedy_envs=0\.05 gives none of num_envs=8"):
+        greedy_rows(0.05, 8)
+    with pytest.raises(ValueError, match=r"greedy_envs=0\.1 gives none of num_envs=4"):
+        _algorithm(greedy_envs=0.1)
+    with pytest.raises(ValueError, match="greedy_envs"):
+        make_config("spn-ac", "lift", {"greedy_envs": 1.5})
+
+
+def test_a_run_with_greedy_envs_saves_them_and_resumes_as_the_whole_run(tmp_path):
+    """Through the training loop on coverage: config.json keeps the option, and a run
+    stopped half-way and resumed ends with the uninterrupted run's evaluations."""
+    kwargs = dict(seed=0, env_kwargs=dict(num_agents=3, grid_size=4, max_steps=8),
+                  num_envs=4, learning_starts=32, batch_size=16, eval_interval=80,
+                  eval_episodes=4, greedy_envs=0.5, greedy_envs_epsilon=0.3, progress=False,
+                  verbose=False)
+    whole = spnpolicy.train("spn-ac", "coverage", total_steps=160, out_dir=tmp_path / "a",
+                            **kwargs)
+    spnpolicy.train("spn-ac", "coverage", total_steps=80, out_dir=tmp_path / "b", **kwargs)
+    resumed = spnpolicy.train("spn-ac", "coverage", total_steps=160, out_dir=tmp_path / "b",
+                              resume=True, **kwargs)
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
+    assert (saved["greedy_envs"], saved["greedy_envs_epsilon"]) == (0.5, 0.3)
+    assert [r["step"] for r in whole.history] == [0, 80, 160]
+    timing = {"wall_time", "steps_per_second"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.history] == [
+        {k: v for k, v in r.items() if k not in timing} for r in whole.history]
