@@ -199,6 +199,7 @@ class SpnAcConfig(OffPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        greedy_rows(self.greedy_envs, self.num_envs)
         if self.critic_input == "agents" and self.critic_rank:
             raise ValueError(f"critic_rank={self.critic_rank} needs critic_input='state'; the "
                              f"agents critics have full tables")
@@ -580,7 +581,6 @@ class SpnAc(OffPolicyAlgorithm):
             self.policy, self.critic, self.guidance, cfg.critic_input == "agents",
             envs.obs_dim, cfg.epsilon_finish)
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
-        greedy_rows(cfg.greedy_envs, envs.num_envs)
         # cfg.compile, applied from outside to _update: the whole update (both losses, their
         # gradients, the optimiser steps) as one graph where the actor loss is pure tensor
         # ops, else each loss apart (the circuit engine's exactness guard and log_prob's

@@ -154,7 +154,7 @@ def test_greedy_envs_that_give_no_copy_are_refused_naming_the_values():
     with pytest.raises(ValueError, match=r"greedy_envs=0\.05 gives none of num_envs=8"):
         greedy_rows(0.05, 8)
     with pytest.raises(ValueError, match=r"greedy_envs=0\.1 gives none of num_envs=4"):
-        _algorithm(greedy_envs=0.1)
+        make_config("spn-ac", "lift", {"greedy_envs": 0.1, "num_envs": 4})
     with pytest.raises(ValueError, match="greedy_envs"):
         make_config("spn-ac", "lift", {"greedy_envs": 1.5})
 
