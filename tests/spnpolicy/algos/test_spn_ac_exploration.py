@@ -1,7 +1,8 @@
 """spn-ac's epsilon exploration: off by default (collection samples the policy alone, with
 the same random draws as before the option existed), and when on, each agent's action is
 uniform with probability epsilon (or, shared, each row's agents take one uniform action
-together), annealed linearly as the Q-learners' schedule."""
+together), annealed linearly as the Q-learners' schedule; and greedy_envs, where the first
+copies collect with the greedy joint action and per-agent uniform actions at their own rate."""
 
 import dataclasses
 import json
