@@ -83,7 +83,7 @@ from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.algos.critics import build_factor_graph  # noqa: E402
 from spnpolicy.algos.policies import mlp  # noqa: E402
 from spnpolicy.envs.coverage_core import (  # noqa: E402
-    CoverageConfig, global_state, goal_distances, move, observations, potential,
+    NUM_ACTIONS, CoverageConfig, global_state, goal_distances, move, observations, potential,
     state_positions)
 from spnpolicy.training import Runner, load_checkpoint, make_vec_env  # noqa: E402
 
@@ -132,12 +132,20 @@ def progress_rows(config: CoverageConfig, rows: int, rng: np.random.Generator,
         agents = np.where(rng.random((rows, n, 1)) < held, own, agents)
     covered = goal_distances(agents, goals) == 0
     states = global_state(agents, goals, covered, rng.integers(0, config.max_steps, rows), config)
-    actions = rng.integers(0, 6, (rows, n))
+    actions = rng.integers(0, NUM_ACTIONS, (rows, n))
     if epsilon < 1:
         actions = np.where(rng.random((rows, n)) < epsilon, actions, 0)
-    after = move(agents, actions, config.move_table(), size)
-    reward = (potential(after, goals, size) - potential(agents, goals, size)).astype(np.float32)
-    return observations(states, config), actions, reward, states
+    return (observations(states, config), actions, progress(config, agents, goals, actions),
+            states)
+
+
+def progress(config: CoverageConfig, agents: np.ndarray, goals: np.ndarray,
+             actions: np.ndarray) -> np.ndarray:
+    """``[R]`` float32: the one-step progress ``Phi(s') - Phi(s)`` of joint ``actions [R, n]``
+    from agent cells ``agents [R, n, 2]`` towards ``goals [R, n, 2]``."""
+    after = move(agents, actions, config.move_table(), config.grid_size)
+    return (potential(after, goals, config.grid_size)
+            - potential(agents, goals, config.grid_size)).astype(np.float32)
 
 
 def stray_agents(states: np.ndarray, config: CoverageConfig) -> torch.Tensor:
@@ -178,12 +186,9 @@ def replay_rows(config: CoverageConfig, states: np.ndarray, actions: np.ndarray,
     index = rng.integers(0, len(states), rows)
     states = states[index]
     agents, goals = state_positions(states, config)
-    joint = (rng.integers(0, 6, (rows, config.num_agents)) if uniform_actions
+    joint = (rng.integers(0, NUM_ACTIONS, (rows, config.num_agents)) if uniform_actions
              else actions[index])
-    after = move(agents, joint, config.move_table(), config.grid_size)
-    reward = (potential(after, goals, config.grid_size)
-              - potential(agents, goals, config.grid_size)).astype(np.float32)
-    return observations(states, config), joint, reward, states
+    return observations(states, config), joint, progress(config, agents, goals, joint), states
 
 
 def run_replay(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
