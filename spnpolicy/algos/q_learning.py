@@ -131,18 +131,22 @@ def linear_epsilon(step: int, cfg: QLearningConfig) -> float:
 
 def epsilon_greedy(greedy: torch.Tensor, epsilon: float, num_actions: int,
                    generator: torch.Generator | None = None,
-                   exploration: str = "independent") -> torch.Tensor:
+                   exploration: str = "independent",
+                   only: torch.Tensor | None = None) -> torch.Tensor:
     """``greedy`` ``[B, n]`` with uniform actions mixed in at rate ``epsilon``.
 
     ``exploration="independent"``: each entry replaced by a uniform action with probability
     ``epsilon``. ``"shared"``: each row, with probability ``epsilon``, replaced by one
-    uniform action index taken by all ``n`` agents. Draws the same random numbers whatever
-    ``epsilon`` is (resumed runs stay in step).
+    uniform action index taken by all ``n`` agents. ``only`` ``[B, n]`` bool: the entries
+    that may be replaced (None: all). Draws the same random numbers whatever ``epsilon``
+    and ``only`` are (resumed runs stay in step).
     """
     if exploration not in EXPLORATIONS:
         raise ValueError(f"exploration must be one of {EXPLORATIONS}, got {exploration!r}")
     shape = greedy.shape if exploration == "independent" else (greedy.shape[0], 1)
     explore = torch.rand(shape, generator=generator, device=greedy.device) < epsilon
+    if only is not None:
+        explore = explore & only
     random = torch.randint(num_actions, shape, generator=generator, device=greedy.device)
     return torch.where(explore, random, greedy)
 
@@ -204,7 +208,7 @@ class EpsilonGreedyLearner(OffPolicyAlgorithm):
     def greedy(self, state: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
         return self.agent.greedy(state, obs)
 
-    def explore(self, state, obs, step, generator):
+    def explore(self, state, obs, step, generator, settled=None):
         return epsilon_greedy(self.greedy(state, obs), linear_epsilon(step, self.cfg),
                               self.agent.num_actions, generator, self.cfg.exploration)
 

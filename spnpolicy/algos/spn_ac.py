@@ -49,7 +49,7 @@ from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import ActingAgent, OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, compile_acting, compile_update
 
-__all__ = ["ACTINGS", "MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "CriticsAgent",
+__all__ = ["ACTINGS", "GREEDY_ENVS_AGENTS", "MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "CriticsAgent",
            "ModeGuidance", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss",
            "critics_factor_modes", "critics_mode", "greedy_rows", "mode_log_floor",
            "scope_log_probs", "scope_mask", "soft_value"]
@@ -57,6 +57,9 @@ __all__ = ["ACTINGS", "MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "Critic
 
 #: How a trained spn-ac team can act greedily (``SpnAcConfig.acting``).
 ACTINGS = ("policy", "critics")
+
+#: Which agents of the greedy env copies explore (``SpnAcConfig.greedy_envs_agents``).
+GREEDY_ENVS_AGENTS = ("all", "unsettled")
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,11 @@ class SpnAcConfig(OffPolicyConfig):
     top. 0: every copy samples."""
     greedy_envs_epsilon: float = checked(0.2, fraction)
     """Per-agent rate of uniform actions in the greedy env copies (see greedy_envs)."""
+    greedy_envs_agents: str = checked("all", one_of(*GREEDY_ENVS_AGENTS))
+    """Which agents of the greedy env copies take those uniform actions: all, or unsettled
+    (only those whose own part of the task the env reports as not done, as coverage
+    reports the agents on no goal; the settled agents keep their greedy actions). Needs
+    greedy_envs above 0 and, for unsettled, an env that reports settled agents."""
     reinforce_samples: int = checked(8, integer(2))
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     mode_guidance: float = checked(0.1, non_negative)
@@ -200,6 +208,9 @@ class SpnAcConfig(OffPolicyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         greedy_rows(self.greedy_envs, self.num_envs)
+        if self.greedy_envs_agents != "all" and not self.greedy_envs:
+            raise ValueError(f"greedy_envs_agents={self.greedy_envs_agents!r} acts in the "
+                             f"greedy env copies; set greedy_envs above 0 (it is 0)")
         if self.critic_input == "agents" and self.critic_rank:
             raise ValueError(f"critic_rank={self.critic_rank} needs critic_input='state'; the "
                              f"agents critics have full tables")
@@ -543,6 +554,9 @@ class SpnAc(OffPolicyAlgorithm):
     def __init__(self, cfg: SpnAcConfig, envs: VecEnv) -> None:
         device = torch.device(cfg.device)
         n, k, state_dim = envs.num_agents, envs.num_actions, envs.state_dim
+        if cfg.greedy_envs_agents == "unsettled" and envs.settled() is None:
+            raise ValueError(f"greedy_envs_agents='unsettled' needs an env that reports its "
+                             f"settled agents (coverage does); {type(envs).__name__} does not")
         self.cfg = cfg
         self.policy = joint_policy(envs, cfg.policy, cfg.width, cfg.policy_hidden,
                                    cfg.param_head, cfg.agent_ids).to(device)
@@ -599,13 +613,19 @@ class SpnAc(OffPolicyAlgorithm):
                           "has the kernels)",)
 
     @torch.inference_mode()
-    def explore(self, state, obs, step, generator):
+    def explore(self, state, obs, step, generator, settled=None):
         sampled = self.sample(state, obs, generator)
         rows = greedy_rows(self.cfg.greedy_envs, state.shape[0])
         if rows:
             greedy = self.greedy(state[:rows], None if obs is None else obs[:rows])
+            only = None
+            if self.cfg.greedy_envs_agents == "unsettled":
+                if settled is None:
+                    raise ValueError("greedy_envs_agents='unsettled' needs the env's settled "
+                                     "agents; this env reports none")
+                only = ~settled[:rows]
             greedy = epsilon_greedy(greedy, self.cfg.greedy_envs_epsilon,
-                                    self.policy.num_actions, generator)
+                                    self.policy.num_actions, generator, only=only)
             sampled = torch.cat([greedy, sampled[rows:]])
         if not self._explores:
             return sampled

@@ -66,6 +66,12 @@ class CoverageVecEnv(BatchedEnv):
         # so that a step finds the goal distances once
         self._covered = np.zeros((num_envs, self.num_agents), dtype=bool)
 
+    def settled(self) -> np.ndarray:
+        """`[E, n]` bool: whether each agent stands on a goal in the current state (its own
+        part of the task done, as far as the agent alone can tell)."""
+        return (np.abs(self.agent_positions[:, :, None] - self.goal_positions[:, None])
+                .sum(axis=-1) == 0).any(axis=-1)
+
     def snapshot(self) -> dict:
         """Everything that determines the future: positions, step counters and every copy's
         generator state, as JSON-friendly lists; :meth:`restore` continues from it exactly."""

@@ -83,8 +83,10 @@ class OffPolicyAlgorithm:
     """Lines printed when the run starts (with the evaluation lines), e.g. of a slow start."""
 
     def explore(self, state: torch.Tensor, obs: torch.Tensor | None, step: int,
-                generator: torch.Generator) -> torch.Tensor:
-        """Joint actions for collection at env step ``step``."""
+                generator: torch.Generator, settled: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Joint actions for collection at env step ``step``; ``settled [E, n]`` bool is the
+        env's :meth:`~spnpolicy.training.vec_env.VecEnv.settled` (None where it has none)."""
         raise NotImplementedError
 
     def greedy(self, state: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
@@ -257,9 +259,12 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
             actions = warmup_rng.integers(0, envs.num_actions, size=(cfg.num_envs,
                                                                      envs.num_agents))
         else:
+            settled = envs.settled()
             with torch.no_grad():
-                actions = algorithm.explore(*tensors(runner.state, runner.obs), step,
-                                            act_generator).cpu().numpy()
+                actions = algorithm.explore(
+                    *tensors(runner.state, runner.obs), step, act_generator,
+                    None if settled is None else torch.as_tensor(settled, device=device)
+                ).cpu().numpy()
         buffer.add(stream.push(runner.step(actions)))
         previous, step = step, step + cfg.num_envs
         session.advance(cfg.num_envs)

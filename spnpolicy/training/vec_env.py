@@ -80,6 +80,11 @@ class VecEnv(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def settled(self) -> np.ndarray | None:
+        """``[E, n]`` bool: the agents whose own part of the task is done in the current
+        state (coverage: standing on a goal); ``None`` for an env with no such notion."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -119,6 +124,10 @@ class BatchedVec:
         obs = self.env.restore(state)
         return self.env.state(), obs
 
+    def settled(self) -> np.ndarray | None:
+        """None: the env reports no per-agent progress (a subclass may)."""
+        return None
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -154,6 +163,10 @@ class CoverageVec(BatchedVec):
         """The env's ``infos["potential"]`` of global states ``[M, S]`` -> ``[M]`` float64
         (for :class:`~spnpolicy.training.shaping.PotentialShaping`)."""
         return coverage_core.state_potential(states, self.env.config)
+
+    def settled(self) -> np.ndarray:
+        """``[E, n]`` bool: the agents standing on a goal now."""
+        return self.env.settled()
 
 
 class PredatorPreyVec(BatchedVec):
@@ -357,6 +370,10 @@ class ParallelEnvVec:
                     self._state[e] = self._state_of(e, observations)
                     self._obs[e] = self._obs_of(observations)
         return self._state.copy(), self._obs.copy()
+
+    def settled(self) -> None:
+        """None: a PettingZoo env reports no per-agent progress here."""
+        return None
 
     def close(self) -> None:
         for env in self.envs:

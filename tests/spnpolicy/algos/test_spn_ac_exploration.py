@@ -2,7 +2,8 @@
 the same random draws as before the option existed), and when on, each agent's action is
 uniform with probability epsilon (or, shared, each row's agents take one uniform action
 together), annealed linearly as the Q-learners' schedule; and greedy_envs, where the first
-copies collect with the greedy joint action and per-agent uniform actions at their own rate."""
+copies collect with the greedy joint action and per-agent uniform actions at their own rate,
+for every agent or only those the env reports unsettled."""
 
 import dataclasses
 import json
@@ -19,10 +20,12 @@ from spnpolicy.algos.spn_ac import SpnAc, greedy_rows
 from spnpolicy.training import make_vec_env
 
 
-def _algorithm(**overrides) -> tuple[SpnAc, torch.Tensor]:
-    cfg = make_config("spn-ac", "lift", dict(num_envs=4, width=4, policy_hidden=(16,),
-                                             critic_hidden=(16,)) | overrides)
-    envs = make_vec_env("lift", 4, seed=0, num_agents=3)
+def _algorithm(env: str = "lift", **overrides) -> tuple[SpnAc, torch.Tensor]:
+    """spn-ac on 4 copies of a 3-agent env (coverage on a 4x4 grid), and their states."""
+    cfg = make_config("spn-ac", env, dict(num_envs=4, width=4, policy_hidden=(16,),
+                                          critic_hidden=(16,)) | overrides)
+    envs = make_vec_env(env, 4, seed=0, num_agents=3, **({"grid_size": 4} if env == "coverage"
+                                                          else {}))
     torch.manual_seed(0)
     algo = SpnAc(cfg, envs)
     state, _ = envs.reset(seed=0)
@@ -145,6 +148,42 @@ def test_greedy_envs_replace_each_agents_action_at_the_rate():
         assert stats.chisquare(np.delete(others, action)).pvalue > 1e-3, (action, others)
 
 
+def test_greedy_envs_unsettled_explore_only_the_agents_the_env_reports_unsettled():
+    """greedy_envs_agents="unsettled" at rate 1: a settled agent keeps its greedy action,
+    an unsettled one's action is uniform over all k (chi-square per agent, seeded); and
+    the random numbers drawn are those of greedy_envs_agents="all"."""
+    algo, state = _algorithm("coverage", greedy_envs=1.0, greedy_envs_epsilon=1.0,
+                             greedy_envs_agents="unsettled")
+    settled = torch.tensor([[True, False, False], [False, True, True],
+                            [False, False, False], [True, True, True]])
+    greedy = algo.greedy(state, None)
+    generator = torch.Generator().manual_seed(5)
+    explored = torch.stack([algo.explore(state, None, 0, generator, settled)
+                            for _ in range(600)])
+    assert torch.equal(explored[:, settled], greedy[settled].expand(600, -1))
+    k = algo.policy.num_actions
+    for draws in explored[:, ~settled].T:
+        assert stats.chisquare(np.bincount(draws.numpy(), minlength=k)).pvalue > 1e-3
+    everyone, _ = _algorithm("coverage", greedy_envs=1.0, greedy_envs_epsilon=1.0)
+    torch.testing.assert_close(
+        algo.explore(state, None, 0, torch.Generator().manual_seed(6), settled)[~settled],
+        everyone.explore(state, None, 0, torch.Generator().manual_seed(6))[~settled])
+
+
+def test_greedy_envs_unsettled_is_refused_without_greedy_copies_or_settled_agents():
+    with pytest.raises(ValueError, match=r"greedy_envs_agents='unsettled' acts in the greedy "
+                                         r"env copies; set greedy_envs above 0"):
+        make_config("spn-ac", "lift", {"greedy_envs_agents": "unsettled"})
+    with pytest.raises(ValueError, match="greedy_envs_agents must be one of"):
+        make_config("spn-ac", "lift", {"greedy_envs": 0.5, "greedy_envs_agents": "stray"})
+    with pytest.raises(ValueError, match=r"needs an env that reports its settled agents "
+                                         r"\(coverage does\); .* does not"):
+        _algorithm(greedy_envs=0.5, greedy_envs_agents="unsettled")
+    algo, state = _algorithm("coverage", greedy_envs=0.5, greedy_envs_agents="unsettled")
+    with pytest.raises(ValueError, match="this env reports none"):
+        algo.explore(state, None, 0, torch.Generator().manual_seed(0))
+
+
 @pytest.mark.parametrize("share, num_envs, rows", [(0.0, 8, 0), (0.5, 16, 8), (1 / 16, 8, 1),
                                                    (0.3, 8, 2), (1.0, 3, 3)])
 def test_greedy_rows_round_half_up(share, num_envs, rows):
@@ -160,20 +199,23 @@ def test_greedy_envs_that_give_no_copy_are_refused_naming_the_values():
         make_config("spn-ac", "lift", {"greedy_envs": 1.5})
 
 
-def test_a_run_with_greedy_envs_saves_them_and_resumes_as_the_whole_run(tmp_path):
-    """Through the training loop on coverage: config.json keeps the option, and a run
-    stopped half-way and resumed ends with the uninterrupted run's evaluations."""
+@pytest.mark.parametrize("agents", ["all", "unsettled"])
+def test_a_run_with_greedy_envs_saves_them_and_resumes_as_the_whole_run(tmp_path, agents):
+    """Through the training loop on coverage (which reports its settled agents):
+    config.json keeps the options, and a run stopped half-way and resumed ends with the
+    uninterrupted run's evaluations."""
     kwargs = dict(seed=0, env_kwargs=dict(num_agents=3, grid_size=4, max_steps=8),
                   num_envs=4, learning_starts=32, batch_size=16, eval_interval=80,
-                  eval_episodes=4, greedy_envs=0.5, greedy_envs_epsilon=0.3, progress=False,
-                  verbose=False)
+                  eval_episodes=4, greedy_envs=0.5, greedy_envs_epsilon=0.3,
+                  greedy_envs_agents=agents, progress=False, verbose=False)
     whole = spnpolicy.train("spn-ac", "coverage", total_steps=160, out_dir=tmp_path / "a",
                             **kwargs)
     spnpolicy.train("spn-ac", "coverage", total_steps=80, out_dir=tmp_path / "b", **kwargs)
     resumed = spnpolicy.train("spn-ac", "coverage", total_steps=160, out_dir=tmp_path / "b",
                               resume=True, **kwargs)
     saved = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
-    assert (saved["greedy_envs"], saved["greedy_envs_epsilon"]) == (0.5, 0.3)
+    assert (saved["greedy_envs"], saved["greedy_envs_epsilon"],
+            saved["greedy_envs_agents"]) == (0.5, 0.3, agents)
     assert [r["step"] for r in whole.history] == [0, 80, 160]
     timing = {"wall_time", "steps_per_second"}
     assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.history] == [

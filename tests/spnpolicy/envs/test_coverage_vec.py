@@ -112,3 +112,24 @@ def test_restore_rejects_a_snapshot_of_another_shape():
     other = CoverageVecEnv(3, num_agents=2, grid_size=3, seed=0)
     with pytest.raises(ValueError, match="num_envs=3"):
         other.restore(env.snapshot())
+
+
+@pytest.mark.parametrize("layout", ["fixed", "random"])
+def test_settled_are_the_agents_standing_on_a_goal(layout):
+    """`settled()` against a loop over every agent and goal, along random steps (after any
+    auto-reset: the state the agents act from next)."""
+    env = CoverageVecEnv(num_envs=8, num_agents=4, grid_size=3, max_steps=6, seed=0,
+                         layout=layout, reward="coverage")
+    env.reset()
+    rng = np.random.default_rng(1)
+    seen = 0
+    for _ in range(40):
+        expected = np.array([[any((env.agent_positions[e, i] == goal).all()
+                                  for goal in env.goal_positions[e])
+                              for i in range(env.num_agents)] for e in range(env.num_envs)])
+        settled = env.settled()
+        assert settled.shape == (8, 4) and settled.dtype == bool
+        np.testing.assert_array_equal(settled, expected)
+        seen += int(expected.sum())
+        env.step(rng.integers(0, 6, size=(8, 4)))
+    assert 0 < seen < 40 * 8 * 4    # both kinds of agent were checked

@@ -37,7 +37,7 @@ class _Scripted(OffPolicyAlgorithm):
         self.target_sync = TargetSync(((self.target, self.agent),), tau=tau, interval=interval)
         self.explored, self.batches = [], []
 
-    def explore(self, state, obs, step, generator):
+    def explore(self, state, obs, step, generator, settled=None):
         self.explored.append(step)
         return torch.zeros(state.shape[0], 2, dtype=torch.long)
 

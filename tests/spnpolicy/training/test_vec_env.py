@@ -39,6 +39,7 @@ def test_coverage_adapter_matches_the_vectorised_env():
         np.testing.assert_array_equal(out.terminated, term)
         np.testing.assert_array_equal(out.truncated, trunc)
         np.testing.assert_array_equal(out.success, info["success"])
+        np.testing.assert_array_equal(adapter.settled(), raw.settled())
 
 
 @pytest.mark.parametrize("make", [
@@ -236,3 +237,11 @@ def test_non_finite_rewards_and_observations_are_named(field, where, named):
         envs.reset()
         for _ in range(3):
             envs.step(np.zeros((2, 2), dtype=int))
+
+
+@pytest.mark.parametrize("env, kwargs", [("climbing", {}),
+                                         ("predator-prey", dict(num_agents=2, grid_size=5))])
+def test_envs_without_per_agent_progress_report_no_settled_agents(env, kwargs):
+    envs = make_vec_env(env, 2, seed=0, **kwargs)
+    envs.reset(seed=0)
+    assert envs.settled() is None
