@@ -49,8 +49,8 @@ from spnpolicy.training import Batch, VecEnv, make_target
 from spnpolicy.training.offpolicy import ActingAgent, OffPolicyAlgorithm, TargetSync
 from spnpolicy.training.optim import adam, compile_acting, compile_update
 
-__all__ = ["ACTINGS", "GREEDY_ENVS_AGENTS", "MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS", "CriticsAgent",
-           "ModeGuidance", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss",
+__all__ = ["ACTINGS", "GREEDY_ENVS_AGENTS", "MAX_PLUS_ITERATIONS", "MODE_TABLE_SIZE", "SPECS",
+           "CriticsAgent", "ModeGuidance", "SpnAc", "SpnAcConfig", "actor_loss", "critic_loss",
            "critics_factor_modes", "critics_mode", "greedy_rows", "mode_log_floor",
            "scope_log_probs", "scope_mask", "soft_value"]
 
