@@ -49,11 +49,13 @@ that scores well on random cells and at chance on these fails on the states the 
 stuck in; one that also learns them by supervision there, while the run's critics do not,
 fails by what bootstrapped training gives it. ``--train-from replay`` trains the fit on the
 run's own replay instead (its last checkpoint's stored states and joint actions, the reward
-recomputed as one-step progress), and ``replay-states`` on those states with uniform
-actions: what the data that training gave the critics can teach, with no bootstrapping, and
-whether their states or their actions fall short. Every record also has the shares over
-the agent-steps of agents on no goal (``joint_stray``, ``unary_stray``, ``uniform_stray``),
-the ones that still have to move.
+recomputed as one-step progress), ``replay-states`` on those states with uniform
+actions, and ``replay-greedy`` on the replay's rows from the greedy env copies alone (a run
+with spn-ac's ``greedy_envs``, n_step 1 and no hindsight, where row i came from copy
+i % num_envs): what the data that training gave the critics can teach, with no
+bootstrapping, and whether their states or their actions fall short. Every record also has
+the shares over the agent-steps of agents on no goal (``joint_stray``, ``unary_stray``,
+``uniform_stray``), the ones that still have to move.
 
 Writes one record per (fit, observation, agents, rows, epsilon, held), or per (run, held), to
 ``--out`` (default ``benchmarks/results/many-agents/credit.json``, with ``--runs``
@@ -82,6 +84,7 @@ from many_agents_probe import on_any, oracle_moves  # noqa: E402
 from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.algos.critics import build_factor_graph  # noqa: E402
 from spnpolicy.algos.policies import mlp  # noqa: E402
+from spnpolicy.algos.spn_ac import greedy_rows  # noqa: E402
 from spnpolicy.envs.coverage_core import (  # noqa: E402
     NUM_ACTIONS, CoverageConfig, global_state, goal_distances, move, observations, potential,
     state_positions)
@@ -96,7 +99,7 @@ GRIDS = {8: 11, 16: 16, 32: 24, 64: 32}
 #: Held-out states scored after each count of updates.
 TEST_ROWS = 1_000
 #: Training rows of a ``--greedy`` critic fit (see ``--train-from``).
-TRAIN_FROM = ("cells", "replay", "replay-states")
+TRAIN_FROM = ("cells", "replay", "replay-states", "replay-greedy")
 #: Seed of the resets of the greedy episodes whose cells train a fit (held-out: this + 1).
 GREEDY_SEED = 12345
 
@@ -191,11 +194,26 @@ def replay_rows(config: CoverageConfig, states: np.ndarray, actions: np.ndarray,
     return observations(states, config), joint, progress(config, agents, goals, joint), states
 
 
-def run_replay(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(states [M, S], actions [M, n])``: the replay stored in ``run``'s last checkpoint."""
+def run_replay(run: str | Path, greedy_copies: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``(states [M, S], actions [M, n])``: the replay stored in ``run``'s last checkpoint,
+    or with ``greedy_copies`` its rows from the greedy env copies alone (ValueError for a
+    run whose rows do not follow the copies in turn)."""
     payload = load_checkpoint(Path(run) / "checkpoints" / "last.pt")
     data = payload["buffer"]["data"]
-    return data["state"].numpy(), data["actions"].numpy()
+    states, actions = data["state"].numpy(), data["actions"].numpy()
+    if not greedy_copies:
+        return states, actions
+    cfg = load_run_config(run)["config"]
+    num_envs, copies = cfg["num_envs"], greedy_rows(cfg.get("greedy_envs", 0.0), cfg["num_envs"])
+    if not copies or cfg["n_step"] != 1 or cfg["hindsight"] or len(states) % num_envs:
+        raise ValueError(f"run {str(run)!r}: replay-greedy needs greedy_envs above 0, n_step 1, "
+                         f"no hindsight and a replay of a multiple of num_envs rows (got "
+                         f"greedy_envs={cfg.get('greedy_envs', 0.0)}, n_step={cfg['n_step']}, "
+                         f"hindsight={cfg['hindsight']}, {len(states)} rows, "
+                         f"num_envs={num_envs})")
+    keep = np.arange(len(states)) % num_envs < copies
+    return states[keep], actions[keep]
 
 
 def greedy_team(run: str | Path) -> CoverageConfig:
@@ -368,7 +386,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--train-from", nargs="+", default=["cells"], choices=TRAIN_FROM,
                         help="with --greedy, the training rows of the critic fit: other "
                              "greedy episodes' cells (cells), the run's replay with its "
-                             "actions (replay) or with uniform actions (replay-states)")
+                             "actions (replay) or with uniform actions (replay-states), or "
+                             "its greedy env copies' rows (replay-greedy)")
     parser.add_argument("--greedy-episodes", type=int, default=64,
                         help="greedy episodes for the training cells, and as many for the "
                              "held-out cells")
@@ -403,7 +422,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             team = greedy_team(args.greedy)
             cells = tuple(greedy_cells(args.greedy, args.greedy_episodes, GREEDY_SEED + k)
                           for k in (0, 1))
-            replay = run_replay(args.greedy) if set(args.train_from) != {"cells"} else None
+            replays = {source: run_replay(args.greedy, source == "replay-greedy")
+                       for source in args.train_from if source != "cells"}
             records.append(score_run(args.greedy, seed=args.seed, cells=cells[1]))
         except (ValueError, FileNotFoundError) as error:
             parser.error(str(error))
@@ -423,7 +443,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 start = time.perf_counter()
                 config = (dataclasses.replace(team, observation=observation) if team
                           else coverage_config(n, GRIDS[n], observation))
-                extra = ({"replay": replay, "replay_actions": source == "replay"}
+                extra = ({"replay": replays[source],
+                          "replay_actions": source != "replay-states"}
                          if source != "cells" else {})
                 records.append(FITS[kind](config, rows, args.batch, updates, args.seed,
                                           epsilon=epsilon, held=held, cells=cells, **extra))

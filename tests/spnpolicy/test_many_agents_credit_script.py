@@ -180,13 +180,14 @@ def test_shares_over_stray_agents_against_a_loop():
     assert none["joint_stray"] is None and none["unary_stray"] is None
 
 
-def _tiny_run(out, observation="egocentric", critic_input="agents", layout="random"):
+def _tiny_run(out, observation="egocentric", critic_input="agents", layout="random",
+              **config):
     spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=96, out_dir=out,
                     env_kwargs=dict(num_agents=3, grid_size=4, max_steps=6,
                                     observation=observation, layout=layout),
                     learning_starts=48, batch_size=16, eval_interval=96, eval_episodes=2,
                     param_head="agents", critic_input=critic_input, verbose=False,
-                    progress=False)
+                    progress=False, **config)
     return out
 
 
@@ -270,6 +271,27 @@ def test_greedy_fits_on_the_runs_replay(tmp_path):
                            "replay-states", "--out", str(tmp_path / "greedy.json")])
     assert [(r["fit"], r.get("train_from")) for r in records] == [
         ("run", None), ("critic", "cells"), ("critic", "replay"), ("critic", "replay-states")]
+
+
+def test_replay_greedy_keeps_the_rows_of_the_greedy_copies(tmp_path):
+    """The replay's row i came from copy i % num_envs (its first rows are the copies'
+    seeded resets, in order), and replay-greedy keeps the first greedy_envs * num_envs."""
+    run = _tiny_run(tmp_path / "run", layout="fixed", num_envs=4, greedy_envs=0.5)
+    states, actions = credit.run_replay(run)
+    saved = load_run_config(run)
+    envs = make_vec_env("coverage", 4, seed=0, **saved["env_kwargs"])
+    np.testing.assert_array_equal(states[:4], envs.reset(seed=0)[0])
+    kept_states, kept_actions = credit.run_replay(run, greedy_copies=True)
+    keep = np.arange(len(states)) % 4 < 2
+    np.testing.assert_array_equal(kept_states, states[keep])
+    np.testing.assert_array_equal(kept_actions, actions[keep])
+    records = credit.main(["--greedy", str(run), "--greedy-episodes", "2", "--rows", "100",
+                           "--updates", "2", "--batch", "8", "--train-from", "replay-greedy",
+                           "--out", str(tmp_path / "greedy.json")])
+    assert [(r["fit"], r.get("train_from")) for r in records] == [
+        ("run", None), ("critic", "replay-greedy")]
+    with pytest.raises(ValueError, match="replay-greedy needs greedy_envs above 0"):
+        credit.run_replay(_tiny_run(tmp_path / "plain", layout="fixed"), greedy_copies=True)
 
 
 @pytest.mark.parametrize("args", [["--train-from", "replay"],
