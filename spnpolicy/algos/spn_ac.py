@@ -160,8 +160,10 @@ class SpnAcConfig(OffPolicyConfig):
     greedy_envs_agents: str = checked("all", one_of(*GREEDY_ENVS_AGENTS))
     """Which agents of the greedy env copies take those uniform actions: all, or unsettled
     (only those whose own part of the task the env reports as not done, as coverage
-    reports the agents on no goal; the settled agents keep their greedy actions). Needs
-    greedy_envs above 0 and, for unsettled, an env that reports settled agents."""
+    reports the agents on no goal; the settled agents keep their greedy actions). An
+    episode starts with nearly every coverage agent unsettled, so at a high rate those
+    copies begin as random walkers, not on the greedy team's path. Needs greedy_envs above
+    0 and, for unsettled, an env that reports settled agents."""
     reinforce_samples: int = checked(8, integer(2))
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     mode_guidance: float = checked(0.1, non_negative)
