@@ -200,7 +200,7 @@ class CentralCriticLearner(OffPolicyAlgorithm):
         self.target_sync = TargetSync(((self.critic_target, self.critic),
                                        (self.agent_target, self.agent)), tau=cfg.tau)
 
-    def explore(self, state, obs, step, generator, settled=None):
+    def explore(self, state, obs, step, generator, settled=None, elapsed=None):
         return self.agent.sampled_actions(obs, generator)
 
     def greedy(self, state, obs):

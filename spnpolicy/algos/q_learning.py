@@ -208,7 +208,7 @@ class EpsilonGreedyLearner(OffPolicyAlgorithm):
     def greedy(self, state: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
         return self.agent.greedy(state, obs)
 
-    def explore(self, state, obs, step, generator, settled=None):
+    def explore(self, state, obs, step, generator, settled=None, elapsed=None):
         return epsilon_greedy(self.greedy(state, obs), linear_epsilon(step, self.cfg),
                               self.agent.num_actions, generator, self.cfg.exploration)
 

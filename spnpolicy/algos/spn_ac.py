@@ -164,6 +164,12 @@ class SpnAcConfig(OffPolicyConfig):
     episode starts with nearly every coverage agent unsettled, so at a high rate those
     copies begin as random walkers, not on the greedy team's path. Needs greedy_envs above
     0 and, for unsettled, an env that reports settled agents."""
+    greedy_envs_after: int = checked(0, integer(0))
+    """The step of each episode from which the greedy env copies take those uniform actions
+    (0: from its first step); before it they play the greedy joint action. A team that
+    stops short of its goal stays stuck late in the episode, so a step past the greedy
+    team's usual finish keeps those copies on its path and varies the actions in the
+    states where it stops. Needs greedy_envs above 0."""
     reinforce_samples: int = checked(8, integer(2))
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     mode_guidance: float = checked(0.1, non_negative)
@@ -213,6 +219,9 @@ class SpnAcConfig(OffPolicyConfig):
         if self.greedy_envs_agents != "all" and not self.greedy_envs:
             raise ValueError(f"greedy_envs_agents={self.greedy_envs_agents!r} acts in the "
                              f"greedy env copies; set greedy_envs above 0 (it is 0)")
+        if self.greedy_envs_after and not self.greedy_envs:
+            raise ValueError(f"greedy_envs_after={self.greedy_envs_after} acts in the greedy "
+                             f"env copies; set greedy_envs above 0 (it is 0)")
         if self.critic_input == "agents" and self.critic_rank:
             raise ValueError(f"critic_rank={self.critic_rank} needs critic_input='state'; the "
                              f"agents critics have full tables")
@@ -615,24 +624,37 @@ class SpnAc(OffPolicyAlgorithm):
                           "has the kernels)",)
 
     @torch.inference_mode()
-    def explore(self, state, obs, step, generator, settled=None):
+    def explore(self, state, obs, step, generator, settled=None, elapsed=None):
         sampled = self.sample(state, obs, generator)
         rows = greedy_rows(self.cfg.greedy_envs, state.shape[0])
         if rows:
             greedy = self.greedy(state[:rows], None if obs is None else obs[:rows])
-            only = None
-            if self.cfg.greedy_envs_agents == "unsettled":
-                if settled is None:
-                    raise ValueError("greedy_envs_agents='unsettled' needs the env's settled "
-                                     "agents; this env reports none")
-                only = ~settled[:rows]
             greedy = epsilon_greedy(greedy, self.cfg.greedy_envs_epsilon,
-                                    self.policy.num_actions, generator, only=only)
+                                    self.policy.num_actions, generator,
+                                    only=self._greedy_explorers(greedy, settled, elapsed))
             sampled = torch.cat([greedy, sampled[rows:]])
         if not self._explores:
             return sampled
         return epsilon_greedy(sampled, linear_epsilon(step, self.cfg), self.policy.num_actions,
                               generator, self.cfg.exploration)
+
+    def _greedy_explorers(self, greedy, settled, elapsed):
+        """``[R, n]`` bool, the entries of the greedy copies' joint actions ``greedy [R, n]``
+        that may take uniform actions (None: all), from ``greedy_envs_agents`` (the env's
+        ``settled [E, n]``) and ``greedy_envs_after`` (the copies' ``elapsed [E]`` steps)."""
+        rows, only = greedy.shape[0], None
+        if self.cfg.greedy_envs_agents == "unsettled":
+            if settled is None:
+                raise ValueError("greedy_envs_agents='unsettled' needs the env's settled "
+                                 "agents; this env reports none")
+            only = ~settled[:rows]
+        if self.cfg.greedy_envs_after:
+            if elapsed is None:
+                raise ValueError(f"greedy_envs_after={self.cfg.greedy_envs_after} needs the "
+                                 f"env copies' elapsed steps; none were given")
+            late = (elapsed[:rows] >= self.cfg.greedy_envs_after)[:, None].expand_as(greedy)
+            only = late if only is None else only & late
+        return only
 
     def schedule_metrics(self, step: int) -> dict[str, float]:
         return {"epsilon": linear_epsilon(step, self.cfg)} if self._explores else {}

@@ -83,10 +83,11 @@ class OffPolicyAlgorithm:
     """Lines printed when the run starts (with the evaluation lines), e.g. of a slow start."""
 
     def explore(self, state: torch.Tensor, obs: torch.Tensor | None, step: int,
-                generator: torch.Generator, settled: torch.Tensor | None = None
-                ) -> torch.Tensor:
+                generator: torch.Generator, settled: torch.Tensor | None = None,
+                elapsed: torch.Tensor | None = None) -> torch.Tensor:
         """Joint actions for collection at env step ``step``; ``settled [E, n]`` bool is the
-        env's :meth:`~spnpolicy.training.vec_env.VecEnv.settled` (None where it has none)."""
+        env's :meth:`~spnpolicy.training.vec_env.VecEnv.settled` (None where it has none),
+        ``elapsed [E]`` int64 each copy's steps since its episode began."""
         raise NotImplementedError
 
     def greedy(self, state: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
@@ -263,8 +264,8 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
             with torch.no_grad():
                 actions = algorithm.explore(
                     *tensors(runner.state, runner.obs), step, act_generator,
-                    None if settled is None else torch.as_tensor(settled, device=device)
-                ).cpu().numpy()
+                    None if settled is None else torch.as_tensor(settled, device=device),
+                    torch.as_tensor(runner.elapsed, device=device)).cpu().numpy()
         buffer.add(stream.push(runner.step(actions)))
         previous, step = step, step + cfg.num_envs
         session.advance(cfg.num_envs)

@@ -78,6 +78,11 @@ class Runner:
         if not keep:
             self.obs = None
 
+    @property
+    def elapsed(self) -> np.ndarray:
+        """``[E]`` int64: each copy's steps since its episode began (0 right after a reset)."""
+        return self._lengths.copy()
+
     def _kept(self, obs: np.ndarray) -> np.ndarray | None:
         return obs if self._observations else None
 

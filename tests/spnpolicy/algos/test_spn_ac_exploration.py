@@ -3,7 +3,8 @@ the same random draws as before the option existed), and when on, each agent's a
 uniform with probability epsilon (or, shared, each row's agents take one uniform action
 together), annealed linearly as the Q-learners' schedule; and greedy_envs, where the first
 copies collect with the greedy joint action and per-agent uniform actions at their own rate,
-for every agent or only those the env reports unsettled."""
+for every agent or only those the env reports unsettled, from the first step of each episode
+or from a later one."""
 
 import dataclasses
 import json
@@ -170,6 +171,36 @@ def test_greedy_envs_unsettled_explore_only_the_agents_the_env_reports_unsettled
         everyone.explore(state, None, 0, torch.Generator().manual_seed(6))[~settled])
 
 
+def test_greedy_envs_after_explore_only_the_copies_that_reached_that_step():
+    """greedy_envs_after=3 at rate 1: the copies at an earlier step of their episode play
+    the greedy joint action, the others' actions are uniform (chi-square per agent, seeded);
+    with greedy_envs_agents="unsettled", only the unsettled agents of the late copies."""
+    settled = torch.tensor([[True, False, False], [False, True, True],
+                            [False, False, False], [True, False, True]])
+    elapsed = torch.tensor([0, 2, 3, 7])
+    late = torch.tensor([False, False, True, True])[:, None].expand(4, 3)
+    k = 6
+    for agents, explorers in (("all", late), ("unsettled", late & ~settled)):
+        algo, state = _algorithm("coverage", greedy_envs=1.0, greedy_envs_epsilon=1.0,
+                                 greedy_envs_agents=agents, greedy_envs_after=3)
+        greedy = algo.greedy(state, None)
+        generator = torch.Generator().manual_seed(5)
+        explored = torch.stack([algo.explore(state, None, 0, generator, settled, elapsed)
+                                for _ in range(600)])
+        assert torch.equal(explored[:, ~explorers], greedy[~explorers].expand(600, -1))
+        for draws in explored[:, explorers].T:
+            assert stats.chisquare(np.bincount(draws.numpy(), minlength=k)).pvalue > 1e-3
+    algo, state = _algorithm("coverage", greedy_envs=1.0, greedy_envs_epsilon=1.0,
+                             greedy_envs_after=3)
+    with pytest.raises(ValueError, match="greedy_envs_after=3 needs the env copies' elapsed"):
+        algo.explore(state, None, 0, torch.Generator().manual_seed(0), settled)
+    with pytest.raises(ValueError, match=r"greedy_envs_after=4 acts in the greedy env copies; "
+                                         r"set greedy_envs above 0"):
+        make_config("spn-ac", "lift", {"greedy_envs_after": 4})
+    with pytest.raises(ValueError, match="greedy_envs_after"):
+        make_config("spn-ac", "lift", {"greedy_envs": 0.5, "greedy_envs_after": -1})
+
+
 def test_greedy_envs_unsettled_is_refused_without_greedy_copies_or_settled_agents():
     with pytest.raises(ValueError, match=r"greedy_envs_agents='unsettled' acts in the greedy "
                                          r"env copies; set greedy_envs above 0"):
@@ -199,23 +230,25 @@ def test_greedy_envs_that_give_no_copy_are_refused_naming_the_values():
         make_config("spn-ac", "lift", {"greedy_envs": 1.5})
 
 
-@pytest.mark.parametrize("agents", ["all", "unsettled"])
-def test_a_run_with_greedy_envs_saves_them_and_resumes_as_the_whole_run(tmp_path, agents):
+@pytest.mark.parametrize("agents, after", [("all", 0), ("unsettled", 0), ("unsettled", 3)])
+def test_a_run_with_greedy_envs_saves_them_and_resumes_as_the_whole_run(tmp_path, agents,
+                                                                        after):
     """Through the training loop on coverage (which reports its settled agents):
     config.json keeps the options, and a run stopped half-way and resumed ends with the
     uninterrupted run's evaluations."""
     kwargs = dict(seed=0, env_kwargs=dict(num_agents=3, grid_size=4, max_steps=8),
                   num_envs=4, learning_starts=32, batch_size=16, eval_interval=80,
                   eval_episodes=4, greedy_envs=0.5, greedy_envs_epsilon=0.3,
-                  greedy_envs_agents=agents, progress=False, verbose=False)
+                  greedy_envs_agents=agents, greedy_envs_after=after, progress=False,
+                  verbose=False)
     whole = spnpolicy.train("spn-ac", "coverage", total_steps=160, out_dir=tmp_path / "a",
                             **kwargs)
     spnpolicy.train("spn-ac", "coverage", total_steps=80, out_dir=tmp_path / "b", **kwargs)
     resumed = spnpolicy.train("spn-ac", "coverage", total_steps=160, out_dir=tmp_path / "b",
                               resume=True, **kwargs)
     saved = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
-    assert (saved["greedy_envs"], saved["greedy_envs_epsilon"],
-            saved["greedy_envs_agents"]) == (0.5, 0.3, agents)
+    assert (saved["greedy_envs"], saved["greedy_envs_epsilon"], saved["greedy_envs_agents"],
+            saved["greedy_envs_after"]) == (0.5, 0.3, agents, after)
     assert [r["step"] for r in whole.history] == [0, 80, 160]
     timing = {"wall_time", "steps_per_second"}
     assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.history] == [

@@ -35,10 +35,11 @@ class _Scripted(OffPolicyAlgorithm):
     def __init__(self, cfg, envs, tau, interval):
         self.agent, self.target = _Constant(), _Constant()
         self.target_sync = TargetSync(((self.target, self.agent),), tau=tau, interval=interval)
-        self.explored, self.batches = [], []
+        self.explored, self.batches, self.elapsed = [], [], []
 
-    def explore(self, state, obs, step, generator, settled=None):
+    def explore(self, state, obs, step, generator, settled=None, elapsed=None):
         self.explored.append(step)
+        self.elapsed.append(elapsed.tolist())
         return torch.zeros(state.shape[0], 2, dtype=torch.long)
 
     def greedy(self, state, obs):
@@ -118,6 +119,12 @@ def test_updates_wait_for_the_first_n_step_row():
 def test_explore_from_step_zero_without_uniform_warmup():
     algorithm, _, _ = _run(uniform_warmup=False)
     assert algorithm.explored == list(range(0, 64, 4))
+
+
+def test_explore_is_given_each_copys_steps_since_its_episode_began():
+    algorithm, _, _ = _run(uniform_warmup=False, env="climbing",
+                           env_kwargs=dict(episode_length=3))
+    assert algorithm.elapsed == [[t % 3] * 4 for t in range(16)]
 
 
 def test_soft_targets_follow_every_gradient_step():

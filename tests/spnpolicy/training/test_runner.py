@@ -15,6 +15,7 @@ def test_transitions_and_episodes_on_coverage():
     runner.reset(seed=0)
     rewards = []
     for t in range(8):
+        np.testing.assert_array_equal(runner.elapsed, [t % 4] * 2)
         before = runner.state.copy()
         tr = runner.step(np.full((2, 2), 5))  # stay
         np.testing.assert_array_equal(tr.state, before)
