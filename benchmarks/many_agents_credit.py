@@ -80,14 +80,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from factor_q import AgentFactorQ  # noqa: E402
-from many_agents_probe import on_any, oracle_moves  # noqa: E402
+from many_agents_probe import oracle_moves  # noqa: E402
 from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.algos.critics import build_factor_graph  # noqa: E402
 from spnpolicy.algos.policies import mlp  # noqa: E402
 from spnpolicy.algos.spn_ac import greedy_rows  # noqa: E402
 from spnpolicy.envs.coverage_core import (  # noqa: E402
-    NUM_ACTIONS, CoverageConfig, global_state, goal_distances, move, observations, potential,
-    state_positions)
+    NUM_ACTIONS, CoverageConfig, global_state, goal_distances, move, observations, on_cells,
+    potential, state_positions)
 from spnpolicy.training import Runner, load_checkpoint, make_vec_env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "many-agents" / "credit.json"
@@ -154,7 +154,7 @@ def progress(config: CoverageConfig, agents: np.ndarray, goals: np.ndarray,
 def stray_agents(states: np.ndarray, config: CoverageConfig) -> torch.Tensor:
     """``[E, n]`` bool: agent ``i`` stands on no goal at state ``e``."""
     agents, goals = state_positions(states, config)
-    return torch.as_tensor(~on_any(agents, goals))
+    return torch.as_tensor(~on_cells(agents, goals, config.grid_size))
 
 
 def best_shares(values, oracle: torch.Tensor, stray: torch.Tensor) -> dict:

@@ -44,7 +44,8 @@ from scipy.optimize import linear_sum_assignment
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spnpolicy.envs.coverage_core import MOVES, CoverageConfig, state_positions  # noqa: E402
+from spnpolicy.envs.coverage_core import (  # noqa: E402
+    MOVES, CoverageConfig, on_cells, state_positions)
 from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.training import Runner, make_vec_env  # noqa: E402
 
@@ -68,12 +69,6 @@ def oracle_moves(states: np.ndarray, config: CoverageConfig) -> np.ndarray:
     return out
 
 
-def on_any(cells: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """``[..., m]`` bool: cell ``i`` of ``cells [..., m, 2]`` is one of ``others [..., k, 2]``
-    (agents on a goal: ``on_any(agents, goals)``; goals held: ``on_any(goals, agents)``)."""
-    return (cells[..., :, None, :] == others[..., None, :, :]).all(-1).any(-1)
-
-
 def stray_mass(marginals: np.ndarray, oracle: np.ndarray, stray: np.ndarray
                ) -> tuple[float, float]:
     """``(oracle mass, still mass)`` summed over the agent-steps where ``stray [E, n]``:
@@ -85,14 +80,14 @@ def stray_mass(marginals: np.ndarray, oracle: np.ndarray, stray: np.ndarray
 
 
 def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
-                      moved: np.ndarray) -> dict:
+                      moved: np.ndarray, grid_size: int) -> dict:
     """How failed episodes end (see the module docstring). ``starts``, ``agents`` and ``goals``
     ``[F, n, 2]`` are the first and last agent positions and the goals of ``F`` failed
-    episodes; ``moved [F, n]`` bool says which agents changed cell in the last
-    ``STILL_STEPS`` steps. ``stray`` and ``stacked`` are means per episode (None without
+    episodes on a ``grid_size`` grid; ``moved [F, n]`` bool says which agents changed cell in
+    the last ``STILL_STEPS`` steps. ``stray`` and ``stacked`` are means per episode (None without
     episodes); ``lost``, ``still`` and ``gap`` are over the stray agents (None without any)."""
-    covered = on_any(goals, agents)                                   # [F, goal]
-    held = on_any(agents, goals)                                      # [F, agent]
+    covered = on_cells(goals, agents, grid_size)                      # [F, goal]
+    held = on_cells(agents, goals, grid_size)                         # [F, agent]
     stray = ~held
     distance = np.abs(agents[:, :, None] - goals[:, None]).sum(-1)    # [F, agent, goal]
     gap = np.where(covered[:, None], np.iinfo(np.int64).max, distance).min(-1)
@@ -133,7 +128,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
         for _ in range(config.max_steps):
             oracle = oracle_moves(runner.state, config)
             agents, goals = state_positions(runner.state, config)
-            stray = ~on_any(agents, goals)                                 # [E, n]
+            stray = ~on_cells(agents, goals, config.grid_size)             # [E, n]
             stray_steps += int(stray.sum())
             acted = None
             for name, agent in players.items():
@@ -168,7 +163,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                                    for name, v in stray_hits.items()},
             "policy_mass_stray": (dict(zip(("oracle", "still"), (mass / stray_steps).tolist()))
                                   if stray_steps and marginals is not None else None),
-            "failures": failure_breakdown(*last)}
+            "failures": failure_breakdown(*last, config.grid_size)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

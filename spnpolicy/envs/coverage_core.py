@@ -177,6 +177,20 @@ def goal_distances(agent_positions: np.ndarray, goal_positions: np.ndarray) -> n
     return np.ascontiguousarray(np.moveaxis(distance.min(axis=1), 0, -1))
 
 
+def on_cells(cells: np.ndarray, others: np.ndarray, grid_size: int) -> np.ndarray:
+    """`[..., m]` bool: whether cell `i` of `cells [..., m, 2]` is one of `others [..., k, 2]`
+    on a `grid_size` grid (the agents on a goal: `on_cells(agents, goals, size)`; the goals
+    that hold an agent: `on_cells(goals, agents, size)`)."""
+    batch = cells.shape[:-2]
+    cells = cells.reshape(-1, *cells.shape[-2:])                           # [B, m, 2]
+    others = others.reshape(-1, *others.shape[-2:])                        # [B, k, 2]
+    rows = np.arange(len(cells))[:, None]
+    flat = np.array([grid_size, 1])
+    table = np.zeros((len(cells), grid_size * grid_size), dtype=bool)      # [B, cells]
+    table[rows, others @ flat] = True
+    return table[rows, cells @ flat].reshape(*batch, cells.shape[-2])
+
+
 @cache
 def _permutations(n: int) -> np.ndarray:
     return np.array(list(itertools.permutations(range(n))), dtype=np.int64)   # [n!, n]

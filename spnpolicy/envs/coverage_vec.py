@@ -69,11 +69,7 @@ class CoverageVecEnv(BatchedEnv):
     def settled(self) -> np.ndarray:
         """`[E, n]` bool: whether each agent stands on a goal in the current state (its own
         part of the task done, as far as the agent alone can tell)."""
-        size = self.config.grid_size
-        copies = np.arange(self.num_envs)[:, None]
-        goal_cells = np.zeros((self.num_envs, size * size), dtype=bool)   # [E, cells]
-        goal_cells[copies, self.goal_positions @ np.array([size, 1])] = True
-        return goal_cells[copies, self.agent_positions @ np.array([size, 1])]
+        return core.on_cells(self.agent_positions, self.goal_positions, self.config.grid_size)
 
     def snapshot(self) -> dict:
         """Everything that determines the future: positions, step counters and every copy's

@@ -114,7 +114,7 @@ def test_failure_breakdown_against_loops(seed):
     agents = rng.integers(0, size, size=(episodes, n, 2))
     agents[:, 0] = goals[:, 0]                          # one agent on a goal, another beside
     moved = rng.random((episodes, n)) < 0.5
-    got = probe.failure_breakdown(starts, agents, goals, moved)
+    got = probe.failure_breakdown(starts, agents, goals, moved, size)
     assert got.pop("episodes") == episodes
     assert got == pytest.approx(_breakdown_by_loops(plan, agents, goals, moved))
 
@@ -123,24 +123,15 @@ def test_failure_breakdown_of_a_taken_goal():
     goals = np.array([[[0, 0], [3, 3], [0, 3]]])
     starts = np.array([[[1, 1], [2, 0], [3, 2]]])       # the one best plan: goals 2, 0, 1
     agents = np.array([[[0, 0], [1, 0], [0, 0]]])       # agents 0 and 2 on goal 0, 1 beside it
-    got = probe.failure_breakdown(starts, agents, goals, np.array([[True, False, True]]))
+    got = probe.failure_breakdown(starts, agents, goals, np.array([[True, False, True]]), 4)
     assert got == {"episodes": 1, "stray": 1.0, "stacked": 1.0, "lost": 1.0, "still": 1.0,
                    "gap": 4.0}
     moved_off = probe.failure_breakdown(starts, agents[:, [1, 0, 2]], goals,
-                                        np.array([[True, True, True]]))
+                                        np.array([[True, True, True]]), 4)
     assert moved_off["lost"] == 0.0 and moved_off["still"] == 0.0   # agent 0's goal 2 is free
     empty = np.zeros((0, 3, 2), dtype=np.int64)
-    none = probe.failure_breakdown(empty, empty, empty, np.zeros((0, 3), dtype=bool))
+    none = probe.failure_breakdown(empty, empty, empty, np.zeros((0, 3), dtype=bool), 4)
     assert none["episodes"] == 0 and none["stray"] is None and none["gap"] is None
-
-
-def test_on_any_against_a_loop():
-    rng = np.random.default_rng(0)
-    cells, others = rng.integers(0, 3, size=(2, 50, 4, 2))
-    expected = [[any((c == o).all() for o in others[r]) for c in cells[r]] for r in range(50)]
-    got = probe.on_any(cells, others)
-    np.testing.assert_array_equal(got, expected)
-    assert got.any() and not got.all()
 
 
 def test_stray_mass_against_a_loop():

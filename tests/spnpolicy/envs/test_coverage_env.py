@@ -112,6 +112,20 @@ def test_two_agents_on_one_goal_do_not_cover_two_goals():
     assert infos["agent_0"]["covered_fraction"] == 0.5
 
 
+@pytest.mark.parametrize("batch, size, m, k", [((), 2, 4, 2), ((50,), 3, 4, 4),
+                                               ((3, 7), 5, 2, 6)])
+def test_on_cells_against_a_loop(batch, size, m, k):
+    rng = np.random.default_rng(size + m)
+    cells = rng.integers(0, size, size=(*batch, m, 2))
+    others = rng.integers(0, size, size=(*batch, k, 2))
+    rows = [(c, o) for c, o in zip(cells.reshape(-1, m, 2), others.reshape(-1, k, 2))]
+    expected = np.array([[any((cell == other).all() for other in o) for cell in c]
+                         for c, o in rows]).reshape(*batch, m)
+    got = core.on_cells(cells, others, size)
+    assert got.shape == (*batch, m) and got.dtype == bool and 0 < expected.mean() < 1
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_coverage_reward_is_the_covered_fraction_and_does_not_terminate():
     env = coverage_v0.parallel_env(num_agents=4, grid_size=5, reward="coverage")
     place(env, agents=[[0, 0], [0, 0], [4, 4], [2, 2]],
