@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -170,6 +171,15 @@ class SpnAcConfig(OffPolicyConfig):
     stops short of its goal stays stuck late in the episode, so a step past the greedy
     team's usual finish keeps those copies on its path and varies the actions in the
     states where it stops. Needs greedy_envs above 0."""
+    greedy_envs_branch: bool = checked(False, boolean)
+    """Vary the greedy team's actions in one-step branches off its path: the greedy env
+    copies then play the greedy joint action unchanged, and as many further copies (the
+    next ones) are set to their states before every collection step and take one step of
+    that greedy action with the uniform actions above (greedy_envs_epsilon,
+    greedy_envs_agents, greedy_envs_after). The replay holds the greedy path and one-step
+    variations from each of its states, rather than episodes that drift off it; the branch
+    copies' episodes are not reported. Needs greedy_envs at most 0.5, n_step=1, no
+    hindsight, and an env that can copy its copies (coverage can)."""
     reinforce_samples: int = checked(8, integer(2))
     """Joint actions sampled per state for the reinforce actor gradient (>= 2)."""
     mode_guidance: float = checked(0.1, non_negative)
@@ -222,6 +232,17 @@ class SpnAcConfig(OffPolicyConfig):
         if self.greedy_envs_after and not self.greedy_envs:
             raise ValueError(f"greedy_envs_after={self.greedy_envs_after} acts in the greedy "
                              f"env copies; set greedy_envs above 0 (it is 0)")
+        if self.greedy_envs_branch:
+            rows = greedy_rows(self.greedy_envs, self.num_envs)
+            if not rows or 2 * rows > self.num_envs:
+                raise ValueError(f"greedy_envs_branch=True needs a branch copy for each of "
+                                 f"the {rows} greedy copies (greedy_envs={self.greedy_envs} "
+                                 f"of num_envs={self.num_envs}); set greedy_envs above 0 and "
+                                 f"at most 0.5")
+            if self.n_step != 1 or self.hindsight:
+                raise ValueError(f"greedy_envs_branch=True stores one-step branches, not "
+                                 f"episodes: it needs n_step=1 and hindsight=False, got "
+                                 f"n_step={self.n_step}, hindsight={self.hindsight}")
         if self.critic_input == "agents" and self.critic_rank:
             raise ValueError(f"critic_rank={self.critic_rank} needs critic_input='state'; the "
                              f"agents critics have full tables")
@@ -568,6 +589,9 @@ class SpnAc(OffPolicyAlgorithm):
         if cfg.greedy_envs_agents == "unsettled" and envs.settled() is None:
             raise ValueError(f"greedy_envs_agents='unsettled' needs an env that reports its "
                              f"settled agents (coverage does); {type(envs).__name__} does not")
+        if cfg.greedy_envs_branch and not getattr(envs, "can_copy", False):
+            raise ValueError(f"greedy_envs_branch=True needs an env that can set one copy to "
+                             f"another's state (coverage can); {type(envs).__name__} cannot")
         self.cfg = cfg
         self.policy = joint_policy(envs, cfg.policy, cfg.width, cfg.policy_hidden,
                                    cfg.param_head, cfg.agent_ids).to(device)
@@ -606,6 +630,9 @@ class SpnAc(OffPolicyAlgorithm):
             self.policy, self.critic, self.guidance, cfg.critic_input == "agents",
             envs.obs_dim, cfg.epsilon_finish)
         self.target_sync = TargetSync(((self.critic_target, self.critic),), tau=cfg.tau)
+        if cfg.greedy_envs_branch:
+            rows = greedy_rows(cfg.greedy_envs, cfg.num_envs)
+            self.branches = (np.arange(rows), np.arange(rows, 2 * rows))
         # cfg.compile, applied from outside to _update: the whole update (both losses, their
         # gradients, the optimiser steps) as one graph where the actor loss is pure tensor
         # ops, else each loss apart (the circuit engine's exactness guard and log_prob's
@@ -629,30 +656,36 @@ class SpnAc(OffPolicyAlgorithm):
         rows = greedy_rows(self.cfg.greedy_envs, state.shape[0])
         if rows:
             greedy = self.greedy(state[:rows], None if obs is None else obs[:rows])
-            greedy = epsilon_greedy(greedy, self.cfg.greedy_envs_epsilon,
-                                    self.policy.num_actions, generator,
-                                    only=self._greedy_explorers(greedy, settled, elapsed))
-            sampled = torch.cat([greedy, sampled[rows:]])
+            # with branches, the copies rows..2 rows stand where the greedy ones do
+            varied = slice(rows, 2 * rows) if self.cfg.greedy_envs_branch else slice(rows)
+            explorers = self._greedy_explorers(
+                greedy, None if settled is None else settled[varied],
+                None if elapsed is None else elapsed[varied])
+            varied_actions = epsilon_greedy(greedy, self.cfg.greedy_envs_epsilon,
+                                            self.policy.num_actions, generator, only=explorers)
+            led = [greedy, varied_actions] if self.cfg.greedy_envs_branch else [varied_actions]
+            sampled = torch.cat([*led, sampled[len(led) * rows:]])
         if not self._explores:
             return sampled
         return epsilon_greedy(sampled, linear_epsilon(step, self.cfg), self.policy.num_actions,
                               generator, self.cfg.exploration)
 
     def _greedy_explorers(self, greedy, settled, elapsed):
-        """``[R, n]`` bool, the entries of the greedy copies' joint actions ``greedy [R, n]``
-        that may take uniform actions (None: all), from ``greedy_envs_agents`` (the env's
-        ``settled [E, n]``) and ``greedy_envs_after`` (the copies' ``elapsed [E]`` steps)."""
-        rows, only = greedy.shape[0], None
+        """``[R, n]`` bool, the entries of the greedy joint actions ``greedy [R, n]`` that may
+        take uniform actions (None: all), from ``greedy_envs_agents`` (the env's ``settled
+        [R, n]`` of the copies that act them) and ``greedy_envs_after`` (their ``elapsed
+        [R]`` steps)."""
+        only = None
         if self.cfg.greedy_envs_agents == "unsettled":
             if settled is None:
                 raise ValueError("greedy_envs_agents='unsettled' needs the env's settled "
                                  "agents; this env reports none")
-            only = ~settled[:rows]
+            only = ~settled
         if self.cfg.greedy_envs_after:
             if elapsed is None:
                 raise ValueError(f"greedy_envs_after={self.cfg.greedy_envs_after} needs the "
                                  f"env copies' elapsed steps; none were given")
-            late = (elapsed[:rows] >= self.cfg.greedy_envs_after)[:, None].expand_as(greedy)
+            late = (elapsed >= self.cfg.greedy_envs_after)[:, None].expand_as(greedy)
             only = late if only is None else only & late
         return only
 

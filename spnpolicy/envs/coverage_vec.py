@@ -71,6 +71,18 @@ class CoverageVecEnv(BatchedEnv):
         part of the task done, as far as the agent alone can tell)."""
         return core.on_cells(self.agent_positions, self.goal_positions, self.config.grid_size)
 
+    def copy_copies(self, source: np.ndarray, target: np.ndarray) -> None:
+        """Set the copies `target [m]` to the current states of the copies `source [m]`:
+        positions, goals and step counters; each copy keeps its own generator."""
+        source, target = np.asarray(source, dtype=np.int64), np.asarray(target, dtype=np.int64)
+        if source.shape != target.shape or np.intersect1d(source, target).size:
+            raise ValueError(f"copy_copies needs disjoint source and target copies of one "
+                             f"length, got {source.tolist()} and {target.tolist()}")
+        self._state = self._require_state().copy()   # the last step's final states stay
+        for array in (self.agent_positions, self.goal_positions, self.elapsed, self._covered,
+                      self._state):
+            array[target] = array[source]
+
     def snapshot(self) -> dict:
         """Everything that determines the future: positions, step counters and every copy's
         generator state, as JSON-friendly lists; :meth:`restore` continues from it exactly."""

@@ -81,6 +81,9 @@ class OffPolicyAlgorithm:
     target_sync: TargetSync = TargetSync()
     notes: tuple[str, ...] = ()
     """Lines printed when the run starts (with the evaluation lines), e.g. of a slow start."""
+    branches: tuple[np.ndarray, np.ndarray] | None = None
+    """``(source [m], target [m])``: before each ``explore`` the env copies ``target`` are
+    set to the current states of the copies ``source`` (:meth:`Runner.branch`); None: never."""
 
     def explore(self, state: torch.Tensor, obs: torch.Tensor | None, step: int,
                 generator: torch.Generator, settled: torch.Tensor | None = None,
@@ -260,6 +263,8 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
             actions = warmup_rng.integers(0, envs.num_actions, size=(cfg.num_envs,
                                                                      envs.num_agents))
         else:
+            if algorithm.branches is not None:
+                runner.branch(*algorithm.branches)
             settled = envs.settled()
             with torch.no_grad():
                 actions = algorithm.explore(

@@ -65,6 +65,7 @@ class Runner:
         self._returns = np.zeros(envs.num_envs, dtype=np.float64)
         self._lengths = np.zeros(envs.num_envs, dtype=np.int64)
         self._finished: list[Episode] = []
+        self._untracked = np.zeros(envs.num_envs, dtype=bool)  # copies set by branch()
         self.env_steps = 0  # transitions collected, summed over copies
 
     @property
@@ -92,6 +93,24 @@ class Runner:
         self._returns[:] = 0
         self._lengths[:] = 0
 
+    def branch(self, source: np.ndarray, target: np.ndarray) -> None:
+        """Set the copies ``target [m]`` to the current states of the copies ``source [m]``
+        (the env's :meth:`~spnpolicy.training.vec_env.VecEnv.copy_copies`), with their
+        observations and episode counters; from then on the target copies' episodes are
+        not reported (each is a sequence of one-step branches, not an episode)."""
+        if self.state is None:
+            raise RuntimeError("call reset() before branch()")
+        self.envs.copy_copies(source, target)
+        # new arrays: the last transition's next states may be these ones
+        self.state = self.state.copy()
+        self.state[target] = self.state[source]
+        if self.obs is not None:
+            self.obs = self.obs.copy()
+            self.obs[target] = self.obs[source]
+        self._returns[target] = self._returns[source]
+        self._lengths[target] = self._lengths[source]
+        self._untracked[target] = True
+
     def step(self, actions: np.ndarray) -> Transition:
         """Take joint actions ``[E, n]`` in every copy; returns the transitions."""
         if self.state is None:
@@ -106,7 +125,7 @@ class Runner:
                                 out.truncated)
         self._returns += out.reward
         self._lengths += 1
-        for e in np.flatnonzero(out.terminated | out.truncated).tolist():
+        for e in np.flatnonzero((out.terminated | out.truncated) & ~self._untracked).tolist():
             self._finished.append(Episode(e, float(self._returns[e]), int(self._lengths[e]),
                                           bool(out.success[e])))
             self._returns[e], self._lengths[e] = 0.0, 0

@@ -85,6 +85,12 @@ class VecEnv(Protocol):
         state (coverage: standing on a goal); ``None`` for an env with no such notion."""
         ...
 
+    def copy_copies(self, source: np.ndarray, target: np.ndarray) -> None:
+        """Set the copies ``target [m]`` to the current states of the copies ``source [m]``
+        (each keeps its own random generator); ValueError where the env cannot
+        (``can_copy`` is False)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -127,6 +133,17 @@ class BatchedVec:
     def settled(self) -> np.ndarray | None:
         """None: the env reports no per-agent progress (a subclass may)."""
         return None
+
+    @property
+    def can_copy(self) -> bool:
+        """Whether :meth:`copy_copies` works: the env has ``copy_copies(source, target)``."""
+        return hasattr(self.env, "copy_copies")
+
+    def copy_copies(self, source: np.ndarray, target: np.ndarray) -> None:
+        if not self.can_copy:
+            raise ValueError(f"{type(self.env).__name__} cannot set one copy to another's "
+                             f"state (it has no copy_copies)")
+        self.env.copy_copies(source, target)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -374,6 +391,12 @@ class ParallelEnvVec:
     def settled(self) -> None:
         """None: a PettingZoo env reports no per-agent progress here."""
         return None
+
+    #: a PettingZoo env's state cannot be copied from one instance to another here
+    can_copy = False
+
+    def copy_copies(self, source: np.ndarray, target: np.ndarray) -> None:
+        raise ValueError("ParallelEnvVec cannot set one copy to another's state")
 
     def close(self) -> None:
         for env in self.envs:

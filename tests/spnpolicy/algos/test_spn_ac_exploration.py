@@ -201,6 +201,51 @@ def test_greedy_envs_after_explore_only_the_copies_that_reached_that_step():
         make_config("spn-ac", "lift", {"greedy_envs": 0.5, "greedy_envs_after": -1})
 
 
+def test_greedy_envs_branch_vary_the_greedy_action_in_the_copies_after_the_greedy_ones():
+    """greedy_envs_branch at rate 1 on 6 copies, 2 greedy: copies 0-1 play the greedy joint
+    action unchanged, copies 2-3 (set to their states by the loop) the same action with the
+    explorers' actions uniform (chi-square per agent, seeded), copies 4-5 sample."""
+    algo, _ = _algorithm("coverage", num_envs=6, greedy_envs=1 / 3, greedy_envs_epsilon=1.0,
+                         greedy_envs_agents="unsettled", greedy_envs_after=2,
+                         greedy_envs_branch=True)
+    assert [a.tolist() for a in algo.branches] == [[0, 1], [2, 3]]
+    envs = make_vec_env("coverage", 6, seed=0, num_agents=3, grid_size=4)
+    envs.reset(seed=0)
+    envs.copy_copies(*algo.branches)
+    state = torch.as_tensor(envs.env.state())
+    settled = torch.as_tensor(envs.settled())
+    settled[[0, 2], 0] = True          # leaders and branches stand alike (the loop's copies)
+    settled[[0, 2], 1:] = False
+    elapsed = torch.tensor([4, 1, 4, 1, 0, 0])
+    greedy = algo.greedy(state[:2], None)
+    explorers = torch.tensor([[False, True, True], [False, False, False]])
+    generator = torch.Generator().manual_seed(5)
+    explored = torch.stack([algo.explore(state, None, 0, generator, settled, elapsed)
+                            for _ in range(600)])
+    assert torch.equal(explored[:, :2], greedy.expand(600, -1, -1))
+    assert torch.equal(explored[:, 2:4][:, ~explorers], greedy[~explorers].expand(600, -1))
+    for draws in explored[:, 2:4][:, explorers].T:
+        assert stats.chisquare(np.bincount(draws.numpy(), minlength=6)).pvalue > 1e-3
+    sampled = algo.sample(state, None, torch.Generator().manual_seed(9))
+    again = algo.explore(state, None, 0, torch.Generator().manual_seed(9), settled, elapsed)
+    assert torch.equal(again[4:], sampled[4:])
+
+
+def test_greedy_envs_branch_is_refused_where_it_cannot_branch():
+    with pytest.raises(ValueError, match=r"a branch copy for each of the 6 greedy copies "
+                                         r"\(greedy_envs=0\.75 of num_envs=8\)"):
+        make_config("spn-ac", "lift", {"greedy_envs": 0.75, "greedy_envs_branch": True})
+    with pytest.raises(ValueError, match="a branch copy for each of the 0 greedy copies"):
+        make_config("spn-ac", "lift", {"greedy_envs_branch": True})
+    with pytest.raises(ValueError, match=r"needs n_step=1 and hindsight=False, got n_step=3, "
+                                         r"hindsight=False"):
+        make_config("spn-ac", "lift", {"greedy_envs": 0.5, "greedy_envs_branch": True,
+                                       "n_step": 3})
+    with pytest.raises(ValueError, match=r"needs an env that can set one copy to another's "
+                                         r"state \(coverage can\); ParallelEnvVec cannot"):
+        _algorithm(greedy_envs=0.5, greedy_envs_branch=True)
+
+
 def test_greedy_envs_unsettled_is_refused_without_greedy_copies_or_settled_agents():
     with pytest.raises(ValueError, match=r"greedy_envs_agents='unsettled' acts in the greedy "
                                          r"env copies; set greedy_envs above 0"):
@@ -230,17 +275,18 @@ def test_greedy_envs_that_give_no_copy_are_refused_naming_the_values():
         make_config("spn-ac", "lift", {"greedy_envs": 1.5})
 
 
-@pytest.mark.parametrize("agents, after", [("all", 0), ("unsettled", 0), ("unsettled", 3)])
+@pytest.mark.parametrize("agents, after, branch", [("all", 0, False), ("unsettled", 0, False),
+                                                   ("unsettled", 3, True)])
 def test_a_run_with_greedy_envs_saves_them_and_resumes_as_the_whole_run(tmp_path, agents,
-                                                                        after):
+                                                                        after, branch):
     """Through the training loop on coverage (which reports its settled agents):
     config.json keeps the options, and a run stopped half-way and resumed ends with the
     uninterrupted run's evaluations."""
     kwargs = dict(seed=0, env_kwargs=dict(num_agents=3, grid_size=4, max_steps=8),
                   num_envs=4, learning_starts=32, batch_size=16, eval_interval=80,
                   eval_episodes=4, greedy_envs=0.5, greedy_envs_epsilon=0.3,
-                  greedy_envs_agents=agents, greedy_envs_after=after, progress=False,
-                  verbose=False)
+                  greedy_envs_agents=agents, greedy_envs_after=after,
+                  greedy_envs_branch=branch, progress=False, verbose=False)
     whole = spnpolicy.train("spn-ac", "coverage", total_steps=160, out_dir=tmp_path / "a",
                             **kwargs)
     spnpolicy.train("spn-ac", "coverage", total_steps=80, out_dir=tmp_path / "b", **kwargs)
@@ -248,7 +294,8 @@ def test_a_run_with_greedy_envs_saves_them_and_resumes_as_the_whole_run(tmp_path
                               resume=True, **kwargs)
     saved = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
     assert (saved["greedy_envs"], saved["greedy_envs_epsilon"], saved["greedy_envs_agents"],
-            saved["greedy_envs_after"]) == (0.5, 0.3, agents, after)
+            saved["greedy_envs_after"], saved["greedy_envs_branch"]) == (0.5, 0.3, agents, after,
+                                                                       branch)
     assert [r["step"] for r in whole.history] == [0, 80, 160]
     timing = {"wall_time", "steps_per_second"}
     assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.history] == [

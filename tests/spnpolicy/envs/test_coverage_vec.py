@@ -133,3 +133,33 @@ def test_settled_are_the_agents_standing_on_a_goal(layout):
         seen += int(expected.sum())
         env.step(rng.integers(0, 6, size=(8, 4)))
     assert 0 < seen < 40 * 8 * 4    # both kinds of agent were checked
+
+
+def test_copy_copies_sets_the_targets_to_the_sources_states():
+    """After `copy_copies`, a target copy holds its source's positions, goals, step counter and
+    state, and the same actions take both to the same next state; the other copies are
+    untouched, and so are the states the last step returned."""
+    env = CoverageVecEnv(num_envs=5, num_agents=3, grid_size=4, max_steps=6, seed=0,
+                         layout="random", reward="coverage")
+    env.reset()
+    rng = np.random.default_rng(0)
+    _, _, _, _, info = env.step(rng.integers(0, 6, size=(5, 3)))
+    final, before = info["final_state"].copy(), env.state()
+    env.copy_copies(np.array([0, 1]), np.array([3, 4]))
+    np.testing.assert_array_equal(info["final_state"], final)
+    state = env.state()
+    np.testing.assert_array_equal(state[[3, 4]], before[[0, 1]])
+    np.testing.assert_array_equal(state[:3], before[:3])
+    np.testing.assert_array_equal(env.agent_positions[[3, 4]], env.agent_positions[[0, 1]])
+    np.testing.assert_array_equal(env.goal_positions[[3, 4]], env.goal_positions[[0, 1]])
+    np.testing.assert_array_equal(env.elapsed[[3, 4]], env.elapsed[[0, 1]])
+    np.testing.assert_array_equal(env.settled()[[3, 4]], env.settled()[[0, 1]])
+    actions = rng.integers(0, 6, size=(5, 3))
+    actions[[3, 4]] = actions[[0, 1]]
+    obs, reward, *_ = env.step(actions)
+    np.testing.assert_array_equal(env.state()[[3, 4]], env.state()[[0, 1]])
+    np.testing.assert_array_equal(obs[[3, 4]], obs[[0, 1]])
+    np.testing.assert_array_equal(reward[[3, 4]], reward[[0, 1]])
+    with pytest.raises(ValueError, match=r"disjoint source and target copies of one length, "
+                                         r"got \[0, 1\] and \[1, 2\]"):
+        env.copy_copies(np.array([0, 1]), np.array([1, 2]))

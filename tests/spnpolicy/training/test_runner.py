@@ -51,3 +51,23 @@ def test_state_dict_keeps_episodes_in_flight():
     episodes = runner.pop_episodes()
     assert episodes == other.pop_episodes()
     assert [(ep.ret, ep.length, ep.success) for ep in episodes] == [(33.0, 3, True)] * 2
+
+
+def test_branch_copies_states_and_leaves_the_target_copies_episodes_out():
+    envs = make_vec_env("coverage", 4, seed=0, num_agents=2, grid_size=3, max_steps=3,
+                        reward="coverage")
+    runner = Runner(envs)
+    runner.reset(seed=0)
+    with pytest.raises(ValueError, match="disjoint"):
+        runner.branch(np.array([0]), np.array([0]))
+    previous = runner.step(np.zeros((4, 2), dtype=int))
+    next_state = previous.next_state.copy()
+    runner.branch(np.array([0, 1]), np.array([2, 3]))
+    np.testing.assert_array_equal(previous.next_state, next_state)
+    np.testing.assert_array_equal(runner.state[2:], runner.state[:2])
+    np.testing.assert_array_equal(runner.obs[2:], runner.obs[:2])
+    np.testing.assert_array_equal(runner.state, envs.env.state())
+    np.testing.assert_array_equal(runner.elapsed, [1, 1, 1, 1])
+    for _ in range(5):
+        runner.step(np.full((4, 2), 5))
+    assert sorted({ep.env_index for ep in runner.pop_episodes()}) == [0, 1]
