@@ -26,7 +26,9 @@ Over the stray agents: the share whose goal under a best assignment at the episo
 is held by another agent at its end (``lost``: a team-mate took it, a failure of
 who-goes-where rather than of getting there), the share that kept its cell over the last
 ``STILL_STEPS`` steps (``still``) and the mean distance to the nearest uncovered goal
-(``gap``). Prints one JSON object per run and writes them all to ``--out`` (default
+(``gap``). ``last_change`` gives the quartiles (25, 50, 75) over the failed episodes of
+the last step at which the set of agents on a goal changed (0: it never did; None without
+failures): when the greedy team stopped. Prints one JSON object per run and writes them all to ``--out`` (default
 ``benchmarks/results/many-agents/probe.json``).
 """
 
@@ -124,6 +126,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
     marginals = getattr(policy, "distribution", None)
     history = []                                            # [E, n, 2] agents before each step
     ended = []                                  # (starts, agents, goals, moved) per failure
+    last_change = []                            # per failure, see the module docstring
     try:
         for _ in range(config.max_steps):
             oracle = oracle_moves(runner.state, config)
@@ -151,6 +154,10 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                 agents, goals = state_positions(step.next_state[e], config)
                 earlier = history[max(len(history) - STILL_STEPS, 0)][e]
                 ended.append((history[0][e], agents, goals, (agents != earlier).any(-1)))
+                path = np.stack([h[e] for h in history] + [agents])          # [T + 1, n, 2]
+                on = on_cells(path, np.broadcast_to(goals, path.shape), config.grid_size)
+                changed = np.flatnonzero((on[1:] != on[:-1]).any(-1))
+                last_change.append(int(changed[-1]) + 1 if len(changed) else 0)
     finally:
         envs.close()
     empty = np.zeros((0, config.num_agents, 2), dtype=np.int64)
@@ -163,7 +170,9 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                                    for name, v in stray_hits.items()},
             "policy_mass_stray": (dict(zip(("oracle", "still"), (mass / stray_steps).tolist()))
                                   if stray_steps and marginals is not None else None),
-            "failures": failure_breakdown(*last, config.grid_size)}
+            "failures": failure_breakdown(*last, config.grid_size) | {
+                "last_change": (np.percentile(last_change, [25, 50, 75]).tolist()
+                                if last_change else None)}}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

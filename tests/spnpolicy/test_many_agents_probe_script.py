@@ -70,7 +70,11 @@ def test_shares_of_a_saved_run(tmp_path):
     assert 0.0 <= mass["still"] <= 1.0 and mass["oracle"] + mass["still"] <= 1.0 + 1e-9
     failures = rows[0]["failures"]
     assert 0 <= failures["episodes"] <= 4
-    assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap"}
+    assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap",
+                             "last_change"}
+    if failures["episodes"]:
+        low, median, high = failures["last_change"]
+        assert 0 <= low <= median <= high <= 6
 
 
 def test_a_run_on_another_env_is_refused(tmp_path):
