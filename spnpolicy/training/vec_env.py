@@ -71,6 +71,7 @@ class VecEnv(Protocol):
     state_dim: int
     obs_dim: int
     has_success: bool  # whether VecStep.success is meaningful for this env
+    can_copy: bool  # whether copy_copies works (one copy set to another's state)
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
