@@ -28,7 +28,8 @@ who-goes-where rather than of getting there), the share that kept its cell over 
 ``STILL_STEPS`` steps (``still``) and the mean distance to the nearest uncovered goal
 (``gap``). ``last_change`` gives the quartiles (25, 50, 75) over the failed episodes of
 the last step at which the set of agents on a goal changed (0: it never did; None without
-failures): when the greedy team stopped. Prints one JSON object per run and writes them all to ``--out`` (default
+failures): when the greedy team stopped. Prints one JSON object per run and writes them
+all to ``--out`` (default
 ``benchmarks/results/many-agents/probe.json``).
 """
 
@@ -79,6 +80,14 @@ def stray_mass(marginals: np.ndarray, oracle: np.ndarray, stray: np.ndarray
     still = (MOVES == 0).all(-1)                                        # [6]
     picked = marginals[stray]                                           # [S, 6]
     return (float((picked * oracle[stray]).sum()), float(picked[:, still].sum()))
+
+
+def settle_step(path: np.ndarray, goals: np.ndarray, grid_size: int) -> int:
+    """The last step at which the set of agents on a goal changed along an episode's agent
+    cells ``path [T + 1, n, 2]`` (states 0..T) with ``goals [n, 2]``; 0 if it never did."""
+    on = on_cells(path, np.broadcast_to(goals, path.shape), grid_size)     # [T + 1, n]
+    changed = np.flatnonzero((on[1:] != on[:-1]).any(-1))
+    return int(changed[-1]) + 1 if len(changed) else 0
 
 
 def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
@@ -155,9 +164,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                 earlier = history[max(len(history) - STILL_STEPS, 0)][e]
                 ended.append((history[0][e], agents, goals, (agents != earlier).any(-1)))
                 path = np.stack([h[e] for h in history] + [agents])          # [T + 1, n, 2]
-                on = on_cells(path, np.broadcast_to(goals, path.shape), config.grid_size)
-                changed = np.flatnonzero((on[1:] != on[:-1]).any(-1))
-                last_change.append(int(changed[-1]) + 1 if len(changed) else 0)
+                last_change.append(settle_step(path, goals, config.grid_size))
     finally:
         envs.close()
     empty = np.zeros((0, config.num_agents, 2), dtype=np.int64)

@@ -149,3 +149,15 @@ def test_stray_mass_against_a_loop():
             expected += [sum(marginals[e, i, a] for a in range(6) if oracle[e, i, a]),
                          marginals[e, i, 0] + marginals[e, i, 5]]      # noop, stay
     np.testing.assert_allclose(probe.stray_mass(marginals, oracle, stray), expected)
+
+
+def test_settle_step_is_the_last_change_of_the_agents_on_goals():
+    goals = np.array([[0, 0], [2, 2]])
+    path = np.array([[[1, 0], [2, 1]],      # 0: none on a goal
+                     [[0, 0], [2, 1]],      # 1: agent 0 arrives
+                     [[0, 0], [2, 1]],      # 2: same set
+                     [[0, 1], [2, 2]],      # 3: agent 0 leaves, agent 1 arrives
+                     [[0, 1], [2, 2]]])     # 4: same set
+    assert probe.settle_step(path, goals, 3) == 3
+    assert probe.settle_step(path[:3], goals, 3) == 1
+    assert probe.settle_step(path[[0, 0, 0]], goals, 3) == 0
