@@ -114,7 +114,8 @@ def _saved_overrides(algo: str, env: str, run: RunDir) -> tuple[dict[str, Any], 
 
 def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
           out_dir: str | os.PathLike | None = None, env_kwargs: dict[str, Any] | None = None,
-          *, resume: bool = False, progress: bool | None = None, verbose: bool | None = None,
+          *, resume: bool = False, init_from: str | os.PathLike | None = None,
+          progress: bool | None = None, verbose: bool | None = None,
           **config: Any) -> TrainResult:
     """Train ``algo`` on ``env`` and evaluate it greedily.
 
@@ -134,6 +135,13 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
             then the same as an uninterrupted run's. The env arguments and config saved in
             ``out_dir/config.json`` are used where not given again; given ones must match
             (ValueError naming the keys that differ), except a larger ``total_steps``.
+        init_from: another run's directory (or a checkpoint file in one) of the same
+            ``algo``: the new run starts with that run's learner (networks, targets and
+            optimizer moments; the learning rates are this config's) and everything else
+            fresh: step 0, an empty replay, ``learning_starts``, new env seeds. The config is
+            this call's, so it may differ (exploration, ``gradient_steps``, even the env)
+            wherever the networks keep their shapes; ValueError naming ``init_from`` when
+            they do not. It cannot be combined with resuming a run ``out_dir`` holds.
         progress: tqdm bar on stderr (default: when stderr is a terminal).
         verbose: one line per evaluation on stdout (default: when stdout is a terminal).
         **config: overrides of the algorithm's config fields (unknown keys: ValueError).
@@ -159,6 +167,8 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
         config = saved | {"total_steps": saved_steps} | config
         env_kwargs = saved_env_kwargs if env_kwargs is None else env_kwargs
         resumed = RunDir(out_dir)
+    if init_from is not None:
+        _check_init_from(algo, init_from, resumed)
     env_kwargs = dict(env_kwargs or {})
     make_env(env, **env_kwargs).close()  # bad env arguments fail here, before any file is written
     cfg = make_config(algo, env, config)
@@ -181,7 +191,7 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
         session = Session(run, total_steps=cfg.total_steps, eval_interval=cfg.eval_interval,
                           checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir,
                           resume=resume, log_interval=cfg.log_interval,
-                          tracking=cfg.tracking,
+                          tracking=cfg.tracking, init_from=init_from,
                           progress=sys.stderr.isatty() if progress is None else progress,
                           stdout=sys.stdout.isatty() if verbose is None else verbose)
         threads = torch.get_num_threads()
@@ -196,6 +206,20 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
     training = [r for r in session.records if is_training_record(r)]
     return TrainResult(eval=session.history[-1], history=session.history, agent=agent,
                        config=cfg, out_dir=session.out_dir, training=training)
+
+
+def _check_init_from(algo: str, init_from: str | os.PathLike,
+                     resumed: RunDir | None) -> None:
+    """ValueError naming ``init_from`` when it is not a run with a checkpoint, trained
+    another algorithm, or comes with a run to resume."""
+    source, _ = RunDir.locate(init_from)
+    trained = source.read_config()["algo"]
+    if trained != algo:
+        raise ValueError(f"init_from {str(init_from)!r} trained {trained!r}; its learner "
+                         f"cannot start a {algo!r} run")
+    if resumed is not None:
+        raise ValueError(f"init_from starts a new run, and {resumed.path} already holds one "
+                         f"to resume: drop init_from to continue it, or give another out_dir")
 
 
 def _check_saveable(config: dict[str, Any]) -> None:

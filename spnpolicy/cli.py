@@ -5,6 +5,8 @@ spnpolicy train spn-ac climbing --seed 0
 spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
     --total-steps 100000 --out-dir runs/cov3
 spnpolicy train --out-dir runs/cov3 --resume                  # continue with the saved config
+spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
+    --init-from runs/cov3 --set gradient_steps=4 --out-dir runs/cov3-g4     # new run, its learner
 spnpolicy config spn-ac climbing          # every config field, its value and meaning
 spnpolicy config spn-ac --env climbing --out cfg.json        # the same as a JSON file
 spnpolicy config spn-ac --env climbing --out cfg.yaml        # or YAML (PyYAML)
@@ -138,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the run in OUT_DIR from its last checkpoint, with its "
                        "saved algorithm, env, seed, env arguments and config (any given "
                        "again must match)")
+    train.add_argument("--init-from", default=None, metavar="RUN",
+                       help="start a new run with the learner (networks and optimizer "
+                       "moments) of RUN, a run directory or checkpoint of the same ALGO; "
+                       "the config, env and budget are this command's, so --set may change "
+                       "anything that keeps the networks' shapes")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="show a progress bar on stderr (default: when stderr is a "
                        "terminal)")
@@ -258,7 +265,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result = spnpolicy.train(args.algo, args.env, seed=seed, total_steps=total_steps,
                                  out_dir=out_dir, env_kwargs=env_kwargs, resume=args.resume,
-                                 progress=args.progress, verbose=not args.quiet, **overrides)
+                                 init_from=args.init_from, progress=args.progress,
+                                 verbose=not args.quiet, **overrides)
     except KeyboardInterrupt:
         _interrupted(out_dir)
         return INTERRUPTED

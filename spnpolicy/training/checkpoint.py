@@ -9,6 +9,7 @@ gets the same permissions as the run's other files (``0666`` less the umask, usu
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import re
@@ -19,7 +20,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "load_checkpoint", "remove_stale_temporaries", "save_checkpoint"]
+__all__ = ["CheckpointError", "load_checkpoint", "remove_stale_temporaries", "save_checkpoint",
+           "warm_start"]
 
 
 class CheckpointError(ValueError):
@@ -94,3 +96,41 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a "
                               f"spnpolicy checkpoint (a dict)")
     return payload
+
+
+def _is_optimizer_state(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"state", "param_groups"}
+
+
+def _keep_hyperparameters(loaded: Any, fresh: Any) -> Any:
+    """``loaded`` with every optimizer state's ``param_groups`` hyperparameters (learning
+    rate, betas, ...) taken from the same place in ``fresh``; its moments stay ``loaded``'s."""
+    if _is_optimizer_state(loaded) and _is_optimizer_state(fresh):
+        if len(loaded["param_groups"]) != len(fresh["param_groups"]):
+            raise ValueError(f"an optimizer has {len(loaded['param_groups'])} parameter "
+                             f"groups there and {len(fresh['param_groups'])} here")
+        groups = [{**group, **{k: v for k, v in own.items() if k != "params"}}
+                  for group, own in zip(loaded["param_groups"], fresh["param_groups"])]
+        return {"state": loaded["state"], "param_groups": groups}
+    if isinstance(loaded, dict) and isinstance(fresh, dict):
+        kept = copy.copy(loaded)   # a module state's _metadata (its layout versions) stays
+        for key in loaded.keys() & fresh.keys():
+            kept[key] = _keep_hyperparameters(loaded[key], fresh[key])
+        return kept
+    return loaded
+
+
+def warm_start(learner: Any, state: dict[str, Any], source: str | os.PathLike) -> None:
+    """Load another run's learner ``state`` (a checkpoint's ``"algorithm"`` or ``"learner"``
+    entry) into ``learner``: its networks, targets and optimizer moments, with ``learner``'s
+    own optimizer hyperparameters, so a new config's learning rates apply. ValueError naming
+    ``source`` when the state does not fit ``learner`` (other networks, widths or agents)."""
+    try:
+        learner.load_state_dict(_keep_hyperparameters(state, learner.state_dict()))
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        reason = " ".join(str(error).split())
+        if len(reason) > 200:
+            reason = reason[:197] + "..."
+        raise ValueError(f"init_from {source}: its learner does not fit this run's config "
+                         f"(another algorithm, network width, team or env shape): "
+                         f"{type(error).__name__}: {reason}") from None

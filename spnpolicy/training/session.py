@@ -135,6 +135,8 @@ class Session:
         out_dir: run directory; ``None`` writes nothing and cannot resume.
         resume: continue from ``out_dir/checkpoints/last.pt`` if it exists. Without it, a
             directory that already holds a checkpoint is refused (ValueError).
+        init_from: another run's directory or checkpoint file whose learner a new run starts
+            from (:meth:`initial`); recorded in ``provenance.jsonl``.
         progress: show a tqdm bar on stderr.
         stdout: print one line per evaluation.
         tracking: ``"mlflow"`` also sends the run to MLflow
@@ -144,8 +146,10 @@ class Session:
     def __init__(self, spec: RunSpec, total_steps: int, eval_interval: int,
                  checkpoint_interval: int, out_dir: str | os.PathLike | None = None,
                  resume: bool = False, progress: bool = False, stdout: bool = True,
-                 log_interval: int = 0, tracking: str = "none") -> None:
+                 log_interval: int = 0, tracking: str = "none",
+                 init_from: str | os.PathLike | None = None) -> None:
         self.spec = spec
+        self.init_from = RunDir.locate(init_from)[1] if init_from is not None else None
         self.total_steps = total_steps
         self.eval_interval = eval_interval
         self.checkpoint_interval = checkpoint_interval
@@ -196,6 +200,13 @@ class Session:
         check_budget(self.total_steps, int(payload["session"]["step"]), self.out_dir)
         return payload
 
+    def initial(self) -> dict[str, Any] | None:
+        """The payload of ``init_from``'s checkpoint, whose learner state a new run loads
+        (:func:`~spnpolicy.training.checkpoint.warm_start`); None without ``init_from``."""
+        if self.init_from is None:
+            return None
+        return RunDir(self.init_from.parent).load_checkpoint(self.init_from)
+
     def begin(self, payload: dict[str, Any] | None = None) -> int:
         """Open the logger and progress bar; returns the env steps already done."""
         step = 0
@@ -227,7 +238,11 @@ class Session:
             self._next_log = self._after(step, self.log_interval)
         self._start_time, self._start_step = time.perf_counter(), step
         if self.out_dir is not None:
-            RunDir(self.out_dir).append_provenance(training_provenance(step))
+            started = {"init_from": str(self.init_from)} \
+                if self.init_from is not None and payload is None else {}
+            RunDir(self.out_dir).append_provenance(training_provenance(step) | started)
+        if self.init_from is not None and payload is None and self._stdout:
+            self._logger.print_fn(f"learner initialised from {self.init_from}")
         self._catch_interrupt()
         return step
 

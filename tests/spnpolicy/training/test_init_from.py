@@ -1,0 +1,113 @@
+"""``train(init_from=RUN)``: a new run that starts with another run's learner."""
+
+import warnings
+
+import pytest
+import torch
+
+import spnpolicy
+from spnpolicy.cli import main
+from spnpolicy.inference import load_agent
+
+OFF = dict(num_envs=4, learning_starts=32, batch_size=16, checkpoint_interval=96,
+           eval_interval=96, eval_episodes=4, policy_hidden=(16,), critic_hidden=(16,),
+           width=4)
+ON = dict(num_envs=4, rollout_steps=5, eval_interval=120, checkpoint_interval=120,
+          eval_episodes=4, hidden=(16,), critic_hidden=(16,))
+
+
+def _adam_steps(path, loop_key):
+    """Every Adam parameter state's ``step`` in a run's last checkpoint, in order."""
+    payload = torch.load(path / "checkpoints" / "last.pt", weights_only=True)
+    learner = payload[loop_key]
+    optimizers = learner["optimizers"]
+    return {name: [float(s["step"]) for s in opt["state"].values()]
+            for name, opt in optimizers.items()}, \
+        {name: [g["lr"] for g in opt["param_groups"]] for name, opt in optimizers.items()}
+
+
+def test_new_run_starts_with_the_source_runs_networks(tmp_path):
+    """A run that never updates (the default learning_starts, 200 on penalty, above its
+    budget) ends with exactly the networks it was initialised with; its step-0 greedy
+    evaluation is the source's last."""
+    source = spnpolicy.train("spn-ac", "penalty", seed=1, out_dir=tmp_path / "a",
+                             total_steps=192, **OFF)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # "the run would end before ..."
+        new = spnpolicy.train("spn-ac", "penalty", seed=5, out_dir=tmp_path / "b",
+                              total_steps=96, init_from=tmp_path / "a",
+                              **{k: v for k, v in OFF.items() if k != "learning_starts"})
+    trained = load_agent(tmp_path / "a").state_dict()
+    started = new.agent.state_dict()
+    assert trained.keys() == started.keys()
+    assert all(torch.equal(trained[k], started[k]) for k in trained)
+    fresh = spnpolicy.train("spn-ac", "penalty", seed=5, total_steps=8,
+                            **(OFF | {"learning_starts": 8}))
+    assert not all(torch.equal(trained[k], v) for k, v in fresh.agent.state_dict().items())
+    assert new.history[0]["return_mean"] == source.eval["return_mean"]
+    provenance = (tmp_path / "b" / "provenance.jsonl").read_text()
+    assert str(tmp_path / "a" / "checkpoints" / "last.pt") in provenance
+
+
+@pytest.mark.parametrize("algo, config, lr_key, loop_key", [
+    ("spn-ac", OFF, "critic_lr", "algorithm"),
+    ("mappo", ON, "critic_lr", "learner"),
+])
+def test_optimizer_moments_carry_over_and_learning_rates_are_the_new_configs(
+        tmp_path, algo, config, lr_key, loop_key):
+    """Adam's step counts continue from the source's (a fresh optimizer would count this
+    run's updates only), while the learning rates are the new run's config's."""
+    spnpolicy.train(algo, "penalty", seed=1, out_dir=tmp_path / "a", total_steps=240,
+                    **config)
+    new_config = config | {lr_key: 3e-4, "total_steps": 240}
+    spnpolicy.train(algo, "penalty", seed=2, out_dir=tmp_path / "b",
+                    init_from=tmp_path / "a" / "checkpoints" / "last.pt", **new_config)
+    spnpolicy.train(algo, "penalty", seed=2, out_dir=tmp_path / "c", **new_config)
+    source_steps, source_lrs = _adam_steps(tmp_path / "a", loop_key)
+    steps, lrs = _adam_steps(tmp_path / "b", loop_key)
+    alone_steps, alone_lrs = _adam_steps(tmp_path / "c", loop_key)
+    assert steps == {name: [a + b for a, b in zip(source_steps[name], alone_steps[name],
+                                                    strict=True)] for name in steps}
+    assert lrs == alone_lrs
+    assert lrs["critic"] == [3e-4] and source_lrs["critic"] != [3e-4]
+
+
+def test_init_from_refuses_another_algorithm_a_missing_run_and_a_resume(tmp_path):
+    spnpolicy.train("vdn", "penalty", seed=0, out_dir=tmp_path / "a", total_steps=96,
+                    num_envs=4, learning_starts=32, batch_size=16, eval_interval=96,
+                    eval_episodes=2)
+    with pytest.raises(ValueError, match=r"trained 'vdn'; its learner cannot start a "
+                                         r"'qmix' run"):
+        spnpolicy.train("qmix", "penalty", out_dir=tmp_path / "q", total_steps=96,
+                        init_from=tmp_path / "a")
+    assert not (tmp_path / "q").exists()
+    with pytest.raises(ValueError, match="no run directory or checkpoint file at"):
+        spnpolicy.train("vdn", "penalty", total_steps=96, init_from=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="init_from starts a new run, and .* already holds"):
+        spnpolicy.train("vdn", "penalty", out_dir=tmp_path / "a", total_steps=192,
+                        resume=True, init_from=tmp_path / "a")
+
+
+def test_networks_of_another_shape_are_named_in_the_error(tmp_path):
+    spnpolicy.train("spn-ac", "penalty", seed=0, out_dir=tmp_path / "a", total_steps=96,
+                    **OFF)
+    with pytest.raises(ValueError, match=r"init_from .*last\.pt: its learner does not fit "
+                                         r"this run's config"):
+        spnpolicy.train("spn-ac", "penalty", total_steps=96, init_from=tmp_path / "a",
+                        **(OFF | {"critic_hidden": (8,)}))
+
+
+def test_cli_init_from_starts_a_new_run(tmp_path, capsys):
+    common = ["--total-steps", "96", "--quiet", "--set", "num_envs=4", "--set",
+              "learning_starts=32", "--set", "batch_size=16", "--set", "eval_episodes=2"]
+    assert main(["train", "vdn", "penalty", "--out-dir", str(tmp_path / "a"), *common]) == 0
+    assert main(["train", "vdn", "penalty", "--out-dir", str(tmp_path / "b"), *common,
+                 "--init-from", str(tmp_path / "a"), "--set", "lr=1e-4"]) == 0
+    assert "init_from" in (tmp_path / "b" / "provenance.jsonl").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "qmix", "penalty", "--out-dir", str(tmp_path / "c"), *common,
+              "--init-from", str(tmp_path / "a")])
+    assert exited.value.code == 2
+    assert "trained 'vdn'; its learner cannot start a 'qmix' run" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
