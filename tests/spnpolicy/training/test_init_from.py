@@ -111,3 +111,50 @@ def test_cli_init_from_starts_a_new_run(tmp_path, capsys):
     assert exited.value.code == 2
     assert "trained 'vdn'; its learner cannot start a 'qmix' run" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+class _Learner:
+    """Two modules and an Adam each, with the checkpoint layout of the algorithms."""
+
+    def __init__(self, lr):
+        torch.manual_seed(0)
+        self.modules = {"a": torch.nn.Linear(3, 2), "b": torch.nn.Linear(2, 1)}
+        self.optimizers = {name: torch.optim.Adam(m.parameters(), lr=lr, betas=(0.5, 0.9))
+                           for name, m in self.modules.items()}
+
+    def step(self):
+        for name, module in self.modules.items():
+            module.weight.sum().backward()
+            self.optimizers[name].step()
+
+    def state_dict(self):
+        return {"modules": {k: m.state_dict() for k, m in self.modules.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+
+    def load_state_dict(self, state):
+        for k, m in self.modules.items():
+            m.load_state_dict(state["modules"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+
+
+def test_warm_start_loads_weights_and_moments_and_keeps_the_learning_rates():
+    from spnpolicy.training.checkpoint import warm_start
+
+    trained = _Learner(lr=0.1)
+    trained.step()
+    trained.step()
+    new = _Learner(lr=0.001)
+    warm_start(new, trained.state_dict(), "somewhere")
+    for k in ("a", "b"):
+        for p, q in zip(new.modules[k].parameters(), trained.modules[k].parameters()):
+            assert torch.equal(p, q)
+        moments = new.optimizers[k].state_dict()["state"]
+        assert all(float(s["step"]) == 2 for s in moments.values())
+        assert torch.equal(moments[0]["exp_avg"],
+                           trained.optimizers[k].state_dict()["state"][0]["exp_avg"])
+        assert new.optimizers[k].param_groups[0]["lr"] == 0.001
+    wider = _Learner(lr=0.001)
+    wider.modules["a"] = torch.nn.Linear(4, 2)
+    with pytest.raises(ValueError, match="init_from somewhere: its learner does not fit"):
+        warm_start(wider, trained.state_dict(), "somewhere")
