@@ -29,8 +29,7 @@ who-goes-where rather than of getting there), the share that kept its cell over 
 (``gap``). ``last_change`` gives the quartiles (25, 50, 75) over the failed episodes of
 the last step at which the set of agents on a goal changed (0: it never did; None without
 failures): when the greedy team stopped. Prints one JSON object per run and writes them
-all to ``--out`` (default
-``benchmarks/results/many-agents/probe.json``).
+all to ``--out`` (default ``benchmarks/results/many-agents/probe.json``).
 """
 
 from __future__ import annotations

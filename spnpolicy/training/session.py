@@ -149,7 +149,8 @@ class Session:
                  log_interval: int = 0, tracking: str = "none",
                  init_from: str | os.PathLike | None = None) -> None:
         self.spec = spec
-        self.init_from = RunDir.locate(init_from)[1] if init_from is not None else None
+        self._init_run, self.init_from = RunDir.locate(init_from) if init_from is not None \
+            else (None, None)
         self.total_steps = total_steps
         self.eval_interval = eval_interval
         self.checkpoint_interval = checkpoint_interval
@@ -205,7 +206,7 @@ class Session:
         (:func:`~spnpolicy.training.checkpoint.warm_start`); None without ``init_from``."""
         if self.init_from is None:
             return None
-        return RunDir(self.init_from.parent).load_checkpoint(self.init_from)
+        return self._init_run.load_checkpoint(self.init_from)
 
     def begin(self, payload: dict[str, Any] | None = None) -> int:
         """Open the logger and progress bar; returns the env steps already done."""
