@@ -26,7 +26,7 @@ ACTION_NAMES = ("noop", "up", "down", "left", "right", "stay")
 MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1], [0, 0]], dtype=np.int64)
 REWARDS = ("sparse", "coverage", "distance")
 LAYOUTS = ("random", "fixed")
-OBSERVATIONS = ("absolute", "relative", "egocentric")
+OBSERVATIONS = ("absolute", "relative", "egocentric", "nearest")
 #: Largest team whose assignment potential is computed by enumerating the n! assignments
 #: (batched); larger teams use scipy's `linear_sum_assignment` row by row.
 ENUMERATE_MAX_AGENTS = 6
@@ -48,6 +48,7 @@ class CoverageConfig:
     layout_seed: int = 0
     observation: str = "absolute"
     start_on_goals: float = 0.0
+    neighbours: int = 8
 
     def __post_init__(self) -> None:
         n = check_int("num_agents", self.num_agents, 1)
@@ -75,11 +76,19 @@ class CoverageConfig:
                 or not 0.0 <= share <= 1.0):
             raise ValueError(f"start_on_goals must be a number in [0, 1], got {share!r}")
         object.__setattr__(self, "start_on_goals", float(share))
+        object.__setattr__(self, "neighbours", check_int("neighbours", self.neighbours, 1))
 
     @property
     def relative(self) -> bool:
         """Whether the state holds every agent-goal offset (``observation="relative"``)."""
         return self.observation == "relative"
+
+    @property
+    def nearest_counts(self) -> tuple[int, int]:
+        """`(goals, agents)` seen by one agent with `nearest` observations: the
+        `min(neighbours, n)` nearest goals and `min(neighbours, n - 1)` nearest other agents."""
+        n = self.num_agents
+        return min(self.neighbours, n), min(self.neighbours, n - 1)
 
     @property
     def state_dim(self) -> int:
@@ -92,10 +101,14 @@ class CoverageConfig:
         """Length of one agent's observation: the state, a one-hot of n, and when relative
         2n goal offsets and 2(n - 1) agent offsets: 6n + 1 or 2n^2 + 10n - 1; egocentric:
         its own cell, the clock, the covered flags, a one-hot of n and the same offsets,
-        6n + 1."""
+        6n + 1; nearest: its own cell, the clock, whether it stands on a goal, then 3 floats
+        per nearest goal and per nearest other agent, 4 + 3 (g + m) with `(g, m) =
+        nearest_counts` (no term grows with n past `neighbours`)."""
         n = self.num_agents
         if self.observation == "egocentric":
             return 6 * n + 1
+        if self.observation == "nearest":
+            return 4 + 3 * sum(self.nearest_counts)
         return self.state_dim + n + (4 * n - 2 if self.relative else 0)
 
     @property
@@ -279,11 +292,14 @@ def observations(state: np.ndarray, config: CoverageConfig | int) -> np.ndarray:
     offsets to goals 0..n-1 (`(goal_j - agent_i) / grid_size`, row then col) and to the
     other agents in index order (`(agent_m - agent_i) / grid_size`, m != i). With
     `egocentric` observations it sees no copy of the state: its own cell `/ grid_size`,
-    the clock, the goals' covered flags, one-hot(i, n), then the same offsets. An int
-    `config` is the number of agents of an `absolute` env.
+    the clock, the goals' covered flags, one-hot(i, n), then the same offsets. With
+    `nearest` observations see `nearest_observations`. An int `config` is the number of
+    agents of an `absolute` env.
     """
     if not isinstance(config, CoverageConfig):
         config = CoverageConfig(num_agents=config, grid_size=max(1, math.isqrt(config - 1) + 1))
+    if config.observation == "nearest":
+        return nearest_observations(state, config)
     n, size = config.num_agents, config.grid_size
     lead = state.shape[:-1]
     obs = np.empty(lead + (n, config.obs_dim), dtype=np.float32)
@@ -309,6 +325,50 @@ def observations(state: np.ndarray, config: CoverageConfig | int) -> np.ndarray:
     offsets = agents[..., None, :, :] - agents[..., :, None, :]           # [..., i, m, 2]
     offsets = offsets[..., others, :].reshape(lead + (n, 2 * (n - 1)))
     np.divide(offsets, size, out=obs[..., start + 2 * n:])
+    return obs
+
+
+def nearest_observations(state: np.ndarray, config: CoverageConfig) -> np.ndarray:
+    """Per-agent `nearest` observations `[..., n, obs_dim]` of global states `[..., S]`.
+
+    Agent i sees, with `(g, m) = config.nearest_counts`:
+    `[0, 2)` its own cell `/ grid_size`; `[2]` the clock; `[3]` 1.0 if it stands on a goal;
+    then for its g nearest goals `(row offset, col offset, held)`, the offsets
+    `(goal_j - agent_i) / grid_size` and `held` 1.0 where another agent stands on goal j;
+    then for its m nearest other agents `(row offset, col offset, settled)`, the offsets
+    `(agent_a - agent_i) / grid_size` and `settled` 1.0 where agent a stands on a goal.
+    Nearest is by Manhattan distance, ties broken by the lower index. No goal or agent index
+    appears, so the observation has the same meaning in every layout and team size.
+    """
+    n, size = config.num_agents, config.grid_size
+    g, m = config.nearest_counts
+    lead = state.shape[:-1]
+    agents, goals = state_positions(state, config)                        # [..., n, 2]
+    obs = np.empty(lead + (n, config.obs_dim), dtype=np.float32)
+    obs[..., :2] = state[..., : 2 * n].reshape(lead + (n, 2))
+    obs[..., 2] = state[..., None, 5 * n]
+    to_goals = goals[..., None, :, :] - agents[..., :, None, :]           # [..., i, j, 2]
+    goal_distance = np.abs(to_goals).sum(axis=-1)                         # [..., i, j]
+    on_goal = goal_distance == 0
+    settled = on_goal.any(axis=-1)                                        # [..., i]
+    obs[..., 3] = settled
+    held_by_other = (on_goal.sum(axis=-2)[..., None, :] - on_goal) > 0     # [..., i, j]
+    order = np.argsort(goal_distance, axis=-1, kind="stable")[..., :g]     # [..., i, g]
+    block = np.empty(lead + (n, g, 3), dtype=np.float32)
+    np.divide(np.take_along_axis(to_goals, order[..., None], axis=-2), size, out=block[..., :2])
+    block[..., 2] = np.take_along_axis(held_by_other, order, axis=-1)
+    obs[..., 4 : 4 + 3 * g] = block.reshape(lead + (n, 3 * g))
+    if m:
+        to_agents = agents[..., None, :, :] - agents[..., :, None, :]      # [..., i, a, 2]
+        # an agent is never among its own m <= n - 1 nearest: past every other distance
+        agent_distance = np.abs(to_agents).sum(axis=-1) + 2 * size * np.eye(n, dtype=np.int64)
+        order = np.argsort(agent_distance, axis=-1, kind="stable")[..., :m]  # [..., i, m]
+        block = np.empty(lead + (n, m, 3), dtype=np.float32)
+        np.divide(np.take_along_axis(to_agents, order[..., None], axis=-2), size,
+                  out=block[..., :2])
+        block[..., 2] = np.take_along_axis(
+            np.broadcast_to(settled[..., None, :], order.shape[:-1] + (n,)), order, axis=-1)
+        obs[..., 4 + 3 * g:] = block.reshape(lead + (n, 3 * m))
     return obs
 
 

@@ -12,8 +12,8 @@ observations, infos = env.reset(seed=0)
 |---|---|
 | Agents | `agent_0` ... `agent_{n-1}` |
 | Actions | `Discrete(6)`: 0 noop, 1 up (row-1), 2 down (row+1), 3 left (col-1), 4 right, 5 stay |
-| Observation | `absolute`: `Box(0, 1, (6n + 1,), float32)`, the global state then one-hot(agent index); `relative`: `Box(-1, 1, (2n^2 + 10n - 1,), float32)`; `egocentric`: `Box(-1, 1, (6n + 1,), float32)`; tables below |
-| State | `absolute` and `egocentric`: `Box(0, 1, (5n + 1,), float32)` (`Box(-1, 1, ...)` for `egocentric`); `relative`: `Box(-1, 1, (2n^2 + 5n + 1,), float32)` |
+| Observation | `absolute`: `Box(0, 1, (6n + 1,), float32)`, the global state then one-hot(agent index); `relative`: `Box(-1, 1, (2n^2 + 10n - 1,), float32)`; `egocentric`: `Box(-1, 1, (6n + 1,), float32)`; `nearest`: `Box(-1, 1, (4 + 3 (g + m),), float32)`, at most 52 floats with the default `neighbours=8`; tables below |
+| State | `absolute`, `egocentric` and `nearest`: `Box(0, 1, (5n + 1,), float32)` (`Box(-1, 1, ...)` for `egocentric` and `nearest`); `relative`: `Box(-1, 1, (2n^2 + 5n + 1,), float32)` |
 
 **Layout.** At reset the n goals are put on n distinct cells of the `grid_size x grid_size`
 grid and each agent on a uniformly random cell (agents may share cells with each other and
@@ -61,6 +61,19 @@ so teams of many agents can replay it):
 | `[3 + n, 3 + 2n)` | `one_hot(i, n)` |
 | `[3 + 2n, 3 + 4n)` | `(goal_j - agent_i) / grid_size` for j = 0..n-1, row then col |
 | `[3 + 4n, 6n + 1)` | `(agent_m - agent_i) / grid_size` for the other agents m != i in index order |
+
+With `observation="nearest"` the state is the absolute one too, and agent i sees only its
+neighbourhood, in a form that does not depend on the goals' or agents' indices nor grows with
+the team: its `g = min(neighbours, n)` nearest goals and `m = min(neighbours, n - 1)` nearest
+other agents (Manhattan distance, ties by the lower index; `neighbours` defaults to 8):
+
+| slice | content |
+|---|---|
+| `[0, 2)` | its own cell `/ grid_size` |
+| `[2]` | steps elapsed since reset / max_steps |
+| `[3]` | 1.0 where it stands on a goal |
+| `[4, 4 + 3g)` | per nearest goal j: `(goal_j - agent_i) / grid_size`, then 1.0 where another agent stands on it |
+| `[4 + 3g, 4 + 3(g + m))` | per nearest agent a: `(agent_a - agent_i) / grid_size`, then 1.0 where a stands on a goal |
 
 **Rewards** (a team reward, the same for every agent; distances are Manhattan):
 - `sparse` (the paper's): 1 on the step when every goal holds an agent, and the episode
@@ -192,12 +205,13 @@ def parallel_env(num_agents: int = Config.num_agents, grid_size: int = Config.gr
                  render_mode: str | None = None, layout: str = Config.layout,
                  layout_seed: int = Config.layout_seed,
                  observation: str = Config.observation,
-                 start_on_goals: float = Config.start_on_goals) -> CoverageEnv:
+                 start_on_goals: float = Config.start_on_goals,
+                 neighbours: int = Config.neighbours) -> CoverageEnv:
     """Make the coverage gridworld; arguments as in the module docstring.
 
     Raises ValueError naming the argument when one is out of range (an unknown `reward`,
     `layout` or `observation`, a negative `layout_seed`, ...).
     """
     config = Config(num_agents, grid_size, max_steps, reward, broken_agents, layout,
-                    layout_seed, observation, start_on_goals)
+                    layout_seed, observation, start_on_goals, neighbours)
     return CoverageEnv(config, render_mode)

@@ -53,10 +53,11 @@ class CoverageVecEnv(BatchedEnv):
                  seed: int | None = None, layout: str = Config.layout,
                  layout_seed: int = Config.layout_seed,
                  observation: str = Config.observation,
-                 start_on_goals: float = Config.start_on_goals) -> None:
+                 start_on_goals: float = Config.start_on_goals,
+                 neighbours: int = Config.neighbours) -> None:
         num_envs = check_int("num_envs", num_envs, 1)
         config = Config(num_agents, grid_size, max_steps, reward, broken_agents, layout,
-                        layout_seed, observation, start_on_goals)
+                        layout_seed, observation, start_on_goals, neighbours)
         super().__init__(num_envs, config, core.NUM_ACTIONS, seed)
         self._move_table = config.move_table()
         shape = (num_envs, self.num_agents, 2)

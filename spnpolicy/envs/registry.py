@@ -64,7 +64,10 @@ ENV_DESCRIPTIONS: dict[str, str] = {
                 f"positions, goals held, time (5n+1 floats in [0, 1]); an agent's observation "
                 f"= the state + its one-hot index (observation='relative' adds offsets; "
                 f"'egocentric': its own cell, time, goals held, one-hot index and offsets, "
-                f"no copy of the state)",
+                f"no copy of the state; 'nearest': its own cell, time, whether it stands "
+                f"on a goal, and its `neighbours` (default {_COVERAGE.neighbours}) nearest "
+                f"goals and agents as offsets with a held flag, no index, 4 + 6 neighbours "
+                f"floats at most)",
     "lift": f"n agents (num_agents, default {lift.LiftConfig.num_agents}) start 0..distance "
             f"steps from an object (default {lift.LiftConfig.distance}) and must lift it "
             f"together: actions {'/'.join(lift.ACTION_NAMES)}; reward 1 (success, the "

@@ -1,5 +1,5 @@
-"""Coverage env options: fixed layouts, relative and egocentric observations, the assignment
-potential, starts on goals."""
+"""Coverage env options: fixed layouts, relative, egocentric and nearest observations, the
+assignment potential, starts on goals."""
 
 import itertools
 
@@ -19,6 +19,9 @@ OPTIONS = [
     {"num_agents": 4, "grid_size": 5, "max_steps": 25, "observation": "egocentric"},
     {"num_agents": 4, "grid_size": 5, "max_steps": 25, "layout": "fixed",
      "start_on_goals": 0.8},
+    {"num_agents": 5, "grid_size": 4, "max_steps": 25, "observation": "nearest",
+     "neighbours": 3},
+    {"num_agents": 1, "grid_size": 3, "max_steps": 10, "observation": "nearest"},
 ]
 
 
@@ -194,6 +197,66 @@ def test_egocentric_observations_match_their_definition():
             observations, _ = env.reset()
 
 
+def brute_force_nearest(agents, goals, elapsed, config):
+    """One agent at a time, by the definition: sort by (distance, index) and read off."""
+    n, size = config.num_agents, config.grid_size
+    g, m = config.nearest_counts
+    on_goal = [[tuple(agents[i]) == tuple(goals[j]) for j in range(n)] for i in range(n)]
+    rows = []
+    for i in range(n):
+        distance = [abs(int(goals[j][0] - agents[i][0])) + abs(int(goals[j][1] - agents[i][1]))
+                    for j in range(n)]
+        row = [*(agents[i] / size), elapsed / config.max_steps, float(any(on_goal[i]))]
+        for j in sorted(range(n), key=lambda j: (distance[j], j))[:g]:
+            held = any(on_goal[a][j] for a in range(n) if a != i)
+            row += [*((goals[j] - agents[i]) / size), float(held)]
+        others = [a for a in range(n) if a != i]
+        distance = {a: abs(int(agents[a][0] - agents[i][0])) + abs(int(agents[a][1] - agents[i][1]))
+                    for a in others}
+        for a in sorted(others, key=lambda a: (distance[a], a))[:m]:
+            row += [*((agents[a] - agents[i]) / size), float(any(on_goal[a]))]
+        rows.append(row)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("n, size, neighbours", [(1, 2, 8), (2, 2, 8), (4, 3, 2), (6, 3, 8),
+                                                 (9, 4, 4), (12, 5, 3), (16, 4, 8)])
+def test_nearest_observations_match_their_definition(n, size, neighbours):
+    """Small grids, so that agents share cells with goals and each other and distances tie."""
+    config = core.CoverageConfig(n, size, 20, observation="nearest", neighbours=neighbours)
+    g, m = config.nearest_counts
+    assert config.obs_dim == 4 + 3 * (g + m) == 4 + 3 * (min(neighbours, n)
+                                                          + min(neighbours, n - 1))
+    rng = np.random.default_rng(n * 100 + neighbours)
+    for _ in range(40):
+        goals = np.stack(np.divmod(rng.choice(size * size, n, replace=False), size), -1)
+        agents = rng.integers(0, size, size=(n, 2))
+        agents[rng.random(n) < 0.4] = goals[rng.permutation(n)][:1]   # some share one goal
+        elapsed = int(rng.integers(0, 20))
+        state = core.global_state(agents, goals, core.goal_distances(agents, goals) == 0,
+                                  elapsed, config)
+        np.testing.assert_allclose(core.observations(state, config),
+                                   brute_force_nearest(agents, goals, elapsed, config),
+                                   rtol=1e-6, atol=1e-7)
+
+
+def test_nearest_observations_batched_equal_one_state_at_a_time():
+    config = core.CoverageConfig(7, 6, 30, observation="nearest", neighbours=5)
+    rng = np.random.default_rng(3)
+    agents, goals = rng.integers(0, 6, size=(2, 3, 4, 7, 2))
+    state = core.global_state(agents, goals, core.goal_distances(agents, goals) == 0, 2, config)
+    batched = core.observations(state, config)
+    assert batched.shape == (3, 4, 7, config.obs_dim)
+    for index in np.ndindex(3, 4):
+        np.testing.assert_array_equal(batched[index], core.observations(state[index], config))
+
+
+def test_nearest_observation_size_stops_growing_with_the_team():
+    sizes = [core.CoverageConfig(n, 40, 10, observation="nearest", neighbours=8).obs_dim
+             for n in (4, 9, 16, 64, 200)]
+    assert sizes == [4 + 3 * 7, 4 + 3 * 16, 52, 52, 52]
+
+
 def test_state_potential_reads_the_state_back():
     config = core.CoverageConfig(4, 9, 30, observation="relative")
     rng = np.random.default_rng(2)
@@ -212,6 +275,8 @@ def test_state_potential_reads_the_state_back():
     ({"start_on_goals": 1.5}, "start_on_goals"),
     ({"start_on_goals": "half"}, "start_on_goals"),
     ({"start_on_goals": True}, "start_on_goals"),
+    ({"observation": "nearest", "neighbours": 0}, "neighbours"),
+    ({"neighbours": 2.5}, "neighbours"),
 ])
 def test_bad_options_name_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
