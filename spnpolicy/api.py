@@ -115,6 +115,7 @@ def _saved_overrides(algo: str, env: str, run: RunDir) -> tuple[dict[str, Any], 
 def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
           out_dir: str | os.PathLike | None = None, env_kwargs: dict[str, Any] | None = None,
           *, resume: bool = False, init_from: str | os.PathLike | None = None,
+          init_partial: bool = False,
           progress: bool | None = None, verbose: bool | None = None,
           **config: Any) -> TrainResult:
     """Train ``algo`` on ``env`` and evaluate it greedily.
@@ -142,6 +143,10 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
             this call's, so it may differ (exploration, ``gradient_steps``, even the env)
             wherever the networks keep their shapes; ValueError naming ``init_from`` when
             they do not. It cannot be combined with resuming a run ``out_dir`` holds.
+        init_partial: with ``init_from``, take only the tensors whose shapes fit this run's
+            learner; the others (say a per-parameter-group embedding, when the team size
+            differs) keep their fresh values, and the optimizers start fresh. The run prints
+            and records (``provenance.jsonl``) the tensors it kept fresh.
         progress: tqdm bar on stderr (default: when stderr is a terminal).
         verbose: one line per evaluation on stdout (default: when stdout is a terminal).
         **config: overrides of the algorithm's config fields (unknown keys: ValueError).
@@ -167,6 +172,8 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
         config = saved | {"total_steps": saved_steps} | config
         env_kwargs = saved_env_kwargs if env_kwargs is None else env_kwargs
         resumed = RunDir(out_dir)
+    if init_partial and init_from is None:
+        raise ValueError("init_partial=True needs init_from, the run to start from")
     if init_from is not None:
         _check_init_from(algo, init_from, resumed)
     env_kwargs = dict(env_kwargs or {})
@@ -192,6 +199,7 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
                           checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir,
                           resume=resume, log_interval=cfg.log_interval,
                           tracking=cfg.tracking, init_from=init_from,
+                          init_partial=bool(init_partial),
                           progress=sys.stderr.isatty() if progress is None else progress,
                           stdout=sys.stdout.isatty() if verbose is None else verbose)
         threads = torch.get_num_threads()

@@ -7,6 +7,8 @@ spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
 spnpolicy train --out-dir runs/cov3 --resume                  # continue with the saved config
 spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
     --init-from runs/cov3 --set gradient_steps=4 --out-dir runs/cov3-g4     # new run, its learner
+spnpolicy train spn-ac coverage --env-kw num_agents=6 --env-kw grid_size=8 \
+    --env-kw observation=nearest --init-from runs/near4 --init-partial    # another team size
 spnpolicy config spn-ac climbing          # every config field, its value and meaning
 spnpolicy config spn-ac --env climbing --out cfg.json        # the same as a JSON file
 spnpolicy config spn-ac --env climbing --out cfg.yaml        # or YAML (PyYAML)
@@ -145,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "moments) of RUN, a run directory or checkpoint of the same ALGO; "
                        "the config, env and budget are this command's, so --set may change "
                        "anything that keeps the networks' shapes")
+    train.add_argument("--init-partial", action="store_true",
+                       help="with --init-from: take only the tensors whose shapes fit, "
+                       "keep the others (e.g. per-group embeddings of another team size) "
+                       "and the optimizers fresh, and print which were kept")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="show a progress bar on stderr (default: when stderr is a "
                        "terminal)")
@@ -265,7 +271,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result = spnpolicy.train(args.algo, args.env, seed=seed, total_steps=total_steps,
                                  out_dir=out_dir, env_kwargs=env_kwargs, resume=args.resume,
-                                 init_from=args.init_from, progress=args.progress,
+                                 init_from=args.init_from,
+                                 init_partial=args.init_partial, progress=args.progress,
                                  verbose=not args.quiet, **overrides)
     except KeyboardInterrupt:
         _interrupted(out_dir)

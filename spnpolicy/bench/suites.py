@@ -143,11 +143,12 @@ MANY_AGENT_ALGOS = ("spn-ac", "meanfield-ac", "vdn", "qmix", "dcg", "ippo", "map
 #: Many-agent coverage: team size -> (grid side, replay rows). One agent per 16 cells (the
 #: paper's 6 agents on 20x20 is one per 67): dense enough that the goals are found by a team
 #: that explores, small enough to learn on CPU. Horizon: 4 grid sides, twice the longest
-#: Manhattan path. Egocentric observations: each agent's own cell and its offsets to every
-#: goal and agent, 6 n + 1 floats, beside the absolute state (5 n + 1); the relative ones
-#: repeat 2 n^2 offsets in the state and in every agent's observation, which does not fit
-#: in memory at 32 and 64 agents. The replay capacity keeps a buffer of states and per-agent
-#: observations at most about 2.5 GB (4 (state_dim + n obs_dim) bytes per row).
+#: Manhattan path. Nearest observations: each agent's own cell and its 8 nearest goals and
+#: agents as offsets with held flags, 52 floats at every team size, beside the absolute
+#: state (5 n + 1); the relative ones repeat 2 n^2 offsets in the state and in every agent's
+#: observation, which does not fit in memory at 32 and 64 agents. The replay capacity keeps
+#: a buffer of states and per-agent observations at most about 2.5 GB (4 (state_dim + n
+#: obs_dim) bytes per row).
 _MANY_AGENTS = {16: (16, 50_000), 32: (24, 50_000), 64: (32, 25_000)}
 
 
@@ -164,13 +165,13 @@ def _many_agent_coverage(num_agents: int) -> Suite:
     with networks shared by the agents."""
     size, buffer_size = _MANY_AGENTS[num_agents]
     fixed = {"num_agents": num_agents, "grid_size": size, "max_steps": 4 * size,
-             **_LEARNABLE, "observation": "egocentric"}
+             **_LEARNABLE, "observation": "nearest"}
     name = f"coverage-{num_agents}x{size}x{size}"
     return Suite(
         f"coverage-{num_agents}",
         f"many agents: coverage, {num_agents} agents on {size}x{size} (one agent per 16 cells), "
         f"{4 * size} steps (4 grid sides), sparse reward, fixed goals (layout_seed 0) and "
-        f"random goals, egocentric observations, progress shaping with gamma 0.9, critics on "
+        f"random goals, nearest observations, progress shaping with gamma 0.9, critics on "
         f"{2 * num_agents} random pairwise factors, replay of {buffer_size:,} rows, 3 seeds",
         (Task(f"{name}-fixed", "coverage", fixed),
          Task(f"{name}-random", "coverage", {**fixed, "layout": "random"})),

@@ -120,13 +120,25 @@ def _keep_hyperparameters(loaded: Any, fresh: Any) -> Any:
     return loaded
 
 
-def warm_start(learner: Any, state: dict[str, Any], source: str | os.PathLike) -> None:
+def warm_start(learner: Any, state: dict[str, Any], source: str | os.PathLike,
+               partial: bool = False) -> list[str]:
     """Load another run's learner ``state`` (a checkpoint's ``"algorithm"`` or ``"learner"``
     entry) into ``learner``: its networks, targets and optimizer moments, with ``learner``'s
     own optimizer hyperparameters, so a new config's learning rates apply. ValueError naming
-    ``source`` when the state does not fit ``learner`` (other networks, widths or agents)."""
+    ``source`` when the state does not fit ``learner`` (other networks, widths or agents).
+
+    With ``partial``, every tensor whose shape (or dtype) differs from ``learner``'s, or that
+    only ``learner`` has, keeps ``learner``'s own value, and the optimizers start fresh (no
+    moments): a learner of another team size takes what its networks share with the source.
+    Returns the dotted paths of the tensors kept (empty without ``partial``)."""
+    fresh = learner.state_dict()
+    if partial:
+        _check_same_layouts(state, fresh, source)
+        merged, kept = _fit_shapes(state, fresh, "")
+        learner.load_state_dict(merged)
+        return kept
     try:
-        learner.load_state_dict(_keep_hyperparameters(state, learner.state_dict()))
+        learner.load_state_dict(_keep_hyperparameters(state, fresh))
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         reason = " ".join(str(error).split())
         if len(reason) > 200:
@@ -134,3 +146,67 @@ def warm_start(learner: Any, state: dict[str, Any], source: str | os.PathLike) -
         raise ValueError(f"init_from {source}: its learner does not fit this run's config "
                          f"(another algorithm, network width, team or env shape): "
                          f"{type(error).__name__}: {reason}") from None
+    return []
+
+
+def _fit_shapes(loaded: Any, fresh: Any, path: str) -> tuple[Any, list[str]]:
+    """``fresh`` with each tensor replaced by ``loaded``'s at the same place where both have
+    one of the same shape and dtype; optimizer states stay ``fresh``'s. Returns it and the
+    paths of the tensors left ``fresh``."""
+    if _is_optimizer_state(fresh):
+        return fresh, []
+    if torch.is_tensor(fresh):
+        same = (torch.is_tensor(loaded) and loaded.shape == fresh.shape
+                and loaded.dtype == fresh.dtype)
+        return (loaded, []) if same else (fresh, [path])
+    if isinstance(fresh, dict):
+        out, kept = copy.copy(fresh), []   # a module state's _metadata: this learner's
+        for key, value in fresh.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(loaded, dict) and key in loaded:
+                out[key], more = _fit_shapes(loaded[key], value, where)
+                kept += more
+            else:
+                kept += _tensor_paths(value, where)
+        return out, kept
+    if isinstance(fresh, (list, tuple)) and isinstance(loaded, (list, tuple)) \
+            and len(loaded) == len(fresh):
+        pairs = [_fit_shapes(a, b, f"{path}.{i}") for i, (a, b) in enumerate(zip(loaded, fresh))]
+        return type(fresh)(value for value, _ in pairs), [p for _, more in pairs for p in more]
+    return (fresh, _tensor_paths(fresh, path)) if _tensor_paths(fresh, path) else (loaded, [])
+
+
+def _tensor_paths(value: Any, path: str) -> list[str]:
+    """The paths of the tensors in ``value`` (optimizer states excluded)."""
+    if torch.is_tensor(value):
+        return [path]
+    if _is_optimizer_state(value):
+        return []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _tensor_paths(v, f"{path}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _tensor_paths(v, f"{path}.{i}")]
+    return []
+
+
+def _layouts(state: Any, path: str = "") -> dict[str, Any]:
+    """The layout versions (``_metadata``) of every module state in ``state``, by path."""
+    found = {}
+    if isinstance(state, dict) and not _is_optimizer_state(state):
+        for prefix, meta in getattr(state, "_metadata", {}).items():
+            found[f"{path}:{prefix}"] = meta.get("version")
+        for key, value in state.items():
+            found |= _layouts(value, f"{path}.{key}")
+    return found
+
+
+def _check_same_layouts(loaded: Any, fresh: Any, source: str | os.PathLike) -> None:
+    """ValueError naming ``source`` when a module its state shares with ``fresh`` was saved
+    with another layout version: a partial load compares shapes as saved, before a module
+    converts an old layout."""
+    theirs, ours = _layouts(loaded), _layouts(fresh)
+    older = sorted(k for k in theirs.keys() & ours.keys() if theirs[k] != ours[k])
+    if older:
+        raise ValueError(f"init_from {source}: modules saved with another layout version "
+                         f"({', '.join(older[:3])}); a partial start needs a checkpoint of "
+                         f"this version: resume that run for one checkpoint with this version first")

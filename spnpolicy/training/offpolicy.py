@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from spnpolicy.training.buffer import Batch, ReplayBuffer
-from spnpolicy.training.checkpoint import warm_start
 from spnpolicy.training.evaluation import evaluate_run
 from spnpolicy.training.metrics import TrainingMeans, UpdateMeans
 from spnpolicy.training.observations import agent_input
@@ -242,8 +241,8 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
         stream.load_state_dict(payload["stream"])
         warmup_rng.bit_generator.state = payload["warmup_rng"]
         progress.load_state_dict(payload)
-    elif (initial := session.initial()) is not None:
-        warm_start(algorithm, initial["algorithm"], session.init_from)
+    elif session.init_from is not None:
+        session.warm_start(algorithm, "algorithm")
     step = session.begin(payload)
     for line in algorithm.notes:
         session.note(line)

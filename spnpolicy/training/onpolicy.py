@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from spnpolicy.training.checkpoint import warm_start
 from spnpolicy.training.evaluation import evaluate_run
 from spnpolicy.training.nstep import NStepTransition
 from spnpolicy.training.offpolicy import LoopState
@@ -190,8 +189,8 @@ def train_onpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Ses
     if payload is not None:
         learner.load_state_dict(payload["learner"])
         progress.load_state_dict(payload)
-    elif (initial := session.initial()) is not None:
-        warm_start(learner, initial["learner"], session.init_from)
+    elif session.init_from is not None:
+        session.warm_start(learner, "learner")
     step = session.begin(payload)
 
     while True:

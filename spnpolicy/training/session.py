@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from spnpolicy.machine import training_provenance
-from spnpolicy.training.checkpoint import save_checkpoint
+from spnpolicy.training.checkpoint import save_checkpoint, warm_start
 from spnpolicy.training.logger import MetricsLogger
 from spnpolicy.training.progress import ProgressBar
 from spnpolicy.training.rundir import PHASE, TRAINING, RunDir
@@ -136,7 +136,9 @@ class Session:
         resume: continue from ``out_dir/checkpoints/last.pt`` if it exists. Without it, a
             directory that already holds a checkpoint is refused (ValueError).
         init_from: another run's directory or checkpoint file whose learner a new run starts
-            from (:meth:`initial`); recorded in ``provenance.jsonl``.
+            from (:meth:`warm_start`); recorded in ``provenance.jsonl``.
+        init_partial: take only the tensors of ``init_from``'s learner that fit this run's
+            (:func:`~spnpolicy.training.checkpoint.warm_start` with ``partial``).
         progress: show a tqdm bar on stderr.
         stdout: print one line per evaluation.
         tracking: ``"mlflow"`` also sends the run to MLflow
@@ -147,10 +149,13 @@ class Session:
                  checkpoint_interval: int, out_dir: str | os.PathLike | None = None,
                  resume: bool = False, progress: bool = False, stdout: bool = True,
                  log_interval: int = 0, tracking: str = "none",
-                 init_from: str | os.PathLike | None = None) -> None:
+                 init_from: str | os.PathLike | None = None,
+                 init_partial: bool = False) -> None:
         self.spec = spec
         self._init_run, self.init_from = RunDir.locate(init_from) if init_from is not None \
             else (None, None)
+        self.init_partial = init_partial
+        self._kept_fresh: list[str] = []
         self.total_steps = total_steps
         self.eval_interval = eval_interval
         self.checkpoint_interval = checkpoint_interval
@@ -208,6 +213,12 @@ class Session:
             return None
         return self._init_run.load_checkpoint(self.init_from)
 
+    def warm_start(self, learner: Any, key: str) -> None:
+        """Load the ``key`` entry (``"algorithm"`` or ``"learner"``) of ``init_from``'s
+        checkpoint into ``learner`` (:func:`~spnpolicy.training.checkpoint.warm_start`)."""
+        self._kept_fresh = warm_start(learner, self.initial()[key], self.init_from,
+                                      partial=self.init_partial)
+
     def begin(self, payload: dict[str, Any] | None = None) -> int:
         """Open the logger and progress bar; returns the env steps already done."""
         step = 0
@@ -241,9 +252,13 @@ class Session:
         if self.out_dir is not None:
             started = {"init_from": str(self.init_from)} \
                 if self.init_from is not None and payload is None else {}
+            if started and self.init_partial:
+                started |= {"init_partial": True, "kept_fresh": self._kept_fresh}
             RunDir(self.out_dir).append_provenance(training_provenance(step) | started)
         if self.init_from is not None and payload is None and self._stdout:
-            self._logger.print_fn(f"learner initialised from {self.init_from}")
+            kept = (f"; optimizers and {len(self._kept_fresh)} tensors that do not fit kept "
+                    f"fresh: {', '.join(self._kept_fresh) or 'none'}" if self.init_partial else "")
+            self._logger.print_fn(f"learner initialised from {self.init_from}{kept}")
         self._catch_interrupt()
         return step
 

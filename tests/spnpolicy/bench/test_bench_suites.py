@@ -110,7 +110,7 @@ def test_many_agent_coverage_suites(tmp_path, n, size):
     fixed, random = suite.tasks
     assert fixed.env_kwargs == {"num_agents": n, "grid_size": size, "max_steps": 4 * size,
                                 "reward": "sparse", "layout": "fixed", "layout_seed": 0,
-                                "observation": "egocentric"}
+                                "observation": "nearest"}
     assert random.env_kwargs == {**fixed.env_kwargs, "layout": "random"}
     assert set(suite.algos) == {"spn-ac", "meanfield-ac", "vdn", "qmix", "dcg", "ippo", "mappo"}
     for run in plan(suite, tmp_path):

@@ -158,3 +158,75 @@ def test_warm_start_loads_weights_and_moments_and_keeps_the_learning_rates():
     wider.modules["a"] = torch.nn.Linear(4, 2)
     with pytest.raises(ValueError, match="init_from somewhere: its learner does not fit"):
         warm_start(wider, trained.state_dict(), "somewhere")
+
+
+def test_partial_warm_start_takes_the_tensors_that_fit_and_fresh_optimizers():
+    from spnpolicy.training.checkpoint import warm_start
+
+    trained = _Learner(lr=0.1)
+    trained.step()
+    new = _Learner(lr=0.001)
+    new.modules["a"] = torch.nn.Linear(4, 2)          # another input width: weight [2, 4]
+    new.optimizers["a"] = torch.optim.Adam(new.modules["a"].parameters(), lr=0.001)
+    own_weight = new.modules["a"].weight.detach().clone()
+    kept = warm_start(new, trained.state_dict(), "somewhere", partial=True)
+    assert kept == ["modules.a.weight"]
+    assert torch.equal(new.modules["a"].weight, own_weight)
+    assert torch.equal(new.modules["a"].bias, trained.modules["a"].bias)
+    assert all(torch.equal(p, q) for p, q in zip(new.modules["b"].parameters(),
+                                                  trained.modules["b"].parameters()))
+    assert all(not o.state_dict()["state"] for o in new.optimizers.values())
+    assert new.optimizers["b"].param_groups[0]["lr"] == 0.001
+    same = _Learner(lr=0.001)                                  # everything fits: none kept
+    assert warm_start(same, trained.state_dict(), "somewhere", partial=True) == []
+
+
+def test_partial_start_refuses_modules_saved_with_another_layout_version():
+    from spnpolicy.training.checkpoint import warm_start
+
+    state = _Learner(lr=0.1).state_dict()
+    state["modules"]["a"]._metadata[""]["version"] = 0
+    with pytest.raises(ValueError, match="init_from somewhere: modules saved with another "
+                                         "layout version"):
+        warm_start(_Learner(lr=0.1), state, "somewhere", partial=True)
+
+
+def test_init_partial_starts_a_larger_team_from_a_smaller_ones_learner(tmp_path):
+    """With nearest observations the agents' networks do not depend on the team size: a
+    4-agent spn-ac run takes them from a 3-agent run, and keeps fresh only the tensors that
+    grow with the team (the circuit's parameter groups, the critics' one-hot agent ids)."""
+    config = OFF | dict(param_head="agents", critic_input="agents", factor_graph="random",
+                        num_factors=4, total_steps=96)
+    env = dict(grid_size=5, max_steps=10, observation="nearest", neighbours=2,
+               layout="fixed")
+    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=tmp_path / "a",
+                    env_kwargs=env | {"num_agents": 3}, **config)
+    with pytest.raises(ValueError, match="its learner does not fit"):
+        spnpolicy.train("spn-ac", "coverage", env_kwargs=env | {"num_agents": 4},
+                        init_from=tmp_path / "a", **config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # "the run would end before ..."
+        new = spnpolicy.train("spn-ac", "coverage", seed=1, out_dir=tmp_path / "b",
+                              env_kwargs=env | {"num_agents": 4}, init_from=tmp_path / "a",
+                              init_partial=True,
+                              **{k: v for k, v in config.items() if k != "learning_starts"})
+    source = load_agent(tmp_path / "a").state_dict()
+    started = new.agent.state_dict()
+    shared = [k for k in source.keys() & started.keys() if source[k].shape == started[k].shape]
+    assert any("encoder" in k for k in shared)
+    assert all(torch.equal(source[k], started[k]) for k in shared)
+    provenance = (tmp_path / "b" / "provenance.jsonl").read_text()
+    assert '"init_partial": true' in provenance
+    assert "modules.policy.encoder.embedding" in provenance
+    assert "modules.critic.torso.0.weight" in provenance
+    with pytest.raises(ValueError, match="init_partial=True needs init_from"):
+        spnpolicy.train("spn-ac", "coverage", init_partial=True, **config)
+
+
+def test_cli_init_partial_needs_init_from(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "vdn", "penalty", "--out-dir", str(tmp_path / "a"), "--quiet",
+              "--total-steps", "96", "--init-partial"])
+    assert exited.value.code == 2
+    assert "init_partial=True needs init_from" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
