@@ -131,14 +131,14 @@ def warm_start(learner: Any, state: dict[str, Any], source: str | os.PathLike,
     only ``learner`` has, keeps ``learner``'s own value, and the optimizers start fresh (no
     moments): a learner of another team size takes what its networks share with the source.
     Returns the dotted paths of the tensors kept (empty without ``partial``)."""
-    fresh = learner.state_dict()
+    fresh, kept = learner.state_dict(), []
     if partial:
         _check_same_layouts(state, fresh, source)
         merged, kept = _fit_shapes(state, fresh, "")
-        learner.load_state_dict(merged)
-        return kept
+    else:
+        merged = _keep_hyperparameters(state, fresh)
     try:
-        learner.load_state_dict(_keep_hyperparameters(state, fresh))
+        learner.load_state_dict(merged)
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         reason = " ".join(str(error).split())
         if len(reason) > 200:
@@ -146,7 +146,7 @@ def warm_start(learner: Any, state: dict[str, Any], source: str | os.PathLike,
         raise ValueError(f"init_from {source}: its learner does not fit this run's config "
                          f"(another algorithm, network width, team or env shape): "
                          f"{type(error).__name__}: {reason}") from None
-    return []
+    return kept
 
 
 def _fit_shapes(loaded: Any, fresh: Any, path: str) -> tuple[Any, list[str]]:
@@ -173,7 +173,8 @@ def _fit_shapes(loaded: Any, fresh: Any, path: str) -> tuple[Any, list[str]]:
             and len(loaded) == len(fresh):
         pairs = [_fit_shapes(a, b, f"{path}.{i}") for i, (a, b) in enumerate(zip(loaded, fresh))]
         return type(fresh)(value for value, _ in pairs), [p for _, more in pairs for p in more]
-    return (fresh, _tensor_paths(fresh, path)) if _tensor_paths(fresh, path) else (loaded, [])
+    tensors = _tensor_paths(fresh, path)
+    return (fresh, tensors) if tensors else (loaded, [])
 
 
 def _tensor_paths(value: Any, path: str) -> list[str]:
@@ -209,4 +210,5 @@ def _check_same_layouts(loaded: Any, fresh: Any, source: str | os.PathLike) -> N
     if older:
         raise ValueError(f"init_from {source}: modules saved with another layout version "
                          f"({', '.join(older[:3])}); a partial start needs a checkpoint of "
-                         f"this version: resume that run for one checkpoint with this version first")
+                         f"this version: resume that run with this version for one "
+                         f"checkpoint first")
