@@ -172,6 +172,8 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
         config = saved | {"total_steps": saved_steps} | config
         env_kwargs = saved_env_kwargs if env_kwargs is None else env_kwargs
         resumed = RunDir(out_dir)
+    if not isinstance(init_partial, bool):
+        raise ValueError(f"init_partial must be True or False, got {init_partial!r}")
     if init_partial and init_from is None:
         raise ValueError("init_partial=True needs init_from, the run to start from")
     if init_from is not None:
@@ -199,7 +201,7 @@ def train(algo: str, env: Any, seed: int = 0, total_steps: int | None = None,
                           checkpoint_interval=cfg.checkpoint_interval, out_dir=out_dir,
                           resume=resume, log_interval=cfg.log_interval,
                           tracking=cfg.tracking, init_from=init_from,
-                          init_partial=bool(init_partial),
+                          init_partial=init_partial,
                           progress=sys.stderr.isatty() if progress is None else progress,
                           stdout=sys.stdout.isatty() if verbose is None else verbose)
         threads = torch.get_num_threads()

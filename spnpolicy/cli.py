@@ -7,8 +7,12 @@ spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
 spnpolicy train --out-dir runs/cov3 --resume                  # continue with the saved config
 spnpolicy train spn-ac coverage --env-kw num_agents=3 --env-kw grid_size=6 \\
     --init-from runs/cov3 --set gradient_steps=4 --out-dir runs/cov3-g4     # new run, its learner
-spnpolicy train spn-ac coverage --env-kw num_agents=6 --env-kw grid_size=8 \
-    --env-kw observation=nearest --init-from runs/near4 --init-partial    # another team size
+spnpolicy train spn-ac coverage --env-kw num_agents=4 --env-kw grid_size=8 \\
+    --env-kw observation=nearest --env-kw neighbours=3 --set param_head=agents \\
+    --set critic_input=agents --out-dir runs/near4      # agents' networks, any team size
+spnpolicy train spn-ac coverage --env-kw num_agents=6 --env-kw grid_size=8 \\
+    --env-kw observation=nearest --env-kw neighbours=3 --set param_head=agents \\
+    --set critic_input=agents --init-from runs/near4 --init-partial --out-dir runs/near6
 spnpolicy config spn-ac climbing          # every config field, its value and meaning
 spnpolicy config spn-ac --env climbing --out cfg.json        # the same as a JSON file
 spnpolicy config spn-ac --env climbing --out cfg.yaml        # or YAML (PyYAML)

@@ -206,18 +206,11 @@ class Session:
         check_budget(self.total_steps, int(payload["session"]["step"]), self.out_dir)
         return payload
 
-    def initial(self) -> dict[str, Any] | None:
-        """The payload of ``init_from``'s checkpoint, whose learner state a new run loads
-        (:func:`~spnpolicy.training.checkpoint.warm_start`); None without ``init_from``."""
-        if self.init_from is None:
-            return None
-        return self._init_run.load_checkpoint(self.init_from)
-
     def warm_start(self, learner: Any, key: str) -> None:
         """Load the ``key`` entry (``"algorithm"`` or ``"learner"``) of ``init_from``'s
         checkpoint into ``learner`` (:func:`~spnpolicy.training.checkpoint.warm_start`)."""
-        self._kept_fresh = warm_start(learner, self.initial()[key], self.init_from,
-                                      partial=self.init_partial)
+        state = self._init_run.load_checkpoint(self.init_from)[key]
+        self._kept_fresh = warm_start(learner, state, self.init_from, partial=self.init_partial)
 
     def begin(self, payload: dict[str, Any] | None = None) -> int:
         """Open the logger and progress bar; returns the env steps already done."""

@@ -181,6 +181,29 @@ def test_partial_warm_start_takes_the_tensors_that_fit_and_fresh_optimizers():
     assert warm_start(same, trained.state_dict(), "somewhere", partial=True) == []
 
 
+def test_partial_warm_start_keeps_optimizer_states_in_lists_fresh():
+    """Some learners keep their optimizers in a list: those start fresh too."""
+    from spnpolicy.training.checkpoint import warm_start
+
+    class Listed(_Learner):
+        def state_dict(self):
+            return {"modules": {k: m.state_dict() for k, m in self.modules.items()},
+                    "optimizers": [o.state_dict() for o in self.optimizers.values()]}
+
+        def load_state_dict(self, state):
+            for k, m in self.modules.items():
+                m.load_state_dict(state["modules"][k])
+            for o, saved in zip(self.optimizers.values(), state["optimizers"], strict=True):
+                o.load_state_dict(saved)
+
+    trained = Listed(lr=0.1)
+    trained.step()
+    new = Listed(lr=0.001)
+    assert warm_start(new, trained.state_dict(), "somewhere", partial=True) == []
+    assert torch.equal(new.modules["a"].weight, trained.modules["a"].weight)
+    assert all(not o.state_dict()["state"] for o in new.optimizers.values())
+
+
 def test_partial_start_refuses_modules_saved_with_another_layout_version():
     from spnpolicy.training.checkpoint import warm_start
 
@@ -221,6 +244,9 @@ def test_init_partial_starts_a_larger_team_from_a_smaller_ones_learner(tmp_path)
     assert "modules.critic.torso.0.weight" in provenance
     with pytest.raises(ValueError, match="init_partial=True needs init_from"):
         spnpolicy.train("spn-ac", "coverage", init_partial=True, **config)
+    with pytest.raises(ValueError, match="init_partial must be True or False, got 'yes'"):
+        spnpolicy.train("spn-ac", "coverage", init_from=tmp_path / "a", init_partial="yes",
+                        **config)
 
 
 def test_cli_init_partial_needs_init_from(tmp_path, capsys):
