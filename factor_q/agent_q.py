@@ -2,7 +2,7 @@
 every factor (Deep Coordination Graphs' utilities and payoffs).
 
 Each agent ``i`` is embedded from its own input (an observation), a one-hot of its id
-and, when ``state_dim > 0``, an embedding of the global state:
+(unless ``agent_ids=False``) and, when ``state_dim > 0``, an embedding of the global state:
 ``h_i = MLP([x_i, onehot(i), g(s)])`` ``[B, n, H]``. The utilities are one linear head,
 ``unary_i = U h_i`` ``[B, n, k]``; a factor's table is one payoff head (linear, or with one
 ReLU layer: ``payoff_hidden``) on its agents' embeddings in scope order, averaged over the
@@ -11,7 +11,8 @@ how the scope is listed: ``table_ij = (P[h_i, h_j] + P[h_j, h_i]^T) / 2`` ``[B, 
 (order 3: the six orderings).
 With ``rank=r`` a table is ``sum_r prod_p v_pr`` instead, agent ``a``'s vectors one linear
 head on ``[h_a, sum of the factor's other h]``: symmetric by construction.
-The parameter count does not grow with the number of agents or factors, and what one
+The parameter count grows with the number of agents only through the one-hot id (none
+with ``agent_ids=False``, so the same weights fit every team size), and not with factors, and what one
 factor learns (a joint action that pays where its agents see something) every factor
 with the same inputs shares.
 
@@ -67,6 +68,9 @@ class AgentFactorQ(nn.Module):
             (whether two agents see the same thing), not only on their sum.
         ensemble: ``E`` independently initialised networks (twin critics: 2); ``None``
             (default) for one.
+        agent_ids: append a one-hot of each agent's id to its input (default); ``False``
+            for none, so that agents with equal inputs get equal embeddings and the weights
+            do not depend on the number of agents.
 
     ``forward(inputs, state=None)`` returns a :class:`FactorValues` with ``unary``
     ``[B, n, k]``, ``pairwise`` ``[B, F2, k, k]``, ``triple`` ``[B, F3, k, k, k]``; with
@@ -76,8 +80,10 @@ class AgentFactorQ(nn.Module):
     def __init__(self, graph: FactorGraph, input_dim: int, num_actions: int,
                  hidden: Sequence[int] = (64, 64), unary: bool = True, state_dim: int = 0,
                  rank: int | None = None, payoff_hidden: int = 0,
-                 ensemble: int | None = None) -> None:
+                 ensemble: int | None = None, agent_ids: bool = True) -> None:
         super().__init__()
+        if not isinstance(agent_ids, bool):
+            raise ValueError(f"agent_ids must be True or False, got {agent_ids!r}")
         hidden = check_arguments(graph, input_dim, num_actions, hidden, unary, rank,
                                  input_name="input_dim")
         if not hidden:
@@ -99,7 +105,7 @@ class AgentFactorQ(nn.Module):
 
         self.state_in = linear(state_dim, hidden[0]) if state_dim else None
         layers: list[nn.Module] = []
-        width = input_dim + n + (hidden[0] if state_dim else 0)
+        width = input_dim + (n if agent_ids else 0) + (hidden[0] if state_dim else 0)
         for h in hidden:
             layers += [linear(width, h), nn.ReLU()]
             width = h
@@ -117,7 +123,8 @@ class AgentFactorQ(nn.Module):
             self.register_buffer(f"scopes{order}",
                                  torch.tensor(graph.scopes(order), dtype=torch.long),
                                  persistent=False)
-        self.register_buffer("agent_ids", torch.eye(n), persistent=False)
+        self.register_buffer("agent_ids", torch.eye(n) if agent_ids else None,
+                             persistent=False)
 
     def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None) -> FactorValues:
         n = self.graph.num_agents
@@ -218,8 +225,9 @@ class AgentFactorQ(nn.Module):
     def _embed(self, inputs: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         """Agent embeddings ``[B, n, H]`` (``[E, B, n, H]`` for an ensemble)."""
         batch, n = inputs.shape[:2]
-        parts = [inputs, self.agent_ids.expand(batch, -1, -1)]
-        x = torch.cat(parts, -1)                                        # [B, n, d + n]
+        x = inputs                                                      # [B, n, d]
+        if self.agent_ids is not None:
+            x = torch.cat([x, self.agent_ids.expand(batch, -1, -1)], -1)  # [B, n, d + n]
         if self.ensemble is not None:
             x = x.expand(self.ensemble, -1, -1, -1)
         if self.state_in is not None:
@@ -241,5 +249,6 @@ class AgentFactorQ(nn.Module):
                 f"actions={self.num_actions}, input_dim={self.input_dim}, "
                 f"state_dim={self.state_dim}, rank={self.rank}, "
                 f"payoff_hidden={self.payoff_hidden}"
-                + ("" if self.ensemble is None else f", ensemble={self.ensemble}"))
+                + ("" if self.ensemble is None else f", ensemble={self.ensemble}")
+                + ("" if self.agent_ids is not None else ", agent_ids=False"))
 

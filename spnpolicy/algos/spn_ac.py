@@ -92,8 +92,8 @@ class SpnAcConfig(OffPolicyConfig):
     policies only, not softmax."""
     agent_ids: bool = checked(False, boolean)
     """With param_head="agents": each agent's policy input carries a one-hot of its id, so
-    that agents seeing the same thing can act differently (the critics with
-    critic_input="agents" always have it)."""
+    that agents seeing the same thing can act differently (the critics' ids are
+    critic_agent_ids)."""
     critic_hidden: tuple[int, ...] = checked((128, 128), widths)
     """Hidden widths of each critic's MLP (on the state, or on each agent's input)."""
     critic_input: str = checked("state", one_of("state", "agents"))
@@ -105,6 +105,10 @@ class SpnAcConfig(OffPolicyConfig):
     critic_payoff_hidden: int = checked(0, integer(0))
     """With critic_input="agents": units of the payoff head's ReLU layer on a factor's agent
     embeddings (0: a linear head, as Deep Coordination Graphs)."""
+    critic_agent_ids: bool = checked(True, boolean)
+    """With critic_input="agents": each agent's critic input carries a one-hot of its id.
+    False drops it, so that the critics' weights do not depend on the team size and a run
+    of another team size starts them whole (init_from with init_partial)."""
     factor_graph: str = checked("auto", one_of(*FACTOR_GRAPHS))
     """Critic factor graph: auto, complete, random, line, ring, star, none (build_factor_graph)."""
     num_factors: int = checked(20, integer(0))
@@ -246,6 +250,9 @@ class SpnAcConfig(OffPolicyConfig):
         if self.critic_input == "agents" and self.critic_rank:
             raise ValueError(f"critic_rank={self.critic_rank} needs critic_input='state'; the "
                              f"agents critics have full tables")
+        if not self.critic_agent_ids and self.critic_input != "agents":
+            raise ValueError(f"critic_agent_ids=False needs critic_input='agents' (per-agent "
+                             f"critic inputs), got critic_input={self.critic_input!r}")
         if self.agent_ids and self.param_head != "agents":
             raise ValueError(f"agent_ids=True needs param_head='agents' (per-agent policy "
                              f"inputs), got param_head={self.param_head!r}")
@@ -604,7 +611,7 @@ class SpnAc(OffPolicyAlgorithm):
         if cfg.critic_input == "agents":
             self.critic = AgentFactorQ(graph, envs.obs_dim, k, cfg.critic_hidden, cfg.unary,
                                        payoff_hidden=cfg.critic_payoff_hidden,
-                                       ensemble=2).to(device)
+                                       ensemble=2, agent_ids=cfg.critic_agent_ids).to(device)
         else:
             self.critic = FactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
                                   cfg.critic_rank or None, ensemble=2).to(device)

@@ -32,7 +32,7 @@ def _inputs(q, batch=6, seed=0):
 @st.composite
 def networks(draw, ensemble=True):
     """A float64 AgentFactorQ on a random graph of order 2, 3 or both (scopes listed in
-    random orders), with or without unary terms, state, low rank and ensemble."""
+    random orders), with or without unary terms, state, low rank, ensemble and agent ids."""
     n = draw(st.integers(2, 5), label="agents")
     kind = draw(st.sampled_from(["pairs", "triples", "mixed"] if n >= 3 else ["pairs"]))
     seed = draw(st.integers(0, 2**16), label="seed")
@@ -52,7 +52,8 @@ def networks(draw, ensemble=True):
                         rank=draw(st.sampled_from([None, 1, 2]), label="rank"),
                         payoff_hidden=draw(st.sampled_from([0, 5]), label="payoff_hidden"),
                         ensemble=draw(st.sampled_from([None, 2]) if ensemble else st.none(),
-                                      label="ensemble")).double()
+                                      label="ensemble"),
+                        agent_ids=draw(st.booleans(), label="agent_ids")).double()
 
 
 def _head(q, order, x):
@@ -102,7 +103,8 @@ def _member(ensemble: AgentFactorQ, j: int) -> AgentFactorQ:
     one = AgentFactorQ(ensemble.graph, ensemble.input_dim, ensemble.num_actions,
                        hidden=[layer.weight.shape[-1] for layer in ensemble.torso[::2]],
                        unary=ensemble.unary_head is not None, state_dim=ensemble.state_dim,
-                       rank=ensemble.rank, payoff_hidden=ensemble.payoff_hidden).double()
+                       rank=ensemble.rank, payoff_hidden=ensemble.payoff_hidden,
+                       agent_ids=ensemble.agent_ids is not None).double()
     one.load_state_dict({name: value[j][0] if name.endswith("bias") else value[j].T
                          for name, value in ensemble.state_dict().items()})
     return one
@@ -139,7 +141,7 @@ def test_tables_do_not_depend_on_how_a_scope_is_listed(q, data):
     other = AgentFactorQ(FactorGraph(q.graph.num_agents, factors), q.input_dim,
                          q.num_actions, hidden=(6,), unary=q.unary_head is not None,
                          state_dim=q.state_dim, rank=q.rank, payoff_hidden=q.payoff_hidden,
-                         ensemble=q.ensemble).double()
+                         ensemble=q.ensemble, agent_ids=q.agent_ids is not None).double()
     other.load_state_dict(q.state_dict())
     inputs, state = _inputs(q, batch=3)
     a, b = q(inputs, state), other(inputs, state)
@@ -236,6 +238,34 @@ def test_parameters_do_not_grow_with_the_factors_and_agents_only_by_the_id_input
     assert count(FactorGraph.random(24, 6, 2, seed=0)) - count(few) == 12 * 32 * (ensemble or 1)
 
 
+@pytest.mark.parametrize("state_dim", [0, 3])
+@pytest.mark.parametrize("ensemble", [None, 2])
+def test_without_ids_the_same_weights_fit_every_team_size(state_dim, ensemble):
+    small = AgentFactorQ(FactorGraph.ring(3), input_dim=4, num_actions=3, hidden=(8, 8),
+                         state_dim=state_dim, ensemble=ensemble, agent_ids=False).double()
+    large = AgentFactorQ(FactorGraph.random(7, 9, 2, seed=1), input_dim=4, num_actions=3,
+                         hidden=(8, 8), state_dim=state_dim, ensemble=ensemble,
+                         agent_ids=False).double()
+    large.load_state_dict(small.state_dict())                           # strict: same shapes
+    inputs, state = _inputs(large)
+    inputs[:, 5] = inputs[:, 2]
+    h = large._embed(inputs, state)
+    # an agent's embedding is the torso on its own input (and the state), nothing else
+    x = inputs if ensemble is None else inputs.expand(ensemble, -1, -1, -1)
+    if state_dim:
+        g = torch.relu(large.state_in(state))                         # [(E,) B, H0]
+        x = torch.cat([x, g.unsqueeze(-2).expand(*g.shape[:-1], 7, g.shape[-1])], -1)
+    torch.testing.assert_close(h, large._rows(large.torso, x))
+    unary = large(inputs, state).unary
+    torch.testing.assert_close(unary[..., 5, :], unary[..., 2, :])
+    assert "agent_ids=False" in repr(large)
+    with_ids = AgentFactorQ(FactorGraph.ring(3), input_dim=4, num_actions=3, hidden=(8, 8),
+                            state_dim=state_dim, ensemble=ensemble)
+    ids_inputs = sum(p.numel() for p in with_ids.parameters()) \
+        - sum(p.numel() for p in small.parameters())
+    assert ids_inputs == 3 * 8 * (ensemble or 1)
+
+
 # --- bad input ---------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(input_dim=0), ValueError, "input_dim must be an int >= 1"),
@@ -249,6 +279,7 @@ def test_parameters_do_not_grow_with_the_factors_and_agents_only_by_the_id_input
     (dict(payoff_hidden=True), ValueError, "payoff_hidden must be an int >= 0"),
     (dict(ensemble=0), ValueError, "ensemble must be None or a positive int"),
     (dict(ensemble=True), ValueError, "ensemble must be None or a positive int"),
+    (dict(agent_ids=1), ValueError, "agent_ids must be True or False, got 1"),
     (dict(graph="ring"), TypeError, "graph must be a FactorGraph"),
     (dict(graph=FactorGraph(3, []), unary=False), ValueError, "identically 0"),
 ])

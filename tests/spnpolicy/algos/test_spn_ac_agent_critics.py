@@ -27,6 +27,12 @@ def test_config_refuses_low_rank_tables_with_agents_critics():
         SpnAcConfig(critic_input="observations")
     assert SpnAcConfig(critic_input="agents", critic_rank=0).critic_input == "agents"
     assert SpnAcConfig().critic_input == "state"
+    with pytest.raises(ValueError, match=r"critic_agent_ids=False needs critic_input='agents' "
+                                         r"\(per-agent critic inputs\), got "
+                                         r"critic_input='state'"):
+        SpnAcConfig(critic_agent_ids=False)
+    with pytest.raises(ValueError, match="^critic_agent_ids must"):
+        SpnAcConfig(critic_input="agents", critic_agent_ids="no")
 
 
 def test_agents_critics_read_observations_and_fit_a_fixed_batch():

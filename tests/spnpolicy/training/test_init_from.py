@@ -1,5 +1,6 @@
 """``train(init_from=RUN)``: a new run that starts with another run's learner."""
 
+import json
 import warnings
 
 import pytest
@@ -247,6 +248,35 @@ def test_init_partial_starts_a_larger_team_from_a_smaller_ones_learner(tmp_path)
     with pytest.raises(ValueError, match="init_partial must be True or False, got 'yes'"):
         spnpolicy.train("spn-ac", "coverage", init_from=tmp_path / "a", init_partial="yes",
                         **config)
+
+
+def test_critics_without_agent_ids_start_whole_in_a_larger_team(tmp_path):
+    """With critic_agent_ids=False the critics' weights do not depend on the team size: a
+    4-agent run takes them all from a 3-agent run, and keeps fresh only the circuit's."""
+    config = OFF | dict(param_head="agents", critic_input="agents", critic_agent_ids=False,
+                        factor_graph="random", num_factors=4, total_steps=96)
+    env = dict(grid_size=5, max_steps=10, observation="nearest", neighbours=2,
+               layout="fixed")
+    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=tmp_path / "a",
+                    env_kwargs=env | {"num_agents": 3}, **config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # "the run would end before ..."
+        new = spnpolicy.train("spn-ac", "coverage", seed=1, out_dir=tmp_path / "b",
+                              env_kwargs=env | {"num_agents": 4}, init_from=tmp_path / "a",
+                              init_partial=True,
+                              **{k: v for k, v in config.items() if k != "learning_starts"})
+    source, started = (torch.load(tmp_path / run / "checkpoints" / "last.pt",
+                                  weights_only=False)["algorithm"]["modules"]
+                       for run in ("a", "b"))
+    for critic in ("critic", "critic_target"):      # no update ran: still the source's
+        assert all(torch.equal(value, started[critic][name])
+                   for name, value in source[critic].items())
+    assert new.history[-1]["step"] == 96
+    kept_fresh = [json.loads(line) for line in
+                  (tmp_path / "b" / "provenance.jsonl").read_text().splitlines()]
+    fresh = [path for record in kept_fresh for path in record.get("kept_fresh", ())]
+    assert "modules.policy.encoder.embedding" in fresh
+    assert not [path for path in fresh if "critic" in path]
 
 
 def test_cli_init_partial_needs_init_from(tmp_path, capsys):
