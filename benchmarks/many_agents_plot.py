@@ -7,7 +7,9 @@
 ```
 
 For every (team size, algorithm) over the coverage runs found under the paths given (run
-directories, or folders holding them): the env steps trained, and the greedy success and
+directories, or folders holding them; a run started from another run's learner,
+``init_from`` in its provenance, is its own row, ``ALGO (warm start)``): the env steps
+trained, and the greedy success and
 final assignment potential (0 = every goal held) of the last evaluation, as the mean over
 seeds with a 95% bootstrap CI where there are several. Runs need not have reached their
 budget: the table states the steps each reached. ``--at N=STEPS`` compares the runs of
@@ -45,11 +47,12 @@ def learning_rows(records, at: dict[int, int] | None = None) -> list[dict]:
     if not coverage:
         raise ValueError("no coverage run with an evaluation among the paths given")
     _, algos = ordered(coverage)
+    labels = [label for algo in algos for label in (algo, f"{algo} (warm start)")]
     rows = []
     for n in sorted({int(r.env_kwargs["num_agents"]) for r in coverage}):
-        for algo in algos:
+        for algo in labels:
             runs = sorted((r for r in coverage
-                           if r.algo == algo and int(r.env_kwargs["num_agents"]) == n),
+                           if _label(r) == algo and int(r.env_kwargs["num_agents"]) == n),
                           key=lambda r: r.seed)
             if not runs:
                 continue
@@ -62,6 +65,12 @@ def learning_rows(records, at: dict[int, int] | None = None) -> list[dict]:
                 "final_potential": mean_ci([h["final_potential"] for h in final]).to_json(),
             })
     return rows
+
+
+def _label(run) -> str:
+    """The run's algorithm, with " (warm start)" when it began from another run's learner."""
+    warm = any("init_from" in record for record in run.provenance)
+    return f"{run.algo} (warm start)" if warm else run.algo
 
 
 def cost_rows(cost: dict) -> list[dict]:

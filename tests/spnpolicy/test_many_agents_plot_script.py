@@ -50,6 +50,18 @@ def test_rows_per_team_size_and_algorithm(tmp_path):
     assert out.with_suffix(".md").read_text().count("\n| 2 |") == 2
 
 
+def test_a_warm_started_run_is_its_own_row(tmp_path):
+    _train(tmp_path / "source", "vdn", 2, 0)
+    spnpolicy.train("vdn", "coverage", seed=0, total_steps=64, num_envs=8,
+                    out_dir=tmp_path / "warm", init_from=tmp_path / "source",
+                    env_kwargs=dict(num_agents=2, grid_size=4, max_steps=6),
+                    learning_starts=32, batch_size=16, eval_interval=32, eval_episodes=2,
+                    verbose=False, progress=False)
+    summary = plot.main([str(tmp_path), "--out", str(tmp_path / "t")])
+    assert [(r["algo"], r["seeds"]) for r in summary["learning"]] == [
+        ("vdn", [0]), ("vdn (warm start)", [0])]
+
+
 def test_a_path_without_runs_is_one_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         plot.main([str(tmp_path), "--out", str(tmp_path / "t")])
