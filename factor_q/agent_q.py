@@ -11,10 +11,10 @@ how the scope is listed: ``table_ij = (P[h_i, h_j] + P[h_j, h_i]^T) / 2`` ``[B, 
 (order 3: the six orderings).
 With ``rank=r`` a table is ``sum_r prod_p v_pr`` instead, agent ``a``'s vectors one linear
 head on ``[h_a, sum of the factor's other h]``: symmetric by construction.
-The parameter count grows with the number of agents only through the one-hot id (none
-with ``agent_ids=False``, so the same weights fit every team size), and not with factors, and what one
-factor learns (a joint action that pays where its agents see something) every factor
-with the same inputs shares.
+The parameter count does not grow with the number of factors, and grows with the number
+of agents only through the one-hot id (not at all with ``agent_ids=False``: the same
+weights fit every team size). What one factor learns (a joint action that pays where its
+agents see something) every factor with the same inputs shares.
 
 Returns a :class:`factor_q.FactorValues`, on which Q is evaluated, maximised or taken in
 expectation under a circuit policy; ``ensemble=E`` is ``E`` such networks at once.

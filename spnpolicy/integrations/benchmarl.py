@@ -163,8 +163,9 @@ class SpnAcAlgorithm(Algorithm):
 #: ``ExperimentConfig``'s.
 SETTINGS = ("policy", "width", "policy_hidden", "param_head", "agent_ids", "critic_hidden",
             "critic_input", "critic_payoff_hidden", "critic_agent_ids", "factor_graph",
-            "num_factors", "factor_order", "graph_seed", "critic_rank", "unary", "alpha", "autotune_alpha",
-            "target_entropy_scale", "regulariser", "mode_guidance", "mode_floor")
+            "num_factors", "factor_order", "graph_seed", "critic_rank", "unary", "alpha",
+            "autotune_alpha", "target_entropy_scale", "regulariser", "mode_guidance",
+            "mode_floor")
 
 
 class _SpnAcAlgorithmMethods(AlgorithmConfig):
