@@ -272,9 +272,9 @@ def test_critics_without_agent_ids_start_whole_in_a_larger_team(tmp_path):
         assert all(torch.equal(value, started[critic][name])
                    for name, value in source[critic].items())
     assert new.history[-1]["step"] == 96
-    kept_fresh = [json.loads(line) for line in
-                  (tmp_path / "b" / "provenance.jsonl").read_text().splitlines()]
-    fresh = [path for record in kept_fresh for path in record.get("kept_fresh", ())]
+    records = [json.loads(line) for line in
+               (tmp_path / "b" / "provenance.jsonl").read_text().splitlines()]
+    fresh = [path for record in records for path in record.get("kept_fresh", ())]
     assert "modules.policy.encoder.embedding" in fresh
     assert not [path for path in fresh if "critic" in path]
 
