@@ -456,6 +456,12 @@ class JointPolicy(nn.Module):
         return self.circuit.distribution(params)
 
     @property
+    def needs_obs(self) -> bool:
+        """Whether :meth:`act` reads the agents' observations ``[B, n, obs_dim]``
+        (``param_head="agents"``) rather than global states ``[B, state_dim]``."""
+        return self.param_head == "agents"
+
+    @property
     def traces_whole(self) -> bool:
         """Whether :meth:`distribution`'s training queries are pure tensor ops, with no
         branch on values, so that torch.compile traces an update through them as one graph:

@@ -6,8 +6,12 @@ import shutil
 
 import pytest
 
+import spnpolicy
 from spnpolicy.cli import build_parser, main
-from spnpolicy.evaluate import evaluate_saved_run
+from spnpolicy.evaluate import SAVED_RUN_SEED, evaluate_saved_run
+from spnpolicy.inference import load_agent
+from spnpolicy.training.evaluation import evaluate as play
+from spnpolicy.training.vec_env import make_vec_env
 from tests.run_helpers import TINY_COVERAGE, run_cli, train_tiny
 
 COVERAGE = TINY_COVERAGE
@@ -82,6 +86,24 @@ def test_an_unwritable_out_file_is_one_error_line_after_the_printed_record(run_d
     assert exit_info.value.code == 2 and json.loads(captured.out)["episodes"] == 1
     assert captured.err == f"spnpolicy: error: --out {tmp_path}: cannot write it (Is a " \
         f"directory)\n"
+
+
+@pytest.mark.parametrize("algo", ["spn-ac", "meanfield-ac"])
+def test_a_policy_that_reads_observations_is_evaluated_on_them(tmp_path, algo):
+    run = tmp_path / algo
+    spnpolicy.train(algo, "coverage", seed=0, out_dir=run, env_kwargs=COVERAGE, total_steps=64,
+                    num_envs=8, learning_starts=32, batch_size=16, eval_interval=64,
+                    eval_episodes=2, policy_hidden=(16,), critic_hidden=(16,), width=4,
+                    param_head="agents", critic_input="agents", verbose=False, progress=False)
+    record = evaluate_saved_run(run, episodes=4, stochastic=True)
+    agent = load_agent(run)
+    assert agent.needs_obs and record["stochastic"]["episodes"] == 4
+    envs = make_vec_env("coverage", 4, seed=SAVED_RUN_SEED, **COVERAGE)
+    try:
+        by_hand = play(lambda state, obs: agent.act(obs), envs, 4, seed=SAVED_RUN_SEED)
+    finally:
+        envs.close()
+    assert record["greedy"] == by_hand
 
 
 def test_evaluate_acts_by_the_critics_when_told(run_dir):

@@ -126,7 +126,8 @@ def test_gradients_reach_every_parameter():
 
 def test_bad_input_names_the_shape_and_the_argument():
     policy = JointPolicy(7, 3, 3, "selective", param_head="agents", obs_dim=5)
-    assert policy.input_shape == (3, 5)
+    assert policy.input_shape == (3, 5) and policy.needs_obs
+    assert not JointPolicy(7, 3, 3, "selective").needs_obs
     with pytest.raises(ValueError, match=r"per-agent observations \[B, n, obs_dim\] = \[B, 3, 5\]"):
         policy.distribution(torch.zeros(2, 7))          # a global state
     with pytest.raises(ValueError, match="NaN or inf"):
