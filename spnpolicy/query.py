@@ -7,7 +7,8 @@ spnpolicy query runs/cov4/checkpoints/last.pt --env-kw grid_size=5 --seed 7
 ```
 
 The state is given (``--state``) or the env's reset state for ``--seed`` (the run's env and
-env arguments unless ``--env`` / ``--env-kw`` say otherwise). Printed: the state, each agent's
+env arguments unless ``--env`` / ``--env-kw`` say otherwise); a policy that reads the agents'
+observations (``param_head="agents"``) is asked about the reset state's observations. Printed: the state, each agent's
 conditional marginal over its actions (named where the env names them), samples of the joint
 action, and the most likely joint action with its probability.
 """
@@ -49,7 +50,7 @@ def register(commands) -> None:
                        help="seed of the env reset and of the samples (default 0)")
     query.add_argument("--state", default=None, metavar="X,X,...",
                        help="a given global state, comma-separated (default: the env's reset "
-                       "state for --seed)")
+                       "state for --seed; not for a policy that reads the agents' observations)")
     query.add_argument("--samples", type=int, default=5,
                        help="joint actions to sample (default 5)")
     query.add_argument("--best", action="store_true",
@@ -121,11 +122,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the run trained {run_config.get('algo')!r}, whose agent "
                          f"({type(agent).__name__}) holds no joint policy to query; "
                          f"query runs of a circuit policy (spn-ac, meanfield-ac, reinforce)")
-    if len(getattr(getattr(agent, "policy", agent), "input_shape", ())) == 2:
-        raise ValueError(f"run {str(args.checkpoint)!r} trained a policy that reads the agents' "
-                         f"observations (param_head='agents'), not a global state; query it "
-                         f"from Python: spnpolicy.inference's functions take its "
-                         f"observations [B, n, obs_dim]")
     env = args.env or run_config["env"]
     env_kwargs = dict(run_config.get("env_kwargs", {})) if env == run_config["env"] else {}
     env_kwargs.update((k, literal(v)) for k, v in args.env_kw)
@@ -133,17 +129,23 @@ def run(args: argparse.Namespace) -> int:
         state, instance = reset_state(env, env_kwargs, args.seed)
     else:
         state, instance = _given_state(args.state), None
-    if state.shape[0] != agent.state_dim:
+    if agent.needs_obs and instance is None:
+        raise ValueError("--state: this run's policy reads each agent's observation "
+                         "(param_head='agents'), which a given global state does not hold; "
+                         "use the env's reset state (--seed)")
+    inputs = _observations(instance, args.seed) if agent.needs_obs else state
+    if inputs.shape != tuple(agent.input_shape):
+        what = "observations of shape" if agent.needs_obs else "states of size"
         raise ValueError(f"{'--state' if instance is None else f'env {env!r} {env_kwargs}'} "
-                         f"has states of size {state.shape[0]}, but "
+                         f"has {what} {_shape(inputs.shape)}, but "
                          f"the policy was trained on {run_config['env']!r} "
-                         f"{run_config.get('env_kwargs', {})} with states of size "
-                         f"{agent.state_dim}")
+                         f"{run_config.get('env_kwargs', {})} with {what} "
+                         f"{_shape(agent.input_shape)}")
     n, k = agent.num_agents, agent.num_actions
     names = action_names(env, k)
     fixed = _fixed(args.fix, names)
     _check_some_free(fixed, args.drop, n)
-    states = torch.as_tensor(state).unsqueeze(0)
+    states = torch.as_tensor(inputs).unsqueeze(0)
 
     generator = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
@@ -196,7 +198,6 @@ def _critics_best(checkpoint: str, state: np.ndarray, instance, seed: int,
     global ``state`` or, for critics that read each agent's observation, on the env
     ``instance``'s observations after ``reset(seed=seed)``."""
     from spnpolicy.inference import best_joint_action, load_agent
-    from spnpolicy.training.vec_env import max_obs_dim, stack_observations
 
     team = load_agent(checkpoint, acting="critics")
     if len(team.input_shape) == 1:
@@ -205,15 +206,28 @@ def _critics_best(checkpoint: str, state: np.ndarray, instance, seed: int,
         raise ValueError("--best: this run's critics read each agent's observation, which a "
                          "given --state does not hold; use the env's reset state (--seed)")
     else:
-        observations, _ = instance.reset(seed=seed)
-        agents = list(instance.possible_agents)
-        inputs = stack_observations(observations, agents, max_obs_dim(instance),
-                                    {a: instance.observation_space(a) for a in agents})
+        inputs = _observations(instance, seed)
     inputs = torch.as_tensor(inputs).unsqueeze(0)
     with torch.no_grad():
         best = best_joint_action(team, inputs, fixed)
         q = float(team.values(inputs).evaluate(best)[0])
     return best[0], q
+
+
+def _observations(instance, seed: int) -> np.ndarray:
+    """The agents' observations ``[n, obs_dim]`` (padded as in training) of the env
+    ``instance`` after ``reset(seed=seed)``."""
+    from spnpolicy.training.vec_env import max_obs_dim, stack_observations
+
+    observations, _ = instance.reset(seed=seed)
+    agents = list(instance.possible_agents)
+    return stack_observations(observations, agents, max_obs_dim(instance),
+                              {a: instance.observation_space(a) for a in agents})
+
+
+def _shape(shape) -> str:
+    """``[n, d]`` for a shape of two sizes, ``d`` for one."""
+    return str(shape[0]) if len(shape) == 1 else f"[{', '.join(map(str, shape))}]"
 
 
 def _check_some_free(fixed: dict[int, int], dropped: list[int], n: int) -> None:

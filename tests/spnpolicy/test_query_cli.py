@@ -123,13 +123,33 @@ def test_a_run_without_a_joint_policy_is_one_clear_error(tmp_path, algo, config)
     assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
 
 
-def test_a_policy_on_the_agents_observations_is_one_clear_error(tmp_path):
-    # its input is per-agent observations, which the CLI's states are not
+def test_a_policy_on_the_agents_observations_is_asked_about_the_reset_observations(tmp_path):
+    from spnpolicy.inference import conditional_policy
+    from spnpolicy.query import _observations
+
     spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=tmp_path, env_kwargs=COVERAGE,
                     total_steps=64, num_envs=8, learning_starts=32, batch_size=16,
                     eval_interval=64, eval_episodes=2, param_head="agents",
-                    verbose=False, progress=False)
-    out = query(tmp_path)
-    assert out.returncode == 2, out.stderr
-    assert "param_head='agents'" in out.stderr and "[B, n, obs_dim]" in out.stderr
-    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
+                    critic_input="agents", verbose=False, progress=False)
+    out = query(tmp_path, "--fix", "2=noop", "--seed", "4", "--best")
+    assert out.returncode == 0, out.stderr
+    # the printed marginals and MPE are the API's on the reset state's observations [n, obs]
+    _, instance = reset_state("coverage", COVERAGE, 4)
+    observations = torch.as_tensor(_observations(instance, 4))[None]
+    agent = load_agent(tmp_path)
+    policy = conditional_policy(agent, observations, {2: 0})
+    rows = table_rows(out.stdout)
+    for i, marginal in enumerate(policy.marginals()[0]):
+        assert [float(p) for p in rows[i][:6]] == pytest.approx(marginal.tolist(), abs=6e-4)
+    best = most_likely(agent, observations, {2: 0})[0]
+    names = ("noop", "up", "down", "left", "right", "stay")
+    assert ("most likely joint action (agents 0, 1, 2): ("
+            + ", ".join(names[a] for a in best.tolist()) + ")") in out.stdout
+    assert "critics' best joint action given the fixed agents (agents 0..2): (" in out.stdout
+    # a given global state holds no observations; another team size has other observations
+    for args, message in [(("--state", ",".join(["0"] * 21)), "--state: this run's policy "
+                           "reads each agent's observation (param_head='agents')"),
+                          (("--env-kw", "num_agents=4"), "has observations of shape [4, ")]:
+        bad = query(tmp_path, *args)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
