@@ -8,7 +8,8 @@
 
 For every (team size, algorithm) over the coverage runs found under the paths given (run
 directories, or folders holding them; a run started from another run's learner,
-``init_from`` in its provenance, is its own row, ``ALGO (warm start)``): the env steps
+``init_from`` in its provenance, is its own row, ``ALGO (warm start)``, or ``ALGO (warm
+start, fresh critics)`` where that start kept the critics' tensors fresh): the env steps
 trained, and the greedy success and
 final assignment potential (0 = every goal held) of the last evaluation, as the mean over
 seeds with a 95% bootstrap CI where there are several. Runs need not have reached their
@@ -47,7 +48,8 @@ def learning_rows(records, at: dict[int, int] | None = None) -> list[dict]:
     if not coverage:
         raise ValueError("no coverage run with an evaluation among the paths given")
     _, algos = ordered(coverage)
-    labels = [label for algo in algos for label in (algo, f"{algo} (warm start)")]
+    labels = [label for algo in algos
+              for label in (algo, *(f"{algo} ({start})" for start in WARM_STARTS))]
     rows = []
     for n in sorted({int(r.env_kwargs["num_agents"]) for r in coverage}):
         for algo in labels:
@@ -67,10 +69,19 @@ def learning_rows(records, at: dict[int, int] | None = None) -> list[dict]:
     return rows
 
 
+#: The row labels' suffixes of warm-started runs: the critics taken from the source run, or
+#: kept fresh (``init_partial`` left a critic tensor, ``modules.critic...``, untaken).
+WARM_STARTS = ("warm start", "warm start, fresh critics")
+
+
 def _label(run) -> str:
-    """The run's algorithm, with " (warm start)" when it began from another run's learner."""
-    warm = any("init_from" in record for record in run.provenance)
-    return f"{run.algo} (warm start)" if warm else run.algo
+    """The run's algorithm, with a :data:`WARM_STARTS` suffix when it began from another
+    run's learner."""
+    starts = [record for record in run.provenance if "init_from" in record]
+    if not starts:
+        return run.algo
+    fresh = any(name.startswith("modules.critic") for name in starts[0].get("kept_fresh", ()))
+    return f"{run.algo} ({WARM_STARTS[fresh]})"
 
 
 def cost_rows(cost: dict) -> list[dict]:

@@ -62,6 +62,22 @@ def test_a_warm_started_run_is_its_own_row(tmp_path):
         ("vdn", [0]), ("vdn (warm start)", [0])]
 
 
+def test_a_warm_start_that_kept_the_critics_fresh_is_named_so(tmp_path):
+    # the critics read one-hot agent ids, which do not fit a larger team: kept fresh
+    config = dict(total_steps=64, num_envs=8, learning_starts=32, batch_size=16,
+                  eval_interval=32, eval_episodes=2, param_head="agents", critic_input="agents",
+                  factor_graph="random", num_factors=2, verbose=False, progress=False)
+    env = dict(grid_size=4, max_steps=6, observation="nearest", neighbours=1)
+    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=tmp_path / "source",
+                    env_kwargs=env | {"num_agents": 2}, **config)
+    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=tmp_path / "warm",
+                    env_kwargs=env | {"num_agents": 3}, init_from=tmp_path / "source",
+                    init_partial=True, **config)
+    summary = plot.main([str(tmp_path), "--out", str(tmp_path / "t")])
+    assert [(r["algo"], r["num_agents"]) for r in summary["learning"]] == [
+        ("spn-ac", 2), ("spn-ac (warm start, fresh critics)", 3)]
+
+
 def test_a_path_without_runs_is_one_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         plot.main([str(tmp_path), "--out", str(tmp_path / "t")])
