@@ -122,7 +122,7 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = 3 if summary["cost"] else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2))
     algos = dict.fromkeys(r["algo"] for r in summary["learning"] + summary["cost"])
     colour = {algo: f"C{i}" for i, algo in enumerate(algos)}
     for key, ax, label in (("success", axes[0], "greedy success"),
@@ -134,7 +134,8 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("agents")
         ax.set_ylabel(label)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
     if summary["cost"]:
         ax = axes[2]
         for algo in dict.fromkeys(r["algo"] for r in summary["cost"]):
@@ -146,7 +147,8 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xlabel("agents")
         ax.set_ylabel("training env steps/s")
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    rows = -(-len(labels) // 5)
+    fig.tight_layout(rect=(0, 0.07 * rows, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
