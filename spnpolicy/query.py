@@ -8,9 +8,10 @@ spnpolicy query runs/cov4/checkpoints/last.pt --env-kw grid_size=5 --seed 7
 
 The state is given (``--state``) or the env's reset state for ``--seed`` (the run's env and
 env arguments unless ``--env`` / ``--env-kw`` say otherwise); a policy that reads the agents'
-observations (``param_head="agents"``) is asked about the reset state's observations. Printed: the state, each agent's
-conditional marginal over its actions (named where the env names them), samples of the joint
-action, and the most likely joint action with its probability.
+observations (``param_head="agents"``) is asked about the reset state's observations.
+Printed: the state, each agent's conditional marginal over its actions (named where the env
+names them), samples of the joint action, and the most likely joint action with its
+probability.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def _joint(actions, names: tuple[str, ...]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnpolicy.inference import conditional_policy, drop_agents, load_agent, load_run_config
+    from spnpolicy.inference import (MAX_ENUMERATION, conditional_policy, drop_agents,
+                                     load_agent, load_run_config)
 
     torch.set_num_threads(1)
     if args.samples < 0:
@@ -157,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
             kept = tuple(range(n))
         marginals = policy.marginals()[0]                                # [m, k]
         samples = policy.sample((args.samples,), generator=generator)[:, 0]  # [N, m]
-        mode = policy.mode                                                # [1, m]
-        mode_prob = float(policy.log_prob(mode).exp()[0])
+        # with agents dropped the mode is found by enumerating the kept agents' k^m actions
+        enumerable = not args.drop or k ** len(kept) <= MAX_ENUMERATION
+        mode = policy.mode if enumerable else None                        # [1, m]
+        mode_prob = float(policy.log_prob(mode).exp()[0]) if enumerable else None
 
     shown = " ".join(f"{key}={value!r}" for key, value in env_kwargs.items())
     if instance is None:
@@ -183,8 +187,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{args.samples} samples of the joint action ({agents}):")
     for sample in samples:
         print("  " + _joint(sample, names))
-    print(f"most likely joint action ({agents}): {_joint(mode[0], names)}, probability "
-          f"{mode_prob:.4f}")
+    if mode is None:
+        print(f"most likely joint action ({agents}): not computed: with agents dropped it "
+              f"takes enumerating the {k}**{len(kept)} joint actions of the kept agents (limit "
+              f"{MAX_ENUMERATION:,}); the samples above are exact")
+    else:
+        print(f"most likely joint action ({agents}): {_joint(mode[0], names)}, probability "
+              f"{mode_prob:.4f}")
     if args.best:
         best, q = _critics_best(args.checkpoint, state, instance, args.seed, fixed)
         print(f"critics' best joint action given the fixed agents (agents 0..{n - 1}): "

@@ -71,6 +71,26 @@ def test_query_drops_agents_from_a_checkpoint_file(run_dir):
     assert table_rows(out.stdout)[2][4] == "1.000"
 
 
+def test_a_marginal_too_large_to_enumerate_still_prints_its_marginals_and_samples(tmp_path):
+    # 8 agents, one dropped: the mode of the other 7 would enumerate 6**7 joint actions
+    spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=tmp_path,
+                    env_kwargs=dict(num_agents=8, grid_size=4, max_steps=5), total_steps=64,
+                    num_envs=8, learning_starts=32, batch_size=16, eval_interval=64,
+                    eval_episodes=2, policy_hidden=(16,), critic_hidden=(16,), width=4,
+                    verbose=False, progress=False)
+    out = query(tmp_path, "--drop", "0", "--samples", "3")
+    assert out.returncode == 0, out.stderr
+    rows = table_rows(out.stdout.split("for each agent (rows):\n")[1].split("\n\n")[0])
+    assert rows[0] == ["dropped"]
+    assert all(abs(sum(float(p) for p in rows[i][:6]) - 1.0) < 0.01 for i in range(1, 8))
+    assert len(re.findall(r"^  \((.*)\)$", out.stdout, flags=re.MULTILINE)) == 3
+    assert ("most likely joint action (agents 1, 2, 3, 4, 5, 6, 7): not computed: with agents "
+            "dropped it takes enumerating the 6**7 joint actions of the kept agents (limit "
+            "65,536)") in out.stdout
+    whole = query(tmp_path, "--samples", "0")       # the joint mode is exact at any size
+    assert whole.returncode == 0 and ", probability " in whole.stdout, whole.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (("--fix", "5=noop"), "agent index 5 is out of range; the policy has 3 agents"),
     (("--fix", "0=6"), r"fixed\[0\]: action 6 is out of range"),
