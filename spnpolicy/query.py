@@ -131,18 +131,20 @@ def run(args: argparse.Namespace) -> int:
         state, instance = reset_state(env, env_kwargs, args.seed)
     else:
         state, instance = _given_state(args.state), None
-    if agent.needs_obs and instance is None:
+    # what the joint policy reads (an agent acting by its critics reads theirs when it acts)
+    joint_policy = getattr(agent, "policy", agent)
+    if joint_policy.needs_obs and instance is None:
         raise ValueError("--state: this run's policy reads each agent's observation "
                          "(param_head='agents'), which a given global state does not hold; "
                          "use the env's reset state (--seed)")
-    inputs = _observations(instance, args.seed) if agent.needs_obs else state
-    if inputs.shape != tuple(agent.input_shape):
-        what = "observations of shape" if agent.needs_obs else "states of size"
+    inputs = _observations(instance, args.seed) if joint_policy.needs_obs else state
+    if inputs.shape != tuple(joint_policy.input_shape):
+        what = "observations of shape" if joint_policy.needs_obs else "states of size"
         raise ValueError(f"{'--state' if instance is None else f'env {env!r} {env_kwargs}'} "
                          f"has {what} {_shape(inputs.shape)}, but "
                          f"the policy was trained on {run_config['env']!r} "
                          f"{run_config.get('env_kwargs', {})} with {what} "
-                         f"{_shape(agent.input_shape)}")
+                         f"{_shape(joint_policy.input_shape)}")
     n, k = agent.num_agents, agent.num_actions
     names = action_names(env, k)
     fixed = _fixed(args.fix, names)
