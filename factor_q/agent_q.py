@@ -19,6 +19,11 @@ agents see something) every factor with the same inputs shares.
 Returns a :class:`factor_q.FactorValues`, on which Q is evaluated, maximised or taken in
 expectation under a circuit policy; ``ensemble=E`` is ``E`` such networks at once.
 
+On a :class:`factor_q.NearestGraph` the pairs are chosen per state from the agents'
+positions (``positions`` ``[B, n, d]``, given to every call): each agent with its nearest
+others, the same payoff head on each pair, and a zero table for a mutual pair's second
+slot.
+
 Example::
 
     >>> import torch
@@ -39,7 +44,7 @@ import torch
 from torch import nn
 
 from factor_q.ensemble import EnsembleLinear
-from factor_q.graph import FactorGraph
+from factor_q.graph import FactorGraph, NearestGraph
 from factor_q.q import check_arguments, check_ensemble, check_state, low_rank_table
 from factor_q.values import FactorValues
 
@@ -50,7 +55,8 @@ class AgentFactorQ(nn.Module):
     """Multilinear factor-graph ``Q(s, u)`` from per-agent inputs ``[B, n, input_dim]``.
 
     Args:
-        graph: the factor graph (factors of order 2 and/or 3).
+        graph: the factor graph (factors of order 2 and/or 3), or a ``NearestGraph``
+            (pairs chosen per state by position).
         input_dim: size of one agent's input ``x_i``.
         num_actions: actions per agent, ``k``.
         hidden: widths of the shared agent MLP (ReLU, at least one layer).
@@ -72,12 +78,13 @@ class AgentFactorQ(nn.Module):
             for none, so that agents with equal inputs get equal embeddings and the weights
             do not depend on the number of agents.
 
-    ``forward(inputs, state=None)`` returns a :class:`FactorValues` with ``unary``
-    ``[B, n, k]``, ``pairwise`` ``[B, F2, k, k]``, ``triple`` ``[B, F3, k, k, k]``; with
-    ``ensemble=E`` each has a leading axis ``E``.
+    ``forward(inputs, state=None, positions=None)`` returns a :class:`FactorValues` with
+    ``unary`` ``[B, n, k]``, ``pairwise`` ``[B, F2, k, k]``, ``triple`` ``[B, F3, k, k,
+    k]``; with ``ensemble=E`` each has a leading axis ``E``. ``positions`` ``[B, n, d]``
+    (the agents' positions) is needed on a ``NearestGraph`` and refused otherwise.
     """
 
-    def __init__(self, graph: FactorGraph, input_dim: int, num_actions: int,
+    def __init__(self, graph: FactorGraph | NearestGraph, input_dim: int, num_actions: int,
                  hidden: Sequence[int] = (64, 64), unary: bool = True, state_dim: int = 0,
                  rank: int | None = None, payoff_hidden: int = 0,
                  ensemble: int | None = None, agent_ids: bool = True) -> None:
@@ -85,9 +92,10 @@ class AgentFactorQ(nn.Module):
         if not isinstance(agent_ids, bool):
             raise ValueError(f"agent_ids must be True or False, got {agent_ids!r}")
         hidden = check_arguments(graph, input_dim, num_actions, hidden, unary, rank,
-                                 input_name="input_dim")
+                                 input_name="input_dim", graphs=(FactorGraph, NearestGraph))
         if not hidden:
             raise ValueError("hidden must have at least one layer, got ()")
+        self.local = isinstance(graph, NearestGraph)
         if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 0:
             raise ValueError(f"state_dim must be an int >= 0, got {state_dim!r}")
         check_ensemble(ensemble)
@@ -119,14 +127,15 @@ class AgentFactorQ(nn.Module):
                                      for o in graph.orders})
         self.payoff_out = nn.ModuleDict({str(o): linear(payoff_hidden, outputs[o])
                                          for o in graph.orders} if payoff_hidden else {})
-        for order in graph.orders:
+        for order in () if self.local else graph.orders:
             self.register_buffer(f"scopes{order}",
                                  torch.tensor(graph.scopes(order), dtype=torch.long),
                                  persistent=False)
         self.register_buffer("agent_ids", torch.eye(n) if agent_ids else None,
                              persistent=False)
 
-    def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None) -> FactorValues:
+    def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> FactorValues:
         n = self.graph.num_agents
         if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
             raise TypeError(f"inputs must be a floating-point tensor [B, {n}, "
@@ -145,32 +154,57 @@ class AgentFactorQ(nn.Module):
                 raise ValueError(f"state has {state.shape[0]} rows, inputs {inputs.shape[0]}")
         elif state is not None:
             raise ValueError("state given, but this AgentFactorQ has state_dim=0")
-        return self.values(inputs, state)
+        if self.local:
+            if not isinstance(positions, torch.Tensor) or not positions.is_floating_point() \
+                    or positions.dim() != 3 or positions.shape[:2] != inputs.shape[:2]:
+                got = (list(positions.shape) if isinstance(positions, torch.Tensor)
+                       else type(positions).__name__)
+                raise ValueError(f"this AgentFactorQ chooses its pairs by position "
+                                 f"({self.graph!r}): positions must be a floating-point "
+                                 f"tensor [B={inputs.shape[0]}, {n}, d], got {got}")
+        elif positions is not None:
+            raise ValueError(f"positions given, but this AgentFactorQ's graph is fixed "
+                             f"({self.graph.num_factors} factors)")
+        return self.values(inputs, state, positions)
 
-    def values(self, inputs: torch.Tensor, state: torch.Tensor | None = None) -> FactorValues:
+    def values(self, inputs: torch.Tensor, state: torch.Tensor | None = None,
+               positions: torch.Tensor | None = None) -> FactorValues:
         """:meth:`forward` without the input checks (for a training loop's own replayed
         rows)."""
         h = self._embed(inputs, state)                                  # [(E,) B, n, H]
         unary = None if self.unary_head is None else self._rows(self.unary_head, h)
-        tables = {}
-        for key, head in self.payoff.items():
-            order = int(key)
-            scopes = getattr(self, f"scopes{order}")
-            tables[order] = (self._full_tables(key, h, scopes) if self.rank is None
-                             else self._low_rank_tables(key, h, scopes))
+        if self.local:
+            scopes, kept = self.graph.scopes(positions)                 # [B, F, 2], [B, F]
+            tables = self._tables("2", h, scopes) * kept.to(h.dtype)[..., None, None]
+            return FactorValues.trusted(self.graph, unary, tables, None, scopes)
+        tables = {int(key): self._tables(key, h, getattr(self, f"scopes{key}"))
+                  for key in self.payoff}
         return FactorValues.trusted(self.graph, unary, tables.get(2), tables.get(3))
 
+    def _tables(self, key: str, h: torch.Tensor, scopes: torch.Tensor) -> torch.Tensor:
+        return (self._full_tables(key, h, scopes) if self.rank is None
+                else self._low_rank_tables(key, h, scopes))
+
+    @staticmethod
+    def _select(x: torch.Tensor, agents: torch.Tensor) -> torch.Tensor:
+        """Rows of ``x`` ``[(E,) B, n, D]`` at ``agents`` ``[F]``, or per state ``[B, F]``
+        -> ``[(E,) B, F, D]``."""
+        if agents.dim() == 1:
+            return x.index_select(x.dim() - 2, agents)
+        index = agents[..., None].expand(*x.shape[:-2], agents.shape[-1], x.shape[-1])
+        return x.gather(-2, index)
+
     def _full_tables(self, key: str, h: torch.Tensor, scopes: torch.Tensor) -> torch.Tensor:
-        """Tables ``[(E,) B, F, k, ...]`` of the factors ``scopes`` ``[F, order]``: the head
-        on the scope's embeddings in each ordering, mapped back to scope order, averaged."""
-        order, k = scopes.shape[1], self.num_actions
+        """Tables ``[(E,) B, F, k, ...]`` of the factors ``scopes`` ``[F, order]`` (or per
+        state ``[B, F, order]``): the head on the scope's embeddings in each ordering,
+        mapped back to scope order, averaged."""
+        order, k = scopes.shape[-1], self.num_actions
         # the first layer is linear in the concatenation [h_a, h_b, ...], so each scope
         # position's part is one projection per agent, gathered per factor
         parts = self._projections(self.payoff[key], h, order)           # [o, (E,) B, n, .]
-        axis = h.dim() - 2                                              # the agents' axis
         total = None
         for perm in itertools.permutations(range(order)):
-            flat = self._head_out(key, sum(parts[p].index_select(axis, scopes[:, perm[p]])
+            flat = self._head_out(key, sum(self._select(parts[p], scopes[..., perm[p]])
                                            for p in range(order)))      # [(E,) B, F, k^o]
             table = flat.unflatten(-1, (k,) * order)                    # axis p: perm[p]'s
             lead = table.dim() - order
@@ -191,14 +225,14 @@ class AgentFactorQ(nn.Module):
 
     def _low_rank_tables(self, key: str, h: torch.Tensor,
                          scopes: torch.Tensor) -> torch.Tensor:
-        """Tables ``[(E,) B, F, k, ...]`` of the factors ``scopes`` ``[F, order]``, each
-        ``sum_r prod_p v_pr[u_p]``: position ``p``'s vectors ``v_p`` ``[rank, k]`` are the
-        head on ``[h_a, sum of the scope's other h]`` (``a`` the agent at ``p``)."""
-        count, order = scopes.shape
+        """Tables ``[(E,) B, F, k, ...]`` of the factors ``scopes`` ``[F, order]`` (or per
+        state ``[B, F, order]``), each ``sum_r prod_p v_pr[u_p]``: position ``p``'s vectors
+        ``v_p`` ``[rank, k]`` are the head on ``[h_a, sum of the scope's other h]`` (``a``
+        the agent at ``p``)."""
+        count, order = scopes.shape[-2:]
         k, rank = self.num_actions, self.rank
         # the first layer is linear: own and others' parts are one projection per agent each
-        own, other = (part.index_select(h.dim() - 2, scopes.reshape(-1))
-                      .unflatten(-2, (count, order))
+        own, other = (self._select(part, scopes.flatten(-2)).unflatten(-2, (count, order))
                       for part in self._projections(self.payoff[key], h, 2))  # [.., F, o, .]
         pre = own + other.sum(-2, keepdim=True) - other
         vectors = self._head_out(key, pre.flatten(-3, -2)).unflatten(-2, (count, order))
@@ -218,9 +252,10 @@ class AgentFactorQ(nn.Module):
         return torch.einsum("ebnh,ephk->pebnk", h, weight)
 
     def evaluate(self, inputs: torch.Tensor, actions: torch.Tensor,
-                 state: torch.Tensor | None = None) -> torch.Tensor:
+                 state: torch.Tensor | None = None,
+                 positions: torch.Tensor | None = None) -> torch.Tensor:
         """``Q(s, u)`` ``[B]`` (``[E, B]`` for an ensemble) for joint actions ``[B, n]``."""
-        return self.values(inputs, state).evaluate(actions)
+        return self.values(inputs, state, positions).evaluate(actions)
 
     def _embed(self, inputs: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         """Agent embeddings ``[B, n, H]`` (``[E, B, n, H]`` for an ensemble)."""
@@ -245,7 +280,8 @@ class AgentFactorQ(nn.Module):
         return out.view(*shape[:-1], out.shape[-1])
 
     def extra_repr(self) -> str:
-        return (f"agents={self.graph.num_agents}, factors={self.graph.num_factors}, "
+        return (f"agents={self.graph.num_agents}, factors={self.graph.num_factors}"
+                f"{' per state' if self.local else ''}, "
                 f"actions={self.num_actions}, input_dim={self.input_dim}, "
                 f"state_dim={self.state_dim}, rank={self.rank}, "
                 f"payoff_hidden={self.payoff_hidden}"

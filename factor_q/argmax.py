@@ -123,22 +123,24 @@ def _max_plus(values, iterations: int, damping: float) -> torch.Tensor:
     batch, n, k = unary.shape
     groups = []
     for scopes, tables in values.groups():
-        index = torch.tensor(scopes, dtype=torch.long, device=unary.device)  # [F, order]
-        groups.append((index, tables, unary.new_zeros(tables.shape[:2] + index.shape[1:2] + (k,))))
+        index = scopes.expand(batch, *scopes.shape[-2:])                   # [B, F, order]
+        gather = index.flatten(1)[..., None].expand(-1, -1, k)             # [B, F order, k]
+        groups.append((index, gather, tables, unary.new_zeros(index.shape + (k,))))
     best_actions = unary.argmax(-1)
     best_q = values.evaluate(best_actions)
     for _ in range(iterations + 1):
         belief = unary
-        for index, _, messages in groups:
-            belief = belief.index_add(1, index.flatten(), messages.flatten(1, 2))
+        for _, gather, _, messages in groups:
+            belief = belief.scatter_add(1, gather, messages.flatten(1, 2))
         decoded = belief.argmax(-1)
         q = values.evaluate(decoded)
         better = q > best_q
         best_q = torch.where(better, q, best_q)
         best_actions = torch.where(better[:, None], decoded, best_actions)
-        for g, (index, tables, messages) in enumerate(groups):
-            order = index.shape[1]
-            incoming = belief[:, index] - messages  # variable -> factor, [B, F, order, k]
+        for g, (index, gather, tables, messages) in enumerate(groups):
+            order = index.shape[-1]
+            # variable -> factor, [B, F, order, k]
+            incoming = belief.gather(1, gather).view(messages.shape) - messages
             incoming = incoming - incoming.mean(-1, keepdim=True)
             shaped = [incoming[:, :, p].reshape(incoming.shape[:2] + tuple(
                 k if a == p else 1 for a in range(order))) for p in range(order)]
@@ -147,7 +149,7 @@ def _max_plus(values, iterations: int, damping: float) -> torch.Tensor:
                                                                   if a != p))
                                for p in range(order)], dim=2)
             new = new - new.mean(-1, keepdim=True)
-            groups[g] = (index, tables, damping * messages + (1 - damping) * new)
+            groups[g] = (index, gather, tables, damping * messages + (1 - damping) * new)
     return best_actions
 
 
@@ -166,7 +168,11 @@ def argmax(values, method: str = "auto", *, max_table_size: int = MAX_TABLE_SIZE
     if not 0.0 <= damping < 1.0:
         raise ValueError(f"damping must be in [0, 1), got {damping!r}")
     with torch.no_grad():
-        if method == "max_plus":
+        if values.pair_scopes is not None and method == "elimination":
+            raise ValueError("variable elimination needs one factor graph for every state; "
+                             "these values have a graph per state (a NearestGraph): use "
+                             "method='max_plus'")
+        if method == "max_plus" or values.pair_scopes is not None:
             return _max_plus(values, iterations, damping), False
         steps = elimination_plan(values.graph)
         size = table_size(steps, values.num_actions)

@@ -13,6 +13,9 @@ Example::
     (4, (2,))
     >>> FactorGraph.random(num_agents=6, num_factors=20, order=2, seed=0).num_factors
     20
+
+A :class:`NearestGraph` chooses pairwise factors per state instead: each agent with its
+nearest others by position, so its scopes are a tensor ``[B, F, 2]`` rather than a list.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from collections.abc import Iterable, Sequence
 
 import networkx as nx
 import numpy as np
+import torch
 
-__all__ = ["FactorGraph"]
+__all__ = ["FactorGraph", "NearestGraph"]
 
 _ORDERS = (2, 3)
 
@@ -272,3 +276,97 @@ class FactorGraph:
         for scope in self._factors:
             g.add_edges_from(itertools.combinations(scope, 2))
         return g
+
+
+class NearestGraph:
+    """Pairwise factors chosen per state: every agent with its ``neighbours`` nearest other
+    agents by position, each pair of agents once.
+
+    The graph of a state has ``num_factors = num_agents * neighbours`` slots: slot
+    ``i * neighbours + r`` is agent ``i`` with its ``r``-th nearest other agent (squared
+    Euclidean distance, ties to the lower index). Where ``j`` is among ``i``'s nearest and
+    ``i`` among ``j``'s, the slot of the higher agent is a repeat: :meth:`scopes` marks it
+    dropped, and a Q-function gives it a zero table.
+
+    Args:
+        num_agents: number of agents n (>= 2).
+        neighbours: nearest others per agent, in ``range(1, n)``.
+
+    Example::
+
+        >>> import torch
+        >>> g = NearestGraph(num_agents=3, neighbours=1)
+        >>> scopes, kept = g.scopes(torch.tensor([[[0., 0.], [1., 0.], [5., 0.]]]))
+        >>> scopes.tolist(), kept.tolist()
+        ([[[0, 1], [1, 0], [2, 1]]], [[True, False, True]])
+    """
+
+    __slots__ = ("_num_agents", "_neighbours")
+
+    def __init__(self, num_agents: int, neighbours: int = 2):
+        n = _check_count(num_agents, "num_agents", 2)
+        r = _check_count(neighbours, "neighbours", 1)
+        if r >= n:
+            raise ValueError(f"neighbours must be below num_agents={n} (each agent's nearest "
+                             f"others), got {neighbours!r}")
+        object.__setattr__(self, "_num_agents", n)
+        object.__setattr__(self, "_neighbours", r)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"NearestGraph is immutable (tried to set {name!r})")
+
+    def __reduce__(self):
+        return type(self), (self._num_agents, self._neighbours)
+
+    @property
+    def num_agents(self) -> int:
+        return self._num_agents
+
+    @property
+    def neighbours(self) -> int:
+        return self._neighbours
+
+    @property
+    def num_factors(self) -> int:
+        """Factor slots per state (dropped repeats included)."""
+        return self._num_agents * self._neighbours
+
+    @property
+    def orders(self) -> tuple[int, ...]:
+        return (2,)
+
+    def scopes(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The factors of each state from the agents' ``positions`` ``[B, n, d]``.
+
+        Returns ``(scopes [B, F, 2], kept [B, F])``: long agent indices (slot ``i * r + q``
+        is ``(i, i's q-th nearest)``) and whether the slot is kept (False for the second
+        copy of a mutual pair).
+        """
+        n, r = self._num_agents, self._neighbours
+        if not isinstance(positions, torch.Tensor) or positions.dim() != 3 \
+                or positions.shape[1] != n:
+            got = list(positions.shape) if isinstance(positions, torch.Tensor) else \
+                type(positions).__name__
+            raise ValueError(f"positions must be a tensor [B, num_agents={n}, d], got {got}")
+        x = positions.to(torch.float64)
+        distance = (x[:, :, None] - x[:, None]).square().sum(-1)             # [B, n, n]
+        distance.diagonal(dim1=1, dim2=2).fill_(math.inf)
+        nearest = distance.sort(dim=-1, stable=True).indices[..., :r]        # [B, n, r]
+        agents = torch.arange(n, device=positions.device)
+        scopes = torch.stack([agents[:, None].expand(n, r).expand_as(nearest), nearest], -1)
+        # i's slot (i, j) repeats j's slot (j, i) when i > j and i is among j's nearest
+        mutual = (nearest.gather(1, nearest.flatten(1)[..., None].expand(-1, -1, r))
+                  .view(-1, n, r, r) == agents[:, None, None]).any(-1)        # [B, n, r]
+        kept = ~(mutual & (nearest < agents[:, None]))
+        return scopes.flatten(1, 2), kept.flatten(1)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, NearestGraph):
+            return NotImplemented
+        return (self._num_agents, self._neighbours) == (other._num_agents, other._neighbours)
+
+    def __hash__(self) -> int:
+        return hash((NearestGraph, self._num_agents, self._neighbours))
+
+    def __repr__(self) -> str:
+        return f"NearestGraph(num_agents={self._num_agents}, neighbours={self._neighbours})"

@@ -43,11 +43,14 @@ def low_rank_table(factors: torch.Tensor) -> torch.Tensor:
 
 
 def check_arguments(graph, input_dim, num_actions, hidden, unary, rank,
-                    input_name: str = "state_dim") -> tuple[int, ...]:
+                    input_name: str = "state_dim",
+                    graphs: tuple[type, ...] = (FactorGraph,)) -> tuple[int, ...]:
     """Validate a factor Q-network's arguments (ValueError/TypeError naming the argument;
-    ``input_dim`` is called ``input_name``); returns ``hidden`` as a tuple."""
-    if not isinstance(graph, FactorGraph):
-        raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__}")
+    ``input_dim`` is called ``input_name``; ``graphs`` the graph types it takes); returns
+    ``hidden`` as a tuple."""
+    if not isinstance(graph, graphs):
+        raise TypeError(f"graph must be a {' or '.join(g.__name__ for g in graphs)}, got "
+                        f"{type(graph).__name__}")
     for name, value, low in ((input_name, input_dim, 1), ("num_actions", num_actions, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")

@@ -30,7 +30,7 @@ import torch
 
 from circuits import CircuitDistribution
 from factor_q.argmax import MAX_TABLE_SIZE, argmax as _argmax
-from factor_q.graph import FactorGraph
+from factor_q.graph import FactorGraph, NearestGraph
 
 __all__ = ["FactorValues", "table_index"]
 
@@ -43,10 +43,15 @@ _DIMS = {"unary": 3, "pairwise": 4, "triple": 5}
 
 def table_index(actions: torch.Tensor, scopes: torch.Tensor, num_actions: int) -> torch.Tensor:
     """Each factor's entry in its row-major table (axis ``p`` the scope's ``p``-th agent):
-    joint actions ``[B, n]`` and factor scopes ``[F, order]`` -> ``[B, F]``."""
-    picked = actions.index_select(1, scopes.reshape(-1)).view(actions.shape[0], *scopes.shape)
+    joint actions ``[B, n]`` and factor scopes ``[F, order]`` (or per state ``[B, F,
+    order]``) -> ``[B, F]``."""
+    if scopes.dim() == 3:
+        picked = actions.gather(1, scopes.flatten(1)).view(scopes.shape)
+    else:
+        picked = actions.index_select(1, scopes.reshape(-1)).view(actions.shape[0],
+                                                                  *scopes.shape)
     flat = picked[..., 0]
-    for p in range(1, scopes.shape[1]):
+    for p in range(1, scopes.shape[-1]):
         flat = flat * num_actions + picked[..., p]
     return flat
 
@@ -70,11 +75,17 @@ class FactorValues:
     ensemble of Q-functions on it.
 
     Args:
-        graph: the factor graph (n agents).
+        graph: the factor graph (n agents), or a :class:`NearestGraph`, whose pairwise
+            factors differ from state to state.
         unary: ``[B, n, k]`` per-agent utilities, or ``None`` for no unary terms.
         pairwise: ``[B, F2, k, k]`` tables of ``graph.factor_ids(2)``, in that order; axis
-            ``1 + p`` is the ``p``-th agent of the factor's scope.
+            ``1 + p`` is the ``p``-th agent of the factor's scope. On a ``NearestGraph``,
+            the tables of ``pair_scopes``' factors.
         triple: ``[B, F3, k, k, k]`` tables of ``graph.factor_ids(3)``.
+        pair_scopes: on a ``NearestGraph`` only (and needed there), each state's pairwise
+            scopes ``[B, F2, 2]`` (long agent indices, the two distinct): table ``[b, f]``
+            is over agents ``pair_scopes[b, f]``. Scopes may repeat within a state (the
+            tables add up).
 
     Every given tensor may instead have one more, leading axis ``E``: an ensemble of ``E``
     Q-functions (``ensemble == E``; ``None`` without that axis), whose queries return one
@@ -85,10 +96,19 @@ class FactorValues:
     builds one from a list of per-factor tables, :meth:`stack` an ensemble from its members.
     """
 
-    def __init__(self, graph: FactorGraph, unary: torch.Tensor | None = None,
-                 pairwise: torch.Tensor | None = None, triple: torch.Tensor | None = None):
-        if not isinstance(graph, FactorGraph):
-            raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__}")
+    def __init__(self, graph: FactorGraph | NearestGraph, unary: torch.Tensor | None = None,
+                 pairwise: torch.Tensor | None = None, triple: torch.Tensor | None = None,
+                 pair_scopes: torch.Tensor | None = None):
+        if not isinstance(graph, (FactorGraph, NearestGraph)):
+            raise TypeError(f"graph must be a FactorGraph or NearestGraph, got "
+                            f"{type(graph).__name__}")
+        local = isinstance(graph, NearestGraph)
+        if local and (pair_scopes is None or pairwise is None or triple is not None):
+            raise ValueError("values on a NearestGraph need pairwise tables and their "
+                             "pair_scopes [B, F, 2], and have no triple tables")
+        if not local and pair_scopes is not None:
+            raise ValueError("pair_scopes are for a NearestGraph; this graph's scopes are "
+                             "fixed (graph.factors)")
         given = {"unary": unary, "pairwise": pairwise, "triple": triple}
         ref_name = next((name for name, t in given.items() if t is not None), None)
         if ref_name is None:
@@ -102,9 +122,13 @@ class FactorValues:
             if given[name] is not None:
                 _check_tensor(given[name], name, dim + len(lead))
         batch, k = ref.shape[len(lead)], ref.shape[-1]
+        if local:
+            _check_pair_scopes(pair_scopes, batch, graph.num_agents)
+        counts = ((pair_scopes.shape[1], 0) if local
+                  else (len(graph.factor_ids(2)), len(graph.factor_ids(3))))
         expected = {"unary": lead + (batch, graph.num_agents, k),
-                    "pairwise": lead + (batch, len(graph.factor_ids(2)), k, k),
-                    "triple": lead + (batch, len(graph.factor_ids(3)), k, k, k)}
+                    "pairwise": lead + (batch, counts[0], k, k),
+                    "triple": lead + (batch, counts[1], k, k, k)}
         axes = "ensemble, batch" if lead else "batch"
         for name, shape in expected.items():
             t, count = given[name], shape[len(lead) + 1]
@@ -118,18 +142,22 @@ class FactorValues:
             if t is not None and (t.dtype, t.device) != (ref.dtype, ref.device):
                 raise ValueError(f"{name} has dtype {t.dtype} on {t.device}, but the other "
                                  f"values have {ref.dtype} on {ref.device}")
-        self._set(graph, unary, pairwise, triple)
+        if local and pair_scopes.device != ref.device:
+            raise ValueError(f"pair_scopes are on {pair_scopes.device}, the values on "
+                             f"{ref.device}")
+        self._set(graph, unary, pairwise, triple, pair_scopes)
 
     @classmethod
-    def trusted(cls, graph: FactorGraph, unary: torch.Tensor | None,
-                pairwise: torch.Tensor | None, triple: torch.Tensor | None) -> FactorValues:
+    def trusted(cls, graph: FactorGraph | NearestGraph, unary: torch.Tensor | None,
+                pairwise: torch.Tensor | None, triple: torch.Tensor | None,
+                pair_scopes: torch.Tensor | None = None) -> FactorValues:
         """Build without checks, for a network's own outputs whose shapes are right by
         construction (:class:`~factor_q.FactorQ`); user input goes through the constructor."""
         values = cls.__new__(cls)
-        values._set(graph, unary, pairwise, triple)
+        values._set(graph, unary, pairwise, triple, pair_scopes)
         return values
 
-    def _set(self, graph: FactorGraph, unary, pairwise, triple) -> None:
+    def _set(self, graph, unary, pairwise, triple, pair_scopes=None) -> None:
         name, ref = next((name, t) for name, t in
                          (("unary", unary), ("pairwise", pairwise), ("triple", triple))
                          if t is not None)
@@ -138,8 +166,12 @@ class FactorValues:
         self.ensemble: int | None = lead[0] if lead else None
         self.unary = unary if unary is not None else ref.new_zeros(
             lead + (ref.shape[len(lead)], graph.num_agents, ref.shape[-1]))
-        self.pairwise = pairwise if graph.factor_ids(2) else None
-        self.triple = triple if graph.factor_ids(3) else None
+        self.pair_scopes: torch.Tensor | None = pair_scopes
+        if pair_scopes is not None:
+            self.pairwise, self.triple = pairwise, None
+        else:
+            self.pairwise = pairwise if graph.factor_ids(2) else None
+            self.triple = triple if graph.factor_ids(3) else None
 
     @classmethod
     def stack(cls, members: Sequence[FactorValues]) -> FactorValues:
@@ -151,14 +183,18 @@ class FactorValues:
                             f"{[type(m).__name__ for m in members]}")
         if any(m.ensemble is not None for m in members):
             raise ValueError("members must be single Q-functions, not ensembles")
-        graph = members[0].graph
+        graph, scopes = members[0].graph, members[0].pair_scopes
         if any(m.graph != graph for m in members):
             raise ValueError(f"members must share one graph, got "
                              f"{sorted({repr(m.graph) for m in members})}")
+        if scopes is not None and not all(m.pair_scopes.shape == scopes.shape
+                                          and torch.equal(m.pair_scopes, scopes)
+                                          for m in members):
+            raise ValueError("members on a NearestGraph must share their pair_scopes")
         parts = [None if getattr(members[0], name) is None else
                  torch.stack([getattr(m, name) for m in members])
                  for name in ("unary", "pairwise", "triple")]
-        return cls(graph, *parts)
+        return cls(graph, *parts, pair_scopes=scopes)
 
     @classmethod
     def from_tables(cls, graph: FactorGraph, tables: Sequence[torch.Tensor],
@@ -170,7 +206,8 @@ class FactorValues:
             unary: ``[B, n, k]`` or ``None``.
         """
         if not isinstance(graph, FactorGraph):
-            raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__}")
+            raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__} (values "
+                            f"on a NearestGraph are built with the constructor)")
         tables = list(tables)
         if len(tables) != graph.num_factors:
             raise ValueError(f"tables: got {len(tables)} tables for {graph.num_factors} factors")
@@ -194,23 +231,26 @@ class FactorValues:
     @property
     def tables(self) -> list[torch.Tensor]:
         """Per-factor tables in ``graph.factors`` order: ``[B, k, k]`` or ``[B, k, k, k]``
-        (``[E, B, ...]`` for an ensemble)."""
+        (``[E, B, ...]`` for an ensemble); on a ``NearestGraph``, the pairwise slots'."""
         axis = self.unary.dim() - 2                        # the factor axis of the groups
+        if self.pair_scopes is not None:
+            return list(self.pairwise.unbind(axis))
         out: list[torch.Tensor | None] = [None] * self.graph.num_factors
         for order, grouped in ((2, self.pairwise), (3, self.triple)):
             for slot, j in enumerate(self.graph.factor_ids(order)):
                 out[j] = grouped.select(axis, slot)
         return out
 
-    def groups(self) -> list[tuple[tuple[tuple[int, ...], ...], torch.Tensor]]:
-        """``(scopes, tables)`` for each factor order present, tables ``[B, F, k, ...]``
-        (``[E, B, F, k, ...]`` for an ensemble)."""
-        return [(self.graph.scopes(order), grouped)
+    def groups(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(scopes, tables)`` for each factor order present: scopes a long tensor ``[F,
+        order]`` (``[B, F, 2]`` on a ``NearestGraph``), tables ``[B, F, k, ...]`` (``[E, B,
+        F, k, ...]`` for an ensemble)."""
+        if self.pair_scopes is not None:
+            return [(self.pair_scopes, self.pairwise)]
+        return [(torch.tensor(self.graph.scopes(order), dtype=torch.long,
+                              device=self.unary.device), grouped)
                 for order, grouped in ((2, self.pairwise), (3, self.triple))
                 if grouped is not None]
-
-    def _scope_index(self, scopes) -> torch.Tensor:
-        return torch.tensor(scopes, dtype=torch.long, device=self.unary.device)
 
     def _check_actions(self, actions: torch.Tensor, name: str = "actions") -> torch.Tensor:
         """Validate joint actions ``[B, n]`` (integers in ``range(k)``); returns them as long."""
@@ -235,9 +275,9 @@ class FactorValues:
         index = actions.expand(*lead, -1, -1).unsqueeze(-1)                 # [*E, B, n, 1]
         q = self.unary.gather(-1, index).squeeze(-1).sum(-1)
         for scopes, grouped in self.groups():
-            flat = table_index(actions, self._scope_index(scopes), k)      # [B, F]
+            flat = table_index(actions, scopes, k)                          # [B, F]
             index = flat.expand(*lead, -1, -1).unsqueeze(-1)
-            q = q + grouped.flatten(-len(scopes[0])).gather(-1, index).squeeze(-1).sum(-1)
+            q = q + grouped.flatten(-scopes.shape[-1]).gather(-1, index).squeeze(-1).sum(-1)
         return q
 
     def table(self) -> torch.Tensor:
@@ -256,6 +296,14 @@ class FactorValues:
         for i in range(n):
             total = total + self.unary[..., i, :].reshape(
                 prefix + tuple(k if j == i else 1 for j in range(n)))
+        if self.pair_scopes is not None:
+            # every joint action's entry of every slot's table: [B, F, k**n] columns
+            joint = torch.cartesian_prod(*[torch.arange(k, device=total.device)] * n)
+            first, second = self.pair_scopes.unbind(-1)                     # [B, F]
+            column = joint.t()[first] * k + joint.t()[second]              # [B, F, k**n]
+            picked = self.pairwise.flatten(-2).gather(
+                -1, column.expand(*prefix[:-1], *column.shape))
+            return total + picked.sum(-2).view(prefix + (k,) * n)
         for scope, t in zip(self.graph.factors, self.tables):
             perm = sorted(range(len(scope)), key=lambda p: scope[p])
             aligned = t.permute(*lead, *(len(prefix) + p for p in perm))
@@ -287,8 +335,11 @@ class FactorValues:
                              f"marginals() have shape {list(marg.shape)} (batch, vars, states)")
         result = (marg * self.unary).sum((-2, -1))
         for scopes, grouped in self.groups():
-            joint = dist.scope_marginals(list(scopes))                      # [B', F, k, ...]
-            result = result + (joint * grouped).flatten(-len(scopes[0]) - 1).sum(-1)
+            if scopes.dim() == 3:
+                joint = _state_pair_marginals(dist, scopes, n)              # [B, F, k, k]
+            else:
+                joint = dist.scope_marginals(scopes.tolist())               # [B', F, k, ...]
+            result = result + (joint * grouped).flatten(-scopes.shape[-1] - 1).sum(-1)
         return result
 
     def clamp(self, evidence: torch.Tensor) -> FactorValues:
@@ -316,12 +367,13 @@ class FactorValues:
         evidence = evidence.to(self.unary.device, torch.long)
         span = (self.unary.amax(-1) - self.unary.amin(-1)).sum(-1)           # [*E, B]
         for scopes, grouped in self.groups():
-            flat = grouped.flatten(-len(scopes[0]))
+            flat = grouped.flatten(-scopes.shape[-1])
             span = span + (flat.amax(-1) - flat.amin(-1)).sum(-1)
         actions = torch.arange(k, device=evidence.device)
         differs = (evidence[..., None] >= 0) & (actions != evidence[..., None])  # [B, n, k]
         unary = self.unary - (span + 1)[..., None, None] * differs.to(self.unary.dtype)
-        return FactorValues.trusted(self.graph, unary, self.pairwise, self.triple)
+        return FactorValues.trusted(self.graph, unary, self.pairwise, self.triple,
+                                    self.pair_scopes)
 
     def mean(self) -> FactorValues:
         """The ensemble members' mean ``sum_j Q_j / E``: one Q-function's values (itself
@@ -329,7 +381,8 @@ class FactorValues:
         self._check_ensemble("mean()")
         return FactorValues.trusted(self.graph, self.unary.mean(0),
                                     *(None if t is None else t.mean(0)
-                                      for t in (self.pairwise, self.triple)))
+                                      for t in (self.pairwise, self.triple)),
+                                    self.pair_scopes)
 
     def min_evaluate(self, actions: torch.Tensor) -> torch.Tensor:
         """``min_j Q_j(s, u)`` ``[B]`` over the ensemble's members (:meth:`evaluate`); one
@@ -353,7 +406,8 @@ class FactorValues:
             raise IndexError(f"member {member} of an ensemble of {self.ensemble}")
         return FactorValues.trusted(self.graph, self.unary[member],
                                     *(None if t is None else t[member]
-                                      for t in (self.pairwise, self.triple)))
+                                      for t in (self.pairwise, self.triple)),
+                                    self.pair_scopes)
 
     def _check_ensemble(self, query: str) -> None:
         if self.ensemble is None:
@@ -369,7 +423,7 @@ class FactorValues:
         (i.e. ``k ** (induced width + 1)``), and otherwise max-plus message passing, which is
         approximate on loopy graphs: it returns the best joint action (by :meth:`evaluate`)
         seen over ``iterations`` damped rounds. ``"elimination"`` and ``"max_plus"`` force a
-        method. With ``return_exact=True`` returns ``(actions, exact)`` where ``exact`` says
+        method. On a ``NearestGraph`` (a graph per state) ``"auto"`` is max-plus. With ``return_exact=True`` returns ``(actions, exact)`` where ``exact`` says
         whether the result is a guaranteed maximum. Of one Q-function only: an ensemble's
         best joint actions under its mean are ``values.mean().argmax()``.
         """
@@ -385,3 +439,35 @@ class FactorValues:
         return (f"FactorValues({members}batch={self.batch_size}, "
                 f"agents={self.graph.num_agents}, "
                 f"actions={self.num_actions}, factors={self.graph.num_factors})")
+
+
+def _check_pair_scopes(scopes, batch: int, num_agents: int) -> None:
+    if not isinstance(scopes, torch.Tensor) or scopes.is_floating_point() \
+            or scopes.dtype == torch.bool:
+        raise TypeError(f"pair_scopes must be an integer tensor [B, F, 2], got "
+                        f"{getattr(scopes, 'dtype', type(scopes).__name__)}")
+    if scopes.dim() != 3 or scopes.shape[0] != batch or scopes.shape[2] != 2:
+        raise ValueError(f"pair_scopes must have shape [B={batch}, F, 2], got "
+                         f"{list(scopes.shape)}")
+    if scopes.numel() and (scopes.min() < 0 or scopes.max() >= num_agents):
+        raise ValueError(f"pair_scopes must hold agent indices in range({num_agents}), got "
+                         f"values from {int(scopes.min())} to {int(scopes.max())}")
+    if bool((scopes[..., 0] == scopes[..., 1]).any()):
+        raise ValueError("pair_scopes: a factor's two agents must differ")
+
+
+def _state_pair_marginals(dist: CircuitDistribution, scopes: torch.Tensor,
+                          num_agents: int) -> torch.Tensor:
+    """Each state's pair tables ``[B, F, k, k]`` for its own scopes ``[B, F, 2]``: the
+    distribution's ``scope_marginals`` of every pair that some state asks for (once, in
+    ascending agent order), gathered per state and transposed where a scope lists its
+    agents in descending order."""
+    first, second = scopes.unbind(-1)
+    low, high = torch.minimum(first, second), torch.maximum(first, second)
+    keys, column = torch.unique(low * num_agents + high, return_inverse=True)   # [U], [B, F]
+    pairs = torch.stack([keys // num_agents, keys % num_agents], -1).tolist()
+    joint = dist.scope_marginals(pairs)                                     # [B', U, k, k]
+    k = joint.shape[-1]
+    joint = joint.expand(scopes.shape[0], *joint.shape[-3:])
+    tables = joint.gather(1, column[..., None, None].expand(-1, -1, k, k))   # [B, F, k, k]
+    return torch.where((first > second)[..., None, None], tables.transpose(-1, -2), tables)

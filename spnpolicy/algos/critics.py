@@ -5,21 +5,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from factor_q import FactorGraph, FactorQ
+from factor_q import FactorGraph, FactorQ, NearestGraph
 
 __all__ = ["FACTOR_GRAPHS", "TwinFactorQ", "build_factor_graph"]
 
-FACTOR_GRAPHS = ("auto", "complete", "random", "line", "ring", "star", "none")
+FACTOR_GRAPHS = ("auto", "complete", "random", "line", "ring", "star", "none", "nearest")
 
 
 def build_factor_graph(kind: str, num_agents: int, num_factors: int = 20, order: int = 2,
-                       seed: int = 0) -> FactorGraph:
+                       seed: int = 0, neighbours: int = 2) -> FactorGraph | NearestGraph:
     """The critic's factor graph over ``num_agents`` agents.
 
     ``auto``: ``FactorGraph.random(n, num_factors, order, seed)`` when that many
     factors exist (ordered scopes; 20 pairs for 6 agents), else the complete graph (every set
     of ``order`` agents; 2-agent games get their single pair). ``random`` always the former,
-    ``line`` / ``ring`` / ``star`` pairwise, ``none`` no factors (unary terms only).
+    ``line`` / ``ring`` / ``star`` pairwise, ``none`` no factors (unary terms only),
+    ``nearest`` a ``NearestGraph(n, neighbours)`` (pairs chosen per state by position).
     """
     if kind not in FACTOR_GRAPHS:
         raise ValueError(f"factor_graph must be one of {FACTOR_GRAPHS}, got {kind!r}")
@@ -31,6 +32,10 @@ def build_factor_graph(kind: str, num_agents: int, num_factors: int = 20, order:
         return FactorGraph.complete(num_agents, order=order)
     if kind == "none":
         return FactorGraph(num_agents, [])
+    if kind == "nearest":
+        if order != 2:
+            raise ValueError(f"factor_graph='nearest' has pairwise factors; got order={order}")
+        return NearestGraph(num_agents, neighbours)
     return getattr(FactorGraph, kind)(num_agents)
 
 

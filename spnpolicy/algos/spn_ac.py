@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from factor_q import AgentFactorQ, FactorQ, FactorValues
+from factor_q import AgentFactorQ, FactorGraph, FactorQ, FactorValues, NearestGraph
 from factor_q.argmax import eliminate, elimination_plan, table_size
 from spnpolicy.algos.config import (COVERAGE_BUDGET, MATRIX_BUDGET, AlgorithmSpec, OffPolicyConfig,
                                     boolean, checked, fraction, integer, non_negative, number,
@@ -110,7 +110,12 @@ class SpnAcConfig(OffPolicyConfig):
     False drops it, so that the critics' weights do not depend on the team size and a run
     of another team size starts them whole (init_from with init_partial)."""
     factor_graph: str = checked("auto", one_of(*FACTOR_GRAPHS))
-    """Critic factor graph: auto, complete, random, line, ring, star, none (build_factor_graph)."""
+    """Critic factor graph: auto, complete, random, line, ring, star, none, or nearest: pairs
+    chosen per state, each agent with its ``neighbours`` nearest others by position (the
+    env gives ``agent_positions``, as coverage does; critic_input="agents" only)
+    (build_factor_graph)."""
+    neighbours: int = checked(2, integer(1))
+    """Nearest other agents per agent of the nearest factor graph."""
     num_factors: int = checked(20, integer(0))
     """Number of factors of a random factor graph."""
     factor_order: int = checked(2, one_of(2, 3))
@@ -259,6 +264,15 @@ class SpnAcConfig(OffPolicyConfig):
         if self.param_head != "flat" and self.policy == "softmax":
             raise ValueError(f"param_head={self.param_head!r} needs a circuit policy; the "
                              f"softmax policy has no parameter groups to share a head across")
+        if self.factor_graph == "nearest":
+            fixed = {"critic_input": (self.critic_input, "agents"),
+                     "factor_order": (self.factor_order, 2), "acting": (self.acting, "policy"),
+                     "mode_guidance": (self.mode_guidance, 0.0), "compile": (self.compile, False)}
+            wrong = {name: got for name, (got, need) in fixed.items() if got != need}
+            if wrong:
+                raise ValueError(f"factor_graph='nearest' (pairs chosen per state) needs "
+                                 f"critic_input='agents', factor_order=2, acting='policy', "
+                                 f"mode_guidance=0 and compile=False; got {wrong}")
 
 
 #: Per-env (or env-family) defaults; everything else comes from ``SpnAcConfig``.
@@ -603,7 +617,15 @@ class SpnAc(OffPolicyAlgorithm):
         self.policy = joint_policy(envs, cfg.policy, cfg.width, cfg.policy_hidden,
                                    cfg.param_head, cfg.agent_ids).to(device)
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
-                                   seed=cfg.graph_seed)
+                                   seed=cfg.graph_seed, neighbours=cfg.neighbours)
+        # a graph per state reads the agents' positions from the replayed global states
+        self.positions = None
+        if isinstance(graph, NearestGraph):
+            self.positions = getattr(envs, "agent_positions", None)
+            if not callable(self.positions):
+                raise ValueError(f"factor_graph='nearest' chooses the critics' pairs by the "
+                                 f"agents' positions, which {type(envs).__name__} does not "
+                                 f"give (an env with agent_positions(states), as coverage)")
         # the joint policy and the critics each read the global state, or each agent's
         # observation (then the replay buffer stores the observations)
         self.policy_reads_obs = cfg.param_head == "agents"
@@ -619,7 +641,9 @@ class SpnAc(OffPolicyAlgorithm):
         self.temperature = Temperature(cfg.alpha, cfg.autotune_alpha).to(device)
         self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
         self.notes: tuple[str, ...] = ()
-        self.guidance = ModeGuidance(graph, k, cfg.mode_guidance, cfg.mode_floor)
+        # a graph per state has no guidance (mode_guidance=0, checked by the config)
+        self.guidance = ModeGuidance(FactorGraph(n, []) if self.positions else graph, k,
+                                     cfg.mode_guidance, cfg.mode_floor)
         if cfg.mode_guidance > 0 and cfg.compile:
             self.guidance.weight = 0.0
             self.notes += ("mode_guidance is off with compile=True: the log-likelihood's "
@@ -737,8 +761,12 @@ class SpnAc(OffPolicyAlgorithm):
 
     def _values(self, critic, state, obs) -> FactorValues:
         """The critic ensemble's values at states ``[B, S]``, or for the agents critics at
-        observations ``[B, n, obs_dim]``."""
-        return critic.values(obs) if self.cfg.critic_input == "agents" else critic.values(state)
+        observations ``[B, n, obs_dim]`` (and, on a graph per state, the agents' positions
+        in the states)."""
+        if self.cfg.critic_input != "agents":
+            return critic.values(state)
+        return critic.values(obs, positions=None if self.positions is None
+                             else self.positions(state))
 
     def _critic_loss(self, state, obs, actions, reward, next_state, next_obs, steps,
                      terminated, alpha):
@@ -752,7 +780,7 @@ class SpnAc(OffPolicyAlgorithm):
                                     next_dist, alpha, self.value_offset)
         discount = self.cfg.gamma ** steps.to(next_value.dtype)
         target = reward + discount * (1.0 - terminated) * next_value
-        q = self.critic.evaluate(obs if self.cfg.critic_input == "agents" else state, actions)
+        q = self._values(self.critic, state, obs).evaluate(actions)
         return critic_loss(q, target),
 
     def _actor_loss(self, state, obs, alpha):

@@ -186,6 +186,12 @@ class CoverageVec(BatchedVec):
         """``[E, n]`` bool: the agents standing on a goal now."""
         return self.env.settled()
 
+    def agent_positions(self, states):
+        """The agents' cells ``[M, n, 2]`` (row, column, as floats) in global states ``[M,
+        S]``, a numpy array or a torch tensor (returned as the same kind)."""
+        n, size = self.num_agents, self.env.config.grid_size
+        return states[..., : 2 * n].reshape(*states.shape[:-1], n, 2) * size
+
 
 class PredatorPreyVec(BatchedVec):
     """:class:`~spnpolicy.envs.predator_prey_vec.PredatorPreyVecEnv` behind the
