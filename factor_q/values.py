@@ -334,12 +334,13 @@ class FactorValues:
                              f"{self.batch_size}, 1 or none, matching the values; its "
                              f"marginals() have shape {list(marg.shape)} (batch, vars, states)")
         result = (marg * self.unary).sum((-2, -1))
-        for scopes, grouped in self.groups():
-            if scopes.dim() == 3:
-                joint = _state_pair_marginals(dist, scopes, n)              # [B, F, k, k]
-            else:
-                joint = dist.scope_marginals(scopes.tolist())               # [B', F, k, ...]
-            result = result + (joint * grouped).flatten(-scopes.shape[-1] - 1).sum(-1)
+        if self.pair_scopes is not None:
+            joint = _state_pair_marginals(dist, self.pair_scopes, n)        # [B, F, k, k]
+            return result + (joint * self.pairwise).flatten(-3).sum(-1)
+        for order, grouped in ((2, self.pairwise), (3, self.triple)):
+            if grouped is not None:
+                joint = dist.scope_marginals(list(self.graph.scopes(order)))  # [B', F, k, ...]
+                result = result + (joint * grouped).flatten(-order - 1).sum(-1)
         return result
 
     def clamp(self, evidence: torch.Tensor) -> FactorValues:
