@@ -9,7 +9,8 @@
 For every (team size, algorithm) over the coverage runs found under the paths given (run
 directories, or folders holding them; a run started from another run's learner,
 ``init_from`` in its provenance, is its own row, ``ALGO (warm start)``, or ``ALGO (warm
-start, fresh critics)`` where that start kept the critics' tensors fresh): the env steps
+start, fresh critics)`` where that start kept the critics' tensors fresh; so is a run whose
+critics' factor graph is one of :data:`CRITIC_GRAPHS`, ``ALGO (nearest pairs)``): the env steps
 trained, and the greedy success and
 final assignment potential (0 = every goal held) of the last evaluation, as the mean over
 seeds with a 95% bootstrap CI where there are several. Runs need not have reached their
@@ -48,8 +49,8 @@ def learning_rows(records, at: dict[int, int] | None = None) -> list[dict]:
     if not coverage:
         raise ValueError("no coverage run with an evaluation among the paths given")
     _, algos = ordered(coverage)
-    labels = [label for algo in algos
-              for label in (algo, *(f"{algo} ({start})" for start in WARM_STARTS))]
+    labels = list(dict.fromkeys(_label(r) for r in sorted(
+        coverage, key=lambda r: (algos.index(r.algo), _label(r) != r.algo, _label(r)))))
     rows = []
     for n in sorted({int(r.env_kwargs["num_agents"]) for r in coverage}):
         for algo in labels:
@@ -74,14 +75,21 @@ def learning_rows(records, at: dict[int, int] | None = None) -> list[dict]:
 WARM_STARTS = ("warm start", "warm start, fresh critics")
 
 
+#: Critics' factor graphs that make a row of their own, by their row label.
+CRITIC_GRAPHS = {"nearest": "nearest pairs", "none": "unary critics"}
+
+
 def _label(run) -> str:
-    """The run's algorithm, with a :data:`WARM_STARTS` suffix when it began from another
-    run's learner."""
+    """The run's algorithm, with its :data:`CRITIC_GRAPHS` label and a :data:`WARM_STARTS`
+    suffix when it began from another run's learner."""
+    parts = [CRITIC_GRAPHS[graph] for graph in [run.config.get("factor_graph")]
+             if graph in CRITIC_GRAPHS]
     starts = [record for record in run.provenance if "init_from" in record]
-    if not starts:
-        return run.algo
-    fresh = any(name.startswith("modules.critic") for name in starts[0].get("kept_fresh", ()))
-    return f"{run.algo} ({WARM_STARTS[fresh]})"
+    if starts:
+        fresh = any(name.startswith("modules.critic")
+                    for name in starts[0].get("kept_fresh", ()))
+        parts.append(WARM_STARTS[fresh])
+    return f"{run.algo} ({', '.join(parts)})" if parts else run.algo
 
 
 def cost_rows(cost: dict) -> list[dict]:

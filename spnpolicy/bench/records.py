@@ -39,6 +39,8 @@ class RunRecord:
     provenance: tuple[dict[str, Any], ...] = ()
     """What trained it (``provenance.jsonl``): a record per process, each with the ``step``
     it started from and the package's ``commit``; ``()`` for runs made before it was kept."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The algorithm's config as the run saved it (``config.json``'s ``config``)."""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     return RunRecord(task=task, algo=config["algo"], env=config["env"], seed=int(config["seed"]),
                      total_steps=run.total_steps(), history=run.read_history(),
                      env_kwargs=env_kwargs, suite=bench.get("suite"),
-                     provenance=run.read_provenance())
+                     provenance=run.read_provenance(), config=dict(config.get("config", {})))
 
 
 def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:

@@ -99,3 +99,18 @@ def test_a_bad_at_is_one_error(tmp_path, capsys):
         plot.main([str(tmp_path), "--at", "2:40", "--out", str(tmp_path / "t")])
     assert exit_.value.code == 2
     assert "--at takes N=STEPS" in capsys.readouterr().err
+
+
+def test_runs_on_another_critic_graph_are_their_own_rows(tmp_path):
+    config = dict(total_steps=64, num_envs=8, learning_starts=32, batch_size=16,
+                  eval_interval=32, eval_episodes=2, critic_input="agents", mode_guidance=0.0,
+                  verbose=False, progress=False)
+    env = dict(num_agents=3, grid_size=4, max_steps=6, observation="nearest", neighbours=1)
+    for name, graph in (("random", dict(factor_graph="random", num_factors=2)),
+                        ("nearest", dict(factor_graph="nearest", neighbours=1)),
+                        ("none", dict(factor_graph="none"))):
+        spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=tmp_path / name, env_kwargs=env,
+                        **config, **graph)
+    summary = plot.main([str(tmp_path), "--out", str(tmp_path / "t")])
+    assert [(r["algo"], r["seeds"]) for r in summary["learning"]] == [
+        ("spn-ac", [0]), ("spn-ac (nearest pairs)", [0]), ("spn-ac (unary critics)", [0])]
