@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -460,15 +461,15 @@ def _check_pair_scopes(scopes, batch: int, num_agents: int) -> None:
 def _state_pair_marginals(dist: CircuitDistribution, scopes: torch.Tensor,
                           num_agents: int) -> torch.Tensor:
     """Each state's pair tables ``[B, F, k, k]`` for its own scopes ``[B, F, 2]``: the
-    distribution's ``scope_marginals`` of every pair that some state asks for (once, in
-    ascending agent order), gathered per state and transposed where a scope lists its
+    distribution's ``scope_marginals`` of every pair of agents (one list for every batch,
+    so the circuit plans it once), gathered per state and transposed where a scope lists its
     agents in descending order."""
+    n = num_agents
     first, second = scopes.unbind(-1)
     low, high = torch.minimum(first, second), torch.maximum(first, second)
-    keys, column = torch.unique(low * num_agents + high, return_inverse=True)   # [U], [B, F]
-    pairs = torch.stack([keys // num_agents, keys % num_agents], -1).tolist()
-    joint = dist.scope_marginals(pairs)                                     # [B', U, k, k]
+    joint = dist.scope_marginals(list(itertools.combinations(range(n), 2)))  # [B', P, k, k]
     k = joint.shape[-1]
     joint = joint.expand(scopes.shape[0], *joint.shape[-3:])
+    column = low * (2 * n - low - 1) // 2 + high - low - 1                # [B, F] pair index
     tables = joint.gather(1, column[..., None, None].expand(-1, -1, k, k))   # [B, F, k, k]
     return torch.where((first > second)[..., None, None], tables.transpose(-1, -2), tables)
