@@ -223,3 +223,20 @@ def test_errors_name_the_input():
             torch.randn(1, 3, 2), positions=torch.randn(1, 3, 2))
     with pytest.raises(TypeError, match="graph must be a FactorGraph, got NearestGraph"):
         FactorQ(graph, state_dim=2, num_actions=k)
+
+
+@pytest.mark.parametrize("structure", ["selective", "mean_field"])
+def test_states_with_other_pairs_reuse_one_plan_of_the_circuit(structure):
+    """However the states' pairs change from batch to batch, the circuit plans the pair
+    tables once (a plan per batch would grow without bound over a training run)."""
+    from circuits.region_tree import RegionTree
+    circuit = selective(6, 3, width=4) if structure == "selective" else mean_field(6, 3)
+    q = AgentFactorQ(NearestGraph(6, 2), input_dim=3, num_actions=3, hidden=(8,))
+    params = torch.randn(BATCH, circuit.num_params)
+    sizes = []
+    for seed in range(4):
+        where = torch.randn(BATCH, 6, 2, generator=torch.Generator().manual_seed(seed))
+        q(torch.randn(BATCH, 6, 3), positions=where).expectation(circuit.distribution(params))
+        tree = RegionTree.from_circuit(circuit)
+        sizes.append((len(circuit._kept), 0 if tree is None else len(tree._pair_plans)))
+    assert sizes[1:] == sizes[:-1], sizes
