@@ -148,5 +148,9 @@ def critic_input_shape(critic: TwinFactorQ | AgentFactorQ) -> tuple[int, ...]:
             raise ValueError(f"an AgentFactorQ critic reads the group's observations only; "
                              f"got one with a global state input (state_dim="
                              f"{critic.state_dim})")
+        if critic.local:
+            raise ValueError(f"an AgentFactorQ critic on a graph per state ({critic.graph!r}) "
+                             f"needs the agents' positions, which the loss does not read; "
+                             f"use a FactorGraph")
         return critic.graph.num_agents, critic.input_dim
     return (critic.state_dim,)

@@ -196,5 +196,8 @@ def test_agents_critics_must_be_twins_without_a_state_input():
         SpnAcLoss(policy, AgentFactorQ(graph, OBS, K, (8,)), **kwargs)
     with pytest.raises(ValueError, match="global state input \\(state_dim=4\\)"):
         SpnAcLoss(policy, AgentFactorQ(graph, OBS, K, (8,), state_dim=4, ensemble=2), **kwargs)
+    with pytest.raises(ValueError, match="graph per state .* needs the agents' positions"):
+        SpnAcLoss(policy, AgentFactorQ(build_factor_graph("nearest", N), OBS, K, (8,),
+                                       ensemble=2), **kwargs)
     with pytest.raises(ValueError, match="critic must be over .* got 3, 3 and \\[3, 3\\]"):
         SpnAcLoss(policy, AgentFactorQ(graph, OBS + 1, K, (8,), ensemble=2), **kwargs)
