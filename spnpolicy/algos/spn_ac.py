@@ -765,8 +765,12 @@ class SpnAc(OffPolicyAlgorithm):
         in the states)."""
         if self.cfg.critic_input != "agents":
             return critic.values(state)
-        return critic.values(obs, positions=None if self.positions is None
-                             else self.positions(state))
+        return critic.values(obs, positions=self._positions(state))
+
+    def _positions(self, state):
+        """The agents' positions ``[B, n, d]`` in states ``[B, S]`` for critics on a graph
+        per state, else None."""
+        return None if self.positions is None else self.positions(state)
 
     def _critic_loss(self, state, obs, actions, reward, next_state, next_obs, steps,
                      terminated, alpha):
@@ -780,7 +784,10 @@ class SpnAc(OffPolicyAlgorithm):
                                     next_dist, alpha, self.value_offset)
         discount = self.cfg.gamma ** steps.to(next_value.dtype)
         target = reward + discount * (1.0 - terminated) * next_value
-        q = self._values(self.critic, state, obs).evaluate(actions)
+        if self.cfg.critic_input == "agents":
+            q = self.critic.evaluate(obs, actions, positions=self._positions(state))
+        else:
+            q = self.critic.evaluate(state, actions)
         return critic_loss(q, target),
 
     def _actor_loss(self, state, obs, alpha):
