@@ -132,13 +132,15 @@ def plot(summary: dict, path: Path) -> None:
     panels = 3 if summary["cost"] else 2
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2))
     algos = dict.fromkeys(r["algo"] for r in summary["learning"] + summary["cost"])
-    colour = {algo: f"C{i}" for i, algo in enumerate(algos)}
+    # ten colours, then the same colours with another marker and a dashed line
+    colour = {algo: f"C{i % 10}" for i, algo in enumerate(algos)}
+    style = {algo: ("o-", "D--", "^:")[min(i // 10, 2)] for i, algo in enumerate(algos)}
     for key, ax, label in (("success", axes[0], "greedy success"),
                            ("final_potential", axes[1], "final potential (0 = all goals)")):
         for algo in dict.fromkeys(r["algo"] for r in summary["learning"]):
             rows = [r for r in summary["learning"] if r["algo"] == algo]
             ax.plot([r["num_agents"] for r in rows], [r[key]["value"] for r in rows],
-                    "o-", label=algo, color=colour[algo])
+                    style[algo], label=algo, color=colour[algo])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("agents")
         ax.set_ylabel(label)
