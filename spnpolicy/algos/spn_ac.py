@@ -642,8 +642,8 @@ class SpnAc(OffPolicyAlgorithm):
         self.target_entropy = cfg.target_entropy_scale * n * math.log(k)
         self.notes: tuple[str, ...] = ()
         # a graph per state has no guidance (mode_guidance=0, checked by the config)
-        self.guidance = ModeGuidance(FactorGraph(n, []) if self.positions else graph, k,
-                                     cfg.mode_guidance, cfg.mode_floor)
+        guided = graph if self.positions is None else FactorGraph(n, [])
+        self.guidance = ModeGuidance(guided, k, cfg.mode_guidance, cfg.mode_floor)
         if cfg.mode_guidance > 0 and cfg.compile:
             self.guidance.weight = 0.0
             self.notes += ("mode_guidance is off with compile=True: the log-likelihood's "
