@@ -353,7 +353,7 @@ class NearestGraph:
         distance.diagonal(dim1=1, dim2=2).fill_(math.inf)
         nearest = distance.sort(dim=-1, stable=True).indices[..., :r]        # [B, n, r]
         agents = torch.arange(n, device=positions.device)
-        scopes = torch.stack([agents[:, None].expand(n, r).expand_as(nearest), nearest], -1)
+        scopes = torch.stack([agents[:, None].expand_as(nearest), nearest], -1)
         # i's slot (i, j) repeats j's slot (j, i) when i > j and i is among j's nearest
         mutual = (nearest.gather(1, nearest.flatten(1)[..., None].expand(-1, -1, r))
                   .view(-1, n, r, r) == agents[:, None, None]).any(-1)        # [B, n, r]

@@ -177,12 +177,14 @@ def test_clamp_and_argmax_match_brute_force(values, evidence_seed):
             > cq.masked_fill(agree, -np.inf).max(-1).values).all()
 
 
-def test_values_match_a_fixed_graph_critic_with_the_same_weights_per_state():
+@pytest.mark.parametrize("rank", [None, 2])
+def test_values_match_a_fixed_graph_critic_with_the_same_weights_per_state(rank):
     """Each state's values are those of an AgentFactorQ on that state's kept pairs as a
-    fixed graph, with the same weights (the weights do not depend on the graph)."""
+    fixed graph, with the same weights (the weights do not depend on the graph), full and
+    low-rank tables."""
     torch.manual_seed(0)
     graph = NearestGraph(6, 2)
-    q = AgentFactorQ(graph, input_dim=4, num_actions=3, hidden=(16,), ensemble=2)
+    q = AgentFactorQ(graph, input_dim=4, num_actions=3, hidden=(16,), rank=rank, ensemble=2)
     x, where = torch.randn(BATCH, 6, 4), torch.randint(0, 5, (BATCH, 6, 2)).float()
     values = q(x, positions=where)
     scopes, kept = graph.scopes(where)
@@ -190,7 +192,8 @@ def test_values_match_a_fixed_graph_critic_with_the_same_weights_per_state():
     for b in range(BATCH):
         fixed = FactorGraph(6, [tuple(s) for s, keep in zip(scopes[b].tolist(), kept[b].tolist())
                                 if keep])
-        other = AgentFactorQ(fixed, input_dim=4, num_actions=3, hidden=(16,), ensemble=2)
+        other = AgentFactorQ(fixed, input_dim=4, num_actions=3, hidden=(16,), rank=rank,
+                             ensemble=2)
         other.load_state_dict(q.state_dict())
         torch.testing.assert_close(values.table()[:, b], other(x[b:b + 1]).table()[:, 0])
 

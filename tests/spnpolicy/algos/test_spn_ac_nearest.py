@@ -13,7 +13,7 @@ import spnpolicy
 from factor_q import AgentFactorQ, FactorGraph, NearestGraph
 from spnpolicy.algos.critics import build_factor_graph
 from spnpolicy.algos.registry import make_config
-from spnpolicy.algos.spn_ac import SpnAc, SpnAcConfig
+from spnpolicy.algos.spn_ac import SpnAc, SpnAcConfig, critic_loss, soft_value
 from spnpolicy.evaluate import evaluate_saved_run
 from spnpolicy.inference import load_agent
 from spnpolicy.training import make_vec_env
@@ -77,6 +77,19 @@ def test_the_critics_values_are_each_replayed_states_own_pairs():
     other.load_state_dict(algo.critic.state_dict())
     torch.testing.assert_close(values.evaluate(batch.actions)[:, 0],
                                other(batch.obs[:1]).evaluate(batch.actions[:1])[:, 0])
+    # the critics' loss: Q on the states' pairs, bootstrapped on the next states' pairs
+    alpha = algo.temperature.value
+    with torch.no_grad():
+        loss, = algo._critic_loss(batch.state, batch.obs, batch.actions, batch.reward,
+                                  batch.next_state, batch.next_obs, batch.steps,
+                                  batch.terminated, alpha)
+        nxt = algo.critic_target(batch.next_obs,
+                                 positions=envs.agent_positions(batch.next_state))
+        dist = algo.policy.distribution(algo._policy_input(batch.next_state, batch.next_obs))
+        target = batch.reward + cfg.gamma ** batch.steps.float() * (1 - batch.terminated) * \
+            soft_value(nxt, dist, alpha, algo.value_offset)
+        q = algo.critic(batch.obs, positions=cells).evaluate(batch.actions)
+    torch.testing.assert_close(loss, critic_loss(q, target))
     losses = [float(algo.update(batch)["loss_critic"]) for _ in range(20)]
     assert all(map(math.isfinite, losses)) and losses[-1] < 0.5 * losses[0], losses
     envs.close()
