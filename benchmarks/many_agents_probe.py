@@ -28,8 +28,21 @@ who-goes-where rather than of getting there), the share that kept its cell over 
 ``STILL_STEPS`` steps (``still``) and the mean distance to the nearest uncovered goal
 (``gap``). ``last_change`` gives the quartiles (25, 50, 75) over the failed episodes of
 the last step at which the set of agents on a goal changed (0: it never did; None without
-failures): when the greedy team stopped. Prints one JSON object per run and writes them
-all to ``--out`` (default ``benchmarks/results/many-agents/probe.json``).
+failures): when the greedy team stopped. ``twins`` is the share of failed episodes whose last
+state has two agents with identical observations (with nearest observations: two agents on
+one cell), ``cycled`` the share whose last agent cells already occurred within the
+``CYCLE_STEPS`` steps before (the greedy team repeats itself and cannot finish).
+
+``twins`` (top level) reads the agent pairs with identical observations over all the
+states played: ``pair_steps`` their count; ``same_action`` the share of them whose greedy
+actions agree; for a circuit policy, ``p_same`` the mean probability that the joint policy
+gives the two agents one action (from its exact pair marginals) and ``p_same_product`` the
+same probability under the product of the two agents' marginals. Twins need different
+actions to part; ``p_same`` below ``p_same_product`` is a policy that correlates them apart,
+which no product policy can do (None without twin pairs or a distribution).
+
+Prints one JSON object per run and writes them all to ``--out`` (default
+``benchmarks/results/many-agents/probe.json``).
 """
 
 from __future__ import annotations
@@ -47,13 +60,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spnpolicy.envs.coverage_core import (  # noqa: E402
-    MOVES, CoverageConfig, on_cells, state_positions)
+    MOVES, CoverageConfig, observations, on_cells, state_positions)
 from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.training import Runner, make_vec_env  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "many-agents" / "probe.json"
 #: A stray agent that kept its cell over this many last steps counts as ``still``.
 STILL_STEPS = 8
+#: A failed episode whose last agent cells occurred within this many steps before ``cycled``.
+CYCLE_STEPS = 16
 
 
 def oracle_moves(states: np.ndarray, config: CoverageConfig) -> np.ndarray:
@@ -79,6 +94,36 @@ def stray_mass(marginals: np.ndarray, oracle: np.ndarray, stray: np.ndarray
     still = (MOVES == 0).all(-1)                                        # [6]
     picked = marginals[stray]                                           # [S, 6]
     return (float((picked * oracle[stray]).sum()), float(picked[:, still].sum()))
+
+
+def twin_pairs(obs: np.ndarray) -> np.ndarray:
+    """``[T, 3]`` int rows ``(e, i, j)``, ``i < j``: agents ``i`` and ``j`` of env ``e`` see
+    identical observations in ``obs [E, n, obs_dim]``."""
+    same = (obs[:, :, None] == obs[:, None]).all(-1)                    # [E, n, n]
+    return np.argwhere(np.triu(same, 1))
+
+
+def twin_agreement(dist, pairs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(p_same [T], p_same_product [T])`` for twin rows ``pairs [T, 3]`` of a policy
+    distribution ``dist`` with batch ``[E]``: the probability that agents ``i`` and ``j`` of
+    env ``e`` take one action under the joint policy (its exact pair marginal) and under the
+    product of their single marginals. Differentiable in the policy's parameters; it asks for
+    one fixed list, all ``n(n-1)/2`` agent pairs, so that the circuit plans it once."""
+    n = dist.marginals().shape[-2]
+    scopes = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    tables = dist.scope_marginals(scopes)                             # [E, n(n-1)/2, k, k]
+    rows, i, j = (torch.as_tensor(pairs[:, c], dtype=torch.long) for c in range(3))
+    slot = i * n - i * (i + 1) // 2 + (j - i - 1)                     # (i, j)'s place in scopes
+    picked = tables[rows, slot]                                       # [T, k, k]
+    return (picked.diagonal(dim1=-2, dim2=-1).sum(-1),
+            (picked.sum(-1) * picked.sum(-2)).sum(-1))
+
+
+def cycled(path: np.ndarray, steps: int = CYCLE_STEPS) -> bool:
+    """Whether the last agent cells of ``path [T + 1, n, 2]`` occurred at one of the
+    ``steps`` states before them."""
+    last, earlier = path[-1], path[max(len(path) - 1 - steps, 0):-1]
+    return bool((earlier == last).all(axis=(-2, -1)).any())
 
 
 def settle_step(path: np.ndarray, goals: np.ndarray, grid_size: int) -> int:
@@ -135,6 +180,9 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
     history = []                                            # [E, n, 2] agents before each step
     ended = []                                  # (starts, agents, goals, moved) per failure
     last_change = []                            # per failure, see the module docstring
+    ended_twins, ended_cycled = [], []          # per failure, see the module docstring
+    twin_counts = np.zeros(2, dtype=np.int64)   # twin pairs, of them with one greedy action
+    p_same = np.zeros(2)                        # summed over twin pairs: joint, product
     try:
         for _ in range(config.max_steps):
             oracle = oracle_moves(runner.state, config)
@@ -149,10 +197,16 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                 hits[name].append(hit.mean())
                 stray_hits[name] += float(hit[stray].sum())
                 acted = actions if name == "policy" else acted
+            pairs = twin_pairs(runner.obs)                                   # [T, 3]
+            twin_counts += (len(pairs), int((acted[pairs[:, 0], pairs[:, 1]]
+                                             == acted[pairs[:, 0], pairs[:, 2]]).sum()))
             if marginals is not None:
                 with torch.no_grad():
                     x = runner.obs if len(policy.input_shape) == 2 else runner.state
-                    probs = marginals(x).marginals().double().cpu().numpy()    # [E, n, 6]
+                    dist = marginals(x)
+                    probs = dist.marginals().double().cpu().numpy()             # [E, n, 6]
+                    if len(pairs):
+                        p_same += [part.sum().item() for part in twin_agreement(dist, pairs)]
                 mass += stray_mass(probs, oracle, stray)
             hits["uniform"].append(oracle.mean())
             stray_hits["uniform"] += float(oracle.mean(-1)[stray].sum())
@@ -164,6 +218,9 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                 ended.append((history[0][e], agents, goals, (agents != earlier).any(-1)))
                 path = np.stack([h[e] for h in history] + [agents])          # [T + 1, n, 2]
                 last_change.append(settle_step(path, goals, config.grid_size))
+                ended_cycled.append(cycled(path))
+                last_obs = observations(step.next_state[e][None], config)
+                ended_twins.append(len(twin_pairs(last_obs)) > 0)
     finally:
         envs.close()
     empty = np.zeros((0, config.num_agents, 2), dtype=np.int64)
@@ -178,7 +235,15 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                                   if stray_steps and marginals is not None else None),
             "failures": failure_breakdown(*last, config.grid_size) | {
                 "last_change": (np.percentile(last_change, [25, 50, 75]).tolist()
-                                if last_change else None)}}
+                                if last_change else None),
+                "twins": float(np.mean(ended_twins)) if ended else None,
+                "cycled": float(np.mean(ended_cycled)) if ended else None},
+            "twins": {"pair_steps": int(twin_counts[0]),
+                      "same_action": (twin_counts[1] / twin_counts[0]).item()
+                      if twin_counts[0] else None,
+                      **{key: (p_same[s] / twin_counts[0]).item()
+                         if twin_counts[0] and marginals is not None else None
+                         for s, key in enumerate(("p_same", "p_same_product"))}}}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

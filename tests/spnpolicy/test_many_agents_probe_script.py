@@ -7,7 +7,10 @@ import json
 import numpy as np
 import pytest
 
+import torch
+
 import spnpolicy
+from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.envs import coverage_core as core
 from tests.run_helpers import load_script
 
@@ -71,10 +74,16 @@ def test_shares_of_a_saved_run(tmp_path):
     failures = rows[0]["failures"]
     assert 0 <= failures["episodes"] <= 4
     assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap",
-                             "last_change"}
+                             "last_change", "twins", "cycled"}
     if failures["episodes"]:
         low, median, high = failures["last_change"]
         assert 0 <= low <= median <= high <= 6
+        assert 0.0 <= failures["twins"] <= 1.0 and 0.0 <= failures["cycled"] <= 1.0
+    twins = rows[0]["twins"]
+    assert set(twins) == {"pair_steps", "same_action", "p_same", "p_same_product"}
+    if twins["pair_steps"]:
+        assert all(0.0 <= twins[key] <= 1.0 for key in ("same_action", "p_same",
+                                                        "p_same_product"))
 
 
 def test_a_run_on_another_env_is_refused(tmp_path):
@@ -161,3 +170,49 @@ def test_settle_step_is_the_last_change_of_the_agents_on_goals():
     assert probe.settle_step(path, goals, 3) == 3
     assert probe.settle_step(path[:3], goals, 3) == 1
     assert probe.settle_step(path[[0, 0, 0]], goals, 3) == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_twin_pairs_against_loops(seed):
+    rng = np.random.default_rng(seed)
+    obs = rng.integers(0, 2, size=(6, 5, 3)).astype(np.float32)   # small alphabet: many twins
+    expected = [(e, i, j) for e in range(6) for i in range(5) for j in range(i + 1, 5)
+                if (obs[e, i] == obs[e, j]).all()]
+    assert [tuple(row) for row in probe.twin_pairs(obs).tolist()] == expected
+
+
+@pytest.mark.parametrize("kind", ["selective", "mean_field"])
+def test_twin_agreement_against_enumeration(kind):
+    torch.manual_seed(0)
+    n, k = 4, 3
+    policy = JointPolicy(state_dim=5, num_agents=n, num_actions=k, kind=kind, width=4)
+    with torch.no_grad():                # away from the near-uniform start, not one-hot
+        for parameter in policy.parameters():
+            parameter.mul_(9.0)
+    dist = policy.distribution(torch.randn(3, 5))
+    joint = torch.tensor(list(itertools.product(range(k), repeat=n)))      # [k^n, n]
+    with torch.no_grad():
+        p = dist.log_prob(joint[:, None].expand(-1, 3, -1)).exp().double()  # [k^n, E]
+    pairs = np.array([[0, 0, 1], [1, 2, 3], [2, 0, 3], [2, 1, 2]])
+    with torch.no_grad():
+        same, product = (part.double().numpy() for part in probe.twin_agreement(dist, pairs))
+    for t, (e, i, j) in enumerate(pairs.tolist()):
+        on_diagonal = float(p[joint[:, i] == joint[:, j], e].sum())
+        marginal_i = [float(p[joint[:, i] == a, e].sum()) for a in range(k)]
+        marginal_j = [float(p[joint[:, j] == a, e].sum()) for a in range(k)]
+        assert same[t] == pytest.approx(on_diagonal, abs=1e-6)
+        assert product[t] == pytest.approx(np.dot(marginal_i, marginal_j), abs=1e-6)
+    if kind == "mean_field":                     # independent agents: no correlation
+        np.testing.assert_allclose(same, product, atol=1e-6)
+    else:                                        # the joint table is not the product
+        assert np.abs(same - product).max() > 0.05
+
+
+def test_cycled_is_a_repeat_of_the_last_cells():
+    step = np.array([[0, 0], [1, 1]])
+    path = np.stack([step + t for t in range(5)])                         # never repeats
+    assert not probe.cycled(path)
+    assert probe.cycled(np.concatenate([path, path[3:4]]))               # back 2 steps
+    assert probe.cycled(np.concatenate([path, path[-1:]]))               # stood still
+    assert not probe.cycled(np.concatenate([path, path[:1]]), steps=3)   # beyond the window
+    assert probe.cycled(np.concatenate([path, path[:1]]), steps=5)
