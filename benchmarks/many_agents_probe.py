@@ -31,7 +31,8 @@ the last step at which the set of agents on a goal changed (0: it never did; Non
 failures): when the greedy team stopped. ``twins`` is the share of failed episodes whose last
 state has two agents with identical observations (with nearest observations: two agents on
 one cell), ``cycled`` the share whose last agent cells already occurred within the
-``CYCLE_STEPS`` steps before (the greedy team repeats itself and cannot finish).
+``CYCLE_STEPS`` steps before (the team stands, or goes back and forth; the clock in the
+observations still changes, so this is a repeat of cells, not a proof of a loop).
 
 ``twins`` (top level) reads the agent pairs with identical observations over all the
 states played: ``pair_steps`` their count; ``same_action`` the share of them whose greedy
