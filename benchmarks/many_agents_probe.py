@@ -104,13 +104,19 @@ def twin_pairs(obs: np.ndarray) -> np.ndarray:
     return np.argwhere(np.triu(same, 1))
 
 
+def twins_agree(actions: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """``[T]`` bool: twin row ``(e, i, j)`` of ``pairs [T, 3]`` has ``actions [E, n]`` equal
+    for agents ``i`` and ``j`` of env ``e``."""
+    return actions[pairs[:, 0], pairs[:, 1]] == actions[pairs[:, 0], pairs[:, 2]]
+
+
 def twin_agreement(dist, pairs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """``(p_same [T], p_same_product [T])`` for twin rows ``pairs [T, 3]`` of a policy
     distribution ``dist`` with batch ``[E]``: the probability that agents ``i`` and ``j`` of
     env ``e`` take one action under the joint policy (its exact pair marginal) and under the
     product of their single marginals. Differentiable in the policy's parameters; it asks for
     one fixed list, all ``n(n-1)/2`` agent pairs, so that the circuit plans it once."""
-    n = dist.marginals().shape[-2]
+    n = dist.event_shape[-1]
     scopes = [(i, j) for i in range(n) for j in range(i + 1, n)]
     tables = dist.scope_marginals(scopes)                             # [E, n(n-1)/2, k, k]
     rows, i, j = (torch.as_tensor(pairs[:, c], dtype=torch.long) for c in range(3))
@@ -199,8 +205,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                 stray_hits[name] += float(hit[stray].sum())
                 acted = actions if name == "policy" else acted
             pairs = twin_pairs(runner.obs)                                   # [T, 3]
-            twin_counts += (len(pairs), int((acted[pairs[:, 0], pairs[:, 1]]
-                                             == acted[pairs[:, 0], pairs[:, 2]]).sum()))
+            twin_counts += (len(pairs), int(twins_agree(acted, pairs).sum()))
             if marginals is not None:
                 with torch.no_grad():
                     x = runner.obs if len(policy.input_shape) == 2 else runner.state

@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seed", type=int, default=777)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.updates < 0 or args.episodes < 1:
-        parser.error(f"--updates must be >= 0 and --episodes >= 1, got {args.updates} and "
-                     f"{args.episodes}")
+    if args.updates < 0 or args.episodes < 1 or min(args.beta) < 0:
+        parser.error(f"--updates must be >= 0, --episodes >= 1 and every --beta >= 0, got "
+                     f"{args.updates}, {args.episodes} and {args.beta}")
     torch.set_num_threads(1)
     rows = []
     for run in args.runs:

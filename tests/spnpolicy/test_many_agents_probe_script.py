@@ -181,6 +181,12 @@ def test_twin_pairs_against_loops(seed):
     assert [tuple(row) for row in probe.twin_pairs(obs).tolist()] == expected
 
 
+def test_twins_agree_reads_each_rows_env_and_agents():
+    actions = np.array([[0, 1, 0], [2, 2, 5]])
+    pairs = np.array([[0, 0, 1], [0, 0, 2], [1, 0, 1], [1, 1, 2]])
+    assert probe.twins_agree(actions, pairs).tolist() == [False, True, True, False]
+
+
 @pytest.mark.parametrize("kind", ["selective", "mean_field"])
 def test_twin_agreement_against_enumeration(kind):
     torch.manual_seed(0)

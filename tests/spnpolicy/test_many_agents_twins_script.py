@@ -61,3 +61,10 @@ def test_a_run_on_another_env_is_refused(tmp_path):
                     learning_starts=50, eval_interval=100, verbose=False, progress=False)
     with pytest.raises(ValueError, match="coverage runs"):
         twins.part(tmp_path, 1.0, 1, 1, 0)
+
+
+def test_bad_arguments_exit_with_one_line(tiny_run, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        twins.main([str(tiny_run), "--beta", "-1"])
+    assert exit_.value.code == 2
+    assert "--beta >= 0" in capsys.readouterr().err
