@@ -455,9 +455,10 @@ def _joint_policy(saved: dict[str, Any], payload: dict[str, Any]):
     cfg = saved["config"]
     envs = make_vec_env(saved["env"], 1, **saved["env_kwargs"])
     try:
-        # param_head and agent_ids are absent from older runs' configs
+        # param_head, agent_ids and sibling_pairs are absent from older runs' configs
         policy = joint_policy(envs, cfg["policy"], cfg["width"], cfg["policy_hidden"],
-                              cfg.get("param_head", "flat"), cfg.get("agent_ids", False))
+                              cfg.get("param_head", "flat"), cfg.get("agent_ids", False),
+                              cfg.get("sibling_pairs", False))
     finally:
         envs.close()
     # the modules sit at the top of the payload, or in the shared loop's "algorithm" entry

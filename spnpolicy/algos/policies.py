@@ -27,6 +27,7 @@ from torch.distributions import Distribution, constraints
 from circuits.nodes import Categorical, Product
 from circuits.region_tree import RegionTree
 from spnpolicy.algos.policy_structures import BUILTIN_POLICIES, policy_circuit
+from spnpolicy.algos.sibling_pairs import Reordered, pair_order, sibling_slots
 from spnpolicy.training.observations import agent_input, observation_dict
 
 __all__ = ["AgentGroupHead", "GroupHeads", "JointCategorical", "JointPolicy", "MAX_SOFTMAX_AGENTS",
@@ -258,6 +259,13 @@ class AgentGroupHead(GroupHeads):
             ``[x_i, e_i]``, ``[B, n, input_dim + n]``), so that agents with equal inputs can
             score their actions differently; without it the head is symmetric in the agents
             up to the circuit's structure.
+        sibling_pairs: the circuit's places are filled per state (``forward``'s ``order``,
+            :mod:`~spnpolicy.algos.sibling_pairs`), and each pair of sibling slots ``(a, b)``
+            scores its joint actions, ``g_ab = b((G(h_a, h_b) + G(h_b, h_a)^T) / 2)``
+            ``[B, k, k]``, ``G`` an MLP ``2 d -> d -> k k`` shared by every pair: a sum edge
+            into the product of ``a``'s and ``b``'s indicators adds ``g_ab`` at their
+            actions, so siblings can be correlated (or parted) whatever their positions in
+            the team.
     """
 
     #: its global normalisation runs the circuit engine, which torch.compile does not trace
@@ -266,7 +274,7 @@ class AgentGroupHead(GroupHeads):
 
     def __init__(self, input_dim: int, circuit, hidden: Sequence[int],
                  embed_dim: int = GROUP_EMBED_DIM, bound: float = SCORE_BOUND,
-                 agent_ids: bool = False) -> None:
+                 agent_ids: bool = False, sibling_pairs: bool = False) -> None:
         if not bound > 0:
             raise ValueError(f"bound must be a positive float (inf: unbounded), got {bound!r}")
         n = circuit.num_vars
@@ -316,6 +324,25 @@ class AgentGroupHead(GroupHeads):
         self.register_buffer("pair_of", torch.tensor([index[scopes[g]]
                                                       for g in range(plan.num_param_groups)]),
                              persistent=False)
+        self.sibling_pairs = sibling_pairs
+        if sibling_pairs:
+            siblings, singles = sibling_slots(fixed, n)
+            self.register_buffer("siblings", siblings, persistent=False)       # [Q, 2]
+            self.register_buffer("singles", singles, persistent=False)         # [S]
+            slot_pair = {tuple(pair): q for q, pair in enumerate(siblings.tolist())}
+            zero = len(slot_pair) * k * k
+            joint = []                                  # each parameter's entry of g, or zero
+            for f in fixed:
+                agents = dict(f)
+                q = slot_pair.get(tuple(sorted(agents))) if len(agents) == 2 else None
+                if q is None:
+                    joint.append(zero)
+                else:
+                    a, b = siblings[q].tolist()
+                    joint.append(q * k * k + agents[a] * k + agents[b])
+            self.register_buffer("joint_index", torch.tensor(joint, dtype=torch.long),
+                                 persistent=False)
+            self.pair_scores = mlp(2 * embed_dim, (embed_dim,), k * k, out_scale=0.01)
 
     def _bounded(self, x: torch.Tensor) -> torch.Tensor:
         if math.isinf(self.bound):
@@ -327,10 +354,27 @@ class AgentGroupHead(GroupHeads):
         ``[B, n, d]``."""
         return self._bounded(self.scores(h))
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``inputs [B, n, input_dim]`` -> logits ``[B, P]``, each group normalised."""
+    def joint_scores(self, h: torch.Tensor) -> torch.Tensor:
+        """Each sibling slot pair's bounded, symmetric joint-action scores ``[B, Q, k, k]``
+        from the slots' embeddings ``h`` ``[B, n, d]`` (``sibling_pairs``)."""
+        a, b = h[:, self.siblings[:, 0]], h[:, self.siblings[:, 1]]         # [B, Q, d]
+        k = int(math.isqrt(self.pair_scores[-1].out_features))
+        ab = self.pair_scores(torch.cat([a, b], -1)).unflatten(-1, (k, k))
+        ba = self.pair_scores(torch.cat([b, a], -1)).unflatten(-1, (k, k))
+        return self._bounded(0.5 * (ab + ba.transpose(-1, -2)))
+
+    def forward(self, inputs: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        """``inputs [B, n, input_dim]`` -> logits ``[B, P]``, each group normalised. With
+        ``sibling_pairs``, ``order`` ``[B, n]`` (long) is the agent in each of the circuit's
+        slots (:func:`~spnpolicy.algos.sibling_pairs.pair_order`), and the logits are the
+        slots'."""
+        if (order is None) == self.sibling_pairs:
+            raise ValueError("order (the agent in each slot [B, n]) is given with "
+                             "sibling_pairs and only then")
         if self.agent_ids:
             inputs = torch.cat([inputs, self.ids.expand(inputs.shape[0], -1, -1)], -1)
+        if order is not None:
+            inputs = inputs.gather(1, order[..., None].expand_as(inputs))
         h = torch.relu(self.encoder(inputs))                                # [B, n, d]
         sides = torch.einsum("sun,bnd->bsud", self.pool, h)                 # [B, 2, U, d]
         u = torch.relu(self.mix(torch.cat([sides[:, 0], sides[:, 1]], -1)))  # [B, U, d]
@@ -338,7 +382,12 @@ class AgentGroupHead(GroupHeads):
         scores = self.action_scores(h).flatten(1)                           # [B, n k]
         scores = torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], 1)
         fixed = scores.index_select(1, self.score_index.flatten())          # [B, P w]
-        return self._normalise(correction + fixed.unflatten(1, self.score_index.shape).sum(-1))
+        logits = correction + fixed.unflatten(1, self.score_index.shape).sum(-1)
+        if self.sibling_pairs:
+            joint = self.joint_scores(h).flatten(1)                         # [B, Q k k]
+            joint = torch.cat([joint, joint.new_zeros(joint.shape[0], 1)], 1)
+            logits = logits + joint.index_select(1, self.joint_index)
+        return self._normalise(logits)
 
 
 def _fixed_actions(plan, p: int) -> list[tuple[int, int]]:
@@ -385,6 +434,11 @@ class JointPolicy(nn.Module):
             then reads per-agent observations ``[B, n, obs_dim]`` instead of global states.
         agent_ids: with ``param_head="agents"``, each agent's input carries a one-hot of its
             id (:class:`AgentGroupHead`).
+        sibling_pairs: with ``param_head="agents"`` and a circuit with two-agent regions
+            (:func:`~spnpolicy.algos.sibling_pairs.sibling_slots`), the agents with the
+            nearest observations fill the circuit's sibling places per state, each sibling
+            pair scores its joint actions (:class:`AgentGroupHead`), and
+            :meth:`distribution` returns a :class:`~spnpolicy.algos.sibling_pairs.Reordered`.
 
     ``input_shape`` is what :meth:`distribution` and :meth:`act` read: ``(state_dim,)``, or
     ``(n, obs_dim)`` for ``param_head="agents"``.
@@ -393,13 +447,14 @@ class JointPolicy(nn.Module):
     def __init__(self, state_dim: int, num_agents: int, num_actions: int,
                  kind="selective", width: int = 16, hidden: Sequence[int] = (128, 128),
                  param_head: str = "flat", obs_dim: int | None = None,
-                 agent_ids: bool = False):
+                 agent_ids: bool = False, sibling_pairs: bool = False):
         super().__init__()
         if param_head not in PARAM_HEADS:
             raise ValueError(f"param_head must be one of {PARAM_HEADS}, got {param_head!r}")
-        if agent_ids and param_head != "agents":
-            raise ValueError(f"agent_ids needs param_head='agents' (per-agent inputs), got "
-                             f"param_head={param_head!r}")
+        for name, value in (("agent_ids", agent_ids), ("sibling_pairs", sibling_pairs)):
+            if value and param_head != "agents":
+                raise ValueError(f"{name} needs param_head='agents' (per-agent inputs), got "
+                                 f"param_head={param_head!r}")
         if param_head != "flat" and kind == "softmax":
             raise ValueError(f"param_head={param_head!r} needs a circuit policy; the softmax "
                              f"policy has no parameter groups to share a head across")
@@ -420,11 +475,12 @@ class JointPolicy(nn.Module):
             out_dim = self.circuit.num_params
         # the circuit's region-tree layout (selective), whose distribution traces whole
         self.tree = None if self.circuit is None else RegionTree.from_circuit(self.circuit)
-        self.param_head = param_head
+        self.param_head, self.sibling_pairs = param_head, sibling_pairs
         self.input_shape = ((num_agents, obs_dim) if param_head == "agents"
                             else (state_dim,))
         if param_head == "agents":
-            self.encoder = AgentGroupHead(obs_dim, self.circuit, hidden, agent_ids=agent_ids)
+            self.encoder = AgentGroupHead(obs_dim, self.circuit, hidden, agent_ids=agent_ids,
+                                          sibling_pairs=sibling_pairs)
         elif param_head == "shared":
             self.encoder = SharedGroupHead(state_dim, _group_sizes(self.circuit), hidden)
         else:
@@ -448,9 +504,13 @@ class JointPolicy(nn.Module):
         """``pi(. | s)`` for global states ``[B, state_dim]`` (array or tensor; ``[state_dim]``
         is a batch of one), or with ``param_head="agents"`` for the agents' observations
         ``[B, n, obs_dim]`` (``input_shape``): a ``CircuitDistribution`` (or
-        :class:`JointCategorical` for ``softmax``) with batch shape ``[B]`` over the ``n``
-        agents' actions."""
-        params = self.encoder(self._inputs(observations))
+        :class:`JointCategorical` for ``softmax``, a ``Reordered`` one with
+        ``sibling_pairs``) with batch shape ``[B]`` over the ``n`` agents' actions."""
+        x = self._inputs(observations)
+        if self.sibling_pairs:
+            order = pair_order(x, self.encoder.siblings, self.encoder.singles)
+            return Reordered(self.circuit.distribution(self.encoder(x, order)), order)
+        params = self.encoder(x)
         if self.circuit is None:
             return JointCategorical(params, self.num_agents, self.num_actions)
         return self.circuit.distribution(params)

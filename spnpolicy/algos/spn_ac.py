@@ -94,6 +94,11 @@ class SpnAcConfig(OffPolicyConfig):
     """With param_head="agents": each agent's policy input carries a one-hot of its id, so
     that agents seeing the same thing can act differently (the critics' ids are
     critic_agent_ids)."""
+    sibling_pairs: bool = checked(False, boolean)
+    """With param_head="agents": per state, the agents with the nearest observations take
+    the circuit's sibling places (its two-agent regions) and each sibling pair scores its
+    joint actions, so the policy can correlate or part any two agents that see alike
+    (JointPolicy's sibling_pairs; the selective circuit needs width below k**2)."""
     critic_hidden: tuple[int, ...] = checked((128, 128), widths)
     """Hidden widths of each critic's MLP (on the state, or on each agent's input)."""
     critic_input: str = checked("state", one_of("state", "agents"))
@@ -258,9 +263,10 @@ class SpnAcConfig(OffPolicyConfig):
         if not self.critic_agent_ids and self.critic_input != "agents":
             raise ValueError(f"critic_agent_ids=False needs critic_input='agents' (per-agent "
                              f"critic inputs), got critic_input={self.critic_input!r}")
-        if self.agent_ids and self.param_head != "agents":
-            raise ValueError(f"agent_ids=True needs param_head='agents' (per-agent policy "
-                             f"inputs), got param_head={self.param_head!r}")
+        for name in ("agent_ids", "sibling_pairs"):
+            if getattr(self, name) and self.param_head != "agents":
+                raise ValueError(f"{name}=True needs param_head='agents' (per-agent policy "
+                                 f"inputs), got param_head={self.param_head!r}")
         if self.param_head != "flat" and self.policy == "softmax":
             raise ValueError(f"param_head={self.param_head!r} needs a circuit policy; the "
                              f"softmax policy has no parameter groups to share a head across")
@@ -577,13 +583,14 @@ def greedy_rows(share: float, num_envs: int) -> int:
 
 
 def joint_policy(envs: VecEnv, policy, width: int, hidden: Sequence[int],
-                 param_head: str = "flat", agent_ids: bool = False) -> JointPolicy:
+                 param_head: str = "flat", agent_ids: bool = False,
+                 sibling_pairs: bool = False) -> JointPolicy:
     """spn-ac's ``JointPolicy`` for ``envs`` (its agents, actions, state or observation
     size): what training builds and what a saved run's agent is rebuilt as."""
     return JointPolicy(envs.state_dim, envs.num_agents, envs.num_actions, policy, width,
                        tuple(hidden), param_head=param_head,
                        obs_dim=envs.obs_dim if param_head == "agents" else None,
-                       agent_ids=agent_ids)
+                       agent_ids=agent_ids, sibling_pairs=sibling_pairs)
 
 
 class SpnAc(OffPolicyAlgorithm):
@@ -615,7 +622,8 @@ class SpnAc(OffPolicyAlgorithm):
                              f"another's state (coverage can); {type(envs).__name__} cannot")
         self.cfg = cfg
         self.policy = joint_policy(envs, cfg.policy, cfg.width, cfg.policy_hidden,
-                                   cfg.param_head, cfg.agent_ids).to(device)
+                                   cfg.param_head, cfg.agent_ids,
+                                   cfg.sibling_pairs).to(device)
         graph = build_factor_graph(cfg.factor_graph, n, cfg.num_factors, cfg.factor_order,
                                    seed=cfg.graph_seed, neighbours=cfg.neighbours)
         # a graph per state reads the agents' positions from the replayed global states

@@ -201,6 +201,10 @@ def joint_actor(policy: JointPolicy, group: str = "agents", observation_key: str
     """
     if not isinstance(policy, JointPolicy):
         raise TypeError(f"policy must be a JointPolicy, got {type(policy).__name__}")
+    if policy.sibling_pairs:
+        raise ValueError("a policy with sibling_pairs=True orders its agents per state, which "
+                         "the actor's logits (the circuit's parameters alone) do not carry; "
+                         "use sibling_pairs=False here")
     encoder = TensorDictModule(JointStateEncoder(policy), in_keys=[(group, observation_key)],
                                out_keys=[params_key(group)])
     return ProbabilisticActor(module=encoder, spec=spec, in_keys={"params": params_key(group)},

@@ -1,0 +1,205 @@
+"""Sibling pairs: a circuit policy whose agents take their places in the circuit per state.
+
+A selective circuit fixes which agents are siblings (share a two-agent region): agents
+``0, 1``, ``2, 3`` and so on. Correlating two agents is cheap in the circuit where they are
+siblings (one sum over their ``k**2`` joint actions) and hard where they meet only near the
+root. With sibling pairs the policy chooses per state which agents fill the circuit's
+places (*slots*): :func:`pair_order` matches agents whose inputs are nearest (agents that
+see alike: in coverage, agents on one cell) into the circuit's sibling slots, and
+:class:`Reordered` answers every query of the circuit's distribution over slots as a
+distribution over the agents.
+
+```python
+pairs, singles = sibling_slots(fixed, n)           # [Q, 2] slot pairs, [S] lone slots
+order = pair_order(inputs, pairs, singles)         # inputs [B, n, D] -> order [B, n]
+dist = Reordered(circuit.distribution(params), order)   # queries over the agents
+```
+
+``order[b, s]`` is the agent in slot ``s`` at state ``b``. The order is a function of the
+state alone, so ``pi(u | s)`` is still one distribution per state and every query is exact.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch.distributions import Distribution
+
+from circuits.distribution import check_scopes
+
+__all__ = ["Reordered", "pair_order", "sibling_slots"]
+
+
+def sibling_slots(fixed: list, num_vars: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The circuit's sibling slots: pairs of variables whose joint states some parameters
+    fix together and alone (the sums of a two-variable region over its indicator
+    products), and the variables in no such pair.
+
+    Args:
+        fixed: each parameter's ``(variable, state)`` pairs that it fixes.
+        num_vars: ``n``.
+
+    Returns ``(pairs [Q, 2], singles [S])`` (long, ``2 Q + S = n``). Raises ValueError when
+    the circuit has no such pair, or a variable in two of them.
+    """
+    found = {tuple(sorted({v for v, _ in f})) for f in fixed}
+    found = {agents for agents in found if len(agents) == 2}
+    pairs = sorted(found)
+    if not pairs:
+        raise ValueError("sibling pairs need a circuit whose sums choose two agents' joint "
+                         "actions (a selective circuit with width below k**2); this circuit "
+                         "has none")
+    seen = [v for pair in pairs for v in pair]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"sibling pairs need disjoint pairs of agents; this circuit's pairs "
+                         f"{pairs} share agents")
+    singles = [v for v in range(num_vars) if v not in set(seen)]
+    return torch.tensor(pairs, dtype=torch.long).view(-1, 2), torch.tensor(singles,
+                                                                             dtype=torch.long)
+
+
+@torch.no_grad()
+def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor) -> torch.Tensor:
+    """Which agent fills each slot, per state: agents matched greedily into the sibling
+    slot pairs, the two agents with the nearest inputs (squared Euclidean distance, ties to
+    the lower indices) first, each pair into the next free slot pair in ``pairs``' order,
+    the lower agent into the pair's first slot; the agents left over into ``singles`` in
+    increasing order.
+
+    Args:
+        inputs: ``[B, n, D]`` each agent's input.
+        pairs: ``[Q, 2]`` slot pairs; ``singles``: ``[S]`` lone slots (``2 Q + S = n``).
+
+    Returns:
+        ``order`` ``[B, n]`` long: ``order[b, s]`` is the agent in slot ``s``.
+    """
+    batch, n = inputs.shape[:2]
+    if 2 * pairs.shape[0] + singles.shape[0] != n:
+        raise ValueError(f"pairs [{pairs.shape[0]}, 2] and singles [{singles.shape[0]}] must "
+                         f"cover the {n} agents of inputs {list(inputs.shape)}")
+    x = inputs.flatten(2).to(torch.float64)
+    distance = (x[:, :, None] - x[:, None]).square().sum(-1)              # [B, n, n]
+    upper = torch.ones(n, n, dtype=torch.bool, device=inputs.device).triu(1)
+    distance = distance.masked_fill(~upper, math.inf)                     # each pair once
+    used = torch.zeros(batch, n, dtype=torch.bool, device=inputs.device)
+    order = torch.empty(batch, n, dtype=torch.long, device=inputs.device)
+    rows = torch.arange(batch, device=inputs.device)
+    for q in range(pairs.shape[0]):
+        free = distance.masked_fill(used[:, :, None] | used[:, None, :], math.inf)
+        flat = free.flatten(1).argmin(1)                                   # [B]
+        first, second = flat // n, flat % n
+        order[:, pairs[q, 0]], order[:, pairs[q, 1]] = first, second
+        used[rows, first] = True
+        used[rows, second] = True
+    if singles.numel():
+        # the free agents in increasing order: a stable sort puts the used ones last
+        left = torch.sort(used.to(torch.int8), dim=1, stable=True).indices[:, :singles.numel()]
+        order[:, singles] = left
+    return order
+
+
+class Reordered(Distribution):
+    """A distribution over ``n`` agents' actions from a circuit distribution over ``n``
+    slots and the agent in each slot.
+
+    Args:
+        base: a circuit distribution with batch shape ``[B]`` over the slots.
+        order: ``[B, n]`` long, ``order[b, s]`` the agent in slot ``s`` (a permutation per
+            row).
+
+    Every query maps its input to slots and its answer back to agents: ``log_prob``,
+    ``sample``, ``sample_with``, ``mode``, ``entropy`` (unchanged), ``marginals``,
+    ``scope_marginals`` (from the slots' tables of every scope of its length, gathered per
+    state), ``condition`` and ``leave_one_out_log_prob``.
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, base, order: torch.Tensor) -> None:
+        if len(base.batch_shape) != 1 or order.shape != (base.batch_shape[0],
+                                                         base.event_shape[0]):
+            raise ValueError(f"order must have shape [B, n] = "
+                             f"{list(base.batch_shape) + list(base.event_shape)} (the base's "
+                             f"batch and variables), got {list(order.shape)}")
+        self.base, self.order = base, order
+        self.slot_of = torch.argsort(order, dim=1)                          # [B, n]
+        super().__init__(batch_shape=base.batch_shape, event_shape=base.event_shape,
+                         validate_args=False)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    def _to_slots(self, value: torch.Tensor) -> torch.Tensor:
+        """Agents' entries ``[*S, B, n]`` -> slots' entries (slot ``s`` gets agent
+        ``order[s]``'s)."""
+        return value.gather(-1, self.order.expand(value.shape))
+
+    def _to_agents(self, value: torch.Tensor) -> torch.Tensor:
+        """Slots' entries ``[*S, B, n]`` -> agents' entries."""
+        return value.gather(-1, self.slot_of.expand(value.shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``value [*S, B, n]`` (``-1``: marginalised out) -> ``[*S, B]``."""
+        if not isinstance(value, torch.Tensor) or value.shape[-2:] != self.order.shape:
+            raise ValueError(f"value must be a tensor [*sample, B, n] = [*sample, "
+                             f"{', '.join(map(str, self.order.shape))}], got "
+                             f"{list(getattr(value, 'shape', [])) or type(value).__name__}")
+        return self.base.log_prob(self._to_slots(value))
+
+    def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None):
+        return self._to_agents(self.base.sample(sample_shape, generator=generator))
+
+    def sample_with(self, noise, sample_shape=torch.Size()) -> torch.Tensor:
+        return self._to_agents(self.base.sample_with(noise, sample_shape))
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self._to_agents(self.base.mode)
+
+    def entropy(self) -> torch.Tensor:
+        return self.base.entropy()
+
+    def marginals(self) -> torch.Tensor:
+        """``[B, n, k]`` single-agent marginals."""
+        marginals = self.base.marginals()
+        return marginals.gather(1, self.slot_of[..., None].expand_as(marginals))
+
+    def scope_marginals(self, scopes) -> torch.Tensor:
+        """``[B, len(scopes), k, ..., k]`` joint tables, axes in each scope's order."""
+        n = self.order.shape[1]
+        scopes = torch.tensor(check_scopes(scopes, n), device=self.order.device)   # [F, m]
+        m = scopes.shape[1]
+        combos = list(itertools.combinations(range(n), m))
+        tables = self.base.scope_marginals(combos)                          # [B, C, k, ..]
+        k = tables.shape[-1]
+        # each state's slots of each scope, the combination they form, and their ranks in it
+        slots = self.slot_of[:, scopes]                                     # [B, F, m]
+        ordered = slots.sort(-1).values
+        lookup = torch.full((n,) * m, -1, dtype=torch.long, device=slots.device)
+        lookup[tuple(torch.tensor(combos, device=slots.device).T)] = torch.arange(
+            len(combos), device=slots.device)
+        row = lookup[tuple(ordered.unbind(-1))]                             # [B, F]
+        rank = slots.argsort(-1).argsort(-1)                                # [B, F, m]
+        # entry (u_1..u_m) in scope order is the table's entry with u_p on axis rank_p
+        grid = torch.cartesian_prod(*[torch.arange(k, device=slots.device)] * m).view(-1, m)
+        weight = k ** (m - 1 - rank)                                        # [B, F, m]
+        column = (grid[None, None] * weight[:, :, None, :]).sum(-1)         # [B, F, k^m]
+        picked = tables.flatten(2).gather(1, row[..., None].expand(-1, -1, k ** m))
+        return picked.gather(-1, column).view(*row.shape, *(k,) * m)
+
+    def condition(self, evidence: torch.Tensor) -> Reordered:
+        """The conditional given ``evidence`` ``[n]`` or ``[B, n]`` (agents' actions,
+        ``-1`` free)."""
+        evidence = torch.as_tensor(evidence, device=self.order.device).expand(self.order.shape)
+        return Reordered(self.base.condition(self._to_slots(evidence)), self.order)
+
+    def leave_one_out_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log p(u_i | u_-i)`` for every agent: ``value [*S, B, n]`` -> same shape."""
+        return self._to_agents(self.base.leave_one_out_log_prob(self._to_slots(value)))
+
+    def __repr__(self) -> str:
+        return f"Reordered(batch_shape={list(self.batch_shape)}, num_agents={self.order.shape[1]})"
