@@ -40,7 +40,9 @@ actions agree; for a circuit policy, ``p_same`` the mean probability that the jo
 gives the two agents one action (from its exact pair marginals) and ``p_same_product`` the
 same probability under the product of the two agents' marginals. Twins need different
 actions to part; ``p_same`` below ``p_same_product`` is a policy that correlates them apart,
-which no product policy can do (None without twin pairs or a distribution).
+which no product policy can do (None without twin pairs or a distribution). ``siblings``
+is, for a policy with sibling pairs (``sibling_pairs=True``), the share of twin pairs that
+the policy holds as siblings in its circuit (None otherwise).
 
 Prints one JSON object per run and writes them all to ``--out`` (default
 ``benchmarks/results/many-agents/probe.json``).
@@ -126,6 +128,14 @@ def twin_agreement(dist, pairs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]
             (picked.sum(-1) * picked.sum(-2)).sum(-1))
 
 
+def twin_siblings(slot_of: np.ndarray, pairs: np.ndarray, siblings: np.ndarray) -> np.ndarray:
+    """``[T]`` bool: twin row ``(e, i, j)`` of ``pairs [T, 3]`` sits in one of the circuit's
+    sibling slot pairs ``siblings [Q, 2]``, where ``slot_of [E, n]`` is each agent's slot."""
+    partner = np.full(slot_of.shape[1], -1)
+    partner[siblings[:, 0]], partner[siblings[:, 1]] = siblings[:, 1], siblings[:, 0]
+    return partner[slot_of[pairs[:, 0], pairs[:, 1]]] == slot_of[pairs[:, 0], pairs[:, 2]]
+
+
 def cycled(path: np.ndarray, steps: int = CYCLE_STEPS) -> bool:
     """Whether the last agent cells of ``path [T + 1, n, 2]`` occurred at one of the
     ``steps`` states before them."""
@@ -190,6 +200,8 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
     ended_twins, ended_cycled = [], []          # per failure, see the module docstring
     twin_counts = np.zeros(2, dtype=np.int64)   # twin pairs, of them with one greedy action
     p_same = np.zeros(2)                        # summed over twin pairs: joint, product
+    siblings = getattr(getattr(policy, "encoder", None), "siblings", None)
+    sibling_count = 0                           # twin pairs held as siblings
     try:
         for _ in range(config.max_steps):
             oracle = oracle_moves(runner.state, config)
@@ -213,6 +225,9 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                     probs = dist.marginals().double().cpu().numpy()             # [E, n, 6]
                     if len(pairs):
                         p_same += [part.sum().item() for part in twin_agreement(dist, pairs)]
+                    if len(pairs) and siblings is not None:
+                        sibling_count += int(twin_siblings(dist.slot_of.cpu().numpy(), pairs,
+                                                           siblings.cpu().numpy()).sum())
                 mass += stray_mass(probs, oracle, stray)
             hits["uniform"].append(oracle.mean())
             stray_hits["uniform"] += float(oracle.mean(-1)[stray].sum())
@@ -249,7 +264,9 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                       if twin_counts[0] else None,
                       **{key: (p_same[s] / twin_counts[0]).item()
                          if twin_counts[0] and marginals is not None else None
-                         for s, key in enumerate(("p_same", "p_same_product"))}}}
+                         for s, key in enumerate(("p_same", "p_same_product"))},
+                      "siblings": sibling_count / twin_counts[0].item()
+                      if twin_counts[0] and siblings is not None else None}}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

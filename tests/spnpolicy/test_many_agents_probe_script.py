@@ -80,7 +80,8 @@ def test_shares_of_a_saved_run(tmp_path):
         assert 0 <= low <= median <= high <= 6
         assert 0.0 <= failures["twins"] <= 1.0 and 0.0 <= failures["cycled"] <= 1.0
     twins = rows[0]["twins"]
-    assert set(twins) == {"pair_steps", "same_action", "p_same", "p_same_product"}
+    assert set(twins) == {"pair_steps", "same_action", "p_same", "p_same_product", "siblings"}
+    assert twins["siblings"] is None                    # no sibling pairs
     if twins["pair_steps"]:
         assert all(0.0 <= twins[key] <= 1.0 for key in ("same_action", "p_same",
                                                         "p_same_product"))
@@ -185,6 +186,29 @@ def test_twins_agree_reads_each_rows_env_and_agents():
     actions = np.array([[0, 1, 0], [2, 2, 5]])
     pairs = np.array([[0, 0, 1], [0, 0, 2], [1, 0, 1], [1, 1, 2]])
     assert probe.twins_agree(actions, pairs).tolist() == [False, True, True, False]
+
+
+def test_twin_siblings_reads_each_rows_slots():
+    siblings = np.array([[0, 1], [2, 3]])
+    slot_of = np.array([[0, 1, 2, 3], [3, 0, 1, 2]])     # env 1: agents 0..3 in 3, 0, 1, 2
+    pairs = np.array([[0, 0, 1], [0, 1, 2], [1, 0, 3], [1, 1, 2], [1, 0, 1]])
+    assert probe.twin_siblings(slot_of, pairs, siblings).tolist() == [True, False, True,
+                                                                       True, False]
+
+
+def test_shares_of_a_run_with_sibling_pairs(tmp_path):
+    spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=96, out_dir=tmp_path,
+                    env_kwargs=dict(num_agents=4, grid_size=3, max_steps=6,
+                                    observation="nearest"),
+                    learning_starts=48, batch_size=16, eval_interval=96, eval_episodes=2,
+                    param_head="agents", critic_input="agents", factor_graph="nearest",
+                    neighbours=1, sibling_pairs=True, verbose=False, progress=False)
+    twins = probe.main([str(tmp_path), "--episodes", "8", "--out",
+                        str(tmp_path / "probe.json")])[0]["twins"]
+    assert twins["pair_steps"] > 0                      # 4 agents on 9 cells meet
+    # two agents with the nearest (identical) observations are matched first, so a lone
+    # twin pair is always held as siblings; three on one cell are not all siblings
+    assert 0.5 <= twins["siblings"] <= 1.0
 
 
 @pytest.mark.parametrize("kind", ["selective", "mean_field"])
