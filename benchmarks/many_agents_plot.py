@@ -10,7 +10,8 @@ For every (team size, algorithm) over the coverage runs found under the paths gi
 directories, or folders holding them; a run started from another run's learner,
 ``init_from`` in its provenance, is its own row, ``ALGO (warm start)``, or ``ALGO (warm
 start, fresh critics)`` where that start kept the critics' tensors fresh; so is a run whose
-critics' factor graph is one of :data:`CRITIC_GRAPHS`, ``ALGO (nearest pairs)``): the env steps
+critics' factor graph is one of :data:`CRITIC_GRAPHS`, ``ALGO (nearest pairs)``, and a run whose
+policy has sibling pairs, ``ALGO (..., sibling pairs)``): the env steps
 trained, and the greedy success and
 final assignment potential (0 = every goal held) of the last evaluation, as the mean over
 seeds with a 95% bootstrap CI where there are several. Runs need not have reached their
@@ -80,10 +81,13 @@ CRITIC_GRAPHS = {"nearest": "nearest pairs", "none": "unary critics"}
 
 
 def _label(run) -> str:
-    """The run's algorithm, with its :data:`CRITIC_GRAPHS` label and a :data:`WARM_STARTS`
-    suffix when it began from another run's learner."""
+    """The run's algorithm, with its :data:`CRITIC_GRAPHS` label, ``sibling pairs`` for a
+    policy with them, and a :data:`WARM_STARTS` suffix when it began from another run's
+    learner."""
     parts = [CRITIC_GRAPHS[graph] for graph in [run.config.get("factor_graph")]
              if graph in CRITIC_GRAPHS]
+    if run.config.get("sibling_pairs"):
+        parts.append("sibling pairs")
     starts = [record for record in run.provenance if "init_from" in record]
     if starts:
         fresh = any(name.startswith("modules.critic")
