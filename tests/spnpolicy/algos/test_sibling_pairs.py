@@ -19,6 +19,7 @@ from spnpolicy.algos.sibling_pairs import Reordered, pair_order, sibling_slots
 from spnpolicy.algos.spn_ac import SpnAcConfig
 from spnpolicy.inference import load_agent
 from tests.circuits.helpers import PROPERTY
+from tests.run_helpers import load_script
 
 
 def _slots(circuit):
@@ -265,3 +266,16 @@ def test_spn_ac_trains_saves_and_reloads_with_sibling_pairs(tmp_path):
     assert isinstance(dist, Reordered)
     torch.testing.assert_close(dist.entropy(), result.agent.distribution(x).entropy())
     assert math.isclose(float(dist.marginals().detach().sum(-1).mean()), 1.0, rel_tol=1e-5)
+
+
+def test_the_example_parts_the_agents_that_see_alike():
+    demo = load_script("examples/sibling_pairs.py")
+    result = demo.run(seed=0)
+    product = result["policies"]["product of the agents' policies"]
+    siblings = result["policies"]["selective circuit, sibling pairs"]
+    boltzmann = 3 * math.exp(-3) / (6 + 3 * math.exp(-3))         # P(one action) at log Z
+    assert siblings["gap"] < 0.01 and product["gap"] > 0.5
+    assert siblings["p_same"] == pytest.approx(boltzmann, abs=0.01)
+    assert product["p_same"] == pytest.approx(1 / 3, abs=0.01)   # the product's best
+    assert siblings["mode"][1] != siblings["mode"][3]
+    assert "sibling pairs: log Z - ELBO = 0.00" in demo.report(result)
