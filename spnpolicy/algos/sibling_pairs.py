@@ -21,6 +21,7 @@ state alone, so ``pi(u | s)`` is still one distribution per state and every quer
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -100,6 +101,16 @@ def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor)
     return order
 
 
+@functools.cache
+def _combinations(n: int, m: int) -> tuple[list[tuple[int, ...]], torch.Tensor]:
+    """Every increasing ``m``-tuple of ``range(n)``, and ``lookup`` ``[n] * m`` (long): a
+    tuple's index in that list (``-1`` off the increasing tuples)."""
+    combos = list(itertools.combinations(range(n), m))
+    lookup = torch.full((n,) * m, -1, dtype=torch.long)
+    lookup[tuple(torch.tensor(combos).T)] = torch.arange(len(combos))
+    return combos, lookup
+
+
 class Reordered(Distribution):
     """A distribution over ``n`` agents' actions from a circuit distribution over ``n``
     slots and the agent in each slot.
@@ -173,16 +184,13 @@ class Reordered(Distribution):
         n = self.order.shape[1]
         scopes = torch.tensor(check_scopes(scopes, n), device=self.order.device)   # [F, m]
         m = scopes.shape[1]
-        combos = list(itertools.combinations(range(n), m))
+        combos, lookup = _combinations(n, m)
         tables = self.base.scope_marginals(combos)                          # [B, C, k, ..]
         k = tables.shape[-1]
         # each state's slots of each scope, the combination they form, and their ranks in it
         slots = self.slot_of[:, scopes]                                     # [B, F, m]
         ordered = slots.sort(-1).values
-        lookup = torch.full((n,) * m, -1, dtype=torch.long, device=slots.device)
-        lookup[tuple(torch.tensor(combos, device=slots.device).T)] = torch.arange(
-            len(combos), device=slots.device)
-        row = lookup[tuple(ordered.unbind(-1))]                             # [B, F]
+        row = lookup.to(slots.device)[tuple(ordered.unbind(-1))]            # [B, F]
         rank = slots.argsort(-1).argsort(-1)                                # [B, F, m]
         # entry (u_1..u_m) in scope order is the table's entry with u_p on axis rank_p
         grid = torch.cartesian_prod(*[torch.arange(k, device=slots.device)] * m).view(-1, m)

@@ -279,3 +279,26 @@ def test_the_example_parts_the_agents_that_see_alike():
     assert product["p_same"] == pytest.approx(1 / 3, abs=0.01)   # the product's best
     assert siblings["mode"][1] != siblings["mode"][3]
     assert "sibling pairs: log Z - ELBO = 0.00" in demo.report(result)
+
+
+def test_a_sibling_pairs_table_is_its_joint_scores_in_the_agents_order():
+    # agents' own scores and corrections at zero: each sibling pair's table is
+    # softmax(g_ab) over its k x k joint actions, axis 0 the agent in the pair's first slot
+    torch.manual_seed(7)
+    n, k = 4, 3
+    policy = _parting_policy(n, k, penalty=0.0)
+    head = policy.encoder
+    with torch.no_grad():
+        head.pair_scores[-1].weight.normal_(0, 2.0)
+    x = torch.randn(3, n, 3)
+    dist = policy.distribution(x)
+    h = torch.relu(head.encoder(x.gather(1, dist.order[..., None].expand_as(x))))
+    g = head.joint_scores(h)                                                # [B, Q, k, k]
+    for b in range(3):
+        for q, (first, second) in enumerate(head.siblings.tolist()):
+            a, c = dist.order[b, first].item(), dist.order[b, second].item()
+            want = torch.softmax(g[b, q].flatten(), 0).view(k, k)
+            torch.testing.assert_close(dist.scope_marginals([(a, c)])[b, 0], want)
+            assert (g[b, q] - g[b, q].T).abs().max() > 1e-3            # not symmetric itself
+    swapped = h[:, [1, 0, 3, 2]]                                            # siblings swapped
+    torch.testing.assert_close(head.joint_scores(swapped), g.transpose(-1, -2))
