@@ -33,7 +33,7 @@ from circuits import CircuitDistribution
 from factor_q.argmax import MAX_TABLE_SIZE, argmax as _argmax
 from factor_q.graph import FactorGraph, NearestGraph
 
-__all__ = ["FactorValues", "table_index"]
+__all__ = ["FactorValues", "gather_pair_marginals", "table_index"]
 
 #: Largest joint table (entries per batch element) that :meth:`FactorValues.table` builds.
 MAX_TABLE_ENTRIES = 2**24
@@ -460,6 +460,14 @@ def _check_pair_scopes(scopes, batch: int, num_agents: int) -> None:
 
 def _state_pair_marginals(dist: CircuitDistribution, scopes: torch.Tensor,
                           num_agents: int) -> torch.Tensor:
+    """Each state's pair tables ``[B, F, k, k]`` for its own scopes ``[B, F, 2]``: the
+    distribution's own ``state_pair_marginals(scopes)`` where it has one (a distribution
+    that places its agents per state), else :func:`gather_pair_marginals`."""
+    own = getattr(dist, "state_pair_marginals", None)
+    return own(scopes) if callable(own) else gather_pair_marginals(dist, scopes, num_agents)
+
+
+def gather_pair_marginals(dist, scopes: torch.Tensor, num_agents: int) -> torch.Tensor:
     """Each state's pair tables ``[B, F, k, k]`` for its own scopes ``[B, F, 2]``: the
     distribution's ``scope_marginals`` of every pair of agents (one list for every batch,
     so the circuit plans it once), gathered per state and transposed where a scope lists its

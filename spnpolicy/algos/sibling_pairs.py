@@ -29,6 +29,7 @@ import torch
 from torch.distributions import Distribution
 
 from circuits.distribution import check_scopes
+from factor_q.values import gather_pair_marginals
 
 __all__ = ["Reordered", "pair_order", "sibling_slots"]
 
@@ -64,8 +65,8 @@ def sibling_slots(fixed: list, num_vars: int) -> tuple[torch.Tensor, torch.Tenso
 @torch.no_grad()
 def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor) -> torch.Tensor:
     """Which agent fills each slot, per state: agents matched greedily into the sibling
-    slot pairs, the two agents with the nearest inputs (squared Euclidean distance, ties to
-    the lower indices) first, each pair into the next free slot pair in ``pairs``' order,
+    slot pairs, the two agents with the nearest inputs (Euclidean distance, ties to the
+    lower indices) first, each pair into the next free slot pair in ``pairs``' order,
     the lower agent into the pair's first slot; the agents left over into ``singles`` in
     increasing order.
 
@@ -81,19 +82,24 @@ def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor)
         raise ValueError(f"pairs [{pairs.shape[0]}, 2] and singles [{singles.shape[0]}] must "
                          f"cover the {n} agents of inputs {list(inputs.shape)}")
     x = inputs.flatten(2).to(torch.float64)
-    distance = (x[:, :, None] - x[:, None]).square().sum(-1)              # [B, n, n]
+    # exact differences (no matrix-product shortcut), so that equal inputs are at distance 0
+    distance = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")   # [B, n, n]
     upper = torch.ones(n, n, dtype=torch.bool, device=inputs.device).triu(1)
-    distance = distance.masked_fill(~upper, math.inf)                     # each pair once
+    distance = distance.masked_fill(~upper, math.inf).flatten(1)          # each pair once
     used = torch.zeros(batch, n, dtype=torch.bool, device=inputs.device)
     order = torch.empty(batch, n, dtype=torch.long, device=inputs.device)
     rows = torch.arange(batch, device=inputs.device)
+    agents = torch.arange(n, device=inputs.device)
     for q in range(pairs.shape[0]):
-        free = distance.masked_fill(used[:, :, None] | used[:, None, :], math.inf)
-        flat = free.flatten(1).argmin(1)                                   # [B]
+        flat = distance.argmin(1)                                          # [B]
         first, second = flat // n, flat % n
         order[:, pairs[q, 0]], order[:, pairs[q, 1]] = first, second
         used[rows, first] = True
         used[rows, second] = True
+        # the matched agents' rows and columns of the flat distances leave the matching
+        taken = torch.stack([first, second], 1)[..., None]                  # [B, 2, 1]
+        distance[rows[:, None, None], taken * n + agents] = math.inf
+        distance[rows[:, None, None], agents * n + taken] = math.inf
     if singles.numel():
         # the free agents in increasing order: a stable sort puts the used ones last
         left = torch.sort(used.to(torch.int8), dim=1, stable=True).indices[:, :singles.numel()]
@@ -123,7 +129,8 @@ class Reordered(Distribution):
     Every query maps its input to slots and its answer back to agents: ``log_prob``,
     ``sample``, ``sample_with``, ``mode``, ``entropy`` (unchanged), ``marginals``,
     ``scope_marginals`` (from the slots' tables of every scope of its length, gathered per
-    state), ``condition`` and ``leave_one_out_log_prob``.
+    state), ``state_pair_marginals`` (each state's own pairs, from its slots' tables),
+    ``condition`` and ``leave_one_out_log_prob``.
     """
 
     arg_constraints: dict = {}
@@ -198,6 +205,12 @@ class Reordered(Distribution):
         column = (grid[None, None] * weight[:, :, None, :]).sum(-1)         # [B, F, k^m]
         picked = tables.flatten(2).gather(1, row[..., None].expand(-1, -1, k ** m))
         return picked.gather(-1, column).view(*row.shape, *(k,) * m)
+
+    def state_pair_marginals(self, scopes: torch.Tensor) -> torch.Tensor:
+        """Each state's own pair tables ``[B, F, k, k]`` for agent pairs ``scopes``
+        ``[B, F, 2]`` (axes in each pair's order): the base's tables of the pairs' slots."""
+        slots = self.slot_of.gather(1, scopes.flatten(1)).view_as(scopes)
+        return gather_pair_marginals(self.base, slots, self.order.shape[1])
 
     def condition(self, evidence: torch.Tensor) -> Reordered:
         """The conditional given ``evidence`` ``[n]`` or ``[B, n]`` (agents' actions,

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spnpolicy
@@ -19,6 +19,7 @@ from spnpolicy.algos.sibling_pairs import Reordered, pair_order, sibling_slots
 from spnpolicy.algos.spn_ac import SpnAcConfig
 from spnpolicy.inference import load_agent
 from tests.circuits.helpers import PROPERTY
+from tests.factor_q.test_nearest_graph import brute_force_q, nearest_values
 from tests.run_helpers import load_script
 
 
@@ -132,6 +133,14 @@ def test_reordered_queries_are_exact(n, k, seed):
     for f, (i, j) in enumerate(scopes):
         want = kept((i, j))
         torch.testing.assert_close(pairs[:, f], want if i < j else want.transpose(1, 2))
+    # each state's own pairs (random, either order), as the nearest-pair critics ask them
+    own = torch.stack([torch.stack([torch.randperm(n)[:2] for _ in range(4)])
+                       for _ in range(batch)])                              # [B, 4, 2]
+    got = dist.state_pair_marginals(own)
+    for b in range(batch):
+        for f, (i, j) in enumerate(own[b].tolist()):
+            want = kept((i, j))[b]
+            torch.testing.assert_close(got[b, f], want if i < j else want.T)
     triple = (2, 0, 1)
     want = kept(triple).permute(0, 3, 1, 2)
     torch.testing.assert_close(dist.scope_marginals([triple])[:, 0], want)
@@ -302,3 +311,19 @@ def test_a_sibling_pairs_table_is_its_joint_scores_in_the_agents_order():
             assert (g[b, q] - g[b, q].T).abs().max() > 1e-3            # not symmetric itself
     swapped = h[:, [1, 0, 3, 2]]                                            # siblings swapped
     torch.testing.assert_close(head.joint_scores(swapped), g.transpose(-1, -2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(values=nearest_values(ensemble=True), seed=st.integers(0, 2**16))
+def test_nearest_pair_critics_expectation_under_reordered_is_exact(values, seed):
+    n, k = values.graph.num_agents, values.num_actions
+    generator = torch.Generator().manual_seed(seed)
+    circuit = selective(n, k, width=k * k - 1).double()
+    batch = values.batch_size
+    base = circuit.distribution(2 * torch.randn(batch, circuit.num_params, dtype=torch.float64,
+                                                generator=generator))
+    order = torch.stack([torch.randperm(n, generator=generator) for _ in range(batch)])
+    dist = Reordered(base, order)
+    probs = _agents_table(base, order, n, k)                                 # [B, k**n]
+    q = brute_force_q(values)
+    torch.testing.assert_close(values.expectation(dist), (probs * q).sum(-1))
