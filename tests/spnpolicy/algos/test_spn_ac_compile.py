@@ -40,8 +40,10 @@ def _eager_and_compiled(algo: str, hidden: int, **overrides):
     pytest.param("exact-softmax", {}, True, marks=pytest.mark.slow),
     ("meanfield-ac", {}, False),
     pytest.param("spn-ac", {"param_head": "agents", "critic_input": "agents"}, False,
-                 marks=pytest.mark.slow)],
-    ids=["spn-ac", "exact-softmax", "meanfield-ac", "spn-ac-agents-head"])
+                 marks=pytest.mark.slow),
+    pytest.param("spn-ac", {"param_head": "agents", "critic_input": "agents",
+                            "sibling_pairs": True}, False, marks=pytest.mark.slow)],
+    ids=["spn-ac", "exact-softmax", "meanfield-ac", "spn-ac-agents-head", "sibling-pairs"])
 def test_compiled_updates_equal_eager_ones(algo, overrides, whole):
     """Same initial weights, same batches: every update's metrics and weights agree with the
     eager algorithm's to float32 rounding (the first update traces and compiles, the rest
