@@ -86,7 +86,6 @@ def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor)
     distance = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")   # [B, n, n]
     upper = torch.ones(n, n, dtype=torch.bool, device=inputs.device).triu(1)
     distance = distance.masked_fill(~upper, math.inf).flatten(1)          # each pair once
-    used = torch.zeros(batch, n, dtype=torch.bool, device=inputs.device)
     order = torch.empty(batch, n, dtype=torch.long, device=inputs.device)
     rows = torch.arange(batch, device=inputs.device)
     agents = torch.arange(n, device=inputs.device)
@@ -94,13 +93,14 @@ def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor)
         flat = distance.argmin(1)                                          # [B]
         first, second = flat // n, flat % n
         order[:, pairs[q, 0]], order[:, pairs[q, 1]] = first, second
-        used[rows, first] = True
-        used[rows, second] = True
         # the matched agents' rows and columns of the flat distances leave the matching
         taken = torch.stack([first, second], 1)[..., None]                  # [B, 2, 1]
         distance[rows[:, None, None], taken * n + agents] = math.inf
         distance[rows[:, None, None], agents * n + taken] = math.inf
     if singles.numel():
+        matched = order[:, pairs.flatten()]                                 # [B, 2 Q]
+        used = torch.zeros(batch, n, dtype=torch.bool, device=inputs.device).scatter_(
+            1, matched, True)
         # the free agents in increasing order: a stable sort puts the used ones last
         left = torch.sort(used.to(torch.int8), dim=1, stable=True).indices[:, :singles.numel()]
         order[:, singles] = left
