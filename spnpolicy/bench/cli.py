@@ -68,7 +68,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        metavar="KEY=VALUE",
                        help="config override (repeatable) for every algorithm of the run "
                        "whose config has KEY, e.g. --set compile=true; the others ignore it "
-                       "(a KEY no chosen algorithm has is an error); see 'spnpolicy config'")
+                       "(a KEY no chosen algorithm has is an error); ALGO:KEY=VALUE sets it "
+                       "for ALGO only, e.g. --set spn-ac:sibling_pairs=true; see "
+                       "'spnpolicy config'")
     bench.add_argument("--workers", type=int, default=1,
                        help="parallel worker processes, one torch thread each (default 1)")
     bench.add_argument("--ray", default=None, metavar="ADDRESS",

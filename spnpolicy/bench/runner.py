@@ -124,6 +124,28 @@ def _config(suite: Suite, algo: str, protocol: Protocol) -> dict[str, Any]:
     return protocol.overrides() | config_fields(algo, suite.config)
 
 
+def _split_overrides(overrides: dict[str, str], algos: Sequence[str]
+                     ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """``overrides`` (text, the CLI's ``--set``) -> (those for every algorithm with the
+    field, those for one algorithm: ``{algo: {key: text}}`` from ``"ALGO:KEY"`` keys).
+    ValueError for an ``ALGO`` not among ``algos`` or a ``KEY`` its config lacks or fixes."""
+    shared: dict[str, str] = {}
+    per_algo: dict[str, dict[str, str]] = {}
+    for name, text in overrides.items():
+        algo, sep, key = name.rpartition(":")
+        if not sep:
+            shared[name] = text
+            continue
+        if algo not in algos:
+            raise ValueError(f"--set {name}={text}: {algo!r} is not an algorithm of this run "
+                             f"({', '.join(algos)})")
+        if not config_fields(algo, {key: None}):
+            raise ValueError(f"--set {name}={text}: {algo}'s config has no field {key!r} it "
+                             f"can change; 'spnpolicy config {algo} ENV' lists its fields")
+        per_algo.setdefault(algo, {})[key] = text
+    return shared, per_algo
+
+
 def _overrides(algo: str, overrides: dict[str, str]) -> dict[str, Any]:
     """The ``overrides`` (text) that ``algo``'s config has, parsed to its field types."""
     cls = get_algorithm(algo).config_cls
@@ -141,8 +163,9 @@ def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = Non
     ``seeds`` (a count or a list; default the suite's count) and with ``total_steps`` as
     every run's budget (default the suite's). ``overrides``: config fields as text
     (``{"compile": "true"}``, the CLI's ``--set``), set for every algorithm whose config
-    has the field, after the suite's. ValueError for a name the suite lacks, an algorithm
-    this install does not register, or an override no chosen algorithm has."""
+    has the field, after the suite's; a key ``"ALGO:KEY"`` sets ``KEY`` for ``ALGO`` only,
+    after those. ValueError for a name the suite lacks, an algorithm this install does not
+    register, or an override no chosen algorithm has."""
     # ``algos`` may also name registered algorithms that the suite does not list
     extra = () if algos is None else tuple(a for a in ALGORITHMS if a not in suite.algos)
     algos = _select("algorithm", suite, algos, suite.algos + extra)
@@ -153,9 +176,10 @@ def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = Non
                          f"with --algos")
     task_names = _select("task", suite, tasks, suite.task_names())
     protocol = suite.protocol.with_budget(total_steps)
-    chosen = {algo: _overrides(algo, overrides or {}) for algo in algos}
+    shared, per_algo = _split_overrides(overrides or {}, algos)
+    chosen = {algo: _overrides(algo, shared | per_algo.get(algo, {})) for algo in algos}
     configs = {algo: _config(suite, algo, protocol) | chosen[algo] for algo in algos}
-    unused = [key for key in overrides or {}
+    unused = [key for key in shared
               if not any(key in config_fields(algo, {key: None}) for algo in algos)]
     if unused:
         raise ValueError(f"--set {', '.join(unused)}: no algorithm of this run "

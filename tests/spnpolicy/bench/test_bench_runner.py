@@ -71,6 +71,32 @@ def test_plan_overrides_set_the_fields_each_algorithm_has(tmp_path):
         plan(get_suite("matrix"), tmp_path, algos=["spn-ac"], overrides={"compile": "maybe"})
 
 
+def test_plan_overrides_for_one_algorithm(tmp_path):
+    """--set ALGO:KEY=VALUE: that algorithm only, after the shared overrides."""
+    runs = plan(get_suite("matrix"), tmp_path, algos=["spn-ac", "meanfield-ac", "vdn"],
+                tasks=["climbing"], seeds=1,
+                overrides={"batch_size": "32", "spn-ac:batch_size": "16",
+                           "spn-ac:param_head": "agents", "spn-ac:sibling_pairs": "true"})
+    configs = {r.algo: r.config for r in runs}
+    assert configs["spn-ac"]["batch_size"] == 16
+    assert configs["meanfield-ac"]["batch_size"] == 32 == configs["vdn"]["batch_size"]
+    assert configs["spn-ac"]["sibling_pairs"] is True and configs["spn-ac"]["param_head"] == "agents"
+    assert "sibling_pairs" not in configs["meanfield-ac"]
+    assert {r.algo: r.overrides for r in runs}["spn-ac"] == {
+        "batch_size": 16, "param_head": "agents", "sibling_pairs": True}
+    with pytest.raises(ValueError, match=r"--set qmix:batch_size=8: 'qmix' is not an algorithm "
+                                         r"of this run \(spn-ac, vdn\)"):
+        plan(get_suite("matrix"), tmp_path, algos=["spn-ac", "vdn"],
+             overrides={"qmix:batch_size": "8"})
+    with pytest.raises(ValueError, match=r"--set vdn:width=4: vdn's config has no field 'width'"):
+        plan(get_suite("matrix"), tmp_path, algos=["spn-ac", "vdn"], overrides={"vdn:width": "4"})
+    with pytest.raises(ValueError, match="policy"):   # meanfield-ac fixes its policy
+        plan(get_suite("matrix"), tmp_path, algos=["meanfield-ac"],
+             overrides={"meanfield-ac:policy": "selective"})
+    with pytest.raises(ValueError, match="batch_size"):
+        plan(get_suite("matrix"), tmp_path, algos=["vdn"], overrides={"vdn:batch_size": "many"})
+
+
 def test_parse_seeds():
     assert parse_seeds("3") == 3
     assert parse_seeds("0,4,7") == (0, 4, 7) and parse_seeds("5,") == (5,)
