@@ -21,7 +21,6 @@ state alone, so ``pi(u | s)`` is still one distribution per state and every quer
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
@@ -107,14 +106,19 @@ def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor)
     return order
 
 
-@functools.cache
+_COMBINATIONS: dict[tuple[int, int], tuple[list[tuple[int, ...]], torch.Tensor]] = {}
+
+
 def _combinations(n: int, m: int) -> tuple[list[tuple[int, ...]], torch.Tensor]:
     """Every increasing ``m``-tuple of ``range(n)``, and ``lookup`` ``[n] * m`` (long): a
-    tuple's index in that list (``-1`` off the increasing tuples)."""
-    combos = list(itertools.combinations(range(n), m))
-    lookup = torch.full((n,) * m, -1, dtype=torch.long)
-    lookup[tuple(torch.tensor(combos).T)] = torch.arange(len(combos))
-    return combos, lookup
+    tuple's index in that list (``-1`` off the increasing tuples). Kept per ``(n, m)`` in a
+    plain dict, which torch.compile traces (it warns on ``functools`` caches)."""
+    if (n, m) not in _COMBINATIONS:
+        combos = list(itertools.combinations(range(n), m))
+        lookup = torch.full((n,) * m, -1, dtype=torch.long)
+        lookup[tuple(torch.tensor(combos).T)] = torch.arange(len(combos))
+        _COMBINATIONS[n, m] = combos, lookup
+    return _COMBINATIONS[n, m]
 
 
 class Reordered(Distribution):
