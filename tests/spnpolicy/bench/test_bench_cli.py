@@ -20,7 +20,7 @@ def test_bench_then_plot_end_to_end(tmp_path):
     out = tmp_path / "bench"
     command = [sys.executable, "-m", "spnpolicy.cli", "bench", "matrix", "--tasks", "climbing",
                "--algos", "spn-ac", "--seeds", "2", "--total-steps", "96", "--workers", "2",
-               "--out", str(out)]
+               "--set", "spn-ac:batch_size=16", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300,
                           check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 0, done.stderr
@@ -33,6 +33,8 @@ def test_bench_then_plot_end_to_end(tmp_path):
     assert summary["results"]["climbing"]["spn-ac"]["seeds"] == [0, 1]
     assert sorted(p.name for p in (out / "runs" / "climbing" / "spn-ac").iterdir()) == \
         ["s0", "s1"]
+    saved = json.loads((out / "runs" / "climbing" / "spn-ac" / "s1" / "config.json").read_text())
+    assert saved["config"]["batch_size"] == 16
 
     redrawn = tmp_path / "redrawn"
     assert main(["plot", str(out), "--out", str(redrawn)]) == 0
@@ -52,6 +54,8 @@ def test_bench_then_plot_end_to_end(tmp_path):
     (["bench", "matrix", "--workers", "0"], "workers must be an int >= 1, got 0"),
     (["bench", "matrix", "--algos", "vdn", "--set", "width=4"],
      r"--set width: no algorithm of this run \(vdn\) has"),
+    (["bench", "matrix", "--algos", "vdn", "--set", "spn-ac:width=4"],
+     r"--set spn-ac:width=4: 'spn-ac' is not an algorithm of this run \(vdn\)"),
     pytest.param(["bench", "matrix", "--ray", "auto"], "--ray needs the ray package",
                  marks=pytest.mark.skipif(importlib.util.find_spec("ray") is not None,
                                           reason="ray is installed")),
