@@ -128,7 +128,8 @@ def _split_overrides(overrides: dict[str, str], algos: Sequence[str]
                      ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """``overrides`` (text, the CLI's ``--set``) -> (those for every algorithm with the
     field, those for one algorithm: ``{algo: {key: text}}`` from ``"ALGO:KEY"`` keys).
-    ValueError for an ``ALGO`` not among ``algos`` or a ``KEY`` its config lacks or fixes."""
+    ValueError for an ``ALGO`` not among ``algos``, a ``KEY`` its config lacks or fixes, or
+    a shared key no algorithm of ``algos`` has."""
     shared: dict[str, str] = {}
     per_algo: dict[str, dict[str, str]] = {}
     for name, text in overrides.items():
@@ -143,6 +144,12 @@ def _split_overrides(overrides: dict[str, str], algos: Sequence[str]
             raise ValueError(f"--set {name}={text}: {algo}'s config has no field {key!r} it "
                              f"can change; 'spnpolicy config {algo} ENV' lists its fields")
         per_algo.setdefault(algo, {})[key] = text
+    unused = [key for key in shared if not any(config_fields(a, {key: None}) for a in algos)]
+    if unused:
+        raise ValueError(f"--set {', '.join(unused)}: no algorithm of this run "
+                         f"({', '.join(algos)}) has {'that' if len(unused) == 1 else 'those'} "
+                         f"config field(s); 'spnpolicy config ALGO ENV' lists an "
+                         f"algorithm's fields")
     return shared, per_algo
 
 
@@ -179,13 +186,6 @@ def plan(suite: Suite, out: str | os.PathLike, algos: Sequence[str] | None = Non
     shared, per_algo = _split_overrides(overrides or {}, algos)
     chosen = {algo: _overrides(algo, shared | per_algo.get(algo, {})) for algo in algos}
     configs = {algo: _config(suite, algo, protocol) | chosen[algo] for algo in algos}
-    unused = [key for key in shared
-              if not any(key in config_fields(algo, {key: None}) for algo in algos)]
-    if unused:
-        raise ValueError(f"--set {', '.join(unused)}: no algorithm of this run "
-                         f"({', '.join(algos)}) has {'that' if len(unused) == 1 else 'those'} "
-                         f"config field(s); 'spnpolicy config ALGO ENV' lists an "
-                         f"algorithm's fields")
     out = Path(out).absolute()  # workers (Ray tasks) may run in another directory
     return [BenchRun(suite.name, suite.task(name), algo, seed, configs[algo],
                      out / "runs" / name / algo / f"s{seed}", chosen[algo])
