@@ -33,6 +33,9 @@ state has two agents with identical observations (with nearest observations: two
 one cell), ``cycled`` the share whose last agent cells already occurred within the
 ``CYCLE_STEPS`` steps before (the team stands, or goes back and forth; the clock in the
 observations still changes, so this is a repeat of cells, not a proof of a loop).
+``unseen``, for ``nearest`` observations, is the share of stray agents none of whose
+observed nearest goals is free: the goals still to cover lie outside what it sees (None for
+observations that show every goal).
 
 ``twins`` (top level) reads the agent pairs with identical observations over all the
 states played: ``pair_steps`` their count; ``same_action`` the share of them whose greedy
@@ -152,12 +155,15 @@ def settle_step(path: np.ndarray, goals: np.ndarray, grid_size: int) -> int:
 
 
 def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
-                      moved: np.ndarray, grid_size: int) -> dict:
+                      moved: np.ndarray, grid_size: int, seen: int | None = None) -> dict:
     """How failed episodes end (see the module docstring). ``starts``, ``agents`` and ``goals``
     ``[F, n, 2]`` are the first and last agent positions and the goals of ``F`` failed
     episodes on a ``grid_size`` grid; ``moved [F, n]`` bool says which agents changed cell in
-    the last ``STILL_STEPS`` steps. ``stray`` and ``stacked`` are means per episode (None without
-    episodes); ``lost``, ``still`` and ``gap`` are over the stray agents (None without any)."""
+    the last ``STILL_STEPS`` steps; ``seen`` is how many nearest goals an agent observes
+    (Manhattan distance, ties to the lower index), None when it observes all. ``stray`` and
+    ``stacked`` are means per episode (None without episodes); ``lost``, ``still``, ``gap``
+    and ``unseen`` are over the stray agents (None without any, ``unseen`` also without
+    ``seen``)."""
     covered = on_cells(goals, agents, grid_size)                      # [F, goal]
     held = on_cells(agents, goals, grid_size)                         # [F, agent]
     stray = ~held
@@ -166,11 +172,15 @@ def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
     planned = np.array([linear_sum_assignment(np.abs(a[:, None] - g[None]).sum(-1))[1]
                         for a, g in zip(starts, goals)], dtype=np.int64).reshape(stray.shape)
     lost = np.take_along_axis(covered, planned, -1)                   # [F, agent]
+    nearest = np.argsort(distance, axis=-1, kind="stable")[..., :seen]  # [F, agent, seen]
+    free_seen = ~np.take_along_axis(np.broadcast_to(covered[:, None], distance.shape),
+                                    nearest, -1)                      # [F, agent, seen]
     mean = (lambda x: float(x.mean()) if len(agents) else None)
     share = (lambda x: float(x[stray].mean()) if stray.any() else None)
     return {"episodes": len(agents), "stray": mean(stray.sum(-1)),
             "stacked": mean(held.sum(-1) - covered.sum(-1)), "lost": share(lost),
-            "still": share(~moved), "gap": share(gap)}
+            "still": share(~moved), "gap": share(gap),
+            "unseen": None if seen is None else share(~free_seen.any(-1))}
 
 
 def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
@@ -185,6 +195,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
         players["critics"] = load_agent(run, acting="critics")
     except ValueError:                                  # no factor critics to act by
         pass
+    seen = config.nearest_counts[0] if config.observation == "nearest" else None
     envs = make_vec_env("coverage", episodes, **saved["env_kwargs"])
     runner = Runner(envs, observations=True)
     runner.reset(seed=seed)
@@ -254,7 +265,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                                    for name, v in stray_hits.items()},
             "policy_mass_stray": (dict(zip(("oracle", "still"), (mass / stray_steps).tolist()))
                                   if stray_steps and marginals is not None else None),
-            "failures": failure_breakdown(*last, config.grid_size) | {
+            "failures": failure_breakdown(*last, config.grid_size, seen) | {
                 "last_change": (np.percentile(last_change, [25, 50, 75]).tolist()
                                 if last_change else None),
                 "twins": float(np.mean(ended_twins)) if ended else None,

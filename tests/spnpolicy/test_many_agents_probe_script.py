@@ -94,11 +94,11 @@ def test_a_run_on_another_env_is_refused(tmp_path):
         probe.probe(tmp_path)
 
 
-def _breakdown_by_loops(plan, agents, goals, moved):
+def _breakdown_by_loops(plan, agents, goals, moved, seen=None):
     """The failure breakdown agent by agent, episode by episode; agent i's planned goal is
-    ``goals[e, plan[e, i]]``."""
+    ``goals[e, plan[e, i]]`` and it observes its ``seen`` nearest goals."""
     rows = {"stray": [], "stacked": []}
-    lost, still, gap = [], [], []
+    lost, still, gap, unseen = [], [], [], []
     for p, a, g, m in zip(plan, agents, goals, moved):
         cells, goal_cells = [tuple(x) for x in a], [tuple(x) for x in g]
         held = [goal in cells for goal in goal_cells]
@@ -111,9 +111,13 @@ def _breakdown_by_loops(plan, agents, goals, moved):
                 still.append(not m[i])
                 gap.append(min(abs(cell[0] - goal[0]) + abs(cell[1] - goal[1])
                                for goal, h in zip(goal_cells, held) if not h))
+                far = sorted(range(len(goal_cells)), key=lambda j: (
+                    abs(cell[0] - goal_cells[j][0]) + abs(cell[1] - goal_cells[j][1]), j))
+                unseen.append(all(held[j] for j in far[:seen]))
     out = {key: float(np.mean(v)) for key, v in rows.items()}
     for key, v in (("lost", lost), ("still", still), ("gap", gap)):
         out[key] = float(np.mean(v)) if v else None
+    out["unseen"] = float(np.mean(unseen)) if unseen and seen is not None else None
     return out
 
 
@@ -128,9 +132,26 @@ def test_failure_breakdown_against_loops(seed):
     agents = rng.integers(0, size, size=(episodes, n, 2))
     agents[:, 0] = goals[:, 0]                          # one agent on a goal, another beside
     moved = rng.random((episodes, n)) < 0.5
-    got = probe.failure_breakdown(starts, agents, goals, moved, size)
+    seen = [None, 1, n][seed % 3]
+    got = probe.failure_breakdown(starts, agents, goals, moved, size, seen)
     assert got.pop("episodes") == episodes
-    assert got == pytest.approx(_breakdown_by_loops(plan, agents, goals, moved))
+    assert got == pytest.approx(_breakdown_by_loops(plan, agents, goals, moved, seen))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unseen_reads_what_nearest_observations_show(seed):
+    """A stray agent counts as unseen exactly when every goal in its observation is held."""
+    rng = np.random.default_rng(seed)
+    config = core.CoverageConfig(6, 5, 20, layout="random", observation="nearest",
+                                 neighbours=2)
+    agents, goals = (np.stack(part) for part in
+                     zip(*(core.sample_layout(rng, config) for _ in range(30))))
+    agents[:, :3] = goals[:, rng.permutation(6)[:3]]               # three agents on goals
+    obs = core.nearest_observations(_state(agents, goals, config), config)
+    held = obs[..., 4: 4 + 3 * 2].reshape(30, 6, 2, 3)[..., 2] == 1  # [E, n, seen]
+    stray = obs[..., 3] == 0
+    got = probe.failure_breakdown(agents, agents, goals, np.ones((30, 6), bool), 5, seen=2)
+    assert got["unseen"] == pytest.approx(held.all(-1)[stray].mean())
 
 
 def test_failure_breakdown_of_a_taken_goal():
@@ -139,7 +160,11 @@ def test_failure_breakdown_of_a_taken_goal():
     agents = np.array([[[0, 0], [1, 0], [0, 0]]])       # agents 0 and 2 on goal 0, 1 beside it
     got = probe.failure_breakdown(starts, agents, goals, np.array([[True, False, True]]), 4)
     assert got == {"episodes": 1, "stray": 1.0, "stacked": 1.0, "lost": 1.0, "still": 1.0,
-                   "gap": 4.0}
+                   "gap": 4.0, "unseen": None}
+    assert probe.failure_breakdown(starts, agents, goals, np.array([[True, False, True]]), 4,
+                                   seen=1)["unseen"] == 1.0     # its nearest goal 0 is held
+    assert probe.failure_breakdown(starts, agents, goals, np.array([[True, False, True]]), 4,
+                                   seen=3)["unseen"] == 0.0
     moved_off = probe.failure_breakdown(starts, agents[:, [1, 0, 2]], goals,
                                         np.array([[True, True, True]]), 4)
     assert moved_off["lost"] == 0.0 and moved_off["still"] == 0.0   # agent 0's goal 2 is free
