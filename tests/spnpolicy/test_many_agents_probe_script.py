@@ -74,7 +74,8 @@ def test_shares_of_a_saved_run(tmp_path):
     failures = rows[0]["failures"]
     assert 0 <= failures["episodes"] <= 4
     assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap",
-                             "last_change", "twins", "cycled"}
+                             "last_change", "twins", "cycled", "unseen"}
+    assert failures["unseen"] is None                   # egocentric: every goal is seen
     if failures["episodes"]:
         low, median, high = failures["last_change"]
         assert 0 <= low <= median <= high <= 6
@@ -228,8 +229,9 @@ def test_shares_of_a_run_with_sibling_pairs(tmp_path):
                     learning_starts=48, batch_size=16, eval_interval=96, eval_episodes=2,
                     param_head="agents", critic_input="agents", factor_graph="nearest",
                     neighbours=1, sibling_pairs=True, verbose=False, progress=False)
-    twins = probe.main([str(tmp_path), "--episodes", "8", "--out",
-                        str(tmp_path / "probe.json")])[0]["twins"]
+    row = probe.main([str(tmp_path), "--episodes", "8", "--out", str(tmp_path / "probe.json")])[0]
+    assert row["failures"]["unseen"] in (None, 0.0)     # all 4 goals in view: a free one too
+    twins = row["twins"]
     assert twins["pair_steps"] > 0                      # 4 agents on 9 cells meet
     # two agents with the nearest (identical) observations are matched first, so a lone
     # twin pair is always held as siblings; three on one cell are not all siblings
