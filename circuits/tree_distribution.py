@@ -15,6 +15,7 @@ while ``torch.compile`` traces, :class:`BatchLast` computes the same flow querie
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -148,11 +149,44 @@ class TreeDistribution(CircuitDistribution):
             return super()._scope_marginals(scopes)
         if self._layout() is not None:
             return self._layout().scope_marginals(tuple(scopes))
-        regions, index = self.tree.pair_plan(tuple(scopes))
-        parts = [self._region_pairs(r, pairs) for r, pairs in regions]
-        joint = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        joint, index = self._pair_columns(tuple(scopes))
         k = self.tree.num_states
         return joint.index_select(1, index).view(joint.shape[0], len(scopes), k, k)
+
+    def _pair_columns(self, scopes: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lowest common regions' tables of ``scopes`` concatenated, ``[B', C]``, and
+        the columns ``[len(scopes) * k * k]`` of each scope's table in its axis order."""
+        regions, index = self.tree.pair_plan(scopes)
+        parts = [self._region_pairs(r, pairs) for r, pairs in regions]
+        return (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]), index
+
+    def state_pair_marginals(self, scopes: torch.Tensor) -> torch.Tensor:
+        """Each state's own pair tables: ``scopes`` ``[B, F, 2]`` (two distinct variables per
+        slot, ``B`` this distribution's batch rows, or any ``B`` where it has one row) ->
+        ``[B, F, k, k]``, axes in each slot's variable order.
+
+        The regions' tables of every pair are computed once for the batch and each state's
+        slots gathered from them, without laying out all ``n (n - 1) / 2`` tables."""
+        n, k = self.tree.num_vars, self.tree.num_states
+        rows = self._ext().shape[0]
+        if (not isinstance(scopes, torch.Tensor) or scopes.dim() != 3 or scopes.shape[-1] != 2
+                or rows not in (1, scopes.shape[0])):
+            got = list(scopes.shape) if isinstance(scopes, torch.Tensor) else type(scopes).__name__
+            raise ValueError(f"scopes must be a tensor [B={rows}, F, 2] of variable pairs, got {got}")
+        first, second = scopes.unbind(-1)
+        low, high = torch.minimum(first, second), torch.maximum(first, second)
+        pair = low * (2 * n - low - 1) // 2 + high - low - 1                  # [B, F]
+        every = tuple(itertools.combinations(range(n), 2))
+        if self._layout() is not None or not all(s in self.tree.lca for s in every):
+            joint = self._scope_marginals(list(every)).flatten(1)             # [B', P k k]
+            index = torch.arange(joint.shape[1], device=joint.device)
+        else:
+            joint, index = self._pair_columns(every)
+        columns = index.view(len(every), k * k).index_select(0, pair.flatten())
+        joint = joint.expand(scopes.shape[0], -1)
+        columns = columns.view(scopes.shape[0], pair.shape[1] * k * k)
+        tables = joint.gather(1, columns).view(*pair.shape, k, k)
+        return torch.where((first > second)[..., None, None], tables.transpose(-1, -2), tables)
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Complete rows by the induced tree's weights; rows with -1 by the engine."""

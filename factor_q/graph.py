@@ -348,10 +348,20 @@ class NearestGraph:
             got = list(positions.shape) if isinstance(positions, torch.Tensor) else \
                 type(positions).__name__
             raise ValueError(f"positions must be a tensor [B, num_agents={n}, d], got {got}")
-        x = positions.to(torch.float64)
-        distance = (x[:, :, None] - x[:, None]).square().sum(-1)             # [B, n, n]
+        distance = None                                                     # [B, n, n]
+        for x in positions.to(torch.float64).unbind(-1):
+            step = (x[:, :, None] - x[:, None]).square()
+            distance = step if distance is None else distance.add_(step)
+        if distance is None:                                                # d = 0
+            distance = positions.new_zeros(positions.shape[:2] + (n,), dtype=torch.float64)
         distance.diagonal(dim1=1, dim2=2).fill_(math.inf)
-        nearest = distance.sort(dim=-1, stable=True).indices[..., :r]        # [B, n, r]
+        # the r nearest in order: argmin keeps the first of equal distances (lower index)
+        columns = []
+        for _ in range(r):
+            column = distance.argmin(-1, keepdim=True)                      # [B, n, 1]
+            columns.append(column)
+            distance.scatter_(-1, column, math.inf)
+        nearest = torch.cat(columns, -1)                                    # [B, n, r]
         agents = torch.arange(n, device=positions.device)
         scopes = torch.stack([agents[:, None].expand_as(nearest), nearest], -1)
         # i's slot (i, j) repeats j's slot (j, i) when i > j and i is among j's nearest

@@ -461,8 +461,9 @@ def _check_pair_scopes(scopes, batch: int, num_agents: int) -> None:
 def _state_pair_marginals(dist: CircuitDistribution, scopes: torch.Tensor,
                           num_agents: int) -> torch.Tensor:
     """Each state's pair tables ``[B, F, k, k]`` for its own scopes ``[B, F, 2]``: the
-    distribution's own ``state_pair_marginals(scopes)`` where it has one (a distribution
-    that places its agents per state), else :func:`gather_pair_marginals`."""
+    distribution's own ``state_pair_marginals(scopes)`` where it has one (a region-tree
+    circuit's, or a distribution that places its agents per state), else
+    :func:`gather_pair_marginals`."""
     own = getattr(dist, "state_pair_marginals", None)
     return own(scopes) if callable(own) else gather_pair_marginals(dist, scopes, num_agents)
 

@@ -140,6 +140,35 @@ def test_few_pairs_beside_a_leaf_equal_the_engine(leaf_left, batch_last):
     torch.testing.assert_close(tree.scope_marginals(scopes), flat.scope_marginals(scopes))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_each_states_pairs_equal_the_engines_tables(seed, batch_last):
+    """``state_pair_marginals``: each state's own slots (either order, repeats) gathered from
+    one batch's tables, against the engine's table of each slot; values and gradients."""
+    rng = random.Random(seed)
+    n, k = rng.choice([(2, 3), (5, 2), (7, 3)])
+    circuit = selective(n, k, 4) if seed % 2 else shuffled_tree(n, k, 4, seed)
+    flat, tree, params = _pair(circuit, batch=4, seed=seed)
+    scopes = torch.tensor([[rng.sample(range(n), 2) for _ in range(5)] for _ in range(4)])
+    expected = torch.stack([flat.scope_marginals([tuple(s) for s in row.tolist()])[b]
+                            for b, row in enumerate(scopes)])
+    torch.testing.assert_close(tree.state_pair_marginals(scopes), expected)
+    weights = torch.randn(*expected.shape, dtype=torch.float64)
+    params.requires_grad_(True)
+    circuit = circuit.double()
+    want, = torch.autograd.grad((torch.stack([
+        engine(circuit, params).scope_marginals([tuple(s) for s in row.tolist()])[b]
+        for b, row in enumerate(scopes)]) * weights).sum(), params)
+    got, = torch.autograd.grad(
+        (circuit.distribution(params).state_pair_marginals(scopes) * weights).sum(), params)
+    torch.testing.assert_close(got, want)
+    one = circuit.distribution(params[0].detach())          # no batch: every state's rows
+    torch.testing.assert_close(one.state_pair_marginals(scopes),
+                               torch.stack([one.scope_marginals([tuple(s) for s in row.tolist()])
+                                            for row in scopes]))
+    with pytest.raises(ValueError, match=r"scopes must be a tensor \[B=4, F, 2\]"):
+        tree.state_pair_marginals(scopes[:3])
+
+
 def test_gradients_equal_the_engine(batch_last):
     circuit = selective(4, 3, 5).double()
     params = torch.randn(2, circuit.num_params, dtype=torch.float64, requires_grad=True)

@@ -58,6 +58,18 @@ def test_scopes_match_a_plain_nearest_search(case):
         assert len(pairs) == len(set(pairs)) == len({frozenset(s) for s in row})
 
 
+@pytest.mark.parametrize("neighbours", [1, 3, 39])
+def test_scopes_break_many_ties_by_index(neighbours):
+    """40 agents on a 6 x 6 grid: most distances tie, and the order is (distance, index)."""
+    graph = NearestGraph(40, neighbours)
+    where = torch.tensor(np.random.default_rng(neighbours).integers(0, 6, size=(BATCH, 40, 2)),
+                         dtype=torch.float32)
+    scopes, kept = graph.scopes(where)
+    expected_scopes, expected_kept = loop_scopes(where, neighbours)
+    assert [[tuple(s) for s in row] for row in scopes.tolist()] == expected_scopes
+    assert kept.tolist() == expected_kept
+
+
 def test_graph_checks_and_pickles():
     with pytest.raises(ValueError, match="num_agents must be an int >= 2"):
         NearestGraph(1, 1)
