@@ -174,6 +174,11 @@ class TreeDistribution(CircuitDistribution):
             got = list(scopes.shape) if isinstance(scopes, torch.Tensor) else type(scopes).__name__
             raise ValueError(f"scopes must be a tensor [B={rows}, F, 2] of variable pairs, got {got}")
         first, second = scopes.unbind(-1)
+        if scopes.numel() and (bool((first == second).any()) or int(scopes.min()) < 0
+                               or int(scopes.max()) >= n):
+            raise ValueError(f"scopes must pair two distinct variables in range({n}); got "
+                             f"values from {int(scopes.min())} to {int(scopes.max())}, "
+                             f"{int((first == second).sum())} slots with one variable twice")
         low, high = torch.minimum(first, second), torch.maximum(first, second)
         pair = low * (2 * n - low - 1) // 2 + high - low - 1                  # [B, F]
         every = tuple(itertools.combinations(range(n), 2))

@@ -167,6 +167,8 @@ def test_each_states_pairs_equal_the_engines_tables(seed, batch_last):
                                             for row in scopes]))
     with pytest.raises(ValueError, match=r"scopes must be a tensor \[B=4, F, 2\]"):
         tree.state_pair_marginals(scopes[:3])
+    with pytest.raises(ValueError, match=r"two distinct variables in range\(%d\)" % n):
+        tree.state_pair_marginals(torch.zeros(4, 1, 2, dtype=torch.long))
 
 
 def test_gradients_equal_the_engine(batch_last):
