@@ -15,6 +15,7 @@ while ``torch.compile`` traces, :class:`BatchLast` computes the same flow querie
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -24,6 +25,13 @@ from circuits.distribution import CircuitDistribution
 from circuits.kernels import compiling, zero_log_zero
 
 __all__ = ["BatchLast", "TreeDistribution"]
+
+
+@functools.lru_cache(maxsize=8)
+def _every_pair(n: int) -> tuple:
+    """``((0, 1), (0, 2), ..., (n - 2, n - 1))``: pair ``(i, j)`` at ``i (2n - i - 1) / 2 +
+    j - i - 1``."""
+    return tuple(itertools.combinations(range(n), 2))
 
 
 class TreeDistribution(CircuitDistribution):
@@ -174,15 +182,14 @@ class TreeDistribution(CircuitDistribution):
             got = list(scopes.shape) if isinstance(scopes, torch.Tensor) else type(scopes).__name__
             raise ValueError(f"scopes must be a tensor [B={rows}, F, 2] of variable pairs, got {got}")
         first, second = scopes.unbind(-1)
-        if scopes.numel() and (bool((first == second).any()) or int(scopes.min()) < 0
-                               or int(scopes.max()) >= n):
+        if bool(((first == second) | (scopes < 0).any(-1) | (scopes >= n).any(-1)).any()):
             raise ValueError(f"scopes must pair two distinct variables in range({n}); got "
                              f"values from {int(scopes.min())} to {int(scopes.max())}, "
                              f"{int((first == second).sum())} slots with one variable twice")
         low, high = torch.minimum(first, second), torch.maximum(first, second)
         pair = low * (2 * n - low - 1) // 2 + high - low - 1                  # [B, F]
-        every = tuple(itertools.combinations(range(n), 2))
-        if self._layout() is not None or not all(s in self.tree.lca for s in every):
+        every = _every_pair(n)
+        if self._layout() is not None:
             joint = self._scope_marginals(list(every)).flatten(1)             # [B', P k k]
             index = torch.arange(joint.shape[1], device=joint.device)
         else:

@@ -348,12 +348,9 @@ class NearestGraph:
             got = list(positions.shape) if isinstance(positions, torch.Tensor) else \
                 type(positions).__name__
             raise ValueError(f"positions must be a tensor [B, num_agents={n}, d], got {got}")
-        distance = None                                                     # [B, n, n]
-        for x in positions.to(torch.float64).unbind(-1):
-            step = (x[:, :, None] - x[:, None]).square()
-            distance = step if distance is None else distance.add_(step)
-        if distance is None:                                                # d = 0
-            distance = positions.new_zeros(positions.shape[:2] + (n,), dtype=torch.float64)
+        distance = positions.new_zeros(positions.shape[:2] + (n,), dtype=torch.float64)
+        for x in positions.to(torch.float64).unbind(-1):                   # [B, n, n]
+            distance += (x[:, :, None] - x[:, None]).square()
         distance.diagonal(dim1=1, dim2=2).fill_(math.inf)
         # the r nearest in order: argmin keeps the first of equal distances (lower index)
         columns = []
