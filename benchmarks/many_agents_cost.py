@@ -8,10 +8,11 @@ and peak memory, with the replay buffer as a short run leaves it and filled to c
 
 Settings: the many-agent coverage suites' fixed-goal task and config (``coverage-16``,
 ``coverage-64``, ... in ``spnpolicy/bench/suites.py``: grid, horizon, observations,
-shaping, spn-ac's critics on ``2 n`` random pairs, the replay capacity), each algorithm's
-other coverage defaults, and for both the same ``--num-envs``, ``--batch-size``,
-``--gradient-steps``, ``update_every=1`` and ``--learning-starts``; eager (no
-``compile``), one torch thread, one evaluation episode at each end, no checkpoints.
+shaping, spn-ac's critics on each agent's 2 nearest others with sibling pairs, the replay
+capacity; ``--spn-ac factor_graph=random --spn-ac sibling_pairs=False`` for ``2 n`` random
+pairs), each algorithm's other coverage defaults, and for both the same ``--num-envs``,
+``--batch-size``, ``--gradient-steps``, ``update_every=1`` and ``--learning-starts``; eager
+(no ``compile``), one torch thread, one evaluation episode at each end, no checkpoints.
 
 Every run is a fresh Python process (so that peak memories do not mix), running
 ``spnpolicy.train`` for ``learning_starts + steps`` env steps:
@@ -58,6 +59,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spnpolicy.bench.suites import Suite
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "many-agents"
@@ -184,8 +189,8 @@ def run_child(spec: dict) -> dict:
 
 
 # --- the benchmark -----------------------------------------------------------------------
-def settings(num_agents: int, quick: bool) -> tuple[dict, dict]:
-    """The ``coverage-<n>`` suite's fixed-goal task (env kwargs) and config."""
+def settings(num_agents: int, quick: bool) -> tuple[dict, Suite]:
+    """The ``coverage-<n>`` suite's fixed-goal task (env kwargs), and the suite."""
     from spnpolicy.bench.suites import get_suite
 
     suite = get_suite(f"coverage-{num_agents}")
@@ -193,14 +198,14 @@ def settings(num_agents: int, quick: bool) -> tuple[dict, dict]:
     env_kwargs = dict(task.env_kwargs)
     if quick:
         env_kwargs["max_steps"] = 8
-    return env_kwargs, dict(suite.config)
+    return env_kwargs, suite
 
 
 def spec_of(algo: str, num_agents: int, args, full: bool) -> dict:
-    from spnpolicy.bench.runner import config_fields
+    from spnpolicy.bench.runner import suite_config
 
-    env_kwargs, suite_config = settings(num_agents, args.quick)
-    config = config_fields(algo, suite_config) | {
+    env_kwargs, suite = settings(num_agents, args.quick)
+    config = suite_config(suite, algo) | {
         "num_envs": args.num_envs, "batch_size": args.batch_size,
         "gradient_steps": args.gradient_steps, "update_every": 1,
         "learning_starts": args.learning_starts, "eval_episodes": 1,
@@ -303,9 +308,9 @@ def main(argv: list[str] | None = None) -> dict:
                 runs[algo].append(run_child(spec_of(algo, n, args, full=False)))
                 print(f"{n} agents, {algo}: {runs[algo][-1]['env_steps_per_s']:.1f} env "
                       f"steps/s, peak RSS {runs[algo][-1]['peak_rss_mb']:.0f} MB", flush=True)
-        env_kwargs, suite_config = settings(n, args.quick)
-        row = {"num_agents": n, "suite": f"coverage-{n}", "env_kwargs": env_kwargs,
-               "suite_config": suite_config}
+        env_kwargs, suite = settings(n, args.quick)
+        row = {"num_agents": n, "suite": suite.name, "env_kwargs": env_kwargs,
+               "suite_config": dict(suite.config), "suite_algo_config": suite.algo_config}
         row |= {algo: _median(r) for algo, r in runs.items()}
         if n in args.full_agents:
             for algo in args.algos:

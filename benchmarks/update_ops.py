@@ -5,8 +5,9 @@ traces into one graph.
     python benchmarks/update_ops.py                    # coverage-paper (6), 16, 32 and 64 agents
     python benchmarks/update_ops.py --agents 16 64 --out /tmp/ops.json
 
-Each team size builds spn-ac with its coverage suite's config (``coverage-paper`` at 6
-agents, ``coverage-<n>`` above) with the agents design (``param_head="agents"``,
+Each team size builds spn-ac with its coverage suite's shared config (``coverage-paper`` at 6
+agents, ``coverage-<n>`` above: critics on random pairs, not the nearest pairs that the
+many-agent suites give spn-ac) with the agents design (``param_head="agents"``,
 ``critic_input="agents"``, the many-agent suites' own), runs one update on a random batch of
 ``--batch-size`` rows to build its lazy tables, then counts the aten operations of a second
 one (``TorchDispatchMode``, on the CPU). Each operation is charged to the innermost frame of

@@ -40,7 +40,7 @@ from spnpolicy.bench.suites import Protocol, Suite, Task
 from spnpolicy.training.rundir import RunDir
 
 __all__ = ["BenchRun", "Outcome", "config_fields", "execute", "finished_record", "parse_seeds",
-           "plan", "run_all"]
+           "plan", "run_all", "suite_config"]
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class BenchRun:
     algo: str
     seed: int
     config: dict[str, Any]
-    """Config overrides: the suite's protocol, the suite config fields the algo has and the
-    user's ``overrides`` (below)."""
+    """Config overrides: the suite's protocol, its config for the algo (:func:`suite_config`)
+    and the user's ``overrides`` (below)."""
     run_dir: Path
     overrides: dict[str, Any] = field(default_factory=dict)
     """The user's overrides (``--set``) among ``config``: a finished run made without them
@@ -120,8 +120,14 @@ def config_fields(algo: str, config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k in names}
 
 
+def suite_config(suite: Suite, algo: str) -> dict[str, Any]:
+    """The config overrides ``suite`` sets for ``algo``: the fields of ``suite.config`` that
+    ``algo``'s config has (:func:`config_fields`), then ``suite.algo_config[algo]``."""
+    return config_fields(algo, suite.config) | suite.algo_config.get(algo, {})
+
+
 def _config(suite: Suite, algo: str, protocol: Protocol) -> dict[str, Any]:
-    return protocol.overrides() | config_fields(algo, suite.config)
+    return protocol.overrides() | suite_config(suite, algo)
 
 
 def _split_overrides(overrides: dict[str, str], algos: Sequence[str]

@@ -92,6 +92,15 @@ class Suite:
     config: dict[str, Any] = field(default_factory=dict)
     """Config overrides for every algorithm whose config has the field (e.g. the factor
     graph of the factored critics); algorithms without the field ignore it."""
+    algo_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Config overrides for one algorithm each (``{algo: {field: value}}``), set after
+    ``config``: a design only some of the suite's algorithms take."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.algo_config) - set(self.algos))
+        if unknown:
+            raise ValueError(f"suite {self.name!r}: algo_config names {unknown}, which are not "
+                             f"among its algorithms ({', '.join(self.algos)})")
 
     def task_names(self) -> tuple[str, ...]:
         return tuple(task.name for task in self.tasks)
@@ -158,11 +167,18 @@ _MANY_AGENTS = {16: (16, 50_000), 32: (24, 50_000), 64: (32, 25_000)}
 _SHARED_BY_AGENTS = {"param_head": "agents", "critic_input": "agents"}
 
 
+#: spn-ac's and meanfield-ac's critics at many agents: each agent's 2 nearest others in each
+#: state (O(n) pairs, found from the positions in the state). dcg acts by its critics'
+#: maximisation on a fixed graph, so the suites' shared config keeps ``2 n`` random pairs.
+_NEAREST_PAIRS = {"factor_graph": "nearest", "neighbours": 2}
+
+
 def _many_agent_coverage(num_agents: int) -> Suite:
     """Coverage with ``num_agents`` agents, fixed and random goals, progress shaping with gamma
     0.9 (as coverage-paper: potential-based shaping's signal fades before these teams reach
-    the goals); the factored critics on ``2 n`` random pairs (O(n) factors); spn-ac's family
-    with networks shared by the agents."""
+    the goals); spn-ac's family with networks shared by the agents and critics on each
+    agent's 2 nearest others, spn-ac with sibling pairs (the nearest agents placed in the
+    circuit's two-agent regions); the other factored critics on ``2 n`` random pairs."""
     size, buffer_size = _MANY_AGENTS[num_agents]
     fixed = {"num_agents": num_agents, "grid_size": size, "max_steps": 4 * size,
              **_LEARNABLE, "observation": "nearest"}
@@ -171,15 +187,19 @@ def _many_agent_coverage(num_agents: int) -> Suite:
         f"coverage-{num_agents}",
         f"many agents: coverage, {num_agents} agents on {size}x{size} (one agent per 16 cells), "
         f"{4 * size} steps (4 grid sides), sparse reward, fixed goals (layout_seed 0) and "
-        f"random goals, nearest observations, progress shaping with gamma 0.9, critics on "
-        f"{2 * num_agents} random pairwise factors, replay of {buffer_size:,} rows, 3 seeds",
+        f"random goals, nearest observations, progress shaping with gamma 0.9, spn-ac's and "
+        f"meanfield-ac's critics on each agent's 2 nearest others (spn-ac with sibling "
+        f"pairs), dcg's on {2 * num_agents} random pairs, replay of {buffer_size:,} rows, "
+        f"3 seeds",
         (Task(f"{name}-fixed", "coverage", fixed),
          Task(f"{name}-random", "coverage", {**fixed, "layout": "random"})),
         MANY_AGENT_ALGOS, 3,
         Protocol(total_steps=1_000_000, eval_interval=50_000, eval_episodes=32,
                  checkpoint_interval=25_000),
         config={"factor_graph": "random", "num_factors": 2 * num_agents, "factor_order": 2,
-                "buffer_size": buffer_size, **_PROGRESS, **_SHARED_BY_AGENTS})
+                "buffer_size": buffer_size, **_PROGRESS, **_SHARED_BY_AGENTS},
+        algo_config={"spn-ac": {**_NEAREST_PAIRS, "sibling_pairs": True},
+                     "meanfield-ac": dict(_NEAREST_PAIRS)})
 
 
 _COVERAGE_QUICK_SUITE = Suite(

@@ -34,6 +34,8 @@ def test_quick_run_writes_every_figure(tmp_path):
             assert figures["before_timed_s"] > 0 and "timed_window" not in figures
         # the suites' spn-ac reads the agents' observations: its buffer holds them
         assert team["suite_config"]["critic_input"] == "agents"
+        assert team["suite_algo_config"]["spn-ac"] == {"factor_graph": "nearest",
+                                                       "neighbours": 2, "sibling_pairs": True}
         assert "obs" in team["spn-ac"]["buffer_fields"]
         assert "obs" in team["vdn"]["buffer_fields"]
         ratio = team["spn-ac"]["env_steps_per_s"] / team["vdn"]["env_steps_per_s"]

@@ -3,8 +3,8 @@
 import pytest
 
 from spnpolicy.algos.registry import make_config
-from spnpolicy.bench.runner import plan
-from spnpolicy.bench.suites import ONPOLICY_ALGOS, SUITES, Protocol, get_suite
+from spnpolicy.bench.runner import plan, suite_config
+from spnpolicy.bench.suites import ONPOLICY_ALGOS, SUITES, Protocol, Suite, get_suite
 from spnpolicy.envs import make_env
 
 ALGOS = ("spn-ac", "meanfield-ac", "reinforce", "iql", "vdn", "qmix", "dcg")
@@ -116,10 +116,14 @@ def test_many_agent_coverage_suites(tmp_path, n, size):
     for run in plan(suite, tmp_path):
         config = make_config(run.algo, "coverage", run.config)
         assert (config.shaping, config.shaping_form, config.gamma) == (True, "progress", 0.9)
-        if hasattr(config, "num_factors"):      # O(n) factors for the factored critics
-            assert (config.factor_graph, config.num_factors) == ("random", 2 * n)
         if hasattr(config, "param_head"):       # spn-ac's family: networks shared by agents
             assert (config.param_head, config.critic_input) == ("agents", "agents")
+            # O(n) factors: each agent's 2 nearest others, per state
+            assert (config.factor_graph, config.neighbours) == ("nearest", 2)
+        elif hasattr(config, "num_factors"):    # dcg acts on a fixed graph: 2 n random pairs
+            assert (config.factor_graph, config.num_factors) == ("random", 2 * n)
+        if run.algo == "spn-ac":
+            assert config.sibling_pairs
     # a full replay of states and per-agent observations (float32) stays under 2.6 GB
     env = make_env("coverage", **fixed.env_kwargs)
     env.reset(seed=0)
@@ -127,6 +131,22 @@ def test_many_agent_coverage_suites(tmp_path, n, size):
     obs_dim = env.observation_space(env.possible_agents[0]).shape[0]
     env.close()
     assert 4 * (state_dim + n * obs_dim) * suite.config["buffer_size"] < 2.6e9
+
+
+def test_a_suites_per_algorithm_config_comes_after_its_shared_one_and_before_the_users(
+        tmp_path):
+    suite = get_suite("coverage-16")
+    assert suite_config(suite, "dcg")["factor_graph"] == "random"
+    assert suite_config(suite, "spn-ac")["factor_graph"] == "nearest"
+    assert "sibling_pairs" not in suite_config(suite, "meanfield-ac")
+    runs = plan(suite, tmp_path, algos=["spn-ac", "meanfield-ac"], seeds=1,
+                overrides={"factor_graph": "random", "spn-ac:sibling_pairs": "false"})
+    configs = {run.algo: make_config(run.algo, "coverage", run.config) for run in runs}
+    assert {c.factor_graph for c in configs.values()} == {"random"}
+    assert not configs["spn-ac"].sibling_pairs
+    with pytest.raises(ValueError, match=r"algo_config names \['iql'\], which are not"):
+        Suite("s", "", suite.tasks, ("spn-ac",), 1, suite.protocol,
+              algo_config={"iql": {"gamma": 0.5}})
 
 
 def test_coordination_sizes_grows_the_lift_team(tmp_path):
