@@ -33,7 +33,7 @@ from circuits import CircuitDistribution
 from factor_q.argmax import MAX_TABLE_SIZE, argmax as _argmax
 from factor_q.graph import FactorGraph, NearestGraph
 
-__all__ = ["FactorValues", "gather_pair_marginals", "table_index"]
+__all__ = ["FactorValues", "gather_pair_marginals", "state_pair_marginals", "table_index"]
 
 #: Largest joint table (entries per batch element) that :meth:`FactorValues.table` builds.
 MAX_TABLE_ENTRIES = 2**24
@@ -336,7 +336,7 @@ class FactorValues:
                              f"marginals() have shape {list(marg.shape)} (batch, vars, states)")
         result = (marg * self.unary).sum((-2, -1))
         if self.pair_scopes is not None:
-            joint = _state_pair_marginals(dist, self.pair_scopes, n)        # [B, F, k, k]
+            joint = state_pair_marginals(dist, self.pair_scopes, n)        # [B, F, k, k]
             return result + (joint * self.pairwise).flatten(-3).sum(-1)
         for order, grouped in ((2, self.pairwise), (3, self.triple)):
             if grouped is not None:
@@ -458,8 +458,8 @@ def _check_pair_scopes(scopes, batch: int, num_agents: int) -> None:
         raise ValueError("pair_scopes: a factor's two agents must differ")
 
 
-def _state_pair_marginals(dist: CircuitDistribution, scopes: torch.Tensor,
-                          num_agents: int) -> torch.Tensor:
+def state_pair_marginals(dist: CircuitDistribution, scopes: torch.Tensor,
+                         num_agents: int) -> torch.Tensor:
     """Each state's pair tables ``[B, F, k, k]`` for its own scopes ``[B, F, 2]``: the
     distribution's own ``state_pair_marginals(scopes)`` where it has one (a region-tree
     circuit's, or a distribution that places its agents per state), else

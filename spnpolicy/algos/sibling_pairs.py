@@ -28,7 +28,7 @@ import torch
 from torch.distributions import Distribution
 
 from circuits.distribution import check_scopes
-from factor_q.values import gather_pair_marginals
+from factor_q.values import state_pair_marginals
 
 __all__ = ["Reordered", "pair_order", "sibling_slots"]
 
@@ -61,13 +61,15 @@ def sibling_slots(fixed: list, num_vars: int) -> tuple[torch.Tensor, torch.Tenso
                                                                              dtype=torch.long)
 
 
+@torch.compiler.disable
 @torch.no_grad()
 def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor) -> torch.Tensor:
     """Which agent fills each slot, per state: agents matched greedily into the sibling
     slot pairs, the two agents with the nearest inputs (Euclidean distance, ties to the
     lower indices) first, each pair into the next free slot pair in ``pairs``' order,
     the lower agent into the pair's first slot; the agents left over into ``singles`` in
-    increasing order.
+    increasing order. It runs eagerly under ``torch.compile``: its number of matching
+    rounds depends on the inputs.
 
     Args:
         inputs: ``[B, n, D]`` each agent's input.
@@ -75,27 +77,22 @@ def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor)
 
     Returns:
         ``order`` ``[B, n]`` long: ``order[b, s]`` is the agent in slot ``s``.
+
+    Raises ValueError when the slots do not cover the agents, or when an input is not
+    finite (or two inputs' distance overflows float64).
     """
     batch, n = inputs.shape[:2]
     if 2 * pairs.shape[0] + singles.shape[0] != n:
         raise ValueError(f"pairs [{pairs.shape[0]}, 2] and singles [{singles.shape[0]}] must "
                          f"cover the {n} agents of inputs {list(inputs.shape)}")
-    x = inputs.flatten(2).to(torch.float64)
-    # exact differences (no matrix-product shortcut), so that equal inputs are at distance 0
-    distance = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")   # [B, n, n]
-    upper = torch.ones(n, n, dtype=torch.bool, device=inputs.device).triu(1)
-    distance = distance.masked_fill(~upper, math.inf).flatten(1)          # each pair once
     order = torch.empty(batch, n, dtype=torch.long, device=inputs.device)
-    rows = torch.arange(batch, device=inputs.device)
-    agents = torch.arange(n, device=inputs.device)
-    for q in range(pairs.shape[0]):
-        flat = distance.argmin(1)                                          # [B]
-        first, second = flat // n, flat % n
-        order[:, pairs[q, 0]], order[:, pairs[q, 1]] = first, second
-        # the matched agents' rows and columns of the flat distances leave the matching
-        taken = torch.stack([first, second], 1)[..., None]                  # [B, 2, 1]
-        distance[rows[:, None, None], taken * n + agents] = math.inf
-        distance[rows[:, None, None], agents * n + taken] = math.inf
+    if pairs.shape[0]:
+        distance = _distances(inputs.flatten(2).to(torch.float64))
+        if not bool(torch.isfinite(distance.sum())):
+            raise ValueError(f"inputs {list(inputs.shape)} must be finite, with distances "
+                             f"that fit in float64: the matching orders agents by distance")
+        first, second = _greedy_pairs(distance, pairs.shape[0])
+        order[:, pairs[:, 0]], order[:, pairs[:, 1]] = first, second
     if singles.numel():
         matched = order[:, pairs.flatten()]                                 # [B, 2 Q]
         used = torch.zeros(batch, n, dtype=torch.bool, device=inputs.device).scatter_(
@@ -104,6 +101,84 @@ def pair_order(inputs: torch.Tensor, pairs: torch.Tensor, singles: torch.Tensor)
         left = torch.sort(used.to(torch.int8), dim=1, stable=True).indices[:, :singles.numel()]
         order[:, singles] = left
     return order
+
+
+#: Rows of the distance matrix per ``cdist`` call in :func:`_distances`.
+_BLOCK_ROWS = 8
+
+
+def _distances(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``[B, n, n]`` between the rows of ``x`` ``[B, n, D]`` (float64).
+
+    Exact differences (no matrix-product shortcut), so that equal inputs are at distance
+    0. ``cdist`` computes each entry from its two rows alone, so the blocks of rows on and
+    above the diagonal hold the entries of ``cdist(x, x)``, and the entries below are
+    their mirror images (``|a - b| = |b - a|``).
+    """
+    batch, n = x.shape[:2]
+    distance = x.new_empty(batch, n, n)
+    for start in range(0, n, _BLOCK_ROWS):
+        rows = slice(start, start + _BLOCK_ROWS)
+        block = torch.cdist(x[:, rows], x[:, start:],
+                            compute_mode="donot_use_mm_for_euclid_dist")   # [B, r, n - start]
+        distance[:, rows, start:] = block
+        distance[:, start:, rows] = block.transpose(1, 2)
+    return distance
+
+
+def _greedy_pairs(distance: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` pairs of the greedy matching: the pair ``i < j`` of free agents
+    least in ``(distance[i, j], i n + j)`` first, then again among the agents left.
+
+    Args:
+        distance: ``[B, n, n]`` symmetric distances (overwritten), ``2 count <= n``.
+
+    Returns ``(first, second)``, each ``[B, count]`` long, in the order of the picks,
+    ``first < second``.
+
+    The greedy matching under a strict total order of the pairs is the one that rounds of
+    mutual nearest neighbours build (each such pair is the least at both its agents, so
+    greedy takes it), and its picks come in increasing order; the order of the pairs is
+    strict because a row's ``i n + j`` grows with the partner, so the row minima with ties
+    to the lowest index follow it.
+    """
+    n = distance.shape[1]
+    distance.diagonal(dim1=1, dim2=2).fill_(math.inf)
+    partner, weight, free = _mutual_nearest_rounds(distance)
+    agents = torch.arange(n, device=distance.device)
+    # every matched pair once, at its lower agent: a stable sort then orders equal
+    # distances by the lower agent, which orders them by i n + j as well
+    weight = weight.masked_fill(free | (partner < agents), math.inf)
+    first = weight.sort(dim=1, stable=True).indices[:, :count]
+    return first, partner.gather(1, first)
+
+
+def _mutual_nearest_rounds(distance: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Matches mutual nearest free agents, round after round, until none are left.
+
+    Args:
+        distance: ``[B, n, n]`` finite symmetric distances, ``+inf`` on the diagonal.
+
+    Returns ``(partner, weight, free)``, each ``[B, n]``: a matched agent's partner and
+    their distance, and the agents left unmatched (at most one per state). A free agent's
+    nearest free agent (ties to the lower index) is recomputed only when its nearest is
+    matched, since the free agents only shrink.
+    """
+    batch, n = distance.shape[:2]
+    weight, partner = distance.min(-1)                                      # [B, n]
+    free = torch.ones(batch, n, dtype=torch.bool, device=distance.device)
+    agents = torch.arange(n, device=distance.device)
+    rows = distance.view(batch * n, n)
+    while True:
+        # a lone free agent's row is all inf: its argmin (index 0) is no partner
+        mutual = free & (weight < math.inf) & (partner.gather(1, partner) == agents)
+        free &= ~mutual
+        stale = (free & mutual.gather(1, partner)).view(-1).nonzero().squeeze(1)   # [K]
+        if not stale.numel():
+            return partner, weight, free
+        nearest = rows[stale].masked_fill_(~free[stale // n], math.inf).min(-1)   # [K]
+        weight.view(-1)[stale], partner.view(-1)[stale] = nearest.values, nearest.indices
 
 
 _COMBINATIONS: dict[tuple[int, int], tuple[list[tuple[int, ...]], torch.Tensor]] = {}
@@ -212,9 +287,10 @@ class Reordered(Distribution):
 
     def state_pair_marginals(self, scopes: torch.Tensor) -> torch.Tensor:
         """Each state's own pair tables ``[B, F, k, k]`` for agent pairs ``scopes``
-        ``[B, F, 2]`` (axes in each pair's order): the base's tables of the pairs' slots."""
+        ``[B, F, 2]`` (axes in each pair's order): the base's tables of the pairs' slots, by
+        the base's own per-state route where it has one."""
         slots = self.slot_of.gather(1, scopes.flatten(1)).view_as(scopes)
-        return gather_pair_marginals(self.base, slots, self.order.shape[1])
+        return state_pair_marginals(self.base, slots, self.order.shape[1])
 
     def condition(self, evidence: torch.Tensor) -> Reordered:
         """The conditional given ``evidence`` ``[n]`` or ``[B, n]`` (agents' actions,

@@ -72,6 +72,7 @@ def test_pair_order_is_the_greedy_matching(n):
     for b in range(20):
         assert sorted(order[b].tolist()) == list(range(n))
         assert order[b].tolist() == _greedy_reference(x[b], pairs.tolist(), singles.tolist())
+    assert torch.equal(order, _pair_order_reference(torch.from_numpy(x), pairs, singles))
 
 
 def test_twins_become_siblings():
@@ -80,6 +81,82 @@ def test_twins_become_siblings():
     x[:, 2] = x[:, 6]
     order = pair_order(x, pairs, singles)
     assert (order[:, pairs[0]].sort(-1).values == torch.tensor([2, 6])).all()
+
+
+def _pair_order_reference(inputs, pairs, singles):
+    """``pair_order`` one pick at a time: the argmin over every state's flat upper triangle
+    of distances ``[B, n n]`` (ties to the lowest ``i n + j``), then the picked agents'
+    rows and columns set to inf."""
+    batch, n = inputs.shape[:2]
+    x = inputs.flatten(2).to(torch.float64)
+    distance = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")   # [B, n, n]
+    upper = torch.ones(n, n, dtype=torch.bool).triu(1)
+    distance = distance.masked_fill(~upper, math.inf).flatten(1)
+    order = torch.empty(batch, n, dtype=torch.long)
+    rows, agents = torch.arange(batch), torch.arange(n)
+    for q in range(pairs.shape[0]):
+        flat = distance.argmin(1)
+        first, second = flat // n, flat % n
+        order[:, pairs[q, 0]], order[:, pairs[q, 1]] = first, second
+        taken = torch.stack([first, second], 1)[..., None]                  # [B, 2, 1]
+        distance[rows[:, None, None], taken * n + agents] = math.inf
+        distance[rows[:, None, None], agents * n + taken] = math.inf
+    if singles.numel():
+        used = torch.zeros(batch, n, dtype=torch.bool).scatter_(1, order[:, pairs.flatten()],
+                                                                True)
+        left = torch.sort(used.to(torch.int8), dim=1, stable=True).indices[:, :singles.numel()]
+        order[:, singles] = left
+    return order
+
+
+def _random_slots(n: int, num_pairs: int, generator: torch.Generator):
+    """``num_pairs`` slot pairs ``[Q, 2]`` and the other slots as singles ``[n - 2 Q]``, in a
+    random order."""
+    slots = torch.randperm(n, generator=generator)
+    return slots[:2 * num_pairs].view(num_pairs, 2), slots[2 * num_pairs:]
+
+
+def _random_inputs(kind: str, batch: int, n: int, dim: int, generator: torch.Generator):
+    """``[B, n, D]`` inputs: ``ties``, values in {0, 1, 2} (many equal distances);
+    ``twins``, copies of three rows (many agents at distance 0); ``continuous``, normal."""
+    if kind == "ties":
+        return torch.randint(0, 3, (batch, n, dim), generator=generator).float()
+    if kind == "twins":
+        rows = torch.randint(0, 3, (batch, 3, dim), generator=generator).float()
+        return rows[:, torch.randint(0, 3, (n,), generator=generator)]
+    return torch.randn(batch, n, dim, generator=generator)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(2, 40), data=st.data(), batch=st.integers(1, 6), dim=st.integers(1, 4),
+       kind=st.sampled_from(["ties", "twins", "continuous"]), seed=st.integers(0, 2**16))
+def test_pair_order_equals_the_greedy_one_pick_at_a_time(n, data, batch, dim, kind, seed):
+    # fewer slot pairs than n // 2 too: greedy then stops after the Q nearest pairs
+    num_pairs = data.draw(st.integers(0, n // 2), label="num_pairs")
+    generator = torch.Generator().manual_seed(seed)
+    pairs, singles = _random_slots(n, num_pairs, generator)
+    x = _random_inputs(kind, batch, n, dim, generator)
+    assert torch.equal(pair_order(x, pairs, singles), _pair_order_reference(x, pairs, singles))
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 1e300])
+def test_pair_order_names_inputs_whose_distances_are_not_finite(value):
+    pairs, singles = _slots(selective(4, 3, width=4))
+    x = torch.zeros(2, 4, 3, dtype=torch.float64)
+    x[1, 2, 0] = value
+    with pytest.raises(ValueError, match=r"inputs \[2, 4, 3\] must be finite"):
+        pair_order(x, pairs, singles)
+
+
+def test_pair_order_on_many_agents_in_few_places():
+    # 64 agents on few cells: long runs of equal distances, as in coverage at many agents
+    generator = torch.Generator().manual_seed(1)
+    for num_pairs in (32, 20, 1):
+        pairs, singles = _random_slots(64, num_pairs, generator)
+        x = _random_inputs("twins", 16, 64, 5, generator) / 3
+        x[:, ::3, 0] += torch.arange(22) / 7
+        assert torch.equal(pair_order(x, pairs, singles),
+                           _pair_order_reference(x, pairs, singles))
 
 
 def test_pair_order_checks_its_slots():
