@@ -18,6 +18,11 @@ when there are none). ``policy_mass_stray`` reads the policy's own action margin
 same agent-steps: the mean probability it gives to oracle moves (``oracle``) and to keeping
 its cell (``still``: noop or stay), which tells a sharp wrong choice from a flat one whose
 mode happens to stand still (None without strays or for a policy with no distribution).
+``critics_response_stray``, for spn-ac's family, asks the run's critics (their ensemble
+mean) at the same agent-steps for each stray agent's best action with its team-mates at the
+policy's greedy actions: the share that is an oracle move (``oracle``) and that keeps its
+cell (``still``). A policy that stands where its critics would move does not follow them;
+critics that would stand too taught it to (None without strays or critics).
 
 ``failures`` describes how the policy's episodes that reach the time limit end (their last
 state). Each goal left uncovered has either an agent on no goal (``stray``) or two agents on
@@ -92,14 +97,17 @@ def oracle_moves(states: np.ndarray, config: CoverageConfig) -> np.ndarray:
     return out
 
 
+#: ``[6]`` bool: the actions that keep an agent's cell (noop, stay).
+STILL = (MOVES == 0).all(-1)
+
+
 def stray_mass(marginals: np.ndarray, oracle: np.ndarray, stray: np.ndarray
                ) -> tuple[float, float]:
     """``(oracle mass, still mass)`` summed over the agent-steps where ``stray [E, n]``:
     each agent's probability ``marginals [E, n, 6]`` of its oracle moves (``oracle [E, n,
     6]`` bool) and of the actions that keep its cell (noop, stay)."""
-    still = (MOVES == 0).all(-1)                                        # [6]
     picked = marginals[stray]                                           # [S, 6]
-    return (float((picked * oracle[stray]).sum()), float(picked[:, still].sum()))
+    return (float((picked * oracle[stray]).sum()), float(picked[:, STILL].sum()))
 
 
 def twin_pairs(obs: np.ndarray) -> np.ndarray:
@@ -183,6 +191,31 @@ def failure_breakdown(starts: np.ndarray, agents: np.ndarray, goals: np.ndarray,
             "unseen": None if seen is None else share(~free_seen.any(-1))}
 
 
+def trained_spn_ac(run: str | Path):
+    """The run's trained spn-ac (or variant) with its critics, rebuilt on the CPU from its
+    config and last checkpoint; None for another algorithm."""
+    from spnpolicy.algos.registry import get_algorithm
+    from spnpolicy.algos.spn_ac import SpnAc, SpnAcConfig
+    from spnpolicy.training.offpolicy import load_algorithm
+    from spnpolicy.training.rundir import RunDir
+
+    folder, checkpoint = RunDir.locate(run)
+    saved = folder.read_config()
+    if get_algorithm(saved["algo"]).config_cls is not SpnAcConfig:
+        return None
+    saved["config"] = saved["config"] | {"device": "cpu"}
+    return load_algorithm(SpnAcConfig, SpnAc, saved, folder.load_checkpoint(checkpoint))
+
+
+def best_responses(learner, state: np.ndarray, obs: np.ndarray, actions: np.ndarray
+                   ) -> np.ndarray:
+    """``[E, n]``: each agent's best action by the critics' ensemble mean with its
+    team-mates at ``actions [E, n]`` (:meth:`FactorValues.local_values`), at global states
+    ``state [E, S]`` and observations ``obs [E, n, obs_dim]``."""
+    values = learner.critic_values(torch.as_tensor(state), torch.as_tensor(obs)).mean()
+    return values.local_values(torch.as_tensor(actions)).argmax(-1).numpy()
+
+
 def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
     """The shares of oracle moves of ``run``'s greedy players (see the module docstring)."""
     saved = load_run_config(run)
@@ -195,6 +228,8 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
         players["critics"] = load_agent(run, acting="critics")
     except ValueError:                                  # no factor critics to act by
         pass
+    learner = trained_spn_ac(run)
+    responses = np.zeros(2)                  # critics' best responses: (oracle, still)
     seen = config.nearest_counts[0] if config.observation == "nearest" else None
     envs = make_vec_env("coverage", episodes, **saved["env_kwargs"])
     runner = Runner(envs, observations=True)
@@ -240,6 +275,10 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                         sibling_count += int(twin_siblings(dist.slot_of.cpu().numpy(), pairs,
                                                            siblings.cpu().numpy()).sum())
                 mass += stray_mass(probs, oracle, stray)
+            if learner is not None:
+                best = best_responses(learner, runner.state, runner.obs, acted)      # [E, n]
+                hit = np.take_along_axis(oracle, best[..., None], -1)[..., 0]
+                responses += (float(hit[stray].sum()), float(STILL[best][stray].sum()))
             hits["uniform"].append(oracle.mean())
             stray_hits["uniform"] += float(oracle.mean(-1)[stray].sum())
             history.append(agents)
@@ -265,6 +304,9 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                                    for name, v in stray_hits.items()},
             "policy_mass_stray": (dict(zip(("oracle", "still"), (mass / stray_steps).tolist()))
                                   if stray_steps and marginals is not None else None),
+            "critics_response_stray": (dict(zip(("oracle", "still"),
+                                                (responses / stray_steps).tolist()))
+                                       if stray_steps and learner is not None else None),
             "failures": failure_breakdown(*last, config.grid_size, seen) | {
                 "last_change": (np.percentile(last_change, [25, 50, 75]).tolist()
                                 if last_change else None),

@@ -281,6 +281,40 @@ class FactorValues:
             q = q + grouped.flatten(-scopes.shape[-1]).gather(-1, index).squeeze(-1).sum(-1)
         return q
 
+    def local_values(self, actions: torch.Tensor) -> torch.Tensor:
+        """Each agent's values of its own actions with the others' held at ``actions``:
+        ``[B, n, k]`` (``[E, B, n, k]`` for an ensemble), entry ``[b, i, a]`` being
+        ``Q(s_b, u)`` for ``u = actions[b]`` with agent ``i``'s action set to ``a``. Its
+        argmax over ``a`` is agent ``i``'s best response to the others' actions; entry
+        ``[b, i, actions[b, i]]`` is ``Q(s_b, actions[b])``.
+
+        Exact: the unary rows plus, for each factor and each of its agents, the factor's
+        table along that agent's axis at the others' actions.
+        """
+        actions = self._check_actions(actions)
+        lead, k = self.unary.shape[:-3], self.num_actions
+        own = actions.expand(*lead, -1, -1).unsqueeze(-1)                   # [*E, B, n, 1]
+        picked = self.unary.gather(-1, own)                                 # [*E, B, n, 1]
+        # Q(u) from the unary rows, with agent i's row read at each action instead
+        total = self.unary - picked + picked.sum(-2, keepdim=True)          # [*E, B, n, k]
+        for scopes, grouped in self.groups():
+            order = scopes.shape[-1]
+            flat = grouped.flatten(-order)                                  # [*E, B, F, k^o]
+            entry = table_index(actions, scopes, k)                         # [B, F]
+            at = flat.gather(-1, entry.expand(*lead, -1, -1).unsqueeze(-1)).squeeze(-1)
+            total = total + at.sum(-1)[..., None, None]
+            every = scopes.expand(actions.shape[0], *scopes.shape[-2:])     # [B, F, o]
+            for p in range(order):
+                agent = every[..., p]                                       # [B, F]
+                stride = k ** (order - 1 - p)
+                # the factor's entries with its p-th agent at each action, the rest at u
+                rest = entry - actions.gather(1, agent) * stride            # [B, F]
+                column = rest.unsqueeze(-1) + stride * torch.arange(k, device=entry.device)
+                change = flat.gather(-1, column.expand(*lead, -1, -1, -1)) - at.unsqueeze(-1)
+                index = agent.expand(*lead, -1, -1).unsqueeze(-1).expand_as(change)
+                total = total.scatter_add(-2, index, change)                # [*E, B, n, k]
+        return total
+
     def table(self) -> torch.Tensor:
         """The full joint table ``[B, k, ..., k]`` (n action axes in agent order;
         ``[E, B, k, ..., k]`` for an ensemble).

@@ -767,6 +767,12 @@ class SpnAc(OffPolicyAlgorithm):
         (:meth:`_draw`)."""
         return self.policy.distribution(inputs).sample_with(noise)
 
+    @torch.no_grad()
+    def critic_values(self, state, obs) -> FactorValues:
+        """The critics' ensemble values (``[E, B, ...]``) at states ``[B, S]`` and, for the
+        agents critics, the agents' observations ``[B, n, obs_dim]`` (tensors)."""
+        return self._values(self.critic, state, obs)
+
     def _values(self, critic, state, obs) -> FactorValues:
         """The critic ensemble's values at states ``[B, S]``, or for the agents critics at
         observations ``[B, n, obs_dim]`` (and, on a graph per state, the agents' positions

@@ -48,7 +48,7 @@ from spnpolicy.training.targets import Polyak, hard_update
 from spnpolicy.training.vec_env import VecEnv, make_vec_env, observation_dict
 
 __all__ = ["ActingAgent", "LoopState", "OffPolicyAlgorithm", "TargetSync", "agent_loader",
-           "load_modules_state", "modules_state", "train_offpolicy"]
+           "load_algorithm", "load_modules_state", "modules_state", "train_offpolicy"]
 
 
 @dataclass(frozen=True)
@@ -302,23 +302,30 @@ def train_offpolicy(cfg: Any, env: str, env_kwargs: dict, seed: int, session: Se
     return algorithm.agent.eval()
 
 
+def load_algorithm(config_cls: type, build: Callable[[Any, VecEnv], OffPolicyAlgorithm],
+                   run: dict[str, Any], payload: dict[str, Any]) -> OffPolicyAlgorithm:
+    """``build(config_cls(**run["config"]), envs)`` for the run's env (``run``: its
+    ``config.json``), with the checkpoint ``payload``'s ``"algorithm"`` entry loaded: the
+    trained algorithm, its critics and targets too. ValueError when the checkpoint does not
+    hold what the config describes."""
+    envs = make_vec_env(run["env"], 1, **run.get("env_kwargs", {}))
+    try:
+        algorithm = build(config_cls(**run["config"]), envs)
+    finally:
+        envs.close()
+    try:
+        algorithm.load_state_dict(payload["algorithm"])
+    except (KeyError, RuntimeError, TypeError, ValueError):
+        raise ValueError(f"the checkpoint does not hold the {run.get('algo')!r} agent that "
+                         f"the run's config describes (written by another run or version)"
+                         ) from None
+    return algorithm
+
+
 def agent_loader(config_cls: type, build: Callable[[Any, VecEnv], OffPolicyAlgorithm]
                  ) -> Callable[[dict[str, Any], dict[str, Any]], nn.Module]:
     """An ``AlgorithmSpec.load_agent`` for an algorithm on this loop: ``load(run, payload)``
-    rebuilds ``build(config_cls(**run["config"]), envs)`` for the run's env and loads the
-    checkpoint's ``"algorithm"`` entry; returns the trained agent in eval mode. ValueError
-    when the checkpoint does not hold what the config describes."""
+    is :func:`load_algorithm`'s agent, in eval mode."""
     def load(run: dict[str, Any], payload: dict[str, Any]) -> nn.Module:
-        envs = make_vec_env(run["env"], 1, **run.get("env_kwargs", {}))
-        try:
-            algorithm = build(config_cls(**run["config"]), envs)
-        finally:
-            envs.close()
-        try:
-            algorithm.load_state_dict(payload["algorithm"])
-        except (KeyError, RuntimeError, TypeError, ValueError):
-            raise ValueError(f"the checkpoint does not hold the {run.get('algo')!r} agent that "
-                             f"the run's config describes (written by another run or version)"
-                             ) from None
-        return algorithm.agent.eval()
+        return load_algorithm(config_cls, build, run, payload).agent.eval()
     return load

@@ -89,6 +89,33 @@ def test_evaluate_and_table_match_brute_force(values, seed):
     torch.testing.assert_close(values.evaluate(actions), expected[torch.arange(BATCH), index])
 
 
+def brute_force_local_values(expected, actions, n, k):
+    """``[*E, B, n, k]``: each agent's row of Q of every joint action ``expected [*E, B,
+    k**n]`` with the others at ``actions [B, n]``, by looking each variant up."""
+    out = torch.zeros(*expected.shape[:-1], n, k, dtype=expected.dtype)
+    for b, u in enumerate(actions.tolist()):
+        for i in range(n):
+            for a in range(k):
+                v = u[:i] + [a] + u[i + 1:]
+                out[..., b, i, a] = expected[..., b, sum(x * k ** (n - 1 - j)
+                                                          for j, x in enumerate(v))]
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=random_values(ensemble=True), seed=st.integers(0, 2**16))
+def test_local_values_match_brute_force(values, seed):
+    n, k = values.graph.num_agents, values.num_actions
+    expected = torch.stack([brute_force_q(values[m]) for m in range(values.ensemble)])
+    actions = torch.randint(k, (BATCH, n), generator=torch.Generator().manual_seed(seed))
+    local = values.local_values(actions)
+    torch.testing.assert_close(local, brute_force_local_values(expected, actions, n, k))
+    torch.testing.assert_close(values[0].local_values(actions), local[0])
+    # each agent's own action reads Q(s, u)
+    torch.testing.assert_close(local.gather(-1, actions.expand(len(local), -1, -1)[..., None])
+                               [..., 0], values.evaluate(actions)[..., None].expand(-1, -1, n))
+
+
 @pytest.mark.parametrize("kind", ["selective", "mean_field"])
 @settings(max_examples=25, deadline=None)
 @given(values=random_values(), seed=st.integers(0, 2**16))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from circuits.structures import mean_field, selective
 from factor_q import (AgentFactorQ, FactorGraph, FactorQ, FactorValues, NearestGraph, elbo,
                       log_partition)
+from tests.factor_q.test_factor_values import brute_force_local_values
 
 BATCH = 3
 
@@ -132,6 +133,16 @@ def test_evaluate_and_table_match_brute_force(values, seed):
     index = torch.randint(k**n, (BATCH,), generator=torch.Generator().manual_seed(seed))
     actions = torch.tensor(list(itertools.product(range(k), repeat=n)))[index]
     torch.testing.assert_close(values.evaluate(actions), expected[..., torch.arange(BATCH), index])
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=nearest_values(ensemble=True), seed=st.integers(0, 2**16))
+def test_local_values_match_brute_force(values, seed):
+    n, k = values.graph.num_agents, values.num_actions
+    expected = brute_force_q(values)                                     # [E, B, k**n]
+    actions = torch.randint(k, (BATCH, n), generator=torch.Generator().manual_seed(seed))
+    want = brute_force_local_values(expected, actions, n, k)
+    torch.testing.assert_close(values.local_values(actions).double(), want)
 
 
 @pytest.mark.parametrize("kind", ["selective", "mean_field"])

@@ -12,6 +12,7 @@ import torch
 import spnpolicy
 from spnpolicy.algos.policies import JointPolicy
 from spnpolicy.envs import coverage_core as core
+from spnpolicy.training import Runner, make_vec_env
 from tests.run_helpers import load_script
 
 probe = load_script("benchmarks/many_agents_probe.py")
@@ -71,6 +72,9 @@ def test_shares_of_a_saved_run(tmp_path):
     mass = rows[0]["policy_mass_stray"]
     assert set(mass) == {"oracle", "still"} and 0.0 <= mass["oracle"] <= 1.0
     assert 0.0 <= mass["still"] <= 1.0 and mass["oracle"] + mass["still"] <= 1.0 + 1e-9
+    response = rows[0]["critics_response_stray"]
+    assert set(response) == {"oracle", "still"}
+    assert 0.0 <= response["oracle"] <= 1.0 and 0.0 <= response["still"] <= 1.0
     failures = rows[0]["failures"]
     assert 0 <= failures["episodes"] <= 4
     assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap",
@@ -86,6 +90,40 @@ def test_shares_of_a_saved_run(tmp_path):
     if twins["pair_steps"]:
         assert all(0.0 <= twins[key] <= 1.0 for key in ("same_action", "p_same",
                                                         "p_same_product"))
+
+
+def test_best_responses_are_each_agents_argmax_of_the_critics_mean(tmp_path):
+    spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=96, out_dir=tmp_path,
+                    env_kwargs=dict(num_agents=4, grid_size=3, max_steps=6,
+                                    observation="nearest"),
+                    learning_starts=48, batch_size=16, eval_interval=96, eval_episodes=2,
+                    param_head="agents", critic_input="agents", factor_graph="nearest",
+                    neighbours=1, sibling_pairs=True, verbose=False, progress=False)
+    learner = probe.trained_spn_ac(tmp_path)
+    envs = make_vec_env("coverage", 5, num_agents=4, grid_size=3, max_steps=6,
+                        observation="nearest")
+    runner = Runner(envs, observations=True)
+    runner.reset(seed=3)
+    actions = np.random.default_rng(0).integers(0, 6, size=(5, 4))
+    best = probe.best_responses(learner, runner.state, runner.obs, actions)
+    envs.close()
+    values = learner.critic_values(torch.as_tensor(runner.state), torch.as_tensor(runner.obs))
+    for i in range(4):
+        scores = []
+        for a in range(6):
+            varied = torch.as_tensor(actions).clone()
+            varied[:, i] = a
+            scores.append(values.evaluate(varied).mean(0))                   # [E]
+        assert np.array_equal(best[:, i], torch.stack(scores, -1).argmax(-1).numpy())
+    assert probe.trained_spn_ac(_vdn_run(tmp_path / "vdn")) is None
+
+
+def _vdn_run(path):
+    spnpolicy.train("vdn", "coverage", seed=0, total_steps=64, out_dir=path,
+                    env_kwargs=dict(num_agents=2, grid_size=3, max_steps=4),
+                    learning_starts=32, batch_size=8, eval_interval=64, eval_episodes=1,
+                    verbose=False, progress=False)
+    return path
 
 
 def test_a_run_on_another_env_is_refused(tmp_path):
