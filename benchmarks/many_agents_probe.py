@@ -23,6 +23,11 @@ mean) at the same agent-steps for each stray agent's best action with its team-m
 policy's greedy actions: the share that is an oracle move (``oracle``) and that keeps its
 cell (``still``). A policy that stands where its critics would move does not follow them;
 critics that would stand too taught it to (None without strays or critics).
+``critics_margin_stray`` is how firmly: over the same agent-steps, the critics' value of
+the best oracle move minus that of the best action that keeps the cell (``mean``,
+``median``, and the share above 0, ``positive``), beside ``one_cell`` = 1 / grid_size, the
+progress reward (``shaping_form="progress"``) of one agent's step toward its goal, which
+critics that credit each agent's move would show as the margin.
 
 ``failures`` describes how the policy's episodes that reach the time limit end (their last
 state). Each goal left uncovered has either an agent on no goal (``stray``) or two agents on
@@ -207,13 +212,32 @@ def trained_spn_ac(run: str | Path):
     return load_algorithm(SpnAcConfig, SpnAc, saved, folder.load_checkpoint(checkpoint))
 
 
-def best_responses(learner, state: np.ndarray, obs: np.ndarray, actions: np.ndarray
-                   ) -> np.ndarray:
-    """``[E, n]``: each agent's best action by the critics' ensemble mean with its
-    team-mates at ``actions [E, n]`` (:meth:`FactorValues.local_values`), at global states
-    ``state [E, S]`` and observations ``obs [E, n, obs_dim]``."""
+def local_values(learner, state: np.ndarray, obs: np.ndarray, actions: np.ndarray
+                 ) -> np.ndarray:
+    """``[E, n, 6]``: each agent's values of its six actions by the critics' ensemble mean,
+    with its team-mates at ``actions [E, n]`` (:meth:`FactorValues.local_values`), at global
+    states ``state [E, S]`` and observations ``obs [E, n, obs_dim]``."""
     values = learner.critic_values(torch.as_tensor(state), torch.as_tensor(obs)).mean()
-    return values.local_values(torch.as_tensor(actions)).argmax(-1).numpy()
+    return values.local_values(torch.as_tensor(actions)).double().numpy()
+
+
+def stray_margins(local: np.ndarray, oracle: np.ndarray, stray: np.ndarray) -> np.ndarray:
+    """``[M]``: over the agent-steps where ``stray [E, n]`` with an oracle move, the best
+    oracle move's value minus the best value that keeps the cell, of ``local [E, n, 6]``
+    (``oracle [E, n, 6]`` bool)."""
+    rows = stray & oracle.any(-1)
+    moves = np.where(oracle, local, -np.inf).max(-1)                       # [E, n]
+    keeps = local[..., STILL].max(-1)
+    return (moves - keeps)[rows]
+
+
+def _margin_summary(margins: list[np.ndarray], grid_size: int) -> dict | None:
+    """``critics_margin_stray`` (see the module docstring) of the margins of each step."""
+    margin = np.concatenate(margins) if margins else np.zeros(0)
+    if not margin.size:
+        return None
+    return {"mean": float(margin.mean()), "median": float(np.median(margin)),
+            "positive": float((margin > 0).mean()), "one_cell": 1.0 / grid_size}
 
 
 def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
@@ -230,6 +254,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
         pass
     learner = trained_spn_ac(run)
     responses = np.zeros(2)                  # critics' best responses: (oracle, still)
+    margins = []                             # critics' margins of moving, per step
     seen = config.nearest_counts[0] if config.observation == "nearest" else None
     envs = make_vec_env("coverage", episodes, **saved["env_kwargs"])
     runner = Runner(envs, observations=True)
@@ -276,9 +301,11 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                                                            siblings.cpu().numpy()).sum())
                 mass += stray_mass(probs, oracle, stray)
             if learner is not None:
-                best = best_responses(learner, runner.state, runner.obs, acted)      # [E, n]
+                local = local_values(learner, runner.state, runner.obs, acted)   # [E, n, 6]
+                best = local.argmax(-1)
                 hit = np.take_along_axis(oracle, best[..., None], -1)[..., 0]
                 responses += (float(hit[stray].sum()), float(STILL[best][stray].sum()))
+                margins.append(stray_margins(local, oracle, stray))
             hits["uniform"].append(oracle.mean())
             stray_hits["uniform"] += float(oracle.mean(-1)[stray].sum())
             history.append(agents)
@@ -307,6 +334,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
             "critics_response_stray": (dict(zip(("oracle", "still"),
                                                 (responses / stray_steps).tolist()))
                                        if stray_steps and learner is not None else None),
+            "critics_margin_stray": _margin_summary(margins, config.grid_size),
             "failures": failure_breakdown(*last, config.grid_size, seen) | {
                 "last_change": (np.percentile(last_change, [25, 50, 75]).tolist()
                                 if last_change else None),

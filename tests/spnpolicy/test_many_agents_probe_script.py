@@ -75,6 +75,9 @@ def test_shares_of_a_saved_run(tmp_path):
     response = rows[0]["critics_response_stray"]
     assert set(response) == {"oracle", "still"}
     assert 0.0 <= response["oracle"] <= 1.0 and 0.0 <= response["still"] <= 1.0
+    margin = rows[0]["critics_margin_stray"]
+    assert set(margin) == {"mean", "median", "positive", "one_cell"}
+    assert 0.0 <= margin["positive"] <= 1.0 and margin["one_cell"] == 0.25
     failures = rows[0]["failures"]
     assert 0 <= failures["episodes"] <= 4
     assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap",
@@ -92,7 +95,7 @@ def test_shares_of_a_saved_run(tmp_path):
                                                         "p_same_product"))
 
 
-def test_best_responses_are_each_agents_argmax_of_the_critics_mean(tmp_path):
+def test_local_values_are_the_critics_mean_with_one_agent_varied(tmp_path):
     spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=96, out_dir=tmp_path,
                     env_kwargs=dict(num_agents=4, grid_size=3, max_steps=6,
                                     observation="nearest"),
@@ -105,7 +108,8 @@ def test_best_responses_are_each_agents_argmax_of_the_critics_mean(tmp_path):
     runner = Runner(envs, observations=True)
     runner.reset(seed=3)
     actions = np.random.default_rng(0).integers(0, 6, size=(5, 4))
-    best = probe.best_responses(learner, runner.state, runner.obs, actions)
+    local = probe.local_values(learner, runner.state, runner.obs, actions)
+    best = local.argmax(-1)
     envs.close()
     values = learner.critic_values(torch.as_tensor(runner.state), torch.as_tensor(runner.obs))
     for i in range(4):
@@ -114,6 +118,7 @@ def test_best_responses_are_each_agents_argmax_of_the_critics_mean(tmp_path):
             varied = torch.as_tensor(actions).clone()
             varied[:, i] = a
             scores.append(values.evaluate(varied).mean(0))                   # [E]
+        np.testing.assert_allclose(local[:, i], torch.stack(scores, -1).numpy(), atol=1e-5)
         assert np.array_equal(best[:, i], torch.stack(scores, -1).argmax(-1).numpy())
     assert probe.trained_spn_ac(_vdn_run(tmp_path / "vdn")) is None
 
@@ -124,6 +129,19 @@ def _vdn_run(path):
                     learning_starts=32, batch_size=8, eval_interval=64, eval_episodes=1,
                     verbose=False, progress=False)
     return path
+
+
+def test_stray_margins_against_a_loop():
+    rng = np.random.default_rng(0)
+    local = rng.normal(size=(3, 4, 6))
+    oracle = rng.random((3, 4, 6)) < 0.3
+    oracle[0, 0] = False                                # no oracle move: left out
+    stray = rng.random((3, 4)) < 0.7
+    stray[0, 0] = True
+    want = [max(local[e, i, a] for a in range(6) if oracle[e, i, a])
+            - max(local[e, i, a] for a in range(6) if probe.STILL[a])
+            for e in range(3) for i in range(4) if stray[e, i] and oracle[e, i].any()]
+    np.testing.assert_allclose(probe.stray_margins(local, oracle, stray), want)
 
 
 def test_a_run_on_another_env_is_refused(tmp_path):
