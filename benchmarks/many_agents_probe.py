@@ -26,8 +26,10 @@ critics that would stand too taught it to (None without strays or critics).
 ``critics_margin_stray`` is how firmly: over the same agent-steps, the critics' value of
 the best oracle move minus that of the best action that keeps the cell (``mean``,
 ``median``, and the share above 0, ``positive``), beside ``one_cell`` = 1 / grid_size, the
-progress reward (``shaping_form="progress"``) of one agent's step toward its goal, which
-critics that credit each agent's move would show as the margin.
+progress reward (``shaping_form="progress"``) of one agent's step toward its goal. That is
+the margin of a step now over never taking it; with discount ``gamma``, a step now over the
+same step one state later is worth ``(1 - gamma)`` of it, so critics of a team that keeps
+moving show a margin between the two.
 
 ``failures`` describes how the policy's episodes that reach the time limit end (their last
 state). Each goal left uncovered has either an agent on no goal (``stray``) or two agents on

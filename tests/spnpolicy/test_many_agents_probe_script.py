@@ -95,13 +95,18 @@ def test_shares_of_a_saved_run(tmp_path):
                                                         "p_same_product"))
 
 
-def test_local_values_are_the_critics_mean_with_one_agent_varied(tmp_path):
-    spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=96, out_dir=tmp_path,
+def _sibling_pairs_run(path):
+    """A tiny spn-ac run with sibling pairs and nearest-pair critics, 4 agents on 3x3."""
+    spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=96, out_dir=path,
                     env_kwargs=dict(num_agents=4, grid_size=3, max_steps=6,
                                     observation="nearest"),
                     learning_starts=48, batch_size=16, eval_interval=96, eval_episodes=2,
                     param_head="agents", critic_input="agents", factor_graph="nearest",
                     neighbours=1, sibling_pairs=True, verbose=False, progress=False)
+
+
+def test_local_values_are_the_critics_mean_with_one_agent_varied(tmp_path):
+    _sibling_pairs_run(tmp_path)
     learner = probe.trained_spn_ac(tmp_path)
     envs = make_vec_env("coverage", 5, num_agents=4, grid_size=3, max_steps=6,
                         observation="nearest")
@@ -279,12 +284,7 @@ def test_twin_siblings_reads_each_rows_slots():
 
 
 def test_shares_of_a_run_with_sibling_pairs(tmp_path):
-    spnpolicy.train("spn-ac", "coverage", seed=0, total_steps=96, out_dir=tmp_path,
-                    env_kwargs=dict(num_agents=4, grid_size=3, max_steps=6,
-                                    observation="nearest"),
-                    learning_starts=48, batch_size=16, eval_interval=96, eval_episodes=2,
-                    param_head="agents", critic_input="agents", factor_graph="nearest",
-                    neighbours=1, sibling_pairs=True, verbose=False, progress=False)
+    _sibling_pairs_run(tmp_path)
     row = probe.main([str(tmp_path), "--episodes", "8", "--out", str(tmp_path / "probe.json")])[0]
     assert row["failures"]["unseen"] in (None, 0.0)     # all 4 goals in view: a free one too
     twins = row["twins"]
