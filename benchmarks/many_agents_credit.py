@@ -3,7 +3,8 @@ A supervised check, without bootstrapping and without a policy.
 
     python benchmarks/many_agents_credit.py [--agents 8 16] [--rows 50000 200000]
         [--batch 128] [--updates 1000 5000 20000] [--fit critic moves]
-        [--observation egocentric relative] [--epsilon 1.0 0.3] [--held 0 0.6] [--out FILE]
+        [--observation egocentric relative nearest] [--pairs random] [--epsilon 1.0 0.3]
+        [--held 0 0.6] [--out FILE]
     python benchmarks/many_agents_credit.py --runs RUN_DIR [RUN_DIR ...] [--held 0 0.6]
     python benchmarks/many_agents_credit.py --greedy RUN_DIR [--greedy-episodes 64] [--rows ...]
 
@@ -26,6 +27,13 @@ agent's best unary action are scored on 1,000 held-out states: the share of agen
 are oracle moves (``many_agents_probe.oracle_moves``), beside ``uniform``, the share among all
 six actions. The reward is nearly a sum of per-agent terms (each agent's step toward or away
 from its goal), so a critic that learns who did what scores far above ``uniform``.
+``margin_stray`` is the mean over the stray agents of the critic's value of their best oracle
+move minus their best value that keeps the cell, with the team at the critic's best joint
+action (``FactorValues.local_values``): near ``one_cell`` = 1 / grid_size (one step's
+progress) for a critic that credits each agent's step, near 0 for one that cannot tell it
+from standing. ``--pairs nearest`` fits the critic of the many-agent suites' spn-ac instead:
+its pairs are each agent's 2 nearest others in each state (use it with ``--observation
+nearest``, the suites' observation).
 
 ``--fit moves`` asks instead whether one agent's observation shows its oracle move: an MLP of
 the same width shared by the agents, trained on the same rows to put its probability on the
@@ -80,7 +88,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from factor_q import AgentFactorQ  # noqa: E402
-from many_agents_probe import oracle_moves  # noqa: E402
+from many_agents_probe import STILL, oracle_moves  # noqa: E402
 from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.algos.critics import build_factor_graph  # noqa: E402
 from spnpolicy.algos.policies import mlp  # noqa: E402
@@ -250,11 +258,30 @@ def greedy_cells(run: str | Path, episodes: int, seed: int) -> np.ndarray:
     return np.concatenate(cells)
 
 
+def positions(states: np.ndarray, config: CoverageConfig) -> torch.Tensor:
+    """The agents' cells ``[R, n, 2]`` (float) in global states ``[R, S]``: what critics on
+    each agent's nearest others read their pairs from."""
+    return torch.as_tensor(state_positions(states, config)[0], dtype=torch.float32)
+
+
+def stray_margin(values, oracle: torch.Tensor, stray: torch.Tensor) -> float | None:
+    """The mean, over the stray agents with an oracle move, of their best oracle move's
+    value minus their best value that keeps the cell, each with its team-mates at the best
+    joint action of ``values`` (:meth:`FactorValues.local_values`); None without any."""
+    local = values.local_values(values.argmax()).double()                   # [E, n, 6]
+    rows = stray & oracle.any(-1)
+    if not rows.any():
+        return None
+    moves = local.masked_fill(~oracle, -torch.inf).amax(-1)
+    keeps = local[..., torch.as_tensor(STILL)].amax(-1)
+    return round((moves - keeps)[rows].mean().item(), 6)
+
+
 def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
         seed: int = 0, hidden: tuple[int, ...] = (128, 128), epsilon: float = 1.0,
         held: float = 0.0, cells: tuple[np.ndarray, np.ndarray] | None = None,
         replay: tuple[np.ndarray, np.ndarray] | None = None,
-        replay_actions: bool = True) -> dict:
+        replay_actions: bool = True, pairs: str = "random") -> dict:
     """Fit the suites' critic to ``rows`` progress rows; the record of the module docstring:
     ``uniform``, the reward's standard deviation and, per count in ``updates``, the shares
     of oracle moves of the best joint (``joint``) and unary (``unary``) actions and the last
@@ -262,7 +289,8 @@ def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
     ``[M, n, 2]`` that the training and the held-out rows draw from. ``replay``, if given,
     is ``(states [M, S], actions [M, n])`` that the training rows draw from instead
     (:func:`replay_rows`), with their stored actions or, without ``replay_actions``,
-    uniform ones."""
+    uniform ones. ``pairs``: the critic's pairs, ``2 n`` random ones, or each agent's 2
+    nearest others in each state (``"nearest"``, the many-agent suites' spn-ac)."""
     n = config.num_agents
     train_cells, test_cells = cells if cells is not None else (None, None)
     rng = np.random.default_rng(seed)
@@ -270,30 +298,39 @@ def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
         train = replay_rows(config, *replay, rows, rng, uniform_actions=not replay_actions)
     else:
         train = progress_rows(config, rows, rng, epsilon, held, train_cells)
-    obs, actions, reward, _ = (torch.as_tensor(x) for x in train)
+    obs, actions, reward = (torch.as_tensor(x) for x in train[:3])
+    where = positions(train[3], config) if pairs == "nearest" else None
     test_obs, _, _, test_states = progress_rows(config, TEST_ROWS,
                                                 np.random.default_rng(seed + 1), held=held,
                                                 cells=test_cells)
     oracle = torch.as_tensor(oracle_moves(test_states, config))            # [E, n, 6]
     stray = stray_agents(test_states, config)
     test_obs = torch.as_tensor(test_obs)
+    test_where = positions(test_states, config) if pairs == "nearest" else None
     torch.manual_seed(seed)
-    graph = build_factor_graph("random", n, min(2 * n, n * (n - 1) // 2), 2, seed=0)
+    graph = build_factor_graph(pairs, n, min(2 * n, n * (n - 1) // 2), 2, seed=0,
+                               neighbours=2)
     critic = AgentFactorQ(graph, config.obs_dim, 6, hidden)
     optimiser = torch.optim.Adam(critic.parameters(), lr=1e-3)
     draws = torch.Generator().manual_seed(seed)
     curve = []
     for step in range(1, max(updates) + 1):
         index = torch.randint(rows, (batch,), generator=draws)
-        loss = (critic.values(obs[index]).evaluate(actions[index]) - reward[index]).pow(2).mean()
+        batch_where = None if where is None else where[index]
+        loss = (critic.values(obs[index], positions=batch_where).evaluate(actions[index])
+                - reward[index]).pow(2).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         if step in updates:
             with torch.no_grad():
-                shares = best_shares(critic.values(test_obs), oracle, stray)
-            curve.append({"updates": step, **shares, "loss": round(loss.item(), 6)})
-    return {"fit": "critic", "observation": config.observation, "agents": n,
+                values = critic.values(test_obs, positions=test_where)
+                shares = best_shares(values, oracle, stray)
+                margin = stray_margin(values, oracle, stray)
+            curve.append({"updates": step, **shares, "margin_stray": margin,
+                          "loss": round(loss.item(), 6)})
+    return {"fit": "critic", "observation": config.observation, "pairs": pairs, "agents": n,
+            "one_cell": 1.0 / config.grid_size,
             "grid": config.grid_size, "rows": rows, "batch": batch, "seed": seed,
             "epsilon": epsilon, "held": held, "reward_std": round(float(reward.std()), 4),
             **uniform_shares(oracle, stray), "curve": curve}
@@ -376,7 +413,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--updates", type=int, nargs="+", default=[1_000, 5_000, 20_000])
     parser.add_argument("--fit", nargs="+", default=["critic"], choices=sorted(FITS))
     parser.add_argument("--observation", nargs="+", default=["egocentric"],
-                        choices=["egocentric", "relative"])
+                        choices=["egocentric", "relative", "nearest"])
+    parser.add_argument("--pairs", default="random", choices=["random", "nearest"],
+                        help="the critic fit's pairs: 2n random ones, or each agent's 2 "
+                             "nearest others in each state (the many-agent suites' spn-ac)")
     parser.add_argument("--epsilon", type=float, nargs="+", default=[1.0])
     parser.add_argument("--held", type=float, nargs="+", default=[0.0])
     parser.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR")
@@ -446,6 +486,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 extra = ({"replay": replays[source],
                           "replay_actions": source != "replay-states"}
                          if source != "cells" else {})
+                if kind == "critic":
+                    extra["pairs"] = args.pairs
                 records.append(FITS[kind](config, rows, args.batch, updates, args.seed,
                                           epsilon=epsilon, held=held, cells=cells, **extra))
                 if team:

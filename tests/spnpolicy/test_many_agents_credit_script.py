@@ -79,6 +79,39 @@ def test_a_small_fit_learns_who_did_what():
     assert last["joint"] > record["uniform"] + 0.25, record
 
 
+def test_a_small_fit_on_nearest_pairs_learns_who_did_what():
+    record = credit.fit(credit.coverage_config(5, 5, "nearest"), rows=3000, batch=64,
+                        updates=(1, 600), hidden=(32, 32), pairs="nearest")
+    first, last = record["curve"]
+    assert record["pairs"] == "nearest" and record["one_cell"] == 0.2
+    assert last["loss"] < first["loss"]
+    assert last["joint_stray"] > record["uniform_stray"] + 0.25, record
+    assert isinstance(last["margin_stray"], float)
+
+
+def test_stray_margin_against_a_loop():
+    rng = np.random.default_rng(1)
+    local = torch.as_tensor(rng.normal(size=(30, 4, 6)))
+    oracle = torch.as_tensor(rng.random((30, 4, 6)) < 0.3)
+    stray = torch.as_tensor(rng.random((30, 4)) < 0.6)
+    best = torch.as_tensor(rng.integers(0, 6, (30, 4)))
+
+    class Values:
+        def argmax(self):
+            return best
+
+        def local_values(self, actions):
+            assert torch.equal(actions, best)
+            return local
+
+    want = [max(local[e, i, a].item() for a in range(6) if oracle[e, i, a])
+            - max(local[e, i, a].item() for a in range(6) if credit.STILL[a])
+            for e in range(30) for i in range(4) if stray[e, i] and oracle[e, i].any()]
+    assert credit.stray_margin(Values(), oracle, stray) == pytest.approx(np.mean(want),
+                                                                          abs=1e-5)
+    assert credit.stray_margin(Values(), oracle, torch.zeros(30, 4, dtype=torch.bool)) is None
+
+
 @pytest.mark.parametrize("observation", ["egocentric", "relative"])
 def test_a_small_moves_fit_reads_the_oracle(observation):
     config = credit.coverage_config(3, 5, observation)
