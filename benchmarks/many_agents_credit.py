@@ -88,7 +88,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from factor_q import AgentFactorQ  # noqa: E402
-from many_agents_probe import STILL, oracle_moves  # noqa: E402
+from many_agents_probe import oracle_moves, stray_margins  # noqa: E402
 from spnpolicy.inference import load_agent, load_run_config  # noqa: E402
 from spnpolicy.algos.critics import build_factor_graph  # noqa: E402
 from spnpolicy.algos.policies import mlp  # noqa: E402
@@ -268,13 +268,9 @@ def stray_margin(values, oracle: torch.Tensor, stray: torch.Tensor) -> float | N
     """The mean, over the stray agents with an oracle move, of their best oracle move's
     value minus their best value that keeps the cell, each with its team-mates at the best
     joint action of ``values`` (:meth:`FactorValues.local_values`); None without any."""
-    local = values.local_values(values.argmax()).double()                   # [E, n, 6]
-    rows = stray & oracle.any(-1)
-    if not rows.any():
-        return None
-    moves = local.masked_fill(~oracle, -torch.inf).amax(-1)
-    keeps = local[..., torch.as_tensor(STILL)].amax(-1)
-    return round((moves - keeps)[rows].mean().item(), 6)
+    local = values.local_values(values.argmax()).double().numpy()           # [E, n, 6]
+    margins = stray_margins(local, oracle.numpy(), stray.numpy())
+    return round(float(margins.mean()), 6) if margins.size else None
 
 
 def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],

@@ -105,7 +105,7 @@ def test_stray_margin_against_a_loop():
             return local
 
     want = [max(local[e, i, a].item() for a in range(6) if oracle[e, i, a])
-            - max(local[e, i, a].item() for a in range(6) if credit.STILL[a])
+            - max(local[e, i, a].item() for a in range(6) if (core.MOVES[a] == 0).all())
             for e in range(30) for i in range(4) if stray[e, i] and oracle[e, i].any()]
     assert credit.stray_margin(Values(), oracle, stray) == pytest.approx(np.mean(want),
                                                                           abs=1e-5)
