@@ -3,8 +3,8 @@ A supervised check, without bootstrapping and without a policy.
 
     python benchmarks/many_agents_credit.py [--agents 8 16] [--rows 50000 200000]
         [--batch 128] [--updates 1000 5000 20000] [--fit critic moves]
-        [--observation egocentric relative nearest] [--pairs random] [--epsilon 1.0 0.3]
-        [--held 0 0.6] [--out FILE]
+        [--observation egocentric relative nearest] [--pairs random] [--critic-ids on off]
+        [--lr 1e-3 3e-3] [--epsilon 1.0 0.3] [--held 0 0.6] [--out FILE]
     python benchmarks/many_agents_credit.py --runs RUN_DIR [RUN_DIR ...] [--held 0 0.6]
     python benchmarks/many_agents_credit.py --greedy RUN_DIR [--greedy-episodes 64] [--rows ...]
 
@@ -277,7 +277,8 @@ def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
         seed: int = 0, hidden: tuple[int, ...] = (128, 128), epsilon: float = 1.0,
         held: float = 0.0, cells: tuple[np.ndarray, np.ndarray] | None = None,
         replay: tuple[np.ndarray, np.ndarray] | None = None,
-        replay_actions: bool = True, pairs: str = "random") -> dict:
+        replay_actions: bool = True, pairs: str = "random", agent_ids: bool = True,
+        lr: float = 1e-3) -> dict:
     """Fit the suites' critic to ``rows`` progress rows; the record of the module docstring:
     ``uniform``, the reward's standard deviation and, per count in ``updates``, the shares
     of oracle moves of the best joint (``joint``) and unary (``unary``) actions and the last
@@ -286,7 +287,10 @@ def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
     is ``(states [M, S], actions [M, n])`` that the training rows draw from instead
     (:func:`replay_rows`), with their stored actions or, without ``replay_actions``,
     uniform ones. ``pairs``: the critic's pairs, ``2 n`` random ones, or each agent's 2
-    nearest others in each state (``"nearest"``, the many-agent suites' spn-ac)."""
+    nearest others in each state (``"nearest"``, the many-agent suites' spn-ac).
+    ``agent_ids``: whether the agent network reads a one-hot agent id beside each agent's
+    observation (spn-ac's ``critic_agent_ids``). ``lr``: Adam's learning rate (spn-ac's
+    ``critic_lr`` default, 1e-3)."""
     n = config.num_agents
     train_cells, test_cells = cells if cells is not None else (None, None)
     rng = np.random.default_rng(seed)
@@ -306,8 +310,8 @@ def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
     torch.manual_seed(seed)
     graph = build_factor_graph(pairs, n, min(2 * n, n * (n - 1) // 2), 2, seed=0,
                                neighbours=2)
-    critic = AgentFactorQ(graph, config.obs_dim, 6, hidden)
-    optimiser = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    critic = AgentFactorQ(graph, config.obs_dim, 6, hidden, agent_ids=agent_ids)
+    optimiser = torch.optim.Adam(critic.parameters(), lr=lr)
     draws = torch.Generator().manual_seed(seed)
     curve = []
     for step in range(1, max(updates) + 1):
@@ -328,7 +332,8 @@ def fit(config: CoverageConfig, rows: int, batch: int, updates: tuple[int, ...],
     return {"fit": "critic", "observation": config.observation, "pairs": pairs, "agents": n,
             "one_cell": 1.0 / config.grid_size,
             "grid": config.grid_size, "rows": rows, "batch": batch, "seed": seed,
-            "epsilon": epsilon, "held": held, "reward_std": round(float(reward.std()), 4),
+            "epsilon": epsilon, "held": held, "agent_ids": agent_ids, "lr": lr,
+            "reward_std": round(float(reward.std()), 4),
             **uniform_shares(oracle, stray), "curve": curve}
 
 
@@ -413,6 +418,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--pairs", default="random", choices=["random", "nearest"],
                         help="the critic fit's pairs: 2n random ones, or each agent's 2 "
                              "nearest others in each state (the many-agent suites' spn-ac)")
+    parser.add_argument("--critic-ids", nargs="+", default=["on"], choices=["on", "off"],
+                        help="the critic fit's agent network with a one-hot agent id beside "
+                             "each observation (on, the suites' critics) or without (off)")
+    parser.add_argument("--lr", type=float, nargs="+", default=[1e-3],
+                        help="the critic fit's Adam learning rates (spn-ac's critic_lr: 1e-3)")
     parser.add_argument("--epsilon", type=float, nargs="+", default=[1.0])
     parser.add_argument("--held", type=float, nargs="+", default=[0.0])
     parser.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR")
@@ -437,6 +447,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name in ("rows", "updates"):
         if min(getattr(args, name)) < 1:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if min(args.lr) <= 0:
+        parser.error(f"--lr must be positive, got {args.lr}")
     for name in ("epsilon", "held"):
         if not all(0 <= value <= 1 for value in getattr(args, name)):
             parser.error(f"--{name} must lie in [0, 1], got {getattr(args, name)}")
@@ -474,8 +486,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for kind in args.fit if not args.runs else ():
         for observation in args.observation:
             sizes = [team.num_agents] if team else args.agents
-            for n, rows, epsilon, held, source in itertools.product(
-                    sizes, args.rows, args.epsilon, args.held, args.train_from):
+            for n, rows, epsilon, held, source, ids, lr in itertools.product(
+                    sizes, args.rows, args.epsilon, args.held, args.train_from,
+                    args.critic_ids if kind == "critic" else ["on"],
+                    args.lr if kind == "critic" else [1e-3]):
                 start = time.perf_counter()
                 config = (dataclasses.replace(team, observation=observation) if team
                           else coverage_config(n, GRIDS[n], observation))
@@ -483,7 +497,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                           "replay_actions": source != "replay-states"}
                          if source != "cells" else {})
                 if kind == "critic":
-                    extra["pairs"] = args.pairs
+                    extra |= {"pairs": args.pairs, "agent_ids": ids == "on", "lr": lr}
                 records.append(FITS[kind](config, rows, args.batch, updates, args.seed,
                                           epsilon=epsilon, held=held, cells=cells, **extra))
                 if team:

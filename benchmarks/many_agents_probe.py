@@ -29,7 +29,8 @@ the best oracle move minus that of the best action that keeps the cell (``mean``
 progress reward (``shaping_form="progress"``) of one agent's step toward its goal. That is
 the margin of a step now over never taking it; with discount ``gamma``, a step now over the
 same step one state later is worth ``(1 - gamma)`` of it, so critics of a team that keeps
-moving show a margin between the two.
+moving show a margin between the two. ``unary`` and ``pairs`` split its mean at the same two
+actions into the critics' unary terms and their pair factors (the two sum to ``mean``).
 
 ``failures`` describes how the policy's episodes that reach the time limit end (their last
 state). Each goal left uncovered has either an agent on no goal (``stray``) or two agents on
@@ -215,12 +216,14 @@ def trained_spn_ac(run: str | Path):
 
 
 def local_values(learner, state: np.ndarray, obs: np.ndarray, actions: np.ndarray
-                 ) -> np.ndarray:
-    """``[E, n, 6]``: each agent's values of its six actions by the critics' ensemble mean,
-    with its team-mates at ``actions [E, n]`` (:meth:`FactorValues.local_values`), at global
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``[E, n, 6]`` twice: each agent's values of its six actions by the critics' ensemble
+    mean, with its team-mates at ``actions [E, n]`` (:meth:`FactorValues.local_values`), and
+    their unary rows alone (``FactorValues.unary``; zeros without unary terms), at global
     states ``state [E, S]`` and observations ``obs [E, n, obs_dim]``."""
     values = learner.critic_values(torch.as_tensor(state), torch.as_tensor(obs)).mean()
-    return values.local_values(torch.as_tensor(actions)).double().numpy()
+    local = values.local_values(torch.as_tensor(actions)).double().numpy()
+    return local, values.unary.double().numpy()
 
 
 def stray_margins(local: np.ndarray, oracle: np.ndarray, stray: np.ndarray) -> np.ndarray:
@@ -233,13 +236,33 @@ def stray_margins(local: np.ndarray, oracle: np.ndarray, stray: np.ndarray) -> n
     return (moves - keeps)[rows]
 
 
-def _margin_summary(margins: list[np.ndarray], grid_size: int) -> dict | None:
-    """``critics_margin_stray`` (see the module docstring) of the margins of each step."""
+def stray_margin_parts(local: np.ndarray, unary: np.ndarray, oracle: np.ndarray,
+                       stray: np.ndarray) -> np.ndarray:
+    """``[M, 2]``: :func:`stray_margins` split at its two actions (the best oracle move and
+    the best action that keeps the cell, by ``local``) into the difference of the unary
+    rows ``unary [E, n, 6]`` and the rest, the pair factors' (the two sum to the margin)."""
+    rows = stray & oracle.any(-1)
+    move = np.where(oracle, local, -np.inf).argmax(-1)                      # [E, n]
+    keep = np.where(STILL, local, -np.inf).argmax(-1)
+    def at(x: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(x, actions[..., None], -1)[..., 0]
+
+    margin = at(local, move) - at(local, keep)
+    from_unary = at(unary, move) - at(unary, keep)
+    return np.stack([from_unary, margin - from_unary], -1)[rows]
+
+
+def _margin_summary(margins: list[np.ndarray], parts: list[np.ndarray],
+                    grid_size: int) -> dict | None:
+    """``critics_margin_stray`` (see the module docstring) of the margins of each step and
+    their unary and pair parts ``[M, 2]``."""
     margin = np.concatenate(margins) if margins else np.zeros(0)
     if not margin.size:
         return None
+    unary, pairs = np.concatenate(parts).mean(0).tolist()
     return {"mean": float(margin.mean()), "median": float(np.median(margin)),
-            "positive": float((margin > 0).mean()), "one_cell": 1.0 / grid_size}
+            "positive": float((margin > 0).mean()), "unary": unary, "pairs": pairs,
+            "one_cell": 1.0 / grid_size}
 
 
 def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
@@ -256,7 +279,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
         pass
     learner = trained_spn_ac(run)
     responses = np.zeros(2)                  # critics' best responses: (oracle, still)
-    margins = []                             # critics' margins of moving, per step
+    margins, parts = [], []                  # critics' margins of moving, and their parts
     seen = config.nearest_counts[0] if config.observation == "nearest" else None
     envs = make_vec_env("coverage", episodes, **saved["env_kwargs"])
     runner = Runner(envs, observations=True)
@@ -303,11 +326,12 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
                                                            siblings.cpu().numpy()).sum())
                 mass += stray_mass(probs, oracle, stray)
             if learner is not None:
-                local = local_values(learner, runner.state, runner.obs, acted)   # [E, n, 6]
-                best = local.argmax(-1)
+                local, unary = local_values(learner, runner.state, runner.obs, acted)
+                best = local.argmax(-1)                                          # [E, n]
                 hit = np.take_along_axis(oracle, best[..., None], -1)[..., 0]
                 responses += (float(hit[stray].sum()), float(STILL[best][stray].sum()))
                 margins.append(stray_margins(local, oracle, stray))
+                parts.append(stray_margin_parts(local, unary, oracle, stray))
             hits["uniform"].append(oracle.mean())
             stray_hits["uniform"] += float(oracle.mean(-1)[stray].sum())
             history.append(agents)
@@ -336,7 +360,7 @@ def probe(run: str | Path, episodes: int = 32, seed: int = 12345) -> dict:
             "critics_response_stray": (dict(zip(("oracle", "still"),
                                                 (responses / stray_steps).tolist()))
                                        if stray_steps and learner is not None else None),
-            "critics_margin_stray": _margin_summary(margins, config.grid_size),
+            "critics_margin_stray": _margin_summary(margins, parts, config.grid_size),
             "failures": failure_breakdown(*last, config.grid_size, seen) | {
                 "last_change": (np.percentile(last_change, [25, 50, 75]).tolist()
                                 if last_change else None),

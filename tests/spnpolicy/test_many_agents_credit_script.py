@@ -143,10 +143,24 @@ def test_main_runs_each_fit_and_observation(tmp_path):
         ("moves", "relative")]
 
 
+def test_critic_ids_and_rates_give_one_critic_record_each(tmp_path):
+    records = credit.main(["--agents", "8", "--rows", "200", "--updates", "2", "--batch", "8",
+                           "--fit", "critic", "moves", "--critic-ids", "on", "off",
+                           "--lr", "1e-3", "1e-2", "--out", str(tmp_path / "credit.json")])
+    assert [(r["fit"], r.get("agent_ids"), r.get("lr")) for r in records] == [
+        ("critic", True, 1e-3), ("critic", True, 1e-2), ("critic", False, 1e-3),
+        ("critic", False, 1e-2), ("moves", None, None)]
+    # the same rows and seed: only the network's input or step size differs, so fits part
+    curves = [str(r["curve"]) for r in records[:4]]
+    assert len(set(curves)) == 4
+    assert len({r["reward_std"] for r in records[:4]}) == 1
+
+
 @pytest.mark.parametrize("args", [["--rows", "0"], ["--batch", "0"], ["--updates", "0"],
                                   ["--agents", "7"], ["--fit", "policy"],
                                   ["--observation", "absolute"], ["--epsilon", "1.5"],
-                                  ["--held", "-0.1"]])
+                                  ["--held", "-0.1"], ["--critic-ids", "maybe"],
+                                  ["--lr", "0"]])
 def test_bad_arguments_are_refused(args, tmp_path):
     with pytest.raises(SystemExit):
         credit.main([*args, "--out", str(tmp_path / "x.json")])

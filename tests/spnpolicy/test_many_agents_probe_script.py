@@ -76,8 +76,9 @@ def test_shares_of_a_saved_run(tmp_path):
     assert set(response) == {"oracle", "still"}
     assert 0.0 <= response["oracle"] <= 1.0 and 0.0 <= response["still"] <= 1.0
     margin = rows[0]["critics_margin_stray"]
-    assert set(margin) == {"mean", "median", "positive", "one_cell"}
+    assert set(margin) == {"mean", "median", "positive", "unary", "pairs", "one_cell"}
     assert 0.0 <= margin["positive"] <= 1.0 and margin["one_cell"] == 0.25
+    assert margin["unary"] + margin["pairs"] == pytest.approx(margin["mean"], abs=1e-9)
     failures = rows[0]["failures"]
     assert 0 <= failures["episodes"] <= 4
     assert set(failures) == {"episodes", "stray", "stacked", "lost", "still", "gap",
@@ -113,10 +114,12 @@ def test_local_values_are_the_critics_mean_with_one_agent_varied(tmp_path):
     runner = Runner(envs, observations=True)
     runner.reset(seed=3)
     actions = np.random.default_rng(0).integers(0, 6, size=(5, 4))
-    local = probe.local_values(learner, runner.state, runner.obs, actions)
+    local, unary = probe.local_values(learner, runner.state, runner.obs, actions)
     best = local.argmax(-1)
     envs.close()
     values = learner.critic_values(torch.as_tensor(runner.state), torch.as_tensor(runner.obs))
+    np.testing.assert_allclose(unary, values.unary.mean(0).numpy(), atol=1e-6)
+    assert np.abs(unary).max() > 0                     # the suites' critics have unary terms
     for i in range(4):
         scores = []
         for a in range(6):
@@ -147,6 +150,26 @@ def test_stray_margins_against_a_loop():
             - max(local[e, i, a] for a in range(6) if probe.STILL[a])
             for e in range(3) for i in range(4) if stray[e, i] and oracle[e, i].any()]
     np.testing.assert_allclose(probe.stray_margins(local, oracle, stray), want)
+
+
+def test_stray_margin_parts_against_a_loop():
+    rng = np.random.default_rng(1)
+    local, unary = rng.normal(size=(2, 3, 5, 6))
+    oracle = rng.random((3, 5, 6)) < 0.3
+    oracle[0, 0] = False                                # no oracle move: left out
+    stray = rng.random((3, 5)) < 0.7
+    want = []
+    for e in range(3):
+        for i in range(5):
+            if not (stray[e, i] and oracle[e, i].any()):
+                continue
+            move = max((a for a in range(6) if oracle[e, i, a]), key=lambda a: local[e, i, a])
+            keep = max((a for a in range(6) if probe.STILL[a]), key=lambda a: local[e, i, a])
+            part = unary[e, i, move] - unary[e, i, keep]
+            want.append((part, local[e, i, move] - local[e, i, keep] - part))
+    parts = probe.stray_margin_parts(local, unary, oracle, stray)
+    np.testing.assert_allclose(parts, np.array(want).reshape(-1, 2))
+    np.testing.assert_allclose(parts.sum(-1), probe.stray_margins(local, oracle, stray))
 
 
 def test_a_run_on_another_env_is_refused(tmp_path):
