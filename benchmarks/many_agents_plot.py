@@ -10,8 +10,9 @@ For every (team size, algorithm) over the coverage runs found under the paths gi
 directories, or folders holding them; a run started from another run's learner,
 ``init_from`` in its provenance, is its own row, ``ALGO (warm start)``, or ``ALGO (warm
 start, fresh critics)`` where that start kept the critics' tensors fresh; so is a run whose
-critics' factor graph is one of :data:`CRITIC_GRAPHS`, ``ALGO (nearest pairs)``, and a run whose
-policy has sibling pairs, ``ALGO (..., sibling pairs)``): the env steps
+critics' factor graph is one of :data:`CRITIC_GRAPHS`, ``ALGO (nearest pairs)``, a run whose
+policy has sibling pairs, ``ALGO (..., sibling pairs)``, and one whose critics' tables are
+centred, ``ALGO (..., centred critics)``): the env steps
 trained, and the greedy success and
 final assignment potential (0 = every goal held) of the last evaluation, as the mean over
 seeds with a 95% bootstrap CI where there are several. Runs need not have reached their
@@ -82,12 +83,14 @@ CRITIC_GRAPHS = {"nearest": "nearest pairs", "none": "unary critics"}
 
 def _label(run) -> str:
     """The run's algorithm, with its :data:`CRITIC_GRAPHS` label, ``sibling pairs`` for a
-    policy with them, and a :data:`WARM_STARTS` suffix when it began from another run's
-    learner."""
+    policy with them, ``centred critics`` for critics with centred tables, and a
+    :data:`WARM_STARTS` suffix when it began from another run's learner."""
     parts = [CRITIC_GRAPHS[graph] for graph in [run.config.get("factor_graph")]
              if graph in CRITIC_GRAPHS]
     if run.config.get("sibling_pairs"):
         parts.append("sibling pairs")
+    if run.config.get("critic_centred"):
+        parts.append("centred critics")
     starts = [record for record in run.provenance if "init_from" in record]
     if starts:
         fresh = any(name.startswith("modules.critic")

@@ -11,6 +11,9 @@ how the scope is listed: ``table_ij = (P[h_i, h_j] + P[h_j, h_i]^T) / 2`` ``[B, 
 (order 3: the six orderings).
 With ``rank=r`` a table is ``sum_r prod_p v_pr`` instead, agent ``a``'s vectors one linear
 head on ``[h_a, sum of the factor's other h]``: symmetric by construction.
+With ``centred=True`` every table is centred along each of its axes in turn (every row and
+column mean zero, for order 2), so that it holds only how its agents' actions combine: what
+one agent's action is worth by itself lives in its utility alone.
 The parameter count does not grow with the number of factors, and grows with the number
 of agents only through the one-hot id (not at all with ``agent_ids=False``: the same
 weights fit every team size). What one factor learns (a joint action that pays where its
@@ -77,6 +80,9 @@ class AgentFactorQ(nn.Module):
         agent_ids: append a one-hot of each agent's id to its input (default); ``False``
             for none, so that agents with equal inputs get equal embeddings and the weights
             do not depend on the number of agents.
+        centred: centre every factor table along each of its axes (the interaction part
+            of an analysis of variance: each agent's main effect is left to its utility);
+            needs ``unary``. Default ``False``.
 
     ``forward(inputs, state=None, positions=None)`` returns a :class:`FactorValues` with
     ``unary`` ``[B, n, k]``, ``pairwise`` ``[B, F2, k, k]``, ``triple`` ``[B, F3, k, k,
@@ -87,10 +93,17 @@ class AgentFactorQ(nn.Module):
     def __init__(self, graph: FactorGraph | NearestGraph, input_dim: int, num_actions: int,
                  hidden: Sequence[int] = (64, 64), unary: bool = True, state_dim: int = 0,
                  rank: int | None = None, payoff_hidden: int = 0,
-                 ensemble: int | None = None, agent_ids: bool = True) -> None:
+                 ensemble: int | None = None, agent_ids: bool = True,
+                 centred: bool = False) -> None:
         super().__init__()
         if not isinstance(agent_ids, bool):
             raise ValueError(f"agent_ids must be True or False, got {agent_ids!r}")
+        if not isinstance(centred, bool):
+            raise ValueError(f"centred must be True or False, got {centred!r}")
+        if centred and not unary:
+            raise ValueError("centred=True leaves each agent's own effect to its utility: "
+                             "it needs unary=True")
+        self.centred = centred
         hidden = check_arguments(graph, input_dim, num_actions, hidden, unary, rank,
                                  input_name="input_dim", graphs=(FactorGraph, NearestGraph))
         if not hidden:
@@ -182,8 +195,12 @@ class AgentFactorQ(nn.Module):
         return FactorValues.trusted(self.graph, unary, tables.get(2), tables.get(3))
 
     def _tables(self, key: str, h: torch.Tensor, scopes: torch.Tensor) -> torch.Tensor:
-        return (self._full_tables(key, h, scopes) if self.rank is None
-                else self._low_rank_tables(key, h, scopes))
+        tables = (self._full_tables(key, h, scopes) if self.rank is None
+                  else self._low_rank_tables(key, h, scopes))
+        if self.centred:                                    # [(E,) B, F, k, ...]
+            for axis in range(-int(key), 0):
+                tables = tables - tables.mean(axis, keepdim=True)
+        return tables
 
     @staticmethod
     def _select(x: torch.Tensor, agents: torch.Tensor) -> torch.Tensor:
@@ -286,5 +303,6 @@ class AgentFactorQ(nn.Module):
                 f"state_dim={self.state_dim}, rank={self.rank}, "
                 f"payoff_hidden={self.payoff_hidden}"
                 + ("" if self.ensemble is None else f", ensemble={self.ensemble}")
-                + ("" if self.agent_ids is not None else ", agent_ids=False"))
+                + ("" if self.agent_ids is not None else ", agent_ids=False")
+                + (", centred=True" if self.centred else ""))
 

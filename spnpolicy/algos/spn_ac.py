@@ -114,6 +114,10 @@ class SpnAcConfig(OffPolicyConfig):
     """With critic_input="agents": each agent's critic input carries a one-hot of its id.
     False drops it, so that the critics' weights do not depend on the team size and a run
     of another team size starts them whole (init_from with init_partial)."""
+    critic_centred: bool = checked(False, boolean)
+    """With critic_input="agents": every factor table is centred along each agent's axis,
+    so that it holds only how the agents' actions combine, and what one agent's action is
+    worth by itself is its unary term's alone (needs unary)."""
     factor_graph: str = checked("auto", one_of(*FACTOR_GRAPHS))
     """Critic factor graph: auto, complete, random, line, ring, star, none, or nearest: pairs
     chosen per state, each agent with its ``neighbours`` nearest others by position (the
@@ -260,6 +264,10 @@ class SpnAcConfig(OffPolicyConfig):
         if self.critic_input == "agents" and self.critic_rank:
             raise ValueError(f"critic_rank={self.critic_rank} needs critic_input='state'; the "
                              f"agents critics have full tables")
+        if self.critic_centred and (self.critic_input != "agents" or not self.unary):
+            raise ValueError(f"critic_centred=True needs critic_input='agents' and unary=True "
+                             f"(each agent's own effect moves to its unary term), got "
+                             f"critic_input={self.critic_input!r}, unary={self.unary}")
         if not self.critic_agent_ids and self.critic_input != "agents":
             raise ValueError(f"critic_agent_ids=False needs critic_input='agents' (per-agent "
                              f"critic inputs), got critic_input={self.critic_input!r}")
@@ -641,7 +649,8 @@ class SpnAc(OffPolicyAlgorithm):
         if cfg.critic_input == "agents":
             self.critic = AgentFactorQ(graph, envs.obs_dim, k, cfg.critic_hidden, cfg.unary,
                                        payoff_hidden=cfg.critic_payoff_hidden,
-                                       ensemble=2, agent_ids=cfg.critic_agent_ids).to(device)
+                                       ensemble=2, agent_ids=cfg.critic_agent_ids,
+                                       centred=cfg.critic_centred).to(device)
         else:
             self.critic = FactorQ(graph, state_dim, k, cfg.critic_hidden, cfg.unary,
                                   cfg.critic_rank or None, ensemble=2).to(device)

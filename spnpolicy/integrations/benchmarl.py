@@ -126,7 +126,7 @@ class SpnAcAlgorithm(Algorithm):
         if cfg.critic_input == "agents":
             critic = AgentFactorQ(graph, obs, k, cfg.critic_hidden, cfg.unary,
                                   payoff_hidden=cfg.critic_payoff_hidden, ensemble=2,
-                                  agent_ids=cfg.critic_agent_ids)
+                                  agent_ids=cfg.critic_agent_ids, centred=cfg.critic_centred)
         else:
             critic = TwinFactorQ(graph, n * obs, k, cfg.critic_hidden, cfg.unary,
                                  cfg.critic_rank or None)
@@ -162,9 +162,9 @@ class SpnAcAlgorithm(Algorithm):
 #: meanings; the learning rate, discount, Polyak rate and clipping are BenchMARL's
 #: ``ExperimentConfig``'s.
 SETTINGS = ("policy", "width", "policy_hidden", "param_head", "agent_ids", "critic_hidden",
-            "critic_input", "critic_payoff_hidden", "critic_agent_ids", "factor_graph",
-            "num_factors", "factor_order", "graph_seed", "critic_rank", "unary", "alpha",
-            "autotune_alpha", "target_entropy_scale", "regulariser", "mode_guidance",
+            "critic_input", "critic_payoff_hidden", "critic_agent_ids", "critic_centred",
+            "factor_graph", "num_factors", "factor_order", "graph_seed", "critic_rank", "unary",
+            "alpha", "autotune_alpha", "target_entropy_scale", "regulariser", "mode_guidance",
             "mode_floor")
 
 

@@ -1,5 +1,6 @@
 """AgentFactorQ: shapes, symmetry in each scope's listing, its tables against a direct
-reference computation, ensembles, gradients, parameter sharing and bad input."""
+reference computation, centred tables, ensembles, gradients, parameter sharing and bad
+input."""
 
 import itertools
 import math
@@ -9,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factor_q import AgentFactorQ, FactorGraph
+from factor_q import AgentFactorQ, FactorGraph, NearestGraph
 
 GRAPHS = {
     "unary": FactorGraph(4, []),
@@ -167,6 +168,62 @@ def test_tables_equal_the_direct_reference(q):
         torch.testing.assert_close(values.unary, q._rows(q.unary_head, q._embed(inputs, state)))
 
 
+def _interaction(table: torch.Tensor, order: int) -> torch.Tensor:
+    """The interaction term of an analysis of variance of each ``[k] * order`` table,
+    written out: order 2, ``T - row means - column means + grand mean``; order 3, the same
+    with the three pair means, the three single means and the grand mean."""
+    def m(*axes):
+        return table.mean([a - order for a in axes], keepdim=True)
+    if order == 2:
+        return table - m(0) - m(1) + m(0, 1)
+    return (table - m(0) - m(1) - m(2) + m(0, 1) + m(0, 2) + m(1, 2) - m(0, 1, 2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(q=networks(), data=st.data())
+def test_centred_tables_are_the_interaction_part_of_the_plain_ones(q, data):
+    """The same weights with ``centred=True``: each table is the plain one's interaction term
+    (every axis mean zero), the utilities are unchanged, and Q still equals the enumerated
+    table at any joint action."""
+    if q.unary_head is None:
+        return
+    centred = AgentFactorQ(q.graph, q.input_dim, q.num_actions, hidden=(6,), unary=True,
+                           state_dim=q.state_dim, rank=q.rank, payoff_hidden=q.payoff_hidden,
+                           ensemble=q.ensemble, agent_ids=q.agent_ids is not None,
+                           centred=True).double()
+    centred.load_state_dict(q.state_dict())
+    inputs, state = _inputs(q, batch=3)
+    plain, values = q(inputs, state), centred(inputs, state)
+    torch.testing.assert_close(values.unary, plain.unary)
+    for order, got, was in ((2, values.pairwise, plain.pairwise),
+                            (3, values.triple, plain.triple)):
+        if was is None:
+            continue
+        torch.testing.assert_close(got, _interaction(was, order))
+        for axis in range(-order, 0):
+            assert got.mean(axis).abs().max() < 1e-12
+    n, k = q.graph.num_agents, q.num_actions
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    actions = torch.randint(k, (3, n), generator=torch.Generator().manual_seed(seed))
+    flat = sum(actions[:, i] * k ** (n - 1 - i) for i in range(n))
+    torch.testing.assert_close(centred.evaluate(inputs, actions, state),
+                               values.table().flatten(-n)[..., torch.arange(3), flat])
+
+
+def test_centred_tables_on_nearest_pairs():
+    """Per-state pairs: the kept tables are centred, a mutual pair's second slot stays 0."""
+    torch.manual_seed(0)
+    q = AgentFactorQ(NearestGraph(5, 2), input_dim=3, num_actions=4, hidden=(8,),
+                     centred=True).double()
+    inputs = torch.randn(6, 5, 3, dtype=torch.float64)
+    positions = torch.randint(0, 4, (6, 5, 2)).double()
+    values = q(inputs, positions=positions)
+    _, kept = q.graph.scopes(positions)
+    assert values.pairwise.mean(-1).abs().max() < 1e-12
+    assert values.pairwise.mean(-2).abs().max() < 1e-12
+    assert (values.pairwise[~kept] == 0).all() and values.pairwise[kept].abs().max() > 0
+
+
 def test_low_rank_tables_have_at_most_that_rank():
     q = AgentFactorQ(GRAPHS["mixed"], input_dim=4, num_actions=5, hidden=(16,),
                      rank=2).double()
@@ -280,6 +337,8 @@ def test_without_ids_the_same_weights_fit_every_team_size(state_dim, ensemble):
     (dict(ensemble=0), ValueError, "ensemble must be None or a positive int"),
     (dict(ensemble=True), ValueError, "ensemble must be None or a positive int"),
     (dict(agent_ids=1), ValueError, "agent_ids must be True or False, got 1"),
+    (dict(centred=1), ValueError, "centred must be True or False, got 1"),
+    (dict(centred=True, unary=False), ValueError, "centred=True .* needs unary=True"),
     (dict(graph="ring"), TypeError, "graph must be a FactorGraph"),
     (dict(graph=FactorGraph(3, []), unary=False), ValueError, "identically 0"),
 ])

@@ -110,10 +110,13 @@ def test_runs_on_another_critic_graph_are_their_own_rows(tmp_path):
                         ("nearest", dict(factor_graph="nearest", neighbours=1)),
                         ("siblings", dict(factor_graph="nearest", neighbours=1,
                                           param_head="agents", sibling_pairs=True)),
-                        ("none", dict(factor_graph="none"))):
+                        ("none", dict(factor_graph="none")),
+                        ("centred", dict(factor_graph="nearest", neighbours=1,
+                                         critic_centred=True))):
         spnpolicy.train("spn-ac", "coverage", seed=0, out_dir=tmp_path / name, env_kwargs=env,
                         **config, **graph)
     summary = plot.main([str(tmp_path), "--out", str(tmp_path / "t")])
     assert [(r["algo"], r["seeds"]) for r in summary["learning"]] == [
         ("spn-ac", [0]), ("spn-ac (nearest pairs)", [0]),
+        ("spn-ac (nearest pairs, centred critics)", [0]),
         ("spn-ac (nearest pairs, sibling pairs)", [0]), ("spn-ac (unary critics)", [0])]

@@ -33,6 +33,25 @@ def test_config_refuses_low_rank_tables_with_agents_critics():
         SpnAcConfig(critic_agent_ids=False)
     with pytest.raises(ValueError, match="^critic_agent_ids must"):
         SpnAcConfig(critic_input="agents", critic_agent_ids="no")
+    with pytest.raises(ValueError, match=r"critic_centred=True needs critic_input='agents' "
+                                         r"and unary=True .* got critic_input='state', "
+                                         r"unary=True"):
+        SpnAcConfig(critic_centred=True)
+    with pytest.raises(ValueError, match=r"got critic_input='agents', unary=False"):
+        SpnAcConfig(critic_input="agents", critic_centred=True, unary=False)
+
+
+def test_centred_critics_are_built_with_centred_tables():
+    envs = make_vec_env("coverage", 2, seed=0, **COVERAGE)
+    cfg = make_config("spn-ac", "coverage", dict(num_envs=2, width=4, policy_hidden=(16,),
+                                                 critic_hidden=(16,), critic_input="agents",
+                                                 critic_centred=True))
+    algo = SpnAc(cfg, envs)
+    obs = torch.as_tensor(envs.reset(seed=0)[1])
+    tables = algo.critic(obs).pairwise                                 # [E, B, F, k, k]
+    assert algo.critic.centred and tables.abs().max() > 0
+    assert tables.mean(-1).abs().max() < 1e-6 and tables.mean(-2).abs().max() < 1e-6
+    envs.close()
 
 
 def test_agents_critics_read_observations_and_fit_a_fixed_batch():
