@@ -244,6 +244,7 @@ def stray_margin_parts(local: np.ndarray, unary: np.ndarray, oracle: np.ndarray,
     rows = stray & oracle.any(-1)
     move = np.where(oracle, local, -np.inf).argmax(-1)                      # [E, n]
     keep = np.where(STILL, local, -np.inf).argmax(-1)
+
     def at(x: np.ndarray, actions: np.ndarray) -> np.ndarray:
         return np.take_along_axis(x, actions[..., None], -1)[..., 0]
 
