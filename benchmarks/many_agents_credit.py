@@ -488,8 +488,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             sizes = [team.num_agents] if team else args.agents
             for n, rows, epsilon, held, source, ids, lr in itertools.product(
                     sizes, args.rows, args.epsilon, args.held, args.train_from,
-                    args.critic_ids if kind == "critic" else ["on"],
-                    args.lr if kind == "critic" else [1e-3]):
+                    args.critic_ids if kind == "critic" else [None],
+                    args.lr if kind == "critic" else [None]):
                 start = time.perf_counter()
                 config = (dataclasses.replace(team, observation=observation) if team
                           else coverage_config(n, GRIDS[n], observation))
